@@ -1,0 +1,264 @@
+"""The HTTP face: Segment-spec ingestion, decide, profiles. It only talks to the engine.
+
+Every route is declared once in ROUTES with its scope; ``create_app`` builds Starlette routes
+and the OpenAPI document from that table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextbest.api.auth import KeyKind, Principal, Scope, authenticate
+from nextbest.api.body import read_body
+from nextbest.api.errors import error_response
+from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
+from nextbest.decide.model import Decision, DecisionRequest
+from nextbest.engine import Engine
+from nextbest.errors import Forbidden, NextbestError, NotFound, ValidationError
+from nextbest.events.model import Event, EventType
+from nextbest.events.wire import WireBatch, WireMessage
+from nextbest.settings import Settings
+
+__all__ = ["ROUTES", "RouteSpec", "create_app"]
+
+log = logging.getLogger("nextbest.api")
+
+Handler = Callable[["Ctx"], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Ctx:
+    request: Request
+    principal: Principal
+    engine: Engine
+    settings: Settings
+    body: bytes
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    scope: Scope
+    summary: str
+    handler: Handler
+    request: Any = None
+    response: Any = None
+    reads_body: bool = False
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def _ingested(accepted: int, duplicates: int) -> Response:
+    return _json({"success": True, "accepted": accepted, "duplicates": duplicates})
+
+
+def _check_senders(ctx: Ctx, events: list[Event], prefix: str) -> None:
+    for i, event in enumerate(events):
+        if not ctx.principal.may_send_for(event.user_id):
+            where = f"{prefix}[{i}].userId" if prefix else "$.userId"
+            raise Forbidden(f"this key may not send events for userId {event.user_id!r} "
+                            f"(at {where}); send a customer token for it")
+
+
+async def _batch(ctx: Ctx) -> Response:
+    events = ctx.engine.parse_batch(ctx.body)
+    _check_senders(ctx, events, "$.batch")
+    result = await run_in_threadpool(ctx.engine.ingest, events)
+    return _ingested(result.accepted, result.duplicates)
+
+
+def _single(kind: EventType) -> Handler:
+    async def handler(ctx: Ctx) -> Response:
+        event = ctx.engine.parse_message(kind, ctx.body)
+        _check_senders(ctx, [event], "")
+        result = await run_in_threadpool(ctx.engine.ingest, [event])
+        return _ingested(result.accepted, result.duplicates)
+
+    return handler
+
+
+_decide_decoder = msgspec.json.Decoder(DecideBody)
+
+
+async def _decide(ctx: Ctx) -> Response:
+    try:
+        body = _decide_decoder.decode(ctx.body)
+    except msgspec.ValidationError as exc:
+        reason, _, where = str(exc).partition(" - at `")
+        raise ValidationError(reason, where.rstrip("`") or "$") from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"body is not valid JSON: {exc}", "$") from exc
+    if not ctx.principal.may_decide_for(body.userId):
+        raise Forbidden("this key may decide only for its own session: send the customer "
+                        "token that binds this userId, or use the anonymousId")
+    decision = ctx.engine.decide(
+        DecisionRequest(placement=body.placement, limit=body.limit, context=body.context),
+        user_id=body.userId, anonymous_id=body.anonymousId,
+    )
+    out = msgspec.to_builtins(decision)
+    if not body.explain:
+        del out["excluded"]
+    return _json(out)
+
+
+async def _profile(ctx: Ctx) -> Response:
+    user_id = ctx.request.path_params["user_id"]
+    view = ctx.engine.profile_view(user_id)
+    if view is None:
+        raise NotFound(f"no profile for userId {user_id!r}")
+    return _json(view)
+
+
+async def _decision(ctx: Ctx) -> Response:
+    decision_id = ctx.request.path_params["decision_id"]
+    decision = ctx.engine.decision(decision_id)
+    if decision is None:
+        raise NotFound(f"no decision {decision_id!r}")
+    return _json(msgspec.to_builtins(decision))
+
+
+async def _health(ctx: Ctx) -> Response:
+    return _json({"status": "ok", "catalog": ctx.engine.catalog.version})
+
+
+async def _openapi(ctx: Ctx) -> Response:
+    return _json(openapi_document())
+
+
+async def _catalog(ctx: Ctx) -> Response:
+    return _json({"version": ctx.engine.catalog.version,
+                  "catalog": msgspec.to_builtins(ctx.engine.catalog.spec)})
+
+
+async def _snapshot(ctx: Ctx) -> Response:
+    await run_in_threadpool(ctx.engine.flush)
+    await run_in_threadpool(ctx.engine.snapshot)
+    return _json({"success": True, "profiles": ctx.engine.profile_count})
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("POST", "/v1/batch", Scope.EVENTS_WRITE, "Send up to 2,000 Segment-spec messages",
+              _batch, WireBatch, IngestResponse, reads_body=True),
+    *(
+        RouteSpec("POST", f"/v1/{k.value}", Scope.EVENTS_WRITE, f"Send one {k.value} message",
+                  _single(k), WireMessage, IngestResponse, reads_body=True)
+        for k in EventType
+    ),
+    RouteSpec("POST", "/v1/decide", Scope.DECIDE, "What to show one customer in one placement",
+              _decide, DecideBody, Decision, reads_body=True),
+    RouteSpec("GET", "/v1/profiles/{user_id}", Scope.PROFILES_READ,
+              "A customer's live profile and what rules see", _profile),
+    RouteSpec("GET", "/v1/decisions/{decision_id}", Scope.PROFILES_READ,
+              "One logged decision", _decision, response=Decision),
+    RouteSpec("GET", "/v1/admin/catalog", Scope.ADMIN, "The loaded catalog", _catalog),
+    RouteSpec("POST", "/v1/admin/snapshot", Scope.ADMIN,
+              "Flush decisions and snapshot profiles", _snapshot),
+    RouteSpec("GET", "/healthz", Scope.PUBLIC, "Liveness and catalog version", _health),
+    RouteSpec("GET", "/openapi.json", Scope.PUBLIC, "This API's OpenAPI 3.1 document", _openapi),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    models = [r.request for r in ROUTES if r.request] + [r.response for r in ROUTES
+                                                            if r.response] + [ErrorBody]
+    schemas, components = msgspec.json.schema_components(
+        models, ref_template="#/components/schemas/{name}")
+    by_model = dict(zip(models, schemas, strict=True))
+    paths: dict[str, Any] = {}
+    error = {"content": {"application/json": {"schema": by_model[ErrorBody]}}}
+    for r in ROUTES:
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "x-scope": r.scope.value,
+            "responses": {"200": {"description": "OK"}, "4XX": {"description": "Bad input",
+                                                                **error}},
+        }
+        if r.scope is not Scope.PUBLIC:
+            op["security"] = [{"basic": []}, {"bearer": []}]
+        if r.request is not None:
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": by_model[r.request]}}}
+        if r.response is not None:
+            op["responses"]["200"]["content"] = {
+                "application/json": {"schema": by_model[r.response]}}
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "nextbest", "version": "0.1.0",
+                 "description": "Real-time next-best-action engine for banks"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "the key as the user name, empty password"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[..., Any]:
+    body_key_decoder = msgspec.json.Decoder(BodyKey)
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await read_body(request, settings.max_body_bytes) if spec.reads_body else b""
+            if spec.scope is Scope.PUBLIC:
+                principal = Principal(KeyKind.NONE)
+            else:
+                body_key = None
+                if "authorization" not in request.headers and body:
+                    with contextlib.suppress(msgspec.DecodeError):
+                        body_key = body_key_decoder.decode(body).writeKey
+                principal = authenticate(
+                    request.headers.get("authorization"), body_key,
+                    request.headers.get("x-customer-token"), settings, engine.clock.now())
+                principal.require(spec.scope)
+            return await spec.handler(Ctx(request, principal, engine, settings, body))
+        except NextbestError as exc:
+            return error_response(exc)
+
+    return endpoint
+
+
+def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) -> Starlette:
+    """The ASGI app. The engine is closed (decisions flushed, snapshot written) on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def flusher() -> None:
+            while True:
+                await asyncio.sleep(flush_interval)
+                try:
+                    await run_in_threadpool(engine.flush)
+                except NextbestError as exc:  # kept in the buffer; retried next tick
+                    log.error("decision log flush failed: %s", exc)
+
+        task = asyncio.create_task(flusher())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await run_in_threadpool(engine.close)
+
+    routes = [Route(r.path, _endpoint(r, engine, settings), methods=[r.method]) for r in ROUTES]
+    return Starlette(routes=routes, lifespan=lifespan)

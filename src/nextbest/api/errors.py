@@ -1,0 +1,54 @@
+"""The one table from the error tree to HTTP status codes. Error bodies are JSON with string
+``code`` and ``message`` (RudderStack's client reads both) and the field ``path``."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+from nextbest.errors import (
+    AuthError,
+    CatalogError,
+    Forbidden,
+    InputError,
+    NextbestError,
+    NotFound,
+    PayloadTooLarge,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+)
+
+__all__ = ["STATUS", "error_response", "status_of"]
+
+#: most specific first
+STATUS: tuple[tuple[type[NextbestError], int], ...] = (
+    (PayloadTooLarge, 413),
+    (NotFound, 404),
+    (ValidationError, 400),
+    (InputError, 400),
+    (Forbidden, 403),
+    (AuthError, 401),
+    (StoreUnavailable, 503),
+    (StoreError, 503),
+    (CatalogError, 500),
+    (NextbestError, 500),
+)
+
+
+def status_of(exc: NextbestError) -> int:
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_response(exc: NextbestError) -> Response:
+    status = status_of(exc)
+    body: dict[str, str] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, ValidationError):
+        body["path"] = exc.path
+    headers = {"WWW-Authenticate": 'Basic realm="nextbest"'} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "1"}
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")

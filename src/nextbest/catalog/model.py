@@ -1,0 +1,153 @@
+"""The catalog as marketers write it: topics, segments, offers, campaigns, placements, policy.
+
+These Structs are the validated shape of the YAML; ``load.py`` compiles them into a Catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from nextbest.profile.topics import TopicSpec
+
+__all__ = [
+    "CampaignSpec",
+    "CatalogSpec",
+    "Channel",
+    "ContactPolicy",
+    "Content",
+    "ImpressionCap",
+    "OfferKind",
+    "OfferSpec",
+    "PlacementSpec",
+    "ProfileSettings",
+    "ScoringSpec",
+    "SegmentSpec",
+    "TopicSpec",
+]
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Share = Annotated[float, msgspec.Meta(ge=0.0, le=0.5)]
+Positive = Annotated[float, msgspec.Meta(gt=0.0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+Probability = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
+#: an ISO date or date-time; a date means midnight UTC, a time without offset means UTC
+When = str
+
+
+class OfferKind(enum.StrEnum):
+    SERVICE = "service"
+    COMMERCIAL = "commercial"
+
+
+class Channel(enum.StrEnum):
+    WEB = "web"
+    APP = "app"
+    EMAIL = "email"
+    ADVISOR = "advisor"
+
+
+class Content(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    title: str
+    body: str = ""
+    cta: str | None = None
+    url: str | None = None
+    image: str | None = None
+
+
+class SegmentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: Id
+    rule: str
+    name: str = ""
+    description: str = ""
+
+
+class OfferSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: Id
+    name: str
+    kind: OfferKind
+    content: dict[Channel, Content]
+    topic: Id | None = None
+    value: Positive = 1.0
+    prior_ctr: Probability | None = None
+    eligibility: str = "true"
+    kpi_event: str | None = None
+    priority: int = 0
+    valid_from: When | None = None
+    valid_until: When | None = None
+    reason: str | None = None
+
+
+class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: Id
+    name: str
+    owner: str
+    offers: list[Id]
+    hypothesis: str = ""
+    kpi: str = ""
+    weight: Positive = 1.0
+    control_share: Share = 0.0
+    salt: str | None = None
+    start: When | None = None
+    end: When | None = None
+
+
+class PlacementSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: Id
+    channel: Channel
+    slots: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1
+    kinds: tuple[OfferKind, ...] = (OfferKind.SERVICE, OfferKind.COMMERCIAL)
+    description: str = ""
+
+
+class ImpressionCap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    count: Annotated[int, msgspec.Meta(ge=1)]
+    days: Positive
+
+
+class ContactPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Caps and fatigue, applied to commercial offers (service messages are never capped)."""
+
+    per_offer: ImpressionCap = ImpressionCap(count=3, days=7)
+    per_day_commercial: Annotated[int, msgspec.Meta(ge=1)] = 12
+    after_click_days: NonNegative = 7.0
+    after_dismiss_days: NonNegative = 14.0
+    #: decayed topic score below which interest the customer once had counts as faded
+    fade_below: NonNegative = 0.35
+    suppress_owned: bool = True
+    #: consent assumed for a purpose the customer has not set (personalization, marketing)
+    consent_defaults: dict[str, bool] = msgspec.field(
+        default_factory=lambda: {"personalization": True, "marketing": True})
+
+
+class ScoringSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The click-propensity prior: base CTR lifted by decayed topic interest."""
+
+    service_ctr: Probability = 0.08
+    commercial_ctr: Probability = 0.01
+    #: the most interest can multiply the base CTR by (1 + lift)
+    interest_lift: NonNegative = 4.0
+    #: decayed score at which half of the lift is reached
+    half_saturation: Positive = 3.0
+
+
+class ProfileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    page_weight: NonNegative = 1.0
+    track_weight: NonNegative = 2.0
+    event_weights: dict[str, NonNegative] = {}
+    session_timeout_minutes: Positive = 30.0
+
+
+class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: str = "1"
+    topics: list[TopicSpec] = []
+    segments: list[SegmentSpec] = []
+    offers: list[OfferSpec] = []
+    campaigns: list[CampaignSpec] = []
+    placements: list[PlacementSpec] = []
+    contact_policy: ContactPolicy = ContactPolicy()
+    scoring: ScoringSpec = ScoringSpec()
+    profile: ProfileSettings = ProfileSettings()
+    holdout_share: Share = 0.0

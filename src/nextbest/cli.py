@@ -1,0 +1,129 @@
+"""The command line: ``nextbest serve | check | replay | token``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from nextbest.errors import CatalogError, NextbestError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="nextbest: real-time next-best-action engine for banks.")
+out = Console()
+err = Console(stderr=True)
+
+CatalogOpt = typer.Option("examples/bank", "--catalog", "-c", envvar="NEXTBEST_CATALOG",
+                          help="Catalog YAML file or folder.")
+DataOpt = typer.Option(".nextbest/embedded.sqlite", "--data", "-d", envvar="NEXTBEST_DATA",
+                       help="SQLite file of the embedded store.")
+
+
+def _settings(catalog: str, data: str, **extra: object):  # type: ignore[no-untyped-def]
+    from nextbest.settings import Settings
+
+    return Settings.from_env(catalog=catalog, data=data, **extra)
+
+
+@app.command()
+def serve(
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    host: str = typer.Option("127.0.0.1", envvar="NEXTBEST_HOST"),
+    port: int = typer.Option(8000, envvar="NEXTBEST_PORT"),
+) -> None:
+    """Run the HTTP service on the embedded store."""
+    import uvicorn
+
+    from nextbest.api.app import create_app
+    from nextbest.engine import Engine
+
+    settings = _settings(catalog, data, host=host, port=port)
+    try:
+        engine = Engine.from_settings(settings)
+    except CatalogError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]{problem}[/red]")
+        raise typer.Exit(1) from exc
+    if settings.uses_dev_keys:
+        err.print("[yellow]development keys in use (dev-write-key, dev-server-key, ...): "
+                  "set NEXTBEST_*_KEYS and NEXTBEST_TOKEN_SECRET for anything real[/yellow]")
+    err.print(f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
+              f"store {settings.data}; http://{host}:{port}")
+    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or folder.")) -> None:
+    """Validate a catalog: every problem with file, line and reason."""
+    from nextbest.catalog.load import check_catalog, load_catalog
+
+    problems = check_catalog(catalog)
+    if problems:
+        for problem in problems:
+            out.print(str(problem), markup=False)
+        out.print(f"{len(problems)} problem(s)")
+        raise typer.Exit(1)
+    loaded = load_catalog(catalog)
+    spec = loaded.spec
+    out.print(f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
+              f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
+              f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements")
+
+
+@app.command()
+def replay(
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    write: bool = typer.Option(False, "--write", help="Replace live state and snapshot."),
+) -> None:
+    """Rebuild every profile from the event log and compare with the stored state."""
+    from nextbest.engine import Engine
+
+    if not Path(data).exists():
+        err.print(f"no store at {data}")
+        raise typer.Exit(1)
+    engine = Engine.from_settings(_settings(catalog, data))
+    try:
+        report = engine.rebuild() if write else engine.replay()
+    finally:
+        if write:
+            engine.close()
+        else:
+            engine.store.close()
+    verdict = "identical" if report.identical else f"{len(report.differing)}+ differ"
+    out.print(f"replayed {report.events} events into {report.profiles} profiles: {verdict}")
+    for key in report.differing:
+        out.print(f"  differs: {key}", markup=False)
+    if not report.identical and not write:
+        raise typer.Exit(2)
+
+
+@app.command()
+def token(
+    user_id: str,
+    ttl: int = typer.Option(3600, help="Seconds until the token expires."),
+) -> None:
+    """Mint a customer token binding a browser session to USER_ID (NEXTBEST_TOKEN_SECRET)."""
+    from nextbest.api.customer_token import mint_customer_token
+    from nextbest.settings import Settings
+
+    settings = Settings.from_env()
+    out.print(mint_customer_token(settings.token_secret, user_id, time.time() + ttl),
+              markup=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except NextbestError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Why an item was shown (ReasonCode) and why a candidate was not (Suppression): enums, never
+free strings; the human text is rendered from the code and its facts."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+__all__ = ["Reason", "ReasonCode", "Suppression"]
+
+
+class ReasonCode(enum.StrEnum):
+    OFFER_REASON = "offer_reason"
+    TOPIC_INTEREST = "topic_interest"
+    FUNNEL_STAGE = "funnel_stage"
+    SEGMENT = "segment"
+    CAMPAIGN_PRIORITY = "campaign_priority"
+    SERVICE_MESSAGE = "service_message"
+    ELIGIBLE = "eligible"
+
+
+class Suppression(enum.StrEnum):
+    OUT_OF_SCHEDULE = "out_of_schedule"
+    INELIGIBLE = "ineligible"
+    RULE_ERROR = "rule_error"
+    OWNED = "already_owned"
+    CAPPED = "impression_cap"
+    FATIGUE = "daily_fatigue"
+    RECENTLY_CLICKED = "recently_clicked"
+    DISMISSED = "recently_dismissed"
+    FADED = "faded_interest"
+    NO_CONSENT = "no_marketing_consent"
+    HOLDOUT = "universal_holdout"
+    CONTROL = "control_group"
+    OUTRANKED = "outranked"
+
+
+class Reason(msgspec.Struct, frozen=True):
+    code: ReasonCode
+    text: str

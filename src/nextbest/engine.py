@@ -1,0 +1,304 @@
+"""The composition root: catalog + store + profiles + identity wired into one small API.
+
+    ingest(events)  -> durable append to the event log, then fold into live profiles
+    decide(...)     -> one profile read, the pure pipeline, the decision logged
+    profile(id)     -> the live profile
+    replay()        -> every profile rebuilt from the log alone
+    close()         -> flush decisions, write a snapshot
+
+All calls hold one lock, so the log order is the fold order and a new event is visible to
+the very next decision.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.clock import Clock, SystemClock
+from nextbest.decide.model import Decision, DecisionRequest
+from nextbest.decide.pipeline import decide as run_pipeline
+from nextbest.errors import ValidationError
+from nextbest.events.model import Event, EventType
+from nextbest.events.parse import Limits, parse_batch, parse_message
+from nextbest.profile.fold import fold
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap
+from nextbest.profile.model import Profile
+from nextbest.rules.context import rule_variables
+from nextbest.settings import Settings
+from nextbest.store import open_store
+from nextbest.store.port import EventStore, StoredEvent
+from nextbest.store.sqlite import SQLiteStore
+
+__all__ = ["Engine", "IngestResult", "ReplayReport"]
+
+
+class IngestResult(msgspec.Struct, frozen=True):
+    accepted: int
+    duplicates: int
+
+
+class ReplayReport(msgspec.Struct, frozen=True):
+    events: int
+    profiles: int
+    identical: bool
+    differing: list[str]
+
+
+class _Snapshot(msgspec.Struct):
+    seq: int
+    catalog_digest: str
+    identity: IdentityMap
+    profiles: list[Profile]
+
+
+class _State:
+    """Live profiles and the identity map, folded from the log up to ``seq``."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, Profile] = {}
+        self.identity = IdentityMap()
+        self.seq = 0
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Engine:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: EventStore,
+        clock: Clock | None = None,
+        *,
+        limits: Limits = Limits(),
+        new_id: Callable[[], str] = _new_id,
+        decision_flush_every: int = 10_000,
+        snapshot_every: int = 50_000,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.limits = limits
+        self._new_id = new_id
+        self._lock = threading.RLock()  # live state: fold and decide
+        self._write_lock = threading.Lock()  # ingest: log order == fold order
+        self._state = _State()
+        self._pending: list[Decision] = []
+        self._flush_every = decision_flush_every
+        self._snapshot_every = snapshot_every
+        self._since_snapshot = 0
+        self._restore()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Engine:
+        catalog = load_catalog(settings.catalog)
+        if settings.data == ":memory:":
+            store: EventStore = open_store(":memory:")
+        else:
+            store = SQLiteStore(settings.data, synchronous=settings.sqlite_synchronous)
+        return cls(catalog, store, clock, decision_flush_every=settings.decision_flush_every,
+                   snapshot_every=settings.snapshot_every)
+
+    # ---------------------------------------------------------------- ingest
+    def parse_batch(self, body: bytes) -> list[Event]:
+        """Validate a ``/v1/batch`` body into events (ValidationError with the field path)."""
+        return parse_batch(body, self.clock.now(), self.limits)
+
+    def parse_message(self, kind: EventType, body: bytes) -> Event:
+        return parse_message(kind, body, self.clock.now(), self.limits)
+
+    def ingest_batch(self, body: bytes) -> IngestResult:
+        """Parse and ingest a ``/v1/batch`` body; all messages are stored or none."""
+        return self.ingest(self.parse_batch(body))
+
+    def ingest(self, events: Sequence[Event]) -> IngestResult:
+        """Append durably, then fold. Duplicate messageIds are acknowledged and skipped.
+
+        The durable append holds only the write lock, so decisions go on during the fsync;
+        the fold then holds the state lock.
+        """
+        with self._write_lock:
+            seqs = self.store.append(events)
+            accepted = 0
+            with self._lock:
+                for seq, event in zip(seqs, events, strict=True):
+                    if seq is not None:
+                        self._apply(self._state, StoredEvent(seq, event))
+                        accepted += 1
+                self._since_snapshot += accepted
+            if self._since_snapshot >= self._snapshot_every:
+                self.snapshot()
+            return IngestResult(accepted, len(events) - accepted)
+
+    def _profile_for(self, state: _State, key: str) -> Profile:
+        profile = state.profiles.get(key)
+        if profile is None:
+            user = None if key.startswith(ANON_PREFIX) else key
+            profile = state.profiles[key] = Profile(customer_id=key, user_id=user)
+        return profile
+
+    def _apply(self, state: _State, stored: StoredEvent) -> None:
+        event = stored.event
+        state.seq = max(state.seq, stored.seq)
+        linked = False
+        if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
+            linked = state.identity.link_anonymous(event.anonymous_id, event.user_id)
+        elif event.type is EventType.ALIAS and event.previous_id and event.user_id:
+            linked = state.identity.link_alias(event.previous_id, event.user_id)
+        key = state.identity.resolve(event.user_id, event.anonymous_id)
+        if linked:
+            self._rebuild(state, key, stored.seq)
+            return
+        fold(self._profile_for(state, key), event, self.catalog.matcher,
+             self.catalog.fold_config)
+
+    def _rebuild(self, state: _State, user_key: str, upto: int) -> None:
+        """After a stitch: the user's profile is the fold of every linked id's events."""
+        users, anons = state.identity.ids_of(user_key)
+        for anon in anons:
+            state.profiles.pop(ANON_PREFIX + anon, None)
+        for user in users - {user_key}:
+            state.profiles.pop(user, None)
+        profile = state.profiles[user_key] = Profile(customer_id=user_key, user_id=user_key)
+        matcher, cfg = self.catalog.matcher, self.catalog.fold_config
+        for stored in self.store.events_of(users, anons, upto):
+            fold(profile, stored.event, matcher, cfg)
+
+    # ---------------------------------------------------------------- decide
+    def decide(
+        self,
+        request: DecisionRequest,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+    ) -> Decision:
+        if not user_id and not anonymous_id:
+            raise ValidationError("userId or anonymousId is required", "$.userId")
+        with self._lock:
+            key = self._state.identity.resolve(user_id, anonymous_id)
+            profile = self._state.profiles.get(key) or Profile(
+                customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key)
+            decision = run_pipeline(
+                self.catalog, profile, request, self.clock.now(), self._new_id())
+            self._pending.append(decision)
+            if len(self._pending) >= self._flush_every:  # backpressure; normally a timer flushes
+                self.flush()
+            return decision
+
+    def decision(self, decision_id: str) -> Decision | None:
+        with self._lock:
+            for d in self._pending:
+                if d.decision_id == decision_id:
+                    return d
+            return self.store.decision(decision_id)
+
+    def flush(self) -> None:
+        """Write buffered decisions to the decision log (the server calls this every second)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            try:
+                self.store.append_decisions(pending)
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = pending
+                raise
+
+    # ---------------------------------------------------------------- read
+    def profile(self, customer_id: str) -> Profile | None:
+        with self._lock:
+            key = self._state.identity.resolve(customer_id, None)
+            return self._state.profiles.get(key)
+
+    def profile_view(self, customer_id: str) -> dict[str, Any] | None:
+        """The stored profile and what rules see of it now (interest, lifecycle, ...)."""
+        with self._lock:
+            profile = self.profile(customer_id)
+            if profile is None:
+                return None
+            now = self.clock.now()
+            view = rule_variables(profile, self.catalog.topics, now, {})
+            return {
+                "customer_id": profile.customer_id,
+                "as_of": now,
+                "profile": msgspec.to_builtins(profile),
+                "view": {k: v for k, v in view.items() if k not in ("context", "now")},
+            }
+
+    def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
+        with self._lock:
+            return self._state.identity.resolve(user_id, anonymous_id)
+
+    @property
+    def profile_count(self) -> int:
+        return len(self._state.profiles)
+
+    def profiles(self) -> Iterable[Profile]:
+        return list(self._state.profiles.values())
+
+    # ---------------------------------------------------------------- replay, snapshots
+    def _fold_log(self, state: _State, after: int = 0) -> int:
+        n = 0
+        for stored in self.store.scan(after):
+            self._apply(state, stored)
+            n += 1
+        return n
+
+    def replay(self) -> ReplayReport:
+        """Rebuild every profile from the log alone and compare with the live ones."""
+        with self._lock:
+            fresh = _State()
+            n = self._fold_log(fresh)
+            live = self._state.profiles
+            enc = msgspec.msgpack.encode
+            differing = sorted(
+                k for k in set(live) | set(fresh.profiles)
+                if k not in live or k not in fresh.profiles
+                or enc(live[k]) != enc(fresh.profiles[k])
+            )
+            return ReplayReport(n, len(fresh.profiles), not differing, differing[:20])
+
+    def rebuild(self) -> ReplayReport:
+        """Replace live state by a replay of the log, then snapshot it."""
+        with self._lock:
+            report = self.replay()
+            fresh = _State()
+            self._fold_log(fresh)
+            self._state = fresh
+            self.snapshot()
+            return report
+
+    def snapshot(self) -> None:
+        """Write live state to the store, so a restart folds only the tail of the log."""
+        with self._lock:
+            state = self._state
+            snap = _Snapshot(state.seq, self.catalog.digest, state.identity,
+                             list(state.profiles.values()))
+            blob = msgspec.msgpack.encode(snap)
+            self._since_snapshot = 0
+        self.store.put_snapshot(snap.seq, blob)
+
+    def _restore(self) -> None:
+        state = _State()
+        stored = self.store.snapshot()
+        if stored is not None:
+            snap = msgspec.msgpack.decode(stored[1], type=_Snapshot)
+            if snap.catalog_digest == self.catalog.digest:
+                state.seq = snap.seq
+                state.identity = snap.identity
+                state.profiles = {p.customer_id: p for p in snap.profiles}
+        self._fold_log(state, state.seq)
+        self._state = state
+
+    def close(self) -> None:
+        with self._write_lock:
+            self.flush()
+            self.snapshot()
+            self.store.close()

@@ -1,0 +1,120 @@
+"""The one exception tree of nextbest.
+
+    NextbestError
+    ├── InputError              bad input from a caller: 4xx, nothing changed
+    │   ├── ValidationError     a field is wrong; carries the field path  -> 400
+    │   ├── PayloadTooLarge     body over the configured limit            -> 413
+    │   ├── UnknownPlacement    decide for a placement the catalog lacks  -> 404
+    │   └── NotFound            a named thing does not exist              -> 404
+    ├── AuthError               no or bad credentials                     -> 401
+    │   └── Forbidden           credentials lack the route's scope        -> 403
+    ├── CatalogError            catalog YAML invalid (file, line, reason)
+    └── StoreError              the storage adapter failed (I/O)          -> 503
+        └── StoreUnavailable    the backend cannot be reached             -> 503
+
+Adapters translate driver errors into StoreError with ``raise ... from exc``;
+the HTTP face maps this tree to status codes in one table.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CatalogError",
+    "CatalogProblem",
+    "Forbidden",
+    "InputError",
+    "NextbestError",
+    "NotFound",
+    "PayloadTooLarge",
+    "StoreError",
+    "StoreUnavailable",
+    "UnknownPlacement",
+    "ValidationError",
+]
+
+
+class NextbestError(Exception):
+    """Base of every error nextbest raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(NextbestError):
+    """The caller sent something wrong; nothing was changed."""
+
+    code = "invalid_input"
+
+
+class ValidationError(InputError):
+    """A field failed validation. ``path`` is a JSONPath such as ``$.batch[2].timestamp``."""
+
+    code = "validation_error"
+
+    def __init__(self, message: str, path: str = "$") -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {self.path})"
+
+
+class PayloadTooLarge(InputError):
+    code = "payload_too_large"
+
+
+class NotFound(InputError):
+    code = "not_found"
+
+
+class UnknownPlacement(NotFound):
+    code = "unknown_placement"
+
+
+class AuthError(NextbestError):
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+
+
+class CatalogProblem:
+    """One problem found in a catalog: where it is and what is wrong."""
+
+    __slots__ = ("file", "line", "path", "reason")
+
+    def __init__(self, file: str, line: int | None, path: str, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.path}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"CatalogProblem({self!s})"
+
+
+class CatalogError(NextbestError):
+    """The catalog does not load; ``problems`` lists every problem found."""
+
+    code = "catalog_error"
+
+    def __init__(self, problems: list[CatalogProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems) or "invalid catalog")
+        self.problems = problems
+
+
+class StoreError(NextbestError):
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"

@@ -1,0 +1,62 @@
+"""The bank's named track events and the properties each needs.
+
+Bank meaning rides on well-named track events. A known name with a missing or mistyped
+required property is rejected with the property's path; unknown names are custom events
+and pass through (they may still map to topics through the catalog).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["KNOWN_EVENTS", "EventName", "PropertySpec"]
+
+_NUMBER = (int, float)
+_TEXT = (str,)
+_OBJECT = (dict,)
+
+
+class EventName(enum.StrEnum):
+    APPLICATION_STARTED = "Application Started"
+    APPLICATION_SUBMITTED = "Application Submitted"
+    APPLICATION_COMPLETED = "Application Completed"
+    BALANCE_UPDATED = "Balance Updated"
+    CALCULATOR_USED = "Calculator Used"
+    CALLBACK_REQUESTED = "Callback Requested"
+    CONSENT_UPDATED = "Consent Updated"
+    LIFE_EVENT = "Life Event"
+    OVERDRAFT_ENDED = "Overdraft Ended"
+    OVERDRAFT_STARTED = "Overdraft Started"
+    PRODUCT_CLOSED = "Product Closed"
+    PRODUCT_OPENED = "Product Opened"
+    PRODUCTS_SEARCHED = "Products Searched"
+    PROMOTION_CLICKED = "Promotion Clicked"
+    PROMOTION_DISMISSED = "Promotion Dismissed"
+    PROMOTION_VIEWED = "Promotion Viewed"
+    SALARY_RECEIVED = "Salary Received"
+    TRANSACTION_POSTED = "Transaction Posted"
+
+
+#: property name -> accepted Python types (after JSON decoding)
+PropertySpec = dict[str, tuple[type, ...]]
+
+KNOWN_EVENTS: dict[str, PropertySpec] = {
+    EventName.APPLICATION_STARTED: {"product": _TEXT},
+    EventName.APPLICATION_SUBMITTED: {"product": _TEXT},
+    EventName.APPLICATION_COMPLETED: {"product": _TEXT},
+    EventName.BALANCE_UPDATED: {"balance": _NUMBER},
+    EventName.CALCULATOR_USED: {"topic": _TEXT},
+    EventName.CALLBACK_REQUESTED: {"topic": _TEXT},
+    EventName.CONSENT_UPDATED: {"purposes": _OBJECT},
+    EventName.LIFE_EVENT: {"type": _TEXT},
+    EventName.OVERDRAFT_ENDED: {},
+    EventName.OVERDRAFT_STARTED: {"balance": _NUMBER},
+    EventName.PRODUCT_CLOSED: {"product": _TEXT},
+    EventName.PRODUCT_OPENED: {"product": _TEXT},
+    EventName.PRODUCTS_SEARCHED: {"query": _TEXT},
+    EventName.PROMOTION_CLICKED: {"promotion_id": _TEXT, "decision_id": _TEXT},
+    EventName.PROMOTION_DISMISSED: {"promotion_id": _TEXT, "decision_id": _TEXT},
+    EventName.PROMOTION_VIEWED: {"promotion_id": _TEXT, "decision_id": _TEXT},
+    EventName.SALARY_RECEIVED: {"amount": _NUMBER},
+    EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT},
+}

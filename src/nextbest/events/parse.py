@@ -1,0 +1,213 @@
+"""Decode and validate Segment-spec messages into normalized events. Pure: time is passed in.
+
+A batch is accepted whole or rejected whole: the first problem raises ValidationError with
+the JSONPath of the field (``$.batch[3].properties.amount``) and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import msgspec
+
+from nextbest.errors import ValidationError
+from nextbest.events.model import Event, EventType
+from nextbest.events.names import KNOWN_EVENTS
+from nextbest.events.wire import (
+    WireAlias,
+    WireBatch,
+    WireGroup,
+    WireIdentify,
+    WireMessage,
+    WirePage,
+    WireScreen,
+    WireTrack,
+)
+
+__all__ = ["Limits", "parse_batch", "parse_message"]
+
+_EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
+_MSGSPEC_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+
+_SINGLE: dict[EventType, type[WireMessage]] = {
+    EventType.TRACK: WireTrack,
+    EventType.PAGE: WirePage,
+    EventType.SCREEN: WireScreen,
+    EventType.IDENTIFY: WireIdentify,
+    EventType.ALIAS: WireAlias,
+    EventType.GROUP: WireGroup,
+}
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """Bounds on what one message may carry."""
+
+    max_id_length: int = 256
+    max_depth: int = 12
+    max_future_skew: float = 86_400.0
+    max_batch: int = 2_000
+
+
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
+    dec = _DECODERS.get(kind)
+    if dec is None:
+        dec = _DECODERS[kind] = msgspec.json.Decoder(kind)
+    return dec
+
+
+def _decode(body: bytes, kind: type[Any], prefix: str) -> Any:
+    try:
+        return _decoder(kind).decode(body)
+    except msgspec.ValidationError as exc:
+        match = _MSGSPEC_PATH.match(str(exc))
+        assert match is not None
+        path = match.group("path") or "$"
+        raise ValidationError(match.group("reason"), prefix + path[1:]) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"body is not valid JSON: {exc}", prefix or "$") from exc
+
+
+def parse_batch(body: bytes, received_at: float, limits: Limits = Limits()) -> list[Event]:
+    """Parse a ``/v1/batch`` body (``{"batch": [...], "sentAt": ...}``)."""
+    wire: WireBatch = _decode(body, WireBatch, "")
+    if len(wire.batch) > limits.max_batch:
+        raise ValidationError(f"a batch holds at most {limits.max_batch} messages", "$.batch")
+    shared = wire.context or {}
+    return [
+        _normalize(msg, f"$.batch[{i}]", received_at, wire.sentAt, shared, limits)
+        for i, msg in enumerate(wire.batch)
+    ]
+
+
+def parse_message(
+    kind: EventType, body: bytes, received_at: float, limits: Limits = Limits()
+) -> Event:
+    """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
+    wire = _decode(body, _SINGLE[kind], "")
+    return _normalize(wire, "$", received_at, None, {}, limits)
+
+
+def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if not text:
+        return None
+    if len(text) > limits.max_id_length:
+        raise ValidationError(f"longer than {limits.max_id_length} characters", path)
+    return text
+
+
+def _depth_ok(value: Any, budget: int) -> bool:
+    if budget < 0:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(v, budget - 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_depth_ok(v, budget - 1) for v in value)
+    return True
+
+
+def _object(value: dict[str, Any] | None, path: str, limits: Limits) -> dict[str, Any]:
+    if not value:
+        return {}
+    if not _depth_ok(value, limits.max_depth):
+        raise ValidationError(f"nested deeper than {limits.max_depth} levels", path)
+    return value
+
+
+def _event_time(
+    msg: WireMessage, path: str, received_at: float, batch_sent_at: Any, limits: Limits
+) -> float:
+    sent_at = msg.sentAt or batch_sent_at
+    if msg.timestamp is not None:
+        when, field = msg.timestamp.timestamp(), "timestamp"
+    elif msg.originalTimestamp is not None:
+        when, field = msg.originalTimestamp.timestamp(), "originalTimestamp"
+        if sent_at is not None:  # Segment's clock-skew correction
+            when = received_at - (sent_at.timestamp() - when)
+    else:
+        return received_at
+    if when < _EARLIEST:
+        raise ValidationError("timestamp before 2000-01-01", f"{path}.{field}")
+    if when > received_at + limits.max_future_skew:
+        raise ValidationError("timestamp more than a day in the future", f"{path}.{field}")
+    return when
+
+
+def _check_known(name: str, properties: dict[str, Any], path: str) -> None:
+    spec = KNOWN_EVENTS.get(name)
+    if not spec:
+        return
+    for prop, types in spec.items():
+        value = properties.get(prop)
+        where = f"{path}.properties.{prop}"
+        if value is None:
+            raise ValidationError(f"'{name}' needs property '{prop}'", where)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(sorted({t.__name__ for t in types}))
+            raise ValidationError(f"'{name}' property '{prop}' must be {wanted}", where)
+
+
+def _auto_message_id(msg: WireMessage) -> str:
+    digest = hashlib.sha256(msgspec.json.encode(msg)).hexdigest()
+    return f"auto-{digest[:32]}"
+
+
+def _normalize(
+    msg: WireMessage,
+    path: str,
+    received_at: float,
+    batch_sent_at: Any,
+    shared_context: dict[str, Any],
+    limits: Limits,
+) -> Event:
+    user_id = _id(msg.userId, f"{path}.userId", limits)
+    anonymous_id = _id(msg.anonymousId, f"{path}.anonymousId", limits)
+    if user_id is None and anonymous_id is None:
+        raise ValidationError("userId or anonymousId is required", f"{path}.userId")
+    message_id = _id(msg.messageId, f"{path}.messageId", limits) or _auto_message_id(msg)
+    context = _object(msg.context, f"{path}.context", limits)
+    if shared_context:
+        context = {**shared_context, **context}
+    timestamp = _event_time(msg, path, received_at, batch_sent_at, limits)
+    common: dict[str, Any] = {
+        "message_id": message_id,
+        "timestamp": timestamp,
+        "received_at": received_at,
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "context": context,
+    }
+    if isinstance(msg, WireTrack):
+        if not msg.event:
+            raise ValidationError("event name must not be empty", f"{path}.event")
+        props = _object(msg.properties, f"{path}.properties", limits)
+        _check_known(msg.event, props, path)
+        return Event(type=EventType.TRACK, name=msg.event, properties=props, **common)
+    if isinstance(msg, WirePage | WireScreen):
+        kind = EventType.PAGE if isinstance(msg, WirePage) else EventType.SCREEN
+        props = _object(msg.properties, f"{path}.properties", limits)
+        return Event(
+            type=kind, name=msg.name, category=msg.category or props.get("category"),
+            properties=props, **common,
+        )
+    if isinstance(msg, WireIdentify):
+        # Segment puts traits at the root, RudderStack in context.traits: read both.
+        nested = context.get("traits")
+        traits = {**(nested if isinstance(nested, dict) else {}), **(msg.traits or {})}
+        traits = _object(traits, f"{path}.traits", limits)
+        return Event(type=EventType.IDENTIFY, traits=traits, **common)
+    if isinstance(msg, WireAlias):
+        previous = _id(msg.previousId, f"{path}.previousId", limits)
+        if previous is None or user_id is None:
+            raise ValidationError("alias needs previousId and userId", f"{path}.previousId")
+        return Event(type=EventType.ALIAS, previous_id=previous, **common)
+    group_id = _id(msg.groupId, f"{path}.groupId", limits)
+    traits = _object(msg.traits, f"{path}.traits", limits)
+    return Event(type=EventType.GROUP, group_id=group_id, traits=traits, **common)

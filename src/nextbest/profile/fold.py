@@ -1,0 +1,193 @@
+"""profile = fold(events): apply one event to a profile. Pure code, no I/O, no clock.
+
+The same events in the same order always give the same profile; the event log is the truth
+and ``nextbest replay`` rebuilds every profile from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from nextbest.events.model import Event, EventType
+from nextbest.events.names import EventName
+from nextbest.profile.interest import add_to_score
+from nextbest.profile.model import (
+    FunnelStage,
+    OfferHistory,
+    Profile,
+    RecentEvent,
+    Session,
+    TopicInterest,
+)
+from nextbest.profile.topics import TopicMatcher
+from nextbest.profile.windows import DAY, add_hit
+
+__all__ = ["CONSENT_PURPOSES", "FoldConfig", "fold"]
+
+CONSENT_PURPOSES = ("personalization", "marketing", "analytics", "security")
+
+_FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
+    EventName.CALCULATOR_USED: FunnelStage.CONSIDERING,
+    EventName.CALLBACK_REQUESTED: FunnelStage.CONSIDERING,
+    EventName.APPLICATION_STARTED: FunnelStage.APPLYING,
+    EventName.APPLICATION_SUBMITTED: FunnelStage.SUBMITTED,
+    EventName.APPLICATION_COMPLETED: FunnelStage.CUSTOMER,
+    EventName.PRODUCT_OPENED: FunnelStage.CUSTOMER,
+}
+_PROMOTION = {
+    EventName.PROMOTION_VIEWED: "impressions",
+    EventName.PROMOTION_CLICKED: "clicks",
+    EventName.PROMOTION_DISMISSED: "dismissals",
+}
+
+
+class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Knobs of the fold; they come from the catalog's ``profile`` section."""
+
+    page_weight: float = 1.0
+    track_weight: float = 2.0
+    event_weights: dict[str, float] = {}
+    session_timeout: float = 30 * 60.0
+    recent_size: int = 20
+    life_event_size: int = 20
+
+
+def _interest(profile: Profile, topic: str, when: float, weight: float, half_life: float) -> None:
+    it = profile.interests.get(topic)
+    if it is None:
+        it = profile.interests[topic] = TopicInterest(first_seen=when, last_seen=when)
+    it.score, it.score_at = add_to_score(it.score, it.score_at, when, weight, half_life)
+    add_hit(it.hits, when)
+    it.total += 1
+    it.first_seen = min(it.first_seen, when)
+    it.last_seen = max(it.last_seen, when)
+
+
+def _advance_funnel(profile: Profile, topic: str, stage: FunnelStage) -> None:
+    if stage > profile.funnel.get(topic, FunnelStage.NONE):
+        profile.funnel[topic] = stage
+
+
+def _set_products(profile: Profile, products: Any, matcher: TopicMatcher) -> None:
+    if isinstance(products, list):
+        profile.products = sorted({str(p) for p in products})
+        for p in profile.products:
+            topic = matcher.topic_of_product(p)
+            if topic:
+                _advance_funnel(profile, topic, FunnelStage.CUSTOMER)
+
+
+def _consent(profile: Profile, purposes: Any) -> None:
+    if isinstance(purposes, dict):
+        for purpose, granted in purposes.items():
+            if purpose in CONSENT_PURPOSES and isinstance(granted, bool):
+                profile.consent[purpose] = granted
+
+
+def _identify(profile: Profile, event: Event, matcher: TopicMatcher) -> None:
+    traits = dict(event.traits)
+    consent = traits.pop("consent", None)
+    products = traits.pop("products", None)
+    profile.traits.update(traits)
+    _consent(profile, consent)
+    _set_products(profile, products, matcher)
+    balance = traits.get("balance")
+    if isinstance(balance, int | float) and not isinstance(balance, bool):
+        profile.balance = float(balance)
+        profile.overdrawn = balance < 0
+
+
+def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig) -> None:
+    name, props, when = event.name or "", event.properties, event.timestamp
+    if name in _PROMOTION:
+        offer = str(props["promotion_id"])
+        hist = profile.offers.get(offer)
+        if hist is None:
+            hist = profile.offers[offer] = OfferHistory()
+        field = _PROMOTION[name]
+        add_hit(getattr(hist, field), when)
+        setattr(hist, f"total_{field}", getattr(hist, f"total_{field}") + 1)
+        hist.last_decision_id = str(props.get("decision_id") or hist.last_decision_id or "")
+        return
+    product = props.get("product")
+    if name == EventName.PRODUCT_OPENED and isinstance(product, str):
+        profile.products = sorted({*profile.products, product})
+    elif name == EventName.PRODUCT_CLOSED and isinstance(product, str):
+        profile.products = [p for p in profile.products if p != product]
+        topic = matcher.topic_of_product(product)
+        if topic and profile.funnel.get(topic) is FunnelStage.CUSTOMER:
+            profile.funnel[topic] = FunnelStage.NONE
+    elif name == EventName.CONSENT_UPDATED:
+        _consent(profile, props.get("purposes"))
+    elif name == EventName.LIFE_EVENT:
+        profile.life_events.append((when, str(props["type"])))
+        profile.life_events.sort()
+        del profile.life_events[: -cfg.life_event_size]
+    elif name == EventName.OVERDRAFT_STARTED:
+        profile.overdrawn = True
+        profile.balance = float(props["balance"])
+    elif name == EventName.OVERDRAFT_ENDED:
+        profile.overdrawn = False
+        if isinstance(props.get("balance"), int | float):
+            profile.balance = float(props["balance"])
+    elif name in (EventName.BALANCE_UPDATED, EventName.TRANSACTION_POSTED):
+        balance = props.get("balance")
+        if isinstance(balance, int | float) and not isinstance(balance, bool):
+            profile.balance = float(balance)
+            profile.overdrawn = balance < 0
+    elif name == EventName.SALARY_RECEIVED:
+        profile.traits["last_salary"] = props["amount"]
+
+
+def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
+    when = event.timestamp
+    s = profile.session
+    if s is None or when - s.last_seen > cfg.session_timeout or when < s.started:
+        if s is None or when >= s.started:
+            channel = event.context.get("channel") if event.context else None
+            profile.session = s = Session(
+                started=when, last_seen=when,
+                channel=channel if isinstance(channel, str) else None,
+            )
+            profile.sessions += 1
+    s.last_seen = max(s.last_seen, when)
+    s.events += 1
+
+
+def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig) -> list[str]:
+    """Apply ``event`` to ``profile`` in place; returns the topics the event touched."""
+    when = event.timestamp
+    if event.user_id and profile.user_id is None and not profile.customer_id.startswith("anon:"):
+        profile.user_id = event.user_id
+    if event.anonymous_id and event.anonymous_id not in profile.anonymous_ids:
+        profile.anonymous_ids.append(event.anonymous_id)
+    profile.event_count += 1
+    profile.first_seen = when if profile.event_count == 1 else min(profile.first_seen, when)
+    profile.last_seen = max(profile.last_seen, when)
+    add_hit(profile.activity, when, 30 * DAY)
+
+    topics: list[str] = []
+    kind = event.type
+    if kind is EventType.IDENTIFY:
+        _identify(profile, event, matcher)
+    elif kind is EventType.TRACK:
+        _track(profile, event, matcher, cfg)
+    if kind in (EventType.PAGE, EventType.SCREEN, EventType.TRACK):
+        _session(profile, event, cfg)
+        topics = matcher.match(event)
+        if topics:
+            if kind is EventType.TRACK:
+                weight = cfg.event_weights.get(event.name or "", cfg.track_weight)
+            else:
+                weight = cfg.page_weight
+            stage = _FUNNEL_BY_EVENT.get(event.name or "", FunnelStage.RESEARCHING)
+            for topic in topics:
+                spec = matcher.topics[topic]
+                _interest(profile, topic, when, weight, spec.half_life)
+                _advance_funnel(profile, topic, stage)
+    profile.recent.append(RecentEvent(when, kind.value, event.name, topics))
+    if len(profile.recent) > cfg.recent_size:
+        del profile.recent[0]
+    return topics

@@ -1,0 +1,97 @@
+"""The profile: traits, interests, funnel, offer history, consent, session, recent events.
+
+Everything here is folded from events (see ``fold.py``); a profile can always be rebuilt by
+replaying the event log. Structs are msgspec so snapshots encode fast and compactly.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "FunnelStage",
+    "OfferHistory",
+    "Profile",
+    "RecentEvent",
+    "Session",
+    "TopicInterest",
+]
+
+
+class FunnelStage(enum.IntEnum):
+    """How far a customer has come towards a product; only moves forward (until closed)."""
+
+    NONE = 0
+    RESEARCHING = 1
+    CONSIDERING = 2
+    APPLYING = 3
+    SUBMITTED = 4
+    CUSTOMER = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class TopicInterest(msgspec.Struct, kw_only=True):
+    """Interest in one topic: decayed score as of ``score_at``, exact window hits."""
+
+    score: float = 0.0
+    score_at: float = 0.0
+    hits: list[float] = []
+    total: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+class OfferHistory(msgspec.Struct, kw_only=True):
+    """What this customer saw and did with one offer (times within the 90-day horizon)."""
+
+    impressions: list[float] = []
+    clicks: list[float] = []
+    dismissals: list[float] = []
+    total_impressions: int = 0
+    total_clicks: int = 0
+    total_dismissals: int = 0
+    last_decision_id: str | None = None
+
+
+class Session(msgspec.Struct, kw_only=True):
+    started: float
+    last_seen: float
+    events: int = 0
+    channel: str | None = None
+
+
+class RecentEvent(msgspec.Struct, array_like=True):
+    timestamp: float
+    type: str
+    name: str | None
+    topics: list[str]
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    """One customer. ``customer_id`` is the userId, or ``anon:<anonymousId>`` before login."""
+
+    customer_id: str
+    user_id: str | None = None
+    anonymous_ids: list[str] = []
+    traits: dict[str, Any] = {}
+    products: list[str] = []
+    interests: dict[str, TopicInterest] = {}
+    funnel: dict[str, FunnelStage] = {}
+    offers: dict[str, OfferHistory] = {}
+    consent: dict[str, bool] = {}
+    balance: float | None = None
+    overdrawn: bool = False
+    life_events: list[tuple[float, str]] = []
+    activity: list[float] = []
+    session: Session | None = None
+    sessions: int = 0
+    recent: list[RecentEvent] = []
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    event_count: int = 0

@@ -1,0 +1,7 @@
+"""Rules: small, safe, side-effect-free CEL expressions, compiled once at catalog load."""
+
+from nextbest.rules.context import RULE_ROOTS, rule_variables
+from nextbest.rules.evaluation import Evaluation
+from nextbest.rules.expression import Rule, RuleOutcome, compile_rule
+
+__all__ = ["RULE_ROOTS", "Evaluation", "Rule", "RuleOutcome", "compile_rule", "rule_variables"]

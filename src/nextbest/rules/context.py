@@ -1,0 +1,146 @@
+"""The variables a rule sees: ``profile``, ``interest``, ``products``, ``traits``, ``offers``,
+``segments``, ``context`` and ``now``, computed from a profile as of ``now``.
+
+Every catalog topic is present under ``interest`` (zeros when never seen), so rules such as
+``interest.mortgage.count_14d >= 5`` never fail on a missing key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from nextbest.profile.interest import decayed, trend_of
+from nextbest.profile.model import Profile, TopicInterest
+from nextbest.profile.topics import TopicSpec
+from nextbest.profile.windows import DAY, WINDOW_DAYS, count_between, count_in_days
+
+__all__ = [
+    "RULE_ROOTS",
+    "age_of",
+    "engagement_of",
+    "interest_view",
+    "lifecycle_of",
+    "rule_variables",
+]
+
+RULE_ROOTS = frozenset(
+    {"profile", "interest", "products", "traits", "offers", "segments", "context", "now"}
+)
+_EMPTY = TopicInterest()
+
+
+def age_of(traits: dict[str, Any], now: float) -> int | None:
+    """Age in whole years from ``traits.birthday`` (ISO date) or ``traits.age``."""
+    birthday = traits.get("birthday")
+    if isinstance(birthday, str):
+        try:
+            born = date.fromisoformat(birthday[:10])
+        except ValueError:
+            born = None
+        if born is not None:
+            today = datetime.fromtimestamp(now, UTC).date()
+            return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    age = traits.get("age")
+    if isinstance(age, int | float) and not isinstance(age, bool):
+        return int(age)
+    return None
+
+
+def lifecycle_of(age: int | None) -> str:
+    if age is None:
+        return "unknown"
+    for limit, phase in (
+        (18, "minor"), (26, "young_adult"), (35, "starter"), (50, "family"),
+        (60, "established"), (67, "pre_retirement"),
+    ):
+        if age < limit:
+            return phase
+    return "retired"
+
+
+def engagement_of(events_30d: int) -> str:
+    if events_30d == 0:
+        return "dormant"
+    if events_30d < 5:
+        return "low"
+    if events_30d < 20:
+        return "medium"
+    return "high"
+
+
+def _days_ago(when: float, now: float) -> float:
+    return round(max(0.0, now - when) / DAY, 3)
+
+
+def interest_view(it: TopicInterest, spec: TopicSpec, now: float) -> dict[str, Any]:
+    """One topic's interest as a rule sees it, as of ``now``."""
+    counts = {f"count_{d}d": count_in_days(it.hits, d, now) for d in WINDOW_DAYS}
+    previous_7d = count_between(it.hits, now - 14 * DAY, now - 7 * DAY)
+    seen = it.total > 0
+    return {
+        "score": round(decayed(it.score, it.score_at, now, spec.half_life), 6),
+        **counts,
+        "total": it.total,
+        "first_seen_days": _days_ago(it.first_seen, now) if seen else -1.0,
+        "last_seen_days": _days_ago(it.last_seen, now) if seen else -1.0,
+        "trend": trend_of(counts["count_7d"], previous_7d).value,
+    }
+
+
+def rule_variables(
+    profile: Profile,
+    topics: dict[str, TopicSpec],
+    now: float,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything a rule may read, as plain data. ``segments`` is added by the caller."""
+    interest = {
+        tid: interest_view(profile.interests.get(tid, _EMPTY), spec, now)
+        for tid, spec in topics.items()
+    }
+    age = age_of(profile.traits, now)
+    offers = {
+        oid: {
+            "impressions_7d": count_in_days(h.impressions, 7, now),
+            "impressions_30d": count_in_days(h.impressions, 30, now),
+            "clicks_30d": count_in_days(h.clicks, 30, now),
+            "dismissals_30d": count_in_days(h.dismissals, 30, now),
+            "total_impressions": h.total_impressions,
+            "total_clicks": h.total_clicks,
+        }
+        for oid, h in profile.offers.items()
+    }
+    moment = datetime.fromtimestamp(now, UTC)
+    return {
+        "profile": {
+            "customer_id": profile.customer_id,
+            "known": profile.user_id is not None,
+            "age": age if age is not None else -1,
+            "lifecycle": lifecycle_of(age),
+            "engagement": engagement_of(count_in_days(profile.activity, 30, now)),
+            "overdrawn": profile.overdrawn,
+            "balance": profile.balance if profile.balance is not None else 0.0,
+            "sessions": profile.sessions,
+            "events": profile.event_count,
+            "funnel": {t: s.label for t, s in profile.funnel.items()},
+            "life_events": [
+                {"type": kind, "days_ago": _days_ago(when, now)}
+                for when, kind in profile.life_events
+            ],
+            "consent": dict(profile.consent),
+        },
+        "interest": interest,
+        "products": list(profile.products),
+        "traits": profile.traits,
+        "offers": offers,
+        "context": context,
+        "now": {
+            "epoch": now,
+            "hour": moment.hour,
+            "weekday": moment.isoweekday(),
+            "day": moment.day,
+            "month": moment.month,
+            "year": moment.year,
+        },
+    }

@@ -1,0 +1,80 @@
+"""A compiled CEL rule. CEL has no side effects and no code execution; nothing is eval'd."""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import cel
+
+from nextbest.errors import NextbestError
+
+__all__ = ["Rule", "RuleCompileError", "RuleOutcome", "compile_rule"]
+
+_FIELD = re.compile(r"\b(segments|interest|offers)\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class RuleOutcome(enum.StrEnum):
+    TRUE = "true"
+    FALSE = "false"
+    ERROR = "error"
+
+
+class RuleCompileError(NextbestError):
+    """A rule does not parse or names a root that rules may not use."""
+
+    code = "rule_error"
+
+
+class Rule:
+    """One compiled expression with its source; ``check`` returns a RuleOutcome."""
+
+    __slots__ = ("_program", "fields", "roots", "source")
+
+    def __init__(self, source: str, program: Any, roots: frozenset[str]) -> None:
+        self.source = source
+        self._program = program
+        self.roots = roots
+        #: (root, field) pairs named literally, e.g. ("segments", "young_family"); the
+        #: catalog checks they exist.
+        self.fields = frozenset(_FIELD.findall(source))
+
+    def check(self, context: Any) -> RuleOutcome:
+        """Evaluate against a ``cel.Context``; a non-bool result or a runtime error is ERROR."""
+        try:
+            result = self._program.execute(context)
+        except (RuntimeError, ValueError, TypeError, KeyError):
+            return RuleOutcome.ERROR
+        if result is True:
+            return RuleOutcome.TRUE
+        if result is False:
+            return RuleOutcome.FALSE
+        return RuleOutcome.ERROR
+
+    def __repr__(self) -> str:
+        return f"Rule({self.source!r})"
+
+
+def compile_rule(source: str, allowed_roots: frozenset[str]) -> Rule:
+    """Parse ``source`` once; raise RuleCompileError with the parser's reason."""
+    try:
+        program = cel.compile(source)
+    except (ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "does not parse"
+        raise RuleCompileError(f"CEL: {reason}") from exc
+    refs = program.references()
+    comprehension = _comprehension_vars(source)
+    roots = frozenset(refs.get("variables", [])) - comprehension
+    unknown = sorted(roots - allowed_roots)
+    if unknown:
+        allowed = ", ".join(sorted(allowed_roots))
+        raise RuleCompileError(f"unknown name(s) {', '.join(unknown)}; rules may use {allowed}")
+    return Rule(source, program, roots)
+
+
+_MACRO_VAR = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+
+
+def _comprehension_vars(source: str) -> frozenset[str]:
+    return frozenset(_MACRO_VAR.findall(source))

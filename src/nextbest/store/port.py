@@ -1,0 +1,46 @@
+"""The store port. Every backend passes one contract suite (tests/contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import NamedTuple, Protocol
+
+from nextbest.decide.model import Decision
+from nextbest.events.model import Event
+
+__all__ = ["EventStore", "StoredEvent"]
+
+
+class StoredEvent(NamedTuple):
+    seq: int
+    event: Event
+
+
+class EventStore(Protocol):
+    def append(self, events: Sequence[Event]) -> list[int | None]:
+        """Durably append, all or nothing; a seq per event, None for a duplicate messageId."""
+        ...
+
+    def scan(self, after: int = 0) -> Iterator[StoredEvent]:
+        """Every event with seq > ``after``, in seq order."""
+        ...
+
+    def events_of(
+        self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
+    ) -> list[StoredEvent]:
+        """Events carrying any of these ids with seq <= ``upto``, in seq order."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def append_decisions(self, decisions: Sequence[Decision]) -> None: ...
+
+    def decision(self, decision_id: str) -> Decision | None: ...
+
+    def put_snapshot(self, seq: int, blob: bytes) -> None: ...
+
+    def snapshot(self) -> tuple[int, bytes] | None: ...
+
+    def close(self) -> None: ...

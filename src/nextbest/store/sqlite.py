@@ -1,0 +1,182 @@
+"""Embedded SQLite (WAL) store: the event log, decisions and snapshots in one file.
+
+sqlite3 errors never leave this module: ``_translated`` maps them to StoreError classes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from nextbest.decide.model import Decision
+from nextbest.errors import StoreError, StoreUnavailable
+from nextbest.events.model import Event
+from nextbest.store.port import StoredEvent
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    user_id TEXT,
+    anonymous_id TEXT,
+    timestamp REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_user ON events(user_id) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_anon ON events(anonymous_id) WHERE anonymous_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    placement TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_customer ON decisions(customer_id, timestamp);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+_SYNC = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "unable to open" in text or "disk I/O" in text:
+            raise StoreUnavailable(f"SQLite {action}: {text}") from exc
+        raise StoreError(f"SQLite {action}: {text}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite {action}: {exc}") from exc
+
+
+class SQLiteStore:
+    """One connection guarded by a lock; ``synchronous=FULL`` by default (durable commits)."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in _SYNC:
+            raise StoreError(f"synchronous must be one of {sorted(_SYNC)}")
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._event_enc = msgspec.json.Encoder()
+        self._event_dec = msgspec.json.Decoder(Event)
+        self._decision_dec = msgspec.json.Decoder(Decision)
+        with _translated("open"):
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+
+    def append(self, events: Sequence[Event]) -> list[int | None]:
+        out: list[int | None] = []
+        enc = self._event_enc.encode
+        with self._lock, _translated("append"):
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for e in events:
+                    cur.execute(
+                        "INSERT OR IGNORE INTO events(message_id, user_id, anonymous_id, "
+                        "timestamp, body) VALUES (?, ?, ?, ?, ?)",
+                        (e.message_id, e.user_id, e.anonymous_id, e.timestamp, enc(e)),
+                    )
+                    out.append(cur.lastrowid if cur.rowcount == 1 else None)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return out
+
+    def _rows(self, sql: str, params: Sequence[object]) -> list[StoredEvent]:
+        dec = self._event_dec.decode
+        with self._lock, _translated("read"):
+            rows = self._db.execute(sql, params).fetchall()
+        return [StoredEvent(seq, dec(body)) for seq, body in rows]
+
+    def scan(self, after: int = 0) -> Iterator[StoredEvent]:
+        page = 5_000
+        while True:
+            rows = self._rows(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, page)
+            )
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+
+    def events_of(
+        self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
+    ) -> list[StoredEvent]:
+        users, anons = list(user_ids), list(anonymous_ids)
+        clauses = []
+        if users:
+            clauses.append(f"user_id IN ({','.join('?' * len(users))})")
+        if anons:
+            clauses.append(f"anonymous_id IN ({','.join('?' * len(anons))})")
+        if not clauses:
+            return []
+        sql = (f"SELECT seq, body FROM events WHERE ({' OR '.join(clauses)}) AND seq <= ? "
+               "ORDER BY seq")
+        return self._rows(sql, [*users, *anons, upto])
+
+    def _scalar(self, sql: str) -> int:
+        with self._lock, _translated("read"):
+            row = self._db.execute(sql).fetchone()
+        return int(row[0] or 0)
+
+    def last_seq(self) -> int:
+        return self._scalar("SELECT MAX(seq) FROM events")
+
+    def count(self) -> int:
+        return self._scalar("SELECT COUNT(*) FROM events")
+
+    def append_decisions(self, decisions: Sequence[Decision]) -> None:
+        if not decisions:
+            return
+        enc = msgspec.json.encode
+        rows = [(d.decision_id, d.customer_id, d.placement, d.timestamp, enc(d)) for d in decisions]
+        with self._lock, _translated("append decisions"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO decisions(decision_id, customer_id, placement, "
+                    "timestamp, body) VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def decision(self, decision_id: str) -> Decision | None:
+        with self._lock, _translated("read decision"):
+            row = self._db.execute(
+                "SELECT body FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
+        return self._decision_dec.decode(row[0]) if row else None
+
+    def put_snapshot(self, seq: int, blob: bytes) -> None:
+        with self._lock, _translated("write snapshot"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshots(id, seq, body) VALUES (1, ?, ?)", (seq, blob))
+
+    def snapshot(self) -> tuple[int, bytes] | None:
+        with self._lock, _translated("read snapshot"):
+            row = self._db.execute("SELECT seq, body FROM snapshots WHERE id = 1").fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def close(self) -> None:
+        with self._lock, _translated("close"):
+            self._db.close()
