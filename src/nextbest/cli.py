@@ -9,24 +9,36 @@ import typer
 from rich.console import Console
 
 from nextbest.errors import CatalogError, NextbestError
+from nextbest.settings import Settings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="nextbest: real-time next-best-action engine for banks.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="nextbest: real-time next-best-action engine for banks.",
+)
 out = Console()
 err = Console(stderr=True)
 
-CatalogOpt = typer.Option("examples/bank", "--catalog", "-c", envvar="NEXTBEST_CATALOG",
-                          help="Catalog YAML file or folder.")
-DataOpt = typer.Option(".nextbest/embedded.sqlite", "--data", "-d", envvar="NEXTBEST_DATA",
-                       help="SQLite file of the embedded store.")
+CatalogOpt = typer.Option(
+    "examples/bank",
+    "--catalog",
+    "-c",
+    envvar="NEXTBEST_CATALOG",
+    help="Catalog YAML file or folder.",
+)
+DataOpt = typer.Option(
+    ".nextbest/embedded.sqlite",
+    "--data",
+    "-d",
+    envvar="NEXTBEST_DATA",
+    help="SQLite file of the embedded store.",
+)
 
 
-def _settings(catalog: str, data: str, **extra: object):  # type: ignore[no-untyped-def]
-    from nextbest.settings import Settings
-
-    return Settings.from_env(catalog=catalog, data=data, **extra)
+def _settings(catalog: str, data: str, **extra: object) -> Settings:
+    return Settings.from_env(None, catalog=catalog, data=data, **extra)
 
 
 @app.command()
@@ -50,10 +62,14 @@ def serve(
             err.print(f"[red]{problem}[/red]")
         raise typer.Exit(1) from exc
     if settings.uses_dev_keys:
-        err.print("[yellow]development keys in use (dev-write-key, dev-server-key, ...): "
-                  "set NEXTBEST_*_KEYS and NEXTBEST_TOKEN_SECRET for anything real[/yellow]")
-    err.print(f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
-              f"store {settings.data}; http://{host}:{port}")
+        err.print(
+            "[yellow]development keys in use (dev-write-key, dev-server-key, ...): "
+            "set NEXTBEST_*_KEYS and NEXTBEST_TOKEN_SECRET for anything real[/yellow]"
+        )
+    err.print(
+        f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
+        f"store {settings.data}; http://{host}:{port}"
+    )
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
 
 
@@ -70,9 +86,11 @@ def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or f
         raise typer.Exit(1)
     loaded = load_catalog(catalog)
     spec = loaded.spec
-    out.print(f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
-              f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
-              f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements")
+    out.print(
+        f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
+        f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
+        f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements"
+    )
 
 
 @app.command()
@@ -110,11 +128,13 @@ def token(
 ) -> None:
     """Mint a customer token binding a browser session to USER_ID (NEXTBEST_TOKEN_SECRET)."""
     from nextbest.api.customer_token import mint_customer_token
-    from nextbest.settings import Settings
 
     settings = Settings.from_env()
-    out.print(mint_customer_token(settings.token_secret, user_id, time.time() + ttl),
-              markup=False, soft_wrap=True)
+    out.print(
+        mint_customer_token(settings.token_secret, user_id, time.time() + ttl),
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.errors import ValidationError
 from nextbest.events.model import Event, EventType
-from nextbest.events.parse import Limits, parse_batch, parse_message
+from nextbest.events.parse import DEFAULT_LIMITS, Limits, parse_batch, parse_message
 from nextbest.profile.fold import fold
 from nextbest.profile.identity import ANON_PREFIX, IdentityMap
 from nextbest.profile.model import Profile
@@ -77,7 +77,7 @@ class Engine:
         store: EventStore,
         clock: Clock | None = None,
         *,
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
         new_id: Callable[[], str] = _new_id,
         decision_flush_every: int = 10_000,
         snapshot_every: int = 50_000,
@@ -94,6 +94,7 @@ class Engine:
         self._flush_every = decision_flush_every
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
+        self._closed = False
         self._restore()
 
     @classmethod
@@ -103,8 +104,13 @@ class Engine:
             store: EventStore = open_store(":memory:")
         else:
             store = SQLiteStore(settings.data, synchronous=settings.sqlite_synchronous)
-        return cls(catalog, store, clock, decision_flush_every=settings.decision_flush_every,
-                   snapshot_every=settings.snapshot_every)
+        return cls(
+            catalog,
+            store,
+            clock,
+            decision_flush_every=settings.decision_flush_every,
+            snapshot_every=settings.snapshot_every,
+        )
 
     # ---------------------------------------------------------------- ingest
     def parse_batch(self, body: bytes) -> list[Event]:
@@ -156,8 +162,7 @@ class Engine:
         if linked:
             self._rebuild(state, key, stored.seq)
             return
-        fold(self._profile_for(state, key), event, self.catalog.matcher,
-             self.catalog.fold_config)
+        fold(self._profile_for(state, key), event, self.catalog.matcher, self.catalog.fold_config)
 
     def _rebuild(self, state: _State, user_key: str, upto: int) -> None:
         """After a stitch: the user's profile is the fold of every linked id's events."""
@@ -184,9 +189,11 @@ class Engine:
         with self._lock:
             key = self._state.identity.resolve(user_id, anonymous_id)
             profile = self._state.profiles.get(key) or Profile(
-                customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key)
+                customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key
+            )
             decision = run_pipeline(
-                self.catalog, profile, request, self.clock.now(), self._new_id())
+                self.catalog, profile, request, self.clock.now(), self._new_id()
+            )
             self._pending.append(decision)
             if len(self._pending) >= self._flush_every:  # backpressure; normally a timer flushes
                 self.flush()
@@ -259,8 +266,10 @@ class Engine:
             live = self._state.profiles
             enc = msgspec.msgpack.encode
             differing = sorted(
-                k for k in set(live) | set(fresh.profiles)
-                if k not in live or k not in fresh.profiles
+                k
+                for k in set(live) | set(fresh.profiles)
+                if k not in live
+                or k not in fresh.profiles
                 or enc(live[k]) != enc(fresh.profiles[k])
             )
             return ReplayReport(n, len(fresh.profiles), not differing, differing[:20])
@@ -279,8 +288,9 @@ class Engine:
         """Write live state to the store, so a restart folds only the tail of the log."""
         with self._lock:
             state = self._state
-            snap = _Snapshot(state.seq, self.catalog.digest, state.identity,
-                             list(state.profiles.values()))
+            snap = _Snapshot(
+                state.seq, self.catalog.digest, state.identity, list(state.profiles.values())
+            )
             blob = msgspec.msgpack.encode(snap)
             self._since_snapshot = 0
         self.store.put_snapshot(snap.seq, blob)
@@ -298,7 +308,11 @@ class Engine:
         self._state = state
 
     def close(self) -> None:
+        """Flush decisions, write a snapshot and close the store; a second call does nothing."""
         with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
             self.flush()
             self.snapshot()
             self.store.close()

@@ -59,13 +59,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Read ``NEXTBEST_*``; with no keys configured, fall back to the development keys."""
         e = os.environ if env is None else env
         values: dict[str, object] = {}
-        for name, key in (("catalog", "CATALOG"), ("data", "DATA"), ("host", "HOST"),
-                          ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
-                          ("token_secret", "TOKEN_SECRET")):
+        for name, key in (
+            ("catalog", "CATALOG"),
+            ("data", "DATA"),
+            ("host", "HOST"),
+            ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
+            ("token_secret", "TOKEN_SECRET"),
+        ):
             if f"NEXTBEST_{key}" in e:
                 values[name] = e[f"NEXTBEST_{key}"]
-        for name, key in (("port", "PORT"), ("max_body_bytes", "MAX_BODY_BYTES"),
-                          ("snapshot_every", "SNAPSHOT_EVERY")):
+        for name, key in (
+            ("port", "PORT"),
+            ("max_body_bytes", "MAX_BODY_BYTES"),
+            ("snapshot_every", "SNAPSHOT_EVERY"),
+        ):
             if f"NEXTBEST_{key}" in e:
                 values[name] = int(e[f"NEXTBEST_{key}"])
         for kind in ("write", "browser", "server", "admin"):

@@ -72,8 +72,10 @@ def _check_senders(ctx: Ctx, events: list[Event], prefix: str) -> None:
     for i, event in enumerate(events):
         if not ctx.principal.may_send_for(event.user_id):
             where = f"{prefix}[{i}].userId" if prefix else "$.userId"
-            raise Forbidden(f"this key may not send events for userId {event.user_id!r} "
-                            f"(at {where}); send a customer token for it")
+            raise Forbidden(
+                f"this key may not send events for userId {event.user_id!r} "
+                f"(at {where}); send a customer token for it"
+            )
 
 
 async def _batch(ctx: Ctx) -> Response:
@@ -105,11 +107,14 @@ async def _decide(ctx: Ctx) -> Response:
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", "$") from exc
     if not ctx.principal.may_decide_for(body.userId):
-        raise Forbidden("this key may decide only for its own session: send the customer "
-                        "token that binds this userId, or use the anonymousId")
+        raise Forbidden(
+            "this key may decide only for its own session: send the customer "
+            "token that binds this userId, or use the anonymousId"
+        )
     decision = ctx.engine.decide(
         DecisionRequest(placement=body.placement, limit=body.limit, context=body.context),
-        user_id=body.userId, anonymous_id=body.anonymousId,
+        user_id=body.userId,
+        anonymous_id=body.anonymousId,
     )
     out = msgspec.to_builtins(decision)
     if not body.explain:
@@ -142,8 +147,12 @@ async def _openapi(ctx: Ctx) -> Response:
 
 
 async def _catalog(ctx: Ctx) -> Response:
-    return _json({"version": ctx.engine.catalog.version,
-                  "catalog": msgspec.to_builtins(ctx.engine.catalog.spec)})
+    return _json(
+        {
+            "version": ctx.engine.catalog.version,
+            "catalog": msgspec.to_builtins(ctx.engine.catalog.spec),
+        }
+    )
 
 
 async def _snapshot(ctx: Ctx) -> Response:
@@ -153,32 +162,76 @@ async def _snapshot(ctx: Ctx) -> Response:
 
 
 ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("POST", "/v1/batch", Scope.EVENTS_WRITE, "Send up to 2,000 Segment-spec messages",
-              _batch, WireBatch, IngestResponse, reads_body=True),
+    RouteSpec(
+        "POST",
+        "/v1/batch",
+        Scope.EVENTS_WRITE,
+        "Send up to 2,000 Segment-spec messages",
+        _batch,
+        WireBatch,
+        IngestResponse,
+        reads_body=True,
+    ),
     *(
-        RouteSpec("POST", f"/v1/{k.value}", Scope.EVENTS_WRITE, f"Send one {k.value} message",
-                  _single(k), WireMessage, IngestResponse, reads_body=True)
+        RouteSpec(
+            "POST",
+            f"/v1/{k.value}",
+            Scope.EVENTS_WRITE,
+            f"Send one {k.value} message",
+            _single(k),
+            WireMessage,
+            IngestResponse,
+            reads_body=True,
+        )
         for k in EventType
     ),
-    RouteSpec("POST", "/v1/decide", Scope.DECIDE, "What to show one customer in one placement",
-              _decide, DecideBody, Decision, reads_body=True),
-    RouteSpec("GET", "/v1/profiles/{user_id}", Scope.PROFILES_READ,
-              "A customer's live profile and what rules see", _profile),
-    RouteSpec("GET", "/v1/decisions/{decision_id}", Scope.PROFILES_READ,
-              "One logged decision", _decision, response=Decision),
+    RouteSpec(
+        "POST",
+        "/v1/decide",
+        Scope.DECIDE,
+        "What to show one customer in one placement",
+        _decide,
+        DecideBody,
+        Decision,
+        reads_body=True,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/profiles/{user_id}",
+        Scope.PROFILES_READ,
+        "A customer's live profile and what rules see",
+        _profile,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/decisions/{decision_id}",
+        Scope.PROFILES_READ,
+        "One logged decision",
+        _decision,
+        response=Decision,
+    ),
     RouteSpec("GET", "/v1/admin/catalog", Scope.ADMIN, "The loaded catalog", _catalog),
-    RouteSpec("POST", "/v1/admin/snapshot", Scope.ADMIN,
-              "Flush decisions and snapshot profiles", _snapshot),
+    RouteSpec(
+        "POST",
+        "/v1/admin/snapshot",
+        Scope.ADMIN,
+        "Flush decisions and snapshot profiles",
+        _snapshot,
+    ),
     RouteSpec("GET", "/healthz", Scope.PUBLIC, "Liveness and catalog version", _health),
     RouteSpec("GET", "/openapi.json", Scope.PUBLIC, "This API's OpenAPI 3.1 document", _openapi),
 )
 
 
 def openapi_document() -> dict[str, Any]:
-    models = [r.request for r in ROUTES if r.request] + [r.response for r in ROUTES
-                                                            if r.response] + [ErrorBody]
+    models = (
+        [r.request for r in ROUTES if r.request]
+        + [r.response for r in ROUTES if r.response]
+        + [ErrorBody]
+    )
     schemas, components = msgspec.json.schema_components(
-        models, ref_template="#/components/schemas/{name}")
+        models, ref_template="#/components/schemas/{name}"
+    )
     by_model = dict(zip(models, schemas, strict=True))
     paths: dict[str, Any] = {}
     error = {"content": {"application/json": {"schema": by_model[ErrorBody]}}}
@@ -186,28 +239,39 @@ def openapi_document() -> dict[str, Any]:
         op: dict[str, Any] = {
             "summary": r.summary,
             "x-scope": r.scope.value,
-            "responses": {"200": {"description": "OK"}, "4XX": {"description": "Bad input",
-                                                                **error}},
+            "responses": {
+                "200": {"description": "OK"},
+                "4XX": {"description": "Bad input", **error},
+            },
         }
         if r.scope is not Scope.PUBLIC:
             op["security"] = [{"basic": []}, {"bearer": []}]
         if r.request is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": by_model[r.request]}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": by_model[r.request]}},
+            }
         if r.response is not None:
             op["responses"]["200"]["content"] = {
-                "application/json": {"schema": by_model[r.response]}}
+                "application/json": {"schema": by_model[r.response]}
+            }
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "nextbest", "version": "0.1.0",
-                 "description": "Real-time next-best-action engine for banks"},
+        "info": {
+            "title": "nextbest",
+            "version": "0.1.0",
+            "description": "Real-time next-best-action engine for banks",
+        },
         "paths": paths,
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "basic": {"type": "http", "scheme": "basic",
-                          "description": "the key as the user name, empty password"},
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "the key as the user name, empty password",
+                },
                 "bearer": {"type": "http", "scheme": "bearer"},
             },
         },
@@ -228,8 +292,12 @@ def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[.
                     with contextlib.suppress(msgspec.DecodeError):
                         body_key = body_key_decoder.decode(body).writeKey
                 principal = authenticate(
-                    request.headers.get("authorization"), body_key,
-                    request.headers.get("x-customer-token"), settings, engine.clock.now())
+                    request.headers.get("authorization"),
+                    body_key,
+                    request.headers.get("x-customer-token"),
+                    settings,
+                    engine.clock.now(),
+                )
                 principal.require(spec.scope)
             return await spec.handler(Ctx(request, principal, engine, settings, body))
         except NextbestError as exc:

@@ -47,7 +47,8 @@ _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.WRITE: frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE}),
     KeyKind.BROWSER: frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE}),
     KeyKind.SERVER: frozenset(
-        {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.PROFILES_READ}),
+        {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.PROFILES_READ}
+    ),
     KeyKind.ADMIN: frozenset(Scope),
 }
 
@@ -101,8 +102,10 @@ def _key_from_header(header: str | None) -> str | None:
 def _kind_of(key: str, settings: Settings) -> KeyKind | None:
     found = None
     for kind, keys in (
-        (KeyKind.ADMIN, settings.admin_keys), (KeyKind.SERVER, settings.server_keys),
-        (KeyKind.WRITE, settings.write_keys), (KeyKind.BROWSER, settings.browser_keys),
+        (KeyKind.ADMIN, settings.admin_keys),
+        (KeyKind.SERVER, settings.server_keys),
+        (KeyKind.WRITE, settings.write_keys),
+        (KeyKind.BROWSER, settings.browser_keys),
     ):
         for candidate in keys:
             if hmac.compare_digest(candidate.encode(), key.encode()) and found is None:

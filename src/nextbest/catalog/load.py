@@ -7,7 +7,7 @@ candidates that can appear in the placement it is asked about.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,13 +66,26 @@ class CompiledOffer:
     """An offer ready for decisions: its rule compiled, its campaign and window resolved."""
 
     __slots__ = (
-        "base_ctr", "campaign", "id", "kind", "rule", "spec", "topic", "valid_from",
-        "valid_until", "weight",
+        "base_ctr",
+        "campaign",
+        "id",
+        "kind",
+        "rule",
+        "spec",
+        "topic",
+        "valid_from",
+        "valid_until",
+        "weight",
     )
 
     def __init__(
-        self, spec: OfferSpec, rule: Rule, campaign: CampaignSpec | None, scoring: ScoringSpec,
-        valid_from: float | None, valid_until: float | None,
+        self,
+        spec: OfferSpec,
+        rule: Rule,
+        campaign: CampaignSpec | None,
+        scoring: ScoringSpec,
+        valid_from: float | None,
+        valid_until: float | None,
     ) -> None:
         self.spec = spec
         self.id = spec.id
@@ -123,8 +136,7 @@ class Catalog:
         self.scoring = spec.scoring
         self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
             pl.id: tuple(
-                o for o in offers.values()
-                if pl.channel in o.spec.content and o.kind in pl.kinds
+                o for o in offers.values() if pl.channel in o.spec.content and o.kind in pl.kinds
             )
             for pl in spec.placements
         }
@@ -145,8 +157,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _convert(value: Any, kind: type[T], path: str, smap: SourceMap,
-             problems: list[CatalogProblem]) -> T | None:
+def _convert(
+    value: Any, kind: type[T], path: str, smap: SourceMap, problems: list[CatalogProblem]
+) -> T | None:
     try:
         return msgspec.convert(value, kind, strict=False)
     except msgspec.ValidationError as exc:
@@ -157,8 +170,9 @@ def _convert(value: Any, kind: type[T], path: str, smap: SourceMap,
         return None
 
 
-def _items(raw: dict[str, Any], section: str, smap: SourceMap,
-           problems: list[CatalogProblem]) -> list[tuple[str, Any]]:
+def _items(
+    raw: dict[str, Any], section: str, smap: SourceMap, problems: list[CatalogProblem]
+) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     seen: dict[str, str] = {}
     for i, item in enumerate(raw.get(section, [])):
@@ -168,8 +182,9 @@ def _items(raw: dict[str, Any], section: str, smap: SourceMap,
             continue
         ident = spec.id
         if ident in seen:
-            problems.append(smap.problem(f"{path}.id", f"duplicate id {ident!r} (first at "
-                                         f"{seen[ident]})"))
+            problems.append(
+                smap.problem(f"{path}.id", f"duplicate id {ident!r} (first at {seen[ident]})")
+            )
             continue
         file, line = smap.where(f"{path}.id")
         seen[ident] = f"{file}:{line}"
@@ -177,8 +192,13 @@ def _items(raw: dict[str, Any], section: str, smap: SourceMap,
     return out
 
 
-def _rule(source: str, path: str, smap: SourceMap, problems: list[CatalogProblem],
-          known: dict[str, Iterable[str]]) -> Rule | None:
+def _rule(
+    source: str,
+    path: str,
+    smap: SourceMap,
+    problems: list[CatalogProblem],
+    known: Mapping[str, Collection[str]],
+) -> Rule | None:
     try:
         rule = compile_rule(source, RULE_ROOTS)
     except RuleCompileError as exc:
@@ -193,7 +213,11 @@ def _rule(source: str, path: str, smap: SourceMap, problems: list[CatalogProblem
 
 
 def _window(
-    start: str | None, end: str | None, path: str, names: tuple[str, str], smap: SourceMap,
+    start: str | None,
+    end: str | None,
+    path: str,
+    names: tuple[str, str],
+    smap: SourceMap,
     problems: list[CatalogProblem],
 ) -> tuple[float | None, float | None]:
     bounds: list[float | None] = []
@@ -217,8 +241,9 @@ def _tighter(a: float | None, b: float | None, pick: Any) -> float | None:
     return float(pick(a, b))
 
 
-def _compile(raw: dict[str, Any], smap: SourceMap, problems: list[CatalogProblem],
-             digest: str, source: str) -> Catalog | None:
+def _compile(
+    raw: dict[str, Any], smap: SourceMap, problems: list[CatalogProblem], digest: str, source: str
+) -> Catalog | None:
     raw = _plain(raw)
     topics = [s for _, s in _items(raw, "topics", smap, problems)]
     segments_raw = _items(raw, "segments", smap, problems)
@@ -258,9 +283,12 @@ def _compile(raw: dict[str, Any], smap: SourceMap, problems: list[CatalogProblem
             if oid not in offer_ids:
                 problems.append(smap.problem(f"{path}.offers[{j}]", f"unknown offer {oid!r}"))
             elif oid in owner:
-                problems.append(smap.problem(
-                    f"{path}.offers[{j}]", f"offer {oid!r} is already in campaign "
-                    f"{owner[oid].id!r}"))
+                problems.append(
+                    smap.problem(
+                        f"{path}.offers[{j}]",
+                        f"offer {oid!r} is already in campaign {owner[oid].id!r}",
+                    )
+                )
             else:
                 owner[oid] = camp
 
@@ -274,8 +302,9 @@ def _compile(raw: dict[str, Any], smap: SourceMap, problems: list[CatalogProblem
             problems.append(smap.problem(f"{path}.content", "needs content for a channel"))
             continue
         rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, known)
-        lo, hi = _window(offer.valid_from, offer.valid_until, path,
-                         ("valid_from", "valid_until"), smap, problems)
+        lo, hi = _window(
+            offer.valid_from, offer.valid_until, path, ("valid_from", "valid_until"), smap, problems
+        )
         camp = owner.get(offer.id)
         if camp is not None:
             c_lo, c_hi = windows[camp.id]

@@ -119,7 +119,8 @@ class ContactPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     suppress_owned: bool = True
     #: consent assumed for a purpose the customer has not set (personalization, marketing)
     consent_defaults: dict[str, bool] = msgspec.field(
-        default_factory=lambda: {"personalization": True, "marketing": True})
+        default_factory=lambda: {"personalization": True, "marketing": True}
+    )
 
 
 class ScoringSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

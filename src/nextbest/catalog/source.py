@@ -107,7 +107,7 @@ def read_sources(location: Path) -> tuple[dict[str, Any], SourceMap, list[Catalo
                     prefix = f"$.{key}[{i}]"
                     for p, ln in lines.items():
                         if p == prefix or p.startswith(prefix + ".") or p.startswith(prefix + "["):
-                            smap.add(target + p[len(prefix):], name, ln)
+                            smap.add(target + p[len(prefix) :], name, ln)
                     items.append(item)
             elif key in SECTIONS_SINGLE:
                 if key in merged:

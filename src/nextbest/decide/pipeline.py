@@ -43,8 +43,9 @@ def _consented(profile: Profile, catalog: Catalog, purpose: str) -> bool:
     return granted
 
 
-def _contact_block(hist: OfferHistory, catalog: Catalog, now: float,
-                   shown_today: int) -> Suppression | None:
+def _contact_block(
+    hist: OfferHistory, catalog: Catalog, now: float, shown_today: int
+) -> Suppression | None:
     policy = catalog.policy
     cap = policy.per_offer
     if count_in_days(hist.impressions, cap.days, now) >= cap.count:
@@ -58,8 +59,13 @@ def _contact_block(hist: OfferHistory, catalog: Catalog, now: float,
     return None
 
 
-def _reasons(offer: CompiledOffer, catalog: Catalog, variables: dict[str, Any],
-             personalized: bool, segments: dict[str, bool]) -> list[Reason]:
+def _reasons(
+    offer: CompiledOffer,
+    catalog: Catalog,
+    variables: dict[str, Any],
+    personalized: bool,
+    segments: dict[str, bool],
+) -> list[Reason]:
     reasons: list[Reason] = []
     spec = offer.spec
     if spec.reason:
@@ -73,8 +79,9 @@ def _reasons(offer: CompiledOffer, catalog: Catalog, variables: dict[str, Any],
             n = view[f"count_{days}d"]
             if n:
                 times = "once" if n == 1 else f"{n} times"
-                reasons.append(Reason(
-                    ReasonCode.TOPIC_INTEREST, f"viewed {name} pages {times} in {days} days"))
+                reasons.append(
+                    Reason(ReasonCode.TOPIC_INTEREST, f"viewed {name} pages {times} in {days} days")
+                )
                 break
         stage = variables["profile"]["funnel"].get(offer.topic)
         if stage in ("considering", "applying", "submitted"):
@@ -84,8 +91,9 @@ def _reasons(offer: CompiledOffer, catalog: Catalog, variables: dict[str, Any],
             seg = next(s for s, _ in catalog.segments if s.id == field)
             reasons.append(Reason(ReasonCode.SEGMENT, f"in segment '{seg.name or seg.id}'"))
     if offer.campaign is not None and offer.weight > 1.0:
-        reasons.append(Reason(
-            ReasonCode.CAMPAIGN_PRIORITY, f"campaign '{offer.campaign.name}' has priority"))
+        reasons.append(
+            Reason(ReasonCode.CAMPAIGN_PRIORITY, f"campaign '{offer.campaign.name}' has priority")
+        )
     if not reasons:
         reasons.append(Reason(ReasonCode.ELIGIBLE, f"eligible for {spec.name}"))
     return reasons
@@ -110,11 +118,23 @@ def decide(
     personalized = _consented(profile, catalog, "personalization")
     marketing = _consented(profile, catalog, "marketing")
     in_holdout = catalog.spec.holdout_share > 0 and (
-        bucket(customer, HOLDOUT_SALT) < catalog.spec.holdout_share)
-    view_profile = profile if personalized else Profile(
-        customer_id=customer, user_id=profile.user_id, traits=profile.traits,
-        products=profile.products, offers=profile.offers, consent=profile.consent,
-        balance=profile.balance, overdrawn=profile.overdrawn, funnel=profile.funnel)
+        bucket(customer, HOLDOUT_SALT) < catalog.spec.holdout_share
+    )
+    view_profile = (
+        profile
+        if personalized
+        else Profile(
+            customer_id=customer,
+            user_id=profile.user_id,
+            traits=profile.traits,
+            products=profile.products,
+            offers=profile.offers,
+            consent=profile.consent,
+            balance=profile.balance,
+            overdrawn=profile.overdrawn,
+            funnel=profile.funnel,
+        )
+    )
     variables = rule_variables(view_profile, catalog.topics, now, request.context)
     env = Evaluation(variables)
     segments = {seg.id: env.check(rule) is RuleOutcome.TRUE for seg, rule in catalog.segments}
@@ -139,11 +159,18 @@ def decide(
             why = Suppression.HOLDOUT
         elif commercial and offer.topic in owned:
             why = Suppression.OWNED
-        elif commercial and (block := _contact_block(
-                profile.offers.get(offer.id, _NO_HISTORY), catalog, now, shown_today)):
+        elif commercial and (
+            block := _contact_block(
+                profile.offers.get(offer.id, _NO_HISTORY), catalog, now, shown_today
+            )
+        ):
             why = block
-        elif (commercial and topic_view is not None and topic_view["total"] > 0
-              and topic_view["score"] < fade_below):
+        elif (
+            commercial
+            and topic_view is not None
+            and topic_view["total"] > 0
+            and topic_view["score"] < fade_below
+        ):
             why = Suppression.FADED
         else:
             outcome = env.check(offer.rule)
@@ -159,12 +186,14 @@ def decide(
         if camp is not None and camp.control_share > 0:
             arm = assign(customer, camp.salt or camp.id, camp.control_share)
         interest = topic_view["score"] if (topic_view is not None and personalized) else 0.0
-        p_click = click_prior(offer.base_ctr, interest, scoring.interest_lift,
-                              scoring.half_saturation)
+        p_click = click_prior(
+            offer.base_ctr, interest, scoring.interest_lift, scoring.half_saturation
+        )
         score = p_click * offer.spec.value * offer.weight
         service_first = 0 if offer.kind is OfferKind.SERVICE else 1
-        ranked.append((service_first, -score, -offer.spec.priority, offer.id, offer, p_click,
-                       score, arm))
+        ranked.append(
+            (service_first, -score, -offer.spec.priority, offer.id, offer, p_click, score, arm)
+        )
     ranked.sort(key=lambda r: r[:4])
 
     items: list[DecisionItem] = []
@@ -180,18 +209,20 @@ def decide(
                 control.append(offer.id)
             excluded.append(Excluded(offer.id, Suppression.CONTROL))
             continue
-        items.append(DecisionItem(
-            position=len(items) + 1,
-            offer_id=offer.id,
-            kind=offer.kind.value,
-            campaign_id=offer.campaign.id if offer.campaign else None,
-            arm=arm,
-            score=round(score, 9),
-            p_click=round(p_click, 9),
-            propensity=1.0,
-            content=_content(offer, placement.channel.value),
-            reasons=_reasons(offer, catalog, variables, personalized, segments),
-        ))
+        items.append(
+            DecisionItem(
+                position=len(items) + 1,
+                offer_id=offer.id,
+                kind=offer.kind.value,
+                campaign_id=offer.campaign.id if offer.campaign else None,
+                arm=arm,
+                score=round(score, 9),
+                p_click=round(p_click, 9),
+                propensity=1.0,
+                content=_content(offer, placement.channel.value),
+                reasons=_reasons(offer, catalog, variables, personalized, segments),
+            )
+        )
     return Decision(
         decision_id=decision_id,
         customer_id=customer,
@@ -208,7 +239,9 @@ def decide(
 def _content(offer: CompiledOffer, channel: str) -> dict[str, Any]:
     content = offer.spec.content[channel]  # type: ignore[index]
     return {
-        "title": content.title, "body": content.body, "cta": content.cta, "url": content.url,
+        "title": content.title,
+        "body": content.body,
+        "cta": content.cta,
+        "url": content.url,
         "image": content.image,
     }
-

@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = ["click_prior"]
 
 
-def click_prior(base_ctr: float, interest_score: float, lift: float, half_saturation: float) -> float:
+def click_prior(
+    base_ctr: float, interest_score: float, lift: float, half_saturation: float
+) -> float:
     s = max(0.0, interest_score)
     p = base_ctr * (1.0 + lift * s / (s + half_saturation))
     return min(p, 0.99)

@@ -50,6 +50,8 @@ class Limits(msgspec.Struct, frozen=True):
     max_batch: int = 2_000
 
 
+DEFAULT_LIMITS = Limits()
+
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
@@ -72,7 +74,7 @@ def _decode(body: bytes, kind: type[Any], prefix: str) -> Any:
         raise ValidationError(f"body is not valid JSON: {exc}", prefix or "$") from exc
 
 
-def parse_batch(body: bytes, received_at: float, limits: Limits = Limits()) -> list[Event]:
+def parse_batch(body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS) -> list[Event]:
     """Parse a ``/v1/batch`` body (``{"batch": [...], "sentAt": ...}``)."""
     wire: WireBatch = _decode(body, WireBatch, "")
     if len(wire.batch) > limits.max_batch:
@@ -85,7 +87,7 @@ def parse_batch(body: bytes, received_at: float, limits: Limits = Limits()) -> l
 
 
 def parse_message(
-    kind: EventType, body: bytes, received_at: float, limits: Limits = Limits()
+    kind: EventType, body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS
 ) -> Event:
     """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
     wire = _decode(body, _SINGLE[kind], "")
@@ -194,8 +196,11 @@ def _normalize(
         kind = EventType.PAGE if isinstance(msg, WirePage) else EventType.SCREEN
         props = _object(msg.properties, f"{path}.properties", limits)
         return Event(
-            type=kind, name=msg.name, category=msg.category or props.get("category"),
-            properties=props, **common,
+            type=kind,
+            name=msg.name,
+            category=msg.category or props.get("category"),
+            properties=props,
+            **common,
         )
     if isinstance(msg, WireIdentify):
         # Segment puts traits at the root, RudderStack in context.traits: read both.

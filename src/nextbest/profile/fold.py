@@ -36,7 +36,7 @@ _FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
     EventName.APPLICATION_COMPLETED: FunnelStage.CUSTOMER,
     EventName.PRODUCT_OPENED: FunnelStage.CUSTOMER,
 }
-_PROMOTION = {
+_PROMOTION: dict[str, str] = {
     EventName.PROMOTION_VIEWED: "impressions",
     EventName.PROMOTION_CLICKED: "clicks",
     EventName.PROMOTION_DISMISSED: "dismissals",
@@ -142,16 +142,17 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
 
 
 def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
+    """A new session starts after ``session_timeout`` of inactivity; late events join."""
     when = event.timestamp
     s = profile.session
-    if s is None or when - s.last_seen > cfg.session_timeout or when < s.started:
-        if s is None or when >= s.started:
-            channel = event.context.get("channel") if event.context else None
-            profile.session = s = Session(
-                started=when, last_seen=when,
-                channel=channel if isinstance(channel, str) else None,
-            )
-            profile.sessions += 1
+    if s is None or when - s.last_seen > cfg.session_timeout:
+        channel = event.context.get("channel") if event.context else None
+        s = profile.session = Session(
+            started=when,
+            last_seen=when,
+            channel=channel if isinstance(channel, str) else None,
+        )
+        profile.sessions += 1
     s.last_seen = max(s.last_seen, when)
     s.events += 1
 

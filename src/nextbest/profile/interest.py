@@ -23,7 +23,7 @@ def decayed(score: float, score_at: float, now: float, half_life: float) -> floa
     """The score as of ``now`` (no growth backwards: ``now`` before ``score_at`` keeps it)."""
     if now <= score_at or score == 0.0:
         return score
-    return score * 2.0 ** (-(now - score_at) / half_life)
+    return score * 2.0 ** (-(now - score_at) / half_life)  # type: ignore[no-any-return]
 
 
 def add_to_score(

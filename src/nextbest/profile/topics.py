@@ -35,9 +35,7 @@ class TopicMatcher:
     def __init__(self, topics: tuple[TopicSpec, ...]) -> None:
         self.topics = {t.id: t for t in topics}
         self._url: list[tuple[re.Pattern[str], str]] = [
-            (re.compile(fnmatch.translate(p.lower())), t.id)
-            for t in topics
-            for p in t.url_patterns
+            (re.compile(fnmatch.translate(p.lower())), t.id) for t in topics for p in t.url_patterns
         ]
         self._category: dict[str, list[str]] = {}
         self._event: dict[str, list[str]] = {}

@@ -51,8 +51,12 @@ def lifecycle_of(age: int | None) -> str:
     if age is None:
         return "unknown"
     for limit, phase in (
-        (18, "minor"), (26, "young_adult"), (35, "starter"), (50, "family"),
-        (60, "established"), (67, "pre_retirement"),
+        (18, "minor"),
+        (26, "young_adult"),
+        (35, "starter"),
+        (50, "family"),
+        (60, "established"),
+        (67, "pre_retirement"),
     ):
         if age < limit:
             return phase

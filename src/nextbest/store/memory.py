@@ -37,7 +37,8 @@ class MemoryStore:
         self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
     ) -> list[StoredEvent]:
         return [
-            s for s in self._events[:upto]
+            s
+            for s in self._events[:upto]
             if s.event.user_id in user_ids or s.event.anonymous_id in anonymous_ids
         ]
 

@@ -130,8 +130,9 @@ class SQLiteStore:
             clauses.append(f"anonymous_id IN ({','.join('?' * len(anons))})")
         if not clauses:
             return []
-        sql = (f"SELECT seq, body FROM events WHERE ({' OR '.join(clauses)}) AND seq <= ? "
-               "ORDER BY seq")
+        sql = (
+            f"SELECT seq, body FROM events WHERE ({' OR '.join(clauses)}) AND seq <= ? ORDER BY seq"
+        )
         return self._rows(sql, [*users, *anons, upto])
 
     def _scalar(self, sql: str) -> int:
@@ -155,7 +156,9 @@ class SQLiteStore:
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO decisions(decision_id, customer_id, placement, "
-                    "timestamp, body) VALUES (?, ?, ?, ?, ?)", rows)
+                    "timestamp, body) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -164,13 +167,15 @@ class SQLiteStore:
     def decision(self, decision_id: str) -> Decision | None:
         with self._lock, _translated("read decision"):
             row = self._db.execute(
-                "SELECT body FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
+                "SELECT body FROM decisions WHERE decision_id = ?", (decision_id,)
+            ).fetchone()
         return self._decision_dec.decode(row[0]) if row else None
 
     def put_snapshot(self, seq: int, blob: bytes) -> None:
         with self._lock, _translated("write snapshot"):
             self._db.execute(
-                "INSERT OR REPLACE INTO snapshots(id, seq, body) VALUES (1, ?, ?)", (seq, blob))
+                "INSERT OR REPLACE INTO snapshots(id, seq, body) VALUES (1, ?, ?)", (seq, blob)
+            )
 
     def snapshot(self) -> tuple[int, bytes] | None:
         with self._lock, _translated("read snapshot"):

@@ -1,0 +1,121 @@
+"""Shared fixtures: the example catalog, a settable clock, engines on real stores, and a real
+uvicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from nextbest.api.app import create_app
+from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.clock import FixedClock
+from nextbest.engine import Engine
+from nextbest.settings import Settings
+from nextbest.store import MemoryStore, SQLiteStore
+from tests.support import (
+    ADMIN_KEY,
+    BROWSER_KEY,
+    EXAMPLE_CATALOG,
+    SERVER_KEY,
+    T0,
+    TOKEN_SECRET,
+    WRITE_KEY,
+    counter_ids,
+)
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(EXAMPLE_CATALOG)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_engine(
+    catalog: Catalog, clock: FixedClock, tmp_path: Path
+) -> Iterator[Callable[..., Engine]]:
+    """Build engines on the in-memory twin or a real SQLite file; closes them after."""
+    made: list[Engine] = []
+
+    def make(kind: str = "sqlite", path: Path | None = None, cat: Catalog | None = None) -> Engine:
+        store = (
+            MemoryStore() if kind == "memory" else SQLiteStore(path or tmp_path / "nextbest.sqlite")
+        )
+        engine = Engine(cat or catalog, store, clock, new_id=counter_ids())
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., Engine], store_kind: str) -> Engine:
+    return make_engine(store_kind)
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "catalog": str(EXAMPLE_CATALOG),
+        "data": str(tmp_path / "server.sqlite"),
+        "write_keys": frozenset({WRITE_KEY}),
+        "browser_keys": frozenset({BROWSER_KEY}),
+        "server_keys": frozenset({SERVER_KEY}),
+        "admin_keys": frozenset({ADMIN_KEY}),
+        "token_secret": TOKEN_SECRET,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    engine: Engine
+    settings: Settings
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A real uvicorn server on a free loopback port, in a thread, with a SQLite store."""
+    settings = make_settings(tmp_path)
+    engine = Engine.from_settings(settings)
+    app = create_app(engine, settings, flush_interval=0.05)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", engine, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,66 @@
+"""Helpers for tests: message builders in the exact shape Segment-compatible SDKs send."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CATALOG = ROOT / "examples" / "bank"
+#: 2026-09-21T10:00:00Z, a Monday
+T0 = 1_790_157_600.0
+DAY = 86_400.0
+
+WRITE_KEY = "test-write-key"
+BROWSER_KEY = "test-browser-key"
+SERVER_KEY = "test-server-key"
+ADMIN_KEY = "test-admin-key"
+TOKEN_SECRET = "test-token-secret"
+
+_ids = itertools.count(1)
+
+
+def counter_ids(prefix: str = "d") -> Callable[[], str]:
+    """Deterministic decision ids for tests."""
+    count = itertools.count(1)
+    return lambda: f"{prefix}{next(count):06d}"
+
+
+def iso(ts: float) -> str:
+    """A timestamp as SDKs send it: explicit +00:00 offset, milliseconds."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def message(
+    kind: str, *, at: float = T0, user: str | None = None, anon: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "messageId": f"msg-{next(_ids)}",
+        "timestamp": iso(at),
+        "userId": user,
+        "anonymousId": anon,
+        "context": {"library": {"name": "tests", "version": "1"}},
+        **fields,
+    }
+
+
+def page(url: str, **kw: Any) -> dict[str, Any]:
+    return message("page", name=None, category=None, properties={"url": url}, **kw)
+
+
+def track(event: str, properties: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    return message("track", event=event, properties=properties or {}, **kw)
+
+
+def identify(traits: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return message("identify", traits=traits, **kw)
+
+
+def batch(*messages: dict[str, Any]) -> bytes:
+    return orjson.dumps({"batch": list(messages)})
