@@ -64,3 +64,32 @@ def identify(traits: dict[str, Any], **kw: Any) -> dict[str, Any]:
 
 def batch(*messages: dict[str, Any]) -> bytes:
     return orjson.dumps({"batch": list(messages)})
+
+
+def user_in(arm: str, salt: str, share: float, prefix: str = "cust") -> str:
+    """The first ``prefix-N`` user id the stable hash puts in ``arm`` of campaign ``salt``."""
+    from nextbest.experiments import assign
+
+    for n in itertools.count():
+        uid = f"{prefix}-{n}"
+        if assign(uid, salt, share).value == arm:
+            return uid
+    raise AssertionError("unreachable")
+
+
+def treated_everywhere(prefix: str = "cust") -> str:
+    """A user in the treatment arm of every example-bank campaign."""
+    from nextbest.experiments import assign
+
+    campaigns = {
+        "mortgage_q4": 0.1,
+        "car_loan_autumn": 0.1,
+        "pension_awareness": 0.1,
+        "family_savings": 0.1,
+        "cards_always_on": 0.05,
+    }
+    for n in itertools.count():
+        uid = f"{prefix}-{n}"
+        if all(assign(uid, c, s).value == "treatment" for c, s in campaigns.items()):
+            return uid
+    raise AssertionError("unreachable")

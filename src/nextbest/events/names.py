@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["KNOWN_EVENTS", "EventName", "PropertySpec"]
+__all__ = ["KNOWN_EVENTS", "NOT_INTEREST", "EventName", "PropertySpec"]
 
 _NUMBER = (int, float)
 _TEXT = (str,)
@@ -60,3 +60,14 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.SALARY_RECEIVED: {"amount": _NUMBER},
     EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT},
 }
+
+#: events that say nothing about interest in a topic, whatever properties they carry
+NOT_INTEREST: frozenset[str] = frozenset(
+    {
+        EventName.PRODUCT_CLOSED,
+        EventName.PROMOTION_VIEWED,
+        EventName.PROMOTION_CLICKED,
+        EventName.PROMOTION_DISMISSED,
+        EventName.CONSENT_UPDATED,
+    }
+)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from nextbest.events.model import Event, EventType
+from nextbest.events.names import NOT_INTEREST
 
 __all__ = ["TopicMatcher", "TopicSpec"]
 
@@ -60,7 +61,7 @@ class TopicMatcher:
             if url:
                 path = (urlsplit(url).path or "/").lower()
                 found.extend(t for rx, t in self._url if rx.match(path))
-        elif event.type is EventType.TRACK and event.name:
+        elif event.type is EventType.TRACK and event.name and event.name not in NOT_INTEREST:
             found.extend(self._event.get(event.name, ()))
             props = event.properties
             for key in ("topic", "product"):

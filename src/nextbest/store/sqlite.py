@@ -91,8 +91,8 @@ class SQLiteStore:
             try:
                 for e in events:
                     cur.execute(
-                        "INSERT OR IGNORE INTO events(message_id, user_id, anonymous_id, "
-                        "timestamp, body) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO events(message_id, user_id, anonymous_id, timestamp, body) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id) DO NOTHING",
                         (e.message_id, e.user_id, e.anonymous_id, e.timestamp, enc(e)),
                     )
                     out.append(cur.lastrowid if cur.rowcount == 1 else None)

@@ -1,0 +1,120 @@
+"""One contract for every store backend: the in-memory twin and embedded SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from nextbest.decide.model import Decision
+from nextbest.errors import StoreError
+from nextbest.events import parse_batch
+from nextbest.events.model import Event
+from nextbest.store import EventStore, MemoryStore, SQLiteStore
+from tests.support import T0, batch, page
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    s: EventStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.sqlite")
+    )
+    yield s
+    s.close()
+
+
+def events(n: int, **who: str) -> list[Event]:
+    return parse_batch(
+        batch(*[page(f"https://b.example/{i}", at=T0 + i, **who) for i in range(n)]), T0 + 1000
+    )
+
+
+def test_append_assigns_increasing_seqs_and_dedupes(store: EventStore):
+    first = events(3, user="u1")
+    seqs = store.append(first)
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
+    assert None not in seqs
+    again = store.append([first[1], *events(1, user="u2")])
+    assert again[0] is None
+    assert again[1] is not None
+    assert again[1] > seqs[-1]
+    assert store.last_seq() == again[1]
+    assert store.count() == 4
+
+
+def test_duplicates_within_one_append(store: EventStore):
+    e = events(1, user="u1")[0]
+    assert store.append([e, e]) == [1, None]
+
+
+def test_scan_in_order_and_after(store: EventStore):
+    store.append(events(5, user="u1"))
+    assert [s.seq for s in store.scan()] == [1, 2, 3, 4, 5]
+    assert [s.seq for s in store.scan(after=3)] == [4, 5]
+    assert next(iter(store.scan())).event.user_id == "u1"
+
+
+def test_round_trip_keeps_every_field(store: EventStore):
+    original = parse_batch(
+        batch(
+            {
+                **page("https://b.example/x", user="u", anon="a"),
+                "properties": {"url": "https://b.example/x", "n": [1, {"k": None}]},
+            }
+        ),
+        T0,
+    )[0]
+    store.append([original])
+    assert next(iter(store.scan())).event == original
+
+
+def test_events_of_ids_up_to_a_seq(store: EventStore):
+    store.append(events(2, user="u1") + events(2, anon="a1") + events(2, user="u2"))
+    got = store.events_of({"u1"}, {"a1"}, upto=3)
+    assert [s.seq for s in got] == [1, 2, 3]
+    assert store.events_of(set(), set(), upto=99) == []
+
+
+def test_decisions_and_snapshot(store: EventStore):
+    d = Decision(
+        decision_id="d1",
+        customer_id="u1",
+        placement="home",
+        timestamp=T0,
+        catalog_version="1",
+        items=[],
+        excluded=[],
+        control=[],
+        segments=[],
+    )
+    store.append_decisions([d])
+    assert store.decision("d1") == d
+    assert store.decision("nope") is None
+    assert store.snapshot() is None
+    store.put_snapshot(7, b"blob")
+    store.put_snapshot(9, b"blob2")
+    assert store.snapshot() == (9, b"blob2")
+
+
+def test_sqlite_errors_are_translated(tmp_path: Path):
+    path = tmp_path / "not-a-db.sqlite"
+    path.write_bytes(b"this is not a database file" * 100)
+    with pytest.raises(StoreError) as exc:
+        SQLiteStore(path)
+    assert isinstance(exc.value.__cause__, sqlite3.Error)
+    with pytest.raises(StoreError):
+        SQLiteStore(tmp_path / "x.sqlite", synchronous="SOMETIMES")
+
+
+def test_sqlite_append_is_atomic(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "a.sqlite")
+    good = events(2, user="u1")
+    bad = msgspec.structs.replace(good[0], message_id="bad", properties={"x": object()})
+    with pytest.raises(TypeError):  # fails half-way: the first two rows must roll back
+        store.append([*good, bad])
+    assert store.count() == 0
+    store.close()

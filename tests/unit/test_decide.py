@@ -1,0 +1,266 @@
+"""The decision pipeline: eligibility, suppression, scoring, ordering, experiments, reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.decide import DecisionRequest, Suppression, click_prior, decide
+from nextbest.engine import Engine
+from nextbest.errors import UnknownPlacement, ValidationError
+from nextbest.experiments import Arm, assign
+from nextbest.experiments.assignment import HOLDOUT_SALT, bucket
+from nextbest.profile import Profile
+from tests.support import (
+    DAY,
+    EXAMPLE_CATALOG,
+    T0,
+    batch,
+    identify,
+    page,
+    track,
+    treated_everywhere,
+    user_in,
+)
+
+MORTGAGE = "https://bank.example/mortgages/rates"
+
+
+def mortgage_fan(engine: Engine, user: str, age: int = 35, views: int = 5) -> None:
+    engine.ingest_batch(
+        batch(
+            identify({"age": age}, user=user, at=T0 - 10 * DAY),
+            *[page(MORTGAGE, user=user, at=T0 - i * 3600) for i in range(views)],
+        )
+    )
+
+
+def why(decision, offer: str) -> Suppression | None:
+    return next((e.why for e in decision.excluded if e.offer_id == offer), None)
+
+
+def home(engine: Engine, user: str, **kw):
+    return engine.decide(DecisionRequest(placement="home_feed", **kw), user_id=user)
+
+
+def test_unknown_placement_and_bad_limit(make_engine):
+    engine = make_engine("memory")
+    with pytest.raises(UnknownPlacement):
+        engine.decide(DecisionRequest(placement="nope"), user_id="u")
+    with pytest.raises(ValidationError) as exc:
+        engine.decide(DecisionRequest(placement="home_hero", limit=2), user_id="u")
+    assert exc.value.path == "$.limit"
+    with pytest.raises(ValidationError):
+        engine.decide(DecisionRequest(placement="home_hero"))
+
+
+def test_unknown_customer_gets_non_personal_offers(make_engine):
+    engine = make_engine("memory")
+    d = engine.decide(DecisionRequest(placement="home_feed"), anonymous_id="stranger")
+    assert d.customer_id == "anon:stranger"
+    assert d.items == []  # every example offer needs some knowledge of the customer
+    assert {e.why for e in d.excluded} == {Suppression.INELIGIBLE}
+
+
+def test_score_is_prior_times_value_times_weight(make_engine, catalog: Catalog):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    item = home(engine, user).items[0]
+    offer = catalog.offers["mortgage_advice"]
+    view = engine.profile_view(user)["view"]["interest"]["mortgage"]
+    p = click_prior(
+        offer.base_ctr,
+        view["score"],
+        catalog.scoring.interest_lift,
+        catalog.scoring.half_saturation,
+    )
+    assert item.p_click == pytest.approx(p)
+    assert item.score == pytest.approx(p * 400 * 1.2)
+    assert item.propensity == 1.0
+    assert click_prior(0.01, 0.0, 4.0, 3.0) == 0.01
+    assert click_prior(0.01, 3.0, 4.0, 3.0) == pytest.approx(0.03)
+    assert click_prior(0.5, 1e9, 4.0, 3.0) == 0.99
+
+
+def test_already_owned_products_are_suppressed(make_engine):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    engine.ingest_batch(batch(track("Product Opened", {"product": "credit_card"}, user=user)))
+    d = home(engine, user)
+    assert why(d, "credit_card_offer") is Suppression.OWNED
+    assert [i.offer_id for i in d.items] == ["mortgage_advice"]
+
+
+def test_impression_cap_click_and_dismiss_rest(make_engine, clock):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    viewed = {"promotion_id": "credit_card_offer", "decision_id": "d0"}
+    engine.ingest_batch(
+        batch(*[track("Promotion Viewed", viewed, user=user, at=T0 - i * DAY) for i in range(3)])
+    )
+    assert why(home(engine, user), "credit_card_offer") is Suppression.CAPPED
+    clock.set(T0 + 6 * DAY)  # the oldest of three impressions leaves the 7-day window
+    assert why(home(engine, user), "credit_card_offer") is None
+    engine.ingest_batch(batch(track("Promotion Clicked", viewed, user=user, at=T0 + 6 * DAY)))
+    assert why(home(engine, user), "credit_card_offer") is Suppression.RECENTLY_CLICKED
+    engine.ingest_batch(
+        batch(
+            track(
+                "Promotion Dismissed",
+                {"promotion_id": "mortgage_advice", "decision_id": "d0"},
+                user=user,
+                at=T0 + 6 * DAY,
+            )
+        )
+    )
+    assert why(home(engine, user), "mortgage_advice") is Suppression.DISMISSED
+
+
+def test_control_group_is_stable_and_logs_the_exposure(make_engine):
+    engine = make_engine("memory")
+    control = user_in("control", "mortgage_q4", 0.1)
+    mortgage_fan(engine, control)
+    d = home(engine, control)
+    assert "mortgage_advice" not in [i.offer_id for i in d.items]
+    assert d.control == ["mortgage_advice"]
+    assert why(d, "mortgage_advice") is Suppression.CONTROL
+    assert home(engine, control).control == ["mortgage_advice"]  # same arm every time
+    shares = [assign(f"c{i}", "mortgage_q4", 0.1) is Arm.CONTROL for i in range(20_000)]
+    assert 0.09 < sum(shares) / len(shares) < 0.11
+
+
+def test_universal_holdout_sees_service_messages_only(tmp_path: Path, make_engine):
+    for f in EXAMPLE_CATALOG.glob("*.yaml"):
+        text = f.read_text()
+        (tmp_path / f.name).write_text(text.replace("holdout_share: 0.0", "holdout_share: 0.5"))
+    held = next(f"h{i}" for i in range(1000) if bucket(f"h{i}", HOLDOUT_SALT) < 0.5)
+    engine = make_engine("memory", cat=load_catalog(tmp_path))
+    mortgage_fan(engine, held)
+    engine.ingest_batch(batch(track("Overdraft Started", {"balance": -5.0}, user=held)))
+    d = home(engine, held)
+    assert [i.offer_id for i in d.items] == ["overdraft_warning"]
+    assert why(d, "mortgage_advice") is Suppression.HOLDOUT
+
+
+def test_consent(make_engine):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    engine.ingest_batch(batch(track("Overdraft Started", {"balance": -5.0}, user=user)))
+    engine.ingest_batch(
+        batch(track("Consent Updated", {"purposes": {"marketing": False}}, user=user))
+    )
+    d = home(engine, user)
+    assert [i.offer_id for i in d.items] == ["overdraft_warning"]  # service still shown
+    assert why(d, "mortgage_advice") is Suppression.NO_CONSENT
+    engine.ingest_batch(
+        batch(
+            track(
+                "Consent Updated",
+                {"purposes": {"marketing": True, "personalization": False}},
+                user=user,
+            )
+        )
+    )
+    d = home(engine, user)
+    # without personalization, browsing behaviour is not used: no mortgage intent
+    assert why(d, "mortgage_advice") is Suppression.INELIGIBLE
+    assert all("viewed" not in r.text for i in d.items for r in i.reasons)
+
+
+def test_schedule_limits_offers(tmp_path: Path, make_engine, clock):
+    for f in EXAMPLE_CATALOG.glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "campaigns.yaml":
+            text = text.replace(
+                "    control_share: 0.05",
+                "    control_share: 0.05\n    start: 2026-10-01\n    end: 2026-10-31",
+            )
+        (tmp_path / f.name).write_text(text)
+    engine = make_engine("memory", cat=load_catalog(tmp_path))
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    assert why(home(engine, user), "credit_card_offer") is Suppression.OUT_OF_SCHEDULE
+    clock.set(T0 + 15 * DAY)
+    assert why(home(engine, user), "credit_card_offer") is None
+
+
+def test_rule_errors_exclude_the_offer_and_say_so(tmp_path: Path, make_engine):
+    for f in EXAMPLE_CATALOG.glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "offers.yaml":
+            text = text.replace(
+                "eligibility: segments.adult && !profile.overdrawn",
+                "eligibility: traits.income > 1000",
+            )
+        (tmp_path / f.name).write_text(text)
+    engine = make_engine("memory", cat=load_catalog(tmp_path))
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    assert why(home(engine, user), "credit_card_offer") is Suppression.RULE_ERROR
+
+
+def test_limit_outranked_and_deterministic_order(make_engine, catalog: Catalog):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user, age=55)
+    d = home(engine, user, limit=1)
+    assert len(d.items) == 1
+    assert why(d, "credit_card_offer") is Suppression.OUTRANKED
+    profile = engine.profile(user)
+    assert profile is not None
+    a = decide(catalog, profile, DecisionRequest(placement="home_feed"), T0, "x")
+    b = decide(catalog, profile, DecisionRequest(placement="home_feed"), T0, "x")
+    assert a == b
+    assert [i.position for i in a.items] == list(range(1, len(a.items) + 1))
+    assert [i.offer_id for i in a.items] == [
+        "mortgage_advice",
+        "pension_check",
+        "credit_card_offer",
+    ]
+    scores = [i.score for i in a.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_reasons_name_segments_and_campaign_priority(make_engine):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user, age=55)
+    d = home(engine, user)
+    by_offer = {i.offer_id: [r.text for r in i.reasons] for i in d.items}
+    assert "in segment 'Nearing retirement'" in by_offer["pension_check"]
+    assert "campaign 'Mortgage advice Q4' has priority" in by_offer["mortgage_advice"]
+    assert by_offer["credit_card_offer"] == ["in segment 'Adult'"]
+    assert d.segments == ["adult", "mortgage_intent", "nearing_retirement"]
+
+
+def test_turning_18_life_event(make_engine):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    engine.ingest_batch(
+        batch(
+            identify({"birthday": "2008-09-01"}, user=user, at=T0 - DAY),
+            track("Life Event", {"type": "turning_18"}, user=user, at=T0 - 20 * DAY),
+        )
+    )
+    d = engine.decide(DecisionRequest(placement="app_home"), user_id=user)
+    assert d.items[0].offer_id == "turning_18_package"
+    assert d.items[0].content["title"] == "You're 18!"
+
+
+def test_new_event_is_visible_to_the_very_next_decision(engine: Engine):
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    assert home(engine, user).items[0].offer_id == "mortgage_advice"
+    engine.ingest_batch(batch(track("Overdraft Started", {"balance": -1.0}, user=user)))
+    assert home(engine, user).items[0].offer_id == "overdraft_warning"
+
+
+def test_empty_profile_has_a_stable_id():
+    p = Profile(customer_id="anon:x")
+    assert p.user_id is None
