@@ -18,8 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="nextbest: real-time next-best-action engine for banks.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 CatalogOpt = typer.Option(
     "examples/bank",

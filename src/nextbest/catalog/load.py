@@ -171,14 +171,21 @@ def _convert(
 
 
 def _items(
-    raw: dict[str, Any], section: str, smap: SourceMap, problems: list[CatalogProblem]
+    raw: dict[str, Any],
+    section: str,
+    smap: SourceMap,
+    problems: list[CatalogProblem],
+    broken: set[str],
 ) -> list[tuple[str, Any]]:
+    """Convert a section's items; ids of items that fail go to ``broken`` (no cascades)."""
     out: list[tuple[str, Any]] = []
     seen: dict[str, str] = {}
     for i, item in enumerate(raw.get(section, [])):
         path = f"$.{section}[{i}]"
         spec = _convert(item, _SECTION_TYPES[section], path, smap, problems)
         if spec is None:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                broken.add(item["id"])
             continue
         ident = spec.id
         if ident in seen:
@@ -198,6 +205,7 @@ def _rule(
     smap: SourceMap,
     problems: list[CatalogProblem],
     known: Mapping[str, Collection[str]],
+    broken: Collection[str] = (),
 ) -> Rule | None:
     try:
         rule = compile_rule(source, RULE_ROOTS)
@@ -206,7 +214,7 @@ def _rule(
         return None
     for root, field in sorted(rule.fields):
         names = known.get(root)
-        if names is not None and field not in names:
+        if names is not None and field not in names and field not in broken:
             problems.append(smap.problem(path, f"{root}.{field} is not defined in the catalog"))
             return None
     return rule
@@ -245,11 +253,12 @@ def _compile(
     raw: dict[str, Any], smap: SourceMap, problems: list[CatalogProblem], digest: str, source: str
 ) -> Catalog | None:
     raw = _plain(raw)
-    topics = [s for _, s in _items(raw, "topics", smap, problems)]
-    segments_raw = _items(raw, "segments", smap, problems)
-    offers_raw = _items(raw, "offers", smap, problems)
-    campaigns_raw = _items(raw, "campaigns", smap, problems)
-    placements = [s for _, s in _items(raw, "placements", smap, problems)]
+    broken: set[str] = set()
+    topics = [s for _, s in _items(raw, "topics", smap, problems, broken)]
+    segments_raw = _items(raw, "segments", smap, problems, broken)
+    offers_raw = _items(raw, "offers", smap, problems, broken)
+    campaigns_raw = _items(raw, "campaigns", smap, problems, broken)
+    placements = [s for _, s in _items(raw, "placements", smap, problems, broken)]
     singles: dict[str, Any] = {}
     for key in ("contact_policy", "scoring", "profile"):
         if key in raw:
@@ -271,7 +280,7 @@ def _compile(
         if "segments." in seg.rule:
             problems.append(smap.problem(f"{path}.rule", "a segment rule may not use segments"))
             continue
-        rule = _rule(seg.rule, f"{path}.rule", smap, problems, known)
+        rule = _rule(seg.rule, f"{path}.rule", smap, problems, known, broken)
         if rule is not None:
             segments.append((seg, rule))
 
@@ -280,6 +289,8 @@ def _compile(
     for path, camp in campaigns_raw:
         windows[camp.id] = _window(camp.start, camp.end, path, ("start", "end"), smap, problems)
         for j, oid in enumerate(camp.offers):
+            if oid in broken:
+                continue  # already reported where the offer is defined
             if oid not in offer_ids:
                 problems.append(smap.problem(f"{path}.offers[{j}]", f"unknown offer {oid!r}"))
             elif oid in owner:
@@ -295,13 +306,13 @@ def _compile(
     scoring = singles.get("scoring", ScoringSpec())
     offers: dict[str, CompiledOffer] = {}
     for path, offer in offers_raw:
-        if offer.topic is not None and offer.topic not in topic_ids:
+        if offer.topic is not None and offer.topic not in topic_ids | broken:
             problems.append(smap.problem(f"{path}.topic", f"unknown topic {offer.topic!r}"))
             continue
         if not offer.content:
             problems.append(smap.problem(f"{path}.content", "needs content for a channel"))
             continue
-        rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, known)
+        rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, known, broken)
         lo, hi = _window(
             offer.valid_from, offer.valid_until, path, ("valid_from", "valid_until"), smap, problems
         )
