@@ -12,7 +12,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CATALOG = ROOT / "examples" / "bank"
-#: 2026-09-21T10:00:00Z, a Monday
+#: 2026-09-23T10:00:00Z, a Wednesday
 T0 = 1_790_157_600.0
 DAY = 86_400.0
 

@@ -18,6 +18,8 @@ the HTTP face maps this tree to status codes in one table.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AuthError",
     "CatalogError",
@@ -31,6 +33,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownPlacement",
     "ValidationError",
+    "split_msgspec_message",
 ]
 
 
@@ -61,6 +64,28 @@ class ValidationError(InputError):
 
     def __str__(self) -> str:
         return f"{self.message} (at {self.path})"
+
+    @classmethod
+    def from_msgspec(cls, exc: Exception, prefix: str = "$") -> ValidationError:
+        """Translate msgspec's "reason - at `$.a.b`" into a reason and a field path under
+        ``prefix``; a missing field points at the field itself, not its parent."""
+        reason, path = split_msgspec_message(str(exc))
+        return cls(reason, prefix + path[1:])
+
+
+_MSGSPEC_AT = re.compile(r"^(?P<reason>.*?)(?: - at `(?:key` in `)?(?P<path>\$[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`$")
+
+
+def split_msgspec_message(text: str) -> tuple[str, str]:
+    """("Expected `int`, got `str`", "$.x") from msgspec's "Expected ... - at `$.x`"."""
+    match = _MSGSPEC_AT.match(text)
+    assert match is not None  # the pattern matches any text
+    reason, path = match.group("reason"), match.group("path") or "$"
+    missing = _MISSING.match(reason)
+    if missing is not None:
+        path = f"{path}.{missing.group(1)}"
+    return reason, path
 
 
 class PayloadTooLarge(InputError):

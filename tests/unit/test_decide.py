@@ -264,3 +264,25 @@ def test_new_event_is_visible_to_the_very_next_decision(engine: Engine):
 def test_empty_profile_has_a_stable_id():
     p = Profile(customer_id="anon:x")
     assert p.user_id is None
+
+
+def test_rules_naming_an_unseen_offer_see_zeros(tmp_path: Path, make_engine):
+    for f in EXAMPLE_CATALOG.glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "offers.yaml":
+            text = text.replace(
+                "eligibility: segments.adult && !profile.overdrawn",
+                "eligibility: segments.adult && offers.mortgage_advice.impressions_7d < 2",
+            )
+        (tmp_path / f.name).write_text(text)
+    cat = load_catalog(tmp_path)
+    assert cat.named_offers == {"mortgage_advice"}
+    engine = make_engine("memory", cat=cat)
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    assert why(home(engine, user), "credit_card_offer") is None
+    seen = {"promotion_id": "mortgage_advice", "decision_id": "d0"}
+    engine.ingest_batch(
+        batch(*[track("Promotion Viewed", seen, user=user, at=T0 - i) for i in range(2)])
+    )
+    assert why(home(engine, user), "credit_card_offer") is Suppression.INELIGIBLE

@@ -102,8 +102,7 @@ async def _decide(ctx: Ctx) -> Response:
     try:
         body = _decide_decoder.decode(ctx.body)
     except msgspec.ValidationError as exc:
-        reason, _, where = str(exc).partition(" - at `")
-        raise ValidationError(reason, where.rstrip("`") or "$") from exc
+        raise ValidationError.from_msgspec(exc) from exc
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", "$") from exc
     if not ctx.principal.may_decide_for(body.userId):

@@ -26,7 +26,7 @@ from nextbest.catalog.model import (
     SegmentSpec,
 )
 from nextbest.catalog.source import SourceMap, catalog_files, read_sources
-from nextbest.errors import CatalogError, CatalogProblem
+from nextbest.errors import CatalogError, CatalogProblem, split_msgspec_message
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.topics import TopicMatcher, TopicSpec
 from nextbest.rules.context import RULE_ROOTS
@@ -134,6 +134,13 @@ class Catalog:
         self.placements = {p.id: p for p in spec.placements}
         self.policy = spec.contact_policy
         self.scoring = spec.scoring
+        #: offers the rules name (``offers.x``): rules always see them, zeros if unseen
+        self.named_offers = frozenset(
+            field
+            for rule in [r for _, r in segments] + [o.rule for o in offers.values()]
+            for root, field in rule.fields
+            if root == "offers"
+        )
         self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
             pl.id: tuple(
                 o for o in offers.values() if pl.channel in o.spec.content and o.kind in pl.kinds
@@ -163,10 +170,8 @@ def _convert(
     try:
         return msgspec.convert(value, kind, strict=False)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        reason, _, where = text.partition(" - at `")
-        sub = where.rstrip("`")[1:] if where else ""
-        problems.append(smap.problem(path + sub, reason))
+        reason, where = split_msgspec_message(str(exc))
+        problems.append(smap.problem(path + where[1:], reason))
         return None
 
 

@@ -42,6 +42,21 @@ class SourceMap:
         return CatalogProblem(file, line, path, reason)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reports an impossible date (2026-02-30) as a YAML error at its line."""
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"invalid date {node.value!r}: {exc}", node.start_mark
+            ) from exc
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 def _walk(node: yaml.Node, path: str, file: str, out: dict[str, int]) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -55,7 +70,7 @@ def _walk(node: yaml.Node, path: str, file: str, out: dict[str, int]) -> None:
 
 def _load_file(path: Path) -> tuple[Any, dict[str, int]]:
     text = path.read_text(encoding="utf-8")
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

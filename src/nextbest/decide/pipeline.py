@@ -135,7 +135,9 @@ def decide(
             funnel=profile.funnel,
         )
     )
-    variables = rule_variables(view_profile, catalog.topics, now, request.context)
+    variables = rule_variables(
+        view_profile, catalog.topics, now, request.context, catalog.named_offers
+    )
     env = Evaluation(variables)
     segments = {seg.id: env.check(rule) is RuleOutcome.TRUE for seg, rule in catalog.segments}
     env.bind("segments", segments)

@@ -7,7 +7,6 @@ the JSONPath of the field (``$.batch[3].properties.amount``) and nothing is stor
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import msgspec
@@ -29,7 +28,6 @@ from nextbest.events.wire import (
 __all__ = ["Limits", "parse_batch", "parse_message"]
 
 _EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
-_MSGSPEC_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
 
 _SINGLE: dict[EventType, type[WireMessage]] = {
     EventType.TRACK: WireTrack,
@@ -66,10 +64,7 @@ def _decode(body: bytes, kind: type[Any], prefix: str) -> Any:
     try:
         return _decoder(kind).decode(body)
     except msgspec.ValidationError as exc:
-        match = _MSGSPEC_PATH.match(str(exc))
-        assert match is not None
-        path = match.group("path") or "$"
-        raise ValidationError(match.group("reason"), prefix + path[1:]) from exc
+        raise ValidationError.from_msgspec(exc, prefix or "$") from exc
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", prefix or "$") from exc
 
@@ -79,7 +74,7 @@ def parse_batch(body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS
     wire: WireBatch = _decode(body, WireBatch, "")
     if len(wire.batch) > limits.max_batch:
         raise ValidationError(f"a batch holds at most {limits.max_batch} messages", "$.batch")
-    shared = wire.context or {}
+    shared = _object(wire.context, "$.context", limits)
     return [
         _normalize(msg, f"$.batch[{i}]", received_at, wire.sentAt, shared, limits)
         for i, msg in enumerate(wire.batch)
@@ -92,6 +87,10 @@ def parse_message(
     """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
     wire = _decode(body, _SINGLE[kind], "")
     return _normalize(wire, "$", received_at, None, {}, limits)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
@@ -198,7 +197,7 @@ def _normalize(
         return Event(
             type=kind,
             name=msg.name,
-            category=msg.category or props.get("category"),
+            category=msg.category or _text(props.get("category")),
             properties=props,
             **common,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import msgspec
@@ -17,9 +18,9 @@ __all__ = ["TopicMatcher", "TopicSpec"]
 class TopicSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How one topic is recognised and how fast interest in it fades."""
 
-    id: str
+    id: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     name: str
-    half_life_days: float = 14.0
+    half_life_days: Annotated[float, msgspec.Meta(gt=0.0)] = 14.0
     url_patterns: tuple[str, ...] = ()
     page_categories: tuple[str, ...] = ()
     events: tuple[str, ...] = ()

@@ -7,11 +7,12 @@ Every catalog topic is present under ``interest`` (zeros when never seen), so ru
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, date, datetime
 from typing import Any
 
 from nextbest.profile.interest import decayed, trend_of
-from nextbest.profile.model import Profile, TopicInterest
+from nextbest.profile.model import OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, WINDOW_DAYS, count_between, count_in_days
 
@@ -21,6 +22,7 @@ __all__ = [
     "engagement_of",
     "interest_view",
     "lifecycle_of",
+    "offer_view",
     "rule_variables",
 ]
 
@@ -28,6 +30,7 @@ RULE_ROOTS = frozenset(
     {"profile", "interest", "products", "traits", "offers", "segments", "context", "now"}
 )
 _EMPTY = TopicInterest()
+_NO_HISTORY = OfferHistory()
 
 
 def age_of(traits: dict[str, Any], now: float) -> int | None:
@@ -92,29 +95,39 @@ def interest_view(it: TopicInterest, spec: TopicSpec, now: float) -> dict[str, A
     }
 
 
+def offer_view(h: OfferHistory, now: float) -> dict[str, Any]:
+    """One offer's history as a rule sees it, as of ``now``."""
+    return {
+        "impressions_7d": count_in_days(h.impressions, 7, now),
+        "impressions_30d": count_in_days(h.impressions, 30, now),
+        "clicks_30d": count_in_days(h.clicks, 30, now),
+        "dismissals_30d": count_in_days(h.dismissals, 30, now),
+        "total_impressions": h.total_impressions,
+        "total_clicks": h.total_clicks,
+    }
+
+
 def rule_variables(
     profile: Profile,
     topics: dict[str, TopicSpec],
     now: float,
     context: dict[str, Any],
+    named_offers: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Everything a rule may read, as plain data. ``segments`` is added by the caller."""
+    """Everything a rule may read, as plain data. ``segments`` is added by the caller.
+
+    ``offers`` holds the customer's offer history, plus zeros for every offer in
+    ``named_offers`` (those the catalog's rules name), so such rules never miss a key.
+    """
     interest = {
         tid: interest_view(profile.interests.get(tid, _EMPTY), spec, now)
         for tid, spec in topics.items()
     }
     age = age_of(profile.traits, now)
-    offers = {
-        oid: {
-            "impressions_7d": count_in_days(h.impressions, 7, now),
-            "impressions_30d": count_in_days(h.impressions, 30, now),
-            "clicks_30d": count_in_days(h.clicks, 30, now),
-            "dismissals_30d": count_in_days(h.dismissals, 30, now),
-            "total_impressions": h.total_impressions,
-            "total_clicks": h.total_clicks,
-        }
-        for oid, h in profile.offers.items()
-    }
+    offers = {oid: offer_view(h, now) for oid, h in profile.offers.items()}
+    for oid in named_offers:
+        if oid not in offers:
+            offers[oid] = offer_view(_NO_HISTORY, now)
     moment = datetime.fromtimestamp(now, UTC)
     return {
         "profile": {

@@ -44,7 +44,7 @@ class Rule:
         """Evaluate against a ``cel.Context``; a non-bool result or a runtime error is ERROR."""
         try:
             result = self._program.execute(context)
-        except (RuntimeError, ValueError, TypeError, KeyError):
+        except (RuntimeError, ValueError, TypeError, LookupError, ArithmeticError):
             return RuleOutcome.ERROR
         if result is True:
             return RuleOutcome.TRUE

@@ -1,0 +1,264 @@
+"""The command line, in process: check, token, replay."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nextbest.api.customer_token import verify_customer_token
+from nextbest.catalog.load import Catalog, check_catalog, load_catalog
+from nextbest.cli import app
+from nextbest.clock import FixedClock
+from nextbest.decide.model import DecisionRequest
+from nextbest.engine import Engine
+from nextbest.errors import AuthError
+from nextbest.store import SQLiteStore
+from tests.support import (
+    DAY,
+    EXAMPLE_CATALOG,
+    ROOT,
+    T0,
+    batch,
+    counter_ids,
+    identify,
+    message,
+    page,
+    track,
+)
+
+#: a narrow, non-terminal console, as in CI or a pipe: output must still be one line per item
+ENV = {"COLUMNS": "80", "NO_COLOR": "1"}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------ check
+
+
+def test_check_example_bank(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["check", str(EXAMPLE_CATALOG)], env=ENV)
+    assert result.exit_code == 0, result.output
+    version = load_catalog(EXAMPLE_CATALOG).version
+    assert lines(result.stdout) == [
+        f"ok: catalog {version}: 8 topics, 6 segments, 7 offers, 5 campaigns, 4 placements"
+    ]
+
+
+def test_check_defaults_to_the_example_bank(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["check"], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "8 topics, 6 segments, 7 offers, 5 campaigns, 4 placements" in result.stdout
+
+
+def test_check_single_file_catalog(runner: CliRunner, tmp_path: Path) -> None:
+    single = tmp_path / "bank.yaml"
+    single.write_text(
+        "\n".join(p.read_text() for p in sorted(EXAMPLE_CATALOG.glob("*.yaml"))),
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["check", str(single)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: catalog 1+")
+
+
+def _broken_catalog(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "topics.yaml").write_text("topics:\n  - id: mortgage\n    name: Mortgage\n")
+    (folder / "offers.yaml").write_text(
+        "offers:\n"
+        "  - id: advice\n"
+        "    name: Advice\n"
+        "    kind: commercial\n"
+        "    topic: mortgage\n"
+        "    eligibility: segments.nope\n"
+        "    content: {web: {title: Talk}}\n"
+        "  - id: card\n"
+        "    name: Card\n"
+        "    kind: commercial\n"
+        '    value: "abc"\n'
+        "    content: {web: {title: Card}}\n"
+    )
+    return folder
+
+
+def test_check_broken_catalog(runner: CliRunner, tmp_path: Path) -> None:
+    folder = _broken_catalog(tmp_path / "a-rather-long-folder-name-for-a-catalog")
+    offers = folder / "offers.yaml"
+    result = runner.invoke(app, ["check", str(folder)], env=ENV)
+    assert result.exit_code == 1
+    assert lines(result.stdout) == [
+        f"{offers}:11: $.offers[1].value: Expected `float`, got `str`",
+        f"{offers}:6: $.offers[0].eligibility: segments.nope is not defined in the catalog",
+        "2 problem(s)",
+    ]
+    assert lines(result.stdout)[:-1] == [str(p) for p in check_catalog(folder)]
+
+
+def test_check_problem_lines_have_file_line_path_reason(runner: CliRunner, tmp_path: Path) -> None:
+    folder = _broken_catalog(tmp_path / "cat")
+    result = runner.invoke(app, ["check", str(folder)], env=ENV)
+    shape = re.compile(r"^(?P<file>/\S+\.yaml):(?P<line>\d+): (?P<path>\$\S*): (?P<reason>.+)$")
+    problems = lines(result.stdout)[:-1]
+    assert len(problems) == 2
+    for text in problems:
+        match = shape.match(text)
+        assert match, text
+        assert Path(match["file"]).is_file()
+        assert int(match["line"]) >= 1
+
+
+def test_check_missing_catalog(runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = runner.invoke(app, ["check", str(missing)], env=ENV)
+    assert result.exit_code == 1
+    assert lines(result.stdout) == [f"{missing}: $: no catalog YAML found", "1 problem(s)"]
+
+
+def test_check_yaml_syntax_error(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("topics:\n  - id: mortgage\n    name: Mortgage: loans\n")
+    result = runner.invoke(app, ["check", str(bad)], env=ENV)
+    assert result.exit_code == 1
+    assert lines(result.stdout) == [
+        f"{bad}:3: $: YAML: mapping values are not allowed here",
+        "1 problem(s)",
+    ]
+
+
+# ------------------------------------------------------------------ token
+
+
+def test_token_is_accepted_with_the_env_secret(runner: CliRunner) -> None:
+    before = time.time()
+    result = runner.invoke(
+        app, ["token", "cust-42", "--ttl", "60"], env={**ENV, "NEXTBEST_TOKEN_SECRET": "s3cret"}
+    )
+    after = time.time()
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert "\n" not in token
+    assert verify_customer_token(token, "s3cret", time.time()) == "cust-42"
+    user, expires, signature = token.rsplit(".", 2)
+    assert user == "cust-42"
+    assert int(before) + 60 <= int(expires) <= after + 60
+    assert signature
+    with pytest.raises(AuthError):
+        verify_customer_token(token, "another-secret", time.time())
+    with pytest.raises(AuthError):
+        verify_customer_token(token, "s3cret", after + 61)
+
+
+def test_token_for_a_user_id_with_dots(runner: CliRunner) -> None:
+    result = runner.invoke(
+        app,
+        ["token", "first.last@bank.example", "--ttl", "600"],
+        env={**ENV, "NEXTBEST_TOKEN_SECRET": "s3cret"},
+    )
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert verify_customer_token(token, "s3cret", time.time()) == "first.last@bank.example"
+
+
+def test_token_default_ttl_is_an_hour(runner: CliRunner) -> None:
+    before = time.time()
+    result = runner.invoke(app, ["token", "u-1"], env={**ENV, "NEXTBEST_TOKEN_SECRET": "k"})
+    assert result.exit_code == 0, result.output
+    expires = int(result.stdout.strip().rsplit(".", 2)[1])
+    assert int(before) + 3600 <= expires <= time.time() + 3600
+
+
+# ------------------------------------------------------------------ replay
+
+
+def test_replay_without_a_store(runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "none.sqlite"
+    result = runner.invoke(
+        app, ["replay", "--catalog", str(EXAMPLE_CATALOG), "--data", str(missing)], env=ENV
+    )
+    assert result.exit_code == 1
+    assert lines(result.stderr) == [f"no store at {missing}"]
+    assert not missing.exists()
+
+
+def _write_store(path: Path, catalog: Catalog) -> tuple[int, int]:
+    """An event log and snapshot written by a real engine; (events, profiles)."""
+    engine = Engine(catalog, SQLiteStore(path), FixedClock(T0 + DAY), new_id=counter_ids())
+    try:
+        result = engine.ingest_batch(
+            batch(
+                page("https://bank.example/mortgages/rates", anon="a-1", at=T0),
+                page("https://bank.example/mortgages/advice", anon="a-1", at=T0 + 60),
+                identify({"age": 34, "children": 1}, user="u-1", anon="a-1", at=T0 + 120),
+                track("Salary Received", {"amount": 3100.0}, user="u-1", at=T0 + 180),
+                message("alias", user="u-1", previousId="a-1", at=T0 + 200),
+                page("https://bank.example/cards", anon="a-2", at=T0 + 300),
+                track("Calculator Used", {"topic": "pension"}, anon="a-2", at=T0 + 360),
+            )
+        )
+        engine.decide(DecisionRequest(placement="home_feed"), user_id="u-1")
+        profiles = engine.profile_count
+    finally:
+        engine.close()
+    return result.accepted, profiles
+
+
+def test_replay_of_an_engine_store_is_identical(
+    runner: CliRunner, tmp_path: Path, catalog: Catalog
+) -> None:
+    data = tmp_path / "engine.sqlite"
+    events, profiles = _write_store(data, catalog)
+    assert events == 7
+    assert profiles >= 2
+    result = runner.invoke(
+        app, ["replay", "--catalog", str(EXAMPLE_CATALOG), "--data", str(data)], env=ENV
+    )
+    assert result.exit_code == 0, result.output
+    assert lines(result.stdout) == [f"replayed {events} events into {profiles} profiles: identical"]
+
+
+def test_replay_reads_catalog_and_data_from_env(
+    runner: CliRunner, tmp_path: Path, catalog: Catalog
+) -> None:
+    data = tmp_path / "engine.sqlite"
+    _write_store(data, catalog)
+    result = runner.invoke(
+        app,
+        ["replay"],
+        env={**ENV, "NEXTBEST_CATALOG": str(EXAMPLE_CATALOG), "NEXTBEST_DATA": str(data)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "identical" in result.stdout
+
+
+def test_replay_write_rebuilds_and_stays_identical(
+    runner: CliRunner, tmp_path: Path, catalog: Catalog
+) -> None:
+    data = tmp_path / "engine.sqlite"
+    events, profiles = _write_store(data, catalog)
+    args = ["replay", "--catalog", str(EXAMPLE_CATALOG), "--data", str(data)]
+    first = runner.invoke(app, [*args, "--write"], env=ENV)
+    assert first.exit_code == 0, first.output
+    assert lines(first.stdout) == [f"replayed {events} events into {profiles} profiles: identical"]
+    again = runner.invoke(app, args, env=ENV)
+    assert again.exit_code == 0, again.output
+    assert lines(again.stdout) == [f"replayed {events} events into {profiles} profiles: identical"]
+
+
+def test_no_arguments_shows_help(runner: CliRunner) -> None:
+    result = runner.invoke(app, [], env=ENV)
+    for command in ("serve", "check", "replay", "token"):
+        assert command in result.output
