@@ -105,6 +105,8 @@ async def _decide(ctx: Ctx) -> Response:
         raise ValidationError.from_msgspec(exc) from exc
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", "$") from exc
+    except RecursionError as exc:
+        raise ValidationError("JSON nested too deeply", "$") from exc
     if not ctx.principal.may_decide_for(body.userId):
         raise Forbidden(
             "this key may decide only for its own session: send the customer "

@@ -67,6 +67,8 @@ def _decode(body: bytes, kind: type[Any], prefix: str) -> Any:
         raise ValidationError.from_msgspec(exc, prefix or "$") from exc
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", prefix or "$") from exc
+    except RecursionError as exc:  # msgspec's own guard against absurd nesting
+        raise ValidationError("JSON nested too deeply", prefix or "$") from exc
 
 
 def parse_batch(body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS) -> list[Event]:
