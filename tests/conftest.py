@@ -3,6 +3,7 @@ uvicorn server on a free loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -98,10 +99,9 @@ class LiveServer:
     settings: Settings
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A real uvicorn server on a free loopback port, in a thread, with a SQLite store."""
-    settings = make_settings(tmp_path)
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[LiveServer]:
+    """A real uvicorn server on a free loopback port, in a thread, on ``settings``."""
     engine = Engine.from_settings(settings)
     app = create_app(engine, settings, flush_interval=0.05)
     port = free_port()
@@ -119,3 +119,10 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The example bank served by real uvicorn with a SQLite store in ``tmp_path``."""
+    with serving(make_settings(tmp_path)) as server:
+        yield server

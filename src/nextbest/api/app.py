@@ -17,6 +17,7 @@ import msgspec
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,9 +28,10 @@ from nextbest.api.errors import error_response
 from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine
-from nextbest.errors import Forbidden, NextbestError, NotFound, ValidationError
+from nextbest.errors import AuthError, Forbidden, NextbestError, NotFound, ValidationError
 from nextbest.events.model import Event, EventType
-from nextbest.events.wire import WireBatch, WireMessage
+from nextbest.events.parse import SINGLE_MESSAGE
+from nextbest.events.wire import WireBatch
 from nextbest.settings import Settings
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -69,9 +71,16 @@ def _ingested(accepted: int, duplicates: int) -> Response:
 
 
 def _check_senders(ctx: Ctx, events: list[Event], prefix: str) -> None:
+    """A browser key speaks only for its own session, and may not merge identities."""
     for i, event in enumerate(events):
+        where = f"{prefix}[{i}]" if prefix else "$"
+        if ctx.principal.kind is KeyKind.BROWSER and event.type is EventType.ALIAS:
+            raise Forbidden(
+                f"a browser key may not send alias (at {where}.type): aliases "
+                "merge customers and must come from a server"
+            )
         if not ctx.principal.may_send_for(event.user_id):
-            where = f"{prefix}[{i}].userId" if prefix else "$.userId"
+            where = f"{where}.userId"
             raise Forbidden(
                 f"this key may not send events for userId {event.user_id!r} "
                 f"(at {where}); send a customer token for it"
@@ -180,7 +189,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             Scope.EVENTS_WRITE,
             f"Send one {k.value} message",
             _single(k),
-            WireMessage,
+            SINGLE_MESSAGE[k],
             IngestResponse,
             reads_body=True,
         )
@@ -282,24 +291,34 @@ def openapi_document() -> dict[str, Any]:
 def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[..., Any]:
     body_key_decoder = msgspec.json.Decoder(BodyKey)
 
+    def principal_of(request: Request, body_key: str | None) -> Principal:
+        principal = authenticate(
+            request.headers.get("authorization"),
+            body_key,
+            request.headers.get("x-customer-token"),
+            settings,
+            engine.clock.now(),
+        )
+        principal.require(spec.scope)
+        return principal
+
     async def endpoint(request: Request) -> Response:
         try:
+            principal = Principal(KeyKind.NONE)
+            header_auth = "authorization" in request.headers
+            if spec.scope is not Scope.PUBLIC and (header_auth or not spec.reads_body):
+                principal = principal_of(request, None)  # before reading any body
             body = await read_body(request, settings.max_body_bytes) if spec.reads_body else b""
-            if spec.scope is Scope.PUBLIC:
-                principal = Principal(KeyKind.NONE)
-            else:
-                body_key = None
-                if "authorization" not in request.headers and body:
-                    with contextlib.suppress(msgspec.DecodeError):
-                        body_key = body_key_decoder.decode(body).writeKey
-                principal = authenticate(
-                    request.headers.get("authorization"),
-                    body_key,
-                    request.headers.get("x-customer-token"),
-                    settings,
-                    engine.clock.now(),
-                )
-                principal.require(spec.scope)
+            if spec.scope is not Scope.PUBLIC and not header_auth and spec.reads_body:
+                body_key = None  # analytics.js: the browser key rides in the body
+                with contextlib.suppress(msgspec.DecodeError, RecursionError):
+                    body_key = body_key_decoder.decode(body).writeKey
+                principal = principal_of(request, body_key)
+                if principal.kind is not KeyKind.BROWSER:
+                    raise AuthError(
+                        "a key in the body must be a browser key; send other keys "
+                        "in the Authorization header"
+                    )
             return await spec.handler(Ctx(request, principal, engine, settings, body))
         except NextbestError as exc:
             return error_response(exc)
@@ -329,5 +348,18 @@ def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) 
                 await task
             await run_in_threadpool(engine.close)
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404/405 as JSON with code and message, like every other error."""
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return Response(
+            orjson.dumps({"code": code, "message": str(exc.detail)}),
+            exc.status_code,
+            headers=exc.headers,
+            media_type="application/json",
+        )
+
     routes = [Route(r.path, _endpoint(r, engine, settings), methods=[r.method]) for r in ROUTES]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )

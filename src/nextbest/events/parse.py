@@ -25,11 +25,12 @@ from nextbest.events.wire import (
     WireTrack,
 )
 
-__all__ = ["Limits", "parse_batch", "parse_message"]
+__all__ = ["DEFAULT_LIMITS", "SINGLE_MESSAGE", "Limits", "parse_batch", "parse_message"]
 
 _EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
 
-_SINGLE: dict[EventType, type[WireMessage]] = {
+#: the body type of each single-message route (``type`` optional there)
+SINGLE_MESSAGE: dict[EventType, type[WireMessage]] = {
     EventType.TRACK: WireTrack,
     EventType.PAGE: WirePage,
     EventType.SCREEN: WireScreen,
@@ -87,7 +88,7 @@ def parse_message(
     kind: EventType, body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS
 ) -> Event:
     """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
-    wire = _decode(body, _SINGLE[kind], "")
+    wire = _decode(body, SINGLE_MESSAGE[kind], "")
     return _normalize(wire, "$", received_at, None, {}, limits)
 
 
@@ -157,9 +158,14 @@ def _check_known(name: str, properties: dict[str, Any], path: str) -> None:
             raise ValidationError(f"'{name}' property '{prop}' must be {wanted}", where)
 
 
-def _auto_message_id(msg: WireMessage) -> str:
-    digest = hashlib.sha256(msgspec.json.encode(msg)).hexdigest()
-    return f"auto-{digest[:32]}"
+def _auto_message_id(msg: WireMessage, received_at: float) -> str:
+    """A message without ``messageId`` gets one from its content, so a retry of the same
+    message dedupes; without any timestamp two identical messages are two events, so the
+    receive time joins the hash."""
+    digest = hashlib.sha256(msgspec.json.encode(msg))
+    if msg.timestamp is None and msg.originalTimestamp is None:
+        digest.update(repr(received_at).encode())
+    return f"auto-{digest.hexdigest()[:32]}"
 
 
 def _normalize(
@@ -174,7 +180,9 @@ def _normalize(
     anonymous_id = _id(msg.anonymousId, f"{path}.anonymousId", limits)
     if user_id is None and anonymous_id is None:
         raise ValidationError("userId or anonymousId is required", f"{path}.userId")
-    message_id = _id(msg.messageId, f"{path}.messageId", limits) or _auto_message_id(msg)
+    message_id = _id(msg.messageId, f"{path}.messageId", limits) or _auto_message_id(
+        msg, received_at
+    )
     context = _object(msg.context, f"{path}.context", limits)
     if shared_context:
         context = {**shared_context, **context}
