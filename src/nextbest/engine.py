@@ -27,12 +27,12 @@ from nextbest.errors import ValidationError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import DEFAULT_LIMITS, Limits, parse_batch, parse_message
 from nextbest.profile.fold import fold
-from nextbest.profile.identity import ANON_PREFIX, IdentityMap
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
 from nextbest.settings import Settings
 from nextbest.store import open_store
-from nextbest.store.port import EventStore, StoredEvent
+from nextbest.store.port import EventStore, StateRow, StoredEvent
 from nextbest.store.sqlite import SQLiteStore
 
 __all__ = ["Engine", "IngestResult", "ReplayReport"]
@@ -50,24 +50,30 @@ class ReplayReport(msgspec.Struct, frozen=True):
     differing: list[str]
 
 
-class _Snapshot(msgspec.Struct):
-    seq: int
-    catalog_digest: str
-    identity: IdentityMap
-    profiles: list[Profile]
+_PROFILE = "profile"
 
 
 class _State:
-    """Live profiles and the identity map, folded from the log up to ``seq``."""
+    """Live profiles and the identity map, folded from the log up to ``seq``.
+
+    ``dirty`` names the (kind, key) rows changed since the last save; ``replace`` says the
+    saved rows are stale as a whole (a new catalog, a rebuild) and must all be rewritten.
+    """
 
     def __init__(self) -> None:
         self.profiles: dict[str, Profile] = {}
         self.identity = IdentityMap()
         self.seq = 0
+        self.dirty: set[tuple[str, str]] = set()
+        self.replace = True
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_profile = msgspec.msgpack.Decoder(Profile).decode
 
 
 class Engine:
@@ -153,13 +159,15 @@ class Engine:
     def _apply(self, state: _State, stored: StoredEvent) -> None:
         event = stored.event
         state.seq = max(state.seq, stored.seq)
-        linked = False
+        links: list[tuple[str, str]] = []
         if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
-            linked = state.identity.link_anonymous(event.anonymous_id, event.user_id)
+            links = state.identity.link_anonymous(event.anonymous_id, event.user_id)
         elif event.type is EventType.ALIAS and event.previous_id and event.user_id:
-            linked = state.identity.link_alias(event.previous_id, event.user_id)
+            links = state.identity.link_alias(event.previous_id, event.user_id)
         key = state.identity.resolve(event.user_id, event.anonymous_id)
-        if linked:
+        state.dirty.add((_PROFILE, key))
+        if links:
+            state.dirty.update(links)
             self._rebuild(state, key, stored.seq)
             return
         fold(self._profile_for(state, key), event, self.catalog.matcher, self.catalog.fold_config)
@@ -167,10 +175,9 @@ class Engine:
     def _rebuild(self, state: _State, user_key: str, upto: int) -> None:
         """After a stitch: the user's profile is the fold of every linked id's events."""
         users, anons = state.identity.ids_of(user_key)
-        for anon in anons:
-            state.profiles.pop(ANON_PREFIX + anon, None)
-        for user in users - {user_key}:
-            state.profiles.pop(user, None)
+        for gone in [ANON_PREFIX + a for a in anons] + [u for u in users if u != user_key]:
+            if state.profiles.pop(gone, None) is not None:
+                state.dirty.add((_PROFILE, gone))
         profile = state.profiles[user_key] = Profile(customer_id=user_key, user_id=user_key)
         matcher, cfg = self.catalog.matcher, self.catalog.fold_config
         for stored in self.store.events_of(users, anons, upto):
@@ -258,52 +265,77 @@ class Engine:
             n += 1
         return n
 
+    def _replayed(self) -> tuple[_State, ReplayReport]:
+        fresh = _State()
+        n = self._fold_log(fresh)
+        live = self._state.profiles
+        enc = msgspec.msgpack.encode
+        differing = sorted(
+            k
+            for k in set(live) | set(fresh.profiles)
+            if k not in live or k not in fresh.profiles or enc(live[k]) != enc(fresh.profiles[k])
+        )
+        return fresh, ReplayReport(n, len(fresh.profiles), not differing, differing[:20])
+
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
         with self._lock:
-            fresh = _State()
-            n = self._fold_log(fresh)
-            live = self._state.profiles
-            enc = msgspec.msgpack.encode
-            differing = sorted(
-                k
-                for k in set(live) | set(fresh.profiles)
-                if k not in live
-                or k not in fresh.profiles
-                or enc(live[k]) != enc(fresh.profiles[k])
-            )
-            return ReplayReport(n, len(fresh.profiles), not differing, differing[:20])
+            return self._replayed()[1]
 
     def rebuild(self) -> ReplayReport:
-        """Replace live state by a replay of the log, then snapshot it."""
-        with self._lock:
-            report = self.replay()
-            fresh = _State()
-            self._fold_log(fresh)
-            self._state = fresh
-            self.snapshot()
-            return report
+        """Replace live state by a replay of the log, then save it whole."""
+        with self._write_lock, self._lock:
+            fresh, report = self._replayed()
+            self._state = fresh  # a fresh state has replace=True: every row is rewritten
+        self.snapshot()
+        return report
 
     def snapshot(self) -> None:
-        """Write live state to the store, so a restart folds only the tail of the log."""
+        """Save what changed since the last save, so a restart folds only the log's tail.
+
+        Rows are encoded under the state lock (a consistent cut) and written outside it.
+        """
         with self._lock:
             state = self._state
-            snap = _Snapshot(
-                state.seq, self.catalog.digest, state.identity, list(state.profiles.values())
+            keys = (
+                {(_PROFILE, k) for k in state.profiles}
+                | {(LinkKind.ANON, a) for a in state.identity.anon_to_user}
+                | {(LinkKind.ALIAS, a) for a in state.identity.alias_to_user}
+                if state.replace
+                else state.dirty
             )
-            blob = msgspec.msgpack.encode(snap)
+            rows = [self._row(state, kind, key) for kind, key in keys]
+            replace, seq = state.replace, state.seq
+            state.dirty, state.replace = set(), False
             self._since_snapshot = 0
-        self.store.put_snapshot(snap.seq, blob)
+        try:
+            self.store.save_state(seq, self.catalog.digest, rows, replace=replace)
+        except BaseException:
+            with self._lock:  # not saved: save these rows next time
+                state.dirty.update(keys)
+                state.replace = state.replace or replace
+            raise
+
+    @staticmethod
+    def _row(state: _State, kind: str, key: str) -> StateRow:
+        if kind == _PROFILE:
+            profile = state.profiles.get(key)
+            return StateRow(kind, key, None if profile is None else _encode(profile))
+        target = state.identity.target(kind, key)
+        return StateRow(kind, key, None if target is None else target.encode())
 
     def _restore(self) -> None:
         state = _State()
-        stored = self.store.snapshot()
-        if stored is not None:
-            snap = msgspec.msgpack.decode(stored[1], type=_Snapshot)
-            if snap.catalog_digest == self.catalog.digest:
-                state.seq = snap.seq
-                state.identity = snap.identity
-                state.profiles = {p.customer_id: p for p in snap.profiles}
+        saved = self.store.load_state()
+        if saved is not None and saved.version == self.catalog.digest:
+            state.seq, state.replace = saved.seq, False
+            for row in saved.rows:
+                if row.body is None:
+                    continue
+                if row.kind == _PROFILE:
+                    state.profiles[row.key] = _decode_profile(row.body)
+                else:
+                    state.identity.load(row.kind, row.key, row.body.decode())
         self._fold_log(state, state.seq)
         self._state = state
 

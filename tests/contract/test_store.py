@@ -13,7 +13,7 @@ from nextbest.decide.model import Decision
 from nextbest.errors import StoreError
 from nextbest.events import parse_batch
 from nextbest.events.model import Event
-from nextbest.store import EventStore, MemoryStore, SQLiteStore
+from nextbest.store import EventStore, MemoryStore, SQLiteStore, StateRow
 from tests.support import T0, batch, page
 
 
@@ -79,7 +79,7 @@ def test_events_of_ids_up_to_a_seq(store: EventStore):
     assert store.events_of(set(), set(), upto=99) == []
 
 
-def test_decisions_and_snapshot(store: EventStore):
+def test_decisions(store: EventStore):
     d = Decision(
         decision_id="d1",
         customer_id="u1",
@@ -94,10 +94,27 @@ def test_decisions_and_snapshot(store: EventStore):
     store.append_decisions([d])
     assert store.decision("d1") == d
     assert store.decision("nope") is None
-    assert store.snapshot() is None
-    store.put_snapshot(7, b"blob")
-    store.put_snapshot(9, b"blob2")
-    assert store.snapshot() == (9, b"blob2")
+
+
+def saved(store: EventStore) -> tuple[int, str, dict[tuple[str, str], bytes]]:
+    state = store.load_state()
+    assert state is not None
+    return state.seq, state.version, {(r.kind, r.key): r.body for r in state.rows}
+
+
+def test_state_saves_only_changed_rows(store: EventStore):
+    assert store.load_state() is None
+    store.save_state(7, "v1", [StateRow("profile", "u1", b"a"), StateRow("anon", "x", b"u1")])
+    store.save_state(9, "v1", [StateRow("profile", "u2", b"b"), StateRow("anon", "x", None)])
+    assert saved(store) == (9, "v1", {("profile", "u1"): b"a", ("profile", "u2"): b"b"})
+    store.save_state(10, "v2", [StateRow("profile", "u3", b"c")], replace=True)
+    assert saved(store) == (10, "v2", {("profile", "u3"): b"c"})
+
+
+def test_state_streams_many_rows(store: EventStore):
+    rows = [StateRow("profile", f"u{i:06d}", b"x" * 10) for i in range(25_000)]
+    store.save_state(1, "v", rows)
+    assert len(saved(store)[2]) == 25_000
 
 
 def test_sqlite_errors_are_translated(tmp_path: Path):

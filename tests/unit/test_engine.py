@@ -10,7 +10,7 @@ import msgspec
 from nextbest.catalog.load import load_catalog
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import SQLiteStore
+from nextbest.store import MemoryStore, SQLiteStore
 from tests.support import (
     DAY,
     EXAMPLE_CATALOG,
@@ -165,3 +165,42 @@ def test_profile_view_shows_what_rules_see(engine: Engine, clock):
     assert view["view"]["interest"]["pension"]["count_7d"] == 1
     assert set(view["view"]["interest"]) == set(engine.catalog.topics)
     assert engine.profile_view("nobody") is None
+
+
+class CountingStore(MemoryStore):
+    """The in-memory twin, recording how many rows each save writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[tuple[int, bool]] = []
+
+    def save_state(self, seq, version, rows, replace=False):
+        self.saves.append((len(rows), replace))
+        super().save_state(seq, version, rows, replace)
+
+
+def test_snapshots_write_only_what_changed(catalog, clock):
+    store = CountingStore()
+    engine = Engine(catalog, store, clock)
+    engine.ingest_batch(
+        batch(*[page("https://bank.example/cards", user=f"u{i}") for i in range(50)])
+    )
+    engine.snapshot()
+    assert store.saves[-1] == (50, True)  # first save: everything
+    engine.ingest_batch(
+        batch(
+            page("https://bank.example/cards", user="u7"),
+            page("https://bank.example/x", anon="dev-1"),
+        )
+    )
+    engine.ingest_batch(batch(identify({}, user="u8", anon="dev-1")))
+    engine.snapshot()
+    # u7, u8, the anonymous profile merged away (a delete), and the anon link
+    assert store.saves[-1] == (4, False)
+    engine.snapshot()
+    assert store.saves[-1] == (0, False)
+    restarted = Engine(catalog, store, clock)
+    assert {p.customer_id for p in restarted.profiles()} == {f"u{i}" for i in range(50)}
+    assert restarted.resolve(None, "dev-1") == "u8"
+    assert restarted.replay().identical
+    engine.close()

@@ -2,26 +2,36 @@
 
 A customer key is the userId once known, else ``anon:<anonymousId>``. ``identify`` and
 ``alias`` link ids; a later anonymous-only event of a linked device resolves to the user.
+Reverse indexes make a stitch cost what the customer's own ids cost, not the whole map.
 """
 
 from __future__ import annotations
 
-import msgspec
-
-__all__ = ["ANON_PREFIX", "IdentityMap"]
+__all__ = ["ANON_PREFIX", "IdentityMap", "LinkKind"]
 
 ANON_PREFIX = "anon:"
 
 
-class IdentityMap(msgspec.Struct, kw_only=True):
-    anon_to_user: dict[str, str] = {}
-    alias_to_user: dict[str, str] = {}
+class LinkKind:
+    ANON = "anon"
+    ALIAS = "alias"
+
+
+class IdentityMap:
+    """anonymousId -> userId and previous userId -> userId, with reverse indexes."""
+
+    def __init__(self) -> None:
+        self.anon_to_user: dict[str, str] = {}
+        self.alias_to_user: dict[str, str] = {}
+        self._anons_of: dict[str, set[str]] = {}
+        self._aliases_of: dict[str, set[str]] = {}
 
     def canonical_user(self, user_id: str) -> str:
-        seen = 0
-        while user_id in self.alias_to_user and seen < 32:
-            user_id = self.alias_to_user[user_id]
-            seen += 1
+        for _ in range(32):  # alias chains are short; a cycle cannot hang us
+            nxt = self.alias_to_user.get(user_id)
+            if nxt is None:
+                break
+            user_id = nxt
         return user_id
 
     def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
@@ -31,26 +41,51 @@ class IdentityMap(msgspec.Struct, kw_only=True):
         linked = self.anon_to_user.get(anonymous_id)
         return self.canonical_user(linked) if linked else ANON_PREFIX + anonymous_id
 
-    def link_anonymous(self, anonymous_id: str, user_id: str) -> bool:
-        """Link a device to a user; True when the link is new."""
+    def _set(self, kind: str, key: str, user: str) -> None:
+        forward, reverse = (
+            (self.anon_to_user, self._anons_of)
+            if kind == LinkKind.ANON
+            else (self.alias_to_user, self._aliases_of)
+        )
+        old = forward.get(key)
+        if old is not None:
+            reverse[old].discard(key)
+        forward[key] = user
+        reverse.setdefault(user, set()).add(key)
+
+    def load(self, kind: str, key: str, user: str) -> None:
+        """Restore one saved link."""
+        self._set(kind, key, user)
+
+    def link_anonymous(self, anonymous_id: str, user_id: str) -> list[tuple[str, str]]:
+        """Link a device to a user; returns the (kind, key) links that changed."""
         user = self.canonical_user(user_id)
         if self.anon_to_user.get(anonymous_id) == user:
-            return False
-        self.anon_to_user[anonymous_id] = user
-        return True
+            return []
+        self._set(LinkKind.ANON, anonymous_id, user)
+        return [(LinkKind.ANON, anonymous_id)]
 
-    def link_alias(self, previous_id: str, user_id: str) -> bool:
+    def link_alias(self, previous_id: str, user_id: str) -> list[tuple[str, str]]:
         """``alias``: ``previous_id`` (an old userId or an anonymousId) is ``user_id``."""
         user = self.canonical_user(user_id)
         if previous_id == user or self.alias_to_user.get(previous_id) == user:
-            return False
-        self.alias_to_user[previous_id] = user
-        self.anon_to_user[previous_id] = user
-        return True
+            return []
+        self._set(LinkKind.ALIAS, previous_id, user)
+        self._set(LinkKind.ANON, previous_id, user)
+        return [(LinkKind.ALIAS, previous_id), (LinkKind.ANON, previous_id)]
+
+    def target(self, kind: str, key: str) -> str | None:
+        table = self.anon_to_user if kind == LinkKind.ANON else self.alias_to_user
+        return table.get(key)
 
     def ids_of(self, user_id: str) -> tuple[set[str], set[str]]:
         """All userIds and anonymousIds that resolve to ``user_id``."""
-        users = {u for u in self.alias_to_user if self.canonical_user(u) == user_id}
-        users.add(user_id)
-        anons = {a for a, u in self.anon_to_user.items() if self.canonical_user(u) == user_id}
+        users = {user_id}
+        todo = [user_id]
+        while todo:
+            for previous in self._aliases_of.get(todo.pop(), ()):
+                if previous not in users:
+                    users.add(previous)
+                    todo.append(previous)
+        anons = {a for u in users for a in self._anons_of.get(u, ())}
         return users, anons

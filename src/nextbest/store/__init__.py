@@ -1,10 +1,18 @@
-"""Storage adapters: the event log (the truth), decisions and snapshots."""
+"""Storage adapters: the event log (the truth), decisions and saved derived state."""
 
 from nextbest.store.memory import MemoryStore
-from nextbest.store.port import EventStore, StoredEvent
+from nextbest.store.port import EventStore, SavedState, StateRow, StoredEvent
 from nextbest.store.sqlite import SQLiteStore
 
-__all__ = ["EventStore", "MemoryStore", "SQLiteStore", "StoredEvent", "open_store"]
+__all__ = [
+    "EventStore",
+    "MemoryStore",
+    "SQLiteStore",
+    "SavedState",
+    "StateRow",
+    "StoredEvent",
+    "open_store",
+]
 
 
 def open_store(url: str) -> EventStore:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
-from nextbest.store.port import StoredEvent
+from nextbest.store.port import SavedState, StateRow, StoredEvent
 
 __all__ = ["MemoryStore"]
 
@@ -16,7 +16,10 @@ class MemoryStore:
         self._events: list[StoredEvent] = []
         self._ids: set[str] = set()
         self._decisions: dict[str, Decision] = {}
-        self._snapshot: tuple[int, bytes] | None = None
+        self._state: dict[tuple[str, str], bytes] = {}
+        self._watermark: tuple[int, str] | None = None
+        self._by_user: dict[str, list[StoredEvent]] = {}
+        self._by_anon: dict[str, list[StoredEvent]] = {}
 
     def append(self, events: Sequence[Event]) -> list[int | None]:
         out: list[int | None] = []
@@ -25,9 +28,13 @@ class MemoryStore:
                 out.append(None)
                 continue
             self._ids.add(event.message_id)
-            seq = len(self._events) + 1
-            self._events.append(StoredEvent(seq, event))
-            out.append(seq)
+            stored = StoredEvent(len(self._events) + 1, event)
+            self._events.append(stored)
+            if event.user_id is not None:
+                self._by_user.setdefault(event.user_id, []).append(stored)
+            if event.anonymous_id is not None:
+                self._by_anon.setdefault(event.anonymous_id, []).append(stored)
+            out.append(stored.seq)
         return out
 
     def scan(self, after: int = 0) -> Iterator[StoredEvent]:
@@ -36,11 +43,9 @@ class MemoryStore:
     def events_of(
         self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
     ) -> list[StoredEvent]:
-        return [
-            s
-            for s in self._events[:upto]
-            if s.event.user_id in user_ids or s.event.anonymous_id in anonymous_ids
-        ]
+        found = {s.seq: s for u in user_ids for s in self._by_user.get(u, ())}
+        found.update((s.seq, s) for a in anonymous_ids for s in self._by_anon.get(a, ()))
+        return [found[seq] for seq in sorted(found) if seq <= upto]
 
     def last_seq(self) -> int:
         return len(self._events)
@@ -55,11 +60,23 @@ class MemoryStore:
     def decision(self, decision_id: str) -> Decision | None:
         return self._decisions.get(decision_id)
 
-    def put_snapshot(self, seq: int, blob: bytes) -> None:
-        self._snapshot = (seq, blob)
+    def save_state(
+        self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
+    ) -> None:
+        if replace:
+            self._state.clear()
+        for row in rows:
+            if row.body is None:
+                self._state.pop((row.kind, row.key), None)
+            else:
+                self._state[row.kind, row.key] = row.body
+        self._watermark = (seq, version)
 
-    def snapshot(self) -> tuple[int, bytes] | None:
-        return self._snapshot
+    def load_state(self) -> SavedState | None:
+        if self._watermark is None:
+            return None
+        rows = [StateRow(k, key, body) for (k, key), body in self._state.items()]
+        return SavedState(*self._watermark, iter(rows))
 
     def close(self) -> None:
         return None

@@ -8,12 +8,28 @@ from typing import NamedTuple, Protocol
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
 
-__all__ = ["EventStore", "StoredEvent"]
+__all__ = ["EventStore", "SavedState", "StateRow", "StoredEvent"]
 
 
 class StoredEvent(NamedTuple):
     seq: int
     event: Event
+
+
+class StateRow(NamedTuple):
+    """One piece of derived state (a profile, an identity link); ``body`` None deletes it."""
+
+    kind: str
+    key: str
+    body: bytes | None
+
+
+class SavedState(NamedTuple):
+    """Derived state as of log position ``seq``, folded under catalog ``version``."""
+
+    seq: int
+    version: str
+    rows: Iterator[StateRow]
 
 
 class EventStore(Protocol):
@@ -39,8 +55,15 @@ class EventStore(Protocol):
 
     def decision(self, decision_id: str) -> Decision | None: ...
 
-    def put_snapshot(self, seq: int, blob: bytes) -> None: ...
+    def save_state(
+        self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
+    ) -> None:
+        """Atomically upsert (or delete) ``rows`` and move the watermark to ``seq``;
+        ``replace`` first drops every saved row. Only changed rows are written."""
+        ...
 
-    def snapshot(self) -> tuple[int, bytes] | None: ...
+    def load_state(self) -> SavedState | None:
+        """The saved state, or None when nothing was ever saved."""
+        ...
 
     def close(self) -> None: ...

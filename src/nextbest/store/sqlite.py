@@ -1,4 +1,4 @@
-"""Embedded SQLite (WAL) store: the event log, decisions and snapshots in one file.
+"""Embedded SQLite (WAL) store: the event log, decisions and saved state in one file.
 
 sqlite3 errors never leave this module: ``_translated`` maps them to StoreError classes.
 """
@@ -16,7 +16,7 @@ import msgspec
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError, StoreUnavailable
 from nextbest.events.model import Event
-from nextbest.store.port import StoredEvent
+from nextbest.store.port import SavedState, StateRow, StoredEvent
 
 __all__ = ["SQLiteStore"]
 
@@ -39,10 +39,16 @@ CREATE TABLE IF NOT EXISTS decisions (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions(customer_id, timestamp);
-CREATE TABLE IF NOT EXISTS snapshots (
+CREATE TABLE IF NOT EXISTS state (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_watermark (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
-    body BLOB NOT NULL
+    version TEXT NOT NULL
 );
 """
 
@@ -171,16 +177,50 @@ class SQLiteStore:
             ).fetchone()
         return self._decision_dec.decode(row[0]) if row else None
 
-    def put_snapshot(self, seq: int, blob: bytes) -> None:
-        with self._lock, _translated("write snapshot"):
-            self._db.execute(
-                "INSERT OR REPLACE INTO snapshots(id, seq, body) VALUES (1, ?, ?)", (seq, blob)
-            )
+    def save_state(
+        self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
+    ) -> None:
+        upserts = [(r.kind, r.key, r.body) for r in rows if r.body is not None]
+        deletes = [(r.kind, r.key) for r in rows if r.body is None]
+        with self._lock, _translated("save state"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if replace:
+                    self._db.execute("DELETE FROM state")
+                self._db.executemany("DELETE FROM state WHERE kind = ? AND key = ?", deletes)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO state(kind, key, body) VALUES (?, ?, ?)", upserts
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state_watermark(id, seq, version) VALUES (1, ?, ?)",
+                    (seq, version),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
-    def snapshot(self) -> tuple[int, bytes] | None:
-        with self._lock, _translated("read snapshot"):
-            row = self._db.execute("SELECT seq, body FROM snapshots WHERE id = 1").fetchone()
-        return (int(row[0]), bytes(row[1])) if row else None
+    def load_state(self) -> SavedState | None:
+        with self._lock, _translated("load state"):
+            mark = self._db.execute("SELECT seq, version FROM state_watermark").fetchone()
+        if mark is None:
+            return None
+        return SavedState(int(mark[0]), str(mark[1]), self._state_rows())
+
+    def _state_rows(self) -> Iterator[StateRow]:
+        after: tuple[str, str] = ("", "")
+        while True:
+            with self._lock, _translated("load state"):
+                rows = self._db.execute(
+                    "SELECT kind, key, body FROM state WHERE (kind, key) > (?, ?) "
+                    "ORDER BY kind, key LIMIT 10000",
+                    after,
+                ).fetchall()
+            for kind, key, body in rows:
+                yield StateRow(kind, key, bytes(body))
+            if len(rows) < 10_000:
+                return
+            after = (rows[-1][0], rows[-1][1])
 
     def close(self) -> None:
         with self._lock, _translated("close"):
