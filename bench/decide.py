@@ -113,7 +113,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--build", choices=("auto", "fold", "clone"), default="auto", help="force fold or clone"
     )
-    ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after loading profiles")
+    ap.add_argument(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gc.freeze() after loading profiles, as Engine.from_settings does after a restore",
+    )
     ap.add_argument("--seed", type=int, default=20260921)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--name", default=None, help="results name (default decide / decide_quick)")

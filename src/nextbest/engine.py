@@ -12,6 +12,7 @@ the very next decision.
 
 from __future__ import annotations
 
+import gc
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -87,7 +88,10 @@ class Engine:
         new_id: Callable[[], str] = _new_id,
         decision_flush_every: int = 10_000,
         snapshot_every: int = 50_000,
+        freeze_gc: bool = False,
     ) -> None:
+        """``freeze_gc``: after restoring, move everything loaded out of the cyclic
+        collector's reach (``gc.freeze``), as a long-running server wants; process-wide."""
         self.catalog = catalog
         self.store = store
         self.clock = clock or SystemClock()
@@ -101,6 +105,7 @@ class Engine:
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
         self._closed = False
+        self._freeze_gc = freeze_gc
         self._restore()
 
     @classmethod
@@ -116,6 +121,7 @@ class Engine:
             clock,
             decision_flush_every=settings.decision_flush_every,
             snapshot_every=settings.snapshot_every,
+            freeze_gc=True,
         )
 
     # ---------------------------------------------------------------- ingest
@@ -338,6 +344,8 @@ class Engine:
                     state.identity.load(row.kind, row.key, row.body.decode())
         self._fold_log(state, state.seq)
         self._state = state
+        if self._freeze_gc:  # what was just loaded lives as long as the process
+            gc.freeze()
 
     def close(self) -> None:
         """Flush decisions, write a snapshot and close the store; a second call does nothing."""

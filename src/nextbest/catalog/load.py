@@ -7,6 +7,7 @@ candidates that can appear in the placement it is asked about.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -71,6 +72,7 @@ class CompiledOffer:
         "id",
         "kind",
         "rule",
+        "segment_names",
         "spec",
         "topic",
         "valid_from",
@@ -98,6 +100,8 @@ class CompiledOffer:
         self.base_ctr = spec.prior_ctr if spec.prior_ctr is not None else default
         self.valid_from = valid_from
         self.valid_until = valid_until
+        #: segments the eligibility rule names, in order: the reasons cite those that hold
+        self.segment_names = tuple(sorted(f for root, f in rule.fields if root == "segments"))
 
     def live_at(self, now: float) -> bool:
         return (self.valid_from is None or now >= self.valid_from) and (
@@ -134,6 +138,11 @@ class Catalog:
         self.placements = {p.id: p for p in spec.placements}
         self.policy = spec.contact_policy
         self.scoring = spec.scoring
+        self.segment_names = {s.id: s.name or s.id for s, _ in segments}
+        rules = [r for _, r in segments] + [o.rule for o in offers.values()]
+        #: the roots any rule uses, and the topics they name: all a decision converts to CEL
+        self.rule_roots = frozenset().union(*(r.roots for r in rules)) | {"interest"}
+        self.rule_topics = {t: self.topics[t] for t in _named_topics(rules, self.topics)}
         #: offers the rules name (``offers.x``): rules always see them, zeros if unseen
         self.named_offers = frozenset(
             field
@@ -151,6 +160,23 @@ class Catalog:
     @property
     def version(self) -> str:
         return f"{self.spec.version}+{self.digest[:12]}"
+
+
+_INTEREST_ANY = re.compile(r"\binterest\b")
+_INTEREST_DOTTED = re.compile(r"\binterest\.[A-Za-z_]")
+
+
+def _named_topics(rules: list[Rule], topics: Mapping[str, TopicSpec]) -> list[str]:
+    """Topics the rules name as ``interest.<topic>``; every topic if any rule reaches
+    ``interest`` another way (``interest["x"]``, macros), so no rule ever misses a key."""
+    named: set[str] = set()
+    for rule in rules:
+        if "interest" not in rule.roots:
+            continue
+        if len(_INTEREST_ANY.findall(rule.source)) != len(_INTEREST_DOTTED.findall(rule.source)):
+            return list(topics)
+        named.update(f for root, f in rule.fields if root == "interest")
+    return sorted(named)
 
 
 def _plain(value: Any) -> Any:

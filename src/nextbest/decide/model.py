@@ -34,7 +34,7 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[Reason]
 
 
-class Excluded(msgspec.Struct, frozen=True):
+class Excluded(msgspec.Struct, frozen=True, gc=False):
     offer_id: str
     why: Suppression
 

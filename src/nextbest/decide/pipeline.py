@@ -16,15 +16,15 @@ from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.decide.score import click_prior
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket
-from nextbest.profile.model import FunnelStage, OfferHistory, Profile
+from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.windows import count_in_days
-from nextbest.rules.context import rule_variables
+from nextbest.rules.context import interest_view, rule_variables
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
 
 __all__ = ["decide"]
 
-_NO_HISTORY = OfferHistory()
+_NO_INTEREST = TopicInterest()
 
 
 def _owned_topics(profile: Profile, catalog: Catalog) -> set[str]:
@@ -43,9 +43,8 @@ def _consented(profile: Profile, catalog: Catalog, purpose: str) -> bool:
     return granted
 
 
-def _contact_block(
-    hist: OfferHistory, catalog: Catalog, now: float, shown_today: int
-) -> Suppression | None:
+def _contact_block(hist: OfferHistory, catalog: Catalog, now: float) -> Suppression | None:
+    """Caps and rests from this offer's own history (daily fatigue is checked apart)."""
     policy = catalog.policy
     cap = policy.per_offer
     if count_in_days(hist.impressions, cap.days, now) >= cap.count:
@@ -54,14 +53,28 @@ def _contact_block(
         return Suppression.RECENTLY_CLICKED
     if hist.dismissals and count_in_days(hist.dismissals, policy.after_dismiss_days, now):
         return Suppression.DISMISSED
-    if shown_today >= policy.per_day_commercial:
-        return Suppression.FATIGUE
     return None
+
+
+def _without_behaviour(profile: Profile) -> Profile:
+    """What rules may see without personalization consent: no browsing behaviour."""
+    return Profile(
+        customer_id=profile.customer_id,
+        user_id=profile.user_id,
+        traits=profile.traits,
+        products=profile.products,
+        offers=profile.offers,
+        consent=profile.consent,
+        balance=profile.balance,
+        overdrawn=profile.overdrawn,
+        funnel=profile.funnel,
+    )
 
 
 def _reasons(
     offer: CompiledOffer,
     catalog: Catalog,
+    views: dict[str, dict[str, Any]],
     variables: dict[str, Any],
     personalized: bool,
     segments: dict[str, bool],
@@ -73,7 +86,7 @@ def _reasons(
     elif offer.kind is OfferKind.SERVICE:
         reasons.append(Reason(ReasonCode.SERVICE_MESSAGE, f"service message: {spec.name}"))
     if personalized and offer.topic is not None:
-        view = variables["interest"][offer.topic]
+        view = views[offer.topic]
         name = catalog.topics[offer.topic].name.lower()
         for days in (14, 30, 90):
             n = view[f"count_{days}d"]
@@ -86,10 +99,10 @@ def _reasons(
         stage = variables["profile"]["funnel"].get(offer.topic)
         if stage in ("considering", "applying", "submitted"):
             reasons.append(Reason(ReasonCode.FUNNEL_STAGE, f"{stage} a {name} product"))
-    for root, field in sorted(offer.rule.fields):
-        if root == "segments" and segments.get(field):
-            seg = next(s for s, _ in catalog.segments if s.id == field)
-            reasons.append(Reason(ReasonCode.SEGMENT, f"in segment '{seg.name or seg.id}'"))
+    for field in offer.segment_names:
+        if segments.get(field):
+            name = catalog.segment_names[field]
+            reasons.append(Reason(ReasonCode.SEGMENT, f"in segment '{name}'"))
     if offer.campaign is not None and offer.weight > 1.0:
         reasons.append(
             Reason(ReasonCode.CAMPAIGN_PRIORITY, f"campaign '{offer.campaign.name}' has priority")
@@ -120,39 +133,36 @@ def decide(
     in_holdout = catalog.spec.holdout_share > 0 and (
         bucket(customer, HOLDOUT_SALT) < catalog.spec.holdout_share
     )
-    view_profile = (
-        profile
-        if personalized
-        else Profile(
-            customer_id=customer,
-            user_id=profile.user_id,
-            traits=profile.traits,
-            products=profile.products,
-            offers=profile.offers,
-            consent=profile.consent,
-            balance=profile.balance,
-            overdrawn=profile.overdrawn,
-            funnel=profile.funnel,
-        )
-    )
+    seen = profile if personalized else _without_behaviour(profile)
+    # rules see only the roots and topics they name: converting values to CEL is the cost
     variables = rule_variables(
-        view_profile, catalog.topics, now, request.context, catalog.named_offers
+        seen, catalog.rule_topics, now, request.context, catalog.named_offers
     )
-    env = Evaluation(variables)
+    env = Evaluation({root: variables[root] for root in catalog.rule_roots if root in variables})
     segments = {seg.id: env.check(rule) is RuleOutcome.TRUE for seg, rule in catalog.segments}
     env.bind("segments", segments)
+    views: dict[str, dict[str, Any]] = variables["interest"]
+
+    def topic_view(topic: str) -> dict[str, Any]:
+        view = views.get(topic)
+        if view is None:
+            it = seen.interests.get(topic, _NO_INTEREST)
+            view = views[topic] = interest_view(it, catalog.topics[topic], now)
+        return view
 
     owned = _owned_topics(profile, catalog) if catalog.policy.suppress_owned else set()
     shown_today = sum(count_in_days(h.impressions, 1, now) for h in profile.offers.values())
+    fatigued = shown_today >= catalog.policy.per_day_commercial
     fade_below = catalog.policy.fade_below
     scoring = catalog.scoring
 
     excluded: list[Excluded] = []
-    ranked: list[tuple[int, float, int, str, CompiledOffer, float, float, Arm]] = []
+    ranked: list[tuple[int, float, int, str, CompiledOffer, float, float]] = []
     for offer in catalog.by_placement[placement.id]:
         why: Suppression | None = None
         commercial = offer.kind is OfferKind.COMMERCIAL
-        topic_view = variables["interest"][offer.topic] if offer.topic else None
+        view = topic_view(offer.topic) if offer.topic else None
+        history = profile.offers.get(offer.id) if commercial else None
         if not offer.live_at(now):
             why = Suppression.OUT_OF_SCHEDULE
         elif commercial and not marketing:
@@ -161,18 +171,11 @@ def decide(
             why = Suppression.HOLDOUT
         elif commercial and offer.topic in owned:
             why = Suppression.OWNED
-        elif commercial and (
-            block := _contact_block(
-                profile.offers.get(offer.id, _NO_HISTORY), catalog, now, shown_today
-            )
-        ):
+        elif history is not None and (block := _contact_block(history, catalog, now)):
             why = block
-        elif (
-            commercial
-            and topic_view is not None
-            and topic_view["total"] > 0
-            and topic_view["score"] < fade_below
-        ):
+        elif commercial and fatigued:
+            why = Suppression.FATIGUE
+        elif commercial and view is not None and view["total"] > 0 and view["score"] < fade_below:
             why = Suppression.FADED
         else:
             outcome = env.check(offer.rule)
@@ -183,28 +186,28 @@ def decide(
         if why is not None:
             excluded.append(Excluded(offer.id, why))
             continue
-        arm = Arm.TREATMENT
-        camp = offer.campaign
-        if camp is not None and camp.control_share > 0:
-            arm = assign(customer, camp.salt or camp.id, camp.control_share)
-        interest = topic_view["score"] if (topic_view is not None and personalized) else 0.0
+        interest = view["score"] if view is not None else 0.0
         p_click = click_prior(
             offer.base_ctr, interest, scoring.interest_lift, scoring.half_saturation
         )
         score = p_click * offer.spec.value * offer.weight
         service_first = 0 if offer.kind is OfferKind.SERVICE else 1
         ranked.append(
-            (service_first, -score, -offer.spec.priority, offer.id, offer, p_click, score, arm)
+            (service_first, -score, -offer.spec.priority, offer.id, offer, p_click, score)
         )
     ranked.sort(key=lambda r: r[:4])
 
     items: list[DecisionItem] = []
     control: list[str] = []
     for entry in ranked:
-        offer, p_click, score, arm = entry[4], entry[5], entry[6], entry[7]
+        offer, p_click, score = entry[4], entry[5], entry[6]
         if len(items) >= limit:
             excluded.append(Excluded(offer.id, Suppression.OUTRANKED))
             continue
+        camp = offer.campaign
+        arm = Arm.TREATMENT
+        if camp is not None and camp.control_share > 0:  # assigned only when it matters
+            arm = assign(customer, camp.salt or camp.id, camp.control_share)
         if arm is Arm.CONTROL:
             # the moment it would have been shown: a control exposure; the slot goes on
             if len(items) + len(control) < limit:
@@ -222,7 +225,7 @@ def decide(
                 p_click=round(p_click, 9),
                 propensity=1.0,
                 content=_content(offer, placement.channel.value),
-                reasons=_reasons(offer, catalog, variables, personalized, segments),
+                reasons=_reasons(offer, catalog, views, variables, personalized, segments),
             )
         )
     return Decision(

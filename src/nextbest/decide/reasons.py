@@ -36,6 +36,6 @@ class Suppression(enum.StrEnum):
     OUTRANKED = "outranked"
 
 
-class Reason(msgspec.Struct, frozen=True):
+class Reason(msgspec.Struct, frozen=True, gc=False):
     code: ReasonCode
     text: str

@@ -107,13 +107,18 @@ def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
     return text
 
 
-def _depth_ok(value: Any, budget: int) -> bool:
-    if budget < 0:
-        return False
-    if isinstance(value, dict):
-        return all(_depth_ok(v, budget - 1) for v in value.values())
-    if isinstance(value, list):
-        return all(_depth_ok(v, budget - 1) for v in value)
+def _depth_ok(value: Any, limit: int) -> bool:
+    """No value nested more than ``limit`` levels below ``value``; walks containers only,
+    without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if children and depth >= limit:
+            return False
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return True
 
 
