@@ -47,6 +47,9 @@ def serve(
     data: str = DataOpt,
     host: str = typer.Option("127.0.0.1", envvar="NEXTBEST_HOST"),
     port: int = typer.Option(8000, envvar="NEXTBEST_PORT"),
+    dev: bool = typer.Option(
+        False, "--dev", help="Allow the development keys on a non-loopback address."
+    ),
 ) -> None:
     """Run the HTTP service on the embedded store."""
     import uvicorn
@@ -55,6 +58,13 @@ def serve(
     from nextbest.engine import Engine
 
     settings = _settings(catalog, data, host=host, port=port)
+    if settings.uses_dev_keys and not dev and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"[red]refusing to serve the development keys on {host}: anyone could mint "
+            "customer tokens. Set NEXTBEST_*_KEYS and NEXTBEST_TOKEN_SECRET, or pass --dev."
+            "[/red]"
+        )
+        raise typer.Exit(2)
     try:
         engine = Engine.from_settings(settings)
     except CatalogError as exc:

@@ -99,6 +99,7 @@ class Engine:
         self._new_id = new_id
         self._lock = threading.RLock()  # live state: fold and decide
         self._write_lock = threading.Lock()  # ingest: log order == fold order
+        self._save_lock = threading.Lock()  # one state save at a time, cut and write in order
         self._state = _State()
         self._pending: list[Decision] = []
         self._flush_every = decision_flush_every
@@ -187,7 +188,10 @@ class Engine:
         profile = state.profiles[user_key] = Profile(customer_id=user_key, user_id=user_key)
         matcher, cfg = self.catalog.matcher, self.catalog.fold_config
         for stored in self.store.events_of(users, anons, upto):
-            fold(profile, stored.event, matcher, cfg)
+            # a device's anonymous events, and the user's own: never another user's events
+            # that carried the same anonymousId (a shared device)
+            if stored.event.user_id is None or stored.event.user_id in users:
+                fold(profile, stored.event, matcher, cfg)
 
     # ---------------------------------------------------------------- decide
     def decide(
@@ -196,11 +200,17 @@ class Engine:
         *,
         user_id: str | None = None,
         anonymous_id: str | None = None,
+        anonymous_only: bool = False,
     ) -> Decision:
+        """Decide for a userId, or an anonymousId (resolved to its user once stitched, unless
+        ``anonymous_only``: then only what that device did anonymously counts)."""
         if not user_id and not anonymous_id:
             raise ValidationError("userId or anonymousId is required", "$.userId")
         with self._lock:
-            key = self._state.identity.resolve(user_id, anonymous_id)
+            if anonymous_only and anonymous_id:
+                key = ANON_PREFIX + anonymous_id
+            else:
+                key = self._state.identity.resolve(user_id, anonymous_id)
             profile = self._state.profiles.get(key) or Profile(
                 customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key
             )
@@ -285,7 +295,7 @@ class Engine:
 
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
-        with self._lock:
+        with self._write_lock, self._lock:  # no event appended but not yet folded
             return self._replayed()[1]
 
     def rebuild(self) -> ReplayReport:
@@ -299,28 +309,30 @@ class Engine:
     def snapshot(self) -> None:
         """Save what changed since the last save, so a restart folds only the log's tail.
 
-        Rows are encoded under the state lock (a consistent cut) and written outside it.
+        Rows are encoded under the state lock (a consistent cut) and written outside it; the
+        save lock keeps an older cut from being written after a newer one.
         """
-        with self._lock:
-            state = self._state
-            keys = (
-                {(_PROFILE, k) for k in state.profiles}
-                | {(LinkKind.ANON, a) for a in state.identity.anon_to_user}
-                | {(LinkKind.ALIAS, a) for a in state.identity.alias_to_user}
-                if state.replace
-                else state.dirty
-            )
-            rows = [self._row(state, kind, key) for kind, key in keys]
-            replace, seq = state.replace, state.seq
-            state.dirty, state.replace = set(), False
-            self._since_snapshot = 0
-        try:
-            self.store.save_state(seq, self.catalog.digest, rows, replace=replace)
-        except BaseException:
-            with self._lock:  # not saved: save these rows next time
-                state.dirty.update(keys)
-                state.replace = state.replace or replace
-            raise
+        with self._save_lock:
+            with self._lock:
+                state = self._state
+                keys = (
+                    {(_PROFILE, k) for k in state.profiles}
+                    | {(LinkKind.ANON, a) for a in state.identity.anon_to_user}
+                    | {(LinkKind.ALIAS, a) for a in state.identity.alias_to_user}
+                    if state.replace
+                    else state.dirty
+                )
+                rows = [self._row(state, kind, key) for kind, key in keys]
+                replace, seq = state.replace, state.seq
+                state.dirty, state.replace = set(), False
+                self._since_snapshot = 0
+            try:
+                self.store.save_state(seq, self.catalog.digest, rows, replace=replace)
+            except BaseException:
+                with self._lock:  # not saved: save these rows next time
+                    state.dirty.update(keys)
+                    state.replace = state.replace or replace
+                raise
 
     @staticmethod
     def _row(state: _State, kind: str, key: str) -> StateRow:

@@ -262,3 +262,24 @@ def test_no_arguments_shows_help(runner: CliRunner) -> None:
     result = runner.invoke(app, [], env=ENV)
     for command in ("serve", "check", "replay", "token"):
         assert command in result.output
+
+
+def test_serve_refuses_dev_keys_off_loopback(tmp_path):
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app as cli_app
+
+    env = {
+        k: ""
+        for k in (
+            "NEXTBEST_WRITE_KEYS",
+            "NEXTBEST_BROWSER_KEYS",
+            "NEXTBEST_SERVER_KEYS",
+            "NEXTBEST_ADMIN_KEYS",
+        )
+    }
+    result = CliRunner().invoke(
+        cli_app, ["serve", "--host", "0.0.0.0", "--data", str(tmp_path / "x.sqlite")], env=env
+    )
+    assert result.exit_code == 2
+    assert "refusing" in result.output

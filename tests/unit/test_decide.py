@@ -286,3 +286,25 @@ def test_rules_naming_an_unseen_offer_see_zeros(tmp_path: Path, make_engine):
         batch(*[track("Promotion Viewed", seen, user=user, at=T0 - i) for i in range(2)])
     )
     assert why(home(engine, user), "credit_card_offer") is Suppression.INELIGIBLE
+
+
+def test_feedback_for_unknown_offers_is_not_kept_and_service_views_do_not_fatigue(make_engine):
+    engine = make_engine("memory")
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    junk = [
+        track("Promotion Viewed", {"promotion_id": f"made-up-{i}", "decision_id": "d"}, user=user)
+        for i in range(20)
+    ]
+    service = [
+        track(
+            "Promotion Viewed",
+            {"promotion_id": "overdraft_warning", "decision_id": "d"},
+            user=user,
+            at=T0 - i,
+        )
+        for i in range(15)
+    ]
+    engine.ingest_batch(batch(*junk, *service))
+    assert set(engine.profile(user).offers) == {"overdraft_warning"}
+    assert why(home(engine, user), "credit_card_offer") is None  # 15 service views: no fatigue

@@ -30,6 +30,7 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import AuthError, Forbidden, NextbestError, NotFound, ValidationError
 from nextbest.events.model import Event, EventType
+from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
 from nextbest.events.parse import SINGLE_MESSAGE
 from nextbest.events.wire import WireBatch
 from nextbest.settings import Settings
@@ -70,36 +71,47 @@ def _ingested(accepted: int, duplicates: int) -> Response:
     return _json({"success": True, "accepted": accepted, "duplicates": duplicates})
 
 
-def _check_senders(ctx: Ctx, events: list[Event], prefix: str) -> None:
-    """A browser key speaks only for its own session, and may not merge identities."""
+def _check_senders(principal: Principal, events: list[Event], prefix: str) -> None:
+    """A browser key speaks only for its own session: it may not merge identities, act for
+    another userId, or assert facts only the bank's systems know (balances, products)."""
+    browser = principal.kind is KeyKind.BROWSER
     for i, event in enumerate(events):
         where = f"{prefix}[{i}]" if prefix else "$"
-        if ctx.principal.kind is KeyKind.BROWSER and event.type is EventType.ALIAS:
+        if browser and event.type is EventType.ALIAS:
             raise Forbidden(
                 f"a browser key may not send alias (at {where}.type): aliases "
                 "merge customers and must come from a server"
             )
-        if not ctx.principal.may_send_for(event.user_id):
-            where = f"{where}.userId"
+        if browser and event.name in SERVER_ONLY_EVENTS:
+            raise Forbidden(f"a browser key may not send '{event.name}' (at {where}.event)")
+        if browser and (found := SERVER_ONLY_TRAITS.intersection(event.traits)):
+            raise Forbidden(f"a browser key may not set trait {min(found)!r} (at {where}.traits)")
+        if not principal.may_send_for(event.user_id):
             raise Forbidden(
                 f"this key may not send events for userId {event.user_id!r} "
-                f"(at {where}); send a customer token for it"
+                f"(at {where}.userId); send a customer token for it"
             )
 
 
 async def _batch(ctx: Ctx) -> Response:
-    events = ctx.engine.parse_batch(ctx.body)
-    _check_senders(ctx, events, "$.batch")
-    result = await run_in_threadpool(ctx.engine.ingest, events)
-    return _ingested(result.accepted, result.duplicates)
+    def work() -> Response:  # parse, check and store off the event loop
+        events = ctx.engine.parse_batch(ctx.body)
+        _check_senders(ctx.principal, events, "$.batch")
+        result = ctx.engine.ingest(events)
+        return _ingested(result.accepted, result.duplicates)
+
+    return await run_in_threadpool(work)
 
 
 def _single(kind: EventType) -> Handler:
     async def handler(ctx: Ctx) -> Response:
-        event = ctx.engine.parse_message(kind, ctx.body)
-        _check_senders(ctx, [event], "")
-        result = await run_in_threadpool(ctx.engine.ingest, [event])
-        return _ingested(result.accepted, result.duplicates)
+        def work() -> Response:
+            event = ctx.engine.parse_message(kind, ctx.body)
+            _check_senders(ctx.principal, [event], "")
+            result = ctx.engine.ingest([event])
+            return _ingested(result.accepted, result.duplicates)
+
+        return await run_in_threadpool(work)
 
     return handler
 
@@ -125,6 +137,9 @@ async def _decide(ctx: Ctx) -> Response:
         DecisionRequest(placement=body.placement, limit=body.limit, context=body.context),
         user_id=body.userId,
         anonymous_id=body.anonymousId,
+        # a public key holding only an anonymousId sees that device's anonymous profile,
+        # never the logged-in customer it was stitched to: that needs a customer token
+        anonymous_only=body.userId is None and not ctx.principal.any_customer,
     )
     out = msgspec.to_builtins(decision)
     if not body.explain:

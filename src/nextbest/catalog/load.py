@@ -131,6 +131,7 @@ class Catalog:
             track_weight=p.track_weight,
             event_weights=dict(p.event_weights),
             session_timeout=p.session_timeout_minutes * 60.0,
+            offer_ids=frozenset(offers),
         )
         self.segments = segments
         self.offers = offers
@@ -139,6 +140,9 @@ class Catalog:
         self.policy = spec.contact_policy
         self.scoring = spec.scoring
         self.segment_names = {s.id: s.name or s.id for s, _ in segments}
+        self.commercial_offers = frozenset(
+            o.id for o in offers.values() if o.kind is OfferKind.COMMERCIAL
+        )
         rules = [r for _, r in segments] + [o.rule for o in offers.values()]
         #: the roots any rule uses, and the topics they name: all a decision converts to CEL
         self.rule_roots = frozenset().union(*(r.roots for r in rules)) | {"interest"}

@@ -151,7 +151,11 @@ def decide(
         return view
 
     owned = _owned_topics(profile, catalog) if catalog.policy.suppress_owned else set()
-    shown_today = sum(count_in_days(h.impressions, 1, now) for h in profile.offers.values())
+    shown_today = sum(
+        count_in_days(h.impressions, 1, now)
+        for oid, h in profile.offers.items()
+        if oid in catalog.commercial_offers
+    )
     fatigued = shown_today >= catalog.policy.per_day_commercial
     fade_below = catalog.policy.fade_below
     scoring = catalog.scoring

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["KNOWN_EVENTS", "NOT_INTEREST", "EventName", "PropertySpec"]
+__all__ = [
+    "KNOWN_EVENTS",
+    "NOT_INTEREST",
+    "SERVER_ONLY_EVENTS",
+    "SERVER_ONLY_TRAITS",
+    "EventName",
+    "PropertySpec",
+]
 
 _NUMBER = (int, float)
 _TEXT = (str,)
@@ -71,3 +78,18 @@ NOT_INTEREST: frozenset[str] = frozenset(
         EventName.CONSENT_UPDATED,
     }
 )
+
+#: facts only the bank's systems may assert: a browser key may not send them
+SERVER_ONLY_EVENTS: frozenset[str] = frozenset(
+    {
+        EventName.APPLICATION_COMPLETED,
+        EventName.BALANCE_UPDATED,
+        EventName.OVERDRAFT_ENDED,
+        EventName.OVERDRAFT_STARTED,
+        EventName.PRODUCT_CLOSED,
+        EventName.PRODUCT_OPENED,
+        EventName.SALARY_RECEIVED,
+        EventName.TRANSACTION_POSTED,
+    }
+)
+SERVER_ONLY_TRAITS: frozenset[str] = frozenset({"products", "balance"})

@@ -52,6 +52,9 @@ class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
     session_timeout: float = 30 * 60.0
     recent_size: int = 20
     life_event_size: int = 20
+    #: the catalog's offers: feedback naming any other promotion is not kept (no unbounded
+    #: history from made-up ids); empty means keep all
+    offer_ids: frozenset[str] = frozenset()
 
 
 def _interest(profile: Profile, topic: str, when: float, weight: float, half_life: float) -> None:
@@ -103,6 +106,8 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
     name, props, when = event.name or "", event.properties, event.timestamp
     if name in _PROMOTION:
         offer = str(props["promotion_id"])
+        if cfg.offer_ids and offer not in cfg.offer_ids:
+            return
         hist = profile.offers.get(offer)
         if hist is None:
             hist = profile.offers[offer] = OfferHistory()
