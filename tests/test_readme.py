@@ -58,6 +58,9 @@ def test_readme_curl_examples_run(keyed):
     assert profile is not None
     assert profile.interests["mortgage"].total == 5
     assert profile.anonymous_ids == ["dev-7"]
+    seen = profile.offers["mortgage_advice"]
+    assert seen.total_impressions == 1
+    assert server.engine.decision(seen.last_decision_id or "") is not None
 
 
 def test_readme_python_example_runs(keyed):

@@ -152,9 +152,13 @@ class Engine:
                         self._apply(self._state, StoredEvent(seq, event))
                         accepted += 1
                 self._since_snapshot += accepted
-            if self._since_snapshot >= self._snapshot_every:
-                self.snapshot()
             return IngestResult(accepted, len(events) - accepted)
+
+    @property
+    def snapshot_due(self) -> bool:
+        """``snapshot_every`` events folded since the last save: time to save (the server's
+        background task asks, so no ingest request waits for a save)."""
+        return self._since_snapshot >= self._snapshot_every
 
     def _profile_for(self, state: _State, key: str) -> Profile:
         profile = state.profiles.get(key)

@@ -204,3 +204,16 @@ def test_snapshots_write_only_what_changed(catalog, clock):
     assert restarted.resolve(None, "dev-1") == "u8"
     assert restarted.replay().identical
     engine.close()
+
+
+def test_state_save_is_due_after_snapshot_every_events(catalog, clock):
+    engine = Engine(catalog, MemoryStore(), clock, snapshot_every=3)
+    engine.ingest_batch(
+        batch(*[page("https://bank.example/cards", user=f"u{i}") for i in range(2)])
+    )
+    assert not engine.snapshot_due
+    engine.ingest_batch(batch(page("https://bank.example/cards", user="u9")))
+    assert engine.snapshot_due  # the server's background task saves; ingest never waits
+    engine.snapshot()
+    assert not engine.snapshot_due
+    engine.close()

@@ -351,8 +351,10 @@ def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) 
                 await asyncio.sleep(flush_interval)
                 try:
                     await run_in_threadpool(engine.flush)
-                except NextbestError as exc:  # kept in the buffer; retried next tick
-                    log.error("decision log flush failed: %s", exc)
+                    if engine.snapshot_due:
+                        await run_in_threadpool(engine.snapshot)
+                except NextbestError as exc:  # kept for the next tick, which retries
+                    log.error("background flush or state save failed: %s", exc)
 
         task = asyncio.create_task(flusher())
         try:
