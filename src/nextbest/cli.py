@@ -18,8 +18,15 @@ app = typer.Typer(
     no_args_is_help=True,
     help="nextbest: real-time next-best-action engine for banks.",
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+_consoles: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """Made on first use: nothing is built at import."""
+    if name not in _consoles:
+        _consoles[name] = Console(stderr=name == "err", soft_wrap=True)
+    return _consoles[name]
+
 
 CatalogOpt = typer.Option(
     "examples/bank",
@@ -59,7 +66,7 @@ def serve(
 
     settings = _settings(catalog, data, host=host, port=port)
     if settings.uses_dev_keys and not dev and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(
+        _console("err").print(
             f"[red]refusing to serve the development keys on {host}: anyone could mint "
             "customer tokens. Set NEXTBEST_*_KEYS and NEXTBEST_TOKEN_SECRET, or pass --dev."
             "[/red]"
@@ -69,14 +76,14 @@ def serve(
         engine = Engine.from_settings(settings)
     except CatalogError as exc:
         for problem in exc.problems:
-            err.print(f"[red]{problem}[/red]")
+            _console("err").print(f"[red]{problem}[/red]")
         raise typer.Exit(1) from exc
     if settings.uses_dev_keys:
-        err.print(
+        _console("err").print(
             "[yellow]development keys in use (dev-write-key, dev-server-key, ...): "
             "set NEXTBEST_*_KEYS and NEXTBEST_TOKEN_SECRET for anything real[/yellow]"
         )
-    err.print(
+    _console("err").print(
         f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
         f"store {settings.data}; http://{host}:{port}"
     )
@@ -91,12 +98,12 @@ def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or f
     problems = check_catalog(catalog)
     if problems:
         for problem in problems:
-            out.print(str(problem), markup=False)
-        out.print(f"{len(problems)} problem(s)")
+            _console("out").print(str(problem), markup=False)
+        _console("out").print(f"{len(problems)} problem(s)")
         raise typer.Exit(1)
     loaded = load_catalog(catalog)
     spec = loaded.spec
-    out.print(
+    _console("out").print(
         f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
         f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
         f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements"
@@ -113,7 +120,7 @@ def replay(
     from nextbest.engine import Engine
 
     if not Path(data).exists():
-        err.print(f"no store at {data}")
+        _console("err").print(f"no store at {data}")
         raise typer.Exit(1)
     engine = Engine.from_settings(_settings(catalog, data))
     try:
@@ -124,9 +131,11 @@ def replay(
         else:
             engine.store.close()
     verdict = "identical" if report.identical else f"{len(report.differing)}+ differ"
-    out.print(f"replayed {report.events} events into {report.profiles} profiles: {verdict}")
+    _console("out").print(
+        f"replayed {report.events} events into {report.profiles} profiles: {verdict}"
+    )
     for key in report.differing:
-        out.print(f"  differs: {key}", markup=False)
+        _console("out").print(f"  differs: {key}", markup=False)
     if not report.identical and not write:
         raise typer.Exit(2)
 
@@ -140,7 +149,7 @@ def token(
     from nextbest.api.customer_token import mint_customer_token
 
     settings = Settings.from_env()
-    out.print(
+    _console("out").print(
         mint_customer_token(settings.token_secret, user_id, time.time() + ttl),
         markup=False,
         soft_wrap=True,
@@ -151,7 +160,7 @@ def main() -> None:
     try:
         app()
     except NextbestError as exc:
-        err.print(f"[red]{exc}[/red]")
+        _console("err").print(f"[red]{exc}[/red]")
         raise SystemExit(1) from exc
 
 

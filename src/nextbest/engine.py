@@ -275,7 +275,8 @@ class Engine:
         return len(self._state.profiles)
 
     def profiles(self) -> Iterable[Profile]:
-        return list(self._state.profiles.values())
+        with self._lock:
+            return list(self._state.profiles.values())
 
     # ---------------------------------------------------------------- replay, snapshots
     def _fold_log(self, state: _State, after: int = 0) -> int:

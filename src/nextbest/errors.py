@@ -9,6 +9,8 @@
     ├── AuthError               no or bad credentials                     -> 401
     │   └── Forbidden           credentials lack the route's scope        -> 403
     ├── CatalogError            catalog YAML invalid (file, line, reason)
+    ├── RuleError               a CEL rule does not compile or names an unknown root
+    ├── ConfigError             a setting (NEXTBEST_*) is malformed
     └── StoreError              the storage adapter failed (I/O)          -> 503
         └── StoreUnavailable    the backend cannot be reached             -> 503
 
@@ -24,11 +26,13 @@ __all__ = [
     "AuthError",
     "CatalogError",
     "CatalogProblem",
+    "ConfigError",
     "Forbidden",
     "InputError",
     "NextbestError",
     "NotFound",
     "PayloadTooLarge",
+    "RuleError",
     "StoreError",
     "StoreUnavailable",
     "UnknownPlacement",
@@ -135,6 +139,18 @@ class CatalogError(NextbestError):
     def __init__(self, problems: list[CatalogProblem]) -> None:
         super().__init__("; ".join(str(p) for p in problems) or "invalid catalog")
         self.problems = problems
+
+
+class RuleError(NextbestError):
+    """A rule does not parse, or names a root that rules may not use."""
+
+    code = "rule_error"
+
+
+class ConfigError(NextbestError):
+    """A setting is malformed; raised at start, never per request."""
+
+    code = "config_error"
 
 
 class StoreError(NextbestError):

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from nextbest.errors import ConfigError
+
 __all__ = ["DEV_KEYS", "Settings"]
 
 #: Keys ``make run`` uses when none are configured. Never for production; ``serve`` warns.
@@ -74,7 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("snapshot_every", "SNAPSHOT_EVERY"),
         ):
             if f"NEXTBEST_{key}" in e:
-                values[name] = int(e[f"NEXTBEST_{key}"])
+                raw = e[f"NEXTBEST_{key}"]
+                if not raw.strip().isdigit():
+                    raise ConfigError(f"NEXTBEST_{key} must be a whole number, not {raw!r}")
+                values[name] = int(raw)
         for kind in ("write", "browser", "server", "admin"):
             values[f"{kind}_keys"] = _keys(e.get(f"NEXTBEST_{kind.upper()}_KEYS"))
         if not any(values[f"{k}_keys"] for k in ("write", "browser", "server", "admin")):

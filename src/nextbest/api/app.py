@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -248,6 +249,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
+@functools.cache
 def openapi_document() -> dict[str, Any]:
     models = (
         [r.request for r in ROUTES if r.request]

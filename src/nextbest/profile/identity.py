@@ -7,12 +7,16 @@ Reverse indexes make a stitch cost what the customer's own ids cost, not the who
 
 from __future__ import annotations
 
+import enum
+
 __all__ = ["ANON_PREFIX", "IdentityMap", "LinkKind"]
 
 ANON_PREFIX = "anon:"
 
 
-class LinkKind:
+class LinkKind(enum.StrEnum):
+    """The two kinds of identity link, as saved in state rows."""
+
     ANON = "anon"
     ALIAS = "alias"
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import cel
 
-from nextbest.errors import NextbestError
+from nextbest.errors import RuleError
+
+RuleCompileError = RuleError  # the name the catalog loader and tests use
 
 __all__ = ["Rule", "RuleCompileError", "RuleOutcome", "compile_rule"]
 
@@ -19,12 +21,6 @@ class RuleOutcome(enum.StrEnum):
     TRUE = "true"
     FALSE = "false"
     ERROR = "error"
-
-
-class RuleCompileError(NextbestError):
-    """A rule does not parse or names a root that rules may not use."""
-
-    code = "rule_error"
 
 
 class Rule:

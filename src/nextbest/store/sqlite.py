@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import msgspec
@@ -68,6 +68,19 @@ def _translated(action: str) -> Iterator[None]:
         raise StoreError(f"SQLite {action}: {exc}") from exc
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, without hiding the first error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        with suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SQLiteStore:
     """One connection guarded by a lock; ``synchronous=FULL`` by default (durable commits)."""
 
@@ -81,7 +94,12 @@ class SQLiteStore:
         self._decision_dec = msgspec.json.Decoder(Decision)
         with _translated("open"):
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreUnavailable(
+                        f"cannot create {Path(self.path).parent}: {exc}"
+                    ) from exc
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -93,21 +111,15 @@ class SQLiteStore:
     def append(self, events: Sequence[Event]) -> list[int | None]:
         out: list[int | None] = []
         enc = self._event_enc.encode
-        with self._lock, _translated("append"):
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for e in events:
-                    cur.execute(
-                        "INSERT INTO events(message_id, user_id, anonymous_id, timestamp, body) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id) DO NOTHING",
-                        (e.message_id, e.user_id, e.anonymous_id, e.timestamp, enc(e)),
-                    )
-                    out.append(cur.lastrowid if cur.rowcount == 1 else None)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._lock, _translated("append"), _transaction(self._db) as db:
+            cur = db.cursor()
+            for e in events:
+                cur.execute(
+                    "INSERT INTO events(message_id, user_id, anonymous_id, timestamp, body) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id) DO NOTHING",
+                    (e.message_id, e.user_id, e.anonymous_id, e.timestamp, enc(e)),
+                )
+                out.append(cur.lastrowid if cur.rowcount == 1 else None)
         return out
 
     def _rows(self, sql: str, params: Sequence[object]) -> list[StoredEvent]:
@@ -159,18 +171,12 @@ class SQLiteStore:
             return
         enc = msgspec.json.encode
         rows = [(d.decision_id, d.customer_id, d.placement, d.timestamp, enc(d)) for d in decisions]
-        with self._lock, _translated("append decisions"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO decisions(decision_id, customer_id, placement, "
-                    "timestamp, body) VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, _translated("append decisions"), _transaction(self._db) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO decisions(decision_id, customer_id, placement, "
+                "timestamp, body) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def decision(self, decision_id: str) -> Decision | None:
         with self._lock, _translated("read decision"):
@@ -184,23 +190,17 @@ class SQLiteStore:
     ) -> None:
         upserts = [(r.kind, r.key, r.body) for r in rows if r.body is not None]
         deletes = [(r.kind, r.key) for r in rows if r.body is None]
-        with self._lock, _translated("save state"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if replace:
-                    self._db.execute("DELETE FROM state")
-                self._db.executemany("DELETE FROM state WHERE kind = ? AND key = ?", deletes)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO state(kind, key, body) VALUES (?, ?, ?)", upserts
-                )
-                self._db.execute(
-                    "INSERT OR REPLACE INTO state_watermark(id, seq, version) VALUES (1, ?, ?)",
-                    (seq, version),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, _translated("save state"), _transaction(self._db) as db:
+            if replace:
+                db.execute("DELETE FROM state")
+            db.executemany("DELETE FROM state WHERE kind = ? AND key = ?", deletes)
+            db.executemany(
+                "INSERT OR REPLACE INTO state(kind, key, body) VALUES (?, ?, ?)", upserts
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO state_watermark(id, seq, version) VALUES (1, ?, ?)",
+                (seq, version),
+            )
 
     def load_state(self) -> SavedState | None:
         with self._lock, _translated("load state"):
