@@ -71,7 +71,7 @@ from catalog_gen import (
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import Decision, DecisionRequest
-from nextbest.decide.pipeline import _consented
+from nextbest.decide.pipeline import _consented, without_behaviour
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decide.reasons import Suppression
 from nextbest.engine import Engine
@@ -407,19 +407,7 @@ def cost_split(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
     # piece at random (its pauses are reported separately for the timed run).
     gc.disable()
     for p, offer_rules in zip(profiles, evaluated, strict=True):
-        view = p
-        if not _consented(p, catalog, "personalization"):
-            view = Profile(  # what pipeline.decide gives rules without personalization consent
-                customer_id=p.customer_id,
-                user_id=p.user_id,
-                traits=p.traits,
-                products=p.products,
-                offers=p.offers,
-                consent=p.consent,
-                balance=p.balance,
-                overdrawn=p.overdrawn,
-                funnel=p.funnel,
-            )
+        view = p if _consented(p, catalog, "personalization") else without_behaviour(p)
         t0 = pc()
         variables = rule_variables(view, topics, now, {}, named)
         t1 = pc()

@@ -93,3 +93,14 @@ def treated_everywhere(prefix: str = "cust") -> str:
         if all(assign(uid, c, s).value == "treatment" for c, s in campaigns.items()):
             return uid
     raise AssertionError("unreachable")
+
+
+def edited_catalog(folder: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
+    """A copy of the example catalog in ``folder`` with text replacements per file."""
+    for f in EXAMPLE_CATALOG.glob("*.yaml"):
+        text = f.read_text()
+        for old, new in edits.get(f.name, []):
+            assert old in text, (f.name, old)
+            text = text.replace(old, new)
+        (folder / f.name).write_text(text)
+    return folder

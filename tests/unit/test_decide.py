@@ -15,9 +15,9 @@ from nextbest.experiments.assignment import HOLDOUT_SALT, bucket
 from nextbest.profile import Profile
 from tests.support import (
     DAY,
-    EXAMPLE_CATALOG,
     T0,
     batch,
+    edited_catalog,
     identify,
     page,
     track,
@@ -135,9 +135,7 @@ def test_control_group_is_stable_and_logs_the_exposure(make_engine):
 
 
 def test_universal_holdout_sees_service_messages_only(tmp_path: Path, make_engine):
-    for f in EXAMPLE_CATALOG.glob("*.yaml"):
-        text = f.read_text()
-        (tmp_path / f.name).write_text(text.replace("holdout_share: 0.0", "holdout_share: 0.5"))
+    edited_catalog(tmp_path, {"policy.yaml": [("holdout_share: 0.0", "holdout_share: 0.5")]})
     held = next(f"h{i}" for i in range(1000) if bucket(f"h{i}", HOLDOUT_SALT) < 0.5)
     engine = make_engine("memory", cat=load_catalog(tmp_path))
     mortgage_fan(engine, held)
@@ -174,14 +172,8 @@ def test_consent(make_engine):
 
 
 def test_schedule_limits_offers(tmp_path: Path, make_engine, clock):
-    for f in EXAMPLE_CATALOG.glob("*.yaml"):
-        text = f.read_text()
-        if f.name == "campaigns.yaml":
-            text = text.replace(
-                "    control_share: 0.05",
-                "    control_share: 0.05\n    start: 2026-10-01\n    end: 2026-10-31",
-            )
-        (tmp_path / f.name).write_text(text)
+    schedule = "    control_share: 0.05\n    start: 2026-10-01\n    end: 2026-10-31"
+    edited_catalog(tmp_path, {"campaigns.yaml": [("    control_share: 0.05", schedule)]})
     engine = make_engine("memory", cat=load_catalog(tmp_path))
     user = treated_everywhere()
     mortgage_fan(engine, user)
@@ -191,14 +183,8 @@ def test_schedule_limits_offers(tmp_path: Path, make_engine, clock):
 
 
 def test_rule_errors_exclude_the_offer_and_say_so(tmp_path: Path, make_engine):
-    for f in EXAMPLE_CATALOG.glob("*.yaml"):
-        text = f.read_text()
-        if f.name == "offers.yaml":
-            text = text.replace(
-                "eligibility: segments.adult && !profile.overdrawn",
-                "eligibility: traits.income > 1000",
-            )
-        (tmp_path / f.name).write_text(text)
+    card_rule = "eligibility: segments.adult && !profile.overdrawn"
+    edited_catalog(tmp_path, {"offers.yaml": [(card_rule, "eligibility: traits.income > 1000")]})
     engine = make_engine("memory", cat=load_catalog(tmp_path))
     user = treated_everywhere()
     mortgage_fan(engine, user)
@@ -267,14 +253,9 @@ def test_empty_profile_has_a_stable_id():
 
 
 def test_rules_naming_an_unseen_offer_see_zeros(tmp_path: Path, make_engine):
-    for f in EXAMPLE_CATALOG.glob("*.yaml"):
-        text = f.read_text()
-        if f.name == "offers.yaml":
-            text = text.replace(
-                "eligibility: segments.adult && !profile.overdrawn",
-                "eligibility: segments.adult && offers.mortgage_advice.impressions_7d < 2",
-            )
-        (tmp_path / f.name).write_text(text)
+    card_rule = "eligibility: segments.adult && !profile.overdrawn"
+    capped = "eligibility: segments.adult && offers.mortgage_advice.impressions_7d < 2"
+    edited_catalog(tmp_path, {"offers.yaml": [(card_rule, capped)]})
     cat = load_catalog(tmp_path)
     assert cat.named_offers == {"mortgage_advice"}
     engine = make_engine("memory", cat=cat)

@@ -22,7 +22,7 @@ from nextbest.rules.context import interest_view, rule_variables
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
 
-__all__ = ["decide"]
+__all__ = ["decide", "without_behaviour"]
 
 _NO_INTEREST = TopicInterest()
 
@@ -56,7 +56,7 @@ def _contact_block(hist: OfferHistory, catalog: Catalog, now: float) -> Suppress
     return None
 
 
-def _without_behaviour(profile: Profile) -> Profile:
+def without_behaviour(profile: Profile) -> Profile:
     """What rules may see without personalization consent: no browsing behaviour."""
     return Profile(
         customer_id=profile.customer_id,
@@ -133,7 +133,7 @@ def decide(
     in_holdout = catalog.spec.holdout_share > 0 and (
         bucket(customer, HOLDOUT_SALT) < catalog.spec.holdout_share
     )
-    seen = profile if personalized else _without_behaviour(profile)
+    seen = profile if personalized else without_behaviour(profile)
     # rules see only the roots and topics they name: converting values to CEL is the cost
     variables = rule_variables(
         seen, catalog.rule_topics, now, request.context, catalog.named_offers
