@@ -156,6 +156,78 @@ def token(
     )
 
 
+sim_app = typer.Typer(no_args_is_help=True, help="The synthetic bank: generate, send, evaluate.")
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("generate")
+def sim_generate(
+    seed: int = typer.Option(1, help="Population and behaviour seed."),
+    customers: int = typer.Option(1_000, help="How many customers."),
+    days: int = typer.Option(30, help="How many days to simulate."),
+    out: str = typer.Option("-", "--out", "-o", help="NDJSON file, or - for stdout."),
+    start: str = typer.Option("2026-06-01", help="First simulated day (ISO date)."),
+) -> None:
+    """Write the synthetic bank's Segment-spec messages as NDJSON (same arguments, same bytes)."""
+    from datetime import date
+
+    from nextbest.sim.generate import generate_lines, write_ndjson
+
+    began = time.perf_counter()
+    n = write_ndjson(out, generate_lines(seed, customers, days, date.fromisoformat(start)))
+    took = time.perf_counter() - began
+    _console("err").print(
+        f"{n:,} messages for {customers:,} customers over {days} days in {took:.1f} s "
+        f"({n / max(took, 1e-9):,.0f} messages/s)"
+    )
+
+
+@sim_app.command("send")
+def sim_send(
+    target: str = typer.Option(
+        ..., "--target", help="nextbest base URL, e.g. http://127.0.0.1:8000"
+    ),
+    write_key: str = typer.Option(..., "--write-key", help="A write key (the Basic user name)."),
+    rate: float = typer.Option(1_000.0, help="Offered events per second (open loop)."),
+    duration: float = typer.Option(10.0, help="Seconds of scheduled sending."),
+    file: str = typer.Option(
+        "", "--file", "-f", help="NDJSON messages (from sim generate); default: generate"
+    ),
+    seed: int = typer.Option(1, help="With no --file: the population seed."),
+    customers: int = typer.Option(1_000, help="With no --file: how many customers."),
+    days: int = typer.Option(30, help="With no --file: how many days."),
+    batch_size: int = typer.Option(100, help="Messages per /v1/batch request."),
+    max_messages: int = typer.Option(0, help="Stop after this many messages (0: no bound)."),
+    concurrency: int = typer.Option(8, help="Connections in flight."),
+    json_out: str = typer.Option("", "--json", help="Also write the report as JSON here."),
+) -> None:
+    """Send events to a running nextbest at a fixed arrival schedule (no coordinated omission):
+    latency counts from each batch's scheduled time. Bounded by --duration and --max-messages."""
+    from pathlib import Path
+
+    import msgspec
+
+    from nextbest.sim.generate import generate_lines
+    from nextbest.sim.send import ndjson_lines, run_send
+
+    lines = ndjson_lines(file) if file else generate_lines(seed, customers, days)
+    report = run_send(
+        target,
+        write_key,
+        rate,
+        duration,
+        lines,
+        batch_size=batch_size,
+        max_messages=max_messages or None,
+        concurrency=concurrency,
+    )
+    _console("out").print(report.render())
+    if json_out:
+        Path(json_out).write_bytes(msgspec.json.encode(report))
+    if report.errors_by_status or report.errors_by_kind:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

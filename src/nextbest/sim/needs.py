@@ -1,0 +1,132 @@
+"""Hidden needs: life events start needs that rise, last a while and end.
+
+A need has a topic (the site's product areas), a peak strength in (0, 1], a rise time and a
+duration; it ends because the customer converted, bought elsewhere, or lost interest.
+Strength on a day: peak * min(1, age_of_need / rise) while it lasts, then 0.
+The engine never sees any of this: it sees only the page views and events needs cause.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+import msgspec
+
+__all__ = ["LIFE_EVENTS", "EndReason", "LifeEventKind", "Need", "NeedSpec", "start_need"]
+
+
+class LifeEventKind(enum.StrEnum):
+    MOVING = "moving"
+    BIRTH = "birth"
+    NEW_JOB = "new_job"
+    CAR_TROUBLE = "car_trouble"
+    RETIREMENT_APPROACHING = "retirement_approaching"
+    TURNING_18 = "turning_18"
+    CHILD_TURNING_18 = "child_turning_18"
+    OVERDRAWN = "overdrawn"
+    BACKGROUND = "background"
+
+
+class EndReason(enum.StrEnum):
+    ACTIVE = "active"
+    CONVERTED = "converted"
+    ELSEWHERE = "bought_elsewhere"
+    FADED = "faded"
+
+
+class NeedSpec(msgspec.Struct, frozen=True):
+    topic: str
+    probability: float  # that the life event starts this need
+    peak: tuple[float, float]  # uniform range of the peak strength
+    rise_days: tuple[float, float]
+    duration_days: tuple[float, float]
+    elsewhere: float  # chance the need ends by buying elsewhere rather than fading
+
+
+#: life event -> (daily hazard or None for scheduled events, the needs it may start)
+LIFE_EVENTS: dict[LifeEventKind, tuple[float | None, tuple[NeedSpec, ...]]] = {
+    LifeEventKind.MOVING: (
+        0.0004,
+        (
+            NeedSpec("mortgage", 0.65, (0.5, 1.0), (3, 14), (30, 90), 0.35),
+            NeedSpec("cards", 0.15, (0.2, 0.5), (1, 5), (10, 30), 0.3),
+        ),
+    ),
+    LifeEventKind.BIRTH: (
+        0.00025,
+        (NeedSpec("child_savings", 0.7, (0.4, 0.9), (7, 30), (30, 120), 0.2),),
+    ),
+    LifeEventKind.NEW_JOB: (
+        0.0005,
+        (
+            NeedSpec("investing", 0.3, (0.3, 0.7), (5, 20), (20, 60), 0.3),
+            NeedSpec("cards", 0.3, (0.3, 0.7), (1, 7), (10, 30), 0.3),
+            NeedSpec("car_loan", 0.2, (0.4, 0.8), (3, 10), (14, 45), 0.4),
+        ),
+    ),
+    LifeEventKind.CAR_TROUBLE: (
+        0.0006,
+        (NeedSpec("car_loan", 0.75, (0.5, 1.0), (1, 5), (10, 30), 0.45),),
+    ),
+    LifeEventKind.RETIREMENT_APPROACHING: (
+        0.001,
+        (NeedSpec("pension", 0.8, (0.4, 0.9), (10, 30), (60, 180), 0.1),),
+    ),
+    LifeEventKind.TURNING_18: (
+        None,
+        (NeedSpec("payments", 1.0, (0.7, 1.0), (1, 3), (20, 60), 0.15),),
+    ),
+    LifeEventKind.CHILD_TURNING_18: (
+        None,
+        (NeedSpec("payments", 0.4, (0.2, 0.5), (1, 5), (10, 30), 0.2),),
+    ),
+    LifeEventKind.OVERDRAWN: (
+        None,
+        (NeedSpec("overdraft", 1.0, (0.6, 1.0), (0, 1), (3, 20), 0.0),),
+    ),
+    LifeEventKind.BACKGROUND: (
+        0.0008,
+        (
+            NeedSpec("cards", 0.35, (0.2, 0.6), (1, 7), (7, 30), 0.4),
+            NeedSpec("investing", 0.3, (0.2, 0.6), (3, 14), (14, 60), 0.3),
+            NeedSpec("mortgage", 0.1, (0.3, 0.7), (7, 21), (30, 90), 0.4),
+            NeedSpec("pension", 0.1, (0.2, 0.5), (7, 21), (30, 90), 0.2),
+        ),
+    ),
+}
+
+
+class Need(msgspec.Struct, kw_only=True):
+    topic: str
+    start: float  # day index of the simulation
+    peak: float
+    rise: float
+    duration: float
+    elsewhere: float
+    cause: LifeEventKind
+    ended: EndReason = EndReason.ACTIVE
+    end_day: float | None = None
+
+    def strength(self, day: float) -> float:
+        if self.ended is not EndReason.ACTIVE or day < self.start:
+            return 0.0
+        age = day - self.start
+        if age >= self.duration:
+            return 0.0
+        return self.peak * (min(1.0, age / self.rise) if self.rise > 0 else 1.0)
+
+    def finish(self, day: float, reason: EndReason) -> None:
+        self.ended, self.end_day = reason, day
+
+
+def start_need(rng: random.Random, spec: NeedSpec, day: float, cause: LifeEventKind) -> Need:
+    return Need(
+        topic=spec.topic,
+        start=day,
+        peak=rng.uniform(*spec.peak),
+        rise=rng.uniform(*spec.rise_days),
+        duration=rng.uniform(*spec.duration_days),
+        elsewhere=spec.elsewhere,
+        cause=cause,
+    )
