@@ -82,3 +82,22 @@ def test_readme_catalog_check_runs():
     )
     assert run.stdout.startswith("ok: catalog 1+")
     assert "8 topics, 6 segments, 7 offers, 5 campaigns, 4 placements" in run.stdout
+
+
+def test_readme_demo_fill_runs(keyed, tmp_path):
+    server, keys = keyed
+    (block,) = [b for kind, b in BLOCKS if kind == "sh" and "sim generate" in b]
+    script = _dev_keys(keys, block)
+    script = script.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    script = script.replace("--customers 1000", "--customers 40").replace(
+        "--duration 60", "--duration 8"
+    )
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    sent = len((tmp_path / "events.ndjson").read_bytes().splitlines())
+    assert server.engine.store.count() == sent > 0
