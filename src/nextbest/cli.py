@@ -228,6 +228,35 @@ def sim_send(
         raise typer.Exit(1)
 
 
+@sim_app.command("evaluate")
+def sim_evaluate(
+    seed: int = typer.Option(1, help="Population and behaviour seed."),
+    customers: int = typer.Option(1_000, help="How many customers."),
+    days: int = typer.Option(30, help="How many days to simulate."),
+    policies: str = typer.Option(
+        "random,static,nextbest,oracle", help="Comma-separated policies to compare."
+    ),
+    catalog: str = CatalogOpt,
+    json_out: str = typer.Option("", "--json", help="Also write the metrics as JSON here."),
+) -> None:
+    """Run the site loop in process against each policy on identical populations."""
+    from pathlib import Path
+
+    import msgspec
+
+    from nextbest.sim.loop import evaluate, format_table
+
+    names = tuple(p.strip() for p in policies.split(",") if p.strip())
+    try:
+        results = evaluate(seed, customers, days, names, catalog)
+    except ValueError as exc:
+        _console("err").print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    _console("out").print(format_table(results), markup=False)
+    if json_out:
+        Path(json_out).write_bytes(msgspec.json.encode(results))
+
+
 def main() -> None:
     try:
         app()

@@ -63,3 +63,29 @@ def test_sim_send_fills_a_running_server_with_every_event(live_server: LiveServe
     summary = orjson.loads(report.read_bytes())
     assert summary["messages_ok"] == n
     assert summary["errors_by_status"] == {}
+
+
+def test_sim_evaluate_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "sim",
+            "evaluate",
+            "--customers",
+            "60",
+            "--days",
+            "5",
+            "--policies",
+            "static,nextbest",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "nextbest" in result.output
+    metrics = orjson.loads(out.read_bytes())
+    assert set(metrics) == {"static", "nextbest"}
+    assert metrics["nextbest"]["customers"] == 60
+    bad = CliRunner().invoke(app, ["sim", "evaluate", "--policies", "psychic"])
+    assert bad.exit_code == 2

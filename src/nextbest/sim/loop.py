@@ -1,0 +1,430 @@
+"""The site loop: the synthetic bank drives a real in-process Engine like its web site and app
+would, and the policies it compares are measured on identical populations.
+
+For each policy: a fresh Engine (in-memory store, a FixedClock moved to each message's
+time), the same customers with the same hidden lives (CustomerSim objects rebuilt from the
+seed). Day by day, customer by customer, the day's messages are ingested in time order; at a
+decision point (a web page view of ``/`` or ``/accounts`` -> ``home_feed``, of a product page
+-> ``product_sidebar``; the first screen of an app session -> ``app_home``; at most
+``MAX_DECISIONS_PER_SESSION`` per session) the engine decides, the policy picks among the
+eligible set, and the hidden response model turns what is shown into ``Promotion Viewed`` /
+``Promotion Clicked`` events and, after a converting click, the customer's application
+(``Application Started`` ...), all sent back through ``ingest_batch`` exactly as a site would.
+
+Response draws use their own generator per (seed, customer), so the world's own draws are
+not shifted by what a policy shows (they still diverge once a conversion ends a need).
+Organic conversions are the ``Application Started`` events the world emits by itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.clock import FixedClock
+from nextbest.decide.model import DecisionRequest
+from nextbest.engine import Engine
+from nextbest.experiments.assignment import Arm, assign
+from nextbest.sim.generate import DEFAULT_START
+from nextbest.sim.needs import EndReason
+from nextbest.sim.policies import Policy, eligible_offers, make_policy
+from nextbest.sim.population import make_population
+from nextbest.sim.response import ResponseModel, load_params
+from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
+from nextbest.sim.world import CustomerSim, Message, iso
+from nextbest.store import MemoryStore
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "MAX_DECISIONS_PER_SESSION",
+    "CampaignResult",
+    "Metrics",
+    "SiteLoop",
+    "evaluate",
+    "format_table",
+    "run_policy",
+]
+
+DEFAULT_POLICIES = ("random", "static", "nextbest", "oracle")
+MAX_DECISIONS_PER_SESSION = 2
+#: a gap between two page views / screens longer than this starts a new session
+SESSION_GAP = 30 * 60.0
+HOME_PATHS = frozenset({"/", "/accounts"})
+TOPIC_PATHS = frozenset(path for pages in TOPIC_PAGES.values() for path, _ in pages)
+_TOPIC_OF_PRODUCT = {product: topic for topic, product in PRODUCT_OF.items()}
+_CONVERSION = "Application Started"
+
+
+class CampaignResult(msgspec.Struct, kw_only=True):
+    """Conversions of the campaign's product by arm (assigned on the stable userId)."""
+
+    campaign: str
+    topic: str | None
+    control_customers: int = 0
+    treatment_customers: int = 0
+    control_conversions: int = 0
+    treatment_conversions: int = 0
+    control_rate: float = 0.0
+    treatment_rate: float = 0.0
+    #: (treatment rate - control rate) x treatment customers
+    incremental: float = 0.0
+
+
+class Metrics(msgspec.Struct, kw_only=True):
+    policy: str
+    seed: int
+    customers: int
+    days: int
+    decisions: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    ctr: float = 0.0
+    conversions_after_click: int = 0
+    organic_conversions: int = 0
+    conversions_total: int = 0
+    incremental_conversions: float = 0.0
+    impressions_per_offer: dict[str, int] = {}
+    clicks_per_offer: dict[str, int] = {}
+    conversions_per_offer: dict[str, int] = {}
+    campaigns: dict[str, CampaignResult] = {}
+    #: cumulative totals at the end of each day (for the chart)
+    cumulative_clicks: list[int] = []
+    cumulative_conversions: list[int] = []
+    events_ingested: int = 0
+    wall_seconds: float = 0.0
+
+
+class SiteLoop:
+    """One policy's run: its engine, its copy of the population, its counters.
+
+    ``run_day(d)`` plays day ``d`` for every customer; ``finish()`` closes the engine and
+    returns the metrics. ``engine`` stays readable until ``finish``.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        catalog: Catalog,
+        seed: int,
+        customers: int,
+        start: date = DEFAULT_START,
+        model: ResponseModel | None = None,
+    ) -> None:
+        model = model or ResponseModel(load_params())
+        self.policy = policy
+        self.catalog = catalog
+        self.seed = seed
+        self.clock = FixedClock(0.0)
+        count = itertools.count(1)
+        self.engine = Engine(
+            catalog,
+            MemoryStore(),
+            self.clock,
+            new_id=lambda: f"{policy.name}-{next(count):08d}",
+        )
+        self.model = model
+        self.sims = [
+            CustomerSim(c, seed, start, model) for c in make_population(seed, customers, start)
+        ]
+        self.respond_rngs = [random.Random(f"respond:{seed}:{i}") for i in range(customers)]
+        self.policy_rng = random.Random(f"policy:{seed}:{policy.name}")
+        self.shown: list[Counter[str]] = [Counter() for _ in range(customers)]
+        self.converted: list[Counter[str]] = [Counter() for _ in range(customers)]  # by topic
+        self.metrics = Metrics(policy=policy.name, seed=seed, customers=customers, days=0)
+        self.impressions: Counter[str] = Counter()
+        self.clicks: Counter[str] = Counter()
+        self.offer_conversions: Counter[str] = Counter()
+        self._seq = itertools.count(1)
+
+    # ------------------------------------------------------------------ ingestion
+    def _ingest(self, messages: list[dict[str, Any]], at: float) -> None:
+        if not messages:
+            return
+        self.clock.set(at)
+        self.engine.ingest_batch(orjson.dumps({"batch": messages}))
+        self.metrics.events_ingested += len(messages)
+
+    # ------------------------------------------------------------------ the day
+    def run_day(self, d: int) -> None:
+        for i in range(len(self.sims)):
+            self.day(i, d)
+        self.metrics.cumulative_clicks.append(sum(self.clicks.values()))
+        self.metrics.cumulative_conversions.append(
+            self.metrics.organic_conversions + self.metrics.conversions_after_click
+        )
+        self.metrics.days = d + 1
+
+    def day(self, i: int, d: int) -> None:
+        sim = self.sims[i]
+        messages = sim.day(d)
+        messages.sort(key=lambda m: m[0])
+        batch: list[dict[str, Any]] = []
+        last_view = -1e18
+        in_session = 0
+        for ts, msg in messages:
+            batch.append(msg)
+            kind = msg["type"]
+            if kind == "track":
+                if msg.get("event") == _CONVERSION:
+                    topic = _TOPIC_OF_PRODUCT.get(msg["properties"].get("product", ""))
+                    if topic is not None:
+                        self.converted[i][topic] += 1
+                    self.metrics.organic_conversions += 1
+                continue
+            if kind not in ("page", "screen"):
+                continue
+            new_session = ts - last_view > SESSION_GAP
+            last_view = ts
+            if new_session:
+                in_session = 0
+            path = msg["properties"].get("path", "")
+            if kind == "screen":
+                placement = "app_home" if new_session else None
+            elif path in HOME_PATHS:
+                placement = "home_feed"
+            elif path in TOPIC_PATHS:
+                placement = "product_sidebar"
+            else:
+                placement = None
+            if placement is None or in_session >= MAX_DECISIONS_PER_SESSION:
+                continue
+            in_session += 1
+            self._ingest(batch, ts)
+            batch = []
+            self._decide(i, d, ts, msg, placement)
+        self._ingest(batch, messages[-1][0] if messages else sim.t0 + d * 86_400.0)
+
+    def _decide(self, i: int, d: int, ts: float, page: dict[str, Any], placement: str) -> None:
+        sim = self.sims[i]
+        slots = self.catalog.placements[placement].slots
+        user, anon = page.get("userId"), page.get("anonymousId")
+        decision = self.engine.decide(
+            DecisionRequest(placement=placement, limit=slots), user_id=user, anonymous_id=anon
+        )
+        self.metrics.decisions += 1
+        candidates = eligible_offers(decision, self.catalog)
+        if not candidates:
+            return
+        shown = self.shown[i]
+        chosen = self.policy.choose(decision, candidates, sim, d, slots, self.policy_rng, shown)
+        if not chosen:
+            return
+        rng, model = self.respond_rngs[i], self.model
+        needs = sim.strengths(d)
+        age = sim.c.age_on(sim.start + timedelta(days=d))
+        who = {"userId": user, "anonymousId": anon}
+        context = page.get("context") or {}
+        feedback: list[dict[str, Any]] = []
+        conversions: list[Message] = []
+        at = ts + 1.0
+        for position, offer_id in enumerate(chosen, start=1):
+            offer = self.catalog.offers[offer_id]
+            props = {
+                "promotion_id": offer_id,
+                "decision_id": decision.decision_id,
+                "position": position,
+                "placement": placement,
+            }
+            feedback.append(self._track("Promotion Viewed", at, who, context, props))
+            self.impressions[offer_id] += 1
+            before = shown[offer_id]
+            shown[offer_id] += 1
+            clicked = model.click(
+                rng,
+                offer_topic=offer.topic,
+                offer_kind=offer.kind.value,
+                position=position,
+                needs=needs,
+                impressions_before=before,
+                overdrawn=sim.overdrawn,
+                age=age,
+            )
+            if not clicked:
+                continue
+            self.clicks[offer_id] += 1
+            feedback.append(self._track("Promotion Clicked", at + 5.0, who, context, props))
+            if not model.convert(rng, offer_topic=offer.topic, needs=needs):
+                continue
+            topic = offer.topic
+            need = next(
+                (
+                    n
+                    for n in sim.needs
+                    if n.topic == topic and n.ended is EndReason.ACTIVE and topic in PRODUCT_OF
+                ),
+                None,
+            )
+            if need is None or topic is None:
+                continue
+            world_rng = sim.rng  # the loop's own draws must not shift the world's
+            sim.rng = rng
+            try:
+                sim.convert(need, d, sim.t0 + d * 86_400.0, conversions)
+            finally:
+                sim.rng = world_rng
+            self.converted[i][topic] += 1
+            self.offer_conversions[offer_id] += 1
+            self.metrics.conversions_after_click += 1
+        # the customer applies right after the click: restamp the world's application events
+        for k, (_, msg) in enumerate(conversions):
+            msg["timestamp"] = iso(at + 60.0 + 600.0 * k)
+            feedback.append(msg)
+        self._ingest(feedback, at + 60.0 + 600.0 * len(conversions))
+
+    def _track(
+        self,
+        event: str,
+        at: float,
+        who: dict[str, Any],
+        context: dict[str, Any],
+        props: dict[str, Any],
+    ) -> dict[str, Any]:
+        return {
+            "type": "track",
+            "event": event,
+            "messageId": f"loop-{self.policy.name}-{next(self._seq)}",
+            "timestamp": iso(at),
+            **who,
+            "context": context,
+            "properties": dict(props),
+        }
+
+    # ------------------------------------------------------------------ results
+    def finish(self, wall: float = 0.0) -> Metrics:
+        m = self.metrics
+        m.impressions = sum(self.impressions.values())
+        m.clicks = sum(self.clicks.values())
+        m.ctr = m.clicks / m.impressions if m.impressions else 0.0
+        m.conversions_total = m.organic_conversions + m.conversions_after_click
+        m.impressions_per_offer = dict(sorted(self.impressions.items()))
+        m.clicks_per_offer = dict(sorted(self.clicks.items()))
+        m.conversions_per_offer = dict(sorted(self.offer_conversions.items()))
+        m.campaigns = self._campaigns()
+        m.incremental_conversions = round(sum(c.incremental for c in m.campaigns.values()), 6)
+        m.wall_seconds = round(wall, 3)
+        self.engine.close()
+        return m
+
+    def _campaigns(self) -> dict[str, CampaignResult]:
+        out: dict[str, CampaignResult] = {}
+        for camp in self.catalog.spec.campaigns:
+            topics = [self.catalog.offers[o].topic for o in camp.offers if o in self.catalog.offers]
+            topic = next((t for t in topics if t is not None), None)
+            r = CampaignResult(campaign=camp.id, topic=topic)
+            for sim, converted in zip(self.sims, self.converted, strict=True):
+                arm = assign(sim.c.user_id, camp.salt or camp.id, camp.control_share)
+                n = converted[topic] if topic is not None else 0
+                if arm is Arm.CONTROL:
+                    r.control_customers += 1
+                    r.control_conversions += n
+                else:
+                    r.treatment_customers += 1
+                    r.treatment_conversions += n
+            if r.control_customers:
+                r.control_rate = r.control_conversions / r.control_customers
+            if r.treatment_customers:
+                r.treatment_rate = r.treatment_conversions / r.treatment_customers
+            if r.control_customers and r.treatment_customers:
+                r.incremental = round(
+                    (r.treatment_rate - r.control_rate) * r.treatment_customers, 6
+                )
+            out[camp.id] = r
+        return out
+
+
+def run_policy(
+    policy: str | Policy,
+    seed: int,
+    customers: int,
+    days: int,
+    *,
+    catalog: Catalog,
+    start: date = DEFAULT_START,
+    model: ResponseModel | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> Metrics:
+    """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``."""
+    chosen = make_policy(policy) if isinstance(policy, str) else policy
+    began = time.perf_counter()
+    run = SiteLoop(chosen, catalog, seed, customers, start, model)
+    for d in range(days):
+        run.run_day(d)
+        if progress is not None:
+            progress(chosen.name, d + 1)
+    return run.finish(time.perf_counter() - began)
+
+
+def evaluate(
+    seed: int,
+    customers: int,
+    days: int,
+    policies: Iterable[str] = DEFAULT_POLICIES,
+    catalog_path: str | Path = "examples/bank",
+    *,
+    start: date = DEFAULT_START,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, Metrics]:
+    """Run the site loop for each policy on identical populations; metrics by policy name."""
+    names = list(policies)
+    for name in names:
+        make_policy(name)  # unknown names fail before any work
+    catalog = load_catalog(catalog_path)
+    model = ResponseModel(load_params())
+    return {
+        name: run_policy(
+            name,
+            seed,
+            customers,
+            days,
+            catalog=catalog,
+            start=start,
+            model=model,
+            progress=progress,
+        )
+        for name in names
+    }
+
+
+def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = None) -> str:
+    """A plain-text table, one row per policy."""
+    cols = list(
+        columns
+        or (
+            "impressions",
+            "clicks",
+            "ctr",
+            "conversions_after_click",
+            "organic_conversions",
+            "conversions_total",
+            "incremental_conversions",
+            "decisions",
+            "wall_seconds",
+        )
+    )
+    header = ["policy", *cols]
+    rows = [header]
+    for name, m in results.items():
+        row = [name]
+        for c in cols:
+            v = getattr(m, c)
+            row.append(f"{v:.4f}" if c == "ctr" else f"{v:.1f}" if isinstance(v, float) else str(v))
+        rows.append(row)
+    widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if k == 0 else cell.rjust(w)
+            for k, (cell, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    return "\n".join(lines)
