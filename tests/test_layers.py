@@ -83,3 +83,11 @@ def test_every_module_pins_all():
             if isinstance(t, ast.Name)
         }
         assert "__all__" in names, path
+
+
+def test_nothing_but_the_cli_imports_the_simulator():
+    """The engine never reads the synthetic bank's hidden needs or response model."""
+    for path in PKG.rglob("*.py"):
+        if "sim" in path.relative_to(PKG).parts or path.name == "cli.py":
+            continue
+        assert not any(n.startswith("nextbest.sim") for n in imports(path)), path
