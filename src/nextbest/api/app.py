@@ -29,10 +29,10 @@ from nextbest.api.errors import error_response
 from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine
-from nextbest.errors import AuthError, Forbidden, NextbestError, NotFound, ValidationError
+from nextbest.errors import AuthError, Forbidden, NextbestError, NotFound
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
-from nextbest.events.parse import SINGLE_MESSAGE
+from nextbest.events.parse import SINGLE_MESSAGE, decode_json
 from nextbest.events.wire import WireBatch
 from nextbest.settings import Settings
 
@@ -94,41 +94,30 @@ def _check_senders(principal: Principal, events: list[Event], prefix: str) -> No
             )
 
 
-async def _batch(ctx: Ctx) -> Response:
-    def work() -> Response:  # parse, check and store off the event loop
-        events = ctx.engine.parse_batch(ctx.body)
-        _check_senders(ctx.principal, events, "$.batch")
-        result = ctx.engine.ingest(events)
-        return _ingested(result.accepted, result.duplicates)
+def _ingest(ctx: Ctx, parse: Callable[[bytes], list[Event]], prefix: str) -> Response:
+    """Parse, check the sender's rights and store: one threadpool call, off the event loop."""
+    events = parse(ctx.body)
+    _check_senders(ctx.principal, events, prefix)
+    result = ctx.engine.ingest(events)
+    return _ingested(result.accepted, result.duplicates)
 
-    return await run_in_threadpool(work)
+
+async def _batch(ctx: Ctx) -> Response:
+    return await run_in_threadpool(_ingest, ctx, ctx.engine.parse_batch, "$.batch")
 
 
 def _single(kind: EventType) -> Handler:
     async def handler(ctx: Ctx) -> Response:
-        def work() -> Response:
-            event = ctx.engine.parse_message(kind, ctx.body)
-            _check_senders(ctx.principal, [event], "")
-            result = ctx.engine.ingest([event])
-            return _ingested(result.accepted, result.duplicates)
+        def parse(body: bytes) -> list[Event]:
+            return [ctx.engine.parse_message(kind, body)]
 
-        return await run_in_threadpool(work)
+        return await run_in_threadpool(_ingest, ctx, parse, "")
 
     return handler
 
 
-_decide_decoder = msgspec.json.Decoder(DecideBody)
-
-
 async def _decide(ctx: Ctx) -> Response:
-    try:
-        body = _decide_decoder.decode(ctx.body)
-    except msgspec.ValidationError as exc:
-        raise ValidationError.from_msgspec(exc) from exc
-    except msgspec.DecodeError as exc:
-        raise ValidationError(f"body is not valid JSON: {exc}", "$") from exc
-    except RecursionError as exc:
-        raise ValidationError("JSON nested too deeply", "$") from exc
+    body: DecideBody = decode_json(ctx.body, DecideBody)
     if not ctx.principal.may_decide_for(body.userId):
         raise Forbidden(
             "this key may decide only for its own session: send the customer "

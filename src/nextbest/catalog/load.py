@@ -149,10 +149,7 @@ class Catalog:
         self.rule_topics = {t: self.topics[t] for t in _named_topics(rules, self.topics)}
         #: offers the rules name (``offers.x``): rules always see them, zeros if unseen
         self.named_offers = frozenset(
-            field
-            for rule in [r for _, r in segments] + [o.rule for o in offers.values()]
-            for root, field in rule.fields
-            if root == "offers"
+            field for rule in rules for root, field in rule.fields if root == "offers"
         )
         self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
             pl.id: tuple(

@@ -25,7 +25,14 @@ from nextbest.events.wire import (
     WireTrack,
 )
 
-__all__ = ["DEFAULT_LIMITS", "SINGLE_MESSAGE", "Limits", "parse_batch", "parse_message"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SINGLE_MESSAGE",
+    "Limits",
+    "decode_json",
+    "parse_batch",
+    "parse_message",
+]
 
 _EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
 
@@ -61,7 +68,8 @@ def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
     return dec
 
 
-def _decode(body: bytes, kind: type[Any], prefix: str) -> Any:
+def decode_json(body: bytes, kind: type[Any], prefix: str = "") -> Any:
+    """Decode ``body`` as ``kind``; any failure is a ValidationError with the field path."""
     try:
         return _decoder(kind).decode(body)
     except msgspec.ValidationError as exc:
@@ -74,7 +82,7 @@ def _decode(body: bytes, kind: type[Any], prefix: str) -> Any:
 
 def parse_batch(body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS) -> list[Event]:
     """Parse a ``/v1/batch`` body (``{"batch": [...], "sentAt": ...}``)."""
-    wire: WireBatch = _decode(body, WireBatch, "")
+    wire: WireBatch = decode_json(body, WireBatch, "")
     if len(wire.batch) > limits.max_batch:
         raise ValidationError(f"a batch holds at most {limits.max_batch} messages", "$.batch")
     shared = _object(wire.context, "$.context", limits)
@@ -88,7 +96,7 @@ def parse_message(
     kind: EventType, body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS
 ) -> Event:
     """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
-    wire = _decode(body, SINGLE_MESSAGE[kind], "")
+    wire = decode_json(body, SINGLE_MESSAGE[kind], "")
     return _normalize(wire, "$", received_at, None, {}, limits)
 
 
