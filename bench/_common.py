@@ -33,6 +33,10 @@ DAY = 86_400.0
 
 
 # ------------------------------------------------------------------ machine facts
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -52,6 +52,7 @@ from _common import (
     command_line,
     latency_summary,
     load_average,
+    log,
     machine_info,
     now_iso,
     peak_rss_bytes,
@@ -133,10 +134,6 @@ def parse_args() -> argparse.Namespace:
         args.profile_decisions = min(args.profile_decisions, 500)
     args.name = args.name or ("decide_quick" if args.quick else "decide")
     return args
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------ profiles

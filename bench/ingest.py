@@ -58,6 +58,7 @@ from _common import (
     command_line,
     latency_summary,
     load_average,
+    log,
     machine_info,
     now_iso,
     table,
@@ -123,10 +124,6 @@ def parse_args() -> argparse.Namespace:
         args.http_max_batches = min(args.http_max_batches, 200)
     args.name = args.name or ("ingest_quick" if args.quick else "ingest")
     return args
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------ the stream
@@ -509,6 +506,41 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def drive(
+    worker: Callable[[], None],
+    clients: int,
+    server_pid: int,
+    lat: list[int],
+    statuses: dict[int, int],
+) -> dict[str, Any]:
+    """Run ``clients`` threads of ``worker`` (which fill ``lat`` and ``statuses``) and report
+    rate, latency, and the server's and this process's CPU over the same wall time."""
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    cpu_server0 = proc_cpu_seconds(server_pid)
+    cpu_client0 = time.process_time()
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    cpu_server = proc_cpu_seconds(server_pid) - cpu_server0
+    cpu_client = time.process_time() - cpu_client0
+    n = len(lat)
+    return {
+        "requests": n,
+        "seconds": round(wall, 3),
+        "requests_per_s": round(n / wall, 1),
+        "latency": latency_summary(lat),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "server_cpu_seconds": round(cpu_server, 2),
+        "server_cpu_utilisation": round(cpu_server / wall, 2),
+        "server_cpu_us_per_request": round(cpu_server / max(1, n) * 1e6, 1),
+        "client_cpu_seconds": round(cpu_client, 2),
+        "client_cpu_utilisation": round(cpu_client / wall, 2),
+    }
+
+
 def http_phase(
     url: str,
     clients: int,
@@ -550,31 +582,7 @@ def http_phase(
             for k, v in local_status.items():
                 statuses[k] = statuses.get(k, 0) + v
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    cpu_server0 = proc_cpu_seconds(server_pid)
-    cpu_client0 = time.process_time()
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    cpu_server = proc_cpu_seconds(server_pid) - cpu_server0
-    cpu_client = time.process_time() - cpu_client0
-    n = len(lat)
-    return {
-        "requests": n,
-        "seconds": round(wall, 3),
-        "requests_per_s": round(n / wall, 1),
-        "latency": latency_summary(lat),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "errors": errors[:5],
-        "server_cpu_seconds": round(cpu_server, 2),
-        "server_cpu_utilisation": round(cpu_server / wall, 2),
-        "server_cpu_us_per_request": round(cpu_server / max(1, n) * 1e6, 1),
-        "client_cpu_seconds": round(cpu_client, 2),
-        "client_cpu_utilisation": round(cpu_client / wall, 2),
-    }
+    return {**drive(worker, clients, server_pid, lat, statuses), "errors": errors[:5]}
 
 
 class RawHealthClient:
@@ -639,30 +647,7 @@ def raw_health_phase(
             for k, v in codes.items():
                 statuses[k] = statuses.get(k, 0) + v
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    cpu_server0 = proc_cpu_seconds(server_pid)
-    cpu_client0 = time.process_time()
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    cpu_server = proc_cpu_seconds(server_pid) - cpu_server0
-    cpu_client = time.process_time() - cpu_client0
-    n = len(lat)
-    return {
-        "requests": n,
-        "seconds": round(wall, 3),
-        "requests_per_s": round(n / wall, 1),
-        "latency": latency_summary(lat),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "server_cpu_seconds": round(cpu_server, 2),
-        "server_cpu_utilisation": round(cpu_server / wall, 2),
-        "server_cpu_us_per_request": round(cpu_server / max(1, n) * 1e6, 1),
-        "client_cpu_seconds": round(cpu_client, 2),
-        "client_cpu_utilisation": round(cpu_client / wall, 2),
-    }
+    return drive(worker, clients, server_pid, lat, statuses)
 
 
 def run_http(bodies: list[bytes], folder: Path, args: argparse.Namespace) -> dict[str, Any]:
