@@ -6,9 +6,12 @@ import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from nextbest.decide.model import Decision
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CATALOG = ROOT / "examples" / "bank"
@@ -62,6 +65,32 @@ def identify(traits: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return message("identify", traits=traits, **kw)
 
 
+def feedback(
+    decision: Decision,
+    event: str = "Promotion Viewed",
+    offer_id: str | None = None,
+    *,
+    at: float = T0,
+    **who: Any,
+) -> dict[str, Any]:
+    """``Promotion Viewed / Clicked / Dismissed`` answering ``decision``, as a page that
+    rendered it sends: the offer (default: the first item) at the position it was shown
+    (no position for an offer the decision did not show), from the customer the decision
+    was made for unless ``who`` (``user=``, ``anon=``) says otherwise."""
+    from nextbest.profile.identity import ANON_PREFIX
+
+    offer = offer_id or decision.items[0].offer_id
+    props: dict[str, Any] = {"promotion_id": offer, "decision_id": decision.decision_id}
+    item = next((i for i in decision.items if i.offer_id == offer), None)
+    if item is not None:
+        props["position"] = item.position
+    if not who:
+        customer = decision.customer_id
+        anon = customer.startswith(ANON_PREFIX)
+        who = {"anon": customer[len(ANON_PREFIX) :]} if anon else {"user": customer}
+    return track(event, props, at=at, **who)
+
+
 def batch(*messages: dict[str, Any]) -> bytes:
     return orjson.dumps({"batch": list(messages)})
 
@@ -95,10 +124,30 @@ def treated_everywhere(prefix: str = "cust") -> str:
     raise AssertionError("unreachable")
 
 
-def edited_catalog(folder: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
-    """A copy of the example catalog in ``folder`` with text replacements per file."""
+#: where the example bank's always-on product banners begin (offers.yaml, campaigns.yaml)
+ALWAYS_ON_MARKERS = {
+    "offers.yaml": "\n  # Always-on product banners",
+    "campaigns.yaml": "\n  - id: always_on_products",
+}
+
+
+def targeted_catalog(folder: Path) -> Path:
+    """The example bank without its always-on banners: only the targeted offers compete, so
+    a test can name exactly what a customer sees."""
+    return edited_catalog(folder, {}, targeted=True)
+
+
+def edited_catalog(
+    folder: Path, edits: dict[str, list[tuple[str, str]]], *, targeted: bool = False
+) -> Path:
+    """A copy of the example catalog in ``folder`` with text replacements per file
+    (``targeted``: without the always-on banners first)."""
     for f in EXAMPLE_CATALOG.glob("*.yaml"):
         text = f.read_text()
+        marker = ALWAYS_ON_MARKERS.get(f.name)
+        if targeted and marker is not None:
+            assert marker in text, (f.name, marker)
+            text = text[: text.index(marker)] + "\n"
         for old, new in edits.get(f.name, []):
             assert old in text, (f.name, old)
             text = text.replace(old, new)

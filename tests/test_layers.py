@@ -8,7 +8,7 @@ from pathlib import Path
 import nextbest
 
 PKG = Path(nextbest.__file__).parent
-CORE = ["events", "profile", "rules", "catalog", "decide", "experiments"]
+CORE = ["events", "profile", "rules", "catalog", "decide", "experiments", "learn"]
 CORE_MODULES = ["errors", "types", "clock"]
 OUTER = [
     "nextbest.store",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -131,13 +133,52 @@ def replay(
         else:
             engine.store.close()
     verdict = "identical" if report.identical else f"{len(report.differing)}+ differ"
+    models = "identical" if report.models_identical else "differ"
     _console("out").print(
-        f"replayed {report.events} events into {report.profiles} profiles: {verdict}"
+        f"replayed {report.events} events into {report.profiles} profiles: {verdict}; "
+        f"models: {models}"
     )
     for key in report.differing:
         _console("out").print(f"  differs: {key}", markup=False)
-    if not report.identical and not write:
+    if not (report.identical and report.models_identical) and not write:
         raise typer.Exit(2)
+
+
+@app.command()
+def models(
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    top: int = typer.Option(5, help="Top features (largest weights) to list per model."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List each learning placement's model: kind, version, training count, top features."""
+    import msgspec
+
+    from nextbest.engine import Engine
+
+    if not Path(data).exists():
+        _console("err").print(f"no store at {data}", markup=False)
+        raise typer.Exit(1)
+    engine = Engine.from_settings(_settings(catalog, data))
+    try:
+        listed = engine.models(top)
+    finally:
+        engine.store.close()
+    out = _console("out")
+    if as_json:
+        out.print(msgspec.json.encode(listed).decode(), markup=False, soft_wrap=True)
+        return
+    if not listed:
+        out.print("no placement learns (add `learning:` to a placement in the catalog)")
+    for m in listed:
+        i = m.info
+        out.print(
+            f"{m.placement}: {i.kind.value} ({m.explore}) version {i.version}, "
+            f"{i.n_learned} feedback events, state {i.state_bytes:,} bytes",
+            markup=False,
+        )
+        for name, weight in i.top_features:
+            out.print(f"    {weight:+.4f}  {name}", markup=False)
 
 
 @app.command()
@@ -154,6 +195,118 @@ def token(
         markup=False,
         soft_wrap=True,
     )
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Export logs for analysts.")
+app.add_typer(export_app, name="export")
+
+
+def _epoch(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _console("err").print(f"{flag}: not an ISO date or date-time: {text!r}", markup=False)
+        raise typer.Exit(2) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+ParquetOut = typer.Option(..., "--out", help="Parquet file to write.")
+SinceOpt = typer.Option(None, "--since", help="From this time (ISO, UTC if naive).")
+UntilOpt = typer.Option(None, "--until", help="Before this time (ISO, UTC if naive).")
+
+
+def _logged(
+    catalog: str, data: str, since: str | None, until: str | None
+) -> tuple[list[Any], list[Any]]:
+    """(decisions, shown items with rewards) of a store, within the period."""
+    from nextbest.catalog.load import load_catalog
+    from nextbest.learn.logs import join_rewards
+    from nextbest.store.sqlite import SQLiteStore
+
+    lo, hi = _epoch(since, "--since"), _epoch(until, "--until")
+    if not Path(data).exists():
+        _console("err").print(f"no store at {data}", markup=False)
+        raise typer.Exit(1)
+    store = SQLiteStore(data)
+    try:
+        decisions = list(store.decisions(lo, hi))
+        items = join_rewards(decisions, (s.event for s in store.scan(0)), load_catalog(catalog))
+    finally:
+        store.close()
+    return decisions, items
+
+
+@export_app.command("decisions")
+def export_decisions(
+    out: Path = ParquetOut,
+    data: str = DataOpt,
+    catalog: str = CatalogOpt,
+    since: str | None = SinceOpt,
+    until: str | None = UntilOpt,
+) -> None:
+    """Write the decision log (one row per shown item, with its click and conversion) to a
+    Parquet file."""
+    from nextbest.store.export import write_decisions
+
+    decisions, items = _logged(catalog, data, since, until)
+    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
+    rows = write_decisions(decisions, out, rewards)
+    _console("out").print(f"wrote {rows} rows to {out}", markup=False)
+
+
+@app.command()
+def evaluate(
+    policy: str = typer.Option(..., "--policy", help="The candidate catalog (file or folder)."),
+    logs: str = typer.Option(
+        ".nextbest/embedded.sqlite", "--logs", help="A store, or an exported .parquet file."
+    ),
+    catalog: str = CatalogOpt,
+    since: str | None = SinceOpt,
+    until: str | None = UntilOpt,
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95 % intervals."),
+    seed: int = typer.Option(12345, help="Seed of the bootstrap."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Estimate a candidate catalog's click and conversion rate per slot from the decision
+    log: IPS, SNIPS and DR with bootstrap intervals (off-policy evaluation)."""
+    import msgspec
+
+    from nextbest.catalog.load import load_catalog
+    from nextbest.learn.offline import evaluate_candidate
+    from nextbest.store.export import read_logged_items
+
+    if logs.endswith(".parquet"):
+        if since or until:
+            _console("err").print("--since/--until apply to a store, not a file", markup=False)
+            raise typer.Exit(2)
+        items = read_logged_items(logs)
+    else:
+        items = _logged(catalog, logs, since, until)[1]
+    report = evaluate_candidate(
+        items, load_catalog(policy), random_state=seed, n_bootstrap=bootstrap
+    )
+    out = _console("out")
+    if as_json:
+        out.print(msgspec.json.encode(report).decode(), markup=False, soft_wrap=True)
+        return
+    out.print(
+        f"candidate {report.candidate}: {report.decisions} decisions, {report.rounds} shown "
+        f"slots, {report.actions} actions, {report.slots} slots",
+        markup=False,
+    )
+    for r in report.rewards:
+        out.print(f"{r.reward} rate per slot, logged {r.logged:.5f}:", markup=False)
+        for e in r.estimates:
+            out.print(
+                f"  {e.estimator.value:<5} {e.value:.5f}  95% [{e.ci_lower:.5f}, {e.ci_upper:.5f}]"
+                f"  ESS {e.effective_sample_size:,.0f}",
+                markup=False,
+            )
+        warnings = sorted({w for e in r.estimates for w in e.warnings})
+        for w in warnings:
+            out.print(f"  warning: {w}", markup=False)
 
 
 sim_app = typer.Typer(no_args_is_help=True, help="The synthetic bank: generate, send, evaluate.")

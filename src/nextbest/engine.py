@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -22,11 +23,13 @@ import msgspec
 
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.clock import Clock, SystemClock
-from nextbest.decide.model import Decision, DecisionRequest
+from nextbest.decide.feedback import check_feedback, is_feedback
+from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.errors import ValidationError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import DEFAULT_LIMITS, Limits, parse_batch, parse_message
+from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.profile.fold import fold
 from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
 from nextbest.profile.model import Profile
@@ -49,9 +52,14 @@ class ReplayReport(msgspec.Struct, frozen=True):
     profiles: int
     identical: bool
     differing: list[str]
+    #: the learned models (and waiting views, budgets) rebuilt from the logs are identical
+    models_identical: bool = True
 
 
 _PROFILE = "profile"
+_LEARNER = "learner"
+#: flushed decisions kept in memory for feedback joins
+_RECENT_DECISIONS = 100_000
 
 
 class _State:
@@ -61,7 +69,8 @@ class _State:
     saved rows are stale as a whole (a new catalog, a rebuild) and must all be rewritten.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: Catalog) -> None:
+        self.learner = Learner(catalog)
         self.profiles: dict[str, Profile] = {}
         self.identity = IdentityMap()
         self.seq = 0
@@ -100,8 +109,9 @@ class Engine:
         self._lock = threading.RLock()  # live state: fold and decide
         self._write_lock = threading.Lock()  # ingest: log order == fold order
         self._save_lock = threading.Lock()  # one state save at a time, cut and write in order
-        self._state = _State()
-        self._pending: list[Decision] = []
+        self._state = _State(catalog)
+        self._pending: dict[str, Decision] = {}
+        self._recent: OrderedDict[str, Decision] = OrderedDict()
         self._flush_every = decision_flush_every
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
@@ -137,22 +147,53 @@ class Engine:
         """Parse and ingest a ``/v1/batch`` body; all messages are stored or none."""
         return self.ingest(self.parse_batch(body))
 
-    def ingest(self, events: Sequence[Event]) -> IngestResult:
-        """Append durably, then fold. Duplicate messageIds are acknowledged and skipped.
+    def ingest(self, events: Sequence[Event], prefix: str = "$.batch") -> IngestResult:
+        """Check, append durably, then fold. Duplicate messageIds are acknowledged and skipped.
 
+        Feedback must answer a logged decision of the same customer (``check_feedback``);
+        one bad event rejects the whole call and nothing is stored. ``prefix`` names where
+        the events sit in the request body for error paths (``""``: a single message).
         The durable append holds only the write lock, so decisions go on during the fsync;
         the fold then holds the state lock.
         """
         with self._write_lock:
+            joined = self._check_feedback(events, prefix)
             seqs = self.store.append(events)
             accepted = 0
             with self._lock:
-                for seq, event in zip(seqs, events, strict=True):
+                for i, (seq, event) in enumerate(zip(seqs, events, strict=True)):
                     if seq is not None:
-                        self._apply(self._state, StoredEvent(seq, event))
+                        self._apply(self._state, StoredEvent(seq, event), joined.get(i))
                         accepted += 1
                 self._since_snapshot += accepted
             return IngestResult(accepted, len(events) - accepted)
+
+    def _check_feedback(self, events: Sequence[Event], prefix: str) -> dict[int, Decision]:
+        """The decision each feedback event answers, by index; ValidationError otherwise."""
+        joined: dict[int, Decision] = {}
+        for i, event in enumerate(events):
+            if not is_feedback(event):
+                continue
+            decision = self.decision(str(event.properties["decision_id"]))
+            same = decision is not None and self._same_customer(decision.customer_id, event)
+            check_feedback(event, decision, same, f"{prefix}[{i}]" if prefix else "$")
+            joined[i] = decision  # type: ignore[assignment]  # checked above
+        return joined
+
+    def _same_customer(self, customer_id: str, event: Event) -> bool:
+        """The decision's customer is the event's: the id it was made for, or one profile."""
+        if customer_id.startswith(ANON_PREFIX):
+            if event.anonymous_id == customer_id[len(ANON_PREFIX) :]:
+                return True
+        elif event.user_id == customer_id:
+            return True
+        anon = customer_id.startswith(ANON_PREFIX)
+        user, device = (None, customer_id[len(ANON_PREFIX) :]) if anon else (customer_id, None)
+        with self._lock:
+            identity = self._state.identity
+            return identity.resolve(event.user_id, event.anonymous_id) == identity.resolve(
+                user, device
+            )
 
     @property
     def snapshot_due(self) -> bool:
@@ -167,9 +208,12 @@ class Engine:
             profile = state.profiles[key] = Profile(customer_id=key, user_id=user)
         return profile
 
-    def _apply(self, state: _State, stored: StoredEvent) -> None:
+    def _apply(self, state: _State, stored: StoredEvent, decision: Decision | None = None) -> None:
         event = stored.event
         state.seq = max(state.seq, stored.seq)
+        if is_feedback(event) and decision is None:
+            decision = self.decision(str(event.properties.get("decision_id")))
+        state.learner.observe(event, decision)
         links: list[tuple[str, str]] = []
         if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
             links = state.identity.link_anonymous(event.anonymous_id, event.user_id)
@@ -205,9 +249,12 @@ class Engine:
         user_id: str | None = None,
         anonymous_id: str | None = None,
         anonymous_only: bool = False,
+        choose: Chooser | None = None,
     ) -> Decision:
         """Decide for a userId, or an anonymousId (resolved to its user once stitched, unless
-        ``anonymous_only``: then only what that device did anonymously counts)."""
+        ``anonymous_only``: then only what that device did anonymously counts). ``choose``
+        picks the items among the ranked eligible offers (default: the placement's learned model
+        and exploration policy, or the catalog's order; a simulator's policy, say)."""
         if not user_id and not anonymous_id:
             raise ValidationError("userId or anonymousId is required", "$.userId")
         with self._lock:
@@ -219,31 +266,36 @@ class Engine:
                 customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key
             )
             decision = run_pipeline(
-                self.catalog, profile, request, self.clock.now(), self._new_id()
+                self.catalog,
+                profile,
+                request,
+                self.clock.now(),
+                self._new_id(),
+                choose or self._state.learner.choose,
             )
-            self._pending.append(decision)
+            self._pending[decision.decision_id] = decision
             if len(self._pending) >= self._flush_every:  # backpressure; normally a timer flushes
                 self.flush()
             return decision
 
     def decision(self, decision_id: str) -> Decision | None:
         with self._lock:
-            for d in self._pending:
-                if d.decision_id == decision_id:
-                    return d
-            return self.store.decision(decision_id)
+            found = self._pending.get(decision_id) or self._recent.get(decision_id)
+        return found if found is not None else self.store.decision(decision_id)
 
     def flush(self) -> None:
         """Write buffered decisions to the decision log (the server calls this every second)."""
         with self._lock:
-            pending, self._pending = self._pending, []
+            pending = list(self._pending.values())
         if pending:
-            try:
-                self.store.append_decisions(pending)
-            except BaseException:
-                with self._lock:
-                    self._pending[:0] = pending
-                raise
+            self.store.append_decisions(pending)  # on failure they stay buffered
+            with self._lock:
+                recent = self._recent
+                for d in pending:
+                    self._pending.pop(d.decision_id, None)
+                    recent[d.decision_id] = d
+                while len(recent) > _RECENT_DECISIONS:
+                    recent.popitem(last=False)
 
     # ---------------------------------------------------------------- read
     def profile(self, customer_id: str) -> Profile | None:
@@ -266,6 +318,11 @@ class Engine:
                 "view": {k: v for k, v in view.items() if k not in ("context", "now")},
             }
 
+    def models(self, top: int = 10) -> list[PlacementModel]:
+        """Each learning placement's model: kind, version, training count, top features."""
+        with self._lock:
+            return self._state.learner.describe(top)
+
     def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
         with self._lock:
             return self._state.identity.resolve(user_id, anonymous_id)
@@ -287,7 +344,10 @@ class Engine:
         return n
 
     def _replayed(self) -> tuple[_State, ReplayReport]:
-        fresh = _State()
+        self.flush()  # the decision log must hold every decision feedback may join
+        fresh = _State(self.catalog)
+        for decision in self.store.decisions():
+            fresh.learner.record_decision(decision)
         n = self._fold_log(fresh)
         live = self._state.profiles
         enc = msgspec.msgpack.encode
@@ -296,7 +356,10 @@ class Engine:
             for k in set(live) | set(fresh.profiles)
             if k not in live or k not in fresh.profiles or enc(live[k]) != enc(fresh.profiles[k])
         )
-        return fresh, ReplayReport(n, len(fresh.profiles), not differing, differing[:20])
+        models_identical = fresh.learner.to_state() == self._state.learner.to_state()
+        return fresh, ReplayReport(
+            n, len(fresh.profiles), not differing, differing[:20], models_identical
+        )
 
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
@@ -328,6 +391,10 @@ class Engine:
                     else state.dirty
                 )
                 rows = [self._row(state, kind, key) for kind, key in keys]
+                learner = state.learner
+                if learner.dirty or state.replace:
+                    rows.append(StateRow(_LEARNER, _LEARNER, learner.to_state()))
+                    learner.dirty = False
                 replace, seq = state.replace, state.seq
                 state.dirty, state.replace = set(), False
                 self._since_snapshot = 0
@@ -336,6 +403,7 @@ class Engine:
             except BaseException:
                 with self._lock:  # not saved: save these rows next time
                     state.dirty.update(keys)
+                    state.learner.dirty = True
                     state.replace = state.replace or replace
                 raise
 
@@ -348,7 +416,7 @@ class Engine:
         return StateRow(kind, key, None if target is None else target.encode())
 
     def _restore(self) -> None:
-        state = _State()
+        state = _State(self.catalog)
         saved = self.store.load_state()
         if saved is not None and saved.version == self.catalog.digest:
             state.seq, state.replace = saved.seq, False
@@ -357,8 +425,16 @@ class Engine:
                     continue
                 if row.kind == _PROFILE:
                     state.profiles[row.key] = _decode_profile(row.body)
+                elif row.kind == _LEARNER:
+                    state.learner = Learner.from_state(self.catalog, row.body)
                 else:
                     state.identity.load(row.kind, row.key, row.body.decode())
+        if state.learner.models:
+            # budgets count logged decisions: the snapshot may predate some, or count some
+            # that were never flushed; the decision log is the truth
+            state.learner.reset_budgets()
+            for decision in self.store.decisions():
+                state.learner.record_decision(decision)
         self._fold_log(state, state.seq)
         self._state = state
         if self._freeze_gc:  # what was just loaded lives as long as the process

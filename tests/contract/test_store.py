@@ -96,6 +96,29 @@ def test_decisions(store: EventStore):
     assert store.decision("nope") is None
 
 
+def test_decisions_stream_by_time_within_bounds(store: EventStore):
+    made = [
+        Decision(
+            decision_id=f"d{i:04d}",
+            customer_id=f"u{i % 7}",
+            placement="home",
+            timestamp=T0 + (i // 3),  # three decisions share each second
+            catalog_version="1",
+            items=[],
+            excluded=[],
+            control=[],
+            segments=[],
+            candidates=["a", "b"],
+            features={"interest:mortgage": 1.5},
+        )
+        for i in range(4_500)  # more than one page of the SQLite reader
+    ]
+    store.append_decisions(list(reversed(made)))
+    assert list(store.decisions()) == made
+    assert list(store.decisions(since=T0 + 10, until=T0 + 12)) == made[30:36]
+    assert list(store.decisions(since=T0 + 5_000)) == []
+
+
 def saved(store: EventStore) -> tuple[int, str, dict[tuple[str, str], bytes]]:
     state = store.load_state()
     assert state is not None

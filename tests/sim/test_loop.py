@@ -12,13 +12,13 @@ import pytest
 from nextbest.catalog.load import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
+from nextbest.decide.reasons import Suppression
 from nextbest.engine import Engine
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.loop import Metrics, SiteLoop, evaluate, run_policy
 from nextbest.sim.policies import (
     NextbestPolicy,
     StaticPolicy,
-    eligible_offers,
     make_policy,
     static_key,
 )
@@ -102,14 +102,17 @@ def test_static_order_does_not_depend_on_interest(catalog: Catalog) -> None:
     orders, engine_orders = [], []
     for user in (keen, quiet):
         decision = engine.decide(DecisionRequest(placement="home_feed", limit=3), user_id=user)
-        cands = eligible_offers(decision, catalog)
+        cands = [catalog.offers[i.offer_id] for i in decision.items] + [
+            catalog.offers[x.offer_id] for x in decision.excluded if x.why is Suppression.OUTRANKED
+        ]
         assert len(cands) >= 2
-        orders.append(static.choose(decision, cands, sim, 0, 3, rng, {}))
+        orders.append([oid for oid, _ in static.choose(cands, sim, 0, 3, rng, {})])
         engine_orders.append([i.offer_id for i in decision.items])
         # and the candidates' order (the engine's, interest-driven) does not matter either
         shuffled = list(cands)
         random.Random(1).shuffle(shuffled)
-        assert static.choose(decision, shuffled, sim, 0, 3, rng, {}) == orders[-1]
+        again = static.choose(shuffled, sim, 0, 3, rng, {})
+        assert [oid for oid, _ in again] == orders[-1]
     assert orders[0] == orders[1]
     assert orders[0] == [
         o.id for o in sorted((catalog.offers[x] for x in orders[0]), key=static_key)
@@ -144,7 +147,7 @@ def test_oracle_orders_by_expected_value(catalog: Catalog) -> None:
     sim = CustomerSim(make_population(2, 1, DEFAULT_START)[0], 2, DEFAULT_START, model)
     sim.overdrawn = True
     cands = [catalog.offers[o] for o in ("overdraft_warning", "credit_card_offer", "pension_check")]
-    chosen = oracle.choose(None, cands, sim, 0, 3, random.Random(0), {})  # type: ignore[arg-type]
+    chosen = [oid for oid, _ in oracle.choose(cands, sim, 0, 3, random.Random(0), {})]
     age = sim.c.age_on(DEFAULT_START + timedelta(days=0))
 
     def ev(oid: str) -> float:

@@ -26,7 +26,18 @@ from nextbest.sim.response import (
     parse_params,
 )
 
-COMMERCIAL_TOPICS = ["mortgage", "car_loan", "pension", "child_savings", "investing", "cards"]
+COMMERCIAL_TOPICS = [
+    "mortgage",
+    "car_loan",
+    "pension",
+    "child_savings",
+    "investing",
+    "cards",
+    "personal_loan",
+    "travel_insurance",
+    "home_insurance",
+    "savings",
+]
 ALL_TOPICS = [*COMMERCIAL_TOPICS, "overdraft", "payments"]
 
 

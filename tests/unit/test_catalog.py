@@ -27,6 +27,14 @@ COMMERCIAL = {
     "pension_check",
     "child_savings_account",
     "credit_card_offer",
+    "mortgage_rates",
+    "car_loan_rates",
+    "investing_start",
+    "pension_calculator",
+    "personal_loan_offer",
+    "travel_insurance_offer",
+    "home_insurance_offer",
+    "savings_offer",
 }
 SERVICE = {"overdraft_warning", "turning_18_package"}
 
@@ -164,6 +172,10 @@ def test_example_bank_loads() -> None:
         "cards",
         "overdraft",
         "payments",
+        "personal_loan",
+        "travel_insurance",
+        "home_insurance",
+        "savings",
     ]
     assert [s.id for s in spec.segments] == [
         "mortgage_intent",
@@ -174,13 +186,14 @@ def test_example_bank_loads() -> None:
         "turning_18",
     ]
     assert set(catalog.offers) == COMMERCIAL | SERVICE
-    assert len(spec.offers) == 7
+    assert len(spec.offers) == 15
     assert set(catalog.campaigns) == {
         "mortgage_q4",
         "car_loan_autumn",
         "pension_awareness",
         "family_savings",
         "cards_always_on",
+        "always_on_products",
     }
     assert list(catalog.placements) == ["home_hero", "home_feed", "product_sidebar", "app_home"]
     assert re.fullmatch(r"1\+[0-9a-f]{12}", catalog.version)

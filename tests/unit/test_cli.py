@@ -51,7 +51,7 @@ def test_check_example_bank(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     version = load_catalog(EXAMPLE_CATALOG).version
     assert lines(result.stdout) == [
-        f"ok: catalog {version}: 8 topics, 6 segments, 7 offers, 5 campaigns, 4 placements"
+        f"ok: catalog {version}: 12 topics, 6 segments, 15 offers, 6 campaigns, 4 placements"
     ]
 
 
@@ -61,7 +61,7 @@ def test_check_defaults_to_the_example_bank(
     monkeypatch.chdir(ROOT)
     result = runner.invoke(app, ["check"], env=ENV)
     assert result.exit_code == 0, result.output
-    assert "8 topics, 6 segments, 7 offers, 5 campaigns, 4 placements" in result.stdout
+    assert "12 topics, 6 segments, 15 offers, 6 campaigns, 4 placements" in result.stdout
 
 
 def test_check_single_file_catalog(runner: CliRunner, tmp_path: Path) -> None:
@@ -227,7 +227,9 @@ def test_replay_of_an_engine_store_is_identical(
         app, ["replay", "--catalog", str(EXAMPLE_CATALOG), "--data", str(data)], env=ENV
     )
     assert result.exit_code == 0, result.output
-    assert lines(result.stdout) == [f"replayed {events} events into {profiles} profiles: identical"]
+    assert lines(result.stdout) == [
+        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+    ]
 
 
 def test_replay_reads_catalog_and_data_from_env(
@@ -252,10 +254,14 @@ def test_replay_write_rebuilds_and_stays_identical(
     args = ["replay", "--catalog", str(EXAMPLE_CATALOG), "--data", str(data)]
     first = runner.invoke(app, [*args, "--write"], env=ENV)
     assert first.exit_code == 0, first.output
-    assert lines(first.stdout) == [f"replayed {events} events into {profiles} profiles: identical"]
+    assert lines(first.stdout) == [
+        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+    ]
     again = runner.invoke(app, args, env=ENV)
     assert again.exit_code == 0, again.output
-    assert lines(again.stdout) == [f"replayed {events} events into {profiles} profiles: identical"]
+    assert lines(again.stdout) == [
+        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+    ]
 
 
 def test_no_arguments_shows_help(runner: CliRunner) -> None:

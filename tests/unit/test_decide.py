@@ -4,28 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+import orjson
 import pytest
 
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.decide import DecisionRequest, Suppression, click_prior, decide
 from nextbest.engine import Engine
 from nextbest.errors import UnknownPlacement, ValidationError
+from nextbest.events.model import EventType
+from nextbest.events.parse import parse_message
 from nextbest.experiments import Arm, assign
 from nextbest.experiments.assignment import HOLDOUT_SALT, bucket
 from nextbest.profile import Profile
+from nextbest.profile.fold import fold
 from tests.support import (
     DAY,
     T0,
     batch,
     edited_catalog,
+    feedback,
     identify,
     page,
+    targeted_catalog,
     track,
     treated_everywhere,
     user_in,
 )
 
 MORTGAGE = "https://bank.example/mortgages/rates"
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """The targeted offers only: these tests name exactly what a customer sees."""
+    return load_catalog(targeted_catalog(tmp_path_factory.mktemp("targeted")))
 
 
 def mortgage_fan(engine: Engine, user: str, age: int = 35, views: int = 5) -> None:
@@ -99,24 +112,23 @@ def test_impression_cap_click_and_dismiss_rest(make_engine, clock):
     engine = make_engine("memory")
     user = treated_everywhere()
     mortgage_fan(engine, user)
-    viewed = {"promotion_id": "credit_card_offer", "decision_id": "d0"}
-    engine.ingest_batch(
-        batch(*[track("Promotion Viewed", viewed, user=user, at=T0 - i * DAY) for i in range(3)])
-    )
+    for days_ago in (2, 1, 0):  # one impression a day, each answering that day's decision
+        clock.set(T0 - days_ago * DAY)
+        d = home(engine, user)
+        assert why(d, "credit_card_offer") is None
+        engine.ingest_batch(
+            batch(feedback(d, "Promotion Viewed", "credit_card_offer", at=clock.now()))
+        )
     assert why(home(engine, user), "credit_card_offer") is Suppression.CAPPED
     clock.set(T0 + 6 * DAY)  # the oldest of three impressions leaves the 7-day window
-    assert why(home(engine, user), "credit_card_offer") is None
-    engine.ingest_batch(batch(track("Promotion Clicked", viewed, user=user, at=T0 + 6 * DAY)))
+    d = home(engine, user)
+    assert why(d, "credit_card_offer") is None
+    engine.ingest_batch(
+        batch(feedback(d, "Promotion Clicked", "credit_card_offer", at=clock.now()))
+    )
     assert why(home(engine, user), "credit_card_offer") is Suppression.RECENTLY_CLICKED
     engine.ingest_batch(
-        batch(
-            track(
-                "Promotion Dismissed",
-                {"promotion_id": "mortgage_advice", "decision_id": "d0"},
-                user=user,
-                at=T0 + 6 * DAY,
-            )
-        )
+        batch(feedback(d, "Promotion Dismissed", "mortgage_advice", at=clock.now()))
     )
     assert why(home(engine, user), "mortgage_advice") is Suppression.DISMISSED
 
@@ -135,7 +147,9 @@ def test_control_group_is_stable_and_logs_the_exposure(make_engine):
 
 
 def test_universal_holdout_sees_service_messages_only(tmp_path: Path, make_engine):
-    edited_catalog(tmp_path, {"policy.yaml": [("holdout_share: 0.0", "holdout_share: 0.5")]})
+    edited_catalog(
+        tmp_path, {"policy.yaml": [("holdout_share: 0.0", "holdout_share: 0.5")]}, targeted=True
+    )
     held = next(f"h{i}" for i in range(1000) if bucket(f"h{i}", HOLDOUT_SALT) < 0.5)
     engine = make_engine("memory", cat=load_catalog(tmp_path))
     mortgage_fan(engine, held)
@@ -173,7 +187,9 @@ def test_consent(make_engine):
 
 def test_schedule_limits_offers(tmp_path: Path, make_engine, clock):
     schedule = "    control_share: 0.05\n    start: 2026-10-01\n    end: 2026-10-31"
-    edited_catalog(tmp_path, {"campaigns.yaml": [("    control_share: 0.05", schedule)]})
+    edited_catalog(
+        tmp_path, {"campaigns.yaml": [("    control_share: 0.05", schedule)]}, targeted=True
+    )
     engine = make_engine("memory", cat=load_catalog(tmp_path))
     user = treated_everywhere()
     mortgage_fan(engine, user)
@@ -184,7 +200,9 @@ def test_schedule_limits_offers(tmp_path: Path, make_engine, clock):
 
 def test_rule_errors_exclude_the_offer_and_say_so(tmp_path: Path, make_engine):
     card_rule = "eligibility: segments.adult && !profile.overdrawn"
-    edited_catalog(tmp_path, {"offers.yaml": [(card_rule, "eligibility: traits.income > 1000")]})
+    edited_catalog(
+        tmp_path, {"offers.yaml": [(card_rule, "eligibility: traits.income > 1000")]}, targeted=True
+    )
     engine = make_engine("memory", cat=load_catalog(tmp_path))
     user = treated_everywhere()
     mortgage_fan(engine, user)
@@ -255,37 +273,46 @@ def test_empty_profile_has_a_stable_id():
 def test_rules_naming_an_unseen_offer_see_zeros(tmp_path: Path, make_engine):
     card_rule = "eligibility: segments.adult && !profile.overdrawn"
     capped = "eligibility: segments.adult && offers.mortgage_advice.impressions_7d < 2"
-    edited_catalog(tmp_path, {"offers.yaml": [(card_rule, capped)]})
+    edited_catalog(tmp_path, {"offers.yaml": [(card_rule, capped)]}, targeted=True)
     cat = load_catalog(tmp_path)
     assert cat.named_offers == {"mortgage_advice"}
     engine = make_engine("memory", cat=cat)
     user = treated_everywhere()
     mortgage_fan(engine, user)
-    assert why(home(engine, user), "credit_card_offer") is None
-    seen = {"promotion_id": "mortgage_advice", "decision_id": "d0"}
-    engine.ingest_batch(
-        batch(*[track("Promotion Viewed", seen, user=user, at=T0 - i) for i in range(2)])
-    )
+    for _ in range(2):
+        d = home(engine, user)
+        assert why(d, "credit_card_offer") is None
+        engine.ingest_batch(batch(feedback(d, "Promotion Viewed", "mortgage_advice")))
     assert why(home(engine, user), "credit_card_offer") is Suppression.INELIGIBLE
 
 
-def test_feedback_for_unknown_offers_is_not_kept_and_service_views_do_not_fatigue(make_engine):
+def test_feedback_for_unshown_offers_is_rejected_and_service_views_do_not_fatigue(
+    make_engine, catalog: Catalog
+):
     engine = make_engine("memory")
     user = treated_everywhere()
     mortgage_fan(engine, user)
-    junk = [
-        track("Promotion Viewed", {"promotion_id": f"made-up-{i}", "decision_id": "d"}, user=user)
-        for i in range(20)
-    ]
-    service = [
-        track(
-            "Promotion Viewed",
-            {"promotion_id": "overdraft_warning", "decision_id": "d"},
-            user=user,
-            at=T0 - i,
+    engine.ingest_batch(batch(track("Overdraft Started", {"balance": -5.0}, user=user)))
+    d = home(engine, user)
+    assert d.items[0].offer_id == "overdraft_warning"
+    stored, before = engine.store.count(), msgspec.msgpack.encode(engine.profile(user))
+    junk = [feedback(d, "Promotion Viewed", f"made-up-{i}") for i in range(20)]
+    with pytest.raises(ValidationError) as exc:
+        engine.ingest_batch(batch(*junk))
+    assert exc.value.path == "$.batch[0].properties.promotion_id"
+    assert engine.store.count() == stored
+    assert msgspec.msgpack.encode(engine.profile(user)) == before
+    # a log from before the check: the fold still keeps no history for unknown offers
+    profile = Profile(customer_id=user, user_id=user)
+    for msg in junk:
+        fold(
+            profile,
+            parse_message(EventType.TRACK, orjson.dumps(msg), T0),
+            catalog.matcher,
+            catalog.fold_config,
         )
-        for i in range(15)
-    ]
-    engine.ingest_batch(batch(*junk, *service))
+    assert profile.offers == {}
+    service = [feedback(d, "Promotion Viewed", "overdraft_warning", at=T0 - i) for i in range(15)]
+    engine.ingest_batch(batch(*service))
     assert set(engine.profile(user).offers) == {"overdraft_warning"}
-    assert why(home(engine, user), "credit_card_offer") is None  # 15 service views: no fatigue
+    assert why(home(engine, user), "mortgage_advice") is None  # 15 service views: no fatigue

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -16,6 +18,8 @@ from tests.support import (
     EXAMPLE_CATALOG,
     T0,
     batch,
+    counter_ids,
+    feedback,
     identify,
     message,
     page,
@@ -24,12 +28,33 @@ from tests.support import (
 )
 
 URLS = ["/mortgages/a", "/loans/car/b", "/pension", "/cards", "/savings/children", "/other"]
+FEEDBACK = ["Promotion Viewed", "Promotion Viewed", "Promotion Clicked", "Promotion Dismissed"]
 
 
-def random_traffic(seed: int, customers: int = 40, n: int = 600) -> list[bytes]:
+@dataclass(frozen=True)
+class Answer:
+    """Feedback to come: decide for ``user`` when its batch is sent, then answer the
+    ``pick``-th item shown (nothing, if nothing was)."""
+
+    user: str
+    event: str
+    pick: int
+    at: float
+
+    def message(self, engine: Engine) -> dict[str, Any] | None:
+        d = engine.decide(DecisionRequest(placement="home_feed"), user_id=self.user)
+        if not d.items:
+            return None
+        return feedback(d, self.event, d.items[self.pick % len(d.items)].offer_id, at=self.at)
+
+
+Traffic = list[list[dict[str, Any] | Answer]]
+
+
+def random_traffic(seed: int, customers: int = 40, n: int = 600) -> Traffic:
     """Anonymous browsing, logins that stitch, aliases, feedback, out-of-order times."""
     rng = random.Random(seed)
-    msgs = []
+    msgs: list[dict[str, Any] | Answer] = []
     for _ in range(n):
         c = rng.randrange(customers)
         at = T0 - rng.uniform(0, 60) * DAY
@@ -42,17 +67,17 @@ def random_traffic(seed: int, customers: int = 40, n: int = 600) -> list[bytes]:
         elif r < 0.75:
             msgs.append(message("alias", previousId=f"crm{c}", user=f"u{c}", at=at))
         elif r < 0.9:
-            msgs.append(
-                track(
-                    "Promotion Viewed",
-                    {"promotion_id": "credit_card_offer", "decision_id": "d"},
-                    user=f"u{c}",
-                    at=at,
-                )
-            )
+            msgs.append(Answer(f"u{c}", rng.choice(FEEDBACK), rng.randrange(4), at))
         else:
             msgs.append(track("Calculator Used", {"topic": "mortgage"}, user=f"crm{c}", at=at))
-    return [batch(*msgs[i : i + 50]) for i in range(0, len(msgs), 50)]
+    return [msgs[i : i + 50] for i in range(0, len(msgs), 50)]
+
+
+def play(engine: Engine, traffic: Traffic) -> None:
+    """Send each batch, feedback answering decisions made for real just before."""
+    for planned in traffic:
+        sent = [m.message(engine) if isinstance(m, Answer) else m for m in planned]
+        engine.ingest_batch(batch(*[m for m in sent if m is not None]))
 
 
 def test_identify_stitches_anonymous_history_into_the_user(engine: Engine):
@@ -87,8 +112,8 @@ def test_alias_merges_an_old_user_id(engine: Engine):
 
 def test_replay_rebuilds_identical_profiles(make_engine, store_kind: str):
     engine = make_engine(store_kind)
-    for body in random_traffic(seed=7):
-        engine.ingest_batch(body)
+    play(engine, random_traffic(seed=7))
+    assert sum(len(p.offers) for p in engine.profiles()) > 10  # feedback was kept
     report = engine.replay()
     assert report.identical, report.differing
     assert report.events == engine.store.count()
@@ -97,13 +122,11 @@ def test_replay_rebuilds_identical_profiles(make_engine, store_kind: str):
 
 def test_restart_from_snapshot_plus_tail_equals_live(make_engine, tmp_path: Path, catalog, clock):
     path = tmp_path / "restart.sqlite"
-    first = Engine(catalog, SQLiteStore(path), clock)
-    bodies = random_traffic(seed=11)
-    for body in bodies[:6]:
-        first.ingest_batch(body)
+    first = Engine(catalog, SQLiteStore(path), clock, new_id=counter_ids())
+    traffic = random_traffic(seed=11)
+    play(first, traffic[:6])
     first.snapshot()
-    for body in bodies[6:]:
-        first.ingest_batch(body)
+    play(first, traffic[6:])
     live = {p.customer_id: msgspec.msgpack.encode(p) for p in first.profiles()}
     # a crash: no close(), so the snapshot lags the log; acknowledged events must survive
     first.store.close()
@@ -186,7 +209,7 @@ def test_snapshots_write_only_what_changed(catalog, clock):
         batch(*[page("https://bank.example/cards", user=f"u{i}") for i in range(50)])
     )
     engine.snapshot()
-    assert store.saves[-1] == (50, True)  # first save: everything
+    assert store.saves[-1] == (51, True)  # first save: everything (profiles and the learner)
     engine.ingest_batch(
         batch(
             page("https://bank.example/cards", user="u7"),

@@ -1,7 +1,11 @@
 """Incremental state equals recomputation on every prefix: live profiles == replay of the
-log, and a restart from saved state plus the log's tail == live (hypothesis)."""
+log, and a restart from saved state plus the log's tail == live (hypothesis). Feedback
+answers decisions made earlier in the same run, as the engine requires."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -9,19 +13,51 @@ from hypothesis import strategies as st
 
 from nextbest.catalog.load import Catalog
 from nextbest.clock import FixedClock
+from nextbest.decide import Decision, DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import MemoryStore
-from tests.support import DAY, T0, batch, identify, message, page, track
+from tests.support import DAY, T0, batch, counter_ids, feedback, identify, message, page, track
 
 USERS = ["u1", "u2", "u3"]
 DEVICES = ["d1", "d2", "d3"]
 URLS = ["/mortgages/a", "/loans/car", "/pension", "/cards", "/other"]
+FEEDBACK = ["Promotion Viewed", "Promotion Clicked", "Promotion Dismissed"]
+
+
+@dataclass(frozen=True)
+class Decide:
+    """Ask for a decision (home_feed), after the messages before this step are sent."""
+
+    user: str | None
+    device: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Feedback for the ``ref``-th decision made so far that showed anything (nothing, if
+    none did), on its ``pick``-th item, from the customer it was made for."""
+
+    ref: int
+    pick: int
+    event: str
+    at: float
+
+    def message(self, made: list[Decision]) -> dict[str, Any] | None:
+        if not made:
+            return None
+        d = made[self.ref % len(made)]
+        return feedback(d, self.event, d.items[self.pick % len(d.items)].offer_id, at=self.at)
+
+
+Step = dict[str, Any] | Decide | Answer
 
 
 @st.composite
-def messages(draw: st.DrawFn) -> dict:
+def messages(draw: st.DrawFn) -> Step:
     at = T0 - draw(st.floats(min_value=0, max_value=40 * DAY))
-    kind = draw(st.sampled_from(["page", "page", "identify", "alias", "track", "feedback"]))
+    kind = draw(
+        st.sampled_from(["page", "page", "identify", "alias", "track", "decide", "feedback"])
+    )
     user = draw(st.sampled_from([*USERS, None]))
     device = draw(st.sampled_from(DEVICES))
     who = {"user": user, "anon": device} if user else {"anon": device}
@@ -36,14 +72,35 @@ def messages(draw: st.DrawFn) -> dict:
             user=user or "u2",
             at=at,
         )
+    if kind == "decide":
+        return Decide(user, device)
     if kind == "feedback":
-        return track(
-            "Promotion Viewed",
-            {"promotion_id": "credit_card_offer", "decision_id": "d"},
-            at=at,
-            **who,
+        return Answer(
+            draw(st.integers(0, 7)), draw(st.integers(0, 3)), draw(st.sampled_from(FEEDBACK)), at
         )
     return track("Calculator Used", {"topic": "mortgage"}, at=at, **who)
+
+
+def play(engine: Engine, steps: list[Step], made: list[Decision]) -> None:
+    """Send the steps' messages in order; a decision sees everything before it, feedback
+    answers one made so far."""
+    msgs: list[dict[str, Any]] = []
+    for step in steps:
+        if isinstance(step, Decide):
+            if msgs:
+                engine.ingest_batch(batch(*msgs))
+                msgs = []
+            request = DecisionRequest(placement="home_feed")
+            d = engine.decide(request, user_id=step.user, anonymous_id=step.device)
+            if d.items:
+                made.append(d)
+        elif isinstance(step, Answer):
+            if (msg := step.message(made)) is not None:
+                msgs.append(msg)
+        else:
+            msgs.append(step)
+    if msgs:
+        engine.ingest_batch(batch(*msgs))
 
 
 def encoded(engine: Engine) -> dict[str, bytes]:
@@ -58,9 +115,10 @@ def encoded(engine: Engine) -> dict[str, bytes]:
 def test_live_equals_replay_and_restart_on_every_prefix(catalog: Catalog, batches, save_after):
     clock = FixedClock(T0)
     store = MemoryStore()
-    engine = Engine(catalog, store, clock)
-    for i, msgs in enumerate(batches):
-        engine.ingest_batch(batch(*msgs))
+    engine = Engine(catalog, store, clock, new_id=counter_ids())
+    made: list[Decision] = []
+    for i, steps in enumerate(batches):
+        play(engine, steps, made)
         assert engine.replay().identical
         if i == save_after:
             engine.snapshot()

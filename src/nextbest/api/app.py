@@ -98,7 +98,7 @@ def _ingest(ctx: Ctx, parse: Callable[[bytes], list[Event]], prefix: str) -> Res
     """Parse, check the sender's rights and store: one threadpool call, off the event loop."""
     events = parse(ctx.body)
     _check_senders(ctx.principal, events, prefix)
-    result = ctx.engine.ingest(events)
+    result = ctx.engine.ingest(events, prefix)
     return _ingested(result.accepted, result.duplicates)
 
 
@@ -124,7 +124,12 @@ async def _decide(ctx: Ctx) -> Response:
             "token that binds this userId, or use the anonymousId"
         )
     decision = ctx.engine.decide(
-        DecisionRequest(placement=body.placement, limit=body.limit, context=body.context),
+        DecisionRequest(
+            placement=body.placement,
+            limit=body.limit,
+            context=body.context,
+            exclude=frozenset(body.exclude),
+        ),
         user_id=body.userId,
         anonymous_id=body.anonymousId,
         # a public key holding only an anonymousId sees that device's anonymous profile,

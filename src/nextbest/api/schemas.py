@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 __all__ = ["BodyKey", "DecideBody", "ErrorBody", "IngestResponse"]
+
+
+OfferId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -15,6 +18,8 @@ class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     anonymousId: str | None = None
     limit: int | None = None
     context: dict[str, Any] = {}
+    #: offers the page already shows in another placement (at most 50)
+    exclude: Annotated[list[OfferId], msgspec.Meta(max_length=50)] = []
     explain: bool = False
 
 

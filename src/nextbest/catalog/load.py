@@ -19,6 +19,7 @@ from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
     ContactPolicy,
+    ModelChoice,
     OfferKind,
     OfferSpec,
     PlacementSpec,
@@ -28,6 +29,7 @@ from nextbest.catalog.model import (
 )
 from nextbest.catalog.source import SourceMap, catalog_files, read_sources
 from nextbest.errors import CatalogError, CatalogProblem, split_msgspec_message
+from nextbest.learn.explore import Thompson
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.topics import TopicMatcher, TopicSpec
 from nextbest.rules.context import RULE_ROOTS
@@ -358,6 +360,18 @@ def _compile(
     for path_idx, pl in enumerate(placements):
         if not pl.kinds:
             problems.append(smap.problem(f"$.placements[{path_idx}].kinds", "must not be empty"))
+        learning = pl.learning
+        if (
+            learning is not None
+            and isinstance(learning.explore, Thompson)
+            and learning.model is not ModelChoice.BAYES
+        ):
+            problems.append(
+                smap.problem(
+                    f"$.placements[{path_idx}].learning.explore",
+                    "thompson sampling needs model: bayes (a posterior to sample)",
+                )
+            )
 
     if problems:
         return None

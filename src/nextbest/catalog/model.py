@@ -10,6 +10,7 @@ from typing import Annotated
 
 import msgspec
 
+from nextbest.learn.explore import EpsilonGreedy, Policy
 from nextbest.profile.topics import TopicSpec
 
 __all__ = [
@@ -89,9 +90,33 @@ class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     kpi: str = ""
     weight: Positive = 1.0
     control_share: Share = 0.0
+    #: the largest share of this campaign's impressions that exploration may choose
+    max_exploration: Share = 0.2
+    #: a KPI event within this many days of a click is a conversion of that decision
+    attribution_days: Positive = 7.0
     salt: str | None = None
     start: When | None = None
     end: When | None = None
+
+
+class ModelChoice(enum.StrEnum):
+    BAYES = "bayes"
+    CONTEXTUAL = "contextual"
+
+
+class LearningSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a placement learns click propensities from its own feedback.
+
+    ``model``: ``bayes`` (Beta-Bernoulli per offer in this placement, Thompson sampling) or
+    ``contextual`` (online logistic regression over the customer's features).
+    ``explore``: ``{type: greedy}``, ``{type: epsilon_greedy, epsilon: 0.05}``,
+    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (bayes only).
+    ``click_window_minutes``: a view with no click within this window counts as a miss.
+    """
+
+    model: ModelChoice
+    explore: Policy = EpsilonGreedy(epsilon=0.05)
+    click_window_minutes: Positive = 30.0
 
 
 class PlacementSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -100,6 +125,8 @@ class PlacementSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     slots: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1
     kinds: tuple[OfferKind, ...] = (OfferKind.SERVICE, OfferKind.COMMERCIAL)
     description: str = ""
+    #: learned click propensities; without it the catalog's interest prior scores offers
+    learning: LearningSpec | None = None
 
 
 class ImpressionCap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
+from nextbest.catalog.load import CompiledOffer
 from nextbest.decide.reasons import Reason, Suppression
 from nextbest.experiments.assignment import Arm
+from nextbest.profile.model import Profile
 
-__all__ = ["Decision", "DecisionItem", "DecisionRequest", "Excluded"]
+__all__ = [
+    "Candidate",
+    "Choice",
+    "ChoiceContext",
+    "Chooser",
+    "Decision",
+    "DecisionItem",
+    "DecisionRequest",
+    "Excluded",
+]
 
 
 class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``exclude``: offers the page already shows (in another placement), not shown twice."""
+
     placement: str
     limit: int | None = None
     context: dict[str, Any] = {}
+    exclude: frozenset[str] = frozenset()
 
 
 class DecisionItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +47,47 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True):
     propensity: float
     content: dict[str, Any]
     reasons: list[Reason]
+    #: placed by exploration, not where the greedy order would have put it
+    explored: bool = False
+
+
+class Candidate(msgspec.Struct, frozen=True, gc=False):
+    """An eligible offer, in the engine's order, offered to a ``Chooser``."""
+
+    offer: CompiledOffer
+    p_click: float
+    score: float
+
+
+class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
+    """What a chooser may know of the decision: ``profile`` is what the decision may see
+    (without personalization consent: no behaviour), ``segments`` the ones it is in."""
+
+    decision_id: str
+    placement: str
+    now: float
+    profile: Profile
+    context: dict[str, Any]
+    segments: list[str]
+
+
+class Choice(msgspec.Struct, frozen=True, kw_only=True):
+    """A chooser's answer. ``picks``: (candidate index, propensity) per slot, best first; the
+    propensity is the probability that the choosing policy puts that candidate in that slot
+    (1.0: deterministic). ``explored`` per pick; ``p_click`` per candidate when a learned
+    model replaced the catalog's prior (scores become p_click x value x weight);
+    ``features`` and ``model_version`` go to the decision log."""
+
+    picks: list[tuple[int, float]]
+    explored: list[bool] = []
+    p_click: list[float] | None = None
+    features: dict[str, float] | None = None
+    model_version: str | None = None
+
+
+#: picks what to show from the eligible candidates (engine order, service first), at most
+#: ``limit`` of them
+Chooser = Callable[[ChoiceContext, Sequence[Candidate], int], Choice]
 
 
 class Excluded(msgspec.Struct, frozen=True, gc=False):
@@ -50,3 +106,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     #: offers that would have been shown but for the customer's control arm (exposures)
     control: list[str]
     segments: list[str]
+    #: every eligible offer the choice was made among, in the engine's order
+    candidates: list[str] = []
+    #: what the scores were computed from (enough to re-score offline)
+    features: dict[str, float] = {}
+    #: the click model that scored this decision ("prior": the catalog's interest prior)
+    model_version: str = "prior"

@@ -7,11 +7,22 @@ top k, each item with reasons.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from nextbest.catalog.load import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
-from nextbest.decide.model import Decision, DecisionItem, DecisionRequest, Excluded
+from nextbest.decide.model import (
+    Candidate,
+    Choice,
+    ChoiceContext,
+    Chooser,
+    Decision,
+    DecisionItem,
+    DecisionRequest,
+    Excluded,
+)
 from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.decide.score import click_prior
 from nextbest.errors import UnknownPlacement, ValidationError
@@ -22,7 +33,7 @@ from nextbest.rules.context import interest_view, rule_variables
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
 
-__all__ = ["decide", "without_behaviour"]
+__all__ = ["decide", "greedy", "without_behaviour"]
 
 _NO_INTEREST = TopicInterest()
 
@@ -112,14 +123,21 @@ def _reasons(
     return reasons
 
 
+def greedy(ctx: ChoiceContext, candidates: Sequence[Candidate], limit: int) -> Choice:
+    """The engine's own order: the first ``limit`` candidates, deterministically."""
+    return Choice(picks=[(i, 1.0) for i in range(min(limit, len(candidates)))])
+
+
 def decide(
     catalog: Catalog,
     profile: Profile,
     request: DecisionRequest,
     now: float,
     decision_id: str,
+    choose: Chooser = greedy,
 ) -> Decision:
-    """Rank what to show ``profile`` in ``request.placement`` at ``now``."""
+    """Rank what to show ``profile`` in ``request.placement`` at ``now``; ``choose`` picks
+    the items from the ranked eligible candidates (default: the top ``limit``)."""
     placement = catalog.placements.get(request.placement)
     if placement is None:
         raise UnknownPlacement(f"unknown placement {request.placement!r}")
@@ -167,7 +185,9 @@ def decide(
         commercial = offer.kind is OfferKind.COMMERCIAL
         view = topic_view(offer.topic) if offer.topic else None
         history = profile.offers.get(offer.id) if commercial else None
-        if not offer.live_at(now):
+        if offer.id in request.exclude:
+            why = Suppression.ON_PAGE
+        elif not offer.live_at(now):
             why = Suppression.OUT_OF_SCHEDULE
         elif commercial and not marketing:
             why = Suppression.NO_CONSENT
@@ -201,37 +221,56 @@ def decide(
         )
     ranked.sort(key=lambda r: r[:4])
 
-    items: list[DecisionItem] = []
     control: list[str] = []
+    pool: list[Candidate] = []
     for entry in ranked:
         offer, p_click, score = entry[4], entry[5], entry[6]
-        if len(items) >= limit:
-            excluded.append(Excluded(offer.id, Suppression.OUTRANKED))
-            continue
         camp = offer.campaign
-        arm = Arm.TREATMENT
-        if camp is not None and camp.control_share > 0:  # assigned only when it matters
-            arm = assign(customer, camp.salt or camp.id, camp.control_share)
-        if arm is Arm.CONTROL:
-            # the moment it would have been shown: a control exposure; the slot goes on
-            if len(items) + len(control) < limit:
+        if (
+            camp is not None
+            and camp.control_share > 0
+            and assign(customer, camp.salt or camp.id, camp.control_share) is Arm.CONTROL
+        ):
+            # where the engine's order would have shown it: a control exposure
+            if len(pool) + len(control) < limit:
                 control.append(offer.id)
             excluded.append(Excluded(offer.id, Suppression.CONTROL))
             continue
+        pool.append(Candidate(offer, p_click, score))
+
+    in_segments = sorted(k for k, v in segments.items() if v)
+    ctx = ChoiceContext(decision_id, placement.id, now, seen, request.context, in_segments)
+    choice = choose(ctx, pool, limit)
+    if choice.p_click is not None:  # a learned model's click probabilities
+        pool = [
+            Candidate(c.offer, p, p * c.offer.spec.value * c.offer.weight)
+            for c, p in zip(pool, choice.p_click, strict=True)
+        ]
+    items: list[DecisionItem] = []
+    chosen = choice.picks[:limit]
+    explored = choice.explored or [False] * len(chosen)
+    for position, (index, propensity) in enumerate(chosen, start=1):
+        c = pool[index]
+        offer = c.offer
         items.append(
             DecisionItem(
-                position=len(items) + 1,
+                position=position,
                 offer_id=offer.id,
                 kind=offer.kind.value,
                 campaign_id=offer.campaign.id if offer.campaign else None,
-                arm=arm,
-                score=round(score, 9),
-                p_click=round(p_click, 9),
-                propensity=1.0,
+                arm=Arm.TREATMENT,
+                score=round(c.score, 9),
+                p_click=round(c.p_click, 9),
+                propensity=propensity,
                 content=_content(offer, placement.channel.value),
                 reasons=_reasons(offer, catalog, views, variables, personalized, segments),
+                explored=explored[position - 1],
             )
         )
+    shown = {index for index, _ in chosen}
+    excluded.extend(
+        Excluded(c.offer.id, Suppression.OUTRANKED) for i, c in enumerate(pool) if i not in shown
+    )
     return Decision(
         decision_id=decision_id,
         customer_id=customer,
@@ -241,7 +280,15 @@ def decide(
         items=items,
         excluded=excluded,
         control=control,
-        segments=sorted(k for k, v in segments.items() if v),
+        segments=in_segments,
+        candidates=[c.offer.id for c in pool],
+        features=choice.features
+        if choice.features is not None
+        else {
+            f"interest:{t}": round(math.log1p(views[t]["score"]), 6)
+            for t in sorted({c.offer.topic for c in pool if c.offer.topic is not None})
+        },
+        model_version=choice.model_version or "prior",
     )
 
 

@@ -34,6 +34,7 @@ class Suppression(enum.StrEnum):
     HOLDOUT = "universal_holdout"
     CONTROL = "control_group"
     OUTRANKED = "outranked"
+    ON_PAGE = "already_on_page"
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):

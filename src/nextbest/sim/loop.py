@@ -4,12 +4,14 @@ would, and the policies it compares are measured on identical populations.
 For each policy: a fresh Engine (in-memory store, a FixedClock moved to each message's
 time), the same customers with the same hidden lives (CustomerSim objects rebuilt from the
 seed). Day by day, customer by customer, the day's messages are ingested in time order; at a
-decision point (a web page view of ``/`` or ``/accounts`` -> ``home_feed``, of a product page
--> ``product_sidebar``; the first screen of an app session -> ``app_home``; at most
-``MAX_DECISIONS_PER_SESSION`` per session) the engine decides, the policy picks among the
-eligible set, and the hidden response model turns what is shown into ``Promotion Viewed`` /
-``Promotion Clicked`` events and, after a converting click, the customer's application
-(``Application Started`` ...), all sent back through ``ingest_batch`` exactly as a site would.
+decision point (a web page view of ``/`` or ``/accounts`` -> ``home_hero`` then ``home_feed``,
+of a product page -> ``product_sidebar``; the first screen of an app session -> ``app_home``;
+at most ``MAX_DECISIONS_PER_SESSION`` pages per session) the engine decides, the policy picks
+among the eligible set (an offer already on the page is not shown twice: the engine is told
+with ``DecisionRequest.exclude``), and the hidden response model turns what is shown into
+``Promotion Viewed`` / ``Promotion Clicked`` events and, after a converting click, the
+customer's application (``Application Started`` ...), all sent back through ``ingest_batch``
+exactly as a site would.
 
 Response draws use their own generator per (seed, customer), so the world's own draws are
 not shifted by what a policy shows (they still diverge once a conversion ends a need).
@@ -32,12 +34,12 @@ import orjson
 
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.clock import FixedClock
-from nextbest.decide.model import DecisionRequest
+from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
 from nextbest.engine import Engine
 from nextbest.experiments.assignment import Arm, assign
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.needs import EndReason
-from nextbest.sim.policies import Policy, eligible_offers, make_policy
+from nextbest.sim.policies import NextbestPolicy, Policy, make_policy
 from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel, load_params
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
@@ -60,6 +62,8 @@ MAX_DECISIONS_PER_SESSION = 2
 #: a gap between two page views / screens longer than this starts a new session
 SESSION_GAP = 30 * 60.0
 HOME_PATHS = frozenset({"/", "/accounts"})
+#: the home page's placements, decided in this order (the hero banner first)
+HOME_PLACEMENTS = ("home_hero", "home_feed")
 TOPIC_PATHS = frozenset(path for pages in TOPIC_PAGES.values() for path, _ in pages)
 _TOPIC_OF_PRODUCT = {product: topic for topic, product in PRODUCT_OF.items()}
 _CONVERSION = "Application Started"
@@ -98,8 +102,13 @@ class Metrics(msgspec.Struct, kw_only=True):
     conversions_per_offer: dict[str, int] = {}
     campaigns: dict[str, CampaignResult] = {}
     #: cumulative totals at the end of each day (for the chart)
+    cumulative_impressions: list[int] = []
     cumulative_clicks: list[int] = []
     cumulative_conversions: list[int] = []
+    #: commercial offers alone (service messages are shown first by every policy)
+    commercial_impressions: int = 0
+    commercial_clicks: int = 0
+    commercial_ctr: float = 0.0
     events_ingested: int = 0
     wall_seconds: float = 0.0
 
@@ -158,6 +167,7 @@ class SiteLoop:
     def run_day(self, d: int) -> None:
         for i in range(len(self.sims)):
             self.day(i, d)
+        self.metrics.cumulative_impressions.append(sum(self.impressions.values()))
         self.metrics.cumulative_clicks.append(sum(self.clicks.values()))
         self.metrics.cumulative_conversions.append(
             self.metrics.organic_conversions + self.metrics.conversions_after_click
@@ -188,37 +198,62 @@ class SiteLoop:
             if new_session:
                 in_session = 0
             path = msg["properties"].get("path", "")
+            placements: tuple[str, ...] = ()
             if kind == "screen":
-                placement = "app_home" if new_session else None
+                placements = ("app_home",) if new_session else ()
             elif path in HOME_PATHS:
-                placement = "home_feed"
+                placements = HOME_PLACEMENTS
             elif path in TOPIC_PATHS:
-                placement = "product_sidebar"
-            else:
-                placement = None
-            if placement is None or in_session >= MAX_DECISIONS_PER_SESSION:
+                placements = ("product_sidebar",)
+            if not placements or in_session >= MAX_DECISIONS_PER_SESSION:
                 continue
             in_session += 1
             self._ingest(batch, ts)
             batch = []
-            self._decide(i, d, ts, msg, placement)
+            # the page asks for all its placements at once, then the customer looks at them
+            on_page: set[str] = set()
+            decisions = [
+                self._decide(i, d, ts, msg, placement, on_page)
+                for placement in placements
+                if placement in self.catalog.placements
+            ]
+            for decision in decisions:
+                self._respond(i, d, ts, msg, decision)
         self._ingest(batch, messages[-1][0] if messages else sim.t0 + d * 86_400.0)
 
-    def _decide(self, i: int, d: int, ts: float, page: dict[str, Any], placement: str) -> None:
+    def _decide(
+        self, i: int, d: int, ts: float, page: dict[str, Any], placement: str, on_page: set[str]
+    ) -> Decision:
         sim = self.sims[i]
         slots = self.catalog.placements[placement].slots
         user, anon = page.get("userId"), page.get("anonymousId")
+        shown = self.shown[i]
+
+        def choose(ctx: ChoiceContext, pool: Sequence[Candidate], limit: int) -> Choice:
+            index = {c.offer.id: k for k, c in enumerate(pool)}
+            offers = [c.offer for c in pool]
+            picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown)
+            return Choice(picks=[(index[oid], p) for oid, p in picks])
+
+        self.clock.set(ts)
         decision = self.engine.decide(
-            DecisionRequest(placement=placement, limit=slots), user_id=user, anonymous_id=anon
+            DecisionRequest(placement=placement, limit=slots, exclude=frozenset(on_page)),
+            user_id=user,
+            anonymous_id=anon,
+            # nextbest decides as configured (learning, exploration); the others choose
+            choose=None if isinstance(self.policy, NextbestPolicy) else choose,
         )
         self.metrics.decisions += 1
-        candidates = eligible_offers(decision, self.catalog)
-        if not candidates:
-            return
-        shown = self.shown[i]
-        chosen = self.policy.choose(decision, candidates, sim, d, slots, self.policy_rng, shown)
+        on_page.update(item.offer_id for item in decision.items)
+        return decision
+
+    def _respond(self, i: int, d: int, ts: float, page: dict[str, Any], decision: Decision) -> None:
+        """The hidden response model looks at what was shown: views, clicks, conversions."""
+        chosen = [item.offer_id for item in decision.items]
         if not chosen:
             return
+        sim, shown, placement = self.sims[i], self.shown[i], decision.placement
+        user, anon = page.get("userId"), page.get("anonymousId")
         rng, model = self.respond_rngs[i], self.model
         needs = sim.strengths(d)
         age = sim.c.age_on(sim.start + timedelta(days=d))
@@ -305,6 +340,11 @@ class SiteLoop:
         m.impressions = sum(self.impressions.values())
         m.clicks = sum(self.clicks.values())
         m.ctr = m.clicks / m.impressions if m.impressions else 0.0
+        commercial = self.catalog.commercial_offers
+        m.commercial_impressions = sum(n for o, n in self.impressions.items() if o in commercial)
+        m.commercial_clicks = sum(n for o, n in self.clicks.items() if o in commercial)
+        if m.commercial_impressions:
+            m.commercial_ctr = m.commercial_clicks / m.commercial_impressions
         m.conversions_total = m.organic_conversions + m.conversions_after_click
         m.impressions_per_offer = dict(sorted(self.impressions.items()))
         m.clicks_per_offer = dict(sorted(self.clicks.items()))
@@ -403,6 +443,8 @@ def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = No
             "impressions",
             "clicks",
             "ctr",
+            "commercial_clicks",
+            "commercial_ctr",
             "conversions_after_click",
             "organic_conversions",
             "conversions_total",
@@ -417,7 +459,9 @@ def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = No
         row = [name]
         for c in cols:
             v = getattr(m, c)
-            row.append(f"{v:.4f}" if c == "ctr" else f"{v:.1f}" if isinstance(v, float) else str(v))
+            row.append(
+                f"{v:.4f}" if c.endswith("ctr") else f"{v:.1f}" if isinstance(v, float) else str(v)
+            )
         rows.append(row)
     widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
     lines = [

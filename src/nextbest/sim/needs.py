@@ -25,6 +25,9 @@ class LifeEventKind(enum.StrEnum):
     TURNING_18 = "turning_18"
     CHILD_TURNING_18 = "child_turning_18"
     OVERDRAWN = "overdrawn"
+    RENOVATION = "renovation"
+    TRAVEL_PLANNING = "travel_planning"
+    WINDFALL = "windfall"
     BACKGROUND = "background"
 
 
@@ -51,6 +54,7 @@ LIFE_EVENTS: dict[LifeEventKind, tuple[float | None, tuple[NeedSpec, ...]]] = {
         (
             NeedSpec("mortgage", 0.65, (0.5, 1.0), (3, 14), (30, 90), 0.35),
             NeedSpec("cards", 0.15, (0.2, 0.5), (1, 5), (10, 30), 0.3),
+            NeedSpec("home_insurance", 0.5, (0.3, 0.7), (7, 30), (20, 60), 0.4),
         ),
     ),
     LifeEventKind.BIRTH: (
@@ -63,6 +67,7 @@ LIFE_EVENTS: dict[LifeEventKind, tuple[float | None, tuple[NeedSpec, ...]]] = {
             NeedSpec("investing", 0.3, (0.3, 0.7), (5, 20), (20, 60), 0.3),
             NeedSpec("cards", 0.3, (0.3, 0.7), (1, 7), (10, 30), 0.3),
             NeedSpec("car_loan", 0.2, (0.4, 0.8), (3, 10), (14, 45), 0.4),
+            NeedSpec("savings", 0.2, (0.2, 0.5), (7, 30), (20, 60), 0.3),
         ),
     ),
     LifeEventKind.CAR_TROUBLE: (
@@ -84,6 +89,27 @@ LIFE_EVENTS: dict[LifeEventKind, tuple[float | None, tuple[NeedSpec, ...]]] = {
     LifeEventKind.OVERDRAWN: (
         None,
         (NeedSpec("overdraft", 1.0, (0.6, 1.0), (0, 1), (3, 20), 0.0),),
+    ),
+    # about one household in ten renovates or makes a big purchase in a year
+    LifeEventKind.RENOVATION: (
+        0.0003,
+        (NeedSpec("personal_loan", 0.6, (0.4, 0.9), (3, 14), (14, 45), 0.45),),
+    ),
+    # holidays booked a few weeks ahead; travel cover is often bought with the trip
+    LifeEventKind.TRAVEL_PLANNING: (
+        0.0012,
+        (
+            NeedSpec("travel_insurance", 0.5, (0.3, 0.8), (1, 7), (7, 30), 0.5),
+            NeedSpec("cards", 0.1, (0.2, 0.5), (1, 7), (7, 21), 0.4),
+        ),
+    ),
+    # a bonus, an inheritance, a paid-off loan: money to put somewhere
+    LifeEventKind.WINDFALL: (
+        0.0004,
+        (
+            NeedSpec("savings", 0.6, (0.3, 0.8), (1, 10), (14, 45), 0.3),
+            NeedSpec("investing", 0.3, (0.3, 0.7), (5, 20), (20, 60), 0.3),
+        ),
     ),
     LifeEventKind.BACKGROUND: (
         0.0008,

@@ -1,12 +1,13 @@
 """Policies the site loop compares: who picks what the customer sees in a placement.
 
 Every policy chooses among the *same* eligible set, the one nextbest's own pipeline computes
-(consent, eligibility rules, caps, fatigue, faded interest, owned products): the engine's
-items plus the candidates it ranked out (``Suppression.OUTRANKED``). Offers whose campaign
-puts the customer in its control arm stay out for every policy, so a control group means
-the same thing whichever policy runs.
+(consent, eligibility rules, caps, fatigue, faded interest, owned products, minus offers whose
+campaign puts the customer in its control arm, so a control group means the same thing
+whichever policy runs): the loop passes the policy to ``Engine.decide`` as its chooser, so
+the decision log holds what the policy really showed, with the policy's propensities.
 
-- ``nextbest``: the engine's own items, in its order.
+- ``nextbest``: the engine as configured: each placement's learned model and exploration.
+- ``prior``: the engine's order with learning off (the catalog's interest prior).
 - ``random``: a uniform random order of the eligible set (seeded).
 - ``static``: service first, then catalog priority, then campaign weight x value: how banks
   ordered banners before behavioral targeting; no interest, no learning.
@@ -21,11 +22,8 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Protocol
 
-from nextbest.catalog.load import Catalog, CompiledOffer
+from nextbest.catalog.load import CompiledOffer
 from nextbest.catalog.model import OfferKind
-from nextbest.decide.model import Decision
-from nextbest.decide.reasons import Suppression
-from nextbest.experiments.assignment import Arm, assign
 from nextbest.sim.world import CustomerSim
 
 __all__ = [
@@ -33,32 +31,12 @@ __all__ = [
     "NextbestPolicy",
     "OraclePolicy",
     "Policy",
+    "PriorPolicy",
     "RandomPolicy",
     "StaticPolicy",
-    "eligible_offers",
     "make_policy",
     "static_key",
 ]
-
-
-def eligible_offers(decision: Decision, catalog: Catalog) -> list[CompiledOffer]:
-    """The engine's items, then what it ranked out, minus offers in the customer's control arm.
-
-    The pipeline assigns arms only while slots remain, so an outranked offer's arm is
-    assigned here, with the same hash and salt the pipeline uses.
-    """
-    out = [catalog.offers[item.offer_id] for item in decision.items]
-    for ex in decision.excluded:
-        if ex.why is not Suppression.OUTRANKED:
-            continue
-        offer = catalog.offers[ex.offer_id]
-        camp = offer.campaign
-        if camp is not None and camp.control_share > 0:
-            arm = assign(decision.customer_id, camp.salt or camp.id, camp.control_share)
-            if arm is Arm.CONTROL:
-                continue
-        out.append(offer)
-    return out
 
 
 class Policy(Protocol):
@@ -66,15 +44,16 @@ class Policy(Protocol):
 
     def choose(
         self,
-        decision: Decision,
         candidates: Sequence[CompiledOffer],
         sim: CustomerSim,
         day: int,
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
-    ) -> list[str]:
-        """Offer ids to show, best first, at most ``slots``, all from ``candidates``.
+    ) -> list[tuple[str, float]]:
+        """(offer id, propensity) to show, best first, at most ``slots``, all from
+        ``candidates`` (the engine's eligible set in its order). The propensity is the
+        probability that this policy puts that offer in that slot.
 
         ``impressions``: offer id -> times this customer has been shown it so far.
         """
@@ -86,15 +65,32 @@ class NextbestPolicy:
 
     def choose(
         self,
-        decision: Decision,
         candidates: Sequence[CompiledOffer],
         sim: CustomerSim,
         day: int,
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
-    ) -> list[str]:
-        return [item.offer_id for item in decision.items][:slots]
+    ) -> list[tuple[str, float]]:
+        return [(offer.id, 1.0) for offer in candidates][:slots]
+
+
+class PriorPolicy:
+    """The engine's ranking before any learning: the catalog's interest prior x value x
+    weight, in the engine's order, no exploration (what nextbest does with learning off)."""
+
+    name = "prior"
+
+    def choose(
+        self,
+        candidates: Sequence[CompiledOffer],
+        sim: CustomerSim,
+        day: int,
+        slots: int,
+        rng: random.Random,
+        impressions: Mapping[str, int],
+    ) -> list[tuple[str, float]]:
+        return [(offer.id, 1.0) for offer in candidates][:slots]
 
 
 class RandomPolicy:
@@ -102,17 +98,17 @@ class RandomPolicy:
 
     def choose(
         self,
-        decision: Decision,
         candidates: Sequence[CompiledOffer],
         sim: CustomerSim,
         day: int,
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
-    ) -> list[str]:
+    ) -> list[tuple[str, float]]:
         ids = sorted(o.id for o in candidates)  # independent of the engine's order
         rng.shuffle(ids)
-        return ids[:slots]
+        # a uniform random order puts each offer in each slot with probability 1 / n
+        return [(oid, 1.0 / len(ids)) for oid in ids[:slots]]
 
 
 def static_key(offer: CompiledOffer) -> tuple[int, int, float, str]:
@@ -126,15 +122,14 @@ class StaticPolicy:
 
     def choose(
         self,
-        decision: Decision,
         candidates: Sequence[CompiledOffer],
         sim: CustomerSim,
         day: int,
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
-    ) -> list[str]:
-        return [o.id for o in sorted(candidates, key=static_key)][:slots]
+    ) -> list[tuple[str, float]]:
+        return [(o.id, 1.0) for o in sorted(candidates, key=static_key)][:slots]
 
 
 class OraclePolicy:
@@ -142,14 +137,13 @@ class OraclePolicy:
 
     def choose(
         self,
-        decision: Decision,
         candidates: Sequence[CompiledOffer],
         sim: CustomerSim,
         day: int,
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
-    ) -> list[str]:
+    ) -> list[tuple[str, float]]:
         model = sim.response
         needs = sim.strengths(day)
         age = sim.c.age_on(sim.start + timedelta(days=day))
@@ -167,12 +161,15 @@ class OraclePolicy:
             p_conv = model.p_convert_after_click(offer_topic=offer.topic, needs=needs)
             scored.append((-(p_click * p_conv * offer.spec.value), offer.id))
         scored.sort()
-        return [oid for _, oid in scored[:slots]]
+        return [(oid, 1.0) for _, oid in scored[:slots]]
 
 
-POLICIES: dict[str, type[NextbestPolicy | RandomPolicy | StaticPolicy | OraclePolicy]] = {
+POLICIES: dict[
+    str, type[NextbestPolicy | PriorPolicy | RandomPolicy | StaticPolicy | OraclePolicy]
+] = {
     "random": RandomPolicy,
     "static": StaticPolicy,
+    "prior": PriorPolicy,
     "nextbest": NextbestPolicy,
     "oracle": OraclePolicy,
 }

@@ -33,6 +33,19 @@ TOPIC_PAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "cards": (("/cards", "Credit cards"), ("/cards/compare", "Compare cards")),
     "overdraft": (("/help/overdraft", "Overdraft help"),),
     "payments": (("/youth/turning-18", "Turning 18"), ("/payments/packages", "Payment packages")),
+    "personal_loan": (
+        ("/loans/personal", "Personal loan"),
+        ("/loans/personal/calculator", "What would my loan cost?"),
+    ),
+    "travel_insurance": (
+        ("/insurance/travel", "Travel insurance"),
+        ("/insurance/travel/cover", "What travel insurance covers"),
+    ),
+    "home_insurance": (
+        ("/insurance/home", "Home insurance"),
+        ("/insurance/home/quote", "Home insurance quote"),
+    ),
+    "savings": (("/savings/accounts", "Savings accounts"), ("/savings/rates", "Savings rates")),
 }
 GENERAL_PAGES: tuple[tuple[str, str], ...] = (
     ("/", "Home"),
@@ -42,7 +55,7 @@ GENERAL_PAGES: tuple[tuple[str, str], ...] = (
     ("/help/contact", "Contact"),
     ("/savings", "Savings"),
 )
-CALCULATORS = frozenset({"mortgage", "car_loan", "pension", "investing"})
+CALCULATORS = frozenset({"mortgage", "car_loan", "pension", "investing", "personal_loan"})
 PRODUCT_OF: dict[str, str] = {
     "mortgage": "mortgage",
     "car_loan": "car_loan",
@@ -51,6 +64,10 @@ PRODUCT_OF: dict[str, str] = {
     "investing": "investment_account",
     "cards": "credit_card",
     "payments": "payment_package",
+    "personal_loan": "personal_loan",
+    "travel_insurance": "travel_insurance",
+    "home_insurance": "home_insurance",
+    "savings": "savings_account",
 }
 SEARCHES: dict[str, tuple[str, ...]] = {
     "mortgage": ("mortgage rates", "how much can i borrow", "remortgage"),
@@ -61,4 +78,8 @@ SEARCHES: dict[str, tuple[str, ...]] = {
     "cards": ("credit card", "travel card"),
     "overdraft": ("overdraft", "negative balance"),
     "payments": ("payment package 18",),
+    "personal_loan": ("personal loan", "loan for renovation"),
+    "travel_insurance": ("travel insurance", "insurance abroad"),
+    "home_insurance": ("home insurance", "contents insurance"),
+    "savings": ("savings rate", "savings account"),
 }

@@ -30,6 +30,46 @@ _LIBRARY_APP = {"name": "analytics-ios", "version": "4.1.8"}
 _LIBRARY_CORE = {"name": "core-banking", "version": "1"}
 
 
+#: how far back needs already under way at day 0 may have started (longest need: 180 days)
+PAST_DAYS = 180.0
+#: life events that strike at random (with a daily hazard), in the order they are drawn
+_RANDOM_EVENTS = (
+    LifeEventKind.MOVING,
+    LifeEventKind.BIRTH,
+    LifeEventKind.NEW_JOB,
+    LifeEventKind.CAR_TROUBLE,
+    LifeEventKind.RETIREMENT_APPROACHING,
+    LifeEventKind.RENOVATION,
+    LifeEventKind.TRAVEL_PLANNING,
+    LifeEventKind.WINDFALL,
+    LifeEventKind.BACKGROUND,
+)
+
+
+def _eligible(kind: LifeEventKind, age: int, partner: bool) -> bool:
+    """Who a random life event can happen to."""
+    match kind:
+        case LifeEventKind.MOVING:
+            return 20 <= age <= 75
+        case LifeEventKind.BIRTH:
+            return partner and 24 <= age <= 42
+        case LifeEventKind.NEW_JOB:
+            return 20 <= age <= 64
+        case LifeEventKind.CAR_TROUBLE:
+            return 21 <= age <= 80
+        case LifeEventKind.RETIREMENT_APPROACHING:
+            return 55 <= age <= 66
+        case LifeEventKind.RENOVATION:
+            return 25 <= age <= 80
+        case LifeEventKind.TRAVEL_PLANNING:
+            return 18 <= age <= 85
+        case LifeEventKind.WINDFALL:
+            return age >= 18
+        case LifeEventKind.BACKGROUND:
+            return age >= 18
+    return False
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
@@ -49,6 +89,7 @@ class CustomerSim:
 
     def __init__(self, customer: Customer, seed: int, start: date, response: ResponseModel):
         self.c = customer
+        self.seed = seed
         self.rng = random.Random(f"life:{seed}:{customer.index}")
         self.start = start
         self.t0 = datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()
@@ -59,6 +100,7 @@ class CustomerSim:
         self.overdrawn = self.balance < 0
         self.identified = False
         self.pending: list[tuple[int, str, str]] = []  # (day, event name, product)
+        self._past_needs()
 
     # ------------------------------------------------------------------ helpers
     def _id(self) -> str:
@@ -112,6 +154,37 @@ class CustomerSim:
                 continue
             if self.rng.random() < spec.probability:
                 self.needs.append(start_need(self.rng, spec, day, kind))
+
+    def _past_needs(self) -> None:
+        """Needs already under way when the simulation starts.
+
+        A bank's customers do not all begin life on day 0: at any moment some are moving,
+        some just had a child. Life events of the last ``PAST_DAYS`` days are drawn with the
+        same hazards as during the run (a Poisson count per event kind), so day 0 starts from
+        the steady share of customers with a need rather than from nobody. Needs that would
+        have ended before day 0 are dropped; the bank saw none of these events (they happened
+        before its log starts). Drawn from a generator of their own, so the daily stream of
+        the world is the same with or without a past.
+        """
+        rng = random.Random(f"past:{self.seed}:{self.c.index}")
+        today = self.start
+        for kind, (hazard, specs) in LIFE_EVENTS.items():
+            if hazard is None:
+                continue
+            for _ in range(_poisson(rng, hazard * PAST_DAYS)):
+                day = -rng.uniform(0.0, PAST_DAYS)
+                age = self.c.age_on(today + timedelta(days=math.floor(day)))
+                if not _eligible(kind, age, self.c.partner):
+                    continue
+                for spec in specs:
+                    if self._has_need(spec.topic) or rng.random() >= spec.probability:
+                        continue
+                    product = PRODUCT_OF.get(spec.topic)
+                    if product in self.products and spec.topic != "mortgage":
+                        continue
+                    need = start_need(rng, spec, day, kind)
+                    if day + need.duration > 0:
+                        self.needs.append(need)
 
     # ------------------------------------------------------------------ the day
     def day(self, d: int) -> list[Message]:
@@ -215,17 +288,9 @@ class CustomerSim:
                 child.day,
             ) and today.year - child.year == 18:
                 self._start(LifeEventKind.CHILD_TURNING_18, d, out, ts, known_to_bank=True)
-        eligible = {
-            LifeEventKind.MOVING: 20 <= age <= 75,
-            LifeEventKind.BIRTH: c.partner and 24 <= age <= 42,
-            LifeEventKind.NEW_JOB: 20 <= age <= 64,
-            LifeEventKind.CAR_TROUBLE: 21 <= age <= 80,
-            LifeEventKind.RETIREMENT_APPROACHING: 55 <= age <= 66,
-            LifeEventKind.BACKGROUND: age >= 18,
-        }
-        for kind, ok in eligible.items():
+        for kind in _RANDOM_EVENTS:
             hazard = LIFE_EVENTS[kind][0]
-            if ok and hazard is not None and rng.random() < hazard:
+            if _eligible(kind, age, c.partner) and hazard is not None and rng.random() < hazard:
                 known = kind is not LifeEventKind.BACKGROUND and rng.random() < 0.5
                 self._start(kind, d, out, ts, known_to_bank=known)
                 if kind is LifeEventKind.BIRTH:
@@ -254,7 +319,8 @@ class CustomerSim:
         need.finish(d, EndReason.CONVERTED)
         ts = base + self.rng.uniform(9, 21) * 3600
         web = self.rng.random() >= self.c.app_share
-        self.identified = self.identified or d >= self.c.anonymous_days
+        if self._log_in(d, ts - 1, web, out):
+            ts += 1
         for i, name in enumerate(("Application Started", "Application Submitted")):
             out.append(
                 self._message(
@@ -264,24 +330,31 @@ class CustomerSim:
         self.pending.append((d + self.rng.randint(1, 5), "Product Opened", product))
         self.products.add(product)
 
+    def _log_in(self, d: int, ts: float, web: bool, out: list[Message]) -> bool:
+        """The first login after the anonymous days: an identify with the customer's traits."""
+        c = self.c
+        if self.identified or d < c.anonymous_days:
+            return False
+        self.identified = True
+        traits = {
+            "birthday": c.birthday.isoformat(),
+            "products": sorted(self.products),
+            "children": len(c.children),
+            "consent": {
+                "personalization": c.consent_personalization,
+                "marketing": c.consent_marketing,
+            },
+        }
+        out.append(self._message("identify", ts, web=web, traits=traits))
+        return True
+
     def _session(
         self, d: int, base: float, strengths: dict[str, float], out: list[Message]
     ) -> None:
         rng, c = self.rng, self.c
         ts = base + (rng.choices(_HOURS, _HOUR_WEIGHTS)[0] + rng.random()) * 3600
         web = rng.random() >= c.app_share
-        if not self.identified and (d >= c.anonymous_days):
-            self.identified = True
-            traits = {
-                "birthday": c.birthday.isoformat(),
-                "products": sorted(self.products),
-                "children": len(c.children),
-                "consent": {
-                    "personalization": c.consent_personalization,
-                    "marketing": c.consent_marketing,
-                },
-            }
-            out.append(self._message("identify", ts, web=web, traits=traits))
+        if self._log_in(d, ts, web, out):
             ts += 1
         topics = list(strengths)
         weights = [strengths[t] for t in topics]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Sequence
 
 from nextbest.decide.model import Decision
@@ -59,6 +60,15 @@ class MemoryStore:
 
     def decision(self, decision_id: str) -> Decision | None:
         return self._decisions.get(decision_id)
+
+    def decisions(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[Decision]:
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
+        found = [d for d in self._decisions.values() if lo <= d.timestamp < hi]
+        found.sort(key=lambda d: (d.timestamp, d.decision_id))
+        return iter(found)
 
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False

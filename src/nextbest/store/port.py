@@ -55,6 +55,12 @@ class EventStore(Protocol):
 
     def decision(self, decision_id: str) -> Decision | None: ...
 
+    def decisions(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[Decision]:
+        """Logged decisions with ``since <= timestamp < until``, by time then id."""
+        ...
+
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
     ) -> None:

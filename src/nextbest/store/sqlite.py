@@ -5,6 +5,7 @@ sqlite3 errors never leave this module: ``_translated`` maps them to StoreError 
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions(customer_id, timestamp);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(timestamp, decision_id);
 CREATE TABLE IF NOT EXISTS state (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -52,6 +54,8 @@ CREATE TABLE IF NOT EXISTS state_watermark (
 );
 """
 
+#: rows read per query when streaming the decision log
+_PAGE = 2_000
 _SYNC = {"OFF", "NORMAL", "FULL", "EXTRA"}
 
 
@@ -184,6 +188,26 @@ class SQLiteStore:
                 "SELECT body FROM decisions WHERE decision_id = ?", (decision_id,)
             ).fetchone()
         return self._decision_dec.decode(row[0]) if row else None
+
+    def decisions(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[Decision]:
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
+        last: tuple[float, str] = (lo, "")
+        while True:  # in pages, so the lock is never held for the whole log
+            with self._lock, _translated("read decisions"):
+                rows = self._db.execute(
+                    "SELECT timestamp, decision_id, body FROM decisions "
+                    "WHERE (timestamp, decision_id) > (?, ?) AND timestamp < ? "
+                    "ORDER BY timestamp, decision_id LIMIT ?",
+                    (last[0], last[1], hi, _PAGE),
+                ).fetchall()
+            for ts, decision_id, body in rows:
+                yield self._decision_dec.decode(body)
+                last = (ts, decision_id)
+            if len(rows) < _PAGE:
+                return
 
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False

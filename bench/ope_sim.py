@@ -1,0 +1,155 @@
+"""Benchmark: does off-policy evaluation on one simulated week of logs predict a candidate's
+online click rate?
+
+One week of the synthetic bank is logged under the uniformly random policy (every item's
+propensity is 1/n, exact). Each candidate catalog is then (1) estimated offline from those
+logs with IPS, SNIPS and DR (``nextbest.learn.offline``) and (2) run online for the same week
+on the same population; the table compares the estimate with the online CTR per shown slot.
+
+    .venv/bin/python bench/ope_sim.py --seed 1 --customers 5000 --days 7
+
+Candidates: ``prior`` (the example bank ranked by its interest prior, learning off),
+``no_interest`` (the same with ``interest_lift: 0``: value x weight only) and ``eager``
+(``interest_lift: 12``, ``half_saturation: 1``: interest counts for much more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import log, machine_info
+from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.learn.logs import join_rewards
+from nextbest.learn.offline import evaluate_candidate
+from nextbest.sim.loop import SiteLoop
+from nextbest.sim.policies import NextbestPolicy, make_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "bank"
+SCORING = "scoring:\n  service_ctr: 0.08\n  commercial_ctr: 0.01\n  interest_lift: 4.0\n"
+SCORING += "  half_saturation: 3.0\n"
+
+
+def candidate(folder: Path, lift: float, half: float) -> Catalog:
+    """The example bank without learning (greedy prior ranking) and with this scoring."""
+    for f in EXAMPLE.glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "placements.yaml":
+            text = "\n".join(ln for ln in text.splitlines() if "learning:" not in ln) + "\n"
+        if f.name == "policy.yaml":
+            assert SCORING in text, "policy.yaml scoring block changed"
+            text = text.replace(
+                SCORING,
+                f"scoring:\n  service_ctr: 0.08\n  commercial_ctr: 0.01\n"
+                f"  interest_lift: {lift}\n  half_saturation: {half}\n",
+            )
+        (folder / f.name).write_text(text)
+    return load_catalog(folder)
+
+
+def run(loop: SiteLoop, days: int) -> SiteLoop:
+    for d in range(days):
+        loop.run_day(d)
+    return loop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--customers", type=int, default=5000)
+    ap.add_argument("--days", type=int, default=7)
+    ap.add_argument(
+        "--logging",
+        choices=("random", "nextbest"),
+        default="random",
+        help="the logging policy: uniformly random, or nextbest as configured (exploring)",
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ope_sim.json"))
+    args = ap.parse_args()
+    began = time.perf_counter()
+    logging_catalog = load_catalog(EXAMPLE)
+    log(f"logging {args.customers} customers x {args.days} days under {args.logging}")
+    logged = run(
+        SiteLoop(make_policy(args.logging), logging_catalog, args.seed, args.customers), args.days
+    )
+    store = logged.engine.store
+    items = join_rewards(list(store.decisions()), (s.event for s in store.scan(0)), logging_catalog)
+    logged.finish()
+    log(f"{len(items)} logged slots")
+    tmp = Path(tempfile.mkdtemp(prefix="ope-sim-"))
+    rows = []
+    try:
+        for name, lift, half in (
+            ("prior", 4.0, 3.0),
+            ("no_interest", 0.0, 3.0),
+            ("eager", 12.0, 1.0),
+        ):
+            folder = tmp / name
+            folder.mkdir()
+            cat = candidate(folder, lift, half)
+            report = evaluate_candidate(items, cat, n_bootstrap=200)
+            online = run(SiteLoop(NextbestPolicy(), cat, args.seed, args.customers), args.days)
+            metrics = online.finish()
+            clicks = report.rewards[0]
+            est = {e.estimator.value: e for e in clicks.estimates}
+            row = {
+                "candidate": name,
+                "online_ctr": metrics.ctr,
+                "online_impressions": metrics.impressions,
+                "logged_ctr": clicks.logged,
+                **{
+                    k: {
+                        "value": e.value,
+                        "ci": [e.ci_lower, e.ci_upper],
+                        "error": e.value / metrics.ctr - 1.0 if metrics.ctr else None,
+                        "ess": e.effective_sample_size,
+                    }
+                    for k, e in est.items()
+                },
+            }
+            rows.append(row)
+            log(
+                f"{name}: online CTR {metrics.ctr:.5f}; IPS {est['ips'].value:.5f} "
+                f"SNIPS {est['snips'].value:.5f} DR {est['dr'].value:.5f}"
+            )
+    finally:
+        shutil.rmtree(tmp)
+    print("| candidate | online CTR | IPS (error) | SNIPS (error) | DR (error) | ESS |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        cells = [
+            f"{r[k]['value'] * 100:.3f} % ({r[k]['error'] * 100:+.1f} %)"
+            for k in ("ips", "snips", "dr")
+        ]
+        print(
+            f"| {r['candidate']} | {r['online_ctr'] * 100:.3f} % | {' | '.join(cells)} | "
+            f"{r['ips']['ess']:,.0f} |"
+        )
+    result = {
+        "command": " ".join(["bench/ope_sim.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "seed": args.seed,
+        "customers": args.customers,
+        "days": args.days,
+        "logging": args.logging,
+        "logged_slots": len(items),
+        "rows": rows,
+        "wall_seconds": round(time.perf_counter() - began, 1),
+    }
+    Path(args.out).write_text(json.dumps(msgspec.to_builtins(result), indent=2) + "\n")
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

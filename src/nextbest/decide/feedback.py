@@ -1,0 +1,56 @@
+"""Feedback joins a decision: ``Promotion Viewed / Clicked / Dismissed`` name the decision
+they answer. Pure checks, so a bad join is rejected before anything is stored.
+
+A feedback event is accepted only when its ``decision_id`` is in the decision log (or the
+not-yet-flushed buffer), the decision was made for the same customer (the same profile after
+stitching, or the very id the decision was made for), the ``promotion_id`` was one of the
+decision's items, and a ``position``, when sent, is the one the item was shown at.
+"""
+
+from __future__ import annotations
+
+from nextbest.decide.model import Decision, DecisionItem
+from nextbest.errors import ValidationError
+from nextbest.events.model import Event
+from nextbest.events.names import EventName
+
+__all__ = ["FEEDBACK_EVENTS", "check_feedback", "is_feedback"]
+
+FEEDBACK_EVENTS: frozenset[str] = frozenset(
+    {EventName.PROMOTION_VIEWED, EventName.PROMOTION_CLICKED, EventName.PROMOTION_DISMISSED}
+)
+
+
+def is_feedback(event: Event) -> bool:
+    return event.name in FEEDBACK_EVENTS
+
+
+def check_feedback(
+    event: Event, decision: Decision | None, same_customer: bool, where: str
+) -> DecisionItem:
+    """The decision item this feedback answers; ValidationError (field path) otherwise."""
+    props = event.properties
+    decision_id = str(props["decision_id"])
+    if decision is None:
+        raise ValidationError(
+            f"unknown decision_id {decision_id!r}", f"{where}.properties.decision_id"
+        )
+    if not same_customer:
+        raise ValidationError(
+            f"decision {decision_id!r} was made for another customer",
+            f"{where}.properties.decision_id",
+        )
+    offer = str(props["promotion_id"])
+    item = next((i for i in decision.items if i.offer_id == offer), None)
+    if item is None:
+        raise ValidationError(
+            f"offer {offer!r} was not shown in decision {decision_id!r}",
+            f"{where}.properties.promotion_id",
+        )
+    position = props.get("position")
+    if position is not None and position != item.position:
+        raise ValidationError(
+            f"offer {offer!r} was shown at position {item.position}, not {position!r}",
+            f"{where}.properties.position",
+        )
+    return item

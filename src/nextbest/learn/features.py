@@ -1,0 +1,142 @@
+"""Customer features for propensity models: a sparse ``dict[str, float]`` from a profile.
+
+Pure and cheap (about 10 us for a profile with 8 topics): no clock, no I/O; ``now`` is an
+argument. Only what is there is emitted, so a new customer has a handful of keys.
+
+======================  ===================================================================
+key                     value
+======================  ===================================================================
+``bias``                1
+``interest:<topic>``    ``log1p`` of the decayed interest score as of ``now``
+``count7:<topic>``      ``log1p`` of the hits in the last 7 days
+``count30:<topic>``     ``log1p`` of the hits in the last 30 days
+``trend:<topic>``       ``log((last 7 days + 1) / (the 7 days before + 1))``, in [-3, 3]
+``funnel:<topic>``      funnel stage / 5 (researching 0.2 ... customer 1.0)
+``product:<name>``      1 per product held (lower-cased)
+``segment:<id>``        1 per segment the customer is in
+``lifecycle:<phase>``   1 (``unknown`` without an age)
+``device:<type>``       1, from ``context["device"]`` (a string or Segment's ``{"type": ...}``)
+``channel:<name>``      1, from ``context["channel"]`` or else the session's channel
+``how:<wd|we><0-3>``    1, hour of week: weekday or weekend x 6-hour bucket of ``now`` (UTC
+                        plus ``utc_offset``)
+======================  ===================================================================
+
+Pass the profile the decision may see: without personalization consent that is
+``decide.pipeline.without_behaviour(profile)``, which has no interests, so none are used.
+Topics absent from ``topics`` (dropped from the catalog) are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
+
+from nextbest.profile.interest import decayed
+from nextbest.profile.model import Profile
+from nextbest.profile.topics import TopicSpec
+from nextbest.profile.windows import DAY, count_between
+from nextbest.rules.context import age_of, lifecycle_of
+
+__all__ = [
+    "CATEGORICAL_PREFIXES",
+    "TOPIC_FEATURES",
+    "Features",
+    "customer_features",
+    "hour_of_week",
+]
+
+#: Sparse features: name -> value. Absent means 0.
+Features: TypeAlias = dict[str, float]
+
+#: The per-topic feature families, ``<family>:<topic>``.
+TOPIC_FEATURES: tuple[str, ...] = ("interest", "count7", "count30", "trend", "funnel")
+#: Indicator families (value 1): crossed with the offer id by the contextual model.
+CATEGORICAL_PREFIXES: tuple[str, ...] = (
+    "product:",
+    "segment:",
+    "lifecycle:",
+    "device:",
+    "channel:",
+    "how:",
+)
+
+_HOUR = 3_600.0
+_TREND_CLIP = 3.0
+
+
+def hour_of_week(now: float, utc_offset: float = 0.0) -> str:
+    """``wd0``..``wd3`` on Monday to Friday, ``we0``..``we3`` at weekends: 6-hour buckets."""
+    t = now + utc_offset
+    days = math.floor(t / DAY)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    bucket = int((t - days * DAY) // (6 * _HOUR))
+    return ("we" if weekday >= 5 else "wd") + str(min(bucket, 3))
+
+
+def _device(context: Mapping[str, Any]) -> str | None:
+    device = context.get("device")
+    if isinstance(device, Mapping):
+        device = device.get("type")
+    return device if isinstance(device, str) and device else None
+
+
+def customer_features(
+    profile: Profile,
+    topics: Mapping[str, TopicSpec],
+    now: float,
+    context: Mapping[str, Any],
+    segments: Iterable[str] = (),
+    lifecycle: str | None = None,
+    utc_offset: float = 0.0,
+) -> Features:
+    """The customer's features as of ``now`` (see the module docstring for the keys).
+
+    ``segments`` are the ids of the segments the customer is in; ``lifecycle`` the phase
+    if the caller has it already (otherwise it is derived from the traits' age).
+    """
+    x: Features = {"bias": 1.0}
+    week_ago = now - 7 * DAY
+    month_ago = now - 30 * DAY
+    fortnight_ago = now - 14 * DAY
+    for topic, it in profile.interests.items():
+        if it.total == 0:
+            continue
+        spec = topics.get(topic)
+        if spec is None:
+            continue
+        score = decayed(it.score, it.score_at, now, spec.half_life)
+        if score > 0.0:
+            x["interest:" + topic] = math.log1p(score)
+        hits = it.hits
+        if hits:
+            c7 = count_between(hits, week_ago, now)
+            c30 = count_between(hits, month_ago, now) if c7 < len(hits) else c7
+            before = count_between(hits, fortnight_ago, week_ago)
+            if c7:
+                x["count7:" + topic] = math.log1p(c7)
+            if c30:
+                x["count30:" + topic] = math.log1p(c30)
+            if c7 or before:
+                trend = math.log((c7 + 1.0) / (before + 1.0))
+                x["trend:" + topic] = max(-_TREND_CLIP, min(_TREND_CLIP, trend))
+    for topic, stage in profile.funnel.items():
+        if stage and topic in topics:
+            x["funnel:" + topic] = stage / 5.0
+    for product in profile.products:
+        x["product:" + product.lower()] = 1.0
+    for segment in segments:
+        x["segment:" + segment] = 1.0
+    if lifecycle is None:
+        lifecycle = lifecycle_of(age_of(profile.traits, now))
+    x["lifecycle:" + lifecycle] = 1.0
+    device = _device(context)
+    if device is not None:
+        x["device:" + device.lower()] = 1.0
+    channel = context.get("channel")
+    if not isinstance(channel, str) or not channel:
+        channel = profile.session.channel if profile.session is not None else None
+    if channel:
+        x["channel:" + channel.lower()] = 1.0
+    x["how:" + hour_of_week(now, utc_offset)] = 1.0
+    return x

@@ -1,0 +1,347 @@
+"""The engine's learning state: one propensity model per learning placement, the views still
+waiting for a click, and each campaign's exploration budget. Pure: event times drive it.
+
+**Choosing.** For a placement with ``learning`` in the catalog, ``choose`` scores every
+eligible candidate with the placement's model (``p_click`` at position 1, times value and
+campaign weight), then ranks with the placement's exploration policy (``learn.explore``), so
+each item carries the exact probability it was placed there (a seeded Monte Carlo estimate for
+Thompson sampling). The customer features used are logged with the decision, so feedback
+learns from exactly what the decision saw, and analysts can re-score offline.
+
+**Learning.** Feedback joins its decision (``decide.feedback`` checked it before it was
+stored). A click is learned at once as a 1 (the very next decision reflects it); a dismissal
+at once as a 0; a view waits ``click_window_minutes`` for its click and is then learned as a
+0. Time is the event time of the log, never the wall clock, so a replay of the same log
+gives byte-identical models (``to_state``). A click counts while its view waits, or within
+two click windows of the decision (a click that overtook its view); later clicks are
+ignored: the view was already learned as a miss.
+
+**Exploration budget.** Each campaign's explored share of impressions stays at or under its
+``max_exploration``; a campaign over it is shown only where the greedy order puts it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Sequence
+
+import msgspec
+
+from nextbest.catalog.load import Catalog, CompiledOffer
+from nextbest.catalog.model import OfferKind
+from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision
+from nextbest.decide.pipeline import greedy
+from nextbest.events.model import Event
+from nextbest.events.names import EventName
+from nextbest.learn.bayes import BetaBernoulli
+from nextbest.learn.explore import BetaScores, ExplorationBudget, Thompson, rank, seed_of
+from nextbest.learn.explore import Candidate as Slot
+from nextbest.learn.features import Features, customer_features
+from nextbest.learn.model import (
+    DEFAULT_PRIOR_MEAN,
+    ModelInfo,
+    ModelKind,
+    OfferRef,
+    PropensityModel,
+    describe,
+    load_model,
+    new_model,
+)
+
+__all__ = ["PRIOR", "Learner", "PlacementModel"]
+
+#: logged feature ``prior:<offer>``: the catalog's interest prior of that candidate
+PRIOR = "prior:"
+_BASE = math.log(DEFAULT_PRIOR_MEAN / (1.0 - DEFAULT_PRIOR_MEAN))
+
+
+def _offset(prior: float | None) -> float:
+    """The prior's log-odds over a fresh model's base rate (0 when unknown)."""
+    if prior is None:
+        return 0.0
+    p = min(max(prior, 1e-6), 1.0 - 1e-6)
+    return math.log(p / (1.0 - p)) - _BASE
+
+
+def _split(features: Features) -> tuple[Features, Features]:
+    """(customer features, priors by offer id) of a logged decision."""
+    x: Features = {}
+    priors: Features = {}
+    for k, v in features.items():
+        if k.startswith(PRIOR):
+            priors[k[len(PRIOR) :]] = v
+        else:
+            x[k] = v
+    return x, priors
+
+
+class _View(msgspec.Struct, array_like=True, gc=False):
+    shown: float
+    deadline: float
+    decision_id: str
+    offer_id: str
+    placement: str
+    position: int
+    features: Features
+
+
+class _State(msgspec.Struct, kw_only=True):
+    models: dict[str, bytes]
+    views: list[_View]
+    answered: list[tuple[float, str, str]]
+    budgets: dict[str, tuple[int, int]]
+    now: float
+    learned: int
+
+
+class PlacementModel(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of ``nextbest models``."""
+
+    placement: str
+    explore: str
+    info: ModelInfo
+
+
+class Learner:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.models: dict[str, PropensityModel] = {
+            p.id: new_model(ModelKind(p.learning.model.value))
+            for p in catalog.spec.placements
+            if p.learning is not None
+        }
+        self.budgets = {c.id: ExplorationBudget(c.max_exploration) for c in catalog.spec.campaigns}
+        self._refs: dict[tuple[str, str], OfferRef] = {}
+        self._views: dict[tuple[str, str], _View] = {}
+        self._deadlines: list[tuple[float, str, str]] = []  # heap over _views
+        #: (decision, offer) already learned, until the time it may be forgotten
+        self._answered: dict[tuple[str, str], float] = {}
+        self._forget: list[tuple[float, str, str]] = []  # heap over _answered
+        self.now = -math.inf
+        #: feedback events learned from, all placements
+        self.learned = 0
+        #: changed since the last ``to_state``
+        self.dirty = False
+
+    # ---------------------------------------------------------------- choosing
+    def _ref(self, offer: CompiledOffer, placement: str) -> OfferRef:
+        key = (offer.id, placement)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = OfferRef(
+                offer_id=offer.id,
+                placement=placement,
+                topic=offer.topic,
+                kind=offer.kind,
+                campaign_id=offer.campaign.id if offer.campaign else None,
+            )
+        return ref
+
+    def _explorable(self, offer: CompiledOffer) -> bool:
+        camp = offer.campaign
+        return camp is None or self.budgets[camp.id].explorable(camp.id)
+
+    def choose(self, ctx: ChoiceContext, pool: Sequence[Candidate], limit: int) -> Choice:
+        """The placement's model and exploration policy pick; greedy where nothing learns."""
+        model = self.models.get(ctx.placement)
+        learning = self.catalog.placements[ctx.placement].learning
+        if model is None or learning is None:
+            return greedy(ctx, pool, limit)
+        x = customer_features(ctx.profile, self.catalog.topics, ctx.now, ctx.context, ctx.segments)
+        refs = [self._ref(c.offer, ctx.placement) for c in pool]
+        p_click = model.predict_many(x, refs, offsets=[_offset(c.p_click) for c in pool])
+        scale = [c.offer.spec.value * c.offer.weight for c in pool]
+        scores = [p * s for p, s in zip(p_click, scale, strict=True)]
+        slots = [
+            Slot(service=c.offer.kind is OfferKind.SERVICE, explorable=self._explorable(c.offer))
+            for c in pool
+        ]
+        thompson = None
+        if isinstance(learning.explore, Thompson) and isinstance(model, BetaBernoulli):
+            posteriors = [model.posterior(r) for r in refs]
+            thompson = BetaScores([a for a, _ in posteriors], [b for _, b in posteriors], scale)
+        seed = seed_of(ctx.decision_id)
+        placed = rank(
+            slots,
+            scores,
+            limit,
+            learning.explore,
+            random.Random(seed),
+            thompson=thompson,
+            seed=seed,
+        )
+        for pl in placed:
+            camp = pool[pl.index].offer.campaign
+            if camp is not None and not slots[pl.index].service:
+                self.budgets[camp.id].record(camp.id, pl.explored)
+                self.dirty = True
+        return Choice(
+            picks=[(pl.index, pl.propensity) for pl in placed],
+            explored=[pl.explored for pl in placed],
+            p_click=p_click,
+            features={**x, **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool}},
+            model_version=model.version,
+        )
+
+    def reset_budgets(self) -> None:
+        """Forget every campaign's counts (before recounting them from the decision log)."""
+        self.budgets = {
+            c.id: ExplorationBudget(c.max_exploration) for c in self.catalog.spec.campaigns
+        }
+        self.dirty = True
+
+    def record_decision(self, decision: Decision) -> None:
+        """Count a logged decision's items against the campaigns' budgets (for a replay)."""
+        if decision.placement not in self.models:
+            return
+        for item in decision.items:
+            if item.campaign_id is not None and item.kind == OfferKind.COMMERCIAL.value:
+                budget = self.budgets.get(item.campaign_id)
+                if budget is not None:
+                    budget.record(item.campaign_id, item.explored)
+                    self.dirty = True
+
+    # ---------------------------------------------------------------- learning
+    def observe(self, event: Event, decision: Decision | None) -> None:
+        """Move time to the event, then learn from it if it is feedback on a learning
+        placement's decision."""
+        self.advance(event.timestamp)
+        if decision is None or event.name is None:
+            return
+        model = self.models.get(decision.placement)
+        learning = self.catalog.placements[decision.placement].learning
+        if model is None or learning is None:
+            return
+        offer_id = str(event.properties.get("promotion_id"))
+        item = next((i for i in decision.items if i.offer_id == offer_id), None)
+        offer = self.catalog.offers.get(offer_id)
+        if item is None or offer is None:
+            return
+        key = (decision.decision_id, offer_id)
+        window = learning.click_window_minutes * 60.0
+        if key in self._answered:
+            return  # learned already: a second click, a click after the window, a late view
+        if event.timestamp > decision.timestamp + 2 * window and key not in self._views:
+            # nothing waits for it: its view was learned as a miss long ago, or it is stale
+            return
+        if event.name == EventName.PROMOTION_VIEWED:
+            if key not in self._views:
+                view = _View(
+                    event.timestamp,
+                    event.timestamp + window,
+                    decision.decision_id,
+                    offer_id,
+                    decision.placement,
+                    item.position,
+                    decision.features,
+                )
+                self._views[key] = view
+                heapq.heappush(self._deadlines, (view.deadline, key[0], key[1]))
+                self.dirty = True
+            return
+        if event.name == EventName.PROMOTION_CLICKED:
+            reward = 1.0
+        elif event.name == EventName.PROMOTION_DISMISSED:
+            reward = 0.0
+        else:
+            return
+        self._views.pop(key, None)
+        self._learn(model, decision.features, offer, decision.placement, item.position, reward)
+        self._answer(key, event.timestamp + window)
+
+    def _learn(
+        self,
+        model: PropensityModel,
+        logged: Features,
+        offer: CompiledOffer,
+        placement: str,
+        position: int,
+        reward: float,
+    ) -> None:
+        x, priors = _split(logged)
+        ref = self._ref(offer, placement)
+        model.learn_one(x, ref, position, reward, offset=_offset(priors.get(offer.id)))
+
+    def _answer(self, key: tuple[str, str], until: float) -> None:
+        self._answered[key] = until
+        heapq.heappush(self._forget, (until, key[0], key[1]))
+        self.learned += 1
+        self.dirty = True
+
+    def advance(self, now: float) -> None:
+        """Views whose click window closed before ``now`` are learned as misses."""
+        if now <= self.now:
+            return
+        self.now = now
+        self.dirty = self.dirty or bool(self.models)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < now:
+            deadline, decision_id, offer_id = heapq.heappop(deadlines)
+            view = self._views.pop((decision_id, offer_id), None)
+            if view is None:  # clicked or dismissed meanwhile
+                continue
+            offer = self.catalog.offers.get(offer_id)
+            model = self.models.get(view.placement)
+            if offer is not None and model is not None:
+                self._learn(model, view.features, offer, view.placement, view.position, 0.0)
+            # a click arriving after the window is ignored for one more window
+            self._answer((decision_id, offer_id), 2 * deadline - view.shown)
+        forget = self._forget
+        while forget and forget[0][0] < now:
+            until, decision_id, offer_id = heapq.heappop(forget)
+            if self._answered.get((decision_id, offer_id)) == until:
+                del self._answered[(decision_id, offer_id)]
+
+    # ---------------------------------------------------------------- reading, state
+    def describe(self, k: int = 10) -> list[PlacementModel]:
+        out = []
+        for placement, model in self.models.items():
+            learning = self.catalog.placements[placement].learning
+            explore = "" if learning is None else type(learning.explore).__name__
+            out.append(
+                PlacementModel(placement=placement, explore=explore, info=describe(model, k))
+            )
+        return out
+
+    @property
+    def pending_views(self) -> int:
+        return len(self._views)
+
+    def to_state(self) -> bytes:
+        """Everything, deterministic bytes: models, waiting views, budgets, time."""
+        state = _State(
+            models={p: m.to_state() for p, m in sorted(self.models.items())},
+            views=sorted(
+                self._views.values(), key=lambda v: (v.deadline, v.decision_id, v.offer_id)
+            ),
+            answered=sorted((u, d, o) for (d, o), u in self._answered.items()),
+            budgets={c: b.counts().get(c, (0, 0)) for c, b in sorted(self.budgets.items())},
+            now=self.now,
+            learned=self.learned,
+        )
+        return msgspec.msgpack.encode(state)
+
+    @classmethod
+    def from_state(cls, catalog: Catalog, data: bytes) -> Learner:
+        """A learner for ``catalog`` resumed from ``to_state`` bytes (same catalog digest)."""
+        state = msgspec.msgpack.decode(data, type=_State)
+        learner = cls(catalog)
+        for placement, body in state.models.items():
+            if placement in learner.models:
+                learner.models[placement] = load_model(body)
+        for view in state.views:
+            learner._views[(view.decision_id, view.offer_id)] = view
+            learner._deadlines.append((view.deadline, view.decision_id, view.offer_id))
+        heapq.heapify(learner._deadlines)
+        for until, decision_id, offer_id in state.answered:
+            learner._answered[(decision_id, offer_id)] = until
+            learner._forget.append((until, decision_id, offer_id))
+        heapq.heapify(learner._forget)
+        for camp, counts in state.budgets.items():
+            budget = learner.budgets.get(camp)
+            if budget is not None:
+                budget.load({camp: counts})
+        learner.now, learner.learned = state.now, state.learned
+        return learner

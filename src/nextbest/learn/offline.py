@@ -1,0 +1,173 @@
+"""Offline evaluation of a candidate catalog on the decision log (IPS, SNIPS, DR via ``ope``).
+
+Each shown item of the log is one round: the offer shown (the action), its slot, its reward
+(clicked, or converted) and the probability the logging policy put it there (its logged
+propensity). For every logged decision the candidate catalog's policy is replayed on what was
+logged: the same eligible candidates (eligibility is *not* re-evaluated: the profile at that
+moment is not in the log), scored with the candidate's interest prior (its ``scoring``,
+offer values, campaign weights and priorities) from the logged interest features, ordered
+service first, with the candidate placement's exploration (epsilon-greedy: exact marginals;
+softmax: exact Plackett-Luce marginals; Thompson sampling and greedy: the greedy order).
+A learned model of the candidate is not retrained offline: what is evaluated is the
+candidate's ranking rule.
+
+A slot the candidate leaves empty (fewer candidates than slots) is the action ``(none)``,
+worth 0. The reward model of DR is the logs' own smoothed rate per (offer, slot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import groupby
+
+import msgspec
+import numpy as np
+
+from nextbest.catalog.load import Catalog, CompiledOffer
+from nextbest.catalog.model import OfferKind
+from nextbest.decide.score import click_prior
+from nextbest.errors import ValidationError
+from nextbest.learn.explore import EpsilonGreedy, Softmax, plackett_luce_marginals
+from nextbest.learn.logs import LoggedItem
+from nextbest.learn.ope import Estimate, Estimator, estimate
+
+__all__ = ["NONE", "OfflineReport", "Reward", "evaluate_candidate"]
+
+#: the action of a slot the candidate leaves empty
+NONE = "(none)"
+#: prior strength (pseudo-rounds) of the DR reward model's per (offer, slot) rates
+_SMOOTHING = 20.0
+
+
+class Reward(msgspec.Struct, frozen=True, kw_only=True):
+    """The estimates for one reward (clicks or conversions) per shown slot."""
+
+    reward: str
+    logged: float
+    estimates: list[Estimate]
+
+
+class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
+    candidate: str
+    decisions: int
+    rounds: int
+    actions: int
+    slots: int
+    rewards: list[Reward]
+
+
+def _marginals(
+    catalog: Catalog, placement: str, candidates: Sequence[str], features: dict[str, float]
+) -> list[dict[str, float]]:
+    """P(offer in slot r) for r = 0 .. slots-1 under the candidate catalog's policy."""
+    spec = catalog.placements.get(placement)
+    if spec is None:
+        return []
+    allowed = {o.id for o in catalog.by_placement[placement]}
+    scoring = catalog.scoring
+    ranked: list[tuple[int, float, int, str, CompiledOffer]] = []
+    for oid in candidates:
+        offer = catalog.offers.get(oid)
+        if offer is None or oid not in allowed:
+            continue
+        s = 0.0
+        if offer.topic is not None:
+            s = math.expm1(features.get(f"interest:{offer.topic}", 0.0))
+        p = click_prior(offer.base_ctr, s, scoring.interest_lift, scoring.half_saturation)
+        score = p * offer.spec.value * offer.weight
+        first = 0 if offer.kind is OfferKind.SERVICE else 1
+        ranked.append((first, -score, -offer.spec.priority, oid, offer))
+    ranked.sort(key=lambda r: r[:4])
+    service = [r[3] for r in ranked if r[0] == 0][: spec.slots]
+    commercial = [r for r in ranked if r[0] == 1]
+    out: list[dict[str, float]] = [{oid: 1.0} for oid in service]
+    free = min(spec.slots - len(service), len(commercial))
+    policy = spec.learning.explore if spec.learning is not None else None
+    ids = [r[3] for r in commercial]
+    if free > 0 and isinstance(policy, EpsilonGreedy):
+        eps, n = policy.epsilon, len(ids)
+        for r in range(free):
+            out.append({oid: eps / n + (1.0 - eps if k == r else 0.0) for k, oid in enumerate(ids)})
+    elif free > 0 and isinstance(policy, Softmax):
+        best = -commercial[0][1]
+        weights = [math.exp((-c[1] - best) / policy.temperature) for c in commercial]
+        marg = plackett_luce_marginals(weights, free)
+        for r in range(free):
+            out.append({oid: marg[r][k] for k, oid in enumerate(ids)})
+    else:
+        out.extend({oid: 1.0} for oid in ids[:free])
+    return out
+
+
+def evaluate_candidate(
+    items: Sequence[LoggedItem],
+    catalog: Catalog,
+    *,
+    random_state: int = 12345,
+    n_bootstrap: int = 1000,
+) -> OfflineReport:
+    """IPS, SNIPS and DR estimates of the candidate's click and conversion rate per slot."""
+    rows = sorted(items, key=lambda i: (i.timestamp, i.decision_id, i.position))
+    if not rows:
+        raise ValidationError("no logged items to evaluate (is the period empty?)", "$.logs")
+    offers = sorted({i.offer_id for i in rows} | set(catalog.offers) | {NONE})
+    index = {oid: k for k, oid in enumerate(offers)}
+    slots = max(max(i.position for i in rows), *(p.slots for p in catalog.placements.values()))
+    n = len(rows)
+    action = np.fromiter((index[i.offer_id] for i in rows), dtype=np.int64, count=n)
+    position = np.fromiter((i.position - 1 for i in rows), dtype=np.int64, count=n)
+    pscore = np.fromiter((i.propensity for i in rows), dtype=np.float64, count=n)
+    dist = np.zeros((n, len(offers), slots))
+    decisions = 0
+    start = 0
+    for _, group in groupby(rows, key=lambda i: i.decision_id):
+        members = list(group)
+        first = members[0]
+        marg = _marginals(catalog, first.placement, first.candidates, first.features)
+        block = np.zeros((len(offers), slots))
+        for r in range(slots):
+            probs = marg[r] if r < len(marg) else {NONE: 1.0}
+            for oid, p in probs.items():
+                block[index[oid], r] = p
+        dist[start : start + len(members)] = block
+        start += len(members)
+        decisions += 1
+
+    rewards: list[Reward] = []
+    for name, values in (
+        ("click", [float(i.clicked) for i in rows]),
+        ("conversion", [float(i.converted) for i in rows]),
+    ):
+        reward = np.asarray(values)
+        base = float(reward.mean())
+        sums = np.zeros((len(offers), slots))
+        counts = np.zeros((len(offers), slots))
+        np.add.at(sums, (action, position), reward)
+        np.add.at(counts, (action, position), 1.0)
+        model = (sums + _SMOOTHING * base) / (counts + _SMOOTHING)
+        model[index[NONE], :] = 0.0
+        estimated = np.broadcast_to(model, dist.shape)
+        estimates = [
+            estimate(
+                estimator,
+                reward=reward,
+                action=action,
+                pscore=pscore,
+                action_dist=dist,
+                position=position,
+                random_state=random_state,
+                estimated_rewards_by_reg_model=estimated if estimator is Estimator.DR else None,
+                n_bootstrap=n_bootstrap,
+            )
+            for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
+        ]
+        rewards.append(Reward(reward=name, logged=base, estimates=estimates))
+    return OfflineReport(
+        candidate=catalog.source,
+        decisions=decisions,
+        rounds=n,
+        actions=len(offers),
+        slots=slots,
+        rewards=rewards,
+    )

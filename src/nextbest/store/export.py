@@ -1,0 +1,142 @@
+"""The decision log as a Parquet file for analysts (pyarrow): one row per shown item, with
+its rewards (``clicked``, ``converted``: see ``learn.logs``).
+
+A decision that showed nothing still gets one row (``position`` and ``offer_id`` null), so
+coverage can be counted. Lists (candidates, control exposures, segments) stay lists and the
+features a map, so a notebook can re-score or evaluate a policy offline from the file alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nextbest.decide.model import Decision
+from nextbest.errors import ValidationError
+from nextbest.learn.logs import LoggedItem
+
+__all__ = ["DECISION_SCHEMA", "decision_rows", "read_logged_items", "write_decisions"]
+
+#: (decision_id, offer_id) -> (clicked, converted)
+Rewards = Mapping[tuple[str, str], tuple[bool, bool]]
+
+DECISION_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("customer_id", pa.string()),
+        ("placement", pa.string()),
+        ("catalog_version", pa.string()),
+        ("model_version", pa.string()),
+        ("position", pa.int16()),
+        ("offer_id", pa.string()),
+        ("kind", pa.string()),
+        ("campaign_id", pa.string()),
+        ("score", pa.float64()),
+        ("p_click", pa.float64()),
+        ("propensity", pa.float64()),
+        ("clicked", pa.bool_()),
+        ("converted", pa.bool_()),
+        ("candidates", pa.list_(pa.string())),
+        ("control", pa.list_(pa.string())),
+        ("segments", pa.list_(pa.string())),
+        ("features", pa.map_(pa.string(), pa.float64())),
+    ]
+)
+_BATCH = 10_000
+
+
+def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[dict[str, Any]]:
+    base = {
+        "decision_id": decision.decision_id,
+        "timestamp": int(decision.timestamp * 1000),
+        "customer_id": decision.customer_id,
+        "placement": decision.placement,
+        "catalog_version": decision.catalog_version,
+        "model_version": decision.model_version,
+        "candidates": decision.candidates,
+        "control": decision.control,
+        "segments": decision.segments,
+        "features": list(decision.features.items()),
+    }
+    if not decision.items:
+        return [base]
+    return [
+        {
+            **base,
+            "position": item.position,
+            "offer_id": item.offer_id,
+            "kind": item.kind,
+            "campaign_id": item.campaign_id,
+            "score": item.score,
+            "p_click": item.p_click,
+            "propensity": item.propensity,
+            **_rewarded(rewards, decision.decision_id, item.offer_id),
+        }
+        for item in decision.items
+    ]
+
+
+def _rewarded(rewards: Rewards | None, decision_id: str, offer_id: str) -> dict[str, Any]:
+    if rewards is None:
+        return {}
+    clicked, converted = rewards.get((decision_id, offer_id), (False, False))
+    return {"clicked": clicked, "converted": converted}
+
+
+def write_decisions(
+    decisions: Iterable[Decision], path: str | Path, rewards: Rewards | None = None
+) -> int:
+    """Stream ``decisions`` into a Parquet file at ``path``; the number of rows written."""
+    rows: list[dict[str, Any]] = []
+    written = 0
+    with pq.ParquetWriter(str(path), DECISION_SCHEMA, compression="zstd") as writer:
+        for decision in decisions:
+            rows.extend(decision_rows(decision, rewards))
+            if len(rows) >= _BATCH:
+                writer.write_table(pa.Table.from_pylist(rows, schema=DECISION_SCHEMA))
+                written += len(rows)
+                rows = []
+        if rows or not written:
+            writer.write_table(pa.Table.from_pylist(rows, schema=DECISION_SCHEMA))
+            written += len(rows)
+    return written
+
+
+def read_logged_items(path: str | Path) -> list[LoggedItem]:
+    """The shown items of an exported file, for offline evaluation (rows without an item,
+    or without rewards, are skipped)."""
+    try:
+        table = pq.read_table(str(path))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValidationError(f"cannot read {path}: {exc}", "$.logs") from exc
+    missing = {"decision_id", "offer_id", "position", "propensity", "clicked"} - set(
+        table.column_names
+    )
+    if missing:
+        raise ValidationError(f"{path} lacks columns {sorted(missing)}", "$.logs")
+    out: list[LoggedItem] = []
+    for row in table.to_pylist():
+        if row["offer_id"] is None or row["clicked"] is None:
+            continue
+        out.append(
+            LoggedItem(
+                decision_id=row["decision_id"],
+                timestamp=row["timestamp"].timestamp(),
+                customer_id=row["customer_id"],
+                placement=row["placement"],
+                position=row["position"],
+                offer_id=row["offer_id"],
+                propensity=row["propensity"],
+                clicked=bool(row["clicked"]),
+                converted=bool(row["converted"]),
+                candidates=list(row["candidates"] or []),
+                features=dict(row["features"] or []),
+                model_version=row["model_version"] or "prior",
+            )
+        )
+    return out

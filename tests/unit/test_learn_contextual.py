@@ -1,0 +1,207 @@
+"""The contextual logistic model (River), and the checks every PropensityModel passes."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import pytest
+
+from nextbest.learn.bayes import BetaBernoulli
+from nextbest.learn.contextual import ContextualLogistic, crossed, crossed_many
+from nextbest.learn.features import Features
+from nextbest.learn.model import (
+    ModelKind,
+    OfferRef,
+    PropensityModel,
+    describe,
+    load_model,
+    new_model,
+)
+
+TOPICS = ("mortgage", "pension", "cards", "savings", "car")
+OFFERS = [OfferRef(offer_id=f"o{j}", placement="home", topic=TOPICS[j % 5]) for j in range(10)]
+THETA = (1.0, 0.6, 0.4)
+
+
+def customer(rng: random.Random) -> Features:
+    x: Features = {"bias": 1.0}
+    for t in rng.sample(TOPICS, rng.randint(0, 2)):
+        x["interest:" + t] = math.log1p(rng.expovariate(0.5))
+        x["count30:" + t] = math.log1p(rng.randint(1, 9))
+    if rng.random() < 0.3:
+        x["segment:young"] = 1.0
+    x["device:" + rng.choice(("mobile", "desktop"))] = 1.0
+    return x
+
+
+def relevance(x: Features, o: OfferRef) -> float:
+    """The planted truth: own-topic interest, and the young segment loves o3."""
+    z = -3.0 + 1.8 * x.get(f"interest:{o.topic}", 0.0)
+    if o.offer_id == "o3" and "segment:young" in x:
+        z += 2.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def stream(seed: int, n: int) -> list[tuple[Features, OfferRef, int, float, float]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        x = customer(rng)
+        o = rng.choice(OFFERS)
+        k = rng.randint(1, 3)
+        p = THETA[k - 1] * relevance(x, o)
+        out.append((x, o, k, 1.0 if rng.random() < p else 0.0, p))
+    return out
+
+
+def auc(scores: list[float], labels: list[float]) -> float:
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    wins = 0.0
+    for p in pos:
+        for q in neg:
+            wins += 1.0 if p > q else 0.5 if p == q else 0.0
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.fixture(scope="module")
+def trained() -> ContextualLogistic:
+    m = ContextualLogistic()
+    for x, o, k, r, _ in stream(1, 5_000):
+        m.learn_one(x, o, k, r)
+    return m
+
+
+def test_learns_a_planted_signal(trained: ContextualLogistic):
+    held = stream(2, 1_500)
+    scores = [trained.predict_one(x, o, k) for x, o, k, _, _ in held]
+    assert auc(scores, [r for *_, r, _ in held]) > 0.7
+    # and ranks at position 1 by the planted relevance
+    truth = [relevance(x, o) for x, o, _, _, _ in held]
+    assert (
+        auc(
+            [trained.predict_one(x, o) for x, o, _, _, _ in held[:600]],
+            [1.0 if t > 0.2 else 0.0 for t in truth[:600]],
+        )
+        > 0.8
+    )
+
+
+def test_position_is_a_learned_discount(trained: ContextualLogistic):
+    weights = trained.weights()
+    assert weights["pos:home:3"] < weights.get("pos:home:2", 0.0) < 0.0
+    x = {"bias": 1.0, "interest:cards": 1.0}
+    assert trained.predict_one(x, OFFERS[2], 3) < trained.predict_one(x, OFFERS[2])
+
+
+def test_crossed_features():
+    x = {
+        "bias": 1.0,
+        "interest:mortgage": 0.5,
+        "interest:cards": 0.25,
+        "segment:young": 1.0,
+        "how:wd1": 1.0,
+    }
+    z = crossed(x, OFFERS[0], position=2)
+    assert z["offer:o0"] == z["topic:mortgage"] == z["placement:home"] == z["pos:home:2"] == 1.0
+    assert z["own.interest"] == z["own.interest&offer:o0"] == 0.5
+    assert z["interest:cards&topic:mortgage"] == 0.25
+    assert z["segment:young&offer:o0"] == z["segment:young&topic:mortgage"] == 1.0
+    assert z["how:wd1&offer:o0"] == 1.0
+    assert "interest:cards&offer:o0" not in z  # numeric features cross with the topic only
+    assert not any(k.startswith("bias") for k in z)
+    assert not any(k.startswith("pos:") for k in crossed(x, OFFERS[0], position=1))
+    assert crossed(x, OFFERS[0], position=99)["pos:home:20"] == 1.0
+    no_topic = OfferRef(offer_id="s", placement="home")
+    assert crossed(x, no_topic)["interest:cards&topic:-"] == 0.25
+    assert crossed_many(x, [*OFFERS, no_topic], 2) == [
+        crossed(x, o, 2) for o in [*OFFERS, no_topic]
+    ]
+
+
+def test_predict_many_equals_predict_one_and_sample_is_predict(trained: ContextualLogistic):
+    x = customer(random.Random(9))
+    assert trained.predict_many(x, OFFERS, 2) == [trained.predict_one(x, o, 2) for o in OFFERS]
+    assert trained.sample_one(x, OFFERS[1], random.Random(1)) == trained.predict_one(x, OFFERS[1])
+
+
+def test_fresh_model_starts_at_the_prior_mean():
+    m = ContextualLogistic()
+    assert m.predict_one({"bias": 1.0}, OFFERS[0]) == pytest.approx(0.02)
+
+
+def test_fractional_reward_sits_between_click_and_miss():
+    x = {"bias": 1.0, "interest:mortgage": 1.0}
+    ms = {r: ContextualLogistic() for r in (0.0, 0.5, 1.0)}
+    for r, m in ms.items():
+        for _ in range(50):
+            m.learn_one(x, OFFERS[0], 1, r)
+    p = {r: m.predict_one(x, OFFERS[0]) for r, m in ms.items()}
+    assert p[0.0] < p[0.5] < p[1.0]
+
+
+def test_top_features_by_magnitude(trained: ContextualLogistic):
+    top = trained.top_features(5)
+    assert len(top) == 5
+    assert top[0][0] == "(intercept)"
+    mags = [abs(v) for _, v in top]
+    assert mags == sorted(mags, reverse=True)
+    info = describe(trained, 3)
+    assert info.kind is ModelKind.CONTEXTUAL
+    assert info.version == "contextual-5000"
+    assert info.top_features == top[:3]
+
+
+def test_replay_and_state_roundtrip_are_identical(trained: ContextualLogistic):
+    again = ContextualLogistic()
+    for x, o, k, r, _ in stream(1, 5_000):
+        again.learn_one(x, o, k, r)
+    state = trained.to_state()
+    assert again.to_state() == state
+    restored = ContextualLogistic.from_state(state)
+    assert restored.to_state() == state
+    assert isinstance(load_model(state), ContextualLogistic)
+    held = stream(3, 200)
+    assert [restored.predict_one(x, o, k) for x, o, k, _, _ in held] == [
+        trained.predict_one(x, o, k) for x, o, k, _, _ in held
+    ]
+    for x, o, k, r, _ in held:
+        again.learn_one(x, o, k, r)
+        restored.learn_one(x, o, k, r)
+    assert restored.to_state() == again.to_state()
+
+
+# ------------------------------------------------------------------ every model's checks
+@pytest.fixture(params=[ModelKind.BAYES, ModelKind.CONTEXTUAL])
+def model(request: pytest.FixtureRequest) -> PropensityModel:
+    m = new_model(request.param)
+    assert m.kind is request.param
+    assert isinstance(m, BetaBernoulli | ContextualLogistic)
+    return m
+
+
+def test_every_model_leaves_its_inputs_alone(model: PropensityModel):
+    events = stream(4, 300)
+    frozen = copy.deepcopy(events)
+    for x, o, k, r, _ in events:
+        model.predict_one(x, o, k)
+        model.predict_many(x, OFFERS)
+        model.learn_one(x, o, k, r)
+    assert events == frozen
+
+
+def test_every_model_is_seeded_repeatable_and_roundtrips(model: PropensityModel):
+    events = stream(5, 400)
+    twin = new_model(model.kind)
+    for x, o, k, r, _ in events:
+        model.learn_one(x, o, k, r)
+        twin.learn_one(x, o, k, r)
+    assert model.to_state() == twin.to_state()
+    assert load_model(model.to_state()).to_state() == model.to_state()
+    assert model.n_learned == 400
+    assert model.version == f"{model.kind.value}-400"
+    for x, o, k, _, _ in events[:5]:
+        assert model.sample_one(x, o, random.Random(3)) == twin.sample_one(x, o, random.Random(3))
+        assert 0.0 < model.predict_one(x, o, k) < 1.0

@@ -1,0 +1,316 @@
+"""Exploration: who is placed where, and the exact (or estimated) logged propensities."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import Counter, defaultdict
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nextbest.errors import ValidationError
+from nextbest.learn.explore import (
+    BetaScores,
+    Candidate,
+    EpsilonGreedy,
+    ExplorationBudget,
+    Greedy,
+    Placed,
+    Policy,
+    PropensityKind,
+    Softmax,
+    Thompson,
+    plackett_luce_marginals,
+    rank,
+    seed_of,
+)
+
+SERVICE = Candidate(service=True)
+COMMERCIAL = Candidate()
+CAPPED = Candidate(explorable=False)
+
+
+def tally(
+    draws: list[list[Placed]],
+) -> tuple[Counter[tuple[int, int]], dict[tuple[int, int], set[float]]]:
+    counts: Counter[tuple[int, int]] = Counter()
+    logged: dict[tuple[int, int], set[float]] = defaultdict(set)
+    for placed in draws:
+        for p in placed:
+            counts[p.index, p.position] += 1
+            logged[p.index, p.position].add(p.propensity)
+    return counts, logged
+
+
+def assert_matches_frequencies(
+    counts: Counter[tuple[int, int]], props: dict[tuple[int, int], float], n: int
+) -> None:
+    for key, p in props.items():
+        freq = counts[key] / n
+        assert abs(freq - p) < 4.5 * math.sqrt(p * (1 - p) / n) + 1e-9, (key, freq, p)
+
+
+def test_greedy_ranks_service_first_then_by_score():
+    cands = [COMMERCIAL, SERVICE, COMMERCIAL, COMMERCIAL, SERVICE]
+    scores = [0.3, 0.1, 0.9, 0.3, 0.2]
+    placed = rank(cands, scores, 4, Greedy(), random.Random(0))
+    assert [(p.index, p.position) for p in placed] == [(4, 1), (1, 2), (2, 3), (0, 4)]
+    assert all(p.propensity == 1.0 and not p.explored for p in placed)
+    assert all(p.propensity_kind is PropensityKind.EXACT for p in placed)
+    assert [p.index for p in rank(cands, scores, 9, Greedy(), random.Random(0))] == [4, 1, 2, 0, 3]
+    assert rank(cands, scores, 0, Greedy(), random.Random(0)) == []
+    assert [p.index for p in rank(cands, scores, 1, Greedy(), random.Random(0))] == [4]
+
+
+def test_epsilon_greedy_propensities_are_exact():
+    cands = [SERVICE] + [COMMERCIAL] * 6
+    scores = [0.0, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    rng = random.Random(1)
+    n = 20_000
+    draws = [rank(cands, scores, 3, EpsilonGreedy(0.3), rng) for _ in range(n)]
+    counts, logged = tally(draws)
+    assert all(len(v) == 1 for v in logged.values())  # one propensity per (item, position)
+    props = {k: next(iter(v)) for k, v in logged.items()}
+    assert props[0, 1] == 1.0
+    assert counts[0, 1] == n  # the service message never moves
+    for position in (2, 3):
+        column = {i: p for (i, pos), p in props.items() if pos == position}
+        assert set(column) == {1, 2, 3, 4, 5, 6}
+        assert math.fsum(column.values()) == pytest.approx(1.0, abs=1e-12)
+    assert props[1, 2] == pytest.approx(0.7 + 0.3 / 6)
+    assert props[2, 3] == pytest.approx(0.7 + 0.3 / 6)
+    assert props[3, 2] == pytest.approx(0.3 / 6)
+    assert_matches_frequencies(counts, props, n)
+    explored = [p for placed in draws for p in placed if p.explored]
+    assert explored
+    assert all(p.position > 1 for p in explored)
+
+
+def brute_force_pl(weights: list[float], f: int) -> list[list[float]]:
+    n = len(weights)
+    marg = [[0.0] * n for _ in range(f)]
+    for perm in itertools.permutations(range(n), f):
+        p, left = 1.0, sum(weights)
+        for i in perm:
+            p *= weights[i] / left
+            left -= weights[i]
+        for r, i in enumerate(perm):
+            marg[r][i] += p
+    return marg
+
+
+def test_plackett_luce_marginals_by_enumeration():
+    weights = [3.0, 1.0, 0.5, 0.25, 2.0]
+    for f in (1, 2, 3):
+        marg = plackett_luce_marginals(weights, f)
+        for row, expected in zip(marg, brute_force_pl(weights, f), strict=True):
+            assert row == pytest.approx(expected, abs=1e-12)
+        for row in marg:
+            assert math.fsum(row) == pytest.approx(1.0, abs=1e-12)
+    assert plackett_luce_marginals(weights, 1)[0] == pytest.approx([w / 6.75 for w in weights])
+
+
+def test_softmax_exact_marginals_match_monte_carlo():
+    cands = [COMMERCIAL] * 5
+    scores = [0.5, 0.4, 0.3, 0.2, 0.1]
+    rng = random.Random(2)
+    n = 12_000
+    draws = [rank(cands, scores, 3, Softmax(temperature=0.1), rng) for _ in range(n)]
+    counts, logged = tally(draws)
+    assert all(len(v) == 1 for v in logged.values())
+    assert all(p.propensity_kind is PropensityKind.EXACT for d in draws for p in d)
+    props = {k: next(iter(v)) for k, v in logged.items()}
+    weights = [math.exp((s - 0.5) / 0.1) for s in scores]
+    marg = plackett_luce_marginals(weights, 3)
+    for (i, pos), p in props.items():
+        assert p == pytest.approx(marg[pos - 1][i], rel=1e-12)
+    assert_matches_frequencies(counts, props, n)
+
+
+def test_softmax_past_the_budget_logs_sequential_conditionals():
+    cands = [COMMERCIAL] * 20
+    scores = [i / 20 for i in range(20)]
+    placed = rank(cands, scores, 3, Softmax(temperature=0.2), random.Random(3))
+    kinds = [p.propensity_kind for p in placed]
+    assert kinds == [PropensityKind.EXACT, PropensityKind.SEQUENTIAL, PropensityKind.SEQUENTIAL]
+    weights = [math.exp((s - max(scores)) / 0.2) for s in scores]
+    first = placed[0]
+    assert first.propensity == pytest.approx(weights[first.index] / math.fsum(weights))
+    left = math.fsum(weights) - weights[first.index]
+    assert placed[1].propensity == pytest.approx(weights[placed[1].index] / left)
+    # within the budget the same call is exact
+    exact = rank(cands, scores, 3, Softmax(temperature=0.2, exact_budget=10_000), random.Random(3))
+    assert [p.propensity_kind for p in exact] == [PropensityKind.EXACT] * 3
+
+
+def test_softmax_survives_extreme_scores():
+    placed = rank([COMMERCIAL] * 3, [1000.0, 0.0, 0.0], 3, Softmax(0.01), random.Random(4))
+    assert placed[0].index == 0
+    assert placed[0].propensity == pytest.approx(1.0)
+    assert all(p.propensity > 0.0 for p in placed)
+
+
+def test_service_items_are_never_explored_away():
+    cands = [COMMERCIAL, SERVICE, COMMERCIAL, SERVICE, COMMERCIAL]
+    scores = [0.9, 0.01, 0.8, 0.02, 0.7]
+    post = BetaScores([1.0] * 5, [1.0] * 5, [1.0] * 5)
+    for policy in (EpsilonGreedy(1.0), Softmax(10.0), Thompson(50)):
+        for seed in range(200):
+            placed = rank(cands, scores, 3, policy, random.Random(seed), thompson=post, seed=seed)
+            assert [(p.index, p.propensity) for p in placed[:2]] == [(3, 1.0), (1, 1.0)]
+
+
+def test_capped_campaigns_are_never_placed_by_exploration():
+    # index 1 is capped and in greedy's top 3 (position 2); index 4 is capped and is not
+    cands = [COMMERCIAL, CAPPED, COMMERCIAL, COMMERCIAL, CAPPED, COMMERCIAL]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    post = BetaScores([2.0] * 6, [5.0] * 6, [1.0] * 6)
+    n = 3_000
+    for policy in (EpsilonGreedy(1.0), Softmax(0.2), Thompson(100)):
+        rng = random.Random(5)
+        draws = [rank(cands, scores, 3, policy, rng, thompson=post, seed=s) for s in range(n)]
+        counts, logged = tally(draws)
+        assert counts[1, 2] == n
+        assert logged[1, 2] == {1.0}
+        assert not any(i == 4 for i, _ in counts)
+        assert not any(i == 1 and pos != 2 for i, pos in counts)
+        if isinstance(policy, EpsilonGreedy):
+            props = {k: next(iter(v)) for k, v in logged.items()}
+            for position in (1, 3):
+                column = [p for (i, pos), p in props.items() if pos == position]
+                assert math.fsum(column) == pytest.approx(1.0)
+                assert len(column) == 4  # the explorable pool: 0, 2, 3, 5
+            assert_matches_frequencies(counts, props, n)
+
+
+def test_thompson_is_reproducible_and_its_estimate_tracks_the_draws():
+    cands = [COMMERCIAL] * 4
+    post = BetaScores([3.0, 2.0, 2.0, 1.0], [20.0, 20.0, 15.0, 20.0], [1.0, 1.0, 1.0, 2.0])
+    scores = [a / (a + b) * s for a, b, s in zip(post.alpha, post.beta, post.scale, strict=True)]
+    one = rank(cands, scores, 2, Thompson(200), random.Random(7), thompson=post, seed=99)
+    two = rank(cands, scores, 2, Thompson(200), random.Random(7), thompson=post, seed=99)
+    assert one == two
+    assert all(p.propensity_kind is PropensityKind.MONTE_CARLO for p in one)
+    n = 2_000
+    counts: Counter[tuple[int, int]] = Counter()
+    estimates: dict[tuple[int, int], list[float]] = defaultdict(list)
+    rng = random.Random(8)
+    for seed in range(n):
+        for p in rank(cands, scores, 2, Thompson(200), rng, thompson=post, seed=seed):
+            counts[p.index, p.position] += 1
+            estimates[p.index, p.position].append(p.propensity)
+            assert p.propensity >= 1 / 201
+    # the estimate logged when an item is placed there, averaged, is close to how often it is
+    for key, est in estimates.items():
+        if len(est) >= 200:
+            assert sum(est) / len(est) == pytest.approx(counts[key] / n, abs=0.06), key
+
+
+def test_thompson_single_pool_item_is_certain():
+    placed = rank(
+        [SERVICE, COMMERCIAL],
+        [0.5, 0.1],
+        2,
+        Thompson(),
+        random.Random(0),
+        thompson=BetaScores([1.0, 1.0], [1.0, 9.0], [1.0, 1.0]),
+    )
+    assert [(p.index, p.propensity, p.propensity_kind) for p in placed] == [
+        (0, 1.0, PropensityKind.EXACT),
+        (1, 1.0, PropensityKind.EXACT),
+    ]
+
+
+def test_exploration_budget_bounds_each_campaigns_share():
+    budget = ExplorationBudget(max_share=0.1)
+    assert budget.explorable(None)
+    assert not budget.explorable("c1")  # a first impression explored would be 100%
+    rng = random.Random(9)
+    for _ in range(3_000):
+        ok = budget.explorable("c1")
+        cands = [Candidate(explorable=ok)] * 4
+        (placed,) = rank(cands, [0.4, 0.3, 0.2, 0.1], 1, EpsilonGreedy(0.5), rng)
+        budget.record("c1", placed.explored)
+        assert budget.share("c1") <= 0.1
+    assert budget.share("c1") > 0.08
+    budget.record(None, True)  # uncapped: not counted
+    assert budget.share("nobody") == 0.0
+
+
+def test_bad_calls_are_refused():
+    with pytest.raises(ValidationError):
+        rank([COMMERCIAL], [0.1, 0.2], 1, Greedy(), random.Random(0))
+    with pytest.raises(ValidationError):
+        rank([COMMERCIAL] * 2, [0.1, 0.2], 1, Thompson(), random.Random(0))
+    with pytest.raises(ValueError, match="epsilon"):
+        EpsilonGreedy(1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        Softmax(0.0)
+    with pytest.raises(ValueError, match="n_sim"):
+        Thompson(0)
+    with pytest.raises(ValidationError):
+        ExplorationBudget(2.0)
+
+
+def test_policies_decode_from_config():
+    policy = msgspec.json.decode(b'{"type": "epsilon_greedy", "epsilon": 0.1}', type=Policy)
+    assert policy == EpsilonGreedy(0.1)
+    assert msgspec.json.decode(b'{"type": "thompson"}', type=Policy) == Thompson(200)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"type": "softmax", "temperature": -1}', type=Policy)
+
+
+@st.composite
+def situations(draw: st.DrawFn) -> tuple[list[Candidate], list[float], int, Policy, int]:
+    n = draw(st.integers(0, 9))
+    cands = [
+        Candidate(service=draw(st.booleans()), explorable=draw(st.booleans())) for _ in range(n)
+    ]
+    scores = [draw(st.floats(0.0, 5.0)) for _ in range(n)]
+    k = draw(st.integers(0, 6))
+    policy = draw(
+        st.sampled_from(
+            [
+                Greedy(),
+                EpsilonGreedy(0.0),
+                EpsilonGreedy(0.3),
+                EpsilonGreedy(1.0),
+                Softmax(0.05),
+                Softmax(1.0),
+                Softmax(1.0, exact_budget=0),
+                Thompson(20),
+            ]
+        )
+    )
+    return cands, scores, k, policy, draw(st.integers(0, 2**32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations())
+def test_every_ranking_is_well_formed(
+    situation: tuple[list[Candidate], list[float], int, Policy, int],
+):
+    cands, scores, k, policy, seed = situation
+    post = BetaScores([1.0 + s for s in scores], [10.0] * len(scores), [1.0] * len(scores))
+    placed = rank(cands, scores, k, policy, random.Random(seed), thompson=post, seed=seed)
+    assert [p.position for p in placed] == list(range(1, min(k, len(cands)) + 1))
+    assert len({p.index for p in placed}) == len(placed)
+    services = [p for p in placed if cands[p.index].service]
+    assert placed[: len(services)] == services  # service messages first
+    greedy = rank(cands, scores, k, Greedy(), random.Random(0))
+    for p, g in zip(placed, greedy, strict=True):
+        assert 0.0 < p.propensity <= 1.0
+        if cands[p.index].service or not cands[p.index].explorable:
+            assert (p.index, p.propensity, p.explored) == (g.index, 1.0, False)
+        if not cands[g.index].explorable:  # a capped item keeps its greedy slot
+            assert p.index == g.index
+        assert p.explored == (p.index != g.index)
+
+
+def test_seed_of_is_stable():
+    assert seed_of("d000001") == seed_of("d000001") == 11188689003864588404
+    assert seed_of("d000002") != seed_of("d000001")

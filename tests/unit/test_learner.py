@@ -1,0 +1,353 @@
+"""The engine's learning state on its own: ``Learner`` with the example catalog, hand-made
+decisions and feedback events. Time is the events' time; the state is deterministic bytes."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.decide.model import Candidate, ChoiceContext, Decision, DecisionItem
+from nextbest.events.model import Event, EventType
+from nextbest.experiments.assignment import Arm
+from nextbest.learn.learner import PRIOR, Learner
+from nextbest.profile.model import Profile
+from tests.support import T0, edited_catalog
+
+WINDOW = 30 * 60.0
+_ids = itertools.count(1)
+
+
+def decision(
+    catalog: Catalog,
+    decision_id: str = "d1",
+    placement: str = "home_feed",
+    offers: tuple[str, ...] = ("mortgage_rates", "savings_offer", "overdraft_warning"),
+    *,
+    at: float = T0,
+    explored: tuple[str, ...] = (),
+) -> Decision:
+    """A logged decision showing ``offers`` in order, with features as a decision logs them."""
+    items = []
+    for position, offer_id in enumerate(offers, 1):
+        offer = catalog.offers[offer_id]
+        items.append(
+            DecisionItem(
+                position=position,
+                offer_id=offer_id,
+                kind=offer.kind.value,
+                campaign_id=offer.campaign.id if offer.campaign else None,
+                arm=Arm.TREATMENT,
+                score=1.0,
+                p_click=0.02,
+                propensity=1.0,
+                content={},
+                reasons=[],
+                explored=offer_id in explored,
+            )
+        )
+    features = {"bias": 1.0, "interest:mortgage": 1.1, "segment:adult": 1.0, "how:wd1": 1.0}
+    features.update({PRIOR + o: 0.03 for o in offers})
+    return Decision(
+        decision_id=decision_id,
+        customer_id="u1",
+        placement=placement,
+        timestamp=at,
+        catalog_version=catalog.version,
+        items=items,
+        excluded=[],
+        control=[],
+        segments=["adult"],
+        candidates=list(offers),
+        features=features,
+        model_version="contextual-0",
+    )
+
+
+def event(name: str, d: Decision | None = None, offer_id: str | None = None, *, at: float) -> Event:
+    """``name`` (a Promotion event answering ``d``, or any other track event) at ``at``."""
+    props = {}
+    if d is not None:
+        props = {"promotion_id": offer_id or d.items[0].offer_id, "decision_id": d.decision_id}
+    return Event(
+        message_id=f"m{next(_ids)}",
+        type=EventType.TRACK,
+        timestamp=at,
+        received_at=at,
+        user_id="u1",
+        name=name,
+        properties=props,
+    )
+
+
+def viewed(learner: Learner, d: Decision, offer_id: str | None = None, *, at: float) -> None:
+    learner.observe(event("Promotion Viewed", d, offer_id, at=at), d)
+
+
+def clicked(learner: Learner, d: Decision, offer_id: str | None = None, *, at: float) -> None:
+    learner.observe(event("Promotion Clicked", d, offer_id, at=at), d)
+
+
+def n_learned(learner: Learner) -> dict[str, int]:
+    return {m.placement: m.info.n_learned for m in learner.describe()}
+
+
+def busy(catalog: Catalog) -> Learner:
+    """A learner with something in every part of its state: both kinds of model trained,
+    views waiting, answered items remembered, campaign budgets counted."""
+    learner = Learner(catalog)
+    feed = decision(catalog, "d1", explored=("savings_offer",))
+    app = decision(catalog, "d2", "app_home", ("mortgage_rates", "car_loan_rates"))
+    for d in (feed, app):
+        learner.record_decision(d)
+    viewed(learner, feed, at=T0 + 1)
+    clicked(learner, feed, at=T0 + 2)  # learned at once
+    viewed(learner, feed, "savings_offer", at=T0 + 3)  # never answered: a miss, later
+    learner.observe(event("Promotion Dismissed", app, "car_loan_rates", at=T0 + 5), app)
+    viewed(learner, app, at=T0 + 100)  # its window runs to T0 + 100 + WINDOW
+    viewed(learner, app, at=T0 + 110)  # the same item again: still one view
+    learner.advance(T0 + 3 + WINDOW + 1)  # savings_offer's window closed
+    late = decision(catalog, "d3", at=T0 + WINDOW)
+    viewed(learner, late, at=T0 + WINDOW + 10)
+    return learner
+
+
+# ---------------------------------------------------------------------- describe
+
+
+def test_describe_lists_each_learning_placement(catalog: Catalog):
+    learner = Learner(catalog)
+    listed = learner.describe()
+    assert [(m.placement, m.explore, m.info.kind.value, m.info.version) for m in listed] == [
+        ("home_hero", "EpsilonGreedy", "contextual", "contextual-0"),
+        ("home_feed", "EpsilonGreedy", "contextual", "contextual-0"),
+        ("product_sidebar", "EpsilonGreedy", "contextual", "contextual-0"),
+        ("app_home", "Thompson", "bayes", "bayes-0"),
+    ]
+    assert all(m.info.n_learned == 0 and m.info.state_bytes > 0 for m in listed)
+    assert len(learner.describe(k=1)[0].info.top_features) == 1
+
+
+def test_describe_counts_what_each_model_learned(catalog: Catalog):
+    learner = busy(catalog)
+    assert n_learned(learner) == {
+        "home_hero": 0,
+        "home_feed": 2,  # mortgage_rates clicked, savings_offer missed
+        "product_sidebar": 0,
+        "app_home": 1,  # car_loan_rates dismissed; mortgage_rates still within its window
+    }
+    assert learner.learned == 3
+    info = {m.placement: m.info for m in learner.describe()}
+    assert info["home_feed"].version == "contextual-2"
+    assert info["app_home"].top_features[0][0].endswith("@app_home")
+
+
+def test_a_catalog_without_learning_has_no_models_and_chooses_greedily(tmp_path: Path):
+    no_learning = [
+        ("    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}\n", ""),
+        ("    learning: {model: bayes, explore: {type: thompson, n_sim: 200}}\n", ""),
+    ]
+    cat = load_catalog(edited_catalog(tmp_path, {"placements.yaml": no_learning}))
+    learner = Learner(cat)
+    assert learner.describe() == []
+    pool = [Candidate(o, 0.02, 1.0) for o in cat.by_placement["home_feed"]][:5]
+    ctx = ChoiceContext("d1", "home_feed", T0, Profile(customer_id="u1"), {}, [])
+    choice = learner.choose(ctx, pool, 3)
+    assert choice.picks == [(0, 1.0), (1, 1.0), (2, 1.0)]
+    assert choice.model_version is None
+    assert choice.features is None
+    d = decision(cat)
+    clicked(learner, d, at=T0 + 1)
+    assert learner.learned == 0
+    assert learner.now == T0 + 1  # time still moves
+
+
+# ---------------------------------------------------------------------- choose
+
+
+def test_choose_scores_with_the_model_and_logs_features(catalog: Catalog):
+    learner = Learner(catalog)
+    offers = catalog.by_placement["home_feed"]
+    pool = [Candidate(o, 0.01 + 0.001 * k, 1.0) for k, o in enumerate(offers)]
+    profile = Profile(customer_id="u1", user_id="u1", traits={"age": 40})
+    ctx = ChoiceContext("d-choose", "home_feed", T0, profile, {"device": "mobile"}, ["adult"])
+    choice = learner.choose(ctx, pool, 3)
+    assert choice.model_version == "contextual-0"
+    assert choice.p_click is not None
+    assert len(choice.p_click) == len(pool)
+    assert all(0.0 < p < 1.0 for p in choice.p_click)
+    assert choice.features is not None
+    assert {"bias", "segment:adult", "device:mobile"} <= set(choice.features)
+    assert {k for k in choice.features if k.startswith(PRIOR)} == {PRIOR + c.offer.id for c in pool}
+    assert len(choice.picks) == len(choice.explored) == 3
+    assert all(0.0 < p <= 1.0 for _, p in choice.picks)
+    # a fresh contextual model predicts the catalog prior it is given
+    assert choice.p_click == pytest.approx([c.p_click for c in pool], rel=1e-6)
+
+
+def test_choose_is_a_function_of_the_state_and_the_decision_id(catalog: Catalog):
+    state = busy(catalog).to_state()
+    profile = Profile(customer_id="u1", user_id="u1", traits={"age": 40})
+    for placement in ("home_hero", "home_feed", "product_sidebar", "app_home"):
+        pool = [Candidate(o, 0.02, 1.0) for o in catalog.by_placement[placement]]
+        slots = catalog.placements[placement].slots
+        ctx = ChoiceContext(f"d-{placement}", placement, T0 + 60, profile, {}, ["adult"])
+        one = Learner.from_state(catalog, state).choose(ctx, pool, slots)
+        two = Learner.from_state(catalog, state).choose(ctx, pool, slots)
+        assert one == two
+
+
+# ---------------------------------------------------------------------- state
+
+
+def test_a_fresh_state_round_trips_byte_identical(catalog: Catalog):
+    data = Learner(catalog).to_state()
+    assert Learner.from_state(catalog, data).to_state() == data
+
+
+def test_a_busy_state_round_trips_byte_identical(catalog: Catalog):
+    learner = busy(catalog)
+    data = learner.to_state()
+    restored = Learner.from_state(catalog, data)
+    assert restored.to_state() == data
+    assert restored.pending_views == learner.pending_views == 2
+    assert restored.learned == learner.learned
+    assert restored.now == learner.now
+    decoded = msgspec.msgpack.decode(data)
+    assert decoded["budgets"]["always_on_products"] == [4, 1]
+    assert decoded["answered"]
+    assert decoded["views"]
+
+
+def test_a_restored_learner_continues_exactly_like_the_original(catalog: Catalog):
+    learner = busy(catalog)
+    restored = Learner.from_state(catalog, learner.to_state())
+    late = decision(catalog, "d3", at=T0 + WINDOW)
+    app = decision(catalog, "d2", "app_home", ("mortgage_rates", "car_loan_rates"))
+    feed = decision(catalog, "d1", explored=("savings_offer",))
+    for lr in (learner, restored):
+        clicked(lr, app, at=T0 + WINDOW + 20)  # within its window: a click
+        clicked(lr, feed, "savings_offer", at=T0 + WINDOW + 30)  # after its window: ignored
+        clicked(lr, late, "savings_offer", at=T0 + WINDOW + 40)  # never viewed: a click
+        lr.advance(T0 + 3 * WINDOW)  # the late view of mortgage_rates: a miss
+    assert restored.to_state() == learner.to_state()
+    assert n_learned(learner) == {
+        "home_hero": 0,
+        "home_feed": 4,
+        "product_sidebar": 0,
+        "app_home": 2,
+    }
+
+
+def test_advance_to_an_earlier_time_changes_nothing(catalog: Catalog):
+    learner = busy(catalog)
+    now = learner.now
+    data = learner.to_state()
+    for t in (now, now - 1, T0, 0.0):
+        learner.advance(t)
+        assert learner.now == now
+        assert learner.to_state() == data
+    learner.advance(now + 1)
+    assert learner.now == now + 1
+
+
+def test_time_never_runs_backwards_with_out_of_order_events(catalog: Catalog):
+    learner = Learner(catalog)
+    d = decision(catalog)
+    viewed(learner, d, at=T0 + 100)
+    learner.observe(event("Some Event", at=T0 + 10), None)  # an older event arrives late
+    assert learner.now == T0 + 100
+    assert learner.pending_views == 1
+
+
+# ---------------------------------------------------------------------- pending views
+
+
+def test_pending_views_wait_for_their_click_window(catalog: Catalog):
+    learner = Learner(catalog)
+    d = decision(catalog)
+    assert learner.pending_views == 0
+    viewed(learner, d, "mortgage_rates", at=T0 + 1)
+    viewed(learner, d, "savings_offer", at=T0 + 2)
+    viewed(learner, d, "savings_offer", at=T0 + 3)  # the same item again
+    assert learner.pending_views == 2
+    assert learner.learned == 0
+    clicked(learner, d, "mortgage_rates", at=T0 + 4)
+    assert learner.pending_views == 1
+    assert learner.learned == 1
+    learner.advance(T0 + 2 + WINDOW)  # the window's last moment
+    assert learner.pending_views == 1
+    learner.advance(T0 + 2 + WINDOW + 0.001)
+    assert learner.pending_views == 0
+    assert n_learned(learner)["home_feed"] == 2
+
+
+def test_views_of_several_placements_close_in_deadline_order(catalog: Catalog):
+    learner = Learner(catalog)
+    feed = decision(catalog, "d1")
+    app = decision(catalog, "d2", "app_home", ("mortgage_rates", "car_loan_rates"))
+    viewed(learner, app, at=T0 + 10)
+    viewed(learner, feed, at=T0 + 5)
+    learner.advance(T0 + 5 + WINDOW + 1)
+    assert learner.pending_views == 1
+    assert n_learned(learner)["home_feed"] == 1
+    assert n_learned(learner)["app_home"] == 0
+    learner.advance(T0 + 10 + WINDOW + 1)
+    assert learner.pending_views == 0
+    assert n_learned(learner)["app_home"] == 1
+
+
+def test_a_second_click_long_after_the_first_is_not_learned_twice(catalog: Catalog):
+    """One impression, one label: a customer who comes back to the open page an hour later
+    and clicks the same item again has not clicked a second impression."""
+    learner = Learner(catalog)
+    d = decision(catalog)
+    viewed(learner, d, at=T0 + 1)
+    clicked(learner, d, at=T0 + 2)
+    assert learner.learned == 1
+    model = learner.models["home_feed"].to_state()
+    clicked(learner, d, at=T0 + 2 + 2 * WINDOW + 60)
+    assert learner.learned == 1
+    assert learner.models["home_feed"].to_state() == model
+
+
+def test_feedback_that_matches_no_item_is_not_learned(catalog: Catalog):
+    learner = Learner(catalog)
+    d = decision(catalog)
+    clicked(learner, d, "car_loan_rates", at=T0 + 1)  # not in the decision
+    learner.observe(event("Promotion Clicked", d, at=T0 + 2), None)  # no decision joined
+    learner.observe(event("Application Started", d, at=T0 + 3), d)  # not feedback
+    assert learner.learned == 0
+    assert learner.pending_views == 0
+    assert learner.now == T0 + 3
+
+
+def test_service_messages_are_learned_but_never_counted_against_budgets(catalog: Catalog):
+    learner = Learner(catalog)
+    d = decision(catalog, offers=("overdraft_warning", "mortgage_rates"))
+    learner.record_decision(d)
+    counts = {c: b.counts() for c, b in learner.budgets.items()}
+    assert counts["always_on_products"] == {"always_on_products": (1, 0)}
+    clicked(learner, d, "overdraft_warning", at=T0 + 1)
+    assert n_learned(learner)["home_feed"] == 1
+
+
+def test_decisions_of_other_placements_do_not_count_against_budgets(
+    catalog: Catalog, tmp_path: Path
+):
+    no_hero = [
+        (
+            "    description: The large banner on the logged-in home page.\n"
+            "    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}\n",
+            "    description: The large banner on the logged-in home page.\n",
+        )
+    ]
+    cat = load_catalog(edited_catalog(tmp_path, {"placements.yaml": no_hero}))
+    learner = Learner(cat)
+    assert [m.placement for m in learner.describe()] == ["home_feed", "product_sidebar", "app_home"]
+    learner.record_decision(decision(cat, placement="home_hero", offers=("mortgage_rates",)))
+    assert all(b.counts() == {} for b in learner.budgets.values())
+    assert not learner.dirty
