@@ -195,9 +195,10 @@ def run_one(
     seed: int,
     customers: int,
     days: int,
+    need_rate: float = 1.0,
 ) -> tuple[Metrics, Daily]:
     began = time.perf_counter()
-    loop = SiteLoop(make_policy(name), catalog, seed, customers, DEFAULT_START, model)
+    loop = SiteLoop(make_policy(name), catalog, seed, customers, DEFAULT_START, model, need_rate)
     daily = Daily()
     for d in range(days):
         loop.run_day(d)
@@ -289,6 +290,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated policy names"
     )
     ap.add_argument("--catalog", default=str(ROOT / "examples" / "bank"))
+    ap.add_argument(
+        "--need-rate", type=float, default=1.0, help="scales how often life events start needs"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
     ap.add_argument("--window", type=int, default=3, help="trailing days for the CTR ratio")
     ap.add_argument("--target", type=float, default=0.9, help="share of the oracle's CTR")
@@ -317,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     daily: dict[str, Daily] = {}
     for name in args.policies:
         results[name], daily[name] = run_one(
-            name, catalog, model, args.seed, args.customers, args.days
+            name, catalog, model, args.seed, args.customers, args.days, args.need_rate
         )
     wall = time.perf_counter() - began
 
@@ -345,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"quality-seed{args.seed}"
+    stem = f"quality-seed{args.seed}" + (f"-needs{args.need_rate:g}" if args.need_rate != 1 else "")
     machine["load_average_end"] = load_average()
     payload: dict[str, Any] = {
         "benchmark": "quality",
@@ -356,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "customers": args.customers,
         "days": args.days,
+        "need_rate": args.need_rate,
         "policies": args.policies,
         "catalog": args.catalog,
         "metrics": {name: msgspec.to_builtins(m) for name, m in results.items()},

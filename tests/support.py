@@ -132,8 +132,9 @@ ALWAYS_ON_MARKERS = {
 
 
 def targeted_catalog(folder: Path) -> Path:
-    """The example bank without its always-on banners: only the targeted offers compete, so
-    a test can name exactly what a customer sees."""
+    """The example bank without its always-on banners and without learning: only the
+    targeted offers compete, in the catalog's order, so a test can name exactly what a
+    customer sees."""
     return edited_catalog(folder, {}, targeted=True)
 
 
@@ -148,6 +149,8 @@ def edited_catalog(
         if targeted and marker is not None:
             assert marker in text, (f.name, marker)
             text = text[: text.index(marker)] + "\n"
+        if targeted and f.name == "placements.yaml":  # greedy: no learning, no exploration
+            text = "\n".join(ln for ln in text.splitlines() if "learning:" not in ln) + "\n"
         for old, new in edits.get(f.name, []):
             assert old in text, (f.name, old)
             text = text.replace(old, new)

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from nextbest.catalog.load import load_catalog
+from nextbest.clock import FixedClock
+from nextbest.decide.model import DecisionRequest
+from nextbest.engine import Engine
+from nextbest.store import SQLiteStore
+from tests.support import DAY, EXAMPLE_CATALOG, ROOT, T0, batch, feedback, identify
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(sh|python)\n(.*?)```", README, re.S)
@@ -101,3 +106,33 @@ def test_readme_demo_fill_runs(keyed, tmp_path):
     )
     sent = len((tmp_path / "events.ndjson").read_bytes().splitlines())
     assert server.engine.store.count() == sent > 0
+
+
+def test_readme_analyst_commands_run(tmp_path):
+    """models, export decisions and evaluate, on a store with decisions and feedback."""
+    (block,) = [b for kind, b in BLOCKS if kind == "sh" and "nextbest evaluate" in b]
+    data = tmp_path / "store.sqlite"
+    engine = Engine(load_catalog(EXAMPLE_CATALOG), SQLiteStore(data), FixedClock(T0))
+    for i in range(20):
+        user = f"reader-{i}"
+        engine.ingest_batch(batch(identify({"age": 30 + i}, user=user, at=T0 - DAY)))
+        decision = engine.decide(DecisionRequest(placement="home_feed"), user_id=user)
+        views = [feedback(decision, offer_id=item.offer_id, at=T0 + 1) for item in decision.items]
+        clicks = [feedback(decision, "Promotion Clicked", at=T0 + 5)] if i % 4 == 0 else []
+        engine.ingest_batch(batch(*views, *clicks))
+    engine.close()
+    script = block.replace(".nextbest/embedded.sqlite", str(data)).replace(
+        "decisions.parquet", str(tmp_path / "decisions.parquet")
+    )
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "home_feed: contextual" in run.stdout
+    assert "wrote " in run.stdout
+    assert "click rate per slot" in run.stdout
+    assert "ips" in run.stdout

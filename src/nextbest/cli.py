@@ -307,6 +307,8 @@ def evaluate(
         warnings = sorted({w for e in r.estimates for w in e.warnings})
         for w in warnings:
             out.print(f"  warning: {w}", markup=False)
+    for w in report.warnings:
+        out.print(f"warning: {w}", markup=False)
 
 
 sim_app = typer.Typer(no_args_is_help=True, help="The synthetic bank: generate, send, evaluate.")
@@ -387,10 +389,13 @@ def sim_evaluate(
     customers: int = typer.Option(1_000, help="How many customers."),
     days: int = typer.Option(30, help="How many days to simulate."),
     policies: str = typer.Option(
-        "random,static,nextbest,oracle", help="Comma-separated policies to compare."
+        "random,static,prior,nextbest,oracle", help="Comma-separated policies to compare."
     ),
     catalog: str = CatalogOpt,
     json_out: str = typer.Option("", "--json", help="Also write the metrics as JSON here."),
+    need_rate: float = typer.Option(
+        1.0, min=0.0, help="Scales how often life events start needs (1: the defaults)."
+    ),
 ) -> None:
     """Run the site loop in process against each policy on identical populations."""
     from pathlib import Path
@@ -401,7 +406,7 @@ def sim_evaluate(
 
     names = tuple(p.strip() for p in policies.split(",") if p.strip())
     try:
-        results = evaluate(seed, customers, days, names, catalog)
+        results = evaluate(seed, customers, days, names, catalog, need_rate=need_rate)
     except ValueError as exc:
         _console("err").print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

@@ -378,8 +378,10 @@ class Engine:
         """Save what changed since the last save, so a restart folds only the log's tail.
 
         Rows are encoded under the state lock (a consistent cut) and written outside it; the
-        save lock keeps an older cut from being written after a newer one.
+        save lock keeps an older cut from being written after a newer one. Decisions are
+        flushed first: saved models never learned from a decision the log lacks.
         """
+        self.flush()
         with self._save_lock:
             with self._lock:
                 state = self._state
@@ -426,7 +428,12 @@ class Engine:
                 if row.kind == _PROFILE:
                     state.profiles[row.key] = _decode_profile(row.body)
                 elif row.kind == _LEARNER:
-                    state.learner = Learner.from_state(self.catalog, row.body)
+                    try:
+                        state.learner = Learner.from_state(self.catalog, row.body)
+                    except (msgspec.DecodeError, ValidationError):
+                        # a snapshot is a cache: one this version cannot read is replayed
+                        state = _State(self.catalog)
+                        break
                 else:
                     state.identity.load(row.kind, row.key, row.body.decode())
         if state.learner.models:

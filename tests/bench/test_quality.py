@@ -136,7 +136,7 @@ def test_a_tiny_run_writes_json_png_and_table(
     assert out.startswith("| policy |")
     assert "oracle's all-offer CTR" in out
     data = json.loads((tmp_path / "quality-seed3.json").read_text())
-    assert set(data["metrics"]) == {"random", "static", "nextbest", "oracle"}
+    assert set(data["metrics"]) == {"random", "static", "prior", "nextbest", "oracle"}
     assert data["metrics"]["nextbest"]["days"] == 2
     assert len(data["daily"]["oracle"]["clicks"]) == 2
     assert data["daily"]["nextbest"]["clicks"] == data["metrics"]["nextbest"]["cumulative_clicks"]

@@ -105,6 +105,7 @@ def test_decide_view_click_round_trip_is_learned(live_server: LiveServer, http: 
     assert d["model_version"] == "contextual-0"
     assert set(d["candidates"]) >= {i["offer_id"] for i in d["items"]}
     assert all(0.0 < i["propensity"] <= 1.0 for i in d["items"])
+    assert {i["propensity_kind"] for i in d["items"]} == {"exact"}  # epsilon-greedy: exact
 
     view = post(http, "/v1/track", promotion("Promotion Viewed", d, user))
     assert view.status_code == 200, view.text

@@ -123,3 +123,17 @@ def test_need_lifetimes_stay_within_their_configured_ranges():
 def test_start_date_is_an_argument():
     a = next(generate_lines(1, 5, 2, start=date(2026, 1, 5)))
     assert orjson.loads(a)["timestamp"].startswith("2026-01-0")
+
+
+def test_need_rate_scales_how_many_customers_have_needs() -> None:
+    model = ResponseModel(load_params())
+    people = make_population(4, 3000, DEFAULT_START)
+
+    def with_needs(rate: float) -> int:
+        sims = [CustomerSim(c, 4, DEFAULT_START, model, need_rate=rate) for c in people]
+        return sum(1 for s in sims if any(n.topic != "overdraft" for n in s.needs))
+
+    none, normal, busy = with_needs(0.0), with_needs(1.0), with_needs(3.0)
+    assert none == 0
+    assert normal > 50  # a steady share of customers is mid-need on day 0
+    assert busy > 2 * normal

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from nextbest.catalog.load import load_catalog
@@ -55,7 +56,13 @@ def test_export_writes_one_row_per_item_with_propensities_and_features(tmp_path:
     assert first["decision_id"] == feed.decision_id
     assert first["position"] == 1
     assert first["offer_id"] == feed.items[0].offer_id
-    assert first["propensity"] == 1.0
+    # home_feed explores (epsilon-greedy 0.05) from the first decision: the greedy item's
+    # propensity is (1 - epsilon) + epsilon / n over the n commercial candidates
+    n = sum(engine.catalog.offers[c].kind.value == "commercial" for c in feed.candidates)
+    assert not feed.items[0].explored
+    assert first["propensity"] == feed.items[0].propensity
+    assert first["propensity"] == pytest.approx(0.95 + 0.05 / n, rel=1e-12)
+    assert first["propensity_kind"] == "exact"
     assert first["candidates"] == feed.candidates
     assert dict(first["features"])["interest:mortgage"] > 0
     assert first["model_version"] == "contextual-0"

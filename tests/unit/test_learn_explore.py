@@ -225,10 +225,20 @@ def test_thompson_single_pool_item_is_certain():
     ]
 
 
-def test_exploration_budget_bounds_each_campaigns_share():
+def test_a_new_campaign_explores_at_once_then_waits_until_its_share_allows_the_next():
     budget = ExplorationBudget(max_share=0.1)
     assert budget.explorable(None)
-    assert not budget.explorable("c1")  # a first impression explored would be 100%
+    assert budget.explorable("c1")  # never explored: may be at once, or it never would be
+    budget.record("c1", True)
+    assert budget.share("c1") == 1.0
+    # the next exploration must keep the share at 0.1: 2 of 20 impressions
+    for shown in range(1, 19):
+        assert not budget.explorable("c1"), shown
+        budget.record("c1", False)
+    assert budget.counts() == {"c1": (19, 1)}
+    assert budget.explorable("c1")
+    budget.record("c1", True)
+    assert budget.share("c1") == 0.1
     rng = random.Random(9)
     for _ in range(3_000):
         ok = budget.explorable("c1")
@@ -239,6 +249,18 @@ def test_exploration_budget_bounds_each_campaigns_share():
     assert budget.share("c1") > 0.08
     budget.record(None, True)  # uncapped: not counted
     assert budget.share("nobody") == 0.0
+    assert "nobody" not in budget.counts()
+
+
+def test_an_exploration_share_of_0_never_explores_and_of_1_always_may():
+    never, always = ExplorationBudget(max_share=0.0), ExplorationBudget(max_share=1.0)
+    for explored in (False, True, False):
+        assert not never.explorable("c1")
+        assert always.explorable("c1")
+        never.record("c1", False)
+        always.record("c1", explored)
+    assert never.counts() == {"c1": (3, 0)}
+    assert always.counts() == {"c1": (3, 1)}
 
 
 def test_bad_calls_are_refused():

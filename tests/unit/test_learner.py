@@ -1,5 +1,6 @@
 """The engine's learning state on its own: ``Learner`` with the example catalog, hand-made
-decisions and feedback events. Time is the events' time; the state is deterministic bytes."""
+decisions and feedback events. Time is when the server received each event (``received_at``);
+the state is deterministic bytes."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def decision(
     *,
     at: float = T0,
     explored: tuple[str, ...] = (),
+    model_version: str | None = None,
 ) -> Decision:
-    """A logged decision showing ``offers`` in order, with features as a decision logs them."""
+    """A logged decision showing ``offers`` in order, with features as a decision logs them,
+    made by the placement's own model (``<kind>-0``) unless ``model_version`` says otherwise."""
     items = []
     for position, offer_id in enumerate(offers, 1):
         offer = catalog.offers[offer_id]
@@ -63,19 +66,32 @@ def decision(
         segments=["adult"],
         candidates=list(offers),
         features=features,
-        model_version="contextual-0",
+        model_version=model_version or _made_by(catalog, placement),
     )
 
 
-def event(name: str, d: Decision | None = None, offer_id: str | None = None, *, at: float) -> Event:
-    """``name`` (a Promotion event answering ``d``, or any other track event) at ``at``."""
+def _made_by(catalog: Catalog, placement: str) -> str:
+    learning = catalog.placements[placement].learning
+    return "prior" if learning is None else f"{learning.model.value}-0"
+
+
+def event(
+    name: str,
+    d: Decision | None = None,
+    offer_id: str | None = None,
+    *,
+    at: float,
+    sent_at: float | None = None,
+) -> Event:
+    """``name`` (a Promotion event answering ``d``, or any other track event) received at
+    ``at``; its client ``timestamp`` is ``sent_at`` (default: ``at``)."""
     props = {}
     if d is not None:
         props = {"promotion_id": offer_id or d.items[0].offer_id, "decision_id": d.decision_id}
     return Event(
         message_id=f"m{next(_ids)}",
         type=EventType.TRACK,
-        timestamp=at,
+        timestamp=at if sent_at is None else sent_at,
         received_at=at,
         user_id="u1",
         name=name,
@@ -83,12 +99,26 @@ def event(name: str, d: Decision | None = None, offer_id: str | None = None, *, 
     )
 
 
-def viewed(learner: Learner, d: Decision, offer_id: str | None = None, *, at: float) -> None:
-    learner.observe(event("Promotion Viewed", d, offer_id, at=at), d)
+def viewed(
+    learner: Learner,
+    d: Decision,
+    offer_id: str | None = None,
+    *,
+    at: float,
+    sent_at: float | None = None,
+) -> None:
+    learner.observe(event("Promotion Viewed", d, offer_id, at=at, sent_at=sent_at), d)
 
 
-def clicked(learner: Learner, d: Decision, offer_id: str | None = None, *, at: float) -> None:
-    learner.observe(event("Promotion Clicked", d, offer_id, at=at), d)
+def clicked(
+    learner: Learner,
+    d: Decision,
+    offer_id: str | None = None,
+    *,
+    at: float,
+    sent_at: float | None = None,
+) -> None:
+    learner.observe(event("Promotion Clicked", d, offer_id, at=at, sent_at=sent_at), d)
 
 
 def n_learned(learner: Learner) -> dict[str, int]:
@@ -312,6 +342,75 @@ def test_a_second_click_long_after_the_first_is_not_learned_twice(catalog: Catal
     clicked(learner, d, at=T0 + 2 + 2 * WINDOW + 60)
     assert learner.learned == 1
     assert learner.models["home_feed"].to_state() == model
+
+
+def test_a_click_is_remembered_for_two_windows_after_its_decision(catalog: Catalog):
+    """A click soon after the decision is remembered until ``decision + 2 windows`` (not only
+    ``click + window``): a repeat click between the two is still the same impression."""
+    learner = Learner(catalog)
+    d = decision(catalog)
+    clicked(learner, d, at=T0 + 1)  # overtook its view
+    assert learner.learned == 1
+    answered = msgspec.msgpack.decode(learner.to_state())["answered"]
+    assert answered == [[T0 + 2 * WINDOW, "d1", "mortgage_rates"]]
+    model = learner.models["home_feed"].to_state()
+    clicked(learner, d, at=T0 + 1 + WINDOW + 60)  # past click + window, within 2 windows
+    viewed(learner, d, at=T0 + 1 + WINDOW + 70)  # a late view: nothing to wait for
+    assert learner.learned == 1
+    assert learner.pending_views == 0
+    assert learner.models["home_feed"].to_state() == model
+    learner.advance(T0 + 2 * WINDOW + 1)
+    assert msgspec.msgpack.decode(learner.to_state())["answered"] == []
+    clicked(learner, d, at=T0 + 2 * WINDOW + 2)  # stale: more than two windows on
+    assert learner.learned == 1
+
+
+def test_time_is_when_the_server_received_an_event_not_the_clients_clock(catalog: Catalog):
+    learner = Learner(catalog)
+    d = decision(catalog)
+    viewed(learner, d, at=T0 + 1, sent_at=T0 - 3_600.0)  # a device an hour behind
+    # a device hours ahead closes no window: its event was received at T0 + 10
+    learner.observe(event("Some Event", at=T0 + 10, sent_at=T0 + 5 * WINDOW), None)
+    assert learner.now == T0 + 10
+    assert learner.pending_views == 1
+    assert learner.learned == 0
+    # the click was received within the window: a click, whatever the device's clock says
+    clicked(learner, d, at=T0 + 20, sent_at=T0 + 5 * WINDOW)
+    assert learner.pending_views == 0
+    assert n_learned(learner)["home_feed"] == 1
+    # a click stamped within the window but received more than two windows after the
+    # decision finds nothing waiting: ignored
+    clicked(learner, d, "savings_offer", at=T0 + 2 * WINDOW + 1, sent_at=T0 + 30)
+    assert learner.learned == 1
+
+
+def test_decisions_made_by_another_chooser_teach_nothing_and_count_in_no_budget(
+    catalog: Catalog,
+):
+    """Only the learner's own decisions (``model_version`` of the placement's model kind)
+    teach its model: an external ``choose=`` logs ``prior`` and other features."""
+    learner = Learner(catalog)
+    data = learner.to_state()
+    feed = decision(catalog, "d1", model_version="prior", explored=("savings_offer",))
+    app = decision(catalog, "d2", "app_home", ("mortgage_rates",), model_version="contextual-0")
+    for d in (feed, app):
+        learner.record_decision(d)
+        viewed(learner, d, at=T0 + 1)
+        clicked(learner, d, "savings_offer" if d is feed else None, at=T0 + 2)
+    assert all(b.counts() == {} for b in learner.budgets.values())
+    assert learner.learned == 0
+    assert learner.pending_views == 0
+    assert learner.now == T0 + 2  # time still moves
+    assert {m.placement: m.info.version for m in learner.describe()}["home_feed"] == "contextual-0"
+    restored = msgspec.msgpack.decode(learner.to_state())
+    assert restored["models"] == msgspec.msgpack.decode(data)["models"]
+    # the placement's own model's decisions do
+    own = decision(catalog, "d3", "app_home", ("mortgage_rates",))
+    assert own.model_version == "bayes-0"
+    learner.record_decision(own)
+    clicked(learner, own, at=T0 + 3)
+    assert n_learned(learner)["app_home"] == 1
+    assert learner.budgets["always_on_products"].counts() == {"always_on_products": (1, 0)}
 
 
 def test_feedback_that_matches_no_item_is_not_learned(catalog: Catalog):

@@ -1,6 +1,7 @@
 """The engine learns from feedback: decisions in a learning placement log what they saw and
 with which probability each item was placed; clicks, dismissals and unanswered views reach
-the placement's model in event time; replays and restarts rebuild byte-identical models."""
+the placement's model in server time (when each event was received); replays and restarts
+rebuild byte-identical models."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.decide import Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
+from nextbest.decide.pipeline import greedy
 from nextbest.decide.reasons import Suppression
 from nextbest.engine import Engine
 from nextbest.experiments import Arm, assign
@@ -81,8 +83,17 @@ def send(engine: Engine, *messages: dict[str, Any]) -> None:
     assert result.accepted == len(messages)
 
 
+def server_time(engine: Engine, at: float) -> None:
+    """Sets the engine's clock to ``at``: the learner's time is when events are received
+    (``received_at``, from this clock), not the events' own timestamps."""
+    clock = engine.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(at)
+
+
 def tick(engine: Engine, at: float) -> None:
-    """Another customer's page view: only moves the log's event time to ``at``."""
+    """Another customer's page view received at ``at``: only moves the learner's time."""
+    server_time(engine, at)
     send(engine, page("https://bank.example/", user="passer-by", at=at))
 
 
@@ -123,11 +134,25 @@ def edited(tmp_path: Path, name: str, edits: dict[str, list[tuple[str, str]]]) -
 
 
 def explore_soon() -> list[tuple[str, str]]:
-    """campaigns.yaml edits: every campaign at the highest exploration share the catalog
-    allows (0.5), so one greedy impression earns the next an explored one."""
+    """campaigns.yaml edits: every campaign at exploration share 0.5, so after its first
+    explored impression one greedy impression earns the next an explored one."""
+    return exploration_caps(0.5, 0.5)
+
+
+def exploration_caps(share: float, always_on: float) -> list[tuple[str, str]]:
+    """campaigns.yaml edits: ``max_exploration`` of every campaign at ``share``, but of
+    always_on_products at ``always_on`` (0: never explored, its items always pinned)."""
+    on = "    max_exploration: {}\n"
     return [
-        ("    control_share: 0.1\n", "    control_share: 0.1\n    max_exploration: 0.5\n"),
-        ("    control_share: 0.05\n", "    control_share: 0.05\n    max_exploration: 0.5\n"),
+        ("    control_share: 0.1\n", "    control_share: 0.1\n" + on.format(share)),
+        (
+            "    weight: 0.8\n    control_share: 0.05\n",
+            "    weight: 0.8\n    control_share: 0.05\n" + on.format(share),
+        ),
+        (
+            "    weight: 0.5\n    control_share: 0.05\n",
+            "    weight: 0.5\n    control_share: 0.05\n" + on.format(always_on),
+        ),
     ]
 
 
@@ -170,7 +195,10 @@ def commercial(d: Decision) -> list[Any]:
 def test_a_learning_decision_logs_model_features_candidates_and_propensities(
     make_engine: Callable[..., Engine], store_kind: str, tmp_path: Path
 ):
-    cat = edited(tmp_path, "explorable", {"campaigns.yaml": explore_soon()})
+    # always_on_products is never explored (its items pinned, propensity 1); every other
+    # campaign always may be (free: the epsilon-greedy propensity)
+    cat = edited(tmp_path, "explorable", {"campaigns.yaml": exploration_caps(1.0, 0.0)})
+    assert cat.campaigns["mortgage_q4"].max_exploration == 1.0
     engine = make_engine(store_kind, cat=cat)
     user = treated(cat, "learn")
     researcher(engine, user)
@@ -197,6 +225,7 @@ def test_a_learning_decision_logs_model_features_candidates_and_propensities(
         # logged features are enough to re-score each item offline
         for item in d.items:
             assert 0.0 < item.propensity <= 1.0
+            assert item.propensity_kind == "exact"
             assert rescored(engine, d.placement, d.features, item.offer_id) == pytest.approx(
                 item.p_click, abs=1e-9
             )
@@ -209,30 +238,52 @@ def test_a_learning_decision_logs_model_features_candidates_and_propensities(
     assert d.model_version == "bayes-0"
     assert {k[len(PRIOR) :] for k in d.features if k.startswith(PRIOR)} == set(d.candidates)
     assert all(0.0 < i.propensity <= 1.0 for i in d.items)
+    # Thompson sampling's propensities are Monte Carlo estimates, and logged as such
+    free_app = [i for i in commercial(d) if i.campaign_id != "always_on_products"]
+    assert free_app
+    assert {i.propensity_kind for i in free_app} == {"monte_carlo"}
+    pinned_app = [i for i in commercial(d) if i.campaign_id == "always_on_products"]
+    assert all((i.propensity, i.propensity_kind) == (1.0, "exact") for i in pinned_app)
 
 
-def test_campaigns_are_pinned_until_greedy_impressions_earn_exploration(
-    make_engine: Callable[..., Engine], catalog: Catalog
+def test_a_campaign_explores_once_then_waits_until_its_share_allows_the_next(
+    make_engine: Callable[..., Engine], tmp_path: Path
 ):
-    """ExplorationBudget: a campaign is explorable once ``explored + 1 <= 0.2 (shown + 1)``,
-    i.e. after 4 greedy impressions; until then its items sit where greedy puts them with
-    propensity 1."""
-    engine = make_engine("memory")
-    user = treated(catalog, "pin")
+    """ExplorationBudget: a campaign never explored may be at once; after that, only while
+    ``explored + 1 <= 0.2 (shown + 1)``: its next exploration waits for 8 greedy
+    impressions, during which its items sit where greedy puts them with propensity 1.
+    Epsilon 1 here, so every decision that may explore does."""
+    cat = edited(tmp_path, "epsilon1", {"placements.yaml": [(EXPLORE_005, EXPLORE_1)]})
+    engine = make_engine("memory", cat=cat)
+    user = treated(cat, "pin")
     researcher(engine, user, pages=1)
-    first = [engine.decide(HERO, user_id=user) for _ in range(4)]
-    for d in first:
+
+    def budget() -> tuple[int, int]:
+        return learner_of(engine).budgets["always_on_products"].counts()["always_on_products"]
+
+    assert explorable(engine) == dict.fromkeys(cat.campaigns, True)
+    first = engine.decide(HERO, user_id=user)
+    (item,) = first.items
+    # the first decision explores already: a uniformly random pick among every candidate
+    n = sum(cat.offers[c].kind.value == "commercial" for c in first.candidates)
+    assert (item.campaign_id, item.explored) == ("always_on_products", True)
+    assert item.propensity == pytest.approx(1 / n, rel=1e-12)
+    assert budget() == (1, 1)
+
+    for shown in range(1, 9):  # 2 explored of shown + 1 would be over 0.2
+        assert not explorable(engine)["always_on_products"]
+        d = engine.decide(HERO, user_id=user)
         assert [(i.campaign_id, i.propensity, i.explored) for i in d.items] == [
             ("always_on_products", 1.0, False)
         ]
-    fifth = engine.decide(HERO, user_id=user)
-    (item,) = fifth.items
-    campaigns = {c: catalog.offers[c].campaign.id for c in fifth.candidates}  # type: ignore[union-attr]
-    assert set(campaigns.values()) == {"always_on_products", "cards_always_on"}
-    # the pool: always_on_products' banners; cards_always_on has no impressions yet
-    n = sum(c == "always_on_products" for c in campaigns.values())
-    expected = 0.05 / n if item.explored else 0.95 + 0.05 / n
-    assert item.propensity == pytest.approx(expected, rel=1e-12)
+        assert budget() == (shown + 1, 1)
+
+    open_ = explorable(engine)
+    assert open_["always_on_products"]  # 2 of 10 impressions: exactly the cap
+    tenth = engine.decide(HERO, user_id=user)
+    pinned, free = check_epsilon_greedy(tenth, cat, open_, 1.0)
+    assert (pinned, free) == (0, 1)
+    assert budget()[0] == 9 + (tenth.items[0].campaign_id == "always_on_products")
 
 
 # ---------------------------------------------------------------------- learning from feedback
@@ -282,6 +333,7 @@ def test_a_view_is_learned_as_a_miss_only_after_the_click_window(
     model0 = model_bytes(engine, "home_hero")
 
     viewed = T0 + 5
+    server_time(engine, viewed)
     send(engine, feedback(d, "Promotion Viewed", at=viewed))
     assert n_learned(engine, "home_hero") == 0
     assert learner_of(engine).pending_views == 1
@@ -306,6 +358,7 @@ def test_a_dismissal_is_learned_at_once_as_a_miss(
     d = engine.decide(FEED, user_id=user)
     offer = d.items[1].offer_id
     p0 = rescored(engine, "home_feed", d.features, offer)
+    server_time(engine, T0 + 6)
     send(
         engine,
         feedback(d, "Promotion Viewed", offer, at=T0 + 5),
@@ -351,10 +404,12 @@ def test_a_click_after_the_window_is_ignored(
     researcher(engine, user)
     d = engine.decide(HERO, user_id=user)
     viewed = T0 + 5
+    server_time(engine, viewed)
     send(engine, feedback(d, "Promotion Viewed", at=viewed))
     tick(engine, viewed + WINDOW + 60)
     assert n_learned(engine, "home_hero") == 1  # learned as a miss
     missed = model_bytes(engine, "home_hero")
+    server_time(engine, viewed + WINDOW + 120)
     send(engine, feedback(d, "Promotion Clicked", at=viewed + WINDOW + 120))
     assert n_learned(engine, "home_hero") == 1
     assert model_bytes(engine, "home_hero") == missed
@@ -371,13 +426,77 @@ def test_a_click_long_after_the_window_is_still_ignored(
     researcher(engine, user)
     d = engine.decide(HERO, user_id=user)
     viewed = T0 + 5
+    server_time(engine, viewed)
     send(engine, feedback(d, "Promotion Viewed", at=viewed))
     tick(engine, viewed + WINDOW + 60)
     assert n_learned(engine, "home_hero") == 1
     missed = model_bytes(engine, "home_hero")
+    server_time(engine, viewed + 3 * 3_600.0)
     send(engine, feedback(d, "Promotion Clicked", at=viewed + 3 * 3_600.0))
     assert n_learned(engine, "home_hero") == 1
     assert model_bytes(engine, "home_hero") == missed
+
+
+def test_a_devices_skewed_clock_closes_no_click_window(
+    make_engine: Callable[..., Engine], store_kind: str, catalog: Catalog
+):
+    """The learner runs on server time (``received_at``): an event stamped hours ahead by
+    its device does not close the windows of views received minutes ago."""
+    engine = make_engine(store_kind)
+    user = treated(catalog, "skewed")
+    researcher(engine, user)
+    d = engine.decide(HERO, user_id=user)
+    server_time(engine, T0 + 5)
+    send(engine, feedback(d, "Promotion Viewed", at=T0 + 5))
+    server_time(engine, T0 + 10)
+    send(engine, page("https://bank.example/", user="passer-by", at=T0 + 3 * WINDOW))
+    assert learner_of(engine).now == T0 + 10
+    assert learner_of(engine).pending_views == 1
+    assert n_learned(engine, "home_hero") == 0
+    # received within the window: a click, however late the device stamped it
+    server_time(engine, T0 + 20)
+    send(engine, feedback(d, "Promotion Clicked", at=T0 + 3 * WINDOW))
+    assert learner_of(engine).pending_views == 0
+    assert n_learned(engine, "home_hero") == 1
+    assert engine.replay().models_identical
+
+
+def test_a_decision_another_chooser_made_teaches_the_model_nothing(
+    make_engine: Callable[..., Engine], store_kind: str, catalog: Catalog
+):
+    """Only the learner's own decisions teach its model and count in budgets: one made
+    through ``choose=`` (a simulator's policy, say) logs ``prior``, not the model's view."""
+    engine = make_engine(store_kind)
+    user = treated(catalog, "outsider")
+    researcher(engine, user)
+    budgets = {c: b.counts() for c, b in learner_of(engine).budgets.items()}
+    model0 = model_bytes(engine, "home_feed")
+    d = engine.decide(FEED, user_id=user, choose=greedy)
+    assert d.model_version == "prior"
+    assert [(i.propensity, i.propensity_kind, i.explored) for i in d.items] == [
+        (1.0, "exact", False)
+    ] * len(d.items)
+    server_time(engine, T0 + 9)
+    send(
+        engine,
+        feedback(d, "Promotion Viewed", at=T0 + 5),
+        feedback(d, "Promotion Clicked", at=T0 + 9),
+        feedback(d, "Promotion Viewed", d.items[1].offer_id, at=T0 + 9),
+    )
+    assert learner_of(engine).pending_views == 0
+    tick(engine, T0 + 2 * WINDOW)
+    assert n_learned(engine, "home_feed") == 0
+    assert model_bytes(engine, "home_feed") == model0
+    assert {c: b.counts() for c, b in learner_of(engine).budgets.items()} == budgets
+    # the learner's own decision for the same customer does teach it
+    own = engine.decide(FEED, user_id=user)
+    assert own.model_version == "contextual-0"
+    server_time(engine, T0 + 2 * WINDOW + 5)
+    send(engine, feedback(own, "Promotion Clicked", at=T0 + 2 * WINDOW + 5))
+    assert n_learned(engine, "home_feed") == 1
+    report = engine.replay()
+    assert report.identical, report.differing
+    assert report.models_identical
 
 
 # ---------------------------------------------------------------------- replay and restart

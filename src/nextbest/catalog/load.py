@@ -26,10 +26,10 @@ from nextbest.catalog.model import (
     ProfileSettings,
     ScoringSpec,
     SegmentSpec,
+    Thompson,
 )
 from nextbest.catalog.source import SourceMap, catalog_files, read_sources
 from nextbest.errors import CatalogError, CatalogProblem, split_msgspec_message
-from nextbest.learn.explore import Thompson
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.topics import TopicMatcher, TopicSpec
 from nextbest.rules.context import RULE_ROOTS

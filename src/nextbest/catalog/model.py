@@ -6,11 +6,10 @@ These Structs are the validated shape of the YAML; ``load.py`` compiles them int
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 import msgspec
 
-from nextbest.learn.explore import EpsilonGreedy, Policy
 from nextbest.profile.topics import TopicSpec
 
 __all__ = [
@@ -19,13 +18,20 @@ __all__ = [
     "Channel",
     "ContactPolicy",
     "Content",
+    "EpsilonGreedy",
+    "Greedy",
     "ImpressionCap",
+    "LearningSpec",
+    "ModelChoice",
     "OfferKind",
     "OfferSpec",
     "PlacementSpec",
+    "Policy",
     "ProfileSettings",
     "ScoringSpec",
     "SegmentSpec",
+    "Softmax",
+    "Thompson",
     "TopicSpec",
 ]
 
@@ -91,12 +97,48 @@ class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     weight: Positive = 1.0
     control_share: Share = 0.0
     #: the largest share of this campaign's impressions that exploration may choose
-    max_exploration: Share = 0.2
+    max_exploration: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.2
     #: a KPI event within this many days of a click is a conversion of that decision
     attribution_days: Positive = 7.0
     salt: str | None = None
     start: When | None = None
     end: When | None = None
+
+
+# Exploration policies of a learning placement (``learning.explore``); ``learn.explore``
+# ranks with them.
+class Greedy(msgspec.Struct, frozen=True, tag="greedy"):
+    """No exploration."""
+
+
+class EpsilonGreedy(msgspec.Struct, frozen=True, tag="epsilon_greedy"):
+    epsilon: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be within [0, 1], got {self.epsilon}")
+
+
+class Softmax(msgspec.Struct, frozen=True, tag="softmax"):
+    """Plackett-Luce over ``exp(score / temperature)``: in the units of the scores."""
+
+    temperature: Annotated[float, msgspec.Meta(gt=0.0)] = 0.1
+    exact_budget: Annotated[int, msgspec.Meta(ge=0)] = 4096
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0.0:
+            raise ValueError(f"temperature must be above 0, got {self.temperature}")
+
+
+class Thompson(msgspec.Struct, frozen=True, tag="thompson"):
+    n_sim: Annotated[int, msgspec.Meta(ge=1)] = 200
+
+    def __post_init__(self) -> None:
+        if self.n_sim < 1:
+            raise ValueError(f"n_sim must be at least 1, got {self.n_sim}")
+
+
+Policy: TypeAlias = Greedy | EpsilonGreedy | Softmax | Thompson
 
 
 class ModelChoice(enum.StrEnum):

@@ -4,7 +4,7 @@ they answer. Pure checks, so a bad join is rejected before anything is stored.
 A feedback event is accepted only when its ``decision_id`` is in the decision log (or the
 not-yet-flushed buffer), the decision was made for the same customer (the same profile after
 stitching, or the very id the decision was made for), the ``promotion_id`` was one of the
-decision's items, and a ``position``, when sent, is the one the item was shown at.
+decision's items, and a numeric ``position``, when sent, is the one the item was shown at.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def check_feedback(
             f"{where}.properties.promotion_id",
         )
     position = props.get("position")
-    if position is not None and position != item.position:
+    # Segment's spec also allows a slot name ("home_banner_top"): only numbers are checked
+    if isinstance(position, int) and not isinstance(position, bool) and position != item.position:
         raise ValidationError(
             f"offer {offer!r} was shown at position {item.position}, not {position!r}",
             f"{where}.properties.position",

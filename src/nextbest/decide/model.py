@@ -49,6 +49,9 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[Reason]
     #: placed by exploration, not where the greedy order would have put it
     explored: bool = False
+    #: "exact"; "monte_carlo" (Thompson sampling's seeded estimate) or "sequential" (a
+    #: softmax slot logged as P(item | the items above it)): not exact marginals
+    propensity_kind: str = "exact"
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):
@@ -80,6 +83,8 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
 
     picks: list[tuple[int, float]]
     explored: list[bool] = []
+    #: per pick: how the propensity was obtained (see ``DecisionItem.propensity_kind``)
+    kinds: list[str] = []
     p_click: list[float] | None = None
     features: dict[str, float] | None = None
     model_version: str | None = None

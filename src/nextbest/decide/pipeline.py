@@ -249,6 +249,7 @@ def decide(
     items: list[DecisionItem] = []
     chosen = choice.picks[:limit]
     explored = choice.explored or [False] * len(chosen)
+    kinds = choice.kinds or ["exact"] * len(chosen)
     for position, (index, propensity) in enumerate(chosen, start=1):
         c = pool[index]
         offer = c.offer
@@ -265,6 +266,7 @@ def decide(
                 content=_content(offer, placement.channel.value),
                 reasons=_reasons(offer, catalog, views, variables, personalized, segments),
                 explored=explored[position - 1],
+                propensity_kind=kinds[position - 1],
             )
         )
     shown = {index for index, _ in chosen}

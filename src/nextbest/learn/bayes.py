@@ -61,7 +61,7 @@ import msgspec
 from nextbest.catalog.model import OfferKind
 from nextbest.errors import ValidationError
 from nextbest.learn.features import Features
-from nextbest.learn.model import ModelKind, OfferRef, check_feedback
+from nextbest.learn.model import ModelKind, OfferRef, check_feedback, decode_state
 
 __all__ = ["BayesConfig", "BayesState", "BetaBernoulli"]
 
@@ -391,14 +391,7 @@ class BetaBernoulli:
 
     @classmethod
     def from_state(cls, data: bytes) -> Self:
-        try:
-            state = msgspec.msgpack.decode(data, type=BayesState)
-        except msgspec.ValidationError as exc:
-            raise ValidationError.from_msgspec(exc, "$.state") from exc
-        except msgspec.DecodeError as exc:
-            raise ValidationError(str(exc), "$.state") from exc
-        if state.kind is not ModelKind.BAYES:
-            raise ValidationError(f"not a bayes model state: {state.kind}", "$.state.kind")
+        state = decode_state(data, BayesState, ModelKind.BAYES)
         model = cls(state.config)
         for p in state.placements:
             place = model._places[p.placement] = _Placement(p.next_refresh)

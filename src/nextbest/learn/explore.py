@@ -46,11 +46,11 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
-from typing import Annotated, TypeAlias
 
 import msgspec
 import numpy as np
 
+from nextbest.catalog.model import EpsilonGreedy, Greedy, Policy, Softmax, Thompson
 from nextbest.errors import ValidationError
 
 __all__ = [
@@ -74,40 +74,6 @@ class PropensityKind(enum.StrEnum):
     EXACT = "exact"
     SEQUENTIAL = "sequential"
     MONTE_CARLO = "monte_carlo"
-
-
-class Greedy(msgspec.Struct, frozen=True, tag="greedy"):
-    """No exploration."""
-
-
-class EpsilonGreedy(msgspec.Struct, frozen=True, tag="epsilon_greedy"):
-    epsilon: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.05
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be within [0, 1], got {self.epsilon}")
-
-
-class Softmax(msgspec.Struct, frozen=True, tag="softmax"):
-    """Plackett-Luce over ``exp(score / temperature)``: in the units of the scores."""
-
-    temperature: Annotated[float, msgspec.Meta(gt=0.0)] = 0.1
-    exact_budget: Annotated[int, msgspec.Meta(ge=0)] = 4096
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0.0:
-            raise ValueError(f"temperature must be above 0, got {self.temperature}")
-
-
-class Thompson(msgspec.Struct, frozen=True, tag="thompson"):
-    n_sim: Annotated[int, msgspec.Meta(ge=1)] = 200
-
-    def __post_init__(self) -> None:
-        if self.n_sim < 1:
-            raise ValueError(f"n_sim must be at least 1, got {self.n_sim}")
-
-
-Policy: TypeAlias = Greedy | EpsilonGreedy | Softmax | Thompson
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):
@@ -322,7 +288,10 @@ class ExplorationBudget:
         if campaign_id is None:
             return True
         shown, explored = self._counts.get(campaign_id, (0, 0))
-        return explored + 1 <= self.max_share * (shown + 1)
+        if self.max_share <= 0.0:
+            return False
+        # a campaign that was never explored may be, or a new campaign would never be
+        return explored == 0 or explored + 1 <= self.max_share * (shown + 1)
 
     def record(self, campaign_id: str | None, explored: bool) -> None:
         if campaign_id is None:

@@ -11,8 +11,11 @@ learns from exactly what the decision saw, and analysts can re-score offline.
 **Learning.** Feedback joins its decision (``decide.feedback`` checked it before it was
 stored). A click is learned at once as a 1 (the very next decision reflects it); a dismissal
 at once as a 0; a view waits ``click_window_minutes`` for its click and is then learned as a
-0. Time is the event time of the log, never the wall clock, so a replay of the same log
-gives byte-identical models (``to_state``). A click counts while its view waits, or within
+0. Time is when the server received each event (``received_at``, kept in the log), never the
+wall clock and never a client's own clock (one skewed device could otherwise close every
+window), so a replay of the same log gives byte-identical models (``to_state``). Only
+decisions this learner made teach its model (another chooser's decision, a simulator's
+policy say, logs other features). A click counts while its view waits, or within
 two click windows of the decision (a click that overtook its view); later clicks are
 ignored: the view was already learned as a miss.
 
@@ -180,6 +183,7 @@ class Learner:
         return Choice(
             picks=[(pl.index, pl.propensity) for pl in placed],
             explored=[pl.explored for pl in placed],
+            kinds=[pl.propensity_kind.value for pl in placed],
             p_click=p_click,
             features={**x, **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool}},
             model_version=model.version,
@@ -194,7 +198,8 @@ class Learner:
 
     def record_decision(self, decision: Decision) -> None:
         """Count a logged decision's items against the campaigns' budgets (for a replay)."""
-        if decision.placement not in self.models:
+        model = self.models.get(decision.placement)
+        if model is None or not decision.model_version.startswith(model.kind.value):
             return
         for item in decision.items:
             if item.campaign_id is not None and item.kind == OfferKind.COMMERCIAL.value:
@@ -207,13 +212,17 @@ class Learner:
     def observe(self, event: Event, decision: Decision | None) -> None:
         """Move time to the event, then learn from it if it is feedback on a learning
         placement's decision."""
-        self.advance(event.timestamp)
+        at = event.received_at  # server time: a client's skewed clock cannot close windows
+        self.advance(at)
         if decision is None or event.name is None:
             return
         model = self.models.get(decision.placement)
-        learning = self.catalog.placements[decision.placement].learning
+        placement = self.catalog.placements.get(decision.placement)
+        learning = placement.learning if placement is not None else None
         if model is None or learning is None:
             return
+        if not decision.model_version.startswith(model.kind.value):
+            return  # another chooser decided (a simulator's policy): not this model's features
         offer_id = str(event.properties.get("promotion_id"))
         item = next((i for i in decision.items if i.offer_id == offer_id), None)
         offer = self.catalog.offers.get(offer_id)
@@ -223,14 +232,14 @@ class Learner:
         window = learning.click_window_minutes * 60.0
         if key in self._answered:
             return  # learned already: a second click, a click after the window, a late view
-        if event.timestamp > decision.timestamp + 2 * window and key not in self._views:
+        if at > decision.timestamp + 2 * window and key not in self._views:
             # nothing waits for it: its view was learned as a miss long ago, or it is stale
             return
         if event.name == EventName.PROMOTION_VIEWED:
             if key not in self._views:
                 view = _View(
-                    event.timestamp,
-                    event.timestamp + window,
+                    at,
+                    at + window,
                     decision.decision_id,
                     offer_id,
                     decision.placement,
@@ -249,7 +258,8 @@ class Learner:
             return
         self._views.pop(key, None)
         self._learn(model, decision.features, offer, decision.placement, item.position, reward)
-        self._answer(key, event.timestamp + window)
+        # remembered as long as a late view or click of this item could still be taken
+        self._answer(key, max(at + window, decision.timestamp + 2 * window))
 
     def _learn(
         self,

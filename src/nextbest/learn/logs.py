@@ -4,7 +4,7 @@
 decision when it arrived). ``converted``: after that click, the same customer sent the
 offer's KPI event (``kpi_event`` in the catalog; when the event names a ``product``, it must
 be a product of the offer's topic) within the campaign's ``attribution_days`` (7 days for an
-offer without a campaign).
+offer without a campaign). One KPI event converts one click: the latest before it.
 
 A customer who clicked anonymously and converted after logging in is matched when the
 conversion still carries the device's anonymousId. Pure: decisions and events in, rows out.
@@ -38,6 +38,8 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     position: int
     offer_id: str
     propensity: float
+    #: "exact", or an estimate (see ``DecisionItem.propensity_kind``)
+    propensity_kind: str = "exact"
     clicked: bool
     converted: bool
     #: what the choice was made among, and the features it was scored from
@@ -81,22 +83,27 @@ def join_rewards(
         found.sort(key=lambda kp: kp[0])
 
     rows: list[LoggedItem] = []
+    #: (customer, KPI name, KPI index) -> (click time, row): a KPI converts one click only,
+    #: the latest before it
+    credited: dict[tuple[str, str, int], tuple[float, int]] = {}
     for d in decisions:
         for item in d.items:
             clicked_at = clicks.get((d.decision_id, item.offer_id))
-            converted = False
             offer = catalog.offers.get(item.offer_id)
             if clicked_at is not None and offer is not None and offer.spec.kpi_event:
                 camp = offer.campaign
                 window = (camp.attribution_days if camp else DEFAULT_ATTRIBUTION_DAYS) * _DAY
                 found = kpis.get((d.customer_id, offer.spec.kpi_event), [])
                 k = bisect.bisect_left(found, clicked_at, key=lambda kp: kp[0])
-                for at, product in found[k:]:
+                for j in range(k, len(found)):
+                    at, product = found[j]
                     if at > clicked_at + window:
                         break
                     topic = catalog.matcher.topic_of_product(product) if product else None
                     if product is None or topic == offer.topic:
-                        converted = True
+                        kpi = (d.customer_id, offer.spec.kpi_event, j)
+                        if kpi not in credited or credited[kpi][0] < clicked_at:
+                            credited[kpi] = (clicked_at, len(rows))
                         break
             rows.append(
                 LoggedItem(
@@ -107,11 +114,14 @@ def join_rewards(
                     position=item.position,
                     offer_id=item.offer_id,
                     propensity=item.propensity,
+                    propensity_kind=item.propensity_kind,
                     clicked=clicked_at is not None,
-                    converted=converted,
+                    converted=False,
                     candidates=d.candidates,
                     features=d.features,
                     model_version=d.model_version,
                 )
             )
+    for _, row in credited.values():
+        rows[row] = msgspec.structs.replace(rows[row], converted=True)
     return rows

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -38,6 +38,7 @@ __all__ = [
     "OfferRef",
     "PropensityModel",
     "check_feedback",
+    "decode_state",
     "describe",
     "load_model",
     "new_model",
@@ -133,6 +134,27 @@ def check_feedback(position: int, reward: float) -> None:
         raise ValidationError(f"position must be at least 1, got {position}", "$.position")
     if not 0.0 <= reward <= 1.0:
         raise ValidationError(f"reward must be within [0, 1], got {reward}", "$.reward")
+
+
+class _Kinded(Protocol):
+    @property
+    def kind(self) -> ModelKind: ...
+
+
+_S = TypeVar("_S", bound=_Kinded)
+
+
+def decode_state(data: bytes, state_type: type[_S], kind: ModelKind) -> _S:
+    """A model's saved state of ``state_type``; ValidationError (``$.state``) otherwise."""
+    try:
+        state = msgspec.msgpack.decode(data, type=state_type)
+    except msgspec.ValidationError as exc:
+        raise ValidationError.from_msgspec(exc, "$.state") from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationError(str(exc), "$.state") from exc
+    if state.kind is not kind:
+        raise ValidationError(f"not a {kind.value} model state: {state.kind}", "$.state.kind")
+    return state
 
 
 class _Header(msgspec.Struct):

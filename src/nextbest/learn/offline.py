@@ -55,6 +55,8 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     actions: int
     slots: int
     rewards: list[Reward]
+    #: what the figures cannot vouch for (estimated propensities in the logs, ...)
+    warnings: list[str] = []
 
 
 def _marginals(
@@ -91,7 +93,8 @@ def _marginals(
             out.append({oid: eps / n + (1.0 - eps if k == r else 0.0) for k, oid in enumerate(ids)})
     elif free > 0 and isinstance(policy, Softmax):
         best = -commercial[0][1]
-        weights = [math.exp((-c[1] - best) / policy.temperature) for c in commercial]
+        # floored as the live policy floors them: no weight underflows to 0
+        weights = [math.exp(max((-c[1] - best) / policy.temperature, -700.0)) for c in commercial]
         marg = plackett_luce_marginals(weights, free)
         for r in range(free):
             out.append({oid: marg[r][k] for k, oid in enumerate(ids)})
@@ -163,7 +166,15 @@ def evaluate_candidate(
             for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
         ]
         rewards.append(Reward(reward=name, logged=base, estimates=estimates))
+    not_exact = sum(1 for i in rows if i.propensity_kind != "exact")
+    warnings: list[str] = []
+    if not_exact:
+        warnings.append(
+            f"{not_exact} of {n} logged propensities are estimates (Thompson sampling's Monte "
+            "Carlo or sequential softmax), not exact marginals: IPS/SNIPS/DR may be biased"
+        )
     return OfflineReport(
+        warnings=warnings,
         candidate=catalog.source,
         decisions=decisions,
         rounds=n,

@@ -57,7 +57,7 @@ __all__ = [
     "run_policy",
 ]
 
-DEFAULT_POLICIES = ("random", "static", "nextbest", "oracle")
+DEFAULT_POLICIES = ("random", "static", "prior", "nextbest", "oracle")
 MAX_DECISIONS_PER_SESSION = 2
 #: a gap between two page views / screens longer than this starts a new session
 SESSION_GAP = 30 * 60.0
@@ -128,6 +128,7 @@ class SiteLoop:
         customers: int,
         start: date = DEFAULT_START,
         model: ResponseModel | None = None,
+        need_rate: float = 1.0,
     ) -> None:
         model = model or ResponseModel(load_params())
         self.policy = policy
@@ -143,7 +144,8 @@ class SiteLoop:
         )
         self.model = model
         self.sims = [
-            CustomerSim(c, seed, start, model) for c in make_population(seed, customers, start)
+            CustomerSim(c, seed, start, model, need_rate)
+            for c in make_population(seed, customers, start)
         ]
         self.respond_rngs = [random.Random(f"respond:{seed}:{i}") for i in range(customers)]
         self.policy_rng = random.Random(f"policy:{seed}:{policy.name}")
@@ -392,11 +394,12 @@ def run_policy(
     start: date = DEFAULT_START,
     model: ResponseModel | None = None,
     progress: Callable[[str, int], None] | None = None,
+    need_rate: float = 1.0,
 ) -> Metrics:
     """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``."""
     chosen = make_policy(policy) if isinstance(policy, str) else policy
     began = time.perf_counter()
-    run = SiteLoop(chosen, catalog, seed, customers, start, model)
+    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate)
     for d in range(days):
         run.run_day(d)
         if progress is not None:
@@ -413,6 +416,7 @@ def evaluate(
     *,
     start: date = DEFAULT_START,
     progress: Callable[[str, int], None] | None = None,
+    need_rate: float = 1.0,
 ) -> dict[str, Metrics]:
     """Run the site loop for each policy on identical populations; metrics by policy name."""
     names = list(policies)
@@ -430,6 +434,7 @@ def evaluate(
             start=start,
             model=model,
             progress=progress,
+            need_rate=need_rate,
         )
         for name in names
     }

@@ -60,21 +60,6 @@ class Policy(Protocol):
         ...
 
 
-class NextbestPolicy:
-    name = "nextbest"
-
-    def choose(
-        self,
-        candidates: Sequence[CompiledOffer],
-        sim: CustomerSim,
-        day: int,
-        slots: int,
-        rng: random.Random,
-        impressions: Mapping[str, int],
-    ) -> list[tuple[str, float]]:
-        return [(offer.id, 1.0) for offer in candidates][:slots]
-
-
 class PriorPolicy:
     """The engine's ranking before any learning: the catalog's interest prior x value x
     weight, in the engine's order, no exploration (what nextbest does with learning off)."""
@@ -91,6 +76,14 @@ class PriorPolicy:
         impressions: Mapping[str, int],
     ) -> list[tuple[str, float]]:
         return [(offer.id, 1.0) for offer in candidates][:slots]
+
+
+class NextbestPolicy(PriorPolicy):
+    """The engine as configured. The site loop passes no chooser for it, so the engine's own
+    learner and exploration decide; ``choose`` (the engine's order) serves callers that ask
+    a policy directly."""
+
+    name = "nextbest"
 
 
 class RandomPolicy:

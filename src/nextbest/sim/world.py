@@ -87,9 +87,19 @@ def _poisson(rng: random.Random, lam: float) -> int:
 class CustomerSim:
     """A customer's hidden life; deterministic from the customer and the simulation seed."""
 
-    def __init__(self, customer: Customer, seed: int, start: date, response: ResponseModel):
+    def __init__(
+        self,
+        customer: Customer,
+        seed: int,
+        start: date,
+        response: ResponseModel,
+        need_rate: float = 1.0,
+    ):
+        """``need_rate`` scales every random life event's hazard (1: the defaults): a world
+        where needs are rarer or more common, to judge a strategy under both."""
         self.c = customer
         self.seed = seed
+        self.need_rate = need_rate
         self.rng = random.Random(f"life:{seed}:{customer.index}")
         self.start = start
         self.t0 = datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()
@@ -171,7 +181,7 @@ class CustomerSim:
         for kind, (hazard, specs) in LIFE_EVENTS.items():
             if hazard is None:
                 continue
-            for _ in range(_poisson(rng, hazard * PAST_DAYS)):
+            for _ in range(_poisson(rng, hazard * self.need_rate * PAST_DAYS)):
                 day = -rng.uniform(0.0, PAST_DAYS)
                 age = self.c.age_on(today + timedelta(days=math.floor(day)))
                 if not _eligible(kind, age, self.c.partner):
@@ -290,7 +300,11 @@ class CustomerSim:
                 self._start(LifeEventKind.CHILD_TURNING_18, d, out, ts, known_to_bank=True)
         for kind in _RANDOM_EVENTS:
             hazard = LIFE_EVENTS[kind][0]
-            if _eligible(kind, age, c.partner) and hazard is not None and rng.random() < hazard:
+            if (
+                _eligible(kind, age, c.partner)
+                and hazard is not None
+                and rng.random() < hazard * self.need_rate
+            ):
                 known = kind is not LifeEventKind.BACKGROUND and rng.random() < 0.5
                 self._start(kind, d, out, ts, known_to_bank=known)
                 if kind is LifeEventKind.BIRTH:

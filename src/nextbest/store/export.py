@@ -39,6 +39,7 @@ DECISION_SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("p_click", pa.float64()),
         ("propensity", pa.float64()),
+        ("propensity_kind", pa.string()),
         ("clicked", pa.bool_()),
         ("converted", pa.bool_()),
         ("candidates", pa.list_(pa.string())),
@@ -48,6 +49,23 @@ DECISION_SCHEMA = pa.schema(
     ]
 )
 _BATCH = 10_000
+#: the columns offline evaluation reads
+_NEEDED = frozenset(
+    {
+        "decision_id",
+        "timestamp",
+        "customer_id",
+        "placement",
+        "position",
+        "offer_id",
+        "propensity",
+        "clicked",
+        "converted",
+        "candidates",
+        "features",
+        "model_version",
+    }
+)
 
 
 def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[dict[str, Any]]:
@@ -75,6 +93,7 @@ def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[di
             "score": item.score,
             "p_click": item.p_click,
             "propensity": item.propensity,
+            "propensity_kind": item.propensity_kind,
             **_rewarded(rewards, decision.decision_id, item.offer_id),
         }
         for item in decision.items
@@ -92,6 +111,13 @@ def write_decisions(
     decisions: Iterable[Decision], path: str | Path, rewards: Rewards | None = None
 ) -> int:
     """Stream ``decisions`` into a Parquet file at ``path``; the number of rows written."""
+    try:
+        return _write(decisions, path, rewards)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValidationError(f"cannot write {path}: {exc}", "$.out") from exc
+
+
+def _write(decisions: Iterable[Decision], path: str | Path, rewards: Rewards | None) -> int:
     rows: list[dict[str, Any]] = []
     written = 0
     with pq.ParquetWriter(str(path), DECISION_SCHEMA, compression="zstd") as writer:
@@ -112,16 +138,14 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
     or without rewards, are skipped)."""
     try:
         table = pq.read_table(str(path))
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise ValidationError(f"cannot read {path}: {exc}", "$.logs") from exc
-    missing = {"decision_id", "offer_id", "position", "propensity", "clicked"} - set(
-        table.column_names
-    )
+    missing = _NEEDED - set(table.column_names)
     if missing:
         raise ValidationError(f"{path} lacks columns {sorted(missing)}", "$.logs")
     out: list[LoggedItem] = []
     for row in table.to_pylist():
-        if row["offer_id"] is None or row["clicked"] is None:
+        if row["offer_id"] is None or row["clicked"] is None or row["timestamp"] is None:
             continue
         out.append(
             LoggedItem(
@@ -132,6 +156,7 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
                 position=row["position"],
                 offer_id=row["offer_id"],
                 propensity=row["propensity"],
+                propensity_kind=row.get("propensity_kind") or "exact",
                 clicked=bool(row["clicked"]),
                 converted=bool(row["converted"]),
                 candidates=list(row["candidates"] or []),
