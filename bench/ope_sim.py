@@ -4,8 +4,9 @@ online click rate?
 One week of the synthetic bank is logged under the uniformly random policy (every item's
 propensity is 1/n, exact) or under nextbest as configured (exploring, exact propensities but
 for Thompson sampling's estimates on app_home). Each candidate catalog is then (1) estimated
-offline from those logs with IPS, SNIPS and DR (``nextbest.learn.offline``) and (2) run online for the same week
-on the same population; the table compares the estimate with the online CTR per shown slot.
+offline from those logs with IPS, SNIPS and DR (``nextbest.learn.offline``) and (2) run
+online for the same week on the same population; the table compares the estimate with the
+online CTR per shown slot.
 
     .venv/bin/python bench/ope_sim.py --seed 1 --customers 30000 --days 7 --logging random \
         --out bench/results/ope_sim_random.json
