@@ -5,6 +5,12 @@ campaigns and placements, written as YAML into a folder and loaded with the real
 ``nextbest.catalog.load_catalog``. The benchmark placement ``bench_feed`` (web, 3 slots, both
 kinds) sees the generated web offers; app-, email- and advisor-only offers are filtered out of
 it by channel, and the commercial-only ``web_sidebar`` placement exists too.
+
+``write_catalog(..., learning=...)`` gives ``bench_feed`` a ``learning:`` block (``LEARNING``:
+contextual with epsilon-greedy, or bayes with Thompson sampling); ``broaden`` ORs an age-band
+segment into that share of the web offers' eligibility rules (drawn from a separate seeded
+generator, so ``broaden=0`` writes exactly the catalog it always wrote), to raise the
+candidates scored per decision without adding rules.
 """
 
 from __future__ import annotations
@@ -21,6 +27,13 @@ from _common import DAY, EXAMPLE_CATALOG, T0
 from nextbest.events.model import Event, EventType
 
 BENCH_PLACEMENT = "bench_feed"
+#: the ``learning:`` block of ``bench_feed`` per ``--learning`` choice (``none``: no block)
+LEARNING: dict[str, dict[str, Any]] = {
+    "contextual": {"model": "contextual", "explore": {"type": "epsilon_greedy", "epsilon": 0.05}},
+    "bayes": {"model": "bayes", "explore": {"type": "thompson", "n_sim": 200}},
+}
+#: the narrow age-band segments ``broaden`` ORs into offer rules (not the 18-130 band)
+AGE_BANDS = ("s_age_18_26", "s_age_26_35", "s_age_35_50", "s_age_50_67", "s_age_67_130")
 
 #: topic -> (URL path stems, product that means "already owns it")
 TOPIC_PAGES: dict[str, tuple[tuple[str, ...], str | None]] = {
@@ -143,10 +156,22 @@ def _offer_rule(
 
 
 def write_catalog(
-    folder: Path, seed: int, placement_offers: int, other_offers: int
+    folder: Path,
+    seed: int,
+    placement_offers: int,
+    other_offers: int,
+    *,
+    learning: str = "none",
+    broaden: float = 0.0,
 ) -> dict[str, int]:
-    """Write the benchmark catalog YAML into ``folder``; returns what it holds."""
+    """Write the benchmark catalog YAML into ``folder``; returns what it holds.
+
+    ``learning``: ``none`` or a key of ``LEARNING`` for ``bench_feed``; ``broaden``: the
+    share of web offers whose rule also passes for one age band (see the module docstring).
+    """
     rng = random.Random(seed)
+    extra = random.Random(seed * 7 + 1)  # broadening only: leaves ``rng``'s draws alone
+    broadened = 0
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(EXAMPLE_CATALOG / "topics.yaml", folder / "topics.yaml")
     shutil.copy(EXAMPLE_CATALOG / "policy.yaml", folder / "policy.yaml")
@@ -179,6 +204,9 @@ def write_catalog(
             "kpi_event": "Product Opened" if kind == "commercial" else "Promotion Clicked",
             "content": content,
         }
+        if in_web and broaden > 0.0 and extra.random() < broaden:
+            offer["eligibility"] = f"({offer['eligibility']}) || segments.{extra.choice(AGE_BANDS)}"
+            broadened += 1
         if topic:
             offer["topic"] = topic
         if rng.random() < 0.3:
@@ -212,8 +240,16 @@ def write_catalog(
             camp["end"] = "2027-03-31"
         campaigns.append(camp)
 
+    bench: dict[str, Any] = {
+        "id": BENCH_PLACEMENT,
+        "channel": "web",
+        "slots": 3,
+        "description": "Benchmark feed",
+    }
+    if learning != "none":
+        bench["learning"] = LEARNING[learning]
     placements = [
-        {"id": BENCH_PLACEMENT, "channel": "web", "slots": 3, "description": "Benchmark feed"},
+        bench,
         {"id": "web_sidebar", "channel": "web", "slots": 2, "kinds": ["commercial"]},
         {"id": "app_home", "channel": "app", "slots": 2},
         {"id": "email_digest", "channel": "email", "slots": 3, "kinds": ["commercial"]},
@@ -234,6 +270,7 @@ def write_catalog(
         "offers_other_channels": other_offers,
         "campaigns": len(campaigns),
         "placements": len(placements),
+        "offers_broadened": broadened,
     }
 
 

@@ -6,10 +6,26 @@
 In-process (one thread), on the example bank catalog, with a seeded stream of Segment-spec
 ``/v1/batch`` bodies of 100 messages each (page views whose URLs match topics, anonymous
 visitors' page views, bank track events, server-side identify trait updates; each message
-with a realistic analytics.js-like ``context``), in global time order:
+with a realistic analytics.js-like ``context``), in global time order.
+
+Feedback (``Promotion Viewed / Clicked``, ~5 % of the stream) must answer a logged decision
+of the same customer, so building the stream makes those decisions: a planning engine
+ingests the stream batch by batch and, for each feedback message, decides for its customer
+a few seconds before the batch is sent (in one of the catalog's learning placements, the
+profile as folded so far) and points the message at one of the decision's items (decision
+id, offer id, position; the message is re-timed just after the decision). A customer with
+nothing eligible yet could not have seen a banner: that message becomes a ``Newsletter
+Opened``. Every engine measured below starts with those decisions in its decision log
+(flushed, so they are in the recent-decision map, as on a running server; the HTTP server is
+a restart and finds them in SQLite), and its clock is each batch's send time when the batch
+arrives (``sentAt``: received when sent), so feedback is validated, joined and learned from
+as in production. Over HTTP the server's clock is fixed: it sees every batch as received
+now, so feedback is validated, joined and stored there, but its click windows are long
+closed (it is learned only near the end of the stream):
 
 * parse only: ``engine.parse_batch``;
-* fold only: ``Engine._apply`` (identity + fold) on the parsed events, no store;
+* fold only: ``Engine._apply`` (identity + fold + learning from feedback) on the parsed
+  events, no store;
 * store append only: ``store.append`` per batch (memory, SQLite FULL, SQLite NORMAL);
 * full ``engine.ingest_batch`` per batch on (a) MemoryStore, (b) SQLiteStore
   synchronous=FULL, (c) SQLiteStore synchronous=NORMAL: events/s, per-batch latency
@@ -32,6 +48,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import io
 import os
 import pstats
@@ -43,7 +60,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +85,8 @@ from _common import (
 from catalog_gen import TOPIC_PAGES, Customer, customer_messages, make_customer
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.clock import FixedClock
+from nextbest.decide.feedback import FEEDBACK_EVENTS
+from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine, _State
 from nextbest.events.model import Event
 from nextbest.store.memory import MemoryStore
@@ -206,32 +225,132 @@ def anonymous_visit(rng: random.Random, index: int) -> list[tuple[float, dict[st
     return out
 
 
-def build_stream(catalog: Catalog, args: argparse.Namespace) -> tuple[list[bytes], dict[str, Any]]:
-    """The whole stream in time order, cut into /v1/batch bodies."""
+def plan_feedback(
+    catalog: Catalog, timeline: list[tuple[float, dict[str, Any]]], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], list[Decision], list[float], dict[str, Any]]:
+    """Real decisions for the stream's feedback messages (see the module docstring).
+
+    A planning engine ingests the stream batch by batch, each when it is sent (its newest
+    message + 1 s); before each batch, every feedback message in it gets a decision made for
+    its customer 5-15 s before the batch is sent (in a learning placement drawn by weight,
+    else any placement with items), names one of its items and is re-timed 1-4 s after the
+    decision. (The generated stream is sparse, ~100 messages per 10-60 minutes: feedback
+    timed back at its generated moment would reach the server long after its decision, and
+    a learner that keeps server time would rightly ignore it as stale.) A customer with
+    nothing eligible yet (a new profile) could not have been shown a banner: that message
+    becomes a ``Newsletter Opened``, so the stream keeps its size.
+    Returns the messages, the decisions, each batch's send time (its newest message + 1 s)
+    and counts. Decision ids come from a seeded generator, so the stream is the same every
+    run.
+    """
+    rng = random.Random(args.seed + 101)
+    ids = random.Random(args.seed + 102)
+    clock = FixedClock(NOW)
+    engine = Engine(
+        catalog,
+        MemoryStore(),
+        clock,
+        new_id=lambda: f"{ids.getrandbits(128):032x}",
+        decision_flush_every=1_000_000,
+    )
+    learning = [p.id for p in catalog.spec.placements if p.learning is not None]
+    weights = [3.0 if p == "home_feed" else 1.0 for p in learning]
+    fallback = [p.id for p in catalog.spec.placements]
+    out: list[dict[str, Any]] = []
+    decisions: list[Decision] = []
+    placements: dict[str, int] = {}
+    dropped = 0
+    times: list[float] = []
+    for start in range(0, len(timeline), args.batch):
+        chunk: list[dict[str, Any]] = []
+        sent = timeline[min(start + args.batch, len(timeline)) - 1][0] + 1.0
+        times.append(sent)
+        for _at, msg in timeline[start : start + args.batch]:
+            if msg["type"] == "track" and msg["event"] in FEEDBACK_EVENTS:
+                decided = sent - rng.uniform(5.0, 15.0)
+                clock.set(decided)
+                chosen = rng.choices(learning, weights)[0] if learning else fallback[0]
+                d = None
+                for placement in [chosen, *fallback]:
+                    d = engine.decide(DecisionRequest(placement=placement), user_id=msg["userId"])
+                    if d.items:
+                        break
+                if d is None or not d.items:  # nothing eligible yet: no banner was shown
+                    msg["event"] = "Newsletter Opened"
+                    msg["properties"] = {"issue": rng.randint(1, 50)}
+                    dropped += 1
+                    chunk.append(msg)
+                    continue
+                item = rng.choice(d.items)
+                msg["timestamp"] = iso(decided + rng.uniform(1.0, 4.0))
+                msg["properties"] = {
+                    "promotion_id": item.offer_id,
+                    "decision_id": d.decision_id,
+                    "position": item.position,
+                }
+                decisions.append(d)
+                placements[d.placement] = placements.get(d.placement, 0) + 1
+            chunk.append(msg)
+        clock.set(sent)
+        engine.ingest_batch(orjson.dumps({"batch": chunk, "sentAt": iso(sent)}))  # checks them
+        out.extend(chunk)
+    info = {
+        "feedback_decisions": len(decisions),
+        "feedback_replaced_nothing_eligible": dropped,
+        "feedback_placements": dict(sorted(placements.items())),
+        "planning_model_versions": {m.placement: m.info.version for m in engine.models()},
+    }
+    return out, decisions, times, info
+
+
+def batches(bodies: list[bytes], times: list[float], clock: FixedClock) -> Iterator[bytes]:
+    """The bodies in order, the engine's clock set to each one's send time first: the stream
+    arrives as it happened (received when sent), so the learner's click windows close as
+    they would live."""
+    for body, sent in zip(bodies, times, strict=True):
+        clock.set(sent)
+        yield body
+
+
+def preload(engine: Engine, decisions: list[Decision]) -> None:
+    """Put the stream's decisions in the engine's decision log, as its own flush would."""
+    engine._pending.update((d.decision_id, d) for d in decisions)
+    engine.flush()
+
+
+def build_stream(
+    catalog: Catalog, args: argparse.Namespace
+) -> tuple[list[bytes], list[float], list[Decision], dict[str, Any]]:
+    """The whole stream in time order, cut into /v1/batch bodies (``sentAt`` each batch's
+    send time), the send times, and the decisions its feedback answers."""
     rng = random.Random(args.seed)
     timeline: list[tuple[float, dict[str, Any]]] = []
     offer_ids: dict[str, list[str]] = {}  # Promotion Viewed/Clicked name real offers
     for o in catalog.offers.values():
         if o.topic:
             offer_ids.setdefault(o.topic, []).append(o.id)
-    kinds: dict[str, int] = {}
     for i in range(args.customers):
         c = make_customer(rng, i)
         n = rng.randint(args.events_min, args.events_max)
         for j, m in enumerate(customer_messages(rng, c, n, offer_ids)):
-            msg = wire_message(rng, c, m, f"{c.user_id}-{j}")
-            key = msg["type"] if msg["type"] != "track" else f"track:{msg['event']}"
-            kinds[key] = kinds.get(key, 0) + 1
-            timeline.append((m["at"], msg))
+            timeline.append((m["at"], wire_message(rng, c, m, f"{c.user_id}-{j}")))
     for i in range(args.anon_visitors):
-        visit = anonymous_visit(rng, i)
-        kinds["page (anonymous visitor)"] = kinds.get("page (anonymous visitor)", 0) + len(visit)
-        timeline.extend(visit)
+        timeline.extend(anonymous_visit(rng, i))
     timeline.sort(key=lambda tm: tm[0])
-    msgs = [m for _, m in timeline]
-    sent_at = iso(NOW)
+    t = time.perf_counter()
+    msgs, decisions, times, planned = plan_feedback(catalog, timeline, args)
+    planned["planning_seconds"] = round(time.perf_counter() - t, 1)
+    kinds: dict[str, int] = {}  # as sent: feedback with nothing eligible became Newsletter Opened
+    for msg in msgs:
+        if msg["type"] == "track":
+            key = f"track:{msg['event']}"
+        elif msg["type"] == "page" and "userId" not in msg:
+            key = "page (anonymous visitor)"
+        else:
+            key = msg["type"]
+        kinds[key] = kinds.get(key, 0) + 1
     bodies = [
-        orjson.dumps({"batch": msgs[i : i + args.batch], "sentAt": sent_at})
+        orjson.dumps({"batch": msgs[i : i + args.batch], "sentAt": iso(times[i // args.batch])})
         for i in range(0, len(msgs), args.batch)
     ]
     sizes = [len(b) for b in bodies]
@@ -244,8 +363,9 @@ def build_stream(catalog: Catalog, args: argparse.Namespace) -> tuple[list[bytes
         "mean_body_bytes": round(sum(sizes) / len(sizes)),
         "mean_message_bytes": round(sum(sizes) / len(msgs)),
         "mix": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        **planned,
     }
-    return bodies, info
+    return bodies, times, decisions, info
 
 
 # ------------------------------------------------------------------ in-process
@@ -257,18 +377,22 @@ def make_store(kind: str, folder: Path) -> EventStore:
 
 
 def _stage(
-    catalog: Catalog, bodies: list[bytes], work: Callable[[list[Event]], None] | None
+    catalog: Catalog,
+    bodies: list[bytes],
+    times: list[float],
+    work: Callable[[list[Event]], None] | None,
 ) -> dict[str, Any]:
     """Time ``work`` per batch on freshly parsed events (parse itself untimed), or time
     parse_batch when ``work`` is None. Events are dropped after each batch, as the engine does
     with a durable store; GC pauses inside the timed sections are reported."""
-    engine = Engine(catalog, MemoryStore(), FixedClock(NOW))
+    clock = FixedClock(NOW)
+    engine = Engine(catalog, MemoryStore(), clock)
     pc = time.perf_counter_ns
     lat: list[int] = []
     gc_in = 0
     n = 0
     with GcWatch() as gw:
-        for body in bodies:
+        for body in batches(bodies, times, clock):
             if work is None:
                 g, t = gw.total_pause_ns, pc()
                 events = engine.parse_batch(body)
@@ -291,14 +415,18 @@ def _stage(
     }
 
 
-def run_parse(catalog: Catalog, bodies: list[bytes]) -> dict[str, Any]:
-    return _stage(catalog, bodies, None)
+def run_parse(catalog: Catalog, bodies: list[bytes], times: list[float]) -> dict[str, Any]:
+    return _stage(catalog, bodies, times, None)
 
 
-def run_fold(catalog: Catalog, bodies: list[bytes]) -> dict[str, Any]:
-    """Identity + fold, exactly as Engine.ingest applies events, without any store."""
+def run_fold(
+    catalog: Catalog, bodies: list[bytes], times: list[float], decisions: list[Decision]
+) -> dict[str, Any]:
+    """Identity + fold + learning, exactly as Engine.ingest applies events, without any
+    store (feedback joins its decision in the engine's recent-decision map)."""
     engine = Engine(catalog, MemoryStore(), FixedClock(NOW))
-    state = _State()
+    preload(engine, decisions)
+    state = _State(catalog)
     seq = 0
 
     def work(events: list[Event]) -> None:
@@ -307,24 +435,36 @@ def run_fold(catalog: Catalog, bodies: list[bytes]) -> dict[str, Any]:
             seq += 1
             engine._apply(state, StoredEvent(seq, e))
 
-    out = _stage(catalog, bodies, work)
+    out = _stage(catalog, bodies, times, work)
     out["profiles"] = len(state.profiles)
+    out["learned"] = state.learner.learned
     return out
 
 
-def run_append(kind: str, folder: Path, catalog: Catalog, bodies: list[bytes]) -> dict[str, Any]:
+def run_append(
+    kind: str, folder: Path, catalog: Catalog, bodies: list[bytes], times: list[float]
+) -> dict[str, Any]:
     store = make_store(kind, folder / "append-only")
-    out = _stage(catalog, bodies, store.append)
+    out = _stage(catalog, bodies, times, store.append)
     store.close()
     return out
 
 
-def run_profile(catalog: Catalog, folder: Path, bodies: list[bytes], path: Path) -> list[Any]:
+def run_profile(
+    catalog: Catalog,
+    folder: Path,
+    bodies: list[bytes],
+    times: list[float],
+    decisions: list[Decision],
+    path: Path,
+) -> list[Any]:
     """cProfile of engine.ingest_batch on SQLite synchronous=FULL."""
-    engine = Engine(catalog, make_store("sqlite-full", folder / "profile"), FixedClock(NOW))
+    clock = FixedClock(NOW)
+    engine = Engine(catalog, make_store("sqlite-full", folder / "profile"), clock)
+    preload(engine, decisions)
     prof = cProfile.Profile()
     prof.enable()
-    for body in bodies:
+    for body in batches(bodies, times[: len(bodies)], clock):
         engine.ingest_batch(body)
     prof.disable()
     engine.close()
@@ -363,17 +503,25 @@ def _where(key: tuple[str, int, str]) -> str:
 
 
 def run_ingest(
-    kind: str, folder: Path, catalog: Catalog, bodies: list[bytes], args: argparse.Namespace
+    kind: str,
+    folder: Path,
+    catalog: Catalog,
+    bodies: list[bytes],
+    times: list[float],
+    decisions: list[Decision],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     store = make_store(kind, folder)
-    engine = Engine(catalog, store, FixedClock(NOW))
+    clock = FixedClock(NOW)
+    engine = Engine(catalog, store, clock)
+    preload(engine, decisions)
     pc = time.perf_counter_ns
     lat = []
     accepted = duplicates = 0
     snapshot_batches_ms: list[float] = []
     with GcWatch() as gw:
         start = pc()
-        for body in bodies:
+        for body in batches(bodies, times, clock):
             t = pc()
             r = engine.ingest_batch(body)
             lat.append(pc() - t)
@@ -395,6 +543,8 @@ def run_ingest(
         "snapshots_during_run": len(snapshot_batches_ms),
         "snapshot_batch_latency_ms": snapshot_batches_ms,
         "profiles": engine.profile_count,
+        "feedback_learned": engine._state.learner.learned,
+        "views_waiting_at_end": engine._state.learner.pending_views,
         "gc_pause_seconds_in_stage": round(gw.total_pause_ns / 1e9, 3),
         "gc": gw.summary(),
     }
@@ -650,11 +800,16 @@ def raw_health_phase(
     return drive(worker, clients, server_pid, lat, statuses)
 
 
-def run_http(bodies: list[bytes], folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_http(
+    bodies: list[bytes], decisions: list[Decision], folder: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     import httpx
 
     port = free_port()
     data = folder / "http-server.sqlite"
+    store = SQLiteStore(data)  # the decision log the server restarts with
+    store.append_decisions(decisions)
+    store.close()
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -743,6 +898,18 @@ def run_http(bodies: list[bytes], folder: Path, args: argparse.Namespace) -> dic
 
 
 # ------------------------------------------------------------------ main
+def code_measured() -> dict[str, str]:
+    """Where the imported ``nextbest`` package lives and a sha256 of its sources (others
+    may edit src while a run goes on; benchmarks may also run an exported revision)."""
+    import nextbest
+
+    pkg = Path(nextbest.__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return {"nextbest_path": str(pkg), "src_sha256": h.hexdigest()[:16]}
+
+
 def fs_type(path: Path) -> str:
     try:
         out = subprocess.run(
@@ -765,28 +932,31 @@ def main() -> int:
         f"load average {info['load_average_start']}"
     )
     catalog = load_catalog(EXAMPLE_CATALOG)
-    bodies, stream = build_stream(catalog, args)
+    bodies, times, decisions, stream = build_stream(catalog, args)
     log(
         f"stream: {stream['messages']:,} messages in {stream['batches']:,} batches of "
-        f"{args.batch} ({stream['mean_body_bytes']:,} B/body)"
+        f"{args.batch} ({stream['mean_body_bytes']:,} B/body); "
+        f"{stream['feedback_decisions']:,} decisions made for its feedback in "
+        f"{stream['planning_seconds']} s "
+        f"({stream['feedback_replaced_nothing_eligible']:,} replaced: nothing eligible)"
     )
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="nextbest-ingest-", dir=args.tmpdir) as tmp:
         folder = Path(tmp)
         info["temp_folder_fs"] = fs_type(folder)
-        parse = run_parse(catalog, bodies)
+        parse = run_parse(catalog, bodies, times)
         log(f"parse only: {parse['events_per_s']:,} events/s")
-        fold = run_fold(catalog, bodies)
+        fold = run_fold(catalog, bodies, times, decisions)
         log(f"fold only: {fold['events_per_s']:,} events/s")
         stores = [s.strip() for s in args.stores.split(",") if s.strip()]
         append = {}
         for kind in stores:
-            append[kind] = run_append(kind, folder, catalog, bodies)
+            append[kind] = run_append(kind, folder, catalog, bodies, times)
             gc.collect()
             log(f"append only, {kind}: {append[kind]['events_per_s']:,} events/s")
         ingest = {}
         for kind in stores:
-            ingest[kind] = run_ingest(kind, folder / kind, catalog, bodies, args)
+            ingest[kind] = run_ingest(kind, folder / kind, catalog, bodies, times, decisions, args)
             gc.collect()
             log(
                 f"ingest_batch, {kind}: {ingest[kind]['events_per_s']:,} events/s, "
@@ -794,7 +964,9 @@ def main() -> int:
             )
         RESULTS.mkdir(parents=True, exist_ok=True)
         profile_path = RESULTS / f"{args.name}_profile.txt"
-        hot = run_profile(catalog, folder, bodies[: args.profile_batches], profile_path)
+        hot = run_profile(
+            catalog, folder, bodies[: args.profile_batches], times, decisions, profile_path
+        )
         log(f"cProfile of {min(len(bodies), args.profile_batches):,} batches: {profile_path}")
         results = {
             "parse_only": parse,
@@ -805,7 +977,7 @@ def main() -> int:
             "cprofile_file": str(profile_path.relative_to(RESULTS.parent.parent)),
         }
         if args.http:
-            results["http"] = run_http(bodies, folder, args)
+            results["http"] = run_http(bodies, decisions, folder, args)
 
     # ------------------------------------------------------------ report
     print()
@@ -836,7 +1008,7 @@ def main() -> int:
         ]
 
     rows.append(row("parse only (engine.parse_batch)", parse))
-    rows.append(row("fold only (identity + fold, no store)", fold))
+    rows.append(row("fold only (identity + fold + learn, no store)", fold))
     for kind, a in append.items():
         rows.append(row(f"store.append only, {kind}", a))
     for kind, r in ingest.items():
@@ -848,6 +1020,12 @@ def main() -> int:
             ["stage", "events/s", "p50 ms", "p99 ms", "max ms", "GC s", "busy s", "snapshots"],
             rows,
         )
+    )
+    print(
+        f"feedback: {stream['feedback_decisions']:,} decisions preloaded "
+        f"({stream['feedback_placements']}); learned from: fold only "
+        f"{fold['learned']:,}, "
+        + ", ".join(f"{k} {r['feedback_learned']:,}" for k, r in ingest.items())
     )
     print()
     print(
@@ -972,6 +1150,7 @@ def main() -> int:
         "date": now_iso(),
         "command": command_line(),
         "machine": info,
+        "code_measured": code_measured(),
         "versions": versions(
             "msgspec", "orjson", "starlette", "uvicorn", "httpx", "uvloop", "httptools"
         ),
