@@ -8,9 +8,11 @@ it by channel, and the commercial-only ``web_sidebar`` placement exists too.
 
 ``write_catalog(..., learning=...)`` gives ``bench_feed`` a ``learning:`` block (``LEARNING``:
 contextual with epsilon-greedy, or bayes with Thompson sampling); ``broaden`` ORs an age-band
-segment into that share of the web offers' eligibility rules (drawn from a separate seeded
-generator, so ``broaden=0`` writes exactly the catalog it always wrote), to raise the
-candidates scored per decision without adding rules.
+segment into that share of the commercial web offers' eligibility rules (drawn from a
+separate seeded generator, so ``broaden=0`` writes exactly the catalog it always wrote), to
+raise the candidates scored per decision without adding rules. Only commercial offers: service
+messages come first in a placement, and more eligible ones would crowd out the commercial
+slots where exploration happens.
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def write_catalog(
     """Write the benchmark catalog YAML into ``folder``; returns what it holds.
 
     ``learning``: ``none`` or a key of ``LEARNING`` for ``bench_feed``; ``broaden``: the
-    share of web offers whose rule also passes for one age band (see the module docstring).
+    share of commercial web offers whose rule also passes for one age band (see the module
+    docstring).
     """
     rng = random.Random(seed)
     extra = random.Random(seed * 7 + 1)  # broadening only: leaves ``rng``'s draws alone
@@ -204,7 +207,7 @@ def write_catalog(
             "kpi_event": "Product Opened" if kind == "commercial" else "Promotion Clicked",
             "content": content,
         }
-        if in_web and broaden > 0.0 and extra.random() < broaden:
+        if in_web and kind == "commercial" and broaden > 0.0 and extra.random() < broaden:
             offer["eligibility"] = f"({offer['eligibility']}) || segments.{extra.choice(AGE_BANDS)}"
             broadened += 1
         if topic:

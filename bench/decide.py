@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/decide.py            # full run (~3-5 min on 2 cores)
     .venv/bin/python bench/decide.py --quick    # smoke run (~20 s)
-    .venv/bin/python bench/decide.py --learning contextual --broaden 0.2   # learning on (~6 min)
+    .venv/bin/python bench/decide.py --learning contextual --broaden 0.4   # learning on (~6 min)
 
 What it does, in order:
 
@@ -43,9 +43,9 @@ contextual + epsilon-greedy 0.05, or bayes + Thompson sampling with 200 simulati
 * the learner's state: ``to_state`` bytes per model and in all, weights or arms, the time
   of ``to_state`` / ``from_state`` and the memory of a restored learner (tracemalloc, RSS).
 
-``--broaden`` ORs an age-band segment into that share of the placement's offer rules
-(``catalog_gen``), to score ~20 candidates per decision with ~150 rules; 0 (the default)
-leaves the catalog exactly as before.
+``--broaden`` ORs an age-band segment into that share of the placement's commercial offer
+rules (``catalog_gen``), to score ~20 candidates per decision with ~150 rules; 0 (the
+default) leaves the catalog exactly as before.
 
 Results: ``bench/results/decide.json`` (``decide_quick.json`` with ``--quick``;
 ``decide_<learning>.json`` with ``--learning``).
@@ -170,7 +170,7 @@ def parse_args() -> argparse.Namespace:
         "--broaden",
         type=float,
         default=0.0,
-        help="share of the placement's offer rules ORed with an age band (more candidates)",
+        help="share of the placement's commercial offer rules ORed with an age band",
     )
     ap.add_argument(
         "--train-decisions", type=int, default=20_000, help="decisions fed back before timing"
@@ -480,7 +480,7 @@ def cost_split(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
     (``Learner.choose``) and ``pipeline.decide, greedy chooser`` the catalog's order."""
     pc = time.perf_counter_ns
     now = engine.clock.now()
-    topics = catalog.topics
+    topics = catalog.rule_topics  # what the pipeline converts: the topics rules name
     request = DecisionRequest(placement=BENCH_PLACEMENT)
     profiles = [engine._state.profiles[u] for u in users]
     learning = catalog.placements[BENCH_PLACEMENT].learning is not None
@@ -569,6 +569,7 @@ def cost_split(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
         "mean_us": {k: round(v, 2) for k, v in means.items()},
         "p50_us": {k: round(v, 2) for k, v in p50.items()},
         "rules_per_decision": round(rules_total / len(users), 2),
+        "interest_views": len(topics),
         "ns_per_rule": round(rules_us * 1e3 / (rules_total / len(users)), 1),
         "rest_of_pipeline_us": round(rest, 2),
         "learned_chooser_us": round(chooser_us, 2),
@@ -1539,7 +1540,7 @@ def main() -> int:
                     share["rule_variables"],
                 ],
                 [
-                    "  of which 8 interest views",
+                    f"  of which {split['interest_views']} interest views",
                     m["rule_variables.interest_views"],
                     split["p50_us"]["rule_variables.interest_views"],
                     float("nan"),

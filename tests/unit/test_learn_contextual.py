@@ -1,4 +1,4 @@
-"""The contextual logistic model (River), and the checks every PropensityModel passes."""
+"""The contextual logistic model, and the checks every PropensityModel passes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import pytest
 
 from nextbest.learn.bayes import BetaBernoulli
-from nextbest.learn.contextual import ContextualLogistic, crossed, crossed_many
+from nextbest.learn.contextual import ContextualLogistic, crossed
 from nextbest.learn.features import Features
 from nextbest.learn.model import (
     ModelKind,
@@ -116,9 +116,6 @@ def test_crossed_features():
     assert crossed(x, OFFERS[0], position=99)["pos:home:20"] == 1.0
     no_topic = OfferRef(offer_id="s", placement="home")
     assert crossed(x, no_topic)["interest:cards&topic:-"] == 0.25
-    assert crossed_many(x, [*OFFERS, no_topic], 2) == [
-        crossed(x, o, 2) for o in [*OFFERS, no_topic]
-    ]
 
 
 def test_predict_many_equals_predict_one_and_sample_is_predict(trained: ContextualLogistic):
@@ -208,3 +205,14 @@ def test_every_model_is_seeded_repeatable_and_roundtrips(model: PropensityModel)
     for x, o, k, _, _ in events[:5]:
         assert model.sample_one(x, o, random.Random(3)) == twin.sample_one(x, o, random.Random(3))
         assert 0.0 < model.predict_one(x, o, k) < 1.0
+
+
+def test_state_roundtrips_feature_names_that_hold_a_cross_marker():
+    m = ContextualLogistic()
+    x = {"bias": 1.0, "product:a&topic:b": 1.0, "product:c&offer:d": 1.0, "interest:cards": 0.5}
+    for r in (1.0, 0.0, 1.0):
+        m.learn_one(x, OFFERS[2], 1, r)
+    again = ContextualLogistic.from_state(m.to_state())
+    assert again.weights() == m.weights()
+    assert "product:a&topic:b&offer:o2" in m.weights()
+    assert again.predict_one(x, OFFERS[2]) == m.predict_one(x, OFFERS[2])

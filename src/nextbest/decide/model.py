@@ -33,7 +33,7 @@ class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
     exclude: frozenset[str] = frozenset()
 
 
-class DecisionItem(msgspec.Struct, frozen=True, kw_only=True):
+class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One item to render. ``p_click`` is the estimated click probability; ``propensity`` the
     probability that the policy put this offer in this position (1.0: deterministic)."""
 
@@ -100,7 +100,10 @@ class Excluded(msgspec.Struct, frozen=True, gc=False):
     why: Suppression
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True):
+# Decisions and their items are gc=False: frozen, holding only scalars and containers of
+# them (no cycles), and the engine keeps the 100,000 most recent for feedback joins, which
+# the cyclic GC then need not walk (as with profiles).
+class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     decision_id: str
     customer_id: str
     placement: str

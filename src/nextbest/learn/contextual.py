@@ -1,14 +1,24 @@
-"""An online logistic click model over customer features crossed with the offer (River).
+"""An online logistic click model over customer features crossed with the offer.
 
 ``P(click) = sigmoid(w . crossed(x, offer, position) + intercept)``, learned one feedback
-event at a time by River's ``linear_model.LogisticRegression`` (plain SGD at a small fixed
-rate, L2 on the weights an event touches; the intercept starts at the logit of
-``prior_mean``). River was measured against Vowpal Wabbit in ``bench/learn.py``
-(``bench/results/learn.json``): the same quality on a synthetic stream with a known truth,
-half the cost of scoring 20 candidates, named weights (``top_features``) and a small,
-deterministic state that needs no file. SGD at 0.01 was the best of a small grid (SGD
-0.005-0.02, AdaGrad 0.02-0.2, Adam); River's FTRL-Proximal was a little better still
-(log loss -1.5%) but cost 44 us per ``learn_one``, too close to the 50 us budget.
+event at a time by plain SGD at a small fixed rate with L2 on the weights an event touches
+(the intercept starts at the logit of ``prior_mean``): exactly River's
+``linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2, intercept_lr=...)``, which
+``tests/conformance/test_river_contextual.py`` holds this model to (same weights to 1e-12 on
+a stream of crossed features). River was measured against Vowpal Wabbit in
+``bench/learn.py`` (``bench/results/learn.json``): the same quality on a synthetic stream
+with a known truth, half the cost of scoring 20 candidates, named weights
+(``top_features``) and a small, deterministic state. SGD at 0.01 was the best of a small
+grid (SGD 0.005-0.02, AdaGrad 0.02-0.2, Adam); FTRL-Proximal was a little better still (log
+loss -1.5%) but cost 44 us per ``learn_one``, too close to the 50 us budget.
+
+Why not call River itself on the hot path: River takes a flat ``{name: value}`` dict, so
+every candidate meant building ~50 crossed names and a dict for each (River's own scoring
+was 12.6 us per candidate, ``learn_one`` 26 us + 8 us of crossing). This class keeps the
+same weight vector in per-topic and per-offer views (``<f>&topic:<T>`` as
+``by_topic[T][f]``, ``<f>&offer:<o>`` as ``by_offer[o][f]``) and reads the customer's
+features directly: half the cost of scoring, a third of learning (BENCHMARKS.md). The state
+still names every weight as ``crossed`` does, so it reads the same either way.
 
 **Features** (``crossed``), sparse, by name, for the offer ``o`` with topic ``T``:
 
@@ -32,20 +42,18 @@ than starting flat.
 so it is the click probability at the top slot, the number to rank by. A position's weight
 is its log-odds discount, learned with the rest.
 
-River has no posterior here, so ``sample_one`` is ``predict_one``; explore with
-epsilon-greedy or softmax (``learn.explore``). River is deterministic: the same events in the
-same order give the same weights; ``to_state`` writes them sorted by name.
+This model has no posterior, so ``sample_one`` is ``predict_one``; explore with
+epsilon-greedy or softmax (``learn.explore``). Learning is deterministic: the same events in
+the same order give the same weights; ``to_state`` writes them sorted by name.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 import msgspec
-from river import linear_model, optim
-from river.utils import VectorDict
 
 from nextbest.learn.features import CATEGORICAL_PREFIXES, TOPIC_FEATURES, Features
 from nextbest.learn.model import (
@@ -62,13 +70,16 @@ __all__ = [
     "ContextualLogistic",
     "ContextualState",
     "crossed",
-    "crossed_many",
 ]
 
 _Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 #: the feature carrying the catalog prior's log-odds (weight 1 at the start)
 OFFSET = "offset"
 _OWN = tuple((family + ":", "own." + family) for family in TOPIC_FEATURES)
+_TOPIC_CROSS = "&topic:"
+_OFFER_CROSS = "&offer:"
+#: River's default ``clip_gradient``
+_CLIP = 1e12
 
 
 class ContextualConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,36 +139,12 @@ def _own(
     return out
 
 
-def _cross(
-    x: Features,
-    offer: OfferRef,
-    position: int,
-    max_position: int,
-    topic_part: Features,
-    indicators: list[tuple[str, float]],
-) -> Features:
-    out = _own(x, offer, position, max_position, indicators)
-    out.update(topic_part)  # disjoint keys: "<f>&topic:<T>"
-    return out
-
-
 def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int = 20) -> Features:
-    """The model's input for customer ``x`` and ``offer`` at ``position`` (see the module)."""
-    return _cross(x, offer, position, max_position, _topic_part(x, offer.topic), _indicators(x))
-
-
-def crossed_many(
-    x: Features, offers: list[OfferRef], position: int = 1, max_position: int = 20
-) -> list[Features]:
-    """``crossed`` for each offer, building each topic's crosses once."""
-    indicators = _indicators(x)
-    parts: dict[str | None, Features] = {}
-    out: list[Features] = []
-    for offer in offers:
-        part = parts.get(offer.topic)
-        if part is None:
-            part = parts[offer.topic] = _topic_part(x, offer.topic)
-        out.append(_cross(x, offer, position, max_position, part, indicators))
+    """The model's input for customer ``x`` and ``offer`` at ``position``, by name (see the
+    module). The model never builds it: it reads the same weights through its per-topic and
+    per-offer views; this is the feature map the River reference learns on."""
+    out = _own(x, offer, position, max_position, _indicators(x))
+    out.update(_topic_part(x, offer.topic))  # disjoint keys: "<f>&topic:<T>"
     return out
 
 
@@ -174,21 +161,49 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _log_loss_gradient(click: bool, z: float) -> float:
+    """River's ``optim.losses.Log().gradient`` for a label in {0, 1} and a raw score ``z``."""
+    y = 1 if click else -1
+    yz = z * y
+    if yz > 18.0:
+        return math.exp(-yz) * -y
+    if yz < -18.0:
+        return float(-y)
+    return -y / (math.exp(yz) + 1.0)
+
+
+def _split(name: str) -> tuple[str, str, str] | None:
+    """``"<f>&topic:<T>"`` -> ``("topic", T, f)``, ``"<f>&offer:<o>"`` -> ``("offer", o, f)``;
+    None for a weight of its own. Topic and offer ids never hold ``&`` (catalog ids), so the
+    last marker is the cross even if a feature name held one."""
+    t = name.rfind(_TOPIC_CROSS)
+    o = name.rfind(_OFFER_CROSS)
+    if t < 0 and o < 0:
+        return None
+    if t > o:
+        return "topic", name[t + len(_TOPIC_CROSS) :], name[:t]
+    return "offer", name[o + len(_OFFER_CROSS) :], name[:o]
+
+
 class ContextualLogistic:
-    """A River logistic regression on ``crossed`` features, behind ``PropensityModel``."""
+    """Logistic regression by SGD on ``crossed`` features, behind ``PropensityModel``.
+
+    The weights are kept in three views of the one weight vector: ``<f>&topic:<T>`` as
+    ``by_topic[T][f]``, ``<f>&offer:<o>`` as ``by_offer[o][f]``, the rest flat, so scoring
+    and learning read ``x`` directly instead of building crossed names. The arithmetic is
+    River's ``LogisticRegression(optimizer=SGD(lr), l2=l2, intercept_lr=...)`` step for step
+    (``tests/conformance/test_river_contextual.py`` holds it to River's weights).
+    """
 
     kind = ModelKind.CONTEXTUAL
 
     def __init__(self, config: ContextualConfig | None = None) -> None:
         self.config = config if config is not None else ContextualConfig()
-        c = self.config
-        self._model: Any = linear_model.LogisticRegression(
-            optimizer=optim.SGD(c.lr),
-            l2=c.l2,
-            intercept_init=_logit(c.prior_mean),
-            intercept_lr=c.intercept_lr,
-        )
-        self._model._weights = VectorDict({OFFSET: 1.0})
+        self._intercept = _logit(self.config.prior_mean)
+        self._flat: dict[str, float] = {OFFSET: 1.0}
+        self._by_topic: dict[str, dict[str, float]] = {}
+        self._by_offer: dict[str, dict[str, float]] = {}
+        self._steps = 0
         self._n = 0
 
     @property
@@ -199,16 +214,55 @@ class ContextualLogistic:
     def version(self) -> str:
         return f"{self.kind.value}-{self._n}"
 
-    def _p(self, z: Features) -> float:
-        return float(self._model.predict_proba_one(z)[True])
+    def _topic_dot(self, x: Features, topic: str | None) -> float:
+        weights = self._by_topic.get(topic or "-")
+        if not weights:
+            return 0.0
+        get = weights.get
+        s = 0.0
+        for f, v in x.items():
+            if f != "bias":
+                s += v * get(f, 0.0)
+        return s
+
+    def _own_dot(
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int,
+        offset: float,
+        indicators: list[tuple[str, float]],
+    ) -> float:
+        flat = self._flat.get
+        per_offer = self._by_offer.get(offer.offer_id)
+        mine = per_offer.get if per_offer is not None else _nothing
+        topic = offer.topic
+        s = (
+            flat("offer:" + offer.offer_id, 0.0)
+            + flat("topic:" + (topic or "-"), 0.0)
+            + flat("placement:" + offer.placement, 0.0)
+        )
+        if position > 1:
+            s += flat(f"pos:{offer.placement}:{min(position, self.config.max_position)}", 0.0)
+        if topic:
+            for prefix, own in _OWN:
+                v = x.get(prefix + topic)
+                if v:
+                    s += v * (flat(own, 0.0) + mine(own, 0.0))
+        for f, v in indicators:
+            s += v * mine(f, 0.0)
+        if offset:
+            s += offset * flat(OFFSET, 0.0)
+        return s
+
+    def _z(self, x: Features, offer: OfferRef, position: int, offset: float) -> float:
+        own = self._own_dot(x, offer, position, offset, _indicators(x))
+        return self._intercept + self._topic_dot(x, offer.topic) + own
 
     def predict_one(
         self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
     ) -> float:
-        z = crossed(x, offer, position, self.config.max_position)
-        if offset:
-            z[OFFSET] = offset
-        return self._p(z)
+        return _sigmoid(self._z(x, offer, position, offset))
 
     def predict_many(
         self,
@@ -219,22 +273,17 @@ class ContextualLogistic:
     ) -> list[float]:
         """Scores every offer. The topic crosses (most of the features) are the same for every
         offer of a topic, so their part of the dot product is computed once per topic and
-        each offer adds only its own features: the same sum, far fewer lookups."""
-        weights = self._model._weights
-        base = float(self._model.intercept)
-        max_position = self.config.max_position
+        each offer adds only its own features."""
         indicators = _indicators(x)
         parts: dict[str | None, float] = {}
         out: list[float] = []
         for k, offer in enumerate(offers):
             part = parts.get(offer.topic)
             if part is None:
-                part = parts[offer.topic] = float(weights.dot(_topic_part(x, offer.topic)))
-            own = _own(x, offer, position, max_position, indicators)
-            if offsets is not None and offsets[k]:
-                own[OFFSET] = offsets[k]
-            z = base + part + float(weights.dot(own))
-            out.append(_sigmoid(z))
+                part = parts[offer.topic] = self._topic_dot(x, offer.topic)
+            offset = offsets[k] if offsets is not None else 0.0
+            own = self._own_dot(x, offer, position, offset, indicators)
+            out.append(_sigmoid(self._intercept + part + own))
         return out
 
     def sample_one(self, x: Features, offer: OfferRef, rng: random.Random) -> float:
@@ -244,22 +293,73 @@ class ContextualLogistic:
         self, x: Features, offer: OfferRef, position: int, reward: float, offset: float = 0.0
     ) -> None:
         check_feedback(position, reward)
-        z = crossed(x, offer, position, self.config.max_position)
-        if offset:
-            z[OFFSET] = offset
         if reward in (0.0, 1.0):
-            self._model.learn_one(z, reward == 1.0)
+            self._step(x, offer, position, offset, reward == 1.0, 1.0)
         else:  # a fractional reward: a weighted click and a weighted miss
-            self._model.learn_one(z, True, w=reward)
-            self._model.learn_one(z, False, w=1.0 - reward)
+            self._step(x, offer, position, offset, True, reward)
+            self._step(x, offer, position, offset, False, 1.0 - reward)
         self._n += 1
 
+    def _step(
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int,
+        offset: float,
+        click: bool,
+        weight: float,
+    ) -> None:
+        """One SGD step on the log loss: River's ``LogisticRegression.learn_one``."""
+        c = self.config
+        lr, l2 = c.lr, c.l2
+        g = _log_loss_gradient(click, self._z(x, offer, position, offset)) * weight
+        g = max(-_CLIP, min(_CLIP, g))
+        self._intercept -= c.intercept_lr * g
+
+        def update(weights: dict[str, float], key: str, v: float) -> None:
+            w = weights.get(key, 0.0)
+            weights[key] = w - lr * (v * g + l2 * w)
+
+        flat = self._flat
+        oid = offer.offer_id
+        topic = offer.topic
+        update(flat, "offer:" + oid, 1.0)
+        update(flat, "topic:" + (topic or "-"), 1.0)
+        update(flat, "placement:" + offer.placement, 1.0)
+        if position > 1:
+            update(flat, f"pos:{offer.placement}:{min(position, c.max_position)}", 1.0)
+        mine = self._by_offer.setdefault(oid, {})
+        if topic:
+            for prefix, own in _OWN:
+                v = x.get(prefix + topic)
+                if v:
+                    update(flat, own, v)
+                    update(mine, own, v)
+        for f, v in x.items():
+            if f.startswith(CATEGORICAL_PREFIXES):
+                update(mine, f, v)
+        if offset:
+            update(flat, OFFSET, offset)
+        crosses = self._by_topic.setdefault(topic or "-", {})
+        for f, v in x.items():
+            if f != "bias":
+                update(crosses, f, v)
+        self._steps += 1
+
     def weights(self) -> dict[str, float]:
-        return {str(k): float(v) for k, v in self._model.weights.items()}
+        """Every weight by its ``crossed`` name."""
+        out = dict(self._flat)
+        for topic, weights in self._by_topic.items():
+            suffix = _TOPIC_CROSS + topic
+            out.update((f + suffix, v) for f, v in weights.items())
+        for oid, weights in self._by_offer.items():
+            suffix = _OFFER_CROSS + oid
+            out.update((f + suffix, v) for f, v in weights.items())
+        return out
 
     @property
     def intercept(self) -> float:
-        return float(self._model.intercept)
+        return self._intercept
 
     def top_features(self, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` weights largest in magnitude (the intercept is ``(intercept)``)."""
@@ -272,8 +372,8 @@ class ContextualLogistic:
             kind=self.kind,
             config=self.config,
             n_learned=self._n,
-            intercept=self.intercept,
-            optimizer_steps=int(self._model.optimizer.n_iterations),
+            intercept=self._intercept,
+            optimizer_steps=self._steps,
             weights=sorted(self.weights().items()),
         )
         return msgspec.msgpack.encode(state)
@@ -282,9 +382,20 @@ class ContextualLogistic:
     def from_state(cls, data: bytes) -> Self:
         state = decode_state(data, ContextualState, ModelKind.CONTEXTUAL)
         model = cls(state.config)
-        river = model._model
-        river._weights = VectorDict(dict(state.weights))
-        river.intercept = state.intercept
-        river.optimizer.n_iterations = state.optimizer_steps
+        model._flat = {}
+        for name, v in state.weights:
+            cross = _split(name)
+            if cross is None:
+                model._flat[name] = v
+            elif cross[0] == "topic":
+                model._by_topic.setdefault(cross[1], {})[cross[2]] = v
+            else:
+                model._by_offer.setdefault(cross[1], {})[cross[2]] = v
+        model._intercept = state.intercept
+        model._steps = state.optimizer_steps
         model._n = state.n_learned
         return model
+
+
+def _nothing(key: str, default: float) -> float:
+    return default

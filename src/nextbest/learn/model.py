@@ -167,7 +167,7 @@ def new_model(kind: ModelKind) -> PropensityModel:
         from nextbest.learn.bayes import BetaBernoulli
 
         return BetaBernoulli()
-    from nextbest.learn.contextual import ContextualLogistic  # imports river: loaded on use
+    from nextbest.learn.contextual import ContextualLogistic  # imports this module
 
     return ContextualLogistic()
 
