@@ -25,8 +25,12 @@ What it does, in order:
 3. **State.** ``to_state`` bytes and the in-memory size (tracemalloc, after
    ``from_state``) for 50 offers x 4 placements after 100k events (20k with ``--quick``).
 
+``river-sgd`` is the engine's ``ContextualLogistic`` (River's SGD step on per-topic and
+per-offer weight views); ``river-lib`` is River's own ``LogisticRegression`` on the same
+crossed names (the same weights, to the last bits), to show what the views save.
+
 Vowpal Wabbit is measured when ``vowpalwabbit`` imports (``pip install vowpalwabbit``), in
-two forms: ``vw-same``, the very features River gets (``contextual.crossed_many``) as text;
+two forms: ``vw-same``, the very features River gets (``contextual.crossed``) as text;
 and ``vw-q``, VW's own namespaces (customer ``c``, own-topic ``w``, offer ``o``, position
 ``p``) crossed natively (``-q co -q wo``), its best case for speed.
 
@@ -60,7 +64,7 @@ from _common import (
 )
 from nextbest.learn import explore
 from nextbest.learn.bayes import BetaBernoulli
-from nextbest.learn.contextual import ContextualLogistic, crossed_many
+from nextbest.learn.contextual import OFFSET, ContextualConfig, ContextualLogistic, crossed
 from nextbest.learn.features import Features, customer_features
 from nextbest.learn.model import OfferRef
 from nextbest.profile.model import FunnelStage, Profile, Session, TopicInterest
@@ -198,8 +202,36 @@ def vw_features(z: Features) -> str:
     return " ".join(f"{vw_name(k)}:{v:.6g}" for k, v in z.items())
 
 
+class RiverLib:
+    """River's own ``LogisticRegression`` on ``crossed`` names: what ``ContextualLogistic``
+    computes step for step (``tests/conformance/test_river_contextual.py``), called the
+    library's way, to measure what the weight views save."""
+
+    def __init__(self) -> None:
+        from river import linear_model, optim
+        from river.utils import VectorDict
+
+        c = ContextualConfig()
+        self.model: Any = linear_model.LogisticRegression(
+            optimizer=optim.SGD(c.lr),
+            l2=c.l2,
+            intercept_init=math.log(c.prior_mean / (1.0 - c.prior_mean)),
+            intercept_lr=c.intercept_lr,
+        )
+        self.model._weights = VectorDict({OFFSET: 1.0})
+
+    def predict_one(self, x: Features, offer: OfferRef, position: int = 1) -> float:
+        return float(self.model.predict_proba_one(crossed(x, offer, position))[True])
+
+    def predict_many(self, x: Features, offers: list[OfferRef], position: int = 1) -> list[float]:
+        return [self.predict_one(x, o, position) for o in offers]
+
+    def learn_one(self, x: Features, offer: OfferRef, position: int, reward: float) -> None:
+        self.model.learn_one(crossed(x, offer, position), reward == 1.0)
+
+
 class VWSame:
-    """Vowpal Wabbit on exactly River's features (``contextual.crossed_many``), as text."""
+    """Vowpal Wabbit on exactly River's features (``contextual.crossed``), as text."""
 
     def __init__(self, extra: str = "") -> None:
         import vowpalwabbit
@@ -213,11 +245,11 @@ class VWSame:
     def predict_many(self, x: Features, offers: list[OfferRef], position: int = 1) -> list[float]:
         return [
             float(self.vw.predict("|f " + vw_features(z)))
-            for z in crossed_many(x, offers, position)
+            for z in (crossed(x, o, position) for o in offers)
         ]
 
     def learn_one(self, x: Features, offer: OfferRef, position: int, reward: float) -> None:
-        (z,) = crossed_many(x, [offer], position)
+        z = crossed(x, offer, position)
         self.vw.learn(("1" if reward else "-1") + " |f " + vw_features(z))
         self.n += 1
 
@@ -491,6 +523,7 @@ def main() -> int:
         found: dict[str, Learner] = {
             "bayes": BetaBernoulli(),
             "river-sgd": ContextualLogistic(),
+            "river-lib": RiverLib(),
         }
         if vw_version:
             found["vw-same"] = VWSame()

@@ -6,12 +6,19 @@ propensity is 1/n, exact) or under nextbest as configured (exploring, exact prop
 for Thompson sampling's estimates on app_home). Each candidate catalog is then (1) estimated
 offline from those logs with IPS, SNIPS and DR (``nextbest.learn.offline``) and (2) run
 online for the same week on the same population; the table compares the estimate with the
-online CTR per shown slot.
+online CTR per shown slot, and also without replaying the candidate's contact caps on its
+own impressions (``evaluate_candidate(..., replay_caps=False)``), for comparison.
 
     .venv/bin/python bench/ope_sim.py --seed 1 --customers 30000 --days 7 --logging random \
         --out bench/results/ope_sim_random.json
     .venv/bin/python bench/ope_sim.py --seed 1 --customers 30000 --days 7 --logging nextbest \
         --out bench/results/ope_sim_nextbest.json
+
+``--no-fatigue`` runs the same weeks in a world where an offer's appeal does not fade with
+repeated impressions (``fatigue_decay: 1`` for both kinds): slot-level OPE assumes that a
+customer's response does not depend on what they were shown before, and fatigue is the
+world's main breach of that; the difference between the two runs measures it.
+``--response FILE`` uses another response-parameter file (the shape of ``sim/response.yaml``).
 
 Candidates: ``prior`` (the example bank ranked by its interest prior, learning off),
 ``no_interest`` (the same with ``interest_lift: 0``: value x weight only) and ``eager``
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -35,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import log, machine_info
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.learn.logs import join_rewards
-from nextbest.learn.offline import evaluate_candidate
+from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.sim.loop import SiteLoop
 from nextbest.sim.policies import NextbestPolicy, make_policy
+from nextbest.sim.response import ResponseModel, load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "bank"
@@ -79,14 +88,34 @@ def main() -> None:
         default="random",
         help="the logging policy: uniformly random, or nextbest as configured (exploring)",
     )
+    ap.add_argument("--response", default=None, help="response-parameter file (default: sim's)")
+    ap.add_argument(
+        "--no-fatigue", action="store_true", help="appeal does not fade with impressions"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ope_sim.json"))
     args = ap.parse_args()
     began = time.perf_counter()
+    params = load_params(args.response)
+    if args.no_fatigue:
+        click = params.click
+        params = msgspec.structs.replace(
+            params,
+            click=msgspec.structs.replace(
+                click,
+                commercial=msgspec.structs.replace(click.commercial, fatigue_decay=1.0),
+                service=msgspec.structs.replace(click.service, fatigue_decay=1.0),
+            ),
+        )
+    model = ResponseModel(params)
     logging_catalog = load_catalog(EXAMPLE)
     log(f"logging {args.customers} customers x {args.days} days under {args.logging}")
     logged = run(
-        SiteLoop(make_policy(args.logging), logging_catalog, args.seed, args.customers), args.days
+        SiteLoop(
+            make_policy(args.logging), logging_catalog, args.seed, args.customers, model=model
+        ),
+        args.days,
     )
+    logged.engine.flush()  # the decisions still buffered belong in the logs too
     store = logged.engine.store
     items = join_rewards(list(store.decisions()), (s.event for s in store.scan(0)), logging_catalog)
     logged.finish()
@@ -103,42 +132,56 @@ def main() -> None:
             folder.mkdir()
             cat = candidate(folder, lift, half)
             report = evaluate_candidate(items, cat, n_bootstrap=200)
-            online = run(SiteLoop(NextbestPolicy(), cat, args.seed, args.customers), args.days)
+            plain = evaluate_candidate(items, cat, n_bootstrap=200, replay_caps=False)
+            online = run(
+                SiteLoop(NextbestPolicy(), cat, args.seed, args.customers, model=model), args.days
+            )
             metrics = online.finish()
-            clicks = report.rewards[0]
-            est = {e.estimator.value: e for e in clicks.estimates}
+
+            def figures(r: OfflineReport, ctr: float = metrics.ctr) -> dict[str, Any]:
+                return {
+                    e.estimator.value: {
+                        "value": e.value,
+                        "ci": [e.ci_lower, e.ci_upper],
+                        "error": e.value / ctr - 1.0 if ctr else None,
+                        "ess": e.effective_sample_size,
+                    }
+                    for e in r.rewards[0].estimates
+                }
+
             row = {
                 "candidate": name,
                 "online_ctr": metrics.ctr,
                 "online_impressions": metrics.impressions,
-                "logged_ctr": clicks.logged,
-                **{
-                    k: {
-                        "value": e.value,
-                        "ci": [e.ci_lower, e.ci_upper],
-                        "error": e.value / metrics.ctr - 1.0 if metrics.ctr else None,
-                        "ess": e.effective_sample_size,
-                    }
-                    for k, e in est.items()
-                },
+                "logged_ctr": report.rewards[0].logged,
+                "capped_decisions": report.capped_decisions,
+                **figures(report),
+                "without_cap_replay": figures(plain),
             }
             rows.append(row)
             log(
-                f"{name}: online CTR {metrics.ctr:.5f}; IPS {est['ips'].value:.5f} "
-                f"SNIPS {est['snips'].value:.5f} DR {est['dr'].value:.5f}"
+                f"{name}: online CTR {metrics.ctr:.5f}; IPS {row['ips']['value']:.5f} "
+                f"SNIPS {row['snips']['value']:.5f} DR {row['dr']['value']:.5f}; "
+                f"{report.capped_decisions} decisions capped; without the cap replay DR "
+                f"{row['without_cap_replay']['dr']['value']:.5f}"
             )
     finally:
         shutil.rmtree(tmp)
-    print("| candidate | online CTR | IPS (error) | SNIPS (error) | DR (error) | ESS |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| candidate | online CTR | IPS (error) | SNIPS (error) | DR (error) | ESS "
+        "| DR without the cap replay |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         cells = [
             f"{r[k]['value'] * 100:.3f} % ({r[k]['error'] * 100:+.1f} %)"
             for k in ("ips", "snips", "dr")
         ]
+        plain = r["without_cap_replay"]["dr"]
         print(
             f"| {r['candidate']} | {r['online_ctr'] * 100:.3f} % | {' | '.join(cells)} | "
-            f"{r['ips']['ess']:,.0f} |"
+            f"{r['ips']['ess']:,.0f} | {plain['value'] * 100:.3f} % "
+            f"({plain['error'] * 100:+.1f} %) |"
         )
     result = {
         "command": " ".join(["bench/ope_sim.py", *sys.argv[1:]]),
@@ -148,6 +191,8 @@ def main() -> None:
         "customers": args.customers,
         "days": args.days,
         "logging": args.logging,
+        "response": args.response or "sim/response.yaml",
+        "fatigue": not args.no_fatigue,
         "logged_slots": len(items),
         "rows": rows,
         "wall_seconds": round(time.perf_counter() - began, 1),

@@ -300,7 +300,7 @@ def evaluate(
         out.print(f"{r.reward} rate per slot, logged {r.logged:.5f}:", markup=False)
         for e in r.estimates:
             out.print(
-                f"  {e.estimator.value:<5} {e.value:.5f}  95% [{e.ci_lower:.5f}, {e.ci_upper:.5f}]"
+                f"  {e.estimator.value:<11} {e.value:.5f}  95% [{e.ci_lower:.5f}, {e.ci_upper:.5f}]"
                 f"  ESS {e.effective_sample_size:,.0f}",
                 markup=False,
             )

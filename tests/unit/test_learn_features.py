@@ -84,6 +84,16 @@ def test_context_channel_and_plain_device_win():
     assert x["device:tablet"] == 1.0
 
 
+def test_client_invented_device_and_channel_names_are_other():
+    for i in range(3):
+        context = {"channel": f"Evil{i}", "device": {"type": f"x{i}&topic:mortgage"}}
+        x = customer_features(rich_profile(), TOPICS, T0, context)
+        assert x["device:other"] == x["channel:other"] == 1.0
+        assert not any(k.startswith(("device:x", "channel:evil")) for k in x)
+    ios = customer_features(rich_profile(), TOPICS, T0, {"device": {"type": "iOS"}})
+    assert ios["device:ios"] == 1.0
+
+
 def test_given_lifecycle_is_used():
     x = customer_features(rich_profile(), TOPICS, T0, {}, lifecycle="retired")
     assert x["lifecycle:retired"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 
 from nextbest.catalog.load import Catalog, load_catalog
@@ -12,7 +13,8 @@ from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import ValidationError
-from nextbest.learn.logs import join_rewards
+from nextbest.learn import ope
+from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import NONE, _marginals, evaluate_candidate
 from nextbest.store import MemoryStore
 from nextbest.store.export import read_logged_items, write_decisions
@@ -193,3 +195,122 @@ def test_nothing_to_evaluate_and_unreadable_files_are_clear_errors(
     bad.write_text("not parquet")
     with pytest.raises(ValidationError, match="cannot read"):
         read_logged_items(bad)
+
+
+@pytest.mark.parametrize("candidate", ["explorer", "narrow"])
+def test_sparse_rows_equal_the_dense_obp_arrays(
+    greedy_catalog: Catalog, tmp_path: Path, candidate: str
+) -> None:
+    """evaluate_candidate never builds rows x offers x slots; its figures are ope.estimate's
+    on exactly those dense arrays."""
+    engine = logged_engine(greedy_catalog, clicks_every=2)
+    engine.flush()
+    items = items_of(engine, greedy_catalog)
+    if candidate == "explorer":
+        cat = load_catalog(EXAMPLE_CATALOG)  # epsilon-greedy: mass on every candidate
+    else:
+        cat = without_learning(tmp_path / "narrow", ("    slots: 3\n", "    slots: 1\n"))
+    report = evaluate_candidate(items, cat, n_bootstrap=30, random_state=7)
+
+    rows = sorted(items, key=lambda i: (i.timestamp, i.decision_id, i.position))
+    offers = sorted({i.offer_id for i in rows} | set(cat.offers) | {NONE})
+    index = {oid: k for k, oid in enumerate(offers)}
+    slots = max(max(i.position for i in rows), *(p.slots for p in cat.placements.values()))
+    dist = np.zeros((len(rows), len(offers), slots))
+    for k, item in enumerate(rows):
+        marg = _marginals(cat, item.placement, item.candidates, item.features)
+        for r in range(slots):
+            for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
+                dist[k, index[oid], r] = p
+    action = np.array([index[i.offer_id] for i in rows])
+    position = np.array([i.position - 1 for i in rows])
+    for got in report.rewards:
+        reward = np.array(
+            [float(i.clicked if got.reward == "click" else i.converted) for i in rows]
+        )
+        sums = np.zeros((len(offers), slots))
+        counts = np.zeros((len(offers), slots))
+        np.add.at(sums, (action, position), reward)
+        np.add.at(counts, (action, position), 1.0)
+        q = (sums + 20.0 * reward.mean()) / (counts + 20.0)
+        q[index[NONE], :] = 0.0
+        for e in got.estimates:
+            want = ope.estimate(
+                e.estimator,
+                reward=reward,
+                action=action,
+                pscore=np.array([i.propensity for i in rows]),
+                action_dist=dist,
+                position=position,
+                estimated_rewards_by_reg_model=np.broadcast_to(q, dist.shape),
+                random_state=7,
+                n_bootstrap=30,
+            )
+            assert e.value == pytest.approx(want.value, rel=1e-12, abs=1e-15)
+            assert (e.ci_lower, e.ci_upper) == pytest.approx(
+                (want.ci_lower, want.ci_upper), rel=1e-12, abs=1e-15
+            )
+            assert e.effective_sample_size == pytest.approx(want.effective_sample_size, rel=1e-12)
+            assert e.unsupported_mass == pytest.approx(want.unsupported_mass, rel=1e-12)
+            assert e.warnings == want.warnings
+
+
+def test_a_conversion_after_login_credits_the_anonymous_click(greedy_catalog: Catalog) -> None:
+    engine = Engine(greedy_catalog, MemoryStore(), FixedClock(T0), new_id=counter_ids())
+    engine.ingest_batch(batch(identify({"age": 35}, anon="dev1", at=T0 - DAY)))
+    d = engine.decide(DecisionRequest(placement="home_feed"), anonymous_id="dev1")
+    assert d.customer_id == "anon:dev1"
+    commercial = next(i for i in d.items if i.kind == "commercial")
+    offer = greedy_catalog.offers[commercial.offer_id]
+    assert offer.topic is not None
+    assert offer.spec.kpi_event is not None
+    engine.ingest_batch(batch(feedback(d, "Promotion Clicked", commercial.offer_id, at=T0 + 5)))
+    # logs in on that device, then core banking reports the product opened: userId only
+    engine.ingest_batch(batch(identify({}, user="u42", anon="dev1", at=T0 + 60)))
+    product = greedy_catalog.topics[offer.topic].products[0]
+    kpi = track(offer.spec.kpi_event, {"product": product}, user="u42", at=T0 + DAY)
+    engine.clock.set(T0 + DAY)  # type: ignore[attr-defined]
+    engine.ingest_batch(batch(kpi))
+    engine.flush()
+    (row,) = [i for i in items_of(engine, greedy_catalog) if i.offer_id == commercial.offer_id]
+    assert row.clicked
+    assert row.converted
+
+
+def test_the_candidate_contact_caps_are_replayed_on_its_own_impressions(
+    greedy_catalog: Catalog,
+) -> None:
+    """Random logs show a customer's favourite rarely; a greedy candidate would show it at
+    every visit, so online its per-offer cap (3 a week) takes it away from the 4th visit on.
+    The replay does the same: later clicks on it are not the candidate's."""
+    pool = ["mortgage_rates", "car_loan_rates", "investing_start", "savings_offer"]
+    marg = _marginals(greedy_catalog, "home_feed", pool, {})
+    favourite = next(iter(marg[0]))
+    other = next(oid for oid in pool if oid not in {next(iter(m)) for m in marg})
+
+    def visit(day: int, offer: str) -> LoggedItem:
+        return LoggedItem(
+            decision_id=f"d{day}",
+            timestamp=T0 + day * DAY / 2,  # two visits a day, 6 in three days
+            customer_id="c1",
+            placement="home_feed",
+            position=1,
+            offer_id=offer,
+            propensity=0.25,
+            clicked=True,
+            converted=False,
+            candidates=pool,
+            features={},
+        )
+
+    # visits 1, 2, 5, 6 logged the favourite at the top (and were clicked)
+    items = [visit(d, favourite if d in (0, 1, 4, 5) else other) for d in range(6)]
+    capped = evaluate_candidate(items, greedy_catalog, n_bootstrap=10)
+    plain = evaluate_candidate(items, greedy_catalog, n_bootstrap=10, replay_caps=False)
+    assert capped.capped_decisions == 3  # visits 4, 5, 6: three impressions in the week
+    assert plain.capped_decisions == 0
+    ips, plain_ips = capped.rewards[0].estimates[0], plain.rewards[0].estimates[0]
+    assert plain_ips.value == pytest.approx(4 * 4 / 6)  # every favourite click, weight 4
+    # from visit 4 the candidate's three favourites are all capped (it showed them at every
+    # visit): the fourth offer leads, so visit 4's logged click counts, visits 5 and 6 not
+    assert ips.value == pytest.approx(3 * 4 / 6)

@@ -214,50 +214,57 @@ class ContextualLogistic:
     def version(self) -> str:
         return f"{self.kind.value}-{self._n}"
 
-    def _topic_dot(self, x: Features, topic: str | None) -> float:
+    def _topic_terms(self, x: Features, topic: str | None) -> tuple[float, list[tuple[str, float]]]:
+        """What every offer of ``topic`` shares: the topic crosses, ``topic:<T>`` and the shared
+        ``own.<family>`` weights; and the own-topic values the offer's own weights multiply."""
+        flat = self._flat.get
+        s = flat("topic:" + (topic or "-"), 0.0)
         weights = self._by_topic.get(topic or "-")
-        if not weights:
-            return 0.0
-        get = weights.get
-        s = 0.0
-        for f, v in x.items():
-            if f != "bias":
-                s += v * get(f, 0.0)
-        return s
+        if weights:
+            get = weights.get
+            for f, v in x.items():
+                if f != "bias":
+                    s += v * get(f, 0.0)
+        own: list[tuple[str, float]] = []
+        if topic:
+            for prefix, name in _OWN:
+                value = x.get(prefix + topic)
+                if value:
+                    own.append((name, value))
+                    s += value * flat(name, 0.0)
+        return s, own
 
-    def _own_dot(
+    def _offer_terms(
         self,
-        x: Features,
         offer: OfferRef,
         position: int,
         offset: float,
+        own: list[tuple[str, float]],
         indicators: list[tuple[str, float]],
     ) -> float:
+        """The offer's own weights: id, placement, position, own-topic and indicator crosses."""
         flat = self._flat.get
         per_offer = self._by_offer.get(offer.offer_id)
-        mine = per_offer.get if per_offer is not None else _nothing
-        topic = offer.topic
-        s = (
-            flat("offer:" + offer.offer_id, 0.0)
-            + flat("topic:" + (topic or "-"), 0.0)
-            + flat("placement:" + offer.placement, 0.0)
-        )
+        s = flat("offer:" + offer.offer_id, 0.0) + flat("placement:" + offer.placement, 0.0)
         if position > 1:
             s += flat(f"pos:{offer.placement}:{min(position, self.config.max_position)}", 0.0)
-        if topic:
-            for prefix, own in _OWN:
-                v = x.get(prefix + topic)
-                if v:
-                    s += v * (flat(own, 0.0) + mine(own, 0.0))
-        for f, v in indicators:
-            s += v * mine(f, 0.0)
+        if per_offer is not None:
+            mine = per_offer.get
+            for f, v in own:
+                s += v * mine(f, 0.0)
+            for f, v in indicators:
+                s += v * mine(f, 0.0)
         if offset:
             s += offset * flat(OFFSET, 0.0)
         return s
 
     def _z(self, x: Features, offer: OfferRef, position: int, offset: float) -> float:
-        own = self._own_dot(x, offer, position, offset, _indicators(x))
-        return self._intercept + self._topic_dot(x, offer.topic) + own
+        shared, own = self._topic_terms(x, offer.topic)
+        return (
+            self._intercept
+            + shared
+            + self._offer_terms(offer, position, offset, own, _indicators(x))
+        )
 
     def predict_one(
         self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
@@ -271,19 +278,20 @@ class ContextualLogistic:
         position: int = 1,
         offsets: list[float] | None = None,
     ) -> list[float]:
-        """Scores every offer. The topic crosses (most of the features) are the same for every
-        offer of a topic, so their part of the dot product is computed once per topic and
-        each offer adds only its own features."""
+        """Scores every offer. Most of the features (the topic crosses, the shared own-topic
+        weights) are the same for every offer of a topic, so their part of the dot product is
+        computed once per topic and each offer adds only its own weights."""
         indicators = _indicators(x)
-        parts: dict[str | None, float] = {}
+        topics: dict[str | None, tuple[float, list[tuple[str, float]]]] = {}
+        base = self._intercept
         out: list[float] = []
         for k, offer in enumerate(offers):
-            part = parts.get(offer.topic)
-            if part is None:
-                part = parts[offer.topic] = self._topic_dot(x, offer.topic)
+            terms = topics.get(offer.topic)
+            if terms is None:
+                terms = topics[offer.topic] = self._topic_terms(x, offer.topic)
             offset = offsets[k] if offsets is not None else 0.0
-            own = self._own_dot(x, offer, position, offset, indicators)
-            out.append(_sigmoid(self._intercept + part + own))
+            z = base + terms[0] + self._offer_terms(offer, position, offset, terms[1], indicators)
+            out.append(_sigmoid(z))
         return out
 
     def sample_one(self, x: Features, offer: OfferRef, rng: random.Random) -> float:
@@ -335,15 +343,19 @@ class ContextualLogistic:
                 if v:
                     update(flat, own, v)
                     update(mine, own, v)
-        for f, v in x.items():
-            if f.startswith(CATEGORICAL_PREFIXES):
-                update(mine, f, v)
         if offset:
             update(flat, OFFSET, offset)
         crosses = self._by_topic.setdefault(topic or "-", {})
-        for f, v in x.items():
-            if f != "bias":
-                update(crosses, f, v)
+        cross_get = crosses.get
+        mine_get = mine.get
+        for f, v in x.items():  # the bulk, inlined: every feature's topic cross, indicators'
+            if f == "bias":
+                continue
+            w = cross_get(f, 0.0)
+            crosses[f] = w - lr * (v * g + l2 * w)
+            if f.startswith(CATEGORICAL_PREFIXES):
+                w = mine_get(f, 0.0)
+                mine[f] = w - lr * (v * g + l2 * w)
         self._steps += 1
 
     def weights(self) -> dict[str, float]:
@@ -395,7 +407,3 @@ class ContextualLogistic:
         model._steps = state.optimizer_steps
         model._n = state.n_learned
         return model
-
-
-def _nothing(key: str, default: float) -> float:
-    return default

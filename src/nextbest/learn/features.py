@@ -15,11 +15,16 @@ key                     value
 ``product:<name>``      1 per product held (lower-cased)
 ``segment:<id>``        1 per segment the customer is in
 ``lifecycle:<phase>``   1 (``unknown`` without an age)
-``device:<type>``       1, from ``context["device"]`` (a string or Segment's ``{"type": ...}``)
-``channel:<name>``      1, from ``context["channel"]`` or else the session's channel
+``device:<type>``       1, from ``context["device"]`` (a string or Segment's ``{"type": ...}``),
+                        one of ``DEVICE_TYPES`` or ``other``
+``channel:<name>``      1, from ``context["channel"]`` or else the session's channel, one of
+                        ``CHANNELS`` or ``other``
 ``how:<wd|we><0-3>``    1, hour of week: weekday or weekend x 6-hour bucket of ``now`` (UTC
                         plus ``utc_offset``)
 ======================  ===================================================================
+
+Device and channel come from the client, so their names are bounded: any value outside the
+lists is ``other``, and a client cannot grow a model by inventing device types.
 
 Pass the profile the decision may see: without personalization consent that is
 ``decide.pipeline.without_behaviour(profile)``, which has no interests, so none are used.
@@ -40,6 +45,8 @@ from nextbest.rules.context import age_of, lifecycle_of
 
 __all__ = [
     "CATEGORICAL_PREFIXES",
+    "CHANNELS",
+    "DEVICE_TYPES",
     "TOPIC_FEATURES",
     "Features",
     "customer_features",
@@ -61,6 +68,18 @@ CATEGORICAL_PREFIXES: tuple[str, ...] = (
     "how:",
 )
 
+#: ``context.device.type`` values kept as they are (Segment's mobile libraries send ``ios`` /
+#: ``android``; web tags often ``mobile`` / ``tablet`` / ``desktop``)
+DEVICE_TYPES: frozenset[str] = frozenset(
+    {"ios", "android", "mobile", "tablet", "desktop", "tv", "watch", "ipados", "macos", "windows"}
+)
+#: channels kept as they are: the catalog's (web, app, email, advisor) and Segment's / Rudder's
+#: ``context.channel`` (browser, server, mobile)
+CHANNELS: frozenset[str] = frozenset(
+    {"web", "app", "email", "advisor", "browser", "server", "mobile", "sms", "push"}
+)
+_OTHER = "other"
+
 _HOUR = 3_600.0
 _TREND_CLIP = 3.0
 
@@ -74,11 +93,16 @@ def hour_of_week(now: float, utc_offset: float = 0.0) -> str:
     return ("we" if weekday >= 5 else "wd") + str(min(bucket, 3))
 
 
+def _bounded(value: str, known: frozenset[str]) -> str:
+    value = value.lower()
+    return value if value in known else _OTHER
+
+
 def _device(context: Mapping[str, Any]) -> str | None:
     device = context.get("device")
     if isinstance(device, Mapping):
         device = device.get("type")
-    return device if isinstance(device, str) and device else None
+    return _bounded(device, DEVICE_TYPES) if isinstance(device, str) and device else None
 
 
 def customer_features(
@@ -132,11 +156,11 @@ def customer_features(
     x["lifecycle:" + lifecycle] = 1.0
     device = _device(context)
     if device is not None:
-        x["device:" + device.lower()] = 1.0
+        x["device:" + device] = 1.0
     channel = context.get("channel")
     if not isinstance(channel, str) or not channel:
         channel = profile.session.channel if profile.session is not None else None
     if channel:
-        x["channel:" + channel.lower()] = 1.0
+        x["channel:" + _bounded(channel, CHANNELS)] = 1.0
     x["how:" + hour_of_week(now, utc_offset)] = 1.0
     return x

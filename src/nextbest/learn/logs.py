@@ -6,8 +6,10 @@ offer's KPI event (``kpi_event`` in the catalog; when the event names a ``produc
 be a product of the offer's topic) within the campaign's ``attribution_days`` (7 days for an
 offer without a campaign). One KPI event converts one click: the latest before it.
 
-A customer who clicked anonymously and converted after logging in is matched when the
-conversion still carries the device's anonymousId. Pure: decisions and events in, rows out.
+Identities are stitched as the engine stitches them (``identify`` links an anonymousId to a
+userId, ``alias`` a previous id), from the same events: a customer decided for and clicking
+anonymously who converts after logging in (a server-side KPI event with the userId alone)
+is matched. Pure: decisions and events in, rows out.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nextbest.catalog.load import Catalog
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
-from nextbest.profile.identity import ANON_PREFIX
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap
 
 __all__ = ["DEFAULT_ATTRIBUTION_DAYS", "LoggedItem", "join_rewards"]
 
@@ -48,13 +50,11 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     model_version: str = "prior"
 
 
-def _who(event: Event) -> list[str]:
-    keys = []
-    if event.user_id:
-        keys.append(event.user_id)
-    if event.anonymous_id:
-        keys.append(ANON_PREFIX + event.anonymous_id)
-    return keys
+def _customer(identity: IdentityMap, key: str) -> str:
+    """The stitched customer of a decision's key (a userId or ``anon:<anonymousId>``)."""
+    if key.startswith(ANON_PREFIX):
+        return identity.resolve(None, key[len(ANON_PREFIX) :])
+    return identity.resolve(key, None)
 
 
 def join_rewards(
@@ -62,9 +62,14 @@ def join_rewards(
 ) -> list[LoggedItem]:
     """Every shown item of ``decisions`` with its click and conversion (see the module)."""
     clicks: dict[tuple[str, str], float] = {}
-    kpis: dict[tuple[str, str], list[tuple[float, str | None]]] = defaultdict(list)
+    kpi_events: list[Event] = []
     kpi_names = {o.spec.kpi_event for o in catalog.offers.values() if o.spec.kpi_event}
+    identity = IdentityMap()
     for event in events:
+        if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
+            identity.link_anonymous(event.anonymous_id, event.user_id)
+        elif event.type is EventType.ALIAS and event.previous_id and event.user_id:
+            identity.link_alias(event.previous_id, event.user_id)
         if event.type is not EventType.TRACK or event.name is None:
             continue
         if event.name == EventName.PROMOTION_CLICKED:
@@ -73,12 +78,16 @@ def join_rewards(
                 str(event.properties.get("promotion_id")),
             )
             clicks.setdefault(key, event.timestamp)
-        elif event.name in kpi_names:
-            product = event.properties.get("product")
-            for who in _who(event):
-                kpis[(who, event.name)].append(
-                    (event.timestamp, product if isinstance(product, str) else None)
-                )
+        elif event.name in kpi_names and (event.user_id or event.anonymous_id):
+            kpi_events.append(event)
+    kpis: dict[tuple[str, str], list[tuple[float, str | None]]] = defaultdict(list)
+    for event in kpi_events:  # by the stitched customer, once every link is known
+        assert event.name is not None
+        product = event.properties.get("product")
+        who = identity.resolve(event.user_id, event.anonymous_id)
+        kpis[(who, event.name)].append(
+            (event.timestamp, product if isinstance(product, str) else None)
+        )
     for found in kpis.values():
         found.sort(key=lambda kp: kp[0])
 
@@ -93,7 +102,8 @@ def join_rewards(
             if clicked_at is not None and offer is not None and offer.spec.kpi_event:
                 camp = offer.campaign
                 window = (camp.attribution_days if camp else DEFAULT_ATTRIBUTION_DAYS) * _DAY
-                found = kpis.get((d.customer_id, offer.spec.kpi_event), [])
+                who = _customer(identity, d.customer_id)
+                found = kpis.get((who, offer.spec.kpi_event), [])
                 k = bisect.bisect_left(found, clicked_at, key=lambda kp: kp[0])
                 for j in range(k, len(found)):
                     at, product = found[j]
@@ -101,7 +111,7 @@ def join_rewards(
                         break
                     topic = catalog.matcher.topic_of_product(product) if product else None
                     if product is None or topic == offer.topic:
-                        kpi = (d.customer_id, offer.spec.kpi_event, j)
+                        kpi = (who, offer.spec.kpi_event, j)
                         if kpi not in credited or credited[kpi][0] < clicked_at:
                             credited[kpi] = (clicked_at, len(rows))
                         break

@@ -11,8 +11,20 @@ softmax: exact Plackett-Luce marginals; Thompson sampling and greedy: the greedy
 A learned model of the candidate is not retrained offline: what is evaluated is the
 candidate's ranking rule.
 
+The candidate's contact policy is replayed too, on the candidate's *own* impressions: the
+logs show what the logging policy showed, but a candidate that keeps showing its favourites
+meets its per-offer cap (3 a week in the example bank) and its daily commercial cap online,
+and then shows its next choices. So each customer's decisions are replayed in time order,
+the candidate's marginals counted as its impressions, and an offer it has shown ``count``
+times (in expectation, for an exploring candidate) within ``days`` is taken out of its
+candidates, as the engine would. Rests after a click or a dismissal are not replayed (the
+candidate's clicks are not in the logs).
+
 A slot the candidate leaves empty (fewer candidates than slots) is the action ``(none)``,
-worth 0. The reward model of DR is the logs' own smoothed rate per (offer, slot).
+worth 0. The reward model of DR is the logs' own smoothed rate per (offer, slot). Memory is
+linear in the rows (the candidate's distribution is kept per row as the offers it can put
+in that row's slot), so a week of a bank's logs fits; the estimates are ``ope.estimate``'s
+on the dense arrays (``tests/unit/test_offline.py`` checks this).
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from nextbest.decide.score import click_prior
 from nextbest.errors import ValidationError
 from nextbest.learn.explore import EpsilonGreedy, Softmax, plackett_luce_marginals
 from nextbest.learn.logs import LoggedItem
-from nextbest.learn.ope import Estimate, Estimator, estimate
+from nextbest.learn.ope import Estimate, Estimator, estimate_rows
 
 __all__ = ["NONE", "OfflineReport", "Reward", "evaluate_candidate"]
 
@@ -38,6 +50,9 @@ __all__ = ["NONE", "OfflineReport", "Reward", "evaluate_candidate"]
 NONE = "(none)"
 #: prior strength (pseudo-rounds) of the DR reward model's per (offer, slot) rates
 _SMOOTHING = 20.0
+_DAY = 86_400.0
+#: an expected impression count within this of a cap reaches it
+_EPS = 1e-9
 
 
 class Reward(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +70,9 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     actions: int
     slots: int
     rewards: list[Reward]
+    #: decisions where the candidate's contact caps, replayed on its own impressions, held
+    #: back offers that were logged as candidates
+    capped_decisions: int = 0
     #: what the figures cannot vouch for (estimated propensities in the logs, ...)
     warnings: list[str] = []
 
@@ -103,14 +121,56 @@ def _marginals(
     return out
 
 
+class _Exposures:
+    """The candidate's own impressions of each offer to each customer, as the replay goes:
+    its contact policy (per-offer cap, daily commercial cap) blocks what it would have
+    blocked online. A stochastic candidate's impressions are its marginal probabilities
+    (expected counts), so an offer is blocked once its expected count reaches the cap."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.shown: dict[str, dict[str, list[tuple[float, float]]]] = {}
+
+    def blocked(self, customer: str, now: float) -> set[str]:
+        """Commercial offers the candidate's contact policy holds back at ``now`` (impressions
+        strictly before ``now``: a page's own decisions do not cap each other)."""
+        history = self.shown.get(customer)
+        if not history:
+            return set()
+        policy = self.catalog.policy
+        cap = policy.per_offer
+        since = now - cap.days * _DAY
+        today = now - _DAY
+        out: set[str] = set()
+        day_total = 0.0
+        for oid, hits in history.items():
+            week = sum(w for t, w in hits if since <= t < now)
+            if week >= cap.count - _EPS:
+                out.add(oid)
+            day_total += sum(w for t, w in hits if today <= t < now)
+        if day_total >= policy.per_day_commercial - _EPS:
+            out.update(self.catalog.commercial_offers)
+        return out
+
+    def record(self, customer: str, now: float, marginals: list[dict[str, float]]) -> None:
+        commercial = self.catalog.commercial_offers
+        history = self.shown.setdefault(customer, {})
+        for slot in marginals:
+            for oid, p in slot.items():
+                if oid in commercial and p > 0.0:
+                    history.setdefault(oid, []).append((now, p))
+
+
 def evaluate_candidate(
     items: Sequence[LoggedItem],
     catalog: Catalog,
     *,
     random_state: int = 12345,
     n_bootstrap: int = 1000,
+    replay_caps: bool = True,
 ) -> OfflineReport:
-    """IPS, SNIPS and DR estimates of the candidate's click and conversion rate per slot."""
+    """IPS, SNIPS and DR estimates of the candidate's click and conversion rate per slot.
+    ``replay_caps=False`` leaves the candidate's contact caps out of the replay."""
     rows = sorted(items, key=lambda i: (i.timestamp, i.decision_id, i.position))
     if not rows:
         raise ValidationError("no logged items to evaluate (is the period empty?)", "$.logs")
@@ -121,21 +181,51 @@ def evaluate_candidate(
     action = np.fromiter((index[i.offer_id] for i in rows), dtype=np.int64, count=n)
     position = np.fromiter((i.position - 1 for i in rows), dtype=np.int64, count=n)
     pscore = np.fromiter((i.propensity for i in rows), dtype=np.float64, count=n)
-    dist = np.zeros((n, len(offers), slots))
+    bad = np.flatnonzero(~((pscore > 0.0) & (pscore <= 1.0)))
+    if bad.size:
+        row = rows[int(bad[0])]
+        raise ValidationError(
+            f"logged propensity must be in (0, 1], got {row.propensity} "
+            f"(decision {row.decision_id}, offer {row.offer_id})",
+            "$.logs.propensity",
+        )
+    # the candidate's distribution at each row's position, sparse: (row, action, probability)
+    # entries, never a dense rows x offers x slots array (a week of a bank's logs is millions
+    # of rows); its contact caps applied to its own replayed impressions
+    entry_row: list[int] = []
+    entry_action: list[int] = []
+    entry_prob: list[float] = []
+    exposures = _Exposures(catalog)
+    capped = 0
     decisions = 0
     start = 0
     for _, group in groupby(rows, key=lambda i: i.decision_id):
         members = list(group)
         first = members[0]
-        marg = _marginals(catalog, first.placement, first.candidates, first.features)
-        block = np.zeros((len(offers), slots))
-        for r in range(slots):
-            probs = marg[r] if r < len(marg) else {NONE: 1.0}
-            for oid, p in probs.items():
-                block[index[oid], r] = p
-        dist[start : start + len(members)] = block
+        blocked = exposures.blocked(first.customer_id, first.timestamp) if replay_caps else ()
+        candidates = first.candidates
+        if blocked:
+            candidates = [c for c in candidates if c not in blocked]
+            capped += len(candidates) < len(first.candidates)
+        marg = _marginals(catalog, first.placement, candidates, first.features)
+        exposures.record(first.customer_id, first.timestamp, marg)
+        for k, item in enumerate(members, start):
+            r = item.position - 1
+            for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
+                entry_row.append(k)
+                entry_action.append(index[oid])
+                entry_prob.append(p)
         start += len(members)
         decisions += 1
+    e_row = np.asarray(entry_row, dtype=np.int64)
+    e_action = np.asarray(entry_action, dtype=np.int64)
+    e_prob = np.asarray(entry_prob, dtype=np.float64)
+    e_position = position[e_row]
+    chosen = e_action == action[e_row]
+    weight = np.bincount(e_row[chosen], weights=e_prob[chosen], minlength=n) / pscore
+    seen = np.zeros((len(offers), slots), dtype=bool)
+    seen[action, position] = True
+    unsupported = np.bincount(e_row, weights=e_prob * ~seen[e_action, e_position], minlength=n)
 
     rewards: list[Reward] = []
     for name, values in (
@@ -150,17 +240,16 @@ def evaluate_candidate(
         np.add.at(counts, (action, position), 1.0)
         model = (sums + _SMOOTHING * base) / (counts + _SMOOTHING)
         model[index[NONE], :] = 0.0
-        estimated = np.broadcast_to(model, dist.shape)
+        direct = np.bincount(e_row, weights=e_prob * model[e_action, e_position], minlength=n)
         estimates = [
-            estimate(
+            estimate_rows(
                 estimator,
                 reward=reward,
-                action=action,
-                pscore=pscore,
-                action_dist=dist,
-                position=position,
+                weight=weight,
+                unsupported=unsupported,
+                direct=direct,
+                factual=model[action, position],
                 random_state=random_state,
-                estimated_rewards_by_reg_model=estimated if estimator is Estimator.DR else None,
                 n_bootstrap=n_bootstrap,
             )
             for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
@@ -177,6 +266,7 @@ def evaluate_candidate(
         warnings=warnings,
         candidate=catalog.source,
         decisions=decisions,
+        capped_decisions=capped,
         rounds=n,
         actions=len(offers),
         slots=slots,

@@ -27,7 +27,8 @@ per-row round rewards taken each time, percentiles of those means; for SNIPS the
 rewards are self-normalized once, on the whole sample, before resampling, as obp does), the
 effective sample size of the weights, and how much of the candidate's mass falls where the
 logs have no evidence. Pure numpy, no I/O; every bad input is a ``ValidationError`` with the
-path of the offending field.
+path of the offending field. ``estimate_rows`` takes the same per-row quantities without the
+dense ``action_dist``, for logs of millions of rows.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "dr",
     "effective_sample_size",
     "estimate",
+    "estimate_rows",
     "importance_weights",
     "ips",
     "round_rewards",
@@ -234,12 +236,82 @@ def estimate(
     mass and warnings. ``random_state`` seeds the bootstrap: same seed, same interval."""
     logged = _validate(reward, action, pscore, action_dist, position)
     rounds = _rounds(estimator, logged, estimated_rewards_by_reg_model)
+    return _verdict(
+        estimator,
+        rounds,
+        _weights(logged),
+        _unsupported_mass(logged),
+        alpha=alpha,
+        n_bootstrap=n_bootstrap,
+        random_state=random_state,
+    )
+
+
+def estimate_rows(
+    estimator: Estimator,
+    *,
+    reward: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    unsupported: npt.ArrayLike,
+    random_state: int,
+    direct: npt.ArrayLike | None = None,
+    factual: npt.ArrayLike | None = None,
+    n_bootstrap: int = 1000,
+    alpha: float = 0.05,
+) -> Estimate:
+    """``estimate`` from per-row quantities, for logs too large for a dense ``action_dist``
+    (rows x offers x slots): ``weight`` is ``action_dist[i, action_i, position_i] /
+    pscore_i``; ``unsupported`` the candidate's mass at the row's position on actions the
+    logs never showed there; for DR, ``direct`` is ``sum_a action_dist[i, a, p_i] * q[i, a,
+    p_i]`` and ``factual`` is ``q[i, action_i, p_i]``. The same rounds, interval, effective
+    sample size and warnings as ``estimate`` on the dense arrays."""
+    w = _as_float(weight, "weight")
+    if w.ndim != 1 or w.shape[0] == 0:
+        raise ValidationError("weight must be a non-empty 1-dimensional array", "$.weight")
+    n = int(w.shape[0])
+    _check_finite(w, "weight")
+    negative = np.flatnonzero(w < 0.0)
+    if negative.size:
+        i = int(negative[0])
+        raise ValidationError(f"weights must be >= 0, got {w[i]}", f"$.weight[{i}]")
+    r = _floats(reward, "reward", n)
+    mass = _floats(unsupported, "unsupported", n)
+    if estimator is Estimator.IPS:
+        rounds: FloatArray = r * w
+    elif estimator is Estimator.SNIPS:
+        rounds = _self_normalized(r, w)
+    else:
+        if direct is None or factual is None:
+            raise ValidationError("DR needs direct and factual", "$.direct")
+        d = _floats(direct, "direct", n)
+        q = _floats(factual, "factual", n)
+        rounds = d + w * (r - q)
+    return _verdict(
+        estimator,
+        rounds,
+        w,
+        float(mass.mean()),
+        alpha=alpha,
+        n_bootstrap=n_bootstrap,
+        random_state=random_state,
+    )
+
+
+def _verdict(
+    estimator: Estimator,
+    rounds: FloatArray,
+    weights: FloatArray,
+    mass: float,
+    *,
+    alpha: float,
+    n_bootstrap: int,
+    random_state: int,
+) -> Estimate:
     mean, lower, upper = bootstrap_interval(
         rounds, alpha=alpha, n_bootstrap=n_bootstrap, random_state=random_state
     )
-    ess = effective_sample_size(_weights(logged))
-    mass = _unsupported_mass(logged)
-    n = int(logged.reward.shape[0])
+    ess = effective_sample_size(weights)
+    n = int(rounds.shape[0])
     return Estimate(
         estimator=estimator,
         value=float(rounds.mean()),
@@ -270,14 +342,17 @@ def _ips_rounds(logged: _Logged) -> FloatArray:
 
 
 def _snips_rounds(logged: _Logged) -> FloatArray:
-    w = _weights(logged)
+    return _self_normalized(logged.reward, _weights(logged))
+
+
+def _self_normalized(reward: FloatArray, w: FloatArray) -> FloatArray:
     norm = w.mean()
     if not norm > 0.0:
         raise ValidationError(
             "SNIPS is undefined: the candidate gives probability 0 to every logged action",
             "$.action_dist",
         )
-    rounds: FloatArray = logged.reward * w / norm
+    rounds: FloatArray = reward * w / norm
     return rounds
 
 
