@@ -113,7 +113,7 @@ from nextbest.learn.contextual import ContextualLogistic
 from nextbest.learn.explore import BetaScores, Thompson, rank, seed_of
 from nextbest.learn.explore import Candidate as Slot
 from nextbest.learn.features import customer_features
-from nextbest.learn.learner import Learner, _offset, _split
+from nextbest.learn.learner import PRIOR, Learner, _offset, customer_part
 from nextbest.learn.model import load_model
 from nextbest.profile.fold import fold
 from nextbest.profile.model import Profile
@@ -896,9 +896,9 @@ def learning_cost(
             obs.append(pc() - s)
         for _uid, d in decided[k:]:
             item = d.items[0]
-            x, priors = _split(d.features)
+            x = customer_part(d.features)
             ref = learner._ref(catalog.offers[item.offer_id], BENCH_PLACEMENT)
-            off = _offset(priors.get(item.offer_id))
+            off = _offset(d.features.get(PRIOR + item.offer_id))
             s = pc()
             model.learn_one(x, ref, item.position, 1.0, offset=off)
             one.append(pc() - s)

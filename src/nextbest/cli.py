@@ -293,7 +293,8 @@ def evaluate(
         return
     out.print(
         f"candidate {report.candidate}: {report.decisions} decisions, {report.rounds} shown "
-        f"slots, {report.actions} actions, {report.slots} slots",
+        f"slots, {report.actions} actions, {report.slots} slots; its contact caps held offers "
+        f"back in {report.capped_decisions} decisions",
         markup=False,
     )
     for r in report.rewards:

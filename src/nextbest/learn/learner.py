@@ -53,7 +53,7 @@ from nextbest.learn.model import (
     new_model,
 )
 
-__all__ = ["PRIOR", "Learner", "PlacementModel"]
+__all__ = ["PRIOR", "Learner", "PlacementModel", "customer_part"]
 
 #: logged feature ``prior:<offer>``: the catalog's interest prior of that candidate
 PRIOR = "prior:"
@@ -68,16 +68,9 @@ def _offset(prior: float | None) -> float:
     return math.log(p / (1.0 - p)) - _BASE
 
 
-def _split(features: Features) -> tuple[Features, Features]:
-    """(customer features, priors by offer id) of a logged decision."""
-    x: Features = {}
-    priors: Features = {}
-    for k, v in features.items():
-        if k.startswith(PRIOR):
-            priors[k[len(PRIOR) :]] = v
-        else:
-            x[k] = v
-    return x, priors
+def customer_part(features: Features) -> Features:
+    """A logged decision's customer features: its ``features`` without the priors."""
+    return {k: v for k, v in features.items() if not k.startswith(PRIOR)}
 
 
 class _View(msgspec.Struct, array_like=True, gc=False):
@@ -270,9 +263,9 @@ class Learner:
         position: int,
         reward: float,
     ) -> None:
-        x, priors = _split(logged)
         ref = self._ref(offer, placement)
-        model.learn_one(x, ref, position, reward, offset=_offset(priors.get(offer.id)))
+        offset = _offset(logged.get(PRIOR + offer.id))
+        model.learn_one(customer_part(logged), ref, position, reward, offset=offset)
 
     def _answer(self, key: tuple[str, str], until: float) -> None:
         self._answered[key] = until
