@@ -141,9 +141,12 @@ class _Exposures:
         cap = policy.per_offer
         since = now - cap.days * _DAY
         today = now - _DAY
+        horizon = min(since, today)
         out: set[str] = set()
         day_total = 0.0
         for oid, hits in history.items():
+            if hits and hits[0][0] < horizon:  # in time order: forget what no cap looks at
+                hits[:] = [(t, w) for t, w in hits if t >= horizon]
             week = sum(w for t, w in hits if since <= t < now)
             if week >= cap.count - _EPS:
                 out.add(oid)
