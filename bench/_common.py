@@ -98,6 +98,20 @@ def versions(*packages: str) -> dict[str, str | None]:
     return out
 
 
+def code_measured() -> dict[str, str]:
+    """Where the imported ``nextbest`` package lives and a sha256 of its sources (others
+    may edit src while a run goes on; benchmarks may also run an exported revision)."""
+    import hashlib
+
+    import nextbest
+
+    pkg = Path(nextbest.__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return {"nextbest_path": str(pkg), "src_sha256": h.hexdigest()[:16]}
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "nproc": nproc(),

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import hashlib
 import io
 import os
 import pstats
@@ -72,6 +71,7 @@ from _common import (
     RESULTS,
     T0,
     GcWatch,
+    code_measured,
     command_line,
     latency_summary,
     load_average,
@@ -898,18 +898,6 @@ def run_http(
 
 
 # ------------------------------------------------------------------ main
-def code_measured() -> dict[str, str]:
-    """Where the imported ``nextbest`` package lives and a sha256 of its sources (others
-    may edit src while a run goes on; benchmarks may also run an exported revision)."""
-    import nextbest
-
-    pkg = Path(nextbest.__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return {"nextbest_path": str(pkg), "src_sha256": h.hexdigest()[:16]}
-
-
 def fs_type(path: Path) -> str:
     try:
         out = subprocess.run(

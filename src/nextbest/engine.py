@@ -187,12 +187,10 @@ class Engine:
                 return True
         elif event.user_id == customer_id:
             return True
-        anon = customer_id.startswith(ANON_PREFIX)
-        user, device = (None, customer_id[len(ANON_PREFIX) :]) if anon else (customer_id, None)
         with self._lock:
             identity = self._state.identity
-            return identity.resolve(event.user_id, event.anonymous_id) == identity.resolve(
-                user, device
+            return identity.resolve(event.user_id, event.anonymous_id) == identity.resolve_key(
+                customer_id
             )
 
     @property
@@ -214,11 +212,7 @@ class Engine:
         if is_feedback(event) and decision is None:
             decision = self.decision(str(event.properties.get("decision_id")))
         state.learner.observe(event, decision)
-        links: list[tuple[str, str]] = []
-        if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
-            links = state.identity.link_anonymous(event.anonymous_id, event.user_id)
-        elif event.type is EventType.ALIAS and event.previous_id and event.user_id:
-            links = state.identity.link_alias(event.previous_id, event.user_id)
+        links = state.identity.link(event)
         key = state.identity.resolve(event.user_id, event.anonymous_id)
         state.dirty.add((_PROFILE, key))
         if links:

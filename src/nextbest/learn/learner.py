@@ -68,6 +68,11 @@ def _offset(prior: float | None) -> float:
     return math.log(p / (1.0 - p)) - _BASE
 
 
+def _decided_by(model: PropensityModel, decision: Decision) -> bool:
+    """The decision was made by a model of this kind (its version names the kind)."""
+    return decision.model_version.startswith(model.kind.value)
+
+
 def customer_part(features: Features) -> Features:
     """A logged decision's customer features: its ``features`` without the priors."""
     return {k: v for k, v in features.items() if not k.startswith(PRIOR)}
@@ -192,7 +197,7 @@ class Learner:
     def record_decision(self, decision: Decision) -> None:
         """Count a logged decision's items against the campaigns' budgets (for a replay)."""
         model = self.models.get(decision.placement)
-        if model is None or not decision.model_version.startswith(model.kind.value):
+        if model is None or not _decided_by(model, decision):
             return
         for item in decision.items:
             if item.campaign_id is not None and item.kind == OfferKind.COMMERCIAL.value:
@@ -214,7 +219,7 @@ class Learner:
         learning = placement.learning if placement is not None else None
         if model is None or learning is None:
             return
-        if not decision.model_version.startswith(model.kind.value):
+        if not _decided_by(model, decision):
             return  # another chooser decided (a simulator's policy): not this model's features
         offer_id = str(event.properties.get("promotion_id"))
         item = next((i for i in decision.items if i.offer_id == offer_id), None)

@@ -24,7 +24,7 @@ from nextbest.catalog.load import Catalog
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
-from nextbest.profile.identity import ANON_PREFIX, IdentityMap
+from nextbest.profile.identity import IdentityMap
 
 __all__ = ["DEFAULT_ATTRIBUTION_DAYS", "LoggedItem", "join_rewards"]
 
@@ -50,13 +50,6 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     model_version: str = "prior"
 
 
-def _customer(identity: IdentityMap, key: str) -> str:
-    """The stitched customer of a decision's key (a userId or ``anon:<anonymousId>``)."""
-    if key.startswith(ANON_PREFIX):
-        return identity.resolve(None, key[len(ANON_PREFIX) :])
-    return identity.resolve(key, None)
-
-
 def join_rewards(
     decisions: Iterable[Decision], events: Iterable[Event], catalog: Catalog
 ) -> list[LoggedItem]:
@@ -66,10 +59,7 @@ def join_rewards(
     kpi_names = {o.spec.kpi_event for o in catalog.offers.values() if o.spec.kpi_event}
     identity = IdentityMap()
     for event in events:
-        if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
-            identity.link_anonymous(event.anonymous_id, event.user_id)
-        elif event.type is EventType.ALIAS and event.previous_id and event.user_id:
-            identity.link_alias(event.previous_id, event.user_id)
+        identity.link(event)
         if event.type is not EventType.TRACK or event.name is None:
             continue
         if event.name == EventName.PROMOTION_CLICKED:
@@ -102,7 +92,7 @@ def join_rewards(
             if clicked_at is not None and offer is not None and offer.spec.kpi_event:
                 camp = offer.campaign
                 window = (camp.attribution_days if camp else DEFAULT_ATTRIBUTION_DAYS) * _DAY
-                who = _customer(identity, d.customer_id)
+                who = identity.resolve_key(d.customer_id)
                 found = kpis.get((who, offer.spec.kpi_event), [])
                 k = bisect.bisect_left(found, clicked_at, key=lambda kp: kp[0])
                 for j in range(k, len(found)):

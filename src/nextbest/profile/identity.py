@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from nextbest.events.model import Event, EventType
+
 __all__ = ["ANON_PREFIX", "IdentityMap", "LinkKind"]
 
 ANON_PREFIX = "anon:"
@@ -44,6 +46,20 @@ class IdentityMap:
         assert anonymous_id is not None
         linked = self.anon_to_user.get(anonymous_id)
         return self.canonical_user(linked) if linked else ANON_PREFIX + anonymous_id
+
+    def resolve_key(self, key: str) -> str:
+        """The customer a customer key (a userId, or ``anon:<anonymousId>``) is now."""
+        if key.startswith(ANON_PREFIX):
+            return self.resolve(None, key[len(ANON_PREFIX) :])
+        return self.resolve(key, None)
+
+    def link(self, event: Event) -> list[tuple[str, str]]:
+        """The links an event makes (``identify`` with both ids, ``alias``); what changed."""
+        if event.type is EventType.IDENTIFY and event.user_id and event.anonymous_id:
+            return self.link_anonymous(event.anonymous_id, event.user_id)
+        if event.type is EventType.ALIAS and event.previous_id and event.user_id:
+            return self.link_alias(event.previous_id, event.user_id)
+        return []
 
     def _set(self, kind: str, key: str, user: str) -> None:
         forward, reverse = (
