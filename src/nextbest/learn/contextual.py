@@ -101,23 +101,14 @@ class ContextualState(msgspec.Struct, frozen=True, kw_only=True):
     weights: list[tuple[str, float]]
 
 
-def _topic_part(x: Features, topic: str | None) -> Features:
-    suffix = "&topic:" + (topic or "-")
-    return {f + suffix: v for f, v in x.items() if f != "bias"}
-
-
 def _indicators(x: Features) -> list[tuple[str, float]]:
     return [(f, v) for f, v in x.items() if f.startswith(CATEGORICAL_PREFIXES)]
 
 
-def _own(
-    x: Features,
-    offer: OfferRef,
-    position: int,
-    max_position: int,
-    indicators: list[tuple[str, float]],
-) -> Features:
-    """The offer's own features: everything ``crossed`` holds but the topic crosses."""
+def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int = 20) -> Features:
+    """The model's input for customer ``x`` and ``offer`` at ``position``, by name (see the
+    module). The model never builds it: it reads the same weights through its per-topic and
+    per-offer views; this is the feature map the River reference learns on."""
     oid = "offer:" + offer.offer_id
     topic = offer.topic
     out: Features = {
@@ -127,24 +118,17 @@ def _own(
     }
     if position > 1:
         out[f"pos:{offer.placement}:{min(position, max_position)}"] = 1.0
-    suffix = "&" + oid
+    mine = _OFFER_CROSS + offer.offer_id
     if topic:
         for prefix, own in _OWN:
             v = x.get(prefix + topic)
             if v:
                 out[own] = v
-                out[own + suffix] = v
-    for f, v in indicators:
-        out[f + suffix] = v
-    return out
-
-
-def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int = 20) -> Features:
-    """The model's input for customer ``x`` and ``offer`` at ``position``, by name (see the
-    module). The model never builds it: it reads the same weights through its per-topic and
-    per-offer views; this is the feature map the River reference learns on."""
-    out = _own(x, offer, position, max_position, _indicators(x))
-    out.update(_topic_part(x, offer.topic))  # disjoint keys: "<f>&topic:<T>"
+                out[own + mine] = v
+    for f, v in _indicators(x):
+        out[f + mine] = v
+    crosses = _TOPIC_CROSS + (topic or "-")
+    out.update((f + crosses, v) for f, v in x.items() if f != "bias")  # disjoint keys
     return out
 
 
