@@ -896,7 +896,7 @@ def learning_cost(
             obs.append(pc() - s)
         for _uid, d in decided[k:]:
             item = d.items[0]
-            x = customer_part(d.features)
+            x = customer_part(d.features, d.candidates)
             ref = learner._ref(catalog.offers[item.offer_id], BENCH_PLACEMENT)
             off = _offset(d.features.get(PRIOR + item.offer_id))
             s = pc()

@@ -173,6 +173,25 @@ def test_replay_and_state_roundtrip_are_identical(trained: ContextualLogistic):
     assert restored.to_state() == again.to_state()
 
 
+def test_past_its_bound_the_name_cache_changes_nothing(monkeypatch: pytest.MonkeyPatch):
+    """Feature kinds are remembered up to a bound; past it they are classified each time, with
+    the same weights."""
+    import nextbest.learn.contextual as contextual
+
+    events = stream(4, 1_000)
+    unbounded = ContextualLogistic()
+    for x, o, k, r, _ in events:
+        unbounded.learn_one(x, o, k, r)
+    monkeypatch.setattr(contextual, "_MAX_KNOWN_NAMES", 3)
+    bounded = ContextualLogistic()
+    for x, o, k, r, _ in events:
+        bounded.learn_one(x, o, k, r)
+    assert len(bounded._is_indicator) == 3
+    assert bounded.to_state() == unbounded.to_state()
+    x = events[0][0]
+    assert bounded.predict_many(x, OFFERS) == unbounded.predict_many(x, OFFERS)
+
+
 # ------------------------------------------------------------------ every model's checks
 @pytest.fixture(params=[ModelKind.BAYES, ModelKind.CONTEXTUAL])
 def model(request: pytest.FixtureRequest) -> PropensityModel:

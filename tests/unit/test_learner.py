@@ -14,7 +14,7 @@ from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.decide.model import Candidate, ChoiceContext, Decision, DecisionItem
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.assignment import Arm
-from nextbest.learn.learner import PRIOR, Learner
+from nextbest.learn.learner import PRIOR, Learner, customer_part
 from nextbest.profile.model import Profile
 from tests.support import T0, edited_catalog
 
@@ -250,6 +250,28 @@ def test_a_busy_state_round_trips_byte_identical(catalog: Catalog):
     assert decoded["budgets"]["always_on_products"] == [4, 1]
     assert decoded["answered"]
     assert decoded["views"]
+
+
+def test_a_snapshot_whose_views_hold_the_whole_logged_features_is_not_read(catalog: Catalog):
+    """Views used to keep the decision's whole features (priors included); such a state must
+    fail to decode (the engine then replays the log) rather than be read as customer features."""
+    decoded = msgspec.msgpack.decode(busy(catalog).to_state())
+    old = [[*v[:6], {**v[7], PRIOR + v[3]: 0.03}] for v in decoded["views"]]
+    with pytest.raises(msgspec.DecodeError):
+        Learner.from_state(catalog, msgspec.msgpack.encode({**decoded, "views": old}))
+
+
+def test_customer_part_drops_the_priors_in_any_order():
+    x = {"bias": 1.0, "interest:mortgage": 1.1, "segment:adult": 1.0}
+    logged = {**x, PRIOR + "a": 0.1, PRIOR + "b": 0.2}  # as choose logs them
+    assert customer_part(logged, ["a", "b"]) == x
+    assert list(customer_part(logged, ["a", "b"])) == list(x)
+    shuffled = {PRIOR + "b": 0.2, "bias": 1.0, PRIOR + "a": 0.1, "interest:mortgage": 1.1}
+    assert customer_part({**shuffled, "segment:adult": 1.0}, ["a", "b"]) == x
+    assert customer_part(logged, ["b", "a"]) == x  # candidates in another order: filtered
+    assert customer_part(logged) == x
+    assert customer_part(x, []) == x
+    assert customer_part({PRIOR + "a": 0.1}, ["a", "b", "c"]) == {}
 
 
 def test_a_restored_learner_continues_exactly_like_the_original(catalog: Catalog):

@@ -80,6 +80,8 @@ _TOPIC_CROSS = "&topic:"
 _OFFER_CROSS = "&offer:"
 #: River's default ``clip_gradient``
 _CLIP = 1e12
+#: feature names whose kind is remembered (past it they are classified each time)
+_MAX_KNOWN_NAMES = 65_536
 
 
 class ContextualConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -99,10 +101,6 @@ class ContextualState(msgspec.Struct, frozen=True, kw_only=True):
     intercept: float
     optimizer_steps: int
     weights: list[tuple[str, float]]
-
-
-def _indicators(x: Features) -> list[tuple[str, float]]:
-    return [(f, v) for f, v in x.items() if f.startswith(CATEGORICAL_PREFIXES)]
 
 
 def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int = 20) -> Features:
@@ -125,8 +123,9 @@ def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int =
             if v:
                 out[own] = v
                 out[own + mine] = v
-    for f, v in _indicators(x):
-        out[f + mine] = v
+    for f, v in x.items():
+        if f.startswith(CATEGORICAL_PREFIXES):
+            out[f + mine] = v
     crosses = _TOPIC_CROSS + (topic or "-")
     out.update((f + crosses, v) for f, v in x.items() if f != "bias")  # disjoint keys
     return out
@@ -189,6 +188,9 @@ class ContextualLogistic:
         self._by_offer: dict[str, dict[str, float]] = {}
         self._steps = 0
         self._n = 0
+        #: feature name -> is an indicator (``CATEGORICAL_PREFIXES``): a dict lookup instead of
+        #: a prefix scan per feature; bounded, the names are a small vocabulary
+        self._is_indicator: dict[str, bool] = {}
 
     @property
     def n_learned(self) -> int:
@@ -197,6 +199,24 @@ class ContextualLogistic:
     @property
     def version(self) -> str:
         return f"{self.kind.value}-{self._n}"
+
+    def _indicators(self, x: Features) -> list[tuple[str, float]]:
+        """The indicator features of ``x`` (products, segments, lifecycle, device, ...)."""
+        known = self._is_indicator
+        out: list[tuple[str, float]] = []
+        for f, v in x.items():
+            flag = known.get(f)
+            if flag is None:
+                flag = self._classify(f)
+            if flag:
+                out.append((f, v))
+        return out
+
+    def _classify(self, f: str) -> bool:
+        flag = f.startswith(CATEGORICAL_PREFIXES)
+        if len(self._is_indicator) < _MAX_KNOWN_NAMES:
+            self._is_indicator[f] = flag
+        return flag
 
     def _topic_terms(self, x: Features, topic: str | None) -> tuple[float, list[tuple[str, float]]]:
         """What every offer of ``topic`` shares: the topic crosses, ``topic:<T>`` and the shared
@@ -247,7 +267,7 @@ class ContextualLogistic:
         return (
             self._intercept
             + shared
-            + self._offer_terms(offer, position, offset, own, _indicators(x))
+            + self._offer_terms(offer, position, offset, own, self._indicators(x))
         )
 
     def predict_one(
@@ -265,7 +285,7 @@ class ContextualLogistic:
         """Scores every offer. Most of the features (the topic crosses, the shared own-topic
         weights) are the same for every offer of a topic, so their part of the dot product is
         computed once per topic and each offer adds only its own weights."""
-        indicators = _indicators(x)
+        indicators = self._indicators(x)
         topics: dict[str | None, tuple[float, list[tuple[str, float]]]] = {}
         base = self._intercept
         out: list[float] = []
@@ -301,45 +321,81 @@ class ContextualLogistic:
         click: bool,
         weight: float,
     ) -> None:
-        """One SGD step on the log loss: River's ``LogisticRegression.learn_one``."""
+        """One SGD step on the log loss: River's ``LogisticRegression.learn_one``, in two
+        passes over ``x`` (the score, classifying the features on the way; the update)."""
         c = self.config
         lr, l2 = c.lr, c.l2
-        g = _log_loss_gradient(click, self._z(x, offer, position, offset)) * weight
-        g = max(-_CLIP, min(_CLIP, g))
-        self._intercept -= c.intercept_lr * g
-
-        def update(weights: dict[str, float], key: str, v: float) -> None:
-            w = weights.get(key, 0.0)
-            weights[key] = w - lr * (v * g + l2 * w)
-
         flat = self._flat
+        flat_get = flat.get
         oid = offer.offer_id
         topic = offer.topic
-        update(flat, "offer:" + oid, 1.0)
-        update(flat, "topic:" + (topic or "-"), 1.0)
-        update(flat, "placement:" + offer.placement, 1.0)
+        tkey = topic or "-"
+        # the weights of their own, each for a feature of value 1
+        ones = ["offer:" + oid, "topic:" + tkey, "placement:" + offer.placement]
         if position > 1:
-            update(flat, f"pos:{offer.placement}:{min(position, c.max_position)}", 1.0)
-        mine = self._by_offer.setdefault(oid, {})
+            ones.append(f"pos:{offer.placement}:{min(position, c.max_position)}")
+        own: list[tuple[str, float]] = []
         if topic:
-            for prefix, own in _OWN:
-                v = x.get(prefix + topic)
-                if v:
-                    update(flat, own, v)
-                    update(mine, own, v)
-        if offset:
-            update(flat, OFFSET, offset)
-        crosses = self._by_topic.setdefault(topic or "-", {})
-        cross_get = crosses.get
-        mine_get = mine.get
-        for f, v in x.items():  # the bulk, inlined: every feature's topic cross, indicators'
+            for prefix, name in _OWN:
+                value = x.get(prefix + topic)
+                if value:
+                    own.append((name, value))
+        crosses = self._by_topic.get(tkey)
+        mine = self._by_offer.get(oid)
+        known = self._is_indicator
+        indicators: list[tuple[str, float]] = []
+        z = self._intercept
+        cross_get = crosses.get if crosses else None
+        for f, v in x.items():  # the score: every feature's topic cross; indicators noted
             if f == "bias":
                 continue
-            w = cross_get(f, 0.0)
-            crosses[f] = w - lr * (v * g + l2 * w)
-            if f.startswith(CATEGORICAL_PREFIXES):
-                w = mine_get(f, 0.0)
-                mine[f] = w - lr * (v * g + l2 * w)
+            if cross_get is not None:
+                z += v * cross_get(f, 0.0)
+            flag = known.get(f)
+            if flag is None:
+                flag = self._classify(f)
+            if flag:
+                indicators.append((f, v))
+        for name in ones:
+            z += flat_get(name, 0.0)
+        for name, v in own:
+            z += v * flat_get(name, 0.0)
+        if mine:
+            mine_get = mine.get
+            for name, v in own:
+                z += v * mine_get(name, 0.0)
+            for f, v in indicators:
+                z += v * mine_get(f, 0.0)
+        if offset:
+            z += offset * flat_get(OFFSET, 0.0)
+        g = _log_loss_gradient(click, z) * weight
+        g = max(-_CLIP, min(_CLIP, g))
+        self._intercept -= c.intercept_lr * g
+        # the update: w -= lr * (x * g + l2 * w) for every weight the event touches
+        for name in ones:
+            w = flat_get(name, 0.0)
+            flat[name] = w - lr * (g + l2 * w)
+        if mine is None:
+            mine = self._by_offer[oid] = {}
+        mine_get = mine.get
+        for name, v in own:
+            w = flat_get(name, 0.0)
+            flat[name] = w - lr * (v * g + l2 * w)
+            w = mine_get(name, 0.0)
+            mine[name] = w - lr * (v * g + l2 * w)
+        if offset:
+            w = flat_get(OFFSET, 0.0)
+            flat[OFFSET] = w - lr * (offset * g + l2 * w)
+        if crosses is None:
+            crosses = self._by_topic[tkey] = {}
+        cross_get = crosses.get
+        for f, v in x.items():
+            if f != "bias":
+                w = cross_get(f, 0.0)
+                crosses[f] = w - lr * (v * g + l2 * w)
+        for f, v in indicators:
+            w = mine_get(f, 0.0)
+            mine[f] = w - lr * (v * g + l2 * w)
         self._steps += 1
 
     def weights(self) -> dict[str, float]:

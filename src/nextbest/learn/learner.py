@@ -29,6 +29,7 @@ import heapq
 import math
 import random
 from collections.abc import Sequence
+from itertools import islice
 
 import msgspec
 
@@ -73,19 +74,34 @@ def _decided_by(model: PropensityModel, decision: Decision) -> bool:
     return decision.model_version.startswith(model.kind.value)
 
 
-def customer_part(features: Features) -> Features:
-    """A logged decision's customer features: its ``features`` without the priors."""
+def customer_part(features: Features, candidates: Sequence[str] = ()) -> Features:
+    """A logged decision's customer features: its ``features`` without the priors.
+
+    ``choose`` logs the customer's features first, then one ``prior:<offer>`` per candidate in
+    the candidates' order, so with the decision's ``candidates`` this is a prefix, copied
+    without looking at every name; features in any other order are filtered name by name."""
+    n = len(features) - len(candidates)
+    if candidates and n >= 0:
+        first = next(islice(features, n, None), None)
+        if first == PRIOR + candidates[0] and next(reversed(features)) == PRIOR + candidates[-1]:
+            return dict(islice(features.items(), n))
     return {k: v for k, v in features.items() if not k.startswith(PRIOR)}
 
 
 class _View(msgspec.Struct, array_like=True, gc=False):
+    """A view waiting for its click: what it is learned from if none comes."""
+
     shown: float
     deadline: float
     decision_id: str
     offer_id: str
     placement: str
     position: int
-    features: Features
+    #: the prior's log-odds offset for this offer (before ``customer``: a snapshot from a
+    #: version that kept the whole logged features here fails to decode and is replayed)
+    offset: float
+    #: the decision's customer features (``customer_part``)
+    customer: Features
 
 
 class _State(msgspec.Struct, kw_only=True):
@@ -196,15 +212,22 @@ class Learner:
 
     def record_decision(self, decision: Decision) -> None:
         """Count a logged decision's items against the campaigns' budgets (for a replay)."""
+        for campaign_id, explored in self._budgeted(decision):
+            self.budgets[campaign_id].record(campaign_id, explored)
+            self.dirty = True
+
+    def _budgeted(self, decision: Decision) -> list[tuple[str, bool]]:
+        """(campaign, explored) of each item of ``decision`` that counts in a budget."""
         model = self.models.get(decision.placement)
         if model is None or not _decided_by(model, decision):
-            return
-        for item in decision.items:
-            if item.campaign_id is not None and item.kind == OfferKind.COMMERCIAL.value:
-                budget = self.budgets.get(item.campaign_id)
-                if budget is not None:
-                    budget.record(item.campaign_id, item.explored)
-                    self.dirty = True
+            return []
+        return [
+            (item.campaign_id, item.explored)
+            for item in decision.items
+            if item.campaign_id is not None
+            and item.kind == OfferKind.COMMERCIAL.value
+            and item.campaign_id in self.budgets
+        ]
 
     # ---------------------------------------------------------------- learning
     def observe(self, event: Event, decision: Decision | None) -> None:
@@ -242,7 +265,8 @@ class Learner:
                     offer_id,
                     decision.placement,
                     item.position,
-                    decision.features,
+                    _offset(decision.features.get(PRIOR + offer_id)),
+                    customer_part(decision.features, decision.candidates),
                 )
                 self._views[key] = view
                 heapq.heappush(self._deadlines, (view.deadline, key[0], key[1]))
@@ -255,22 +279,15 @@ class Learner:
         else:
             return
         self._views.pop(key, None)
-        self._learn(model, decision.features, offer, decision.placement, item.position, reward)
+        model.learn_one(
+            customer_part(decision.features, decision.candidates),
+            self._ref(offer, decision.placement),
+            item.position,
+            reward,
+            offset=_offset(decision.features.get(PRIOR + offer_id)),
+        )
         # remembered as long as a late view or click of this item could still be taken
         self._answer(key, max(at + window, decision.timestamp + 2 * window))
-
-    def _learn(
-        self,
-        model: PropensityModel,
-        logged: Features,
-        offer: CompiledOffer,
-        placement: str,
-        position: int,
-        reward: float,
-    ) -> None:
-        ref = self._ref(offer, placement)
-        offset = _offset(logged.get(PRIOR + offer.id))
-        model.learn_one(customer_part(logged), ref, position, reward, offset=offset)
 
     def _answer(self, key: tuple[str, str], until: float) -> None:
         self._answered[key] = until
@@ -293,7 +310,8 @@ class Learner:
             offer = self.catalog.offers.get(offer_id)
             model = self.models.get(view.placement)
             if offer is not None and model is not None:
-                self._learn(model, view.features, offer, view.placement, view.position, 0.0)
+                ref = self._ref(offer, view.placement)
+                model.learn_one(view.customer, ref, view.position, 0.0, offset=view.offset)
             # a click arriving after the window is ignored for one more window
             self._answer((decision_id, offer_id), 2 * deadline - view.shown)
         forget = self._forget
@@ -317,15 +335,24 @@ class Learner:
     def pending_views(self) -> int:
         return len(self._views)
 
-    def to_state(self) -> bytes:
-        """Everything, deterministic bytes: models, waiting views, budgets, time."""
+    def to_state(self, unlogged: Sequence[Decision] = ()) -> bytes:
+        """Everything, deterministic bytes: models, waiting views, budgets, time.
+
+        ``unlogged``: decisions this learner made that the decision log does not hold yet;
+        the budgets saved leave them out, so the state counts exactly the logged decisions
+        up to a point and a restart counts the rest from the log."""
+        budgets = {c: b.counts().get(c, (0, 0)) for c, b in sorted(self.budgets.items())}
+        for decision in unlogged:
+            for campaign_id, explored in self._budgeted(decision):
+                shown, n_explored = budgets[campaign_id]
+                budgets[campaign_id] = (shown - 1, n_explored - explored)
         state = _State(
             models={p: m.to_state() for p, m in sorted(self.models.items())},
             views=sorted(
                 self._views.values(), key=lambda v: (v.deadline, v.decision_id, v.offer_id)
             ),
             answered=sorted((u, d, o) for (d, o), u in self._answered.items()),
-            budgets={c: b.counts().get(c, (0, 0)) for c, b in sorted(self.budgets.items())},
+            budgets=budgets,
             now=self.now,
             learned=self.learned,
         )

@@ -1,0 +1,234 @@
+"""Benchmark: the learning cost of one feedback event, this code against another checkout's,
+in one process and interleaved event by event.
+
+    git worktree add /tmp/nb_before <rev>
+    .venv/bin/python bench/learn_ab.py --before /tmp/nb_before/src
+
+Why in one process: on a shared 2-core VM the speed of Python code drifts by up to 2x between
+seconds, so two benchmark processes run minutes apart compare the machine, not the code. Here
+both learners see the same decisions and events, alternating which goes first, so a slow
+second slows both.
+
+What it does: builds the ``bench/decide.py`` catalog (``--learning contextual --broaden
+0.4``) and ``--profiles`` profiles, trains the engine's model as that benchmark does, then
+starts two learners from the trained model's state: this checkout's ``Learner`` and
+``ContextualLogistic``, and the ``--before`` checkout's (its ``learn/learner.py`` and
+``learn/contextual.py`` loaded under other module names; everything they import is this
+checkout's). For ``--events`` fresh decisions each, it times ``Learner.observe`` of a click,
+of a view (registered to wait for its click) and ``Learner.advance`` closing one view as a
+miss, and checks that both learners end with the same weights (to rounding: the two may sum
+a score in another order). ``--rounds`` rounds, each with fresh learners.
+
+Results: ``bench/results/learn_ab.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import decide as bench_decide
+from _common import (
+    code_measured,
+    command_line,
+    latency_summary,
+    load_average,
+    log,
+    machine_info,
+    now_iso,
+    table,
+    write_results,
+)
+from nextbest.catalog.load import load_catalog
+from nextbest.clock import FixedClock
+from nextbest.engine import Engine
+from nextbest.events.names import EventName
+from nextbest.learn.contextual import ContextualLogistic
+from nextbest.learn.learner import Learner
+from nextbest.store import MemoryStore
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", required=True, help="the other checkout's src folder")
+    ap.add_argument("--profiles", type=int, default=20_000)
+    ap.add_argument("--events", type=int, default=2_000, help="timed events per kind and round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--train-decisions", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=20260921)
+    return ap.parse_args()
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> int:
+    args = parse_args()
+    info = machine_info()
+    log(f"learning A/B: {command_line()}")
+    before = Path(args.before) / "nextbest" / "learn"
+    old_contextual = load_module("before_contextual", before / "contextual.py")
+    old_learner = load_module("before_learner", before / "learner.py")
+    sys.argv = [
+        "decide.py",
+        "--learning",
+        "contextual",
+        "--broaden",
+        "0.4",
+        "--profiles",
+        str(args.profiles),
+        "--pool",
+        str(min(args.profiles, 2_000)),
+        "--train-decisions",
+        str(args.train_decisions),
+        "--seed",
+        str(args.seed),
+    ]
+    dargs = bench_decide.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "catalog"
+        bench_decide.write_catalog(
+            folder,
+            dargs.seed,
+            dargs.placement_offers,
+            dargs.other_offers,
+            learning=dargs.learning,
+            broaden=dargs.broaden,
+        )
+        catalog = load_catalog(folder)
+    clock = FixedClock(bench_decide.T0)
+    engine = Engine(catalog, MemoryStore(), clock)
+    bench_decide.build_profiles(engine, catalog, dargs)
+    gc.collect()
+    gc.freeze()
+    ids = list(engine._state.profiles)
+    log(f"training on {args.train_decisions:,} decisions")
+    bench_decide.train(engine, clock, ids, dargs)
+    placement = bench_decide.BENCH_PLACEMENT
+    spec = catalog.placements[placement].learning
+    assert spec is not None
+    window = spec.click_window_minutes * 60.0
+    trained = engine._state.learner
+    state = trained.models[placement].to_state()
+    now = clock.now() + 2 * window + 60.0
+    trained.advance(now)
+    clock.set(now)
+    rng = random.Random(args.seed + 5)
+    pc = time.perf_counter_ns
+
+    def pair() -> tuple[Any, Learner]:
+        old = old_learner.Learner(catalog)
+        old.models[placement] = old_contextual.ContextualLogistic.from_state(state)
+        new = Learner(catalog)
+        new.models[placement] = ContextualLogistic.from_state(state)
+        old.now = new.now = now
+        return old, new
+
+    times: dict[str, dict[str, list[int]]] = {
+        k: {"before": [], "after": []} for k in ("click", "view", "miss")
+    }
+    max_diff = 0.0
+    for r in range(args.rounds):
+        old, new = pair()
+        clicks = bench_decide._fresh(engine, ids, rng, args.events)
+        views = bench_decide._fresh(engine, ids, rng, args.events)
+        gc.collect()
+        gc.disable()
+        try:
+            for i, (uid, d) in enumerate(clicks):
+                e = bench_decide.feedback_event(
+                    EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, now
+                )
+                order = ((old, "before"), (new, "after"))
+                for learner, side in order if i % 2 else order[::-1]:
+                    t = pc()
+                    learner.observe(e, d)
+                    times["click"][side].append(pc() - t)
+            for i, (uid, d) in enumerate(views):
+                e = bench_decide.feedback_event(
+                    EventName.PROMOTION_VIEWED, uid, d, d.items[0].offer_id, now + i * 1e-3
+                )
+                order = ((old, "before"), (new, "after"))
+                for learner, side in order if i % 2 else order[::-1]:
+                    t = pc()
+                    learner.observe(e, d)
+                    times["view"][side].append(pc() - t)
+            for i in range(len(views)):
+                at = now + i * 1e-3 + window + 5e-4  # exactly one view's window closes
+                order = ((old, "before"), (new, "after"))
+                for learner, side in order if i % 2 else order[::-1]:
+                    t = pc()
+                    learner.advance(at)
+                    times["miss"][side].append(pc() - t)
+        finally:
+            gc.enable()
+        w_old = old.models[placement].weights()
+        w_new = new.models[placement].weights()
+        assert w_old.keys() == w_new.keys()
+        diff = max(abs(w_old[k] - w_new[k]) for k in w_old)
+        max_diff = max(max_diff, diff)
+        log(f"round {r + 1}: largest weight difference {diff:.1e}")
+        now += 3 * window
+    assert max_diff < 1e-12, max_diff
+
+    labels = {
+        "click": "observe: a click, learned at once",
+        "view": "observe: a view, registered",
+        "miss": "advance: a view closes as a miss",
+    }
+    results: dict[str, Any] = {}
+    rows = []
+    for kind, sides in times.items():
+        results[kind] = {side: latency_summary(ns) for side, ns in sides.items()}
+        for side in ("before", "after"):
+            s = results[kind][side]
+            rows.append([labels[kind], side, s["p50_us"], s["p90_us"], s["p99_us"], s["mean_us"]])
+    for kind in ("click", "miss"):
+        b, a = results[kind]["before"], results[kind]["after"]
+        results[kind]["ratio_after_to_before"] = {
+            q: round(a[q] / b[q], 3) for q in ("p50_us", "p90_us", "p99_us", "mean_us")
+        }
+    view_and_miss = {
+        side: [v + m for v, m in zip(times["view"][side], times["miss"][side], strict=True)]
+        for side in ("before", "after")
+    }
+    results["view_then_miss"] = {s: latency_summary(ns) for s, ns in view_and_miss.items()}
+    print(
+        table(
+            "learning one feedback event, us (same process, interleaved)",
+            ["event", "code", "p50", "p90", "p99", "mean"],
+            rows,
+        )
+    )
+    payload = {
+        "benchmark": "learn_ab",
+        "date": now_iso(),
+        "command": command_line(),
+        "machine": {**info, "load_average_end": load_average()},
+        "code_measured": code_measured(),
+        "before_src": str(Path(args.before).resolve()),
+        "args": vars(args),
+        "max_weight_difference": max_diff,
+        "results": results,
+    }
+    log(f"results: {write_results('learn_ab', payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
