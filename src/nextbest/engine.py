@@ -58,6 +58,8 @@ class ReplayReport(msgspec.Struct, frozen=True):
 
 _PROFILE = "profile"
 _LEARNER = "learner"
+#: the learner row's companion: where the decision log ended when the learner was saved
+_DECISION_LOG = "decision_log_position"
 #: flushed decisions kept in memory for feedback joins
 _RECENT_DECISIONS = 100_000
 
@@ -111,6 +113,9 @@ class Engine:
         self._save_lock = threading.Lock()  # one state save at a time, cut and write in order
         self._state = _State(catalog)
         self._pending: dict[str, Decision] = {}
+        #: flushes appending outside the lock; a snapshot waits for none (``_flushed``)
+        self._flushing = 0
+        self._flushed = threading.Condition(self._lock)
         self._recent: OrderedDict[str, Decision] = OrderedDict()
         self._flush_every = decision_flush_every
         self._snapshot_every = snapshot_every
@@ -281,15 +286,22 @@ class Engine:
         """Write buffered decisions to the decision log (the server calls this every second)."""
         with self._lock:
             pending = list(self._pending.values())
-        if pending:
+            if not pending:
+                return
+            self._flushing += 1
+        try:
             self.store.append_decisions(pending)  # on failure they stay buffered
+        finally:
             with self._lock:
-                recent = self._recent
-                for d in pending:
-                    self._pending.pop(d.decision_id, None)
-                    recent[d.decision_id] = d
-                while len(recent) > _RECENT_DECISIONS:
-                    recent.popitem(last=False)
+                self._flushing -= 1
+                self._flushed.notify_all()
+        with self._lock:
+            recent = self._recent
+            for d in pending:
+                self._pending.pop(d.decision_id, None)
+                recent[d.decision_id] = d
+            while len(recent) > _RECENT_DECISIONS:
+                recent.popitem(last=False)
 
     # ---------------------------------------------------------------- read
     def profile(self, customer_id: str) -> Profile | None:
@@ -378,6 +390,8 @@ class Engine:
         self.flush()
         with self._save_lock:
             with self._lock:
+                # no flush appending now: each decision is in the log or pending, not both
+                self._flushed.wait_for(lambda: self._flushing == 0)
                 state = self._state
                 keys = (
                     {(_PROFILE, k) for k in state.profiles}
@@ -389,7 +403,11 @@ class Engine:
                 rows = [self._row(state, kind, key) for kind, key in keys]
                 learner = state.learner
                 if learner.dirty or state.replace:
-                    rows.append(StateRow(_LEARNER, _LEARNER, learner.to_state()))
+                    # budgets as of the log's end now; a restart counts decisions after it
+                    body = learner.to_state(unlogged=list(self._pending.values()))
+                    rows.append(StateRow(_LEARNER, _LEARNER, body))
+                    position = str(self.store.decision_log_position()).encode()
+                    rows.append(StateRow(_LEARNER, _DECISION_LOG, position))
                     learner.dirty = False
                 replace, seq = state.replace, state.seq
                 state.dirty, state.replace = set(), False
@@ -414,6 +432,7 @@ class Engine:
     def _restore(self) -> None:
         state = _State(self.catalog)
         saved = self.store.load_state()
+        position: int | None = None  # the log position the saved budgets count up to
         if saved is not None and saved.version == self.catalog.digest:
             state.seq, state.replace = saved.seq, False
             for row in saved.rows:
@@ -421,20 +440,26 @@ class Engine:
                     continue
                 if row.kind == _PROFILE:
                     state.profiles[row.key] = _decode_profile(row.body)
+                elif row.kind == _LEARNER and row.key == _DECISION_LOG:
+                    position = int(row.body)
                 elif row.kind == _LEARNER:
                     try:
                         state.learner = Learner.from_state(self.catalog, row.body)
                     except (msgspec.DecodeError, ValidationError):
                         # a snapshot is a cache: one this version cannot read is replayed
-                        state = _State(self.catalog)
+                        state, position = _State(self.catalog), None
                         break
                 else:
                     state.identity.load(row.kind, row.key, row.body.decode())
         if state.learner.models:
-            # budgets count logged decisions: the snapshot may predate some, or count some
-            # that were never flushed; the decision log is the truth
-            state.learner.reset_budgets()
-            for decision in self.store.decisions():
+            # budgets count logged decisions: the saved ones up to ``position`` (saved with
+            # them), the log's after it; without both, the whole log is counted
+            if position is None or state.replace:
+                state.learner.reset_budgets()
+                decisions = self.store.decisions()
+            else:
+                decisions = self.store.decisions_after(position)
+            for decision in decisions:
                 state.learner.record_decision(decision)
         self._fold_log(state, state.seq)
         self._state = state

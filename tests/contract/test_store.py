@@ -119,6 +119,36 @@ def test_decisions_stream_by_time_within_bounds(store: EventStore):
     assert list(store.decisions(since=T0 + 5_000)) == []
 
 
+def test_decisions_after_a_position_come_in_the_order_they_were_appended(store: EventStore):
+    def made(i: int) -> Decision:
+        return Decision(
+            decision_id=f"d{i:04d}",
+            customer_id="u1",
+            placement="home",
+            timestamp=T0 - i,  # not in time order
+            catalog_version="1",
+            items=[],
+            excluded=[],
+            control=[],
+            segments=[],
+        )
+
+    assert store.decision_log_position() == 0
+    assert list(store.decisions_after(0)) == []
+    first = [made(i) for i in range(4_500)]  # more than one page of the SQLite reader
+    store.append_decisions(first)
+    position = store.decision_log_position()
+    assert list(store.decisions_after(0)) == first
+    assert list(store.decisions_after(position)) == []
+    later = [made(i) for i in range(4_500, 4_510)]
+    store.append_decisions(later[:5])
+    store.append_decisions(later[5:])
+    assert list(store.decisions_after(position)) == later
+    store.append_decisions([first[0]])  # appended again: after every earlier position
+    assert list(store.decisions_after(position)) == [*later, first[0]]
+    assert store.decision_log_position() > position
+
+
 def saved(store: EventStore) -> tuple[int, str, dict[tuple[str, str], bytes]]:
     state = store.load_state()
     assert state is not None

@@ -209,7 +209,8 @@ def test_snapshots_write_only_what_changed(catalog, clock):
         batch(*[page("https://bank.example/cards", user=f"u{i}") for i in range(50)])
     )
     engine.snapshot()
-    assert store.saves[-1] == (51, True)  # first save: everything (profiles and the learner)
+    # first save: everything (profiles, the learner and the decision log position it counts to)
+    assert store.saves[-1] == (52, True)
     engine.ingest_batch(
         batch(
             page("https://bank.example/cards", user="u7"),

@@ -17,6 +17,9 @@ class MemoryStore:
         self._events: list[StoredEvent] = []
         self._ids: set[str] = set()
         self._decisions: dict[str, Decision] = {}
+        #: decision id -> its place in the log (the count of appends when it was added)
+        self._positions: dict[str, int] = {}
+        self._appended = 0
         self._state: dict[tuple[str, str], bytes] = {}
         self._watermark: tuple[int, str] | None = None
         self._by_user: dict[str, list[StoredEvent]] = {}
@@ -56,7 +59,17 @@ class MemoryStore:
 
     def append_decisions(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
+            self._decisions.pop(d.decision_id, None)  # appended again: now the newest
             self._decisions[d.decision_id] = d
+            self._appended += 1
+            self._positions[d.decision_id] = self._appended
+
+    def decision_log_position(self) -> int:
+        return self._appended
+
+    def decisions_after(self, position: int) -> Iterator[Decision]:
+        positions = self._positions
+        return iter([d for d in self._decisions.values() if positions[d.decision_id] > position])
 
     def decision(self, decision_id: str) -> Decision | None:
         return self._decisions.get(decision_id)

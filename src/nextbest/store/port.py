@@ -61,6 +61,16 @@ class EventStore(Protocol):
         """Logged decisions with ``since <= timestamp < until``, by time then id."""
         ...
 
+    def decision_log_position(self) -> int:
+        """Where the decision log ends now (0 when empty): ``decisions_after`` it yields only
+        decisions appended later."""
+        ...
+
+    def decisions_after(self, position: int) -> Iterator[Decision]:
+        """Decisions appended after ``position`` (from ``decision_log_position``), in the
+        order they were appended."""
+        ...
+
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
     ) -> None:

@@ -209,6 +209,24 @@ class SQLiteStore:
             if len(rows) < _PAGE:
                 return
 
+    def decision_log_position(self) -> int:
+        # the rowid: an append (or a replacing one) takes one above every row's
+        return self._scalar("SELECT MAX(rowid) FROM decisions")
+
+    def decisions_after(self, position: int) -> Iterator[Decision]:
+        last = position
+        while True:  # in pages, so the lock is never held for the whole log
+            with self._lock, _translated("read decisions"):
+                rows = self._db.execute(
+                    "SELECT rowid, body FROM decisions WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (last, _PAGE),
+                ).fetchall()
+            for rowid, body in rows:
+                yield self._decision_dec.decode(body)
+                last = rowid
+            if len(rows) < _PAGE:
+                return
+
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
     ) -> None:
