@@ -17,7 +17,9 @@ starts two learners from the trained model's state: this checkout's ``Learner`` 
 checkout's). For ``--events`` fresh decisions each, it times ``Learner.observe`` of a click,
 of a view (registered to wait for its click) and ``Learner.advance`` closing one view as a
 miss, and checks that both learners end with the same weights (to rounding: the two may sum
-a score in another order). ``--rounds`` rounds, each with fresh learners.
+a score in another order); then times both models' ``predict_many`` over each click
+decision's candidates (the model's part of ``engine.decide``). ``--rounds`` rounds, each
+with fresh learners.
 
 Results: ``bench/results/learn_ab.json``.
 """
@@ -52,7 +54,9 @@ from nextbest.clock import FixedClock
 from nextbest.engine import Engine
 from nextbest.events.names import EventName
 from nextbest.learn.contextual import ContextualLogistic
-from nextbest.learn.learner import Learner
+from nextbest.learn.learner import PRIOR, Learner
+from nextbest.learn.learner import _offset as new_offset
+from nextbest.learn.learner import customer_part as new_customer_part
 from nextbest.store import MemoryStore
 
 
@@ -132,6 +136,7 @@ def main() -> int:
     pc = time.perf_counter_ns
 
     def pair() -> tuple[Any, Learner]:
+        """Both learners from the trained model, at the round's time."""
         old = old_learner.Learner(catalog)
         old.models[placement] = old_contextual.ContextualLogistic.from_state(state)
         new = Learner(catalog)
@@ -140,11 +145,12 @@ def main() -> int:
         return old, new
 
     times: dict[str, dict[str, list[int]]] = {
-        k: {"before": [], "after": []} for k in ("click", "view", "miss")
+        k: {"before": [], "after": []} for k in ("click", "view", "miss", "score")
     }
     max_diff = 0.0
     for r in range(args.rounds):
         old, new = pair()
+        clock.set(now)  # decisions at the round's time: their feedback is not stale
         clicks = bench_decide._fresh(engine, ids, rng, args.events)
         views = bench_decide._fresh(engine, ids, rng, args.events)
         gc.collect()
@@ -175,6 +181,16 @@ def main() -> int:
                     t = pc()
                     learner.advance(at)
                     times["miss"][side].append(pc() - t)
+            # scoring a decision's candidates (the decide path's part of the model)
+            models = ((old.models[placement], "before"), (new.models[placement], "after"))
+            for i, (_uid, d) in enumerate(clicks):
+                x = new_customer_part(d.features, d.candidates)
+                refs = [new._ref(catalog.offers[o], placement) for o in d.candidates]
+                offsets = [new_offset(d.features[PRIOR + o]) for o in d.candidates]
+                for model, side in models if i % 2 else models[::-1]:
+                    t = pc()
+                    model.predict_many(x, refs, offsets=offsets)
+                    times["score"][side].append(pc() - t)
         finally:
             gc.enable()
         w_old = old.models[placement].weights()
@@ -182,6 +198,8 @@ def main() -> int:
         assert w_old.keys() == w_new.keys()
         diff = max(abs(w_old[k] - w_new[k]) for k in w_old)
         max_diff = max(max_diff, diff)
+        learned = (old.learned, new.learned)
+        assert learned[0] == learned[1] == 2 * args.events, learned  # every event learned
         log(f"round {r + 1}: largest weight difference {diff:.1e}")
         now += 3 * window
     assert max_diff < 1e-12, max_diff
@@ -190,6 +208,7 @@ def main() -> int:
         "click": "observe: a click, learned at once",
         "view": "observe: a view, registered",
         "miss": "advance: a view closes as a miss",
+        "score": "predict_many: a decision's candidates",
     }
     results: dict[str, Any] = {}
     rows = []
@@ -198,7 +217,7 @@ def main() -> int:
         for side in ("before", "after"):
             s = results[kind][side]
             rows.append([labels[kind], side, s["p50_us"], s["p90_us"], s["p99_us"], s["mean_us"]])
-    for kind in ("click", "miss"):
+    for kind in ("click", "miss", "score"):
         b, a = results[kind]["before"], results[kind]["after"]
         results[kind]["ratio_after_to_before"] = {
             q: round(a[q] / b[q], 3) for q in ("p50_us", "p90_us", "p99_us", "mean_us")

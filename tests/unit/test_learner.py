@@ -261,6 +261,20 @@ def test_a_snapshot_whose_views_hold_the_whole_logged_features_is_not_read(catal
         Learner.from_state(catalog, msgspec.msgpack.encode({**decoded, "views": old}))
 
 
+def test_waiting_views_keep_customer_features_only_for_a_model_that_reads_them(
+    catalog: Catalog,
+):
+    views = {v[2]: v for v in msgspec.msgpack.decode(busy(catalog).to_state())["views"]}
+    contextual, bayes = views["d3"], views["d2"]  # home_feed learns contextually, app_home not
+    assert contextual[7] == {
+        "bias": 1.0,
+        "interest:mortgage": 1.1,
+        "segment:adult": 1.0,
+        "how:wd1": 1.0,
+    }
+    assert bayes[7] == {}
+
+
 def test_customer_part_drops_the_priors_in_any_order():
     x = {"bias": 1.0, "interest:mortgage": 1.1, "segment:adult": 1.0}
     logged = {**x, PRIOR + "a": 0.1, PRIOR + "b": 0.2}  # as choose logs them

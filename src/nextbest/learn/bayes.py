@@ -167,6 +167,8 @@ class BetaBernoulli:
     """Beta posteriors per (offer, placement); see the module docstring for the model."""
 
     kind = ModelKind.BAYES
+    #: learns per (offer, placement) alone: the learner passes no customer features
+    uses_features = False
 
     def __init__(self, config: BayesConfig | None = None) -> None:
         self.config = config if config is not None else BayesConfig()

@@ -179,6 +179,7 @@ class ContextualLogistic:
     """
 
     kind = ModelKind.CONTEXTUAL
+    uses_features = True
 
     def __init__(self, config: ContextualConfig | None = None) -> None:
         self.config = config if config is not None else ContextualConfig()

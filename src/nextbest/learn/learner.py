@@ -266,7 +266,7 @@ class Learner:
                     decision.placement,
                     item.position,
                     _offset(decision.features.get(PRIOR + offer_id)),
-                    customer_part(decision.features, decision.candidates),
+                    self._customer(model, decision),
                 )
                 self._views[key] = view
                 heapq.heappush(self._deadlines, (view.deadline, key[0], key[1]))
@@ -280,7 +280,7 @@ class Learner:
             return
         self._views.pop(key, None)
         model.learn_one(
-            customer_part(decision.features, decision.candidates),
+            self._customer(model, decision),
             self._ref(offer, decision.placement),
             item.position,
             reward,
@@ -288,6 +288,13 @@ class Learner:
         )
         # remembered as long as a late view or click of this item could still be taken
         self._answer(key, max(at + window, decision.timestamp + 2 * window))
+
+    @staticmethod
+    def _customer(model: PropensityModel, decision: Decision) -> Features:
+        """The decision's customer features, if ``model`` learns from them."""
+        if not model.uses_features:
+            return {}
+        return customer_part(decision.features, decision.candidates)
 
     def _answer(self, key: tuple[str, str], until: float) -> None:
         self._answered[key] = until

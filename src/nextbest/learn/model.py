@@ -81,6 +81,12 @@ class PropensityModel(Protocol):
     def kind(self) -> ModelKind: ...
 
     @property
+    def uses_features(self) -> bool:
+        """Whether ``learn_one`` reads the customer features ``x`` (if not, the learner
+        passes an empty dict and keeps none for waiting views)."""
+        ...
+
+    @property
     def n_learned(self) -> int:
         """Feedback events learned from."""
         ...
