@@ -1195,15 +1195,8 @@ def report_learning(training: Any, chooser: Any, cost: Any, state: Any) -> None:
 
 
 # ------------------------------------------------------------------ main
-def main() -> int:
-    args = parse_args()
-    started = time.perf_counter()
-    info = machine_info()
-    log(f"decide benchmark: {command_line()}")
-    log(
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-        f"load average {info['load_average_start']}"
-    )
+def bench_catalog(args: argparse.Namespace) -> tuple[Catalog, dict[str, Any]]:
+    """The generated catalog of ``args`` (see the module docstring), loaded; and its shape."""
     with tempfile.TemporaryDirectory(prefix="nextbest-bench-") as tmp:
         folder = Path(tmp) / "catalog"
         shape = write_catalog(
@@ -1214,7 +1207,19 @@ def main() -> int:
             learning=args.learning,
             broaden=args.broaden,
         )
-        catalog = load_catalog(folder)
+        return load_catalog(folder), shape
+
+
+def main() -> int:
+    args = parse_args()
+    started = time.perf_counter()
+    info = machine_info()
+    log(f"decide benchmark: {command_line()}")
+    log(
+        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"load average {info['load_average_start']}"
+    )
+    catalog, shape = bench_catalog(args)
     log(
         f"catalog: {len(catalog.segments)} segments, {len(catalog.offers)} offers "
         f"({len(catalog.by_placement[BENCH_PLACEMENT])} in {BENCH_PLACEMENT}, "

@@ -342,12 +342,12 @@ class ContextualLogistic:
                 if value:
                     own.append((name, value))
         crosses = self._by_topic.get(tkey)
-        mine = self._by_offer.get(oid)
         known = self._is_indicator
         indicators: list[tuple[str, float]] = []
-        z = self._intercept
+        # the score, as _z sums it, with the indicators noted on the way
+        z = flat_get("topic:" + tkey, 0.0)
         cross_get = crosses.get if crosses else None
-        for f, v in x.items():  # the score: every feature's topic cross; indicators noted
+        for f, v in x.items():
             if f == "bias":
                 continue
             if cross_get is not None:
@@ -357,18 +357,9 @@ class ContextualLogistic:
                 flag = self._classify(f)
             if flag:
                 indicators.append((f, v))
-        for name in ones:
-            z += flat_get(name, 0.0)
         for name, v in own:
             z += v * flat_get(name, 0.0)
-        if mine:
-            mine_get = mine.get
-            for name, v in own:
-                z += v * mine_get(name, 0.0)
-            for f, v in indicators:
-                z += v * mine_get(f, 0.0)
-        if offset:
-            z += offset * flat_get(OFFSET, 0.0)
+        z = self._intercept + z + self._offer_terms(offer, position, offset, own, indicators)
         g = _log_loss_gradient(click, z) * weight
         g = max(-_CLIP, min(_CLIP, g))
         self._intercept -= c.intercept_lr * g
@@ -376,6 +367,7 @@ class ContextualLogistic:
         for name in ones:
             w = flat_get(name, 0.0)
             flat[name] = w - lr * (g + l2 * w)
+        mine = self._by_offer.get(oid)
         if mine is None:
             mine = self._by_offer[oid] = {}
         mine_get = mine.get
