@@ -12,6 +12,7 @@ the very next decision.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import uuid
@@ -289,19 +290,21 @@ class Engine:
             if not pending:
                 return
             self._flushing += 1
+        appended = False
         try:
             self.store.append_decisions(pending)  # on failure they stay buffered
+            appended = True
         finally:
-            with self._lock:
+            with self._lock:  # logged and no longer pending in one step: a snapshot sees either
+                if appended:
+                    recent = self._recent
+                    for d in pending:
+                        self._pending.pop(d.decision_id, None)
+                        recent[d.decision_id] = d
+                    while len(recent) > _RECENT_DECISIONS:
+                        recent.popitem(last=False)
                 self._flushing -= 1
                 self._flushed.notify_all()
-        with self._lock:
-            recent = self._recent
-            for d in pending:
-                self._pending.pop(d.decision_id, None)
-                recent[d.decision_id] = d
-            while len(recent) > _RECENT_DECISIONS:
-                recent.popitem(last=False)
 
     # ---------------------------------------------------------------- read
     def profile(self, customer_id: str) -> Profile | None:
@@ -385,7 +388,11 @@ class Engine:
 
         Rows are encoded under the state lock (a consistent cut) and written outside it; the
         save lock keeps an older cut from being written after a newer one. Decisions are
-        flushed first: saved models never learned from a decision the log lacks.
+        flushed first: saved models never learned from a decision the log lacks. The learner
+        is saved with the decision log's position at the cut (``decision_log_position``,
+        under kind ``learner``: a version that cannot read it replays), its exploration
+        budgets without the decisions still pending then, so that a restart counts exactly
+        the decisions logged after that position.
         """
         self.flush()
         with self._save_lock:
@@ -441,7 +448,8 @@ class Engine:
                 if row.kind == _PROFILE:
                     state.profiles[row.key] = _decode_profile(row.body)
                 elif row.kind == _LEARNER and row.key == _DECISION_LOG:
-                    position = int(row.body)
+                    with contextlib.suppress(ValueError):  # unreadable: count the whole log
+                        position = int(row.body)
                 elif row.kind == _LEARNER:
                     try:
                         state.learner = Learner.from_state(self.catalog, row.body)

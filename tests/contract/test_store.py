@@ -144,9 +144,34 @@ def test_decisions_after_a_position_come_in_the_order_they_were_appended(store: 
     store.append_decisions(later[:5])
     store.append_decisions(later[5:])
     assert list(store.decisions_after(position)) == later
-    store.append_decisions([first[0]])  # appended again: after every earlier position
-    assert list(store.decisions_after(position)) == [*later, first[0]]
-    assert store.decision_log_position() > position
+    end = store.decision_log_position()
+    assert end > position
+    changed = msgspec.structs.replace(later[-1], customer_id="u2")
+    store.append_decisions([first[0], changed])  # logged already: a decision never changes
+    assert store.decision_log_position() == end
+    assert list(store.decisions_after(position)) == later
+    assert store.decision(later[-1].decision_id) == later[-1]
+
+
+def test_decision_features_read_back_in_the_order_they_were_logged(store: EventStore):
+    features = {"bias": 1.0, "segment:z": 1.0, "interest:a": 0.5, "prior:o2": 0.1, "prior:o1": 0.2}
+    d = Decision(
+        decision_id="d1",
+        customer_id="u1",
+        placement="home",
+        timestamp=T0,
+        catalog_version="1",
+        items=[],
+        excluded=[],
+        control=[],
+        segments=[],
+        candidates=["o2", "o1"],
+        features=features,
+    )
+    store.append_decisions([d])
+    for read in (store.decision("d1"), *store.decisions(), *store.decisions_after(0)):
+        assert read is not None
+        assert list(read.features.items()) == list(features.items())
 
 
 def saved(store: EventStore) -> tuple[int, str, dict[tuple[str, str], bytes]]:

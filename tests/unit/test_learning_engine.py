@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -632,6 +634,63 @@ def test_a_restart_counts_budgets_from_the_snapshot_and_the_decisions_logged_aft
     try:
         assert read == [saved_at]
         assert learner_of(survivor).to_state() == live
+    finally:
+        survivor.close()
+
+
+def test_snapshots_taken_while_other_threads_decide_and_flush_restart_exactly(
+    make_engine: Callable[..., Engine], clock: FixedClock, tmp_path: Path
+):
+    """Decisions, timer flushes and snapshots from three threads at once, each flush slowed
+    inside the store's append so snapshots meet flushes in flight: every snapshot's budgets
+    plus the decisions logged after its position are the live budgets."""
+    path = tmp_path / "threads.sqlite"
+    engine = make_engine("sqlite", path)
+    _history(engine, clock, seed=18, steps=20)
+    engine.flush()
+    store = engine.store
+    append = store.append_decisions
+
+    def slow_append(decisions: Any) -> None:
+        append(decisions)
+        time.sleep(0.002)  # committed, not yet taken out of the pending decisions
+
+    store.append_decisions = slow_append  # type: ignore[method-assign]
+    users = [treated(engine.catalog, f"mix{k}") for k in range(4)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(step: Callable[[int], object]) -> None:
+        try:
+            n = 0
+            while not stop.is_set():
+                step(n)
+                n += 1
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=(lambda n: engine.decide(FEED, user_id=users[n % 4]),)),
+        threading.Thread(target=run, args=(lambda n: engine.flush(),)),
+        threading.Thread(target=run, args=(lambda n: engine.snapshot(),)),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    engine.snapshot()  # the cut may land with decisions pending: they are counted after it
+    for _ in range(3):
+        engine.decide(FEED, user_id=users[0])
+    engine.flush()
+    live = learner_of(engine).to_state()
+    survivor = Engine(engine.catalog, SQLiteStore(path), clock, new_id=counter_ids())
+    try:
+        assert learner_of(survivor).to_state() == live
+        assert survivor.replay().models_identical
     finally:
         survivor.close()
 

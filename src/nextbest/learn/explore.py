@@ -273,7 +273,8 @@ class ExplorationBudget:
     ``explorable`` while one more explored impression keeps its share at or under
     ``max_share``. One decision may explore several of a campaign's items, so the share can
     pass the cap by at most the slots of one decision. Items without a campaign are not
-    capped. Counts are kept since the budget was built: rebuild it from the decision log.
+    capped. Counts are kept since the budget was built: the engine saves them with its
+    snapshot and counts the decisions logged after it at a restart.
     """
 
     __slots__ = ("_counts", "max_share")

@@ -278,13 +278,14 @@ class Learner:
             reward = 0.0
         else:
             return
-        self._views.pop(key, None)
+        waiting = self._views.pop(key, None)
+        if waiting is not None:  # its features were taken when it was viewed
+            x, offset = waiting.customer, waiting.offset
+        else:
+            x = self._customer(model, decision)
+            offset = _offset(decision.features.get(PRIOR + offer_id))
         model.learn_one(
-            self._customer(model, decision),
-            self._ref(offer, decision.placement),
-            item.position,
-            reward,
-            offset=_offset(decision.features.get(PRIOR + offer_id)),
+            x, self._ref(offer, decision.placement), item.position, reward, offset=offset
         )
         # remembered as long as a late view or click of this item could still be taken
         self._answer(key, max(at + window, decision.timestamp + 2 * window))

@@ -59,7 +59,8 @@ class MemoryStore:
 
     def append_decisions(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
-            self._decisions.pop(d.decision_id, None)  # appended again: now the newest
+            if d.decision_id in self._decisions:  # logged already: a decision never changes
+                continue
             self._decisions[d.decision_id] = d
             self._appended += 1
             self._positions[d.decision_id] = self._appended

@@ -51,7 +51,11 @@ class EventStore(Protocol):
 
     def count(self) -> int: ...
 
-    def append_decisions(self, decisions: Sequence[Decision]) -> None: ...
+    def append_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Log decisions, all or none. A decision id logged already is left as it was (a
+        decision never changes). Each decision reads back as it was logged, its ``features``
+        in their order (the learner relies on it: ``learn.learner.customer_part``)."""
+        ...
 
     def decision(self, decision_id: str) -> Decision | None: ...
 
@@ -63,7 +67,7 @@ class EventStore(Protocol):
 
     def decision_log_position(self) -> int:
         """Where the decision log ends now (0 when empty): ``decisions_after`` it yields only
-        decisions appended later."""
+        decisions appended later. A position is never handed out twice."""
         ...
 
     def decisions_after(self, position: int) -> Iterator[Decision]:

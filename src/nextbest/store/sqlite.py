@@ -177,7 +177,7 @@ class SQLiteStore:
         rows = [(d.decision_id, d.customer_id, d.placement, d.timestamp, enc(d)) for d in decisions]
         with self._lock, _translated("append decisions"), _transaction(self._db) as db:
             db.executemany(
-                "INSERT OR REPLACE INTO decisions(decision_id, customer_id, placement, "
+                "INSERT OR IGNORE INTO decisions(decision_id, customer_id, placement, "
                 "timestamp, body) VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
@@ -210,7 +210,8 @@ class SQLiteStore:
                 return
 
     def decision_log_position(self) -> int:
-        # the rowid: an append (or a replacing one) takes one above every row's
+        # the rowid: an append takes one above every row's (rows are never replaced, and not
+        # deleted yet: erasure must keep positions from being handed out again, AUTOINCREMENT)
         return self._scalar("SELECT MAX(rowid) FROM decisions")
 
     def decisions_after(self, position: int) -> Iterator[Decision]:
