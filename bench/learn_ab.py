@@ -15,10 +15,11 @@ starts two learners from the trained model's state: this checkout's ``Learner`` 
 ``ContextualLogistic``, and the ``--before`` checkout's (its ``learn/learner.py`` and
 ``learn/contextual.py`` loaded under other module names; everything they import is this
 checkout's). For ``--events`` fresh decisions each, it times ``Learner.observe`` of a click,
-of a view (registered to wait for its click) and ``Learner.advance`` closing one view as a
-miss, and checks that both learners end with the same weights, bit for bit; then times
-both models' ``predict_many`` over each click decision's candidates (the model's part of
-``engine.decide``). ``--rounds`` rounds, each with fresh learners.
+of a view (registered to wait for its click), ``Learner.advance`` closing one view as a
+miss, and of a click on a view that waits for it; checks that both learners end with the
+same weights, bit for bit; then times both models' ``predict_many`` over each click
+decision's candidates (the model's part of ``engine.decide``). ``--rounds`` rounds, each with
+fresh learners.
 
 Results: ``bench/results/learn_ab.json``.
 """
@@ -132,7 +133,7 @@ def main() -> int:
         return old, new
 
     times: dict[str, dict[str, list[int]]] = {
-        k: {"before": [], "after": []} for k in ("click", "view", "miss", "score")
+        k: {"before": [], "after": []} for k in ("click", "view", "miss", "viewed", "score")
     }
     max_diff = 0.0
     for r in range(args.rounds):
@@ -140,6 +141,7 @@ def main() -> int:
         clock.set(now)  # decisions at the round's time: their feedback is not stale
         clicks = bench_decide._fresh(engine, ids, rng, args.events)
         views = bench_decide._fresh(engine, ids, rng, args.events)
+        seen = bench_decide._fresh(engine, ids, rng, args.events)
         gc.collect()
         gc.disable()
         try:
@@ -168,6 +170,24 @@ def main() -> int:
                     t = pc()
                     learner.advance(at)
                     times["miss"][side].append(pc() - t)
+            # a click on a view that waits for it (the usual order on a site): views
+            # registered untimed, after the misses above, then each clicked within its window
+            at = now + window + 10.0
+            for uid, d in seen:
+                e = bench_decide.feedback_event(
+                    EventName.PROMOTION_VIEWED, uid, d, d.items[0].offer_id, at
+                )
+                old.observe(e, d)
+                new.observe(e, d)
+            for i, (uid, d) in enumerate(seen):
+                e = bench_decide.feedback_event(
+                    EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, at + 1.0
+                )
+                order = ((old, "before"), (new, "after"))
+                for learner, side in order if i % 2 else order[::-1]:
+                    t = pc()
+                    learner.observe(e, d)
+                    times["viewed"][side].append(pc() - t)
             # scoring a decision's candidates (the decide path's part of the model)
             models = ((old.models[placement], "before"), (new.models[placement], "after"))
             for i, (_uid, d) in enumerate(clicks):
@@ -186,7 +206,7 @@ def main() -> int:
         diff = max(abs(w_old[k] - w_new[k]) for k in w_old)
         max_diff = max(max_diff, diff)
         learned = (old.learned, new.learned)
-        assert learned[0] == learned[1] == 2 * args.events, learned  # every event learned
+        assert learned[0] == learned[1] == 3 * args.events, learned  # every event learned
         log(f"round {r + 1}: largest weight difference {diff:.1e}")
         now += 3 * window
     assert max_diff == 0.0, max_diff  # the same arithmetic in the same order
@@ -195,6 +215,7 @@ def main() -> int:
         "click": "observe: a click, learned at once",
         "view": "observe: a view, registered",
         "miss": "advance: a view closes as a miss",
+        "viewed": "observe: a click on a waiting view",
         "score": "predict_many: a decision's candidates",
     }
     results: dict[str, Any] = {}
@@ -204,7 +225,7 @@ def main() -> int:
         for side in ("before", "after"):
             s = results[kind][side]
             rows.append([labels[kind], side, s["p50_us"], s["p90_us"], s["p99_us"], s["mean_us"]])
-    for kind in ("click", "miss", "score"):
+    for kind in ("click", "miss", "viewed", "score"):
         b, a = results[kind]["before"], results[kind]["after"]
         results[kind]["ratio_after_to_before"] = {
             q: round(a[q] / b[q], 3) for q in ("p50_us", "p90_us", "p99_us", "mean_us")
