@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -79,18 +80,24 @@ def test_events_of_ids_up_to_a_seq(store: EventStore):
     assert store.events_of(set(), set(), upto=99) == []
 
 
-def test_decisions(store: EventStore):
-    d = Decision(
-        decision_id="d1",
+def logged(decision_id: str = "d1", at: float = T0, **fields: Any) -> Decision:
+    """A decision with no items, as the log holds it."""
+    return Decision(
+        decision_id=decision_id,
         customer_id="u1",
         placement="home",
-        timestamp=T0,
+        timestamp=at,
         catalog_version="1",
         items=[],
         excluded=[],
         control=[],
         segments=[],
+        **fields,
     )
+
+
+def test_decisions(store: EventStore):
+    d = logged()
     store.append_decisions([d])
     assert store.decision("d1") == d
     assert store.decision("nope") is None
@@ -121,17 +128,7 @@ def test_decisions_stream_by_time_within_bounds(store: EventStore):
 
 def test_decisions_after_a_position_come_in_the_order_they_were_appended(store: EventStore):
     def made(i: int) -> Decision:
-        return Decision(
-            decision_id=f"d{i:04d}",
-            customer_id="u1",
-            placement="home",
-            timestamp=T0 - i,  # not in time order
-            catalog_version="1",
-            items=[],
-            excluded=[],
-            control=[],
-            segments=[],
-        )
+        return logged(f"d{i:04d}", at=T0 - i)  # not in time order
 
     assert store.decision_log_position() == 0
     assert list(store.decisions_after(0)) == []
@@ -155,20 +152,7 @@ def test_decisions_after_a_position_come_in_the_order_they_were_appended(store: 
 
 def test_decision_features_read_back_in_the_order_they_were_logged(store: EventStore):
     features = {"bias": 1.0, "segment:z": 1.0, "interest:a": 0.5, "prior:o2": 0.1, "prior:o1": 0.2}
-    d = Decision(
-        decision_id="d1",
-        customer_id="u1",
-        placement="home",
-        timestamp=T0,
-        catalog_version="1",
-        items=[],
-        excluded=[],
-        control=[],
-        segments=[],
-        candidates=["o2", "o1"],
-        features=features,
-    )
-    store.append_decisions([d])
+    store.append_decisions([logged(candidates=["o2", "o1"], features=features)])
     for read in (store.decision("d1"), *store.decisions(), *store.decisions_after(0)):
         assert read is not None
         assert list(read.features.items()) == list(features.items())
