@@ -135,9 +135,22 @@ def main() -> int:
     times: dict[str, dict[str, list[int]]] = {
         k: {"before": [], "after": []} for k in ("click", "view", "miss", "viewed", "score")
     }
+
+    def interleaved(
+        kind: str, i: int, sides: tuple[tuple[Any, str], ...], method: str, *args: Any, **kw: Any
+    ) -> None:
+        """Time ``method(*args, **kw)`` of the before and the after side, the first to go
+        alternating with ``i``."""
+        for target, side in sides if i % 2 else sides[::-1]:
+            call = getattr(target, method)
+            t = pc()
+            call(*args, **kw)
+            times[kind][side].append(pc() - t)
+
     max_diff = 0.0
     for r in range(args.rounds):
         old, new = pair()
+        learners = ((old, "before"), (new, "after"))
         clock.set(now)  # decisions at the round's time: their feedback is not stale
         clicks = bench_decide._fresh(engine, ids, rng, args.events)
         views = bench_decide._fresh(engine, ids, rng, args.events)
@@ -149,27 +162,15 @@ def main() -> int:
                 e = bench_decide.feedback_event(
                     EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, now
                 )
-                order = ((old, "before"), (new, "after"))
-                for learner, side in order if i % 2 else order[::-1]:
-                    t = pc()
-                    learner.observe(e, d)
-                    times["click"][side].append(pc() - t)
+                interleaved("click", i, learners, "observe", e, d)
             for i, (uid, d) in enumerate(views):
                 e = bench_decide.feedback_event(
                     EventName.PROMOTION_VIEWED, uid, d, d.items[0].offer_id, now + i * 1e-3
                 )
-                order = ((old, "before"), (new, "after"))
-                for learner, side in order if i % 2 else order[::-1]:
-                    t = pc()
-                    learner.observe(e, d)
-                    times["view"][side].append(pc() - t)
+                interleaved("view", i, learners, "observe", e, d)
             for i in range(len(views)):
                 at = now + i * 1e-3 + window + 5e-4  # exactly one view's window closes
-                order = ((old, "before"), (new, "after"))
-                for learner, side in order if i % 2 else order[::-1]:
-                    t = pc()
-                    learner.advance(at)
-                    times["miss"][side].append(pc() - t)
+                interleaved("miss", i, learners, "advance", at)
             # a click on a view that waits for it (the usual order on a site): views
             # registered untimed, after the misses above, then each clicked within its window
             at = now + window + 10.0
@@ -183,21 +184,14 @@ def main() -> int:
                 e = bench_decide.feedback_event(
                     EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, at + 1.0
                 )
-                order = ((old, "before"), (new, "after"))
-                for learner, side in order if i % 2 else order[::-1]:
-                    t = pc()
-                    learner.observe(e, d)
-                    times["viewed"][side].append(pc() - t)
+                interleaved("viewed", i, learners, "observe", e, d)
             # scoring a decision's candidates (the decide path's part of the model)
             models = ((old.models[placement], "before"), (new.models[placement], "after"))
             for i, (_uid, d) in enumerate(clicks):
                 x = new_customer_part(d.features, d.candidates)
                 refs = [new._ref(catalog.offers[o], placement) for o in d.candidates]
                 offsets = [new_offset(d.features[PRIOR + o]) for o in d.candidates]
-                for model, side in models if i % 2 else models[::-1]:
-                    t = pc()
-                    model.predict_many(x, refs, offsets=offsets)
-                    times["score"][side].append(pc() - t)
+                interleaved("score", i, models, "predict_many", x, refs, offsets=offsets)
         finally:
             gc.enable()
         w_old = old.models[placement].weights()

@@ -462,7 +462,7 @@ class Engine:
         if state.learner.models:
             # budgets count logged decisions: the saved ones up to ``position`` (saved with
             # them), the log's after it; without both, the whole log is counted
-            if position is None or state.replace:
+            if position is None:
                 state.learner.reset_budgets()
                 decisions = self.store.decisions()
             else:

@@ -258,6 +258,7 @@ class Learner:
             return
         if event.name == EventName.PROMOTION_VIEWED:
             if key not in self._views:
+                x, offset = self._inputs(model, decision, offer_id)
                 view = _View(
                     at,
                     at + window,
@@ -265,8 +266,8 @@ class Learner:
                     offer_id,
                     decision.placement,
                     item.position,
-                    _offset(decision.features.get(PRIOR + offer_id)),
-                    self._customer(model, decision),
+                    offset,
+                    x,
                 )
                 self._views[key] = view
                 heapq.heappush(self._deadlines, (view.deadline, key[0], key[1]))
@@ -282,8 +283,7 @@ class Learner:
         if waiting is not None:  # its features were taken when it was viewed
             x, offset = waiting.customer, waiting.offset
         else:
-            x = self._customer(model, decision)
-            offset = _offset(decision.features.get(PRIOR + offer_id))
+            x, offset = self._inputs(model, decision, offer_id)
         model.learn_one(
             x, self._ref(offer, decision.placement), item.position, reward, offset=offset
         )
@@ -291,11 +291,13 @@ class Learner:
         self._answer(key, max(at + window, decision.timestamp + 2 * window))
 
     @staticmethod
-    def _customer(model: PropensityModel, decision: Decision) -> Features:
-        """The decision's customer features, if ``model`` learns from them."""
-        if not model.uses_features:
-            return {}
-        return customer_part(decision.features, decision.candidates)
+    def _inputs(
+        model: PropensityModel, decision: Decision, offer_id: str
+    ) -> tuple[Features, float]:
+        """What ``model`` learns feedback on ``offer_id`` from: the decision's customer
+        features (none for a model that does not read them) and the offer's prior offset."""
+        x = customer_part(decision.features, decision.candidates) if model.uses_features else {}
+        return x, _offset(decision.features.get(PRIOR + offer_id))
 
     def _answer(self, key: tuple[str, str], until: float) -> None:
         self._answered[key] = until
