@@ -7,7 +7,9 @@ for Thompson sampling's estimates on app_home). Each candidate catalog is then (
 offline from those logs with IPS, SNIPS and DR (``nextbest.learn.offline``) and (2) run
 online for the same week on the same population; the table compares the estimate with the
 online CTR per shown slot, and also without replaying the candidate's contact caps on its
-own impressions (``evaluate_candidate(..., replay_caps=False)``), for comparison.
+own impressions (``evaluate_candidate(..., replay_caps=False)``) and with DR's history-free
+reward model (``fatigue=False``: no wear-out term), for comparison; the fitted fades (share of
+the click rate kept per earlier impression, by offer kind) are in the JSON.
 
     .venv/bin/python bench/ope_sim.py --seed 1 --customers 30000 --days 7 --logging random \
         --out bench/results/ope_sim_random.json
@@ -133,6 +135,7 @@ def main() -> None:
             cat = candidate(folder, lift, half)
             report = evaluate_candidate(items, cat, n_bootstrap=200)
             plain = evaluate_candidate(items, cat, n_bootstrap=200, replay_caps=False)
+            history_free = evaluate_candidate(items, cat, n_bootstrap=200, fatigue=False)
             online = run(
                 SiteLoop(NextbestPolicy(), cat, args.seed, args.customers, model=model), args.days
             )
@@ -156,32 +159,36 @@ def main() -> None:
                 "logged_ctr": report.rewards[0].logged,
                 "capped_decisions": report.capped_decisions,
                 **figures(report),
+                "fade": report.rewards[0].fade,
                 "without_cap_replay": figures(plain),
+                "history_free_dr": figures(history_free)["dr"],
             }
             rows.append(row)
             log(
                 f"{name}: online CTR {metrics.ctr:.5f}; IPS {row['ips']['value']:.5f} "
                 f"SNIPS {row['snips']['value']:.5f} DR {row['dr']['value']:.5f}; "
                 f"{report.capped_decisions} decisions capped; without the cap replay DR "
-                f"{row['without_cap_replay']['dr']['value']:.5f}"
+                f"{row['without_cap_replay']['dr']['value']:.5f}; history-free DR "
+                f"{row['history_free_dr']['value']:.5f}; fade {report.rewards[0].fade}"
             )
     finally:
         shutil.rmtree(tmp)
     print(
         "| candidate | online CTR | IPS (error) | SNIPS (error) | DR (error) | ESS "
-        "| DR without the cap replay |"
+        "| DR without the cap replay | history-free DR |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         cells = [
             f"{r[k]['value'] * 100:.3f} % ({r[k]['error'] * 100:+.1f} %)"
             for k in ("ips", "snips", "dr")
         ]
-        plain = r["without_cap_replay"]["dr"]
+        plain, free = r["without_cap_replay"]["dr"], r["history_free_dr"]
         print(
             f"| {r['candidate']} | {r['online_ctr'] * 100:.3f} % | {' | '.join(cells)} | "
             f"{r['ips']['ess']:,.0f} | {plain['value'] * 100:.3f} % "
-            f"({plain['error'] * 100:+.1f} %) |"
+            f"({plain['error'] * 100:+.1f} %) | {free['value'] * 100:.3f} % "
+            f"({free['error'] * 100:+.1f} %) |"
         )
     result = {
         "command": " ".join(["bench/ope_sim.py", *sys.argv[1:]]),

@@ -267,10 +267,17 @@ def evaluate(
     until: str | None = UntilOpt,
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95 % intervals."),
     seed: int = typer.Option(12345, help="Seed of the bootstrap."),
+    fatigue: bool = typer.Option(
+        True, "--fatigue/--no-fatigue", help="DR's reward model counts wear-out (repeats)."
+    ),
+    fatigue_days: float | None = typer.Option(
+        None, help="How far back an earlier impression wears out (default: per-offer cap days)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Estimate a candidate catalog's click and conversion rate per slot from the decision
-    log: IPS, SNIPS and DR with bootstrap intervals (off-policy evaluation)."""
+    log: IPS, SNIPS and DR with bootstrap intervals (off-policy evaluation). DR's reward model
+    fits how much an offer's rate fades per earlier impression to the same customer."""
     import msgspec
 
     from nextbest.catalog.load import load_catalog
@@ -285,7 +292,12 @@ def evaluate(
     else:
         items = _logged(catalog, logs, since, until)[1]
     report = evaluate_candidate(
-        items, load_catalog(policy), random_state=seed, n_bootstrap=bootstrap
+        items,
+        load_catalog(policy),
+        random_state=seed,
+        n_bootstrap=bootstrap,
+        fatigue=fatigue,
+        fatigue_days=fatigue_days,
     )
     out = _console("out")
     if as_json:
@@ -298,7 +310,9 @@ def evaluate(
         markup=False,
     )
     for r in report.rewards:
-        out.print(f"{r.reward} rate per slot, logged {r.logged:.5f}:", markup=False)
+        fades = ", ".join(f"{kind} {f:.3f}" for kind, f in r.fade.items())
+        kept = f" (DR: share kept per earlier impression: {fades})" if fades else ""
+        out.print(f"{r.reward} rate per slot, logged {r.logged:.5f}{kept}:", markup=False)
         for e in r.estimates:
             out.print(
                 f"  {e.estimator.value:<11} {e.value:.5f}  95% [{e.ci_lower:.5f}, {e.ci_upper:.5f}]"

@@ -15,7 +15,7 @@ from nextbest.engine import Engine
 from nextbest.errors import ValidationError
 from nextbest.learn import ope
 from nextbest.learn.logs import LoggedItem, join_rewards
-from nextbest.learn.offline import NONE, _marginals, evaluate_candidate
+from nextbest.learn.offline import NONE, _marginals, evaluate_candidate, fit_reward_model
 from nextbest.store import MemoryStore
 from nextbest.store.export import read_logged_items, write_decisions
 from tests.support import (
@@ -210,7 +210,11 @@ def test_sparse_rows_equal_the_dense_obp_arrays(
         cat = load_catalog(EXAMPLE_CATALOG)  # epsilon-greedy: mass on every candidate
     else:
         cat = without_learning(tmp_path / "narrow", ("    slots: 3\n", "    slots: 1\n"))
-    report = evaluate_candidate(items, cat, n_bootstrap=30, random_state=7)
+    report = evaluate_candidate(items, cat, n_bootstrap=30, random_state=7, fatigue=False)
+    # one decision per customer: no earlier impressions, so the wear-out model is the same
+    assert evaluate_candidate(items, cat, n_bootstrap=30, random_state=7).rewards == [
+        msgspec.structs.replace(r, fade={"service": 1.0, "commercial": 1.0}) for r in report.rewards
+    ]
 
     rows = sorted(items, key=lambda i: (i.timestamp, i.decision_id, i.position))
     offers = sorted({i.offer_id for i in rows} | set(cat.offers) | {NONE})
@@ -314,3 +318,86 @@ def test_the_candidate_contact_caps_are_replayed_on_its_own_impressions(
     # from visit 4 the candidate's three favourites are all capped (it showed them at every
     # visit): the fourth offer leads, so visit 4's logged click counts, visits 5 and 6 not
     assert ips.value == pytest.approx(3 * 4 / 6)
+
+
+def test_the_reward_model_recovers_a_known_wear_out() -> None:
+    """Rows drawn with rate[cell] * fade[kind] ** earlier: the fit finds the fades (and a
+    fade of 1 where nothing wears out) and the rates."""
+    rng = np.random.default_rng(3)
+    n = 200_000
+    cell = rng.integers(0, 4, n)
+    group = (cell >= 2).astype(np.int64)  # cells 0, 1 one kind; 2, 3 the other
+    earlier = rng.integers(0, 5, n).astype(np.float64)
+    rate = np.array([0.08, 0.04, 0.02, 0.01])
+    fade = np.array([1.0, 0.6])
+    reward = (rng.random(n) < rate[cell] * fade[group] ** earlier).astype(np.float64)
+    rates, log_fade = fit_reward_model(reward, cell, 4, earlier, group, 2)
+    assert np.exp(log_fade) == pytest.approx(fade, abs=0.05)  # sd 0.02 over seeds
+    assert rates == pytest.approx(rate, rel=0.1)
+    plain, none = fit_reward_model(reward, cell, 4)
+    assert none.size == 0
+    assert plain[3] < rate[3]  # history-free: the faded rows' mean, below the fresh rate
+
+
+def test_the_reward_model_keeps_a_fade_the_logs_do_not_show_near_one() -> None:
+    """No repeats at all: the prior holds the fade at exactly 1; few repeats, near 1."""
+    reward = np.array([1.0, 0.0, 0.0, 1.0, 0.0])
+    cell = np.zeros(5, dtype=np.int64)
+    _, log_fade = fit_reward_model(reward, cell, 1, np.zeros(5), np.zeros(5, dtype=np.int64), 1)
+    assert log_fade.tolist() == [0.0]
+    _, log_fade = fit_reward_model(
+        reward, cell, 1, np.array([0.0, 0, 0, 0, 1]), np.zeros(5, dtype=np.int64), 1
+    )
+    assert -1.0 < log_fade[0] < 0.0
+
+
+def test_dr_counts_the_wear_out_of_a_candidate_that_repeats_its_favourite(
+    greedy_catalog: Catalog,
+) -> None:
+    """Random logs show each customer one of four offers per visit; a click's chance halves
+    with every earlier impression of that offer. A greedy candidate shows its favourite at
+    all three visits of the week, so it meets the favourite at 0, 1 and 2 earlier
+    impressions: the history-free reward model (and IPS) credit it with the fresher logged
+    customers' clicks; the wear-out model finds the fade and DR lands on the truth."""
+    pool = ["mortgage_rates", "car_loan_rates", "investing_start", "savings_offer"]
+    assert all(greedy_catalog.offers[o].kind.value == "commercial" for o in pool)
+    rng = np.random.default_rng(11)
+    base, fade = 0.3, 0.5
+    items = []
+    for c in range(3000):
+        seen: dict[str, int] = {}
+        for visit in range(3):
+            offer = pool[int(rng.integers(0, 4))]
+            clicked = bool(rng.random() < base * fade ** seen.get(offer, 0))
+            seen[offer] = seen.get(offer, 0) + 1
+            items.append(
+                LoggedItem(
+                    decision_id=f"d{c}-{visit}",
+                    timestamp=T0 + visit * DAY + c,
+                    customer_id=f"c{c}",
+                    placement="home_feed",
+                    position=1,
+                    offer_id=offer,
+                    propensity=0.25,
+                    clicked=clicked,
+                    converted=False,
+                    candidates=pool,
+                    features={},
+                )
+            )
+    truth = base * (1 + fade + fade**2) / 3
+    worn = evaluate_candidate(items, greedy_catalog, n_bootstrap=20)
+    free = evaluate_candidate(items, greedy_catalog, n_bootstrap=20, fatigue=False)
+    assert worn.capped_decisions == 0  # three a week: the cap does not bite
+    assert worn.rewards[0].fade["commercial"] == pytest.approx(fade, abs=0.08)
+    assert free.rewards[0].fade == {}
+    dr, free_dr = worn.rewards[0].estimates[2], free.rewards[0].estimates[2]
+    assert dr.estimator is ope.Estimator.DR
+    assert free_dr.value > truth * 1.2  # the fresher logged clicks
+    assert dr.value == pytest.approx(truth, rel=0.1)
+    assert abs(dr.value - truth) < abs(free_dr.value - truth) / 3
+    # a window shorter than the visits' spacing sees no repeats: the history-free figures
+    short = evaluate_candidate(items, greedy_catalog, n_bootstrap=20, fatigue_days=0.5)
+    assert short.rewards[0].estimates[2].value == pytest.approx(free_dr.value)
+    with pytest.raises(ValidationError, match="fatigue_days must be > 0"):
+        evaluate_candidate(items, greedy_catalog, fatigue_days=0)

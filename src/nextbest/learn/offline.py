@@ -21,10 +21,23 @@ candidates, as the engine would. Rests after a click or a dismissal are not repl
 candidate's clicks are not in the logs).
 
 A slot the candidate leaves empty (fewer candidates than slots) is the action ``(none)``,
-worth 0. The reward model of DR is the logs' own smoothed rate per (offer, slot). Memory is
-linear in the rows (the candidate's distribution is kept per row as the offers it can put
-in that row's slot), so a week of a bank's logs fits; the estimates are ``ope.estimate``'s
-on the dense arrays (``tests/unit/test_offline.py`` checks this).
+worth 0. Memory is linear in the rows (the candidate's distribution is kept per row as the
+offers it can put in that row's slot), so a week of a bank's logs fits.
+
+**DR's reward model and wear-out.** Customers answer an offer less the more often they have
+seen it (wear-out, or fatigue), so a candidate that repeats its favourites meets more
+repeated impressions than the logs hold for the same offers: slot-level IPS credits it with
+the fresher logged customers' clicks. DR's reward model therefore takes the number of
+earlier impressions ``n`` of that offer to that customer within ``fatigue_days`` (the
+contact policy's per-offer window by default): ``q(offer, slot, n) = rate(offer, slot) *
+fade[kind] ** n``, with one fade per offer kind (service, commercial) fitted with the rates
+on the logs (Poisson likelihood, alternating with the smoothed rates; a weak normal prior on
+``log fade`` keeps a fade that the logs barely show near 1). The correction term reads
+``q`` at the *logged* count, the direct term at the count of the candidate's *own* replayed
+impressions, so DR moves by what wear-out takes from the candidate's repeats, and stays
+unbiased wherever the model is right. The fitted fades are in the report (``fade``).
+``fatigue=False`` fits the rates alone, the history-free model: then the estimates are
+``ope.estimate``'s on the dense arrays (``tests/unit/test_offline.py`` checks this).
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from itertools import groupby
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from nextbest.catalog.load import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
@@ -44,7 +58,7 @@ from nextbest.learn.explore import EpsilonGreedy, Softmax, plackett_luce_margina
 from nextbest.learn.logs import LoggedItem
 from nextbest.learn.ope import Estimate, Estimator, estimate_rows
 
-__all__ = ["NONE", "OfflineReport", "Reward", "evaluate_candidate"]
+__all__ = ["NONE", "OfflineReport", "Reward", "evaluate_candidate", "fit_reward_model"]
 
 #: the action of a slot the candidate leaves empty
 NONE = "(none)"
@@ -53,6 +67,12 @@ _SMOOTHING = 20.0
 _DAY = 86_400.0
 #: an expected impression count within this of a cap reaches it
 _EPS = 1e-9
+#: prior standard deviation of ``log fade`` (per earlier impression): weak, a fade of 0.37 or
+#: 2.7 is one deviation away; it only keeps a fade the logs barely show near 1
+_FADE_PRIOR_SD = 1.0
+#: alternations of the rates and the fades (each fade takes one Newton step per alternation)
+_FIT_ROUNDS = 25
+_KINDS = (OfferKind.SERVICE.value, OfferKind.COMMERCIAL.value)
 
 
 class Reward(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +81,9 @@ class Reward(msgspec.Struct, frozen=True, kw_only=True):
     reward: str
     logged: float
     estimates: list[Estimate]
+    #: DR's reward model: the share of an offer's rate kept per earlier impression of it to the
+    #: same customer, by offer kind, fitted on the logs (empty with ``fatigue=False``)
+    fade: dict[str, float] = {}
 
 
 class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,46 +145,106 @@ def _marginals(
 
 
 class _Exposures:
-    """The candidate's own impressions of each offer to each customer, as the replay goes:
-    its contact policy (per-offer cap, daily commercial cap) blocks what it would have
-    blocked online. A stochastic candidate's impressions are its marginal probabilities
-    (expected counts), so an offer is blocked once its expected count reaches the cap."""
+    """Impressions of each offer to each customer, as the replay goes in time order: the
+    candidate's own (a stochastic candidate's are its marginal probabilities, expected
+    counts), whose contact policy (per-offer cap, daily commercial cap) blocks what it would
+    have blocked online; or the logging policy's (weight 1), for the logged wear-out."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, memory_days: float) -> None:
         self.catalog = catalog
+        policy = catalog.policy
+        #: how far back any question looks: the caps' windows and the wear-out window
+        self.memory = max(policy.per_offer.days, 1.0, memory_days) * _DAY
         self.shown: dict[str, dict[str, list[tuple[float, float]]]] = {}
+
+    def _recent(self, customer: str, now: float) -> dict[str, list[tuple[float, float]]]:
+        history = self.shown.get(customer)
+        if not history:
+            return {}
+        horizon = now - self.memory
+        for hits in history.values():
+            if hits and hits[0][0] < horizon:  # in time order: forget what nothing looks at
+                hits[:] = [(t, w) for t, w in hits if t >= horizon]
+        return history
 
     def blocked(self, customer: str, now: float) -> set[str]:
         """Commercial offers the candidate's contact policy holds back at ``now`` (impressions
         strictly before ``now``: a page's own decisions do not cap each other)."""
-        history = self.shown.get(customer)
+        history = self._recent(customer, now)
         if not history:
             return set()
         policy = self.catalog.policy
         cap = policy.per_offer
+        commercial = self.catalog.commercial_offers
         since = now - cap.days * _DAY
         today = now - _DAY
-        horizon = min(since, today)
         out: set[str] = set()
         day_total = 0.0
         for oid, hits in history.items():
-            if hits and hits[0][0] < horizon:  # in time order: forget what no cap looks at
-                hits[:] = [(t, w) for t, w in hits if t >= horizon]
+            if oid not in commercial:
+                continue
             week = sum(w for t, w in hits if since <= t < now)
             if week >= cap.count - _EPS:
                 out.add(oid)
             day_total += sum(w for t, w in hits if today <= t < now)
         if day_total >= policy.per_day_commercial - _EPS:
-            out.update(self.catalog.commercial_offers)
+            out.update(commercial)
         return out
 
+    def counts(self, customer: str, now: float, days: float) -> dict[str, float]:
+        """Impressions of each offer to ``customer`` within ``days`` before ``now``."""
+        since = now - days * _DAY
+        return {
+            oid: sum(w for t, w in hits if since <= t < now)
+            for oid, hits in self._recent(customer, now).items()
+        }
+
     def record(self, customer: str, now: float, marginals: list[dict[str, float]]) -> None:
-        commercial = self.catalog.commercial_offers
         history = self.shown.setdefault(customer, {})
         for slot in marginals:
             for oid, p in slot.items():
-                if oid in commercial and p > 0.0:
+                if oid != NONE and p > 0.0:
                     history.setdefault(oid, []).append((now, p))
+
+
+def fit_reward_model(
+    reward: npt.NDArray[np.float64],
+    cell: npt.NDArray[np.int64],
+    cells: int,
+    earlier: npt.NDArray[np.float64] | None = None,
+    group: npt.NDArray[np.int64] | None = None,
+    groups: int = 0,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """DR's reward model fitted on the logged rows: a smoothed rate per ``cell`` (an (offer,
+    slot) pair: ``(sums + s * mean) / (exposure + s)``), and with ``earlier`` (each row's
+    earlier impressions of its offer) the log of one fade per ``group`` (offer kind):
+    ``E[reward] = rate[cell] * exp(log_fade[group] * earlier)``. Poisson likelihood with a
+    normal prior on each log fade, maximised by alternating the closed-form rates with one
+    Newton step per fade. Without ``earlier`` the rates alone (every row counts 1)."""
+    base = float(reward.mean()) if reward.size else 0.0
+    sums = np.bincount(cell, weights=reward, minlength=cells)
+    if earlier is None or group is None or groups == 0:
+        exposure = np.bincount(cell, weights=np.ones(cell.size), minlength=cells)
+        return (sums + _SMOOTHING * base) / (exposure + _SMOOTHING), np.zeros(0)
+    log_fade = np.zeros(groups)
+    precision = 1.0 / _FADE_PRIOR_SD**2
+    members = [np.flatnonzero(group == g) for g in range(groups)]
+    rates = np.zeros(cells)
+    for _ in range(_FIT_ROUNDS):
+        fade = np.exp(log_fade[group] * earlier)
+        exposure = np.bincount(cell, weights=fade, minlength=cells)
+        rates = (sums + _SMOOTHING * base) / (exposure + _SMOOTHING)
+        q = rates[cell] * fade
+        for g, rows in enumerate(members):
+            if not rows.size:
+                continue
+            n, qg = earlier[rows], q[rows]
+            # d/d(log fade) of sum(r log q - q) - log_fade^2 / 2 sd^2, and its curvature
+            slope = float(n @ (reward[rows] - qg)) - precision * log_fade[g]
+            curvature = float((n * n) @ qg) + precision
+            # damped: a step of at most 1 in log fade, so a wild start cannot overshoot
+            log_fade[g] += max(-1.0, min(1.0, slope / curvature))
+    return rates, log_fade
 
 
 def evaluate_candidate(
@@ -171,14 +254,23 @@ def evaluate_candidate(
     random_state: int = 12345,
     n_bootstrap: int = 1000,
     replay_caps: bool = True,
+    fatigue: bool = True,
+    fatigue_days: float | None = None,
 ) -> OfflineReport:
     """IPS, SNIPS and DR estimates of the candidate's click and conversion rate per slot.
-    ``replay_caps=False`` leaves the candidate's contact caps out of the replay."""
+    ``replay_caps=False`` leaves the candidate's contact caps out of the replay;
+    ``fatigue=False`` leaves wear-out out of DR's reward model; ``fatigue_days`` is how far
+    back an earlier impression counts (default: the contact policy's per-offer window)."""
     rows = sorted(items, key=lambda i: (i.timestamp, i.decision_id, i.position))
     if not rows:
         raise ValidationError("no logged items to evaluate (is the period empty?)", "$.logs")
+    days = catalog.policy.per_offer.days if fatigue_days is None else fatigue_days
+    if not days > 0:
+        raise ValidationError(f"fatigue_days must be > 0, got {days}", "$.fatigue_days")
     offers = sorted({i.offer_id for i in rows} | set(catalog.offers) | {NONE})
     index = {oid: k for k, oid in enumerate(offers)}
+    service = {o.id for o in catalog.offers.values() if o.kind is OfferKind.SERVICE}
+    kind_of = np.array([0 if oid in service else 1 for oid in offers], dtype=np.int64)
     slots = max(max(i.position for i in rows), *(p.slots for p in catalog.placements.values()))
     n = len(rows)
     action = np.fromiter((index[i.offer_id] for i in rows), dtype=np.int64, count=n)
@@ -194,30 +286,42 @@ def evaluate_candidate(
         )
     # the candidate's distribution at each row's position, sparse: (row, action, probability)
     # entries, never a dense rows x offers x slots array (a week of a bank's logs is millions
-    # of rows); its contact caps applied to its own replayed impressions
+    # of rows); its contact caps applied to its own replayed impressions; with the earlier
+    # impressions of each action, the candidate's own (entries) and the logged ones (rows)
     entry_row: list[int] = []
     entry_action: list[int] = []
     entry_prob: list[float] = []
-    exposures = _Exposures(catalog)
+    entry_earlier: list[float] = []
+    row_earlier: list[float] = []
+    exposures = _Exposures(catalog, days)
+    logged = _Exposures(catalog, days)
     capped = 0
     decisions = 0
     start = 0
     for _, group in groupby(rows, key=lambda i: i.decision_id):
         members = list(group)
         first = members[0]
-        blocked = exposures.blocked(first.customer_id, first.timestamp) if replay_caps else ()
+        customer, now = first.customer_id, first.timestamp
+        blocked = exposures.blocked(customer, now) if replay_caps else ()
         candidates = first.candidates
         if blocked:
             candidates = [c for c in candidates if c not in blocked]
             capped += len(candidates) < len(first.candidates)
         marg = _marginals(catalog, first.placement, candidates, first.features)
-        exposures.record(first.customer_id, first.timestamp, marg)
+        if fatigue:
+            mine = exposures.counts(customer, now, days)
+            theirs = logged.counts(customer, now, days)
+            row_earlier.extend(theirs.get(item.offer_id, 0.0) for item in members)
+            logged.record(customer, now, [{item.offer_id: 1.0} for item in members])
+        exposures.record(customer, now, marg)
         for k, item in enumerate(members, start):
             r = item.position - 1
             for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
                 entry_row.append(k)
                 entry_action.append(index[oid])
                 entry_prob.append(p)
+                if fatigue:
+                    entry_earlier.append(mine.get(oid, 0.0))
         start += len(members)
         decisions += 1
     e_row = np.asarray(entry_row, dtype=np.int64)
@@ -229,6 +333,11 @@ def evaluate_candidate(
     seen = np.zeros((len(offers), slots), dtype=bool)
     seen[action, position] = True
     unsupported = np.bincount(e_row, weights=e_prob * ~seen[e_action, e_position], minlength=n)
+    cell = action * slots + position
+    e_cell = e_action * slots + e_position
+    none = np.arange(index[NONE] * slots, (index[NONE] + 1) * slots)
+    earlier = np.asarray(row_earlier, dtype=np.float64) if fatigue else None
+    e_earlier = np.asarray(entry_earlier, dtype=np.float64)
 
     rewards: list[Reward] = []
     for name, values in (
@@ -236,14 +345,16 @@ def evaluate_candidate(
         ("conversion", [float(i.converted) for i in rows]),
     ):
         reward = np.asarray(values)
-        base = float(reward.mean())
-        sums = np.zeros((len(offers), slots))
-        counts = np.zeros((len(offers), slots))
-        np.add.at(sums, (action, position), reward)
-        np.add.at(counts, (action, position), 1.0)
-        model = (sums + _SMOOTHING * base) / (counts + _SMOOTHING)
-        model[index[NONE], :] = 0.0
-        direct = np.bincount(e_row, weights=e_prob * model[e_action, e_position], minlength=n)
+        rates, log_fade = fit_reward_model(
+            reward, cell, len(offers) * slots, earlier, kind_of[action], len(_KINDS)
+        )
+        rates[none] = 0.0
+        q_direct = rates[e_cell]
+        factual = rates[cell]
+        if earlier is not None:
+            q_direct = q_direct * np.exp(log_fade[kind_of[e_action]] * e_earlier)
+            factual = factual * np.exp(log_fade[kind_of[action]] * earlier)
+        direct = np.bincount(e_row, weights=e_prob * q_direct, minlength=n)
         estimates = [
             estimate_rows(
                 estimator,
@@ -251,13 +362,16 @@ def evaluate_candidate(
                 weight=weight,
                 unsupported=unsupported,
                 direct=direct,
-                factual=model[action, position],
+                factual=factual,
                 random_state=random_state,
                 n_bootstrap=n_bootstrap,
             )
             for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
         ]
-        rewards.append(Reward(reward=name, logged=base, estimates=estimates))
+        fade = {k: float(math.exp(v)) for k, v in zip(_KINDS, log_fade, strict=False)}
+        rewards.append(
+            Reward(reward=name, logged=float(reward.mean()), estimates=estimates, fade=fade)
+        )
     not_exact = sum(1 for i in rows if i.propensity_kind != "exact")
     warnings: list[str] = []
     if not_exact:
