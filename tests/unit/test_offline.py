@@ -281,31 +281,39 @@ def test_a_conversion_after_login_credits_the_anonymous_click(greedy_catalog: Ca
     assert row.converted
 
 
+POOL = ["mortgage_rates", "car_loan_rates", "investing_start", "savings_offer"]
+
+
+def slot_one(decision: str, at: float, customer: str, offer: str, clicked: bool) -> LoggedItem:
+    """A logged home_feed decision that showed ``offer`` at the top, uniformly at random
+    among the four offers of ``POOL`` (propensity 1/4), with no features."""
+    return LoggedItem(
+        decision_id=decision,
+        timestamp=at,
+        customer_id=customer,
+        placement="home_feed",
+        position=1,
+        offer_id=offer,
+        propensity=0.25,
+        clicked=clicked,
+        converted=False,
+        candidates=POOL,
+        features={},
+    )
+
+
 def test_the_candidate_contact_caps_are_replayed_on_its_own_impressions(
     greedy_catalog: Catalog,
 ) -> None:
     """Random logs show a customer's favourite rarely; a greedy candidate would show it at
     every visit, so online its per-offer cap (3 a week) takes it away from the 4th visit on.
     The replay does the same: later clicks on it are not the candidate's."""
-    pool = ["mortgage_rates", "car_loan_rates", "investing_start", "savings_offer"]
-    marg = _marginals(greedy_catalog, "home_feed", pool, {})
+    marg = _marginals(greedy_catalog, "home_feed", POOL, {})
     favourite = next(iter(marg[0]))
-    other = next(oid for oid in pool if oid not in {next(iter(m)) for m in marg})
+    other = next(oid for oid in POOL if oid not in {next(iter(m)) for m in marg})
 
-    def visit(day: int, offer: str) -> LoggedItem:
-        return LoggedItem(
-            decision_id=f"d{day}",
-            timestamp=T0 + day * DAY / 2,  # two visits a day, 6 in three days
-            customer_id="c1",
-            placement="home_feed",
-            position=1,
-            offer_id=offer,
-            propensity=0.25,
-            clicked=True,
-            converted=False,
-            candidates=pool,
-            features={},
-        )
+    def visit(day: int, offer: str) -> LoggedItem:  # two visits a day, 6 in three days
+        return slot_one(f"d{day}", T0 + day * DAY / 2, "c1", offer, clicked=True)
 
     # visits 1, 2, 5, 6 logged the favourite at the top (and were clicked)
     items = [visit(d, favourite if d in (0, 1, 4, 5) else other) for d in range(6)]
@@ -359,32 +367,17 @@ def test_dr_counts_the_wear_out_of_a_candidate_that_repeats_its_favourite(
     all three visits of the week, so it meets the favourite at 0, 1 and 2 earlier
     impressions: the history-free reward model (and IPS) credit it with the fresher logged
     customers' clicks; the wear-out model finds the fade and DR lands on the truth."""
-    pool = ["mortgage_rates", "car_loan_rates", "investing_start", "savings_offer"]
-    assert all(greedy_catalog.offers[o].kind.value == "commercial" for o in pool)
+    assert all(greedy_catalog.offers[o].kind.value == "commercial" for o in POOL)
     rng = np.random.default_rng(11)
     base, fade = 0.3, 0.5
     items = []
     for c in range(3000):
         seen: dict[str, int] = {}
         for visit in range(3):
-            offer = pool[int(rng.integers(0, 4))]
+            offer = POOL[int(rng.integers(0, 4))]
             clicked = bool(rng.random() < base * fade ** seen.get(offer, 0))
             seen[offer] = seen.get(offer, 0) + 1
-            items.append(
-                LoggedItem(
-                    decision_id=f"d{c}-{visit}",
-                    timestamp=T0 + visit * DAY + c,
-                    customer_id=f"c{c}",
-                    placement="home_feed",
-                    position=1,
-                    offer_id=offer,
-                    propensity=0.25,
-                    clicked=clicked,
-                    converted=False,
-                    candidates=pool,
-                    features={},
-                )
-            )
+            items.append(slot_one(f"d{c}-{visit}", T0 + visit * DAY + c, f"c{c}", offer, clicked))
     truth = base * (1 + fade + fade**2) / 3
     worn = evaluate_candidate(items, greedy_catalog, n_bootstrap=20)
     free = evaluate_candidate(items, greedy_catalog, n_bootstrap=20, fatigue=False)
