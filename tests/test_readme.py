@@ -135,5 +135,5 @@ def test_readme_analyst_commands_run(tmp_path):
     assert "home_feed: contextual" in run.stdout
     assert "wrote " in run.stdout
     assert "click rate per slot" in run.stdout
-    assert "share kept per earlier impression: service" in run.stdout
+    assert "share kept per earlier impression: " in run.stdout
     assert "ips" in run.stdout

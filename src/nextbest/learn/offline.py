@@ -338,6 +338,7 @@ def evaluate_candidate(
     none = np.arange(index[NONE] * slots, (index[NONE] + 1) * slots)
     earlier = np.asarray(row_earlier, dtype=np.float64) if fatigue else None
     e_earlier = np.asarray(entry_earlier, dtype=np.float64)
+    kind_rows = np.bincount(kind_of[action], minlength=len(_KINDS)).tolist()
 
     rewards: list[Reward] = []
     for name, values in (
@@ -368,7 +369,11 @@ def evaluate_candidate(
             )
             for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
         ]
-        fade = {k: float(math.exp(v)) for k, v in zip(_KINDS, log_fade, strict=False)}
+        fade = {  # a kind the logs never showed has no fitted fade to report
+            k: float(math.exp(v))
+            for k, v, rows in zip(_KINDS, log_fade, kind_rows, strict=False)
+            if rows
+        }
         rewards.append(
             Reward(reward=name, logged=float(reward.mean()), estimates=estimates, fade=fade)
         )
