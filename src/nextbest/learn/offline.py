@@ -191,12 +191,14 @@ class _Exposures:
             out.update(commercial)
         return out
 
-    def counts(self, customer: str, now: float, days: float) -> dict[str, float]:
-        """Impressions of each offer to ``customer`` within ``days`` before ``now``."""
+    def counts(self, customer: str, now: float, days: float, offers: set[str]) -> dict[str, float]:
+        """Impressions of each of ``offers`` to ``customer`` within ``days`` before ``now``
+        (only the offers asked about: a long history is not summed for every offer)."""
         since = now - days * _DAY
         return {
             oid: sum(w for t, w in hits if since <= t < now)
             for oid, hits in self._recent(customer, now).items()
+            if oid in offers
         }
 
     def record(self, customer: str, now: float, marginals: list[dict[str, float]]) -> None:
@@ -309,8 +311,8 @@ def evaluate_candidate(
             capped += len(candidates) < len(first.candidates)
         marg = _marginals(catalog, first.placement, candidates, first.features)
         if fatigue:
-            mine = exposures.counts(customer, now, days)
-            theirs = logged.counts(customer, now, days)
+            mine = exposures.counts(customer, now, days, {o for slot in marg for o in slot})
+            theirs = logged.counts(customer, now, days, {item.offer_id for item in members})
             row_earlier.extend(theirs.get(item.offer_id, 0.0) for item in members)
             logged.record(customer, now, [{item.offer_id: 1.0} for item in members])
         exposures.record(customer, now, marg)
