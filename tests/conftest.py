@@ -100,9 +100,14 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serving(settings: Settings) -> Iterator[LiveServer]:
-    """A real uvicorn server on a free loopback port, in a thread, on ``settings``."""
-    engine = Engine.from_settings(settings)
+def serving(settings: Settings, new_id: Callable[[], str] | None = None) -> Iterator[LiveServer]:
+    """A real uvicorn server on a free loopback port, in a thread, on ``settings``
+    (``new_id``: the engine's decision ids, which seed its exploration)."""
+    engine = (
+        Engine.from_settings(settings)
+        if new_id is None
+        else Engine.from_settings(settings, new_id=new_id)
+    )
     app = create_app(engine, settings, flush_interval=0.05)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

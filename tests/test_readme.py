@@ -16,7 +16,17 @@ from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import SQLiteStore
-from tests.support import DAY, EXAMPLE_CATALOG, ROOT, T0, batch, feedback, identify
+from tests.conftest import make_settings, serving
+from tests.support import (
+    DAY,
+    EXAMPLE_CATALOG,
+    ROOT,
+    T0,
+    batch,
+    counter_ids,
+    feedback,
+    identify,
+)
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(sh|python)\n(.*?)```", README, re.S)
@@ -29,7 +39,16 @@ def _dev_keys(server_keys: dict[str, str], text: str) -> str:
 
 
 @pytest.fixture
-def keyed(live_server):
+def seeded_server(tmp_path):
+    """The example bank served with counted decision ids: each decision's exploration is
+    seeded by its id, so the README's answers are the same at every run."""
+    with serving(make_settings(tmp_path), new_id=counter_ids()) as server:
+        yield server
+
+
+@pytest.fixture
+def keyed(seeded_server):
+    live_server = seeded_server
     s = live_server.settings
     keys = {
         "dev-write-key": next(iter(s.write_keys)),

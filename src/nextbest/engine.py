@@ -126,7 +126,9 @@ class Engine:
         self._restore()
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Engine:
+    def from_settings(
+        cls, settings: Settings, clock: Clock | None = None, new_id: Callable[[], str] = _new_id
+    ) -> Engine:
         catalog = load_catalog(settings.catalog)
         if settings.data == ":memory:":
             store: EventStore = open_store(":memory:")
@@ -139,6 +141,7 @@ class Engine:
             decision_flush_every=settings.decision_flush_every,
             snapshot_every=settings.snapshot_every,
             freeze_gc=True,
+            new_id=new_id,
         )
 
     # ---------------------------------------------------------------- ingest
