@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from nextbest.errors import CatalogError, NextbestError
+from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationError
 from nextbest.settings import Settings
 
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
 
 app = typer.Typer(
     add_completion=False,
@@ -50,6 +53,19 @@ def _settings(catalog: str, data: str, **extra: object) -> Settings:
     return Settings.from_env(None, catalog=catalog, data=data, **extra)
 
 
+def _found(use_case: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a use case; a store that is not there (exit 1) or a bad option (exit 2) is said
+    plainly."""
+    try:
+        return use_case(*args, **kwargs)
+    except NotFound as exc:
+        _console("err").print(exc.message, markup=False)
+        raise typer.Exit(1) from exc
+    except ValidationError as exc:
+        _console("err").print(exc.message, markup=False)
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def serve(
     catalog: str = CatalogOpt,
@@ -64,7 +80,7 @@ def serve(
     import uvicorn
 
     from nextbest.api.app import create_app
-    from nextbest.engine import Engine
+    from nextbest.bootstrap import build_engine
 
     settings = _settings(catalog, data, host=host, port=port)
     if settings.uses_dev_keys and not dev and host not in ("127.0.0.1", "localhost", "::1"):
@@ -75,7 +91,7 @@ def serve(
         )
         raise typer.Exit(2)
     try:
-        engine = Engine.from_settings(settings)
+        engine = build_engine(settings)
     except CatalogError as exc:
         for problem in exc.problems:
             _console("err").print(f"[red]{problem}[/red]")
@@ -119,19 +135,9 @@ def replay(
     write: bool = typer.Option(False, "--write", help="Replace live state and snapshot."),
 ) -> None:
     """Rebuild every profile from the event log and compare with the stored state."""
-    from nextbest.engine import Engine
+    from nextbest.usecases import replay_store
 
-    if not Path(data).exists():
-        _console("err").print(f"no store at {data}")
-        raise typer.Exit(1)
-    engine = Engine.from_settings(_settings(catalog, data))
-    try:
-        report = engine.rebuild() if write else engine.replay()
-    finally:
-        if write:
-            engine.close()
-        else:
-            engine.store.close()
+    report = _found(replay_store, _settings(catalog, data), write)
     verdict = "identical" if report.identical else f"{len(report.differing)}+ differ"
     models = "identical" if report.models_identical else "differ"
     _console("out").print(
@@ -154,16 +160,9 @@ def models(
     """List each learning placement's model: kind, version, training count, top features."""
     import msgspec
 
-    from nextbest.engine import Engine
+    from nextbest.usecases import list_models
 
-    if not Path(data).exists():
-        _console("err").print(f"no store at {data}", markup=False)
-        raise typer.Exit(1)
-    engine = Engine.from_settings(_settings(catalog, data))
-    try:
-        listed = engine.models(top)
-    finally:
-        engine.store.close()
+    listed = _found(list_models, _settings(catalog, data), top)
     out = _console("out")
     if as_json:
         out.print(msgspec.json.encode(listed).decode(), markup=False, soft_wrap=True)
@@ -217,27 +216,6 @@ SinceOpt = typer.Option(None, "--since", help="From this time (ISO, UTC if naive
 UntilOpt = typer.Option(None, "--until", help="Before this time (ISO, UTC if naive).")
 
 
-def _logged(
-    catalog: str, data: str, since: str | None, until: str | None
-) -> tuple[list[Any], list[Any]]:
-    """(decisions, shown items with rewards) of a store, within the period."""
-    from nextbest.catalog.load import load_catalog
-    from nextbest.learn.logs import join_rewards
-    from nextbest.store.sqlite import SQLiteStore
-
-    lo, hi = _epoch(since, "--since"), _epoch(until, "--until")
-    if not Path(data).exists():
-        _console("err").print(f"no store at {data}", markup=False)
-        raise typer.Exit(1)
-    store = SQLiteStore(data)
-    try:
-        decisions = list(store.decisions(lo, hi))
-        items = join_rewards(decisions, (s.event for s in store.scan(0)), load_catalog(catalog))
-    finally:
-        store.close()
-    return decisions, items
-
-
 @export_app.command("decisions")
 def export_decisions(
     out: Path = ParquetOut,
@@ -248,11 +226,10 @@ def export_decisions(
 ) -> None:
     """Write the decision log (one row per shown item, with its click and conversion) to a
     Parquet file."""
-    from nextbest.store.export import write_decisions
+    from nextbest.usecases import export_decisions as export
 
-    decisions, items = _logged(catalog, data, since, until)
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
-    rows = write_decisions(decisions, out, rewards)
+    lo, hi = _epoch(since, "--since"), _epoch(until, "--until")
+    rows = _found(export, catalog, data, out, lo, hi)
     _console("out").print(f"wrote {rows} rows to {out}", markup=False)
 
 
@@ -280,22 +257,17 @@ def evaluate(
     fits how much an offer's rate fades per earlier impression to the same customer."""
     import msgspec
 
-    from nextbest.catalog.load import load_catalog
-    from nextbest.learn.offline import evaluate_candidate
-    from nextbest.store.export import read_logged_items
+    from nextbest.usecases import evaluate_policy
 
-    if logs.endswith(".parquet"):
-        if since or until:
-            _console("err").print("--since/--until apply to a store, not a file", markup=False)
-            raise typer.Exit(2)
-        items = read_logged_items(logs)
-    else:
-        items = _logged(catalog, logs, since, until)[1]
-    report = evaluate_candidate(
-        items,
-        load_catalog(policy),
-        random_state=seed,
+    report = _found(
+        evaluate_policy,
+        policy,
+        logs,
+        catalog,
+        since=_epoch(since, "--since"),
+        until=_epoch(until, "--until"),
         n_bootstrap=bootstrap,
+        seed=seed,
         fatigue=fatigue,
         fatigue_days=fatigue_days,
     )

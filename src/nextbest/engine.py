@@ -1,44 +1,44 @@
-"""The composition root: catalog + store + profiles + identity wired into one small API.
+"""The engine: a small facade over the core's components, built by ``bootstrap``.
 
     ingest(events)  -> durable append to the event log, then fold into live profiles
-    decide(...)     -> one profile read, the pure pipeline, the decision logged
+    decide(...)     -> one profile read, the pure pipeline, the decision journaled
     profile(id)     -> the live profile
     replay()        -> every profile rebuilt from the log alone
     close()         -> flush decisions, write a snapshot
 
-All calls hold one lock, so the log order is the fold order and a new event is visible to
-the very next decision.
+Live profiles and identities are a ``ProfileBook`` (pure), learned models a ``Learner``
+(pure), buffered and recent decisions a ``DecisionJournal``, the snapshot format is
+``store.snapshot``. The engine holds the locks: ingest appends under the write lock and folds
+under the state lock, so the log order is the fold order and a new event is visible to the
+very next decision.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.load import Catalog
 from nextbest.clock import Clock, SystemClock
 from nextbest.decide.feedback import check_feedback, is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
+from nextbest.decision_journal import DecisionJournal
 from nextbest.errors import ValidationError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import DEFAULT_LIMITS, Limits, parse_batch, parse_message
+from nextbest.guard.senders import Sender, check_decider, check_senders
 from nextbest.learn.learner import Learner, PlacementModel
-from nextbest.profile.fold import fold
-from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
+from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
-from nextbest.settings import Settings
-from nextbest.store import open_store
-from nextbest.store.port import EventStore, StateRow, StoredEvent
-from nextbest.store.sqlite import SQLiteStore
+from nextbest.store.port import StateRow, Stores
+from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_snapshot
 
 __all__ = ["Engine", "IngestResult", "ReplayReport"]
 
@@ -57,43 +57,15 @@ class ReplayReport(msgspec.Struct, frozen=True):
     models_identical: bool = True
 
 
-_PROFILE = "profile"
-_LEARNER = "learner"
-#: the learner row's companion: where the decision log ended when the learner was saved
-_DECISION_LOG = "decision_log_position"
-#: flushed decisions kept in memory for feedback joins
-_RECENT_DECISIONS = 100_000
-
-
-class _State:
-    """Live profiles and the identity map, folded from the log up to ``seq``.
-
-    ``dirty`` names the (kind, key) rows changed since the last save; ``replace`` says the
-    saved rows are stale as a whole (a new catalog, a rebuild) and must all be rewritten.
-    """
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.learner = Learner(catalog)
-        self.profiles: dict[str, Profile] = {}
-        self.identity = IdentityMap()
-        self.seq = 0
-        self.dirty: set[tuple[str, str]] = set()
-        self.replace = True
-
-
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode_profile = msgspec.msgpack.Decoder(Profile).decode
 
 
 class Engine:
     def __init__(
         self,
         catalog: Catalog,
-        store: EventStore,
+        stores: Stores,
         clock: Clock | None = None,
         *,
         limits: Limits = DEFAULT_LIMITS,
@@ -102,22 +74,23 @@ class Engine:
         snapshot_every: int = 50_000,
         freeze_gc: bool = False,
     ) -> None:
-        """``freeze_gc``: after restoring, move everything loaded out of the cyclic
+        """Built by ``nextbest.bootstrap.build_engine``, which chooses the stores.
+
+        ``freeze_gc``: after restoring, move everything loaded out of the cyclic
         collector's reach (``gc.freeze``), as a long-running server wants; process-wide."""
         self.catalog = catalog
-        self.store = store
+        self.event_log = stores.events
+        self.decision_log = stores.decisions
+        self.state_store = stores.state
+        self._close_stores = stores.close
         self.clock = clock or SystemClock()
         self.limits = limits
         self._new_id = new_id
         self._lock = threading.RLock()  # live state: fold and decide
         self._write_lock = threading.Lock()  # ingest: log order == fold order
         self._save_lock = threading.Lock()  # one state save at a time, cut and write in order
-        self._state = _State(catalog)
-        self._pending: dict[str, Decision] = {}
-        #: flushes appending outside the lock; a snapshot waits for none (``_flushed``)
-        self._flushing = 0
-        self._flushed = threading.Condition(self._lock)
-        self._recent: OrderedDict[str, Decision] = OrderedDict()
+        self._journal = DecisionJournal(stores.decisions)
+        self._book, self._learner = self._fresh()
         self._flush_every = decision_flush_every
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
@@ -125,24 +98,8 @@ class Engine:
         self._freeze_gc = freeze_gc
         self._restore()
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, clock: Clock | None = None, new_id: Callable[[], str] = _new_id
-    ) -> Engine:
-        catalog = load_catalog(settings.catalog)
-        if settings.data == ":memory:":
-            store: EventStore = open_store(":memory:")
-        else:
-            store = SQLiteStore(settings.data, synchronous=settings.sqlite_synchronous)
-        return cls(
-            catalog,
-            store,
-            clock,
-            decision_flush_every=settings.decision_flush_every,
-            snapshot_every=settings.snapshot_every,
-            freeze_gc=True,
-            new_id=new_id,
-        )
+    def _fresh(self) -> tuple[ProfileBook, Learner]:
+        return ProfileBook(self.catalog.matcher, self.catalog.fold_config), Learner(self.catalog)
 
     # ---------------------------------------------------------------- ingest
     def parse_batch(self, body: bytes) -> list[Event]:
@@ -167,15 +124,23 @@ class Engine:
         """
         with self._write_lock:
             joined = self._check_feedback(events, prefix)
-            seqs = self.store.append(events)
+            seqs = self.event_log.append(events)
             accepted = 0
             with self._lock:
                 for i, (seq, event) in enumerate(zip(seqs, events, strict=True)):
                     if seq is not None:
-                        self._apply(self._state, StoredEvent(seq, event), joined.get(i))
+                        self._apply(self._book, self._learner, seq, event, joined.get(i))
                         accepted += 1
                 self._since_snapshot += accepted
             return IngestResult(accepted, len(events) - accepted)
+
+    def ingest_as(
+        self, sender: Sender, events: Sequence[Event], prefix: str = "$.batch"
+    ) -> IngestResult:
+        """``ingest`` on behalf of a caller: Forbidden, and nothing stored, unless the
+        sender's key may send every one of the events (``guard.senders``)."""
+        check_senders(sender, events, prefix)
+        return self.ingest(events, prefix)
 
     def _check_feedback(self, events: Sequence[Event], prefix: str) -> dict[int, Decision]:
         """The decision each feedback event answers, by index; ValidationError otherwise."""
@@ -184,23 +149,14 @@ class Engine:
             if not is_feedback(event):
                 continue
             decision = self.decision(str(event.properties["decision_id"]))
-            same = decision is not None and self._same_customer(decision.customer_id, event)
+            if decision is None:
+                same = False
+            else:
+                with self._lock:
+                    same = self._book.same_customer(decision.customer_id, event)
             check_feedback(event, decision, same, f"{prefix}[{i}]" if prefix else "$")
             joined[i] = decision  # type: ignore[assignment]  # checked above
         return joined
-
-    def _same_customer(self, customer_id: str, event: Event) -> bool:
-        """The decision's customer is the event's: the id it was made for, or one profile."""
-        if customer_id.startswith(ANON_PREFIX):
-            if event.anonymous_id == customer_id[len(ANON_PREFIX) :]:
-                return True
-        elif event.user_id == customer_id:
-            return True
-        with self._lock:
-            identity = self._state.identity
-            return identity.resolve(event.user_id, event.anonymous_id) == identity.resolve_key(
-                customer_id
-            )
 
     @property
     def snapshot_due(self) -> bool:
@@ -208,41 +164,21 @@ class Engine:
         background task asks, so no ingest request waits for a save)."""
         return self._since_snapshot >= self._snapshot_every
 
-    def _profile_for(self, state: _State, key: str) -> Profile:
-        profile = state.profiles.get(key)
-        if profile is None:
-            user = None if key.startswith(ANON_PREFIX) else key
-            profile = state.profiles[key] = Profile(customer_id=key, user_id=user)
-        return profile
+    def _events_of(self, users: Iterable[str], anons: Iterable[str], upto: int) -> Iterable[Event]:
+        return (s.event for s in self.event_log.events_of(list(users), list(anons), upto))
 
-    def _apply(self, state: _State, stored: StoredEvent, decision: Decision | None = None) -> None:
-        event = stored.event
-        state.seq = max(state.seq, stored.seq)
+    def _apply(
+        self,
+        book: ProfileBook,
+        learner: Learner,
+        seq: int,
+        event: Event,
+        decision: Decision | None = None,
+    ) -> None:
         if is_feedback(event) and decision is None:
             decision = self.decision(str(event.properties.get("decision_id")))
-        state.learner.observe(event, decision)
-        links = state.identity.link(event)
-        key = state.identity.resolve(event.user_id, event.anonymous_id)
-        state.dirty.add((_PROFILE, key))
-        if links:
-            state.dirty.update(links)
-            self._rebuild(state, key, stored.seq)
-            return
-        fold(self._profile_for(state, key), event, self.catalog.matcher, self.catalog.fold_config)
-
-    def _rebuild(self, state: _State, user_key: str, upto: int) -> None:
-        """After a stitch: the user's profile is the fold of every linked id's events."""
-        users, anons = state.identity.ids_of(user_key)
-        for gone in [ANON_PREFIX + a for a in anons] + [u for u in users if u != user_key]:
-            if state.profiles.pop(gone, None) is not None:
-                state.dirty.add((_PROFILE, gone))
-        profile = state.profiles[user_key] = Profile(customer_id=user_key, user_id=user_key)
-        matcher, cfg = self.catalog.matcher, self.catalog.fold_config
-        for stored in self.store.events_of(users, anons, upto):
-            # a device's anonymous events, and the user's own: never another user's events
-            # that carried the same anonymousId (a shared device)
-            if stored.event.user_id is None or stored.event.user_id in users:
-                fold(profile, stored.event, matcher, cfg)
+        learner.observe(event, decision)
+        book.apply(seq, event, self._events_of)
 
     # ---------------------------------------------------------------- decide
     def decide(
@@ -261,59 +197,47 @@ class Engine:
         if not user_id and not anonymous_id:
             raise ValidationError("userId or anonymousId is required", "$.userId")
         with self._lock:
-            if anonymous_only and anonymous_id:
-                key = ANON_PREFIX + anonymous_id
-            else:
-                key = self._state.identity.resolve(user_id, anonymous_id)
-            profile = self._state.profiles.get(key) or Profile(
-                customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key
-            )
+            profile = self._book.for_decision(user_id, anonymous_id, anonymous_only)
             decision = run_pipeline(
                 self.catalog,
                 profile,
                 request,
                 self.clock.now(),
                 self._new_id(),
-                choose or self._state.learner.choose,
+                choose or self._learner.choose,
             )
-            self._pending[decision.decision_id] = decision
-            if len(self._pending) >= self._flush_every:  # backpressure; normally a timer flushes
-                self.flush()
+            if self._journal.add(decision) >= self._flush_every:
+                self.flush()  # backpressure; normally a timer flushes
             return decision
 
+    def decide_as(
+        self,
+        sender: Sender,
+        request: DecisionRequest,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+    ) -> Decision:
+        """``decide`` on behalf of a caller: Forbidden unless its key may decide for
+        ``user_id``; a public key holding only an anonymousId sees that device's anonymous
+        profile, never the customer it was stitched to (``guard.senders.check_decider``)."""
+        anonymous_only = check_decider(sender, user_id)
+        return self.decide(
+            request, user_id=user_id, anonymous_id=anonymous_id, anonymous_only=anonymous_only
+        )
+
     def decision(self, decision_id: str) -> Decision | None:
-        with self._lock:
-            found = self._pending.get(decision_id) or self._recent.get(decision_id)
-        return found if found is not None else self.store.decision(decision_id)
+        """A decision by id: buffered, recent, or from the decision log."""
+        return self._journal.get(decision_id)
 
     def flush(self) -> None:
         """Write buffered decisions to the decision log (the server calls this every second)."""
-        with self._lock:
-            pending = list(self._pending.values())
-            if not pending:
-                return
-            self._flushing += 1
-        appended = False
-        try:
-            self.store.append_decisions(pending)  # on failure they stay buffered
-            appended = True
-        finally:
-            with self._lock:  # logged and no longer pending in one step: a snapshot sees either
-                if appended:
-                    recent = self._recent
-                    for d in pending:
-                        self._pending.pop(d.decision_id, None)
-                        recent[d.decision_id] = d
-                    while len(recent) > _RECENT_DECISIONS:
-                        recent.popitem(last=False)
-                self._flushing -= 1
-                self._flushed.notify_all()
+        self._journal.flush()
 
     # ---------------------------------------------------------------- read
     def profile(self, customer_id: str) -> Profile | None:
         with self._lock:
-            key = self._state.identity.resolve(customer_id, None)
-            return self._state.profiles.get(key)
+            return self._book.get(customer_id)
 
     def profile_view(self, customer_id: str) -> dict[str, Any] | None:
         """The stored profile and what rules see of it now (interest, lifecycle, ...)."""
@@ -333,56 +257,66 @@ class Engine:
     def models(self, top: int = 10) -> list[PlacementModel]:
         """Each learning placement's model: kind, version, training count, top features."""
         with self._lock:
-            return self._state.learner.describe(top)
+            return self._learner.describe(top)
+
+    @property
+    def pending_views(self) -> int:
+        """Views the learner waits on (a click may still come) across learning placements."""
+        with self._lock:
+            return self._learner.pending_views
+
+    def model_state(self) -> bytes:
+        """The learner's whole state, serialised as a snapshot saves it (for comparisons)."""
+        with self._lock:
+            return self._learner.to_state()
 
     def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
         with self._lock:
-            return self._state.identity.resolve(user_id, anonymous_id)
+            return self._book.resolve(user_id, anonymous_id)
 
     @property
     def profile_count(self) -> int:
-        return len(self._state.profiles)
+        return len(self._book.profiles)
 
     def profiles(self) -> Iterable[Profile]:
         with self._lock:
-            return list(self._state.profiles.values())
+            return list(self._book.profiles.values())
 
     # ---------------------------------------------------------------- replay, snapshots
-    def _fold_log(self, state: _State, after: int = 0) -> int:
+    def _fold_log(self, book: ProfileBook, learner: Learner, after: int = 0) -> int:
         n = 0
-        for stored in self.store.scan(after):
-            self._apply(state, stored)
+        for stored in self.event_log.scan(after):
+            self._apply(book, learner, stored.seq, stored.event)
             n += 1
         return n
 
-    def _replayed(self) -> tuple[_State, ReplayReport]:
+    def _replayed(self) -> tuple[ProfileBook, Learner, ReplayReport]:
         self.flush()  # the decision log must hold every decision feedback may join
-        fresh = _State(self.catalog)
-        for decision in self.store.decisions():
-            fresh.learner.record_decision(decision)
-        n = self._fold_log(fresh)
-        live = self._state.profiles
+        book, learner = self._fresh()
+        for decision in self.decision_log.decisions():
+            learner.record_decision(decision)
+        n = self._fold_log(book, learner)
+        live, fresh = self._book.profiles, book.profiles
         enc = msgspec.msgpack.encode
         differing = sorted(
             k
-            for k in set(live) | set(fresh.profiles)
-            if k not in live or k not in fresh.profiles or enc(live[k]) != enc(fresh.profiles[k])
+            for k in set(live) | set(fresh)
+            if k not in live or k not in fresh or enc(live[k]) != enc(fresh[k])
         )
-        models_identical = fresh.learner.to_state() == self._state.learner.to_state()
-        return fresh, ReplayReport(
-            n, len(fresh.profiles), not differing, differing[:20], models_identical
-        )
+        models_identical = learner.to_state() == self._learner.to_state()
+        report = ReplayReport(n, len(fresh), not differing, differing[:20], models_identical)
+        return book, learner, report
 
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
         with self._write_lock, self._lock:  # no event appended but not yet folded
-            return self._replayed()[1]
+            return self._replayed()[2]
 
     def rebuild(self) -> ReplayReport:
         """Replace live state by a replay of the log, then save it whole."""
         with self._write_lock, self._lock:
-            fresh, report = self._replayed()
-            self._state = fresh  # a fresh state has replace=True: every row is rewritten
+            # a fresh book has replace=True: every row is rewritten
+            self._book, self._learner, report = self._replayed()
         self.snapshot()
         return report
 
@@ -392,97 +326,81 @@ class Engine:
         Rows are encoded under the state lock (a consistent cut) and written outside it; the
         save lock keeps an older cut from being written after a newer one. Decisions are
         flushed first: saved models never learned from a decision the log lacks. The learner
-        is saved with the decision log's position at the cut (``decision_log_position``,
-        under kind ``learner``: a version that cannot read it replays), its exploration
-        budgets without the decisions still pending then, so that a restart counts exactly
-        the decisions logged after that position.
+        is saved with the decision log's position at the cut, its exploration budgets without
+        the decisions still pending then, so that a restart counts exactly the decisions
+        logged after that position (``store.snapshot``).
         """
         self.flush()
         with self._save_lock:
             with self._lock:
-                # no flush appending now: each decision is in the log or pending, not both
-                self._flushed.wait_for(lambda: self._flushing == 0)
-                state = self._state
-                keys = (
-                    {(_PROFILE, k) for k in state.profiles}
-                    | {(LinkKind.ANON, a) for a in state.identity.anon_to_user}
-                    | {(LinkKind.ALIAS, a) for a in state.identity.alias_to_user}
-                    if state.replace
-                    else state.dirty
-                )
-                rows = [self._row(state, kind, key) for kind, key in keys]
-                learner = state.learner
-                if learner.dirty or state.replace:
+                book, learner = self._book, self._learner
+                keys = book.row_keys()
+                rows = [self._row(book, kind, key) for kind, key in keys]
+                saves_learner = learner.dirty or book.replace
+                if saves_learner:
                     # budgets as of the log's end now; a restart counts decisions after it
-                    body = learner.to_state(unlogged=list(self._pending.values()))
-                    rows.append(StateRow(_LEARNER, _LEARNER, body))
-                    position = str(self.store.decision_log_position()).encode()
-                    rows.append(StateRow(_LEARNER, _DECISION_LOG, position))
+                    pending, position = self._journal.cut()
+                    rows.extend(learner_rows(learner.to_state(unlogged=pending), position))
                     learner.dirty = False
-                replace, seq = state.replace, state.seq
-                state.dirty, state.replace = set(), False
+                replace, seq = book.replace, book.seq
+                book.dirty, book.replace = set(), False
                 self._since_snapshot = 0
             try:
-                self.store.save_state(seq, self.catalog.digest, rows, replace=replace)
+                self.state_store.save_state(seq, self.catalog.digest, rows, replace=replace)
             except BaseException:
                 with self._lock:  # not saved: save these rows next time
-                    state.dirty.update(keys)
-                    state.learner.dirty = True
-                    state.replace = state.replace or replace
+                    book.dirty.update(keys)
+                    learner.dirty = True
+                    book.replace = book.replace or replace
                 raise
 
     @staticmethod
-    def _row(state: _State, kind: str, key: str) -> StateRow:
-        if kind == _PROFILE:
-            profile = state.profiles.get(key)
-            return StateRow(kind, key, None if profile is None else _encode(profile))
-        target = state.identity.target(kind, key)
-        return StateRow(kind, key, None if target is None else target.encode())
+    def _row(book: ProfileBook, kind: str, key: str) -> StateRow:
+        if kind == PROFILE_ROW:
+            return profile_row(key, book.profiles.get(key))
+        return link_row(kind, key, book.link_target(kind, key))
 
     def _restore(self) -> None:
-        state = _State(self.catalog)
-        saved = self.store.load_state()
+        book, learner = self._fresh()
+        snap = read_snapshot(self.state_store.load_state(), self.catalog.digest)
         position: int | None = None  # the log position the saved budgets count up to
-        if saved is not None and saved.version == self.catalog.digest:
-            state.seq, state.replace = saved.seq, False
-            for row in saved.rows:
-                if row.body is None:
-                    continue
-                if row.kind == _PROFILE:
-                    state.profiles[row.key] = _decode_profile(row.body)
-                elif row.kind == _LEARNER and row.key == _DECISION_LOG:
-                    with contextlib.suppress(ValueError):  # unreadable: count the whole log
-                        position = int(row.body)
-                elif row.kind == _LEARNER:
-                    try:
-                        state.learner = Learner.from_state(self.catalog, row.body)
-                    except (msgspec.DecodeError, ValidationError):
-                        # a snapshot is a cache: one this version cannot read is replayed
-                        state, position = _State(self.catalog), None
-                        break
-                else:
-                    state.identity.load(row.kind, row.key, row.body.decode())
-        if state.learner.models:
+        if snap is not None:
+            try:
+                if snap.learner is not None:
+                    learner = Learner.from_state(self.catalog, snap.learner)
+            except (msgspec.DecodeError, ValidationError):
+                snap = None  # a snapshot is a cache: one this version cannot read is replayed
+        if snap is not None:
+            book.seq, book.replace = snap.seq, False
+            book.profiles.update(snap.profiles)
+            for kind, key, user in snap.links:
+                book.identity.load(kind, key, user)
+            position = snap.decision_log_position
+        if learner.models:
             # budgets count logged decisions: the saved ones up to ``position`` (saved with
             # them), the log's after it; without both, the whole log is counted
             if position is None:
-                state.learner.reset_budgets()
-                decisions = self.store.decisions()
+                learner.reset_budgets()
+                decisions = self.decision_log.decisions()
             else:
-                decisions = self.store.decisions_after(position)
+                decisions = self.decision_log.decisions_after(position)
             for decision in decisions:
-                state.learner.record_decision(decision)
-        self._fold_log(state, state.seq)
-        self._state = state
+                learner.record_decision(decision)
+        self._fold_log(book, learner, book.seq)
+        self._book, self._learner = book, learner
         if self._freeze_gc:  # what was just loaded lives as long as the process
             gc.freeze()
 
     def close(self) -> None:
-        """Flush decisions, write a snapshot and close the store; a second call does nothing."""
+        """Flush decisions, write a snapshot and close the stores; a second call does nothing."""
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
             self.flush()
             self.snapshot()
-            self.store.close()
+            self._close_stores()
+
+    def release(self) -> None:
+        """Close the stores without saving (a read-only look: replay, models)."""
+        self._close_stores()

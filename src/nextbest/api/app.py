@@ -29,9 +29,8 @@ from nextbest.api.errors import error_response
 from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine
-from nextbest.errors import AuthError, Forbidden, NextbestError, NotFound
+from nextbest.errors import AuthError, NextbestError, NotFound
 from nextbest.events.model import Event, EventType
-from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
 from nextbest.events.parse import SINGLE_MESSAGE, decode_json
 from nextbest.events.wire import WireBatch
 from nextbest.settings import Settings
@@ -72,33 +71,9 @@ def _ingested(accepted: int, duplicates: int) -> Response:
     return _json({"success": True, "accepted": accepted, "duplicates": duplicates})
 
 
-def _check_senders(principal: Principal, events: list[Event], prefix: str) -> None:
-    """A browser key speaks only for its own session: it may not merge identities, act for
-    another userId, or assert facts only the bank's systems know (balances, products)."""
-    browser = principal.kind is KeyKind.BROWSER
-    for i, event in enumerate(events):
-        where = f"{prefix}[{i}]" if prefix else "$"
-        if browser and event.type is EventType.ALIAS:
-            raise Forbidden(
-                f"a browser key may not send alias (at {where}.type): aliases "
-                "merge customers and must come from a server"
-            )
-        if browser and event.name in SERVER_ONLY_EVENTS:
-            raise Forbidden(f"a browser key may not send '{event.name}' (at {where}.event)")
-        if browser and (found := SERVER_ONLY_TRAITS.intersection(event.traits)):
-            raise Forbidden(f"a browser key may not set trait {min(found)!r} (at {where}.traits)")
-        if not principal.may_send_for(event.user_id):
-            raise Forbidden(
-                f"this key may not send events for userId {event.user_id!r} "
-                f"(at {where}.userId); send a customer token for it"
-            )
-
-
 def _ingest(ctx: Ctx, parse: Callable[[bytes], list[Event]], prefix: str) -> Response:
     """Parse, check the sender's rights and store: one threadpool call, off the event loop."""
-    events = parse(ctx.body)
-    _check_senders(ctx.principal, events, prefix)
-    result = ctx.engine.ingest(events, prefix)
+    result = ctx.engine.ingest_as(ctx.principal.sender, parse(ctx.body), prefix)
     return _ingested(result.accepted, result.duplicates)
 
 
@@ -118,12 +93,8 @@ def _single(kind: EventType) -> Handler:
 
 async def _decide(ctx: Ctx) -> Response:
     body: DecideBody = decode_json(ctx.body, DecideBody)
-    if not ctx.principal.may_decide_for(body.userId):
-        raise Forbidden(
-            "this key may decide only for its own session: send the customer "
-            "token that binds this userId, or use the anonymousId"
-        )
-    decision = ctx.engine.decide(
+    decision = ctx.engine.decide_as(
+        ctx.principal.sender,
         DecisionRequest(
             placement=body.placement,
             limit=body.limit,
@@ -132,9 +103,6 @@ async def _decide(ctx: Ctx) -> Response:
         ),
         user_id=body.userId,
         anonymous_id=body.anonymousId,
-        # a public key holding only an anonymousId sees that device's anonymous profile,
-        # never the logged-in customer it was stitched to: that needs a customer token
-        anonymous_only=body.userId is None and not ctx.principal.any_customer,
     )
     out = msgspec.to_builtins(decision)
     if not body.explain:

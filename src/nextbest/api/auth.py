@@ -21,6 +21,7 @@ import msgspec
 
 from nextbest.api.customer_token import verify_customer_token
 from nextbest.errors import AuthError, Forbidden
+from nextbest.guard.senders import KeyKind, Sender
 from nextbest.settings import Settings
 
 __all__ = ["KeyKind", "Principal", "Scope", "authenticate"]
@@ -31,14 +32,6 @@ class Scope(enum.StrEnum):
     EVENTS_WRITE = "events:write"
     DECIDE = "decide"
     PROFILES_READ = "profiles:read"
-    ADMIN = "admin"
-
-
-class KeyKind(enum.StrEnum):
-    NONE = "none"
-    WRITE = "write"
-    BROWSER = "browser"
-    SERVER = "server"
     ADMIN = "admin"
 
 
@@ -54,6 +47,9 @@ _SCOPES: dict[KeyKind, frozenset[Scope]] = {
 
 
 class Principal(msgspec.Struct, frozen=True):
+    """An authenticated caller: the routes its key reaches; what it may send and ask for is
+    the core's rule (``guard.senders``) over ``sender``."""
+
     kind: KeyKind
     #: the userId a valid customer token binds this session to, if any
     bound_user: str | None = None
@@ -63,24 +59,12 @@ class Principal(msgspec.Struct, frozen=True):
         return _SCOPES[self.kind]
 
     @property
-    def any_customer(self) -> bool:
-        """May act on any customer's data (server and admin keys)."""
-        return self.kind in (KeyKind.SERVER, KeyKind.ADMIN)
+    def sender(self) -> Sender:
+        return Sender(self.kind, self.bound_user)
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:
             raise Forbidden(f"a {self.kind.value} key may not use a route that needs {scope}")
-
-    def may_send_for(self, user_id: str | None) -> bool:
-        """Events: browser keys only for their own session; others for any id."""
-        if self.kind is not KeyKind.BROWSER or user_id is None:
-            return True
-        return self.bound_user == user_id
-
-    def may_decide_for(self, user_id: str | None) -> bool:
-        if self.any_customer or user_id is None:
-            return True
-        return self.bound_user == user_id
 
 
 def _key_from_header(header: str | None) -> str | None:

@@ -32,11 +32,12 @@ from typing import Any
 import msgspec
 import orjson
 
+from nextbest.bootstrap import MEMORY, build_engine
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
-from nextbest.engine import Engine
 from nextbest.experiments.assignment import Arm, assign
+from nextbest.settings import Settings
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import NextbestPolicy, Policy, make_policy
@@ -44,7 +45,6 @@ from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel, load_params
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
 from nextbest.sim.world import CustomerSim, Message, iso
-from nextbest.store import MemoryStore
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -136,11 +136,12 @@ class SiteLoop:
         self.seed = seed
         self.clock = FixedClock(0.0)
         count = itertools.count(1)
-        self.engine = Engine(
-            catalog,
-            MemoryStore(),
+        self.engine = build_engine(
+            Settings(data=MEMORY),
             self.clock,
+            catalog=catalog,
             new_id=lambda: f"{policy.name}-{next(count):08d}",
+            freeze_gc=False,
         )
         self.model = model
         self.sims = [

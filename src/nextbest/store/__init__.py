@@ -1,22 +1,28 @@
-"""Storage adapters: the event log (the truth), decisions and saved derived state."""
+"""Storage adapters: the event log (the truth), the decision log and saved derived state.
 
-from nextbest.store.memory import MemoryStore
-from nextbest.store.port import EventStore, SavedState, StateRow, StoredEvent
-from nextbest.store.sqlite import SQLiteStore
+Which backend serves each port is chosen in one place only: ``nextbest.bootstrap``.
+"""
+
+from nextbest.store.memory import memory_stores
+from nextbest.store.port import (
+    DecisionLog,
+    EventLog,
+    SavedState,
+    StateRow,
+    StateStore,
+    StoredEvent,
+    Stores,
+)
+from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
-    "EventStore",
-    "MemoryStore",
-    "SQLiteStore",
+    "DecisionLog",
+    "EventLog",
     "SavedState",
     "StateRow",
+    "StateStore",
     "StoredEvent",
-    "open_store",
+    "Stores",
+    "memory_stores",
+    "sqlite_stores",
 ]
-
-
-def open_store(url: str) -> EventStore:
-    """``:memory:`` for the in-memory twin, otherwise a SQLite file path."""
-    if url == ":memory:":
-        return MemoryStore()
-    return SQLiteStore(url)

@@ -1,4 +1,4 @@
-"""The in-memory twin of the store port: same contract, no I/O (tests, simulations)."""
+"""The in-memory twins of the store ports: same contracts, no I/O (tests, simulations)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ from collections.abc import Collection, Iterator, Sequence
 
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
-from nextbest.store.port import SavedState, StateRow, StoredEvent
+from nextbest.store.port import SavedState, StateRow, StoredEvent, Stores
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryDecisionLog", "MemoryEventLog", "MemoryStateStore", "memory_stores"]
 
 
-class MemoryStore:
+def memory_stores() -> Stores:
+    """A fresh twin of each port."""
+    return Stores(MemoryEventLog(), MemoryDecisionLog(), MemoryStateStore(), lambda: None)
+
+
+class MemoryEventLog:
     def __init__(self) -> None:
         self._events: list[StoredEvent] = []
         self._ids: set[str] = set()
-        self._decisions: dict[str, Decision] = {}
-        #: decision id -> its place in the log (the count of appends when it was added)
-        self._positions: dict[str, int] = {}
-        self._appended = 0
-        self._state: dict[tuple[str, str], bytes] = {}
-        self._watermark: tuple[int, str] | None = None
         self._by_user: dict[str, list[StoredEvent]] = {}
         self._by_anon: dict[str, list[StoredEvent]] = {}
 
@@ -57,6 +56,14 @@ class MemoryStore:
     def count(self) -> int:
         return len(self._events)
 
+
+class MemoryDecisionLog:
+    def __init__(self) -> None:
+        self._decisions: dict[str, Decision] = {}
+        #: decision id -> its place in the log (the count of appends when it was added)
+        self._positions: dict[str, int] = {}
+        self._appended = 0
+
     def append_decisions(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
             if d.decision_id in self._decisions:  # logged already: a decision never changes
@@ -84,6 +91,12 @@ class MemoryStore:
         found.sort(key=lambda d: (d.timestamp, d.decision_id))
         return iter(found)
 
+
+class MemoryStateStore:
+    def __init__(self) -> None:
+        self._state: dict[tuple[str, str], bytes] = {}
+        self._watermark: tuple[int, str] | None = None
+
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
     ) -> None:
@@ -101,6 +114,3 @@ class MemoryStore:
             return None
         rows = [StateRow(k, key, body) for (k, key), body in self._state.items()]
         return SavedState(*self._watermark, iter(rows))
-
-    def close(self) -> None:
-        return None

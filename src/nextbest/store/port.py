@@ -1,14 +1,27 @@
-"""The store port. Every backend passes one contract suite (tests/contract)."""
+"""The store ports: the event log, the decision log and saved state.
+
+Three Protocols, each with its own contract suite run over every backend (tests/contract), so
+each can live on its own kind of server (the event log on a stream, decisions in SQL, live
+state in a key-value store). ``Stores`` bundles one of each for the composition root.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
 
-__all__ = ["EventStore", "SavedState", "StateRow", "StoredEvent"]
+__all__ = [
+    "DecisionLog",
+    "EventLog",
+    "SavedState",
+    "StateRow",
+    "StateStore",
+    "StoredEvent",
+    "Stores",
+]
 
 
 class StoredEvent(NamedTuple):
@@ -32,7 +45,9 @@ class SavedState(NamedTuple):
     rows: Iterator[StateRow]
 
 
-class EventStore(Protocol):
+class EventLog(Protocol):
+    """The truth: every accepted event, in order, deduplicated by messageId."""
+
     def append(self, events: Sequence[Event]) -> list[int | None]:
         """Durably append, all or nothing; a seq per event, None for a duplicate messageId."""
         ...
@@ -50,6 +65,10 @@ class EventStore(Protocol):
     def last_seq(self) -> int: ...
 
     def count(self) -> int: ...
+
+
+class DecisionLog(Protocol):
+    """Every decision as it was taken: for feedback joins, learning, evaluation and audit."""
 
     def append_decisions(self, decisions: Sequence[Decision]) -> None:
         """Log decisions, all or none. A decision id logged already is left as it was (a
@@ -75,6 +94,11 @@ class EventStore(Protocol):
         order they were appended."""
         ...
 
+
+class StateStore(Protocol):
+    """Derived state saved as rows (profiles, identity links, models) with the event log
+    position it was folded up to: a cache a restart starts from, never the truth."""
+
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
     ) -> None:
@@ -86,4 +110,11 @@ class EventStore(Protocol):
         """The saved state, or None when nothing was ever saved."""
         ...
 
-    def close(self) -> None: ...
+
+class Stores(NamedTuple):
+    """One backend per port, and how to release them all (``close``, once)."""
+
+    events: EventLog
+    decisions: DecisionLog
+    state: StateStore
+    close: Callable[[], None]

@@ -1,6 +1,7 @@
-"""Embedded SQLite (WAL) store: the event log, decisions and saved state in one file.
+"""Embedded SQLite (WAL): the event log, the decision log and saved state in one file.
 
-sqlite3 errors never leave this module: ``_translated`` maps them to StoreError classes.
+One ``SQLiteDatabase`` (a connection guarded by a lock) serves the three ports, each its own
+class. sqlite3 errors never leave this module: ``_translated`` maps them to StoreError classes.
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError, StoreUnavailable
 from nextbest.events.model import Event
-from nextbest.store.port import SavedState, StateRow, StoredEvent
+from nextbest.store.port import SavedState, StateRow, StoredEvent, Stores
 
-__all__ = ["SQLiteStore"]
+__all__ = [
+    "SQLiteDatabase",
+    "SQLiteDecisionLog",
+    "SQLiteEventLog",
+    "SQLiteStateStore",
+    "sqlite_stores",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -85,17 +93,20 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("COMMIT")
 
 
-class SQLiteStore:
+def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
+    """The three ports on one SQLite file (one connection: one durable commit each)."""
+    db = SQLiteDatabase(path, synchronous)
+    return Stores(SQLiteEventLog(db), SQLiteDecisionLog(db), SQLiteStateStore(db), db.close)
+
+
+class SQLiteDatabase:
     """One connection guarded by a lock; ``synchronous=FULL`` by default (durable commits)."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in _SYNC:
             raise StoreError(f"synchronous must be one of {sorted(_SYNC)}")
         self.path = str(path)
-        self._lock = threading.Lock()
-        self._event_enc = msgspec.json.Encoder()
-        self._event_dec = msgspec.json.Decoder(Event)
-        self._decision_dec = msgspec.json.Decoder(Decision)
+        self.lock = threading.Lock()
         with _translated("open"):
             if self.path != ":memory:":
                 try:
@@ -104,18 +115,45 @@ class SQLiteStore:
                     raise StoreUnavailable(
                         f"cannot create {Path(self.path).parent}: {exc}"
                     ) from exc
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self.connection = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None
+            )
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self.connection.execute("PRAGMA busy_timeout=5000")
             # checkpoint the WAL every ~40 MB rather than every 4 MB: fewer, larger copies
-            self._db.execute("PRAGMA wal_autocheckpoint=10000")
-            self._db.executescript(_SCHEMA)
+            self.connection.execute("PRAGMA wal_autocheckpoint=10000")
+            self.connection.executescript(_SCHEMA)
+
+    @contextmanager
+    def writing(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One locked transaction; sqlite3 errors translated."""
+        with self.lock, _translated(action), _transaction(self.connection) as db:
+            yield db
+
+    def fetch(self, action: str, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self.lock, _translated(action):
+            return self.connection.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str) -> int:
+        rows = self.fetch("read", sql)
+        return int(rows[0][0] or 0) if rows else 0
+
+    def close(self) -> None:
+        with self.lock, _translated("close"):
+            self.connection.close()
+
+
+class SQLiteEventLog:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+        self._event_enc = msgspec.json.Encoder()
+        self._event_dec = msgspec.json.Decoder(Event)
 
     def append(self, events: Sequence[Event]) -> list[int | None]:
         out: list[int | None] = []
         enc = self._event_enc.encode
-        with self._lock, _translated("append"), _transaction(self._db) as db:
+        with self.db.writing("append") as db:
             cur = db.cursor()
             for e in events:
                 cur.execute(
@@ -128,8 +166,7 @@ class SQLiteStore:
 
     def _rows(self, sql: str, params: Sequence[object]) -> list[StoredEvent]:
         dec = self._event_dec.decode
-        with self._lock, _translated("read"):
-            rows = self._db.execute(sql, params).fetchall()
+        rows = self.db.fetch("read", sql, params)
         return [StoredEvent(seq, dec(body)) for seq, body in rows]
 
     def scan(self, after: int = 0) -> Iterator[StoredEvent]:
@@ -159,23 +196,24 @@ class SQLiteStore:
         )
         return self._rows(sql, [*users, *anons, upto])
 
-    def _scalar(self, sql: str) -> int:
-        with self._lock, _translated("read"):
-            row = self._db.execute(sql).fetchone()
-        return int(row[0] or 0)
-
     def last_seq(self) -> int:
-        return self._scalar("SELECT MAX(seq) FROM events")
+        return self.db.scalar("SELECT MAX(seq) FROM events")
 
     def count(self) -> int:
-        return self._scalar("SELECT COUNT(*) FROM events")
+        return self.db.scalar("SELECT COUNT(*) FROM events")
+
+
+class SQLiteDecisionLog:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+        self._decision_dec = msgspec.json.Decoder(Decision)
 
     def append_decisions(self, decisions: Sequence[Decision]) -> None:
         if not decisions:
             return
         enc = msgspec.json.encode
         rows = [(d.decision_id, d.customer_id, d.placement, d.timestamp, enc(d)) for d in decisions]
-        with self._lock, _translated("append decisions"), _transaction(self._db) as db:
+        with self.db.writing("append decisions") as db:
             db.executemany(
                 "INSERT OR IGNORE INTO decisions(decision_id, customer_id, placement, "
                 "timestamp, body) VALUES (?, ?, ?, ?, ?)",
@@ -183,11 +221,10 @@ class SQLiteStore:
             )
 
     def decision(self, decision_id: str) -> Decision | None:
-        with self._lock, _translated("read decision"):
-            row = self._db.execute(
-                "SELECT body FROM decisions WHERE decision_id = ?", (decision_id,)
-            ).fetchone()
-        return self._decision_dec.decode(row[0]) if row else None
+        rows = self.db.fetch(
+            "read decision", "SELECT body FROM decisions WHERE decision_id = ?", (decision_id,)
+        )
+        return self._decision_dec.decode(rows[0][0]) if rows else None
 
     def decisions(
         self, since: float | None = None, until: float | None = None
@@ -196,13 +233,13 @@ class SQLiteStore:
         hi = math.inf if until is None else until
         last: tuple[float, str] = (lo, "")
         while True:  # in pages, so the lock is never held for the whole log
-            with self._lock, _translated("read decisions"):
-                rows = self._db.execute(
-                    "SELECT timestamp, decision_id, body FROM decisions "
-                    "WHERE (timestamp, decision_id) > (?, ?) AND timestamp < ? "
-                    "ORDER BY timestamp, decision_id LIMIT ?",
-                    (last[0], last[1], hi, _PAGE),
-                ).fetchall()
+            rows = self.db.fetch(
+                "read decisions",
+                "SELECT timestamp, decision_id, body FROM decisions "
+                "WHERE (timestamp, decision_id) > (?, ?) AND timestamp < ? "
+                "ORDER BY timestamp, decision_id LIMIT ?",
+                (last[0], last[1], hi, _PAGE),
+            )
             for ts, decision_id, body in rows:
                 yield self._decision_dec.decode(body)
                 last = (ts, decision_id)
@@ -212,28 +249,33 @@ class SQLiteStore:
     def decision_log_position(self) -> int:
         # the rowid: an append takes one above every row's (rows are never replaced, and not
         # deleted yet: erasure must keep positions from being handed out again, AUTOINCREMENT)
-        return self._scalar("SELECT MAX(rowid) FROM decisions")
+        return self.db.scalar("SELECT MAX(rowid) FROM decisions")
 
     def decisions_after(self, position: int) -> Iterator[Decision]:
         last = position
         while True:  # in pages, so the lock is never held for the whole log
-            with self._lock, _translated("read decisions"):
-                rows = self._db.execute(
-                    "SELECT rowid, body FROM decisions WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (last, _PAGE),
-                ).fetchall()
+            rows = self.db.fetch(
+                "read decisions",
+                "SELECT rowid, body FROM decisions WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (last, _PAGE),
+            )
             for rowid, body in rows:
                 yield self._decision_dec.decode(body)
                 last = rowid
             if len(rows) < _PAGE:
                 return
 
+
+class SQLiteStateStore:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
     def save_state(
         self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
     ) -> None:
         upserts = [(r.kind, r.key, r.body) for r in rows if r.body is not None]
         deletes = [(r.kind, r.key) for r in rows if r.body is None]
-        with self._lock, _translated("save state"), _transaction(self._db) as db:
+        with self.db.writing("save state") as db:
             if replace:
                 db.execute("DELETE FROM state")
             db.executemany("DELETE FROM state WHERE kind = ? AND key = ?", deletes)
@@ -246,27 +288,22 @@ class SQLiteStore:
             )
 
     def load_state(self) -> SavedState | None:
-        with self._lock, _translated("load state"):
-            mark = self._db.execute("SELECT seq, version FROM state_watermark").fetchone()
-        if mark is None:
+        marks = self.db.fetch("load state", "SELECT seq, version FROM state_watermark")
+        if not marks:
             return None
-        return SavedState(int(mark[0]), str(mark[1]), self._state_rows())
+        return SavedState(int(marks[0][0]), str(marks[0][1]), self._state_rows())
 
     def _state_rows(self) -> Iterator[StateRow]:
         after: tuple[str, str] = ("", "")
         while True:
-            with self._lock, _translated("load state"):
-                rows = self._db.execute(
-                    "SELECT kind, key, body FROM state WHERE (kind, key) > (?, ?) "
-                    "ORDER BY kind, key LIMIT 10000",
-                    after,
-                ).fetchall()
+            rows = self.db.fetch(
+                "load state",
+                "SELECT kind, key, body FROM state WHERE (kind, key) > (?, ?) "
+                "ORDER BY kind, key LIMIT 10000",
+                after,
+            )
             for kind, key, body in rows:
                 yield StateRow(kind, key, bytes(body))
             if len(rows) < 10_000:
                 return
             after = (rows[-1][0], rows[-1][1])
-
-    def close(self) -> None:
-        with self._lock, _translated("close"):
-            self._db.close()

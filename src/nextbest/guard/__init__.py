@@ -1,0 +1,5 @@
+"""Who may do what: senders' rights over events and decisions (pure)."""
+
+from nextbest.guard.senders import KeyKind, Sender, check_decider, check_senders
+
+__all__ = ["KeyKind", "Sender", "check_decider", "check_senders"]

@@ -1,0 +1,90 @@
+"""What a sender may say and ask, by the kind of key it holds. Pure: no keys, no I/O.
+
+write    a source write key (server-side SDKs): events for any id; decisions for an
+         anonymousId, or a userId with a customer token
+browser  a public browser key: events and decisions only for the session it holds (an
+         anonymousId, or the userId its customer token binds); never aliases, nor facts
+         only the bank's systems know (balances, products)
+server   the bank's backends: events and decisions for anyone
+admin    everything
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import msgspec
+
+from nextbest.errors import Forbidden
+from nextbest.events.model import Event, EventType
+from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
+
+__all__ = ["KeyKind", "Sender", "check_decider", "check_senders"]
+
+
+class KeyKind(enum.StrEnum):
+    NONE = "none"
+    WRITE = "write"
+    BROWSER = "browser"
+    SERVER = "server"
+    ADMIN = "admin"
+
+
+class Sender(msgspec.Struct, frozen=True):
+    """A caller: the kind of key it holds, and the userId a valid customer token binds it
+    to, if any."""
+
+    kind: KeyKind
+    bound_user: str | None = None
+
+    @property
+    def any_customer(self) -> bool:
+        """May act on any customer's data (server and admin keys)."""
+        return self.kind in (KeyKind.SERVER, KeyKind.ADMIN)
+
+    def may_send_for(self, user_id: str | None) -> bool:
+        """Events: browser keys only for their own session; others for any id."""
+        if self.kind is not KeyKind.BROWSER or user_id is None:
+            return True
+        return self.bound_user == user_id
+
+    def may_decide_for(self, user_id: str | None) -> bool:
+        if self.any_customer or user_id is None:
+            return True
+        return self.bound_user == user_id
+
+
+def check_senders(sender: Sender, events: Sequence[Event], prefix: str) -> None:
+    """Forbidden (naming the message and field) unless ``sender`` may send every event:
+    a browser key speaks only for its own session, may not merge identities, and may not
+    assert facts only the bank's systems know."""
+    browser = sender.kind is KeyKind.BROWSER
+    for i, event in enumerate(events):
+        where = f"{prefix}[{i}]" if prefix else "$"
+        if browser and event.type is EventType.ALIAS:
+            raise Forbidden(
+                f"a browser key may not send alias (at {where}.type): aliases "
+                "merge customers and must come from a server"
+            )
+        if browser and event.name in SERVER_ONLY_EVENTS:
+            raise Forbidden(f"a browser key may not send '{event.name}' (at {where}.event)")
+        if browser and (found := SERVER_ONLY_TRAITS.intersection(event.traits)):
+            raise Forbidden(f"a browser key may not set trait {min(found)!r} (at {where}.traits)")
+        if not sender.may_send_for(event.user_id):
+            raise Forbidden(
+                f"this key may not send events for userId {event.user_id!r} "
+                f"(at {where}.userId); send a customer token for it"
+            )
+
+
+def check_decider(sender: Sender, user_id: str | None) -> bool:
+    """Forbidden unless ``sender`` may decide for ``user_id``; True when the decision must
+    see only the device's anonymous profile (a public key holding only an anonymousId never
+    sees the logged-in customer it was stitched to: that needs a customer token)."""
+    if not sender.may_decide_for(user_id):
+        raise Forbidden(
+            "this key may decide only for its own session: send the customer "
+            "token that binds this userId, or use the anonymousId"
+        )
+    return user_id is None and not sender.any_customer

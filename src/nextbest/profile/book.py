@@ -1,0 +1,123 @@
+"""The profile book: every live profile and the identity map, folded from the event log.
+
+Pure: events come in with their log position; after a stitch (``identify`` or ``alias``
+linking ids) the user's profile is rebuilt from its ids' events, which the caller supplies
+through an ``events_of`` callable (the event log's read by customer). ``dirty`` names the
+(kind, key) rows changed since the last save; ``replace`` says the saved rows are stale as a
+whole (a new catalog, a rebuild) and must all be rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+
+from nextbest.events.model import Event
+from nextbest.profile.fold import FoldConfig, fold
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
+from nextbest.profile.model import Profile
+from nextbest.profile.topics import TopicMatcher
+
+__all__ = ["PROFILE_ROW", "EventsOf", "ProfileBook", "new_profile", "shared_device_event"]
+
+#: the saved-row kind of a profile (identity links are saved under their ``LinkKind``)
+PROFILE_ROW = "profile"
+
+#: the events carrying any of these userIds or anonymousIds, with seq <= upto, in seq order
+EventsOf = Callable[[Collection[str], Collection[str], int], Iterable[Event]]
+
+
+def new_profile(key: str) -> Profile:
+    """An empty profile for a customer key (a userId, or ``anon:<anonymousId>``)."""
+    return Profile(customer_id=key, user_id=None if key.startswith(ANON_PREFIX) else key)
+
+
+class ProfileBook:
+    def __init__(self, matcher: TopicMatcher, fold_config: FoldConfig) -> None:
+        self.matcher = matcher
+        self.fold_config = fold_config
+        self.profiles: dict[str, Profile] = {}
+        self.identity = IdentityMap()
+        #: the log position folded up to
+        self.seq = 0
+        self.dirty: set[tuple[str, str]] = set()
+        self.replace = True
+
+    # ------------------------------------------------------------------ folding
+    def apply(self, seq: int, event: Event, events_of: EventsOf) -> None:
+        """Fold one logged event; a stitch rebuilds the user's profile from ``events_of``."""
+        self.seq = max(self.seq, seq)
+        links = self.identity.link(event)
+        key = self.identity.resolve(event.user_id, event.anonymous_id)
+        self.dirty.add((PROFILE_ROW, key))
+        if links:
+            self.dirty.update(links)
+            self._rebuild(key, seq, events_of)
+            return
+        profile = self.profiles.get(key)
+        if profile is None:
+            profile = self.profiles[key] = new_profile(key)
+        fold(profile, event, self.matcher, self.fold_config)
+
+    def _rebuild(self, user_key: str, upto: int, events_of: EventsOf) -> None:
+        """After a stitch: the user's profile is the fold of every linked id's events."""
+        users, anons = self.identity.ids_of(user_key)
+        for gone in [ANON_PREFIX + a for a in anons] + [u for u in users if u != user_key]:
+            if self.profiles.pop(gone, None) is not None:
+                self.dirty.add((PROFILE_ROW, gone))
+        profile = self.profiles[user_key] = new_profile(user_key)
+        for event in events_of(users, anons, upto):
+            if shared_device_event(event, users):
+                continue
+            fold(profile, event, self.matcher, self.fold_config)
+
+    # ------------------------------------------------------------------ reading
+    def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
+        return self.identity.resolve(user_id, anonymous_id)
+
+    def get(self, customer_id: str) -> Profile | None:
+        """The live profile of a userId (followed through aliases), if any."""
+        return self.profiles.get(self.identity.resolve(customer_id, None))
+
+    def for_decision(
+        self, user_id: str | None, anonymous_id: str | None, anonymous_only: bool
+    ) -> Profile:
+        """The profile a decision reads: the customer's, or (``anonymous_only``) only what the
+        device did anonymously; an empty one for a stranger."""
+        if anonymous_only and anonymous_id:
+            key = ANON_PREFIX + anonymous_id
+        else:
+            key = self.identity.resolve(user_id, anonymous_id)
+        return self.profiles.get(key) or new_profile(key)
+
+    def same_customer(self, customer_key: str, event: Event) -> bool:
+        """``event`` comes from the customer ``customer_key`` (a decision's customer): the id
+        it was made for, or any id that now resolves to the same profile."""
+        if customer_key.startswith(ANON_PREFIX):
+            if event.anonymous_id == customer_key[len(ANON_PREFIX) :]:
+                return True
+        elif event.user_id == customer_key:
+            return True
+        identity = self.identity
+        return identity.resolve(event.user_id, event.anonymous_id) == identity.resolve_key(
+            customer_key
+        )
+
+    # ------------------------------------------------------------------ saving
+    def row_keys(self) -> set[tuple[str, str]]:
+        """The (kind, key) rows to save: all of them after a replace, else the dirty ones."""
+        if not self.replace:
+            return set(self.dirty)
+        return (
+            {(PROFILE_ROW, k) for k in self.profiles}
+            | {(LinkKind.ANON.value, a) for a in self.identity.anon_to_user}
+            | {(LinkKind.ALIAS.value, a) for a in self.identity.alias_to_user}
+        )
+
+    def link_target(self, kind: str, key: str) -> str | None:
+        return self.identity.target(kind, key)
+
+
+def shared_device_event(event: Event, users: Collection[str]) -> bool:
+    """An event another user sent from a device this customer also used: a stitch never
+    folds another user's events into this profile (a shared family tablet)."""
+    return event.user_id is not None and event.user_id not in users

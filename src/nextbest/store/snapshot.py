@@ -1,0 +1,79 @@
+"""The snapshot format: how live state is saved as rows of the state port, and read back.
+
+Rows: ``profile/<customer key>`` (a msgpack Profile), ``anon/<anonymousId>`` and
+``alias/<previous id>`` (the userId linked, UTF-8), ``learner/learner`` (the learner's own
+bytes) with its companion ``learner/decision_log_position`` (where the decision log ended when
+the learner was saved: a restart counts only the decisions logged after it). A snapshot is a
+cache: one folded under another catalog, or unreadable, is replayed from the logs instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import msgspec
+
+from nextbest.profile.book import PROFILE_ROW
+from nextbest.profile.model import Profile
+from nextbest.store.port import SavedState, StateRow
+
+__all__ = ["LEARNER_ROW", "Snapshot", "learner_rows", "link_row", "profile_row", "read_snapshot"]
+
+LEARNER_ROW = "learner"
+#: the learner row's companion: where the decision log ended when the learner was saved
+_DECISION_LOG = "decision_log_position"
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_profile = msgspec.msgpack.Decoder(Profile).decode
+
+
+class Snapshot(NamedTuple):
+    """Saved state as a restart reads it."""
+
+    #: the event log position it was folded up to
+    seq: int
+    profiles: dict[str, Profile]
+    #: (kind, key, userId) identity links
+    links: list[tuple[str, str, str]]
+    learner: bytes | None
+    #: the decision log position the learner's budgets count up to (None: count the whole log)
+    decision_log_position: int | None
+
+
+def profile_row(key: str, profile: Profile | None) -> StateRow:
+    return StateRow(PROFILE_ROW, key, None if profile is None else _encode(profile))
+
+
+def link_row(kind: str, key: str, target: str | None) -> StateRow:
+    return StateRow(kind, key, None if target is None else target.encode())
+
+
+def learner_rows(body: bytes, decision_log_position: int) -> list[StateRow]:
+    return [
+        StateRow(LEARNER_ROW, LEARNER_ROW, body),
+        StateRow(LEARNER_ROW, _DECISION_LOG, str(decision_log_position).encode()),
+    ]
+
+
+def read_snapshot(saved: SavedState | None, version: str) -> Snapshot | None:
+    """The saved state if it was folded under catalog ``version``; None otherwise."""
+    if saved is None or saved.version != version:
+        return None
+    profiles: dict[str, Profile] = {}
+    links: list[tuple[str, str, str]] = []
+    learner: bytes | None = None
+    position: int | None = None
+    for row in saved.rows:
+        if row.body is None:
+            continue
+        if row.kind == PROFILE_ROW:
+            profiles[row.key] = _decode_profile(row.body)
+        elif row.kind == LEARNER_ROW and row.key == _DECISION_LOG:
+            with contextlib.suppress(ValueError):  # unreadable: count the whole log
+                position = int(row.body)
+        elif row.kind == LEARNER_ROW:
+            learner = row.body
+        else:
+            links.append((row.kind, row.key, row.body.decode()))
+    return Snapshot(saved.seq, profiles, links, learner, position)

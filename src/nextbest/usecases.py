@@ -1,0 +1,131 @@
+"""Named use cases over a store at rest, for the faces (CLI, later the console): replay,
+models, export and off-policy evaluation. Faces parse arguments and print; what is read,
+joined and computed is decided here, on top of ``bootstrap``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from nextbest.bootstrap import MEMORY, build_engine, open_stores
+from nextbest.catalog.load import load_catalog
+from nextbest.decide.model import Decision
+from nextbest.engine import Engine, ReplayReport
+from nextbest.errors import NotFound, ValidationError
+from nextbest.learn.learner import PlacementModel
+from nextbest.learn.logs import LoggedItem, join_rewards
+from nextbest.learn.offline import OfflineReport, evaluate_candidate
+from nextbest.settings import Settings
+from nextbest.store.export import read_logged_items, write_decisions
+
+__all__ = [
+    "Logged",
+    "evaluate_policy",
+    "export_decisions",
+    "list_models",
+    "read_logged",
+    "replay_store",
+]
+
+
+def _existing(data: str) -> None:
+    if data != MEMORY and not Path(data).exists():
+        raise NotFound(f"no store at {data}")
+
+
+@contextmanager
+def _opened(settings: Settings) -> Iterator[Engine]:
+    """An engine on an existing store, released without saving."""
+    _existing(settings.data)
+    engine = build_engine(settings, freeze_gc=False)
+    try:
+        yield engine
+    finally:
+        engine.release()
+
+
+def replay_store(settings: Settings, write: bool = False) -> ReplayReport:
+    """Rebuild every profile and model from the logs and compare with the saved state;
+    ``write`` replaces the saved state by the rebuilt one."""
+    _existing(settings.data)
+    engine = build_engine(settings, freeze_gc=False)
+    if write:
+        try:
+            return engine.rebuild()
+        finally:
+            engine.close()
+    try:
+        return engine.replay()
+    finally:
+        engine.release()
+
+
+def list_models(settings: Settings, top: int = 5) -> list[PlacementModel]:
+    """Each learning placement's model as the store has it."""
+    with _opened(settings) as engine:
+        return engine.models(top)
+
+
+class Logged(NamedTuple):
+    """A store's decisions within a period and their shown items joined to rewards."""
+
+    decisions: list[Decision]
+    items: list[LoggedItem]
+
+
+def read_logged(
+    catalog: str, data: str, since: float | None = None, until: float | None = None
+) -> Logged:
+    """Decisions with ``since <= timestamp < until`` and their items' clicks and conversions
+    (joined through ``decision_id``, across stitched identities)."""
+    _existing(data)
+    stores = open_stores(data)
+    try:
+        decisions = list(stores.decisions.decisions(since, until))
+        events = (s.event for s in stores.events.scan(0))
+        items = join_rewards(decisions, events, load_catalog(catalog))
+    finally:
+        stores.close()
+    return Logged(decisions, items)
+
+
+def export_decisions(
+    catalog: str, data: str, out: str | Path, since: float | None, until: float | None
+) -> int:
+    """Write the decision log (a row per shown item, with its rewards) to Parquet; rows."""
+    logged = read_logged(catalog, data, since, until)
+    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in logged.items}
+    return write_decisions(logged.decisions, out, rewards)
+
+
+def evaluate_policy(
+    candidate: str,
+    logs: str,
+    catalog: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 12345,
+    fatigue: bool = True,
+    fatigue_days: float | None = None,
+) -> OfflineReport:
+    """Off-policy evaluation of a candidate catalog on a store's logs or an exported
+    ``.parquet`` file (IPS, SNIPS, DR with bootstrap intervals)."""
+    if logs.endswith(".parquet"):
+        if since is not None or until is not None:
+            raise ValidationError("--since/--until apply to a store, not a file", "$.since")
+        items = read_logged_items(logs)
+    else:
+        items = read_logged(catalog, logs, since, until).items
+    return evaluate_candidate(
+        items,
+        load_catalog(candidate),
+        random_state=seed,
+        n_bootstrap=n_bootstrap,
+        fatigue=fatigue,
+        fatigue_days=fatigue_days,
+    )
