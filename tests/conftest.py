@@ -4,6 +4,7 @@ uvicorn server on a free loopback port."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 import time
@@ -15,11 +16,12 @@ import pytest
 import uvicorn
 
 from nextbest.api.app import create_app
+from nextbest.bootstrap import build_engine
 from nextbest.catalog.load import Catalog, load_catalog
 from nextbest.clock import FixedClock
 from nextbest.engine import Engine
 from nextbest.settings import Settings
-from nextbest.store import MemoryStore, SQLiteStore
+from nextbest.store import memory_stores, sqlite_stores
 from tests.support import (
     ADMIN_KEY,
     BROWSER_KEY,
@@ -56,7 +58,9 @@ def make_engine(
 
     def make(kind: str = "sqlite", path: Path | None = None, cat: Catalog | None = None) -> Engine:
         store = (
-            MemoryStore() if kind == "memory" else SQLiteStore(path or tmp_path / "nextbest.sqlite")
+            memory_stores()
+            if kind == "memory"
+            else sqlite_stores(path or tmp_path / "nextbest.sqlite")
         )
         engine = Engine(cat or catalog, store, clock, new_id=counter_ids())
         made.append(engine)
@@ -99,15 +103,16 @@ class LiveServer:
     settings: Settings
 
 
+#: each server's decision ids get their own prefix: a restart on the same store never reuses one
+_SERVINGS = itertools.count(1)
+
+
 @contextlib.contextmanager
 def serving(settings: Settings, new_id: Callable[[], str] | None = None) -> Iterator[LiveServer]:
     """A real uvicorn server on a free loopback port, in a thread, on ``settings``
-    (``new_id``: the engine's decision ids, which seed its exploration)."""
-    engine = (
-        Engine.from_settings(settings)
-        if new_id is None
-        else Engine.from_settings(settings, new_id=new_id)
-    )
+    (``new_id``: the engine's decision ids, which seed its exploration; counted by default, so
+    that every run explores alike)."""
+    engine = build_engine(settings, new_id=new_id or counter_ids(f"srv{next(_SERVINGS)}-"))
     app = create_app(engine, settings, flush_interval=0.05)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -8,11 +8,14 @@ from pathlib import Path
 import nextbest
 
 PKG = Path(nextbest.__file__).parent
-CORE = ["events", "profile", "rules", "catalog", "decide", "experiments", "learn"]
+CORE = ["events", "profile", "rules", "catalog", "decide", "experiments", "learn", "guard"]
 CORE_MODULES = ["errors", "types", "clock"]
 OUTER = [
     "nextbest.store",
     "nextbest.engine",
+    "nextbest.bootstrap",
+    "nextbest.usecases",
+    "nextbest.decision_journal",
     "nextbest.api",
     "nextbest.cli",
     "nextbest.sim",
@@ -83,6 +86,19 @@ def test_every_module_pins_all():
             if isinstance(t, ast.Name)
         }
         assert "__all__" in names, path
+
+
+def test_only_the_composition_root_chooses_a_backend():
+    """Backends are chosen in bootstrap alone: nothing else in the package names one."""
+    backends = ("nextbest.store.sqlite", "nextbest.store.memory")
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).parts
+        if rel == ("bootstrap.py",) or rel[0] == "store":
+            continue
+        found = {n for n in imports(path) if n in backends}
+        assert not found, (path, found)
+        assert "sqlite_stores" not in path.read_text(), path
+        assert "memory_stores" not in path.read_text(), path
 
 
 def test_nothing_but_the_cli_imports_the_simulator():

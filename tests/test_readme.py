@@ -15,7 +15,7 @@ from nextbest.catalog.load import load_catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import SQLiteStore
+from nextbest.store import sqlite_stores
 from tests.conftest import make_settings, serving
 from tests.support import (
     DAY,
@@ -90,9 +90,9 @@ def test_readme_curl_examples_run(keyed):
 def test_readme_python_example_runs(keyed):
     server, keys = keyed
     (snippet,) = [b for kind, b in BLOCKS if kind == "python"]
-    before = server.engine.store.count()
+    before = server.engine.event_log.count()
     subprocess.run([sys.executable, "-c", _dev_keys(keys, snippet)], check=True, timeout=60)
-    assert server.engine.store.count() == before + 1
+    assert server.engine.event_log.count() == before + 1
 
 
 def test_readme_catalog_check_runs():
@@ -124,14 +124,14 @@ def test_readme_demo_fill_runs(keyed, tmp_path):
         capture_output=True,
     )
     sent = len((tmp_path / "events.ndjson").read_bytes().splitlines())
-    assert server.engine.store.count() == sent > 0
+    assert server.engine.event_log.count() == sent > 0
 
 
 def test_readme_analyst_commands_run(tmp_path):
     """models, export decisions and evaluate, on a store with decisions and feedback."""
     (block,) = [b for kind, b in BLOCKS if kind == "sh" and "nextbest evaluate" in b]
     data = tmp_path / "store.sqlite"
-    engine = Engine(load_catalog(EXAMPLE_CATALOG), SQLiteStore(data), FixedClock(T0))
+    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), FixedClock(T0))
     for i in range(20):
         user = f"reader-{i}"
         engine.ingest_batch(batch(identify({"age": 30 + i}, user=user, at=T0 - DAY)))

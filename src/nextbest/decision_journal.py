@@ -38,6 +38,10 @@ class DecisionJournal:
             self._pending[decision.decision_id] = decision
             return len(self._pending)
 
+    def pending(self) -> list[Decision]:
+        with self._lock:
+            return list(self._pending.values())
+
     def get(self, decision_id: str) -> Decision | None:
         """A decision pending, recent, or else read from the log."""
         with self._lock:

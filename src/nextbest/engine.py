@@ -260,6 +260,15 @@ class Engine:
             return self._learner.describe(top)
 
     @property
+    def learner(self) -> Learner:
+        """The live learner, for inspection (tests, tools): read it, never change it."""
+        return self._learner
+
+    def pending_decisions(self) -> list[Decision]:
+        """Decisions taken but not yet written to the decision log."""
+        return self._journal.pending()
+
+    @property
     def pending_views(self) -> int:
         """Views the learner waits on (a click may still come) across learning placements."""
         with self._lock:

@@ -134,7 +134,7 @@ def test_batch_with_basic_auth_is_stored_and_folded(live_server: LiveServer, htt
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "application/json"
     assert resp.json() == ok(3)
-    assert live_server.engine.store.count() == 3
+    assert live_server.engine.event_log.count() == 3
 
     profile = live_server.engine.profile(user)
     assert profile is not None
@@ -153,7 +153,7 @@ def test_batch_gzip_body_is_accepted(live_server: LiveServer, http: httpx.Client
     resp = send(http, gzip.compress(body_of(*messages)), headers={"Content-Encoding": "gzip"})
     assert resp.status_code == 200, resp.text
     assert resp.json() == ok(5)
-    assert live_server.engine.store.count() == 5
+    assert live_server.engine.event_log.count() == 5
     profile = live_server.engine.profile(user)
     assert profile is not None
     assert profile.event_count == 5
@@ -171,7 +171,7 @@ def test_text_plain_with_browser_key_in_body_is_accepted(live_server: LiveServer
     assert "authorization" not in resp.request.headers
     assert resp.status_code == 200, resp.text
     assert resp.json() == ok(1)
-    assert live_server.engine.store.count() == 1
+    assert live_server.engine.event_log.count() == 1
     assert live_server.engine.profile("anon:browser-1") is not None
 
 
@@ -183,7 +183,7 @@ def test_text_plain_with_a_non_browser_key_in_body_is_401(live_server: LiveServe
         f"{live_server.url}/v1/batch", content=body, headers={"Content-Type": "text/plain"}
     )
     assert_error(resp, 401, "unauthorized")
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_unknown_route_and_method_are_json(live_server: LiveServer, http: httpx.Client):
@@ -209,7 +209,7 @@ def test_text_plain_with_unknown_body_key_is_401(live_server: LiveServer):
         f"{live_server.url}/v1/batch", content=body, headers={"Content-Type": "text/plain"}
     )
     assert_error(resp, 401, "unauthorized")
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 # ---------------------------------------------------------------------- idempotency
@@ -223,12 +223,12 @@ def test_same_batch_twice_is_acknowledged_and_not_stored_again(
     first = send(http, body)
     assert first.status_code == 200, first.text
     assert first.json() == ok(4)
-    assert live_server.engine.store.count() == 4
+    assert live_server.engine.event_log.count() == 4
 
     second = send(http, body)
     assert second.status_code == 200, second.text
     assert second.json() == ok(0, 4)
-    assert live_server.engine.store.count() == 4
+    assert live_server.engine.event_log.count() == 4
     profile = live_server.engine.profile(user)
     assert profile is not None
     assert profile.event_count == 4
@@ -241,7 +241,7 @@ def test_repeated_message_id_within_one_batch_is_one_event(
     resp = send(http, body_of(m, m, msg("track", user="other", event="Clicked")))
     assert resp.status_code == 200, resp.text
     assert resp.json() == ok(2, 1)
-    assert live_server.engine.store.count() == 2
+    assert live_server.engine.event_log.count() == 2
 
 
 # ---------------------------------------------------------------------- precise 400s
@@ -326,7 +326,7 @@ def test_bad_message_rejects_the_whole_batch_with_its_path(
     resp = send(http, body_of(*build()))
     err = assert_error(resp, 400, "validation_error", path)
     assert reason in err["message"]
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
     assert live_server.engine.profile("valid-user") is None
 
 
@@ -334,13 +334,13 @@ def test_batch_level_context_is_depth_checked_too(live_server: LiveServer, http:
     body = orjson.dumps({"batch": [_valid()], "context": _nested(13)})
     err = assert_error(send(http, body), 400, "validation_error", "$.context")
     assert "nested deeper than 12 levels" in err["message"]
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_nesting_at_the_limit_is_accepted(live_server: LiveServer, http: httpx.Client):
     resp = send(http, body_of(msg("track", user="u", event="x", properties=_nested(12))))
     assert resp.status_code == 200, resp.text
-    assert live_server.engine.store.count() == 1
+    assert live_server.engine.event_log.count() == 1
 
 
 @pytest.mark.parametrize("depth", [2_000, 100_000])
@@ -353,7 +353,7 @@ def test_pathologically_deep_json_is_a_400_not_a_500(
     resp = send(http, head + deep + b"}}]}")
     err = assert_error(resp, 400, "validation_error")
     assert err["path"].startswith("$")
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_pathologically_deep_json_in_an_analytics_js_body_is_a_400(live_server: LiveServer):
@@ -365,7 +365,7 @@ def test_pathologically_deep_json_in_an_analytics_js_body_is_a_400(live_server: 
     )
     _settle_after_server_error(resp)
     assert 400 <= resp.status_code < 500, resp.text
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_pathologically_deep_decide_context_is_a_400(live_server: LiveServer, http: httpx.Client):
@@ -409,7 +409,7 @@ def test_undecodable_bodies_are_400(
     resp = send(http, content, headers=headers)
     err = assert_error(resp, 400, "validation_error", path)
     assert reason in err["message"]
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 # ---------------------------------------------------------------------- 413
@@ -427,7 +427,7 @@ def test_declared_content_length_over_the_limit_is_413(start_server: Callable[..
     assert int(resp.request.headers["content-length"]) == len(body)
     err = assert_error(resp, 413, "payload_too_large")
     assert f"{SMALL_LIMIT}-byte limit" in err["message"]
-    assert server.engine.store.count() == 0
+    assert server.engine.event_log.count() == 0
 
 
 def test_streamed_body_over_the_limit_is_413(start_server: Callable[..., LiveServer]):
@@ -444,7 +444,7 @@ def test_streamed_body_over_the_limit_is_413(start_server: Callable[..., LiveSer
     )
     assert "content-length" not in resp.request.headers
     assert_error(resp, 413, "payload_too_large")
-    assert server.engine.store.count() == 0
+    assert server.engine.event_log.count() == 0
 
 
 def test_gzip_bomb_is_413(start_server: Callable[..., LiveServer]):
@@ -460,7 +460,7 @@ def test_gzip_bomb_is_413(start_server: Callable[..., LiveServer]):
     )
     err = assert_error(resp, 413, "payload_too_large")
     assert "uncompressed" in err["message"]
-    assert server.engine.store.count() == 0
+    assert server.engine.event_log.count() == 0
 
 
 def test_gzip_body_inflating_to_exactly_the_limit_is_accepted(
@@ -478,7 +478,7 @@ def test_gzip_body_inflating_to_exactly_the_limit_is_accepted(
         headers={**JSON, "Content-Encoding": "gzip"},
     )
     assert resp.status_code == 200, resp.text
-    assert server.engine.store.count() == 1
+    assert server.engine.event_log.count() == 1
 
 
 def test_default_limit_rejects_a_gzip_bomb_past_4_5_mb(live_server: LiveServer, http: httpx.Client):
@@ -486,7 +486,7 @@ def test_default_limit_rejects_a_gzip_bomb_past_4_5_mb(live_server: LiveServer, 
     inner = body_of(msg("track", user="u", event="x", properties={"pad": " " * 5_000_000}))
     resp = send(http, gzip.compress(inner, compresslevel=1), headers={"Content-Encoding": "gzip"})
     assert_error(resp, 413, "payload_too_large")
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 # ---------------------------------------------------------------------- single routes
@@ -512,7 +512,7 @@ def test_single_routes_accept_a_message_without_type(
     resp = send(http, orjson.dumps(m), path=f"/v1/{kind.value}")
     assert resp.status_code == 200, resp.text
     assert resp.json() == ok(1)
-    stored = list(live_server.engine.store.scan())
+    stored = list(live_server.engine.event_log.scan())
     assert len(stored) == 1
     event = stored[0].event
     assert event.type is kind
@@ -556,7 +556,7 @@ def test_single_route_errors_carry_their_path(
     body, path = SINGLE_ERRORS[case]
     resp = send(http, orjson.dumps(body), path="/v1/track")
     assert_error(resp, 400, "validation_error", path)
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 # ---------------------------------------------------------------------- auth and scopes
@@ -567,7 +567,7 @@ def test_no_credentials_is_401_with_www_authenticate(live_server: LiveServer, ht
     assert "authorization" not in resp.request.headers
     assert_error(resp, 401, "unauthorized")
     assert resp.headers["www-authenticate"] == 'Basic realm="nextbest"'
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 @pytest.mark.parametrize(
@@ -583,7 +583,7 @@ def test_bad_credentials_are_401(live_server: LiveServer, http: httpx.Client, au
     )
     assert_error(resp, 401, "unauthorized")
     assert "www-authenticate" in resp.headers
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_bearer_key_is_accepted(live_server: LiveServer, http: httpx.Client):
@@ -593,7 +593,7 @@ def test_bearer_key_is_accepted(live_server: LiveServer, http: httpx.Client):
         headers={**JSON, "Authorization": f"Bearer {SERVER_KEY}"},
     )
     assert resp.status_code == 200, resp.text
-    assert live_server.engine.store.count() == 1
+    assert live_server.engine.event_log.count() == 1
 
 
 def _seed_profile(http: httpx.Client, user: str) -> None:
@@ -714,7 +714,7 @@ def test_every_route_enforces_its_scope_for_every_key_kind(
                 assert resp.status_code not in (401, 403), (r.path, kind, resp.text)
             else:
                 assert_error(resp, 403, "forbidden")
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 # ---------------------------------------------------------------------- browser key, tokens
@@ -746,7 +746,7 @@ def test_browser_key_with_user_id_needs_a_customer_token(
     assert_error(
         decide(http, key=BROWSER_KEY, placement="home_feed", userId=user), 403, "forbidden"
     )
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
     bound = token(user)
     resp = send(http, body, key=BROWSER_KEY, headers=bound)
@@ -755,7 +755,7 @@ def test_browser_key_with_user_id_needs_a_customer_token(
     d = decide(http, key=BROWSER_KEY, headers=bound, placement="home_feed", userId=user)
     assert d.status_code == 200, d.text
     assert d.json()["customer_id"] == user
-    assert live_server.engine.store.count() == 2
+    assert live_server.engine.event_log.count() == 2
 
 
 def test_customer_token_for_another_user_is_403(live_server: LiveServer, http: httpx.Client):
@@ -773,7 +773,7 @@ def test_customer_token_for_another_user_is_403(live_server: LiveServer, http: h
         403,
         "forbidden",
     )
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 @pytest.mark.parametrize(
@@ -798,7 +798,7 @@ def test_forged_or_expired_customer_token_is_401(
         401,
         "unauthorized",
     )
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_token_for_a_dotted_user_id_binds_exactly_that_id(http: httpx.Client):
@@ -846,12 +846,12 @@ def test_browser_key_cannot_alias_another_customers_user_id_into_its_session(
         for _ in range(3)
     ]
     assert send(http, body_of(*history), key=SERVER_KEY).status_code == 200
-    before = live_server.engine.store.count()
+    before = live_server.engine.event_log.count()
 
     hijack = body_of(msg("alias", user=attacker, previousId=victim))
     resp = send(http, hijack, key=BROWSER_KEY, headers=token(attacker))
     assert_error(resp, 403, "forbidden")
-    assert live_server.engine.store.count() == before
+    assert live_server.engine.event_log.count() == before
     assert live_server.engine.resolve(victim, None) == victim
     attacker_profile = live_server.engine.profile(attacker)
     assert attacker_profile is None or "mortgage" not in attacker_profile.interests
@@ -887,7 +887,7 @@ def _greedy_decision(
     made. A learning placement may explore from a fresh server's very first decision
     (epsilon-greedy: about one in twenty, by the random decision id), so decide again until
     one placed every item where the greedy order puts it."""
-    learner = server.engine._state.learner
+    learner = server.engine.learner
     for _ in range(10):
         explorable = {c: b.explorable(c) for c, b in learner.budgets.items()}
         resp = decide(http, **body)
@@ -1009,7 +1009,7 @@ def test_decision_is_logged_and_readable_with_a_server_key(
     did = d["decision_id"]
 
     deadline = time.monotonic() + 3
-    while live_server.engine.store.decision(did) is None:
+    while live_server.engine.decision_log.decision(did) is None:
         assert time.monotonic() < deadline, "the flusher never wrote the decision"
         time.sleep(0.02)
 

@@ -72,7 +72,7 @@ def test_a_view_of_an_unknown_decision_is_a_400_on_track(
     live_server: LiveServer, http: httpx.Client
 ):
     user = customer(live_server, http, "unknown")
-    stored = live_server.engine.store.count()
+    stored = live_server.engine.event_log.count()
     body = msg(
         "track",
         user=user,
@@ -80,23 +80,23 @@ def test_a_view_of_an_unknown_decision_is_a_400_on_track(
         properties={"promotion_id": "mortgage_rates", "decision_id": "no-such-decision"},
     )
     assert_validation_error(post(http, "/v1/track", body), "$.properties.decision_id")
-    assert live_server.engine.store.count() == stored
+    assert live_server.engine.event_log.count() == stored
 
 
 def test_a_bad_second_message_rejects_the_whole_batch(live_server: LiveServer, http: httpx.Client):
     user = customer(live_server, http, "batch")
     d = decided(http, user)
-    stored = live_server.engine.store.count()
+    stored = live_server.engine.event_log.count()
     profile = orjson.dumps(live_server.engine.profile_view(user)["profile"])  # type: ignore[index]
     bad = promotion("Promotion Clicked", d, user)
     bad["properties"]["decision_id"] = "d-unknown"
     body = batch_of(promotion("Promotion Viewed", d, user), bad)
     assert_validation_error(post(http, "/v1/batch", body), "$.batch[1].properties.decision_id")
-    assert live_server.engine.store.count() == stored
+    assert live_server.engine.event_log.count() == stored
     assert orjson.dumps(live_server.engine.profile_view(user)["profile"]) == profile  # type: ignore[index]
     assert live_server.engine.models()
     assert n_learned(live_server, "home_feed") == 0
-    assert live_server.engine._state.learner.pending_views == 0
+    assert live_server.engine.pending_views == 0
 
 
 def test_decide_view_click_round_trip_is_learned(live_server: LiveServer, http: httpx.Client):
@@ -132,7 +132,7 @@ def test_decide_view_click_round_trip_is_learned(live_server: LiveServer, http: 
 def test_feedback_from_another_user_is_a_400(live_server: LiveServer, http: httpx.Client):
     owner, other = customer(live_server, http, "owner"), customer(live_server, http, "other")
     d = decided(http, owner)
-    stored = live_server.engine.store.count()
+    stored = live_server.engine.event_log.count()
     for path, body, where in [
         ("/v1/track", promotion("Promotion Clicked", d, other), "$.properties.decision_id"),
         (
@@ -142,6 +142,6 @@ def test_feedback_from_another_user_is_a_400(live_server: LiveServer, http: http
         ),
     ]:
         assert_validation_error(post(http, path, body), where)
-    assert live_server.engine.store.count() == stored
+    assert live_server.engine.event_log.count() == stored
     assert live_server.engine.profile(other).offers == {}  # type: ignore[union-attr]
     assert n_learned(live_server, "home_feed") == 0

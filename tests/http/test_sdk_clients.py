@@ -133,8 +133,8 @@ def send_everything(client: Sdk, user: str, old_id: str) -> list[Any]:
 
 def assert_everything_stored(server: LiveServer, user: str, old_id: str) -> None:
     engine = server.engine
-    assert engine.store.count() == 7
-    stored = [s.event for s in engine.store.scan()]
+    assert engine.event_log.count() == 7
+    stored = [s.event for s in engine.event_log.scan()]
     assert Counter(e.type for e in stored) == ALL_KINDS
     for event in stored:
         assert len(event.message_id) == 36  # the SDK's uuid4
@@ -174,7 +174,7 @@ def test_segment_sync_client_sends_every_kind(live_server: LiveServer):
     assert list(errors) == []
     assert_everything_stored(live_server, user, old_id)
     sent_ids = {m["messageId"] for _, m in results}
-    assert sent_ids == {s.event.message_id for s in live_server.engine.store.scan()}
+    assert sent_ids == {s.event.message_id for s in live_server.engine.event_log.scan()}
 
 
 def test_segment_async_gzip_client_succeeds_without_retries(
@@ -223,7 +223,7 @@ def test_segment_module_api(live_server: LiveServer, monkeypatch: pytest.MonkeyP
     segment_analytics.identify(user, {"age": 52})
     segment_analytics.page(user, properties={"url": "https://bank.example/pension/check"})
     assert list(errors) == []
-    assert live_server.engine.store.count() == 2
+    assert live_server.engine.event_log.count() == 2
     profile = live_server.engine.profile(user)
     assert profile is not None
     assert profile.traits == {"age": 52}
@@ -238,7 +238,7 @@ def test_segment_client_reads_a_precise_400_and_stores_nothing(live_server: Live
     assert caught.value.code == "validation_error"
     assert caught.value.message == "'Transaction Posted' needs property 'amount'"
     assert caught.value.response.json()["path"] == "$.batch[0].properties.amount"
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_segment_async_client_does_not_retry_a_wrong_key(
@@ -259,7 +259,7 @@ def test_segment_async_client_does_not_retry_a_wrong_key(
     assert isinstance(error, SegmentAPIError)
     assert (error.status, error.code) == (401, "unauthorized")
     assert [m["event"] for m in batch] == ["Clicked"]
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 # ---------------------------------------------------------------------- RudderStack
@@ -310,7 +310,7 @@ def test_rudder_module_api_with_data_plane_url(
     assert rudder_analytics.default_client is not None
     assert rudder_analytics.default_client.host == live_server.url
     assert list(errors) == []
-    assert live_server.engine.store.count() == 3
+    assert live_server.engine.event_log.count() == 3
     profile = live_server.engine.profile(user)
     assert profile is not None
     assert profile.traits == {"age": 35, "children": 2}
@@ -337,4 +337,4 @@ def test_rudder_client_reads_the_error_body_and_does_not_retry_a_400(
     assert error.code == "validation_error"
     assert error.message == "'Salary Received' property 'amount' must be float or int"
     assert [m["event"] for m in batch] == ["Clicked", "Salary Received"]
-    assert live_server.engine.store.count() == 0  # the whole batch was refused
+    assert live_server.engine.event_log.count() == 0  # the whole batch was refused

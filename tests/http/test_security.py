@@ -33,7 +33,7 @@ def test_browser_key_may_not_assert_bank_facts(live_server, http, message, path)
     resp = send(http, body_of(message()), key=BROWSER_KEY)
     assert_error(resp, 403, "forbidden")
     assert path in resp.json()["message"]
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
 
 
 def test_browser_key_may_set_consent(live_server, http):

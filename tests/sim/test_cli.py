@@ -59,7 +59,7 @@ def test_sim_send_fills_a_running_server_with_every_event(live_server: LiveServe
         ],
     )
     assert result.exit_code == 0, result.output
-    assert live_server.engine.store.count() == n
+    assert live_server.engine.event_log.count() == n
     summary = orjson.loads(report.read_bytes())
     assert summary["messages_ok"] == n
     assert summary["errors_by_status"] == {}

@@ -125,7 +125,7 @@ def run(catalog: Catalog) -> Iterator[Run]:
             loop.day(i, d)
     events: dict[int, list[Event]] = defaultdict(list)
     viewed: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for stored in loop.engine.store.scan(0):
+    for stored in loop.engine.event_log.scan(0):
         e = stored.event
         who = who_of.get(e.user_id or "") if e.user_id else who_of.get(e.anonymous_id or "")
         if who is not None:

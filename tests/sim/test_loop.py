@@ -25,7 +25,7 @@ from nextbest.sim.policies import (
 from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel, load_params
 from nextbest.sim.world import CustomerSim
-from nextbest.store import MemoryStore
+from nextbest.store import memory_stores
 from tests.support import EXAMPLE_CATALOG, T0, batch, identify, page, treated_everywhere
 
 SEED, CUSTOMERS, DAYS = 7, 150, 20
@@ -42,7 +42,7 @@ def test_feedback_carries_the_ids_of_logged_decisions(catalog: Catalog) -> None:
         loop.run_day(d)
     viewed = [
         s.event
-        for s in loop.engine.store.scan(0)
+        for s in loop.engine.event_log.scan(0)
         if s.event.name in ("Promotion Viewed", "Promotion Clicked")
     ]
     assert viewed, "the loop showed nothing"
@@ -81,7 +81,7 @@ def test_oracle_ctr_at_least_random(catalog: Catalog) -> None:
 
 
 def _engine(catalog: Catalog, clock: FixedClock) -> Engine:
-    return Engine(catalog, MemoryStore(), clock)
+    return Engine(catalog, memory_stores(), clock)
 
 
 def test_static_order_does_not_depend_on_interest(catalog: Catalog) -> None:

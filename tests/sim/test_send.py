@@ -83,7 +83,7 @@ def test_sends_every_message_from_an_ndjson_file_and_each_is_stored(
     assert (report.messages_sent, report.messages_ok, report.messages_missed) == (600, 600, 0)
     assert (report.batches_sent, report.batches_ok) == (12, 12)
     assert (report.accepted, report.duplicates) == (600, 0)
-    assert live_server.engine.store.count() == 600
+    assert live_server.engine.event_log.count() == 600
     assert report.achieved_rate == pytest.approx(600, rel=0.1)
     assert 0.9 <= report.duration_s < 2.0
     assert_sane_latencies(report)
@@ -110,7 +110,7 @@ def test_a_wrong_write_key_is_counted_under_401_and_nothing_is_stored(
     assert (report.messages_sent, report.messages_ok, report.batches_ok) == (200, 0, 0)
     assert report.achieved_rate == 0
     assert report.accepted is None
-    assert live_server.engine.store.count() == 0
+    assert live_server.engine.event_log.count() == 0
     assert "HTTP 401" in report.render()
 
 
@@ -130,7 +130,7 @@ def test_the_duration_bound_stops_an_endless_input(live_server: LiveServer) -> N
     assert report.stopped_by is StopReason.DURATION
     assert report.messages_sent == report.messages_ok == 200  # due at 0, 0.05, ... 0.45 s
     assert report.batches_sent == 10
-    assert live_server.engine.store.count() == 200
+    assert live_server.engine.event_log.count() == 200
     assert report.achieved_rate == pytest.approx(400, rel=0.1)
     assert_sane_latencies(report)
 
@@ -150,7 +150,7 @@ def test_the_max_messages_bound_cuts_the_last_batch(live_server: LiveServer) -> 
     assert report.stopped_by is StopReason.MAX_MESSAGES
     assert (report.messages_sent, report.batches_sent) == (130, 3)  # 50 + 50 + 30
     assert report.failed_batches == 0
-    assert live_server.engine.store.count() == 130
+    assert live_server.engine.event_log.count() == 130
 
 
 def test_read_ndjson_round_trip(tmp_path: Path) -> None:

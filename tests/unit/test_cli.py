@@ -16,7 +16,7 @@ from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import AuthError
-from nextbest.store import SQLiteStore
+from nextbest.store import sqlite_stores
 from tests.support import (
     DAY,
     EXAMPLE_CATALOG,
@@ -196,7 +196,7 @@ def test_replay_without_a_store(runner: CliRunner, tmp_path: Path) -> None:
 
 def _write_store(path: Path, catalog: Catalog) -> tuple[int, int]:
     """An event log and snapshot written by a real engine; (events, profiles)."""
-    engine = Engine(catalog, SQLiteStore(path), FixedClock(T0 + DAY), new_id=counter_ids())
+    engine = Engine(catalog, sqlite_stores(path), FixedClock(T0 + DAY), new_id=counter_ids())
     try:
         result = engine.ingest_batch(
             batch(

@@ -295,12 +295,12 @@ def test_feedback_for_unshown_offers_is_rejected_and_service_views_do_not_fatigu
     engine.ingest_batch(batch(track("Overdraft Started", {"balance": -5.0}, user=user)))
     d = home(engine, user)
     assert d.items[0].offer_id == "overdraft_warning"
-    stored, before = engine.store.count(), msgspec.msgpack.encode(engine.profile(user))
+    stored, before = engine.event_log.count(), msgspec.msgpack.encode(engine.profile(user))
     junk = [feedback(d, "Promotion Viewed", f"made-up-{i}") for i in range(20)]
     with pytest.raises(ValidationError) as exc:
         engine.ingest_batch(batch(*junk))
     assert exc.value.path == "$.batch[0].properties.promotion_id"
-    assert engine.store.count() == stored
+    assert engine.event_log.count() == stored
     assert msgspec.msgpack.encode(engine.profile(user)) == before
     # a log from before the check: the fold still keeps no history for unknown offers
     profile = Profile(customer_id=user, user_id=user)

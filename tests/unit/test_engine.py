@@ -12,7 +12,8 @@ import msgspec
 from nextbest.catalog.load import load_catalog
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import MemoryStore, SQLiteStore
+from nextbest.store import memory_stores, sqlite_stores
+from nextbest.store.memory import MemoryStateStore
 from tests.support import (
     DAY,
     EXAMPLE_CATALOG,
@@ -116,20 +117,20 @@ def test_replay_rebuilds_identical_profiles(make_engine, store_kind: str):
     assert sum(len(p.offers) for p in engine.profiles()) > 10  # feedback was kept
     report = engine.replay()
     assert report.identical, report.differing
-    assert report.events == engine.store.count()
+    assert report.events == engine.event_log.count()
     assert report.profiles == engine.profile_count > 10
 
 
 def test_restart_from_snapshot_plus_tail_equals_live(make_engine, tmp_path: Path, catalog, clock):
     path = tmp_path / "restart.sqlite"
-    first = Engine(catalog, SQLiteStore(path), clock, new_id=counter_ids())
+    first = Engine(catalog, sqlite_stores(path), clock, new_id=counter_ids())
     traffic = random_traffic(seed=11)
     play(first, traffic[:6])
     first.snapshot()
     play(first, traffic[6:])
     live = {p.customer_id: msgspec.msgpack.encode(p) for p in first.profiles()}
     # a crash: no close(), so the snapshot lags the log; acknowledged events must survive
-    first.store.close()
+    first.release()
     second = make_engine("sqlite", path=path)
     restored = {p.customer_id: msgspec.msgpack.encode(p) for p in second.profiles()}
     assert restored == live
@@ -160,9 +161,9 @@ def test_decisions_are_logged_and_flushed(make_engine, tmp_path: Path):
     d = engine.decide(DecisionRequest(placement="home_feed"), user_id=user)
     assert engine.decision(d.decision_id) == d  # readable while buffered
     engine.flush()
-    assert engine.store.decision(d.decision_id) == d
+    assert engine.decision_log.decision(d.decision_id) == d
     engine.close()
-    assert SQLiteStore(path).decision(d.decision_id) == d
+    assert sqlite_stores(path).decisions.decision(d.decision_id) == d
 
 
 def test_duplicates_are_acknowledged_not_refolded(engine: Engine):
@@ -190,8 +191,8 @@ def test_profile_view_shows_what_rules_see(engine: Engine, clock):
     assert engine.profile_view("nobody") is None
 
 
-class CountingStore(MemoryStore):
-    """The in-memory twin, recording how many rows each save writes."""
+class CountingStore(MemoryStateStore):
+    """The in-memory twin of the state port, recording how many rows each save writes."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -204,7 +205,8 @@ class CountingStore(MemoryStore):
 
 def test_snapshots_write_only_what_changed(catalog, clock):
     store = CountingStore()
-    engine = Engine(catalog, store, clock)
+    stores = memory_stores()._replace(state=store)
+    engine = Engine(catalog, stores, clock)
     engine.ingest_batch(
         batch(*[page("https://bank.example/cards", user=f"u{i}") for i in range(50)])
     )
@@ -223,7 +225,7 @@ def test_snapshots_write_only_what_changed(catalog, clock):
     assert store.saves[-1] == (4, False)
     engine.snapshot()
     assert store.saves[-1] == (0, False)
-    restarted = Engine(catalog, store, clock)
+    restarted = Engine(catalog, stores, clock)
     assert {p.customer_id for p in restarted.profiles()} == {f"u{i}" for i in range(50)}
     assert restarted.resolve(None, "dev-1") == "u8"
     assert restarted.replay().identical
@@ -231,7 +233,7 @@ def test_snapshots_write_only_what_changed(catalog, clock):
 
 
 def test_state_save_is_due_after_snapshot_every_events(catalog, clock):
-    engine = Engine(catalog, MemoryStore(), clock, snapshot_every=3)
+    engine = Engine(catalog, memory_stores(), clock, snapshot_every=3)
     engine.ingest_batch(
         batch(*[page("https://bank.example/cards", user=f"u{i}") for i in range(2)])
     )

@@ -15,7 +15,7 @@ from nextbest.catalog.load import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide import Decision, DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import MemoryStore
+from nextbest.store import memory_stores
 from tests.support import DAY, T0, batch, counter_ids, feedback, identify, message, page, track
 
 USERS = ["u1", "u2", "u3"]
@@ -114,7 +114,7 @@ def encoded(engine: Engine) -> dict[str, bytes]:
 )
 def test_live_equals_replay_and_restart_on_every_prefix(catalog: Catalog, batches, save_after):
     clock = FixedClock(T0)
-    store = MemoryStore()
+    store = memory_stores()
     engine = Engine(catalog, store, clock, new_id=counter_ids())
     made: list[Decision] = []
     for i, steps in enumerate(batches):

@@ -13,7 +13,7 @@ from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import SQLiteStore
+from nextbest.store import sqlite_stores
 from tests.support import (
     EXAMPLE_CATALOG,
     T0,
@@ -28,7 +28,7 @@ from tests.support import (
 def test_export_writes_one_row_per_item_with_propensities_and_features(tmp_path: Path) -> None:
     data = tmp_path / "log.sqlite"
     engine = Engine(
-        load_catalog(EXAMPLE_CATALOG), SQLiteStore(data), FixedClock(T0), new_id=counter_ids()
+        load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), FixedClock(T0), new_id=counter_ids()
     )
     user = treated_everywhere("exporter")
     engine.ingest_batch(
@@ -70,7 +70,7 @@ def test_export_writes_one_row_per_item_with_propensities_and_features(tmp_path:
 
 def test_export_bounds_and_errors(tmp_path: Path) -> None:
     data = tmp_path / "log.sqlite"
-    engine = Engine(load_catalog(EXAMPLE_CATALOG), SQLiteStore(data), FixedClock(T0))
+    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), FixedClock(T0))
     engine.decide(DecisionRequest(placement="home_hero"), anonymous_id="a")
     engine.close()
     out = tmp_path / "d.parquet"

@@ -14,7 +14,7 @@ from nextbest.decide import Decision, DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import ValidationError
 from nextbest.events.model import EventType
-from nextbest.store import SQLiteStore
+from nextbest.store import sqlite_stores
 from tests.support import T0, batch, counter_ids, feedback, identify, page
 
 FEED = DecisionRequest(placement="home_feed")
@@ -27,7 +27,7 @@ def adult(engine: Engine, user: str = "u1", **who: Any) -> None:
 
 def snapshot(engine: Engine, customer: str) -> tuple[int, bytes]:
     """What a rejected ingest must leave alone: the log's length and the profile."""
-    return engine.store.count(), msgspec.msgpack.encode(engine.profile(customer))
+    return engine.event_log.count(), msgspec.msgpack.encode(engine.profile(customer))
 
 
 def rejected(engine: Engine, *messages: dict[str, Any]) -> str:
@@ -73,9 +73,9 @@ def test_feedback_from_another_user_is_rejected(engine: Engine):
 
 def test_feedback_from_another_device_is_rejected(engine: Engine):
     d = decided_anonymously(engine, "dev1")
-    stored = engine.store.count()
+    stored = engine.event_log.count()
     assert rejected(engine, feedback(d, anon="dev2")) == "$.batch[0].properties.decision_id"
-    assert engine.store.count() == stored
+    assert engine.event_log.count() == stored
     assert engine.profile("anon:dev2") is None
 
 
@@ -150,10 +150,10 @@ def test_one_bad_feedback_among_good_events_stores_nothing(engine: Engine):
 
 def test_decisions_are_found_in_the_buffer_and_after_flush(engine: Engine):
     d = decided(engine)
-    assert engine.store.decision(d.decision_id) is None  # only in the unflushed buffer
+    assert engine.decision_log.decision(d.decision_id) is None  # only in the unflushed buffer
     assert engine.ingest_batch(batch(feedback(d, "Promotion Viewed"))).accepted == 1
     engine.flush()
-    assert engine.store.decision(d.decision_id) == d
+    assert engine.decision_log.decision(d.decision_id) == d
     assert engine.ingest_batch(batch(feedback(d, "Promotion Clicked"))).accepted == 1
     h = engine.profile("u1").offers[d.items[0].offer_id]
     assert (h.total_impressions, h.total_clicks) == (1, 1)
@@ -161,7 +161,7 @@ def test_decisions_are_found_in_the_buffer_and_after_flush(engine: Engine):
 
 def test_decisions_logged_before_a_restart_are_found(make_engine, tmp_path, catalog, clock):
     path = tmp_path / "restart.sqlite"
-    first = Engine(catalog, SQLiteStore(path), clock, new_id=counter_ids("r"))
+    first = Engine(catalog, sqlite_stores(path), clock, new_id=counter_ids("r"))
     d = decided(first)
     first.close()  # flushes the decision log
     second = make_engine("sqlite", path=path)
@@ -173,8 +173,8 @@ def test_a_single_message_reports_paths_from_its_root(engine: Engine):
     msg = feedback(d, "Promotion Viewed")
     msg["properties"]["decision_id"] = "nope"
     event = engine.parse_message(EventType.TRACK, orjson.dumps(msg))
-    stored = engine.store.count()
+    stored = engine.event_log.count()
     with pytest.raises(ValidationError) as exc:
         engine.ingest([event], prefix="")
     assert exc.value.path == "$.properties.decision_id"
-    assert engine.store.count() == stored
+    assert engine.event_log.count() == stored

@@ -30,7 +30,13 @@ from nextbest.experiments import Arm, assign
 from nextbest.learn.features import customer_features
 from nextbest.learn.learner import PRIOR, Learner
 from nextbest.learn.model import DEFAULT_PRIOR_MEAN, OfferRef
-from nextbest.store import SQLiteStore
+from nextbest.store import Stores, sqlite_stores
+from nextbest.store.sqlite import (
+    SQLiteDatabase,
+    SQLiteDecisionLog,
+    SQLiteEventLog,
+    SQLiteStateStore,
+)
 from tests.support import (
     EXAMPLE_CATALOG,
     T0,
@@ -104,7 +110,7 @@ def n_learned(engine: Engine, placement: str) -> int:
 
 
 def learner_of(engine: Engine) -> Learner:
-    return engine._state.learner
+    return engine.learner
 
 
 def model_bytes(engine: Engine, placement: str) -> bytes:
@@ -609,19 +615,19 @@ def test_a_restart_counts_budgets_from_the_snapshot_and_the_decisions_logged_aft
     engine.flush = lambda: None  # type: ignore[method-assign]  # the snapshot's own flush
     for _ in range(3):
         engine.decide(FEED, user_id=user)
-    pending = list(engine._pending.values())
+    pending = engine.pending_decisions()
     assert learner_of(engine).to_state(unlogged=pending) != learner_of(engine).to_state()
     engine.snapshot()
     del engine.flush  # the class's again
-    saved_at = engine.store.decision_log_position()
+    saved_at = engine.decision_log.decision_log_position()
     _history(engine, clock, seed=16, steps=40, start=clock.now() + 60)
     engine.flush()
     live = learner_of(engine).to_state()
-    assert engine.store.decision_log_position() > saved_at
+    assert engine.decision_log.decision_log_position() > saved_at
 
     read: list[int | str] = []
 
-    class Spy(SQLiteStore):
+    class Spy(SQLiteDecisionLog):
         def decisions(self, since: float | None = None, until: float | None = None) -> Any:
             read.append("whole log")
             return super().decisions(since, until)
@@ -630,7 +636,9 @@ def test_a_restart_counts_budgets_from_the_snapshot_and_the_decisions_logged_aft
             read.append(position)
             return super().decisions_after(position)
 
-    survivor = Engine(engine.catalog, Spy(path), clock, new_id=counter_ids())
+    db = SQLiteDatabase(path)
+    stores = Stores(SQLiteEventLog(db), Spy(db), SQLiteStateStore(db), db.close)
+    survivor = Engine(engine.catalog, stores, clock, new_id=counter_ids())
     try:
         assert read == [saved_at]
         assert learner_of(survivor).to_state() == live
@@ -648,7 +656,7 @@ def test_snapshots_taken_while_other_threads_decide_and_flush_restart_exactly(
     engine = make_engine("sqlite", path)
     _history(engine, clock, seed=18, steps=20)
     engine.flush()
-    store = engine.store
+    store = engine.decision_log
     append = store.append_decisions
 
     def slow_append(decisions: Any) -> None:
@@ -687,7 +695,7 @@ def test_snapshots_taken_while_other_threads_decide_and_flush_restart_exactly(
         engine.decide(FEED, user_id=users[0])
     engine.flush()
     live = learner_of(engine).to_state()
-    survivor = Engine(engine.catalog, SQLiteStore(path), clock, new_id=counter_ids())
+    survivor = Engine(engine.catalog, sqlite_stores(path), clock, new_id=counter_ids())
     try:
         assert learner_of(survivor).to_state() == live
         assert survivor.replay().models_identical
@@ -705,11 +713,11 @@ def test_a_snapshot_without_the_log_position_counts_the_whole_log(
     _history(engine, clock, seed=17, steps=40)
     engine.close()
     live = learner_of(engine).to_state()
-    store = SQLiteStore(path)
-    saved = store.load_state()
+    store = sqlite_stores(path)
+    saved = store.state.load_state()
     assert saved is not None
     rows = [r for r in saved.rows if r.key != "decision_log_position"]
-    store.save_state(saved.seq, saved.version, rows, replace=True)
+    store.state.save_state(saved.seq, saved.version, rows, replace=True)
     store.close()
     reopened = make_engine("sqlite", path)
     assert learner_of(reopened).to_state() == live
@@ -836,7 +844,7 @@ def test_nextbest_models_lists_the_learning_placements(
     catalog: Catalog, clock: FixedClock, tmp_path: Path
 ):
     data = tmp_path / "models.sqlite"
-    engine = Engine(catalog, SQLiteStore(data), clock, new_id=counter_ids())
+    engine = Engine(catalog, sqlite_stores(data), clock, new_id=counter_ids())
     try:
         user = treated(catalog, "cli")
         researcher(engine, user)

@@ -16,7 +16,7 @@ from nextbest.errors import ValidationError
 from nextbest.learn import ope
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import NONE, _marginals, evaluate_candidate, fit_reward_model
-from nextbest.store import MemoryStore
+from nextbest.store import memory_stores
 from nextbest.store.export import read_logged_items, write_decisions
 from tests.support import (
     DAY,
@@ -45,7 +45,7 @@ def greedy_catalog(tmp_path: Path) -> Catalog:
 
 
 def logged_engine(catalog: Catalog, clicks_every: int = 3, placement: str = "home_feed") -> Engine:
-    engine = Engine(catalog, MemoryStore(), FixedClock(T0), new_id=counter_ids())
+    engine = Engine(catalog, memory_stores(), FixedClock(T0), new_id=counter_ids())
     for i in range(30):
         user = f"c{i}"
         engine.ingest_batch(batch(identify({"age": 25 + i}, user=user, at=T0 - DAY)))
@@ -57,8 +57,8 @@ def logged_engine(catalog: Catalog, clicks_every: int = 3, placement: str = "hom
 
 
 def items_of(engine: Engine, catalog: Catalog):
-    store = engine.store
-    return join_rewards(list(store.decisions()), (s.event for s in store.scan(0)), catalog)
+    decisions, events = engine.decision_log.decisions(), engine.event_log.scan(0)
+    return join_rewards(list(decisions), (s.event for s in events), catalog)
 
 
 def test_rewards_join_clicks_and_conversions_within_the_attribution_window(
@@ -145,7 +145,7 @@ def test_a_slot_the_candidate_leaves_empty_is_worth_nothing(
 def test_parquet_round_trip_gives_the_same_rounds(greedy_catalog: Catalog, tmp_path: Path) -> None:
     engine = logged_engine(greedy_catalog)
     engine.flush()
-    decisions = list(engine.store.decisions())
+    decisions = list(engine.decision_log.decisions())
     items = items_of(engine, greedy_catalog)
     rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
     path = tmp_path / "d.parquet"
@@ -176,7 +176,7 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     estimated = sum(i.propensity_kind != "exact" for i in items)
     path = tmp_path / "app.parquet"
     rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
-    write_decisions(list(engine.store.decisions()), path, rewards)
+    write_decisions(list(engine.decision_log.decisions()), path, rewards)
     again = read_logged_items(path)
     assert [i.propensity_kind for i in again] == [i.propensity_kind for i in items]
     report = evaluate_candidate(items, catalog, n_bootstrap=20)
@@ -261,7 +261,7 @@ def test_sparse_rows_equal_the_dense_obp_arrays(
 
 
 def test_a_conversion_after_login_credits_the_anonymous_click(greedy_catalog: Catalog) -> None:
-    engine = Engine(greedy_catalog, MemoryStore(), FixedClock(T0), new_id=counter_ids())
+    engine = Engine(greedy_catalog, memory_stores(), FixedClock(T0), new_id=counter_ids())
     engine.ingest_batch(batch(identify({"age": 35}, anon="dev1", at=T0 - DAY)))
     d = engine.decide(DecisionRequest(placement="home_feed"), anonymous_id="dev1")
     assert d.customer_id == "anon:dev1"

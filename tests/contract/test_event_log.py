@@ -1,0 +1,94 @@
+"""The event log port's contract, over every backend: append, dedupe, read by customer,
+positions."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from nextbest.errors import StoreError
+from nextbest.events import parse_batch
+from nextbest.events.model import Event
+from nextbest.store import EventLog, Stores, sqlite_stores
+from tests.support import T0, batch, page
+
+
+@pytest.fixture
+def log(stores: Stores) -> EventLog:
+    return stores.events
+
+
+def events(n: int, **who: str) -> list[Event]:
+    return parse_batch(
+        batch(*[page(f"https://b.example/{i}", at=T0 + i, **who) for i in range(n)]), T0 + 1000
+    )
+
+
+def test_append_assigns_increasing_seqs_and_dedupes(log: EventLog):
+    first = events(3, user="u1")
+    seqs = log.append(first)
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
+    assert None not in seqs
+    again = log.append([first[1], *events(1, user="u2")])
+    assert again[0] is None
+    assert again[1] is not None
+    assert again[1] > seqs[-1]
+    assert log.last_seq() == again[1]
+    assert log.count() == 4
+
+
+def test_duplicates_within_one_append(log: EventLog):
+    e = events(1, user="u1")[0]
+    assert log.append([e, e]) == [1, None]
+
+
+def test_scan_in_order_and_after(log: EventLog):
+    log.append(events(5, user="u1"))
+    assert [s.seq for s in log.scan()] == [1, 2, 3, 4, 5]
+    assert [s.seq for s in log.scan(after=3)] == [4, 5]
+    assert next(iter(log.scan())).event.user_id == "u1"
+
+
+def test_round_trip_keeps_every_field(log: EventLog):
+    original = parse_batch(
+        batch(
+            {
+                **page("https://b.example/x", user="u", anon="a"),
+                "properties": {"url": "https://b.example/x", "n": [1, {"k": None}]},
+            }
+        ),
+        T0,
+    )[0]
+    log.append([original])
+    assert next(iter(log.scan())).event == original
+
+
+def test_events_of_ids_up_to_a_seq(log: EventLog):
+    log.append(events(2, user="u1") + events(2, anon="a1") + events(2, user="u2"))
+    got = log.events_of({"u1"}, {"a1"}, upto=3)
+    assert [s.seq for s in got] == [1, 2, 3]
+    assert log.events_of(set(), set(), upto=99) == []
+
+
+def test_sqlite_errors_are_translated(tmp_path: Path):
+    path = tmp_path / "not-a-db.sqlite"
+    path.write_bytes(b"this is not a database file" * 100)
+    with pytest.raises(StoreError) as exc:
+        sqlite_stores(path)
+    assert isinstance(exc.value.__cause__, sqlite3.Error)
+    with pytest.raises(StoreError):
+        sqlite_stores(tmp_path / "x.sqlite", synchronous="SOMETIMES")
+
+
+def test_sqlite_append_is_atomic(tmp_path: Path):
+    stores = sqlite_stores(tmp_path / "a.sqlite")
+    good = events(2, user="u1")
+    bad = msgspec.structs.replace(good[0], message_id="bad", properties={"x": object()})
+    with pytest.raises(TypeError):  # fails half-way: the first two rows must roll back
+        stores.events.append([*good, bad])
+    assert stores.events.count() == 0
+    stores.close()
