@@ -95,7 +95,7 @@ def serve(
 @app.command()
 def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or folder.")) -> None:
     """Validate a catalog: every problem with file, line and reason."""
-    from nextbest.catalog.load import check_catalog, load_catalog
+    from nextbest.store.catalog_files import check_catalog, load_catalog
 
     problems = check_catalog(catalog)
     if problems:
@@ -221,8 +221,8 @@ def _logged(
     catalog: str, data: str, since: str | None, until: str | None
 ) -> tuple[list[Any], list[Any]]:
     """(decisions, shown items with rewards) of a store, within the period."""
-    from nextbest.catalog.load import load_catalog
     from nextbest.learn.logs import join_rewards
+    from nextbest.store.catalog_files import load_catalog
     from nextbest.store.sqlite import SQLiteStore
 
     lo, hi = _epoch(since, "--since"), _epoch(until, "--until")
@@ -280,8 +280,8 @@ def evaluate(
     fits how much an offer's rate fades per earlier impression to the same customer."""
     import msgspec
 
-    from nextbest.catalog.load import load_catalog
     from nextbest.learn.offline import evaluate_candidate
+    from nextbest.store.catalog_files import load_catalog
     from nextbest.store.export import read_logged_items
 
     if logs.endswith(".parquet"):

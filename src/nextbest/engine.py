@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, SystemClock
 from nextbest.decide.feedback import check_feedback, is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
@@ -37,6 +37,7 @@ from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
 from nextbest.settings import Settings
 from nextbest.store import open_store
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.port import EventStore, StateRow, StoredEvent
 from nextbest.store.sqlite import SQLiteStore
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
-from nextbest.catalog.load import load_catalog
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import MemoryStore, SQLiteStore
+from nextbest.store.catalog_files import load_catalog
 from tests.support import (
     DAY,
     EXAMPLE_CATALOG,
