@@ -2,9 +2,9 @@
 
 The catalog is the example bank's topics and contact policy plus generated segments, offers,
 campaigns and placements, written as YAML into a folder and loaded with the real
-``nextbest.catalog.load_catalog``. The benchmark placement ``bench_feed`` (web, 3 slots, both
-kinds) sees the generated web offers; app-, email- and advisor-only offers are filtered out of
-it by channel, and the commercial-only ``web_sidebar`` placement exists too.
+``nextbest.store.catalog_files.load_catalog``. The benchmark placement ``bench_feed`` (web,
+3 slots, both kinds) sees the generated web offers; app-, email- and advisor-only offers are
+filtered out of it by channel, and the commercial-only ``web_sidebar`` placement exists too.
 
 ``write_catalog(..., learning=...)`` gives ``bench_feed`` a ``learning:`` block (``LEARNING``:
 contextual with epsilon-greedy, or bayes with Thompson sampling); ``broaden`` ORs an age-band

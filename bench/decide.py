@@ -8,7 +8,7 @@ What it does, in order:
 
 1. writes a generated catalog (example bank topics + policy, 50 segments, ~124 web offers of
    both kinds, 30 app/email/advisor-only offers, campaigns with control groups) into a temp
-   folder and loads it with ``nextbest.catalog.load_catalog``;
+   folder and loads it with ``nextbest.store.catalog_files.load_catalog``;
 2. builds the profiles by folding generated events with the real ``nextbest.profile.fold``.
    It first folds a pool (20,000 customers), measures the rate and extrapolates: if folding
    every profile would take longer than ``--fold-limit`` seconds it clones the pool instead
@@ -99,7 +99,7 @@ from catalog_gen import (
     to_event,
     write_catalog,
 )
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import ChoiceContext, Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import _consented, greedy, without_behaviour
@@ -120,6 +120,7 @@ from nextbest.profile.model import Profile
 from nextbest.rules.context import _EMPTY, interest_view, rule_variables
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import MemoryStore
 from nextbest.store.sqlite import SQLiteStore
 

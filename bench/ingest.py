@@ -83,12 +83,13 @@ from _common import (
     write_results,
 )
 from catalog_gen import TOPIC_PAGES, Customer, customer_messages, make_customer
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.feedback import FEEDBACK_EVENTS
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine, _State
 from nextbest.events.model import Event
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import MemoryStore
 from nextbest.store.port import EventStore, StoredEvent
 from nextbest.store.sqlite import SQLiteStore

@@ -43,12 +43,13 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import log, machine_info
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.learn.logs import join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.sim.loop import SiteLoop
 from nextbest.sim.policies import NextbestPolicy, make_policy
 from nextbest.sim.response import ResponseModel, load_params
+from nextbest.store.catalog_files import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "bank"

@@ -38,11 +38,12 @@ import msgspec
 import orjson
 
 from _common import ROOT, command_line, load_average, machine_info, now_iso
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.loop import DEFAULT_POLICIES, Metrics, SiteLoop
 from nextbest.sim.policies import make_policy
 from nextbest.sim.response import ResponseModel, load_params
+from nextbest.store.catalog_files import load_catalog
 
 __all__ = [
     "Daily",

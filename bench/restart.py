@@ -48,11 +48,11 @@ from _common import (
     table,
     write_results,
 )
-from nextbest.catalog.load import load_catalog
 from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import SQLiteStore
+from nextbest.store.catalog_files import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000.0

@@ -55,8 +55,8 @@ from _common import (
 )
 from catalog_gen import customer_messages, make_customer
 from ingest import NOW, WRITE_KEY, anonymous_visit, free_port, log, proc_cpu_seconds, wire_message
-from nextbest.catalog.load import load_catalog
 from nextbest.sim.send import Message, SendReport, ndjson_lines, read_ndjson, run_send
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.sqlite import SQLiteStore
 
 

@@ -17,11 +17,12 @@ import uvicorn
 
 from nextbest.api.app import create_app
 from nextbest.bootstrap import build_engine
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.engine import Engine
 from nextbest.settings import Settings
 from nextbest.store import memory_stores, sqlite_stores
+from nextbest.store.catalog_files import load_catalog
 from tests.support import (
     ADMIN_KEY,
     BROWSER_KEY,

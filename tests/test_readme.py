@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from nextbest.catalog.load import load_catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import sqlite_stores
+from nextbest.store.catalog_files import load_catalog
 from tests.conftest import make_settings, serving
 from tests.support import (
     DAY,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock
 from nextbest.engine import Engine
 from nextbest.settings import Settings
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
 from nextbest.store.port import Stores
 from nextbest.store.sqlite import sqlite_stores

@@ -111,7 +111,7 @@ def serve(
 @app.command()
 def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or folder.")) -> None:
     """Validate a catalog: every problem with file, line and reason."""
-    from nextbest.catalog.load import check_catalog, load_catalog
+    from nextbest.store.catalog_files import check_catalog, load_catalog
 
     problems = check_catalog(catalog)
     if problems:

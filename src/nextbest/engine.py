@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, SystemClock
 from nextbest.decide.feedback import check_feedback, is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nextbest.bootstrap import MEMORY, build_engine, open_stores
-from nextbest.catalog.load import load_catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, ReplayReport
 from nextbest.errors import NotFound, ValidationError
@@ -19,6 +18,7 @@ from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.settings import Settings
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.catalog.model import OfferKind
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import Suppression

@@ -9,7 +9,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.decide.reasons import Suppression

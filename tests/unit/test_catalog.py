@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nextbest.catalog import (
-    Catalog,
-    Channel,
-    OfferKind,
-    check_catalog,
-    load_catalog,
-)
+from nextbest.catalog import Catalog, Channel, OfferKind
 from nextbest.errors import CatalogError, CatalogProblem, NextbestError
 from nextbest.rules import Rule
+from nextbest.store.catalog_files import check_catalog, load_catalog
 from tests.support import EXAMPLE_CATALOG
 
 COMMERCIAL = {

@@ -10,13 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from nextbest.api.customer_token import verify_customer_token
-from nextbest.catalog.load import Catalog, check_catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import AuthError
 from nextbest.store import sqlite_stores
+from nextbest.store.catalog_files import check_catalog, load_catalog
 from tests.support import (
     DAY,
     EXAMPLE_CATALOG,

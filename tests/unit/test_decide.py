@@ -8,7 +8,7 @@ import msgspec
 import orjson
 import pytest
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.decide import DecisionRequest, Suppression, click_prior, decide
 from nextbest.engine import Engine
 from nextbest.errors import UnknownPlacement, ValidationError
@@ -18,6 +18,7 @@ from nextbest.experiments import Arm, assign
 from nextbest.experiments.assignment import HOLDOUT_SALT, bucket
 from nextbest.profile import Profile
 from nextbest.profile.fold import fold
+from nextbest.store.catalog_files import load_catalog
 from tests.support import (
     DAY,
     T0,

@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
-from nextbest.catalog.load import load_catalog
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import memory_stores, sqlite_stores
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import MemoryStateStore
 from tests.support import (
     DAY,

@@ -11,7 +11,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide import Decision, DecisionRequest
 from nextbest.engine import Engine

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from nextbest.catalog.load import load_catalog
 from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.store import sqlite_stores
+from nextbest.store.catalog_files import load_catalog
 from tests.support import (
     EXAMPLE_CATALOG,
     T0,

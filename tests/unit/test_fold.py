@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.events import parse_batch
 from nextbest.profile import FunnelStage, Profile, fold
 from nextbest.profile.identity import IdentityMap

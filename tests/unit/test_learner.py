@@ -10,12 +10,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Candidate, ChoiceContext, Decision, DecisionItem
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.assignment import Arm
 from nextbest.learn.learner import PRIOR, Learner, customer_part
 from nextbest.profile.model import Profile
+from nextbest.store.catalog_files import load_catalog
 from tests.support import T0, edited_catalog
 
 WINDOW = 30 * 60.0

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.decide import Decision, DecisionRequest
@@ -31,6 +31,7 @@ from nextbest.learn.features import customer_features
 from nextbest.learn.learner import PRIOR, Learner
 from nextbest.learn.model import DEFAULT_PRIOR_MEAN, OfferRef
 from nextbest.store import Stores, sqlite_stores
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.sqlite import (
     SQLiteDatabase,
     SQLiteDecisionLog,

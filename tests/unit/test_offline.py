@@ -8,7 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from nextbest.catalog.load import Catalog, load_catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
@@ -17,6 +17,7 @@ from nextbest.learn import ope
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import NONE, _marginals, evaluate_candidate, fit_reward_model
 from nextbest.store import memory_stores
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
 from tests.support import (
     DAY,

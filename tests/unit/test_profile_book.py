@@ -6,7 +6,7 @@ from collections.abc import Collection
 
 import msgspec
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.events import parse_batch
 from nextbest.events.model import Event
 from nextbest.profile.book import PROFILE_ROW, ProfileBook

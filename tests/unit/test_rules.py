@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.errors import NextbestError
 from nextbest.profile.interest import decayed
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest

@@ -1,6 +1,11 @@
-"""The catalog: offers, campaigns, segments, placements and policies as YAML in git."""
+"""The catalog: offers, campaigns, segments, placements and policies, compiled from config.
 
-from nextbest.catalog.load import Catalog, CompiledOffer, check_catalog, load_catalog
+Pure: ``compile_catalog`` turns the parsed catalog into a ``Catalog``; reading the YAML in git
+is the adapter's job (``nextbest.store.catalog_files.load_catalog``).
+"""
+
+from nextbest.catalog.compile import compile_catalog
+from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
@@ -12,6 +17,7 @@ from nextbest.catalog.model import (
     ScoringSpec,
     SegmentSpec,
 )
+from nextbest.catalog.source_map import SourceMap
 
 __all__ = [
     "CampaignSpec",
@@ -25,6 +31,6 @@ __all__ = [
     "PlacementSpec",
     "ScoringSpec",
     "SegmentSpec",
-    "check_catalog",
-    "load_catalog",
+    "SourceMap",
+    "compile_catalog",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from nextbest.catalog.load import CompiledOffer
+from nextbest.catalog.compiled import CompiledOffer
 from nextbest.decide.reasons import Reason, Suppression
 from nextbest.experiments.assignment import Arm
 from nextbest.profile.model import Profile

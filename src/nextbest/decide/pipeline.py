@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from nextbest.catalog.load import Catalog, CompiledOffer
+from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
 from nextbest.decide.model import (
     Candidate,

@@ -33,7 +33,7 @@ from itertools import islice
 
 import msgspec
 
-from nextbest.catalog.load import Catalog, CompiledOffer
+from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision
 from nextbest.decide.pipeline import greedy

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from nextbest.catalog.load import Catalog
+from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName

@@ -50,7 +50,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from nextbest.catalog.load import Catalog, CompiledOffer
+from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
 from nextbest.decide.score import click_prior
 from nextbest.errors import ValidationError

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Protocol
 
-from nextbest.catalog.load import CompiledOffer
+from nextbest.catalog.compiled import CompiledOffer
 from nextbest.catalog.model import OfferKind
 from nextbest.sim.world import CustomerSim
 

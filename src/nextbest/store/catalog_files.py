@@ -1,45 +1,52 @@
-"""Read catalog YAML keeping where every value stands (file and line), for precise errors."""
+"""The catalog as YAML files in git: read them keeping where every value stands (file and
+line), hash them for the catalog's version, and hand them to the pure compiler.
+
+``load_catalog`` is how the engine, the CLI and the benchmarks get a ``Catalog``;
+``check_catalog`` lists every problem instead of raising.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nextbest.errors import CatalogProblem
+from nextbest.catalog.compile import SECTIONS_LIST, compile_catalog, section_problem
+from nextbest.catalog.compiled import Catalog
+from nextbest.catalog.source_map import SourceMap
+from nextbest.errors import CatalogError, CatalogProblem
 
-__all__ = ["SourceMap", "catalog_files", "read_sources"]
-
-SECTIONS_LIST = ("topics", "segments", "offers", "campaigns", "placements")
-SECTIONS_SINGLE = ("version", "contact_policy", "scoring", "profile", "holdout_share")
+__all__ = ["catalog_digest", "catalog_files", "check_catalog", "load_catalog", "read_sources"]
 
 
-class SourceMap:
-    """Maps a merged-catalog path such as ``$.offers[3].value`` to (file, line)."""
+def load_catalog(location: str | Path) -> Catalog:
+    """Load and compile; raise CatalogError listing every problem found."""
+    path = Path(location)
+    raw, smap, problems = read_sources(path)
+    if problems:
+        raise CatalogError(problems)
+    return compile_catalog(raw, smap, digest=catalog_digest(path), source=str(path))
 
-    def __init__(self) -> None:
-        self._lines: dict[str, tuple[str, int]] = {}
 
-    def add(self, path: str, file: str, line: int) -> None:
-        self._lines.setdefault(path, (file, line))
+def check_catalog(location: str | Path) -> list[CatalogProblem]:
+    """Every problem in the catalog at ``location`` (a file or a folder of YAML files)."""
+    try:
+        load_catalog(location)
+    except CatalogError as exc:
+        return exc.problems
+    return []
 
-    def where(self, path: str) -> tuple[str, int | None]:
-        probe = path
-        while probe:
-            hit = self._lines.get(probe)
-            if hit is not None:
-                return hit
-            cut = max(probe.rfind("."), probe.rfind("["))
-            if cut <= 0:
-                break
-            probe = probe[:cut]
-        first = next(iter(self._lines.values()), ("<catalog>", 0))
-        return first[0], None
 
-    def problem(self, path: str, reason: str) -> CatalogProblem:
-        file, line = self.where(path)
-        return CatalogProblem(file, line, path, reason)
+def catalog_digest(location: Path) -> str:
+    """SHA-256 over every catalog file's name and bytes, in file order."""
+    h = hashlib.sha256()
+    for file in catalog_files(location):
+        if file.exists():
+            h.update(file.name.encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()
 
 
 class _Loader(yaml.SafeLoader):
@@ -83,6 +90,7 @@ def _load_file(path: Path) -> tuple[Any, dict[str, int]]:
 
 
 def catalog_files(location: Path) -> list[Path]:
+    """The YAML files of a catalog folder in a fixed order, or the one file given."""
     if location.is_dir():
         return sorted(p for p in location.rglob("*") if p.suffix in (".yaml", ".yml"))
     return [location]
@@ -112,10 +120,11 @@ def read_sources(location: Path) -> tuple[dict[str, Any], SourceMap, list[Catalo
             continue
         for key, value in data.items():
             key_line = lines.get(f"$.{key}", 1)
+            reason = section_problem(key, value)
+            if reason is not None:
+                problems.append(CatalogProblem(name, key_line, f"$.{key}", reason))
+                continue
             if key in SECTIONS_LIST:
-                if not isinstance(value, list):
-                    problems.append(CatalogProblem(name, key_line, f"$.{key}", "must be a list"))
-                    continue
                 items = merged.setdefault(key, [])
                 for i, item in enumerate(value):
                     target = f"$.{key}[{len(items)}]"
@@ -124,17 +133,11 @@ def read_sources(location: Path) -> tuple[dict[str, Any], SourceMap, list[Catalo
                         if p == prefix or p.startswith(prefix + ".") or p.startswith(prefix + "["):
                             smap.add(target + p[len(prefix) :], name, ln)
                     items.append(item)
-            elif key in SECTIONS_SINGLE:
-                if key in merged:
-                    problems.append(CatalogProblem(name, key_line, f"$.{key}", "defined twice"))
-                    continue
+            elif key in merged:
+                problems.append(CatalogProblem(name, key_line, f"$.{key}", "defined twice"))
+            else:
                 merged[key] = value
                 for p, ln in lines.items():
                     if p == f"$.{key}" or p.startswith(f"$.{key}.") or p.startswith(f"$.{key}["):
                         smap.add(p, name, ln)
-            else:
-                known = ", ".join(SECTIONS_LIST + SECTIONS_SINGLE)
-                problems.append(
-                    CatalogProblem(name, key_line, f"$.{key}", f"unknown section; use {known}")
-                )
     return merged, smap, problems

@@ -1,0 +1,141 @@
+"""The compiled catalog: what decide, learn and fold read. Built by ``compile_catalog``.
+
+Offers are indexed by placement so a decision only looks at candidates that can appear in the
+placement it is asked about.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from nextbest.catalog.model import (
+    CampaignSpec,
+    CatalogSpec,
+    OfferKind,
+    OfferSpec,
+    ScoringSpec,
+    SegmentSpec,
+)
+from nextbest.profile.fold import FoldConfig
+from nextbest.profile.topics import TopicMatcher, TopicSpec
+from nextbest.rules.expression import Rule
+
+__all__ = ["Catalog", "CompiledOffer"]
+
+
+class CompiledOffer:
+    """An offer ready for decisions: its rule compiled, its campaign and window resolved."""
+
+    __slots__ = (
+        "base_ctr",
+        "campaign",
+        "id",
+        "kind",
+        "rule",
+        "segment_names",
+        "spec",
+        "topic",
+        "valid_from",
+        "valid_until",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        spec: OfferSpec,
+        rule: Rule,
+        campaign: CampaignSpec | None,
+        scoring: ScoringSpec,
+        valid_from: float | None,
+        valid_until: float | None,
+    ) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.kind = spec.kind
+        self.topic = spec.topic
+        self.rule = rule
+        self.campaign = campaign
+        self.weight = campaign.weight if campaign is not None else 1.0
+        default = scoring.service_ctr if spec.kind is OfferKind.SERVICE else scoring.commercial_ctr
+        self.base_ctr = spec.prior_ctr if spec.prior_ctr is not None else default
+        self.valid_from = valid_from
+        self.valid_until = valid_until
+        #: segments the eligibility rule names, in order: the reasons cite those that hold
+        self.segment_names = tuple(sorted(f for root, f in rule.fields if root == "segments"))
+
+    def live_at(self, now: float) -> bool:
+        return (self.valid_from is None or now >= self.valid_from) and (
+            self.valid_until is None or now < self.valid_until
+        )
+
+
+class Catalog:
+    """The compiled catalog: what decide and fold read. Immutable once built."""
+
+    def __init__(
+        self,
+        spec: CatalogSpec,
+        segments: list[tuple[SegmentSpec, Rule]],
+        offers: dict[str, CompiledOffer],
+        digest: str,
+        source: str,
+    ) -> None:
+        self.spec = spec
+        self.digest = digest
+        self.source = source
+        self.topics = {t.id: t for t in spec.topics}
+        self.matcher = TopicMatcher(tuple(spec.topics))
+        p = spec.profile
+        self.fold_config = FoldConfig(
+            page_weight=p.page_weight,
+            track_weight=p.track_weight,
+            event_weights=dict(p.event_weights),
+            session_timeout=p.session_timeout_minutes * 60.0,
+            offer_ids=frozenset(offers),
+        )
+        self.segments = segments
+        self.offers = offers
+        self.campaigns = {c.id: c for c in spec.campaigns}
+        self.placements = {p.id: p for p in spec.placements}
+        self.policy = spec.contact_policy
+        self.scoring = spec.scoring
+        self.segment_names = {s.id: s.name or s.id for s, _ in segments}
+        self.commercial_offers = frozenset(
+            o.id for o in offers.values() if o.kind is OfferKind.COMMERCIAL
+        )
+        rules = [r for _, r in segments] + [o.rule for o in offers.values()]
+        #: the roots any rule uses, and the topics they name: all a decision converts to CEL
+        self.rule_roots = frozenset().union(*(r.roots for r in rules)) | {"interest"}
+        self.rule_topics = {t: self.topics[t] for t in _named_topics(rules, self.topics)}
+        #: offers the rules name (``offers.x``): rules always see them, zeros if unseen
+        self.named_offers = frozenset(
+            field for rule in rules for root, field in rule.fields if root == "offers"
+        )
+        self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
+            pl.id: tuple(
+                o for o in offers.values() if pl.channel in o.spec.content and o.kind in pl.kinds
+            )
+            for pl in spec.placements
+        }
+
+    @property
+    def version(self) -> str:
+        return f"{self.spec.version}+{self.digest[:12]}"
+
+
+_INTEREST_ANY = re.compile(r"\binterest\b")
+_INTEREST_DOTTED = re.compile(r"\binterest\.[A-Za-z_]")
+
+
+def _named_topics(rules: list[Rule], topics: Mapping[str, TopicSpec]) -> list[str]:
+    """Topics the rules name as ``interest.<topic>``; every topic if any rule reaches
+    ``interest`` another way (``interest["x"]``, macros), so no rule ever misses a key."""
+    named: set[str] = set()
+    for rule in rules:
+        if "interest" not in rule.roots:
+            continue
+        if len(_INTEREST_ANY.findall(rule.source)) != len(_INTEREST_DOTTED.findall(rule.source)):
+            return list(topics)
+        named.update(f for root, f in rule.fields if root == "interest")
+    return sorted(named)
