@@ -19,7 +19,7 @@ from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
     ContactPolicy,
-    ModelChoice,
+    ModelKind,
     OfferKind,
     OfferSpec,
     PlacementSpec,
@@ -29,11 +29,11 @@ from nextbest.catalog.model import (
     Thompson,
 )
 from nextbest.catalog.source import SourceMap, catalog_files, read_sources
-from nextbest.errors import CatalogError, CatalogProblem, split_msgspec_message
+from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgspec_message
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.topics import TopicMatcher, TopicSpec
 from nextbest.rules.context import RULE_ROOTS
-from nextbest.rules.expression import Rule, RuleCompileError, compile_rule
+from nextbest.rules.expression import Rule, compile_rule
 
 __all__ = ["Catalog", "CompiledOffer", "check_catalog", "load_catalog", "parse_when"]
 
@@ -243,7 +243,7 @@ def _rule(
 ) -> Rule | None:
     try:
         rule = compile_rule(source, RULE_ROOTS)
-    except RuleCompileError as exc:
+    except RuleError as exc:
         problems.append(smap.problem(path, exc.message))
         return None
     for root, field in sorted(rule.fields):
@@ -364,7 +364,7 @@ def _compile(
         if (
             learning is not None
             and isinstance(learning.explore, Thompson)
-            and learning.model is not ModelChoice.BAYES
+            and learning.model is not ModelKind.BAYES
         ):
             problems.append(
                 smap.problem(
