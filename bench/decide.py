@@ -72,7 +72,7 @@ from typing import Any
 
 import msgspec
 
-import nextbest.decide.pipeline as pipeline_mod
+import nextbest.decide.ranking as ranking_mod
 from _common import (
     RESULTS,
     T0,
@@ -111,7 +111,7 @@ from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
 from nextbest.learn.contextual import ContextualLogistic
 from nextbest.learn.explore import BetaScores, Thompson, rank, seed_of
-from nextbest.learn.explore import Candidate as Slot
+from nextbest.learn.explore import RankEntry as Slot
 from nextbest.learn.features import customer_features
 from nextbest.learn.learner import PRIOR, Learner, _offset, customer_part
 from nextbest.learn.model import load_model
@@ -340,14 +340,14 @@ def count_work(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
     for r, p in zip(offer_rules, offer_proxies, strict=True):
         r._program = p
     scored = 0
-    real_prior = pipeline_mod.click_prior
+    real_prior = ranking_mod.click_prior
 
     def counting_prior(*a: Any) -> float:
         nonlocal scored
         scored += 1
         return real_prior(*a)
 
-    pipeline_mod.click_prior = counting_prior  # type: ignore[assignment]
+    ranking_mod.click_prior = counting_prior  # type: ignore[assignment]
     why: Counter[str] = Counter()
     items = control = derived_rules = derived_scored = 0
     segments_true = pool = explored = features = commercial = with_commercial = policy = 0
@@ -375,7 +375,7 @@ def count_work(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
             derived_scored += len(d.items) + sum(1 for e in d.excluded if e.why in SCORED)
             derived_rules += len(d.items) + sum(1 for e in d.excluded if e.why in RULE_EVALUATED)
     finally:
-        pipeline_mod.click_prior = real_prior
+        ranking_mod.click_prior = real_prior
         for r in seg_rules + offer_rules:
             r._program = originals[id(r)]
     n = len(users)

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from nextbest.catalog.model import OfferKind
+from nextbest.catalog.model import ModelKind, OfferKind
 from nextbest.errors import ValidationError
 from nextbest.learn.bayes import BayesConfig, BetaBernoulli
-from nextbest.learn.model import ModelKind, OfferRef, describe, load_model, new_model
+from nextbest.learn.model import OfferRef, describe, load_model, new_model
 
 X: dict[str, float] = {"bias": 1.0}
 

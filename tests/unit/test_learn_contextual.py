@@ -8,11 +8,11 @@ import random
 
 import pytest
 
+from nextbest.catalog.model import ModelKind
 from nextbest.learn.bayes import BetaBernoulli
 from nextbest.learn.contextual import ContextualLogistic, crossed
 from nextbest.learn.features import Features
 from nextbest.learn.model import (
-    ModelKind,
     OfferRef,
     PropensityModel,
     describe,

@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nextbest.decide.model import PropensityKind
 from nextbest.errors import ValidationError
 from nextbest.learn.explore import (
     BetaScores,
-    Candidate,
     EpsilonGreedy,
     ExplorationBudget,
     Greedy,
     Placed,
     Policy,
-    PropensityKind,
+    RankEntry,
     Softmax,
     Thompson,
     plackett_luce_marginals,
@@ -29,9 +29,9 @@ from nextbest.learn.explore import (
     seed_of,
 )
 
-SERVICE = Candidate(service=True)
-COMMERCIAL = Candidate()
-CAPPED = Candidate(explorable=False)
+SERVICE = RankEntry(service=True)
+COMMERCIAL = RankEntry()
+CAPPED = RankEntry(explorable=False)
 
 
 def tally(
@@ -242,7 +242,7 @@ def test_a_new_campaign_explores_at_once_then_waits_until_its_share_allows_the_n
     rng = random.Random(9)
     for _ in range(3_000):
         ok = budget.explorable("c1")
-        cands = [Candidate(explorable=ok)] * 4
+        cands = [RankEntry(explorable=ok)] * 4
         (placed,) = rank(cands, [0.4, 0.3, 0.2, 0.1], 1, EpsilonGreedy(0.5), rng)
         budget.record("c1", placed.explored)
         assert budget.share("c1") <= 0.1
@@ -287,10 +287,10 @@ def test_policies_decode_from_config():
 
 
 @st.composite
-def situations(draw: st.DrawFn) -> tuple[list[Candidate], list[float], int, Policy, int]:
+def situations(draw: st.DrawFn) -> tuple[list[RankEntry], list[float], int, Policy, int]:
     n = draw(st.integers(0, 9))
     cands = [
-        Candidate(service=draw(st.booleans()), explorable=draw(st.booleans())) for _ in range(n)
+        RankEntry(service=draw(st.booleans()), explorable=draw(st.booleans())) for _ in range(n)
     ]
     scores = [draw(st.floats(0.0, 5.0)) for _ in range(n)]
     k = draw(st.integers(0, 6))
@@ -314,7 +314,7 @@ def situations(draw: st.DrawFn) -> tuple[list[Candidate], list[float], int, Poli
 @settings(max_examples=300, deadline=None)
 @given(situations())
 def test_every_ranking_is_well_formed(
-    situation: tuple[list[Candidate], list[float], int, Policy, int],
+    situation: tuple[list[RankEntry], list[float], int, Policy, int],
 ):
     cands, scores, k, policy, seed = situation
     post = BetaScores([1.0 + s for s in scores], [10.0] * len(scores), [1.0] * len(scores))

@@ -15,7 +15,12 @@ from nextbest.engine import Engine
 from nextbest.errors import ValidationError
 from nextbest.learn import ope
 from nextbest.learn.logs import LoggedItem, join_rewards
-from nextbest.learn.offline import NONE, _marginals, evaluate_candidate, fit_reward_model
+from nextbest.learn.offline import (
+    NONE,
+    candidate_marginals,
+    evaluate_candidate,
+    fit_reward_model,
+)
 from nextbest.store import memory_stores
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
@@ -116,15 +121,15 @@ def test_marginals_follow_the_candidate_exploration(greedy_catalog: Catalog) -> 
     engine = logged_engine(greedy_catalog)
     d = engine.decision("d000001")
     assert d is not None
-    greedy = _marginals(greedy_catalog, "home_feed", d.candidates, d.features)
+    greedy = candidate_marginals(greedy_catalog, "home_feed", d.candidates, d.features)
     assert [max(m, key=lambda k: m[k]) for m in greedy] == [i.offer_id for i in d.items]
     assert all(list(m.values()) == [1.0] for m in greedy)
     explorer = load_catalog(EXAMPLE_CATALOG)  # home_feed: epsilon-greedy 0.05
-    marg = _marginals(explorer, "home_feed", d.candidates, d.features)
+    marg = candidate_marginals(explorer, "home_feed", d.candidates, d.features)
     for slot in marg:
         assert sum(slot.values()) == pytest.approx(1.0)
         assert max(slot.values()) == pytest.approx(0.95 + 0.05 / len(slot))
-    assert _marginals(explorer, "nowhere", d.candidates, d.features) == []
+    assert candidate_marginals(explorer, "nowhere", d.candidates, d.features) == []
 
 
 def test_a_slot_the_candidate_leaves_empty_is_worth_nothing(
@@ -224,7 +229,7 @@ def test_sparse_rows_equal_the_dense_obp_arrays(
     slots = max(max(i.position for i in rows), *(p.slots for p in cat.placements.values()))
     dist = np.zeros((len(rows), len(offers), slots))
     for k, item in enumerate(rows):
-        marg = _marginals(cat, item.placement, item.candidates, item.features)
+        marg = candidate_marginals(cat, item.placement, item.candidates, item.features)
         for r in range(slots):
             for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
                 dist[k, index[oid], r] = p
@@ -310,7 +315,7 @@ def test_the_candidate_contact_caps_are_replayed_on_its_own_impressions(
     """Random logs show a customer's favourite rarely; a greedy candidate would show it at
     every visit, so online its per-offer cap (3 a week) takes it away from the 4th visit on.
     The replay does the same: later clicks on it are not the candidate's."""
-    marg = _marginals(greedy_catalog, "home_feed", POOL, {})
+    marg = candidate_marginals(greedy_catalog, "home_feed", POOL, {})
     favourite = next(iter(marg[0]))
     other = next(oid for oid in POOL if oid not in {next(iter(m)) for m in marg})
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nextbest.catalog.compiled import Catalog
-from nextbest.errors import NextbestError
+from nextbest.errors import NextbestError, RuleError
 from nextbest.profile.interest import decayed
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.rules import (
@@ -22,7 +22,6 @@ from nextbest.rules import (
     rule_variables,
 )
 from nextbest.rules.context import age_of, engagement_of, lifecycle_of
-from nextbest.rules.expression import RuleCompileError
 from tests.support import T0
 
 DAY = 86_400.0
@@ -136,7 +135,7 @@ def test_example_turning_18_rule() -> None:
     ],
 )
 def test_unknown_roots_do_not_compile(source: str, unknown: str) -> None:
-    with pytest.raises(RuleCompileError) as info:
+    with pytest.raises(RuleError) as info:
         rule(source)
     assert info.value.message == (
         f"unknown name(s) {unknown}; rules may use "
@@ -148,7 +147,7 @@ def test_unknown_roots_do_not_compile(source: str, unknown: str) -> None:
 
 def test_allowed_roots_are_an_argument() -> None:
     assert compile_rule("profile.age > 1", frozenset({"profile"})).roots == {"profile"}
-    with pytest.raises(RuleCompileError):
+    with pytest.raises(RuleError):
         compile_rule("traits.age > 1", frozenset({"profile"}))
 
 
@@ -157,7 +156,7 @@ def test_allowed_roots_are_an_argument() -> None:
     ["profile.age >=", "(profile.age > 1", "profile.age > 1 &&& true", "", "a b c", "'unclosed"],
 )
 def test_syntax_errors_do_not_compile(source: str) -> None:
-    with pytest.raises(RuleCompileError) as info:
+    with pytest.raises(RuleError) as info:
         rule(source)
     assert info.value.message.startswith("CEL: ")
     assert "\n" not in info.value.message
@@ -291,7 +290,7 @@ def test_code_execution_does_not_compile_or_is_error(tmp_path: Path, template: s
     source = template.format(canary=canary)
     try:
         compiled = rule(source)
-    except RuleCompileError:
+    except RuleError:
         compiled = None
     if compiled is not None:
         assert outcome(source, dict(VARS)) is RuleOutcome.ERROR

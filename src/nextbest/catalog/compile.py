@@ -20,7 +20,7 @@ from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
     ContactPolicy,
-    ModelChoice,
+    ModelKind,
     OfferSpec,
     PlacementSpec,
     ProfileSettings,
@@ -29,10 +29,10 @@ from nextbest.catalog.model import (
     Thompson,
 )
 from nextbest.catalog.source_map import SourceMap
-from nextbest.errors import CatalogError, CatalogProblem, split_msgspec_message
+from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgspec_message
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
-from nextbest.rules.expression import Rule, RuleCompileError, compile_rule
+from nextbest.rules.expression import Rule, compile_rule
 
 __all__ = [
     "SECTIONS_LIST",
@@ -254,7 +254,7 @@ def _check_placements(
         if (
             learning is not None
             and isinstance(learning.explore, Thompson)
-            and learning.model is not ModelChoice.BAYES
+            and learning.model is not ModelKind.BAYES
         ):
             problems.append(
                 smap.problem(
@@ -340,7 +340,7 @@ def _rule(
 ) -> Rule | None:
     try:
         rule = compile_rule(source, RULE_ROOTS)
-    except RuleCompileError as exc:
+    except RuleError as exc:
         problems.append(smap.problem(path, exc.message))
         return None
     for root, field in sorted(rule.fields):

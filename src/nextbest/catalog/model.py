@@ -22,7 +22,7 @@ __all__ = [
     "Greedy",
     "ImpressionCap",
     "LearningSpec",
-    "ModelChoice",
+    "ModelKind",
     "OfferKind",
     "OfferSpec",
     "PlacementSpec",
@@ -141,7 +141,9 @@ class Thompson(msgspec.Struct, frozen=True, tag="thompson"):
 Policy: TypeAlias = Greedy | EpsilonGreedy | Softmax | Thompson
 
 
-class ModelChoice(enum.StrEnum):
+class ModelKind(enum.StrEnum):
+    """A placement's propensity model (``learn.model``)."""
+
     BAYES = "bayes"
     CONTEXTUAL = "contextual"
 
@@ -156,7 +158,7 @@ class LearningSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``click_window_minutes``: a view with no click within this window counts as a miss.
     """
 
-    model: ModelChoice
+    model: ModelKind
     explore: Policy = EpsilonGreedy(epsilon=0.05)
     click_window_minutes: Positive = 30.0
 

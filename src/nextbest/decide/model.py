@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from nextbest.catalog.compiled import CompiledOffer
+from nextbest.catalog.model import OfferKind
 from nextbest.decide.reasons import Reason, Suppression
 from nextbest.experiments.assignment import Arm
 from nextbest.profile.model import Profile
@@ -21,7 +23,18 @@ __all__ = [
     "DecisionItem",
     "DecisionRequest",
     "Excluded",
+    "PropensityKind",
 ]
+
+
+class PropensityKind(enum.StrEnum):
+    """How a logged propensity was obtained: ``exact``; ``monte_carlo`` (Thompson sampling's
+    seeded estimate) or ``sequential`` (a softmax slot logged as P(item | the items above
+    it)): not exact marginals, so slot-level off-policy estimates may be biased."""
+
+    EXACT = "exact"
+    SEQUENTIAL = "sequential"
+    MONTE_CARLO = "monte_carlo"
 
 
 class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,7 +52,7 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     position: int
     offer_id: str
-    kind: str
+    kind: OfferKind
     campaign_id: str | None
     arm: Arm
     score: float
@@ -49,9 +62,7 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reasons: list[Reason]
     #: placed by exploration, not where the greedy order would have put it
     explored: bool = False
-    #: "exact"; "monte_carlo" (Thompson sampling's seeded estimate) or "sequential" (a
-    #: softmax slot logged as P(item | the items above it)): not exact marginals
-    propensity_kind: str = "exact"
+    propensity_kind: PropensityKind = PropensityKind.EXACT
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):
@@ -84,7 +95,7 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     picks: list[tuple[int, float]]
     explored: list[bool] = []
     #: per pick: how the propensity was obtained (see ``DecisionItem.propensity_kind``)
-    kinds: list[str] = []
+    kinds: list[PropensityKind] = []
     p_click: list[float] | None = None
     features: dict[str, float] | None = None
     model_version: str | None = None

@@ -1,18 +1,36 @@
 """The decision pipeline. Pure: profile, catalog and ``now`` in, a Decision out.
 
-eligibility -> already owned -> contact caps and fatigue -> faded interest -> consent and
-holdout -> control group -> score (p_click x value x weight) -> service before commercial ->
-top k, each item with reasons.
+``decide`` is a list of named steps, in this order:
+
+1. placement and limit: the placement exists and the limit fits its slots;
+2. consent and holdout: personalization and marketing consent, the universal holdout;
+3. rule environment: the rule variables the catalog's rules read, the segments;
+4. candidate filtering, each offer of the placement in turn, the first filter that holds
+   excludes it: on the page already -> out of schedule -> no marketing consent -> universal
+   holdout -> product already owned -> contact caps and rests -> daily fatigue -> faded
+   interest -> eligibility rule (false, or an error);
+5. scoring: ``p_click x value x weight`` with the catalog's interest prior;
+6. ranking: the engine's order (``decide.ranking``: service first, then score, priority, id);
+7. control group: offers whose campaign puts the customer in its control arm leave the pool
+   (logged as exposures where the engine's order would have shown them);
+8. choose: the chooser picks up to ``limit`` items from the pool (default: the top ones);
+9. items and reasons;
+10. the decision, with the features its scores were computed from.
+
+Scores, order and the contact policy are ``decide.ranking``'s, shared with offline evaluation
+and the simulator.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from nextbest.catalog.compiled import Catalog, CompiledOffer
-from nextbest.catalog.model import OfferKind
+from nextbest.catalog.model import OfferKind, PlacementSpec
+from nextbest.decide import ranking
 from nextbest.decide.model import (
     Candidate,
     Choice,
@@ -22,13 +40,12 @@ from nextbest.decide.model import (
     DecisionItem,
     DecisionRequest,
     Excluded,
+    PropensityKind,
 )
 from nextbest.decide.reasons import Reason, ReasonCode, Suppression
-from nextbest.decide.score import click_prior
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket
-from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
-from nextbest.profile.windows import count_in_days
+from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view, rule_variables
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
@@ -52,19 +69,6 @@ def _consented(profile: Profile, catalog: Catalog, purpose: str) -> bool:
     if granted is None:
         return catalog.policy.consent_defaults.get(purpose, False)
     return granted
-
-
-def _contact_block(hist: OfferHistory, catalog: Catalog, now: float) -> Suppression | None:
-    """Caps and rests from this offer's own history (daily fatigue is checked apart)."""
-    policy = catalog.policy
-    cap = policy.per_offer
-    if count_in_days(hist.impressions, cap.days, now) >= cap.count:
-        return Suppression.CAPPED
-    if hist.clicks and count_in_days(hist.clicks, policy.after_click_days, now):
-        return Suppression.RECENTLY_CLICKED
-    if hist.dismissals and count_in_days(hist.dismissals, policy.after_dismiss_days, now):
-        return Suppression.DISMISSED
-    return None
 
 
 def without_behaviour(profile: Profile) -> Profile:
@@ -137,20 +141,81 @@ def decide(
     choose: Chooser = greedy,
 ) -> Decision:
     """Rank what to show ``profile`` in ``request.placement`` at ``now``; ``choose`` picks
-    the items from the ranked eligible candidates (default: the top ``limit``)."""
+    the items from the ranked eligible candidates (default: the top ``limit``). The steps
+    are the module docstring's, in its order."""
+    placement, limit = _placement_and_limit(catalog, request)
+    audience = _audience(catalog, profile)
+    rules = _rule_environment(catalog, profile, request, now, audience.personalized)
+    eligible, excluded = _filter_candidates(catalog, profile, request, now, audience, rules)
+    scored = _score(eligible, catalog)
+    ranked = ranking.in_rank_order(scored)
+    pool, control, in_control = _control_group(ranked, profile.customer_id, limit)
+    in_segments = sorted(k for k, v in rules.segments.items() if v)
+    ctx = ChoiceContext(decision_id, placement.id, now, rules.seen, request.context, in_segments)
+    choice = choose(ctx, pool, limit)
+    if choice.p_click is not None:  # a learned model's click probabilities
+        pool = _rescore(pool, choice.p_click)
+    items = _items(catalog, placement, pool, choice, limit, rules, audience.personalized)
+    return Decision(
+        decision_id=decision_id,
+        customer_id=profile.customer_id,
+        placement=placement.id,
+        timestamp=now,
+        catalog_version=catalog.version,
+        items=items,
+        excluded=[*excluded, *in_control, *_outranked(pool, choice, limit)],
+        control=control,
+        segments=in_segments,
+        candidates=[c.offer.id for c in pool],
+        features=choice.features if choice.features is not None else _features(pool, rules),
+        model_version=choice.model_version or "prior",
+    )
+
+
+# ---------------------------------------------------------------------- 1. placement and limit
+def _placement_and_limit(catalog: Catalog, request: DecisionRequest) -> tuple[PlacementSpec, int]:
     placement = catalog.placements.get(request.placement)
     if placement is None:
         raise UnknownPlacement(f"unknown placement {request.placement!r}")
     limit = placement.slots if request.limit is None else request.limit
     if not 1 <= limit <= placement.slots:
         raise ValidationError(f"limit must be between 1 and {placement.slots}", "$.limit")
+    return placement, limit
 
-    customer = profile.customer_id
-    personalized = _consented(profile, catalog, "personalization")
-    marketing = _consented(profile, catalog, "marketing")
-    in_holdout = catalog.spec.holdout_share > 0 and (
-        bucket(customer, HOLDOUT_SALT) < catalog.spec.holdout_share
+
+# ---------------------------------------------------------------------- 2. consent and holdout
+class _Audience(msgspec.Struct, frozen=True, gc=False):
+    personalized: bool
+    marketing: bool
+    in_holdout: bool
+
+
+def _audience(catalog: Catalog, profile: Profile) -> _Audience:
+    holdout = catalog.spec.holdout_share
+    return _Audience(
+        personalized=_consented(profile, catalog, "personalization"),
+        marketing=_consented(profile, catalog, "marketing"),
+        in_holdout=holdout > 0 and bucket(profile.customer_id, HOLDOUT_SALT) < holdout,
     )
+
+
+# ---------------------------------------------------------------------- 3. rule environment
+class _RuleEnvironment(msgspec.Struct, frozen=True, gc=False):
+    """What the rules see (``seen``: the profile, without behaviour absent consent), the
+    rule variables, the bound evaluation, the segments, and each topic's interest view
+    (``topic_view`` builds one the rules did not name, on first use)."""
+
+    seen: Profile
+    variables: dict[str, Any]
+    env: Evaluation
+    segments: dict[str, bool]
+    views: dict[str, dict[str, Any]]
+    topic_view: Callable[[str], dict[str, Any]]
+
+
+def _rule_environment(
+    catalog: Catalog, profile: Profile, request: DecisionRequest, now: float, personalized: bool
+) -> _RuleEnvironment:
     seen = profile if personalized else without_behaviour(profile)
     # rules see only the roots and topics they name: converting values to CEL is the cost
     variables = rule_variables(
@@ -168,64 +233,113 @@ def decide(
             view = views[topic] = interest_view(it, catalog.topics[topic], now)
         return view
 
-    owned = _owned_topics(profile, catalog) if catalog.policy.suppress_owned else set()
-    shown_today = sum(
-        count_in_days(h.impressions, 1, now)
-        for oid, h in profile.offers.items()
-        if oid in catalog.commercial_offers
+    return _RuleEnvironment(seen, variables, env, segments, views, topic_view)
+
+
+# ---------------------------------------------------------------------- 4. candidate filtering
+class _Filters(msgspec.Struct, frozen=True, gc=False):
+    """What the filters read: the request, the audience, the rules, and the customer-wide
+    part of the contact policy (``owned`` topics, daily ``fatigued``)."""
+
+    catalog: Catalog
+    profile: Profile
+    request: DecisionRequest
+    now: float
+    audience: _Audience
+    rules: _RuleEnvironment
+    owned: set[str]
+    fatigued: bool
+
+    def excluded_by(self, offer: CompiledOffer, view: dict[str, Any] | None) -> Suppression | None:
+        """The first filter, in the module docstring's order, that excludes ``offer``."""
+        if offer.id in self.request.exclude:
+            return Suppression.ON_PAGE
+        if not offer.live_at(self.now):
+            return Suppression.OUT_OF_SCHEDULE
+        if ranking.applies_to(offer):  # marketing consent and the contact policy
+            policy = self.catalog.policy
+            if not self.audience.marketing:
+                return Suppression.NO_CONSENT
+            if self.audience.in_holdout:
+                return Suppression.HOLDOUT
+            if offer.topic in self.owned:
+                return Suppression.OWNED
+            history = self.profile.offers.get(offer.id)
+            if history is not None and (block := ranking.contact_block(history, policy, self.now)):
+                return block
+            if self.fatigued:
+                return Suppression.FATIGUE
+            if view is not None and ranking.faded(view["total"], view["score"], policy):
+                return Suppression.FADED
+        outcome = self.rules.env.check(offer.rule)
+        if outcome is RuleOutcome.FALSE:
+            return Suppression.INELIGIBLE
+        if outcome is RuleOutcome.ERROR:
+            return Suppression.RULE_ERROR
+        return None
+
+
+def _filter_candidates(
+    catalog: Catalog,
+    profile: Profile,
+    request: DecisionRequest,
+    now: float,
+    audience: _Audience,
+    rules: _RuleEnvironment,
+) -> tuple[list[tuple[CompiledOffer, dict[str, Any] | None]], list[Excluded]]:
+    """The placement's offers that pass every filter (with their topic's interest view),
+    and the others, each with the first filter that excluded it."""
+    policy = catalog.policy
+    owned = _owned_topics(profile, catalog) if policy.suppress_owned else set()
+    shown_today = ranking.commercial_shown_today(profile.offers, catalog.commercial_offers, now)
+    filters = _Filters(
+        catalog,
+        profile,
+        request,
+        now,
+        audience,
+        rules,
+        owned,
+        ranking.fatigued(shown_today, policy),
     )
-    fatigued = shown_today >= catalog.policy.per_day_commercial
-    fade_below = catalog.policy.fade_below
-    scoring = catalog.scoring
-
+    eligible: list[tuple[CompiledOffer, dict[str, Any] | None]] = []
     excluded: list[Excluded] = []
-    ranked: list[tuple[int, float, int, str, CompiledOffer, float, float]] = []
-    for offer in catalog.by_placement[placement.id]:
-        why: Suppression | None = None
-        commercial = offer.kind is OfferKind.COMMERCIAL
-        view = topic_view(offer.topic) if offer.topic else None
-        history = profile.offers.get(offer.id) if commercial else None
-        if offer.id in request.exclude:
-            why = Suppression.ON_PAGE
-        elif not offer.live_at(now):
-            why = Suppression.OUT_OF_SCHEDULE
-        elif commercial and not marketing:
-            why = Suppression.NO_CONSENT
-        elif commercial and in_holdout:
-            why = Suppression.HOLDOUT
-        elif commercial and offer.topic in owned:
-            why = Suppression.OWNED
-        elif history is not None and (block := _contact_block(history, catalog, now)):
-            why = block
-        elif commercial and fatigued:
-            why = Suppression.FATIGUE
-        elif commercial and view is not None and view["total"] > 0 and view["score"] < fade_below:
-            why = Suppression.FADED
+    for offer in catalog.by_placement[request.placement]:
+        view = rules.topic_view(offer.topic) if offer.topic else None
+        why = filters.excluded_by(offer, view)
+        if why is None:
+            eligible.append((offer, view))
         else:
-            outcome = env.check(offer.rule)
-            if outcome is RuleOutcome.FALSE:
-                why = Suppression.INELIGIBLE
-            elif outcome is RuleOutcome.ERROR:
-                why = Suppression.RULE_ERROR
-        if why is not None:
             excluded.append(Excluded(offer.id, why))
-            continue
-        interest = view["score"] if view is not None else 0.0
-        p_click = click_prior(
-            offer.base_ctr, interest, scoring.interest_lift, scoring.half_saturation
-        )
-        score = p_click * offer.spec.value * offer.weight
-        service_first = 0 if offer.kind is OfferKind.SERVICE else 1
-        ranked.append(
-            (service_first, -score, -offer.spec.priority, offer.id, offer, p_click, score)
-        )
-    ranked.sort(key=lambda r: r[:4])
+    return eligible, excluded
 
+
+# ---------------------------------------------------------------------- 5. scoring
+def _score(
+    eligible: list[tuple[CompiledOffer, dict[str, Any] | None]], catalog: Catalog
+) -> list[Candidate]:
+    """Each eligible offer scored with the catalog's interest prior."""
+    scoring = catalog.scoring
+    out: list[Candidate] = []
+    for offer, view in eligible:
+        interest = view["score"] if view is not None else 0.0
+        p_click = ranking.prior_p_click(offer, interest, scoring)
+        out.append(Candidate(offer, p_click, ranking.score(offer, p_click)))
+    return out
+
+
+# ---------------------------------------------------------------------- 7. control group
+def _control_group(
+    ranked: list[Candidate], customer: str, limit: int
+) -> tuple[list[Candidate], list[str], list[Excluded]]:
+    """The pool (``ranked`` without the offers whose campaign puts the customer in its
+    control arm), the control exposures (those the engine's order would have shown) and
+    the control offers, excluded."""
     control: list[str] = []
     pool: list[Candidate] = []
-    for entry in ranked:
-        offer, p_click, score = entry[4], entry[5], entry[6]
-        camp = offer.campaign
+    excluded: list[Excluded] = []
+    for c in ranked:
+        camp = c.offer.campaign
         if (
             camp is not None
             and camp.control_share > 0
@@ -233,23 +347,35 @@ def decide(
         ):
             # where the engine's order would have shown it: a control exposure
             if len(pool) + len(control) < limit:
-                control.append(offer.id)
-            excluded.append(Excluded(offer.id, Suppression.CONTROL))
+                control.append(c.offer.id)
+            excluded.append(Excluded(c.offer.id, Suppression.CONTROL))
             continue
-        pool.append(Candidate(offer, p_click, score))
+        pool.append(c)
+    return pool, control, excluded
 
-    in_segments = sorted(k for k, v in segments.items() if v)
-    ctx = ChoiceContext(decision_id, placement.id, now, seen, request.context, in_segments)
-    choice = choose(ctx, pool, limit)
-    if choice.p_click is not None:  # a learned model's click probabilities
-        pool = [
-            Candidate(c.offer, p, p * c.offer.spec.value * c.offer.weight)
-            for c, p in zip(pool, choice.p_click, strict=True)
-        ]
-    items: list[DecisionItem] = []
+
+# ---------------------------------------------------------------------- 8. choose
+def _rescore(pool: list[Candidate], p_click: list[float]) -> list[Candidate]:
+    """The pool scored with a learned model's click probabilities."""
+    return [
+        Candidate(c.offer, p, ranking.score(c.offer, p)) for c, p in zip(pool, p_click, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------------- 9. items and reasons
+def _items(
+    catalog: Catalog,
+    placement: PlacementSpec,
+    pool: list[Candidate],
+    choice: Choice,
+    limit: int,
+    rules: _RuleEnvironment,
+    personalized: bool,
+) -> list[DecisionItem]:
     chosen = choice.picks[:limit]
     explored = choice.explored or [False] * len(chosen)
-    kinds = choice.kinds or ["exact"] * len(chosen)
+    kinds = choice.kinds or [PropensityKind.EXACT] * len(chosen)
+    items: list[DecisionItem] = []
     for position, (index, propensity) in enumerate(chosen, start=1):
         c = pool[index]
         offer = c.offer
@@ -257,41 +383,37 @@ def decide(
             DecisionItem(
                 position=position,
                 offer_id=offer.id,
-                kind=offer.kind.value,
+                kind=offer.kind,
                 campaign_id=offer.campaign.id if offer.campaign else None,
                 arm=Arm.TREATMENT,
                 score=round(c.score, 9),
                 p_click=round(c.p_click, 9),
                 propensity=propensity,
                 content=_content(offer, placement.channel.value),
-                reasons=_reasons(offer, catalog, views, variables, personalized, segments),
+                reasons=_reasons(
+                    offer, catalog, rules.views, rules.variables, personalized, rules.segments
+                ),
                 explored=explored[position - 1],
                 propensity_kind=kinds[position - 1],
             )
         )
-    shown = {index for index, _ in chosen}
-    excluded.extend(
+    return items
+
+
+def _outranked(pool: list[Candidate], choice: Choice, limit: int) -> list[Excluded]:
+    shown = {index for index, _ in choice.picks[:limit]}
+    return [
         Excluded(c.offer.id, Suppression.OUTRANKED) for i, c in enumerate(pool) if i not in shown
-    )
-    return Decision(
-        decision_id=decision_id,
-        customer_id=customer,
-        placement=placement.id,
-        timestamp=now,
-        catalog_version=catalog.version,
-        items=items,
-        excluded=excluded,
-        control=control,
-        segments=in_segments,
-        candidates=[c.offer.id for c in pool],
-        features=choice.features
-        if choice.features is not None
-        else {
-            f"interest:{t}": round(math.log1p(views[t]["score"]), 6)
-            for t in sorted({c.offer.topic for c in pool if c.offer.topic is not None})
-        },
-        model_version=choice.model_version or "prior",
-    )
+    ]
+
+
+# ---------------------------------------------------------------------- 10. the decision
+def _features(pool: list[Candidate], rules: _RuleEnvironment) -> dict[str, float]:
+    """What the prior's scores were computed from: the candidates' topics' interest."""
+    return {
+        ranking.interest_key(t): ranking.logged_interest(rules.views[t]["score"])
+        for t in sorted({c.offer.topic for c in pool if c.offer.topic is not None})
+    }
 
 
 def _content(offer: CompiledOffer, channel: str) -> dict[str, Any]:

@@ -58,10 +58,10 @@ from typing import Annotated, Self
 
 import msgspec
 
-from nextbest.catalog.model import OfferKind
+from nextbest.catalog.model import ModelKind, OfferKind
 from nextbest.errors import ValidationError
 from nextbest.learn.features import Features
-from nextbest.learn.model import ModelKind, OfferRef, check_feedback, decode_state
+from nextbest.learn.model import OfferRef, check_feedback, decode_state
 
 __all__ = ["BayesConfig", "BayesState", "BetaBernoulli"]
 

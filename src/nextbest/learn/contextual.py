@@ -55,10 +55,10 @@ from typing import Annotated, Self
 
 import msgspec
 
+from nextbest.catalog.model import ModelKind
 from nextbest.learn.features import CATEGORICAL_PREFIXES, TOPIC_FEATURES, Features
 from nextbest.learn.model import (
     DEFAULT_PRIOR_MEAN,
-    ModelKind,
     OfferRef,
     check_feedback,
     decode_state,

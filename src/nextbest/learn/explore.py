@@ -5,7 +5,8 @@ probability that the policy would have put that item in that position (its prope
 off-policy evaluation can reweight the logs. Randomness comes from the ``random.Random``
 passed in (and, for Thompson sampling's estimate, from a seed); nothing else.
 
-**Service messages** come first, by score, with propensity 1: they are never explored away.
+**Service messages** (``RankEntry.service``: ``decide.ranking.service_first``) come first,
+by score, with propensity 1: they are never explored away.
 
 **Commercial slots.** The greedy ranking ``G`` is the top commercial candidates by score
 (ties by index). A candidate marked ``explorable=False`` (its campaign is over its
@@ -37,11 +38,15 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
 
 Every ``Placed`` says whether the item is where greedy would have put it (``explored``
 false), which is what ``ExplorationBudget`` counts.
+
+``marginals`` gives, for a pool in greedy order, every item's probability at every free
+rank under a policy: the same probabilities ``rank`` logs (exact for greedy, epsilon-greedy
+and softmax; Thompson sampling, with no closed form, as greedy). Offline evaluation replays
+a candidate's exploration with it.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import math
 import random
@@ -51,34 +56,30 @@ import msgspec
 import numpy as np
 
 from nextbest.catalog.model import EpsilonGreedy, Greedy, Policy, Softmax, Thompson
+from nextbest.decide.model import PropensityKind
 from nextbest.errors import ValidationError
 
 __all__ = [
     "BetaScores",
-    "Candidate",
     "EpsilonGreedy",
     "ExplorationBudget",
     "Greedy",
     "Placed",
     "Policy",
-    "PropensityKind",
+    "RankEntry",
     "Softmax",
     "Thompson",
+    "marginals",
     "plackett_luce_marginals",
     "rank",
     "seed_of",
 ]
 
 
-class PropensityKind(enum.StrEnum):
-    EXACT = "exact"
-    SEQUENTIAL = "sequential"
-    MONTE_CARLO = "monte_carlo"
-
-
-class Candidate(msgspec.Struct, frozen=True, gc=False):
-    """``service``: a service message (placed first, never explored); ``explorable``: its
-    campaign may still be explored (``ExplorationBudget.explorable``)."""
+class RankEntry(msgspec.Struct, frozen=True, gc=False):
+    """What ``rank`` needs to know of a candidate besides its score. ``service``: ranked
+    first, never explored (``decide.ranking.service_first``); ``explorable``: its campaign
+    may still be explored (``ExplorationBudget.explorable``)."""
 
     service: bool = False
     explorable: bool = True
@@ -103,7 +104,7 @@ class Placed(msgspec.Struct, frozen=True, gc=False):
 
 
 def rank(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[RankEntry],
     scores: Sequence[float],
     k: int,
     policy: Policy,
@@ -162,20 +163,48 @@ def _epsilon_greedy(
     pool: list[int], f: int, epsilon: float, rng: random.Random
 ) -> tuple[list[int], list[float]]:
     greedy = pool[:f]
-    uniform = epsilon / len(pool)
+    n = len(pool)
     chosen = rng.sample(pool, f) if rng.random() < epsilon else greedy
-    props = [(1.0 - epsilon) * (i == g) + uniform for i, g in zip(chosen, greedy, strict=True)]
+    props = [_epsilon_propensity(epsilon, n, i == g) for i, g in zip(chosen, greedy, strict=True)]
     return chosen, props
+
+
+def _epsilon_propensity(epsilon: float, n: int, greedy: bool) -> float:
+    """Epsilon-greedy's probability of one of ``n`` pool items at a rank: ``epsilon / n``,
+    plus ``1 - epsilon`` where greedy puts it."""
+    return epsilon / n + (1.0 - epsilon if greedy else 0.0)
+
+
+def _softmax_weights(scores: Sequence[float], temperature: float) -> list[float]:
+    """``exp((score - best) / temperature)``, the exponents floored so that no weight is 0
+    (exp(-700) is about 1e-304)."""
+    top = max(scores)
+    return [math.exp(max((s - top) / temperature, -700.0)) for s in scores]
+
+
+def marginals(policy: Policy | None, scores: Sequence[float], f: int) -> list[dict[int, float]]:
+    """``m[r][k]``: the probability that ``policy`` puts item ``k`` of a pool at free rank
+    ``r`` (0-based, ``r < min(f, len(scores))``), the pool in greedy order (best first) with
+    greedy ``scores``; items with no chance at a rank are left out. ``None`` (no learning)
+    and Thompson sampling (no closed form) are the greedy order."""
+    n = len(scores)
+    f = min(f, n)
+    if f <= 0:
+        return []
+    if isinstance(policy, EpsilonGreedy):
+        eps = policy.epsilon
+        return [{k: _epsilon_propensity(eps, n, k == r) for k in range(n)} for r in range(f)]
+    if isinstance(policy, Softmax):
+        marg = plackett_luce_marginals(_softmax_weights(scores, policy.temperature), f)
+        return [dict(enumerate(marg[r])) for r in range(f)]
+    return [{r: 1.0} for r in range(f)]
 
 
 def _softmax(
     pool: list[int], scores: Sequence[float], f: int, policy: Softmax, rng: random.Random
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
     n = len(pool)
-    top = max(scores[i] for i in pool)
-    t = policy.temperature
-    # exponents floored so that no weight is 0 (exp(-700) is about 1e-304)
-    weights = [math.exp(max((scores[i] - top) / t, -700.0)) for i in pool]
+    weights = _softmax_weights([scores[i] for i in pool], policy.temperature)
     # sequential draw without replacement, remembering each conditional probability
     left = list(range(n))
     remaining = math.fsum(weights)

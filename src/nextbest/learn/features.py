@@ -8,6 +8,7 @@ key                     value
 ======================  ===================================================================
 ``bias``                1
 ``interest:<topic>``    ``log1p`` of the decayed interest score as of ``now``
+                        (``decide.ranking.interest_value``)
 ``count7:<topic>``      ``log1p`` of the hits in the last 7 days
 ``count30:<topic>``     ``log1p`` of the hits in the last 30 days
 ``trend:<topic>``       ``log((last 7 days + 1) / (the 7 days before + 1))``, in [-3, 3]
@@ -37,6 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
+from nextbest.decide.ranking import interest_key, interest_value
 from nextbest.profile.interest import decayed
 from nextbest.profile.model import Profile
 from nextbest.profile.topics import TopicSpec
@@ -131,7 +133,7 @@ def customer_features(
             continue
         score = decayed(it.score, it.score_at, now, spec.half_life)
         if score > 0.0:
-            x["interest:" + topic] = math.log1p(score)
+            x[interest_key(topic)] = interest_value(score)
         hits = it.hits
         if hits:
             c7 = count_between(hits, week_ago, now)

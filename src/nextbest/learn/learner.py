@@ -35,18 +35,24 @@ import msgspec
 
 from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
+from nextbest.decide import ranking
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision
 from nextbest.decide.pipeline import greedy
 from nextbest.events.model import Event
 from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
-from nextbest.learn.explore import BetaScores, ExplorationBudget, Thompson, rank, seed_of
-from nextbest.learn.explore import Candidate as Slot
+from nextbest.learn.explore import (
+    BetaScores,
+    ExplorationBudget,
+    RankEntry,
+    Thompson,
+    rank,
+    seed_of,
+)
 from nextbest.learn.features import Features, customer_features
 from nextbest.learn.model import (
     DEFAULT_PRIOR_MEAN,
     ModelInfo,
-    ModelKind,
     OfferRef,
     PropensityModel,
     describe,
@@ -125,7 +131,7 @@ class Learner:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.models: dict[str, PropensityModel] = {
-            p.id: new_model(ModelKind(p.learning.model.value))
+            p.id: new_model(p.learning.model)
             for p in catalog.spec.placements
             if p.learning is not None
         }
@@ -169,10 +175,10 @@ class Learner:
         x = customer_features(ctx.profile, self.catalog.topics, ctx.now, ctx.context, ctx.segments)
         refs = [self._ref(c.offer, ctx.placement) for c in pool]
         p_click = model.predict_many(x, refs, offsets=[_offset(c.p_click) for c in pool])
-        scale = [c.offer.spec.value * c.offer.weight for c in pool]
+        scale = [ranking.worth(c.offer) for c in pool]
         scores = [p * s for p, s in zip(p_click, scale, strict=True)]
         slots = [
-            Slot(service=c.offer.kind is OfferKind.SERVICE, explorable=self._explorable(c.offer))
+            RankEntry(service=ranking.service_first(c.offer), explorable=self._explorable(c.offer))
             for c in pool
         ]
         thompson = None
@@ -197,7 +203,7 @@ class Learner:
         return Choice(
             picks=[(pl.index, pl.propensity) for pl in placed],
             explored=[pl.explored for pl in placed],
-            kinds=[pl.propensity_kind.value for pl in placed],
+            kinds=[pl.propensity_kind for pl in placed],
             p_click=p_click,
             features={**x, **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool}},
             model_version=model.version,
@@ -225,7 +231,7 @@ class Learner:
             (item.campaign_id, item.explored)
             for item in decision.items
             if item.campaign_id is not None
-            and item.kind == OfferKind.COMMERCIAL.value
+            and item.kind == OfferKind.COMMERCIAL
             and item.campaign_id in self.budgets
         ]
 

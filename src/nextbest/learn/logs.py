@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import msgspec
 
 from nextbest.catalog.compiled import Catalog
-from nextbest.decide.model import Decision
+from nextbest.decide.model import Decision, PropensityKind
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
 from nextbest.profile.identity import IdentityMap
@@ -40,8 +40,7 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     position: int
     offer_id: str
     propensity: float
-    #: "exact", or an estimate (see ``DecisionItem.propensity_kind``)
-    propensity_kind: str = "exact"
+    propensity_kind: PropensityKind = PropensityKind.EXACT
     clicked: bool
     converted: bool
     #: what the choice was made among, and the features it was scored from

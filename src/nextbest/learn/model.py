@@ -22,19 +22,17 @@ decision log a model was built from), which is what a decision records.
 
 from __future__ import annotations
 
-import enum
 import random
 from typing import Protocol, TypeVar
 
 import msgspec
 
-from nextbest.catalog.model import OfferKind
+from nextbest.catalog.model import ModelKind, OfferKind
 from nextbest.errors import ValidationError
 from nextbest.learn.features import Features
 
 __all__ = [
     "ModelInfo",
-    "ModelKind",
     "OfferRef",
     "PropensityModel",
     "check_feedback",
@@ -47,11 +45,6 @@ __all__ = [
 
 #: a fresh model's click rate where nothing else is known (a banner's typical CTR)
 DEFAULT_PRIOR_MEAN = 0.02
-
-
-class ModelKind(enum.StrEnum):
-    BAYES = "bayes"
-    CONTEXTUAL = "contextual"
 
 
 class OfferRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -5,9 +5,10 @@ Each shown item of the log is one round: the offer shown (the action), its slot,
 propensity). For every logged decision the candidate catalog's policy is replayed on what was
 logged: the same eligible candidates (eligibility is *not* re-evaluated: the profile at that
 moment is not in the log), scored with the candidate's interest prior (its ``scoring``,
-offer values, campaign weights and priorities) from the logged interest features, ordered
-service first, with the candidate placement's exploration (epsilon-greedy: exact marginals;
-softmax: exact Plackett-Luce marginals; Thompson sampling and greedy: the greedy order).
+offer values, campaign weights and priorities) from the logged interest features, in the
+engine's order (``decide.ranking``: service first), with the candidate placement's
+exploration (``explore.marginals``; epsilon-greedy: exact marginals; softmax: exact
+Plackett-Luce marginals; Thompson sampling and greedy: the greedy order).
 A learned model of the candidate is not retrained offline: what is evaluated is the
 candidate's ranking rule.
 
@@ -17,8 +18,8 @@ meets its per-offer cap (3 a week in the example bank) and its daily commercial 
 and then shows its next choices. So each customer's decisions are replayed in time order,
 the candidate's marginals counted as its impressions, and an offer it has shown ``count``
 times (in expectation, for an exploring candidate) within ``days`` is taken out of its
-candidates, as the engine would. Rests after a click or a dismissal are not replayed (the
-candidate's clicks are not in the logs).
+candidates, as the engine would (the thresholds are ``decide.ranking``'s). Rests after a
+click or a dismissal are not replayed (the candidate's clicks are not in the logs).
 
 A slot the candidate leaves empty (fewer candidates than slots) is the action ``(none)``,
 worth 0. Memory is linear in the rows (the candidate's distribution is kept per row as the
@@ -50,15 +51,23 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from nextbest.catalog.compiled import Catalog, CompiledOffer
+from nextbest.catalog.compiled import Catalog
 from nextbest.catalog.model import OfferKind
-from nextbest.decide.score import click_prior
+from nextbest.decide import ranking
+from nextbest.decide.model import Candidate, PropensityKind
 from nextbest.errors import ValidationError
-from nextbest.learn.explore import EpsilonGreedy, Softmax, plackett_luce_marginals
+from nextbest.learn import explore
 from nextbest.learn.logs import LoggedItem
 from nextbest.learn.ope import Estimate, Estimator, estimate_rows
 
-__all__ = ["NONE", "OfflineReport", "Reward", "evaluate_candidate", "fit_reward_model"]
+__all__ = [
+    "NONE",
+    "OfflineReport",
+    "Reward",
+    "candidate_marginals",
+    "evaluate_candidate",
+    "fit_reward_model",
+]
 
 #: the action of a slot the candidate leaves empty
 NONE = "(none)"
@@ -100,47 +109,33 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str] = []
 
 
-def _marginals(
+def candidate_marginals(
     catalog: Catalog, placement: str, candidates: Sequence[str], features: dict[str, float]
 ) -> list[dict[str, float]]:
-    """P(offer in slot r) for r = 0 .. slots-1 under the candidate catalog's policy."""
+    """P(offer in slot r) for r = 0 .. slots-1 under the candidate catalog's policy: the
+    logged ``candidates`` re-scored from the logged ``features`` and put in the engine's
+    order (``decide.ranking``), service messages first and certain, the commercial offers
+    in the free slots with the placement's exploration (``explore.marginals``)."""
     spec = catalog.placements.get(placement)
     if spec is None:
         return []
     allowed = {o.id for o in catalog.by_placement[placement]}
-    scoring = catalog.scoring
-    ranked: list[tuple[int, float, int, str, CompiledOffer]] = []
+    scored: list[Candidate] = []
     for oid in candidates:
         offer = catalog.offers.get(oid)
         if offer is None or oid not in allowed:
             continue
-        s = 0.0
-        if offer.topic is not None:
-            s = math.expm1(features.get(f"interest:{offer.topic}", 0.0))
-        p = click_prior(offer.base_ctr, s, scoring.interest_lift, scoring.half_saturation)
-        score = p * offer.spec.value * offer.weight
-        first = 0 if offer.kind is OfferKind.SERVICE else 1
-        ranked.append((first, -score, -offer.spec.priority, oid, offer))
-    ranked.sort(key=lambda r: r[:4])
-    service = [r[3] for r in ranked if r[0] == 0][: spec.slots]
-    commercial = [r for r in ranked if r[0] == 1]
+        s = ranking.interest_score(features, offer.topic) if offer.topic is not None else 0.0
+        p = ranking.prior_p_click(offer, s, catalog.scoring)
+        scored.append(Candidate(offer, p, ranking.score(offer, p)))
+    ranked = ranking.in_rank_order(scored)
+    service = [c.offer.id for c in ranked if ranking.service_first(c.offer)][: spec.slots]
+    commercial = [c for c in ranked if not ranking.service_first(c.offer)]
     out: list[dict[str, float]] = [{oid: 1.0} for oid in service]
-    free = min(spec.slots - len(service), len(commercial))
     policy = spec.learning.explore if spec.learning is not None else None
-    ids = [r[3] for r in commercial]
-    if free > 0 and isinstance(policy, EpsilonGreedy):
-        eps, n = policy.epsilon, len(ids)
-        for r in range(free):
-            out.append({oid: eps / n + (1.0 - eps if k == r else 0.0) for k, oid in enumerate(ids)})
-    elif free > 0 and isinstance(policy, Softmax):
-        best = -commercial[0][1]
-        # floored as the live policy floors them: no weight underflows to 0
-        weights = [math.exp(max((-c[1] - best) / policy.temperature, -700.0)) for c in commercial]
-        marg = plackett_luce_marginals(weights, free)
-        for r in range(free):
-            out.append({oid: marg[r][k] for k, oid in enumerate(ids)})
-    else:
-        out.extend({oid: 1.0} for oid in ids[:free])
+    scores = [c.score for c in commercial]
+    for slot in explore.marginals(policy, scores, spec.slots - len(service)):
+        out.append({commercial[k].offer.id: p for k, p in slot.items()})
     return out
 
 
@@ -174,20 +169,18 @@ class _Exposures:
         if not history:
             return set()
         policy = self.catalog.policy
-        cap = policy.per_offer
         commercial = self.catalog.commercial_offers
-        since = now - cap.days * _DAY
+        since = now - policy.per_offer.days * _DAY
         today = now - _DAY
         out: set[str] = set()
         day_total = 0.0
         for oid, hits in history.items():
             if oid not in commercial:
                 continue
-            week = sum(w for t, w in hits if since <= t < now)
-            if week >= cap.count - _EPS:
+            if ranking.capped(sum(w for t, w in hits if since <= t < now), policy, _EPS):
                 out.add(oid)
             day_total += sum(w for t, w in hits if today <= t < now)
-        if day_total >= policy.per_day_commercial - _EPS:
+        if ranking.fatigued(day_total, policy, _EPS):
             out.update(commercial)
         return out
 
@@ -269,36 +262,100 @@ def evaluate_candidate(
     days = catalog.policy.per_offer.days if fatigue_days is None else fatigue_days
     if not days > 0:
         raise ValidationError(f"fatigue_days must be > 0, got {days}", "$.fatigue_days")
-    offers = sorted({i.offer_id for i in rows} | set(catalog.offers) | {NONE})
-    index = {oid: k for k, oid in enumerate(offers)}
-    service = {o.id for o in catalog.offers.values() if o.kind is OfferKind.SERVICE}
-    kind_of = np.array([0 if oid in service else 1 for oid in offers], dtype=np.int64)
-    slots = max(max(i.position for i in rows), *(p.slots for p in catalog.placements.values()))
-    n = len(rows)
-    action = np.fromiter((index[i.offer_id] for i in rows), dtype=np.int64, count=n)
-    position = np.fromiter((i.position - 1 for i in rows), dtype=np.int64, count=n)
-    pscore = np.fromiter((i.propensity for i in rows), dtype=np.float64, count=n)
-    bad = np.flatnonzero(~((pscore > 0.0) & (pscore <= 1.0)))
-    if bad.size:
-        row = rows[int(bad[0])]
-        raise ValidationError(
-            f"logged propensity must be in (0, 1], got {row.propensity} "
-            f"(decision {row.decision_id}, offer {row.offer_id})",
-            "$.logs.propensity",
+    logged = _Logged.of(rows, catalog)
+    replay = _replay(rows, catalog, logged.index, days, replay_caps=replay_caps, fatigue=fatigue)
+    rounds = _Rounds.of(logged, replay, fatigue)
+    rewards = [
+        _reward(name, np.asarray(values), logged, rounds, random_state, n_bootstrap)
+        for name, values in (
+            ("click", [float(i.clicked) for i in rows]),
+            ("conversion", [float(i.converted) for i in rows]),
         )
-    # the candidate's distribution at each row's position, sparse: (row, action, probability)
-    # entries, never a dense rows x offers x slots array (a week of a bank's logs is millions
-    # of rows); its contact caps applied to its own replayed impressions; with the earlier
-    # impressions of each action, the candidate's own (entries) and the logged ones (rows)
+    ]
+    return OfflineReport(
+        warnings=_warnings(rows),
+        candidate=catalog.source,
+        decisions=replay.decisions,
+        capped_decisions=replay.capped,
+        rounds=len(rows),
+        actions=len(logged.offers),
+        slots=logged.slots,
+        rewards=rewards,
+    )
+
+
+class _Logged(msgspec.Struct, frozen=True, kw_only=True):
+    """The logged rounds as arrays: each row's action (index into ``offers``), position
+    (0-based) and propensity; each action's kind (index into ``_KINDS``)."""
+
+    offers: list[str]
+    index: dict[str, int]
+    kind_of: npt.NDArray[np.int64]
+    slots: int
+    action: npt.NDArray[np.int64]
+    position: npt.NDArray[np.int64]
+    pscore: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, rows: list[LoggedItem], catalog: Catalog) -> _Logged:
+        offers = sorted({i.offer_id for i in rows} | set(catalog.offers) | {NONE})
+        index = {oid: k for k, oid in enumerate(offers)}
+        service = {o.id for o in catalog.offers.values() if o.kind is OfferKind.SERVICE}
+        kind_of = np.array([0 if oid in service else 1 for oid in offers], dtype=np.int64)
+        slots = max(max(i.position for i in rows), *(p.slots for p in catalog.placements.values()))
+        n = len(rows)
+        action = np.fromiter((index[i.offer_id] for i in rows), dtype=np.int64, count=n)
+        position = np.fromiter((i.position - 1 for i in rows), dtype=np.int64, count=n)
+        pscore = np.fromiter((i.propensity for i in rows), dtype=np.float64, count=n)
+        bad = np.flatnonzero(~((pscore > 0.0) & (pscore <= 1.0)))
+        if bad.size:
+            row = rows[int(bad[0])]
+            raise ValidationError(
+                f"logged propensity must be in (0, 1], got {row.propensity} "
+                f"(decision {row.decision_id}, offer {row.offer_id})",
+                "$.logs.propensity",
+            )
+        return cls(
+            offers=offers,
+            index=index,
+            kind_of=kind_of,
+            slots=slots,
+            action=action,
+            position=position,
+            pscore=pscore,
+        )
+
+
+class _Replay(msgspec.Struct, kw_only=True):
+    """The candidate's distribution at each row's position, sparse: (row, action,
+    probability) entries, never a dense rows x offers x slots array (a week of a bank's
+    logs is millions of rows); with the earlier impressions of each action, the candidate's
+    own (per entry) and the logged ones (per row)."""
+
     entry_row: list[int] = []
     entry_action: list[int] = []
     entry_prob: list[float] = []
     entry_earlier: list[float] = []
     row_earlier: list[float] = []
+    #: decisions where the replayed caps held back a logged candidate
+    capped: int = 0
+    decisions: int = 0
+
+
+def _replay(
+    rows: list[LoggedItem],
+    catalog: Catalog,
+    index: dict[str, int],
+    days: float,
+    *,
+    replay_caps: bool,
+    fatigue: bool,
+) -> _Replay:
+    """Each customer's decisions in time order, the candidate's contact caps applied to its
+    own replayed impressions (see the module docstring)."""
+    out = _Replay()
     exposures = _Exposures(catalog, days)
     logged = _Exposures(catalog, days)
-    capped = 0
-    decisions = 0
     start = 0
     for _, group in groupby(rows, key=lambda i: i.decision_id):
         members = list(group)
@@ -308,91 +365,128 @@ def evaluate_candidate(
         candidates = first.candidates
         if blocked:
             candidates = [c for c in candidates if c not in blocked]
-            capped += len(candidates) < len(first.candidates)
-        marg = _marginals(catalog, first.placement, candidates, first.features)
+            out.capped += len(candidates) < len(first.candidates)
+        marg = candidate_marginals(catalog, first.placement, candidates, first.features)
         if fatigue:
             mine = exposures.counts(customer, now, days, {o for slot in marg for o in slot})
             theirs = logged.counts(customer, now, days, {item.offer_id for item in members})
-            row_earlier.extend(theirs.get(item.offer_id, 0.0) for item in members)
+            out.row_earlier.extend(theirs.get(item.offer_id, 0.0) for item in members)
             logged.record(customer, now, [{item.offer_id: 1.0} for item in members])
         exposures.record(customer, now, marg)
         for k, item in enumerate(members, start):
             r = item.position - 1
             for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
-                entry_row.append(k)
-                entry_action.append(index[oid])
-                entry_prob.append(p)
+                out.entry_row.append(k)
+                out.entry_action.append(index[oid])
+                out.entry_prob.append(p)
                 if fatigue:
-                    entry_earlier.append(mine.get(oid, 0.0))
+                    out.entry_earlier.append(mine.get(oid, 0.0))
         start += len(members)
-        decisions += 1
-    e_row = np.asarray(entry_row, dtype=np.int64)
-    e_action = np.asarray(entry_action, dtype=np.int64)
-    e_prob = np.asarray(entry_prob, dtype=np.float64)
-    e_position = position[e_row]
-    chosen = e_action == action[e_row]
-    weight = np.bincount(e_row[chosen], weights=e_prob[chosen], minlength=n) / pscore
-    seen = np.zeros((len(offers), slots), dtype=bool)
-    seen[action, position] = True
-    unsupported = np.bincount(e_row, weights=e_prob * ~seen[e_action, e_position], minlength=n)
-    cell = action * slots + position
-    e_cell = e_action * slots + e_position
-    none = np.arange(index[NONE] * slots, (index[NONE] + 1) * slots)
-    earlier = np.asarray(row_earlier, dtype=np.float64) if fatigue else None
-    e_earlier = np.asarray(entry_earlier, dtype=np.float64)
-    kind_rows = np.bincount(kind_of[action], minlength=len(_KINDS)).tolist()
+        out.decisions += 1
+    return out
 
-    rewards: list[Reward] = []
-    for name, values in (
-        ("click", [float(i.clicked) for i in rows]),
-        ("conversion", [float(i.converted) for i in rows]),
-    ):
-        reward = np.asarray(values)
-        rates, log_fade = fit_reward_model(
-            reward, cell, len(offers) * slots, earlier, kind_of[action], len(_KINDS)
+
+class _Rounds(msgspec.Struct, frozen=True, kw_only=True):
+    """The replay as arrays: per entry its row, action, probability, (offer, slot) cell and
+    earlier impressions; per row its importance weight, the candidate's probability on
+    (offer, slot) pairs the logs never show (``unsupported``), its cell and earlier logged
+    impressions (``None`` without wear-out); the cells of the empty slot ``NONE``."""
+
+    e_row: npt.NDArray[np.int64]
+    e_action: npt.NDArray[np.int64]
+    e_prob: npt.NDArray[np.float64]
+    e_cell: npt.NDArray[np.int64]
+    e_earlier: npt.NDArray[np.float64]
+    weight: npt.NDArray[np.float64]
+    unsupported: npt.NDArray[np.float64]
+    cell: npt.NDArray[np.int64]
+    earlier: npt.NDArray[np.float64] | None
+    none: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, logged: _Logged, replay: _Replay, fatigue: bool) -> _Rounds:
+        n, slots = len(logged.action), logged.slots
+        action, position = logged.action, logged.position
+        e_row = np.asarray(replay.entry_row, dtype=np.int64)
+        e_action = np.asarray(replay.entry_action, dtype=np.int64)
+        e_prob = np.asarray(replay.entry_prob, dtype=np.float64)
+        e_position = position[e_row]
+        chosen = e_action == action[e_row]
+        weight = np.bincount(e_row[chosen], weights=e_prob[chosen], minlength=n) / logged.pscore
+        seen = np.zeros((len(logged.offers), slots), dtype=bool)
+        seen[action, position] = True
+        unsupported = np.bincount(  # float64 already: astype only tells mypy
+            e_row, weights=e_prob * ~seen[e_action, e_position], minlength=n
+        ).astype(np.float64, copy=False)
+        none = logged.index[NONE]
+        return cls(
+            e_row=e_row,
+            e_action=e_action,
+            e_prob=e_prob,
+            e_cell=e_action * slots + e_position,
+            e_earlier=np.asarray(replay.entry_earlier, dtype=np.float64),
+            weight=weight,
+            unsupported=unsupported,
+            cell=action * slots + position,
+            earlier=np.asarray(replay.row_earlier, dtype=np.float64) if fatigue else None,
+            none=np.arange(none * slots, (none + 1) * slots),
         )
-        rates[none] = 0.0
-        q_direct = rates[e_cell]
-        factual = rates[cell]
-        if earlier is not None:
-            q_direct = q_direct * np.exp(log_fade[kind_of[e_action]] * e_earlier)
-            factual = factual * np.exp(log_fade[kind_of[action]] * earlier)
-        direct = np.bincount(e_row, weights=e_prob * q_direct, minlength=n)
-        estimates = [
-            estimate_rows(
-                estimator,
-                reward=reward,
-                weight=weight,
-                unsupported=unsupported,
-                direct=direct,
-                factual=factual,
-                random_state=random_state,
-                n_bootstrap=n_bootstrap,
-            )
-            for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
-        ]
-        fade = {  # a kind the logs never showed has no fitted fade to report
-            k: float(math.exp(v))
-            for k, v, rows in zip(_KINDS, log_fade, kind_rows, strict=False)
-            if rows
-        }
-        rewards.append(
-            Reward(reward=name, logged=float(reward.mean()), estimates=estimates, fade=fade)
-        )
-    not_exact = sum(1 for i in rows if i.propensity_kind != "exact")
-    warnings: list[str] = []
-    if not_exact:
-        warnings.append(
-            f"{not_exact} of {n} logged propensities are estimates (Thompson sampling's Monte "
-            "Carlo or sequential softmax), not exact marginals: IPS/SNIPS/DR may be biased"
-        )
-    return OfflineReport(
-        warnings=warnings,
-        candidate=catalog.source,
-        decisions=decisions,
-        capped_decisions=capped,
-        rounds=n,
-        actions=len(offers),
-        slots=slots,
-        rewards=rewards,
+
+
+def _reward(
+    name: str,
+    reward: npt.NDArray[np.float64],
+    logged: _Logged,
+    rounds: _Rounds,
+    random_state: int,
+    n_bootstrap: int,
+) -> Reward:
+    """IPS, SNIPS and DR of one reward, DR's model fitted on the logs (see the module)."""
+    action, kind_of, earlier = logged.action, logged.kind_of, rounds.earlier
+    n = len(action)
+    rates, log_fade = fit_reward_model(
+        reward,
+        rounds.cell,
+        len(logged.offers) * logged.slots,
+        earlier,
+        kind_of[action],
+        len(_KINDS),
     )
+    rates[rounds.none] = 0.0
+    q_direct = rates[rounds.e_cell]
+    factual = rates[rounds.cell]
+    if earlier is not None:
+        q_direct = q_direct * np.exp(log_fade[kind_of[rounds.e_action]] * rounds.e_earlier)
+        factual = factual * np.exp(log_fade[kind_of[action]] * earlier)
+    direct = np.bincount(rounds.e_row, weights=rounds.e_prob * q_direct, minlength=n)
+    estimates = [
+        estimate_rows(
+            estimator,
+            reward=reward,
+            weight=rounds.weight,
+            unsupported=rounds.unsupported,
+            direct=direct,
+            factual=factual,
+            random_state=random_state,
+            n_bootstrap=n_bootstrap,
+        )
+        for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
+    ]
+    kind_rows = np.bincount(kind_of[action], minlength=len(_KINDS)).tolist()
+    fade = {  # a kind the logs never showed has no fitted fade to report
+        k: float(math.exp(v))
+        for k, v, rows in zip(_KINDS, log_fade, kind_rows, strict=False)
+        if rows
+    }
+    return Reward(reward=name, logged=float(reward.mean()), estimates=estimates, fade=fade)
+
+
+def _warnings(rows: list[LoggedItem]) -> list[str]:
+    """What the figures cannot vouch for: estimated logged propensities."""
+    not_exact = sum(1 for i in rows if i.propensity_kind != PropensityKind.EXACT)
+    if not not_exact:
+        return []
+    return [
+        f"{not_exact} of {len(rows)} logged propensities are estimates (Thompson sampling's "
+        "Monte Carlo or sequential softmax), not exact marginals: IPS/SNIPS/DR may be biased"
+    ]

@@ -10,9 +10,7 @@ import cel
 
 from nextbest.errors import RuleError
 
-RuleCompileError = RuleError  # the name the catalog loader and tests use
-
-__all__ = ["Rule", "RuleCompileError", "RuleOutcome", "compile_rule"]
+__all__ = ["Rule", "RuleOutcome", "compile_rule"]
 
 _FIELD = re.compile(r"\b(segments|interest|offers)\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -53,19 +51,19 @@ class Rule:
 
 
 def compile_rule(source: str, allowed_roots: frozenset[str]) -> Rule:
-    """Parse ``source`` once; raise RuleCompileError with the parser's reason."""
+    """Parse ``source`` once; raise RuleError with the parser's reason."""
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "does not parse"
-        raise RuleCompileError(f"CEL: {reason}") from exc
+        raise RuleError(f"CEL: {reason}") from exc
     refs = program.references()
     comprehension = _comprehension_vars(source)
     roots = frozenset(refs.get("variables", [])) - comprehension
     unknown = sorted(roots - allowed_roots)
     if unknown:
         allowed = ", ".join(sorted(allowed_roots))
-        raise RuleCompileError(f"unknown name(s) {', '.join(unknown)}; rules may use {allowed}")
+        raise RuleError(f"unknown name(s) {', '.join(unknown)}; rules may use {allowed}")
     return Rule(source, program, roots)
 
 

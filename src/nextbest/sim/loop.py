@@ -40,7 +40,7 @@ from nextbest.experiments.assignment import Arm, assign
 from nextbest.settings import Settings
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.needs import EndReason
-from nextbest.sim.policies import NextbestPolicy, Policy, make_policy
+from nextbest.sim.policies import NextbestPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel, load_params
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
@@ -123,7 +123,7 @@ class SiteLoop:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: SitePolicy,
         catalog: Catalog,
         seed: int,
         customers: int,
@@ -387,7 +387,7 @@ class SiteLoop:
 
 
 def run_policy(
-    policy: str | Policy,
+    policy: str | SitePolicy,
     seed: int,
     customers: int,
     days: int,

@@ -7,10 +7,12 @@ whichever policy runs): the loop passes the policy to ``Engine.decide`` as its c
 the decision log holds what the policy really showed, with the policy's propensities.
 
 - ``nextbest``: the engine as configured: each placement's learned model and exploration.
-- ``prior``: the engine's order with learning off (the catalog's interest prior).
+- ``prior``: the engine's order with learning off (the catalog's interest prior), which
+  ``decide.ranking`` defines for the pipeline, offline evaluation and this loop alike.
 - ``random``: a uniform random order of the eligible set (seeded).
-- ``static``: service first, then catalog priority, then campaign weight x value: how banks
-  ordered banners before behavioral targeting; no interest, no learning.
+- ``static``: service first (``decide.ranking.tier``), then catalog priority, then campaign
+  weight x value: how banks ordered banners before behavioral targeting; no interest, no
+  learning.
 - ``oracle``: knows the hidden needs and the response model; orders by
   P(click at position 1) x P(convert | click) x value for the customer's true state.
 """
@@ -23,23 +25,26 @@ from datetime import timedelta
 from typing import Protocol
 
 from nextbest.catalog.compiled import CompiledOffer
-from nextbest.catalog.model import OfferKind
+from nextbest.decide import ranking
 from nextbest.sim.world import CustomerSim
 
 __all__ = [
     "POLICIES",
     "NextbestPolicy",
     "OraclePolicy",
-    "Policy",
     "PriorPolicy",
     "RandomPolicy",
+    "SitePolicy",
     "StaticPolicy",
     "make_policy",
     "static_key",
 ]
 
 
-class Policy(Protocol):
+class SitePolicy(Protocol):
+    """A policy the site loop runs (not a placement's exploration policy, which is the
+    catalog's ``learning.explore``)."""
+
     name: str
 
     def choose(
@@ -62,7 +67,8 @@ class Policy(Protocol):
 
 class PriorPolicy:
     """The engine's ranking before any learning: the catalog's interest prior x value x
-    weight, in the engine's order, no exploration (what nextbest does with learning off)."""
+    weight, in the engine's order (``decide.ranking.rank_key``; the candidates come in it),
+    no exploration (what nextbest does with learning off)."""
 
     name = "prior"
 
@@ -106,8 +112,7 @@ class RandomPolicy:
 
 def static_key(offer: CompiledOffer) -> tuple[int, int, float, str]:
     """Service first, then catalog priority, then campaign weight x value; id breaks ties."""
-    service_first = 0 if offer.kind is OfferKind.SERVICE else 1
-    return (service_first, -offer.spec.priority, -offer.weight * offer.spec.value, offer.id)
+    return (ranking.tier(offer), -offer.spec.priority, -offer.weight * offer.spec.value, offer.id)
 
 
 class StaticPolicy:
@@ -168,7 +173,7 @@ POLICIES: dict[
 }
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str) -> SitePolicy:
     try:
         return POLICIES[name]()
     except KeyError:

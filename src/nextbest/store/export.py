@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nextbest.decide.model import Decision
+from nextbest.decide.model import Decision, PropensityKind
 from nextbest.errors import ValidationError
 from nextbest.learn.logs import LoggedItem
 
@@ -156,7 +156,7 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
                 position=row["position"],
                 offer_id=row["offer_id"],
                 propensity=row["propensity"],
-                propensity_kind=row.get("propensity_kind") or "exact",
+                propensity_kind=PropensityKind(row.get("propensity_kind") or "exact"),
                 clicked=bool(row["clicked"]),
                 converted=bool(row["converted"]),
                 candidates=list(row["candidates"] or []),
