@@ -12,8 +12,9 @@ asserts that both give the same answer for every rule (nextbest TRUE == GrowthBo
 nextbest FALSE or ERROR == False), then times one decision's worth of work, all 20 rules
 with their context, four ways:
 
-- ``nextbest``: ``RuleReads.variables`` (only the values the rules name) + ``Evaluation``
-  (the CEL context) + 20 ``Evaluation.check``: what ``decide`` does now;
+- ``nextbest``: ``RuleReads.evaluation``: only the values the rules name (chains such as
+  ``interest.mortgage.count_14d`` as one flat CEL variable each) in a CEL context, + 20
+  ``Evaluation.check``: what ``decide`` does now;
 - ``nextbest_before``: ``rule_variables`` over the roots and topics the rules name +
   ``Evaluation`` + 20 checks: what ``decide`` did before ``RuleReads``;
 - ``growthbook``: the attributes dict the conditions need (the same flat values, built from
@@ -368,7 +369,7 @@ class Bench:
         self.attributes = gb_attribute_plan()
 
     def nextbest(self, p: Profile, now: float, ctx: dict[str, Any]) -> list[RuleOutcome]:
-        env = Evaluation(self.reads.variables(p, TOPICS, now, ctx))
+        env = self.reads.evaluation(p, TOPICS, now, ctx)
         return [env.check(r) for r in self.rules]
 
     def nextbest_before(self, p: Profile, now: float, ctx: dict[str, Any]) -> list[RuleOutcome]:
@@ -391,7 +392,7 @@ class Bench:
         return self.reads.variables(p, TOPICS, now, ctx)
 
     def nextbest_context(self, p: Profile, now: float, ctx: dict[str, Any]) -> Any:
-        return Evaluation(self.reads.variables(p, TOPICS, now, ctx))
+        return self.reads.evaluation(p, TOPICS, now, ctx)
 
     def growthbook_attributes(self, p: Profile, now: float, ctx: dict[str, Any]) -> Any:
         return {name: fn(p, now, ctx) for name, fn in self.attributes}

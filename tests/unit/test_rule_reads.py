@@ -64,6 +64,8 @@ DAY = 86_400.0
             {"traits": {"children": None, "address": {"city": None}}},
         ),
         ("products.exists(p, p == 'x')", {"products": None}),
+        (r'r"\" == "x" || traits.x == r"interest.y"', {"traits": {"x": None}}),
+        ('"""a "profile.age" b""" == context.c', {"context": {"c": None}}),
         ("[profile][0].age > 1", {"profile": None}),
         ("true", {}),
     ],
@@ -217,6 +219,13 @@ RULES = [
     'size(products) >= 2 && products.all(x, x != "savings")',
     "[profile.age, interest.mortgage.total][1] >= 0",
     "profile.sessions > 3 ? interest.cards.score > 0.5 : interest.cards.total == 0",
+    # flattened chains: below a number, under has(), inside macros, as method receivers
+    "interest.cards.total.x == 1 || offers.card.clicks_30d.x == 1 || now.hour.x == 1",
+    "has(traits.address.city) && has(offers.gone.impressions_7d)",
+    'products.exists(x, x == "savings" && interest.cards.total > 0)',
+    'profile.lifecycle.startsWith("fam") || traits.address.size() > 0',
+    'context.page.path == "/" || context.channel.size() == 3',
+    "has(interest.crypto.total) || has(interest.mortgage.trend)",
 ]
 
 
@@ -237,21 +246,42 @@ def test_narrow_variables_give_the_full_outcomes(catalog: Catalog) -> None:
         ctx: dict[str, Any] = rng.choice(({}, {"channel": "app"}, {"channel": "web", "page": "/"}))
         full = rule_variables(p, catalog.topics, T0, ctx, together.named_offers)
         expected = outcomes(rules, full)
-        assert outcomes(rules, together.variables(p, catalog.topics, T0, ctx)) == expected
+        env = together.evaluation(p, catalog.topics, T0, ctx)
+        assert [env.check(r) for r in rules] == expected
         for rule, reads, want in zip(rules, alone, expected, strict=True):
             full_one = rule_variables(p, catalog.topics, T0, ctx, reads.named_offers)
             assert outcomes([rule], full_one) == [want], rule.source
-            assert outcomes([rule], reads.variables(p, catalog.topics, T0, ctx)) == [want], (
-                rule.source
-            )
+            env = reads.evaluation(p, catalog.topics, T0, ctx)
+            assert env.check(rule) is want, rule.source
         for o in expected:
             seen[o] += 1
     assert all(seen.values()), seen  # each outcome happens
 
 
 def test_narrow_variables_hold_only_what_is_read(catalog: Catalog) -> None:
-    reads = RuleReads.of([compile_rule("interest.mortgage.count_14d >= 2", RULE_ROOTS)])
+    rule = compile_rule("interest.mortgage.count_14d >= 2 && size(products) > 0", RULE_ROOTS)
+    reads = RuleReads.of([rule])
     p = Profile(customer_id="u-1", interests={"mortgage": TopicInterest(hits=[T0 - DAY])})
-    assert reads.variables(p, catalog.topics, T0, {}) == {
-        "interest": {"mortgage": {"count_14d": 1}}
-    }
+    variables = reads.variables(p, catalog.topics, T0, {})
+    # one flat value for the chain, the bare root as it is
+    assert sorted(variables.values(), key=str) == [1, []]
+    assert variables["products"] == []
+    assert reads.evaluation(p, catalog.topics, T0, {}).check(rule) is RuleOutcome.FALSE
+
+
+@pytest.mark.parametrize(
+    ("source", "flat"),
+    [
+        ("interest.mortgage.count_14d >= 2", 1),
+        ("has(profile.funnel.mortgage)", 1),  # has(x.mortgage) over the flat funnel
+        ("has(profile.age)", 0),  # has() needs the map it tests
+        ('"x" in products && segments.adult', 0),  # a bare root; segments are bound apart
+        ("products.exists(interest, interest == 'x') && interest.mortgage.total > 0", 0),
+        ("profile.life_events.exists(_nb0, _nb0.type == 'x')", 0),  # could clash: as written
+    ],
+)
+def test_which_chains_become_flat_variables(catalog: Catalog, source: str, flat: int) -> None:
+    rule = compile_rule(source, RULE_ROOTS)
+    p = Profile(customer_id="u-1", funnel={"mortgage": FunnelStage.APPLYING})
+    variables = RuleReads.of([rule]).variables(p, catalog.topics, T0, {})
+    assert sum(name.startswith("_nb") for name in variables) == flat

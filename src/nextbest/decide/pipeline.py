@@ -30,7 +30,6 @@ from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.windows import count_in_days
 from nextbest.rules.context import interest_view
-from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
 
 __all__ = ["decide", "greedy", "without_behaviour"]
@@ -153,7 +152,7 @@ def decide(
     )
     seen = profile if personalized else without_behaviour(profile)
     # rules see only the values they name, down to the field: converting to CEL is the cost
-    env = Evaluation(catalog.rule_reads.variables(seen, catalog.topics, now, request.context))
+    env = catalog.rule_reads.evaluation(seen, catalog.topics, now, request.context)
     variables = {"profile": {"funnel": {t: s.label for t, s in seen.funnel.items()}}}  # reasons
     segments = {seg.id: env.check(rule) is RuleOutcome.TRUE for seg, rule in catalog.segments}
     env.bind("segments", segments)
