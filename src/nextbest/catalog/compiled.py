@@ -6,9 +6,6 @@ placement it is asked about.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-
 from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
@@ -18,8 +15,9 @@ from nextbest.catalog.model import (
     SegmentSpec,
 )
 from nextbest.profile.fold import FoldConfig
-from nextbest.profile.topics import TopicMatcher, TopicSpec
+from nextbest.profile.topics import TopicMatcher
 from nextbest.rules.expression import Rule
+from nextbest.rules.reads import RuleReads
 
 __all__ = ["Catalog", "CompiledOffer"]
 
@@ -105,13 +103,12 @@ class Catalog:
             o.id for o in offers.values() if o.kind is OfferKind.COMMERCIAL
         )
         rules = [r for _, r in segments] + [o.rule for o in offers.values()]
-        #: the roots any rule uses, and the topics they name: all a decision converts to CEL
-        self.rule_roots = frozenset().union(*(r.roots for r in rules)) | {"interest"}
-        self.rule_topics = {t: self.topics[t] for t in _named_topics(rules, self.topics)}
+        #: what the rules read, down to the field: all a decision builds and converts to CEL
+        self.rule_reads = RuleReads.of(rules)
+        self.rule_roots = self.rule_reads.roots
+        self.rule_topics = {t: self.topics[t] for t in self.rule_reads.topics_in(self.topics)}
         #: offers the rules name (``offers.x``): rules always see them, zeros if unseen
-        self.named_offers = frozenset(
-            field for rule in rules for root, field in rule.fields if root == "offers"
-        )
+        self.named_offers = self.rule_reads.named_offers
         self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
             pl.id: tuple(
                 o for o in offers.values() if pl.channel in o.spec.content and o.kind in pl.kinds
@@ -122,20 +119,3 @@ class Catalog:
     @property
     def version(self) -> str:
         return f"{self.spec.version}+{self.digest[:12]}"
-
-
-_INTEREST_ANY = re.compile(r"\binterest\b")
-_INTEREST_DOTTED = re.compile(r"\binterest\.[A-Za-z_]")
-
-
-def _named_topics(rules: list[Rule], topics: Mapping[str, TopicSpec]) -> list[str]:
-    """Topics the rules name as ``interest.<topic>``; every topic if any rule reaches
-    ``interest`` another way (``interest["x"]``, macros), so no rule ever misses a key."""
-    named: set[str] = set()
-    for rule in rules:
-        if "interest" not in rule.roots:
-            continue
-        if len(_INTEREST_ANY.findall(rule.source)) != len(_INTEREST_DOTTED.findall(rule.source)):
-            return list(topics)
-        named.update(f for root, f in rule.fields if root == "interest")
-    return sorted(named)

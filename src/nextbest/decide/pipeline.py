@@ -46,7 +46,7 @@ from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
-from nextbest.rules.context import interest_view, rule_variables
+from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
 
@@ -217,14 +217,12 @@ def _rule_environment(
     catalog: Catalog, profile: Profile, request: DecisionRequest, now: float, personalized: bool
 ) -> _RuleEnvironment:
     seen = profile if personalized else without_behaviour(profile)
-    # rules see only the roots and topics they name: converting values to CEL is the cost
-    variables = rule_variables(
-        seen, catalog.rule_topics, now, request.context, catalog.named_offers
-    )
-    env = Evaluation({root: variables[root] for root in catalog.rule_roots if root in variables})
+    # rules see only the values they name, down to the field: converting to CEL is the cost
+    env = catalog.rule_reads.evaluation(seen, catalog.topics, now, request.context)
+    variables = {"profile": {"funnel": {t: s.label for t, s in seen.funnel.items()}}}  # reasons
     segments = {seg.id: env.check(rule) is RuleOutcome.TRUE for seg, rule in catalog.segments}
     env.bind("segments", segments)
-    views: dict[str, dict[str, Any]] = variables["interest"]
+    views: dict[str, dict[str, Any]] = {}
 
     def topic_view(topic: str) -> dict[str, Any]:
         view = views.get(topic)

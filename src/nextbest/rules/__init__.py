@@ -3,5 +3,14 @@
 from nextbest.rules.context import RULE_ROOTS, rule_variables
 from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import Rule, RuleOutcome, compile_rule
+from nextbest.rules.reads import RuleReads
 
-__all__ = ["RULE_ROOTS", "Evaluation", "Rule", "RuleOutcome", "compile_rule", "rule_variables"]
+__all__ = [
+    "RULE_ROOTS",
+    "Evaluation",
+    "Rule",
+    "RuleOutcome",
+    "RuleReads",
+    "compile_rule",
+    "rule_variables",
+]

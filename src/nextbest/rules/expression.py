@@ -10,7 +10,7 @@ import cel
 
 from nextbest.errors import RuleError
 
-__all__ = ["Rule", "RuleOutcome", "compile_rule"]
+__all__ = ["Rule", "RuleOutcome", "compile_rule", "outcome_of"]
 
 _FIELD = re.compile(r"\b(segments|interest|offers)\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -36,18 +36,23 @@ class Rule:
 
     def check(self, context: Any) -> RuleOutcome:
         """Evaluate against a ``cel.Context``; a non-bool result or a runtime error is ERROR."""
-        try:
-            result = self._program.execute(context)
-        except (RuntimeError, ValueError, TypeError, LookupError, ArithmeticError):
-            return RuleOutcome.ERROR
-        if result is True:
-            return RuleOutcome.TRUE
-        if result is False:
-            return RuleOutcome.FALSE
-        return RuleOutcome.ERROR
+        return outcome_of(self._program, context)
 
     def __repr__(self) -> str:
         return f"Rule({self.source!r})"
+
+
+def outcome_of(program: Any, context: Any) -> RuleOutcome:
+    """Run a compiled CEL program; a non-bool result or a runtime error is ERROR."""
+    try:
+        result = program.execute(context)
+    except (RuntimeError, ValueError, TypeError, LookupError, ArithmeticError):
+        return RuleOutcome.ERROR
+    if result is True:
+        return RuleOutcome.TRUE
+    if result is False:
+        return RuleOutcome.FALSE
+    return RuleOutcome.ERROR
 
 
 def compile_rule(source: str, allowed_roots: frozenset[str]) -> Rule:

@@ -1,0 +1,616 @@
+"""What compiled rules read, down to the field, and the narrow variables that hold exactly that.
+
+Converting rule variables to CEL costs more than evaluating the rules (each value, map and
+key crosses the Python/Rust boundary one by one; a map and its keys cost several numbers
+each), so a decision builds only the values its rules name. The catalog computes a
+``RuleReads`` once from its rules' sources; per decision ``RuleReads.evaluation`` builds, for
+each path the rules name (``interest.mortgage.count_14d``, ``offers.card.impressions_7d``,
+``profile.age``), exactly that value, as one flat CEL variable the rule is rewritten to read
+(``_nb3 >= 5``), and a root used as a whole (``size(interest)``, ``"x" in products``,
+``has(profile.age)``) as a map narrowed to what the rules read.
+
+Every path a rule reads holds the value the full ``rule_variables`` holds there, or is absent
+where that is (CEL then fails on an unbound name where it failed on a missing key), so every
+rule has the same outcome (TRUE, FALSE or ERROR), ``has()``, ``in`` and macros included.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import cel
+
+from nextbest.profile.interest import decayed, trend_of
+from nextbest.profile.model import OfferHistory, Profile, TopicInterest
+from nextbest.profile.topics import TopicSpec
+from nextbest.profile.windows import DAY, WINDOW_DAYS, count_between, count_in_days
+from nextbest.rules.context import (
+    RULE_ROOTS,
+    age_of,
+    engagement_of,
+    interest_view,
+    lifecycle_of,
+    offer_view,
+)
+from nextbest.rules.evaluation import Evaluation
+from nextbest.rules.expression import Rule
+
+__all__ = ["INTEREST_FIELDS", "OFFER_FIELDS", "PROFILE_FIELDS", "Need", "RuleReads", "needs_of"]
+
+#: what a path needs below it: field name -> deeper need, or None for the whole value
+Need = dict[str, "Need"] | None
+
+_EMPTY = TopicInterest()
+_NO_HISTORY = OfferHistory()
+
+# ------------------------------------------------------------------ reading a rule's source
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+|//[^\n]*)
+  | (?P<string>(?:[rR][bB]?|[bB][rR])(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"[^"\n]*"|'[^'\n]*')
+        |[bB]?(?:\"\"\"(?:\\[\s\S]|[^\\])*?\"\"\"|'''(?:\\[\s\S]|[^\\])*?'''
+        |"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
+  | (?P<number>0[xX][0-9a-fA-F]+[uU]?|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[uU]?|\.\d+(?:[eE][+-]?\d+)?)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<punct>.)
+    """,
+    re.VERBOSE,
+)
+#: tokens after which a ``.`` selects a field (a value ends there)
+_VALUE_END = frozenset({"ident", "string", "number", ")", "]", "}"})
+
+
+class _Token(NamedTuple):
+    kind: str  # ident, string, number or the punctuation itself
+    text: str
+    start: int
+    end: int
+
+
+def _tokens(source: str) -> list[_Token] | None:
+    """The source's tokens (strings, raw or not, single or triple quoted, and ``//``
+    comments skipped as CEL lexes them), or None when it holds something this reader does
+    not know: the caller then reads every root whole."""
+    out: list[_Token] = []
+    for m in _TOKEN.finditer(source):
+        kind = m.lastgroup or ""
+        text = m.group()
+        if kind == "space":
+            continue
+        if kind == "punct":
+            if text in "\"'":
+                return None  # an unterminated string
+            kind = text
+        out.append(_Token(kind, text, m.start(), m.end()))
+    return out
+
+
+class _Chain(NamedTuple):
+    """``root.f1.f2``: the token index of the root, the path, and whether it is the
+    argument of ``has()``, which tests its last field's presence."""
+
+    at: int
+    path: tuple[str, ...]
+    in_has: bool
+
+
+def _chains(tokens: list[_Token], roots: frozenset[str]) -> list[_Chain]:
+    """Each root name in the rule with the plain ``.field`` selections that follow it; a
+    chain stops at a method call (``x.exists(...)``, ``x.size()``), an index, an operator
+    or the end, and is read whole from there."""
+    out: list[_Chain] = []
+    n = len(tokens)
+    for i, tok in enumerate(tokens):
+        if tok.kind != "ident" or tok.text not in roots:
+            continue
+        # a field selection (``x.interest``) is no root; a leading dot (``.interest``) is
+        if i > 1 and tokens[i - 1].kind == "." and tokens[i - 2].kind in _VALUE_END:
+            continue
+        path = [tok.text]
+        j = i + 1
+        while (
+            j + 1 < n
+            and tokens[j].kind == "."
+            and tokens[j + 1].kind == "ident"
+            and not (j + 2 < n and tokens[j + 2].kind == "(")
+        ):
+            path.append(tokens[j + 1].text)
+            j += 2
+        in_has = (
+            i > 1
+            and tokens[i - 1].kind == "("
+            and tokens[i - 2].text == "has"
+            and tokens[i - 2].kind == "ident"
+            and not (i > 2 and tokens[i - 3].kind == ".")
+            and j < n
+            and tokens[j].kind == ")"
+        )
+        out.append(_Chain(i, tuple(path), in_has))
+    return out
+
+
+def _merge(into: dict[str, Need], path: tuple[str, ...]) -> None:
+    """Add ``path`` (read whole at its end) to a need tree; a whole value absorbs the rest."""
+    node: dict[str, Need] = into
+    for i, name in enumerate(path):
+        last = i == len(path) - 1
+        if name in node and node[name] is None:
+            return  # already whole
+        if last:
+            node[name] = None
+            return
+        child = node.get(name)
+        if child is None:
+            child = node[name] = {}
+        node = child
+
+
+def needs_of(source: str, roots: Iterable[str] = RULE_ROOTS) -> dict[str, Need]:
+    """The paths ``source`` reads, as a tree per root.
+
+    A chain ``root.a.b`` narrows to its fields; it stops (and is read whole from there) at
+    anything other than a plain ``.field``: a method call (``products.exists(...)``,
+    ``x.size()``), an index (``interest["x"]``), an operator or the end of the rule.
+    A source this reader cannot tokenise reads every root whole."""
+    known = frozenset(roots)
+    tokens = _tokens(source)
+    if tokens is None:
+        return dict.fromkeys(sorted(known))
+    needs: dict[str, Need] = {}
+    for chain in _chains(tokens, known):
+        _merge(needs, chain.path)
+    return needs
+
+
+#: flat variables are named ``_nb<n>``; a rule whose own names could clash is not rewritten
+_FLAT = "_nb"
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+def _bound_names(tokens: list[_Token]) -> set[str]:
+    """Names a macro binds (``x`` in ``list.exists(x, ...)``, ``k, v`` in two-variable
+    forms): inside the macro they hide a root of the same name."""
+    out: set[str] = set()
+    for i in range(3, len(tokens)):
+        if (
+            tokens[i - 3].kind == "."
+            and tokens[i - 2].text in _MACROS
+            and tokens[i - 1].kind == "("
+            and tokens[i].kind == "ident"
+        ):
+            j = i
+            while j + 1 < len(tokens) and tokens[j].kind == "ident" and tokens[j + 1].kind == ",":
+                out.add(tokens[j].text)
+                j += 2
+    return out
+
+
+class _Plan(NamedTuple):
+    """How one rule reads: its source with flattened chains (None: as written), the
+    chains read as flat variables, and what it reads from the nested roots."""
+
+    source: str | None
+    flat: tuple[tuple[str, ...], ...]
+    nested: dict[str, Need]
+
+
+def _plan(source: str, name_of: Callable[[tuple[str, ...]], str]) -> _Plan:
+    """Rewrite each ``root.a.b`` (``root.a`` under ``has()``) to one flat variable, so a
+    decision converts one value instead of a map per level; ``segments`` (bound by the
+    caller) and bare roots stay as they are."""
+    tokens = _tokens(source)
+    if tokens is None:
+        return _Plan(None, (), dict.fromkeys(sorted(RULE_ROOTS)))
+    chains = _chains(tokens, RULE_ROOTS)
+    bound = _bound_names(tokens)
+    idents = {t.text for t in tokens if t.kind == "ident"}
+    nested: dict[str, Need] = {}
+    if bound & RULE_ROOTS or any(name.startswith(_FLAT) for name in idents):
+        for chain in chains:
+            _merge(nested, chain.path)
+        return _Plan(None, (), nested)
+    flat: list[tuple[str, ...]] = []
+    pieces: list[str] = []
+    done = 0
+    for chain in chains:
+        keep = len(chain.path) - 1 if chain.in_has else len(chain.path)
+        leading_dot = chain.at > 0 and tokens[chain.at - 1].kind == "."
+        if chain.path[0] == "segments" or keep < 2 or leading_dot:
+            _merge(nested, chain.path)
+            continue
+        path = chain.path[:keep]
+        flat.append(path)
+        start = tokens[chain.at].start
+        end = tokens[chain.at + 2 * (keep - 1)].end
+        pieces.append(source[done:start])
+        pieces.append(name_of(path))
+        done = end
+    if not flat:
+        return _Plan(None, (), nested)
+    pieces.append(source[done:])
+    return _Plan("".join(pieces), tuple(flat), nested)
+
+
+# ------------------------------------------------------------------ one value per field
+
+
+def _days_ago(when: float, now: float) -> float:
+    return round(max(0.0, now - when) / DAY, 3)
+
+
+def _window(days: int) -> Callable[[TopicInterest, TopicSpec, float], int]:
+    def count(it: TopicInterest, spec: TopicSpec, now: float) -> int:
+        return count_in_days(it.hits, days, now)
+
+    return count
+
+
+def _trend(it: TopicInterest, spec: TopicSpec, now: float) -> str:
+    previous_7d = count_between(it.hits, now - 14 * DAY, now - 7 * DAY)
+    return trend_of(count_in_days(it.hits, 7, now), previous_7d).value
+
+
+#: each field of ``interest_view``, computed on its own
+INTEREST_FIELDS: dict[str, Callable[[TopicInterest, TopicSpec, float], Any]] = {
+    "score": lambda it, spec, now: round(decayed(it.score, it.score_at, now, spec.half_life), 6),
+    **{f"count_{d}d": _window(d) for d in WINDOW_DAYS},
+    "total": lambda it, spec, now: it.total,
+    "first_seen_days": lambda it, spec, now: (
+        _days_ago(it.first_seen, now) if it.total > 0 else -1.0
+    ),
+    "last_seen_days": lambda it, spec, now: _days_ago(it.last_seen, now) if it.total > 0 else -1.0,
+    "trend": _trend,
+}
+
+#: each field of ``offer_view``, computed on its own
+OFFER_FIELDS: dict[str, Callable[[OfferHistory, float], Any]] = {
+    "impressions_7d": lambda h, now: count_in_days(h.impressions, 7, now),
+    "impressions_30d": lambda h, now: count_in_days(h.impressions, 30, now),
+    "clicks_30d": lambda h, now: count_in_days(h.clicks, 30, now),
+    "dismissals_30d": lambda h, now: count_in_days(h.dismissals, 30, now),
+    "total_impressions": lambda h, now: h.total_impressions,
+    "total_clicks": lambda h, now: h.total_clicks,
+}
+
+
+def _age(p: Profile, now: float) -> int:
+    age = age_of(p.traits, now)
+    return age if age is not None else -1
+
+
+#: each field of ``rule_variables(...)["profile"]``, computed on its own
+PROFILE_FIELDS: dict[str, Callable[[Profile, float], Any]] = {
+    "customer_id": lambda p, now: p.customer_id,
+    "known": lambda p, now: p.user_id is not None,
+    "age": _age,
+    "lifecycle": lambda p, now: lifecycle_of(age_of(p.traits, now)),
+    "engagement": lambda p, now: engagement_of(count_in_days(p.activity, 30, now)),
+    "overdrawn": lambda p, now: p.overdrawn,
+    "balance": lambda p, now: p.balance if p.balance is not None else 0.0,
+    "sessions": lambda p, now: p.sessions,
+    "events": lambda p, now: p.event_count,
+    "funnel": lambda p, now: {t: s.label for t, s in p.funnel.items()},
+    "life_events": lambda p, now: [
+        {"type": kind, "days_ago": _days_ago(when, now)} for when, kind in p.life_events
+    ],
+    "consent": lambda p, now: dict(p.consent),
+}
+
+
+def _narrow(value: Any, need: Need) -> Any:
+    """The part of ``value`` that ``need`` names (a key absent stays absent)."""
+    if need is None or not isinstance(value, dict):
+        return value
+    return {k: _narrow(value[k], sub) for k, sub in need.items() if k in value}
+
+
+def _now_view(now: float) -> dict[str, Any]:
+    moment = datetime.fromtimestamp(now, UTC)
+    return {
+        "epoch": now,
+        "hour": moment.hour,
+        "weekday": moment.isoweekday(),
+        "day": moment.day,
+        "month": moment.month,
+        "year": moment.year,
+    }
+
+
+# ------------------------------------------------------------------ per-root builders
+
+#: (profile, topics, now, context) -> one root's narrow value
+_Build = Callable[[Profile, Mapping[str, TopicSpec], float, dict[str, Any]], Any]
+
+
+def _interest_builder(need: Need) -> _Build:
+    if need is None:
+
+        def whole(
+            p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: dict[str, Any]
+        ) -> Any:
+            return {
+                tid: interest_view(p.interests.get(tid, _EMPTY), spec, now)
+                for tid, spec in topics.items()
+            }
+
+        return whole
+    plan = [
+        (
+            tid,
+            None
+            if fields is None
+            else tuple((f, INTEREST_FIELDS[f]) for f in fields if f in INTEREST_FIELDS),
+        )
+        for tid, fields in need.items()
+    ]
+
+    def narrow(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: dict[str, Any]) -> Any:
+        out: dict[str, Any] = {}
+        interests = p.interests
+        for tid, fields in plan:
+            spec = topics.get(tid)
+            if spec is None:
+                continue
+            it = interests.get(tid, _EMPTY)
+            if fields is None:
+                out[tid] = interest_view(it, spec, now)
+            else:
+                out[tid] = {f: fn(it, spec, now) for f, fn in fields}
+        return out
+
+    return narrow
+
+
+def _offers_builder(need: Need, named: frozenset[str]) -> _Build:
+    if need is None:
+
+        def whole(
+            p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: dict[str, Any]
+        ) -> Any:
+            out = {oid: offer_view(h, now) for oid, h in p.offers.items()}
+            for oid in named:
+                if oid not in out:
+                    out[oid] = offer_view(_NO_HISTORY, now)
+            return out
+
+        return whole
+    plan = [
+        (
+            oid,
+            None
+            if fields is None
+            else tuple((f, OFFER_FIELDS[f]) for f in fields if f in OFFER_FIELDS),
+        )
+        for oid, fields in need.items()
+    ]
+
+    def narrow(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: dict[str, Any]) -> Any:
+        out: dict[str, Any] = {}
+        offers = p.offers
+        for oid, fields in plan:
+            h = offers.get(oid)
+            if h is None:
+                if oid not in named:
+                    continue  # absent from the full view too
+                h = _NO_HISTORY
+            out[oid] = offer_view(h, now) if fields is None else {f: fn(h, now) for f, fn in fields}
+        return out
+
+    return narrow
+
+
+def _profile_builder(need: Need) -> _Build:
+    if need is None:
+
+        def whole(
+            p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: dict[str, Any]
+        ) -> Any:
+            return {f: fn(p, now) for f, fn in PROFILE_FIELDS.items()}
+
+        return whole
+    plan = [(f, PROFILE_FIELDS[f], sub) for f, sub in need.items() if f in PROFILE_FIELDS]
+
+    def narrow(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: dict[str, Any]) -> Any:
+        return {f: _narrow(fn(p, now), sub) for f, fn, sub in plan}
+
+    return narrow
+
+
+def _builder(root: str, need: Need, named: frozenset[str]) -> _Build:
+    if root == "interest":
+        return _interest_builder(need)
+    if root == "offers":
+        return _offers_builder(need, named)
+    if root == "profile":
+        return _profile_builder(need)
+    if root == "products":
+        return lambda p, topics, now, ctx: list(p.products)
+    if root == "traits":
+        return lambda p, topics, now, ctx: _narrow(p.traits, need)
+    if root == "context":
+        return lambda p, topics, now, ctx: _narrow(ctx, need)
+    if root == "now":
+        return lambda p, topics, now, ctx: _narrow(_now_view(now), need)
+    raise ValueError(f"no builder for root {root!r}")
+
+
+# ------------------------------------------------------------------ flat variables
+
+_MISSING: Any = object()  # a path the full view does not hold: the variable stays unbound
+
+
+def _resolve(value: Any, rest: tuple[str, ...]) -> Any:
+    for key in rest:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _flat_builder(path: tuple[str, ...], named: frozenset[str]) -> _Build:
+    """The value at ``path`` (at least ``root.field``), or _MISSING where the full view
+    holds none (CEL then fails on an unbound name where it failed on a missing key)."""
+    root, first, rest = path[0], path[1], path[2:]
+    if root == "interest":
+        fn = INTEREST_FIELDS.get(rest[0]) if len(rest) == 1 else None
+        if len(rest) > 1 or (rest and fn is None):
+            return lambda p, topics, now, ctx: _MISSING  # below a number or a missing field
+
+        def topic(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            spec = topics.get(first)
+            if spec is None:
+                return _MISSING
+            it = p.interests.get(first, _EMPTY)
+            return interest_view(it, spec, now) if fn is None else fn(it, spec, now)
+
+        return topic
+    if root == "offers":
+        ofn = OFFER_FIELDS.get(rest[0]) if len(rest) == 1 else None
+        if len(rest) > 1 or (rest and ofn is None):
+            return lambda p, topics, now, ctx: _MISSING
+
+        def offer(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            h = p.offers.get(first)
+            if h is None:
+                if first not in named:
+                    return _MISSING
+                h = _NO_HISTORY
+            return offer_view(h, now) if ofn is None else ofn(h, now)
+
+        return offer
+    if root == "profile":
+        pfn = PROFILE_FIELDS.get(first)
+        if pfn is None:
+            return lambda p, topics, now, ctx: _MISSING
+        return lambda p, topics, now, ctx: _resolve(pfn(p, now), rest)
+    if root == "traits":
+        return lambda p, topics, now, ctx: _resolve(p.traits, path[1:])
+    if root == "context":
+        return lambda p, topics, now, ctx: _resolve(ctx, path[1:])
+    if root == "now":
+        return lambda p, topics, now, ctx: _resolve(_now_view(now), path[1:])
+    return lambda p, topics, now, ctx: _MISSING  # products is a list: it has no fields
+
+
+# ------------------------------------------------------------------ the catalog's reads
+
+
+class RuleReads:
+    """The paths a set of rules reads (``needs``: a tree per root, for people and the
+    catalog), and per decision an ``Evaluation`` holding exactly those values.
+
+    Chains such as ``interest.mortgage.count_14d`` are rewritten, once, to one flat
+    variable each (``_nb3``): a decision then converts one number to CEL instead of a map
+    per level. Roots read whole, bare (``"x" in products``) or under ``has(root.f)`` stay
+    maps, narrowed to what the rules read. ``segments`` is the caller's to bind.
+
+    ``named_offers``: offers named as ``offers.<id>``; rules see zeros for those never shown.
+    """
+
+    __slots__ = ("_builders", "_flat", "_programs", "named_offers", "needs")
+
+    def __init__(
+        self,
+        needs: Mapping[str, Need],
+        named_offers: Iterable[str] = (),
+        nested: Mapping[str, Need] | None = None,
+        flat: Mapping[tuple[str, ...], str] | None = None,
+        programs: Mapping[Rule, Any] | None = None,
+    ) -> None:
+        self.needs: dict[str, Need] = dict(needs)
+        self.named_offers = frozenset(named_offers)
+        nested = self.needs if nested is None else nested
+        self._builders = tuple(
+            (root, _builder(root, need, self.named_offers))
+            for root, need in sorted(nested.items())
+            if root != "segments"
+        )
+        self._flat = tuple(
+            (name, _flat_builder(path, self.named_offers)) for path, name in (flat or {}).items()
+        )
+        self._programs: dict[Rule, Any] = dict(programs or {})
+
+    @classmethod
+    def of(cls, rules: Iterable[Rule]) -> RuleReads:
+        """What ``rules`` read, from their sources (once, when the catalog compiles)."""
+        needs: dict[str, Need] = {}
+        nested: dict[str, Need] = {}
+        named: set[str] = set()
+        names: dict[tuple[str, ...], str] = {}
+        programs: dict[Rule, Any] = {}
+
+        def name_of(path: tuple[str, ...]) -> str:
+            return names.setdefault(path, f"{_FLAT}{len(names)}")
+
+        for rule in rules:
+            for root, need in needs_of(rule.source).items():
+                _merge_tree(needs, root, need)
+                if root == "offers" and need is not None:
+                    named.update(need)
+            plan = _plan(rule.source, name_of)
+            for root, need in plan.nested.items():
+                _merge_tree(nested, root, need)
+            if plan.source is not None:
+                programs[rule] = cel.compile(plan.source)
+        return cls(needs, named, nested, names, programs)
+
+    @property
+    def roots(self) -> frozenset[str]:
+        return frozenset(self.needs)
+
+    def topics_in(self, topics: Mapping[str, TopicSpec]) -> list[str]:
+        """The catalog topics whose interest a rule reads (all of them if one reads the root
+        ``interest`` whole)."""
+        if "interest" not in self.needs:
+            return []
+        need = self.needs["interest"]
+        if need is None:
+            return list(topics)
+        return sorted(t for t in need if t in topics)
+
+    def variables(
+        self,
+        profile: Profile,
+        topics: Mapping[str, TopicSpec],
+        now: float,
+        context: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The rules' variables for ``profile`` at ``now``: only what they read, as the
+        narrowed roots and the flat variables the rewritten rules name."""
+        out = {root: build(profile, topics, now, context) for root, build in self._builders}
+        for name, build in self._flat:
+            value = build(profile, topics, now, context)
+            if value is not _MISSING:
+                out[name] = value
+        return out
+
+    def evaluation(
+        self,
+        profile: Profile,
+        topics: Mapping[str, TopicSpec],
+        now: float,
+        context: dict[str, Any],
+    ) -> Evaluation:
+        """One decision's evaluation environment: ``check(rule)`` runs the rule as rewritten."""
+        return Evaluation(self.variables(profile, topics, now, context), self._programs)
+
+    def __repr__(self) -> str:
+        return f"RuleReads({self.needs!r})"
+
+
+def _merge_tree(into: dict[str, Need], name: str, need: Need) -> None:
+    """Merge one need tree into another at key ``name``; a whole value absorbs the rest."""
+    if name in into and into[name] is None:
+        return
+    if need is None:
+        into[name] = None
+        return
+    node = into.get(name)
+    if node is None:
+        node = into[name] = {}
+    for key, sub in need.items():
+        _merge_tree(node, key, sub)
