@@ -1,27 +1,82 @@
-"""Shared helpers for the benchmarks: machine facts, percentiles, tables, JSON results.
+"""The benchmarks' harness: machine record, timing loops, percentiles, tables, JSON results.
 
 Benchmarks are scripts, not tests: run them with the project's venv, e.g.
-``.venv/bin/python bench/decide.py``. Each writes ``bench/results/<name>.json``.
+``.venv/bin/python bench/decide.py``. Each writes ``bench/results/<name>.json`` through a
+``Run`` (date, command line, machine, git revision, package versions, arguments, elapsed
+time), times calls with ``time_calls`` (warm-up, per-call latency, GC collections and
+context switches inside the loop) next to a trivial call measured in the same run
+(``ratios``), and builds engines through the public API only (``engine_with_rows``: saved
+rows restored as a restart does; ``serve``: the real server in this process).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import cProfile
 import datetime as _dt
 import gc
 import importlib.metadata
+import io
 import os
 import platform
+import pstats
 import resource
 import shlex
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+
+from nextbest.catalog.compiled import Catalog
+from nextbest.clock import Clock
+from nextbest.engine import Engine
+from nextbest.store.port import StateRow, Stores
+from nextbest.store.snapshot import learner_rows
+
+__all__ = [
+    "BENCH",
+    "DAY",
+    "EXAMPLE_CATALOG",
+    "QUANTILES",
+    "RESULTS",
+    "ROOT",
+    "T0",
+    "GcWatch",
+    "Run",
+    "add_run_args",
+    "code_measured",
+    "command_line",
+    "cprofile_top",
+    "engine_with_rows",
+    "free_port",
+    "fs_type",
+    "kv_table",
+    "latency_summary",
+    "load_average",
+    "log",
+    "machine_info",
+    "now_iso",
+    "parts_summary",
+    "peak_rss_bytes",
+    "percentile",
+    "proc_cpu_seconds",
+    "ratios",
+    "rss_bytes",
+    "serve",
+    "table",
+    "time_calls",
+    "timed",
+    "versions",
+    "write_results",
+]
+
+T = TypeVar("T")
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -274,12 +329,257 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     return "\n".join(lines)
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+def write_results(name: str, payload: dict[str, Any], out: Path = RESULTS) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_bytes(
+        orjson.dumps(
+            payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        )
+    )
     return path
 
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def kv_table(title: str, rows: dict[str, Any]) -> str:
+    """A two-column ``what / value`` table."""
+    return table(title, ["what", "value"], [[k, v] for k, v in rows.items()])
+
+
+def fs_type(path: Path) -> str:
+    """The file system a folder is on (an fsync costs what it costs there)."""
+    try:
+        line = subprocess.run(
+            ["df", "-T", str(path)], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[-1]
+        return line.split()[1]
+    except (OSError, IndexError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ------------------------------------------------------------------ timing loops
+def time_calls(
+    call: Callable[[T], object], inputs: Sequence[T], warmup: Iterable[T] = ()
+) -> dict[str, Any]:
+    """``call(x)`` for each input, timed one by one (perf_counter_ns) after the untimed
+    ``warmup``: the latency summary, calls/s, the GC collections inside the loop, and the
+    tail read apart (calls with and without a collection inside, context switches, page
+    faults)."""
+    for x in warmup:
+        call(x)
+    pc = time.perf_counter_ns
+    lat = [0] * len(inputs)
+    with_gc = [False] * len(inputs)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    with GcWatch() as gw:
+        start = pc()
+        for i, x in enumerate(inputs):
+            before = gw.collections
+            t = pc()
+            call(x)
+            lat[i] = pc() - t
+            with_gc[i] = gw.collections != before
+        wall = (pc() - start) / 1e9
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    yes_gc = [x for x, g in zip(lat, with_gc, strict=True) if g]
+    return {
+        **latency_summary(lat),
+        "calls_per_s": round(len(lat) / wall) if wall else None,
+        "gc": gw.summary(),
+        "tail": {
+            "calls_with_gc_collection": len(yes_gc),
+            "latency_calls_without_gc": latency_summary(
+                [x for x, g in zip(lat, with_gc, strict=True) if not g]
+            ),
+            "latency_calls_with_gc": latency_summary(yes_gc) if yes_gc else None,
+            "involuntary_context_switches": ru1.ru_nivcsw - ru0.ru_nivcsw,
+            "voluntary_context_switches": ru1.ru_nvcsw - ru0.ru_nvcsw,
+            "minor_page_faults": ru1.ru_minflt - ru0.ru_minflt,
+            "major_page_faults": ru1.ru_majflt - ru0.ru_majflt,
+        },
+    }
+
+
+QUANTILES = ("mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "max_us")
+
+
+def ratios(measured: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
+    """``measured / baseline`` per quantile (both ``latency_summary`` dicts, one run)."""
+    return {k: round(measured[k] / baseline[k], 2) if baseline.get(k) else None for k in QUANTILES}
+
+
+def parts_summary(parts: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    """mean / p50 / p99 microseconds of each timed piece (nanosecond lists)."""
+    out: dict[str, dict[str, float]] = {}
+    for k, ns in parts.items():
+        s = sorted(ns)
+        out[k] = {
+            "mean_us": round(sum(s) / len(s) / 1e3, 2),
+            "p50_us": round(percentile(s, 50) / 1e3, 2),
+            "p99_us": round(percentile(s, 99) / 1e3, 2),
+        }
+    return out
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    file, line, func = key
+    if file == "~":
+        return func
+    for marker in ("site-packages/", "src/", "lib/python3"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{file}:{line}({func})"
+
+
+def cprofile_top(
+    work: Callable[[], object], units: int, unit: str, path: Path, sort: str = "cumulative"
+) -> list[dict[str, Any]]:
+    """Run ``work`` under cProfile; the full listing goes to ``path``, the top 25 by
+    ``sort`` (cumulative or tottime) come back per ``unit`` (``units`` of them ran)."""
+    prof = cProfile.Profile()
+    prof.enable()
+    work()
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    out.write(f"cProfile of {units:,} {unit}s\n\n")
+    for order in ("cumulative", "tottime"):
+        out.write(f"=== top 25 by {order} time ===\n")
+        stats.sort_stats(order).print_stats(25)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(out.getvalue())
+    index = 3 if sort == "cumulative" else 2
+    raw = stats.stats  # type: ignore[attr-defined]
+    top = sorted(raw.items(), key=lambda kv: -kv[1][index])[:25]
+    return [
+        {
+            "function": _where(key),
+            f"calls_per_{unit}": round(nc / units, 3),
+            f"own_us_per_{unit}": round(tt / units * 1e6, 3),
+            f"cum_us_per_{unit}": round(ct / units * 1e6, 3),
+        }
+        for key, (_cc, nc, tt, ct, _callers) in top
+    ]
+
+
+# ------------------------------------------------------------------ results
+def add_run_args(ap: argparse.ArgumentParser, name: str) -> None:
+    """The options every benchmark takes: seed, quick, results name and folder, temp dir."""
+    ap.add_argument("--seed", type=int, default=20260921)
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--name", default=None, help=f"results name (default {name}[_quick])")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument("--tmpdir", default=None, help="where temp files go (default $TMPDIR)")
+
+
+class Run:
+    """One benchmark run: logs the machine at the start, writes the results with the
+    record every result carries (date, command, machine, code, versions, args, time)."""
+
+    def __init__(self, benchmark: str, args: argparse.Namespace, *packages: str) -> None:
+        self.benchmark = benchmark
+        self.args = args
+        self.packages = ("msgspec", *packages)
+        self.started = time.perf_counter()
+        self.machine = machine_info()
+        log(f"{benchmark} benchmark: {command_line()}")
+        m = self.machine
+        log(
+            f"{m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, "
+            f"load average {m['load_average_start']}"
+        )
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def write(self, payload: dict[str, Any]) -> Path:
+        self.machine["load_average_end"] = load_average()
+        elapsed = self.elapsed()
+        print(
+            f"\nload average at start {self.machine['load_average_start']}, at end "
+            f"{self.machine['load_average_end']}; total {elapsed:.0f} s; "
+            f"peak RSS {peak_rss_bytes() / 2**20:,.0f} MB"
+        )
+        record = {
+            "benchmark": self.benchmark,
+            "date": now_iso(),
+            "command": command_line(),
+            "machine": self.machine,
+            "code_measured": code_measured(),
+            "versions": versions(*self.packages),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()},
+            **payload,
+            "elapsed_seconds": round(elapsed, 1),
+            "peak_rss_mb": round(peak_rss_bytes() / 2**20),
+        }
+        path = write_results(self.args.name, record, self.args.out)
+        print(f"results: {path}")
+        return path
+
+
+# ------------------------------------------------------------------ engines and servers
+def engine_with_rows(
+    catalog: Catalog,
+    stores: Stores,
+    rows: Sequence[StateRow],
+    clock: Clock,
+    *,
+    learner: bytes | None = None,
+    **engine_options: Any,
+) -> tuple[Engine, dict[str, float]]:
+    """An engine that starts from ``rows`` (``store.snapshot.profile_row`` ...) and, when
+    given, a learner's ``to_state`` bytes: they are saved as a snapshot and the engine
+    restores them, as a restart does. The seconds of the save and of the restore come back
+    apart (setup, not the measured phase)."""
+    saved = list(rows)
+    if learner is not None:
+        saved.extend(learner_rows(learner, stores.decisions.decision_log_position()))
+    t = time.perf_counter()
+    stores.state.save_state(0, catalog.digest, saved, replace=True)
+    save_s = time.perf_counter() - t
+    t = time.perf_counter()
+    engine = Engine(catalog, stores, clock, **engine_options)
+    restore_s = time.perf_counter() - t
+    return engine, {"save_seconds": round(save_s, 3), "restore_seconds": round(restore_s, 3)}
+
+
+def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str, now: float) -> int:
+    """The real server on ``data`` (uvicorn + ``create_app`` + ``build_engine``) with a
+    fixed clock at ``now``, until SIGTERM (a benchmark's child process)."""
+    import uvicorn
+
+    from nextbest.api.app import create_app
+    from nextbest.bootstrap import build_engine
+    from nextbest.clock import FixedClock
+    from nextbest.settings import Settings
+
+    settings = Settings(
+        catalog=str(catalog),
+        data=data,
+        port=port,
+        write_keys=frozenset({write_key}),
+        admin_keys=frozenset({"bench-admin-key"}),
+        token_secret="bench-token-secret",
+        sqlite_synchronous=synchronous,
+    )
+    app = create_app(build_engine(settings, FixedClock(now)), settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    uvicorn.Server(config).run()
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -32,12 +32,16 @@ import importlib.util
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import decide as bench_decide
+import decide_learning
+import decide_setup
 from _common import (
+    RESULTS,
     code_measured,
     command_line,
     latency_summary,
@@ -48,17 +52,15 @@ from _common import (
     table,
     write_results,
 )
-from nextbest.clock import FixedClock
-from nextbest.engine import Engine
+from catalog_gen import BENCH_PLACEMENT
 from nextbest.events.names import EventName
 from nextbest.learn.contextual import ContextualLogistic
-from nextbest.learn.learner import PRIOR, Learner
-from nextbest.learn.learner import _offset as new_offset
-from nextbest.learn.learner import customer_part as new_customer_part
-from nextbest.store import MemoryStore
+from nextbest.learn.learner import PRIOR, Learner, customer_part
+
+__all__ = ["main"]
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the other checkout's src folder")
     ap.add_argument("--profiles", type=int, default=20_000)
@@ -66,7 +68,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--train-decisions", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=20260921)
-    return ap.parse_args()
+    ap.add_argument("--name", default="learn_ab", help="results name")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    return ap.parse_args(argv)
 
 
 def load_module(name: str, path: Path) -> ModuleType:
@@ -79,46 +83,40 @@ def load_module(name: str, path: Path) -> ModuleType:
     return module
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     info = machine_info()
     log(f"learning A/B: {command_line()}")
     before = Path(args.before) / "nextbest" / "learn"
     old_contextual = load_module("before_contextual", before / "contextual.py")
     old_learner = load_module("before_learner", before / "learner.py")
-    sys.argv = [
-        "decide.py",
-        "--learning",
-        "contextual",
-        "--broaden",
-        "0.4",
-        "--profiles",
-        str(args.profiles),
-        "--pool",
-        str(min(args.profiles, 2_000)),
-        "--train-decisions",
-        str(args.train_decisions),
-        "--seed",
-        str(args.seed),
-    ]
-    dargs = bench_decide.parse_args()
-    catalog, _ = bench_decide.bench_catalog(dargs)
-    clock = FixedClock(bench_decide.T0)
-    engine = Engine(catalog, MemoryStore(), clock)
-    bench_decide.build_profiles(engine, catalog, dargs)
-    gc.collect()
-    gc.freeze()
-    ids = list(engine._state.profiles)
+    dargs = bench_decide.parse_args(
+        [
+            "--learning",
+            "contextual",
+            "--broaden",
+            "0.4",
+            "--profiles",
+            str(args.profiles),
+            "--pool",
+            str(min(args.profiles, 2_000)),
+            "--train-decisions",
+            str(args.train_decisions),
+            "--seed",
+            str(args.seed),
+        ]
+    )
+    catalog, _ = decide_setup.bench_catalog(dargs)
+    built = decide_setup.build_engine_with_profiles(catalog, dargs)
+    engine, clock, ids = built.engine, built.clock, built.ids
     log(f"training on {args.train_decisions:,} decisions")
-    bench_decide.train(engine, clock, ids, dargs)
-    placement = bench_decide.BENCH_PLACEMENT
+    decide_learning.train(engine, clock, ids, dargs)
+    placement = BENCH_PLACEMENT
     spec = catalog.placements[placement].learning
     assert spec is not None
     window = spec.click_window_minutes * 60.0
-    trained = engine._state.learner
-    state = trained.models[placement].to_state()
+    state = Learner.from_state(catalog, engine.model_state()).models[placement].to_state()
     now = clock.now() + 2 * window + 60.0
-    trained.advance(now)
     clock.set(now)
     rng = random.Random(args.seed + 5)
     pc = time.perf_counter_ns
@@ -152,19 +150,19 @@ def main() -> int:
         old, new = pair()
         learners = ((old, "before"), (new, "after"))
         clock.set(now)  # decisions at the round's time: their feedback is not stale
-        clicks = bench_decide._fresh(engine, ids, rng, args.events)
-        views = bench_decide._fresh(engine, ids, rng, args.events)
-        seen = bench_decide._fresh(engine, ids, rng, args.events)
+        clicks = decide_learning.fresh_decisions(engine, ids, rng, args.events)
+        views = decide_learning.fresh_decisions(engine, ids, rng, args.events)
+        seen = decide_learning.fresh_decisions(engine, ids, rng, args.events)
         gc.collect()
         gc.disable()
         try:
             for i, (uid, d) in enumerate(clicks):
-                e = bench_decide.feedback_event(
+                e = decide_learning.feedback_event(
                     EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, now
                 )
                 interleaved("click", i, learners, "observe", e, d)
             for i, (uid, d) in enumerate(views):
-                e = bench_decide.feedback_event(
+                e = decide_learning.feedback_event(
                     EventName.PROMOTION_VIEWED, uid, d, d.items[0].offer_id, now + i * 1e-3
                 )
                 interleaved("view", i, learners, "observe", e, d)
@@ -175,22 +173,24 @@ def main() -> int:
             # registered untimed, after the misses above, then each clicked within its window
             at = now + window + 10.0
             for uid, d in seen:
-                e = bench_decide.feedback_event(
+                e = decide_learning.feedback_event(
                     EventName.PROMOTION_VIEWED, uid, d, d.items[0].offer_id, at
                 )
                 old.observe(e, d)
                 new.observe(e, d)
             for i, (uid, d) in enumerate(seen):
-                e = bench_decide.feedback_event(
+                e = decide_learning.feedback_event(
                     EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, at + 1.0
                 )
                 interleaved("viewed", i, learners, "observe", e, d)
             # scoring a decision's candidates (the decide path's part of the model)
             models = ((old.models[placement], "before"), (new.models[placement], "after"))
             for i, (_uid, d) in enumerate(clicks):
-                x = new_customer_part(d.features, d.candidates)
-                refs = [new._ref(catalog.offers[o], placement) for o in d.candidates]
-                offsets = [new_offset(d.features[PRIOR + o]) for o in d.candidates]
+                x = customer_part(d.features, d.candidates)
+                refs = [decide_learning.offer_ref(catalog, o, placement) for o in d.candidates]
+                offsets = [
+                    decide_learning.prior_offset(d.features[PRIOR + o]) for o in d.candidates
+                ]
                 interleaved("score", i, models, "predict_many", x, refs, offsets=offsets)
         finally:
             gc.enable()
@@ -243,11 +243,11 @@ def main() -> int:
         "machine": {**info, "load_average_end": load_average()},
         "code_measured": code_measured(),
         "before_src": str(Path(args.before).resolve()),
-        "args": vars(args),
+        "args": {k: str(v) for k, v in vars(args).items()},
         "max_weight_difference": max_diff,
         "results": results,
     }
-    log(f"results: {write_results('learn_ab', payload)}")
+    log(f"results: {write_results(args.name, payload, args.out)}")
     return 0
 
 

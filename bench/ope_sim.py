@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def run(loop: SiteLoop, days: int) -> SiteLoop:
     return loop
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--customers", type=int, default=5000)
@@ -96,7 +97,7 @@ def main() -> None:
         "--no-fatigue", action="store_true", help="appeal does not fade with impressions"
     )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ope_sim.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     began = time.perf_counter()
     params = load_params(args.response)
     if args.no_fatigue:
@@ -119,8 +120,9 @@ def main() -> None:
         args.days,
     )
     logged.engine.flush()  # the decisions still buffered belong in the logs too
-    store = logged.engine.store
-    items = join_rewards(list(store.decisions()), (s.event for s in store.scan(0)), logging_catalog)
+    engine = logged.engine
+    events = (s.event for s in engine.event_log.scan(0))
+    items = join_rewards(list(engine.decision_log.decisions()), events, logging_catalog)
     logged.finish()
     log(f"{len(items)} logged slots")
     tmp = Path(tempfile.mkdtemp(prefix="ope-sim-"))

@@ -10,13 +10,15 @@ version) makes the restart count the whole log. This measures both on the same f
 
 1. an engine on a SQLite file with the example bank folds ``--customers`` customers' identify
    and page events and makes ``--real`` decisions through ``engine.decide`` (all placements);
-2. the log is grown to ``--decisions`` by appending copies of those decisions under new ids,
-   each also counted by the live learner (as if it had made them), then a snapshot is saved;
+2. the log is grown to ``--decisions`` by appending copies of those decisions under new ids
+   (``engine.decision_log``); the engine is released unsaved and a new one restarts on the
+   file, counting the whole log (so its learner counts the copies as if it had made them),
+   then it saves a snapshot;
 3. ``--tail`` more real decisions are made and flushed after the snapshot (a restart finds a
    log tail, as after a crash);
-4. ``Engine(catalog, SQLiteStore(file))`` is timed ``--repeat`` times with the snapshot as
-   saved, then with the position row deleted (the whole log counted), and the restored
-   learners are compared with the live one byte for byte.
+4. ``Engine(catalog, open_stores(file))`` is timed ``--repeat`` times with the snapshot as
+   saved, then with the position row deleted through the state port (the whole log
+   counted), and the restored learners are compared with the live one byte for byte.
 
 Results: ``bench/results/restart.json``.
 """
@@ -26,11 +28,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    RESULTS,
     code_measured,
     command_line,
     load_average,
@@ -48,18 +51,20 @@ from _common import (
     table,
     write_results,
 )
+from nextbest.bootstrap import open_stores
 from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import SQLiteStore
 from nextbest.store.catalog_files import load_catalog
+from nextbest.store.port import StateRow
+from nextbest.store.snapshot import LEARNER_ROW
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000.0
 PAGES = ["mortgages", "loans/car", "pension", "savings/children", "cards", "investing"]
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--decisions", type=int, default=200_000, help="decisions in the log")
     ap.add_argument("--real", type=int, default=2_000, help="decisions made by engine.decide")
@@ -68,7 +73,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=3, help="restarts timed per variant")
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--tmpdir", default=None, help="where the SQLite file goes")
-    return ap.parse_args()
+    ap.add_argument("--name", default="restart", help="results name")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    return ap.parse_args(argv)
 
 
 def iso(at: float) -> str:
@@ -115,7 +122,9 @@ def populate(engine: Engine, clock: FixedClock, args: argparse.Namespace) -> lis
     return users
 
 
-def decide(engine: Engine, clock: FixedClock, users: list[str], n: int, rng: random.Random) -> list:
+def decide(
+    engine: Engine, clock: FixedClock, users: list[str], n: int, rng: random.Random
+) -> list[Any]:
     placements = [p.id for p in engine.catalog.spec.placements]
     out = []
     for _ in range(n):
@@ -128,15 +137,25 @@ def decide(engine: Engine, clock: FixedClock, users: list[str], n: int, rng: ran
 
 def restart_seconds(catalog: Any, path: Path, clock: FixedClock) -> tuple[float, bytes]:
     t = time.perf_counter()
-    engine = Engine(catalog, SQLiteStore(path), clock)
+    engine = Engine(catalog, open_stores(str(path)), clock)
     seconds = time.perf_counter() - t
-    state = engine._state.learner.to_state()
-    engine.store.close()  # not engine.close(): that would save a new snapshot
+    state = engine.model_state()
+    engine.release()  # not engine.close(): that would save a new snapshot
     return seconds, state
 
 
-def main() -> int:
-    args = parse_args()
+def forget_position(path: Path) -> None:
+    """The snapshot as an older version saved it: without the decision log's position."""
+    stores = open_stores(str(path))
+    saved = stores.state.load_state()
+    assert saved is not None
+    row = StateRow(LEARNER_ROW, "decision_log_position", None)  # a None body deletes
+    stores.state.save_state(saved.seq, saved.version, [row])
+    stores.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     info = machine_info()
     log(f"restart benchmark: {command_line()}")
     catalog = load_catalog(ROOT / "examples" / "bank")
@@ -144,26 +163,25 @@ def main() -> int:
     rng = random.Random(args.seed + 1)
     with tempfile.TemporaryDirectory(prefix="nextbest-restart-", dir=args.tmpdir) as tmp:
         path = Path(tmp) / "restart.sqlite"
-        engine = Engine(catalog, SQLiteStore(path), clock)
+        engine = Engine(catalog, open_stores(str(path)), clock)
         users = populate(engine, clock, args)
         real = decide(engine, clock, users, args.real, rng)
-        learner = engine._state.learner
         copies = args.decisions - args.real
         log(f"{args.real:,} real decisions; appending {copies:,} copies")
-        batch = []
-        for n in range(copies):
-            d = msgspec.structs.replace(real[n % len(real)], decision_id=f"copy-{n:08d}")
-            learner.record_decision(d)
-            batch.append(d)
-            if len(batch) == 5_000:
-                engine.store.append_decisions(batch)
-                batch = []
-        engine.store.append_decisions(batch)
+        for start in range(0, copies, 5_000):
+            engine.decision_log.append_decisions(
+                [
+                    msgspec.structs.replace(real[n % len(real)], decision_id=f"copy-{n:08d}")
+                    for n in range(start, min(copies, start + 5_000))
+                ]
+            )
+        engine.release()  # no snapshot yet: the next engine counts the whole log
+        engine = Engine(catalog, open_stores(str(path)), clock)
         engine.snapshot()
         decide(engine, clock, users, args.tail, rng)
-        live = learner.to_state()
-        logged = engine.store.decision_log_position()
-        engine.store.close()
+        live = engine.model_state()
+        logged = engine.decision_log.decision_log_position()
+        engine.release()
         size_mb = path.stat().st_size / 2**20
         log(f"log: {logged:,} decisions, file {size_mb:,.0f} MB; timing restarts")
 
@@ -172,10 +190,7 @@ def main() -> int:
             seconds, state = restart_seconds(catalog, path, clock)
             assert state == live, "restart from the position differs from the live learner"
             with_position.append(seconds)
-        db = sqlite3.connect(path)
-        with db:
-            db.execute("DELETE FROM state WHERE key = 'decision_log_position'")
-        db.close()
+        forget_position(path)
         for _ in range(args.repeat):
             seconds, state = restart_seconds(catalog, path, clock)
             assert state == live, "whole-log restart differs from the live learner"
@@ -194,7 +209,7 @@ def main() -> int:
         "command": command_line(),
         "machine": {**info, "load_average_end": load_average()},
         "code_measured": code_measured(),
-        "args": vars(args),
+        "args": {k: str(v) for k, v in vars(args).items()},
         "decisions_logged": logged,
         "tail_after_snapshot": args.tail,
         "file_mb": round(size_mb, 1),
@@ -203,7 +218,7 @@ def main() -> int:
         "whole_log_us_per_decision": round(per * 1e6, 2),
         "restored_learner_identical": True,
     }
-    log(f"results: {write_results('restart', payload)}")
+    log(f"results: {write_results(args.name, payload, args.out)}")
     return 0
 
 

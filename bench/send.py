@@ -17,7 +17,7 @@ pool) reads a seeded NDJSON file of Segment-spec messages (the same generator as
    ``--seconds`` seconds: achieved events/s, the sender's CPU time (``time.process_time``)
    per event and per second of wall time, the sink's CPU, and latency percentiles measured
    from each batch's due time.
-2. Against the real server: ``create_app`` + ``Engine.from_settings`` on a temporary SQLite
+2. Against the real server: ``create_app`` + ``build_engine`` on a temporary SQLite
    file (synchronous=FULL) in a child process, at ``--server-rate`` events/s for
    ``--server-seconds`` seconds: errors, latency, and the events in the log afterwards.
 
@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +45,25 @@ from _common import (
     EXAMPLE_CATALOG,
     RESULTS,
     command_line,
+    free_port,
     load_average,
+    log,
     machine_info,
     now_iso,
+    proc_cpu_seconds,
+    serve,
     table,
     versions,
     write_results,
 )
-from catalog_gen import customer_messages, make_customer
-from ingest import NOW, WRITE_KEY, anonymous_visit, free_port, log, proc_cpu_seconds, wire_message
+from ingest_stream import NOW, WRITE_KEY, build_stream
+from nextbest.bootstrap import open_stores
+from nextbest.decide.model import Decision
 from nextbest.sim.send import Message, SendReport, ndjson_lines, read_ndjson, run_send
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.sqlite import SQLiteStore
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="5000,10000,20000,40000,80000", help="offered events/s")
     ap.add_argument("--modes", default="lines,dicts", help="input paths: lines, dicts")
@@ -75,11 +78,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--tmpdir", default=None, help="where the NDJSON and SQLite files go")
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--name", default=None, help="results name (default send / send_quick)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     # internal: the child processes
     ap.add_argument("--child", choices=("sink", "server"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--data", default="", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.seconds = min(args.seconds, 2.0)
         args.server_seconds = min(args.server_seconds, 2.0)
@@ -109,27 +113,8 @@ def sink_child(port: int) -> int:
 
 
 def server_child(port: int, data: str) -> int:
-    """The real server, as bench/ingest.py starts it: create_app + Engine.from_settings."""
-    import uvicorn
-
-    from nextbest.api.app import create_app
-    from nextbest.clock import FixedClock
-    from nextbest.engine import Engine
-    from nextbest.settings import Settings
-
-    settings = Settings(
-        catalog=str(EXAMPLE_CATALOG),
-        data=data,
-        port=port,
-        write_keys=frozenset({WRITE_KEY}),
-        admin_keys=frozenset({"bench-admin-key"}),
-        token_secret="bench-token-secret",
-        sqlite_synchronous="FULL",
-    )
-    engine = Engine.from_settings(settings, FixedClock(NOW))
-    app = create_app(engine, settings)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    return 0
+    """The real server, as bench/ingest_http.py starts it (``_common.serve``)."""
+    return serve(EXAMPLE_CATALOG, data, port, "FULL", WRITE_KEY, NOW)
 
 
 class Child:
@@ -167,35 +152,36 @@ class Child:
 
 
 # ------------------------------------------------------------------ the stream
-def write_stream(path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The ingest benchmark's stream, in time order, one message per line."""
-    rng = random.Random(args.seed)
+def write_stream(path: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[Decision]]:
+    """The ingest benchmark's stream (its feedback answers real decisions, returned too: the
+    server must find them in its decision log), in time order, one message per line."""
     catalog = load_catalog(EXAMPLE_CATALOG)
-    offer_ids: dict[str, list[str]] = {}
-    for o in catalog.offers.values():
-        if o.topic:
-            offer_ids.setdefault(o.topic, []).append(o.id)
-    timeline: list[tuple[float, dict[str, Any]]] = []
-    for i in range(args.customers):
-        c = make_customer(rng, i)
-        for j, m in enumerate(customer_messages(rng, c, rng.randint(3, 16), offer_ids)):
-            timeline.append((m["at"], wire_message(rng, c, m, f"{c.user_id}-{j}")))
-    for i in range(args.customers // 4):
-        timeline.extend(anonymous_visit(rng, i))
-    timeline.sort(key=lambda tm: tm[0])
-    size = 0
+    spec = argparse.Namespace(
+        seed=args.seed,
+        customers=args.customers,
+        anon_visitors=args.customers // 4,
+        batch=100,
+        events_min=3,
+        events_max=16,
+    )
+    bodies, _times, decisions, _info = build_stream(catalog, spec)
+    size = n = 0
     with path.open("wb") as f:
-        for _, m in timeline:
-            line = orjson.dumps(m) + b"\n"
-            size += len(line)
-            f.write(line)
-    return {
-        "messages": len(timeline),
+        for body in bodies:
+            for m in orjson.loads(body)["batch"]:
+                line = orjson.dumps(m) + b"\n"
+                size += len(line)
+                n += 1
+                f.write(line)
+    info = {
+        "messages": n,
         "bytes": size,
-        "mean_message_bytes": round(size / len(timeline)),
+        "mean_message_bytes": round(size / n),
         "customers": args.customers,
-        "anonymous_visitors": args.customers // 4,
+        "anonymous_visitors": spec.anon_visitors,
+        "feedback_decisions": len(decisions),
     }
+    return info, decisions
 
 
 def source(path: Path, mode: str, loop: bool) -> Iterator[Message]:
@@ -292,8 +278,8 @@ HEADERS = [
 ]
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.child == "sink":
         return sink_child(args.port)
     if args.child == "server":
@@ -311,7 +297,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nextbest-send-", dir=args.tmpdir) as tmp:
         folder = Path(tmp)
         path = folder / "events.ndjson"
-        stream = write_stream(path, args)
+        stream, decisions = write_stream(path, args)
         log(
             f"stream: {stream['messages']:,} messages, {stream['mean_message_bytes']} B each, "
             f"in {path}"
@@ -339,6 +325,9 @@ def main() -> int:
         rows = [row("sink", r) for r in runs]
         if args.server:
             data = folder / "server.sqlite"
+            stores = open_stores(str(data))  # the decisions the stream's feedback answers
+            stores.decisions.append_decisions(decisions)
+            stores.close()
             server = Child("server", data)
             try:
                 r = one_run(
@@ -346,9 +335,11 @@ def main() -> int:
                 )
             finally:
                 server.stop()
-            r["events_in_log_after_shutdown"] = SQLiteStore(data).count()
+            stores = open_stores(str(data))
+            r["events_in_log_after_shutdown"] = stores.events.count()
+            stores.close()
             results["server"] = {
-                "target": "nextbest: create_app + Engine.from_settings, SQLite FULL, child process",
+                "target": "nextbest: create_app + build_engine, SQLite FULL, child process",
                 "run": r,
             }
             rows.append(row("nextbest", r))
@@ -375,14 +366,14 @@ def main() -> int:
         "command": command_line(),
         "machine": info,
         "versions": versions("httpx", "httpcore", "uvloop", "orjson", "uvicorn", "starlette"),
-        "args": {k: v for k, v in vars(args).items() if k not in ("child", "port", "data")},
+        "args": {k: str(v) for k, v in vars(args).items() if k not in ("child", "port", "data")},
         "stream": stream,
         "pid": os.getpid(),
         **results,
         "elapsed_seconds": round(elapsed, 1),
     }
-    out = write_results(args.name, payload)
-    print(f"\nresults: {out.relative_to(RESULTS.parent.parent)}; total {elapsed:.0f} s")
+    out = write_results(args.name, payload, args.out)
+    print(f"\nresults: {out}; total {elapsed:.0f} s")
     return 0
 
 

@@ -562,6 +562,11 @@ class RuleReads:
     def roots(self) -> frozenset[str]:
         return frozenset(self.needs)
 
+    @property
+    def programs(self) -> dict[Rule, Any]:
+        """The rewritten rules, compiled (what ``evaluation`` checks each rule with)."""
+        return self._programs
+
     def topics_in(self, topics: Mapping[str, TopicSpec]) -> list[str]:
         """The catalog topics whose interest a rule reads (all of them if one reads the root
         ``interest`` whole)."""

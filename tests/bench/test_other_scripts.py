@@ -1,0 +1,47 @@
+"""The smaller benchmark scripts at a tiny size: each runs on the public API and writes its
+results (``learn_ab.py``, ``restart.py``, ``send.py``, ``ope_sim.py``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from tests.support import ROOT
+
+
+def test_learn_ab_same_code_both_sides(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    args = ["--before", str(ROOT / "src"), "--profiles", "500", "--events", "40"]
+    args += ["--rounds", "1", "--train-decisions", "150", "--out", str(tmp_path)]
+    assert bench("learn_ab").main(args) == 0
+    data = json.loads((tmp_path / "learn_ab.json").read_text())
+    assert data["max_weight_difference"] == 0.0
+    assert data["results"]["click"]["after"]["n"] == 40
+
+
+def test_restart_with_and_without_the_position(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    args = ["--decisions", "600", "--real", "100", "--tail", "20", "--customers", "50"]
+    args += ["--repeat", "1", "--out", str(tmp_path)]
+    assert bench("restart").main(args) == 0
+    data = json.loads((tmp_path / "restart.json").read_text())
+    assert data["decisions_logged"] == 620
+    assert data["restored_learner_identical"] is True
+
+
+def test_send_to_a_sink_and_the_server(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    args = ["--rates", "1000", "--modes", "lines", "--seconds", "0.5", "--server-rate", "500"]
+    args += ["--server-seconds", "0.5", "--customers", "150", "--out", str(tmp_path)]
+    assert bench("send").main([*args, "--name", "s", "--tmpdir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    server = data["server"]["run"]
+    assert server["report"]["errors_by_status"] == {}
+    assert server["events_in_log_after_shutdown"] > 0
+
+
+def test_ope_sim(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    out = tmp_path / "ope.json"
+    bench("ope_sim").main(["--customers", "100", "--days", "1", "--out", str(out)])
+    assert json.loads(out.read_text())
