@@ -343,24 +343,22 @@ class Engine:
         with self._save_lock:
             with self._lock:
                 book, learner = self._book, self._learner
-                keys = book.row_keys()
+                keys, replace = book.take_changes()
                 rows = [self._row(book, kind, key) for kind, key in keys]
-                saves_learner = learner.dirty or book.replace
+                saves_learner = learner.dirty or replace
                 if saves_learner:
                     # budgets as of the log's end now; a restart counts decisions after it
                     pending, position = self._journal.cut()
                     rows.extend(learner_rows(learner.to_state(unlogged=pending), position))
                     learner.dirty = False
-                replace, seq = book.replace, book.seq
-                book.dirty, book.replace = set(), False
+                seq = book.seq
                 self._since_snapshot = 0
             try:
                 self.state_store.save_state(seq, self.catalog.digest, rows, replace=replace)
             except BaseException:
                 with self._lock:  # not saved: save these rows next time
-                    book.dirty.update(keys)
+                    book.keep_changes(keys, replace)
                     learner.dirty = True
-                    book.replace = book.replace or replace
                 raise
 
     @staticmethod
@@ -373,18 +371,15 @@ class Engine:
         book, learner = self._fresh()
         snap = read_snapshot(self.state_store.load_state(), self.catalog.digest)
         position: int | None = None  # the log position the saved budgets count up to
-        if snap is not None:
+        if snap is not None and snap.learner is not None:
             try:
-                if snap.learner is not None:
-                    learner = Learner.from_state(self.catalog, snap.learner)
+                learner = Learner.from_state(self.catalog, snap.learner)
             except (msgspec.DecodeError, ValidationError):
                 snap = None  # a snapshot is a cache: one this version cannot read is replayed
         if snap is not None:
-            book.seq, book.replace = snap.seq, False
-            book.profiles.update(snap.profiles)
-            for kind, key, user in snap.links:
-                book.identity.load(kind, key, user)
-            position = snap.decision_log_position
+            book.restore(snap.seq, snap.profiles, snap.links)
+            # the budgets saved with the learner count the log up to this position
+            position = snap.decision_log_position if snap.learner is not None else None
         if learner.models:
             # budgets count logged decisions: the saved ones up to ``position`` (saved with
             # them), the log's after it; without both, the whole log is counted
@@ -411,5 +406,10 @@ class Engine:
             self._close_stores()
 
     def release(self) -> None:
-        """Close the stores without saving (a read-only look: replay, models)."""
-        self._close_stores()
+        """Close the stores without saving (a read-only look: replay, models); a later
+        ``close`` does nothing."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_stores()

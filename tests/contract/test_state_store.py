@@ -63,3 +63,18 @@ def test_an_unreadable_log_position_counts_the_whole_log(state: StateStore):
     snap = read_snapshot(state.load_state(), "v")
     assert snap is not None
     assert snap.decision_log_position is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        StateRow("profile", "u1", b"\xc1 not msgpack"),
+        StateRow("anon", "dev-1", b"\xff\xfe"),
+        StateRow("a kind from a later version", "x", b"1"),
+    ],
+)
+def test_a_snapshot_with_a_row_this_version_cannot_read_is_not_used(
+    state: StateStore, bad: StateRow
+):
+    state.save_state(3, "v", [profile_row("u2", Profile(customer_id="u2", user_id="u2")), bad])
+    assert read_snapshot(state.load_state(), "v") is None

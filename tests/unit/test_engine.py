@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
+from nextbest.catalog.compiled import Catalog
+from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
-from nextbest.store import memory_stores, sqlite_stores
+from nextbest.store import StateRow, memory_stores, sqlite_stores
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import MemoryStateStore
 from tests.support import (
@@ -243,3 +246,28 @@ def test_state_save_is_due_after_snapshot_every_events(catalog, clock):
     engine.snapshot()
     assert not engine.snapshot_due
     engine.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        StateRow("profile", "u1", b"\xc1 not msgpack"),
+        StateRow("learner", "learner", b"\xc1 not msgpack"),
+        StateRow("what a later version saves", "x", b"1"),
+    ],
+)
+def test_a_snapshot_this_version_cannot_read_is_replayed(
+    catalog: Catalog, clock: FixedClock, bad: StateRow
+):
+    stores = memory_stores()
+    first = Engine(catalog, stores, clock, new_id=counter_ids())
+    play(first, random_traffic(seed=12))
+    first.snapshot()
+    live = {p.customer_id: msgspec.msgpack.encode(p) for p in first.profiles()}
+    saved = stores.state.load_state()
+    assert saved is not None
+    stores.state.save_state(saved.seq, saved.version, [bad])
+    again = Engine(catalog, stores, clock, new_id=counter_ids("b"))
+    assert {p.customer_id: msgspec.msgpack.encode(p) for p in again.profiles()} == live
+    assert again.replay().identical
+    assert again.model_state() == first.model_state()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import msgspec
+import pytest
 
 from nextbest.catalog.compiled import Catalog
 from nextbest.events import parse_batch
@@ -119,3 +120,30 @@ def test_rows_to_save_are_all_after_a_replace_then_only_the_dirty_ones(catalog: 
     assert book.row_keys() == {(PROFILE_ROW, "u2")}
     assert book.link_target("anon", "dev-1") == "u1"
     assert msgspec.msgpack.encode(book.get("u2")) == msgspec.msgpack.encode(book.profiles["u2"])
+
+
+def test_a_stitch_whose_read_fails_leaves_the_book_as_it_was(catalog: Catalog):
+    book, log = ProfileBook(catalog.matcher, catalog.fold_config), Log()
+    play(
+        book,
+        log,
+        logged(
+            page("https://bank.example/mortgages/rates", anon="dev-1", at=T0),
+            page("https://bank.example/cards", user="u1", at=T0 + 1),
+        ),
+    )
+    before = {k: msgspec.msgpack.encode(p) for k, p in book.profiles.items()}
+    seq, dirty = book.seq, set(book.dirty)
+
+    def unreachable(users: Collection[str], anons: Collection[str], upto: int) -> list[Event]:
+        raise ConnectionError("the event log is unreachable")
+
+    stitch = logged(identify({}, user="u1", anon="dev-1", at=T0 + 2))[0]
+    with pytest.raises(ConnectionError):
+        book.apply(3, stitch, unreachable)
+    assert {k: msgspec.msgpack.encode(p) for k, p in book.profiles.items()} == before
+    assert (book.seq, book.dirty) == (seq, dirty)
+    assert book.resolve(None, "dev-1") == "anon:dev-1"
+    log.events.append(stitch)
+    book.apply(3, stitch, log.events_of)  # the same event, once the log answers
+    assert set(book.profiles) == {"u1"}

@@ -9,7 +9,7 @@ whole (a new catalog, a rebuild) and must all be rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from nextbest.events.model import Event
 from nextbest.profile.fold import FoldConfig, fold
@@ -44,31 +44,70 @@ class ProfileBook:
 
     # ------------------------------------------------------------------ folding
     def apply(self, seq: int, event: Event, events_of: EventsOf) -> None:
-        """Fold one logged event; a stitch rebuilds the user's profile from ``events_of``."""
-        self.seq = max(self.seq, seq)
+        """Fold one logged event; a stitch rebuilds the user's profile from ``events_of``.
+
+        All or nothing: if ``events_of`` fails, the book is as it was before the event."""
+        before = self._links_before(event)
         links = self.identity.link(event)
         key = self.identity.resolve(event.user_id, event.anonymous_id)
-        self.dirty.add((PROFILE_ROW, key))
         if links:
+            try:
+                self._rebuild(key, seq, events_of)
+            except BaseException:
+                for kind, link_key, user in before:
+                    self.identity.put_back(kind, link_key, user)
+                raise
             self.dirty.update(links)
-            self._rebuild(key, seq, events_of)
-            return
-        profile = self.profiles.get(key)
-        if profile is None:
-            profile = self.profiles[key] = new_profile(key)
-        fold(profile, event, self.matcher, self.fold_config)
+        else:
+            profile = self.profiles.get(key)
+            if profile is None:
+                profile = self.profiles[key] = new_profile(key)
+            fold(profile, event, self.matcher, self.fold_config)
+        self.dirty.add((PROFILE_ROW, key))
+        self.seq = max(self.seq, seq)
+
+    def _links_before(self, event: Event) -> list[tuple[str, str, str | None]]:
+        """The links ``event`` may change, as they are now (to put back on a failure)."""
+        keys = [(LinkKind.ANON.value, event.anonymous_id)]
+        if event.previous_id:
+            keys = [
+                (LinkKind.ALIAS.value, event.previous_id),
+                (LinkKind.ANON.value, event.previous_id),
+            ]
+        return [(k, key, self.identity.target(k, key)) for k, key in keys if key]
 
     def _rebuild(self, user_key: str, upto: int, events_of: EventsOf) -> None:
-        """After a stitch: the user's profile is the fold of every linked id's events."""
+        """After a stitch: the user's profile is the fold of every linked id's events (read
+        first: a failed read changes no profile)."""
         users, anons = self.identity.ids_of(user_key)
+        events = [e for e in events_of(users, anons, upto) if not shared_device_event(e, users)]
         for gone in [ANON_PREFIX + a for a in anons] + [u for u in users if u != user_key]:
             if self.profiles.pop(gone, None) is not None:
                 self.dirty.add((PROFILE_ROW, gone))
         profile = self.profiles[user_key] = new_profile(user_key)
-        for event in events_of(users, anons, upto):
-            if shared_device_event(event, users):
-                continue
+        for event in events:
             fold(profile, event, self.matcher, self.fold_config)
+
+    def restore(
+        self, seq: int, profiles: Mapping[str, Profile], links: Iterable[tuple[str, str, str]]
+    ) -> None:
+        """Start from saved state (a snapshot as of log position ``seq``): nothing to save."""
+        self.seq, self.replace = seq, False
+        self.profiles.update(profiles)
+        for kind, key, user in links:
+            self.identity.load(kind, key, user)
+
+    def take_changes(self) -> tuple[set[tuple[str, str]], bool]:
+        """The (kind, key) rows to save now and whether all saved rows are replaced; from
+        here on nothing counts as changed (``keep_changes`` puts them back if the save fails)."""
+        keys, replace = self.row_keys(), self.replace
+        self.dirty, self.replace = set(), False
+        return keys, replace
+
+    def keep_changes(self, keys: Iterable[tuple[str, str]], replace: bool) -> None:
+        """A save of ``take_changes``'s rows failed: they are still to be saved."""
+        self.dirty.update(keys)
+        self.replace = self.replace or replace
 
     # ------------------------------------------------------------------ reading
     def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:

@@ -77,6 +77,20 @@ class IdentityMap:
         """Restore one saved link."""
         self._set(kind, key, user)
 
+    def put_back(self, kind: str, key: str, user: str | None) -> None:
+        """Set one link to what it was before (None: there was none): undoes a ``link``."""
+        if user is not None:
+            self._set(kind, key, user)
+            return
+        forward, reverse = (
+            (self.anon_to_user, self._anons_of)
+            if kind == LinkKind.ANON
+            else (self.alias_to_user, self._aliases_of)
+        )
+        old = forward.pop(key, None)
+        if old is not None:
+            reverse[old].discard(key)
+
     def link_anonymous(self, anonymous_id: str, user_id: str) -> list[tuple[str, str]]:
         """Link a device to a user; returns the (kind, key) links that changed."""
         user = self.canonical_user(user_id)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import msgspec
 
 from nextbest.profile.book import PROFILE_ROW
+from nextbest.profile.identity import LinkKind
 from nextbest.profile.model import Profile
 from nextbest.store.port import SavedState, StateRow
 
@@ -57,9 +58,25 @@ def learner_rows(body: bytes, decision_log_position: int) -> list[StateRow]:
 
 
 def read_snapshot(saved: SavedState | None, version: str) -> Snapshot | None:
-    """The saved state if it was folded under catalog ``version``; None otherwise."""
+    """The saved state if it was folded under catalog ``version`` and every row reads; None
+    otherwise (the caller replays the logs: a snapshot is a cache). The learner's own bytes
+    are the learner's to read."""
     if saved is None or saved.version != version:
         return None
+    try:
+        return _read_rows(saved)
+    except (msgspec.DecodeError, UnicodeDecodeError, _Unreadable):
+        return None
+
+
+class _Unreadable(Exception):
+    """A row this version does not know."""
+
+
+_LINKS = frozenset(k.value for k in LinkKind)
+
+
+def _read_rows(saved: SavedState) -> Snapshot:
     profiles: dict[str, Profile] = {}
     links: list[tuple[str, str, str]] = []
     learner: bytes | None = None
@@ -72,8 +89,10 @@ def read_snapshot(saved: SavedState | None, version: str) -> Snapshot | None:
         elif row.kind == LEARNER_ROW and row.key == _DECISION_LOG:
             with contextlib.suppress(ValueError):  # unreadable: count the whole log
                 position = int(row.body)
-        elif row.kind == LEARNER_ROW:
+        elif row.kind == LEARNER_ROW and row.key == LEARNER_ROW:
             learner = row.body
-        else:
+        elif row.kind in _LINKS:
             links.append((row.kind, row.key, row.body.decode()))
+        else:
+            raise _Unreadable(f"{row.kind}/{row.key}")
     return Snapshot(saved.seq, profiles, links, learner, position)
