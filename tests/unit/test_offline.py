@@ -203,6 +203,28 @@ def test_nothing_to_evaluate_and_unreadable_files_are_clear_errors(
         read_logged_items(bad)
 
 
+def test_an_unknown_propensity_kind_in_a_file_names_its_row(
+    greedy_catalog: Catalog, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    engine = logged_engine(greedy_catalog)
+    engine.flush()
+    path = tmp_path / "odd.parquet"
+    items = items_of(engine, greedy_catalog)
+    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
+    write_decisions(list(engine.decision_log.decisions()), path, rewards)
+    table = pq.read_table(path)
+    kinds = table.column("propensity_kind").to_pylist()
+    row = next(i for i, k in enumerate(kinds) if k is not None)
+    kinds[row] = "guessed"
+    index = table.column_names.index("propensity_kind")
+    pq.write_table(table.set_column(index, "propensity_kind", [kinds]), path)
+    with pytest.raises(ValidationError, match="guessed") as exc:
+        read_logged_items(path)
+    assert exc.value.path == f"$.logs[{row}].propensity_kind"
+
+
 @pytest.mark.parametrize("candidate", ["explorer", "narrow"])
 def test_sparse_rows_equal_the_dense_obp_arrays(
     greedy_catalog: Catalog, tmp_path: Path, candidate: str

@@ -133,6 +133,17 @@ def _write(decisions: Iterable[Decision], path: str | Path, rewards: Rewards | N
     return written
 
 
+def _propensity_kind(value: str | None, path: str | Path, row: int) -> PropensityKind:
+    try:
+        return PropensityKind(value or PropensityKind.EXACT)
+    except ValueError:
+        kinds = ", ".join(k.value for k in PropensityKind)
+        raise ValidationError(
+            f"{path}: row {row} has propensity_kind {value!r}, not one of {kinds}",
+            f"$.logs[{row}].propensity_kind",
+        ) from None
+
+
 def read_logged_items(path: str | Path) -> list[LoggedItem]:
     """The shown items of an exported file, for offline evaluation (rows without an item,
     or without rewards, are skipped)."""
@@ -144,7 +155,7 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
     if missing:
         raise ValidationError(f"{path} lacks columns {sorted(missing)}", "$.logs")
     out: list[LoggedItem] = []
-    for row in table.to_pylist():
+    for i, row in enumerate(table.to_pylist()):
         if row["offer_id"] is None or row["clicked"] is None or row["timestamp"] is None:
             continue
         out.append(
@@ -156,7 +167,7 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
                 position=row["position"],
                 offer_id=row["offer_id"],
                 propensity=row["propensity"],
-                propensity_kind=PropensityKind(row.get("propensity_kind") or "exact"),
+                propensity_kind=_propensity_kind(row.get("propensity_kind"), path, i),
                 clicked=bool(row["clicked"]),
                 converted=bool(row["converted"]),
                 candidates=list(row["candidates"] or []),

@@ -82,15 +82,17 @@ def _translated(action: str) -> Iterator[None]:
 
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, without hiding the first error."""
+    """BEGIN IMMEDIATE ... COMMIT; on any error, the COMMIT's own included, ROLLBACK without
+    hiding the first error (the connection is never left inside a transaction)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        with suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
+        if db.in_transaction:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
