@@ -104,8 +104,8 @@ class LiveServer:
     settings: Settings
 
 
-#: each server's decision ids get their own prefix: a restart on the same store never reuses one
-_SERVINGS = itertools.count(1)
+#: servings per store: a restart on the same store gets a new prefix and never reuses an id
+_SERVINGS: dict[str, itertools.count[int]] = {}
 
 
 @contextlib.contextmanager
@@ -113,7 +113,10 @@ def serving(settings: Settings, new_id: Callable[[], str] | None = None) -> Iter
     """A real uvicorn server on a free loopback port, in a thread, on ``settings``
     (``new_id``: the engine's decision ids, which seed its exploration; counted by default, so
     that every run explores alike)."""
-    engine = build_engine(settings, new_id=new_id or counter_ids(f"srv{next(_SERVINGS)}-"))
+    if new_id is None:
+        serving_no = next(_SERVINGS.setdefault(settings.data, itertools.count(1)))
+        new_id = counter_ids(f"srv{serving_no}-")
+    engine = build_engine(settings, new_id=new_id)
     app = create_app(engine, settings, flush_interval=0.05)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -1,7 +1,8 @@
 """The composition root: the one place that chooses backends and wires an engine.
 
 ``build_engine(settings)`` loads the catalog, opens the stores the settings name and builds
-the engine over them; ``open_stores(data)`` is the backend choice alone (``:memory:`` for the
+the engine over them; ``load_catalog`` (the catalog-files adapter) is what faces compile a
+catalog folder with; ``open_stores(data)`` is the backend choice alone (``:memory:`` for the
 in-memory twins, otherwise an embedded SQLite file). The scale-out backends (PostgreSQL,
 Redis, NATS JetStream) join here, and nowhere else.
 """
@@ -20,7 +21,7 @@ from nextbest.store.memory import memory_stores
 from nextbest.store.port import Stores
 from nextbest.store.sqlite import sqlite_stores
 
-__all__ = ["MEMORY", "build_engine", "open_stores"]
+__all__ = ["MEMORY", "build_engine", "load_catalog", "open_stores"]
 
 #: the ``data`` setting that keeps everything in memory (tests, simulations)
 MEMORY = ":memory:"

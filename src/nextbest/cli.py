@@ -111,15 +111,15 @@ def serve(
 @app.command()
 def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or folder.")) -> None:
     """Validate a catalog: every problem with file, line and reason."""
-    from nextbest.store.catalog_files import check_catalog, load_catalog
+    from nextbest.usecases import check_catalog
 
-    problems = check_catalog(catalog)
-    if problems:
-        for problem in problems:
+    checked = check_catalog(catalog)
+    if checked.catalog is None:
+        for problem in checked.problems:
             _console("out").print(str(problem), markup=False)
-        _console("out").print(f"{len(problems)} problem(s)")
+        _console("out").print(f"{len(checked.problems)} problem(s)")
         raise typer.Exit(1)
-    loaded = load_catalog(catalog)
+    loaded = checked.catalog
     spec = loaded.spec
     _console("out").print(
         f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "

@@ -11,18 +11,22 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nextbest.bootstrap import MEMORY, build_engine, open_stores
+from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, ReplayReport
-from nextbest.errors import NotFound, ValidationError
+from nextbest.errors import CatalogProblem, NotFound, ValidationError
 from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.settings import Settings
+from nextbest.store.catalog_files import check_catalog as check_catalog_files
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
 
 __all__ = [
+    "CatalogCheck",
     "Logged",
+    "check_catalog",
     "evaluate_policy",
     "export_decisions",
     "list_models",
@@ -45,6 +49,21 @@ def _opened(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.release()
+
+
+class CatalogCheck(NamedTuple):
+    """Every problem of a catalog (file, line, field path, reason), or the compiled catalog."""
+
+    problems: list[CatalogProblem]
+    catalog: Catalog | None
+
+
+def check_catalog(location: str | Path) -> CatalogCheck:
+    """Validate a catalog file or folder as ``nextbest check`` and a CI job do."""
+    problems = check_catalog_files(location)
+    if problems:
+        return CatalogCheck(problems, None)
+    return CatalogCheck([], load_catalog(location))
 
 
 def replay_store(settings: Settings, write: bool = False) -> ReplayReport:

@@ -17,10 +17,10 @@ import pytest
 from starlette.routing import Route
 
 from nextbest.api.app import ROUTES, create_app
-from nextbest.api.auth import KeyKind, Principal, Scope
 from nextbest.api.customer_token import mint_customer_token
 from nextbest.events.model import EventType
 from nextbest.experiments import Arm
+from nextbest.guard import KeyKind, Scope, Sender
 from tests.conftest import LiveServer
 from tests.http.helpers import fresh_user, msg, now, user_in_arm
 from tests.support import (
@@ -709,7 +709,7 @@ def test_every_route_enforces_its_scope_for_every_key_kind(
             assert_error(anonymous, 401, "unauthorized")
         for kind, key in KEYS.items():
             resp = http.request(r.method, path, auth=(key, ""))
-            allowed = r.scope in Principal(kind).scopes
+            allowed = r.scope in Sender(kind).scopes
             if allowed:
                 assert resp.status_code not in (401, 403), (r.path, kind, resp.text)
             else:

@@ -6,7 +6,7 @@ import pytest
 
 from nextbest.errors import Forbidden
 from nextbest.events import parse_batch
-from nextbest.guard import KeyKind, Sender, check_decider, check_senders
+from nextbest.guard import KeyKind, Scope, Sender, check_decider, check_senders
 from tests.support import T0, batch, identify, message, page, track
 
 BROWSER = Sender(KeyKind.BROWSER)
@@ -51,3 +51,31 @@ def test_who_may_decide_for_whom():
         check_decider(BOUND, "u2")
     with pytest.raises(Forbidden):
         check_decider(Sender(KeyKind.WRITE), "u1")
+
+
+def test_scopes_by_key_kind():
+    assert Sender(KeyKind.NONE).scopes == {Scope.PUBLIC}
+    assert Scope.PROFILES_READ in Sender(KeyKind.SERVER).scopes
+    assert Scope.PROFILES_READ not in BOUND.scopes
+    assert Sender(KeyKind.ADMIN).scopes == set(Scope)
+    with pytest.raises(Forbidden, match="browser key may not use a route that needs admin"):
+        BOUND.require(Scope.ADMIN)
+
+
+def test_the_engine_checks_the_sender_before_storing_or_deciding(engine):
+    from nextbest.decide import DecisionRequest
+
+    before = engine.event_log.count()
+    with pytest.raises(Forbidden):
+        engine.ingest_as(BOUND, events(page("https://x.example/", user="u2")), "$.batch")
+    assert engine.event_log.count() == before
+    engine.ingest_as(BOUND, events(page("https://x.example/", user="u1")), "$.batch")
+    assert engine.event_log.count() == before + 1
+    with pytest.raises(Forbidden):
+        engine.decide_as(BOUND, DecisionRequest(placement="home_feed"), user_id="u2")
+    engine.ingest_batch(batch(identify({}, user="u1", anon="dev-1")))
+    seen = engine.decide_as(BROWSER, DecisionRequest(placement="home_feed"), anonymous_id="dev-1")
+    assert seen.customer_id == "anon:dev-1"  # the device alone, not the customer behind it
+    server = Sender(KeyKind.SERVER)
+    full = engine.decide_as(server, DecisionRequest(placement="home_feed"), anonymous_id="dev-1")
+    assert full.customer_id == "u1"

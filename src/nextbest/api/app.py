@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextbest.api.auth import KeyKind, Principal, Scope, authenticate
+from nextbest.api.auth import authenticate
 from nextbest.api.body import read_body
 from nextbest.api.errors import error_response
 from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
@@ -33,6 +33,7 @@ from nextbest.errors import AuthError, NextbestError, NotFound
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import SINGLE_MESSAGE, decode_json
 from nextbest.events.wire import WireBatch
+from nextbest.guard.senders import KeyKind, Scope, Sender
 from nextbest.settings import Settings
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -45,7 +46,7 @@ Handler = Callable[["Ctx"], Awaitable[Response]]
 @dataclass(frozen=True)
 class Ctx:
     request: Request
-    principal: Principal
+    sender: Sender
     engine: Engine
     settings: Settings
     body: bytes
@@ -73,7 +74,7 @@ def _ingested(accepted: int, duplicates: int) -> Response:
 
 def _ingest(ctx: Ctx, parse: Callable[[bytes], list[Event]], prefix: str) -> Response:
     """Parse, check the sender's rights and store: one threadpool call, off the event loop."""
-    result = ctx.engine.ingest_as(ctx.principal.sender, parse(ctx.body), prefix)
+    result = ctx.engine.ingest_as(ctx.sender, parse(ctx.body), prefix)
     return _ingested(result.accepted, result.duplicates)
 
 
@@ -94,7 +95,7 @@ def _single(kind: EventType) -> Handler:
 async def _decide(ctx: Ctx) -> Response:
     body: DecideBody = decode_json(ctx.body, DecideBody)
     decision = ctx.engine.decide_as(
-        ctx.principal.sender,
+        ctx.sender,
         DecisionRequest(
             placement=body.placement,
             limit=body.limit,
@@ -270,35 +271,35 @@ def openapi_document() -> dict[str, Any]:
 def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[..., Any]:
     body_key_decoder = msgspec.json.Decoder(BodyKey)
 
-    def principal_of(request: Request, body_key: str | None) -> Principal:
-        principal = authenticate(
+    def sender_of(request: Request, body_key: str | None) -> Sender:
+        sender = authenticate(
             request.headers.get("authorization"),
             body_key,
             request.headers.get("x-customer-token"),
             settings,
             engine.clock.now(),
         )
-        principal.require(spec.scope)
-        return principal
+        sender.require(spec.scope)
+        return sender
 
     async def endpoint(request: Request) -> Response:
         try:
-            principal = Principal(KeyKind.NONE)
+            sender = Sender(KeyKind.NONE)
             header_auth = "authorization" in request.headers
             if spec.scope is not Scope.PUBLIC and (header_auth or not spec.reads_body):
-                principal = principal_of(request, None)  # before reading any body
+                sender = sender_of(request, None)  # before reading any body
             body = await read_body(request, settings.max_body_bytes) if spec.reads_body else b""
             if spec.scope is not Scope.PUBLIC and not header_auth and spec.reads_body:
                 body_key = None  # analytics.js: the browser key rides in the body
                 with contextlib.suppress(msgspec.DecodeError, RecursionError):
                     body_key = body_key_decoder.decode(body).writeKey
-                principal = principal_of(request, body_key)
-                if principal.kind is not KeyKind.BROWSER:
+                sender = sender_of(request, body_key)
+                if sender.kind is not KeyKind.BROWSER:
                     raise AuthError(
                         "a key in the body must be a browser key; send other keys "
                         "in the Authorization header"
                     )
-            return await spec.handler(Ctx(request, principal, engine, settings, body))
+            return await spec.handler(Ctx(request, sender, engine, settings, body))
         except NextbestError as exc:
             return error_response(exc)
 

@@ -1,5 +1,5 @@
 """Who may do what: senders' rights over events and decisions (pure)."""
 
-from nextbest.guard.senders import KeyKind, Sender, check_decider, check_senders
+from nextbest.guard.senders import KeyKind, Scope, Sender, check_decider, check_senders
 
-__all__ = ["KeyKind", "Sender", "check_decider", "check_senders"]
+__all__ = ["KeyKind", "Scope", "Sender", "check_decider", "check_senders"]

@@ -1,5 +1,7 @@
 """What a sender may say and ask, by the kind of key it holds. Pure: no keys, no I/O.
 
+    none     no key: public routes only (health, OpenAPI)
+
 write    a source write key (server-side SDKs): events for any id; decisions for an
          anonymousId, or a userId with a customer token
 browser  a public browser key: events and decisions only for the session it holds (an
@@ -20,7 +22,7 @@ from nextbest.errors import Forbidden
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
 
-__all__ = ["KeyKind", "Sender", "check_decider", "check_senders"]
+__all__ = ["KeyKind", "Scope", "Sender", "check_decider", "check_senders"]
 
 
 class KeyKind(enum.StrEnum):
@@ -31,12 +33,42 @@ class KeyKind(enum.StrEnum):
     ADMIN = "admin"
 
 
+class Scope(enum.StrEnum):
+    """What a route (or any face's verb) needs; every route declares one."""
+
+    PUBLIC = "public"
+    EVENTS_WRITE = "events:write"
+    DECIDE = "decide"
+    PROFILES_READ = "profiles:read"
+    ADMIN = "admin"
+
+
+_SCOPES: dict[KeyKind, frozenset[Scope]] = {
+    KeyKind.NONE: frozenset({Scope.PUBLIC}),
+    KeyKind.WRITE: frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE}),
+    KeyKind.BROWSER: frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE}),
+    KeyKind.SERVER: frozenset(
+        {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.PROFILES_READ}
+    ),
+    KeyKind.ADMIN: frozenset(Scope),
+}
+
+
 class Sender(msgspec.Struct, frozen=True):
     """A caller: the kind of key it holds, and the userId a valid customer token binds it
     to, if any."""
 
     kind: KeyKind
     bound_user: str | None = None
+
+    @property
+    def scopes(self) -> frozenset[Scope]:
+        return _SCOPES[self.kind]
+
+    def require(self, scope: Scope) -> None:
+        """Forbidden unless this kind of key reaches ``scope``."""
+        if scope not in self.scopes:
+            raise Forbidden(f"a {self.kind.value} key may not use a route that needs {scope}")
 
     @property
     def any_customer(self) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from nextbest.bootstrap import MEMORY, build_engine
+from nextbest.bootstrap import MEMORY, build_engine, load_catalog
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
@@ -45,7 +45,6 @@ from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel, load_params
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
 from nextbest.sim.world import CustomerSim, Message, iso
-from nextbest.store.catalog_files import load_catalog
 
 __all__ = [
     "DEFAULT_POLICIES",
