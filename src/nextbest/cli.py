@@ -1,4 +1,6 @@
-"""The command line: ``nextbest serve | check | replay | token``."""
+"""The command line: ``nextbest serve | check | replay | models | token | export | evaluate |
+sim``. Commands parse arguments and print; what they do is a use case (``nextbest.usecases``)
+or the engine's."""
 
 from __future__ import annotations
 

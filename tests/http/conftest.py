@@ -4,6 +4,7 @@ with custom settings."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,10 +23,11 @@ def http(live_server: LiveServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     """Start real uvicorn servers like ``live_server`` does, with settings overrides."""
+    started = itertools.count()
     with contextlib.ExitStack() as stack:
 
         def start(**overrides: object) -> LiveServer:
-            settings = make_settings(tmp_path / f"server-{len(stack._exit_callbacks)}", **overrides)
+            settings = make_settings(tmp_path / f"server-{next(started)}", **overrides)
             return stack.enter_context(serving(settings))
 
         yield start

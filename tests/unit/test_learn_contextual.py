@@ -186,7 +186,7 @@ def test_past_its_bound_the_name_cache_changes_nothing(monkeypatch: pytest.Monke
     bounded = ContextualLogistic()
     for x, o, k, r, _ in events:
         bounded.learn_one(x, o, k, r)
-    assert len(bounded._is_indicator) == 3
+    assert bounded.known_feature_names == 3
     assert bounded.to_state() == unbounded.to_state()
     x = events[0][0]
     assert bounded.predict_many(x, OFFERS) == unbounded.predict_many(x, OFFERS)

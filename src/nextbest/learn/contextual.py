@@ -198,6 +198,11 @@ class ContextualLogistic:
         return self._n
 
     @property
+    def known_feature_names(self) -> int:
+        """Feature names whose kind (indicator or value) is remembered: bounded."""
+        return len(self._is_indicator)
+
+    @property
     def version(self) -> str:
         return f"{self.kind.value}-{self._n}"
 
