@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 
-from nextbest.events.model import Event
+from nextbest.events.model import Event, EventType
 from nextbest.profile.fold import FoldConfig, fold
 from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
 from nextbest.profile.model import Profile
@@ -47,8 +47,9 @@ class ProfileBook:
         """Fold one logged event; a stitch rebuilds the user's profile from ``events_of``.
 
         All or nothing: if ``events_of`` fails, the book is as it was before the event."""
-        before = self._links_before(event)
-        links = self.identity.link(event)
+        stitches = event.type is EventType.IDENTIFY or event.type is EventType.ALIAS
+        before = self._links_before(event) if stitches else ()
+        links = self.identity.link(event) if stitches else ()
         key = self.identity.resolve(event.user_id, event.anonymous_id)
         if links:
             try:
