@@ -10,22 +10,29 @@ events, consent, balance, request context) are written twice: as CEL for nextbes
 GrowthBook conditions (MongoDB-style JSON). On ``--profiles`` seeded random profiles it first
 asserts that both give the same answer for every rule (nextbest TRUE == GrowthBook True; a
 nextbest FALSE or ERROR == False), then times one decision's worth of work, all 20 rules
-with their context, four ways:
+with their context, five ways:
 
-- ``nextbest``: ``RuleReads.evaluation``: only the values the rules name (chains such as
-  ``interest.mortgage.count_14d`` as one flat CEL variable each) in a CEL context, + 20
-  ``Evaluation.check``: what ``decide`` does now;
+- ``nextbest``: ``RuleReads.evaluation`` + 20 ``check``: each rule as compiled Python closures
+  (the CEL subset of ``rules.parse``), reading each value on first need through the field
+  tables (``&&``/``||`` stop at the deciding side, so most values are never computed), CEL
+  for what a closure cannot decide exactly: what ``decide`` does now;
+- ``nextbest_phase1``: ``RuleReads.cel_evaluation`` + 20 checks: every value the rules name
+  (chains such as ``interest.mortgage.count_14d`` as one flat CEL variable each) built and
+  converted to CEL up front, every rule in CEL (phase one of "rules cost what they read");
 - ``nextbest_before``: ``rule_variables`` over the roots and topics the rules name +
   ``Evaluation`` + 20 checks: what ``decide`` did before ``RuleReads``;
 - ``growthbook``: the attributes dict the conditions need (the same flat values, built from
   the profile by the same field functions) + 20 ``evalCondition``;
 - ``baseline``: a trivial Python call, for the timer's own floor;
 
-and the parts: ``nextbest.variables`` (the Python values alone), ``nextbest.variables+context``
-(and their conversion to CEL), ``growthbook.attributes`` (the attributes dict alone).
+and the parts: ``phase1.variables`` (every value the rules name, in Python),
+``phase1.variables+context`` (and their conversion to CEL), ``growthbook.attributes`` (the
+attributes dict alone). GrowthBook's attributes are built eagerly (all the conditions name,
+as an app would pass them) by the same field functions nextbest's closures read lazily, so
+the gap is laziness, short-circuits and evaluation, not cheaper fields on one side.
 
 Results: ``bench/results/rules_growthbook.json`` (p50/p99/mean us per decision and the
-ratios). Figures on a shared machine are indicative; the four run interleaved, so a slow
+ratios). Figures on a shared machine are indicative; the ways run interleaved, so a slow
 second slows all of them.
 """
 
@@ -57,6 +64,7 @@ from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInte
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules import RULE_ROOTS, Evaluation, RuleOutcome, RuleReads, compile_rule
 from nextbest.rules import rule_variables as full_variables
+from nextbest.rules.compiled import Undecided
 from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS
 
 #: nine topics, as a bank's catalog might have them; the rules read eight
@@ -350,7 +358,7 @@ def random_context(rng: random.Random) -> dict[str, Any]:
     return {"channel": rng.choice(("web", "app", "app", "email"))}
 
 
-# ------------------------------------------------------------------ the four ways
+# ------------------------------------------------------------------ the ways
 
 
 class Bench:
@@ -370,6 +378,10 @@ class Bench:
 
     def nextbest(self, p: Profile, now: float, ctx: dict[str, Any]) -> list[RuleOutcome]:
         env = self.reads.evaluation(p, TOPICS, now, ctx)
+        return [env.check(r) for r in self.rules]
+
+    def nextbest_phase1(self, p: Profile, now: float, ctx: dict[str, Any]) -> list[RuleOutcome]:
+        env = self.reads.cel_evaluation(p, TOPICS, now, ctx)
         return [env.check(r) for r in self.rules]
 
     def nextbest_before(self, p: Profile, now: float, ctx: dict[str, Any]) -> list[RuleOutcome]:
@@ -392,7 +404,22 @@ class Bench:
         return self.reads.variables(p, TOPICS, now, ctx)
 
     def nextbest_context(self, p: Profile, now: float, ctx: dict[str, Any]) -> Any:
-        return self.reads.evaluation(p, TOPICS, now, ctx)
+        return self.reads.cel_evaluation(p, TOPICS, now, ctx)
+
+    def decided_by_closures(self, p: Profile, now: float, ctx: dict[str, Any]) -> int:
+        """How many of the 20 rules the closures decide (the rest run in CEL)."""
+        env = self.reads.evaluation(p, TOPICS, now, ctx)
+        n = 0
+        for rule in self.rules:
+            closure = self.reads.compiled.get(rule)
+            if closure is None:
+                continue
+            try:
+                closure(env)
+            except Undecided:
+                continue
+            n += 1
+        return n
 
     def growthbook_attributes(self, p: Profile, now: float, ctx: dict[str, Any]) -> Any:
         return {name: fn(p, now, ctx) for name, fn in self.attributes}
@@ -414,9 +441,10 @@ def check_equal(bench: Bench, cases: list[tuple[Profile, dict[str, Any]]]) -> di
     for p, ctx in cases:
         new = bench.nextbest(p, T0, ctx)
         full = bench.nextbest_full(p, T0, ctx)
+        phase1 = bench.nextbest_phase1(p, T0, ctx)
         before = bench.nextbest_before(p, T0, ctx)
         gb = bench.growthbook(p, T0, ctx)
-        assert new == full == before, (p.customer_id, new, full, before)
+        assert new == full == phase1 == before, (p.customer_id, new, full, phase1, before)
         for name, o, g in zip(bench.names, new, gb, strict=True):
             assert (o is RuleOutcome.TRUE) == g, (p.customer_id, name, o, g)
             held[name] += o is RuleOutcome.TRUE
@@ -428,11 +456,12 @@ def time_all(
 ) -> dict[str, list[int]]:
     ways: dict[str, Callable[[Profile, float, dict[str, Any]], Any]] = {
         "nextbest": bench.nextbest,
+        "nextbest_phase1": bench.nextbest_phase1,
         "nextbest_before": bench.nextbest_before,
         "growthbook": bench.growthbook,
         "baseline": baseline,
-        "nextbest.variables": bench.nextbest_variables,
-        "nextbest.variables+context": bench.nextbest_context,
+        "phase1.variables": bench.nextbest_variables,
+        "phase1.variables+context": bench.nextbest_context,
         "growthbook.attributes": bench.growthbook_attributes,
     }
     out: dict[str, list[int]] = {k: [] for k in ways}
@@ -467,16 +496,22 @@ def main() -> int:
     cases = sample(args.profiles, args.seed)
     log(f"{len(RULES)} rules, {len(cases):,} profiles: checking equal outcomes")
     held = check_equal(bench, cases)
-    log("equal on every rule and profile; timing")
+    decided = sum(bench.decided_by_closures(p, T0, ctx) for p, ctx in cases)
+    closures = {
+        "rules_compiled": len(bench.reads.compiled),
+        "decided_by_closures_share": round(decided / (len(cases) * len(RULES)), 4),
+    }
+    log(f"equal on every rule and profile; closures: {closures}; timing")
     ns = time_all(bench, cases, args.rounds)
     summary = {k: latency_summary(v) for k, v in ns.items()}
     gb, new, old = summary["growthbook"], summary["nextbest"], summary["nextbest_before"]
+    p1 = summary["nextbest_phase1"]
     gb_eval = gb["mean_us"] - summary["growthbook.attributes"]["mean_us"]
-    nb_ctx = summary["nextbest.variables+context"]["mean_us"]
+    nb_ctx = summary["phase1.variables+context"]["mean_us"]
     split_mean_us = {
-        "nextbest.variables": summary["nextbest.variables"]["mean_us"],
-        "nextbest.cel_context": round(nb_ctx - summary["nextbest.variables"]["mean_us"], 2),
-        "nextbest.evaluation": round(new["mean_us"] - nb_ctx, 2),
+        "phase1.variables": summary["phase1.variables"]["mean_us"],
+        "phase1.cel_context": round(nb_ctx - summary["phase1.variables"]["mean_us"], 2),
+        "phase1.evaluation": round(p1["mean_us"] - nb_ctx, 2),
         "growthbook.attributes": summary["growthbook.attributes"]["mean_us"],
         "growthbook.evalCondition": round(gb_eval, 2),
     }
@@ -484,6 +519,8 @@ def main() -> int:
         "growthbook_over_nextbest_p50": round(gb["p50_us"] / new["p50_us"], 2),
         "growthbook_over_nextbest_mean": round(gb["mean_us"] / new["mean_us"], 2),
         "before_over_nextbest_mean": round(old["mean_us"] / new["mean_us"], 2),
+        "phase1_over_nextbest_mean": round(p1["mean_us"] / new["mean_us"], 2),
+        "growthbook_over_phase1_mean": round(gb["mean_us"] / p1["mean_us"], 2),
         "growthbook_over_before_mean": round(gb["mean_us"] / old["mean_us"], 2),
     }
     print(
@@ -512,6 +549,7 @@ def main() -> int:
         "profiles_each_rule_holds_for": held,
         "per_decision_us": summary,
         "split_mean_us": split_mean_us,
+        "closures": closures,
         "ratios": ratios,
     }
     if not args.no_write:

@@ -47,7 +47,7 @@ from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
-from nextbest.rules.evaluation import Evaluation
+from nextbest.rules.evaluation import LazyEvaluation
 from nextbest.rules.expression import RuleOutcome
 
 __all__ = ["decide", "greedy", "without_behaviour"]
@@ -207,7 +207,7 @@ class _RuleEnvironment(msgspec.Struct, frozen=True, gc=False):
 
     seen: Profile
     variables: dict[str, Any]
-    env: Evaluation
+    env: LazyEvaluation
     segments: dict[str, bool]
     views: dict[str, dict[str, Any]]
     topic_view: Callable[[str], dict[str, Any]]

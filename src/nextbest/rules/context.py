@@ -7,6 +7,7 @@ Every catalog topic is present under ``interest`` (zeros when never seen), so ru
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import UTC, date, datetime
 from typing import Any
@@ -33,6 +34,12 @@ _EMPTY = TopicInterest()
 _NO_HISTORY = OfferHistory()
 
 
+@functools.lru_cache(maxsize=16)
+def _today(now: float) -> date:
+    """The UTC date at ``now`` (a decision asks for it once per rule that reads an age)."""
+    return datetime.fromtimestamp(now, UTC).date()
+
+
 def age_of(traits: dict[str, Any], now: float) -> int | None:
     """Age in whole years from ``traits.birthday`` (ISO date) or ``traits.age``."""
     birthday = traits.get("birthday")
@@ -42,10 +49,10 @@ def age_of(traits: dict[str, Any], now: float) -> int | None:
         except ValueError:
             born = None
         if born is not None:
-            today = datetime.fromtimestamp(now, UTC).date()
+            today = _today(now)
             return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
     age = traits.get("age")
-    if isinstance(age, int | float) and not isinstance(age, bool):
+    if isinstance(age, (int, float)) and not isinstance(age, bool):
         return int(age)
     return None
 

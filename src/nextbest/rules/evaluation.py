@@ -1,15 +1,25 @@
-"""One evaluation environment per decision: variables converted to CEL once, rules many times."""
+"""One evaluation environment per decision.
+
+``LazyEvaluation`` (what ``RuleReads.evaluation`` gives): a rule's compiled closures decide it
+when they can, reading each value on first need; otherwise the rule runs in CEL, in a
+``cel.Context`` built on the first such rule and given only the variables the rules run
+there read. ``Evaluation``: every variable converted to CEL up front, every rule in CEL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import cel
 
+from nextbest.rules.compiled import MISSING, UNSET, Closure, Frame, Getter, Undecided
 from nextbest.rules.expression import Rule, RuleOutcome, outcome_of
 
-__all__ = ["Evaluation"]
+__all__ = ["Evaluation", "Fallback", "LazyEvaluation", "RulePlan"]
+
+# an enum member read through its class costs more than a rule: read them once
+_TRUE, _FALSE, _ERROR = RuleOutcome.TRUE, RuleOutcome.FALSE, RuleOutcome.ERROR
 
 
 class Evaluation:
@@ -36,3 +46,84 @@ class Evaluation:
         if program is None:
             return rule.check(self._context)
         return outcome_of(program, self._context)
+
+
+#: what a rule reads when it runs in CEL: its flat variables (name, slot) and nested roots
+Fallback = tuple[tuple[tuple[str, int], ...], tuple[str, ...]]
+
+
+class RulePlan(NamedTuple):
+    """What a catalog's rules need per decision, fixed when the catalog compiles.
+
+    ``getters``: slot ``i``'s value; ``closures``: the rules compiled to closures;
+    ``programs``: the rules rewritten for CEL; ``fallbacks``: what each rule reads in CEL
+    (key None: a rule not compiled with the catalog); ``roots``: each nested root's
+    builder, narrowed to what the rules read."""
+
+    getters: Sequence[Getter]
+    closures: Mapping[Rule, Closure]
+    programs: Mapping[Rule, Any]
+    fallbacks: Mapping[Rule | None, Fallback]
+    roots: Mapping[str, Callable[[Any, Any, float, Any], Any]]
+
+
+class LazyEvaluation(Frame):
+    """One decision: ``check(rule)`` by closures when they decide, by CEL otherwise; the
+    same outcome either way (``rules.compiled``)."""
+
+    __slots__ = ("_added", "_closures", "_context", "_plan")
+
+    def __init__(self, plan: RulePlan, args: tuple[Any, Any, float, Any]) -> None:
+        super().__init__(plan.getters, args)
+        self._plan = plan
+        self._closures = plan.closures
+        self._context: Any = None
+        self._added: set[str] = set()
+
+    def bind(self, name: str, value: Any) -> None:
+        """Bind a variable the rules read by name (``segments``)."""
+        self.bound[name] = value
+        if self._context is not None:
+            self._context.add_variable(name, value)
+
+    def check(self, rule: Rule) -> RuleOutcome:
+        closure = self._closures.get(rule)
+        if closure is None:
+            return self.check_cel(rule)
+        try:
+            value = closure(self)
+        except Undecided:
+            return self.check_cel(rule)
+        if value is True:
+            return _TRUE
+        if value is False:
+            return _FALSE
+        return _ERROR  # CEL gives the same non-bool value
+
+    def check_cel(self, rule: Rule) -> RuleOutcome:
+        """The rule in CEL, with the variables it reads added to this decision's context."""
+        plan = self._plan
+        context = self._context
+        if context is None:
+            context = self._context = cel.Context()
+            for name, value in self.bound.items():
+                context.add_variable(name, value)
+        fallback = plan.fallbacks.get(rule)
+        flat, roots = fallback if fallback is not None else plan.fallbacks[None]
+        added = self._added
+        for name, i in flat:
+            if name not in added:
+                added.add(name)
+                value = self.values[i]
+                if value is UNSET:
+                    value = self.fill(i)
+                if value is not MISSING:
+                    context.add_variable(name, value)
+        for root in roots:
+            if root not in added:
+                added.add(root)
+                context.add_variable(root, plan.roots[root](*self.args))
+        program = plan.programs.get(rule)
+        if program is None:
+            return rule.check(context)
+        return outcome_of(program, context)

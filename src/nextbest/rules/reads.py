@@ -17,7 +17,8 @@ rule has the same outcome (TRUE, FALSE or ERROR), ``has()``, ``in`` and macros i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, WINDOW_DAYS, count_between, count_in_days
+from nextbest.rules.compiled import MISSING, Closure, Getter, compile_node
 from nextbest.rules.context import (
     RULE_ROOTS,
     age_of,
@@ -35,8 +37,9 @@ from nextbest.rules.context import (
     lifecycle_of,
     offer_view,
 )
-from nextbest.rules.evaluation import Evaluation
+from nextbest.rules.evaluation import Evaluation, Fallback, LazyEvaluation, RulePlan
 from nextbest.rules.expression import Rule
+from nextbest.rules.parse import parse
 
 __all__ = ["INTEREST_FIELDS", "OFFER_FIELDS", "PROFILE_FIELDS", "Need", "RuleReads", "needs_of"]
 
@@ -243,15 +246,29 @@ def _days_ago(when: float, now: float) -> float:
 
 
 def _window(days: int) -> Callable[[TopicInterest, TopicSpec, float], int]:
+    span = days * DAY
+
     def count(it: TopicInterest, spec: TopicSpec, now: float) -> int:
-        return count_in_days(it.hits, days, now)
+        hits = it.hits  # count_in_days(hits, days, now), inline: it is the common field
+        return bisect_right(hits, now) - bisect_right(hits, now - span) if hits else 0
 
     return count
 
 
+#: (last 7 days, the 7 before) -> trend_of(...).value, filled on first use: an enum's
+#: ``.value`` costs more than the counts
+_TREND_VALUES: dict[tuple[int, int], str] = {}
+
+
 def _trend(it: TopicInterest, spec: TopicSpec, now: float) -> str:
-    previous_7d = count_between(it.hits, now - 14 * DAY, now - 7 * DAY)
-    return trend_of(count_in_days(it.hits, 7, now), previous_7d).value
+    hits = it.hits
+    counts = (count_in_days(hits, 7, now), count_between(hits, now - 14 * DAY, now - 7 * DAY))
+    value = _TREND_VALUES.get(counts)
+    if value is None:
+        value = trend_of(*counts).value
+        if len(_TREND_VALUES) < 4096:
+            _TREND_VALUES[counts] = value
+    return value
 
 
 #: each field of ``interest_view``, computed on its own
@@ -440,7 +457,7 @@ def _builder(root: str, need: Need, named: frozenset[str]) -> _Build:
 
 # ------------------------------------------------------------------ flat variables
 
-_MISSING: Any = object()  # a path the full view does not hold: the variable stays unbound
+_MISSING: Any = MISSING  # a path the full view does not hold: the variable stays unbound
 
 
 def _resolve(value: Any, rest: tuple[str, ...]) -> Any:
@@ -486,14 +503,24 @@ def _flat_builder(path: tuple[str, ...], named: frozenset[str]) -> _Build:
         pfn = PROFILE_FIELDS.get(first)
         if pfn is None:
             return lambda p, topics, now, ctx: _MISSING
+        if not rest:
+            return lambda p, topics, now, ctx: pfn(p, now)
         return lambda p, topics, now, ctx: _resolve(pfn(p, now), rest)
+    below = path[1:]
     if root == "traits":
-        return lambda p, topics, now, ctx: _resolve(p.traits, path[1:])
+        return lambda p, topics, now, ctx: _resolve(p.traits, below)
     if root == "context":
-        return lambda p, topics, now, ctx: _resolve(ctx, path[1:])
+        return lambda p, topics, now, ctx: _resolve(ctx, below)
     if root == "now":
-        return lambda p, topics, now, ctx: _resolve(_now_view(now), path[1:])
+        return lambda p, topics, now, ctx: _resolve(_now_view(now), below)
     return lambda p, topics, now, ctx: _MISSING  # products is a list: it has no fields
+
+
+def _slot_getter(path: tuple[str, ...], named: frozenset[str]) -> Getter:
+    """What fills a closure's slot for ``path``: the whole root, or the flat value."""
+    if len(path) == 1:
+        return _builder(path[0], None, named)
+    return _flat_builder(path, named)
 
 
 # ------------------------------------------------------------------ the catalog's reads
@@ -501,17 +528,31 @@ def _flat_builder(path: tuple[str, ...], named: frozenset[str]) -> _Build:
 
 class RuleReads:
     """The paths a set of rules reads (``needs``: a tree per root, for people and the
-    catalog), and per decision an ``Evaluation`` holding exactly those values.
+    catalog), and per decision an evaluation that computes those values only when a rule
+    reaches them.
 
-    Chains such as ``interest.mortgage.count_14d`` are rewritten, once, to one flat
-    variable each (``_nb3``): a decision then converts one number to CEL instead of a map
-    per level. Roots read whole, bare (``"x" in products``) or under ``has(root.f)`` stay
-    maps, narrowed to what the rules read. ``segments`` is the caller's to bind.
+    Each rule in the common CEL subset (``rules.parse``) is also compiled, once, to Python
+    closures (``rules.compiled``) that read one slot per path (``interest.mortgage.count_14d``)
+    through the field tables, and decide exactly as CEL or not at all; ``&&`` and ``||``
+    stop at the first deciding side, so most values are never computed. A rule the closures
+    do not cover, or cannot decide for one decision, runs in CEL as phase one rewrote it:
+    chains such as ``interest.mortgage.count_14d`` as one flat variable each (``_nb3``),
+    roots read whole (``"x" in products``) or under ``has(root.f)`` as maps narrowed to what
+    the rules read, in a ``cel.Context`` built on first need and holding only what the rules
+    run there read. ``segments`` is the caller's to bind.
 
     ``named_offers``: offers named as ``offers.<id>``; rules see zeros for those never shown.
     """
 
-    __slots__ = ("_builders", "_flat", "_programs", "named_offers", "needs")
+    __slots__ = (
+        "_builders",
+        "_flat",
+        "_programs",
+        "_static",
+        "compiled",
+        "named_offers",
+        "needs",
+    )
 
     def __init__(
         self,
@@ -520,6 +561,9 @@ class RuleReads:
         nested: Mapping[str, Need] | None = None,
         flat: Mapping[tuple[str, ...], str] | None = None,
         programs: Mapping[Rule, Any] | None = None,
+        closures: Mapping[Rule, Closure] | None = None,
+        slots: Sequence[tuple[str, ...]] = (),
+        fallbacks: Mapping[Rule, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
     ) -> None:
         self.needs: dict[str, Need] = dict(needs)
         self.named_offers = frozenset(named_offers)
@@ -529,19 +573,39 @@ class RuleReads:
             for root, need in sorted(nested.items())
             if root != "segments"
         )
+        flat = dict(flat or {})
         self._flat = tuple(
-            (name, _flat_builder(path, self.named_offers)) for path, name in (flat or {}).items()
+            (name, _flat_builder(path, self.named_offers)) for path, name in flat.items()
         )
         self._programs: dict[Rule, Any] = dict(programs or {})
+        #: the rules compiled to closures (the others always run in CEL)
+        self.compiled: dict[Rule, Closure] = dict(closures or {})
+        paths = list(slots)
+        paths += [path for path in flat if path not in paths]
+        slot = {path: i for i, path in enumerate(paths)}
+        getters = tuple(_slot_getter(path, self.named_offers) for path in paths)
+        flat_slot = {name: slot[path] for path, name in flat.items()}
+        fallback: dict[Rule | None, Fallback] = {
+            rule: (tuple((n, flat_slot[n]) for n in names), tuple(r for r in roots))
+            for rule, (names, roots) in (fallbacks or {}).items()
+        }
+        # a rule the catalog did not compile sees every variable, as in phase one
+        fallback[None] = (tuple(flat_slot.items()), tuple(root for root, _ in self._builders))
+        self._static = RulePlan(
+            getters, self.compiled, self._programs, fallback, dict(self._builders)
+        )
 
     @classmethod
     def of(cls, rules: Iterable[Rule]) -> RuleReads:
-        """What ``rules`` read, from their sources (once, when the catalog compiles)."""
+        """What ``rules`` read, from their sources, and the rules as closures (once, when the
+        catalog compiles)."""
+        rules = list(rules)
         needs: dict[str, Need] = {}
         nested: dict[str, Need] = {}
         named: set[str] = set()
         names: dict[tuple[str, ...], str] = {}
         programs: dict[Rule, Any] = {}
+        fallbacks: dict[Rule, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
         def name_of(path: tuple[str, ...]) -> str:
             return names.setdefault(path, f"{_FLAT}{len(names)}")
@@ -556,7 +620,26 @@ class RuleReads:
                 _merge_tree(nested, root, need)
             if plan.source is not None:
                 programs[rule] = cel.compile(plan.source)
-        return cls(needs, named, nested, names, programs)
+            fallbacks[rule] = (
+                tuple(names[path] for path in plan.flat),
+                tuple(root for root in plan.nested if root != "segments"),
+            )
+        slots: dict[tuple[str, ...], tuple[int, Getter]] = {}
+        named_offers = frozenset(named)
+
+        def slot_of(path: tuple[str, ...]) -> tuple[int, Getter]:
+            slot = slots.get(path)
+            if slot is None:
+                slot = slots[path] = (len(slots), _slot_getter(path, named_offers))
+            return slot
+
+        closures: dict[Rule, Closure] = {}
+        for rule in rules:
+            tree = parse(rule.source)
+            closure = None if tree is None else compile_node(tree, RULE_ROOTS, slot_of)
+            if closure is not None:
+                closures[rule] = closure
+        return cls(needs, named, nested, names, programs, closures, list(slots), fallbacks)
 
     @property
     def roots(self) -> frozenset[str]:
@@ -564,7 +647,7 @@ class RuleReads:
 
     @property
     def programs(self) -> dict[Rule, Any]:
-        """The rewritten rules, compiled (what ``evaluation`` checks each rule with)."""
+        """The rewritten rules, compiled for CEL (what a rule falls back to)."""
         return self._programs
 
     def topics_in(self, topics: Mapping[str, TopicSpec]) -> list[str]:
@@ -584,8 +667,8 @@ class RuleReads:
         now: float,
         context: dict[str, Any],
     ) -> dict[str, Any]:
-        """The rules' variables for ``profile`` at ``now``: only what they read, as the
-        narrowed roots and the flat variables the rewritten rules name."""
+        """Every CEL variable the rewritten rules may read for ``profile`` at ``now``: the
+        narrowed roots and the flat variables (what phase one built per decision)."""
         out = {root: build(profile, topics, now, context) for root, build in self._builders}
         for name, build in self._flat:
             value = build(profile, topics, now, context)
@@ -593,15 +676,25 @@ class RuleReads:
                 out[name] = value
         return out
 
-    def evaluation(
+    def cel_evaluation(
         self,
         profile: Profile,
         topics: Mapping[str, TopicSpec],
         now: float,
         context: dict[str, Any],
     ) -> Evaluation:
-        """One decision's evaluation environment: ``check(rule)`` runs the rule as rewritten."""
+        """Every rule in CEL over every variable, converted up front (phase one's path)."""
         return Evaluation(self.variables(profile, topics, now, context), self._programs)
+
+    def evaluation(
+        self,
+        profile: Profile,
+        topics: Mapping[str, TopicSpec],
+        now: float,
+        context: dict[str, Any],
+    ) -> LazyEvaluation:
+        """One decision's evaluation: ``check(rule)`` runs the rule's closures, or CEL."""
+        return LazyEvaluation(self._static, (profile, topics, now, context))
 
     def __repr__(self) -> str:
         return f"RuleReads({self.needs!r})"

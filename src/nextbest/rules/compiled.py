@@ -1,0 +1,591 @@
+"""Rules in the CEL subset (``rules.parse``) as trees of Python closures, exact or undecided.
+
+A closure computes what the CEL engine computes, on the same values, or raises ``Undecided``
+when it meets anything it does not mirror exactly: a missing key, a type it does not expect,
+a null, int overflow, division by zero, a NaN, a non-ASCII ``size()``, a macro over a map...
+The caller then runs that rule in the CEL engine, so every outcome (TRUE, FALSE or ERROR) is
+CEL's. Nothing is ``eval``'d: the closures are fixed Python functions chosen by node kind.
+
+What was checked against the ``common-expression-language`` package (and is mirrored):
+``&&``/``||`` absorb an error or a non-bool on one side when the other side decides
+(``1 && false`` is false, ``true || x.missing`` is true); ``==`` between different scalar
+kinds (``1 == "a"``, ``true == 1``, ``null == 1``) is false, int against double compares
+the values (``1 == 1.0``, ``1 < 2.0``); ``in`` a list uses that equality, ``in`` a map tests
+string keys; ``/`` and ``%`` on ints truncate toward zero, overflow is an error;
+``exists``/``all`` go in order and stop at the first deciding element (an error before it
+is the result).
+
+Values are read through ``Frame.values``: one slot per path (``interest.mortgage.count_14d``,
+``products``), filled on first read by the getter the caller registered for it, so a value
+is computed at most once per decision and only if a rule reaches it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nextbest.rules.parse import Binary, Call, Cond, Ident, ListOf, Literal, Node, Select, Unary
+
+__all__ = ["MISSING", "UNSET", "Closure", "Frame", "Getter", "SlotOf", "Undecided", "compile_node"]
+
+
+class Undecided(Exception):
+    """A closure cannot decide exactly as CEL would: the rule runs in CEL."""
+
+
+#: a slot not read yet
+UNSET: Any = object()
+#: a path the full rule variables do not hold (CEL fails on it)
+MISSING: Any = object()
+
+#: (profile, topics, now, context) -> one path's value, or MISSING
+Getter = Callable[[Any, Any, float, Any], Any]
+
+
+class Frame:
+    """One decision's values: ``values[i]`` is slot ``i``'s value once read (UNSET before),
+    ``bound`` the variables bound by name (``segments``), ``local`` macro variables."""
+
+    __slots__ = ("_getters", "args", "bound", "local", "values")
+
+    def __init__(self, getters: Sequence[Getter], args: tuple[Any, Any, float, Any]) -> None:
+        self._getters = getters
+        #: (profile, topics, now, context): what the getters read
+        self.args = args
+        self.values: list[Any] = [UNSET] * len(getters)
+        self.bound: dict[str, Any] = {}
+        self.local: dict[str, Any] = {}
+
+    def fill(self, i: int) -> Any:
+        value = self.values[i] = self._getters[i](*self.args)
+        return value
+
+
+Closure = Callable[[Frame], Any]
+#: path -> (slot index, getter filling it)
+SlotOf = Callable[[tuple[str, ...]], tuple[int, Getter]]
+
+_I64_MIN = -(2**63)
+_I64_MAX = 2**63 - 1
+_EXACT = 2**53  # ints this small convert to double exactly
+_SCALARS = frozenset({type(None), bool, int, float, str})
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_SLOT_HAS_ROOTS = frozenset({"interest", "offers", "profile", "traits", "context", "now"})
+
+
+# ------------------------------------------------------------------ value semantics
+
+
+def _int(v: int) -> int:
+    if _I64_MIN <= v <= _I64_MAX:
+        return v
+    raise Undecided
+
+
+def _pair(a: Any, b: Any) -> tuple[Any, Any]:
+    """Two values CEL orders as Python would: same kind, or int against double (exact)."""
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        if ta is int:
+            return _int(a), _int(b)
+        if ta is float:
+            if a != a or b != b:
+                raise Undecided  # NaN
+            return a, b
+        if ta is str or ta is bool:
+            return a, b
+        raise Undecided
+    if ta is int and tb is float:
+        if -_EXACT <= a <= _EXACT and b == b:
+            return float(a), b
+    elif ta is float and tb is int and -_EXACT <= b <= _EXACT and a == a:
+        return a, float(b)
+    raise Undecided
+
+
+def equal(a: Any, b: Any) -> bool:
+    """CEL's ``==`` on scalars; lists and maps are CEL's to compare."""
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        if ta is str or ta is bool or a is None:
+            return bool(a == b)
+        x, y = _pair(a, b)
+        return bool(x == y)
+    if ta in _SCALARS and tb in _SCALARS:
+        if (ta is int or ta is float) and (tb is int or tb is float):
+            x, y = _pair(a, b)
+            return bool(x == y)
+        if ta is int:
+            _int(a)
+        if tb is int:
+            _int(b)
+        return False  # different kinds are never equal
+    raise Undecided
+
+
+def _trunc_div(a: int, b: int) -> int:
+    if b == 0 or (a == _I64_MIN and b == -1):
+        raise Undecided
+    q = abs(a) // abs(b)
+    return -q if (a < 0) != (b < 0) else q
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    ta, tb = type(a), type(b)
+    if ta is not tb:
+        raise Undecided
+    if ta is int:
+        _int(a)
+        _int(b)
+        if op == "+":
+            return _int(a + b)
+        if op == "-":
+            return _int(a - b)
+        if op == "*":
+            return _int(a * b)
+        q = _trunc_div(a, b)
+        return q if op == "/" else a - b * q
+    if ta is float:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/" and b != 0.0:
+            return a / b
+        raise Undecided  # float % float is an error, x / 0.0 CEL's
+    if ta is str and op == "+":
+        return a + b
+    raise Undecided
+
+
+def _contains(x: Any, coll: Any) -> bool:
+    tc = type(coll)
+    if tc is list:
+        if type(x) is str:  # a string equals only an equal string, in CEL as here
+            return x in coll
+        return any(equal(x, item) for item in coll)
+    if tc is dict and type(x) is str:
+        return x in coll
+    raise Undecided
+
+
+def _size(v: Any) -> int:
+    t = type(v)
+    if t is list or t is dict:
+        return len(v)
+    if t is str and v.isascii():  # CEL counts a string's bytes
+        return len(v)
+    raise Undecided
+
+
+def _field(v: Any, name: str) -> Any:
+    if type(v) is dict:
+        try:
+            return v[name]
+        except KeyError:
+            raise Undecided from None
+    raise Undecided
+
+
+# ------------------------------------------------------------------ the compiler
+
+
+class _Compiler:
+    """AST -> closure; ``slot_of(path)`` gives the slot holding a root path's value and
+    the getter that fills it."""
+
+    def __init__(self, roots: frozenset[str], slot_of: SlotOf) -> None:
+        self.roots = roots
+        self.slot_of = slot_of
+
+    # -- paths
+    def _path(self, node: Node, scope: frozenset[str]) -> tuple[str, ...] | None:
+        """``root.a.b`` as a path, when ``root`` is a rule root not hidden by a macro."""
+        names: list[str] = []
+        while isinstance(node, Select):
+            names.append(node.field)
+            node = node.operand
+        if isinstance(node, Ident) and node.name in self.roots and node.name not in scope:
+            return (node.name, *reversed(names))
+        return None
+
+    def _read(self, path: tuple[str, ...]) -> Closure:
+        if path[0] == "segments":  # bound by the caller after the segment rules ran
+            rest = path[1:]
+
+            def bound(fr: Frame) -> Any:
+                v = fr.bound.get("segments", MISSING)
+                if v is MISSING:
+                    raise Undecided
+                for name in rest:
+                    v = _field(v, name)
+                return v
+
+            return bound
+        i, getter = self.slot_of(path)
+
+        def read(fr: Frame) -> Any:
+            values = fr.values
+            v = values[i]
+            if v is UNSET:
+                v = values[i] = getter(*fr.args)
+            if v is MISSING:
+                raise Undecided
+            return v
+
+        return read
+
+    def _slot(self, n: Node, scope: frozenset[str]) -> tuple[int, Getter] | None:
+        """The slot of ``n`` when it reads a root path (not ``segments``) straight."""
+        path = self._path(n, scope) if isinstance(n, Select | Ident) else None
+        if path is None or path[0] == "segments":
+            return None
+        return self.slot_of(path)
+
+    # -- nodes
+    def node(self, n: Node, scope: frozenset[str]) -> Closure:
+        if isinstance(n, Literal):
+            value = n.value
+            return lambda fr: value
+        if isinstance(n, ListOf):
+            if all(isinstance(item, Literal) for item in n.items):
+                values = [item.value for item in n.items if isinstance(item, Literal)]
+                return lambda fr: list(values)
+            items = [self.node(item, scope) for item in n.items]
+            return lambda fr: [f(fr) for f in items]
+        if isinstance(n, Ident):
+            if n.name in scope:
+                name = n.name
+
+                def local(fr: Frame) -> Any:
+                    return fr.local[name]
+
+                return local
+            if n.name in self.roots:
+                return self._read((n.name,))
+            raise _NotCompiled(n.name)
+        if isinstance(n, Select):
+            path = self._path(n, scope)
+            if path is not None:
+                return self._read(path)
+            operand, name = self.node(n.operand, scope), n.field
+            return lambda fr: _field(operand(fr), name)
+        if isinstance(n, Unary):
+            return self._unary(n, scope)
+        if isinstance(n, Binary):
+            return self._binary(n, scope)
+        if isinstance(n, Cond):
+            return self._cond(n, scope)
+        return self._call(n, scope)
+
+    def _unary(self, n: Unary, scope: frozenset[str]) -> Closure:
+        operand = self.node(n.operand, scope)
+        if n.op == "!":
+
+            def not_(fr: Frame) -> bool:
+                v = operand(fr)
+                if v is True:
+                    return False
+                if v is False:
+                    return True
+                raise Undecided
+
+            return not_
+
+        def neg(fr: Frame) -> Any:
+            v = operand(fr)
+            t = type(v)
+            if t is float:
+                return -v
+            if t is int and _I64_MIN < v <= _I64_MAX:
+                return -v
+            raise Undecided
+
+        return neg
+
+    def _cond(self, n: Cond, scope: frozenset[str]) -> Closure:
+        test, then, other = (self.node(x, scope) for x in (n.test, n.then, n.other))
+
+        def cond(fr: Frame) -> Any:
+            c = test(fr)
+            if c is True:
+                return then(fr)
+            if c is False:
+                return other(fr)
+            raise Undecided
+
+        return cond
+
+    def _terms(self, n: Node, op: str) -> list[Node]:
+        if isinstance(n, Binary) and n.op == op:
+            return self._terms(n.left, op) + self._terms(n.right, op)
+        return [n]
+
+    def _logic(self, n: Binary, scope: frozenset[str]) -> Closure:
+        # CEL's && and || are commutative: a deciding side (false for &&, true for ||)
+        # decides whatever the others are, errors and non-bools included. Terms run in the
+        # written order (ordering them by cost made more values computed on the bench: the
+        # selective terms, often written first, are not the cheapest)
+        terms = tuple(self.node(t, scope) for t in self._terms(n, n.op))
+        decides = n.op == "||"
+        decided: bool = decides
+
+        def logic(fr: Frame) -> bool:
+            undecided = False
+            for term in terms:
+                try:
+                    v = term(fr)
+                except Undecided:
+                    undecided = True
+                    continue
+                if v is decides:
+                    return decided
+                if v is not (not decides):
+                    undecided = True
+            if undecided:
+                raise Undecided
+            return not decides
+
+        return logic
+
+    def _binary(self, n: Binary, scope: frozenset[str]) -> Closure:
+        op = n.op
+        if op in ("&&", "||"):
+            return self._logic(n, scope)
+        if isinstance(n.right, Literal):
+            fast = self._against_literal(op, n.left, scope, n.right.value)
+            if fast is not None:
+                return fast
+        left = self.node(n.left, scope)
+        right = self.node(n.right, scope)
+        if op in _ORDER:
+            cmp = _ORDER[op]
+
+            def order(fr: Frame) -> bool:
+                a, b = _pair(left(fr), right(fr))
+                return cmp(a, b)
+
+            return order
+        if op == "==":
+            return lambda fr: equal(left(fr), right(fr))
+        if op == "!=":
+            return lambda fr: not equal(left(fr), right(fr))
+        if op == "in":
+            if isinstance(n.left, Literal) and type(n.left.value) is str:
+                key = n.left.value
+
+                def string_in(fr: Frame) -> bool:
+                    coll = right(fr)
+                    tc = type(coll)
+                    if tc is list or tc is dict:
+                        return key in coll
+                    raise Undecided
+
+                return string_in
+            if isinstance(n.right, ListOf) and all(
+                isinstance(i, Literal) and type(i.value) is str for i in n.right.items
+            ):
+                strings = frozenset(i.value for i in n.right.items if isinstance(i, Literal))
+
+                def in_strings(fr: Frame) -> bool:
+                    x = left(fr)
+                    if type(x) is str:
+                        return x in strings
+                    if type(x) in _SCALARS:
+                        return equal(x, "")  # false, or undecided for an odd int
+                    raise Undecided
+
+                return in_strings
+            return lambda fr: _contains(left(fr), right(fr))
+        return lambda fr: _arith(op, left(fr), right(fr))
+
+    def _against_literal(
+        self, op: str, left_node: Node, scope: frozenset[str], c: Any
+    ) -> Closure | None:
+        """``x op literal``, the most common shape, without the general dispatch (and for
+        ``root.a.b op literal`` with the slot read inline)."""
+        tc = type(c)
+        slot = self._slot(left_node, scope)
+        if op in _ORDER and (tc is int or tc is float) and -_EXACT <= c <= _EXACT:
+            cmp, cf = _ORDER[op], float(c)
+            exact_int = tc is int
+            if slot is not None:
+                i, getter = slot
+
+                def order_slot(fr: Frame) -> bool:
+                    values = fr.values
+                    v = values[i]
+                    if v is UNSET:
+                        v = values[i] = getter(*fr.args)
+                    t = type(v)
+                    if t is int:
+                        if exact_int and _I64_MIN <= v <= _I64_MAX:
+                            return cmp(v, c)
+                        if -_EXACT <= v <= _EXACT:
+                            return cmp(float(v), cf)
+                    elif t is float and v == v:
+                        return cmp(v, cf)
+                    raise Undecided  # MISSING too
+
+                return order_slot
+            left = self.node(left_node, scope)
+
+            def order_number(fr: Frame) -> bool:
+                v = left(fr)
+                t = type(v)
+                if t is int:
+                    if exact_int and _I64_MIN <= v <= _I64_MAX:
+                        return cmp(v, c)
+                    if -_EXACT <= v <= _EXACT:
+                        return cmp(float(v), cf)
+                elif t is float and v == v:
+                    return cmp(v, cf)
+                raise Undecided
+
+            return order_number
+        if op in ("==", "!=") and tc is str:
+            want = op == "=="
+            if slot is not None:
+                i, getter = slot
+
+                def equal_string_slot(fr: Frame) -> bool:
+                    values = fr.values
+                    v = values[i]
+                    if v is UNSET:
+                        v = values[i] = getter(*fr.args)
+                    if type(v) is str:
+                        return (v == c) is want
+                    if v is MISSING:
+                        raise Undecided
+                    return equal(v, c) is want
+
+                return equal_string_slot
+            left = self.node(left_node, scope)
+
+            def equal_string(fr: Frame) -> bool:
+                v = left(fr)
+                if type(v) is str:
+                    return (v == c) is want
+                return equal(v, c) is want
+
+            return equal_string
+        if op in ("==", "!=") and tc is bool:
+            want = op == "=="
+            left = self.node(left_node, scope)
+
+            def equal_bool(fr: Frame) -> bool:
+                v = left(fr)
+                if type(v) is bool:
+                    return (v is c) is want
+                return equal(v, c) is want
+
+            return equal_bool
+        return None
+
+    def _call(self, n: Call, scope: frozenset[str]) -> Closure:
+        name, target, args = n.name, n.target, n.args
+        if target is None:
+            if name == "has" and len(args) == 1 and isinstance(args[0], Select):
+                return self._has(args[0], scope)
+            if name == "size" and len(args) == 1:
+                arg = self.node(args[0], scope)
+                return lambda fr: _size(arg(fr))
+            raise _NotCompiled(name)
+        if name in ("exists", "all") and len(args) == 2 and isinstance(args[0], Ident):
+            return self._macro(name, target, args[0].name, args[1], scope)
+        receiver = self.node(target, scope)
+        if name == "size" and not args:
+            return lambda fr: _size(receiver(fr))
+        if name in ("startsWith", "endsWith", "contains") and len(args) == 1:
+            arg = self.node(args[0], scope)
+            method = {"startsWith": str.startswith, "endsWith": str.endswith}.get(
+                name, str.__contains__
+            )
+
+            def string_test(fr: Frame) -> bool:
+                s, x = receiver(fr), arg(fr)
+                if type(s) is str and type(x) is str:
+                    return method(s, x)
+                raise Undecided
+
+            return string_test
+        raise _NotCompiled(name)
+
+    def _has(self, sel: Select, scope: frozenset[str]) -> Closure:
+        path = self._path(sel, scope)
+        if path is not None and len(path) == 2 and path[0] in _SLOT_HAS_ROOTS:
+            # the slot is MISSING exactly where the full variables lack the key
+            i, getter = self.slot_of(path)
+
+            def has_slot(fr: Frame) -> bool:
+                values = fr.values
+                v = values[i]
+                if v is UNSET:
+                    v = values[i] = getter(*fr.args)
+                return v is not MISSING
+
+            return has_slot
+        operand, name = self.node(sel.operand, scope), sel.field
+
+        def has(fr: Frame) -> bool:
+            v = operand(fr)
+            if type(v) is dict:
+                return name in v
+            raise Undecided
+
+        return has
+
+    def _macro(
+        self, kind: str, target: Node, var: str, body: Node, scope: frozenset[str]
+    ) -> Closure:
+        items = self.node(target, scope)
+        test = self.node(body, scope | {var})
+        stop = kind == "exists"  # the element value that decides: true for exists
+        stopped: bool = stop
+
+        def macro(fr: Frame) -> bool:
+            seq = items(fr)
+            if type(seq) is not list:
+                raise Undecided  # a map's order is CEL's
+            local = fr.local
+            saved = local.get(var, MISSING)
+            try:
+                for item in seq:
+                    local[var] = item
+                    v = test(fr)
+                    if v is stop:
+                        return stopped
+                    if v is not (not stop):
+                        raise Undecided
+            finally:
+                if saved is MISSING:
+                    local.pop(var, None)
+                else:
+                    local[var] = saved
+            return not stop
+
+        return macro
+
+
+class _NotCompiled(Exception):
+    """A name or function the closures do not cover: the rule stays CEL's."""
+
+
+def compile_node(node: Node, roots: frozenset[str], slot_of: SlotOf) -> Closure | None:
+    """The closure for ``node`` (a parsed rule), or None when it uses something the closures
+    do not cover. ``roots``: the names that are rule variables; ``slot_of(path)``: the frame
+    slot holding the value at ``path`` and its getter (registered by the caller: the frame's
+    getter ``i`` must be that one)."""
+    try:
+        return _Compiler(roots, slot_of).node(node, frozenset())
+    except _NotCompiled:
+        return None
