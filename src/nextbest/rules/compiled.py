@@ -196,6 +196,30 @@ def _field(v: Any, name: str) -> Any:
     raise Undecided
 
 
+def _two_terms(first: Closure, second: Closure, decides: bool) -> Closure:
+    """``a && b`` (``decides`` False) or ``a || b`` (True): the general loop of
+    ``_Compiler._logic`` unrolled for its commonest length; the same outcome."""
+    holds = not decides
+    decided: bool = decides
+    held: bool = holds
+
+    def two(fr: Frame) -> bool:
+        try:
+            a = first(fr)
+        except Undecided:
+            a = UNSET
+        if a is decides:
+            return decided
+        b = second(fr)  # undecided: so is the whole, ``a`` did not decide
+        if b is decides:
+            return decided
+        if a is holds and b is holds:
+            return held
+        raise Undecided
+
+    return two
+
+
 # ------------------------------------------------------------------ the compiler
 
 
@@ -338,6 +362,8 @@ class _Compiler:
         terms = tuple(self.node(t, scope) for t in self._terms(n, n.op))
         decides = n.op == "||"
         decided: bool = decides
+        if len(terms) == 2:
+            return _two_terms(terms[0], terms[1], decides)
 
         def logic(fr: Frame) -> bool:
             undecided = False

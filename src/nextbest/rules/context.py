@@ -8,6 +8,7 @@ Every catalog topic is present under ``interest`` (zeros when never seen), so ru
 from __future__ import annotations
 
 import functools
+from bisect import bisect_right
 from collections.abc import Collection
 from datetime import UTC, date, datetime
 from typing import Any
@@ -40,14 +41,20 @@ def _today(now: float) -> date:
     return datetime.fromtimestamp(now, UTC).date()
 
 
+@functools.lru_cache(maxsize=4096)
+def _born(text: str) -> date | None:
+    """An ISO date, or None (birthdays repeat across customers: parsed once each)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def age_of(traits: dict[str, Any], now: float) -> int | None:
     """Age in whole years from ``traits.birthday`` (ISO date) or ``traits.age``."""
     birthday = traits.get("birthday")
     if isinstance(birthday, str):
-        try:
-            born = date.fromisoformat(birthday[:10])
-        except ValueError:
-            born = None
+        born = _born(birthday[:10])
         if born is not None:
             today = _today(now)
             return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
@@ -57,20 +64,15 @@ def age_of(traits: dict[str, Any], now: float) -> int | None:
     return None
 
 
+#: lifecycle phases by age: below 18 "minor", below 26 "young_adult", ..., 67 on "retired"
+_PHASE_LIMITS = (18, 26, 35, 50, 60, 67)
+_PHASES = ("minor", "young_adult", "starter", "family", "established", "pre_retirement", "retired")
+
+
 def lifecycle_of(age: int | None) -> str:
     if age is None:
         return "unknown"
-    for limit, phase in (
-        (18, "minor"),
-        (26, "young_adult"),
-        (35, "starter"),
-        (50, "family"),
-        (60, "established"),
-        (67, "pre_retirement"),
-    ):
-        if age < limit:
-            return phase
-    return "retired"
+    return _PHASES[bisect_right(_PHASE_LIMITS, age)]
 
 
 def engagement_of(events_30d: int) -> str:

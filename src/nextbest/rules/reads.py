@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 import cel
 
 from nextbest.profile.interest import decayed, trend_of
-from nextbest.profile.model import OfferHistory, Profile, TopicInterest
+from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
-from nextbest.profile.windows import DAY, WINDOW_DAYS, count_between, count_in_days
+from nextbest.profile.windows import DAY, WINDOW_DAYS, count_in_days
 from nextbest.rules.compiled import MISSING, Closure, Getter, compile_node
 from nextbest.rules.context import (
     RULE_ROOTS,
@@ -262,7 +262,11 @@ _TREND_VALUES: dict[tuple[int, int], str] = {}
 
 def _trend(it: TopicInterest, spec: TopicSpec, now: float) -> str:
     hits = it.hits
-    counts = (count_in_days(hits, 7, now), count_between(hits, now - 14 * DAY, now - 7 * DAY))
+    if not hits:
+        counts = (0, 0)
+    else:  # count_in_days(hits, 7, now), count_between(hits, now - 14 days, now - 7 days)
+        week_ago = bisect_right(hits, now - 7 * DAY)
+        counts = (bisect_right(hits, now) - week_ago, week_ago - bisect_right(hits, now - 14 * DAY))
     value = _TREND_VALUES.get(counts)
     if value is None:
         value = trend_of(*counts).value
@@ -305,7 +309,9 @@ PROFILE_FIELDS: dict[str, Callable[[Profile, float], Any]] = {
     "known": lambda p, now: p.user_id is not None,
     "age": _age,
     "lifecycle": lambda p, now: lifecycle_of(age_of(p.traits, now)),
-    "engagement": lambda p, now: engagement_of(count_in_days(p.activity, 30, now)),
+    "engagement": lambda p, now: engagement_of(
+        bisect_right(p.activity, now) - bisect_right(p.activity, now - 30 * DAY)
+    ),
     "overdrawn": lambda p, now: p.overdrawn,
     "balance": lambda p, now: p.balance if p.balance is not None else 0.0,
     "sessions": lambda p, now: p.sessions,
@@ -517,10 +523,97 @@ def _flat_builder(path: tuple[str, ...], named: frozenset[str]) -> _Build:
 
 
 def _slot_getter(path: tuple[str, ...], named: frozenset[str]) -> Getter:
-    """What fills a closure's slot for ``path``: the whole root, or the flat value."""
+    """What fills a closure's slot for ``path``: the whole root, or the flat value (the most
+    read fields in one function each: the same values as the field tables, fewer calls)."""
     if len(path) == 1:
         return _builder(path[0], None, named)
+    if len(path) == 3:
+        fast = _fast_getter(*path, named)
+        if fast is not None:
+            return fast
     return _flat_builder(path, named)
+
+
+#: FunnelStage -> its label, without the enum's ``name`` lookup per read
+_FUNNEL_LABEL = {stage: stage.label for stage in FunnelStage}
+
+
+def _fast_getter(root: str, first: str, field: str, named: frozenset[str]) -> Getter | None:
+    """``interest.<topic>.<count|score|trend>``, ``offers.<offer>.<count>``,
+    ``profile.funnel.<topic>`` and ``profile.consent.<purpose>`` read straight from the
+    profile; None for any other path."""
+    if root == "interest" and field in _WINDOW_SPANS:
+        span = _WINDOW_SPANS[field]
+
+        def window(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            if first not in topics:
+                return _MISSING
+            it = p.interests.get(first)
+            if it is None or not it.hits:
+                return 0
+            hits = it.hits
+            return bisect_right(hits, now) - bisect_right(hits, now - span)
+
+        return window
+    if root == "interest" and field == "score":
+
+        def score(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            spec = topics.get(first)
+            if spec is None:
+                return _MISSING
+            it = p.interests.get(first)
+            if it is None:
+                return 0.0
+            value, at = it.score, it.score_at
+            if now <= at or value == 0.0:  # decayed(), inline
+                return round(value, 6)
+            return round(value * 2.0 ** (-(now - at) / spec.half_life), 6)
+
+        return score
+    if root == "interest" and field == "trend":
+
+        def trend(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            if first not in topics:
+                return _MISSING
+            it = p.interests.get(first)
+            return _trend(_EMPTY if it is None else it, topics[first], now)
+
+        return trend
+    if root == "offers" and field in _OFFER_COUNTS:
+        attribute, span = _OFFER_COUNTS[field]
+
+        def offer_count(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            h = p.offers.get(first)
+            if h is None:
+                return 0 if first in named else _MISSING
+            hits = getattr(h, attribute)
+            return bisect_right(hits, now) - bisect_right(hits, now - span) if hits else 0
+
+        return offer_count
+    if root == "profile" and first == "consent":
+
+        def consent(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            return p.consent.get(field, _MISSING)
+
+        return consent
+    if root == "profile" and first == "funnel":
+
+        def funnel(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            stage = p.funnel.get(field)
+            return _MISSING if stage is None else _FUNNEL_LABEL[stage]
+
+        return funnel
+    return None
+
+
+_WINDOW_SPANS = {f"count_{d}d": d * DAY for d in WINDOW_DAYS}
+#: the offer history's windowed counts: (its hits list, the window)
+_OFFER_COUNTS = {
+    "impressions_7d": ("impressions", 7 * DAY),
+    "impressions_30d": ("impressions", 30 * DAY),
+    "clicks_30d": ("clicks", 30 * DAY),
+    "dismissals_30d": ("dismissals", 30 * DAY),
+}
 
 
 # ------------------------------------------------------------------ the catalog's reads
