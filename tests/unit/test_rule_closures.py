@@ -57,6 +57,9 @@ TRICKY = [
     "traits.big == traits.big",
     # has()
     "has(traits.age)",
+    "has(profile.consent.marketing) && profile.consent.marketing",
+    "!has(profile.funnel.pension) || profile.funnel.pension == 'customer'",
+    "has(profile.funnel.mortgage.stage)",
     'has(context.channel) && context.channel == "app"',
     "has(traits.address) && has(traits.address.city)",
     "has(now.hour) && !has(now.minute)",

@@ -78,6 +78,8 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 _SLOT_HAS_ROOTS = frozenset({"interest", "offers", "profile", "traits", "context", "now"})
+#: profile fields that are always maps: ``has(profile.funnel.x)`` asks the ``x`` slot
+_SLOT_HAS_MAPS = frozenset({("profile", "funnel"), ("profile", "consent")})
 
 
 # ------------------------------------------------------------------ value semantics
@@ -548,7 +550,10 @@ class _Compiler:
 
     def _has(self, sel: Select, scope: frozenset[str]) -> Closure:
         path = self._path(sel, scope)
-        if path is not None and len(path) == 2 and path[0] in _SLOT_HAS_ROOTS:
+        if path is not None and (
+            (len(path) == 2 and path[0] in _SLOT_HAS_ROOTS)
+            or (len(path) == 3 and path[:2] in _SLOT_HAS_MAPS)
+        ):
             # the slot is MISSING exactly where the full variables lack the key
             i, getter = self.slot_of(path)
 
