@@ -18,8 +18,8 @@ What it does, in order:
    step: the items and those excluded as ineligible, by a rule error, outranked or control);
 4. times ``engine.decide`` per call after a warm-up, next to ``engine.profile`` (lock +
    identity resolve + dict lookup: a trivial call of the same shape) in the same run;
-5. splits the cost: the rules' values (``RuleReads.variables``), the ``cel.Context`` build,
-   rule evaluation, the rest
+5. splits the cost: the rules' environment (``RuleReads.evaluation``), the segment rules and
+   the offer rules (each computing the values it reads, once per decision), the rest
    of the pipeline, the learned chooser and the engine wrapper, by calling the public pieces
    directly on the same profiles (the cyclic GC paused);
 6. runs cProfile over ``--profile-decisions`` decisions (``<name>_profile.txt``);
@@ -70,7 +70,6 @@ from nextbest.decide.reasons import Suppression
 from nextbest.engine import Engine
 from nextbest.events.model import Event, EventType
 from nextbest.learn.learner import Learner
-from nextbest.rules.evaluation import Evaluation
 from nextbest.rules.expression import RuleOutcome
 
 __all__ = ["main", "parse_args"]
@@ -211,17 +210,14 @@ def cost_split(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
         ids += [e.offer_id for e in d.excluded if e.why in RULE_EVALUATED]
         offer_rules.append([catalog.offers[i].rule for i in ids])
     reads = catalog.rule_reads
-    programs = reads.programs
-    names = ["rule_values", "cel_context_build", "segment_rules", "bind_segments"]
+    names = ["rules_environment", "segment_rules", "bind_segments"]
     names += ["offer_rules", "pipeline_greedy", "pipeline_total", "engine_decide_total"]
     parts: dict[str, list[int]] = {k: [] for k in names}
     gc.disable()  # a collection would land in one piece at random
     try:
         for n, (p, rules) in enumerate(zip(profiles, offer_rules, strict=True)):
             t = [pc()]
-            variables = reads.variables(p, catalog.topics, now, {})
-            t.append(pc())
-            env = Evaluation(variables, programs)
+            env = reads.evaluation(p, catalog.topics, now, {})  # values come as rules read them
             t.append(pc())
             segments = {s.id: env.check(r) is RuleOutcome.TRUE for s, r in catalog.segments}
             t.append(pc())
@@ -247,8 +243,7 @@ def cost_split(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
         "rule_evaluation": rules_us,
         "rest_of_pipeline": m["pipeline_greedy"]
         - rules_us
-        - m["rule_values"]
-        - m["cel_context_build"]
+        - m["rules_environment"]
         - m["bind_segments"],
         "learned_chooser": m["pipeline_total"] - m["pipeline_greedy"],
         "engine_wrapper": m["engine_decide_total"] - m["pipeline_total"],
@@ -264,7 +259,7 @@ def cost_split(engine: Engine, catalog: Catalog, users: list[str]) -> dict[str, 
         "share_of_engine_decide": {
             k: round(v / total, 3)
             for k, v in {**m, **derived}.items()
-            if k in ("rule_values", "cel_context_build", "bind_segments", *derived)
+            if k in ("rules_environment", "bind_segments", *derived)
         },
     }
 
