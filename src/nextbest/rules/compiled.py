@@ -366,6 +366,8 @@ class _Compiler:
         decided: bool = decides
         if len(terms) == 2:
             return _two_terms(terms[0], terms[1], decides)
+        if len(terms) == 3:  # (a && b) && c: the same outcome, the same order of reads
+            return _two_terms(_two_terms(terms[0], terms[1], decides), terms[2], decides)
 
         def logic(fr: Frame) -> bool:
             undecided = False
