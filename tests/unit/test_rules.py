@@ -469,6 +469,8 @@ NOW = when("2026-09-23T10:00:00")
         ({"age": 30}, 30),
         ({"age": 30.9}, 30),
         ({"age": True}, None),
+        ({"age": float("nan")}, None),  # no age rather than a failed decision
+        ({"age": float("inf")}, None),
         ({"age": "30"}, None),
         ({}, None),
     ],

@@ -8,6 +8,7 @@ Every catalog topic is present under ``interest`` (zeros when never seen), so ru
 from __future__ import annotations
 
 import functools
+import math
 from bisect import bisect_right
 from collections.abc import Collection
 from datetime import UTC, date, datetime
@@ -59,7 +60,9 @@ def age_of(traits: dict[str, Any], now: float) -> int | None:
             today = _today(now)
             return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
     age = traits.get("age")
-    if isinstance(age, (int, float)) and not isinstance(age, bool):
+    if isinstance(age, int) and not isinstance(age, bool):
+        return age
+    if isinstance(age, float) and math.isfinite(age):  # NaN or infinite: no age
         return int(age)
     return None
 
