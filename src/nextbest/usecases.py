@@ -69,17 +69,13 @@ def check_catalog(location: str | Path) -> CatalogCheck:
 def replay_store(settings: Settings, write: bool = False) -> ReplayReport:
     """Rebuild every profile and model from the logs and compare with the saved state;
     ``write`` replaces the saved state by the rebuilt one."""
-    _existing(settings.data)
-    engine = build_engine(settings, freeze_gc=False)
-    if write:
+    with _opened(settings) as engine:
+        if not write:
+            return engine.replay()
         try:
             return engine.rebuild()
         finally:
-            engine.close()
-    try:
-        return engine.replay()
-    finally:
-        engine.release()
+            engine.close()  # saves the rebuilt state; the release after it does nothing
 
 
 def list_models(settings: Settings, top: int = 5) -> list[PlacementModel]:
