@@ -222,6 +222,59 @@ def _two_terms(first: Closure, second: Closure, decides: bool) -> Closure:
     return two
 
 
+def _order_slot(
+    op: str, i: int, getter: Getter, c: int | float, exact: Callable[[Any], bool]
+) -> Closure:
+    """``root.a.b op c`` for a number ``c`` with ``|c| <= 2**53``, the commonest rule term,
+    with the slot read and the comparison inline. A small int (the counts) or a float that
+    is no NaN compares with ``c`` as CEL compares them (Python compares int and float
+    exactly, and both convert to double exactly here); any other value goes to ``exact``,
+    the general rule."""
+    if op == ">=":
+
+        def at_least(fr: Frame) -> bool:
+            v = fr.values[i]
+            if v is UNSET:
+                v = fr.values[i] = getter(*fr.args)
+            if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+                return v >= c
+            return exact(v)
+
+        return at_least
+    if op == ">":
+
+        def above(fr: Frame) -> bool:
+            v = fr.values[i]
+            if v is UNSET:
+                v = fr.values[i] = getter(*fr.args)
+            if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+                return v > c
+            return exact(v)
+
+        return above
+    if op == "<":
+
+        def below(fr: Frame) -> bool:
+            v = fr.values[i]
+            if v is UNSET:
+                v = fr.values[i] = getter(*fr.args)
+            if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+                return v < c
+            return exact(v)
+
+        return below
+
+    def at_most(fr: Frame) -> bool:
+        v = fr.values[i]
+        if v is UNSET:
+            v = fr.values[i] = getter(*fr.args)
+        if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+            return v <= c
+        return exact(v)
+
+    return at_most
+
+
 # ------------------------------------------------------------------ the compiler
 
 
@@ -448,29 +501,8 @@ class _Compiler:
         if op in _ORDER and (tc is int or tc is float) and -_EXACT <= c <= _EXACT:
             cmp, cf = _ORDER[op], float(c)
             exact_int = tc is int
-            if slot is not None:
-                i, getter = slot
 
-                def order_slot(fr: Frame) -> bool:
-                    values = fr.values
-                    v = values[i]
-                    if v is UNSET:
-                        v = values[i] = getter(*fr.args)
-                    t = type(v)
-                    if t is int:
-                        if exact_int and _I64_MIN <= v <= _I64_MAX:
-                            return cmp(v, c)
-                        if -_EXACT <= v <= _EXACT:
-                            return cmp(float(v), cf)
-                    elif t is float and v == v:
-                        return cmp(v, cf)
-                    raise Undecided  # MISSING too
-
-                return order_slot
-            left = self.node(left_node, scope)
-
-            def order_number(fr: Frame) -> bool:
-                v = left(fr)
+            def order_number(v: Any) -> bool:
                 t = type(v)
                 if t is int:
                     if exact_int and _I64_MIN <= v <= _I64_MAX:
@@ -479,9 +511,12 @@ class _Compiler:
                         return cmp(float(v), cf)
                 elif t is float and v == v:
                     return cmp(v, cf)
-                raise Undecided
+                raise Undecided  # MISSING too
 
-            return order_number
+            if slot is not None:
+                return _order_slot(op, *slot, c, order_number)
+            left = self.node(left_node, scope)
+            return lambda fr: order_number(left(fr))
         if op in ("==", "!=") and tc is str:
             want = op == "=="
             if slot is not None:

@@ -51,14 +51,34 @@ def _born(text: str) -> date | None:
         return None
 
 
+def _age_on(birthday: str, now: float) -> int | None:
+    born = _born(birthday[:10])
+    if born is None:
+        return None
+    today = _today(now)
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+#: (birthday, UTC day number) -> the age that day, or None for a birthday that is no date:
+#: a decision reads an age for several rules and features, and customers share birthdays
+_AGES: dict[tuple[str, int], int | None] = {}
+_AGES_MAX = 1 << 16
+_UNKNOWN: Any = object()
+
+
 def age_of(traits: dict[str, Any], now: float) -> int | None:
     """Age in whole years from ``traits.birthday`` (ISO date) or ``traits.age``."""
     birthday = traits.get("birthday")
     if isinstance(birthday, str):
-        born = _born(birthday[:10])
-        if born is not None:
-            today = _today(now)
-            return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        key = (birthday, int(now // DAY))
+        age_then = _AGES.get(key, _UNKNOWN)
+        if age_then is _UNKNOWN:
+            age_then = _age_on(birthday, now)
+            if len(_AGES) >= _AGES_MAX:
+                _AGES.clear()
+            _AGES[key] = age_then
+        if age_then is not None:
+            return age_then  # type: ignore[no-any-return]
     age = traits.get("age")
     if isinstance(age, int) and not isinstance(age, bool):
         return age

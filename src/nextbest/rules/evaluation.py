@@ -78,7 +78,7 @@ class LazyEvaluation(Frame):
         self._plan = plan
         self._closures = plan.closures
         self._context: Any = None
-        self._added: set[str] = set()
+        self._added: set[str]  # the variables in ``_context``: set with it
 
     def bind(self, name: str, value: Any) -> None:
         """Bind a variable the rules read by name (``segments``)."""
@@ -106,6 +106,7 @@ class LazyEvaluation(Frame):
         context = self._context
         if context is None:
             context = self._context = cel.Context()
+            self._added = set()
             for name, value in self.bound.items():
                 context.add_variable(name, value)
         fallback = plan.fallbacks.get(rule)

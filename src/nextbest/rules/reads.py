@@ -260,11 +260,17 @@ def _window(days: int) -> Callable[[TopicInterest, TopicSpec, float], int]:
 _TREND_VALUES: dict[tuple[int, int], str] = {}
 
 
-def _trend(it: TopicInterest, spec: TopicSpec, now: float) -> str:
-    hits = it.hits
-    if not hits:
+def _trend(
+    it: TopicInterest, spec: TopicSpec, now: float, counts: tuple[int, int] | None = None
+) -> str:
+    """``trend_of`` the last 7 days against the 7 before (``counts`` when the caller has
+    them already)."""
+    if counts is not None:
+        pass
+    elif not it.hits:
         counts = (0, 0)
     else:  # count_in_days(hits, 7, now), count_between(hits, now - 14 days, now - 7 days)
+        hits = it.hits
         week_ago = bisect_right(hits, now - 7 * DAY)
         counts = (bisect_right(hits, now) - week_ago, week_ago - bisect_right(hits, now - 14 * DAY))
     value = _TREND_VALUES.get(counts)
@@ -527,11 +533,37 @@ def _slot_getter(path: tuple[str, ...], named: frozenset[str]) -> Getter:
     read fields in one function each: the same values as the field tables, fewer calls)."""
     if len(path) == 1:
         return _builder(path[0], None, named)
+    if len(path) == 2 and path[0] == "profile" and path[1] in _PROFILE_SCALARS:
+        return _PROFILE_SCALARS[path[1]]
     if len(path) == 3:
         fast = _fast_getter(*path, named)
         if fast is not None:
             return fast
     return _flat_builder(path, named)
+
+
+def _lifecycle(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> str:
+    return lifecycle_of(age_of(p.traits, now))
+
+
+def _engagement(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> str:
+    activity = p.activity
+    return engagement_of(bisect_right(activity, now) - bisect_right(activity, now - 30 * DAY))
+
+
+#: ``profile.<field>`` for the scalar fields, read straight (PROFILE_FIELDS' values with one
+#: call less per read)
+_PROFILE_SCALARS: dict[str, Getter] = {
+    "customer_id": lambda p, topics, now, ctx: p.customer_id,
+    "known": lambda p, topics, now, ctx: p.user_id is not None,
+    "age": lambda p, topics, now, ctx: -1 if (age := age_of(p.traits, now)) is None else age,
+    "lifecycle": _lifecycle,
+    "engagement": _engagement,
+    "overdrawn": lambda p, topics, now, ctx: p.overdrawn,
+    "balance": lambda p, topics, now, ctx: p.balance if p.balance is not None else 0.0,
+    "sessions": lambda p, topics, now, ctx: p.sessions,
+    "events": lambda p, topics, now, ctx: p.event_count,
+}
 
 
 #: FunnelStage -> its label, without the enum's ``name`` lookup per read
@@ -576,7 +608,17 @@ def _fast_getter(root: str, first: str, field: str, named: frozenset[str]) -> Ge
             if first not in topics:
                 return _MISSING
             it = p.interests.get(first)
-            return _trend(_EMPTY if it is None else it, topics[first], now)
+            if it is None or not it.hits:
+                counts = (0, 0)
+            else:  # _trend(), inline
+                hits = it.hits
+                week_ago = bisect_right(hits, now - 7 * DAY)
+                counts = (
+                    bisect_right(hits, now) - week_ago,
+                    week_ago - bisect_right(hits, now - 14 * DAY),
+                )
+            value = _TREND_VALUES.get(counts)
+            return value if value is not None else _trend(_EMPTY, topics[first], now, counts)
 
         return trend
     if root == "offers" and field in _OFFER_COUNTS:
