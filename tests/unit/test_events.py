@@ -19,6 +19,7 @@ from nextbest.events import (
     parse_batch,
     parse_message,
 )
+from nextbest.events.names import OPTIONAL_PROPERTIES
 from tests.support import T0
 
 #: when nextbest got the body: five seconds after T0
@@ -875,3 +876,24 @@ def test_auto_ids_in_one_batch_differ() -> None:
 
 def test_given_message_id_is_kept() -> None:
     assert one(track(messageId="abc-123")).message_id == "abc-123"
+
+
+_OPTIONAL = [(name, prop) for name, spec in OPTIONAL_PROPERTIES.items() for prop in spec]
+
+
+@pytest.mark.parametrize(("name", "prop"), _OPTIONAL, ids=lambda v: str(v))
+def test_optional_property_may_be_absent(name: str, prop: str) -> None:
+    """An overdraft reported without the balance is still an overdraft (the warning needs
+    only that): accepted, its other properties kept."""
+    props = {k: v for k, v in _valid_properties(name).items() if k != prop}
+    event = one(track(event=name, properties=props))
+    assert event.name == name
+    assert prop not in event.properties
+
+
+@pytest.mark.parametrize(("name", "prop"), _OPTIONAL, ids=lambda v: str(v))
+def test_optional_property_of_the_wrong_type(name: str, prop: str) -> None:
+    props = _valid_properties(name) | {prop: _wrong_value(OPTIONAL_PROPERTIES[name][prop])}
+    err = rejected(body({"batch": [track(event=name, properties=props)]}))
+    assert err.path == f"$.batch[0].properties.{prop}"
+    assert err.message.startswith(f"'{name}' property '{prop}' must be ")

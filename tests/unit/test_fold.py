@@ -49,6 +49,16 @@ def test_page_category_and_event_names_map_to_topics(catalog: Catalog):
     assert p.balance == -20.0
 
 
+def test_overdraft_without_a_balance_sets_overdrawn_and_keeps_the_balance(catalog: Catalog):
+    p = folded(
+        catalog,
+        track("Balance Updated", {"balance": 120.0}, user="u1", at=T0),
+        track("Overdraft Started", {}, user="u1", at=T0 + 10),
+    )
+    assert p.overdrawn
+    assert p.balance == 120.0
+
+
 def test_funnel_moves_forward_only_and_products_follow_events(catalog: Catalog):
     p = folded(
         catalog,

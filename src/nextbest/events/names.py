@@ -11,6 +11,7 @@ import enum
 
 __all__ = [
     "KNOWN_EVENTS",
+    "OPTIONAL_PROPERTIES",
     "NOT_INTEREST",
     "SERVER_ONLY_EVENTS",
     "SERVER_ONLY_TRAITS",
@@ -57,7 +58,7 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.CONSENT_UPDATED: {"purposes": _OBJECT},
     EventName.LIFE_EVENT: {"type": _TEXT},
     EventName.OVERDRAFT_ENDED: {},
-    EventName.OVERDRAFT_STARTED: {"balance": _NUMBER},
+    EventName.OVERDRAFT_STARTED: {},
     EventName.PRODUCT_CLOSED: {"product": _TEXT},
     EventName.PRODUCT_OPENED: {"product": _TEXT},
     EventName.PRODUCTS_SEARCHED: {"query": _TEXT},
@@ -66,6 +67,14 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.PROMOTION_VIEWED: {"promotion_id": _TEXT, "decision_id": _TEXT},
     EventName.SALARY_RECEIVED: {"amount": _NUMBER},
     EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT},
+}
+
+#: properties a known event may carry, of these types when present: the core system that
+#: reports an overdraft does not always know the balance, and the overdraft itself is what
+#: a warning needs
+OPTIONAL_PROPERTIES: dict[str, PropertySpec] = {
+    EventName.OVERDRAFT_STARTED: {"balance": _NUMBER},
+    EventName.OVERDRAFT_ENDED: {"balance": _NUMBER},
 }
 
 #: events that say nothing about interest in a topic, whatever properties they carry

@@ -13,7 +13,7 @@ import msgspec
 
 from nextbest.errors import ValidationError
 from nextbest.events.model import Event, EventType
-from nextbest.events.names import KNOWN_EVENTS
+from nextbest.events.names import KNOWN_EVENTS, OPTIONAL_PROPERTIES
 from nextbest.events.wire import (
     WireAlias,
     WireBatch,
@@ -158,17 +158,19 @@ def _event_time(
 
 
 def _check_known(name: str, properties: dict[str, Any], path: str) -> None:
-    spec = KNOWN_EVENTS.get(name)
-    if not spec:
-        return
-    for prop, types in spec.items():
-        value = properties.get(prop)
-        where = f"{path}.properties.{prop}"
-        if value is None:
-            raise ValidationError(f"'{name}' needs property '{prop}'", where)
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            wanted = " or ".join(sorted({t.__name__ for t in types}))
-            raise ValidationError(f"'{name}' property '{prop}' must be {wanted}", where)
+    """A known event's required properties (``KNOWN_EVENTS``) and the optional ones that
+    are present (``OPTIONAL_PROPERTIES``), each of its type."""
+    for spec, required in ((KNOWN_EVENTS.get(name), True), (OPTIONAL_PROPERTIES.get(name), False)):
+        for prop, types in (spec or {}).items():
+            value = properties.get(prop)
+            where = f"{path}.properties.{prop}"
+            if value is None:
+                if required:
+                    raise ValidationError(f"'{name}' needs property '{prop}'", where)
+                continue
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                wanted = " or ".join(sorted({t.__name__ for t in types}))
+                raise ValidationError(f"'{name}' property '{prop}' must be {wanted}", where)
 
 
 def _auto_message_id(msg: WireMessage, received_at: float) -> str:

@@ -132,7 +132,8 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         del profile.life_events[: -cfg.life_event_size]
     elif name == EventName.OVERDRAFT_STARTED:
         profile.overdrawn = True
-        profile.balance = float(props["balance"])
+        if isinstance(props.get("balance"), int | float):
+            profile.balance = float(props["balance"])
     elif name == EventName.OVERDRAFT_ENDED:
         profile.overdrawn = False
         if isinstance(props.get("balance"), int | float):
