@@ -424,7 +424,7 @@ def decision_cost(
     rng = random.Random(args.seed + 9)
     profiles = [real_profile(rng, topics) for _ in range(200)]
     cand_sets = [rng.sample(world.offers, 20) for _ in range(200)]
-    candidates = [explore.RankEntry(service=i == 0) for i in range(20)]
+    candidates = [explore.RankEntry(urgent=i == 0) for i in range(20)]
     value = [1.0] * 20
     context = {"device": {"type": "mobile"}}
     segments = ["s1", "s4"]

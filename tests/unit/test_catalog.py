@@ -997,3 +997,49 @@ def test_problems_in_a_single_file_catalog_name_the_file(tmp_path: Path) -> None
         (str(single), line_of(single, "segments.adult"), "$.offers[0].eligibility"),
         (str(single), line_of(single, "topic: nope"), "$.offers[2].topic"),
     ]
+
+
+def test_a_service_message_s_trigger_compiles_with_the_catalog_s_rules(tmp_path: Path) -> None:
+    offers = OFFERS.replace(
+        "    eligibility: profile.overdrawn\n",
+        "    eligibility: profile.overdrawn\n    urgent: profile.balance < -100.0\n",
+    )
+    catalog = load_catalog(small(tmp_path / "cat", offers=offers))
+    trigger = catalog.offers["warning"].urgent_rule
+    assert trigger is not None
+    assert trigger.source == "profile.balance < -100.0"
+    assert catalog.offers["advice"].urgent_rule is None
+    assert "balance" in (catalog.rule_reads.needs["profile"] or {})
+
+
+def test_only_a_service_message_can_be_urgent(tmp_path: Path) -> None:
+    offers = OFFERS.replace(
+        "    eligibility: segments.adult && interest.mortgage.count_14d >= 2\n",
+        "    eligibility: segments.adult && interest.mortgage.count_14d >= 2\n"
+        "    urgent: profile.overdrawn\n",
+    )
+    folder = small(tmp_path / "cat", offers=offers)
+    file = folder / "offers.yaml"
+    assert_problem(
+        only(folder),
+        file,
+        line_of(file, "urgent: profile.overdrawn"),
+        "$.offers[0].urgent",
+        "only a service message can be urgent",
+    )
+
+
+def test_a_trigger_that_does_not_compile_is_a_problem_at_its_field(tmp_path: Path) -> None:
+    offers = OFFERS.replace(
+        "    eligibility: profile.overdrawn\n",
+        "    eligibility: profile.overdrawn\n    urgent: segments.nope\n",
+    )
+    folder = small(tmp_path / "cat", offers=offers)
+    file = folder / "offers.yaml"
+    assert_problem(
+        only(folder),
+        file,
+        line_of(file, "urgent: segments.nope"),
+        "$.offers[1].urgent",
+        "segments.nope is not defined in the catalog",
+    )

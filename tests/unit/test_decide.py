@@ -317,3 +317,44 @@ def test_feedback_for_unshown_offers_is_rejected_and_service_views_do_not_fatigu
     engine.ingest_batch(batch(*service))
     assert set(engine.profile(user).offers) == {"overdraft_warning"}
     assert why(home(engine, user), "mortgage_advice") is None  # 15 service views: no fatigue
+
+
+def test_a_service_message_without_its_trigger_competes_and_is_capped(
+    tmp_path: Path, make_engine, clock
+):
+    """Without ``urgent`` the overdraft warning is content like any other: ranked by its
+    score among the commercial offers, held back by the per-offer cap; with its trigger
+    holding it goes first and is never capped."""
+    edited_catalog(
+        tmp_path, {"offers.yaml": [("    urgent: profile.overdrawn\n", "")]}, targeted=True
+    )
+    engine = make_engine("memory", cat=load_catalog(tmp_path))
+    user = treated_everywhere()
+    mortgage_fan(engine, user, views=8)
+    engine.ingest_batch(batch(track("Overdraft Started", {}, user=user)))
+    d = home(engine, user)
+    assert d.urgent == []
+    scores = {i.offer_id: i.score for i in d.items}
+    assert list(scores.values()) == sorted(scores.values(), reverse=True)  # by score only
+    assert "overdraft_warning" in scores
+    for days_ago in (3, 2, 1):
+        clock.set(T0 - days_ago * 3_600.0)
+        shown = home(engine, user)
+        engine.ingest_batch(
+            batch(feedback(shown, "Promotion Viewed", "overdraft_warning", at=clock.now()))
+        )
+    clock.set(T0)
+    assert why(home(engine, user), "overdraft_warning") is Suppression.CAPPED
+
+    urgent = make_engine("memory")
+    mortgage_fan(urgent, user, views=8)
+    urgent.ingest_batch(batch(track("Overdraft Started", {}, user=user)))
+    for days_ago in (3, 2, 1):
+        clock.set(T0 - days_ago * 3_600.0)
+        shown = home(urgent, user)
+        assert shown.urgent == ["overdraft_warning"] == [shown.items[0].offer_id]
+        urgent.ingest_batch(
+            batch(feedback(shown, "Promotion Viewed", "overdraft_warning", at=clock.now()))
+        )
+    clock.set(T0)
+    assert home(urgent, user).items[0].offer_id == "overdraft_warning"  # never capped

@@ -29,7 +29,7 @@ from nextbest.learn.explore import (
     seed_of,
 )
 
-SERVICE = RankEntry(service=True)
+SERVICE = RankEntry(urgent=True)
 COMMERCIAL = RankEntry()
 CAPPED = RankEntry(explorable=False)
 
@@ -290,7 +290,7 @@ def test_policies_decode_from_config():
 def situations(draw: st.DrawFn) -> tuple[list[RankEntry], list[float], int, Policy, int]:
     n = draw(st.integers(0, 9))
     cands = [
-        RankEntry(service=draw(st.booleans()), explorable=draw(st.booleans())) for _ in range(n)
+        RankEntry(urgent=draw(st.booleans()), explorable=draw(st.booleans())) for _ in range(n)
     ]
     scores = [draw(st.floats(0.0, 5.0)) for _ in range(n)]
     k = draw(st.integers(0, 6))
@@ -321,12 +321,12 @@ def test_every_ranking_is_well_formed(
     placed = rank(cands, scores, k, policy, random.Random(seed), thompson=post, seed=seed)
     assert [p.position for p in placed] == list(range(1, min(k, len(cands)) + 1))
     assert len({p.index for p in placed}) == len(placed)
-    services = [p for p in placed if cands[p.index].service]
+    services = [p for p in placed if cands[p.index].urgent]
     assert placed[: len(services)] == services  # service messages first
     greedy = rank(cands, scores, k, Greedy(), random.Random(0))
     for p, g in zip(placed, greedy, strict=True):
         assert 0.0 < p.propensity <= 1.0
-        if cands[p.index].service or not cands[p.index].explorable:
+        if cands[p.index].urgent or not cands[p.index].explorable:
             assert (p.index, p.propensity, p.explored) == (g.index, 1.0, False)
         if not cands[g.index].explorable:  # a capped item keeps its greedy slot
             assert p.index == g.index

@@ -41,17 +41,19 @@ def open_catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     return load_catalog(folder)
 
 
-def profile() -> Profile:
-    """Some interest in a few topics, so the prior's scores differ by more than base CTR."""
+def profile(overdrawn: bool = True) -> Profile:
+    """Some interest in a few topics, so the prior's scores differ by more than base CTR;
+    overdrawn, so the overdraft warning's trigger holds (the only urgent message)."""
     interests = {
         t: TopicInterest(score=s, score_at=T0, hits=[T0 - 3_600.0], total=1, last_seen=T0)
         for t, s in (("mortgage", 4.0), ("pension", 1.5), ("cards", 0.7))
     }
-    return Profile(customer_id="c1", interests=interests)
+    return Profile(customer_id="c1", interests=interests, overdrawn=overdrawn)
 
 
-def engine_order(catalog: Catalog) -> Decision:
-    return decide(catalog, profile(), DecisionRequest(placement=PLACEMENT), T0, "d1")
+def engine_order(catalog: Catalog, overdrawn: bool = True) -> Decision:
+    request = DecisionRequest(placement=PLACEMENT)
+    return decide(catalog, profile(overdrawn), request, T0, "d1")
 
 
 def by_key(catalog: Catalog, decision: Decision) -> list[str]:
@@ -63,22 +65,23 @@ def by_key(catalog: Catalog, decision: Decision) -> list[str]:
         cands.append(
             (offer, ranking.score(offer, ranking.prior_p_click(offer, s, catalog.scoring)))
         )
-    return [o.id for o, s in sorted(cands, key=lambda c: ranking.rank_key(*c))]
+    urgent = set(decision.urgent)
+    return [o.id for o, s in sorted(cands, key=lambda c: ranking.rank_key(*c, c[0].id in urgent))]
 
 
 def offline_order(catalog: Catalog, decision: Decision) -> list[str]:
     """The greedy replay's order of the decision's candidates, given in a shuffled order."""
     shuffled = list(decision.candidates)
     random.Random(3).shuffle(shuffled)
-    marg = candidate_marginals(catalog, PLACEMENT, shuffled, decision.features)
+    marg = candidate_marginals(catalog, PLACEMENT, shuffled, decision.features, decision.urgent)
     assert all(list(m.values()) == [1.0] for m in marg)
     return [next(iter(m)) for m in marg]
 
 
 def learner_order(catalog: Catalog, decision: Decision) -> list[str]:
-    """``explore.rank`` greedy over the candidates, service flags from the ranking policy."""
+    """``explore.rank`` greedy over the candidates, urgent flags from the decision."""
     offers = [catalog.offers[oid] for oid in decision.candidates]
-    entries = [RankEntry(service=ranking.service_first(o)) for o in offers]
+    entries = [RankEntry(urgent=o.id in decision.urgent) for o in offers]
     scores = [len(offers) - k for k in range(len(offers))]  # the engine's order as scores
     placed = rank(entries, scores, len(offers), Greedy(), random.Random(0))
     return [offers[p.index].id for p in placed]
@@ -89,6 +92,9 @@ def test_pipeline_offline_learner_and_simulator_share_one_order(open_catalog: Ca
     assert len(d.candidates) >= 8
     kinds = {open_catalog.offers[o].kind for o in d.candidates}
     assert kinds == {OfferKind.SERVICE, OfferKind.COMMERCIAL}
+    assert d.urgent == ["overdraft_warning"] == d.candidates[:1]
+    # the other service message has no trigger holding: it competes on its score
+    assert d.candidates.index("turning_18_package") > 1
     assert d.candidates == by_key(open_catalog, d)
     assert offline_order(open_catalog, d) == d.candidates
     assert learner_order(open_catalog, d) == d.candidates
@@ -100,8 +106,8 @@ def test_pipeline_offline_learner_and_simulator_share_one_order(open_catalog: Ca
         random.Random(0),
         {},  # type: ignore[arg-type]
     )
-    tiers = [ranking.tier(open_catalog.offers[o]) for o, _ in static]
-    assert tiers == sorted(tiers)  # the static policy puts the same offers first
+    tiers = [static_key(open_catalog.offers[o])[0] for o, _ in static]
+    assert tiers == sorted(tiers)  # the static policy puts service messages first
 
 
 def test_a_changed_key_changes_every_user_of_it(
@@ -110,28 +116,24 @@ def test_a_changed_key_changes_every_user_of_it(
     """Whoever spells the order out again instead of calling ``decide.ranking`` fails here."""
     before = engine_order(open_catalog).candidates
 
-    def by_id(offer: CompiledOffer, score: float) -> tuple[int, float, int, str]:
-        return (ranking.tier(offer), 0.0, 0, offer.id)
+    def by_id(
+        offer: CompiledOffer, score: float, urgent: bool = False
+    ) -> tuple[int, float, int, str]:
+        return (0 if urgent else 1, 0.0, 0, offer.id)
 
     monkeypatch.setattr(ranking, "rank_key", by_id)
     d = engine_order(open_catalog)
     assert d.candidates != before
-    tiers = [ranking.tier(open_catalog.offers[o]) for o in d.candidates]
-    assert d.candidates == sorted(
-        d.candidates, key=lambda o: (ranking.tier(open_catalog.offers[o]), o)
-    )
-    assert tiers == sorted(tiers)
+    assert d.candidates == ["overdraft_warning", *sorted(d.candidates[1:])]
     assert offline_order(open_catalog, d) == d.candidates
 
-    # no tier at all: service messages compete on score, in the pipeline, the replay, the
-    # learner's exploration and the static policy alike
-    monkeypatch.setattr(ranking, "service_first", lambda offer: False)
-    flat = engine_order(open_catalog)
+    # no trigger holds: every message competes on the key, in the pipeline, the replay and
+    # the learner's exploration alike
+    flat = engine_order(open_catalog, overdrawn=False)
+    assert flat.urgent == []
     assert flat.candidates == sorted(flat.candidates)
     assert offline_order(open_catalog, flat) == flat.candidates
     assert learner_order(open_catalog, flat) == flat.candidates
-    service = next(o for o in open_catalog.offers.values() if o.kind is OfferKind.SERVICE)
-    assert static_key(service)[0] == 1
 
 
 def test_epsilon_greedy_marginals_are_the_propensities_rank_logs() -> None:

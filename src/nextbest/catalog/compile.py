@@ -21,6 +21,7 @@ from nextbest.catalog.model import (
     CatalogSpec,
     ContactPolicy,
     ModelKind,
+    OfferKind,
     OfferSpec,
     PlacementSpec,
     ProfileSettings,
@@ -232,6 +233,16 @@ def _compile_offers(
             problems.append(smap.problem(f"{path}.content", "needs content for a channel"))
             continue
         rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, known, broken)
+        urgent = None
+        if offer.urgent is not None:
+            if offer.kind is not OfferKind.SERVICE:
+                problems.append(
+                    smap.problem(f"{path}.urgent", "only a service message can be urgent")
+                )
+                continue
+            urgent = _rule(offer.urgent, f"{path}.urgent", smap, problems, known, broken)
+            if urgent is None:
+                continue
         lo, hi = _window(
             offer.valid_from, offer.valid_until, path, ("valid_from", "valid_until"), smap, problems
         )
@@ -240,7 +251,7 @@ def _compile_offers(
             c_lo, c_hi = windows[camp.id]
             lo, hi = _tighter(lo, c_lo, max), _tighter(hi, c_hi, min)
         if rule is not None:
-            offers[offer.id] = CompiledOffer(offer, rule, camp, scoring, lo, hi)
+            offers[offer.id] = CompiledOffer(offer, rule, camp, scoring, lo, hi, urgent)
     return offers
 
 

@@ -34,6 +34,7 @@ class CompiledOffer:
         "segment_names",
         "spec",
         "topic",
+        "urgent_rule",
         "valid_from",
         "valid_until",
         "weight",
@@ -47,12 +48,15 @@ class CompiledOffer:
         scoring: ScoringSpec,
         valid_from: float | None,
         valid_until: float | None,
+        urgent_rule: Rule | None = None,
     ) -> None:
         self.spec = spec
         self.id = spec.id
         self.kind = spec.kind
         self.topic = spec.topic
         self.rule = rule
+        #: the service message's trigger (``OfferSpec.urgent``), None without one
+        self.urgent_rule = urgent_rule
         self.campaign = campaign
         self.weight = campaign.weight if campaign is not None else 1.0
         default = scoring.service_ctr if spec.kind is OfferKind.SERVICE else scoring.commercial_ctr
@@ -103,6 +107,7 @@ class Catalog:
             o.id for o in offers.values() if o.kind is OfferKind.COMMERCIAL
         )
         rules = [r for _, r in segments] + [o.rule for o in offers.values()]
+        rules += [o.urgent_rule for o in offers.values() if o.urgent_rule is not None]
         #: what the rules read, down to the field: all a decision builds and converts to CEL
         self.rule_reads = RuleReads.of(rules)
         self.rule_roots = self.rule_reads.roots

@@ -85,6 +85,11 @@ class OfferSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     valid_from: When | None = None
     valid_until: When | None = None
     reason: str | None = None
+    #: a service message's trigger (CEL, the same variables as ``eligibility``): while it
+    #: holds, the message goes before everything else, uncapped and never explored (an
+    #: overdraft warning while overdrawn). A service message without one, or while it does
+    #: not hold, is ranked, capped, learned and explored like any other content.
+    urgent: str | None = None
 
 
 class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

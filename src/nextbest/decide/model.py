@@ -71,6 +71,8 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
     offer: CompiledOffer
     p_click: float
     score: float
+    #: a service message whose trigger holds (``OfferSpec.urgent``): first, never explored
+    urgent: bool = False
 
 
 class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
@@ -127,6 +129,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     segments: list[str]
     #: every eligible offer the choice was made among, in the engine's order
     candidates: list[str] = []
+    #: the candidates whose trigger held (urgent service messages: first, never explored)
+    urgent: list[str] = []
     #: what the scores were computed from (enough to re-score offline)
     features: dict[str, float] = {}
     #: the click model that scored this decision ("prior": the catalog's interest prior)

@@ -6,11 +6,13 @@
 2. consent and holdout: personalization and marketing consent, the universal holdout;
 3. rule environment: the rule variables the catalog's rules read, the segments;
 4. candidate filtering, each offer of the placement in turn, the first filter that holds
-   excludes it: on the page already -> out of schedule -> no marketing consent -> universal
-   holdout -> product already owned -> contact caps and rests -> daily fatigue -> faded
-   interest -> eligibility rule (false, or an error);
+   excludes it: on the page already -> out of schedule -> (commercial offers) no marketing
+   consent -> universal holdout -> product already owned -> (all but urgent service
+   messages) contact caps and rests -> (commercial offers) daily fatigue -> faded interest
+   -> eligibility rule (false, or an error); a service message is urgent while its trigger
+   (``urgent`` in the catalog) holds;
 5. scoring: ``p_click x value x weight`` with the catalog's interest prior;
-6. ranking: the engine's order (``decide.ranking``: service first, then score, priority, id);
+6. ranking: the engine's order (``decide.ranking``: urgent first, then score, priority, id);
 7. control group: offers whose campaign puts the customer in its control arm leave the pool
    (logged as exposures where the engine's order would have shown them);
 8. choose: the chooser picks up to ``limit`` items from the pool (default: the top ones);
@@ -167,6 +169,7 @@ def decide(
         control=control,
         segments=in_segments,
         candidates=[c.offer.id for c in pool],
+        urgent=[c.offer.id for c in pool if c.urgent],
         features=choice.features if choice.features is not None else _features(pool, rules),
         model_version=choice.model_version or "prior",
     )
@@ -248,23 +251,33 @@ class _Filters(msgspec.Struct, frozen=True, gc=False):
     owned: set[str]
     fatigued: bool
 
-    def excluded_by(self, offer: CompiledOffer, view: dict[str, Any] | None) -> Suppression | None:
+    def urgent(self, offer: CompiledOffer) -> bool:
+        """A service message whose trigger holds now."""
+        trigger = offer.urgent_rule
+        return trigger is not None and self.rules.env.check(trigger) is RuleOutcome.TRUE
+
+    def excluded_by(
+        self, offer: CompiledOffer, view: dict[str, Any] | None, urgent: bool
+    ) -> Suppression | None:
         """The first filter, in the module docstring's order, that excludes ``offer``."""
         if offer.id in self.request.exclude:
             return Suppression.ON_PAGE
         if not offer.live_at(self.now):
             return Suppression.OUT_OF_SCHEDULE
-        if ranking.applies_to(offer):  # marketing consent and the contact policy
-            policy = self.catalog.policy
+        policy = self.catalog.policy
+        marketing = ranking.marketing(offer)
+        if marketing:
             if not self.audience.marketing:
                 return Suppression.NO_CONSENT
             if self.audience.in_holdout:
                 return Suppression.HOLDOUT
             if offer.topic in self.owned:
                 return Suppression.OWNED
+        if ranking.contact_capped(urgent):
             history = self.profile.offers.get(offer.id)
             if history is not None and (block := ranking.contact_block(history, policy, self.now)):
                 return block
+        if marketing:
             if self.fatigued:
                 return Suppression.FATIGUE
             if view is not None and ranking.faded(view["total"], view["score"], policy):
@@ -284,9 +297,10 @@ def _filter_candidates(
     now: float,
     audience: _Audience,
     rules: _RuleEnvironment,
-) -> tuple[list[tuple[CompiledOffer, dict[str, Any] | None]], list[Excluded]]:
+) -> tuple[list[tuple[CompiledOffer, dict[str, Any] | None, bool]], list[Excluded]]:
     """The placement's offers that pass every filter (with their topic's interest view),
-    and the others, each with the first filter that excluded it."""
+    and the others, each with the first filter that excluded it; each eligible offer with
+    whether it is urgent."""
     policy = catalog.policy
     owned = _owned_topics(profile, catalog) if policy.suppress_owned else set()
     shown_today = ranking.commercial_shown_today(profile.offers, catalog.commercial_offers, now)
@@ -300,13 +314,14 @@ def _filter_candidates(
         owned,
         ranking.fatigued(shown_today, policy),
     )
-    eligible: list[tuple[CompiledOffer, dict[str, Any] | None]] = []
+    eligible: list[tuple[CompiledOffer, dict[str, Any] | None, bool]] = []
     excluded: list[Excluded] = []
     for offer in catalog.by_placement[request.placement]:
         view = rules.topic_view(offer.topic) if offer.topic else None
-        why = filters.excluded_by(offer, view)
+        urgent = filters.urgent(offer)
+        why = filters.excluded_by(offer, view, urgent)
         if why is None:
-            eligible.append((offer, view))
+            eligible.append((offer, view, urgent))
         else:
             excluded.append(Excluded(offer.id, why))
     return eligible, excluded
@@ -314,15 +329,15 @@ def _filter_candidates(
 
 # ---------------------------------------------------------------------- 5. scoring
 def _score(
-    eligible: list[tuple[CompiledOffer, dict[str, Any] | None]], catalog: Catalog
+    eligible: list[tuple[CompiledOffer, dict[str, Any] | None, bool]], catalog: Catalog
 ) -> list[Candidate]:
     """Each eligible offer scored with the catalog's interest prior."""
     scoring = catalog.scoring
     out: list[Candidate] = []
-    for offer, view in eligible:
+    for offer, view, urgent in eligible:
         interest = view["score"] if view is not None else 0.0
         p_click = ranking.prior_p_click(offer, interest, scoring)
-        out.append(Candidate(offer, p_click, ranking.score(offer, p_click)))
+        out.append(Candidate(offer, p_click, ranking.score(offer, p_click), urgent))
     return out
 
 
@@ -356,7 +371,8 @@ def _control_group(
 def _rescore(pool: list[Candidate], p_click: list[float]) -> list[Candidate]:
     """The pool scored with a learned model's click probabilities."""
     return [
-        Candidate(c.offer, p, ranking.score(c.offer, p)) for c, p in zip(pool, p_click, strict=True)
+        Candidate(c.offer, p, ranking.score(c.offer, p), c.urgent)
+        for c, p in zip(pool, p_click, strict=True)
     ]
 
 

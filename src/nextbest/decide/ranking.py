@@ -8,14 +8,18 @@ whose exploration ranks with ``learn.explore.rank``) and the simulator's policie
 business weight, and the click probability, which is the catalog's interest prior
 (``prior_p_click``) until a placement's learned model replaces it.
 
-**Order** (``rank_key``, ``in_rank_order``): service messages first (``service_first``:
-placed before any commercial offer, never explored), then by score (highest first), then
-catalog priority (highest first), then offer id.
+**Order** (``rank_key``, ``in_rank_order``): urgent service messages first (a service
+message whose trigger, ``urgent`` in the catalog, holds: an overdraft warning while
+overdrawn; never explored), then everything else by score (highest first), then catalog
+priority (highest first), then offer id. A service message that is not urgent competes on
+its score like any other content: generic service content (a budget coach, a tax reminder)
+must earn its slot by relevance, not take every slot by kind.
 
-**Contact policy** (commercial offers only; ``applies_to``): a per-offer cap (``capped``),
-a rest after a click or a dismissal (``contact_block``), a daily cap on commercial
-impressions (``fatigued``), and faded interest (``faded``). ``slack``: how close an expected
-(fractional) count may come to a cap and count as reaching it (offline replay).
+**Contact policy**: a per-offer cap (``capped``) and a rest after a click or a dismissal
+(``contact_block``) for everything but urgent messages (``contact_capped``); for marketing
+(commercial offers, ``marketing``) also consent, the holdout, owned products, a daily cap on
+commercial impressions (``fatigued``) and faded interest (``faded``). ``slack``: how close
+an expected (fractional) count may come to a cap and count as reaching it (offline replay).
 
 **Interest feature.** A decision logs ``interest:<topic>`` (``interest_key``) as
 ``log1p(decayed score)`` (``interest_value``; six digits in the log, ``logged_interest``),
@@ -37,10 +41,10 @@ from nextbest.profile.windows import count_in_days
 
 __all__ = [
     "INTEREST",
-    "applies_to",
     "capped",
     "commercial_shown_today",
     "contact_block",
+    "contact_capped",
     "faded",
     "fatigued",
     "in_rank_order",
@@ -48,11 +52,10 @@ __all__ = [
     "interest_score",
     "interest_value",
     "logged_interest",
+    "marketing",
     "prior_p_click",
     "rank_key",
     "score",
-    "service_first",
-    "tier",
     "worth",
 ]
 
@@ -81,31 +84,29 @@ def worth(offer: CompiledOffer) -> float:
 
 
 # ------------------------------------------------------------------------------ order
-def service_first(offer: CompiledOffer) -> bool:
-    """Whether ``offer`` goes before every commercial offer (and is never explored)."""
-    return offer.kind is OfferKind.SERVICE
-
-
-def tier(offer: CompiledOffer) -> int:
-    """0 for an offer ranked first (``service_first``), 1 for the rest."""
-    return 0 if service_first(offer) else 1
-
-
-def rank_key(offer: CompiledOffer, score: float) -> tuple[int, float, int, str]:
-    """The engine's order: tier, then score, then catalog priority (both highest first),
-    then offer id."""
-    return (tier(offer), -score, -offer.spec.priority, offer.id)
+def rank_key(
+    offer: CompiledOffer, score: float, urgent: bool = False
+) -> tuple[int, float, int, str]:
+    """The engine's order: urgent first, then score, then catalog priority (both highest
+    first), then offer id."""
+    return (0 if urgent else 1, -score, -offer.spec.priority, offer.id)
 
 
 def in_rank_order(candidates: Iterable[Candidate]) -> list[Candidate]:
     """``candidates`` sorted by ``rank_key``."""
-    return sorted(candidates, key=lambda c: rank_key(c.offer, c.score))
+    return sorted(candidates, key=lambda c: rank_key(c.offer, c.score, c.urgent))
 
 
 # ------------------------------------------------------------------------------ contact policy
-def applies_to(offer: CompiledOffer) -> bool:
-    """The contact policy caps commercial offers; service messages are never capped."""
+def marketing(offer: CompiledOffer) -> bool:
+    """A commercial offer: marketing consent, the holdout, owned products, daily fatigue
+    and faded interest apply to it (not to service messages)."""
     return offer.kind is OfferKind.COMMERCIAL
+
+
+def contact_capped(urgent: bool) -> bool:
+    """The per-offer cap and the rests apply to everything shown but an urgent message."""
+    return not urgent
 
 
 def capped(impressions: float, policy: ContactPolicy, slack: float = 0.0) -> bool:

@@ -11,8 +11,8 @@ import enum
 
 __all__ = [
     "KNOWN_EVENTS",
-    "OPTIONAL_PROPERTIES",
     "NOT_INTEREST",
+    "OPTIONAL_PROPERTIES",
     "SERVER_ONLY_EVENTS",
     "SERVER_ONLY_TRAITS",
     "EventName",

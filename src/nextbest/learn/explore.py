@@ -5,10 +5,11 @@ probability that the policy would have put that item in that position (its prope
 off-policy evaluation can reweight the logs. Randomness comes from the ``random.Random``
 passed in (and, for Thompson sampling's estimate, from a seed); nothing else.
 
-**Service messages** (``RankEntry.service``: ``decide.ranking.service_first``) come first,
-by score, with propensity 1: they are never explored away.
+**Urgent messages** (``RankEntry.urgent``: a service message whose trigger holds,
+``decide.ranking.rank_key``) come first, by score, with propensity 1: they are never
+explored away.
 
-**Commercial slots.** The greedy ranking ``G`` is the top commercial candidates by score
+**The other slots.** The greedy ranking ``G`` is the top other candidates by score
 (ties by index). A candidate marked ``explorable=False`` (its campaign is over its
 exploration share, see ``ExplorationBudget``) is *pinned*: it is placed exactly where ``G``
 places it, with propensity 1, and never anywhere else. The other slots of ``G`` (the *free*
@@ -77,11 +78,11 @@ __all__ = [
 
 
 class RankEntry(msgspec.Struct, frozen=True, gc=False):
-    """What ``rank`` needs to know of a candidate besides its score. ``service``: ranked
-    first, never explored (``decide.ranking.service_first``); ``explorable``: its campaign
-    may still be explored (``ExplorationBudget.explorable``)."""
+    """What ``rank`` needs to know of a candidate besides its score. ``urgent``: ranked
+    first, never explored (``decide.ranking.rank_key``); ``explorable``: its campaign may
+    still be explored (``ExplorationBudget.explorable``)."""
 
-    service: bool = False
+    urgent: bool = False
     explorable: bool = True
 
 
@@ -127,19 +128,19 @@ def rank(
     def by_score(i: int) -> tuple[float, int]:
         return (-scores[i], i)
 
-    service = sorted((i for i in range(n_all) if candidates[i].service), key=by_score)
-    out = [Placed(i, p, 1.0, PropensityKind.EXACT, False) for p, i in enumerate(service[:k], 1)]
+    urgent = sorted((i for i in range(n_all) if candidates[i].urgent), key=by_score)
+    out = [Placed(i, p, 1.0, PropensityKind.EXACT, False) for p, i in enumerate(urgent[:k], 1)]
     slots = k - len(out)
     if slots <= 0:
         return out
-    commercial = sorted((i for i in range(n_all) if not candidates[i].service), key=by_score)
-    greedy = commercial[:slots]
+    others = sorted((i for i in range(n_all) if not candidates[i].urgent), key=by_score)
+    greedy = others[:slots]
     free = [r for r, i in enumerate(greedy) if candidates[i].explorable]
     chosen: list[int] = [greedy[r] for r in free]
     props: list[float] = [1.0] * len(free)
     kinds: list[PropensityKind] = [PropensityKind.EXACT] * len(free)
     if free and not isinstance(policy, Greedy):
-        pool = [i for i in commercial if candidates[i].explorable]
+        pool = [i for i in others if candidates[i].explorable]
         if isinstance(policy, EpsilonGreedy):
             chosen, props = _epsilon_greedy(pool, len(free), policy.epsilon, rng)
         elif isinstance(policy, Softmax):

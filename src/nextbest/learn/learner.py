@@ -34,7 +34,6 @@ from itertools import islice
 import msgspec
 
 from nextbest.catalog.compiled import Catalog, CompiledOffer
-from nextbest.catalog.model import OfferKind
 from nextbest.decide import ranking
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision
 from nextbest.decide.pipeline import greedy
@@ -177,10 +176,7 @@ class Learner:
         p_click = model.predict_many(x, refs, offsets=[_offset(c.p_click) for c in pool])
         scale = [ranking.worth(c.offer) for c in pool]
         scores = [p * s for p, s in zip(p_click, scale, strict=True)]
-        slots = [
-            RankEntry(service=ranking.service_first(c.offer), explorable=self._explorable(c.offer))
-            for c in pool
-        ]
+        slots = [RankEntry(urgent=c.urgent, explorable=self._explorable(c.offer)) for c in pool]
         thompson = None
         if isinstance(learning.explore, Thompson) and isinstance(model, BetaBernoulli):
             posteriors = [model.posterior(r) for r in refs]
@@ -197,7 +193,7 @@ class Learner:
         )
         for pl in placed:
             camp = pool[pl.index].offer.campaign
-            if camp is not None and not slots[pl.index].service:
+            if camp is not None and not slots[pl.index].urgent:
                 self.budgets[camp.id].record(camp.id, pl.explored)
                 self.dirty = True
         return Choice(
@@ -231,7 +227,7 @@ class Learner:
             (item.campaign_id, item.explored)
             for item in decision.items
             if item.campaign_id is not None
-            and item.kind == OfferKind.COMMERCIAL
+            and item.offer_id not in decision.urgent
             and item.campaign_id in self.budgets
         ]
 

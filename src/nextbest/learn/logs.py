@@ -47,6 +47,8 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     candidates: list[str] = []
     features: dict[str, float] = {}
     model_version: str = "prior"
+    #: the candidates that were urgent (``Decision.urgent``)
+    urgent: list[str] = []
 
 
 def join_rewards(
@@ -119,6 +121,7 @@ def join_rewards(
                     candidates=d.candidates,
                     features=d.features,
                     model_version=d.model_version,
+                    urgent=d.urgent,
                 )
             )
     for _, row in credited.values():

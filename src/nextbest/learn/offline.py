@@ -44,7 +44,7 @@ unbiased wherever the model is right. The fitted fades are in the report (``fade
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import groupby
 
 import msgspec
@@ -110,12 +110,18 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def candidate_marginals(
-    catalog: Catalog, placement: str, candidates: Sequence[str], features: dict[str, float]
+    catalog: Catalog,
+    placement: str,
+    candidates: Sequence[str],
+    features: dict[str, float],
+    urgent: Collection[str] = (),
 ) -> list[dict[str, float]]:
     """P(offer in slot r) for r = 0 .. slots-1 under the candidate catalog's policy: the
     logged ``candidates`` re-scored from the logged ``features`` and put in the engine's
-    order (``decide.ranking``), service messages first and certain, the commercial offers
-    in the free slots with the placement's exploration (``explore.marginals``)."""
+    order (``decide.ranking``), urgent messages first and certain, the others in the free
+    slots with the placement's exploration (``explore.marginals``). ``urgent``: the
+    candidates logged as urgent; one stays urgent where the candidate catalog keeps a
+    trigger for it (a trigger cannot be re-evaluated without the profile)."""
     spec = catalog.placements.get(placement)
     if spec is None:
         return []
@@ -127,15 +133,16 @@ def candidate_marginals(
             continue
         s = ranking.interest_score(features, offer.topic) if offer.topic is not None else 0.0
         p = ranking.prior_p_click(offer, s, catalog.scoring)
-        scored.append(Candidate(offer, p, ranking.score(offer, p)))
+        first = oid in urgent and offer.urgent_rule is not None
+        scored.append(Candidate(offer, p, ranking.score(offer, p), first))
     ranked = ranking.in_rank_order(scored)
-    service = [c.offer.id for c in ranked if ranking.service_first(c.offer)][: spec.slots]
-    commercial = [c for c in ranked if not ranking.service_first(c.offer)]
-    out: list[dict[str, float]] = [{oid: 1.0} for oid in service]
+    first_ids = [c.offer.id for c in ranked if c.urgent][: spec.slots]
+    others = [c for c in ranked if not c.urgent]
+    out: list[dict[str, float]] = [{oid: 1.0} for oid in first_ids]
     policy = spec.learning.explore if spec.learning is not None else None
-    scores = [c.score for c in commercial]
-    for slot in explore.marginals(policy, scores, spec.slots - len(service)):
-        out.append({commercial[k].offer.id: p for k, p in slot.items()})
+    scores = [c.score for c in others]
+    for slot in explore.marginals(policy, scores, spec.slots - len(first_ids)):
+        out.append({others[k].offer.id: p for k, p in slot.items()})
     return out
 
 
@@ -162,9 +169,10 @@ class _Exposures:
                 hits[:] = [(t, w) for t, w in hits if t >= horizon]
         return history
 
-    def blocked(self, customer: str, now: float) -> set[str]:
-        """Commercial offers the candidate's contact policy holds back at ``now`` (impressions
-        strictly before ``now``: a page's own decisions do not cap each other)."""
+    def blocked(self, customer: str, now: float, urgent: Collection[str] = ()) -> set[str]:
+        """Offers the candidate's contact policy holds back at ``now`` (impressions strictly
+        before ``now``: a page's own decisions do not cap each other): its per-offer cap on
+        all but the ``urgent`` ones, its daily cap on commercial offers."""
         history = self._recent(customer, now)
         if not history:
             return set()
@@ -175,11 +183,12 @@ class _Exposures:
         out: set[str] = set()
         day_total = 0.0
         for oid, hits in history.items():
-            if oid not in commercial:
+            if not ranking.contact_capped(oid in urgent):
                 continue
             if ranking.capped(sum(w for t, w in hits if since <= t < now), policy, _EPS):
                 out.add(oid)
-            day_total += sum(w for t, w in hits if today <= t < now)
+            if oid in commercial:
+                day_total += sum(w for t, w in hits if today <= t < now)
         if ranking.fatigued(day_total, policy, _EPS):
             out.update(commercial)
         return out
@@ -361,12 +370,14 @@ def _replay(
         members = list(group)
         first = members[0]
         customer, now = first.customer_id, first.timestamp
-        blocked = exposures.blocked(customer, now) if replay_caps else ()
+        blocked = exposures.blocked(customer, now, first.urgent) if replay_caps else ()
         candidates = first.candidates
         if blocked:
             candidates = [c for c in candidates if c not in blocked]
             out.capped += len(candidates) < len(first.candidates)
-        marg = candidate_marginals(catalog, first.placement, candidates, first.features)
+        marg = candidate_marginals(
+            catalog, first.placement, candidates, first.features, first.urgent
+        )
         if fatigue:
             mine = exposures.counts(customer, now, days, {o for slot in marg for o in slot})
             theirs = logged.counts(customer, now, days, {item.offer_id for item in members})

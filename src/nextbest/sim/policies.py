@@ -10,7 +10,7 @@ the decision log holds what the policy really showed, with the policy's propensi
 - ``prior``: the engine's order with learning off (the catalog's interest prior), which
   ``decide.ranking`` defines for the pipeline, offline evaluation and this loop alike.
 - ``random``: a uniform random order of the eligible set (seeded).
-- ``static``: service first (``decide.ranking.tier``), then catalog priority, then campaign
+- ``static``: service messages first, then catalog priority, then campaign
   weight x value: how banks ordered banners before behavioral targeting; no interest, no
   learning.
 - ``oracle``: knows the hidden needs and the response model; orders by
@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from nextbest.catalog.compiled import CompiledOffer
-from nextbest.decide import ranking
+from nextbest.catalog.model import OfferKind
 from nextbest.sim.world import CustomerSim
 
 __all__ = [
@@ -112,7 +112,8 @@ class RandomPolicy:
 
 def static_key(offer: CompiledOffer) -> tuple[int, int, float, str]:
     """Service first, then catalog priority, then campaign weight x value; id breaks ties."""
-    return (ranking.tier(offer), -offer.spec.priority, -offer.weight * offer.spec.value, offer.id)
+    service = 0 if offer.kind is OfferKind.SERVICE else 1
+    return (service, -offer.spec.priority, -offer.weight * offer.spec.value, offer.id)
 
 
 class StaticPolicy:
