@@ -105,7 +105,7 @@ def test_readme_catalog_check_runs():
         check=True,
     )
     assert run.stdout.startswith("ok: catalog 1+")
-    assert "12 topics, 6 segments, 15 offers, 6 campaigns, 4 placements" in run.stdout
+    assert "12 topics, 6 segments, 16 offers, 6 campaigns, 4 placements" in run.stdout
 
 
 def test_readme_demo_fill_runs(keyed, tmp_path):

@@ -31,7 +31,7 @@ COMMERCIAL = {
     "home_insurance_offer",
     "savings_offer",
 }
-SERVICE = {"overdraft_warning", "turning_18_package"}
+SERVICE = {"overdraft_warning", "turning_18_package", "security_tips"}
 
 
 def at(text: str) -> float:
@@ -181,7 +181,7 @@ def test_example_bank_loads() -> None:
         "turning_18",
     ]
     assert set(catalog.offers) == COMMERCIAL | SERVICE
-    assert len(spec.offers) == 15
+    assert len(spec.offers) == 16
     assert set(catalog.campaigns) == {
         "mortgage_q4",
         "car_loan_autumn",
@@ -1043,3 +1043,23 @@ def test_a_trigger_that_does_not_compile_is_a_problem_at_its_field(tmp_path: Pat
         "$.offers[1].urgent",
         "segments.nope is not defined in the catalog",
     )
+
+
+def test_a_placement_s_fallback_names_offers_that_can_appear_there(tmp_path: Path) -> None:
+    placements = PLACEMENTS.replace(
+        "  - id: sidebar\n    channel: web\n    kinds: [commercial]\n",
+        "  - id: sidebar\n    channel: web\n    kinds: [commercial]\n"
+        "    fallback: [advice, warning, nothing]\n",
+    )
+    folder = small(tmp_path / "cat", placements=placements)
+    file = folder / "placements.yaml"
+    problems = check_catalog(folder)
+    assert [(p.path, p.reason) for p in problems] == [
+        (
+            "$.placements[1].fallback[1]",
+            "offer 'warning' cannot appear in this placement "
+            "(no web content, or kind service not allowed)",
+        ),
+        ("$.placements[1].fallback[2]", "unknown offer 'nothing'"),
+    ]
+    assert {p.line for p in problems} == {line_of(file, "fallback:")}

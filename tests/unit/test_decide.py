@@ -10,6 +10,7 @@ import pytest
 
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide import DecisionRequest, Suppression, click_prior, decide
+from nextbest.decide.reasons import ReasonCode
 from nextbest.engine import Engine
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.events.model import EventType
@@ -74,7 +75,8 @@ def test_unknown_customer_gets_non_personal_offers(make_engine):
     engine = make_engine("memory")
     d = engine.decide(DecisionRequest(placement="home_feed"), anonymous_id="stranger")
     assert d.customer_id == "anon:stranger"
-    assert d.items == []  # every example offer needs some knowledge of the customer
+    # every example offer needs some knowledge of the customer: the house content fills in
+    assert [i.offer_id for i in d.items] == ["security_tips"]
     assert {e.why for e in d.excluded} == {Suppression.INELIGIBLE}
 
 
@@ -106,7 +108,7 @@ def test_already_owned_products_are_suppressed(make_engine):
     engine.ingest_batch(batch(track("Product Opened", {"product": "credit_card"}, user=user)))
     d = home(engine, user)
     assert why(d, "credit_card_offer") is Suppression.OWNED
-    assert [i.offer_id for i in d.items] == ["mortgage_advice"]
+    assert [i.offer_id for i in d.items] == ["mortgage_advice", "security_tips"]
 
 
 def test_impression_cap_click_and_dismiss_rest(make_engine, clock):
@@ -156,7 +158,7 @@ def test_universal_holdout_sees_service_messages_only(tmp_path: Path, make_engin
     mortgage_fan(engine, held)
     engine.ingest_batch(batch(track("Overdraft Started", {"balance": -5.0}, user=held)))
     d = home(engine, held)
-    assert [i.offer_id for i in d.items] == ["overdraft_warning"]
+    assert [i.offer_id for i in d.items] == ["overdraft_warning", "security_tips"]
     assert why(d, "mortgage_advice") is Suppression.HOLDOUT
 
 
@@ -169,7 +171,8 @@ def test_consent(make_engine):
         batch(track("Consent Updated", {"purposes": {"marketing": False}}, user=user))
     )
     d = home(engine, user)
-    assert [i.offer_id for i in d.items] == ["overdraft_warning"]  # service still shown
+    # service messages still shown
+    assert [i.offer_id for i in d.items] == ["overdraft_warning", "security_tips"]
     assert why(d, "mortgage_advice") is Suppression.NO_CONSENT
     engine.ingest_batch(
         batch(
@@ -358,3 +361,15 @@ def test_a_service_message_without_its_trigger_competes_and_is_capped(
         )
     clock.set(T0)
     assert home(urgent, user).items[0].offer_id == "overdraft_warning"  # never capped
+
+
+def test_empty_slots_take_the_placement_s_fallback_content(make_engine):
+    """A customer nothing is eligible for still sees the house content, once per page."""
+    engine = make_engine("memory")
+    d = home(engine, "nobody-yet")
+    assert [i.offer_id for i in d.items] == ["security_tips"]
+    item = d.items[0]
+    assert (item.position, item.propensity, item.explored) == (1, 1.0, False)
+    assert [r.code for r in item.reasons] == [ReasonCode.FALLBACK]
+    assert why(d, "security_tips") is Suppression.INELIGIBLE  # never ranked on its own
+    assert home(engine, "nobody-yet", exclude=frozenset({"security_tips"})).items == []

@@ -251,7 +251,9 @@ def test_sparse_rows_equal_the_dense_obp_arrays(
     slots = max(max(i.position for i in rows), *(p.slots for p in cat.placements.values()))
     dist = np.zeros((len(rows), len(offers), slots))
     for k, item in enumerate(rows):
-        marg = candidate_marginals(cat, item.placement, item.candidates, item.features)
+        marg = candidate_marginals(
+            cat, item.placement, item.candidates, item.features, item.urgent, item.fallback
+        )
         for r in range(slots):
             for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
                 dist[k, index[oid], r] = p

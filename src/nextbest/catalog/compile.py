@@ -86,7 +86,7 @@ def compile_catalog(
     segments = _compile_segments(sections, known, source_map, problems)
     owner, windows = _assign_campaigns(sections, source_map, problems)
     offers = _compile_offers(sections, owner, windows, known, source_map, problems)
-    _check_placements(sections.placements, source_map, problems)
+    _check_placements(sections.placements, offers, sections.broken, source_map, problems)
     if problems:
         raise CatalogError(problems)
     return Catalog(sections.spec(), segments, offers, digest, source)
@@ -256,11 +256,29 @@ def _compile_offers(
 
 
 def _check_placements(
-    placements: list[tuple[str, PlacementSpec]], smap: SourceMap, problems: list[CatalogProblem]
+    placements: list[tuple[str, PlacementSpec]],
+    offers: Mapping[str, CompiledOffer],
+    broken: Collection[str],
+    smap: SourceMap,
+    problems: list[CatalogProblem],
 ) -> None:
     for path, pl in placements:
         if not pl.kinds:
             problems.append(smap.problem(f"{path}.kinds", "must not be empty"))
+        for j, oid in enumerate(pl.fallback):
+            offer = offers.get(oid)
+            if offer is None and oid in broken:
+                continue  # already reported where the offer is defined
+            if offer is None:
+                problems.append(smap.problem(f"{path}.fallback[{j}]", f"unknown offer {oid!r}"))
+            elif pl.channel not in offer.spec.content or offer.kind not in pl.kinds:
+                problems.append(
+                    smap.problem(
+                        f"{path}.fallback[{j}]",
+                        f"offer {oid!r} cannot appear in this placement "
+                        f"(no {pl.channel.value} content, or kind {offer.kind.value} not allowed)",
+                    )
+                )
         learning = pl.learning
         if (
             learning is not None

@@ -176,6 +176,11 @@ class PlacementSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     description: str = ""
     #: learned click propensities; without it the catalog's interest prior scores offers
     learning: LearningSpec | None = None
+    #: content shown, in this order, in the slots that eligibility and the contact policy
+    #: leave empty (a placement is never empty while content exists): offers that can
+    #: appear in the placement; not capped, not ruled by eligibility, but never twice on a
+    #: page, only while live, and commercial ones only with marketing consent
+    fallback: list[Id] = []
 
 
 class ImpressionCap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -131,6 +131,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     candidates: list[str] = []
     #: the candidates whose trigger held (urgent service messages: first, never explored)
     urgent: list[str] = []
+    #: the placement's fallback content that could fill empty slots (in its order): shown
+    #: in the slots the choice left empty (``PlacementSpec.fallback``)
+    fallback: list[str] = []
     #: what the scores were computed from (enough to re-score offline)
     features: dict[str, float] = {}
     #: the click model that scored this decision ("prior": the catalog's interest prior)

@@ -16,7 +16,8 @@
 7. control group: offers whose campaign puts the customer in its control arm leave the pool
    (logged as exposures where the engine's order would have shown them);
 8. choose: the chooser picks up to ``limit`` items from the pool (default: the top ones);
-9. items and reasons;
+9. items and reasons; slots left empty take the placement's fallback content (not on the
+   page already, live, commercial only with marketing consent and outside the holdout);
 10. the decision, with the features its scores were computed from.
 
 Scores, order and the contact policy are ``decide.ranking``'s, shared with offline evaluation
@@ -158,6 +159,12 @@ def decide(
     if choice.p_click is not None:  # a learned model's click probabilities
         pool = _rescore(pool, choice.p_click)
     items = _items(catalog, placement, pool, choice, limit, rules, audience.personalized)
+    available = (
+        _fallback_available(catalog, profile, placement, request, now, audience)
+        if placement.fallback
+        else []
+    )
+    items += _fallback_items(catalog, placement, available, items, limit)
     return Decision(
         decision_id=decision_id,
         customer_id=profile.customer_id,
@@ -170,6 +177,7 @@ def decide(
         segments=in_segments,
         candidates=[c.offer.id for c in pool],
         urgent=[c.offer.id for c in pool if c.urgent],
+        fallback=available,
         features=choice.features if choice.features is not None else _features(pool, rules),
         model_version=choice.model_version or "prior",
     )
@@ -342,6 +350,16 @@ def _score(
 
 
 # ---------------------------------------------------------------------- 7. control group
+def _in_control(offer: CompiledOffer, customer: str) -> bool:
+    """``offer``'s campaign puts ``customer`` in its control arm."""
+    camp = offer.campaign
+    return (
+        camp is not None
+        and camp.control_share > 0
+        and assign(customer, camp.salt or camp.id, camp.control_share) is Arm.CONTROL
+    )
+
+
 def _control_group(
     ranked: list[Candidate], customer: str, limit: int
 ) -> tuple[list[Candidate], list[str], list[Excluded]]:
@@ -352,12 +370,7 @@ def _control_group(
     pool: list[Candidate] = []
     excluded: list[Excluded] = []
     for c in ranked:
-        camp = c.offer.campaign
-        if (
-            camp is not None
-            and camp.control_share > 0
-            and assign(customer, camp.salt or camp.id, camp.control_share) is Arm.CONTROL
-        ):
+        if _in_control(c.offer, customer):
             # where the engine's order would have shown it: a control exposure
             if len(pool) + len(control) < limit:
                 control.append(c.offer.id)
@@ -412,6 +425,70 @@ def _items(
             )
         )
     return items
+
+
+def _fallback_available(
+    catalog: Catalog,
+    profile: Profile,
+    placement: PlacementSpec,
+    request: DecisionRequest,
+    now: float,
+    audience: _Audience,
+) -> list[str]:
+    """The placement's fallback content that may be shown to ``profile`` now, in its order:
+    not on the page already, live, never to a campaign's control arm, and marketing only
+    with consent, outside the holdout and not for a product the customer owns."""
+    out: list[str] = []
+    owned: set[str] | None = None
+    for oid in placement.fallback:
+        offer = catalog.offers[oid]
+        if oid in request.exclude or not offer.live_at(now):
+            continue
+        if ranking.marketing(offer):
+            if owned is None:
+                owned = _owned_topics(profile, catalog)
+            if not audience.marketing or audience.in_holdout or offer.topic in owned:
+                continue
+        if not _in_control(offer, profile.customer_id):
+            out.append(oid)
+    return out
+
+
+def _fallback_items(
+    catalog: Catalog,
+    placement: PlacementSpec,
+    available: list[str],
+    items: list[DecisionItem],
+    limit: int,
+) -> list[DecisionItem]:
+    """The ``available`` fallback content, in order, in the slots ``items`` left empty."""
+    free = limit - len(items)
+    if free <= 0 or not available:
+        return []
+    shown = {i.offer_id for i in items}
+    out: list[DecisionItem] = []
+    for oid in (o for o in available if o not in shown):
+        offer = catalog.offers[oid]
+        p_click = ranking.prior_p_click(offer, 0.0, catalog.scoring)
+        out.append(
+            DecisionItem(
+                position=len(items) + len(out) + 1,
+                offer_id=oid,
+                kind=offer.kind,
+                campaign_id=offer.campaign.id if offer.campaign else None,
+                arm=Arm.TREATMENT,
+                score=round(ranking.score(offer, p_click), 9),
+                p_click=round(p_click, 9),
+                propensity=1.0,
+                content=_content(offer, placement.channel.value),
+                reasons=[
+                    Reason(ReasonCode.FALLBACK, f"shown when nothing else fits: {offer.spec.name}")
+                ],
+            )
+        )
+        if len(out) == free:
+            break
+    return out
 
 
 def _outranked(pool: list[Candidate], choice: Choice, limit: int) -> list[Excluded]:

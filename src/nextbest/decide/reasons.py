@@ -18,6 +18,7 @@ class ReasonCode(enum.StrEnum):
     CAMPAIGN_PRIORITY = "campaign_priority"
     SERVICE_MESSAGE = "service_message"
     ELIGIBLE = "eligible"
+    FALLBACK = "fallback"
 
 
 class Suppression(enum.StrEnum):

@@ -49,6 +49,8 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     model_version: str = "prior"
     #: the candidates that were urgent (``Decision.urgent``)
     urgent: list[str] = []
+    #: the fallback content that could fill empty slots (``Decision.fallback``)
+    fallback: list[str] = []
 
 
 def join_rewards(
@@ -122,6 +124,7 @@ def join_rewards(
                     features=d.features,
                     model_version=d.model_version,
                     urgent=d.urgent,
+                    fallback=d.fallback,
                 )
             )
     for _, row in credited.values():

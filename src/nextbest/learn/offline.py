@@ -115,13 +115,16 @@ def candidate_marginals(
     candidates: Sequence[str],
     features: dict[str, float],
     urgent: Collection[str] = (),
+    fallback: Sequence[str] = (),
 ) -> list[dict[str, float]]:
     """P(offer in slot r) for r = 0 .. slots-1 under the candidate catalog's policy: the
     logged ``candidates`` re-scored from the logged ``features`` and put in the engine's
     order (``decide.ranking``), urgent messages first and certain, the others in the free
     slots with the placement's exploration (``explore.marginals``). ``urgent``: the
     candidates logged as urgent; one stays urgent where the candidate catalog keeps a
-    trigger for it (a trigger cannot be re-evaluated without the profile)."""
+    trigger for it (a trigger cannot be re-evaluated without the profile). Slots left empty
+    take the candidate placement's fallback content that the log says could be shown
+    (``fallback``: consent, the page and the schedule allowed it), as the pipeline does."""
     spec = catalog.placements.get(placement)
     if spec is None:
         return []
@@ -143,6 +146,11 @@ def candidate_marginals(
     scores = [c.score for c in others]
     for slot in explore.marginals(policy, scores, spec.slots - len(first_ids)):
         out.append({others[k].offer.id: p for k, p in slot.items()})
+    if len(out) < spec.slots and fallback:
+        # free slots: every candidate is placed, so the fallback fills with non-candidates
+        could = set(fallback) - set(candidates)
+        fill = [oid for oid in spec.fallback if oid in could][: spec.slots - len(out)]
+        out.extend({oid: 1.0} for oid in fill)
     return out
 
 
@@ -376,7 +384,7 @@ def _replay(
             candidates = [c for c in candidates if c not in blocked]
             out.capped += len(candidates) < len(first.candidates)
         marg = candidate_marginals(
-            catalog, first.placement, candidates, first.features, first.urgent
+            catalog, first.placement, candidates, first.features, first.urgent, first.fallback
         )
         if fatigue:
             mine = exposures.counts(customer, now, days, {o for slot in marg for o in slot})

@@ -2,7 +2,8 @@
 its rewards (``clicked``, ``converted``: see ``learn.logs``).
 
 A decision that showed nothing still gets one row (``position`` and ``offer_id`` null), so
-coverage can be counted. Lists (candidates, control exposures, segments) stay lists and the
+coverage can be counted. Lists (candidates, the urgent ones, the fallback content that could
+fill empty slots, control exposures, segments) stay lists and the
 features a map, so a notebook can re-score or evaluate a policy offline from the file alone.
 """
 
@@ -43,6 +44,8 @@ DECISION_SCHEMA = pa.schema(
         ("clicked", pa.bool_()),
         ("converted", pa.bool_()),
         ("candidates", pa.list_(pa.string())),
+        ("urgent", pa.list_(pa.string())),
+        ("fallback", pa.list_(pa.string())),
         ("control", pa.list_(pa.string())),
         ("segments", pa.list_(pa.string())),
         ("features", pa.map_(pa.string(), pa.float64())),
@@ -77,6 +80,8 @@ def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[di
         "catalog_version": decision.catalog_version,
         "model_version": decision.model_version,
         "candidates": decision.candidates,
+        "urgent": decision.urgent,
+        "fallback": decision.fallback,
         "control": decision.control,
         "segments": decision.segments,
         "features": list(decision.features.items()),
@@ -173,6 +178,9 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
                 candidates=list(row["candidates"] or []),
                 features=dict(row["features"] or []),
                 model_version=row["model_version"] or "prior",
+                # files written before these columns: no urgent messages, no fallback
+                urgent=list(row.get("urgent") or []),
+                fallback=list(row.get("fallback") or []),
             )
         )
     return out
