@@ -283,12 +283,13 @@ def _check_placements(
         if (
             learning is not None
             and isinstance(learning.explore, Thompson)
-            and learning.model is not ModelKind.BAYES
+            and learning.model not in (ModelKind.BAYES, ModelKind.BAYES_LOGISTIC)
         ):
             problems.append(
                 smap.problem(
                     f"{path}.learning.explore",
-                    "thompson sampling needs model: bayes (a posterior to sample)",
+                    "thompson sampling needs a model with a posterior to sample: "
+                    "bayes or bayes_logistic",
                 )
             )
 

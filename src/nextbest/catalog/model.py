@@ -151,15 +151,19 @@ class ModelKind(enum.StrEnum):
 
     BAYES = "bayes"
     CONTEXTUAL = "contextual"
+    BAYES_LOGISTIC = "bayes_logistic"
 
 
 class LearningSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How a placement learns click propensities from its own feedback.
 
-    ``model``: ``bayes`` (Beta-Bernoulli per offer in this placement, Thompson sampling) or
-    ``contextual`` (online logistic regression over the customer's features).
+    ``model``: ``bayes`` (Beta-Bernoulli per offer in this placement, Thompson sampling),
+    ``contextual`` (online logistic regression over the customer's features) or
+    ``bayes_logistic`` (Bayesian logistic regression over the same features, with a
+    posterior: Thompson sampling explores where the model is unsure).
     ``explore``: ``{type: greedy}``, ``{type: epsilon_greedy, epsilon: 0.05}``,
-    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (bayes only).
+    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (a model with
+    a posterior: bayes or bayes_logistic).
     ``click_window_minutes``: a view with no click within this window counts as a miss.
     """
 

@@ -30,7 +30,9 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
   ``P(i at rank r | the items above it)``, with ``propensity_kind = "sequential"``: not a
   marginal, so slot-level IPS must not use it as one.
 - ``Thompson(n_sim)``: each pool item's score is ``scale_i * Beta(a_i, b_i)`` (the Bayes
-  model's posterior times value and weight, ``BetaScores``), drawn with ``rng``; the top ``f``
+  model's posterior times value and weight, ``BetaScores``) or ``scale_i * sigmoid(N(m_i,
+  s_i^2))`` (a Bayesian logistic model's score posterior, ``GaussianScores``), drawn with
+  ``rng``; the top ``f``
   fill the free slots. No closed form exists for the marginal over top-k, so it is a Monte
   Carlo estimate: ``n_sim`` joint draws from ``numpy.random.default_rng(seed)`` (pass
   ``seed_of(decision_id)``, so the estimate is reproducible from the log), the share of
@@ -55,6 +57,7 @@ from collections.abc import Sequence
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from nextbest.catalog.model import EpsilonGreedy, Greedy, Policy, Softmax, Thompson
 from nextbest.decide.model import PropensityKind
@@ -64,6 +67,7 @@ __all__ = [
     "BetaScores",
     "EpsilonGreedy",
     "ExplorationBudget",
+    "GaussianScores",
     "Greedy",
     "Placed",
     "Policy",
@@ -94,6 +98,15 @@ class BetaScores(msgspec.Struct, frozen=True, gc=False):
     scale: Sequence[float]
 
 
+class GaussianScores(msgspec.Struct, frozen=True, gc=False):
+    """Thompson sampling's score of candidate ``i``: ``scale[i] * sigmoid(z)`` with ``z``
+    drawn from ``N(mean[i], sd[i]^2)`` (a Bayesian logistic model's score posterior)."""
+
+    mean: Sequence[float]
+    sd: Sequence[float]
+    scale: Sequence[float]
+
+
 class Placed(msgspec.Struct, frozen=True, gc=False):
     """Candidate ``index`` is shown at ``position`` (1-based), chosen with ``propensity``."""
 
@@ -111,7 +124,7 @@ def rank(
     policy: Policy,
     rng: random.Random,
     *,
-    thompson: BetaScores | None = None,
+    thompson: BetaScores | GaussianScores | None = None,
     seed: int = 0,
 ) -> list[Placed]:
     """Up to ``k`` items with their propensities (see the module docstring).
@@ -269,20 +282,42 @@ def plackett_luce_marginals(weights: Sequence[float], f: int) -> list[list[float
     return marg
 
 
+def _expit(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
 def _thompson(
-    pool: list[int], f: int, post: BetaScores, n_sim: int, rng: random.Random, seed: int
+    pool: list[int],
+    f: int,
+    post: BetaScores | GaussianScores,
+    n_sim: int,
+    rng: random.Random,
+    seed: int,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
     n = len(pool)
-    alpha = [post.alpha[i] for i in pool]
-    beta = [post.beta[i] for i in pool]
     scale = [post.scale[i] for i in pool]
-    drawn = [scale[j] * rng.betavariate(alpha[j], beta[j]) for j in range(n)]
+    gen = np.random.default_rng(seed)
+    if isinstance(post, BetaScores):
+        alpha = [post.alpha[i] for i in pool]
+        beta = [post.beta[i] for i in pool]
+        drawn = [scale[j] * rng.betavariate(alpha[j], beta[j]) for j in range(n)]
+
+        def simulate() -> npt.NDArray[np.float64]:
+            return gen.beta(np.asarray(alpha), np.asarray(beta), size=(n_sim, n))
+    else:
+        mean = [post.mean[i] for i in pool]
+        sd = [post.sd[i] for i in pool]
+        drawn = [scale[j] * _expit(rng.gauss(mean[j], sd[j])) for j in range(n)]
+
+        def simulate() -> npt.NDArray[np.float64]:
+            z = gen.normal(np.asarray(mean), np.asarray(sd), size=(n_sim, n))
+            return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))))
+
     picks = sorted(range(n), key=lambda j: (-drawn[j], j))[:f]
     chosen = [pool[j] for j in picks]
     if n == 1:  # one item, one free slot: certain
         return chosen, [1.0], [PropensityKind.EXACT]
-    gen = np.random.default_rng(seed)
-    sims = gen.beta(np.asarray(alpha), np.asarray(beta), size=(n_sim, n)) * np.asarray(scale)
+    sims = simulate() * np.asarray(scale)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :f]
     floor = 1.0 / (n_sim + 1)
     props = [

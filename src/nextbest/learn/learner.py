@@ -40,9 +40,11 @@ from nextbest.decide.pipeline import greedy
 from nextbest.events.model import Event
 from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
+from nextbest.learn.bayes_logistic import BayesLogistic
 from nextbest.learn.explore import (
     BetaScores,
     ExplorationBudget,
+    GaussianScores,
     RankEntry,
     Thompson,
     rank,
@@ -173,14 +175,18 @@ class Learner:
             return greedy(ctx, pool, limit)
         x = customer_features(ctx.profile, self.catalog.topics, ctx.now, ctx.context, ctx.segments)
         refs = [self._ref(c.offer, ctx.placement) for c in pool]
-        p_click = model.predict_many(x, refs, offsets=[_offset(c.p_click) for c in pool])
+        offsets = [_offset(c.p_click) for c in pool]
+        p_click = model.predict_many(x, refs, offsets=offsets)
         scale = [ranking.worth(c.offer) for c in pool]
         scores = [p * s for p, s in zip(p_click, scale, strict=True)]
         slots = [RankEntry(urgent=c.urgent, explorable=self._explorable(c.offer)) for c in pool]
-        thompson = None
+        thompson: BetaScores | GaussianScores | None = None
         if isinstance(learning.explore, Thompson) and isinstance(model, BetaBernoulli):
             posteriors = [model.posterior(r) for r in refs]
             thompson = BetaScores([a for a, _ in posteriors], [b for _, b in posteriors], scale)
+        elif isinstance(learning.explore, Thompson) and isinstance(model, BayesLogistic):
+            means, sds = model.score_posterior(x, refs, offsets)
+            thompson = GaussianScores(means, sds, scale)
         seed = seed_of(ctx.decision_id)
         placed = rank(
             slots,

@@ -8,7 +8,10 @@ placement, from the customer's features (``learn.features``) and the offer
   empirical-Bayes priors pooled by (placement, topic, kind); ignores the features;
   Thompson sampling explores;
 - ``contextual`` (``learn.contextual.ContextualLogistic``): an online logistic regression
-  over the features crossed with the offer; epsilon-greedy or softmax explores.
+  over the features crossed with the offer; epsilon-greedy or softmax explores;
+- ``bayes_logistic`` (``learn.bayes_logistic.BayesLogistic``): a Bayesian logistic
+  regression over the same crossed features, with a Gaussian posterior per weight;
+  Thompson sampling explores where it is unsure.
 
 Both handle position bias (see each module); ``predict_one(x, offer)`` at position 1 is the
 click probability of an examined offer, the number to rank by. Models are deterministic
@@ -166,6 +169,10 @@ def new_model(kind: ModelKind) -> PropensityModel:
         from nextbest.learn.bayes import BetaBernoulli
 
         return BetaBernoulli()
+    if kind is ModelKind.BAYES_LOGISTIC:
+        from nextbest.learn.bayes_logistic import BayesLogistic
+
+        return BayesLogistic()
     from nextbest.learn.contextual import ContextualLogistic  # imports this module
 
     return ContextualLogistic()
@@ -181,6 +188,10 @@ def load_model(state: bytes) -> PropensityModel:
         from nextbest.learn.bayes import BetaBernoulli
 
         return BetaBernoulli.from_state(state)
+    if kind is ModelKind.BAYES_LOGISTIC:
+        from nextbest.learn.bayes_logistic import BayesLogistic
+
+        return BayesLogistic.from_state(state)
     from nextbest.learn.contextual import ContextualLogistic
 
     return ContextualLogistic.from_state(state)
