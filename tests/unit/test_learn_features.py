@@ -120,3 +120,25 @@ def test_hour_of_week_matches_datetime(now: float, offset: float):
     moment = datetime.fromtimestamp(now + offset, UTC)
     day = "we" if moment.weekday() >= 5 else "wd"
     assert hour_of_week(now, offset) == f"{day}{moment.hour // 6}"
+
+
+def test_horizons_recency_page_overdraft_and_life_events():
+    p = rich_profile()
+    p.overdrawn = True
+    p.life_events = [(T0 - 3 * DAY, "moving"), (T0 - 200 * DAY, "birth"), (T0 - DAY, "x&topic:y")]
+    x = customer_features(p, TOPICS, T0, {}, page_topics=["mortgage", "unknown"])
+    # mortgage: hits exactly an hour and a day ago, windows (now - span, now]: the hour is
+    # empty, the day holds the hour-old hit
+    assert "count1h:mortgage" not in x
+    assert x["count1d:mortgage"] == math.log1p(1)
+    p.interests["mortgage"].hits.append(T0 - 60)
+    assert customer_features(p, TOPICS, T0, {})["count1h:mortgage"] == math.log1p(1)
+    assert x["recency:mortgage"] == 1.0 / (1.0 + 3600 / DAY)
+    assert x["recency:pension"] == 1.0 / 21.0
+    assert "count1d:pension" not in x
+    assert x["page:mortgage"] == 1.0
+    assert "page:unknown" not in x  # not a catalog topic
+    assert x["overdrawn"] == 1.0
+    assert x["life:moving"] == math.exp(-3 / 30)
+    assert "life:birth" not in x  # past 90 days
+    assert x["life:other"] == math.exp(-1 / 30)  # a client cannot grow the vocabulary

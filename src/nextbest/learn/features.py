@@ -9,10 +9,17 @@ key                     value
 ``bias``                1
 ``interest:<topic>``    ``log1p`` of the decayed interest score as of ``now``
                         (``decide.ranking.interest_value``)
+``count1h:<topic>``     ``log1p`` of the hits in the last hour (this visit's research)
+``count1d:<topic>``     ``log1p`` of the hits in the last day
 ``count7:<topic>``      ``log1p`` of the hits in the last 7 days
 ``count30:<topic>``     ``log1p`` of the hits in the last 30 days
+``recency:<topic>``     ``1 / (1 + days since the last hit)``: 1 today, 0.5 yesterday
 ``trend:<topic>``       ``log((last 7 days + 1) / (the 7 days before + 1))``, in [-3, 3]
 ``funnel:<topic>``      funnel stage / 5 (researching 0.2 ... customer 1.0)
+``page:<topic>``        1 for the topics of the page being viewed (``page_topics``)
+``overdrawn``           1 while the account is overdrawn
+``life:<type>``         ``exp(-days since / 30)`` for a life event in the last 90 days, one
+                        of ``LIFE_EVENT_TYPES`` or ``other``
 ``product:<name>``      1 per product held (lower-cased)
 ``segment:<id>``        1 per segment the customer is in
 ``lifecycle:<phase>``   1 (``unknown`` without an age)
@@ -49,6 +56,7 @@ __all__ = [
     "CATEGORICAL_PREFIXES",
     "CHANNELS",
     "DEVICE_TYPES",
+    "LIFE_EVENT_TYPES",
     "TOPIC_FEATURES",
     "Features",
     "customer_features",
@@ -59,9 +67,21 @@ __all__ = [
 Features: TypeAlias = dict[str, float]
 
 #: The per-topic feature families, ``<family>:<topic>``.
-TOPIC_FEATURES: tuple[str, ...] = ("interest", "count7", "count30", "trend", "funnel")
+TOPIC_FEATURES: tuple[str, ...] = (
+    "interest",
+    "count1h",
+    "count1d",
+    "count7",
+    "count30",
+    "recency",
+    "trend",
+    "funnel",
+    "page",
+)
 #: Indicator families (value 1): crossed with the offer id by the contextual model.
 CATEGORICAL_PREFIXES: tuple[str, ...] = (
+    "overdrawn",
+    "life:",
     "product:",
     "segment:",
     "lifecycle:",
@@ -80,10 +100,36 @@ DEVICE_TYPES: frozenset[str] = frozenset(
 CHANNELS: frozenset[str] = frozenset(
     {"web", "app", "email", "advisor", "browser", "server", "mobile", "sms", "push"}
 )
+#: life event types kept as they are (``Life Event`` ``type``): what core banking and CRM
+#: systems commonly report; any other is ``other``, so clients cannot grow a model
+LIFE_EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "birth",
+        "car_trouble",
+        "child_turning_18",
+        "death_in_family",
+        "divorce",
+        "graduation",
+        "inheritance",
+        "job_loss",
+        "marriage",
+        "moved_house",
+        "moving",
+        "new_job",
+        "renovation",
+        "retirement",
+        "retirement_approaching",
+        "travel_planning",
+        "turning_18",
+        "windfall",
+    }
+)
 _OTHER = "other"
 
 _HOUR = 3_600.0
 _TREND_CLIP = 3.0
+#: life events older than this say nothing any more
+_LIFE_DAYS = 90.0
 
 
 def hour_of_week(now: float, utc_offset: float = 0.0) -> str:
@@ -115,13 +161,17 @@ def customer_features(
     segments: Iterable[str] = (),
     lifecycle: str | None = None,
     utc_offset: float = 0.0,
+    page_topics: Iterable[str] = (),
 ) -> Features:
     """The customer's features as of ``now`` (see the module docstring for the keys).
 
     ``segments`` are the ids of the segments the customer is in; ``lifecycle`` the phase
-    if the caller has it already (otherwise it is derived from the traits' age).
+    if the caller has it already (otherwise it is derived from the traits' age);
+    ``page_topics`` the topics of the page the decision is for.
     """
     x: Features = {"bias": 1.0}
+    hour_ago = now - _HOUR
+    day_ago = now - DAY
     week_ago = now - 7 * DAY
     month_ago = now - 30 * DAY
     fortnight_ago = now - 14 * DAY
@@ -141,14 +191,32 @@ def customer_features(
             before = count_between(hits, fortnight_ago, week_ago)
             if c7:
                 x["count7:" + topic] = math.log1p(c7)
+                c1d = count_between(hits, day_ago, now)
+                if c1d:
+                    x["count1d:" + topic] = math.log1p(c1d)
+                    c1h = count_between(hits, hour_ago, now)
+                    if c1h:
+                        x["count1h:" + topic] = math.log1p(c1h)
             if c30:
                 x["count30:" + topic] = math.log1p(c30)
             if c7 or before:
                 trend = math.log((c7 + 1.0) / (before + 1.0))
                 x["trend:" + topic] = max(-_TREND_CLIP, min(_TREND_CLIP, trend))
+        if it.last_seen <= now:
+            x["recency:" + topic] = 1.0 / (1.0 + (now - it.last_seen) / DAY)
     for topic, stage in profile.funnel.items():
         if stage and topic in topics:
             x["funnel:" + topic] = stage / 5.0
+    for topic in page_topics:
+        if topic in topics:
+            x["page:" + topic] = 1.0
+    if profile.overdrawn:
+        x["overdrawn"] = 1.0
+    for when, kind in profile.life_events:
+        days = (now - when) / DAY
+        if 0.0 <= days <= _LIFE_DAYS:
+            name = "life:" + _bounded(kind, LIFE_EVENT_TYPES)
+            x[name] = max(x.get(name, 0.0), math.exp(-days / 30.0))
     for product in profile.products:
         x["product:" + product.lower()] = 1.0
     for segment in segments:

@@ -28,8 +28,9 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import islice
+from typing import Any
 
 import msgspec
 
@@ -163,6 +164,15 @@ class Learner:
             )
         return ref
 
+    def _page_topics(self, context: Mapping[str, Any]) -> list[str]:
+        """The topics of the page a decision is for: Segment's ``context.page`` (``url``
+        or ``path``), matched by the catalog's URL patterns."""
+        page = context.get("page")
+        if not isinstance(page, Mapping):
+            return []
+        url = page.get("url") or page.get("path")
+        return self.catalog.matcher.topics_of_url(url) if isinstance(url, str) else []
+
     def _explorable(self, offer: CompiledOffer) -> bool:
         camp = offer.campaign
         return camp is None or self.budgets[camp.id].explorable(camp.id)
@@ -173,7 +183,14 @@ class Learner:
         learning = self.catalog.placements[ctx.placement].learning
         if model is None or learning is None:
             return greedy(ctx, pool, limit)
-        x = customer_features(ctx.profile, self.catalog.topics, ctx.now, ctx.context, ctx.segments)
+        x = customer_features(
+            ctx.profile,
+            self.catalog.topics,
+            ctx.now,
+            ctx.context,
+            ctx.segments,
+            page_topics=self._page_topics(ctx.context),
+        )
         refs = [self._ref(c.offer, ctx.placement) for c in pool]
         offsets = [_offset(c.p_click) for c in pool]
         p_click = model.predict_many(x, refs, offsets=offsets)

@@ -53,6 +53,11 @@ class TopicMatcher:
     def topic_of_product(self, product: str) -> str | None:
         return self._product.get(product.lower())
 
+    def topics_of_url(self, url: str) -> list[str]:
+        """The topics whose URL patterns match ``url``'s path (or ``url`` as a path)."""
+        path = (urlsplit(url).path or "/").lower()
+        return [t for rx, t in self._url if rx.match(path)]
+
     def match(self, event: Event) -> list[str]:
         found: list[str] = []
         if event.type in (EventType.PAGE, EventType.SCREEN):
@@ -60,8 +65,7 @@ class TopicMatcher:
                 found.extend(self._category.get(event.category.lower(), ()))
             url = event.url
             if url:
-                path = (urlsplit(url).path or "/").lower()
-                found.extend(t for rx, t in self._url if rx.match(path))
+                found.extend(self.topics_of_url(url))
         elif event.type is EventType.TRACK and event.name and event.name not in NOT_INTEREST:
             found.extend(self._event.get(event.name, ()))
             props = event.properties

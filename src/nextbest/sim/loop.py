@@ -239,8 +239,19 @@ class SiteLoop:
             return Choice(picks=[(index[oid], p) for oid, p in picks])
 
         self.clock.set(ts)
+        # what a site's call carries: the device, and the page the placement is on
+        context: dict[str, Any] = {
+            "channel": "app" if page.get("type") == "screen" else "web",
+            "page": {"path": page.get("properties", {}).get("path", "/")},
+        }
+        device = page.get("context", {}).get("device")
+        if device is not None:
+            context["device"] = device
+        request = DecisionRequest(
+            placement=placement, limit=slots, exclude=frozenset(on_page), context=context
+        )
         decision = self.engine.decide(
-            DecisionRequest(placement=placement, limit=slots, exclude=frozenset(on_page)),
+            request,
             user_id=user,
             anonymous_id=anon,
             # nextbest decides as configured (learning, exploration); the others choose
