@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from nextbest.clock import ClockKind
 from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationError
 from nextbest.settings import Settings
 
@@ -49,6 +50,15 @@ DataOpt = typer.Option(
     envvar="NEXTBEST_DATA",
     help="SQLite file of the embedded store.",
 )
+ClockOpt = typer.Option(
+    ClockKind.WALL,
+    "--clock",
+    envvar="NEXTBEST_CLOCK",
+    case_sensitive=False,
+    help="wall: decide on the server's clock (production). event: now is the latest "
+    "accepted event timestamp, and a server key may send a decision's time as "
+    "context.now (replays, backfills, simulations).",
+)
 
 
 def _settings(catalog: str, data: str, **extra: object) -> Settings:
@@ -77,6 +87,7 @@ def serve(
     dev: bool = typer.Option(
         False, "--dev", help="Allow the development keys on a non-loopback address."
     ),
+    clock: ClockKind = ClockOpt,
 ) -> None:
     """Run the HTTP service on the embedded store."""
     import uvicorn
@@ -84,7 +95,7 @@ def serve(
     from nextbest.api.app import create_app
     from nextbest.bootstrap import build_engine
 
-    settings = _settings(catalog, data, host=host, port=port)
+    settings = _settings(catalog, data, host=host, port=port, clock=clock)
     if settings.uses_dev_keys and not dev and host not in ("127.0.0.1", "localhost", "::1"):
         _console("err").print(
             f"[red]refusing to serve the development keys on {host}: anyone could mint "
@@ -105,7 +116,7 @@ def serve(
         )
     _console("err").print(
         f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
-        f"store {settings.data}; http://{host}:{port}"
+        f"store {settings.data}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
 
