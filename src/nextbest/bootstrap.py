@@ -23,7 +23,15 @@ from nextbest.store.memory import memory_stores
 from nextbest.store.port import Stores
 from nextbest.store.sqlite import sqlite_stores
 
-__all__ = ["MEMORY", "build_engine", "load_catalog", "make_clock", "open_stores", "sequential_ids"]
+__all__ = [
+    "EVENT_TIME_ID_PREFIX",
+    "MEMORY",
+    "build_engine",
+    "load_catalog",
+    "make_clock",
+    "open_stores",
+    "sequential_ids",
+]
 
 #: the ``data`` setting that keeps everything in memory (tests, simulations)
 MEMORY = ":memory:"
@@ -38,15 +46,19 @@ def make_clock(settings: Settings) -> Clock:
     return EventClock() if settings.clock == ClockKind.EVENT else SystemClock()
 
 
-def sequential_ids(after: int) -> Callable[[], str]:
-    """Decision ids counted from ``after + 1`` (``ev0000000001`` ...).
+#: how an engine on event time names its decisions: ``nextbest-00000001`` ...
+EVENT_TIME_ID_PREFIX = "nextbest-"
+
+
+def sequential_ids(after: int, prefix: str = EVENT_TIME_ID_PREFIX) -> Callable[[], str]:
+    """Decision ids counted from ``after + 1``: ``{prefix}00000001`` ...
 
     On event time a run is reproducible only if its decision ids are (each seeds its
     decision's exploration), so an event-time engine counts them, from the decision log's
     position: a restart on the same store never hands out a logged id again (only the ids
     of decisions lost unflushed in a crash)."""
     count = itertools.count(after + 1)
-    return lambda: f"ev{next(count):010d}"
+    return lambda: f"{prefix}{next(count):08d}"
 
 
 def open_stores(data: str, synchronous: str = "FULL") -> Stores:
@@ -63,14 +75,15 @@ def build_engine(
     catalog: Catalog | None = None,
     new_id: Callable[[], str] | None = None,
     freeze_gc: bool = True,
+    id_prefix: str = EVENT_TIME_ID_PREFIX,
 ) -> Engine:
     """An engine on the settings' catalog (or ``catalog``, already compiled), stores and
     clock (or ``clock``).
 
     ``new_id``: decision ids; default random (uuid4) on the wall clock, counted
-    (``sequential_ids``) on event time. ``freeze_gc`` (a long-running server): what a restore
-    loads is moved out of the cyclic collector's reach; a simulation or a short command
-    passes False."""
+    (``sequential_ids``, named ``id_prefix``...) on event time. ``freeze_gc`` (a
+    long-running server): what a restore loads is moved out of the cyclic collector's reach;
+    a simulation or a short command passes False."""
     compiled = catalog if catalog is not None else load_catalog(settings.catalog)
     stores = open_stores(settings.data, synchronous=settings.sqlite_synchronous)
     try:
@@ -78,7 +91,8 @@ def build_engine(
             clock = make_clock(settings)
         if new_id is None:
             if isinstance(clock, EventClock):
-                new_id = sequential_ids(stores.decisions.decision_log_position() or 0)
+                after = stores.decisions.decision_log_position() or 0
+                new_id = sequential_ids(after, id_prefix)
             else:
                 new_id = _new_id
         return Engine(

@@ -49,13 +49,13 @@ def test_the_clock_setting_chooses_wall_or_event_time(tmp_path: Path):
     events.ingest_batch(batch(page("https://bank.example/cards", user="u1", at=T0 - 2 * DAY)))
     assert events.clock.now() == T0 - DAY  # the latest, never back
     first = events.decide(DecisionRequest(placement="home_feed"), user_id="u1")
-    assert first.decision_id == "ev0000000001"  # counted: a replay explores alike
+    assert first.decision_id == "nextbest-00000001"  # counted: a replay explores alike
     events.close()
     # a restart resumes the watermark and counts ids after the logged ones
     again = build_engine(settings, freeze_gc=False)
     assert again.clock.now() == T0 - DAY
     assert again.decide(DecisionRequest(placement="home_feed"), user_id="u1").decision_id == (
-        "ev0000000002"
+        "nextbest-00000002"
     )
     again.close()
 

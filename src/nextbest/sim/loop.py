@@ -1,17 +1,19 @@
 """The site loop: the synthetic bank drives a real in-process Engine like its web site and app
 would, and the policies it compares are measured on identical populations.
 
-For each policy: a fresh Engine (in-memory store, a FixedClock moved to each message's
-time), the same customers with the same hidden lives (CustomerSim objects rebuilt from the
-seed). Day by day, customer by customer, the day's messages are ingested in time order; at a
-decision point (a web page view of ``/`` or ``/accounts`` -> ``home_hero`` then ``home_feed``,
-of a product page -> ``product_sidebar``; the first screen of an app session -> ``app_home``;
-at most ``MAX_DECISIONS_PER_SESSION`` pages per session) the engine decides, the policy picks
-among the eligible set (an offer already on the page is not shown twice: the engine is told
-with ``DecisionRequest.exclude``), and the hidden response model turns what is shown into
+For each policy: a fresh engine on event time (``sim.engines``: in process, in memory or on
+a SQLite store; or a running server over HTTP), the same customers with the same hidden
+lives (CustomerSim objects rebuilt from the seed). Day by day, customer by customer, the
+day's messages are ingested in time order; at a decision point (a web page view of ``/`` or
+``/accounts`` -> ``home_hero`` then ``home_feed``, of a product page -> ``product_sidebar``;
+the first screen of an app session -> ``app_home``; at most ``MAX_DECISIONS_PER_SESSION``
+pages per session) the engine decides, the policy picks among the eligible set (an offer
+already on the page is not shown twice: the engine is told with
+``DecisionRequest.exclude``), and the hidden response model turns what is shown into
 ``Promotion Viewed`` / ``Promotion Clicked`` events and, after a converting click, the
 customer's application (``Application Started`` ...), all sent back through ``ingest_batch``
-exactly as a site would.
+exactly as a site would. The loop talks to its engine through ``sim.engines.SiteEngine``
+only: a batch is sent, a page's placements are decided at the page's own time.
 
 Response draws use their own generator per (seed, customer), so the world's own draws are
 not shifted by what a policy shows (they still diverge once a conversion ends a need).
@@ -25,19 +27,18 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
-from nextbest.bootstrap import MEMORY, build_engine, load_catalog
+from nextbest.bootstrap import load_catalog
 from nextbest.catalog.compiled import Catalog
-from nextbest.clock import FixedClock
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
+from nextbest.engine import Engine
 from nextbest.experiments.assignment import Arm, assign
-from nextbest.settings import Settings
+from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import NextbestPolicy, SitePolicy, make_policy
@@ -117,7 +118,9 @@ class SiteLoop:
     """One policy's run: its engine, its copy of the population, its counters.
 
     ``run_day(d)`` plays day ``d`` for every customer; ``finish()`` closes the engine and
-    returns the metrics. ``engine`` stays readable until ``finish``.
+    returns the metrics. ``site_engine``: where decisions are taken (default an in-process
+    engine on event time, in memory); ``engine``, the in-process one, stays readable until
+    ``finish``.
     """
 
     def __init__(
@@ -129,19 +132,14 @@ class SiteLoop:
         start: date = DEFAULT_START,
         model: ResponseModel | None = None,
         need_rate: float = 1.0,
+        site_engine: SiteEngine | None = None,
     ) -> None:
         model = model or ResponseModel(load_params())
         self.policy = policy
         self.catalog = catalog
         self.seed = seed
-        self.clock = FixedClock(0.0)
-        count = itertools.count(1)
-        self.engine = build_engine(
-            Settings(data=MEMORY),
-            self.clock,
-            catalog=catalog,
-            new_id=lambda: f"{policy.name}-{next(count):08d}",
-            freeze_gc=False,
+        self.site_engine: SiteEngine = site_engine or LocalEngine(
+            catalog, id_prefix=f"{policy.name}-"
         )
         self.model = model
         self.sims = [
@@ -158,12 +156,18 @@ class SiteLoop:
         self.offer_conversions: Counter[str] = Counter()
         self._seq = itertools.count(1)
 
+    @property
+    def engine(self) -> Engine:
+        """The in-process engine (a RuntimeError when the loop drives a server)."""
+        if not isinstance(self.site_engine, LocalEngine):
+            raise RuntimeError("this loop drives an engine over HTTP: no in-process engine")
+        return self.site_engine.engine
+
     # ------------------------------------------------------------------ ingestion
-    def _ingest(self, messages: list[dict[str, Any]], at: float) -> None:
+    def _ingest(self, messages: list[dict[str, Any]]) -> None:
         if not messages:
             return
-        self.clock.set(at)
-        self.engine.ingest_batch(orjson.dumps({"batch": messages}))
+        self.site_engine.send(messages)
         self.metrics.events_ingested += len(messages)
 
     # ------------------------------------------------------------------ the day
@@ -211,7 +215,7 @@ class SiteLoop:
             if not placements or in_session >= MAX_DECISIONS_PER_SESSION:
                 continue
             in_session += 1
-            self._ingest(batch, ts)
+            self._ingest(batch)
             batch = []
             # the page asks for all its placements at once, then the customer looks at them
             on_page: set[str] = set()
@@ -222,7 +226,7 @@ class SiteLoop:
             ]
             for decision in decisions:
                 self._respond(i, d, ts, msg, decision)
-        self._ingest(batch, messages[-1][0] if messages else sim.t0 + d * 86_400.0)
+        self._ingest(batch)
 
     def _decide(
         self, i: int, d: int, ts: float, page: dict[str, Any], placement: str, on_page: set[str]
@@ -238,11 +242,11 @@ class SiteLoop:
             picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown)
             return Choice(picks=[(index[oid], p) for oid, p in picks])
 
-        self.clock.set(ts)
-        decision = self.engine.decide(
+        decision = self.site_engine.decide(
             DecisionRequest(placement=placement, limit=slots, exclude=frozenset(on_page)),
             user_id=user,
             anonymous_id=anon,
+            at=_time_of(page),  # the page's time as its event says it (whole milliseconds)
             # nextbest decides as configured (learning, exploration); the others choose
             choose=None if isinstance(self.policy, NextbestPolicy) else choose,
         )
@@ -317,7 +321,7 @@ class SiteLoop:
         for k, (_, msg) in enumerate(conversions):
             msg["timestamp"] = iso(at + 60.0 + 600.0 * k)
             feedback.append(msg)
-        self._ingest(feedback, at + 60.0 + 600.0 * len(conversions))
+        self._ingest(feedback)
 
     def _track(
         self,
@@ -355,7 +359,7 @@ class SiteLoop:
         m.campaigns = self._campaigns()
         m.incremental_conversions = round(sum(c.incremental for c in m.campaigns.values()), 6)
         m.wall_seconds = round(wall, 3)
-        self.engine.close()
+        self.site_engine.close()
         return m
 
     def _campaigns(self) -> dict[str, CampaignResult]:
@@ -383,6 +387,11 @@ class SiteLoop:
                 )
             out[camp.id] = r
         return out
+
+
+def _time_of(message: dict[str, Any]) -> float:
+    """A message's time as its ``timestamp`` says, as the engine parses it."""
+    return datetime.fromisoformat(message["timestamp"]).timestamp()
 
 
 def run_policy(
