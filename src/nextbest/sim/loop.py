@@ -40,6 +40,7 @@ from nextbest.engine import Engine
 from nextbest.experiments.assignment import Arm, assign
 from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
+from nextbest.sim.intervals import incremental_intervals
 from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import NextbestPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
@@ -83,6 +84,9 @@ class CampaignResult(msgspec.Struct, kw_only=True):
     treatment_rate: float = 0.0
     #: (treatment rate - control rate) x treatment customers
     incremental: float = 0.0
+    #: its 95 % interval, a bootstrap over customers (``sim.intervals``)
+    incremental_low: float = 0.0
+    incremental_high: float = 0.0
 
 
 class Metrics(msgspec.Struct, kw_only=True):
@@ -98,6 +102,9 @@ class Metrics(msgspec.Struct, kw_only=True):
     organic_conversions: int = 0
     conversions_total: int = 0
     incremental_conversions: float = 0.0
+    #: its 95 % interval, a bootstrap over customers (``sim.intervals``)
+    incremental_low: float = 0.0
+    incremental_high: float = 0.0
     impressions_per_offer: dict[str, int] = {}
     clicks_per_offer: dict[str, int] = {}
     conversions_per_offer: dict[str, int] = {}
@@ -358,9 +365,29 @@ class SiteLoop:
         m.conversions_per_offer = dict(sorted(self.offer_conversions.items()))
         m.campaigns = self._campaigns()
         m.incremental_conversions = round(sum(c.incremental for c in m.campaigns.values()), 6)
+        m.incremental_low, m.incremental_high = self._intervals(m.campaigns)
         m.wall_seconds = round(wall, 3)
         self.site_engine.close()
         return m
+
+    def _intervals(self, campaigns: dict[str, CampaignResult]) -> tuple[float, float]:
+        """Each campaign's and the total's incremental 95 % interval (the total's returned)."""
+        data: dict[str, tuple[list[bool], list[int]]] = {}
+        for camp in self.catalog.spec.campaigns:
+            topic = campaigns[camp.id].topic
+            data[camp.id] = (
+                [
+                    assign(sim.c.user_id, camp.salt or camp.id, camp.control_share)
+                    is not Arm.CONTROL
+                    for sim in self.sims
+                ],
+                [converted[topic] if topic is not None else 0 for converted in self.converted],
+            )
+        per_campaign, total = incremental_intervals(data, seed=self.seed)
+        for camp_id, (low, high) in per_campaign.items():
+            campaigns[camp_id].incremental_low = low
+            campaigns[camp_id].incremental_high = high
+        return total
 
     def _campaigns(self) -> dict[str, CampaignResult]:
         out: dict[str, CampaignResult] = {}
@@ -405,11 +432,13 @@ def run_policy(
     model: ResponseModel | None = None,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    site_engine: SiteEngine | None = None,
 ) -> Metrics:
-    """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``."""
+    """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``;
+    ``site_engine``: where it decides (default a fresh in-process engine, in memory)."""
     chosen = make_policy(policy) if isinstance(policy, str) else policy
     began = time.perf_counter()
-    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate)
+    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate, site_engine)
     for d in range(days):
         run.run_day(d)
         if progress is not None:
@@ -427,8 +456,11 @@ def evaluate(
     start: date = DEFAULT_START,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    engine_for: Callable[[str, Catalog], SiteEngine | None] | None = None,
 ) -> dict[str, Metrics]:
-    """Run the site loop for each policy on identical populations; metrics by policy name."""
+    """Run the site loop for each policy on identical populations; metrics by policy name.
+    ``engine_for(policy, catalog)``: where that policy decides (None: a fresh in-process
+    engine in memory), e.g. a server over HTTP, or a SQLite store to keep."""
     names = list(policies)
     for name in names:
         make_policy(name)  # unknown names fail before any work
@@ -445,6 +477,7 @@ def evaluate(
             model=model,
             progress=progress,
             need_rate=need_rate,
+            site_engine=engine_for(name, catalog) if engine_for is not None else None,
         )
         for name in names
     }
@@ -468,7 +501,7 @@ def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = No
             "wall_seconds",
         )
     )
-    header = ["policy", *cols]
+    header = ["policy", *(f"{c} [95% CI]" if c == "incremental_conversions" else c for c in cols)]
     rows = [header]
     for name, m in results.items():
         row = [name]
@@ -477,6 +510,8 @@ def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = No
             row.append(
                 f"{v:.4f}" if c.endswith("ctr") else f"{v:.1f}" if isinstance(v, float) else str(v)
             )
+            if c == "incremental_conversions":  # and its 95 % interval
+                row[-1] += f" [{m.incremental_low:.1f}, {m.incremental_high:.1f}]"
         rows.append(row)
     widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
     lines = [
