@@ -109,11 +109,14 @@ _SERVINGS: dict[str, itertools.count[int]] = {}
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, new_id: Callable[[], str] | None = None) -> Iterator[LiveServer]:
+def serving(
+    settings: Settings, new_id: Callable[[], str] | None = None, *, counted_ids: bool = True
+) -> Iterator[LiveServer]:
     """A real uvicorn server on a free loopback port, in a thread, on ``settings``
     (``new_id``: the engine's decision ids, which seed its exploration; counted by default, so
-    that every run explores alike)."""
-    if new_id is None:
+    that every run explores alike; ``counted_ids=False``: the ids ``nextbest serve`` would
+    use, as the composition root chooses them)."""
+    if new_id is None and counted_ids:
         serving_no = next(_SERVINGS.setdefault(settings.data, itertools.count(1)))
         new_id = counter_ids(f"srv{serving_no}-")
     engine = build_engine(settings, new_id=new_id)

@@ -11,21 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from nextbest.clock import FixedClock
-from nextbest.decide.model import DecisionRequest
-from nextbest.engine import Engine
-from nextbest.store import sqlite_stores
-from nextbest.store.catalog_files import load_catalog
+from nextbest.clock import ClockKind
 from tests.conftest import make_settings, serving
 from tests.support import (
-    DAY,
-    EXAMPLE_CATALOG,
     ROOT,
-    T0,
-    batch,
     counter_ids,
-    feedback,
-    identify,
 )
 
 README = (ROOT / "README.md").read_text()
@@ -128,20 +118,15 @@ def test_readme_demo_fill_runs(keyed, tmp_path):
 
 
 def test_readme_analyst_commands_run(tmp_path):
-    """models, export decisions and evaluate, on a store with decisions and feedback."""
+    """sim evaluate --data, then models, export decisions and evaluate on its store: the
+    simulated run's decisions and feedback are there (at a small size)."""
     (block,) = [b for kind, b in BLOCKS if kind == "sh" and "nextbest evaluate" in b]
-    data = tmp_path / "store.sqlite"
-    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), FixedClock(T0))
-    for i in range(20):
-        user = f"reader-{i}"
-        engine.ingest_batch(batch(identify({"age": 30 + i}, user=user, at=T0 - DAY)))
-        decision = engine.decide(DecisionRequest(placement="home_feed"), user_id=user)
-        views = [feedback(decision, offer_id=item.offer_id, at=T0 + 1) for item in decision.items]
-        clicks = [feedback(decision, "Promotion Clicked", at=T0 + 5)] if i % 4 == 0 else []
-        engine.ingest_batch(batch(*views, *clicks))
-    engine.close()
-    script = block.replace(".nextbest/embedded.sqlite", str(data)).replace(
-        "decisions.parquet", str(tmp_path / "decisions.parquet")
+    nextbest_bin = Path(sys.executable).parent
+    script = (
+        block.replace(".venv/bin/", f"{nextbest_bin}/")
+        .replace("--customers 500 --days 30", "--customers 60 --days 10")
+        .replace("sim.sqlite", str(tmp_path / "sim.sqlite"))
+        .replace("decisions.parquet", str(tmp_path / "decisions.parquet"))
     )
     run = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -151,8 +136,38 @@ def test_readme_analyst_commands_run(tmp_path):
         timeout=120,
         check=True,
     )
+    rows = int(run.stdout.split("wrote ")[1].split(" rows")[0])
+    assert rows > 0
     assert "home_feed: contextual" in run.stdout
     assert "wrote " in run.stdout
     assert "click rate per slot" in run.stdout
     assert "share kept per earlier impression: " in run.stdout
     assert "ips" in run.stdout
+
+
+def test_readme_event_time_run_runs(tmp_path):
+    """The README's ``serve --clock event`` + ``sim evaluate --target`` block, against a real
+    server on event time (the block's serve line is this fixture)."""
+    (block,) = [b for kind, b in BLOCKS if kind == "sh" and "--clock event" in b]
+    serve, rest = block.split("\n", 1)
+    assert "serve --clock event" in serve
+    settings = make_settings(tmp_path, clock=ClockKind.EVENT)
+    with serving(settings, counted_ids=False) as server:
+        keys = f"--write-key {next(iter(settings.write_keys))} "
+        keys += f"--server-key {next(iter(settings.server_keys))} --quiet "
+        script = (
+            rest.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+            .replace("--customers 200 --days 14", "--customers 20 --days 4")
+            .replace("--target http://127.0.0.1:8000", keys + "--target " + server.url)
+        )
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert run.stdout.splitlines()[1].startswith("nextbest")
+        server.engine.flush()
+        assert next(iter(server.engine.decision_log.decisions()), None) is not None

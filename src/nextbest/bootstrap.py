@@ -1,19 +1,21 @@
 """The composition root: the one place that chooses backends and wires an engine.
 
-``build_engine(settings)`` loads the catalog, opens the stores the settings name and builds
-the engine over them; ``load_catalog`` (the catalog-files adapter) is what faces compile a
-catalog folder with; ``open_stores(data)`` is the backend choice alone (``:memory:`` for the
-in-memory twins, otherwise an embedded SQLite file). The scale-out backends (PostgreSQL,
+``build_engine(settings)`` loads the catalog, opens the stores the settings name, chooses the
+clock (``make_clock``: the wall clock, or event time) and builds the engine over them;
+``load_catalog`` (the catalog-files adapter) is what faces compile a catalog folder with;
+``open_stores(data)`` is the backend choice alone (``:memory:`` for the in-memory twins,
+otherwise an embedded SQLite file). The scale-out backends (PostgreSQL,
 Redis, NATS JetStream) join here, and nowhere else.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable
 
 from nextbest.catalog.compiled import Catalog
-from nextbest.clock import Clock
+from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.engine import Engine
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
@@ -21,7 +23,15 @@ from nextbest.store.memory import memory_stores
 from nextbest.store.port import Stores
 from nextbest.store.sqlite import sqlite_stores
 
-__all__ = ["MEMORY", "build_engine", "load_catalog", "open_stores"]
+__all__ = [
+    "EVENT_TIME_ID_PREFIX",
+    "MEMORY",
+    "build_engine",
+    "load_catalog",
+    "make_clock",
+    "open_stores",
+    "sequential_ids",
+]
 
 #: the ``data`` setting that keeps everything in memory (tests, simulations)
 MEMORY = ":memory:"
@@ -29,6 +39,26 @@ MEMORY = ":memory:"
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def make_clock(settings: Settings) -> Clock:
+    """The clock the settings name: the wall clock, or event time (a watermark)."""
+    return EventClock() if settings.clock == ClockKind.EVENT else SystemClock()
+
+
+#: how an engine on event time names its decisions: ``nextbest-00000001`` ...
+EVENT_TIME_ID_PREFIX = "nextbest-"
+
+
+def sequential_ids(after: int, prefix: str = EVENT_TIME_ID_PREFIX) -> Callable[[], str]:
+    """Decision ids counted from ``after + 1``: ``{prefix}00000001`` ...
+
+    On event time a run is reproducible only if its decision ids are (each seeds its
+    decision's exploration), so an event-time engine counts them, from the decision log's
+    position: a restart on the same store never hands out a logged id again (only the ids
+    of decisions lost unflushed in a crash)."""
+    count = itertools.count(after + 1)
+    return lambda: f"{prefix}{next(count):08d}"
 
 
 def open_stores(data: str, synchronous: str = "FULL") -> Stores:
@@ -43,16 +73,28 @@ def build_engine(
     clock: Clock | None = None,
     *,
     catalog: Catalog | None = None,
-    new_id: Callable[[], str] = _new_id,
+    new_id: Callable[[], str] | None = None,
     freeze_gc: bool = True,
+    id_prefix: str = EVENT_TIME_ID_PREFIX,
 ) -> Engine:
-    """An engine on the settings' catalog (or ``catalog``, already compiled) and stores.
+    """An engine on the settings' catalog (or ``catalog``, already compiled), stores and
+    clock (or ``clock``).
 
-    ``freeze_gc`` (a long-running server): what a restore loads is moved out of the cyclic
-    collector's reach; a simulation or a short command passes False."""
+    ``new_id``: decision ids; default random (uuid4) on the wall clock, counted
+    (``sequential_ids``, named ``id_prefix``...) on event time. ``freeze_gc`` (a
+    long-running server): what a restore loads is moved out of the cyclic collector's reach;
+    a simulation or a short command passes False."""
     compiled = catalog if catalog is not None else load_catalog(settings.catalog)
     stores = open_stores(settings.data, synchronous=settings.sqlite_synchronous)
     try:
+        if clock is None:
+            clock = make_clock(settings)
+        if new_id is None:
+            if isinstance(clock, EventClock):
+                after = stores.decisions.decision_log_position() or 0
+                new_id = sequential_ids(after, id_prefix)
+            else:
+                new_id = _new_id
         return Engine(
             compiled,
             stores,

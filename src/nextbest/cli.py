@@ -4,15 +4,17 @@ or the engine's."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from nextbest.clock import ClockKind
 from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationError
 from nextbest.settings import Settings
 
@@ -49,6 +51,15 @@ DataOpt = typer.Option(
     envvar="NEXTBEST_DATA",
     help="SQLite file of the embedded store.",
 )
+ClockOpt = typer.Option(
+    ClockKind.WALL,
+    "--clock",
+    envvar="NEXTBEST_CLOCK",
+    case_sensitive=False,
+    help="wall: decide on the server's clock (production). event: now is the latest "
+    "accepted event timestamp, and a server key may send a decision's time as "
+    "context.now (replays, backfills, simulations).",
+)
 
 
 def _settings(catalog: str, data: str, **extra: object) -> Settings:
@@ -77,6 +88,7 @@ def serve(
     dev: bool = typer.Option(
         False, "--dev", help="Allow the development keys on a non-loopback address."
     ),
+    clock: ClockKind = ClockOpt,
 ) -> None:
     """Run the HTTP service on the embedded store."""
     import uvicorn
@@ -84,7 +96,7 @@ def serve(
     from nextbest.api.app import create_app
     from nextbest.bootstrap import build_engine
 
-    settings = _settings(catalog, data, host=host, port=port)
+    settings = _settings(catalog, data, host=host, port=port, clock=clock)
     if settings.uses_dev_keys and not dev and host not in ("127.0.0.1", "localhost", "::1"):
         _console("err").print(
             f"[red]refusing to serve the development keys on {host}: anyone could mint "
@@ -105,7 +117,7 @@ def serve(
         )
     _console("err").print(
         f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
-        f"store {settings.data}; http://{host}:{port}"
+        f"store {settings.data}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
 
@@ -213,6 +225,19 @@ def _epoch(text: str | None, flag: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _today() -> date:
+    """Today's UTC date (tests replace it: what a default depends on is injected here)."""
+    return datetime.now(UTC).date()
+
+
+def _date(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        _console("err").print(f"{flag}: not an ISO date: {text!r}", markup=False)
+        raise typer.Exit(2) from None
+
+
 ParquetOut = typer.Option(..., "--out", help="Parquet file to write.")
 SinceOpt = typer.Option(None, "--since", help="From this time (ISO, UTC if naive).")
 UntilOpt = typer.Option(None, "--until", help="Before this time (ISO, UTC if naive).")
@@ -310,15 +335,20 @@ def sim_generate(
     customers: int = typer.Option(1_000, help="How many customers."),
     days: int = typer.Option(30, help="How many days to simulate."),
     out: str = typer.Option("-", "--out", "-o", help="NDJSON file, or - for stdout."),
-    start: str = typer.Option("2026-06-01", help="First simulated day (ISO date)."),
+    start: str | None = typer.Option(
+        None,
+        help="First simulated day (ISO date). Default: DAYS days ago, so the last simulated "
+        "day is yesterday and a server deciding today finds the events in its windows; "
+        "give it to get the same bytes on any day.",
+    ),
 ) -> None:
-    """Write the synthetic bank's Segment-spec messages as NDJSON (same arguments, same bytes)."""
-    from datetime import date
-
+    """Write the synthetic bank's Segment-spec messages as NDJSON (same arguments and
+    --start, same bytes)."""
     from nextbest.sim.generate import generate_lines, write_ndjson
 
+    first = _date(start, "--start") if start else _today() - timedelta(days=days)
     began = time.perf_counter()
-    n = write_ndjson(out, generate_lines(seed, customers, days, date.fromisoformat(start)))
+    n = write_ndjson(out, generate_lines(seed, customers, days, first))
     took = time.perf_counter() - began
     _console("err").print(
         f"{n:,} messages for {customers:,} customers over {days} days in {took:.1f} s "
@@ -354,7 +384,8 @@ def sim_send(
     from nextbest.sim.generate import generate_lines
     from nextbest.sim.send import ndjson_lines, run_send
 
-    lines = ndjson_lines(file) if file else generate_lines(seed, customers, days)
+    first = _today() - timedelta(days=days)  # the generated days end today, like sim generate's
+    lines = ndjson_lines(file) if file else generate_lines(seed, customers, days, first)
     report = run_send(
         target,
         write_key,
@@ -385,23 +416,134 @@ def sim_evaluate(
     need_rate: float = typer.Option(
         1.0, min=0.0, help="Scales how often life events start needs (1: the defaults)."
     ),
+    start: str | None = typer.Option(
+        None,
+        help="First simulated day (ISO date). Default: a fixed day (2026-06-01), so the "
+        "same arguments give the same figures on any day.",
+    ),
+    target: str = typer.Option(
+        "",
+        "--target",
+        help="Drive a running nextbest over HTTP as a site would, instead of an engine in "
+        "process: a server on event time (nextbest serve --clock event) on a new store, "
+        "serving --catalog. Only the nextbest policy runs there.",
+    ),
+    write_key: str = typer.Option(
+        "dev-write-key", "--write-key", help="With --target: the key events are sent with."
+    ),
+    server_key: str = typer.Option(
+        "dev-server-key", "--server-key", help="With --target: the key decisions ask with."
+    ),
+    data: str = typer.Option(
+        "",
+        "--data",
+        "-d",
+        help="Keep the nextbest policy's events, decisions and feedback in this new SQLite "
+        "store (for nextbest export / evaluate / models).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Run the site loop in process against each policy on identical populations."""
+    """Run the site loop against each policy on identical populations (in process,
+    or the nextbest policy against a server with --target); print what each earned.
+
+    incremental_conversions: per campaign, (treatment rate - control rate)
+    x treatment customers, summed. [95% CI]: its percentile interval from 1,000
+    bootstrap resamples of the customers (the unit campaigns randomize), seeded
+    by --seed."""
     from pathlib import Path
 
     import msgspec
 
+    from nextbest.catalog.compiled import Catalog
+    from nextbest.sim.engines import LocalEngine, RemoteEngine, SiteEngine
+    from nextbest.sim.generate import DEFAULT_START
     from nextbest.sim.loop import evaluate, format_table
 
     names = tuple(p.strip() for p in policies.split(",") if p.strip())
-    try:
-        results = evaluate(seed, customers, days, names, catalog, need_rate=need_rate)
-    except ValueError as exc:
-        _console("err").print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    first_day = _date(start, "--start") if start else DEFAULT_START
+    if target and set(names) != {"nextbest"}:
+        _console("err").print(
+            "--target runs the nextbest policy only (the others choose inside the engine, "
+            "which needs it in process): pass --policies nextbest",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    if data and "nextbest" not in names:
+        _console("err").print("--data keeps the nextbest policy's run: add it to --policies")
+        raise typer.Exit(2)
+    if data and (target or Path(data).exists()):
+        why = "the server keeps its own store" if target else f"{data} exists"
+        _console("err").print(f"--data needs a new store, in process: {why}", markup=False)
+        raise typer.Exit(2)
+
+    def engine_for(policy: str, loaded: Catalog) -> SiteEngine | None:
+        if policy != "nextbest":
+            return None
+        if target:
+            remote = RemoteEngine(target, loaded, write_key=write_key, server_key=server_key)
+            try:
+                remote.check()
+            except BaseException:
+                remote.close()
+                raise
+            return remote
+        return LocalEngine(loaded, data, id_prefix="nextbest-") if data else None
+
+    err = _console("err")
+    with _progress(err, quiet, names, days) as progress:
+        try:
+            results = evaluate(
+                seed,
+                customers,
+                days,
+                names,
+                catalog,
+                start=first_day,
+                need_rate=need_rate,
+                progress=progress,
+                engine_for=engine_for,
+            )
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
     _console("out").print(format_table(results), markup=False)
     if json_out:
         Path(json_out).write_bytes(msgspec.json.encode(results))
+
+
+@contextlib.contextmanager
+def _progress(
+    console: Console, quiet: bool, policies: tuple[str, ...], days: int
+) -> Iterator[Callable[[str, int], None] | None]:
+    """A progress bar on ``console`` (days played per policy), or None when quiet or when
+    ``console`` is not a terminal."""
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("days"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks = {p: bar.add_task(p, total=days) for p in policies}
+
+        def advance(policy: str, day: int) -> None:
+            bar.update(tasks[policy], completed=day)
+
+        yield advance
 
 
 def main() -> None:

@@ -11,11 +11,18 @@ Live profiles and identities are a ``ProfileBook`` (pure), learned models a ``Le
 ``store.snapshot``. The engine holds the locks: ingest appends under the write lock and folds
 under the state lock, so the log order is the fold order and a new event is visible to the
 very next decision.
+
+**Time.** ``now`` is the clock's: the wall clock (``SystemClock``), or on event time
+(``EventClock``, ``--clock event``) the watermark, the latest accepted event timestamp, moved
+under the state lock as events are folded (a decision sees the time of what it sees). On event
+time each event is received at its own time (the learner's click windows follow the events),
+and a caller with a server key may say when a decision is taken (``decide(now=...)``).
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +31,7 @@ from typing import Any
 import msgspec
 
 from nextbest.catalog.compiled import Catalog
-from nextbest.clock import Clock, SystemClock
+from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.decide.feedback import check_feedback, is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
@@ -32,7 +39,7 @@ from nextbest.decision_journal import DecisionJournal
 from nextbest.errors import ValidationError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import DEFAULT_LIMITS, Limits, parse_batch, parse_message
-from nextbest.guard.senders import Sender, check_decider, check_senders
+from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.model import Profile
@@ -83,7 +90,9 @@ class Engine:
         self.decision_log = stores.decisions
         self.state_store = stores.state
         self._close_stores = stores.close
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
+        #: the watermark, when the engine runs on event time
+        self._event_clock = self.clock if isinstance(self.clock, EventClock) else None
         self.limits = limits
         self._new_id = new_id
         self._lock = threading.RLock()  # live state: fold and decide
@@ -101,13 +110,37 @@ class Engine:
     def _fresh(self) -> tuple[ProfileBook, Learner]:
         return ProfileBook(self.catalog.matcher, self.catalog.fold_config), Learner(self.catalog)
 
+    # ---------------------------------------------------------------- time
+    @property
+    def clock_kind(self) -> ClockKind:
+        """What ``now`` is: the wall clock, or the events' time (a watermark)."""
+        return ClockKind.EVENT if self._event_clock is not None else ClockKind.WALL
+
+    def wall_now(self) -> float:
+        """Real time, on either clock: for what must follow it whatever the events say
+        (how far in the future a timestamp may be, when a customer token expires)."""
+        events = self._event_clock
+        return events.wall.now() if events is not None else self.clock.now()
+
+    def require_event_time(self, path: str = "$.context.now") -> None:
+        """A ValidationError at ``path`` unless the engine runs on event time: only there may
+        a caller say when a decision is taken."""
+        if self._event_clock is None:
+            raise ValidationError(
+                "this server decides on its wall clock: a decision time is taken only by a "
+                "server on event time (nextbest serve --clock event)",
+                path,
+            )
+
     # ---------------------------------------------------------------- ingest
     def parse_batch(self, body: bytes) -> list[Event]:
         """Validate a ``/v1/batch`` body into events (ValidationError with the field path)."""
-        return parse_batch(body, self.clock.now(), self.limits)
+        event_time = self._event_clock is not None
+        return parse_batch(body, self.wall_now(), self.limits, event_time=event_time)
 
     def parse_message(self, kind: EventType, body: bytes) -> Event:
-        return parse_message(kind, body, self.clock.now(), self.limits)
+        event_time = self._event_clock is not None
+        return parse_message(kind, body, self.wall_now(), self.limits, event_time=event_time)
 
     def ingest_batch(self, body: bytes) -> IngestResult:
         """Parse and ingest a ``/v1/batch`` body; all messages are stored or none."""
@@ -132,6 +165,11 @@ class Engine:
                         self._apply(self._book, self._learner, seq, event, joined.get(i))
                         accepted += 1
                 self._since_snapshot += accepted
+                if self._event_clock is not None and accepted:
+                    # the latest accepted timestamp; an older one never moves it back
+                    self._event_clock.observe(
+                        max(e.timestamp for e, q in zip(events, seqs, strict=True) if q is not None)
+                    )
             return IngestResult(accepted, len(events) - accepted)
 
     def ingest_as(
@@ -189,20 +227,28 @@ class Engine:
         anonymous_id: str | None = None,
         anonymous_only: bool = False,
         choose: Chooser | None = None,
+        now: float | None = None,
     ) -> Decision:
         """Decide for a userId, or an anonymousId (resolved to its user once stitched, unless
         ``anonymous_only``: then only what that device did anonymously counts). ``choose``
         picks the items among the ranked eligible offers (default: the placement's learned model
-        and exploration policy, or the catalog's order; a simulator's policy, say)."""
+        and exploration policy, or the catalog's order; a simulator's policy, say).
+
+        ``now``: when the decision is taken, on event time only (a replay or a simulation
+        decides at the moment its page was viewed; it does not move the watermark, which only
+        events do); default the clock's now. On the wall clock a ``now`` is a ValidationError
+        at ``$.context.now``, the field the HTTP face takes it from."""
         if not user_id and not anonymous_id:
             raise ValidationError("userId or anonymousId is required", "$.userId")
+        if now is not None:
+            self.require_event_time()
         with self._lock:
             profile = self._book.for_decision(user_id, anonymous_id, anonymous_only)
             decision = run_pipeline(
                 self.catalog,
                 profile,
                 request,
-                self.clock.now(),
+                self.clock.now() if now is None else now,
                 self._new_id(),
                 choose or self._learner.choose,
             )
@@ -217,13 +263,21 @@ class Engine:
         *,
         user_id: str | None = None,
         anonymous_id: str | None = None,
+        now: float | None = None,
     ) -> Decision:
         """``decide`` on behalf of a caller: Forbidden unless its key may decide for
         ``user_id``; a public key holding only an anonymousId sees that device's anonymous
-        profile, never the customer it was stitched to (``guard.senders.check_decider``)."""
+        profile, never the customer it was stitched to (``guard.senders.check_decider``);
+        only server and admin keys may say when (``now``; ``check_decision_time``)."""
         anonymous_only = check_decider(sender, user_id)
+        if now is not None:
+            check_decision_time(sender)
         return self.decide(
-            request, user_id=user_id, anonymous_id=anonymous_id, anonymous_only=anonymous_only
+            request,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            anonymous_only=anonymous_only,
+            now=now,
         )
 
     def decision(self, decision_id: str) -> Decision | None:
@@ -392,6 +446,10 @@ class Engine:
                 learner.record_decision(decision)
         self._fold_log(book, learner, book.seq)
         self._book, self._learner = book, learner
+        if self._event_clock is not None and learner.now != -math.inf:
+            # on event time every event is received at its own time: the learner's time,
+            # the latest of them, is where the watermark was
+            self._event_clock.observe(learner.now)
         if self._freeze_gc:  # what was just loaded lives as long as the process
             gc.freeze()
 

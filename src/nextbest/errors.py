@@ -11,8 +11,10 @@
     ├── CatalogError            catalog YAML invalid (file, line, reason)
     ├── RuleError               a CEL rule does not compile or names an unknown root
     ├── ConfigError             a setting (NEXTBEST_*) is malformed
-    └── StoreError              the storage adapter failed (I/O)          -> 503
-        └── StoreUnavailable    the backend cannot be reached             -> 503
+    ├── StoreError              the storage adapter failed (I/O)          -> 503
+    │   └── StoreUnavailable    the backend cannot be reached             -> 503
+    └── RemoteError             a nextbest server a client drives (``sim evaluate --target``)
+                                refused a request or cannot be reached
 
 Adapters translate driver errors into StoreError with ``raise ... from exc``;
 the HTTP face maps this tree to status codes in one table.
@@ -32,6 +34,7 @@ __all__ = [
     "NextbestError",
     "NotFound",
     "PayloadTooLarge",
+    "RemoteError",
     "RuleError",
     "StoreError",
     "StoreUnavailable",
@@ -159,3 +162,14 @@ class StoreError(NextbestError):
 
 class StoreUnavailable(StoreError):
     code = "store_unavailable"
+
+
+class RemoteError(NextbestError):
+    """A nextbest server driven over HTTP (the simulator's ``--target``) answered with an
+    error, or could not be reached; ``status`` is the HTTP status (0: no answer)."""
+
+    code = "remote_error"
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from nextbest.clock import ClockKind
 from nextbest.errors import ConfigError
 
 __all__ = ["DEV_KEYS", "Settings"]
@@ -42,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sqlite_synchronous: str = "FULL"
     snapshot_every: int = 50_000
     decision_flush_every: int = 10_000
+    #: ``wall`` (production) or ``event``: now is the latest accepted event timestamp
+    #: (replays, backfills, simulations)
+    clock: ClockKind = ClockKind.WALL
 
     @property
     def uses_dev_keys(self) -> bool:
@@ -80,6 +84,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 if not raw.strip().isdigit():
                     raise ConfigError(f"NEXTBEST_{key} must be a whole number, not {raw!r}")
                 values[name] = int(raw)
+        if "NEXTBEST_CLOCK" in e:
+            raw = e["NEXTBEST_CLOCK"].strip().lower()
+            if raw not in tuple(ClockKind):
+                kinds = " or ".join(k.value for k in ClockKind)
+                raise ConfigError(f"NEXTBEST_CLOCK must be {kinds}, not {e['NEXTBEST_CLOCK']!r}")
+            values["clock"] = raw
         for kind in ("write", "browser", "server", "admin"):
             values[f"{kind}_keys"] = _keys(e.get(f"NEXTBEST_{kind.upper()}_KEYS"))
         if not any(values[f"{k}_keys"] for k in ("write", "browser", "server", "admin")):

@@ -656,7 +656,11 @@ def test_admin_routes_need_an_admin_key(live_server: LiveServer, http: httpx.Cli
 def test_public_routes_need_no_key(live_server: LiveServer, http: httpx.Client):
     health = http.get("/healthz")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "catalog": live_server.engine.catalog.version}
+    assert health.json() == {
+        "status": "ok",
+        "catalog": live_server.engine.catalog.version,
+        "clock": "wall",
+    }
     doc = http.get("/openapi.json")
     assert doc.status_code == 200
     assert doc.json()["openapi"] == "3.1.0"

@@ -138,6 +138,9 @@ def test_metrics_are_internally_consistent(small_run: dict[str, Metrics]) -> Non
         assert m.incremental_conversions == pytest.approx(
             sum(c.incremental for c in m.campaigns.values())
         )
+        assert m.incremental_low <= m.incremental_high
+        for c in m.campaigns.values():
+            assert c.incremental_low <= c.incremental_high
 
 
 def test_oracle_orders_by_expected_value(catalog: Catalog) -> None:

@@ -31,9 +31,9 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import AuthError, NextbestError, NotFound
 from nextbest.events.model import Event, EventType
-from nextbest.events.parse import SINGLE_MESSAGE, decode_json
+from nextbest.events.parse import SINGLE_MESSAGE, decode_json, parse_instant
 from nextbest.events.wire import WireBatch
-from nextbest.guard.senders import KeyKind, Scope, Sender
+from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.settings import Settings
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -92,18 +92,32 @@ def _single(kind: EventType) -> Handler:
     return handler
 
 
+def _decision_time(ctx: Ctx, context: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+    """``context.now`` (a replay's or simulation's decision time) and the context without
+    it: Forbidden unless a server or admin key sent it, a ValidationError unless it is an ISO
+    8601 date-time with an offset (the engine refuses it on the wall clock)."""
+    if "now" not in context:
+        return None, context
+    check_decision_time(ctx.sender, "$.context.now")
+    ctx.engine.require_event_time("$.context.now")
+    now = parse_instant(context["now"], "$.context.now", ctx.engine.wall_now(), ctx.engine.limits)
+    return now, {k: v for k, v in context.items() if k != "now"}
+
+
 async def _decide(ctx: Ctx) -> Response:
     body: DecideBody = decode_json(ctx.body, DecideBody)
+    now, context = _decision_time(ctx, body.context)
     decision = ctx.engine.decide_as(
         ctx.sender,
         DecisionRequest(
             placement=body.placement,
             limit=body.limit,
-            context=body.context,
+            context=context,
             exclude=frozenset(body.exclude),
         ),
         user_id=body.userId,
         anonymous_id=body.anonymousId,
+        now=now,
     )
     out = msgspec.to_builtins(decision)
     if not body.explain:
@@ -128,7 +142,13 @@ async def _decision(ctx: Ctx) -> Response:
 
 
 async def _health(ctx: Ctx) -> Response:
-    return _json({"status": "ok", "catalog": ctx.engine.catalog.version})
+    return _json(
+        {
+            "status": "ok",
+            "catalog": ctx.engine.catalog.version,
+            "clock": ctx.engine.clock_kind.value,
+        }
+    )
 
 
 async def _openapi(ctx: Ctx) -> Response:
@@ -277,7 +297,7 @@ def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[.
             body_key,
             request.headers.get("x-customer-token"),
             settings,
-            engine.clock.now(),
+            engine.wall_now(),  # a token expires in real time, on event time too
         )
         sender.require(spec.scope)
         return sender

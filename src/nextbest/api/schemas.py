@@ -17,6 +17,8 @@ class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     userId: str | None = None
     anonymousId: str | None = None
     limit: int | None = None
+    #: what the page knows (device, channel, ...); ``now`` (ISO 8601 with an offset): when
+    #: the decision is taken, on a server on event time, with a server or admin key only
     context: dict[str, Any] = {}
     #: offers the page already shows in another placement (at most 50)
     exclude: Annotated[list[OfferId], msgspec.Meta(max_length=50)] = []

@@ -2,11 +2,18 @@
 
 A batch is accepted whole or rejected whole: the first problem raises ValidationError with
 the JSONPath of the field (``$.batch[3].properties.amount``) and nothing is stored.
+
+``event_time``: for a server on event time (``--clock event``), where the events' own times
+are the clock, every message must say when it happened (``timestamp``, or
+``originalTimestamp`` taken as is: there is no receipt time to correct a device's skew
+against) and is received at that time (``Event.received_at``, which the learner's click
+windows follow); the future bound still counts from ``received_at``, the wall clock.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -29,8 +36,10 @@ __all__ = [
     "DEFAULT_LIMITS",
     "SINGLE_MESSAGE",
     "Limits",
+    "check_time",
     "decode_json",
     "parse_batch",
+    "parse_instant",
     "parse_message",
 ]
 
@@ -80,24 +89,35 @@ def decode_json(body: bytes, kind: type[Any], prefix: str = "") -> Any:
         raise ValidationError("JSON nested too deeply", prefix or "$") from exc
 
 
-def parse_batch(body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS) -> list[Event]:
+def parse_batch(
+    body: bytes,
+    received_at: float,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    event_time: bool = False,
+) -> list[Event]:
     """Parse a ``/v1/batch`` body (``{"batch": [...], "sentAt": ...}``)."""
     wire: WireBatch = decode_json(body, WireBatch, "")
     if len(wire.batch) > limits.max_batch:
         raise ValidationError(f"a batch holds at most {limits.max_batch} messages", "$.batch")
     shared = _object(wire.context, "$.context", limits)
     return [
-        _normalize(msg, f"$.batch[{i}]", received_at, wire.sentAt, shared, limits)
+        _normalize(msg, f"$.batch[{i}]", received_at, wire.sentAt, shared, limits, event_time)
         for i, msg in enumerate(wire.batch)
     ]
 
 
 def parse_message(
-    kind: EventType, body: bytes, received_at: float, limits: Limits = DEFAULT_LIMITS
+    kind: EventType,
+    body: bytes,
+    received_at: float,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    event_time: bool = False,
 ) -> Event:
     """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
     wire = decode_json(body, SINGLE_MESSAGE[kind], "")
-    return _normalize(wire, "$", received_at, None, {}, limits)
+    return _normalize(wire, "$", received_at, None, {}, limits, event_time)
 
 
 def _text(value: Any) -> str | None:
@@ -139,21 +159,52 @@ def _object(value: dict[str, Any] | None, path: str, limits: Limits) -> dict[str
 
 
 def _event_time(
-    msg: WireMessage, path: str, received_at: float, batch_sent_at: Any, limits: Limits
+    msg: WireMessage,
+    path: str,
+    received_at: float,
+    batch_sent_at: Any,
+    limits: Limits,
+    event_time: bool = False,
 ) -> float:
     sent_at = msg.sentAt or batch_sent_at
     if msg.timestamp is not None:
         when, field = msg.timestamp.timestamp(), "timestamp"
     elif msg.originalTimestamp is not None:
         when, field = msg.originalTimestamp.timestamp(), "originalTimestamp"
-        if sent_at is not None:  # Segment's clock-skew correction
+        if sent_at is not None and not event_time:  # Segment's clock-skew correction
             when = received_at - (sent_at.timestamp() - when)
+    elif event_time:
+        raise ValidationError(
+            "a message needs a timestamp: this server runs on event time (--clock event)",
+            f"{path}.timestamp",
+        )
     else:
         return received_at
+    return check_time(when, f"{path}.{field}", received_at, limits)
+
+
+def parse_instant(value: Any, path: str, wall: float, limits: Limits = DEFAULT_LIMITS) -> float:
+    """An ISO 8601 date-time with a UTC offset (``2026-06-01T09:30:00.000+00:00``, ``...Z``)
+    as epoch seconds, bounded like event timestamps (``check_time``); ValidationError at
+    ``path`` otherwise."""
+    if not isinstance(value, str):
+        raise ValidationError("must be an ISO 8601 date-time string", path)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"not an ISO 8601 date-time: {value[:40]!r}", path) from None
+    if moment.tzinfo is None:
+        raise ValidationError("needs a UTC offset (Z or +00:00)", path)
+    return check_time(moment.timestamp(), path, wall, limits)
+
+
+def check_time(when: float, path: str, wall: float, limits: Limits = DEFAULT_LIMITS) -> float:
+    """``when`` if it is a time nextbest accepts: not before 2000, at most
+    ``limits.max_future_skew`` after ``wall``; a ValidationError at ``path`` otherwise."""
     if when < _EARLIEST:
-        raise ValidationError("timestamp before 2000-01-01", f"{path}.{field}")
-    if when > received_at + limits.max_future_skew:
-        raise ValidationError("timestamp more than a day in the future", f"{path}.{field}")
+        raise ValidationError("timestamp before 2000-01-01", path)
+    if when > wall + limits.max_future_skew:
+        raise ValidationError("timestamp more than a day in the future", path)
     return when
 
 
@@ -190,6 +241,7 @@ def _normalize(
     batch_sent_at: Any,
     shared_context: dict[str, Any],
     limits: Limits,
+    event_time: bool = False,
 ) -> Event:
     user_id = _id(msg.userId, f"{path}.userId", limits)
     anonymous_id = _id(msg.anonymousId, f"{path}.anonymousId", limits)
@@ -201,11 +253,12 @@ def _normalize(
     context = _object(msg.context, f"{path}.context", limits)
     if shared_context:
         context = {**shared_context, **context}
-    timestamp = _event_time(msg, path, received_at, batch_sent_at, limits)
+    timestamp = _event_time(msg, path, received_at, batch_sent_at, limits, event_time)
     common: dict[str, Any] = {
         "message_id": message_id,
         "timestamp": timestamp,
-        "received_at": received_at,
+        # on event time the events' own times are the clock: each is received at its time
+        "received_at": timestamp if event_time else received_at,
         "user_id": user_id,
         "anonymous_id": anonymous_id,
         "context": context,

@@ -22,7 +22,14 @@ from nextbest.errors import Forbidden
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
 
-__all__ = ["KeyKind", "Scope", "Sender", "check_decider", "check_senders"]
+__all__ = [
+    "KeyKind",
+    "Scope",
+    "Sender",
+    "check_decider",
+    "check_decision_time",
+    "check_senders",
+]
 
 
 class KeyKind(enum.StrEnum):
@@ -120,3 +127,15 @@ def check_decider(sender: Sender, user_id: str | None) -> bool:
             "token that binds this userId, or use the anonymousId"
         )
     return user_id is None and not sender.any_customer
+
+
+def check_decision_time(sender: Sender, path: str = "$.context.now") -> None:
+    """Forbidden unless ``sender`` may say when a decision is taken (a decide request's
+    ``context.now``): the bank's backends replaying or simulating traffic (server and admin
+    keys), never a page (write or browser keys), which could otherwise step round caps and
+    schedules."""
+    if not sender.any_customer:
+        raise Forbidden(
+            f"a {sender.kind.value} key may not set the decision time (at {path}): "
+            "only server and admin keys may"
+        )

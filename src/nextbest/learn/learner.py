@@ -13,7 +13,10 @@ stored). A click is learned at once as a 1 (the very next decision reflects it);
 at once as a 0; a view waits ``click_window_minutes`` for its click and is then learned as a
 0. Time is when the server received each event (``received_at``, kept in the log), never the
 wall clock and never a client's own clock (one skewed device could otherwise close every
-window), so a replay of the same log gives byte-identical models (``to_state``). Only
+window), so a replay of the same log gives byte-identical models (``to_state``). On a
+server on event time (``--clock event``: replays, backfills, simulations) each event is
+received at its own timestamp, so a view's miss is learned once event time passes its
+window, however fast the events arrive. Only
 decisions this learner made teach its model (another chooser's decision, a simulator's
 policy say, logs other features). A click counts while its view waits, or within
 two click windows of the decision (a click that overtook its view); later clicks are

@@ -1,17 +1,19 @@
 """The site loop: the synthetic bank drives a real in-process Engine like its web site and app
 would, and the policies it compares are measured on identical populations.
 
-For each policy: a fresh Engine (in-memory store, a FixedClock moved to each message's
-time), the same customers with the same hidden lives (CustomerSim objects rebuilt from the
-seed). Day by day, customer by customer, the day's messages are ingested in time order; at a
-decision point (a web page view of ``/`` or ``/accounts`` -> ``home_hero`` then ``home_feed``,
-of a product page -> ``product_sidebar``; the first screen of an app session -> ``app_home``;
-at most ``MAX_DECISIONS_PER_SESSION`` pages per session) the engine decides, the policy picks
-among the eligible set (an offer already on the page is not shown twice: the engine is told
-with ``DecisionRequest.exclude``), and the hidden response model turns what is shown into
+For each policy: a fresh engine on event time (``sim.engines``: in process, in memory or on
+a SQLite store; or a running server over HTTP), the same customers with the same hidden
+lives (CustomerSim objects rebuilt from the seed). Day by day, customer by customer, the
+day's messages are ingested in time order; at a decision point (a web page view of ``/`` or
+``/accounts`` -> ``home_hero`` then ``home_feed``, of a product page -> ``product_sidebar``;
+the first screen of an app session -> ``app_home``; at most ``MAX_DECISIONS_PER_SESSION``
+pages per session) the engine decides, the policy picks among the eligible set (an offer
+already on the page is not shown twice: the engine is told with
+``DecisionRequest.exclude``), and the hidden response model turns what is shown into
 ``Promotion Viewed`` / ``Promotion Clicked`` events and, after a converting click, the
 customer's application (``Application Started`` ...), all sent back through ``ingest_batch``
-exactly as a site would.
+exactly as a site would. The loop talks to its engine through ``sim.engines.SiteEngine``
+only: a batch is sent, a page's placements are decided at the page's own time.
 
 Response draws use their own generator per (seed, customer), so the world's own draws are
 not shifted by what a policy shows (they still diverge once a conversion ends a need).
@@ -25,20 +27,20 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
-from nextbest.bootstrap import MEMORY, build_engine, load_catalog
+from nextbest.bootstrap import load_catalog
 from nextbest.catalog.compiled import Catalog
-from nextbest.clock import FixedClock
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
+from nextbest.engine import Engine
 from nextbest.experiments.assignment import Arm, assign
-from nextbest.settings import Settings
+from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
+from nextbest.sim.intervals import incremental_intervals
 from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import NextbestPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
@@ -82,6 +84,9 @@ class CampaignResult(msgspec.Struct, kw_only=True):
     treatment_rate: float = 0.0
     #: (treatment rate - control rate) x treatment customers
     incremental: float = 0.0
+    #: its 95 % interval, a bootstrap over customers (``sim.intervals``)
+    incremental_low: float = 0.0
+    incremental_high: float = 0.0
 
 
 class Metrics(msgspec.Struct, kw_only=True):
@@ -97,6 +102,9 @@ class Metrics(msgspec.Struct, kw_only=True):
     organic_conversions: int = 0
     conversions_total: int = 0
     incremental_conversions: float = 0.0
+    #: its 95 % interval, a bootstrap over customers (``sim.intervals``)
+    incremental_low: float = 0.0
+    incremental_high: float = 0.0
     impressions_per_offer: dict[str, int] = {}
     clicks_per_offer: dict[str, int] = {}
     conversions_per_offer: dict[str, int] = {}
@@ -117,7 +125,9 @@ class SiteLoop:
     """One policy's run: its engine, its copy of the population, its counters.
 
     ``run_day(d)`` plays day ``d`` for every customer; ``finish()`` closes the engine and
-    returns the metrics. ``engine`` stays readable until ``finish``.
+    returns the metrics. ``site_engine``: where decisions are taken (default an in-process
+    engine on event time, in memory); ``engine``, the in-process one, stays readable until
+    ``finish``.
     """
 
     def __init__(
@@ -129,19 +139,14 @@ class SiteLoop:
         start: date = DEFAULT_START,
         model: ResponseModel | None = None,
         need_rate: float = 1.0,
+        site_engine: SiteEngine | None = None,
     ) -> None:
         model = model or ResponseModel(load_params())
         self.policy = policy
         self.catalog = catalog
         self.seed = seed
-        self.clock = FixedClock(0.0)
-        count = itertools.count(1)
-        self.engine = build_engine(
-            Settings(data=MEMORY),
-            self.clock,
-            catalog=catalog,
-            new_id=lambda: f"{policy.name}-{next(count):08d}",
-            freeze_gc=False,
+        self.site_engine: SiteEngine = site_engine or LocalEngine(
+            catalog, id_prefix=f"{policy.name}-"
         )
         self.model = model
         self.sims = [
@@ -158,12 +163,18 @@ class SiteLoop:
         self.offer_conversions: Counter[str] = Counter()
         self._seq = itertools.count(1)
 
+    @property
+    def engine(self) -> Engine:
+        """The in-process engine (a RuntimeError when the loop drives a server)."""
+        if not isinstance(self.site_engine, LocalEngine):
+            raise RuntimeError("this loop drives an engine over HTTP: no in-process engine")
+        return self.site_engine.engine
+
     # ------------------------------------------------------------------ ingestion
-    def _ingest(self, messages: list[dict[str, Any]], at: float) -> None:
+    def _ingest(self, messages: list[dict[str, Any]]) -> None:
         if not messages:
             return
-        self.clock.set(at)
-        self.engine.ingest_batch(orjson.dumps({"batch": messages}))
+        self.site_engine.send(messages)
         self.metrics.events_ingested += len(messages)
 
     # ------------------------------------------------------------------ the day
@@ -211,7 +222,7 @@ class SiteLoop:
             if not placements or in_session >= MAX_DECISIONS_PER_SESSION:
                 continue
             in_session += 1
-            self._ingest(batch, ts)
+            self._ingest(batch)
             batch = []
             # the page asks for all its placements at once, then the customer looks at them
             on_page: set[str] = set()
@@ -222,7 +233,7 @@ class SiteLoop:
             ]
             for decision in decisions:
                 self._respond(i, d, ts, msg, decision)
-        self._ingest(batch, messages[-1][0] if messages else sim.t0 + d * 86_400.0)
+        self._ingest(batch)
 
     def _decide(
         self, i: int, d: int, ts: float, page: dict[str, Any], placement: str, on_page: set[str]
@@ -238,7 +249,6 @@ class SiteLoop:
             picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown)
             return Choice(picks=[(index[oid], p) for oid, p in picks])
 
-        self.clock.set(ts)
         # what a site's call carries: the device, and the page the placement is on
         context: dict[str, Any] = {
             "channel": "app" if page.get("type") == "screen" else "web",
@@ -250,10 +260,11 @@ class SiteLoop:
         request = DecisionRequest(
             placement=placement, limit=slots, exclude=frozenset(on_page), context=context
         )
-        decision = self.engine.decide(
+        decision = self.site_engine.decide(
             request,
             user_id=user,
             anonymous_id=anon,
+            at=_time_of(page),  # the page's time as its event says it (whole milliseconds)
             # nextbest decides as configured (learning, exploration); the others choose
             choose=None if isinstance(self.policy, NextbestPolicy) else choose,
         )
@@ -328,7 +339,7 @@ class SiteLoop:
         for k, (_, msg) in enumerate(conversions):
             msg["timestamp"] = iso(at + 60.0 + 600.0 * k)
             feedback.append(msg)
-        self._ingest(feedback, at + 60.0 + 600.0 * len(conversions))
+        self._ingest(feedback)
 
     def _track(
         self,
@@ -365,9 +376,29 @@ class SiteLoop:
         m.conversions_per_offer = dict(sorted(self.offer_conversions.items()))
         m.campaigns = self._campaigns()
         m.incremental_conversions = round(sum(c.incremental for c in m.campaigns.values()), 6)
+        m.incremental_low, m.incremental_high = self._intervals(m.campaigns)
         m.wall_seconds = round(wall, 3)
-        self.engine.close()
+        self.site_engine.close()
         return m
+
+    def _intervals(self, campaigns: dict[str, CampaignResult]) -> tuple[float, float]:
+        """Each campaign's and the total's incremental 95 % interval (the total's returned)."""
+        data: dict[str, tuple[list[bool], list[int]]] = {}
+        for camp in self.catalog.spec.campaigns:
+            topic = campaigns[camp.id].topic
+            data[camp.id] = (
+                [
+                    assign(sim.c.user_id, camp.salt or camp.id, camp.control_share)
+                    is not Arm.CONTROL
+                    for sim in self.sims
+                ],
+                [converted[topic] if topic is not None else 0 for converted in self.converted],
+            )
+        per_campaign, total = incremental_intervals(data, seed=self.seed)
+        for camp_id, (low, high) in per_campaign.items():
+            campaigns[camp_id].incremental_low = low
+            campaigns[camp_id].incremental_high = high
+        return total
 
     def _campaigns(self) -> dict[str, CampaignResult]:
         out: dict[str, CampaignResult] = {}
@@ -396,6 +427,11 @@ class SiteLoop:
         return out
 
 
+def _time_of(message: dict[str, Any]) -> float:
+    """A message's time as its ``timestamp`` says, as the engine parses it."""
+    return datetime.fromisoformat(message["timestamp"]).timestamp()
+
+
 def run_policy(
     policy: str | SitePolicy,
     seed: int,
@@ -407,11 +443,13 @@ def run_policy(
     model: ResponseModel | None = None,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    site_engine: SiteEngine | None = None,
 ) -> Metrics:
-    """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``."""
+    """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``;
+    ``site_engine``: where it decides (default a fresh in-process engine, in memory)."""
     chosen = make_policy(policy) if isinstance(policy, str) else policy
     began = time.perf_counter()
-    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate)
+    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate, site_engine)
     for d in range(days):
         run.run_day(d)
         if progress is not None:
@@ -429,8 +467,11 @@ def evaluate(
     start: date = DEFAULT_START,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    engine_for: Callable[[str, Catalog], SiteEngine | None] | None = None,
 ) -> dict[str, Metrics]:
-    """Run the site loop for each policy on identical populations; metrics by policy name."""
+    """Run the site loop for each policy on identical populations; metrics by policy name.
+    ``engine_for(policy, catalog)``: where that policy decides (None: a fresh in-process
+    engine in memory), e.g. a server over HTTP, or a SQLite store to keep."""
     names = list(policies)
     for name in names:
         make_policy(name)  # unknown names fail before any work
@@ -447,6 +488,7 @@ def evaluate(
             model=model,
             progress=progress,
             need_rate=need_rate,
+            site_engine=engine_for(name, catalog) if engine_for is not None else None,
         )
         for name in names
     }
@@ -470,7 +512,7 @@ def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = No
             "wall_seconds",
         )
     )
-    header = ["policy", *cols]
+    header = ["policy", *(f"{c} [95% CI]" if c == "incremental_conversions" else c for c in cols)]
     rows = [header]
     for name, m in results.items():
         row = [name]
@@ -479,6 +521,8 @@ def format_table(results: dict[str, Metrics], columns: Sequence[str] | None = No
             row.append(
                 f"{v:.4f}" if c.endswith("ctr") else f"{v:.1f}" if isinstance(v, float) else str(v)
             )
+            if c == "incremental_conversions":  # and its 95 % interval
+                row[-1] += f" [{m.incremental_low:.1f}, {m.incremental_high:.1f}]"
         rows.append(row)
     widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
     lines = [
