@@ -192,6 +192,14 @@ def models(
         )
         for name, weight in i.top_features:
             out.print(f"    {weight:+.4f}  {name}", markup=False)
+        for c in m.calibration:
+            deciles = " ".join(f"{b.predicted:.3f}/{b.observed:.3f}" for b in c.bins)
+            out.print(
+                f"    calibration, {c.outcome}: {c.n:,} items, predicted {c.predicted:.4f}, "
+                f"observed {c.observed:.4f}, ECE {c.ece:.4f}; by decile (predicted/observed): "
+                f"{deciles}",
+                markup=False,
+            )
 
 
 @app.command()

@@ -10,11 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import msgspec
+
 from nextbest.bootstrap import MEMORY, build_engine, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, ReplayReport
 from nextbest.errors import CatalogProblem, NotFound, ValidationError
+from nextbest.learn.calibration import calibration
 from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
@@ -79,9 +82,17 @@ def replay_store(settings: Settings, write: bool = False) -> ReplayReport:
 
 
 def list_models(settings: Settings, top: int = 5) -> list[PlacementModel]:
-    """Each learning placement's model as the store has it."""
+    """Each learning placement's model as the store has it, with the calibration of its
+    logged click and conversion estimates against what customers did."""
     with _opened(settings) as engine:
-        return engine.models(top)
+        models = engine.models(top)
+    if settings.data == MEMORY:
+        return models
+    found = calibration(read_logged(settings.catalog, settings.data).items)
+    return [
+        msgspec.structs.replace(m, calibration=[c for c in found if c.placement == m.placement])
+        for m in models
+    ]
 
 
 class Logged(NamedTuple):

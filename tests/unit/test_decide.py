@@ -80,7 +80,8 @@ def test_unknown_customer_gets_non_personal_offers(make_engine):
     assert {e.why for e in d.excluded} == {Suppression.INELIGIBLE}
 
 
-def test_score_is_prior_times_value_times_weight(make_engine, catalog: Catalog):
+def test_score_is_the_expected_value_of_the_priors(make_engine, catalog: Catalog):
+    """score = P(click) x P(conversion | click) x value x weight, all from the catalog."""
     engine = make_engine("memory")
     user = treated_everywhere()
     mortgage_fan(engine, user)
@@ -94,7 +95,8 @@ def test_score_is_prior_times_value_times_weight(make_engine, catalog: Catalog):
         catalog.scoring.half_saturation,
     )
     assert item.p_click == pytest.approx(p)
-    assert item.score == pytest.approx(p * 400 * 1.2)
+    assert item.p_convert == offer.base_conversion == catalog.scoring.conversion_rate == 0.1
+    assert item.score == pytest.approx(p * 0.1 * 400 * 1.2)
     assert item.propensity == 1.0
     assert click_prior(0.01, 0.0, 4.0, 3.0) == 0.01
     assert click_prior(0.01, 3.0, 4.0, 3.0) == pytest.approx(0.03)

@@ -487,3 +487,68 @@ def test_decisions_of_other_placements_do_not_count_against_budgets(
     learner.record_decision(decision(cat, placement="home_hero", offers=("mortgage_rates",)))
     assert all(b.counts() == {} for b in learner.budgets.values())
     assert not learner.dirty
+
+
+def kpi(name: str, product: str | None, *, at: float, user: str | None = "u1", anon=None) -> Event:
+    return Event(
+        message_id=f"m{next(_ids)}",
+        type=EventType.TRACK,
+        timestamp=at,
+        received_at=at,
+        user_id=user,
+        anonymous_id=anon,
+        name=name,
+        properties={"product": product} if product else {},
+    )
+
+
+def same_as_u1(key: str, e: Event) -> bool:
+    return key == "u1" and e.user_id == "u1"
+
+
+def test_a_kpi_event_after_a_click_converts_it_and_the_window_closing_does_not(
+    catalog: Catalog,
+) -> None:
+    """P(conversion | click) per offer: the offer's KPI event from the same customer within
+    the attribution window converts the latest click; a window closing is a non-conversion;
+    a KPI for another topic's product or from another customer converts nothing."""
+    learner = Learner(catalog)
+    offer = catalog.offers["mortgage_rates"]
+    assert learner.conversions.predict(offer) == pytest.approx(0.1)  # the catalog's prior
+    d1 = decision(catalog, "d1", at=T0)
+    viewed(learner, d1, at=T0 + 1)
+    clicked(learner, d1, at=T0 + 2)
+    for wrong in (
+        kpi("Application Started", "car_loan", at=T0 + 3600),  # another topic's product
+        kpi("Application Started", "mortgage", at=T0 + 3600, user="u2"),  # someone else
+        kpi("Product Opened", "mortgage", at=T0 + 3600),  # not this offer's KPI
+    ):
+        learner.observe_outcome(wrong, wrong.user_id or "", same_as_u1)
+    assert learner.conversions.counts() == {}
+    good = kpi("Application Started", "mortgage", at=T0 + 2 * 86_400)
+    learner.observe_outcome(good, "u1", same_as_u1)
+    assert learner.conversions.counts() == {"mortgage_rates": (1.0, 1.0)}
+    assert learner.conversions.predict(offer) == pytest.approx((0.1 * 20 + 1) / 21)
+    # a second click that never converts: learned as such once its window closes
+    d2 = decision(catalog, "d2", at=T0 + 3 * 86_400)
+    viewed(learner, d2, at=T0 + 3 * 86_400 + 1)
+    clicked(learner, d2, at=T0 + 3 * 86_400 + 2)
+    state = learner.to_state()
+    resumed = Learner.from_state(catalog, state)
+    assert resumed.to_state() == state  # the waiting click survives a restart
+    for lrn in (learner, resumed):
+        lrn.advance(T0 + 11 * 86_400)
+        assert lrn.conversions.counts() == {"mortgage_rates": (1.0, 2.0)}
+    assert learner.to_state() == resumed.to_state()
+
+
+def test_learned_conversion_rates_change_the_expected_value_ranked_by(catalog: Catalog) -> None:
+    learner = Learner(catalog)
+    rates, savings = catalog.offers["mortgage_rates"], catalog.offers["savings_offer"]
+    learner.conversions.load({"mortgage_rates": (0.0, 200.0), "savings_offer": (60.0, 200.0)})
+    assert learner.conversions.predict(rates) == pytest.approx(2 / 220)
+    assert learner.conversions.predict(savings) == pytest.approx(62 / 220)
+    pool = [Candidate(rates, 0.02, 0.0), Candidate(savings, 0.02, 0.0)]
+    ctx = ChoiceContext("dx", "home_feed", T0, Profile(customer_id="u1"), {}, [])
+    choice = learner.choose(ctx, pool, 2)
+    assert choice.p_convert == [pytest.approx(2 / 220), pytest.approx(62 / 220)]

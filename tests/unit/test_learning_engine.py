@@ -885,6 +885,12 @@ def test_nextbest_models_lists_the_learning_placements(
         ("product_sidebar", "EpsilonGreedy", "contextual"),
         ("app_home", "Thompson", "bayes"),
     ]
+    calibrated = listed[1]["calibration"]
+    assert [(c["outcome"], c["n"], c["observed"]) for c in calibrated] == [
+        ("click", len(d.items), round(1 / len(d.items), 6)),
+        ("conversion", 1, 0.0),
+    ]
+    assert "calibration, click:" in result.stdout
     feed = listed[1]["info"]
     assert (feed["version"], feed["n_learned"]) == ("contextual-2", 2)
     assert feed["state_bytes"] > 0

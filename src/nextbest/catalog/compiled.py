@@ -26,6 +26,7 @@ class CompiledOffer:
     """An offer ready for decisions: its rule compiled, its campaign and window resolved."""
 
     __slots__ = (
+        "base_conversion",
         "base_ctr",
         "campaign",
         "id",
@@ -61,6 +62,10 @@ class CompiledOffer:
         self.weight = campaign.weight if campaign is not None else 1.0
         default = scoring.service_ctr if spec.kind is OfferKind.SERVICE else scoring.commercial_ctr
         self.base_ctr = spec.prior_ctr if spec.prior_ctr is not None else default
+        #: P(conversion | click) before any is observed
+        self.base_conversion = (
+            spec.prior_conversion if spec.prior_conversion is not None else scoring.conversion_rate
+        )
         self.valid_from = valid_from
         self.valid_until = valid_until
         #: segments the eligibility rule names, in order: the reasons cite those that hold

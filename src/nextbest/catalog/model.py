@@ -79,6 +79,9 @@ class OfferSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     topic: Id | None = None
     value: Positive = 1.0
     prior_ctr: Probability | None = None
+    #: P(conversion | click) before any is observed (``scoring.conversion_rate`` if unset):
+    #: learned from the offer's ``kpi_event`` after clicks, shrunk towards this while thin
+    prior_conversion: Probability | None = None
     eligibility: str = "true"
     kpi_event: str | None = None
     priority: int = 0
@@ -213,6 +216,11 @@ class ScoringSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     service_ctr: Probability = 0.08
     commercial_ctr: Probability = 0.01
+    #: P(conversion | click) an offer starts from (``prior_conversion`` overrides it)
+    conversion_rate: Probability = 0.1
+    #: how many clicks the conversion prior weighs: learned rates move away from it as
+    #: clicks with known outcomes outnumber this
+    conversion_strength: Annotated[float, msgspec.Meta(gt=0.0)] = 20.0
     #: the most interest can multiply the base CTR by (1 + lift)
     interest_lift: NonNegative = 4.0
     #: decayed score at which half of the lift is reached

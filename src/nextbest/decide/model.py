@@ -63,6 +63,8 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     #: placed by exploration, not where the greedy order would have put it
     explored: bool = False
     propensity_kind: PropensityKind = PropensityKind.EXACT
+    #: the estimated P(conversion | click) the score used (learned, or the catalog's prior)
+    p_convert: float | None = None
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):
@@ -73,6 +75,8 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
     score: float
     #: a service message whose trigger holds (``OfferSpec.urgent``): first, never explored
     urgent: bool = False
+    #: a learned P(conversion | click) (None: the catalog's prior, ``base_conversion``)
+    p_convert: float | None = None
 
 
 class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
@@ -91,14 +95,16 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     """A chooser's answer. ``picks``: (candidate index, propensity) per slot, best first; the
     propensity is the probability that the choosing policy puts that candidate in that slot
     (1.0: deterministic). ``explored`` per pick; ``p_click`` per candidate when a learned
-    model replaced the catalog's prior (scores become p_click x value x weight);
-    ``features`` and ``model_version`` go to the decision log."""
+    model replaced the catalog's prior, ``p_convert`` when learned conversion rates replaced
+    the catalog's (scores become p_click x p_convert x value x weight); ``features`` and
+    ``model_version`` go to the decision log."""
 
     picks: list[tuple[int, float]]
     explored: list[bool] = []
     #: per pick: how the propensity was obtained (see ``DecisionItem.propensity_kind``)
     kinds: list[PropensityKind] = []
     p_click: list[float] | None = None
+    p_convert: list[float] | None = None
     features: dict[str, float] | None = None
     model_version: str | None = None
 

@@ -156,8 +156,8 @@ def decide(
     in_segments = sorted(k for k, v in rules.segments.items() if v)
     ctx = ChoiceContext(decision_id, placement.id, now, rules.seen, request.context, in_segments)
     choice = choose(ctx, pool, limit)
-    if choice.p_click is not None:  # a learned model's click probabilities
-        pool = _rescore(pool, choice.p_click)
+    if choice.p_click is not None:  # a learned model's click and conversion probabilities
+        pool = _rescore(pool, choice.p_click, choice.p_convert)
     items = _items(catalog, placement, pool, choice, limit, rules, audience.personalized)
     available = (
         _fallback_available(catalog, profile, placement, request, now, audience)
@@ -381,11 +381,14 @@ def _control_group(
 
 
 # ---------------------------------------------------------------------- 8. choose
-def _rescore(pool: list[Candidate], p_click: list[float]) -> list[Candidate]:
-    """The pool scored with a learned model's click probabilities."""
+def _rescore(
+    pool: list[Candidate], p_click: list[float], p_convert: list[float] | None
+) -> list[Candidate]:
+    """The pool scored with a learned model's click (and conversion) probabilities."""
+    converts: list[float | None] = list(p_convert) if p_convert else [None] * len(pool)
     return [
-        Candidate(c.offer, p, ranking.score(c.offer, p), c.urgent)
-        for c, p in zip(pool, p_click, strict=True)
+        Candidate(c.offer, p, ranking.score(c.offer, p, q), c.urgent, q)
+        for c, p, q in zip(pool, p_click, converts, strict=True)
     ]
 
 
@@ -422,6 +425,7 @@ def _items(
                 ),
                 explored=explored[position - 1],
                 propensity_kind=kinds[position - 1],
+                p_convert=round(offer.base_conversion if c.p_convert is None else c.p_convert, 9),
             )
         )
     return items

@@ -4,9 +4,12 @@ its contact policy holds an offer back. The pipeline (``decide.pipeline``), offl
 whose exploration ranks with ``learn.explore.rank``) and the simulator's policies
 (``sim.policies``) all call these functions; a change to how nextbest ranks is made here.
 
-**Score.** ``score = p_click x value x weight`` (``score``): the offer's value, its campaign's
-business weight, and the click probability, which is the catalog's interest prior
-(``prior_p_click``) until a placement's learned model replaces it.
+**Score.** The expected value of showing an offer, ``score = P(click) x P(conversion |
+click) x value x weight`` (``score``): the offer's value (what a conversion is worth), its
+campaign's business weight, the click probability, which is the catalog's interest prior
+(``prior_p_click``) until a placement's learned model replaces it, and the conversion
+probability after a click, the catalog's prior (``base_conversion``) until the learner's
+conversion model, fed by the offer's KPI event after clicks, replaces it.
 
 **Order** (``rank_key``, ``in_rank_order``): urgent service messages first (a service
 message whose trigger, ``urgent`` in the catalog, holds: an overdraft warning while
@@ -71,16 +74,18 @@ def prior_p_click(offer: CompiledOffer, interest: float, scoring: ScoringSpec) -
     return click_prior(offer.base_ctr, interest, scoring.interest_lift, scoring.half_saturation)
 
 
-def score(offer: CompiledOffer, p_click: float) -> float:
-    """What ranks an offer: ``p_click x value x weight``."""
-    return p_click * offer.spec.value * offer.weight
+def score(offer: CompiledOffer, p_click: float, p_convert: float | None = None) -> float:
+    """What ranks an offer: ``p_click x p_convert x value x weight`` (``p_convert``: the
+    catalog's prior when not given)."""
+    return p_click * worth(offer, p_convert)
 
 
-def worth(offer: CompiledOffer) -> float:
-    """What a click on ``offer`` is worth to the ranking, ``value x weight``: a learned model's
-    click probabilities times this are the scores its exploration ranks by (``score``'s
-    product taken in the other order)."""
-    return offer.spec.value * offer.weight
+def worth(offer: CompiledOffer, p_convert: float | None = None) -> float:
+    """What a click on ``offer`` is worth to the ranking, ``p_convert x value x weight``: a
+    learned model's click probabilities times this are the scores its exploration ranks by
+    (``score``'s product taken in the other order)."""
+    p = offer.base_conversion if p_convert is None else p_convert
+    return p * offer.spec.value * offer.weight
 
 
 # ------------------------------------------------------------------------------ order

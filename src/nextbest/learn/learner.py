@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -41,10 +41,12 @@ from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.decide import ranking
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision
 from nextbest.decide.pipeline import greedy
-from nextbest.events.model import Event
+from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
 from nextbest.learn.bayes_logistic import BayesLogistic
+from nextbest.learn.calibration import Calibration
+from nextbest.learn.conversion import ConversionModel, PendingConversion
 from nextbest.learn.explore import (
     BetaScores,
     ExplorationBudget,
@@ -55,6 +57,7 @@ from nextbest.learn.explore import (
     seed_of,
 )
 from nextbest.learn.features import Features, customer_features
+from nextbest.learn.logs import DEFAULT_ATTRIBUTION_DAYS
 from nextbest.learn.model import (
     DEFAULT_PRIOR_MEAN,
     ModelInfo,
@@ -64,6 +67,7 @@ from nextbest.learn.model import (
     load_model,
     new_model,
 )
+from nextbest.profile.identity import ANON_PREFIX
 
 __all__ = ["PRIOR", "Learner", "PlacementModel", "customer_part"]
 
@@ -122,6 +126,9 @@ class _State(msgspec.Struct, kw_only=True):
     budgets: dict[str, tuple[int, int]]
     now: float
     learned: int
+    #: clicks waiting for their KPI event, and each offer's conversion counts
+    pending: list[PendingConversion] = []
+    conversions: dict[str, tuple[float, float]] = {}
 
 
 class PlacementModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,6 +137,9 @@ class PlacementModel(msgspec.Struct, frozen=True, kw_only=True):
     placement: str
     explore: str
     info: ModelInfo
+    #: the placement's logged estimates against outcomes (``learn.calibration``): filled
+    #: where the decision log is read (``usecases.list_models``)
+    calibration: list[Calibration] = []
 
 
 class Learner:
@@ -148,6 +158,11 @@ class Learner:
         self._answered: dict[tuple[str, str], float] = {}
         self._forget: list[tuple[float, str, str]] = []  # heap over _answered
         self.now = -math.inf
+        #: P(conversion | click) per offer, and the clicks waiting for their KPI event
+        self.conversions = ConversionModel(catalog.scoring.conversion_strength)
+        self._pending: list[PendingConversion] = []  # a heap by deadline
+        #: (KPI event, customer key at the click) -> its waiting clicks, oldest first
+        self._awaiting: dict[tuple[str, str], list[PendingConversion]] = {}
         #: feedback events learned from, all placements
         self.learned = 0
         #: changed since the last ``to_state``
@@ -197,7 +212,8 @@ class Learner:
         refs = [self._ref(c.offer, ctx.placement) for c in pool]
         offsets = [_offset(c.p_click) for c in pool]
         p_click = model.predict_many(x, refs, offsets=offsets)
-        scale = [ranking.worth(c.offer) for c in pool]
+        p_convert = [self.conversions.predict(c.offer) for c in pool]
+        scale = [ranking.worth(c.offer, q) for c, q in zip(pool, p_convert, strict=True)]
         scores = [p * s for p, s in zip(p_click, scale, strict=True)]
         slots = [RankEntry(urgent=c.urgent, explorable=self._explorable(c.offer)) for c in pool]
         thompson: BetaScores | GaussianScores | None = None
@@ -227,6 +243,7 @@ class Learner:
             explored=[pl.explored for pl in placed],
             kinds=[pl.propensity_kind for pl in placed],
             p_click=p_click,
+            p_convert=p_convert,
             features={**x, **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool}},
             model_version=model.version,
         )
@@ -315,8 +332,68 @@ class Learner:
         model.learn_one(
             x, self._ref(offer, decision.placement), item.position, reward, offset=offset
         )
+        if reward == 1.0 and offer.spec.kpi_event:
+            self._await_conversion(decision, offer, at)
         # remembered as long as a late view or click of this item could still be taken
         self._answer(key, max(at + window, decision.timestamp + 2 * window))
+
+    def _await_conversion(self, decision: Decision, offer: CompiledOffer, at: float) -> None:
+        """A click on ``offer`` waits for its KPI event within the attribution window."""
+        camp = offer.campaign
+        days = camp.attribution_days if camp is not None else DEFAULT_ATTRIBUTION_DAYS
+        kpi = offer.spec.kpi_event
+        assert kpi is not None
+        pending = PendingConversion(at + days * 86_400.0, at, decision.customer_id, offer.id, kpi)
+        self._wait(pending)
+        self.dirty = True
+
+    def _wait(self, pending: PendingConversion) -> None:
+        heapq.heappush(self._pending, pending)
+        self._awaiting.setdefault((pending.kpi_event, pending.customer), []).append(pending)
+
+    def _stop_waiting(self, pending: PendingConversion) -> None:
+        key = (pending.kpi_event, pending.customer)
+        waiting = self._awaiting.get(key)
+        if waiting is not None and pending in waiting:
+            waiting.remove(pending)
+            if not waiting:
+                del self._awaiting[key]
+
+    def observe_outcome(
+        self, event: Event, customer: str, same: Callable[[str, Event], bool]
+    ) -> None:
+        """A KPI event converts the latest waiting click of the same customer on an offer
+        with that KPI (of the offer's topic when it names a product). ``customer``: who the
+        event resolves to now; ``same(key, event)``: the event comes from the customer a
+        click was made under. Clicks are looked up under ``customer``, the event's userId
+        and its ``anon:<anonymousId>``: a click made anonymously converts when the KPI event
+        carries that anonymousId or the profile has been stitched to it since."""
+        if event.type is not EventType.TRACK or event.name is None or not self._awaiting:
+            return
+        keys = {customer}
+        if event.user_id:
+            keys.add(event.user_id)
+        if event.anonymous_id:
+            keys.add(ANON_PREFIX + event.anonymous_id)
+        product = event.properties.get("product")
+        topic = self.catalog.matcher.topic_of_product(product) if isinstance(product, str) else None
+        at = event.received_at
+        best: PendingConversion | None = None
+        for key in sorted(keys):
+            for p in self._awaiting.get((event.name, key), ()):
+                if not p.clicked_at <= at <= p.deadline:
+                    continue
+                offer = self.catalog.offers.get(p.offer_id)
+                if offer is None or (isinstance(product, str) and topic != offer.topic):
+                    continue
+                if (best is None or p.clicked_at > best.clicked_at) and same(p.customer, event):
+                    best = p
+        if best is not None:
+            self._stop_waiting(best)
+            self._pending.remove(best)
+            heapq.heapify(self._pending)
+            self.conversions.learn(best.offer_id, True)
+            self.dirty = True
 
     @staticmethod
     def _inputs(
@@ -352,6 +429,11 @@ class Learner:
                 model.learn_one(view.customer, ref, view.position, 0.0, offset=view.offset)
             # a click arriving after the window is ignored for one more window
             self._answer((decision_id, offer_id), 2 * deadline - view.shown)
+        pending = self._pending
+        while pending and pending[0].deadline < now:
+            expired = heapq.heappop(pending)
+            self._stop_waiting(expired)
+            self.conversions.learn(expired.offer_id, False)
         forget = self._forget
         while forget and forget[0][0] < now:
             until, decision_id, offer_id = heapq.heappop(forget)
@@ -393,6 +475,8 @@ class Learner:
             budgets=budgets,
             now=self.now,
             learned=self.learned,
+            pending=sorted(self._pending),
+            conversions=self.conversions.counts(),
         )
         return msgspec.msgpack.encode(state)
 
@@ -417,4 +501,7 @@ class Learner:
             if budget is not None:
                 budget.load({camp: counts})
         learner.now, learner.learned = state.now, state.learned
+        for pending in sorted(state.pending):
+            learner._wait(pending)
+        learner.conversions.load(state.conversions)
         return learner

@@ -51,6 +51,9 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     urgent: list[str] = []
     #: the fallback content that could fill empty slots (``Decision.fallback``)
     fallback: list[str] = []
+    #: what the decision estimated: P(click) and P(conversion | click) (None: not logged)
+    p_click: float | None = None
+    p_convert: float | None = None
 
 
 def join_rewards(
@@ -125,6 +128,8 @@ def join_rewards(
                     model_version=d.model_version,
                     urgent=d.urgent,
                     fallback=d.fallback,
+                    p_click=item.p_click,
+                    p_convert=item.p_convert,
                 )
             )
     for _, row in credited.values():

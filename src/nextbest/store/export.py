@@ -39,6 +39,7 @@ DECISION_SCHEMA = pa.schema(
         ("campaign_id", pa.string()),
         ("score", pa.float64()),
         ("p_click", pa.float64()),
+        ("p_convert", pa.float64()),
         ("propensity", pa.float64()),
         ("propensity_kind", pa.string()),
         ("clicked", pa.bool_()),
@@ -97,6 +98,7 @@ def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[di
             "campaign_id": item.campaign_id,
             "score": item.score,
             "p_click": item.p_click,
+            "p_convert": item.p_convert,
             "propensity": item.propensity,
             "propensity_kind": item.propensity_kind,
             **_rewarded(rewards, decision.decision_id, item.offer_id),
@@ -180,6 +182,8 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
                 model_version=row["model_version"] or "prior",
                 # files written before these columns: no urgent messages, no fallback
                 urgent=list(row.get("urgent") or []),
+                p_click=row.get("p_click"),
+                p_convert=row.get("p_convert"),
                 fallback=list(row.get("fallback") or []),
             )
         )
