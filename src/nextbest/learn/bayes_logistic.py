@@ -42,11 +42,11 @@ from typing import Annotated, Self
 import msgspec
 
 from nextbest.catalog.model import ModelKind
-from nextbest.learn.contextual import crossed
-from nextbest.learn.features import Features
+from nextbest.learn.contextual import OFFER_CROSS, OWN, TOPIC_CROSS, split_crossed
+from nextbest.learn.features import CATEGORICAL_PREFIXES, Features
 from nextbest.learn.model import DEFAULT_PRIOR_MEAN, OfferRef, check_feedback, decode_state
 
-__all__ = ["BayesLogistic", "BayesLogisticConfig", "BayesLogisticState"]
+__all__ = ["BayesLogistic", "BayesLogisticConfig", "BayesLogisticState", "sigmoid"]
 
 _INTERCEPT = "(intercept)"
 #: scores beyond this are certain for a float
@@ -69,7 +69,8 @@ class BayesLogisticState(msgspec.Struct, frozen=True, kw_only=True):
     weights: list[tuple[str, float, float]]
 
 
-def _sigmoid(z: float) -> float:
+def sigmoid(z: float) -> float:
+    """The logistic function, its argument clipped to +-30."""
     if z < -_Z_CLIP:
         z = -_Z_CLIP
     elif z > _Z_CLIP:
@@ -78,7 +79,13 @@ def _sigmoid(z: float) -> float:
 
 
 class BayesLogistic:
-    """Online Bayesian logistic regression (diagonal Laplace) on ``crossed`` features."""
+    """Online Bayesian logistic regression (diagonal Laplace) on ``crossed`` features.
+
+    The weights are kept as the contextual model keeps them, in three views of one vector:
+    ``<f>&topic:<T>`` as ``by_topic[T][f]``, ``<f>&offer:<o>`` as ``by_offer[o][f]``, the
+    rest flat; each weight is ``[mean, precision]``. Scoring reads the customer's features
+    directly, and the part every offer of a topic shares is summed once per topic.
+    """
 
     kind = ModelKind.BAYES_LOGISTIC
     uses_features = True
@@ -87,10 +94,12 @@ class BayesLogistic:
         self.config = config if config is not None else BayesLogisticConfig()
         c = self.config
         p0 = c.prior_mean
-        #: name -> [mean, precision]
-        self._w: dict[str, list[float]] = {
+        #: name -> [mean, precision]; the intercept is ``(intercept)``
+        self._flat: dict[str, list[float]] = {
             _INTERCEPT: [math.log(p0 / (1.0 - p0)), c.prior_precision]
         }
+        self._by_topic: dict[str, dict[str, list[float]]] = {}
+        self._by_offer: dict[str, dict[str, list[float]]] = {}
         self._n = 0
 
     @property
@@ -101,51 +110,117 @@ class BayesLogistic:
     def version(self) -> str:
         return f"{self.kind.value}-{self._n}"
 
-    def _inputs(self, x: Features, offer: OfferRef, position: int) -> Features:
-        return crossed(x, offer, position, self.config.max_position)
+    # ---------------------------------------------------------------- the inputs
+    def _ones(self, offer: OfferRef, position: int) -> list[str]:
+        """The offer's own indicators: id, topic, placement, position below the first."""
+        out = [
+            "offer:" + offer.offer_id,
+            "topic:" + (offer.topic or "-"),
+            "placement:" + offer.placement,
+        ]
+        if position > 1:
+            out.append(f"pos:{offer.placement}:{min(position, self.config.max_position)}")
+        return out
 
-    def _mean(self, inputs: Features, offset: float) -> float:
-        """The score at the posterior mean."""
-        w = self._w
-        mu = w[_INTERCEPT][0] + offset
-        for name, v in inputs.items():
-            mq = w.get(name)
-            if mq is not None:
-                mu += mq[0] * v
-        return mu
+    @staticmethod
+    def _own(x: Features, topic: str | None) -> list[tuple[str, float]]:
+        """``own.<family>`` values: the customer's features of the offer's own topic."""
+        if not topic:
+            return []
+        out: list[tuple[str, float]] = []
+        for prefix, name in OWN:
+            value = x.get(prefix + topic)
+            if value:
+                out.append((name, value))
+        return out
 
-    def _moments(self, inputs: Features, offset: float) -> tuple[float, float]:
-        """The score's posterior mean and variance."""
-        w = self._w
-        q0 = self.config.prior_precision
-        mean, precision = w[_INTERCEPT]
-        mu = mean + offset
-        var = 1.0 / precision
-        for name, v in inputs.items():
-            mq = w.get(name)
+    @staticmethod
+    def _indicators(x: Features) -> list[tuple[str, float]]:
+        return [(f, v) for f, v in x.items() if f.startswith(CATEGORICAL_PREFIXES)]
+
+    # ---------------------------------------------------------------- scoring
+    def _topic_moments(self, x: Features, topic: str | None) -> tuple[float, float]:
+        """Mean and variance of the topic crosses' part of the score."""
+        weights = self._by_topic.get(topic or "-")
+        prior_var = 1.0 / self.config.prior_precision
+        mu = var = 0.0
+        get = weights.get if weights else None
+        for f, v in x.items():
+            if f == "bias":
+                continue
+            mq = get(f) if get is not None else None
             if mq is None:
-                var += v * v / q0
+                var += v * v * prior_var
             else:
                 mu += mq[0] * v
                 var += v * v / mq[1]
         return mu, var
 
+    def _offer_moments(
+        self,
+        offer: OfferRef,
+        position: int,
+        own: list[tuple[str, float]],
+        indicators: list[tuple[str, float]],
+    ) -> tuple[float, float]:
+        """Mean and variance of the rest: intercept, the offer's indicators and crosses."""
+        prior_var = 1.0 / self.config.prior_precision
+        flat = self._flat.get
+        mine = self._by_offer.get(offer.offer_id)
+        mine_get = mine.get if mine else None
+        b = flat(_INTERCEPT)
+        assert b is not None
+        mu, var = b[0], 1.0 / b[1]
+        terms: list[tuple[list[float] | None, float]] = [
+            (flat(name), 1.0) for name in self._ones(offer, position)
+        ]
+        for name, v in own:
+            terms.append((flat(name), v))
+            terms.append((mine_get(name) if mine_get else None, v))
+        for f, v in indicators:
+            terms.append((mine_get(f) if mine_get else None, v))
+        for mq, v in terms:
+            if mq is None:
+                var += v * v * prior_var
+            else:
+                mu += mq[0] * v
+                var += v * v / mq[1]
+        return mu, var
+
+    def posterior_many(
+        self,
+        x: Features,
+        offers: list[OfferRef],
+        position: int = 1,
+        offsets: list[float] | None = None,
+    ) -> tuple[list[float], list[float]]:
+        """Each offer's score at ``position``: posterior means and standard deviations."""
+        indicators = self._indicators(x)
+        topics: dict[str | None, tuple[float, float, list[tuple[str, float]]]] = {}
+        means: list[float] = []
+        sds: list[float] = []
+        for k, offer in enumerate(offers):
+            shared = topics.get(offer.topic)
+            if shared is None:
+                shared = topics[offer.topic] = (
+                    *self._topic_moments(x, offer.topic),
+                    self._own(x, offer.topic),
+                )
+            mu, var = self._offer_moments(offer, position, shared[2], indicators)
+            means.append(mu + shared[0] + (offsets[k] if offsets else 0.0))
+            sds.append(math.sqrt(var + shared[1]))
+        return means, sds
+
     def score_posterior(
         self, x: Features, offers: list[OfferRef], offsets: list[float] | None = None
     ) -> tuple[list[float], list[float]]:
         """Each offer's position-1 score: posterior means and standard deviations."""
-        means: list[float] = []
-        sds: list[float] = []
-        for k, offer in enumerate(offers):
-            mu, var = self._moments(self._inputs(x, offer, 1), offsets[k] if offsets else 0.0)
-            means.append(mu)
-            sds.append(math.sqrt(var))
-        return means, sds
+        return self.posterior_many(x, offers, 1, offsets)
 
     def predict_one(
         self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
     ) -> float:
-        return _sigmoid(self._mean(self._inputs(x, offer, position), offset))
+        return self.predict_many(x, [offer], position, [offset])[0]
 
     def predict_many(
         self,
@@ -154,41 +229,62 @@ class BayesLogistic:
         position: int = 1,
         offsets: list[float] | None = None,
     ) -> list[float]:
-        return [
-            self.predict_one(x, offer, position, offsets[k] if offsets else 0.0)
-            for k, offer in enumerate(offers)
-        ]
+        means, _ = self.posterior_many(x, offers, position, offsets)
+        return [sigmoid(mu) for mu in means]
 
     def sample_one(self, x: Features, offer: OfferRef, rng: random.Random) -> float:
-        mu, var = self._moments(self._inputs(x, offer, 1), 0.0)
-        return _sigmoid(rng.gauss(mu, math.sqrt(var)))
+        (mu,), (sd,) = self.posterior_many(x, [offer])
+        return sigmoid(rng.gauss(mu, sd))
 
+    # ---------------------------------------------------------------- learning
     def learn_one(
         self, x: Features, offer: OfferRef, position: int, reward: float, offset: float = 0.0
     ) -> None:
         check_feedback(position, reward)
-        inputs = self._inputs(x, offer, position)
-        w = self._w
-        q0 = self.config.prior_precision
-        p = _sigmoid(self._mean(inputs, offset))
+        (mu,), _ = self.posterior_many(x, [offer], position, [offset])
+        p = sigmoid(mu)
         g = p - reward  # a fractional reward is its expected gradient
         h = max(p * (1.0 - p), 1e-12)
-        inputs[_INTERCEPT] = 1.0
-        for name, v in inputs.items():
-            mq = w.get(name)
+        q0 = self.config.prior_precision
+
+        def step(weights: dict[str, list[float]], name: str, v: float) -> None:
+            mq = weights.get(name)
             if mq is None:
-                mq = w[name] = [0.0, q0]
+                mq = weights[name] = [0.0, q0]
             mq[1] += h * v * v
             mq[0] -= g * v / mq[1]
+
+        flat = self._flat
+        step(flat, _INTERCEPT, 1.0)
+        for name in self._ones(offer, position):
+            step(flat, name, 1.0)
+        mine = self._by_offer.setdefault(offer.offer_id, {})
+        for name, v in self._own(x, offer.topic):
+            step(flat, name, v)
+            step(mine, name, v)
+        for f, v in self._indicators(x):
+            step(mine, f, v)
+        crosses = self._by_topic.setdefault(offer.topic or "-", {})
+        for f, v in x.items():
+            if f != "bias":
+                step(crosses, f, v)
         self._n += 1
 
+    # ---------------------------------------------------------------- reading, state
     def weights(self) -> dict[str, tuple[float, float]]:
         """Every weight by its ``crossed`` name: (posterior mean, precision)."""
-        return {name: (mq[0], mq[1]) for name, mq in self._w.items()}
+        out = {name: (mq[0], mq[1]) for name, mq in self._flat.items()}
+        for topic, weights in self._by_topic.items():
+            suffix = TOPIC_CROSS + topic
+            out.update((f + suffix, (mq[0], mq[1])) for f, mq in weights.items())
+        for oid, weights in self._by_offer.items():
+            suffix = OFFER_CROSS + oid
+            out.update((f + suffix, (mq[0], mq[1])) for f, mq in weights.items())
+        return out
 
     def top_features(self, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` posterior means largest in magnitude."""
-        items = [(name, mq[0]) for name, mq in self._w.items()]
+        items = [(name, mq[0]) for name, mq in self.weights().items()]
         items.sort(key=lambda kv: (-abs(kv[1]), kv[0]))
         return items[:k]
 
@@ -197,7 +293,7 @@ class BayesLogistic:
             kind=self.kind,
             config=self.config,
             n_learned=self._n,
-            weights=sorted((name, mq[0], mq[1]) for name, mq in self._w.items()),
+            weights=sorted((name, m, q) for name, (m, q) in self.weights().items()),
         )
         return msgspec.msgpack.encode(state)
 
@@ -205,7 +301,13 @@ class BayesLogistic:
     def from_state(cls, data: bytes) -> Self:
         state = decode_state(data, BayesLogisticState, ModelKind.BAYES_LOGISTIC)
         model = cls(state.config)
-        model._w = {name: [m, q] for name, m, q in state.weights}
-        model._w.setdefault(_INTERCEPT, [0.0, state.config.prior_precision])
+        for name, m, q in state.weights:
+            cross = split_crossed(name)
+            if cross is None:
+                model._flat[name] = [m, q]
+            elif cross[0] == "topic":
+                model._by_topic.setdefault(cross[1], {})[cross[2]] = [m, q]
+            else:
+                model._by_offer.setdefault(cross[1], {})[cross[2]] = [m, q]
         model._n = state.n_learned
         return model

@@ -65,19 +65,23 @@ from nextbest.learn.model import (
 )
 
 __all__ = [
+    "OFFER_CROSS",
     "OFFSET",
+    "OWN",
+    "TOPIC_CROSS",
     "ContextualConfig",
     "ContextualLogistic",
     "ContextualState",
     "crossed",
+    "split_crossed",
 ]
 
 _Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 #: the feature carrying the catalog prior's log-odds (weight 1 at the start)
 OFFSET = "offset"
-_OWN = tuple((family + ":", "own." + family) for family in TOPIC_FEATURES)
-_TOPIC_CROSS = "&topic:"
-_OFFER_CROSS = "&offer:"
+OWN = tuple((family + ":", "own." + family) for family in TOPIC_FEATURES)
+TOPIC_CROSS = "&topic:"
+OFFER_CROSS = "&offer:"
 #: River's default ``clip_gradient``
 _CLIP = 1e12
 #: feature names whose kind is remembered (past it they are classified each time)
@@ -116,9 +120,9 @@ def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int =
     }
     if position > 1:
         out[f"pos:{offer.placement}:{min(position, max_position)}"] = 1.0
-    mine = _OFFER_CROSS + offer.offer_id
+    mine = OFFER_CROSS + offer.offer_id
     if topic:
-        for prefix, own in _OWN:
+        for prefix, own in OWN:
             v = x.get(prefix + topic)
             if v:
                 out[own] = v
@@ -126,7 +130,7 @@ def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int =
     for f, v in x.items():
         if f.startswith(CATEGORICAL_PREFIXES):
             out[f + mine] = v
-    crosses = _TOPIC_CROSS + (topic or "-")
+    crosses = TOPIC_CROSS + (topic or "-")
     out.update((f + crosses, v) for f, v in x.items() if f != "bias")  # disjoint keys
     return out
 
@@ -155,17 +159,17 @@ def _log_loss_gradient(click: bool, z: float) -> float:
     return -y / (math.exp(yz) + 1.0)
 
 
-def _split(name: str) -> tuple[str, str, str] | None:
+def split_crossed(name: str) -> tuple[str, str, str] | None:
     """``"<f>&topic:<T>"`` -> ``("topic", T, f)``, ``"<f>&offer:<o>"`` -> ``("offer", o, f)``;
     None for a weight of its own. Topic and offer ids never hold ``&`` (catalog ids), so the
     last marker is the cross even if a feature name held one."""
-    t = name.rfind(_TOPIC_CROSS)
-    o = name.rfind(_OFFER_CROSS)
+    t = name.rfind(TOPIC_CROSS)
+    o = name.rfind(OFFER_CROSS)
     if t < 0 and o < 0:
         return None
     if t > o:
-        return "topic", name[t + len(_TOPIC_CROSS) :], name[:t]
-    return "offer", name[o + len(_OFFER_CROSS) :], name[:o]
+        return "topic", name[t + len(TOPIC_CROSS) :], name[:t]
+    return "offer", name[o + len(OFFER_CROSS) :], name[:o]
 
 
 class ContextualLogistic:
@@ -237,7 +241,7 @@ class ContextualLogistic:
                     s += v * get(f, 0.0)
         own: list[tuple[str, float]] = []
         if topic:
-            for prefix, name in _OWN:
+            for prefix, name in OWN:
                 value = x.get(prefix + topic)
                 if value:
                     own.append((name, value))
@@ -342,7 +346,7 @@ class ContextualLogistic:
             ones.append(f"pos:{offer.placement}:{min(position, c.max_position)}")
         own: list[tuple[str, float]] = []
         if topic:
-            for prefix, name in _OWN:
+            for prefix, name in OWN:
                 value = x.get(prefix + topic)
                 if value:
                     own.append((name, value))
@@ -400,10 +404,10 @@ class ContextualLogistic:
         """Every weight by its ``crossed`` name."""
         out = dict(self._flat)
         for topic, weights in self._by_topic.items():
-            suffix = _TOPIC_CROSS + topic
+            suffix = TOPIC_CROSS + topic
             out.update((f + suffix, v) for f, v in weights.items())
         for oid, weights in self._by_offer.items():
-            suffix = _OFFER_CROSS + oid
+            suffix = OFFER_CROSS + oid
             out.update((f + suffix, v) for f, v in weights.items())
         return out
 
@@ -434,7 +438,7 @@ class ContextualLogistic:
         model = cls(state.config)
         model._flat = {}
         for name, v in state.weights:
-            cross = _split(name)
+            cross = split_crossed(name)
             if cross is None:
                 model._flat[name] = v
             elif cross[0] == "topic":

@@ -44,7 +44,7 @@ from nextbest.decide.pipeline import greedy
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
-from nextbest.learn.bayes_logistic import BayesLogistic
+from nextbest.learn.bayes_logistic import BayesLogistic, sigmoid
 from nextbest.learn.calibration import Calibration
 from nextbest.learn.conversion import ConversionModel, PendingConversion
 from nextbest.learn.explore import (
@@ -211,7 +211,12 @@ class Learner:
         )
         refs = [self._ref(c.offer, ctx.placement) for c in pool]
         offsets = [_offset(c.p_click) for c in pool]
-        p_click = model.predict_many(x, refs, offsets=offsets)
+        posterior: tuple[list[float], list[float]] | None = None
+        if isinstance(model, BayesLogistic):  # one pass for the means and the spreads
+            posterior = model.posterior_many(x, refs, 1, offsets)
+            p_click = [sigmoid(mu) for mu in posterior[0]]
+        else:
+            p_click = model.predict_many(x, refs, offsets=offsets)
         p_convert = [self.conversions.predict(c.offer) for c in pool]
         scale = [ranking.worth(c.offer, q) for c, q in zip(pool, p_convert, strict=True)]
         scores = [p * s for p, s in zip(p_click, scale, strict=True)]
@@ -220,9 +225,8 @@ class Learner:
         if isinstance(learning.explore, Thompson) and isinstance(model, BetaBernoulli):
             posteriors = [model.posterior(r) for r in refs]
             thompson = BetaScores([a for a, _ in posteriors], [b for _, b in posteriors], scale)
-        elif isinstance(learning.explore, Thompson) and isinstance(model, BayesLogistic):
-            means, sds = model.score_posterior(x, refs, offsets)
-            thompson = GaussianScores(means, sds, scale)
+        elif isinstance(learning.explore, Thompson) and posterior is not None:
+            thompson = GaussianScores(posterior[0], posterior[1], scale)
         seed = seed_of(ctx.decision_id)
         placed = rank(
             slots,
