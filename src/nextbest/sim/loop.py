@@ -16,6 +16,11 @@ exactly as a site would.
 Response draws use their own generator per (seed, customer), so the world's own draws are
 not shifted by what a policy shows (they still diverge once a conversion ends a need).
 Organic conversions are the ``Application Started`` events the world emits by itself.
+
+A run happens in one world of the zoo (``worlds.py``; ``default`` unless told): the world
+supplies the catalog the bank runs, the response model, the population's habits and the
+life events. A policy's true incremental conversions are its conversions minus those of
+``none`` (nobody sees anything) on the same world and seed (``baselines.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from nextbest.bootstrap import MEMORY, build_engine, load_catalog
+from nextbest.bootstrap import MEMORY, build_engine
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
@@ -42,11 +47,13 @@ from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import NextbestPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
-from nextbest.sim.response import ResponseModel, load_params
+from nextbest.sim.response import ResponseModel
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
 from nextbest.sim.world import CustomerSim, Message, iso
+from nextbest.sim.worlds import DEFAULT_WORLD, World, world_catalog, world_named, world_response
 
 __all__ = [
+    "ALL_POLICIES",
     "DEFAULT_POLICIES",
     "MAX_DECISIONS_PER_SESSION",
     "CampaignResult",
@@ -58,6 +65,8 @@ __all__ = [
 ]
 
 DEFAULT_POLICIES = ("random", "static", "prior", "nextbest", "oracle")
+#: every policy, baselines first: what the zoo's benchmark runs
+ALL_POLICIES = ("none", "random", "static", "greedy_recent", "prior", "nextbest", "oracle")
 MAX_DECISIONS_PER_SESSION = 2
 #: a gap between two page views / screens longer than this starts a new session
 SESSION_GAP = 30 * 60.0
@@ -129,8 +138,13 @@ class SiteLoop:
         start: date = DEFAULT_START,
         model: ResponseModel | None = None,
         need_rate: float = 1.0,
+        world: World | None = None,
     ) -> None:
-        model = model or ResponseModel(load_params())
+        """``world``: whose customers live here (default: ``default``); ``model`` (default:
+        the world's response model) and ``catalog`` should be the world's too
+        (``worlds.world_response``, ``worlds.world_catalog``)."""
+        world = world or world_named(DEFAULT_WORLD)
+        model = model or world_response(world)
         self.policy = policy
         self.catalog = catalog
         self.seed = seed
@@ -144,9 +158,10 @@ class SiteLoop:
             freeze_gc=False,
         )
         self.model = model
+        self.world = world
         self.sims = [
-            CustomerSim(c, seed, start, model, need_rate)
-            for c in make_population(seed, customers, start)
+            CustomerSim(c, seed, start, model, need_rate * world.need_rate, world.life_events)
+            for c in make_population(seed, customers, start, world.population)
         ]
         self.respond_rngs = [random.Random(f"respond:{seed}:{i}") for i in range(customers)]
         self.policy_rng = random.Random(f"policy:{seed}:{policy.name}")
@@ -235,7 +250,7 @@ class SiteLoop:
         def choose(ctx: ChoiceContext, pool: Sequence[Candidate], limit: int) -> Choice:
             index = {c.offer.id: k for k, c in enumerate(pool)}
             offers = [c.offer for c in pool]
-            picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown)
+            picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown, ctx)
             return Choice(picks=[(index[oid], p) for oid, p in picks])
 
         self.clock.set(ts)
@@ -286,6 +301,7 @@ class SiteLoop:
                 impressions_before=before,
                 overdrawn=sim.overdrawn,
                 age=age,
+                offer=offer_id,
             )
             if not clicked:
                 continue
@@ -396,11 +412,12 @@ def run_policy(
     model: ResponseModel | None = None,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    world: World | None = None,
 ) -> Metrics:
     """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``."""
     chosen = make_policy(policy) if isinstance(policy, str) else policy
     began = time.perf_counter()
-    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate)
+    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate, world)
     for d in range(days):
         run.run_day(d)
         if progress is not None:
@@ -418,13 +435,16 @@ def evaluate(
     start: date = DEFAULT_START,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    world: str = DEFAULT_WORLD,
 ) -> dict[str, Metrics]:
-    """Run the site loop for each policy on identical populations; metrics by policy name."""
+    """Run the site loop for each policy on identical populations of ``world``; metrics by
+    policy name."""
     names = list(policies)
     for name in names:
         make_policy(name)  # unknown names fail before any work
-    catalog = load_catalog(catalog_path)
-    model = ResponseModel(load_params())
+    lives = world_named(world)
+    catalog = world_catalog(lives, catalog_path, start)
+    model = world_response(lives)
     return {
         name: run_policy(
             name,
@@ -436,6 +456,7 @@ def evaluate(
             model=model,
             progress=progress,
             need_rate=need_rate,
+            world=lives,
         )
         for name in names
     }
