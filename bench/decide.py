@@ -25,9 +25,9 @@ What it does, in order:
 6. runs cProfile over ``--profile-decisions`` decisions (``<name>_profile.txt``);
 7. a state save after 10,000 profiles changed (each touched by one ingested event).
 
-``--learning contextual|bayes|bayes_logistic`` gives the placement a learned model and adds the phases of
-``decide_learning.py`` (training through ``engine.ingest``, the greedy chooser in the same
-run, the chooser's pieces, one feedback event's learning cost, the learner's state).
+``--learning contextual|bayes|bayes_logistic`` gives the placement a learned model and adds
+the phases of ``decide_learning.py`` (training through ``engine.ingest``, the greedy chooser
+in the same run, the chooser's pieces, one feedback event's learning cost, the learner's state).
 ``--broaden`` ORs an age band into that share of the commercial offer rules (~20 candidates).
 
 Results: ``bench/results/decide.json`` (``decide_quick.json`` with ``--quick``;

@@ -16,6 +16,17 @@ Writes, in ``--out`` (``bench/results`` by default):
 - ``quality-seed{S}.png``: cumulative clicks and cumulative conversions (organic plus after
   a click) per day and policy.
 
+With ``--world NAME`` the run happens in that world of the zoo (``nextbest.sim.worlds``,
+docs/worlds.md; the files get ``-NAME`` in their names). With ``--worlds a,b,c`` (or
+``all``) it runs the zoo instead: every world x every seed of ``--seeds`` (1,2,3 by default)
+x every policy (all seven by default), and writes per world ``zoo-{world}.json`` (every
+run's metrics and the summary), ``zoo-{world}.md`` (per policy: clicks / oracle clicks and
+true incremental conversions, the mean over seeds with the min-max spread, and the oracle's
+margin over random and static) and ``zoo-{world}.png`` (the same as bars), each written as
+soon as the world is done, plus ``zoo.md`` (every finished world's table).
+
+    .venv/bin/python bench/quality.py --worlds all --seeds 1,2,3 --customers 2000 --days 30
+
 Prints a Markdown table (one row per policy, ready for BENCHMARKS.md) and the figure "how
 many impressions per offer nextbest needs to reach 90 % of the oracle's CTR": the first day
 from which nextbest's CTR over a trailing window (``--window`` days) stays at or above
@@ -40,10 +51,18 @@ import orjson
 from _common import ROOT, command_line, load_average, machine_info, now_iso
 from nextbest.catalog.compiled import Catalog
 from nextbest.sim.generate import DEFAULT_START
-from nextbest.sim.loop import DEFAULT_POLICIES, Metrics, SiteLoop
+from nextbest.sim.loop import ALL_POLICIES, DEFAULT_POLICIES, Metrics, SiteLoop
 from nextbest.sim.policies import make_policy
-from nextbest.sim.response import ResponseModel, load_params
-from nextbest.store.catalog_files import load_catalog
+from nextbest.sim.response import ResponseModel
+from nextbest.sim.worlds import (
+    DEFAULT_WORLD,
+    WORLDS,
+    World,
+    world_catalog,
+    world_named,
+    world_response,
+)
+from zoo import run_zoo
 
 __all__ = [
     "Daily",
@@ -197,9 +216,11 @@ def run_one(
     customers: int,
     days: int,
     need_rate: float = 1.0,
+    world: World | None = None,
 ) -> tuple[Metrics, Daily]:
     began = time.perf_counter()
-    loop = SiteLoop(make_policy(name), catalog, seed, customers, DEFAULT_START, model, need_rate)
+    policy = make_policy(name)
+    loop = SiteLoop(policy, catalog, seed, customers, DEFAULT_START, model, need_rate, world)
     daily = Daily()
     for d in range(days):
         loop.run_day(d)
@@ -291,6 +312,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated policy names"
     )
     ap.add_argument("--catalog", default=str(ROOT / "examples" / "bank"))
+    ap.add_argument("--world", default=DEFAULT_WORLD, help="the world of a single run")
+    ap.add_argument("--worlds", default="", help="comma-separated worlds, or all: the zoo run")
+    ap.add_argument("--seeds", default="1,2,3", help="the zoo run's seeds, comma-separated")
     ap.add_argument(
         "--need-rate", type=float, default=1.0, help="scales how often life events start needs"
     )
@@ -304,9 +328,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="oracle clicks a trailing window needs before its CTR ratio counts",
     )
     args = ap.parse_args(argv)
+    zoo = bool(args.worlds)
+    if zoo and args.policies == ",".join(DEFAULT_POLICIES):
+        args.policies = ",".join(ALL_POLICIES)
     args.policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for name in args.policies:
         make_policy(name)  # unknown names fail before any work
+    names = list(WORLDS) if args.worlds == "all" else args.worlds.split(",") if zoo else []
+    args.worlds = [w.strip() for w in names if w.strip()]
+    try:
+        for name in [args.world, *args.worlds]:
+            world_named(name)
+    except ValueError as exc:
+        ap.error(str(exc))
+    args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.days < 1 or args.customers < 1:
         ap.error("--days and --customers must be at least 1")
     return args
@@ -314,15 +349,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.worlds:
+        return run_zoo(args)
     began = time.perf_counter()
     machine = machine_info()
-    catalog = load_catalog(args.catalog)
-    model = ResponseModel(load_params())
+    world = world_named(args.world)
+    catalog = world_catalog(world, args.catalog, DEFAULT_START)
+    model = world_response(world)
     results: dict[str, Metrics] = {}
     daily: dict[str, Daily] = {}
     for name in args.policies:
         results[name], daily[name] = run_one(
-            name, catalog, model, args.seed, args.customers, args.days, args.need_rate
+            name, catalog, model, args.seed, args.customers, args.days, args.need_rate, world
         )
     wall = time.perf_counter() - began
 
@@ -351,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"quality-seed{args.seed}" + (f"-needs{args.need_rate:g}" if args.need_rate != 1 else "")
+    stem += f"-{args.world}" if args.world != DEFAULT_WORLD else ""
     machine["load_average_end"] = load_average()
     payload: dict[str, Any] = {
         "benchmark": "quality",
@@ -362,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "customers": args.customers,
         "days": args.days,
         "need_rate": args.need_rate,
+        "world": args.world,
         "policies": args.policies,
         "catalog": args.catalog,
         "metrics": {name: msgspec.to_builtins(m) for name, m in results.items()},

@@ -335,6 +335,20 @@ def evaluate(
 
 sim_app = typer.Typer(no_args_is_help=True, help="The synthetic bank: generate, send, evaluate.")
 app.add_typer(sim_app, name="sim")
+WorldOpt = typer.Option(
+    "default", "--world", help="Which synthetic bank of the zoo (docs/worlds.md)."
+)
+
+
+def _known_world(name: str) -> None:
+    """Exit 2 with the known worlds when ``name`` is not one."""
+    from nextbest.sim.worlds import world_named
+
+    try:
+        world_named(name)
+    except ValueError as exc:
+        _console("err").print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
 
 
 @sim_app.command("generate")
@@ -349,14 +363,16 @@ def sim_generate(
         "day is yesterday and a server deciding today finds the events in its windows; "
         "give it to get the same bytes on any day.",
     ),
+    world: str = WorldOpt,
 ) -> None:
     """Write the synthetic bank's Segment-spec messages as NDJSON (same arguments and
     --start, same bytes)."""
     from nextbest.sim.generate import generate_lines, write_ndjson
 
+    _known_world(world)
     first = _date(start, "--start") if start else _today() - timedelta(days=days)
     began = time.perf_counter()
-    n = write_ndjson(out, generate_lines(seed, customers, days, first))
+    n = write_ndjson(out, generate_lines(seed, customers, days, first, world=world))
     took = time.perf_counter() - began
     _console("err").print(
         f"{n:,} messages for {customers:,} customers over {days} days in {took:.1f} s "
@@ -417,9 +433,11 @@ def sim_evaluate(
     customers: int = typer.Option(1_000, help="How many customers."),
     days: int = typer.Option(30, help="How many days to simulate."),
     policies: str = typer.Option(
-        "random,static,prior,nextbest,oracle", help="Comma-separated policies to compare."
+        "none,random,static,greedy_recent,prior,nextbest,oracle",
+        help="Comma-separated policies to compare.",
     ),
     catalog: str = CatalogOpt,
+    world: str = WorldOpt,
     json_out: str = typer.Option("", "--json", help="Also write the metrics as JSON here."),
     need_rate: float = typer.Option(
         1.0, min=0.0, help="Scales how often life events start needs (1: the defaults)."
@@ -463,6 +481,7 @@ def sim_evaluate(
     import msgspec
 
     from nextbest.catalog.compiled import Catalog
+    from nextbest.sim.baselines import describe_margin, oracle_margin, true_incremental
     from nextbest.sim.engines import LocalEngine, RemoteEngine, SiteEngine
     from nextbest.sim.generate import DEFAULT_START
     from nextbest.sim.loop import evaluate, format_table
@@ -508,13 +527,20 @@ def sim_evaluate(
                 catalog,
                 start=first_day,
                 need_rate=need_rate,
+                world=world,
                 progress=progress,
                 engine_for=engine_for,
             )
         except ValueError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
+    _console("out").print(f"world: {world}", markup=False)
     _console("out").print(format_table(results), markup=False)
+    _console("out").print(describe_margin(oracle_margin(results)), markup=False)
+    gains = true_incremental(results)
+    if gains:
+        text = ", ".join(f"{name} {n:+d}" for name, n in gains.items())
+        _console("out").print(f"true incremental conversions (vs none): {text}", markup=False)
     if json_out:
         Path(json_out).write_bytes(msgspec.json.encode(results))
 

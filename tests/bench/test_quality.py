@@ -143,3 +143,44 @@ def test_a_tiny_run_writes_json_png_and_table(
     assert {"date", "command", "machine", "wall_seconds", "reach_oracle"} <= set(data)
     png = (tmp_path / "quality-seed3.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_a_tiny_zoo_run_writes_a_table_json_and_chart_per_world(
+    quality: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--worlds", "default,age_appeal", "--seeds", "1,2", "--customers", "20"]
+    code = quality.main([*argv, "--days", "2", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "### age_appeal:" in out
+    assert "Oracle's margin (clicks):" in out
+    for world in ("default", "age_appeal"):
+        data = json.loads((tmp_path / f"zoo-{world}.json").read_text())
+        assert data["seeds"] == [1, 2]
+        assert set(data["metrics"]["2"]) == {
+            "none",
+            "random",
+            "static",
+            "greedy_recent",
+            "prior",
+            "nextbest",
+            "oracle",
+        }
+        assert data["summary"]["true_incremental"]["none"]["mean"] == 0.0
+        assert (tmp_path / f"zoo-{world}.png").read_bytes().startswith(b"\x89PNG")
+        table = (tmp_path / f"zoo-{world}.md").read_text()
+        assert "| greedy_recent |" in table
+    assert "### default:" in (tmp_path / "zoo.md").read_text()
+
+
+def test_zoo_spread_is_mean_low_high(quality: ModuleType) -> None:
+    import zoo
+
+    s = zoo.spread([0.5, None, 1.0, 0.6])
+    assert (s.mean, s.low, s.high) == (pytest.approx(0.7), 0.5, 1.0)
+    assert zoo.spread([None]).mean is None
+
+
+def test_an_unknown_world_is_refused(quality: ModuleType) -> None:
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--worlds", "mars"])

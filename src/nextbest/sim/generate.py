@@ -14,8 +14,9 @@ from pathlib import Path
 import orjson
 
 from nextbest.sim.population import PopulationParams, make_population
-from nextbest.sim.response import ResponseModel, load_params
+from nextbest.sim.response import ResponseModel
 from nextbest.sim.world import CustomerSim, messages_of
+from nextbest.sim.worlds import DEFAULT_WORLD, world_named, world_response
 
 __all__ = ["DEFAULT_START", "generate_lines", "write_ndjson"]
 
@@ -30,12 +31,14 @@ def generate_lines(
     start: date = DEFAULT_START,
     params: PopulationParams | None = None,
     response: ResponseModel | None = None,
+    world: str = DEFAULT_WORLD,
 ) -> Iterator[bytes]:
-    """One NDJSON line (with its newline) per Segment-spec message, in time order."""
-    model = response or ResponseModel(load_params())
-    sims = [
-        CustomerSim(c, seed, start, model) for c in make_population(seed, customers, start, params)
-    ]
+    """One NDJSON line (with its newline) per Segment-spec message, in time order, of the
+    customers of ``world`` (``params`` and ``response`` override the world's)."""
+    lives = world_named(world)
+    model = response or world_response(lives)
+    people = make_population(seed, customers, start, params or lives.population)
+    sims = [CustomerSim(c, seed, start, model, lives.need_rate, lives.life_events) for c in people]
     dumps = orjson.dumps
     for day in messages_of(sims, days):
         for _, message in day:

@@ -18,6 +18,11 @@ only: a batch is sent, a page's placements are decided at the page's own time.
 Response draws use their own generator per (seed, customer), so the world's own draws are
 not shifted by what a policy shows (they still diverge once a conversion ends a need).
 Organic conversions are the ``Application Started`` events the world emits by itself.
+
+A run happens in one world of the zoo (``worlds.py``; ``default`` unless told): the world
+supplies the catalog the bank runs, the response model, the population's habits and the
+life events. A policy's true incremental conversions are its conversions minus those of
+``none`` (nobody sees anything) on the same world and seed (``baselines.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from typing import Any
 
 import msgspec
 
-from nextbest.bootstrap import load_catalog
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
 from nextbest.engine import Engine
@@ -42,13 +46,15 @@ from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.intervals import incremental_intervals
 from nextbest.sim.needs import EndReason
-from nextbest.sim.policies import NextbestPolicy, SitePolicy, make_policy
+from nextbest.sim.policies import NextbestPolicy, NoOfferPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
-from nextbest.sim.response import ResponseModel, load_params
+from nextbest.sim.response import ResponseModel
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
 from nextbest.sim.world import CustomerSim, Message, iso
+from nextbest.sim.worlds import DEFAULT_WORLD, World, world_catalog, world_named, world_response
 
 __all__ = [
+    "ALL_POLICIES",
     "DEFAULT_POLICIES",
     "MAX_DECISIONS_PER_SESSION",
     "CampaignResult",
@@ -60,6 +66,8 @@ __all__ = [
 ]
 
 DEFAULT_POLICIES = ("random", "static", "prior", "nextbest", "oracle")
+#: every policy, baselines first: what the zoo's benchmark runs
+ALL_POLICIES = ("none", "random", "static", "greedy_recent", "prior", "nextbest", "oracle")
 MAX_DECISIONS_PER_SESSION = 2
 #: a gap between two page views / screens longer than this starts a new session
 SESSION_GAP = 30 * 60.0
@@ -139,9 +147,14 @@ class SiteLoop:
         start: date = DEFAULT_START,
         model: ResponseModel | None = None,
         need_rate: float = 1.0,
+        world: World | None = None,
         site_engine: SiteEngine | None = None,
     ) -> None:
-        model = model or ResponseModel(load_params())
+        """``world``: whose customers live here (default: ``default``); ``model`` (default:
+        the world's response model) and ``catalog`` should be the world's too
+        (``worlds.world_response``, ``worlds.world_catalog``)."""
+        world = world or world_named(DEFAULT_WORLD)
+        model = model or world_response(world)
         self.policy = policy
         self.catalog = catalog
         self.seed = seed
@@ -149,9 +162,10 @@ class SiteLoop:
             catalog, id_prefix=f"{policy.name}-"
         )
         self.model = model
+        self.world = world
         self.sims = [
-            CustomerSim(c, seed, start, model, need_rate)
-            for c in make_population(seed, customers, start)
+            CustomerSim(c, seed, start, model, need_rate * world.need_rate, world.life_events)
+            for c in make_population(seed, customers, start, world.population)
         ]
         self.respond_rngs = [random.Random(f"respond:{seed}:{i}") for i in range(customers)]
         self.policy_rng = random.Random(f"policy:{seed}:{policy.name}")
@@ -246,7 +260,7 @@ class SiteLoop:
         def choose(ctx: ChoiceContext, pool: Sequence[Candidate], limit: int) -> Choice:
             index = {c.offer.id: k for k, c in enumerate(pool)}
             offers = [c.offer for c in pool]
-            picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown)
+            picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown, ctx)
             return Choice(picks=[(index[oid], p) for oid, p in picks])
 
         # what a site's call carries: the device, and the page the placement is on
@@ -273,9 +287,10 @@ class SiteLoop:
         return decision
 
     def _respond(self, i: int, d: int, ts: float, page: dict[str, Any], decision: Decision) -> None:
-        """The hidden response model looks at what was shown: views, clicks, conversions."""
+        """The hidden response model looks at what was shown: views, clicks, conversions.
+        Under the ``none`` policy nothing is shown, not even a placement's fallback content."""
         chosen = [item.offer_id for item in decision.items]
-        if not chosen:
+        if not chosen or isinstance(self.policy, NoOfferPolicy):
             return
         sim, shown, placement = self.sims[i], self.shown[i], decision.placement
         user, anon = page.get("userId"), page.get("anonymousId")
@@ -308,6 +323,7 @@ class SiteLoop:
                 impressions_before=before,
                 overdrawn=sim.overdrawn,
                 age=age,
+                offer=offer_id,
             )
             if not clicked:
                 continue
@@ -443,13 +459,14 @@ def run_policy(
     model: ResponseModel | None = None,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    world: World | None = None,
     site_engine: SiteEngine | None = None,
 ) -> Metrics:
     """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``;
     ``site_engine``: where it decides (default a fresh in-process engine, in memory)."""
     chosen = make_policy(policy) if isinstance(policy, str) else policy
     began = time.perf_counter()
-    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate, site_engine)
+    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate, world, site_engine)
     for d in range(days):
         run.run_day(d)
         if progress is not None:
@@ -467,16 +484,18 @@ def evaluate(
     start: date = DEFAULT_START,
     progress: Callable[[str, int], None] | None = None,
     need_rate: float = 1.0,
+    world: str = DEFAULT_WORLD,
     engine_for: Callable[[str, Catalog], SiteEngine | None] | None = None,
 ) -> dict[str, Metrics]:
-    """Run the site loop for each policy on identical populations; metrics by policy name.
-    ``engine_for(policy, catalog)``: where that policy decides (None: a fresh in-process
-    engine in memory), e.g. a server over HTTP, or a SQLite store to keep."""
+    """Run the site loop for each policy on identical populations of ``world``; metrics by
+    policy name. ``engine_for(policy, catalog)``: where that policy decides (None: a fresh
+    in-process engine in memory), e.g. a server over HTTP, or a SQLite store to keep."""
     names = list(policies)
     for name in names:
         make_policy(name)  # unknown names fail before any work
-    catalog = load_catalog(catalog_path)
-    model = ResponseModel(load_params())
+    lives = world_named(world)
+    catalog = world_catalog(lives, catalog_path, start)
+    model = world_response(lives)
     return {
         name: run_policy(
             name,
@@ -488,6 +507,7 @@ def evaluate(
             model=model,
             progress=progress,
             need_rate=need_rate,
+            world=lives,
             site_engine=engine_for(name, catalog) if engine_for is not None else None,
         )
         for name in names

@@ -4,6 +4,13 @@ A need has a topic (the site's product areas), a peak strength in (0, 1], a rise
 duration; it ends because the customer converted, bought elsewhere, or lost interest.
 Strength on a day: peak * min(1, age_of_need / rise) while it lasts, then 0.
 The engine never sees any of this: it sees only the page views and events needs cause.
+
+Two strengths per need: ``strength`` (the true need: what clicks and converts) and
+``browsing`` (how strongly it shows in the customer's page views). In the default world they
+are equal. A world may part them (``worlds.py``): a need ``real`` False is research without
+intent (a friend's mortgage: browsing, no need); ``lead`` days of research before the need
+is ripe (browsing at once, a true need only from ``start + lead``); ``visibility`` scales how
+much of a ripe need shows in browsing (0: a need that never shows).
 """
 
 from __future__ import annotations
@@ -13,7 +20,15 @@ import random
 
 import msgspec
 
-__all__ = ["LIFE_EVENTS", "EndReason", "LifeEventKind", "Need", "NeedSpec", "start_need"]
+__all__ = [
+    "LIFE_EVENTS",
+    "EndReason",
+    "LifeEventKind",
+    "LifeEvents",
+    "Need",
+    "NeedSpec",
+    "start_need",
+]
 
 
 class LifeEventKind(enum.StrEnum):
@@ -29,6 +44,10 @@ class LifeEventKind(enum.StrEnum):
     TRAVEL_PLANNING = "travel_planning"
     WINDFALL = "windfall"
     BACKGROUND = "background"
+    # world-only events (``worlds.py``): never in the default table, never told to the bank
+    CURIOSITY = "curiosity"
+    BUDGET_SQUEEZE = "budget_squeeze"
+    TAX_DEADLINE = "tax_deadline"
 
 
 class EndReason(enum.StrEnum):
@@ -45,10 +64,14 @@ class NeedSpec(msgspec.Struct, frozen=True):
     rise_days: tuple[float, float]
     duration_days: tuple[float, float]
     elsewhere: float  # chance the need ends by buying elsewhere rather than fading
+    real: bool = True  # False: browsing without any intent to buy
+    visibility: tuple[float, float] = (1.0, 1.0)  # uniform range, share shown in browsing
+    lead_days: tuple[float, float] = (0.0, 0.0)  # uniform range, research before it is ripe
 
 
 #: life event -> (daily hazard or None for scheduled events, the needs it may start)
-LIFE_EVENTS: dict[LifeEventKind, tuple[float | None, tuple[NeedSpec, ...]]] = {
+LifeEvents = dict[LifeEventKind, tuple[float | None, tuple[NeedSpec, ...]]]
+LIFE_EVENTS: LifeEvents = {
     LifeEventKind.MOVING: (
         0.0004,
         (
@@ -133,21 +156,45 @@ class Need(msgspec.Struct, kw_only=True):
     cause: LifeEventKind
     ended: EndReason = EndReason.ACTIVE
     end_day: float | None = None
+    real: bool = True
+    visibility: float = 1.0
+    lead: float = 0.0
 
-    def strength(self, day: float) -> float:
+    @property
+    def lasts(self) -> float:
+        """Days from the start of research to the end: the lead, then the need itself."""
+        return self.lead + self.duration
+
+    def _shape(self, day: float) -> float:
+        """The need's curve from its first day of research, real or not."""
         if self.ended is not EndReason.ACTIVE or day < self.start:
             return 0.0
         age = day - self.start
-        if age >= self.duration:
+        if age >= self.lasts:
             return 0.0
         return self.peak * (min(1.0, age / self.rise) if self.rise > 0 else 1.0)
+
+    def strength(self, day: float) -> float:
+        """The true need on ``day``: what clicks, converts and converts organically."""
+        if not self.real or day < self.start + self.lead:
+            return 0.0
+        return self._shape(day)
+
+    def browsing(self, day: float) -> float:
+        """How strongly the need shows in page views on ``day``."""
+        s = self._shape(day)
+        if s <= 0.0 or day < self.start + self.lead:
+            return s
+        return s * self.visibility
 
     def finish(self, day: float, reason: EndReason) -> None:
         self.ended, self.end_day = reason, day
 
 
 def start_need(rng: random.Random, spec: NeedSpec, day: float, cause: LifeEventKind) -> Need:
-    return Need(
+    """A need drawn from ``spec``; a spec's default lead and visibility take no draw, so the
+    default world's stream does not depend on them."""
+    need = Need(
         topic=spec.topic,
         start=day,
         peak=rng.uniform(*spec.peak),
@@ -155,4 +202,10 @@ def start_need(rng: random.Random, spec: NeedSpec, day: float, cause: LifeEventK
         duration=rng.uniform(*spec.duration_days),
         elsewhere=spec.elsewhere,
         cause=cause,
+        real=spec.real,
     )
+    if spec.lead_days != (0.0, 0.0):
+        need.lead = rng.uniform(*spec.lead_days)
+    if spec.visibility != (1.0, 1.0):
+        need.visibility = rng.uniform(*spec.visibility)
+    return need

@@ -13,8 +13,17 @@ the decision log holds what the policy really showed, with the policy's propensi
 - ``static``: service messages first, then catalog priority, then campaign
   weight x value: how banks ordered banners before behavioral targeting; no interest, no
   learning.
+- ``greedy_recent``: the bank's rule of thumb: service first (like ``static``), then the
+  topics the customer viewed most in the last 14 days, then catalog priority; it reads only
+  what the engine sees (the decision's profile: its topic hit counts), never a hidden need.
+- ``none``: shows nothing: the baseline of what customers do anyway (a policy's true
+  incremental conversions are its conversions minus ``none``'s on the same population).
 - ``oracle``: knows the hidden needs and the response model; orders by
   P(click at position 1) x P(convert | click) x value for the customer's true state.
+
+Every ``choose`` also receives ``context``: what the decision may see of the customer (the
+engine's ``ChoiceContext``: the profile as the decision sees it, and ``now``), or None when
+a caller asks a policy directly.
 """
 
 from __future__ import annotations
@@ -26,11 +35,16 @@ from typing import Protocol
 
 from nextbest.catalog.compiled import CompiledOffer
 from nextbest.catalog.model import OfferKind
+from nextbest.decide.model import ChoiceContext
+from nextbest.profile.windows import count_in_days
 from nextbest.sim.world import CustomerSim
 
 __all__ = [
     "POLICIES",
+    "RECENT_DAYS",
+    "GreedyRecentPolicy",
     "NextbestPolicy",
+    "NoOfferPolicy",
     "OraclePolicy",
     "PriorPolicy",
     "RandomPolicy",
@@ -55,12 +69,14 @@ class SitePolicy(Protocol):
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
     ) -> list[tuple[str, float]]:
         """(offer id, propensity) to show, best first, at most ``slots``, all from
         ``candidates`` (the engine's eligible set in its order). The propensity is the
         probability that this policy puts that offer in that slot.
 
-        ``impressions``: offer id -> times this customer has been shown it so far.
+        ``impressions``: offer id -> times this customer has been shown it so far;
+        ``context``: what the decision may see (the engine's profile of the customer, now).
         """
         ...
 
@@ -80,6 +96,7 @@ class PriorPolicy:
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
     ) -> list[tuple[str, float]]:
         return [(offer.id, 1.0) for offer in candidates][:slots]
 
@@ -103,6 +120,7 @@ class RandomPolicy:
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
     ) -> list[tuple[str, float]]:
         ids = sorted(o.id for o in candidates)  # independent of the engine's order
         rng.shuffle(ids)
@@ -110,10 +128,14 @@ class RandomPolicy:
         return [(oid, 1.0 / len(ids)) for oid in ids[:slots]]
 
 
+def service_tier(offer: CompiledOffer) -> int:
+    """0 for a service message, 1 for an offer: the banks' rules put service first."""
+    return 0 if offer.kind is OfferKind.SERVICE else 1
+
+
 def static_key(offer: CompiledOffer) -> tuple[int, int, float, str]:
     """Service first, then catalog priority, then campaign weight x value; id breaks ties."""
-    service = 0 if offer.kind is OfferKind.SERVICE else 1
-    return (service, -offer.spec.priority, -offer.weight * offer.spec.value, offer.id)
+    return (service_tier(offer), -offer.spec.priority, -offer.weight * offer.spec.value, offer.id)
 
 
 class StaticPolicy:
@@ -127,8 +149,61 @@ class StaticPolicy:
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
     ) -> list[tuple[str, float]]:
         return [(o.id, 1.0) for o in sorted(candidates, key=static_key)][:slots]
+
+
+#: the window of the bank's rule of thumb (``greedy_recent``), in days
+RECENT_DAYS = 14
+
+
+def recent_views(context: ChoiceContext | None, topic: str | None) -> int:
+    """Hits on ``topic`` within ``RECENT_DAYS`` as the decision's profile holds them (page
+    views and the topic's track events); 0 without a topic, a profile or such hits."""
+    if context is None or topic is None:
+        return 0
+    interest = context.profile.interests.get(topic)
+    return count_in_days(interest.hits, RECENT_DAYS, context.now) if interest else 0
+
+
+class GreedyRecentPolicy:
+    """The bank's rule of thumb: what the customer browsed most lately, most first."""
+
+    name = "greedy_recent"
+
+    def choose(
+        self,
+        candidates: Sequence[CompiledOffer],
+        sim: CustomerSim,
+        day: int,
+        slots: int,
+        rng: random.Random,
+        impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
+    ) -> list[tuple[str, float]]:
+        def key(o: CompiledOffer) -> tuple[int, int, int, str]:
+            return (service_tier(o), -recent_views(context, o.topic), -o.spec.priority, o.id)
+
+        return [(o.id, 1.0) for o in sorted(candidates, key=key)][:slots]
+
+
+class NoOfferPolicy:
+    """Nobody sees anything: what customers do on their own."""
+
+    name = "none"
+
+    def choose(
+        self,
+        candidates: Sequence[CompiledOffer],
+        sim: CustomerSim,
+        day: int,
+        slots: int,
+        rng: random.Random,
+        impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
+    ) -> list[tuple[str, float]]:
+        return []
 
 
 class OraclePolicy:
@@ -142,6 +217,7 @@ class OraclePolicy:
         slots: int,
         rng: random.Random,
         impressions: Mapping[str, int],
+        context: ChoiceContext | None = None,
     ) -> list[tuple[str, float]]:
         model = sim.response
         needs = sim.strengths(day)
@@ -156,6 +232,7 @@ class OraclePolicy:
                 impressions_before=impressions.get(offer.id, 0),
                 overdrawn=sim.overdrawn,
                 age=age,
+                offer=offer.id,
             )
             p_conv = model.p_convert_after_click(offer_topic=offer.topic, needs=needs)
             scored.append((-(p_click * p_conv * offer.spec.value), offer.id))
@@ -164,10 +241,21 @@ class OraclePolicy:
 
 
 POLICIES: dict[
-    str, type[NextbestPolicy | PriorPolicy | RandomPolicy | StaticPolicy | OraclePolicy]
+    str,
+    type[
+        NextbestPolicy
+        | PriorPolicy
+        | RandomPolicy
+        | StaticPolicy
+        | GreedyRecentPolicy
+        | NoOfferPolicy
+        | OraclePolicy
+    ],
 ] = {
+    "none": NoOfferPolicy,
     "random": RandomPolicy,
     "static": StaticPolicy,
+    "greedy_recent": GreedyRecentPolicy,
     "prior": PriorPolicy,
     "nextbest": NextbestPolicy,
     "oracle": OraclePolicy,

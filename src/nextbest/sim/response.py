@@ -18,7 +18,9 @@ Click, for an offer of kind ``K`` (``commercial`` or ``service``) and topic ``t`
     examined   = 1 / k ** position_eta                                  position bias
     fatigue    = floor[K] + (1 - floor[K]) * fatigue_decay[K] ** n      repeated impressions
     age_factor = product of ``factor`` over the ``click.age`` bands of t containing the age
-    P(click)   = clamp(appeal * examined * fatigue * age_factor)
+    offer_factor = product of ``factor`` over the ``click.offers`` bands of this offer
+                 containing the age (an offer's own appeal; none in the default world)
+    P(click)   = clamp(appeal * examined * fatigue * age_factor * offer_factor)
 
 Conversion (the offer's KPI event) after a click, and organic conversion per day of an
 active need without any offer (the control group's baseline)::
@@ -43,7 +45,7 @@ a call allocates nothing beyond its float results.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +60,7 @@ __all__ = [
     "AgeBand",
     "ClickParams",
     "KindParams",
+    "OfferAppeal",
     "RateParams",
     "ResponseModel",
     "ResponseParams",
@@ -104,6 +107,20 @@ class AgeBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
 
 
+class OfferAppeal(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Scales the click probability of one offer (by id) for ages in [min_age, max_age]:
+    what customers think of this offer's own terms, beyond its topic."""
+
+    offer: TopicId
+    factor: Factor
+    min_age: Age = 0
+    max_age: Age = MAX_AGE
+
+    def __post_init__(self) -> None:
+        if self.min_age > self.max_age:
+            raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
+
+
 class ClickParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     position_eta: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)]
     match_exponent: Exponent
@@ -113,6 +130,7 @@ class ClickParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     overdrawn_relevance: Probability
     overdrawn_commercial_factor: Factor
     age: tuple[AgeBand, ...] = ()
+    offers: tuple[OfferAppeal, ...] = ()
 
 
 class RateParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -211,6 +229,18 @@ def _line_of(text: str, path: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------- the model
+def _age_tables(
+    bands: Iterable[tuple[str, int, int, float]],
+) -> dict[str, tuple[float, ...]]:
+    """key -> factor per age 0..MAX_AGE, the factors of every band of that key multiplied."""
+    tables: dict[str, list[float]] = {}
+    for key, low, high, factor in bands:
+        table = tables.setdefault(key, [1.0] * (MAX_AGE + 1))
+        for a in range(low, high + 1):
+            table[a] *= factor
+    return {key: tuple(table) for key, table in tables.items()}
+
+
 class _Kind:
     """One offer kind's click parameters with its fatigue table."""
 
@@ -243,6 +273,7 @@ class ResponseModel:
         "_exam",
         "_exp",
         "_kinds",
+        "_offer_age",
         "_organic",
         "_organic_factor",
         "_overdraft_topic",
@@ -264,12 +295,9 @@ class ResponseModel:
         self._overdraft_topic = c.overdraft_topic
         self._overdrawn_relevance = c.overdrawn_relevance
         self._overdrawn_commercial = c.overdrawn_commercial_factor
-        ages: dict[str, list[float]] = {}
-        for band in c.age:
-            table = ages.setdefault(band.topic, [1.0] * (MAX_AGE + 1))
-            for a in range(band.min_age, band.max_age + 1):
-                table[a] *= band.factor
-        self._age = {topic: tuple(table) for topic, table in ages.items()}
+        ages = _age_tables((b.topic, b.min_age, b.max_age, b.factor) for b in c.age)
+        self._age = ages
+        self._offer_age = _age_tables((a.offer, a.min_age, a.max_age, a.factor) for a in c.offers)
         self._convert = (params.convert.base, params.convert.gain, params.convert.exponent)
         self._organic = (params.organic.base, params.organic.gain, params.organic.exponent)
         self._convert_factor = {f.topic: f.convert for f in params.topics}
@@ -289,8 +317,10 @@ class ResponseModel:
         impressions_before: int,
         overdrawn: bool,
         age: int,
+        offer: str | None = None,
     ) -> float:
-        """The chance the customer clicks this offer shown in slot ``position`` (1 = first)."""
+        """The chance the customer clicks this offer shown in slot ``position`` (1 = first);
+        ``offer``: its id, for the offer's own appeal (``click.offers``)."""
         kind = self._kinds.get(offer_kind)
         if kind is None:
             raise ValueError(f"unknown offer kind {offer_kind!r}; use commercial or service")
@@ -308,6 +338,10 @@ class ResponseModel:
                 scale = 1.0
             else:
                 scale = table[age if 0 <= age <= MAX_AGE else (0 if age < 0 else MAX_AGE)]
+        if offer is not None and self._offer_age:
+            own = self._offer_age.get(offer)
+            if own is not None:
+                scale *= own[age if 0 <= age <= MAX_AGE else (0 if age < 0 else MAX_AGE)]
         if overdrawn:
             if not kind.service:
                 scale *= self._overdrawn_commercial
@@ -359,6 +393,7 @@ class ResponseModel:
         impressions_before: int,
         overdrawn: bool,
         age: int,
+        offer: str | None = None,
     ) -> bool:
         """Does the customer click? One ``rng.random()`` draw."""
         return rng.random() < self.p_click(
@@ -369,6 +404,7 @@ class ResponseModel:
             impressions_before=impressions_before,
             overdrawn=overdrawn,
             age=age,
+            offer=offer,
         )
 
     def convert(

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from nextbest.sim.needs import LIFE_EVENTS, EndReason, LifeEventKind, Need, start_need
+from nextbest.sim.needs import (
+    LIFE_EVENTS,
+    EndReason,
+    LifeEventKind,
+    LifeEvents,
+    Need,
+    start_need,
+)
 from nextbest.sim.population import Customer
 from nextbest.sim.response import ResponseModel
 from nextbest.sim.site import CALCULATORS, GENERAL_PAGES, PRODUCT_OF, SEARCHES, TOPIC_PAGES
@@ -44,6 +51,15 @@ _RANDOM_EVENTS = (
     LifeEventKind.WINDFALL,
     LifeEventKind.BACKGROUND,
 )
+#: life events the bank never hears of (no ``Life Event`` message)
+_UNTOLD = frozenset(
+    {
+        LifeEventKind.BACKGROUND,
+        LifeEventKind.CURIOSITY,
+        LifeEventKind.BUDGET_SQUEEZE,
+        LifeEventKind.TAX_DEADLINE,
+    }
+)
 
 
 def _eligible(kind: LifeEventKind, age: int, partner: bool) -> bool:
@@ -65,8 +81,10 @@ def _eligible(kind: LifeEventKind, age: int, partner: bool) -> bool:
             return 18 <= age <= 85
         case LifeEventKind.WINDFALL:
             return age >= 18
-        case LifeEventKind.BACKGROUND:
+        case LifeEventKind.BACKGROUND | LifeEventKind.CURIOSITY | LifeEventKind.BUDGET_SQUEEZE:
             return age >= 18
+        case LifeEventKind.TAX_DEADLINE:
+            return 25 <= age <= 75
     return False
 
 
@@ -94,12 +112,21 @@ class CustomerSim:
         start: date,
         response: ResponseModel,
         need_rate: float = 1.0,
+        life_events: LifeEvents | None = None,
     ):
         """``need_rate`` scales every random life event's hazard (1: the defaults): a world
-        where needs are rarer or more common, to judge a strategy under both."""
+        where needs are rarer or more common, to judge a strategy under both.
+        ``life_events``: the world's table of life events (default ``LIFE_EVENTS``); kinds
+        beyond the default ones are drawn after them, so the default draws stay aligned."""
         self.c = customer
         self.seed = seed
         self.need_rate = need_rate
+        self.life_events = LIFE_EVENTS if life_events is None else life_events
+        self.random_kinds = _RANDOM_EVENTS + tuple(
+            k
+            for k, (hazard, _) in self.life_events.items()
+            if k not in _RANDOM_EVENTS and hazard is not None
+        )
         self.rng = random.Random(f"life:{seed}:{customer.index}")
         self.start = start
         self.t0 = datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()
@@ -136,10 +163,20 @@ class CustomerSim:
         }
 
     def strengths(self, day: float) -> dict[str, float]:
+        """The true needs by topic (the strongest per topic): what clicks and converts."""
         out: dict[str, float] = {}
         for n in self.needs:
             s = n.strength(day)
             if s > out.get(n.topic, 0.0):
+                out[n.topic] = s
+        return out
+
+    def browsing(self, day: float) -> dict[str, float]:
+        """How strongly each topic shows in page views (topics the site has pages for)."""
+        out: dict[str, float] = {}
+        for n in self.needs:
+            s = n.browsing(day)
+            if s > out.get(n.topic, 0.0) and n.topic in TOPIC_PAGES:
                 out[n.topic] = s
         return out
 
@@ -149,7 +186,7 @@ class CustomerSim:
     def _start(
         self, kind: LifeEventKind, day: float, out: list[Message], ts: float, known_to_bank: bool
     ) -> None:
-        _, specs = LIFE_EVENTS[kind]
+        _, specs = self.life_events[kind]
         if known_to_bank:
             out.append(
                 self._message(
@@ -178,7 +215,7 @@ class CustomerSim:
         """
         rng = random.Random(f"past:{self.seed}:{self.c.index}")
         today = self.start
-        for kind, (hazard, specs) in LIFE_EVENTS.items():
+        for kind, (hazard, specs) in self.life_events.items():
             if hazard is None:
                 continue
             for _ in range(_poisson(rng, hazard * self.need_rate * PAST_DAYS)):
@@ -193,7 +230,7 @@ class CustomerSim:
                     if product in self.products and spec.topic != "mortgage":
                         continue
                     need = start_need(rng, spec, day, kind)
-                    if day + need.duration > 0:
+                    if day + need.lasts > 0:
                         self.needs.append(need)
 
     # ------------------------------------------------------------------ the day
@@ -206,8 +243,8 @@ class CustomerSim:
         self._money(d, today, base, out)
         self._life_events(d, today, age, base, out)
         self._end_needs(d)
-        strengths = self.strengths(d)
-        self._organic(d, strengths, base, out)
+        strengths = self.browsing(d)
+        self._organic(d, base, out)
         for _step_day, name, product in [p for p in self.pending if p[0] == d]:
             out.append(
                 self._message(
@@ -298,27 +335,25 @@ class CustomerSim:
                 child.day,
             ) and today.year - child.year == 18:
                 self._start(LifeEventKind.CHILD_TURNING_18, d, out, ts, known_to_bank=True)
-        for kind in _RANDOM_EVENTS:
-            hazard = LIFE_EVENTS[kind][0]
+        for kind in self.random_kinds:
+            hazard = self.life_events[kind][0]
             if (
                 _eligible(kind, age, c.partner)
                 and hazard is not None
                 and rng.random() < hazard * self.need_rate
             ):
-                known = kind is not LifeEventKind.BACKGROUND and rng.random() < 0.5
+                known = kind not in _UNTOLD and rng.random() < 0.5
                 self._start(kind, d, out, ts, known_to_bank=known)
                 if kind is LifeEventKind.BIRTH:
                     c.children.append(today)
 
     def _end_needs(self, d: int) -> None:
         for n in self.needs:
-            if n.ended is EndReason.ACTIVE and d - n.start >= n.duration:
+            if n.ended is EndReason.ACTIVE and d - n.start >= n.lasts:
                 reason = EndReason.ELSEWHERE if self.rng.random() < n.elsewhere else EndReason.FADED
                 n.finish(d, reason)
 
-    def _organic(
-        self, d: int, strengths: dict[str, float], base: float, out: list[Message]
-    ) -> None:
+    def _organic(self, d: int, base: float, out: list[Message]) -> None:
         """Customers convert on their own, without any offer: the control groups' baseline."""
         for n in self.needs:
             s = n.strength(d)
@@ -365,6 +400,7 @@ class CustomerSim:
     def _session(
         self, d: int, base: float, strengths: dict[str, float], out: list[Message]
     ) -> None:
+        """One visit; ``strengths``: what the customer browses (``browsing``)."""
         rng, c = self.rng, self.c
         ts = base + (rng.choices(_HOURS, _HOUR_WEIGHTS)[0] + rng.random()) * 3600
         web = rng.random() >= c.app_share
