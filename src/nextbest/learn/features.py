@@ -13,7 +13,8 @@ key                     value
 ``count1d:<topic>``     ``log1p`` of the hits in the last day
 ``count7:<topic>``      ``log1p`` of the hits in the last 7 days
 ``count30:<topic>``     ``log1p`` of the hits in the last 30 days
-``recency:<topic>``     ``1 / (1 + days since the last hit)``: 1 today, 0.5 yesterday
+``recency:<topic>``     ``1 / (1 + days since the last hit)``: 1 today, 0.5 yesterday; only
+                        within 30 days
 ``trend:<topic>``       ``log((last 7 days + 1) / (the 7 days before + 1))``, in [-3, 3]
 ``funnel:<topic>``      funnel stage / 5 (researching 0.2 ... customer 1.0)
 ``page:<topic>``        1 for the topics of the page being viewed (``page_topics``)
@@ -202,7 +203,7 @@ def customer_features(
             if c7 or before:
                 trend = math.log((c7 + 1.0) / (before + 1.0))
                 x["trend:" + topic] = max(-_TREND_CLIP, min(_TREND_CLIP, trend))
-        if it.last_seen <= now:
+        if month_ago < it.last_seen <= now:  # older: near 0, and a feature less to learn
             x["recency:" + topic] = 1.0 / (1.0 + (now - it.last_seen) / DAY)
     for topic, stage in profile.funnel.items():
         if stage and topic in topics:
