@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +17,11 @@ from rich.console import Console
 from nextbest.clock import ClockKind
 from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationError
 from nextbest.settings import Settings
+
+if TYPE_CHECKING:
+    from nextbest.catalog.compiled import Catalog
+    from nextbest.sim.engines import SiteEngine
+    from nextbest.sim.loop import Metrics
 
 __all__ = ["app", "main"]
 
@@ -476,46 +481,13 @@ def sim_evaluate(
     x treatment customers, summed. [95% CI]: its percentile interval from 1,000
     bootstrap resamples of the customers (the unit campaigns randomize), seeded
     by --seed."""
-    from pathlib import Path
-
-    import msgspec
-
-    from nextbest.catalog.compiled import Catalog
-    from nextbest.sim.baselines import describe_margin, oracle_margin, true_incremental
-    from nextbest.sim.engines import LocalEngine, RemoteEngine, SiteEngine
     from nextbest.sim.generate import DEFAULT_START
-    from nextbest.sim.loop import evaluate, format_table
+    from nextbest.sim.loop import evaluate
 
     names = tuple(p.strip() for p in policies.split(",") if p.strip())
     first_day = _date(start, "--start") if start else DEFAULT_START
-    if target and set(names) != {"nextbest"}:
-        _console("err").print(
-            "--target runs the nextbest policy only (the others choose inside the engine, "
-            "which needs it in process): pass --policies nextbest",
-            markup=False,
-        )
-        raise typer.Exit(2)
-    if data and "nextbest" not in names:
-        _console("err").print("--data keeps the nextbest policy's run: add it to --policies")
-        raise typer.Exit(2)
-    if data and (target or Path(data).exists()):
-        why = "the server keeps its own store" if target else f"{data} exists"
-        _console("err").print(f"--data needs a new store, in process: {why}", markup=False)
-        raise typer.Exit(2)
-
-    def engine_for(policy: str, loaded: Catalog) -> SiteEngine | None:
-        if policy != "nextbest":
-            return None
-        if target:
-            remote = RemoteEngine(target, loaded, write_key=write_key, server_key=server_key)
-            try:
-                remote.check()
-            except BaseException:
-                remote.close()
-                raise
-            return remote
-        return LocalEngine(loaded, data, id_prefix="nextbest-") if data else None
-
+    _refuse_sim_where(names, target, data)
+    engine_for = _site_engines(target, data, write_key, server_key)
     err = _console("err")
     with _progress(err, quiet, names, days) as progress:
         try:
@@ -534,13 +506,66 @@ def sim_evaluate(
         except ValueError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
-    _console("out").print(f"world: {world}", markup=False)
-    _console("out").print(format_table(results), markup=False)
-    _console("out").print(describe_margin(oracle_margin(results)), markup=False)
+    _print_sim_results(results, world, json_out)
+
+
+def _refuse_sim_where(names: tuple[str, ...], target: str, data: str) -> None:
+    """Exit 2 where --target or --data cannot serve the policies asked for."""
+    err = _console("err")
+    if target and set(names) != {"nextbest"}:
+        err.print(
+            "--target runs the nextbest policy only (the others choose inside the engine, "
+            "which needs it in process): pass --policies nextbest",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    if data and "nextbest" not in names:
+        err.print("--data keeps the nextbest policy's run: add it to --policies")
+        raise typer.Exit(2)
+    if data and (target or Path(data).exists()):
+        why = "the server keeps its own store" if target else f"{data} exists"
+        err.print(f"--data needs a new store, in process: {why}", markup=False)
+        raise typer.Exit(2)
+
+
+def _site_engines(
+    target: str, data: str, write_key: str, server_key: str
+) -> Callable[[str, Catalog], SiteEngine | None]:
+    """Where each policy decides: the nextbest policy on the server at ``target`` or in a
+    SQLite store ``data``; every other policy (and nextbest otherwise) in memory (None)."""
+    from nextbest.sim.engines import LocalEngine, RemoteEngine
+
+    def engine_for(policy: str, loaded: Catalog) -> SiteEngine | None:
+        if policy != "nextbest":
+            return None
+        if target:
+            remote = RemoteEngine(target, loaded, write_key=write_key, server_key=server_key)
+            try:
+                remote.check()
+            except BaseException:
+                remote.close()
+                raise
+            return remote
+        return LocalEngine(loaded, data, id_prefix="nextbest-") if data else None
+
+    return engine_for
+
+
+def _print_sim_results(results: dict[str, Metrics], world: str, json_out: str) -> None:
+    """The metrics table, the oracle's margin and true incremental conversions."""
+    import msgspec
+
+    from nextbest.sim.baselines import describe_margin, oracle_margin, true_incremental
+    from nextbest.sim.loop import format_table
+
+    out = _console("out")
+    out.print(f"world: {world}", markup=False)
+    out.print(format_table(results), markup=False)
+    out.print(describe_margin(oracle_margin(results)), markup=False)
     gains = true_incremental(results)
     if gains:
         text = ", ".join(f"{name} {n:+d}" for name, n in gains.items())
-        _console("out").print(f"true incremental conversions (vs none): {text}", markup=False)
+        out.print(f"true incremental conversions (vs none): {text}", markup=False)
     if json_out:
         Path(json_out).write_bytes(msgspec.json.encode(results))
 
