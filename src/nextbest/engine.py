@@ -217,7 +217,7 @@ class Engine:
             decision = self.decision(str(event.properties.get("decision_id")))
         learner.observe(event, decision)
         book.apply(seq, event, self._events_of)
-        if event.type is EventType.TRACK and (event.user_id or event.anonymous_id):
+        if learner.awaits(event) and (event.user_id or event.anonymous_id):
             customer = book.resolve(event.user_id, event.anonymous_id)
             learner.observe_outcome(event, customer, book.same_customer)
 

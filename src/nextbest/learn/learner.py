@@ -160,6 +160,9 @@ class Learner:
         self.now = -math.inf
         #: P(conversion | click) per offer, and the clicks waiting for their KPI event
         self.conversions = ConversionModel(catalog.scoring.conversion_strength)
+        self._kpi_events = frozenset(
+            o.spec.kpi_event for o in catalog.offers.values() if o.spec.kpi_event
+        )
         self._pending: list[PendingConversion] = []  # a heap by deadline
         #: (KPI event, customer key at the click) -> its waiting clicks, oldest first
         self._awaiting: dict[tuple[str, str], list[PendingConversion]] = {}
@@ -363,6 +366,15 @@ class Learner:
             if not waiting:
                 del self._awaiting[key]
 
+    def awaits(self, event: Event) -> bool:
+        """``event`` is a KPI event some click is waiting for (cheap: ingestion asks it of
+        every event before resolving who sent it)."""
+        return (
+            bool(self._awaiting)
+            and event.type is EventType.TRACK
+            and event.name in self._kpi_events
+        )
+
     def observe_outcome(
         self, event: Event, customer: str, same: Callable[[str, Event], bool]
     ) -> None:
@@ -372,7 +384,8 @@ class Learner:
         click was made under. Clicks are looked up under ``customer``, the event's userId
         and its ``anon:<anonymousId>``: a click made anonymously converts when the KPI event
         carries that anonymousId or the profile has been stitched to it since."""
-        if event.type is not EventType.TRACK or event.name is None or not self._awaiting:
+        name = event.name
+        if name is None or not self.awaits(event):
             return
         keys = {customer}
         if event.user_id:
@@ -384,7 +397,7 @@ class Learner:
         at = event.received_at
         best: PendingConversion | None = None
         for key in sorted(keys):
-            for p in self._awaiting.get((event.name, key), ()):
+            for p in self._awaiting.get((name, key), ()):
                 if not p.clicked_at <= at <= p.deadline:
                     continue
                 offer = self.catalog.offers.get(p.offer_id)
