@@ -65,7 +65,7 @@ def test_readme_curl_examples_run(keyed):
         )
         assert '"message"' not in run.stdout, (block, run.stdout)  # no error body
         outputs.append(run.stdout)
-    assert outputs[0].strip() == '{"success":true,"accepted":6,"duplicates":0}'
+    assert outputs[0].strip() == '{"success":true,"accepted":6,"duplicates":0,"rejected":[]}'
     assert outputs[1].index('"offer_id":"mortgage_advice"') < outputs[1].index('"position":2')
     assert "viewed mortgage pages 5 times in 14 days" in outputs[1]
     profile = server.engine.profile("u-1001")

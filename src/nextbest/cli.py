@@ -223,6 +223,53 @@ def token(
     )
 
 
+quarantine_app = typer.Typer(
+    no_args_is_help=True,
+    help="Messages set apart because they broke the event vocabulary: list and replay.",
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many, oldest first."),
+) -> None:
+    """Show the held messages: when, why, where in their request, and what they were."""
+    from nextbest.usecases import list_quarantine
+
+    total, held = _found(list_quarantine, _settings(catalog, data), limit)
+    out = _console("out")
+    out.print(f"{total} message(s) held in quarantine", markup=False)
+    for m in held:
+        when = datetime.fromtimestamp(m.received_at, UTC).isoformat(timespec="seconds")
+        what = m.event.name or m.event.type.value
+        who = m.event.user_id or m.event.anonymous_id
+        out.print(
+            f"#{m.id} {when} {what!r} for {who} from a {m.sender} key: "
+            f"{m.code} at {m.path}: {m.reason}",
+            markup=False,
+        )
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(catalog: str = CatalogOpt, data: str = DataOpt) -> None:
+    """Let in the held messages the vocabulary and the decision log now accept (after a fix),
+    on a store at rest; a running server does it with POST /v1/admin/quarantine/replay."""
+    from nextbest.usecases import replay_quarantine
+
+    report = _found(replay_quarantine, _settings(catalog, data))
+    out = _console("out")
+    out.print(
+        f"replayed {report.replayed} message(s) ({report.duplicates} already in the log); "
+        f"{len(report.still_held)} still held",
+        markup=False,
+    )
+    for m in report.still_held:
+        out.print(f"  #{m.id} {m.code} at {m.path}: {m.reason}", markup=False)
+
+
 export_app = typer.Typer(no_args_is_help=True, help="Export logs for analysts.")
 app.add_typer(export_app, name="export")
 

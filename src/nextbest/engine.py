@@ -1,6 +1,9 @@
 """The engine: a small facade over the core's components, built by ``bootstrap``.
 
-    ingest(events)  -> durable append to the event log, then fold into live profiles
+    accept(...)     -> a request's events appended durably and folded, the messages that
+                       break the vocabulary quarantined (``accept_many``: many requests in
+                       one durable commit, as ``group_commit`` hands them over)
+    ingest(events)  -> the same, all or nothing (programmatic callers)
     decide(...)     -> one profile read, the pure pipeline, the decision journaled
     profile(id)     -> the live profile
     replay()        -> every profile rebuilt from the log alone
@@ -26,7 +29,8 @@ import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -36,23 +40,69 @@ from nextbest.decide.feedback import check_feedback, is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
-from nextbest.errors import ValidationError
+from nextbest.errors import NextbestError, ValidationError, VocabularyError
 from nextbest.events.model import Event, EventType
-from nextbest.events.parse import DEFAULT_LIMITS, Limits, parse_batch, parse_message
+from nextbest.events.parse import (
+    DEFAULT_LIMITS,
+    Limits,
+    Parsed,
+    Rejection,
+    check_vocabulary,
+    parse_batch,
+    parse_message,
+    read_batch,
+    read_message,
+)
+from nextbest.group_commit import GroupCommit
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
-from nextbest.store.port import StateRow, Stores
+from nextbest.store.port import HeldMessage, StateRow, Stores
 from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_snapshot
 
-__all__ = ["Engine", "IngestResult", "ReplayReport"]
+__all__ = [
+    "Engine",
+    "IngestRequest",
+    "IngestResult",
+    "QuarantineReport",
+    "Rejected",
+    "ReplayReport",
+]
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A message of a request set apart (quarantined): where it sat and why."""
+
+    index: int
+    code: str
+    message: str
+    path: str
 
 
 class IngestResult(msgspec.Struct, frozen=True):
     accepted: int
     duplicates: int
+    #: messages that broke the vocabulary, quarantined; the others were kept
+    rejected: list[Rejected] = []
+
+
+class IngestRequest(NamedTuple):
+    """One request's messages, who sent them, and where its messages sit in its body
+    (``$.batch``; ``""`` for a single message)."""
+
+    sender: Sender
+    parsed: Parsed
+    prefix: str
+
+
+class QuarantineReport(msgspec.Struct, frozen=True):
+    """What a quarantine replay let in, and what it still holds (and why)."""
+
+    replayed: int
+    duplicates: int
+    still_held: list[HeldMessage]
 
 
 class ReplayReport(msgspec.Struct, frozen=True):
@@ -89,6 +139,7 @@ class Engine:
         self.event_log = stores.events
         self.decision_log = stores.decisions
         self.state_store = stores.state
+        self.quarantine = stores.quarantine
         self._close_stores = stores.close
         self.clock: Clock = clock or SystemClock()
         #: the watermark, when the engine runs on event time
@@ -105,6 +156,9 @@ class Engine:
         self._since_snapshot = 0
         self._closed = False
         self._freeze_gc = freeze_gc
+        self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
+            self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
+        )
         self._restore()
 
     def _fresh(self) -> tuple[ProfileBook, Learner]:
@@ -133,8 +187,18 @@ class Engine:
             )
 
     # ---------------------------------------------------------------- ingest
+    def read_batch(self, body: bytes) -> Parsed:
+        """Read a ``/v1/batch`` body: ValidationError (field path) for a body refused whole,
+        otherwise its events and the messages that break the vocabulary."""
+        event_time = self._event_clock is not None
+        return read_batch(body, self.wall_now(), self.limits, event_time=event_time)
+
+    def read_message(self, kind: EventType, body: bytes) -> Parsed:
+        event_time = self._event_clock is not None
+        return read_message(kind, body, self.wall_now(), self.limits, event_time=event_time)
+
     def parse_batch(self, body: bytes) -> list[Event]:
-        """Validate a ``/v1/batch`` body into events (ValidationError with the field path)."""
+        """``read_batch``, all or nothing (a message that breaks the vocabulary raises)."""
         event_time = self._event_clock is not None
         return parse_batch(body, self.wall_now(), self.limits, event_time=event_time)
 
@@ -147,30 +211,16 @@ class Engine:
         return self.ingest(self.parse_batch(body))
 
     def ingest(self, events: Sequence[Event], prefix: str = "$.batch") -> IngestResult:
-        """Check, append durably, then fold. Duplicate messageIds are acknowledged and skipped.
-
-        Feedback must answer a logged decision of the same customer (``check_feedback``);
-        one bad event rejects the whole call and nothing is stored. ``prefix`` names where
-        the events sit in the request body for error paths (``""``: a single message).
-        The durable append holds only the write lock, so decisions go on during the fsync;
-        the fold then holds the state lock.
-        """
+        """Check, append durably, then fold, all or nothing: feedback that answers no
+        decision of its customer raises (VocabularyError) and nothing is stored. Duplicate
+        messageIds are acknowledged and skipped. ``prefix`` names where the events sit in
+        the request body for error paths (``""``: a single message)."""
+        parsed = Parsed(list(events), list(range(len(events))), [])
         with self._write_lock:
-            joined = self._check_feedback(events, prefix)
-            seqs = self.event_log.append(events)
-            accepted = 0
-            with self._lock:
-                for i, (seq, event) in enumerate(zip(seqs, events, strict=True)):
-                    if seq is not None:
-                        self._apply(self._book, self._learner, seq, event, joined.get(i))
-                        accepted += 1
-                self._since_snapshot += accepted
-                if self._event_clock is not None and accepted:
-                    # the latest accepted timestamp; an older one never moves it back
-                    self._event_clock.observe(
-                        max(e.timestamp for e, q in zip(events, seqs, strict=True) if q is not None)
-                    )
-            return IngestResult(accepted, len(events) - accepted)
+            kept, joined = self._join_feedback(parsed, prefix)
+            if kept.rejected:
+                raise kept.rejected[0].error
+            return self._commit([(kept, joined, "")])[0]
 
     def ingest_as(
         self, sender: Sender, events: Sequence[Event], prefix: str = "$.batch"
@@ -180,21 +230,166 @@ class Engine:
         check_senders(sender, events, prefix)
         return self.ingest(events, prefix)
 
-    def _check_feedback(self, events: Sequence[Event], prefix: str) -> dict[int, Decision]:
-        """The decision each feedback event answers, by index; ValidationError otherwise."""
+    def submit(self, request: IngestRequest) -> Future[IngestResult]:
+        """``accept`` in the next group commit: concurrent callers (the HTTP face's
+        requests) share one durable transaction. The future holds the result or the error."""
+        return self._group_commit.submit(request)
+
+    def accept(self, request: IngestRequest) -> IngestResult:
+        """One request as ``accept_many`` takes it; its error raised."""
+        (result,) = self.accept_many([request])
+        if isinstance(result, NextbestError):
+            raise result
+        return result
+
+    def accept_many(self, requests: Sequence[IngestRequest]) -> list[IngestResult | NextbestError]:
+        """Many requests in one durable commit (group commit): each request's sender is
+        checked (Forbidden for the whole request, nothing of it stored), feedback that
+        answers no decision of its customer is set apart with the messages that break the
+        vocabulary; then the quarantined messages and every request's events are written
+        (one transaction each), and folded in request order. A request's result, or the
+        error that refused it; a store failure refuses every request of the group.
+
+        Quarantined first: a crash between the two writes leaves the events unwritten and
+        unacknowledged (the client retries; the quarantine dedupes by messageId)."""
+        out: list[IngestResult | NextbestError | None] = [None] * len(requests)
+        plans: list[tuple[Parsed, dict[int, Decision], str]] = []
+        where: list[int] = []
+        with self._write_lock:
+            for i, (sender, parsed, prefix) in enumerate(requests):
+                try:
+                    self._check_rights(sender, parsed, prefix)
+                    kept, joined = self._join_feedback(parsed, prefix)
+                except NextbestError as exc:
+                    out[i] = exc
+                    continue
+                where.append(i)
+                plans.append((kept, joined, sender.kind.value))
+            try:
+                results: list[IngestResult | NextbestError] = list(self._commit(plans))
+            except NextbestError as exc:
+                results = [exc] * len(plans)
+            for i, result in zip(where, results, strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    def _check_rights(self, sender: Sender, parsed: Parsed, prefix: str) -> None:
+        rejected = parsed.rejected
+        events = [*parsed.events, *(r.event for r in rejected)]
+        indexes = [*parsed.indexes, *(r.index for r in rejected)]
+        check_senders(sender, events, prefix, indexes)
+
+    def _commit(
+        self, plans: Sequence[tuple[Parsed, dict[int, Decision], str]]
+    ) -> list[IngestResult]:
+        """Write (quarantine, then events) and fold: called under the write lock."""
+        held = [
+            HeldMessage(
+                0, r.event.received_at, r.error.code, r.error.message, r.error.path, sender, r.event
+            )
+            for parsed, _, sender in plans
+            for r in parsed.rejected
+        ]
+        if held:
+            self.quarantine.hold(held)
+        events = [e for parsed, _, _ in plans for e in parsed.events]
+        seqs = self.event_log.append(events) if events else []
+        results: list[IngestResult] = []
+        latest = -math.inf
+        at = 0
+        with self._lock:
+            for parsed, joined, _ in plans:
+                accepted = 0
+                for n, event in enumerate(parsed.events):
+                    seq = seqs[at + n]
+                    if seq is not None:
+                        self._apply(self._book, self._learner, seq, event, joined.get(n))
+                        accepted += 1
+                        latest = max(latest, event.timestamp)
+                at += len(parsed.events)
+                self._since_snapshot += accepted
+                rejected = [
+                    Rejected(r.index, r.error.code, r.error.message, r.error.path)
+                    for r in sorted(parsed.rejected, key=lambda r: r.index)
+                ]
+                results.append(IngestResult(accepted, len(parsed.events) - accepted, rejected))
+            if self._event_clock is not None and latest > -math.inf:
+                # the latest accepted timestamp; an older one never moves it back
+                self._event_clock.observe(latest)
+        return results
+
+    def _join_feedback(self, parsed: Parsed, prefix: str) -> tuple[Parsed, dict[int, Decision]]:
+        """``parsed`` with feedback that answers no decision of its customer set apart, and
+        the decision each kept feedback event answers, by its place among the kept events."""
+        if not any(is_feedback(e) for e in parsed.events):
+            return parsed, {}
+        kept = Parsed([], [], list(parsed.rejected))
         joined: dict[int, Decision] = {}
-        for i, event in enumerate(events):
-            if not is_feedback(event):
-                continue
-            decision = self.decision(str(event.properties["decision_id"]))
-            if decision is None:
+        for event, index in zip(parsed.events, parsed.indexes, strict=True):
+            if is_feedback(event):
+                decision = self.decision(str(event.properties["decision_id"]))
                 same = False
-            else:
-                with self._lock:
-                    same = self._book.same_customer(decision.customer_id, event)
-            check_feedback(event, decision, same, f"{prefix}[{i}]" if prefix else "$")
-            joined[i] = decision  # type: ignore[assignment]  # checked above
-        return joined
+                if decision is not None:
+                    with self._lock:
+                        same = self._book.same_customer(decision.customer_id, event)
+                where = f"{prefix}[{index}]" if prefix else "$"
+                try:
+                    check_feedback(event, decision, same, where)
+                except VocabularyError as error:
+                    kept.rejected.append(Rejection(index, error, event))
+                    continue
+                joined[len(kept.events)] = decision  # type: ignore[assignment]  # checked
+            kept.events.append(event)
+            kept.indexes.append(index)
+        return kept, joined
+
+    # ---------------------------------------------------------------- quarantine
+    def quarantined(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
+        """Messages held in quarantine, oldest first."""
+        return self.quarantine.held(after, limit)
+
+    def replay_quarantine(self, batch: int = 1_000) -> QuarantineReport:
+        """Let in every held message that the vocabulary and the decision log now accept
+        (after a fix), in the order received; the others stay held, with today's reason."""
+        replayed = duplicates = 0
+        still: list[HeldMessage] = []
+        after = 0
+        while True:
+            held = self.quarantine.held(after, batch)
+            if not held:
+                break
+            after = held[-1].id
+            ready: list[HeldMessage] = []
+            for m in held:
+                problem = self._vocabulary_problem(m)
+                if problem is None:
+                    ready.append(m)
+                else:
+                    still.append(m._replace(code=problem.code, reason=problem.message))
+            if ready:
+                parsed = Parsed([m.event for m in ready], list(range(len(ready))), [])
+                with self._write_lock:
+                    kept, joined = self._join_feedback(parsed, "")
+                    (result,) = self._commit([(Parsed(kept.events, kept.indexes, []), joined, "")])
+                    self.quarantine.release([ready[i].id for i in kept.indexes])
+                replayed += result.accepted
+                duplicates += result.duplicates
+                still.extend(
+                    ready[r.index]._replace(code=r.error.code, reason=r.error.message)
+                    for r in kept.rejected
+                )
+        return QuarantineReport(replayed, duplicates, still)
+
+    @staticmethod
+    def _vocabulary_problem(message: HeldMessage) -> VocabularyError | None:
+        event = message.event
+        if event.type is not EventType.TRACK or not event.name:
+            return None
+        try:
+            check_vocabulary(event.name, event.properties, "$")
+        except VocabularyError as error:
+            return error
+        return None
 
     @property
     def snapshot_due(self) -> bool:
@@ -457,7 +652,9 @@ class Engine:
             gc.freeze()
 
     def close(self) -> None:
-        """Flush decisions, write a snapshot and close the stores; a second call does nothing."""
+        """Commit queued requests, flush decisions, write a snapshot and close the stores; a
+        second call does nothing."""
+        self._group_commit.close()
         with self._write_lock:
             if self._closed:
                 return
@@ -469,6 +666,7 @@ class Engine:
     def release(self) -> None:
         """Close the stores without saving (a read-only look: replay, models); a later
         ``close`` does nothing."""
+        self._group_commit.close()
         with self._write_lock:
             if self._closed:
                 return

@@ -3,6 +3,10 @@
     NextbestError
     ├── InputError              bad input from a caller: 4xx, nothing changed
     │   ├── ValidationError     a field is wrong; carries the field path  -> 400
+    │   │   └── VocabularyError a valid Segment message that breaks the bank's
+    │   │                       event vocabulary: quarantined on its own, the rest of
+    │   │                       its batch accepted (200, listed under ``rejected``)
+    │   ├── UnsupportedMediaType a body that is not JSON                   -> 415
     │   ├── PayloadTooLarge     body over the configured limit            -> 413
     │   ├── UnknownPlacement    decide for a placement the catalog lacks  -> 404
     │   └── NotFound            a named thing does not exist              -> 404
@@ -39,7 +43,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UnknownPlacement",
+    "UnsupportedMediaType",
     "ValidationError",
+    "VocabularyError",
     "split_msgspec_message",
 ]
 
@@ -93,6 +99,21 @@ def split_msgspec_message(text: str) -> tuple[str, str]:
     if missing is not None:
         path = f"{path}.{missing.group(1)}"
     return reason, path
+
+
+class VocabularyError(ValidationError):
+    """A well-formed Segment message that breaks the bank's vocabulary: a named event
+    without a property the engine needs or with one of the wrong type, or feedback that
+    answers no decision of its customer. Such a message is quarantined on its own (stored
+    with this reason) while the rest of its batch is accepted. ``code`` says which rule."""
+
+    def __init__(self, message: str, path: str = "$", code: str = "vocabulary") -> None:
+        super().__init__(message, path)
+        self.code = code
+
+
+class UnsupportedMediaType(InputError):
+    code = "unsupported_media_type"
 
 
 class PayloadTooLarge(InputError):

@@ -15,7 +15,7 @@ import msgspec
 from nextbest.bootstrap import MEMORY, build_engine, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
-from nextbest.engine import Engine, ReplayReport
+from nextbest.engine import Engine, QuarantineReport, ReplayReport
 from nextbest.errors import CatalogProblem, NotFound, ValidationError
 from nextbest.learn.calibration import calibration
 from nextbest.learn.learner import PlacementModel
@@ -25,6 +25,7 @@ from nextbest.settings import Settings
 from nextbest.store.catalog_files import check_catalog as check_catalog_files
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
+from nextbest.store.port import HeldMessage
 
 __all__ = [
     "CatalogCheck",
@@ -33,7 +34,9 @@ __all__ = [
     "evaluate_policy",
     "export_decisions",
     "list_models",
+    "list_quarantine",
     "read_logged",
+    "replay_quarantine",
     "replay_store",
 ]
 
@@ -79,6 +82,22 @@ def replay_store(settings: Settings, write: bool = False) -> ReplayReport:
             return engine.rebuild()
         finally:
             engine.close()  # saves the rebuilt state; the release after it does nothing
+
+
+def list_quarantine(settings: Settings, limit: int | None = None) -> tuple[int, list[HeldMessage]]:
+    """How many messages the store's quarantine holds, and the oldest ``limit`` of them."""
+    with _opened(settings) as engine:
+        return engine.quarantine.held_count(), engine.quarantined(0, limit)
+
+
+def replay_quarantine(settings: Settings) -> QuarantineReport:
+    """Let in the held messages the vocabulary now accepts (a store at rest: on a running
+    server, ``POST /v1/admin/quarantine/replay`` does the same), and save the state."""
+    with _opened(settings) as engine:
+        try:
+            return engine.replay_quarantine()
+        finally:
+            engine.close()  # saves what was folded; the release after it does nothing
 
 
 def list_models(settings: Settings, top: int = 5) -> list[PlacementModel]:

@@ -73,7 +73,7 @@ def decide(
 
 
 def ok(accepted: int, duplicates: int = 0) -> dict[str, Any]:
-    return {"success": True, "accepted": accepted, "duplicates": duplicates}
+    return {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": []}
 
 
 def _settle_after_server_error(resp: httpx.Response) -> None:
@@ -101,6 +101,20 @@ def assert_error(resp: httpx.Response, status: int, code: str, path: str | None 
     if path is not None:
         assert err["path"] == path, err
     return err
+
+
+def assert_quarantined(
+    resp: httpx.Response, accepted: int, rejected: list[tuple[int, str, str]]
+) -> list[dict[str, Any]]:
+    """A 200 that kept ``accepted`` events and set apart exactly ``rejected``: (index,
+    code, path) each, every one with a message."""
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["success"] is True
+    assert body["accepted"] == accepted, body
+    assert [(r["index"], r["code"], r["path"]) for r in body["rejected"]] == rejected, body
+    assert all(r["message"] for r in body["rejected"])
+    return list(body["rejected"])
 
 
 def profile_json(http: httpx.Client, user: str) -> dict[str, Any]:
@@ -279,31 +293,40 @@ BAD_BATCHES: dict[str, tuple[Callable[[], list[dict[str, Any]]], str, str]] = {
         "$.batch[1].timestamp",
         "more than a day in the future",
     ),
-    "known event missing a property": (
-        lambda: [
-            msg("track", user="u", event="Transaction Posted", properties={"currency": "EUR"}),
-            _valid(),
-        ],
-        "$.batch[0].properties.amount",
-        "'Transaction Posted' needs property 'amount'",
-    ),
-    "bool where a number is needed": (
-        lambda: [
-            _valid(),
-            msg(
-                "track",
-                user="u",
-                event="Transaction Posted",
-                properties={"amount": True, "currency": "EUR"},
-            ),
-        ],
-        "$.batch[1].properties.amount",
-        "must be float or int",
-    ),
     "nested deeper than 12 levels": (
         lambda: [_valid(), msg("track", user="u", event="x", properties=_nested(13))],
-        "$.batch[1].properties",
+        "$.batch[1].properties" + ".n" * 12,
         "nested deeper than 12 levels",
+    ),
+    "integer beyond 2**53": (
+        lambda: [_valid(), msg("track", user="u", event="x", properties={"amount": 2**60})],
+        "$.batch[1].properties.amount",
+        "beyond 2**53",
+    ),
+    "numeric userId beyond 2**53": (
+        lambda: [_valid(), {**msg("track", event="x"), "userId": 2**60}],
+        "$.batch[1].userId",
+        "within 2**53",
+    ),
+    "NUL in an event name": (
+        lambda: [_valid(), msg("track", user="u", event="a\u0000b")],
+        "$.batch[1].event",
+        "control character U+0000",
+    ),
+    "control character in a userId": (
+        lambda: [_valid(), msg("track", user="u\u0007", event="x")],
+        "$.batch[1].userId",
+        "control character U+0007",
+    ),
+    "control character in a trait key": (
+        lambda: [_valid(), msg("identify", user="u", traits={"a\nb": 1})],
+        '$.batch[1].traits["a\\nb"]',
+        "control character",
+    ),
+    "NUL in a property value": (
+        lambda: [_valid(), msg("track", user="u", event="x", properties={"q": "a\u0000"})],
+        "$.batch[1].properties.q",
+        "NUL",
     ),
     "alias without previousId": (
         lambda: [_valid(), {**msg("alias", user="u"), "previousId": None}],
@@ -319,7 +342,7 @@ BAD_BATCHES: dict[str, tuple[Callable[[], list[dict[str, Any]]], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BATCHES))
-def test_bad_message_rejects_the_whole_batch_with_its_path(
+def test_a_bad_message_rejects_the_whole_batch_with_its_path(
     live_server: LiveServer, http: httpx.Client, case: str
 ):
     build, path, reason = BAD_BATCHES[case]
@@ -332,7 +355,7 @@ def test_bad_message_rejects_the_whole_batch_with_its_path(
 
 def test_batch_level_context_is_depth_checked_too(live_server: LiveServer, http: httpx.Client):
     body = orjson.dumps({"batch": [_valid()], "context": _nested(13)})
-    err = assert_error(send(http, body), 400, "validation_error", "$.context")
+    err = assert_error(send(http, body), 400, "validation_error", "$.context" + ".n" * 12)
     assert "nested deeper than 12 levels" in err["message"]
     assert live_server.engine.event_log.count() == 0
 
@@ -378,7 +401,7 @@ def test_pathologically_deep_decide_context_is_a_400(live_server: LiveServer, ht
 @pytest.mark.parametrize(
     ("content", "headers", "path", "reason"),
     [
-        (b'{"batch": [', {}, "$", "not valid JSON"),
+        (b'{"batch": [', {}, "$.batch[0]", "not valid JSON"),
         (b"", {}, "$", "not valid JSON"),
         (b"{nope", {}, "$", "not valid JSON"),
         (b'{"batch": {"type": "track"}}', {}, "$.batch", "Expected `array`"),
@@ -541,11 +564,8 @@ SINGLE_ERRORS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "type of another route": ({"type": "page", "userId": "u", "event": "x"}, "$.type"),
     "no ids": ({"event": "x"}, "$.userId"),
-    "known event missing a property": (
-        {"userId": "u", "event": "Transaction Posted", "properties": {"amount": 1}},
-        "$.properties.currency",
-    ),
     "missing event name": ({"userId": "u"}, "$.event"),
+    "NUL in the event name": ({"userId": "u", "event": "a\u0000b"}, "$.event"),
 }
 
 
@@ -556,6 +576,154 @@ def test_single_route_errors_carry_their_path(
     body, path = SINGLE_ERRORS[case]
     resp = send(http, orjson.dumps(body), path="/v1/track")
     assert_error(resp, 400, "validation_error", path)
+    assert live_server.engine.event_log.count() == 0
+
+
+def test_a_single_message_that_breaks_the_vocabulary_is_quarantined(
+    live_server: LiveServer, http: httpx.Client
+):
+    body = {"userId": "u", "event": "Salary Received", "properties": {"amount": "lots"}}
+    resp = send(http, orjson.dumps(body), path="/v1/track")
+    (r,) = assert_quarantined(resp, 0, [(0, "wrong_type", "$.properties.amount")])
+    assert "must be float or int" in r["message"]
+    assert live_server.engine.event_log.count() == 0
+    (held,) = live_server.engine.quarantined()
+    assert (held.code, held.path, held.sender) == ("wrong_type", "$.properties.amount", "write")
+
+
+QUARANTINED: dict[str, tuple[Callable[[], list[dict[str, Any]]], list[tuple[int, str, str]]]] = {
+    "known event missing a property": (
+        lambda: [
+            msg("track", user="u", event="Application Started", properties={}),
+            _valid(),
+        ],
+        [(0, "missing_property", "$.batch[0].properties.product")],
+    ),
+    "bool where a number is needed": (
+        lambda: [
+            _valid(),
+            msg("track", user="u", event="Balance Updated", properties={"balance": True}),
+        ],
+        [(1, "wrong_type", "$.batch[1].properties.balance")],
+    ),
+    "two bad among good": (
+        lambda: [
+            _valid(),
+            msg("track", user="u", event="Life Event", properties={"type": 3}),
+            msg("page", user="valid-user", properties={"url": "https://bank.example/loans"}),
+            msg("track", user="u", event="Product Opened"),
+        ],
+        [
+            (1, "wrong_type", "$.batch[1].properties.type"),
+            (3, "missing_property", "$.batch[3].properties.product"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(QUARANTINED))
+def test_a_message_that_breaks_the_vocabulary_is_quarantined_and_the_rest_kept(
+    live_server: LiveServer, http: httpx.Client, case: str
+):
+    """SDKs drop a whole batch on a 400: one bad message must not cost the good ones."""
+    build, rejected = QUARANTINED[case]
+    messages = build()
+    resp = send(http, body_of(*messages))
+    kept = len(messages) - len(rejected)
+    assert_quarantined(resp, kept, rejected)
+    assert live_server.engine.event_log.count() == kept
+    assert live_server.engine.profile("valid-user") is not None
+    held = live_server.engine.quarantined()
+    assert [(h.code, h.path) for h in held] == [(code, path) for _, code, path in rejected]
+    assert {h.event.message_id for h in held} == {messages[i]["messageId"] for i, _, _ in rejected}
+
+    again = send(http, body_of(*messages))  # a retry: nothing stored or held twice
+    assert_quarantined(again, 0, rejected)
+    assert len(live_server.engine.quarantined()) == len(rejected)
+
+
+def test_overdraft_started_without_balance_marks_the_customer_overdrawn(
+    live_server: LiveServer, http: httpx.Client
+):
+    user = fresh_user()
+    resp = send(http, body_of(msg("track", user=user, event="Overdraft Started")))
+    assert resp.json() == ok(1)
+    profile = live_server.engine.profile(user)
+    assert profile is not None
+    assert profile.overdrawn
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/xml", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_body_that_is_not_json_is_415(
+    live_server: LiveServer, http: httpx.Client, content_type: str
+):
+    resp = send(http, body_of(_valid()), headers={"Content-Type": content_type})
+    err = assert_error(resp, 415, "unsupported_media_type")
+    assert content_type.split(";")[0] in err["message"]
+    decide_resp = http.post(
+        "/v1/decide",
+        content=b'{"placement":"home_feed","anonymousId":"a"}',
+        auth=(SERVER_KEY, ""),
+        headers={"Content-Type": content_type},
+    )
+    assert_error(decide_resp, 415, "unsupported_media_type")
+    assert live_server.engine.event_log.count() == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "text/plain", None]
+)
+def test_json_text_plain_or_no_content_type_is_accepted(
+    live_server: LiveServer, content_type: str | None
+):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    resp = httpx.post(
+        f"{live_server.url}/v1/batch",
+        content=body_of(_valid()),
+        auth=(WRITE_KEY, ""),
+        headers=headers,
+    )
+    assert resp.json() == ok(1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "reason"),
+    [
+        (
+            b'{"batch":[{"type":"track","userId":"u","event":"x","properties":{"q":"\\ud800"}}]}',
+            "$.batch[0].properties.q",
+            "surrogate",
+        ),
+        (
+            b'{"batch":[{"type":"track","userId":"u","event":"x","properties":{"a":1e400}}]}',
+            "$.batch[0].properties.a",
+            "outside the double range",
+        ),
+        (
+            b'{"batch":[{"type":"track","userId":"u","event":"x",'
+            b'"properties":{"amount":1208925819614629174706176}}]}',
+            "$.batch[0].properties.amount",
+            "beyond 2**53",
+        ),
+        (
+            b'{"batch":[{"type":"track","userId":"u","event":"x","context":{"page":'
+            + b"[" * 3000
+            + b"]" * 3000
+            + b"}}]}",
+            "$.batch[0].context.page" + "[0]" * 11,
+            "nested deeper than 12 levels",
+        ),
+    ],
+    ids=["lone surrogate", "non-finite number", "2**80", "nesting past the decoder's guard"],
+)
+def test_decoder_errors_name_the_nearest_field(
+    live_server: LiveServer, http: httpx.Client, raw: bytes, path: str, reason: str
+):
+    err = assert_error(send(http, raw), 400, "validation_error", path)
+    assert reason in err["message"]
     assert live_server.engine.event_log.count() == 0
 
 
@@ -1056,6 +1224,41 @@ def test_promotion_viewed_feedback_lands_in_offer_history(
     assert [r[1:3] for r in body["profile"]["recent"]][-1] == ["track", "Promotion Viewed"]
 
     missing = msg("track", user=user, event="Promotion Clicked", properties={"decision_id": did})
-    assert_error(
-        send(http, body_of(missing)), 400, "validation_error", "$.batch[0].properties.promotion_id"
+    assert_quarantined(
+        send(http, body_of(missing)),
+        0,
+        [(0, "missing_property", "$.batch[0].properties.promotion_id")],
     )
+
+
+def test_admin_lists_and_replays_the_quarantine(
+    live_server: LiveServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    bad = msg("track", user="q-user", event="Life Event", properties={"type": 3})
+    assert_quarantined(
+        send(http, body_of(bad)), 0, [(0, "wrong_type", "$.batch[0].properties.type")]
+    )
+    assert http.get("/v1/admin/quarantine", auth=(WRITE_KEY, "")).status_code == 403
+    listed = http.get("/v1/admin/quarantine?limit=10", auth=(ADMIN_KEY, ""))
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert body["held"] == 1
+    (held,) = body["messages"]
+    assert (held["code"], held["path"], held["sender"]) == (
+        "wrong_type",
+        "$.batch[0].properties.type",
+        "write",
+    )
+    assert held["event"]["message_id"] == bad["messageId"]
+    assert_error(
+        http.get("/v1/admin/quarantine?limit=x", auth=(ADMIN_KEY, "")),
+        400,
+        "validation_error",
+        "$.query.limit",
+    )
+    from nextbest.events import names
+
+    monkeypatch.setitem(names.KNOWN_EVENTS, "Life Event", {})
+    replayed = http.post("/v1/admin/quarantine/replay", auth=(ADMIN_KEY, ""))
+    assert replayed.json() == {"replayed": 1, "duplicates": 0, "still_held": []}
+    assert live_server.engine.profile("q-user") is not None

@@ -26,6 +26,15 @@ def batch_of(*messages: dict[str, Any]) -> dict[str, Any]:
     return {"batch": list(messages)}
 
 
+def assert_unmatched(resp: httpx.Response, accepted: int, rejected: list[tuple[int, str]]) -> None:
+    """200: ``accepted`` kept, and these (index, path) quarantined as unmatched feedback."""
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["accepted"] == accepted, body
+    assert [(r["index"], r["path"]) for r in body["rejected"]] == rejected, body
+    assert {r["code"] for r in body["rejected"]} == {"unmatched_feedback"}
+
+
 def assert_validation_error(resp: httpx.Response, path: str) -> None:
     assert resp.status_code == 400, resp.text
     assert resp.headers["content-type"] == "application/json"
@@ -68,7 +77,7 @@ def n_learned(server: LiveServer, placement: str) -> int:
     return {m.placement: m.info.n_learned for m in server.engine.models()}[placement]
 
 
-def test_a_view_of_an_unknown_decision_is_a_400_on_track(
+def test_a_view_of_an_unknown_decision_is_quarantined_on_track(
     live_server: LiveServer, http: httpx.Client
 ):
     user = customer(live_server, http, "unknown")
@@ -79,11 +88,15 @@ def test_a_view_of_an_unknown_decision_is_a_400_on_track(
         event="Promotion Viewed",
         properties={"promotion_id": "mortgage_rates", "decision_id": "no-such-decision"},
     )
-    assert_validation_error(post(http, "/v1/track", body), "$.properties.decision_id")
+    assert_unmatched(post(http, "/v1/track", body), 0, [(0, "$.properties.decision_id")])
     assert live_server.engine.event_log.count() == stored
+    (held,) = live_server.engine.quarantined()
+    assert "unknown decision_id 'no-such-decision'" in held.reason
 
 
-def test_a_bad_second_message_rejects_the_whole_batch(live_server: LiveServer, http: httpx.Client):
+def test_a_bad_second_message_is_quarantined_and_the_first_kept(
+    live_server: LiveServer, http: httpx.Client
+):
     user = customer(live_server, http, "batch")
     d = decided(http, user)
     stored = live_server.engine.event_log.count()
@@ -91,12 +104,13 @@ def test_a_bad_second_message_rejects_the_whole_batch(live_server: LiveServer, h
     bad = promotion("Promotion Clicked", d, user)
     bad["properties"]["decision_id"] = "d-unknown"
     body = batch_of(promotion("Promotion Viewed", d, user), bad)
-    assert_validation_error(post(http, "/v1/batch", body), "$.batch[1].properties.decision_id")
-    assert live_server.engine.event_log.count() == stored
-    assert orjson.dumps(live_server.engine.profile_view(user)["profile"]) == profile  # type: ignore[index]
+    resp = post(http, "/v1/batch", body)
+    assert_unmatched(resp, 1, [(1, "$.batch[1].properties.decision_id")])
+    assert live_server.engine.event_log.count() == stored + 1
+    assert orjson.dumps(live_server.engine.profile_view(user)["profile"]) != profile  # type: ignore[index]
     assert live_server.engine.models()
-    assert n_learned(live_server, "home_feed") == 0
-    assert live_server.engine.pending_views == 0
+    assert n_learned(live_server, "home_feed") == 0  # the view waits; the click was not learned
+    assert live_server.engine.pending_views == 1
 
 
 def test_decide_view_click_round_trip_is_learned(live_server: LiveServer, http: httpx.Client):
@@ -109,11 +123,11 @@ def test_decide_view_click_round_trip_is_learned(live_server: LiveServer, http: 
 
     view = post(http, "/v1/track", promotion("Promotion Viewed", d, user))
     assert view.status_code == 200, view.text
-    assert view.json() == {"success": True, "accepted": 1, "duplicates": 0}
+    assert view.json() == {"success": True, "accepted": 1, "duplicates": 0, "rejected": []}
     assert n_learned(live_server, "home_feed") == 0  # a view waits for its click window
     click = post(http, "/v1/batch", batch_of(promotion("Promotion Clicked", d, user)))
     assert click.status_code == 200, click.text
-    assert click.json() == {"success": True, "accepted": 1, "duplicates": 0}
+    assert click.json() == {"success": True, "accepted": 1, "duplicates": 0, "rejected": []}
     assert n_learned(live_server, "home_feed") == 1
 
     offer = d["items"][0]["offer_id"]
@@ -129,7 +143,9 @@ def test_decide_view_click_round_trip_is_learned(live_server: LiveServer, http: 
     assert offer not in [i["offer_id"] for i in again["items"]]  # clicked: rested a week
 
 
-def test_feedback_from_another_user_is_a_400(live_server: LiveServer, http: httpx.Client):
+def test_feedback_from_another_user_is_quarantined_never_learned(
+    live_server: LiveServer, http: httpx.Client
+):
     owner, other = customer(live_server, http, "owner"), customer(live_server, http, "other")
     d = decided(http, owner)
     stored = live_server.engine.event_log.count()
@@ -141,7 +157,8 @@ def test_feedback_from_another_user_is_a_400(live_server: LiveServer, http: http
             "$.batch[0].properties.decision_id",
         ),
     ]:
-        assert_validation_error(post(http, path, body), where)
+        assert_unmatched(post(http, path, body), 0, [(0, where)])
     assert live_server.engine.event_log.count() == stored
+    assert all("another customer" in h.reason for h in live_server.engine.quarantined())
     assert live_server.engine.profile(other).offers == {}  # type: ignore[union-attr]
     assert n_learned(live_server, "home_feed") == 0

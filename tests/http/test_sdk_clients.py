@@ -205,6 +205,7 @@ def test_segment_async_gzip_client_succeeds_without_retries(
             "success": True,
             "accepted": len(attempt["messages"]),
             "duplicates": 0,
+            "rejected": [],
         }
     # each message went out exactly once: no retry, nothing dropped
     posted = [m["messageId"] for a in segment_attempts for m in a["messages"]]
@@ -233,12 +234,43 @@ def test_segment_module_api(live_server: LiveServer, monkeypatch: pytest.MonkeyP
 def test_segment_client_reads_a_precise_400_and_stores_nothing(live_server: LiveServer):
     client = SegmentClient(write_key=WRITE_KEY, host=live_server.url, sync_mode=True)
     with pytest.raises(SegmentAPIError) as caught:
-        client.track(user_id="u", event="Transaction Posted", properties={"currency": "EUR"})
+        client.track(user_id="u", event="Clicked\u0000", properties={"currency": "EUR"})
     assert caught.value.status == 400
     assert caught.value.code == "validation_error"
-    assert caught.value.message == "'Transaction Posted' needs property 'amount'"
-    assert caught.value.response.json()["path"] == "$.batch[0].properties.amount"
+    assert caught.value.message == "control character U+0000 at offset 7"
+    assert caught.value.response.json()["path"] == "$.batch[0].event"
     assert live_server.engine.event_log.count() == 0
+
+
+def test_segment_client_keeps_the_good_events_of_a_batch_with_a_bad_one(
+    live_server: LiveServer, segment_attempts: Attempts, shutdown: Callable[[Sdk], Sdk]
+):
+    """A message that breaks the bank's vocabulary is quarantined alone: the SDK sees a 200
+    and drops nothing else."""
+    errors = Errors()
+    client = shutdown(
+        SegmentClient(
+            write_key=WRITE_KEY, host=live_server.url, on_error=errors, upload_interval=0.05
+        )
+    )
+    client.track(user_id="u", event="Clicked")
+    client.track(user_id="u", event="Application Started", properties={"step": 1})
+    client.page(user_id="u", properties={"url": MORTGAGE_URL})
+    client.flush()
+    assert list(errors) == []
+    (attempt,) = segment_attempts
+    assert attempt["status"] == 200
+    assert attempt["body"]["accepted"] == 2
+    (rejected,) = attempt["body"]["rejected"]
+    assert rejected == {
+        "index": 1,
+        "code": "missing_property",
+        "message": "'Application Started' needs property 'product'",
+        "path": "$.batch[1].properties.product",
+    }
+    assert live_server.engine.event_log.count() == 2
+    (held,) = live_server.engine.quarantined()
+    assert held.event.name == "Application Started"
 
 
 def test_segment_async_client_does_not_retry_a_wrong_key(
@@ -318,7 +350,7 @@ def test_rudder_module_api_with_data_plane_url(
     assert profile.interests["mortgage"].total == 2
 
 
-def test_rudder_client_reads_the_error_body_and_does_not_retry_a_400(
+def test_rudder_client_keeps_the_good_events_of_a_batch_with_a_bad_one(
     live_server: LiveServer, rudder_attempts: Attempts, shutdown: Callable[[Sdk], Sdk]
 ):
     errors = Errors()
@@ -330,11 +362,35 @@ def test_rudder_client_reads_the_error_body_and_does_not_retry_a_400(
     client.flush()
 
     assert len(rudder_attempts) == 1
+    assert list(errors) == []
+    body = rudder_attempts[0]["body"]
+    assert (body["accepted"], [r["path"] for r in body["rejected"]]) == (
+        1,
+        ["$.batch[1].properties.amount"],
+    )
+    assert live_server.engine.event_log.count() == 1
+    assert [h.reason for h in live_server.engine.quarantined()] == [
+        "'Salary Received' property 'amount' must be float or int"
+    ]
+
+
+def test_rudder_client_reads_the_error_body_and_does_not_retry_a_400(
+    live_server: LiveServer, rudder_attempts: Attempts, shutdown: Callable[[Sdk], Sdk]
+):
+    errors = Errors()
+    client = shutdown(
+        RudderClient(WRITE_KEY, host=live_server.url, on_error=errors, upload_interval=0.05)
+    )
+    client.track(user_id="u", event="Clicked")
+    client.track(user_id="u", event="Salary\u0007Received", properties={"amount": 1})
+    client.flush()
+
+    assert len(rudder_attempts) == 1
     assert len(errors) == 1
     error, batch = errors[0]
     assert isinstance(error, RudderAPIError)
     assert error.status == 400
     assert error.code == "validation_error"
-    assert error.message == "'Salary Received' property 'amount' must be float or int"
-    assert [m["event"] for m in batch] == ["Clicked", "Salary Received"]
+    assert error.message == "control character U+0007 at offset 6"
+    assert [m["event"] for m in batch] == ["Clicked", "Salary\u0007Received"]
     assert live_server.engine.event_log.count() == 0  # the whole batch was refused

@@ -290,3 +290,61 @@ def test_serve_refuses_dev_keys_off_loopback(tmp_path):
     )
     assert result.exit_code == 2
     assert "refusing" in result.output
+
+
+# ------------------------------------------------------------------ quarantine
+
+
+def _store_with_a_held_message(data: Path, catalog: Catalog) -> None:
+    from nextbest.engine import IngestRequest
+    from nextbest.guard import KeyKind, Sender
+
+    engine = Engine(catalog, sqlite_stores(data), FixedClock(T0), new_id=counter_ids())
+    try:
+        body = batch(
+            page("https://bank.example/mortgages", user="u1", at=T0 - 60),
+            {**track("Product Opened", {"product": 42}, user="u1", at=T0 - 30), "messageId": "m-7"},
+        )
+        engine.accept(IngestRequest(Sender(KeyKind.SERVER), engine.read_batch(body), "$.batch"))
+    finally:
+        engine.close()
+
+
+def test_quarantine_list_and_replay(
+    runner: CliRunner, tmp_path: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "q.sqlite"
+    _store_with_a_held_message(data, catalog)
+    where = ["--catalog", str(EXAMPLE_CATALOG), "--data", str(data)]
+    listed = runner.invoke(app, ["quarantine", "list", *where], env=ENV)
+    assert listed.exit_code == 0, listed.output
+    assert lines(listed.stdout) == [
+        "1 message(s) held in quarantine",
+        "#1 2026-09-23T10:00:00+00:00 'Product Opened' for u1 from a server key: wrong_type "
+        "at $.batch[1].properties.product: 'Product Opened' property 'product' must be str",
+    ]
+    still = runner.invoke(app, ["quarantine", "replay", *where], env=ENV)
+    assert still.exit_code == 0, still.output
+    assert lines(still.stdout)[0] == "replayed 0 message(s) (0 already in the log); 1 still held"
+
+    from nextbest.events import names
+
+    monkeypatch.setitem(names.KNOWN_EVENTS, "Product Opened", {})
+    fixed = runner.invoke(app, ["quarantine", "replay", *where], env=ENV)
+    assert fixed.exit_code == 0, fixed.output
+    assert lines(fixed.stdout) == ["replayed 1 message(s) (0 already in the log); 0 still held"]
+    again = runner.invoke(app, ["quarantine", "list", *where], env=ENV)
+    assert lines(again.stdout) == ["0 message(s) held in quarantine"]
+    stores = sqlite_stores(data)
+    try:
+        assert [s.event.message_id for s in stores.events.scan()][-1] == "m-7"
+    finally:
+        stores.close()
+
+
+def test_quarantine_without_a_store(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["quarantine", "list", "--data", str(tmp_path / "none.sqlite")], env=ENV
+    )
+    assert result.exit_code == 1
+    assert "no store at" in result.output

@@ -725,7 +725,8 @@ def test_properties_at_max_depth_pass() -> None:
 
 def test_properties_deeper_than_max_depth() -> None:
     err = rejected(body({"batch": [track(), track(properties=nested(13))]}))
-    assert err.path == "$.batch[1].properties"
+    # the nearest field path: the object that goes one level too deep
+    assert err.path == "$.batch[1].properties" + ".k" * 12
     assert err.message == "nested deeper than 12 levels"
 
 
@@ -734,7 +735,7 @@ def test_deep_lists_count_too() -> None:
     for _ in range(13):
         value = [value]
     err = rejected(body({"batch": [track(properties={"k": value})]}))
-    assert err.path == "$.batch[0].properties"
+    assert err.path == "$.batch[0].properties.k" + "[0]" * 11
 
 
 @pytest.mark.parametrize(
@@ -749,12 +750,12 @@ def test_deep_lists_count_too() -> None:
 )
 def test_depth_checked_everywhere(msg: dict[str, Any], path: str) -> None:
     err = rejected(body(msg), EventType(msg["type"]))
-    assert err.path == path
+    assert err.path == path + ".k" * 12
 
 
 def test_depth_is_a_limit() -> None:
     err = rejected(body({"batch": [track(properties=nested(4))]}), limits=Limits(max_depth=3))
-    assert err.path == "$.batch[0].properties"
+    assert err.path == "$.batch[0].properties.k.k.k"
     assert err.message == "nested deeper than 3 levels"
     assert one(track(properties=nested(3)), max_depth=3).properties == nested(3)
 
@@ -762,7 +763,7 @@ def test_depth_is_a_limit() -> None:
 def test_batch_context_deeper_than_max_depth() -> None:
     """The batch-level context is merged into every event, so it is bounded too."""
     err = rejected(body({"batch": [track()], "context": nested(13)}))
-    assert err.path == "$.context"
+    assert err.path == "$.context" + ".k" * 12
 
 
 def test_batch_larger_than_limit() -> None:
@@ -786,17 +787,28 @@ def test_empty_batch_is_empty() -> None:
 # ------------------------------------------------------------------ JSON and shape
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b'{"batch": [', b"not json", b'{"batch": []}}'])
-def test_invalid_json_batch(raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (b"", "$"),
+        (b"{", "$"),
+        (b'{"batch": [', "$.batch[0]"),
+        (b"not json", "$"),
+        (b'{"batch": []}}', "$"),
+        (b'{"batch": [{"type": "track", "event": "x" "userId": "u"}]}', "$.batch[0]"),
+    ],
+)
+def test_invalid_json_batch(raw: bytes, path: str) -> None:
+    """A syntax error names the nearest field the scanner reached."""
     err = rejected(raw)
-    assert err.path == "$"
+    assert err.path == path
     assert err.message.startswith("body is not valid JSON")
 
 
 @pytest.mark.parametrize("kind", list(EventType))
 def test_invalid_json_single(kind: EventType) -> None:
     err = rejected(b'{"userId": ', kind)
-    assert err.path == "$"
+    assert err.path == "$.userId"
     assert err.message.startswith("body is not valid JSON")
 
 

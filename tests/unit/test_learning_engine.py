@@ -36,6 +36,7 @@ from nextbest.store.sqlite import (
     SQLiteDatabase,
     SQLiteDecisionLog,
     SQLiteEventLog,
+    SQLiteQuarantine,
     SQLiteStateStore,
 )
 from tests.support import (
@@ -638,7 +639,9 @@ def test_a_restart_counts_budgets_from_the_snapshot_and_the_decisions_logged_aft
             return super().decisions_after(position)
 
     db = SQLiteDatabase(path)
-    stores = Stores(SQLiteEventLog(db), Spy(db), SQLiteStateStore(db), db.close)
+    stores = Stores(
+        SQLiteEventLog(db), Spy(db), SQLiteStateStore(db), SQLiteQuarantine(db), db.close
+    )
     survivor = Engine(engine.catalog, stores, clock, new_id=counter_ids())
     try:
         assert read == [saved_at]

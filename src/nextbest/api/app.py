@@ -28,13 +28,20 @@ from nextbest.api.body import read_body
 from nextbest.api.errors import error_response
 from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
 from nextbest.decide.model import Decision, DecisionRequest
-from nextbest.engine import Engine
-from nextbest.errors import AuthError, NextbestError, NotFound
-from nextbest.events.model import Event, EventType
-from nextbest.events.parse import SINGLE_MESSAGE, decode_json, parse_instant
+from nextbest.engine import Engine, IngestRequest
+from nextbest.errors import (
+    AuthError,
+    NextbestError,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from nextbest.events.model import EventType
+from nextbest.events.parse import SINGLE_MESSAGE, Parsed, decode_json, parse_instant
 from nextbest.events.wire import WireBatch
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.settings import Settings
+from nextbest.store.port import HeldMessage
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
 
@@ -68,26 +75,36 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
-def _ingested(accepted: int, duplicates: int) -> Response:
-    return _json({"success": True, "accepted": accepted, "duplicates": duplicates})
+#: bodies up to this size are read on the event loop (tens of microseconds); larger ones in
+#: the threadpool, so a 2,000-message batch never holds the loop
+_READ_ON_LOOP = 16_384
 
 
-def _ingest(ctx: Ctx, parse: Callable[[bytes], list[Event]], prefix: str) -> Response:
-    """Parse, check the sender's rights and store: one threadpool call, off the event loop."""
-    result = ctx.engine.ingest_as(ctx.sender, parse(ctx.body), prefix)
-    return _ingested(result.accepted, result.duplicates)
+async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Response:
+    """Read the body, then hand it to the next group commit and wait for it (off the loop):
+    200 once its events are on disk, with the messages set apart listed in ``rejected``."""
+    if len(ctx.body) <= _READ_ON_LOOP:
+        parsed = read(ctx.body)
+    else:
+        parsed = await run_in_threadpool(read, ctx.body)
+    future = ctx.engine.submit(IngestRequest(ctx.sender, parsed, prefix))
+    result = await asyncio.wrap_future(future)
+    return Response(
+        _INGESTED.encode(IngestResponse(True, **msgspec.structs.asdict(result))),
+        media_type="application/json",
+    )
+
+
+_INGESTED = msgspec.json.Encoder()
 
 
 async def _batch(ctx: Ctx) -> Response:
-    return await run_in_threadpool(_ingest, ctx, ctx.engine.parse_batch, "$.batch")
+    return await _ingest(ctx, ctx.engine.read_batch, "$.batch")
 
 
 def _single(kind: EventType) -> Handler:
     async def handler(ctx: Ctx) -> Response:
-        def parse(body: bytes) -> list[Event]:
-            return [ctx.engine.parse_message(kind, body)]
-
-        return await run_in_threadpool(_ingest, ctx, parse, "")
+        return await _ingest(ctx, functools.partial(ctx.engine.read_message, kind), "")
 
     return handler
 
@@ -164,6 +181,47 @@ async def _catalog(ctx: Ctx) -> Response:
     )
 
 
+def _held(m: HeldMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "received_at": m.received_at,
+        "code": m.code,
+        "message": m.reason,
+        "path": m.path,
+        "sender": m.sender,
+        "event": msgspec.to_builtins(m.event),
+    }
+
+
+async def _quarantine(ctx: Ctx) -> Response:
+    after = _query_int(ctx.request, "after", 0)
+    limit = _query_int(ctx.request, "limit", 100, upper=1_000)
+    held = await run_in_threadpool(ctx.engine.quarantined, after, limit)
+    total = await run_in_threadpool(ctx.engine.quarantine.held_count)
+    return _json({"held": total, "messages": [_held(m) for m in held]})
+
+
+async def _quarantine_replay(ctx: Ctx) -> Response:
+    report = await run_in_threadpool(ctx.engine.replay_quarantine)
+    return _json(
+        {
+            "replayed": report.replayed,
+            "duplicates": report.duplicates,
+            "still_held": [_held(m) for m in report.still_held],
+        }
+    )
+
+
+def _query_int(request: Request, name: str, default: int, upper: int | None = None) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or (upper is not None and int(text) > upper):
+        bound = f" up to {upper}" if upper is not None else ""
+        raise ValidationError(f"must be a whole number{bound}", f"$.query.{name}")
+    return int(text)
+
+
 async def _snapshot(ctx: Ctx) -> Response:
     await run_in_threadpool(ctx.engine.flush)
     await run_in_threadpool(ctx.engine.snapshot)
@@ -220,6 +278,20 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=Decision,
     ),
     RouteSpec("GET", "/v1/admin/catalog", Scope.ADMIN, "The loaded catalog", _catalog),
+    RouteSpec(
+        "GET",
+        "/v1/admin/quarantine",
+        Scope.ADMIN,
+        "Messages quarantined because they broke the event vocabulary, oldest first",
+        _quarantine,
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/admin/quarantine/replay",
+        Scope.ADMIN,
+        "Let in the quarantined messages the vocabulary now accepts",
+        _quarantine_replay,
+    ),
     RouteSpec(
         "POST",
         "/v1/admin/snapshot",
@@ -288,6 +360,21 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+def check_media_type(content_type: str | None) -> None:
+    """UnsupportedMediaType unless a body is JSON: ``application/json`` (or a ``+json``
+    type), ``text/plain`` (analytics.js sends JSON so, to skip the CORS preflight) or no
+    type at all."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in ("", "application/json", "text/plain") or media.endswith("+json"):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {media!r} is not accepted: send JSON as application/json "
+        "(or text/plain, as analytics.js does)"
+    )
+
+
 def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[..., Any]:
     body_key_decoder = msgspec.json.Decoder(BodyKey)
 
@@ -308,6 +395,8 @@ def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[.
             header_auth = "authorization" in request.headers
             if spec.scope is not Scope.PUBLIC and (header_auth or not spec.reads_body):
                 sender = sender_of(request, None)  # before reading any body
+            if spec.reads_body:
+                check_media_type(request.headers.get("content-type"))
             body = await read_body(request, settings.max_body_bytes) if spec.reads_body else b""
             if spec.scope is not Scope.PUBLIC and not header_auth and spec.reads_body:
                 body_key = None  # analytics.js: the browser key rides in the body

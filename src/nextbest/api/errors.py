@@ -16,6 +16,7 @@ from nextbest.errors import (
     PayloadTooLarge,
     StoreError,
     StoreUnavailable,
+    UnsupportedMediaType,
     ValidationError,
 )
 
@@ -24,6 +25,7 @@ __all__ = ["STATUS", "error_response", "status_of"]
 #: most specific first
 STATUS: tuple[tuple[type[NextbestError], int], ...] = (
     (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (NotFound, 404),
     (ValidationError, 400),
     (InputError, 400),

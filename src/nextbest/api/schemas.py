@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-__all__ = ["BodyKey", "DecideBody", "ErrorBody", "IngestResponse"]
+__all__ = ["BodyKey", "DecideBody", "ErrorBody", "IngestResponse", "RejectedMessage"]
 
 
 OfferId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -25,10 +25,26 @@ class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     explain: bool = False
 
 
+class RejectedMessage(msgspec.Struct):
+    """A message set apart (quarantined) because it breaks the bank's vocabulary."""
+
+    #: its place in the request's ``batch`` (0 for a single message)
+    index: int
+    #: ``missing_property``, ``wrong_type`` or ``unmatched_feedback``
+    code: str
+    message: str
+    #: the field, as a JSONPath into the request body
+    path: str
+
+
 class IngestResponse(msgspec.Struct):
     success: bool
+    #: events stored (new messageIds)
     accepted: int
+    #: messageIds seen before: acknowledged, not stored again
     duplicates: int
+    #: messages quarantined, each with why; the rest of the request was kept
+    rejected: list[RejectedMessage] = []
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):

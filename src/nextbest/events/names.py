@@ -1,8 +1,10 @@
 """The bank's named track events and the properties each needs.
 
-Bank meaning rides on well-named track events. A known name with a missing or mistyped
-required property is rejected with the property's path; unknown names are custom events
-and pass through (they may still map to topics through the catalog).
+Bank meaning rides on well-named track events. Each requires only the properties the engine
+needs to act on it; a known name with such a property missing or mistyped breaks the
+vocabulary and is quarantined with the property's path (the rest of its batch is kept).
+Properties the engine does not need are checked for type only when present. Unknown names
+are custom events and pass through (they may still map to topics through the catalog).
 """
 
 from __future__ import annotations
@@ -61,20 +63,22 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.OVERDRAFT_STARTED: {},
     EventName.PRODUCT_CLOSED: {"product": _TEXT},
     EventName.PRODUCT_OPENED: {"product": _TEXT},
-    EventName.PRODUCTS_SEARCHED: {"query": _TEXT},
+    EventName.PRODUCTS_SEARCHED: {},
     EventName.PROMOTION_CLICKED: {"promotion_id": _TEXT, "decision_id": _TEXT},
     EventName.PROMOTION_DISMISSED: {"promotion_id": _TEXT, "decision_id": _TEXT},
     EventName.PROMOTION_VIEWED: {"promotion_id": _TEXT, "decision_id": _TEXT},
     EventName.SALARY_RECEIVED: {"amount": _NUMBER},
-    EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT},
+    EventName.TRANSACTION_POSTED: {},
 }
 
 #: properties a known event may carry, of these types when present: the core system that
 #: reports an overdraft does not always know the balance, and the overdraft itself is what
-#: a warning needs
+#: a warning needs; a transaction acts on the profile only through its balance
 OPTIONAL_PROPERTIES: dict[str, PropertySpec] = {
     EventName.OVERDRAFT_STARTED: {"balance": _NUMBER},
     EventName.OVERDRAFT_ENDED: {"balance": _NUMBER},
+    EventName.PRODUCTS_SEARCHED: {"query": _TEXT},
+    EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT, "balance": _NUMBER},
 }
 
 #: events that say nothing about interest in a topic, whatever properties they carry

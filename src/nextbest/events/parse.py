@@ -1,7 +1,13 @@
 """Decode and validate Segment-spec messages into normalized events. Pure: time is passed in.
 
-A batch is accepted whole or rejected whole: the first problem raises ValidationError with
-the JSONPath of the field (``$.batch[3].properties.amount``) and nothing is stored.
+A body that is not JSON, not a Segment envelope, or carries a value nextbest refuses
+everywhere (a number JSON clients cannot round-trip, a control character in a name, an id
+or a key, nesting past the limit) is refused whole: ValidationError with the JSONPath of the
+field (``$.batch[3].properties.amount``), and nothing is stored. A well-formed message that
+only breaks the bank's vocabulary (a named event without a property the engine needs, or one
+of the wrong type) is set apart instead (``read_batch``: a ``Rejection`` with its
+VocabularyError), so the rest of its batch is kept; ``parse_batch`` is the strict form that
+raises on it.
 
 ``event_time``: for a server on event time (``--clock event``), where the events' own times
 are the clock, every message must say when it happened (``timestamp``, or
@@ -13,12 +19,15 @@ windows follow); the future bound still counts from ``received_at``, the wall cl
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from nextbest.errors import ValidationError
+from nextbest.errors import ValidationError, VocabularyError
+from nextbest.events.locate import MAX_SAFE_INTEGER, locate
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import KNOWN_EVENTS, OPTIONAL_PROPERTIES
 from nextbest.events.wire import (
@@ -36,11 +45,16 @@ __all__ = [
     "DEFAULT_LIMITS",
     "SINGLE_MESSAGE",
     "Limits",
+    "Parsed",
+    "Rejection",
     "check_time",
+    "check_vocabulary",
     "decode_json",
     "parse_batch",
     "parse_instant",
     "parse_message",
+    "read_batch",
+    "read_message",
 ]
 
 _EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
@@ -77,16 +91,116 @@ def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
     return dec
 
 
-def decode_json(body: bytes, kind: type[Any], prefix: str = "") -> Any:
-    """Decode ``body`` as ``kind``; any failure is a ValidationError with the field path."""
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A well-formed message set apart because it breaks the bank's vocabulary: where it
+    sat in its request (``index``), why (``error``, with the field path), and the message
+    as normalized, so it can be quarantined and replayed once the vocabulary is fixed."""
+
+    index: int
+    error: VocabularyError
+    event: Event
+
+
+class Parsed(NamedTuple):
+    """A request's messages: the accepted events with their index in the request, and the
+    ones set apart."""
+
+    events: list[Event]
+    indexes: list[int]
+    rejected: list[Rejection]
+
+
+def decode_json(
+    body: bytes,
+    kind: type[Any],
+    prefix: str = "",
+    max_depth: int | None = None,
+    offset: int = 0,
+) -> Any:
+    """Decode ``body`` as ``kind``; any failure is a ValidationError with the field path
+    (``locate`` finds it where msgspec names none: nesting, lone surrogates, syntax)."""
     try:
         return _decoder(kind).decode(body)
     except msgspec.ValidationError as exc:
-        raise ValidationError.from_msgspec(exc, prefix or "$") from exc
+        error = ValidationError.from_msgspec(exc, prefix or "$")
+        if "[...]" in error.path:  # inside an untyped object: msgspec cannot say where
+            error = _located(body, error, max_depth, offset)
+        raise error from exc
     except msgspec.DecodeError as exc:
-        raise ValidationError(f"body is not valid JSON: {exc}", prefix or "$") from exc
+        error = ValidationError(f"body is not valid JSON: {exc}", prefix or "$")
+        raise _located(body, error, max_depth, offset) from exc
     except RecursionError as exc:  # msgspec's own guard against absurd nesting
-        raise ValidationError("JSON nested too deeply", prefix or "$") from exc
+        error = ValidationError("JSON nested too deeply", prefix or "$")
+        raise _located(body, error, max_depth, offset) from exc
+
+
+def _located(
+    body: bytes, error: ValidationError, max_depth: int | None, offset: int
+) -> ValidationError:
+    """``error`` with the reason and path ``locate`` finds in ``body``, when it finds one."""
+    found = locate(body, max_depth, offset)
+    if found is None:
+        return error
+    reason = found.reason
+    if error.message.startswith("body is not valid JSON"):
+        reason = f"body is not valid JSON: {reason}"
+    return ValidationError(reason, found.path)
+
+
+def read_batch(
+    body: bytes,
+    received_at: float,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    event_time: bool = False,
+) -> Parsed:
+    """Read a ``/v1/batch`` body (``{"batch": [...], "sentAt": ...}``): ValidationError for
+    a body refused whole, otherwise its events and the messages set apart."""
+    wire: WireBatch = decode_json(body, WireBatch, "", limits.max_depth, 3)
+    if len(wire.batch) > limits.max_batch:
+        raise ValidationError(f"a batch holds at most {limits.max_batch} messages", "$.batch")
+    shared = _object(wire.context, "$.context", limits)
+    parsed = Parsed([], [], [])
+    for i, msg in enumerate(wire.batch):
+        event = _normalize(
+            msg, f"$.batch[{i}]", received_at, wire.sentAt, shared, limits, event_time
+        )
+        _sort(parsed, i, event, f"$.batch[{i}]")
+    return parsed
+
+
+def read_message(
+    kind: EventType,
+    body: bytes,
+    received_at: float,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    event_time: bool = False,
+) -> Parsed:
+    """Read a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
+    wire = decode_json(body, SINGLE_MESSAGE[kind], "", limits.max_depth, 1)
+    parsed = Parsed([], [], [])
+    _sort(parsed, 0, _normalize(wire, "$", received_at, None, {}, limits, event_time), "$")
+    return parsed
+
+
+def _sort(parsed: Parsed, index: int, event: Event, path: str) -> None:
+    """Put ``event`` with the accepted events, or set it apart if it breaks the vocabulary."""
+    if event.type is EventType.TRACK and event.name and event.name in _CHECKED:
+        try:
+            check_vocabulary(event.name, event.properties, path)
+        except VocabularyError as error:
+            parsed.rejected.append(Rejection(index, error, event))
+            return
+    parsed.events.append(event)
+    parsed.indexes.append(index)
+
+
+def _strict(parsed: Parsed) -> list[Event]:
+    if parsed.rejected:
+        raise parsed.rejected[0].error
+    return parsed.events
 
 
 def parse_batch(
@@ -96,15 +210,9 @@ def parse_batch(
     *,
     event_time: bool = False,
 ) -> list[Event]:
-    """Parse a ``/v1/batch`` body (``{"batch": [...], "sentAt": ...}``)."""
-    wire: WireBatch = decode_json(body, WireBatch, "")
-    if len(wire.batch) > limits.max_batch:
-        raise ValidationError(f"a batch holds at most {limits.max_batch} messages", "$.batch")
-    shared = _object(wire.context, "$.context", limits)
-    return [
-        _normalize(msg, f"$.batch[{i}]", received_at, wire.sentAt, shared, limits, event_time)
-        for i, msg in enumerate(wire.batch)
-    ]
+    """``read_batch``, all or nothing: a message that breaks the vocabulary is a
+    VocabularyError too (for callers with no quarantine: tests, tools)."""
+    return _strict(read_batch(body, received_at, limits, event_time=event_time))
 
 
 def parse_message(
@@ -115,46 +223,87 @@ def parse_message(
     *,
     event_time: bool = False,
 ) -> Event:
-    """Parse a single-message body for ``/v1/track`` and its siblings (``type`` optional)."""
-    wire = decode_json(body, SINGLE_MESSAGE[kind], "")
-    return _normalize(wire, "$", received_at, None, {}, limits, event_time)
+    """``read_message``, strict like ``parse_batch``."""
+    return _strict(read_message(kind, body, received_at, limits, event_time=event_time))[0]
 
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+#: C0 control characters and DEL: never part of a name, an id or a key
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _plain(text: str, path: str) -> str:
+    """``text`` if it holds no control character; ValidationError at ``path`` otherwise."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise ValidationError(
+            f"control character U+{ord(found.group()):04X} at offset {found.start()}", path
+        )
+    return text
+
+
 def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
     if value is None:
         return None
+    if isinstance(value, int) and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise ValidationError("a numeric id must be within 2**53; send it as a string", path)
     text = str(value)
     if not text:
         return None
     if len(text) > limits.max_id_length:
         raise ValidationError(f"longer than {limits.max_id_length} characters", path)
-    return text
+    return _plain(text, path)
 
 
-def _depth_ok(value: Any, limit: int) -> bool:
-    """No value nested more than ``limit`` levels below ``value``; walks containers only,
-    without recursion."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+def _member(path: str, key: str) -> str:
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{msgspec.json.encode(key).decode()}]"
+
+
+def _problem(value: Any, limits: Limits) -> tuple[str, str] | None:
+    """The first value below ``value`` nextbest refuses, as (reason, relative path): nesting
+    past ``limits.max_depth``, a number JSON clients cannot round-trip (beyond 2**53, not
+    finite), a NUL in a string, a control character in a key. Iterative: no recursion."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    limit, big = limits.max_depth, MAX_SAFE_INTEGER
     while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
-        if children and depth >= limit:
-            return False
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return True
+        node, depth, path = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            kind = type(child)
+            if kind is str:
+                if "\x00" in child:
+                    where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                    return "a NUL character is not text", where
+            elif kind is int:
+                if not -big <= child <= big:
+                    where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                    return (
+                        "an integer beyond 2**53, which JSON clients cannot read back exactly",
+                        where,
+                    )
+            elif kind is float:
+                if child != child or child in (float("inf"), float("-inf")):
+                    where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                    return "a number must be finite", where
+            elif kind is dict or kind is list:
+                where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                if child and depth + 1 >= limit:
+                    return f"nested deeper than {limit} levels", where
+                stack.append((child, depth + 1, where))
+            if isinstance(key, str) and _CONTROL.search(key):
+                return "a key holds a control character", _member(path, key)
+    return None
 
 
 def _object(value: dict[str, Any] | None, path: str, limits: Limits) -> dict[str, Any]:
     if not value:
         return {}
-    if not _depth_ok(value, limits.max_depth):
-        raise ValidationError(f"nested deeper than {limits.max_depth} levels", path)
+    problem = _problem(value, limits)
+    if problem is not None:
+        raise ValidationError(problem[0], path + problem[1])
     return value
 
 
@@ -208,20 +357,28 @@ def check_time(when: float, path: str, wall: float, limits: Limits = DEFAULT_LIM
     return when
 
 
-def _check_known(name: str, properties: dict[str, Any], path: str) -> None:
+#: the named events whose properties the vocabulary checks
+_CHECKED = frozenset(KNOWN_EVENTS) | frozenset(OPTIONAL_PROPERTIES)
+
+
+def check_vocabulary(name: str, properties: dict[str, Any], path: str) -> None:
     """A known event's required properties (``KNOWN_EVENTS``) and the optional ones that
-    are present (``OPTIONAL_PROPERTIES``), each of its type."""
+    are present (``OPTIONAL_PROPERTIES``), each of its type; VocabularyError otherwise."""
     for spec, required in ((KNOWN_EVENTS.get(name), True), (OPTIONAL_PROPERTIES.get(name), False)):
         for prop, types in (spec or {}).items():
             value = properties.get(prop)
             where = f"{path}.properties.{prop}"
             if value is None:
                 if required:
-                    raise ValidationError(f"'{name}' needs property '{prop}'", where)
+                    raise VocabularyError(
+                        f"'{name}' needs property '{prop}'", where, "missing_property"
+                    )
                 continue
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 wanted = " or ".join(sorted({t.__name__ for t in types}))
-                raise ValidationError(f"'{name}' property '{prop}' must be {wanted}", where)
+                raise VocabularyError(
+                    f"'{name}' property '{prop}' must be {wanted}", where, "wrong_type"
+                )
 
 
 def _auto_message_id(msg: WireMessage, received_at: float) -> str:
@@ -266,12 +423,16 @@ def _normalize(
     if isinstance(msg, WireTrack):
         if not msg.event:
             raise ValidationError("event name must not be empty", f"{path}.event")
+        _plain(msg.event, f"{path}.event")
         props = _object(msg.properties, f"{path}.properties", limits)
-        _check_known(msg.event, props, path)
         return Event(type=EventType.TRACK, name=msg.event, properties=props, **common)
     if isinstance(msg, WirePage | WireScreen):
         kind = EventType.PAGE if isinstance(msg, WirePage) else EventType.SCREEN
         props = _object(msg.properties, f"{path}.properties", limits)
+        if msg.name:
+            _plain(msg.name, f"{path}.name")
+        if msg.category:
+            _plain(msg.category, f"{path}.category")
         return Event(
             type=kind,
             name=msg.name,

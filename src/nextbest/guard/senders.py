@@ -94,12 +94,19 @@ class Sender(msgspec.Struct, frozen=True):
         return self.bound_user == user_id
 
 
-def check_senders(sender: Sender, events: Sequence[Event], prefix: str) -> None:
+def check_senders(
+    sender: Sender,
+    events: Sequence[Event],
+    prefix: str,
+    indexes: Sequence[int] | None = None,
+) -> None:
     """Forbidden (naming the message and field) unless ``sender`` may send every event:
     a browser key speaks only for its own session, may not merge identities, and may not
-    assert facts only the bank's systems know."""
+    assert facts only the bank's systems know. ``indexes``: each event's place in its
+    request (default: its place in ``events``)."""
     browser = sender.kind is KeyKind.BROWSER
-    for i, event in enumerate(events):
+    for n, event in enumerate(events):
+        i = n if indexes is None else indexes[n]
         where = f"{prefix}[{i}]" if prefix else "$"
         if browser and event.type is EventType.ALIAS:
             raise Forbidden(

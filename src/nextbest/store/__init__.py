@@ -1,4 +1,5 @@
-"""Storage adapters: the event log (the truth), the decision log and saved derived state.
+"""Storage adapters: the event log (the truth), the decision log, saved derived state and
+the quarantine of messages that broke the vocabulary.
 
 Which backend serves each port is chosen in one place only: ``nextbest.bootstrap``.
 """
@@ -7,6 +8,8 @@ from nextbest.store.memory import memory_stores
 from nextbest.store.port import (
     DecisionLog,
     EventLog,
+    HeldMessage,
+    Quarantine,
     SavedState,
     StateRow,
     StateStore,
@@ -18,6 +21,8 @@ from nextbest.store.sqlite import sqlite_stores
 __all__ = [
     "DecisionLog",
     "EventLog",
+    "HeldMessage",
+    "Quarantine",
     "SavedState",
     "StateRow",
     "StateStore",

@@ -7,14 +7,22 @@ from collections.abc import Collection, Iterator, Sequence
 
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
-from nextbest.store.port import SavedState, StateRow, StoredEvent, Stores
+from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
-__all__ = ["MemoryDecisionLog", "MemoryEventLog", "MemoryStateStore", "memory_stores"]
+__all__ = [
+    "MemoryDecisionLog",
+    "MemoryEventLog",
+    "MemoryQuarantine",
+    "MemoryStateStore",
+    "memory_stores",
+]
 
 
 def memory_stores() -> Stores:
     """A fresh twin of each port."""
-    return Stores(MemoryEventLog(), MemoryDecisionLog(), MemoryStateStore(), lambda: None)
+    return Stores(
+        MemoryEventLog(), MemoryDecisionLog(), MemoryStateStore(), MemoryQuarantine(), lambda: None
+    )
 
 
 class MemoryEventLog:
@@ -114,3 +122,31 @@ class MemoryStateStore:
             return None
         rows = [StateRow(k, key, body) for (k, key), body in self._state.items()]
         return SavedState(*self._watermark, iter(rows))
+
+
+class MemoryQuarantine:
+    def __init__(self) -> None:
+        self._held: dict[int, HeldMessage] = {}
+        self._ids: dict[str, int] = {}
+        self._last = 0
+
+    def hold(self, messages: Sequence[HeldMessage]) -> None:
+        for m in messages:
+            if m.event.message_id in self._ids:
+                continue
+            self._last += 1
+            self._held[self._last] = m._replace(id=self._last)
+            self._ids[m.event.message_id] = self._last
+
+    def held(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
+        found = [m for i, m in sorted(self._held.items()) if i > after]
+        return found if limit is None else found[:limit]
+
+    def release(self, ids: Collection[int]) -> None:
+        for i in ids:
+            m = self._held.pop(i, None)
+            if m is not None:
+                del self._ids[m.event.message_id]
+
+    def held_count(self) -> int:
+        return len(self._held)

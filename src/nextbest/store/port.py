@@ -1,6 +1,6 @@
-"""The store ports: the event log, the decision log and saved state.
+"""The store ports: the event log, the decision log, saved state and the quarantine.
 
-Three Protocols, each with its own contract suite run over every backend (tests/contract), so
+Four Protocols, each with its own contract suite run over every backend (tests/contract), so
 each can live on its own kind of server (the event log on a stream, decisions in SQL, live
 state in a key-value store). ``Stores`` bundles one of each for the composition root.
 """
@@ -16,6 +16,8 @@ from nextbest.events.model import Event
 __all__ = [
     "DecisionLog",
     "EventLog",
+    "HeldMessage",
+    "Quarantine",
     "SavedState",
     "StateRow",
     "StateStore",
@@ -111,10 +113,47 @@ class StateStore(Protocol):
         ...
 
 
+class HeldMessage(NamedTuple):
+    """A message set apart because it breaks the bank's vocabulary, as it was received.
+
+    ``id`` is its place in the quarantine (0 before it is held); ``code``, ``reason`` and
+    ``path`` say why (``missing_property``, "'Overdraft Started' needs property 'balance'",
+    ``$.batch[3].properties.balance``); ``sender`` the kind of key that sent it."""
+
+    id: int
+    received_at: float
+    code: str
+    reason: str
+    path: str
+    sender: str
+    event: Event
+
+
+class Quarantine(Protocol):
+    """Acknowledged messages nextbest could not act on, kept until a fixed vocabulary or
+    catalog lets them in (``nextbest quarantine replay``): never lost, never folded."""
+
+    def hold(self, messages: Sequence[HeldMessage]) -> None:
+        """Durably keep ``messages``, all or none; one whose messageId is held already is
+        left as it was (a client's retry)."""
+        ...
+
+    def held(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
+        """Held messages with id > ``after``, oldest first, at most ``limit``."""
+        ...
+
+    def release(self, ids: Collection[int]) -> None:
+        """Drop these held messages (replayed into the event log)."""
+        ...
+
+    def held_count(self) -> int: ...
+
+
 class Stores(NamedTuple):
     """One backend per port, and how to release them all (``close``, once)."""
 
     events: EventLog
     decisions: DecisionLog
     state: StateStore
+    quarantine: Quarantine
     close: Callable[[], None]

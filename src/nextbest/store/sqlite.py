@@ -19,12 +19,13 @@ import msgspec
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError, StoreUnavailable
 from nextbest.events.model import Event
-from nextbest.store.port import SavedState, StateRow, StoredEvent, Stores
+from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
     "SQLiteDatabase",
     "SQLiteDecisionLog",
     "SQLiteEventLog",
+    "SQLiteQuarantine",
     "SQLiteStateStore",
     "sqlite_stores",
 ]
@@ -55,6 +56,16 @@ CREATE TABLE IF NOT EXISTS state (
     body BLOB NOT NULL,
     PRIMARY KEY (kind, key)
 );  -- a rowid table: ~1 KB rows write 3x faster than WITHOUT ROWID
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    received_at REAL NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state_watermark (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -96,9 +107,15 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
-    """The three ports on one SQLite file (one connection: one durable commit each)."""
+    """The four ports on one SQLite file (one connection: one durable commit each)."""
     db = SQLiteDatabase(path, synchronous)
-    return Stores(SQLiteEventLog(db), SQLiteDecisionLog(db), SQLiteStateStore(db), db.close)
+    return Stores(
+        SQLiteEventLog(db),
+        SQLiteDecisionLog(db),
+        SQLiteStateStore(db),
+        SQLiteQuarantine(db),
+        db.close,
+    )
 
 
 class SQLiteDatabase:
@@ -309,3 +326,42 @@ class SQLiteStateStore:
             if len(rows) < 10_000:
                 return
             after = (rows[-1][0], rows[-1][1])
+
+
+class SQLiteQuarantine:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+        self._enc = msgspec.json.Encoder()
+        self._dec = msgspec.json.Decoder(Event)
+
+    def hold(self, messages: Sequence[HeldMessage]) -> None:
+        if not messages:
+            return
+        enc = self._enc.encode
+        rows = [
+            (m.event.message_id, m.received_at, m.code, m.reason, m.path, m.sender, enc(m.event))
+            for m in messages
+        ]
+        with self.db.writing("quarantine") as db:
+            db.executemany(
+                "INSERT INTO quarantine(message_id, received_at, code, reason, path, sender, "
+                "body) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(message_id) DO NOTHING",
+                rows,
+            )
+
+    def held(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
+        rows = self.db.fetch(
+            "read quarantine",
+            "SELECT id, received_at, code, reason, path, sender, body FROM quarantine "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after, -1 if limit is None else limit),
+        )
+        dec = self._dec.decode
+        return [HeldMessage(i, at, c, r, p, s, dec(b)) for i, at, c, r, p, s, b in rows]
+
+    def release(self, ids: Collection[int]) -> None:
+        with self.db.writing("release quarantine") as db:
+            db.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in ids])
+
+    def held_count(self) -> int:
+        return self.db.scalar("SELECT COUNT(*) FROM quarantine")
