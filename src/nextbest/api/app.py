@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,21 @@ from starlette.routing import Route
 from nextbest.api.auth import authenticate
 from nextbest.api.body import read_body
 from nextbest.api.errors import error_response
-from nextbest.api.schemas import BodyKey, DecideBody, ErrorBody, IngestResponse
+from nextbest.api.schemas import (
+    BodyKey,
+    CatalogResponse,
+    DecideBody,
+    ErrorBody,
+    HealthResponse,
+    HeldMessageBody,
+    IngestResponse,
+    OpenAPIDocument,
+    ProfileResponse,
+    QuarantineList,
+    QuarantineReplayed,
+    RejectedMessage,
+    SnapshotResponse,
+)
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine, IngestRequest
 from nextbest.errors import (
@@ -69,10 +84,22 @@ class RouteSpec:
     request: Any = None
     response: Any = None
     reads_body: bool = False
+    #: query parameters (all whole numbers): name -> description
+    query: tuple[tuple[str, str], ...] = ()
+    #: response fields absent from some answers (the OpenAPI schema does not require them)
+    sometimes: tuple[str, ...] = ()
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def _answer(body: msgspec.Struct) -> Response:
+    """A 200 whose body is exactly the route's declared response schema."""
+    return Response(_ENCODER.encode(body), media_type="application/json")
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 #: bodies up to this size are read on the event loop (tens of microseconds); larger ones in
@@ -89,13 +116,8 @@ async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Res
         parsed = await run_in_threadpool(read, ctx.body)
     future = ctx.engine.submit(IngestRequest(ctx.sender, parsed, prefix))
     result = await asyncio.wrap_future(future)
-    return Response(
-        _INGESTED.encode(IngestResponse(True, **msgspec.structs.asdict(result))),
-        media_type="application/json",
-    )
-
-
-_INGESTED = msgspec.json.Encoder()
+    rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
+    return _answer(IngestResponse(True, result.accepted, result.duplicates, rejected))
 
 
 async def _batch(ctx: Ctx) -> Response:
@@ -147,7 +169,7 @@ async def _profile(ctx: Ctx) -> Response:
     view = ctx.engine.profile_view(user_id)
     if view is None:
         raise NotFound(f"no profile for userId {user_id!r}")
-    return _json(view)
+    return _answer(ProfileResponse(**view))
 
 
 async def _decision(ctx: Ctx) -> Response:
@@ -159,13 +181,8 @@ async def _decision(ctx: Ctx) -> Response:
 
 
 async def _health(ctx: Ctx) -> Response:
-    return _json(
-        {
-            "status": "ok",
-            "catalog": ctx.engine.catalog.version,
-            "clock": ctx.engine.clock_kind.value,
-        }
-    )
+    engine = ctx.engine
+    return _answer(HealthResponse("ok", engine.catalog.version, engine.clock_kind.value))
 
 
 async def _openapi(ctx: Ctx) -> Response:
@@ -173,24 +190,13 @@ async def _openapi(ctx: Ctx) -> Response:
 
 
 async def _catalog(ctx: Ctx) -> Response:
-    return _json(
-        {
-            "version": ctx.engine.catalog.version,
-            "catalog": msgspec.to_builtins(ctx.engine.catalog.spec),
-        }
-    )
+    catalog = ctx.engine.catalog
+    return _answer(CatalogResponse(catalog.version, msgspec.to_builtins(catalog.spec)))
 
 
-def _held(m: HeldMessage) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "received_at": m.received_at,
-        "code": m.code,
-        "message": m.reason,
-        "path": m.path,
-        "sender": m.sender,
-        "event": msgspec.to_builtins(m.event),
-    }
+def _held(m: HeldMessage) -> HeldMessageBody:
+    event = msgspec.to_builtins(m.event)
+    return HeldMessageBody(m.id, m.received_at, m.code, m.reason, m.path, m.sender, event)
 
 
 async def _quarantine(ctx: Ctx) -> Response:
@@ -198,18 +204,13 @@ async def _quarantine(ctx: Ctx) -> Response:
     limit = _query_int(ctx.request, "limit", 100, upper=1_000)
     held = await run_in_threadpool(ctx.engine.quarantined, after, limit)
     total = await run_in_threadpool(ctx.engine.quarantine.held_count)
-    return _json({"held": total, "messages": [_held(m) for m in held]})
+    return _answer(QuarantineList(total, [_held(m) for m in held]))
 
 
 async def _quarantine_replay(ctx: Ctx) -> Response:
     report = await run_in_threadpool(ctx.engine.replay_quarantine)
-    return _json(
-        {
-            "replayed": report.replayed,
-            "duplicates": report.duplicates,
-            "still_held": [_held(m) for m in report.still_held],
-        }
-    )
+    still = [_held(m) for m in report.still_held]
+    return _answer(QuarantineReplayed(report.replayed, report.duplicates, still))
 
 
 def _query_int(request: Request, name: str, default: int, upper: int | None = None) -> int:
@@ -225,7 +226,7 @@ def _query_int(request: Request, name: str, default: int, upper: int | None = No
 async def _snapshot(ctx: Ctx) -> Response:
     await run_in_threadpool(ctx.engine.flush)
     await run_in_threadpool(ctx.engine.snapshot)
-    return _json({"success": True, "profiles": ctx.engine.profile_count})
+    return _answer(SnapshotResponse(True, ctx.engine.profile_count))
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -261,6 +262,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         DecideBody,
         Decision,
         reads_body=True,
+        sometimes=("excluded",),  # only with "explain": true
     ),
     RouteSpec(
         "GET",
@@ -268,6 +270,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         Scope.PROFILES_READ,
         "A customer's live profile and what rules see",
         _profile,
+        response=ProfileResponse,
     ),
     RouteSpec(
         "GET",
@@ -277,13 +280,25 @@ ROUTES: tuple[RouteSpec, ...] = (
         _decision,
         response=Decision,
     ),
-    RouteSpec("GET", "/v1/admin/catalog", Scope.ADMIN, "The loaded catalog", _catalog),
+    RouteSpec(
+        "GET",
+        "/v1/admin/catalog",
+        Scope.ADMIN,
+        "The loaded catalog",
+        _catalog,
+        response=CatalogResponse,
+    ),
     RouteSpec(
         "GET",
         "/v1/admin/quarantine",
         Scope.ADMIN,
         "Messages quarantined because they broke the event vocabulary, oldest first",
         _quarantine,
+        response=QuarantineList,
+        query=(
+            ("after", "only messages with a larger id (the last id of the previous page)"),
+            ("limit", "at most this many (default 100, at most 1,000)"),
+        ),
     ),
     RouteSpec(
         "POST",
@@ -291,6 +306,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         Scope.ADMIN,
         "Let in the quarantined messages the vocabulary now accepts",
         _quarantine_replay,
+        response=QuarantineReplayed,
     ),
     RouteSpec(
         "POST",
@@ -298,18 +314,39 @@ ROUTES: tuple[RouteSpec, ...] = (
         Scope.ADMIN,
         "Flush decisions and snapshot profiles",
         _snapshot,
+        response=SnapshotResponse,
     ),
-    RouteSpec("GET", "/healthz", Scope.PUBLIC, "Liveness and catalog version", _health),
-    RouteSpec("GET", "/openapi.json", Scope.PUBLIC, "This API's OpenAPI 3.1 document", _openapi),
+    RouteSpec(
+        "GET",
+        "/healthz",
+        Scope.PUBLIC,
+        "Liveness and catalog version",
+        _health,
+        response=HealthResponse,
+    ),
+    RouteSpec(
+        "GET",
+        "/openapi.json",
+        Scope.PUBLIC,
+        "This API's OpenAPI 3.1 document",
+        _openapi,
+        response=OpenAPIDocument,
+    ),
 )
+
+_PATH_PARAMETER = re.compile(r"{([a-z_]+)}")
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    models = (
-        [r.request for r in ROUTES if r.request]
-        + [r.response for r in ROUTES if r.response]
-        + [ErrorBody]
+    """The OpenAPI 3.1 document, built from ``ROUTES``: every route with its scope, path and
+    query parameters, request body, and a schema for every 200 body and every error."""
+    models = list(
+        dict.fromkeys(
+            [r.request for r in ROUTES if r.request]
+            + [r.response for r in ROUTES if r.response]
+            + [ErrorBody]
+        )
     )
     schemas, components = msgspec.json.schema_components(
         models, ref_template="#/components/schemas/{name}"
@@ -319,24 +356,41 @@ def openapi_document() -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": by_model[ErrorBody]}}}
     for r in ROUTES:
         op: dict[str, Any] = {
+            "operationId": _operation_id(r),
             "summary": r.summary,
             "x-scope": r.scope.value,
             "responses": {
                 "200": {"description": "OK"},
-                "4XX": {"description": "Bad input", **error},
+                "4XX": {"description": "Bad input, credentials or scope", **error},
+                "5XX": {"description": "The store is unavailable: retry", **error},
             },
         }
         if r.scope is not Scope.PUBLIC:
             op["security"] = [{"basic": []}, {"bearer": []}]
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAMETER.findall(r.path)
+        ] + [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": text,
+                "schema": {"type": "integer", "minimum": 0},
+            }
+            for name, text in r.query
+        ]
+        if parameters:
+            op["parameters"] = parameters
         if r.request is not None:
             op["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": by_model[r.request]}},
             }
-        if r.response is not None:
-            op["responses"]["200"]["content"] = {
-                "application/json": {"schema": by_model[r.response]}
-            }
+        schema = by_model[r.response]
+        if r.sometimes:
+            schema = _with_optional(components, r.response.__name__, r.sometimes, _operation_id(r))
+        op["responses"]["200"]["content"] = {"application/json": {"schema": schema}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -358,6 +412,24 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _operation_id(r: RouteSpec) -> str:
+    words = re.sub(r"[^a-z0-9]+", "_", r.path.lower().replace("/v1/", "/")).strip("_")
+    return f"{r.method.lower()}_{words}"
+
+
+def _with_optional(
+    components: dict[str, Any], name: str, optional: tuple[str, ...], operation: str
+) -> dict[str, str]:
+    """A copy of component ``name`` where ``optional`` are not required, as a new component
+    (``<operation>_response``), and a reference to it."""
+    copy = dict(components[name])
+    copy["required"] = [f for f in copy.get("required", []) if f not in optional]
+    new = "".join(w.title() for w in operation.split("_")) + "Response"
+    copy["title"] = new
+    components[new] = copy
+    return {"$ref": f"#/components/schemas/{new}"}
 
 
 def check_media_type(content_type: str | None) -> None:

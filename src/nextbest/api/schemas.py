@@ -6,7 +6,21 @@ from typing import Annotated, Any
 
 import msgspec
 
-__all__ = ["BodyKey", "DecideBody", "ErrorBody", "IngestResponse", "RejectedMessage"]
+__all__ = [
+    "BodyKey",
+    "CatalogResponse",
+    "DecideBody",
+    "ErrorBody",
+    "HealthResponse",
+    "HeldMessageBody",
+    "IngestResponse",
+    "OpenAPIDocument",
+    "ProfileResponse",
+    "QuarantineList",
+    "QuarantineReplayed",
+    "RejectedMessage",
+    "SnapshotResponse",
+]
 
 
 OfferId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -57,3 +71,67 @@ class BodyKey(msgspec.Struct):
     """analytics.js sends the write key in the body (text/plain, no preflight)."""
 
     writeKey: str | None = None
+
+
+class HealthResponse(msgspec.Struct):
+    status: str
+    #: the loaded catalog's version (a content hash)
+    catalog: str
+    #: ``wall`` or ``event``
+    clock: str
+
+
+class CatalogResponse(msgspec.Struct):
+    version: str
+    #: the catalog as loaded, section by section
+    catalog: dict[str, Any]
+
+
+class SnapshotResponse(msgspec.Struct):
+    success: bool
+    profiles: int
+
+
+class ProfileResponse(msgspec.Struct):
+    customer_id: str
+    #: the time the view was computed at (epoch seconds)
+    as_of: float
+    #: the stored profile: interests, windows, funnel, products, offers, consent, ...
+    profile: dict[str, Any]
+    #: what rules see of it now (``interest``, ``profile``, ``segments``, ``lifecycle``, ...)
+    view: dict[str, Any]
+
+
+class HeldMessageBody(msgspec.Struct):
+    """A quarantined message: why it was set apart, and the message as normalized."""
+
+    id: int
+    received_at: float
+    code: str
+    message: str
+    path: str
+    #: the kind of key that sent it
+    sender: str
+    event: dict[str, Any]
+
+
+class QuarantineList(msgspec.Struct):
+    #: how many messages are held in all
+    held: int
+    #: the page asked for, oldest first
+    messages: list[HeldMessageBody]
+
+
+class QuarantineReplayed(msgspec.Struct):
+    replayed: int
+    duplicates: int
+    still_held: list[HeldMessageBody]
+
+
+class OpenAPIDocument(msgspec.Struct):
+    """This API's OpenAPI 3.1 document."""
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]

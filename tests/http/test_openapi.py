@@ -1,0 +1,157 @@
+"""The served OpenAPI document is valid, complete, and good enough for a client generated from
+it (openapi-python-client) to call every route of a real server and parse every answer."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from nextbest.api.app import ROUTES
+from tests.conftest import LiveServer
+from tests.support import ADMIN_KEY, SERVER_KEY, T0, WRITE_KEY, iso
+
+GENERATOR = Path(sys.executable).parent / "openapi-python-client"
+
+
+def test_the_served_document_is_valid_openapi(live_server: LiveServer):
+    document = httpx.get(f"{live_server.url}/openapi.json").json()
+    validate(document)
+    for path, methods in document["paths"].items():
+        for method, op in methods.items():
+            params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert params == set(path.replace("}", "{").split("{")[1::2]), (method, path)
+            schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+            assert schema.get("$ref"), f"{method} {path}: a 200 body without a schema"
+    decide = document["paths"]["/v1/decide"]["post"]["responses"]["200"]["content"]
+    answer = decide["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "excluded" not in document["components"]["schemas"][answer]["required"]
+    assert "excluded" in document["components"]["schemas"]["Decision"]["required"]
+
+
+@pytest.fixture(scope="module")
+def client_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """A client generated from the document (the document of a fresh app: the same table)."""
+    if not GENERATOR.exists():
+        pytest.skip("openapi-python-client is not installed (pip install -e .[dev])")
+    from nextbest.api.app import openapi_document
+
+    folder = tmp_path_factory.mktemp("client")
+    spec = folder / "openapi.json"
+    spec.write_bytes(httpx.Response(200, json=openapi_document()).content)
+    config = folder / "config.yaml"
+    config.write_text("post_hooks: []\n")
+    subprocess.run(
+        [
+            str(GENERATOR),
+            "generate",
+            "--path",
+            str(spec),
+            "--config",
+            str(config),
+            "--meta",
+            "none",
+            "--output-path",
+            str(folder / "nextbest_client"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module("nextbest_client")
+    finally:
+        sys.path.remove(str(folder))
+        for name in [m for m in sys.modules if m.startswith("nextbest_client")]:
+            del sys.modules[name]
+
+
+def _op(package: ModuleType, name: str) -> Any:
+    return importlib.import_module(f"{package.__name__}.api.default.{name}")
+
+
+def _model(package: ModuleType, name: str) -> Any:
+    return getattr(importlib.import_module(f"{package.__name__}.models"), name)
+
+
+def _message(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "userId": "gen-user", "timestamp": iso(T0 - 60), **fields}
+
+
+def test_a_generated_client_calls_every_route(live_server: LiveServer, client_package: ModuleType):
+    with contextlib.ExitStack() as stack:
+        _every_route(live_server, client_package, stack)
+
+
+def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.ExitStack) -> None:
+    clients = {
+        key: stack.enter_context(
+            pkg.AuthenticatedClient(
+                base_url=live_server.url, token=key, raise_on_unexpected_status=True
+            )
+        )
+        for key in (WRITE_KEY, SERVER_KEY, ADMIN_KEY)
+    }
+    public = stack.enter_context(
+        pkg.Client(base_url=live_server.url, raise_on_unexpected_status=True)
+    )
+    called: set[str] = set()
+
+    def call(operation: str, client: Any, model: str, **kwargs: Any) -> Any:
+        response = _op(pkg, operation).sync_detailed(client=client, **kwargs)
+        assert response.status_code == 200, (operation, response.content)
+        assert type(response.parsed).__name__ == model, (operation, response.parsed)
+        called.add(operation)
+        return response.parsed
+
+    write = clients[WRITE_KEY]
+    batch = _model(pkg, "WireBatch").from_dict(
+        {
+            "batch": [
+                _message("identify", traits={"birthday": "1990-01-01"}),
+                _message("page", properties={"url": "https://bank.example/mortgages/rates"}),
+                _message("track", event="Application Started", properties={}),
+            ]
+        }
+    )
+    answer = call("post_batch", write, "IngestResponse", body=batch)
+    assert (answer.accepted, [r.code for r in answer.rejected]) == (2, ["missing_property"])
+    singles = {
+        "track": ("WireTrack", {"event": "Calculator Used", "properties": {"topic": "mortgage"}}),
+        "page": ("WirePage", {"properties": {"url": "https://bank.example/mortgages/calculator"}}),
+        "screen": ("WireScreen", {"name": "Home"}),
+        "identify": ("WireIdentify", {"traits": {"products": ["current_account"]}}),
+        "alias": ("WireAlias", {"previousId": "gen-device"}),
+        "group": ("WireGroup", {"groupId": "household-1"}),
+    }
+    for kind, (model, fields) in singles.items():
+        body = _model(pkg, model).from_dict(_message(kind, **fields))
+        assert call(f"post_{kind}", write, "IngestResponse", body=body).accepted == 1
+    server = clients[SERVER_KEY]
+    decide = _model(pkg, "DecideBody").from_dict({"placement": "home_feed", "userId": "gen-user"})
+    decision = call("post_decide", server, "PostDecideResponse", body=decide)
+    assert decision.decision_id
+    call("get_decisions_decision_id", server, "Decision", decision_id=decision.decision_id)
+    profile = call("get_profiles_user_id", server, "ProfileResponse", user_id="gen-user")
+    assert profile.customer_id == "gen-user"
+    admin = clients[ADMIN_KEY]
+    call("get_admin_catalog", admin, "CatalogResponse")
+    held = call("get_admin_quarantine", admin, "QuarantineList", limit=10)
+    assert held.held == 1
+    call("post_admin_quarantine_replay", admin, "QuarantineReplayed")
+    call("post_admin_snapshot", admin, "SnapshotResponse")
+    call("get_healthz", public, "HealthResponse")
+    call("get_openapi_json", public, "OpenAPIDocument")
+
+    from nextbest.api.app import _operation_id
+
+    assert called == {_operation_id(r) for r in ROUTES}, "a route the generated client never called"
