@@ -129,21 +129,27 @@ def serve(
 
 @app.command()
 def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or folder.")) -> None:
-    """Validate a catalog: every problem with file, line and reason."""
+    """Validate a catalog like a compiler: every error and warning with file, line and
+    reason. Exit 1 on an error (the catalog would not load), 0 with warnings only."""
     from nextbest.usecases import check_catalog
 
-    checked = check_catalog(catalog)
+    checked = check_catalog(catalog, now=time.time())
+    out = _console("out")
+    for problem in checked.problems:
+        out.print(str(problem), markup=False)
+    warned = len(checked.warnings)
+    warnings = f"{warned} warning{'s' if warned != 1 else ''}"
     if checked.catalog is None:
-        for problem in checked.problems:
-            _console("out").print(str(problem), markup=False)
-        _console("out").print(f"{len(checked.problems)} problem(s)")
+        errors = len(checked.errors)
+        out.print(f"{errors} error{'s' if errors != 1 else ''}, {warnings}")
         raise typer.Exit(1)
     loaded = checked.catalog
     spec = loaded.spec
-    _console("out").print(
+    out.print(
         f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
         f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
         f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements"
+        + (f"; {warnings}" if warned else "")
     )
 
 

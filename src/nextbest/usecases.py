@@ -16,13 +16,12 @@ from nextbest.bootstrap import MEMORY, build_engine, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, ReplayReport
-from nextbest.errors import CatalogProblem, NotFound, ValidationError
+from nextbest.errors import CatalogError, CatalogProblem, NotFound, ValidationError
 from nextbest.learn.calibration import calibration
 from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.settings import Settings
-from nextbest.store.catalog_files import check_catalog as check_catalog_files
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
 
@@ -55,18 +54,29 @@ def _opened(settings: Settings) -> Iterator[Engine]:
 
 
 class CatalogCheck(NamedTuple):
-    """Every problem of a catalog (file, line, field path, reason), or the compiled catalog."""
+    """Every problem of a catalog (file, line, field path, reason; errors and warnings), and
+    the compiled catalog unless an error refused it."""
 
     problems: list[CatalogProblem]
     catalog: Catalog | None
 
+    @property
+    def errors(self) -> list[CatalogProblem]:
+        return [p for p in self.problems if p.is_error]
 
-def check_catalog(location: str | Path) -> CatalogCheck:
-    """Validate a catalog file or folder as ``nextbest check`` and a CI job do."""
-    problems = check_catalog_files(location)
-    if problems:
-        return CatalogCheck(problems, None)
-    return CatalogCheck([], load_catalog(location))
+    @property
+    def warnings(self) -> list[CatalogProblem]:
+        return [p for p in self.problems if not p.is_error]
+
+
+def check_catalog(location: str | Path, now: float | None = None) -> CatalogCheck:
+    """Validate a catalog file or folder as ``nextbest check`` and a CI job do; ``now``:
+    when it is checked (schedules that ended by then are warnings)."""
+    try:
+        catalog = load_catalog(location, now)
+    except CatalogError as exc:
+        return CatalogCheck(exc.problems, None)
+    return CatalogCheck(catalog.warnings, catalog)
 
 
 def replay_store(settings: Settings, write: bool = False) -> ReplayReport:
