@@ -75,6 +75,8 @@ def test_readme_curl_examples_run(keyed):
     seen = profile.offers["mortgage_advice"]
     assert seen.total_impressions == 1
     assert server.engine.decision(seen.last_decision_id or "") is not None
+    (reload,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "catalog/reload" in b]
+    assert '"changed":false' in reload
 
 
 def test_readme_python_example_runs(keyed):

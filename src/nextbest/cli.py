@@ -20,6 +20,7 @@ from nextbest.settings import Settings
 
 if TYPE_CHECKING:
     from nextbest.catalog.compiled import Catalog
+    from nextbest.engine import Engine
     from nextbest.sim.engines import SiteEngine
     from nextbest.sim.loop import Metrics
 
@@ -124,7 +125,51 @@ def serve(
         f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
         f"store {settings.data}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
+    _reload_on_hangup(engine, settings.catalog)
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+
+
+def _reload_on_hangup(engine: Engine, location: str) -> None:
+    """SIGHUP re-reads the catalog at ``location`` and swaps it in if it checks, as
+    ``POST /v1/admin/catalog/reload`` does; what happened goes to stderr. The reload runs
+    in a thread of its own: the signal handler returns at once to the server's loop."""
+    import signal
+    import threading
+
+    from nextbest.usecases import reload_catalog
+
+    def reload() -> None:
+        err = _console("err")
+        try:
+            done = reload_catalog(engine, location)
+        except CatalogError as exc:
+            err.print(
+                f"nextbest: catalog {location} not reloaded, still serving "
+                f"{engine.catalog.version}:",
+                markup=False,
+            )
+            for problem in exc.problems:
+                err.print(f"  {problem}", markup=False)
+            return
+        except NextbestError as exc:
+            err.print(f"nextbest: catalog not reloaded: {exc.message}", markup=False)
+            return
+        if not done.changed:
+            err.print(f"nextbest: catalog {done.version} unchanged", markup=False)
+            return
+        refolded = f"; profiles refolded from {done.events:,} events" if done.refolded else ""
+        err.print(
+            f"nextbest: catalog reloaded: {done.previous} -> {done.version}{refolded}",
+            markup=False,
+        )
+        for warning in done.warnings:
+            err.print(f"  {warning}", markup=False)
+
+    def on_hangup(signum: int, frame: object) -> None:
+        threading.Thread(target=reload, name="nextbest-catalog-reload", daemon=True).start()
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hangup)
 
 
 @app.command()

@@ -168,9 +168,9 @@ class CatalogError(NextbestError):
 
     code = "catalog_error"
 
-    def __init__(self, problems: list[CatalogProblem]) -> None:
+    def __init__(self, problems: list[CatalogProblem], message: str | None = None) -> None:
         errors = [p for p in problems if p.is_error] or problems
-        super().__init__("; ".join(str(p) for p in errors) or "invalid catalog")
+        super().__init__(message or "; ".join(str(p) for p in errors) or "invalid catalog")
         self.problems = problems
 
 

@@ -1,6 +1,7 @@
 """Named use cases over a store at rest, for the faces (CLI, later the console): replay,
-models, export and off-policy evaluation. Faces parse arguments and print; what is read,
-joined and computed is decided here, on top of ``bootstrap``.
+models, export and off-policy evaluation; and over a running engine, a catalog reload. Faces
+parse arguments and print; what is read, joined and computed is decided here, on top of
+``bootstrap``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from nextbest.store.export import read_logged_items, write_decisions
 
 __all__ = [
     "CatalogCheck",
+    "CatalogReload",
     "Logged",
     "check_catalog",
     "evaluate_policy",
     "export_decisions",
     "list_models",
     "read_logged",
+    "reload_catalog",
     "replay_store",
 ]
 
@@ -77,6 +80,46 @@ def check_catalog(location: str | Path, now: float | None = None) -> CatalogChec
     except CatalogError as exc:
         return CatalogCheck(exc.problems, None)
     return CatalogCheck(catalog.warnings, catalog)
+
+
+class CatalogReload(msgspec.Struct, frozen=True, kw_only=True):
+    """What a catalog reload did (``POST /v1/admin/catalog/reload``, SIGHUP)."""
+
+    #: the catalog version served before, and now
+    previous: str
+    version: str
+    #: false: the catalog read is the one served, nothing was swapped
+    changed: bool
+    #: every profile was refolded from the event log (topics, profile settings or offers
+    #: changed), ``events`` of them
+    refolded: bool
+    events: int
+    #: the new catalog's warnings (``nextbest check`` prints the same)
+    warnings: list[str]
+
+
+def reload_catalog(engine: Engine, location: str | Path) -> CatalogReload:
+    """Re-read the catalog at ``location``, check it, and swap it into the running
+    ``engine`` only if it checks (``Engine.reload``: atomically, learned state kept). A
+    catalog with errors raises CatalogError with every problem, and the engine goes on with
+    the catalog it had. Schedules are judged at the engine's now."""
+    try:
+        catalog = load_catalog(location, now=engine.clock.now())
+    except CatalogError as exc:
+        errors = "; ".join(str(p) for p in exc.problems if p.is_error)
+        raise CatalogError(
+            exc.problems,
+            f"catalog {location} not reloaded, still serving {engine.catalog.version}: {errors}",
+        ) from exc
+    report = engine.reload(catalog)
+    return CatalogReload(
+        previous=report.previous,
+        version=report.version,
+        changed=report.changed,
+        refolded=report.refolded,
+        events=report.events,
+        warnings=[str(w) for w in catalog.warnings],
+    )
 
 
 def replay_store(settings: Settings, write: bool = False) -> ReplayReport:

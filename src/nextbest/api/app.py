@@ -35,6 +35,7 @@ from nextbest.events.parse import SINGLE_MESSAGE, decode_json, parse_instant
 from nextbest.events.wire import WireBatch
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.settings import Settings
+from nextbest.usecases import CatalogReload, reload_catalog
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
 
@@ -164,6 +165,12 @@ async def _catalog(ctx: Ctx) -> Response:
     )
 
 
+async def _reload_catalog(ctx: Ctx) -> Response:
+    """Re-read the catalog the server was started with; swap it in only if it checks."""
+    report = await run_in_threadpool(reload_catalog, ctx.engine, ctx.settings.catalog)
+    return _json(msgspec.to_builtins(report))
+
+
 async def _snapshot(ctx: Ctx) -> Response:
     await run_in_threadpool(ctx.engine.flush)
     await run_in_threadpool(ctx.engine.snapshot)
@@ -220,6 +227,14 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=Decision,
     ),
     RouteSpec("GET", "/v1/admin/catalog", Scope.ADMIN, "The loaded catalog", _catalog),
+    RouteSpec(
+        "POST",
+        "/v1/admin/catalog/reload",
+        Scope.ADMIN,
+        "Re-read and check the catalog; swap it in atomically only if it checks",
+        _reload_catalog,
+        response=CatalogReload,
+    ),
     RouteSpec(
         "POST",
         "/v1/admin/snapshot",
