@@ -75,6 +75,8 @@ def test_readme_curl_examples_run(keyed):
     seen = profile.offers["mortgage_advice"]
     assert seen.total_impressions == 1
     assert server.engine.decision(seen.last_decision_id or "") is not None
+    (reload,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "catalog/reload" in b]
+    assert '"changed":false' in reload
 
 
 def test_readme_python_example_runs(keyed):
@@ -96,6 +98,40 @@ def test_readme_catalog_check_runs():
     )
     assert run.stdout.startswith("ok: catalog 1+")
     assert "12 topics, 6 segments, 16 offers, 6 campaigns, 4 placements" in run.stdout
+
+
+#: how the README's example problems are made: field path -> (file, text, broken text)
+_BREAKS = {
+    "$.offers[2].eligibility": (
+        "offers.yaml",
+        "eligibility: segments.mortgage_intent && segments.adult",
+        "eligibility: segments.mortgage_intnt && segments.adult",
+    ),
+    "$.segments[2].rule": ("segments.yaml", "rule: profile.age >= 18", 'rule: profile.age >= "18"'),
+}
+
+
+def test_readme_catalog_problems_are_what_check_prints(tmp_path):
+    """Each problem the README quotes is printed, word for word, for the example bank with
+    that mistake made."""
+    quoted = re.findall(r"`(examples/bank/[\w.]+:\d+: \$\S+: [^`]+)`", README)
+    assert len(quoted) == len(_BREAKS)
+    nextbest = Path(sys.executable).parent / "nextbest"
+    for i, line in enumerate(quoted):
+        file, old, new = _BREAKS[line.split(": ")[1]]
+        bank = tmp_path / str(i) / "examples" / "bank"
+        shutil.copytree(ROOT / "examples" / "bank", bank)
+        text = (bank / file).read_text()
+        assert old in text
+        (bank / file).write_text(text.replace(old, new, 1))
+        run = subprocess.run(
+            [str(nextbest), "check", "examples/bank"],
+            cwd=tmp_path / str(i),
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 1
+        assert line in run.stdout.splitlines()
 
 
 def test_readme_demo_fill_runs(keyed, tmp_path):

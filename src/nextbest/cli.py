@@ -20,6 +20,7 @@ from nextbest.settings import Settings
 
 if TYPE_CHECKING:
     from nextbest.catalog.compiled import Catalog
+    from nextbest.engine import Engine
     from nextbest.sim.engines import SiteEngine
     from nextbest.sim.loop import Metrics
 
@@ -124,26 +125,76 @@ def serve(
         f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
         f"store {settings.data}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
+    _reload_on_hangup(engine, settings.catalog)
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+
+
+def _reload_on_hangup(engine: Engine, location: str) -> None:
+    """SIGHUP re-reads the catalog at ``location`` and swaps it in if it checks, as
+    ``POST /v1/admin/catalog/reload`` does; what happened goes to stderr. The reload runs
+    in a thread of its own: the signal handler returns at once to the server's loop."""
+    import signal
+    import threading
+
+    from nextbest.usecases import reload_catalog
+
+    def reload() -> None:
+        err = _console("err")
+        try:
+            done = reload_catalog(engine, location)
+        except CatalogError as exc:
+            err.print(
+                f"nextbest: catalog {location} not reloaded, still serving "
+                f"{engine.catalog.version}:",
+                markup=False,
+            )
+            for problem in exc.problems:
+                err.print(f"  {problem}", markup=False)
+            return
+        except NextbestError as exc:
+            err.print(f"nextbest: catalog not reloaded: {exc.message}", markup=False)
+            return
+        if not done.changed:
+            err.print(f"nextbest: catalog {done.version} unchanged", markup=False)
+            return
+        refolded = f"; profiles refolded from {done.events:,} events" if done.refolded else ""
+        err.print(
+            f"nextbest: catalog reloaded: {done.previous} -> {done.version}{refolded}",
+            markup=False,
+        )
+        for warning in done.warnings:
+            err.print(f"  {warning}", markup=False)
+
+    def on_hangup(signum: int, frame: object) -> None:
+        threading.Thread(target=reload, name="nextbest-catalog-reload", daemon=True).start()
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hangup)
 
 
 @app.command()
 def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or folder.")) -> None:
-    """Validate a catalog: every problem with file, line and reason."""
+    """Validate a catalog like a compiler: every error and warning with file, line and
+    reason. Exit 1 on an error (the catalog would not load), 0 with warnings only."""
     from nextbest.usecases import check_catalog
 
-    checked = check_catalog(catalog)
+    checked = check_catalog(catalog, now=time.time())
+    out = _console("out")
+    for problem in checked.problems:
+        out.print(str(problem), markup=False)
+    warned = len(checked.warnings)
+    warnings = f"{warned} warning{'s' if warned != 1 else ''}"
     if checked.catalog is None:
-        for problem in checked.problems:
-            _console("out").print(str(problem), markup=False)
-        _console("out").print(f"{len(checked.problems)} problem(s)")
+        errors = len(checked.errors)
+        out.print(f"{errors} error{'s' if errors != 1 else ''}, {warnings}")
         raise typer.Exit(1)
     loaded = checked.catalog
     spec = loaded.spec
-    _console("out").print(
+    out.print(
         f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
         f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
         f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements"
+        + (f"; {warnings}" if warned else "")
     )
 
 

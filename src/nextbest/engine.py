@@ -7,6 +7,7 @@
     decide(...)     -> one profile read, the pure pipeline, the decision journaled
     profile(id)     -> the live profile
     replay()        -> every profile rebuilt from the log alone
+    reload(catalog) -> a new catalog swapped in atomically, learned state kept
     close()         -> flush decisions, write a snapshot
 
 Live profiles and identities are a ``ProfileBook`` (pure), learned models a ``Learner``
@@ -68,6 +69,7 @@ __all__ = [
     "IngestResult",
     "QuarantineReport",
     "Rejected",
+    "ReloadReport",
     "ReplayReport",
 ]
 
@@ -114,6 +116,27 @@ class ReplayReport(msgspec.Struct, frozen=True):
     models_identical: bool = True
 
 
+class ReloadReport(msgspec.Struct, frozen=True):
+    """What ``Engine.reload`` did."""
+
+    #: the catalog version served before, and now
+    previous: str
+    version: str
+    #: the catalog differs from the one served (same digest: nothing was swapped)
+    changed: bool
+    #: profiles were refolded from the event log (topics, profile settings or offers changed)
+    refolded: bool = False
+    #: events refolded
+    events: int = 0
+
+
+def _folds_alike(old: Catalog, new: Catalog) -> bool:
+    """Events fold into the same profiles under both catalogs: same topics (patterns,
+    categories, events, products, half-lives) and the same fold settings (weights, session
+    timeout, the offers whose feedback is kept)."""
+    return old.spec.topics == new.spec.topics and old.fold_config == new.fold_config
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -149,6 +172,7 @@ class Engine:
         self._lock = threading.RLock()  # live state: fold and decide
         self._write_lock = threading.Lock()  # ingest: log order == fold order
         self._save_lock = threading.Lock()  # one state save at a time, cut and write in order
+        self._reload_lock = threading.Lock()  # one catalog reload at a time
         self._journal = DecisionJournal(stores.decisions)
         self._book, self._learner = self._fresh()
         self._flush_every = decision_flush_every
@@ -580,6 +604,54 @@ class Engine:
             self._book, self._learner, report = self._replayed()
         self.snapshot()
         return report
+
+    # ---------------------------------------------------------------- reload
+    def reload(self, catalog: Catalog) -> ReloadReport:
+        """Serve ``catalog`` (already compiled and checked) from now on, swapped atomically:
+        a decision runs wholly on the old catalog or wholly on the new one (both hold the
+        state lock).
+
+        The learned state is carried over (``Learner.from_state`` under the new catalog):
+        each placement that still learns with the same kind of model keeps its model, so the
+        offers that still exist keep what was learned about them; waiting views, pending
+        conversions and exploration budgets of campaigns that still exist go on.
+
+        Profiles are folded events, so they stay when events fold alike under both catalogs
+        (``_folds_alike``). Otherwise (topics, profile settings or the set of offers
+        changed) every profile is refolded from the event log under the new catalog, as a
+        restart would: first while events are still accepted, then the events appended
+        meanwhile, while ingestion waits. The new state is saved at once, so a restart
+        resumes from it."""
+        with self._reload_lock:
+            old = self.catalog
+            if catalog.digest == old.digest and catalog.spec == old.spec:
+                return ReloadReport(old.version, catalog.version, changed=False)
+            book: ProfileBook | None = None
+            events = 0
+            refold = not _folds_alike(old, catalog)
+            if refold:
+                book = ProfileBook(catalog.matcher, catalog.fold_config)
+                events = self._fold_book(book)  # ingestion goes on meanwhile
+            with self._write_lock:
+                if book is not None:
+                    events += self._fold_book(book)  # what was appended meanwhile
+                with self._lock:
+                    learner = Learner.from_state(catalog, self._learner.to_state())
+                    learner.dirty = True
+                    if book is None:  # the same profiles: the same knobs, now the new ones
+                        book = self._book
+                        book.matcher, book.fold_config = catalog.matcher, catalog.fold_config
+                    self.catalog, self._book, self._learner = catalog, book, learner
+        self.snapshot()
+        return ReloadReport(old.version, catalog.version, True, refold, events)
+
+    def _fold_book(self, book: ProfileBook) -> int:
+        """Fold the log's events after ``book.seq`` into ``book`` (profiles only); how many."""
+        n = 0
+        for stored in self.event_log.scan(book.seq):
+            book.apply(stored.seq, stored.event, self._events_of)
+            n += 1
+        return n
 
     def snapshot(self) -> None:
         """Save what changed since the last save, so a restart folds only the log's tail.

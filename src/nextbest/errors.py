@@ -12,7 +12,7 @@
     │   └── NotFound            a named thing does not exist              -> 404
     ├── AuthError               no or bad credentials                     -> 401
     │   └── Forbidden           credentials lack the route's scope        -> 403
-    ├── CatalogError            catalog YAML invalid (file, line, reason)
+    ├── CatalogError            catalog YAML invalid (file, line, reason)            -> 422
     ├── RuleError               a CEL rule does not compile or names an unknown root
     ├── ConfigError             a setting (NEXTBEST_*) is malformed
     ├── StoreError              the storage adapter failed (I/O)          -> 503
@@ -26,6 +26,7 @@ the HTTP face maps this tree to status codes in one table.
 
 from __future__ import annotations
 
+import enum
 import re
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "PayloadTooLarge",
     "RemoteError",
     "RuleError",
+    "Severity",
     "StoreError",
     "StoreUnavailable",
     "UnknownPlacement",
@@ -136,32 +138,60 @@ class Forbidden(AuthError):
     code = "forbidden"
 
 
+class Severity(enum.StrEnum):
+    """How bad a catalog problem is: an error refuses the catalog, a warning is printed and
+    the catalog still loads (it may show nothing where a marketer expects something)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
 class CatalogProblem:
-    """One problem found in a catalog: where it is and what is wrong."""
+    """One problem found in a catalog: where it is (file, line, column when known, field
+    path), what is wrong, and whether it refuses the catalog (``severity``)."""
 
-    __slots__ = ("file", "line", "path", "reason")
+    __slots__ = ("column", "file", "line", "path", "reason", "severity")
 
-    def __init__(self, file: str, line: int | None, path: str, reason: str) -> None:
+    def __init__(
+        self,
+        file: str,
+        line: int | None,
+        path: str,
+        reason: str,
+        severity: Severity = Severity.ERROR,
+        column: int | None = None,
+    ) -> None:
         self.file = file
         self.line = line
         self.path = path
         self.reason = reason
+        self.severity = severity
+        self.column = column
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.path}: {self.reason}"
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        label = "warning: " if self.severity is Severity.WARNING else ""
+        return f"{where}: {label}{self.path}: {self.reason}"
 
     def __repr__(self) -> str:
         return f"CatalogProblem({self!s})"
 
 
 class CatalogError(NextbestError):
-    """The catalog does not load; ``problems`` lists every problem found."""
+    """The catalog does not load; ``problems`` lists every problem found (errors, then the
+    warnings found alongside them)."""
 
     code = "catalog_error"
 
-    def __init__(self, problems: list[CatalogProblem]) -> None:
-        super().__init__("; ".join(str(p) for p in problems) or "invalid catalog")
+    def __init__(self, problems: list[CatalogProblem], message: str | None = None) -> None:
+        errors = [p for p in problems if p.is_error] or problems
+        super().__init__(message or "; ".join(str(p) for p in errors) or "invalid catalog")
         self.problems = problems
 
 

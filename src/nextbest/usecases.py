@@ -1,6 +1,7 @@
 """Named use cases over a store at rest, for the faces (CLI, later the console): replay,
-models, export and off-policy evaluation. Faces parse arguments and print; what is read,
-joined and computed is decided here, on top of ``bootstrap``.
+models, export and off-policy evaluation; and over a running engine, a catalog reload. Faces
+parse arguments and print; what is read, joined and computed is decided here, on top of
+``bootstrap``.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from nextbest.bootstrap import MEMORY, build_engine, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, QuarantineReport, ReplayReport
-from nextbest.errors import CatalogProblem, NotFound, ValidationError
+from nextbest.errors import CatalogError, CatalogProblem, NotFound, ValidationError
 from nextbest.learn.calibration import calibration
 from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.settings import Settings
-from nextbest.store.catalog_files import check_catalog as check_catalog_files
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
 from nextbest.store.port import HeldMessage
 
 __all__ = [
     "CatalogCheck",
+    "CatalogReload",
     "Logged",
     "check_catalog",
     "evaluate_policy",
@@ -36,6 +37,7 @@ __all__ = [
     "list_models",
     "list_quarantine",
     "read_logged",
+    "reload_catalog",
     "replay_quarantine",
     "replay_store",
 ]
@@ -58,18 +60,69 @@ def _opened(settings: Settings) -> Iterator[Engine]:
 
 
 class CatalogCheck(NamedTuple):
-    """Every problem of a catalog (file, line, field path, reason), or the compiled catalog."""
+    """Every problem of a catalog (file, line, field path, reason; errors and warnings), and
+    the compiled catalog unless an error refused it."""
 
     problems: list[CatalogProblem]
     catalog: Catalog | None
 
+    @property
+    def errors(self) -> list[CatalogProblem]:
+        return [p for p in self.problems if p.is_error]
 
-def check_catalog(location: str | Path) -> CatalogCheck:
-    """Validate a catalog file or folder as ``nextbest check`` and a CI job do."""
-    problems = check_catalog_files(location)
-    if problems:
-        return CatalogCheck(problems, None)
-    return CatalogCheck([], load_catalog(location))
+    @property
+    def warnings(self) -> list[CatalogProblem]:
+        return [p for p in self.problems if not p.is_error]
+
+
+def check_catalog(location: str | Path, now: float | None = None) -> CatalogCheck:
+    """Validate a catalog file or folder as ``nextbest check`` and a CI job do; ``now``:
+    when it is checked (schedules that ended by then are warnings)."""
+    try:
+        catalog = load_catalog(location, now)
+    except CatalogError as exc:
+        return CatalogCheck(exc.problems, None)
+    return CatalogCheck(catalog.warnings, catalog)
+
+
+class CatalogReload(msgspec.Struct, frozen=True, kw_only=True):
+    """What a catalog reload did (``POST /v1/admin/catalog/reload``, SIGHUP)."""
+
+    #: the catalog version served before, and now
+    previous: str
+    version: str
+    #: false: the catalog read is the one served, nothing was swapped
+    changed: bool
+    #: every profile was refolded from the event log (topics, profile settings or offers
+    #: changed), ``events`` of them
+    refolded: bool
+    events: int
+    #: the new catalog's warnings (``nextbest check`` prints the same)
+    warnings: list[str]
+
+
+def reload_catalog(engine: Engine, location: str | Path) -> CatalogReload:
+    """Re-read the catalog at ``location``, check it, and swap it into the running
+    ``engine`` only if it checks (``Engine.reload``: atomically, learned state kept). A
+    catalog with errors raises CatalogError with every problem, and the engine goes on with
+    the catalog it had. Schedules are judged at the engine's now."""
+    try:
+        catalog = load_catalog(location, now=engine.clock.now())
+    except CatalogError as exc:
+        errors = "; ".join(str(p) for p in exc.problems if p.is_error)
+        raise CatalogError(
+            exc.problems,
+            f"catalog {location} not reloaded, still serving {engine.catalog.version}: {errors}",
+        ) from exc
+    report = engine.reload(catalog)
+    return CatalogReload(
+        previous=report.previous,
+        version=report.version,
+        changed=report.changed,
+        refolded=report.refolded,
+        events=report.events,
+        warnings=[str(w) for w in catalog.warnings],
+    )
 
 
 def replay_store(settings: Settings, write: bool = False) -> ReplayReport:

@@ -148,6 +148,8 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     held = call("get_admin_quarantine", admin, "QuarantineList", limit=10)
     assert held.held == 1
     call("post_admin_quarantine_replay", admin, "QuarantineReplayed")
+    reload = call("post_admin_catalog_reload", admin, "CatalogReload")
+    assert reload.changed is False  # the same files: nothing to swap
     call("post_admin_snapshot", admin, "SnapshotResponse")
     call("get_healthz", public, "HealthResponse")
     call("get_openapi_json", public, "OpenAPIDocument")

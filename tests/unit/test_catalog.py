@@ -72,7 +72,8 @@ def assert_problem(
         assert reason.search(problem.reason), problem.reason
     else:
         assert problem.reason == reason
-    assert str(problem) == f"{file}:{line}: {path}: {problem.reason}"
+    column = "" if problem.column is None else f":{problem.column}"
+    assert str(problem) == f"{file}:{line}{column}: {path}: {problem.reason}"
 
 
 #: a small valid catalog; tests append to or edit copies of it
@@ -380,8 +381,10 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
         file,
         line_of(file, "Mortgage: advice"),
         "$",
-        "YAML: mapping values are not allowed here",
+        "YAML: mapping values are not allowed here: a value holding ': ' must be quoted, or "
+        "the line is indented wrongly",
     )
+    assert problem.column == len("    name: Mortgage:")  # at the second colon
 
 
 def test_yaml_syntax_error_in_one_file_is_reported_with_the_others(tmp_path: Path) -> None:
@@ -465,7 +468,13 @@ def test_wrong_type(tmp_path: Path) -> None:
     [
         ("kind", "promo", "Invalid enum value 'promo'"),
         ("value", "0", "Expected `float` > 0.0"),
-        ("prior_ctr", "1.5", "Expected `float` < 1.0"),
+        (
+            "prior_ctr",
+            "1.5",
+            "1.5 looks like a percentage, and this is a fraction from 0 to 1: "
+            "1.5 % is written 0.015",
+        ),
+        ("prior_ctr", "1.0", "Expected `float` < 1.0"),
         ("priority", "1.5", "Expected `int`, got `float`"),
     ],
 )
@@ -784,7 +793,8 @@ def test_valid_from_not_before_valid_until(tmp_path: Path, until: str) -> None:
         file,
         line_of(file, "valid_until"),
         "$.offers[1].valid_until",
-        "must be after valid_from",
+        f"must be after valid_from ({until.strip(chr(39))} is not after 2026-10-01; valid_until is "
+        "exclusive)",
     )
 
 
@@ -794,7 +804,11 @@ def test_campaign_end_before_start(tmp_path: Path) -> None:
     )
     file = folder / "campaigns.yaml"
     assert_problem(
-        only(folder), file, line_of(file, "end:"), "$.campaigns[0].end", "must be after start"
+        only(folder),
+        file,
+        line_of(file, "end:"),
+        "$.campaigns[0].end",
+        "must be after start (2026-09-01 is not after 2026-10-01; end is exclusive)",
     )
 
 

@@ -104,7 +104,7 @@ def test_check_broken_catalog(runner: CliRunner, tmp_path: Path) -> None:
     assert lines(result.stdout) == [
         f"{offers}:11: $.offers[1].value: Expected `float`, got `str`",
         f"{offers}:6: $.offers[0].eligibility: segments.nope is not defined in the catalog",
-        "2 problem(s)",
+        "2 errors, 0 warnings",
     ]
     assert lines(result.stdout)[:-1] == [str(p) for p in check_catalog(folder)]
 
@@ -126,7 +126,7 @@ def test_check_missing_catalog(runner: CliRunner, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     result = runner.invoke(app, ["check", str(missing)], env=ENV)
     assert result.exit_code == 1
-    assert lines(result.stdout) == [f"{missing}: $: no catalog YAML found", "1 problem(s)"]
+    assert lines(result.stdout) == [f"{missing}: $: no catalog YAML found", "1 error, 0 warnings"]
 
 
 def test_check_yaml_syntax_error(runner: CliRunner, tmp_path: Path) -> None:
@@ -135,8 +135,9 @@ def test_check_yaml_syntax_error(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(bad)], env=ENV)
     assert result.exit_code == 1
     assert lines(result.stdout) == [
-        f"{bad}:3: $: YAML: mapping values are not allowed here",
-        "1 problem(s)",
+        f"{bad}:3:19: $: YAML: mapping values are not allowed here: a value holding ': ' must "
+        "be quoted, or the line is indented wrongly",
+        "1 error, 0 warnings",
     ]
 
 

@@ -215,6 +215,44 @@ def test_rule_errors_exclude_the_offer_and_say_so(tmp_path: Path, make_engine):
     assert why(home(engine, user), "credit_card_offer") is Suppression.RULE_ERROR
 
 
+def test_an_offer_limited_to_placements_is_decided_there_only(tmp_path: Path, make_engine):
+    """``placements: [home_hero]`` on the mortgage advice: the hero shows it, the feed and
+    the app never consider it (it is no candidate there, not even an excluded one)."""
+    advice = (
+        '    kpi_event: Application Started\n    content:\n      web: {title: "Talk to a mortgage'
+    )
+    limited = tmp_path / "limited"
+    limited.mkdir()
+    edited_catalog(
+        limited,
+        {
+            "offers.yaml": [
+                (
+                    advice,
+                    advice.replace("    content:", "    placements: [home_hero]\n    content:"),
+                )
+            ]
+        },
+        targeted=True,
+    )
+    engine = make_engine("memory", cat=load_catalog(limited))
+    assert engine.catalog.offers["mortgage_advice"].spec.placements == ["home_hero"]
+    user = treated_everywhere()
+    mortgage_fan(engine, user)
+    hero = engine.decide(DecisionRequest(placement="home_hero"), user_id=user)
+    assert [i.offer_id for i in hero.items] == ["mortgage_advice"]
+    for elsewhere in ("home_feed", "app_home"):
+        d = engine.decide(DecisionRequest(placement=elsewhere), user_id=user)
+        assert "mortgage_advice" not in [i.offer_id for i in d.items]
+        assert "mortgage_advice" not in [e.offer_id for e in d.excluded]
+        assert "mortgage_advice" not in d.candidates
+    # without the limit the feed shows it first
+    (tmp_path / "plain").mkdir()
+    plain = make_engine("memory", cat=load_catalog(targeted_catalog(tmp_path / "plain")))
+    mortgage_fan(plain, user)
+    assert home(plain, user).items[0].offer_id == "mortgage_advice"
+
+
 def test_limit_outranked_and_deterministic_order(make_engine, catalog: Catalog):
     engine = make_engine("memory")
     user = treated_everywhere()

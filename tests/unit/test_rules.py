@@ -132,6 +132,11 @@ def test_example_turning_18_rule() -> None:
         ("profile.age > 1 && user.age > 1", "user"),
         ("os == 1", "os"),
         ("zeta.a || alpha.b", "alpha, zeta"),
+        ("profiles.age > 1", "profiles (did you mean profile?)"),
+        (
+            "interests.mortgage.score > 1 || nw.hour > 1",
+            "interests (did you mean interest?), nw (did you mean now?)",
+        ),
     ],
 )
 def test_unknown_roots_do_not_compile(source: str, unknown: str) -> None:

@@ -57,6 +57,7 @@ from nextbest.events.wire import WireBatch
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
+from nextbest.usecases import CatalogReload, reload_catalog
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
 
@@ -223,6 +224,12 @@ def _query_int(request: Request, name: str, default: int, upper: int | None = No
     return int(text)
 
 
+async def _reload_catalog(ctx: Ctx) -> Response:
+    """Re-read the catalog the server was started with; swap it in only if it checks."""
+    report = await run_in_threadpool(reload_catalog, ctx.engine, ctx.settings.catalog)
+    return _answer(report)
+
+
 async def _snapshot(ctx: Ctx) -> Response:
     await run_in_threadpool(ctx.engine.flush)
     await run_in_threadpool(ctx.engine.snapshot)
@@ -307,6 +314,14 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Let in the quarantined messages the vocabulary now accepts",
         _quarantine_replay,
         response=QuarantineReplayed,
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/admin/catalog/reload",
+        Scope.ADMIN,
+        "Re-read and check the catalog; swap it in atomically only if it checks",
+        _reload_catalog,
+        response=CatalogReload,
     ),
     RouteSpec(
         "POST",

@@ -33,7 +33,7 @@ STATUS: tuple[tuple[type[NextbestError], int], ...] = (
     (AuthError, 401),
     (StoreUnavailable, 503),
     (StoreError, 503),
-    (CatalogError, 500),
+    (CatalogError, 422),
     (NextbestError, 500),
 )
 
@@ -47,9 +47,11 @@ def status_of(exc: NextbestError) -> int:
 
 def error_response(exc: NextbestError) -> Response:
     status = status_of(exc)
-    body: dict[str, str] = {"code": exc.code, "message": exc.message}
+    body: dict[str, object] = {"code": exc.code, "message": exc.message}
     if isinstance(exc, ValidationError):
         body["path"] = exc.path
+    if isinstance(exc, CatalogError):  # every problem, as ``nextbest check`` prints it
+        body["problems"] = [str(p) for p in exc.problems]
     headers = {"WWW-Authenticate": 'Basic realm="nextbest"'} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "1"}

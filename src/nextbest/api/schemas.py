@@ -65,6 +65,9 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
     path: str | None = None
+    #: a catalog that does not check (``catalog_error``, 422): every problem, as
+    #: ``nextbest check`` prints it
+    problems: list[str] | None = None
 
 
 class BodyKey(msgspec.Struct):

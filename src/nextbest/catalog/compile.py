@@ -2,20 +2,34 @@
 
 Pure: the adapter (``nextbest.store.catalog_files``) reads the files, records where every value
 stands in a ``SourceMap`` and computes the digest. Every problem is reported with its file, line,
-field path and a reason, all of them at once. Rules are compiled once here.
+field path and a reason, all of them at once. Rules are compiled once here, and type checked
+against the variables they can see (``rules.typecheck``).
+
+Errors refuse the catalog; warnings (``catalog.lint``: URL patterns that match nothing, event
+names nobody sends, schedules that ended or whose end is ambiguous) are kept on the compiled
+``Catalog.warnings``. Schedules are judged against ``now`` when the caller passes it (the core
+reads no clock).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from nextbest.catalog.compiled import Catalog, CompiledOffer
+from nextbest.catalog.lint import (
+    event_vocabulary,
+    kpi_warning,
+    schedule_warnings,
+    topic_warnings,
+)
 from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
@@ -30,10 +44,13 @@ from nextbest.catalog.model import (
     Thompson,
 )
 from nextbest.catalog.source_map import SourceMap
+from nextbest.catalog.when import parse_when
 from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgspec_message
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
 from nextbest.rules.expression import Rule, compile_rule
+from nextbest.rules.schema import RuleType, rule_schema
+from nextbest.rules.typecheck import check_rule, did_you_mean
 
 __all__ = [
     "SECTIONS_LIST",
@@ -61,18 +78,27 @@ class _Identified(Protocol):
 
 T = TypeVar("T")
 S = TypeVar("S", bound=_Identified)
+#: how a name is quoted in a message: as ``repr`` quotes it
+_Q = "'"
 #: a validity window in epoch seconds; None is open-ended
 _Bounds = tuple[float | None, float | None]
 
 
 def compile_catalog(
-    raw: Mapping[str, Any], source_map: SourceMap, *, digest: str, source: str
+    raw: Mapping[str, Any],
+    source_map: SourceMap,
+    *,
+    digest: str,
+    source: str,
+    now: float | None = None,
 ) -> Catalog:
-    """Check and compile ``raw``; raise CatalogError listing every problem found.
+    """Check and compile ``raw``; raise CatalogError listing every problem found (its
+    errors, then the warnings found alongside).
 
     ``raw`` is the whole catalog (the sections in ``SECTIONS_LIST`` and ``SECTIONS_SINGLE``),
     ``source_map`` says where each of its values stands, ``digest`` is a hash of the catalog's
     bytes (it ends ``Catalog.version``) and ``source`` names where the catalog was read from.
+    ``now``: when the catalog is checked; schedules that ended by then are warnings.
     """
     problems = [
         source_map.problem(f"$.{key}", reason)
@@ -82,14 +108,20 @@ def compile_catalog(
     if problems:
         raise CatalogError(problems)
     sections = _convert_sections(_plain(dict(raw)), source_map, problems)
-    known = sections.known()
-    segments = _compile_segments(sections, known, source_map, problems)
+    schema = sections.schema()
+    segments = _compile_segments(sections, schema, source_map, problems)
     owner, windows = _assign_campaigns(sections, source_map, problems)
-    offers = _compile_offers(sections, owner, windows, known, source_map, problems)
+    offers = _compile_offers(sections, owner, windows, schema, source_map, problems)
     _check_placements(sections.placements, offers, sections.broken, source_map, problems)
-    if problems:
-        raise CatalogError(problems)
-    return Catalog(sections.spec(), segments, offers, digest, source)
+    _check_offer_placements(sections, source_map, problems)
+    errors = [p for p in problems if p.is_error]
+    wrong = {p.path for p in errors}  # a field with an error is not warned about too
+    warnings = [
+        w for w in _warnings(sections, offers, windows, source_map, now) if w.path not in wrong
+    ]
+    if errors:
+        raise CatalogError(errors + warnings)
+    return Catalog(sections.spec(), segments, offers, digest, source, warnings)
 
 
 def section_problem(key: str, value: Any) -> str | None:
@@ -116,13 +148,14 @@ class _Sections:
     #: ids of items that did not convert: already reported, so not reported again as unknown
     broken: set[str] = dataclasses.field(default_factory=set)
 
-    def known(self) -> dict[str, set[str]]:
-        """The names rules may use, by root."""
-        return {
-            "interest": {t.id for t in self.topics},
-            "segments": {s.id for _, s in self.segments},
-            "offers": {o.id for _, o in self.offers},
-        }
+    def schema(self) -> dict[str, RuleType]:
+        """The type of every variable rules see, with this catalog's names (and the ids of
+        items that did not convert: already reported, so not reported again as unknown)."""
+        return rule_schema(
+            sorted({t.id for t in self.topics} | self.broken),
+            sorted({s.id for _, s in self.segments} | self.broken),
+            sorted({o.id for _, o in self.offers} | self.broken),
+        )
 
     def spec(self) -> CatalogSpec:
         return CatalogSpec(
@@ -154,7 +187,8 @@ def _convert_sections(
                 singles[key] = value
     holdout = raw.get("holdout_share", 0.0)
     if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 <= holdout <= 0.5:
-        problems.append(smap.problem("$.holdout_share", "must be a number from 0 to 0.5"))
+        reason = _as_percentage(holdout, 0.5) or "must be a number from 0 to 0.5"
+        problems.append(smap.problem("$.holdout_share", reason))
         holdout = 0.0
     return _Sections(
         version=str(raw.get("version", "1")),
@@ -171,7 +205,7 @@ def _convert_sections(
 
 def _compile_segments(
     sections: _Sections,
-    known: Mapping[str, Collection[str]],
+    schema: Mapping[str, RuleType],
     smap: SourceMap,
     problems: list[CatalogProblem],
 ) -> list[tuple[SegmentSpec, Rule]]:
@@ -180,7 +214,7 @@ def _compile_segments(
         if "segments." in seg.rule:
             problems.append(smap.problem(f"{path}.rule", "a segment rule may not use segments"))
             continue
-        rule = _rule(seg.rule, f"{path}.rule", smap, problems, known, sections.broken)
+        rule = _rule(seg.rule, f"{path}.rule", smap, problems, schema)
         if rule is not None:
             segments.append((seg, rule))
     return segments
@@ -199,7 +233,12 @@ def _assign_campaigns(
             if oid in sections.broken:
                 continue  # already reported where the offer is defined
             if oid not in offer_ids:
-                problems.append(smap.problem(f"{path}.offers[{j}]", f"unknown offer {oid!r}"))
+                problems.append(
+                    smap.problem(
+                        f"{path}.offers[{j}]",
+                        f"unknown offer {oid!r}{did_you_mean(oid, offer_ids, quote=_Q)}",
+                    )
+                )
             elif oid in owner:
                 problems.append(
                     smap.problem(
@@ -215,24 +254,26 @@ def _assign_campaigns(
 def _compile_offers(
     sections: _Sections,
     owner: Mapping[str, CampaignSpec],
-    windows: Mapping[str, _Bounds],
-    known: Mapping[str, Collection[str]],
+    windows: dict[str, _Bounds],
+    schema: Mapping[str, RuleType],
     smap: SourceMap,
     problems: list[CatalogProblem],
 ) -> dict[str, CompiledOffer]:
-    """Offers with their rule compiled and their window narrowed to their campaign's."""
+    """Offers with their rule compiled and their window narrowed to their campaign's (each
+    offer's window goes into ``windows`` under its id)."""
     topic_ids = {t.id for t in sections.topics}
     broken = sections.broken
     scoring = sections.singles.get("scoring", ScoringSpec())
     offers: dict[str, CompiledOffer] = {}
     for path, offer in sections.offers:
         if offer.topic is not None and offer.topic not in topic_ids | broken:
-            problems.append(smap.problem(f"{path}.topic", f"unknown topic {offer.topic!r}"))
+            hint = did_you_mean(offer.topic, topic_ids, quote=_Q)
+            problems.append(smap.problem(f"{path}.topic", f"unknown topic {offer.topic!r}{hint}"))
             continue
         if not offer.content:
             problems.append(smap.problem(f"{path}.content", "needs content for a channel"))
             continue
-        rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, known, broken)
+        rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, schema)
         urgent = None
         if offer.urgent is not None:
             if offer.kind is not OfferKind.SERVICE:
@@ -240,16 +281,20 @@ def _compile_offers(
                     smap.problem(f"{path}.urgent", "only a service message can be urgent")
                 )
                 continue
-            urgent = _rule(offer.urgent, f"{path}.urgent", smap, problems, known, broken)
+            urgent = _rule(offer.urgent, f"{path}.urgent", smap, problems, schema)
             if urgent is None:
                 continue
         lo, hi = _window(
             offer.valid_from, offer.valid_until, path, ("valid_from", "valid_until"), smap, problems
         )
+        well_formed = _open(lo, hi)  # an empty window is reported where it is written
         camp = owner.get(offer.id)
         if camp is not None:
             c_lo, c_hi = windows[camp.id]
+            well_formed = well_formed and _open(c_lo, c_hi)
             lo, hi = _tighter(lo, c_lo, max), _tighter(hi, c_hi, min)
+        if well_formed:
+            windows[offer.id] = (lo, hi)
         if rule is not None:
             offers[offer.id] = CompiledOffer(offer, rule, camp, scoring, lo, hi, urgent)
     return offers
@@ -270,7 +315,20 @@ def _check_placements(
             if offer is None and oid in broken:
                 continue  # already reported where the offer is defined
             if offer is None:
-                problems.append(smap.problem(f"{path}.fallback[{j}]", f"unknown offer {oid!r}"))
+                problems.append(
+                    smap.problem(
+                        f"{path}.fallback[{j}]",
+                        f"unknown offer {oid!r}{did_you_mean(oid, offers, quote=_Q)}",
+                    )
+                )
+            elif offer.spec.placements and pl.id not in offer.spec.placements:
+                problems.append(
+                    smap.problem(
+                        f"{path}.fallback[{j}]",
+                        f"offer {oid!r} is limited to placements "
+                        f"{', '.join(offer.spec.placements)}: it cannot appear in this one",
+                    )
+                )
             elif pl.channel not in offer.spec.content or offer.kind not in pl.kinds:
                 problems.append(
                     smap.problem(
@@ -294,18 +352,70 @@ def _check_placements(
             )
 
 
-def parse_when(text: str) -> float:
-    """ISO date or date-time to epoch seconds; naive times are UTC."""
-    try:
-        if len(text) <= 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"not an ISO date or date-time: {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+def _check_offer_placements(
+    sections: _Sections, smap: SourceMap, problems: list[CatalogProblem]
+) -> None:
+    """An offer's ``placements`` name placements where it can appear."""
+    placements = {pl.id: pl for _, pl in sections.placements}
+    for path, offer in sections.offers:
+        for j, pid in enumerate(offer.placements):
+            pl = placements.get(pid)
+            where = f"{path}.placements[{j}]"
+            if pl is None:
+                if pid not in sections.broken:
+                    problems.append(
+                        smap.problem(
+                            where,
+                            f"unknown placement {pid!r}{did_you_mean(pid, placements, quote=_Q)}",
+                        )
+                    )
+            elif pl.channel not in offer.content:
+                problems.append(
+                    smap.problem(
+                        where,
+                        f"placement {pid!r} shows {pl.channel.value} content, and the offer "
+                        f"has none (it has {', '.join(c.value for c in offer.content)})",
+                    )
+                )
+            elif offer.kind not in pl.kinds:
+                problems.append(
+                    smap.problem(
+                        where,
+                        f"placement {pid!r} shows only "
+                        f"{', '.join(k.value for k in pl.kinds)} content, and the offer is "
+                        f"{offer.kind.value}",
+                    )
+                )
+
+
+def _warnings(
+    sections: _Sections,
+    offers: Mapping[str, CompiledOffer],
+    windows: Mapping[str, _Bounds],
+    smap: SourceMap,
+    now: float | None,
+) -> list[CatalogProblem]:
+    """What loads but may show nothing (``catalog.lint``), placed in the files."""
+    found: list[tuple[str, str]] = []
+    for i, topic in enumerate(sections.topics):
+        found += topic_warnings(f"$.topics[{i}]", topic)
+    profile = sections.singles.get("profile", ProfileSettings())
+    vocabulary = event_vocabulary(sections.topics, profile.event_weights)
+    for path, offer in sections.offers:
+        if offer.kpi_event is not None:
+            reason = kpi_warning(
+                offer.kpi_event, vocabulary, "no event will ever count as a conversion of it"
+            )
+            if reason is not None:
+                found.append((f"{path}.kpi_event", reason))
+    for path, camp in sections.campaigns:
+        if camp.kpi:
+            reason = kpi_warning(camp.kpi, vocabulary, "the campaign's results would stay at 0")
+            if reason is not None:
+                found.append((f"{path}.kpi", reason))
+    live = [(p, o) for p, o in sections.offers if o.id in offers]
+    found += schedule_warnings(sections.campaigns, live, windows, now)
+    return [smap.warning(path, reason) for path, reason in found]
 
 
 def _plain(value: Any) -> Any:
@@ -319,15 +429,122 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: the fields that hold a rule (CEL text)
+_RULE_FIELDS = frozenset({"rule", "eligibility", "urgent"})
+
+
+def _rule_texts(item: Any) -> Any:
+    """A rule written as a YAML boolean (``eligibility: false``) as its CEL text."""
+    if not isinstance(item, dict) or not any(isinstance(item.get(f), bool) for f in _RULE_FIELDS):
+        return item
+    return {
+        k: ("true" if v else "false") if k in _RULE_FIELDS and isinstance(v, bool) else v
+        for k, v in item.items()
+    }
+
+
 def _convert(
     value: Any, kind: type[T], path: str, smap: SourceMap, problems: list[CatalogProblem]
 ) -> T | None:
     try:
-        return msgspec.convert(value, kind, strict=False)
+        return msgspec.convert(_rule_texts(value), kind, strict=False)
     except msgspec.ValidationError as exc:
         reason, where = split_msgspec_message(str(exc))
-        problems.append(smap.problem(path + where[1:], reason))
+        problems.append(smap.problem(path + where[1:], _explained(reason, where, value)))
         return None
+
+
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _value_at(value: Any, where: str) -> Any:
+    """The value at msgspec path ``where`` (``$.learning.explore.epsilon``) under
+    ``value``, or None."""
+    for name, index in _STEP.findall(where):
+        if name and isinstance(value, dict):
+            value = value.get(name)
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
+def _explained(reason: str, where: str, item: Any) -> str:
+    """msgspec's reason, explained where a marketer's intent is plain: a share written as a
+    percentage (``control_share: 10``), a rule written as a number."""
+    field = where.rsplit(".", 1)[-1]
+    value = _value_at(item, where)
+    top = _fraction_fields().get(field)
+    if top is not None:
+        return _as_percentage(value, top) or reason
+    if field in _RULE_FIELDS and not isinstance(value, str) and value is not None:
+        return (
+            f"a rule is a condition written as text, such as profile.age >= 18: {value!r} is "
+            f"{'a number' if isinstance(value, int | float) else 'no text'}, not a condition"
+        )
+    return reason
+
+
+def _as_percentage(value: Any, top: float) -> str | None:
+    """``10 looks like a percentage ...`` for a share given in percent (10, "10%"), else
+    None."""
+    number: float | None = None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip().rstrip("%").strip())
+        except ValueError:
+            return None
+    elif isinstance(value, int | float) and not isinstance(value, bool) and 1 < value <= 100:
+        number = float(value)
+    if number is None:
+        return None
+    return (
+        f"{value!r} looks like a percentage, and this is a fraction from 0 to {top:g}: "
+        f"{number:g} % is written {number / 100:g}"
+    )
+
+
+@functools.cache
+def _fraction_fields() -> dict[str, float]:
+    """Each catalog field that holds a share or a probability (a float at most 1), with its
+    upper bound: read from the specs' constraints, so a new one is explained too."""
+    found: dict[str, float] = {"holdout_share": 0.5}
+
+    def walk(t: Any, seen: set[type[Any]]) -> None:
+        if isinstance(t, msgspec.inspect.StructType):
+            if t.cls in seen:
+                return
+            seen.add(t.cls)
+            for f in t.fields:
+                for leaf in _leaves(f.type):
+                    top = _upper(leaf)
+                    if top is not None and top <= 1.0:
+                        found[f.name] = top
+                    walk(leaf, seen)
+        elif isinstance(t, msgspec.inspect.ListType | msgspec.inspect.DictType):
+            for leaf in _leaves(t):
+                walk(leaf, seen)
+
+    walk(msgspec.inspect.type_info(CatalogSpec), set())
+    return found
+
+
+def _leaves(t: Any) -> list[Any]:
+    if isinstance(t, msgspec.inspect.UnionType):
+        return list(t.types)
+    if isinstance(t, msgspec.inspect.ListType):
+        return [t.item_type]
+    if isinstance(t, msgspec.inspect.DictType):
+        return [t.value_type]
+    return [t]
+
+
+def _upper(t: Any) -> float | None:
+    if not isinstance(t, msgspec.inspect.FloatType):
+        return None
+    bounds = [b for b in (t.le, t.lt) if b is not None]
+    return float(min(bounds)) if bounds else None
 
 
 def _items(
@@ -365,20 +582,18 @@ def _rule(
     path: str,
     smap: SourceMap,
     problems: list[CatalogProblem],
-    known: Mapping[str, Collection[str]],
-    broken: Collection[str] = (),
+    schema: Mapping[str, RuleType],
 ) -> Rule | None:
+    """The rule compiled, or None with every problem found in it reported at ``path``."""
     try:
         rule = compile_rule(source, RULE_ROOTS)
     except RuleError as exc:
         problems.append(smap.problem(path, exc.message))
         return None
-    for root, field in sorted(rule.fields):
-        names = known.get(root)
-        if names is not None and field not in names and field not in broken:
-            problems.append(smap.problem(path, f"{root}.{field} is not defined in the catalog"))
-            return None
-    return rule
+    found = check_rule(source, schema)
+    for reason in found:
+        problems.append(smap.problem(path, reason))
+    return None if found else rule
 
 
 def _window(
@@ -398,8 +613,17 @@ def _window(
             bounds.append(None)
     lo, hi = bounds
     if lo is not None and hi is not None and lo >= hi:
-        problems.append(smap.problem(f"{path}.{names[1]}", f"must be after {names[0]}"))
+        problems.append(
+            smap.problem(
+                f"{path}.{names[1]}",
+                f"must be after {names[0]} ({end} is not after {start}; {names[1]} is exclusive)",
+            )
+        )
     return lo, hi
+
+
+def _open(lo: float | None, hi: float | None) -> bool:
+    return lo is None or hi is None or lo < hi
 
 
 def _tighter(a: float | None, b: float | None, pick: Any) -> float | None:

@@ -6,14 +6,18 @@ placement it is asked about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
     OfferKind,
     OfferSpec,
+    PlacementSpec,
     ScoringSpec,
     SegmentSpec,
 )
+from nextbest.errors import CatalogProblem
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.topics import TopicMatcher
 from nextbest.rules.expression import Rule
@@ -71,6 +75,16 @@ class CompiledOffer:
         #: segments the eligibility rule names, in order: the reasons cite those that hold
         self.segment_names = tuple(sorted(f for root, f in rule.fields if root == "segments"))
 
+    def fits(self, placement: PlacementSpec) -> bool:
+        """The offer may appear in ``placement``: it has content for the placement's channel,
+        its kind is allowed there, and its ``placements`` (if any) name it."""
+        spec = self.spec
+        return (
+            placement.channel in spec.content
+            and self.kind in placement.kinds
+            and (not spec.placements or placement.id in spec.placements)
+        )
+
     def live_at(self, now: float) -> bool:
         return (self.valid_from is None or now >= self.valid_from) and (
             self.valid_until is None or now < self.valid_until
@@ -87,8 +101,11 @@ class Catalog:
         offers: dict[str, CompiledOffer],
         digest: str,
         source: str,
+        warnings: Sequence[CatalogProblem] = (),
     ) -> None:
         self.spec = spec
+        #: what loads but may show nothing (``catalog.lint``): printed by ``nextbest check``
+        self.warnings = list(warnings)
         self.digest = digest
         self.source = source
         self.topics = {t.id: t for t in spec.topics}
@@ -119,11 +136,10 @@ class Catalog:
         self.rule_topics = {t: self.topics[t] for t in self.rule_reads.topics_in(self.topics)}
         #: offers the rules name (``offers.x``): rules always see them, zeros if unseen
         self.named_offers = self.rule_reads.named_offers
+        #: the candidates of each placement (``CompiledOffer.fits``): a decision looks at no
+        #: other offer
         self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
-            pl.id: tuple(
-                o for o in offers.values() if pl.channel in o.spec.content and o.kind in pl.kinds
-            )
-            for pl in spec.placements
+            pl.id: tuple(o for o in offers.values() if o.fits(pl)) for pl in spec.placements
         }
 
     @property

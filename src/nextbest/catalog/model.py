@@ -40,7 +40,8 @@ Share = Annotated[float, msgspec.Meta(ge=0.0, le=0.5)]
 Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 Probability = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
-#: an ISO date or date-time; a date means midnight UTC, a time without offset means UTC
+#: an ISO date or date-time; a date means midnight UTC, a time without offset means UTC; a
+#: start is inclusive, an end exclusive (``catalog.when``)
 When = str
 
 
@@ -93,6 +94,9 @@ class OfferSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     #: overdraft warning while overdrawn). A service message without one, or while it does
     #: not hold, is ranked, capped, learned and explored like any other content.
     urgent: str | None = None
+    #: the placements the offer may appear in (empty: every placement whose channel it has
+    #: content for and whose kinds allow it)
+    placements: list[Id] = []
 
 
 class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

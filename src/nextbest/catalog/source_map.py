@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nextbest.errors import CatalogProblem
+from nextbest.errors import CatalogProblem, Severity
 
 __all__ = ["SourceMap"]
 
@@ -29,6 +29,11 @@ class SourceMap:
         first = next(iter(self._lines.values()), ("<catalog>", 0))
         return first[0], None
 
-    def problem(self, path: str, reason: str) -> CatalogProblem:
+    def problem(
+        self, path: str, reason: str, severity: Severity = Severity.ERROR
+    ) -> CatalogProblem:
         file, line = self.where(path)
-        return CatalogProblem(file, line, path, reason)
+        return CatalogProblem(file, line, path, reason, severity)
+
+    def warning(self, path: str, reason: str) -> CatalogProblem:
+        return self.problem(path, reason, Severity.WARNING)

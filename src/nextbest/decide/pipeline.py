@@ -5,12 +5,14 @@
 1. placement and limit: the placement exists and the limit fits its slots;
 2. consent and holdout: personalization and marketing consent, the universal holdout;
 3. rule environment: the rule variables the catalog's rules read, the segments;
-4. candidate filtering, each offer of the placement in turn, the first filter that holds
-   excludes it: on the page already -> out of schedule -> (commercial offers) no marketing
-   consent -> universal holdout -> product already owned -> (all but urgent service
-   messages) contact caps and rests -> (commercial offers) daily fatigue -> faded interest
-   -> eligibility rule (false, or an error); a service message is urgent while its trigger
-   (``urgent`` in the catalog) holds;
+4. candidate filtering, each offer of the placement in turn (``Catalog.by_placement``: the
+   offers with content for its channel, of a kind it allows, and, for an offer limited to
+   some placements by its ``placements``, this one among them; no other offer is looked at),
+   the first filter that holds excludes it: on the page already -> out of schedule ->
+   (commercial offers) no marketing consent -> universal holdout -> product already owned ->
+   (all but urgent service messages) contact caps and rests -> (commercial offers) daily
+   fatigue -> faded interest -> eligibility rule (false, or an error); a service message is
+   urgent while its trigger (``urgent`` in the catalog) holds;
 5. scoring: ``p_click x value x weight`` with the catalog's interest prior;
 6. ranking: the engine's order (``decide.ranking``: urgent first, then score, priority, id);
 7. control group: offers whose campaign puts the customer in its control arm leave the pool

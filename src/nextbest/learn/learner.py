@@ -499,12 +499,18 @@ class Learner:
 
     @classmethod
     def from_state(cls, catalog: Catalog, data: bytes) -> Learner:
-        """A learner for ``catalog`` resumed from ``to_state`` bytes (same catalog digest)."""
+        """A learner for ``catalog`` resumed from ``to_state`` bytes: of the same catalog (a
+        restart), or of the one it replaces (a reload). A placement keeps its model while it
+        learns with the same kind of model; the budgets of campaigns that still exist go on;
+        views and clicks waiting on offers that are gone are dropped as they come due."""
         state = msgspec.msgpack.decode(data, type=_State)
         learner = cls(catalog)
         for placement, body in state.models.items():
-            if placement in learner.models:
-                learner.models[placement] = load_model(body)
+            fresh = learner.models.get(placement)
+            if fresh is not None:
+                model = load_model(body)
+                if model.kind is fresh.kind:
+                    learner.models[placement] = model
         for view in state.views:
             learner._views[(view.decision_id, view.offer_id)] = view
             learner._deadlines.append((view.deadline, view.decision_id, view.offer_id))

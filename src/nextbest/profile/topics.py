@@ -1,4 +1,11 @@
-"""Map pages and events to topics by URL patterns, page categories and event names."""
+"""Map pages and events to topics by URL patterns, page categories and event names.
+
+A URL pattern is a glob (``*`` any text, ``?`` one character, ``[abc]`` one of those) over
+the page URL's path, lower-cased, from its leading ``/`` to its end: ``/mortgages*`` matches
+``https://bank.example/mortgages/rates?x=1``. The host, the query (after ``?``) and the
+fragment (after ``#``) are not part of what it matches; ``pattern_problem`` says why a
+pattern can match no path.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import msgspec
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import NOT_INTEREST
 
-__all__ = ["TopicMatcher", "TopicSpec"]
+__all__ = ["TopicMatcher", "TopicSpec", "pattern_problem"]
 
 
 class TopicSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -29,6 +36,56 @@ class TopicSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     @property
     def half_life(self) -> float:
         return self.half_life_days * 86_400.0
+
+
+def _unclosed_bracket(pattern: str) -> bool:
+    """A ``[`` with no ``]`` after it: fnmatch then reads it as a literal ``[``."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            j = i + 1
+            if j < len(pattern) and pattern[j] == "!":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1
+            close = pattern.find("]", j)
+            if close < 0:
+                return True
+            i = close + 1
+        else:
+            i += 1
+    return False
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why URL ``pattern`` can match no page path (or every page), or None if it may match
+    some: a full URL, no leading ``/``, an unclosed ``[``, a query or fragment part."""
+    if "://" in pattern or pattern.lower().startswith("www."):
+        path = urlsplit(pattern if "://" in pattern else "//" + pattern).path or "/"
+        return (
+            f"{pattern!r} is a full URL, and patterns match the URL's path only: it never "
+            f"matches; write {path.rstrip('/') + '*'!r}"
+        )
+    if not pattern.startswith(("/", "*", "?", "[")):
+        return (
+            f"{pattern!r} does not start with / and a path always does: it never matches; "
+            f"write {'/' + pattern + ('' if pattern.endswith('*') else '*')!r}"
+        )
+    if _unclosed_bracket(pattern):
+        return (
+            f"{pattern!r} opens a [ it never closes, so the [ is read as a literal character "
+            "no path has: it never matches; close it ([abc] is one of a, b, c) or drop it"
+        )
+    if "#" in pattern:
+        return f"{pattern!r} has a #, and the fragment is not part of the path: it never matches"
+    if re.search(r"\?[^*?\[\]/]*=", pattern):
+        return (
+            f"{pattern!r} looks like it has a query string (after ?), which is not part of "
+            "the path the pattern matches; match the path alone"
+        )
+    if pattern.strip("*") in ("", "/"):
+        return f"{pattern!r} matches every page: every page view counts as interest in the topic"
+    return None
 
 
 class TopicMatcher:

@@ -20,6 +20,8 @@ from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, WINDOW_DAYS, count_between, count_in_days
 
 __all__ = [
+    "ENGAGEMENTS",
+    "LIFECYCLES",
     "RULE_ROOTS",
     "age_of",
     "engagement_of",
@@ -90,22 +92,26 @@ def age_of(traits: dict[str, Any], now: float) -> int | None:
 #: lifecycle phases by age: below 18 "minor", below 26 "young_adult", ..., 67 on "retired"
 _PHASE_LIMITS = (18, 26, 35, 50, 60, 67)
 _PHASES = ("minor", "young_adult", "starter", "family", "established", "pre_retirement", "retired")
+#: every value of ``profile.lifecycle`` (``unknown``: no age known)
+LIFECYCLES = (*_PHASES, "unknown")
+#: every value of ``profile.engagement``, by events in 30 days: 0, under 5, under 20, more
+ENGAGEMENTS = ("dormant", "low", "medium", "high")
 
 
 def lifecycle_of(age: int | None) -> str:
     if age is None:
-        return "unknown"
+        return LIFECYCLES[-1]
     return _PHASES[bisect_right(_PHASE_LIMITS, age)]
 
 
 def engagement_of(events_30d: int) -> str:
     if events_30d == 0:
-        return "dormant"
+        return ENGAGEMENTS[0]
     if events_30d < 5:
-        return "low"
+        return ENGAGEMENTS[1]
     if events_30d < 20:
-        return "medium"
-    return "high"
+        return ENGAGEMENTS[2]
+    return ENGAGEMENTS[3]
 
 
 def _days_ago(when: float, now: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
 from typing import Any
@@ -68,7 +69,11 @@ def compile_rule(source: str, allowed_roots: frozenset[str]) -> Rule:
     unknown = sorted(roots - allowed_roots)
     if unknown:
         allowed = ", ".join(sorted(allowed_roots))
-        raise RuleError(f"unknown name(s) {', '.join(unknown)}; rules may use {allowed}")
+        names = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(allowed_roots), n=1, cutoff=0.6)
+            names.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise RuleError(f"unknown name(s) {', '.join(names)}; rules may use {allowed}")
     return Rule(source, program, roots)
 
 

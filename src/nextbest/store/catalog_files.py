@@ -2,7 +2,9 @@
 line), hash them for the catalog's version, and hand them to the pure compiler.
 
 ``load_catalog`` is how the engine, the CLI and the benchmarks get a ``Catalog``;
-``check_catalog`` lists every problem instead of raising.
+``check_catalog`` lists every problem instead of raising. YAML that does not parse is reported
+at its line and column with what the parser expected and a plain-language hint; a key given
+twice in one mapping (YAML would keep the last silently) is an error.
 """
 
 from __future__ import annotations
@@ -21,22 +23,23 @@ from nextbest.errors import CatalogError, CatalogProblem
 __all__ = ["catalog_digest", "catalog_files", "check_catalog", "load_catalog", "read_sources"]
 
 
-def load_catalog(location: str | Path) -> Catalog:
-    """Load and compile; raise CatalogError listing every problem found."""
+def load_catalog(location: str | Path, now: float | None = None) -> Catalog:
+    """Load and compile; raise CatalogError listing every problem found. ``now``: when it
+    is checked (schedules that ended by then are warnings on ``Catalog.warnings``)."""
     path = Path(location)
     raw, smap, problems = read_sources(path)
     if problems:
         raise CatalogError(problems)
-    return compile_catalog(raw, smap, digest=catalog_digest(path), source=str(path))
+    return compile_catalog(raw, smap, digest=catalog_digest(path), source=str(path), now=now)
 
 
-def check_catalog(location: str | Path) -> list[CatalogProblem]:
-    """Every problem in the catalog at ``location`` (a file or a folder of YAML files)."""
+def check_catalog(location: str | Path, now: float | None = None) -> list[CatalogProblem]:
+    """Every problem in the catalog at ``location`` (a file or a folder of YAML files),
+    errors and warnings."""
     try:
-        load_catalog(location)
+        return load_catalog(location, now).warnings
     except CatalogError as exc:
         return exc.problems
-    return []
 
 
 def catalog_digest(location: Path) -> str:
@@ -60,8 +63,79 @@ class _Loader(yaml.SafeLoader):
                 None, None, f"invalid date {node.value!r}: {exc}", node.start_mark
             ) from exc
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping; a key given twice is an error at the second (YAML keeps the last)."""
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                continue
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"found duplicate key {key!r} (first at line {first[key]}): YAML would "
+                    "keep only the last value",
+                    key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+#: PyYAML's token names (quoted or, for the <...> ones, not), as a marketer reads them
+_TOKENS = {
+    "<stream end>": "the end of the file",
+    "<block end>": "the end of the indented block",
+    "<block mapping start>": "a more indented key",
+    "<block sequence start>": "a more indented list",
+    "?": "a key at another indentation",
+    "-": "a list item at another indentation",
+}
+#: (what PyYAML says, what usually causes it)
+_HINTS = (
+    ("found character '\\t'", "YAML indents with spaces, never tabs"),
+    ("alias", 'a value starting with * is read as an alias: quote it ("*green*")'),
+    (
+        "mapping values are not allowed",
+        "a value holding ': ' must be quoted, or the line is indented wrongly",
+    ),
+    ("but found ']'", "a ] that closes no [ list"),
+    ("but found '}'", "a } that closes no { mapping"),
+    ("expected <block end>", "a line is indented differently from the lines of its block"),
+    ("expected ',' or ']'", "a [ list is not closed with ]"),
+    ("expected ',' or '}'", "a { mapping is not closed with }"),
+    ("could not find expected ':'", "a key needs a colon after it (key: value)"),
+    ("unexpected end of stream", "a quote is not closed"),
+    ("while scanning a quoted scalar", "a quote is not closed"),
+    ("cannot start any token", "a value starting with this character must be quoted"),
+)
+
+
+def _yaml_problem(name: str, exc: yaml.YAMLError) -> CatalogProblem:
+    """A YAML error at its line and column: what the parser expected, and the likely cause."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    text = str(problem)
+    for token, words in _TOKENS.items():
+        text = text.replace(f"'{token}'", words)
+        if token.startswith("<"):
+            text = text.replace(token, words)
+    if context:
+        text += f" ({context}"
+        if context_mark is not None:
+            text += f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        text += ")"
+    said = f"{problem} {context or ''}"
+    hint = next((h for pattern, h in _HINTS if pattern in said), None)
+    if hint is not None:
+        text += f": {hint}"
+    line = mark.line + 1 if mark is not None else None
+    column = mark.column + 1 if mark is not None else None
+    return CatalogProblem(name, line, "$", f"YAML: {text}", column=column)
 
 
 def _walk(node: yaml.Node, path: str, file: str, out: dict[str, int]) -> None:
@@ -109,9 +183,7 @@ def read_sources(location: Path) -> tuple[dict[str, Any], SourceMap, list[Catalo
         try:
             data, lines = _load_file(file)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            problems.append(CatalogProblem(name, line, "$", f"YAML: {exc}".splitlines()[0]))
+            problems.append(_yaml_problem(name, exc))
             continue
         if data is None:
             continue
