@@ -383,6 +383,9 @@ def learning_cost(
             parts["advance_view_expires_as_miss"].append(pc() - s)
         assert learner.pending_views == 0, learner.pending_views
         now = learner.now
+        for uid, d in clicks[:k]:  # a click counts only after its view: registered untimed
+            oid = d.items[0].offer_id
+            learner.observe(feedback_event(EventName.PROMOTION_VIEWED, uid, d, oid, now), d)
         for uid, d in clicks[:k]:
             e = feedback_event(EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, now)
             s = pc()

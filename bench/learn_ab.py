@@ -156,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         gc.disable()
         try:
+            for uid, d in clicks:  # a click counts only after its view: views untimed
+                e = decide_learning.feedback_event(
+                    EventName.PROMOTION_VIEWED, uid, d, d.items[0].offer_id, now
+                )
+                old.observe(e, d)
+                new.observe(e, d)
             for i, (uid, d) in enumerate(clicks):
                 e = decide_learning.feedback_event(
                     EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, now
@@ -206,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert max_diff == 0.0, max_diff  # the same arithmetic in the same order
 
     labels = {
-        "click": "observe: a click, learned at once",
+        "click": "observe: a click on a view just registered, learned at once",
         "view": "observe: a view, registered",
         "miss": "advance: a view closes as a miss",
         "viewed": "observe: a click on a waiting view",

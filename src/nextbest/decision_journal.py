@@ -17,8 +17,10 @@ from nextbest.store.port import DecisionLog
 
 __all__ = ["RECENT_DECISIONS", "DecisionJournal"]
 
-#: flushed decisions kept in memory for feedback joins
-RECENT_DECISIONS = 100_000
+#: flushed decisions kept in memory for feedback joins (about 4.4 KB each: ~90 MB at most);
+#: older ones are read from the decision log, so any client filling it costs a read, not
+#: memory
+RECENT_DECISIONS = 20_000
 
 
 class DecisionJournal:

@@ -55,8 +55,10 @@ from nextbest.events.parse import (
     read_message,
 )
 from nextbest.group_commit import GroupCommit
+from nextbest.guard.identity import check_identity
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.learn.learner import Learner, PlacementModel
+from nextbest.learn.trust import trusted_feedback
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
@@ -141,6 +143,17 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _limits(base: Limits, catalog: Catalog) -> Limits:
+    """``base`` with the catalog's bounds on what one message may set (traits)."""
+    p = catalog.spec.profile
+    return msgspec.structs.replace(
+        base,
+        max_traits=p.max_traits_per_message,
+        max_trait_key_length=p.max_trait_key_length,
+        max_trait_value_bytes=p.max_trait_value_bytes,
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -167,7 +180,8 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         #: the watermark, when the engine runs on event time
         self._event_clock = self.clock if isinstance(self.clock, EventClock) else None
-        self.limits = limits
+        self._base_limits = limits
+        self.limits = _limits(limits, catalog)
         self._new_id = new_id
         self._lock = threading.RLock()  # live state: fold and decide
         self._write_lock = threading.Lock()  # ingest: log order == fold order
@@ -298,10 +312,25 @@ class Engine:
         return [r for r in out if r is not None]
 
     def _check_rights(self, sender: Sender, parsed: Parsed, prefix: str) -> None:
+        """Forbidden or LimitExceeded for the whole request: what its key may send
+        (``guard.senders``), and what it may change in the identity map and profiles
+        (``guard.identity``: whose device, devices and traits per customer)."""
         rejected = parsed.rejected
         events = [*parsed.events, *(r.event for r in rejected)]
         indexes = [*parsed.indexes, *(r.index for r in rejected)]
         check_senders(sender, events, prefix, indexes)
+        if any(e.type is EventType.IDENTIFY for e in parsed.events):
+            p = self.catalog.spec.profile
+            with self._lock:
+                check_identity(
+                    sender,
+                    parsed.events,
+                    parsed.indexes,
+                    prefix,
+                    self._book,
+                    p.max_devices,
+                    p.max_traits,
+                )
 
     def _commit(
         self, plans: Sequence[tuple[Parsed, dict[int, Decision], str]]
@@ -432,8 +461,13 @@ class Engine:
         event: Event,
         decision: Decision | None = None,
     ) -> None:
-        if is_feedback(event) and decision is None:
-            decision = self.decision(str(event.properties.get("decision_id")))
+        if is_feedback(event):
+            if decision is None:
+                decision = self.decision(str(event.properties.get("decision_id")))
+            if decision is not None:
+                sender = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
+                if not trusted_feedback(sender, event, decision):
+                    decision = None  # stored and folded, not learned (``learn.trust``)
         learner.observe(event, decision)
         book.apply(seq, event, self._events_of)
         if learner.awaits(event) and (event.user_id or event.anonymous_id):
@@ -642,6 +676,7 @@ class Engine:
                         book = self._book
                         book.matcher, book.fold_config = catalog.matcher, catalog.fold_config
                     self.catalog, self._book, self._learner = catalog, book, learner
+                    self.limits = _limits(self._base_limits, catalog)
         self.snapshot()
         return ReloadReport(old.version, catalog.version, True, refold, events)
 

@@ -7,6 +7,8 @@
     │   │                       event vocabulary: quarantined on its own, the rest of
     │   │                       its batch accepted (200, listed under ``rejected``)
     │   ├── UnsupportedMediaType a body that is not JSON                   -> 415
+    │   ├── LimitExceeded       a request would take a customer past a limit
+    │   │                       (devices linked, traits held)             -> 409
     │   ├── PayloadTooLarge     body over the configured limit            -> 413
     │   ├── UnknownPlacement    decide for a placement the catalog lacks  -> 404
     │   └── NotFound            a named thing does not exist              -> 404
@@ -36,6 +38,7 @@ __all__ = [
     "ConfigError",
     "Forbidden",
     "InputError",
+    "LimitExceeded",
     "NextbestError",
     "NotFound",
     "PayloadTooLarge",
@@ -112,6 +115,17 @@ class VocabularyError(ValidationError):
     def __init__(self, message: str, path: str = "$", code: str = "vocabulary") -> None:
         super().__init__(message, path)
         self.code = code
+
+
+class LimitExceeded(InputError):
+    """A request would take a customer past a limit of the catalog's ``profile`` section
+    (devices linked, traits held): nothing of it is stored. ``path`` names the field."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, message: str, path: str = "$") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnsupportedMediaType(InputError):

@@ -45,11 +45,16 @@ class Answer:
     pick: int
     at: float
 
-    def message(self, engine: Engine) -> dict[str, Any] | None:
+    def messages(self, engine: Engine) -> list[dict[str, Any]]:
+        """The feedback, after the view it answers (a click counts only after a view)."""
         d = engine.decide(DecisionRequest(placement="home_feed"), user_id=self.user)
         if not d.items:
-            return None
-        return feedback(d, self.event, d.items[self.pick % len(d.items)].offer_id, at=self.at)
+            return []
+        offer = d.items[self.pick % len(d.items)].offer_id
+        answer = feedback(d, self.event, offer, at=self.at)
+        if self.event == "Promotion Viewed":
+            return [answer]
+        return [feedback(d, "Promotion Viewed", offer, at=self.at), answer]
 
 
 Traffic = list[list[dict[str, Any] | Answer]]
@@ -80,8 +85,8 @@ def random_traffic(seed: int, customers: int = 40, n: int = 600) -> Traffic:
 def play(engine: Engine, traffic: Traffic) -> None:
     """Send each batch, feedback answering decisions made for real just before."""
     for planned in traffic:
-        sent = [m.message(engine) if isinstance(m, Answer) else m for m in planned]
-        engine.ingest_batch(batch(*[m for m in sent if m is not None]))
+        sent = [x for m in planned for x in (m.messages(engine) if isinstance(m, Answer) else [m])]
+        engine.ingest_batch(batch(*sent))
 
 
 def test_identify_stitches_anonymous_history_into_the_user(engine: Engine):

@@ -137,6 +137,7 @@ def busy(catalog: Catalog) -> Learner:
     viewed(learner, feed, at=T0 + 1)
     clicked(learner, feed, at=T0 + 2)  # learned at once
     viewed(learner, feed, "savings_offer", at=T0 + 3)  # never answered: a miss, later
+    viewed(learner, app, "car_loan_rates", at=T0 + 4)
     learner.observe(event("Promotion Dismissed", app, "car_loan_rates", at=T0 + 5), app)
     viewed(learner, app, at=T0 + 100)  # its window runs to T0 + 100 + WINDOW
     viewed(learner, app, at=T0 + 110)  # the same item again: still one view
@@ -298,12 +299,12 @@ def test_a_restored_learner_continues_exactly_like_the_original(catalog: Catalog
     for lr in (learner, restored):
         clicked(lr, app, at=T0 + WINDOW + 20)  # within its window: a click
         clicked(lr, feed, "savings_offer", at=T0 + WINDOW + 30)  # after its window: ignored
-        clicked(lr, late, "savings_offer", at=T0 + WINDOW + 40)  # never viewed: a click
+        clicked(lr, late, "savings_offer", at=T0 + WINDOW + 40)  # never viewed: not learned
         lr.advance(T0 + 3 * WINDOW)  # the late view of mortgage_rates: a miss
     assert restored.to_state() == learner.to_state()
     assert n_learned(learner) == {
         "home_hero": 0,
-        "home_feed": 4,
+        "home_feed": 3,
         "product_sidebar": 0,
         "app_home": 2,
     }
@@ -386,7 +387,8 @@ def test_a_click_is_remembered_for_two_windows_after_its_decision(catalog: Catal
     ``click + window``): a repeat click between the two is still the same impression."""
     learner = Learner(catalog)
     d = decision(catalog)
-    clicked(learner, d, at=T0 + 1)  # overtook its view
+    viewed(learner, d, at=T0 + 1)
+    clicked(learner, d, at=T0 + 1)
     assert learner.learned == 1
     answered = msgspec.msgpack.decode(learner.to_state())["answered"]
     assert answered == [[T0 + 2 * WINDOW, "d1", "mortgage_rates"]]
@@ -445,9 +447,23 @@ def test_decisions_made_by_another_chooser_teach_nothing_and_count_in_no_budget(
     own = decision(catalog, "d3", "app_home", ("mortgage_rates",))
     assert own.model_version == "bayes-0"
     learner.record_decision(own)
+    viewed(learner, own, at=T0 + 3)
     clicked(learner, own, at=T0 + 3)
     assert n_learned(learner)["app_home"] == 1
     assert learner.budgets["always_on_products"].counts() == {"always_on_products": (1, 0)}
+
+
+def test_a_click_without_a_view_of_the_same_item_is_not_learned(catalog: Catalog):
+    """Forged feedback: a click (or a dismissal) counts only after a view of the same
+    decision item."""
+    learner = Learner(catalog)
+    d = decision(catalog, offers=("mortgage_rates", "savings_offer"))
+    learner.record_decision(d)
+    viewed(learner, d, "savings_offer", at=T0 + 1)
+    clicked(learner, d, "mortgage_rates", at=T0 + 2)  # its view never came
+    learner.observe(event("Promotion Dismissed", d, "mortgage_rates", at=T0 + 3), d)
+    assert learner.learned == 0
+    assert learner.pending_views == 1  # savings_offer still waits
 
 
 def test_feedback_that_matches_no_item_is_not_learned(catalog: Catalog):
@@ -467,6 +483,7 @@ def test_service_messages_are_learned_but_never_counted_against_budgets(catalog:
     learner.record_decision(d)
     counts = {c: b.counts() for c, b in learner.budgets.items()}
     assert counts["always_on_products"] == {"always_on_products": (1, 0)}
+    viewed(learner, d, "overdraft_warning", at=T0 + 1)
     clicked(learner, d, "overdraft_warning", at=T0 + 1)
     assert n_learned(learner)["home_feed"] == 1
 

@@ -402,7 +402,11 @@ def test_a_second_click_on_the_same_item_is_not_learned_twice(
     assert model_bytes(engine, "home_feed") == learned
     assert learner_of(engine).pending_views == 0
     # another item of the same decision is its own impression
-    send(engine, feedback(d, "Promotion Clicked", d.items[1].offer_id, at=T0 + 30))
+    send(
+        engine,
+        feedback(d, "Promotion Viewed", d.items[1].offer_id, at=T0 + 29),
+        feedback(d, "Promotion Clicked", d.items[1].offer_id, at=T0 + 30),
+    )
     assert n_learned(engine, "home_feed") == 2
 
 
@@ -502,7 +506,11 @@ def test_a_decision_another_chooser_made_teaches_the_model_nothing(
     own = engine.decide(FEED, user_id=user)
     assert own.model_version == "contextual-0"
     server_time(engine, T0 + 2 * WINDOW + 5)
-    send(engine, feedback(own, "Promotion Clicked", at=T0 + 2 * WINDOW + 5))
+    send(
+        engine,
+        feedback(own, "Promotion Viewed", at=T0 + 2 * WINDOW + 5),
+        feedback(own, "Promotion Clicked", at=T0 + 2 * WINDOW + 5),
+    )
     assert n_learned(engine, "home_feed") == 1
     report = engine.replay()
     assert report.identical, report.differing
@@ -857,6 +865,7 @@ def test_nextbest_models_lists_the_learning_placements(
             engine,
             feedback(d, "Promotion Viewed", at=T0 + 1),
             feedback(d, "Promotion Clicked", at=T0 + 2),
+            feedback(d, "Promotion Viewed", d.items[1].offer_id, at=T0 + 2),
             feedback(d, "Promotion Dismissed", d.items[1].offer_id, at=T0 + 3),
         )
     finally:

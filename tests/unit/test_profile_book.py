@@ -147,3 +147,41 @@ def test_a_stitch_whose_read_fails_leaves_the_book_as_it_was(catalog: Catalog):
     log.events.append(stitch)
     book.apply(3, stitch, log.events_of)  # the same event, once the log answers
     assert set(book.profiles) == {"u1"}
+
+
+def test_linking_a_device_reads_only_that_devices_events(catalog: Catalog):
+    """A customer with many devices: each new link reads the new device's events, not the
+    customer's whole history (no full refold per link), and the profile comes out with
+    every device's browsing counted once."""
+    book = ProfileBook(catalog.matcher, catalog.fold_config)
+    log = Log()
+    reads: list[tuple[frozenset[str], frozenset[str]]] = []
+    plain = log.events_of
+
+    def spying(users: Collection[str], anons: Collection[str], upto: int) -> list[Event]:
+        reads.append((frozenset(users), frozenset(anons)))
+        return plain(users, anons, upto)
+
+    log.events_of = spying  # type: ignore[method-assign]
+    for n in range(5):
+        play(book, log, logged(page("https://b.example/mortgages/x", anon=f"d{n}", at=T0 + n)))
+        play(book, log, logged(identify({}, user="u1", anon=f"d{n}", at=T0 + n + 0.5)))
+    assert reads == [(frozenset(), frozenset({f"d{n}"})) for n in range(5)]
+    profile = book.get("u1")
+    assert profile is not None
+    assert profile.interests["mortgage"].total == 5
+    assert sorted(profile.anonymous_ids) == [f"d{n}" for n in range(5)]
+    assert all(book.profiles.get(f"anon:d{n}") is None for n in range(5))
+
+
+def test_an_older_device_identify_does_not_override_the_customers_newer_traits(
+    catalog: Catalog,
+):
+    book = ProfileBook(catalog.matcher, catalog.fold_config)
+    log = Log()
+    play(book, log, logged(identify({"city": "Old"}, anon="d1", at=T0)))
+    play(book, log, logged(identify({"city": "New"}, user="u1", at=T0 + 100)))
+    play(book, log, logged(identify({}, user="u1", anon="d1", at=T0 + 200)))
+    profile = book.get("u1")
+    assert profile is not None
+    assert profile.traits["city"] == "New"

@@ -171,3 +171,28 @@ def test_a_bug_in_a_group_reaches_every_caller_and_the_thread_goes_on():
         commit.submit(0).result(5)
     assert commit.submit(1).result(5) == 1
     commit.close()
+
+
+def test_waiting_views_are_capped(monkeypatch: pytest.MonkeyPatch):
+    """No client can grow the learner's waiting views without bound: past the cap a view is
+    not registered (not learned), the ones waiting stay."""
+    from nextbest.decide.model import DecisionRequest
+    from nextbest.learn import learner as learner_module
+    from nextbest.learn.learner import Learner
+    from tests.support import feedback
+
+    monkeypatch.setattr(learner_module, "MAX_WAITING_VIEWS", 3)
+    from nextbest.bootstrap import build_engine
+    from nextbest.settings import Settings
+
+    engine = build_engine(Settings(catalog="examples/bank", data=":memory:"), freeze_gc=False)
+    try:
+        user = "u-cap"
+        engine.ingest_batch(batch(page("https://bank.example/mortgages", user=user)))
+        for _ in range(6):
+            d = engine.decide(DecisionRequest(placement="home_feed"), user_id=user)
+            engine.ingest_batch(batch(feedback(d, "Promotion Viewed", at=d.timestamp)))
+        assert isinstance(engine.learner, Learner)
+        assert engine.learner.pending_views == 3
+    finally:
+        engine.close()

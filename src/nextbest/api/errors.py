@@ -11,6 +11,7 @@ from nextbest.errors import (
     CatalogError,
     Forbidden,
     InputError,
+    LimitExceeded,
     NextbestError,
     NotFound,
     PayloadTooLarge,
@@ -26,6 +27,7 @@ __all__ = ["STATUS", "error_response", "status_of"]
 STATUS: tuple[tuple[type[NextbestError], int], ...] = (
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
+    (LimitExceeded, 409),
     (NotFound, 404),
     (ValidationError, 400),
     (InputError, 400),
@@ -48,7 +50,7 @@ def status_of(exc: NextbestError) -> int:
 def error_response(exc: NextbestError) -> Response:
     status = status_of(exc)
     body: dict[str, object] = {"code": exc.code, "message": exc.message}
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError | LimitExceeded):
         body["path"] = exc.path
     if isinstance(exc, CatalogError):  # every problem, as ``nextbest check`` prints it
         body["problems"] = [str(p) for p in exc.problems]

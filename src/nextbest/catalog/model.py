@@ -236,6 +236,16 @@ class ProfileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     track_weight: NonNegative = 2.0
     event_weights: dict[str, NonNegative] = {}
     session_timeout_minutes: Positive = 30.0
+    #: devices (anonymousIds) one customer may have linked; an identify past it is a 409
+    max_devices: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
+    #: trait keys one customer's profile may hold; an identify adding more is a 409
+    max_traits: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    #: trait keys one message may set
+    max_traits_per_message: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    #: characters in a trait key
+    max_trait_key_length: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 64
+    #: bytes of one trait value, encoded as JSON
+    max_trait_value_bytes: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2_048
 
 
 class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -105,4 +105,21 @@ SERVER_ONLY_EVENTS: frozenset[str] = frozenset(
         EventName.TRANSACTION_POSTED,
     }
 )
-SERVER_ONLY_TRAITS: frozenset[str] = frozenset({"products", "balance"})
+#: traits only the bank's systems may set: what it knows of a customer's accounts, money,
+#: standing and checks (a browser key setting one is a 403)
+SERVER_ONLY_TRAITS: frozenset[str] = frozenset(
+    {
+        "products",
+        "balance",
+        "overdrawn",
+        "last_salary",
+        "salary",
+        "income",
+        "credit_score",
+        "credit_limit",
+        "risk_class",
+        "kyc_status",
+        "pep",
+        "customer_since",
+    }
+)

@@ -77,6 +77,10 @@ class Limits(msgspec.Struct, frozen=True):
     max_depth: int = 12
     max_future_skew: float = 86_400.0
     max_batch: int = 2_000
+    #: trait keys one message may set, characters in a key, JSON bytes of one value
+    max_traits: int = 100
+    max_trait_key_length: int = 64
+    max_trait_value_bytes: int = 2_048
 
 
 DEFAULT_LIMITS = Limits()
@@ -298,6 +302,35 @@ def _problem(value: Any, limits: Limits) -> tuple[str, str] | None:
     return None
 
 
+def _traits(traits: dict[str, Any], path: str, limits: Limits) -> dict[str, Any]:
+    """``traits`` within the limits on what one message may set: how many keys, how long a
+    key, how large a value (as JSON); ValidationError naming the trait otherwise."""
+    if len(traits) > limits.max_traits:
+        raise ValidationError(
+            f"{len(traits)} traits in one message; at most {limits.max_traits}", path
+        )
+    for key, value in traits.items():
+        if len(key) > limits.max_trait_key_length:
+            raise ValidationError(
+                f"a trait key is at most {limits.max_trait_key_length} characters",
+                _member(path, key[:40]),
+            )
+        if isinstance(value, str):
+            size = len(value)  # a lower bound of its JSON bytes, computed for free
+            if size * 4 <= limits.max_trait_value_bytes:
+                continue
+        elif not isinstance(value, dict | list):
+            continue  # a number, a bool or null is small
+        size = len(msgspec.json.encode(value))
+        if size > limits.max_trait_value_bytes:
+            raise ValidationError(
+                f"a trait value is at most {limits.max_trait_value_bytes} bytes as JSON "
+                f"(this one is {size})",
+                _member(path, key),
+            )
+    return traits
+
+
 def _object(value: dict[str, Any] | None, path: str, limits: Limits) -> dict[str, Any]:
     if not value:
         return {}
@@ -444,7 +477,7 @@ def _normalize(
         # Segment puts traits at the root, RudderStack in context.traits: read both.
         nested = context.get("traits")
         traits = {**(nested if isinstance(nested, dict) else {}), **(msg.traits or {})}
-        traits = _object(traits, f"{path}.traits", limits)
+        traits = _traits(_object(traits, f"{path}.traits", limits), f"{path}.traits", limits)
         return Event(type=EventType.IDENTIFY, traits=traits, **common)
     if isinstance(msg, WireAlias):
         previous = _id(msg.previousId, f"{path}.previousId", limits)
@@ -452,5 +485,5 @@ def _normalize(
             raise ValidationError("alias needs previousId and userId", f"{path}.previousId")
         return Event(type=EventType.ALIAS, previous_id=previous, **common)
     group_id = _id(msg.groupId, f"{path}.groupId", limits)
-    traits = _object(msg.traits, f"{path}.traits", limits)
+    traits = _traits(_object(msg.traits, f"{path}.traits", limits), f"{path}.traits", limits)
     return Event(type=EventType.GROUP, group_id=group_id, traits=traits, **common)

@@ -69,10 +69,13 @@ from nextbest.learn.model import (
 )
 from nextbest.profile.identity import ANON_PREFIX
 
-__all__ = ["PRIOR", "Learner", "PlacementModel", "customer_part"]
+__all__ = ["MAX_WAITING_VIEWS", "PRIOR", "Learner", "PlacementModel", "customer_part"]
 
 #: logged feature ``prior:<offer>``: the catalog's interest prior of that candidate
 PRIOR = "prior:"
+#: views waiting for a click at once (about 1.8 KB each, all in every learner snapshot); a
+#: view past it is not learned, so no client can grow the server's memory without bound
+MAX_WAITING_VIEWS = 100_000
 _BASE = math.log(DEFAULT_PRIOR_MEAN / (1.0 - DEFAULT_PRIOR_MEAN))
 
 
@@ -321,6 +324,8 @@ class Learner:
                     offset,
                     x,
                 )
+                if len(self._views) >= MAX_WAITING_VIEWS:
+                    return  # full: this view is not learned (memory stays bounded)
                 self._views[key] = view
                 heapq.heappush(self._deadlines, (view.deadline, key[0], key[1]))
                 self.dirty = True
@@ -332,10 +337,9 @@ class Learner:
         else:
             return
         waiting = self._views.pop(key, None)
-        if waiting is not None:  # its features were taken when it was viewed
-            x, offset = waiting.customer, waiting.offset
-        else:
-            x, offset = self._inputs(model, decision, offer_id)
+        if waiting is None:
+            return  # a click or dismissal counts only after a view of the same item
+        x, offset = waiting.customer, waiting.offset  # its features, taken at the view
         model.learn_one(
             x, self._ref(offer, decision.placement), item.position, reward, offset=offset
         )

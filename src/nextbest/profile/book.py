@@ -1,8 +1,11 @@
 """The profile book: every live profile and the identity map, folded from the event log.
 
-Pure: events come in with their log position; after a stitch (``identify`` or ``alias``
-linking ids) the user's profile is rebuilt from its ids' events, which the caller supplies
-through an ``events_of`` callable (the event log's read by customer). ``dirty`` names the
+Pure: events come in with their log position. A stitch reads events through an
+``events_of`` callable the caller supplies (the event log's read by customer): an
+``identify`` linking a device folds only that device's anonymous events into the
+customer's profile (its cost is the device's, however many devices the customer has);
+an ``alias`` (a server's statement that two userIds are one customer) rebuilds the
+customer's profile from all its ids' events. ``dirty`` names the
 (kind, key) rows changed since the last save; ``replace`` says the saved rows are stale as a
 whole (a new catalog, a rebuild) and must all be rewritten.
 """
@@ -10,6 +13,8 @@ whole (a new catalog, a rebuild) and must all be rewritten.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+
+import msgspec
 
 from nextbest.events.model import Event, EventType
 from nextbest.profile.fold import FoldConfig, fold
@@ -53,7 +58,11 @@ class ProfileBook:
         key = self.identity.resolve(event.user_id, event.anonymous_id)
         if links:
             try:
-                self._rebuild(key, seq, events_of)
+                if event.type is EventType.IDENTIFY and event.anonymous_id:
+                    self._merge_device(key, event.anonymous_id, seq, events_of)
+                    fold(self.profiles[key], event, self.matcher, self.fold_config)
+                else:
+                    self._rebuild(key, seq, events_of)
             except BaseException:
                 for kind, link_key, user in before:
                     self.identity.put_back(kind, link_key, user)
@@ -76,6 +85,24 @@ class ProfileBook:
                 (LinkKind.ANON.value, event.previous_id),
             ]
         return [(k, key, self.identity.target(k, key)) for k, key in keys if key]
+
+    def _merge_device(self, user_key: str, device: str, upto: int, events_of: EventsOf) -> None:
+        """After ``identify`` linked ``device`` to the user: the device's anonymous events
+        (read first: a failed read changes no profile) join the user's profile as late
+        events, in log order; the device's own profile goes. Counts, windows, decayed
+        interest, funnel stages and first/last seen come out as a refold would give them;
+        the device's older traits and consent do not override the customer's newer ones."""
+        events = [e for e in events_of((), (device,), upto) if e.user_id is None]
+        profile = self.profiles.get(user_key)
+        if profile is None:
+            profile = self.profiles[user_key] = new_profile(user_key)
+        if self.profiles.pop(ANON_PREFIX + device, None) is not None:
+            self.dirty.add((PROFILE_ROW, ANON_PREFIX + device))
+        newer = profile.last_seen if profile.event_count else None
+        for event in events:
+            if newer is not None and event.timestamp < newer and event.type is EventType.IDENTIFY:
+                event = _without_state(event)
+            fold(profile, event, self.matcher, self.fold_config)
 
     def _rebuild(self, user_key: str, upto: int, events_of: EventsOf) -> None:
         """After a stitch: the user's profile is the fold of every linked id's events (read
@@ -161,3 +188,10 @@ def shared_device_event(event: Event, users: Collection[str]) -> bool:
     """An event another user sent from a device this customer also used: a stitch never
     folds another user's events into this profile (a shared family tablet)."""
     return event.user_id is not None and event.user_id not in users
+
+
+def _without_state(event: Event) -> Event:
+    """An older device ``identify`` joining a customer who has newer events: it still counts
+    as activity, but its traits (consent, products, balance included) do not override what
+    the customer's newer events set."""
+    return msgspec.structs.replace(event, traits={})

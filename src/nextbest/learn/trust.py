@@ -1,0 +1,66 @@
+"""Whose feedback teaches the shared click model. Pure.
+
+Every feedback event that answers a decision of its customer is stored and folded into that
+customer's profile (their own history: impressions, clicks, caps). Only trusted feedback
+also teaches the model every customer is ranked by. Feedback is **not** learned when:
+
+- **the caller forced the decision**: ``exclude`` removed candidates and left no more than
+  the decision showed, so the model chose nothing (a page may exclude what other placements
+  show; it may not pick the answer);
+- **the device has no history**: an anonymous device with fewer than ``MIN_DEVICE_EVENTS``
+  events other than feedback before it (made-up devices cost an attacker nothing; a known
+  customer, or a device with a few page views behind it, counts fully);
+- **the volume is anomalous**: the customer's profile holds more than ``MAX_CLICKS_PER_HOUR``
+  clicks in the hour before the feedback (no person clicks banners that fast).
+
+The learner itself adds one rule (``learn.learner``): a click or a dismissal counts only
+after a view of the same decision item. A decision's own exploration and propensities are
+unaffected; untrusted feedback is simply not a training example. Replays apply the same
+rules to the same log, so they stay exact.
+"""
+
+from __future__ import annotations
+
+from nextbest.decide.model import Decision
+from nextbest.decide.reasons import Suppression
+from nextbest.events.model import Event
+from nextbest.profile.identity import ANON_PREFIX
+from nextbest.profile.model import Profile
+from nextbest.profile.windows import count_between
+
+__all__ = ["MAX_CLICKS_PER_HOUR", "MIN_DEVICE_EVENTS", "forced", "trusted_feedback"]
+
+#: events an anonymous device must have sent before its feedback teaches the model
+MIN_DEVICE_EVENTS = 5
+#: clicks in an hour past which a customer's feedback no longer teaches the model
+MAX_CLICKS_PER_HOUR = 20
+
+
+def forced(decision: Decision) -> bool:
+    """The caller's ``exclude`` left the decision no choice: it removed candidates, and no
+    more remained than the decision showed."""
+    narrowed = any(e.why is Suppression.ON_PAGE for e in decision.excluded)
+    return narrowed and len(decision.candidates) <= len(decision.items)
+
+
+def trusted_feedback(profile: Profile | None, event: Event, decision: Decision) -> bool:
+    """Whether ``event`` (feedback answering ``decision``, not folded yet) may teach the
+    shared model, by the rules above; ``profile`` is the sender's profile before it."""
+    if forced(decision):
+        return False
+    if profile is None:
+        return False  # nothing known of the sender: a device with no history
+    if profile.customer_id.startswith(ANON_PREFIX):
+        feedback = sum(
+            h.total_impressions + h.total_clicks + h.total_dismissals
+            for h in profile.offers.values()
+        )
+        if profile.event_count - feedback < MIN_DEVICE_EVENTS:
+            return False
+    now = event.timestamp
+    clicks = 0
+    for history in profile.offers.values():
+        clicks += count_between(history.clicks, now - 3_600.0, now)
+        if clicks > MAX_CLICKS_PER_HOUR:
+            return False
+    return True
