@@ -1,9 +1,10 @@
 """The zoo run of ``bench/quality.py``: every world x seed x policy, summarised per world.
 
-Per world and policy, over the seeds: clicks / oracle clicks and true incremental
-conversions (conversions minus ``none``'s on the same seed), each as the mean with the
-min-max spread; and the oracle's margin (its clicks over random's and static's). Each
-world's files are written as soon as it is done, so a run cut short keeps what it finished.
+Per world and policy, over the seeds: clicks / oracle clicks (all offers, and commercial
+offers alone) and true incremental conversions (conversions minus ``none``'s on the same
+seed), each as the mean with the min-max spread; and the oracle's margin (its clicks over
+random's and static's). Each world's files are written as soon as it is done, so a run cut
+short keeps what it finished.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import msgspec
 import orjson
 
 from _common import command_line, load_average, machine_info, now_iso
-from nextbest.sim.baselines import clicks_vs_oracle, oracle_margin, true_incremental
+from nextbest.sim.baselines import (
+    clicks_vs_oracle,
+    commercial_vs_oracle,
+    oracle_margin,
+    true_incremental,
+)
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.loop import Metrics, run_policy
 from nextbest.sim.worlds import world_catalog, world_named, world_response
@@ -50,12 +56,15 @@ class WorldSummary(msgspec.Struct, kw_only=True):
     true_incremental: dict[str, Spread]
     oracle_over_random: Spread
     oracle_over_static: Spread
+    #: commercial clicks / the oracle's commercial clicks
+    commercial_vs_oracle: dict[str, Spread] = {}
 
 
 def summarise(world: str, runs: dict[int, dict[str, Metrics]]) -> WorldSummary:
     """The per-policy figures of one world over its seeds' runs."""
     policies = list(next(iter(runs.values())))
     per_seed_clicks = [clicks_vs_oracle(r) for r in runs.values()]
+    per_seed_commercial = [commercial_vs_oracle(r) for r in runs.values()]
     per_seed_incremental = [true_incremental(r) for r in runs.values()]
     margins = [oracle_margin(r) for r in runs.values()]
     return WorldSummary(
@@ -63,6 +72,7 @@ def summarise(world: str, runs: dict[int, dict[str, Metrics]]) -> WorldSummary:
         summary=world_named(world).summary,
         seeds=sorted(runs),
         clicks_vs_oracle={p: spread([c.get(p) for c in per_seed_clicks]) for p in policies},
+        commercial_vs_oracle={p: spread([c.get(p) for c in per_seed_commercial]) for p in policies},
         true_incremental={
             p: spread([float(i[p]) if p in i else None for i in per_seed_incremental])
             for p in policies
@@ -79,18 +89,22 @@ def _cell(s: Spread, digits: int) -> str:
 
 
 def world_markdown(w: WorldSummary) -> str:
-    """The world's table: per policy, clicks / oracle and true incremental conversions."""
+    """The world's table: per policy, clicks / oracle clicks (all offers, commercial alone)
+    and true incremental conversions."""
     seeds = ", ".join(str(s) for s in w.seeds)
     lines = [
         f"### {w.world}: {w.summary}",
         "",
         f"Mean over seeds {seeds} (lowest to highest in brackets).",
         "",
-        "| policy | clicks / oracle clicks | true incremental conversions (vs none) |",
-        "| --- | --- | --- |",
+        "| policy | clicks / oracle clicks | commercial clicks / oracle's "
+        "| true incremental conversions (vs none) |",
+        "| --- | --- | --- | --- |",
     ]
     for p, c in w.clicks_vs_oracle.items():
-        lines.append(f"| {p} | {_cell(c, 2)} | {_cell(w.true_incremental[p], 1)} |")
+        commercial = _cell(w.commercial_vs_oracle.get(p, spread([])), 2)
+        incremental = _cell(w.true_incremental[p], 1)
+        lines.append(f"| {p} | {_cell(c, 2)} | {commercial} | {incremental} |")
     lines += [
         "",
         f"Oracle's margin (clicks): {_cell(w.oracle_over_random, 2)} x random, "

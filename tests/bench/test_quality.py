@@ -170,6 +170,8 @@ def test_a_tiny_zoo_run_writes_a_table_json_and_chart_per_world(
         assert (tmp_path / f"zoo-{world}.png").read_bytes().startswith(b"\x89PNG")
         table = (tmp_path / f"zoo-{world}.md").read_text()
         assert "| greedy_recent |" in table
+        assert "commercial clicks / oracle's" in table
+        assert set(data["summary"]["commercial_vs_oracle"]) == set(data["metrics"]["2"])
     assert "### default:" in (tmp_path / "zoo.md").read_text()
 
 

@@ -5,6 +5,7 @@ worlds change only the customers and the catalog they name, and the baseline pol
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from datetime import timedelta
 
@@ -17,20 +18,27 @@ from nextbest.decide.model import ChoiceContext
 from nextbest.profile.model import Profile, TopicInterest
 from nextbest.sim.baselines import (
     clicks_vs_oracle,
+    commercial_vs_oracle,
     describe_margin,
     oracle_margin,
     true_incremental,
 )
 from nextbest.sim.generate import DEFAULT_START, generate_lines
 from nextbest.sim.loop import ALL_POLICIES, Metrics, evaluate
-from nextbest.sim.needs import LifeEventKind, NeedSpec, start_need
+from nextbest.sim.needs import LIFE_EVENTS, EndReason, LifeEventKind, NeedSpec, start_need
 from nextbest.sim.policies import GreedyRecentPolicy, NoOfferPolicy, make_policy
 from nextbest.sim.population import make_population
-from nextbest.sim.response import load_params
+from nextbest.sim.response import ResponseModel, load_params
 from nextbest.sim.world import CustomerSim
 from nextbest.sim.worlds import (
+    COMPETITOR,
     WORLDS,
+    ZOO_APPEAL,
     ZOO_COMMERCIAL,
+    ZOO_CONVERT,
+    ZOO_HAZARD,
+    ZOO_LIFE_EVENTS,
+    ZOO_SERVICE,
     world_catalog,
     world_named,
     world_response,
@@ -83,12 +91,19 @@ def test_default_world_uses_the_bank_catalog_and_packaged_response(catalog: Cata
     assert world.population is None
 
 
-def test_zoo_worlds_add_the_shelf_and_their_click_rates(catalog: Catalog) -> None:
+def test_zoo_worlds_add_the_shelf_and_their_response(catalog: Catalog) -> None:
     shelf = world_catalog(world_named("shelf"), EXAMPLE_CATALOG, DEFAULT_START)
     assert set(catalog.offers) < set(shelf.offers)
-    assert len(shelf.commercial_offers) == len(catalog.commercial_offers) + 8
-    commercial = world_response(world_named("shelf")).params.click.commercial
-    assert (commercial.base, commercial.match_gain) == ZOO_COMMERCIAL
+    assert len(shelf.commercial_offers) == len(catalog.commercial_offers) + 18 == 31
+    for name, world in WORLDS.items():
+        if name == "default":
+            continue
+        params = world_response(world).params
+        assert params.click.commercial == ZOO_COMMERCIAL, name
+        assert params.click.service == ZOO_SERVICE, name
+        assert params.convert == ZOO_CONVERT, name
+        assert params.click.offers[: len(ZOO_APPEAL)] == ZOO_APPEAL, name
+        assert world.life_events is not None, name
 
 
 def test_world_catalogs_change_offers_and_date_launches() -> None:
@@ -160,6 +175,132 @@ def test_hidden_needs_world_shows_needs_less_in_browsing() -> None:
     shown = sum(sum(s.browsing(0).values()) for s in sims)
     assert true > 0
     assert shown < 0.35 * true
+
+
+# ------------------------------------------------------------------ the zoo's base
+def test_a_competitor_meets_a_ripe_need_after_an_exponential_wait() -> None:
+    spec = _need(competitor=0.1, lead_days=(5.0, 5.0))
+    rng = random.Random(7)
+    needs = [start_need(rng, spec, 2.0, LifeEventKind.MOVING) for _ in range(4000)]
+    waits = [n.competitor_day - 7.0 for n in needs if n.competitor_day is not None]
+    assert len(waits) == len(needs)
+    assert min(waits) >= 0.0  # never before the need is ripe (start 2 + lead 5)
+    assert sum(waits) / len(waits) == pytest.approx(10.0, rel=0.05)  # mean 1 / hazard
+    need = needs[0]
+    assert need.competitor_day is not None
+    assert need.over_by(need.competitor_day - 0.01) is None
+    assert need.over_by(need.competitor_day) is EndReason.ELSEWHERE
+    assert start_need(random.Random(1), _need(), 0.0, LifeEventKind.MOVING).competitor_day is None
+
+
+def test_the_world_ends_needs_a_competitor_met_before_their_time() -> None:
+    world = world_named("shelf")
+    model = world_response(world)
+    people = make_population(3, 300, DEFAULT_START, world.population)
+    sims = [CustomerSim(c, 3, DEFAULT_START, model, 1.0, world.life_events) for c in people]
+    for d in range(20):
+        for sim in sims:
+            sim.day(d)
+    needs = [n for sim in sims for n in sim.needs if n.topic != "overdraft"]
+    early = [
+        n
+        for n in needs
+        if n.ended is EndReason.ELSEWHERE
+        and n.end_day is not None
+        and n.end_day - n.start < n.lasts
+    ]
+    assert len(early) > 0.2 * len(needs)
+    for n in early:
+        assert n.competitor_day is not None
+        assert n.end_day == math.ceil(n.competitor_day)  # the day after the competitor's
+        assert n.strength(n.end_day) == 0.0
+
+
+def test_zoo_life_events_are_the_defaults_twice_as_often_with_competitors() -> None:
+    for kind, (hazard, specs) in LIFE_EVENTS.items():
+        zoo_hazard, zoo_specs = ZOO_LIFE_EVENTS[kind]
+        assert zoo_hazard == (hazard * ZOO_HAZARD if hazard is not None else None)
+        assert [s.topic for s in zoo_specs[: len(specs)]] == [s.topic for s in specs]
+    for _, zoo_specs in ZOO_LIFE_EVENTS.values():
+        for spec in zoo_specs:
+            assert spec.competitor == COMPETITOR.get(spec.topic, 0.0)
+    assert ZOO_LIFE_EVENTS[LifeEventKind.OVERDRAWN][1][0].competitor == 0.0
+    assert LifeEventKind.INSURANCE_RENEWAL in ZOO_LIFE_EVENTS
+    assert LifeEventKind.INSURANCE_RENEWAL not in LIFE_EVENTS
+
+
+def test_the_shelfs_needs_never_show_in_browsing() -> None:
+    world = world_named("shelf")
+    model = world_response(world)
+    people = make_population(4, 400, DEFAULT_START, world.population)
+    sims = [CustomerSim(c, 4, DEFAULT_START, model, 1.0, world.life_events) for c in people]
+    shelf_topics = {"life_insurance", "car_insurance", "travel_money", "premium_account"}
+    seen: set[str] = set()
+    for d in range(10):
+        for sim in sims:
+            sim.day(d)
+            seen |= set(sim.strengths(d)) & shelf_topics
+            assert not set(sim.browsing(d)) & shelf_topics
+    assert {"car_insurance", "life_insurance"} <= seen
+
+
+def test_the_renewal_is_never_told_to_the_bank() -> None:
+    stream = b"".join(generate_lines(1, 200, 20, world="shelf"))
+    assert b"Life Event" in stream
+    assert b"insurance_renewal" not in stream
+
+
+def _p(model: ResponseModel, *, kind: str, topic: str, n: int, **kw: object) -> float:
+    return model.p_click(
+        offer_topic=topic,
+        offer_kind=kind,
+        position=1,
+        impressions_before=n,
+        age=40,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_zoo_matched_banners_fade_less_than_unmatched_ones() -> None:
+    zoo, default = world_response(world_named("shelf")), world_response(world_named("default"))
+    needs = {"car_loan": 0.5}
+    for n in (0, 1, 5, 20):
+        matched = _p(zoo, kind="commercial", topic="car_loan", n=n, needs=needs, overdrawn=False)
+        first = _p(zoo, kind="commercial", topic="car_loan", n=0, needs=needs, overdrawn=False)
+        unmatched = _p(zoo, kind="commercial", topic="savings", n=n, needs=needs, overdrawn=False)
+        kind = ZOO_COMMERCIAL
+        assert matched / first == pytest.approx(0.6 + 0.4 * 0.95**n)
+        assert unmatched == pytest.approx(kind.base * (0.15 + 0.85 * 0.75**n))
+    # the packaged response has no matched fatigue: one table for both
+    d_matched = _p(default, kind="commercial", topic="car_loan", n=3, needs=needs, overdrawn=False)
+    d_first = _p(default, kind="commercial", topic="car_loan", n=0, needs=needs, overdrawn=False)
+    assert d_matched / d_first == pytest.approx(0.15 + 0.85 * 0.75**3)
+
+
+def test_zoo_overdraft_warning_is_read_once_and_clicked_less() -> None:
+    zoo, default = world_response(world_named("shelf")), world_response(world_named("default"))
+
+    def warning(model: ResponseModel, n: int) -> float:
+        return model.p_click(
+            offer_topic="overdraft",
+            offer_kind="service",
+            position=1,
+            needs={},
+            impressions_before=n,
+            overdrawn=True,
+            age=40,
+            offer="overdraft_warning",
+        )
+
+    assert warning(zoo, 0) == pytest.approx(0.25 * warning(default, 0))
+    assert warning(zoo, 3) / warning(zoo, 0) == pytest.approx(0.05 + 0.95 * 0.5**3)
+    assert warning(default, 3) / warning(default, 0) == pytest.approx(0.3 + 0.7 * 0.85**3)
+
+
+def test_the_oracle_beats_random_on_a_small_zoo_run() -> None:
+    results = evaluate(1, 150, 10, ("none", "random", "oracle"), EXAMPLE_CATALOG, world="shelf")
+    assert results["oracle"].commercial_clicks > results["random"].commercial_clicks
+    assert results["oracle"].conversions_total >= results["none"].conversions_total
 
 
 # ------------------------------------------------------------------ the baseline policies
@@ -267,3 +408,15 @@ def test_margin_without_the_policies_it_needs() -> None:
     assert margin.over_static is None
     assert true_incremental({"oracle": _m("oracle", 5, 1)}) == {}
     assert clicks_vs_oracle({"oracle": _m("oracle", 0, 0)}) == {"oracle": None}
+
+
+def test_commercial_clicks_against_the_oracles() -> None:
+    oracle = _m("oracle", 100, 0)
+    oracle.commercial_clicks = 80
+    rnd = _m("random", 40, 0)
+    rnd.commercial_clicks = 20
+    assert commercial_vs_oracle({"oracle": oracle, "random": rnd}) == {
+        "oracle": 1.0,
+        "random": 0.25,
+    }
+    assert commercial_vs_oracle({"random": rnd}) == {"random": None}

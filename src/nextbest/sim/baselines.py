@@ -4,7 +4,9 @@
   minus those of ``none`` (nobody sees anything) on the same customers: what showing
   things added. (``Metrics.incremental_conversions`` is the campaigns' own estimate from
   their control arms, which only sees the campaigns' topics.)
-- **Clicks / oracle clicks**: a policy's clicks as a share of the oracle's.
+- **Clicks / oracle clicks**: a policy's clicks as a share of the oracle's; the same for
+  commercial offers alone (``commercial_vs_oracle``), apart from the service messages'
+  clicks (the overdraft warning's), which every policy but random shows first.
 - **The oracle's margin**: the oracle's clicks over random's and over static's. A world in
   which the oracle barely beats random is a broken instrument: every policy would look
   alike whatever it did (docs/worlds.md).
@@ -21,6 +23,7 @@ from nextbest.sim.loop import Metrics
 __all__ = [
     "OracleMargin",
     "clicks_vs_oracle",
+    "commercial_vs_oracle",
     "describe_margin",
     "oracle_margin",
     "true_incremental",
@@ -86,3 +89,10 @@ def clicks_vs_oracle(results: Mapping[str, Metrics]) -> dict[str, float | None]:
     oracle = results.get("oracle")
     clicks = oracle.clicks if oracle is not None else None
     return {name: _ratio(m.clicks, clicks) for name, m in results.items()}
+
+
+def commercial_vs_oracle(results: Mapping[str, Metrics]) -> dict[str, float | None]:
+    """Each policy's commercial clicks over the oracle's (None: no oracle, or it had none)."""
+    oracle = results.get("oracle")
+    clicks = oracle.commercial_clicks if oracle is not None else None
+    return {name: _ratio(m.commercial_clicks, clicks) for name, m in results.items()}

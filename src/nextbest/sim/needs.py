@@ -10,7 +10,10 @@ Two strengths per need: ``strength`` (the true need: what clicks and converts) a
 are equal. A world may part them (``worlds.py``): a need ``real`` False is research without
 intent (a friend's mortgage: browsing, no need); ``lead`` days of research before the need
 is ripe (browsing at once, a true need only from ``start + lead``); ``visibility`` scales how
-much of a ripe need shows in browsing (0: a need that never shows).
+much of a ripe need shows in browsing (0: a need that never shows); ``competitor`` is a daily
+hazard, from the day the need is ripe, that the customer meets it at another provider (a
+broker, the car dealer's finance, a comparison site): the need then ends at once, unmet by
+the bank, so an offer shown after that day is worth nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class LifeEventKind(enum.StrEnum):
     CURIOSITY = "curiosity"
     BUDGET_SQUEEZE = "budget_squeeze"
     TAX_DEADLINE = "tax_deadline"
+    INSURANCE_RENEWAL = "insurance_renewal"
 
 
 class EndReason(enum.StrEnum):
@@ -67,6 +71,7 @@ class NeedSpec(msgspec.Struct, frozen=True):
     real: bool = True  # False: browsing without any intent to buy
     visibility: tuple[float, float] = (1.0, 1.0)  # uniform range, share shown in browsing
     lead_days: tuple[float, float] = (0.0, 0.0)  # uniform range, research before it is ripe
+    competitor: float = 0.0  # daily hazard, once ripe, that it is met elsewhere (ends at once)
 
 
 #: life event -> (daily hazard or None for scheduled events, the needs it may start)
@@ -159,11 +164,22 @@ class Need(msgspec.Struct, kw_only=True):
     real: bool = True
     visibility: float = 1.0
     lead: float = 0.0
+    #: the day another provider meets the need (None: no competitor)
+    competitor_day: float | None = None
 
     @property
     def lasts(self) -> float:
         """Days from the start of research to the end: the lead, then the need itself."""
         return self.lead + self.duration
+
+    def over_by(self, day: float) -> EndReason | None:
+        """Why the need, still active, is over by ``day`` (None: it is not): met at another
+        provider (``competitor_day``), or its time is up (``lasts``)."""
+        if self.competitor_day is not None and day >= self.competitor_day:
+            return EndReason.ELSEWHERE
+        if day - self.start >= self.lasts:
+            return EndReason.FADED
+        return None
 
     def _shape(self, day: float) -> float:
         """The need's curve from its first day of research, real or not."""
@@ -192,8 +208,8 @@ class Need(msgspec.Struct, kw_only=True):
 
 
 def start_need(rng: random.Random, spec: NeedSpec, day: float, cause: LifeEventKind) -> Need:
-    """A need drawn from ``spec``; a spec's default lead and visibility take no draw, so the
-    default world's stream does not depend on them."""
+    """A need drawn from ``spec``; a spec's default lead, visibility and competitor take no
+    draw, so the default world's stream does not depend on them."""
     need = Need(
         topic=spec.topic,
         start=day,
@@ -208,4 +224,6 @@ def start_need(rng: random.Random, spec: NeedSpec, day: float, cause: LifeEventK
         need.lead = rng.uniform(*spec.lead_days)
     if spec.visibility != (1.0, 1.0):
         need.visibility = rng.uniform(*spec.visibility)
+    if spec.competitor > 0.0:  # an exponential wait from the day the need is ripe
+        need.competitor_day = day + need.lead + rng.expovariate(spec.competitor)
     return need

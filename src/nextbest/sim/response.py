@@ -17,6 +17,8 @@ Click, for an offer of kind ``K`` (``commercial`` or ``service``) and topic ``t`
                  (times overdrawn_commercial_factor for a commercial offer while overdrawn)
     examined   = 1 / k ** position_eta                                  position bias
     fatigue    = floor[K] + (1 - floor[K]) * fatigue_decay[K] ** n      repeated impressions
+                 (matched_fatigue_floor[K] and matched_fatigue_decay[K] instead, where set,
+                 while s' > 0: a customer who needs the offer comes back to it)
     age_factor = product of ``factor`` over the ``click.age`` bands of t containing the age
     offer_factor = product of ``factor`` over the ``click.offers`` bands of this offer
                  containing the age (an offer's own appeal; none in the default world)
@@ -92,6 +94,9 @@ class KindParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     match_gain: Probability  # added click probability at need strength 1
     fatigue_decay: Decay  # share of the fading appeal each earlier impression keeps
     fatigue_floor: Probability  # share of the first appeal that never fades
+    #: the same two while the customer has a need for the offer's topic (None: as above)
+    matched_fatigue_decay: Decay | None = None
+    matched_fatigue_floor: Probability | None = None
 
 
 class AgeBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -242,19 +247,31 @@ def _age_tables(
 
 
 class _Kind:
-    """One offer kind's click parameters with its fatigue table."""
+    """One offer kind's click parameters with its fatigue tables (matched needs apart)."""
 
-    __slots__ = ("base", "decay", "fatigue", "floor", "gain", "service")
+    __slots__ = ("base", "fatigue", "gain", "matched", "service")
 
     def __init__(self, p: KindParams, *, service: bool) -> None:
         self.base = p.base
         self.gain = p.match_gain
-        self.decay = p.fatigue_decay
-        self.floor = p.fatigue_floor
         self.service = service
-        self.fatigue = tuple(self._fade(n) for n in range(_IMPRESSIONS))
+        self.fatigue = _Fade(p.fatigue_decay, p.fatigue_floor)
+        decay = p.fatigue_decay if p.matched_fatigue_decay is None else p.matched_fatigue_decay
+        floor = p.fatigue_floor if p.matched_fatigue_floor is None else p.matched_fatigue_floor
+        self.matched = _Fade(decay, floor)
 
-    def _fade(self, n: int) -> float:
+
+class _Fade:
+    """``floor + (1 - floor) * decay ** n``, tabled for the first impressions."""
+
+    __slots__ = ("decay", "floor", "table")
+
+    def __init__(self, decay: float, floor: float) -> None:
+        self.decay = decay
+        self.floor = floor
+        self.table = tuple(self.at(n) for n in range(_IMPRESSIONS))
+
+    def at(self, n: int) -> float:
         return self.floor + (1.0 - self.floor) * self.decay**n
 
 
@@ -351,10 +368,11 @@ class ResponseModel:
         if s > 0.0:
             appeal += kind.gain * (1.0 if s >= 1.0 else s**self._exp)
         examined = self._exam[position] if position < _POSITIONS else position**-self._eta
+        fade = kind.matched if s > 0.0 else kind.fatigue
         fatigue = (
-            kind.fatigue[impressions_before]
+            fade.table[impressions_before]
             if impressions_before < _IMPRESSIONS
-            else kind.floor + (1.0 - kind.floor) * kind.decay**impressions_before
+            else fade.at(impressions_before)
         )
         p = appeal * examined * fatigue * scale  # scale: age band x overdrawn factor
         return 1.0 if p > 1.0 else (p if p > 0.0 else 0.0)

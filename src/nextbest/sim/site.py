@@ -68,6 +68,11 @@ PRODUCT_OF: dict[str, str] = {
     "travel_insurance": "travel_insurance",
     "home_insurance": "home_insurance",
     "savings": "savings_account",
+    # the zoo's shelf (``catalogs/shelf.yaml``): products without pages on the site
+    "life_insurance": "life_insurance",
+    "car_insurance": "car_insurance",
+    "travel_money": "travel_money",
+    "premium_account": "premium_account",
 }
 SEARCHES: dict[str, tuple[str, ...]] = {
     "mortgage": ("mortgage rates", "how much can i borrow", "remortgage"),

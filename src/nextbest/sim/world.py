@@ -58,6 +58,7 @@ _UNTOLD = frozenset(
         LifeEventKind.CURIOSITY,
         LifeEventKind.BUDGET_SQUEEZE,
         LifeEventKind.TAX_DEADLINE,
+        LifeEventKind.INSURANCE_RENEWAL,
     }
 )
 
@@ -85,6 +86,8 @@ def _eligible(kind: LifeEventKind, age: int, partner: bool) -> bool:
             return age >= 18
         case LifeEventKind.TAX_DEADLINE:
             return 25 <= age <= 75
+        case LifeEventKind.INSURANCE_RENEWAL:
+            return 21 <= age <= 85
     return False
 
 
@@ -230,7 +233,7 @@ class CustomerSim:
                     if product in self.products and spec.topic != "mortgage":
                         continue
                     need = start_need(rng, spec, day, kind)
-                    if day + need.lasts > 0:
+                    if need.over_by(0.0) is None:  # still under way on day 0
                         self.needs.append(need)
 
     # ------------------------------------------------------------------ the day
@@ -349,7 +352,10 @@ class CustomerSim:
 
     def _end_needs(self, d: int) -> None:
         for n in self.needs:
-            if n.ended is EndReason.ACTIVE and d - n.start >= n.lasts:
+            over = n.over_by(d) if n.ended is EndReason.ACTIVE else None
+            if over is EndReason.ELSEWHERE:  # a competitor met it first: no draw
+                n.finish(d, over)
+            elif over is not None:  # its time is up: bought elsewhere after all, or faded
                 reason = EndReason.ELSEWHERE if self.rng.random() < n.elsewhere else EndReason.FADED
                 n.finish(d, reason)
 

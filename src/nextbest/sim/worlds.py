@@ -9,12 +9,26 @@ and changes to its offers' fields). The engine never imports this module and nev
 a world's hidden parameters: it sees the catalog and the events, as in production.
 
 - ``default``: today's world, byte for byte (the bank's catalog as given).
-- every other world is a *zoo* world: it adds the shelf (``catalogs/shelf.yaml``: eight
-  more always-on commercial banners, so a placement's eligible set is a realistic shelf
-  rather than a handful of offers any order covers) and the zoo's commercial click rates
-  (``ZOO_COMMERCIAL``: a banner nobody needs is clicked at 0.1 %, not 0.3 %, and one that
-  matches a full-strength need at 12 %), the two things that made every policy look alike
-  (docs/worlds.md), then changes one thing:
+- every other world is a *zoo* world. It shares a base that makes a policy's choices
+  matter (docs/worlds.md says why each piece is there and where its numbers come from):
+
+  * the shelf (``catalogs/shelf.yaml``): eighteen more always-on commercial banners, 31 in
+    all, so a placement's eligible set is a realistic shelf rather than a handful of offers
+    any order covers;
+  * click rates (``ZOO_COMMERCIAL``): a banner nobody needs is clicked at 0.1 %, one that
+    matches a full-strength need at 25 %; an unmatched banner fatigues as in the default
+    world, a matched one hardly (the customer comes back to it to compare);
+  * service messages (``ZOO_SERVICE``, ``ZOO_APPEAL``): read once, then known; the
+    overdraft warning repeats the text alert the customer already had (clicked a quarter as
+    often as in the default world), so it no longer makes up most of the clicks;
+  * conversion after a matched click (``ZOO_CONVERT``): 0.6 x the need's strength;
+  * life events (``ZOO_LIFE_EVENTS``): the default ones twice as often (``ZOO_HAZARD``),
+    needs for the shelf's insurance and account products that never show in browsing
+    (there are no pages for them), a yearly car and home insurance renewal, and every need
+    met elsewhere with a daily hazard once ripe (``COMPETITOR``): an offer shown late is
+    worth nothing;
+
+  then each world changes one thing of its own:
 
   ``shelf``            nothing else: the zoo's reference point;
   ``wrong_priors``     the catalog's priorities and click priors favour offers customers
@@ -45,14 +59,27 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.errors import CatalogError
 from nextbest.sim.needs import LIFE_EVENTS, LifeEventKind, LifeEvents, NeedSpec
 from nextbest.sim.population import PopulationParams
-from nextbest.sim.response import OfferAppeal, ResponseModel, ResponseParams, load_params
+from nextbest.sim.response import (
+    KindParams,
+    OfferAppeal,
+    RateParams,
+    ResponseModel,
+    ResponseParams,
+    load_params,
+)
 from nextbest.store.catalog_files import catalog_digest, load_catalog, read_sources
 
 __all__ = [
     "CATALOGS",
+    "COMPETITOR",
     "DEFAULT_WORLD",
     "WORLDS",
+    "ZOO_APPEAL",
     "ZOO_COMMERCIAL",
+    "ZOO_CONVERT",
+    "ZOO_HAZARD",
+    "ZOO_LIFE_EVENTS",
+    "ZOO_SERVICE",
     "OfferChange",
     "World",
     "world_catalog",
@@ -65,8 +92,26 @@ CATALOGS = Path(__file__).with_name("catalogs")
 DEFAULT_WORLD = "default"
 #: (offer id, field, new value): a change a world makes to one of the bank's offers
 OfferChange = tuple[str, str, Any]
-#: zoo worlds' commercial click rates: (base, match_gain) of ``response.KindParams``
-ZOO_COMMERCIAL = (0.001, 0.12)
+#: zoo worlds' commercial click parameters (docs/worlds.md): a banner nobody needs is
+#: clicked at 0.1 %, a full-strength need adds 25 %; unmatched banners fatigue as in the
+#: default world, a banner that matches a need fades far less (the customer comes back to it)
+ZOO_COMMERCIAL = KindParams(
+    base=0.001,
+    match_gain=0.25,
+    fatigue_decay=0.75,
+    fatigue_floor=0.15,
+    matched_fatigue_decay=0.95,
+    matched_fatigue_floor=0.6,
+)
+#: zoo worlds' service messages: as relevant as in the default world, but read once and then
+#: known (the fatigue bites after the first impressions)
+ZOO_SERVICE = KindParams(base=0.002, match_gain=0.25, fatigue_decay=0.5, fatigue_floor=0.05)
+#: zoo worlds' conversion after a click (the KPI is starting an application): a matched click
+#: at need strength s starts one with chance 0.6 s (times the topic's factor)
+ZOO_CONVERT = RateParams(base=0.002, gain=0.6, exponent=1.0)
+#: zoo worlds' appeal of single offers: the overdraft warning repeats the text alert the
+#: customer already had, so it is clicked far less than in the default world
+ZOO_APPEAL = (OfferAppeal(offer="overdraft_warning", factor=0.25),)
 
 
 class World(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,8 +127,12 @@ class World(msgspec.Struct, frozen=True, kw_only=True):
     launches: tuple[tuple[str, int], ...] = ()
     #: what customers think of single offers, beyond their topic
     appeal: tuple[OfferAppeal, ...] = ()
-    #: (base, match_gain) of commercial offers' clicks; None: the response file's
-    commercial: tuple[float, float] | None = None
+    #: commercial offers' click parameters; None: the response file's
+    commercial: KindParams | None = None
+    #: service messages' click parameters; None: the response file's
+    service: KindParams | None = None
+    #: conversion after a click; None: the response file's
+    convert: RateParams | None = None
     life_events: LifeEvents | None = None
     population: PopulationParams | None = None
     need_rate: float = 1.0
@@ -94,12 +143,80 @@ class World(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # ------------------------------------------------------------------ life-event tables
-def _reshaped(keep: Callable[[NeedSpec], NeedSpec]) -> LifeEvents:
-    """The default life events with every need spec passed through ``keep``."""
+#: daily hazard, once a need is ripe, that another provider meets it (docs/worlds.md)
+COMPETITOR: dict[str, float] = {
+    "mortgage": 0.03,
+    "car_loan": 0.08,
+    "personal_loan": 0.05,
+    "cards": 0.05,
+    "travel_insurance": 0.1,
+    "home_insurance": 0.05,
+    "savings": 0.04,
+    "investing": 0.03,
+    "pension": 0.01,
+    "child_savings": 0.02,
+    "payments": 0.01,
+    "life_insurance": 0.03,
+    "car_insurance": 0.1,
+    "travel_money": 0.1,
+    "premium_account": 0.02,
+}
+
+
+def _reshaped(keep: Callable[[NeedSpec], NeedSpec], events: LifeEvents) -> LifeEvents:
+    """``events`` with every need spec passed through ``keep``."""
     return {
         kind: (hazard, tuple(keep(spec) for spec in specs))
+        for kind, (hazard, specs) in events.items()
+    }
+
+
+def _competed(spec: NeedSpec) -> NeedSpec:
+    hazard = COMPETITOR.get(spec.topic, 0.0) if spec.real else 0.0
+    return msgspec.structs.replace(spec, competitor=hazard)
+
+
+#: needs for the shelf's products (``catalogs/shelf.yaml``), which the site has no pages for:
+#: they never show in browsing; the bank hears of some of the life events behind them
+_SHELF_NEEDS: dict[LifeEventKind, tuple[NeedSpec, ...]] = {
+    LifeEventKind.MOVING: (NeedSpec("life_insurance", 0.3, (0.3, 0.7), (3, 14), (20, 60), 0.5),),
+    LifeEventKind.BIRTH: (NeedSpec("life_insurance", 0.5, (0.4, 0.8), (7, 30), (30, 90), 0.5),),
+    LifeEventKind.CAR_TROUBLE: (NeedSpec("car_insurance", 0.6, (0.5, 0.9), (1, 5), (7, 21), 0.7),),
+    LifeEventKind.TRAVEL_PLANNING: (
+        NeedSpec("travel_money", 0.4, (0.3, 0.7), (1, 7), (7, 21), 0.6),
+    ),
+    LifeEventKind.NEW_JOB: (NeedSpec("premium_account", 0.15, (0.2, 0.5), (3, 14), (14, 45), 0.3),),
+}
+#: the yearly renewal of car and home cover: a few weeks to shop around (never told)
+_RENEWAL: LifeEvents = {
+    LifeEventKind.INSURANCE_RENEWAL: (
+        0.002,
+        (
+            NeedSpec("car_insurance", 0.6, (0.4, 0.9), (1, 5), (14, 30), 0.7),
+            NeedSpec("home_insurance", 0.3, (0.3, 0.7), (1, 7), (14, 30), 0.6),
+        ),
+    )
+}
+
+
+#: the zoo's customers meet the default world's random life events this many times as often
+ZOO_HAZARD = 2.0
+
+
+def _zoo_life_events() -> LifeEvents:
+    events: LifeEvents = {
+        kind: (
+            hazard * ZOO_HAZARD if hazard is not None else None,
+            (*specs, *_SHELF_NEEDS.get(kind, ())),
+        )
         for kind, (hazard, specs) in LIFE_EVENTS.items()
     }
+    return _reshaped(_competed, {**events, **_RENEWAL})
+
+
+#: the zoo's life events: the default ones, the shelf's needs and insurance renewals, each
+#: need met elsewhere at its topic's hazard (``COMPETITOR``)
+ZOO_LIFE_EVENTS: LifeEvents = _zoo_life_events()
 
 
 def _barely_visible(spec: NeedSpec) -> NeedSpec:
@@ -148,9 +265,19 @@ _SHELF = ("shelf.yaml",)
 
 
 def _zoo(**fields: Any) -> World:
-    """A zoo world: the shelf (plus any overlays of its own) and the zoo's click rates."""
+    """A zoo world: the shelf (plus any overlays of its own), the zoo's click and conversion
+    rates, its offer appeal and life events (with competitors), then the world's own."""
     overlays = fields.pop("overlays", ())
-    return World(overlays=(*_SHELF, *overlays), commercial=ZOO_COMMERCIAL, **fields)
+    appeal = fields.pop("appeal", ())
+    fields.setdefault("life_events", ZOO_LIFE_EVENTS)
+    return World(
+        overlays=(*_SHELF, *overlays),
+        commercial=ZOO_COMMERCIAL,
+        service=ZOO_SERVICE,
+        convert=ZOO_CONVERT,
+        appeal=(*ZOO_APPEAL, *appeal),
+        **fields,
+    )
 
 
 WORLDS: dict[str, World] = {
@@ -159,8 +286,8 @@ WORLDS: dict[str, World] = {
         World(name="default", summary="today's world, unchanged (the bank's catalog as given)"),
         _zoo(
             name="shelf",
-            summary="the default world with a shelf of 20 commercial banners and the zoo's "
-            "click rates: the zoo's reference point",
+            summary="the zoo's base and nothing else (a shelf of 31 commercial banners, "
+            "needs met elsewhere, milder fatigue for matched banners): the reference point",
         ),
         _zoo(
             name="wrong_priors",
@@ -187,25 +314,25 @@ WORLDS: dict[str, World] = {
             name="phantom_research",
             summary="people research mortgages, funds, cars and pensions with no need "
             "of their own (a friend's mortgage, curiosity)",
-            life_events=_with(LIFE_EVENTS, _CURIOSITY),
+            life_events=_with(ZOO_LIFE_EVENTS, _CURIOSITY),
         ),
         _zoo(
             name="hidden_needs",
             summary="needs barely show in browsing (0-30 % of their strength)",
-            life_events=_reshaped(_barely_visible),
+            life_events=_reshaped(_barely_visible, ZOO_LIFE_EVENTS),
         ),
         _zoo(
             name="early_research",
             summary="big-ticket needs are researched 2-6 weeks before they are ripe, "
             "then browsed little",
-            life_events=_reshaped(_researched_early),
+            life_events=_reshaped(_researched_early, ZOO_LIFE_EVENTS),
         ),
         _zoo(
             name="generic_service",
             summary="a budget coach, a tax reminder and a pension check-up, eligible "
             "for nearly everyone, relevant only now and then",
             overlays=("generic_service.yaml",),
-            life_events=_with(LIFE_EVENTS, _SERVICE_MOMENTS),
+            life_events=_with(ZOO_LIFE_EVENTS, _SERVICE_MOMENTS),
         ),
         _zoo(
             name="new_offer",
@@ -286,10 +413,13 @@ def world_response(world: World, params: ResponseParams | None = None) -> Respon
     the world's commercial click rates and offer appeal."""
     params = params or load_params()
     if world.commercial is not None:
-        base, gain = world.commercial
-        kind = msgspec.structs.replace(params.click.commercial, base=base, match_gain=gain)
-        click = msgspec.structs.replace(params.click, commercial=kind)
+        click = msgspec.structs.replace(params.click, commercial=world.commercial)
         params = msgspec.structs.replace(params, click=click)
+    if world.service is not None:
+        click = msgspec.structs.replace(params.click, service=world.service)
+        params = msgspec.structs.replace(params, click=click)
+    if world.convert is not None:
+        params = msgspec.structs.replace(params, convert=world.convert)
     if world.appeal:
         click = msgspec.structs.replace(params.click, offers=(*params.click.offers, *world.appeal))
         params = msgspec.structs.replace(params, click=click)
