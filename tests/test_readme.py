@@ -3,6 +3,7 @@ snippet with the real Segment client, and its catalog check."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -42,6 +43,7 @@ def keyed(seeded_server):
     s = live_server.settings
     keys = {
         "dev-write-key": next(iter(s.write_keys)),
+        "dev-browser-key": next(iter(s.browser_keys)),
         "dev-server-key": next(iter(s.server_keys)),
         "dev-admin-key": next(iter(s.admin_keys)),
         "http://127.0.0.1:8000": live_server.url,
@@ -77,6 +79,8 @@ def test_readme_curl_examples_run(keyed):
     assert server.engine.decision(seen.last_decision_id or "") is not None
     (reload,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "catalog/reload" in b]
     assert '"changed":false' in reload
+    (page,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "dev-browser-key" in b]
+    assert set(json.loads(page)) == {"decision_id", "placement", "items"}  # what a page renders
 
 
 def test_readme_python_example_runs(keyed):

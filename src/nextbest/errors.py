@@ -14,6 +14,7 @@
     │   └── NotFound            a named thing does not exist              -> 404
     ├── AuthError               no or bad credentials                     -> 401
     │   └── Forbidden           credentials lack the route's scope        -> 403
+    ├── RateLimited             a key or browser session over its rate    -> 429
     ├── CatalogError            catalog YAML invalid (file, line, reason)            -> 422
     ├── RuleError               a CEL rule does not compile or names an unknown root
     ├── ConfigError             a setting (NEXTBEST_*) is malformed
@@ -42,6 +43,7 @@ __all__ = [
     "NextbestError",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "RemoteError",
     "RuleError",
     "Severity",
@@ -150,6 +152,18 @@ class AuthError(NextbestError):
 
 class Forbidden(AuthError):
     code = "forbidden"
+
+
+class RateLimited(NextbestError):
+    """A key, or a browser session (its customer token's user or its anonymousId), sent
+    more requests than its rate allows; ``retry_after``: seconds until one more is
+    allowed. Nothing was read or changed."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Severity(enum.StrEnum):

@@ -5,7 +5,9 @@ Keys are secrets: ``repr`` masks them and nothing logs them.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -13,7 +15,7 @@ import msgspec
 from nextbest.clock import ClockKind
 from nextbest.errors import ConfigError
 
-__all__ = ["DEV_KEYS", "Settings"]
+__all__ = ["DEV_KEYS", "Settings", "origin"]
 
 #: Keys ``make run`` uses when none are configured. Never for production; ``serve`` warns.
 DEV_KEYS = {
@@ -29,6 +31,28 @@ def _keys(value: str | None) -> frozenset[str]:
     return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
 
 
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.\-\[\]:]+?)(?::(?P<port>[0-9]{1,5}))?")
+_DEFAULT_PORT = {"http": "80", "https": "443"}
+
+
+def origin(value: str) -> str:
+    """A web origin as browsers send it in ``Origin`` (lowercase, no default port, no
+    path), or ``*``; ConfigError for anything else."""
+    text = value.strip().lower().rstrip("/")
+    if text == "*":
+        return text
+    match = _ORIGIN.fullmatch(text)
+    if match is None:
+        raise ConfigError(
+            f"CORS origin {value!r} is not an origin: write scheme://host[:port], "
+            "as in https://www.bank.example (no path), or *"
+        )
+    port = match["port"]
+    if port is None or port == _DEFAULT_PORT[match["scheme"]]:
+        return f"{match['scheme']}://{match['host']}"
+    return f"{match['scheme']}://{match['host']}:{port}"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     catalog: str = "examples/bank"
     data: str = ".nextbest/embedded.sqlite"
@@ -40,12 +64,57 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_keys: frozenset[str] = frozenset()
     token_secret: str = ""
     max_body_bytes: int = 4_500_000
+    #: a body that carries its own key (analytics.js: ``writeKey`` in a text/plain body) is
+    #: authenticated before anything else is read from it: it may be at most this large,
+    #: compressed and inflated (analytics.js sends at most 500 KB)
+    browser_body_bytes: int = 512_000
+    #: requests a second per key (0: no limit) and the burst a key may send at once: per
+    #: process, far above what one process serves
+    key_rate: float = 10_000.0
+    key_burst: int = 20_000
+    #: requests a second per browser session (the user a customer token binds, else each
+    #: anonymousId) on a browser key, and the burst: a page that loads five placements and
+    #: reports what it showed sends about 15
+    session_rate: float = 10.0
+    session_burst: int = 100
+    #: browser sessions whose rate is tracked at once (least recently seen forgotten first)
+    rate_sessions_max: int = 100_000
+    #: origins whose pages may call the browser routes (CORS); ``*`` for any. Empty: no CORS
+    #: headers; otherwise a request from another origin is refused (403)
+    cors_origins: frozenset[str] = frozenset()
+    #: ``Access-Control-Allow-Credentials: true`` (never with ``*``)
+    cors_credentials: bool = False
+    #: how long a browser may cache a preflight answer (seconds)
+    cors_max_age: int = 600
     sqlite_synchronous: str = "FULL"
     snapshot_every: int = 50_000
     decision_flush_every: int = 10_000
     #: ``wall`` (production) or ``event``: now is the latest accepted event timestamp
     #: (replays, backfills, simulations)
     clock: ClockKind = ClockKind.WALL
+
+    def __post_init__(self) -> None:
+        for value in self.cors_origins:
+            if origin(value) != value:
+                raise ConfigError(f"CORS origin {value!r} must be written {origin(value)!r}")
+        if "*" in self.cors_origins and self.cors_credentials:
+            raise ConfigError(
+                "NEXTBEST_CORS_ORIGINS=* cannot go with NEXTBEST_CORS_CREDENTIALS: "
+                "name the origins that may send credentials"
+            )
+        if not all(0 <= r < math.inf for r in (self.key_rate, self.session_rate)):
+            raise ConfigError(
+                "a rate (NEXTBEST_KEY_RATE, NEXTBEST_SESSION_RATE) is a finite number >= 0"
+            )
+        if min(self.key_burst, self.session_burst, self.rate_sessions_max) < 1:
+            raise ConfigError(
+                "NEXTBEST_KEY_BURST, NEXTBEST_SESSION_BURST and NEXTBEST_RATE_SESSIONS_MAX "
+                "are at least 1"
+            )
+
+    @property
+    def cors_any_origin(self) -> bool:
+        return "*" in self.cors_origins
 
     @property
     def uses_dev_keys(self) -> bool:
@@ -78,12 +147,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("port", "PORT"),
             ("max_body_bytes", "MAX_BODY_BYTES"),
             ("snapshot_every", "SNAPSHOT_EVERY"),
+            ("browser_body_bytes", "BROWSER_BODY_BYTES"),
+            ("key_burst", "KEY_BURST"),
+            ("session_burst", "SESSION_BURST"),
+            ("rate_sessions_max", "RATE_SESSIONS_MAX"),
+            ("cors_max_age", "CORS_MAX_AGE"),
         ):
             if f"NEXTBEST_{key}" in e:
                 raw = e[f"NEXTBEST_{key}"]
                 if not raw.strip().isdigit():
                     raise ConfigError(f"NEXTBEST_{key} must be a whole number, not {raw!r}")
                 values[name] = int(raw)
+        for name, key in (("key_rate", "KEY_RATE"), ("session_rate", "SESSION_RATE")):
+            if f"NEXTBEST_{key}" in e:
+                raw = e[f"NEXTBEST_{key}"]
+                try:
+                    values[name] = float(raw)
+                except ValueError:
+                    raise ConfigError(
+                        f"NEXTBEST_{key} must be requests a second (a number), not {raw!r}"
+                    ) from None
+        if "NEXTBEST_CORS_ORIGINS" in e:
+            values["cors_origins"] = frozenset(origin(o) for o in _keys(e["NEXTBEST_CORS_ORIGINS"]))
+        if "NEXTBEST_CORS_CREDENTIALS" in e:
+            raw = e["NEXTBEST_CORS_CREDENTIALS"].strip().lower()
+            if raw not in ("true", "false", "1", "0", "yes", "no", ""):
+                raise ConfigError(f"NEXTBEST_CORS_CREDENTIALS must be true or false, not {raw!r}")
+            values["cors_credentials"] = raw in ("true", "1", "yes")
         if "NEXTBEST_CLOCK" in e:
             raw = e["NEXTBEST_CLOCK"].strip().lower()
             if raw not in tuple(ClockKind):

@@ -45,3 +45,19 @@ def test_ope_sim(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
     out = tmp_path / "ope.json"
     bench("ope_sim").main(["--customers", "100", "--days", "1", "--out", str(out)])
     assert json.loads(out.read_text())
+
+
+def test_rate_limit(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    args = ["--calls", "2000", "--sample", "500", "--sessions", "300", "--cap", "100"]
+    assert bench("rate_limit").main([*args, "--repeat", "1", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "rate_limit.json").read_text())
+    assert set(data["loop_mean_us"]) == {
+        "trivial",
+        "key",
+        "browser_token",
+        "browser_device",
+        "refused",
+    }
+    assert data["timed"]["browser_device"]["n"] == 500
+    assert data["session_table"]["entries"] == 100
+    assert data["evicted_during_run"] > 0

@@ -18,7 +18,7 @@ from openapi_spec_validator import validate
 
 from nextbest.api.app import ROUTES
 from tests.conftest import LiveServer
-from tests.support import ADMIN_KEY, SERVER_KEY, T0, WRITE_KEY, iso
+from tests.support import ADMIN_KEY, BROWSER_KEY, SERVER_KEY, T0, WRITE_KEY, iso
 
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
 
@@ -31,11 +31,19 @@ def test_the_served_document_is_valid_openapi(live_server: LiveServer):
             params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert params == set(path.replace("}", "{").split("{")[1::2]), (method, path)
             schema = op["responses"]["200"]["content"]["application/json"]["schema"]
-            assert schema.get("$ref"), f"{method} {path}: a 200 body without a schema"
+            refs = [s.get("$ref") for s in schema.get("oneOf", [schema])]
+            assert all(refs), f"{method} {path}: a 200 body without a schema"
     decide = document["paths"]["/v1/decide"]["post"]["responses"]["200"]["content"]
-    answer = decide["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert "excluded" not in document["components"]["schemas"][answer]["required"]
-    assert "excluded" in document["components"]["schemas"]["Decision"]["required"]
+    answers = decide["application/json"]["schema"]["oneOf"]
+    full, page = (s["$ref"].rsplit("/", 1)[1] for s in answers)
+    components = document["components"]["schemas"]
+    assert "excluded" not in components[full]["required"]
+    assert "excluded" in components["Decision"]["required"]
+    # what a browser key gets: only what a page renders
+    assert page == "PageDecision"
+    assert set(components[page]["properties"]) == {"decision_id", "placement", "items"}
+    item = components["PageItem"]["properties"]
+    assert set(item) == {"position", "offer_id", "content", "reasons"}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +107,7 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
                 base_url=live_server.url, token=key, raise_on_unexpected_status=True
             )
         )
-        for key in (WRITE_KEY, SERVER_KEY, ADMIN_KEY)
+        for key in (WRITE_KEY, BROWSER_KEY, SERVER_KEY, ADMIN_KEY)
     }
     public = stack.enter_context(
         pkg.Client(base_url=live_server.url, raise_on_unexpected_status=True)
@@ -136,9 +144,19 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     for kind, (model, fields) in singles.items():
         body = _model(pkg, model).from_dict(_message(kind, **fields))
         assert call(f"post_{kind}", write, "IngestResponse", body=body).accepted == 1
+    for kind, (model, fields) in singles.items():  # analytics.js's short paths
+        body = _model(pkg, model).from_dict(_message(kind, messageId=f"short-{kind}", **fields))
+        assert call(f"post_{kind[0]}", write, "IngestResponse", body=body).accepted == 1
+    assert call("post_b", write, "IngestResponse", body=batch).duplicates == 2
     server = clients[SERVER_KEY]
     decide = _model(pkg, "DecideBody").from_dict({"placement": "home_feed", "userId": "gen-user"})
     decision = call("post_decide", server, "PostDecideResponse", body=decide)
+    anonymous = _model(pkg, "DecideBody").from_dict(
+        {"placement": "home_feed", "anonymousId": "gen-device"}
+    )
+    page = call("post_decide", clients[BROWSER_KEY], "PageDecision", body=anonymous)
+    assert page.decision_id
+    assert page.items
     assert decision.decision_id
     call("get_decisions_decision_id", server, "Decision", decision_id=decision.decision_id)
     profile = call("get_profiles_user_id", server, "ProfileResponse", user_id="gen-user")

@@ -11,7 +11,8 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +21,17 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextbest.api.auth import authenticate
+from nextbest.api.auth import Caller, authenticate, authenticate_body, token_from_header
 from nextbest.api.body import read_body
+from nextbest.api.cors import CORS
 from nextbest.api.errors import error_response
+from nextbest.api.rate_limit import RateLimits
 from nextbest.api.schemas import (
-    BodyKey,
     CatalogResponse,
     DecideBody,
     ErrorBody,
@@ -36,6 +39,8 @@ from nextbest.api.schemas import (
     HeldMessageBody,
     IngestResponse,
     OpenAPIDocument,
+    PageDecision,
+    PageItem,
     ProfileResponse,
     QuarantineList,
     QuarantineReplayed,
@@ -43,9 +48,10 @@ from nextbest.api.schemas import (
     SnapshotResponse,
 )
 from nextbest.decide.model import Decision, DecisionRequest
+from nextbest.decide.reasons import CUSTOMER_FACING
 from nextbest.engine import Engine, IngestRequest
 from nextbest.errors import (
-    AuthError,
+    Forbidden,
     NextbestError,
     NotFound,
     UnsupportedMediaType,
@@ -73,6 +79,16 @@ class Ctx:
     engine: Engine
     settings: Settings
     body: bytes
+    limits: RateLimits
+    #: the key (and any customer token) came in the body, not in headers
+    credentials_in_body: bool = False
+
+    def charge_devices(self, anonymous_ids: Iterable[str | None]) -> None:
+        """A browser key without a customer token speaks for the anonymousIds it names:
+        each is a browser session with its own rate (RateLimited when one is over it)."""
+        if self.sender.kind is KeyKind.BROWSER and self.sender.bound_user is None:
+            named = dict.fromkeys(a for a in anonymous_ids if a)
+            self.limits.check_devices(named, time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,8 @@ class RouteSpec:
     query: tuple[tuple[str, str], ...] = ()
     #: response fields absent from some answers (the OpenAPI schema does not require them)
     sometimes: tuple[str, ...] = ()
+    #: the answer a browser key gets instead of ``response`` (the OpenAPI schema: one of both)
+    browser_response: Any = None
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -115,6 +133,9 @@ async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Res
         parsed = read(ctx.body)
     else:
         parsed = await run_in_threadpool(read, ctx.body)
+    ctx.charge_devices(
+        [e.anonymous_id for e in parsed.events] + [r.event.anonymous_id for r in parsed.rejected]
+    )
     future = ctx.engine.submit(IngestRequest(ctx.sender, parsed, prefix))
     result = await asyncio.wrap_future(future)
     rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
@@ -144,9 +165,28 @@ def _decision_time(ctx: Ctx, context: dict[str, Any]) -> tuple[float | None, dic
     return now, {k: v for k, v in context.items() if k != "now"}
 
 
-async def _decide(ctx: Ctx) -> Response:
-    body: DecideBody = decode_json(ctx.body, DecideBody)
-    now, context = _decision_time(ctx, body.context)
+def _page_decision(decision: Decision) -> PageDecision:
+    """What a browser key sees of ``decision``: what its page renders."""
+    return PageDecision(
+        decision.decision_id,
+        decision.placement,
+        [
+            PageItem(
+                item.position,
+                item.offer_id,
+                item.content,
+                [r for r in item.reasons if r.code in CUSTOMER_FACING],
+            )
+            for item in decision.items
+        ],
+    )
+
+
+def _decision_answer(
+    ctx: Ctx, body: DecideBody, now: float | None, context: dict[str, Any]
+) -> bytes:
+    """Decide and encode the answer (in the threadpool: the decision may wait for the engine's
+    lock, and it is CPU work)."""
     decision = ctx.engine.decide_as(
         ctx.sender,
         DecisionRequest(
@@ -159,15 +199,39 @@ async def _decide(ctx: Ctx) -> Response:
         anonymous_id=body.anonymousId,
         now=now,
     )
+    if ctx.sender.kind is KeyKind.BROWSER:
+        return _ENCODER.encode(_page_decision(decision))
     out = msgspec.to_builtins(decision)
     if not body.explain:
         del out["excluded"]
-    return _json(out)
+    return orjson.dumps(out)
+
+
+async def _decide(ctx: Ctx) -> Response:
+    if len(ctx.body) <= _READ_ON_LOOP:
+        body: DecideBody = decode_json(ctx.body, DecideBody)
+    else:
+        body = await run_in_threadpool(decode_json, ctx.body, DecideBody)
+    if body.customerToken and not ctx.credentials_in_body:
+        raise ValidationError(
+            "customerToken in the body goes with writeKey in the body; with an "
+            "Authorization header send the token as X-Customer-Token",
+            "$.customerToken",
+        )
+    now, context = _decision_time(ctx, body.context)
+    if body.explain and ctx.sender.kind is KeyKind.BROWSER:
+        raise Forbidden(
+            "a browser key may not ask why offers were left out (at $.explain): that "
+            "tells a public page about the customer; use a server key"
+        )
+    ctx.charge_devices([body.anonymousId])
+    answer = await run_in_threadpool(_decision_answer, ctx, body, now, context)
+    return Response(answer, media_type="application/json")
 
 
 async def _profile(ctx: Ctx) -> Response:
     user_id = ctx.request.path_params["user_id"]
-    view = ctx.engine.profile_view(user_id)
+    view = await run_in_threadpool(ctx.engine.profile_view, user_id)
     if view is None:
         raise NotFound(f"no profile for userId {user_id!r}")
     return _answer(ProfileResponse(**view))
@@ -175,7 +239,7 @@ async def _profile(ctx: Ctx) -> Response:
 
 async def _decision(ctx: Ctx) -> Response:
     decision_id = ctx.request.path_params["decision_id"]
-    decision = ctx.engine.decision(decision_id)
+    decision = await run_in_threadpool(ctx.engine.decision, decision_id)
     if decision is None:
         raise NotFound(f"no decision {decision_id!r}")
     return _json(msgspec.to_builtins(decision))
@@ -192,7 +256,8 @@ async def _openapi(ctx: Ctx) -> Response:
 
 async def _catalog(ctx: Ctx) -> Response:
     catalog = ctx.engine.catalog
-    return _answer(CatalogResponse(catalog.version, msgspec.to_builtins(catalog.spec)))
+    spec = await run_in_threadpool(msgspec.to_builtins, catalog.spec)
+    return _answer(CatalogResponse(catalog.version, spec))
 
 
 def _held(m: HeldMessage) -> HeldMessageBody:
@@ -260,16 +325,43 @@ ROUTES: tuple[RouteSpec, ...] = (
         )
         for k in EventType
     ),
+    # analytics.js posts each message to <apiHost>/<the first letter of its type> and, with
+    # its batching delivery strategy, batches to <apiHost>/b (apiHost: "<server>/v1")
+    *(
+        RouteSpec(
+            "POST",
+            f"/v1/{k.value[0]}",
+            Scope.EVENTS_WRITE,
+            f"Send one {k.value} message (analytics.js's short path for /v1/{k.value})",
+            _single(k),
+            SINGLE_MESSAGE[k],
+            IngestResponse,
+            reads_body=True,
+        )
+        for k in EventType
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/b",
+        Scope.EVENTS_WRITE,
+        "Send a batch (analytics.js's short path for /v1/batch)",
+        _batch,
+        WireBatch,
+        IngestResponse,
+        reads_body=True,
+    ),
     RouteSpec(
         "POST",
         "/v1/decide",
         Scope.DECIDE,
-        "What to show one customer in one placement",
+        "What to show one customer in one placement (a browser key gets only what a page "
+        "renders: PageDecision)",
         _decide,
         DecideBody,
         Decision,
         reads_body=True,
         sometimes=("excluded",),  # only with "explain": true
+        browser_response=PageDecision,
     ),
     RouteSpec(
         "GET",
@@ -360,6 +452,7 @@ def openapi_document() -> dict[str, Any]:
         dict.fromkeys(
             [r.request for r in ROUTES if r.request]
             + [r.response for r in ROUTES if r.response]
+            + [r.browser_response for r in ROUTES if r.browser_response]
             + [ErrorBody]
         )
     )
@@ -405,6 +498,8 @@ def openapi_document() -> dict[str, Any]:
         schema = by_model[r.response]
         if r.sometimes:
             schema = _with_optional(components, r.response.__name__, r.sometimes, _operation_id(r))
+        if r.browser_response is not None:
+            schema = {"oneOf": [schema, by_model[r.browser_response]]}
         op["responses"]["200"]["content"] = {"application/json": {"schema": schema}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
@@ -462,40 +557,45 @@ def check_media_type(content_type: str | None) -> None:
     )
 
 
-def _endpoint(spec: RouteSpec, engine: Engine, settings: Settings) -> Callable[..., Any]:
-    body_key_decoder = msgspec.json.Decoder(BodyKey)
+def _endpoint(
+    spec: RouteSpec, engine: Engine, settings: Settings, limits: RateLimits
+) -> Callable[..., Any]:
+    """The route's endpoint: credentials first (a key in the header before the body is read;
+    a key in the body from a body read within the browser limit, decoding only the key and
+    token), then the scope and the rate limits, then the body, then the handler."""
+    browser_body = min(settings.browser_body_bytes, settings.max_body_bytes)
+    public = spec.scope is Scope.PUBLIC
 
-    def sender_of(request: Request, body_key: str | None) -> Sender:
-        sender = authenticate(
-            request.headers.get("authorization"),
-            body_key,
-            request.headers.get("x-customer-token"),
-            settings,
-            engine.wall_now(),  # a token expires in real time, on event time too
-        )
-        sender.require(spec.scope)
-        return sender
+    def admit(caller: Caller) -> Sender:
+        caller.sender.require(spec.scope)
+        now = time.monotonic()
+        limits.check_key(caller.key, now)
+        bound = caller.sender.bound_user
+        if caller.sender.kind is KeyKind.BROWSER and bound is not None:
+            limits.check_user(bound, now)
+        return caller.sender
 
     async def endpoint(request: Request) -> Response:
         try:
+            headers = request.headers
             sender = Sender(KeyKind.NONE)
-            header_auth = "authorization" in request.headers
-            if spec.scope is not Scope.PUBLIC and (header_auth or not spec.reads_body):
-                sender = sender_of(request, None)  # before reading any body
+            in_body = not public and spec.reads_body and "authorization" not in headers
+            if not public and not in_body:  # before reading any body
+                token = token_from_header(headers.get("x-customer-token"))
+                sender = admit(
+                    authenticate(headers.get("authorization"), token, settings, engine.wall_now())
+                )
+            body = b""
             if spec.reads_body:
-                check_media_type(request.headers.get("content-type"))
-            body = await read_body(request, settings.max_body_bytes) if spec.reads_body else b""
-            if spec.scope is not Scope.PUBLIC and not header_auth and spec.reads_body:
-                body_key = None  # analytics.js: the browser key rides in the body
-                with contextlib.suppress(msgspec.DecodeError, RecursionError):
-                    body_key = body_key_decoder.decode(body).writeKey
-                sender = sender_of(request, body_key)
-                if sender.kind is not KeyKind.BROWSER:
-                    raise AuthError(
-                        "a key in the body must be a browser key; send other keys "
-                        "in the Authorization header"
-                    )
-            return await spec.handler(Ctx(request, sender, engine, settings, body))
+                check_media_type(headers.get("content-type"))
+            if in_body:  # analytics.js: the browser key rides in a text/plain body
+                body = await read_body(request, browser_body, "a body that carries its key")
+                token = token_from_header(headers.get("x-customer-token"))
+                sender = admit(authenticate_body(body, token, settings, engine.wall_now()))
+            elif spec.reads_body:
+                body = await read_body(request, settings.max_body_bytes)
+            ctx = Ctx(request, sender, engine, settings, body, limits, in_body)
+            return await spec.handler(ctx)
         except NextbestError as exc:
             return error_response(exc)
 
@@ -537,7 +637,18 @@ def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) 
             media_type="application/json",
         )
 
-    routes = [Route(r.path, _endpoint(r, engine, settings), methods=[r.method]) for r in ROUTES]
+    limits = RateLimits(settings)
+    routes = [
+        Route(r.path, _endpoint(r, engine, settings, limits), methods=[r.method]) for r in ROUTES
+    ]
+    browser = Sender(KeyKind.BROWSER).scopes
+    browser_routes: dict[str, tuple[str, ...]] = {}
+    for r in ROUTES:
+        if r.scope in browser:
+            browser_routes[r.path] = (*browser_routes.get(r.path, ()), r.method)
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(CORS, settings=settings, routes=browser_routes)],
     )

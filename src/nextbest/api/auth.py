@@ -1,19 +1,47 @@
 """Who is calling: the key in the Authorization header (or a body ``writeKey``) and a
 customer token, resolved to a ``guard.Sender``. What each kind of key may do (its scopes,
 what it may send and ask for) is the core's rule, in ``nextbest.guard.senders``.
+
+Credentials are checked before anything else is read: a key in the Authorization header (and
+an ``X-Customer-Token``) before the body is read at all; a key in the body (analytics.js
+sends ``writeKey`` in a ``text/plain`` body, and a page may add ``customerToken``) from a body
+read within the small browser limit, of which only those two fields are decoded
+(``authenticate_body``) before it is inflated further or parsed.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
+from typing import Any, NamedTuple
+
+import msgspec
 
 from nextbest.api.customer_token import verify_customer_token
 from nextbest.errors import AuthError
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.settings import Settings
 
-__all__ = ["authenticate"]
+__all__ = ["BodyCredentials", "Caller", "authenticate", "authenticate_body", "token_from_header"]
+
+
+class Caller(NamedTuple):
+    """An authenticated caller: the key it holds (its rate-limit bucket) and what it may do."""
+
+    key: str
+    sender: Sender
+
+
+class BodyCredentials(msgspec.Struct):
+    """What a browser body may carry besides its messages: analytics.js's ``writeKey`` and
+    the customer token a page adds for a logged-in customer. Nothing else is decoded."""
+
+    writeKey: Any = None
+    customerToken: Any = None
+
+
+_BODY_CREDENTIALS = msgspec.json.Decoder(BodyCredentials)
 
 
 def _key_from_header(header: str | None) -> str | None:
@@ -34,6 +62,7 @@ def _key_from_header(header: str | None) -> str | None:
 
 def _kind_of(key: str, settings: Settings) -> KeyKind | None:
     found = None
+    given = key.encode()
     for kind, keys in (
         (KeyKind.ADMIN, settings.admin_keys),
         (KeyKind.SERVER, settings.server_keys),
@@ -41,26 +70,69 @@ def _kind_of(key: str, settings: Settings) -> KeyKind | None:
         (KeyKind.BROWSER, settings.browser_keys),
     ):
         for candidate in keys:
-            if hmac.compare_digest(candidate.encode(), key.encode()) and found is None:
+            if hmac.compare_digest(candidate.encode(), given) and found is None:
                 found = kind
     return found
 
 
-def authenticate(
-    authorization: str | None,
-    body_key: str | None,
-    customer_token: str | None,
-    settings: Settings,
-    now: float,
-) -> Sender:
-    """Resolve the caller from the Authorization header (or a body ``writeKey``)."""
-    key = _key_from_header(authorization) or body_key
+def token_from_header(value: str | None) -> str | None:
+    """``X-Customer-Token`` as the client wrote it. Header bytes reach the app as Latin-1; a
+    userId in UTF-8 is recovered, bytes that are not UTF-8 are a malformed token (401)."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError as exc:
+        raise AuthError("malformed customer token: its bytes are not UTF-8 text") from exc
+
+
+def _caller(key: str | None, customer_token: str | None, settings: Settings, now: float) -> Caller:
     if not key:
-        raise AuthError("missing credentials: send the key as the Basic user name")
+        raise AuthError(
+            "missing credentials: send the key as the Basic user name "
+            "(or a browser key as writeKey in a JSON body)"
+        )
     kind = _kind_of(key, settings)
     if kind is None:
         raise AuthError("unknown key")
     bound = None
-    if customer_token:
+    if customer_token:  # an empty header or field: no token
         bound = verify_customer_token(customer_token, settings.token_secret, now)
-    return Sender(kind, bound)
+    return Caller(key, Sender(kind, bound))
+
+
+def authenticate(
+    authorization: str | None,
+    customer_token: str | None,
+    settings: Settings,
+    now: float,
+) -> Caller:
+    """The caller of a request by its Authorization header and customer token (from
+    ``token_from_header``): AuthError when either is missing, unknown or malformed."""
+    return _caller(_key_from_header(authorization), customer_token, settings, now)
+
+
+def authenticate_body(
+    body: bytes, header_token: str | None, settings: Settings, now: float
+) -> Caller:
+    """The caller of a request without an Authorization header, by the ``writeKey`` and
+    ``customerToken`` of its (already size-bounded) body: only those two fields are decoded.
+    The key must be a browser key: a body is readable by whoever sees the page."""
+    credentials = BodyCredentials()
+    with contextlib.suppress(msgspec.DecodeError, RecursionError):
+        credentials = _BODY_CREDENTIALS.decode(body)
+    key, token = credentials.writeKey, credentials.customerToken
+    if key is not None and not isinstance(key, str):
+        raise AuthError("writeKey must be a string: the browser key")
+    if token is not None and not isinstance(token, str):
+        raise AuthError("malformed customer token: customerToken must be a string")
+    if token and header_token:
+        raise AuthError(
+            "two customer tokens: send it once, in X-Customer-Token or as customerToken"
+        )
+    caller = _caller(key, header_token or token, settings, now)
+    if caller.sender.kind is not KeyKind.BROWSER:
+        raise AuthError(
+            "a key in the body must be a browser key; send other keys in the Authorization header"
+        )
+    return caller

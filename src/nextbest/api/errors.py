@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from starlette.responses import Response
 
@@ -15,6 +17,7 @@ from nextbest.errors import (
     NextbestError,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     StoreError,
     StoreUnavailable,
     UnsupportedMediaType,
@@ -33,6 +36,7 @@ STATUS: tuple[tuple[type[NextbestError], int], ...] = (
     (InputError, 400),
     (Forbidden, 403),
     (AuthError, 401),
+    (RateLimited, 429),
     (StoreUnavailable, 503),
     (StoreError, 503),
     (CatalogError, 422),
@@ -57,4 +61,8 @@ def error_response(exc: NextbestError) -> Response:
     headers = {"WWW-Authenticate": 'Basic realm="nextbest"'} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "1"}
+    if isinstance(exc, RateLimited):  # whole seconds, at least 1 (RFC 9110)
+        wait = str(max(1, math.ceil(exc.retry_after)))
+        # analytics.js's batching delivery reads X-RateLimit-Reset (seconds) on a 429
+        headers = {"Retry-After": wait, "X-RateLimit-Reset": wait}
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from nextbest.decide.reasons import Reason
+
 __all__ = [
-    "BodyKey",
     "CatalogResponse",
     "DecideBody",
     "ErrorBody",
@@ -15,6 +16,8 @@ __all__ = [
     "HeldMessageBody",
     "IngestResponse",
     "OpenAPIDocument",
+    "PageDecision",
+    "PageItem",
     "ProfileResponse",
     "QuarantineList",
     "QuarantineReplayed",
@@ -36,7 +39,35 @@ class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     context: dict[str, Any] = {}
     #: offers the page already shows in another placement (at most 50)
     exclude: Annotated[list[OfferId], msgspec.Meta(max_length=50)] = []
+    #: every candidate left out and why (not for browser keys)
     explain: bool = False
+    #: a browser call without an Authorization header (a text/plain body, no preflight):
+    #: the browser key, as analytics.js sends it
+    writeKey: str | None = None
+    #: ... and the customer token that binds ``userId`` (with ``writeKey`` only; with an
+    #: Authorization header send X-Customer-Token)
+    customerToken: str | None = None
+
+
+class PageItem(msgspec.Struct):
+    """One item as a page renders it."""
+
+    position: int
+    offer_id: str
+    #: the offer's content for the placement's channel
+    content: dict[str, Any]
+    #: why, in words the customer may read
+    reasons: list[Reason]
+
+
+class PageDecision(msgspec.Struct):
+    """A decision as a browser key sees it: what the page renders and the ``decision_id``
+    its ``Promotion Viewed`` / ``Clicked`` refer to; nothing of the customer's segments,
+    the candidates, features, scores or control groups."""
+
+    decision_id: str
+    placement: str
+    items: list[PageItem]
 
 
 class RejectedMessage(msgspec.Struct):
@@ -68,12 +99,6 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     #: a catalog that does not check (``catalog_error``, 422): every problem, as
     #: ``nextbest check`` prints it
     problems: list[str] | None = None
-
-
-class BodyKey(msgspec.Struct):
-    """analytics.js sends the write key in the body (text/plain, no preflight)."""
-
-    writeKey: str | None = None
 
 
 class HealthResponse(msgspec.Struct):

@@ -7,7 +7,7 @@ import enum
 
 import msgspec
 
-__all__ = ["Reason", "ReasonCode", "Suppression"]
+__all__ = ["CUSTOMER_FACING", "Reason", "ReasonCode", "Suppression"]
 
 
 class ReasonCode(enum.StrEnum):
@@ -41,3 +41,16 @@ class Suppression(enum.StrEnum):
 class Reason(msgspec.Struct, frozen=True, gc=False):
     code: ReasonCode
     text: str
+
+
+#: the reasons a customer may read on the bank's page (what a browser key's decision
+#: carries); the others speak of the bank's own targeting (segments, campaign weights) or
+#: of the engine (eligible, fallback)
+CUSTOMER_FACING: frozenset[ReasonCode] = frozenset(
+    {
+        ReasonCode.OFFER_REASON,
+        ReasonCode.SERVICE_MESSAGE,
+        ReasonCode.TOPIC_INTEREST,
+        ReasonCode.FUNNEL_STAGE,
+    }
+)

@@ -1,0 +1,67 @@
+"""The security settings read from NEXTBEST_*: CORS origins, rate limits, the browser body."""
+
+from __future__ import annotations
+
+import pytest
+
+from nextbest.errors import ConfigError
+from nextbest.settings import Settings
+
+
+def test_defaults_a_real_bank_page_never_meets():
+    s = Settings.from_env({})
+    assert s.cors_origins == frozenset()  # no CORS unless the bank names its origins
+    assert (s.key_rate, s.key_burst) == (10_000.0, 20_000)
+    assert (s.session_rate, s.session_burst, s.rate_sessions_max) == (10.0, 100, 100_000)
+    assert s.browser_body_bytes == 512_000 < s.max_body_bytes
+
+
+def test_limits_and_origins_from_the_environment():
+    s = Settings.from_env(
+        {
+            "NEXTBEST_CORS_ORIGINS": "https://WWW.Bank.example/, http://localhost:3000,"
+            " https://bank.example:443",
+            "NEXTBEST_CORS_CREDENTIALS": "true",
+            "NEXTBEST_CORS_MAX_AGE": "60",
+            "NEXTBEST_KEY_RATE": "2.5",
+            "NEXTBEST_KEY_BURST": "5",
+            "NEXTBEST_SESSION_RATE": "0",
+            "NEXTBEST_SESSION_BURST": "7",
+            "NEXTBEST_RATE_SESSIONS_MAX": "1000",
+            "NEXTBEST_BROWSER_BODY_BYTES": "64000",
+        }
+    )
+    assert s.cors_origins == {
+        "https://www.bank.example",
+        "http://localhost:3000",
+        "https://bank.example",
+    }
+    assert (s.cors_credentials, s.cors_max_age) == (True, 60)
+    assert (s.key_rate, s.key_burst, s.session_rate, s.session_burst) == (2.5, 5, 0.0, 7)
+    assert (s.rate_sessions_max, s.browser_body_bytes) == (1000, 64_000)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NEXTBEST_CORS_ORIGINS": "*", "NEXTBEST_CORS_CREDENTIALS": "1"}, "cannot go with"),
+        ({"NEXTBEST_CORS_ORIGINS": "https://bank.example/app"}, "is not an origin"),
+        ({"NEXTBEST_CORS_ORIGINS": "bank.example"}, "is not an origin"),
+        ({"NEXTBEST_CORS_CREDENTIALS": "maybe"}, "true or false"),
+        ({"NEXTBEST_KEY_RATE": "fast"}, "requests a second"),
+        ({"NEXTBEST_SESSION_RATE": "-1"}, "finite number >= 0"),
+        ({"NEXTBEST_SESSION_RATE": "inf"}, "finite number >= 0"),
+        ({"NEXTBEST_KEY_BURST": "0"}, "at least 1"),
+        ({"NEXTBEST_RATE_SESSIONS_MAX": "many"}, "whole number"),
+    ],
+)
+def test_bad_security_settings_are_refused_at_start(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_built_in_code_are_checked_too():
+    with pytest.raises(ConfigError, match=r"must be written 'https://bank\.example'"):
+        Settings(cors_origins=frozenset({"https://Bank.example"}))
+    with pytest.raises(ConfigError, match="cannot go with"):
+        Settings(cors_origins=frozenset({"*"}), cors_credentials=True)
