@@ -225,8 +225,11 @@ class ScoringSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     #: how many clicks the conversion prior weighs: learned rates move away from it as
     #: clicks with known outcomes outnumber this
     conversion_strength: Annotated[float, msgspec.Meta(gt=0.0)] = 20.0
-    #: the most interest can multiply the base CTR by (1 + lift)
-    interest_lift: NonNegative = 4.0
+    #: the most interest can multiply the base CTR by (1 + lift): 10, as banners shown to
+    #: people who visited the product's pages are clicked about ten times as often as
+    #: untargeted display banners (retargeting CTR ~0.7 % against ~0.07 %; see
+    #: BENCHMARKS.md, "Decisions against the bank's rule of thumb")
+    interest_lift: NonNegative = 10.0
     #: decayed score at which half of the lift is reached
     half_saturation: Positive = 3.0
 
