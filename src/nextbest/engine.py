@@ -273,6 +273,13 @@ class Engine:
         requests) share one durable transaction. The future holds the result or the error."""
         return self._group_commit.submit(request)
 
+    def submit_with(
+        self, request: IngestRequest, answer: Callable[[IngestResult | BaseException], None]
+    ) -> None:
+        """``submit``, answered by calling ``answer`` (from the committing thread) with the
+        result or the error: for an event loop that hands answers back in batches."""
+        self._group_commit.submit_with(request, answer)
+
     def accept(self, request: IngestRequest) -> IngestResult:
         """One request as ``accept_many`` takes it; its error raised."""
         (result,) = self.accept_many([request])

@@ -40,7 +40,9 @@ class GroupCommit(Generic[R, T]):
         self._accept_many = accept_many
         self._size = size
         self._max_events = max_events
-        self._queue: queue.SimpleQueue[tuple[R, Future[T]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[R, Callable[[T | BaseException], None]] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
         self._closed = False
@@ -48,9 +50,23 @@ class GroupCommit(Generic[R, T]):
     def submit(self, request: R) -> Future[T]:
         """Queue ``request``; its future holds its result, or raises its error."""
         future: Future[T] = Future()
+
+        def answer(result: T | BaseException) -> None:
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.submit_with(request, answer)
+        return future
+
+    def submit_with(self, request: R, answer: Callable[[T | BaseException], None]) -> None:
+        """Queue ``request``; ``answer`` is called with its result or its error, from the
+        committing thread (an event loop's caller hands it back to its loop: one wake-up
+        per group, not per request, is the caller's to arrange)."""
         if self._closed:
-            future.set_exception(NextbestError("the engine is closed"))
-            return future
+            answer(NextbestError("the engine is closed"))
+            return
         if self._thread is None:
             with self._start:
                 if self._thread is None:
@@ -58,8 +74,7 @@ class GroupCommit(Generic[R, T]):
                         target=self._run, name="nextbest-group-commit", daemon=True
                     )
                     self._thread.start()
-        self._queue.put((request, future))
-        return future
+        self._queue.put((request, answer))
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread; later submits fail."""
@@ -68,7 +83,9 @@ class GroupCommit(Generic[R, T]):
             self._queue.put(None)
             self._thread.join()
 
-    def _group(self, first: tuple[R, Future[T]]) -> tuple[list[tuple[R, Future[T]]], bool]:
+    def _group(
+        self, first: tuple[R, Callable[[T | BaseException], None]]
+    ) -> tuple[list[tuple[R, Callable[[T | BaseException], None]]], bool]:
         """``first`` and whatever else is queued, up to ``max_events``; True if a stop came."""
         group, events = [first], self._size(first[0])
         while events < self._max_events:
@@ -93,8 +110,5 @@ class GroupCommit(Generic[R, T]):
                 results: Sequence[T | BaseException] = self._accept_many([r for r, _ in group])
             except BaseException as exc:  # a bug must reach every caller, not kill the thread
                 results = [exc] * len(group)
-            for (_, future), result in zip(group, results, strict=True):
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            for (_, answer), result in zip(group, results, strict=True):
+                answer(result)

@@ -11,7 +11,9 @@ import contextlib
 import functools
 import logging
 import re
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +51,7 @@ from nextbest.api.schemas import (
 )
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
-from nextbest.engine import Engine, IngestRequest
+from nextbest.engine import Engine, IngestRequest, IngestResult
 from nextbest.errors import (
     Forbidden,
     NextbestError,
@@ -136,10 +138,58 @@ async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Res
     ctx.charge_devices(
         [e.anonymous_id for e in parsed.events] + [r.event.anonymous_id for r in parsed.rejected]
     )
-    future = ctx.engine.submit(IngestRequest(ctx.sender, parsed, prefix))
-    result = await asyncio.wrap_future(future)
+    answers = _answers_for(asyncio.get_running_loop())
+    future: asyncio.Future[IngestResult] = answers.loop.create_future()
+    ctx.engine.submit_with(
+        IngestRequest(ctx.sender, parsed, prefix), functools.partial(answers.post, future)
+    )
+    result = await future
     rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
     return _answer(IngestResponse(True, result.accepted, result.duplicates, rejected))
+
+
+class _Answers:
+    """Group-commit answers handed back to one event loop: the committing thread posts each
+    request's result, and the loop is woken once for all that arrived meanwhile (a wake-up
+    per request would cost more than the request's own work)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._posted: list[tuple[asyncio.Future[Any], Any]] = []
+        self._scheduled = False
+
+    def post(self, future: asyncio.Future[Any], result: Any) -> None:
+        with self._lock:
+            self._posted.append((future, result))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            posted, self._posted, self._scheduled = self._posted, [], False
+        for future, result in posted:
+            if future.cancelled():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+#: one per running event loop (a loop that ends takes its own with it)
+_ANSWERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _answers_for(loop: asyncio.AbstractEventLoop) -> _Answers:
+    answers = _ANSWERS.get(loop)
+    if answers is None:
+        answers = _ANSWERS[loop] = _Answers(loop)
+    return answers
 
 
 async def _batch(ctx: Ctx) -> Response:
