@@ -54,7 +54,7 @@ from nextbest.store.catalog_files import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "bank"
-SCORING = "scoring:\n  service_ctr: 0.08\n  commercial_ctr: 0.01\n  interest_lift: 4.0\n"
+SCORING = "scoring:\n  service_ctr: 0.08\n  commercial_ctr: 0.01\n  interest_lift: 10.0\n"
 SCORING += "  half_saturation: 3.0\n"
 
 
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     try:
         for name, lift, half in (
-            ("prior", 4.0, 3.0),
+            ("prior", 10.0, 3.0),
             ("no_interest", 0.0, 3.0),
             ("eager", 12.0, 1.0),
         ):
