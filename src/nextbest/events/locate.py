@@ -15,7 +15,9 @@ import math
 import re
 from typing import NamedTuple
 
-__all__ = ["MAX_SAFE_INTEGER", "Located", "is_safe_number", "locate"]
+import msgspec
+
+__all__ = ["MAX_SAFE_INTEGER", "Located", "is_safe_number", "locate", "member_path"]
 
 #: the largest integer every JSON client (a double) reads back exactly: 2**53
 MAX_SAFE_INTEGER = 2**53
@@ -41,10 +43,11 @@ def is_safe_number(value: int | float) -> bool:
     return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
 
 
-def _key_path(path: str, key: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+def member_path(path: str, key: str) -> str:
+    """The JSONPath of ``key`` in the object at ``path``: ``$.a.b``, or ``$.a["b c"]``."""
+    if key.isidentifier():
         return f"{path}.{key}"
-    return f"{path}[{json.dumps(key)}]"
+    return f"{path}[{msgspec.json.encode(key).decode()}]"
 
 
 class _Frame:
@@ -58,7 +61,7 @@ class _Frame:
 
     def child(self) -> str:
         if self.is_object:
-            return _key_path(self.path, self.key or "")
+            return member_path(self.path, self.key or "")
         return f"{self.path}[{self.index}]"
 
 
@@ -166,7 +169,7 @@ def _read_key(body: bytes, pos: int, frame: _Frame) -> int | Located:
         return Located(f"expected a quoted key at byte {pos}", frame.path)
     key, pos, problem = _string(body, pos)
     if problem:
-        return Located(f"key: {problem}", _key_path(frame.path, key or ""))
+        return Located(f"key: {problem}", member_path(frame.path, key or ""))
     frame.key = key
     pos = _SPACE.match(body, pos).end()  # type: ignore[union-attr]
     if body[pos : pos + 1] != b":":

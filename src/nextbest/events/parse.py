@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from nextbest.errors import ValidationError, VocabularyError
-from nextbest.events.locate import MAX_SAFE_INTEGER, locate
+from nextbest.events.locate import MAX_SAFE_INTEGER, is_safe_number, locate, member_path
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import KNOWN_EVENTS, OPTIONAL_PROPERTIES
 from nextbest.events.wire import (
@@ -252,7 +252,7 @@ def _plain(text: str, path: str) -> str:
 def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
     if value is None:
         return None
-    if isinstance(value, int) and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+    if isinstance(value, int) and not is_safe_number(value):
         raise ValidationError("a numeric id must be within 2**53; send it as a string", path)
     text = str(value)
     if not text:
@@ -260,10 +260,6 @@ def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
     if len(text) > limits.max_id_length:
         raise ValidationError(f"longer than {limits.max_id_length} characters", path)
     return _plain(text, path)
-
-
-def _member(path: str, key: str) -> str:
-    return f"{path}.{key}" if key.isidentifier() else f"{path}[{msgspec.json.encode(key).decode()}]"
 
 
 def _problem(value: Any, limits: Limits) -> tuple[str, str] | None:
@@ -279,26 +275,26 @@ def _problem(value: Any, limits: Limits) -> tuple[str, str] | None:
             kind = type(child)
             if kind is str:
                 if "\x00" in child:
-                    where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                    where = member_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
                     return "a NUL character is not text", where
             elif kind is int:
                 if not -big <= child <= big:
-                    where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                    where = member_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
                     return (
                         "an integer beyond 2**53, which JSON clients cannot read back exactly",
                         where,
                     )
             elif kind is float:
                 if child != child or child in (float("inf"), float("-inf")):
-                    where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                    where = member_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
                     return "a number must be finite", where
             elif kind is dict or kind is list:
-                where = _member(path, key) if isinstance(key, str) else f"{path}[{key}]"
+                where = member_path(path, key) if isinstance(key, str) else f"{path}[{key}]"
                 if child and depth + 1 >= limit:
                     return f"nested deeper than {limit} levels", where
                 stack.append((child, depth + 1, where))
             if isinstance(key, str) and _CONTROL.search(key):
-                return "a key holds a control character", _member(path, key)
+                return "a key holds a control character", member_path(path, key)
     return None
 
 
@@ -313,7 +309,7 @@ def _traits(traits: dict[str, Any], path: str, limits: Limits) -> dict[str, Any]
         if len(key) > limits.max_trait_key_length:
             raise ValidationError(
                 f"a trait key is at most {limits.max_trait_key_length} characters",
-                _member(path, key[:40]),
+                member_path(path, key[:40]),
             )
         if isinstance(value, str):
             size = len(value)  # a lower bound of its JSON bytes, computed for free
@@ -326,7 +322,7 @@ def _traits(traits: dict[str, Any], path: str, limits: Limits) -> dict[str, Any]
             raise ValidationError(
                 f"a trait value is at most {limits.max_trait_value_bytes} bytes as JSON "
                 f"(this one is {size})",
-                _member(path, key),
+                member_path(path, key),
             )
     return traits
 
