@@ -11,8 +11,8 @@ from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_sn
 
 
 @pytest.fixture
-def state(stores: Stores) -> StateStore:
-    return stores.state
+def state(state_stores: Stores) -> StateStore:
+    return state_stores.state
 
 
 def saved(state: StateStore) -> tuple[int, str, dict[tuple[str, str], bytes | None]]:

@@ -15,6 +15,7 @@ from nextbest.store.port import (
     StateStore,
     StoredEvent,
     Stores,
+    with_state,
 )
 from nextbest.store.sqlite import sqlite_stores
 
@@ -30,4 +31,5 @@ __all__ = [
     "Stores",
     "memory_stores",
     "sqlite_stores",
+    "with_state",
 ]

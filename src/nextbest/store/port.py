@@ -23,6 +23,7 @@ __all__ = [
     "StateStore",
     "StoredEvent",
     "Stores",
+    "with_state",
 ]
 
 
@@ -157,3 +158,17 @@ class Stores(NamedTuple):
     state: StateStore
     quarantine: Quarantine
     close: Callable[[], None]
+
+
+def with_state(stores: Stores, state: StateStore, close_state: Callable[[], None]) -> Stores:
+    """``stores`` with its state port served by ``state`` (Redis, say: the logs stay where
+    they were); ``close`` closes ``stores`` then ``state`` (``close_state``), the second
+    even when the first fails."""
+
+    def close() -> None:
+        try:
+            stores.close()
+        finally:
+            close_state()
+
+    return stores._replace(state=state, close=close)

@@ -1,0 +1,324 @@
+"""Redis behind the state port: saved derived state, one key per row (issue #17).
+
+Keys, under a namespace ``ns`` (one per deployment; no ``:`` in it)::
+
+    <ns>:state                  the watermark: JSON [generation, seq, version]
+    <ns>:generation             a counter: generation numbers are never handed out twice
+    <ns>:<gen>:<kind>:<key>     one row: its body as written (a msgpack profile, a userId ...)
+
+A *generation* is one whole set of rows. A save without ``replace`` writes into the current
+generation and moves the watermark in one MULTI/EXEC (all or nothing; WATCHed, so a save never
+writes into a generation another writer has just replaced). A save with ``replace`` writes
+its rows under a new generation, outside any transaction (no reader looks there yet), then
+flips ``<ns>:state`` to it in one MULTI/EXEC, then UNLINKs every other generation's keys.
+Readers see the old rows or the new ones, never a mix, and Redis is never blocked for the
+whole write: the price is memory, both generations for the time of the write (twice the state
+at worst), and the sweep's walk over the namespace. A Lua script deleting and writing 20 M
+rows would be atomic too, but would stop every other client for seconds to minutes.
+
+Rows of a kind are found by SCAN over the generation's prefix, not through a set per kind:
+an index set costs a member per row (~50-60 bytes each, ~1 GB at 20 M profiles, measured by
+``bench/store_redis.py``) and one more write per changed row, to speed up only what is rare
+(``load_state`` at a start, the sweep after a replace) and reads every row anyway. SCAN walks
+the whole database, so give nextbest a database of its own. Rows come back in pages
+(SCAN COUNT, then MGET), never in one reply; a row SCAN returns twice is yielded once.
+
+Like SQLite's, ``load_state`` is a consistent cut only when no save runs meanwhile (the engine
+loads once, at start). A point read (``get_rows``) is always consistent: the rows and the
+generation pointer come back in one MGET. This is standalone Redis: a cluster would need every
+key of a namespace in one hash slot for these transactions.
+
+redis-py errors never leave this module: connection refused, timeouts and a server still
+loading raise StoreUnavailable, anything else StoreError; a message names host:port, never
+the URL's password.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import redis
+import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from nextbest.errors import ConfigError, StoreError, StoreUnavailable
+from nextbest.store.port import SavedState, StateRow
+
+__all__ = ["DEFAULT_NAMESPACE", "RedisState"]
+
+#: the namespace nextbest's state lives under unless told otherwise
+DEFAULT_NAMESPACE = "nextbest"
+#: rows per SCAN page and per MGET; rows per pipeline when a replace writes a new generation
+_PAGE = 1_000
+_GLOB = re.compile(r"([*?\[\]\\])")
+_ROW_GENERATION = re.compile(rb"^(\d+):")
+
+_Watermark = tuple[int, int, str]
+_decode_watermark = msgspec.json.Decoder(tuple[int, int, str]).decode
+
+
+def _glob_escaped(text: str) -> str:
+    return _GLOB.sub(r"\\\1", text)
+
+
+def _kind_part(kind: str) -> str:
+    """A kind as it sits in a key: ``%`` and ``:`` escaped, so the key splits back."""
+    return kind.replace("%", "%25").replace(":", "%3A")
+
+
+def _kind_from(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%")
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+        netloc = f"{user}:***@{host}{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unreadable Redis URL>"
+
+
+class RedisState:
+    """The state port on Redis: ``RedisState("redis://127.0.0.1:6379/0", "nextbest")``.
+
+    Connects (and PINGs) at once, so a wrong URL or an absent server is a clear error at
+    start. ``timeout``: seconds for a connect and for each reply."""
+
+    def __init__(self, url: str, namespace: str = DEFAULT_NAMESPACE, timeout: float = 5.0) -> None:
+        if not namespace or ":" in namespace:
+            raise ConfigError(f"a Redis namespace is a non-empty name without ':': {namespace!r}")
+        self.namespace = namespace
+        try:
+            self.client: redis.Redis = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"not a Redis URL: {redacted(url)} ({exc})") from exc
+        kw = self.client.connection_pool.connection_kwargs
+        self.where = str(kw["path"]) if "path" in kw else f"{kw.get('host')}:{kw.get('port')}"
+        self._password = str(kw.get("password") or "")
+        self._state_key = f"{namespace}:state".encode()
+        self._counter_key = f"{namespace}:generation".encode()
+        self._ns_prefix = f"{namespace}:".encode()
+        self._ns_match = _glob_escaped(namespace) + ":*"
+        self._generation: int | None = None  # the last one seen (point reads start from it)
+        with self._translated("connect"):
+            self.client.ping()
+
+    # ------------------------------------------------------------------ the port
+    def save_state(
+        self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
+    ) -> None:
+        with self._translated("save state"):
+            if replace:
+                self._save_replacing(seq, version, rows)
+            else:
+                self._save_changes(seq, version, rows)
+
+    def load_state(self) -> SavedState | None:
+        with self._translated("load state"):
+            mark = self._watermark(self.client.get(self._state_key))
+        if mark is None:
+            return None
+        generation, seq, version = mark
+        self._generation = generation
+        return SavedState(seq, version, self._rows(generation))
+
+    # ------------------------------------------------------------------ beyond the port
+    def get_rows(self, kind: str, keys: Sequence[str]) -> list[bytes | None]:
+        """The bodies of these rows as last saved, in the order of ``keys`` (None: no such
+        row): what a stateless worker reads to decide for one customer. One round trip
+        (rows and generation pointer in one MGET), two after a replace moved the generation."""
+        if not keys:
+            return []
+        with self._translated("read rows"):
+            while True:
+                generation = self._generation
+                if generation is None:
+                    mark = self._watermark(self.client.get(self._state_key))
+                    if mark is None:
+                        return [None] * len(keys)
+                    generation = self._generation = mark[0]
+                got = self.client.mget(
+                    [self._state_key, *(self._row_key(generation, kind, k) for k in keys)]
+                )
+                mark = self._watermark(got[0])
+                if mark is None:
+                    self._generation = None
+                    return [None] * len(keys)
+                if mark[0] == generation:
+                    return [_as_bytes(body) for body in got[1:]]
+                self._generation = mark[0]  # replaced meanwhile: read the new generation
+
+    def memory_usage(self, kind: str, key: str) -> int | None:
+        """Bytes Redis spends on one row's key (MEMORY USAGE: key, value and overhead); None
+        when there is no such row."""
+        with self._translated("memory usage"):
+            mark = self._watermark(self.client.get(self._state_key))
+            if mark is None:
+                return None
+            return self.client.memory_usage(self._row_key(mark[0], kind, key), samples=0)
+
+    def drop(self) -> int:
+        """Delete every key of the namespace (saved state, watermark, counter): as if nothing
+        was ever saved. How many keys went."""
+        with self._translated("drop"):
+            self._generation = None
+            return self._unlink_matching(lambda _key: True)
+
+    def close(self) -> None:
+        with self._translated("close"):
+            self.client.close()
+
+    # ------------------------------------------------------------------ saving
+    def _save_changes(self, seq: int, version: str, rows: Sequence[StateRow]) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            # a replace meanwhile fails this save (WatchError)
+            pipe.watch(self._state_key)  # type: ignore[no-untyped-call]
+            mark = self._watermark(pipe.get(self._state_key))
+            generation = mark[0] if mark is not None else self._new_generation(pipe)
+            pipe.multi()
+            for row in rows:
+                self._queue_row(pipe, generation, row)
+            pipe.set(self._state_key, msgspec.json.encode((generation, seq, version)))
+            pipe.execute()
+        self._generation = generation
+
+    def _save_replacing(self, seq: int, version: str, rows: Sequence[StateRow]) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(self._state_key)  # type: ignore[no-untyped-call]
+            generation = self._new_generation(pipe)
+            # no reader looks at the new generation before the flip: written in pages
+            with self.client.pipeline(transaction=False) as writer:
+                for start in range(0, len(rows), _PAGE):
+                    for row in rows[start : start + _PAGE]:
+                        self._queue_row(writer, generation, row)
+                    writer.execute()
+            pipe.multi()  # the flip: fails if another writer moved the watermark meanwhile
+            pipe.set(self._state_key, msgspec.json.encode((generation, seq, version)))
+            pipe.execute()
+        self._generation = generation
+        self._sweep(keep=generation)
+
+    def _queue_row(self, pipe: Any, generation: int, row: StateRow) -> None:
+        key = self._row_key(generation, row.kind, row.key)
+        if row.body is None:
+            pipe.delete(key)
+        else:
+            pipe.set(key, row.body)
+
+    def _new_generation(self, client: Any) -> int:
+        return int(client.incr(self._counter_key))
+
+    def _sweep(self, keep: int) -> int:
+        """UNLINK the rows of every generation but ``keep`` (the replaced one, and any left by
+        a replace that failed before its flip); freed in Redis's background thread."""
+        keep_prefix = f"{keep}:".encode()
+        start = len(self._ns_prefix)
+
+        def other_generation(key: bytes) -> bool:
+            rest = key[start:]
+            return _ROW_GENERATION.match(rest) is not None and not rest.startswith(keep_prefix)
+
+        return self._unlink_matching(other_generation)
+
+    def _unlink_matching(self, doomed: Callable[[bytes], bool]) -> int:
+        gone = 0
+        for keys in self._scan_pages(self._ns_match):
+            chosen = [k for k in keys if doomed(k)]
+            if chosen:
+                gone += int(self.client.unlink(*chosen))
+        return gone
+
+    # ------------------------------------------------------------------ reading
+    def _rows(self, generation: int) -> Iterator[StateRow]:
+        prefix = self._generation_prefix(generation)
+        match = _glob_escaped(prefix.decode()) + "*"
+        seen: set[bytes] = set()  # SCAN may return a key twice (the table grew meanwhile)
+        with self._translated("load state"):
+            for keys in self._scan_pages(match):
+                fresh = [k for k in keys if k not in seen]
+                if not fresh:
+                    continue
+                seen.update(fresh)
+                for key, body in zip(fresh, self.client.mget(fresh), strict=True):
+                    if body is None:  # deleted since the SCAN
+                        continue
+                    kind, _, row_key = key[len(prefix) :].decode().partition(":")
+                    yield StateRow(_kind_from(kind), row_key, _as_bytes(body))
+
+    def _scan_pages(self, match: str) -> Iterator[list[bytes]]:
+        cursor = 0
+        while True:
+            cursor, keys = self.client.scan(cursor, match=match, count=_PAGE)
+            if keys:
+                yield [_as_bytes_key(k) for k in keys]
+            if cursor == 0:
+                return
+
+    # ------------------------------------------------------------------ keys
+    def _generation_prefix(self, generation: int) -> bytes:
+        return self._ns_prefix + f"{generation}:".encode()
+
+    def _row_key(self, generation: int, kind: str, key: str) -> bytes:
+        return self._generation_prefix(generation) + f"{_kind_part(kind)}:{key}".encode()
+
+    def _watermark(self, raw: object) -> _Watermark | None:
+        if raw is None:
+            return None
+        try:
+            return _decode_watermark(_as_bytes_key(raw))
+        except msgspec.DecodeError as exc:
+            raise StoreError(
+                f"Redis at {self.where}: {self._state_key.decode()} holds no nextbest "
+                f"watermark ({exc})"
+            ) from exc
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # refused, reset, timed out, authentication failed, still loading its data
+            raise StoreUnavailable(self._message(action, exc)) from exc
+        except redis.exceptions.WatchError as exc:
+            raise StoreError(
+                self._message(action, exc) + " (the saved state changed meanwhile: another "
+                "writer on this namespace, or a lost connection)"
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            raise StoreError(self._message(action, exc)) from exc
+
+    def _message(self, action: str, exc: Exception) -> str:
+        text = str(exc) or type(exc).__name__
+        if self._password:
+            text = text.replace(self._password, "***")
+        return f"Redis at {self.where}: {action}: {text}"
+
+
+def _as_bytes(body: object) -> bytes | None:
+    return None if body is None else _as_bytes_key(body)
+
+
+def _as_bytes_key(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise StoreError(f"Redis answered {type(value).__name__} where bytes were expected")
