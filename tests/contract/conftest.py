@@ -45,18 +45,24 @@ def redis_namespace(request: pytest.FixtureRequest) -> str:
     return f"nextbest-test-{os.getpid()}-{digest}"
 
 
-@pytest.fixture
-def redis_state(request: pytest.FixtureRequest) -> Iterator[RedisState]:
-    """A RedisState on a namespace of this test's own, emptied before and deleted after;
-    the test is skipped when Redis cannot be reached."""
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """``REDIS_URL``, once Redis answered there; every test on it skipped otherwise."""
     try:
-        state = RedisState(REDIS_URL, redis_namespace(request), timeout=2.0)
+        RedisState(REDIS_URL, "nextbest-test-ping", timeout=2.0).close()
     except StoreUnavailable as exc:
         url = urlsplit(REDIS_URL)
         pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_state(request: pytest.FixtureRequest, redis_url: str) -> Iterator[RedisState]:
+    """A RedisState on a namespace of this test's own, emptied before and deleted after."""
+    state = RedisState(redis_url, redis_namespace(request), timeout=2.0)
     state.drop()  # what an interrupted run left
     yield state
-    cleaner = RedisState(REDIS_URL, state.namespace, timeout=2.0)  # the test may close its own
+    cleaner = RedisState(redis_url, state.namespace, timeout=2.0)  # the test may close its own
     cleaner.drop()
     cleaner.close()
 
