@@ -5,8 +5,9 @@ whose state lives in Redis restarting from it, or from the log once Redis lost i
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -111,19 +112,23 @@ def test_a_save_failing_changes_nothing(redis_state: RedisState):
     assert rows_of(redis_state) == (5, "v1", {("profile", "u1"): b"a"})
 
 
-def test_a_save_racing_another_writer_fails_whole(redis_state: RedisState):
+def test_a_save_racing_another_writer_fails_whole(
+    redis_state: RedisState, monkeypatch: pytest.MonkeyPatch
+):
     """A save WATCHes the watermark: one that moved before its EXEC (a replace by another
     writer) fails the save, which then writes nothing (the engine saves its rows next time)."""
     other = RedisState(REDIS_URL, redis_state.namespace)
     redis_state.save_state(1, "v", [StateRow("profile", "u1", b"a")])
+    queue = redis_state._queue_rows
 
-    class Racing(list[StateRow]):
-        def __iter__(self) -> Iterator[StateRow]:  # rows are queued after the WATCH
-            other.save_state(2, "v", [StateRow("profile", "o", b"o")], replace=True)
-            return super().__iter__()
+    def racing(pipe: Any, generation: int, rows: Sequence[StateRow]) -> None:
+        # the other writer replaces the state between this save's WATCH and its EXEC
+        other.save_state(2, "v", [StateRow("profile", "o", b"o")], replace=True)
+        queue(pipe, generation, rows)
 
+    monkeypatch.setattr(redis_state, "_queue_rows", racing)
     with pytest.raises(StoreError, match="changed meanwhile"):
-        redis_state.save_state(3, "v", Racing([StateRow("profile", "u2", b"b")]))
+        redis_state.save_state(3, "v", [StateRow("profile", "u2", b"b")])
     assert rows_of(redis_state) == (2, "v", {("profile", "o"): b"o"})
     other.close()
 

@@ -194,8 +194,8 @@ class RedisState:
             mark = self._watermark(pipe.get(self._state_key))
             generation = mark[0] if mark is not None else self._new_generation(pipe)
             pipe.multi()
-            for row in rows:
-                self._queue_row(pipe, generation, row)
+            for start in range(0, len(rows), _PAGE):
+                self._queue_rows(pipe, generation, rows[start : start + _PAGE])
             pipe.set(self._state_key, msgspec.json.encode((generation, seq, version)))
             pipe.execute()
         self._generation = generation
@@ -207,8 +207,7 @@ class RedisState:
             # no reader looks at the new generation before the flip: written in pages
             with self.client.pipeline(transaction=False) as writer:
                 for start in range(0, len(rows), _PAGE):
-                    for row in rows[start : start + _PAGE]:
-                        self._queue_row(writer, generation, row)
+                    self._queue_rows(writer, generation, rows[start : start + _PAGE])
                     writer.execute()
             pipe.multi()  # the flip: fails if another writer moved the watermark meanwhile
             pipe.set(self._state_key, msgspec.json.encode((generation, seq, version)))
@@ -216,12 +215,27 @@ class RedisState:
         self._generation = generation
         self._sweep(keep=generation)
 
-    def _queue_row(self, pipe: Any, generation: int, row: StateRow) -> None:
-        key = self._row_key(generation, row.kind, row.key)
-        if row.body is None:
-            pipe.delete(key)
-        else:
-            pipe.set(key, row.body)
+    def _queue_rows(self, pipe: Any, generation: int, rows: Sequence[StateRow]) -> None:
+        """Rows in their order as few commands: each run of upserts one MSET, each run of
+        deletes one DEL (a command per row costs the client ~3x more)."""
+        sets: dict[bytes, bytes] = {}
+        deletes: list[bytes] = []
+        for row in rows:
+            key = self._row_key(generation, row.kind, row.key)
+            if row.body is None:
+                if sets:
+                    pipe.mset(sets)
+                    sets = {}
+                deletes.append(key)
+            else:
+                if deletes:
+                    pipe.delete(*deletes)
+                    deletes = []
+                sets[key] = row.body
+        if sets:
+            pipe.mset(sets)
+        if deletes:
+            pipe.delete(*deletes)
 
     def _new_generation(self, client: Any) -> int:
         return int(client.incr(self._counter_key))
