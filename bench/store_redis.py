@@ -25,6 +25,7 @@ process this user can read) are reported per phase beside this process's. Result
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(kv_table("profile bodies (msgpack, as the engine saves them), bytes", body_stats))
     rows = rows_of(bodies, args.rows)
 
-    state = RedisState(args.url, f"nextbest-bench-{args.seed}")
+    state = RedisState(args.url, f"nextbest-bench-{os.getpid()}")
     state.drop()
     info = state.client.info()
     redis_info = {k: info.get(k) for k in ("redis_version", "process_id", "maxmemory_policy")}

@@ -76,7 +76,7 @@ def _kind_from(part: str) -> str:
     return part.replace("%3A", ":").replace("%25", "%")
 
 
-def redacted(url: str) -> str:
+def _redacted(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for messages and logs)."""
     try:
         parts = urlsplit(url)
@@ -109,7 +109,7 @@ class RedisState:
                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             )
         except ValueError as exc:
-            raise ConfigError(f"not a Redis URL: {redacted(url)} ({exc})") from exc
+            raise ConfigError(f"not a Redis URL: {_redacted(url)} ({exc})") from exc
         kw = self.client.connection_pool.connection_kwargs
         self.where = str(kw["path"]) if "path" in kw else f"{kw.get('host')}:{kw.get('port')}"
         self._password = str(kw.get("password") or "")
