@@ -26,6 +26,7 @@ import random
 import tempfile
 import time
 import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,25 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------ events and decisions
+#: the engine writes who sent feedback on it (issue 16: ``Event.key_id``, ``Event.origin``)
+STAMPED = "origin" in Event.__struct_fields__
+#: network origins feedback is drawn from: twice the trust counters' default cap, so the
+#: timed counting finds its table full and forgets one origin per new one
+ORIGINS = 100_000
+
+
+def _sender(decision_id: str) -> dict[str, str]:
+    """Who sent feedback answering ``decision_id``, as the HTTP face would write it: one
+    browser key, one of ``ORIGINS`` networks; nothing on a checkout without the fields."""
+    if not STAMPED:
+        return {}
+    h = zlib.crc32(decision_id.encode()) % ORIGINS
+    return {"key_id": "browser:00000000bench", "origin": f"45.{h // 256}.{h % 256}.0/24"}
+
+
 def feedback_event(name: str, user_id: str, d: Decision, offer_id: str, at: float) -> Event:
-    """One ``Promotion Viewed / Clicked`` as parse would produce it, answering ``d``."""
+    """One ``Promotion Viewed / Clicked`` as parse would produce it, answering ``d``, with
+    its key and network origin where the engine reads them."""
     position = next(i.position for i in d.items if i.offer_id == offer_id)
     return Event(
         message_id=f"{name.split()[-1].lower()}-{d.decision_id}-{offer_id}",
@@ -94,6 +112,7 @@ def feedback_event(name: str, user_id: str, d: Decision, offer_id: str, at: floa
         user_id=user_id,
         properties={"promotion_id": offer_id, "decision_id": d.decision_id, "position": position},
         context={"channel": "web"},
+        **_sender(d.decision_id),  # type: ignore[arg-type]
     )
 
 
@@ -391,6 +410,14 @@ def learning_cost(
             s = pc()
             learner.observe(e, d)
             parts["observe_click"].append(pc() - s)
+        volume = getattr(learner, "volume", None)
+        if volume is not None:  # the trust counters, for the same clicks again
+            parts["volume_count_click"] = []
+            for uid, d in clicks[:k]:
+                e = feedback_event(EventName.PROMOTION_CLICKED, uid, d, d.items[0].offer_id, now)
+                s = pc()
+                volume.count(e)
+                parts["volume_count_click"].append(pc() - s)
         for _uid, d in clicks[k:]:
             item = d.items[0]
             x = customer_part(d.features, d.candidates) if model.uses_features else {}

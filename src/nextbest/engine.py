@@ -471,9 +471,13 @@ class Engine:
         if is_feedback(event):
             if decision is None:
                 decision = self.decision(str(event.properties.get("decision_id")))
+            # every feedback event counts for its key and origin, learned or not
+            volume = learner.volume.count(event)
+            if event.key_id is not None or event.origin is not None:
+                learner.dirty = True
             if decision is not None:
                 sender = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
-                if not trusted_feedback(sender, event, decision):
+                if not trusted_feedback(sender, event, decision, volume):
                     decision = None  # stored and folded, not learned (``learn.trust``)
         learner.observe(event, decision)
         book.apply(seq, event, self._events_of)

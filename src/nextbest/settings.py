@@ -32,6 +32,8 @@ def _keys(value: str | None) -> frozenset[str]:
 
 
 _ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.\-\[\]:]+?)(?::(?P<port>[0-9]{1,5}))?")
+#: an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _DEFAULT_PORT = {"http": "80", "https": "443"}
 
 
@@ -92,6 +94,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``wall`` (production) or ``event``: now is the latest accepted event timestamp
     #: (replays, backfills, simulations)
     clock: ClockKind = ClockKind.WALL
+    #: the request header in which the bank's edge reports the client's address (its last
+    #: comma-separated value: what the edge itself appended to an ``X-Forwarded-For``);
+    #: empty: the socket's peer. Only the edge may set it: a client's own value must be
+    #: overwritten there, or a page could say it is anywhere
+    origin_header: str = ""
+    #: how much of an address names its network origin (``guard.origin``)
+    origin_prefix_v4: int = 24
+    origin_prefix_v6: int = 48
 
     def __post_init__(self) -> None:
         for value in self.cors_origins:
@@ -106,6 +116,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "a rate (NEXTBEST_KEY_RATE, NEXTBEST_SESSION_RATE) is a finite number >= 0"
             )
+        if not (8 <= self.origin_prefix_v4 <= 32 and 16 <= self.origin_prefix_v6 <= 128):
+            raise ConfigError(
+                "NEXTBEST_ORIGIN_PREFIX_V4 is 8 to 32 and NEXTBEST_ORIGIN_PREFIX_V6 16 to 128"
+            )
+        header = self.origin_header
+        if header and not _HEADER_NAME.fullmatch(header):
+            raise ConfigError(f"NEXTBEST_ORIGIN_HEADER is not a header name: {header!r}")
         if min(self.key_burst, self.session_burst, self.rate_sessions_max) < 1:
             raise ConfigError(
                 "NEXTBEST_KEY_BURST, NEXTBEST_SESSION_BURST and NEXTBEST_RATE_SESSIONS_MAX "
@@ -140,6 +157,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),
+            ("origin_header", "ORIGIN_HEADER"),
         ):
             if f"NEXTBEST_{key}" in e:
                 values[name] = e[f"NEXTBEST_{key}"]
@@ -152,6 +170,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("session_burst", "SESSION_BURST"),
             ("rate_sessions_max", "RATE_SESSIONS_MAX"),
             ("cors_max_age", "CORS_MAX_AGE"),
+            ("origin_prefix_v4", "ORIGIN_PREFIX_V4"),
+            ("origin_prefix_v6", "ORIGIN_PREFIX_V6"),
         ):
             if f"NEXTBEST_{key}" in e:
                 raw = e[f"NEXTBEST_{key}"]

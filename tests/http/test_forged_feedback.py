@@ -5,6 +5,7 @@ they were; and the same devices, once they have history and see what they click,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -137,3 +138,93 @@ def test_new_devices_teach_nothing_until_they_have_history(
         key=SERVER_KEY,
     )
     assert live_server.engine.learner.learned == learned + 1
+
+
+EDGE = "X-Edge-Client-IP"
+
+
+def _attack_from(
+    http: httpx.Client, live_server: LiveServer, devices: int, address: Callable[[int], str]
+) -> int:
+    """The attack again, by devices that each have history (an identify and five page views:
+    the device rule lets them teach) and decisions the model chose (``exclude`` leaves one
+    more candidate than the slots: not forced), each device behind the address
+    ``address(n)`` as the bank's edge reports it; views and clicks accepted, clicks sent."""
+    keep = live_server.engine.catalog.placements["home_feed"].slots
+    exclude = _others(live_server)[:-keep]  # one candidate more than the slots: not forced
+    feedback: list[dict[str, Any]] = []
+    for n in range(devices):
+        anon = f"seasoned-bot-{address(n)}-{n}"
+        edge = {EDGE: address(n)}
+        history = [msg("identify", anon=anon, traits={"birthday": "1990-01-01"})]
+        history += [
+            msg("page", anon=anon, properties={"url": f"https://bank.example/travel/{i}"})
+            for i in range(5)
+        ]
+        resp = send(http, body_of(*history), key=BROWSER_KEY, headers=edge)
+        assert resp.status_code == 200, resp.text
+        resp = http.post(
+            "/v1/decide",
+            json={"anonymousId": anon, "placement": "home_feed", "exclude": exclude},
+            auth=(BROWSER_KEY, ""),
+            headers=edge,
+        )
+        assert resp.status_code == 200, resp.text
+        if TARGET not in [i["offer_id"] for i in resp.json()["items"]]:
+            continue
+        props = {"promotion_id": TARGET, "decision_id": resp.json()["decision_id"]}
+        pair = [
+            msg("track", anon=anon, event=name, properties=props, context={"ip": "192.0.2.1"})
+            for name in ("Promotion Viewed", "Promotion Clicked")
+        ]
+        resp = send(http, body_of(*pair), key=BROWSER_KEY, headers=edge)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["rejected"] == []
+        feedback += pair
+    return len(feedback) // 2
+
+
+def _items(decision: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(i["offer_id"], i["p_click"]) for i in decision["items"]]
+
+
+def test_forged_clicks_from_one_network_teach_at_most_its_hourly_bound(
+    start_server: Callable[..., LiveServer],
+):
+    """Devices with history, decisions the model chose, a view before each click: only the
+    volume from one network betrays them. From one IPv4 /24 (the addresses differ, the
+    network does not), at most ``per_origin_hour`` units of their feedback teach (a view 1,
+    a click ``click_weight``); the rest is stored and folded into the devices' own
+    histories, and a real customer's ranking and ``p_click`` stay within noise of what they
+    were. The same attack from a network each is learned and reorders that customer's
+    offers: the bound per network is what held."""
+    server = start_server(origin_header=EDGE)
+    bounds = server.engine.catalog.spec.profile.feedback
+    per_pair = 1 + bounds.click_weight
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        user = _customer(http)
+        before = _feed(http, user)
+        learned = server.engine.learner.learned
+        clicks = _attack_from(http, server, 300, lambda n: f"203.0.113.{1 + n % 200}")
+        assert clicks * per_pair > 10 * bounds.per_origin_hour  # ten times what may teach
+        taught = server.engine.learner.learned - learned
+        assert taught == bounds.per_origin_hour // per_pair  # 9: the rest of the hour, none
+        after = _feed(http, user)
+        assert [o for o, _ in _items(after)] == [o for o, _ in _items(before)]
+        assert [p for _, p in _items(after)] == pytest.approx(
+            [p for _, p in _items(before)], abs=0.01
+        )
+        assert TARGET not in [o for o, _ in _items(after)]
+        # stored all the same, with the network the edge reported (never the body's ip)
+        stored = [s.event for s in server.engine.event_log.scan(0)]
+        forged = [e for e in stored if e.name == "Promotion Clicked" and e.anonymous_id]
+        assert len(forged) == clicks
+        assert {(e.origin, e.context.get("ip")) for e in forged} == {("203.0.113.0/24", None)}
+        # the control: the same attack, each device behind a network of its own
+        spread = _attack_from(http, server, 100, lambda n: f"45.{n // 200}.{n % 200}.9")
+        assert server.engine.learner.learned - learned - taught >= spread > 0
+        assert TARGET in [o for o, _ in _items(_feed(http, user))]
+    # the verdicts are read from the log: a replay learns exactly what was learned live
+    report = server.engine.replay()
+    assert report.identical
+    assert report.models_identical

@@ -39,6 +39,7 @@ SPECS: list[type[msgspec.Struct]] = [
     model.ImpressionCap,
     model.ScoringSpec,
     model.ProfileSettings,
+    model.FeedbackTrust,
     model.CatalogSpec,
 ]
 

@@ -65,3 +65,19 @@ def test_settings_built_in_code_are_checked_too():
         Settings(cors_origins=frozenset({"https://Bank.example"}))
     with pytest.raises(ConfigError, match="cannot go with"):
         Settings(cors_origins=frozenset({"*"}), cors_credentials=True)
+
+
+def test_where_the_client_address_is_read_from_the_environment():
+    s = Settings.from_env(
+        {
+            "NEXTBEST_ORIGIN_HEADER": "X-Real-IP",
+            "NEXTBEST_ORIGIN_PREFIX_V4": "32",
+            "NEXTBEST_ORIGIN_PREFIX_V6": "64",
+        }
+    )
+    assert (s.origin_header, s.origin_prefix_v4, s.origin_prefix_v6) == ("X-Real-IP", 32, 64)
+    assert Settings.from_env({}).origin_header == ""
+    with pytest.raises(ConfigError, match="NEXTBEST_ORIGIN_PREFIX_V4"):
+        Settings.from_env({"NEXTBEST_ORIGIN_PREFIX_V4": "33"})
+    with pytest.raises(ConfigError, match="NEXTBEST_ORIGIN_HEADER"):
+        Settings.from_env({"NEXTBEST_ORIGIN_HEADER": "X Real IP"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import threading
@@ -62,6 +63,7 @@ from nextbest.errors import (
 from nextbest.events.model import EventType
 from nextbest.events.parse import SINGLE_MESSAGE, Parsed, decode_json, parse_instant
 from nextbest.events.wire import WireBatch
+from nextbest.guard.origin import network_origin, stamp
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
@@ -128,13 +130,40 @@ _ENCODER = msgspec.json.Encoder()
 _READ_ON_LOOP = 16_384
 
 
+def _network(ctx: Ctx) -> str | None:
+    """The network origin of the request's client: of the address the bank's edge reported
+    in ``NEXTBEST_ORIGIN_HEADER`` (its last value), else of the socket's peer."""
+    settings = ctx.settings
+    address = None
+    if settings.origin_header:
+        reported = ctx.request.headers.get(settings.origin_header)
+        if reported:
+            address = reported.rpartition(",")[2]
+    if address is None:
+        client = ctx.request.client
+        address = client.host if client is not None else None
+    if not address:
+        return None
+    return network_origin(address, settings.origin_prefix_v4, settings.origin_prefix_v6)
+
+
+def _read_stamped(ctx: Ctx, read: Callable[[bytes], Parsed], seen: str | None) -> Parsed:
+    """The body's messages, with who sent them written on them (``guard.origin.stamp``)."""
+    parsed = read(ctx.body)
+    s = ctx.settings
+    events = itertools.chain(parsed.events, (r.event for r in parsed.rejected))
+    stamp(events, ctx.sender, seen, s.origin_prefix_v4, s.origin_prefix_v6)
+    return parsed
+
+
 async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Response:
     """Read the body, then hand it to the next group commit and wait for it (off the loop):
     200 once its events are on disk, with the messages set apart listed in ``rejected``."""
+    seen = _network(ctx) if ctx.sender.kind is KeyKind.BROWSER else None
     if len(ctx.body) <= _READ_ON_LOOP:
-        parsed = read(ctx.body)
+        parsed = _read_stamped(ctx, read, seen)
     else:
-        parsed = await run_in_threadpool(read, ctx.body)
+        parsed = await run_in_threadpool(_read_stamped, ctx, read, seen)
     ctx.charge_devices(
         [e.anonymous_id for e in parsed.events] + [r.event.anonymous_id for r in parsed.rejected]
     )

@@ -20,6 +20,7 @@ import msgspec
 
 from nextbest.api.customer_token import verify_customer_token
 from nextbest.errors import AuthError
+from nextbest.guard.origin import key_id
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.settings import Settings
 
@@ -98,7 +99,7 @@ def _caller(key: str | None, customer_token: str | None, settings: Settings, now
     bound = None
     if customer_token:  # an empty header or field: no token
         bound = verify_customer_token(customer_token, settings.token_secret, now)
-    return Caller(key, Sender(kind, bound))
+    return Caller(key, Sender(kind, bound, key_id(kind.value, key)))
 
 
 def authenticate(

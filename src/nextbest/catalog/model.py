@@ -19,6 +19,7 @@ __all__ = [
     "ContactPolicy",
     "Content",
     "EpsilonGreedy",
+    "FeedbackTrust",
     "Greedy",
     "ImpressionCap",
     "LearningSpec",
@@ -234,6 +235,25 @@ class ScoringSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     half_saturation: Positive = 3.0
 
 
+class FeedbackTrust(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on feedback volume past which feedback is stored but not learned: per network
+    origin (absolute) and per key (relative to the key's own last day), in units where a
+    view or a dismissal weighs 1 and a click ``click_weight``. The defaults and why they are
+    what they are: ``learn.volume``."""
+
+    #: feedback units in an hour from one network origin (IPv4 /24, IPv6 /48)
+    per_origin_hour: Annotated[int, msgspec.Meta(ge=1)] = 300
+    #: what a click weighs against a view or a dismissal
+    click_weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 30
+    #: feedback units in an hour under which a key is never over
+    per_key_hour: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    #: past ``per_key_hour``, a key is over at this multiple of its mean hourly volume
+    key_surge: Annotated[float, msgspec.Meta(ge=1.0, le=1_000.0)] = 4.0
+    #: origins and keys tracked at once (the least recently seen forgotten first)
+    origins_tracked: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 50_000
+    keys_tracked: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1_000
+
+
 class ProfileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     page_weight: NonNegative = 1.0
     track_weight: NonNegative = 2.0
@@ -249,6 +269,8 @@ class ProfileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_trait_key_length: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 64
     #: bytes of one trait value, encoded as JSON
     max_trait_value_bytes: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2_048
+    #: feedback volume per network origin and per key past which feedback is not learned
+    feedback: FeedbackTrust = FeedbackTrust()
 
 
 class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -62,11 +62,12 @@ _SCOPES: dict[KeyKind, frozenset[Scope]] = {
 
 
 class Sender(msgspec.Struct, frozen=True):
-    """A caller: the kind of key it holds, and the userId a valid customer token binds it
-    to, if any."""
+    """A caller: the kind of key it holds, the userId a valid customer token binds it to,
+    if any, and its key's fingerprint (``guard.origin.key_id``; None in process)."""
 
     kind: KeyKind
     bound_user: str | None = None
+    key_id: str | None = None
 
     @property
     def scopes(self) -> frozenset[Scope]:

@@ -67,6 +67,7 @@ from nextbest.learn.model import (
     load_model,
     new_model,
 )
+from nextbest.learn.volume import FeedbackVolume
 from nextbest.profile.identity import ANON_PREFIX
 
 __all__ = ["MAX_WAITING_VIEWS", "PRIOR", "Learner", "PlacementModel", "customer_part"]
@@ -132,6 +133,8 @@ class _State(msgspec.Struct, kw_only=True):
     #: clicks waiting for their KPI event, and each offer's conversion counts
     pending: list[PendingConversion] = []
     conversions: dict[str, tuple[float, float]] = {}
+    #: feedback volume per key and network origin (``learn.volume``)
+    trust: bytes = b""
 
 
 class PlacementModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +174,8 @@ class Learner:
         self._awaiting: dict[tuple[str, str], list[PendingConversion]] = {}
         #: feedback events learned from, all placements
         self.learned = 0
+        #: feedback volume per key and network origin, for the trust rules (``learn.trust``)
+        self.volume = FeedbackVolume(catalog.spec.profile.feedback)
         #: changed since the last ``to_state``
         self.dirty = False
 
@@ -498,6 +503,7 @@ class Learner:
             learned=self.learned,
             pending=sorted(self._pending),
             conversions=self.conversions.counts(),
+            trust=self.volume.to_state(),
         )
         return msgspec.msgpack.encode(state)
 
@@ -531,4 +537,5 @@ class Learner:
         for pending in sorted(state.pending):
             learner._wait(pending)
         learner.conversions.load(state.conversions)
+        learner.volume = FeedbackVolume.from_state(catalog.spec.profile.feedback, state.trust)
         return learner

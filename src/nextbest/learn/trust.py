@@ -11,7 +11,20 @@ also teaches the model every customer is ranked by. Feedback is **not** learned 
   events other than feedback before it (made-up devices cost an attacker nothing; a known
   customer, or a device with a few page views behind it, counts fully);
 - **the volume is anomalous**: the customer's profile holds more than ``MAX_CLICKS_PER_HOUR``
-  clicks in the hour before the feedback (no person clicks banners that fast).
+  clicks in the hour before the feedback (no person clicks banners that fast); or the key
+  that sent it, or its network origin as the bank's edge reported it, sent more feedback in
+  the last hour than its bound (``learn.volume``: at most ``per_origin_hour`` from one IPv4
+  /24 or IPv6 /48; a key past a floor and several times its own usual volume). Both are
+  written on the stored event by the server (``Event.key_id``, ``Event.origin``), never taken
+  from what a browser sends, and counted by the learner's ``FeedbackVolume`` for every
+  feedback event, learned or not.
+
+New anonymous devices are held back until they have history, not *weighted* by it (0.2
+after one event, 1 after five, say). A graded weight would be exact under replay too (it
+would read only the stored history), but every model kind would need a weighted
+``learn_one`` (fractional Beta counts, a scaled SGD step, a weighted likelihood), and it
+buys little: a weight above zero for a device with no history lets made-up devices teach
+again, a little each, and many of them; at zero below the threshold it is the threshold.
 
 The learner itself adds one rule (``learn.learner``): a click or a dismissal counts only
 after a view of the same decision item. A decision's own exploration and propensities are
@@ -24,6 +37,7 @@ from __future__ import annotations
 from nextbest.decide.model import Decision
 from nextbest.decide.reasons import Suppression
 from nextbest.events.model import Event
+from nextbest.learn.volume import WITHIN, Verdict
 from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
 from nextbest.profile.windows import count_between
@@ -43,10 +57,13 @@ def forced(decision: Decision) -> bool:
     return narrowed and len(decision.candidates) <= len(decision.items)
 
 
-def trusted_feedback(profile: Profile | None, event: Event, decision: Decision) -> bool:
+def trusted_feedback(
+    profile: Profile | None, event: Event, decision: Decision, volume: Verdict = WITHIN
+) -> bool:
     """Whether ``event`` (feedback answering ``decision``, not folded yet) may teach the
-    shared model, by the rules above; ``profile`` is the sender's profile before it."""
-    if forced(decision):
+    shared model, by the rules above; ``profile`` is the sender's profile before it,
+    ``volume`` what ``FeedbackVolume.count`` found for its key and origin."""
+    if not volume.trusted or forced(decision):
         return False
     if profile is None:
         return False  # nothing known of the sender: a device with no history
