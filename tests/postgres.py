@@ -47,6 +47,12 @@ def with_search_path(url: str, schema: str) -> str:
     return f"{url}{joiner}options={quote(f'-csearch_path={schema}', safe='')}"
 
 
+def reachable_url() -> str:
+    """The test server's URL, or a skip saying why it cannot be used."""
+    _admin().close()
+    return server_url()
+
+
 @contextmanager
 def scratch_schema() -> Iterator[str]:
     """A URL whose tables live in a new, empty schema, dropped on exit."""

@@ -28,12 +28,13 @@ finds a smaller one appear (``scan(after)`` tails the log safely from many proce
 rolled-back append leaves a gap; a seq or position is never handed out twice.
 
 Retention: an old month leaves with ``ALTER TABLE events DETACH PARTITION events_2024_01
-CONCURRENTLY`` (the detached table can be archived, e.g. ``COPY ... TO`` or pg_dump, then
-``DROP TABLE events_2024_01``), the same for ``decisions``; then ``DELETE FROM message_ids
-WHERE timestamp < <the month's end>`` (likewise ``decision_ids``) once a client retry of
-those messages can no longer arrive. Events older than the oldest partition can no longer be
-replayed: keep a saved state (``state``) newer than the retention bound. A late event for a
-dropped month recreates its partition.
+CONCURRENTLY``, then ``DROP TABLE events_2024_01`` (or, to keep it, archive it and move it
+out of the way: ``ALTER TABLE ... SET SCHEMA archive``; a detached table left under its name
+would stop a late event for that month from recreating the partition), the same for
+``decisions``; then ``DELETE FROM message_ids WHERE timestamp < <the month's end>``
+(likewise ``decision_ids``) once a client retry of those messages can no longer arrive.
+Events of dropped months can no longer be replayed; a restart starts from the saved state
+(``state``) and folds only the log after it. docs/storage.md has the commands.
 """
 
 from __future__ import annotations
@@ -306,7 +307,8 @@ class PostgresDatabase:
     @contextmanager
     def writing(self, action: str, lock: str | None = None) -> Iterator[psycopg.Connection[Any]]:
         """One locked transaction (holding the advisory lock of table ``lock`` if named);
-        psycopg errors translated; partitions re-read after a failure."""
+        psycopg errors translated. After a failure the partitions known are forgotten: the
+        next append checks its months again (``CREATE ... IF NOT EXISTS``)."""
         with self.lock:
             try:
                 with _translated(action, self.where):
