@@ -9,11 +9,17 @@ server has it):
 
 * the event log's ``append`` in batches of 1, 10, 100 and 500 seeded page/track/identify
   events (``--events`` events per batch size, fewer for batches of 1), on SQLite, on
-  PostgreSQL as shipped (the rows as column arrays in one ``INSERT ... SELECT unnest``) and on
-  PostgreSQL with the rows sent by binary ``COPY`` instead (``CopyEventLog`` below): the
-  measurement that chose the first;
+  PostgreSQL as shipped (the rows sent by binary ``COPY``) and on PostgreSQL with the rows
+  sent as column arrays in one ``INSERT ... SELECT unnest`` instead (``InsertEventLog``
+  below): the measurement that chose the first;
 * the decision log's ``append_decisions`` in batches of 1, 100 and 1,000 (decisions made by
-  an engine on the example bank, copied under new ids), the same three ways.
+  an engine on the example bank, copied under new ids, ~2.3 KB each), the same three ways
+  and a fourth: PostgreSQL as shipped but with the bodies compressed by pglz, the server's
+  default, rather than lz4 (the store sets lz4 where the server has it).
+
+Whole appends are mostly the commit (a WAL flush) on a loaded machine, so the two PostgreSQL
+ways are also compared on the rows' write alone (``write_rows``, inside the transaction):
+its median per call.
 
 Each (backend, batch size) is timed ``--rounds`` times, the backends interleaved round by
 round (a noisy neighbour hits all alike); the best round is reported, with every round in the
@@ -53,34 +59,33 @@ from nextbest.store.postgres import PostgresDecisionLog, PostgresEventLog
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 EVENT_BATCHES = [1, 10, 100, 500]
 DECISION_BATCHES = [1, 100, 1_000]
-BACKENDS = ["sqlite", "postgresql", "postgresql_copy"]
+BACKENDS = ["sqlite", "postgresql", "postgresql_insert"]
+#: decisions are measured with pglz compression too (their bodies are over TOAST's 2 KB)
+DECISION_BACKENDS = [*BACKENDS, "postgresql_pglz"]
 PAGES = ["mortgages", "loans/car", "pension", "savings/children", "cards", "investing"]
 
 
-class CopyEventLog(PostgresEventLog):
-    """The shipped event log with its rows sent by binary COPY (the alternative measured)."""
+class InsertEventLog(PostgresEventLog):
+    """The shipped event log with its rows sent as column arrays in one ``INSERT ... SELECT
+    unnest`` instead of binary COPY (the alternative measured)."""
 
     def write_rows(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
-        columns = "seq, message_id, user_id, anonymous_id, timestamp, body"
-        with (
-            db.cursor() as cur,
-            cur.copy(f"COPY events ({columns}) FROM STDIN (FORMAT BINARY)") as cp,
-        ):
-            cp.set_types(["int8", "text", "text", "text", "float8", "bytea"])
-            for row in rows:
-                cp.write_row(row)
+        db.execute(
+            "INSERT INTO events (seq, message_id, user_id, anonymous_id, timestamp, body) "
+            "SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[], "
+            "%b::float8[], %b::bytea[])",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
 
 
-class CopyDecisionLog(PostgresDecisionLog):
+class InsertDecisionLog(PostgresDecisionLog):
     def write_rows(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
-        columns = "position, decision_id, customer_id, placement, timestamp, body"
-        with (
-            db.cursor() as cur,
-            cur.copy(f"COPY decisions ({columns}) FROM STDIN (FORMAT BINARY)") as cp,
-        ):
-            cp.set_types(["int8", "text", "text", "text", "float8", "bytea"])
-            for row in rows:
-                cp.write_row(row)
+        db.execute(
+            "INSERT INTO decisions (position, decision_id, customer_id, placement, "
+            "timestamp, body) SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], "
+            "%b::text[], %b::float8[], %b::bytea[])",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -183,13 +188,18 @@ def fresh_stores(backend: str, url: str, tmp: Path) -> Iterator[Stores]:
         try:
             joiner = "&" if "?" in url else "?"
             stores = open_stores(f"{url}{joiner}options={quote(f'-csearch_path={schema}')}")
-            if backend == "postgresql_copy":
-                assert isinstance(stores.events, PostgresEventLog)
-                assert isinstance(stores.decisions, PostgresDecisionLog)
+            assert isinstance(stores.events, PostgresEventLog)
+            assert isinstance(stores.decisions, PostgresDecisionLog)
+            if backend == "postgresql_insert":
                 stores = stores._replace(
-                    events=CopyEventLog(stores.events.db),
-                    decisions=CopyDecisionLog(stores.decisions.db),
+                    events=InsertEventLog(stores.events.db),
+                    decisions=InsertDecisionLog(stores.decisions.db),
                 )
+            if backend == "postgresql_pglz":
+                for table in ("events", "decisions"):
+                    stores.events.db.connection.execute(
+                        f"ALTER TABLE {table} ALTER COLUMN body SET COMPRESSION pglz"
+                    )
             try:
                 yield stores
             finally:
@@ -198,10 +208,23 @@ def fresh_stores(backend: str, url: str, tmp: Path) -> Iterator[Stores]:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def timing_writes(log: PostgresEventLog | PostgresDecisionLog, sink: list[float]) -> None:
+    """Time each of ``log``'s ``write_rows`` calls into ``sink`` (seconds)."""
+    inner = log.write_rows
+
+    def write_rows(db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+        t = time.perf_counter()
+        inner(db, rows)
+        sink.append(time.perf_counter() - t)
+
+    log.write_rows = write_rows  # type: ignore[method-assign]
+
+
 def time_appends(
-    append: Callable[[Sequence[Any]], object], items: list[Any], size: int
+    append: Callable[[Sequence[Any]], object], items: list[Any], size: int, writes: list[float]
 ) -> dict[str, Any]:
-    """Append ``items`` in batches of ``size``: rows/s, and each call's latency."""
+    """Append ``items`` in batches of ``size``: rows/s, each call's latency, and the median
+    of the row writes ``writes`` collected (PostgreSQL)."""
     batches = [items[i : i + size] for i in range(0, len(items), size)]
     calls: list[float] = []
     start = time.perf_counter()
@@ -211,7 +234,9 @@ def time_appends(
         calls.append(time.perf_counter() - t)
     seconds = time.perf_counter() - start
     calls.sort()
+    writes.sort()
     return {
+        "write_p50_ms": round(writes[len(writes) // 2] * 1e3, 4) if writes else None,
         "rows": len(items),
         "appends": len(batches),
         "seconds": round(seconds, 4),
@@ -234,20 +259,26 @@ def measure(
     out: dict[str, dict[str, Any]] = {}
     for size in sizes:
         rows = items[:single] if size == 1 else items
-        rounds: dict[str, list[dict[str, Any]]] = {b: [] for b in BACKENDS}
+        backends = BACKENDS if kind == "events" else DECISION_BACKENDS
+        rounds: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
         for _ in range(args.rounds):
-            for backend in BACKENDS:
+            for backend in backends:
                 with fresh_stores(backend, args.url, tmp) as stores:
+                    writes: list[float] = []
+                    log_: Any = stores.events if kind == "events" else stores.decisions
+                    if backend != "sqlite":
+                        timing_writes(log_, writes)
                     if kind == "events":
                         append: Callable[[Sequence[Any]], object] = stores.events.append
                     else:
                         append = stores.decisions.append_decisions
-                    rounds[backend].append(time_appends(append, rows, size))
+                    rounds[backend].append(time_appends(append, rows, size, writes))
         for backend, runs in rounds.items():
             best = max(runs, key=lambda r: r["rows_per_s"])
             out[f"{backend}/{size}"] = {
                 **best,
                 "rounds_rows_per_s": [r["rows_per_s"] for r in runs],
+                "rounds_write_p50_ms": [r["write_p50_ms"] for r in runs],
             }
         log(f"{kind} in batches of {size}: done, load average {load_average()}")
     return out
@@ -259,25 +290,38 @@ def report(title: str, sizes: list[int], found: dict[str, dict[str, Any]]) -> di
     for size in sizes:
         lite = found[f"sqlite/{size}"]["rows_per_s"]
         pg = found[f"postgresql/{size}"]["rows_per_s"]
-        copy = found[f"postgresql_copy/{size}"]["rows_per_s"]
+        insert = found[f"postgresql_insert/{size}"]["rows_per_s"]
+        # the best round's write median of each: the cost of the rows' write alone
+        copy_ms = min(found[f"postgresql/{size}"]["rounds_write_p50_ms"])
+        insert_ms = min(found[f"postgresql_insert/{size}"]["rounds_write_p50_ms"])
         ratios[str(size)] = {
             "postgresql_to_sqlite": round(pg / lite, 2),
-            "copy_to_insert": round(copy / pg, 2),
+            "copy_to_insert_rows_per_s": round(pg / insert, 2),
+            "copy_write_ms": copy_ms,
+            "insert_write_ms": insert_ms,
         }
         rows.append(
             [
                 size,
                 lite,
                 pg,
-                copy,
                 round(pg / lite, 2),
-                round(copy / pg, 2),
                 found[f"sqlite/{size}"]["p50_ms"],
                 found[f"postgresql/{size}"]["p50_ms"],
+                insert,
+                copy_ms,
+                insert_ms,
             ]
         )
-    headers = ["batch", "SQLite rows/s", "PG rows/s", "PG COPY rows/s", "PG/SQLite", "COPY/INSERT"]
-    print("\n" + table(title, [*headers, "SQLite p50 ms", "PG p50 ms"], rows))
+    headers = ["batch", "SQLite rows/s", "PG rows/s", "PG/SQLite", "SQLite p50 ms", "PG p50 ms"]
+    headers += ["PG INSERT rows/s", "COPY write ms", "INSERT write ms"]
+    if f"postgresql_pglz/{sizes[0]}" in found:
+        headers.append("PG pglz rows/s")
+        for row, size in zip(rows, sizes, strict=True):
+            pglz = found[f"postgresql_pglz/{size}"]["rows_per_s"]
+            row.append(pglz)
+            ratios[str(size)]["lz4_to_pglz_rows_per_s"] = round(row[2] / pglz, 2)
+    print("\n" + table(title, headers, rows))
     return ratios
 
 

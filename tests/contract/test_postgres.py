@@ -193,3 +193,22 @@ def test_a_lost_connection_is_unavailable_then_reopened(url: str, stores: Stores
     with pytest.raises(StoreUnavailable):
         stores.events.count()
     assert stores.events.count() == 1  # the next call connects again
+
+
+def test_bodies_are_compressed_with_lz4_where_the_server_can(url: str, stores: Stores):
+    stores.events.append(events(1))  # a partition: it inherits the parent's setting
+    with psycopg.connect(url) as db:
+        if db.info.server_version < 140000:
+            pytest.skip("lz4 compression needs PostgreSQL 14")
+        found = db.execute(
+            "SELECT attrelid::regclass::text, attcompression FROM pg_attribute "
+            "WHERE attname = 'body' AND attrelid = ANY(%s::regclass[]) ORDER BY 1",
+            (["events", "events_2026_09", "decisions", "state", "quarantine"],),
+        ).fetchall()
+    assert found == [
+        ("decisions", "l"),
+        ("events", "l"),
+        ("events_2026_09", "l"),
+        ("quarantine", "l"),
+        ("state", "l"),
+    ]
