@@ -17,8 +17,10 @@ def test_store_postgres(bench: Callable[[str], ModuleType], tmp_path: Path) -> N
     assert bench("store_postgres").main([*args, "--name", "s", "--tmpdir", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "s.json").read_text())
     assert set(data["events"]) == {
-        f"{b}/{n}" for b in ("sqlite", "postgresql", "postgresql_copy") for n in (1, 10, 100, 500)
+        f"{b}/{n}" for b in ("sqlite", "postgresql", "postgresql_insert") for n in (1, 10, 100, 500)
     }
     assert data["events"]["postgresql/10"]["rows"] == 100
     assert data["decisions"]["postgresql/1"]["rows"] == 5
     assert set(data["decision_ratios"]) == {"1", "100", "1000"}
+    assert "postgresql_pglz/100" in data["decisions"]
+    assert data["events"]["postgresql/10"]["write_p50_ms"] > 0
