@@ -4,18 +4,21 @@ PostgreSQL server answers (``tests/postgres.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nextbest.bootstrap import build_engine
 from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.settings import Settings
 from nextbest.store.postgres import PostgresDecisionLog, PostgresEventLog
+from nextbest.usecases import export_decisions, read_logged, replay_store
 from tests.postgres import scratch_schema
 from tests.support import DAY, EXAMPLE_CATALOG, T0, batch, counter_ids, feedback, identify, page
 
 MORTGAGE = "https://bank.example/mortgages/rates"
 
 
-def test_an_engine_on_postgresql_restarts_with_the_same_profiles():
+def test_an_engine_on_postgresql_restarts_with_the_same_profiles(tmp_path: Path):
     with scratch_schema() as url:
         settings = Settings(catalog=str(EXAMPLE_CATALOG), data=url)
         clock = FixedClock(T0)
@@ -50,3 +53,9 @@ def test_an_engine_on_postgresql_restarts_with_the_same_profiles():
         assert third.profile("u1") == after
         assert third.event_log.count() == 9
         third.close()
+
+        # the commands that read a store at rest (nextbest replay, export) take the URL too
+        assert replay_store(settings).identical
+        logged = read_logged(settings.catalog, url)
+        assert [d.decision_id for d in logged.decisions] == [decision.decision_id]
+        assert export_decisions(settings.catalog, url, tmp_path / "d.parquet", None, None) > 0
