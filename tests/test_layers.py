@@ -181,7 +181,7 @@ def test_every_module_pins_all():
 
 def test_only_the_composition_root_chooses_a_backend():
     """Backends are chosen in bootstrap alone: nothing else in the package names one."""
-    backends = ("nextbest.store.sqlite", "nextbest.store.memory")
+    backends = ("nextbest.store.sqlite", "nextbest.store.memory", "nextbest.store.postgres")
     for path in PKG.rglob("*.py"):
         rel = path.relative_to(PKG).parts
         if rel == ("bootstrap.py",) or rel[0] == "store":
@@ -190,6 +190,7 @@ def test_only_the_composition_root_chooses_a_backend():
         assert not found, (path, found)
         assert "sqlite_stores" not in path.read_text(), path
         assert "memory_stores" not in path.read_text(), path
+        assert "postgres_stores" not in path.read_text(), path
 
 
 def test_nothing_but_the_cli_imports_the_simulator():

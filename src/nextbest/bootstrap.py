@@ -3,9 +3,9 @@
 ``build_engine(settings)`` loads the catalog, opens the stores the settings name, chooses the
 clock (``make_clock``: the wall clock, or event time) and builds the engine over them;
 ``load_catalog`` (the catalog-files adapter) is what faces compile a catalog folder with;
-``open_stores(data)`` is the backend choice alone (``:memory:`` for the in-memory twins,
-otherwise an embedded SQLite file). The scale-out backends (PostgreSQL,
-Redis, NATS JetStream) join here, and nowhere else.
+``open_stores(data)`` is the backend choice alone (``:memory:`` for the in-memory twins, a
+``postgresql://`` URL for a PostgreSQL server, otherwise an embedded SQLite file). The other
+scale-out backends (Redis, NATS JetStream) join here, and nowhere else.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from nextbest.store.sqlite import sqlite_stores
 __all__ = [
     "EVENT_TIME_ID_PREFIX",
     "MEMORY",
+    "POSTGRES_SCHEMES",
     "build_engine",
     "load_catalog",
     "make_clock",
@@ -35,6 +36,8 @@ __all__ = [
 
 #: the ``data`` setting that keeps everything in memory (tests, simulations)
 MEMORY = ":memory:"
+#: how a ``data`` setting naming a PostgreSQL server begins
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def _new_id() -> str:
@@ -62,9 +65,16 @@ def sequential_ids(after: int, prefix: str = EVENT_TIME_ID_PREFIX) -> Callable[[
 
 
 def open_stores(data: str, synchronous: str = "FULL") -> Stores:
-    """The stores ``data`` names: ``:memory:``, or an embedded SQLite file's path."""
+    """The stores ``data`` names: ``:memory:``, a PostgreSQL URL (``postgresql://user@host:
+    port/dbname``; StoreUnavailable naming host and port when it cannot be reached), or an
+    embedded SQLite file's path."""
     if data == MEMORY:
         return memory_stores()
+    if data.startswith(POSTGRES_SCHEMES):
+        # imported here: psycopg costs ~0.1 s to import, and only this backend needs it
+        from nextbest.store.postgres import postgres_stores
+
+        return postgres_stores(data)
     return sqlite_stores(data, synchronous=synchronous)
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from nextbest.clock import ClockKind
 from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationError
-from nextbest.settings import Settings
+from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:
     from nextbest.catalog.compiled import Catalog
@@ -123,7 +123,7 @@ def serve(
         )
     _console("err").print(
         f"nextbest: catalog {engine.catalog.version}, {engine.profile_count} profiles, "
-        f"store {settings.data}, {engine.clock_kind.value} clock; http://{host}:{port}"
+        f"store {without_password(settings.data)}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     _reload_on_hangup(engine, settings.catalog)
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")

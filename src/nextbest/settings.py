@@ -15,7 +15,7 @@ import msgspec
 from nextbest.clock import ClockKind
 from nextbest.errors import ConfigError
 
-__all__ = ["DEV_KEYS", "Settings", "origin"]
+__all__ = ["DEV_KEYS", "Settings", "origin", "without_password"]
 
 #: Keys ``make run`` uses when none are configured. Never for production; ``serve`` warns.
 DEV_KEYS = {
@@ -29,6 +29,16 @@ DEV_KEYS = {
 
 def _keys(value: str | None) -> frozenset[str]:
     return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
+
+
+_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.\-]*://[^/@:]*):[^/]*@", re.I)
+_PASSWORD_PARAM = re.compile(r"(?P<head>[?&]password=)[^&]*", re.I)
+
+
+def without_password(url: str) -> str:
+    """``url`` (a ``data`` setting such as ``postgresql://user:secret@host/db``) with its
+    password shown as ``***``: safe to print or log."""
+    return _PASSWORD_PARAM.sub(r"\g<head>***", _PASSWORD.sub(r"\g<head>:***@", url))
 
 
 _ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.\-\[\]:]+?)(?::(?P<port>[0-9]{1,5}))?")
@@ -142,6 +152,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for f in ("write_keys", "browser_keys", "server_keys", "admin_keys"):
             masked[f] = f"<{len(masked[f])} keys>"
         masked["token_secret"] = "<secret>" if self.token_secret else "<unset>"
+        masked["data"] = without_password(self.data)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in masked.items()) + ")"
 
     __str__ = __repr__

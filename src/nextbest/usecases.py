@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from nextbest.bootstrap import MEMORY, build_engine, open_stores
+from nextbest.bootstrap import MEMORY, POSTGRES_SCHEMES, build_engine, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, QuarantineReport, ReplayReport
@@ -44,7 +44,8 @@ __all__ = [
 
 
 def _existing(data: str) -> None:
-    if data != MEMORY and not Path(data).exists():
+    """NotFound for a SQLite file that is not there (a server's store is opened to be seen)."""
+    if data != MEMORY and not data.startswith(POSTGRES_SCHEMES) and not Path(data).exists():
         raise NotFound(f"no store at {data}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,19 +16,34 @@ from nextbest.bootstrap import MEMORY, open_stores
 from nextbest.errors import StoreUnavailable
 from nextbest.store import Stores, with_state
 from nextbest.store.redis import RedisState
+from tests.postgres import scratch_schema
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgresql"]
 
 
-def open_backend(backend: str, tmp_path: Path) -> Stores:
-    return open_stores(MEMORY if backend == "memory" else str(tmp_path / "s.sqlite"))
+@contextmanager
+def open_backend(backend: str, tmp_path: Path) -> Iterator[Stores]:
+    """One backend's stores, closed after; ``postgresql`` on a fresh schema of its own (a
+    skip when no server answers)."""
+    if backend == "postgresql":
+        with scratch_schema() as url:
+            made = open_stores(url)
+            try:
+                yield made
+            finally:
+                made.close()
+        return
+    made = open_stores(MEMORY if backend == "memory" else str(tmp_path / "s.sqlite"))
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 @pytest.fixture(params=BACKENDS)
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    made = open_backend(request.param, tmp_path)
-    yield made
-    made.close()
+    with open_backend(request.param, tmp_path) as made:
+        yield made
 
 
 # ---------------------------------------------------------------- the state port alone
@@ -72,8 +88,9 @@ def state_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
     """Each backend's stores; for ``redis``, in-memory stores whose state port is Redis."""
     if request.param == "redis":
         state: RedisState = request.getfixturevalue("redis_state")
-        made = with_state(open_backend("memory", tmp_path), state, state.close)
-    else:
-        made = open_backend(request.param, tmp_path)
-    yield made
-    made.close()
+        made = with_state(open_stores(MEMORY), state, state.close)
+        yield made
+        made.close()
+        return
+    with open_backend(request.param, tmp_path) as made:
+        yield made

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nextbest.errors import ConfigError
-from nextbest.settings import Settings
+from nextbest.settings import Settings, without_password
 
 
 def test_defaults_a_real_bank_page_never_meets():
@@ -81,3 +81,24 @@ def test_where_the_client_address_is_read_from_the_environment():
         Settings.from_env({"NEXTBEST_ORIGIN_PREFIX_V4": "33"})
     with pytest.raises(ConfigError, match="NEXTBEST_ORIGIN_HEADER"):
         Settings.from_env({"NEXTBEST_ORIGIN_HEADER": "X Real IP"})
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        (
+            "postgresql://nextbest:hunter2@db.bank:5432/nb",
+            "postgresql://nextbest:***@db.bank:5432/nb",
+        ),
+        ("postgres://nextbest:p@ss:w0rd@db/nb", "postgres://nextbest:***@db/nb"),
+        (
+            "postgresql://db/nb?sslmode=require&password=hunter2",
+            "postgresql://db/nb?sslmode=require&password=***",
+        ),
+        ("postgresql://nextbest@db/nb", "postgresql://nextbest@db/nb"),
+        (".nextbest/embedded.sqlite", ".nextbest/embedded.sqlite"),
+    ],
+)
+def test_a_data_url_is_shown_without_its_password(data: str, shown: str):
+    assert without_password(data) == shown
+    assert "hunter2" not in repr(Settings(data=data))

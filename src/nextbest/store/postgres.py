@@ -1,0 +1,657 @@
+"""PostgreSQL (psycopg 3): the event log, the decision log, saved state and the quarantine on
+one server, for installations past one machine (DESIGN.md, "Storage and scale").
+
+``postgres_stores(url)`` opens one connection per ``Stores`` (guarded by a lock, like the
+embedded SQLite store: one durable commit at a time) and creates the schema if it is missing,
+in the first schema of the connection's ``search_path`` (``?options=-csearch_path%3Dnextbest``
+in the URL picks another). psycopg errors never leave this module: ``_translated`` maps them to
+StoreError classes; a server that cannot be reached is a StoreUnavailable naming host, port,
+database and user, never the password.
+
+Tables (schema version ``SCHEMA_VERSION``, kept in ``nextbest_schema``):
+
+- ``events`` and ``decisions`` are range-partitioned by their timestamp (epoch seconds,
+  ``double precision``): one partition a UTC calendar month (``events_2026_09``,
+  ``decisions_2026_09``, bounds the month's first second), created on demand by the append
+  that first needs it. Bodies are the msgspec JSON bytes the SQLite store writes, so both
+  backends read back identical objects (compressed with lz4 where the server has it); an
+  append sends its rows by binary COPY (faster than a multi-row INSERT from 100 rows, as
+  fast below: bench/store_postgres.py).
+- ``message_ids`` and ``decision_ids`` are plain tables, one row per logged event / decision:
+  a partitioned table's unique index must include the partition key, so it cannot say "this
+  messageId is new" across months (a retry may carry another timestamp). These small tables
+  (id, seq or position, timestamp) hold that uniqueness for every partition, and hand out the
+  event seq and the decision position (identity columns).
+- ``state``, ``state_watermark`` and ``quarantine`` are plain tables.
+
+Order: appends of events (and of decisions) take a transaction-level advisory lock, so seqs
+are committed in the order they are handed out: a reader that has seen seq n never later
+finds a smaller one appear (``scan(after)`` tails the log safely from many processes). A
+rolled-back append leaves a gap; a seq or position is never handed out twice.
+
+Retention: an old month leaves with ``ALTER TABLE events DETACH PARTITION events_2024_01
+CONCURRENTLY``, then ``DROP TABLE events_2024_01`` (or, to keep it, archive it and move it
+out of the way: ``ALTER TABLE ... SET SCHEMA archive``; a detached table left under its name
+would stop a late event for that month from recreating the partition), the same for
+``decisions``; then ``DELETE FROM message_ids WHERE timestamp < <the month's end>``
+(likewise ``decision_ids``) once a client retry of those messages can no longer arrive.
+Events of dropped months can no longer be replayed; a restart starts from the saved state
+(``state``) and folds only the log after it. docs/storage.md has the commands.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal, LiteralString
+
+import msgspec
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from nextbest.decide.model import Decision
+from nextbest.errors import ConfigError, StoreError, StoreUnavailable
+from nextbest.events.model import Event
+from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresDatabase",
+    "PostgresDecisionLog",
+    "PostgresEventLog",
+    "PostgresQuarantine",
+    "PostgresStateStore",
+    "month_of",
+    "postgres_stores",
+]
+
+#: the layout this module reads and writes; a store with a later one is refused
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nextbest_schema (
+    id integer PRIMARY KEY CHECK (id = 1),
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_ids (
+    message_id text COLLATE "C" PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    timestamp double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq bigint NOT NULL,
+    message_id text COLLATE "C" NOT NULL,
+    user_id text,
+    anonymous_id text,
+    timestamp double precision NOT NULL,
+    body bytea NOT NULL,
+    PRIMARY KEY (seq, timestamp)
+) PARTITION BY RANGE (timestamp);
+CREATE INDEX IF NOT EXISTS events_user ON events (user_id) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_anon ON events (anonymous_id) WHERE anonymous_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS decision_ids (
+    decision_id text COLLATE "C" PRIMARY KEY,
+    position bigint GENERATED ALWAYS AS IDENTITY,
+    timestamp double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    position bigint NOT NULL,
+    decision_id text COLLATE "C" NOT NULL,
+    customer_id text NOT NULL,
+    placement text NOT NULL,
+    timestamp double precision NOT NULL,
+    body bytea NOT NULL,
+    PRIMARY KEY (position, timestamp)
+) PARTITION BY RANGE (timestamp);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions (timestamp, decision_id);
+CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, timestamp);
+CREATE TABLE IF NOT EXISTS state (
+    kind text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    body bytea NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS state_watermark (
+    id integer PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL,
+    version text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id text COLLATE "C" NOT NULL UNIQUE,
+    received_at double precision NOT NULL,
+    code text NOT NULL,
+    reason text NOT NULL,
+    path text NOT NULL,
+    sender text NOT NULL,
+    body bytea NOT NULL
+);
+"""
+
+#: rows read per query when streaming a log or the saved state
+_PAGE = 5_000
+#: rows written per statement when saving state (bounds one statement's parameters)
+_STATE_CHUNK = 10_000
+_PartitionedTable = Literal["events", "decisions"]
+#: the tables whose ``body`` column is compressed with lz4 where the server can
+_BODY_TABLES = ("events", "decisions", "state", "quarantine")
+
+
+def month_of(timestamp: float) -> tuple[int, int, float, float]:
+    """The UTC calendar month holding ``timestamp``: year, month, and its bounds (epoch
+    seconds, the upper one excluded)."""
+    day = datetime.fromtimestamp(timestamp, UTC)
+    start = datetime(day.year, day.month, 1, tzinfo=UTC)
+    end = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+    return day.year, day.month, start.timestamp(), end.timestamp()
+
+
+class _Where(msgspec.Struct, frozen=True):
+    """Where a URL points, for messages: never its password."""
+
+    host: str
+    port: str
+    dbname: str
+    user: str
+    password: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}/{self.dbname} as {self.user}"
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.password, "***") if self.password else text
+
+
+def _where(url: str) -> _Where:
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.Error:
+        # psycopg's message quotes the URL, password and all: say what is expected instead
+        raise ConfigError(
+            "the data setting is not a valid PostgreSQL URL: write "
+            "postgresql://user[:password]@host[:port]/dbname[?options=...]"
+        ) from None
+    return _Where(
+        host=str(info.get("host") or "localhost"),
+        port=str(info.get("port") or "5432"),
+        dbname=str(info.get("dbname") or info.get("user") or "(default)"),
+        user=str(info.get("user") or "(default)"),
+        password=str(info.get("password") or ""),
+    )
+
+
+@contextmanager
+def _translated(action: str, where: _Where) -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL {where} {action}: {where.scrub(str(exc))}") from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL {where} {action}: {where.scrub(str(exc))}") from exc
+
+
+#: the column types of a COPY into ``events`` or ``decisions`` (id, 3 texts, time, body)
+_LOG_ROW_TYPES = ["int8", "text", "text", "text", "float8", "bytea"]
+
+
+def _copy(db: psycopg.Connection[Any], copy: LiteralString, rows: list[tuple[Any, ...]]) -> None:
+    """``rows`` into a log table by ``COPY ... FROM STDIN (FORMAT BINARY)``."""
+    with db.cursor() as cur, cur.copy(copy + " FROM STDIN (FORMAT BINARY)") as sink:
+        sink.set_types(_LOG_ROW_TYPES)
+        for row in rows:
+            sink.write_row(row)
+
+
+def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
+    """The four ports on the PostgreSQL server ``url`` names (one connection)."""
+    db = PostgresDatabase(url, connect_timeout)
+    return Stores(
+        PostgresEventLog(db),
+        PostgresDecisionLog(db),
+        PostgresStateStore(db),
+        PostgresQuarantine(db),
+        db.close,
+    )
+
+
+class PostgresDatabase:
+    """One connection guarded by a lock; reconnected on the next call after it broke."""
+
+    def __init__(self, url: str, connect_timeout: int = 10) -> None:
+        self.url = url
+        self.where = _where(url)
+        self.connect_timeout = connect_timeout
+        self.lock = threading.Lock()
+        #: partitions known to exist, per partitioned table: month start (epoch seconds)
+        self.partitions: dict[str, set[float]] = {"events": set(), "decisions": set()}
+        self.connection = self._connect()
+        try:
+            self._create_schema()
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=self.connect_timeout,
+                application_name="nextbest",
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL not reachable at {self.where}: {self.where.scrub(str(exc)).strip()}"
+            ) from exc
+
+    def _create_schema(self) -> None:
+        with _translated("create schema", self.where), self.connection.transaction():
+            db = self.connection
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))")
+            db.execute(_SCHEMA)
+            db.execute(
+                "INSERT INTO nextbest_schema (id, version) VALUES (1, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (SCHEMA_VERSION,),
+            )
+            self._compress_with_lz4(db)
+            row = db.execute("SELECT version FROM nextbest_schema").fetchone()
+            version = int(row[0]) if row else SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"PostgreSQL {self.where}: the store has schema version {version}, this "
+                    f"nextbest reads version {SCHEMA_VERSION}: upgrade nextbest"
+                )
+        self._load_partitions()
+
+    def _compress_with_lz4(self, db: psycopg.Connection[Any]) -> None:
+        """Bodies over ~2 KB (decisions, profiles) are compressed by PostgreSQL: with lz4
+        (PostgreSQL 14+, when built with it) rather than pglz, decision log appends run ~1.5x
+        faster for about the same size on disk (BENCHMARKS.md). Set once; partitions inherit
+        it."""
+        if db.info.server_version < 140000:
+            return
+        for table in _BODY_TABLES:
+            row = db.execute(
+                "SELECT attcompression FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attname = 'body'",
+                (table,),
+            ).fetchone()
+            if row is None or row[0] == "l":
+                continue
+            try:
+                with db.transaction():  # a savepoint: a server without lz4 keeps pglz
+                    db.execute(
+                        sql.SQL("ALTER TABLE {} ALTER COLUMN body SET COMPRESSION lz4").format(
+                            sql.Identifier(table)
+                        )
+                    )
+            except psycopg.errors.FeatureNotSupported:
+                return
+
+    def _load_partitions(self) -> None:
+        rows = self.fetch(
+            "read partitions",
+            "SELECT parent.relname, child.relname FROM pg_inherits "
+            "JOIN pg_class parent ON parent.oid = pg_inherits.inhparent "
+            "JOIN pg_class child ON child.oid = pg_inherits.inhrelid "
+            "WHERE parent.oid IN (to_regclass('events'), to_regclass('decisions'))",
+        )
+        for table in self.partitions.values():
+            table.clear()
+        for parent, child in rows:
+            match = re.fullmatch(r"[a-z]+_(\d{4})_(\d{2})", child)
+            if match is not None:
+                start = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC).timestamp()
+                self.partitions[parent].add(start)
+
+    def ensure_partitions(
+        self, db: psycopg.Connection[Any], table: _PartitionedTable, timestamps: Iterable[float]
+    ) -> list[float]:
+        """Create the month partitions of ``table`` these timestamps need (inside the caller's
+        transaction, under its append lock); the month starts created, for the cache once
+        the transaction commits."""
+        known = self.partitions[table]
+        months: set[tuple[int, int, float, float]] = set()
+        lo = hi = 0.0  # the last month seen: most batches fall in one
+        for t in timestamps:
+            if not lo <= t < hi:
+                found = month_of(t)
+                months.add(found)
+                lo, hi = found[2], found[3]
+        made: list[float] = []
+        for year, month, start, end in sorted(months):
+            if start in known:
+                continue
+            db.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    sql.Identifier(f"{table}_{year:04d}_{month:02d}"),
+                    sql.Identifier(table),
+                    sql.Literal(start),
+                    sql.Literal(end),
+                )
+            )
+            made.append(start)
+        return made
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self.connection.closed:
+            self.connection = self._connect()
+        return self.connection
+
+    @contextmanager
+    def writing(self, action: str, lock: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """One locked transaction (holding the advisory lock of table ``lock`` if named);
+        psycopg errors translated. After a failure the partitions known are forgotten: the
+        next append checks its months again (``CREATE ... IF NOT EXISTS``)."""
+        with self.lock:
+            try:
+                with _translated(action, self.where):
+                    db = self._live()
+                    with db.transaction():
+                        if lock is not None:
+                            db.execute(
+                                "SELECT pg_advisory_xact_lock(%s::regclass::oid::bigint)", (lock,)
+                            )
+                        yield db
+            except StoreError:
+                self._forget_partitions()
+                raise
+
+    def _forget_partitions(self) -> None:
+        for table in self.partitions.values():
+            table.clear()
+
+    def fetch(self, action: str, query: str, params: Sequence[object] = ()) -> list[Any]:
+        with self.lock, _translated(action, self.where):
+            return self._live().execute(query, params).fetchall()
+
+    def scalar(self, query: str) -> int:
+        rows = self.fetch("read", query)
+        return int(rows[0][0] or 0) if rows else 0
+
+    def close(self) -> None:
+        with self.lock, _translated("close", self.where):
+            self.connection.close()
+
+
+class PostgresEventLog:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        self._event_enc = msgspec.json.Encoder()
+        self._event_dec = msgspec.json.Decoder(Event)
+
+    def append(self, events: Sequence[Event]) -> list[int | None]:
+        if not events:
+            return []
+        enc = self._event_enc.encode
+        fresh: dict[str, Event] = {}
+        for e in events:
+            fresh.setdefault(e.message_id, e)
+        ids = list(fresh)
+        bodies = {m: enc(e) for m, e in fresh.items()}  # before the lock: it is held briefly
+        with self.db.writing("append", lock="message_ids") as db:
+            made = self.db.ensure_partitions(db, "events", (e.timestamp for e in fresh.values()))
+            # under the lock nobody else inserts: NOT EXISTS is exact, so a duplicate takes no
+            # seq; the ORDER BY hands out seqs in the batch's order
+            seqs: dict[str, int] = dict(
+                db.execute(
+                    "INSERT INTO message_ids (message_id, timestamp) "
+                    "SELECT b.m, b.t FROM unnest(%b::text[], %b::float8[]) "
+                    "WITH ORDINALITY AS b(m, t, i) "
+                    "WHERE NOT EXISTS (SELECT 1 FROM message_ids x WHERE x.message_id = b.m) "
+                    "ORDER BY b.i ON CONFLICT DO NOTHING RETURNING message_id, seq",
+                    (ids, [fresh[m].timestamp for m in ids]),
+                ).fetchall()
+            )
+            if seqs:
+                rows = [
+                    (seqs[m], m, e.user_id, e.anonymous_id, e.timestamp, bodies[m])
+                    for m, e in fresh.items()
+                    if m in seqs
+                ]
+                self.write_rows(db, rows)
+        self.db.partitions["events"].update(made)
+        out: list[int | None] = []
+        for e in events:
+            out.append(seqs.pop(e.message_id, None))  # a repeat within the batch: None
+        return out
+
+    def write_rows(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+        """Send event rows by binary COPY: as fast as one ``INSERT ... SELECT unnest`` of the
+        columns as arrays for 1-10 events, 20-30% faster from 100 (bench/store_postgres.py,
+        BENCHMARKS.md); for small batches either is small beside the commit."""
+        _copy(db, "COPY events (seq, message_id, user_id, anonymous_id, timestamp, body)", rows)
+
+    def _rows(self, query: str, params: Sequence[object]) -> list[StoredEvent]:
+        dec = self._event_dec.decode
+        rows = self.db.fetch("read", query, params)
+        return [StoredEvent(seq, dec(body)) for seq, body in rows]
+
+    def scan(self, after: int = 0) -> Iterator[StoredEvent]:
+        while True:  # in pages, so the lock is never held for the whole log
+            rows = self._rows(
+                "SELECT seq, body FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
+                (after, _PAGE),
+            )
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1].seq
+
+    def events_of(
+        self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
+    ) -> list[StoredEvent]:
+        users, anons = list(user_ids), list(anonymous_ids)
+        if not users and not anons:
+            return []
+        return self._rows(
+            "SELECT seq, body FROM events "
+            "WHERE (user_id = ANY(%s) OR anonymous_id = ANY(%s)) AND seq <= %s ORDER BY seq",
+            (users, anons, upto),
+        )
+
+    def last_seq(self) -> int:
+        return self.db.scalar("SELECT MAX(seq) FROM events")
+
+    def count(self) -> int:
+        return self.db.scalar("SELECT COUNT(*) FROM events")
+
+
+class PostgresDecisionLog:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        self._decision_dec = msgspec.json.Decoder(Decision)
+
+    def append_decisions(self, decisions: Sequence[Decision]) -> None:
+        if not decisions:
+            return
+        enc = msgspec.json.encode
+        fresh: dict[str, Decision] = {}
+        for d in decisions:
+            fresh.setdefault(d.decision_id, d)
+        ids = list(fresh)
+        bodies = {i: enc(d) for i, d in fresh.items()}  # before the lock: it is held briefly
+        with self.db.writing("append decisions", lock="decision_ids") as db:
+            made = self.db.ensure_partitions(db, "decisions", (d.timestamp for d in fresh.values()))
+            positions: dict[str, int] = dict(
+                db.execute(
+                    "INSERT INTO decision_ids (decision_id, timestamp) "
+                    "SELECT b.d, b.t FROM unnest(%b::text[], %b::float8[]) "
+                    "WITH ORDINALITY AS b(d, t, i) "
+                    "WHERE NOT EXISTS (SELECT 1 FROM decision_ids x WHERE x.decision_id = b.d) "
+                    "ORDER BY b.i ON CONFLICT DO NOTHING RETURNING decision_id, position",
+                    (ids, [fresh[i].timestamp for i in ids]),
+                ).fetchall()
+            )
+            if positions:
+                rows = [
+                    (positions[i], i, d.customer_id, d.placement, d.timestamp, bodies[i])
+                    for i, d in fresh.items()
+                    if i in positions
+                ]
+                self.write_rows(db, rows)
+        self.db.partitions["decisions"].update(made)
+
+    def write_rows(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+        """Send decision rows by binary COPY (as ``PostgresEventLog.write_rows``)."""
+        _copy(
+            db,
+            "COPY decisions (position, decision_id, customer_id, placement, timestamp, body)",
+            rows,
+        )
+
+    def decision(self, decision_id: str) -> Decision | None:
+        rows = self.db.fetch(
+            "read decision",
+            "SELECT d.body FROM decision_ids i JOIN decisions d "
+            "ON d.position = i.position AND d.timestamp = i.timestamp WHERE i.decision_id = %s",
+            (decision_id,),
+        )
+        return self._decision_dec.decode(rows[0][0]) if rows else None
+
+    def decisions(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[Decision]:
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
+        last: tuple[float, str] = (lo, "")
+        while True:  # in pages, so the lock is never held for the whole log
+            rows = self.db.fetch(
+                "read decisions",
+                "SELECT timestamp, decision_id, body FROM decisions "
+                "WHERE timestamp >= %s AND (timestamp, decision_id) > (%s, %s) "
+                "AND timestamp < %s ORDER BY timestamp, decision_id LIMIT %s",
+                (last[0], last[0], last[1], hi, _PAGE),
+            )
+            for ts, decision_id, body in rows:
+                yield self._decision_dec.decode(body)
+                last = (ts, decision_id)
+            if len(rows) < _PAGE:
+                return
+
+    def decision_log_position(self) -> int:
+        # the identity of decision_ids: handed out in order under the append lock, never twice
+        return self.db.scalar("SELECT MAX(position) FROM decisions")
+
+    def decisions_after(self, position: int) -> Iterator[Decision]:
+        last = position
+        while True:  # in pages, so the lock is never held for the whole log
+            rows = self.db.fetch(
+                "read decisions",
+                "SELECT position, body FROM decisions WHERE position > %s "
+                "ORDER BY position LIMIT %s",
+                (last, _PAGE),
+            )
+            for pos, body in rows:
+                yield self._decision_dec.decode(body)
+                last = pos
+            if len(rows) < _PAGE:
+                return
+
+
+class PostgresStateStore:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    def save_state(
+        self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
+    ) -> None:
+        # as SQLite does: deletes first, then upserts, the last one of a key winning
+        upserts = {(r.kind, r.key): r.body for r in rows if r.body is not None}
+        deletes = [(r.kind, r.key) for r in rows if r.body is None]
+        with self.db.writing("save state") as db:
+            if replace:
+                db.execute("TRUNCATE state")
+            for start in range(0, len(deletes), _STATE_CHUNK):
+                kinds, keys = zip(*deletes[start : start + _STATE_CHUNK], strict=True)
+                db.execute(
+                    "DELETE FROM state USING unnest(%b::text[], %b::text[]) AS d(kind, key) "
+                    "WHERE state.kind = d.kind AND state.key = d.key",
+                    (list(kinds), list(keys)),
+                )
+            items = list(upserts.items())
+            for start in range(0, len(items), _STATE_CHUNK):
+                chunk = items[start : start + _STATE_CHUNK]
+                db.execute(
+                    "INSERT INTO state (kind, key, body) "
+                    "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[]) "
+                    "ON CONFLICT (kind, key) DO UPDATE SET body = EXCLUDED.body",
+                    ([k for (k, _), _ in chunk], [k for (_, k), _ in chunk], [b for _, b in chunk]),
+                )
+            db.execute(
+                "INSERT INTO state_watermark (id, seq, version) VALUES (1, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, version = EXCLUDED.version",
+                (seq, version),
+            )
+
+    def load_state(self) -> SavedState | None:
+        marks = self.db.fetch("load state", "SELECT seq, version FROM state_watermark")
+        if not marks:
+            return None
+        return SavedState(int(marks[0][0]), str(marks[0][1]), self._state_rows())
+
+    def _state_rows(self) -> Iterator[StateRow]:
+        after: tuple[str, str] = ("", "")
+        while True:
+            rows = self.db.fetch(
+                "load state",
+                "SELECT kind, key, body FROM state WHERE (kind, key) > (%s, %s) "
+                "ORDER BY kind, key LIMIT %s",
+                (*after, _PAGE),
+            )
+            for kind, key, body in rows:
+                yield StateRow(kind, key, bytes(body))
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+
+class PostgresQuarantine:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        self._enc = msgspec.json.Encoder()
+        self._dec = msgspec.json.Decoder(Event)
+
+    def hold(self, messages: Sequence[HeldMessage]) -> None:
+        if not messages:
+            return
+        enc = self._enc.encode
+        columns: list[list[Any]] = [[], [], [], [], [], [], []]
+        for m in messages:
+            row = (m.event.message_id, m.received_at, m.code, m.reason, m.path, m.sender)
+            for column, value in zip(columns, (*row, enc(m.event)), strict=True):
+                column.append(value)
+        with self.db.writing("quarantine") as db:
+            db.execute(
+                "INSERT INTO quarantine (message_id, received_at, code, reason, path, sender, "
+                "body) SELECT m, a, c, r, p, s, b FROM unnest(%b::text[], %b::float8[], "
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[]) "
+                "WITH ORDINALITY AS q(m, a, c, r, p, s, b, i) ORDER BY i "
+                "ON CONFLICT (message_id) DO NOTHING",
+                columns,
+            )
+
+    def held(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
+        rows = self.db.fetch(
+            "read quarantine",
+            "SELECT id, received_at, code, reason, path, sender, body FROM quarantine "
+            "WHERE id > %s ORDER BY id LIMIT %s",
+            (after, limit),
+        )
+        dec = self._dec.decode
+        return [HeldMessage(i, at, c, r, p, s, dec(b)) for i, at, c, r, p, s, b in rows]
+
+    def release(self, ids: Collection[int]) -> None:
+        with self.db.writing("release quarantine") as db:
+            db.execute("DELETE FROM quarantine WHERE id = ANY(%b::int8[])", (list(ids),))
+
+    def held_count(self) -> int:
+        return self.db.scalar("SELECT COUNT(*) FROM quarantine")
