@@ -23,6 +23,7 @@ from _common import command_line, load_average, machine_info, now_iso
 from nextbest.sim.baselines import (
     clicks_vs_oracle,
     commercial_vs_oracle,
+    expected_clicks_vs_oracle,
     oracle_margin,
     true_incremental,
 )
@@ -58,6 +59,8 @@ class WorldSummary(msgspec.Struct, kw_only=True):
     oracle_over_static: Spread
     #: commercial clicks / the oracle's commercial clicks
     commercial_vs_oracle: dict[str, Spread] = {}
+    #: expected clicks (true click probabilities summed) / the oracle's
+    expected_vs_oracle: dict[str, Spread] = {}
 
 
 def summarise(world: str, runs: dict[int, dict[str, Metrics]]) -> WorldSummary:
@@ -65,6 +68,7 @@ def summarise(world: str, runs: dict[int, dict[str, Metrics]]) -> WorldSummary:
     policies = list(next(iter(runs.values())))
     per_seed_clicks = [clicks_vs_oracle(r) for r in runs.values()]
     per_seed_commercial = [commercial_vs_oracle(r) for r in runs.values()]
+    per_seed_expected = [expected_clicks_vs_oracle(r) for r in runs.values()]
     per_seed_incremental = [true_incremental(r) for r in runs.values()]
     margins = [oracle_margin(r) for r in runs.values()]
     return WorldSummary(
@@ -73,6 +77,7 @@ def summarise(world: str, runs: dict[int, dict[str, Metrics]]) -> WorldSummary:
         seeds=sorted(runs),
         clicks_vs_oracle={p: spread([c.get(p) for c in per_seed_clicks]) for p in policies},
         commercial_vs_oracle={p: spread([c.get(p) for c in per_seed_commercial]) for p in policies},
+        expected_vs_oracle={p: spread([c.get(p) for c in per_seed_expected]) for p in policies},
         true_incremental={
             p: spread([float(i[p]) if p in i else None for i in per_seed_incremental])
             for p in policies
@@ -97,14 +102,15 @@ def world_markdown(w: WorldSummary) -> str:
         "",
         f"Mean over seeds {seeds} (lowest to highest in brackets).",
         "",
-        "| policy | clicks / oracle clicks | commercial clicks / oracle's "
-        "| true incremental conversions (vs none) |",
-        "| --- | --- | --- | --- |",
+        "| policy | clicks / oracle clicks | expected clicks / oracle's "
+        "| commercial clicks / oracle's | true incremental conversions (vs none) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for p, c in w.clicks_vs_oracle.items():
+        expected = _cell(w.expected_vs_oracle.get(p, spread([])), 2)
         commercial = _cell(w.commercial_vs_oracle.get(p, spread([])), 2)
         incremental = _cell(w.true_incremental[p], 1)
-        lines.append(f"| {p} | {_cell(c, 2)} | {commercial} | {incremental} |")
+        lines.append(f"| {p} | {_cell(c, 2)} | {expected} | {commercial} | {incremental} |")
     lines += [
         "",
         f"Oracle's margin (clicks): {_cell(w.oracle_over_random, 2)} x random, "

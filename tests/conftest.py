@@ -31,6 +31,7 @@ from tests.support import (
     T0,
     TOKEN_SECRET,
     WRITE_KEY,
+    bayes_catalog,
     counter_ids,
 )
 
@@ -38,6 +39,12 @@ from tests.support import (
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog(EXAMPLE_CATALOG)
+
+
+@pytest.fixture(scope="session")
+def bayes_app(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """The example bank with app_home on the Beta-Bernoulli model and Thompson sampling."""
+    return load_catalog(bayes_catalog(tmp_path_factory.mktemp("bayes_app")))
 
 
 @pytest.fixture

@@ -138,6 +138,24 @@ def targeted_catalog(folder: Path) -> Path:
     return edited_catalog(folder, {}, targeted=True)
 
 
+#: the example bank's app_home as it learns there, and as ``bayes_catalog`` makes it learn
+APP_HOME_CONTEXTUAL = (
+    "  - id: app_home\n    channel: app\n    slots: 2\n"
+    "    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}"
+)
+APP_HOME_BAYES = (
+    "  - id: app_home\n    channel: app\n    slots: 2\n"
+    "    learning: {model: bayes, explore: {type: thompson, n_sim: 200}}"
+)
+
+
+def bayes_catalog(folder: Path) -> Path:
+    """The example bank with its app_home learning by the Beta-Bernoulli model and Thompson
+    sampling: a catalog with both model kinds and both ways to explore, for the tests of
+    what differs between them."""
+    return edited_catalog(folder, {"placements.yaml": [(APP_HOME_CONTEXTUAL, APP_HOME_BAYES)]})
+
+
 def edited_catalog(
     folder: Path, edits: dict[str, list[tuple[str, str]]], *, targeted: bool = False
 ) -> Path:

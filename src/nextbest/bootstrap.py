@@ -17,16 +17,18 @@ from collections.abc import Callable
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.engine import Engine
+from nextbest.errors import ConfigError
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
-from nextbest.store.port import Stores
+from nextbest.store.port import Stores, with_state
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
     "EVENT_TIME_ID_PREFIX",
     "MEMORY",
     "POSTGRES_SCHEMES",
+    "REDIS_SCHEMES",
     "build_engine",
     "load_catalog",
     "make_clock",
@@ -38,6 +40,8 @@ __all__ = [
 MEMORY = ":memory:"
 #: how a ``data`` setting naming a PostgreSQL server begins
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: the URL schemes of a Redis server for the derived state (``NEXTBEST_PROFILES``)
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 def _new_id() -> str:
@@ -64,10 +68,29 @@ def sequential_ids(after: int, prefix: str = EVENT_TIME_ID_PREFIX) -> Callable[[
     return lambda: f"{prefix}{next(count):08d}"
 
 
-def open_stores(data: str, synchronous: str = "FULL") -> Stores:
+def open_stores(data: str, synchronous: str = "FULL", profiles: str = "") -> Stores:
     """The stores ``data`` names: ``:memory:``, a PostgreSQL URL (``postgresql://user@host:
     port/dbname``; StoreUnavailable naming host and port when it cannot be reached), or an
-    embedded SQLite file's path."""
+    embedded SQLite file's path. ``profiles``: a ``redis://`` URL keeps the derived state
+    (profiles, identity links, models) in Redis instead, the logs staying in ``data``."""
+    stores = _open_logs(data, synchronous)
+    if not profiles:
+        return stores
+    if not profiles.startswith(REDIS_SCHEMES):
+        stores.close()
+        raise ConfigError("NEXTBEST_PROFILES is a redis:// or rediss:// URL")
+    try:
+        # imported here, like psycopg: only this backend needs it
+        from nextbest.store.redis import RedisState
+
+        state = RedisState(profiles)
+    except BaseException:
+        stores.close()
+        raise
+    return with_state(stores, state, state.close)
+
+
+def _open_logs(data: str, synchronous: str) -> Stores:
     if data == MEMORY:
         return memory_stores()
     if data.startswith(POSTGRES_SCHEMES):
@@ -95,7 +118,9 @@ def build_engine(
     long-running server): what a restore loads is moved out of the cyclic collector's reach;
     a simulation or a short command passes False."""
     compiled = catalog if catalog is not None else load_catalog(settings.catalog)
-    stores = open_stores(settings.data, synchronous=settings.sqlite_synchronous)
+    stores = open_stores(
+        settings.data, synchronous=settings.sqlite_synchronous, profiles=settings.profiles
+    )
     try:
         if clock is None:
             clock = make_clock(settings)

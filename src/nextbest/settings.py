@@ -68,6 +68,9 @@ def origin(value: str) -> str:
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     catalog: str = "examples/bank"
     data: str = ".nextbest/embedded.sqlite"
+    #: where live derived state (profiles, identity links, models) is kept, if not with the
+    #: logs in ``data``: ``redis://host:port/db`` (``NEXTBEST_PROFILES``); empty: in ``data``
+    profiles: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     write_keys: frozenset[str] = frozenset()
@@ -153,6 +156,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             masked[f] = f"<{len(masked[f])} keys>"
         masked["token_secret"] = "<secret>" if self.token_secret else "<unset>"
         masked["data"] = without_password(self.data)
+        masked["profiles"] = without_password(self.profiles)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in masked.items()) + ")"
 
     __str__ = __repr__
@@ -165,6 +169,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name, key in (
             ("catalog", "CATALOG"),
             ("data", "DATA"),
+            ("profiles", "PROFILES"),
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),

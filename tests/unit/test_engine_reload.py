@@ -20,7 +20,15 @@ from nextbest.learn.model import describe
 from nextbest.store import sqlite_stores
 from nextbest.store.catalog_files import load_catalog
 from nextbest.usecases import reload_catalog
-from tests.support import EXAMPLE_CATALOG, batch, counter_ids, edited_catalog, page
+from tests.support import (
+    APP_HOME_BAYES,
+    APP_HOME_CONTEXTUAL,
+    EXAMPLE_CATALOG,
+    batch,
+    counter_ids,
+    edited_catalog,
+    page,
+)
 from tests.unit.test_engine import play, random_traffic
 
 #: an eligibility rule change: folds alike, so profiles stay as they are
@@ -80,20 +88,13 @@ def test_the_learned_state_of_offers_that_still_exist_is_kept(make_engine, tmp_p
     engine.reload(edited(tmp_path, "no_cards", {"offers.yaml": NO_CARDS}))
     assert engine.learner is not learned
     assert engine.model_state() == before
-    # app_home learns with bayes; switching it to contextual starts that placement afresh
-    switch = {
-        "placements.yaml": [
-            (
-                "learning: {model: bayes, explore: {type: thompson, n_sim: 200}}",
-                "learning: {model: contextual, explore: {type: greedy}}",
-            )
-        ]
-    }
+    # app_home learns contextually; switching it to bayes starts that placement afresh
+    switch = {"placements.yaml": [(APP_HOME_CONTEXTUAL, APP_HOME_BAYES)]}
     kept = engine.learner.models["home_feed"].to_state()
     engine.reload(edited(tmp_path, "switch", switch))
     models = engine.learner.models
     assert models["home_feed"].to_state() == kept
-    assert models["app_home"].kind.value == "contextual"
+    assert models["app_home"].kind.value == "bayes"
     assert describe(models["app_home"]).n_learned == 0
 
 

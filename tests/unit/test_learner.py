@@ -5,6 +5,7 @@ the state is deterministic bytes."""
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import msgspec
@@ -14,6 +15,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Candidate, ChoiceContext, Decision, DecisionItem
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.assignment import Arm
+from nextbest.learn.conversion import INTENT_STRENGTH, ConversionModel, intent_level
 from nextbest.learn.learner import PRIOR, Learner, customer_part
 from nextbest.profile.model import Profile
 from nextbest.store.catalog_files import load_catalog
@@ -150,7 +152,8 @@ def busy(catalog: Catalog) -> Learner:
 # ---------------------------------------------------------------------- describe
 
 
-def test_describe_lists_each_learning_placement(catalog: Catalog):
+def test_describe_lists_each_learning_placement(bayes_app: Catalog):
+    catalog = bayes_app  # app_home on bayes + Thompson
     learner = Learner(catalog)
     listed = learner.describe()
     assert [(m.placement, m.explore, m.info.kind.value, m.info.version) for m in listed] == [
@@ -163,7 +166,8 @@ def test_describe_lists_each_learning_placement(catalog: Catalog):
     assert len(learner.describe(k=1)[0].info.top_features) == 1
 
 
-def test_describe_counts_what_each_model_learned(catalog: Catalog):
+def test_describe_counts_what_each_model_learned(bayes_app: Catalog):
+    catalog = bayes_app  # app_home on bayes + Thompson
     learner = busy(catalog)
     assert n_learned(learner) == {
         "home_hero": 0,
@@ -180,7 +184,6 @@ def test_describe_counts_what_each_model_learned(catalog: Catalog):
 def test_a_catalog_without_learning_has_no_models_and_chooses_greedily(tmp_path: Path):
     no_learning = [
         ("    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}\n", ""),
-        ("    learning: {model: bayes, explore: {type: thompson, n_sim: 200}}\n", ""),
     ]
     cat = load_catalog(edited_catalog(tmp_path, {"placements.yaml": no_learning}))
     learner = Learner(cat)
@@ -264,8 +267,9 @@ def test_a_snapshot_whose_views_hold_the_whole_logged_features_is_not_read(catal
 
 
 def test_waiting_views_keep_customer_features_only_for_a_model_that_reads_them(
-    catalog: Catalog,
+    bayes_app: Catalog,
 ):
+    catalog = bayes_app  # app_home on bayes + Thompson
     views = {v[2]: v for v in msgspec.msgpack.decode(busy(catalog).to_state())["views"]}
     contextual, bayes = views["d3"], views["d2"]  # home_feed learns contextually, app_home not
     assert contextual[7] == {
@@ -424,10 +428,11 @@ def test_time_is_when_the_server_received_an_event_not_the_clients_clock(catalog
 
 
 def test_decisions_made_by_another_chooser_teach_nothing_and_count_in_no_budget(
-    catalog: Catalog,
+    bayes_app: Catalog,
 ):
     """Only the learner's own decisions (``model_version`` of the placement's model kind)
     teach its model: an external ``choose=`` logs ``prior`` and other features."""
+    catalog = bayes_app  # app_home on bayes + Thompson
     learner = Learner(catalog)
     data = learner.to_state()
     feed = decision(catalog, "d1", model_version="prior", explored=("savings_offer",))
@@ -569,3 +574,62 @@ def test_learned_conversion_rates_change_the_expected_value_ranked_by(catalog: C
     ctx = ChoiceContext("dx", "home_feed", T0, Profile(customer_id="u1"), {}, [])
     choice = learner.choose(ctx, pool, 2)
     assert choice.p_convert == [pytest.approx(2 / 220), pytest.approx(62 / 220)]
+
+
+def test_a_click_converts_under_the_customers_intent_and_the_factors_follow_it(
+    catalog: Catalog,
+) -> None:
+    """A click is filed under the customer's intent when the offer was shown (their logged
+    interest in its topic); conversions at a level move that level's factor, pooled over
+    offers, and every offer's P(conversion | click) for customers at that level with it.
+    The counts survive a restart."""
+    learner = Learner(catalog)
+    rates, savings = catalog.offers["mortgage_rates"], catalog.offers["savings_offer"]
+    offers = catalog.offers
+    half = catalog.scoring.half_saturation
+    d1 = decision(catalog, "d1", at=T0)  # interest:mortgage 1.1 (log1p): expm1 = 2.0
+    level = intent_level(math.expm1(1.1), half)
+    viewed(learner, d1, at=T0 + 1)
+    clicked(learner, d1, at=T0 + 2)
+    assert [p[5] for p in msgspec.msgpack.decode(learner.to_state())["pending"]] == [level]
+    good = kpi("Application Started", "mortgage", at=T0 + 3600)
+    learner.observe_outcome(good, "u1", same_as_u1)
+    assert learner.conversions.intent_counts() == [("mortgage_rates", level, 1.0, 1.0)]
+    rate = learner.conversions.rate(rates)
+    factor = (1.0 + INTENT_STRENGTH) / (rate + INTENT_STRENGTH)
+    assert learner.conversions.factors(offers)[level] == pytest.approx(factor)
+    assert learner.conversions.predict(rates, level, offers) == pytest.approx(rate * factor)
+    # the factor is pooled: savings clicks at that level convert more too, others do not
+    savings_rate = learner.conversions.rate(savings)
+    assert learner.conversions.predict(savings, level, offers) == pytest.approx(
+        savings_rate * factor
+    )
+    other = 0 if level else 1
+    assert learner.conversions.predict(savings, other, offers) == pytest.approx(savings_rate)
+    assert learner.conversions.predict(savings) == pytest.approx(savings_rate)  # unknown
+    resumed = Learner.from_state(catalog, learner.to_state())
+    assert resumed.conversions.intent_counts() == learner.conversions.intent_counts()
+    assert resumed.to_state() == learner.to_state()
+
+
+def test_intent_levels_and_factors_from_counts(catalog: Catalog) -> None:
+    assert [intent_level(s, 2.0) for s in (0.0, 0.5, 1.99, 2.0, 40.0)] == [0, 1, 1, 2, 2]
+    model = ConversionModel(20.0)
+    assert model.factors(catalog.offers) == [1.0, 1.0, 1.0]  # no data: no difference
+    rates = catalog.offers["mortgage_rates"]
+    # 400 clicks without interest, 4 conversions; 100 researched clicks, 20 conversions
+    for k in range(400):
+        model.learn("mortgage_rates", k < 4, 0)
+    for k in range(100):
+        model.learn("mortgage_rates", k < 20, 2)
+    rate = model.rate(rates)
+    assert rate == pytest.approx((0.1 * 20 + 24) / 520)
+    f = model.factors(catalog.offers)
+    assert f[0] == pytest.approx((4 + INTENT_STRENGTH) / (400 * rate + INTENT_STRENGTH))
+    assert f[2] == pytest.approx((20 + INTENT_STRENGTH) / (100 * rate + INTENT_STRENGTH))
+    assert f[1] == 1.0
+    assert f[0] < 1.0 < f[2]
+    assert model.predict(rates, 2, catalog.offers) == pytest.approx(rate * f[2])
+    # an offer gone from the catalog counts in no factor
+    model.learn("retired_offer", True, 2)
+    assert model.factors(catalog.offers) == f

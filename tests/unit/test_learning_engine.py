@@ -40,9 +40,9 @@ from nextbest.store.sqlite import (
     SQLiteStateStore,
 )
 from tests.support import (
-    EXAMPLE_CATALOG,
     T0,
     batch,
+    bayes_catalog,
     counter_ids,
     edited_catalog,
     feedback,
@@ -244,16 +244,10 @@ def test_a_learning_decision_logs_model_features_candidates_and_propensities(
     assert pinned
     assert free
 
-    d = engine.decide(APP, user_id=user)
-    assert d.model_version == "bayes-0"
+    d = engine.decide(APP, user_id=user)  # the app's home learns like the web's
+    assert d.model_version == "contextual-0"
     assert {k[len(PRIOR) :] for k in d.features if k.startswith(PRIOR)} == set(d.candidates)
     assert all(0.0 < i.propensity <= 1.0 for i in d.items)
-    # Thompson sampling's propensities are Monte Carlo estimates, and logged as such
-    free_app = [i for i in commercial(d) if i.campaign_id != "always_on_products"]
-    assert free_app
-    assert {i.propensity_kind for i in free_app} == {"monte_carlo"}
-    pinned_app = [i for i in commercial(d) if i.campaign_id == "always_on_products"]
-    assert all((i.propensity, i.propensity_kind) == (1.0, "exact") for i in pinned_app)
 
 
 def test_a_campaign_explores_once_then_waits_until_its_share_allows_the_next(
@@ -815,10 +809,11 @@ def test_a_campaigns_explored_share_stays_under_its_cap(
 
 
 def test_thompson_propensities_are_reproducible_monte_carlo_estimates(
-    make_engine: Callable[..., Engine], store_kind: str, clock: FixedClock, catalog: Catalog
+    make_engine: Callable[..., Engine], store_kind: str, clock: FixedClock, bayes_app: Catalog
 ):
+    catalog = bayes_app  # app_home on bayes + Thompson
     n_sim = 200
-    engine = make_engine(store_kind)
+    engine = make_engine(store_kind, cat=catalog)
     users = [treated(catalog, f"thompson{k}") for k in range(3)]
     for user in users:
         researcher(engine, user, pages=2)
@@ -852,9 +847,11 @@ def test_thompson_propensities_are_reproducible_monte_carlo_estimates(
 # ---------------------------------------------------------------------- nextbest models
 
 
-def test_nextbest_models_lists_the_learning_placements(
-    catalog: Catalog, clock: FixedClock, tmp_path: Path
-):
+def test_nextbest_models_lists_the_learning_placements(clock: FixedClock, tmp_path: Path):
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    bayes_catalog(folder)  # app_home on bayes + Thompson
+    catalog = load_catalog(folder)
     data = tmp_path / "models.sqlite"
     engine = Engine(catalog, sqlite_stores(data), clock, new_id=counter_ids())
     try:
@@ -872,7 +869,7 @@ def test_nextbest_models_lists_the_learning_placements(
         engine.close()
 
     runner = CliRunner()
-    args = ["models", "--data", str(data), "--catalog", str(EXAMPLE_CATALOG)]
+    args = ["models", "--data", str(data), "--catalog", str(folder)]
     env = {"COLUMNS": "80", "NO_COLOR": "1"}
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output

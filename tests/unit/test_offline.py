@@ -29,6 +29,7 @@ from tests.support import (
     EXAMPLE_CATALOG,
     T0,
     batch,
+    bayes_catalog,
     counter_ids,
     edited_catalog,
     feedback,
@@ -172,7 +173,7 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     """app_home explores by Thompson sampling: its logged propensities are Monte Carlo
     estimates. They survive the Parquet round trip, and the offline report says its
     estimators rest on them."""
-    catalog = load_catalog(EXAMPLE_CATALOG)
+    catalog = load_catalog(bayes_catalog(tmp_path))  # app_home on bayes + Thompson
     engine = logged_engine(catalog, placement="app_home")
     engine.flush()
     items = items_of(engine, catalog)

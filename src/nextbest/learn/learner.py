@@ -46,7 +46,12 @@ from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
 from nextbest.learn.bayes_logistic import BayesLogistic, sigmoid
 from nextbest.learn.calibration import Calibration
-from nextbest.learn.conversion import ConversionModel, PendingConversion
+from nextbest.learn.conversion import (
+    NO_INTENT,
+    ConversionModel,
+    PendingConversion,
+    intent_level,
+)
 from nextbest.learn.explore import (
     BetaScores,
     ExplorationBudget,
@@ -133,6 +138,8 @@ class _State(msgspec.Struct, kw_only=True):
     #: clicks waiting for their KPI event, and each offer's conversion counts
     pending: list[PendingConversion] = []
     conversions: dict[str, tuple[float, float]] = {}
+    #: (offer id, intent level, conversions, clicks with an outcome)
+    conversion_intents: list[tuple[str, int, float, float]] = []
     #: feedback volume per key and network origin (``learn.volume``)
     trust: bytes = b""
 
@@ -228,7 +235,10 @@ class Learner:
             p_click = [sigmoid(mu) for mu in posterior[0]]
         else:
             p_click = model.predict_many(x, refs, offsets=offsets)
-        p_convert = [self.conversions.predict(c.offer) for c in pool]
+        offers = self.catalog.offers
+        p_convert = [
+            self.conversions.predict(c.offer, self._intent(x, c.offer), offers) for c in pool
+        ]
         scale = [ranking.worth(c.offer, q) for c, q in zip(pool, p_convert, strict=True)]
         scores = [p * s for p, s in zip(p_click, scale, strict=True)]
         slots = [RankEntry(urgent=c.urgent, explorable=self._explorable(c.offer)) for c in pool]
@@ -359,9 +369,20 @@ class Learner:
         days = camp.attribution_days if camp is not None else DEFAULT_ATTRIBUTION_DAYS
         kpi = offer.spec.kpi_event
         assert kpi is not None
-        pending = PendingConversion(at + days * 86_400.0, at, decision.customer_id, offer.id, kpi)
+        intent = self._intent(decision.features, offer) if decision.features else NO_INTENT
+        pending = PendingConversion(
+            at + days * 86_400.0, at, decision.customer_id, offer.id, kpi, intent
+        )
         self._wait(pending)
         self.dirty = True
+
+    def _intent(self, features: Mapping[str, float], offer: CompiledOffer) -> int:
+        """The customer's intent level for ``offer`` (``learn.conversion``) from decision
+        features: their interest in its topic (unknown for an offer without one)."""
+        if offer.topic is None:
+            return NO_INTENT
+        interest = ranking.interest_score(features, offer.topic)
+        return intent_level(interest, self.catalog.scoring.half_saturation)
 
     def _wait(self, pending: PendingConversion) -> None:
         heapq.heappush(self._pending, pending)
@@ -418,7 +439,7 @@ class Learner:
             self._stop_waiting(best)
             self._pending.remove(best)
             heapq.heapify(self._pending)
-            self.conversions.learn(best.offer_id, True)
+            self.conversions.learn(best.offer_id, True, best.intent)
             self.dirty = True
 
     @staticmethod
@@ -459,7 +480,7 @@ class Learner:
         while pending and pending[0].deadline < now:
             expired = heapq.heappop(pending)
             self._stop_waiting(expired)
-            self.conversions.learn(expired.offer_id, False)
+            self.conversions.learn(expired.offer_id, False, expired.intent)
         forget = self._forget
         while forget and forget[0][0] < now:
             until, decision_id, offer_id = heapq.heappop(forget)
@@ -503,6 +524,7 @@ class Learner:
             learned=self.learned,
             pending=sorted(self._pending),
             conversions=self.conversions.counts(),
+            conversion_intents=self.conversions.intent_counts(),
             trust=self.volume.to_state(),
         )
         return msgspec.msgpack.encode(state)
@@ -536,6 +558,6 @@ class Learner:
         learner.now, learner.learned = state.now, state.learned
         for pending in sorted(state.pending):
             learner._wait(pending)
-        learner.conversions.load(state.conversions)
+        learner.conversions.load(state.conversions, state.conversion_intents)
         learner.volume = FeedbackVolume.from_state(catalog.spec.profile.feedback, state.trust)
         return learner

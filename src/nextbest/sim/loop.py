@@ -105,6 +105,12 @@ class Metrics(msgspec.Struct, kw_only=True):
     decisions: int = 0
     impressions: int = 0
     clicks: int = 0
+    #: the sum of the true click probabilities of every impression: the clicks a policy
+    #: earns in expectation, free of the click draws' noise (the figure to compare
+    #: policies by when clicks are counted in hundreds)
+    expected_clicks: float = 0.0
+    #: the same for true P(click) x P(conversion | click) x the offer's value
+    expected_value: float = 0.0
     ctr: float = 0.0
     conversions_after_click: int = 0
     organic_conversions: int = 0
@@ -314,8 +320,7 @@ class SiteLoop:
             self.impressions[offer_id] += 1
             before = shown[offer_id]
             shown[offer_id] += 1
-            clicked = model.click(
-                rng,
+            p_click = model.p_click(
                 offer_topic=offer.topic,
                 offer_kind=offer.kind.value,
                 position=position,
@@ -325,7 +330,14 @@ class SiteLoop:
                 age=age,
                 offer=offer_id,
             )
-            if not clicked:
+            # the expected figures: what the draws below realise, without their noise
+            self.metrics.expected_clicks += p_click
+            self.metrics.expected_value += (
+                p_click
+                * model.p_convert_after_click(offer_topic=offer.topic, needs=needs)
+                * offer.spec.value
+            )
+            if not rng.random() < p_click:  # the one draw ResponseModel.click makes
                 continue
             self.clicks[offer_id] += 1
             feedback.append(self._track("Promotion Clicked", at + 5.0, who, context, props))
