@@ -22,6 +22,7 @@ OUTER = [
     "nextbest.engine",
     "nextbest.bootstrap",
     "nextbest.usecases",
+    "nextbest.migrate",
     "nextbest.decision_journal",
     "nextbest.api",
     "nextbest.cli",
@@ -38,6 +39,7 @@ COMPOSITION_AND_FACES = (
     "nextbest.engine",
     "nextbest.bootstrap",
     "nextbest.usecases",
+    "nextbest.migrate",
     "nextbest.decision_journal",
 )
 #: modules that read or write files, sockets, processes or databases, or parse file formats

@@ -1,6 +1,6 @@
-"""The command line: ``nextbest serve | check | replay | models | token | export | evaluate |
-sim``. Commands parse arguments and print; what they do is a use case (``nextbest.usecases``)
-or the engine's."""
+"""The command line: ``nextbest serve | check | replay | models | token | migrate | export |
+evaluate | sim``. Commands parse arguments and print; what they do is a use case
+(``nextbest.usecases``, ``nextbest.migrate``) or the engine's."""
 
 from __future__ import annotations
 
@@ -319,6 +319,98 @@ def quarantine_replay(catalog: str = CatalogOpt, data: str = DataOpt) -> None:
     )
     for m in report.still_held:
         out.print(f"  #{m.id} {m.code} at {m.path}: {m.reason}", markup=False)
+
+
+@app.command()
+def migrate(
+    source: str = typer.Option(
+        ..., "--from", help="The store to copy: sqlite:PATH (or PATH), or a postgresql:// URL."
+    ),
+    target: str = typer.Option(
+        ..., "--to", help="An empty store to copy into, e.g. postgresql://user@host/db."
+    ),
+    catalog: str = CatalogOpt,
+    batch: int = typer.Option(5_000, "--batch", min=1, help="Rows written per append."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted copy into the same target."
+    ),
+    state: bool = typer.Option(
+        True,
+        "--state/--no-state",
+        help="Copy the saved profiles and models when folded under --catalog (else the "
+        "target folds its logs on its first start).",
+    ),
+) -> None:
+    """Move a stopped installation to another store (an embedded SQLite file to PostgreSQL):
+    the event log in order, the decision log and the quarantine, in batches; then verify
+    counts, sha256 digests and that a replay on either side gives identical profiles and
+    models. Exit 1 on any mismatch."""
+    from rich.table import Table
+
+    from nextbest.errors import InputError
+    from nextbest.migrate import migrate as run_migrate
+    from nextbest.store.catalog_files import load_catalog
+
+    err, out = _console("err"), _console("out")
+
+    def progress(port: str, done: int, total: int) -> None:
+        if err.is_terminal:
+            err.print(f"  {port}: {done:,} / {total:,}", markup=False)
+
+    try:
+        report = _found(
+            run_migrate,
+            source,
+            target,
+            load_catalog(catalog),
+            batch=batch,
+            resume=resume,
+            state=state,
+            progress=progress,
+        )
+    except InputError as exc:
+        err.print(exc.message, markup=False)
+        raise typer.Exit(2) from exc
+    except NextbestError as exc:  # a server not reachable, a catalog that does not load
+        err.print(exc.message, markup=False)
+        raise typer.Exit(1) from exc
+    table = Table(title=f"{report.source} -> {report.target}")
+    for column in ("port", "source", "target", "copied", "kept", "MB", "s", "rows/s", "sha256"):
+        table.add_column(column, justify="left" if column in ("port", "sha256") else "right")
+    for p in report.ports:
+        table.add_row(
+            p.port,
+            f"{p.source_rows:,}",
+            f"{p.target_rows:,}",
+            f"{p.copied:,}",
+            f"{p.kept:,}",
+            f"{p.bytes / 1e6:.2f}",
+            f"{p.seconds:.2f}",
+            f"{p.rows_per_second:,.0f}",
+            "equal" if p.matches else "DIFFERS",
+        )
+    out.print(table)
+    copy = report.state
+    out.print(
+        f"saved state: {'copied' if copy.copied else 'not copied'}: {copy.note}", markup=False
+    )
+    r = report.replay
+    out.print(
+        f"replayed {r.events:,} events into {r.profiles:,} profiles on each side under catalog "
+        f"{r.catalog}: profiles {'identical' if r.identical else 'differ'}; models "
+        f"{'identical' if r.models_identical else 'differ'}; the target's state "
+        f"{'equals' if r.target_replay_identical else 'differs from'} its replay",
+        markup=False,
+    )
+    out.print(
+        f"{report.rows:,} rows, {report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s",
+        markup=False,
+    )
+    if not report.ok:
+        for problem in report.problems:
+            err.print(f"mismatch: {problem}", markup=False)
+        raise typer.Exit(1)
+    out.print("verified: the target is a copy of the source", markup=False)
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Export logs for analysts.")
