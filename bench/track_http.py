@@ -9,8 +9,11 @@ every acknowledged event is on disk) runs as a child process on a free loopback 
 run, same wrk settings: a bare Starlette app answering ``GET /`` with ``hello`` on the same
 uvicorn (the stack's hello-world), and nextbest's own ``GET /healthz``.
 
-Run alone with ``--child-serve PORT DATA SYNC`` or ``--child-hello PORT``, this file is the
-server child.
+``--access-log FILE``: the server writes its JSON access lines (``api.logs``) to FILE, as
+``nextbest serve`` writes them to stderr (without it, no log handler is configured).
+
+Run alone with ``--child-serve PORT DATA SYNC [LOG]`` or ``--child-hello PORT``, this file is
+the server child.
 """
 
 from __future__ import annotations
@@ -146,6 +149,12 @@ def _phase(
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-serve":
         port, data, sync = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        if len(sys.argv) > 5:
+            from nextbest.api.logs import configure
+
+            with open(sys.argv[5], "a", buffering=1) as stream:
+                configure(stream)
+                return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
         return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
     if len(sys.argv) > 1 and sys.argv[1] == "--child-hello":
         return _hello(int(sys.argv[2]))
@@ -155,6 +164,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--batches", default="10,100", help="batch sizes to measure")
     ap.add_argument("--sync", default="FULL", help="server SQLite synchronous setting")
+    ap.add_argument("--access-log", default=None, help="the server's JSON access lines go here")
     args = ap.parse_args()
     if args.quick:
         args.seconds = 2.0
@@ -173,7 +183,10 @@ def main() -> int:
         finally:
             _stop(hello)
         port = free_port()
-        server = _child(["--child-serve", str(port), str(Path(tmp) / "track.sqlite"), args.sync])
+        log_to = [args.access_log] if args.access_log else []
+        server = _child(
+            ["--child-serve", str(port), str(Path(tmp) / "track.sqlite"), args.sync, *log_to]
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             phases["healthz"] = _phase("GET /healthz", f"{base}/healthz", args, server.pid, None)

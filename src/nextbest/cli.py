@@ -96,10 +96,15 @@ def serve(
     ),
     clock: ClockKind = ClockOpt,
 ) -> None:
-    """Run the HTTP service on the embedded store."""
+    """Run the HTTP service on the embedded store.
+
+    Logs are JSON lines on stderr (``api.logs``): one access line a request with its request
+    id, uvicorn's own lines, errors. A backend that cannot be reached stops it with one line
+    naming the backend and its host:port (exit 1), never a password or a traceback."""
     import uvicorn
 
     from nextbest.api.app import create_app
+    from nextbest.api.logs import configure
     from nextbest.bootstrap import build_engine
 
     settings = _settings(catalog, data, host=host, port=port, clock=clock)
@@ -116,6 +121,9 @@ def serve(
         for problem in exc.problems:
             _console("err").print(f"[red]{problem}[/red]")
         raise typer.Exit(1) from exc
+    except NextbestError as exc:  # a backend unreachable, a malformed setting: one line
+        _console("err").print(f"nextbest: cannot start: {_one_line(exc.message)}", markup=False)
+        raise typer.Exit(1) from None
     if settings.uses_dev_keys:
         _console("err").print(
             "[yellow]development keys in use (dev-write-key, dev-server-key, ...): "
@@ -126,7 +134,20 @@ def serve(
         f"store {without_password(settings.data)}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     _reload_on_hangup(engine, settings.catalog)
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+    configure()
+    uvicorn.run(
+        create_app(engine, settings),
+        host=host,
+        port=port,
+        log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
+        log_level=None,
+        access_log=False,  # nextbest.access writes one line a request, with its id
+    )
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: a driver's message may run over several."""
+    return " ".join(text.split())
 
 
 def _reload_on_hangup(engine: Engine, location: str) -> None:

@@ -194,6 +194,10 @@ class Engine:
         self._since_snapshot = 0
         self._closed = False
         self._freeze_gc = freeze_gc
+        #: told of every feedback event joined to its decision as it is accepted (not on
+        #: restores or replays): True if it was given to the learner, False if the trust
+        #: rules (``learn.trust``) kept it from the shared model. A face's counter (metrics)
+        self.on_feedback: Callable[[bool], None] | None = None
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
             self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
         )
@@ -363,7 +367,7 @@ class Engine:
                 for n, event in enumerate(parsed.events):
                     seq = seqs[at + n]
                     if seq is not None:
-                        self._apply(self._book, self._learner, seq, event, joined.get(n))
+                        self._apply(self._book, self._learner, seq, event, joined.get(n), live=True)
                         accepted += 1
                         latest = max(latest, event.timestamp)
                 at += len(parsed.events)
@@ -451,6 +455,31 @@ class Engine:
             return error
         return None
 
+    def probe(self) -> list[tuple[str, str | None]]:
+        """Ask each store port one cheap question (the event log's and the decision log's
+        positions, the oldest quarantined message): each port's name and None, or why it
+        did not answer. The state port has no cheap question: a failed save says it (the
+        server's background saves)."""
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("event_log", self.event_log.last_seq),
+            ("decision_log", self.decision_log.decision_log_position),
+            ("quarantine", lambda: self.quarantine.held(0, 1)),
+        ]
+        out: list[tuple[str, str | None]] = []
+        for name, ask in checks:
+            try:
+                ask()
+            except NextbestError as exc:
+                out.append((name, exc.message))
+            else:
+                out.append((name, None))
+        return out
+
+    @property
+    def closed(self) -> bool:
+        """``close`` or ``release`` was called: the stores are closed."""
+        return self._closed
+
     @property
     def snapshot_due(self) -> bool:
         """``snapshot_every`` events folded since the last save: time to save (the server's
@@ -467,7 +496,11 @@ class Engine:
         seq: int,
         event: Event,
         decision: Decision | None = None,
+        *,
+        live: bool = False,
     ) -> None:
+        """Fold ``event`` (at ``seq``) into ``book`` and ``learner``; ``live``: accepted now
+        (``on_feedback`` is told how its feedback was judged), not restored or replayed."""
         if is_feedback(event):
             if decision is None:
                 decision = self.decision(str(event.properties.get("decision_id")))
@@ -477,8 +510,11 @@ class Engine:
                 learner.dirty = True
             if decision is not None:
                 sender = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
-                if not trusted_feedback(sender, event, decision, volume):
+                trusted = trusted_feedback(sender, event, decision, volume)
+                if not trusted:
                     decision = None  # stored and folded, not learned (``learn.trust``)
+                if live and self.on_feedback is not None:
+                    self.on_feedback(trusted)
         learner.observe(event, decision)
         book.apply(seq, event, self._events_of)
         if learner.awaits(event) and (event.user_id or event.anonymous_id):

@@ -77,6 +77,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     browser_keys: frozenset[str] = frozenset()
     server_keys: frozenset[str] = frozenset()
     admin_keys: frozenset[str] = frozenset()
+    #: keys of the monitoring system that scrapes ``/metrics`` (and may do nothing else;
+    #: admin keys reach it too)
+    metrics_keys: frozenset[str] = frozenset()
     token_secret: str = ""
     max_body_bytes: int = 4_500_000
     #: a body that carries its own key (analytics.js: ``writeKey`` in a text/plain body) is
@@ -152,7 +155,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         masked = {f: getattr(self, f) for f in self.__struct_fields__}
-        for f in ("write_keys", "browser_keys", "server_keys", "admin_keys"):
+        for f in ("write_keys", "browser_keys", "server_keys", "admin_keys", "metrics_keys"):
             masked[f] = f"<{len(masked[f])} keys>"
         masked["token_secret"] = "<secret>" if self.token_secret else "<unset>"
         masked["data"] = without_password(self.data)
@@ -218,6 +221,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["clock"] = raw
         for kind in ("write", "browser", "server", "admin"):
             values[f"{kind}_keys"] = _keys(e.get(f"NEXTBEST_{kind.upper()}_KEYS"))
+        values["metrics_keys"] = _keys(e.get("NEXTBEST_METRICS_KEYS"))
         if not any(values[f"{k}_keys"] for k in ("write", "browser", "server", "admin")):
             for kind in ("write", "browser", "server", "admin"):
                 values[f"{kind}_keys"] = frozenset({DEV_KEYS[kind]})

@@ -30,7 +30,11 @@ def test_the_served_document_is_valid_openapi(live_server: LiveServer):
         for method, op in methods.items():
             params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert params == set(path.replace("}", "{").split("{")[1::2]), (method, path)
-            schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+            content = op["responses"]["200"]["content"]
+            if "text/plain" in content:  # /metrics: Prometheus' text format
+                assert content["text/plain"]["schema"] == {"type": "string"}, (method, path)
+                continue
+            schema = content["application/json"]["schema"]
             refs = [s.get("$ref") for s in schema.get("oneOf", [schema])]
             assert all(refs), f"{method} {path}: a 200 body without a schema"
     decide = document["paths"]["/v1/decide"]["post"]["responses"]["200"]["content"]
@@ -170,6 +174,9 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     assert reload.changed is False  # the same files: nothing to swap
     call("post_admin_snapshot", admin, "SnapshotResponse")
     call("get_healthz", public, "HealthResponse")
+    assert call("get_readyz", public, "ReadyResponse").status == "ready"
+    text = call("get_metrics", admin, "str")
+    assert "nextbest_http_requests_total" in text
     call("get_openapi_json", public, "OpenAPIDocument")
 
     from nextbest.api.app import _operation_id

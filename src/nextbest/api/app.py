@@ -33,6 +33,8 @@ from nextbest.api.auth import Caller, authenticate, authenticate_body, token_fro
 from nextbest.api.body import read_body
 from nextbest.api.cors import CORS
 from nextbest.api.errors import error_response
+from nextbest.api.metrics import CONTENT_TYPE, Metrics
+from nextbest.api.observe import KEY_KIND, Observed
 from nextbest.api.rate_limit import RateLimits
 from nextbest.api.schemas import (
     CatalogResponse,
@@ -47,6 +49,7 @@ from nextbest.api.schemas import (
     ProfileResponse,
     QuarantineList,
     QuarantineReplayed,
+    ReadyResponse,
     RejectedMessage,
     SnapshotResponse,
 )
@@ -75,6 +78,30 @@ log = logging.getLogger("nextbest.api")
 
 Handler = Callable[["Ctx"], Awaitable[Response]]
 
+#: how long ``/readyz`` waits for the stores to answer
+READY_TIMEOUT = 2.0
+
+
+@dataclass
+class Ops:
+    """What the server knows of itself: its metrics and whether it is ready to serve."""
+
+    metrics: Metrics
+    #: the lifespan started (the background flusher runs) and has not begun shutting down
+    serving: bool = False
+    #: why the last background flush or state save failed (None: the last one worked)
+    save_error: str | None = None
+
+    def save(self, engine: Engine) -> None:
+        """A state save (snapshot), timed; a failure counted and re-raised."""
+        started = time.perf_counter()
+        try:
+            engine.snapshot()
+        except NextbestError:
+            self.metrics.snapshot_failures.inc()
+            raise
+        self.metrics.snapshot_seconds.observe(time.perf_counter() - started)
+
 
 @dataclass(frozen=True)
 class Ctx:
@@ -84,6 +111,7 @@ class Ctx:
     settings: Settings
     body: bytes
     limits: RateLimits
+    ops: Ops
     #: the key (and any customer token) came in the body, not in headers
     credentials_in_body: bool = False
 
@@ -111,6 +139,8 @@ class RouteSpec:
     sometimes: tuple[str, ...] = ()
     #: the answer a browser key gets instead of ``response`` (the OpenAPI schema: one of both)
     browser_response: Any = None
+    #: the 200 body's media type (its OpenAPI content type)
+    media_type: str = "application/json"
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -173,6 +203,7 @@ async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Res
         IngestRequest(ctx.sender, parsed, prefix), functools.partial(answers.post, future)
     )
     result = await future
+    ctx.ops.metrics.ingested(result)
     rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
     return _answer(IngestResponse(True, result.accepted, result.duplicates, rejected))
 
@@ -266,6 +297,7 @@ def _decision_answer(
 ) -> bytes:
     """Decide and encode the answer (in the threadpool: the decision may wait for the engine's
     lock, and it is CPU work)."""
+    started = time.perf_counter()
     decision = ctx.engine.decide_as(
         ctx.sender,
         DecisionRequest(
@@ -278,6 +310,7 @@ def _decision_answer(
         anonymous_id=body.anonymousId,
         now=now,
     )
+    ctx.ops.metrics.decided(decision.placement, time.perf_counter() - started)
     if ctx.sender.kind is KeyKind.BROWSER:
         return _ENCODER.encode(_page_decision(decision))
     out = msgspec.to_builtins(decision)
@@ -329,6 +362,37 @@ async def _health(ctx: Ctx) -> Response:
     return _answer(HealthResponse("ok", engine.catalog.version, engine.clock_kind.value))
 
 
+async def _ready(ctx: Ctx) -> Response:
+    """200 once the engine has restored its state, the server is not shutting down, the
+    last background save worked and every store port answers a cheap question; 503 with a
+    JSON reason otherwise."""
+    ops = ctx.ops
+    reason = None
+    if not ops.serving or ctx.engine.closed:
+        reason = "not serving: starting or shutting down"
+    elif ops.save_error is not None:
+        reason = f"the last background flush or state save failed: {ops.save_error}"
+    else:
+        try:
+            checks = await asyncio.wait_for(
+                run_in_threadpool(ctx.engine.probe), timeout=READY_TIMEOUT
+            )
+        except TimeoutError:
+            reason = f"the stores did not answer within {READY_TIMEOUT:g} s"
+        else:
+            failed = [f"{name}: {why}" for name, why in checks if why is not None]
+            reason = "; ".join(failed) or None
+    if reason is not None:
+        body = orjson.dumps({"code": "not_ready", "message": reason})
+        return Response(body, 503, headers={"Retry-After": "1"}, media_type="application/json")
+    return _answer(ReadyResponse("ready", ctx.engine.catalog.version))
+
+
+async def _metrics(ctx: Ctx) -> Response:
+    text = await run_in_threadpool(ctx.ops.metrics.exposition, ctx.engine)
+    return Response(text, media_type=CONTENT_TYPE)
+
+
 async def _openapi(ctx: Ctx) -> Response:
     return _json(openapi_document())
 
@@ -376,7 +440,7 @@ async def _reload_catalog(ctx: Ctx) -> Response:
 
 async def _snapshot(ctx: Ctx) -> Response:
     await run_in_threadpool(ctx.engine.flush)
-    await run_in_threadpool(ctx.engine.snapshot)
+    await run_in_threadpool(ctx.ops.save, ctx.engine)
     return _answer(SnapshotResponse(True, ctx.engine.profile_count))
 
 
@@ -512,6 +576,23 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
     RouteSpec(
         "GET",
+        "/readyz",
+        Scope.PUBLIC,
+        "Readiness: 200 once state is restored and the stores answer, 503 with the reason",
+        _ready,
+        response=ReadyResponse,
+    ),
+    RouteSpec(
+        "GET",
+        "/metrics",
+        Scope.METRICS,
+        "Prometheus metrics (text format): requests, decisions, events, feedback, saves",
+        _metrics,
+        response=str,
+        media_type="text/plain",
+    ),
+    RouteSpec(
+        "GET",
         "/openapi.json",
         Scope.PUBLIC,
         "This API's OpenAPI 3.1 document",
@@ -530,7 +611,7 @@ def openapi_document() -> dict[str, Any]:
     models = list(
         dict.fromkeys(
             [r.request for r in ROUTES if r.request]
-            + [r.response for r in ROUTES if r.response]
+            + [r.response for r in ROUTES if r.response and r.response is not str]
             + [r.browser_response for r in ROUTES if r.browser_response]
             + [ErrorBody]
         )
@@ -574,6 +655,10 @@ def openapi_document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": by_model[r.request]}},
             }
+        if r.response is str:
+            op["responses"]["200"]["content"] = {r.media_type: {"schema": {"type": "string"}}}
+            paths.setdefault(r.path, {})[r.method.lower()] = op
+            continue
         schema = by_model[r.response]
         if r.sometimes:
             schema = _with_optional(components, r.response.__name__, r.sometimes, _operation_id(r))
@@ -637,15 +722,17 @@ def check_media_type(content_type: str | None) -> None:
 
 
 def _endpoint(
-    spec: RouteSpec, engine: Engine, settings: Settings, limits: RateLimits
+    spec: RouteSpec, engine: Engine, settings: Settings, limits: RateLimits, ops: Ops
 ) -> Callable[..., Any]:
     """The route's endpoint: credentials first (a key in the header before the body is read;
     a key in the body from a body read within the browser limit, decoding only the key and
     token), then the scope and the rate limits, then the body, then the handler."""
     browser_body = min(settings.browser_body_bytes, settings.max_body_bytes)
     public = spec.scope is Scope.PUBLIC
+    ingests = spec.scope is Scope.EVENTS_WRITE
 
-    def admit(caller: Caller) -> Sender:
+    def admit(request: Request, caller: Caller) -> Sender:
+        request.scope[KEY_KIND] = caller.sender.kind.value  # the access line's key kind
         caller.sender.require(spec.scope)
         now = time.monotonic()
         limits.check_key(caller.key, now)
@@ -662,7 +749,8 @@ def _endpoint(
             if not public and not in_body:  # before reading any body
                 token = token_from_header(headers.get("x-customer-token"))
                 sender = admit(
-                    authenticate(headers.get("authorization"), token, settings, engine.wall_now())
+                    request,
+                    authenticate(headers.get("authorization"), token, settings, engine.wall_now()),
                 )
             body = b""
             if spec.reads_body:
@@ -670,19 +758,42 @@ def _endpoint(
             if in_body:  # analytics.js: the browser key rides in a text/plain body
                 body = await read_body(request, browser_body, "a body that carries its key")
                 token = token_from_header(headers.get("x-customer-token"))
-                sender = admit(authenticate_body(body, token, settings, engine.wall_now()))
+                caller = authenticate_body(body, token, settings, engine.wall_now())
+                sender = admit(request, caller)
             elif spec.reads_body:
                 body = await read_body(request, settings.max_body_bytes)
-            ctx = Ctx(request, sender, engine, settings, body, limits, in_body)
+            ctx = Ctx(request, sender, engine, settings, body, limits, ops, in_body)
             return await spec.handler(ctx)
         except NextbestError as exc:
+            if ingests:
+                ops.metrics.refused.labels(exc.code).inc()
             return error_response(exc)
 
     return endpoint
 
 
-def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) -> Starlette:
-    """The ASGI app. The engine is closed (decisions flushed, snapshot written) on shutdown."""
+def create_app(
+    engine: Engine,
+    settings: Settings,
+    flush_interval: float = 1.0,
+    *,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The ASGI app. The engine is closed (decisions flushed, snapshot written) on shutdown.
+
+    ``metrics``: what ``/metrics`` shows (default: a registry of the app's own, or the
+    multi-process one with ``PROMETHEUS_MULTIPROC_DIR``: ``api.metrics``); the engine's
+    feedback verdicts are counted in it."""
+    ops = Ops(metrics if metrics is not None else Metrics())
+    engine.on_feedback = ops.metrics.feedback_judged
+
+    def tick() -> None:
+        """Flush decisions, save state when due, read the gauges (in the threadpool)."""
+        engine.flush()
+        if engine.snapshot_due:
+            ops.save(engine)
+        ops.save_error = None
+        ops.metrics.sample(engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -690,16 +801,17 @@ def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) 
             while True:
                 await asyncio.sleep(flush_interval)
                 try:
-                    await run_in_threadpool(engine.flush)
-                    if engine.snapshot_due:
-                        await run_in_threadpool(engine.snapshot)
+                    await run_in_threadpool(tick)
                 except NextbestError as exc:  # kept for the next tick, which retries
+                    ops.save_error = exc.message
                     log.error("background flush or state save failed: %s", exc)
 
         task = asyncio.create_task(flusher())
+        ops.serving = True
         try:
             yield
         finally:
+            ops.serving = False
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -718,7 +830,8 @@ def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) 
 
     limits = RateLimits(settings)
     routes = [
-        Route(r.path, _endpoint(r, engine, settings, limits), methods=[r.method]) for r in ROUTES
+        Route(r.path, _endpoint(r, engine, settings, limits, ops), methods=[r.method])
+        for r in ROUTES
     ]
     browser = Sender(KeyKind.BROWSER).scopes
     browser_routes: dict[str, tuple[str, ...]] = {}
@@ -729,5 +842,8 @@ def create_app(engine: Engine, settings: Settings, flush_interval: float = 1.0) 
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
-        middleware=[Middleware(CORS, settings=settings, routes=browser_routes)],
+        middleware=[
+            Middleware(Observed, metrics=ops.metrics),
+            Middleware(CORS, settings=settings, routes=browser_routes),
+        ],
     )

@@ -69,6 +69,7 @@ def _kind_of(key: str, settings: Settings) -> KeyKind | None:
         (KeyKind.SERVER, settings.server_keys),
         (KeyKind.WRITE, settings.write_keys),
         (KeyKind.BROWSER, settings.browser_keys),
+        (KeyKind.METRICS, settings.metrics_keys),
     ):
         for candidate in keys:
             if hmac.compare_digest(candidate.encode(), given) and found is None:

@@ -21,6 +21,7 @@ __all__ = [
     "ProfileResponse",
     "QuarantineList",
     "QuarantineReplayed",
+    "ReadyResponse",
     "RejectedMessage",
     "SnapshotResponse",
 ]
@@ -107,6 +108,14 @@ class HealthResponse(msgspec.Struct):
     catalog: str
     #: ``wall`` or ``event``
     clock: str
+
+
+class ReadyResponse(msgspec.Struct):
+    """``/readyz`` when ready (otherwise a 503 with ``code`` ``not_ready`` and the reason)."""
+
+    status: str
+    #: the loaded catalog's version (a content hash)
+    catalog: str
 
 
 class CatalogResponse(msgspec.Struct):

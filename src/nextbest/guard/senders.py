@@ -8,6 +8,7 @@ browser  a public browser key: events and decisions only for the session it hold
          anonymousId, or the userId its customer token binds); never aliases, nor facts
          only the bank's systems know (balances, products)
 server   the bank's backends: events and decisions for anyone
+metrics  a monitoring system (Prometheus): ``/metrics`` only, nothing of any customer
 admin    everything
 """
 
@@ -37,6 +38,7 @@ class KeyKind(enum.StrEnum):
     WRITE = "write"
     BROWSER = "browser"
     SERVER = "server"
+    METRICS = "metrics"
     ADMIN = "admin"
 
 
@@ -47,6 +49,9 @@ class Scope(enum.StrEnum):
     EVENTS_WRITE = "events:write"
     DECIDE = "decide"
     PROFILES_READ = "profiles:read"
+    #: operational counters and gauges (``/metrics``): no customer's data, but what the bank
+    #: runs and how busy it is, so not public
+    METRICS = "metrics"
     ADMIN = "admin"
 
 
@@ -57,6 +62,7 @@ _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.SERVER: frozenset(
         {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.PROFILES_READ}
     ),
+    KeyKind.METRICS: frozenset({Scope.PUBLIC, Scope.METRICS}),
     KeyKind.ADMIN: frozenset(Scope),
 }
 

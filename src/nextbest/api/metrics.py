@@ -1,0 +1,223 @@
+"""What ``GET /metrics`` shows, in Prometheus' text format (the ``prometheus-client`` library).
+
+Metrics (every label value comes from a bounded set: route templates, never raw paths, so no
+customer id is ever a label; placements of the catalog; error codes of the error tree):
+
+    nextbest_http_requests_total{route, method, status}        requests by route template
+                                                                 and status class (2xx ...)
+    nextbest_http_request_duration_seconds{route, method, status}  their latency (histogram)
+    nextbest_decide_duration_seconds{placement}                 the engine's decide (lock
+                                                                 wait, profile read, pipeline)
+                                                                 without HTTP, per placement
+    nextbest_events_total{outcome}                               accepted, duplicate,
+                                                                 quarantined messages
+    nextbest_events_quarantined_total{code}                     quarantined, by rule
+    nextbest_ingest_refused_total{code}                         ingestion requests refused
+                                                                 whole (nothing stored), by
+                                                                 error code
+    nextbest_feedback_total{outcome}                             feedback joined to its
+                                                                 decision: ``trusted`` (given
+                                                                 to the learner) or
+                                                                 ``untrusted`` (``learn.trust``)
+    nextbest_snapshot_duration_seconds                          state saves (histogram)
+    nextbest_snapshot_failures_total                            state saves that failed
+    nextbest_learner_waiting_views                              views waiting for a click
+    nextbest_learner_examples                                   examples the models learned
+                                                                 from (as saved with the state)
+    nextbest_profiles                                           live profiles in memory
+
+**Several worker processes.** With ``PROMETHEUS_MULTIPROC_DIR`` set (an empty directory,
+writable by every worker, emptied before they start, set before the process starts: the
+library reads it at import), each process writes its values to files there and a scrape of
+any worker collects them all (``prometheus_client.multiprocess.MultiProcessCollector``);
+gauges are summed over the live processes (``livesum``). Without it, the registry is the
+process's own, with the process' CPU and memory (``process_*``) besides.
+
+What the scaled topology (issue 17: ``serve --role api|fold``) will add, where it has a
+meaning: the fold lag (stream position published against folded), JetStream consumer lag
+(pending messages per durable consumer) and PostgreSQL batch latency. In one process an
+event is folded in the same call that appends it, so a fold lag would always read zero and
+is not shown. Pending conversions (clicks waiting for their KPI event) wait for a public
+count on the learner.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from nextbest.engine import Engine, IngestResult
+
+__all__ = ["CONTENT_TYPE", "MULTIPROC_ENV", "Metrics"]
+
+#: the environment variable that turns on the multi-process registry (the library's own)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: the classic text format ``generate_latest`` writes (what every Prometheus reads)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: seconds: a decision is ~0.1-1 ms, an ingest request a few ms, a batch tens of ms
+_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
+_SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+_STATUS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+class Metrics:
+    """One app's metrics. ``multiproc_dir``: the directory of ``PROMETHEUS_MULTIPROC_DIR``
+    (default: read from the environment), or None for a per-process registry."""
+
+    def __init__(self, multiproc_dir: str | None = None, *, from_env: bool = True) -> None:
+        if multiproc_dir is None and from_env:
+            multiproc_dir = os.environ.get(MULTIPROC_ENV) or None
+        self.multiprocess = multiproc_dir is not None
+        if self.multiprocess:
+            # the values go to files in the directory; a scrape reads every process's files
+            own: CollectorRegistry | None = None
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+        else:
+            own = self.registry = CollectorRegistry()
+            ProcessCollector(registry=own)
+        self.requests = Counter(
+            "nextbest_http_requests",
+            "HTTP requests by route template and status class",
+            ("route", "method", "status"),
+            registry=own,
+        )
+        self.request_seconds = Histogram(
+            "nextbest_http_request_duration_seconds",
+            "HTTP request latency, from the first byte read to the last byte sent",
+            ("route", "method", "status"),
+            buckets=_BUCKETS,
+            registry=own,
+        )
+        self.decide_seconds = Histogram(
+            "nextbest_decide_duration_seconds",
+            "The engine's decide (lock wait, profile read, pipeline), without HTTP",
+            ("placement",),
+            buckets=_BUCKETS,
+            registry=own,
+        )
+        self.events = Counter(
+            "nextbest_events",
+            "Messages received: accepted, duplicate, quarantined",
+            ("outcome",),
+            registry=own,
+        )
+        self.quarantined = Counter(
+            "nextbest_events_quarantined", "Messages quarantined, by rule", ("code",), registry=own
+        )
+        self.refused = Counter(
+            "nextbest_ingest_refused",
+            "Ingestion requests refused whole (nothing stored), by error code",
+            ("code",),
+            registry=own,
+        )
+        self.feedback = Counter(
+            "nextbest_feedback",
+            "Feedback joined to its decision: trusted (given to the learner) or untrusted",
+            ("outcome",),
+            registry=own,
+        )
+        self.snapshot_seconds = Histogram(
+            "nextbest_snapshot_duration_seconds",
+            "State saves (snapshots)",
+            buckets=_SNAPSHOT_BUCKETS,
+            registry=own,
+        )
+        self.snapshot_failures = Counter(
+            "nextbest_snapshot_failures", "State saves that failed", registry=own
+        )
+
+        def gauge(name: str, text: str) -> Gauge:
+            return Gauge(name, text, registry=own, multiprocess_mode="livesum")
+
+        self.waiting_views = gauge(
+            "nextbest_learner_waiting_views", "Views the learner waits on for a click"
+        )
+        self.learned = gauge(
+            "nextbest_learner_examples", "Examples the models learned from (saved with the state)"
+        )
+        self.profiles = gauge("nextbest_profiles", "Live profiles in memory")
+        self._trusted = self.feedback.labels("trusted")
+        self._untrusted = self.feedback.labels("untrusted")
+        self._accepted = self.events.labels("accepted")
+        self._duplicate = self.events.labels("duplicate")
+        self._quarantined = self.events.labels("quarantined")
+        #: (route, method, status class) -> its counter and histogram: ``labels`` once
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._placements: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- the hot paths
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request; ``route`` a route template, or ``unmatched`` (no route was
+        reached: an unknown path, or a browser request CORS refused before routing)."""
+        verb = method if method in _METHODS else "other"
+        key = (route, verb, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            status_class = _STATUS.get(status // 100, "other")
+            children = self._children[key] = (
+                self.requests.labels(route, verb, status_class),
+                self.request_seconds.labels(route, verb, status_class),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def decided(self, placement: str, seconds: float) -> None:
+        """A decision for ``placement`` (a catalog's: the engine refused any other)."""
+        child = self._placements.get(placement)
+        if child is None:
+            child = self._placements[placement] = self.decide_seconds.labels(placement)
+        child.observe(seconds)
+
+    def ingested(self, result: IngestResult) -> None:
+        if result.accepted:
+            self._accepted.inc(result.accepted)
+        if result.duplicates:
+            self._duplicate.inc(result.duplicates)
+        if result.rejected:
+            self._quarantined.inc(len(result.rejected))
+            for r in result.rejected:
+                self.quarantined.labels(r.code).inc()
+
+    def feedback_judged(self, trusted: bool) -> None:
+        """The engine's hook (``Engine.on_feedback``)."""
+        (self._trusted if trusted else self._untrusted).inc()
+
+    # ---------------------------------------------------------------- scrapes
+    def sample(self, engine: Engine) -> None:
+        """Read the engine's gauges (every background tick and every scrape)."""
+        self.waiting_views.set(engine.pending_views)
+        self.learned.set(engine.learner.learned)
+        self.profiles.set(engine.profile_count)
+
+    def exposition(self, engine: Engine) -> bytes:
+        """The text a scrape gets: this process's gauges refreshed, then every metric (of
+        every worker, with ``PROMETHEUS_MULTIPROC_DIR``)."""
+        self.sample(engine)
+        return generate_latest(self.registry)
