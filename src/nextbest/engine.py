@@ -631,6 +631,12 @@ class Engine:
         with self._lock:
             return self._learner.pending_views
 
+    @property
+    def pending_conversions(self) -> int:
+        """Clicks the learner waits on for their offer's KPI event."""
+        with self._lock:
+            return self._learner.pending_conversions
+
     def model_state(self) -> bytes:
         """The learner's whole state, serialised as a snapshot saves it (for comparisons)."""
         with self._lock:

@@ -22,6 +22,8 @@ customer id is ever a label; placements of the catalog; error codes of the error
     nextbest_snapshot_duration_seconds                          state saves (histogram)
     nextbest_snapshot_failures_total                            state saves that failed
     nextbest_learner_waiting_views                              views waiting for a click
+    nextbest_learner_pending_conversions                        clicks waiting for their KPI
+                                                                 event
     nextbest_learner_examples                                   examples the models learned
                                                                  from (as saved with the state)
     nextbest_profiles                                           live profiles in memory
@@ -37,8 +39,7 @@ What the scaled topology (issue 17: ``serve --role api|fold``) will add, where i
 meaning: the fold lag (stream position published against folded), JetStream consumer lag
 (pending messages per durable consumer) and PostgreSQL batch latency. In one process an
 event is folded in the same call that appends it, so a fold lag would always read zero and
-is not shown. Pending conversions (clicks waiting for their KPI event) wait for a public
-count on the learner.
+is not shown.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ class Metrics:
         self.waiting_views = gauge(
             "nextbest_learner_waiting_views", "Views the learner waits on for a click"
         )
+        self.pending_conversions = gauge(
+            "nextbest_learner_pending_conversions", "Clicks waiting for their offer's KPI event"
+        )
         self.learned = gauge(
             "nextbest_learner_examples", "Examples the models learned from (saved with the state)"
         )
@@ -213,6 +217,7 @@ class Metrics:
     def sample(self, engine: Engine) -> None:
         """Read the engine's gauges (every background tick and every scrape)."""
         self.waiting_views.set(engine.pending_views)
+        self.pending_conversions.set(engine.pending_conversions)
         self.learned.set(engine.learner.learned)
         self.profiles.set(engine.profile_count)
 

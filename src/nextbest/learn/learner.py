@@ -502,6 +502,11 @@ class Learner:
     def pending_views(self) -> int:
         return len(self._views)
 
+    @property
+    def pending_conversions(self) -> int:
+        """Clicks waiting for their offer's KPI event."""
+        return len(self._pending)
+
     def to_state(self, unlogged: Sequence[Decision] = ()) -> bytes:
         """Everything, deterministic bytes: models, waiting views, budgets, time.
 
