@@ -9,14 +9,8 @@ a stream of crossed features). River was measured against Vowpal Wabbit in
 ``bench/learn.py`` (``bench/results/learn.json``): the same quality on a synthetic stream
 with a known truth, half the cost of scoring 20 candidates, named weights
 (``top_features``) and a small, deterministic state. SGD at 0.01 was the best of a small
-grid on that stream's log loss (SGD 0.005-0.02, AdaGrad 0.02-0.2, Adam); FTRL-Proximal was a
-little better still (log loss -1.5%) but cost 44 us per ``learn_one``, too close to the 50 us
-budget. The default step is **0.04**, chosen on decisions rather than log loss: at a banner's
-0.1-1 % click rate a miss moves an offer's weight by ``lr x p``, so at 0.01 a catalog prior
-that is wrong by 5x takes months of misses to correct. In the simulator's zoo (BENCHMARKS.md,
-"A larger learning step") 0.04 gave +0.06 and +0.01 of the oracle's expected clicks where the
-catalog's priors are wrong and -0.01 to +0.02 in five other worlds (+0.008 on average over
-12 world-seeds, better in 8); 0.002 was no better than 0.01.
+grid (SGD 0.005-0.02, AdaGrad 0.02-0.2, Adam); FTRL-Proximal was a little better still (log
+loss -1.5%) but cost 44 us per ``learn_one``, too close to the 50 us budget.
 
 Why not call River itself on the hot path: River takes a flat ``{name: value}`` dict, so
 every candidate meant building ~50 crossed names and a dict for each (River's own scoring
@@ -97,7 +91,7 @@ _MAX_KNOWN_NAMES = 65_536
 class ContextualConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Learning rates and regularization of ``ContextualLogistic``."""
 
-    lr: _Positive = 0.04
+    lr: _Positive = 0.01
     l2: Annotated[float, msgspec.Meta(ge=0.0)] = 1e-4
     intercept_lr: Annotated[float, msgspec.Meta(ge=0.0)] = 0.01
     prior_mean: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = DEFAULT_PRIOR_MEAN
