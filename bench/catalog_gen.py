@@ -34,6 +34,10 @@ LEARNING: dict[str, dict[str, Any]] = {
     "contextual": {"model": "contextual", "explore": {"type": "epsilon_greedy", "epsilon": 0.05}},
     "bayes": {"model": "bayes", "explore": {"type": "thompson", "n_sim": 200}},
     "bayes_logistic": {"model": "bayes_logistic", "explore": {"type": "thompson", "n_sim": 200}},
+    "bayes_logistic_epsilon": {
+        "model": "bayes_logistic",
+        "explore": {"type": "epsilon_greedy", "epsilon": 0.05},
+    },
 }
 #: the narrow age-band segments ``broaden`` ORs into offer rules (not the 18-130 band)
 AGE_BANDS = ("s_age_18_26", "s_age_26_35", "s_age_35_50", "s_age_50_67", "s_age_67_130")
