@@ -31,7 +31,9 @@ def rows_of(state: RedisState) -> tuple[int, str, dict[tuple[str, str], bytes | 
 
 
 def keys_of(state: RedisState) -> list[bytes]:
-    return sorted(state.client.scan_iter(match=f"{state.namespace}:*"))
+    """The namespace's keys, each once: SCAN may return a key twice (while Redis rehashes
+    its table, as other writers' keys come and go), so its answer is a set."""
+    return sorted(set(state.client.scan_iter(match=f"{state.namespace}:*")))
 
 
 # ---------------------------------------------------------------- keys and generations
