@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -187,6 +187,33 @@ class _Digest:
 _encode = msgspec.json.Encoder().encode
 
 
+def _port_copy(
+    port: str,
+    source: _Digest,
+    target_bodies: Iterable[bytes],
+    copied: int,
+    kept: int,
+    began: float,
+) -> PortCopy:
+    """A port's report: what was read from the source (``source``) against the target's
+    rows read back now (``target_bodies``, in the target's order)."""
+    seconds = time.perf_counter() - began
+    check = _Digest()
+    for body in target_bodies:
+        check.add(body)
+    return PortCopy(
+        port=port,
+        source_rows=source.rows,
+        target_rows=check.rows,
+        copied=copied,
+        kept=kept,
+        bytes=source.bytes,
+        seconds=seconds,
+        source_digest=source.hexdigest(),
+        target_digest=check.hexdigest(),
+    )
+
+
 def _held_body(m: HeldMessage) -> bytes:
     """A held message as the digest sees it: everything but its place in the quarantine."""
     return _encode([m.received_at, m.code, m.reason, m.path, m.sender, m.event])
@@ -290,23 +317,9 @@ def _copy_events(
     prefix.finish()
     if duplicates:
         mapped = None  # the order on the target is not the source's: no state copy
-    seconds = time.perf_counter() - began
-    check = _Digest()
-    for stored in target.events.scan(0):
-        check.add(_encode(stored.event))
+    bodies = (_encode(stored.event) for stored in target.events.scan(0))
     return _Copied(
-        PortCopy(
-            port="events",
-            source_rows=digest.rows,
-            target_rows=check.rows,
-            copied=copied - duplicates,
-            kept=prefix.kept,
-            bytes=digest.bytes,
-            seconds=seconds,
-            source_digest=digest.hexdigest(),
-            target_digest=check.hexdigest(),
-        ),
-        mapped,
+        _port_copy("events", digest, bodies, copied - duplicates, prefix.kept, began), mapped
     )
 
 
@@ -355,24 +368,8 @@ def _copy_decisions(
     if pending:
         flush()
     prefix.finish()
-    seconds = time.perf_counter() - began
-    check = _Digest()
-    for decision in target.decisions.decisions_after(0):
-        check.add(_encode(decision))
-    return _Copied(
-        PortCopy(
-            port="decisions",
-            source_rows=digest.rows,
-            target_rows=check.rows,
-            copied=copied,
-            kept=prefix.kept,
-            bytes=digest.bytes,
-            seconds=seconds,
-            source_digest=digest.hexdigest(),
-            target_digest=check.hexdigest(),
-        ),
-        mapped,
-    )
+    bodies = (_encode(d) for d in target.decisions.decisions_after(0))
+    return _Copied(_port_copy("decisions", digest, bodies, copied, prefix.kept, began), mapped)
 
 
 def _copy_held(
@@ -406,21 +403,8 @@ def _copy_held(
     if pending:
         flush()
     prefix.finish()
-    seconds = time.perf_counter() - began
-    check = _Digest()
-    for m in _held_all(target):
-        check.add(_held_body(m))
-    return PortCopy(
-        port="quarantine",
-        source_rows=digest.rows,
-        target_rows=check.rows,
-        copied=copied,
-        kept=prefix.kept,
-        bytes=digest.bytes,
-        seconds=seconds,
-        source_digest=digest.hexdigest(),
-        target_digest=check.hexdigest(),
-    )
+    bodies = (_held_body(m) for m in _held_all(target))
+    return _port_copy("quarantine", digest, bodies, copied, prefix.kept, began)
 
 
 class _Marks(NamedTuple):

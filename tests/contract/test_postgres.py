@@ -12,12 +12,12 @@ import psycopg
 import pytest
 
 from nextbest.bootstrap import open_stores
-from nextbest.decide.model import Decision
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 from nextbest.events import parse_batch
 from nextbest.events.model import Event
 from nextbest.store import Stores
 from nextbest.store.postgres import SCHEMA_VERSION, PostgresEventLog, month_of
+from tests.contract.test_decision_log import logged
 from tests.postgres import scratch_schema
 from tests.support import DAY, T0, batch, page
 
@@ -54,25 +54,11 @@ def partitions(url: str, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def decision(decision_id: str, at: float) -> Decision:
-    return Decision(
-        decision_id=decision_id,
-        customer_id="u1",
-        placement="home",
-        timestamp=at,
-        catalog_version="1",
-        items=[],
-        excluded=[],
-        control=[],
-        segments=[],
-    )
-
-
 def test_months_are_partitions_made_on_demand(url: str, stores: Stores):
     assert partitions(url, "events") == []
     stores.events.append(events(2) + events(1, at=NEXT_MONTH))
     assert partitions(url, "events") == ["events_2026_09", "events_2026_10"]
-    stores.decisions.append_decisions([decision("d1", T0), decision("d2", NEXT_MONTH)])
+    stores.decisions.append_decisions([logged("d1", T0), logged("d2", NEXT_MONTH)])
     assert partitions(url, "decisions") == ["decisions_2026_09", "decisions_2026_10"]
     assert [s.seq for s in stores.events.scan()] == [1, 2, 3]
     assert [d.decision_id for d in stores.decisions.decisions()] == ["d1", "d2"]
@@ -91,11 +77,11 @@ def test_a_message_id_is_unique_across_partitions(stores: Stores):
     retry = msgspec.structs.replace(first, timestamp=NEXT_MONTH)
     assert stores.events.append([retry, *events(1, at=NEXT_MONTH, user="u2")]) == [None, 2]
     assert stores.events.count() == 2
-    stores.decisions.append_decisions([decision("d1", T0)])
+    stores.decisions.append_decisions([logged("d1", T0)])
     position = stores.decisions.decision_log_position()
-    stores.decisions.append_decisions([decision("d1", NEXT_MONTH)])
+    stores.decisions.append_decisions([logged("d1", NEXT_MONTH)])
     assert stores.decisions.decision_log_position() == position
-    assert stores.decisions.decision("d1") == decision("d1", T0)
+    assert stores.decisions.decision("d1") == logged("d1", T0)
 
 
 def test_a_failed_append_leaves_nothing_not_even_its_partition(url: str, stores: Stores):

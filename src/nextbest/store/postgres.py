@@ -207,6 +207,33 @@ def _copy(db: psycopg.Connection[Any], copy: LiteralString, rows: list[tuple[Any
             sink.write_row(row)
 
 
+def _claim(
+    db: psycopg.Connection[Any],
+    table: Literal["message_ids", "decision_ids"],
+    ids: list[str],
+    timestamps: list[float],
+) -> dict[str, int]:
+    """Register ``ids`` (with their timestamps) in an id table, under its append lock:
+    the number handed to each id not there yet (a seq, a decision position), in the batch's
+    order. Nobody else inserts under the lock, so NOT EXISTS is exact and a duplicate takes
+    no number."""
+    key, number = _ID_TABLES[table]
+    query = sql.SQL(
+        "INSERT INTO {table} ({key}, timestamp) "
+        "SELECT b.k, b.t FROM unnest(%b::text[], %b::float8[]) WITH ORDINALITY AS b(k, t, i) "
+        "WHERE NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{key} = b.k) "
+        "ORDER BY b.i ON CONFLICT DO NOTHING RETURNING {key}, {number}"
+    ).format(table=sql.Identifier(table), key=sql.Identifier(key), number=sql.Identifier(number))
+    return dict(db.execute(query, (ids, timestamps)).fetchall())
+
+
+#: an id table's id column and the number it hands out
+_ID_TABLES: dict[str, tuple[str, str]] = {
+    "message_ids": ("message_id", "seq"),
+    "decision_ids": ("decision_id", "position"),
+}
+
+
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
     """The four ports on the PostgreSQL server ``url`` names (one connection)."""
     db = PostgresDatabase(url, connect_timeout)
@@ -399,18 +426,7 @@ class PostgresEventLog:
         bodies = {m: enc(e) for m, e in fresh.items()}  # before the lock: it is held briefly
         with self.db.writing("append", lock="message_ids") as db:
             made = self.db.ensure_partitions(db, "events", (e.timestamp for e in fresh.values()))
-            # under the lock nobody else inserts: NOT EXISTS is exact, so a duplicate takes no
-            # seq; the ORDER BY hands out seqs in the batch's order
-            seqs: dict[str, int] = dict(
-                db.execute(
-                    "INSERT INTO message_ids (message_id, timestamp) "
-                    "SELECT b.m, b.t FROM unnest(%b::text[], %b::float8[]) "
-                    "WITH ORDINALITY AS b(m, t, i) "
-                    "WHERE NOT EXISTS (SELECT 1 FROM message_ids x WHERE x.message_id = b.m) "
-                    "ORDER BY b.i ON CONFLICT DO NOTHING RETURNING message_id, seq",
-                    (ids, [fresh[m].timestamp for m in ids]),
-                ).fetchall()
-            )
+            seqs = _claim(db, "message_ids", ids, [fresh[m].timestamp for m in ids])
             if seqs:
                 rows = [
                     (seqs[m], m, e.user_id, e.anonymous_id, e.timestamp, bodies[m])
@@ -481,16 +497,7 @@ class PostgresDecisionLog:
         bodies = {i: enc(d) for i, d in fresh.items()}  # before the lock: it is held briefly
         with self.db.writing("append decisions", lock="decision_ids") as db:
             made = self.db.ensure_partitions(db, "decisions", (d.timestamp for d in fresh.values()))
-            positions: dict[str, int] = dict(
-                db.execute(
-                    "INSERT INTO decision_ids (decision_id, timestamp) "
-                    "SELECT b.d, b.t FROM unnest(%b::text[], %b::float8[]) "
-                    "WITH ORDINALITY AS b(d, t, i) "
-                    "WHERE NOT EXISTS (SELECT 1 FROM decision_ids x WHERE x.decision_id = b.d) "
-                    "ORDER BY b.i ON CONFLICT DO NOTHING RETURNING decision_id, position",
-                    (ids, [fresh[i].timestamp for i in ids]),
-                ).fetchall()
-            )
+            positions = _claim(db, "decision_ids", ids, [fresh[i].timestamp for i in ids])
             if positions:
                 rows = [
                     (positions[i], i, d.customer_id, d.placement, d.timestamp, bodies[i])
