@@ -367,6 +367,10 @@ class _Compiler:
         return self._call(n, scope)
 
     def _unary(self, n: Unary, scope: frozenset[str]) -> Closure:
+        if n.op == "!":
+            fused = self._key_in_slot(n.operand, scope, negate=True)
+            if fused is not None:
+                return fused
         operand = self.node(n.operand, scope)
         if n.op == "!":
 
@@ -463,6 +467,9 @@ class _Compiler:
         if op == "!=":
             return lambda fr: not equal(left(fr), right(fr))
         if op == "in":
+            fused = self._key_in_slot(n, scope, negate=False)
+            if fused is not None:
+                return fused
             if isinstance(n.left, Literal) and type(n.left.value) is str:
                 key = n.left.value
 
@@ -490,6 +497,35 @@ class _Compiler:
                 return in_strings
             return lambda fr: _contains(left(fr), right(fr))
         return lambda fr: _arith(op, left(fr), right(fr))
+
+    def _key_in_slot(self, n: Node, scope: frozenset[str], negate: bool) -> Closure | None:
+        """``"key" in root.a`` (``negate``: ``!("key" in root.a)``) with the slot read inline:
+        ``"mortgage" in products``, the commonest membership test."""
+        if not (
+            isinstance(n, Binary)
+            and n.op == "in"
+            and isinstance(n.left, Literal)
+            and type(n.left.value) is str
+        ):
+            return None
+        slot = self._slot(n.right, scope)
+        if slot is None:
+            return None
+        i, getter = slot
+        key: str = n.left.value
+        holds = not negate
+
+        def key_in_slot(fr: Frame) -> bool:
+            values = fr.values
+            coll = values[i]
+            if coll is UNSET:
+                coll = values[i] = getter(*fr.args)
+            tc = type(coll)
+            if tc is list or tc is dict:
+                return (key in coll) is holds
+            raise Undecided  # MISSING, or not a collection: CEL decides
+
+        return key_in_slot
 
     def _against_literal(
         self, op: str, left_node: Node, scope: frozenset[str], c: Any
