@@ -31,7 +31,7 @@ from nextbest.fold_worker import FoldWorker
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
-from nextbest.store.port import Stores, with_state
+from nextbest.store.port import StateReads, Stores, with_state
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
@@ -225,8 +225,9 @@ def build_fold_worker(settings: Settings, *, catalog: Catalog | None = None) -> 
     except BaseException:
         engine.release()
         raise
+    reads = engine.state_store
     try:
-        return FoldWorker(engine, bus)
+        return FoldWorker(engine, bus, reads=reads if isinstance(reads, StateReads) else None)
     except BaseException:
         bus.close()
         engine.release()

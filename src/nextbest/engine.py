@@ -335,6 +335,13 @@ class Engine:
             self._unfolded = False
         return seqs
 
+    def state_lost(self) -> None:
+        """The saved state vanished (Redis flushed or replaced): the next ``snapshot``
+        rewrites every row from the live state, models included."""
+        with self._lock:
+            self._book.replace = True
+            self._learner.dirty = True
+
     @property
     def models_changed(self) -> bool:
         """The learned models changed since they were last saved."""

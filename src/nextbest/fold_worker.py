@@ -36,7 +36,8 @@ from nextbest.bus.port import Delivery, EventBus
 from nextbest.engine import Engine
 from nextbest.errors import NextbestError
 from nextbest.events.model import Event
-from nextbest.store.snapshot import ModelVersion, position_row, published_row
+from nextbest.store.port import StateReads
+from nextbest.store.snapshot import FOLD_ROW, POSITION, ModelVersion, position_row, published_row
 
 __all__ = ["CONSUMER", "FoldStats", "FoldWorker"]
 
@@ -77,6 +78,8 @@ class FoldWorker:
         model_every: float = 1.0,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        reads: StateReads | None = None,
+        check_every: float = 1.0,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -91,6 +94,10 @@ class FoldWorker:
         self._held: dict[int, Delivery] = {}  # after a gap, in stream order once it fills
         self._stale: list[Delivery] = []  # folded already: to acknowledge
         self._models_at = monotonic()
+        #: where the saved state is read back, to notice that it vanished (Redis flushed)
+        self._reads = reads
+        self._check_every = check_every
+        self._checked_at = monotonic()
         self.stats = FoldStats()
         #: a step's observer (the metrics): its append and save seconds
         self.on_step: Callable[[FoldStats], None] | None = None
@@ -125,6 +132,7 @@ class FoldWorker:
 
     def step(self) -> int:
         """One fetch, fold, save and acknowledgement; the events folded."""
+        self._check_saved_state()
         if not self._ready():
             for d in self.bus.fetch(self.consumer, self.batch, self.wait):
                 self._take(d)
@@ -153,6 +161,23 @@ class FoldWorker:
         if self.on_step is not None:
             self.on_step(self.stats)
         return folded
+
+    def _check_saved_state(self) -> None:
+        """Every ``check_every`` seconds: if the saved position vanished (Redis was flushed
+        or lost its data), the whole live state is saved again at once (profiles, links,
+        models, position): the fold worker's memory is rebuilt from PostgreSQL only when it
+        restarts."""
+        if self._reads is None or self.position == 0:
+            return
+        now = self._monotonic()
+        if now - self._checked_at < self._check_every:
+            return
+        self._checked_at = now
+        (saved,) = self._reads.read_rows([(FOLD_ROW, POSITION)])
+        if saved is None:
+            log.warning("the saved state vanished: saving the whole live state again")
+            self.engine.state_lost()
+            self._save(self.position, models=True)
 
     def _take(self, d: Delivery) -> None:
         if d.delivered > 1:

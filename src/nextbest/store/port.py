@@ -8,7 +8,7 @@ state in a key-value store). ``Stores`` bundles one of each for the composition 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
@@ -115,6 +115,7 @@ class StateStore(Protocol):
         ...
 
 
+@runtime_checkable
 class StateReads(Protocol):
     """Point reads of saved state, for a worker that holds none of it (a stateless API
     worker reading one customer's profile per decision): the Redis state store has them."""
