@@ -30,6 +30,7 @@ tick + the reload old; ``model_age`` says how old the copy in use is.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -263,8 +264,11 @@ class ApiWorker:
         if held:
             self.quarantine.hold(held)
         if any(plan.joined for plan in plans):
-            # the fold worker learns from feedback by reading its decision from the log
-            self.flush()
+            # the fold worker learns from feedback by reading its decision from the log; with
+            # the log away the feedback is still accepted (the decision is written later, and
+            # a feedback folded before it is kept but not learned)
+            with contextlib.suppress(NextbestError):
+                self._journal.flush()
         parts = self.bus.partitions
         messages = [
             BusMessage(partition_of(bus_key(e), parts), e.message_id, _encode(e))
