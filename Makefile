@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run run-scaled test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,22 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/nextbest serve --catalog examples/bank --data .nextbest/embedded.sqlite
+
+# two stateless API workers (:8001, :8002) and one fold worker (:8003) on the local PostgreSQL
+# (database test, schema nextbest_scaled), Redis (db 1) and NATS JetStream (stream NEXTBEST);
+# docs/scale-out.md. Ctrl-C stops all three.
+SCALED_DATA ?= postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dnextbest_scaled
+SCALED_PROFILES ?= redis://127.0.0.1:6379/1
+SCALED_BUS ?= nats://127.0.0.1:4222/NEXTBEST
+run-scaled: $(STAMP)
+	psql "postgresql://postgres@127.0.0.1:5432/test" -qc "CREATE SCHEMA IF NOT EXISTS nextbest_scaled"
+	export NEXTBEST_CATALOG=examples/bank NEXTBEST_DATA='$(SCALED_DATA)' \
+	  NEXTBEST_PROFILES='$(SCALED_PROFILES)' NEXTBEST_BUS='$(SCALED_BUS)'; \
+	trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/nextbest serve --role fold --port 8003 & sleep 3; \
+	$(BIN)/nextbest serve --role api --port 8001 & \
+	$(BIN)/nextbest serve --role api --port 8002 & \
+	wait
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -24,6 +24,11 @@ OUTER = [
     "nextbest.usecases",
     "nextbest.migrate",
     "nextbest.decision_journal",
+    "nextbest.ingestion",
+    "nextbest.api_worker",
+    "nextbest.fold_worker",
+    "nextbest.live_profiles",
+    "nextbest.service",
     "nextbest.api",
     "nextbest.cli",
     "nextbest.sim",
@@ -41,6 +46,11 @@ COMPOSITION_AND_FACES = (
     "nextbest.usecases",
     "nextbest.migrate",
     "nextbest.decision_journal",
+    "nextbest.ingestion",
+    "nextbest.api_worker",
+    "nextbest.fold_worker",
+    "nextbest.live_profiles",
+    "nextbest.service",
 )
 #: modules that read or write files, sockets, processes or databases, or parse file formats
 IO_MODULES = {

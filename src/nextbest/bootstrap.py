@@ -6,6 +6,13 @@ clock (``make_clock``: the wall clock, or event time) and builds the engine over
 ``open_stores(data)`` is the backend choice alone (``:memory:`` for the in-memory twins, a
 ``postgresql://`` URL for a PostgreSQL server, otherwise an embedded SQLite file). The other
 scale-out backends (Redis, NATS JetStream) join here, and nowhere else.
+
+The scaled roles (``serve --role api|fold``, docs/scale-out.md) are wired here too:
+``build_api_worker`` (a stateless ``ApiWorker``: the decision log and quarantine on
+PostgreSQL, point reads of the live profiles on Redis, the bus) and ``build_fold_worker`` (an
+``Engine`` on PostgreSQL and Redis fed by the bus through a ``FoldWorker``). Both need all
+three: ``NEXTBEST_DATA=postgresql://...``, ``NEXTBEST_PROFILES=redis://...``,
+``NEXTBEST_BUS=nats://...``.
 """
 
 from __future__ import annotations
@@ -14,24 +21,31 @@ import itertools
 import uuid
 from collections.abc import Callable
 
+from nextbest.api_worker import ApiWorker
+from nextbest.bus.port import EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.engine import Engine
 from nextbest.errors import ConfigError
+from nextbest.fold_worker import FoldWorker
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
-from nextbest.store.port import Stores, with_state
+from nextbest.store.port import StateReads, Stores, with_state
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
+    "BUS_SCHEMES",
     "EVENT_TIME_ID_PREFIX",
     "MEMORY",
     "POSTGRES_SCHEMES",
     "REDIS_SCHEMES",
+    "build_api_worker",
     "build_engine",
+    "build_fold_worker",
     "load_catalog",
     "make_clock",
+    "open_bus",
     "open_stores",
     "sequential_ids",
 ]
@@ -42,6 +56,8 @@ MEMORY = ":memory:"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: the URL schemes of a Redis server for the derived state (``NEXTBEST_PROFILES``)
 REDIS_SCHEMES = ("redis://", "rediss://")
+#: the URL schemes of a NATS server with JetStream for the bus (``NEXTBEST_BUS``)
+BUS_SCHEMES = ("nats://", "tls://")
 
 
 def _new_id() -> str:
@@ -141,4 +157,78 @@ def build_engine(
         )
     except BaseException:
         stores.close()
+        raise
+
+
+def open_bus(settings: Settings) -> EventBus:
+    """The bus ``NEXTBEST_BUS`` names (``nats://host:port/STREAM``)."""
+    if not settings.bus.startswith(BUS_SCHEMES):
+        raise ConfigError("NEXTBEST_BUS is a nats:// URL (nats://host:port/STREAM)")
+    # imported here, like psycopg: only the scaled roles need it
+    from nextbest.bus.nats import NatsBus
+
+    return NatsBus(settings.bus, partitions=settings.bus_partitions)
+
+
+def _require_scaled(settings: Settings, role: str) -> None:
+    missing = [
+        name
+        for name, value, schemes in (
+            ("NEXTBEST_DATA=postgresql://...", settings.data, POSTGRES_SCHEMES),
+            ("NEXTBEST_PROFILES=redis://...", settings.profiles, REDIS_SCHEMES),
+            ("NEXTBEST_BUS=nats://...", settings.bus, BUS_SCHEMES),
+        )
+        if not value.startswith(schemes)
+    ]
+    if missing:
+        raise ConfigError(f"serve --role {role} needs " + ", ".join(missing))
+    if settings.clock == ClockKind.EVENT:
+        raise ConfigError(f"serve --role {role} runs on the wall clock (event time is embedded)")
+
+
+def build_api_worker(settings: Settings, *, catalog: Catalog | None = None) -> ApiWorker:
+    """A stateless API worker (``serve --role api``)."""
+    _require_scaled(settings, "api")
+    compiled = catalog if catalog is not None else load_catalog(settings.catalog)
+    from nextbest.store.redis import RedisState
+
+    stores = _open_logs(settings.data, settings.sqlite_synchronous)
+    try:
+        state = RedisState(settings.profiles)
+    except BaseException:
+        stores.close()
+        raise
+    try:
+        bus = open_bus(settings)
+    except BaseException:
+        state.close()
+        stores.close()
+        raise
+    return ApiWorker(
+        compiled,
+        stores,
+        state,
+        bus,
+        SystemClock(),
+        decision_flush_every=settings.decision_flush_every,
+        close_reads=state.close,
+    )
+
+
+def build_fold_worker(settings: Settings, *, catalog: Catalog | None = None) -> FoldWorker:
+    """The fold worker (``serve --role fold``): an engine on PostgreSQL and Redis, restored
+    (the saved state, then the event log's tail), fed by the bus from the saved position."""
+    _require_scaled(settings, "fold")
+    engine = build_engine(settings, catalog=catalog)
+    try:
+        bus = open_bus(settings)
+    except BaseException:
+        engine.release()
+        raise
+    reads = engine.state_store
+    try:
+        return FoldWorker(engine, bus, reads=reads if isinstance(reads, StateReads) else None)
+    except BaseException:
+        bus.close()
+        engine.release()
         raise

@@ -5,6 +5,7 @@ evaluate | sim``. Commands parse arguments and print; what they do is a use case
 from __future__ import annotations
 
 import contextlib
+import enum
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -68,6 +69,25 @@ ClockOpt = typer.Option(
 )
 
 
+class Role(enum.StrEnum):
+    """What ``serve`` runs: the embedded engine, or one worker of a scaled deployment."""
+
+    ALL = "all"
+    API = "api"
+    FOLD = "fold"
+
+
+RoleOpt = typer.Option(
+    Role.ALL,
+    "--role",
+    envvar="NEXTBEST_ROLE",
+    help="all: one process, the embedded engine (default). api: a stateless API worker "
+    "(publishes events to NEXTBEST_BUS, decides from NEXTBEST_PROFILES). fold: the fold "
+    "worker (folds the bus into NEXTBEST_PROFILES, writes the logs to NEXTBEST_DATA); "
+    "docs/scale-out.md.",
+)
+
+
 def _settings(catalog: str, data: str, **extra: object) -> Settings:
     return Settings.from_env(None, catalog=catalog, data=data, **extra)
 
@@ -95,8 +115,9 @@ def serve(
         False, "--dev", help="Allow the development keys on a non-loopback address."
     ),
     clock: ClockKind = ClockOpt,
+    role: Role = RoleOpt,
 ) -> None:
-    """Run the HTTP service on the embedded store.
+    """Run the HTTP service on the embedded store (or one role of a scaled deployment).
 
     Logs are JSON lines on stderr (``api.logs``): one access line a request with its request
     id, uvicorn's own lines, errors. A backend that cannot be reached stops it with one line
@@ -115,6 +136,16 @@ def serve(
             "[/red]"
         )
         raise typer.Exit(2)
+    if role is not Role.ALL:
+        _serve_role(role, settings)
+        return
+    if settings.bus:
+        _console("err").print(
+            "nextbest: cannot start: NEXTBEST_BUS is for a scaled deployment: "
+            "serve --role api or --role fold",
+            markup=False,
+        )
+        raise typer.Exit(1)
     try:
         engine = build_engine(settings)
     except CatalogError as exc:
@@ -142,6 +173,51 @@ def serve(
         log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
         log_level=None,
         access_log=False,  # nextbest.access writes one line a request, with its id
+    )
+
+
+def _serve_role(role: Role, settings: Settings) -> None:
+    """``serve --role api|fold``: one worker of a scaled deployment (docs/scale-out.md)."""
+    import uvicorn
+
+    from nextbest.api.app import create_app
+    from nextbest.api.fold_ops import create_fold_app
+    from nextbest.api.logs import configure
+    from nextbest.bootstrap import build_api_worker, build_fold_worker
+
+    try:
+        if role is Role.API:
+            worker = build_api_worker(settings)
+            app = create_app(worker, settings, flush_interval=0.1)
+            what = f"API worker, catalog {worker.catalog.version}"
+        else:
+            folder = build_fold_worker(settings)
+            app = create_fold_app(folder, settings)
+            what = (
+                f"fold worker, catalog {folder.engine.catalog.version}, "
+                f"{folder.engine.profile_count} profiles, folded up to {folder.position}"
+            )
+    except CatalogError as exc:
+        for problem in exc.problems:
+            _console("err").print(f"[red]{problem}[/red]")
+        raise typer.Exit(1) from exc
+    except NextbestError as exc:
+        _console("err").print(f"nextbest: cannot start: {_one_line(exc.message)}", markup=False)
+        raise typer.Exit(1) from None
+    _console("err").print(
+        f"nextbest: {what}; store {without_password(settings.data)}, profiles "
+        f"{without_password(settings.profiles)}, bus {without_password(settings.bus)}; "
+        f"http://{settings.host}:{settings.port}",
+        markup=False,
+    )
+    configure()
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=None,
+        access_log=False,
     )
 
 

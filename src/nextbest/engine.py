@@ -31,13 +31,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
-from nextbest.decide.feedback import check_feedback, is_feedback
+from nextbest.decide.feedback import is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
@@ -47,7 +47,6 @@ from nextbest.events.parse import (
     DEFAULT_LIMITS,
     Limits,
     Parsed,
-    Rejection,
     check_vocabulary,
     parse_batch,
     parse_message,
@@ -55,8 +54,18 @@ from nextbest.events.parse import (
     read_message,
 )
 from nextbest.group_commit import GroupCommit
-from nextbest.guard.identity import check_identity
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
+from nextbest.ingestion import (
+    IngestRequest,
+    IngestResult,
+    Plan,
+    Rejected,
+    check_rights,
+    held_messages,
+    join_feedback,
+    needs_identity,
+    result_of,
+)
 from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.learn.trust import trusted_feedback
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
@@ -73,32 +82,8 @@ __all__ = [
     "Rejected",
     "ReloadReport",
     "ReplayReport",
+    "folds_alike",
 ]
-
-
-class Rejected(msgspec.Struct, frozen=True):
-    """A message of a request set apart (quarantined): where it sat and why."""
-
-    index: int
-    code: str
-    message: str
-    path: str
-
-
-class IngestResult(msgspec.Struct, frozen=True):
-    accepted: int
-    duplicates: int
-    #: messages that broke the vocabulary, quarantined; the others were kept
-    rejected: list[Rejected] = []
-
-
-class IngestRequest(NamedTuple):
-    """One request's messages, who sent them, and where its messages sit in its body
-    (``$.batch``; ``""`` for a single message)."""
-
-    sender: Sender
-    parsed: Parsed
-    prefix: str
 
 
 class QuarantineReport(msgspec.Struct, frozen=True):
@@ -132,7 +117,7 @@ class ReloadReport(msgspec.Struct, frozen=True):
     events: int = 0
 
 
-def _folds_alike(old: Catalog, new: Catalog) -> bool:
+def folds_alike(old: Catalog, new: Catalog) -> bool:
     """Events fold into the same profiles under both catalogs: same topics (patterns,
     categories, events, products, half-lives) and the same fold settings (weights, session
     timeout, the offers whose feedback is kept)."""
@@ -194,6 +179,9 @@ class Engine:
         self._since_snapshot = 0
         self._closed = False
         self._freeze_gc = freeze_gc
+        self._fold_position = 0
+        #: ``fold_accepted`` appended events it did not finish folding
+        self._unfolded = False
         #: told of every feedback event joined to its decision as it is accepted (not on
         #: restores or replays): True if it was given to the learner, False if the trust
         #: rules (``learn.trust``) kept it from the shared model. A face's counter (metrics)
@@ -262,7 +250,7 @@ class Engine:
             kept, joined = self._join_feedback(parsed, prefix)
             if kept.rejected:
                 raise kept.rejected[0].error
-            return self._commit([(kept, joined, "")])[0]
+            return self._commit([Plan(kept, joined, "")])[0]
 
     def ingest_as(
         self, sender: Sender, events: Sequence[Event], prefix: str = "$.batch"
@@ -302,7 +290,7 @@ class Engine:
         Quarantined first: a crash between the two writes leaves the events unwritten and
         unacknowledged (the client retries; the quarantine dedupes by messageId)."""
         out: list[IngestResult | NextbestError | None] = [None] * len(requests)
-        plans: list[tuple[Parsed, dict[int, Decision], str]] = []
+        plans: list[Plan] = []
         where: list[int] = []
         with self._write_lock:
             for i, (sender, parsed, prefix) in enumerate(requests):
@@ -313,7 +301,7 @@ class Engine:
                     out[i] = exc
                     continue
                 where.append(i)
-                plans.append((kept, joined, sender.kind.value))
+                plans.append(Plan(kept, joined, sender.kind.value))
             try:
                 results: list[IngestResult | NextbestError] = list(self._commit(plans))
             except NextbestError as exc:
@@ -322,38 +310,61 @@ class Engine:
                 out[i] = result
         return [r for r in out if r is not None]
 
-    def _check_rights(self, sender: Sender, parsed: Parsed, prefix: str) -> None:
-        """Forbidden or LimitExceeded for the whole request: what its key may send
-        (``guard.senders``), and what it may change in the identity map and profiles
-        (``guard.identity``: whose device, devices and traits per customer)."""
-        rejected = parsed.rejected
-        events = [*parsed.events, *(r.event for r in rejected)]
-        indexes = [*parsed.indexes, *(r.index for r in rejected)]
-        check_senders(sender, events, prefix, indexes)
-        if any(e.type is EventType.IDENTIFY for e in parsed.events):
-            p = self.catalog.spec.profile
+    def fold_accepted(self, events: Sequence[Event]) -> list[int | None]:
+        """Append and fold events another process checked and acknowledged (a fold worker's
+        bus deliveries, ``fold_worker``): nothing refuses them here. Each event's log seq, None
+        for a messageId logged already (a redelivery, a retry after the duplicate window):
+        such an event is never folded twice. Feedback joins its decision from the decision
+        log (the API worker that made it flushed it before publishing the feedback)."""
+        if not events:
+            return []
+        with self._write_lock:
+            if self._unfolded:  # a fold failed after its append (a stitch's read): the tail
+                with self._lock:
+                    self._since_snapshot += self._fold_log(
+                        self._book, self._learner, self._book.seq
+                    )
+                self._unfolded = False
+            seqs = self.event_log.append(events)
+            self._unfolded = True
             with self._lock:
-                check_identity(
-                    sender,
-                    parsed.events,
-                    parsed.indexes,
-                    prefix,
-                    self._book,
-                    p.max_devices,
-                    p.max_traits,
-                )
+                for event, seq in zip(events, seqs, strict=True):
+                    if seq is not None:
+                        self._apply(self._book, self._learner, seq, event, live=True)
+                        self._since_snapshot += 1
+            self._unfolded = False
+        return seqs
 
-    def _commit(
-        self, plans: Sequence[tuple[Parsed, dict[int, Decision], str]]
-    ) -> list[IngestResult]:
+    def state_lost(self) -> None:
+        """The saved state vanished (Redis flushed or replaced): the next ``snapshot``
+        rewrites every row from the live state, models included."""
+        with self._lock:
+            self._book.replace = True
+            self._learner.dirty = True
+
+    @property
+    def models_changed(self) -> bool:
+        """The learned models changed since they were last saved."""
+        return self._learner.dirty
+
+    @property
+    def fold_position(self) -> int:
+        """The bus stream sequence the restored state was folded up to (``fold/position``
+        of a fold worker's saved state; 0 when none)."""
+        return self._fold_position
+
+    def _check_rights(self, sender: Sender, parsed: Parsed, prefix: str) -> None:
+        """Forbidden or LimitExceeded for the whole request (``ingestion.check_rights``,
+        against the live identity map and profiles)."""
+        if not needs_identity(parsed):
+            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
+            return
+        with self._lock:
+            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
+
+    def _commit(self, plans: Sequence[Plan]) -> list[IngestResult]:
         """Write (quarantine, then events) and fold: called under the write lock."""
-        held = [
-            HeldMessage(
-                0, r.event.received_at, r.error.code, r.error.message, r.error.path, sender, r.event
-            )
-            for parsed, _, sender in plans
-            for r in parsed.rejected
-        ]
+        held = held_messages(plans)
         if held:
             self.quarantine.hold(held)
         events = [e for parsed, _, _ in plans for e in parsed.events]
@@ -372,40 +383,20 @@ class Engine:
                         latest = max(latest, event.timestamp)
                 at += len(parsed.events)
                 self._since_snapshot += accepted
-                rejected = [
-                    Rejected(r.index, r.error.code, r.error.message, r.error.path)
-                    for r in sorted(parsed.rejected, key=lambda r: r.index)
-                ]
-                results.append(IngestResult(accepted, len(parsed.events) - accepted, rejected))
+                results.append(result_of(parsed, accepted))
             if self._event_clock is not None and latest > -math.inf:
                 # the latest accepted timestamp; an older one never moves it back
                 self._event_clock.observe(latest)
         return results
 
     def _join_feedback(self, parsed: Parsed, prefix: str) -> tuple[Parsed, dict[int, Decision]]:
-        """``parsed`` with feedback that answers no decision of its customer set apart, and
-        the decision each kept feedback event answers, by its place among the kept events."""
-        if not any(is_feedback(e) for e in parsed.events):
-            return parsed, {}
-        kept = Parsed([], [], list(parsed.rejected))
-        joined: dict[int, Decision] = {}
-        for event, index in zip(parsed.events, parsed.indexes, strict=True):
-            if is_feedback(event):
-                decision = self.decision(str(event.properties["decision_id"]))
-                same = False
-                if decision is not None:
-                    with self._lock:
-                        same = self._book.same_customer(decision.customer_id, event)
-                where = f"{prefix}[{index}]" if prefix else "$"
-                try:
-                    check_feedback(event, decision, same, where)
-                except VocabularyError as error:
-                    kept.rejected.append(Rejection(index, error, event))
-                    continue
-                joined[len(kept.events)] = decision  # type: ignore[assignment]  # checked
-            kept.events.append(event)
-            kept.indexes.append(index)
-        return kept, joined
+        """``ingestion.join_feedback`` against this engine's decisions and identity map."""
+
+        def same_customer(customer: str, event: Event) -> bool:
+            with self._lock:
+                return self._book.same_customer(customer, event)
+
+        return join_feedback(parsed, prefix, self.decision, same_customer)
 
     # ---------------------------------------------------------------- quarantine
     def quarantined(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
@@ -434,7 +425,9 @@ class Engine:
                 parsed = Parsed([m.event for m in ready], list(range(len(ready))), [])
                 with self._write_lock:
                     kept, joined = self._join_feedback(parsed, "")
-                    (result,) = self._commit([(Parsed(kept.events, kept.indexes, []), joined, "")])
+                    (result,) = self._commit(
+                        [Plan(Parsed(kept.events, kept.indexes, []), joined, "")]
+                    )
                     self.quarantine.release([ready[i].id for i in kept.indexes])
                 replayed += result.accepted
                 duplicates += result.duplicates
@@ -704,7 +697,7 @@ class Engine:
         conversions and exploration budgets of campaigns that still exist go on.
 
         Profiles are folded events, so they stay when events fold alike under both catalogs
-        (``_folds_alike``). Otherwise (topics, profile settings or the set of offers
+        (``folds_alike``). Otherwise (topics, profile settings or the set of offers
         changed) every profile is refolded from the event log under the new catalog, as a
         restart would: first while events are still accepted, then the events appended
         meanwhile, while ingestion waits. The new state is saved at once, so a restart
@@ -715,7 +708,7 @@ class Engine:
                 return ReloadReport(old.version, catalog.version, changed=False)
             book: ProfileBook | None = None
             events = 0
-            refold = not _folds_alike(old, catalog)
+            refold = not folds_alike(old, catalog)
             if refold:
                 book = ProfileBook(catalog.matcher, catalog.fold_config)
                 events = self._fold_book(book)  # ingestion goes on meanwhile
@@ -741,8 +734,12 @@ class Engine:
             n += 1
         return n
 
-    def snapshot(self) -> None:
+    def snapshot(self, *, models: bool = True, extra: Sequence[StateRow] = ()) -> None:
         """Save what changed since the last save, so a restart folds only the log's tail.
+
+        ``models=False`` leaves the learned models for a later save (a fold worker saves
+        profiles after every batch, its models once a second) unless every row is rewritten;
+        ``extra`` rows are written in the same save (a fold worker's stream position).
 
         Rows are encoded under the state lock (a consistent cut) and written outside it; the
         save lock keeps an older cut from being written after a newer one. Decisions are
@@ -757,12 +754,13 @@ class Engine:
                 book, learner = self._book, self._learner
                 keys, replace = book.take_changes()
                 rows = [self._row(book, kind, key) for kind, key in keys]
-                saves_learner = learner.dirty or replace
+                saves_learner = (learner.dirty and models) or replace
                 if saves_learner:
                     # budgets as of the log's end now; a restart counts decisions after it
                     pending, position = self._journal.cut()
                     rows.extend(learner_rows(learner.to_state(unlogged=pending), position))
                     learner.dirty = False
+                rows.extend(extra)
                 seq = book.seq
                 self._since_snapshot = 0
             try:
@@ -770,7 +768,7 @@ class Engine:
             except BaseException:
                 with self._lock:  # not saved: save these rows next time
                     book.keep_changes(keys, replace)
-                    learner.dirty = True
+                    learner.dirty = learner.dirty or saves_learner
                 raise
 
     @staticmethod
@@ -790,6 +788,7 @@ class Engine:
                 snap = None  # a snapshot is a cache: one this version cannot read is replayed
         if snap is not None:
             book.restore(snap.seq, snap.profiles, snap.links)
+            self._fold_position = snap.fold_position
             # the budgets saved with the learner count the log up to this position
             position = snap.decision_log_position if snap.learner is not None else None
         if learner.models:

@@ -71,6 +71,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: where live derived state (profiles, identity links, models) is kept, if not with the
     #: logs in ``data``: ``redis://host:port/db`` (``NEXTBEST_PROFILES``); empty: in ``data``
     profiles: str = ""
+    #: the bus between stateless API workers and the fold worker (``serve --role api|fold``):
+    #: ``nats://host:port/STREAM`` (``NEXTBEST_BUS``); empty: none (the embedded engine)
+    bus: str = ""
+    #: the stream's partitions (``NEXTBEST_BUS_PARTITIONS``): fixed when the stream is made
+    bus_partitions: int = 16
     host: str = "127.0.0.1"
     port: int = 8000
     write_keys: frozenset[str] = frozenset()
@@ -136,6 +141,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "NEXTBEST_ORIGIN_PREFIX_V4 is 8 to 32 and NEXTBEST_ORIGIN_PREFIX_V6 16 to 128"
             )
+        if not 1 <= self.bus_partitions <= 4_096:
+            raise ConfigError("NEXTBEST_BUS_PARTITIONS is 1 to 4096")
         header = self.origin_header
         if header and not _HEADER_NAME.fullmatch(header):
             raise ConfigError(f"NEXTBEST_ORIGIN_HEADER is not a header name: {header!r}")
@@ -160,6 +167,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         masked["token_secret"] = "<secret>" if self.token_secret else "<unset>"
         masked["data"] = without_password(self.data)
         masked["profiles"] = without_password(self.profiles)
+        masked["bus"] = without_password(self.bus)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in masked.items()) + ")"
 
     __str__ = __repr__
@@ -173,6 +181,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("catalog", "CATALOG"),
             ("data", "DATA"),
             ("profiles", "PROFILES"),
+            ("bus", "BUS"),
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),
@@ -182,6 +191,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 values[name] = e[f"NEXTBEST_{key}"]
         for name, key in (
             ("port", "PORT"),
+            ("bus_partitions", "BUS_PARTITIONS"),
             ("max_body_bytes", "MAX_BODY_BYTES"),
             ("snapshot_every", "SNAPSHOT_EVERY"),
             ("browser_body_bytes", "BROWSER_BODY_BYTES"),

@@ -22,6 +22,7 @@ from nextbest.learn.calibration import calibration
 from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
 from nextbest.learn.offline import OfflineReport, evaluate_candidate
+from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
@@ -102,7 +103,7 @@ class CatalogReload(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str]
 
 
-def reload_catalog(engine: Engine, location: str | Path) -> CatalogReload:
+def reload_catalog(engine: Service, location: str | Path) -> CatalogReload:
     """Re-read the catalog at ``location``, check it, and swap it into the running
     ``engine`` only if it checks (``Engine.reload``: atomically, learned state kept). A
     catalog with errors raises CatalogError with every problem, and the engine goes on with

@@ -55,7 +55,7 @@ from nextbest.api.schemas import (
 )
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
-from nextbest.engine import Engine, IngestRequest, IngestResult
+from nextbest.engine import IngestRequest, IngestResult
 from nextbest.errors import (
     Forbidden,
     NextbestError,
@@ -68,6 +68,7 @@ from nextbest.events.parse import SINGLE_MESSAGE, Parsed, decode_json, parse_ins
 from nextbest.events.wire import WireBatch
 from nextbest.guard.origin import network_origin, stamp
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
+from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
 from nextbest.usecases import CatalogReload, reload_catalog
@@ -92,7 +93,7 @@ class Ops:
     #: why the last background flush or state save failed (None: the last one worked)
     save_error: str | None = None
 
-    def save(self, engine: Engine) -> None:
+    def save(self, engine: Service) -> None:
         """A state save (snapshot), timed; a failure counted and re-raised."""
         started = time.perf_counter()
         try:
@@ -107,7 +108,7 @@ class Ops:
 class Ctx:
     request: Request
     sender: Sender
-    engine: Engine
+    engine: Service
     settings: Settings
     body: bytes
     limits: RateLimits
@@ -722,7 +723,7 @@ def check_media_type(content_type: str | None) -> None:
 
 
 def _endpoint(
-    spec: RouteSpec, engine: Engine, settings: Settings, limits: RateLimits, ops: Ops
+    spec: RouteSpec, engine: Service, settings: Settings, limits: RateLimits, ops: Ops
 ) -> Callable[..., Any]:
     """The route's endpoint: credentials first (a key in the header before the body is read;
     a key in the body from a body read within the browser limit, decoding only the key and
@@ -773,7 +774,7 @@ def _endpoint(
 
 
 def create_app(
-    engine: Engine,
+    engine: Service,
     settings: Settings,
     flush_interval: float = 1.0,
     *,

@@ -57,7 +57,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from nextbest.engine import Engine, IngestResult
+from nextbest.ingestion import IngestResult
+from nextbest.service import Service
 
 __all__ = ["CONTENT_TYPE", "MULTIPROC_ENV", "Metrics"]
 
@@ -214,14 +215,14 @@ class Metrics:
         (self._trusted if trusted else self._untrusted).inc()
 
     # ---------------------------------------------------------------- scrapes
-    def sample(self, engine: Engine) -> None:
+    def sample(self, engine: Service) -> None:
         """Read the engine's gauges (every background tick and every scrape)."""
         self.waiting_views.set(engine.pending_views)
         self.pending_conversions.set(engine.pending_conversions)
         self.learned.set(engine.learner.learned)
         self.profiles.set(engine.profile_count)
 
-    def exposition(self, engine: Engine) -> bytes:
+    def exposition(self, engine: Service) -> bytes:
         """The text a scrape gets: this process's gauges refreshed, then every metric (of
         every worker, with ``PROMETHEUS_MULTIPROC_DIR``)."""
         self.sample(engine)

@@ -8,7 +8,7 @@ state in a key-value store). ``Stores`` bundles one of each for the composition 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
@@ -19,6 +19,7 @@ __all__ = [
     "HeldMessage",
     "Quarantine",
     "SavedState",
+    "StateReads",
     "StateRow",
     "StateStore",
     "StoredEvent",
@@ -111,6 +112,21 @@ class StateStore(Protocol):
 
     def load_state(self) -> SavedState | None:
         """The saved state, or None when nothing was ever saved."""
+        ...
+
+
+@runtime_checkable
+class StateReads(Protocol):
+    """Point reads of saved state, for a worker that holds none of it (a stateless API
+    worker reading one customer's profile per decision): the Redis state store has them."""
+
+    def read_rows(self, rows: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The bodies of these (kind, key) rows as last saved, in order (None: no such row),
+        as one consistent cut."""
+        ...
+
+    def ping(self) -> None:
+        """StoreUnavailable unless the store answers now."""
         ...
 
 

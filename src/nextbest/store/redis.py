@@ -145,7 +145,13 @@ class RedisState:
         """The bodies of these rows as last saved, in the order of ``keys`` (None: no such
         row): what a stateless worker reads to decide for one customer. One round trip
         (rows and generation pointer in one MGET), two after a replace moved the generation."""
-        if not keys:
+        return self.read_rows([(kind, k) for k in keys])
+
+    def read_rows(self, rows: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """``get_rows`` over rows of several kinds at once: (kind, key) each, one MGET (a
+        profile, its identity links and the folded position, read as one consistent cut:
+        a save writes them all in one MULTI/EXEC)."""
+        if not rows:
             return []
         with self._translated("read rows"):
             while True:
@@ -153,18 +159,23 @@ class RedisState:
                 if generation is None:
                     mark = self._watermark(self.client.get(self._state_key))
                     if mark is None:
-                        return [None] * len(keys)
+                        return [None] * len(rows)
                     generation = self._generation = mark[0]
                 got = self.client.mget(
-                    [self._state_key, *(self._row_key(generation, kind, k) for k in keys)]
+                    [self._state_key, *(self._row_key(generation, k, key) for k, key in rows)]
                 )
                 mark = self._watermark(got[0])
                 if mark is None:
                     self._generation = None
-                    return [None] * len(keys)
+                    return [None] * len(rows)
                 if mark[0] == generation:
                     return [_as_bytes(body) for body in got[1:]]
                 self._generation = mark[0]  # replaced meanwhile: read the new generation
+
+    def ping(self) -> None:
+        """StoreUnavailable unless Redis answers now."""
+        with self._translated("ping"):
+            self.client.ping()
 
     def memory_usage(self, kind: str, key: str) -> int | None:
         """Bytes Redis spends on one row's key (MEMORY USAGE: key, value and overhead); None

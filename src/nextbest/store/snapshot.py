@@ -3,8 +3,12 @@
 Rows: ``profile/<customer key>`` (a msgpack Profile), ``anon/<anonymousId>`` and
 ``alias/<previous id>`` (the userId linked, UTF-8), ``learner/learner`` (the learner's own
 bytes) with its companion ``learner/decision_log_position`` (where the decision log ended when
-the learner was saved: a restart counts only the decisions logged after it). A snapshot is a
-cache: one folded under another catalog, or unreadable, is replayed from the logs instead.
+the learner was saved: a restart counts only the decisions logged after it). A fold worker
+(``serve --role fold``) adds ``fold/position``, the bus's stream sequence folded up to (saved
+with the profiles it produced, in one write: the cursor its consumer restarts from, and what an
+API worker waits for to read its own writes), and ``learner/published`` (the model copy's
+version and when it was saved, for the API workers that reload it). A snapshot is a cache: one
+folded under another catalog, or unreadable, is replayed from the logs instead.
 """
 
 from __future__ import annotations
@@ -19,9 +23,27 @@ from nextbest.profile.identity import LinkKind
 from nextbest.profile.model import Profile
 from nextbest.store.port import SavedState, StateRow
 
-__all__ = ["LEARNER_ROW", "Snapshot", "learner_rows", "link_row", "profile_row", "read_snapshot"]
+__all__ = [
+    "FOLD_ROW",
+    "LEARNER_ROW",
+    "POSITION",
+    "PUBLISHED",
+    "ModelVersion",
+    "Snapshot",
+    "learner_rows",
+    "link_row",
+    "position_row",
+    "profile_row",
+    "published_row",
+    "read_snapshot",
+]
 
 LEARNER_ROW = "learner"
+#: a fold worker's rows: ``fold/position``, the bus stream sequence folded up to
+FOLD_ROW = "fold"
+POSITION = "position"
+#: ``learner/published``: the version of the model copy saved with it, and when
+PUBLISHED = "published"
 #: the learner row's companion: where the decision log ended when the learner was saved
 _DECISION_LOG = "decision_log_position"
 
@@ -40,6 +62,16 @@ class Snapshot(NamedTuple):
     learner: bytes | None
     #: the decision log position the learner's budgets count up to (None: count the whole log)
     decision_log_position: int | None
+    #: the bus stream sequence folded up to (0: none, or not a fold worker's state)
+    fold_position: int = 0
+
+
+class ModelVersion(msgspec.Struct, frozen=True):
+    """``learner/published``: the model copy's version (counted up by its one writer) and
+    the writer's wall clock when it saved it (how stale a reader's copy is)."""
+
+    version: int
+    saved_at: float
 
 
 def profile_row(key: str, profile: Profile | None) -> StateRow:
@@ -57,6 +89,14 @@ def learner_rows(body: bytes, decision_log_position: int) -> list[StateRow]:
     ]
 
 
+def position_row(seq: int) -> StateRow:
+    return StateRow(FOLD_ROW, POSITION, str(seq).encode())
+
+
+def published_row(version: ModelVersion) -> StateRow:
+    return StateRow(LEARNER_ROW, PUBLISHED, msgspec.json.encode(version))
+
+
 def read_snapshot(saved: SavedState | None, version: str) -> Snapshot | None:
     """The saved state if it was folded under catalog ``version`` and every row reads; None
     otherwise (the caller replays the logs: a snapshot is a cache). The learner's own bytes
@@ -65,7 +105,7 @@ def read_snapshot(saved: SavedState | None, version: str) -> Snapshot | None:
         return None
     try:
         return _read_rows(saved)
-    except (msgspec.DecodeError, UnicodeDecodeError, _Unreadable):
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, _Unreadable):
         return None
 
 
@@ -81,6 +121,7 @@ def _read_rows(saved: SavedState) -> Snapshot:
     links: list[tuple[str, str, str]] = []
     learner: bytes | None = None
     position: int | None = None
+    folded = 0
     for row in saved.rows:
         if row.body is None:
             continue
@@ -91,8 +132,12 @@ def _read_rows(saved: SavedState) -> Snapshot:
                 position = int(row.body)
         elif row.kind == LEARNER_ROW and row.key == LEARNER_ROW:
             learner = row.body
+        elif row.kind == LEARNER_ROW and row.key == PUBLISHED:
+            continue  # for the readers of the model copy
+        elif row.kind == FOLD_ROW and row.key == POSITION:
+            folded = int(row.body)
         elif row.kind in _LINKS:
             links.append((row.kind, row.key, row.body.decode()))
         else:
             raise _Unreadable(f"{row.kind}/{row.key}")
-    return Snapshot(saved.seq, profiles, links, learner, position)
+    return Snapshot(saved.seq, profiles, links, learner, position, folded)

@@ -1,0 +1,176 @@
+"""The fold worker's HTTP face (``serve --role fold``): it takes no request of its own, only
+what operating it needs.
+
+    GET /healthz   liveness: the process and its catalog
+    GET /readyz    200 once the bus, the event log, the decision log and the quarantine answer
+                   and the last fold step passed; 503 with the reason otherwise
+    GET /metrics   Prometheus text (metrics scope, as on the API workers), adding:
+
+    nextbest_fold_lag_events                  the stream's last sequence minus the folded one
+    nextbest_bus_consumer_pending             the durable consumer's unacknowledged messages
+    nextbest_fold_events_total{outcome}       folded, duplicate (skipped by messageId)
+    nextbest_fold_redelivered_total           deliveries the bus sent again
+    nextbest_fold_failures_total              fold steps that failed (retried)
+    nextbest_postgres_batch_seconds           the event log append and fold of one batch
+    nextbest_state_save_seconds               the state save (Redis) of one batch
+    nextbest_fold_position                    the stream sequence folded up to
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextbest.api.auth import authenticate
+from nextbest.api.errors import error_response
+from nextbest.api.metrics import CONTENT_TYPE, Metrics
+from nextbest.errors import NextbestError
+from nextbest.fold_worker import FoldStats, FoldWorker
+from nextbest.guard.senders import Scope
+from nextbest.settings import Settings
+
+__all__ = ["FoldMetrics", "create_fold_app"]
+
+_BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+READY_TIMEOUT = 2.0
+
+
+class FoldMetrics:
+    """The fold worker's metrics, in ``metrics``' registry (multi-process or its own)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        own = None if metrics.multiprocess else metrics.registry
+
+        def gauge(name: str, text: str) -> Gauge:
+            return Gauge(name, text, registry=own, multiprocess_mode="livesum")
+
+        self.lag = gauge("nextbest_fold_lag_events", "Stream last sequence minus folded")
+        self.pending = gauge("nextbest_bus_consumer_pending", "Unacknowledged by the consumer")
+        self.position = gauge("nextbest_fold_position", "Stream sequence folded up to")
+        self.events = Counter(
+            "nextbest_fold_events", "Events folded or skipped", ("outcome",), registry=own
+        )
+        self.redelivered = Counter(
+            "nextbest_fold_redelivered", "Deliveries sent again by the bus", registry=own
+        )
+        self.failures = Counter("nextbest_fold_failures", "Fold steps that failed", registry=own)
+        self.append_seconds = Histogram(
+            "nextbest_postgres_batch_seconds",
+            "Event log append (PostgreSQL) and fold of one batch",
+            buckets=_BATCH_BUCKETS,
+            registry=own,
+        )
+        self.save_seconds = Histogram(
+            "nextbest_state_save_seconds",
+            "State save (Redis) of one batch",
+            buckets=_BATCH_BUCKETS,
+            registry=own,
+        )
+        self._seen = FoldStats()
+
+    def stepped(self, stats: FoldStats) -> None:
+        """After each fold step (the worker's ``on_step``)."""
+        self.append_seconds.observe(stats.append_seconds)
+        self.save_seconds.observe(stats.save_seconds)
+
+    def sample(self, worker: FoldWorker) -> None:
+        """Counters moved by what the worker did since the last sample; the lag read now."""
+        stats, seen = worker.stats, self._seen
+        self.events.labels("folded").inc(stats.events - seen.events)
+        self.events.labels("duplicate").inc(stats.duplicates - seen.duplicates)
+        self.redelivered.inc(stats.redelivered - seen.redelivered)
+        self.failures.inc(stats.failures - seen.failures)
+        self._seen = FoldStats(stats.events, stats.duplicates, stats.redelivered, 0, stats.failures)
+        self.position.set(worker.position)
+        try:
+            lag, pending = worker.lag()
+        except NextbestError:
+            return  # the bus is away: readiness says it
+        self.lag.set(lag)
+        self.pending.set(pending)
+
+
+def create_fold_app(
+    worker: FoldWorker, settings: Settings, metrics: Metrics | None = None
+) -> Starlette:
+    """The ops app; the worker runs while the app does and is closed on shutdown."""
+    fold_metrics = FoldMetrics(metrics if metrics is not None else Metrics())
+    worker.on_step = fold_metrics.stepped
+    serving = False
+
+    async def health(request: Request) -> Response:
+        body = {"status": "ok", "role": "fold", "catalog": worker.engine.catalog.version}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def ready(request: Request) -> Response:
+        reason: str | None = None
+        if not serving:
+            reason = "not serving: starting or shutting down"
+        else:
+            try:
+                checks = await asyncio.wait_for(
+                    run_in_threadpool(worker.probe), timeout=READY_TIMEOUT
+                )
+            except TimeoutError:
+                reason = f"the backends did not answer within {READY_TIMEOUT:g} s"
+            else:
+                reason = "; ".join(f"{n}: {why}" for n, why in checks if why is not None) or None
+        if reason is not None:
+            body = orjson.dumps({"code": "not_ready", "message": reason})
+            return Response(body, 503, headers={"Retry-After": "1"}, media_type="application/json")
+        body = orjson.dumps({"status": "ready", "role": "fold", "position": worker.position})
+        return Response(body, media_type="application/json")
+
+    async def scrape(request: Request) -> Response:
+        try:
+            caller = authenticate(request.headers.get("authorization"), None, settings, time.time())
+            caller.sender.require(Scope.METRICS)
+        except NextbestError as exc:
+            return error_response(exc)
+
+        def text() -> bytes:
+            fold_metrics.sample(worker)
+            return generate_latest(fold_metrics.metrics.registry)
+
+        return Response(await run_in_threadpool(text), media_type=CONTENT_TYPE)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal serving
+
+        async def sampler() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                await run_in_threadpool(fold_metrics.sample, worker)
+
+        worker.start()
+        task = asyncio.create_task(sampler())
+        serving = True
+        try:
+            yield
+        finally:
+            serving = False
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await run_in_threadpool(worker.close)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", ready, methods=["GET"]),
+            Route("/metrics", scrape, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

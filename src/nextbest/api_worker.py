@@ -1,0 +1,567 @@
+"""The stateless API worker (``nextbest serve --role api``): it checks what the embedded engine
+checks, publishes what it accepts to the bus, and decides from the live profiles a fold worker
+keeps in Redis. It holds no profile: any number of them serve side by side.
+
+    accept_many(requests) -> each request checked as the engine checks it (``ingestion``: the
+                             key's rights, whose device, limits, feedback joined to its
+                             decision); the messages that break the vocabulary quarantined
+                             (PostgreSQL); every kept event published (JetStream, ``Nats-Msg-Id``
+                             = messageId) and the request answered once the bus acknowledged it
+    decide(...)           -> one point read of the customer's profile (``live_profiles``), the
+                             pure pipeline, the decision journaled and written to the decision
+                             log in batches (every ``flush`` tick, 0.1 s)
+    flush()               -> write buffered decisions; reload the model copy if a newer one was
+                             published
+
+**Read your writes.** The worker remembers, per userId and anonymousId it published for, the
+stream sequence of the last event (``_written``, the most recent ``WRITTEN_KEPT`` ids). A
+decision for such an id waits (at most ``read_wait`` seconds, polling) until the saved state's
+folded position reaches it, so the session that sent an event sees it in its next decision on
+this worker. Another worker does not wait: it sees the event once folded (bench/scaled.py
+measures how soon).
+
+**Models.** The fold worker is the one writer of every placement's model; it saves a copy with
+its state once a second when it changed (``learner/published``: version and save time). This
+worker reloads it when its version changes (checked every flush tick) and keeps its own
+exploration budgets across reloads (each worker keeps its explored share under each campaign's
+bound, so their sum does too). A decision's model is at most ``model_every`` (fold) + one flush
+tick + the reload old; ``model_age`` says how old the copy in use is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from nextbest.bus.port import BusMessage, EventBus, bus_key, partition_of
+from nextbest.catalog.compiled import Catalog
+from nextbest.clock import Clock, ClockKind, SystemClock
+from nextbest.decide.feedback import is_feedback
+from nextbest.decide.model import Decision, DecisionRequest
+from nextbest.decide.pipeline import decide as run_pipeline
+from nextbest.decision_journal import DecisionJournal
+from nextbest.engine import QuarantineReport, ReloadReport, folds_alike
+from nextbest.errors import InputError, NextbestError, ValidationError, VocabularyError
+from nextbest.events.model import Event, EventType
+from nextbest.events.parse import (
+    DEFAULT_LIMITS,
+    Limits,
+    Parsed,
+    check_vocabulary,
+    read_batch,
+    read_message,
+)
+from nextbest.group_commit import GroupCommit
+from nextbest.guard.senders import Sender, check_decider, check_decision_time
+from nextbest.ingestion import (
+    IngestRequest,
+    IngestResult,
+    Plan,
+    check_rights,
+    held_messages,
+    join_feedback,
+    needs_identity,
+    result_of,
+)
+from nextbest.learn.learner import Learner
+from nextbest.live_profiles import LiveProfiles
+from nextbest.profile.book import ProfileBook
+from nextbest.profile.identity import ANON_PREFIX
+from nextbest.profile.model import Profile
+from nextbest.rules.context import rule_variables
+from nextbest.store.port import HeldMessage, StateReads, Stores
+from nextbest.store.snapshot import ModelVersion
+
+__all__ = ["WRITTEN_KEPT", "ApiWorker", "ReloadRefused"]
+
+#: ids whose last published stream sequence a worker remembers (for read-your-writes)
+WRITTEN_KEPT = 100_000
+#: how long a feedback event waits for a decision another worker has not written yet
+_UNKNOWN_DECISION_WAIT = 0.25
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class ReloadRefused(InputError):
+    """A catalog that changes how events fold cannot be swapped into one API worker."""
+
+    code = "reload_refused"
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _limits(base: Limits, catalog: Catalog) -> Limits:
+    p = catalog.spec.profile
+    return msgspec.structs.replace(
+        base,
+        max_traits=p.max_traits_per_message,
+        max_trait_key_length=p.max_trait_key_length,
+        max_trait_value_bytes=p.max_trait_value_bytes,
+    )
+
+
+class ApiWorker:
+    """Built by ``bootstrap.build_api_worker``: the logs' stores (PostgreSQL: decisions and
+    quarantine), point reads of the live state (Redis), the bus (JetStream)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        stores: Stores,
+        reads: StateReads,
+        bus: EventBus,
+        clock: Clock | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        new_id: Callable[[], str] = _new_id,
+        decision_flush_every: int = 10_000,
+        read_wait: float = 0.25,
+        close_reads: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.catalog = catalog
+        self.clock: Clock = clock or SystemClock()
+        self.quarantine = stores.quarantine
+        self.decision_log = stores.decisions
+        self.bus = bus
+        self.live = LiveProfiles(reads, catalog)
+        self._close_stores = stores.close
+        self._close_reads = close_reads
+        self._base_limits = limits
+        self.limits = _limits(limits, catalog)
+        self._new_id = new_id
+        self._journal = DecisionJournal(stores.decisions)
+        self._flush_every = decision_flush_every
+        self.read_wait = read_wait
+        self._lock = threading.Lock()  # the model copy: choose, reload
+        self._learner = Learner(catalog)
+        self._model: ModelVersion | None = None
+        self._written: OrderedDict[str, int] = OrderedDict()
+        self._written_lock = threading.Lock()
+        self._closed = False
+        #: told nothing here: feedback is judged where it is learned (the fold worker)
+        self.on_feedback: Callable[[bool], None] | None = None
+        #: read-your-writes: decisions that waited, and those whose wait ran out
+        self.read_waits = 0
+        self.read_timeouts = 0
+        self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
+            self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
+        )
+        self.reload_model()
+
+    # ---------------------------------------------------------------- time
+    @property
+    def clock_kind(self) -> ClockKind:
+        return ClockKind.WALL
+
+    def wall_now(self) -> float:
+        return self.clock.now()
+
+    def require_event_time(self, path: str = "$.context.now") -> None:
+        raise ValidationError(
+            "this server decides on its wall clock: a decision time is taken only by a "
+            "server on event time (nextbest serve --clock event)",
+            path,
+        )
+
+    # ---------------------------------------------------------------- ingest
+    def read_batch(self, body: bytes) -> Parsed:
+        return read_batch(body, self.wall_now(), self.limits, event_time=False)
+
+    def read_message(self, kind: EventType, body: bytes) -> Parsed:
+        return read_message(kind, body, self.wall_now(), self.limits, event_time=False)
+
+    def submit_with(
+        self, request: IngestRequest, answer: Callable[[IngestResult | BaseException], None]
+    ) -> None:
+        self._group_commit.submit_with(request, answer)
+
+    def accept(self, request: IngestRequest) -> IngestResult:
+        (result,) = self.accept_many([request])
+        if isinstance(result, NextbestError):
+            raise result
+        return result
+
+    def accept_many(self, requests: Sequence[IngestRequest]) -> list[IngestResult | NextbestError]:
+        """Check each request (a refused one changes nothing), quarantine what breaks the
+        vocabulary, publish the rest in one round of the bus and answer once it acknowledged
+        them. A bus or store failure refuses every request of the group (503: retry; a
+        retry's events are stored once, by messageId)."""
+        out: list[IngestResult | NextbestError | None] = [None] * len(requests)
+        plans: list[Plan] = []
+        where: list[int] = []
+        for i, (sender, parsed, prefix) in enumerate(requests):
+            try:
+                plans.append(self._plan(sender, parsed, prefix))
+            except NextbestError as exc:
+                out[i] = exc
+                continue
+            where.append(i)
+        try:
+            results: list[IngestResult | NextbestError] = list(self._publish(plans))
+        except NextbestError as exc:
+            results = [exc] * len(plans)
+        for i, result in zip(where, results, strict=True):
+            out[i] = result
+        return [r for r in out if r is not None]
+
+    def _plan(self, sender: Sender, parsed: Parsed, prefix: str) -> Plan:
+        events = parsed.events
+        feedback = [e for e in events if is_feedback(e)]
+        book: ProfileBook | None = None
+        if needs_identity(parsed) or feedback:
+            book = self.live.book_for([e.user_id for e in events], [e.anonymous_id for e in events])
+        check_rights(sender, parsed, prefix, book or self._empty_book(), self.catalog.spec.profile)
+        if not feedback:
+            return Plan(parsed, {}, sender.kind.value)
+        assert book is not None
+        kept, joined = join_feedback(
+            parsed, prefix, self._decision_for_feedback, self._same_customer(book)
+        )
+        return Plan(kept, joined, sender.kind.value)
+
+    def _empty_book(self) -> ProfileBook:
+        return ProfileBook(self.catalog.matcher, self.catalog.fold_config)
+
+    def _decision_for_feedback(self, decision_id: str) -> Decision | None:
+        """The decision, from this worker's journal or the decision log; one that is in
+        neither may have been made by another worker that has not written it yet (it writes
+        every 0.1 s): looked for once more after a moment."""
+        found = self._journal.get(decision_id)
+        if found is None:
+            time.sleep(_UNKNOWN_DECISION_WAIT)
+            found = self._journal.get(decision_id)
+        return found
+
+    def _same_customer(self, book: ProfileBook) -> Callable[[str, Event], bool]:
+        def same(customer: str, event: Event) -> bool:
+            if customer.startswith(ANON_PREFIX):
+                if event.anonymous_id == customer[len(ANON_PREFIX) :]:
+                    return True
+                missing: tuple[list[str], list[str]] = ([], [customer[len(ANON_PREFIX) :]])
+            else:
+                if event.user_id == customer:
+                    return True
+                missing = ([customer], [])
+            more = self.live.book_for(
+                [event.user_id, *missing[0]], [event.anonymous_id, *missing[1]]
+            )
+            return more.same_customer(customer, event)
+
+        return same
+
+    def _publish(self, plans: Sequence[Plan]) -> list[IngestResult]:
+        """Quarantine, make the joined decisions durable, publish, answer."""
+        held = held_messages(plans)
+        if held:
+            self.quarantine.hold(held)
+        if any(plan.joined for plan in plans):
+            # the fold worker learns from feedback by reading its decision from the log; with
+            # the log away the feedback is still accepted (the decision is written later, and
+            # a feedback folded before it is kept but not learned)
+            with contextlib.suppress(NextbestError):
+                self._journal.flush()
+        parts = self.bus.partitions
+        messages = [
+            BusMessage(partition_of(bus_key(e), parts), e.message_id, _encode(e))
+            for plan in plans
+            for e in plan.kept.events
+        ]
+        published = self.bus.publish(messages) if messages else []
+        results: list[IngestResult] = []
+        at = 0
+        written: dict[str, int] = {}
+        for plan in plans:
+            events = plan.kept.events
+            mine = published[at : at + len(events)]
+            at += len(events)
+            for event, p in zip(events, mine, strict=True):
+                for key in (f"u:{event.user_id}", f"a:{event.anonymous_id}"):
+                    if p.seq > written.get(key, 0):
+                        written[key] = p.seq
+            results.append(result_of(plan.kept, sum(not p.duplicate for p in mine)))
+        self._remember(written)
+        return results
+
+    def _remember(self, written: dict[str, int]) -> None:
+        with self._written_lock:
+            kept = self._written
+            for key, seq in written.items():
+                if key.endswith(":None"):
+                    continue
+                kept[key] = max(seq, kept.pop(key, 0))
+            while len(kept) > WRITTEN_KEPT:
+                kept.popitem(last=False)
+
+    def _written_for(self, user_id: str | None, anonymous_id: str | None) -> int:
+        with self._written_lock:
+            return max(
+                self._written.get(f"u:{user_id}", 0) if user_id else 0,
+                self._written.get(f"a:{anonymous_id}", 0) if anonymous_id else 0,
+            )
+
+    # ---------------------------------------------------------------- decide
+    def decide(
+        self,
+        request: DecisionRequest,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        anonymous_only: bool = False,
+        now: float | None = None,
+    ) -> Decision:
+        if not user_id and not anonymous_id:
+            raise ValidationError("userId or anonymousId is required", "$.userId")
+        if now is not None:
+            self.require_event_time()
+        profile, position = self.live.read(user_id, anonymous_id, anonymous_only)
+        needed = self._written_for(user_id, anonymous_id)
+        if needed > position:
+            profile = self._wait_for(needed, user_id, anonymous_id, anonymous_only, profile)
+        with self._lock:
+            decision = run_pipeline(
+                self.catalog,
+                profile,
+                request,
+                self.clock.now(),
+                self._new_id(),
+                self._learner.choose,
+            )
+        if self._journal.add(decision) >= self._flush_every:
+            self._flush_decisions_or_hold()
+        return decision
+
+    def _wait_for(
+        self,
+        needed: int,
+        user_id: str | None,
+        anonymous_id: str | None,
+        anonymous_only: bool,
+        profile: Profile,
+    ) -> Profile:
+        """Read-your-writes: poll until the folded position reaches ``needed`` (bounded)."""
+        self.read_waits += 1
+        deadline = time.monotonic() + self.read_wait
+        pause = 0.001
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+            profile, position = self.live.read(user_id, anonymous_id, anonymous_only)
+            if position >= needed:
+                return profile
+        self.read_timeouts += 1
+        return profile
+
+    def _flush_decisions_or_hold(self) -> None:
+        """Backpressure: a full buffer is written now; if the decision log is down, the
+        decisions stay buffered (written when it is back) up to ten times the bound."""
+        try:
+            self._journal.flush()
+        except NextbestError:
+            if len(self._journal.pending()) >= 10 * self._flush_every:
+                raise
+
+    def decide_as(
+        self,
+        sender: Sender,
+        request: DecisionRequest,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        now: float | None = None,
+    ) -> Decision:
+        anonymous_only = check_decider(sender, user_id)
+        if now is not None:
+            check_decision_time(sender)
+        return self.decide(
+            request,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            anonymous_only=anonymous_only,
+            now=now,
+        )
+
+    def decision(self, decision_id: str) -> Decision | None:
+        return self._journal.get(decision_id)
+
+    def flush(self) -> None:
+        """Write buffered decisions (every tick), and reload the model copy if it changed."""
+        self.reload_model()
+        self._journal.flush()
+
+    def snapshot(self) -> None:
+        """An API worker saves no state: its decisions are written."""
+        self._journal.flush()
+
+    @property
+    def snapshot_due(self) -> bool:
+        return False
+
+    # ---------------------------------------------------------------- models
+    def reload_model(self) -> bool:
+        """Load the published model copy if it changed; True if it did."""
+        version, body = self.live.model(self._model)
+        if body is None or version is None:
+            return False
+        learner = Learner.from_state(self.catalog, body)
+        with self._lock:
+            learner.budgets = self._learner.budgets  # this worker's own explored shares
+            self._learner, self._model = learner, version
+        return True
+
+    def model_age(self) -> float | None:
+        """Seconds since the model copy in use was saved by its writer (None: no copy yet)."""
+        model = self._model
+        return None if model is None else max(0.0, self.clock.now() - model.saved_at)
+
+    @property
+    def learner(self) -> Learner:
+        return self._learner
+
+    @property
+    def pending_views(self) -> int:
+        return self._learner.pending_views
+
+    @property
+    def pending_conversions(self) -> int:
+        return self._learner.pending_conversions
+
+    @property
+    def profile_count(self) -> int:
+        return 0  # the live profiles are in Redis
+
+    # ---------------------------------------------------------------- read
+    def profile_view(self, customer_id: str) -> dict[str, Any] | None:
+        profile = self.live.get(customer_id)
+        if profile is None:
+            return None
+        now = self.clock.now()
+        view = rule_variables(profile, self.catalog.topics, now, {})
+        return {
+            "customer_id": profile.customer_id,
+            "as_of": now,
+            "profile": msgspec.to_builtins(profile),
+            "view": {k: v for k, v in view.items() if k not in ("context", "now")},
+        }
+
+    # ---------------------------------------------------------------- quarantine
+    def quarantined(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:
+        return self.quarantine.held(after, limit)
+
+    def replay_quarantine(self, batch: int = 1_000) -> QuarantineReport:
+        """As ``Engine.replay_quarantine``: the held messages the vocabulary now accepts are
+        published (then released); the others stay held with today's reason."""
+        replayed = duplicates = 0
+        still: list[HeldMessage] = []
+        after = 0
+        while True:
+            held = self.quarantine.held(after, batch)
+            if not held:
+                break
+            after = held[-1].id
+            ready: list[HeldMessage] = []
+            for m in held:
+                problem = _vocabulary_problem(m)
+                if problem is None:
+                    ready.append(m)
+                else:
+                    still.append(m._replace(code=problem.code, reason=problem.message))
+            if not ready:
+                continue
+            parsed = Parsed([m.event for m in ready], list(range(len(ready))), [])
+            book = self.live.book_for(
+                [m.event.user_id for m in ready], [m.event.anonymous_id for m in ready]
+            )
+            kept, joined = join_feedback(
+                parsed, "", self._decision_for_feedback, self._same_customer(book)
+            )
+            (result,) = self._publish([Plan(Parsed(kept.events, kept.indexes, []), joined, "")])
+            self.quarantine.release([ready[i].id for i in kept.indexes])
+            replayed += result.accepted
+            duplicates += result.duplicates
+            still.extend(
+                ready[r.index]._replace(code=r.error.code, reason=r.error.message)
+                for r in kept.rejected
+            )
+        return QuarantineReport(replayed, duplicates, still)
+
+    # ---------------------------------------------------------------- catalog
+    def reload(self, catalog: Catalog) -> ReloadReport:
+        """Swap in a catalog whose events fold as today's (offers, campaigns, rules, scoring:
+        what decisions read); one that changes the fold (topics, profile settings) is rolled
+        out by restarting the fold worker, then the API workers, with it."""
+        old = self.catalog
+        if catalog.digest == old.digest and catalog.spec == old.spec:
+            return ReloadReport(old.version, catalog.version, changed=False)
+        if not folds_alike(old, catalog):
+            raise ReloadRefused(
+                "this catalog changes how events fold (topics or profile settings): restart "
+                "the fold worker with it, then the API workers"
+            )
+        with self._lock:
+            learner = Learner.from_state(catalog, self._learner.to_state())
+            self.catalog, self._learner = catalog, learner
+            self.live.catalog = catalog
+            self.limits = _limits(self._base_limits, catalog)
+        return ReloadReport(old.version, catalog.version, True)
+
+    # ---------------------------------------------------------------- operate
+    def probe(self) -> list[tuple[str, str | None]]:
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("event_bus", self.bus.last_seq),
+            ("profiles", self.live.reads.ping),
+            ("decision_log", self.decision_log.decision_log_position),
+            ("quarantine", lambda: self.quarantine.held(0, 1)),
+        ]
+        out: list[tuple[str, str | None]] = []
+        for name, ask in checks:
+            try:
+                ask()
+            except NextbestError as exc:
+                out.append((name, exc.message))
+            else:
+                out.append((name, None))
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pending_decisions(self) -> list[Decision]:
+        return self._journal.pending()
+
+    def close(self) -> None:
+        """Answer queued requests, write buffered decisions, close the stores and the bus."""
+        self._group_commit.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._journal.flush()
+        finally:
+            try:
+                self.bus.close()
+            finally:
+                try:
+                    self._close_reads()
+                finally:
+                    self._close_stores()
+
+
+def _vocabulary_problem(message: HeldMessage) -> VocabularyError | None:
+    event = message.event
+    if event.type is not EventType.TRACK or not event.name:
+        return None
+    try:
+        check_vocabulary(event.name, event.properties, "$")
+    except VocabularyError as error:
+        return error
+    return None

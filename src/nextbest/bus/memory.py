@@ -1,0 +1,132 @@
+"""The bus port's in-memory twin: one process, nothing durable, the same contract as JetStream
+(tests/contract/test_bus.py runs over both)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from nextbest.bus.port import BusMessage, Delivery, Published
+from nextbest.errors import StoreError
+
+__all__ = ["MemoryBus"]
+
+
+class _Consumer:
+    def __init__(self, after: int) -> None:
+        #: the next stream sequence never delivered yet
+        self.next = after + 1
+        #: delivered, not acknowledged: seq -> (redeliver at, times delivered)
+        self.unacked: dict[int, tuple[float, int]] = {}
+
+
+class MemoryBus:
+    """``MemoryBus(partitions=4)``. ``ack_wait``: seconds before an unacknowledged delivery is
+    delivered again; ``duplicate_window``: seconds a messageId is remembered; ``clock``: the
+    time those are measured on (monotonic seconds)."""
+
+    def __init__(
+        self,
+        partitions: int = 4,
+        *,
+        ack_wait: float = 30.0,
+        duplicate_window: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if partitions < 1:
+            raise StoreError("a bus has at least one partition")
+        self.partitions = partitions
+        self.ack_wait = ack_wait
+        self.duplicate_window = duplicate_window
+        self._clock = clock
+        self._messages: list[BusMessage] = []  # seq n at index n - 1
+        self._seen: dict[str, tuple[int, float]] = {}  # messageId -> (seq, stored at)
+        self._consumers: dict[str, _Consumer] = {}
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def publish(self, messages: Sequence[BusMessage]) -> list[Published]:
+        out: list[Published] = []
+        with self._changed:
+            self._check_open()
+            now = self._clock()
+            for m in messages:
+                if not 0 <= m.partition < self.partitions:
+                    raise StoreError(f"no partition {m.partition} (the bus has {self.partitions})")
+                seen = self._seen.get(m.message_id)
+                if seen is not None and now - seen[1] < self.duplicate_window:
+                    out.append(Published(seen[0], True))
+                    continue
+                self._messages.append(m)
+                seq = len(self._messages)
+                self._seen[m.message_id] = (seq, now)
+                out.append(Published(seq, False))
+            self._changed.notify_all()
+        return out
+
+    def consume(self, consumer: str, after: int) -> None:
+        with self._changed:
+            self._check_open()
+            self._consumers[consumer] = _Consumer(after)
+
+    def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while True:
+                self._check_open()
+                got = self._take(self._consumer(consumer), max_messages)
+                left = deadline - time.monotonic()
+                if got or left <= 0:
+                    return got
+                self._changed.wait(min(left, 0.01))
+
+    def _take(self, c: _Consumer, max_messages: int) -> list[Delivery]:
+        now = self._clock()
+        out: list[Delivery] = []
+        for seq in sorted(s for s, (due, _) in c.unacked.items() if due <= now):
+            if len(out) >= max_messages:
+                return out
+            out.append(self._deliver(c, seq, now))
+        while len(out) < max_messages and c.next <= len(self._messages):
+            out.append(self._deliver(c, c.next, now))
+            c.next += 1
+        return out
+
+    def _deliver(self, c: _Consumer, seq: int, now: float) -> Delivery:
+        times = c.unacked.get(seq, (0.0, 0))[1] + 1
+        c.unacked[seq] = (now + self.ack_wait, times)
+        m = self._messages[seq - 1]
+        return Delivery(seq, m.partition, m.message_id, m.body, times)
+
+    def ack(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        with self._changed:
+            self._check_open()
+            c = self._consumer(consumer)
+            for d in deliveries:
+                c.unacked.pop(d.seq, None)
+
+    def pending(self, consumer: str) -> int:
+        with self._changed:
+            c = self._consumer(consumer)
+            return len(self._messages) - c.next + 1 + len(c.unacked)
+
+    def last_seq(self) -> int:
+        with self._changed:
+            self._check_open()
+            return len(self._messages)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _consumer(self, name: str) -> _Consumer:
+        c = self._consumers.get(name)
+        if c is None:
+            raise StoreError(f"no consumer {name!r}: call consume first")
+        return c
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the bus is closed")

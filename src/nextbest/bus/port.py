@@ -1,0 +1,116 @@
+"""The bus port: accepted events on a durable stream, between stateless API workers and the
+workers that fold them (issue #17's scale-out).
+
+    publish(messages)          -> each message stored once (its messageId deduplicated within
+                                  the bus's duplicate window) with its stream sequence
+    consume(consumer, after)   -> a durable consumer delivering, in stream order, every
+                                  message after stream sequence ``after``
+    fetch(consumer, n, wait)   -> up to ``n`` deliveries (waiting at most ``wait`` seconds for
+                                  the first one)
+    ack(consumer, deliveries)  -> done with them: never delivered again; an unacknowledged
+                                  delivery comes again after the ack wait
+
+A message goes to the *partition* of its customer (``partition_of``): one customer's events
+keep their order on one partition, and each partition has one owner that folds it.
+
+The port is synchronous like the store ports: an adapter on an asynchronous client runs its
+own event loop. Failures are the error tree's: StoreUnavailable when the bus cannot be
+reached or does not answer in time, StoreError otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from nextbest.events.model import Event
+
+__all__ = [
+    "BusMessage",
+    "Delivery",
+    "EventBus",
+    "Published",
+    "bus_key",
+    "partition_of",
+]
+
+
+class BusMessage(NamedTuple):
+    """One message to publish: its partition, its messageId (the bus's dedupe key) and body."""
+
+    partition: int
+    message_id: str
+    body: bytes
+
+
+class Published(NamedTuple):
+    """Where a published message sits on the stream; ``duplicate``: its messageId was stored
+    already within the duplicate window (``seq`` is then the first copy's)."""
+
+    seq: int
+    duplicate: bool
+
+
+class Delivery(NamedTuple):
+    """One message as a consumer receives it: its stream sequence, partition, messageId and
+    body, and how many times it was delivered (1 the first time)."""
+
+    seq: int
+    partition: int
+    message_id: str
+    body: bytes
+    delivered: int
+
+
+class EventBus(Protocol):
+    """A durable, partitioned stream of accepted events."""
+
+    #: how many partitions the stream has (fixed when it is made)
+    partitions: int
+
+    def publish(self, messages: Sequence[BusMessage]) -> list[Published]:
+        """Store every message durably before returning, in order; a Published per message.
+        StoreUnavailable (nothing acknowledged: the caller retries with the same ids)."""
+        ...
+
+    def consume(self, consumer: str, after: int) -> None:
+        """Deliver to the durable ``consumer``, from stream sequence ``after + 1`` on (an
+        existing consumer of that name is started over from there)."""
+        ...
+
+    def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries, waiting at most ``wait`` seconds for the first
+        (an empty list when none came)."""
+        ...
+
+    def ack(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge ``deliveries``: they are never delivered again."""
+        ...
+
+    def pending(self, consumer: str) -> int:
+        """Messages the consumer has not acknowledged yet (its lag)."""
+        ...
+
+    def last_seq(self) -> int:
+        """The stream's last sequence (0 when empty)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def bus_key(event: Event) -> str:
+    """Whose event this is, for partitioning: its userId, else its anonymousId (``u:`` and
+    ``a:`` kept apart). One fold worker owning every partition folds a stitched customer's
+    devices in stream order whatever the partition; several owners would need the key the
+    identity map resolves to (docs/scale-out.md)."""
+    if event.user_id:
+        return "u:" + event.user_id
+    return "a:" + (event.anonymous_id or "")
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a customer key: a stable hash (BLAKE2b, the same in every process and
+    release), never Python's salted ``hash``."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions

@@ -1,0 +1,264 @@
+"""Faults with real processes (issue #17, point 4): two API workers and a fold worker
+(``nextbest serve --role api|fold``) on the local PostgreSQL, Redis and NATS JetStream, each
+skipped with the reason when absent. kill -9 under load loses no acknowledged event and folds
+none twice; a NATS server that goes away (a private one: the machine's own is never touched)
+turns ingestion into 503 with Retry-After, never 500, and loses nothing acknowledged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+
+from nextbest.errors import StoreUnavailable
+from nextbest.store.redis import RedisState
+from tests.nats import delete_stream, stream_url
+from tests.postgres import scratch_schema
+from tests.support import ROOT, T0, page
+
+REDIS = os.environ.get("NEXTBEST_TEST_REDIS_PROCESSES", "redis://127.0.0.1:6379/11")
+NATS_SERVER = "/usr/sbin/nats-server"
+SERVER = ("dev-server-key", "")
+PARTITIONS = 4
+MORTGAGE = "https://bank.example/mortgages/rates"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Worker:
+    def __init__(self, role: str, env: dict[str, str], log: Path) -> None:
+        self.role, self.env, self.log = role, env, log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Worker:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nextbest.cli", "serve", "--role", self.role],
+                env={**self.env, "NEXTBEST_PORT": str(self.port)},
+                stdout=out,
+                stderr=out,
+                cwd=ROOT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.role} not ready: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    try:
+        state = RedisState(REDIS, timeout=2.0)
+    except StoreUnavailable as exc:
+        url = urlsplit(REDIS)
+        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
+    state.client.flushdb()
+    yield REDIS
+    state.client.flushdb()
+    state.close()
+
+
+@contextmanager
+def deployment(bus: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    with scratch_schema() as data:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "src"),
+            "NEXTBEST_CATALOG": str(ROOT / "examples" / "bank"),
+            "NEXTBEST_DATA": data,
+            "NEXTBEST_PROFILES": redis_url,
+            "NEXTBEST_BUS": bus,
+            "NEXTBEST_BUS_PARTITIONS": str(PARTITIONS),
+        }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        yield env
+
+
+def send(url: str, messages: list[dict[str, object]]) -> int:
+    try:
+        r = httpx.post(f"{url}/v1/batch", json={"batch": messages}, auth=SERVER, timeout=10)
+    except httpx.HTTPError:
+        return 0  # no answer: not acknowledged (the client would retry)
+    return r.status_code
+
+
+def wait_folded(fold: Worker, data: str, wait: float = 30.0) -> None:
+    """Until the fold worker's position reaches the stream's end and stays there."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{fold.url}/metrics", auth=("dev-admin-key", ""), timeout=5).text
+        lag = [ln for ln in text.splitlines() if ln.startswith("nextbest_fold_lag_events ")]
+        if lag and float(lag[0].split()[1]) == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the fold worker did not catch up")
+
+
+def logged(data: str) -> dict[str, int]:
+    """messageId -> how many times it is in the event log."""
+    with psycopg.connect(data, autocommit=True) as db:
+        rows = db.execute("SELECT message_id, count(*) FROM events GROUP BY message_id").fetchall()
+    return {str(m): int(n) for m, n in rows}
+
+
+def per_user(data: str) -> dict[str, int]:
+    with psycopg.connect(data, autocommit=True) as db:
+        rows = db.execute("SELECT user_id, count(*) FROM events GROUP BY user_id").fetchall()
+    return {str(u): int(n) for u, n in rows}
+
+
+def test_kill_9_under_load_loses_no_acknowledged_event_and_folds_none_twice(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    bus = stream_url(request.node.nodeid)
+    with deployment(bus, redis_url, tmp_path) as env:
+        fold = Worker("fold", env, tmp_path / "fold.log").start()
+        apis = [Worker("api", env, tmp_path / f"api{i}.log").start() for i in (1, 2)]
+        users = [f"u{n}" for n in range(20)]
+        acked: list[str] = []
+        try:
+
+            def one(n: int) -> None:
+                who = [users[(n * 7 + i) % len(users)] for i in range(5)]
+                msgs = [
+                    {**page(MORTGAGE, user=u, at=T0 - 100 + n), "messageId": f"k{n}-{i}"}
+                    for i, u in enumerate(who)
+                ]
+                target = apis[n % 2]
+                if send(target.url, msgs) == 200:
+                    acked.extend(str(m["messageId"]) for m in msgs)
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(one, range(0, 150)))
+                fold.kill()  # the fold worker dies mid-stream; the API keeps accepting
+                list(pool.map(one, range(150, 250)))
+                fold.start()
+                list(pool.map(one, range(250, 350)))
+                apis[1].kill()  # an API worker dies; its clients see no answer
+                list(pool.map(one, range(350, 450)))
+            wait_folded(fold, env["NEXTBEST_DATA"])
+            counts = logged(env["NEXTBEST_DATA"])
+            assert len(acked) > 1_500
+            assert all(counts.get(m) == 1 for m in acked)  # none lost, none twice
+            for user, n in per_user(env["NEXTBEST_DATA"]).items():
+                r = httpx.get(f"{apis[0].url}/v1/profiles/{user}", auth=SERVER, timeout=5)
+                assert r.json()["profile"]["event_count"] == n, user  # folded once each
+        finally:
+            for w in [*apis, fold]:
+                w.stop()
+            delete_stream(bus, PARTITIONS)
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
+    if not os.access(NATS_SERVER, os.X_OK):
+        pytest.skip(f"no {NATS_SERVER} to start a private NATS server")
+    store = Path(tempfile.mkdtemp(prefix="nats-", dir=tmp_path))
+    port = free_port()
+    yield f"nats://127.0.0.1:{port}/FAULTS", store, port
+    shutil.rmtree(store, ignore_errors=True)
+
+
+def start_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("private NATS server did not start")
+
+
+def test_nats_away_is_503_with_retry_after_and_nothing_acknowledged_is_lost(
+    redis_url: str, tmp_path: Path, private_nats: tuple[str, Path, int]
+):
+    bus, store, port = private_nats
+    nats = start_nats(port, store)
+    with deployment(bus, redis_url, tmp_path) as env:
+        fold = Worker("fold", env, tmp_path / "fold.log").start()
+        api = Worker("api", env, tmp_path / "api.log").start()
+        acked: list[str] = []
+        try:
+            for n in range(20):
+                msgs = [{**page(MORTGAGE, user="u1", at=T0 - 100 + n), "messageId": f"a{n}"}]
+                assert send(api.url, msgs) == 200
+                acked.append(f"a{n}")
+            nats.send_signal(signal.SIGKILL)
+            nats.wait()
+            statuses = []
+            for n in range(3):
+                r = httpx.post(
+                    f"{api.url}/v1/batch",
+                    json={"batch": [{**page(MORTGAGE, user="u1", at=T0), "messageId": f"b{n}"}]},
+                    auth=SERVER,
+                    timeout=15,
+                )
+                statuses.append(r.status_code)
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "1"
+            assert httpx.get(f"{api.url}/readyz", timeout=10).status_code == 503
+            nats = start_nats(port, store)
+            deadline = time.monotonic() + 20
+            ok = False
+            while time.monotonic() < deadline and not ok:  # the client retries
+                msgs = [{**page(MORTGAGE, user="u1", at=T0), "messageId": "b0"}]
+                ok = send(api.url, msgs) == 200
+                time.sleep(0.2)
+            assert ok
+            acked.append("b0")
+            wait_folded(fold, env["NEXTBEST_DATA"])
+            counts = logged(env["NEXTBEST_DATA"])
+            assert all(counts.get(m) == 1 for m in acked)
+        finally:
+            api.stop()
+            fold.stop()
+            nats.send_signal(signal.SIGKILL)
+            nats.wait()

@@ -1,0 +1,181 @@
+"""The two scaled roles in one process: a stateless ApiWorker and a FoldWorker over the
+in-memory bus and logs, the live profiles on a real Redis (skipped with the reason when
+absent). Read-your-writes, the idempotent fold, a fold restart from the saved position,
+feedback learned by the one model writer and its copy reloaded by the API worker."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from nextbest.api_worker import ApiWorker
+from nextbest.bus import MemoryBus
+from nextbest.catalog.compiled import Catalog
+from nextbest.clock import FixedClock
+from nextbest.decide import DecisionRequest
+from nextbest.engine import Engine, IngestRequest
+from nextbest.errors import StoreUnavailable
+from nextbest.events.parse import Parsed
+from nextbest.fold_worker import FoldWorker
+from nextbest.guard.senders import KeyKind, Sender
+from nextbest.store import Stores, memory_stores, with_state
+from nextbest.store.redis import RedisState
+from tests.support import T0, batch, page, track
+
+REDIS = os.environ.get("NEXTBEST_TEST_REDIS_ROLES", "redis://127.0.0.1:6379/13")
+MORTGAGE = "https://bank.example/mortgages/rates"
+SERVER = Sender(KeyKind.SERVER)
+
+
+class Deployment:
+    """One fold worker (its loop in a thread) and one API worker on shared logs."""
+
+    def __init__(self, catalog: Catalog, clock: FixedClock, bus: MemoryBus, logs: Stores) -> None:
+        self.catalog, self.clock, self.bus, self.logs = catalog, clock, bus, logs
+        self.state = RedisState(REDIS, "nextbest-roles", timeout=2.0)
+        self.reads = RedisState(REDIS, "nextbest-roles", timeout=2.0)
+        self.engine = Engine(catalog, with_state(logs, self.state, lambda: None), clock)
+        self.fold = FoldWorker(self.engine, bus, wait=0.01, model_every=0.0)
+        self.api = ApiWorker(catalog, logs, self.reads, bus, clock, read_wait=2.0)
+        self._thread: threading.Thread | None = None
+
+    def restarted_engine(self) -> Engine:
+        """The fold worker's engine after a restart: restored from Redis and the event log."""
+        return Engine(self.catalog, with_state(self.logs, self.state, lambda: None), self.clock)
+
+    def start_folding(self) -> None:
+        self._thread = threading.Thread(target=self.fold.run, daemon=True)
+        self._thread.start()
+
+    def stop_folding(self) -> None:
+        self.fold.stop()
+        if self._thread is not None:
+            self._thread.join()
+
+    def send(self, *messages: dict[str, object]) -> object:
+        parsed: Parsed = self.api.read_batch(batch(*messages))
+        return self.api.accept(IngestRequest(SERVER, parsed, "$.batch"))
+
+
+@pytest.fixture
+def deploy(catalog: Catalog) -> Iterator[Deployment]:
+    try:
+        RedisState(REDIS, "nextbest-roles", timeout=2.0).drop()
+    except StoreUnavailable as exc:
+        url = urlsplit(REDIS)
+        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
+    clock = FixedClock(T0)
+    made = Deployment(catalog, clock, MemoryBus(4, ack_wait=0.5), memory_stores())
+    yield made
+    made.stop_folding()
+    made.reads.close()
+    made.state.drop()
+    made.state.close()
+
+
+def test_the_session_that_sent_an_event_decides_on_it(deploy: Deployment):
+    deploy.start_folding()
+    for n in range(3):
+        deploy.send(page(MORTGAGE, user="u1", at=T0 - 10 + n))
+        deploy.api.decide(DecisionRequest(placement="home_feed"), user_id="u1")
+        profile, position = deploy.api.live.read("u1", None, False)
+        assert profile.event_count == n + 1  # read what was written, before deciding
+        assert position == n + 1
+    assert deploy.api.read_timeouts == 0
+
+
+def test_a_decision_waits_bounded_when_the_fold_is_down(deploy: Deployment):
+    deploy.api.read_wait = 0.05
+    deploy.send(page(MORTGAGE, user="u1", at=T0 - 10))
+    decision = deploy.api.decide(DecisionRequest(placement="home_feed"), user_id="u1")
+    assert decision.items  # decided on what was folded (nothing yet): not refused
+    assert deploy.api.read_timeouts == 1
+
+
+def test_a_redelivered_or_retried_event_is_folded_once(deploy: Deployment):
+    first = page(MORTGAGE, user="u1", at=T0 - 10)
+    deploy.send(first, page(MORTGAGE, user="u1", at=T0 - 9))
+    deploy.fold.step()
+    assert deploy.fold.position == 2
+    deploy.bus.publish([deploy.bus._messages[0]._replace(message_id="other id")])  # same event
+    deploy.send(first)  # a retry within the duplicate window: not published again
+    assert deploy.bus.last_seq() == 3
+    deploy.fold.step()
+    profile, _ = deploy.api.live.read("u1", None, False)
+    assert profile.event_count == 2  # the copy under another bus id: skipped by messageId
+    assert deploy.logs.events.count() == 2
+
+
+def test_a_restarted_fold_worker_resumes_after_its_saved_position(deploy: Deployment):
+    deploy.send(*[page(MORTGAGE, user=f"u{n}", at=T0 - 10) for n in range(5)])
+    deploy.fold.step()
+    deploy.send(*[page(MORTGAGE, user=f"u{n}", at=T0 - 5) for n in range(5)])
+    # the worker dies here: the second batch delivered, never acknowledged nor saved
+    assert deploy.bus.fetch("fold", 100, 0.0)
+    again = Engine(
+        deploy.catalog, with_state(deploy.logs, deploy.state, lambda: None), deploy.clock
+    )
+    assert again.fold_position == 5
+    fold = FoldWorker(again, deploy.bus, wait=0.01)
+    assert fold.step() == 5
+    assert fold.position == 10
+    for n in range(5):
+        profile, _ = deploy.api.live.read(f"u{n}", None, False)
+        assert profile.event_count == 2
+    assert deploy.logs.events.count() == 10
+
+
+def test_feedback_teaches_the_one_model_writer_and_the_copy_reaches_the_api(
+    deploy: Deployment,
+):
+    deploy.start_folding()
+    deploy.send(page(MORTGAGE, user="u1", at=T0 - 10))
+    decision = deploy.api.decide(DecisionRequest(placement="app_home"), user_id="u1")
+    assert decision.items
+    item = decision.items[0]
+    props = {"decision_id": decision.decision_id, "promotion_id": item.offer_id}
+    deploy.send(
+        track("Promotion Viewed", {**props, "position": item.position}, user="u1", at=T0 - 1),
+        track("Promotion Clicked", {**props, "position": item.position}, user="u1", at=T0),
+    )
+    deploy.api.decide(DecisionRequest(placement="app_home"), user_id="u1")  # waits for the fold
+    assert deploy.engine.learner.learned >= 1
+    deploy.fold.stop()  # the loop publishes models with every step (model_every=0)
+    deploy.api.flush()  # the tick that reloads the copy
+    assert deploy.api.learner.learned == deploy.engine.learner.learned
+    assert deploy.api.model_age() is not None
+
+
+def test_a_flushed_redis_is_saved_again_whole(deploy: Deployment):
+    fold = FoldWorker(deploy.engine, deploy.bus, wait=0.01, reads=deploy.reads, check_every=0.0)
+    deploy.send(*[page(MORTGAGE, user=f"u{n}", at=T0 - 10) for n in range(5)])
+    fold.step()
+    deploy.state.client.flushdb()  # Redis lost everything
+    fold.step()  # noticed: everything saved again
+    for n in range(5):
+        profile, position = deploy.api.live.read(f"u{n}", None, False)
+        assert profile.event_count == 1
+        assert position == 5
+    assert deploy.api.live.model(None)[0] is not None
+
+
+def test_a_restart_on_an_empty_redis_rebuilds_from_the_event_log(deploy: Deployment):
+    deploy.send(*[page(MORTGAGE, user=f"u{n}", at=T0 - 10) for n in range(3)])
+    deploy.fold.step()
+    deploy.state.drop()
+    again = Engine(
+        deploy.catalog, with_state(deploy.logs, deploy.state, lambda: None), deploy.clock
+    )
+    fold = FoldWorker(again, deploy.bus, wait=0.01)  # from stream position 0: all skipped
+    deploy.send(page(MORTGAGE, user="u0", at=T0 - 5))
+    while fold.step():
+        pass
+    fold.step()
+    profile, position = deploy.api.live.read("u0", None, False)
+    assert profile.event_count == 2
+    assert position == 4
+    assert deploy.logs.events.count() == 4
