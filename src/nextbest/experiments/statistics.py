@@ -15,7 +15,11 @@ Counts
     the number of converters); a ``MetricKind.MEAN`` KPI any number (an amount, a count).
     ``expose`` adds a customer, ``revalue`` changes one customer's value (a second
     conversion adds to an amount, never to a proportion), ``+`` merges shards or days, and
-    ``ArmCounts.from_values`` recomputes from per-customer arrays. Counts are immutable.
+    ``ArmCounts.from_values`` recomputes from per-customer arrays. Counts are immutable. A
+    KPI read both as a conversion rate and as an amount keeps two ``ArmCounts`` (one of 0/1
+    values, one of amounts), since the covariate's cross sum differs. A campaign keeps one
+    per arm and KPI (and per day for sequential analysis, per audience for breakdowns);
+    shards and days merge with ``+``.
 
 Tests (``control`` against one ``treatment``, settings in ``Analysis``)
     - ``frequentist``: gbstats' ``TwoSidedTTest`` (Welch t-test, relative lift by the delta
@@ -44,9 +48,12 @@ for valid counts; invalid counts (negative, non-finite, more converters than cus
 a ``ValidationError`` with the field's path.
 
 Where this differs from gbstats on purpose:
-    - a Bayesian test with ``Difference.ABSOLUTE``, a control mean of 0 and a mean KPI makes
-      gbstats divide by a zero prior variance (``ZeroDivisionError``); here an improper prior
-      gives the plain posterior and a proper one the ``ZERO_BASELINE`` status;
+    - a Bayesian test on ``Difference.ABSOLUTE`` whose control has an unadjusted mean of 0
+      but a positive variance (a mean KPI, or a proportion under CUPED) makes gbstats divide
+      by the rescaled prior's zero variance (``ZeroDivisionError``); here an improper prior
+      gives the data's posterior and a proper one the ``ZERO_BASELINE`` status;
+    - a weight too small for floats in the SRM check (an expected count of 0) makes gbstats
+      divide by zero; here a customer in that arm is a mismatch (p = 0);
     - gbstats' sequential p-value overflows ``exp`` (to 0 with a warning) for large effects;
       here it is computed as ``sqrt(B) × exp(-A)``, the same number without the overflow;
     - gbstats' ``scaled`` difference type, its one-sided tests and ratio and quantile metrics
@@ -207,13 +214,15 @@ class ArmCounts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             raise ValidationError(
                 f"pre has {p.shape[0]} values for {v.shape[0]} customers", "$.pre"
             )
+        # products summed by numpy (pairwise), not BLAS ``@``: as exact, and a BLAS dot
+        # spins threads that cost milliseconds on a busy machine
         return cls(
             n=int(v.shape[0]),
             sum=float(v.sum()),
-            sum_squares=float(v @ v),
+            sum_squares=float((v * v).sum()),
             pre_sum=float(p.sum()),
-            pre_sum_squares=float(p @ p),
-            cross_sum=float(v @ p),
+            pre_sum_squares=float((p * p).sum()),
+            cross_sum=float((v * p).sum()),
         )
 
 
