@@ -64,6 +64,9 @@ class FoldStats:
     append_seconds: float = 0.0
     #: seconds the last state save took (Redis)
     save_seconds: float = 0.0
+    #: per event of the last step: seconds from its acceptance by an API worker (its
+    #: ``received_at``) to the save that made it visible to every API worker
+    visible_after: tuple[float, ...] = ()
     last_error: str | None = None
 
 
@@ -154,6 +157,8 @@ class FoldWorker:
             self._models_changed_at = self._wall()
         position = todo[-1].seq
         self._save(position, models=models_due and self.engine.models_changed)
+        saved = self._wall()
+        self.stats.visible_after = tuple(saved - e.received_at for e in events)
         for d in todo:
             del self._held[d.seq]
         self.position = position

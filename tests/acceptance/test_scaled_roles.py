@@ -180,6 +180,25 @@ def test_a_client_retry_after_a_lost_answer_is_folded_once_by_the_embedded_engin
     assert event_count(engine, "u1") == 1
 
 
+def test_a_retry_after_the_duplicate_window_is_stored_and_folded_once(deploy: Deployment):
+    """The bus forgets a messageId after its duplicate window (JetStream: 2 minutes): a retry
+    later than that is published again and answered as accepted (the API worker does not ask
+    PostgreSQL, which it must run without); the fold skips it by messageId, so it is logged
+    and folded once, and counted as a duplicate there (docs/scale-out.md)."""
+    message = page(MORTGAGE, user="u1", at=T0 - 10)
+    first = deploy.send(message)
+    deploy.fold.step()
+    deploy.bus.duplicate_window = 0.0  # the window has passed
+    late = deploy.send(message)
+    assert (first.accepted, late.accepted, late.duplicates) == (1, 1, 0)  # type: ignore[attr-defined]
+    assert deploy.bus.last_seq() == 2
+    deploy.fold.step()
+    assert deploy.fold.stats.duplicates == 1
+    assert deploy.logs.events.count() == 1
+    profile, _, _ = deploy.api.live.read("u1", None, False)
+    assert profile.event_count == 1
+
+
 def test_a_restarted_fold_worker_resumes_after_its_saved_position(deploy: Deployment):
     deploy.send(*[page(MORTGAGE, user=f"u{n}", at=T0 - 10) for n in range(5)])
     deploy.fold.step()

@@ -167,8 +167,15 @@ class NatsBus:
             raise StoreError(f"no consumer {consumer!r}: call consume first")
         with sub.lock:
             msgs = [m for m in (sub.messages.pop(d.seq, None) for d in deliveries) if m]
-        if msgs:
-            self._run("ack", self._ack(msgs), self.timeout)
+        if msgs and not self._loop.is_closed():
+            # not waited for (``_ack``): the loop thread sends them while the fold goes on
+            future = asyncio.run_coroutine_threadsafe(self._ack(msgs), self._loop)
+            future.add_done_callback(self._ack_done)
+
+    def _ack_done(self, future: concurrent.futures.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            text = self._scrub(str(future.exception()))
+            log.warning("NATS at %s: acks not sent (redelivered later): %s", self.where, text)
 
     def pending(self, consumer: str) -> int:
         return self._run("consumer info", self._pending(consumer), self.timeout)
