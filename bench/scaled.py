@@ -1,7 +1,11 @@
 """The scaled deployment's figures (issue #17, point 6): events/s and decisions/s with 1 and 2
 API workers, CPU per event and per decision summed over every process (API workers, fold
-worker, redis-server, nats-server, postgres; /proc/<pid>/stat before and after), freshness
-(an event acknowledged by one API worker, then visible in a profile read on another), bytes
+worker, redis-server, nats-server, postgres; /proc/<pid>/stat before and after), PostgreSQL
+event rows/s (the fold's batches, from its /metrics), freshness (an event acknowledged by one
+API worker, then visible in a profile read on another), read-your-writes on another worker
+(an event acknowledged by worker 1, then a decision for the same id on worker 2 at once: how
+long it takes, and how often it waited for the fold), model staleness (a click acknowledged
+by worker 1 until worker 2's model copy has learned it), the API workers' own metrics, bytes
 per profile in Redis.
 
     PYTHONPATH=src .venv/bin/python bench/scaled.py [--seconds 5] [--out bench/results/scaled.json]
@@ -67,14 +71,29 @@ def event(n: int, user: str) -> dict[str, object]:
     }
 
 
-def load(urls: list[str], seconds: float, clients: int, kind: str) -> int:
+def load(
+    urls: list[str],
+    seconds: float,
+    clients: int,
+    kind: str,
+    rate: float = 0.0,
+    until: threading.Event | None = None,
+) -> int:
+    """``clients`` threads sending for ``seconds`` (or until ``until`` is set): batches of 20
+    events, or decisions; as fast as answered, or (``rate`` > 0) that many events or
+    decisions a second in all."""
     done = [0] * clients
     stop = time.monotonic() + seconds
+    every = (20 if kind == "events" else 1) * clients / rate if rate > 0 else 0.0
 
     def run(c: int) -> None:
         with httpx.Client(auth=SERVER, timeout=10) as http:
             n = 0
-            while time.monotonic() < stop:
+            due = time.monotonic()
+            while time.monotonic() < stop and not (until is not None and until.is_set()):
+                if every:
+                    due += every
+                    time.sleep(max(0.0, due - time.monotonic()))
                 url = urls[(c + n) % len(urls)]
                 user = f"u{(c * 997 + n) % 5000}"
                 if kind == "events":
@@ -93,6 +112,32 @@ def load(urls: list[str], seconds: float, clients: int, kind: str) -> int:
     for t in threads:
         t.join()
     return sum(done)
+
+
+class Background:
+    """Events sent through ``url`` at ``rate`` a second by 2 clients while the block runs;
+    ``rate`` afterwards: the rate achieved."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        self.url, self.target = url, rate
+        self.rate = 0.0
+        self._stop = threading.Event()
+        self._sent: list[int] = []
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        self._sent.append(load([self.url], 600.0, 2, "events", self.target, self._stop))
+
+    def __enter__(self) -> Background:
+        self._started = time.perf_counter()
+        self._thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.rate = self._sent[0] / (time.perf_counter() - self._started)
 
 
 def freshness(writer: str, reader: str, probes: int) -> list[float]:
@@ -121,28 +166,149 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def summary_ms(xs: list[float]) -> dict[str, float]:
+    return {
+        "p50": 1000 * statistics.median(xs),
+        "p99": 1000 * quantile(xs, 0.99),
+        "max": 1000 * max(xs),
+        "probes": len(xs),
+    }
+
+
+def metrics(url: str) -> dict[str, float]:
+    """A worker's /metrics as name{labels} -> value."""
+    text = httpx.get(f"{url}/metrics", auth=("dev-admin-key", ""), timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def bucket_quantiles(
+    before: dict[str, float], after: dict[str, float], name: str
+) -> dict[str, float]:
+    """p50, p90, p99 of a histogram's observations between two scrapes, as the upper bound
+    of the bucket each falls in (ms)."""
+    prefix = name + '_bucket{le="'
+    bounds = sorted(
+        (float(k[len(prefix) : -2]), after[k] - before.get(k, 0.0))
+        for k in after
+        if k.startswith(prefix)
+    )
+    total = bounds[-1][1] if bounds else 0.0
+    out: dict[str, float] = {"events": total}
+    for q in (0.5, 0.9, 0.99):
+        out[f"p{round(q * 100)}"] = next(
+            (1000 * le for le, n in bounds if n >= q * total), float("inf")
+        )
+    return out
+
+
+def read_your_writes(writer: str, reader: str, probes: int) -> list[float]:
+    """Seconds from an event's 200 on ``writer`` to a decision's 200 for the same id on
+    ``reader`` (which waits, bounded, until the fold reached the event)."""
+    out = []
+    with httpx.Client(auth=SERVER, timeout=10) as http:
+        for n in range(probes):
+            user = f"ryw-{uuid.uuid4().hex[:8]}"
+            r = http.post(f"{writer}/v1/batch", json={"batch": [event(n, user)]})
+            assert r.status_code == 200, r.text
+            acked = time.perf_counter()
+            d = http.post(f"{reader}/v1/decide", json={"userId": user, "placement": "home_feed"})
+            assert d.status_code == 200, d.text
+            out.append(time.perf_counter() - acked)
+            time.sleep(0.02)
+    return out
+
+
+def model_staleness(writer: str, reader: str, probes: int) -> list[float]:
+    """Seconds from a click's 200 on ``writer`` until ``reader``'s model copy learned it
+    (``nextbest_learner_examples`` on its /metrics went up)."""
+    out = []
+    examples = "nextbest_learner_examples"
+    with httpx.Client(auth=SERVER, timeout=10) as http:
+        for _ in range(probes):
+            user = f"click-{uuid.uuid4().hex[:8]}"
+            # a customer with a history (feedback of a stranger teaches nothing: learn.trust);
+            # the decision reads its own write, so the page view is folded before the click
+            r = http.post(f"{writer}/v1/batch", json={"batch": [event(0, user)]})
+            assert r.status_code == 200, r.text
+            d = http.post(f"{writer}/v1/decide", json={"userId": user, "placement": "app_home"})
+            item = d.json()["items"][0]
+            props = {
+                "decision_id": d.json()["decision_id"],
+                "promotion_id": item["offer_id"],
+                "position": item["position"],
+            }
+            before = metrics(reader).get(examples, 0.0)
+            batch = [
+                {"type": "track", "event": name, "userId": user, "properties": props}
+                for name in ("Promotion Viewed", "Promotion Clicked")
+            ]
+            r = http.post(f"{writer}/v1/batch", json={"batch": batch})
+            assert r.status_code == 200, r.text
+            assert r.json()["accepted"] == 2, r.text
+            acked = time.perf_counter()
+            while metrics(reader).get(examples, 0.0) <= before:
+                if time.perf_counter() - acked > 10:
+                    break
+                time.sleep(0.01)
+            out.append(time.perf_counter() - acked)
+    return out
+
+
 def phase(workers: list[Worker], fold: Worker, seconds: float, kind: str, clients: int) -> dict:
     pids = [w.proc.pid for w in [*workers, fold] if w.proc]
     services = pids_named("redis-server") + pids_named("nats-server") + pids_named("postgres")
+    folded = 'nextbest_fold_events_total{outcome="folded"}'
+    fm0 = metrics(fold.url)
     before = (cpu_seconds(pids), cpu_seconds(services))
     started = time.perf_counter()
     n = load([w.url for w in workers], seconds, clients, kind)
     elapsed = time.perf_counter() - started
     after = (cpu_seconds(pids), cpu_seconds(services))
+    fm1 = metrics(fold.url)
     ours, theirs = after[0] - before[0], after[1] - before[1]
-    return {
+    out = {
         "ops": n,
         "per_second": n / elapsed,
         "cpu_ms_per_op_nextbest": 1000 * ours / max(n, 1),
         "cpu_ms_per_op_services": 1000 * theirs / max(n, 1),
         "cpu_ms_per_op_total": 1000 * (ours + theirs) / max(n, 1),
     }
+    if kind == "events":
+        rows = fm1.get(folded, 0) - fm0.get(folded, 0)
+        batches = (
+            fm1["nextbest_postgres_batch_seconds_count"]
+            - fm0["nextbest_postgres_batch_seconds_count"]
+        )
+        busy = (
+            fm1["nextbest_postgres_batch_seconds_sum"] - fm0["nextbest_postgres_batch_seconds_sum"]
+        )
+        out["postgres"] = {
+            "rows": rows,
+            "rows_per_second_wall": rows / elapsed,
+            "batches": batches,
+            "rows_per_batch": rows / max(batches, 1),
+            "ms_per_batch": 1000 * busy / max(batches, 1),
+            # rows per second of the fold's append+fold time: its ceiling at this batch size
+            "rows_per_busy_second": rows / max(busy, 1e-9),
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--fresh-rates",
+        type=lambda text: [float(r) for r in text.split(",")],
+        default=[500.0, 1000.0, 2000.0],
+        help="background events/s while freshness and read-your-writes are probed",
+    )
     parser.add_argument("--out", default="bench/results/scaled.json")
     args = parser.parse_args()
     schema = f"bench_scaled_{uuid.uuid4().hex[:8]}"
@@ -169,17 +335,41 @@ def main() -> None:
             used = apis[:n]
             for kind in ("events", "decisions"):
                 results[f"{kind}_{n}_api"] = phase(used, fold, args.seconds, kind, args.clients)
-        # freshness under load: events keep coming through worker 1 while probing 1 -> 2
-        stop = threading.Thread(target=load, args=([apis[0].url], args.seconds, 2, "events"))
-        stop.start()
-        fresh = freshness(apis[0].url, apis[1].url, 100)
-        stop.join()
-        results["freshness_ms"] = {
-            "p50": 1000 * statistics.median(fresh),
-            "p99": 1000 * quantile(fresh, 0.99),
-            "max": 1000 * max(fresh),
-            "probes": len(fresh),
-        }
+        # under load: events keep coming through worker 1 (at a fixed rate) while probing
+        # 1 -> 2; the fold's capacity is the events phase's rows_per_busy_second
+        for rate in args.fresh_rates:
+            out: dict[str, object] = {}
+            for name, probe in (("freshness", freshness), ("read_your_writes", read_your_writes)):
+                before = metrics(fold.url)
+                with Background(apis[0].url, rate) as background:
+                    got = probe(apis[0].url, apis[1].url, 100)
+                out[name + "_ms"] = summary_ms(got)
+                out[name + "_background_events_per_second"] = background.rate
+                out[name + "_load"] = os.getloadavg()[0]
+                if name == "freshness":  # the fold's own figure, over every event meanwhile
+                    out["fold_visible_ms_at_most"] = bucket_quantiles(
+                        before, metrics(fold.url), "nextbest_fold_visible_seconds"
+                    )
+            results[f"under_{rate:g}_events_per_second"] = out
+        results["model_staleness_ms"] = summary_ms(model_staleness(apis[0].url, apis[1].url, 10))
+        api_metrics = {}
+        for i, w in enumerate(apis, 1):
+            m = metrics(w.url)
+            api_metrics[f"api{i}"] = {
+                k: v
+                for k, v in m.items()
+                if k.startswith(
+                    (
+                        "nextbest_read_your_writes_waits_total",
+                        "nextbest_read_your_writes_wait_seconds_sum",
+                        "nextbest_write_mark_failures_total",
+                        "nextbest_model_age_seconds",
+                        "nextbest_model_staleness_seconds_sum",
+                        "nextbest_model_staleness_seconds_count",
+                    )
+                )
+            }
+        results["api_worker_metrics"] = api_metrics
         state = RedisState(REDIS)
         sizes = [state.memory_usage("profile", f"u{n}") for n in range(0, 5000, 50)]
         results["redis_bytes_per_profile"] = statistics.mean(s for s in sizes if s)

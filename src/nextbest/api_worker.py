@@ -13,28 +13,33 @@ keeps in Redis. It holds no profile: any number of them serve side by side.
     flush()               -> write buffered decisions; reload the model copy if a newer one was
                              published
 
-**Read your writes.** The worker remembers, per userId and anonymousId it published for, the
-stream sequence of the last event (``_written``, the most recent ``WRITTEN_KEPT`` ids). A
-decision for such an id waits (at most ``read_wait`` seconds, polling) until the saved state's
-folded position reaches it, so the session that sent an event sees it in its next decision on
-this worker. Another worker does not wait: it sees the event once folded (bench/scaled.py
-measures how soon).
+**Read your writes, on any worker.** Once the bus acknowledged a group's events, the worker
+raises the *write mark* of each event's ids (``u:<userId>``, ``a:<anonymousId>``) to the
+event's stream sequence in Redis (``WriteMarks``: one round trip per group, a Lua max, kept
+30 s), then answers. A decision on any worker reads its ids' marks in the same MGET as the
+profile and the folded position; when a mark is ahead of the position it waits (at most
+``read_wait`` seconds, polling) until the fold got there, so the session that sent an event
+sees it in its next decision wherever that decision is taken. A mark that cannot be written
+(Redis away) does not refuse the events (they are stored): that session may then decide once
+without them (``mark_failures``).
 
 **Models.** The fold worker is the one writer of every placement's model; it saves a copy with
-its state once a second when it changed (``learner/published``: version and save time). This
-worker reloads it when its version changes (checked every flush tick) and keeps its own
-exploration budgets across reloads (each worker keeps its explored share under each campaign's
-bound, so their sum does too). A decision's model is at most ``model_every`` (fold) + one flush
-tick + the reload old; ``model_age`` says how old the copy in use is.
+its state once a second when it changed (``learner/published``: version, save time, and when
+the oldest learning in it was folded). This worker reloads it when its version changes (checked
+every flush tick) and keeps its own exploration budgets across reloads (each worker keeps its
+explored share under each campaign's bound, so their sum does too). A decision's model is at
+most ``model_every`` (fold) + one flush tick + the reload old; ``model_age`` says how old the
+copy in use is, ``on_model_loaded`` is told each copy's staleness (from the oldest learning in
+it being folded to this worker deciding with it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,18 +76,18 @@ from nextbest.ingestion import (
     result_of,
 )
 from nextbest.learn.learner import Learner
-from nextbest.live_profiles import LiveProfiles
+from nextbest.live_profiles import LiveProfiles, written_keys
 from nextbest.profile.book import ProfileBook
 from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
-from nextbest.store.port import HeldMessage, StateReads, Stores
+from nextbest.store.port import HeldMessage, StateReads, Stores, WriteMarks
 from nextbest.store.snapshot import ModelVersion
 
-__all__ = ["WRITTEN_KEPT", "ApiWorker", "ReloadRefused"]
+__all__ = ["ApiWorker", "ReloadRefused"]
 
-#: ids whose last published stream sequence a worker remembers (for read-your-writes)
-WRITTEN_KEPT = 100_000
+log = logging.getLogger("nextbest.api")
+
 #: how long a feedback event waits for a decision another worker has not written yet
 _UNKNOWN_DECISION_WAIT = 0.25
 
@@ -111,13 +116,15 @@ def _limits(base: Limits, catalog: Catalog) -> Limits:
 
 class ApiWorker:
     """Built by ``bootstrap.build_api_worker``: the logs' stores (PostgreSQL: decisions and
-    quarantine), point reads of the live state (Redis), the bus (JetStream)."""
+    quarantine), point reads of the live state and the write marks (Redis), the bus
+    (JetStream)."""
 
     def __init__(
         self,
         catalog: Catalog,
         stores: Stores,
         reads: StateReads,
+        marks: WriteMarks,
         bus: EventBus,
         clock: Clock | None = None,
         *,
@@ -133,6 +140,7 @@ class ApiWorker:
         self.decision_log = stores.decisions
         self.bus = bus
         self.live = LiveProfiles(reads, catalog)
+        self.marks = marks
         self._close_stores = stores.close
         self._close_reads = close_reads
         self._base_limits = limits
@@ -144,14 +152,18 @@ class ApiWorker:
         self._lock = threading.Lock()  # the model copy: choose, reload
         self._learner = Learner(catalog)
         self._model: ModelVersion | None = None
-        self._written: OrderedDict[str, int] = OrderedDict()
-        self._written_lock = threading.Lock()
         self._closed = False
         #: told nothing here: feedback is judged where it is learned (the fold worker)
         self.on_feedback: Callable[[bool], None] | None = None
-        #: read-your-writes: decisions that waited, and those whose wait ran out
+        #: read-your-writes: decisions that waited, those whose wait ran out, marks unwritten
         self.read_waits = 0
         self.read_timeouts = 0
+        self.mark_failures = 0
+        #: told of each read-your-writes wait: its seconds, and whether it ran out (metrics)
+        self.on_read_wait: Callable[[float, bool], None] | None = None
+        #: told of each model copy loaded: seconds from its oldest learning being folded to
+        #: this worker deciding with it (None: the copy does not say)
+        self.on_model_loaded: Callable[[float | None], None] | None = None
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
             self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
         )
@@ -284,29 +296,24 @@ class ApiWorker:
             mine = published[at : at + len(events)]
             at += len(events)
             for event, p in zip(events, mine, strict=True):
-                for key in (f"u:{event.user_id}", f"a:{event.anonymous_id}"):
+                for key in written_keys(event.user_id, event.anonymous_id):
                     if p.seq > written.get(key, 0):
                         written[key] = p.seq
             results.append(result_of(plan.kept, sum(not p.duplicate for p in mine)))
-        self._remember(written)
+        self._mark(written)
         return results
 
-    def _remember(self, written: dict[str, int]) -> None:
-        with self._written_lock:
-            kept = self._written
-            for key, seq in written.items():
-                if key.endswith(":None"):
-                    continue
-                kept[key] = max(seq, kept.pop(key, 0))
-            while len(kept) > WRITTEN_KEPT:
-                kept.popitem(last=False)
-
-    def _written_for(self, user_id: str | None, anonymous_id: str | None) -> int:
-        with self._written_lock:
-            return max(
-                self._written.get(f"u:{user_id}", 0) if user_id else 0,
-                self._written.get(f"a:{anonymous_id}", 0) if anonymous_id else 0,
-            )
+    def _mark(self, written: dict[str, int]) -> None:
+        """Raise the write marks of what was just published (read-your-writes on every
+        worker). The events are stored whatever happens here: a failure is logged, counted
+        and does not refuse them."""
+        if not written:
+            return
+        try:
+            self.marks.mark_written(written)
+        except NextbestError as exc:
+            self.mark_failures += 1
+            log.warning("write marks not saved (read-your-writes may lag): %s", exc.message)
 
     # ---------------------------------------------------------------- decide
     def decide(
@@ -322,8 +329,7 @@ class ApiWorker:
             raise ValidationError("userId or anonymousId is required", "$.userId")
         if now is not None:
             self.require_event_time()
-        profile, position = self.live.read(user_id, anonymous_id, anonymous_only)
-        needed = self._written_for(user_id, anonymous_id)
+        profile, position, needed = self.live.read(user_id, anonymous_id, anonymous_only)
         if needed > position:
             profile = self._wait_for(needed, user_id, anonymous_id, anonymous_only, profile)
         with self._lock:
@@ -349,15 +355,21 @@ class ApiWorker:
     ) -> Profile:
         """Read-your-writes: poll until the folded position reaches ``needed`` (bounded)."""
         self.read_waits += 1
-        deadline = time.monotonic() + self.read_wait
+        started = time.monotonic()
+        deadline = started + self.read_wait
         pause = 0.001
+        caught_up = False
         while time.monotonic() < deadline:
             time.sleep(pause)
-            pause = min(pause * 2, 0.01)
-            profile, position = self.live.read(user_id, anonymous_id, anonymous_only)
+            pause = min(pause * 2, 0.005)
+            profile, position, _ = self.live.read(user_id, anonymous_id, anonymous_only)
             if position >= needed:
-                return profile
-        self.read_timeouts += 1
+                caught_up = True
+                break
+        if not caught_up:
+            self.read_timeouts += 1
+        if self.on_read_wait is not None:
+            self.on_read_wait(time.monotonic() - started, not caught_up)
         return profile
 
     def _flush_decisions_or_hold(self) -> None:
@@ -415,6 +427,9 @@ class ApiWorker:
         with self._lock:
             learner.budgets = self._learner.budgets  # this worker's own explored shares
             self._learner, self._model = learner, version
+        if self.on_model_loaded is not None:
+            since = version.changed_at
+            self.on_model_loaded(None if since is None else max(0.0, self.clock.now() - since))
         return True
 
     def model_age(self) -> float | None:

@@ -208,6 +208,7 @@ def build_api_worker(settings: Settings, *, catalog: Catalog | None = None) -> A
         compiled,
         stores,
         state,
+        state,
         bus,
         SystemClock(),
         decision_flush_every=settings.decision_flush_every,

@@ -183,12 +183,14 @@ def _serve_role(role: Role, settings: Settings) -> None:
     from nextbest.api.app import create_app
     from nextbest.api.fold_ops import create_fold_app
     from nextbest.api.logs import configure
+    from nextbest.api.worker_metrics import ApiWorkerMetrics
     from nextbest.bootstrap import build_api_worker, build_fold_worker
 
     try:
         if role is Role.API:
             worker = build_api_worker(settings)
-            app = create_app(worker, settings, flush_interval=0.1)
+            metrics = ApiWorkerMetrics(worker)
+            app = create_app(worker, settings, flush_interval=0.1, metrics=metrics)
             what = f"API worker, catalog {worker.catalog.version}"
         else:
             folder = build_fold_worker(settings)

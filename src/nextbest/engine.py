@@ -41,7 +41,7 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
-from nextbest.errors import NextbestError, ValidationError, VocabularyError
+from nextbest.errors import NextbestError, StateLost, ValidationError, VocabularyError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import (
     DEFAULT_LIMITS,
@@ -319,14 +319,9 @@ class Engine:
         if not events:
             return []
         with self._write_lock:
-            if self._unfolded:  # a fold failed after its append (a stitch's read): the tail
-                with self._lock:
-                    self._since_snapshot += self._fold_log(
-                        self._book, self._learner, self._book.seq
-                    )
-                self._unfolded = False
-            seqs = self.event_log.append(events)
+            self._fold_uncertain_tail()
             self._unfolded = True
+            seqs = self.event_log.append(events)
             with self._lock:
                 for event, seq in zip(events, seqs, strict=True):
                     if seq is not None:
@@ -334,6 +329,16 @@ class Engine:
                         self._since_snapshot += 1
             self._unfolded = False
         return seqs
+
+    def _fold_uncertain_tail(self) -> None:
+        """Under the write lock. The last append or fold failed: in its fold (a stitch's
+        read), or in its append, which may have committed all the same (the answer lost
+        with the connection). What the log holds past the book is folded now; a retry of
+        those events then finds them logged (a duplicate), never folded twice."""
+        if self._unfolded:
+            with self._lock:
+                self._since_snapshot += self._fold_log(self._book, self._learner, self._book.seq)
+            self._unfolded = False
 
     def state_lost(self) -> None:
         """The saved state vanished (Redis flushed or replaced): the next ``snapshot``
@@ -368,7 +373,12 @@ class Engine:
         if held:
             self.quarantine.hold(held)
         events = [e for parsed, _, _ in plans for e in parsed.events]
-        seqs = self.event_log.append(events) if events else []
+        if not events:
+            seqs: list[int | None] = []
+        else:
+            self._fold_uncertain_tail()
+            self._unfolded = True  # until folded: an append may commit and still raise
+            seqs = self.event_log.append(events)
         results: list[IngestResult] = []
         latest = -math.inf
         at = 0
@@ -384,6 +394,7 @@ class Engine:
                 at += len(parsed.events)
                 self._since_snapshot += accepted
                 results.append(result_of(parsed, accepted))
+            self._unfolded = False
             if self._event_clock is not None and latest > -math.inf:
                 # the latest accepted timestamp; an older one never moves it back
                 self._event_clock.observe(latest)
@@ -765,10 +776,12 @@ class Engine:
                 self._since_snapshot = 0
             try:
                 self.state_store.save_state(seq, self.catalog.digest, rows, replace=replace)
-            except BaseException:
+            except BaseException as exc:
                 with self._lock:  # not saved: save these rows next time
                     book.keep_changes(keys, replace)
                     learner.dirty = learner.dirty or saves_learner
+                    if isinstance(exc, StateLost):  # the next save writes every row
+                        book.replace = learner.dirty = True
                 raise
 
     @staticmethod

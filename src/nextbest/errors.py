@@ -19,7 +19,9 @@
     ├── RuleError               a CEL rule does not compile or names an unknown root
     ├── ConfigError             a setting (NEXTBEST_*) is malformed
     ├── StoreError              the storage adapter failed (I/O)          -> 503
-    │   └── StoreUnavailable    the backend cannot be reached             -> 503
+    │   ├── StoreUnavailable    the backend cannot be reached             -> 503
+    │   └── StateLost           saved state vanished under its writer (Redis flushed
+    │                           or restarted empty): nothing written, save it whole
     └── RemoteError             a nextbest server a client drives (``sim evaluate --target``)
                                 refused a request or cannot be reached
 
@@ -47,6 +49,7 @@ __all__ = [
     "RemoteError",
     "RuleError",
     "Severity",
+    "StateLost",
     "StoreError",
     "StoreUnavailable",
     "UnknownPlacement",
@@ -241,6 +244,14 @@ class StoreError(NextbestError):
 
 class StoreUnavailable(StoreError):
     code = "store_unavailable"
+
+
+class StateLost(StoreError):
+    """A save of changed rows found the saved state gone (Redis flushed, or restarted
+    without its data): writing only the changes would leave a state that lacks the rest.
+    Nothing was written; the writer saves its whole state instead."""
+
+    code = "state_lost"
 
 
 class RemoteError(NextbestError):

@@ -12,7 +12,8 @@ One step (``step``), repeated:
    already is skipped: a redelivery, or a client's retry after the bus's duplicate window);
 4. save the changed profiles and identity links with the new position in one write (the
    models too, once ``model_every`` seconds passed and they changed, with a new published
-   version);
+   version); a save that finds the saved state gone (Redis flushed: ``StateLost``) saves the
+   whole live state instead, as the check every ``check_every`` seconds does when idle;
 5. acknowledge the deliveries.
 
 A failure anywhere (PostgreSQL restarting, Redis away) acknowledges nothing: the step is tried
@@ -34,7 +35,7 @@ import msgspec
 
 from nextbest.bus.port import Delivery, EventBus
 from nextbest.engine import Engine
-from nextbest.errors import NextbestError
+from nextbest.errors import NextbestError, StateLost
 from nextbest.events.model import Event
 from nextbest.store.port import StateReads
 from nextbest.store.snapshot import FOLD_ROW, POSITION, ModelVersion, position_row, published_row
@@ -63,6 +64,9 @@ class FoldStats:
     append_seconds: float = 0.0
     #: seconds the last state save took (Redis)
     save_seconds: float = 0.0
+    #: per event of the last step: seconds from its acceptance by an API worker (its
+    #: ``received_at``) to the save that made it visible to every API worker
+    visible_after: tuple[float, ...] = ()
     last_error: str | None = None
 
 
@@ -94,6 +98,8 @@ class FoldWorker:
         self._held: dict[int, Delivery] = {}  # after a gap, in stream order once it fills
         self._stale: list[Delivery] = []  # folded already: to acknowledge
         self._models_at = monotonic()
+        #: wall time the models first changed since they were last published (None: not)
+        self._models_changed_at: float | None = None
         #: where the saved state is read back, to notice that it vanished (Redis flushed)
         self._reads = reads
         self._check_every = check_every
@@ -147,8 +153,12 @@ class FoldWorker:
         started = time.perf_counter()
         seqs = self.engine.fold_accepted(events)
         self.stats.append_seconds = time.perf_counter() - started
+        if self._models_changed_at is None and self.engine.models_changed:
+            self._models_changed_at = self._wall()
         position = todo[-1].seq
         self._save(position, models=models_due and self.engine.models_changed)
+        saved = self._wall()
+        self.stats.visible_after = tuple(saved - e.received_at for e in events)
         for d in todo:
             del self._held[d.seq]
         self.position = position
@@ -197,14 +207,24 @@ class FoldWorker:
         return out
 
     def _save(self, position: int, *, models: bool) -> None:
+        try:
+            self._save_rows(position, models=models)
+        except StateLost:  # the engine now saves every row; the model copy is republished
+            log.warning("the saved state vanished: saving the whole live state again")
+            self._save_rows(position, models=True)
+
+    def _save_rows(self, position: int, *, models: bool) -> None:
         extra = [position_row(position)]
         if models:
-            extra.append(published_row(ModelVersion(position, self._wall())))
-            self._models_at = self._monotonic()
-            self.stats.models_published += 1
+            version = ModelVersion(position, self._wall(), self._models_changed_at)
+            extra.append(published_row(version))
         started = time.perf_counter()
         self.engine.snapshot(models=models, extra=extra)
         self.stats.save_seconds = time.perf_counter() - started
+        if models:
+            self._models_at = self._monotonic()
+            self._models_changed_at = None
+            self.stats.models_published += 1
 
     def _ack_stale(self) -> None:
         if self._stale:

@@ -1,9 +1,10 @@
 """Live profiles as a stateless worker reads them: point reads of the state a fold worker saves
 (Redis), one customer at a time, never the whole book.
 
-    read(user, device, anonymous_only) -> the profile a decision reads and the bus position
-                                          the state was folded up to (one MGET; a second
-                                          only when the id is linked to another customer)
+    read(user, device, anonymous_only) -> the profile a decision reads, the bus position
+                                          the state was folded up to and the ids' write
+                                          marks (one MGET; a second only when the id is
+                                          linked to another customer)
     book_for(users, devices)           -> a ``ProfileBook`` holding only these ids' identity
                                           links and customers' profiles: what the shared
                                           ingestion checks (``ingestion``) read
@@ -30,7 +31,7 @@ from nextbest.store.snapshot import (
     ModelVersion,
 )
 
-__all__ = ["LiveProfiles"]
+__all__ = ["LiveProfiles", "written_keys"]
 
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 _decode_version = msgspec.json.Decoder(ModelVersion).decode
@@ -47,6 +48,20 @@ def _position(body: bytes | None) -> int:
     return int(body) if body is not None else 0
 
 
+def _highest(seqs: list[bytes | None]) -> int:
+    return max((int(s) for s in seqs if s is not None), default=0)
+
+
+def written_keys(user_id: str | None, anonymous_id: str | None) -> list[str]:
+    """The write marks of a request's ids (``WriteMarks``): ``u:<userId>``, ``a:<anonymousId>``."""
+    out = []
+    if user_id:
+        out.append("u:" + user_id)
+    if anonymous_id:
+        out.append("a:" + anonymous_id)
+    return out
+
+
 class LiveProfiles:
     def __init__(self, reads: StateReads, catalog: Catalog) -> None:
         self.reads = reads
@@ -58,31 +73,36 @@ class LiveProfiles:
 
     def read(
         self, user_id: str | None, anonymous_id: str | None, anonymous_only: bool
-    ) -> tuple[Profile, int]:
+    ) -> tuple[Profile, int, int]:
         """The profile a decision reads (as ``ProfileBook.for_decision``: the customer's, or
-        only the device's anonymous one; an empty one for a stranger), and the position."""
+        only the device's anonymous one; an empty one for a stranger), the position, and
+        the highest write mark of the two ids (the bus sequence of the last event published
+        for either: 0 when none is marked), read in the same round trip."""
+        marks = written_keys(user_id, anonymous_id)
+        n = len(marks)
         if anonymous_only and anonymous_id:
             key = ANON_PREFIX + anonymous_id
-            position, body = self.reads.read_rows([_POSITION, (PROFILE_ROW, key)])
-            return self._profile(key, body), _position(position)
+            position, body, *seqs = self.reads.read_rows([_POSITION, (PROFILE_ROW, key)], marks)
+            return self._profile(key, body), _position(position), _highest(seqs)
         if user_id:
-            position, alias, body = self.reads.read_rows(
-                [_POSITION, (LinkKind.ALIAS.value, user_id), (PROFILE_ROW, user_id)]
+            position, alias, body, *seqs = self.reads.read_rows(
+                [_POSITION, (LinkKind.ALIAS.value, user_id), (PROFILE_ROW, user_id)], marks
             )
             if alias is None:
-                return self._profile(user_id, body), _position(position)
+                return self._profile(user_id, body), _position(position), _highest(seqs)
             key = self._canonical(alias.decode())
         else:
             assert anonymous_id is not None
             key = ANON_PREFIX + anonymous_id
-            position, link, body = self.reads.read_rows(
-                [_POSITION, (LinkKind.ANON.value, anonymous_id), (PROFILE_ROW, key)]
+            position, link, body, *seqs = self.reads.read_rows(
+                [_POSITION, (LinkKind.ANON.value, anonymous_id), (PROFILE_ROW, key)], marks
             )
             if link is None:
-                return self._profile(key, body), _position(position)
+                return self._profile(key, body), _position(position), _highest(seqs)
             key = self._canonical(link.decode())
-        position, body = self.reads.read_rows([_POSITION, (PROFILE_ROW, key)])
-        return self._profile(key, body), _position(position)
+        position, body, *seqs = self.reads.read_rows([_POSITION, (PROFILE_ROW, key)], marks)
+        assert len(seqs) == n
+        return self._profile(key, body), _position(position), _highest(seqs)
 
     def get(self, user_id: str) -> Profile | None:
         """The saved profile of a userId (followed through aliases), if any."""

@@ -2,10 +2,13 @@
 (``nextbest serve --role api|fold``) on the local PostgreSQL, Redis and NATS JetStream, each
 skipped with the reason when absent. kill -9 under load loses no acknowledged event and folds
 none twice; a NATS server that goes away (a private one: the machine's own is never touched)
-turns ingestion into 503 with Retry-After, never 500, and loses nothing acknowledged."""
+turns ingestion into 503 with Retry-After, never 500, and loses nothing acknowledged; a
+PostgreSQL that crashes and comes back (a private one too) never stops the API accepting, and
+the fold catches up, each event logged and folded once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -101,8 +104,11 @@ def redis_url() -> Iterator[str]:
 
 
 @contextmanager
-def deployment(bus: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    with scratch_schema() as data:
+def deployment(
+    bus: str, redis_url: str, tmp_path: Path, data: str | None = None
+) -> Iterator[dict[str, str]]:
+    """The roles' environment: a scratch schema on the shared PostgreSQL, or ``data``."""
+    with nullcontext(data) if data is not None else scratch_schema() as data:
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT / "src"),
@@ -262,3 +268,156 @@ def test_nats_away_is_503_with_retry_after_and_nothing_acknowledged_is_lost(
             fold.stop()
             nats.send_signal(signal.SIGKILL)
             nats.wait()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory, a free port,
+    trust auth on loopback), run as the ``postgres`` user when the tests run as root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self._run(
+            PG_BIN / "initdb",
+            ["-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"],
+        )
+
+    def _run(self, binary: Path, args: list[str]) -> None:
+        subprocess.run(
+            [*self._as, str(binary), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root}"
+        )
+        self._run(
+            PG_BIN / "pg_ctl",
+            ["-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"],
+        )
+
+    def crash(self) -> None:
+        """Stop at once, as a crash would (``immediate``: recovery on the next start)."""
+        self._run(PG_BIN / "pg_ctl", ["-D", str(self.data), "-m", "immediate", "-w", "stop"])
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    missing = [b for b in ("initdb", "pg_ctl", "postgres") if not os.access(PG_BIN / b, os.X_OK)]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} in {PG_BIN} to run a private PostgreSQL")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: initdb refuses root")
+    root = Path(tempfile.mkdtemp(prefix="nextbest-pg-"))  # not under pytest's 0700 tmp
+    try:
+        made = PrivatePostgres(root)
+        yield made
+        with contextlib.suppress(subprocess.CalledProcessError):
+            made.crash()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def metric(url: str, name: str) -> float:
+    """A metric's value on a worker's /metrics (0 when absent)."""
+    text = httpx.get(f"{url}/metrics", auth=("dev-admin-key", ""), timeout=5).text
+    lines = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+    return float(lines[0].split()[1]) if lines else 0.0
+
+
+def profiles_match(api: Worker, data: str, wait: float = 0.0) -> bool:
+    """Every customer's profile on ``api`` holds as many events as the event log (within
+    ``wait`` seconds)."""
+    expected = per_user(data)
+    deadline = time.monotonic() + wait
+    while True:
+        seen = {
+            user: httpx.get(f"{api.url}/v1/profiles/{user}", auth=SERVER, timeout=5)
+            for user in expected
+        }
+        counts = {
+            u: r.json()["profile"]["event_count"] if r.status_code == 200 else None
+            for u, r in seen.items()
+        }
+        if counts == expected:
+            return True
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"profiles {counts} != the log's {expected}")
+        time.sleep(0.1)
+
+
+def test_postgres_crashed_and_back_then_redis_flushed_loses_and_doubles_nothing(
+    redis_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    private_postgres: PrivatePostgres,
+):
+    bus = stream_url(request.node.nodeid)
+    pg = private_postgres
+    pg.start()
+    with deployment(bus, redis_url, tmp_path, data=pg.url) as env:
+        fold = Worker("fold", env, tmp_path / "fold.log").start()
+        apis = [Worker("api", env, tmp_path / f"api{i}.log").start() for i in (1, 2)]
+        acked: list[str] = []
+
+        def burst(tag: str, n: int) -> None:
+            for i in range(n):
+                msgs = [
+                    {**page(MORTGAGE, user=f"u{(i + k) % 7}", at=T0 - 100 + i), "messageId": m}
+                    for k, m in enumerate([f"{tag}{i}-{k}" for k in range(5)])
+                ]
+                assert send(apis[i % 2].url, msgs) == 200  # answered after the bus, never PG
+                acked.extend(str(m["messageId"]) for m in msgs)
+
+        try:
+            burst("before", 10)
+            wait_folded(fold, pg.url)
+            pg.crash()
+            burst("during", 40)
+            ask = {"userId": "u1", "placement": "home_feed"}
+            r = httpx.post(f"{apis[0].url}/v1/decide", json=ask, auth=SERVER, timeout=10)
+            assert r.status_code == 200  # decided on what was folded; the decision buffered
+            assert httpx.get(f"{fold.url}/readyz", timeout=10).status_code == 503
+            assert metric(fold.url, "nextbest_fold_lag_events") > 0
+            pg.start()
+            burst("after", 10)
+            wait_folded(fold, pg.url)
+            counts = logged(pg.url)
+            assert len(acked) == 300
+            assert all(counts.get(m) == 1 for m in acked)  # none lost, none twice
+            assert profiles_match(apis[1], pg.url)  # folded once each
+            # the decision taken during the outage waited for its write, bounded, and says so
+            waited = metric(
+                apis[0].url, 'nextbest_read_your_writes_waits_total{outcome="timed_out"}'
+            )
+            assert waited >= 1
+            assert metric(apis[0].url, "nextbest_model_age_seconds") >= 0
+            # Redis loses everything: the running fold worker saves its whole state again
+            RedisState(redis_url).client.flushdb()
+            assert profiles_match(apis[0], pg.url, wait=10.0)
+            # ... and with the fold worker down: rebuilt from the PostgreSQL event log
+            fold.kill()
+            RedisState(redis_url).client.flushdb()
+            fold.start()
+            wait_folded(fold, pg.url)
+            assert profiles_match(apis[1], pg.url)
+        finally:
+            for w in [*apis, fold]:
+                w.stop()
+            delete_stream(bus, PARTITIONS)

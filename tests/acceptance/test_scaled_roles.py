@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +19,7 @@ from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine, IngestRequest
 from nextbest.errors import StoreUnavailable
+from nextbest.events.model import Event
 from nextbest.events.parse import Parsed
 from nextbest.fold_worker import FoldWorker
 from nextbest.guard.senders import KeyKind, Sender
@@ -40,7 +41,7 @@ class Deployment:
         self.reads = RedisState(REDIS, "nextbest-roles", timeout=2.0)
         self.engine = Engine(catalog, with_state(logs, self.state, lambda: None), clock)
         self.fold = FoldWorker(self.engine, bus, wait=0.01, model_every=0.0)
-        self.api = ApiWorker(catalog, logs, self.reads, bus, clock, read_wait=2.0)
+        self.api = ApiWorker(catalog, logs, self.reads, self.reads, bus, clock, read_wait=2.0)
         self._thread: threading.Thread | None = None
 
     def restarted_engine(self) -> Engine:
@@ -82,10 +83,31 @@ def test_the_session_that_sent_an_event_decides_on_it(deploy: Deployment):
     for n in range(3):
         deploy.send(page(MORTGAGE, user="u1", at=T0 - 10 + n))
         deploy.api.decide(DecisionRequest(placement="home_feed"), user_id="u1")
-        profile, position = deploy.api.live.read("u1", None, False)
+        profile, position, _ = deploy.api.live.read("u1", None, False)
         assert profile.event_count == n + 1  # read what was written, before deciding
         assert position == n + 1
     assert deploy.api.read_timeouts == 0
+
+
+def test_a_session_reads_its_own_write_on_another_api_worker(deploy: Deployment):
+    other = ApiWorker(
+        deploy.catalog, deploy.logs, deploy.reads, deploy.reads, deploy.bus, deploy.clock
+    )
+    waits: list[bool] = []
+    other.on_read_wait = lambda seconds, timed_out: waits.append(timed_out)
+    other.read_wait = 0.05
+    deploy.send(page(MORTGAGE, user="u1", anon="d1", at=T0 - 10))  # through the first worker
+    other.decide(DecisionRequest(placement="home_feed"), anonymous_id="d1")  # fold down
+    assert waits == [True]  # the other worker knew of the write: it waited (bounded)
+    deploy.start_folding()
+    other.read_wait = 2.0
+    for n in range(3):
+        deploy.send(page(MORTGAGE, user="u1", anon="d1", at=T0 - 9 + n))
+        other.decide(DecisionRequest(placement="home_feed"), user_id="u1")
+        assert True not in waits[1:]  # waited until folded (or the fold was quicker)
+        profile, position, mark = other.live.read("u1", "d1", False)
+        assert mark == deploy.bus.last_seq() <= position
+        assert profile.event_count == n + 2
 
 
 def test_a_decision_waits_bounded_when_the_fold_is_down(deploy: Deployment):
@@ -105,9 +127,76 @@ def test_a_redelivered_or_retried_event_is_folded_once(deploy: Deployment):
     deploy.send(first)  # a retry within the duplicate window: not published again
     assert deploy.bus.last_seq() == 3
     deploy.fold.step()
-    profile, _ = deploy.api.live.read("u1", None, False)
+    profile, _, _ = deploy.api.live.read("u1", None, False)
     assert profile.event_count == 2  # the copy under another bus id: skipped by messageId
     assert deploy.logs.events.count() == 2
+
+
+def engine_losing_one_answer(catalog: Catalog) -> Engine:
+    """An engine whose next event log append commits, then raises as if PostgreSQL went
+    away before answering."""
+    logs = memory_stores()
+    real_append = logs.events.append
+    lose = [True]
+
+    def append_then_lose_the_answer(events: Sequence[Event]) -> list[int | None]:
+        seqs = real_append(events)
+        if lose and lose.pop():
+            raise StoreUnavailable("PostgreSQL: server closed the connection unexpectedly")
+        return seqs
+
+    logs.events.append = append_then_lose_the_answer  # type: ignore[method-assign]
+    return Engine(catalog, logs, FixedClock(T0))
+
+
+def event_count(engine: Engine, user: str) -> int:
+    view = engine.profile_view(user)
+    assert view is not None
+    return int(view["profile"]["event_count"])
+
+
+def test_an_append_committed_but_answered_with_an_error_is_folded_once(catalog: Catalog):
+    """The fold worker's batch is logged, the answer lost: it tries the batch again, the log
+    says 'already there', and the events are folded from the log, once."""
+    engine = engine_losing_one_answer(catalog)
+    parsed = engine.read_batch(batch(*[page(MORTGAGE, user="u1", at=T0 - 9 + n) for n in (0, 1)]))
+    with pytest.raises(StoreUnavailable):
+        engine.fold_accepted(parsed.events)
+    assert engine.fold_accepted(parsed.events) == [None, None]  # logged already
+    assert event_count(engine, "u1") == 2
+    assert engine.fold_accepted(parsed.events) == [None, None]  # a true duplicate
+    assert event_count(engine, "u1") == 2
+
+
+def test_a_client_retry_after_a_lost_answer_is_folded_once_by_the_embedded_engine(
+    catalog: Catalog,
+):
+    engine = engine_losing_one_answer(catalog)
+    parsed = engine.read_batch(batch(page(MORTGAGE, user="u1", at=T0 - 9)))
+    with pytest.raises(StoreUnavailable):  # the client sees a 503 and retries
+        engine.accept(IngestRequest(SERVER, parsed, "$.batch"))
+    again = engine.accept(IngestRequest(SERVER, parsed, "$.batch"))
+    assert (again.accepted, again.duplicates) == (0, 1)  # stored by the first try
+    assert event_count(engine, "u1") == 1
+
+
+def test_a_retry_after_the_duplicate_window_is_stored_and_folded_once(deploy: Deployment):
+    """The bus forgets a messageId after its duplicate window (JetStream: 2 minutes): a retry
+    later than that is published again and answered as accepted (the API worker does not ask
+    PostgreSQL, which it must run without); the fold skips it by messageId, so it is logged
+    and folded once, and counted as a duplicate there (docs/scale-out.md)."""
+    message = page(MORTGAGE, user="u1", at=T0 - 10)
+    first = deploy.send(message)
+    deploy.fold.step()
+    deploy.bus.duplicate_window = 0.0  # the window has passed
+    late = deploy.send(message)
+    assert (first.accepted, late.accepted, late.duplicates) == (1, 1, 0)  # type: ignore[attr-defined]
+    assert deploy.bus.last_seq() == 2
+    deploy.fold.step()
+    assert deploy.fold.stats.duplicates == 1
+    assert deploy.logs.events.count() == 1
+    profile, _, _ = deploy.api.live.read("u1", None, False)
+    assert profile.event_count == 1
 
 
 def test_a_restarted_fold_worker_resumes_after_its_saved_position(deploy: Deployment):
@@ -124,7 +213,7 @@ def test_a_restarted_fold_worker_resumes_after_its_saved_position(deploy: Deploy
     assert fold.step() == 5
     assert fold.position == 10
     for n in range(5):
-        profile, _ = deploy.api.live.read(f"u{n}", None, False)
+        profile, _, _ = deploy.api.live.read(f"u{n}", None, False)
         assert profile.event_count == 2
     assert deploy.logs.events.count() == 10
 
@@ -157,7 +246,7 @@ def test_a_flushed_redis_is_saved_again_whole(deploy: Deployment):
     deploy.state.client.flushdb()  # Redis lost everything
     fold.step()  # noticed: everything saved again
     for n in range(5):
-        profile, position = deploy.api.live.read(f"u{n}", None, False)
+        profile, position, _ = deploy.api.live.read(f"u{n}", None, False)
         assert profile.event_count == 1
         assert position == 5
     assert deploy.api.live.model(None)[0] is not None
@@ -175,7 +264,7 @@ def test_a_restart_on_an_empty_redis_rebuilds_from_the_event_log(deploy: Deploym
     while fold.step():
         pass
     fold.step()
-    profile, position = deploy.api.live.read("u0", None, False)
+    profile, position, _ = deploy.api.live.read("u0", None, False)
     assert profile.event_count == 2
     assert position == 4
     assert deploy.logs.events.count() == 4

@@ -46,6 +46,21 @@ def test_duplicates_within_one_append(log: EventLog):
     assert log.append([e, e]) == [1, None]
 
 
+def test_a_large_append_keeps_order_and_dedupes(log: EventLog):
+    """Past a backend's small-batch path (PostgreSQL: 200 events in one statement, more by
+    COPY) the seqs follow the batch and repeats take none."""
+    first = events(3, user="u1")
+    log.append(first)
+    big = events(450, user="u2")
+    seqs = log.append([*big[:200], first[0], *big[200:], big[5]])
+    assert seqs[200] is None
+    assert seqs[-1] is None
+    fresh = [s for s in seqs if s is not None]
+    assert len(fresh) == 450
+    assert fresh == sorted(set(fresh))
+    assert [s.event.message_id for s in log.scan(after=3)] == [e.message_id for e in big]
+
+
 def test_scan_in_order_and_after(log: EventLog):
     log.append(events(5, user="u1"))
     assert [s.seq for s in log.scan()] == [1, 2, 3, 4, 5]

@@ -5,6 +5,7 @@ whose state lives in Redis restarting from it, or from the log once Redis lost i
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import redis.exceptions
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.engine import Engine
-from nextbest.errors import ConfigError, StoreError, StoreUnavailable
+from nextbest.errors import ConfigError, StateLost, StoreError, StoreUnavailable
 from nextbest.store import StateRow, memory_stores, sqlite_stores, with_state
 from nextbest.store.redis import RedisState
 from tests.contract.conftest import REDIS_URL
@@ -149,6 +150,40 @@ def test_point_reads_follow_saves_and_replaces(redis_state: RedisState):
     redis_state.drop()
     assert reader.get_rows("profile", ["u2"]) == [None]
     reader.close()
+
+
+def test_write_marks_rise_never_fall_expire_and_ride_on_point_reads(redis_state: RedisState):
+    other = RedisState(REDIS_URL, redis_state.namespace)  # another API worker
+    assert other.read_rows([("profile", "u1")], ["u:u1", "a:d1"]) == [None, None, None]
+    redis_state.mark_written({"u:u1": 7, "a:d1": 5})
+    other.mark_written({"u:u1": 6, "a:d1": 9})  # a slower worker never lowers a mark
+    assert other.read_rows([], ["u:u1", "a:d1"]) == [b"7", b"9"]
+    redis_state.save_state(3, "v", [StateRow("profile", "u1", b"a")])
+    assert other.read_rows([("profile", "u1")], ["a:d1"]) == [b"a", b"9"]
+    redis_state.save_state(4, "v", [StateRow("profile", "u1", b"b")], replace=True)
+    assert other.read_rows([("profile", "u1")], ["u:u1"]) == [b"b", b"7"]  # sweep spares them
+    ttl = redis_state.client.pttl(f"{redis_state.namespace}:written:u:u1")
+    assert 0 < ttl <= 30_000
+    redis_state.mark_written({"u:u2": 1}, ttl=0.05)
+    deadline = time.monotonic() + 5
+    while other.read_rows([], ["u:u2"]) != [None]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    other.close()
+
+
+def test_changes_saved_onto_a_vanished_state_are_refused_whole(redis_state: RedisState):
+    redis_state.save_state(
+        1, "v", [StateRow("profile", "u1", b"a"), StateRow("profile", "u2", b"b")]
+    )
+    RedisState(REDIS_URL, redis_state.namespace).drop()  # lost under its writer
+    with pytest.raises(StateLost):
+        redis_state.save_state(2, "v", [StateRow("profile", "u1", b"c")])
+    assert keys_of(redis_state) == []  # not a state of one profile out of two
+    redis_state.save_state(
+        2, "v", [StateRow("profile", "u1", b"c"), StateRow("profile", "u2", b"b")], replace=True
+    )
+    assert rows_of(redis_state)[2] == {("profile", "u1"): b"c", ("profile", "u2"): b"b"}
 
 
 def test_memory_usage_of_a_row(redis_state: RedisState):

@@ -14,6 +14,9 @@ what operating it needs.
     nextbest_postgres_batch_seconds           the event log append and fold of one batch
     nextbest_state_save_seconds               the state save (Redis) of one batch
     nextbest_fold_position                    the stream sequence folded up to
+    nextbest_fold_visible_seconds             per event: from its acceptance by an API worker
+                                              to the save that shows it to every API worker
+                                              (freshness, on the hosts' wall clocks)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from nextbest.settings import Settings
 __all__ = ["FoldMetrics", "create_fold_app"]
 
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_VISIBLE_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 READY_TIMEOUT = 2.0
 
 
@@ -77,12 +81,20 @@ class FoldMetrics:
             buckets=_BATCH_BUCKETS,
             registry=own,
         )
+        self.visible_seconds = Histogram(
+            "nextbest_fold_visible_seconds",
+            "Per event: from its acceptance by an API worker to its save (freshness)",
+            buckets=_VISIBLE_BUCKETS,
+            registry=own,
+        )
         self._seen = FoldStats()
 
     def stepped(self, stats: FoldStats) -> None:
         """After each fold step (the worker's ``on_step``)."""
         self.append_seconds.observe(stats.append_seconds)
         self.save_seconds.observe(stats.save_seconds)
+        for seconds in stats.visible_after:
+            self.visible_seconds.observe(seconds)
 
     def sample(self, worker: FoldWorker) -> None:
         """Counters moved by what the worker did since the last sample; the lag read now."""

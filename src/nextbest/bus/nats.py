@@ -11,7 +11,8 @@ made with another count is refused (ConfigError): a customer's partition must ne
   returning when every PubAck came back (JetStream has written them: acknowledged).
 - **Consume**: a durable push consumer per name, explicit acks, ``ack_wait`` before an
   unacknowledged delivery is sent again, at most ``max_ack_pending`` unacknowledged at once
-  (the flow control: a stalled fold stops deliveries, the stream keeps the rest).
+  (the flow control: a stalled fold stops deliveries, the stream keeps the rest). An ack
+  is sent without waiting for the server's answer (one lost is one redelivery).
   ``consume(name, after)`` recreates the consumer from stream sequence ``after + 1``: the
   folded position its owner saved with its state is the real cursor, so a restart resumes
   exactly there, without waiting for ``ack_wait``.
@@ -166,8 +167,15 @@ class NatsBus:
             raise StoreError(f"no consumer {consumer!r}: call consume first")
         with sub.lock:
             msgs = [m for m in (sub.messages.pop(d.seq, None) for d in deliveries) if m]
-        if msgs:
-            self._run("ack", self._ack(msgs), self.timeout)
+        if msgs and not self._loop.is_closed():
+            # not waited for (``_ack``): the loop thread sends them while the fold goes on
+            future = asyncio.run_coroutine_threadsafe(self._ack(msgs), self._loop)
+            future.add_done_callback(self._ack_done)
+
+    def _ack_done(self, future: concurrent.futures.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            text = self._scrub(str(future.exception()))
+            log.warning("NATS at %s: acks not sent (redelivered later): %s", self.where, text)
 
     def pending(self, consumer: str) -> int:
         return self._run("consumer info", self._pending(consumer), self.timeout)
@@ -290,10 +298,11 @@ class NatsBus:
         )
 
     async def _ack(self, msgs: list[Msg]) -> None:
+        """Queued on the connection, not waited for: an ack the server never gets means a
+        redelivery after ``ack_wait``, which the fold skips by its saved position; waiting
+        for the server's answer would hold the next fold step for a round trip."""
         for m in msgs:
             await m.ack()
-        assert self._nc is not None
-        await self._nc.flush(timeout=max(1, math.ceil(self.timeout)))
 
     async def _pending(self, consumer: str) -> int:
         info = await self._jetstream().consumer_info(self.stream, consumer)

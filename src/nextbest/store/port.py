@@ -7,7 +7,7 @@ state in a key-value store). ``Stores`` bundles one of each for the composition 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from nextbest.decide.model import Decision
@@ -24,6 +24,7 @@ __all__ = [
     "StateStore",
     "StoredEvent",
     "Stores",
+    "WriteMarks",
     "with_state",
 ]
 
@@ -120,13 +121,28 @@ class StateReads(Protocol):
     """Point reads of saved state, for a worker that holds none of it (a stateless API
     worker reading one customer's profile per decision): the Redis state store has them."""
 
-    def read_rows(self, rows: Sequence[tuple[str, str]]) -> list[bytes | None]:
+    def read_rows(
+        self, rows: Sequence[tuple[str, str]], marks: Sequence[str] = ()
+    ) -> list[bytes | None]:
         """The bodies of these (kind, key) rows as last saved, in order (None: no such row),
-        as one consistent cut."""
+        as one consistent cut; then the value of each of ``marks`` (``WriteMarks``), read in
+        the same round trip."""
         ...
 
     def ping(self) -> None:
         """StoreUnavailable unless the store answers now."""
+        ...
+
+
+@runtime_checkable
+class WriteMarks(Protocol):
+    """Read-your-writes across stateless workers: the worker that published an event marks
+    each of its ids with the event's bus sequence; a decision on any worker reads the mark
+    with the profile (``StateReads.read_rows``) and waits until the fold got that far."""
+
+    def mark_written(self, marks: Mapping[str, int]) -> None:
+        """Raise each mark to its sequence (never lower it); marks expire after a while
+        (a fold that far behind is waited for by nobody)."""
         ...
 
 

@@ -5,6 +5,9 @@ Keys, under a namespace ``ns`` (one per deployment; no ``:`` in it)::
     <ns>:state                  the watermark: JSON [generation, seq, version]
     <ns>:generation             a counter: generation numbers are never handed out twice
     <ns>:<gen>:<kind>:<key>     one row: its body as written (a msgpack profile, a userId ...)
+    <ns>:written:<id>           a write mark (``mark_written``): the bus sequence of the last
+                                event an API worker published for ``u:<userId>`` or
+                                ``a:<anonymousId>``; expires after ``MARK_TTL`` seconds
 
 A *generation* is one whole set of rows. A save without ``replace`` writes into the current
 generation and moves the watermark in one MULTI/EXEC (all or nothing; WATCHed, so a save never
@@ -36,7 +39,7 @@ the URL's password.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,13 +50,27 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from nextbest.errors import ConfigError, StoreError, StoreUnavailable
+from nextbest.errors import ConfigError, StateLost, StoreError, StoreUnavailable
 from nextbest.store.port import SavedState, StateRow
 
-__all__ = ["DEFAULT_NAMESPACE", "RedisState"]
+__all__ = ["DEFAULT_NAMESPACE", "MARK_TTL", "RedisState"]
 
 #: the namespace nextbest's state lives under unless told otherwise
 DEFAULT_NAMESPACE = "nextbest"
+#: seconds a write mark is kept: a decision waits for the fold a fraction of a second, so a
+#: mark older than this is waited for by nobody (and the keys do not pile up)
+MARK_TTL = 30.0
+#: raise each KEYS[i] to ARGV[i + 1] (a bus sequence) if it is lower or absent, kept ARGV[1] ms
+_RAISE_MARKS = """
+for i, key in ipairs(KEYS) do
+  local seq = tonumber(ARGV[i + 1])
+  local old = tonumber(redis.call('GET', key) or '0')
+  if old < seq then
+    redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+  end
+end
+return #KEYS
+"""
 #: rows per SCAN page and per MGET; rows per pipeline when a replace writes a new generation
 _PAGE = 1_000
 _GLOB = re.compile(r"([*?\[\]\\])")
@@ -118,6 +135,8 @@ class RedisState:
         self._ns_prefix = f"{namespace}:".encode()
         self._ns_match = _glob_escaped(namespace) + ":*"
         self._generation: int | None = None  # the last one seen (point reads start from it)
+        self._mark_prefix = f"{namespace}:written:".encode()
+        self._raise_marks = self.client.register_script(_RAISE_MARKS)
         with self._translated("connect"):
             self.client.ping()
 
@@ -147,30 +166,50 @@ class RedisState:
         (rows and generation pointer in one MGET), two after a replace moved the generation."""
         return self.read_rows([(kind, k) for k in keys])
 
-    def read_rows(self, rows: Sequence[tuple[str, str]]) -> list[bytes | None]:
+    def read_rows(
+        self, rows: Sequence[tuple[str, str]], marks: Sequence[str] = ()
+    ) -> list[bytes | None]:
         """``get_rows`` over rows of several kinds at once: (kind, key) each, one MGET (a
         profile, its identity links and the folded position, read as one consistent cut:
-        a save writes them all in one MULTI/EXEC)."""
-        if not rows:
+        a save writes them all in one MULTI/EXEC); then the write marks ``marks`` (ids as
+        ``mark_written`` names them), in the same MGET."""
+        if not rows and not marks:
             return []
+        mark_keys = [self._mark_prefix + m.encode() for m in marks]
         with self._translated("read rows"):
             while True:
                 generation = self._generation
                 if generation is None:
-                    mark = self._watermark(self.client.get(self._state_key))
-                    if mark is None:
-                        return [None] * len(rows)
+                    got = self.client.mget([self._state_key, *mark_keys])
+                    mark = self._watermark(got[0])
+                    if mark is None:  # nothing saved yet
+                        return [None] * len(rows) + [_as_bytes(b) for b in got[1:]]
                     generation = self._generation = mark[0]
                 got = self.client.mget(
-                    [self._state_key, *(self._row_key(generation, k, key) for k, key in rows)]
+                    [
+                        self._state_key,
+                        *(self._row_key(generation, k, key) for k, key in rows),
+                        *mark_keys,
+                    ]
                 )
                 mark = self._watermark(got[0])
                 if mark is None:
                     self._generation = None
-                    return [None] * len(rows)
+                    return [None] * len(rows) + [_as_bytes(b) for b in got[1 + len(rows) :]]
                 if mark[0] == generation:
                     return [_as_bytes(body) for body in got[1:]]
                 self._generation = mark[0]  # replaced meanwhile: read the new generation
+
+    def mark_written(self, marks: Mapping[str, int], ttl: float = MARK_TTL) -> None:
+        """Raise each write mark (``u:<userId>``, ``a:<anonymousId>``) to its bus sequence,
+        never lowering one another worker raised further; each kept ``ttl`` seconds from its
+        last raise. One round trip (a Lua script: the compare and the set are atomic)."""
+        if not marks:
+            return
+        keys = [self._mark_prefix + m.encode() for m in marks]
+        args = [int(ttl * 1000), *marks.values()]
+        with self._translated("mark written"):
+            self._raise_marks(keys=keys, args=args)
 
     def ping(self) -> None:
         """StoreUnavailable unless Redis answers now."""
@@ -203,6 +242,12 @@ class RedisState:
             # a replace meanwhile fails this save (WatchError)
             pipe.watch(self._state_key)  # type: ignore[no-untyped-call]
             mark = self._watermark(pipe.get(self._state_key))
+            if mark is None and self._generation is not None:
+                self._generation = None
+                raise StateLost(
+                    f"Redis at {self.where}: the saved state under {self.namespace!r} vanished "
+                    "(flushed, or restarted without its data): save it whole"
+                )
             generation = mark[0] if mark is not None else self._new_generation(pipe)
             pipe.multi()
             for start in range(0, len(rows), _PAGE):

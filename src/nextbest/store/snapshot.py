@@ -67,11 +67,14 @@ class Snapshot(NamedTuple):
 
 
 class ModelVersion(msgspec.Struct, frozen=True):
-    """``learner/published``: the model copy's version (counted up by its one writer) and
-    the writer's wall clock when it saved it (how stale a reader's copy is)."""
+    """``learner/published``: the model copy's version (counted up by its one writer), the
+    writer's wall clock when it saved it (how old a reader's copy is) and when the oldest
+    learning in it was folded (None: not known), which is how stale the copy is when a
+    reader starts deciding with it."""
 
     version: int
     saved_at: float
+    changed_at: float | None = None
 
 
 def profile_row(key: str, profile: Profile | None) -> StateRow:
