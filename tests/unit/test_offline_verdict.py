@@ -21,8 +21,9 @@ from nextbest.learn.offline import (
     VerdictKind,
     evaluate_candidate,
 )
+from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import write_decisions
-from tests.support import T0
+from tests.support import T0, edited_catalog
 from tests.unit.test_offline import without_learning
 
 #: the candidate (the example bank, greedy) puts mortgage_advice first in home_hero: it
@@ -185,3 +186,22 @@ def test_the_cli_prints_value_offers_the_verdict_and_the_warning(
     assert "warning: effective sample size " in text
     assert "too small to trust the estimates" in text
     assert "verdict: Too little overlap to tell" in text
+
+
+def test_a_candidate_whose_campaign_is_paused_does_not_show_its_offers(
+    greedy: Catalog, tmp_path: Path
+) -> None:
+    folder = tmp_path / "paused"
+    folder.mkdir()
+    pause = (
+        "    offers: [mortgage_advice]\n",
+        "    offers: [mortgage_advice]\n    status: paused\n",
+    )
+    edited_catalog(folder, {"campaigns.yaml": [pause]})
+    # greedy placements, as the candidate of the other tests
+    (folder / "placements.yaml").write_text((Path(greedy.source) / "placements.yaml").read_text())
+    paused = load_catalog(folder)
+    report = evaluate_candidate(logs(2000, 0.5, {BEST: 0.05, OTHER: 0.02}), paused, n_bootstrap=20)
+    by = {o.offer_id: o for o in report.offers}
+    assert by[BEST].candidate_share == 0.0
+    assert by[OTHER].candidate_share == pytest.approx(1.0)

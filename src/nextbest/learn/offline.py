@@ -206,6 +206,8 @@ def candidate_marginals(
         offer = catalog.offers.get(oid)
         if offer is None or oid not in allowed:
             continue
+        if offer.campaign is not None and not offer.campaign.running:
+            continue  # a draft, paused or stopped campaign shows nothing
         s = ranking.interest_score(features, offer.topic) if offer.topic is not None else 0.0
         p = ranking.prior_p_click(offer, s, catalog.scoring)
         first = oid in urgent and offer.urgent_rule is not None
