@@ -581,9 +581,10 @@ def evaluate(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Estimate a candidate catalog's click and conversion rate per slot from the decision
-    log: IPS, SNIPS and DR with bootstrap intervals (off-policy evaluation). DR's reward model
-    fits how much an offer's rate fades per earlier impression to the same customer."""
+    """Estimate a candidate catalog's click and conversion rate and value per slot from the
+    decision log: IPS, SNIPS and DR with bootstrap intervals (off-policy evaluation), the value
+    by offer, and a verdict against the logging policy. DR's reward model fits how much an
+    offer's rate fades per earlier impression to the same customer."""
     import msgspec
 
     from nextbest.usecases import evaluate_policy
@@ -625,6 +626,30 @@ def evaluate(
             out.print(f"  warning: {w}", markup=False)
     for w in report.warnings:
         out.print(f"warning: {w}", markup=False)
+    if report.offers:
+        out.print(
+            "value per slot by offer (DR), and each offer's share of the slots:", markup=False
+        )
+        out.print(
+            f"  {'offer':<24} {'logged':>10} {'candidate':>10} {'shown':>7} {'would show':>10}",
+            markup=False,
+        )
+        for o in report.offers:
+            out.print(
+                f"  {o.offer_id:<24} {o.logged_value:>10.4f} {o.estimated_value:>10.4f} "
+                f"{o.logged_share:>7.1%} {o.candidate_share:>10.1%}",
+                markup=False,
+            )
+    verdict = report.verdict
+    if verdict is not None:
+        if verdict.kind == "too_little_overlap":
+            out.print(
+                f"warning: effective sample size {verdict.effective_sample_size:,.0f} of "
+                f"{verdict.rows:,} rows ({verdict.effective_sample_size / verdict.rows:.1%}): "
+                "too small to trust the estimates",
+                markup=False,
+            )
+        out.print(f"verdict: {verdict.text}", markup=False)
 
 
 sim_app = typer.Typer(no_args_is_help=True, help="The synthetic bank: generate, send, evaluate.")

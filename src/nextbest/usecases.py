@@ -25,7 +25,7 @@ from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.export import read_logged_items, write_decisions
+from nextbest.store.export import ExportedOffer, read_logged_items, write_decisions
 from nextbest.store.port import HeldMessage
 
 __all__ = [
@@ -198,7 +198,11 @@ def export_decisions(
     """Write the decision log (a row per shown item, with its rewards) to Parquet; rows."""
     logged = read_logged(catalog, data, since, until)
     rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in logged.items}
-    return write_decisions(logged.decisions, out, rewards)
+    offers = {
+        o.id: ExportedOffer(o.kind.value, o.campaign.id if o.campaign else None, o.spec.value)
+        for o in load_catalog(catalog).offers.values()
+    }
+    return write_decisions(logged.decisions, out, rewards, offers)
 
 
 def evaluate_policy(

@@ -176,3 +176,19 @@ def test_oracle_orders_by_expected_value(catalog: Catalog) -> None:
 def test_unknown_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown policy"):
         evaluate(1, 1, 1, ("best",), EXAMPLE_CATALOG)
+
+
+def test_the_loop_counts_customers_in_the_arms_the_engine_assigned(catalog: Catalog) -> None:
+    """Results per arm use the engine's stable experiment id: a customer who browsed
+    anonymously before logging in is counted in the arm that anonymous visitor had."""
+    loop = SiteLoop(NextbestPolicy(), catalog, SEED, 60)
+    for d in range(10):
+        loop.run_day(d)
+    keys = {}
+    for sim in loop.sims:
+        profile = loop.engine.profile(sim.c.user_id)
+        if profile is not None:
+            keys[sim.c.user_id] = (loop._arm_key(sim.c.user_id), profile.experiment_key)
+    assert keys
+    assert all(ours == engine for ours, engine in keys.values())
+    assert any(k.startswith("anon:") for k, _ in keys.values())  # some came anonymously first

@@ -113,15 +113,26 @@ offers:
     content:
       app: {title: A card}
 """
-CAMPAIGNS = """
+#: what every campaign must say (its hypothesis, objective, category and primary KPI)
+WHY = (
+    "    hypothesis: {observation: Few book advice, change: Invite them, expected: More calls}\n"
+    "    objective: acquisition\n"
+    "    category: offer\n"
+    "    kpi: Callback Requested\n"
+)
+CAMPAIGNS = (
+    """
 campaigns:
   - id: autumn
     name: Autumn
     owner: me@bank.example
     offers: [advice]
-    weight: 1.5
+"""
+    + WHY
+    + """    weight: 1.5
     control_share: 0.1
 """
+)
 PLACEMENTS = """
 placements:
   - id: hero
@@ -447,7 +458,7 @@ def test_unknown_field_in_an_offer(tmp_path: Path) -> None:
     # the offer's line or the field's line
     assert problem.line in (line_of(file, "id: warning"), line_of(file, "colour: red"))
     assert problem.path in ("$.offers[1]", "$.offers[1].colour")
-    assert problem.reason == "Object contains unknown field `colour`"
+    assert problem.reason.startswith("unknown field 'colour'; the fields here are id, name, kind")
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -466,7 +477,7 @@ def test_wrong_type(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
-        ("kind", "promo", "Invalid enum value 'promo'"),
+        ("kind", "promo", "'promo' is not one of service, commercial"),
         ("value", "0", "Expected `float` > 0.0"),
         (
             "prior_ctr",
@@ -635,7 +646,7 @@ def test_campaign_naming_an_unknown_offer(tmp_path: Path) -> None:
 def test_offer_in_two_campaigns(tmp_path: Path) -> None:
     campaigns = CAMPAIGNS + (
         "  - id: winter\n    name: Winter\n    owner: me@bank.example\n"
-        "    offers: [warning, advice]\n"
+        "    offers: [warning, advice]\n" + WHY + "    control_share: 0.1\n"
     )
     folder = small(tmp_path / "cat", campaigns=campaigns)
     file = folder / "campaigns.yaml"
@@ -983,18 +994,17 @@ def test_line_numbers_in_the_second_file_of_a_campaign_split(tmp_path: Path) -> 
         "  - id: q4\n"
         "    name: Q4\n"
         "    owner: me\n"
-        "    offers: [warning]\n"
-        "  - id: q4b\n"
+        "    offers: [warning]\n" + WHY + "    control_share: 0.1\n  - id: q4b\n"
         "    name: Q4b\n"
         "    owner: me\n"
         "    offers:\n"
         "      - card_app\n"
-        "      - advice\n"
+        "      - advice\n" + WHY + "    control_share: 0.1\n"
     )
     assert_problem(
         only(folder),
         second,
-        11,
+        16,
         "$.campaigns[2].offers[1]",
         "offer 'advice' is already in campaign 'autumn'",
     )

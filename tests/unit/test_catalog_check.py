@@ -129,7 +129,7 @@ def test_url_patterns_that_can_match_nothing_are_warnings(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("file", "old", "field"),
     [
-        ("campaigns.yaml", "kpi: Callback Requested", "$.campaigns[2].kpi"),
+        ("campaigns.yaml", "event: Callback Requested", "$.campaigns[2].kpi.event"),
         ("offers.yaml", "kpi_event: Callback Requested", "$.offers[4].kpi_event"),
     ],
 )

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from nextbest.catalog import model
+from nextbest.catalog.compile import _KPI_SCHEMA
 from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS
 from nextbest.rules.schema import NOW_FIELDS, rule_schema
 from nextbest.rules.typecheck import FUNCTIONS, METHODS, check_rule
@@ -29,6 +30,10 @@ SPECS: list[type[msgspec.Struct]] = [
     model.OfferSpec,
     model.Content,
     model.CampaignSpec,
+    model.Hypothesis,
+    model.KpiSpec,
+    model.GuardrailSpec,
+    model.VariantSpec,
     model.PlacementSpec,
     model.LearningSpec,
     model.Greedy,
@@ -128,6 +133,8 @@ def test_defaults_are_the_code_s(spec: type[msgspec.Struct]) -> None:
 
 #: the fields whose text is a rule
 _RULES = {"rule", "eligibility", "urgent"}
+#: the fields whose text is a KPI's condition on its event
+_KPI_RULES = {"where"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.__name__)
@@ -147,6 +154,8 @@ def test_every_example_is_a_valid_value(spec: type[msgspec.Struct]) -> None:
         msgspec.convert(value, hints[name], strict=False)
         if name in _RULES:
             assert check_rule(value, schema) == [], (name, value)
+        if name in _KPI_RULES:
+            assert check_rule(value, _KPI_SCHEMA) == [], (name, value)
 
 
 def _example_schema() -> Any:

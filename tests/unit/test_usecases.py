@@ -56,7 +56,10 @@ def test_logs_export_and_offline_evaluation(store: Settings, tmp_path: Path):
     assert read_logged(CATALOG, store.data, since=T0 + 1).decisions == []
     out = tmp_path / "decisions.parquet"
     rows = export_decisions(CATALOG, store.data, out, None, None)
-    assert rows == len(logged.items)
+    # a row per shown item and one per control exposure (none of these decisions is empty)
+    control = sum(len(d.control) for d in logged.decisions)
+    assert control > 0
+    assert rows == len(logged.items) + control
     from_store = evaluate_policy(CATALOG, store.data, CATALOG, n_bootstrap=20)
     from_file = evaluate_policy(CATALOG, str(out), CATALOG, n_bootstrap=20)
     assert from_store.rewards == from_file.rewards

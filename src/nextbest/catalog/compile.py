@@ -23,8 +23,9 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from nextbest.catalog.compiled import Catalog, CompiledOffer
+from nextbest.catalog.compiled import Catalog, CompiledKpi, CompiledOffer
 from nextbest.catalog.lint import (
+    campaign_warnings,
     event_vocabulary,
     kpi_warning,
     schedule_warnings,
@@ -33,8 +34,12 @@ from nextbest.catalog.lint import (
 from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
+    Category,
     ContactPolicy,
+    GuardrailSpec,
+    KpiSpec,
     ModelKind,
+    Objective,
     OfferKind,
     OfferSpec,
     PlacementSpec,
@@ -49,16 +54,21 @@ from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgsp
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
 from nextbest.rules.expression import Rule, compile_rule
-from nextbest.rules.schema import RuleType, rule_schema
+from nextbest.rules.schema import DYN, RuleType, map_of, rule_schema
 from nextbest.rules.typecheck import check_rule, did_you_mean
 
 __all__ = [
+    "KPI_ROOTS",
     "SECTIONS_LIST",
     "SECTIONS_SINGLE",
     "compile_catalog",
     "parse_when",
     "section_problem",
 ]
+
+#: what a KPI's ``where`` condition reads: the KPI event's properties and context
+KPI_ROOTS = frozenset({"properties", "context"})
+_KPI_SCHEMA: dict[str, RuleType] = {root: map_of(DYN) for root in sorted(KPI_ROOTS)}
 
 #: sections whose items concatenate across files, and sections defined once
 SECTIONS_LIST = ("topics", "segments", "offers", "campaigns", "placements")
@@ -114,6 +124,7 @@ def compile_catalog(
     offers = _compile_offers(sections, owner, windows, schema, source_map, problems)
     _check_placements(sections.placements, offers, sections.broken, source_map, problems)
     _check_offer_placements(sections, source_map, problems)
+    kpis = _compile_campaigns(sections, source_map, problems)
     errors = [p for p in problems if p.is_error]
     wrong = {p.path for p in errors}  # a field with an error is not warned about too
     warnings = [
@@ -121,7 +132,7 @@ def compile_catalog(
     ]
     if errors:
         raise CatalogError(errors + warnings)
-    return Catalog(sections.spec(), segments, offers, digest, source, warnings)
+    return Catalog(sections.spec(), segments, offers, digest, source, warnings, kpis)
 
 
 def section_problem(key: str, value: Any) -> str | None:
@@ -388,6 +399,87 @@ def _check_offer_placements(
                 )
 
 
+def _compile_campaigns(
+    sections: _Sections, smap: SourceMap, problems: list[CatalogProblem]
+) -> dict[str, list[CompiledKpi]]:
+    """Each campaign's KPIs (the primary first, then the guardrails) with their ``where``
+    compiled and type checked; its variants' content and its audiences checked."""
+    offers = {o.id: o for _, o in sections.offers}
+    segment_ids = {s.id for _, s in sections.segments} | sections.broken
+    out: dict[str, list[CompiledKpi]] = {}
+    for path, camp in sections.campaigns:
+        kpis: list[CompiledKpi] = []
+        wheres: list[tuple[KpiSpec | GuardrailSpec, str]] = [(camp.primary_kpi, f"{path}.kpi")]
+        wheres += [(g, f"{path}.guardrails[{j}]") for j, g in enumerate(camp.guardrail_kpis)]
+        for spec, where in wheres:
+            if spec.value is not None and not _PROPERTY.match(spec.value):
+                problems.append(
+                    smap.problem(
+                        f"{where}.value",
+                        f"{spec.value!r} is no property name: write the name of a number "
+                        "property of the event, such as amount",
+                    )
+                )
+            rule = _rule(spec.where, f"{where}.where", smap, problems, _KPI_SCHEMA, KPI_ROOTS)
+            if rule is not None:
+                kpis.append(CompiledKpi(spec, rule, guardrail=where != f"{path}.kpi"))
+        out[camp.id] = kpis
+        _check_variants(path, camp, offers, sections.broken, smap, problems)
+        for j, seg in enumerate(camp.audiences):
+            if seg not in segment_ids:
+                hint = did_you_mean(seg, segment_ids, quote=_Q)
+                problems.append(
+                    smap.problem(f"{path}.audiences[{j}]", f"unknown segment {seg!r}{hint}")
+                )
+    return out
+
+
+_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def _check_variants(
+    path: str,
+    camp: CampaignSpec,
+    offers: Mapping[str, OfferSpec],
+    broken: Collection[str],
+    smap: SourceMap,
+    problems: list[CatalogProblem],
+) -> None:
+    """Variant ids are unique; a variant's content replaces content its campaign's offers
+    have (an offer of the campaign, a channel the offer shows)."""
+    seen: set[str] = set()
+    for j, variant in enumerate(camp.variants):
+        at = f"{path}.variants[{j}]"
+        if variant.id in seen:
+            problems.append(smap.problem(f"{at}.id", f"duplicate variant {variant.id!r}"))
+        seen.add(variant.id)
+        for oid, channels in variant.content.items():
+            if oid in broken:
+                continue
+            if oid not in camp.offers:
+                hint = did_you_mean(oid, camp.offers, quote=_Q)
+                problems.append(
+                    smap.problem(
+                        f"{at}.content.{oid}",
+                        f"offer {oid!r} is not in this campaign{hint}: a variant changes the "
+                        f"content of the campaign's offers ({', '.join(camp.offers)})",
+                    )
+                )
+                continue
+            offer = offers.get(oid)
+            if offer is None:
+                continue  # reported where the campaign names it
+            for channel in channels:
+                if channel not in offer.content:
+                    problems.append(
+                        smap.problem(
+                            f"{at}.content.{oid}.{channel.value}",
+                            f"offer {oid!r} has no {channel.value} content to replace (it has "
+                            f"{', '.join(c.value for c in offer.content)})",
+                        )
+                    )
+
+
 def _warnings(
     sections: _Sections,
     offers: Mapping[str, CompiledOffer],
@@ -409,10 +501,7 @@ def _warnings(
             if reason is not None:
                 found.append((f"{path}.kpi_event", reason))
     for path, camp in sections.campaigns:
-        if camp.kpi:
-            reason = kpi_warning(camp.kpi, vocabulary, "the campaign's results would stay at 0")
-            if reason is not None:
-                found.append((f"{path}.kpi", reason))
+        found += campaign_warnings(path, camp, vocabulary)
     live = [(p, o) for p, o in sections.offers if o.id in offers]
     found += schedule_warnings(sections.campaigns, live, windows, now)
     return [smap.warning(path, reason) for path, reason in found]
@@ -450,7 +539,11 @@ def _convert(
         return msgspec.convert(_rule_texts(value), kind, strict=False)
     except msgspec.ValidationError as exc:
         reason, where = split_msgspec_message(str(exc))
-        problems.append(smap.problem(path + where[1:], _explained(reason, where, value)))
+        explained = _explained(reason, where, value, kind)
+        unknown = _UNKNOWN_FIELD.match(reason)
+        if unknown is not None:  # the misspelt field's own line
+            where = f"{where}.{unknown.group(1)}"
+        problems.append(smap.problem(path + where[1:], explained))
         return None
 
 
@@ -470,9 +563,11 @@ def _value_at(value: Any, where: str) -> Any:
     return value
 
 
-def _explained(reason: str, where: str, item: Any) -> str:
+def _explained(reason: str, where: str, item: Any, kind: type[Any]) -> str:
     """msgspec's reason, explained where a marketer's intent is plain: a share written as a
-    percentage (``control_share: 10``), a rule written as a number."""
+    percentage (``control_share: 10``), a rule written as a number, a hypothesis written as
+    one sentence, a misspelt field or choice (with the closest one), a missing campaign
+    field (with an example)."""
     field = where.rsplit(".", 1)[-1]
     value = _value_at(item, where)
     top = _fraction_fields().get(field)
@@ -483,7 +578,83 @@ def _explained(reason: str, where: str, item: Any) -> str:
             f"a rule is a condition written as text, such as profile.age >= 18: {value!r} is "
             f"{'a number' if isinstance(value, int | float) else 'no text'}, not a condition"
         )
+    unknown = _UNKNOWN_FIELD.match(reason)
+    if unknown is not None:
+        fields = _field_names(_type_at(kind, where))
+        name = unknown.group(1)
+        if fields:
+            return (
+                f"unknown field {name!r}{did_you_mean(name, fields, quote=_Q)}; the fields "
+                f"here are {', '.join(fields)}"
+            )
+        return reason
+    leaf = _type_at(kind, where)
+    if reason.startswith("Invalid enum value") and isinstance(leaf, msgspec.inspect.EnumType):
+        choices = [str(m.value) for m in leaf.cls]
+        return (
+            f"{value!r} is not one of {', '.join(choices)}"
+            f"{did_you_mean(str(value), choices, quote=_Q)}"
+        )
+    if field == "hypothesis" and isinstance(value, str):
+        return f"{_HYPOTHESIS} (not one sentence: {value!r})"
+    if _MISSING_FIELD.match(reason) and field in _CAMPAIGN_HELP:
+        return f"{reason}: {_CAMPAIGN_HELP[field]}"
     return reason
+
+
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]+)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
+_HYPOTHESIS = (
+    "a hypothesis has three parts: observation (what was seen), change (what the campaign "
+    "does) and expected (the primary metric expected to move), such as {observation: "
+    "Researchers visit mortgage pages often without booking a call, change: Invite them to "
+    "a free advice call on the home page, expected: More mortgage applications within 14 "
+    "days}"
+)
+_CAMPAIGN_HELP = {
+    "hypothesis": _HYPOTHESIS,
+    "kpi": (
+        "the primary KPI, an event name (kpi: Application Started) or {event: Application "
+        'Submitted, where: properties.product == "mortgage", within_days: 14}'
+    ),
+    "objective": "one of " + ", ".join(o.value for o in Objective),
+    "category": "what is tested, one of " + ", ".join(c.value for c in Category),
+}
+
+
+def _type_at(kind: type[Any], where: str) -> Any:
+    """The msgspec type (``msgspec.inspect``) at msgspec path ``where`` under ``kind``, or
+    None; a union is followed through its one member that can hold the step."""
+    t: Any = msgspec.inspect.type_info(kind)
+    for name, index in _STEP.findall(where):
+        t = _unwrapped(t, name)
+        if name and isinstance(t, msgspec.inspect.StructType):
+            t = next((f.type for f in t.fields if f.name == name), None)
+        elif name and isinstance(t, msgspec.inspect.DictType):
+            t = t.value_type
+        elif index and isinstance(t, msgspec.inspect.ListType):
+            t = t.item_type
+        else:
+            return None
+    return _unwrapped(t, "")
+
+
+def _unwrapped(t: Any, step: str) -> Any:
+    """A union's member: the struct with field ``step``, else the one that is not None/str."""
+    if not isinstance(t, msgspec.inspect.UnionType):
+        return t
+    members = [m for m in t.types if not isinstance(m, msgspec.inspect.NoneType)]
+    for m in members:
+        if isinstance(m, msgspec.inspect.StructType) and (
+            not step or any(f.name == step for f in m.fields)
+        ):
+            return m
+    rest = [m for m in members if not isinstance(m, msgspec.inspect.StrType)]
+    return rest[0] if len(rest) == 1 else (members[0] if len(members) == 1 else None)
+
+
+def _field_names(t: Any) -> list[str]:
+    return [f.name for f in t.fields] if isinstance(t, msgspec.inspect.StructType) else []
 
 
 def _as_percentage(value: Any, top: float) -> str | None:
@@ -583,10 +754,11 @@ def _rule(
     smap: SourceMap,
     problems: list[CatalogProblem],
     schema: Mapping[str, RuleType],
+    roots: frozenset[str] = RULE_ROOTS,
 ) -> Rule | None:
     """The rule compiled, or None with every problem found in it reported at ``path``."""
     try:
-        rule = compile_rule(source, RULE_ROOTS)
+        rule = compile_rule(source, roots)
     except RuleError as exc:
         problems.append(smap.problem(path, exc.message))
         return None

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
+    Channel,
+    Content,
+    GuardrailSpec,
+    KpiSpec,
     OfferKind,
     OfferSpec,
     PlacementSpec,
@@ -23,7 +27,42 @@ from nextbest.profile.topics import TopicMatcher
 from nextbest.rules.expression import Rule
 from nextbest.rules.reads import RuleReads
 
-__all__ = ["Catalog", "CompiledOffer"]
+__all__ = ["Catalog", "CompiledKpi", "CompiledOffer", "CompiledVariants"]
+
+
+class CompiledKpi:
+    """A campaign's KPI (or guardrail) with its ``where`` condition compiled: what the
+    experiment counters match KPI events with."""
+
+    __slots__ = ("guardrail", "spec", "where")
+
+    def __init__(self, spec: KpiSpec | GuardrailSpec, where: Rule, *, guardrail: bool) -> None:
+        self.spec = spec
+        self.where = where
+        self.guardrail = guardrail
+
+
+class CompiledVariants:
+    """A campaign's variants as assignment reads them: each variant's upper bound on the
+    treated customers' bucket (cumulative weights, the last 1.0) and its content."""
+
+    __slots__ = ("bounds", "content", "ids")
+
+    def __init__(self, campaign: CampaignSpec) -> None:
+        total = sum(v.weight for v in campaign.variants)
+        acc = 0.0
+        bounds: list[float] = []
+        for v in campaign.variants:
+            acc += v.weight
+            bounds.append(acc / total)
+        if bounds:
+            bounds[-1] = 1.0
+        self.bounds = tuple(bounds)
+        self.ids = tuple(v.id for v in campaign.variants)
+        #: variant id -> offer id -> channel -> content
+        self.content: dict[str, dict[str, dict[Channel, Content]]] = {
+            v.id: v.content for v in campaign.variants
+        }
 
 
 class CompiledOffer:
@@ -42,6 +81,7 @@ class CompiledOffer:
         "urgent_rule",
         "valid_from",
         "valid_until",
+        "variants",
         "weight",
     )
 
@@ -64,12 +104,20 @@ class CompiledOffer:
         self.urgent_rule = urgent_rule
         self.campaign = campaign
         self.weight = campaign.weight if campaign is not None else 1.0
+        #: the campaign's variants (None: it has none, every treated customer sees the offer's
+        #: own content)
+        self.variants = (
+            CompiledVariants(campaign) if campaign is not None and campaign.variants else None
+        )
         default = scoring.service_ctr if spec.kind is OfferKind.SERVICE else scoring.commercial_ctr
         self.base_ctr = spec.prior_ctr if spec.prior_ctr is not None else default
         #: P(conversion | click) before any is observed
         self.base_conversion = (
             spec.prior_conversion if spec.prior_conversion is not None else scoring.conversion_rate
         )
+        if campaign is not None and not campaign.running:
+            # a draft, paused or stopped campaign shows nothing: never live
+            valid_from, valid_until = 0.0, 0.0
         self.valid_from = valid_from
         self.valid_until = valid_until
         #: segments the eligibility rule names, in order: the reasons cite those that hold
@@ -102,8 +150,11 @@ class Catalog:
         digest: str,
         source: str,
         warnings: Sequence[CatalogProblem] = (),
+        kpis: dict[str, list[CompiledKpi]] | None = None,
     ) -> None:
         self.spec = spec
+        #: each campaign's KPIs, the primary first, then its guardrails
+        self.kpis = kpis or {}
         #: what loads but may show nothing (``catalog.lint``): printed by ``nextbest check``
         self.warnings = list(warnings)
         self.digest = digest

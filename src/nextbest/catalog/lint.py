@@ -24,6 +24,7 @@ from nextbest.rules.typecheck import did_you_mean
 
 __all__ = [
     "Finding",
+    "campaign_warnings",
     "event_vocabulary",
     "kpi_warning",
     "schedule_warnings",
@@ -58,6 +59,32 @@ def kpi_warning(name: str, vocabulary: Collection[str], what: str) -> str | None
         "known events are the bank's named events, the topics' events and "
         "profile.event_weights"
     )
+
+
+def campaign_warnings(path: str, camp: CampaignSpec, vocabulary: Collection[str]) -> list[Finding]:
+    """A KPI or guardrail naming no event the catalog knows; a running campaign without a
+    control group (nothing to measure it against)."""
+    out: list[Finding] = []
+    at = f"{path}.kpi" if isinstance(camp.kpi, str) else f"{path}.kpi.event"
+    reason = kpi_warning(
+        camp.primary_kpi.event, vocabulary, "the campaign's results would stay at 0"
+    )
+    if reason is not None:
+        out.append((at, reason))
+    for j, (raw, guard) in enumerate(zip(camp.guardrails, camp.guardrail_kpis, strict=True)):
+        at = f"{path}.guardrails[{j}]" + ("" if isinstance(raw, str) else ".event")
+        reason = kpi_warning(guard.event, vocabulary, "this guardrail would never move")
+        if reason is not None:
+            out.append((at, reason))
+    if camp.control_share == 0 and camp.running:
+        out.append(
+            (
+                f"{path}.control_share",
+                "no control group: nothing to compare the campaign's customers with, so its "
+                "effect on the KPI cannot be measured; keep a share out (control_share: 0.1)",
+            )
+        )
+    return out
 
 
 def topic_warnings(path: str, topic: TopicSpec) -> list[Finding]:

@@ -14,16 +14,23 @@ from nextbest.profile.topics import TopicSpec
 
 __all__ = [
     "CampaignSpec",
+    "CampaignStatus",
     "CatalogSpec",
+    "Category",
     "Channel",
     "ContactPolicy",
     "Content",
+    "Direction",
     "EpsilonGreedy",
     "FeedbackTrust",
     "Greedy",
+    "GuardrailSpec",
+    "Hypothesis",
     "ImpressionCap",
+    "KpiSpec",
     "LearningSpec",
     "ModelKind",
+    "Objective",
     "OfferKind",
     "OfferSpec",
     "PlacementSpec",
@@ -34,6 +41,7 @@ __all__ = [
     "Softmax",
     "Thompson",
     "TopicSpec",
+    "VariantSpec",
 ]
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -100,13 +108,116 @@ class OfferSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     placements: list[Id] = []
 
 
+class Objective(enum.StrEnum):
+    """What a campaign is for, in a bank's words (the customer life cycle it moves)."""
+
+    ACQUISITION = "acquisition"
+    ACTIVATION = "activation"
+    EARLY_MONTH_ON_BOOK = "early_month_on_book"
+    CROSS_SELL = "cross_sell"
+    SPEND = "spend"
+    DIGITAL_ENGAGEMENT = "digital_engagement"
+    ATTRITION = "attrition"
+    LIFETIME_VALUE = "lifetime_value"
+
+
+class Category(enum.StrEnum):
+    """What a campaign tests."""
+
+    BANNER = "banner"
+    CONTENT = "content"
+    LAYOUT = "layout"
+    OFFER = "offer"
+    OVERLAY = "overlay"
+    EMAIL = "email"
+    PUSH = "push"
+    SMS = "sms"
+    MESSAGING = "messaging"
+    MERCHANDISING_RULE = "merchandising_rule"
+    RECOMMENDATION_STRATEGY = "recommendation_strategy"
+
+
+class CampaignStatus(enum.StrEnum):
+    """Only a ``running`` campaign's offers are shown; the others are kept for the record
+    (a ``draft`` not started, a ``paused`` one to resume, a ``stopped`` one ended)."""
+
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class Direction(enum.StrEnum):
+    """Which way of a KPI is good: ``increase`` (applications) or ``decrease`` (closed
+    accounts, complaints)."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+
+
+Text = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class Hypothesis(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why a campaign exists, as bank marketers write it: *because we saw* (observation),
+    *we will* (change), *and expect* (the primary metric that should move)."""
+
+    observation: Text
+    change: Text
+    expected: Text
+
+
+class KpiSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A campaign's primary KPI: an exposed customer converts when they send ``event``
+    matching ``where`` within ``within_days`` of their first exposure."""
+
+    event: Text
+    #: a CEL condition on the event (``properties``, ``context``)
+    where: str = "true"
+    within_days: Positive = 14.0
+    #: a number property of the event summed per customer (an amount): the KPI is then a
+    #: mean per exposed customer rather than a conversion rate
+    value: str | None = None
+    direction: Direction = Direction.INCREASE
+
+
+class GuardrailSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A KPI the campaign must not harm (complaints, unsubscribes): like ``KpiSpec``, but a
+    rise is bad unless ``direction`` says otherwise."""
+
+    event: Text
+    where: str = "true"
+    within_days: Positive = 14.0
+    value: str | None = None
+    direction: Direction = Direction.DECREASE
+
+
+class VariantSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One treatment arm of a campaign: its share of the treated customers (``weight``,
+    relative to the other variants) and the content it shows instead of its offers' own
+    (offer id -> channel -> content; an offer or channel not named keeps its content)."""
+
+    id: Id
+    weight: Positive = 1.0
+    name: str = ""
+    content: dict[str, dict[Channel, Content]] = {}
+
+
 class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: Id
     name: str
     owner: str
     offers: list[Id]
-    hypothesis: str = ""
-    kpi: str = ""
+    hypothesis: Hypothesis
+    objective: Objective
+    category: Category
+    #: the primary KPI: an event name alone (``Application Started``) or a ``KpiSpec``
+    kpi: str | KpiSpec
+    guardrails: list[str | GuardrailSpec] = []
+    status: CampaignStatus = CampaignStatus.RUNNING
+    variants: list[VariantSpec] = []
+    #: segments whose results are read as confirmatory (the others are exploratory)
+    audiences: list[Id] = []
     weight: Positive = 1.0
     control_share: Share = 0.0
     #: the largest share of this campaign's impressions that exploration may choose
@@ -116,6 +227,19 @@ class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     salt: str | None = None
     start: When | None = None
     end: When | None = None
+
+    @property
+    def primary_kpi(self) -> KpiSpec:
+        """``kpi`` as a ``KpiSpec`` (an event name alone: no filter, the default window)."""
+        return KpiSpec(event=self.kpi) if isinstance(self.kpi, str) else self.kpi
+
+    @property
+    def guardrail_kpis(self) -> list[GuardrailSpec]:
+        return [GuardrailSpec(event=g) if isinstance(g, str) else g for g in self.guardrails]
+
+    @property
+    def running(self) -> bool:
+        return self.status is CampaignStatus.RUNNING
 
 
 # Exploration policies of a learning placement (``learning.explore``); ``learn.explore``

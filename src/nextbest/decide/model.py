@@ -65,6 +65,8 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     propensity_kind: PropensityKind = PropensityKind.EXACT
     #: the estimated P(conversion | click) the score used (learned, or the catalog's prior)
     p_convert: float | None = None
+    #: the campaign's variant whose content is shown (None: the campaign has no variants)
+    variant: str | None = None
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):

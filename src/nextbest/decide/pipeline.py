@@ -49,7 +49,7 @@ from nextbest.decide.model import (
 )
 from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
-from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket
+from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket, variant_index
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import LazyEvaluation
@@ -154,19 +154,28 @@ def decide(
     eligible, excluded = _filter_candidates(catalog, profile, request, now, audience, rules)
     scored = _score(eligible, catalog)
     ranked = ranking.in_rank_order(scored)
-    pool, control, in_control = _control_group(ranked, profile.customer_id, limit)
+    pool, control, in_control = _control_group(ranked, profile.experiment_key, limit)
     in_segments = sorted(k for k, v in rules.segments.items() if v)
     ctx = ChoiceContext(decision_id, placement.id, now, rules.seen, request.context, in_segments)
     choice = choose(ctx, pool, limit)
     if choice.p_click is not None:  # a learned model's click and conversion probabilities
         pool = _rescore(pool, choice.p_click, choice.p_convert)
-    items = _items(catalog, placement, pool, choice, limit, rules, audience.personalized)
+    items = _items(
+        catalog,
+        placement,
+        pool,
+        choice,
+        limit,
+        rules,
+        audience.personalized,
+        profile.experiment_key,
+    )
     available = (
         _fallback_available(catalog, profile, placement, request, now, audience)
         if placement.fallback
         else []
     )
-    items += _fallback_items(catalog, placement, available, items, limit)
+    items += _fallback_items(catalog, placement, available, items, limit, profile.experiment_key)
     return Decision(
         decision_id=decision_id,
         customer_id=profile.customer_id,
@@ -208,7 +217,7 @@ def _audience(catalog: Catalog, profile: Profile) -> _Audience:
     return _Audience(
         personalized=_consented(profile, catalog, "personalization"),
         marketing=_consented(profile, catalog, "marketing"),
-        in_holdout=holdout > 0 and bucket(profile.customer_id, HOLDOUT_SALT) < holdout,
+        in_holdout=holdout > 0 and bucket(profile.experiment_key, HOLDOUT_SALT) < holdout,
     )
 
 
@@ -403,6 +412,7 @@ def _items(
     limit: int,
     rules: _RuleEnvironment,
     personalized: bool,
+    customer: str,
 ) -> list[DecisionItem]:
     chosen = choice.picks[:limit]
     explored = choice.explored or [False] * len(chosen)
@@ -411,6 +421,7 @@ def _items(
     for position, (index, propensity) in enumerate(chosen, start=1):
         c = pool[index]
         offer = c.offer
+        variant = _variant(offer, customer)
         items.append(
             DecisionItem(
                 position=position,
@@ -421,10 +432,11 @@ def _items(
                 score=round(c.score, 9),
                 p_click=round(c.p_click, 9),
                 propensity=propensity,
-                content=_content(offer, placement.channel.value),
+                content=_content(offer, placement.channel.value, variant),
                 reasons=_reasons(
                     offer, catalog, rules.views, rules.variables, personalized, rules.segments
                 ),
+                variant=variant,
                 explored=explored[position - 1],
                 propensity_kind=kinds[position - 1],
                 p_convert=round(offer.base_conversion if c.p_convert is None else c.p_convert, 9),
@@ -455,7 +467,7 @@ def _fallback_available(
                 owned = _owned_topics(profile, catalog)
             if not audience.marketing or audience.in_holdout or offer.topic in owned:
                 continue
-        if not _in_control(offer, profile.customer_id):
+        if not _in_control(offer, profile.experiment_key):
             out.append(oid)
     return out
 
@@ -466,6 +478,7 @@ def _fallback_items(
     available: list[str],
     items: list[DecisionItem],
     limit: int,
+    customer: str,
 ) -> list[DecisionItem]:
     """The ``available`` fallback content, in order, in the slots ``items`` left empty."""
     free = limit - len(items)
@@ -476,6 +489,7 @@ def _fallback_items(
     for oid in (o for o in available if o not in shown):
         offer = catalog.offers[oid]
         p_click = ranking.prior_p_click(offer, 0.0, catalog.scoring)
+        variant = _variant(offer, customer)
         out.append(
             DecisionItem(
                 position=len(items) + len(out) + 1,
@@ -486,10 +500,11 @@ def _fallback_items(
                 score=round(ranking.score(offer, p_click), 9),
                 p_click=round(p_click, 9),
                 propensity=1.0,
-                content=_content(offer, placement.channel.value),
+                content=_content(offer, placement.channel.value, variant),
                 reasons=[
                     Reason(ReasonCode.FALLBACK, f"shown when nothing else fits: {offer.spec.name}")
                 ],
+                variant=variant,
             )
         )
         if len(out) == free:
@@ -513,8 +528,20 @@ def _features(pool: list[Candidate], rules: _RuleEnvironment) -> dict[str, float
     }
 
 
-def _content(offer: CompiledOffer, channel: str) -> dict[str, Any]:
+def _variant(offer: CompiledOffer, customer: str) -> str | None:
+    """The variant of ``offer``'s campaign a treated ``customer`` is in (None: no variants)."""
+    variants, camp = offer.variants, offer.campaign
+    if variants is None or camp is None:
+        return None
+    position = bucket(customer, camp.salt or camp.id)
+    return variants.ids[variant_index(position, camp.control_share, variants.bounds)]
+
+
+def _content(offer: CompiledOffer, channel: str, variant: str | None = None) -> dict[str, Any]:
     content = offer.spec.content[channel]  # type: ignore[index]
+    if variant is not None and offer.variants is not None:
+        own = offer.variants.content[variant].get(offer.id, {})
+        content = own.get(channel, content)  # type: ignore[call-overload]
     return {
         "title": content.title,
         "body": content.body,

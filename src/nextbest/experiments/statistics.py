@@ -60,6 +60,20 @@ Where this differs from gbstats on purpose:
       are not offered; the Bayesian prior is always on the relative effect (gbstats' engine
       does the same).
 
+Audience breakdowns
+    A campaign's result broken down by audience (the catalog's segments: intent, lifecycle,
+    product holding, engagement) is confirmatory only for the audiences the campaign
+    registered before it started (``CampaignSpec.audiences``). Every other breakdown is
+    exploratory: looking at twenty audiences finds one "significant" at p < 0.05 by chance
+    alone, so ``audience_p_values`` adjusts their p-values for how many were looked at
+    (``adjusted_p_values``, equal to statsmodels' ``multipletests``; ``tests/conformance/
+    test_multipletests.py``). The default is Benjamini-Hochberg (``fdr_bh``), which bounds
+    the expected share of false leads among the audiences flagged (the false discovery
+    rate): an exploratory breakdown is a lead for the next, pre-registered campaign, and a
+    lead that is sometimes wrong is cheap while one never found is not. Holm (``holm``)
+    bounds the chance of *any* false claim (the family-wise error rate): use it when a
+    breakdown will be acted on as it stands; with 10-20 audiences it keeps little power.
+
 Defaults mirror GrowthBook's: alpha 0.05, two-sided, relative lift, sequential tuning 5000,
 prior mean 0 and standard deviation 0.1 on the relative lift, improper.
 """
@@ -79,10 +93,13 @@ from scipy import special
 from nextbest.errors import ValidationError
 
 __all__ = [
+    "EXPLORATORY_ADJUSTMENT",
     "SRM_THRESHOLD",
+    "Adjustment",
     "Analysis",
     "ArmCounts",
     "ArmSummary",
+    "AudienceP",
     "BayesianResult",
     "CampaignResult",
     "Comparison",
@@ -92,7 +109,9 @@ __all__ = [
     "Prior",
     "Srm",
     "Status",
+    "adjusted_p_values",
     "analyze",
+    "audience_p_values",
     "bayesian",
     "cuped_theta",
     "frequentist",
@@ -657,6 +676,84 @@ def _check_split(users: Sequence[int], weights: Sequence[float]) -> None:
             raise ValidationError(f"must be a finite number >= 0, got {w!r}", f"$.weights[{i}]")
     if not sum(weights) > 0:
         raise ValidationError("weights must have a positive sum", "$.weights")
+
+
+# ------------------------------------------------------------------ many audiences
+class Adjustment(enum.StrEnum):
+    """How p-values of many comparisons are adjusted (statsmodels' ``multipletests``
+    method in brackets)."""
+
+    #: Holm's step-down (``holm``): the family-wise error rate, any false claim
+    HOLM = "holm"
+    #: Benjamini-Hochberg's step-up (``fdr_bh``): the false discovery rate
+    BENJAMINI_HOCHBERG = "benjamini_hochberg"
+
+
+#: the adjustment of exploratory audience breakdowns (see the module docstring)
+EXPLORATORY_ADJUSTMENT = Adjustment.BENJAMINI_HOCHBERG
+
+
+def adjusted_p_values(
+    p_values: Sequence[float], method: Adjustment = EXPLORATORY_ADJUSTMENT
+) -> list[float]:
+    """Each p-value adjusted for the others, in the order given (statsmodels'
+    ``multipletests(p_values, method=...)[1]``). Holm: the i-th smallest of m becomes the
+    running maximum of ``(m - j + 1) * p_(j)`` over j <= i; Benjamini-Hochberg: the running
+    minimum, from the largest down, of ``m * p_(j) / j`` over j >= i; both capped at 1."""
+    m = len(p_values)
+    for i, p in enumerate(p_values):
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
+            raise ValidationError(f"must be a p-value from 0 to 1, got {p!r}", f"$.p_values[{i}]")
+    if m == 0:
+        return []
+    order = sorted(range(m), key=lambda i: p_values[i])
+    ranked = [float(p_values[i]) for i in order]
+    out = [0.0] * m
+    if method is Adjustment.HOLM:
+        running = 0.0
+        for j, p in enumerate(ranked):
+            running = max(running, min(1.0, (m - j) * p))
+            out[order[j]] = running
+    else:
+        running = 1.0
+        for j in range(m - 1, -1, -1):
+            running = min(running, ranked[j] / ((j + 1) / m))  # as statsmodels rounds
+            out[order[j]] = min(1.0, running)
+    return out
+
+
+class AudienceP(msgspec.Struct, frozen=True, kw_only=True):
+    """One audience's p-value: as computed, and as read (``adjusted``: the same for a
+    pre-registered audience, adjusted for the exploratory ones otherwise)."""
+
+    p_value: float
+    adjusted: float
+    exploratory: bool
+
+
+def audience_p_values(
+    p_values: dict[str, float],
+    registered: Sequence[str] | frozenset[str] | set[str] = (),
+    method: Adjustment = EXPLORATORY_ADJUSTMENT,
+) -> dict[str, AudienceP]:
+    """The p-value of each audience's breakdown (audience -> p) as a marketer reads it: a
+    ``registered`` audience's as it is (confirmatory), the others' adjusted together for how
+    many exploratory audiences were looked at, and flagged exploratory."""
+    registered = set(registered)
+    exploring = [a for a in p_values if a not in registered]
+    adjusted = dict(
+        zip(exploring, adjusted_p_values([p_values[a] for a in exploring], method), strict=True)
+    )
+    out: dict[str, AudienceP] = {}
+    for audience, p in p_values.items():
+        if audience in registered:
+            adjusted_p_values([p])  # validated like the others
+            out[audience] = AudienceP(p_value=float(p), adjusted=float(p), exploratory=False)
+        else:
+            out[audience] = AudienceP(
+                p_value=float(p), adjusted=adjusted[audience], exploratory=True
+            )
+    return out
 
 
 # ------------------------------------------------------------------ a campaign

@@ -39,10 +39,24 @@ impressions, so DR moves by what wear-out takes from the candidate's repeats, an
 unbiased wherever the model is right. The fitted fades are in the report (``fade``).
 ``fatigue=False`` fits the rates alone, the history-free model: then the estimates are
 ``ope.estimate``'s on the dense arrays (``tests/unit/test_offline.py`` checks this).
+
+**Value, per offer, and the verdict.** Besides clicks and conversions, the report estimates
+*value*: a conversion weighted by what it is worth (``OfferSpec.value`` in the candidate
+catalog), the bank's money per shown slot. DR's value estimate is split by offer
+(``OfferEstimate``: each offer's direct term where the candidate would show it, plus the
+correction on the rows where the logs showed it; the parts sum to the estimate), next to the
+offer's share of the logged and of the candidate's slots. The ``Verdict`` compares the
+candidate with the logging policy on the same rows: the mean of DR's per-row value minus the
+logged value, with a bootstrap interval (the same seed), read as better, worse or no clear
+difference; when the logs hold no conversion it judges clicks and says so. It says *too
+little overlap* instead when the importance weights' effective sample size is under
+``ESS_MIN_SHARE`` of the rows or under ``ESS_MIN_ROWS``: then a few heavily weighted rows
+decide the estimate and its bootstrap interval is too narrow to trust.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Collection, Sequence
 from itertools import groupby
@@ -58,12 +72,23 @@ from nextbest.decide.model import Candidate, PropensityKind
 from nextbest.errors import ValidationError
 from nextbest.learn import explore
 from nextbest.learn.logs import LoggedItem
-from nextbest.learn.ope import Estimate, Estimator, estimate_rows
+from nextbest.learn.ope import (
+    Estimate,
+    Estimator,
+    bootstrap_interval,
+    effective_sample_size,
+    estimate_rows,
+)
 
 __all__ = [
+    "ESS_MIN_ROWS",
+    "ESS_MIN_SHARE",
     "NONE",
+    "OfferEstimate",
     "OfflineReport",
     "Reward",
+    "Verdict",
+    "VerdictKind",
     "candidate_marginals",
     "evaluate_candidate",
     "fit_reward_model",
@@ -82,6 +107,49 @@ _FADE_PRIOR_SD = 1.0
 #: alternations of the rates and the fades (each fade takes one Newton step per alternation)
 _FIT_ROUNDS = 25
 _KINDS = (OfferKind.SERVICE.value, OfferKind.COMMERCIAL.value)
+#: the verdict is "too little overlap" under this share of the rows as effective sample size
+#: (Kish's): importance sampling diagnostics start to distrust weights there
+ESS_MIN_SHARE = 0.1
+#: ... or under this many effective rows: at 500, a 1 % click rate rests on about 5 clicks
+ESS_MIN_ROWS = 500.0
+
+
+class VerdictKind(enum.StrEnum):
+    BETTER = "better"
+    WORSE = "worse"
+    NO_CLEAR_DIFFERENCE = "no_clear_difference"
+    TOO_LITTLE_OVERLAP = "too_little_overlap"
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """The candidate against the logging policy, per shown slot, on ``reward``."""
+
+    kind: VerdictKind
+    reward: str
+    logged: float
+    candidate: float
+    #: candidate minus logged (DR), with its bootstrap interval
+    difference: float
+    ci_lower: float
+    ci_upper: float
+    effective_sample_size: float
+    rows: int
+    #: the sentence a marketer reads
+    text: str
+
+
+class OfferEstimate(msgspec.Struct, frozen=True, kw_only=True):
+    """One offer's part of the candidate's value (DR), and its share of the slots."""
+
+    offer_id: str
+    #: share of the logged slots that showed it
+    logged_share: float
+    #: expected share of the slots the candidate would show it in
+    candidate_share: float
+    #: its logged value per slot (summed over offers: the logged value)
+    logged_value: float
+    #: its part of DR's value estimate per slot (summed over offers: the estimate)
+    estimated_value: float
 
 
 class Reward(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +175,10 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     capped_decisions: int = 0
     #: what the figures cannot vouch for (estimated propensities in the logs, ...)
     warnings: list[str] = []
+    #: the candidate against the logging policy (None: not computed)
+    verdict: Verdict | None = None
+    #: DR's value estimate by offer, largest first
+    offers: list[OfferEstimate] = []
 
 
 def candidate_marginals(
@@ -134,6 +206,8 @@ def candidate_marginals(
         offer = catalog.offers.get(oid)
         if offer is None or oid not in allowed:
             continue
+        if offer.campaign is not None and not offer.campaign.running:
+            continue  # a draft, paused or stopped campaign shows nothing
         s = ranking.interest_score(features, offer.topic) if offer.topic is not None else 0.0
         p = ranking.prior_p_click(offer, s, catalog.scoring)
         first = oid in urgent and offer.urgent_rule is not None
@@ -282,14 +356,23 @@ def evaluate_candidate(
     logged = _Logged.of(rows, catalog)
     replay = _replay(rows, catalog, logged.index, days, replay_caps=replay_caps, fatigue=fatigue)
     rounds = _Rounds.of(logged, replay, fatigue)
+    worth = {o.id: o.spec.value for o in catalog.offers.values()}
+    values = {
+        "click": np.asarray([float(i.clicked) for i in rows]),
+        "conversion": np.asarray([float(i.converted) for i in rows]),
+        "value": np.asarray([worth.get(i.offer_id, 0.0) * i.converted for i in rows]),
+    }
     rewards = [
-        _reward(name, np.asarray(values), logged, rounds, random_state, n_bootstrap)
-        for name, values in (
-            ("click", [float(i.clicked) for i in rows]),
-            ("conversion", [float(i.converted) for i in rows]),
-        )
+        _reward(name, reward, logged, rounds, random_state, n_bootstrap)
+        for name, reward in values.items()
     ]
+    judged = "value" if values["value"].any() else "click"
+    parts = _dr_parts(values[judged], logged, rounds)
     return OfflineReport(
+        verdict=_verdict(judged, values[judged], rounds, parts, random_state, n_bootstrap),
+        offers=_by_offer(
+            values["value"], logged, rounds, _dr_parts(values["value"], logged, rounds)
+        ),
         warnings=_warnings(rows),
         candidate=catalog.source,
         decisions=replay.decisions,
@@ -452,15 +535,18 @@ class _Rounds(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-def _reward(
-    name: str,
-    reward: npt.NDArray[np.float64],
-    logged: _Logged,
-    rounds: _Rounds,
-    random_state: int,
-    n_bootstrap: int,
-) -> Reward:
-    """IPS, SNIPS and DR of one reward, DR's model fitted on the logs (see the module)."""
+class _DrParts(msgspec.Struct, frozen=True, kw_only=True):
+    """DR's pieces for one reward: the reward model at every entry (``q_direct``) and at
+    every row's logged action (``factual``), the per-row direct term, and the fitted fades."""
+
+    q_direct: npt.NDArray[np.float64]
+    factual: npt.NDArray[np.float64]
+    direct: npt.NDArray[np.float64]
+    log_fade: npt.NDArray[np.float64]
+
+
+def _dr_parts(reward: npt.NDArray[np.float64], logged: _Logged, rounds: _Rounds) -> _DrParts:
+    """DR's reward model fitted on the logs (see the module) and what it predicts."""
     action, kind_of, earlier = logged.action, logged.kind_of, rounds.earlier
     n = len(action)
     rates, log_fade = fit_reward_model(
@@ -477,27 +563,141 @@ def _reward(
     if earlier is not None:
         q_direct = q_direct * np.exp(log_fade[kind_of[rounds.e_action]] * rounds.e_earlier)
         factual = factual * np.exp(log_fade[kind_of[action]] * earlier)
-    direct = np.bincount(rounds.e_row, weights=rounds.e_prob * q_direct, minlength=n)
+    direct = np.bincount(rounds.e_row, weights=rounds.e_prob * q_direct, minlength=n).astype(
+        np.float64, copy=False
+    )
+    return _DrParts(q_direct=q_direct, factual=factual, direct=direct, log_fade=log_fade)
+
+
+def _reward(
+    name: str,
+    reward: npt.NDArray[np.float64],
+    logged: _Logged,
+    rounds: _Rounds,
+    random_state: int,
+    n_bootstrap: int,
+) -> Reward:
+    """IPS, SNIPS and DR of one reward, DR's model fitted on the logs (see the module)."""
+    parts = _dr_parts(reward, logged, rounds)
     estimates = [
         estimate_rows(
             estimator,
             reward=reward,
             weight=rounds.weight,
             unsupported=rounds.unsupported,
-            direct=direct,
-            factual=factual,
+            direct=parts.direct,
+            factual=parts.factual,
             random_state=random_state,
             n_bootstrap=n_bootstrap,
         )
         for estimator in (Estimator.IPS, Estimator.SNIPS, Estimator.DR)
     ]
-    kind_rows = np.bincount(kind_of[action], minlength=len(_KINDS)).tolist()
+    kind_rows = np.bincount(logged.kind_of[logged.action], minlength=len(_KINDS)).tolist()
     fade = {  # a kind the logs never showed has no fitted fade to report
         k: float(math.exp(v))
-        for k, v, rows in zip(_KINDS, log_fade, kind_rows, strict=False)
+        for k, v, rows in zip(_KINDS, parts.log_fade, kind_rows, strict=False)
         if rows
     }
     return Reward(reward=name, logged=float(reward.mean()), estimates=estimates, fade=fade)
+
+
+def _by_offer(
+    reward: npt.NDArray[np.float64], logged: _Logged, rounds: _Rounds, parts: _DrParts
+) -> list[OfferEstimate]:
+    """DR's estimate split by offer: each offer's direct term (the candidate's probability of
+    it times the reward model) plus the correction ``w (r - q)`` on the rows that logged it;
+    the parts sum to DR's estimate. Offers neither logged nor chosen are left out."""
+    n, k = len(logged.action), len(logged.offers)
+    direct = np.bincount(rounds.e_action, weights=rounds.e_prob * parts.q_direct, minlength=k)
+    correction = np.bincount(
+        logged.action, weights=rounds.weight * (reward - parts.factual), minlength=k
+    )
+    chosen = np.bincount(rounds.e_action, weights=rounds.e_prob, minlength=k)
+    shown = np.bincount(logged.action, minlength=k)
+    earned = np.bincount(logged.action, weights=reward, minlength=k)
+    out = [
+        OfferEstimate(
+            offer_id=oid,
+            logged_share=float(shown[a] / n),
+            candidate_share=float(chosen[a] / n),
+            logged_value=float(earned[a] / n),
+            estimated_value=float((direct[a] + correction[a]) / n),
+        )
+        for a, oid in enumerate(logged.offers)
+        if shown[a] or chosen[a] > 0.0
+    ]
+    return sorted(out, key=lambda o: (-o.estimated_value, o.offer_id))
+
+
+def _verdict(
+    name: str,
+    reward: npt.NDArray[np.float64],
+    rounds: _Rounds,
+    parts: _DrParts,
+    random_state: int,
+    n_bootstrap: int,
+) -> Verdict:
+    """The candidate against the logging policy on the same rows (see the module)."""
+    dr = parts.direct + rounds.weight * (reward - parts.factual)
+    delta = dr - reward
+    _, lower, upper = bootstrap_interval(
+        delta, alpha=0.05, n_bootstrap=n_bootstrap, random_state=random_state
+    )
+    n = int(reward.shape[0])
+    ess = effective_sample_size(rounds.weight)
+    logged, candidate = float(reward.mean()), float(dr.mean())
+    difference = float(delta.mean())
+    if ess < max(ESS_MIN_SHARE * n, ESS_MIN_ROWS):
+        kind = VerdictKind.TOO_LITTLE_OVERLAP
+    elif lower > 0.0:
+        kind = VerdictKind.BETTER
+    elif upper < 0.0:
+        kind = VerdictKind.WORSE
+    else:
+        kind = VerdictKind.NO_CLEAR_DIFFERENCE
+    return Verdict(
+        kind=kind,
+        reward=name,
+        logged=logged,
+        candidate=candidate,
+        difference=difference,
+        ci_lower=lower,
+        ci_upper=upper,
+        effective_sample_size=ess,
+        rows=n,
+        text=_verdict_text(kind, name, logged, candidate, lower, upper, ess, n),
+    )
+
+
+def _verdict_text(
+    kind: VerdictKind,
+    name: str,
+    logged: float,
+    candidate: float,
+    lower: float,
+    upper: float,
+    ess: float,
+    n: int,
+) -> str:
+    unit = {"value": "value", "click": "clicks"}.get(name, name)
+    relative = f" ({(candidate - logged) / logged:+.1%})" if logged > 0 else ""
+    figures = (
+        f"{candidate:.4g} {unit} per shown slot against the logging policy's {logged:.4g}"
+        f"{relative}; the difference's 95 % interval is [{lower:+.4g}, {upper:+.4g}]"
+    )
+    basis = "" if name == "value" else " (no conversion in the logs: judged on clicks)"
+    if kind is VerdictKind.TOO_LITTLE_OVERLAP:
+        return (
+            f"Too little overlap to tell{basis}: the logs rest on {ess:,.0f} effective rows of "
+            f"{n:,} ({ess / n:.1%}), so a few heavily weighted rows decide the estimate "
+            f"({figures}). Log more decisions with exploration, or evaluate a candidate closer "
+            "to the logging policy."
+        )
+    if kind is VerdictKind.BETTER:
+        return f"Better than the logging policy{basis}: {figures}."
+    if kind is VerdictKind.WORSE:
+        return f"Worse than the logging policy{basis}: {figures}."
+    return f"No clear difference from the logging policy{basis}: {figures}."
 
 
 def _warnings(rows: list[LoggedItem]) -> list[str]:

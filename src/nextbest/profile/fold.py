@@ -163,6 +163,16 @@ def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
     s.events += 1
 
 
+def _first_key(profile: Profile, event: Event) -> None:
+    """The stable experiment id: the key of the earliest event (the smaller key on a tie),
+    a minimum over the events folded, so the same whatever order they are folded in (a live
+    stitch, a rebuild, a replay)."""
+    key = event.user_id or "anon:" + (event.anonymous_id or "")
+    at = event.timestamp
+    if not profile.experiment_id or (at, key) < (profile.experiment_at, profile.experiment_id):
+        profile.experiment_id, profile.experiment_at = key, at
+
+
 def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig) -> list[str]:
     """Apply ``event`` to ``profile`` in place; returns the topics the event touched."""
     when = event.timestamp
@@ -172,6 +182,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         profile.anonymous_ids.append(event.anonymous_id)
     profile.event_count += 1
     profile.first_seen = when if profile.event_count == 1 else min(profile.first_seen, when)
+    _first_key(profile, event)
     profile.last_seen = max(profile.last_seen, when)
     add_hit(profile.activity, when, 30 * DAY)
 

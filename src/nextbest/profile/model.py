@@ -97,3 +97,16 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     first_seen: float = 0.0
     last_seen: float = 0.0
     event_count: int = 0
+    #: the stable experiment id: the key the customer was first seen with (that of the
+    #: earliest event folded: ``anon:<anonymousId>`` without a userId, else the userId; the
+    #: smaller key on a tie), kept through identify and alias; "" before any event
+    #: (``experiment_key``)
+    experiment_id: str = ""
+    #: the timestamp of the event that set ``experiment_id``
+    experiment_at: float = 0.0
+
+    @property
+    def experiment_key(self) -> str:
+        """What experiment arms are hashed on: ``experiment_id``, or the customer key of a
+        profile no event was folded into yet."""
+        return self.experiment_id or self.customer_id

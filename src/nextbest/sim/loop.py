@@ -182,6 +182,11 @@ class SiteLoop:
         self.clicks: Counter[str] = Counter()
         self.offer_conversions: Counter[str] = Counter()
         self._seq = itertools.count(1)
+        #: each customer's stable experiment id as the engine folds it (``Profile.
+        #: experiment_id``): the key of the earliest event sent, so the arms counted here are
+        #: the arms the engine assigned (an anonymous first visit keeps its arm after login)
+        self._first_key: dict[str, tuple[float, str]] = {}
+        self._user_of = {sim.c.anonymous_id: sim.c.user_id for sim in self.sims}
 
     @property
     def engine(self) -> Engine:
@@ -196,6 +201,21 @@ class SiteLoop:
             return
         self.site_engine.send(messages)
         self.metrics.events_ingested += len(messages)
+        first = self._first_key
+        for m in messages:
+            user, anon = m.get("userId"), m.get("anonymousId")
+            key = user or f"anon:{anon}"
+            customer = user or self._user_of.get(anon or "")
+            if customer is None:
+                continue
+            seen = (_time_of(m), key)
+            if customer not in first or seen < first[customer]:
+                first[customer] = seen
+
+    def _arm_key(self, user_id: str) -> str:
+        """What the engine hashes this customer's arms on (see ``_first_key``)."""
+        found = self._first_key.get(user_id)
+        return found[1] if found is not None else user_id
 
     # ------------------------------------------------------------------ the day
     def run_day(self, d: int) -> None:
@@ -416,7 +436,7 @@ class SiteLoop:
             topic = campaigns[camp.id].topic
             data[camp.id] = (
                 [
-                    assign(sim.c.user_id, camp.salt or camp.id, camp.control_share)
+                    assign(self._arm_key(sim.c.user_id), camp.salt or camp.id, camp.control_share)
                     is not Arm.CONTROL
                     for sim in self.sims
                 ],
@@ -435,7 +455,7 @@ class SiteLoop:
             topic = next((t for t in topics if t is not None), None)
             r = CampaignResult(campaign=camp.id, topic=topic)
             for sim, converted in zip(self.sims, self.converted, strict=True):
-                arm = assign(sim.c.user_id, camp.salt or camp.id, camp.control_share)
+                arm = assign(self._arm_key(sim.c.user_id), camp.salt or camp.id, camp.control_share)
                 n = converted[topic] if topic is not None else 0
                 if arm is Arm.CONTROL:
                     r.control_customers += 1

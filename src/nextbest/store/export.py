@@ -1,29 +1,78 @@
 """The decision log as a Parquet file for analysts (pyarrow): one row per shown item, with
-its rewards (``clicked``, ``converted``: see ``learn.logs``).
+its rewards (``clicked``, ``converted``: see ``learn.logs``), and one row per control
+exposure.
 
-A decision that showed nothing still gets one row (``position`` and ``offer_id`` null), so
-coverage can be counted. Lists (candidates, the urgent ones, the fallback content that could
-fill empty slots, control exposures, segments) stay lists and the
-features a map, so a notebook can re-score or evaluate a policy offline from the file alone.
+Rows, told apart by ``arm``:
+
+- ``treatment``: an item the decision showed, at its ``position``, with its campaign's
+  ``variant`` (null: the campaign has none), its score, propensity and rewards;
+- ``control``: an offer the decision would have shown but for the customer's control arm in
+  its campaign (``Decision.control``): ``position``, scores, propensity and rewards are null
+  (it was not shown: control customers' KPIs are the experiment counters' to attribute);
+- null: a decision that showed nothing and held nothing back, so coverage can be counted.
+
+``value`` is what a conversion of the offer is worth, from the catalog given to the export
+(``OfferSpec.value``; null without a catalog), so value-weighted outcomes need no join.
+Nullable columns keep their types in pandas: the file carries pandas metadata that reads
+``position`` as ``Int16`` and ``clicked`` / ``converted`` as ``boolean`` (pandas' nullable
+dtypes), not as float and object. Lists (candidates, the urgent ones, the fallback content
+that could fill empty slots, control exposures, segments) stay lists and the features a map,
+so a notebook can re-score or evaluate a policy offline from the file alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nextbest.decide.model import Decision, PropensityKind
 from nextbest.errors import ValidationError
+from nextbest.experiments.assignment import Arm
 from nextbest.learn.logs import LoggedItem
 
-__all__ = ["DECISION_SCHEMA", "decision_rows", "read_logged_items", "write_decisions"]
+__all__ = [
+    "DECISION_SCHEMA",
+    "ExportedOffer",
+    "decision_rows",
+    "read_logged_items",
+    "write_decisions",
+]
 
 #: (decision_id, offer_id) -> (clicked, converted)
 Rewards = Mapping[tuple[str, str], tuple[bool, bool]]
+
+
+class ExportedOffer(NamedTuple):
+    """What the export adds about an offer from the catalog: its kind, campaign and value."""
+
+    kind: str
+    campaign_id: str | None
+    value: float
+
+
+#: offer id -> what the export says of it
+Offers = Mapping[str, ExportedOffer]
+
+#: how pandas reads the nullable columns (pyarrow's ``to_pandas`` honours this metadata)
+_PANDAS_TYPES = {"position": ("int16", "Int16"), "clicked": ("bool", "boolean")}
+_PANDAS_TYPES["converted"] = _PANDAS_TYPES["clicked"]
+_PANDAS_METADATA = json.dumps(
+    {
+        "index_columns": [],
+        "column_indexes": [],
+        "columns": [
+            {"name": n, "field_name": n, "pandas_type": pt, "numpy_type": nt, "metadata": None}
+            for n, (pt, nt) in _PANDAS_TYPES.items()
+        ],
+        "creator": {"library": "nextbest", "version": "1"},
+        "pandas_version": "2.0.0",
+    }
+).encode()
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -37,6 +86,9 @@ DECISION_SCHEMA = pa.schema(
         ("offer_id", pa.string()),
         ("kind", pa.string()),
         ("campaign_id", pa.string()),
+        ("arm", pa.string()),
+        ("variant", pa.string()),
+        ("value", pa.float64()),
         ("score", pa.float64()),
         ("p_click", pa.float64()),
         ("p_convert", pa.float64()),
@@ -50,7 +102,8 @@ DECISION_SCHEMA = pa.schema(
         ("control", pa.list_(pa.string())),
         ("segments", pa.list_(pa.string())),
         ("features", pa.map_(pa.string(), pa.float64())),
-    ]
+    ],
+    metadata={b"pandas": _PANDAS_METADATA},
 )
 _BATCH = 10_000
 #: the columns offline evaluation reads
@@ -72,7 +125,12 @@ _NEEDED = frozenset(
 )
 
 
-def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[dict[str, Any]]:
+def decision_rows(
+    decision: Decision, rewards: Rewards | None = None, offers: Offers | None = None
+) -> list[dict[str, Any]]:
+    """The rows of one decision (see the module): its shown items, then its control
+    exposures; one row with no offer if it has neither. ``offers`` adds the offers' value
+    (and a control exposure's kind and campaign)."""
     base = {
         "decision_id": decision.decision_id,
         "timestamp": int(decision.timestamp * 1000),
@@ -87,15 +145,19 @@ def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[di
         "segments": decision.segments,
         "features": list(decision.features.items()),
     }
-    if not decision.items:
+    if not decision.items and not decision.control:
         return [base]
-    return [
+    info = offers or {}
+    rows = [
         {
             **base,
             "position": item.position,
             "offer_id": item.offer_id,
             "kind": item.kind,
             "campaign_id": item.campaign_id,
+            "arm": item.arm.value,
+            "variant": item.variant,
+            "value": _value(info, item.offer_id),
             "score": item.score,
             "p_click": item.p_click,
             "p_convert": item.p_convert,
@@ -105,6 +167,24 @@ def decision_rows(decision: Decision, rewards: Rewards | None = None) -> list[di
         }
         for item in decision.items
     ]
+    for oid in decision.control:
+        known = info.get(oid)
+        rows.append(
+            {
+                **base,
+                "offer_id": oid,
+                "kind": known.kind if known else None,
+                "campaign_id": known.campaign_id if known else None,
+                "arm": Arm.CONTROL.value,
+                "value": known.value if known else None,
+            }
+        )
+    return rows
+
+
+def _value(offers: Offers, offer_id: str) -> float | None:
+    known = offers.get(offer_id)
+    return known.value if known is not None else None
 
 
 def _rewarded(rewards: Rewards | None, decision_id: str, offer_id: str) -> dict[str, Any]:
@@ -115,21 +195,26 @@ def _rewarded(rewards: Rewards | None, decision_id: str, offer_id: str) -> dict[
 
 
 def write_decisions(
-    decisions: Iterable[Decision], path: str | Path, rewards: Rewards | None = None
+    decisions: Iterable[Decision],
+    path: str | Path,
+    rewards: Rewards | None = None,
+    offers: Offers | None = None,
 ) -> int:
     """Stream ``decisions`` into a Parquet file at ``path``; the number of rows written."""
     try:
-        return _write(decisions, path, rewards)
+        return _write(decisions, path, rewards, offers)
     except (OSError, pa.ArrowException) as exc:
         raise ValidationError(f"cannot write {path}: {exc}", "$.out") from exc
 
 
-def _write(decisions: Iterable[Decision], path: str | Path, rewards: Rewards | None) -> int:
+def _write(
+    decisions: Iterable[Decision], path: str | Path, rewards: Rewards | None, offers: Offers | None
+) -> int:
     rows: list[dict[str, Any]] = []
     written = 0
     with pq.ParquetWriter(str(path), DECISION_SCHEMA, compression="zstd") as writer:
         for decision in decisions:
-            rows.extend(decision_rows(decision, rewards))
+            rows.extend(decision_rows(decision, rewards, offers))
             if len(rows) >= _BATCH:
                 writer.write_table(pa.Table.from_pylist(rows, schema=DECISION_SCHEMA))
                 written += len(rows)
@@ -165,6 +250,8 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
     for i, row in enumerate(table.to_pylist()):
         if row["offer_id"] is None or row["clicked"] is None or row["timestamp"] is None:
             continue
+        if row.get("arm") == Arm.CONTROL.value:
+            continue  # not shown: no action of the logging policy
         out.append(
             LoggedItem(
                 decision_id=row["decision_id"],
