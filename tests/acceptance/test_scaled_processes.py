@@ -131,9 +131,13 @@ def send(url: str, messages: list[dict[str, object]]) -> int:
 
 
 def wait_folded(fold: Worker, data: str, wait: float = 30.0) -> None:
-    """Until the fold worker's position reaches the stream's end and stays there."""
+    """Until the fold worker is ready (a restarted one has loaded or rebuilt its state: its
+    lag gauge reads 0 before that) and its position reaches the stream's end."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
+        if httpx.get(f"{fold.url}/readyz", timeout=5).status_code != 200:
+            time.sleep(0.2)
+            continue
         text = httpx.get(f"{fold.url}/metrics", auth=("dev-admin-key", ""), timeout=5).text
         lag = [ln for ln in text.splitlines() if ln.startswith("nextbest_fold_lag_events ")]
         if lag and float(lag[0].split()[1]) == 0:
@@ -416,7 +420,7 @@ def test_postgres_crashed_and_back_then_redis_flushed_loses_and_doubles_nothing(
             RedisState(redis_url).client.flushdb()
             fold.start()
             wait_folded(fold, pg.url)
-            assert profiles_match(apis[1], pg.url)
+            assert profiles_match(apis[1], pg.url, wait=30.0)
         finally:
             for w in [*apis, fold]:
                 w.stop()
