@@ -169,6 +169,7 @@ class FoldWorker:
         self._writer: threading.Thread | None = None
         self._writer_stop = threading.Event()
         self._close_writer = close_writer
+        self._writer_stuck = False
         self.bus.consume(consumer, self._done)
 
     @property
@@ -204,6 +205,8 @@ class FoldWorker:
             with self._changed:
                 self._changed.notify_all()
             self._writer.join(timeout=30)
+            #: still in a commit (PostgreSQL stuck): its connection is left to the exit
+            self._writer_stuck = self._writer.is_alive()
             self._writer = None
 
     def stop(self) -> None:
@@ -455,7 +458,7 @@ class FoldWorker:
             self.engine.close()
         finally:
             try:
-                if self._close_writer is not None:
+                if self._close_writer is not None and not self._writer_stuck:
                     self._close_writer()
             finally:
                 self.bus.close()

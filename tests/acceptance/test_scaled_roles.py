@@ -387,10 +387,13 @@ def test_the_fold_goes_on_while_the_log_is_away_then_it_catches_up(deploy: Deplo
     thread = threading.Thread(target=fold.run, daemon=True)
     thread.start()
     try:
-        stitched_traffic(deploy)  # 3 + 1 + 1 + 1 events: the fourth batch waits for room
+        deploy.send(*[page(MORTGAGE, anon="d1", at=T0 - 20 + n) for n in range(3)])
+        deploy.send(page(MORTGAGE, user="u2", at=T0 - 18))
+        deploy.send(identify({"segment": "gold"}, user="u1", anon="d1", at=T0 - 15))
         deploy.api.decide(DecisionRequest(placement="home_feed"), user_id="u1")  # read it
         assert count_of(deploy, "u1") == 4  # the device's pages (from the tail), identify
         assert count_of(deploy, "u2") == 1
+        deploy.send(page(MORTGAGE, user="u1", anon="d1", at=T0 - 14))
         time.sleep(0.2)
         assert fold.position == 5  # backpressure: 5 deliveries wait for the log
         assert deploy.logs.events.count() == 0
