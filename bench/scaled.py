@@ -293,9 +293,20 @@ def phase(workers: list[Worker], fold: Worker, seconds: float, kind: str, client
             "batches": batches,
             "rows_per_batch": rows / max(batches, 1),
             "ms_per_batch": 1000 * busy / max(batches, 1),
-            # rows per second of the fold's append+fold time: its ceiling at this batch size
+            # rows per second of the event log's busy time (before the write-behind log: its
+            # append and the fold together; now its commits alone, off the visibility path)
             "rows_per_busy_second": rows / max(busy, 1e-9),
         }
+        fold_name = "nextbest_fold_batch_seconds"  # the fold alone (since the write-behind log)
+        if fold_name + "_count" in fm1:
+            folds = fm1[fold_name + "_count"] - fm0.get(fold_name + "_count", 0.0)
+            fold_busy = fm1[fold_name + "_sum"] - fm0.get(fold_name + "_sum", 0.0)
+            out["fold"] = {
+                "batches": folds,
+                "rows_per_batch": rows / max(folds, 1),
+                "ms_per_batch": 1000 * fold_busy / max(folds, 1),
+                "rows_per_busy_second": rows / max(fold_busy, 1e-9),
+            }
     return out
 
 

@@ -228,8 +228,25 @@ def build_fold_worker(settings: Settings, *, catalog: Catalog | None = None) -> 
         raise
     reads = engine.state_store
     try:
-        return FoldWorker(engine, bus, reads=reads if isinstance(reads, StateReads) else None)
+        # the event log is written behind the live state, on a connection of its own (a
+        # commit never holds up the fold's reads)
+        from nextbest.store.postgres import PostgresDatabase, PostgresEventLog
+
+        db = PostgresDatabase(settings.data)
     except BaseException:
+        bus.close()
+        engine.release()
+        raise
+    try:
+        return FoldWorker(
+            engine,
+            bus,
+            reads=reads if isinstance(reads, StateReads) else None,
+            writer=PostgresEventLog(db),
+            close_writer=db.close,
+        )
+    except BaseException:
+        db.close()
         bus.close()
         engine.release()
         raise

@@ -71,7 +71,7 @@ from nextbest.learn.trust import trusted_feedback
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
-from nextbest.store.port import HeldMessage, StateRow, Stores
+from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
 from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_snapshot
 
 __all__ = [
@@ -314,8 +314,10 @@ class Engine:
         """Append and fold events another process checked and acknowledged (a fold worker's
         bus deliveries, ``fold_worker``): nothing refuses them here. Each event's log seq, None
         for a messageId logged already (a redelivery, a retry after the duplicate window):
-        such an event is never folded twice. Feedback joins its decision from the decision
-        log (the API worker that made it flushed it before publishing the feedback)."""
+        such an event is never folded twice. On a fold worker the event log is a
+        ``WriteBehindLog``: the append hands out seqs, the worker logs them after its save.
+        Feedback joins its decision from the decision log (the API worker that made it
+        flushed it before publishing the feedback)."""
         if not events:
             return []
         with self._write_lock:
@@ -346,6 +348,17 @@ class Engine:
         with self._lock:
             self._book.replace = True
             self._learner.dirty = True
+
+    def use_event_log(self, log: EventLog) -> None:
+        """From now on ``log`` is the event log (a fold worker's ``WriteBehindLog`` over the
+        one it was restored from)."""
+        with self._write_lock, self._lock:
+            self.event_log = log
+
+    @property
+    def folded_seq(self) -> int:
+        """The event log seq the live profiles are folded up to."""
+        return self._book.seq
 
     @property
     def models_changed(self) -> bool:

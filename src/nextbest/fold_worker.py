@@ -1,44 +1,58 @@
-"""The fold worker (``nextbest serve --role fold``): it owns the bus's partitions (all of them:
+"""The fold worker (``serve --role fold``): it owns the bus's partitions (all of them:
 one fold worker per deployment in this version), folds every accepted event into the live
-profiles in Redis, writes the event log to PostgreSQL in batches and is the one writer of
+profiles in Redis, writes the event log to PostgreSQL behind them and is the one writer of
 every placement's learned model.
 
 One step (``step``), repeated:
 
 1. fetch up to ``batch`` deliveries from the durable consumer (waiting at most ``wait`` s);
-2. keep those after the folded position, in stream order (a gap waits for its redelivery; one
-   at or before the position was folded already: acknowledged, never folded twice);
-3. append them to the event log and fold them (``Engine.fold_accepted``: a messageId logged
-   already is skipped: a redelivery, or a client's retry after the bus's duplicate window);
-4. save the changed profiles and identity links with the new position in one write (the
-   models too, once ``model_every`` seconds passed and they changed, with a new published
-   version); a save that finds the saved state gone (Redis flushed: ``StateLost``) saves the
-   whole live state instead, as the check every ``check_every`` seconds does when idle;
-5. acknowledge the deliveries.
+2. keep those after the processed position, in stream order (a gap waits for its
+   redelivery; one the log holds already is acknowledged, never folded twice);
+3. fold them (``Engine.fold_accepted`` over a ``WriteBehindLog``: seqs handed out at once, a
+   messageId in the log or in its unwritten tail skipped: a redelivery, or a client's retry
+   after the bus's duplicate window);
+4. save the changed profiles and identity links with the new stream position to Redis in one
+   write (the models too, once ``model_every`` seconds passed and they changed, with a new
+   published version): the events are now visible to every API worker; a save that finds
+   the saved state gone (Redis flushed: ``StateLost``) saves the whole live state instead, as
+   the check every ``check_every`` seconds does when idle;
+5. hand the batch (a ``Segment``) to the log writer: the PostgreSQL commit is off the
+   visibility path. The writer (a thread of its own while ``run`` runs, else at the end of
+   the step) logs segments in order, then acknowledges their deliveries: the bus forgets an
+   event only once it is both in Redis and in the log. The writer logs every segment waiting
+   in one commit (many folds, one commit under load). While ``max_unlogged`` deliveries wait
+   for it, the fold waits too (backpressure; below the bus's ``max_ack_pending``).
 
-A failure anywhere (PostgreSQL restarting, Redis away) acknowledges nothing: the step is tried
-again, with a growing pause, until it passes; the bus keeps every later event meanwhile. A crash
-anywhere loses nothing either: the restarted worker restores the saved state, folds the event
-log's tail after it, and its consumer starts again after the saved position (deliveries the
-event log already holds are skipped by messageId).
+A failure anywhere (PostgreSQL restarting, Redis away) acknowledges nothing: the step (or the
+segment's write) is tried again, with a growing pause, until it passes; the bus keeps every
+later event meanwhile. A crash anywhere loses nothing either: the restarted worker restores the
+saved state and folds the event log's tail past it (Redis flushed: the whole log), then its
+consumer restarts after the *lower* of the two watermarks, the stream position saved with the
+profiles and the one logged with the events: deliveries between them are logged with the seqs
+they were folded with (the same events in the same order meet the same duplicates) and not
+folded again; folding resumes past the saved position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
 from nextbest.bus.port import Delivery, EventBus
 from nextbest.engine import Engine
-from nextbest.errors import NextbestError, StateLost
+from nextbest.errors import NextbestError, StateLost, StoreError
 from nextbest.events.model import Event
-from nextbest.store.port import StateReads
+from nextbest.store.port import SequencedLog, StateReads
 from nextbest.store.snapshot import FOLD_ROW, POSITION, ModelVersion, position_row, published_row
+from nextbest.write_behind import Segment, WriteBehindLog
 
 __all__ = ["CONSUMER", "FoldStats", "FoldWorker"]
 
@@ -60,14 +74,25 @@ class FoldStats:
     batches: int = 0
     failures: int = 0
     models_published: int = 0
-    #: seconds the last event log append and fold took (PostgreSQL batch, then the fold)
-    append_seconds: float = 0.0
+    #: seconds the last fold took (the engine's, the log's duplicate check included)
+    fold_seconds: float = 0.0
     #: seconds the last state save took (Redis)
     save_seconds: float = 0.0
     #: per event of the last step: seconds from its acceptance by an API worker (its
     #: ``received_at``) to the save that made it visible to every API worker
     visible_after: tuple[float, ...] = ()
     last_error: str | None = None
+    #: segments logged, their events, and the seconds the last one's commit took (PostgreSQL)
+    segments_logged: int = 0
+    events_logged: int = 0
+    log_seconds: float = 0.0
+    log_failures: int = 0
+    log_error: str | None = None
+
+
+class _Pending(NamedTuple):
+    segment: Segment
+    deliveries: list[Delivery]
 
 
 class FoldWorker:
@@ -84,6 +109,9 @@ class FoldWorker:
         monotonic: Callable[[], float] = time.monotonic,
         reads: StateReads | None = None,
         check_every: float = 1.0,
+        writer: SequencedLog | None = None,
+        close_writer: Callable[[], None] | None = None,
+        max_unlogged: int = 10_000,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -93,10 +121,31 @@ class FoldWorker:
         self.model_every = model_every
         self._wall = wall
         self._monotonic = monotonic
-        #: the stream sequence folded and saved up to
-        self.position = engine.fold_position
+        #: the event log, written behind the saved state (``writer``: its own connection)
+        current = engine.event_log
+        before = current if isinstance(current, WriteBehindLog) else None
+        if before is not None:  # a worker on this engine before this one
+            if before.unlogged:
+                raise StoreError("the engine's event log has events not logged yet")
+            current = before.log
+            writer = writer if writer is not None else before.writer
+        self.log = WriteBehindLog(current, writer)
+        engine.use_event_log(self.log)
+        saved = engine.fold_position
+        if engine.folded_seq > self.log.logged_seq:
+            # Redis holds events the log lacks (a crash between the save and the log write):
+            # (logged position, saved position] are logged again, not folded
+            self.position = saved
+            self._done = self.log.logged_position
+        else:  # the log holds all Redis does, maybe more (folded at restore): fold past both
+            self.position = self._done = max(saved, self.log.logged_position)
+        #: the state restored holds more than Redis (folded from the log at restore, Redis
+        #: flushed or behind): saved whole by the first step
+        self._save_due = self.position != saved
+        #: the saved state's seq: where the log's seqs go on once it logged up to ``position``
+        self._resume_seq = engine.folded_seq
         self._held: dict[int, Delivery] = {}  # after a gap, in stream order once it fills
-        self._stale: list[Delivery] = []  # folded already: to acknowledge
+        self._stale: list[Delivery] = []  # logged already: to acknowledge
         self._models_at = monotonic()
         #: wall time the models first changed since they were last published (None: not)
         self._models_changed_at: float | None = None
@@ -105,11 +154,28 @@ class FoldWorker:
         self._check_every = check_every
         self._checked_at = monotonic()
         self.stats = FoldStats()
-        #: a step's observer (the metrics): its append and save seconds
+        #: a step's observer (the metrics): its fold and save seconds
         self.on_step: Callable[[FoldStats], None] | None = None
+        #: a segment's observer (the metrics): its commit seconds
+        self.on_logged: Callable[[FoldStats], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.bus.consume(consumer, self.position)
+        #: segments sealed, not logged yet, oldest first, and their deliveries (folding
+        #: waits while ``max_unlogged`` deliveries wait)
+        self._unlogged: deque[_Pending] = deque()
+        self._waiting = 0
+        self._max_unlogged = max_unlogged
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._writer_stop = threading.Event()
+        self._close_writer = close_writer
+        self._writer_stuck = False
+        self.bus.consume(consumer, self._done)
+
+    @property
+    def logged_position(self) -> int:
+        """The stream sequence the event log holds every event up to."""
+        return self.log.logged_position
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> None:
@@ -117,27 +183,49 @@ class FoldWorker:
         self._thread.start()
 
     def run(self) -> None:
+        self._writer_stop.clear()
+        self._writer = threading.Thread(target=self._write_loop, name="nextbest-log", daemon=True)
+        self._writer.start()
         pause = 0.05
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except NextbestError as exc:
-                self.stats.failures += 1
-                self.stats.last_error = exc.message
-                log.error("fold step failed, retrying in %.2f s: %s", pause, exc.message)
-                self._stop.wait(pause)
-                pause = min(pause * 2, 2.0)
-            else:
-                pause = 0.05
-                self.stats.last_error = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.step()
+                except NextbestError as exc:
+                    self.stats.failures += 1
+                    self.stats.last_error = exc.message
+                    log.error("fold step failed, retrying in %.2f s: %s", pause, exc.message)
+                    self._stop.wait(pause)
+                    pause = min(pause * 2, 2.0)
+                else:
+                    pause = 0.05
+                    self.stats.last_error = None
+        finally:
+            self._writer_stop.set()  # it logs what is sealed (trying a while), then ends
+            with self._changed:
+                self._changed.notify_all()
+            self._writer.join(timeout=30)
+            #: still in a commit (PostgreSQL stuck): its connection is left to the exit
+            self._writer_stuck = self._writer.is_alive()
+            self._writer = None
 
     def stop(self) -> None:
         self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
     def step(self) -> int:
-        """One fetch, fold, save and acknowledgement; the events folded."""
+        """One fetch, fold, save; the batch sealed for the log; the events folded. Without
+        the writer thread (``run`` not running), the step logs and acknowledges the sealed
+        segments itself, at its end: a failure keeps them for the next step, which refuses
+        to fold more (raising the log's error) while ``max_unlogged`` deliveries wait."""
+        self._wait_for_room()
+        if self._save_due:
+            self.engine.state_lost()
+            self._save(self.position, models=True)
+            self._save_due = False
         self._check_saved_state()
         if not self._ready():
             for d in self.bus.fetch(self.consumer, self.batch, self.wait):
@@ -148,29 +236,127 @@ class FoldWorker:
             if models_due and self.engine.models_changed:
                 self._save(self.position, models=True)
             self._ack_stale()
+            if self._writer is None:
+                with contextlib.suppress(NextbestError):
+                    self._write_unlogged(retry=self.stats.log_error is not None)
             return 0
-        events = [_decode(d.body) for d in todo]
-        started = time.perf_counter()
-        seqs = self.engine.fold_accepted(events)
-        self.stats.append_seconds = time.perf_counter() - started
-        if self._models_changed_at is None and self.engine.models_changed:
-            self._models_changed_at = self._wall()
-        position = todo[-1].seq
-        self._save(position, models=models_due and self.engine.models_changed)
-        saved = self._wall()
-        self.stats.visible_after = tuple(saved - e.received_at for e in events)
+        again = [d for d in todo if d.seq <= self.position]  # logged again after a restart
+        fresh = todo[len(again) :]
+        if again:
+            self.log.append([_decode(d.body) for d in again])
+            if again[-1].seq == self.position:
+                self.log.skip_to(self._resume_seq)
+        events = [_decode(d.body) for d in fresh]
+        seqs: list[int | None] = []
+        if fresh:
+            started = time.perf_counter()
+            seqs = self.engine.fold_accepted(events)
+            self.stats.fold_seconds = time.perf_counter() - started
+            if self._models_changed_at is None and self.engine.models_changed:
+                self._models_changed_at = self._wall()
+            self._save(fresh[-1].seq, models=models_due and self.engine.models_changed)
+            saved = self._wall()
+            self.stats.visible_after = tuple(saved - e.received_at for e in events)
+            self.position = fresh[-1].seq
         for d in todo:
             del self._held[d.seq]
-        self.position = position
-        self.bus.ack(self.consumer, todo)
+        self._done = todo[-1].seq
+        self._seal(_Pending(self.log.seal(self._done), todo))
         self._ack_stale()
         folded = sum(s is not None for s in seqs)
         self.stats.events += folded
         self.stats.duplicates += len(seqs) - folded
         self.stats.batches += 1
-        if self.on_step is not None:
+        if self.on_step is not None and fresh:
             self.on_step(self.stats)
+        if self._writer is None:
+            with contextlib.suppress(NextbestError):  # kept: tried again next step
+                self._write_unlogged(retry=self.stats.log_error is not None)
         return folded
+
+    # ------------------------------------------------------------------ the log writer
+    def _seal(self, pending: _Pending) -> None:
+        """Queue a segment for the writer."""
+        with self._changed:
+            self._unlogged.append(pending)
+            self._waiting += len(pending.deliveries)
+            self._changed.notify_all()
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: while ``max_unlogged`` deliveries wait for the log, fold no more
+        (the writer thread makes room; without it, the log is written here, raising its
+        error if it fails)."""
+        if self._writer is None:
+            if self._waiting >= self._max_unlogged:
+                self._write_unlogged(retry=self.stats.log_error is not None)
+            return
+        with self._changed:
+            while self._waiting >= self._max_unlogged and not self._stop.is_set():
+                self._changed.wait(0.1)
+
+    def _write_unlogged(self, *, retry: bool) -> None:
+        """Log every queued segment in one commit, then acknowledge their deliveries; an
+        error raises, the segments stay queued. ``retry``: the last try failed, and may
+        have committed all the same: the segments the log's position covers are done."""
+        with self._changed:
+            group = list(self._unlogged)
+        if not group:
+            return
+        started = time.perf_counter()
+        try:
+            if retry:
+                logged = self.log.committed()
+                done = [p for p in group if p.segment.position <= logged]
+                for p in done:
+                    self.log.written(p.segment)
+                self._logged(done)
+                group = group[len(done) :]
+            if group:
+                events = tuple(e for p in group for e in p.segment.events)
+                self.log.write(Segment(events, group[-1].segment.position))
+        except NextbestError as exc:
+            self.stats.log_failures += 1
+            self.stats.log_error = exc.message
+            raise
+        self.stats.log_seconds = time.perf_counter() - started
+        self.stats.log_error = None
+        self._logged(group)
+        if group and self.on_logged is not None:
+            self.on_logged(self.stats)
+
+    def _logged(self, group: list[_Pending]) -> None:
+        """These queued segments (the oldest) are in the log: dequeued, acknowledged."""
+        if not group:
+            return
+        with self._changed:
+            for _ in group:
+                self._waiting -= len(self._unlogged.popleft().deliveries)
+            self._changed.notify_all()
+        self.stats.segments_logged += len(group)
+        self.stats.events_logged += sum(len(p.segment.events) for p in group)
+        self.bus.ack(self.consumer, [d for p in group for d in p.deliveries])
+
+    def _write_loop(self) -> None:
+        pause = 0.05
+        retry = False
+        while True:
+            with self._changed:
+                while not self._unlogged and not self._writer_stop.is_set():
+                    self._changed.wait(0.5)
+                if not self._unlogged:
+                    return
+            try:
+                self._write_unlogged(retry=retry)
+            except NextbestError as exc:
+                retry = True
+                if self._writer_stop.is_set() and pause >= 1.0:
+                    return  # stopping, and the log is away: the restart logs them
+                log.error("event log write failed, retrying in %.2f s: %s", pause, exc.message)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            else:
+                retry = False
+                pause = 0.05
 
     def _check_saved_state(self) -> None:
         """Every ``check_every`` seconds: if the saved position vanished (Redis was flushed
@@ -192,15 +378,17 @@ class FoldWorker:
     def _take(self, d: Delivery) -> None:
         if d.delivered > 1:
             self.stats.redelivered += 1
-        if d.seq <= self.position:
-            self._stale.append(d)
-        else:
+        if d.seq <= self.log.logged_position:
+            self._stale.append(d)  # logged (and folded): done with
+        elif d.seq > self._done:
             self._held[d.seq] = d
+        # else: sealed, its segment not logged yet: the writer acknowledges it once it is
 
     def _ready(self) -> list[Delivery]:
-        """The held deliveries that follow the position without a gap, up to a batch."""
+        """The held deliveries that follow the processed position without a gap, up to a
+        batch."""
         out: list[Delivery] = []
-        nxt = self.position + 1
+        nxt = self._done + 1
         while nxt in self._held and len(out) < self.batch:
             out.append(self._held[nxt])
             nxt += 1
@@ -237,6 +425,11 @@ class FoldWorker:
         messages): how far the fold is behind the API workers' acknowledged events."""
         return self.bus.last_seq() - self.position, self.bus.pending(self.consumer)
 
+    def log_lag(self) -> int:
+        """The stream's last sequence minus the position the event log holds every event
+        up to (the log's lag behind the bus; the fold's own is ``lag``)."""
+        return self.bus.last_seq() - self.log.logged_position
+
     def probe(self) -> list[tuple[str, str | None]]:
         """The fold's backends: the bus, and the engine's stores (event log, decision log,
         quarantine), and whether the last step failed."""
@@ -249,12 +442,23 @@ class FoldWorker:
             out.append(("event_bus", None))
         out.extend(self.engine.probe())
         out.append(("fold", self.stats.last_error))
+        try:
+            self.log.probe()
+        except NextbestError as exc:
+            out.append(("event_log_writer", exc.message))
+        else:
+            out.append(("event_log_writer", self.stats.log_error))
         return out
 
     def close(self) -> None:
-        """Stop the loop, save, close the engine (its stores) and the bus."""
+        """Stop the loop (the writer logs what is sealed), save, close the engine (its
+        stores), the log writer's connection and the bus."""
         self.stop()
         try:
             self.engine.close()
         finally:
-            self.bus.close()
+            try:
+                if self._close_writer is not None and not self._writer_stuck:
+                    self._close_writer()
+            finally:
+                self.bus.close()

@@ -31,7 +31,7 @@ from nextbest.errors import StoreUnavailable
 from nextbest.store.redis import RedisState
 from tests.nats import delete_stream, stream_url
 from tests.postgres import scratch_schema
-from tests.support import ROOT, T0, page
+from tests.support import ROOT, T0, identify, page
 
 REDIS = os.environ.get("NEXTBEST_TEST_REDIS_PROCESSES", "redis://127.0.0.1:6379/11")
 NATS_SERVER = "/usr/sbin/nats-server"
@@ -132,15 +132,17 @@ def send(url: str, messages: list[dict[str, object]]) -> int:
 
 def wait_folded(fold: Worker, data: str, wait: float = 30.0) -> None:
     """Until the fold worker is ready (a restarted one has loaded or rebuilt its state: its
-    lag gauge reads 0 before that) and its position reaches the stream's end."""
+    lag gauges read 0 before that) and its position and its event log's reach the stream's
+    end."""
     deadline = time.monotonic() + wait
+    names = ("nextbest_fold_lag_events ", "nextbest_event_log_lag_events ")
     while time.monotonic() < deadline:
         if httpx.get(f"{fold.url}/readyz", timeout=5).status_code != 200:
             time.sleep(0.2)
             continue
         text = httpx.get(f"{fold.url}/metrics", auth=("dev-admin-key", ""), timeout=5).text
-        lag = [ln for ln in text.splitlines() if ln.startswith("nextbest_fold_lag_events ")]
-        if lag and float(lag[0].split()[1]) == 0:
+        lags = [ln for ln in text.splitlines() if ln.startswith(names)]
+        if len(lags) == 2 and all(float(ln.split()[1]) == 0 for ln in lags):
             return
         time.sleep(0.2)
     raise AssertionError("the fold worker did not catch up")
@@ -423,5 +425,65 @@ def test_postgres_crashed_and_back_then_redis_flushed_loses_and_doubles_nothing(
             assert profiles_match(apis[1], pg.url, wait=30.0)
         finally:
             for w in [*apis, fold]:
+                w.stop()
+            delete_stream(bus, PARTITIONS)
+
+
+def test_kill_9_between_the_profile_save_and_the_log_write_logs_each_event_once(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """The fold worker shows events (Redis) before it logs them (PostgreSQL): with its log
+    writes held up (the test holds the event log's append lock), events still become visible,
+    a stitch among them included; killed then, the restarted worker logs each of them once,
+    with the seqs they were folded with, and folds none again."""
+    bus = stream_url(request.node.nodeid)
+    with deployment(bus, redis_url, tmp_path) as env:
+        data = env["NEXTBEST_DATA"]
+        fold = Worker("fold", env, tmp_path / "fold.log").start()
+        api = Worker("api", env, tmp_path / "api.log").start()
+        acked: list[str] = []
+
+        def send_one(message: dict[str, object]) -> None:
+            assert send(api.url, [message]) == 200
+            acked.append(str(message["messageId"]))
+
+        def count(user: str) -> int:
+            r = httpx.get(f"{api.url}/v1/profiles/{user}", auth=SERVER, timeout=5)
+            return int(r.json()["profile"]["event_count"]) if r.status_code == 200 else 0
+
+        try:
+            for n in range(5):
+                send_one({**page(MORTGAGE, user="early", at=T0 - 100 + n), "messageId": f"e{n}"})
+            wait_folded(fold, data)
+            with psycopg.connect(data) as holder:  # a transaction holding the append lock
+                holder.execute("SELECT pg_advisory_xact_lock('message_ids'::regclass::oid::bigint)")
+                for n in range(3):
+                    send_one({**page(MORTGAGE, anon="dev-h", at=T0 - 50 + n), "messageId": f"d{n}"})
+                send_one(
+                    {
+                        **identify({"tier": "gold"}, user="held", anon="dev-h", at=T0 - 40),
+                        "messageId": "login",
+                    }
+                )
+                for n in range(6):
+                    send_one({**page(MORTGAGE, user="held", at=T0 - 30 + n), "messageId": f"h{n}"})
+                deadline = time.monotonic() + 20
+                while count("held") < 10 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert count("held") == 10  # visible: the device's pages, login, 6 pages
+                assert not set(logged(data)) & {"login", "h0", "d0"}  # not logged yet
+                fold.kill()
+            fold.start()
+            wait_folded(fold, data)
+            counts = logged(data)
+            assert sorted(counts) == sorted(acked)
+            assert all(counts[m] == 1 for m in acked)  # none lost, none twice
+            assert count("held") == 10
+            assert count("early") == 5
+            with psycopg.connect(data, autocommit=True) as db:
+                seqs = [r[0] for r in db.execute("SELECT seq FROM events ORDER BY seq")]
+            assert seqs == list(range(1, len(acked) + 1))  # the seqs they were folded with
+        finally:
+            for w in [api, fold]:
                 w.stop()
             delete_stream(bus, PARTITIONS)

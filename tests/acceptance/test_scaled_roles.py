@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,8 +25,9 @@ from nextbest.events.parse import Parsed
 from nextbest.fold_worker import FoldWorker
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.store import Stores, memory_stores, with_state
+from nextbest.store.port import SequencedLog, StoredEvent
 from nextbest.store.redis import RedisState
-from tests.support import T0, batch, page, track
+from tests.support import T0, batch, identify, page, track
 
 REDIS = os.environ.get("NEXTBEST_TEST_REDIS_ROLES", "redis://127.0.0.1:6379/13")
 MORTGAGE = "https://bank.example/mortgages/rates"
@@ -268,3 +270,141 @@ def test_a_restart_on_an_empty_redis_rebuilds_from_the_event_log(deploy: Deploym
     assert profile.event_count == 2
     assert position == 4
     assert deploy.logs.events.count() == 4
+
+
+# ---------------------------------------------------------------- the log written behind
+class HeldLog:
+    """The event log as the fold worker's writer sees it, failing while ``away`` (PostgreSQL
+    down, or a commit held up); ``lose_answer``: the next write commits, then fails as if the
+    answer was lost with the connection."""
+
+    def __init__(self, log: SequencedLog) -> None:
+        self.log = log
+        self.away = True
+        self.lose_answer = False
+        self.writes = 0
+
+    def append_at(self, events: Sequence[StoredEvent], position: int) -> None:
+        if self.away:
+            raise StoreUnavailable("PostgreSQL: connection refused")
+        self.log.append_at(events, position)
+        self.writes += 1
+        if self.lose_answer:
+            self.lose_answer = False
+            raise StoreUnavailable("PostgreSQL: server closed the connection unexpectedly")
+
+    def logged(self, message_ids: Collection[str]) -> set[str]:
+        return self.log.logged(message_ids)
+
+    def source_position(self) -> int:
+        return self.log.source_position()
+
+    def last_seq(self) -> int:
+        return self.log.last_seq()
+
+
+def stitched_traffic(deploy: Deployment) -> None:
+    """A device browses anonymously, then logs in (identify): the stitch reads the device's
+    events, which the fold has folded a moment ago and the log may not hold yet."""
+    deploy.send(*[page(MORTGAGE, anon="d1", at=T0 - 20 + n) for n in range(3)])
+    deploy.send(page(MORTGAGE, user="u2", at=T0 - 18))
+    deploy.send(identify({"segment": "gold"}, user="u1", anon="d1", at=T0 - 15))
+    deploy.send(page(MORTGAGE, user="u1", anon="d1", at=T0 - 14))
+
+
+def count_of(deploy: Deployment, user: str) -> int:
+    profile, _, _ = deploy.api.live.read(user, None, False)
+    return profile.event_count
+
+
+def test_events_are_visible_before_the_log_holds_them_and_logged_once(deploy: Deployment):
+    writer = HeldLog(deploy.logs.events)  # type: ignore[arg-type]
+    fold = FoldWorker(deploy.engine, deploy.bus, wait=0.01, writer=writer)
+    stitched_traffic(deploy)
+    fold.step()  # folded and saved, then the log write fails: kept, nothing acknowledged
+    assert count_of(deploy, "u1") == 5  # the device's 3 pages (from the tail), identify, page
+    assert count_of(deploy, "u2") == 1
+    assert deploy.logs.events.count() == 0
+    assert fold.position == deploy.bus.last_seq() == 6
+    assert fold.logged_position == 0
+    assert fold.stats.log_failures == 1
+    writer.away, writer.lose_answer = False, True  # back, and the first answer is lost
+    fold.step()
+    assert fold.logged_position == 0
+    fold.step()  # the retry finds its position logged: not written twice
+    assert writer.writes == 1
+    assert [s.event.message_id for s in deploy.logs.events.scan()] == [
+        m.message_id for m in deploy.bus._messages
+    ]
+    assert fold.logged_position == 6
+    assert deploy.engine.replay().identical  # the log folds into what Redis holds
+
+
+def test_a_crash_between_the_save_and_the_log_write_logs_the_rest_once(deploy: Deployment):
+    """Redis holds events the log lacks when the worker dies: the restarted worker redelivers
+    from the log's position, logs them with the seqs they were folded with, folds none again,
+    and folds what came after."""
+    fold = FoldWorker(deploy.engine, deploy.bus, wait=0.01)
+    deploy.send(*[page(MORTGAGE, user=f"u{n}", at=T0 - 30) for n in range(3)])
+    fold.step()  # saved and logged
+    writer = HeldLog(deploy.logs.events)  # type: ignore[arg-type]
+    fold = FoldWorker(deploy.engine, deploy.bus, wait=0.01, writer=writer)
+    first = page(MORTGAGE, user="u0", at=T0 - 25)
+    stitched_traffic(deploy)
+    deploy.send(first)
+    fold.step()
+    deploy.bus.duplicate_window = 0.0
+    deploy.send(first)  # a late retry, in the stretch Redis holds and the log does not
+    fold.step()
+    assert fold.position == 11
+    assert fold.logged_position == 3
+    assert fold.stats.duplicates == 1
+    # the worker dies here; more events come meanwhile
+    deploy.send(page(MORTGAGE, user="u1", at=T0 - 5), identify({}, user="u1", anon="d2"))
+    again = deploy.restarted_engine()
+    assert again.fold_position == 11
+    assert again.folded_seq == 10
+    restarted = FoldWorker(again, deploy.bus, wait=0.01, batch=4)
+    assert restarted.position == 11
+    assert restarted.logged_position == 3
+    for _ in range(20):
+        if restarted.logged_position == deploy.bus.last_seq():
+            break
+        restarted.step()
+    assert restarted.position == restarted.logged_position == deploy.bus.last_seq() == 13
+    assert restarted.stats.events == 2  # only what came after the saved position
+    ids = [s.event.message_id for s in deploy.logs.events.scan()]
+    assert len(ids) == len(set(ids)) == 12
+    assert [s.seq for s in deploy.logs.events.scan()] == list(range(1, 13))
+    assert count_of(deploy, "u0") == 2
+    assert count_of(deploy, "u1") == 8  # a page in the first batch, then 7 here
+    assert again.replay().identical  # the log folds into what Redis holds
+
+
+def test_the_fold_goes_on_while_the_log_is_away_then_it_catches_up(deploy: Deployment):
+    writer = HeldLog(deploy.logs.events)  # type: ignore[arg-type]
+    fold = FoldWorker(deploy.engine, deploy.bus, wait=0.01, writer=writer, max_unlogged=5)
+    thread = threading.Thread(target=fold.run, daemon=True)
+    thread.start()
+    try:
+        deploy.send(*[page(MORTGAGE, anon="d1", at=T0 - 20 + n) for n in range(3)])
+        deploy.send(page(MORTGAGE, user="u2", at=T0 - 18))
+        deploy.send(identify({"segment": "gold"}, user="u1", anon="d1", at=T0 - 15))
+        deploy.api.decide(DecisionRequest(placement="home_feed"), user_id="u1")  # read it
+        assert count_of(deploy, "u1") == 4  # the device's pages (from the tail), identify
+        assert count_of(deploy, "u2") == 1
+        deploy.send(page(MORTGAGE, user="u1", anon="d1", at=T0 - 14))
+        time.sleep(0.2)
+        assert fold.position == 5  # backpressure: 5 deliveries wait for the log
+        assert deploy.logs.events.count() == 0
+        writer.away = False
+        deadline = time.monotonic() + 10
+        while fold.logged_position < deploy.bus.last_seq() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fold.logged_position == fold.position == deploy.bus.last_seq()
+        assert count_of(deploy, "u1") == 5
+        assert deploy.logs.events.count() == 6
+        assert fold.stats.log_failures >= 1
+    finally:
+        fold.stop()
+        thread.join()

@@ -12,7 +12,8 @@ import pytest
 from nextbest.errors import StoreError
 from nextbest.events import parse_batch
 from nextbest.events.model import Event
-from nextbest.store import EventLog, Stores, sqlite_stores
+from nextbest.store import EventLog, StoredEvent, Stores, sqlite_stores
+from nextbest.store.port import SequencedLog
 from tests.support import T0, batch, page
 
 
@@ -107,3 +108,40 @@ def test_sqlite_append_is_atomic(tmp_path: Path):
         stores.events.append([*good, bad])
     assert stores.events.count() == 0
     stores.close()
+
+
+# ---------------------------------------------------------------- written behind (fold worker)
+def sequenced(log: EventLog) -> SequencedLog:
+    if not isinstance(log, SequencedLog):
+        pytest.skip(f"{type(log).__name__} hands out its own seqs only (no fold worker on it)")
+    return log
+
+
+def test_append_at_given_seqs_with_the_stream_position(log: EventLog):
+    seq_log = sequenced(log)
+    assert seq_log.source_position() == 0
+    log.append(events(2, user="u1"))
+    later = events(3, user="u2")
+    at = [StoredEvent(5, later[0]), StoredEvent(6, later[1]), StoredEvent(9, later[2])]
+    seq_log.append_at(at, position=40)
+    assert seq_log.source_position() == 40
+    assert log.last_seq() == 9
+    assert [s.seq for s in log.scan()] == [1, 2, 5, 6, 9]  # gaps are fine
+    assert [s.seq for s in log.scan(after=5)] == [6, 9]
+    assert [s.seq for s in log.events_of({"u2"}, set(), upto=6)] == [5, 6]
+    assert seq_log.logged([later[1].message_id, "never"]) == {later[1].message_id}
+    seq_log.append_at([], position=41)  # the position alone (a batch of duplicates)
+    assert seq_log.source_position() == 41
+    assert log.append(events(1, user="u3")) == [10]  # its own seqs go on after
+
+
+def test_append_at_refuses_what_another_writer_appended(log: EventLog):
+    seq_log = sequenced(log)
+    first = events(3, user="u1")
+    log.append(first[:2])
+    with pytest.raises(StoreError):  # not past the log's end
+        seq_log.append_at([StoredEvent(2, first[2])], position=1)
+    with pytest.raises(StoreError):  # a messageId logged already
+        seq_log.append_at([StoredEvent(3, first[0])], position=1)
+    assert log.count() == 2
+    assert seq_log.source_position() == 0

@@ -3,7 +3,8 @@ what operating it needs.
 
     GET /healthz   liveness: the process and its catalog
     GET /readyz    200 once the bus, the event log, the decision log and the quarantine answer
-                   and the last fold step passed; 503 with the reason otherwise
+                   and the last fold step and event log write passed; 503 with the reason
+                   otherwise
     GET /metrics   Prometheus text (metrics scope, as on the API workers), adding:
 
     nextbest_fold_lag_events                  the stream's last sequence minus the folded one
@@ -11,7 +12,10 @@ what operating it needs.
     nextbest_fold_events_total{outcome}       folded, duplicate (skipped by messageId)
     nextbest_fold_redelivered_total           deliveries the bus sent again
     nextbest_fold_failures_total              fold steps that failed (retried)
-    nextbest_postgres_batch_seconds           the event log append and fold of one batch
+    nextbest_event_log_lag_events             the stream's last sequence minus the logged one
+    nextbest_fold_batch_seconds               the fold of one batch
+    nextbest_postgres_batch_seconds           the event log append of one batch (PostgreSQL,
+                                              behind the state save, off the visibility path)
     nextbest_state_save_seconds               the state save (Redis) of one batch
     nextbest_fold_position                    the stream sequence folded up to
     nextbest_fold_visible_seconds             per event: from its acceptance by an API worker
@@ -69,9 +73,18 @@ class FoldMetrics:
             "nextbest_fold_redelivered", "Deliveries sent again by the bus", registry=own
         )
         self.failures = Counter("nextbest_fold_failures", "Fold steps that failed", registry=own)
-        self.append_seconds = Histogram(
+        self.log_lag = gauge(
+            "nextbest_event_log_lag_events", "Stream last sequence minus logged (PostgreSQL)"
+        )
+        self.log_seconds = Histogram(
             "nextbest_postgres_batch_seconds",
-            "Event log append (PostgreSQL) and fold of one batch",
+            "Event log append (PostgreSQL) of one batch, behind the state save",
+            buckets=_BATCH_BUCKETS,
+            registry=own,
+        )
+        self.fold_seconds = Histogram(
+            "nextbest_fold_batch_seconds",
+            "Fold of one batch (the event log's duplicate check included)",
             buckets=_BATCH_BUCKETS,
             registry=own,
         )
@@ -91,10 +104,14 @@ class FoldMetrics:
 
     def stepped(self, stats: FoldStats) -> None:
         """After each fold step (the worker's ``on_step``)."""
-        self.append_seconds.observe(stats.append_seconds)
+        self.fold_seconds.observe(stats.fold_seconds)
         self.save_seconds.observe(stats.save_seconds)
         for seconds in stats.visible_after:
             self.visible_seconds.observe(seconds)
+
+    def logged(self, stats: FoldStats) -> None:
+        """After each segment the event log writer committed (the worker's ``on_logged``)."""
+        self.log_seconds.observe(stats.log_seconds)
 
     def sample(self, worker: FoldWorker) -> None:
         """Counters moved by what the worker did since the last sample; the lag read now."""
@@ -111,6 +128,7 @@ class FoldMetrics:
             return  # the bus is away: readiness says it
         self.lag.set(lag)
         self.pending.set(pending)
+        self.log_lag.set(lag + worker.position - worker.logged_position)
 
 
 def create_fold_app(
@@ -119,6 +137,7 @@ def create_fold_app(
     """The ops app; the worker runs while the app does and is closed on shutdown."""
     fold_metrics = FoldMetrics(metrics if metrics is not None else Metrics())
     worker.on_step = fold_metrics.stepped
+    worker.on_logged = fold_metrics.logged
     serving = False
 
     async def health(request: Request) -> Response:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Collection, Iterator, Sequence
 
 from nextbest.decide.model import Decision
+from nextbest.errors import StoreError
 from nextbest.events.model import Event
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
@@ -27,10 +29,11 @@ def memory_stores() -> Stores:
 
 class MemoryEventLog:
     def __init__(self) -> None:
-        self._events: list[StoredEvent] = []
+        self._events: list[StoredEvent] = []  # by seq (gaps allowed: ``append_at``)
         self._ids: set[str] = set()
         self._by_user: dict[str, list[StoredEvent]] = {}
         self._by_anon: dict[str, list[StoredEvent]] = {}
+        self._position = 0
 
     def append(self, events: Sequence[Event]) -> list[int | None]:
         out: list[int | None] = []
@@ -38,18 +41,42 @@ class MemoryEventLog:
             if event.message_id in self._ids:
                 out.append(None)
                 continue
-            self._ids.add(event.message_id)
-            stored = StoredEvent(len(self._events) + 1, event)
-            self._events.append(stored)
-            if event.user_id is not None:
-                self._by_user.setdefault(event.user_id, []).append(stored)
-            if event.anonymous_id is not None:
-                self._by_anon.setdefault(event.anonymous_id, []).append(stored)
+            stored = StoredEvent(self.last_seq() + 1, event)
+            self._add(stored)
             out.append(stored.seq)
         return out
 
+    def _add(self, stored: StoredEvent) -> None:
+        event = stored.event
+        self._ids.add(event.message_id)
+        self._events.append(stored)
+        if event.user_id is not None:
+            self._by_user.setdefault(event.user_id, []).append(stored)
+        if event.anonymous_id is not None:
+            self._by_anon.setdefault(event.anonymous_id, []).append(stored)
+
+    def logged(self, message_ids: Collection[str]) -> set[str]:
+        return {m for m in message_ids if m in self._ids}
+
+    def append_at(self, events: Sequence[StoredEvent], position: int) -> None:
+        last = self.last_seq()
+        for s in events:
+            if s.seq <= last or s.event.message_id in self._ids:
+                raise StoreError(
+                    f"event log: seq {s.seq} ({s.event.message_id!r}) is not past the log's "
+                    f"end ({last}) or its messageId is logged: another writer?"
+                )
+            last = s.seq
+        for s in events:
+            self._add(s)
+        self._position = max(self._position, position)
+
+    def source_position(self) -> int:
+        return self._position
+
     def scan(self, after: int = 0) -> Iterator[StoredEvent]:
-        yield from self._events[after:]
+        start = bisect.bisect_right(self._events, after, key=lambda s: s.seq)
+        yield from self._events[start:]
 
     def events_of(
         self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
@@ -59,7 +86,7 @@ class MemoryEventLog:
         return [found[seq] for seq in sorted(found) if seq <= upto]
 
     def last_seq(self) -> int:
-        return len(self._events)
+        return self._events[-1].seq if self._events else 0
 
     def count(self) -> int:
         return len(self._events)

@@ -19,6 +19,7 @@ __all__ = [
     "HeldMessage",
     "Quarantine",
     "SavedState",
+    "SequencedLog",
     "StateReads",
     "StateRow",
     "StateStore",
@@ -70,6 +71,30 @@ class EventLog(Protocol):
     def last_seq(self) -> int: ...
 
     def count(self) -> int: ...
+
+
+@runtime_checkable
+class SequencedLog(Protocol):
+    """An event log a fold worker writes behind its live state (``write_behind``): it hands
+    out the seqs itself, folds, saves the profiles, then logs. The PostgreSQL and in-memory
+    event logs have it."""
+
+    def logged(self, message_ids: Collection[str]) -> set[str]:
+        """Which of these messageIds the log holds (committed)."""
+        ...
+
+    def append_at(self, events: Sequence[StoredEvent], position: int) -> None:
+        """Durably append ``events`` at the seqs they carry (increasing, each above the log's
+        last seq, messageIds not logged: StoreError otherwise, nothing written), all or
+        nothing, and record in the same commit ``position``: the bus stream sequence the log
+        now holds every event up to (``events`` may be empty: the position alone moves)."""
+        ...
+
+    def source_position(self) -> int:
+        """The last ``position`` recorded by ``append_at`` (0: never)."""
+        ...
+
+    def last_seq(self) -> int: ...
 
 
 class DecisionLog(Protocol):
