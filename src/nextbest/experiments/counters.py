@@ -51,6 +51,7 @@ __all__ = [
     "ExperimentCounters",
     "Exposure",
     "Sums",
+    "decode_counters",
 ]
 
 #: the state rows' kind: ``experiment/<campaign>``
@@ -129,6 +130,11 @@ def _canonical(state: CampaignCounters) -> tuple[Any, ...]:
         sorted(state.customers.items()),
         [(arm, [sorted(b.items()) for b in state.days[arm]]) for arm in sorted(state.days)],
     )
+
+
+def decode_counters(body: bytes) -> CampaignCounters:
+    """A saved ``experiment/<campaign>`` row."""
+    return _decode(body)
 
 
 class ExperimentCounters:
