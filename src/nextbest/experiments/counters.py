@@ -219,13 +219,16 @@ class ExperimentCounters:
             spec = kpi.spec
             if not exposure.first <= event.timestamp <= exposure.first + spec.within_days * DAY:
                 continue
-            if context is None:
-                context = cel.Context(
-                    variables={"properties": event.properties, "context": event.context}
-                )
-            if kpi.where.check(context) is not RuleOutcome.TRUE:
-                continue
             old = exposure.values[i]
+            if spec.value is None and old == 1.0:
+                continue  # converted already: a conversion counts once
+            if kpi.where.source != "true":
+                if context is None:
+                    context = cel.Context(
+                        variables={"properties": event.properties, "context": event.context}
+                    )
+                if kpi.where.check(context) is not RuleOutcome.TRUE:
+                    continue
             if spec.value is None:
                 new = 1.0
             else:

@@ -165,13 +165,16 @@ def arm_weights(campaign: CampaignSpec) -> dict[str, float]:
     return out
 
 
-def _counts(s: Sums) -> ArmCounts:
+def _counts(s: Sums, kpi: CompiledKpi) -> ArmCounts:
+    """``s`` as the statistics read it; a conversion KPI's sums are whole numbers (0/1
+    values), whatever order the daily deltas were added in."""
     from nextbest.experiments.statistics import ArmCounts
 
+    whole = kpi.spec.value is None
     return ArmCounts(
         n=s.n,
-        sum=s.sum,
-        sum_squares=s.sum_squares,
+        sum=float(round(s.sum)) if whole else s.sum,
+        sum_squares=float(round(s.sum_squares)) if whole else s.sum_squares,
         pre_sum=s.pre_sum,
         pre_sum_squares=s.pre_sum_squares,
         cross_sum=s.cross_sum,
@@ -203,7 +206,7 @@ def _kpi_result(
     from nextbest.experiments.statistics import analyze
 
     analysis = _analysis(kpi, alpha, sequential)
-    counts = [_counts(state.totals(a, i)) for a in arms]
+    counts = [_counts(state.totals(a, i), kpi) for a in arms]
     out: list[ArmResult] = []
     srm_p = 1.0
     if len(arms) >= 2:
@@ -263,7 +266,7 @@ def _daily(
     analysis = _analysis(kpi, alpha, True)
     out: list[DailyLift] = []
     for day in state.day_numbers():
-        counts = [_counts(state.totals(a, 0, day)) for a in arms]
+        counts = [_counts(state.totals(a, 0, day), kpi) for a in arms]
         result = analyze(counts, weights, analysis)
         label = time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
         for comparison in result.comparisons:
