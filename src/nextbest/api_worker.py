@@ -468,8 +468,9 @@ class ApiWorker:
             "view": {k: v for k, v in view.items() if k not in ("context", "now")},
         }
 
-    def experiment_counters(self) -> dict[str, CampaignCounters]:
-        """The experiment counters the fold worker saved (``experiment/<campaign>`` rows)."""
+    def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]:
+        """The experiment counters the fold worker saved (``experiment/<campaign>`` rows:
+        read whole, customers included)."""
         names = sorted(self.catalog.kpis)
         bodies = self.live.reads.read_rows([(EXPERIMENT_ROW, c) for c in names])
         return {c: decode_counters(b) for c, b in zip(names, bodies, strict=True) if b}

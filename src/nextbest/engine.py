@@ -672,10 +672,11 @@ class Engine:
         """The live learner, for inspection (tests, tools): read it, never change it."""
         return self._learner
 
-    def experiment_counters(self) -> dict[str, CampaignCounters]:
-        """Every campaign's experiment counters now (a copy: read it freely)."""
+    def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]:
+        """Every campaign's experiment counters now (a copy: read it freely): the daily
+        counts, and each exposed customer's arm, first exposure and values if ``customers``."""
         with self._lock:
-            return self._counters.copy()
+            return self._counters.copy(customers)
 
     def experiment_state(self) -> bytes:
         """The experiment counters, in one canonical encoding (for comparisons)."""

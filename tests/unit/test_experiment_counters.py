@@ -81,7 +81,7 @@ def test_views_and_control_decisions_expose_and_kpi_events_convert(
             applied(late, T0 + DAY, product="car_loan"),  # where does not hold
         )
     )
-    counters = engine.experiment_counters()[CAMPAIGN]
+    counters = engine.experiment_counters(customers=True)[CAMPAIGN]
     assert set(counters.customers) == {held, shown, late}
     assert counters.customers[held].arm == CONTROL
     assert counters.customers[shown].arm == TREATMENT
@@ -97,6 +97,11 @@ def test_views_and_control_decisions_expose_and_kpi_events_convert(
     # a guardrail (Promotion Dismissed) is KPI 1, counted apart
     assert counters.totals(TREATMENT, 1).n == 2
     assert counters.totals(TREATMENT, 1).sum == 0.0
+
+    # what results read: the daily counts, without the customers
+    (light,) = (c for k, c in engine.experiment_counters().items() if k == CAMPAIGN)
+    assert light.customers == {}
+    assert light.days == counters.days
 
     report = engine.replay()
     assert report.experiments_identical
@@ -155,7 +160,7 @@ def test_a_visitor_first_seen_anonymous_keeps_the_arm_and_exposure_after_login(
         assert "mortgage_advice" in d.control
     CLOCK.set(T0 + DAY)
     engine.ingest_batch(batch(*msgs))
-    counters = engine.experiment_counters()[CAMPAIGN]
+    counters = engine.experiment_counters(customers=True)[CAMPAIGN]
     assert list(counters.customers) == [f"anon:{device}"]
     assert counters.customers[f"anon:{device}"].arm == arm
     assert counters.totals(arm, 0).sum == 1.0
@@ -182,7 +187,7 @@ def test_a_fold_worker_counts_the_control_exposures_other_processes_logged(
         applied(held, T0 + DAY),
     )
     fold.fold_accepted(fold.parse_batch(body))
-    counters = fold.experiment_counters()[CAMPAIGN]
+    counters = fold.experiment_counters(customers=True)[CAMPAIGN]
     assert counters.customers[held].arm == CONTROL
     assert counters.totals(CONTROL, 0).sum == 1.0
     assert fold.replay().experiments_identical

@@ -99,7 +99,9 @@ class CampaignCounters(msgspec.Struct, gc=False):
     def _bucket(self, arm: str, kpi: int, kpis: int, day: int) -> Sums:
         per_kpi = self.days.get(arm)
         if per_kpi is None:
-            per_kpi = self.days[arm] = [{} for _ in range(kpis)]
+            per_kpi = self.days[arm] = []
+        while len(per_kpi) < kpis:  # a new arm, or a KPI the campaign gained on a reload
+            per_kpi.append({})
         buckets = per_kpi[kpi]
         found = buckets.get(day)
         if found is None:
@@ -122,6 +124,7 @@ class CampaignCounters(msgspec.Struct, gc=False):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(CampaignCounters).decode
+_decode_days = msgspec.msgpack.Decoder(dict[str, list[dict[int, Sums]]]).decode
 
 
 def _canonical(state: CampaignCounters) -> tuple[Any, ...]:
@@ -272,9 +275,15 @@ class ExperimentCounters:
         """Every campaign's counters, in one canonical encoding (for comparisons)."""
         return _encode([(c, _canonical(self.campaigns[c])) for c in sorted(self.campaigns)])
 
-    def copy(self) -> dict[str, CampaignCounters]:
-        """Every campaign's counters, decoupled from the live ones."""
-        return {c: _decode(_encode(self.campaigns[c])) for c in sorted(self.campaigns)}
+    def copy(self, customers: bool = False) -> dict[str, CampaignCounters]:
+        """Every campaign's counters, decoupled from the live ones: the daily counts, and
+        the exposed customers only if asked (millions of them: what results never need)."""
+        if customers:
+            return {c: _decode(_encode(self.campaigns[c])) for c in sorted(self.campaigns)}
+        return {
+            c: CampaignCounters(customers={}, days=_decode_days(_encode(self.campaigns[c].days)))
+            for c in sorted(self.campaigns)
+        }
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self.campaigns))
