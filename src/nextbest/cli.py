@@ -311,13 +311,15 @@ def replay(
     report = _found(replay_store, _settings(catalog, data), write)
     verdict = "identical" if report.identical else f"{len(report.differing)}+ differ"
     models = "identical" if report.models_identical else "differ"
+    experiments = "identical" if report.experiments_identical else "differ"
     _console("out").print(
         f"replayed {report.events} events into {report.profiles} profiles: {verdict}; "
-        f"models: {models}"
+        f"models: {models}; experiment counters: {experiments}"
     )
     for key in report.differing:
         _console("out").print(f"  differs: {key}", markup=False)
-    if not (report.identical and report.models_identical) and not write:
+    same = report.identical and report.models_identical and report.experiments_identical
+    if not same and not write:
         raise typer.Exit(2)
 
 

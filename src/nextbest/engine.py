@@ -875,6 +875,10 @@ class Engine:
         counters = ExperimentCounters(self.catalog)
         snap = read_snapshot(self.state_store.load_state(), self.catalog.digest)
         position: int | None = None  # the log position the saved budgets count up to
+        if snap is not None and snap.seq > 0 and snap.experiments_position is None:
+            # saved before experiment counters were (every save of this version that
+            # rewrites its rows writes their position): the counters need the whole log
+            snap = None
         if snap is not None and snap.learner is not None:
             try:
                 learner = Learner.from_state(self.catalog, snap.learner)

@@ -231,7 +231,8 @@ def test_replay_of_an_engine_store_is_identical(
     )
     assert result.exit_code == 0, result.output
     assert lines(result.stdout) == [
-        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+        f"replayed {events} events into {profiles} profiles: identical; models: identical; "
+        "experiment counters: identical"
     ]
 
 
@@ -258,12 +259,14 @@ def test_replay_write_rebuilds_and_stays_identical(
     first = runner.invoke(app, [*args, "--write"], env=ENV)
     assert first.exit_code == 0, first.output
     assert lines(first.stdout) == [
-        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+        f"replayed {events} events into {profiles} profiles: identical; models: identical; "
+        "experiment counters: identical"
     ]
     again = runner.invoke(app, args, env=ENV)
     assert again.exit_code == 0, again.output
     assert lines(again.stdout) == [
-        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+        f"replayed {events} events into {profiles} profiles: identical; models: identical; "
+        "experiment counters: identical"
     ]
 
 
