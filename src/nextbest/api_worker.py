@@ -63,6 +63,7 @@ from nextbest.events.parse import (
     read_batch,
     read_message,
 )
+from nextbest.experiments.counters import EXPERIMENT_ROW, CampaignCounters, decode_counters
 from nextbest.group_commit import GroupCommit
 from nextbest.guard.senders import Sender, check_decider, check_decision_time
 from nextbest.ingestion import (
@@ -466,6 +467,13 @@ class ApiWorker:
             "profile": msgspec.to_builtins(profile),
             "view": {k: v for k, v in view.items() if k not in ("context", "now")},
         }
+
+    def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]:
+        """The experiment counters the fold worker saved (``experiment/<campaign>`` rows:
+        read whole, customers included)."""
+        names = sorted(self.catalog.kpis)
+        bodies = self.live.reads.read_rows([(EXPERIMENT_ROW, c) for c in names])
+        return {c: decode_counters(b) for c, b in zip(names, bodies, strict=True) if b}
 
     # ---------------------------------------------------------------- quarantine
     def quarantined(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import io
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +23,7 @@ from nextbest.settings import Settings, without_password
 if TYPE_CHECKING:
     from nextbest.catalog.compiled import Catalog
     from nextbest.engine import Engine
+    from nextbest.experiments.report import ExperimentResult
     from nextbest.sim.engines import SiteEngine
     from nextbest.sim.loop import Metrics
 
@@ -309,13 +311,15 @@ def replay(
     report = _found(replay_store, _settings(catalog, data), write)
     verdict = "identical" if report.identical else f"{len(report.differing)}+ differ"
     models = "identical" if report.models_identical else "differ"
+    experiments = "identical" if report.experiments_identical else "differ"
     _console("out").print(
         f"replayed {report.events} events into {report.profiles} profiles: {verdict}; "
-        f"models: {models}"
+        f"models: {models}; experiment counters: {experiments}"
     )
     for key in report.differing:
         _console("out").print(f"  differs: {key}", markup=False)
-    if not (report.identical and report.models_identical) and not write:
+    same = report.identical and report.models_identical and report.experiments_identical
+    if not same and not write:
         raise typer.Exit(2)
 
 
@@ -355,6 +359,110 @@ def models(
                 f"{deciles}",
                 markup=False,
             )
+
+
+PlotOpt = typer.Option(
+    None, "--plot", help="Draw the primary KPI's lift and interval day by day (a PNG file)."
+)
+
+
+@app.command()
+def results(
+    campaign: str | None = typer.Argument(None, help="A campaign id (default: every campaign)."),
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    plot: str | None = PlotOpt,
+) -> None:
+    """A campaign's experiment results (arm, exposed, conversions, rate, lift with its
+    interval, p-value, chance to win, SRM) and the verdict; without CAMPAIGN, every
+    campaign's verdict."""
+    import msgspec
+
+    from nextbest.experiments.report import ExperimentResult
+    from nextbest.usecases import experiment_results
+
+    found = _found(experiment_results, _settings(catalog, data), campaign)
+    out = _console("out")
+    if as_json:
+        out.print(msgspec.json.encode(found).decode(), markup=False, soft_wrap=True)
+    elif isinstance(found, ExperimentResult):
+        _print_result(found)
+    else:
+        for e in found.experiments:
+            out.print(
+                f"{e.campaign} ({e.status}, {e.exposed:,} exposed): {e.summary}", markup=False
+            )
+    if plot is not None:
+        if not isinstance(found, ExperimentResult):
+            _console("err").print("--plot draws one campaign: name it")
+            raise typer.Exit(2)
+        try:
+            from nextbest.results_plot import plot_daily_lift
+
+            plot_daily_lift(found, Path(plot))
+        except ImportError:
+            _console("err").print("--plot needs matplotlib: pip install 'matplotlib>=3.8'")
+            raise typer.Exit(1) from None
+        _console("err").print(f"lift by day drawn in {plot}", markup=False)
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:+.1%}"
+
+
+def _print_result(r: ExperimentResult) -> None:
+    from rich.table import Table
+
+    out = _console("out")
+    h = r.hypothesis
+    out.print(f"{r.name} ({r.campaign}, {r.status}; owner {r.owner})", markup=False)
+    out.print(f"  because we saw: {h.observation}", markup=False)
+    out.print(f"  we will: {h.change}", markup=False)
+    out.print(f"  and expect: {h.expected}", markup=False)
+    srm = "FLAGGED" if r.srm_flagged else "ok"
+    out.print(f"  sample ratio check: {srm} (p = {r.srm_p_value:.3g})", markup=False)
+    test = "always-valid (sequential)" if r.sequential else "fixed-horizon"
+    for kpi in r.kpis:
+        role = "guardrail" if kpi.guardrail else "primary KPI"
+        where = "" if kpi.where == "true" else f" where {kpi.where}"
+        table = Table(
+            title=f"{role}: {kpi.event}{where} within {kpi.within_days:g} days "
+            f"({kpi.direction.value} is good; {test} {1 - r.alpha:.0%} intervals)",
+            title_justify="left",
+        )
+        for name in (
+            "arm",
+            "exposed",
+            "conversions",
+            "rate",
+            "lift",
+            "interval",
+            "p-value",
+            "chance to win",
+            "SRM",
+        ):
+            table.add_column(name, justify="left" if name == "arm" else "right")
+        for a in kpi.arms:
+            interval = "" if a.ci_lower is None else f"{_pct(a.ci_lower)} .. {_pct(a.ci_upper)}"
+            untested = a.lift is not None and a.status != "ok"
+            table.add_row(
+                a.arm,
+                f"{a.exposed:,}",
+                f"{a.conversions:,.0f}" if kpi.kind == "proportion" else f"{a.conversions:,.2f}",
+                f"{a.rate:.2%}" if kpi.kind == "proportion" else f"{a.rate:,.2f}",
+                "n/a" if untested else _pct(a.lift) + ("*" if a.significant else ""),
+                "not enough data" if untested else interval,
+                "" if a.p_value is None or untested else f"{a.p_value:.3g}",
+                "" if a.chance_to_win is None or untested else f"{a.chance_to_win:.1%}",
+                "FLAGGED" if r.srm_flagged else "ok",
+            )
+        # never squeezed: a pipe or a narrow terminal still gets one line per arm
+        buffer = io.StringIO()
+        Console(width=max(out.width, 140), file=buffer, no_color=True).print(table)
+        out.print(buffer.getvalue().rstrip("\n"), markup=False, highlight=False)
+    out.print("* significant at the interval's level", markup=False)
+    out.print(f"verdict: {r.summary}", markup=False)
 
 
 @app.command()

@@ -53,6 +53,7 @@ from nextbest.events.parse import (
     read_batch,
     read_message,
 )
+from nextbest.experiments.counters import CampaignCounters, ExperimentCounters
 from nextbest.group_commit import GroupCommit
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.ingestion import (
@@ -72,7 +73,13 @@ from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
 from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
-from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_snapshot
+from nextbest.store.snapshot import (
+    experiment_rows,
+    learner_rows,
+    link_row,
+    profile_row,
+    read_snapshot,
+)
 
 __all__ = [
     "Engine",
@@ -101,6 +108,8 @@ class ReplayReport(msgspec.Struct, frozen=True):
     differing: list[str]
     #: the learned models (and waiting views, budgets) rebuilt from the logs are identical
     models_identical: bool = True
+    #: the experiment counters rebuilt from the logs are identical
+    experiments_identical: bool = True
 
 
 class ReloadReport(msgspec.Struct, frozen=True):
@@ -122,6 +131,12 @@ def folds_alike(old: Catalog, new: Catalog) -> bool:
     categories, events, products, half-lives) and the same fold settings (weights, session
     timeout, the offers whose feedback is kept)."""
     return old.spec.topics == new.spec.topics and old.fold_config == new.fold_config
+
+
+def _record_control(counters: ExperimentCounters, decision: Decision) -> None:
+    """The control exposures of a decision, counted for the customer's experiment id."""
+    if decision.control:
+        counters.record_decision(decision, decision.experiment_key or decision.customer_id)
 
 
 def _new_id() -> str:
@@ -174,6 +189,9 @@ class Engine:
         self._reload_lock = threading.Lock()  # one catalog reload at a time
         self._journal = DecisionJournal(stores.decisions)
         self._book, self._learner = self._fresh()
+        self._counters = ExperimentCounters(catalog)
+        #: the decision log position up to which control exposures were counted
+        self._control_seen = 0
         self._flush_every = decision_flush_every
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
@@ -325,12 +343,23 @@ class Engine:
             self._unfolded = True
             seqs = self.event_log.append(events)
             with self._lock:
+                self._count_logged_control()
                 for event, seq in zip(events, seqs, strict=True):
                     if seq is not None:
-                        self._apply(self._book, self._learner, seq, event, live=True)
+                        book, learner, counters = self._book, self._learner, self._counters
+                        self._apply(book, learner, seq, event, live=True, counters=counters)
                         self._since_snapshot += 1
             self._unfolded = False
         return seqs
+
+    def _count_logged_control(self) -> None:
+        """Under the state lock: the control exposures of the decisions other processes (API
+        workers) logged since the last look, counted before the events folded next."""
+        position = self.decision_log.decision_log_position()
+        if position != self._control_seen:
+            for decision in self.decision_log.decisions_after(self._control_seen):
+                _record_control(self._counters, decision)
+            self._control_seen = position
 
     def _fold_uncertain_tail(self) -> None:
         """Under the write lock. The last append or fold failed: in its fold (a stitch's
@@ -339,7 +368,9 @@ class Engine:
         those events then finds them logged (a duplicate), never folded twice."""
         if self._unfolded:
             with self._lock:
-                self._since_snapshot += self._fold_log(self._book, self._learner, self._book.seq)
+                self._since_snapshot += self._fold_log(
+                    self._book, self._learner, self._book.seq, self._counters
+                )
             self._unfolded = False
 
     def state_lost(self) -> None:
@@ -348,6 +379,7 @@ class Engine:
         with self._lock:
             self._book.replace = True
             self._learner.dirty = True
+            self._counters.replace = True
 
     def use_event_log(self, log: EventLog) -> None:
         """From now on ``log`` is the event log (a fold worker's ``WriteBehindLog`` over the
@@ -401,7 +433,15 @@ class Engine:
                 for n, event in enumerate(parsed.events):
                     seq = seqs[at + n]
                     if seq is not None:
-                        self._apply(self._book, self._learner, seq, event, joined.get(n), live=True)
+                        self._apply(
+                            self._book,
+                            self._learner,
+                            seq,
+                            event,
+                            joined.get(n),
+                            live=True,
+                            counters=self._counters,
+                        )
                         accepted += 1
                         latest = max(latest, event.timestamp)
                 at += len(parsed.events)
@@ -515,6 +555,7 @@ class Engine:
         decision: Decision | None = None,
         *,
         live: bool = False,
+        counters: ExperimentCounters | None = None,
     ) -> None:
         """Fold ``event`` (at ``seq``) into ``book`` and ``learner``; ``live``: accepted now
         (``on_feedback`` is told how its feedback was judged), not restored or replayed."""
@@ -534,6 +575,10 @@ class Engine:
                     self.on_feedback(trusted)
         learner.observe(event, decision)
         book.apply(seq, event, self._events_of)
+        if counters is not None and counters.wants(event):
+            profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
+            if profile is not None:
+                counters.observe(event, profile.experiment_key, decision)
         if learner.awaits(event) and (event.user_id or event.anonymous_id):
             customer = book.resolve(event.user_id, event.anonymous_id)
             learner.observe_outcome(event, customer, book.same_customer)
@@ -572,6 +617,8 @@ class Engine:
                 self._new_id(),
                 choose or self._learner.choose,
             )
+            if decision.control:
+                _record_control(self._counters, decision)
             if self._journal.add(decision) >= self._flush_every:
                 self.flush()  # backpressure; normally a timer flushes
             return decision
@@ -638,6 +685,17 @@ class Engine:
         """The live learner, for inspection (tests, tools): read it, never change it."""
         return self._learner
 
+    def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]:
+        """Every campaign's experiment counters now (a copy: read it freely): the daily
+        counts, and each exposed customer's arm, first exposure and values if ``customers``."""
+        with self._lock:
+            return self._counters.copy(customers)
+
+    def experiment_state(self) -> bytes:
+        """The experiment counters, in one canonical encoding (for comparisons)."""
+        with self._lock:
+            return self._counters.state()
+
     def pending_decisions(self) -> list[Decision]:
         """Decisions taken but not yet written to the decision log."""
         return self._journal.pending()
@@ -672,19 +730,27 @@ class Engine:
             return list(self._book.profiles.values())
 
     # ---------------------------------------------------------------- replay, snapshots
-    def _fold_log(self, book: ProfileBook, learner: Learner, after: int = 0) -> int:
+    def _fold_log(
+        self,
+        book: ProfileBook,
+        learner: Learner,
+        after: int = 0,
+        counters: ExperimentCounters | None = None,
+    ) -> int:
         n = 0
         for stored in self.event_log.scan(after):
-            self._apply(book, learner, stored.seq, stored.event)
+            self._apply(book, learner, stored.seq, stored.event, counters=counters)
             n += 1
         return n
 
-    def _replayed(self) -> tuple[ProfileBook, Learner, ReplayReport]:
+    def _replayed(self) -> tuple[ProfileBook, Learner, ExperimentCounters, ReplayReport]:
         self.flush()  # the decision log must hold every decision feedback may join
         book, learner = self._fresh()
+        counters = ExperimentCounters(self.catalog)
         for decision in self.decision_log.decisions():
             learner.record_decision(decision)
-        n = self._fold_log(book, learner)
+            _record_control(counters, decision)
+        n = self._fold_log(book, learner, 0, counters)
         live, fresh = self._book.profiles, book.profiles
         enc = msgspec.msgpack.encode
         differing = sorted(
@@ -693,19 +759,23 @@ class Engine:
             if k not in live or k not in fresh or enc(live[k]) != enc(fresh[k])
         )
         models_identical = learner.to_state() == self._learner.to_state()
-        report = ReplayReport(n, len(fresh), not differing, differing[:20], models_identical)
-        return book, learner, report
+        experiments_identical = counters.state() == self._counters.state()
+        report = ReplayReport(
+            n, len(fresh), not differing, differing[:20], models_identical, experiments_identical
+        )
+        return book, learner, counters, report
 
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
         with self._write_lock, self._lock:  # no event appended but not yet folded
-            return self._replayed()[2]
+            return self._replayed()[3]
 
     def rebuild(self) -> ReplayReport:
         """Replace live state by a replay of the log, then save it whole."""
         with self._write_lock, self._lock:
             # a fresh book has replace=True: every row is rewritten
-            self._book, self._learner, report = self._replayed()
+            self._book, self._learner, self._counters, report = self._replayed()
+            self._counters.replace = True
         self.snapshot()
         return report
 
@@ -746,6 +816,7 @@ class Engine:
                         book = self._book
                         book.matcher, book.fold_config = catalog.matcher, catalog.fold_config
                     self.catalog, self._book, self._learner = catalog, book, learner
+                    self._counters.use(catalog)
                     self.limits = _limits(self._base_limits, catalog)
         self.snapshot()
         return ReloadReport(old.version, catalog.version, True, refold, events)
@@ -778,12 +849,20 @@ class Engine:
                 book, learner = self._book, self._learner
                 keys, replace = book.take_changes()
                 rows = [self._row(book, kind, key) for kind, key in keys]
+                counters = self._counters
+                experiments, _ = counters.take_changes(every=replace)
                 saves_learner = (learner.dirty and models) or replace
                 if saves_learner:
                     # budgets as of the log's end now; a restart counts decisions after it
                     pending, position = self._journal.cut()
                     rows.extend(learner_rows(learner.to_state(unlogged=pending), position))
                     learner.dirty = False
+                if experiments or saves_learner:
+                    # with the learner's position (when saved): a restart reads the decision
+                    # log once for both
+                    if not saves_learner:
+                        position = self._journal.cut()[1]
+                    rows.extend(experiment_rows(experiments, position))
                 rows.extend(extra)
                 seq = book.seq
                 self._since_snapshot = 0
@@ -792,9 +871,10 @@ class Engine:
             except BaseException as exc:
                 with self._lock:  # not saved: save these rows next time
                     book.keep_changes(keys, replace)
+                    counters.keep_changes((c for c, _ in experiments), replace)
                     learner.dirty = learner.dirty or saves_learner
                     if isinstance(exc, StateLost):  # the next save writes every row
-                        book.replace = learner.dirty = True
+                        book.replace = learner.dirty = counters.replace = True
                 raise
 
     @staticmethod
@@ -805,8 +885,13 @@ class Engine:
 
     def _restore(self) -> None:
         book, learner = self._fresh()
+        counters = ExperimentCounters(self.catalog)
         snap = read_snapshot(self.state_store.load_state(), self.catalog.digest)
         position: int | None = None  # the log position the saved budgets count up to
+        if snap is not None and snap.seq > 0 and snap.experiments_position is None:
+            # saved before experiment counters were (every save of this version that
+            # rewrites its rows writes their position): the counters need the whole log
+            snap = None
         if snap is not None and snap.learner is not None:
             try:
                 learner = Learner.from_state(self.catalog, snap.learner)
@@ -817,6 +902,13 @@ class Engine:
             self._fold_position = snap.fold_position
             # the budgets saved with the learner count the log up to this position
             position = snap.decision_log_position if snap.learner is not None else None
+        # the control exposures: the saved counters and the decisions logged after their
+        # position (recording an exposure twice changes nothing), or the whole log
+        # where the decision log ends now: every decision logged so far is read below
+        self._control_seen = self.decision_log.decision_log_position()
+        counted = snap is not None and snap.experiments_position is not None
+        if snap is not None and counted:
+            counters.restore(snap.experiments)
         if learner.models:
             # budgets count logged decisions: the saved ones up to ``position`` (saved with
             # them), the log's after it; without both, the whole log is counted
@@ -827,8 +919,21 @@ class Engine:
                 decisions = self.decision_log.decisions_after(position)
             for decision in decisions:
                 learner.record_decision(decision)
-        self._fold_log(book, learner, book.seq)
-        self._book, self._learner = book, learner
+                # the counters' position is saved with the learner's, or later
+                _record_control(counters, decision)
+            if position is not None and not counted:
+                for decision in self.decision_log.decisions():
+                    _record_control(counters, decision)
+        else:
+            logged = (
+                self.decision_log.decisions_after(snap.experiments_position)
+                if snap is not None and snap.experiments_position is not None
+                else self.decision_log.decisions()
+            )
+            for decision in logged:
+                _record_control(counters, decision)
+        self._fold_log(book, learner, book.seq, counters)
+        self._book, self._learner, self._counters = book, learner, counters
         if self._event_clock is not None and learner.now != -math.inf:
             # on event time every event is received at its own time: the learner's time,
             # the latest of them, is where the watermark was

@@ -48,7 +48,13 @@ from nextbest.errors import InputError, NotFound
 from nextbest.events.model import Event
 from nextbest.settings import without_password
 from nextbest.store.port import HeldMessage, StateRow, Stores
-from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_snapshot
+from nextbest.store.snapshot import (
+    experiment_rows,
+    learner_rows,
+    link_row,
+    profile_row,
+    read_snapshot,
+)
 
 __all__ = [
     "SQLITE_PREFIX",
@@ -442,6 +448,10 @@ def _copy_state(
     rows.extend(link_row(kind, key, user) for kind, key, user in snap.links)
     if snap.learner is not None:
         rows.extend(learner_rows(snap.learner, position or 0))
+    if snap.experiments_position is not None:
+        # the counters' own position is the learner's or later: from the learner's (or the
+        # log's start) the target records some control exposures again, which changes nothing
+        rows.extend(experiment_rows(list(snap.experiments), position or 0))
     target.state.save_state(seq, catalog.digest, rows, replace=True)
     return StateCopy(
         copied=True,

@@ -12,6 +12,7 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import QuarantineReport, ReloadReport
 from nextbest.events.model import EventType
 from nextbest.events.parse import Limits, Parsed
+from nextbest.experiments.counters import CampaignCounters
 from nextbest.guard.senders import Sender
 from nextbest.ingestion import IngestRequest, IngestResult
 from nextbest.learn.learner import Learner
@@ -87,3 +88,5 @@ class Service(Protocol):
     def replay_quarantine(self, batch: int = ...) -> QuarantineReport: ...
 
     def reload(self, catalog: Catalog) -> ReloadReport: ...
+
+    def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]: ...

@@ -18,6 +18,13 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, QuarantineReport, ReplayReport
 from nextbest.errors import CatalogError, CatalogProblem, NotFound, ValidationError
+from nextbest.experiments.counters import CampaignCounters
+from nextbest.experiments.report import (
+    ExperimentList,
+    ExperimentResult,
+    campaign_result,
+    summarize,
+)
 from nextbest.learn.calibration import calibration
 from nextbest.learn.learner import PlacementModel
 from nextbest.learn.logs import LoggedItem, join_rewards
@@ -34,13 +41,18 @@ __all__ = [
     "Logged",
     "check_catalog",
     "evaluate_policy",
+    "experiment_list",
+    "experiment_result",
+    "experiment_results",
     "export_decisions",
+    "list_experiments",
     "list_models",
     "list_quarantine",
     "read_logged",
     "reload_catalog",
     "replay_quarantine",
     "replay_store",
+    "served_experiment",
 ]
 
 
@@ -233,3 +245,45 @@ def evaluate_policy(
         fatigue=fatigue,
         fatigue_days=fatigue_days,
     )
+
+
+# ------------------------------------------------------------------ experiments
+def experiment_result(
+    catalog: Catalog, counters: dict[str, CampaignCounters], campaign: str
+) -> ExperimentResult:
+    """One campaign's results (NotFound for a campaign the catalog does not have)."""
+    spec = catalog.campaigns.get(campaign)
+    if spec is None:
+        raise NotFound(f"no campaign {campaign!r} in catalog {catalog.version}")
+    return campaign_result(spec, catalog.kpis.get(campaign, []), counters.get(campaign))
+
+
+def experiment_list(catalog: Catalog, counters: dict[str, CampaignCounters]) -> ExperimentList:
+    """Every campaign of the catalog, its exposed customers and verdict."""
+    return ExperimentList(
+        experiments=[
+            summarize(experiment_result(catalog, counters, c)) for c in sorted(catalog.campaigns)
+        ]
+    )
+
+
+def list_experiments(service: Service) -> ExperimentList:
+    """``experiment_list`` on a running engine's counters."""
+    return experiment_list(service.catalog, service.experiment_counters())
+
+
+def served_experiment(service: Service, campaign: str) -> ExperimentResult:
+    """``experiment_result`` on a running engine's counters."""
+    return experiment_result(service.catalog, service.experiment_counters(), campaign)
+
+
+def experiment_results(
+    settings: Settings, campaign: str | None = None
+) -> ExperimentList | ExperimentResult:
+    """From a store at rest (the CLI): one campaign's results, or every campaign's verdict."""
+    with _opened(settings) as engine:
+        counters = engine.experiment_counters()
+        catalog = engine.catalog
+    if campaign is None:
+        return experiment_list(catalog, counters)
+    return experiment_result(catalog, counters, campaign)

@@ -173,6 +173,10 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     reload = call("post_admin_catalog_reload", admin, "CatalogReload")
     assert reload.changed is False  # the same files: nothing to swap
     call("post_admin_snapshot", admin, "SnapshotResponse")
+    listed = call("get_experiments", admin, "ExperimentList")
+    assert "mortgage_q4" in [e.campaign for e in listed.experiments]
+    result = call("get_experiments_campaign", admin, "ExperimentResult", campaign="mortgage_q4")
+    assert result.verdict == "collecting_data"
     call("get_healthz", public, "HealthResponse")
     assert call("get_readyz", public, "ReadyResponse").status == "ready"
     text = call("get_metrics", admin, "str")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -230,7 +231,8 @@ def test_replay_of_an_engine_store_is_identical(
     )
     assert result.exit_code == 0, result.output
     assert lines(result.stdout) == [
-        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+        f"replayed {events} events into {profiles} profiles: identical; models: identical; "
+        "experiment counters: identical"
     ]
 
 
@@ -257,12 +259,14 @@ def test_replay_write_rebuilds_and_stays_identical(
     first = runner.invoke(app, [*args, "--write"], env=ENV)
     assert first.exit_code == 0, first.output
     assert lines(first.stdout) == [
-        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+        f"replayed {events} events into {profiles} profiles: identical; models: identical; "
+        "experiment counters: identical"
     ]
     again = runner.invoke(app, args, env=ENV)
     assert again.exit_code == 0, again.output
     assert lines(again.stdout) == [
-        f"replayed {events} events into {profiles} profiles: identical; models: identical"
+        f"replayed {events} events into {profiles} profiles: identical; models: identical; "
+        "experiment counters: identical"
     ]
 
 
@@ -349,3 +353,79 @@ def test_quarantine_without_a_store(runner: CliRunner, tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "no store at" in result.output
+
+
+@pytest.fixture(scope="module")
+def experiment_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store where one mortgage researcher in mortgage_q4's control group and one in its
+    treatment were decided for; the treated one viewed the offer and applied."""
+    from tests.support import feedback, user_in
+
+    data = tmp_path_factory.mktemp("results") / "log.sqlite"
+    clock = FixedClock(T0)
+    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), clock, new_id=counter_ids())
+    for user in (user_in("control", "mortgage_q4", 0.1), user_in("treatment", "mortgage_q4", 0.1)):
+        engine.ingest_batch(
+            batch(
+                identify({"age": 40}, user=user, at=T0 - 3600),
+                *[page(MORTGAGE_URL, user=user, at=T0 - 60 * k) for k in range(6)],
+            )
+        )
+        d = engine.decide(DecisionRequest(placement="home_feed"), user_id=user)
+        if d.items and "mortgage_advice" in [i.offer_id for i in d.items]:
+            engine.ingest_batch(
+                batch(
+                    feedback(d, "Promotion Viewed", "mortgage_advice", at=T0 + 1),
+                    track("Application Submitted", {"product": "mortgage"}, user=user, at=T0 + 2),
+                )
+            )
+    engine.close()
+    return data
+
+
+MORTGAGE_URL = "https://bank.example/mortgages/rates"
+
+
+def test_results_prints_the_table_and_the_verdict(runner: CliRunner, experiment_store: Path):
+    args = ["results", "mortgage_q4", "-c", str(EXAMPLE_CATALOG), "-d", str(experiment_store)]
+    out = runner.invoke(app, args, env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "Mortgage advice Q4 (mortgage_q4, running" in text
+    assert "and expect: More submitted mortgage applications" in text
+    for column in ("arm", "exposed", "conversions", "rate", "lift", "p-value", "chance to win"):
+        assert column in text
+    assert "SRM" in text
+    assert 'primary KPI: Application Submitted where properties.product == "mortgage"' in text
+    assert "guardrail: Promotion Dismissed" in text
+    assert "verdict: Collecting data: 2 customers exposed" in text
+
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0
+    body = json.loads(as_json.output)
+    arms = {a["arm"]: a for a in body["kpis"][0]["arms"]}
+    assert (arms["control"]["exposed"], arms["treatment"]["conversions"]) == (1, 1.0)
+    assert body["verdict"] == "collecting_data"
+
+
+def test_results_without_a_campaign_lists_every_verdict(runner: CliRunner, experiment_store: Path):
+    args = ["results", "-c", str(EXAMPLE_CATALOG), "-d", str(experiment_store)]
+    out = runner.invoke(app, args, env=ENV)
+    assert out.exit_code == 0, out.output
+    assert "mortgage_q4 (running, 2 exposed): Collecting data" in out.output
+    assert "car_loan_autumn (running, 0 exposed)" in out.output
+
+
+def test_results_draws_the_lift_by_day(runner: CliRunner, experiment_store: Path, tmp_path: Path):
+    png = tmp_path / "lift.png"
+    args = ["results", "mortgage_q4", "-c", str(EXAMPLE_CATALOG), "-d", str(experiment_store)]
+    out = runner.invoke(app, [*args, "--plot", str(png)], env=ENV)
+    assert out.exit_code == 0, out.output
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_results_for_an_unknown_campaign_says_so(runner: CliRunner, experiment_store: Path):
+    args = ["results", "nope", "-c", str(EXAMPLE_CATALOG), "-d", str(experiment_store)]
+    out = runner.invoke(app, args, env=ENV)
+    assert out.exit_code == 1
+    assert "no campaign 'nope'" in out.output

@@ -78,6 +78,9 @@ def messages(draw: st.DrawFn) -> Step:
         return Answer(
             draw(st.integers(0, 7)), draw(st.integers(0, 3)), draw(st.sampled_from(FEEDBACK)), at
         )
+    if draw(st.booleans()):  # a KPI event of mortgage_q4 (or not: another product)
+        product = draw(st.sampled_from(["mortgage", "car_loan"]))
+        return track("Application Submitted", {"product": product}, at=at, **who)
     return track("Calculator Used", {"topic": "mortgage"}, at=at, **who)
 
 
@@ -119,8 +122,11 @@ def test_live_equals_replay_and_restart_on_every_prefix(catalog: Catalog, batche
     made: list[Decision] = []
     for i, steps in enumerate(batches):
         play(engine, steps, made)
-        assert engine.replay().identical
+        report = engine.replay()
+        assert report.identical
+        assert report.experiments_identical
         if i == save_after:
             engine.snapshot()
         restarted = Engine(catalog, store, clock)  # saved state (if any) + the log's tail
         assert encoded(restarted) == encoded(engine)
+        assert restarted.experiment_state() == engine.experiment_state()

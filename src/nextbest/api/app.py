@@ -66,12 +66,13 @@ from nextbest.errors import (
 from nextbest.events.model import EventType
 from nextbest.events.parse import SINGLE_MESSAGE, Parsed, decode_json, parse_instant
 from nextbest.events.wire import WireBatch
+from nextbest.experiments.report import ExperimentList, ExperimentResult
 from nextbest.guard.origin import network_origin, stamp
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
-from nextbest.usecases import CatalogReload, reload_catalog
+from nextbest.usecases import CatalogReload, list_experiments, reload_catalog, served_experiment
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
 
@@ -350,6 +351,17 @@ async def _profile(ctx: Ctx) -> Response:
     return _answer(ProfileResponse(**view))
 
 
+async def _experiments(ctx: Ctx) -> Response:
+    listed = await run_in_threadpool(list_experiments, ctx.engine)
+    return _answer(listed)
+
+
+async def _experiment(ctx: Ctx) -> Response:
+    campaign = ctx.request.path_params["campaign"]
+    result = await run_in_threadpool(served_experiment, ctx.engine, campaign)
+    return _answer(result)
+
+
 async def _decision(ctx: Ctx) -> Response:
     decision_id = ctx.request.path_params["decision_id"]
     decision = await run_in_threadpool(ctx.engine.decision, decision_id)
@@ -522,6 +534,24 @@ ROUTES: tuple[RouteSpec, ...] = (
         "One logged decision",
         _decision,
         response=Decision,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/experiments",
+        Scope.ADMIN,
+        "Every campaign's experiment: exposed customers and the verdict so far",
+        _experiments,
+        response=ExperimentList,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/experiments/{campaign}",
+        Scope.ADMIN,
+        "One campaign's experiment results: per KPI and arm the exposed customers, "
+        "conversions, rate, lift with its always-valid interval, p-value, chance to win; "
+        "the sample ratio check, the lift day by day, and the verdict",
+        _experiment,
+        response=ExperimentResult,
     ),
     RouteSpec(
         "GET",

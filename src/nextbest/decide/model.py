@@ -146,3 +146,6 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     features: dict[str, float] = {}
     #: the click model that scored this decision ("prior": the catalog's interest prior)
     model_version: str = "prior"
+    #: the customer's stable experiment id (``Profile.experiment_key``) when it differs from
+    #: ``customer_id`` (a visitor first seen anonymously): whom the control exposures count
+    experiment_key: str = ""

@@ -191,6 +191,7 @@ def decide(
         fallback=available,
         features=choice.features if choice.features is not None else _features(pool, rules),
         model_version=choice.model_version or "prior",
+        experiment_key=key if (key := profile.experiment_key) != profile.customer_id else "",
     )
 
 

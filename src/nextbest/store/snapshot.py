@@ -7,7 +7,10 @@ the learner was saved: a restart counts only the decisions logged after it). A f
 (``serve --role fold``) adds ``fold/position``, the bus's stream sequence folded up to (saved
 with the profiles it produced, in one write: the cursor its consumer restarts from, and what an
 API worker waits for to read its own writes), and ``learner/published`` (the model copy's
-version and when it was saved, for the API workers that reload it). A snapshot is a cache: one
+version and when it was saved, for the API workers that reload it). Experiment counters are
+``experiment/<campaign>`` rows (``experiments.counters``) with their companion
+``experiment-log/decision_log_position`` (the control exposures logged after it are recorded
+again on restart; once more changes nothing). A snapshot is a cache: one
 folded under another catalog, or unreadable, is replayed from the logs instead.
 """
 
@@ -18,6 +21,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from nextbest.experiments.counters import EXPERIMENT_ROW
 from nextbest.profile.book import PROFILE_ROW
 from nextbest.profile.identity import LinkKind
 from nextbest.profile.model import Profile
@@ -30,6 +34,7 @@ __all__ = [
     "PUBLISHED",
     "ModelVersion",
     "Snapshot",
+    "experiment_rows",
     "learner_rows",
     "link_row",
     "position_row",
@@ -44,6 +49,8 @@ FOLD_ROW = "fold"
 POSITION = "position"
 #: ``learner/published``: the version of the model copy saved with it, and when
 PUBLISHED = "published"
+#: the experiment rows' companion kind: ``experiment-log/decision_log_position``
+EXPERIMENT_LOG = "experiment-log"
 #: the learner row's companion: where the decision log ended when the learner was saved
 _DECISION_LOG = "decision_log_position"
 
@@ -64,6 +71,11 @@ class Snapshot(NamedTuple):
     decision_log_position: int | None
     #: the bus stream sequence folded up to (0: none, or not a fold worker's state)
     fold_position: int = 0
+    #: (campaign, msgpack counters) rows
+    experiments: tuple[tuple[str, bytes], ...] = ()
+    #: the decision log position the saved counters' control exposures count up to (None:
+    #: count the whole log)
+    experiments_position: int | None = None
 
 
 class ModelVersion(msgspec.Struct, frozen=True):
@@ -89,6 +101,15 @@ def learner_rows(body: bytes, decision_log_position: int) -> list[StateRow]:
     return [
         StateRow(LEARNER_ROW, LEARNER_ROW, body),
         StateRow(LEARNER_ROW, _DECISION_LOG, str(decision_log_position).encode()),
+    ]
+
+
+def experiment_rows(
+    campaigns: list[tuple[str, bytes | None]], decision_log_position: int
+) -> list[StateRow]:
+    return [
+        *(StateRow(EXPERIMENT_ROW, c, body) for c, body in campaigns),
+        StateRow(EXPERIMENT_LOG, _DECISION_LOG, str(decision_log_position).encode()),
     ]
 
 
@@ -125,6 +146,8 @@ def _read_rows(saved: SavedState) -> Snapshot:
     learner: bytes | None = None
     position: int | None = None
     folded = 0
+    experiments: list[tuple[str, bytes]] = []
+    experiments_position: int | None = None
     for row in saved.rows:
         if row.body is None:
             continue
@@ -139,8 +162,23 @@ def _read_rows(saved: SavedState) -> Snapshot:
             continue  # for the readers of the model copy
         elif row.kind == FOLD_ROW and row.key == POSITION:
             folded = int(row.body)
+        elif row.kind == EXPERIMENT_ROW:
+            experiments.append((row.key, row.body))
+        elif row.kind == EXPERIMENT_LOG and row.key == _DECISION_LOG:
+            experiments_position = int(row.body)
         elif row.kind in _LINKS:
             links.append((row.kind, row.key, row.body.decode()))
         else:
             raise _Unreadable(f"{row.kind}/{row.key}")
-    return Snapshot(saved.seq, profiles, links, learner, position, folded)
+    if experiments_position is None:
+        experiments = []  # counters without their position: recount from the logs
+    return Snapshot(
+        saved.seq,
+        profiles,
+        links,
+        learner,
+        position,
+        folded,
+        tuple(experiments),
+        experiments_position,
+    )

@@ -1,0 +1,195 @@
+"""Experiment counters kept at ingest (issue #18, item 4): exposures from views and control
+decisions, KPI conversions within the attribution window, daily deltas, and live == replay
+== restart."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from nextbest.clock import FixedClock
+from nextbest.decide.model import Decision, DecisionRequest
+from nextbest.engine import Engine
+from nextbest.experiments import assign
+from nextbest.experiments.counters import CONTROL, DAY, TREATMENT
+from nextbest.store import memory_stores, sqlite_stores
+from nextbest.store.catalog_files import load_catalog
+from tests.support import (
+    EXAMPLE_CATALOG,
+    T0,
+    batch,
+    counter_ids,
+    feedback,
+    identify,
+    page,
+    track,
+    user_in,
+)
+
+MORTGAGE = "https://bank.example/mortgages/rates"
+CAMPAIGN = "mortgage_q4"
+
+
+def researcher(engine: Engine, user: str, at: float) -> Decision:
+    engine.ingest_batch(
+        batch(
+            identify({"age": 40}, user=user, at=at - 3600),
+            *[page(MORTGAGE, user=user, at=at - 60 * k) for k in range(6)],
+        )
+    )
+    return engine.decide(DecisionRequest(placement="home_feed"), user_id=user, now=None)
+
+
+def applied(user: str, at: float, product: str = "mortgage") -> dict[str, object]:
+    return track("Application Submitted", {"product": product}, user=user, at=at)
+
+
+@pytest.fixture
+def engine_at(tmp_path: Path) -> tuple[Engine, Path]:
+    data = tmp_path / "log.sqlite"
+    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), CLOCK, new_id=counter_ids())
+    CLOCK.set(T0)
+    return engine, data
+
+
+#: the tests move it forward so that later events are not in the future
+CLOCK = FixedClock(T0)
+
+
+def test_views_and_control_decisions_expose_and_kpi_events_convert(
+    engine_at: tuple[Engine, Path],
+) -> None:
+    engine, data = engine_at
+    held = user_in("control", CAMPAIGN, 0.1, prefix="held")
+    shown = user_in("treatment", CAMPAIGN, 0.1, prefix="shown")
+    late = user_in("treatment", CAMPAIGN, 0.1, prefix="late")
+    researcher(engine, held, T0)
+    d = researcher(engine, shown, T0)
+    assert "mortgage_advice" in [i.offer_id for i in d.items]
+    d_late = researcher(engine, late, T0)
+    CLOCK.set(T0 + 16 * DAY)
+    engine.ingest_batch(
+        batch(
+            feedback(d, "Promotion Viewed", "mortgage_advice", at=T0 + 10),
+            feedback(d_late, "Promotion Viewed", "mortgage_advice", at=T0 + 10),
+            applied(shown, T0 + DAY),  # converts, day 1
+            applied(shown, T0 + 2 * DAY),  # a second conversion counts once
+            applied(held, T0 + 3 * DAY),  # a control customer converts too, day 3
+            applied(late, T0 + 15 * DAY),  # after the 14-day window: not a conversion
+            applied(late, T0 + DAY, product="car_loan"),  # where does not hold
+        )
+    )
+    counters = engine.experiment_counters(customers=True)[CAMPAIGN]
+    assert set(counters.customers) == {held, shown, late}
+    assert counters.customers[held].arm == CONTROL
+    assert counters.customers[shown].arm == TREATMENT
+    control = counters.totals(CONTROL, 0)
+    treatment = counters.totals(TREATMENT, 0)
+    assert (control.n, control.sum) == (1, 1.0)
+    assert (treatment.n, treatment.sum, treatment.sum_squares) == (2, 1.0, 1.0)
+    # daily deltas: at the end of the exposure day nobody has converted yet
+    day0 = int(T0 // DAY)
+    assert counters.totals(TREATMENT, 0, day0).sum == 0.0
+    assert counters.totals(TREATMENT, 0, day0 + 1).sum == 1.0
+    assert counters.totals(CONTROL, 0, day0 + 2).sum == 0.0
+    # a guardrail (Promotion Dismissed) is KPI 1, counted apart
+    assert counters.totals(TREATMENT, 1).n == 2
+    assert counters.totals(TREATMENT, 1).sum == 0.0
+
+    # what results read: the daily counts, without the customers
+    (light,) = (c for k, c in engine.experiment_counters().items() if k == CAMPAIGN)
+    assert light.customers == {}
+    assert light.days == counters.days
+
+    report = engine.replay()
+    assert report.experiments_identical
+    state = engine.experiment_state()
+    engine.close()
+    restarted = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), FixedClock(T0))
+    assert restarted.experiment_state() == state
+    restarted.release()
+
+
+def test_a_restart_from_the_log_alone_recounts_the_same(engine_at: tuple[Engine, Path]) -> None:
+    engine, data = engine_at
+    held = user_in("control", CAMPAIGN, 0.1, prefix="held")
+    researcher(engine, held, T0)
+    CLOCK.set(T0 + DAY)
+    engine.ingest_batch(batch(applied(held, T0 + DAY)))
+    engine.flush()
+    state = engine.experiment_state()
+    engine.release()  # nothing saved: the restart folds the logs
+    restarted = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), FixedClock(T0))
+    assert restarted.experiment_state() == state
+    assert restarted.experiment_counters()[CAMPAIGN].totals(CONTROL, 0).sum == 1.0
+    restarted.release()
+
+
+def anonymous_in(arm: str) -> str:
+    """A device whose anonymous experiment id (``anon:<device>``) is in ``arm``."""
+    return next(
+        f"dev-{n}"
+        for n in itertools.count()
+        if assign(f"anon:dev-{n}", CAMPAIGN, 0.1).value == arm
+        and assign(f"u-{n}", CAMPAIGN, 0.1).value != arm
+    )
+
+
+@pytest.mark.parametrize("arm", [CONTROL, TREATMENT])
+def test_a_visitor_first_seen_anonymous_keeps_the_arm_and_exposure_after_login(
+    engine_at: tuple[Engine, Path], arm: str
+) -> None:
+    engine, _ = engine_at
+    device = anonymous_in(arm)
+    user = "u-" + device.removeprefix("dev-")  # hashed alone, in the other arm
+    engine.ingest_batch(
+        batch(
+            *[page(MORTGAGE, anon=device, at=T0 - 600 - 60 * k) for k in range(6)],
+            identify({"age": 40}, user=user, anon=device, at=T0 - 60),
+        )
+    )
+    d = engine.decide(DecisionRequest(placement="home_feed"), user_id=user)
+    assert d.experiment_key == f"anon:{device}"
+    msgs = [applied(user, T0 + DAY)]
+    if arm == TREATMENT:
+        assert "mortgage_advice" in [i.offer_id for i in d.items]
+        msgs.insert(0, feedback(d, "Promotion Viewed", "mortgage_advice", at=T0 + 10))
+    else:
+        assert "mortgage_advice" in d.control
+    CLOCK.set(T0 + DAY)
+    engine.ingest_batch(batch(*msgs))
+    counters = engine.experiment_counters(customers=True)[CAMPAIGN]
+    assert list(counters.customers) == [f"anon:{device}"]
+    assert counters.customers[f"anon:{device}"].arm == arm
+    assert counters.totals(arm, 0).sum == 1.0
+    assert engine.replay().experiments_identical
+    engine.release()
+
+
+def test_a_fold_worker_counts_the_control_exposures_other_processes_logged(
+    engine_at: tuple[Engine, Path],
+) -> None:
+    """Scale-out: an API worker decides and logs the decision; the fold worker folds the
+    events (``fold_accepted``) and counts the logged control exposure before them."""
+    api, _ = engine_at
+    held = user_in("control", CAMPAIGN, 0.1, prefix="held")
+    d = researcher(api, held, T0)
+    assert "mortgage_advice" in d.control
+    api.flush()
+    stores = memory_stores()._replace(decisions=api.decision_log)
+    fold = Engine(load_catalog(EXAMPLE_CATALOG), stores, CLOCK, new_id=counter_ids())
+    CLOCK.set(T0 + DAY)
+    body = batch(
+        identify({"age": 40}, user=held, at=T0 - 3600),
+        *[page(MORTGAGE, user=held, at=T0 - 60 * k) for k in range(6)],
+        applied(held, T0 + DAY),
+    )
+    fold.fold_accepted(fold.parse_batch(body))
+    counters = fold.experiment_counters(customers=True)[CAMPAIGN]
+    assert counters.customers[held].arm == CONTROL
+    assert counters.totals(CONTROL, 0).sum == 1.0
+    assert fold.replay().experiments_identical
+    fold.release()
+    api.release()
