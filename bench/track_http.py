@@ -150,10 +150,12 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-serve":
         port, data, sync = int(sys.argv[2]), sys.argv[3], sys.argv[4]
         if len(sys.argv) > 5:
-            from nextbest.api.logs import configure
+            from nextbest.api.logs import close_on_signals, configure
 
-            with open(sys.argv[5], "a", buffering=1) as stream:
-                configure(stream)
+            with (
+                open(sys.argv[5], "a", buffering=1) as stream,
+                close_on_signals(configure(stream)),  # as ``nextbest serve``
+            ):
                 return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
         return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
     if len(sys.argv) > 1 and sys.argv[1] == "--child-hello":
