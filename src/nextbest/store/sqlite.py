@@ -176,7 +176,7 @@ class SQLiteDatabase:
 _ROWS_PER_INSERT = 2_000
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # a 2,000-row statement is 34 kB of SQL
 def _insert_events(rows: int) -> str:
     return (
         "INSERT INTO events(message_id, user_id, anonymous_id, timestamp, body) VALUES "
@@ -185,7 +185,7 @@ def _insert_events(rows: int) -> str:
     )
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _select_seqs(count: int) -> str:
     return f"SELECT seq, message_id FROM events WHERE message_id IN ({', '.join(['?'] * count)})"
 
