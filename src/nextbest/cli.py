@@ -127,7 +127,7 @@ def serve(
     import uvicorn
 
     from nextbest.api.app import create_app
-    from nextbest.api.logs import configure
+    from nextbest.api.logs import close_on_signals, configure
     from nextbest.bootstrap import build_engine
 
     settings = _settings(catalog, data, host=host, port=port, clock=clock)
@@ -167,15 +167,16 @@ def serve(
         f"store {without_password(settings.data)}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     _reload_on_hangup(engine, settings.catalog)
-    configure()
-    uvicorn.run(
-        create_app(engine, settings),
-        host=host,
-        port=port,
-        log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
-        log_level=None,
-        access_log=False,  # nextbest.access writes one line a request, with its id
-    )
+    lines = configure()
+    with close_on_signals(lines):  # the last lines written before a signal ends the process
+        uvicorn.run(
+            create_app(engine, settings),
+            host=host,
+            port=port,
+            log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
+            log_level=None,
+            access_log=False,  # nextbest.access writes one line a request, with its id
+        )
 
 
 def _serve_role(role: Role, settings: Settings) -> None:
@@ -184,7 +185,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
 
     from nextbest.api.app import create_app
     from nextbest.api.fold_ops import create_fold_app
-    from nextbest.api.logs import configure
+    from nextbest.api.logs import close_on_signals, configure
     from nextbest.api.worker_metrics import ApiWorkerMetrics
     from nextbest.bootstrap import build_api_worker, build_fold_worker
 
@@ -214,15 +215,16 @@ def _serve_role(role: Role, settings: Settings) -> None:
         f"http://{settings.host}:{settings.port}",
         markup=False,
     )
-    configure()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=None,
-        access_log=False,
-    )
+    lines = configure()
+    with close_on_signals(lines):  # the last lines written before a signal ends the process
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            log_level=None,
+            access_log=False,
+        )
 
 
 def _one_line(text: str) -> str:

@@ -61,3 +61,11 @@ def test_rate_limit(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
     assert data["timed"]["browser_device"]["n"] == 500
     assert data["session_table"]["entries"] == 100
     assert data["evicted_during_run"] > 0
+
+
+def test_track_asgi(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    args = ["--requests", "300", "--repeat", "1", "--access-log", str(tmp_path / "access.log")]
+    assert bench("track_asgi").main([*args, "--out", str(tmp_path), "--tmpdir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "track_asgi.json").read_text())
+    assert set(data["phases"]) == {"hello-world", "healthz", "track", "track+log"}
+    assert len((tmp_path / "access.log").read_text().splitlines()) >= 300

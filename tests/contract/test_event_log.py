@@ -62,6 +62,26 @@ def test_a_large_append_keeps_order_and_dedupes(log: EventLog):
     assert [s.event.message_id for s in log.scan(after=3)] == [e.message_id for e in big]
 
 
+def test_a_large_append_with_retried_and_repeated_messages(log: EventLog):
+    """A group larger than one SQLite statement takes (several INSERTs in a transaction),
+    holding messages stored before and messages repeated within it: each new messageId
+    gets a larger seq than the one before it (a backend may skip numbers), every other
+    occurrence is a duplicate."""
+    before = events(3, user="u0")
+    first = log.append(before)
+    group = events(1_250, user="u1") + events(1_250, user="u2")
+    mixed = [group[0], before[1], *group[1:1_200], group[5], before[0], *group[1_200:]]
+    seqs = log.append(mixed)
+    new = [s for s in seqs if s is not None]
+    assert len(new) == 2_500
+    assert all(a < b for a, b in zip([first[-1], *new], new, strict=False))  # type: ignore[operator]
+    assert [i for i, s in enumerate(seqs) if s is None] == [1, 1_201, 1_202]
+    assert log.count() == 2_503
+    assert [s.event.message_id for s in log.scan(after=first[-1])] == [  # type: ignore[arg-type]
+        e.message_id for e in group
+    ]
+
+
 def test_scan_in_order_and_after(log: EventLog):
     log.append(events(5, user="u1"))
     assert [s.seq for s in log.scan()] == [1, 2, 3, 4, 5]

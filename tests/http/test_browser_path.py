@@ -277,6 +277,10 @@ def test_requests_from_the_banks_origin_carry_cors_headers(bank_server: LiveServ
     bad = post_text(bank_server, "/v1/decide", {"writeKey": BROWSER_KEY}, Origin=BANK)
     assert_error(bad, 400, "validation_error")
     assert bad.headers["access-control-allow-origin"] == BANK
+    # the ingestion routes' own path (``api.ingest``) alike
+    refused = post_text(bank_server, "/v1/t", {"writeKey": BROWSER_KEY}, Origin=BANK)
+    assert_error(refused, 400, "validation_error")
+    assert _cors_headers(refused) == _cors_headers(bad)
 
 
 def test_servers_and_private_routes_see_no_cors(bank_server: LiveServer):

@@ -1,7 +1,8 @@
 """The HTTP face: Segment-spec ingestion, decide, profiles. It only talks to the engine.
 
 Every route is declared once in ROUTES with its scope; ``create_app`` builds Starlette routes
-and the OpenAPI document from that table.
+and the OpenAPI document from that table. The ingestion routes are served on a lean path of
+their own (``api.ingest``), the others by Starlette.
 """
 
 from __future__ import annotations
@@ -9,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import re
-import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +27,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextbest.api.auth import Caller, authenticate, authenticate_body, token_from_header
-from nextbest.api.body import read_body
-from nextbest.api.cors import CORS
+from nextbest.api.auth import HeaderKeys, admit, authenticate_body, token_from_header
+from nextbest.api.body import ClientGone, check_media_type, read_body
+from nextbest.api.cors import CORS, CorsPolicy
 from nextbest.api.errors import error_response
+from nextbest.api.ingest import CLIENT_GONE, READ_ON_LOOP, IngestRoute
 from nextbest.api.metrics import CONTENT_TYPE, Metrics
-from nextbest.api.observe import KEY_KIND, Observed
+from nextbest.api.observe import Observed
 from nextbest.api.rate_limit import RateLimits
 from nextbest.api.schemas import (
     CatalogResponse,
@@ -50,24 +49,20 @@ from nextbest.api.schemas import (
     QuarantineList,
     QuarantineReplayed,
     ReadyResponse,
-    RejectedMessage,
     SnapshotResponse,
 )
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
-from nextbest.engine import IngestRequest, IngestResult
 from nextbest.errors import (
     Forbidden,
     NextbestError,
     NotFound,
-    UnsupportedMediaType,
     ValidationError,
 )
 from nextbest.events.model import EventType
 from nextbest.events.parse import SINGLE_MESSAGE, Parsed, decode_json, parse_instant
 from nextbest.events.wire import WireBatch
 from nextbest.experiments.report import ExperimentList, ExperimentResult
-from nextbest.guard.origin import network_origin, stamp
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.service import Service
 from nextbest.settings import Settings
@@ -118,11 +113,8 @@ class Ctx:
     credentials_in_body: bool = False
 
     def charge_devices(self, anonymous_ids: Iterable[str | None]) -> None:
-        """A browser key without a customer token speaks for the anonymousIds it names:
-        each is a browser session with its own rate (RateLimited when one is over it)."""
-        if self.sender.kind is KeyKind.BROWSER and self.sender.bound_user is None:
-            named = dict.fromkeys(a for a in anonymous_ids if a)
-            self.limits.check_devices(named, time.monotonic())
+        """``RateLimits.charge_devices`` for this request's sender."""
+        self.limits.charge_devices(self.sender, anonymous_ids)
 
 
 @dataclass(frozen=True)
@@ -131,7 +123,8 @@ class RouteSpec:
     path: str
     scope: Scope
     summary: str
-    handler: Handler
+    #: None for an ingestion route (``ingests``)
+    handler: Handler | None
     request: Any = None
     response: Any = None
     reads_body: bool = False
@@ -143,6 +136,10 @@ class RouteSpec:
     browser_response: Any = None
     #: the 200 body's media type (its OpenAPI content type)
     media_type: str = "application/json"
+    #: an ingestion route (``api.ingest``): how it reads a body, with the engine's rules
+    ingests: Callable[[Service], Callable[[bytes], Parsed]] | None = None
+    #: where an ingestion route's messages sit in its body, for error paths
+    prefix: str = ""
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -157,112 +154,15 @@ def _answer(body: msgspec.Struct) -> Response:
 _ENCODER = msgspec.json.Encoder()
 
 
-#: bodies up to this size are read on the event loop (tens of microseconds); larger ones in
-#: the threadpool, so a 2,000-message batch never holds the loop
-_READ_ON_LOOP = 16_384
+def _read_batch(engine: Service) -> Callable[[bytes], Parsed]:
+    return engine.read_batch
 
 
-def _network(ctx: Ctx) -> str | None:
-    """The network origin of the request's client: of the address the bank's edge reported
-    in ``NEXTBEST_ORIGIN_HEADER`` (its last value), else of the socket's peer."""
-    settings = ctx.settings
-    address = None
-    if settings.origin_header:
-        reported = ctx.request.headers.get(settings.origin_header)
-        if reported:
-            address = reported.rpartition(",")[2]
-    if address is None:
-        client = ctx.request.client
-        address = client.host if client is not None else None
-    if not address:
-        return None
-    return network_origin(address, settings.origin_prefix_v4, settings.origin_prefix_v6)
+def _read_single(kind: EventType) -> Callable[[Service], Callable[[bytes], Parsed]]:
+    def reader(engine: Service) -> Callable[[bytes], Parsed]:
+        return functools.partial(engine.read_message, kind)
 
-
-def _read_stamped(ctx: Ctx, read: Callable[[bytes], Parsed], seen: str | None) -> Parsed:
-    """The body's messages, with who sent them written on them (``guard.origin.stamp``)."""
-    parsed = read(ctx.body)
-    s = ctx.settings
-    events = itertools.chain(parsed.events, (r.event for r in parsed.rejected))
-    stamp(events, ctx.sender, seen, s.origin_prefix_v4, s.origin_prefix_v6)
-    return parsed
-
-
-async def _ingest(ctx: Ctx, read: Callable[[bytes], Parsed], prefix: str) -> Response:
-    """Read the body, then hand it to the next group commit and wait for it (off the loop):
-    200 once its events are on disk, with the messages set apart listed in ``rejected``."""
-    seen = _network(ctx) if ctx.sender.kind is KeyKind.BROWSER else None
-    if len(ctx.body) <= _READ_ON_LOOP:
-        parsed = _read_stamped(ctx, read, seen)
-    else:
-        parsed = await run_in_threadpool(_read_stamped, ctx, read, seen)
-    ctx.charge_devices(
-        [e.anonymous_id for e in parsed.events] + [r.event.anonymous_id for r in parsed.rejected]
-    )
-    answers = _answers_for(asyncio.get_running_loop())
-    future: asyncio.Future[IngestResult] = answers.loop.create_future()
-    ctx.engine.submit_with(
-        IngestRequest(ctx.sender, parsed, prefix), functools.partial(answers.post, future)
-    )
-    result = await future
-    ctx.ops.metrics.ingested(result)
-    rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
-    return _answer(IngestResponse(True, result.accepted, result.duplicates, rejected))
-
-
-class _Answers:
-    """Group-commit answers handed back to one event loop: the committing thread posts each
-    request's result, and the loop is woken once for all that arrived meanwhile (a wake-up
-    per request would cost more than the request's own work)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._posted: list[tuple[asyncio.Future[Any], Any]] = []
-        self._scheduled = False
-
-    def post(self, future: asyncio.Future[Any], result: Any) -> None:
-        with self._lock:
-            self._posted.append((future, result))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self.loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        with self._lock:
-            posted, self._posted, self._scheduled = self._posted, [], False
-        for future, result in posted:
-            if future.cancelled():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-
-#: one per running event loop (a loop that ends takes its own with it)
-_ANSWERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _answers_for(loop: asyncio.AbstractEventLoop) -> _Answers:
-    answers = _ANSWERS.get(loop)
-    if answers is None:
-        answers = _ANSWERS[loop] = _Answers(loop)
-    return answers
-
-
-async def _batch(ctx: Ctx) -> Response:
-    return await _ingest(ctx, ctx.engine.read_batch, "$.batch")
-
-
-def _single(kind: EventType) -> Handler:
-    async def handler(ctx: Ctx) -> Response:
-        return await _ingest(ctx, functools.partial(ctx.engine.read_message, kind), "")
-
-    return handler
+    return reader
 
 
 def _decision_time(ctx: Ctx, context: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
@@ -322,7 +222,7 @@ def _decision_answer(
 
 
 async def _decide(ctx: Ctx) -> Response:
-    if len(ctx.body) <= _READ_ON_LOOP:
+    if len(ctx.body) <= READ_ON_LOOP:
         body: DecideBody = decode_json(ctx.body, DecideBody)
     else:
         body = await run_in_threadpool(decode_json, ctx.body, DecideBody)
@@ -463,10 +363,12 @@ ROUTES: tuple[RouteSpec, ...] = (
         "/v1/batch",
         Scope.EVENTS_WRITE,
         "Send up to 2,000 Segment-spec messages",
-        _batch,
+        None,
         WireBatch,
         IngestResponse,
         reads_body=True,
+        ingests=_read_batch,
+        prefix="$.batch",
     ),
     *(
         RouteSpec(
@@ -474,10 +376,11 @@ ROUTES: tuple[RouteSpec, ...] = (
             f"/v1/{k.value}",
             Scope.EVENTS_WRITE,
             f"Send one {k.value} message",
-            _single(k),
+            None,
             SINGLE_MESSAGE[k],
             IngestResponse,
             reads_body=True,
+            ingests=_read_single(k),
         )
         for k in EventType
     ),
@@ -489,10 +392,11 @@ ROUTES: tuple[RouteSpec, ...] = (
             f"/v1/{k.value[0]}",
             Scope.EVENTS_WRITE,
             f"Send one {k.value} message (analytics.js's short path for /v1/{k.value})",
-            _single(k),
+            None,
             SINGLE_MESSAGE[k],
             IngestResponse,
             reads_body=True,
+            ingests=_read_single(k),
         )
         for k in EventType
     ),
@@ -501,10 +405,12 @@ ROUTES: tuple[RouteSpec, ...] = (
         "/v1/b",
         Scope.EVENTS_WRITE,
         "Send a batch (analytics.js's short path for /v1/batch)",
-        _batch,
+        None,
         WireBatch,
         IngestResponse,
         reads_body=True,
+        ingests=_read_batch,
+        prefix="$.batch",
     ),
     RouteSpec(
         "POST",
@@ -737,40 +643,21 @@ def _with_optional(
     return {"$ref": f"#/components/schemas/{new}"}
 
 
-def check_media_type(content_type: str | None) -> None:
-    """UnsupportedMediaType unless a body is JSON: ``application/json`` (or a ``+json``
-    type), ``text/plain`` (analytics.js sends JSON so, to skip the CORS preflight) or no
-    type at all."""
-    if content_type is None:
-        return
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in ("", "application/json", "text/plain") or media.endswith("+json"):
-        return
-    raise UnsupportedMediaType(
-        f"Content-Type {media!r} is not accepted: send JSON as application/json "
-        "(or text/plain, as analytics.js does)"
-    )
-
-
 def _endpoint(
-    spec: RouteSpec, engine: Service, settings: Settings, limits: RateLimits, ops: Ops
+    spec: RouteSpec,
+    engine: Service,
+    settings: Settings,
+    limits: RateLimits,
+    ops: Ops,
+    keys: HeaderKeys,
 ) -> Callable[..., Any]:
     """The route's endpoint: credentials first (a key in the header before the body is read;
     a key in the body from a body read within the browser limit, decoding only the key and
     token), then the scope and the rate limits, then the body, then the handler."""
     browser_body = min(settings.browser_body_bytes, settings.max_body_bytes)
     public = spec.scope is Scope.PUBLIC
-    ingests = spec.scope is Scope.EVENTS_WRITE
-
-    def admit(request: Request, caller: Caller) -> Sender:
-        request.scope[KEY_KIND] = caller.sender.kind.value  # the access line's key kind
-        caller.sender.require(spec.scope)
-        now = time.monotonic()
-        limits.check_key(caller.key, now)
-        bound = caller.sender.bound_user
-        if caller.sender.kind is KeyKind.BROWSER and bound is not None:
-            limits.check_user(bound, now)
-        return caller.sender
+    handler = spec.handler
+    assert handler is not None, spec.path
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -779,26 +666,33 @@ def _endpoint(
             in_body = not public and spec.reads_body and "authorization" not in headers
             if not public and not in_body:  # before reading any body
                 token = token_from_header(headers.get("x-customer-token"))
-                sender = admit(
-                    request,
-                    authenticate(headers.get("authorization"), token, settings, engine.wall_now()),
-                )
+                caller = keys.caller(headers.get("authorization"), token, engine.wall_now())
+                sender = admit(request.scope, caller, spec.scope, limits)
             body = b""
             if spec.reads_body:
                 check_media_type(headers.get("content-type"))
+                length, encoding = headers.get("content-length"), headers.get("content-encoding")
             if in_body:  # analytics.js: the browser key rides in a text/plain body
-                body = await read_body(request, browser_body, "a body that carries its key")
+                body = await read_body(
+                    request.receive,
+                    browser_body,
+                    "a body that carries its key",
+                    length=length,
+                    encoding=encoding,
+                )
                 token = token_from_header(headers.get("x-customer-token"))
                 caller = authenticate_body(body, token, settings, engine.wall_now())
-                sender = admit(request, caller)
+                sender = admit(request.scope, caller, spec.scope, limits)
             elif spec.reads_body:
-                body = await read_body(request, settings.max_body_bytes)
+                body = await read_body(
+                    request.receive, settings.max_body_bytes, length=length, encoding=encoding
+                )
             ctx = Ctx(request, sender, engine, settings, body, limits, ops, in_body)
-            return await spec.handler(ctx)
+            return await handler(ctx)
         except NextbestError as exc:
-            if ingests:
-                ops.metrics.refused.labels(exc.code).inc()
             return error_response(exc)
+        except ClientGone:  # nobody to answer
+            return Response(status_code=CLIENT_GONE)
 
     return endpoint
 
@@ -860,21 +754,38 @@ def create_app(
         )
 
     limits = RateLimits(settings)
-    routes = [
-        Route(r.path, _endpoint(r, engine, settings, limits, ops), methods=[r.method])
-        for r in ROUTES
-    ]
+    keys = HeaderKeys(settings)
     browser = Sender(KeyKind.BROWSER).scopes
     browser_routes: dict[str, tuple[str, ...]] = {}
     for r in ROUTES:
         if r.scope in browser:
             browser_routes[r.path] = (*browser_routes.get(r.path, ()), r.method)
+    cors = CorsPolicy(settings, browser_routes)
+    routes: list[Route] = []
+    lean: dict[str, IngestRoute] = {}
+    for r in ROUTES:
+        if r.ingests is not None:
+            lean[r.path] = IngestRoute(
+                r.path,
+                r.ingests(engine),
+                r.prefix,
+                engine=engine,
+                settings=settings,
+                limits=limits,
+                metrics=ops.metrics,
+                cors=cors,
+                keys=keys,
+            )
+            routes.append(Route(r.path, lean[r.path], methods=[r.method]))
+        else:
+            endpoint = _endpoint(r, engine, settings, limits, ops, keys)
+            routes.append(Route(r.path, endpoint, methods=[r.method]))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
         middleware=[
-            Middleware(Observed, metrics=ops.metrics),
-            Middleware(CORS, settings=settings, routes=browser_routes),
+            Middleware(Observed, metrics=ops.metrics, lean=lean),
+            Middleware(CORS, policy=cors),
         ],
     )

@@ -1,36 +1,60 @@
-"""Read a request body within a byte limit, un-gzipping when asked; 413 past the limit.
+"""Read a request body within a byte limit, un-gzipping when asked; 413 past the limit. And
+the media types a body may come as (415 for any other).
 
 The limit bounds the bytes received and the bytes inflated alike: a small gzip body is never
 inflated past it (a body that carries its own key is read within the small browser limit,
-so at most that much is inflated before the key is checked).
+so at most that much is inflated before the key is checked). The body is read from the ASGI
+``receive`` channel itself, so the ingestion routes (``api.ingest``) and the routes served
+through Starlette read alike.
 """
 
 from __future__ import annotations
 
 import zlib
 
-from starlette.requests import Request
+from starlette.types import Receive
 
-from nextbest.errors import PayloadTooLarge, ValidationError
+from nextbest.errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
 
-__all__ = ["read_body"]
+__all__ = ["ClientGone", "check_media_type", "read_body"]
 
 
-async def read_body(request: Request, limit: int, what: str = "body") -> bytes:
+class ClientGone(Exception):
+    """The client closed the connection before it sent its whole body: there is nobody to
+    answer."""
+
+
+async def read_body(
+    receive: Receive,
+    limit: int,
+    what: str = "body",
+    *,
+    length: str | None = None,
+    encoding: str | None = None,
+) -> bytes:
     """The body, inflated if gzip: PayloadTooLarge when it (or what it inflates to) is over
-    ``limit`` bytes; ``what`` names it in the message."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"{what} of {declared} bytes is over the {limit}-byte limit")
+    ``limit`` bytes; ``what`` names it in the message. ``length`` and ``encoding``: the
+    request's Content-Length and Content-Encoding headers (None: absent). ClientGone when
+    the client disconnects first."""
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"{what} of {length} bytes is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"{what} is over the {limit}-byte limit")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower().strip()
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if encoding is None:
+        return body
+    encoding = encoding.lower().strip()
     if encoding in ("", "identity"):
         return body
     if encoding != "gzip":
@@ -43,3 +67,18 @@ async def read_body(request: Request, limit: int, what: str = "body") -> bytes:
     if len(out) > limit or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"uncompressed {what} is over the {limit}-byte limit")
     return out
+
+
+def check_media_type(content_type: str | None) -> None:
+    """UnsupportedMediaType unless a body is JSON: ``application/json`` (or a ``+json``
+    type), ``text/plain`` (analytics.js sends JSON so, to skip the CORS preflight) or no
+    type at all."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in ("", "application/json", "text/plain") or media.endswith("+json"):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {media!r} is not accepted: send JSON as application/json "
+        "(or text/plain, as analytics.js does)"
+    )

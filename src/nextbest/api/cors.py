@@ -28,7 +28,7 @@ from nextbest.api.errors import error_response
 from nextbest.errors import Forbidden
 from nextbest.settings import Settings
 
-__all__ = ["ALLOWED_HEADERS", "CORS"]
+__all__ = ["ALLOWED_HEADERS", "CORS", "CorsPolicy"]
 
 #: the request headers a page may send
 ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Customer-Token"
@@ -43,20 +43,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class CORS:
-    """ASGI middleware: CORS for ``routes`` (path -> its methods) as ``settings`` says."""
+class CorsPolicy:
+    """What ``settings`` allows for ``routes`` (path -> its methods): the CORS middleware
+    asks it, and so do the ingestion routes, which are served before the middleware."""
 
-    def __init__(
-        self, app: ASGIApp, settings: Settings, routes: Mapping[str, tuple[str, ...]]
-    ) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, routes: Mapping[str, tuple[str, ...]]) -> None:
         self.origins = settings.cors_origins
         self.any_origin = settings.cors_any_origin
         self.credentials = settings.cors_credentials
         self.max_age = str(settings.cors_max_age).encode()
         self.routes = {path: ", ".join(methods).encode() for path, methods in routes.items()}
 
-    def _allow(self, origin: str) -> list[tuple[bytes, bytes]]:
+    def allow(self, origin: str) -> list[tuple[bytes, bytes]]:
+        """The headers that let a page of ``origin`` (an allowed one) read an answer."""
         if self.any_origin and not self.credentials:
             return [(b"access-control-allow-origin", b"*")]
         headers = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
@@ -64,23 +63,52 @@ class CORS:
             headers.append((b"access-control-allow-credentials", b"true"))
         return headers
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.origins:
-            await self.app(scope, receive, send)
-            return
-        methods = self.routes.get(scope["path"])
-        origin = _header(scope, b"origin")
-        if methods is None or origin is None:
-            await self.app(scope, receive, send)
-            return
+    def check(self, path: str, origin: str | None) -> bytes | None:
+        """The methods of ``path`` when CORS applies to a request from ``origin`` on it (a
+        browser route, an Origin header, origins configured); None when it does not.
+        Forbidden when the origin is not one whose pages may call the server."""
+        if not self.origins or origin is None:
+            return None
+        methods = self.routes.get(path)
+        if methods is None:
+            return None
         if not self.any_origin and origin.lower() not in self.origins:
-            refused = Forbidden(
+            raise Forbidden(
                 f"origin {origin!r} may not call this server: NEXTBEST_CORS_ORIGINS lists "
                 "the origins whose pages may"
             )
+        return methods
+
+    def answer_headers(self, path: str, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of an answer (not a preflight's) to a request from ``origin``
+        on ``path``: none when CORS does not apply; Forbidden as ``check``."""
+        if self.check(path, origin) is None or origin is None:
+            return []
+        return [*self.allow(origin), (b"access-control-expose-headers", _EXPOSED)]
+
+
+class CORS:
+    """ASGI middleware: CORS as ``policy`` says (preflights answered here)."""
+
+    def __init__(self, app: ASGIApp, policy: CorsPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        policy = self.policy
+        if scope["type"] != "http" or not policy.origins:
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        try:
+            methods = policy.check(scope["path"], origin)
+        except Forbidden as refused:
             await error_response(refused)(scope, receive, send)
             return
-        allow = self._allow(origin)
+        if methods is None or origin is None:
+            await self.app(scope, receive, send)
+            return
+        allow = policy.allow(origin)
         preflight = scope["method"] == "OPTIONS"
         if preflight and _header(scope, b"access-control-request-method") is not None:
             answer = Response(status_code=204)
@@ -89,7 +117,7 @@ class CORS:
                     *allow,
                     (b"access-control-allow-methods", methods),
                     (b"access-control-allow-headers", ALLOWED_HEADERS.encode()),
-                    (b"access-control-max-age", self.max_age),
+                    (b"access-control-max-age", policy.max_age),
                 ]
             )
             await answer(scope, receive, send)

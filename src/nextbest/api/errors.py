@@ -24,7 +24,7 @@ from nextbest.errors import (
     ValidationError,
 )
 
-__all__ = ["STATUS", "error_response", "status_of"]
+__all__ = ["STATUS", "error_parts", "error_response", "status_of"]
 
 #: most specific first
 STATUS: tuple[tuple[type[NextbestError], int], ...] = (
@@ -51,7 +51,8 @@ def status_of(exc: NextbestError) -> int:
     return 500
 
 
-def error_response(exc: NextbestError) -> Response:
+def error_parts(exc: NextbestError) -> tuple[int, bytes, dict[str, str] | None]:
+    """The status, JSON body and extra headers of the answer to ``exc``."""
     status = status_of(exc)
     body: dict[str, object] = {"code": exc.code, "message": exc.message}
     if isinstance(exc, ValidationError | LimitExceeded):
@@ -65,4 +66,9 @@ def error_response(exc: NextbestError) -> Response:
         wait = str(max(1, math.ceil(exc.retry_after)))
         # analytics.js's batching delivery reads X-RateLimit-Reset (seconds) on a 429
         headers = {"Retry-After": wait, "X-RateLimit-Reset": wait}
-    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+    return status, orjson.dumps(body), headers
+
+
+def error_response(exc: NextbestError) -> Response:
+    status, body, headers = error_parts(exc)
+    return Response(body, status, headers=headers, media_type="application/json")

@@ -7,22 +7,44 @@ template, status, duration_ms, key kind. What a line never holds: a key, a custo
 body, a raw path (it could carry a customer id) or a data URL's password; the access fields
 are built from values the server chose, never copied from headers or bodies.
 
+``LineWriter`` is the handler ``nextbest serve`` logs through: a line is formatted on the
+thread that logs it (so it carries that request's id) and queued; a background thread
+writes what is queued in one write, at the latest ``interval`` seconds (0.1 s) after it was
+logged. A write and a flush per line cost a server more than the rest of its access line:
+a system call on the event loop's thread, which also hands the GIL to any other thread
+waiting for it. A warning or an error wakes the writer at once (it follows every line
+queued before it); ``close`` (``logging.shutdown`` at exit, or a termination signal through
+``close_on_signals``) writes everything still queued.
+
 ``configure(stream)`` routes nextbest's loggers and uvicorn's (its access log off: nextbest
-writes its own) through one handler with this formatter: ``nextbest serve`` calls it. An access
-line costs about 7 µs of CPU (``BENCHMARKS.md``, "Metrics (issue #17)").
+writes its own) through one ``LineWriter`` with this formatter: ``nextbest serve`` calls it.
+An access line costs about 4 µs of CPU (``BENCHMARKS.md``, "The ingestion hot path").
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import contextvars
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["ACCESS", "JsonFormatter", "configure", "request_id"]
+__all__ = [
+    "ACCESS",
+    "JsonFormatter",
+    "LineWriter",
+    "access_line",
+    "close_on_signals",
+    "configure",
+    "request_id",
+]
 
 #: the request being served, for every line logged while serving it (threadpool calls copy
 #: the context, so lines logged from there carry it too)
@@ -72,13 +94,174 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def configure(stream: TextIO | None = None, level: int = logging.INFO) -> logging.Handler:
-    """Send nextbest's and uvicorn's logs to ``stream`` (default stderr) as JSON lines;
-    uvicorn's own access log is silenced (``nextbest.access`` replaces it). The handler."""
+class LineWriter(logging.Handler):
+    """Formatted lines to ``stream``, written by a background thread (module docstring):
+    each line within ``interval`` seconds, all queued lines in one write; a record of
+    ``at_once`` level or above wakes the thread at once. ``flush`` writes what is queued
+    from the calling thread; ``close`` stops the thread after it wrote everything, and a
+    line logged after ``close`` is written by the thread that logs it."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        interval: float = 0.1,
+        *,
+        at_once: int = logging.WARNING,
+        max_queued: int = 2_000,
+    ) -> None:
+        super().__init__()
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.at_once = at_once
+        self.max_queued = max_queued
+        #: lines formatted, not yet written (append and popleft are atomic: no lock)
+        self._queued: collections.deque[str] = collections.deque()
+        self._writing = threading.Lock()  # one write at a time, lines in queue order
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+        self._stopped = False
+
+    # ---------------------------------------------------------------- logging.Handler
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter, format and queue ``record``, without the handler lock ``emit`` runs
+        under in ``logging.Handler``: queueing a line needs none."""
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # logging's own contract: a bad record never raises to its caller
+            self.handleError(record)
+            return
+        self.put(line, at_once=record.levelno >= self.at_once)
+
+    def flush(self) -> None:
+        """Write every queued line now, from the calling thread."""
+        self._drain()
+
+    def close(self) -> None:
+        """Stop the writer thread once it has written every queued line (waiting a few
+        seconds at most: a stream that takes no more never hangs a shutdown)."""
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.interval + 5.0)
+        self._drain(timeout=5.0)
+        super().close()
+
+    # ---------------------------------------------------------------- lines
+    def put(self, line: str, *, at_once: bool = False) -> None:
+        """Queue ``line`` (one formatted line, without its newline) for the writer thread,
+        waking it when ``at_once`` or when the queue is long; after ``close``, write it."""
+        self._queued.append(line)
+        if self._stopped:
+            self._drain(timeout=5.0)
+            return
+        if self._thread is None:
+            self._begin()
+        if at_once or len(self._queued) >= self.max_queued:
+            self._wake.set()
+
+    def _drain(self, timeout: float = -1) -> None:
+        """Write every queued line in one write and flush the stream."""
+        if not self._writing.acquire(timeout=timeout):
+            return
+        try:
+            queued = self._queued
+            count = len(queued)
+            if not count:
+                return
+            lines = [queued.popleft() for _ in range(count)]
+            lines.append("")
+            try:
+                self.stream.write("\n".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: as StreamHandler
+                if logging.raiseExceptions and sys.__stderr__ is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.__stderr__.write(f"--- nextbest: {count} log lines lost ---\n")
+        finally:
+            self._writing.release()
+
+    def _begin(self) -> None:
+        with self._start:
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(
+                    target=self._run, name="nextbest-log-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self._drain()
+            if self._stopped:
+                self._drain()  # whatever came in meanwhile
+                return
+
+
+def access_line(created: float, rid: str | None, fields: dict[str, Any]) -> LineWriter | None:
+    """Write an access line (``fields`` as ``JsonFormatter`` would add them) straight to the
+    ``LineWriter`` that would write it, without a ``LogRecord``: the line is the same, for
+    about half the CPU. Returns that writer, or None (nothing written) when the access log
+    is not plainly routed to one: then the caller logs a record as any other (a test's
+    handler, a filter, a level)."""
+    writer = _plain_writer()
+    if writer is None:
+        return None
+    line: dict[str, Any] = {
+        "time": _time(created),
+        "level": "info",
+        "logger": ACCESS.name,
+        "message": "request",
+    }
+    if rid is not None:
+        line["request_id"] = rid
+    line.update(fields)
+    writer.put(orjson.dumps(line).decode())
+    return writer
+
+
+def _plain_writer() -> LineWriter | None:
+    """The one ``LineWriter`` an INFO record of ``nextbest.access`` reaches (as
+    ``Logger.callHandlers`` walks the loggers), with a ``JsonFormatter`` and no filter on
+    the way; None when there is none, or anything else would see the record too."""
+    if ACCESS.disabled or ACCESS.filters or not ACCESS.isEnabledFor(logging.INFO):
+        return None
+    found: LineWriter | None = None
+    logger: logging.Logger | None = ACCESS
+    while logger is not None:
+        for handler in logger.handlers:
+            if handler.level > logging.INFO:
+                continue  # it would not see the record either
+            if (
+                found is not None
+                or type(handler) is not LineWriter
+                or handler.filters
+                or type(handler.formatter) is not JsonFormatter
+            ):
+                return None
+            found = handler
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return found
+
+
+def configure(stream: TextIO | None = None, level: int = logging.INFO) -> LineWriter:
+    """Send nextbest's and uvicorn's logs to ``stream`` (default stderr) as JSON lines
+    through one ``LineWriter``; uvicorn's own access log is silenced (``nextbest.access``
+    replaces it). The handler."""
     # the JSON lines name no thread or process: records need not look them up (a third of
     # an access line's cost)
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineWriter(stream)
     handler.setFormatter(JsonFormatter())
     for name in ("nextbest", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
@@ -90,3 +273,35 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> loggin
     access.propagate = False
     access.disabled = True
     return handler
+
+
+@contextlib.contextmanager
+def close_on_signals(
+    handler: logging.Handler, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[None]:
+    """While inside, a termination signal closes ``handler`` (every queued line written)
+    before the signal does what it did before. uvicorn serves with its own handlers, then
+    restores these and raises the signal again to exit as signalled: no ``atexit`` runs
+    then, so this is where the last lines (its "Finished server process" included) are
+    written."""
+    previous: dict[int, Any] = {}
+
+    def closing(signum: int, frame: Any) -> None:
+        handler.close()
+        before = previous.get(signum, signal.SIG_DFL)
+        if callable(before):
+            before(signum, frame)
+            return
+        signal.signal(signum, before)
+        signal.raise_signal(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    for signum in signals:
+        previous[signum] = signal.signal(signum, closing)
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before)

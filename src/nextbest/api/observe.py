@@ -8,6 +8,10 @@ served (``api.logs.request_id``). The route is the matched route's template
 (``/v1/profiles/{user_id}``, never the raw path, which may carry a customer id), or
 ``unmatched``; the key kind is what the endpoint authenticated (``nextbest.key_kind`` in the
 ASGI scope), never the key.
+
+``lean``: routes served here directly, without the app behind (``api.ingest``): a ``POST``
+to one of their paths goes to its route's ``serve``, which adds the request id itself; the
+access line and the metrics are the same as for any route.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nextbest.api.logs import ACCESS, request_id
+from nextbest.api.logs import ACCESS, access_line, request_id
 from nextbest.api.metrics import Metrics
 
-__all__ = ["KEY_KIND", "Observed", "sane_request_id"]
+__all__ = ["KEY_KIND", "LeanRoute", "Observed", "sane_request_id"]
 
 #: where an endpoint writes the kind of key it authenticated, in the ASGI scope
 KEY_KIND = "nextbest.key_kind"
@@ -51,12 +57,36 @@ def sane_request_id(value: bytes | None) -> str:
     return _Ids.new()
 
 
-class Observed:
-    """Times, counts and logs every HTTP request of ``app``."""
+class LeanRoute(Protocol):
+    """A route ``Observed`` serves itself (``api.ingest.IngestRoute``)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: bytes | None
+    ) -> int:
+        """Answer the request, echoing ``request_id`` in ``X-Request-Id``; the status."""
+        ...
+
+
+def _route_path(scope: Scope) -> str:
+    """The path a route matches: without the root path the app is mounted at (as
+    Starlette's router sees it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path != root and path[len(root)] == "/":
+        return path[len(root) :]
+    return path
+
+
+class Observed:
+    """Times, counts and logs every HTTP request of ``app``; serves the ``POST`` routes of
+    ``lean`` (path -> route) itself."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, lean: Mapping[str, LeanRoute] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.lean = dict(lean or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,6 +102,15 @@ class Observed:
         token = request_id.set(rid)
         echoed = rid.encode("ascii")
         status = 500
+        method = scope["method"]
+        lean = self.lean.get(_route_path(scope)) if method == "POST" and self.lean else None
+        if lean is not None:
+            try:
+                status = await lean.serve(scope, receive, send, echoed)
+            finally:
+                self._done(scope, method, _route_path(scope), status, started, rid)
+                request_id.reset(token)
+            return
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -85,21 +124,30 @@ class Observed:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            seconds = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.request(template, method, status, seconds)
-            if ACCESS.isEnabledFor(logging.INFO):
-                # the record made directly: ``info`` would also look up its caller's frame,
-                # which an access line does not need (it would double the line's cost)
-                record = logging.LogRecord(ACCESS.name, logging.INFO, "", 0, "request", None, None)
-                record.access = {
-                    "method": method if len(method) <= 16 else method[:16],
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "key_kind": scope.get(KEY_KIND, "none"),
-                }
-                ACCESS.handle(record)
+            self._done(scope, method, template, status, started, rid)
             request_id.reset(token)
+
+    def _done(
+        self, scope: Scope, method: str, template: str, status: int, started: float, rid: str
+    ) -> None:
+        """The request's metrics and access line."""
+        seconds = time.perf_counter() - started
+        self.metrics.request(template, method, status, seconds)
+        if not ACCESS.isEnabledFor(logging.INFO):
+            return
+        fields = {
+            "method": method if len(method) <= 16 else method[:16],
+            "route": template,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "key_kind": scope.get(KEY_KIND, "none"),
+        }
+        if access_line(time.time(), rid, fields) is not None:
+            return  # written straight to the log's writer, as the record would be
+        # the record made directly: ``info`` would also look up its caller's frame, which an
+        # access line does not need (it would double the line's cost)
+        record = logging.LogRecord(ACCESS.name, logging.INFO, "", 0, "request", None, None)
+        record.access = fields
+        ACCESS.handle(record)

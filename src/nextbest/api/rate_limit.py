@@ -21,9 +21,11 @@ and per anonymousId sent or decided for without one.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 
 from nextbest.errors import RateLimited
+from nextbest.guard.senders import KeyKind, Sender
 from nextbest.settings import Settings
 
 __all__ = ["RateLimiter", "RateLimits"]
@@ -126,6 +128,13 @@ class RateLimits:
         """``check_device`` for each (distinct) anonymousId."""
         for anonymous_id in anonymous_ids:
             self.check_device(anonymous_id, now)
+
+    def charge_devices(self, sender: Sender, anonymous_ids: Iterable[str | None]) -> None:
+        """A browser key without a customer token speaks for the anonymousIds it names:
+        each is a browser session with its own rate (RateLimited when one is over it)."""
+        if sender.kind is KeyKind.BROWSER and sender.bound_user is None:
+            named = dict.fromkeys(a for a in anonymous_ids if a)
+            self.check_devices(named, time.monotonic())
 
 
 def _session_limited(who: str, limiter: RateLimiter, wait: float) -> RateLimited:
