@@ -34,14 +34,12 @@ from nextbest.catalog.model import (
     CampaignSpec,
     CatalogSpec,
     ContactPolicy,
-    ModelKind,
     OfferKind,
     OfferSpec,
     PlacementSpec,
     ProfileSettings,
     ScoringSpec,
     SegmentSpec,
-    Thompson,
 )
 from nextbest.catalog.source_map import SourceMap
 from nextbest.catalog.when import parse_when
@@ -337,19 +335,6 @@ def _check_placements(
                         f"(no {pl.channel.value} content, or kind {offer.kind.value} not allowed)",
                     )
                 )
-        learning = pl.learning
-        if (
-            learning is not None
-            and isinstance(learning.explore, Thompson)
-            and learning.model not in (ModelKind.BAYES, ModelKind.BAYES_LOGISTIC)
-        ):
-            problems.append(
-                smap.problem(
-                    f"{path}.learning.explore",
-                    "thompson sampling needs a model with a posterior to sample: "
-                    "bayes or bayes_logistic",
-                )
-            )
 
 
 def _check_offer_placements(
