@@ -2,9 +2,11 @@
 
 ``ContextualLogistic`` keeps its weights in per-topic and per-offer views for speed; River
 learns on the flat ``crossed`` names. Fed the same stream (clicks, misses, fractional
-rewards, offsets, positions, features absent from a topic's view), both must hold the same
-weights and intercept and predict the same probabilities, to the last bits a different
-summation order can change.
+rewards, offsets, positions, features absent from a topic's view, candidates' own
+histories), both must hold the same weights and intercept and predict the same
+probabilities, to the last bits a different summation order can change. The offers' levels
+learn by SGD here (``level_precision`` 0): their Newton step is the model's own, tested in
+``tests/unit/test_contextual.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def customer(rng: random.Random) -> Features:
     return x
 
 
+def history(rng: random.Random) -> Features | None:
+    """A candidate's own history (``learn.features.offer_history``), or none."""
+    if rng.random() < 0.5:
+        return None
+    seen = math.log1p(rng.randint(1, 6))
+    out: Features = {"seen": seen, "since": 1.0 / (1.0 + rng.uniform(0.0, 9.0))}
+    if rng.random() < 0.3:
+        out["clicked"] = 1.0
+    if rng.random() < 0.5:
+        out["seen_interest"] = seen * rng.uniform(0.1, 2.0)
+    return out
+
+
 def reference(config: ContextualConfig) -> linear_model.LogisticRegression:
     model = linear_model.LogisticRegression(
         optimizer=optim.SGD(config.lr),
@@ -60,7 +75,8 @@ def reference(config: ContextualConfig) -> linear_model.LogisticRegression:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_same_weights_and_predictions_as_river(seed: int):
-    config = ContextualConfig(lr=0.05, l2=1e-3, max_position=4)  # large steps: big weights
+    # large steps: big weights; the offers' levels by SGD as well
+    config = ContextualConfig(lr=0.05, l2=1e-3, max_position=4, level_precision=0.0)
     ours = ContextualLogistic(config)
     theirs = reference(config)
     rng = random.Random(seed)
@@ -70,13 +86,14 @@ def test_same_weights_and_predictions_as_river(seed: int):
         position = rng.randint(1, 6)
         offset = rng.choice((0.0, 0.0, rng.uniform(-2.0, 3.0)))
         reward = rng.choice((0.0, 0.0, 0.0, 1.0, 0.25))
-        z = crossed(x, offer, position, config.max_position)
+        extra = history(rng)
+        z = crossed(x, offer, position, config.max_position, extra)
         if offset:
             z[OFFSET] = offset
         if i % 50 == 0:  # before learning: the same prediction
-            ours_p = ours.predict_one(x, offer, position, offset)
+            ours_p = ours.predict_one(x, offer, position, offset, extra)
             assert ours_p == pytest.approx(theirs.predict_proba_one(z)[True], rel=1e-12)
-        ours.learn_one(x, offer, position, reward, offset)
+        ours.learn_one(x, offer, position, reward, offset, extra)
         if reward in (0.0, 1.0):
             theirs.learn_one(z, reward == 1.0)
         else:
@@ -94,3 +111,7 @@ def test_same_weights_and_predictions_as_river(seed: int):
     assert again.weights() == got
     x = customer(rng)
     assert again.predict_many(x, OFFERS, 2) == ours.predict_many(x, OFFERS, 2)
+    extras = [history(rng) or {} for _ in OFFERS]
+    assert ours.predict_many(x, OFFERS, 2, extras=extras) == [
+        ours.predict_one(x, o, 2, extra=e) for o, e in zip(OFFERS, extras, strict=True)
+    ]

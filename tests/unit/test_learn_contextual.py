@@ -235,3 +235,59 @@ def test_state_roundtrips_feature_names_that_hold_a_cross_marker():
     assert again.weights() == m.weights()
     assert "product:a&topic:b&offer:o2" in m.weights()
     assert again.predict_one(x, OFFERS[2]) == m.predict_one(x, OFFERS[2])
+
+
+def test_an_offers_level_takes_a_newton_step_on_its_own_evidence():
+    """``offer:<o>`` moves by ``-g / precision``, its precision growing by ``p (1 - p)`` per
+    event from ``level_precision``; every other weight keeps its SGD step."""
+    from nextbest.learn.contextual import ContextualConfig
+
+    c = ContextualConfig(level_precision=10.0)
+    m = ContextualLogistic(c)
+    x: Features = {"bias": 1.0, "segment:young": 1.0}
+    o = OFFERS[0]
+    p = m.predict_one(x, o)
+    m.learn_one(x, o, 1, 1.0)
+    h = 10.0 + p * (1.0 - p)
+    assert m.weights()["offer:o0"] == pytest.approx((1.0 - p) / h, rel=1e-12)
+    assert m.weights()["segment:young&offer:o0"] == pytest.approx(c.lr * (1.0 - p), rel=1e-12)
+    means, sds = m.posterior_many(x, OFFERS[:2])
+    assert sds == pytest.approx([h**-0.5, 10.0**-0.5])
+    assert [1.0 / (1.0 + math.exp(-z)) for z in means] == m.predict_many(x, OFFERS[:2])
+    # misses pull it down, each by less as evidence accumulates
+    before = m.weights()["offer:o0"]
+    steps = []
+    for _ in range(3):
+        w = m.weights()["offer:o0"]
+        m.learn_one(x, o, 1, 0.0)
+        steps.append(w - m.weights()["offer:o0"])
+    assert m.weights()["offer:o0"] < before
+    assert steps[0] > steps[1] > steps[2] > 0.0
+    # the precisions are state
+    again = ContextualLogistic.from_state(m.to_state())
+    assert again.to_state() == m.to_state()
+    assert again.posterior_many(x, OFFERS[:2]) == m.posterior_many(x, OFFERS[:2])
+    # SGD for the levels too: no spread to sample
+    sgd = ContextualLogistic(ContextualConfig(level_precision=0.0))
+    assert sgd.posterior_many(x, OFFERS[:2])[1] == [0.0, 0.0]
+
+
+def test_a_candidates_history_is_learned_with_shared_and_own_weights():
+    """Fatigue planted in the stream: an offer shown before is clicked less, the more so
+    for the customers not interested in its topic; the history weights learn it."""
+    rng = random.Random(5)
+    m = ContextualLogistic()
+    for _ in range(20_000):
+        x = customer(rng)
+        o = rng.choice(OFFERS)
+        seen = rng.randint(0, 4)
+        extra = {"seen": math.log1p(seen)} if seen else {}
+        p = relevance(x, o) * (0.3 if seen else 1.0)
+        m.learn_one(x, o, 1, 1.0 if rng.random() < p else 0.0, extra=extra)
+    w = m.weights()
+    assert w["hist.seen"] < -0.2
+    assert any(k.startswith("hist.seen&offer:") for k in w)
+    x = {"bias": 1.0, "interest:mortgage": 1.0}
+    fresh, tired = (m.predict_one(x, OFFERS[0], extra=e) for e in ({}, {"seen": math.log1p(3)}))
+    assert tired < fresh
+    assert "hist.seen" in crossed(x, OFFERS[0], extra={"seen": 1.0})

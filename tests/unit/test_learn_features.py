@@ -72,6 +72,9 @@ def test_topic_features_values():
     assert x["product:checking"] == x["product:credit_card"] == 1.0
     assert x["segment:vip"] == 1.0
     assert x["lifecycle:family"] == 1.0
+    assert x["age:40"] == 1.0  # 41: the forties
+    assert [k for k in x if k.startswith("age:")] == ["age:40"]
+    assert "age:90" in customer_features(Profile(customer_id="c", traits={"age": 97}), {}, T0, {})
     assert x["device:mobile"] == 1.0
     assert x["channel:app"] == 1.0  # from the session when the context has none
     assert x["how:wd1"] == 1.0
@@ -142,3 +145,26 @@ def test_horizons_recency_page_overdraft_and_life_events():
     assert x["life:moving"] == math.exp(-3 / 30)
     assert "life:birth" not in x  # past 90 days
     assert x["life:other"] == math.exp(-1 / 30)  # a client cannot grow the vocabulary
+
+
+def test_offer_history_features():
+    from nextbest.learn.features import HISTORY_FEATURES, offer_history
+    from nextbest.profile.model import OfferHistory
+
+    assert offer_history(None, T0) == {}
+    assert offer_history(OfferHistory(), T0) == {}
+    shown = [T0 - 20 * DAY, T0 - 3 * DAY, T0 - DAY]
+    h = OfferHistory(impressions=shown, total_impressions=5, clicks=[T0 - 20 * DAY])
+    h.total_clicks = 1
+    x = offer_history(h, T0, interest=0.5)
+    assert x == {
+        "seen": math.log1p(5),  # the total, beyond the kept times
+        "since": 0.5,  # a day since the last impression
+        "seen7": math.log1p(2),
+        "clicked": 1.0,
+        "seen_interest": math.log1p(5) * 0.5,
+    }
+    assert set(x) <= set(HISTORY_FEATURES)
+    # no interest in the offer's topic, nothing shown this week, never clicked
+    old = OfferHistory(impressions=[T0 - 10 * DAY], total_impressions=1)
+    assert offer_history(old, T0) == {"seen": math.log1p(1), "since": 1.0 / 11.0}

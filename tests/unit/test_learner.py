@@ -633,3 +633,46 @@ def test_intent_levels_and_factors_from_counts(catalog: Catalog) -> None:
     # an offer gone from the catalog counts in no factor
     model.learn("retired_offer", True, 2)
     assert model.factors(catalog.offers) == f
+
+
+def test_each_candidates_own_history_is_logged_and_learned_with_its_view(catalog: Catalog):
+    """A candidate shown to this customer before carries its history (``hist.<f>:<offer>``
+    in the decision's features, apart from the customer's); its view is learned with it."""
+    from nextbest.learn.learner import HISTORY, history_part
+    from nextbest.profile.model import OfferHistory
+
+    learner = Learner(catalog)
+    offers = catalog.by_placement["home_feed"]
+    pool = [Candidate(o, 0.02, 1.0) for o in offers]
+    shown = offers[1].id
+    profile = Profile(
+        customer_id="u1",
+        user_id="u1",
+        traits={"age": 40},
+        offers={shown: OfferHistory(impressions=[T0 - 86_400.0], total_impressions=2)},
+    )
+    ctx = ChoiceContext("d-hist", "home_feed", T0, profile, {}, ["adult"])
+    choice = learner.choose(ctx, pool, len(pool))
+    assert choice.features is not None
+    logged = {k: v for k, v in choice.features.items() if k.startswith(HISTORY)}
+    assert logged == {
+        HISTORY + "seen:" + shown: pytest.approx(math.log1p(2)),
+        HISTORY + "seen7:" + shown: pytest.approx(math.log1p(1)),
+        HISTORY + "since:" + shown: 0.5,
+    }
+    ids = [c.offer.id for c in pool]
+    assert not any(k.startswith(HISTORY) for k in customer_part(choice.features, ids))
+    assert history_part(choice.features, shown) == {
+        f: logged[HISTORY + f + ":" + shown] for f in ("seen", "seen7", "since")
+    }
+    assert history_part(choice.features, offers[0].id) == {}
+    # a fresh model's history weights are 0: the catalog's prior, history or not
+    assert choice.p_click == pytest.approx([c.p_click for c in pool], rel=1e-6)
+    d = msgspec.structs.replace(
+        decision(catalog, "d-hist", offers=(shown,)), features=choice.features, candidates=ids
+    )
+    viewed(learner, d, shown, at=T0 + 1)
+    learner.advance(T0 + 2 + WINDOW)  # learned as a miss, with its history
+    weights = learner.models["home_feed"].weights()  # type: ignore[attr-defined]
+    assert weights["hist.seen"] < 0.0
+    assert weights["hist.since&offer:" + shown] < 0.0

@@ -38,7 +38,6 @@ from nextbest.catalog.model import (
     ContactPolicy,
     GuardrailSpec,
     KpiSpec,
-    ModelKind,
     Objective,
     OfferKind,
     OfferSpec,
@@ -46,7 +45,6 @@ from nextbest.catalog.model import (
     ProfileSettings,
     ScoringSpec,
     SegmentSpec,
-    Thompson,
 )
 from nextbest.catalog.source_map import SourceMap
 from nextbest.catalog.when import parse_when
@@ -348,19 +346,6 @@ def _check_placements(
                         f"(no {pl.channel.value} content, or kind {offer.kind.value} not allowed)",
                     )
                 )
-        learning = pl.learning
-        if (
-            learning is not None
-            and isinstance(learning.explore, Thompson)
-            and learning.model not in (ModelKind.BAYES, ModelKind.BAYES_LOGISTIC)
-        ):
-            problems.append(
-                smap.problem(
-                    f"{path}.learning.explore",
-                    "thompson sampling needs a model with a posterior to sample: "
-                    "bayes or bayes_logistic",
-                )
-            )
 
 
 def _check_offer_placements(

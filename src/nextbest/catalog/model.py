@@ -290,12 +290,13 @@ class LearningSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """How a placement learns click propensities from its own feedback.
 
     ``model``: ``bayes`` (Beta-Bernoulli per offer in this placement, Thompson sampling),
-    ``contextual`` (online logistic regression over the customer's features) or
-    ``bayes_logistic`` (Bayesian logistic regression over the same features, with a
-    posterior: Thompson sampling explores where the model is unsure).
+    ``contextual`` (online logistic regression over the customer's features and each
+    candidate's own history with the customer; each offer's level has a posterior) or
+    ``bayes_logistic`` (Bayesian logistic regression over the customer's features, a
+    posterior on every weight).
     ``explore``: ``{type: greedy}``, ``{type: epsilon_greedy, epsilon: 0.05}``,
-    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (a model with
-    a posterior: bayes or bayes_logistic).
+    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (draws from
+    the model's posterior: every model has one).
     ``click_window_minutes``: a view with no click within this window counts as a miss.
     """
 

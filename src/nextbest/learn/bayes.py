@@ -213,7 +213,12 @@ class BetaBernoulli:
         return self._posterior(arm)
 
     def predict_one(
-        self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int = 1,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> float:
         a, b = self.posterior(offer)
         theta = 1.0 if position <= 1 else self.theta(offer.placement, position)
@@ -225,6 +230,7 @@ class BetaBernoulli:
         offers: list[OfferRef],
         position: int = 1,
         offsets: list[float] | None = None,
+        extras: list[Features] | None = None,
     ) -> list[float]:
         return [self.predict_one(x, offer, position) for offer in offers]
 
@@ -243,7 +249,13 @@ class BetaBernoulli:
 
     # ------------------------------------------------------------------ learning
     def learn_one(
-        self, x: Features, offer: OfferRef, position: int, reward: float, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int,
+        reward: float,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> None:
         check_feedback(position, reward)
         arm = self._arms.get((offer.offer_id, offer.placement))

@@ -218,7 +218,12 @@ class BayesLogistic:
         return self.posterior_many(x, offers, 1, offsets)
 
     def predict_one(
-        self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int = 1,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> float:
         return self.predict_many(x, [offer], position, [offset])[0]
 
@@ -228,6 +233,7 @@ class BayesLogistic:
         offers: list[OfferRef],
         position: int = 1,
         offsets: list[float] | None = None,
+        extras: list[Features] | None = None,
     ) -> list[float]:
         means, _ = self.posterior_many(x, offers, position, offsets)
         return [sigmoid(mu) for mu in means]
@@ -238,7 +244,13 @@ class BayesLogistic:
 
     # ---------------------------------------------------------------- learning
     def learn_one(
-        self, x: Features, offer: OfferRef, position: int, reward: float, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int,
+        reward: float,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> None:
         check_feedback(position, reward)
         (mu,), _ = self.posterior_many(x, [offer], position, [offset])

@@ -2,7 +2,8 @@
 
 ``P(click) = sigmoid(w . crossed(x, offer, position) + intercept)``, learned one feedback
 event at a time by plain SGD at a small fixed rate with L2 on the weights an event touches
-(the intercept starts at the logit of ``prior_mean``): exactly River's
+(the intercept starts at the logit of ``prior_mean``), each offer's level by a Newton step
+(below); otherwise exactly River's
 ``linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2, intercept_lr=...)``, which
 ``tests/conformance/test_river_contextual.py`` holds this model to (same weights to 1e-12 on
 a stream of crossed features). River was measured against Vowpal Wabbit in
@@ -31,7 +32,26 @@ still names every weight as ``crossed`` does, so it reads the same either way.
   week per topic;
 - ``<f>&offer:<o>`` for the indicator features (products, segments, lifecycle, device,
   channel, hour of week);
-- ``pos:<p>:<k>`` for positions ``k >= 2`` (capped at ``max_position``).
+- ``pos:<p>:<k>`` for positions ``k >= 2`` (capped at ``max_position``);
+- ``hist.<f>`` and ``hist.<f>&offer:<o>`` for the candidate's own history with this
+  customer (``extra``: ``learn.features.offer_history``: impressions so far and this week,
+  days since the last, a click, impressions x own-topic interest): fatigue, shared by every
+  offer and the offer's own on top. The customer features are the same for every
+  candidate; these are not, so they come apart (``extras`` in ``predict_many``).
+
+**Each offer's level learns from its own evidence.** SGD at 0.01 moves ``offer:<o>`` by
+``0.01 x p`` per miss: at a click rate of 1 %, a catalog prior wrong by 5x needs months of
+misses to correct. With ``level_precision`` > 0 (the default, 10) the level takes a Newton
+step instead, as a Bayesian logistic model's weight does (Chapelle & Li 2011, the online
+Laplace approximation): its precision starts at ``level_precision`` and grows by ``p (1 -
+p)`` per event, and the level moves by ``-gradient / precision``. Early misses then move it
+about ten times as far as SGD, and less as evidence accumulates; a click on a fresh level
+moves it by 0.1 (SGD: 0.01). Why 10 and not less (BENCHMARKS.md, "Closing nextbest's own
+gap"): 5 learned a little faster in the zoo, but then nine forged clicks an hour from one
+network (the trust bound, ``learn.volume``) lift a fresh offer's click estimate tenfold and
+reorder other customers' offers. Every other weight keeps River's SGD step (the conformance
+test holds it with ``level_precision`` 0). The level's precision gives the model a
+posterior, ``N(level, 1 / precision)``, for Thompson sampling (``posterior_many``).
 
 **Prior as offset**: ``offset`` (``logit(prior) - logit(prior_mean)``, the catalog's
 interest prior for this customer and offer) enters as the feature ``offset`` whose weight
@@ -42,9 +62,10 @@ than starting flat.
 so it is the click probability at the top slot, the number to rank by. A position's weight
 is its log-odds discount, learned with the rest.
 
-This model has no posterior, so ``sample_one`` is ``predict_one``; explore with
-epsilon-greedy or softmax (``learn.explore``). Learning is deterministic: the same events in
-the same order give the same weights; ``to_state`` writes them sorted by name.
+``sample_one`` is ``predict_one``; Thompson sampling draws from ``posterior_many``
+(``learn.learner``); epsilon-greedy or softmax explore from the scores (``learn.explore``).
+Learning is deterministic: the same events in the same order give the same weights;
+``to_state`` writes them sorted by name.
 """
 
 from __future__ import annotations
@@ -65,6 +86,7 @@ from nextbest.learn.model import (
 )
 
 __all__ = [
+    "HISTORY",
     "OFFER_CROSS",
     "OFFSET",
     "OWN",
@@ -80,6 +102,8 @@ _Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 #: the feature carrying the catalog prior's log-odds (weight 1 at the start)
 OFFSET = "offset"
 OWN = tuple((family + ":", "own." + family) for family in TOPIC_FEATURES)
+#: the prefix of the candidate's own history weights, ``hist.<f>`` and ``hist.<f>&offer:<o>``
+HISTORY = "hist."
 TOPIC_CROSS = "&topic:"
 OFFER_CROSS = "&offer:"
 #: River's default ``clip_gradient``
@@ -96,6 +120,9 @@ class ContextualConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     intercept_lr: Annotated[float, msgspec.Meta(ge=0.0)] = 0.01
     prior_mean: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = DEFAULT_PRIOR_MEAN
     max_position: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    #: the prior precision of each offer's level ``offer:<o>``, learned by a Newton step on
+    #: its own evidence (0: by SGD like every other weight; see the module docstring)
+    level_precision: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
 
 
 class ContextualState(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,12 +132,21 @@ class ContextualState(msgspec.Struct, frozen=True, kw_only=True):
     intercept: float
     optimizer_steps: int
     weights: list[tuple[str, float]]
+    #: each offer level's precision (``level_precision`` plus its evidence), sorted by name
+    precisions: list[tuple[str, float]] = []
 
 
-def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int = 20) -> Features:
+def crossed(
+    x: Features,
+    offer: OfferRef,
+    position: int = 1,
+    max_position: int = 20,
+    extra: Features | None = None,
+) -> Features:
     """The model's input for customer ``x`` and ``offer`` at ``position``, by name (see the
-    module). The model never builds it: it reads the same weights through its per-topic and
-    per-offer views; this is the feature map the River reference learns on."""
+    module); ``extra``: the candidate's own history (``learn.features.offer_history``). The
+    model never builds it: it reads the same weights through its per-topic and per-offer
+    views; this is the feature map the River reference learns on."""
     oid = "offer:" + offer.offer_id
     topic = offer.topic
     out: Features = {
@@ -130,6 +166,10 @@ def crossed(x: Features, offer: OfferRef, position: int = 1, max_position: int =
     for f, v in x.items():
         if f.startswith(CATEGORICAL_PREFIXES):
             out[f + mine] = v
+    if extra:
+        for f, v in extra.items():
+            out[HISTORY + f] = v
+            out[HISTORY + f + mine] = v
     crosses = TOPIC_CROSS + (topic or "-")
     out.update((f + crosses, v) for f, v in x.items() if f != "bias")  # disjoint keys
     return out
@@ -179,8 +219,8 @@ class ContextualLogistic:
     ``by_topic[T][f]``, ``<f>&offer:<o>`` as ``by_offer[o][f]``, the rest flat, so scoring
     and learning read ``x`` directly instead of building crossed names. The arithmetic is
     River's ``LogisticRegression(optimizer=SGD(lr), l2=l2, intercept_lr=...)`` step for step
-    (``tests/conformance/test_river_contextual.py`` holds it to River's weights).
-    """
+    (``tests/conformance/test_river_contextual.py`` holds it to River's weights), but for
+    the offers' levels with ``level_precision`` > 0 (a Newton step, the module docstring)."""
 
     kind = ModelKind.CONTEXTUAL
     uses_features = True
@@ -193,6 +233,8 @@ class ContextualLogistic:
         self._by_offer: dict[str, dict[str, float]] = {}
         self._steps = 0
         self._n = 0
+        #: ``offer:<o>`` -> the precision of that level (``level_precision`` + evidence)
+        self._precision: dict[str, float] = {}
         #: feature name -> is an indicator (``CATEGORICAL_PREFIXES``): a dict lookup instead of
         #: a prefix scan per feature; bounded, the names are a small vocabulary
         self._is_indicator: dict[str, bool] = {}
@@ -255,35 +297,50 @@ class ContextualLogistic:
         offset: float,
         own: list[tuple[str, float]],
         indicators: list[tuple[str, float]],
+        extra: Features | None = None,
     ) -> float:
-        """The offer's own weights: id, placement, position, own-topic and indicator crosses."""
+        """The offer's own weights: id, placement, position, own-topic and indicator crosses,
+        and the candidate's history (shared and the offer's own)."""
         flat = self._flat.get
         per_offer = self._by_offer.get(offer.offer_id)
         s = flat("offer:" + offer.offer_id, 0.0) + flat("placement:" + offer.placement, 0.0)
         if position > 1:
             s += flat(f"pos:{offer.placement}:{min(position, self.config.max_position)}", 0.0)
+        if extra:
+            for f, v in extra.items():
+                s += v * flat(HISTORY + f, 0.0)
         if per_offer is not None:
             mine = per_offer.get
             for f, v in own:
                 s += v * mine(f, 0.0)
             for f, v in indicators:
                 s += v * mine(f, 0.0)
+            if extra:
+                for f, v in extra.items():
+                    s += v * mine(HISTORY + f, 0.0)
         if offset:
             s += offset * flat(OFFSET, 0.0)
         return s
 
-    def _z(self, x: Features, offer: OfferRef, position: int, offset: float) -> float:
+    def _z(
+        self, x: Features, offer: OfferRef, position: int, offset: float, extra: Features | None
+    ) -> float:
         shared, own = self._topic_terms(x, offer.topic)
         return (
             self._intercept
             + shared
-            + self._offer_terms(offer, position, offset, own, self._indicators(x))
+            + self._offer_terms(offer, position, offset, own, self._indicators(x), extra)
         )
 
     def predict_one(
-        self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int = 1,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> float:
-        return _sigmoid(self._z(x, offer, position, offset))
+        return _sigmoid(self._z(x, offer, position, offset, extra))
 
     def predict_many(
         self,
@@ -291,10 +348,39 @@ class ContextualLogistic:
         offers: list[OfferRef],
         position: int = 1,
         offsets: list[float] | None = None,
+        extras: list[Features] | None = None,
     ) -> list[float]:
         """Scores every offer. Most of the features (the topic crosses, the shared own-topic
         weights) are the same for every offer of a topic, so their part of the dot product is
         computed once per topic and each offer adds only its own weights."""
+        return [_sigmoid(z) for z in self._scores(x, offers, position, offsets, extras)]
+
+    def posterior_many(
+        self,
+        x: Features,
+        offers: list[OfferRef],
+        position: int = 1,
+        offsets: list[float] | None = None,
+        extras: list[Features] | None = None,
+    ) -> tuple[list[float], list[float]]:
+        """Each offer's score (log-odds) and its spread for Thompson sampling: the standard
+        deviation of the offer's level, ``1 / sqrt(precision)`` (the other weights are point
+        estimates); 0 while levels learn by SGD (``level_precision`` 0)."""
+        means = self._scores(x, offers, position, offsets, extras)
+        h0 = self.config.level_precision
+        if not h0:
+            return means, [0.0] * len(offers)
+        get = self._precision.get
+        return means, [get("offer:" + o.offer_id, h0) ** -0.5 for o in offers]
+
+    def _scores(
+        self,
+        x: Features,
+        offers: list[OfferRef],
+        position: int,
+        offsets: list[float] | None,
+        extras: list[Features] | None,
+    ) -> list[float]:
         indicators = self._indicators(x)
         topics: dict[str | None, tuple[float, list[tuple[str, float]]]] = {}
         base = self._intercept
@@ -304,22 +390,29 @@ class ContextualLogistic:
             if terms is None:
                 terms = topics[offer.topic] = self._topic_terms(x, offer.topic)
             offset = offsets[k] if offsets is not None else 0.0
-            z = base + terms[0] + self._offer_terms(offer, position, offset, terms[1], indicators)
-            out.append(_sigmoid(z))
+            extra = extras[k] if extras is not None else None
+            z = base + terms[0]
+            out.append(z + self._offer_terms(offer, position, offset, terms[1], indicators, extra))
         return out
 
     def sample_one(self, x: Features, offer: OfferRef, rng: random.Random) -> float:
         return self.predict_one(x, offer)
 
     def learn_one(
-        self, x: Features, offer: OfferRef, position: int, reward: float, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int,
+        reward: float,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> None:
         check_feedback(position, reward)
         if reward in (0.0, 1.0):
-            self._step(x, offer, position, offset, reward == 1.0, 1.0)
+            self._step(x, offer, position, offset, reward == 1.0, 1.0, extra)
         else:  # a fractional reward: a weighted click and a weighted miss
-            self._step(x, offer, position, offset, True, reward)
-            self._step(x, offer, position, offset, False, 1.0 - reward)
+            self._step(x, offer, position, offset, True, reward, extra)
+            self._step(x, offer, position, offset, False, 1.0 - reward, extra)
         self._n += 1
 
     def _step(
@@ -330,6 +423,7 @@ class ContextualLogistic:
         offset: float,
         click: bool,
         weight: float,
+        extra: Features | None = None,
     ) -> None:
         """One SGD step on the log loss: River's ``LogisticRegression.learn_one``, in two
         passes over ``x`` (the score, classifying the features on the way; the update)."""
@@ -368,10 +462,17 @@ class ContextualLogistic:
                 indicators.append((f, v))
         for name, v in own:
             z += v * flat_get(name, 0.0)
-        z = self._intercept + z + self._offer_terms(offer, position, offset, own, indicators)
+        z = self._intercept + z + self._offer_terms(offer, position, offset, own, indicators, extra)
         g = _log_loss_gradient(click, z) * weight
         g = max(-_CLIP, min(_CLIP, g))
         self._intercept -= c.intercept_lr * g
+        if c.level_precision:
+            # the offer's level: a Newton step on its own evidence (precision += p (1 - p))
+            level = ones.pop(0)
+            p = _sigmoid(z)
+            h = self._precision.get(level, c.level_precision) + weight * p * (1.0 - p)
+            self._precision[level] = h
+            flat[level] = flat_get(level, 0.0) - g / h
         # the update: w -= lr * (x * g + l2 * w) for every weight the event touches
         for name in ones:
             w = flat_get(name, 0.0)
@@ -398,6 +499,13 @@ class ContextualLogistic:
         for f, v in indicators:
             w = mine_get(f, 0.0)
             mine[f] = w - lr * (v * g + l2 * w)
+        if extra:
+            for f, v in extra.items():
+                name = HISTORY + f
+                w = flat_get(name, 0.0)
+                flat[name] = w - lr * (v * g + l2 * w)
+                w = mine_get(name, 0.0)
+                mine[name] = w - lr * (v * g + l2 * w)
         self._steps += 1
 
     def weights(self) -> dict[str, float]:
@@ -429,6 +537,7 @@ class ContextualLogistic:
             intercept=self._intercept,
             optimizer_steps=self._steps,
             weights=sorted(self.weights().items()),
+            precisions=sorted(self._precision.items()),
         )
         return msgspec.msgpack.encode(state)
 
@@ -448,4 +557,5 @@ class ContextualLogistic:
         model._intercept = state.intercept
         model._steps = state.optimizer_steps
         model._n = state.n_learned
+        model._precision = dict(state.precisions)
         return model

@@ -24,12 +24,26 @@ key                     value
 ``product:<name>``      1 per product held (lower-cased)
 ``segment:<id>``        1 per segment the customer is in
 ``lifecycle:<phase>``   1 (``unknown`` without an age)
+``age:<decade>``        1, the age band (``age:20`` for 20-29 ... ``age:90``); absent without
+                        an age
 ``device:<type>``       1, from ``context["device"]`` (a string or Segment's ``{"type": ...}``),
                         one of ``DEVICE_TYPES`` or ``other``
 ``channel:<name>``      1, from ``context["channel"]`` or else the session's channel, one of
                         ``CHANNELS`` or ``other``
 ``how:<wd|we><0-3>``    1, hour of week: weekday or weekend x 6-hour bucket of ``now`` (UTC
                         plus ``utc_offset``)
+======================  ===================================================================
+
+**A candidate's own history** (``offer_history``: features of one customer x offer pair, not
+of the customer, so a model reads them beside ``x`` for that candidate alone):
+
+======================  ===================================================================
+``seen``                ``log1p`` of the customer's impressions of this offer so far
+``seen7``               ``log1p`` of its impressions in the last 7 days
+``since``               ``1 / (1 + days since its last impression)``
+``clicked``             1 once the customer has clicked it
+``seen_interest``       ``seen`` x the ``interest:<topic>`` feature of the offer's topic:
+                        fatigue that differs between the interested and the rest
 ======================  ===================================================================
 
 Device and channel come from the client, so their names are bounded: any value outside the
@@ -48,7 +62,7 @@ from typing import Any, TypeAlias
 
 from nextbest.decide.ranking import interest_key, interest_value
 from nextbest.profile.interest import decayed
-from nextbest.profile.model import Profile
+from nextbest.profile.model import OfferHistory, Profile
 from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, count_between
 from nextbest.rules.context import age_of, lifecycle_of
@@ -57,11 +71,13 @@ __all__ = [
     "CATEGORICAL_PREFIXES",
     "CHANNELS",
     "DEVICE_TYPES",
+    "HISTORY_FEATURES",
     "LIFE_EVENT_TYPES",
     "TOPIC_FEATURES",
     "Features",
     "customer_features",
     "hour_of_week",
+    "offer_history",
 ]
 
 #: Sparse features: name -> value. Absent means 0.
@@ -79,6 +95,8 @@ TOPIC_FEATURES: tuple[str, ...] = (
     "funnel",
     "page",
 )
+#: the features of one candidate's own history (``offer_history``)
+HISTORY_FEATURES: tuple[str, ...] = ("seen", "seen7", "since", "clicked", "seen_interest")
 #: Indicator families (value 1): crossed with the offer id by the contextual model.
 CATEGORICAL_PREFIXES: tuple[str, ...] = (
     "overdrawn",
@@ -86,6 +104,7 @@ CATEGORICAL_PREFIXES: tuple[str, ...] = (
     "product:",
     "segment:",
     "lifecycle:",
+    "age:",
     "device:",
     "channel:",
     "how:",
@@ -129,6 +148,8 @@ _OTHER = "other"
 
 _HOUR = 3_600.0
 _TREND_CLIP = 3.0
+#: ages from here on share one band
+_AGE_TOP = 90
 #: life events older than this say nothing any more
 _LIFE_DAYS = 90.0
 
@@ -222,9 +243,12 @@ def customer_features(
         x["product:" + product.lower()] = 1.0
     for segment in segments:
         x["segment:" + segment] = 1.0
+    age = age_of(profile.traits, now)
     if lifecycle is None:
-        lifecycle = lifecycle_of(age_of(profile.traits, now))
+        lifecycle = lifecycle_of(age)
     x["lifecycle:" + lifecycle] = 1.0
+    if age is not None:
+        x["age:" + str(min(max(age, 0), _AGE_TOP) // 10 * 10)] = 1.0
     device = _device(context)
     if device is not None:
         x["device:" + device] = 1.0
@@ -235,3 +259,26 @@ def customer_features(
         x["channel:" + _bounded(channel, CHANNELS)] = 1.0
     x["how:" + hour_of_week(now, utc_offset)] = 1.0
     return x
+
+
+def offer_history(history: OfferHistory | None, now: float, interest: float = 0.0) -> Features:
+    """The features of one candidate's own history with this customer as of ``now`` (see
+    the module docstring); ``interest``: the customer's ``interest:<topic>`` feature for the
+    offer's topic. Empty for an offer never shown to them."""
+    if history is None or not history.total_impressions:
+        return {}
+    seen = math.log1p(history.total_impressions)
+    out: Features = {"seen": seen}
+    shown = history.impressions
+    if shown:
+        last = shown[-1]
+        if last <= now:
+            out["since"] = 1.0 / (1.0 + (now - last) / DAY)
+        week = count_between(shown, now - 7 * DAY, now)
+        if week:
+            out["seen7"] = math.log1p(week)
+    if history.total_clicks:
+        out["clicked"] = 1.0
+    if interest:
+        out["seen_interest"] = seen * interest
+    return out

@@ -46,6 +46,7 @@ from nextbest.events.names import EventName
 from nextbest.learn.bayes import BetaBernoulli
 from nextbest.learn.bayes_logistic import BayesLogistic, sigmoid
 from nextbest.learn.calibration import Calibration
+from nextbest.learn.contextual import ContextualLogistic
 from nextbest.learn.conversion import (
     NO_INTENT,
     ConversionModel,
@@ -61,7 +62,7 @@ from nextbest.learn.explore import (
     rank,
     seed_of,
 )
-from nextbest.learn.features import Features, customer_features
+from nextbest.learn.features import HISTORY_FEATURES, Features, customer_features, offer_history
 from nextbest.learn.logs import DEFAULT_ATTRIBUTION_DAYS
 from nextbest.learn.model import (
     DEFAULT_PRIOR_MEAN,
@@ -75,10 +76,21 @@ from nextbest.learn.model import (
 from nextbest.learn.volume import FeedbackVolume
 from nextbest.profile.identity import ANON_PREFIX
 
-__all__ = ["MAX_WAITING_VIEWS", "PRIOR", "Learner", "PlacementModel", "customer_part"]
+__all__ = [
+    "HISTORY",
+    "MAX_WAITING_VIEWS",
+    "PRIOR",
+    "Learner",
+    "PlacementModel",
+    "customer_part",
+    "history_part",
+]
 
 #: logged feature ``prior:<offer>``: the catalog's interest prior of that candidate
 PRIOR = "prior:"
+#: logged features ``hist.<f>:<offer>``: that candidate's own history with the customer
+#: (``learn.features.offer_history``), for the candidates that have one
+HISTORY = "hist."
 #: views waiting for a click at once (about 1.8 KB each, all in every learner snapshot); a
 #: view past it is not learned, so no client can grow the server's memory without bound
 MAX_WAITING_VIEWS = 100_000
@@ -108,8 +120,23 @@ def customer_part(features: Features, candidates: Sequence[str] = ()) -> Feature
     if candidates and n >= 0:
         first = next(islice(features, n, None), None)
         if first == PRIOR + candidates[0] and next(reversed(features)) == PRIOR + candidates[-1]:
-            return dict(islice(features.items(), n))
-    return {k: v for k, v in features.items() if not k.startswith(PRIOR)}
+            items = list(islice(features.items(), n))
+            while items and items[-1][0].startswith(HISTORY):  # the candidates' histories
+                items.pop()
+            return dict(items)
+    return {
+        k: v for k, v in features.items() if not k.startswith(PRIOR) and not k.startswith(HISTORY)
+    }
+
+
+def history_part(features: Mapping[str, float], offer_id: str) -> Features:
+    """A logged decision's history features of candidate ``offer_id`` (``HISTORY``)."""
+    out: Features = {}
+    for f in HISTORY_FEATURES:
+        v = features.get(HISTORY + f + ":" + offer_id)
+        if v is not None:
+            out[f] = v
+    return out
 
 
 class _View(msgspec.Struct, array_like=True, gc=False):
@@ -126,6 +153,8 @@ class _View(msgspec.Struct, array_like=True, gc=False):
     offset: float
     #: the decision's customer features (``customer_part``)
     customer: Features
+    #: the offer's own history when it was shown (``history_part``)
+    history: Features = {}
 
 
 class _State(msgspec.Struct, kw_only=True):
@@ -229,12 +258,16 @@ class Learner:
         )
         refs = [self._ref(c.offer, ctx.placement) for c in pool]
         offsets = [_offset(c.p_click) for c in pool]
+        extras = self._histories(x, ctx, pool) if model.uses_features else None
         posterior: tuple[list[float], list[float]] | None = None
         if isinstance(model, BayesLogistic):  # one pass for the means and the spreads
             posterior = model.posterior_many(x, refs, 1, offsets)
             p_click = [sigmoid(mu) for mu in posterior[0]]
+        elif isinstance(model, ContextualLogistic) and isinstance(learning.explore, Thompson):
+            posterior = model.posterior_many(x, refs, 1, offsets, extras)
+            p_click = [sigmoid(mu) for mu in posterior[0]]
         else:
-            p_click = model.predict_many(x, refs, offsets=offsets)
+            p_click = model.predict_many(x, refs, offsets=offsets, extras=extras)
         offers = self.catalog.offers
         p_convert = [
             self.conversions.predict(c.offer, self._intent(x, c.offer), offers) for c in pool
@@ -269,9 +302,40 @@ class Learner:
             kinds=[pl.propensity_kind for pl in placed],
             p_click=p_click,
             p_convert=p_convert,
-            features={**x, **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool}},
+            features={
+                **x,
+                **self._logged_histories(pool, extras),
+                **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool},
+            },
             model_version=model.version,
         )
+
+    @staticmethod
+    def _histories(x: Features, ctx: ChoiceContext, pool: Sequence[Candidate]) -> list[Features]:
+        """Each candidate's own history with the customer (``offer_history``)."""
+        offers = ctx.profile.offers
+        if not offers:
+            return [{} for _ in pool]
+        return [
+            offer_history(
+                offers.get(c.offer.id),
+                ctx.now,
+                x.get(ranking.INTEREST + c.offer.topic, 0.0) if c.offer.topic else 0.0,
+            )
+            for c in pool
+        ]
+
+    @staticmethod
+    def _logged_histories(
+        pool: Sequence[Candidate], extras: list[Features] | None
+    ) -> dict[str, float]:
+        if not extras:
+            return {}
+        return {
+            HISTORY + f + ":" + c.offer.id: round(v, 9)
+            for c, h in zip(pool, extras, strict=True)
+            for f, v in h.items()
+        }
 
     def reset_budgets(self) -> None:
         """Forget every campaign's counts (before recounting them from the decision log)."""
@@ -338,6 +402,7 @@ class Learner:
                     item.position,
                     offset,
                     x,
+                    history_part(decision.features, offer_id) if model.uses_features else {},
                 )
                 if len(self._views) >= MAX_WAITING_VIEWS:
                     return  # full: this view is not learned (memory stays bounded)
@@ -356,7 +421,12 @@ class Learner:
             return  # a click or dismissal counts only after a view of the same item
         x, offset = waiting.customer, waiting.offset  # its features, taken at the view
         model.learn_one(
-            x, self._ref(offer, decision.placement), item.position, reward, offset=offset
+            x,
+            self._ref(offer, decision.placement),
+            item.position,
+            reward,
+            offset=offset,
+            extra=waiting.history,
         )
         if reward == 1.0 and offer.spec.kpi_event:
             self._await_conversion(decision, offer, at)
@@ -473,7 +543,9 @@ class Learner:
             model = self.models.get(view.placement)
             if offer is not None and model is not None:
                 ref = self._ref(offer, view.placement)
-                model.learn_one(view.customer, ref, view.position, 0.0, offset=view.offset)
+                model.learn_one(
+                    view.customer, ref, view.position, 0.0, offset=view.offset, extra=view.history
+                )
             # a click arriving after the window is ignored for one more window
             self._answer((decision_id, offer_id), 2 * deadline - view.shown)
         pending = self._pending

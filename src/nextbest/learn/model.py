@@ -93,11 +93,18 @@ class PropensityModel(Protocol):
         ...
 
     def predict_one(
-        self, x: Features, offer: OfferRef, position: int = 1, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int = 1,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> float:
         """P(click) if ``offer`` is shown at ``position`` (1-based) to a customer ``x``.
         ``offset``: the catalog prior's log-odds over the model's base rate (a contextual
-        model starts from it; the Bayes model, pooled per offer, ignores it)."""
+        model starts from it; the Bayes model, pooled per offer, ignores it); ``extra``:
+        the candidate's own history with the customer (``learn.features.offer_history``;
+        models that do not read it ignore it)."""
         ...
 
     def predict_many(
@@ -106,6 +113,7 @@ class PropensityModel(Protocol):
         offers: list[OfferRef],
         position: int = 1,
         offsets: list[float] | None = None,
+        extras: list[Features] | None = None,
     ) -> list[float]:
         """``predict_one`` for each offer; cheaper than the loop where a model can share work."""
         ...
@@ -116,9 +124,16 @@ class PropensityModel(Protocol):
         ...
 
     def learn_one(
-        self, x: Features, offer: OfferRef, position: int, reward: float, offset: float = 0.0
+        self,
+        x: Features,
+        offer: OfferRef,
+        position: int,
+        reward: float,
+        offset: float = 0.0,
+        extra: Features | None = None,
     ) -> None:
-        """Learn from one impression at ``position`` with ``reward`` in [0, 1] (click = 1)."""
+        """Learn from one impression at ``position`` with ``reward`` in [0, 1] (click = 1);
+        ``extra`` as for ``predict_one``."""
         ...
 
     def top_features(self, k: int = 10) -> list[tuple[str, float]]:

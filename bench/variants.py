@@ -1,0 +1,362 @@
+"""Screen a change to nextbest's learning on the zoo: rerun the ``nextbest`` policy alone and
+read it against the other policies' stored runs (issue #14's "take the gap apart").
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/variants.py --variant base \\
+        --worlds shelf,wrong_priors,hidden_needs,age_appeal --seeds 1
+    .venv/bin/python bench/variants.py --table      # every variant run so far
+
+The baselines (``none``, ``greedy_recent``, ``prior``, ``oracle``) do not depend on the
+engine's learning, so their figures per world and seed are read from a stored zoo run
+(``--reference``: folders of ``zoo-<world>.json`` written by ``bench/quality.py --worlds``
+at the same size); only ``nextbest`` runs, with the variant applied in memory. Each run is
+appended to ``--out`` (JSON lines: variant, world, seed, the run's ``Metrics``) as soon as it
+is done; ``--table`` prints per variant and world the mean over the seeds run of the main
+yardstick, expected clicks / the oracle's (true click probabilities summed: no draw noise),
+then counted clicks / oracle's, expected value / oracle's and true incremental conversions.
+
+A variant is a named patch (``VARIANTS``): a catalog override (learning settings of the
+example bank's placements), a model setting, or a feature left out. ``base`` is the engine
+before issue #14's "own gap" work (read from the stored zoo runs), ``final`` the engine as
+committed; the rest rebuild the steps between (BENCHMARKS.md, "Closing nextbest's own gap").
+Results: ``bench/results/variants/runs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from _common import ROOT, machine_info, now_iso
+from nextbest.catalog.compiled import Catalog
+from nextbest.sim.generate import DEFAULT_START
+from nextbest.sim.loop import run_policy
+from nextbest.sim.worlds import world_catalog, world_named, world_response
+
+REFERENCE = [ROOT / "bench/results/zoo_intent", ROOT / "bench/results/zoo_intent_b"]
+OUT = ROOT / "bench/results/variants/runs.jsonl"
+
+Patch = Callable[[Catalog], contextlib.AbstractContextManager[Catalog]]
+
+
+@contextlib.contextmanager
+def _same(catalog: Catalog) -> Iterator[Catalog]:
+    yield catalog
+
+
+def _with_learning(catalog: Catalog, change: Callable[[Any], Any]) -> Catalog:
+    """A copy of ``catalog`` whose learning placements' ``LearningSpec`` is ``change``d."""
+    import copy
+
+    spec = catalog.spec
+    placements = tuple(
+        p if p.learning is None else msgspec.structs.replace(p, learning=change(p.learning))
+        for p in spec.placements
+    )
+    out = copy.copy(catalog)
+    out.spec = msgspec.structs.replace(spec, placements=placements)
+    out.placements = {p.id: p for p in placements}
+    return out
+
+
+@contextlib.contextmanager
+def _explore(catalog: Catalog, policy: Any) -> Iterator[Catalog]:
+    """Every learning placement explores with ``policy``."""
+    yield _with_learning(catalog, lambda lr: msgspec.structs.replace(lr, explore=policy))
+
+
+def _model(kind: str) -> Patch:
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.catalog.model import ModelKind
+
+        yield _with_learning(catalog, lambda lr: msgspec.structs.replace(lr, model=ModelKind(kind)))
+
+    return patch
+
+
+def _config(**fields: Any) -> Patch:
+    """The contextual model's defaults changed (``ContextualConfig``)."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.learn import contextual
+
+        old = contextual.ContextualLogistic.__init__
+
+        def init(self: Any, config: Any = None) -> None:
+            old(self, config if config is not None else contextual.ContextualConfig(**fields))
+
+        contextual.ContextualLogistic.__init__ = init  # type: ignore[method-assign]
+        try:
+            yield catalog
+        finally:
+            contextual.ContextualLogistic.__init__ = old  # type: ignore[method-assign]
+
+    return patch
+
+
+def _thompson(**fields: Any) -> Patch:
+    """Every learning placement explores by Thompson sampling, the contextual model with
+    ``fields`` (its level's precision)."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.catalog.model import Thompson
+
+        with _config(**fields)(catalog), _explore(catalog, Thompson()) as patched:
+            yield patched
+
+    return patch
+
+
+def _without_age(inner: Patch) -> Patch:
+    """``inner`` with the customers' age band (``age:<decade>``) left out of the features:
+    the engine before the band was added."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.learn import learner
+
+        old = learner.customer_features
+
+        def without(*a: Any, **kw: Any) -> Any:
+            return {k: v for k, v in old(*a, **kw).items() if not k.startswith("age:")}
+
+        learner.customer_features = without  # type: ignore[assignment]
+        try:
+            with inner(catalog) as patched:
+                yield patched
+        finally:
+            learner.customer_features = old  # type: ignore[assignment]
+
+    return patch
+
+
+def _greedy(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
+    from nextbest.catalog.model import Greedy
+
+    return _explore(catalog, Greedy())
+
+
+#: Every variant screened, named as in BENCHMARKS.md ("Closing nextbest's own gap"). ``base``
+#: is the engine before that work (its runs are the stored zoo's ``nextbest``: it cannot be
+#: rebuilt from this code); ``final`` the engine as committed after it: each candidate's
+#: history, each offer's level by a Newton step (precision 10), the age band, epsilon-greedy.
+VARIANTS: dict[str, Patch] = {
+    "base": _same,  # not runnable here: read from REFERENCE
+    "hist": _without_age(_config(level_precision=0.0)),
+    "hist_level1": _without_age(_config(level_precision=1.0)),
+    "hist_level5": _without_age(_config(level_precision=5.0)),
+    "hist_level10": _without_age(_config(level_precision=10.0)),
+    "hist_level20": _without_age(_config(level_precision=20.0)),
+    "hist_level10_thompson": _without_age(_thompson(level_precision=10.0)),
+    "hist_level10_age10": _same,
+    "final": _same,
+    "final_greedy": _greedy,
+    "final_thompson": _thompson(level_precision=10.0),
+    "final_bayes_logistic": _model("bayes_logistic"),
+}
+
+
+def _reference(world: str, seed: int, customers: int, days: int) -> dict[str, Any]:
+    for folder in REFERENCE:
+        path = folder / f"zoo-{world}.json"
+        if path.exists():
+            data = json.loads(path.read_bytes())
+            if data["customers"] != customers or data["days"] != days:
+                continue
+            runs = data["metrics"].get(str(seed))
+            if runs is not None:
+                return dict(runs)
+    raise SystemExit(f"no stored reference run for {world} seed {seed} at {customers} x {days}")
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.variant == "base":
+        raise SystemExit("base is the engine before this code: its runs are the stored zoo's")
+    patch = VARIANTS[args.variant]
+    for world in args.worlds:
+        lives = world_named(world)
+        catalog = world_catalog(lives, str(ROOT / "examples" / "bank"), DEFAULT_START)
+        model = world_response(lives)
+        for seed in args.seeds:
+            ref = _reference(world, seed, args.customers, args.days)
+            with patch(catalog) as patched:
+                m = run_policy(
+                    "nextbest",
+                    seed,
+                    args.customers,
+                    args.days,
+                    catalog=patched,
+                    model=model,
+                    world=lives,
+                )
+            row = {
+                "variant": args.variant,
+                "world": world,
+                "seed": seed,
+                "customers": args.customers,
+                "days": args.days,
+                "date": now_iso(),
+                "git": machine_info().get("git_revision"),
+                "metrics": msgspec.to_builtins(m),
+            }
+            with out.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            orc = ref["oracle"]
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {args.variant} {world} s{seed}: "
+                f"expected {m.expected_clicks / orc['expected_clicks']:.3f} "
+                f"(prior {ref['prior']['expected_clicks'] / orc['expected_clicks']:.3f}), "
+                f"clicks {m.clicks / orc['clicks']:.3f}, {m.wall_seconds:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def table(args: argparse.Namespace) -> None:
+    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["variant"], r["world"]), {})[r["seed"]] = r  # the latest run wins
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    print(
+        "| variant | world | seeds | expected clicks / oracle | clicks / oracle "
+        "| expected value / oracle | true incremental conversions (nextbest / greedy / oracle) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for v in variants:
+        for w in worlds:
+            seeds = by.get((v, w))
+            if not seeds:
+                continue
+            e, c, val, inc, g_inc, o_inc = [], [], [], [], [], []
+            for s, r in sorted(seeds.items()):
+                ref = _reference(w, s, r["customers"], r["days"])
+                m, o = r["metrics"], ref["oracle"]
+                none = ref["none"]["conversions_total"]
+                e.append(m["expected_clicks"] / o["expected_clicks"])
+                c.append(m["clicks"] / o["clicks"])
+                val.append(m["expected_value"] / o["expected_value"])
+                inc.append(m["conversions_total"] - none)
+                g_inc.append(ref["greedy_recent"]["conversions_total"] - none)
+                o_inc.append(o["conversions_total"] - none)
+
+            def mean(xs: list[float]) -> float:
+                return sum(xs) / len(xs)
+
+            print(
+                f"| {v} | {w} | {','.join(str(s) for s in sorted(seeds))} "
+                f"| {mean(e):.3f} | {mean(c):.3f} | {mean(val):.3f} "
+                f"| {mean(inc):.1f} / {mean(g_inc):.1f} / {mean(o_inc):.1f} |"
+            )
+
+
+def _ceiling(world: str) -> dict[str, Any] | None:
+    path = ROOT / "bench" / "results" / f"ceiling-{world}.json"
+    return dict(json.loads(path.read_bytes())["metrics"]) if path.exists() else None
+
+
+def _cell(xs: list[float], digits: int = 2, spread: bool = True) -> str:
+    m = sum(xs) / len(xs)
+    if not spread:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
+
+
+def _row(
+    world: str,
+    new: str,
+    seeds: list[int],
+    by: dict[tuple[str, str, int], dict[str, Any]],
+    refs: dict[int, dict[str, Any]],
+) -> str:
+    def ratio(variant: str, key: str, to: str = "oracle") -> list[float]:
+        return [by[(variant, world, s)][key] / refs[s][to][key] for s in seeds]
+
+    def inc(m: dict[str, Any], s: int) -> float:
+        return float(m["conversions_total"] - refs[s]["none"]["conversions_total"])
+
+    g = [inc(refs[s]["greedy_recent"], s) for s in seeds]
+    b = [inc(by[("base", world, s)], s) for s in seeds]
+    n = [inc(by[(new, world, s)], s) for s in seeds]
+    o = [inc(refs[s]["oracle"], s) for s in seeds]
+    gap = (sum(o) - sum(g)) / len(seeds)
+    closed = f"{(sum(n) - sum(g)) / len(seeds) / gap:+.0%}" if gap > 0 else "- (undefined)"
+    ceiling = _ceiling(world)
+    vs_ceiling = "-"
+    if ceiling is not None and all(str(s) in ceiling for s in seeds):
+        top = {s: ceiling[str(s)]["ceiling"] for s in seeds}
+        c = [by[(new, world, s)]["clicks"] / top[s]["clicks"] for s in seeds]
+        e = [by[(new, world, s)]["expected_clicks"] / top[s]["expected_clicks"] for s in seeds]
+        vs_ceiling = f"{_cell(c)}, **{_cell(e)}**"
+    return (
+        f"| `{world}` "
+        f"| {_cell(ratio('base', 'expected_clicks'), 3, False)} -> "
+        f"**{_cell(ratio(new, 'expected_clicks'), 3)}** "
+        f"| {_cell(ratio('base', 'clicks'), 2, False)} -> **{_cell(ratio(new, 'clicks'))}** "
+        f"| {_cell(ratio(new, 'clicks', 'prior'))}, "
+        f"{_cell(ratio(new, 'expected_clicks', 'prior'))} "
+        f"| {_cell(ratio('base', 'expected_value'), 3, False)} -> "
+        f"{_cell(ratio(new, 'expected_value'), 3, False)} "
+        f"| {_cell(g, 1, False)} / {_cell(b, 1, False)} / **{_cell(n, 1, False)}** / "
+        f"{_cell(o, 1, False)} | {closed} | {vs_ceiling} |"
+    )
+
+
+def summary(args: argparse.Namespace) -> None:
+    """Per world, mean of the seeds (lowest-highest): ``base`` against ``args.summary``, each
+    against the oracle, ``prior``, ``greedy_recent`` and the observable ceiling where
+    ``bench/ceiling.py`` measured it (BENCHMARKS.md's table)."""
+    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
+    new = args.summary
+    print(
+        "| world | expected clicks / oracle: base -> **new** | clicks / oracle: base -> **new** "
+        "| new / prior: clicks, expected | expected value / oracle: base -> new "
+        "| true incremental conversions: greedy_recent / base / new / oracle | gap closed "
+        "| new / ceiling: clicks, expected |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for world in args.worlds:
+        seeds = [s for s in args.seeds if (new, world, s) in by and ("base", world, s) in by]
+        if seeds:
+            refs = {s: _reference(world, s, args.customers, args.days) for s in seeds}
+            print(_row(world, new, seeds, by, refs))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--variant", default="base", choices=sorted(VARIANTS))
+    ap.add_argument("--worlds", default="shelf,wrong_priors,hidden_needs,age_appeal")
+    ap.add_argument("--seeds", default="1")
+    ap.add_argument("--customers", type=int, default=2000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--table", action="store_true")
+    ap.add_argument("--summary", default="", help="a variant to set against base per world")
+    args = ap.parse_args()
+    args.worlds = [w for w in args.worlds.split(",") if w]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.summary:
+        summary(args)
+    elif args.table:
+        table(args)
+    else:
+        run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
