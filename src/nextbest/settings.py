@@ -189,6 +189,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ):
             if f"NEXTBEST_{key}" in e:
                 values[name] = e[f"NEXTBEST_{key}"]
+        if "NEXTBEST_STORE" in e:  # the scale-out docs' name for the logs' store (issue #17)
+            store = e["NEXTBEST_STORE"]
+            if "data" in values and values["data"] != store:
+                raise ConfigError(
+                    "NEXTBEST_STORE and NEXTBEST_DATA name different stores: set one of them"
+                )
+            values["data"] = store
         for name, key in (
             ("port", "PORT"),
             ("bus_partitions", "BUS_PARTITIONS"),

@@ -102,3 +102,11 @@ def test_where_the_client_address_is_read_from_the_environment():
 def test_a_data_url_is_shown_without_its_password(data: str, shown: str):
     assert without_password(data) == shown
     assert "hunter2" not in repr(Settings(data=data))
+
+
+def test_nextbest_store_names_the_logs_store_as_nextbest_data_does():
+    url = "postgresql://nextbest@db.bank.internal:5432/nextbest"
+    assert Settings.from_env({"NEXTBEST_STORE": url}).data == url
+    assert Settings.from_env({"NEXTBEST_STORE": url, "NEXTBEST_DATA": url}).data == url
+    with pytest.raises(ConfigError, match="NEXTBEST_STORE and NEXTBEST_DATA"):
+        Settings.from_env({"NEXTBEST_STORE": url, "NEXTBEST_DATA": "other.sqlite"})
