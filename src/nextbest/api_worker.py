@@ -52,7 +52,7 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
-from nextbest.engine import QuarantineReport, ReloadReport, folds_alike
+from nextbest.engine import QuarantineReport, ReloadReport, folds_alike, probe_each
 from nextbest.errors import InputError, NextbestError, ValidationError, VocabularyError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import (
@@ -544,15 +544,7 @@ class ApiWorker:
             ("decision_log", self.decision_log.decision_log_position),
             ("quarantine", lambda: self.quarantine.held(0, 1)),
         ]
-        out: list[tuple[str, str | None]] = []
-        for name, ask in checks:
-            try:
-                ask()
-            except NextbestError as exc:
-                out.append((name, exc.message))
-            else:
-                out.append((name, None))
-        return out
+        return probe_each(checks)
 
     @property
     def closed(self) -> bool:

@@ -154,6 +154,20 @@ def _limits(base: Limits, catalog: Catalog) -> Limits:
     )
 
 
+def probe_each(checks: Sequence[tuple[str, Callable[[], object]]]) -> list[tuple[str, str | None]]:
+    """Ask each backend its cheap question: (name, None) where it answered, (name, why) where
+    it raised a NextbestError (readiness probes of every role)."""
+    out: list[tuple[str, str | None]] = []
+    for name, ask in checks:
+        try:
+            ask()
+        except NextbestError as exc:
+            out.append((name, exc.message))
+        else:
+            out.append((name, None))
+    return out
+
+
 class Engine:
     def __init__(
         self,
@@ -522,15 +536,7 @@ class Engine:
             ("decision_log", self.decision_log.decision_log_position),
             ("quarantine", lambda: self.quarantine.held(0, 1)),
         ]
-        out: list[tuple[str, str | None]] = []
-        for name, ask in checks:
-            try:
-                ask()
-            except NextbestError as exc:
-                out.append((name, exc.message))
-            else:
-                out.append((name, None))
-        return out
+        return probe_each(checks)
 
     @property
     def closed(self) -> bool:
