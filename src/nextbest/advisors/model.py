@@ -1,0 +1,151 @@
+"""The vocabulary of advisors and callbacks, shared by the core, the stores and the faces.
+
+A callback is a durable state machine::
+
+    requested ──► offered ──► accepted ──► connected ──► completed
+        │  ▲         │            │            │
+        │  └─────────┘ declined / timed out: offered to the next colleague
+        │            │            │            │
+        └────────────┴────────────┴────────────┴──► expired | cancelled
+
+``requested``  the customer asked (now, later, or at a time); no advisor holds it yet
+``offered``    put to one advisor, who has ``offer_timeout`` to accept; declined or timed
+               out, it goes back to ``requested`` and on to the next colleague with the
+               same expertise (that advisor is remembered in ``declined_by``)
+``accepted``   an advisor took it: the click-to-call request goes out through the outbox
+``connected``  the telephony system reports the call started
+``completed``  the call ended (a campaign KPI may count it)
+``expired``    nobody took it in time, or the slot passed unanswered
+``cancelled``  the customer (or the bank) withdrew it
+
+Every transition is persisted and appended to the customer's event log as a track event
+(``TRANSITION_EVENTS``), so profiles, learning and experiments see it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from nextbest.types import CustomerId, Timestamp
+
+__all__ = [
+    "FINAL_STATES",
+    "TRANSITIONS",
+    "TRANSITION_EVENTS",
+    "Callback",
+    "CallbackMode",
+    "CallbackState",
+    "Presence",
+    "Transition",
+    "can_move",
+]
+
+
+class Presence(enum.StrEnum):
+    """An advisor's live presence, set by ``PUT /v1/advisors/{id}/presence`` (the call a
+    telephony system's webhook makes on call start and end). Only ``available`` advisors
+    are offered "call me now"; the others keep their booked slots."""
+
+    AVAILABLE = "available"
+    BUSY = "busy"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class CallbackMode(enum.StrEnum):
+    NOW = "now"  #: as soon as an expert is free (within the SLA)
+    LATER = "later"  #: the earliest free slot
+    AT = "at"  #: a slot the customer picked
+
+
+class CallbackState(enum.StrEnum):
+    REQUESTED = "requested"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    CONNECTED = "connected"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES: frozenset[CallbackState] = frozenset(
+    {CallbackState.COMPLETED, CallbackState.EXPIRED, CallbackState.CANCELLED}
+)
+
+#: the legal moves; anything else is refused (``errors.Conflict`` at the faces)
+TRANSITIONS: dict[CallbackState, frozenset[CallbackState]] = {
+    CallbackState.REQUESTED: frozenset(
+        {CallbackState.OFFERED, CallbackState.EXPIRED, CallbackState.CANCELLED}
+    ),
+    CallbackState.OFFERED: frozenset(
+        {
+            CallbackState.ACCEPTED,
+            CallbackState.REQUESTED,  # declined or timed out: on to the next colleague
+            CallbackState.EXPIRED,
+            CallbackState.CANCELLED,
+        }
+    ),
+    CallbackState.ACCEPTED: frozenset(
+        {CallbackState.CONNECTED, CallbackState.EXPIRED, CallbackState.CANCELLED}
+    ),
+    CallbackState.CONNECTED: frozenset({CallbackState.COMPLETED, CallbackState.CANCELLED}),
+    CallbackState.COMPLETED: frozenset(),
+    CallbackState.EXPIRED: frozenset(),
+    CallbackState.CANCELLED: frozenset(),
+}
+
+#: the track event each state appends to the customer's event log
+TRANSITION_EVENTS: dict[CallbackState, str] = {
+    CallbackState.REQUESTED: "Callback Requested",
+    CallbackState.OFFERED: "Callback Assigned",
+    CallbackState.ACCEPTED: "Callback Accepted",
+    CallbackState.CONNECTED: "Callback Connected",
+    CallbackState.COMPLETED: "Callback Completed",
+    CallbackState.EXPIRED: "Callback Expired",
+    CallbackState.CANCELLED: "Callback Cancelled",
+}
+
+
+def can_move(source: CallbackState, target: CallbackState) -> bool:
+    return target in TRANSITIONS[source]
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a callback's life, as persisted (and appended to the event log)."""
+
+    state: CallbackState
+    at: Timestamp
+    advisor_id: str | None = None
+    #: why, in words an advisor or the customer can read ("declined by anna",
+    #: "nobody free within 120 s: moved to the earliest slot, 14:30 CET")
+    reason: str = ""
+
+
+class Callback(msgspec.Struct, frozen=True, kw_only=True):
+    """A customer's request to be called, as the store keeps it. ``version`` grows by one
+    with every persisted transition (optimistic concurrency: a write against a stale
+    version is refused, so two advisors cannot both accept)."""
+
+    id: str
+    customer: CustomerId
+    topic: str
+    mode: CallbackMode
+    phone: str  #: E.164, validated at the face
+    requested_at: Timestamp
+    state: CallbackState = CallbackState.REQUESTED
+    #: the slot's start for ``later`` and ``at`` (and for ``now`` moved to a slot)
+    scheduled_for: Timestamp | None = None
+    advisor_id: str | None = None
+    #: when the current offer to ``advisor_id`` lapses (state ``offered``)
+    offer_expires_at: Timestamp | None = None
+    declined_by: tuple[str, ...] = ()
+    language: str | None = None
+    decision_id: str | None = None
+    history: tuple[Transition, ...] = ()
+    version: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
