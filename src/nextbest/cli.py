@@ -296,8 +296,8 @@ def check(catalog: str = typer.Argument("examples/bank", help="Catalog file or f
     out.print(
         f"ok: catalog {loaded.version}: {len(spec.topics)} topics, "
         f"{len(spec.segments)} segments, {len(spec.offers)} offers, "
-        f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements"
-        + (f"; {warnings}" if warned else "")
+        f"{len(spec.campaigns)} campaigns, {len(spec.placements)} placements, "
+        f"{len(spec.advisors)} advisors" + (f"; {warnings}" if warned else "")
     )
 
 

@@ -202,7 +202,13 @@ def test_example_bank_loads() -> None:
         "cards_always_on",
         "always_on_products",
     }
-    assert list(catalog.placements) == ["home_hero", "home_feed", "product_sidebar", "app_home"]
+    assert list(catalog.placements) == [
+        "home_hero",
+        "home_feed",
+        "product_sidebar",
+        "app_home",
+        "topic_advisor",
+    ]
     assert re.fullmatch(r"1\+[0-9a-f]{12}", catalog.version)
     assert catalog.source == str(EXAMPLE_CATALOG)
     assert spec.holdout_share == 0.0
@@ -514,7 +520,7 @@ def test_unknown_channel_in_content(tmp_path: Path) -> None:
         line_of(file, "fax:"),
     )
     assert problem.path in ("$.offers[0].content", "$.offers[0].content.fax")
-    assert problem.reason == "Invalid enum value 'fax'"
+    assert problem.reason == "'fax' is not one of web, app, email, advisor"
 
 
 def test_offer_needs_content(tmp_path: Path) -> None:

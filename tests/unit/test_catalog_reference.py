@@ -45,6 +45,10 @@ SPECS: list[type[msgspec.Struct]] = [
     model.ScoringSpec,
     model.ProfileSettings,
     model.FeedbackTrust,
+    model.AdvisorSpec,
+    model.Expertise,
+    model.WorkingHours,
+    model.CallbackPolicy,
     model.CatalogSpec,
 ]
 

@@ -53,7 +53,8 @@ def test_check_example_bank(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     version = load_catalog(EXAMPLE_CATALOG).version
     assert lines(result.stdout) == [
-        f"ok: catalog {version}: 12 topics, 6 segments, 16 offers, 6 campaigns, 4 placements"
+        f"ok: catalog {version}: 12 topics, 6 segments, 16 offers, 6 campaigns, 5 placements, "
+        "6 advisors"
     ]
 
 
@@ -63,7 +64,9 @@ def test_check_defaults_to_the_example_bank(
     monkeypatch.chdir(ROOT)
     result = runner.invoke(app, ["check"], env=ENV)
     assert result.exit_code == 0, result.output
-    assert "12 topics, 6 segments, 16 offers, 6 campaigns, 4 placements" in result.stdout
+    assert (
+        "12 topics, 6 segments, 16 offers, 6 campaigns, 5 placements, 6 advisors" in result.stdout
+    )
 
 
 def test_check_single_file_catalog(runner: CliRunner, tmp_path: Path) -> None:

@@ -23,6 +23,11 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from nextbest.catalog.advisors import (
+    advisor_placement_problems,
+    advisor_warnings,
+    compile_advisors,
+)
 from nextbest.catalog.compiled import Catalog, CompiledKpi, CompiledOffer
 from nextbest.catalog.lint import (
     campaign_warnings,
@@ -32,6 +37,8 @@ from nextbest.catalog.lint import (
     topic_warnings,
 )
 from nextbest.catalog.model import (
+    AdvisorSpec,
+    CallbackPolicy,
     CampaignSpec,
     CatalogSpec,
     Category,
@@ -41,6 +48,7 @@ from nextbest.catalog.model import (
     Objective,
     OfferKind,
     OfferSpec,
+    PlacementKind,
     PlacementSpec,
     ProfileSettings,
     ScoringSpec,
@@ -69,10 +77,18 @@ KPI_ROOTS = frozenset({"properties", "context"})
 _KPI_SCHEMA: dict[str, RuleType] = {root: map_of(DYN) for root in sorted(KPI_ROOTS)}
 
 #: sections whose items concatenate across files, and sections defined once
-SECTIONS_LIST = ("topics", "segments", "offers", "campaigns", "placements")
-SECTIONS_SINGLE = ("version", "contact_policy", "scoring", "profile", "holdout_share")
+SECTIONS_LIST = ("topics", "segments", "offers", "campaigns", "placements", "advisors")
+SECTIONS_SINGLE = (
+    "version",
+    "contact_policy",
+    "scoring",
+    "profile",
+    "holdout_share",
+    "callbacks",
+)
 
 _SINGLE_TYPES: dict[str, type[Any]] = {
+    "callbacks": CallbackPolicy,
     "contact_policy": ContactPolicy,
     "scoring": ScoringSpec,
     "profile": ProfileSettings,
@@ -123,6 +139,9 @@ def compile_catalog(
     _check_placements(sections.placements, offers, sections.broken, source_map, problems)
     _check_offer_placements(sections, source_map, problems)
     kpis = _compile_campaigns(sections, source_map, problems)
+    topic_ids = {t.id for t in sections.topics} | sections.broken
+    policy = sections.singles.get("callbacks", CallbackPolicy())
+    advisors = compile_advisors(sections.advisors, topic_ids, policy, source_map, problems)
     errors = [p for p in problems if p.is_error]
     wrong = {p.path for p in errors}  # a field with an error is not warned about too
     warnings = [
@@ -130,7 +149,7 @@ def compile_catalog(
     ]
     if errors:
         raise CatalogError(errors + warnings)
-    return Catalog(sections.spec(), segments, offers, digest, source, warnings, kpis)
+    return Catalog(sections.spec(), segments, offers, digest, source, warnings, kpis, advisors)
 
 
 def section_problem(key: str, value: Any) -> str | None:
@@ -152,6 +171,7 @@ class _Sections:
     offers: list[tuple[str, OfferSpec]]
     campaigns: list[tuple[str, CampaignSpec]]
     placements: list[tuple[str, PlacementSpec]]
+    advisors: list[tuple[str, AdvisorSpec]]
     holdout: float
     singles: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: ids of items that did not convert: already reported, so not reported again as unknown
@@ -174,6 +194,7 @@ class _Sections:
             offers=[o for _, o in self.offers],
             campaigns=[c for _, c in self.campaigns],
             placements=[p for _, p in self.placements],
+            advisors=[a for _, a in self.advisors],
             holdout_share=self.holdout,
             **self.singles,
         )
@@ -188,6 +209,7 @@ def _convert_sections(
     offers = _items(raw, "offers", OfferSpec, smap, problems, broken)
     campaigns = _items(raw, "campaigns", CampaignSpec, smap, problems, broken)
     placements = _items(raw, "placements", PlacementSpec, smap, problems, broken)
+    advisors = _items(raw, "advisors", AdvisorSpec, smap, problems, broken)
     singles: dict[str, Any] = {}
     for key, kind in _SINGLE_TYPES.items():
         if key in raw:
@@ -206,6 +228,7 @@ def _convert_sections(
         offers=offers,
         campaigns=campaigns,
         placements=placements,
+        advisors=advisors,
         holdout=float(holdout or 0.0),
         singles=singles,
         broken=broken,
@@ -319,6 +342,10 @@ def _check_placements(
     for path, pl in placements:
         if not pl.kinds:
             problems.append(smap.problem(f"{path}.kinds", "must not be empty"))
+        for where, reason in advisor_placement_problems(path, pl):
+            problems.append(smap.problem(where, reason))
+        if pl.kind is PlacementKind.ADVISOR:
+            continue  # its fallback is reported above
         for j, oid in enumerate(pl.fallback):
             offer = offers.get(oid)
             if offer is None and oid in broken:
@@ -365,6 +392,10 @@ def _check_offer_placements(
                             f"unknown placement {pid!r}{did_you_mean(pid, placements, quote=_Q)}",
                         )
                     )
+            elif pl.kind is PlacementKind.ADVISOR:
+                problems.append(
+                    smap.problem(where, f"placement {pid!r} shows an advisor card, never an offer")
+                )
             elif pl.channel not in offer.content:
                 problems.append(
                     smap.problem(
@@ -489,13 +520,17 @@ def _warnings(
         found += campaign_warnings(path, camp, vocabulary)
     live = [(p, o) for p, o in sections.offers if o.id in offers]
     found += schedule_warnings(sections.campaigns, live, windows, now)
+    found += advisor_warnings(sections.placements, sections.advisors)
     return [smap.warning(path, reason) for path, reason in found]
 
 
 def _plain(value: Any) -> Any:
     """YAML dates and times to ISO strings, so one string type carries them."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, dict):  # keys too: dates name working-hours exceptions
+        return {
+            (k.isoformat() if isinstance(k, datetime | date) else k): _plain(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, datetime | date):
@@ -528,8 +563,24 @@ def _convert(
         unknown = _UNKNOWN_FIELD.match(reason)
         if unknown is not None:  # the misspelt field's own line
             where = f"{where}.{unknown.group(1)}"
+        key = _bad_key(reason, where, kind)
+        if key is not None:  # the misspelt key's own line
+            where = f"{where}.{key}"
         problems.append(smap.problem(path + where[1:], explained))
         return None
+
+
+_BAD_ENUM = re.compile(r"^Invalid enum value '?([^']*)'?$")
+
+
+def _bad_key(reason: str, where: str, kind: type[Any]) -> str | None:
+    """The key that is no choice of a mapping keyed by an enum (``weekly: {monday: ...}``),
+    or None."""
+    match = _BAD_ENUM.match(reason)
+    leaf = _type_at(kind, where)
+    if match is None or not isinstance(leaf, msgspec.inspect.DictType):
+        return None
+    return match.group(1) if isinstance(leaf.key_type, msgspec.inspect.EnumType) else None
 
 
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
@@ -574,6 +625,9 @@ def _explained(reason: str, where: str, item: Any, kind: type[Any]) -> str:
             )
         return reason
     leaf = _type_at(kind, where)
+    key = _bad_key(reason, where, kind)
+    if key is not None and isinstance(leaf, msgspec.inspect.DictType):
+        leaf, value = leaf.key_type, key
     if reason.startswith("Invalid enum value") and isinstance(leaf, msgspec.inspect.EnumType):
         choices = [str(m.value) for m in leaf.cls]
         return (

@@ -1,14 +1,18 @@
 """The compiled catalog: what decide, learn and fold read. Built by ``compile_catalog``.
 
 Offers are indexed by placement so a decision only looks at candidates that can appear in the
-placement it is asked about.
+placement it is asked about; advisors by topic (``Catalog.experts``), so the routing only
+looks at the experts of the topic it routes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, tzinfo
 
+from nextbest.catalog.hours import Span, day_spans
 from nextbest.catalog.model import (
+    AdvisorSpec,
     CampaignSpec,
     CatalogSpec,
     Channel,
@@ -17,6 +21,7 @@ from nextbest.catalog.model import (
     KpiSpec,
     OfferKind,
     OfferSpec,
+    PlacementKind,
     PlacementSpec,
     ScoringSpec,
     SegmentSpec,
@@ -27,7 +32,25 @@ from nextbest.profile.topics import TopicMatcher
 from nextbest.rules.expression import Rule
 from nextbest.rules.reads import RuleReads
 
-__all__ = ["Catalog", "CompiledKpi", "CompiledOffer", "CompiledVariants"]
+__all__ = [
+    "ADVISOR_CARD",
+    "Catalog",
+    "CompiledAdvisor",
+    "CompiledKpi",
+    "CompiledOffer",
+    "CompiledVariants",
+    "advisor_card_id",
+]
+
+#: the prefix of an advisor card's id (``advisor:mortgage``): what the card's decision item
+#: names as its ``offer_id``, and feedback as its ``promotion_id``; no catalog id has a colon
+ADVISOR_CARD = "advisor:"
+
+
+def advisor_card_id(topic: str) -> str:
+    """The id of the advisor card for ``topic``: its impressions, clicks and dismissals are
+    kept in the profile's offer history under it, so the contact policy caps it."""
+    return ADVISOR_CARD + topic
 
 
 class CompiledKpi:
@@ -128,7 +151,8 @@ class CompiledOffer:
         its kind is allowed there, and its ``placements`` (if any) name it."""
         spec = self.spec
         return (
-            placement.channel in spec.content
+            placement.kind is PlacementKind.OFFERS
+            and placement.channel in spec.content
             and self.kind in placement.kinds
             and (not spec.placements or placement.id in spec.placements)
         )
@@ -137,6 +161,53 @@ class CompiledOffer:
         return (self.valid_from is None or now >= self.valid_from) and (
             self.valid_until is None or now < self.valid_until
         )
+
+
+class CompiledAdvisor:
+    """An advisor ready for routing: their time zone loaded, their hours as spans per weekday
+    (``weekly[0]`` is Monday) and per exceptional date (the bank's holidays included), their
+    expertise as topic -> level."""
+
+    __slots__ = (
+        "exceptions",
+        "holidays",
+        "hours_group",
+        "hours_key",
+        "id",
+        "languages",
+        "levels",
+        "max_concurrent",
+        "spec",
+        "weekly",
+        "zone",
+    )
+
+    def __init__(
+        self,
+        spec: AdvisorSpec,
+        zone: tzinfo,
+        weekly: tuple[tuple[Span, ...], ...],
+        exceptions: dict[date, tuple[Span, ...]],
+        holidays: frozenset[date] = frozenset(),
+    ) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.zone = zone
+        self.weekly = weekly
+        self.exceptions = exceptions
+        self.holidays = holidays
+        #: equal for advisors whose working hours are the same (zone, week, exceptions,
+        #: holidays): their slots start at the same moments
+        self.hours_key = (zone, weekly, tuple(sorted(exceptions.items())), holidays)
+        #: the same number for the same ``hours_key`` within a catalog (``Catalog`` sets it)
+        self.hours_group = 0
+        self.levels = {e.topic: e.level for e in spec.expertise}
+        self.languages = frozenset(spec.languages)
+        self.max_concurrent = spec.max_concurrent
+
+    def spans_on(self, day: date) -> tuple[Span, ...]:
+        """Their working spans on local date ``day`` (none on a holiday or a day off)."""
+        return day_spans(day, self.weekly, self.exceptions, self.holidays)
 
 
 class Catalog:
@@ -151,6 +222,7 @@ class Catalog:
         source: str,
         warnings: Sequence[CatalogProblem] = (),
         kpis: dict[str, list[CompiledKpi]] | None = None,
+        advisors: dict[str, CompiledAdvisor] | None = None,
     ) -> None:
         self.spec = spec
         #: each campaign's KPIs, the primary first, then its guardrails
@@ -161,13 +233,24 @@ class Catalog:
         self.source = source
         self.topics = {t.id: t for t in spec.topics}
         self.matcher = TopicMatcher(tuple(spec.topics))
+        #: the advisors, by id, and each topic's experts (by id)
+        self.advisors = advisors or {}
+        hours: dict[object, int] = {}
+        for a in self.advisors.values():
+            a.hours_group = hours.setdefault(a.hours_key, len(hours))
+        self.experts: dict[str, tuple[CompiledAdvisor, ...]] = {
+            t: tuple(a for a in self.advisors.values() if t in a.levels)
+            for t in sorted({t for a in self.advisors.values() for t in a.levels})
+        }
+        self.callbacks = spec.callbacks
         p = spec.profile
         self.fold_config = FoldConfig(
             page_weight=p.page_weight,
             track_weight=p.track_weight,
             event_weights=dict(p.event_weights),
             session_timeout=p.session_timeout_minutes * 60.0,
-            offer_ids=frozenset(offers),
+            # an advisor card's feedback is kept like an offer's: the contact policy caps it
+            offer_ids=frozenset(offers) | self.card_ids,
         )
         self.segments = segments
         self.offers = offers
@@ -192,6 +275,14 @@ class Catalog:
         self.by_placement: dict[str, tuple[CompiledOffer, ...]] = {
             pl.id: tuple(o for o in offers.values() if o.fits(pl)) for pl in spec.placements
         }
+
+    @property
+    def card_ids(self) -> frozenset[str]:
+        """The ids of the advisor cards an advisor placement may show (one per topic with an
+        expert; none without an advisor placement)."""
+        if not any(p.kind is PlacementKind.ADVISOR for p in self.spec.placements):
+            return frozenset()
+        return frozenset(advisor_card_id(t) for t in self.experts)
 
     @property
     def version(self) -> str:

@@ -1,4 +1,5 @@
-"""The catalog as marketers write it: topics, segments, offers, campaigns, placements, policy.
+"""The catalog as marketers write it: topics, segments, offers, campaigns, placements, policy,
+and the expert advisors who take callbacks (``advisors``, ``callbacks``).
 
 These Structs are the validated shape of the YAML; ``load.py`` compiles them into a Catalog.
 """
@@ -6,6 +7,7 @@ These Structs are the validated shape of the YAML; ``load.py`` compiles them int
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Annotated, TypeAlias
 
 import msgspec
@@ -13,6 +15,8 @@ import msgspec
 from nextbest.profile.topics import TopicSpec
 
 __all__ = [
+    "AdvisorSpec",
+    "CallbackPolicy",
     "CampaignSpec",
     "CampaignStatus",
     "CatalogSpec",
@@ -22,6 +26,7 @@ __all__ = [
     "Content",
     "Direction",
     "EpsilonGreedy",
+    "Expertise",
     "FeedbackTrust",
     "Greedy",
     "GuardrailSpec",
@@ -33,6 +38,7 @@ __all__ = [
     "Objective",
     "OfferKind",
     "OfferSpec",
+    "PlacementKind",
     "PlacementSpec",
     "Policy",
     "ProfileSettings",
@@ -42,6 +48,8 @@ __all__ = [
     "Thompson",
     "TopicSpec",
     "VariantSpec",
+    "Weekday",
+    "WorkingHours",
 ]
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -63,6 +71,15 @@ class Channel(enum.StrEnum):
     WEB = "web"
     APP = "app"
     EMAIL = "email"
+    ADVISOR = "advisor"
+
+
+class PlacementKind(enum.StrEnum):
+    """What a placement shows: ranked ``offers`` (and service messages), or one ``advisor``
+    card (an expert in the customer's hottest live topic, with "call me now / later / pick
+    a time")."""
+
+    OFFERS = "offers"
     ADVISOR = "advisor"
 
 
@@ -309,6 +326,9 @@ class PlacementSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     id: Id
     channel: Channel
     slots: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1
+    #: what it shows: offers, or one advisor card (then no offer is a candidate, and it has
+    #: neither ``learning`` nor ``fallback``)
+    kind: PlacementKind = PlacementKind.OFFERS
     kinds: tuple[OfferKind, ...] = (OfferKind.SERVICE, OfferKind.COMMERCIAL)
     description: str = ""
     #: learned click propensities; without it the catalog's interest prior scores offers
@@ -318,6 +338,86 @@ class PlacementSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: appear in the placement; not capped, not ruled by eligibility, but never twice on a
     #: page, only while live, and commercial ones only with marketing consent
     fallback: list[Id] = []
+
+
+class Weekday(enum.StrEnum):
+    """A day of the week, as working hours name it (``weekly: {mon: [...]}``)."""
+
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+#: a time range of one day in local wall-clock time, ``"09:00-17:00"`` (start inclusive,
+#: end exclusive; ``24:00`` ends the day): checked by ``catalog.hours``
+Hours = str
+#: a date, ``2026-12-24`` (YAML reads it as a date; the catalog as its ISO text)
+Day = str
+
+
+class Expertise(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A topic an advisor is an expert in, and how expert (1: can answer questions, 5: the
+    bank's specialist): the routing prefers the higher level."""
+
+    topic: Id
+    level: Annotated[int, msgspec.Meta(ge=1, le=5)] = 3
+
+
+class WorkingHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When an advisor takes calls, in their own time zone's wall-clock time (a day's hours
+    stay 09:00-17:00 through a change to or from summer time)."""
+
+    #: an IANA time zone (``Europe/Copenhagen``)
+    timezone: str
+    #: each day's time ranges; a day not named is a day off
+    weekly: dict[Weekday, list[Hours]] = {}
+    #: dates whose hours differ from the week's (local dates); ``[]`` closes the day
+    exceptions: dict[Day, list[Hours]] = {}
+
+
+class AdvisorSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An expert advisor who takes callbacks: shown on the advisor card of a customer whose
+    hottest live topic is one of their ``expertise``."""
+
+    id: Id
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    expertise: list[Expertise]
+    #: ISO 639-1 codes (``da``, ``en``), the best first
+    languages: list[str]
+    working_hours: WorkingHours
+    photo_url: str | None = None
+    team: str = ""
+    branch: str = ""
+    #: callbacks they may hold at once: offered, accepted or on the phone, and booked in
+    #: one slot
+    max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=50)] = 1
+    #: their line in the bank's telephony (an extension or a SIP URI): what a click-to-call
+    #: request names
+    extension: str | None = None
+
+
+class CallbackPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How callbacks are routed and booked (``advisors.routing``, ``advisors.slots``)."""
+
+    #: seconds an advisor has to accept an offered callback before it goes to a colleague
+    accept_timeout_seconds: Annotated[float, msgspec.Meta(ge=5.0, le=600.0)] = 30.0
+    #: seconds within which "call me now" is offered to someone; past it the callback moves
+    #: to the earliest free slot and the customer is told
+    now_sla_seconds: Annotated[float, msgspec.Meta(ge=10.0, le=3_600.0)] = 120.0
+    #: the length of a bookable slot
+    slot_minutes: Annotated[int, msgspec.Meta(ge=5, le=240)] = 30
+    #: how far ahead slots may be booked
+    horizon_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 14
+    #: the earliest a "later" or picked slot may start, from the request
+    lead_minutes: Annotated[int, msgspec.Meta(ge=0, le=1_440)] = 15
+    #: free slots an advisor card offers when nobody is free now
+    card_slots: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    #: bank holidays: no advisor takes calls on these dates (each in their own time zone)
+    holidays: list[Day] = []
 
 
 class ImpressionCap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -339,6 +439,12 @@ class ContactPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     consent_defaults: dict[str, bool] = msgspec.field(
         default_factory=lambda: {"personalization": True, "marketing": True}
     )
+
+    def consented(self, consent: Mapping[str, bool], purpose: str) -> bool | None:
+        """The customer's consent to ``purpose``: as they set it in ``consent``, else this
+        policy's default, else None (neither says)."""
+        granted = consent.get(purpose)
+        return self.consent_defaults.get(purpose) if granted is None else granted
 
 
 class ScoringSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -405,6 +511,8 @@ class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     offers: list[OfferSpec] = []
     campaigns: list[CampaignSpec] = []
     placements: list[PlacementSpec] = []
+    advisors: list[AdvisorSpec] = []
+    callbacks: CallbackPolicy = CallbackPolicy()
     contact_policy: ContactPolicy = ContactPolicy()
     scoring: ScoringSpec = ScoringSpec()
     profile: ProfileSettings = ProfileSettings()
