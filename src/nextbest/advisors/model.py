@@ -19,7 +19,10 @@ A callback is a durable state machine::
 ``cancelled``  the customer (or the bank) withdrew it
 
 Every transition is persisted and appended to the customer's event log as a track event
-(``TRANSITION_EVENTS``), so profiles, learning and experiments see it.
+(``Transition.event``: ``TRANSITION_EVENTS`` by state), so profiles, learning and experiments
+see it. One step keeps the state: a "call me now" nobody took within the SLA is *rescheduled*
+to the earliest free slot (``Transition.rescheduled``, the event ``Callback Scheduled``), and
+the customer is told (``Callback.notice``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from nextbest.types import CustomerId, Timestamp
 
 __all__ = [
     "FINAL_STATES",
+    "SCHEDULED_EVENT",
     "TRANSITIONS",
     "TRANSITION_EVENTS",
     "Callback",
@@ -108,6 +112,10 @@ TRANSITION_EVENTS: dict[CallbackState, str] = {
 }
 
 
+#: the track event of a step that moves a callback to a slot without changing its state
+SCHEDULED_EVENT = "Callback Scheduled"
+
+
 def can_move(source: CallbackState, target: CallbackState) -> bool:
     return target in TRANSITIONS[source]
 
@@ -121,6 +129,16 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     #: why, in words an advisor or the customer can read ("declined by anna",
     #: "nobody free within 120 s: moved to the earliest slot, 14:30 CET")
     reason: str = ""
+    #: the slot the step booked (a "later" or "at" request, a move to a slot)
+    scheduled_for: Timestamp | None = None
+    #: the step moved the callback to a slot and kept its state (``requested``): a "now"
+    #: nobody took within the SLA
+    rescheduled: bool = False
+
+    @property
+    def event(self) -> str:
+        """The track event the step appends to the customer's event log."""
+        return SCHEDULED_EVENT if self.rescheduled else TRANSITION_EVENTS[self.state]
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,6 +163,9 @@ class Callback(msgspec.Struct, frozen=True, kw_only=True):
     decision_id: str | None = None
     history: tuple[Transition, ...] = ()
     version: int = 0
+    #: what the customer is told now, in their words ("Nobody was free within 2 minutes:
+    #: Anna Holm will call you Tue 31 Mar 14:30 CEST."); empty when there is nothing to tell
+    notice: str = ""
 
     @property
     def final(self) -> bool:
