@@ -14,7 +14,7 @@ import pytest
 from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import OfferKind
 from nextbest.decide import ranking
-from nextbest.decide.model import Decision, DecisionRequest, PropensityKind
+from nextbest.decide.model import Decision, DecisionRequest, ItemKind, PropensityKind
 from nextbest.decide.pipeline import decide
 from nextbest.learn.explore import EpsilonGreedy, Greedy, RankEntry, Softmax, marginals, rank
 from nextbest.learn.offline import candidate_marginals
@@ -202,7 +202,7 @@ def test_old_decision_logs_decode_with_enums() -> None:
     )
     d = msgspec.json.decode(stored, type=Decision)
     item = d.items[0]
-    assert item.kind is OfferKind.COMMERCIAL
+    assert item.kind is ItemKind.COMMERCIAL
     assert item.propensity_kind is PropensityKind.MONTE_CARLO
     again = msgspec.json.decode(msgspec.json.encode(d), type=Decision)
     assert again == d

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from nextbest.advisors.card import AdvisorCard
 from nextbest.catalog.compiled import CompiledOffer
 from nextbest.catalog.model import OfferKind
 from nextbest.decide.reasons import Reason, Suppression
@@ -23,6 +24,7 @@ __all__ = [
     "DecisionItem",
     "DecisionRequest",
     "Excluded",
+    "ItemKind",
     "PropensityKind",
 ]
 
@@ -37,6 +39,23 @@ class PropensityKind(enum.StrEnum):
     MONTE_CARLO = "monte_carlo"
 
 
+class ItemKind(enum.StrEnum):
+    """What a decision item is: an offer of either kind (``OfferKind``: a service message,
+    a commercial offer), or an advisor card (a placement of kind ``advisor``)."""
+
+    SERVICE = "service"
+    COMMERCIAL = "commercial"
+    ADVISOR = "advisor"
+
+    @classmethod
+    def of(cls, kind: OfferKind) -> ItemKind:
+        """The item kind of an offer of ``kind``."""
+        return _OFFER_ITEM_KINDS[kind]
+
+
+_OFFER_ITEM_KINDS = {OfferKind.SERVICE: ItemKind.SERVICE, OfferKind.COMMERCIAL: ItemKind.COMMERCIAL}
+
+
 class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
     """``exclude``: offers the page already shows (in another placement), not shown twice."""
 
@@ -48,11 +67,15 @@ class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One item to render. ``p_click`` is the estimated click probability; ``propensity`` the
-    probability that the policy put this offer in this position (1.0: deterministic)."""
+    probability that the policy put this offer in this position (1.0: deterministic).
+
+    An advisor card (``kind`` ``advisor``) names its card (``advisor:<topic>``) as its
+    ``offer_id`` (feedback names it as its ``promotion_id``) and carries the card in
+    ``advisor``."""
 
     position: int
     offer_id: str
-    kind: OfferKind
+    kind: ItemKind
     campaign_id: str | None
     arm: Arm
     score: float
@@ -67,6 +90,8 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     p_convert: float | None = None
     #: the campaign's variant whose content is shown (None: the campaign has no variants)
     variant: str | None = None
+    #: the advisor card (kind ``advisor`` only): the expert, the reason, the actions, slots
+    advisor: AdvisorCard | None = None
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):

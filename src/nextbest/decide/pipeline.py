@@ -1,6 +1,13 @@
 """The decision pipeline. Pure: profile, catalog and ``now`` in, a Decision out.
 
-``decide`` is a list of named steps, in this order:
+A placement of kind ``advisor`` shows one advisor card instead of offers (``_advisor_decision``
+below; the card itself is ``advisors.card``'s): consent (``advisors.card.may_contact``), then
+the contact policy on each live topic's card (``advisor:<topic>``): on the page already ->
+universal holdout -> product already owned -> the per-card cap and rests (as for an offer).
+Which advisors are free is the ``board`` passed in (none: nobody can call now, so the card
+offers "call me later" and "pick a time" with the next free slots).
+
+For offers, ``decide`` is a list of named steps, in this order:
 
 1. placement and limit: the placement exists and the limit fits its slots;
 2. consent and holdout: personalization and marketing consent, the universal holdout;
@@ -33,8 +40,11 @@ from typing import Any
 
 import msgspec
 
-from nextbest.catalog.compiled import Catalog, CompiledOffer
-from nextbest.catalog.model import OfferKind, PlacementSpec
+from nextbest.advisors.board import EMPTY_BOARD, AdvisorBoard
+from nextbest.advisors.card import AdvisorCard, advisor_card, live_topics, may_contact
+from nextbest.advisors.selection import customer_language
+from nextbest.catalog.compiled import Catalog, CompiledOffer, advisor_card_id
+from nextbest.catalog.model import OfferKind, PlacementKind, PlacementSpec
 from nextbest.decide import ranking
 from nextbest.decide.model import (
     Candidate,
@@ -45,11 +55,13 @@ from nextbest.decide.model import (
     DecisionItem,
     DecisionRequest,
     Excluded,
+    ItemKind,
     PropensityKind,
 )
 from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket, variant_index
+from nextbest.profile.interest import REASON_DAYS, viewed_text
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import LazyEvaluation
@@ -70,10 +82,7 @@ def _owned_topics(profile: Profile, catalog: Catalog) -> set[str]:
 
 
 def _consented(profile: Profile, catalog: Catalog, purpose: str) -> bool:
-    granted = profile.consent.get(purpose)
-    if granted is None:
-        return catalog.policy.consent_defaults.get(purpose, False)
-    return granted
+    return catalog.policy.consented(profile.consent, purpose) is True
 
 
 def without_behaviour(profile: Profile) -> Profile:
@@ -108,14 +117,9 @@ def _reasons(
     if personalized and offer.topic is not None:
         view = views[offer.topic]
         name = catalog.topics[offer.topic].name.lower()
-        for days in (14, 30, 90):
-            n = view[f"count_{days}d"]
-            if n:
-                times = "once" if n == 1 else f"{n} times"
-                reasons.append(
-                    Reason(ReasonCode.TOPIC_INTEREST, f"viewed {name} pages {times} in {days} days")
-                )
-                break
+        viewed = viewed_text(name, {d: view[f"count_{d}d"] for d in REASON_DAYS})
+        if viewed is not None:
+            reasons.append(Reason(ReasonCode.TOPIC_INTEREST, viewed))
         stage = variables["profile"]["funnel"].get(offer.topic)
         if stage in ("considering", "applying", "submitted"):
             reasons.append(Reason(ReasonCode.FUNNEL_STAGE, f"{stage} a {name} product"))
@@ -144,12 +148,19 @@ def decide(
     now: float,
     decision_id: str,
     choose: Chooser = greedy,
+    *,
+    board: AdvisorBoard = EMPTY_BOARD,
 ) -> Decision:
     """Rank what to show ``profile`` in ``request.placement`` at ``now``; ``choose`` picks
     the items from the ranked eligible candidates (default: the top ``limit``). The steps
-    are the module docstring's, in its order."""
+    are the module docstring's, in its order. An advisor placement shows an advisor card
+    instead, from ``board`` (who can call now, what is booked)."""
     placement, limit = _placement_and_limit(catalog, request)
     audience = _audience(catalog, profile)
+    if placement.kind is PlacementKind.ADVISOR:
+        return _advisor_decision(
+            catalog, profile, request, now, decision_id, placement, audience, board
+        )
     rules = _rule_environment(catalog, profile, request, now, audience.personalized)
     eligible, excluded = _filter_candidates(catalog, profile, request, now, audience, rules)
     scored = _score(eligible, catalog)
@@ -427,7 +438,7 @@ def _items(
             DecisionItem(
                 position=position,
                 offer_id=offer.id,
-                kind=offer.kind,
+                kind=ItemKind.of(offer.kind),
                 campaign_id=offer.campaign.id if offer.campaign else None,
                 arm=Arm.TREATMENT,
                 score=round(c.score, 9),
@@ -495,7 +506,7 @@ def _fallback_items(
             DecisionItem(
                 position=len(items) + len(out) + 1,
                 offer_id=oid,
-                kind=offer.kind,
+                kind=ItemKind.of(offer.kind),
                 campaign_id=offer.campaign.id if offer.campaign else None,
                 arm=Arm.TREATMENT,
                 score=round(ranking.score(offer, p_click), 9),
@@ -550,3 +561,121 @@ def _content(offer: CompiledOffer, channel: str, variant: str | None = None) -> 
         "url": content.url,
         "image": content.image,
     }
+
+
+# ---------------------------------------------------------------------- the advisor card
+def _advisor_decision(
+    catalog: Catalog,
+    profile: Profile,
+    request: DecisionRequest,
+    now: float,
+    decision_id: str,
+    placement: PlacementSpec,
+    audience: _Audience,
+    board: AdvisorBoard,
+) -> Decision:
+    """The decision of an advisor placement: one advisor card, or none (the module
+    docstring's order of checks). Without personalization consent no behaviour is read: no
+    live topic, no card."""
+    live = live_topics(catalog, profile, now) if audience.personalized else []
+    excluded: list[Excluded] = []
+    card: AdvisorCard | None = None
+    if live and not may_contact(catalog, profile):
+        excluded = [Excluded(advisor_card_id(t.topic), Suppression.NO_CONSENT) for t in live]
+    elif live:
+        held = _held_cards(catalog, profile, request, now, audience, [t.topic for t in live])
+        excluded = [Excluded(advisor_card_id(t), why) for t, why in held.items()]
+        card = advisor_card(
+            catalog,
+            profile,
+            board,
+            now,
+            language=_language(profile, request),
+            skip=held,
+            live=live,
+        )
+    held_ids = {e.offer_id for e in excluded}
+    candidates = [cid for t in live if (cid := advisor_card_id(t.topic)) not in held_ids]
+    shown = advisor_card_id(card.topic) if card is not None else None
+    tried = candidates.index(shown) if shown is not None else len(candidates)
+    excluded += [Excluded(cid, Suppression.NO_ADVISOR) for cid in candidates[:tried]]
+    excluded += [Excluded(cid, Suppression.OUTRANKED) for cid in candidates[tried + 1 :]]
+    return Decision(
+        decision_id=decision_id,
+        customer_id=profile.customer_id,
+        placement=placement.id,
+        timestamp=now,
+        catalog_version=catalog.version,
+        items=[_card_item(card)] if card is not None else [],
+        excluded=excluded,
+        control=[],
+        segments=[],
+        candidates=candidates,
+        features=(
+            {ranking.interest_key(card.topic): ranking.logged_interest(card.interest)}
+            if card is not None
+            else {}
+        ),
+        experiment_key=key if (key := profile.experiment_key) != profile.customer_id else "",
+    )
+
+
+def _language(profile: Profile, request: DecisionRequest) -> str | None:
+    """The customer's language: the request's ``context.language`` or ``context.locale``,
+    else the ``language`` or ``locale`` trait."""
+    context, traits = request.context, profile.traits
+    return customer_language(
+        context.get("language"), context.get("locale"), traits.get("language"), traits.get("locale")
+    )
+
+
+def _held_cards(
+    catalog: Catalog,
+    profile: Profile,
+    request: DecisionRequest,
+    now: float,
+    audience: _Audience,
+    topics: list[str],
+) -> dict[str, Suppression]:
+    """The live topics whose card the contact policy holds back, each with the first check
+    that holds it: on the page already, universal holdout, product owned, cap and rests."""
+    policy = catalog.policy
+    owned = _owned_topics(profile, catalog) if policy.suppress_owned else set()
+    held: dict[str, Suppression] = {}
+    for topic in topics:
+        cid = advisor_card_id(topic)
+        history = profile.offers.get(cid)
+        if cid in request.exclude:
+            held[topic] = Suppression.ON_PAGE
+        elif audience.in_holdout:
+            held[topic] = Suppression.HOLDOUT
+        elif topic in owned:
+            held[topic] = Suppression.OWNED
+        elif history is not None and (block := ranking.contact_block(history, policy, now)):
+            held[topic] = block
+    return held
+
+
+def _card_item(card: AdvisorCard) -> DecisionItem:
+    """The decision item of an advisor card: what a page renders, with the card itself."""
+    advisor = card.advisor
+    topic = card.topic_name.lower()
+    return DecisionItem(
+        position=1,
+        offer_id=advisor_card_id(card.topic),
+        kind=ItemKind.ADVISOR,
+        campaign_id=None,
+        arm=Arm.TREATMENT,
+        score=round(card.interest, 9),
+        p_click=0.0,
+        propensity=1.0,
+        content={
+            "title": f"Questions about {topic}? Talk to {advisor.name}",
+            "body": f"{advisor.name} is one of our {topic} experts.",
+            "cta": "Call me now" if card.available else "Call me later",
+            "url": None,
+            "image": advisor.photo_url,
+        },
+        reasons=[Reason(ReasonCode.TOPIC_INTEREST, card.reason)],
+        advisor=card,
+    )

@@ -36,6 +36,8 @@ class Suppression(enum.StrEnum):
     CONTROL = "control_group"
     OUTRANKED = "outranked"
     ON_PAGE = "already_on_page"
+    #: an advisor card's topic: no expert can call now, and none has a free slot
+    NO_ADVISOR = "no_advisor"
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):

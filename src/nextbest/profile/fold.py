@@ -26,7 +26,9 @@ from nextbest.profile.windows import DAY, add_hit
 
 __all__ = ["CONSENT_PURPOSES", "FoldConfig", "fold"]
 
-CONSENT_PURPOSES = ("personalization", "marketing", "analytics", "security")
+#: the purposes a customer may consent to; ``advisor_contact``: being invited to a call with
+#: an advisor (the advisor card; unset, it follows ``marketing``: ``advisors.card``)
+CONSENT_PURPOSES = ("personalization", "marketing", "analytics", "security", "advisor_contact")
 
 _FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
     EventName.CALCULATOR_USED: FunnelStage.CONSIDERING,

@@ -7,8 +7,12 @@ updated incrementally; events that arrive out of order are decayed to ``score_at
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
-__all__ = ["Trend", "add_to_score", "decayed", "trend_of"]
+__all__ = ["REASON_DAYS", "Trend", "add_to_score", "decayed", "trend_of", "viewed_text"]
+
+#: the windows (days) a reason cites: the shortest with hits
+REASON_DAYS: tuple[int, ...] = (14, 30, 90)
 
 
 class Trend(enum.StrEnum):
@@ -47,3 +51,14 @@ def trend_of(last_7d: int, previous_7d: int) -> Trend:
     if ratio <= 0.5:
         return Trend.FALLING
     return Trend.STEADY
+
+
+def viewed_text(name: str, counts: Mapping[int, int]) -> str | None:
+    """The reason a customer reads, "viewed mortgage pages 5 times in 14 days", from the hits
+    in each of ``REASON_DAYS`` (``counts``, by days); None without a hit in any."""
+    for days in REASON_DAYS:
+        n = counts.get(days, 0)
+        if n:
+            times = "once" if n == 1 else f"{n} times"
+            return f"viewed {name} pages {times} in {days} days"
+    return None
