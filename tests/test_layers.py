@@ -11,7 +11,17 @@ import pytest
 import nextbest
 
 PKG = Path(nextbest.__file__).parent
-CORE = ["events", "profile", "rules", "catalog", "decide", "experiments", "learn", "guard"]
+CORE = [
+    "events",
+    "profile",
+    "rules",
+    "catalog",
+    "decide",
+    "experiments",
+    "learn",
+    "guard",
+    "advisors",
+]
 CORE_MODULES = ["errors", "types", "clock"]
 #: adapters move bytes (DESIGN.md, "Layers"); the ones not written yet are checked once they are
 ADAPTERS = ["store", "bus", "channels"]

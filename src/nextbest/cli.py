@@ -551,7 +551,8 @@ def migrate(
     ),
 ) -> None:
     """Move a stopped installation to another store (an embedded SQLite file to PostgreSQL):
-    the event log in order, the decision log and the quarantine, in batches; then verify
+    the event log in order, the decision log, the quarantine and the callback queue (with the
+    advisors' presence), in batches; then verify
     counts, sha256 digests and that a replay on either side gives identical profiles and
     models. Exit 1 on any mismatch."""
     from rich.table import Table

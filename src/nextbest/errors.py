@@ -9,6 +9,9 @@
     │   ├── UnsupportedMediaType a body that is not JSON                   -> 415
     │   ├── LimitExceeded       a request would take a customer past a limit
     │   │                       (devices linked, traits held)             -> 409
+    │   ├── Conflict            a write against a changed record (a stale version,
+    │   │   │                   an id taken, a move its state forbids)    -> 409
+    │   │   └── SlotTaken       a booking past an advisor's capacity at a slot -> 409
     │   ├── PayloadTooLarge     body over the configured limit            -> 413
     │   ├── UnknownPlacement    decide for a placement the catalog lacks  -> 404
     │   └── NotFound            a named thing does not exist              -> 404
@@ -39,6 +42,7 @@ __all__ = [
     "CatalogError",
     "CatalogProblem",
     "ConfigError",
+    "Conflict",
     "Forbidden",
     "InputError",
     "LimitExceeded",
@@ -49,6 +53,7 @@ __all__ = [
     "RemoteError",
     "RuleError",
     "Severity",
+    "SlotTaken",
     "StateLost",
     "StoreError",
     "StoreUnavailable",
@@ -131,6 +136,21 @@ class LimitExceeded(InputError):
     def __init__(self, message: str, path: str = "$") -> None:
         super().__init__(message)
         self.path = path
+
+
+class Conflict(InputError):
+    """A write that lost a race or that the record's state forbids: a callback saved
+    against a version that changed meanwhile (two advisors accepting at once), an id that
+    is taken, a move its state machine does not allow. Nothing was written; read again."""
+
+    code = "conflict"
+
+
+class SlotTaken(Conflict):
+    """A booking that would take an advisor past their capacity (max concurrent callbacks)
+    at that slot, or right now: another request got there first. Nothing was written."""
+
+    code = "slot_taken"
 
 
 class UnsupportedMediaType(InputError):

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from nextbest.errors import (
     AuthError,
     CatalogError,
+    Conflict,
     Forbidden,
     InputError,
     LimitExceeded,
@@ -31,6 +32,7 @@ STATUS: tuple[tuple[type[NextbestError], int], ...] = (
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (LimitExceeded, 409),
+    (Conflict, 409),
     (NotFound, 404),
     (ValidationError, 400),
     (InputError, 400),

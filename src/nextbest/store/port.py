@@ -1,6 +1,7 @@
-"""The store ports: the event log, the decision log, saved state and the quarantine.
+"""The store ports: the event log, the decision log, saved state, the quarantine, and the
+callback queue with advisors' presence.
 
-Four Protocols, each with its own contract suite run over every backend (tests/contract), so
+Five Protocols, each with its own contract suite run over every backend (tests/contract), so
 each can live on its own kind of server (the event log on a stream, decisions in SQL, live
 state in a key-value store). ``Stores`` bundles one of each for the composition root.
 """
@@ -10,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
 
 __all__ = [
+    "Callbacks",
+    "Capacity",
     "DecisionLog",
     "EventLog",
     "HeldMessage",
@@ -207,6 +211,124 @@ class Quarantine(Protocol):
     def held_count(self) -> int: ...
 
 
+class Capacity(NamedTuple):
+    """An advisor's capacity, checked atomically when a callback is booked with them (no
+    double booking under concurrent requests): at most ``limit`` callbacks at once (their
+    ``max_concurrent``), a scheduled one holding its advisor ``slot`` seconds from its
+    ``scheduled_for``."""
+
+    limit: int
+    slot: float
+
+
+class Callbacks(Protocol):
+    """The durable callback queue (``advisors.model.Callback``, every transition in its
+    ``history``) and the live facts about advisors the routing reads: presence and when
+    each was last assigned (fair rotation). Shared by every worker of an installation.
+
+    A callback *holds* its advisor (``advisor_id``) while it is not final and either
+    *live* (``offered``, ``accepted``, ``connected``) or *booked* (``scheduled_for`` set).
+    A write given a ``Capacity`` that makes a callback hold an advisor anew (created so, or
+    saved with another advisor, another ``scheduled_for``, or moved into a live state) is
+    refused with ``errors.SlotTaken`` when, counting the advisor's other callbacks in one
+    atomic step with the write:
+
+    - it becomes live and ``limit`` others are live already; or
+    - it is booked and ``limit`` others are booked at a ``scheduled_for`` less than
+      ``slot`` seconds from its own.
+
+    An *assignment* (a write that gives a callback an advisor it did not have, or that
+    moves it into ``offered``) raises that advisor's ``rotation`` to the time of the
+    callback's last transition (its ``requested_at`` without history), in the same commit.
+    """
+
+    def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
+        """Store a new callback, durably, with ``version`` 1 (returned so). ``Conflict``
+        when its id is taken; ``SlotTaken`` past ``capacity`` (above). Nothing written on
+        a refusal."""
+        ...
+
+    def get(self, callback_id: str) -> Callback | None: ...
+
+    def save(
+        self, callback: Callback, expected_version: int, capacity: Capacity | None = None
+    ) -> Callback:
+        """Compare and set: replace the stored callback of this id by ``callback`` if the
+        stored one still has ``expected_version``; the stored one gets ``expected_version``
+        + 1 (returned so). ``NotFound``: no such callback. ``Conflict``: the stored version
+        is another (someone wrote meanwhile: read again), ``callback`` names another
+        customer, its state is not the stored one nor a legal move from it
+        (``advisors.model.TRANSITIONS``), or its ``history`` does not begin with the stored
+        one's (a transition persisted is never lost). ``SlotTaken`` past ``capacity``
+        (above)."""
+        ...
+
+    def of_customer(self, customer: str) -> list[Callback]:
+        """This customer's callbacks, and no one else's, oldest request first (then id)."""
+        ...
+
+    def of_advisor(
+        self, advisor_id: str, states: Collection[CallbackState] | None = None
+    ) -> list[Callback]:
+        """The callbacks held by this advisor in these states (None: every state), in queue
+        order: by ``scheduled_for`` (``requested_at`` when not scheduled), then id."""
+        ...
+
+    def open_load(self) -> dict[str, int]:
+        """How many callbacks each advisor holds now (live or booked, see above); an advisor
+        who holds none is absent."""
+        ...
+
+    def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
+        """The callbacks not final with ``start <= scheduled_for < end``, of this advisor
+        (None: of anyone, unassigned ones too), by ``scheduled_for`` then id: what slots
+        are computed around."""
+        ...
+
+    def due(self, now: float, limit: int | None = None) -> list[Callback]:
+        """The callbacks a timer must act on at ``now``: ``offered`` ones whose offer lapsed
+        (``offer_expires_at <= now``), ``requested`` ones whose slot came
+        (``scheduled_for <= now``) and ``requested`` ones for now (no ``scheduled_for``:
+        still to be offered). By the time they fell due (the lapse, the slot, the request),
+        then id; at most ``limit``."""
+        ...
+
+    def set_presence(
+        self, advisor_id: str, presence: Presence, at: float
+    ) -> tuple[Presence, float]:
+        """Record an advisor's presence as of ``at``; a report older than the one recorded
+        is ignored (telephony webhooks arrive out of order). The presence in force after,
+        with its time."""
+        ...
+
+    def presences(self) -> dict[str, tuple[Presence, float]]:
+        """Every advisor's presence as last reported, with its time (never reported:
+        absent)."""
+        ...
+
+    def rotation(self) -> dict[str, float]:
+        """When each advisor was last assigned a callback (never: absent)."""
+        ...
+
+    def scan(self, after: str = "", limit: int | None = None) -> list[Callback]:
+        """Every callback with id > ``after``, by id, at most ``limit`` (``nextbest
+        migrate``)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def restore(
+        self,
+        callbacks: Sequence[Callback],
+        presences: Mapping[str, tuple[Presence, float]] | None = None,
+        rotation: Mapping[str, float] | None = None,
+    ) -> None:
+        """Write these as they are (versions kept; a callback, presence or rotation time
+        held already is replaced), all or none, with no check: a copy from another store
+        (``nextbest migrate``)."""
+        ...
+
+
 class Stores(NamedTuple):
     """One backend per port, and how to release them all (``close``, once)."""
 
@@ -214,6 +336,7 @@ class Stores(NamedTuple):
     decisions: DecisionLog
     state: StateStore
     quarantine: Quarantine
+    callbacks: Callbacks
     close: Callable[[], None]
 
 

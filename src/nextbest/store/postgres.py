@@ -60,6 +60,7 @@ from psycopg.conninfo import conninfo_to_dict
 from nextbest.decide.model import Decision
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 from nextbest.events.model import Event
+from nextbest.store.callbacks_postgres import PostgresCallbacks
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
@@ -242,13 +243,19 @@ _ID_TABLES: dict[str, tuple[str, str]] = {
 
 
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
-    """The four ports on the PostgreSQL server ``url`` names (one connection)."""
+    """The five ports on the PostgreSQL server ``url`` names (one connection)."""
     db = PostgresDatabase(url, connect_timeout)
+    try:
+        callbacks = PostgresCallbacks(db)
+    except BaseException:
+        db.close()
+        raise
     return Stores(
         PostgresEventLog(db),
         PostgresDecisionLog(db),
         PostgresStateStore(db),
         PostgresQuarantine(db),
+        callbacks,
         db.close,
     )
 

@@ -20,6 +20,7 @@ import msgspec
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError, StoreUnavailable
 from nextbest.events.model import Event
+from nextbest.store.callbacks_sqlite import SQLiteCallbacks
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
@@ -108,13 +109,19 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
-    """The four ports on one SQLite file (one connection: one durable commit each)."""
+    """The five ports on one SQLite file (one connection: one durable commit each)."""
     db = SQLiteDatabase(path, synchronous)
+    try:
+        callbacks = SQLiteCallbacks(db)
+    except BaseException:
+        db.close()
+        raise
     return Stores(
         SQLiteEventLog(db),
         SQLiteDecisionLog(db),
         SQLiteStateStore(db),
         SQLiteQuarantine(db),
+        callbacks,
         db.close,
     )
 
