@@ -1,5 +1,5 @@
-"""Storage adapters: the event log (the truth), the decision log, saved derived state and
-the quarantine of messages that broke the vocabulary.
+"""Storage adapters: the event log (the truth), the decision log, saved derived state, the
+quarantine of messages that broke the vocabulary and the outbox of messages to send out.
 
 Which backend serves each port is chosen in one place only: ``nextbest.bootstrap``.
 """
@@ -9,6 +9,9 @@ from nextbest.store.port import (
     DecisionLog,
     EventLog,
     HeldMessage,
+    Outbox,
+    OutboxMessage,
+    OutboxState,
     Quarantine,
     SavedState,
     StateRow,
@@ -23,6 +26,9 @@ __all__ = [
     "DecisionLog",
     "EventLog",
     "HeldMessage",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxState",
     "Quarantine",
     "SavedState",
     "StateRow",

@@ -242,14 +242,22 @@ _ID_TABLES: dict[str, tuple[str, str]] = {
 
 
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
-    """The four ports on the PostgreSQL server ``url`` names (one connection)."""
+    """The ports on the PostgreSQL server ``url`` names (one connection)."""
+    from nextbest.store.outbox_postgres import PostgresOutbox  # it builds on this module
+
     db = PostgresDatabase(url, connect_timeout)
+    try:
+        outbox = PostgresOutbox(db)
+    except BaseException:
+        db.close()
+        raise
     return Stores(
         PostgresEventLog(db),
         PostgresDecisionLog(db),
         PostgresStateStore(db),
         PostgresQuarantine(db),
-        db.close,
+        outbox=outbox,
+        close=db.close,
     )
 
 

@@ -108,14 +108,22 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
-    """The four ports on one SQLite file (one connection: one durable commit each)."""
+    """The ports on one SQLite file (one connection: one durable commit each)."""
+    from nextbest.store.outbox_sqlite import SQLiteOutbox  # it builds on this module
+
     db = SQLiteDatabase(path, synchronous)
+    try:
+        outbox = SQLiteOutbox(db)
+    except BaseException:
+        db.close()
+        raise
     return Stores(
         SQLiteEventLog(db),
         SQLiteDecisionLog(db),
         SQLiteStateStore(db),
         SQLiteQuarantine(db),
-        db.close,
+        outbox=outbox,
+        close=db.close,
     )
 
 
