@@ -19,6 +19,7 @@ from nextbest.channels import (
 )
 from nextbest.errors import AuthError, ConfigError
 from nextbest.settings import Settings, webhooks_from_env
+from tests.support import ROOT
 
 SECRET = "whsec-unit-0123456789abcdef"
 BODY = b'{"callback": "cb-1", "phone": "+4512345678"}'
@@ -197,3 +198,46 @@ def test_a_bad_webhook_setting_is_refused_naming_the_variable_not_the_value(
         webhooks_from_env(env)
     assert SECRET not in caught.value.message
     assert "short" not in caught.value.message.replace("too short", "")
+
+
+# ---------------------------------------------------------------- the receivers' guide
+def _documented_verifier() -> object:
+    """``verify_nextbest_signature`` as docs/outbox.md shows it to receivers."""
+    text = (ROOT / "docs" / "outbox.md").read_text()
+    (block,) = [
+        b.split("```", 1)[0]
+        for b in text.split("```python\n")[1:]
+        if "def verify_nextbest_signature" in b
+    ]
+    scope: dict[str, object] = {}
+    exec(compile(block, "docs/outbox.md", "exec"), scope)
+    return scope["verify_nextbest_signature"]
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "now"),
+    [
+        ("SIGNED", BODY, T),
+        ("SIGNED", BODY, T + 300),
+        ("SIGNED", BODY, T + 301),
+        ("SIGNED", BODY, T - 301),
+        ("SIGNED", BODY + b" ", T),
+        (f"t={T},v1={'0' * 64}", BODY, T),
+        (f"t={T},v1={'0' * 64},v1=SIG", BODY, T),
+        (f"v1={'0' * 64}", BODY, T),
+        ("garbage", BODY, T),
+        ("", BODY, T),
+        (f"t=soon,v1={'0' * 64}", BODY, T),
+        (f"t={T},t={T},v1=SIG", BODY, T),
+    ],
+)
+def test_the_documented_verifier_agrees_with_verify(header: str, body: bytes, now: float):
+    good = sign(SECRET, T, BODY)
+    header = header.replace("SIGNED", f"t={T},v1={good}").replace("SIG", good)
+    documented = _documented_verifier()
+    try:
+        verify(SECRET, header, body, now)
+        accepted = True
+    except AuthError:
+        accepted = False
+    assert documented(SECRET, header, body, now) is accepted  # type: ignore[operator]
