@@ -54,7 +54,7 @@ from nextbest.engine import Engine
 from nextbest.errors import InputError, NotFound
 from nextbest.events.model import Event
 from nextbest.settings import without_password
-from nextbest.store.port import HeldMessage, StateRow, Stores
+from nextbest.store.port import HeldMessage, OutboxState, StateRow, Stores
 from nextbest.store.snapshot import (
     experiment_rows,
     learner_rows,
@@ -576,6 +576,11 @@ def _replay_check(source: Stores, target: Stores, catalog: Catalog) -> ReplayChe
     )
 
 
+#: outbox states whose messages a migration would lose (the outbox is not copied; delivered
+#: and dead messages are history the source keeps)
+_UNSENT = (OutboxState.PENDING, OutboxState.DELIVERING)
+
+
 def _holdings(stores: Stores) -> list[str]:
     """What a store holds, in words (empty: nothing)."""
     found = []
@@ -660,6 +665,13 @@ def _migrate(
         raise InputError(
             f"the target {names[1]} is not empty: it holds {', '.join(held)}. Migrate into "
             "an empty store, or pass --resume to continue an interrupted copy of this source"
+        )
+    unsent = {s: n for s, n in source.outbox.counts().items() if n and s in _UNSENT}
+    if unsent:  # the outbox is not copied: what it still has to send would be lost
+        raise InputError(
+            f"the source's outbox still holds {', '.join(f'{n:,} {s}' for s, n in unsent.items())}"
+            " message(s): the outbox is not migrated. Deliver them first (nextbest outbox "
+            "send --once; nextbest outbox list), then migrate"
         )
     marks, why_not = _saved_marks(source, catalog) if state else (None, "--no-state")
     events = _copy_events(source, target, batch, progress, resume, marks.seq if marks else 0)

@@ -256,6 +256,19 @@ def test_a_target_that_holds_anything_is_refused_and_left_as_it_was(
     assert message_ids(target) == before
 
 
+def test_a_source_with_messages_still_to_send_is_refused(
+    source: Path, tmp_path: Path, catalog: Catalog
+) -> None:
+    """The outbox is not migrated: what it still has to send would be lost."""
+    with opened(source) as stores:
+        stores.outbox.enqueue("telephony", "telephony", "cb-1", b"{}", 0.0)
+        stores.outbox.enqueue("telephony", "telephony", "cb-2", b"{}", 0.0)
+        stores.outbox.claim_due(0.0, 1, 60.0)
+    target = tmp_path / "target.sqlite"
+    with pytest.raises(InputError, match="outbox still holds 1 pending, 1 delivering message"):
+        migrate(str(source), str(target), catalog)
+
+
 def test_resume_refuses_a_target_that_is_not_a_copy_of_the_source(
     source: Path, tmp_path: Path, catalog: Catalog
 ) -> None:

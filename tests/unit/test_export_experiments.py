@@ -94,6 +94,7 @@ def test_pandas_reads_position_as_int_and_clicked_as_bool_even_with_nulls(
     assert types == {"position": "Int16", "clicked": "boolean", "converted": "boolean"}
     assert pq.read_schema(out).metadata[b"pandas"] == DECISION_SCHEMA.metadata[b"pandas"]
     import pandas as pd  # a dev dependency: the analyst's path
+
     frame = pd.read_parquet(out)
     assert str(frame["position"].dtype) == "Int16"
     assert str(frame["clicked"].dtype) == "boolean"

@@ -1,6 +1,6 @@
 """Storage adapters: the event log (the truth), the decision log, saved derived state, the
-quarantine of messages that broke the vocabulary, and the callback queue with advisors'
-presence.
+quarantine of messages that broke the vocabulary, the outbox of messages to send out, and
+the callback queue with advisors' presence.
 
 Which backend serves each port is chosen in one place only: ``nextbest.bootstrap``.
 """
@@ -12,6 +12,9 @@ from nextbest.store.port import (
     DecisionLog,
     EventLog,
     HeldMessage,
+    Outbox,
+    OutboxMessage,
+    OutboxState,
     Quarantine,
     SavedState,
     StateRow,
@@ -28,6 +31,9 @@ __all__ = [
     "DecisionLog",
     "EventLog",
     "HeldMessage",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxState",
     "Quarantine",
     "SavedState",
     "StateRow",

@@ -10,6 +10,7 @@ from nextbest.decide.model import Decision
 from nextbest.errors import StoreError
 from nextbest.events.model import Event
 from nextbest.store.callbacks_memory import MemoryCallbacks
+from nextbest.store.outbox_memory import MemoryOutbox
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
@@ -28,8 +29,9 @@ def memory_stores() -> Stores:
         MemoryDecisionLog(),
         MemoryStateStore(),
         MemoryQuarantine(),
-        MemoryCallbacks(),
-        lambda: None,
+        callbacks=MemoryCallbacks(),
+        outbox=MemoryOutbox(),
+        close=lambda: None,
     )
 
 

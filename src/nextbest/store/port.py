@@ -1,13 +1,14 @@
-"""The store ports: the event log, the decision log, saved state, the quarantine, and the
-callback queue with advisors' presence.
+"""The store ports: the event log, the decision log, saved state, the quarantine, the
+outbox, and the callback queue with advisors' presence.
 
-Five Protocols, each with its own contract suite run over every backend (tests/contract), so
+Six Protocols, each with its own contract suite run over every backend (tests/contract), so
 each can live on its own kind of server (the event log on a stream, decisions in SQL, live
 state in a key-value store). ``Stores`` bundles one of each for the composition root.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -21,6 +22,9 @@ __all__ = [
     "DecisionLog",
     "EventLog",
     "HeldMessage",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxState",
     "Quarantine",
     "SavedState",
     "SequencedLog",
@@ -329,6 +333,95 @@ class Callbacks(Protocol):
         ...
 
 
+class OutboxState(enum.StrEnum):
+    """Where an outbound message is: waiting (its first attempt or a retry), claimed by a
+    sender (under a lease), delivered, or dead (given up: replayable)."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxMessage(NamedTuple):
+    """One outbound message (a click-to-call request, later an email, an SMS, a push).
+
+    ``destination`` names a configured webhook (``NEXTBEST_WEBHOOK_<NAME>_URL``); ``key`` is
+    its idempotency key, unique in the outbox and sent with every attempt; ``payload`` the
+    JSON body, sent as it is. ``attempts`` counts the attempts started (a claim starts one).
+    ``next_attempt_at``: when a pending message is due; for a delivering one, when its
+    sender's lease ends (a crashed sender's messages are claimed again from then on)."""
+
+    id: int
+    channel: str
+    destination: str
+    key: str
+    payload: bytes
+    state: OutboxState
+    attempts: int
+    next_attempt_at: float
+    last_error: str
+    created_at: float
+    delivered_at: float | None
+
+
+class Outbox(Protocol):
+    """Messages to send out, kept until delivered or given up: at-least-once delivery by
+    senders that may crash at any point (``nextbest.channels.sender``). Every time is
+    passed in (epoch seconds)."""
+
+    def enqueue(
+        self, channel: str, destination: str, key: str, payload: bytes, now: float
+    ) -> OutboxMessage:
+        """Durably add a pending message due ``now``; a ``key`` enqueued before is left as
+        it was, and that message is returned (a retry of the enqueue is a no-op)."""
+        ...
+
+    def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
+        """Claim at most ``limit`` due messages, the longest due first: pending ones due by
+        ``now``, and delivering ones whose lease ended by ``now``. Each becomes delivering,
+        its lease ending at ``now + lease_seconds``, its ``attempts`` one more; returned as
+        claimed, in id order. Two claimers never get the same message within its lease."""
+        ...
+
+    def mark_delivered(self, message_id: int, now: float) -> bool:
+        """Delivered at ``now`` (whoever attempted it, however late: the receiver has it);
+        False if it was delivered already (or there is no such message)."""
+        ...
+
+    def mark_failed(
+        self, message_id: int, attempt: int, error: str, retry_at: float | None
+    ) -> bool:
+        """Attempt ``attempt`` failed with ``error``: pending again, due at ``retry_at``, or
+        dead when ``retry_at`` is None. Only while the message is still delivering under that
+        attempt (False otherwise: the lease ended and another sender claimed it, or it was
+        delivered)."""
+        ...
+
+    def release(self, message_id: int, attempt: int, retry_at: float) -> bool:
+        """Hand back a claimed message that was not attempted (a sender stopping, a gate
+        holding the destination back): pending again, due at ``retry_at``, the attempt not
+        counted. Only under that attempt, as ``mark_failed``."""
+        ...
+
+    def messages(
+        self, state: OutboxState | None = None, after: int = 0, limit: int | None = None
+    ) -> list[OutboxMessage]:
+        """Messages with id > ``after`` (in ``state``, if given), oldest first, at most
+        ``limit``."""
+        ...
+
+    def counts(self) -> dict[OutboxState, int]:
+        """How many messages are in each state (every state named, 0 included)."""
+        ...
+
+    def replay(self, message_ids: Collection[int], now: float) -> list[int]:
+        """Dead messages among ``message_ids`` pending again, due ``now``, their attempts
+        back to 0 (the whole retry schedule again; ``last_error`` kept): their ids, in order.
+        Messages not dead are left as they are."""
+        ...
+
+
 class Stores(NamedTuple):
     """One backend per port, and how to release them all (``close``, once)."""
 
@@ -337,6 +430,7 @@ class Stores(NamedTuple):
     state: StateStore
     quarantine: Quarantine
     callbacks: Callbacks
+    outbox: Outbox
     close: Callable[[], None]
 
 

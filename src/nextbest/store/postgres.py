@@ -243,10 +243,13 @@ _ID_TABLES: dict[str, tuple[str, str]] = {
 
 
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
-    """The five ports on the PostgreSQL server ``url`` names (one connection)."""
+    """The ports on the PostgreSQL server ``url`` names (one connection)."""
+    from nextbest.store.outbox_postgres import PostgresOutbox  # it builds on this module
+
     db = PostgresDatabase(url, connect_timeout)
     try:
         callbacks = PostgresCallbacks(db)
+        outbox = PostgresOutbox(db)
     except BaseException:
         db.close()
         raise
@@ -255,8 +258,9 @@ def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
         PostgresDecisionLog(db),
         PostgresStateStore(db),
         PostgresQuarantine(db),
-        callbacks,
-        db.close,
+        callbacks=callbacks,
+        outbox=outbox,
+        close=db.close,
     )
 
 

@@ -109,10 +109,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
-    """The five ports on one SQLite file (one connection: one durable commit each)."""
+    """The ports on one SQLite file (one connection: one durable commit each)."""
+    from nextbest.store.outbox_sqlite import SQLiteOutbox  # it builds on this module
+
     db = SQLiteDatabase(path, synchronous)
     try:
         callbacks = SQLiteCallbacks(db)
+        outbox = SQLiteOutbox(db)
     except BaseException:
         db.close()
         raise
@@ -121,8 +124,9 @@ def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
         SQLiteDecisionLog(db),
         SQLiteStateStore(db),
         SQLiteQuarantine(db),
-        callbacks,
-        db.close,
+        callbacks=callbacks,
+        outbox=outbox,
+        close=db.close,
     )
 
 
