@@ -203,7 +203,14 @@ def test_every_module_pins_all():
 
 def test_only_the_composition_root_chooses_a_backend():
     """Backends are chosen in bootstrap alone: nothing else in the package names one."""
-    backends = ("nextbest.store.sqlite", "nextbest.store.memory", "nextbest.store.postgres")
+    backends = (
+        "nextbest.store.sqlite",
+        "nextbest.store.memory",
+        "nextbest.store.postgres",
+        "nextbest.store.outbox_sqlite",
+        "nextbest.store.outbox_memory",
+        "nextbest.store.outbox_postgres",
+    )
     for path in PKG.rglob("*.py"):
         rel = path.relative_to(PKG).parts
         if rel == ("bootstrap.py",) or rel[0] == "store":

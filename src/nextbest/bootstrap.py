@@ -18,12 +18,16 @@ three: ``NEXTBEST_DATA=postgresql://...``, ``NEXTBEST_PROFILES=redis://...``,
 from __future__ import annotations
 
 import itertools
+import random
 import uuid
 from collections.abc import Callable
 
 from nextbest.api_worker import ApiWorker
 from nextbest.bus.port import EventBus
 from nextbest.catalog.compiled import Catalog
+from nextbest.channels.port import Gate
+from nextbest.channels.retry import RetryPolicy
+from nextbest.channels.sender import OutboxSender
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.engine import Engine
 from nextbest.errors import ConfigError
@@ -31,7 +35,7 @@ from nextbest.fold_worker import FoldWorker
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
-from nextbest.store.port import StateReads, Stores, with_state
+from nextbest.store.port import Outbox, StateReads, Stores, with_state
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "build_api_worker",
     "build_engine",
     "build_fold_worker",
+    "build_outbox_sender",
     "load_catalog",
     "make_clock",
     "open_bus",
@@ -250,3 +255,43 @@ def build_fold_worker(settings: Settings, *, catalog: Catalog | None = None) -> 
         bus.close()
         engine.release()
         raise
+
+
+def build_outbox_sender(
+    settings: Settings,
+    outbox: Outbox,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    policy: RetryPolicy | None = None,
+    gate: Gate | None = None,
+    batch: int = 16,
+    poll_seconds: float = 1.0,
+    lease_seconds: float | None = None,
+) -> OutboxSender:
+    """A sender (not started: ``start()``, ``stop()``) delivering ``outbox``'s messages to
+    the webhooks the settings name (``NEXTBEST_WEBHOOK_<NAME>_URL`` ...), on the wall clock
+    (or ``clock``), with jitter from ``rng`` (default: seeded by the OS). Its lease (default)
+    outlasts a batch of attempts that all time out, with a minute to spare; a shorter
+    ``lease_seconds`` brings a dead sender's messages back sooner, and must still outlast a
+    batch of timeouts (ConfigError)."""
+    # imported here, like psycopg: httpx costs ~0.1 s, and only a sender needs it
+    from nextbest.channels.webhook import WebhookTransport
+
+    timeouts = {w.name: w.timeout for w in settings.webhooks}
+    return OutboxSender(
+        outbox,
+        {w.name: WebhookTransport(w) for w in settings.webhooks},
+        clock=clock or SystemClock(),
+        rng=rng or random.Random(),
+        policy=policy,
+        gate=gate,
+        batch=batch,
+        lease_seconds=(
+            batch * max(timeouts.values(), default=0.0) + 60.0
+            if lease_seconds is None
+            else lease_seconds
+        ),
+        poll_seconds=poll_seconds,
+        timeouts=timeouts,
+    )

@@ -167,10 +167,17 @@ def serve(
         f"store {without_password(settings.data)}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     _reload_on_hangup(engine, settings.catalog)
+    background = []
+    if settings.webhooks:  # the outbox delivered in-process (``nextbest outbox send`` alike)
+        from nextbest.bootstrap import build_outbox_sender
+
+        background.append(build_outbox_sender(settings, engine.outbox))
+        names = ", ".join(w.name for w in settings.webhooks)
+        _console("err").print(f"nextbest: outbox sender for webhooks {names}", markup=False)
     lines = configure()
     with close_on_signals(lines):  # the last lines written before a signal ends the process
         uvicorn.run(
-            create_app(engine, settings),
+            create_app(engine, settings, background=background),
             host=host,
             port=port,
             log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
@@ -530,6 +537,158 @@ def quarantine_replay(catalog: str = CatalogOpt, data: str = DataOpt) -> None:
         out.print(f"  #{m.id} {m.code} at {m.path}: {m.reason}", markup=False)
 
 
+outbox_app = typer.Typer(
+    no_args_is_help=True,
+    help="Messages to send out (click-to-call requests ...): list, replay dead letters, send.",
+)
+app.add_typer(outbox_app, name="outbox")
+
+
+class OutboxStateOpt(enum.StrEnum):
+    """``--state``: the outbox states (``store.port.OutboxState``)."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+OutboxStateFilter = typer.Option(
+    None, "--state", case_sensitive=False, help="Only messages in this state."
+)
+OutboxIds = typer.Argument(None, help="Ids of dead messages to send again.")
+
+
+def _when(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    state: OutboxStateOpt | None = OutboxStateFilter,
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many, oldest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+) -> None:
+    """Show the outbox: how many messages are pending, delivering, delivered and dead, and
+    each (id, channel, destination, idempotency key, state, attempts, when next due, the
+    last error). Payloads are not shown: they may carry a customer's phone number."""
+    import msgspec
+
+    from nextbest.store.port import OutboxState
+    from nextbest.usecases import list_outbox
+
+    wanted = None if state is None else OutboxState(state.value)
+    counts, messages = _found(list_outbox, _settings(catalog, data), wanted, limit)
+    out = _console("out")
+    if as_json:
+        listed = {
+            "counts": {s.value: n for s, n in counts.items()},
+            "messages": [
+                {
+                    "id": m.id,
+                    "channel": m.channel,
+                    "destination": m.destination,
+                    "key": m.key,
+                    "state": m.state.value,
+                    "attempts": m.attempts,
+                    "next_attempt_at": _when(m.next_attempt_at),
+                    "last_error": m.last_error,
+                    "created_at": _when(m.created_at),
+                    "delivered_at": _when(m.delivered_at),
+                    "payload_bytes": len(m.payload),
+                }
+                for m in messages
+            ],
+        }
+        out.print(msgspec.json.encode(listed).decode(), markup=False, soft_wrap=True)
+        return
+    out.print(", ".join(f"{n} {s.value}" for s, n in counts.items()), markup=False)
+    for m in messages:
+        if m.state is OutboxState.DELIVERED:
+            status = f"delivered {_when(m.delivered_at)}"
+        elif m.state is OutboxState.DEAD:
+            status = "dead"
+        else:
+            verb = "due" if m.state is OutboxState.PENDING else "leased until"
+            status = f"{m.state.value}, {verb} {_when(m.next_attempt_at)}"
+        error = f": {m.last_error}" if m.last_error else ""
+        out.print(
+            f"#{m.id} {m.channel} to {m.destination} key {m.key!r}: {status}, "
+            f"{m.attempts} attempt(s){error}",
+            markup=False,
+        )
+
+
+@outbox_app.command("replay")
+def outbox_replay(
+    ids: list[int] | None = OutboxIds,
+    all_dead: bool = typer.Option(False, "--all-dead", help="Every dead message."),
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+) -> None:
+    """Send dead messages again, with a fresh retry schedule, once their cause is fixed; a
+    running sender picks them up on its next look."""
+    from nextbest.usecases import replay_outbox
+
+    settings = _settings(catalog, data)
+    done = _found(replay_outbox, settings, ids or (), all_dead=all_dead, now=time.time())
+    out = _console("out")
+    out.print(f"replayed {len(done.replayed)} message(s)", markup=False)
+    for i, why in done.skipped.items():
+        out.print(f"  #{i} not replayed: {why}", markup=False)
+    if done.skipped:
+        raise typer.Exit(1)
+
+
+@outbox_app.command("send")
+def outbox_send(
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+    once: bool = typer.Option(
+        False, "--once", help="Deliver what is due now, then exit (no waiting for retries)."
+    ),
+    batch: int = typer.Option(16, "--batch", min=1, help="Messages claimed at a time."),
+    lease: float | None = typer.Option(
+        None,
+        "--lease",
+        help="Seconds a claim lasts (default: a batch of timeouts plus 60): a sender that "
+        "dies leaves its claimed messages to others for this long.",
+    ),
+    poll: float = typer.Option(1.0, "--poll", min=0.01, help="Seconds between idle looks."),
+) -> None:
+    """Deliver the outbox to the webhooks configured by NEXTBEST_WEBHOOK_<NAME>_URL and
+    _SECRET, until SIGTERM or Ctrl-C (``serve`` runs the same loop in-process). Several may
+    run at once on one store: each message goes to one of them at a time."""
+    import signal
+    import threading
+
+    from nextbest.api.logs import configure
+    from nextbest.usecases import send_outbox
+
+    settings = _settings(catalog, data)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    lines = configure()  # JSON lines on stderr, as ``serve`` writes them
+    try:
+        report = send_outbox(
+            settings, stop, once=once, batch=batch, lease_seconds=lease, poll_seconds=poll
+        )
+    except NextbestError as exc:
+        _console("err").print(f"nextbest: outbox: {_one_line(exc.message)}", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        lines.close()
+    if once:
+        _console("out").print(
+            f"claimed {report.claimed}: {report.delivered} delivered, {report.retried} to "
+            f"retry, {report.dead} dead",
+            markup=False,
+        )
+
+
 @app.command()
 def migrate(
     source: str = typer.Option(
@@ -551,7 +710,8 @@ def migrate(
     ),
 ) -> None:
     """Move a stopped installation to another store (an embedded SQLite file to PostgreSQL):
-    the event log in order, the decision log and the quarantine, in batches; then verify
+    the event log in order, the decision log, the quarantine and the callback queue (with the
+    advisors' presence), in batches; then verify
     counts, sha256 digests and that a replay on either side gives identical profiles and
     models. Exit 1 on any mismatch."""
     from rich.table import Table

@@ -190,6 +190,7 @@ class Engine:
         self.decision_log = stores.decisions
         self.state_store = stores.state
         self.quarantine = stores.quarantine
+        self.outbox = stores.outbox
         self._close_stores = stores.close
         self.clock: Clock = clock or SystemClock()
         #: the watermark, when the engine runs on event time

@@ -8,7 +8,11 @@ What is copied, in this order and in batches, through the store ports alone (so 
    differ numerically from the source's (gaps are not copied) but the order is identical;
 2. the decision log, in the order decisions were appended;
 3. the quarantine, the held messages oldest first (the target numbers them afresh);
-4. the saved state (profiles, identity links, learned models) only as a head start: it is
+4. the callback queue, every callback as it is (state, history, version), by id, and the
+   advisors' presence and rotation facts: not derived from the logs (a callback's
+   transitions are in the event log, but its booking and version are its own), so copied
+   as they are;
+5. the saved state (profiles, identity links, learned models) only as a head start: it is
    derived, the logs are the truth. It is copied when it was folded under the catalog given
    (``--catalog``) and its positions can be translated to the target's (the watermark to the
    target seq of the same event, the learner's decision log position to the target's);
@@ -18,13 +22,15 @@ What is copied, in this order and in batches, through the store ports alone (so 
 
 Then it is verified: each port's row count on the target equals the source's, and a sha256
 over its rows, encoded in order, is equal (events: the event bodies in seq order; decisions:
-in append order; held messages: reason and event, oldest first); and the logs replayed on
+in append order; held messages: reason and event, oldest first; callbacks by id; advisors
+by id with their presence and last assignment); and the logs replayed on
 each side under the catalog give identical profiles and models. Every mismatch is listed in
 ``MigrationReport.problems``.
 
 A target that holds anything is refused unless ``resume``: then each port's rows on the target
 must be the first rows of the source's, in the same order (compared by messageId / decision
-id, one by one), and the copy goes on after them. Appends are all or nothing per batch, so an
+id, one by one), and the copy goes on after them; callbacks and advisors the target holds
+as the source does are kept, the others written again. Appends are all or nothing per batch, so an
 interrupted copy always leaves such a prefix; messageId dedup on the target makes even a
 repeated batch harmless. The source must be at rest (its server stopped): what it receives
 during the copy is not copied, and the verification says so.
@@ -40,6 +46,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from nextbest.advisors.model import Callback
 from nextbest.bootstrap import MEMORY, POSTGRES_SCHEMES, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision
@@ -47,7 +54,7 @@ from nextbest.engine import Engine
 from nextbest.errors import InputError, NotFound
 from nextbest.events.model import Event
 from nextbest.settings import without_password
-from nextbest.store.port import HeldMessage, StateRow, Stores
+from nextbest.store.port import HeldMessage, OutboxState, StateRow, Stores
 from nextbest.store.snapshot import (
     experiment_rows,
     learner_rows,
@@ -413,6 +420,74 @@ def _copy_held(
     return _port_copy("quarantine", digest, bodies, copied, prefix.kept, began)
 
 
+def _callbacks_all(stores: Stores, page: int) -> Iterator[Callback]:
+    after = ""
+    while True:
+        found = stores.callbacks.scan(after, page)
+        yield from found
+        if len(found) < page:
+            return
+        after = found[-1].id
+
+
+def _copy_callbacks(
+    source: Stores, target: Stores, batch: int, progress: Progress | None, resume: bool
+) -> PortCopy:
+    """Every callback as it is, by id; on ``resume`` one the target holds equal is kept."""
+    began = time.perf_counter()
+    total = source.callbacks.count()
+    digest = _Digest()
+    pending: list[Callback] = []
+    copied = kept = 0
+
+    def flush() -> None:
+        nonlocal copied
+        target.callbacks.restore(pending)
+        copied += len(pending)
+        pending.clear()
+        if progress is not None:
+            progress("callbacks", kept + copied, total)
+
+    for c in _callbacks_all(source, batch):
+        digest.add(_encode(c))
+        if resume and target.callbacks.get(c.id) == c:
+            kept += 1
+            continue
+        pending.append(c)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    bodies = (_encode(c) for c in _callbacks_all(target, batch))
+    return _port_copy("callbacks", digest, bodies, copied, kept, began)
+
+
+def _advisor_rows(stores: Stores) -> list[tuple[str, bytes]]:
+    """Each advisor's presence and last assignment, by id, encoded."""
+    presences, rotation = stores.callbacks.presences(), stores.callbacks.rotation()
+    rows = []
+    for advisor in sorted(set(presences) | set(rotation)):
+        presence, at = presences.get(advisor, (None, None))
+        rows.append((advisor, _encode([advisor, presence, at, rotation.get(advisor)])))
+    return rows
+
+
+def _copy_advisors(source: Stores, target: Stores, resume: bool) -> PortCopy:
+    """The advisors' presence and rotation facts, all in one write."""
+    began = time.perf_counter()
+    digest = _Digest()
+    for _, body in _advisor_rows(source):
+        digest.add(body)
+    held = dict(_advisor_rows(target)) if resume else {}
+    fresh = {a for a, body in _advisor_rows(source) if held.get(a) != body}
+    presences = {a: p for a, p in source.callbacks.presences().items() if a in fresh}
+    rotation = {a: t for a, t in source.callbacks.rotation().items() if a in fresh}
+    if fresh:
+        target.callbacks.restore([], presences, rotation)
+    bodies = (body for _, body in _advisor_rows(target))
+    return _port_copy("advisors", digest, bodies, len(fresh), digest.rows - len(fresh), began)
+
+
 class _Marks(NamedTuple):
     """The source's saved state's positions: its watermark and its learner's position."""
 
@@ -501,6 +576,11 @@ def _replay_check(source: Stores, target: Stores, catalog: Catalog) -> ReplayChe
     )
 
 
+#: outbox states whose messages a migration would lose (the outbox is not copied; delivered
+#: and dead messages are history the source keeps)
+_UNSENT = (OutboxState.PENDING, OutboxState.DELIVERING)
+
+
 def _holdings(stores: Stores) -> list[str]:
     """What a store holds, in words (empty: nothing)."""
     found = []
@@ -510,6 +590,10 @@ def _holdings(stores: Stores) -> list[str]:
         found.append(f"a decision log up to position {n:,}")
     if n := stores.quarantine.held_count():
         found.append(f"{n:,} held messages")
+    if n := stores.callbacks.count():
+        found.append(f"{n:,} callbacks")
+    if stores.callbacks.presences() or stores.callbacks.rotation():
+        found.append("advisors' presence")
     if stores.state.load_state() is not None:
         found.append("a saved state")
     return found
@@ -582,13 +666,22 @@ def _migrate(
             f"the target {names[1]} is not empty: it holds {', '.join(held)}. Migrate into "
             "an empty store, or pass --resume to continue an interrupted copy of this source"
         )
+    unsent = {s: n for s, n in source.outbox.counts().items() if n and s in _UNSENT}
+    if unsent:  # the outbox is not copied: what it still has to send would be lost
+        raise InputError(
+            f"the source's outbox still holds {', '.join(f'{n:,} {s}' for s, n in unsent.items())}"
+            " message(s): the outbox is not migrated. Deliver them first (nextbest outbox "
+            "send --once; nextbest outbox list), then migrate"
+        )
     marks, why_not = _saved_marks(source, catalog) if state else (None, "--no-state")
     events = _copy_events(source, target, batch, progress, resume, marks.seq if marks else 0)
     decisions = _copy_decisions(
         source, target, batch, progress, resume, marks.position if marks else None
     )
     quarantine = _copy_held(source, target, batch, progress, resume)
-    ports = [events.port, decisions.port, quarantine]
+    callbacks = _copy_callbacks(source, target, batch, progress, resume)
+    advisors = _copy_advisors(source, target, resume)
+    ports = [events.port, decisions.port, quarantine, callbacks, advisors]
     problems = [
         f"{p.port}: {p.source_rows:,} on the source, {p.target_rows:,} on the target"
         + ("" if p.source_rows != p.target_rows else ", their contents differ (sha256)")

@@ -15,7 +15,7 @@ import msgspec
 from nextbest.clock import ClockKind
 from nextbest.errors import ConfigError
 
-__all__ = ["DEV_KEYS", "Settings", "origin", "without_password"]
+__all__ = ["DEV_KEYS", "Settings", "Webhook", "origin", "webhooks_from_env", "without_password"]
 
 #: Keys ``make run`` uses when none are configured. Never for production; ``serve`` warns.
 DEV_KEYS = {
@@ -63,6 +63,69 @@ def origin(value: str) -> str:
     if port is None or port == _DEFAULT_PORT[match["scheme"]]:
         return f"{match['scheme']}://{match['host']}"
     return f"{match['scheme']}://{match['host']}:{port}"
+
+
+#: the shortest webhook secret accepted: 128 bits of a random hex or base64 string
+WEBHOOK_SECRET_MIN = 16
+_WEBHOOK_ENV = re.compile(
+    r"NEXTBEST_WEBHOOK_(?P<name>[A-Z0-9]+(?:_[A-Z0-9]+)*)_(?P<part>URL|SECRET|TIMEOUT)"
+)
+
+
+class Webhook(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook the outbox delivers to (``nextbest.channels``): ``NEXTBEST_WEBHOOK_<NAME>_URL``
+    and ``..._SECRET`` (the HMAC key its receiver verifies signatures with), optionally
+    ``..._TIMEOUT`` (seconds an attempt may take). ``name`` is ``<NAME>`` in lowercase
+    (``telephony``): the destination an outbox message names. ``repr`` masks the secret and
+    the URL's password; nothing logs either."""
+
+    name: str
+    url: str
+    secret: str
+    timeout: float = 10.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Webhook(name={self.name!r}, url={without_password(self.url)!r}, secret=<secret>, "
+            f"timeout={self.timeout!r})"
+        )
+
+    __str__ = __repr__
+
+
+def webhooks_from_env(env: Mapping[str, str]) -> tuple[Webhook, ...]:
+    """Every ``NEXTBEST_WEBHOOK_<NAME>_URL`` with its secret (and timeout), by name; a URL
+    without a secret (or the reverse), a URL that is not http(s), a secret shorter than
+    ``WEBHOOK_SECRET_MIN`` or a bad timeout is a ConfigError naming the variable, never its
+    value."""
+    parts: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        match = _WEBHOOK_ENV.fullmatch(key)
+        if match is not None:
+            parts.setdefault(match["name"], {})[match["part"]] = value
+    found: list[Webhook] = []
+    for name, given in sorted(parts.items()):
+        var = f"NEXTBEST_WEBHOOK_{name}"
+        if "URL" not in given or "SECRET" not in given:
+            raise ConfigError(f"a webhook needs both {var}_URL and {var}_SECRET")
+        url, secret = given["URL"].strip(), given["SECRET"].strip()
+        if not re.match(r"https?://[^/\s]+", url, re.I):
+            raise ConfigError(f"{var}_URL is an http:// or https:// URL")
+        if len(secret) < WEBHOOK_SECRET_MIN:
+            raise ConfigError(
+                f"{var}_SECRET is too short: at least {WEBHOOK_SECRET_MIN} characters "
+                "(a random string, e.g. `openssl rand -hex 32`)"
+            )
+        timeout = 10.0
+        if "TIMEOUT" in given:
+            try:
+                timeout = float(given["TIMEOUT"])
+            except ValueError:
+                timeout = math.nan
+            if not 0 < timeout <= 300:
+                raise ConfigError(f"{var}_TIMEOUT is seconds, more than 0 and at most 300")
+        found.append(Webhook(name=name.lower(), url=url, secret=secret, timeout=timeout))
+    return tuple(found)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +186,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: how much of an address names its network origin (``guard.origin``)
     origin_prefix_v4: int = 24
     origin_prefix_v6: int = 48
+    #: the webhooks the outbox delivers to (``NEXTBEST_WEBHOOK_<NAME>_URL`` ...), by name
+    webhooks: tuple[Webhook, ...] = ()
 
     def __post_init__(self) -> None:
         for value in self.cors_origins:
@@ -167,7 +232,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         masked["token_secret"] = "<secret>" if self.token_secret else "<unset>"
         masked["data"] = without_password(self.data)
         masked["profiles"] = without_password(self.profiles)
-        masked["bus"] = without_password(self.bus)
+        masked["bus"] = without_password(self.bus)  # webhooks: their own repr masks them
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in masked.items()) + ")"
 
     __str__ = __repr__
@@ -239,6 +304,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for kind in ("write", "browser", "server", "admin"):
             values[f"{kind}_keys"] = _keys(e.get(f"NEXTBEST_{kind.upper()}_KEYS"))
         values["metrics_keys"] = _keys(e.get("NEXTBEST_METRICS_KEYS"))
+        values["webhooks"] = webhooks_from_env(e)
         if not any(values[f"{k}_keys"] for k in ("write", "browser", "server", "admin")):
             for kind in ("write", "browser", "server", "admin"):
                 values[f"{kind}_keys"] = frozenset({DEV_KEYS[kind]})

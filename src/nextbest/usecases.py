@@ -6,18 +6,26 @@ parse arguments and print; what is read, joined and computed is decided here, on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 
-from nextbest.bootstrap import MEMORY, POSTGRES_SCHEMES, build_engine, open_stores
+from nextbest.bootstrap import (
+    MEMORY,
+    POSTGRES_SCHEMES,
+    build_engine,
+    build_outbox_sender,
+    open_stores,
+)
 from nextbest.catalog.compiled import Catalog
+from nextbest.channels.sender import SendReport
 from nextbest.decide.model import Decision
 from nextbest.engine import Engine, QuarantineReport, ReplayReport
-from nextbest.errors import CatalogError, CatalogProblem, NotFound, ValidationError
+from nextbest.errors import CatalogError, CatalogProblem, ConfigError, NotFound, ValidationError
 from nextbest.experiments.counters import CampaignCounters
 from nextbest.experiments.report import (
     ExperimentList,
@@ -33,12 +41,14 @@ from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import ExportedOffer, read_logged_items, write_decisions
-from nextbest.store.port import HeldMessage
+from nextbest.store.port import HeldMessage, OutboxMessage, OutboxState, Stores
 
 __all__ = [
     "CatalogCheck",
     "CatalogReload",
     "Logged",
+    "OutboxListing",
+    "OutboxReplay",
     "check_catalog",
     "evaluate_policy",
     "experiment_list",
@@ -47,11 +57,14 @@ __all__ = [
     "export_decisions",
     "list_experiments",
     "list_models",
+    "list_outbox",
     "list_quarantine",
     "read_logged",
     "reload_catalog",
+    "replay_outbox",
     "replay_quarantine",
     "replay_store",
+    "send_outbox",
     "served_experiment",
 ]
 
@@ -287,3 +300,114 @@ def experiment_results(
     if campaign is None:
         return experiment_list(catalog, counters)
     return experiment_result(catalog, counters, campaign)
+
+
+# ---------------------------------------------------------------- the outbox
+@contextmanager
+def _stores(settings: Settings) -> Iterator[Stores]:
+    """The stores of an existing store (no engine: the outbox alone is read or written)."""
+    _existing(settings.data)
+    stores = open_stores(settings.data, synchronous=settings.sqlite_synchronous)
+    try:
+        yield stores
+    finally:
+        stores.close()
+
+
+class OutboxListing(NamedTuple):
+    """How many outbound messages are in each state, and the oldest ``limit`` listed."""
+
+    counts: dict[OutboxState, int]
+    messages: list[OutboxMessage]
+
+
+def list_outbox(
+    settings: Settings, state: OutboxState | None = None, limit: int | None = None
+) -> OutboxListing:
+    """The store's outbox: counts by state, and its messages (in ``state``), oldest first."""
+    with _stores(settings) as stores:
+        return OutboxListing(stores.outbox.counts(), stores.outbox.messages(state, 0, limit))
+
+
+class OutboxReplay(NamedTuple):
+    """Dead messages made pending again, and each id named that was not (why)."""
+
+    replayed: list[int]
+    skipped: dict[int, str]
+
+
+#: dead letters replayed per statement by ``--all-dead``
+_REPLAY_PAGE = 1_000
+
+
+def replay_outbox(
+    settings: Settings, ids: Collection[int] = (), *, all_dead: bool = False, now: float
+) -> OutboxReplay:
+    """Make dead messages pending again, due ``now`` with a fresh retry schedule: ``ids``,
+    or every dead one (``all_dead``). A running sender picks them up on its next look."""
+    if bool(ids) == all_dead:
+        raise ValidationError("name the message ids to replay, or all dead ones", "$.ids")
+    replayed: list[int] = []
+    skipped: dict[int, str] = {}
+    with _stores(settings) as stores:
+        outbox = stores.outbox
+        if all_dead:
+            after = 0
+            while page := outbox.messages(OutboxState.DEAD, after, _REPLAY_PAGE):
+                replayed += outbox.replay([m.id for m in page], now)
+                after = page[-1].id
+            return OutboxReplay(replayed, skipped)
+        replayed = outbox.replay(ids, now)
+        for i in sorted(set(ids) - set(replayed)):
+            found = outbox.messages(None, i - 1, 1)
+            skipped[i] = (
+                f"{found[0].state.value}, not dead" if found and found[0].id == i else "not found"
+            )
+    return OutboxReplay(replayed, skipped)
+
+
+def send_outbox(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    batch: int = 16,
+    lease_seconds: float | None = None,
+    poll_seconds: float = 1.0,
+) -> SendReport:
+    """Deliver the store's outbox to the configured webhooks until ``stop`` is set (or, with
+    ``once``, until nothing is due now); what was done, summed (a loop that runs until
+    stopped reports nothing: its lines are logged). ConfigError when no webhook is
+    configured (every message would go dead)."""
+    if not settings.webhooks:
+        raise ConfigError(
+            "no webhook configured: set NEXTBEST_WEBHOOK_<NAME>_URL and "
+            "NEXTBEST_WEBHOOK_<NAME>_SECRET (docs/outbox.md)"
+        )
+    with _stores(settings) as stores:
+        sender = build_outbox_sender(
+            settings,
+            stores.outbox,
+            batch=batch,
+            lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
+        )
+        if not once:
+            sender.start()
+            try:
+                while not stop.wait(0.5):  # a signal handler may set it
+                    if not sender.running:  # the loop ended by an error: stop() raises it
+                        break
+            finally:
+                sender.stop()
+            return SendReport()
+        total = SendReport()
+        try:
+            while not stop.is_set():
+                report = sender.send_due()
+                total = SendReport(*(a + b for a, b in zip(total, report, strict=True)))
+                if not report.claimed:
+                    break
+        finally:
+            sender.stop()
+        return total

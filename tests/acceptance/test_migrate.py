@@ -14,17 +14,18 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from nextbest.advisors.model import Callback, CallbackMode, CallbackState, Presence, Transition
 from nextbest.bootstrap import build_engine, load_catalog, open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.engine import IngestRequest
-from nextbest.errors import InputError, NotFound
+from nextbest.errors import InputError, NotFound, SlotTaken
 from nextbest.guard import KeyKind, Sender
 from nextbest.migrate import MigrationReport, migrate, store_location
 from nextbest.profile.model import Profile
 from nextbest.settings import Settings
-from nextbest.store.port import Stores
+from nextbest.store.port import Capacity, Stores
 from nextbest.store.snapshot import profile_row, read_snapshot
 from tests.postgres import scratch_schema
 from tests.support import DAY, EXAMPLE_CATALOG, batch, counter_ids, page, track
@@ -137,6 +138,68 @@ def test_a_migration_copies_every_port_in_order_and_replays_identically(
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_callbacks_in_flight_and_advisors_presence_move_with_the_logs(
+    kind: str, source: Path, tmp_path: Path, catalog: Catalog
+) -> None:
+    """The callback queue is no fold of the logs: each callback moves as it is (state,
+    history, version, booking), and so do presence and the rotation facts."""
+    with opened(source) as stores:
+        cbs = stores.callbacks
+        asked = Callback(
+            id="cb-1",
+            customer="u-late",
+            topic="mortgage",
+            mode=CallbackMode.AT,
+            phone="+4512345678",
+            requested_at=LATER,
+            scheduled_for=LATER + DAY,
+            advisor_id="anna",
+            history=(Transition(state=CallbackState.REQUESTED, at=LATER),),
+        )
+        cbs.create(asked, Capacity(1, 1800.0))
+        offered = msgspec.structs.replace(
+            asked,
+            id="cb-2",
+            mode=CallbackMode.NOW,
+            scheduled_for=None,
+            advisor_id=None,
+        )
+        first = cbs.create(offered)
+        step = Transition(state=CallbackState.OFFERED, at=LATER + 5, advisor_id="bo")
+        cbs.save(
+            msgspec.structs.replace(
+                first,
+                state=CallbackState.OFFERED,
+                advisor_id="bo",
+                offer_expires_at=LATER + 35,
+                history=(*first.history, step),
+            ),
+            expected_version=1,
+        )
+        cbs.set_presence("bo", Presence.BUSY, LATER + 6)
+        want = (cbs.scan(), cbs.presences(), cbs.rotation())
+    assert [c.version for c in want[0]] == [1, 2]
+    with target_of(kind, tmp_path) as target:
+        report = migrate(str(source), target, catalog)
+        assert report.ok, report.problems
+        ports = {p.port: p for p in report.ports}
+        assert (ports["callbacks"].source_rows, ports["callbacks"].copied) == (2, 2)
+        assert (ports["advisors"].source_rows, ports["advisors"].copied) == (2, 2)
+        with opened(target) as stores:
+            cbs = stores.callbacks
+            assert (cbs.scan(), cbs.presences(), cbs.rotation()) == want
+            assert [c.id for c in cbs.due(LATER + 40)] == ["cb-2"]  # its offer lapsed
+            with pytest.raises(SlotTaken):  # the booking moved with it
+                cbs.create(msgspec.structs.replace(asked, id="cb-3"), Capacity(1, 1800.0))
+        with pytest.raises(InputError, match=r"it holds .*2 callbacks, advisors' presence"):
+            migrate(str(source), target, catalog)
+        again = migrate(str(source), target, catalog, resume=True)
+        assert again.ok, again.problems
+        assert again.rows == 0
+        assert {p.port: p.kept for p in again.ports}["callbacks"] == 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_without_the_saved_state_the_target_folds_its_logs_to_the_same(
     kind: str, source: Path, tmp_path: Path, catalog: Catalog
 ) -> None:
@@ -191,6 +254,19 @@ def test_a_target_that_holds_anything_is_refused_and_left_as_it_was(
     assert str(refused.value).startswith(f"the target {target} is not empty: it holds ")
     assert "--resume" in str(refused.value)
     assert message_ids(target) == before
+
+
+def test_a_source_with_messages_still_to_send_is_refused(
+    source: Path, tmp_path: Path, catalog: Catalog
+) -> None:
+    """The outbox is not migrated: what it still has to send would be lost."""
+    with opened(source) as stores:
+        stores.outbox.enqueue("telephony", "telephony", "cb-1", b"{}", 0.0)
+        stores.outbox.enqueue("telephony", "telephony", "cb-2", b"{}", 0.0)
+        stores.outbox.claim_due(0.0, 1, 60.0)
+    target = tmp_path / "target.sqlite"
+    with pytest.raises(InputError, match="outbox still holds 1 pending, 1 delivering message"):
+        migrate(str(source), str(target), catalog)
 
 
 def test_resume_refuses_a_target_that_is_not_a_copy_of_the_source(

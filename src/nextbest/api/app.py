@@ -13,9 +13,9 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import orjson
@@ -69,7 +69,16 @@ from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
 from nextbest.usecases import CatalogReload, list_experiments, reload_catalog, served_experiment
 
-__all__ = ["ROUTES", "RouteSpec", "create_app"]
+__all__ = ["ROUTES", "Background", "RouteSpec", "create_app"]
+
+
+class Background(Protocol):
+    """A loop the app runs beside its requests (``create_app(background=...)``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float | None = None) -> None: ...
+
 
 log = logging.getLogger("nextbest.api")
 
@@ -703,8 +712,12 @@ def create_app(
     flush_interval: float = 1.0,
     *,
     metrics: Metrics | None = None,
+    background: Sequence[Background] = (),
 ) -> Starlette:
     """The ASGI app. The engine is closed (decisions flushed, snapshot written) on shutdown.
+
+    ``background``: loops started once the app serves and stopped before the engine closes
+    (the outbox sender: ``bootstrap.build_outbox_sender``).
 
     ``metrics``: what ``/metrics`` shows (default: a registry of the app's own, or the
     multi-process one with ``PROMETHEUS_MULTIPROC_DIR``: ``api.metrics``); the engine's
@@ -732,6 +745,8 @@ def create_app(
                     log.error("background flush or state save failed: %s", exc)
 
         task = asyncio.create_task(flusher())
+        for loop in background:
+            loop.start()
         ops.serving = True
         try:
             yield
@@ -740,7 +755,11 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await run_in_threadpool(engine.close)
+            try:
+                for loop in reversed(background):
+                    await run_in_threadpool(loop.stop)
+            finally:
+                await run_in_threadpool(engine.close)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """Starlette's own 404/405 as JSON with code and message, like every other error."""

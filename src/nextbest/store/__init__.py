@@ -1,14 +1,20 @@
-"""Storage adapters: the event log (the truth), the decision log, saved derived state and
-the quarantine of messages that broke the vocabulary.
+"""Storage adapters: the event log (the truth), the decision log, saved derived state, the
+quarantine of messages that broke the vocabulary, the outbox of messages to send out, and
+the callback queue with advisors' presence.
 
 Which backend serves each port is chosen in one place only: ``nextbest.bootstrap``.
 """
 
 from nextbest.store.memory import memory_stores
 from nextbest.store.port import (
+    Callbacks,
+    Capacity,
     DecisionLog,
     EventLog,
     HeldMessage,
+    Outbox,
+    OutboxMessage,
+    OutboxState,
     Quarantine,
     SavedState,
     StateRow,
@@ -20,9 +26,14 @@ from nextbest.store.port import (
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
+    "Callbacks",
+    "Capacity",
     "DecisionLog",
     "EventLog",
     "HeldMessage",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxState",
     "Quarantine",
     "SavedState",
     "StateRow",

@@ -9,6 +9,8 @@ from collections.abc import Collection, Iterator, Sequence
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError
 from nextbest.events.model import Event
+from nextbest.store.callbacks_memory import MemoryCallbacks
+from nextbest.store.outbox_memory import MemoryOutbox
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
@@ -23,7 +25,13 @@ __all__ = [
 def memory_stores() -> Stores:
     """A fresh twin of each port."""
     return Stores(
-        MemoryEventLog(), MemoryDecisionLog(), MemoryStateStore(), MemoryQuarantine(), lambda: None
+        MemoryEventLog(),
+        MemoryDecisionLog(),
+        MemoryStateStore(),
+        MemoryQuarantine(),
+        callbacks=MemoryCallbacks(),
+        outbox=MemoryOutbox(),
+        close=lambda: None,
     )
 
 

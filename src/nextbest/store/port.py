@@ -1,22 +1,30 @@
-"""The store ports: the event log, the decision log, saved state and the quarantine.
+"""The store ports: the event log, the decision log, saved state, the quarantine, the
+outbox, and the callback queue with advisors' presence.
 
-Four Protocols, each with its own contract suite run over every backend (tests/contract), so
+Six Protocols, each with its own contract suite run over every backend (tests/contract), so
 each can live on its own kind of server (the event log on a stream, decisions in SQL, live
 state in a key-value store). ``Stores`` bundles one of each for the composition root.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
 
 __all__ = [
+    "Callbacks",
+    "Capacity",
     "DecisionLog",
     "EventLog",
     "HeldMessage",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxState",
     "Quarantine",
     "SavedState",
     "SequencedLog",
@@ -207,6 +215,213 @@ class Quarantine(Protocol):
     def held_count(self) -> int: ...
 
 
+class Capacity(NamedTuple):
+    """An advisor's capacity, checked atomically when a callback is booked with them (no
+    double booking under concurrent requests): at most ``limit`` callbacks at once (their
+    ``max_concurrent``), a scheduled one holding its advisor ``slot`` seconds from its
+    ``scheduled_for``."""
+
+    limit: int
+    slot: float
+
+
+class Callbacks(Protocol):
+    """The durable callback queue (``advisors.model.Callback``, every transition in its
+    ``history``) and the live facts about advisors the routing reads: presence and when
+    each was last assigned (fair rotation). Shared by every worker of an installation.
+
+    A callback *holds* its advisor (``advisor_id``) while it is not final and either
+    *live* (``offered``, ``accepted``, ``connected``) or *booked* (``scheduled_for`` set).
+    A write given a ``Capacity`` that makes a callback hold an advisor anew (created so, or
+    saved with another advisor, another ``scheduled_for``, or moved into a live state) is
+    refused with ``errors.SlotTaken`` when, counting the advisor's other callbacks in one
+    atomic step with the write:
+
+    - it becomes live and ``limit`` others are live already; or
+    - it is booked and ``limit`` others are booked at a ``scheduled_for`` less than
+      ``slot`` seconds from its own.
+
+    An *assignment* (a write that gives a callback an advisor it did not have, or that
+    moves it into ``offered``) raises that advisor's ``rotation`` to the time of the
+    callback's last transition (its ``requested_at`` without history), in the same commit.
+    """
+
+    def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
+        """Store a new callback, durably, with ``version`` 1 (returned so). ``Conflict``
+        when its id is taken; ``SlotTaken`` past ``capacity`` (above). Nothing written on
+        a refusal."""
+        ...
+
+    def get(self, callback_id: str) -> Callback | None: ...
+
+    def save(
+        self, callback: Callback, expected_version: int, capacity: Capacity | None = None
+    ) -> Callback:
+        """Compare and set: replace the stored callback of this id by ``callback`` if the
+        stored one still has ``expected_version``; the stored one gets ``expected_version``
+        + 1 (returned so). ``NotFound``: no such callback. ``Conflict``: the stored version
+        is another (someone wrote meanwhile: read again), ``callback`` names another
+        customer, its state is not the stored one nor a legal move from it
+        (``advisors.model.TRANSITIONS``), or its ``history`` does not begin with the stored
+        one's (a transition persisted is never lost). ``SlotTaken`` past ``capacity``
+        (above)."""
+        ...
+
+    def of_customer(self, customer: str) -> list[Callback]:
+        """This customer's callbacks, and no one else's, oldest request first (then id)."""
+        ...
+
+    def of_advisor(
+        self, advisor_id: str, states: Collection[CallbackState] | None = None
+    ) -> list[Callback]:
+        """The callbacks held by this advisor in these states (None: every state), in queue
+        order: by ``scheduled_for`` (``requested_at`` when not scheduled), then id."""
+        ...
+
+    def open_load(self) -> dict[str, int]:
+        """How many callbacks each advisor holds now (live or booked, see above); an advisor
+        who holds none is absent."""
+        ...
+
+    def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
+        """The callbacks not final with ``start <= scheduled_for < end``, of this advisor
+        (None: of anyone, unassigned ones too), by ``scheduled_for`` then id: what slots
+        are computed around."""
+        ...
+
+    def due(self, now: float, limit: int | None = None) -> list[Callback]:
+        """The callbacks a timer must act on at ``now``: ``offered`` ones whose offer lapsed
+        (``offer_expires_at <= now``), ``requested`` ones whose slot came
+        (``scheduled_for <= now``) and ``requested`` ones for now (no ``scheduled_for``:
+        still to be offered). By the time they fell due (the lapse, the slot, the request),
+        then id; at most ``limit``."""
+        ...
+
+    def set_presence(
+        self, advisor_id: str, presence: Presence, at: float
+    ) -> tuple[Presence, float]:
+        """Record an advisor's presence as of ``at``; a report older than the one recorded
+        is ignored (telephony webhooks arrive out of order). The presence in force after,
+        with its time."""
+        ...
+
+    def presences(self) -> dict[str, tuple[Presence, float]]:
+        """Every advisor's presence as last reported, with its time (never reported:
+        absent)."""
+        ...
+
+    def rotation(self) -> dict[str, float]:
+        """When each advisor was last assigned a callback (never: absent)."""
+        ...
+
+    def scan(self, after: str = "", limit: int | None = None) -> list[Callback]:
+        """Every callback with id > ``after``, by id, at most ``limit`` (``nextbest
+        migrate``)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def restore(
+        self,
+        callbacks: Sequence[Callback],
+        presences: Mapping[str, tuple[Presence, float]] | None = None,
+        rotation: Mapping[str, float] | None = None,
+    ) -> None:
+        """Write these as they are (versions kept; a callback, presence or rotation time
+        held already is replaced), all or none, with no check: a copy from another store
+        (``nextbest migrate``)."""
+        ...
+
+
+class OutboxState(enum.StrEnum):
+    """Where an outbound message is: waiting (its first attempt or a retry), claimed by a
+    sender (under a lease), delivered, or dead (given up: replayable)."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxMessage(NamedTuple):
+    """One outbound message (a click-to-call request, later an email, an SMS, a push).
+
+    ``destination`` names a configured webhook (``NEXTBEST_WEBHOOK_<NAME>_URL``); ``key`` is
+    its idempotency key, unique in the outbox and sent with every attempt; ``payload`` the
+    JSON body, sent as it is. ``attempts`` counts the attempts started (a claim starts one).
+    ``next_attempt_at``: when a pending message is due; for a delivering one, when its
+    sender's lease ends (a crashed sender's messages are claimed again from then on)."""
+
+    id: int
+    channel: str
+    destination: str
+    key: str
+    payload: bytes
+    state: OutboxState
+    attempts: int
+    next_attempt_at: float
+    last_error: str
+    created_at: float
+    delivered_at: float | None
+
+
+class Outbox(Protocol):
+    """Messages to send out, kept until delivered or given up: at-least-once delivery by
+    senders that may crash at any point (``nextbest.channels.sender``). Every time is
+    passed in (epoch seconds)."""
+
+    def enqueue(
+        self, channel: str, destination: str, key: str, payload: bytes, now: float
+    ) -> OutboxMessage:
+        """Durably add a pending message due ``now``; a ``key`` enqueued before is left as
+        it was, and that message is returned (a retry of the enqueue is a no-op)."""
+        ...
+
+    def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
+        """Claim at most ``limit`` due messages, the longest due first: pending ones due by
+        ``now``, and delivering ones whose lease ended by ``now``. Each becomes delivering,
+        its lease ending at ``now + lease_seconds``, its ``attempts`` one more; returned as
+        claimed, in id order. Two claimers never get the same message within its lease."""
+        ...
+
+    def mark_delivered(self, message_id: int, now: float) -> bool:
+        """Delivered at ``now`` (whoever attempted it, however late: the receiver has it);
+        False if it was delivered already (or there is no such message)."""
+        ...
+
+    def mark_failed(
+        self, message_id: int, attempt: int, error: str, retry_at: float | None
+    ) -> bool:
+        """Attempt ``attempt`` failed with ``error``: pending again, due at ``retry_at``, or
+        dead when ``retry_at`` is None. Only while the message is still delivering under that
+        attempt (False otherwise: the lease ended and another sender claimed it, or it was
+        delivered)."""
+        ...
+
+    def release(self, message_id: int, attempt: int, retry_at: float) -> bool:
+        """Hand back a claimed message that was not attempted (a sender stopping, a gate
+        holding the destination back): pending again, due at ``retry_at``, the attempt not
+        counted. Only under that attempt, as ``mark_failed``."""
+        ...
+
+    def messages(
+        self, state: OutboxState | None = None, after: int = 0, limit: int | None = None
+    ) -> list[OutboxMessage]:
+        """Messages with id > ``after`` (in ``state``, if given), oldest first, at most
+        ``limit``."""
+        ...
+
+    def counts(self) -> dict[OutboxState, int]:
+        """How many messages are in each state (every state named, 0 included)."""
+        ...
+
+    def replay(self, message_ids: Collection[int], now: float) -> list[int]:
+        """Dead messages among ``message_ids`` pending again, due ``now``, their attempts
+        back to 0 (the whole retry schedule again; ``last_error`` kept): their ids, in order.
+        Messages not dead are left as they are."""
+        ...
+
+
 class Stores(NamedTuple):
     """One backend per port, and how to release them all (``close``, once)."""
 
@@ -214,6 +429,8 @@ class Stores(NamedTuple):
     decisions: DecisionLog
     state: StateStore
     quarantine: Quarantine
+    callbacks: Callbacks
+    outbox: Outbox
     close: Callable[[], None]
 
 

@@ -60,6 +60,7 @@ from psycopg.conninfo import conninfo_to_dict
 from nextbest.decide.model import Decision
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 from nextbest.events.model import Event
+from nextbest.store.callbacks_postgres import PostgresCallbacks
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
@@ -242,14 +243,24 @@ _ID_TABLES: dict[str, tuple[str, str]] = {
 
 
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
-    """The four ports on the PostgreSQL server ``url`` names (one connection)."""
+    """The ports on the PostgreSQL server ``url`` names (one connection)."""
+    from nextbest.store.outbox_postgres import PostgresOutbox  # it builds on this module
+
     db = PostgresDatabase(url, connect_timeout)
+    try:
+        callbacks = PostgresCallbacks(db)
+        outbox = PostgresOutbox(db)
+    except BaseException:
+        db.close()
+        raise
     return Stores(
         PostgresEventLog(db),
         PostgresDecisionLog(db),
         PostgresStateStore(db),
         PostgresQuarantine(db),
-        db.close,
+        callbacks=callbacks,
+        outbox=outbox,
+        close=db.close,
     )
 
 

@@ -20,6 +20,7 @@ import msgspec
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError, StoreUnavailable
 from nextbest.events.model import Event
+from nextbest.store.callbacks_sqlite import SQLiteCallbacks
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
 
 __all__ = [
@@ -108,14 +109,24 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
-    """The four ports on one SQLite file (one connection: one durable commit each)."""
+    """The ports on one SQLite file (one connection: one durable commit each)."""
+    from nextbest.store.outbox_sqlite import SQLiteOutbox  # it builds on this module
+
     db = SQLiteDatabase(path, synchronous)
+    try:
+        callbacks = SQLiteCallbacks(db)
+        outbox = SQLiteOutbox(db)
+    except BaseException:
+        db.close()
+        raise
     return Stores(
         SQLiteEventLog(db),
         SQLiteDecisionLog(db),
         SQLiteStateStore(db),
         SQLiteQuarantine(db),
-        db.close,
+        callbacks=callbacks,
+        outbox=outbox,
+        close=db.close,
     )
 
 

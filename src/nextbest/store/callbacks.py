@@ -1,0 +1,153 @@
+"""What every backend of the callback queue (``port.Callbacks``) decides alike: which
+writes are refused, which book an advisor, which assign one, and how a callback is encoded.
+
+The backends only count and write; the rules are here once, so the in-memory twin, SQLite
+and PostgreSQL refuse and book exactly the same writes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import msgspec
+
+from nextbest.advisors.model import FINAL_STATES, Callback, CallbackState, can_move
+from nextbest.errors import Conflict, NotFound, SlotTaken
+from nextbest.store.port import Capacity
+
+__all__ = [
+    "FINAL",
+    "LIVE",
+    "LIVE_STATES",
+    "Checks",
+    "assignment",
+    "booked",
+    "checks",
+    "decode",
+    "encode",
+    "in_slot",
+    "live",
+    "refused",
+    "slot_taken",
+    "stored_as",
+]
+
+#: the states in which a callback occupies its advisor right now
+LIVE_STATES: frozenset[CallbackState] = frozenset(
+    {CallbackState.OFFERED, CallbackState.ACCEPTED, CallbackState.CONNECTED}
+)
+#: the same as the texts the SQL backends store, sorted (stable statements)
+LIVE: tuple[str, ...] = tuple(sorted(s.value for s in LIVE_STATES))
+FINAL: tuple[str, ...] = tuple(sorted(s.value for s in FINAL_STATES))
+
+encode = msgspec.json.Encoder().encode
+decode = msgspec.json.Decoder(Callback).decode
+
+
+def live(c: Callback) -> bool:
+    """``c`` occupies its advisor now (offered to, accepted by, or on the phone with)."""
+    return c.advisor_id is not None and c.state in LIVE_STATES
+
+
+def booked(c: Callback) -> bool:
+    """``c`` holds a slot of its advisor (scheduled, not final)."""
+    return c.advisor_id is not None and c.scheduled_for is not None and not c.final
+
+
+def in_slot(other: float, scheduled_for: float, slot: float) -> bool:
+    """A booking at ``other`` overlaps one at ``scheduled_for``, both ``slot`` seconds long
+    (the same instant always does)."""
+    return other == scheduled_for or scheduled_for - slot < other < scheduled_for + slot
+
+
+class Checks(NamedTuple):
+    """What a write given a ``Capacity`` must count before it may happen."""
+
+    live: bool  #: the callback becomes live with its advisor
+    slot: bool  #: the callback books a slot of its advisor
+
+    def __bool__(self) -> bool:
+        return self.live or self.slot
+
+
+def checks(before: Callback | None, after: Callback) -> Checks:
+    """Which holds ``after`` takes anew over ``before`` (None: a create)."""
+    same_advisor = before is not None and before.advisor_id == after.advisor_id
+    new_live = live(after) and not (same_advisor and before is not None and live(before))
+    new_slot = booked(after) and not (
+        same_advisor
+        and before is not None
+        and booked(before)
+        and before.scheduled_for == after.scheduled_for
+    )
+    return Checks(new_live, new_slot)
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def slot_taken(
+    callback: Callback, capacity: Capacity, live_others: int, slot_others: int, needed: Checks
+) -> SlotTaken | None:
+    """The refusal of a write past ``capacity`` given the advisor's other callbacks counted
+    (live ones, booked ones in the slot), or None when it fits."""
+    advisor = callback.advisor_id
+    if needed.live and live_others >= capacity.limit:
+        return SlotTaken(
+            f"advisor {advisor} holds {live_others} live callback(s), their capacity "
+            f"({capacity.limit}): callback {callback.id} cannot be theirs now"
+        )
+    if needed.slot and slot_others >= capacity.limit and callback.scheduled_for is not None:
+        return SlotTaken(
+            f"advisor {advisor} is booked {slot_others} time(s) within {capacity.slot:g} s of "
+            f"{_when(callback.scheduled_for)}, their capacity ({capacity.limit}): the slot is "
+            "taken"
+        )
+    return None
+
+
+def refused(
+    stored: Callback | None, callback: Callback, expected_version: int
+) -> NotFound | Conflict | None:
+    """Why a compare-and-set of ``callback`` over ``stored`` is refused, or None."""
+    if stored is None:
+        return NotFound(f"no callback {callback.id}")
+    if stored.customer != callback.customer:
+        return Conflict(f"callback {callback.id} belongs to another customer")
+    if stored.version != expected_version:
+        return Conflict(
+            f"callback {callback.id} changed meanwhile: it is at version {stored.version}, "
+            f"not {expected_version}; read it again"
+        )
+    if callback.state != stored.state and not can_move(stored.state, callback.state):
+        return Conflict(
+            f"callback {callback.id} is {stored.state}: it cannot become {callback.state}"
+        )
+    if callback.history[: len(stored.history)] != stored.history:
+        return Conflict(
+            f"callback {callback.id}: a save keeps every transition persisted before and adds "
+            f"after them ({len(stored.history)} held, the save's history differs)"
+        )
+    return None
+
+
+def stored_as(callback: Callback, version: int) -> Callback:
+    return msgspec.structs.replace(callback, version=version)
+
+
+def assignment(before: Callback | None, after: Callback) -> tuple[str, float] | None:
+    """(advisor, when) if writing ``after`` over ``before`` assigns the callback: gives it an
+    advisor it did not have, or moves it into ``offered``. When: its last transition's time
+    (its ``requested_at`` without history)."""
+    advisor = after.advisor_id
+    if advisor is None:
+        return None
+    gained = before is None or before.advisor_id != advisor
+    offered = after.state is CallbackState.OFFERED and (
+        before is None or before.state is not CallbackState.OFFERED
+    )
+    if not (gained or offered):
+        return None
+    return advisor, after.history[-1].at if after.history else after.requested_at

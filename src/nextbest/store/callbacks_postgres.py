@@ -1,0 +1,332 @@
+"""The callback queue and advisors' presence (``port.Callbacks``) on PostgreSQL, beside the
+logs (``postgres.PostgresDatabase``: its connection, its lock, its translated errors).
+
+A write is one transaction. A compare-and-set reads the stored row ``FOR UPDATE``: of two
+advisors accepting one callback at once, the second waits, then finds the version moved.
+A write that books an advisor (a ``Capacity`` given) first takes a transaction-level
+advisory lock keyed on the advisor (and the schema): every booking of that advisor, from
+any connection of any process, counts their other callbacks and writes its own one at a
+time, so exactly ``limit`` of many racing requests win a slot. In READ COMMITTED each
+statement sees what was committed before it began, so the count after the lock sees every
+earlier booking.
+
+Tables (created with the rest, ``CREATE ... IF NOT EXISTS``): ``callbacks`` (the record as
+msgspec JSON in ``body``, with the columns the queries filter on) and ``advisor_state``
+(presence and the rotation fact, one row per advisor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from nextbest.advisors.model import Callback, CallbackState, Presence
+from nextbest.errors import Conflict
+from nextbest.store import callbacks as rules
+from nextbest.store.port import Capacity
+
+if TYPE_CHECKING:  # postgres.py opens this module: no import at run time
+    from nextbest.store.postgres import PostgresDatabase
+
+__all__ = ["PostgresCallbacks"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS callbacks (
+    id text COLLATE "C" PRIMARY KEY,
+    customer text COLLATE "C" NOT NULL,
+    advisor_id text COLLATE "C",
+    state text NOT NULL,
+    requested_at double precision NOT NULL,
+    scheduled_for double precision,
+    offer_expires_at double precision,
+    version bigint NOT NULL,
+    body bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_customer ON callbacks (customer, requested_at);
+CREATE INDEX IF NOT EXISTS callbacks_advisor ON callbacks (advisor_id, state)
+    WHERE advisor_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS callbacks_slot ON callbacks (advisor_id, scheduled_for)
+    WHERE scheduled_for IS NOT NULL;
+CREATE INDEX IF NOT EXISTS callbacks_scheduled ON callbacks (scheduled_for)
+    WHERE scheduled_for IS NOT NULL;
+CREATE INDEX IF NOT EXISTS callbacks_offers ON callbacks (offer_expires_at)
+    WHERE state = 'offered';
+CREATE INDEX IF NOT EXISTS callbacks_requested ON callbacks (scheduled_for)
+    WHERE state = 'requested';
+CREATE TABLE IF NOT EXISTS advisor_state (
+    advisor_id text COLLATE "C" PRIMARY KEY,
+    presence text,
+    presence_at double precision,
+    last_assigned_at double precision
+);
+"""
+
+_COLUMNS = (
+    "id, customer, advisor_id, state, requested_at, scheduled_for, offer_expires_at, version, body"
+)
+_QUEUE_ORDER = "ORDER BY COALESCE(scheduled_for, requested_at), id"
+_FINAL = list(rules.FINAL)
+_LIVE = list(rules.LIVE)
+
+
+def _row(c: Callback) -> tuple[Any, ...]:
+    return (
+        c.id,
+        c.customer,
+        c.advisor_id,
+        c.state.value,
+        c.requested_at,
+        c.scheduled_for,
+        c.offer_expires_at,
+        c.version,
+        rules.encode(c),
+    )
+
+
+def _lock_advisor(db: psycopg.Connection[Any], advisor_id: str) -> None:
+    """Hold, until the transaction ends, the lock every booking of this advisor takes."""
+    db.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended("
+        "'nextbest advisor ' || current_schema() || ' ' || %s, 0))",
+        (advisor_id,),
+    )
+
+
+class PostgresCallbacks:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        with db.writing("create the callback tables") as connection:
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))"
+            )
+            connection.execute(_SCHEMA)
+
+    # ------------------------------------------------------------------ writes
+    def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
+        stored = rules.stored_as(callback, 1)
+        with self.db.writing("create callback") as db:
+            if capacity is not None and stored.advisor_id is not None:
+                _lock_advisor(db, stored.advisor_id)
+            if db.execute("SELECT 1 FROM callbacks WHERE id = %s", (callback.id,)).fetchone():
+                raise Conflict(f"callback {callback.id} exists already")
+            self._check(db, None, stored, capacity)
+            inserted = db.execute(
+                f"INSERT INTO callbacks ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING RETURNING 1",
+                _row(stored),
+            ).fetchone()
+            if inserted is None:  # created meanwhile by another connection
+                raise Conflict(f"callback {callback.id} exists already")
+            self._assigned(db, None, stored)
+        return stored
+
+    def save(
+        self, callback: Callback, expected_version: int, capacity: Capacity | None = None
+    ) -> Callback:
+        stored = rules.stored_as(callback, expected_version + 1)
+        with self.db.writing("save callback") as db:
+            found = db.execute(
+                "SELECT body FROM callbacks WHERE id = %s FOR UPDATE", (callback.id,)
+            ).fetchone()
+            before = rules.decode(found[0]) if found else None
+            refusal = rules.refused(before, callback, expected_version)
+            if refusal is not None:
+                raise refusal
+            if (
+                capacity is not None
+                and stored.advisor_id is not None
+                and rules.checks(before, stored)
+            ):
+                _lock_advisor(db, stored.advisor_id)
+            self._check(db, before, stored, capacity)
+            db.execute(
+                "UPDATE callbacks SET customer = %s, advisor_id = %s, state = %s, "
+                "requested_at = %s, scheduled_for = %s, offer_expires_at = %s, version = %s, "
+                "body = %s WHERE id = %s",
+                (*_row(stored)[1:], stored.id),
+            )
+            self._assigned(db, before, stored)
+        return stored
+
+    def _check(
+        self,
+        db: psycopg.Connection[Any],
+        before: Callback | None,
+        after: Callback,
+        capacity: Capacity | None,
+    ) -> None:
+        needed = rules.checks(before, after)
+        if capacity is None or not needed or after.advisor_id is None:
+            return
+        live = slot = 0
+        if needed.live:
+            got = db.execute(
+                "SELECT COUNT(*) FROM callbacks WHERE advisor_id = %s AND id != %s "
+                "AND state = ANY(%s)",
+                (after.advisor_id, after.id, _LIVE),
+            ).fetchone()
+            live = int(got[0]) if got else 0
+        if needed.slot and after.scheduled_for is not None:
+            at, length = after.scheduled_for, capacity.slot
+            got = db.execute(
+                "SELECT COUNT(*) FROM callbacks WHERE advisor_id = %s AND id != %s "
+                "AND scheduled_for IS NOT NULL "
+                "AND (scheduled_for = %s OR (scheduled_for > %s AND scheduled_for < %s)) "
+                "AND state <> ALL(%s)",
+                (after.advisor_id, after.id, at, at - length, at + length, _FINAL),
+            ).fetchone()
+            slot = int(got[0]) if got else 0
+        refusal = rules.slot_taken(after, capacity, live, slot, needed)
+        if refusal is not None:
+            raise refusal
+
+    def _assigned(
+        self, db: psycopg.Connection[Any], before: Callback | None, after: Callback
+    ) -> None:
+        assigned = rules.assignment(before, after)
+        if assigned is not None:
+            db.execute(
+                "INSERT INTO advisor_state (advisor_id, last_assigned_at) VALUES (%s, %s) "
+                "ON CONFLICT (advisor_id) DO UPDATE SET last_assigned_at = "
+                "GREATEST(advisor_state.last_assigned_at, EXCLUDED.last_assigned_at)",
+                assigned,
+            )
+
+    def set_presence(
+        self, advisor_id: str, presence: Presence, at: float
+    ) -> tuple[Presence, float]:
+        with self.db.writing("set presence") as db:
+            db.execute(
+                "INSERT INTO advisor_state (advisor_id, presence, presence_at) "
+                "VALUES (%s, %s, %s) ON CONFLICT (advisor_id) DO UPDATE SET "
+                "presence = EXCLUDED.presence, presence_at = EXCLUDED.presence_at "
+                "WHERE advisor_state.presence_at IS NULL "
+                "OR advisor_state.presence_at <= EXCLUDED.presence_at",
+                (advisor_id, presence.value, at),
+            )
+            got = db.execute(
+                "SELECT presence, presence_at FROM advisor_state WHERE advisor_id = %s",
+                (advisor_id,),
+            ).fetchone()
+        assert got is not None  # written above, in this transaction
+        return Presence(got[0]), float(got[1])
+
+    def restore(
+        self,
+        callbacks: Sequence[Callback],
+        presences: Mapping[str, tuple[Presence, float]] | None = None,
+        rotation: Mapping[str, float] | None = None,
+    ) -> None:
+        with self.db.writing("restore callbacks") as db, db.cursor() as cur:
+            if callbacks:
+                cur.executemany(
+                    f"INSERT INTO callbacks ({_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                    "customer = EXCLUDED.customer, advisor_id = EXCLUDED.advisor_id, "
+                    "state = EXCLUDED.state, requested_at = EXCLUDED.requested_at, "
+                    "scheduled_for = EXCLUDED.scheduled_for, "
+                    "offer_expires_at = EXCLUDED.offer_expires_at, "
+                    "version = EXCLUDED.version, body = EXCLUDED.body",
+                    [_row(c) for c in callbacks],
+                )
+            if presences:
+                cur.executemany(
+                    "INSERT INTO advisor_state (advisor_id, presence, presence_at) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (advisor_id) DO UPDATE SET "
+                    "presence = EXCLUDED.presence, presence_at = EXCLUDED.presence_at",
+                    [(a, Presence(p).value, at) for a, (p, at) in presences.items()],
+                )
+            if rotation:
+                cur.executemany(
+                    "INSERT INTO advisor_state (advisor_id, last_assigned_at) VALUES (%s, %s) "
+                    "ON CONFLICT (advisor_id) DO UPDATE SET "
+                    "last_assigned_at = EXCLUDED.last_assigned_at",
+                    list(rotation.items()),
+                )
+
+    # ------------------------------------------------------------------- reads
+    def _callbacks(self, action: str, where: str, params: Sequence[object]) -> list[Callback]:
+        rows = self.db.fetch(action, f"SELECT body FROM callbacks {where}", params)
+        return [rules.decode(body) for (body,) in rows]
+
+    def get(self, callback_id: str) -> Callback | None:
+        found = self._callbacks("read callback", "WHERE id = %s", (callback_id,))
+        return found[0] if found else None
+
+    def of_customer(self, customer: str) -> list[Callback]:
+        return self._callbacks(
+            "read callbacks", "WHERE customer = %s ORDER BY requested_at, id", (customer,)
+        )
+
+    def of_advisor(
+        self, advisor_id: str, states: Collection[CallbackState] | None = None
+    ) -> list[Callback]:
+        if states is None:
+            return self._callbacks(
+                "read callbacks", f"WHERE advisor_id = %s {_QUEUE_ORDER}", (advisor_id,)
+            )
+        wanted = sorted({CallbackState(s).value for s in states})
+        return self._callbacks(
+            "read callbacks",
+            f"WHERE advisor_id = %s AND state = ANY(%s) {_QUEUE_ORDER}",
+            (advisor_id, wanted),
+        )
+
+    def open_load(self) -> dict[str, int]:
+        rows = self.db.fetch(
+            "read load",
+            "SELECT advisor_id, COUNT(*) FROM callbacks WHERE advisor_id IS NOT NULL AND "
+            "(state = ANY(%s) OR (state = 'requested' AND scheduled_for IS NOT NULL)) "
+            "GROUP BY advisor_id ORDER BY advisor_id",
+            (_LIVE,),
+        )
+        return {str(a): int(n) for a, n in rows}
+
+    def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
+        where = (
+            "WHERE scheduled_for >= %s AND scheduled_for < %s AND state <> ALL(%s) "
+            "{}ORDER BY scheduled_for, id"
+        )
+        if advisor_id is None:
+            return self._callbacks("read bookings", where.format(""), (start, end, _FINAL))
+        return self._callbacks(
+            "read bookings",
+            where.format("AND advisor_id = %s "),
+            (start, end, _FINAL, advisor_id),
+        )
+
+    def due(self, now: float, limit: int | None = None) -> list[Callback]:
+        return self._callbacks(
+            "read due callbacks",
+            "WHERE (state = 'offered' AND offer_expires_at <= %s) "
+            "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= %s)) "
+            "ORDER BY CASE WHEN state = 'offered' THEN offer_expires_at "
+            "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT %s",
+            (now, now, limit),
+        )
+
+    def presences(self) -> dict[str, tuple[Presence, float]]:
+        rows = self.db.fetch(
+            "read presence",
+            "SELECT advisor_id, presence, presence_at FROM advisor_state "
+            "WHERE presence IS NOT NULL ORDER BY advisor_id",
+        )
+        return {str(a): (Presence(p), float(at)) for a, p, at in rows}
+
+    def rotation(self) -> dict[str, float]:
+        rows = self.db.fetch(
+            "read rotation",
+            "SELECT advisor_id, last_assigned_at FROM advisor_state "
+            "WHERE last_assigned_at IS NOT NULL ORDER BY advisor_id",
+        )
+        return {str(a): float(at) for a, at in rows}
+
+    def scan(self, after: str = "", limit: int | None = None) -> list[Callback]:
+        return self._callbacks(
+            "read callbacks", "WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+        )
+
+    def count(self) -> int:
+        return self.db.scalar("SELECT COUNT(*) FROM callbacks")

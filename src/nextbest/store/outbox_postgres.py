@@ -1,0 +1,163 @@
+"""The outbox on PostgreSQL (psycopg 3): a table ``outbox`` beside the logs, on the store's
+connection (``PostgresDatabase``), created when the store opens if it is missing (in the
+first schema of the ``search_path``, like every other table of the store).
+
+A claim takes the due rows ``FOR UPDATE SKIP LOCKED``: many senders, in many processes,
+claim disjoint messages without waiting on each other, and a row a sender holds is reclaimed
+only once its lease has ended (``next_attempt_at``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from nextbest.store.port import OutboxMessage, OutboxState
+from nextbest.store.postgres import PostgresDatabase
+
+__all__ = ["PostgresOutbox"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel text NOT NULL,
+    destination text NOT NULL,
+    key text COLLATE "C" NOT NULL UNIQUE,
+    payload bytea NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'delivering', 'delivered', 'dead')),
+    attempts integer NOT NULL,
+    next_attempt_at double precision NOT NULL,
+    last_error text NOT NULL,
+    created_at double precision NOT NULL,
+    delivered_at double precision
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at, id)
+    WHERE state IN ('pending', 'delivering');
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
+"""
+
+_COLUMNS = (
+    "id, channel, destination, key, payload, state, attempts, next_attempt_at, last_error, "
+    "created_at, delivered_at"
+)
+
+
+def _message(row: Any) -> OutboxMessage:
+    i, channel, destination, key, payload, state, attempts, due, error, created, delivered = row
+    return OutboxMessage(
+        int(i), channel, destination, key, bytes(payload), OutboxState(state), int(attempts),
+        float(due), error, float(created), None if delivered is None else float(delivered),
+    )  # fmt: skip
+
+
+class PostgresOutbox:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        with db.writing("create outbox") as connection:
+            # the schema lock ``PostgresDatabase`` creates its tables under: two stores
+            # opening at once do not race on CREATE ... IF NOT EXISTS
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))"
+            )
+            connection.execute(_SCHEMA)
+
+    def enqueue(
+        self, channel: str, destination: str, key: str, payload: bytes, now: float
+    ) -> OutboxMessage:
+        with self.db.writing("enqueue") as db:
+            row = db.execute(
+                "INSERT INTO outbox (channel, destination, key, payload, state, attempts, "
+                "next_attempt_at, last_error, created_at) VALUES (%s, %s, %s, %s, 'pending', 0, "
+                f"%s, '', %s) ON CONFLICT (key) DO NOTHING RETURNING {_COLUMNS}",
+                (channel, destination, key, bytes(payload), now, now),
+            ).fetchone()
+            if row is None:  # enqueued before (a committed row: the unique index waited)
+                row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE key = %s", (key,)).fetchone()
+        return _message(row)
+
+    def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
+        if limit <= 0:
+            return []
+        with self.db.writing("claim") as db:
+            rows = db.execute(
+                "UPDATE outbox SET state = 'delivering', attempts = outbox.attempts + 1, "
+                "next_attempt_at = %s FROM (SELECT id FROM outbox "
+                "WHERE state IN ('pending', 'delivering') AND next_attempt_at <= %s "
+                "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
+                f"WHERE outbox.id = due.id RETURNING {_qualified('outbox')}",
+                (now + lease_seconds, now, limit),
+            ).fetchall()
+        return sorted((_message(r) for r in rows), key=lambda m: m.id)
+
+    def mark_delivered(self, message_id: int, now: float) -> bool:
+        with self.db.writing("mark delivered") as db:
+            cur = db.execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = %s "
+                "WHERE id = %s AND state <> 'delivered'",
+                (now, message_id),
+            )
+            return cur.rowcount > 0
+
+    def mark_failed(
+        self, message_id: int, attempt: int, error: str, retry_at: float | None
+    ) -> bool:
+        with self.db.writing("mark failed") as db:
+            if retry_at is None:
+                cur = db.execute(
+                    "UPDATE outbox SET state = 'dead', last_error = %s "
+                    "WHERE id = %s AND state = 'delivering' AND attempts = %s",
+                    (error, message_id, attempt),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE outbox SET state = 'pending', last_error = %s, next_attempt_at = %s "
+                    "WHERE id = %s AND state = 'delivering' AND attempts = %s",
+                    (error, retry_at, message_id, attempt),
+                )
+            return cur.rowcount > 0
+
+    def release(self, message_id: int, attempt: int, retry_at: float) -> bool:
+        with self.db.writing("release") as db:
+            cur = db.execute(
+                "UPDATE outbox SET state = 'pending', attempts = attempts - 1, "
+                "next_attempt_at = %s WHERE id = %s AND state = 'delivering' AND attempts = %s",
+                (retry_at, message_id, attempt),
+            )
+            return cur.rowcount > 0
+
+    def messages(
+        self, state: OutboxState | None = None, after: int = 0, limit: int | None = None
+    ) -> list[OutboxMessage]:
+        rows = self.db.fetch(
+            "read outbox",
+            f"SELECT {_COLUMNS} FROM outbox WHERE id > %s "
+            "AND (%s::text IS NULL OR state = %s::text) ORDER BY id LIMIT %s",
+            (after, None if state is None else state.value, None if state is None else state.value,
+             limit),
+        )  # fmt: skip
+        return [_message(r) for r in rows]
+
+    def counts(self) -> dict[OutboxState, int]:
+        out = dict.fromkeys(OutboxState, 0)
+        for state, n in self.db.fetch(
+            "count outbox", "SELECT state, COUNT(*) FROM outbox GROUP BY state"
+        ):
+            out[OutboxState(state)] = int(n)
+        return out
+
+    def replay(self, message_ids: Collection[int], now: float) -> list[int]:
+        ids = sorted(set(message_ids))
+        if not ids:
+            return []
+        with self.db.writing("replay outbox") as db:
+            rows = db.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s "
+                "WHERE state = 'dead' AND id = ANY(%s::int8[]) RETURNING id",
+                (now, ids),
+            ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+
+def _qualified(table: str) -> str:
+    """``_COLUMNS`` each named with ``table`` (RETURNING after an UPDATE ... FROM)."""
+    return ", ".join(f"{table}.{c.strip()}" for c in _COLUMNS.split(","))

@@ -1,0 +1,160 @@
+"""The outbox on the embedded SQLite store: a table ``outbox`` in the store's file, on its
+connection (``SQLiteDatabase``), created when the store opens.
+
+A claim is one ``UPDATE ... RETURNING`` statement: SQLite runs one writer at a time (across
+processes too: the file lock), so two senders never claim the same message within its lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from nextbest.store.port import OutboxMessage, OutboxState
+from nextbest.store.sqlite import SQLiteDatabase
+
+__all__ = ["SQLiteOutbox"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_at, id)
+    WHERE state IN ('pending', 'delivering');
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
+"""
+
+#: ids named in one statement (far below SQLite's limit of 32,766 parameters)
+_IDS_PER_STATEMENT = 10_000
+_COLUMNS = (
+    "id, channel, destination, key, payload, state, attempts, next_attempt_at, last_error, "
+    "created_at, delivered_at"
+)
+
+
+def _message(row: Any) -> OutboxMessage:
+    i, channel, destination, key, payload, state, attempts, due, error, created, delivered = row
+    return OutboxMessage(
+        int(i), channel, destination, key, bytes(payload), OutboxState(state), int(attempts),
+        float(due), error, float(created), None if delivered is None else float(delivered),
+    )  # fmt: skip
+
+
+class SQLiteOutbox:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+        with db.writing("create outbox") as connection:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+
+    def enqueue(
+        self, channel: str, destination: str, key: str, payload: bytes, now: float
+    ) -> OutboxMessage:
+        with self.db.writing("enqueue") as db:
+            db.execute(
+                "INSERT INTO outbox(channel, destination, key, payload, state, attempts, "
+                "next_attempt_at, last_error, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, "
+                "'', ?) ON CONFLICT(key) DO NOTHING",
+                (channel, destination, key, bytes(payload), now, now),
+            )
+            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
+        return _message(row)
+
+    def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
+        if limit <= 0:
+            return []
+        with self.db.statement("claim") as db:
+            rows = db.execute(
+                "UPDATE outbox SET state = 'delivering', attempts = attempts + 1, "
+                "next_attempt_at = ? WHERE id IN (SELECT id FROM outbox "
+                "WHERE state IN ('pending', 'delivering') AND next_attempt_at <= ? "
+                f"ORDER BY next_attempt_at, id LIMIT ?) RETURNING {_COLUMNS}",
+                (now + lease_seconds, now, limit),
+            ).fetchall()
+        return sorted((_message(r) for r in rows), key=lambda m: m.id)  # RETURNING: any order
+
+    def mark_delivered(self, message_id: int, now: float) -> bool:
+        with self.db.statement("mark delivered") as db:
+            cur = db.execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ? "
+                "WHERE id = ? AND state != 'delivered'",
+                (now, message_id),
+            )
+            return cur.rowcount > 0
+
+    def mark_failed(
+        self, message_id: int, attempt: int, error: str, retry_at: float | None
+    ) -> bool:
+        with self.db.statement("mark failed") as db:
+            if retry_at is None:
+                cur = db.execute(
+                    "UPDATE outbox SET state = 'dead', last_error = ? "
+                    "WHERE id = ? AND state = 'delivering' AND attempts = ?",
+                    (error, message_id, attempt),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE outbox SET state = 'pending', last_error = ?, next_attempt_at = ? "
+                    "WHERE id = ? AND state = 'delivering' AND attempts = ?",
+                    (error, retry_at, message_id, attempt),
+                )
+            return cur.rowcount > 0
+
+    def release(self, message_id: int, attempt: int, retry_at: float) -> bool:
+        with self.db.statement("release") as db:
+            cur = db.execute(
+                "UPDATE outbox SET state = 'pending', attempts = attempts - 1, "
+                "next_attempt_at = ? WHERE id = ? AND state = 'delivering' AND attempts = ?",
+                (retry_at, message_id, attempt),
+            )
+            return cur.rowcount > 0
+
+    def messages(
+        self, state: OutboxState | None = None, after: int = 0, limit: int | None = None
+    ) -> list[OutboxMessage]:
+        where = "id > ?" if state is None else "id > ? AND state = ?"
+        params: tuple[object, ...] = (after,) if state is None else (after, state.value)
+        rows = self.db.fetch(
+            "read outbox",
+            f"SELECT {_COLUMNS} FROM outbox WHERE {where} ORDER BY id LIMIT ?",
+            (*params, -1 if limit is None else limit),
+        )
+        return [_message(r) for r in rows]
+
+    def counts(self) -> dict[OutboxState, int]:
+        out = dict.fromkeys(OutboxState, 0)
+        for state, n in self.db.fetch(
+            "count outbox", "SELECT state, COUNT(*) FROM outbox GROUP BY state"
+        ):
+            out[OutboxState(state)] = int(n)
+        return out
+
+    def replay(self, message_ids: Collection[int], now: float) -> list[int]:
+        ids = sorted(set(message_ids))
+        if not ids:
+            return []
+        done: list[int] = []
+        with self.db.writing("replay outbox") as db:
+            for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                chunk = ids[start : start + _IDS_PER_STATEMENT]
+                done += (
+                    int(r[0])
+                    for r in db.execute(
+                        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? "
+                        f"WHERE state = 'dead' AND id IN ({', '.join('?' * len(chunk))}) "
+                        "RETURNING id",
+                        (now, *chunk),
+                    ).fetchall()
+                )
+        return sorted(done)
