@@ -213,6 +213,8 @@ def test_at_books_the_picked_time_or_says_why_not() -> None:
         request(msgspec.structs.replace(picked, scheduled_for=eleven + 60), EVERYONE, CATALOG, T)
     with pytest.raises(ValidationError, match="needs the time"):
         request(now_request(mode=CallbackMode.AT), EVERYONE, CATALOG, T)
+    with pytest.raises(ValidationError, match="a call now takes no time"):
+        request(now_request(scheduled_for=eleven), EVERYONE, CATALOG, T)
 
 
 def test_a_topic_without_experts_is_refused() -> None:

@@ -113,13 +113,16 @@ class Due(NamedTuple):
 # ------------------------------------------------------------------------------ the request
 def request(callback: Callback, board: AdvisorBoard, catalog: Catalog, now: Timestamp) -> Routed:
     """A new callback's first step (``requested``) and its routing by mode (the module
-    docstring). ValidationError: no expert in the topic, or (``at``) no slot starts at
-    ``scheduled_for``; SlotTaken: (``later``, ``at``) no free slot; Conflict: not new."""
+    docstring). ValidationError: no expert in the topic, a time with ``now``, or (``at``) no
+    slot starts at ``scheduled_for``; SlotTaken: (``later``, ``at``) no free slot; Conflict:
+    not new."""
     if callback.history or callback.state is not _REQUESTED:
         raise Conflict(f"callback {callback.id} was requested already")
     if not catalog.experts.get(callback.topic):
         raise ValidationError(f"no advisor is an expert in {callback.topic!r}", "$.topic")
     if callback.mode is CallbackMode.NOW:
+        if callback.scheduled_for is not None:
+            raise ValidationError("a call now takes no time: ask for one at a time", "$.time")
         first = Transition(state=_REQUESTED, at=now, reason="call me now")
         asked = Routed(_with_step(callback, first), (first,))
         return asked.then(route(asked.callback, board, catalog, now))
