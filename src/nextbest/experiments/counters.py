@@ -171,16 +171,6 @@ class CampaignCounters(msgspec.Struct, gc=False):
             per_kpi.append(Sums())
         return per_kpi
 
-    def _audience_index(self, audience: str) -> int | None:
-        names = self.audience_names
-        try:
-            return names.index(audience)
-        except ValueError:
-            if len(names) >= MAX_AUDIENCES:
-                return None
-            names.append(audience)
-            return len(names) - 1
-
     def totals(self, arm: str, kpi: int, upto_day: float = math.inf) -> Sums:
         """The arm's sums for KPI ``kpi`` at the end of day ``upto_day`` (default: now)."""
         out = Sums()
@@ -272,6 +262,10 @@ class ExperimentCounters:
 
     def __init__(self, catalog: Catalog) -> None:
         self.campaigns: dict[str, CampaignCounters] = {}
+        #: look-ups kept beside the state (never saved): campaign -> audience -> index,
+        #: and (campaign, audience index, arm) -> that audience's sums per KPI
+        self._ids: dict[str, dict[str, int]] = {}
+        self._sums: dict[tuple[str, int, str], list[Sums]] = {}
         self.dirty: set[str] = set()
         self.dirty_exposures: set[tuple[str, str]] = set()
         #: every campaign's rows are to be rewritten (a rebuild)
@@ -322,20 +316,55 @@ class ExperimentCounters:
         n = len(kpis)
         covariate = [float(p) for p in pre[:n]] + [0.0] * (n - len(pre))
         frozen = tuple(covariate) if any(covariate) else ()
-        indices = [
-            i for a in dict.fromkeys(audiences) if (i := state._audience_index(a)) is not None
-        ]
-        state.customers[key] = Exposure(arm, at, [0.0] * n, frozen, bytes(indices))
+        indices = self._audience_indices(campaign, state, audiences)
+        state.customers[key] = Exposure(arm, at, [0.0] * n, frozen, indices)
         day = int(at // DAY)
         for i in range(n):
             state._bucket(arm, i, n, day).expose(covariate[i])
-        names = state.audience_names
         for a in indices:
-            for sums, p in zip(state._audience(names[a], arm, n), covariate, strict=False):
-                sums.expose(p)
+            per_kpi = self._audience_sums(campaign, state, a, arm, n)
+            if frozen:
+                for i in range(n):
+                    per_kpi[i].expose(frozen[i])
+            else:  # most customers: no covariate, one more exposed
+                for i in range(n):
+                    per_kpi[i].n += 1
         self.dirty.add(campaign)
         self.dirty_exposures.add((campaign, key))
         return True
+
+    def _audience_indices(
+        self, campaign: str, state: CampaignCounters, audiences: Sequence[str]
+    ) -> bytes:
+        """``audiences``' indices in the campaign's ``audience_names`` (new ones added, up
+        to ``MAX_AUDIENCES``), each once."""
+        if not audiences:
+            return b""
+        ids = self._ids.get(campaign)
+        names = state.audience_names
+        if ids is None or len(ids) != len(names):
+            ids = self._ids[campaign] = {a: i for i, a in enumerate(names)}
+        out: list[int] = []
+        for audience in audiences:
+            i = ids.get(audience)
+            if i is None:
+                if len(names) >= MAX_AUDIENCES:
+                    continue
+                names.append(audience)
+                i = ids[audience] = len(names) - 1
+            if i not in out:
+                out.append(i)
+        return bytes(out)
+
+    def _audience_sums(
+        self, campaign: str, state: CampaignCounters, audience: int, arm: str, kpis: int
+    ) -> list[Sums]:
+        """The sums of an audience (by index) and arm, one per KPI (looked up once)."""
+        key = (campaign, audience, arm)
+        found = self._sums.get(key)
+        if found is None or len(found) < kpis:
+            found = self._sums[key] = state._audience(state.audience_names[audience], arm, kpis)
+        return found
 
     def record_decision(self, decision: Decision, key: str) -> None:
         """The control exposures of ``decision`` (made for customer ``key``), with the
@@ -430,9 +459,10 @@ class ExperimentCounters:
             pre = exposure.pre[i] if i < len(exposure.pre) else 0.0
             day = int(event.timestamp // DAY)
             state._bucket(exposure.arm, i, kpis, day).revalue(old, new, pre)
-            names = state.audience_names
             for a in exposure.audiences:
-                state._audience(names[a], exposure.arm, kpis)[i].revalue(old, new, pre)
+                self._audience_sums(campaign, state, a, exposure.arm, kpis)[i].revalue(
+                    old, new, pre
+                )
             self.dirty.add(campaign)
             self.dirty_exposures.add((campaign, key))
 
@@ -475,6 +505,8 @@ class ExperimentCounters:
         self, rows: Iterable[tuple[str, bytes]], exposures: Iterable[tuple[str, bytes]] = ()
     ) -> None:
         """Saved counts rows (campaign, body) and exposure rows (``exposure_key``, body)."""
+        self._ids.clear()
+        self._sums.clear()
         for campaign, body in rows:
             state = decode_counters(body)
             self.campaigns[campaign] = state

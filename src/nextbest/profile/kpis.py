@@ -93,9 +93,12 @@ def record_kpi(profile: Profile, event: Event, watches: tuple[KpiWatch, ...]) ->
         amount = watch.amount(event)
         if amount is None or not watch.matches(event):
             continue
-        hits = profile.kpis.get(watch.key)
+        windows = profile.kpis
+        if windows is None:
+            windows = profile.kpis = {}
+        hits = windows.get(watch.key)
         if hits is None:
-            hits = profile.kpis[watch.key] = []
+            hits = windows[watch.key] = []
         if hits and when < hits[-1][0] - KEEP_DAYS * DAY:
             continue  # older than anything kept
         bisect.insort(hits, (when, amount))
