@@ -13,6 +13,13 @@
   ``learn_one`` alone (on a copy of the engine's learner, ``Learner.from_state``: a pure
   object), and a whole ``engine.ingest`` of one event on the in-memory stores and on SQLite
   synchronous=FULL, next to a non-feedback event.
+* The honest control exposure (issue #18, item 3; ``control_counterfactual``): in this
+  process, on the same customers, ``engine.decide`` as it is (a control customer's withheld
+  offers judged by a counterfactual choice of the learned policy, its scores kept for the
+  real choice) against ``engine.decide`` with them judged by the prior's order (the code
+  before: a chooser answering counterfactual calls greedily), one call of each per customer,
+  the order alternating; and, on one learner state with the same decision ids, how often
+  the two rules log a different control exposure.
 
 Also used by ``learn_ab.py`` (``feedback_event``, ``fresh_decisions``, ``train``).
 """
@@ -445,6 +452,85 @@ def learning_cost(
     return out
 
 
+def control_counterfactual(engine: Engine, users: list[str]) -> dict[str, Any]:
+    """The cost and effect of judging control exposures by the policy in use (docstring)."""
+    learner = engine.learner
+
+    def prior_order(ctx: ChoiceContext, pool: Any, limit: int) -> Any:
+        if ctx.counterfactual:
+            return greedy(ctx, pool, limit)  # the code before: the prior's order
+        return learner.choose(ctx, pool, limit)
+
+    def honest(u: str) -> Decision:
+        return engine.decide(REQUEST, user_id=u)
+
+    def before(u: str) -> Decision:
+        return engine.decide(REQUEST, user_id=u, choose=prior_order)
+
+    pc = time.perf_counter_ns
+    lat: dict[str, list[int]] = {"honest": [], "prior_order": []}
+    held = 0
+    for u in users[:200]:  # warm both
+        honest(u)
+        before(u)
+    gc.collect()
+    for i, u in enumerate(users):
+        pair = (("honest", honest), ("prior_order", before))
+        for name, call in pair if i % 2 == 0 else pair[::-1]:
+            t = pc()
+            d = call(u)
+            lat[name].append(pc() - t)
+            if name == "honest":
+                held += any(e.why.value == "control_group" for e in d.excluded)
+    engine.flush()
+    # the effect, one learner state, the same decision ids: no budget counted by either
+    twin = Learner.from_state(engine.catalog, engine.model_state())
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def compare(ctx: ChoiceContext, pool: Any, limit: int) -> Any:
+        if ctx.counterfactual:
+            ids = [c.offer.id for c in pool]
+            by_policy = {ids[i] for i, _ in twin.choose(ctx, pool, limit).picks[:limit]}
+            by_prior = set(ids[:limit])
+            seen.append((sorted(by_policy), sorted(by_prior)))
+        return greedy(ctx, pool, limit)
+
+    now = engine.clock.now()
+    n_held = exposed = exposed_prior = differ = 0
+    for i, u in enumerate(users):
+        profile = engine.profile(u)
+        if profile is None:
+            continue
+        seen.clear()
+        d = run_pipeline(engine.catalog, profile, REQUEST, now, f"cf-{i}", compare)
+        withheld = {e.offer_id for e in d.excluded if e.why.value == "control_group"}
+        if not seen:
+            continue
+        n_held += 1
+        by_policy, by_prior = (set(x) & withheld for x in seen[0])
+        exposed += bool(by_policy)
+        exposed_prior += bool(by_prior)
+        differ += by_policy != by_prior
+    out = {
+        "decisions": len(users),
+        "share_with_a_control_offer": round(held / max(1, len(users)), 4),
+        **{k: latency_summary(v) for k, v in lat.items()},
+        "effect": {
+            "decisions_with_a_control_offer": n_held,
+            "exposed_by_the_policy": exposed,
+            "exposed_by_the_prior_order": exposed_prior,
+            "different_exposure": differ,
+        },
+    }
+    h, p = out["honest"], out["prior_order"]
+    log(
+        f"control exposure by the policy: decide p50 {h['p50_us']} / p99 {h['p99_us']} us, "
+        f"by the prior's order {p['p50_us']} / {p['p99_us']} us (same run, alternating); "
+        f"{differ} of {n_held} control decisions log another exposure"
+    )
+    return out
+
+
 def after_timing(
     engine: Engine, clock: FixedClock, ids: list[str], users: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -454,7 +540,13 @@ def after_timing(
     log(f"learner state {state['learner_to_state_bytes']:,} B; measuring learning costs")
     cost = learning_cost(engine, clock, ids, args)
     engine.flush()
-    return {"chooser_split": split, "model_state": state, "learning_cost_per_event": cost}
+    control = control_counterfactual(engine, users[: args.split_sample])
+    return {
+        "chooser_split": split,
+        "model_state": state,
+        "learning_cost_per_event": cost,
+        "control_counterfactual": control,
+    }
 
 
 def report(training: dict[str, Any] | None, learned: dict[str, Any]) -> None:
@@ -499,6 +591,19 @@ def report(training: dict[str, Any] | None, learned: dict[str, Any]) -> None:
             rows,
         )
     )
+    control = learned["control_counterfactual"]
+    keys = ("p50_us", "p90_us", "p99_us", "p99_9_us", "max_us", "mean_us")
+    print()
+    print(
+        table(
+            f"engine.decide, control exposure judged by the policy in use vs the prior's order "
+            f"(same run, alternating; {control['share_with_a_control_offer']:.0%} of decisions "
+            f"hold a control offer back), us",
+            ["rule", "p50", "p90", "p99", "p99.9", "max", "mean"],
+            [[k, *[control[k][q] for q in keys]] for k in ("honest", "prior_order")],
+        )
+    )
+    print(kv_table("Control exposures, the two rules on the same decisions", control["effect"]))
     state = learned["model_state"]
     print()
     print(kv_table("Model state", {k: v for k, v in state.items() if k != "models"}))

@@ -23,6 +23,15 @@ modelled). Scenarios, ``--campaigns`` each (1,000 by default), 30 days:
   before): the interval width with CUPED over without, on the same counts; A/A false
   positives with CUPED; power at +3 % spend with and without.
 
+On simulated engine data (``--part engine``): the synthetic bank (``nextbest.sim``, world
+``default``, ``--sim-customers`` customers over ``--sim-days`` days, the nextbest policy) run
+through a real engine on the example catalog with the always-on banners' campaign starting on
+day ``--sim-start-day`` (so its customers have a pre-exposure month of events) and two more
+guardrail KPIs the simulated customers send often: spend (``Transaction Posted``, its
+``amount`` summed: a value KPI) and digital engagement (``Calculator Used``, a conversion).
+The counters the engine kept at ingest, covariates frozen at each first exposure, are read
+by ``experiments.report``: per KPI, the CUPED interval's width over the plain one's.
+
 Then the timings: ``analyze`` of a campaign with 1,000,000 exposed customers in 4 arms
 (control + 3 variants; fixed and Bayesian tests per variant and the SRM check; with CUPED;
 sequential) beside recomputing the counts from 1 M per-customer values (``from_values``,
@@ -35,16 +44,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics as pystats
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import special
 
-from _common import Run, add_run_args, log, ratios, table, time_calls
+from _common import EXAMPLE_CATALOG, Run, add_run_args, log, ratios, table, time_calls
 from nextbest.experiments import statistics as st
 
 FIELDS = ("n", "sum", "sum_squares", "pre_sum", "pre_sum_squares", "cross_sum")
@@ -473,6 +486,113 @@ def calibration(rng: np.random.Generator, args: argparse.Namespace) -> dict[str,
     return results
 
 
+ENGINE_CAMPAIGN = "always_on_products"
+
+
+def engine_cuped(args: argparse.Namespace) -> dict[str, Any]:
+    """CUPED on the counters a real engine kept for a simulated bank (module docstring)."""
+    from nextbest.sim.engines import LocalEngine
+    from nextbest.sim.generate import DEFAULT_START
+    from nextbest.sim.loop import evaluate
+    from nextbest.usecases import experiment_result
+
+    began = time.perf_counter()
+    starts = (DEFAULT_START + timedelta(days=args.sim_start_day)).isoformat()
+    kept: dict[str, LocalEngine] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "bank"
+        shutil.copytree(EXAMPLE_CATALOG, folder)
+        campaigns = folder / "campaigns.yaml"
+        text = campaigns.read_text()
+        anchor = "    kpi: Application Started\n"
+        assert text.count(anchor) == 1, "the always-on campaign's KPI line moved"
+        extra = (
+            anchor
+            + f"    start: {starts}\n"
+            + "    guardrails:\n"
+            + "      - {event: Transaction Posted, value: amount, direction: increase}\n"
+            + "      - {event: Calculator Used, direction: increase}\n"
+        )
+        campaigns.write_text(text.replace(anchor, extra))
+
+        def engine_for(policy: str, catalog: Any) -> LocalEngine:
+            kept[policy] = LocalEngine(catalog)
+            return kept[policy]
+
+        evaluate(
+            args.seed,
+            args.sim_customers,
+            args.sim_days,
+            ["nextbest"],
+            folder,
+            engine_for=engine_for,
+        )
+    engine = kept["nextbest"].engine
+    result = experiment_result(engine.catalog, engine.experiment_counters(), ENGINE_CAMPAIGN)
+    counters = engine.experiment_counters(customers=True)[ENGINE_CAMPAIGN]
+    with_pre = [
+        sum(1 for e in counters.customers.values() if len(e.pre) > i and e.pre[i])
+        for i in range(len(result.kpis))
+    ]
+    kpis: list[dict[str, Any]] = []
+    for i, kpi in enumerate(result.kpis):
+        control, treated = kpi.arms[0], kpi.arms[1]
+        c = treated.cuped
+        kpis.append(
+            {
+                "event": kpi.event,
+                "kind": kpi.kind,
+                "exposed": [control.exposed, treated.exposed],
+                "conversions": [control.conversions, treated.conversions],
+                "customers_with_a_covariate": with_pre[i],
+                "status": treated.status,
+                "lift": treated.lift,
+                "interval": [treated.ci_lower, treated.ci_upper],
+                "cuped_lift": None if c is None else c.lift,
+                "cuped_interval": None if c is None else [c.ci_lower, c.ci_upper],
+                "theta": None if c is None else c.theta,
+                "interval_ratio": None if c is None else c.interval_ratio,
+            }
+        )
+    log(f"engine CUPED: {time.perf_counter() - began:.0f} s")
+    return {
+        "customers": args.sim_customers,
+        "days": args.sim_days,
+        "campaign": ENGINE_CAMPAIGN,
+        "campaign_starts_day": args.sim_start_day,
+        "exposed": len(counters.customers),
+        "kpis": kpis,
+    }
+
+
+def report_engine(r: dict[str, Any]) -> None:
+    print()
+    print(
+        table(
+            f"CUPED on simulated engine data: {r['campaign']}, {r['customers']:,} customers x "
+            f"{r['days']} days, campaign from day {r['campaign_starts_day']}, "
+            f"{r['exposed']:,} exposed",
+            ["KPI", "exposed c/t", "with covariate", "lift, interval", "CUPED", "width ratio"],
+            [
+                [
+                    f"{k['event']} ({k['kind']})",
+                    f"{k['exposed'][0]:,} / {k['exposed'][1]:,}",
+                    f"{k['customers_with_a_covariate']:,}",
+                    "-"
+                    if k["status"] != "ok"
+                    else f"{k['lift']:+.1%} [{k['interval'][0]:+.1%}, {k['interval'][1]:+.1%}]",
+                    "-"
+                    if k["cuped_lift"] is None
+                    else f"{k['cuped_lift']:+.1%} [{k['cuped_interval'][0]:+.1%}, "
+                    f"{k['cuped_interval'][1]:+.1%}] theta {k['theta']:.3g}",
+                    "-" if k["interval_ratio"] is None else f"{k['interval_ratio']:.3f}",
+                ]
+                for k in r["kpis"]
+            ],
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_args(ap, "experiments_calibration")
@@ -486,14 +606,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--customers", type=int, default=1_000_000, help="exposed, timed campaign")
     ap.add_argument(
         "--part",
-        choices=["all", "calibration", "timings"],
+        choices=["all", "calibration", "timings", "engine"],
         default="all",
         help="calibration is CPU-heavy (run it under nice), timings want a quiet CPU",
+    )
+    ap.add_argument("--sim-customers", type=int, default=3_000, help="engine part: customers")
+    ap.add_argument("--sim-days", type=int, default=60, help="engine part: days simulated")
+    ap.add_argument(
+        "--sim-start-day", type=int, default=30, help="engine part: the campaign's first day"
     )
     args = ap.parse_args(argv)
     if args.quick:
         args.campaigns, args.days, args.per_day, args.power_per_day = 60, 5, 200, 800
         args.calls, args.customers = 300, 20_000
+        args.sim_customers, args.sim_days, args.sim_start_day = 300, 20, 10
     suffix = "" if args.part == "all" else f"_{args.part}"
     args.name = args.name or f"experiments{suffix or '_calibration'}" + (
         "_quick" if args.quick else ""
@@ -507,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             np.random.default_rng(args.seed + 1), args.calls, args.customers
         )
         results["timings_customers"] = args.customers
+    if args.part in ("all", "engine"):
+        results["engine"] = engine_cuped(args)
     report(results)
     run.write({"results": results})
     return 0
@@ -521,6 +649,8 @@ def report(r: dict[str, Any]) -> None:
         report_calibration(r)
     if "timings" in r:
         report_timings(r["timings"])
+    if "engine" in r:
+        report_engine(r["engine"])
 
 
 def report_calibration(r: dict[str, Any]) -> None:

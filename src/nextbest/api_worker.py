@@ -469,8 +469,10 @@ class ApiWorker:
         }
 
     def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]:
-        """The experiment counters the fold worker saved (``experiment/<campaign>`` rows:
-        read whole, customers included)."""
+        """The experiment counters the fold worker saved: each campaign's counts
+        (``experiment/<campaign>`` rows), what results read. The exposed customers have rows
+        of their own (``exposure/...``), the fold worker's state: never read here, whatever
+        ``customers`` says."""
         names = sorted(self.catalog.kpis)
         bodies = self.live.reads.read_rows([(EXPERIMENT_ROW, c) for c in names])
         return {c: decode_counters(b) for c, b in zip(names, bodies, strict=True) if b}

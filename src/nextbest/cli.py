@@ -466,12 +466,65 @@ def _print_result(r: ExperimentResult) -> None:
                 "" if a.chance_to_win is None or untested else f"{a.chance_to_win:.1%}",
                 "FLAGGED" if r.srm_flagged else "ok",
             )
-        # never squeezed: a pipe or a narrow terminal still gets one line per arm
-        buffer = io.StringIO()
-        Console(width=max(out.width, 140), file=buffer, no_color=True).print(table)
-        out.print(buffer.getvalue().rstrip("\n"), markup=False, highlight=False)
+        _print_table(table)
+        for a in kpi.arms:
+            if a.cuped is not None:
+                c = a.cuped
+                out.print(
+                    f"  {a.arm} with CUPED (the same KPI in the 30 days before first exposure): "
+                    f"lift {_pct(c.lift)}{'*' if c.significant else ''}, interval "
+                    f"{_pct(c.ci_lower)} .. {_pct(c.ci_upper)}, p = {c.p_value:.3g}; "
+                    f"interval {1 - c.interval_ratio:.0%} narrower",
+                    markup=False,
+                )
+    _print_audiences(r)
     out.print("* significant at the interval's level", markup=False)
     out.print(f"verdict: {r.summary}", markup=False)
+
+
+def _print_table(table: Any) -> None:
+    """``table`` never squeezed: a pipe or a narrow terminal still gets one line per row."""
+    out = _console("out")
+    buffer = io.StringIO()
+    Console(width=max(out.width, 140), file=buffer, no_color=True).print(table)
+    out.print(buffer.getvalue().rstrip("\n"), markup=False, highlight=False)
+
+
+def _print_audiences(r: ExperimentResult) -> None:
+    """The primary KPI per audience: registered audiences first, then the exploratory ones
+    with their adjusted p-values."""
+    from rich.table import Table
+
+    if not r.audiences:
+        return
+    kpi = r.kpis[0]
+    table = Table(
+        title=f"primary KPI by audience at first exposure (exploratory: p-values adjusted, "
+        f"{r.audience_adjustment.replace('_', '-')})",
+        title_justify="left",
+    )
+    for name in ("audience", "read as", "arm", "exposed", "rate", "lift", "interval", "p-value"):
+        left = name in ("audience", "read as", "arm")
+        table.add_column(name, justify="left" if left else "right")
+    for aud in r.audiences:
+        read = "registered" if aud.registered else "exploratory"
+        for k, a in enumerate(aud.arms):
+            interval = "" if a.ci_lower is None else f"{_pct(a.ci_lower)} .. {_pct(a.ci_upper)}"
+            p = a.adjusted_p_value
+            shown = "" if p is None else f"{p:.3g}"
+            if p is not None and aud.exploratory and a.p_value is not None:
+                shown += f" (raw {a.p_value:.3g})"
+            table.add_row(
+                aud.name if k == 0 else "",
+                read if k == 0 else "",
+                a.arm,
+                f"{a.exposed:,}",
+                f"{a.rate:.2%}" if kpi.kind == "proportion" else f"{a.rate:,.2f}",
+                "" if a.lift is None else _pct(a.lift) + ("*" if a.significant else ""),
+                interval,
+                shown,
+            )
+    _print_table(table)
 
 
 @app.command()

@@ -585,7 +585,7 @@ class Engine:
         if counters is not None and counters.wants(event):
             profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
             if profile is not None:
-                counters.observe(event, profile.experiment_key, decision)
+                counters.observe(event, profile.experiment_key, decision, profile)
         if learner.awaits(event) and (event.user_id or event.anonymous_id):
             customer = book.resolve(event.user_id, event.anonymous_id)
             learner.observe_outcome(event, customer, book.same_customer)
@@ -857,14 +857,14 @@ class Engine:
                 keys, replace = book.take_changes()
                 rows = [self._row(book, kind, key) for kind, key in keys]
                 counters = self._counters
-                experiments, _ = counters.take_changes(every=replace)
+                experiments = counters.take_changes(every=replace)
                 saves_learner = (learner.dirty and models) or replace
                 if saves_learner:
                     # budgets as of the log's end now; a restart counts decisions after it
                     pending, position = self._journal.cut()
                     rows.extend(learner_rows(learner.to_state(unlogged=pending), position))
                     learner.dirty = False
-                if experiments or saves_learner:
+                if experiments.campaigns or experiments.exposures or saves_learner:
                     # with the learner's position (when saved): a restart reads the decision
                     # log once for both
                     if not saves_learner:
@@ -878,7 +878,7 @@ class Engine:
             except BaseException as exc:
                 with self._lock:  # not saved: save these rows next time
                     book.keep_changes(keys, replace)
-                    counters.keep_changes((c for c, _ in experiments), replace)
+                    counters.keep_changes(experiments)
                     learner.dirty = learner.dirty or saves_learner
                     if isinstance(exc, StateLost):  # the next save writes every row
                         book.replace = learner.dirty = counters.replace = True
@@ -915,7 +915,7 @@ class Engine:
         self._control_seen = self.decision_log.decision_log_position()
         counted = snap is not None and snap.experiments_position is not None
         if snap is not None and counted:
-            counters.restore(snap.experiments)
+            counters.restore(snap.experiments, snap.exposures)
         if learner.models:
             # budgets count logged decisions: the saved ones up to ``position`` (saved with
             # them), the log's after it; without both, the whole log is counted

@@ -53,6 +53,7 @@ from nextbest.decide.model import Decision
 from nextbest.engine import Engine
 from nextbest.errors import InputError, NotFound
 from nextbest.events.model import Event
+from nextbest.experiments.counters import CounterChanges
 from nextbest.settings import without_password
 from nextbest.store.port import HeldMessage, OutboxState, StateRow, Stores
 from nextbest.store.snapshot import (
@@ -526,7 +527,8 @@ def _copy_state(
     if snap.experiments_position is not None:
         # the counters' own position is the learner's or later: from the learner's (or the
         # log's start) the target records some control exposures again, which changes nothing
-        rows.extend(experiment_rows(list(snap.experiments), position or 0))
+        changes = CounterChanges(list(snap.experiments), list(snap.exposures), True)
+        rows.extend(experiment_rows(changes, position or 0))
     target.state.save_state(seq, catalog.digest, rows, replace=True)
     return StateCopy(
         copied=True,

@@ -268,7 +268,12 @@ def experiment_result(
     spec = catalog.campaigns.get(campaign)
     if spec is None:
         raise NotFound(f"no campaign {campaign!r} in catalog {catalog.version}")
-    return campaign_result(spec, catalog.kpis.get(campaign, []), counters.get(campaign))
+    return campaign_result(
+        spec,
+        catalog.kpis.get(campaign, []),
+        counters.get(campaign),
+        segment_names=catalog.segment_names,
+    )
 
 
 def experiment_list(catalog: Catalog, counters: dict[str, CampaignCounters]) -> ExperimentList:

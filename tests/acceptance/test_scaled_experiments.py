@@ -28,8 +28,11 @@ def test_the_fold_worker_counts_logged_control_exposures_and_api_workers_serve_t
     deploy.send(track("Application Submitted", {"product": "mortgage"}, user=held, at=T0 + DAY))
     deploy.fold.step()
 
+    exposed = deploy.engine.experiment_counters(customers=True)["mortgage_q4"].customers
+    assert exposed[held].arm == CONTROL
+    # the API workers read the counts rows: no exposed customer in them
     counters = deploy.api.experiment_counters()["mortgage_q4"]
-    assert counters.customers[held].arm == CONTROL
+    assert counters.customers == {}
     totals = counters.totals(CONTROL, 0)
     assert (totals.n, totals.sum) == (1, 1.0)
     listed = {e.campaign: e for e in list_experiments(deploy.api).experiments}

@@ -48,3 +48,6 @@ def test_decide_learning_on(bench: Callable[[str], ModuleType], tmp_path: Path) 
     assert cost["engine_ingest_sqlite_full"]["promotion_clicked"]["n"] == 5
     assert data["model_state"]["models"]["bench_feed"]["kind"] == "bayes"
     assert data["chooser_split"]["decisions"] == 30
+    control = data["control_counterfactual"]
+    assert control["honest"]["n"] == control["prior_order"]["n"] == 30
+    assert set(control["effect"]) >= {"decisions_with_a_control_offer", "different_exposure"}

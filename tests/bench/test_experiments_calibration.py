@@ -19,8 +19,13 @@ def test_the_benchmark_runs(bench: Callable[[str], ModuleType], tmp_path: Path) 
     assert module.main(["--quick", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "experiments_calibration_quick.json").read_text())
     results = data["results"]
-    assert set(results) >= {"a_a", "effect", "broken_split", "cuped", "timings"}
+    assert set(results) >= {"a_a", "effect", "broken_split", "cuped", "timings", "engine"}
     assert results["cuped"]["spend_a_a"]["ci_width_ratio_median"] < 0.9
+    # CUPED on a simulated bank's engine counters: the spend guardrail has covariates
+    engine = results["engine"]
+    assert engine["exposed"] > 0
+    spend = next(k for k in engine["kpis"] if k["event"] == "Transaction Posted")
+    assert spend["customers_with_a_covariate"] > 0
 
 
 def test_a_a_false_positives_small(bench: Callable[[str], ModuleType]) -> None:

@@ -1,5 +1,6 @@
 """The smaller benchmark scripts at a tiny size: each runs on the public API and writes its
-results (``learn_ab.py``, ``restart.py``, ``send.py``, ``ope_sim.py``)."""
+results (``learn_ab.py``, ``restart.py``, ``send.py``, ``ope_sim.py``,
+``experiment_counters.py``)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,17 @@ def test_track_asgi(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
     data = json.loads((tmp_path / "track_asgi.json").read_text())
     assert set(data["phases"]) == {"hello-world", "healthz", "track", "track+log"}
     assert len((tmp_path / "access.log").read_text().splitlines()) >= 300
+
+
+def test_experiment_counters_save_writes_what_changed(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    args = ["--events", "200", "--save-customers", "2000", "--saves", "2", "--result-runs", "2"]
+    assert bench("experiment_counters").main([*args, "--out", str(tmp_path), "--name", "e"]) is None
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["freezes_covariates_and_audiences"] is True
+    saving = data["saving"]
+    assert (saving["exposed"], saving["batch"], saving["saves"]) == (2000, 50, 2)
+    # 50 exposures and the counts, not 2,000 customers: well under 100 bytes a customer
+    assert saving["bytes_per_save_median"] < 2000 * 20
+    assert data["measured"]["view_exposure"]["n"] == 200

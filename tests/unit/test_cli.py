@@ -402,13 +402,24 @@ def test_results_prints_the_table_and_the_verdict(runner: CliRunner, experiment_
     assert 'primary KPI: Application Submitted where properties.product == "mortgage"' in text
     assert "guardrail: Promotion Dismissed" in text
     assert "verdict: Collecting data: 2 customers exposed" in text
+    # the primary KPI per audience: the registered one first, the others exploratory
+    assert "primary KPI by audience at first exposure (exploratory: p-values adjusted" in text
+    audiences = text[text.index("primary KPI by audience") :]
+    assert audiences.index("Mortgage intent") < audiences.index("Lifecycle: family")
+    assert "registered" in audiences
+    assert "exploratory" in audiences
 
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0
     body = json.loads(as_json.output)
     arms = {a["arm"]: a for a in body["kpis"][0]["arms"]}
     assert (arms["control"]["exposed"], arms["treatment"]["conversions"]) == (1, 1.0)
+    assert arms["treatment"]["cuped"] is None  # no covariate varies among two customers
     assert body["verdict"] == "collecting_data"
+    by_audience = {a["audience"]: a for a in body["audiences"]}
+    assert by_audience["mortgage_intent"]["registered"] is True
+    assert by_audience["lifecycle:family"]["exploratory"] is True
+    assert by_audience["lifecycle:family"]["exposed"] == 2
 
 
 def test_results_without_a_campaign_lists_every_verdict(runner: CliRunner, experiment_store: Path):

@@ -5,17 +5,31 @@ decisions, KPI conversions within the attribution window, daily deltas, and live
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from nextbest.clock import FixedClock
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import Engine
+from nextbest.events.model import Event, EventType
 from nextbest.experiments import assign
-from nextbest.experiments.counters import CONTROL, DAY, TREATMENT
+from nextbest.experiments.counters import (
+    CONTROL,
+    DAY,
+    EXPERIMENT_ROW,
+    EXPOSURE_ROW,
+    TREATMENT,
+    ExperimentCounters,
+    decode_counters,
+    exposure_key,
+)
 from nextbest.store import memory_stores, sqlite_stores
 from nextbest.store.catalog_files import load_catalog
+from nextbest.store.memory import MemoryStateStore
+from nextbest.store.port import StateRow
 from tests.support import (
     EXAMPLE_CATALOG,
     T0,
@@ -193,3 +207,97 @@ def test_a_fold_worker_counts_the_control_exposures_other_processes_logged(
     assert fold.replay().experiments_identical
     fold.release()
     api.release()
+
+
+class RecordingState(MemoryStateStore):
+    """The memory state store, remembering each save's rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[list[StateRow]] = []
+
+    def save_state(
+        self, seq: int, version: str, rows: Sequence[StateRow], replace: bool = False
+    ) -> None:
+        self.saves.append(list(rows))
+        super().save_state(seq, version, rows, replace)
+
+
+def test_a_save_writes_the_exposures_that_changed_not_every_customer() -> None:
+    """Item 4's row per campaign, rewritten whole on every save, is split: a campaign's
+    counts row and one row per exposed customer, written when that customer changed."""
+    state = RecordingState()
+    stores = memory_stores()._replace(state=state)
+    clock = FixedClock(T0)
+    engine = Engine(load_catalog(EXAMPLE_CATALOG), stores, clock, new_id=counter_ids())
+    held = [user_in("control", CAMPAIGN, 0.1, prefix=f"held{k}") for k in range(3)]
+    shown = [user_in("treatment", CAMPAIGN, 0.1, prefix=f"shown{k}") for k in range(5)]
+    views = []
+    for user in held + shown:
+        d = researcher(engine, user, T0)
+        if user in shown:
+            views.append(feedback(d, "Promotion Viewed", "mortgage_advice", at=T0 + 10))
+    clock.set(T0 + DAY)
+    engine.ingest_batch(batch(*views))
+    engine.snapshot()
+    first = [r for r in state.saves[-1] if r.kind in (EXPERIMENT_ROW, EXPOSURE_ROW)]
+    assert sorted(r.key for r in first if r.kind == EXPOSURE_ROW) == sorted(
+        exposure_key(CAMPAIGN, u) for u in held + shown
+    )
+    # one conversion: that customer's row and the campaign's counts, nothing else
+    engine.ingest_batch(batch(applied(shown[0], T0 + DAY)))
+    engine.snapshot()
+    rows = [r for r in state.saves[-1] if r.kind in (EXPERIMENT_ROW, EXPOSURE_ROW)]
+    assert sorted((r.kind, r.key) for r in rows) == [
+        (EXPERIMENT_ROW, CAMPAIGN),
+        (EXPOSURE_ROW, exposure_key(CAMPAIGN, shown[0])),
+    ]
+    counts = next(r.body for r in rows if r.kind == EXPERIMENT_ROW)
+    assert counts is not None
+    assert decode_counters(counts).customers == {}  # the counts row holds no customer
+    saved = engine.experiment_state()
+    engine.close()
+    restarted = Engine(load_catalog(EXAMPLE_CATALOG), stores, FixedClock(T0 + DAY))
+    assert restarted.experiment_state() == saved
+    restarted.release()
+
+
+def test_a_counts_row_saved_with_its_customers_is_read_and_split() -> None:
+    """A row saved before exposures had rows of their own (customers and days in one) is read
+    as it was, and the next save writes each of its customers a row."""
+    catalog = load_catalog(EXAMPLE_CATALOG)
+    old = {
+        "customers": {"u1": ["control", T0, [1.0, 0.0]], "u2": ["treatment", T0, [0.0, 0.0]]},
+        "days": {
+            "control": [{int(T0 // DAY): [1, 1.0, 1.0, 0.0, 0.0, 0.0]}],
+            "treatment": [{int(T0 // DAY): [1, 0.0, 0.0, 0.0, 0.0, 0.0]}],
+        },
+    }
+    counters = ExperimentCounters(catalog)
+    counters.restore([(CAMPAIGN, msgspec.msgpack.encode(old))])
+    state = counters.campaigns[CAMPAIGN]
+    assert state.customers["u1"].values == [1.0, 0.0]
+    assert state.customers["u1"].pre == ()
+    assert state.totals(CONTROL, 0).sum == 1.0
+    changes = counters.take_changes()
+    assert [c for c, _ in changes.campaigns] == [CAMPAIGN]
+    assert sorted(k for k, _ in changes.exposures) == [
+        exposure_key(CAMPAIGN, "u1"),
+        exposure_key(CAMPAIGN, "u2"),
+    ]
+    # a later KPI event of an old exposure (no covariate saved): counted, covariate 0
+    counters.observe(
+        Event(
+            message_id="m1",
+            type=EventType.TRACK,
+            timestamp=T0 + 60,
+            received_at=T0 + 60,
+            user_id="u2",
+            name="Application Submitted",
+            properties={"product": "mortgage"},
+        ),
+        "u2",
+        None,
+    )
+    assert state.totals(TREATMENT, 0).sum == 1.0
+    assert state.totals(TREATMENT, 0).cross_sum == 0.0

@@ -463,8 +463,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "/v1/experiments/{campaign}",
         Scope.ADMIN,
         "One campaign's experiment results: per KPI and arm the exposed customers, "
-        "conversions, rate, lift with its always-valid interval, p-value, chance to win; "
-        "the sample ratio check, the lift day by day, and the verdict",
+        "conversions, rate, lift with its always-valid interval, p-value, chance to win, "
+        "and the CUPED-adjusted lift; the sample ratio check, the lift day by day, the "
+        "primary KPI per audience (exploratory ones with adjusted p-values), and the verdict",
         _experiment,
         response=ExperimentResult,
     ),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, tzinfo
 
+import cel
+
 from nextbest.catalog.hours import Span, day_spans
 from nextbest.catalog.model import (
     AdvisorSpec,
@@ -27,9 +29,11 @@ from nextbest.catalog.model import (
     SegmentSpec,
 )
 from nextbest.errors import CatalogProblem
+from nextbest.events.model import Event
 from nextbest.profile.fold import FoldConfig
+from nextbest.profile.kpis import KpiWatch, kpi_key
 from nextbest.profile.topics import TopicMatcher
-from nextbest.rules.expression import Rule
+from nextbest.rules.expression import Rule, RuleOutcome
 from nextbest.rules.reads import RuleReads
 
 __all__ = [
@@ -55,14 +59,32 @@ def advisor_card_id(topic: str) -> str:
 
 class CompiledKpi:
     """A campaign's KPI (or guardrail) with its ``where`` condition compiled: what the
-    experiment counters match KPI events with."""
+    experiment counters match KPI events with. ``key`` names its window in the profile
+    (``profile.kpis``), where its pre-exposure covariate is read from."""
 
-    __slots__ = ("guardrail", "spec", "where")
+    __slots__ = ("guardrail", "key", "spec", "where")
 
     def __init__(self, spec: KpiSpec | GuardrailSpec, where: Rule, *, guardrail: bool) -> None:
         self.spec = spec
         self.where = where
         self.guardrail = guardrail
+        self.key = kpi_key(spec.event, spec.where, spec.value)
+
+    @property
+    def conversion(self) -> bool:
+        """Converted or not (no ``value`` summed)."""
+        return self.spec.value is None
+
+    def holds(self, event: Event) -> bool:
+        """``where`` holds for ``event`` (false on an error)."""
+        if self.where.source == "true":
+            return True
+        context = cel.Context(variables={"properties": event.properties, "context": event.context})
+        return self.where.check(context) is RuleOutcome.TRUE
+
+    def watch(self) -> KpiWatch:
+        """What the fold keeps this KPI's window with."""
+        return KpiWatch(self.spec.event, self.spec.where, self.spec.value, self.holds)
 
 
 class CompiledVariants:
@@ -251,6 +273,7 @@ class Catalog:
             session_timeout=p.session_timeout_minutes * 60.0,
             # an advisor card's feedback is kept like an offer's: the contact policy caps it
             offer_ids=frozenset(offers) | self.card_ids,
+            kpi_events=_kpi_events(self.kpis),
         )
         self.segments = segments
         self.offers = offers
@@ -287,3 +310,16 @@ class Catalog:
     @property
     def version(self) -> str:
         return f"{self.spec.version}+{self.digest[:12]}"
+
+
+def _kpi_events(kpis: dict[str, list[CompiledKpi]]) -> dict[str, tuple[KpiWatch, ...]]:
+    """Every campaign KPI's window, once each, by event name (``FoldConfig.kpi_events``)."""
+    watches: dict[str, KpiWatch] = {}
+    for campaign in sorted(kpis):
+        for kpi in kpis[campaign]:
+            if kpi.key not in watches:
+                watches[kpi.key] = kpi.watch()
+    by_event: dict[str, list[KpiWatch]] = {}
+    for watch in watches.values():
+        by_event.setdefault(watch.event, []).append(watch)
+    return {event: tuple(found) for event, found in sorted(by_event.items())}

@@ -108,7 +108,13 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
 
 class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
     """What a chooser may know of the decision: ``profile`` is what the decision may see
-    (without personalization consent: no behaviour), ``segments`` the ones it is in."""
+    (without personalization consent: no behaviour), ``segments`` the ones it is in.
+
+    ``counterfactual``: the choice is asked only to see where a control customer's withheld
+    offers would have landed (``decide.pipeline``, step 7): the chooser must answer as it
+    would for real (same scores, same exploration draw: it is seeded by ``decision_id``) and
+    change nothing (no exploration budget counted, no shared random state advanced). The
+    real choice for the same decision follows, among the candidates without those offers."""
 
     decision_id: str
     placement: str
@@ -116,6 +122,7 @@ class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
     profile: Profile
     context: dict[str, Any]
     segments: list[str]
+    counterfactual: bool = False
 
 
 class Choice(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,3 +181,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     #: the customer's stable experiment id (``Profile.experiment_key``) when it differs from
     #: ``customer_id`` (a visitor first seen anonymously): whom the control exposures count
     experiment_key: str = ""
+    #: what a control exposure freezes (``experiments.exposure``), logged when ``control``
+    #: is not empty: per campaign of ``control``, each KPI's pre-exposure covariate
+    covariates: dict[str, list[float]] = {}
+    #: the customer's macro-segments then (lifecycle, engagement, holding, intent); the
+    #: catalog's segments are ``segments``
+    audiences: list[str] = []

@@ -22,8 +22,10 @@ For offers, ``decide`` is a list of named steps, in this order:
    urgent while its trigger (``urgent`` in the catalog) holds;
 5. scoring: ``p_click x value x weight`` with the catalog's interest prior;
 6. ranking: the engine's order (``decide.ranking``: urgent first, then score, priority, id);
-7. control group: offers whose campaign puts the customer in its control arm leave the pool
-   (logged as exposures where the engine's order would have shown them);
+7. control group: offers whose campaign puts the customer in its control arm leave the pool,
+   logged as exposures where the policy in use would have shown them: the chooser of step 8
+   is asked first, as a counterfactual, with them left in (a learning placement's learned
+   order and its exploration draw, seeded by the decision id; else the engine's order);
 8. choose: the chooser picks up to ``limit`` items from the pool (default: the top ones);
 9. items and reasons; slots left empty take the placement's fallback content (not on the
    page already, live, commercial only with marketing consent and outside the holdout);
@@ -61,6 +63,7 @@ from nextbest.decide.model import (
 from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket, variant_index
+from nextbest.experiments.exposure import covariates, macro_audiences
 from nextbest.profile.interest import REASON_DAYS, viewed_text
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
@@ -165,9 +168,9 @@ def decide(
     eligible, excluded = _filter_candidates(catalog, profile, request, now, audience, rules)
     scored = _score(eligible, catalog)
     ranked = ranking.in_rank_order(scored)
-    pool, control, in_control = _control_group(ranked, profile.experiment_key, limit)
     in_segments = sorted(k for k, v in rules.segments.items() if v)
     ctx = ChoiceContext(decision_id, placement.id, now, rules.seen, request.context, in_segments)
+    pool, control, in_control = _control_group(ranked, profile.experiment_key, ctx, choose, limit)
     choice = choose(ctx, pool, limit)
     if choice.p_click is not None:  # a learned model's click and conversion probabilities
         pool = _rescore(pool, choice.p_click, choice.p_convert)
@@ -203,6 +206,8 @@ def decide(
         features=choice.features if choice.features is not None else _features(pool, rules),
         model_version=choice.model_version or "prior",
         experiment_key=key if (key := profile.experiment_key) != profile.customer_id else "",
+        covariates=_covariates(catalog, profile, control, now) if control else {},
+        audiences=macro_audiences(profile, catalog, now) if control else [],
     )
 
 
@@ -384,23 +389,38 @@ def _in_control(offer: CompiledOffer, customer: str) -> bool:
 
 
 def _control_group(
-    ranked: list[Candidate], customer: str, limit: int
+    ranked: list[Candidate], customer: str, ctx: ChoiceContext, choose: Chooser, limit: int
 ) -> tuple[list[Candidate], list[str], list[Excluded]]:
     """The pool (``ranked`` without the offers whose campaign puts the customer in its
-    control arm), the control exposures (those the engine's order would have shown) and
-    the control offers, excluded."""
-    control: list[str] = []
-    pool: list[Candidate] = []
-    excluded: list[Excluded] = []
-    for c in ranked:
-        if _in_control(c.offer, customer):
-            # where the engine's order would have shown it: a control exposure
-            if len(pool) + len(control) < limit:
-                control.append(c.offer.id)
-            excluded.append(Excluded(c.offer.id, Suppression.CONTROL))
-            continue
-        pool.append(c)
-    return pool, control, excluded
+    control arm), the control exposures and the control offers, excluded.
+
+    A control offer is an exposure when the policy actually in use would have shown it in a
+    visible slot: ``choose`` itself (a learning placement's model and exploration, or the
+    engine's order) is asked, as a counterfactual, to choose among every candidate with the
+    control offers left in; the same decision id seeds the same exploration draw. The real
+    choice is then made among the others, so the slot is filled as for any other customer."""
+    held = [c for c in ranked if _in_control(c.offer, customer)]
+    if not held:
+        return ranked, [], []
+    withheld = {c.offer.id for c in held}
+    pool = [c for c in ranked if c.offer.id not in withheld]
+    would = choose(msgspec.structs.replace(ctx, counterfactual=True), ranked, limit)
+    shown = (ranked[i].offer.id for i, _ in would.picks[:limit])
+    control = [offer for offer in shown if offer in withheld]
+    return pool, control, [Excluded(c.offer.id, Suppression.CONTROL) for c in held]
+
+
+def _covariates(
+    catalog: Catalog, profile: Profile, control: list[str], now: float
+) -> dict[str, list[float]]:
+    """Each control exposure's campaign: its KPIs' pre-exposure covariates (logged, so the
+    counters read the same in a replay or another process)."""
+    out: dict[str, list[float]] = {}
+    for offer in control:
+        camp = catalog.offers[offer].campaign
+        if camp is not None and camp.id not in out:
+            out[camp.id] = covariates(profile, catalog.kpis.get(camp.id, []), now)
+    return out
 
 
 # ---------------------------------------------------------------------- 8. choose

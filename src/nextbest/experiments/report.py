@@ -1,12 +1,23 @@
 """A campaign's experiment results as a marketer reads them: per KPI and arm the exposed
-customers, conversions, rate, lift with its interval, p-value and chance to win; the sample
-ratio check; the lift day by day; and a verdict in one plain sentence tied to the hypothesis.
+customers, conversions, rate, lift with its interval, p-value and chance to win, and the lift
+adjusted by the pre-exposure covariate (CUPED) with how much narrower its interval is; the
+sample ratio check; the lift day by day; the primary KPI per audience; and a verdict in one
+plain sentence tied to the hypothesis.
 
 Pure: counts in (``experiments.counters``), figures out (``experiments.statistics``). The
 intervals and p-values are the sequential test's (always valid: a marketer looks every day,
 and a fixed-horizon test read daily finds "significant" results that are not); the chance to
-win is the Bayesian test's. ``statistics`` (scipy) is imported when results are computed, not
-when this module loads, so the HTTP face's schemas do not load scipy.
+win is the Bayesian test's. The verdict reads the unadjusted test (what the campaign was
+planned on); the CUPED figures stand beside it, from the same counts.
+
+Per audience (the catalog's segments and the macro-segments of ``experiments.exposure``,
+each customer's frozen at their first exposure) the primary KPI is tested the same way. An
+audience the campaign registered before it started (``CampaignSpec.audiences``) is read as
+it is (confirmatory); every other one is exploratory: its p-values are adjusted for how many
+exploratory comparisons were looked at (Benjamini-Hochberg, ``statistics.adjusted_p_values``)
+and only the adjusted p-value makes it significant. ``statistics`` (scipy) is imported when
+results are computed, not when this module loads, so the HTTP face's schemas do not load
+scipy.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,13 +33,22 @@ import msgspec
 from nextbest.catalog.compiled import CompiledKpi
 from nextbest.catalog.model import CampaignSpec, Direction
 from nextbest.experiments.counters import CONTROL, DAY, TREATMENT, CampaignCounters, Sums
+from nextbest.experiments.exposure import FAMILIES, SEGMENT, audience_family
 
 if TYPE_CHECKING:
-    from nextbest.experiments.statistics import Analysis, ArmCounts
+    from nextbest.experiments.statistics import (
+        Analysis,
+        ArmCounts,
+        CampaignResult,
+        FrequentistResult,
+    )
 
 __all__ = [
     "MIN_EXPOSED",
     "ArmResult",
+    "AudienceArm",
+    "AudienceResult",
+    "CupedLift",
     "DailyLift",
     "ExperimentList",
     "ExperimentResult",
@@ -62,6 +82,21 @@ class Verdict(enum.StrEnum):
     NO_CONTROL = "no_control_group"
 
 
+class CupedLift(msgspec.Struct, frozen=True, kw_only=True):
+    """An arm's lift over the control adjusted by the customers' pre-exposure covariate
+    (CUPED: the same KPI in the 30 days before their first exposure), same test."""
+
+    lift: float
+    ci_lower: float
+    ci_upper: float
+    p_value: float
+    significant: bool
+    #: CUPED's coefficient (pooled over both arms)
+    theta: float
+    #: the adjusted interval's width over the unadjusted one's (0.8: 20 % narrower)
+    interval_ratio: float
+
+
 class ArmResult(msgspec.Struct, frozen=True, kw_only=True):
     arm: str
     exposed: int
@@ -79,6 +114,43 @@ class ArmResult(msgspec.Struct, frozen=True, kw_only=True):
     significant: bool = False
     #: why the test could not be computed, when it could not (``statistics.Status``)
     status: str = "ok"
+    #: the lift adjusted by the pre-exposure covariate; None for the control, or where no
+    #: covariate varies yet (the unadjusted figures stand)
+    cuped: CupedLift | None = None
+
+
+class AudienceArm(msgspec.Struct, frozen=True, kw_only=True):
+    """One arm of one audience, on the primary KPI."""
+
+    arm: str
+    exposed: int
+    conversions: float
+    rate: float
+    lift: float | None = None
+    ci_lower: float | None = None
+    ci_upper: float | None = None
+    p_value: float | None = None
+    #: the p-value as read: adjusted for the exploratory comparisons (Benjamini-Hochberg),
+    #: or as it is for an audience the campaign registered
+    adjusted_p_value: float | None = None
+    #: the adjusted p-value is under alpha, with at least ``MIN_EXPOSED`` in each arm
+    significant: bool = False
+    status: str = "ok"
+
+
+class AudienceResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The primary KPI among the customers who were in ``audience`` at first exposure."""
+
+    audience: str
+    #: ``segment`` (a catalog segment), ``lifecycle``, ``engagement``, ``holding``, ``intent``
+    family: str
+    name: str
+    #: registered on the campaign before it started (``audiences``): confirmatory
+    registered: bool
+    #: not registered: a lead for the next campaign, its p-values adjusted
+    exploratory: bool
+    exposed: int
+    arms: list[AudienceArm]
 
 
 class KpiResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +204,10 @@ class ExperimentResult(msgspec.Struct, frozen=True, kw_only=True):
     daily: list[DailyLift]
     sequential: bool = True
     alpha: float = 0.05
+    #: the primary KPI per audience, registered ones first
+    audiences: list[AudienceResult] = []
+    #: how exploratory audiences' p-values are adjusted (``statistics.Adjustment``)
+    audience_adjustment: str = "benjamini_hochberg"
 
 
 class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,12 +257,12 @@ def _counts(s: Sums, kpi: CompiledKpi) -> ArmCounts:
     )
 
 
-def _analysis(kpi: CompiledKpi, alpha: float, sequential: bool) -> Analysis:
+def _analysis(kpi: CompiledKpi, alpha: float, sequential: bool, cuped: bool = False) -> Analysis:
     from nextbest.experiments.statistics import Analysis, MetricKind
 
     kind = MetricKind.PROPORTION if kpi.spec.value is None else MetricKind.MEAN
     inverse = kpi.spec.direction is Direction.DECREASE
-    return Analysis(kind=kind, alpha=alpha, sequential=sequential, inverse=inverse)
+    return Analysis(kind=kind, alpha=alpha, sequential=sequential, inverse=inverse, cuped=cuped)
 
 
 def _finite(x: float) -> float:
@@ -211,9 +287,10 @@ def _kpi_result(
     srm_p = 1.0
     if len(arms) >= 2:
         result = analyze(counts, weights, analysis)
+        adjusted = analyze(counts, weights, _analysis(kpi, alpha, sequential, cuped=True))
         srm_p = result.srm.p_value
         out.append(_arm(arms[0], counts[0]))
-        for comparison in result.comparisons:
+        for comparison, cuped in zip(result.comparisons, adjusted.comparisons, strict=True):
             f, b = comparison.frequentist, comparison.bayesian
             c = counts[comparison.arm]
             out.append(
@@ -229,6 +306,7 @@ def _kpi_result(
                     chance_to_win=b.chance_to_win,
                     significant=f.significant,
                     status=f.status.value,
+                    cuped=_cuped(f, cuped.frequentist),
                 )
             )
     else:
@@ -244,6 +322,25 @@ def _kpi_result(
         arms=out,
     )
     return result_kpi, srm_p
+
+
+def _cuped(plain: FrequentistResult, adjusted: FrequentistResult) -> CupedLift | None:
+    """The CUPED figures beside the plain ones: None unless both tests ran and the
+    covariate moved the estimate (theta 0: the same test)."""
+    from nextbest.experiments.statistics import Status
+
+    if plain.status is not Status.OK or adjusted.status is not Status.OK or not adjusted.theta:
+        return None
+    width = plain.ci_upper - plain.ci_lower
+    return CupedLift(
+        lift=adjusted.estimate,
+        ci_lower=adjusted.ci_lower,
+        ci_upper=adjusted.ci_upper,
+        p_value=adjusted.p_value,
+        significant=adjusted.significant,
+        theta=adjusted.theta,
+        interval_ratio=(adjusted.ci_upper - adjusted.ci_lower) / width if width > 0 else 1.0,
+    )
 
 
 def _arm(name: str, c: ArmCounts) -> ArmResult:
@@ -283,6 +380,100 @@ def _daily(
                 )
             )
     return out
+
+
+def _audiences(
+    campaign: CampaignSpec,
+    kpi: CompiledKpi,
+    arms: Sequence[str],
+    weights: Sequence[float],
+    state: CampaignCounters,
+    alpha: float,
+    sequential: bool,
+    segment_names: Mapping[str, str],
+) -> list[AudienceResult]:
+    """The primary KPI per audience: each variant against the control among the customers
+    in it, exploratory p-values adjusted together (Benjamini-Hochberg)."""
+    from nextbest.experiments.statistics import (
+        EXPLORATORY_ADJUSTMENT,
+        adjusted_p_values,
+        analyze,
+    )
+
+    registered = set(campaign.audiences)
+    analysis = _analysis(kpi, alpha, sequential)
+    tested: list[tuple[str, list[ArmCounts], CampaignResult | None]] = []
+    for audience in state.by_audience:
+        counts = [_counts(state.audience_totals(audience, a, 0), kpi) for a in arms]
+        if not any(c.n for c in counts):
+            continue
+        result = analyze(counts, weights, analysis) if len(arms) >= 2 else None
+        tested.append((audience, counts, result))
+    # the exploratory family: every variant x audience comparison that could be tested
+    family = [
+        (audience, c.arm, c.frequentist.p_value)
+        for audience, _, result in tested
+        if audience not in registered and result is not None
+        for c in result.comparisons
+        if c.frequentist.status.value == "ok"
+    ]
+    adjusted = dict(
+        zip(
+            [(a, i) for a, i, _ in family],
+            adjusted_p_values([p for _, _, p in family], EXPLORATORY_ADJUSTMENT),
+            strict=True,
+        )
+    )
+    out: list[AudienceResult] = []
+    for audience, counts, result in tested:
+        enough = min(c.n for c in counts) >= MIN_EXPOSED
+        rows = [_audience_arm(arms[0], counts[0])]
+        for comparison in result.comparisons if result is not None else ():
+            f = comparison.frequentist
+            c = counts[comparison.arm]
+            ok = f.status.value == "ok"
+            p = f.p_value if audience in registered else adjusted.get((audience, comparison.arm))
+            rows.append(
+                AudienceArm(
+                    arm=arms[comparison.arm],
+                    exposed=c.n,
+                    conversions=c.sum,
+                    rate=c.sum / c.n if c.n else 0.0,
+                    lift=_finite(f.estimate) if ok else None,
+                    ci_lower=_finite(f.ci_lower) if ok else None,
+                    ci_upper=_finite(f.ci_upper) if ok else None,
+                    p_value=f.p_value if ok else None,
+                    adjusted_p_value=p if ok else None,
+                    significant=ok and enough and p is not None and p < alpha,
+                    status=f.status.value,
+                )
+            )
+        family_name = audience_family(audience)
+        out.append(
+            AudienceResult(
+                audience=audience,
+                family=family_name,
+                name=_audience_name(audience, family_name, segment_names),
+                registered=audience in registered,
+                exploratory=audience not in registered,
+                exposed=sum(c.n for c in counts),
+                arms=rows,
+            )
+        )
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    out.sort(key=lambda r: (not r.registered, order.get(r.family, len(order)), r.audience))
+    return out
+
+
+def _audience_arm(name: str, c: ArmCounts) -> AudienceArm:
+    return AudienceArm(arm=name, exposed=c.n, conversions=c.sum, rate=c.sum / c.n if c.n else 0.0)
+
+
+def _audience_name(audience: str, family: str, segment_names: Mapping[str, str]) -> str:
+    if family == SEGMENT:
+        return segment_names.get(audience, audience)
+    value = audience.partition(":")[2].replace("_", " ")
+    return f"{family.capitalize()}: {value}"
 
 
 def _verdict(
@@ -353,8 +544,10 @@ def campaign_result(
     *,
     alpha: float = 0.05,
     sequential: bool = True,
+    segment_names: Mapping[str, str] | None = None,
 ) -> ExperimentResult:
-    """The campaign's results from its counters (None: nobody exposed yet)."""
+    """The campaign's results from its counters (None: nobody exposed yet);
+    ``segment_names`` names the catalog's segments in the audience breakdown."""
     state = state if state is not None else CampaignCounters()
     arms = arm_names(campaign)
     weights = arm_weights(campaign)
@@ -389,6 +582,11 @@ def campaign_result(
         daily=_daily(kpis[0], arms, split, state, alpha) if kpis else [],
         sequential=sequential,
         alpha=alpha,
+        audiences=_audiences(
+            campaign, kpis[0], arms, split, state, alpha, sequential, segment_names or {}
+        )
+        if kpis
+        else [],
     )
 
 

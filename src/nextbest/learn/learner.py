@@ -33,7 +33,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -57,6 +57,7 @@ from nextbest.learn.explore import (
     BetaScores,
     ExplorationBudget,
     GaussianScores,
+    Policy,
     RankEntry,
     Thompson,
     rank,
@@ -95,6 +96,7 @@ HISTORY = "hist."
 #: view past it is not learned, so no client can grow the server's memory without bound
 MAX_WAITING_VIEWS = 100_000
 _BASE = math.log(DEFAULT_PRIOR_MEAN / (1.0 - DEFAULT_PRIOR_MEAN))
+_T = TypeVar("_T")
 
 
 def _offset(prior: float | None) -> float:
@@ -173,6 +175,48 @@ class _State(msgspec.Struct, kw_only=True):
     trust: bytes = b""
 
 
+class _Scored(NamedTuple):
+    """One decision's candidates as a placement's model scored them (what ``choose`` ranks)."""
+
+    decision: str
+    x: Features
+    offers: list[str]
+    refs: list[OfferRef]
+    p_click: list[float]
+    #: the scores' posterior (log-odds means, spreads), where Thompson sampling reads it
+    posterior: tuple[list[float], list[float]] | None
+    p_convert: list[float]
+    extras: list[Features] | None
+    #: value x campaign weight x conversion per candidate (``ranking.worth``)
+    scale: list[float]
+    #: the candidate's campaign may still be explored (``ExplorationBudget``)
+    explorable: list[bool]
+
+    def take(self, pool: Sequence[Candidate]) -> _Scored | None:
+        """The same scores for ``pool`` (None unless every candidate of it was scored)."""
+        index = {offer: i for i, offer in enumerate(self.offers)}
+        at = [index.get(c.offer.id, -1) for c in pool]
+        if -1 in at:
+            return None
+
+        def of(values: list[_T]) -> list[_T]:
+            return [values[i] for i in at]
+
+        posterior = self.posterior
+        return _Scored(
+            self.decision,
+            self.x,
+            of(self.offers),
+            of(self.refs),
+            of(self.p_click),
+            None if posterior is None else (of(posterior[0]), of(posterior[1])),
+            of(self.p_convert),
+            None if self.extras is None else of(self.extras),
+            of(self.scale),
+            of(self.explorable),
+        )
+
+
 class PlacementModel(msgspec.Struct, frozen=True, kw_only=True):
     """One line of ``nextbest models``."""
 
@@ -214,6 +258,8 @@ class Learner:
         self.volume = FeedbackVolume(catalog.spec.profile.feedback)
         #: changed since the last ``to_state``
         self.dirty = False
+        #: a counterfactual choice's scores, for the real choice of the same decision
+        self._memo: _Scored | None = None
 
     # ---------------------------------------------------------------- choosing
     def _ref(self, offer: CompiledOffer, placement: str) -> OfferRef:
@@ -243,11 +289,72 @@ class Learner:
         return camp is None or self.budgets[camp.id].explorable(camp.id)
 
     def choose(self, ctx: ChoiceContext, pool: Sequence[Candidate], limit: int) -> Choice:
-        """The placement's model and exploration policy pick; greedy where nothing learns."""
+        """The placement's model and exploration policy pick; greedy where nothing learns.
+
+        A counterfactual choice (``ChoiceContext.counterfactual``: where a control
+        customer's withheld offers would have landed) counts nothing in the exploration
+        budgets; its scores are kept for the real choice of the same decision that follows
+        (among the same candidates but the withheld ones), which then scores nothing again."""
         model = self.models.get(ctx.placement)
         learning = self.catalog.placements[ctx.placement].learning
         if model is None or learning is None:
             return greedy(ctx, pool, limit)
+        memo, self._memo = self._memo, None
+        scored = memo.take(pool) if memo is not None and memo.decision == ctx.decision_id else None
+        if scored is None:
+            scored = self._score(model, learning.explore, ctx, pool)
+        if ctx.counterfactual:
+            self._memo = scored
+        p_click, p_convert, posterior = scored.p_click, scored.p_convert, scored.posterior
+        scale = scored.scale
+        scores = [p * s for p, s in zip(p_click, scale, strict=True)]
+        slots = [
+            RankEntry(urgent=c.urgent, explorable=e)
+            for c, e in zip(pool, scored.explorable, strict=True)
+        ]
+        thompson: BetaScores | GaussianScores | None = None
+        if isinstance(learning.explore, Thompson) and isinstance(model, BetaBernoulli):
+            posteriors = [model.posterior(r) for r in scored.refs]
+            thompson = BetaScores([a for a, _ in posteriors], [b for _, b in posteriors], scale)
+        elif isinstance(learning.explore, Thompson) and posterior is not None:
+            thompson = GaussianScores(posterior[0], posterior[1], scale)
+        seed = seed_of(ctx.decision_id)
+        placed = rank(
+            slots,
+            scores,
+            limit,
+            learning.explore,
+            random.Random(seed),
+            thompson=thompson,
+            seed=seed,
+        )
+        if ctx.counterfactual:  # where the items would be: nothing counted, nothing logged
+            return Choice(picks=[(pl.index, pl.propensity) for pl in placed])
+        for pl in placed:
+            camp = pool[pl.index].offer.campaign
+            if camp is not None and not slots[pl.index].urgent:
+                self.budgets[camp.id].record(camp.id, pl.explored)
+                self.dirty = True
+        x, extras = scored.x, scored.extras
+        return Choice(
+            picks=[(pl.index, pl.propensity) for pl in placed],
+            explored=[pl.explored for pl in placed],
+            kinds=[pl.propensity_kind for pl in placed],
+            p_click=p_click,
+            p_convert=p_convert,
+            features={
+                **x,
+                **self._logged_histories(pool, extras),
+                **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool},
+            },
+            model_version=model.version,
+        )
+
+    def _score(
+        self, model: PropensityModel, explore: Policy, ctx: ChoiceContext, pool: Sequence[Candidate]
+    ) -> _Scored:
+        """Every candidate scored by the placement's model: click, conversion and, where
+        Thompson sampling reads it, the score's posterior."""
         x = customer_features(
             ctx.profile,
             self.catalog.topics,
@@ -263,7 +370,7 @@ class Learner:
         if isinstance(model, BayesLogistic):  # one pass for the means and the spreads
             posterior = model.posterior_many(x, refs, 1, offsets)
             p_click = [sigmoid(mu) for mu in posterior[0]]
-        elif isinstance(model, ContextualLogistic) and isinstance(learning.explore, Thompson):
+        elif isinstance(model, ContextualLogistic) and isinstance(explore, Thompson):
             posterior = model.posterior_many(x, refs, 1, offsets, extras)
             p_click = [sigmoid(mu) for mu in posterior[0]]
         else:
@@ -272,42 +379,17 @@ class Learner:
         p_convert = [
             self.conversions.predict(c.offer, self._intent(x, c.offer), offers) for c in pool
         ]
-        scale = [ranking.worth(c.offer, q) for c, q in zip(pool, p_convert, strict=True)]
-        scores = [p * s for p, s in zip(p_click, scale, strict=True)]
-        slots = [RankEntry(urgent=c.urgent, explorable=self._explorable(c.offer)) for c in pool]
-        thompson: BetaScores | GaussianScores | None = None
-        if isinstance(learning.explore, Thompson) and isinstance(model, BetaBernoulli):
-            posteriors = [model.posterior(r) for r in refs]
-            thompson = BetaScores([a for a, _ in posteriors], [b for _, b in posteriors], scale)
-        elif isinstance(learning.explore, Thompson) and posterior is not None:
-            thompson = GaussianScores(posterior[0], posterior[1], scale)
-        seed = seed_of(ctx.decision_id)
-        placed = rank(
-            slots,
-            scores,
-            limit,
-            learning.explore,
-            random.Random(seed),
-            thompson=thompson,
-            seed=seed,
-        )
-        for pl in placed:
-            camp = pool[pl.index].offer.campaign
-            if camp is not None and not slots[pl.index].urgent:
-                self.budgets[camp.id].record(camp.id, pl.explored)
-                self.dirty = True
-        return Choice(
-            picks=[(pl.index, pl.propensity) for pl in placed],
-            explored=[pl.explored for pl in placed],
-            kinds=[pl.propensity_kind for pl in placed],
-            p_click=p_click,
-            p_convert=p_convert,
-            features={
-                **x,
-                **self._logged_histories(pool, extras),
-                **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool},
-            },
-            model_version=model.version,
+        return _Scored(
+            ctx.decision_id,
+            x,
+            [c.offer.id for c in pool],
+            refs,
+            p_click,
+            posterior,
+            p_convert,
+            extras,
+            [ranking.worth(c.offer, q) for c, q in zip(pool, p_convert, strict=True)],
+            [self._explorable(c.offer) for c in pool],
         )
 
     @staticmethod

@@ -13,6 +13,7 @@ import msgspec
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
 from nextbest.profile.interest import add_to_score
+from nextbest.profile.kpis import KpiWatch, record_kpi
 from nextbest.profile.model import (
     FunnelStage,
     OfferHistory,
@@ -57,6 +58,8 @@ class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: the catalog's offers: feedback naming any other promotion is not kept (no unbounded
     #: history from made-up ids); empty means keep all
     offer_ids: frozenset[str] = frozenset()
+    #: event name -> the campaign KPIs of that event whose windows are kept (``kpis``)
+    kpi_events: dict[str, tuple[KpiWatch, ...]] = {}
 
 
 def _interest(profile: Profile, topic: str, when: float, weight: float, half_life: float) -> None:
@@ -207,6 +210,10 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
                 spec = matcher.topics[topic]
                 _interest(profile, topic, when, weight, spec.half_life)
                 _advance_funnel(profile, topic, stage)
+    if event.name is not None and cfg.kpi_events:
+        watches = cfg.kpi_events.get(event.name)
+        if watches:
+            record_kpi(profile, event, watches)
     profile.recent.append(RecentEvent(when, kind.value, event.name, topics))
     if len(profile.recent) > cfg.recent_size:
         del profile.recent[0]

@@ -104,6 +104,10 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     experiment_id: str = ""
     #: the timestamp of the event that set ``experiment_id``
     experiment_at: float = 0.0
+    #: each campaign KPI's recent events, (time, value), by KPI (``profile.kpis``): what an
+    #: experiment's pre-exposure covariate reads; None until the first (most profiles never
+    #: send one: no dict to hold in memory for them)
+    kpis: dict[str, list[tuple[float, float]]] | None = None
 
     @property
     def experiment_key(self) -> str:

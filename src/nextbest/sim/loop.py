@@ -286,7 +286,11 @@ class SiteLoop:
         def choose(ctx: ChoiceContext, pool: Sequence[Candidate], limit: int) -> Choice:
             index = {c.offer.id: k for k, c in enumerate(pool)}
             offers = [c.offer for c in pool]
-            picks = self.policy.choose(offers, sim, d, limit, self.policy_rng, shown, ctx)
+            rng = self.policy_rng
+            if ctx.counterfactual:  # a control customer's: the same draws, none used up
+                rng = random.Random()
+                rng.setstate(self.policy_rng.getstate())
+            picks = self.policy.choose(offers, sim, d, limit, rng, shown, ctx)
             return Choice(picks=[(index[oid], p) for oid, p in picks])
 
         # what a site's call carries: the device, and the page the placement is on

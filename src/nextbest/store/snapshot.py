@@ -8,7 +8,8 @@ the learner was saved: a restart counts only the decisions logged after it). A f
 with the profiles it produced, in one write: the cursor its consumer restarts from, and what an
 API worker waits for to read its own writes), and ``learner/published`` (the model copy's
 version and when it was saved, for the API workers that reload it). Experiment counters are
-``experiment/<campaign>`` rows (``experiments.counters``) with their companion
+``experiment/<campaign>`` rows (a campaign's counts) and ``exposure/<campaign>/<customer>``
+rows (one exposed customer each: ``experiments.counters``) with their companion
 ``experiment-log/decision_log_position`` (the control exposures logged after it are recorded
 again on restart; once more changes nothing). A snapshot is a cache: one
 folded under another catalog, or unreadable, is replayed from the logs instead.
@@ -21,7 +22,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from nextbest.experiments.counters import EXPERIMENT_ROW
+from nextbest.experiments.counters import EXPERIMENT_ROW, EXPOSURE_ROW, CounterChanges
 from nextbest.profile.book import PROFILE_ROW
 from nextbest.profile.identity import LinkKind
 from nextbest.profile.model import Profile
@@ -71,11 +72,13 @@ class Snapshot(NamedTuple):
     decision_log_position: int | None
     #: the bus stream sequence folded up to (0: none, or not a fold worker's state)
     fold_position: int = 0
-    #: (campaign, msgpack counters) rows
+    #: (campaign, msgpack counts) rows
     experiments: tuple[tuple[str, bytes], ...] = ()
     #: the decision log position the saved counters' control exposures count up to (None:
     #: count the whole log)
     experiments_position: int | None = None
+    #: (``exposure_key``, msgpack exposure) rows
+    exposures: tuple[tuple[str, bytes], ...] = ()
 
 
 class ModelVersion(msgspec.Struct, frozen=True):
@@ -104,11 +107,10 @@ def learner_rows(body: bytes, decision_log_position: int) -> list[StateRow]:
     ]
 
 
-def experiment_rows(
-    campaigns: list[tuple[str, bytes | None]], decision_log_position: int
-) -> list[StateRow]:
+def experiment_rows(changes: CounterChanges, decision_log_position: int) -> list[StateRow]:
     return [
-        *(StateRow(EXPERIMENT_ROW, c, body) for c, body in campaigns),
+        *(StateRow(EXPERIMENT_ROW, c, body) for c, body in changes.campaigns),
+        *(StateRow(EXPOSURE_ROW, key, body) for key, body in changes.exposures),
         StateRow(EXPERIMENT_LOG, _DECISION_LOG, str(decision_log_position).encode()),
     ]
 
@@ -147,6 +149,7 @@ def _read_rows(saved: SavedState) -> Snapshot:
     position: int | None = None
     folded = 0
     experiments: list[tuple[str, bytes]] = []
+    exposures: list[tuple[str, bytes]] = []
     experiments_position: int | None = None
     for row in saved.rows:
         if row.body is None:
@@ -164,6 +167,8 @@ def _read_rows(saved: SavedState) -> Snapshot:
             folded = int(row.body)
         elif row.kind == EXPERIMENT_ROW:
             experiments.append((row.key, row.body))
+        elif row.kind == EXPOSURE_ROW:
+            exposures.append((row.key, row.body))
         elif row.kind == EXPERIMENT_LOG and row.key == _DECISION_LOG:
             experiments_position = int(row.body)
         elif row.kind in _LINKS:
@@ -171,7 +176,7 @@ def _read_rows(saved: SavedState) -> Snapshot:
         else:
             raise _Unreadable(f"{row.kind}/{row.key}")
     if experiments_position is None:
-        experiments = []  # counters without their position: recount from the logs
+        experiments = exposures = []  # counters without their position: recount the logs
     return Snapshot(
         saved.seq,
         profiles,
@@ -181,4 +186,5 @@ def _read_rows(saved: SavedState) -> Snapshot:
         folded,
         tuple(experiments),
         experiments_position,
+        tuple(exposures),
     )
