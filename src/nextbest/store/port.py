@@ -261,10 +261,11 @@ class Callbacks(Protocol):
         stored one still has ``expected_version``; the stored one gets ``expected_version``
         + 1 (returned so). ``NotFound``: no such callback. ``Conflict``: the stored version
         is another (someone wrote meanwhile: read again), ``callback`` names another
-        customer, its state is not the stored one nor a legal move from it
-        (``advisors.model.TRANSITIONS``), or its ``history`` does not begin with the stored
-        one's (a transition persisted is never lost). ``SlotTaken`` past ``capacity``
-        (above)."""
+        customer, the steps its ``history`` adds do not each make a legal move
+        (``advisors.model.TRANSITIONS``) from the stored state to its own (one save may add
+        several: a decline and the offer to a colleague), or its ``history`` does not begin
+        with the stored one's (a transition persisted is never lost). ``SlotTaken`` past
+        ``capacity`` (above)."""
         ...
 
     def of_customer(self, customer: str) -> list[Callback]:
