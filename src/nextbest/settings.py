@@ -296,17 +296,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 if not raw.strip().isdigit():
                     raise ConfigError(f"NEXTBEST_{key} must be a whole number, not {raw!r}")
                 values[name] = int(raw)
-        for name, key in (
-            ("key_rate", "KEY_RATE"),
-            ("session_rate", "SESSION_RATE"),
-            ("callback_sweep_seconds", "CALLBACK_SWEEP_SECONDS"),
+        for name, key, what in (
+            ("key_rate", "KEY_RATE", "requests a second (a number)"),
+            ("session_rate", "SESSION_RATE", "requests a second (a number)"),
+            ("callback_sweep_seconds", "CALLBACK_SWEEP_SECONDS", "seconds (a number)"),
         ):
             if f"NEXTBEST_{key}" in e:
                 raw = e[f"NEXTBEST_{key}"]
                 try:
                     values[name] = float(raw)
                 except ValueError:
-                    raise ConfigError(f"NEXTBEST_{key} must be a number, not {raw!r}") from None
+                    raise ConfigError(f"NEXTBEST_{key} must be {what}, not {raw!r}") from None
         if "NEXTBEST_CORS_ORIGINS" in e:
             values["cors_origins"] = frozenset(origin(o) for o in _keys(e["NEXTBEST_CORS_ORIGINS"]))
         if "NEXTBEST_CORS_CREDENTIALS" in e:
