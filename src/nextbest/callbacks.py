@@ -58,7 +58,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import orjson
@@ -74,21 +74,30 @@ from nextbest.advisors.model import (
     Presence,
     Transition,
 )
-from nextbest.advisors.routing import Routed
+from nextbest.advisors.routing import Routed, Timer
 from nextbest.advisors.selection import customer_language
 from nextbest.advisors.shift import LocalClock, on_shift
 from nextbest.catalog.compiled import Catalog, CompiledAdvisor
 from nextbest.clock import Clock
-from nextbest.errors import Conflict, LimitExceeded, NotFound, SlotTaken, ValidationError
+from nextbest.errors import (
+    Conflict,
+    LimitExceeded,
+    NextbestError,
+    NotFound,
+    SlotTaken,
+    StoreError,
+    ValidationError,
+)
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import Parsed
+from nextbest.group_commit import GroupCommit
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.ingestion import IngestRequest, IngestResult
 from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.interest import REASON_DAYS, decayed, trend_of, viewed_text
 from nextbest.profile.model import Profile
 from nextbest.profile.windows import count_between, count_in_days
-from nextbest.store.port import Callbacks, Capacity, Outbox
+from nextbest.store.port import Callbacks, CallbackWrite, Capacity, Outbox
 
 __all__ = [
     "CLICK_TO_CALL",
@@ -126,6 +135,20 @@ _LIBRARY = {"library": {"name": "nextbest-callbacks", "version": "1"}}
 _SERVER = Sender(KeyKind.SERVER)
 
 Move = Callable[[Callback, AdvisorBoard, Catalog, float], Routed]
+
+
+class _Write(NamedTuple):
+    """A routed write waiting for the next commit, and the steps it takes."""
+
+    write: CallbackWrite
+    steps: tuple[Transition, ...]
+
+
+class _Written(NamedTuple):
+    """A write done: the callback as stored, and its events' append."""
+
+    callback: Callback
+    logged: Future[IngestResult]
 
 
 class Host(Protocol):
@@ -325,6 +348,13 @@ class CallbackDesk:
         self._lock = threading.RLock()
         self._board: AdvisorBoard | None = None
         self._built_at = -math.inf
+        #: (customer, topic) -> the callback in flight about it (one each), kept with the
+        #: board: a request never reads the store under the lock
+        self._open: dict[tuple[str, str], str] = {}
+        #: concurrent writes share one durable commit of the callback queue
+        self._writes: GroupCommit[_Write, _Written] = GroupCommit(
+            self._write_many, lambda w: 1, max_events=256
+        )
         #: told when a click-to-call request was enqueued (the outbox sender's ``wake``)
         self.on_outbox: Callable[[], None] | None = None
 
@@ -357,7 +387,8 @@ class CallbackDesk:
 
     def _rebuild(self) -> AdvisorBoard:
         """Under the lock: the board from the store's callbacks that hold an advisor (live
-        ones of each advisor, booked ones of anyone), presences and rotation."""
+        ones of each advisor, booked ones of anyone), presences and rotation; and which
+        customer has a callback in flight about which topic."""
         store = self._store
         held: list[Callback] = []
         for advisor_id in self._host.catalog.advisors:
@@ -365,6 +396,8 @@ class CallbackDesk:
         held.extend(store.booked(None, 0.0, _END))
         presence = {a: p for a, (p, _) in store.presences().items()}
         board = board_of(held, presence, store.rotation())
+        waiting = store.due(_END)  # every requested or offered one
+        self._open = {(c.customer, c.topic): c.id for c in (*held, *waiting) if not c.final}
         self._board, self._built_at = board, time.monotonic()
         return board
 
@@ -499,13 +532,13 @@ class CallbackDesk:
         for attempt in range(_TRIES):
             with self._lock:
                 when = self._when(now)
-                for held in self._store.of_customer(customer):
-                    if held.topic == topic and not held.final:
-                        raise LimitExceeded(
-                            f"this customer already has callback {held.id} about {topic} "
-                            f"({held.state.value}): cancel it to ask again",
-                            "$.topic",
-                        )
+                held = self._open_about(customer, topic)
+                if held is not None:
+                    raise LimitExceeded(
+                        f"this customer already has callback {held} about {topic} in flight: "
+                        "cancel it to ask again",
+                        "$.topic",
+                    )
                 catalog, board = self._host.catalog, self.board()
                 fresh = Callback(
                     id=self._new_id(),
@@ -519,17 +552,21 @@ class CallbackDesk:
                     decision_id=decision_id,
                 )
                 routed = routing.request(fresh, board, catalog, when)
-                try:
-                    saved = self._store.create(routed.callback, _capacity(routed.callback, catalog))
-                except SlotTaken:
-                    if attempt == _TRIES - 1:
-                        raise
-                    self._rebuild()  # another process filled that advisor: route again
-                    continue
-                self._board = board.moved(None, saved)
-                pending = self._log(saved, routed.transitions)
-            return self._settle(saved, routed.transitions, pending)
+                pending = self._submit(None, routed, board, catalog)
+            try:
+                written = pending.result()
+            except SlotTaken:
+                if attempt == _TRIES - 1:
+                    raise
+                continue  # another process filled that advisor: route again, as if busy
+            return self._settle(written, routed.transitions)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_about(self, customer: str, topic: str) -> str | None:
+        """Under the lock: the id of the customer's callback about ``topic`` in flight (or
+        being written), if any."""
+        self.board()  # built with it
+        return self._open.get((customer, topic))
 
     def cancel(
         self,
@@ -606,7 +643,13 @@ class CallbackDesk:
         found = routing.due(self._store.due(when, limit), catalog.callbacks, when)
         moved = 0
         timers: dict[str, int] = {}
+        board = self.board()
         for due in found:
+            if (
+                due.timer is Timer.WAITING
+                and not routing.tick(due.callback, board, catalog, when).transitions
+            ):
+                continue  # still nobody free for it: nothing to write (the common case)
             try:
                 after = self._step(due.callback.id, routing.tick, when)
             except (Conflict, NotFound):
@@ -631,7 +674,7 @@ class CallbackDesk:
             seen.setdefault(c.id, c)
         for c in seen.values():
             if c.history:
-                self._settle(c, c.history, self._log(c, c.history))
+                self._settle(_Written(c, self._log(c, c.history)), c.history)
         return len(seen)
 
     # ------------------------------------------------------------------ one step
@@ -645,41 +688,84 @@ class CallbackDesk:
                 routed = move(before, board, catalog, when)
                 if not routed.transitions:
                     return before
-                try:
-                    saved = self._store.save(
-                        routed.callback, before.version, _capacity(routed.callback, catalog)
-                    )
-                except SlotTaken:
-                    if attempt == _TRIES - 1:
-                        raise
-                    self._rebuild()  # that advisor is full after all: as if busy
-                    continue
-                except Conflict:
-                    stored = self._store.get(callback_id)
-                    if attempt == _TRIES - 1 or stored is None or stored.version == before.version:
-                        raise
-                    continue  # written meanwhile by another process: read it again
-                self._board = board.moved(before, saved)
-                pending = self._log(saved, routed.transitions)
-            return self._settle(saved, routed.transitions, pending)
+                pending = self._submit(before, routed, board, catalog)
+            try:
+                written = pending.result()
+            except SlotTaken:
+                if attempt == _TRIES - 1:
+                    raise
+                continue  # that advisor is full after all: route again, as if busy
+            except Conflict:
+                stored = self._store.get(callback_id)
+                if attempt == _TRIES - 1 or stored is None or stored.version == before.version:
+                    raise  # a move the store refuses, not a stale read
+                continue  # written meanwhile: read it again
+            return self._settle(written, routed.transitions)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _submit(
+        self, before: Callback | None, routed: Routed, board: AdvisorBoard, catalog: Catalog
+    ) -> Future[_Written]:
+        """Under the lock: queue the write for the next group commit and move the board as
+        if it were done (the next routing sees it); a refused write rebuilds the board."""
+        after = routed.callback
+        self._board = board.moved(before, after)
+        key = (after.customer, after.topic)
+        if not after.final:
+            self._open[key] = after.id
+        elif self._open.get(key) == after.id:
+            del self._open[key]
+        expected = None if before is None else before.version
+        write = _Write(
+            CallbackWrite(after, expected, _capacity(after, catalog)), routed.transitions
+        )
+        return self._writes.submit(write)
+
+    def _write_many(self, writes: Sequence[_Write]) -> list[_Written | NextbestError]:
+        """The group commit's step (its thread): every queued write in one commit, then the
+        events of those written queued for the event log, in that order."""
+        try:
+            results = self._store.write_many([w.write for w in writes])
+        except BaseException:
+            self._forget_board()  # nothing written: the board moved for nothing
+            raise
+        out: list[_Written | NextbestError] = []
+        refused = False
+        for w, done in zip(writes, results, strict=True):
+            if isinstance(done, NextbestError):
+                refused = True
+                out.append(done)
+            else:
+                out.append(_Written(done, self._log(done, w.steps)))
+        if refused:
+            self._forget_board()
+        return out
+
+    def _forget_board(self) -> None:
+        """The board moved for a write the store refused: build it afresh from the store
+        (the store away: the next sweep does)."""
+        with self._lock:
+            try:
+                self._rebuild()
+            except StoreError:
+                self._built_at = -math.inf
+
+    def close(self) -> None:
+        """Write what is queued, then stop the write thread (the engine closes it first)."""
+        self._writes.close()
 
     def _log(self, callback: Callback, steps: Sequence[Transition]) -> Future[IngestResult]:
         """Queue the steps' track events for the event log's next group commit (in the order
-        of the writes: called under the lock); the future says when they are durable."""
+        of the writes); the future says when they are durable."""
         events = _events(callback, steps, self._host.wall_now())
         parsed = Parsed(events, list(range(len(events))), [])
         return self._host.submit(IngestRequest(_SERVER, parsed, ""))
 
-    def _settle(
-        self,
-        callback: Callback,
-        steps: Sequence[Transition],
-        pending: Future[IngestResult],
-    ) -> Callback:
+    def _settle(self, written: _Written, steps: Sequence[Transition]) -> Callback:
         """Wait for the steps' events to be durable; enqueue the click-to-call of an
         ``accepted`` step and wake the sender."""
-        pending.result()
+        written.logged.result()
+        callback = written.callback
         first = len(callback.history) - len(steps)
         enqueued = False
         for i, step in enumerate(steps):

@@ -967,6 +967,7 @@ class Engine:
     def close(self) -> None:
         """Commit queued requests, flush decisions, write a snapshot and close the stores; a
         second call does nothing."""
+        self.callbacks.close()  # its writes queue their events in the group commit
         self._group_commit.close()
         with self._write_lock:
             if self._closed:
@@ -979,6 +980,7 @@ class Engine:
     def release(self) -> None:
         """Close the stores without saving (a read-only look: replay, models); a later
         ``close`` does nothing."""
+        self.callbacks.close()
         self._group_commit.close()
         with self._write_lock:
             if self._closed:
