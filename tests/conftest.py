@@ -8,17 +8,17 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import uvicorn
 
-from nextbest.api.app import create_app
+from nextbest.api.app import Background, create_app
 from nextbest.bootstrap import build_engine
 from nextbest.catalog.compiled import Catalog
-from nextbest.clock import FixedClock
+from nextbest.clock import Clock, FixedClock
 from nextbest.engine import Engine
 from nextbest.settings import Settings
 from nextbest.store import memory_stores, sqlite_stores
@@ -117,17 +117,25 @@ _SERVINGS: dict[str, itertools.count[int]] = {}
 
 @contextlib.contextmanager
 def serving(
-    settings: Settings, new_id: Callable[[], str] | None = None, *, counted_ids: bool = True
+    settings: Settings,
+    new_id: Callable[[], str] | None = None,
+    *,
+    counted_ids: bool = True,
+    clock: Clock | None = None,
+    background: Callable[[Engine], Sequence[Background]] | None = None,
 ) -> Iterator[LiveServer]:
     """A real uvicorn server on a free loopback port, in a thread, on ``settings``
     (``new_id``: the engine's decision ids, which seed its exploration; counted by default, so
     that every run explores alike; ``counted_ids=False``: the ids ``nextbest serve`` would
-    use, as the composition root chooses them)."""
+    use, as the composition root chooses them). ``clock``: the engine's (default: the
+    settings'); ``background``: the loops to run beside it, given the engine
+    (``bootstrap.build_background`` runs what ``nextbest serve`` runs)."""
     if new_id is None and counted_ids:
         serving_no = next(_SERVINGS.setdefault(settings.data, itertools.count(1)))
         new_id = counter_ids(f"srv{serving_no}-")
-    engine = build_engine(settings, new_id=new_id)
-    app = create_app(engine, settings, flush_interval=0.05)
+    engine = build_engine(settings, clock, new_id=new_id)
+    loops = background(engine) if background is not None else ()
+    app = create_app(engine, settings, flush_interval=0.05, background=loops)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

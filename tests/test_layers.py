@@ -30,6 +30,8 @@ OUTER_FOLDERS = ["api", "console", "sim"]
 OUTER = [
     "nextbest.store",
     "nextbest.engine",
+    "nextbest.callbacks",
+    "nextbest.callback_sweeper",
     "nextbest.bootstrap",
     "nextbest.usecases",
     "nextbest.migrate",
@@ -52,6 +54,8 @@ COMPOSITION_AND_FACES = (
     "nextbest.cli",
     "nextbest.console",
     "nextbest.engine",
+    "nextbest.callbacks",
+    "nextbest.callback_sweeper",
     "nextbest.bootstrap",
     "nextbest.usecases",
     "nextbest.migrate",

@@ -72,7 +72,7 @@ def test_readme_curl_examples_run(keyed):
     assert "viewed mortgage pages 5 times in 14 days" in outputs[1]
     profile = server.engine.profile("u-1001")
     assert profile is not None
-    assert profile.interests["mortgage"].total == 5
+    assert profile.interests["mortgage"].total == 6  # five page views, the callback asked for
     assert profile.anonymous_ids == ["dev-7"]
     seen = profile.offers["mortgage_advice"]
     assert seen.total_impressions == 1
@@ -81,6 +81,20 @@ def test_readme_curl_examples_run(keyed):
     assert '"changed":false' in reload
     (page,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "dev-browser-key" in b]
     assert set(json.loads(page)) == {"decision_id", "placement", "items"}  # what a page renders
+    (called,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "/v1/callbacks" in b]
+    decoder = json.JSONDecoder()  # two answers, one after the other (curl adds no newline)
+    presence, end = decoder.raw_decode(called)
+    callback = decoder.raw_decode(called[end:].lstrip())[0]
+    assert (presence["advisor_id"], presence["presence"]) == ("anna_holm", "available")
+    assert (callback["customer"], callback["topic"], callback["state"]) == (
+        "u-1001",
+        "mortgage",
+        "requested",
+    )
+    assert callback["scheduled_for"] is not None
+    assert " will call you " in callback["notice"]
+    steps = [s.event.name for s in server.engine.event_log.scan(0)]
+    assert steps[-1] == "Callback Requested"
 
 
 def test_readme_python_example_runs(keyed):

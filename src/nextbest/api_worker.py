@@ -46,6 +46,7 @@ from typing import Any
 import msgspec
 
 from nextbest.bus.port import BusMessage, EventBus, bus_key, partition_of
+from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, SystemClock
 from nextbest.decide.feedback import is_feedback
@@ -53,7 +54,13 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
 from nextbest.engine import QuarantineReport, ReloadReport, folds_alike, probe_each
-from nextbest.errors import InputError, NextbestError, ValidationError, VocabularyError
+from nextbest.errors import (
+    InputError,
+    NextbestError,
+    NotServed,
+    ValidationError,
+    VocabularyError,
+)
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import (
     DEFAULT_LIMITS,
@@ -174,6 +181,15 @@ class ApiWorker:
     @property
     def clock_kind(self) -> ClockKind:
         return ClockKind.WALL
+
+    @property
+    def callbacks(self) -> CallbackDesk:
+        """Not served here: the callback desk keeps its advisors' board in one process (the
+        embedded engine); a scaled API worker answers its routes 501 (docs/advisors.md)."""
+        raise NotServed(
+            "callbacks and advisors are not served by a scaled API worker (serve --role api) "
+            "yet: the embedded engine (nextbest serve) serves them"
+        )
 
     def wall_now(self) -> float:
         return self.clock.now()

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from nextbest.api_worker import ApiWorker
 from nextbest.bus.port import EventBus
+from nextbest.callback_sweeper import CallbackSweeper
 from nextbest.catalog.compiled import Catalog
 from nextbest.channels.port import Gate
 from nextbest.channels.retry import RetryPolicy
@@ -45,6 +46,7 @@ __all__ = [
     "POSTGRES_SCHEMES",
     "REDIS_SCHEMES",
     "build_api_worker",
+    "build_background",
     "build_engine",
     "build_fold_worker",
     "build_outbox_sender",
@@ -295,3 +297,24 @@ def build_outbox_sender(
         poll_seconds=poll_seconds,
         timeouts=timeouts,
     )
+
+
+def build_background(
+    settings: Settings,
+    engine: Engine,
+    *,
+    sender: OutboxSender | None = None,
+) -> list[OutboxSender | CallbackSweeper]:
+    """The loops ``serve`` runs beside its requests (not started: the app starts and stops
+    them): the outbox sender when webhooks are configured (``sender``: one built already),
+    woken by every click-to-call request the callbacks enqueue, and the callback sweeper
+    every ``callback_sweep_seconds`` (none at 0: whoever drives time sweeps)."""
+    loops: list[OutboxSender | CallbackSweeper] = []
+    if sender is None and settings.webhooks:
+        sender = build_outbox_sender(settings, engine.outbox)
+    if sender is not None:
+        engine.callbacks.on_outbox = sender.wake
+        loops.append(sender)
+    if settings.callback_sweep_seconds > 0:
+        loops.append(CallbackSweeper(engine.callbacks, settings.callback_sweep_seconds))
+    return loops

@@ -167,13 +167,19 @@ def serve(
         f"store {without_password(settings.data)}, {engine.clock_kind.value} clock; http://{host}:{port}"
     )
     _reload_on_hangup(engine, settings.catalog)
-    background = []
-    if settings.webhooks:  # the outbox delivered in-process (``nextbest outbox send`` alike)
-        from nextbest.bootstrap import build_outbox_sender
+    from nextbest.bootstrap import build_background
 
-        background.append(build_outbox_sender(settings, engine.outbox))
+    # the outbox delivered in-process (``nextbest outbox send`` alike), callback timers swept
+    background = build_background(settings, engine)
+    if settings.webhooks:
         names = ", ".join(w.name for w in settings.webhooks)
         _console("err").print(f"nextbest: outbox sender for webhooks {names}", markup=False)
+    if engine.catalog.advisors and not any(w.name == "telephony" for w in settings.webhooks):
+        _console("err").print(
+            "nextbest: no telephony webhook (NEXTBEST_WEBHOOK_TELEPHONY_URL): click-to-call "
+            "requests of accepted callbacks wait in the outbox (nextbest outbox list)",
+            markup=False,
+        )
     lines = configure()
     with close_on_signals(lines):  # the last lines written before a signal ends the process
         uvicorn.run(
@@ -525,6 +531,24 @@ def _print_audiences(r: ExperimentResult) -> None:
                 shown,
             )
     _print_table(table)
+
+
+@app.command("advisor-token")
+def advisor_token(
+    advisor_id: str,
+    ttl: int = typer.Option(8 * 3600, help="Seconds until the token expires (a shift)."),
+) -> None:
+    """Mint an advisor token binding an advisor's desktop to ADVISOR_ID
+    (NEXTBEST_ADVISOR_TOKEN_SECRET); the desktop sends it as its Bearer key."""
+    from nextbest.api.advisor_token import mint_advisor_token
+
+    settings = Settings.from_env()
+    try:
+        minted = mint_advisor_token(settings.advisor_token_secret, advisor_id, time.time() + ttl)
+    except NextbestError as exc:
+        _console("err").print(f"nextbest: {exc.message}", markup=False)
+        raise typer.Exit(2) from exc
+    _console("out").print(minted, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -9,6 +9,8 @@
     replay()        -> every profile rebuilt from the log alone
     reload(catalog) -> a new catalog swapped in atomically, learned state kept
     close()         -> flush decisions, write a snapshot
+    callbacks       -> expert call-backs (``callbacks.CallbackDesk``): requests, routing,
+                       advisors, timers; its board is what advisor placements decide on
 
 Live profiles and identities are a ``ProfileBook`` (pure), learned models a ``Learner``
 (pure), buffered and recent decisions a ``DecisionJournal``, the snapshot format is
@@ -31,10 +33,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
+from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.decide.feedback import is_feedback
@@ -91,6 +94,9 @@ __all__ = [
     "ReplayReport",
     "folds_alike",
 ]
+
+
+T = TypeVar("T")
 
 
 class QuarantineReport(msgspec.Struct, frozen=True):
@@ -223,6 +229,8 @@ class Engine:
             self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
         )
         self._restore()
+        #: expert call-backs over the callback queue, the event log and the outbox
+        self.callbacks = CallbackDesk(self, stores.callbacks, stores.outbox)
 
     def _fresh(self) -> tuple[ProfileBook, Learner]:
         return ProfileBook(self.catalog.matcher, self.catalog.fold_config), Learner(self.catalog)
@@ -623,6 +631,7 @@ class Engine:
                 self.clock.now() if now is None else now,
                 self._new_id(),
                 choose or self._learner.choose,
+                board=self.callbacks.board(),
             )
             if decision.control:
                 _record_control(self._counters, decision)
@@ -666,6 +675,13 @@ class Engine:
     def profile(self, customer_id: str) -> Profile | None:
         with self._lock:
             return self._book.get(customer_id)
+
+    def read_profile(self, customer_id: str, read: Callable[[Profile, float], T]) -> T | None:
+        """``read(profile, now)`` under the state lock (a consistent view: nothing folds
+        meanwhile), or None when there is no such profile."""
+        with self._lock:
+            profile = self._book.get(customer_id)
+            return None if profile is None else read(profile, self.clock.now())
 
     def profile_view(self, customer_id: str) -> dict[str, Any] | None:
         """The stored profile and what rules see of it now (interest, lifecycle, ...)."""
@@ -951,6 +967,7 @@ class Engine:
     def close(self) -> None:
         """Commit queued requests, flush decisions, write a snapshot and close the stores; a
         second call does nothing."""
+        self.callbacks.close()  # its writes queue their events in the group commit
         self._group_commit.close()
         with self._write_lock:
             if self._closed:
@@ -963,6 +980,7 @@ class Engine:
     def release(self) -> None:
         """Close the stores without saving (a read-only look: replay, models); a later
         ``close`` does nothing."""
+        self.callbacks.close()
         self._group_commit.close()
         with self._write_lock:
             if self._closed:

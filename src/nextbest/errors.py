@@ -21,6 +21,8 @@
     ├── CatalogError            catalog YAML invalid (file, line, reason)            -> 422
     ├── RuleError               a CEL rule does not compile or names an unknown root
     ├── ConfigError             a setting (NEXTBEST_*) is malformed
+    ├── NotServed               this kind of server does not serve the feature asked
+    │                           (callbacks on a scaled API worker)        -> 501
     ├── StoreError              the storage adapter failed (I/O)          -> 503
     │   ├── StoreUnavailable    the backend cannot be reached             -> 503
     │   └── StateLost           saved state vanished under its writer (Redis flushed
@@ -48,6 +50,7 @@ __all__ = [
     "LimitExceeded",
     "NextbestError",
     "NotFound",
+    "NotServed",
     "PayloadTooLarge",
     "RateLimited",
     "RemoteError",
@@ -256,6 +259,13 @@ class ConfigError(NextbestError):
     """A setting is malformed; raised at start, never per request."""
 
     code = "config_error"
+
+
+class NotServed(NextbestError):
+    """What was asked is not served by this kind of server (a scaled API worker asked for
+    callbacks, which the embedded engine serves): the message says where it is."""
+
+    code = "not_served"
 
 
 class StoreError(NextbestError):

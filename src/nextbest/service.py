@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind
 from nextbest.decide.model import Decision, DecisionRequest
@@ -30,6 +31,11 @@ class Service(Protocol):
 
     @property
     def clock_kind(self) -> ClockKind: ...
+
+    @property
+    def callbacks(self) -> CallbackDesk:
+        """Expert call-backs; NotServed where this kind of server does not serve them."""
+        ...
 
     @property
     def closed(self) -> bool: ...

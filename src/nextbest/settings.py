@@ -24,6 +24,7 @@ DEV_KEYS = {
     "server": "dev-server-key",
     "admin": "dev-admin-key",
     "token_secret": "dev-token-secret",
+    "advisor_token_secret": "dev-advisor-token-secret",
 }
 
 
@@ -149,6 +150,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: admin keys reach it too)
     metrics_keys: frozenset[str] = frozenset()
     token_secret: str = ""
+    #: the secret advisor tokens are signed with (``api.advisor_token``): the contact
+    #: centre's backend mints them; empty: no advisor key is accepted (server and admin keys
+    #: still act for advisors)
+    advisor_token_secret: str = ""
+    #: how often the callback timers are swept (offers that lapse, slots that come, "call me
+    #: now" past its SLA), in seconds; 0: never by the server (whoever drives time calls
+    #: ``CallbackDesk.sweep``, as a simulation on event time does)
+    callback_sweep_seconds: float = 1.0
     max_body_bytes: int = 4_500_000
     #: a body that carries its own key (analytics.js: ``writeKey`` in a text/plain body) is
     #: authenticated before anything else is read from it: it may be at most this large,
@@ -198,6 +207,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "NEXTBEST_CORS_ORIGINS=* cannot go with NEXTBEST_CORS_CREDENTIALS: "
                 "name the origins that may send credentials"
             )
+        if not 0 <= self.callback_sweep_seconds <= 3_600:
+            raise ConfigError("NEXTBEST_CALLBACK_SWEEP_SECONDS is 0 (off) to 3600 seconds")
         if not all(0 <= r < math.inf for r in (self.key_rate, self.session_rate)):
             raise ConfigError(
                 "a rate (NEXTBEST_KEY_RATE, NEXTBEST_SESSION_RATE) is a finite number >= 0"
@@ -223,13 +234,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def uses_dev_keys(self) -> bool:
-        return DEV_KEYS["admin"] in self.admin_keys or self.token_secret == DEV_KEYS["token_secret"]
+        return (
+            DEV_KEYS["admin"] in self.admin_keys
+            or self.token_secret == DEV_KEYS["token_secret"]
+            or self.advisor_token_secret == DEV_KEYS["advisor_token_secret"]
+        )
 
     def __repr__(self) -> str:
         masked = {f: getattr(self, f) for f in self.__struct_fields__}
         for f in ("write_keys", "browser_keys", "server_keys", "admin_keys", "metrics_keys"):
             masked[f] = f"<{len(masked[f])} keys>"
         masked["token_secret"] = "<secret>" if self.token_secret else "<unset>"
+        masked["advisor_token_secret"] = "<secret>" if self.advisor_token_secret else "<unset>"
         masked["data"] = without_password(self.data)
         masked["profiles"] = without_password(self.profiles)
         masked["bus"] = without_password(self.bus)  # webhooks: their own repr masks them
@@ -250,6 +266,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),
+            ("advisor_token_secret", "ADVISOR_TOKEN_SECRET"),
             ("origin_header", "ORIGIN_HEADER"),
         ):
             if f"NEXTBEST_{key}" in e:
@@ -279,15 +296,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 if not raw.strip().isdigit():
                     raise ConfigError(f"NEXTBEST_{key} must be a whole number, not {raw!r}")
                 values[name] = int(raw)
-        for name, key in (("key_rate", "KEY_RATE"), ("session_rate", "SESSION_RATE")):
+        for name, key, what in (
+            ("key_rate", "KEY_RATE", "requests a second (a number)"),
+            ("session_rate", "SESSION_RATE", "requests a second (a number)"),
+            ("callback_sweep_seconds", "CALLBACK_SWEEP_SECONDS", "seconds (a number)"),
+        ):
             if f"NEXTBEST_{key}" in e:
                 raw = e[f"NEXTBEST_{key}"]
                 try:
                     values[name] = float(raw)
                 except ValueError:
-                    raise ConfigError(
-                        f"NEXTBEST_{key} must be requests a second (a number), not {raw!r}"
-                    ) from None
+                    raise ConfigError(f"NEXTBEST_{key} must be {what}, not {raw!r}") from None
         if "NEXTBEST_CORS_ORIGINS" in e:
             values["cors_origins"] = frozenset(origin(o) for o in _keys(e["NEXTBEST_CORS_ORIGINS"]))
         if "NEXTBEST_CORS_CREDENTIALS" in e:
@@ -309,5 +328,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             for kind in ("write", "browser", "server", "admin"):
                 values[f"{kind}_keys"] = frozenset({DEV_KEYS[kind]})
             values.setdefault("token_secret", DEV_KEYS["token_secret"])
+            values.setdefault("advisor_token_secret", DEV_KEYS["advisor_token_secret"])
         values.update(overrides)
         return msgspec.convert(values, cls, strict=False)

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -408,3 +409,40 @@ def test_the_fold_goes_on_while_the_log_is_away_then_it_catches_up(deploy: Deplo
     finally:
         fold.stop()
         thread.join()
+
+
+def test_callbacks_are_not_served_by_an_api_worker_and_say_where_they_are(
+    deploy: Deployment, tmp_path: Path
+):
+    """The callback desk lives in the embedded engine: a scaled API worker answers every
+    callback and advisor route 501, naming where they are served (docs/advisors.md)."""
+    import httpx
+    import uvicorn
+
+    from nextbest.api.app import ROUTES, create_app
+    from tests.conftest import free_port, make_settings
+    from tests.support import ADMIN_KEY
+
+    app = create_app(deploy.api, make_settings(tmp_path))
+    port = free_port()
+    # no lifespan: the deployment fixture closes the workers
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        routes = [r for r in ROUTES if "callback" in r.path or "advisor" in r.path]
+        assert len(routes) == 12
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for r in routes:
+                path = r.path.replace("{callback_id}", "cb-1").replace("{advisor_id}", "anna_holm")
+                path = path.replace("{customer_id}", "u1")
+                answer = http.request(r.method, path, auth=(ADMIN_KEY, ""), content=b"{}")
+                assert answer.status_code == 501, (r.path, answer.text)
+                assert answer.json()["code"] == "not_served"
+                assert "embedded engine (nextbest serve)" in answer.json()["message"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -24,7 +24,7 @@ from nextbest.advisors.model import (
 from nextbest.api.errors import status_of
 from nextbest.bootstrap import open_stores
 from nextbest.errors import Conflict, NotFound, SlotTaken
-from nextbest.store import Callbacks, Capacity, Stores
+from nextbest.store import Callbacks, CallbackWrite, Capacity, Stores
 from tests.postgres import scratch_schema
 from tests.support import DAY, T0
 
@@ -318,6 +318,44 @@ def test_an_advisor_at_capacity_is_offered_nothing_more_now(cbs: Callbacks):
     accepted = cbs.save(moved(second, ACCEPTED, T0 + 3), expected_version=2, capacity=two)
     cbs.save(moved(accepted, CONNECTED, T0 + 4), expected_version=3, capacity=two)
     assert cbs.open_load() == {"anna": 2}
+
+
+def test_many_writes_in_one_commit_each_as_alone(cbs: Callbacks):
+    """``write_many``: every write as ``create`` or ``save`` would do it, in order, each
+    seeing the ones before; a refused one changes nothing, the others are kept."""
+    one = Capacity(1, SLOT)
+    kept = cbs.create(callback("cb-0"))
+    results = cbs.write_many(
+        [
+            CallbackWrite(callback("cb-1", advisor="anna", scheduled_for=T0 + HOUR), None, one),
+            # the same slot of Anna: taken by the write before, in this very commit
+            CallbackWrite(callback("cb-2", advisor="anna", scheduled_for=T0 + HOUR), None, one),
+            CallbackWrite(moved(kept, OFFERED, T0 + 1, "anna"), 1, one),
+            CallbackWrite(moved(kept, CallbackState.CANCELLED, T0 + 2), 1),  # stale version
+            CallbackWrite(callback("cb-0"), None),  # the id is taken
+            CallbackWrite(callback("cb-9"), 4),  # no such callback
+            CallbackWrite(callback("cb-3", advisor="mikkel", scheduled_for=T0 + HOUR), None, one),
+        ]
+    )
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == [
+        "Callback",
+        "SlotTaken",
+        "Callback",
+        "Conflict",
+        "Conflict",
+        "NotFound",
+        "Callback",
+    ]
+    assert [r.version for r in results if isinstance(r, Callback)] == [1, 2, 1]
+    assert cbs.get("cb-2") is None
+    assert cbs.get("cb-9") is None
+    got = cbs.get("cb-0")
+    assert got is not None
+    assert (got.state, got.version) == (OFFERED, 2)
+    assert cbs.rotation() == {"anna": T0 + 1, "mikkel": T0}
+    assert cbs.count() == 3
+    assert cbs.write_many([]) == []
 
 
 def race(n: int, attempt: Callable[[int], Callback]) -> list[Callback | Exception | None]:

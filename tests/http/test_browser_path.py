@@ -254,6 +254,20 @@ def test_a_preflight_from_the_banks_origin_is_answered(bank_server: LiveServer):
     health = _preflight(bank_server, "/healthz", "http://localhost:3000", "GET")
     assert health.headers["access-control-allow-methods"] == "GET"
 
+    # a customer's callback routes, with their path parameter; never an advisor's
+    for path, method in (
+        ("/v1/callbacks", "POST"),
+        ("/v1/callbacks/7f3a", "GET"),
+        ("/v1/callbacks/7f3a/cancel", "POST"),
+    ):
+        resp = _preflight(bank_server, path, BANK, method)
+        assert resp.status_code == 204, (path, resp.text)
+        assert resp.headers["access-control-allow-methods"] == method
+    for path in ("/v1/callbacks/7f3a/accept", "/v1/advisors/anna_holm/queue", "/v1/callbacks/a/b"):
+        resp = _preflight(bank_server, path, BANK)
+        assert resp.status_code in (404, 405), path  # no route, or none a browser may use
+        assert _cors_headers(resp) == {}
+
 
 def test_another_origin_gets_no_cors_headers_and_is_refused(bank_server: LiveServer):
     for origin in ("https://evil.example", "https://www.bank.example.evil.example", "null"):

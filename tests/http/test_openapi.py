@@ -17,7 +17,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from nextbest.api.app import ROUTES
-from tests.conftest import LiveServer
+from nextbest.clock import FixedClock
+from tests.conftest import LiveServer, make_settings, serving
 from tests.support import ADMIN_KEY, BROWSER_KEY, SERVER_KEY, T0, WRITE_KEY, iso
 
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
@@ -47,7 +48,23 @@ def test_the_served_document_is_valid_openapi(live_server: LiveServer):
     assert page == "PageDecision"
     assert set(components[page]["properties"]) == {"decision_id", "placement", "items"}
     item = components["PageItem"]["properties"]
-    assert set(item) == {"position", "offer_id", "content", "reasons"}
+    assert set(item) == {"position", "offer_id", "content", "reasons", "advisor"}
+    assert "advisor" not in components["PageItem"]["required"]  # only an advisor card's
+    card = components["PageAdvisorCard"]["properties"]
+    assert set(card) == {
+        "topic",
+        "topic_name",
+        "reason",
+        "advisor",
+        "actions",
+        "available",
+        "slots",
+    }
+    # what a customer's key gets of a callback: no history, nobody who declined
+    callback = document["paths"]["/v1/callbacks/{callback_id}"]["get"]
+    answers = callback["responses"]["200"]["content"]["application/json"]["schema"]["oneOf"]
+    assert [s["$ref"].rsplit("/", 1)[1] for s in answers] == ["Callback", "CustomerCallback"]
+    assert "history" not in components["CustomerCallback"]["properties"]
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +116,17 @@ def _message(kind: str, **fields: Any) -> dict[str, Any]:
     return {"type": kind, "userId": "gen-user", "timestamp": iso(T0 - 60), **fields}
 
 
-def test_a_generated_client_calls_every_route(live_server: LiveServer, client_package: ModuleType):
+@pytest.fixture
+def t0_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The example bank on a clock stopped at T0 (a Wednesday noon in Copenhagen: the
+    advisors are on shift)."""
+    with serving(make_settings(tmp_path), clock=FixedClock(T0)) as server:
+        yield server
+
+
+def test_a_generated_client_calls_every_route(t0_server: LiveServer, client_package: ModuleType):
     with contextlib.ExitStack() as stack:
-        _every_route(live_server, client_package, stack)
+        _every_route(t0_server, client_package, stack)
 
 
 def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.ExitStack) -> None:
@@ -177,6 +202,7 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     assert "mortgage_q4" in [e.campaign for e in listed.experiments]
     result = call("get_experiments_campaign", admin, "ExperimentResult", campaign="mortgage_q4")
     assert result.verdict == "collecting_data"
+    _callback_routes(call, pkg, server, admin)
     call("get_healthz", public, "HealthResponse")
     assert call("get_readyz", public, "ReadyResponse").status == "ready"
     text = call("get_metrics", admin, "str")
@@ -186,3 +212,58 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     from nextbest.api.app import _operation_id
 
     assert called == {_operation_id(r) for r in ROUTES}, "a route the generated client never called"
+
+
+def _callback_routes(call: Any, pkg: ModuleType, server: Any, admin: Any) -> None:
+    """Every callback and advisor route, with the bank's keys (a server key acts for the
+    telephony system and any advisor)."""
+    presence = _model(pkg, "PresenceBody").from_dict({"presence": "available"})
+    report = call(
+        "put_advisors_advisor_id_presence",
+        server,
+        "PresenceReport",
+        advisor_id="anna_holm",
+        body=presence,
+    )
+    assert report.presence == "available"
+    ask = {"userId": "gen-user", "topic": "mortgage", "mode": "now", "phone": "+4512345678"}
+    made = call(
+        "post_callbacks", server, "Callback", body=_model(pkg, "CallbackBody").from_dict(ask)
+    )
+    assert (made.state, made.advisor_id) == ("offered", "anna_holm")
+    act = _model(pkg, "AdvisorActionBody").from_dict({})
+    for verb, state in (
+        ("accept", "accepted"),
+        ("connect", "connected"),
+        ("complete", "completed"),
+    ):
+        done = call(
+            f"post_callbacks_callback_id_{verb}", server, "Callback", callback_id=made.id, body=act
+        )
+        assert done.state == state
+    other = dict(ask, topic="savings")
+    second = call(
+        "post_callbacks", server, "Callback", body=_model(pkg, "CallbackBody").from_dict(other)
+    )
+    assert second.advisor_id == "anna_holm"
+    back = call(
+        "post_callbacks_callback_id_decline", server, "Callback", callback_id=second.id, body=act
+    )
+    assert back.declined_by == ["anna_holm"]
+    got = call("get_callbacks_callback_id", server, "Callback", callback_id=second.id)
+    assert got.id == second.id
+    gone = call("post_callbacks_callback_id_cancel", server, "Callback", callback_id=second.id)
+    assert gone.state == "cancelled"
+    queue = call("get_advisors_advisor_id_queue", server, "AdvisorQueue", advisor_id="anna_holm")
+    assert queue.callbacks == []
+    board = call("get_advisors", server, "AdvisorList")
+    assert "anna_holm" in [a.id for a in board.advisors]
+    view = call("get_advisor_customers_customer_id", server, "CustomerView", customer_id="gen-user")
+    assert {c.id for c in view.callbacks} == {second.id, made.id}
+    swept = call(
+        "post_admin_callbacks_sweep",
+        admin,
+        "SweepReport",
+        body=_model(pkg, "SweepBody").from_dict({}),
+    )
+    assert swept.now == T0

@@ -78,6 +78,9 @@ def test_declined_goes_to_the_next_colleague_with_the_same_expertise() -> None:
     routed = decline(offered, "anna", EVERYONE, CATALOG, T + 5)
     assert steps(routed) == [("requested", "anna"), ("offered", "james")]
     assert routed.transitions[0].reason == "declined by Anna"
+    # passed on, not asked again: the customer asked once
+    assert [t.event for t in routed.transitions] == ["Callback Declined", "Callback Assigned"]
+    assert routed.callback.history[-2].passed_on
     cb = routed.callback
     assert (cb.declined_by, cb.advisor_id, cb.offer_expires_at) == (("anna",), "james", T + 35)
     again = decline(cb, "james", EVERYONE, CATALOG, T + 10)

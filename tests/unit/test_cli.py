@@ -168,6 +168,21 @@ def test_token_is_accepted_with_the_env_secret(runner: CliRunner) -> None:
         verify_customer_token(token, "s3cret", after + 61)
 
 
+def test_advisor_token_is_accepted_with_the_env_secret(runner: CliRunner) -> None:
+    from nextbest.api.advisor_token import verify_advisor_token
+
+    env = {**ENV, "NEXTBEST_ADVISOR_TOKEN_SECRET": "contact-centre"}
+    result = runner.invoke(app, ["advisor-token", "anna_holm", "--ttl", "60"], env=env)
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert verify_advisor_token(token, "contact-centre", time.time()) == "anna_holm"
+    with pytest.raises(AuthError, match="expired"):
+        verify_advisor_token(token, "contact-centre", time.time() + 61)
+    bad = runner.invoke(app, ["advisor-token", "anna holm"], env=env)
+    assert bad.exit_code == 2
+    assert "not an advisor id" in bad.stderr
+
+
 def test_token_for_a_user_id_with_dots(runner: CliRunner) -> None:
     result = runner.invoke(
         app,

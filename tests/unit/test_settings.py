@@ -53,6 +53,8 @@ def test_limits_and_origins_from_the_environment():
         ({"NEXTBEST_SESSION_RATE": "inf"}, "finite number >= 0"),
         ({"NEXTBEST_KEY_BURST": "0"}, "at least 1"),
         ({"NEXTBEST_RATE_SESSIONS_MAX": "many"}, "whole number"),
+        ({"NEXTBEST_CALLBACK_SWEEP_SECONDS": "often"}, "seconds"),
+        ({"NEXTBEST_CALLBACK_SWEEP_SECONDS": "-1"}, "0 \\(off\\) to 3600"),
     ],
 )
 def test_bad_security_settings_are_refused_at_start(env, message):
@@ -65,6 +67,23 @@ def test_settings_built_in_code_are_checked_too():
         Settings(cors_origins=frozenset({"https://Bank.example"}))
     with pytest.raises(ConfigError, match="cannot go with"):
         Settings(cors_origins=frozenset({"*"}), cors_credentials=True)
+
+
+def test_the_advisor_token_secret_and_the_sweep_interval():
+    s = Settings.from_env(
+        {
+            "NEXTBEST_SERVER_KEYS": "k",
+            "NEXTBEST_ADVISOR_TOKEN_SECRET": "contact-centre-secret",
+            "NEXTBEST_CALLBACK_SWEEP_SECONDS": "0",
+        }
+    )
+    assert (s.advisor_token_secret, s.callback_sweep_seconds) == ("contact-centre-secret", 0.0)
+    assert "contact-centre-secret" not in repr(s)
+    assert "advisor_token_secret='<secret>'" in repr(s)
+    dev = Settings.from_env({})  # no keys: the development ones, advisor tokens included
+    assert dev.advisor_token_secret == "dev-advisor-token-secret"
+    assert dev.uses_dev_keys
+    assert Settings.from_env({"NEXTBEST_SERVER_KEYS": "k"}).advisor_token_secret == ""
 
 
 def test_where_the_client_address_is_read_from_the_environment():

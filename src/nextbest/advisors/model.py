@@ -22,7 +22,9 @@ Every transition is persisted and appended to the customer's event log as a trac
 (``Transition.event``: ``TRANSITION_EVENTS`` by state), so profiles, learning and experiments
 see it. One step keeps the state: a "call me now" nobody took within the SLA is *rescheduled*
 to the earliest free slot (``Transition.rescheduled``, the event ``Callback Scheduled``), and
-the customer is told (``Callback.notice``).
+the customer is told (``Callback.notice``). A step back to ``requested`` away from an advisor
+who declined or let the offer lapse is *passed on* (``Transition.passed_on``, the event
+``Callback Declined``, its reason saying which): the customer asked once.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from nextbest.types import CustomerId, Timestamp
 
 __all__ = [
     "FINAL_STATES",
+    "PASSED_ON_EVENT",
     "SCHEDULED_EVENT",
     "TRANSITIONS",
     "TRANSITION_EVENTS",
@@ -114,6 +117,9 @@ TRANSITION_EVENTS: dict[CallbackState, str] = {
 
 #: the track event of a step that moves a callback to a slot without changing its state
 SCHEDULED_EVENT = "Callback Scheduled"
+#: the track event of a step back to ``requested`` from an advisor who declined the offer or
+#: let it lapse (its reason says which): on to a colleague
+PASSED_ON_EVENT = "Callback Declined"
 
 
 def can_move(source: CallbackState, target: CallbackState) -> bool:
@@ -134,11 +140,18 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     #: the step moved the callback to a slot and kept its state (``requested``): a "now"
     #: nobody took within the SLA
     rescheduled: bool = False
+    #: the step took the callback back from the advisor it was offered to (declined, or the
+    #: offer lapsed), on to a colleague
+    passed_on: bool = False
 
     @property
     def event(self) -> str:
         """The track event the step appends to the customer's event log."""
-        return SCHEDULED_EVENT if self.rescheduled else TRANSITION_EVENTS[self.state]
+        if self.rescheduled:
+            return SCHEDULED_EVENT
+        if self.passed_on:
+            return PASSED_ON_EVENT
+        return TRANSITION_EVENTS[self.state]
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):

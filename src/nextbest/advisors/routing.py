@@ -324,8 +324,9 @@ def time_out(callback: Callback, board: AdvisorBoard, catalog: Catalog, now: Tim
 
 
 def _passed_on(callback: Callback, advisor_id: str, reason: str, now: Timestamp) -> Routed:
-    """Back to ``requested``, ``advisor_id`` remembered in ``declined_by``."""
-    return _move(
+    """Back to ``requested``, ``advisor_id`` remembered in ``declined_by`` (a step passed
+    on: its event is ``Callback Declined``)."""
+    moved = _move(
         callback,
         _REQUESTED,
         now,
@@ -335,6 +336,9 @@ def _passed_on(callback: Callback, advisor_id: str, reason: str, now: Timestamp)
         offer_expires_at=None,
         declined_by=(*callback.declined_by, advisor_id),
     )
+    step = msgspec.structs.replace(moved.transitions[0], passed_on=True)
+    passed = msgspec.structs.replace(moved.callback, history=(*callback.history, step))
+    return Routed(passed, (step,))
 
 
 def _offered_to(callback: Callback, advisor_id: str) -> None:

@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nextbest.advisors.model import Callback
+from nextbest.api import callback_routes as cb
 from nextbest.api.auth import HeaderKeys, admit, authenticate_body, token_from_header
 from nextbest.api.body import ClientGone, check_media_type, read_body
 from nextbest.api.cors import CORS, CorsPolicy
@@ -36,7 +38,11 @@ from nextbest.api.metrics import CONTENT_TYPE, Metrics
 from nextbest.api.observe import Observed
 from nextbest.api.rate_limit import RateLimits
 from nextbest.api.schemas import (
+    AdvisorActionBody,
+    AdvisorList,
+    CallbackBody,
     CatalogResponse,
+    CustomerCallback,
     DecideBody,
     ErrorBody,
     HealthResponse,
@@ -45,12 +51,16 @@ from nextbest.api.schemas import (
     OpenAPIDocument,
     PageDecision,
     PageItem,
+    PresenceBody,
     ProfileResponse,
     QuarantineList,
     QuarantineReplayed,
     ReadyResponse,
     SnapshotResponse,
+    SweepBody,
 )
+from nextbest.callbacks import AdvisorQueue, CustomerView, PresenceReport, SweepReport
+from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
 from nextbest.errors import (
@@ -139,6 +149,10 @@ class RouteSpec:
     reads_body: bool = False
     #: query parameters (all whole numbers): name -> description
     query: tuple[tuple[str, str], ...] = ()
+    #: query parameters that are text: name -> description
+    text_query: tuple[tuple[str, str], ...] = ()
+    #: the request body may be left out (every field has a default)
+    optional_body: bool = False
     #: response fields absent from some answers (the OpenAPI schema does not require them)
     sometimes: tuple[str, ...] = ()
     #: the answer a browser key gets instead of ``response`` (the OpenAPI schema: one of both)
@@ -186,8 +200,9 @@ def _decision_time(ctx: Ctx, context: dict[str, Any]) -> tuple[float | None, dic
     return now, {k: v for k, v in context.items() if k != "now"}
 
 
-def _page_decision(decision: Decision) -> PageDecision:
-    """What a browser key sees of ``decision``: what its page renders."""
+def _page_decision(decision: Decision, catalog: Catalog) -> PageDecision:
+    """What a browser key sees of ``decision``: what its page renders (an advisor card with
+    its actions and slots)."""
     return PageDecision(
         decision.decision_id,
         decision.placement,
@@ -197,6 +212,7 @@ def _page_decision(decision: Decision) -> PageDecision:
                 item.offer_id,
                 item.content,
                 [r for r in item.reasons if r.code in CUSTOMER_FACING],
+                cb.page_card(catalog, item.advisor) if item.advisor is not None else None,
             )
             for item in decision.items
         ],
@@ -223,7 +239,7 @@ def _decision_answer(
     )
     ctx.ops.metrics.decided(decision.placement, time.perf_counter() - started)
     if ctx.sender.kind is KeyKind.BROWSER:
-        return _ENCODER.encode(_page_decision(decision))
+        return _ENCODER.encode(_page_decision(decision, ctx.engine.catalog))
     out = msgspec.to_builtins(decision)
     if not body.explain:
         del out["excluded"]
@@ -514,6 +530,125 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=SnapshotResponse,
     ),
     RouteSpec(
+        "POST",
+        "/v1/callbacks",
+        Scope.CALLBACKS,
+        "A customer asks to be called about a topic: now, later (the earliest free slot) or "
+        "at a time (one of an advisor card's slots); a write or browser key only for its own "
+        "session (a write or browser key gets CustomerCallback)",
+        cb.request_callback,
+        CallbackBody,
+        Callback,
+        reads_body=True,
+        browser_response=CustomerCallback,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/callbacks/{callback_id}",
+        Scope.CALLBACKS,
+        "One callback: where it is, who calls and when, what the customer is told (a write "
+        "or browser key: only its own session's, as CustomerCallback; else 404)",
+        cb.callback,
+        response=Callback,
+        browser_response=CustomerCallback,
+        text_query=(("anonymousId", "the session's anonymousId (a callback asked for by it)"),),
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/callbacks/{callback_id}/cancel",
+        Scope.CALLBACKS,
+        "Withdraw a callback not ended yet (a write or browser key: only its own session's)",
+        cb.cancel,
+        response=Callback,
+        browser_response=CustomerCallback,
+        text_query=(("anonymousId", "the session's anonymousId (a callback asked for by it)"),),
+    ),
+    *(
+        RouteSpec(
+            "POST",
+            f"/v1/callbacks/{{callback_id}}/{verb}",
+            Scope.ADVISORS_ACT,
+            summary,
+            handler,
+            AdvisorActionBody,
+            Callback,
+            reads_body=True,
+            optional_body=True,
+        )
+        for verb, summary, handler in (
+            (
+                "accept",
+                "The advisor it is offered to accepts it: a click-to-call request goes to "
+                "the telephony webhook (an advisor key: its own callbacks only)",
+                cb.accept,
+            ),
+            (
+                "decline",
+                "The advisor it is offered to declines it: on to the next colleague",
+                cb.decline,
+            ),
+            (
+                "connect",
+                "The telephony system reports the call started",
+                cb.connect,
+            ),
+            (
+                "complete",
+                "The call ended (Callback Completed in the customer's event log)",
+                cb.complete,
+            ),
+        )
+    ),
+    RouteSpec(
+        "PUT",
+        "/v1/advisors/{advisor_id}/presence",
+        Scope.ADVISORS_ACT,
+        "An advisor's presence (available, busy, away, offline), as the advisor's desktop or "
+        "the telephony system reports it (an advisor key: its own only)",
+        cb.presence,
+        PresenceBody,
+        PresenceReport,
+        reads_body=True,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/advisors/{advisor_id}/queue",
+        Scope.ADVISORS_ACT,
+        "The callbacks an advisor holds, in queue order (an advisor key: its own only)",
+        cb.advisor_queue,
+        response=AdvisorQueue,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/advisors",
+        Scope.ADVISORS_READ,
+        "Every advisor with presence, load, bookings and whether on shift",
+        cb.advisors,
+        response=AdvisorList,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/advisor/customers/{customer_id}",
+        Scope.ADVISORS_READ_CUSTOMER,
+        "What an advisor sees of a customer: live interests with reasons and trend, the "
+        "recent journey, offers shown and clicked, products, consent, callbacks (an advisor "
+        "key: only customers routed to it)",
+        cb.advisor_customer,
+        response=CustomerView,
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/admin/callbacks/sweep",
+        Scope.ADMIN,
+        "Act on the callback timers due now (the server does so every "
+        "NEXTBEST_CALLBACK_SWEEP_SECONDS); on event time, as of a given time",
+        cb.sweep,
+        SweepBody,
+        SweepReport,
+        reads_body=True,
+        optional_body=True,
+    ),
+    RouteSpec(
         "GET",
         "/healthz",
         Scope.PUBLIC,
@@ -582,24 +717,37 @@ def openapi_document() -> dict[str, Any]:
         }
         if r.scope is not Scope.PUBLIC:
             op["security"] = [{"basic": []}, {"bearer": []}]
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PATH_PARAMETER.findall(r.path)
-        ] + [
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "description": text,
-                "schema": {"type": "integer", "minimum": 0},
-            }
-            for name, text in r.query
-        ]
+        parameters = (
+            [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in _PATH_PARAMETER.findall(r.path)
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+                for name, text in r.query
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in r.text_query
+            ]
+        )
         if parameters:
             op["parameters"] = parameters
         if r.request is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": not r.optional_body,
                 "content": {"application/json": {"schema": by_model[r.request]}},
             }
         if r.response is str:

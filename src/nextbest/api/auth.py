@@ -1,6 +1,8 @@
 """Who is calling: the key in the Authorization header (or a body ``writeKey``) and a
-customer token, resolved to a ``guard.Sender``. What each kind of key may do (its scopes,
-what it may send and ask for) is the core's rule, in ``nextbest.guard.senders``.
+customer token, resolved to a ``guard.Sender``. An advisor's key is a signed advisor token
+(``api.advisor_token``) as the Bearer key: it binds the sender to that advisor. What each
+kind of key may do (its scopes, what it may send and ask for) is the core's rule, in
+``nextbest.guard.senders``.
 
 Credentials are checked before anything else is read: a key in the Authorization header (and
 an ``X-Customer-Token``) before the body is read at all; a key in the body (analytics.js
@@ -20,6 +22,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from nextbest.api.advisor_token import is_advisor_token, verify_advisor_token
 from nextbest.api.customer_token import verify_customer_token
 from nextbest.api.observe import KEY_KIND
 from nextbest.api.rate_limit import RateLimits
@@ -107,6 +110,15 @@ def _caller(key: str | None, customer_token: str | None, settings: Settings, now
             "(or a browser key as writeKey in a JSON body)"
         )
     kind = _kind_of(key, settings)
+    if kind is None and is_advisor_token(key):
+        if customer_token:
+            raise AuthError("an advisor key takes no customer token")
+        advisor = verify_advisor_token(key, settings.advisor_token_secret, now)
+        # one rate-limit bucket and one fingerprint per advisor, whichever token they hold
+        who = f"advisor:{advisor}"
+        return Caller(
+            who, Sender(KeyKind.ADVISOR, key_id=key_id("advisor", who), bound_advisor=advisor)
+        )
     if kind is None:
         raise AuthError("unknown key")
     bound = None
@@ -155,7 +167,8 @@ def authenticate_body(
 class HeaderKeys:
     """``authenticate`` for one server, remembering the caller of each Authorization header
     that named a configured key, without a customer token: the next request with that
-    header skips the base64 decoding and the scan of every configured key (a few µs).
+    header skips the base64 decoding and the scan of every configured key (a few µs). An
+    advisor token is checked every time (it expires).
 
     Only headers of configured keys are kept (an unknown key is scanned every time, in
     constant time as before), at most ``cap`` of them, all forgotten at once when full; keys
@@ -176,6 +189,8 @@ class HeaderKeys:
         known = self._known.get(authorization)
         if known is None:
             known = authenticate(authorization, None, self.settings, now)
+            if known.sender.kind is KeyKind.ADVISOR:
+                return known
             if len(self._known) >= self.cap:
                 self._known.clear()
             self._known[authorization] = known

@@ -19,6 +19,7 @@ admin) pass untouched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from starlette.responses import Response
@@ -34,6 +35,11 @@ __all__ = ["ALLOWED_HEADERS", "CORS", "CorsPolicy"]
 ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Customer-Token"
 #: the response headers a page may read besides the simple ones: how long to wait on a 429
 _EXPOSED = b"Retry-After, X-RateLimit-Reset"
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """A route path with parameters as a pattern: each ``{name}`` one path segment."""
+    return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path)) + "$")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -52,7 +58,15 @@ class CorsPolicy:
         self.any_origin = settings.cors_any_origin
         self.credentials = settings.cors_credentials
         self.max_age = str(settings.cors_max_age).encode()
-        self.routes = {path: ", ".join(methods).encode() for path, methods in routes.items()}
+        self.routes = {
+            path: ", ".join(methods).encode() for path, methods in routes.items() if "{" not in path
+        }
+        #: routes with path parameters (``/v1/callbacks/{callback_id}``), as patterns
+        self.templates = [
+            (_pattern(path), ", ".join(methods).encode())
+            for path, methods in routes.items()
+            if "{" in path
+        ]
 
     def allow(self, origin: str) -> list[tuple[bytes, bytes]]:
         """The headers that let a page of ``origin`` (an allowed one) read an answer."""
@@ -70,6 +84,8 @@ class CorsPolicy:
         if not self.origins or origin is None:
             return None
         methods = self.routes.get(path)
+        if methods is None:
+            methods = next((m for rx, m in self.templates if rx.match(path)), None)
         if methods is None:
             return None
         if not self.any_origin and origin.lower() not in self.origins:

@@ -17,6 +17,7 @@ from nextbest.errors import (
     LimitExceeded,
     NextbestError,
     NotFound,
+    NotServed,
     PayloadTooLarge,
     RateLimited,
     StoreError,
@@ -42,6 +43,7 @@ STATUS: tuple[tuple[type[NextbestError], int], ...] = (
     (StoreUnavailable, 503),
     (StoreError, 503),
     (CatalogError, 422),
+    (NotServed, 501),
     (NextbestError, 500),
 )
 

@@ -6,24 +6,36 @@ from typing import Annotated, Any
 
 import msgspec
 
+from nextbest.advisors.card import CardAction, CardAdvisor
+from nextbest.advisors.model import CallbackMode, CallbackState, Presence
+from nextbest.callbacks import AdvisorStatus
 from nextbest.decide.reasons import Reason
 
 __all__ = [
+    "AdvisorActionBody",
+    "AdvisorList",
+    "CallbackAdvisor",
+    "CallbackBody",
     "CatalogResponse",
+    "CustomerCallback",
     "DecideBody",
     "ErrorBody",
     "HealthResponse",
     "HeldMessageBody",
     "IngestResponse",
     "OpenAPIDocument",
+    "PageAdvisorCard",
     "PageDecision",
     "PageItem",
+    "PageSlot",
+    "PresenceBody",
     "ProfileResponse",
     "QuarantineList",
     "QuarantineReplayed",
     "ReadyResponse",
     "RejectedMessage",
     "SnapshotResponse",
+    "SweepBody",
 ]
 
 
@@ -50,7 +62,34 @@ class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     customerToken: str | None = None
 
 
-class PageItem(msgspec.Struct):
+class PageSlot(msgspec.Struct):
+    """A free slot the customer may pick ("pick a time"): send ``start`` as the callback's
+    ``time``."""
+
+    #: ISO 8601, UTC
+    start: str
+    end: str
+    #: the start as the advisor's clock reads it: ``Wed 23 Sep 14:30 CEST``
+    label: str
+
+
+class PageAdvisorCard(msgspec.Struct):
+    """An advisor card as a page renders it: the expert, why, and what the customer may ask
+    for (``now``, ``later``, ``at``: ``POST /v1/callbacks`` with that mode and this topic)."""
+
+    topic: str
+    topic_name: str
+    #: why the card is shown, in the customer's words
+    reason: str
+    advisor: CardAdvisor
+    actions: list[CardAction]
+    #: someone can call now
+    available: bool
+    #: the next free slots when nobody can call now
+    slots: list[PageSlot]
+
+
+class PageItem(msgspec.Struct, omit_defaults=True):
     """One item as a page renders it."""
 
     position: int
@@ -59,6 +98,8 @@ class PageItem(msgspec.Struct):
     content: dict[str, Any]
     #: why, in words the customer may read
     reasons: list[Reason]
+    #: an advisor card (a placement of kind ``advisor`` only)
+    advisor: PageAdvisorCard | None = None
 
 
 class PageDecision(msgspec.Struct):
@@ -172,3 +213,81 @@ class OpenAPIDocument(msgspec.Struct):
     info: dict[str, Any]
     paths: dict[str, Any]
     components: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------ callbacks
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class CallbackBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A customer asks to be called: ``now``, ``later`` (the earliest free slot) or ``at``
+    a time they picked (one of an advisor card's slots)."""
+
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    mode: CallbackMode
+    #: E.164: + and the country code, then the number, 8 to 15 digits in all (+4512345678)
+    phone: Annotated[str, msgspec.Meta(max_length=32)]
+    #: the customer: their userId (a browser or write key: the one its customer token
+    #: binds), or the anonymousId of the session
+    userId: UserId | None = None
+    anonymousId: UserId | None = None
+    #: mode ``at``: the slot's start, ISO 8601 with an offset (``2026-09-24T12:30:00Z``)
+    time: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    #: the language the customer prefers (ISO 639-1, ``da``; ``da-DK`` is read as ``da``)
+    language: Annotated[str, msgspec.Meta(max_length=35)] | None = None
+    #: the decision whose advisor card the customer answered
+    decision_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    #: a browser call without an Authorization header: the browser key ...
+    writeKey: str | None = None
+    #: ... and the customer token that binds ``userId`` (with ``writeKey`` only)
+    customerToken: str | None = None
+
+
+class CallbackAdvisor(msgspec.Struct):
+    """The advisor who will call."""
+
+    id: str
+    name: str
+    photo_url: str | None
+
+
+class CustomerCallback(msgspec.Struct):
+    """A callback as the customer who asked sees it (what a write or browser key gets):
+    where it is, who will call and when, and what they are told."""
+
+    id: str
+    topic: str
+    mode: CallbackMode
+    state: CallbackState
+    phone: str
+    requested_at: float
+    #: the booked slot's start (epoch seconds), and as the advisor's clock reads it
+    scheduled_for: float | None
+    scheduled_label: str | None
+    advisor: CallbackAdvisor | None
+    #: what the customer is told ("Nobody was free within 2 minutes: Anna Holm will call you
+    #: Thu 24 Sep 10:30 CEST."); empty when there is nothing to tell
+    notice: str
+
+
+class PresenceBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    presence: Presence
+    #: when the telephony system saw it (ISO 8601 with an offset; default: now): a report
+    #: older than the one recorded is ignored
+    at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class AdvisorActionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Who acts (optional): an advisor key acts as its own advisor; a server key (the
+    telephony system) may name the advisor, else the one the callback is with."""
+
+    advisor_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class SweepBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: sweep as of this time (ISO 8601 with an offset): on event time only
+    now: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class AdvisorList(msgspec.Struct):
+    advisors: list[AdvisorStatus]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "CALLBACK_STEPS",
     "KNOWN_EVENTS",
     "NOT_INTEREST",
     "OPTIONAL_PROPERTIES",
@@ -32,7 +33,15 @@ class EventName(enum.StrEnum):
     APPLICATION_COMPLETED = "Application Completed"
     BALANCE_UPDATED = "Balance Updated"
     CALCULATOR_USED = "Calculator Used"
+    CALLBACK_ACCEPTED = "Callback Accepted"
+    CALLBACK_ASSIGNED = "Callback Assigned"
+    CALLBACK_CANCELLED = "Callback Cancelled"
+    CALLBACK_COMPLETED = "Callback Completed"
+    CALLBACK_CONNECTED = "Callback Connected"
+    CALLBACK_DECLINED = "Callback Declined"
+    CALLBACK_EXPIRED = "Callback Expired"
     CALLBACK_REQUESTED = "Callback Requested"
+    CALLBACK_SCHEDULED = "Callback Scheduled"
     CONSENT_UPDATED = "Consent Updated"
     LIFE_EVENT = "Life Event"
     OVERDRAFT_ENDED = "Overdraft Ended"
@@ -50,6 +59,22 @@ class EventName(enum.StrEnum):
 #: property name -> accepted Python types (after JSON decoding)
 PropertySpec = dict[str, tuple[type, ...]]
 
+#: the steps of a callback's life after its request, each appended to the customer's event
+#: log by the engine as it happens (``advisors.model.Transition.event``): facts only the
+#: bank's systems assert, and no sign of interest in a topic (the request itself is)
+CALLBACK_STEPS: frozenset[str] = frozenset(
+    {
+        EventName.CALLBACK_ACCEPTED,
+        EventName.CALLBACK_ASSIGNED,
+        EventName.CALLBACK_CANCELLED,
+        EventName.CALLBACK_COMPLETED,
+        EventName.CALLBACK_CONNECTED,
+        EventName.CALLBACK_DECLINED,
+        EventName.CALLBACK_EXPIRED,
+        EventName.CALLBACK_SCHEDULED,
+    }
+)
+
 KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.APPLICATION_STARTED: {"product": _TEXT},
     EventName.APPLICATION_SUBMITTED: {"product": _TEXT},
@@ -57,6 +82,7 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.BALANCE_UPDATED: {"balance": _NUMBER},
     EventName.CALCULATOR_USED: {"topic": _TEXT},
     EventName.CALLBACK_REQUESTED: {"topic": _TEXT},
+    **{name: {"topic": _TEXT, "callback_id": _TEXT} for name in CALLBACK_STEPS},
     EventName.CONSENT_UPDATED: {"purposes": _OBJECT},
     EventName.LIFE_EVENT: {"type": _TEXT},
     EventName.OVERDRAFT_ENDED: {},
@@ -78,6 +104,7 @@ OPTIONAL_PROPERTIES: dict[str, PropertySpec] = {
     EventName.OVERDRAFT_STARTED: {"balance": _NUMBER},
     EventName.OVERDRAFT_ENDED: {"balance": _NUMBER},
     EventName.PRODUCTS_SEARCHED: {"query": _TEXT},
+    EventName.CALLBACK_REQUESTED: {"callback_id": _TEXT},
     EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT, "balance": _NUMBER},
 }
 
@@ -89,6 +116,7 @@ NOT_INTEREST: frozenset[str] = frozenset(
         EventName.PROMOTION_CLICKED,
         EventName.PROMOTION_DISMISSED,
         EventName.CONSENT_UPDATED,
+        *CALLBACK_STEPS,
     }
 )
 
@@ -97,6 +125,7 @@ SERVER_ONLY_EVENTS: frozenset[str] = frozenset(
     {
         EventName.APPLICATION_COMPLETED,
         EventName.BALANCE_UPDATED,
+        *CALLBACK_STEPS,
         EventName.OVERDRAFT_ENDED,
         EventName.OVERDRAFT_STARTED,
         EventName.PRODUCT_CLOSED,

@@ -7,9 +7,16 @@ write    a source write key (server-side SDKs): events for any id; decisions for
 browser  a public browser key: events and decisions only for the session it holds (an
          anonymousId, or the userId its customer token binds); never aliases, nor facts
          only the bank's systems know (balances, products)
-server   the bank's backends: events and decisions for anyone
+server   the bank's backends: events and decisions for anyone; callbacks of anyone, and
+         acting for any advisor (the telephony system reports calls and presence so)
+advisor  one advisor (a signed advisor token binds it to their id): their own presence and
+         queue, accepting, declining and completing the callbacks routed to them, and the
+         customer view of the customers those callbacks are for
 metrics  a monitoring system (Prometheus): ``/metrics`` only, nothing of any customer
 admin    everything
+
+Callbacks: write and browser keys request, read and cancel callbacks only for the session
+they hold (the userId a customer token binds, or the anonymousId), as for decisions.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ import msgspec
 from nextbest.errors import Forbidden
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import SERVER_ONLY_EVENTS, SERVER_ONLY_TRAITS
+from nextbest.profile.identity import ANON_PREFIX
 
 __all__ = [
     "KeyKind",
     "Scope",
     "Sender",
+    "check_advisor",
     "check_decider",
     "check_decision_time",
     "check_senders",
@@ -40,6 +49,7 @@ class KeyKind(enum.StrEnum):
     SERVER = "server"
     METRICS = "metrics"
     ADMIN = "admin"
+    ADVISOR = "advisor"
 
 
 class Scope(enum.StrEnum):
@@ -52,16 +62,31 @@ class Scope(enum.StrEnum):
     #: operational counters and gauges (``/metrics``): no customer's data, but what the bank
     #: runs and how busy it is, so not public
     METRICS = "metrics"
+    #: a customer's own callbacks: request, read, cancel (the session's own only)
+    CALLBACKS = "callbacks"
+    #: what an advisor does: presence, their queue, accept / decline / connect / complete
+    #: (an advisor key: their own only)
+    ADVISORS_ACT = "advisors:act"
+    #: the advisor's view of a customer (an advisor key: the customers routed to them)
+    ADVISORS_READ_CUSTOMER = "advisors:read_customer"
+    #: every advisor with presence and load (supervisors, the bank's systems)
+    ADVISORS_READ = "advisors:read"
     ADMIN = "admin"
 
 
+_CUSTOMER = frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS})
 _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.NONE: frozenset({Scope.PUBLIC}),
-    KeyKind.WRITE: frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE}),
-    KeyKind.BROWSER: frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE}),
-    KeyKind.SERVER: frozenset(
-        {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.PROFILES_READ}
-    ),
+    KeyKind.WRITE: _CUSTOMER,
+    KeyKind.BROWSER: _CUSTOMER,
+    KeyKind.SERVER: _CUSTOMER
+    | {
+        Scope.PROFILES_READ,
+        Scope.ADVISORS_ACT,
+        Scope.ADVISORS_READ_CUSTOMER,
+        Scope.ADVISORS_READ,
+    },
+    KeyKind.ADVISOR: frozenset({Scope.PUBLIC, Scope.ADVISORS_ACT, Scope.ADVISORS_READ_CUSTOMER}),
     KeyKind.METRICS: frozenset({Scope.PUBLIC, Scope.METRICS}),
     KeyKind.ADMIN: frozenset(Scope),
 }
@@ -69,11 +94,13 @@ _SCOPES: dict[KeyKind, frozenset[Scope]] = {
 
 class Sender(msgspec.Struct, frozen=True):
     """A caller: the kind of key it holds, the userId a valid customer token binds it to,
-    if any, and its key's fingerprint (``guard.origin.key_id``; None in process)."""
+    if any, and its key's fingerprint (``guard.origin.key_id``; None in process); an
+    advisor key, the advisor its token binds it to."""
 
     kind: KeyKind
     bound_user: str | None = None
     key_id: str | None = None
+    bound_advisor: str | None = None
 
     @property
     def scopes(self) -> frozenset[Scope]:
@@ -99,6 +126,24 @@ class Sender(msgspec.Struct, frozen=True):
         if self.any_customer or user_id is None:
             return True
         return self.bound_user == user_id
+
+    def may_act_as(self, advisor_id: str) -> bool:
+        """Server and admin keys act for any advisor; an advisor key for its own id only."""
+        return self.any_customer or (
+            self.kind is KeyKind.ADVISOR and self.bound_advisor == advisor_id
+        )
+
+    def owns_customer(self, customer: str, anonymous_id: str | None) -> bool:
+        """``customer`` (a userId, or ``anon:<anonymousId>``) is this caller's own: the
+        userId its customer token binds, or the anonymousId it holds (a write or browser key
+        holds the anonymousId it names). Server and admin keys own every customer."""
+        if self.any_customer:
+            return True
+        if self.kind not in (KeyKind.WRITE, KeyKind.BROWSER):
+            return False
+        if self.bound_user is not None and customer == self.bound_user:
+            return True
+        return anonymous_id is not None and customer == ANON_PREFIX + anonymous_id
 
 
 def check_senders(
@@ -141,6 +186,16 @@ def check_decider(sender: Sender, user_id: str | None) -> bool:
             "token that binds this userId, or use the anonymousId"
         )
     return user_id is None and not sender.any_customer
+
+
+def check_advisor(sender: Sender, advisor_id: str, path: str = "$.advisor_id") -> None:
+    """Forbidden unless ``sender`` may act as advisor ``advisor_id`` (its presence, its
+    queue, its callbacks): an advisor key only as itself, server and admin keys as anyone."""
+    if not sender.may_act_as(advisor_id):
+        raise Forbidden(
+            f"this key may not act for advisor {advisor_id!r} (at {path}): an advisor key "
+            "acts only as its own advisor"
+        )
 
 
 def check_decision_time(sender: Sender, path: str = "$.context.now") -> None:

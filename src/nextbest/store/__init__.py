@@ -8,6 +8,7 @@ Which backend serves each port is chosen in one place only: ``nextbest.bootstrap
 from nextbest.store.memory import memory_stores
 from nextbest.store.port import (
     Callbacks,
+    CallbackWrite,
     Capacity,
     DecisionLog,
     EventLog,
@@ -26,6 +27,7 @@ from nextbest.store.port import (
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
+    "CallbackWrite",
     "Callbacks",
     "Capacity",
     "DecisionLog",

@@ -121,14 +121,23 @@ def refused(
             f"callback {callback.id} changed meanwhile: it is at version {stored.version}, "
             f"not {expected_version}; read it again"
         )
-    if callback.state != stored.state and not can_move(stored.state, callback.state):
-        return Conflict(
-            f"callback {callback.id} is {stored.state}: it cannot become {callback.state}"
-        )
     if callback.history[: len(stored.history)] != stored.history:
         return Conflict(
             f"callback {callback.id}: a save keeps every transition persisted before and adds "
             f"after them ({len(stored.history)} held, the save's history differs)"
+        )
+    # the states the save passes through: each step it adds (one save may hold several: a
+    # decline and the offer to a colleague, a call had and ended), or its own state
+    added = callback.history[len(stored.history) :]
+    path = [t.state for t in added] if added else [callback.state]
+    state = stored.state
+    for target in path:
+        if target != state and not can_move(state, target):
+            return Conflict(f"callback {callback.id} is {state}: it cannot become {target}")
+        state = target
+    if state != callback.state:
+        return Conflict(
+            f"callback {callback.id}: its last transition is {state}, its state {callback.state}"
         )
     return None
 

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 
 from nextbest.advisors.model import Callback, CallbackState, Presence
-from nextbest.errors import Conflict
+from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
-from nextbest.store.port import Capacity
+from nextbest.store.port import CallbackWrite, Capacity
 
 __all__ = ["MemoryCallbacks"]
 
@@ -41,21 +41,42 @@ class MemoryCallbacks:
     # ------------------------------------------------------------------ writes
     def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
         with self._lock:
-            if callback.id in self._callbacks:
-                raise Conflict(f"callback {callback.id} exists already")
-            self._check(None, callback, capacity)
-            return self._put(None, rules.stored_as(callback, 1))
+            return self._create(callback, capacity)
+
+    def _create(self, callback: Callback, capacity: Capacity | None) -> Callback:
+        if callback.id in self._callbacks:
+            raise Conflict(f"callback {callback.id} exists already")
+        self._check(None, callback, capacity)
+        return self._put(None, rules.stored_as(callback, 1))
 
     def save(
         self, callback: Callback, expected_version: int, capacity: Capacity | None = None
     ) -> Callback:
         with self._lock:
-            stored = self._callbacks.get(callback.id)
-            refusal = rules.refused(stored, callback, expected_version)
-            if refusal is not None:
-                raise refusal
-            self._check(stored, callback, capacity)
-            return self._put(stored, rules.stored_as(callback, expected_version + 1))
+            return self._save(callback, expected_version, capacity)
+
+    def _save(
+        self, callback: Callback, expected_version: int, capacity: Capacity | None
+    ) -> Callback:
+        stored = self._callbacks.get(callback.id)
+        refusal = rules.refused(stored, callback, expected_version)
+        if refusal is not None:
+            raise refusal
+        self._check(stored, callback, capacity)
+        return self._put(stored, rules.stored_as(callback, expected_version + 1))
+
+    def write_many(self, writes: Sequence[CallbackWrite]) -> list[Callback | InputError]:
+        out: list[Callback | InputError] = []
+        with self._lock:
+            for w in writes:
+                try:
+                    if w.expected_version is None:
+                        out.append(self._create(w.callback, w.capacity))
+                    else:
+                        out.append(self._save(w.callback, w.expected_version, w.capacity))
+                except (Conflict, NotFound) as refused:  # a refused write changes nothing
+                    out.append(refused)
+        return out
 
     def _check(self, before: Callback | None, after: Callback, capacity: Capacity | None) -> None:
         needed = rules.checks(before, after)

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from nextbest.advisors.model import Callback, CallbackState, Presence
-from nextbest.errors import Conflict
+from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
-from nextbest.store.port import Capacity
+from nextbest.store.port import CallbackWrite, Capacity
 
 if TYPE_CHECKING:  # postgres.py opens this module: no import at run time
     from nextbest.store.postgres import PostgresDatabase
@@ -105,50 +105,81 @@ class PostgresCallbacks:
 
     # ------------------------------------------------------------------ writes
     def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
-        stored = rules.stored_as(callback, 1)
         with self.db.writing("create callback") as db:
-            if capacity is not None and stored.advisor_id is not None:
-                _lock_advisor(db, stored.advisor_id)
-            if db.execute("SELECT 1 FROM callbacks WHERE id = %s", (callback.id,)).fetchone():
-                raise Conflict(f"callback {callback.id} exists already")
-            self._check(db, None, stored, capacity)
-            inserted = db.execute(
-                f"INSERT INTO callbacks ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING RETURNING 1",
-                _row(stored),
-            ).fetchone()
-            if inserted is None:  # created meanwhile by another connection
-                raise Conflict(f"callback {callback.id} exists already")
-            self._assigned(db, None, stored)
+            return self._create(db, callback, capacity)
+
+    def _create(
+        self, db: psycopg.Connection[Any], callback: Callback, capacity: Capacity | None
+    ) -> Callback:
+        stored = rules.stored_as(callback, 1)
+        if capacity is not None and stored.advisor_id is not None:
+            _lock_advisor(db, stored.advisor_id)
+        if db.execute("SELECT 1 FROM callbacks WHERE id = %s", (callback.id,)).fetchone():
+            raise Conflict(f"callback {callback.id} exists already")
+        self._check(db, None, stored, capacity)
+        inserted = db.execute(
+            f"INSERT INTO callbacks ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO NOTHING RETURNING 1",
+            _row(stored),
+        ).fetchone()
+        if inserted is None:  # created meanwhile by another connection
+            raise Conflict(f"callback {callback.id} exists already")
+        self._assigned(db, None, stored)
         return stored
 
     def save(
         self, callback: Callback, expected_version: int, capacity: Capacity | None = None
     ) -> Callback:
-        stored = rules.stored_as(callback, expected_version + 1)
         with self.db.writing("save callback") as db:
-            found = db.execute(
-                "SELECT body FROM callbacks WHERE id = %s FOR UPDATE", (callback.id,)
-            ).fetchone()
-            before = rules.decode(found[0]) if found else None
-            refusal = rules.refused(before, callback, expected_version)
-            if refusal is not None:
-                raise refusal
-            if (
-                capacity is not None
-                and stored.advisor_id is not None
-                and rules.checks(before, stored)
-            ):
-                _lock_advisor(db, stored.advisor_id)
-            self._check(db, before, stored, capacity)
-            db.execute(
-                "UPDATE callbacks SET customer = %s, advisor_id = %s, state = %s, "
-                "requested_at = %s, scheduled_for = %s, offer_expires_at = %s, version = %s, "
-                "body = %s WHERE id = %s",
-                (*_row(stored)[1:], stored.id),
-            )
-            self._assigned(db, before, stored)
+            return self._save(db, callback, expected_version, capacity)
+
+    def _save(
+        self,
+        db: psycopg.Connection[Any],
+        callback: Callback,
+        expected_version: int,
+        capacity: Capacity | None,
+    ) -> Callback:
+        stored = rules.stored_as(callback, expected_version + 1)
+        found = db.execute(
+            "SELECT body FROM callbacks WHERE id = %s FOR UPDATE", (callback.id,)
+        ).fetchone()
+        before = rules.decode(found[0]) if found else None
+        refusal = rules.refused(before, callback, expected_version)
+        if refusal is not None:
+            raise refusal
+        if capacity is not None and stored.advisor_id is not None and rules.checks(before, stored):
+            _lock_advisor(db, stored.advisor_id)
+        self._check(db, before, stored, capacity)
+        db.execute(
+            "UPDATE callbacks SET customer = %s, advisor_id = %s, state = %s, "
+            "requested_at = %s, scheduled_for = %s, offer_expires_at = %s, version = %s, "
+            "body = %s WHERE id = %s",
+            (*_row(stored)[1:], stored.id),
+        )
+        self._assigned(db, before, stored)
         return stored
+
+    def write_many(self, writes: Sequence[CallbackWrite]) -> list[Callback | InputError]:
+        """One transaction, a savepoint per write (psycopg's nested ``transaction()``: a
+        refused one is rolled back to it), one commit. The advisors' locks taken are held to
+        the commit."""
+        out: list[Callback | InputError] = []
+        if not writes:
+            return out
+        with self.db.writing("write callbacks") as db:
+            for w in writes:
+                try:
+                    with db.transaction():
+                        if w.expected_version is None:
+                            done = self._create(db, w.callback, w.capacity)
+                        else:
+                            done = self._save(db, w.callback, w.expected_version, w.capacity)
+                except (Conflict, NotFound) as refused:
+                    out.append(refused)
+                    continue
+                out.append(done)
+        return out
 
     def _check(
         self,

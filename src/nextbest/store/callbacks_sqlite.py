@@ -17,9 +17,9 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nextbest.advisors.model import Callback, CallbackState, Presence
-from nextbest.errors import Conflict
+from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
-from nextbest.store.port import Capacity
+from nextbest.store.port import CallbackWrite, Capacity
 
 if TYPE_CHECKING:  # sqlite.py opens this module: no import at run time
     from nextbest.store.sqlite import SQLiteDatabase
@@ -87,34 +87,71 @@ class SQLiteCallbacks:
 
     # ------------------------------------------------------------------ writes
     def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
-        stored = rules.stored_as(callback, 1)
         with self.db.writing("create callback") as db:
-            if db.execute("SELECT 1 FROM callbacks WHERE id = ?", (callback.id,)).fetchone():
-                raise Conflict(f"callback {callback.id} exists already")
-            self._check(db, None, stored, capacity)
-            db.execute(f"INSERT INTO callbacks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       _row(stored))  # fmt: skip
-            self._assigned(db, None, stored)
+            return self._create(db, callback, capacity)
+
+    def _create(
+        self, db: sqlite3.Connection, callback: Callback, capacity: Capacity | None
+    ) -> Callback:
+        stored = rules.stored_as(callback, 1)
+        if db.execute("SELECT 1 FROM callbacks WHERE id = ?", (callback.id,)).fetchone():
+            raise Conflict(f"callback {callback.id} exists already")
+        self._check(db, None, stored, capacity)
+        db.execute(f"INSERT INTO callbacks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   _row(stored))  # fmt: skip
+        self._assigned(db, None, stored)
         return stored
 
     def save(
         self, callback: Callback, expected_version: int, capacity: Capacity | None = None
     ) -> Callback:
-        stored = rules.stored_as(callback, expected_version + 1)
         with self.db.writing("save callback") as db:
-            found = db.execute("SELECT body FROM callbacks WHERE id = ?", (callback.id,)).fetchone()
-            before = rules.decode(found[0]) if found else None
-            refusal = rules.refused(before, callback, expected_version)
-            if refusal is not None:
-                raise refusal
-            self._check(db, before, stored, capacity)
-            db.execute(
-                "UPDATE callbacks SET customer = ?, advisor_id = ?, state = ?, requested_at = ?, "
-                "scheduled_for = ?, offer_expires_at = ?, version = ?, body = ? WHERE id = ?",
-                (*_row(stored)[1:], stored.id),
-            )
-            self._assigned(db, before, stored)
+            return self._save(db, callback, expected_version, capacity)
+
+    def _save(
+        self,
+        db: sqlite3.Connection,
+        callback: Callback,
+        expected_version: int,
+        capacity: Capacity | None,
+    ) -> Callback:
+        stored = rules.stored_as(callback, expected_version + 1)
+        found = db.execute("SELECT body FROM callbacks WHERE id = ?", (callback.id,)).fetchone()
+        before = rules.decode(found[0]) if found else None
+        refusal = rules.refused(before, callback, expected_version)
+        if refusal is not None:
+            raise refusal
+        self._check(db, before, stored, capacity)
+        db.execute(
+            "UPDATE callbacks SET customer = ?, advisor_id = ?, state = ?, requested_at = ?, "
+            "scheduled_for = ?, offer_expires_at = ?, version = ?, body = ? WHERE id = ?",
+            (*_row(stored)[1:], stored.id),
+        )
+        self._assigned(db, before, stored)
         return stored
+
+    def write_many(self, writes: Sequence[CallbackWrite]) -> list[Callback | InputError]:
+        """One ``BEGIN IMMEDIATE`` transaction, a savepoint per write (a refused one is
+        rolled back to it), one commit."""
+        out: list[Callback | InputError] = []
+        if not writes:
+            return out
+        with self.db.writing("write callbacks") as db:
+            for w in writes:
+                db.execute("SAVEPOINT callback_write")
+                try:
+                    if w.expected_version is None:
+                        done = self._create(db, w.callback, w.capacity)
+                    else:
+                        done = self._save(db, w.callback, w.expected_version, w.capacity)
+                except (Conflict, NotFound) as refused:
+                    db.execute("ROLLBACK TO callback_write")
+                    db.execute("RELEASE callback_write")
+                    out.append(refused)
+                    continue
+                db.execute("RELEASE callback_write")
+                out.append(done)
+        return out
 
     def _check(
         self,

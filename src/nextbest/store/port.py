@@ -14,9 +14,11 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.decide.model import Decision
+from nextbest.errors import InputError
 from nextbest.events.model import Event
 
 __all__ = [
+    "CallbackWrite",
     "Callbacks",
     "Capacity",
     "DecisionLog",
@@ -225,6 +227,15 @@ class Capacity(NamedTuple):
     slot: float
 
 
+class CallbackWrite(NamedTuple):
+    """One write of ``Callbacks.write_many``: a ``create`` (``expected_version`` None) or a
+    ``save`` against ``expected_version``, with the advisor's capacity to check."""
+
+    callback: Callback
+    expected_version: int | None = None
+    capacity: Capacity | None = None
+
+
 class Callbacks(Protocol):
     """The durable callback queue (``advisors.model.Callback``, every transition in its
     ``history``) and the live facts about advisors the routing reads: presence and when
@@ -254,6 +265,14 @@ class Callbacks(Protocol):
 
     def get(self, callback_id: str) -> Callback | None: ...
 
+    def write_many(self, writes: Sequence[CallbackWrite]) -> list[Callback | InputError]:
+        """Many writes in one durable commit (concurrent requests share it): each as
+        ``create`` or ``save`` does it, in order, each seeing the ones before it. A write
+        refused (``Conflict``, ``SlotTaken``, ``NotFound``) changes nothing and its error is
+        its result; the others are kept. A store failure (``StoreError``) raises, and
+        nothing is written."""
+        ...
+
     def save(
         self, callback: Callback, expected_version: int, capacity: Capacity | None = None
     ) -> Callback:
@@ -261,10 +280,11 @@ class Callbacks(Protocol):
         stored one still has ``expected_version``; the stored one gets ``expected_version``
         + 1 (returned so). ``NotFound``: no such callback. ``Conflict``: the stored version
         is another (someone wrote meanwhile: read again), ``callback`` names another
-        customer, its state is not the stored one nor a legal move from it
-        (``advisors.model.TRANSITIONS``), or its ``history`` does not begin with the stored
-        one's (a transition persisted is never lost). ``SlotTaken`` past ``capacity``
-        (above)."""
+        customer, the steps its ``history`` adds do not each make a legal move
+        (``advisors.model.TRANSITIONS``) from the stored state to its own (one save may add
+        several: a decline and the offer to a colleague), or its ``history`` does not begin
+        with the stored one's (a transition persisted is never lost). ``SlotTaken`` past
+        ``capacity`` (above)."""
         ...
 
     def of_customer(self, customer: str) -> list[Callback]:
