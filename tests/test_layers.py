@@ -12,6 +12,7 @@ import nextbest
 
 PKG = Path(nextbest.__file__).parent
 CORE = [
+    "audit",
     "events",
     "profile",
     "rules",
@@ -32,6 +33,7 @@ OUTER = [
     "nextbest.engine",
     "nextbest.bootstrap",
     "nextbest.usecases",
+    "nextbest.auditing",
     "nextbest.migrate",
     "nextbest.decision_journal",
     "nextbest.ingestion",
@@ -54,6 +56,7 @@ COMPOSITION_AND_FACES = (
     "nextbest.engine",
     "nextbest.bootstrap",
     "nextbest.usecases",
+    "nextbest.auditing",
     "nextbest.migrate",
     "nextbest.decision_journal",
     "nextbest.ingestion",

@@ -138,6 +138,8 @@ class ApiWorker:
         self.catalog = catalog
         self.clock: Clock = clock or SystemClock()
         self.quarantine = stores.quarantine
+        #: the audit log (PostgreSQL): the reads this worker serves are recorded there
+        self.audit = stores.audit
         self.decision_log = stores.decisions
         self.bus = bus
         self.live = LiveProfiles(reads, catalog)
@@ -545,6 +547,7 @@ class ApiWorker:
             ("profiles", self.live.reads.ping),
             ("decision_log", self.decision_log.decision_log_position),
             ("quarantine", lambda: self.quarantine.held(0, 1)),
+            ("audit_log", self.audit.head),
         ]
         return probe_each(checks)
 

@@ -16,7 +16,7 @@ from nextbest.experiments.counters import CampaignCounters
 from nextbest.guard.senders import Sender
 from nextbest.ingestion import IngestRequest, IngestResult
 from nextbest.learn.learner import Learner
-from nextbest.store.port import HeldMessage, Quarantine
+from nextbest.store.port import AuditLog, HeldMessage, Quarantine
 
 __all__ = ["Service"]
 
@@ -26,6 +26,7 @@ class Service(Protocol):
     clock: Clock
     limits: Limits
     quarantine: Quarantine
+    audit: AuditLog
     on_feedback: Callable[[bool], None] | None
 
     @property

@@ -36,6 +36,7 @@ from nextbest.api.metrics import CONTENT_TYPE, Metrics
 from nextbest.api.observe import Observed
 from nextbest.api.rate_limit import RateLimits
 from nextbest.api.schemas import (
+    AuditList,
     CatalogResponse,
     DecideBody,
     ErrorBody,
@@ -51,6 +52,8 @@ from nextbest.api.schemas import (
     ReadyResponse,
     SnapshotResponse,
 )
+from nextbest.audit.model import actor_of
+from nextbest.auditing import read_decision, read_profile, read_quarantine
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
 from nextbest.errors import (
@@ -139,6 +142,8 @@ class RouteSpec:
     reads_body: bool = False
     #: query parameters (all whole numbers): name -> description
     query: tuple[tuple[str, str], ...] = ()
+    #: query parameters that are text: name -> description
+    text_query: tuple[tuple[str, str], ...] = ()
     #: response fields absent from some answers (the OpenAPI schema does not require them)
     sometimes: tuple[str, ...] = ()
     #: the answer a browser key gets instead of ``response`` (the OpenAPI schema: one of both)
@@ -254,7 +259,7 @@ async def _decide(ctx: Ctx) -> Response:
 
 async def _profile(ctx: Ctx) -> Response:
     user_id = ctx.request.path_params["user_id"]
-    view = await run_in_threadpool(ctx.engine.profile_view, user_id)
+    view = await run_in_threadpool(read_profile, ctx.engine, actor_of(ctx.sender), user_id)
     if view is None:
         raise NotFound(f"no profile for userId {user_id!r}")
     return _answer(ProfileResponse(**view))
@@ -273,7 +278,7 @@ async def _experiment(ctx: Ctx) -> Response:
 
 async def _decision(ctx: Ctx) -> Response:
     decision_id = ctx.request.path_params["decision_id"]
-    decision = await run_in_threadpool(ctx.engine.decision, decision_id)
+    decision = await run_in_threadpool(read_decision, ctx.engine, actor_of(ctx.sender), decision_id)
     if decision is None:
         raise NotFound(f"no decision {decision_id!r}")
     return _json(msgspec.to_builtins(decision))
@@ -333,7 +338,7 @@ def _held(m: HeldMessage) -> HeldMessageBody:
 async def _quarantine(ctx: Ctx) -> Response:
     after = _query_int(ctx.request, "after", 0)
     limit = _query_int(ctx.request, "limit", 100, upper=1_000)
-    held = await run_in_threadpool(ctx.engine.quarantined, after, limit)
+    held = await run_in_threadpool(read_quarantine, ctx.engine, actor_of(ctx.sender), after, limit)
     total = await run_in_threadpool(ctx.engine.quarantine.held_count)
     return _answer(QuarantineList(total, [_held(m) for m in held]))
 
@@ -356,8 +361,24 @@ def _query_int(request: Request, name: str, default: int, upper: int | None = No
 
 async def _reload_catalog(ctx: Ctx) -> Response:
     """Re-read the catalog the server was started with; swap it in only if it checks."""
-    report = await run_in_threadpool(reload_catalog, ctx.engine, ctx.settings.catalog)
+    report = await run_in_threadpool(
+        reload_catalog, ctx.engine, ctx.settings.catalog, actor_of(ctx.sender)
+    )
     return _answer(report)
+
+
+async def _audit(ctx: Ctx) -> Response:
+    """The audit log's entries, oldest first, and its head."""
+    after = _query_int(ctx.request, "after", 0)
+    limit = _query_int(ctx.request, "limit", 100, upper=1_000)
+    subject = ctx.request.query_params.get("subject")
+    audit = ctx.engine.audit
+
+    def read() -> AuditList:
+        head = audit.head()
+        return AuditList(head, audit.entries(after, limit, subject or None))
+
+    return _answer(await run_in_threadpool(read))
 
 
 async def _snapshot(ctx: Ctx) -> Response:
@@ -506,6 +527,21 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=CatalogReload,
     ),
     RouteSpec(
+        "GET",
+        "/v1/audit",
+        Scope.ADMIN,
+        "The audit log, oldest first: who read which customer's profile or decisions, each "
+        "consent change, each catalog change (with its diff); every entry hash-chained to "
+        "the one before, and the head to anchor elsewhere (docs/trust.md)",
+        _audit,
+        response=AuditList,
+        query=(
+            ("after", "only entries with a larger seq (the last seq of the previous page)"),
+            ("limit", "at most this many (default 100, at most 1,000)"),
+        ),
+        text_query=(("subject", "only entries about this subject (a customer id, catalog)"),),
+    ),
+    RouteSpec(
         "POST",
         "/v1/admin/snapshot",
         Scope.ADMIN,
@@ -582,19 +618,32 @@ def openapi_document() -> dict[str, Any]:
         }
         if r.scope is not Scope.PUBLIC:
             op["security"] = [{"basic": []}, {"bearer": []}]
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PATH_PARAMETER.findall(r.path)
-        ] + [
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "description": text,
-                "schema": {"type": "integer", "minimum": 0},
-            }
-            for name, text in r.query
-        ]
+        parameters = (
+            [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in _PATH_PARAMETER.findall(r.path)
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+                for name, text in r.query
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in r.text_query
+            ]
+        )
         if parameters:
             op["parameters"] = parameters
         if r.request is not None:

@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from nextbest.audit.model import AuditEntry, AuditHead
 from nextbest.decide.reasons import Reason
 
 __all__ = [
+    "AuditList",
     "CatalogResponse",
     "DecideBody",
     "ErrorBody",
@@ -157,6 +159,16 @@ class QuarantineList(msgspec.Struct):
     held: int
     #: the page asked for, oldest first
     messages: list[HeldMessageBody]
+
+
+class AuditList(msgspec.Struct):
+    """A page of the audit log (``nextbest.audit``; docs/trust.md)."""
+
+    #: the last entry appended (None: none yet): anchor it outside nextbest to catch a tail
+    #: cut off later (``nextbest audit verify --anchor SEQ:HASH``)
+    head: AuditHead | None
+    #: the page asked for, oldest first
+    entries: list[AuditEntry]
 
 
 class QuarantineReplayed(msgspec.Struct):
