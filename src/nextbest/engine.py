@@ -63,6 +63,8 @@ from nextbest.events.parse import (
 )
 from nextbest.experiments.counters import CampaignCounters, ExperimentCounters
 from nextbest.group_commit import GroupCommit
+from nextbest.grouped_audit import GroupedAuditLog
+from nextbest.guard.devices import check_devices, needs_devices
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.ingestion import (
     IngestRequest,
@@ -217,7 +219,8 @@ class Engine:
         self.state_store = stores.state
         self.quarantine = stores.quarantine
         self.outbox = stores.outbox
-        self.audit = stores.audit
+        #: appends of concurrent callers (audited reads) share one commit
+        self.audit = GroupedAuditLog(stores.audit)
         #: consent changes folded, still to append to the audit log (``_flush_audit``)
         self._audit_pending: list[AuditRecord] = []
         self._audit_lock = threading.Lock()  # one audit append at a time, in fold order
@@ -321,6 +324,9 @@ class Engine:
         """``ingest`` on behalf of a caller: Forbidden, and nothing stored, unless the
         sender's key may send every one of the events (``guard.senders``)."""
         check_senders(sender, events, prefix)
+        if needs_devices(sender, events):
+            with self._lock:
+                check_devices(sender, events, range(len(events)), prefix, self._book.identity)
         return self.ingest(events, prefix)
 
     def submit(self, request: IngestRequest) -> Future[IngestResult]:
@@ -456,7 +462,8 @@ class Engine:
 
     def _check_rights(self, sender: Sender, parsed: Parsed, prefix: str) -> None:
         """Forbidden or LimitExceeded for the whole request (``ingestion.check_rights``,
-        against the live identity map and profiles)."""
+        against the live identity map and profiles). Under the write lock: nothing folds
+        meanwhile, so the device links read without the state lock stay as read."""
         if not needs_identity(parsed):
             check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
             return
@@ -1058,6 +1065,7 @@ class Engine:
             self._closed = True
             self.flush()
             self.snapshot()
+            self.audit.close()
             self._close_stores()
 
     def release(self) -> None:
@@ -1068,4 +1076,5 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
+            self.audit.close()
             self._close_stores()

@@ -26,7 +26,6 @@ class Service(Protocol):
     clock: Clock
     limits: Limits
     quarantine: Quarantine
-    audit: AuditLog
     on_feedback: Callable[[bool], None] | None
 
     @property
@@ -34,6 +33,11 @@ class Service(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log (``nextbest.auditing`` records reads and changes in it)."""
+        ...
 
     @property
     def snapshot_due(self) -> bool: ...

@@ -6,6 +6,7 @@ consent change whose record could not be written is kept and written later, in o
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.engine import Engine
 from nextbest.errors import StoreUnavailable
+from nextbest.grouped_audit import GroupedAuditLog
 from nextbest.store import memory_stores, sqlite_stores
 from nextbest.store.audit_memory import MemoryAuditLog
 from nextbest.store.catalog_files import load_catalog
@@ -260,3 +262,62 @@ def test_anchors_are_checked_against_the_chain():
         ]
     )
     assert verify(audit.entries(), audit.head(), [AuditHead(2, made[1].hash)]).ok
+
+
+# ---------------------------------------------------------------- group commit
+def test_concurrent_appends_share_commits_and_each_gets_its_own_entries(tmp_path: Path):
+    stores = sqlite_stores(tmp_path / "grouped.sqlite")
+    commits: list[int] = []
+
+    class Counting:
+        def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+            commits.append(len(records))
+            return stores.audit.append(records)
+
+        def entries(self, after: int = 0, limit: int | None = None, subject: str | None = None):
+            return stores.audit.entries(after, limit, subject)
+
+        def head(self) -> AuditHead | None:
+            return stores.audit.head()
+
+    grouped = GroupedAuditLog(Counting())
+    got: list[list[list[AuditEntry]]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def run(k: int) -> None:
+        start.wait()
+        for n in range(40):
+            record = AuditRecord(
+                time=T0 + n, actor=ADMIN, action=AuditAction.PROFILE_READ, subject=f"c{k}"
+            )
+            got[k].append(grouped.append([record] * (1 + n % 3)))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    grouped.close()
+    total = sum(1 + n % 3 for n in range(40)) * 8
+    assert sum(commits) == total
+    assert len(commits) <= 8 * 40  # some appends shared a commit (usually most)
+    for k, calls in enumerate(got):
+        for entries in calls:
+            assert {e.subject for e in entries} == {f"c{k}"}
+            assert [e.seq for e in entries] == list(range(entries[0].seq, entries[-1].seq + 1))
+    assert verify(stores.audit.entries(), stores.audit.head()).ok
+    assert stores.audit.head() == AuditHead(total, stores.audit.entries()[-1].hash)
+    stores.close()
+
+
+def test_a_failed_group_commit_fails_each_of_its_appends():
+    audit = FlakyAuditLog()
+    grouped = GroupedAuditLog(audit)
+    record = AuditRecord(time=T0, actor=ADMIN, action=AuditAction.PROFILE_READ, subject="u")
+    audit.down = True
+    with pytest.raises(StoreUnavailable):
+        grouped.append([record])
+    audit.down = False
+    assert [e.seq for e in grouped.append([record, record])] == [1, 2]
+    assert grouped.append([]) == []
+    grouped.close()
