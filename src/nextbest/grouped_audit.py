@@ -7,6 +7,12 @@ one, which writes them all in one ``AuditLog.append``: under light load a group 
 read's record, under heavy load it grows by itself. Each caller gets its own entries back,
 in the order it gave them, consecutive in the chain; a failed write fails every append of
 its group (nothing of it is stored: the store's append is all or none).
+
+A write the store could not reach (``StoreUnavailable``) is tried once more at once: a
+connection that broke since its last use (a PostgreSQL restart) is opened again by the next
+call, and a read should not be refused for a server that is back. If the first attempt did
+commit and only its answer was lost, the group's records are in the log twice: an audit log
+may say too much, never too little.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nextbest.audit.model import AuditEntry, AuditHead, AuditRecord
-from nextbest.errors import NextbestError
+from nextbest.errors import NextbestError, StoreUnavailable
 from nextbest.group_commit import GroupCommit
 from nextbest.store.port import AuditLog
 
@@ -34,8 +40,12 @@ class GroupedAuditLog:
     def _append_many(
         self, requests: Sequence[Sequence[AuditRecord]]
     ) -> list[list[AuditEntry] | NextbestError]:
+        flat = [r for records in requests for r in records]
         try:
-            made = self.store.append([r for records in requests for r in records])
+            try:
+                made = self.store.append(flat)
+            except StoreUnavailable:
+                made = self.store.append(flat)  # once more: a broken connection reopens
         except NextbestError as exc:
             return [exc] * len(requests)
         out: list[list[AuditEntry] | NextbestError] = []

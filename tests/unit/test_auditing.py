@@ -310,6 +310,26 @@ def test_concurrent_appends_share_commits_and_each_gets_its_own_entries(tmp_path
     stores.close()
 
 
+class BrokenOnce(MemoryAuditLog):
+    """A store whose connection broke while idle: the first call fails, then it reconnects."""
+
+    broken = True
+
+    def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        if self.broken:
+            self.broken = False
+            raise StoreUnavailable("connection closed")
+        return super().append(records)
+
+
+def test_a_connection_that_broke_while_idle_refuses_no_read(catalog: Catalog):
+    audit = BrokenOnce()
+    engine = _engine(catalog, audit)
+    engine.ingest_batch(batch(identify({"age": 30}, user="u1")))
+    assert read_profile(engine, ADMIN, "u1") is not None
+    assert [e.subject for e in audit.entries()] == ["u1"]
+
+
 def test_a_failed_group_commit_fails_each_of_its_appends():
     audit = FlakyAuditLog()
     grouped = GroupedAuditLog(audit)
