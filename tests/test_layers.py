@@ -12,6 +12,7 @@ import nextbest
 
 PKG = Path(nextbest.__file__).parent
 CORE = [
+    "audit",
     "events",
     "profile",
     "rules",
@@ -34,6 +35,8 @@ OUTER = [
     "nextbest.callback_sweeper",
     "nextbest.bootstrap",
     "nextbest.usecases",
+    "nextbest.auditing",
+    "nextbest.grouped_audit",
     "nextbest.migrate",
     "nextbest.decision_journal",
     "nextbest.ingestion",
@@ -58,6 +61,8 @@ COMPOSITION_AND_FACES = (
     "nextbest.callback_sweeper",
     "nextbest.bootstrap",
     "nextbest.usecases",
+    "nextbest.auditing",
+    "nextbest.grouped_audit",
     "nextbest.migrate",
     "nextbest.decision_journal",
     "nextbest.ingestion",

@@ -79,6 +79,11 @@ def test_readme_curl_examples_run(keyed):
     assert server.engine.decision(seen.last_decision_id or "") is not None
     (reload,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "catalog/reload" in b]
     assert '"changed":false' in reload
+    (audited,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "/v1/audit" in b]
+    entries = json.loads(audited)["entries"]
+    assert [(e["action"], e["subject"], e["actor"]["kind"]) for e in entries] == [
+        ("profile.read", "u-1001", "server")
+    ]
     (page,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "dev-browser-key" in b]
     assert set(json.loads(page)) == {"decision_id", "placement", "items"}  # what a page renders
     (called,) = [o for b, o in zip(curl_blocks, outputs, strict=True) if "/v1/callbacks" in b]

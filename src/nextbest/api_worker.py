@@ -72,6 +72,8 @@ from nextbest.events.parse import (
 )
 from nextbest.experiments.counters import EXPERIMENT_ROW, CampaignCounters, decode_counters
 from nextbest.group_commit import GroupCommit
+from nextbest.grouped_audit import GroupedAuditLog
+from nextbest.guard.devices import needs_devices
 from nextbest.guard.senders import Sender, check_decider, check_decision_time
 from nextbest.ingestion import (
     IngestRequest,
@@ -145,6 +147,9 @@ class ApiWorker:
         self.catalog = catalog
         self.clock: Clock = clock or SystemClock()
         self.quarantine = stores.quarantine
+        #: the audit log (PostgreSQL): the reads this worker serves are recorded there,
+        #: concurrent ones in one commit
+        self.audit = GroupedAuditLog(stores.audit)
         self.decision_log = stores.decisions
         self.bus = bus
         self.live = LiveProfiles(reads, catalog)
@@ -248,6 +253,11 @@ class ApiWorker:
         book: ProfileBook | None = None
         if needs_identity(parsed) or feedback:
             book = self.live.book_for([e.user_id for e in events], [e.anonymous_id for e in events])
+        else:
+            sent = [*events, *(r.event for r in parsed.rejected)]
+            if needs_devices(sender, sent):
+                devices = [e.anonymous_id for e in sent if not e.user_id]
+                book = self.live.links_for([sender.bound_user], devices)
         check_rights(sender, parsed, prefix, book or self._empty_book(), self.catalog.spec.profile)
         if not feedback:
             return Plan(parsed, {}, sender.kind.value)
@@ -561,6 +571,7 @@ class ApiWorker:
             ("profiles", self.live.reads.ping),
             ("decision_log", self.decision_log.decision_log_position),
             ("quarantine", lambda: self.quarantine.held(0, 1)),
+            ("audit_log", self.audit.head),
         ]
         return probe_each(checks)
 
@@ -586,6 +597,7 @@ class ApiWorker:
                 try:
                     self._close_reads()
                 finally:
+                    self.audit.close()
                     self._close_stores()
 
 

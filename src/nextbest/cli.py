@@ -1,5 +1,5 @@
 """The command line: ``nextbest serve | check | replay | models | token | migrate | export |
-evaluate | sim``. Commands parse arguments and print; what they do is a use case
+evaluate | audit | sim``. Commands parse arguments and print; what they do is a use case
 (``nextbest.usecases``, ``nextbest.migrate``) or the engine's."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationErr
 from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:
+    from nextbest.audit.model import Actor
     from nextbest.catalog.compiled import Catalog
     from nextbest.engine import Engine
     from nextbest.experiments.report import ExperimentResult
@@ -92,6 +93,20 @@ RoleOpt = typer.Option(
 
 def _settings(catalog: str, data: str, **extra: object) -> Settings:
     return Settings.from_env(None, catalog=catalog, data=data, **extra)
+
+
+def _operator(kind: str) -> Actor:
+    """Who runs this command (or this server, for what a signal makes it do), as the audit
+    log names them: the operating system account."""
+    import getpass
+
+    from nextbest.audit.model import Actor
+
+    try:
+        user: str | None = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without one)
+        user = None
+    return Actor(kind=kind, operator=user)
 
 
 def _found(use_case: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -257,7 +272,7 @@ def _reload_on_hangup(engine: Engine, location: str) -> None:
     def reload() -> None:
         err = _console("err")
         try:
-            done = reload_catalog(engine, location)
+            done = reload_catalog(engine, location, _operator("signal"))
         except CatalogError as exc:
             err.print(
                 f"nextbest: catalog {location} not reloaded, still serving "
@@ -905,7 +920,7 @@ def export_decisions(
     from nextbest.usecases import export_decisions as export
 
     lo, hi = _epoch(since, "--since"), _epoch(until, "--until")
-    rows = _found(export, catalog, data, out, lo, hi)
+    rows = _found(export, catalog, data, out, lo, hi, _operator("cli"))
     _console("out").print(f"wrote {rows} rows to {out}", markup=False)
 
 
@@ -997,6 +1012,93 @@ def evaluate(
                 markup=False,
             )
         out.print(f"verdict: {verdict.text}", markup=False)
+
+
+audit_app = typer.Typer(
+    no_args_is_help=True,
+    help="The audit log: who read which customer's data, consent and catalog changes.",
+)
+app.add_typer(audit_app, name="audit")
+
+AnchorOpt = typer.Option(
+    None,
+    "--anchor",
+    help="SEQ:HASH of an entry kept outside nextbest (a head printed earlier): it must "
+    "still be in the chain. Repeat for several.",
+)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data: str = DataOpt,
+    anchor: list[str] | None = AnchorOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+) -> None:
+    """Check the whole hash chain: exit 0 with a summary and the head to anchor elsewhere,
+    or exit 1 naming the first broken entry."""
+    import msgspec
+
+    from nextbest.auditing import parse_anchor, verify_audit
+
+    anchors = [_found(parse_anchor, a, "--anchor") for a in anchor or ()]
+    verdict = _found(verify_audit, data, anchors)
+    out = _console("out")
+    if as_json:
+        out.print(msgspec.json.encode(verdict).decode(), markup=False, soft_wrap=True)
+    elif verdict.ok:
+        head = verdict.head
+        out.print(f"audit log ok: {verdict.entries} entries, chain intact", markup=False)
+        if head is not None:
+            out.print(f"head {head} (anchor it: --anchor {head})", markup=False, soft_wrap=True)
+    else:
+        _console("err").print(
+            f"audit log broken at entry {verdict.broken_seq}: {verdict.reason}", markup=False
+        )
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    data: str = DataOpt,
+    subject: str | None = typer.Option(
+        None, "--subject", help="Only entries about this subject (a customer id, catalog)."
+    ),
+    after: int = typer.Option(0, "--after", min=0, help="Only entries past this seq."),
+    limit: int = typer.Option(100, "--limit", min=1, help="Show at most this many."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+) -> None:
+    """Show the entries, oldest first: when, who, what, about whom."""
+    import msgspec
+
+    from nextbest.auditing import list_audit
+
+    head, entries = _found(list_audit, data, subject, after, limit)
+    out = _console("out")
+    if as_json:
+        listed = {"head": head, "entries": entries}
+        out.print(msgspec.json.encode(listed).decode(), markup=False, soft_wrap=True)
+        return
+    for e in entries:
+        who = e.actor.kind + "".join(
+            f" {k}={v}"
+            for k, v in (
+                ("key", e.actor.key_id),
+                ("advisor", e.actor.advisor),
+                ("user", e.actor.user),
+                ("operator", e.actor.operator),
+            )
+            if v
+        )
+        details = {k: v for k, v in e.details.items() if k != "diff"}
+        shown = msgspec.json.encode(details).decode() if details else ""
+        out.print(
+            f"#{e.seq} {_when(e.time)} {e.action} {e.subject} by {who} {shown}".rstrip(),
+            markup=False,
+            soft_wrap=True,
+        )
+        if "diff" in e.details:
+            out.print(str(e.details["diff"]), markup=False, soft_wrap=True)
 
 
 sim_app = typer.Typer(no_args_is_help=True, help="The synthetic bank: generate, send, evaluate.")

@@ -11,6 +11,11 @@
     close()         -> flush decisions, write a snapshot
     callbacks       -> expert call-backs (``callbacks.CallbackDesk``): requests, routing,
                        advisors, timers; its board is what advisor placements decide on
+    audit           -> the audit log (``store.port.AuditLog``): a consent changed by a live
+                       event is recorded as it is folded (``AuditAction.CONSENT_CHANGED``:
+                       before, after, the message), appended after the fold; an append that
+                       fails is kept and retried (every ``flush``, which raises it, so the
+                       server's readiness says so)
 
 Live profiles and identities are a ``ProfileBook`` (pure), learned models a ``Learner``
 (pure), buffered and recent decisions a ``DecisionJournal``, the snapshot format is
@@ -28,6 +33,7 @@ and a caller with a server key may say when a decision is taken (``decide(now=..
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 import uuid
@@ -37,6 +43,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from nextbest.audit.model import Actor, AuditAction, AuditRecord, actor_of, consent_change
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
@@ -46,6 +53,7 @@ from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
 from nextbest.errors import NextbestError, StateLost, ValidationError, VocabularyError
 from nextbest.events.model import Event, EventType
+from nextbest.events.names import EventName
 from nextbest.events.parse import (
     DEFAULT_LIMITS,
     Limits,
@@ -58,6 +66,8 @@ from nextbest.events.parse import (
 )
 from nextbest.experiments.counters import CampaignCounters, ExperimentCounters
 from nextbest.group_commit import GroupCommit
+from nextbest.grouped_audit import GroupedAuditLog
+from nextbest.guard.devices import check_devices, needs_devices
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.ingestion import (
     IngestRequest,
@@ -85,6 +95,7 @@ from nextbest.store.snapshot import (
 )
 
 __all__ = [
+    "IN_PROCESS",
     "Engine",
     "IngestRequest",
     "IngestResult",
@@ -97,6 +108,22 @@ __all__ = [
 
 
 T = TypeVar("T")
+
+log = logging.getLogger("nextbest.engine")
+
+#: who acted when a program drives the engine in process (no key)
+IN_PROCESS = Actor(kind="engine")
+
+
+def _may_change_consent(event: Event) -> bool:
+    """``event`` may change a profile's consent when folded: an identify (its traits, or the
+    device it links), an alias (profiles merged), a ``Consent Updated``."""
+    kind = event.type
+    return (
+        kind is EventType.IDENTIFY
+        or kind is EventType.ALIAS
+        or (kind is EventType.TRACK and event.name == EventName.CONSENT_UPDATED)
+    )
 
 
 class QuarantineReport(msgspec.Struct, frozen=True):
@@ -197,6 +224,11 @@ class Engine:
         self.state_store = stores.state
         self.quarantine = stores.quarantine
         self.outbox = stores.outbox
+        #: appends of concurrent callers (audited reads) share one commit
+        self.audit = GroupedAuditLog(stores.audit)
+        #: consent changes folded, still to append to the audit log (``_flush_audit``)
+        self._audit_pending: list[AuditRecord] = []
+        self._audit_lock = threading.Lock()  # one audit append at a time, in fold order
         self._close_stores = stores.close
         self.clock: Clock = clock or SystemClock()
         #: the watermark, when the engine runs on event time
@@ -299,6 +331,9 @@ class Engine:
         """``ingest`` on behalf of a caller: Forbidden, and nothing stored, unless the
         sender's key may send every one of the events (``guard.senders``)."""
         check_senders(sender, events, prefix)
+        if needs_devices(sender, events):
+            with self._lock:
+                check_devices(sender, events, range(len(events)), prefix, self._book.identity)
         return self.ingest(events, prefix)
 
     def submit(self, request: IngestRequest) -> Future[IngestResult]:
@@ -332,6 +367,7 @@ class Engine:
         unacknowledged (the client retries; the quarantine dedupes by messageId)."""
         out: list[IngestResult | NextbestError | None] = [None] * len(requests)
         plans: list[Plan] = []
+        actors: list[Actor] = []
         where: list[int] = []
         with self._write_lock:
             for i, (sender, parsed, prefix) in enumerate(requests):
@@ -343,8 +379,9 @@ class Engine:
                     continue
                 where.append(i)
                 plans.append(Plan(kept, joined, sender.kind.value))
+                actors.append(actor_of(sender))
             try:
-                results: list[IngestResult | NextbestError] = list(self._commit(plans))
+                results: list[IngestResult | NextbestError] = list(self._commit(plans, actors))
             except NextbestError as exc:
                 results = [exc] * len(plans)
             for i, result in zip(where, results, strict=True):
@@ -370,9 +407,13 @@ class Engine:
                 for event, seq in zip(events, seqs, strict=True):
                     if seq is not None:
                         book, learner, counters = self._book, self._learner, self._counters
-                        self._apply(book, learner, seq, event, live=True, counters=counters)
+                        actor = Actor(kind="fold", key_id=event.key_id)
+                        self._apply(
+                            book, learner, seq, event, live=True, counters=counters, actor=actor
+                        )
                         self._since_snapshot += 1
             self._unfolded = False
+        self._flush_audit()
         return seqs
 
     def _count_logged_control(self) -> None:
@@ -428,15 +469,18 @@ class Engine:
 
     def _check_rights(self, sender: Sender, parsed: Parsed, prefix: str) -> None:
         """Forbidden or LimitExceeded for the whole request (``ingestion.check_rights``,
-        against the live identity map and profiles)."""
+        against the live identity map and profiles). Under the write lock: nothing folds
+        meanwhile, so the device links read without the state lock stay as read."""
         if not needs_identity(parsed):
             check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
             return
         with self._lock:
             check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
 
-    def _commit(self, plans: Sequence[Plan]) -> list[IngestResult]:
-        """Write (quarantine, then events) and fold: called under the write lock."""
+    def _commit(self, plans: Sequence[Plan], actors: Sequence[Actor] = ()) -> list[IngestResult]:
+        """Write (quarantine, then events) and fold: called under the write lock. ``actors``:
+        who sent each plan (the audit log's actor of a consent change; default
+        ``IN_PROCESS``)."""
         held = held_messages(plans)
         if held:
             self.quarantine.hold(held)
@@ -451,8 +495,9 @@ class Engine:
         latest = -math.inf
         at = 0
         with self._lock:
-            for parsed, joined, _ in plans:
+            for k, (parsed, joined, _) in enumerate(plans):
                 accepted = 0
+                actor = actors[k] if k < len(actors) else IN_PROCESS
                 for n, event in enumerate(parsed.events):
                     seq = seqs[at + n]
                     if seq is not None:
@@ -464,6 +509,7 @@ class Engine:
                             joined.get(n),
                             live=True,
                             counters=self._counters,
+                            actor=actor,
                         )
                         accepted += 1
                         latest = max(latest, event.timestamp)
@@ -474,6 +520,7 @@ class Engine:
             if self._event_clock is not None and latest > -math.inf:
                 # the latest accepted timestamp; an older one never moves it back
                 self._event_clock.observe(latest)
+        self._flush_audit()
         return results
 
     def _join_feedback(self, parsed: Parsed, prefix: str) -> tuple[Parsed, dict[int, Decision]]:
@@ -544,6 +591,7 @@ class Engine:
             ("event_log", self.event_log.last_seq),
             ("decision_log", self.decision_log.decision_log_position),
             ("quarantine", lambda: self.quarantine.held(0, 1)),
+            ("audit_log", self.audit.head),
         ]
         return probe_each(checks)
 
@@ -571,9 +619,11 @@ class Engine:
         *,
         live: bool = False,
         counters: ExperimentCounters | None = None,
+        actor: Actor | None = None,
     ) -> None:
         """Fold ``event`` (at ``seq``) into ``book`` and ``learner``; ``live``: accepted now
-        (``on_feedback`` is told how its feedback was judged), not restored or replayed."""
+        (``on_feedback`` is told how its feedback was judged), not restored or replayed;
+        then a consent it changed is recorded for the audit log, as done by ``actor``."""
         if is_feedback(event):
             if decision is None:
                 decision = self.decision(str(event.properties.get("decision_id")))
@@ -589,7 +639,13 @@ class Engine:
                 if live and self.on_feedback is not None:
                     self.on_feedback(trusted)
         learner.observe(event, decision)
+        consent: dict[str, bool] | None = None
+        if live and actor is not None and _may_change_consent(event):
+            held = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
+            consent = dict(held.consent) if held is not None else {}
         book.apply(seq, event, self._events_of)
+        if consent is not None and actor is not None:
+            self._note_consent(book, event, consent, actor)
         if counters is not None and counters.wants(event):
             profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
             if profile is not None:
@@ -597,6 +653,54 @@ class Engine:
         if learner.awaits(event) and (event.user_id or event.anonymous_id):
             customer = book.resolve(event.user_id, event.anonymous_id)
             learner.observe_outcome(event, customer, book.same_customer)
+
+    def _note_consent(
+        self, book: ProfileBook, event: Event, before: dict[str, bool], actor: Actor
+    ) -> None:
+        """Under the state lock: the consent change ``event`` made, if any, kept for the
+        audit log."""
+        customer = book.resolve(event.user_id, event.anonymous_id)
+        profile = book.profiles.get(customer)
+        change = consent_change(before, dict(profile.consent) if profile is not None else {})
+        if change is None:
+            return
+        self._audit_pending.append(
+            AuditRecord(
+                time=self.wall_now(),
+                actor=actor,
+                action=AuditAction.CONSENT_CHANGED,
+                subject=customer,
+                details={
+                    **change,
+                    "message_id": event.message_id,
+                    "event": event.name or event.type.value,
+                    "event_time": event.timestamp,
+                },
+            )
+        )
+
+    def _flush_audit(self, *, raise_errors: bool = False) -> None:
+        """Append the audit records kept, in the order they were made. A failure keeps them
+        (retried next time) and is logged; raised with ``raise_errors``."""
+        with self._audit_lock:
+            with self._lock:
+                records, self._audit_pending = self._audit_pending, []
+            if not records:
+                return
+            try:
+                self.audit.append(records)
+            except NextbestError as exc:
+                with self._lock:
+                    self._audit_pending[:0] = records
+                log.error("audit records not written (kept, retried): %s", exc.message)
+                if raise_errors:
+                    raise
+
+    @property
+    def audit_pending(self) -> int:
+        """Audit records made but not yet written to the audit log."""
+        with self._lock:
+            return len(self._audit_pending)
 
     # ---------------------------------------------------------------- decide
     def decide(
@@ -668,8 +772,10 @@ class Engine:
         return self._journal.get(decision_id)
 
     def flush(self) -> None:
-        """Write buffered decisions to the decision log (the server calls this every second)."""
+        """Write buffered decisions to the decision log and kept audit records to the audit
+        log (the server calls this every second)."""
         self._journal.flush()
+        self._flush_audit(raise_errors=True)
 
     # ---------------------------------------------------------------- read
     def profile(self, customer_id: str) -> Profile | None:
@@ -975,6 +1081,7 @@ class Engine:
             self._closed = True
             self.flush()
             self.snapshot()
+            self.audit.close()
             self._close_stores()
 
     def release(self) -> None:
@@ -986,4 +1093,5 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
+            self.audit.close()
             self._close_stores()

@@ -3,8 +3,9 @@ the embedded engine (which appends and folds in the same call) and a stateless A
 (which publishes to the bus for a fold worker) run exactly these steps.
 
     check_rights(...)   -> Forbidden or LimitExceeded for the whole request: what its key may
-                           send (``guard.senders``) and what it may change in the identity map
-                           and profiles (``guard.identity``), read from a ``ProfileBook``
+                           send (``guard.senders``), for which devices (``guard.devices``) and
+                           what it may change in the identity map and profiles
+                           (``guard.identity``), read from a ``ProfileBook``
     join_feedback(...)  -> feedback that answers no decision of its customer set apart (to be
                            quarantined with the messages that break the vocabulary), and the
                            decision each kept feedback event answers
@@ -25,6 +26,7 @@ from nextbest.decide.model import Decision
 from nextbest.errors import VocabularyError
 from nextbest.events.model import Event, EventType
 from nextbest.events.parse import Parsed, Rejection
+from nextbest.guard.devices import check_devices, needs_devices
 from nextbest.guard.identity import check_identity
 from nextbest.guard.senders import Sender, check_senders
 from nextbest.profile.book import ProfileBook
@@ -38,6 +40,7 @@ __all__ = [
     "check_rights",
     "held_messages",
     "join_feedback",
+    "needs_devices",
     "needs_identity",
     "result_of",
 ]
@@ -92,6 +95,8 @@ def check_rights(
     events = [*parsed.events, *(r.event for r in rejected)]
     indexes = [*parsed.indexes, *(r.index for r in rejected)]
     check_senders(sender, events, prefix, indexes)
+    if needs_devices(sender, events):
+        check_devices(sender, events, indexes, prefix, book.identity)
     if needs_identity(parsed):
         check_identity(
             sender,

@@ -8,6 +8,8 @@
     book_for(users, devices)           -> a ``ProfileBook`` holding only these ids' identity
                                           links and customers' profiles: what the shared
                                           ingestion checks (``ingestion``) read
+    links_for(users, devices)          -> a ``ProfileBook`` holding only these ids' identity
+                                          links: whose device each is (``guard.devices``)
     model()                            -> the published model copy's version, and its bytes
                                           when it changed
 """
@@ -134,6 +136,17 @@ class LiveProfiles:
                 profile = book.profiles[key] = _decode_profile(body)
                 more.update(a for a in profile.anonymous_ids if a not in identity.anon_to_user)
         self._load_devices(book, more)  # the customers' devices: counted by check_identity
+        return book
+
+    def links_for(
+        self, user_ids: Iterable[str | None], anonymous_ids: Iterable[str | None]
+    ) -> ProfileBook:
+        """A book with the identity links of these ids alone (no profile): the customer each
+        device is linked to, and where each userId leads through aliases. At most a round
+        trip per alias hop."""
+        book = ProfileBook(self.catalog.matcher, self.catalog.fold_config)
+        self._load_aliases(book, {u for u in user_ids if u})
+        self._load_devices(book, {a for a in anonymous_ids if a})
         return book
 
     def model(self, known: ModelVersion | None) -> tuple[ModelVersion | None, bytes | None]:

@@ -17,7 +17,7 @@ from nextbest.experiments.counters import CampaignCounters
 from nextbest.guard.senders import Sender
 from nextbest.ingestion import IngestRequest, IngestResult
 from nextbest.learn.learner import Learner
-from nextbest.store.port import HeldMessage, Quarantine
+from nextbest.store.port import AuditLog, HeldMessage, Quarantine
 
 __all__ = ["Service"]
 
@@ -39,6 +39,11 @@ class Service(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log (``nextbest.auditing`` records reads and changes in it)."""
+        ...
 
     @property
     def snapshot_due(self) -> bool: ...

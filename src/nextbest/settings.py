@@ -197,6 +197,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     origin_prefix_v6: int = 48
     #: the webhooks the outbox delivers to (``NEXTBEST_WEBHOOK_<NAME>_URL`` ...), by name
     webhooks: tuple[Webhook, ...] = ()
+    #: customer token secrets still accepted, besides ``token_secret`` which signs
+    #: (``NEXTBEST_TOKEN_SECRETS_OLD``, comma-separated): rotation (``api.customer_token``)
+    token_secrets_old: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for value in self.cors_origins:
@@ -249,6 +252,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         masked["data"] = without_password(self.data)
         masked["profiles"] = without_password(self.profiles)
         masked["bus"] = without_password(self.bus)  # webhooks: their own repr masks them
+        masked["token_secrets_old"] = f"<{len(self.token_secrets_old)} secrets>"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in masked.items()) + ")"
 
     __str__ = __repr__
@@ -324,6 +328,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values[f"{kind}_keys"] = _keys(e.get(f"NEXTBEST_{kind.upper()}_KEYS"))
         values["metrics_keys"] = _keys(e.get("NEXTBEST_METRICS_KEYS"))
         values["webhooks"] = webhooks_from_env(e)
+        if "NEXTBEST_TOKEN_SECRETS_OLD" in e:
+            old = e["NEXTBEST_TOKEN_SECRETS_OLD"].split(",")
+            values["token_secrets_old"] = tuple(s.strip() for s in old if s.strip())
         if not any(values[f"{k}_keys"] for k in ("write", "browser", "server", "admin")):
             for kind in ("write", "browser", "server", "admin"):
                 values[f"{kind}_keys"] = frozenset({DEV_KEYS[kind]})

@@ -7,6 +7,7 @@ parse arguments and print; what is read, joined and computed is decided here, on
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from nextbest.audit.model import Actor
+from nextbest.auditing import catalog_change, catalog_change_failed, record_export
 from nextbest.bootstrap import (
     MEMORY,
     POSTGRES_SCHEMES,
@@ -24,8 +27,15 @@ from nextbest.bootstrap import (
 from nextbest.catalog.compiled import Catalog
 from nextbest.channels.sender import SendReport
 from nextbest.decide.model import Decision
-from nextbest.engine import Engine, QuarantineReport, ReplayReport
-from nextbest.errors import CatalogError, CatalogProblem, ConfigError, NotFound, ValidationError
+from nextbest.engine import IN_PROCESS, Engine, QuarantineReport, ReplayReport
+from nextbest.errors import (
+    CatalogError,
+    CatalogProblem,
+    ConfigError,
+    NextbestError,
+    NotFound,
+    ValidationError,
+)
 from nextbest.experiments.counters import CampaignCounters
 from nextbest.experiments.report import (
     ExperimentList,
@@ -128,11 +138,16 @@ class CatalogReload(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str]
 
 
-def reload_catalog(engine: Service, location: str | Path) -> CatalogReload:
+def reload_catalog(
+    engine: Service, location: str | Path, actor: Actor = IN_PROCESS
+) -> CatalogReload:
     """Re-read the catalog at ``location``, check it, and swap it into the running
     ``engine`` only if it checks (``Engine.reload``: atomically, learned state kept). A
     catalog with errors raises CatalogError with every problem, and the engine goes on with
-    the catalog it had. Schedules are judged at the engine's now."""
+    the catalog it had. Schedules are judged at the engine's now.
+
+    A change is recorded in the audit log, by ``actor``, before it is made (with the diff:
+    ``auditing.catalog_change``); a change that then fails is recorded as failed."""
     try:
         catalog = load_catalog(location, now=engine.clock.now())
     except CatalogError as exc:
@@ -141,7 +156,13 @@ def reload_catalog(engine: Service, location: str | Path) -> CatalogReload:
             exc.problems,
             f"catalog {location} not reloaded, still serving {engine.catalog.version}: {errors}",
         ) from exc
-    report = engine.reload(catalog)
+    changes = catalog_change(engine, actor, catalog)
+    try:
+        report = engine.reload(catalog)
+    except NextbestError as exc:
+        if changes:
+            catalog_change_failed(engine, actor, catalog, exc.message)
+        raise
     return CatalogReload(
         previous=report.previous,
         version=report.version,
@@ -218,9 +239,24 @@ def read_logged(
 
 
 def export_decisions(
-    catalog: str, data: str, out: str | Path, since: float | None, until: float | None
+    catalog: str,
+    data: str,
+    out: str | Path,
+    since: float | None,
+    until: float | None,
+    actor: Actor = IN_PROCESS,
+    now: float | None = None,
 ) -> int:
-    """Write the decision log (a row per shown item, with its rewards) to Parquet; rows."""
+    """Write the decision log (a row per shown item, with its rewards) to Parquet; rows.
+    Recorded in the store's audit log first, as done by ``actor`` at ``now`` (default: the
+    wall clock)."""
+    _existing(data)
+    stores = open_stores(data)
+    try:
+        details = {"out": str(out), "since": since, "until": until}
+        record_export(stores.audit, actor, time.time() if now is None else now, details)
+    finally:
+        stores.close()
     logged = read_logged(catalog, data, since, until)
     rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in logged.items}
     offers = {

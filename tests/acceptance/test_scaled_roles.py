@@ -20,7 +20,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine, IngestRequest
-from nextbest.errors import StoreUnavailable
+from nextbest.errors import Forbidden, StoreUnavailable
 from nextbest.events.model import Event
 from nextbest.events.parse import Parsed
 from nextbest.fold_worker import FoldWorker
@@ -446,3 +446,33 @@ def test_callbacks_are_not_served_by_an_api_worker_and_say_where_they_are(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_an_api_worker_binds_a_stitched_device_to_its_customer(deploy: Deployment):
+    """A browser key's event carrying only a device's anonymousId is refused on an API
+    worker once the fold worker saved that device's link to a customer, unless the token
+    binds that customer (the links read from Redis: ``LiveProfiles.links_for``); a decision
+    for the anonymousId alone is a stranger's."""
+    deploy.start_folding()
+    victim = Sender(KeyKind.BROWSER, bound_user="victim")
+    attacker = Sender(KeyKind.BROWSER)
+
+    def send_as(sender: Sender, *messages: dict[str, object]) -> object:
+        parsed = deploy.api.read_batch(batch(*messages))
+        return deploy.api.accept_many([IngestRequest(sender, parsed, "$.batch")])[0]
+
+    login = identify({"age": 40}, user="victim", anon="dev-v", at=T0 - 10)
+    assert send_as(victim, login, page(MORTGAGE, anon="dev-v", at=T0 - 9)).accepted == 2
+    deadline = time.monotonic() + 5
+    while deploy.api.live.links_for([], ["dev-v"]).identity.anon_to_user.get("dev-v") is None:
+        assert time.monotonic() < deadline, "the fold worker never saved the login"
+        time.sleep(0.01)
+    refused = send_as(attacker, page(MORTGAGE, anon="dev-v", at=T0 - 5))
+    assert isinstance(refused, Forbidden)
+    assert "$.batch[0].anonymousId" in refused.message
+    assert send_as(victim, page(MORTGAGE, anon="dev-v", at=T0 - 4)).accepted == 1
+    assert send_as(attacker, page(MORTGAGE, anon="dev-other", at=T0 - 4)).accepted == 1
+    decided = deploy.api.decide_as(
+        attacker, DecisionRequest(placement="home_feed"), anonymous_id="dev-v"
+    )
+    assert (decided.customer_id, decided.segments) == ("anon:dev-v", [])

@@ -290,6 +290,10 @@ def test_the_whole_life_of_a_call_me_now(start: Callable[..., LiveServer], tmp_p
             )
             board = call(http, "GET", "/v1/advisors", (ADMIN_KEY, "")).json()["advisors"]
             assert {a["id"]: a["load"] for a in board}["mikkel_berg"] == 0
+            # the advisor's read is in the audit log, under the advisor; the refused one not
+            audit = call(http, "GET", "/v1/audit?subject=u-life", (ADMIN_KEY, "")).json()
+            views = [e for e in audit["entries"] if e["action"] == "customer_view.read"]
+            assert [e["actor"].get("advisor") for e in views] == ["mikkel_berg"]
     assert telephony.duplicates() == 0
 
 

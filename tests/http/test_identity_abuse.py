@@ -37,7 +37,8 @@ def test_a_browser_key_may_not_take_over_another_customers_device(
     browsing = msg(
         "page", anon="victim-cookie", properties={"url": "https://bank.example/mortgages"}
     )
-    assert send(http, body_of(browsing), key=BROWSER_KEY).status_code == 200
+    # the device is bound to the victim now: it sends with their token (test_device_binding)
+    assert _as_customer(http, victim, browsing).status_code == 200
 
     takeover = msg("identify", user=attacker, anon="victim-cookie")
     resp = _as_customer(http, attacker, takeover)

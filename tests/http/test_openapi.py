@@ -203,6 +203,14 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     result = call("get_experiments_campaign", admin, "ExperimentResult", campaign="mortgage_q4")
     assert result.verdict == "collecting_data"
     _callback_routes(call, pkg, server, admin)
+    audit = call("get_audit", admin, "AuditList", subject="gen-user", limit=10)
+    assert [e.action for e in audit.entries] == [
+        "decision.read",
+        "profile.read",
+        "customer_view.read",
+    ]
+    assert audit.entries[1].actor.kind == "server"
+    assert audit.head.seq >= 3  # the quarantine listing too
     call("get_healthz", public, "HealthResponse")
     assert call("get_readyz", public, "ReadyResponse").status == "ready"
     text = call("get_metrics", admin, "str")

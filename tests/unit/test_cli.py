@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nextbest.api.customer_token import verify_customer_token
+from nextbest.api.customer_token import token_key_id, verify_customer_token
 from nextbest.catalog.compiled import Catalog
 from nextbest.cli import app
 from nextbest.clock import FixedClock
@@ -158,9 +158,10 @@ def test_token_is_accepted_with_the_env_secret(runner: CliRunner) -> None:
     token = result.stdout.strip()
     assert "\n" not in token
     assert verify_customer_token(token, "s3cret", time.time()) == "cust-42"
-    user, expires, signature = token.rsplit(".", 2)
+    user, expires, kid, signature = token.rsplit(".", 3)
     assert user == "cust-42"
     assert int(before) + 60 <= int(expires) <= after + 60
+    assert kid == token_key_id("s3cret")
     assert signature
     with pytest.raises(AuthError):
         verify_customer_token(token, "another-secret", time.time())
@@ -198,7 +199,7 @@ def test_token_default_ttl_is_an_hour(runner: CliRunner) -> None:
     before = time.time()
     result = runner.invoke(app, ["token", "u-1"], env={**ENV, "NEXTBEST_TOKEN_SECRET": "k"})
     assert result.exit_code == 0, result.output
-    expires = int(result.stdout.strip().rsplit(".", 2)[1])
+    expires = int(result.stdout.strip().rsplit(".", 3)[1])
     assert int(before) + 3600 <= expires <= time.time() + 3600
 
 

@@ -31,6 +31,7 @@ from nextbest.learn.features import customer_features
 from nextbest.learn.learner import PRIOR, Learner
 from nextbest.learn.model import DEFAULT_PRIOR_MEAN, OfferRef
 from nextbest.store import Stores, sqlite_stores
+from nextbest.store.audit_sqlite import SQLiteAuditLog
 from nextbest.store.callbacks_sqlite import SQLiteCallbacks
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.outbox_sqlite import SQLiteOutbox
@@ -650,6 +651,7 @@ def test_a_restart_counts_budgets_from_the_snapshot_and_the_decisions_logged_aft
         SQLiteQuarantine(db),
         callbacks=SQLiteCallbacks(db),
         outbox=SQLiteOutbox(db),
+        audit=SQLiteAuditLog(db),
         close=db.close,
     )
     survivor = Engine(engine.catalog, stores, clock, new_id=counter_ids())

@@ -129,3 +129,19 @@ def test_nextbest_store_names_the_logs_store_as_nextbest_data_does():
     assert Settings.from_env({"NEXTBEST_STORE": url, "NEXTBEST_DATA": url}).data == url
     with pytest.raises(ConfigError, match="NEXTBEST_STORE and NEXTBEST_DATA"):
         Settings.from_env({"NEXTBEST_STORE": url, "NEXTBEST_DATA": "other.sqlite"})
+
+
+def test_old_token_secrets_are_read_and_never_shown():
+    settings = Settings.from_env(
+        {
+            "NEXTBEST_ADMIN_KEYS": "a",
+            "NEXTBEST_TOKEN_SECRET": "new-secret-xyz",
+            "NEXTBEST_TOKEN_SECRETS_OLD": " old-one-abc , ,old-two-def",
+        }
+    )
+    assert settings.token_secrets_old == ("old-one-abc", "old-two-def")
+    shown = repr(settings)
+    assert "<2 secrets>" in shown
+    for secret in ("new-secret-xyz", "old-one-abc", "old-two-def"):
+        assert secret not in shown
+    assert Settings.from_env({"NEXTBEST_ADMIN_KEYS": "a"}).token_secrets_old == ()

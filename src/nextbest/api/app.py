@@ -40,6 +40,7 @@ from nextbest.api.rate_limit import RateLimits
 from nextbest.api.schemas import (
     AdvisorActionBody,
     AdvisorList,
+    AuditList,
     CallbackBody,
     CatalogResponse,
     CustomerCallback,
@@ -59,6 +60,8 @@ from nextbest.api.schemas import (
     SnapshotResponse,
     SweepBody,
 )
+from nextbest.audit.model import actor_of
+from nextbest.auditing import read_decision, read_profile, read_quarantine
 from nextbest.callbacks import AdvisorQueue, CustomerView, PresenceReport, SweepReport
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision, DecisionRequest
@@ -270,7 +273,7 @@ async def _decide(ctx: Ctx) -> Response:
 
 async def _profile(ctx: Ctx) -> Response:
     user_id = ctx.request.path_params["user_id"]
-    view = await run_in_threadpool(ctx.engine.profile_view, user_id)
+    view = await run_in_threadpool(read_profile, ctx.engine, actor_of(ctx.sender), user_id)
     if view is None:
         raise NotFound(f"no profile for userId {user_id!r}")
     return _answer(ProfileResponse(**view))
@@ -289,7 +292,7 @@ async def _experiment(ctx: Ctx) -> Response:
 
 async def _decision(ctx: Ctx) -> Response:
     decision_id = ctx.request.path_params["decision_id"]
-    decision = await run_in_threadpool(ctx.engine.decision, decision_id)
+    decision = await run_in_threadpool(read_decision, ctx.engine, actor_of(ctx.sender), decision_id)
     if decision is None:
         raise NotFound(f"no decision {decision_id!r}")
     return _json(msgspec.to_builtins(decision))
@@ -349,7 +352,7 @@ def _held(m: HeldMessage) -> HeldMessageBody:
 async def _quarantine(ctx: Ctx) -> Response:
     after = _query_int(ctx.request, "after", 0)
     limit = _query_int(ctx.request, "limit", 100, upper=1_000)
-    held = await run_in_threadpool(ctx.engine.quarantined, after, limit)
+    held = await run_in_threadpool(read_quarantine, ctx.engine, actor_of(ctx.sender), after, limit)
     total = await run_in_threadpool(ctx.engine.quarantine.held_count)
     return _answer(QuarantineList(total, [_held(m) for m in held]))
 
@@ -372,8 +375,24 @@ def _query_int(request: Request, name: str, default: int, upper: int | None = No
 
 async def _reload_catalog(ctx: Ctx) -> Response:
     """Re-read the catalog the server was started with; swap it in only if it checks."""
-    report = await run_in_threadpool(reload_catalog, ctx.engine, ctx.settings.catalog)
+    report = await run_in_threadpool(
+        reload_catalog, ctx.engine, ctx.settings.catalog, actor_of(ctx.sender)
+    )
     return _answer(report)
+
+
+async def _audit(ctx: Ctx) -> Response:
+    """The audit log's entries, oldest first, and its head."""
+    after = _query_int(ctx.request, "after", 0)
+    limit = _query_int(ctx.request, "limit", 100, upper=1_000)
+    subject = ctx.request.query_params.get("subject")
+    audit = ctx.engine.audit
+
+    def read() -> AuditList:
+        head = audit.head()
+        return AuditList(head, audit.entries(after, limit, subject or None))
+
+    return _answer(await run_in_threadpool(read))
 
 
 async def _snapshot(ctx: Ctx) -> Response:
@@ -520,6 +539,21 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Re-read and check the catalog; swap it in atomically only if it checks",
         _reload_catalog,
         response=CatalogReload,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/audit",
+        Scope.ADMIN,
+        "The audit log, oldest first: who read which customer's profile or decisions, each "
+        "consent change, each catalog change (with its diff); every entry hash-chained to "
+        "the one before, and the head to anchor elsewhere (docs/trust.md)",
+        _audit,
+        response=AuditList,
+        query=(
+            ("after", "only entries with a larger seq (the last seq of the previous page)"),
+            ("limit", "at most this many (default 100, at most 1,000)"),
+        ),
+        text_query=(("subject", "only entries about this subject (a customer id, catalog)"),),
     ),
     RouteSpec(
         "POST",

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from nextbest.api.advisor_token import is_advisor_token, verify_advisor_token
-from nextbest.api.customer_token import verify_customer_token
+from nextbest.api.customer_token import token_keys, verify_customer_token
 from nextbest.api.observe import KEY_KIND
 from nextbest.api.rate_limit import RateLimits
 from nextbest.errors import AuthError
@@ -123,7 +123,8 @@ def _caller(key: str | None, customer_token: str | None, settings: Settings, now
         raise AuthError("unknown key")
     bound = None
     if customer_token:  # an empty header or field: no token
-        bound = verify_customer_token(customer_token, settings.token_secret, now)
+        keys = token_keys(settings.token_secret, settings.token_secrets_old)
+        bound = verify_customer_token(customer_token, keys, now)
     return Caller(key, Sender(kind, bound, key_id(kind.value, key)))
 
 

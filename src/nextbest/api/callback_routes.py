@@ -26,6 +26,7 @@ import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from nextbest import auditing
 from nextbest.advisors.card import AdvisorCard
 from nextbest.advisors.model import Callback
 from nextbest.advisors.slots import local_label
@@ -40,6 +41,7 @@ from nextbest.api.schemas import (
     PresenceBody,
     SweepBody,
 )
+from nextbest.audit.model import AuditAction, actor_of
 from nextbest.callbacks import CallbackDesk, customer_key
 from nextbest.catalog.compiled import Catalog
 from nextbest.errors import Forbidden, NotFound, ValidationError
@@ -291,7 +293,10 @@ def _customer_view(ctx: Ctx) -> Any:
         customer_id, sender.bound_advisor or ""
     ):
         raise NotFound(f"nothing is known of customer {customer_id!r}")
-    return desk.customer_view(customer_id)
+    view = desk.customer_view(customer_id)
+    # recorded before it is answered: an audit log that cannot be written refuses the read
+    auditing.record(ctx.engine, actor_of(sender), AuditAction.CUSTOMER_VIEW_READ, customer_id, {})
+    return view
 
 
 async def advisor_customer(ctx: Ctx) -> Response:

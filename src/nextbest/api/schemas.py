@@ -8,12 +8,14 @@ import msgspec
 
 from nextbest.advisors.card import CardAction, CardAdvisor
 from nextbest.advisors.model import CallbackMode, CallbackState, Presence
+from nextbest.audit.model import AuditEntry, AuditHead
 from nextbest.callbacks import AdvisorStatus
 from nextbest.decide.reasons import Reason
 
 __all__ = [
     "AdvisorActionBody",
     "AdvisorList",
+    "AuditList",
     "CallbackAdvisor",
     "CallbackBody",
     "CatalogResponse",
@@ -198,6 +200,16 @@ class QuarantineList(msgspec.Struct):
     held: int
     #: the page asked for, oldest first
     messages: list[HeldMessageBody]
+
+
+class AuditList(msgspec.Struct):
+    """A page of the audit log (``nextbest.audit``; docs/trust.md)."""
+
+    #: the last entry appended (None: none yet): anchor it outside nextbest to catch a tail
+    #: cut off later (``nextbest audit verify --anchor SEQ:HASH``)
+    head: AuditHead | None
+    #: the page asked for, oldest first
+    entries: list[AuditEntry]
 
 
 class QuarantineReplayed(msgspec.Struct):

@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterator, Sequence
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError
 from nextbest.events.model import Event
+from nextbest.store.audit_memory import MemoryAuditLog
 from nextbest.store.callbacks_memory import MemoryCallbacks
 from nextbest.store.outbox_memory import MemoryOutbox
 from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
@@ -31,6 +32,7 @@ def memory_stores() -> Stores:
         MemoryQuarantine(),
         callbacks=MemoryCallbacks(),
         outbox=MemoryOutbox(),
+        audit=MemoryAuditLog(),
         close=lambda: None,
     )
 

@@ -1,7 +1,7 @@
 """The store ports: the event log, the decision log, saved state, the quarantine, the
-outbox, and the callback queue with advisors' presence.
+outbox, the callback queue with advisors' presence, and the audit log.
 
-Six Protocols, each with its own contract suite run over every backend (tests/contract), so
+Seven Protocols, each with its own contract suite run over every backend (tests/contract), so
 each can live on its own kind of server (the event log on a stream, decisions in SQL, live
 state in a key-value store). ``Stores`` bundles one of each for the composition root.
 """
@@ -13,11 +13,13 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from nextbest.advisors.model import Callback, CallbackState, Presence
+from nextbest.audit.model import AuditEntry, AuditHead, AuditRecord
 from nextbest.decide.model import Decision
 from nextbest.errors import InputError
 from nextbest.events.model import Event
 
 __all__ = [
+    "AuditLog",
     "CallbackWrite",
     "Callbacks",
     "Capacity",
@@ -442,6 +444,29 @@ class Outbox(Protocol):
         ...
 
 
+class AuditLog(Protocol):
+    """The audit log (``nextbest.audit``): append-only, each entry hashed over its content
+    and the hash before it. Appends are serialized across every connection and process
+    sharing the store (the chain never forks), and each records the new head (last seq and
+    hash) in the same commit: a tail cut off later shows against it."""
+
+    def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Durably append ``records`` after the recorded head, in order, all or none
+        (``audit.chain.chain``): the entries as stored."""
+        ...
+
+    def entries(
+        self, after: int = 0, limit: int | None = None, subject: str | None = None
+    ) -> list[AuditEntry]:
+        """Entries with seq > ``after`` (about ``subject`` only, if given), by seq, at most
+        ``limit``; as stored, even where altered (``audit.chain.verify`` judges)."""
+        ...
+
+    def head(self) -> AuditHead | None:
+        """The head recorded by the last append (None: nothing appended)."""
+        ...
+
+
 class Stores(NamedTuple):
     """One backend per port, and how to release them all (``close``, once)."""
 
@@ -451,6 +476,7 @@ class Stores(NamedTuple):
     quarantine: Quarantine
     callbacks: Callbacks
     outbox: Outbox
+    audit: AuditLog
     close: Callable[[], None]
 
 

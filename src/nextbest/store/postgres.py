@@ -244,12 +244,14 @@ _ID_TABLES: dict[str, tuple[str, str]] = {
 
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
     """The ports on the PostgreSQL server ``url`` names (one connection)."""
-    from nextbest.store.outbox_postgres import PostgresOutbox  # it builds on this module
+    from nextbest.store.audit_postgres import PostgresAuditLog  # these build on this module
+    from nextbest.store.outbox_postgres import PostgresOutbox
 
     db = PostgresDatabase(url, connect_timeout)
     try:
         callbacks = PostgresCallbacks(db)
         outbox = PostgresOutbox(db)
+        audit = PostgresAuditLog(db)
     except BaseException:
         db.close()
         raise
@@ -260,6 +262,7 @@ def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
         PostgresQuarantine(db),
         callbacks=callbacks,
         outbox=outbox,
+        audit=audit,
         close=db.close,
     )
 

@@ -110,12 +110,14 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
     """The ports on one SQLite file (one connection: one durable commit each)."""
-    from nextbest.store.outbox_sqlite import SQLiteOutbox  # it builds on this module
+    from nextbest.store.audit_sqlite import SQLiteAuditLog  # these build on this module
+    from nextbest.store.outbox_sqlite import SQLiteOutbox
 
     db = SQLiteDatabase(path, synchronous)
     try:
         callbacks = SQLiteCallbacks(db)
         outbox = SQLiteOutbox(db)
+        audit = SQLiteAuditLog(db)
     except BaseException:
         db.close()
         raise
@@ -126,6 +128,7 @@ def sqlite_stores(path: str | Path, synchronous: str = "FULL") -> Stores:
         SQLiteQuarantine(db),
         callbacks=callbacks,
         outbox=outbox,
+        audit=audit,
         close=db.close,
     )
 
