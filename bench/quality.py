@@ -27,6 +27,16 @@ soon as the world is done, plus ``zoo.md`` (every finished world's table).
 
     .venv/bin/python bench/quality.py --worlds all --seeds 1,2,3 --customers 2000 --days 30
 
+With ``--advisors`` topic pages also carry the catalog's advisor card, customers ask for
+calls and the catalog's advisors take them (``nextbest.sim.callbacks``; docs/worlds.md,
+"Advisors in the simulator"): every policy shows the engine's card there (``none``
+nothing), ``nextbest`` runs a second time without the card (``nextbest_no_card``), and a
+second table gives per policy the cards shown, the calls asked for, completed and their
+conversions beside the clicks' (the files get ``-advisors`` in their names).
+
+    .venv/bin/python bench/quality.py --world shelf --advisors --seed 1 --customers 2000 \
+        --policies none,random,static,greedy_recent,nextbest
+
 Prints a Markdown table (one row per policy, ready for BENCHMARKS.md) and the figure "how
 many impressions per offer nextbest needs to reach 90 % of the oracle's CTR": the first day
 from which nextbest's CTR over a trailing window (``--window`` days) stays at or above
@@ -67,12 +77,16 @@ from zoo import run_zoo
 __all__ = [
     "Daily",
     "Reach",
+    "advisor_table",
     "daily_series",
     "describe",
     "main",
     "markdown_table",
     "reach_oracle",
 ]
+
+#: the name of nextbest's run without the advisor card (``--advisors``)
+NO_CARD = "nextbest_no_card"
 
 
 class Daily(msgspec.Struct, kw_only=True):
@@ -199,7 +213,9 @@ def daily_series(loop: SiteLoop, daily: Daily, catalog: Catalog) -> None:
     daily.impressions.append(sum(loop.impressions.values()))
     daily.clicks.append(sum(loop.clicks.values()))
     m = loop.metrics
-    daily.conversions.append(m.organic_conversions + m.conversions_after_click)
+    daily.conversions.append(
+        m.organic_conversions + m.conversions_after_click + m.conversions_after_call
+    )
     daily.offers.append(len(shown))
     daily.commercial_impressions.append(
         sum(n for o, n in loop.impressions.items() if o in commercial)
@@ -217,10 +233,21 @@ def run_one(
     days: int,
     need_rate: float = 1.0,
     world: World | None = None,
+    advisors: bool = False,
 ) -> tuple[Metrics, Daily]:
     began = time.perf_counter()
     policy = make_policy(name)
-    loop = SiteLoop(policy, catalog, seed, customers, DEFAULT_START, model, need_rate, world)
+    loop = SiteLoop(
+        policy,
+        catalog,
+        seed,
+        customers,
+        DEFAULT_START,
+        model,
+        need_rate,
+        world,
+        advisors=advisors,
+    )
     daily = Daily()
     for d in range(days):
         loop.run_day(d)
@@ -266,6 +293,37 @@ def markdown_table(results: dict[str, Metrics]) -> str:
             _ratio(m.clicks, rnd.clicks if rnd else None),
             _ratio(m.conversions_total, static.conversions_total if static else None),
             _ratio(m.conversions_total, rnd.conversions_total if rnd else None),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def advisor_table(results: dict[str, Metrics]) -> str:
+    """The advisor card beside the offers, one row per policy (``--advisors``): cards shown
+    (of them offering "call me now"), calls asked for ("now"), completed, not answered, moved
+    to a slot, conversions after a call and after a click, all conversions, and the true
+    incremental ones (minus ``none``'s) when ``none`` ran."""
+    none = results.get("none")
+    header = (
+        "| policy | cards shown (now) | calls asked (now) | completed | not answered "
+        "| moved to a slot | median wait | conversions after a call | after a click "
+        "| total conversions | true incremental |"
+    )
+    lines = [header, "|" + " --- |" * (header.count(" | ") + 1)]
+    for name, m in results.items():
+        wait = m.callback_wait_median_seconds
+        cells = [
+            name,
+            f"{m.advisor_cards:,} ({m.advisor_cards_now:,})",
+            f"{m.callbacks_requested:,} ({m.callbacks_requested_now:,})",
+            f"{m.callbacks_completed:,}",
+            f"{m.callbacks_not_answered:,}",
+            f"{m.callbacks_rescheduled:,}",
+            f"{wait / 60:.1f} min" if wait is not None else "-",
+            f"{m.conversions_after_call:,}",
+            f"{m.conversions_after_click:,}",
+            f"{m.conversions_total:,}",
+            f"{m.conversions_total - none.conversions_total:+,}" if none else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -318,6 +376,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--need-rate", type=float, default=1.0, help="scales how often life events start needs"
     )
+    ap.add_argument(
+        "--advisors",
+        action="store_true",
+        help="the advisor card on topic pages, calls and advisors; nextbest also without it",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
     ap.add_argument("--window", type=int, default=3, help="trailing days for the CTR ratio")
     ap.add_argument("--target", type=float, default=0.9, help="share of the oracle's CTR")
@@ -342,6 +405,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ValueError as exc:
         ap.error(str(exc))
     args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    if zoo and args.advisors:
+        ap.error("--advisors runs one world (--world), not the zoo (--worlds)")
     if args.days < 1 or args.customers < 1:
         ap.error("--days and --customers must be at least 1")
     return args
@@ -360,8 +425,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     daily: dict[str, Daily] = {}
     for name in args.policies:
         results[name], daily[name] = run_one(
-            name, catalog, model, args.seed, args.customers, args.days, args.need_rate, world
+            name,
+            catalog,
+            model,
+            args.seed,
+            args.customers,
+            args.days,
+            args.need_rate,
+            world,
+            advisors=args.advisors,
         )
+    if args.advisors and "nextbest" in args.policies:  # the card's own effect
+        results[NO_CARD], daily[NO_CARD] = run_one(
+            "nextbest", catalog, model, args.seed, args.customers, args.days, args.need_rate, world
+        )
+        results[NO_CARD].policy = NO_CARD
     wall = time.perf_counter() - began
 
     reach: dict[str, Reach] = {}
@@ -390,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"quality-seed{args.seed}" + (f"-needs{args.need_rate:g}" if args.need_rate != 1 else "")
     stem += f"-{args.world}" if args.world != DEFAULT_WORLD else ""
+    stem += "-advisors" if args.advisors else ""
+    cards = advisor_table(results) if args.advisors else None
     machine["load_average_end"] = load_average()
     payload: dict[str, Any] = {
         "benchmark": "quality",
@@ -410,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reach_oracle_text": sentences,
         "table_markdown": table,
     }
+    if cards is not None:
+        payload["advisors"] = True
+        payload["advisor_table_markdown"] = cards
     json_path = out / f"{stem}.json"
     json_path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     png_path = out / f"{stem}.png"
@@ -417,6 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(table)
     print()
+    if cards is not None:
+        print(cards)
+        print()
     for line in sentences:
         print(f"- {line}")
     print()

@@ -145,6 +145,23 @@ def test_a_tiny_run_writes_json_png_and_table(
     assert png.startswith(b"\x89PNG")
 
 
+def test_an_advisors_run_shows_the_card_beside_the_offers(
+    quality: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--seed", "3", "--customers", "25", "--days", "2", "--advisors"]
+    code = quality.main([*argv, "--policies", "none,nextbest", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| policy | cards shown (now) | calls asked (now) |" in out
+    data = json.loads((tmp_path / "quality-seed3-advisors.json").read_text())
+    assert set(data["metrics"]) == {"none", "nextbest", "nextbest_no_card"}
+    assert data["metrics"]["nextbest_no_card"]["advisor_cards"] == 0
+    assert data["advisors"] is True
+    assert "nextbest_no_card" in data["advisor_table_markdown"]
+    with pytest.raises(SystemExit):
+        quality.main(["--worlds", "shelf", "--advisors"])
+
+
 def test_a_tiny_zoo_run_writes_a_table_json_and_chart_per_world(
     quality: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

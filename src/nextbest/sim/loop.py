@@ -19,6 +19,16 @@ Response draws use their own generator per (seed, customer), so the world's own 
 not shifted by what a policy shows (they still diverge once a conversion ends a need).
 Organic conversions are the ``Application Started`` events the world emits by itself.
 
+With ``advisors`` (``sim.callbacks``), topic pages also carry the catalog's advisor
+placement (a placement of kind ``advisor``): the card the engine decides is shown like an
+offer, a customer with a live need may ask for a call, the catalog's advisors take the calls
+through the engine's callback desk on the simulated clock (played once every customer has
+lived the day), and a call that reached the customer may convert their need: counted as
+``conversions_after_call``, in ``conversions_total``, like a click's. Every policy shows the
+engine's card there (a policy's chooser picks offers; an advisor placement has none to pick);
+``none`` shows nothing. Without ``advisors`` nothing of this runs and the figures are as
+before.
+
 A run happens in one world of the zoo (``worlds.py``; ``default`` unless told): the world
 supplies the catalog the bank runs, the response model, the population's habits and the
 life events. A policy's true incremental conversions are its conversions minus those of
@@ -29,19 +39,31 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from nextbest.callbacks import customer_key
 from nextbest.catalog.compiled import Catalog
+from nextbest.catalog.model import PlacementKind
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision, DecisionRequest
 from nextbest.engine import Engine
 from nextbest.experiments.assignment import Arm, assign
+from nextbest.sim.callbacks import (
+    DEFAULT_CALLS,
+    AdvisorFloor,
+    CallParams,
+    CallRequest,
+    CompletedCall,
+    p_ask,
+    p_call_converts,
+)
 from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.intervals import incremental_intervals
@@ -50,7 +72,7 @@ from nextbest.sim.policies import NextbestPolicy, NoOfferPolicy, SitePolicy, mak
 from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel
 from nextbest.sim.site import PRODUCT_OF, TOPIC_PAGES
-from nextbest.sim.world import CustomerSim, Message, iso
+from nextbest.sim.world import DAY, CustomerSim, Message, iso
 from nextbest.sim.worlds import DEFAULT_WORLD, World, world_catalog, world_named, world_response
 
 __all__ = [
@@ -131,6 +153,22 @@ class Metrics(msgspec.Struct, kw_only=True):
     commercial_impressions: int = 0
     commercial_clicks: int = 0
     commercial_ctr: float = 0.0
+    #: expert call-backs (``advisors`` runs only; ``sim.callbacks``): advisor cards shown,
+    #: those offering "call me now", calls asked for (of them "now"), refused by the desk
+    #: (one in flight, no free slot), completed (the customer answered), not answered, moved
+    #: to a slot (nobody free within the SLA), expired; conversions after a completed call
+    #: (in ``conversions_total``); the median wait from request to the call's start
+    advisor_cards: int = 0
+    advisor_cards_now: int = 0
+    callbacks_requested: int = 0
+    callbacks_requested_now: int = 0
+    callbacks_refused: int = 0
+    callbacks_completed: int = 0
+    callbacks_not_answered: int = 0
+    callbacks_rescheduled: int = 0
+    callbacks_expired: int = 0
+    conversions_after_call: int = 0
+    callback_wait_median_seconds: float | None = None
     events_ingested: int = 0
     wall_seconds: float = 0.0
 
@@ -155,10 +193,15 @@ class SiteLoop:
         need_rate: float = 1.0,
         world: World | None = None,
         site_engine: SiteEngine | None = None,
+        *,
+        advisors: bool = False,
+        calls: CallParams = DEFAULT_CALLS,
     ) -> None:
         """``world``: whose customers live here (default: ``default``); ``model`` (default:
         the world's response model) and ``catalog`` should be the world's too
-        (``worlds.world_response``, ``worlds.world_catalog``)."""
+        (``worlds.world_response``, ``worlds.world_catalog``). ``advisors``: topic pages
+        carry the catalog's advisor placement and its advisors take calls (``calls``: how
+        customers and advisors behave), in process only."""
         world = world or world_named(DEFAULT_WORLD)
         model = model or world_response(world)
         self.policy = policy
@@ -187,6 +230,15 @@ class SiteLoop:
         #: the arms the engine assigned (an anonymous first visit keeps its arm after login)
         self._first_key: dict[str, tuple[float, str]] = {}
         self._user_of = {sim.c.anonymous_id: sim.c.user_id for sim in self.sims}
+        #: the placements of a topic page; with ``advisors``, the advisor card's too
+        self.topic_placements: tuple[str, ...] = ("product_sidebar",)
+        self.floor: AdvisorFloor | None = None
+        if advisors:
+            self.topic_placements += (_advisor_placement(catalog),)
+            t0 = datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()
+            self.floor = AdvisorFloor(self.engine.callbacks, catalog, seed, t0, calls)
+            self.calls = calls
+            self.call_rngs = [random.Random(f"call:{seed}:{i}") for i in range(customers)]
 
     @property
     def engine(self) -> Engine:
@@ -221,10 +273,15 @@ class SiteLoop:
     def run_day(self, d: int) -> None:
         for i in range(len(self.sims)):
             self.day(i, d)
+        if self.floor is not None:  # the day's calls, in time order, then their outcomes
+            for call in self.floor.run_until(self.sims[0].t0 + (d + 1) * DAY):
+                self._call_ended(call)
         self.metrics.cumulative_impressions.append(sum(self.impressions.values()))
         self.metrics.cumulative_clicks.append(sum(self.clicks.values()))
         self.metrics.cumulative_conversions.append(
-            self.metrics.organic_conversions + self.metrics.conversions_after_click
+            self.metrics.organic_conversions
+            + self.metrics.conversions_after_click
+            + self.metrics.conversions_after_call
         )
         self.metrics.days = d + 1
 
@@ -258,7 +315,7 @@ class SiteLoop:
             elif path in HOME_PATHS:
                 placements = HOME_PLACEMENTS
             elif path in TOPIC_PATHS:
-                placements = ("product_sidebar",)
+                placements = self.topic_placements
             if not placements or in_session >= MAX_DECISIONS_PER_SESSION:
                 continue
             in_session += 1
@@ -321,6 +378,9 @@ class SiteLoop:
         Under the ``none`` policy nothing is shown, not even a placement's fallback content."""
         chosen = [item.offer_id for item in decision.items]
         if not chosen or isinstance(self.policy, NoOfferPolicy):
+            return
+        if decision.items[0].advisor is not None:
+            self._respond_card(i, d, ts, page, decision)
             return
         sim, shown, placement = self.sims[i], self.shown[i], decision.placement
         user, anon = page.get("userId"), page.get("anonymousId")
@@ -393,6 +453,73 @@ class SiteLoop:
             feedback.append(msg)
         self._ingest(feedback)
 
+    def _respond_card(
+        self, i: int, d: int, ts: float, page: dict[str, Any], decision: Decision
+    ) -> None:
+        """The customer looks at an advisor card, and may ask for a call (``sim.callbacks``):
+        viewed, clicked when they ask, and the request queued for the advisors' floor."""
+        item = decision.items[0]
+        card = item.advisor
+        assert card is not None
+        assert self.floor is not None
+        sim, user, anon = self.sims[i], page.get("userId"), page.get("anonymousId")
+        who = {"userId": user, "anonymousId": anon}
+        context = page.get("context") or {}
+        props = {
+            "promotion_id": item.offer_id,
+            "decision_id": decision.decision_id,
+            "position": 1,
+            "placement": decision.placement,
+        }
+        at = ts + 1.0
+        feedback = [self._track("Promotion Viewed", at, who, context, props)]
+        self.shown[i][item.offer_id] += 1  # (cards stay out of the offers' counters)
+        self.metrics.advisor_cards += 1
+        self.metrics.advisor_cards_now += card.available
+        strength = sim.strengths(d).get(card.topic, 0.0)
+        if self.call_rngs[i].random() < p_ask(self.calls, strength, card.available):
+            feedback.append(self._track("Promotion Clicked", at + 5.0, who, context, props))
+            self.floor.ask(
+                CallRequest(
+                    at=at + self.calls.request_seconds,
+                    number=i,
+                    customer=customer_key(user, anon),
+                    topic=card.topic,
+                    card=card,
+                    decision_id=decision.decision_id,
+                )
+            )
+        self._ingest(feedback)
+
+    def _call_ended(self, call: CompletedCall) -> None:
+        """A call that reached the customer converts their need, or not: the customer
+        applies a minute after it ended."""
+        i, topic = call.number, call.topic
+        sim, rng = self.sims[i], self.call_rngs[i]
+        d = int((call.ended_at - sim.t0) // DAY)
+        needs = sim.strengths(d)
+        p_convert = self.model.p_convert_after_click(offer_topic=topic, needs=needs)
+        if not rng.random() < p_call_converts(self.calls, p_convert, call.prompt):
+            return
+        need = next(
+            (n for n in sim.needs if n.topic == topic and n.ended is EndReason.ACTIVE),
+            None,
+        )
+        if need is None or topic not in PRODUCT_OF:
+            return
+        conversions: list[Message] = []
+        world_rng = sim.rng  # the loop's own draws must not shift the world's
+        sim.rng = rng
+        try:
+            sim.convert(need, d, sim.t0 + d * DAY, conversions)
+        finally:
+            sim.rng = world_rng
+        self.converted[i][topic] += 1
+        self.metrics.conversions_after_call += 1
+        for k, (_, msg) in enumerate(conversions):
+            msg["timestamp"] = iso(call.ended_at + 60.0 + 600.0 * k)
+        self._ingest([msg for _, msg in conversions])
+
     def _track(
         self,
         event: str,
@@ -422,7 +549,11 @@ class SiteLoop:
         m.commercial_clicks = sum(n for o, n in self.clicks.items() if o in commercial)
         if m.commercial_impressions:
             m.commercial_ctr = m.commercial_clicks / m.commercial_impressions
-        m.conversions_total = m.organic_conversions + m.conversions_after_click
+        m.conversions_total = (
+            m.organic_conversions + m.conversions_after_click + m.conversions_after_call
+        )
+        if self.floor is not None:
+            self._floor_metrics(m)
         m.impressions_per_offer = dict(sorted(self.impressions.items()))
         m.clicks_per_offer = dict(sorted(self.clicks.items()))
         m.conversions_per_offer = dict(sorted(self.offer_conversions.items()))
@@ -432,6 +563,19 @@ class SiteLoop:
         m.wall_seconds = round(wall, 3)
         self.site_engine.close()
         return m
+
+    def _floor_metrics(self, m: Metrics) -> None:
+        assert self.floor is not None
+        counts = self.floor.counts
+        m.callbacks_requested = counts.requested
+        m.callbacks_requested_now = counts.requested_now
+        m.callbacks_refused = counts.refused
+        m.callbacks_completed = counts.completed
+        m.callbacks_not_answered = counts.not_answered
+        m.callbacks_rescheduled = counts.rescheduled
+        m.callbacks_expired = counts.expired
+        if counts.waits:
+            m.callback_wait_median_seconds = round(statistics.median(counts.waits), 3)
 
     def _intervals(self, campaigns: dict[str, CampaignResult]) -> tuple[float, float]:
         """Each campaign's and the total's incremental 95 % interval (the total's returned)."""
@@ -479,6 +623,21 @@ class SiteLoop:
         return out
 
 
+def _advisor_placement(catalog: Catalog) -> str:
+    """The catalog's advisor placement on the web (the first by id)."""
+    found = sorted(
+        p.id
+        for p in catalog.placements.values()
+        if p.kind is PlacementKind.ADVISOR and p.channel == "web"
+    )
+    if not found or not catalog.advisors:
+        raise ValueError(
+            f"{catalog.source}: advisors in the simulator need advisors and a web placement "
+            "of kind advisor in the catalog (examples/bank has both)"
+        )
+    return found[0]
+
+
 def _time_of(message: dict[str, Any]) -> float:
     """A message's time as its ``timestamp`` says, as the engine parses it."""
     return datetime.fromisoformat(message["timestamp"]).timestamp()
@@ -497,12 +656,25 @@ def run_policy(
     need_rate: float = 1.0,
     world: World | None = None,
     site_engine: SiteEngine | None = None,
+    advisors: bool = False,
 ) -> Metrics:
     """One policy over ``days`` days of the population ``seed``; ``progress(policy, day)``;
-    ``site_engine``: where it decides (default a fresh in-process engine, in memory)."""
+    ``site_engine``: where it decides (default a fresh in-process engine, in memory);
+    ``advisors``: the advisor card on topic pages, and calls (``SiteLoop``)."""
     chosen = make_policy(policy) if isinstance(policy, str) else policy
     began = time.perf_counter()
-    run = SiteLoop(chosen, catalog, seed, customers, start, model, need_rate, world, site_engine)
+    run = SiteLoop(
+        chosen,
+        catalog,
+        seed,
+        customers,
+        start,
+        model,
+        need_rate,
+        world,
+        site_engine,
+        advisors=advisors,
+    )
     for d in range(days):
         run.run_day(d)
         if progress is not None:
@@ -522,6 +694,7 @@ def evaluate(
     need_rate: float = 1.0,
     world: str = DEFAULT_WORLD,
     engine_for: Callable[[str, Catalog], SiteEngine | None] | None = None,
+    advisors: bool = False,
 ) -> dict[str, Metrics]:
     """Run the site loop for each policy on identical populations of ``world``; metrics by
     policy name. ``engine_for(policy, catalog)``: where that policy decides (None: a fresh
@@ -545,6 +718,7 @@ def evaluate(
             need_rate=need_rate,
             world=lives,
             site_engine=engine_for(name, catalog) if engine_for is not None else None,
+            advisors=advisors,
         )
         for name in names
     }
