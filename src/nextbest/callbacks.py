@@ -325,6 +325,12 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+#: how far back a start looks for callbacks that ended with steps possibly unlogged (a crash
+#: between their write and its append): any crash that was restarted from within a day
+RELOG_ENDED_SECONDS = 24 * 3600.0
+_RELOG_PAGE = 1_000
+
+
 # ---------------------------------------------------------------------------- the desk
 class CallbackDesk:
     """Expert call-backs for one engine (the module docstring)."""
@@ -660,11 +666,11 @@ class CallbackDesk:
         return SweepReport(now=when, due=len(found), moved=moved, timers=timers)
 
     def relog(self) -> int:
-        """Append every step of the callbacks in flight to the event log again, and enqueue
-        the click-to-call of those accepted: what a crash between a write and its append
-        left out (the rest are duplicates, skipped). The steps of callbacks that ended in
-        such a window are not recovered. The server calls it once as it starts; how many
-        callbacks were looked at."""
+        """Append every step of the callbacks in flight, and of those that ended in the
+        last ``RELOG_ENDED_SECONDS``, to the event log again, and enqueue the click-to-call
+        of those accepted: what a crash between a write and its append left out (the rest
+        are duplicates, skipped). The server calls it once as it starts; how many callbacks
+        were looked at."""
         store = self._store
         seen: dict[str, Callback] = {}
         for advisor_id in self._host.catalog.advisors:
@@ -672,6 +678,16 @@ class CallbackDesk:
                 seen[c.id] = c
         for c in [*store.booked(None, 0.0, _END), *store.due(_END)]:
             seen.setdefault(c.id, c)
+        # a callback that ended just before a crash: its last steps may be unlogged. The
+        # queue has no index by the time of the last step, so this reads it whole, once per
+        # start (callbacks are few beside events: thousands a day at a large bank)
+        since = self.now() - RELOG_ENDED_SECONDS
+        after = ""
+        while page := store.scan(after, _RELOG_PAGE):
+            for c in page:
+                if c.final and c.history and c.history[-1].at >= since:
+                    seen.setdefault(c.id, c)
+            after = page[-1].id
         for c in seen.values():
             if c.history:
                 self._settle(_Written(c, self._log(c, c.history)), c.history)

@@ -366,6 +366,35 @@ def test_relog_appends_what_a_crash_left_out_and_nothing_twice(
     assert len(engine.outbox.messages()) == 1  # and its click-to-call
 
 
+def test_relog_brings_back_the_last_steps_of_a_callback_that_ended_in_the_crash(
+    engines: Callable[..., Engine],
+):
+    """A callback completed (or cancelled) just before a crash is final: it is in no queue,
+    yet its last steps may be unlogged. The relog finds it by its last step's time."""
+    engine = engines()
+    desk = engine.callbacks
+    available(desk, "anna_holm")
+    c = desk.request_callback("u1", "mortgage", NOW, PHONE)
+    ended = msgspec.structs.replace(
+        c,
+        state=CallbackState.CANCELLED,
+        offer_expires_at=None,
+        history=(
+            *c.history,
+            msgspec.structs.replace(c.history[-1], state=CallbackState.CANCELLED, reason="x"),
+        ),
+    )
+    engine.callbacks.store.save(ended, c.version)  # written; its append lost in the crash
+    assert names(engine, "u1") == ["Callback Requested", "Callback Assigned"]
+    desk.relog()
+    assert names(engine, "u1") == [
+        "Callback Requested",
+        "Callback Assigned",
+        "Callback Cancelled",
+    ]
+    assert engine.outbox.messages() == []  # an ended call is never dialled
+
+
 # ------------------------------------------------------------------------------ fairness
 def test_fairness_over_a_thousand_requests_between_equal_experts(clock: FixedClock):
     """Four equal experts, each call taken and ended before the next comes: the rotation
