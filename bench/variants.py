@@ -16,8 +16,10 @@ then counted clicks / oracle's, expected value / oracle's and true incremental c
 
 A variant is a named patch (``VARIANTS``): a catalog override (learning settings of the
 example bank's placements), a model setting, or a feature left out. ``base`` is the engine
-before issue #14's "own gap" work (read from the stored zoo runs), ``final`` the engine as
-committed; the rest rebuild the steps between (BENCHMARKS.md, "Closing nextbest's own gap").
+before issue #14's "own gap" work (read from the stored zoo runs), ``final`` the engine after
+it; the rest rebuild the steps between (BENCHMARKS.md, "Closing nextbest's own gap").
+``head`` and ``shared`` (the engine as committed: the contextual placements learn one model)
+are "One model for every placement"; ``--summary shared --base head`` prints its table.
 Results: ``bench/results/variants/runs.jsonl``.
 """
 
@@ -140,6 +142,35 @@ def _without_age(inner: Patch) -> Patch:
     return patch
 
 
+def _unshared(inner: Patch = _same) -> Patch:
+    """``inner`` with every placement learning a model of its own (``learning.shared``
+    false): the engine before the contextual placements shared one model."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        with inner(
+            _with_learning(catalog, lambda lr: msgspec.structs.replace(lr, shared=False))
+        ) as p:
+            yield p
+
+    return patch
+
+
+def _scoring(**fields: Any) -> Patch:
+    """The catalog's ``scoring`` settings changed (``ScoringSpec``): what the learner reads
+    of them (``conversion_strength``), not the compiled offers' priors."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        import copy
+
+        out = copy.copy(catalog)
+        out.scoring = msgspec.structs.replace(catalog.scoring, **fields)
+        yield out
+
+    return patch
+
+
 def _greedy(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
     from nextbest.catalog.model import Greedy
 
@@ -159,10 +190,29 @@ VARIANTS: dict[str, Patch] = {
     "hist_level20": _without_age(_config(level_precision=20.0)),
     "hist_level10_thompson": _without_age(_thompson(level_precision=10.0)),
     "hist_level10_age10": _same,
-    "final": _same,
-    "final_greedy": _greedy,
-    "final_thompson": _thompson(level_precision=10.0),
-    "final_bayes_logistic": _model("bayes_logistic"),
+    # ``final*``: each placement learning alone, as then (``learning.shared`` came after)
+    "final": _unshared(),
+    "final_greedy": _unshared(_greedy),
+    "final_thompson": _unshared(_thompson(level_precision=10.0)),
+    "final_bayes_logistic": _unshared(_model("bayes_logistic")),
+    # BENCHMARKS.md, "One model for every placement": ``head`` is ``final`` on the code of
+    # that session's start (rev e5b2bac: after the merges it no longer reproduces
+    # ``final``'s runs bit for bit), each placement learning alone; ``pooled`` (each offer's
+    # level pooled over the placements, the rest apart) and ``one_model`` (the first form of
+    # ``shared``) were measured with the code of
+    # ``bench/results/variants/pooled_levels_and_one_model.patch`` and are not rebuilt here;
+    # ``shared`` is the engine as committed: the contextual placements learn one model.
+    "head": _unshared(),
+    "pooled": _same,  # not runnable here: the patch above
+    "one_model": _same,  # not runnable here: the patch above; ``shared`` is the same model
+    "shared": _same,
+    # the conversion model's prior worth 5 clicks instead of the catalog's 20 (not kept)
+    "shared_conv5": _scoring(conversion_strength=5.0),
+    # own-topic interest bins (edges 0.3, 0.7, 1.2, 2.0 on ``interest:<T>``) with the shared
+    # model: measured with ``bench/results/variants/own_interest_bins.patch``, not kept
+    "shared_ibins": _same,  # not runnable here
+    # the shared model's SGD step halved, 0.005: it sees four times the feedback (not kept)
+    "shared_lr005": _config(lr=0.005),
 }
 
 
@@ -182,8 +232,8 @@ def _reference(world: str, seed: int, customers: int, days: int) -> dict[str, An
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.variant == "base":
-        raise SystemExit("base is the engine before this code: its runs are the stored zoo's")
+    if args.variant in ("base", "pooled", "one_model", "shared_ibins"):
+        raise SystemExit(f"{args.variant} is not this code: its runs are stored")
     patch = VARIANTS[args.variant]
     for world in args.worlds:
         lives = world_named(world)
@@ -281,6 +331,7 @@ def _row(
     seeds: list[int],
     by: dict[tuple[str, str, int], dict[str, Any]],
     refs: dict[int, dict[str, Any]],
+    base: str = "base",
 ) -> str:
     def ratio(variant: str, key: str, to: str = "oracle") -> list[float]:
         return [by[(variant, world, s)][key] / refs[s][to][key] for s in seeds]
@@ -289,7 +340,7 @@ def _row(
         return float(m["conversions_total"] - refs[s]["none"]["conversions_total"])
 
     g = [inc(refs[s]["greedy_recent"], s) for s in seeds]
-    b = [inc(by[("base", world, s)], s) for s in seeds]
+    b = [inc(by[(base, world, s)], s) for s in seeds]
     n = [inc(by[(new, world, s)], s) for s in seeds]
     o = [inc(refs[s]["oracle"], s) for s in seeds]
     gap = (sum(o) - sum(g)) / len(seeds)
@@ -303,12 +354,12 @@ def _row(
         vs_ceiling = f"{_cell(c)}, **{_cell(e)}**"
     return (
         f"| `{world}` "
-        f"| {_cell(ratio('base', 'expected_clicks'), 3, False)} -> "
+        f"| {_cell(ratio(base, 'expected_clicks'), 3, False)} -> "
         f"**{_cell(ratio(new, 'expected_clicks'), 3)}** "
-        f"| {_cell(ratio('base', 'clicks'), 2, False)} -> **{_cell(ratio(new, 'clicks'))}** "
+        f"| {_cell(ratio(base, 'clicks'), 2, False)} -> **{_cell(ratio(new, 'clicks'))}** "
         f"| {_cell(ratio(new, 'clicks', 'prior'))}, "
         f"{_cell(ratio(new, 'expected_clicks', 'prior'))} "
-        f"| {_cell(ratio('base', 'expected_value'), 3, False)} -> "
+        f"| {_cell(ratio(base, 'expected_value'), 3, False)} -> "
         f"{_cell(ratio(new, 'expected_value'), 3, False)} "
         f"| {_cell(g, 1, False)} / {_cell(b, 1, False)} / **{_cell(n, 1, False)}** / "
         f"{_cell(o, 1, False)} | {closed} | {vs_ceiling} |"
@@ -321,19 +372,20 @@ def summary(args: argparse.Namespace) -> None:
     ``bench/ceiling.py`` measured it (BENCHMARKS.md's table)."""
     rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
     by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
-    new = args.summary
+    new, base = args.summary, args.base
     print(
-        "| world | expected clicks / oracle: base -> **new** | clicks / oracle: base -> **new** "
-        "| new / prior: clicks, expected | expected value / oracle: base -> new "
-        "| true incremental conversions: greedy_recent / base / new / oracle | gap closed "
+        f"| world | expected clicks / oracle: {base} -> **new** "
+        f"| clicks / oracle: {base} -> **new** "
+        f"| new / prior: clicks, expected | expected value / oracle: {base} -> new "
+        f"| true incremental conversions: greedy_recent / {base} / new / oracle | gap closed "
         "| new / ceiling: clicks, expected |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for world in args.worlds:
-        seeds = [s for s in args.seeds if (new, world, s) in by and ("base", world, s) in by]
+        seeds = [s for s in args.seeds if (new, world, s) in by and (base, world, s) in by]
         if seeds:
             refs = {s: _reference(world, s, args.customers, args.days) for s in seeds}
-            print(_row(world, new, seeds, by, refs))
+            print(_row(world, new, seeds, by, refs, base))
 
 
 def main() -> int:
@@ -345,7 +397,8 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--table", action="store_true")
-    ap.add_argument("--summary", default="", help="a variant to set against base per world")
+    ap.add_argument("--summary", default="", help="a variant to set against --base per world")
+    ap.add_argument("--base", default="base", help="the variant --summary is set against")
     args = ap.parse_args()
     args.worlds = [w for w in args.worlds.split(",") if w]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]

@@ -375,7 +375,8 @@ def models(
     for m in listed:
         i = m.info
         out.print(
-            f"{m.placement}: {i.kind.value} ({m.explore}) version {i.version}, "
+            f"{m.placement}: {i.kind.value}{', shared' if m.shared else ''} ({m.explore}) "
+            f"version {i.version}, "
             f"{i.n_learned} feedback events, state {i.state_bytes:,} bytes",
             markup=False,
         )

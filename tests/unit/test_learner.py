@@ -170,11 +170,14 @@ def test_describe_counts_what_each_model_learned(bayes_app: Catalog):
     catalog = bayes_app  # app_home on bayes + Thompson
     learner = busy(catalog)
     assert n_learned(learner) == {
-        "home_hero": 0,
-        "home_feed": 2,  # mortgage_rates clicked, savings_offer missed
-        "product_sidebar": 0,
+        # the contextual placements learn one model: home_feed's mortgage_rates clicked,
+        # savings_offer missed
+        "home_hero": 2,
+        "home_feed": 2,
+        "product_sidebar": 2,
         "app_home": 1,  # car_loan_rates dismissed; mortgage_rates still within its window
     }
+    assert [m.shared for m in learner.describe()] == [True, True, True, False]
     assert learner.learned == 3
     info = {m.placement: m.info for m in learner.describe()}
     assert info["home_feed"].version == "contextual-2"
@@ -306,12 +309,8 @@ def test_a_restored_learner_continues_exactly_like_the_original(catalog: Catalog
         clicked(lr, late, "savings_offer", at=T0 + WINDOW + 40)  # never viewed: not learned
         lr.advance(T0 + 3 * WINDOW)  # the late view of mortgage_rates: a miss
     assert restored.to_state() == learner.to_state()
-    assert n_learned(learner) == {
-        "home_hero": 0,
-        "home_feed": 3,
-        "product_sidebar": 0,
-        "app_home": 2,
-    }
+    # one model for the four contextual placements: home_feed's 3 and app_home's 2
+    assert n_learned(learner) == {p: 5 for p in catalog.placements}
 
 
 def test_advance_to_an_earlier_time_changes_nothing(catalog: Catalog):
@@ -357,7 +356,16 @@ def test_pending_views_wait_for_their_click_window(catalog: Catalog):
     assert n_learned(learner)["home_feed"] == 2
 
 
-def test_views_of_several_placements_close_in_deadline_order(catalog: Catalog):
+@pytest.fixture(scope="module")
+def unshared(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """The example bank with every placement learning a model of its own."""
+    apart = [("epsilon: 0.05}}", "epsilon: 0.05}, shared: false}")]
+    folder = tmp_path_factory.mktemp("unshared")
+    return load_catalog(edited_catalog(folder, {"placements.yaml": apart}))
+
+
+def test_views_of_several_placements_close_in_deadline_order(unshared: Catalog):
+    catalog = unshared
     learner = Learner(catalog)
     feed = decision(catalog, "d1")
     app = decision(catalog, "d2", "app_home", ("mortgage_rates", "car_loan_rates"))
@@ -676,3 +684,69 @@ def test_each_candidates_own_history_is_logged_and_learned_with_its_view(catalog
     weights = learner.models["home_feed"].weights()  # type: ignore[attr-defined]
     assert weights["hist.seen"] < 0.0
     assert weights["hist.since&offer:" + shown] < 0.0
+
+
+# ---------------------------------------------------------------------- one shared model
+
+
+def _click_on(learner: Learner, catalog: Catalog, placement: str, n: int, at: float) -> None:
+    """``n`` decisions on ``placement`` showing mortgage_rates first, each viewed and clicked."""
+    for k in range(n):
+        d = decision(catalog, f"{placement}-{k}", placement, ("mortgage_rates",), at=at + k)
+        viewed(learner, d, at=at + k + 1)
+        clicked(learner, d, at=at + k + 2)
+
+
+def _p_click(learner: Learner, catalog: Catalog, placement: str) -> float:
+    offer = catalog.offers["mortgage_rates"]
+    profile = Profile(customer_id="u9", user_id="u9", traits={"age": 40})
+    ctx = ChoiceContext(f"q-{placement}", placement, T0 + 900, profile, {}, ["adult"])
+    choice = learner.choose(ctx, [Candidate(offer, 0.02, 1.0)], 1)
+    assert choice.p_click is not None
+    return choice.p_click[0]
+
+
+def test_the_shared_placements_learn_one_model_and_each_keeps_its_own_base_rate(
+    catalog: Catalog, unshared: Catalog
+):
+    """Clicks on home_feed raise mortgage_rates' estimate on app_home too when the contextual
+    placements share their model (the default), not when each learns its own; a shared
+    model still learns each placement's base rate apart (``placement:<p>``)."""
+    shared, apart = Learner(catalog), Learner(unshared)
+    assert shared.shared == ["app_home", "home_feed", "home_hero", "product_sidebar"]
+    assert apart.shared == []
+    assert len({id(m) for m in shared.models.values()}) == 1
+    before = _p_click(shared, catalog, "app_home")
+    assert before == pytest.approx(_p_click(apart, unshared, "app_home"), rel=1e-12)
+    for learner, cat in ((shared, catalog), (apart, unshared)):
+        _click_on(learner, cat, "home_feed", 5, T0)
+    assert _p_click(shared, catalog, "app_home") > before * 1.2
+    assert _p_click(apart, unshared, "app_home") == pytest.approx(before, rel=1e-12)
+    weights = shared.models["home_feed"].weights()  # type: ignore[attr-defined]
+    assert weights["placement:home_feed"] > 0.0
+    assert "placement:app_home" not in weights
+
+
+def test_a_snapshot_keeps_the_shared_model_once_and_reloads_move_between_forms(
+    catalog: Catalog, unshared: Catalog
+):
+    """The shared model is saved once and restored shared; a catalog that stops sharing gives
+    each placement a copy of what the shared model learned; one that starts sharing starts
+    the shared model from the first placement's (in id order) own model."""
+    learner = busy(catalog)
+    decoded = msgspec.msgpack.decode(learner.to_state())
+    assert sorted(decoded["models"]) == ["(shared)"]
+    assert decoded["shared"] == ["app_home", "home_feed", "home_hero", "product_sidebar"]
+    restored = Learner.from_state(catalog, learner.to_state())
+    assert len({id(m) for m in restored.models.values()}) == 1
+    assert restored.to_state() == learner.to_state()
+    # stop sharing: every placement goes on from the shared model
+    apart = Learner.from_state(unshared, learner.to_state())
+    assert len({id(m) for m in apart.models.values()}) == 4
+    body = learner.models["home_feed"].to_state()
+    assert all(m.to_state() == body for m in apart.models.values())
+    # start sharing: from app_home's own model (the first in id order)
+    own = busy(unshared)
+    again = Learner.from_state(catalog, own.to_state())
+    assert again.models["home_feed"].to_state() == own.models["app_home"].to_state()
+    assert len({id(m) for m in again.models.values()}) == 1

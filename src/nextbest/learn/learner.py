@@ -22,6 +22,14 @@ policy say, logs other features). A click counts while its view waits, or within
 two click windows of the decision (a click that overtook its view); later clicks are
 ignored: the view was already learned as a miss.
 
+**One model for the shared placements.** The ``contextual`` placements whose ``learning``
+says ``shared`` (the default) learn one model together: the placement is a feature of it
+(``placement:<p>``, its base rate; ``pos:<p>:<k>``, its position discounts), and every other
+weight (an offer's level, a customer's interest crossed with a topic, an offer's own crosses,
+fatigue) learns from every placement's feedback, not a quarter of it each. Exploration, the
+click window and the budgets stay the placement's. A snapshot keeps that model once
+(``SHARED``).
+
 **Exploration budget.** Each campaign's explored share of impressions stays at or under its
 ``max_exploration``; a campaign over it is shown only where the greedy order puts it.
 """
@@ -38,6 +46,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 
 from nextbest.catalog.compiled import Catalog, CompiledOffer
+from nextbest.catalog.model import LearningSpec, ModelKind
 from nextbest.decide import ranking
 from nextbest.decide.model import Candidate, Choice, ChoiceContext, Decision
 from nextbest.decide.pipeline import greedy
@@ -81,6 +90,7 @@ __all__ = [
     "HISTORY",
     "MAX_WAITING_VIEWS",
     "PRIOR",
+    "SHARED",
     "Learner",
     "PlacementModel",
     "customer_part",
@@ -92,6 +102,8 @@ PRIOR = "prior:"
 #: logged features ``hist.<f>:<offer>``: that candidate's own history with the customer
 #: (``learn.features.offer_history``), for the candidates that have one
 HISTORY = "hist."
+#: the key of the shared placements' one model in a snapshot (no placement id has brackets)
+SHARED = "(shared)"
 #: views waiting for a click at once (about 1.8 KB each, all in every learner snapshot); a
 #: view past it is not learned, so no client can grow the server's memory without bound
 MAX_WAITING_VIEWS = 100_000
@@ -173,6 +185,8 @@ class _State(msgspec.Struct, kw_only=True):
     conversion_intents: list[tuple[str, int, float, float]] = []
     #: feedback volume per key and network origin (``learn.volume``)
     trust: bytes = b""
+    #: the placements whose model is ``models[SHARED]``
+    shared: list[str] = []
 
 
 class _Scored(NamedTuple):
@@ -223,16 +237,28 @@ class PlacementModel(msgspec.Struct, frozen=True, kw_only=True):
     placement: str
     explore: str
     info: ModelInfo
+    #: the placement learns the model the other shared placements learn (``learning.shared``)
+    shared: bool = False
     #: the placement's logged estimates against outcomes (``learn.calibration``): filled
     #: where the decision log is read (``usecases.list_models``)
     calibration: list[Calibration] = []
 
 
+def _shares(learning: LearningSpec) -> bool:
+    """A placement that learns with this spec learns the shared model."""
+    return learning.shared and learning.model is ModelKind.CONTEXTUAL
+
+
 class Learner:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        #: the placements that learn one model together (``_shares``), sorted
+        self.shared = sorted(
+            p.id for p in catalog.spec.placements if p.learning is not None and _shares(p.learning)
+        )
+        one = new_model(ModelKind.CONTEXTUAL) if self.shared else None
         self.models: dict[str, PropensityModel] = {
-            p.id: new_model(p.learning.model)
+            p.id: one if one is not None and p.id in self.shared else new_model(p.learning.model)
             for p in catalog.spec.placements
             if p.learning is not None
         }
@@ -648,7 +674,12 @@ class Learner:
             learning = self.catalog.placements[placement].learning
             explore = "" if learning is None else type(learning.explore).__name__
             out.append(
-                PlacementModel(placement=placement, explore=explore, info=describe(model, k))
+                PlacementModel(
+                    placement=placement,
+                    explore=explore,
+                    info=describe(model, k),
+                    shared=placement in self.shared,
+                )
             )
         return out
 
@@ -672,8 +703,11 @@ class Learner:
             for campaign_id, explored in self._budgeted(decision):
                 shown, n_explored = budgets[campaign_id]
                 budgets[campaign_id] = (shown - 1, n_explored - explored)
+        models = {p: m.to_state() for p, m in sorted(self.models.items()) if p not in self.shared}
+        if self.shared:
+            models[SHARED] = self.models[self.shared[0]].to_state()
         state = _State(
-            models={p: m.to_state() for p, m in sorted(self.models.items())},
+            models=models,
             views=sorted(
                 self._views.values(), key=lambda v: (v.deadline, v.decision_id, v.offer_id)
             ),
@@ -685,6 +719,7 @@ class Learner:
             conversions=self.conversions.counts(),
             conversion_intents=self.conversions.intent_counts(),
             trust=self.volume.to_state(),
+            shared=self.shared,
         )
         return msgspec.msgpack.encode(state)
 
@@ -696,12 +731,31 @@ class Learner:
         views and clicks waiting on offers that are gone are dropped as they come due."""
         state = msgspec.msgpack.decode(data, type=_State)
         learner = cls(catalog)
-        for placement, body in state.models.items():
-            fresh = learner.models.get(placement)
-            if fresh is not None:
+        was_shared = set(state.shared)
+
+        def saved(placement: str) -> bytes | None:
+            """What ``placement`` learned with: its own model or the shared one."""
+            return state.models.get(SHARED if placement in was_shared else placement)
+
+        for placement, fresh in learner.models.items():
+            if placement in learner.shared:
+                continue
+            body = saved(placement)
+            if body is not None:
                 model = load_model(body)
                 if model.kind is fresh.kind:
                     learner.models[placement] = model
+        if learner.shared:
+            # the shared model goes on; sharing newly, it starts from what the first shared
+            # placement (in id order) that learned the same kind of model had learned
+            bodies = [saved(p) for p in learner.shared]
+            for body in (state.models.get(SHARED), *bodies):
+                if body is not None:
+                    model = load_model(body)
+                    if model.kind is ModelKind.CONTEXTUAL:
+                        for placement in learner.shared:
+                            learner.models[placement] = model
+                        break
         for view in state.views:
             learner._views[(view.decision_id, view.offer_id)] = view
             learner._deadlines.append((view.deadline, view.decision_id, view.offer_id))
