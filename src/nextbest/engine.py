@@ -228,7 +228,12 @@ class Engine:
         self.audit = GroupedAuditLog(stores.audit)
         #: consent changes folded, still to append to the audit log (``_flush_audit``)
         self._audit_pending: list[AuditRecord] = []
-        self._audit_lock = threading.Lock()  # one audit append at a time, in fold order
+        #: one audit append at a time, in fold order. Lock order: ``_lock`` (a replay
+        #: flushes under it), then ``_audit_lock``, then ``_audit_pending_lock``; none is
+        #: ever taken while a later one is held (a flush never waits for ``_lock``)
+        self._audit_lock = threading.Lock()
+        #: guards ``_audit_pending`` alone, held for a list operation and nothing else
+        self._audit_pending_lock = threading.Lock()
         self._close_stores = stores.close
         self.clock: Clock = clock or SystemClock()
         #: the watermark, when the engine runs on event time
@@ -664,33 +669,33 @@ class Engine:
         change = consent_change(before, dict(profile.consent) if profile is not None else {})
         if change is None:
             return
-        self._audit_pending.append(
-            AuditRecord(
-                time=self.wall_now(),
-                actor=actor,
-                action=AuditAction.CONSENT_CHANGED,
-                subject=customer,
-                details={
-                    **change,
-                    "message_id": event.message_id,
-                    "event": event.name or event.type.value,
-                    "event_time": event.timestamp,
-                },
-            )
+        record = AuditRecord(
+            time=self.wall_now(),
+            actor=actor,
+            action=AuditAction.CONSENT_CHANGED,
+            subject=customer,
+            details={
+                **change,
+                "message_id": event.message_id,
+                "event": event.name or event.type.value,
+                "event_time": event.timestamp,
+            },
         )
+        with self._audit_pending_lock:
+            self._audit_pending.append(record)
 
     def _flush_audit(self, *, raise_errors: bool = False) -> None:
         """Append the audit records kept, in the order they were made. A failure keeps them
         (retried next time) and is logged; raised with ``raise_errors``."""
         with self._audit_lock:
-            with self._lock:
+            with self._audit_pending_lock:
                 records, self._audit_pending = self._audit_pending, []
             if not records:
                 return
             try:
                 self.audit.append(records)
             except NextbestError as exc:
-                with self._lock:
+                with self._audit_pending_lock:
                     self._audit_pending[:0] = records
                 log.error("audit records not written (kept, retried): %s", exc.message)
                 if raise_errors:
@@ -699,7 +704,7 @@ class Engine:
     @property
     def audit_pending(self) -> int:
         """Audit records made but not yet written to the audit log."""
-        with self._lock:
+        with self._audit_pending_lock:
             return len(self._audit_pending)
 
     # ---------------------------------------------------------------- decide

@@ -89,6 +89,29 @@ def test_consent_records_wait_for_the_audit_log_and_keep_their_order(catalog: Ca
     assert verify(entries, audit.head()).ok
 
 
+def test_an_audit_flush_never_waits_for_the_state_lock(catalog: Catalog):
+    """A replay flushes under the state lock while the server's tick flushes on another
+    thread: the tick's audit append must not wait for the state lock, or the two deadlock
+    (each holding the lock the other waits for)."""
+    audit = FlakyAuditLog()
+    engine = _engine(catalog, audit)
+    audit.down = True
+    engine.ingest_batch(batch(consent("u1", True)))
+    audit.down = False
+    assert engine.audit_pending == 1
+    with engine._lock:  # as replay() holds it
+        tick = threading.Thread(target=engine._flush_audit, daemon=True)
+        tick.start()
+        tick.join(timeout=10)
+        finished = not tick.is_alive()
+        if finished:
+            engine.flush()  # the replay's own flush, still under the lock
+    tick.join()
+    assert finished, "the audit flush waited for the state lock"
+    assert engine.audit_pending == 0
+    assert [e.subject for e in audit.entries()] == ["u1"]
+
+
 def test_a_stitch_that_brings_a_devices_consent_is_a_consent_change(catalog: Catalog):
     audit = MemoryAuditLog()
     engine = _engine(catalog, audit)
