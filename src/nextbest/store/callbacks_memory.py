@@ -79,26 +79,22 @@ class MemoryCallbacks:
         return out
 
     def _check(self, before: Callback | None, after: Callback, capacity: Capacity | None) -> None:
-        needed = rules.checks(before, after)
-        if capacity is None or not needed or after.advisor_id is None:
-            return
-        others = [
-            self._callbacks[i] for i in self._of_advisor.get(after.advisor_id, ()) if i != after.id
-        ]
-        live = sum(1 for c in others if rules.live(c)) if needed.live else 0
-        slot = 0
-        if needed.slot and after.scheduled_for is not None:
-            at, length = after.scheduled_for, capacity.slot
-            slot = sum(
+        def others(advisor: str) -> list[Callback]:
+            return [self._callbacks[i] for i in self._of_advisor.get(advisor, ()) if i != after.id]
+
+        def count_live(advisor: str) -> int:
+            return sum(1 for c in others(advisor) if rules.live(c))
+
+        def count_slot(advisor: str, at: float, length: float) -> int:
+            return sum(
                 1
-                for c in others
+                for c in others(advisor)
                 if rules.booked(c)
                 and c.scheduled_for is not None
                 and rules.in_slot(c.scheduled_for, at, length)
             )
-        refusal = rules.slot_taken(after, capacity, live, slot, needed)
-        if refusal is not None:
-            raise refusal
+
+        rules.check_capacity(before, after, capacity, count_live, count_slot)
 
     def _put(self, before: Callback | None, after: Callback) -> Callback:
         if before is not None:
