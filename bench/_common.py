@@ -23,11 +23,14 @@ import platform
 import pstats
 import resource
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +59,8 @@ __all__ = [
     "engine_with_rows",
     "free_port",
     "fs_type",
+    "hello_server",
+    "in_threads",
     "kv_table",
     "latency_summary",
     "load_average",
@@ -68,12 +73,18 @@ __all__ = [
     "proc_cpu_seconds",
     "ratios",
     "rss_bytes",
+    "scratch_schema",
     "serve",
+    "start_child",
+    "stop_child",
+    "store_data",
     "table",
     "time_calls",
     "timed",
     "versions",
     "write_results",
+    "wrk",
+    "wrk_phase",
 ]
 
 T = TypeVar("T")
@@ -583,3 +594,154 @@ def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@contextlib.contextmanager
+def scratch_schema(url: str, connect_timeout: int | None = None) -> Iterator[str]:
+    """``url`` with its ``search_path`` set to a fresh schema, dropped (with all in it) after."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex}"
+    timeout = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+    with psycopg.connect(url, autocommit=True, **timeout) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            joiner = "&" if "?" in url else "?"
+            yield f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def store_data(backend: str, url: str, tmp: Path, prefix: str) -> Iterator[str | None]:
+    """What ``open_stores`` opens for ``backend`` (memory, sqlite: a new file in ``tmp``
+    named after ``prefix``, postgresql: a scratch schema on ``url``); None (logged) when
+    PostgreSQL is not reachable."""
+    import psycopg
+
+    from nextbest.bootstrap import MEMORY
+
+    if backend == "memory":
+        yield MEMORY
+    elif backend == "sqlite":
+        yield str(tmp / f"{prefix}-{uuid.uuid4().hex}.sqlite")
+    else:
+        with contextlib.ExitStack() as stack:
+            try:
+                data = stack.enter_context(scratch_schema(url, connect_timeout=3))
+            except psycopg.OperationalError as exc:
+                log(f"postgresql skipped: not reachable at {url}: {str(exc).strip()[:120]}")
+                yield None
+                return
+            yield data
+
+
+def in_threads(threads: int, run: Callable[[int], object]) -> float:
+    """Wall seconds for ``threads`` threads each calling ``run(t)``, all released at once
+    (the clock starts when they are)."""
+    start = threading.Barrier(threads + 1)
+
+    def body(t: int) -> None:
+        start.wait()
+        run(t)
+
+    workers = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - began
+
+
+# ------------------------------------------------------------------ servers in child processes
+def hello_server(port: int) -> int:
+    """The stack's hello-world: Starlette on the same uvicorn settings as nextbest, until
+    SIGTERM (a benchmark's child process; the floor its HTTP figures are read against)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[Route("/", hello)])
+    uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    ).run()
+    return 0
+
+
+def start_child(script: str, args: list[str], probe: str) -> subprocess.Popen[bytes]:
+    """``script`` run with ``args`` in a new Python process, once ``probe`` (a URL) answers;
+    the benchmark ends if it does not within a minute."""
+    import httpx
+
+    process = subprocess.Popen([sys.executable, script, *args])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(probe, timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("server child did not start")
+
+
+def stop_child(process: subprocess.Popen[bytes], wait: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``wait`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(wait)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wrk(url: str, seconds: float, connections: int, script: Path | None) -> dict[str, Any]:
+    """One ``wrk`` run (one thread, ``connections`` connections, the Lua ``script`` if any):
+    its rate, count, non-2xx answers, socket errors and latency percentiles in ms."""
+    import re
+
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+
+    def ms(label: str) -> float | None:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m is None:
+            return None
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return round(float(m.group(1)) * scale, 3)
+
+    return {
+        "requests_per_second": rate,
+        "requests": total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
+    }
+
+
+def wrk_phase(
+    name: str, url: str, seconds: float, connections: int, pid: int, script: Path | None
+) -> dict[str, Any]:
+    """``wrk`` against ``url`` with the CPU the server process ``pid`` spent meanwhile
+    (in all and per request); logged as one line."""
+    cpu0 = proc_cpu_seconds(pid)
+    result = wrk(url, seconds, connections, script)
+    result["server_cpu_seconds"] = round(proc_cpu_seconds(pid) - cpu0, 2)
+    result["server_cpu_us_per_request"] = round(
+        result["server_cpu_seconds"] * 1e6 / max(1, result["requests"])
+    )
+    log(f"{name}: {result['requests_per_second']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms")
+    return result
