@@ -39,6 +39,7 @@ import orjson
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock
 from nextbest.engine import Engine
+from nextbest.settings import Settings
 from nextbest.store.port import StateRow, Stores
 from nextbest.store.snapshot import learner_rows
 
@@ -75,6 +76,7 @@ __all__ = [
     "rss_bytes",
     "scratch_schema",
     "serve",
+    "serve_settings",
     "start_child",
     "stop_child",
     "store_data",
@@ -561,13 +563,6 @@ def engine_with_rows(
 def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str, now: float) -> int:
     """The real server on ``data`` (uvicorn + ``create_app`` + ``build_engine``) with a
     fixed clock at ``now``, until SIGTERM (a benchmark's child process)."""
-    import uvicorn
-
-    from nextbest.api.app import create_app
-    from nextbest.bootstrap import build_engine
-    from nextbest.clock import FixedClock
-    from nextbest.settings import Settings
-
     settings = Settings(
         catalog=str(catalog),
         data=data,
@@ -577,8 +572,24 @@ def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str,
         token_secret="bench-token-secret",
         sqlite_synchronous=synchronous,
     )
-    app = create_app(build_engine(settings, FixedClock(now)), settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    return serve_settings(settings, now)
+
+
+def serve_settings(settings: Settings, now: float, background: bool = False) -> int:
+    """The real server as ``settings`` say, its clock fixed at ``now`` (with what ``nextbest
+    serve`` runs beside it if ``background``), until SIGTERM (a benchmark's child process)."""
+    import uvicorn
+
+    from nextbest.api.app import create_app
+    from nextbest.bootstrap import build_background, build_engine
+    from nextbest.clock import FixedClock
+
+    engine = build_engine(settings, FixedClock(now))
+    extra = build_background(settings, engine) if background else ()
+    app = create_app(engine, settings, background=extra)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
+    )
     uvicorn.Server(config).run()
     return 0
 

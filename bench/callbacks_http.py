@@ -62,6 +62,7 @@ from _common import (
     log,
     proc_cpu_seconds,
     ratios,
+    serve_settings,
     start_child,
     stop_child,
     table,
@@ -108,11 +109,6 @@ end
 # ------------------------------------------------------------------------------ children
 def _serve(port: int, data: str) -> int:
     """The real server on ``data``, its clock at T0, with what ``serve`` runs beside it."""
-    import uvicorn
-
-    from nextbest.api.app import create_app
-    from nextbest.bootstrap import build_background, build_engine
-    from nextbest.clock import FixedClock
     from nextbest.settings import Settings
 
     settings = Settings(
@@ -123,11 +119,7 @@ def _serve(port: int, data: str) -> int:
         admin_keys=frozenset({"bench-admin-key"}),
         token_secret="bench-token-secret",
     )
-    engine = build_engine(settings, FixedClock(T0))
-    app = create_app(engine, settings, background=build_background(settings, engine))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uvicorn.Server(config).run()
-    return 0
+    return serve_settings(settings, T0, background=True)
 
 
 # ------------------------------------------------------------------------------ load
