@@ -57,6 +57,7 @@ __all__ = [
     "code_measured",
     "command_line",
     "cprofile_top",
+    "each_backend",
     "engine_with_rows",
     "free_port",
     "fs_type",
@@ -756,3 +757,23 @@ def wrk_phase(
     )
     log(f"{name}: {result['requests_per_second']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms")
     return result
+
+
+def each_backend(
+    args: argparse.Namespace, prefix: str, what: str, measure: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
+    """``measure(data)`` on each of ``args.backends`` (comma-separated; ``store_data``: a
+    SQLite file in ``args.tmpdir``, a scratch schema on ``args.url``), logged as
+    ``<backend>: <what>``; a PostgreSQL not reachable is recorded as skipped."""
+    import tempfile
+
+    found: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        for backend in args.backends.split(","):
+            with store_data(backend, args.url, Path(tmp), prefix) as data:
+                if data is None:
+                    found[backend] = {"skipped": "PostgreSQL not reachable"}
+                    continue
+                log(f"{backend}: {what}")
+                found[backend] = measure(data)
+    return found

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -39,10 +38,9 @@ from _common import (
     T0,
     Run,
     add_run_args,
+    each_backend,
     in_threads,
-    log,
     ratios,
-    store_data,
     table,
     time_calls,
 )
@@ -160,15 +158,12 @@ def measure(data: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("audit", args, "psycopg")
-    found: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
-        for backend in args.backends.split(","):
-            with store_data(backend, args.url, Path(tmp), "audit") as data:
-                if data is None:
-                    found[backend] = {"skipped": "PostgreSQL not reachable"}
-                    continue
-                log(f"{backend}: {args.customers:,} customers, {args.reads:,} reads")
-                found[backend] = measure(data, args)
+    found = each_backend(
+        args,
+        "audit",
+        f"{args.customers:,} customers, {args.reads:,} reads",
+        lambda data: measure(data, args),
+    )
     rows = []
     for backend, r in found.items():
         if "skipped" in r:

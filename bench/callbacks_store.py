@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import msgspec
 import orjson
 
-from _common import DAY, T0, Run, add_run_args, in_threads, log, store_data, table, time_calls
+from _common import (
+    DAY,
+    T0,
+    Run,
+    add_run_args,
+    each_backend,
+    in_threads,
+    table,
+    time_calls,
+)
 from nextbest.advisors.model import Callback, CallbackMode, CallbackState, Transition
 from nextbest.bootstrap import MEMORY, open_stores
 from nextbest.events import parse_batch
@@ -169,15 +177,9 @@ def measure(data: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("callbacks_store", args, "psycopg")
-    found: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
-        for backend in args.backends.split(","):
-            with store_data(backend, args.url, Path(tmp), "callbacks") as data:
-                if data is None:
-                    found[backend] = {"skipped": "PostgreSQL not reachable"}
-                    continue
-                log(f"{backend}: {args.creates:,} callbacks")
-                found[backend] = measure(data, args)
+    found = each_backend(
+        args, "callbacks", f"{args.creates:,} callbacks", lambda data: measure(data, args)
+    )
     rows = []
     for backend, r in found.items():
         if "skipped" in r:
