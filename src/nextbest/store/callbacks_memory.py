@@ -97,6 +97,15 @@ class MemoryCallbacks:
         rules.check_capacity(before, after, capacity, count_live, count_slot)
 
     def _put(self, before: Callback | None, after: Callback) -> Callback:
+        self._replace(before, after)
+        assigned = rules.assignment(before, after)
+        if assigned is not None:
+            advisor, at = assigned
+            self._rotation[advisor] = max(at, self._rotation.get(advisor, at))
+        return after
+
+    def _replace(self, before: Callback | None, after: Callback) -> None:
+        """Hold ``after`` in place of ``before`` (None: nothing held), in every index."""
         if before is not None:
             self._unindex(before)
         self._callbacks[after.id] = after
@@ -105,11 +114,6 @@ class MemoryCallbacks:
             self._of_advisor.setdefault(after.advisor_id, set()).add(after.id)
         if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
             self._waiting.add(after.id)
-        assigned = rules.assignment(before, after)
-        if assigned is not None:
-            advisor, at = assigned
-            self._rotation[advisor] = max(at, self._rotation.get(advisor, at))
-        return after
 
     def _unindex(self, c: Callback) -> None:
         self._of_customer[c.customer].discard(c.id)
@@ -134,15 +138,7 @@ class MemoryCallbacks:
     ) -> None:
         with self._lock:
             for c in callbacks:
-                before = self._callbacks.get(c.id)
-                if before is not None:
-                    self._unindex(before)
-                self._callbacks[c.id] = c
-                self._of_customer.setdefault(c.customer, set()).add(c.id)
-                if c.advisor_id is not None:
-                    self._of_advisor.setdefault(c.advisor_id, set()).add(c.id)
-                if c.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
-                    self._waiting.add(c.id)
+                self._replace(self._callbacks.get(c.id), c)
             self._presence.update(
                 (a, (Presence(p), float(at))) for a, (p, at) in (presences or {}).items()
             )
