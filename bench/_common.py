@@ -23,11 +23,14 @@ import platform
 import pstats
 import resource
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +39,7 @@ import orjson
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock
 from nextbest.engine import Engine
+from nextbest.settings import Settings
 from nextbest.store.port import StateRow, Stores
 from nextbest.store.snapshot import learner_rows
 
@@ -53,9 +57,12 @@ __all__ = [
     "code_measured",
     "command_line",
     "cprofile_top",
+    "each_backend",
     "engine_with_rows",
     "free_port",
     "fs_type",
+    "hello_server",
+    "in_threads",
     "kv_table",
     "latency_summary",
     "load_average",
@@ -68,12 +75,19 @@ __all__ = [
     "proc_cpu_seconds",
     "ratios",
     "rss_bytes",
+    "scratch_schema",
     "serve",
+    "serve_settings",
+    "start_child",
+    "stop_child",
+    "store_data",
     "table",
     "time_calls",
     "timed",
     "versions",
     "write_results",
+    "wrk",
+    "wrk_phase",
 ]
 
 T = TypeVar("T")
@@ -550,13 +564,6 @@ def engine_with_rows(
 def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str, now: float) -> int:
     """The real server on ``data`` (uvicorn + ``create_app`` + ``build_engine``) with a
     fixed clock at ``now``, until SIGTERM (a benchmark's child process)."""
-    import uvicorn
-
-    from nextbest.api.app import create_app
-    from nextbest.bootstrap import build_engine
-    from nextbest.clock import FixedClock
-    from nextbest.settings import Settings
-
     settings = Settings(
         catalog=str(catalog),
         data=data,
@@ -566,8 +573,24 @@ def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str,
         token_secret="bench-token-secret",
         sqlite_synchronous=synchronous,
     )
-    app = create_app(build_engine(settings, FixedClock(now)), settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    return serve_settings(settings, now)
+
+
+def serve_settings(settings: Settings, now: float, background: bool = False) -> int:
+    """The real server as ``settings`` say, its clock fixed at ``now`` (with what ``nextbest
+    serve`` runs beside it if ``background``), until SIGTERM (a benchmark's child process)."""
+    import uvicorn
+
+    from nextbest.api.app import create_app
+    from nextbest.bootstrap import build_background, build_engine
+    from nextbest.clock import FixedClock
+
+    engine = build_engine(settings, FixedClock(now))
+    extra = build_background(settings, engine) if background else ()
+    app = create_app(engine, settings, background=extra)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
+    )
     uvicorn.Server(config).run()
     return 0
 
@@ -583,3 +606,174 @@ def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@contextlib.contextmanager
+def scratch_schema(url: str, connect_timeout: int | None = None) -> Iterator[str]:
+    """``url`` with its ``search_path`` set to a fresh schema, dropped (with all in it) after."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex}"
+    timeout = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+    with psycopg.connect(url, autocommit=True, **timeout) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            joiner = "&" if "?" in url else "?"
+            yield f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def store_data(backend: str, url: str, tmp: Path, prefix: str) -> Iterator[str | None]:
+    """What ``open_stores`` opens for ``backend`` (memory, sqlite: a new file in ``tmp``
+    named after ``prefix``, postgresql: a scratch schema on ``url``); None (logged) when
+    PostgreSQL is not reachable."""
+    import psycopg
+
+    from nextbest.bootstrap import MEMORY
+
+    if backend == "memory":
+        yield MEMORY
+    elif backend == "sqlite":
+        yield str(tmp / f"{prefix}-{uuid.uuid4().hex}.sqlite")
+    else:
+        with contextlib.ExitStack() as stack:
+            try:
+                data = stack.enter_context(scratch_schema(url, connect_timeout=3))
+            except psycopg.OperationalError as exc:
+                log(f"postgresql skipped: not reachable at {url}: {str(exc).strip()[:120]}")
+                yield None
+                return
+            yield data
+
+
+def in_threads(threads: int, run: Callable[[int], object]) -> float:
+    """Wall seconds for ``threads`` threads each calling ``run(t)``, all released at once
+    (the clock starts when they are)."""
+    start = threading.Barrier(threads + 1)
+
+    def body(t: int) -> None:
+        start.wait()
+        run(t)
+
+    workers = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - began
+
+
+# ------------------------------------------------------------------ servers in child processes
+def hello_server(port: int) -> int:
+    """The stack's hello-world: Starlette on the same uvicorn settings as nextbest, until
+    SIGTERM (a benchmark's child process; the floor its HTTP figures are read against)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[Route("/", hello)])
+    uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    ).run()
+    return 0
+
+
+def start_child(script: str, args: list[str], probe: str) -> subprocess.Popen[bytes]:
+    """``script`` run with ``args`` in a new Python process, once ``probe`` (a URL) answers;
+    the benchmark ends if it does not within a minute."""
+    import httpx
+
+    process = subprocess.Popen([sys.executable, script, *args])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(probe, timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("server child did not start")
+
+
+def stop_child(process: subprocess.Popen[bytes], wait: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``wait`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(wait)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wrk(url: str, seconds: float, connections: int, script: Path | None) -> dict[str, Any]:
+    """One ``wrk`` run (one thread, ``connections`` connections, the Lua ``script`` if any):
+    its rate, count, non-2xx answers, socket errors and latency percentiles in ms."""
+    import re
+
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+
+    def ms(label: str) -> float | None:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m is None:
+            return None
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return round(float(m.group(1)) * scale, 3)
+
+    return {
+        "requests_per_second": rate,
+        "requests": total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
+    }
+
+
+def wrk_phase(
+    name: str, url: str, seconds: float, connections: int, pid: int, script: Path | None
+) -> dict[str, Any]:
+    """``wrk`` against ``url`` with the CPU the server process ``pid`` spent meanwhile
+    (in all and per request); logged as one line."""
+    cpu0 = proc_cpu_seconds(pid)
+    result = wrk(url, seconds, connections, script)
+    result["server_cpu_seconds"] = round(proc_cpu_seconds(pid) - cpu0, 2)
+    result["server_cpu_us_per_request"] = round(
+        result["server_cpu_seconds"] * 1e6 / max(1, result["requests"])
+    )
+    log(f"{name}: {result['requests_per_second']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms")
+    return result
+
+
+def each_backend(
+    args: argparse.Namespace, prefix: str, what: str, measure: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
+    """``measure(data)`` on each of ``args.backends`` (comma-separated; ``store_data``: a
+    SQLite file in ``args.tmpdir``, a scratch schema on ``args.url``), logged as
+    ``<backend>: <what>``; a PostgreSQL not reachable is recorded as skipped."""
+    import tempfile
+
+    found: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        for backend in args.backends.split(","):
+            with store_data(backend, args.url, Path(tmp), prefix) as data:
+                if data is None:
+                    found[backend] = {"skipped": "PostgreSQL not reachable"}
+                    continue
+                log(f"{backend}: {what}")
+                found[backend] = measure(data)
+    return found

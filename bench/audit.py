@@ -23,23 +23,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
-import psycopg
 
-from _common import EXAMPLE_CATALOG, T0, Run, add_run_args, log, ratios, table, time_calls
+from _common import (
+    EXAMPLE_CATALOG,
+    T0,
+    Run,
+    add_run_args,
+    each_backend,
+    in_threads,
+    ratios,
+    table,
+    time_calls,
+)
 from nextbest.audit import Actor, AuditAction, AuditRecord, verify
 from nextbest.auditing import read_profile, verify_audit
 from nextbest.bootstrap import MEMORY, open_stores
@@ -70,30 +74,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def where(backend: str, url: str, tmp: Path) -> Iterator[str | None]:
-    """What ``open_stores`` opens for ``backend``; None (logged) when it cannot run."""
-    if backend == "memory":
-        yield MEMORY
-    elif backend == "sqlite":
-        yield str(tmp / f"audit-{uuid.uuid4().hex}.sqlite")
-    else:
-        schema = f"bench_{uuid.uuid4().hex}"
-        try:
-            admin = psycopg.connect(url, autocommit=True, connect_timeout=3)
-        except psycopg.OperationalError as exc:
-            log(f"postgresql skipped: not reachable at {url}: {str(exc).strip()[:120]}")
-            yield None
-            return
-        with admin:
-            admin.execute(f"CREATE SCHEMA {schema}")
-            try:
-                joiner = "&" if "?" in url else "?"
-                yield f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
-            finally:
-                admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -113,21 +93,11 @@ def customer_events(i: int) -> bytes:
 
 
 def threaded(call: Callable[[str], object], users: Sequence[str], threads: int) -> dict[str, Any]:
-    start = threading.Barrier(threads + 1)
-
     def run(t: int) -> None:
-        start.wait()
         for user in users[t::threads]:
             call(user)
 
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    began = time.perf_counter()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - began
+    wall = in_threads(threads, run)
     return {"threads": threads, "reads": len(users), "seconds": round(wall, 3),
             "reads_per_s": round(len(users) / wall) if wall else None}  # fmt: skip
 
@@ -188,15 +158,12 @@ def measure(data: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("audit", args, "psycopg")
-    found: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
-        for backend in args.backends.split(","):
-            with where(backend, args.url, Path(tmp)) as data:
-                if data is None:
-                    found[backend] = {"skipped": "PostgreSQL not reachable"}
-                    continue
-                log(f"{backend}: {args.customers:,} customers, {args.reads:,} reads")
-                found[backend] = measure(data, args)
+    found = each_backend(
+        args,
+        "audit",
+        f"{args.customers:,} customers, {args.reads:,} reads",
+        lambda data: measure(data, args),
+    )
     rows = []
     for backend, r in found.items():
         if "skipped" in r:

@@ -44,8 +44,6 @@ import argparse
 import base64
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,11 +58,16 @@ from _common import (
     Run,
     add_run_args,
     free_port,
+    hello_server,
     log,
     proc_cpu_seconds,
     ratios,
+    serve_settings,
+    start_child,
+    stop_child,
     table,
     time_calls,
+    wrk_phase,
 )
 
 SERVER_KEY = "bench-server-key"
@@ -106,11 +109,6 @@ end
 # ------------------------------------------------------------------------------ children
 def _serve(port: int, data: str) -> int:
     """The real server on ``data``, its clock at T0, with what ``serve`` runs beside it."""
-    import uvicorn
-
-    from nextbest.api.app import create_app
-    from nextbest.bootstrap import build_background, build_engine
-    from nextbest.clock import FixedClock
     from nextbest.settings import Settings
 
     settings = Settings(
@@ -121,93 +119,10 @@ def _serve(port: int, data: str) -> int:
         admin_keys=frozenset({"bench-admin-key"}),
         token_secret="bench-token-secret",
     )
-    engine = build_engine(settings, FixedClock(T0))
-    app = create_app(engine, settings, background=build_background(settings, engine))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uvicorn.Server(config).run()
-    return 0
-
-
-def _hello(port: int) -> int:
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    async def hello(request: Any) -> PlainTextResponse:
-        return PlainTextResponse("hello")
-
-    app = Starlette(routes=[Route("/", hello)])
-    uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    ).run()
-    return 0
-
-
-def _child(args: list[str], probe: str) -> subprocess.Popen[bytes]:
-    import httpx
-
-    process = subprocess.Popen([sys.executable, __file__, *args])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(probe, timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("server child did not start")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    return serve_settings(settings, T0, background=True)
 
 
 # ------------------------------------------------------------------------------ load
-def _wrk(url: str, seconds: float, connections: int, script: Path | None) -> dict[str, Any]:
-    import re
-
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-
-    def ms(label: str) -> float | None:
-        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if m is None:
-            return None
-        return round(float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)], 3)
-
-    return {
-        "requests_per_second": rate,
-        "requests": total,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": errors.group(1) if errors else None,
-        "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
-    }
-
-
-def _phase(
-    name: str, url: str, args: argparse.Namespace, pid: int, script: Path | None
-) -> dict[str, Any]:
-    cpu0 = proc_cpu_seconds(pid)
-    result = _wrk(url, args.seconds, args.connections, script)
-    result["server_cpu_seconds"] = round(proc_cpu_seconds(pid) - cpu0, 2)
-    result["server_cpu_us_per_request"] = round(
-        result["server_cpu_seconds"] * 1e6 / max(1, result["requests"])
-    )
-    log(f"{name}: {result['requests_per_second']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms")
-    return result
-
-
 def _exact(port: int, n: int, concurrency: int) -> dict[str, Any]:
     """``n`` callback requests from ``concurrency`` threads, each on a keep-alive connection
     of its own (``http.client``: a lean client, so the client's CPU stays small on a shared
@@ -304,12 +219,14 @@ def http_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     data = str(tmp / "callbacks.sqlite")
     hello_port, port = free_port(), free_port()
-    hello = _child(["--child-hello", str(hello_port)], f"http://127.0.0.1:{hello_port}/")
+    hello = start_child(
+        __file__, ["--child-hello", str(hello_port)], f"http://127.0.0.1:{hello_port}/"
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        server = _child(["--child-serve", str(port), data], f"{base}/healthz")
+        server = start_child(__file__, ["--child-serve", str(port), data], f"{base}/healthz")
     except BaseException:
-        _stop(hello)
+        stop_child(hello, 60)
         raise
     phases: dict[str, Any] = {}
     try:
@@ -322,8 +239,17 @@ def http_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 headers={"Authorization": _AUTH},
             )
             r.raise_for_status()
-        phases["hello"] = _phase("hello", f"http://127.0.0.1:{hello_port}/", args, hello.pid, None)
-        phases["healthz"] = _phase("healthz", f"{base}/healthz", args, server.pid, None)
+        phases["hello"] = wrk_phase(
+            "hello",
+            f"http://127.0.0.1:{hello_port}/",
+            args.seconds,
+            args.connections,
+            hello.pid,
+            None,
+        )
+        phases["healthz"] = wrk_phase(
+            "healthz", f"{base}/healthz", args.seconds, args.connections, server.pid, None
+        )
         script = tmp / "callbacks.lua"
         script.write_text(
             _LUA
@@ -334,14 +260,16 @@ def http_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "phone": PHONE,
             }
         )
-        phases["callbacks"] = _phase("callbacks", f"{base}/v1/callbacks", args, server.pid, script)
+        phases["callbacks"] = wrk_phase(
+            "callbacks", f"{base}/v1/callbacks", args.seconds, args.connections, server.pid, script
+        )
         cpu0 = proc_cpu_seconds(server.pid)
         phases["exact"] = _exact(port, args.exact, args.connections)
         phases["exact"]["server_cpu_seconds"] = round(proc_cpu_seconds(server.pid) - cpu0, 2)
         log(f"exact: {phases['exact']}")
     finally:
-        _stop(server)
-        _stop(hello)
+        stop_child(server, 60)
+        stop_child(hello, 60)
     stored = _stored(data)
     answered = phases["callbacks"]["requests"] - phases["callbacks"]["non_2xx"]
     exact_ok = phases["exact"]["statuses"].get("200", 0)
@@ -436,7 +364,7 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-serve":
         return _serve(int(sys.argv[2]), sys.argv[3])
     if len(sys.argv) > 1 and sys.argv[1] == "--child-hello":
-        return _hello(int(sys.argv[2]))
+        return hello_server(int(sys.argv[2]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_args(ap, "callbacks_http")
     ap.add_argument("--seconds", type=float, default=10.0, help="per wrk phase")

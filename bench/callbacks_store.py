@@ -25,24 +25,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec
 import orjson
-import psycopg
 
-from _common import DAY, T0, Run, add_run_args, log, table, time_calls
+from _common import (
+    DAY,
+    T0,
+    Run,
+    add_run_args,
+    each_backend,
+    in_threads,
+    table,
+    time_calls,
+)
 from nextbest.advisors.model import Callback, CallbackMode, CallbackState, Transition
 from nextbest.bootstrap import MEMORY, open_stores
 from nextbest.events import parse_batch
@@ -100,55 +102,22 @@ def offered(c: Callback) -> Callback:
     )
 
 
-@contextmanager
-def where(backend: str, url: str, tmp: Path) -> Iterator[str | None]:
-    """What ``open_stores`` opens for ``backend``; None (logged) when it cannot run."""
-    if backend == "memory":
-        yield MEMORY
-    elif backend == "sqlite":
-        yield str(tmp / f"callbacks-{uuid.uuid4().hex}.sqlite")
-    else:
-        schema = f"bench_{uuid.uuid4().hex}"
-        try:
-            admin = psycopg.connect(url, autocommit=True, connect_timeout=3)
-        except psycopg.OperationalError as exc:
-            log(f"postgresql skipped: not reachable at {url}: {str(exc).strip()[:120]}")
-            yield None
-            return
-        with admin:
-            admin.execute(f"CREATE SCHEMA {schema}")
-            try:
-                joiner = "&" if "?" in url else "?"
-                yield f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
-            finally:
-                admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def many_writers(
     opener: Callable[[], Stores], shared: bool, threads: int, creates: int, advisors: int
 ) -> dict[str, Any]:
     stores = [opener()] if shared else [opener() for _ in range(threads)]
-    start = threading.Barrier(threads + 1)
     errors: list[str] = []
 
     def run(t: int) -> None:
         cbs = stores[0 if shared else t].callbacks
         capacity = Capacity(1, SLOT)
-        start.wait()
         for i in range(t, creates, threads):
             try:
                 cbs.create(request(i, advisors, "many", days=400), capacity)
             except Exception as exc:  # counted: the results say how many failed
                 errors.append(type(exc).__name__)
 
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    began = time.perf_counter()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - began
+    wall = in_threads(threads, run)
     for s in stores:
         s.close()
     return {
@@ -208,15 +177,9 @@ def measure(data: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("callbacks_store", args, "psycopg")
-    found: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
-        for backend in args.backends.split(","):
-            with where(backend, args.url, Path(tmp)) as data:
-                if data is None:
-                    found[backend] = {"skipped": "PostgreSQL not reachable"}
-                    continue
-                log(f"{backend}: {args.creates:,} callbacks")
-                found[backend] = measure(data, args)
+    found = each_backend(
+        args, "callbacks", f"{args.creates:,} callbacks", lambda data: measure(data, args)
+    )
     rows = []
     for backend, r in found.items():
         if "skipped" in r:

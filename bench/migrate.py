@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 
-from _common import EXAMPLE_CATALOG, Run, add_run_args, log, table
+from _common import EXAMPLE_CATALOG, Run, add_run_args, log, scratch_schema, table
 from nextbest.bootstrap import load_catalog, open_stores
 from nextbest.migrate import MigrationReport, migrate
 from store_postgres import DEFAULT_URL, make_decisions, make_events
@@ -46,18 +43,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.name is None:
         args.name = "migrate_quick" if args.quick else "migrate"
     return args
-
-
-@contextmanager
-def postgres_target(url: str) -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            joiner = "&" if "?" in url else "?"
-            yield f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def figures(report: MigrationReport) -> dict[str, Any]:
@@ -105,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             stores.close()
         log(f"source: {args.events:,} events, {args.decisions:,} decisions in {source}")
-        with postgres_target(args.url) as url:
+        with scratch_schema(args.url) as url:
             copied = migrate(f"sqlite:{source}", url, catalog, batch=args.batch)
             found["postgresql"] = figures(copied)
         baseline = Path(tmp) / "target.sqlite"

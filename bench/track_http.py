@@ -25,9 +25,7 @@ the server child.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,10 +39,13 @@ from _common import (
     Run,
     add_run_args,
     free_port,
+    hello_server,
     log,
-    proc_cpu_seconds,
     serve,
+    start_child,
+    stop_child,
     table,
+    wrk_phase,
 )
 
 WRITE_KEY = "bench-write-key"
@@ -76,73 +77,6 @@ end
 """
 
 
-def _hello(port: int) -> int:
-    """The stack's hello-world: Starlette on the same uvicorn settings as nextbest."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    async def hello(request: Any) -> PlainTextResponse:
-        return PlainTextResponse("hello")
-
-    app = Starlette(routes=[Route("/", hello)])
-    uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    ).run()
-    return 0
-
-
-def _child(args: list[str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, __file__, *args])
-    port = int(args[1])
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("server child did not start")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def _wrk(url: str, seconds: float, connections: int, script: Path | None) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-
-    def ms(label: str) -> float | None:
-        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if m is None:
-            return None
-        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-        return round(float(m.group(1)) * scale, 3)
-
-    return {
-        "requests_per_second": rate,
-        "requests": total,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": errors.group(1) if errors else None,
-        "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
-    }
-
-
 def _disk_commit_ms(folder: Path, commits: int = 200) -> dict[str, float]:
     """What one durable one-row SQLite commit costs here now (the device's flush)."""
     import sqlite3
@@ -167,19 +101,6 @@ def _disk_commit_ms(folder: Path, commits: int = 200) -> dict[str, float]:
     }
 
 
-def _phase(
-    name: str, url: str, args: argparse.Namespace, pid: int, script: Path | None
-) -> dict[str, Any]:
-    cpu0 = proc_cpu_seconds(pid)
-    result = _wrk(url, args.seconds, args.connections, script)
-    result["server_cpu_seconds"] = round(proc_cpu_seconds(pid) - cpu0, 2)
-    result["server_cpu_us_per_request"] = round(
-        result["server_cpu_seconds"] * 1e6 / max(1, result["requests"])
-    )
-    log(f"{name}: {result['requests_per_second']:,.0f} req/s, p99 {result['latency_ms']['p99']} ms")
-    return result
-
-
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-serve":
         port, data, sync = int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -193,7 +114,7 @@ def main() -> int:
                 return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
         return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
     if len(sys.argv) > 1 and sys.argv[1] == "--child-hello":
-        return _hello(int(sys.argv[2]))
+        return hello_server(int(sys.argv[2]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_args(ap, "track_http")
     ap.add_argument("--seconds", type=float, default=10.0, help="per phase")
@@ -218,21 +139,25 @@ def main() -> int:
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         hello_port, port = free_port(), free_port()
-        hello = _child(["--child-hello", str(hello_port)])
+        hello = start_child(
+            __file__, ["--child-hello", str(hello_port)], f"http://127.0.0.1:{hello_port}/"
+        )
         log_to = [args.access_log] if args.access_log else []
         try:
-            server = _child(
-                ["--child-serve", str(port), str(Path(tmp) / "track.sqlite"), args.sync, *log_to]
+            server = start_child(
+                __file__,
+                ["--child-serve", str(port), str(Path(tmp) / "track.sqlite"), args.sync, *log_to],
+                f"http://127.0.0.1:{port}/",
             )
         except BaseException:
-            _stop(hello)
+            stop_child(hello, 30)
             raise
         try:
             for n in range(args.rounds):
                 rounds.append(_round(n, args, Path(tmp), hello, hello_port, server, port))
         finally:
-            _stop(server)
-            _stop(hello)
+            stop_child(server, 30)
+            stop_child(hello, 30)
     phases = {name: _median_round(rounds, name) for name in rounds[0]}
     ratios = _ratios(rounds, "track")
     rows = []
@@ -291,15 +216,21 @@ def _round(
 ) -> dict[str, dict[str, Any]]:
     """One round: hello-world, then nextbest's phases, one after the other."""
     hello_url = f"http://127.0.0.1:{hello_port}/"
-    phases = {"hello-world": _phase("hello-world", hello_url, args, hello.pid, None)}
+    phases = {
+        "hello-world": wrk_phase(
+            "hello-world", hello_url, args.seconds, args.connections, hello.pid, None
+        )
+    }
     base = f"http://127.0.0.1:{port}"
-    phases["healthz"] = _phase("GET /healthz", f"{base}/healthz", args, server.pid, None)
+    phases["healthz"] = wrk_phase(
+        "GET /healthz", f"{base}/healthz", args.seconds, args.connections, server.pid, None
+    )
     for size in [0, *(int(s) for s in args.batches.split(","))]:
         name = "track" if size == 0 else f"batch{size}"
         script = tmp / f"{name}-{n}.lua"  # fresh messageIds every round
         script.write_text(_LUA % {"size": size, "auth": _AUTH, "phase": f"{name}-{n}"})
         disk = _disk_commit_ms(tmp) if size == 0 else None
-        phases[name] = _phase(name, base, args, server.pid, script)
+        phases[name] = wrk_phase(name, base, args.seconds, args.connections, server.pid, script)
         phases[name]["events_per_second"] = round(
             phases[name]["requests_per_second"] * max(size, 1)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,6 +155,18 @@ def bayes_catalog(folder: Path) -> Path:
     sampling: a catalog with both model kinds and both ways to explore, for the tests of
     what differs between them."""
     return edited_catalog(folder, {"placements.yaml": [(APP_HOME_CONTEXTUAL, APP_HOME_BAYES)]})
+
+
+def edited_bank(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """A copy of the whole example bank in ``tmp_path / "bank"`` with the first ``old``
+    replaced by ``new`` in ``file`` (``old`` must be there)."""
+    folder = tmp_path / "bank"
+    shutil.copytree(EXAMPLE_CATALOG, folder)
+    path = folder / file
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+    return folder
 
 
 def edited_catalog(

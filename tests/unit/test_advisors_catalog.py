@@ -3,7 +3,6 @@ and every mistake a contact-center lead can make is refused at its file and line
 
 from __future__ import annotations
 
-import shutil
 from datetime import date
 from pathlib import Path
 
@@ -15,19 +14,8 @@ from nextbest.catalog.languages import LANGUAGES, language_problem
 from nextbest.catalog.model import PlacementKind
 from nextbest.errors import CatalogError, Severity
 from nextbest.store.catalog_files import check_catalog, load_catalog
-from tests.support import EXAMPLE_CATALOG
+from tests.support import EXAMPLE_CATALOG, edited_bank
 from tests.unit.advisor_bank import advisor, bank
-
-
-def edited(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    """A copy of the example bank with the first ``old`` replaced by ``new`` in ``file``."""
-    folder = tmp_path / "bank"
-    shutil.copytree(EXAMPLE_CATALOG, folder)
-    path = folder / file
-    text = path.read_text()
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1))
-    return folder
 
 
 def line_of(file: Path, text: str) -> int:
@@ -148,7 +136,7 @@ def test_a_catalog_without_an_advisor_placement_keeps_no_card_feedback() -> None
 def test_a_mistake_in_advisors_is_an_error_at_its_line(
     tmp_path: Path, old: str, new: str, path: str, reason: str
 ) -> None:
-    folder = edited(tmp_path, "advisors.yaml", old, new)
+    folder = edited_bank(tmp_path, "advisors.yaml", old, new)
     with pytest.raises(CatalogError) as raised:
         load_catalog(folder)
     (problem,) = [p for p in raised.value.problems if p.is_error]
@@ -158,7 +146,9 @@ def test_a_mistake_in_advisors_is_an_error_at_its_line(
 
 
 def test_every_problem_of_an_advisor_is_reported_at_once(tmp_path: Path) -> None:
-    folder = edited(tmp_path, "advisors.yaml", "timezone: Europe/London", "timezone: Mars/Base")
+    folder = edited_bank(
+        tmp_path, "advisors.yaml", "timezone: Europe/London", "timezone: Mars/Base"
+    )
     file = folder / "advisors.yaml"
     text = file.read_text().replace("languages: [en, hi]", "languages: []")
     file.write_text(text.replace('sat: ["10:00-14:00"]', 'sat: ["10-14"]', 1))
@@ -173,7 +163,7 @@ def test_every_problem_of_an_advisor_is_reported_at_once(tmp_path: Path) -> None
 
 
 def test_a_bad_holiday_is_an_error(tmp_path: Path) -> None:
-    folder = edited(tmp_path, "advisors.yaml", "holidays: [2026-12-25,", 'holidays: ["25/12",')
+    folder = edited_bank(tmp_path, "advisors.yaml", "holidays: [2026-12-25,", 'holidays: ["25/12",')
     (problem,) = check_catalog(folder)
     assert problem.path == "$.callbacks.holidays[0]"
     assert problem.reason == "'25/12' is no date: write 2026-12-25"
@@ -198,7 +188,7 @@ def test_a_bad_holiday_is_an_error(tmp_path: Path) -> None:
 def test_an_advisor_placement_shows_one_card_and_nothing_else(
     tmp_path: Path, extra: str, path: str, reason: str
 ) -> None:
-    folder = edited(
+    folder = edited_bank(
         tmp_path, "placements.yaml", "    kind: advisor\n", "    kind: advisor\n" + extra
     )
     (problem,) = check_catalog(folder)
@@ -207,7 +197,7 @@ def test_an_advisor_placement_shows_one_card_and_nothing_else(
 
 
 def test_an_offer_limited_to_an_advisor_placement_is_an_error(tmp_path: Path) -> None:
-    folder = edited(
+    folder = edited_bank(
         tmp_path,
         "offers.yaml",
         '    kpi_event: Application Started\n    content:\n      web: {title: "Talk to a mortgage',

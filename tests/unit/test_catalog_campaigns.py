@@ -15,9 +15,9 @@ from nextbest.events.model import EventType
 from nextbest.events.parse import parse_message
 from nextbest.rules.expression import RuleOutcome
 from nextbest.store.catalog_files import load_catalog
-from tests.support import EXAMPLE_CATALOG, T0
+from tests.support import EXAMPLE_CATALOG, T0, edited_bank
 from tests.unit.test_catalog import line_of
-from tests.unit.test_catalog_check import bank, run_check
+from tests.unit.test_catalog_check import run_check
 
 MORTGAGE_WHY = """    hypothesis:
       observation: >-
@@ -75,7 +75,7 @@ def test_a_kpi_condition_is_compiled_against_the_event() -> None:
 
 
 def test_a_campaign_without_a_hypothesis_is_refused_with_what_to_write(tmp_path: Path) -> None:
-    folder = bank(tmp_path, "campaigns.yaml", MORTGAGE_WHY, "")
+    folder = edited_bank(tmp_path, "campaigns.yaml", MORTGAGE_WHY, "")
     (line,) = error_lines(folder)
     assert line.startswith(
         f"{folder / 'campaigns.yaml'}:{line_of(folder / 'campaigns.yaml', 'id: mortgage_q4')}: "
@@ -85,7 +85,7 @@ def test_a_campaign_without_a_hypothesis_is_refused_with_what_to_write(tmp_path:
 
 
 def test_a_one_sentence_hypothesis_is_explained(tmp_path: Path) -> None:
-    folder = bank(
+    folder = edited_bank(
         tmp_path, "campaigns.yaml", MORTGAGE_WHY, "    hypothesis: Researchers book more calls.\n"
     )
     (line,) = error_lines(folder)
@@ -96,7 +96,7 @@ def test_a_one_sentence_hypothesis_is_explained(tmp_path: Path) -> None:
 
 
 def test_an_empty_part_of_the_hypothesis_is_an_error(tmp_path: Path) -> None:
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "campaigns.yaml",
         "      change: Invite them to a free first advice call on the home page and in the app.",
@@ -167,7 +167,7 @@ def test_an_empty_part_of_the_hypothesis_is_an_error(tmp_path: Path) -> None:
 def test_campaign_field_errors_name_the_line_the_path_and_the_closest_choice(
     tmp_path: Path, old: str, new: str, path: str, reason: str | None
 ) -> None:
-    folder = bank(tmp_path, "campaigns.yaml", old, new)
+    folder = edited_bank(tmp_path, "campaigns.yaml", old, new)
     (line,) = error_lines(folder)
     file = folder / "campaigns.yaml"
     first_new_line = [ln for ln in new.splitlines() if ln not in old.splitlines()][-1].strip()
@@ -208,7 +208,7 @@ def test_a_variant_replaces_only_content_its_campaign_s_offers_have(
     tmp_path: Path, offer: str, channel: str, path: str, reason: str
 ) -> None:
     variant = VARIANT.format(offer=offer, channel=channel)
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "campaigns.yaml",
         "    offers: [mortgage_advice]\n",
@@ -220,7 +220,7 @@ def test_a_variant_replaces_only_content_its_campaign_s_offers_have(
 
 def test_variants_load(tmp_path: Path) -> None:
     variant = VARIANT.format(offer="mortgage_advice", channel="web")
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "campaigns.yaml",
         "    offers: [mortgage_advice]\n",
@@ -259,7 +259,7 @@ def test_variants_load(tmp_path: Path) -> None:
     ],
 )
 def test_campaign_warnings(tmp_path: Path, old: str, new: str, path: str, start: str) -> None:
-    folder = bank(tmp_path, "campaigns.yaml", old, new)
+    folder = edited_bank(tmp_path, "campaigns.yaml", old, new)
     code, out = run_check(folder)
     assert code == 0, out
     (warning,) = out[:-1]
@@ -268,7 +268,7 @@ def test_campaign_warnings(tmp_path: Path, old: str, new: str, path: str, start:
 
 
 def test_a_paused_campaign_without_control_is_no_warning(tmp_path: Path) -> None:
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "campaigns.yaml",
         "    weight: 0.8\n    control_share: 0.05\n",
@@ -279,7 +279,7 @@ def test_a_paused_campaign_without_control_is_no_warning(tmp_path: Path) -> None
 
 
 def test_every_problem_of_a_campaign_is_reported_at_once(tmp_path: Path) -> None:
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "campaigns.yaml",
         "audiences: [mortgage_intent]",

@@ -4,7 +4,6 @@ one by one, on a copy of the example bank and on the small catalog."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,10 @@ from nextbest.catalog.source_map import SourceMap
 from nextbest.cli import app
 from nextbest.errors import CatalogError, CatalogProblem, Severity
 from nextbest.store.catalog_files import check_catalog, load_catalog
-from tests.support import EXAMPLE_CATALOG, T0
+from tests.support import EXAMPLE_CATALOG, T0, edited_bank
 from tests.unit.test_catalog import CAMPAIGNS, OFFERS, PLACEMENTS, TOPICS, line_of, small
 
 ENV = {"COLUMNS": "80", "NO_COLOR": "1"}
-
-
-def bank(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    """A copy of the example bank with ``old`` replaced by ``new`` in ``file``."""
-    folder = tmp_path / "bank"
-    shutil.copytree(EXAMPLE_CATALOG, folder)
-    path = folder / file
-    text = path.read_text()
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1))
-    return folder
 
 
 def run_check(folder: Path) -> tuple[int, list[str]]:
@@ -94,7 +82,7 @@ def warnings(location: Path, now: float | None = None) -> list[CatalogProblem]:
 def test_a_wrong_rule_is_an_error_at_its_line(
     tmp_path: Path, old: str, new: str, index: int, reason: str
 ) -> None:
-    folder = bank(tmp_path, "segments.yaml", old, new)
+    folder = edited_bank(tmp_path, "segments.yaml", old, new)
     code, out = run_check(folder)
     file = folder / "segments.yaml"
     where = f"{file}:{line_of(file, new)}: $.segments[{index}].rule"
@@ -103,7 +91,7 @@ def test_a_wrong_rule_is_an_error_at_its_line(
 
 
 def test_url_patterns_that_can_match_nothing_are_warnings(tmp_path: Path) -> None:
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "topics.yaml",
         'url_patterns: ["/investing*"]',
@@ -137,7 +125,7 @@ def test_a_kpi_naming_no_known_event_is_a_warning(
     tmp_path: Path, file: str, old: str, field: str
 ) -> None:
     new = old.replace("Callback Requested", "Aplication Started")
-    folder = bank(tmp_path, file, old, new)
+    folder = edited_bank(tmp_path, file, old, new)
     code, out = run_check(folder)
     assert code == 0
     (warning,) = out[:-1]
@@ -149,7 +137,7 @@ def test_a_kpi_naming_no_known_event_is_a_warning(
 
 
 def test_a_campaign_that_ended_a_year_ago_is_a_warning(tmp_path: Path) -> None:
-    folder = bank(
+    folder = edited_bank(
         tmp_path,
         "campaigns.yaml",
         "    weight: 0.8\n",

@@ -38,12 +38,9 @@ from tests.support import (
     feedback,
     identify,
     page,
-    track,
     user_in,
 )
-
-MORTGAGE = "https://bank.example/mortgages/rates"
-CAMPAIGN = "mortgage_q4"
+from tests.unit.experiment_bank import CAMPAIGN, CLOCK, MORTGAGE, applied, sqlite_engine
 
 
 def researcher(engine: Engine, user: str, at: float) -> Decision:
@@ -56,20 +53,9 @@ def researcher(engine: Engine, user: str, at: float) -> Decision:
     return engine.decide(DecisionRequest(placement="home_feed"), user_id=user, now=None)
 
 
-def applied(user: str, at: float, product: str = "mortgage") -> dict[str, object]:
-    return track("Application Submitted", {"product": product}, user=user, at=at)
-
-
 @pytest.fixture
 def engine_at(tmp_path: Path) -> tuple[Engine, Path]:
-    data = tmp_path / "log.sqlite"
-    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), CLOCK, new_id=counter_ids())
-    CLOCK.set(T0)
-    return engine, data
-
-
-#: the tests move it forward so that later events are not in the future
-CLOCK = FixedClock(T0)
+    return sqlite_engine(tmp_path)
 
 
 def test_views_and_control_decisions_expose_and_kpi_events_convert(

@@ -36,14 +36,9 @@ from tests.support import (
     track,
     user_in,
 )
+from tests.unit.experiment_bank import CAMPAIGN, CLOCK, MORTGAGE, applied, sqlite_engine
 
-CAMPAIGN = "mortgage_q4"
-MORTGAGE = "https://bank.example/mortgages/rates"
 SUBMITTED = kpi_key("Application Submitted", 'properties.product == "mortgage"', None)
-
-
-def applied(user: str, at: float, product: str = "mortgage") -> dict[str, object]:
-    return track("Application Submitted", {"product": product}, user=user, at=at)
 
 
 def folded(catalog: Catalog, messages: list[dict[str, object]]) -> Profile:
@@ -92,16 +87,9 @@ def test_pre_exposure_reads_the_30_days_before_the_first_exposure() -> None:
 
 
 # ---------------------------------------------------------------------- counted at exposure
-#: the tests move it forward so that later events are not in the future
-CLOCK = FixedClock(T0)
-
-
 @pytest.fixture
 def engine_at(tmp_path: Path) -> tuple[Engine, Path]:
-    data = tmp_path / "log.sqlite"
-    engine = Engine(load_catalog(EXAMPLE_CATALOG), sqlite_stores(data), CLOCK, new_id=counter_ids())
-    CLOCK.set(T0)
-    return engine, data
+    return sqlite_engine(tmp_path)
 
 
 def researcher(engine: Engine, user: str, at: float, *, before: int = 0) -> Decision:

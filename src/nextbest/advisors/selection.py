@@ -17,7 +17,7 @@ Pure: the board (``advisors.board``) says who is available, loaded and when last
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from nextbest.advisors.board import AdvisorBoard, AdvisorState
 from nextbest.advisors.model import Presence
@@ -74,6 +74,23 @@ def can_take_now(advisor: CompiledAdvisor, state: AdvisorState, clock: LocalCloc
     )
 
 
+def _ready(
+    catalog: Catalog,
+    topic: str,
+    board: AdvisorBoard,
+    declined_by: Collection[str],
+    clock: LocalClock,
+) -> Iterator[tuple[CompiledAdvisor, AdvisorState]]:
+    """The experts in ``topic`` who did not decline and can take a callback now, each with
+    their state on the board, in the catalog's order."""
+    for a in catalog.experts.get(topic, ()):
+        if a.id in declined_by:
+            continue
+        state = board.state(a.id)
+        if can_take_now(a, state, clock):
+            yield a, state
+
+
 def rank_experts(
     catalog: Catalog,
     topic: str,
@@ -85,14 +102,8 @@ def rank_experts(
     clock: LocalClock | None = None,
 ) -> list[CompiledAdvisor]:
     """The experts in ``topic`` who can take a callback at ``now``, best first."""
-    clock = clock or LocalClock(now)
-    ready = [
-        a
-        for a in catalog.experts.get(topic, ())
-        if a.id not in declined_by and can_take_now(a, board.state(a.id), clock)
-    ]
-    ready.sort(key=lambda a: rank_key(a, topic, language, board.state(a.id)))
-    return ready
+    ready = _ready(catalog, topic, board, declined_by, clock or LocalClock(now))
+    return [a for a, _ in sorted(ready, key=lambda r: rank_key(r[0], topic, language, r[1]))]
 
 
 def best_expert(
@@ -105,17 +116,8 @@ def best_expert(
     declined_by: Collection[str] = (),
     clock: LocalClock | None = None,
 ) -> CompiledAdvisor | None:
-    """The best expert in ``topic`` who can take a callback at ``now``, or None."""
-    clock = clock or LocalClock(now)
-    best: CompiledAdvisor | None = None
-    best_key: tuple[int, int, float, Timestamp, str] | None = None
-    for a in catalog.experts.get(topic, ()):
-        if a.id in declined_by:
-            continue
-        state = board.state(a.id)
-        if not can_take_now(a, state, clock):
-            continue
-        key = rank_key(a, topic, language, state)
-        if best_key is None or key < best_key:
-            best, best_key = a, key
-    return best
+    """The best expert in ``topic`` who can take a callback at ``now``, or None: the first
+    of ``rank_experts``, found without sorting them all."""
+    ready = _ready(catalog, topic, board, declined_by, clock or LocalClock(now))
+    best = min(ready, key=lambda r: rank_key(r[0], topic, language, r[1]), default=None)
+    return None if best is None else best[0]

@@ -401,6 +401,9 @@ async def _snapshot(ctx: Ctx) -> Response:
     return _answer(SnapshotResponse(True, ctx.engine.profile_count))
 
 
+#: the query a write or browser key names its session by (a callback asked for by it)
+_SESSION_QUERY = (("anonymousId", "the session's anonymousId (a callback asked for by it)"),)
+
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "POST",
@@ -585,7 +588,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         cb.callback,
         response=Callback,
         browser_response=CustomerCallback,
-        text_query=(("anonymousId", "the session's anonymousId (a callback asked for by it)"),),
+        text_query=_SESSION_QUERY,
     ),
     RouteSpec(
         "POST",
@@ -595,7 +598,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         cb.cancel,
         response=Callback,
         browser_response=CustomerCallback,
-        text_query=(("anonymousId", "the session's anonymousId (a callback asked for by it)"),),
+        text_query=_SESSION_QUERY,
     ),
     *(
         RouteSpec(

@@ -26,7 +26,7 @@ import enum
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -97,7 +97,10 @@ class CupedLift(msgspec.Struct, frozen=True, kw_only=True):
     interval_ratio: float
 
 
-class ArmResult(msgspec.Struct, frozen=True, kw_only=True):
+class _ArmFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """What every arm's row shows first: who was exposed, what they did, and the lift over
+    the control (an arm's result, an arm within an audience)."""
+
     arm: str
     exposed: int
     #: converters (a conversion KPI) or the KPI's total (a value KPI)
@@ -109,6 +112,9 @@ class ArmResult(msgspec.Struct, frozen=True, kw_only=True):
     ci_lower: float | None = None
     ci_upper: float | None = None
     p_value: float | None = None
+
+
+class ArmResult(_ArmFigures, frozen=True, kw_only=True):
     #: Bayesian chance that this arm beats the control (the KPI's direction considered)
     chance_to_win: float | None = None
     significant: bool = False
@@ -119,17 +125,9 @@ class ArmResult(msgspec.Struct, frozen=True, kw_only=True):
     cuped: CupedLift | None = None
 
 
-class AudienceArm(msgspec.Struct, frozen=True, kw_only=True):
+class AudienceArm(_ArmFigures, frozen=True, kw_only=True):
     """One arm of one audience, on the primary KPI."""
 
-    arm: str
-    exposed: int
-    conversions: float
-    rate: float
-    lift: float | None = None
-    ci_lower: float | None = None
-    ci_upper: float | None = None
-    p_value: float | None = None
     #: the p-value as read: adjusted for the exploratory comparisons (Benjamini-Hochberg),
     #: or as it is for an audience the campaign registered
     adjusted_p_value: float | None = None
@@ -289,7 +287,7 @@ def _kpi_result(
         result = analyze(counts, weights, analysis)
         adjusted = analyze(counts, weights, _analysis(kpi, alpha, sequential, cuped=True))
         srm_p = result.srm.p_value
-        out.append(_arm(arms[0], counts[0]))
+        out.append(_untested(ArmResult, arms[0], counts[0]))
         for comparison, cuped in zip(result.comparisons, adjusted.comparisons, strict=True):
             f, b = comparison.frequentist, comparison.bayesian
             c = counts[comparison.arm]
@@ -310,7 +308,7 @@ def _kpi_result(
                 )
             )
     else:
-        out = [_arm(a, c) for a, c in zip(arms, counts, strict=True)]
+        out = [_untested(ArmResult, a, c) for a, c in zip(arms, counts, strict=True)]
     spec = kpi.spec
     result_kpi = KpiResult(
         event=spec.event,
@@ -343,8 +341,12 @@ def _cuped(plain: FrequentistResult, adjusted: FrequentistResult) -> CupedLift |
     )
 
 
-def _arm(name: str, c: ArmCounts) -> ArmResult:
-    return ArmResult(arm=name, exposed=c.n, conversions=c.sum, rate=c.sum / c.n if c.n else 0.0)
+_Arm = TypeVar("_Arm", bound=_ArmFigures)
+
+
+def _untested(kind: type[_Arm], name: str, c: ArmCounts) -> _Arm:
+    """An arm's row with no comparison: the control's, or any arm's before there are two."""
+    return kind(arm=name, exposed=c.n, conversions=c.sum, rate=c.sum / c.n if c.n else 0.0)
 
 
 def _daily(
@@ -427,7 +429,7 @@ def _audiences(
     out: list[AudienceResult] = []
     for audience, counts, result in tested:
         enough = min(c.n for c in counts) >= MIN_EXPOSED
-        rows = [_audience_arm(arms[0], counts[0])]
+        rows = [_untested(AudienceArm, arms[0], counts[0])]
         for comparison in result.comparisons if result is not None else ():
             f = comparison.frequentist
             c = counts[comparison.arm]
@@ -463,10 +465,6 @@ def _audiences(
     order = {f: i for i, f in enumerate(FAMILIES)}
     out.sort(key=lambda r: (not r.registered, order.get(r.family, len(order)), r.audience))
     return out
-
-
-def _audience_arm(name: str, c: ArmCounts) -> AudienceArm:
-    return AudienceArm(arm=name, exposed=c.n, conversions=c.sum, rate=c.sum / c.n if c.n else 0.0)
 
 
 def _audience_name(audience: str, family: str, segment_names: Mapping[str, str]) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
-from nextbest.audit.model import Actor, AuditEntry
+from nextbest.audit.model import Actor, AuditEntry, AuditHead
 
-__all__ = ["COLUMNS", "entry_of", "row_of"]
+__all__ = ["COLUMNS", "entry_of", "head_of", "row_of"]
 
 COLUMNS = "seq, time, actor, action, subject, details, prev_hash, hash"
 
@@ -45,3 +45,8 @@ def entry_of(row: Any) -> AuditEntry:
         prev_hash=prev_hash,
         hash=digest,
     )
+
+
+def head_of(row: Any) -> AuditHead | None:
+    """The row (seq, hash) of ``audit_head``, or None where there is none yet."""
+    return None if row is None else AuditHead(int(row[0]), row[1])

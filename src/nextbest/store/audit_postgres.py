@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from nextbest.audit.chain import chain
 from nextbest.audit.model import AuditEntry, AuditHead, AuditRecord
-from nextbest.store.audit_codec import COLUMNS, entry_of, row_of
+from nextbest.store.audit_codec import COLUMNS, entry_of, head_of, row_of
 from nextbest.store.postgres import PostgresDatabase
 
 __all__ = ["PostgresAuditLog"]
@@ -42,19 +42,14 @@ CREATE TABLE IF NOT EXISTS audit_head (
 class PostgresAuditLog:
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
-        with db.writing("create audit log") as connection:
-            # the schema lock ``PostgresDatabase`` creates its tables under
-            connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))"
-            )
-            connection.execute(_SCHEMA)
+        db.create_tables("create audit log", _SCHEMA)
 
     def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
         if not records:
             return []
         with self.db.writing("audit append", lock="audit") as db:
             row = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            made = chain(records, None if row is None else AuditHead(int(row[0]), row[1]))
+            made = chain(records, head_of(row))
             with db.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO audit ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -80,4 +75,4 @@ class PostgresAuditLog:
 
     def head(self) -> AuditHead | None:
         rows = self.db.fetch("read audit head", "SELECT seq, hash FROM audit_head WHERE id = 1")
-        return AuditHead(int(rows[0][0]), rows[0][1]) if rows else None
+        return head_of(rows[0] if rows else None)

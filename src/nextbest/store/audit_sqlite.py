@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from nextbest.audit.chain import chain
 from nextbest.audit.model import AuditEntry, AuditHead, AuditRecord
-from nextbest.store.audit_codec import COLUMNS, entry_of, row_of
+from nextbest.store.audit_codec import COLUMNS, entry_of, head_of, row_of
 from nextbest.store.sqlite import SQLiteDatabase
 
 __all__ = ["SQLiteAuditLog"]
@@ -41,17 +41,14 @@ CREATE TABLE IF NOT EXISTS audit_head (
 class SQLiteAuditLog:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
-        with db.writing("create audit log") as connection:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+        db.create_tables("create audit log", _SCHEMA)
 
     def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
         if not records:
             return []
         with self.db.writing("audit append") as db:
             row = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            made = chain(records, None if row is None else AuditHead(int(row[0]), row[1]))
+            made = chain(records, head_of(row))
             db.executemany(
                 f"INSERT INTO audit({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [row_of(e) for e in made],
@@ -77,4 +74,4 @@ class SQLiteAuditLog:
 
     def head(self) -> AuditHead | None:
         rows = self.db.fetch("read audit head", "SELECT seq, hash FROM audit_head WHERE id = 1")
-        return AuditHead(int(rows[0][0]), rows[0][1]) if rows else None
+        return head_of(rows[0] if rows else None)

@@ -7,28 +7,35 @@ and PostgreSQL refuse and book exactly the same writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
-from nextbest.advisors.model import FINAL_STATES, Callback, CallbackState, can_move
+from nextbest.advisors.model import FINAL_STATES, Callback, CallbackState, Presence, can_move
 from nextbest.errors import Conflict, NotFound, SlotTaken
 from nextbest.store.port import Capacity
 
 __all__ = [
+    "COLUMNS",
     "FINAL",
     "LIVE",
     "LIVE_STATES",
+    "QUEUE_ORDER",
     "Checks",
     "assignment",
     "booked",
+    "check_capacity",
     "checks",
     "decode",
     "encode",
     "in_slot",
     "live",
+    "presences_of",
     "refused",
+    "rotation_of",
+    "row_of",
     "slot_taken",
     "stored_as",
 ]
@@ -43,6 +50,38 @@ FINAL: tuple[str, ...] = tuple(sorted(s.value for s in FINAL_STATES))
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder(Callback).decode
+
+#: the columns of the SQL backends' ``callbacks`` table, in the order ``row_of`` gives them
+COLUMNS = (
+    "id, customer, advisor_id, state, requested_at, scheduled_for, offer_expires_at, version, body"
+)
+#: the order of an advisor's queue in SQL (``scheduled_for``, else ``requested_at``; then id)
+QUEUE_ORDER = "ORDER BY COALESCE(scheduled_for, requested_at), id"
+
+
+def row_of(c: Callback) -> tuple[Any, ...]:
+    """A callback as the SQL backends' ``COLUMNS`` hold it (the record itself in ``body``)."""
+    return (
+        c.id,
+        c.customer,
+        c.advisor_id,
+        c.state.value,
+        c.requested_at,
+        c.scheduled_for,
+        c.offer_expires_at,
+        c.version,
+        encode(c),
+    )
+
+
+def presences_of(rows: Iterable[Any]) -> dict[str, tuple[Presence, float]]:
+    """Rows (advisor, presence, at) as ``Callbacks.presences`` answers them."""
+    return {str(a): (Presence(p), float(at)) for a, p, at in rows}
+
+
+def rotation_of(rows: Iterable[Any]) -> dict[str, float]:
+    """Rows (advisor, last assigned at) as ``Callbacks.rotation`` answers them."""
+    return {str(a): float(at) for a, at in rows}
 
 
 def live(c: Callback) -> bool:
@@ -106,6 +145,31 @@ def slot_taken(
             "taken"
         )
     return None
+
+
+def check_capacity(
+    before: Callback | None,
+    after: Callback,
+    capacity: Capacity | None,
+    count_live: Callable[[str], int],
+    count_slot: Callable[[str, float, float], int],
+) -> None:
+    """Raise ``SlotTaken`` if writing ``after`` over ``before`` (None: a create) takes its
+    advisor past ``capacity``. The backend counts the advisor's other callbacks:
+    ``count_live(advisor)`` the live ones, ``count_slot(advisor, at, slot)`` the ones booked
+    within ``slot`` seconds of ``at`` (``in_slot``); each is asked only when the write needs
+    it."""
+    needed = checks(before, after)
+    advisor = after.advisor_id
+    if capacity is None or not needed or advisor is None:
+        return
+    live_others = count_live(advisor) if needed.live else 0
+    slot_others = 0
+    if needed.slot and after.scheduled_for is not None:
+        slot_others = count_slot(advisor, after.scheduled_for, capacity.slot)
+    refusal = slot_taken(after, capacity, live_others, slot_others, needed)
+    if refusal is not None:
+        raise refusal
 
 
 def refused(

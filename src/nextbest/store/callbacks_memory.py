@@ -79,28 +79,33 @@ class MemoryCallbacks:
         return out
 
     def _check(self, before: Callback | None, after: Callback, capacity: Capacity | None) -> None:
-        needed = rules.checks(before, after)
-        if capacity is None or not needed or after.advisor_id is None:
-            return
-        others = [
-            self._callbacks[i] for i in self._of_advisor.get(after.advisor_id, ()) if i != after.id
-        ]
-        live = sum(1 for c in others if rules.live(c)) if needed.live else 0
-        slot = 0
-        if needed.slot and after.scheduled_for is not None:
-            at, length = after.scheduled_for, capacity.slot
-            slot = sum(
+        def others(advisor: str) -> list[Callback]:
+            return [self._callbacks[i] for i in self._of_advisor.get(advisor, ()) if i != after.id]
+
+        def count_live(advisor: str) -> int:
+            return sum(1 for c in others(advisor) if rules.live(c))
+
+        def count_slot(advisor: str, at: float, length: float) -> int:
+            return sum(
                 1
-                for c in others
+                for c in others(advisor)
                 if rules.booked(c)
                 and c.scheduled_for is not None
                 and rules.in_slot(c.scheduled_for, at, length)
             )
-        refusal = rules.slot_taken(after, capacity, live, slot, needed)
-        if refusal is not None:
-            raise refusal
+
+        rules.check_capacity(before, after, capacity, count_live, count_slot)
 
     def _put(self, before: Callback | None, after: Callback) -> Callback:
+        self._replace(before, after)
+        assigned = rules.assignment(before, after)
+        if assigned is not None:
+            advisor, at = assigned
+            self._rotation[advisor] = max(at, self._rotation.get(advisor, at))
+        return after
+
+    def _replace(self, before: Callback | None, after: Callback) -> None:
+        """Hold ``after`` in place of ``before`` (None: nothing held), in every index."""
         if before is not None:
             self._unindex(before)
         self._callbacks[after.id] = after
@@ -109,11 +114,6 @@ class MemoryCallbacks:
             self._of_advisor.setdefault(after.advisor_id, set()).add(after.id)
         if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
             self._waiting.add(after.id)
-        assigned = rules.assignment(before, after)
-        if assigned is not None:
-            advisor, at = assigned
-            self._rotation[advisor] = max(at, self._rotation.get(advisor, at))
-        return after
 
     def _unindex(self, c: Callback) -> None:
         self._of_customer[c.customer].discard(c.id)
@@ -138,15 +138,7 @@ class MemoryCallbacks:
     ) -> None:
         with self._lock:
             for c in callbacks:
-                before = self._callbacks.get(c.id)
-                if before is not None:
-                    self._unindex(before)
-                self._callbacks[c.id] = c
-                self._of_customer.setdefault(c.customer, set()).add(c.id)
-                if c.advisor_id is not None:
-                    self._of_advisor.setdefault(c.advisor_id, set()).add(c.id)
-                if c.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
-                    self._waiting.add(c.id)
+                self._replace(self._callbacks.get(c.id), c)
             self._presence.update(
                 (a, (Presence(p), float(at))) for a, (p, at) in (presences or {}).items()
             )

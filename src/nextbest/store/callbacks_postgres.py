@@ -63,26 +63,8 @@ CREATE TABLE IF NOT EXISTS advisor_state (
 );
 """
 
-_COLUMNS = (
-    "id, customer, advisor_id, state, requested_at, scheduled_for, offer_expires_at, version, body"
-)
-_QUEUE_ORDER = "ORDER BY COALESCE(scheduled_for, requested_at), id"
 _FINAL = list(rules.FINAL)
 _LIVE = list(rules.LIVE)
-
-
-def _row(c: Callback) -> tuple[Any, ...]:
-    return (
-        c.id,
-        c.customer,
-        c.advisor_id,
-        c.state.value,
-        c.requested_at,
-        c.scheduled_for,
-        c.offer_expires_at,
-        c.version,
-        rules.encode(c),
-    )
 
 
 def _lock_advisor(db: psycopg.Connection[Any], advisor_id: str) -> None:
@@ -97,11 +79,7 @@ def _lock_advisor(db: psycopg.Connection[Any], advisor_id: str) -> None:
 class PostgresCallbacks:
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
-        with db.writing("create the callback tables") as connection:
-            connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))"
-            )
-            connection.execute(_SCHEMA)
+        db.create_tables("create the callback tables", _SCHEMA)
 
     # ------------------------------------------------------------------ writes
     def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
@@ -118,9 +96,9 @@ class PostgresCallbacks:
             raise Conflict(f"callback {callback.id} exists already")
         self._check(db, None, stored, capacity)
         inserted = db.execute(
-            f"INSERT INTO callbacks ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO callbacks ({rules.COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (id) DO NOTHING RETURNING 1",
-            _row(stored),
+            rules.row_of(stored),
         ).fetchone()
         if inserted is None:  # created meanwhile by another connection
             raise Conflict(f"callback {callback.id} exists already")
@@ -155,7 +133,7 @@ class PostgresCallbacks:
             "UPDATE callbacks SET customer = %s, advisor_id = %s, state = %s, "
             "requested_at = %s, scheduled_for = %s, offer_expires_at = %s, version = %s, "
             "body = %s WHERE id = %s",
-            (*_row(stored)[1:], stored.id),
+            (*rules.row_of(stored)[1:], stored.id),
         )
         self._assigned(db, before, stored)
         return stored
@@ -188,30 +166,25 @@ class PostgresCallbacks:
         after: Callback,
         capacity: Capacity | None,
     ) -> None:
-        needed = rules.checks(before, after)
-        if capacity is None or not needed or after.advisor_id is None:
-            return
-        live = slot = 0
-        if needed.live:
+        def count_live(advisor: str) -> int:
             got = db.execute(
                 "SELECT COUNT(*) FROM callbacks WHERE advisor_id = %s AND id != %s "
                 "AND state = ANY(%s)",
-                (after.advisor_id, after.id, _LIVE),
+                (advisor, after.id, _LIVE),
             ).fetchone()
-            live = int(got[0]) if got else 0
-        if needed.slot and after.scheduled_for is not None:
-            at, length = after.scheduled_for, capacity.slot
+            return int(got[0]) if got else 0
+
+        def count_slot(advisor: str, at: float, length: float) -> int:
             got = db.execute(
                 "SELECT COUNT(*) FROM callbacks WHERE advisor_id = %s AND id != %s "
                 "AND scheduled_for IS NOT NULL "
                 "AND (scheduled_for = %s OR (scheduled_for > %s AND scheduled_for < %s)) "
                 "AND state <> ALL(%s)",
-                (after.advisor_id, after.id, at, at - length, at + length, _FINAL),
+                (advisor, after.id, at, at - length, at + length, _FINAL),
             ).fetchone()
-            slot = int(got[0]) if got else 0
-        refusal = rules.slot_taken(after, capacity, live, slot, needed)
-        if refusal is not None:
-            raise refusal
+            return int(got[0]) if got else 0
+
+        rules.check_capacity(before, after, capacity, count_live, count_slot)
 
     def _assigned(
         self, db: psycopg.Connection[Any], before: Callback | None, after: Callback
@@ -253,14 +226,14 @@ class PostgresCallbacks:
         with self.db.writing("restore callbacks") as db, db.cursor() as cur:
             if callbacks:
                 cur.executemany(
-                    f"INSERT INTO callbacks ({_COLUMNS}) "
+                    f"INSERT INTO callbacks ({rules.COLUMNS}) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                     "customer = EXCLUDED.customer, advisor_id = EXCLUDED.advisor_id, "
                     "state = EXCLUDED.state, requested_at = EXCLUDED.requested_at, "
                     "scheduled_for = EXCLUDED.scheduled_for, "
                     "offer_expires_at = EXCLUDED.offer_expires_at, "
                     "version = EXCLUDED.version, body = EXCLUDED.body",
-                    [_row(c) for c in callbacks],
+                    [rules.row_of(c) for c in callbacks],
                 )
             if presences:
                 cur.executemany(
@@ -296,12 +269,12 @@ class PostgresCallbacks:
     ) -> list[Callback]:
         if states is None:
             return self._callbacks(
-                "read callbacks", f"WHERE advisor_id = %s {_QUEUE_ORDER}", (advisor_id,)
+                "read callbacks", f"WHERE advisor_id = %s {rules.QUEUE_ORDER}", (advisor_id,)
             )
         wanted = sorted({CallbackState(s).value for s in states})
         return self._callbacks(
             "read callbacks",
-            f"WHERE advisor_id = %s AND state = ANY(%s) {_QUEUE_ORDER}",
+            f"WHERE advisor_id = %s AND state = ANY(%s) {rules.QUEUE_ORDER}",
             (advisor_id, wanted),
         )
 
@@ -344,7 +317,7 @@ class PostgresCallbacks:
             "SELECT advisor_id, presence, presence_at FROM advisor_state "
             "WHERE presence IS NOT NULL ORDER BY advisor_id",
         )
-        return {str(a): (Presence(p), float(at)) for a, p, at in rows}
+        return rules.presences_of(rows)
 
     def rotation(self) -> dict[str, float]:
         rows = self.db.fetch(
@@ -352,7 +325,7 @@ class PostgresCallbacks:
             "SELECT advisor_id, last_assigned_at FROM advisor_state "
             "WHERE last_assigned_at IS NOT NULL ORDER BY advisor_id",
         )
-        return {str(a): float(at) for a, at in rows}
+        return rules.rotation_of(rows)
 
     def scan(self, after: str = "", limit: int | None = None) -> list[Callback]:
         return self._callbacks(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.errors import Conflict, InputError, NotFound
@@ -57,33 +57,14 @@ CREATE TABLE IF NOT EXISTS advisor_state (
 );
 """
 
-_COLUMNS = (
-    "id, customer, advisor_id, state, requested_at, scheduled_for, offer_expires_at, version, body"
-)
 _FINAL = ", ".join(f"'{s}'" for s in rules.FINAL)
 _LIVE = ", ".join(f"'{s}'" for s in rules.LIVE)
-_QUEUE_ORDER = "ORDER BY COALESCE(scheduled_for, requested_at), id"
-
-
-def _row(c: Callback) -> tuple[Any, ...]:
-    return (
-        c.id,
-        c.customer,
-        c.advisor_id,
-        c.state.value,
-        c.requested_at,
-        c.scheduled_for,
-        c.offer_expires_at,
-        c.version,
-        rules.encode(c),
-    )
 
 
 class SQLiteCallbacks:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
-        with db.statement("create the callback tables") as connection:
-            connection.executescript(_SCHEMA)
+        db.create_tables("create the callback tables", _SCHEMA)
 
     # ------------------------------------------------------------------ writes
     def create(self, callback: Callback, capacity: Capacity | None = None) -> Callback:
@@ -97,8 +78,8 @@ class SQLiteCallbacks:
         if db.execute("SELECT 1 FROM callbacks WHERE id = ?", (callback.id,)).fetchone():
             raise Conflict(f"callback {callback.id} exists already")
         self._check(db, None, stored, capacity)
-        db.execute(f"INSERT INTO callbacks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   _row(stored))  # fmt: skip
+        db.execute(f"INSERT INTO callbacks ({rules.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   rules.row_of(stored))  # fmt: skip
         self._assigned(db, None, stored)
         return stored
 
@@ -125,7 +106,7 @@ class SQLiteCallbacks:
         db.execute(
             "UPDATE callbacks SET customer = ?, advisor_id = ?, state = ?, requested_at = ?, "
             "scheduled_for = ?, offer_expires_at = ?, version = ?, body = ? WHERE id = ?",
-            (*_row(stored)[1:], stored.id),
+            (*rules.row_of(stored)[1:], stored.id),
         )
         self._assigned(db, before, stored)
         return stored
@@ -160,30 +141,25 @@ class SQLiteCallbacks:
         after: Callback,
         capacity: Capacity | None,
     ) -> None:
-        needed = rules.checks(before, after)
-        if capacity is None or not needed or after.advisor_id is None:
-            return
-        live = slot = 0
-        if needed.live:
+        def count_live(advisor: str) -> int:
             got = db.execute(
                 "SELECT COUNT(*) FROM callbacks WHERE advisor_id = ? AND id != ? "
                 f"AND state IN ({_LIVE})",
-                (after.advisor_id, after.id),
+                (advisor, after.id),
             ).fetchone()
-            live = int(got[0])
-        if needed.slot and after.scheduled_for is not None:
-            at, length = after.scheduled_for, capacity.slot
+            return int(got[0])
+
+        def count_slot(advisor: str, at: float, length: float) -> int:
             got = db.execute(
                 "SELECT COUNT(*) FROM callbacks WHERE advisor_id = ? AND id != ? "
                 "AND scheduled_for IS NOT NULL "
                 "AND (scheduled_for = ? OR (scheduled_for > ? AND scheduled_for < ?)) "
                 f"AND state NOT IN ({_FINAL})",
-                (after.advisor_id, after.id, at, at - length, at + length),
+                (advisor, after.id, at, at - length, at + length),
             ).fetchone()
-            slot = int(got[0])
-        refusal = rules.slot_taken(after, capacity, live, slot, needed)
-        if refusal is not None:
-            raise refusal
+            return int(got[0])
+
+        rules.check_capacity(before, after, capacity, count_live, count_slot)
 
     def _assigned(self, db: sqlite3.Connection, before: Callback | None, after: Callback) -> None:
         assigned = rules.assignment(before, after)
@@ -221,8 +197,9 @@ class SQLiteCallbacks:
     ) -> None:
         with self.db.writing("restore callbacks") as db:
             db.executemany(
-                f"INSERT OR REPLACE INTO callbacks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_row(c) for c in callbacks],
+                f"INSERT OR REPLACE INTO callbacks ({rules.COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [rules.row_of(c) for c in callbacks],
             )
             db.executemany(
                 "INSERT INTO advisor_state (advisor_id, presence, presence_at) VALUES (?, ?, ?) "
@@ -256,7 +233,7 @@ class SQLiteCallbacks:
     ) -> list[Callback]:
         if states is None:
             return self._callbacks(
-                "read callbacks", f"WHERE advisor_id = ? {_QUEUE_ORDER}", (advisor_id,)
+                "read callbacks", f"WHERE advisor_id = ? {rules.QUEUE_ORDER}", (advisor_id,)
             )
         wanted = sorted({CallbackState(s).value for s in states})
         if not wanted:
@@ -264,7 +241,7 @@ class SQLiteCallbacks:
         marks = ", ".join("?" * len(wanted))
         return self._callbacks(
             "read callbacks",
-            f"WHERE advisor_id = ? AND state IN ({marks}) {_QUEUE_ORDER}",
+            f"WHERE advisor_id = ? AND state IN ({marks}) {rules.QUEUE_ORDER}",
             (advisor_id, *wanted),
         )
 
@@ -304,7 +281,7 @@ class SQLiteCallbacks:
             "SELECT advisor_id, presence, presence_at FROM advisor_state "
             "WHERE presence IS NOT NULL ORDER BY advisor_id",
         )
-        return {str(a): (Presence(p), float(at)) for a, p, at in rows}
+        return rules.presences_of(rows)
 
     def rotation(self) -> dict[str, float]:
         rows = self.db.fetch(
@@ -312,7 +289,7 @@ class SQLiteCallbacks:
             "SELECT advisor_id, last_assigned_at FROM advisor_state "
             "WHERE last_assigned_at IS NOT NULL ORDER BY advisor_id",
         )
-        return {str(a): float(at) for a, at in rows}
+        return rules.rotation_of(rows)
 
     def scan(self, after: str = "", limit: int | None = None) -> list[Callback]:
         return self._callbacks(

@@ -10,8 +10,8 @@ only once its lease has ended (``next_attempt_at``).
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
+from nextbest.store.outbox_codec import COLUMNS, counts_of, message_of
 from nextbest.store.port import OutboxMessage, OutboxState
 from nextbest.store.postgres import PostgresDatabase
 
@@ -36,30 +36,11 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at, id)
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
 """
 
-_COLUMNS = (
-    "id, channel, destination, key, payload, state, attempts, next_attempt_at, last_error, "
-    "created_at, delivered_at"
-)
-
-
-def _message(row: Any) -> OutboxMessage:
-    i, channel, destination, key, payload, state, attempts, due, error, created, delivered = row
-    return OutboxMessage(
-        int(i), channel, destination, key, bytes(payload), OutboxState(state), int(attempts),
-        float(due), error, float(created), None if delivered is None else float(delivered),
-    )  # fmt: skip
-
 
 class PostgresOutbox:
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
-        with db.writing("create outbox") as connection:
-            # the schema lock ``PostgresDatabase`` creates its tables under: two stores
-            # opening at once do not race on CREATE ... IF NOT EXISTS
-            connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))"
-            )
-            connection.execute(_SCHEMA)
+        db.create_tables("create outbox", _SCHEMA)
 
     def enqueue(
         self, channel: str, destination: str, key: str, payload: bytes, now: float
@@ -68,12 +49,12 @@ class PostgresOutbox:
             row = db.execute(
                 "INSERT INTO outbox (channel, destination, key, payload, state, attempts, "
                 "next_attempt_at, last_error, created_at) VALUES (%s, %s, %s, %s, 'pending', 0, "
-                f"%s, '', %s) ON CONFLICT (key) DO NOTHING RETURNING {_COLUMNS}",
+                f"%s, '', %s) ON CONFLICT (key) DO NOTHING RETURNING {COLUMNS}",
                 (channel, destination, key, bytes(payload), now, now),
             ).fetchone()
             if row is None:  # enqueued before (a committed row: the unique index waited)
-                row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE key = %s", (key,)).fetchone()
-        return _message(row)
+                row = db.execute(f"SELECT {COLUMNS} FROM outbox WHERE key = %s", (key,)).fetchone()
+        return message_of(row)
 
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
         if limit <= 0:
@@ -87,7 +68,7 @@ class PostgresOutbox:
                 f"WHERE outbox.id = due.id RETURNING {_qualified('outbox')}",
                 (now + lease_seconds, now, limit),
             ).fetchall()
-        return sorted((_message(r) for r in rows), key=lambda m: m.id)
+        return sorted((message_of(r) for r in rows), key=lambda m: m.id)
 
     def mark_delivered(self, message_id: int, now: float) -> bool:
         with self.db.writing("mark delivered") as db:
@@ -130,20 +111,17 @@ class PostgresOutbox:
     ) -> list[OutboxMessage]:
         rows = self.db.fetch(
             "read outbox",
-            f"SELECT {_COLUMNS} FROM outbox WHERE id > %s "
+            f"SELECT {COLUMNS} FROM outbox WHERE id > %s "
             "AND (%s::text IS NULL OR state = %s::text) ORDER BY id LIMIT %s",
             (after, None if state is None else state.value, None if state is None else state.value,
              limit),
         )  # fmt: skip
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
 
     def counts(self) -> dict[OutboxState, int]:
-        out = dict.fromkeys(OutboxState, 0)
-        for state, n in self.db.fetch(
-            "count outbox", "SELECT state, COUNT(*) FROM outbox GROUP BY state"
-        ):
-            out[OutboxState(state)] = int(n)
-        return out
+        return counts_of(
+            self.db.fetch("count outbox", "SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        )
 
     def replay(self, message_ids: Collection[int], now: float) -> list[int]:
         ids = sorted(set(message_ids))
@@ -159,5 +137,5 @@ class PostgresOutbox:
 
 
 def _qualified(table: str) -> str:
-    """``_COLUMNS`` each named with ``table`` (RETURNING after an UPDATE ... FROM)."""
-    return ", ".join(f"{table}.{c.strip()}" for c in _COLUMNS.split(","))
+    """``COLUMNS`` each named with ``table`` (RETURNING after an UPDATE ... FROM)."""
+    return ", ".join(f"{table}.{c.strip()}" for c in COLUMNS.split(","))

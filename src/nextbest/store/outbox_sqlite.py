@@ -8,8 +8,8 @@ processes too: the file lock), so two senders never claim the same message withi
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
+from nextbest.store.outbox_codec import COLUMNS, counts_of, message_of
 from nextbest.store.port import OutboxMessage, OutboxState
 from nextbest.store.sqlite import SQLiteDatabase
 
@@ -36,27 +36,12 @@ CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 
 #: ids named in one statement (far below SQLite's limit of 32,766 parameters)
 _IDS_PER_STATEMENT = 10_000
-_COLUMNS = (
-    "id, channel, destination, key, payload, state, attempts, next_attempt_at, last_error, "
-    "created_at, delivered_at"
-)
-
-
-def _message(row: Any) -> OutboxMessage:
-    i, channel, destination, key, payload, state, attempts, due, error, created, delivered = row
-    return OutboxMessage(
-        int(i), channel, destination, key, bytes(payload), OutboxState(state), int(attempts),
-        float(due), error, float(created), None if delivered is None else float(delivered),
-    )  # fmt: skip
 
 
 class SQLiteOutbox:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
-        with db.writing("create outbox") as connection:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+        db.create_tables("create outbox", _SCHEMA)
 
     def enqueue(
         self, channel: str, destination: str, key: str, payload: bytes, now: float
@@ -68,8 +53,8 @@ class SQLiteOutbox:
                 "'', ?) ON CONFLICT(key) DO NOTHING",
                 (channel, destination, key, bytes(payload), now, now),
             )
-            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
-        return _message(row)
+            row = db.execute(f"SELECT {COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
+        return message_of(row)
 
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
         if limit <= 0:
@@ -79,10 +64,10 @@ class SQLiteOutbox:
                 "UPDATE outbox SET state = 'delivering', attempts = attempts + 1, "
                 "next_attempt_at = ? WHERE id IN (SELECT id FROM outbox "
                 "WHERE state IN ('pending', 'delivering') AND next_attempt_at <= ? "
-                f"ORDER BY next_attempt_at, id LIMIT ?) RETURNING {_COLUMNS}",
+                f"ORDER BY next_attempt_at, id LIMIT ?) RETURNING {COLUMNS}",
                 (now + lease_seconds, now, limit),
             ).fetchall()
-        return sorted((_message(r) for r in rows), key=lambda m: m.id)  # RETURNING: any order
+        return sorted((message_of(r) for r in rows), key=lambda m: m.id)  # RETURNING: any order
 
     def mark_delivered(self, message_id: int, now: float) -> bool:
         with self.db.statement("mark delivered") as db:
@@ -127,18 +112,15 @@ class SQLiteOutbox:
         params: tuple[object, ...] = (after,) if state is None else (after, state.value)
         rows = self.db.fetch(
             "read outbox",
-            f"SELECT {_COLUMNS} FROM outbox WHERE {where} ORDER BY id LIMIT ?",
+            f"SELECT {COLUMNS} FROM outbox WHERE {where} ORDER BY id LIMIT ?",
             (*params, -1 if limit is None else limit),
         )
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
 
     def counts(self) -> dict[OutboxState, int]:
-        out = dict.fromkeys(OutboxState, 0)
-        for state, n in self.db.fetch(
-            "count outbox", "SELECT state, COUNT(*) FROM outbox GROUP BY state"
-        ):
-            out[OutboxState(state)] = int(n)
-        return out
+        return counts_of(
+            self.db.fetch("count outbox", "SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        )
 
     def replay(self, message_ids: Collection[int], now: float) -> list[int]:
         ids = sorted(set(message_ids))

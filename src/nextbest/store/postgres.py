@@ -242,6 +242,10 @@ _ID_TABLES: dict[str, tuple[str, str]] = {
 }
 
 
+#: the transaction lock under which tables are created (one per schema of the server)
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))"
+
+
 def postgres_stores(url: str, connect_timeout: int = 10) -> Stores:
     """The ports on the PostgreSQL server ``url`` names (one connection)."""
     from nextbest.store.audit_postgres import PostgresAuditLog  # these build on this module
@@ -300,7 +304,7 @@ class PostgresDatabase:
     def _create_schema(self) -> None:
         with _translated("create schema", self.where), self.connection.transaction():
             db = self.connection
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('nextbest ' || current_schema()))")
+            db.execute(_SCHEMA_LOCK)
             db.execute(_SCHEMA)
             db.execute(
                 "INSERT INTO nextbest_schema (id, version) VALUES (1, %s) "
@@ -393,6 +397,13 @@ class PostgresDatabase:
         if self.connection.closed:
             self.connection = self._connect()
         return self.connection
+
+    def create_tables(self, action: str, schema: str) -> None:
+        """Run ``schema`` (``CREATE ... IF NOT EXISTS``) in one transaction under the schema
+        lock the store creates its own tables under: two stores opening at once do not race."""
+        with self.writing(action) as db:
+            db.execute(_SCHEMA_LOCK)
+            db.execute(schema)
 
     @contextmanager
     def writing(self, action: str, lock: str | None = None) -> Iterator[psycopg.Connection[Any]]:

@@ -159,6 +159,14 @@ class SQLiteDatabase:
             self.connection.execute("PRAGMA wal_autocheckpoint=10000")
             self.connection.executescript(_SCHEMA)
 
+    def create_tables(self, action: str, schema: str) -> None:
+        """Run ``schema`` (``CREATE ... IF NOT EXISTS`` statements split at ``;``) in one
+        transaction."""
+        with self.writing(action) as db:
+            for statement in schema.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
     @contextmanager
     def writing(self, action: str) -> Iterator[sqlite3.Connection]:
         """One locked transaction; sqlite3 errors translated."""
