@@ -151,9 +151,9 @@ def test_a_baseline_is_learned_from_ended_sessions() -> None:
     assert p.guard is not None
     b = p.guard.baseline
     assert b.sessions == 9  # the tenth is still watched
-    assert b.devices == ["home"]
-    assert b.agents == ["Chrome/Windows da-DK"]
-    assert b.places == ["tz:Europe/Copenhagen"]
+    assert b.devices == ("home",)
+    assert b.agents == ("Chrome/Windows da-DK",)
+    assert b.places == ("tz:Europe/Copenhagen",)
     assert (b.new_devices, b.new_agents, b.new_places) == (0, 0, 0)
     assert sum(b.hours) == 9
     assert b.hours[19] == 9
@@ -226,12 +226,13 @@ def test_the_most_recent_devices_are_kept() -> None:
         learn(
             b,
             SessionWatch(
-                started=T0 + i * DAY, last_seen=T0 + i * DAY, expires=0.0, devices=[f"d{i}"]
+                started=T0 + i * DAY, last_seen=T0 + i * DAY, expires=0.0, devices=(f"d{i}",)
             ),
         )
-    assert b.devices == [f"d{i}" for i in range(3, MAX_KNOWN + 3)]
+    assert b.devices == tuple(f"d{i}" for i in range(3, MAX_KNOWN + 3))
     learn(
-        b, SessionWatch(started=T0 + 20 * DAY, last_seen=T0 + 20 * DAY, expires=0.0, devices=["d3"])
+        b,
+        SessionWatch(started=T0 + 20 * DAY, last_seen=T0 + 20 * DAY, expires=0.0, devices=("d3",)),
     )
     assert b.devices[-1] == "d3"
     assert b.new_devices == MAX_KNOWN + 2  # the first session's device is not counted new
@@ -244,7 +245,7 @@ def test_no_judgement_before_min_sessions() -> None:
     g = guard(min_sessions=3)
     p = customer(sessions=2)  # two learned once the next session starts
     s = visit(p, g, T0, ["/login", "/payees/new"], device="x", context=FIREFOX_PH)
-    assert (s.risk, s.signals, s.flagged) == (0.0, [], False)
+    assert (s.risk, s.signals, s.flagged) == (0.0, (), False)
 
 
 def test_new_device_new_place_straight_to_payee_is_flagged() -> None:
@@ -264,7 +265,7 @@ def test_new_device_new_place_straight_to_payee_is_flagged() -> None:
         Signal.SENSITIVE,
         Signal.STRAIGHT_TO_SENSITIVE,
     } <= set(s.signals)
-    assert s.kinds == ["payee", "limit"]
+    assert s.kinds == ("payee", "limit")
 
 
 def test_the_customer_s_own_session_is_not() -> None:
@@ -273,7 +274,7 @@ def test_the_customer_s_own_session_is_not() -> None:
     s = visit(p, g, MIDNIGHT - 10 * DAY + 19 * 3600, ["/", "/accounts", "/savings"])
     assert not s.flagged
     assert s.risk < 0.001
-    assert s.signals == []
+    assert s.signals == ()
 
 
 def test_the_customer_adding_a_payee_from_home_is_not() -> None:
@@ -316,8 +317,8 @@ def test_a_customer_who_often_adds_payees_counts_one_less() -> None:
 
 
 def test_a_customer_who_often_changes_device_counts_a_new_one_less() -> None:
-    b = Baseline(sessions=20, devices=["home"], hours=[1] * 24)
-    s = SessionWatch(started=T0, last_seen=T0, expires=T0, devices=["new"], steps=1)
+    b = Baseline(sessions=20, devices=("home",), hours=(1,) * 24)
+    s = SessionWatch(started=T0, last_seen=T0, expires=T0, devices=("new",), steps=1)
     steady, _ = assess(b, s, 3)
     b.new_devices = 15
     changing, _ = assess(b, s, 3)
@@ -344,7 +345,7 @@ def test_an_event_from_long_before_the_session_is_skipped() -> None:
     visit(p, g, s.started - 2 * TIMEOUT, ["/payees/new"], device="old")
     assert p.guard.session is s
     assert s.steps == steps
-    assert s.kinds == []
+    assert s.kinds == ()
 
 
 def test_novelty_features_are_in_the_unit_interval() -> None:
@@ -365,7 +366,7 @@ def test_novelty_features_are_in_the_unit_interval() -> None:
 
 def test_skipping_unmoved_risks_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The guard recomputes a session's risk only when the session brought something or its
-    pace counts: the same state as recomputing it after every event."""
+    pace counts: the same state as recomputing it at every step the pace could move it."""
 
     def folded() -> bytes:
         rng = random.Random(11)

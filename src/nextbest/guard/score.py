@@ -105,11 +105,11 @@ NOVELTY_FEATURES = (
 )
 
 
-def _new(seen: list[str], known: list[str]) -> bool:
+def _new(seen: tuple[str, ...], known: tuple[str, ...]) -> bool:
     return any(v not in known for v in seen)
 
 
-def _place_is_new(places: list[str], known: list[str]) -> bool | None:
+def _place_is_new(places: tuple[str, ...], known: tuple[str, ...]) -> bool | None:
     """A place of the session in a kind (``country:``, ``tz:``) the baseline knows and not
     among them; None when no place of the session is of a kind the baseline knows."""
     judged = None
@@ -159,12 +159,12 @@ def _kind_rate(b: Baseline, kind: str) -> float:
     return (b.sensitive.get(kind, 0) + a) / (b.sessions + prior)
 
 
-def assess(b: Baseline, s: SessionWatch, min_sessions: int) -> tuple[float, list[Signal]]:
+def assess(b: Baseline, s: SessionWatch, min_sessions: int) -> tuple[float, tuple[Signal, ...]]:
     """The session's risk now (0-1) and the signals behind it (module docstring). Written out
     term by term: it runs on the fold's path, at every step that can move the risk."""
     n = b.sessions
     if n < min_sessions:
-        return 0.0, []
+        return 0.0, ()
     log = math.log
     signals: list[Signal] = []
     since = max(n - 1, 0)  # learned sessions that could bring something new
@@ -220,9 +220,9 @@ def assess(b: Baseline, s: SessionWatch, min_sessions: int) -> tuple[float, list
             total += _STRAIGHT
             signals.append(Signal.STRAIGHT_TO_SENSITIVE)
     if total > 30.0:
-        return 1.0, signals
+        return 1.0, tuple(signals)
     odds = math.exp(total)
-    return odds / (1.0 + odds), signals
+    return odds / (1.0 + odds), tuple(signals)
 
 
 def novelty(b: Baseline, s: SessionWatch) -> dict[str, float]:

@@ -139,21 +139,19 @@ def place_of(context: Mapping[str, Any]) -> str | None:
     return "tz:" + zone if zone else None
 
 
-def _add(values: list[str], value: str) -> bool:
-    """``value`` joins the session's ``values`` (if there is room): whether it did."""
-    if value not in values and len(values) < MAX_SESSION_KNOWN:
-        values.append(value)
-        return True
-    return False
+def _with(values: tuple[str, ...], value: str) -> tuple[str, ...] | None:
+    """``values`` with ``value`` added, if it is new and there is room; None otherwise."""
+    if value in values or len(values) >= MAX_SESSION_KNOWN:
+        return None
+    return (*values, value)
 
 
-def _remember(known: list[str], values: list[str]) -> None:
-    """``values`` are the most recent of ``known`` now (at most ``MAX_KNOWN`` kept)."""
-    for value in values:
-        if value in known:
-            known.remove(value)
-        known.append(value)
-    del known[:-MAX_KNOWN]
+def _remember(known: tuple[str, ...], values: tuple[str, ...]) -> tuple[str, ...]:
+    """``known`` with ``values`` the most recent (at most ``MAX_KNOWN`` kept)."""
+    if not values:
+        return known
+    kept = tuple(v for v in known if v not in values) + values
+    return kept[-MAX_KNOWN:]
 
 
 def _median(values: Sequence[float]) -> float:
@@ -283,18 +281,20 @@ class Guard:
             s.last_seen = when
             s.expires = when + self.timeout
         context = event.context
-        grew = _add(s.devices, device)  # a session's first event always adds its device
+        grew = False
+        if (more := _with(s.devices, device)) is not None:
+            s.devices, grew = more, True
         agent = agent_of(context) if context else None
-        if agent:
-            grew = _add(s.agents, agent) or grew
+        if agent and (more := _with(s.agents, agent)) is not None:
+            s.agents, grew = more, True
         place = place_of(context) if context else None
-        if place:
-            grew = _add(s.places, place) or grew
+        if place and (more := _with(s.places, place)) is not None:
+            s.places, grew = more, True
         if event.type is not EventType.IDENTIFY:
             s.steps += 1
             kind = self.sensitive_kind(event) if self.sensitive else None
             if kind is not None and kind not in s.kinds:
-                s.kinds.append(kind)
+                s.kinds = (*s.kinds, kind)
                 grew = True
                 if not s.first_sensitive:
                     s.first_sensitive = s.steps
@@ -327,16 +327,15 @@ def learn(b: Baseline, s: SessionWatch) -> None:
         b.new_agents += bool(s.agents and b.agents) and any(a not in b.agents for a in s.agents)
         b.new_places += bool(s.places and b.places) and any(p not in b.places for p in s.places)
     b.sessions += 1
-    _remember(b.devices, s.devices)
-    _remember(b.agents, s.agents)
-    _remember(b.places, s.places)
-    if not b.hours:
-        b.hours = [0] * 24
-    b.hours[int(s.started // 3600) % 24] += 1
+    b.devices = _remember(b.devices, s.devices)
+    b.agents = _remember(b.agents, s.agents)
+    b.places = _remember(b.places, s.places)
+    hours = list(b.hours or (0,) * 24)
+    hours[int(s.started // 3600) % 24] += 1
+    b.hours = tuple(hours)
     pace = pace_of(s)
     if pace is not None and math.isfinite(pace):
-        b.paces.append(round(pace * PACE_UNIT))
-        del b.paces[:-MAX_PACES]
+        b.paces = (*b.paces, round(pace * PACE_UNIT))[-MAX_PACES:]
         paces = [p / PACE_UNIT for p in b.paces]
         b.pace_median = _median(paces)
         b.pace_mad = _median([abs(p - b.pace_median) for p in paces])

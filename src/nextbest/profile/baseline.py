@@ -7,8 +7,10 @@ Bounded, whatever a customer (or a client) sends: ``MAX_KNOWN`` devices, agents 
 (the least recently seen forgotten first), 24 hour counts, ``MAX_PACES`` paces, one count
 per sensitive kind of the catalog, and a session of at most ``MAX_SESSION_KNOWN`` of each.
 Compact on the wire (``array_like``: no field names, paces as integers), as every known
-customer carries one: about 250 bytes (BENCHMARKS.md, "Identity-theft guard"). A field is
-added at the end, with a default.
+customer carries one: about 290 bytes (BENCHMARKS.md, "Identity-theft guard"). A field is
+added at the end, with a default. Sequences are tuples, replaced when they change: the
+cyclic garbage collector stops tracking a tuple of strings or numbers, as it never stops
+tracking a list, so a million baselines add nothing to its walks.
 """
 
 from __future__ import annotations
@@ -64,20 +66,20 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False, array_like=True):
     #: sessions learned
     sessions: int = 0
     #: anonymousIds seen, the most recently seen last
-    devices: list[str] = []
+    devices: tuple[str, ...] = ()
     #: agent families seen (``guard.watch.agent_of``), the most recently seen last
-    agents: list[str] = []
+    agents: tuple[str, ...] = ()
     #: places seen, ``country:DK`` or ``tz:Europe/Copenhagen``, the most recently seen last
-    places: list[str] = []
+    places: tuple[str, ...] = ()
     #: learned sessions (after the first) that brought a new device, agent, place
     new_devices: int = 0
     new_agents: int = 0
     new_places: int = 0
     #: learned sessions by the UTC hour they started in (24 counts; empty before the first)
-    hours: list[int] = []
+    hours: tuple[int, ...] = ()
     #: log(pages a minute) x 100, rounded, of the last learned sessions with at least three
     #: steps (``PACE_UNIT``)
-    paces: list[int] = []
+    paces: tuple[int, ...] = ()
     #: the median and the median absolute deviation of ``paces``, as log(pages a minute)
     #: (kept, not recomputed)
     pace_median: float = 0.0
@@ -97,15 +99,15 @@ class SessionWatch(msgspec.Struct, kw_only=True, gc=False, array_like=True):
     #: interactive events (page, screen, and track or identify from a device) so far
     steps: int = 0
     #: the devices, agents and places this session used (at most ``MAX_SESSION_KNOWN`` each)
-    devices: list[str] = []
-    agents: list[str] = []
-    places: list[str] = []
+    devices: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
     #: the sensitive kinds visited, in order, and the step of the first
-    kinds: list[str] = []
+    kinds: tuple[str, ...] = ()
     first_sensitive: int = 0
     #: the highest risk so far (0-1) and the signals behind it
     risk: float = 0.0
-    signals: list[Signal] = []
+    signals: tuple[Signal, ...] = ()
     #: the step and the event time at which risk first reached the catalog's threshold
     #: (0: not flagged)
     flagged_step: int = 0
