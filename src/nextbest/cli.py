@@ -1133,15 +1133,27 @@ def sim_generate(
         "give it to get the same bytes on any day.",
     ),
     world: str = WorldOpt,
+    takeovers: float = typer.Option(
+        0.0,
+        "--takeovers",
+        min=0.0,
+        max=1.0,
+        help="Share of customers whose account is taken over once (docs/guard.md); with it "
+        "every customer's devices, habits, trips and sensitive errands are simulated too. "
+        "0: off, the stream as always.",
+    ),
 ) -> None:
     """Write the synthetic bank's Segment-spec messages as NDJSON (same arguments and
     --start, same bytes)."""
     from nextbest.sim.generate import generate_lines, write_ndjson
+    from nextbest.sim.takeover import TakeoverParams
 
     _known_world(world)
     first = _date(start, "--start") if start else _today() - timedelta(days=days)
     began = time.perf_counter()
-    n = write_ndjson(out, generate_lines(seed, customers, days, first, world=world))
+    params = TakeoverParams(share=takeovers) if takeovers > 0 else None
+    lines = generate_lines(seed, customers, days, first, world=world, takeovers=params)
+    n = write_ndjson(out, lines)
     took = time.perf_counter() - began
     _console("err").print(
         f"{n:,} messages for {customers:,} customers over {days} days in {took:.1f} s "

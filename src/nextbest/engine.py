@@ -67,6 +67,7 @@ from nextbest.events.parse import (
 from nextbest.experiments.counters import CampaignCounters, ExperimentCounters
 from nextbest.group_commit import GroupCommit
 from nextbest.grouped_audit import GroupedAuditLog
+from nextbest.guard.alert import FRAUD_CHANNEL, alert_key, fraud_alert
 from nextbest.guard.devices import check_devices, needs_devices
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.ingestion import (
@@ -172,6 +173,10 @@ def _record_control(counters: ExperimentCounters, decision: Decision) -> None:
         counters.record_decision(decision, decision.experiment_key or decision.customer_id)
 
 
+#: alert keys an engine remembers (a session's later events make no second alert)
+_ALERTED_KEPT = 100_000
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -262,6 +267,11 @@ class Engine:
         #: restores or replays): True if it was given to the learner, False if the trust
         #: rules (``learn.trust``) kept it from the shared model. A face's counter (metrics)
         self.on_feedback: Callable[[bool], None] | None = None
+        #: fraud alerts of sessions the guard flagged while folding, to enqueue in the outbox
+        #: once the state lock is released: (key, JSON body)
+        self._alerts_due: list[tuple[str, bytes]] = []
+        #: the keys of the alerts made since the start (``_alert_if_flagged``)
+        self._alerted: set[str] = set()
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
             self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
         )
@@ -418,6 +428,7 @@ class Engine:
                         )
                         self._since_snapshot += 1
             self._unfolded = False
+            self._send_alerts()
         self._flush_audit()
         return seqs
 
@@ -525,6 +536,7 @@ class Engine:
             if self._event_clock is not None and latest > -math.inf:
                 # the latest accepted timestamp; an older one never moves it back
                 self._event_clock.observe(latest)
+        self._send_alerts()
         self._flush_audit()
         return results
 
@@ -651,6 +663,9 @@ class Engine:
         book.apply(seq, event, self._events_of)
         if consent is not None and actor is not None:
             self._note_consent(book, event, consent, actor)
+        guard = self.catalog.guard
+        if live and guard is not None and guard.alerts and event.anonymous_id:
+            self._alert_if_flagged(book, event)
         if counters is not None and counters.wants(event):
             profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
             if profile is not None:
@@ -706,6 +721,40 @@ class Engine:
         """Audit records made but not yet written to the audit log."""
         with self._audit_pending_lock:
             return len(self._audit_pending)
+
+    # ---------------------------------------------------------------- the guard's alerts
+    def _alert_if_flagged(self, book: ProfileBook, event: Event) -> None:
+        """Under the state lock, after a live fold: if the event's customer's watched session
+        is flagged and was not alerted yet, its alert is due. At most one per session: the
+        sessions alerted are remembered here (bounded), and after a restart the outbox keeps
+        a session's second enqueue from being a second message (``guard.alert``)."""
+        profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
+        state = profile.guard if profile is not None else None
+        session = state.session if state is not None else None
+        guard = self.catalog.guard
+        if profile is None or session is None or not session.flagged or guard is None:
+            return
+        key = alert_key(profile.customer_id, session)
+        if key in self._alerted:
+            return
+        if len(self._alerted) >= _ALERTED_KEPT:
+            self._alerted.clear()
+        self._alerted.add(key)
+        alert = fraud_alert(profile.customer_id, session, guard.threshold, self.catalog.version)
+        self._alerts_due.append((key, msgspec.json.encode(alert)))
+
+    def _send_alerts(self) -> None:
+        """Enqueue the due fraud alerts in the outbox (to the catalog's
+        ``security.alert_destination``); one the outbox refuses stays due for the next call,
+        and its error is raised (the events are stored: a client's retry finds them logged
+        and the alert goes then)."""
+        guard = self.catalog.guard
+        while self._alerts_due:
+            key, body = self._alerts_due[0]
+            if guard is not None:
+                destination = guard.alert_destination
+                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, self.wall_now())
+            self._alerts_due.pop(0)
 
     # ---------------------------------------------------------------- decide
     def decide(

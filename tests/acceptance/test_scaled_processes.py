@@ -408,9 +408,12 @@ def test_postgres_crashed_and_back_then_redis_flushed_loses_and_doubles_nothing(
             assert len(acked) == 300
             assert all(counts.get(m) == 1 for m in acked)  # none lost, none twice
             assert profiles_match(apis[1], pg.url)  # folded once each
-            # the decision taken during the outage waited for its write, bounded, and says so
-            waited = metric(
-                apis[0].url, 'nextbest_read_your_writes_waits_total{outcome="timed_out"}'
+            # the decision taken during the outage waited for its write, bounded, and says so:
+            # caught up (the fold reached Redis first, the log behind it) or timed out (the
+            # fold held back by the unlogged backlog), as the load makes it
+            waited = sum(
+                metric(apis[0].url, f'nextbest_read_your_writes_waits_total{{outcome="{o}"}}')
+                for o in ("caught_up", "timed_out")
             )
             assert waited >= 1
             assert metric(apis[0].url, "nextbest_model_age_seconds") >= 0

@@ -30,9 +30,10 @@ def _feed(http: httpx.Client, user: str) -> dict[str, Any]:
 
 
 def _others(live_server: LiveServer) -> list[str]:
-    return [o.id for o in live_server.engine.catalog.by_placement["home_feed"] if o.id != TARGET][
-        :50
-    ]
+    """home_feed's offers but the target (and ``was_this_you``, the identity-theft guard's
+    question: never a candidate outside a flagged session)."""
+    placed = live_server.engine.catalog.by_placement["home_feed"]
+    return [o.id for o in placed if o.id not in (TARGET, "was_this_you")][:50]
 
 
 def _customer(http: httpx.Client) -> str:

@@ -31,7 +31,7 @@ COMMERCIAL = {
     "home_insurance_offer",
     "savings_offer",
 }
-SERVICE = {"overdraft_warning", "turning_18_package", "security_tips"}
+SERVICE = {"overdraft_warning", "turning_18_package", "security_tips", "was_this_you"}
 
 
 def at(text: str) -> float:
@@ -193,7 +193,7 @@ def test_example_bank_loads() -> None:
         "turning_18",
     ]
     assert set(catalog.offers) == COMMERCIAL | SERVICE
-    assert len(spec.offers) == 16
+    assert len(spec.offers) == 17
     assert set(catalog.campaigns) == {
         "mortgage_q4",
         "car_loan_autumn",
@@ -732,7 +732,7 @@ def test_rule_using_an_unknown_root(tmp_path: Path) -> None:
         line_of(file, "foo.bar"),
         "$.offers[1].eligibility",
         "unknown name(s) foo; rules may use "
-        "context, interest, now, offers, products, profile, segments, traits",
+        "context, interest, now, offers, products, profile, security, segments, traits",
     )
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from nextbest.catalog import model
 from nextbest.catalog.compile import _KPI_SCHEMA
-from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS
+from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS, SECURITY_FIELDS
 from nextbest.rules.schema import NOW_FIELDS, rule_schema
 from nextbest.rules.typecheck import FUNCTIONS, METHODS, check_rule
 from nextbest.store.catalog_files import load_catalog
@@ -49,6 +49,8 @@ SPECS: list[type[msgspec.Struct]] = [
     model.Expertise,
     model.WorkingHours,
     model.CallbackPolicy,
+    model.SecuritySpec,
+    model.SensitiveSpec,
     model.CatalogSpec,
 ]
 
@@ -178,6 +180,7 @@ def test_every_rule_variable_is_listed() -> None:
     expected |= {f"interest.<topic>.{f}" for f in INTEREST_FIELDS}
     expected |= {f"offers.<offer>.{f}" for f in OFFER_FIELDS}
     expected |= {f"now.{f}" for f in NOW_FIELDS}
+    expected |= {f"security.{f}" for f in SECURITY_FIELDS}
     expected |= {"products", "traits", "context", "segments.<segment>"}
     assert listed == expected
 

@@ -87,7 +87,17 @@ def test_every_root_compiles(root: str, source: str) -> None:
 def test_roots_are_the_documented_names() -> None:
     assert (
         frozenset(
-            {"profile", "interest", "products", "traits", "offers", "segments", "context", "now"}
+            {
+                "profile",
+                "interest",
+                "products",
+                "traits",
+                "offers",
+                "segments",
+                "context",
+                "now",
+                "security",
+            }
         )
         == RULE_ROOTS
     )
@@ -144,7 +154,7 @@ def test_unknown_roots_do_not_compile(source: str, unknown: str) -> None:
         rule(source)
     assert info.value.message == (
         f"unknown name(s) {unknown}; rules may use "
-        "context, interest, now, offers, products, profile, segments, traits"
+        "context, interest, now, offers, products, profile, security, segments, traits"
     )
     assert isinstance(info.value, NextbestError)
     assert info.value.code == "rule_error"

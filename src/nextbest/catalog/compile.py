@@ -34,6 +34,7 @@ from nextbest.catalog.lint import (
     event_vocabulary,
     kpi_warning,
     schedule_warnings,
+    security_warnings,
     topic_warnings,
 )
 from nextbest.catalog.model import (
@@ -52,6 +53,7 @@ from nextbest.catalog.model import (
     PlacementSpec,
     ProfileSettings,
     ScoringSpec,
+    SecuritySpec,
     SegmentSpec,
 )
 from nextbest.catalog.source_map import SourceMap
@@ -60,6 +62,7 @@ from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgsp
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
 from nextbest.rules.expression import Rule, compile_rule
+from nextbest.rules.reads import needs_of
 from nextbest.rules.schema import DYN, RuleType, map_of, rule_schema
 from nextbest.rules.typecheck import check_rule, did_you_mean
 
@@ -85,6 +88,7 @@ SECTIONS_SINGLE = (
     "profile",
     "holdout_share",
     "callbacks",
+    "security",
 )
 
 _SINGLE_TYPES: dict[str, type[Any]] = {
@@ -92,7 +96,10 @@ _SINGLE_TYPES: dict[str, type[Any]] = {
     "contact_policy": ContactPolicy,
     "scoring": ScoringSpec,
     "profile": ProfileSettings,
+    "security": SecuritySpec,
 }
+#: the root only service messages may read (what the identity-theft guard found)
+_SECURITY = "security"
 
 
 class _Identified(Protocol):
@@ -139,6 +146,7 @@ def compile_catalog(
     _check_placements(sections.placements, offers, sections.broken, source_map, problems)
     _check_offer_placements(sections, source_map, problems)
     kpis = _compile_campaigns(sections, source_map, problems)
+    _check_security(sections, source_map, problems)
     topic_ids = {t.id for t in sections.topics} | sections.broken
     policy = sections.singles.get("callbacks", CallbackPolicy())
     advisors = compile_advisors(sections.advisors, topic_ids, policy, source_map, problems)
@@ -176,6 +184,8 @@ class _Sections:
     singles: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: ids of items that did not convert: already reported, so not reported again as unknown
     broken: set[str] = dataclasses.field(default_factory=set)
+    #: single sections given that did not convert (already reported)
+    failed: set[str] = dataclasses.field(default_factory=set)
 
     def schema(self) -> dict[str, RuleType]:
         """The type of every variable rules see, with this catalog's names (and the ids of
@@ -211,11 +221,14 @@ def _convert_sections(
     placements = _items(raw, "placements", PlacementSpec, smap, problems, broken)
     advisors = _items(raw, "advisors", AdvisorSpec, smap, problems, broken)
     singles: dict[str, Any] = {}
+    failed: set[str] = set()
     for key, kind in _SINGLE_TYPES.items():
         if key in raw:
             value = _convert(raw[key], kind, f"$.{key}", smap, problems)
             if value is not None:
                 singles[key] = value
+            else:
+                failed.add(key)
     holdout = raw.get("holdout_share", 0.0)
     if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 <= holdout <= 0.5:
         reason = _as_percentage(holdout, 0.5) or "must be a number from 0 to 0.5"
@@ -232,6 +245,7 @@ def _convert_sections(
         holdout=float(holdout or 0.0),
         singles=singles,
         broken=broken,
+        failed=failed,
     )
 
 
@@ -245,6 +259,9 @@ def _compile_segments(
     for path, seg in sections.segments:
         if "segments." in seg.rule:
             problems.append(smap.problem(f"{path}.rule", "a segment rule may not use segments"))
+            continue
+        if _reads_security(seg.rule):
+            problems.append(smap.problem(f"{path}.rule", _NO_SALES_USE.format(what="a segment")))
             continue
         rule = _rule(seg.rule, f"{path}.rule", smap, problems, schema)
         if rule is not None:
@@ -305,6 +322,15 @@ def _compile_offers(
         if not offer.content:
             problems.append(smap.problem(f"{path}.content", "needs content for a channel"))
             continue
+        if offer.kind is not OfferKind.SERVICE and _reads_security(offer.eligibility):
+            what = "a commercial offer's eligibility"
+            problems.append(smap.problem(f"{path}.eligibility", _NO_SALES_USE.format(what=what)))
+            continue
+        guard_off = _SECURITY not in sections.singles and _SECURITY not in sections.failed
+        if guard_off and any(_reads_security(r) for r in (offer.eligibility, offer.urgent or "")):
+            at = "eligibility" if _reads_security(offer.eligibility) else "urgent"
+            problems.append(smap.problem(f"{path}.{at}", _GUARD_OFF))
+            continue
         rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, schema)
         urgent = None
         if offer.urgent is not None:
@@ -330,6 +356,47 @@ def _compile_offers(
         if rule is not None:
             offers[offer.id] = CompiledOffer(offer, rule, camp, scoring, lo, hi, urgent)
     return offers
+
+
+_NO_SALES_USE = (
+    "{what} may not read security.*: what the identity-theft guard finds serves the "
+    "customer's security alone and is never used to sell (docs/guard.md); a service "
+    "message may read it"
+)
+_GUARD_OFF = (
+    "security.* reads the identity-theft guard, which is off: add a security section "
+    "(docs/catalog.md)"
+)
+
+
+def _reads_security(source: str) -> bool:
+    """``source`` reads the ``security`` root (a rule that does not parse: no; its parse
+    error is reported where it is compiled)."""
+    return _SECURITY in needs_of(source, RULE_ROOTS)
+
+
+def _check_security(sections: _Sections, smap: SourceMap, problems: list[CatalogProblem]) -> None:
+    """The security section's sensitive kinds: unique, each matching something."""
+    security = sections.singles.get("security")
+    if security is None:
+        return
+    seen: dict[str, int] = {}
+    for i, kind in enumerate(security.sensitive):
+        path = f"$.security.sensitive[{i}]"
+        if kind.kind in seen:
+            first = seen[kind.kind]
+            problems.append(
+                smap.problem(
+                    f"{path}.kind",
+                    f"duplicate kind {kind.kind!r} (first at $.security.sensitive[{first}])",
+                )
+            )
+            continue
+        seen[kind.kind] = i
+        if not kind.url_patterns and not kind.events:
+            problems.append(
+                smap.problem(path, "names no url_patterns and no events: it matches nothing")
+            )
 
 
 def _check_placements(
@@ -507,6 +574,9 @@ def _warnings(
     found: list[tuple[str, str]] = []
     for i, topic in enumerate(sections.topics):
         found += topic_warnings(f"$.topics[{i}]", topic)
+    security = sections.singles.get("security")
+    if security is not None:
+        found += security_warnings("$.security", security)
     profile = sections.singles.get("profile", ProfileSettings())
     vocabulary = event_vocabulary(sections.topics, profile.event_weights)
     for path, offer in sections.offers:

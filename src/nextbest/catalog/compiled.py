@@ -30,6 +30,7 @@ from nextbest.catalog.model import (
 )
 from nextbest.errors import CatalogProblem
 from nextbest.events.model import Event
+from nextbest.guard.watch import Guard, SensitiveKind
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.kpis import KpiWatch, kpi_key
 from nextbest.profile.topics import TopicMatcher
@@ -266,6 +267,8 @@ class Catalog:
         }
         self.callbacks = spec.callbacks
         p = spec.profile
+        #: the identity-theft guard (the ``security`` section), None without it
+        self.guard = _guard(spec)
         self.fold_config = FoldConfig(
             page_weight=p.page_weight,
             track_weight=p.track_weight,
@@ -274,6 +277,7 @@ class Catalog:
             # an advisor card's feedback is kept like an offer's: the contact policy caps it
             offer_ids=frozenset(offers) | self.card_ids,
             kpi_events=_kpi_events(self.kpis),
+            watch=self.guard,
         )
         self.segments = segments
         self.offers = offers
@@ -310,6 +314,21 @@ class Catalog:
     @property
     def version(self) -> str:
         return f"{self.spec.version}+{self.digest[:12]}"
+
+
+def _guard(spec: CatalogSpec) -> Guard | None:
+    """The identity-theft guard of the catalog's ``security`` section, if any."""
+    security = spec.security
+    if security is None:
+        return None
+    return Guard(
+        [SensitiveKind(k.kind, k.url_patterns, k.events) for k in security.sensitive],
+        threshold=security.threshold,
+        session_timeout=spec.profile.session_timeout_minutes * 60.0,
+        min_sessions=security.min_sessions,
+        alerts=security.alerts,
+        alert_destination=security.alert_destination,
+    )
 
 
 def _kpi_events(kpis: dict[str, list[CompiledKpi]]) -> dict[str, tuple[KpiWatch, ...]]:

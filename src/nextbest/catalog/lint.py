@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 
-from nextbest.catalog.model import CampaignSpec, OfferSpec
+from nextbest.catalog.model import CampaignSpec, OfferSpec, SecuritySpec
 from nextbest.catalog.when import parse_when
 from nextbest.events.names import KNOWN_EVENTS
 from nextbest.profile.topics import TopicSpec, pattern_problem
@@ -28,6 +28,7 @@ __all__ = [
     "event_vocabulary",
     "kpi_warning",
     "schedule_warnings",
+    "security_warnings",
     "topic_warnings",
     "when_text",
 ]
@@ -106,6 +107,17 @@ def topic_warnings(path: str, topic: TopicSpec) -> list[Finding]:
                         "name counts as interest",
                     )
                 )
+    return out
+
+
+def security_warnings(path: str, security: SecuritySpec) -> list[Finding]:
+    """A sensitive kind's URL pattern that can match no page (or matches every page)."""
+    out: list[Finding] = []
+    for i, kind in enumerate(security.sensitive):
+        for j, pattern in enumerate(kind.url_patterns):
+            reason = pattern_problem(pattern)
+            if reason is not None:
+                out.append((f"{path}.sensitive[{i}].url_patterns[{j}]", reason))
     return out
 
 

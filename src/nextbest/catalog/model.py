@@ -43,7 +43,9 @@ __all__ = [
     "Policy",
     "ProfileSettings",
     "ScoringSpec",
+    "SecuritySpec",
     "SegmentSpec",
+    "SensitiveSpec",
     "Softmax",
     "Thompson",
     "TopicSpec",
@@ -510,6 +512,57 @@ class ProfileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     feedback: FeedbackTrust = FeedbackTrust()
 
 
+class SensitiveSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One kind of sensitive page or event the identity-theft guard watches for: where a
+    fraudster who took over an account goes (a new payee, higher limits, new contact
+    details so the bank's calls reach them)."""
+
+    kind: Id
+    #: page paths, as globs (a topic's ``url_patterns``: ``*payee*``)
+    url_patterns: list[str] = []
+    #: track event names (``Payee Added``)
+    events: list[str] = []
+
+
+def _default_sensitive() -> list[SensitiveSpec]:
+    """The example bank's sensitive pages and events; the globs match most banks' paths."""
+    return [
+        SensitiveSpec(
+            kind="payee",
+            url_patterns=["*payee*", "*beneficiar*", "*/transfers/new-recipient*"],
+            events=["Payee Added", "Beneficiary Added"],
+        ),
+        SensitiveSpec(
+            kind="limit",
+            url_patterns=["*/limits*", "*-limit*"],
+            events=["Limit Changed"],
+        ),
+        SensitiveSpec(
+            kind="contact",
+            url_patterns=["*contact-details*", "*/settings/phone*", "*/settings/email*"],
+            events=["Contact Details Changed"],
+        ),
+    ]
+
+
+class SecuritySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The identity-theft guard (``guard/``, docs/guard.md): a behavioural baseline per
+    customer and a risk per session. A session whose risk reaches ``threshold`` is flagged:
+    commercial offers are suppressed for it, service messages may read ``security.*`` (a
+    "Was this you?" message), and one alert goes to the bank's fraud channel. The guard is
+    on when the catalog has this section."""
+
+    sensitive: list[SensitiveSpec] = msgspec.field(default_factory=_default_sensitive)
+    #: the risk (0-1) at which a session is flagged
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.9
+    #: learned sessions before the guard judges a customer (a new customer's devices are
+    #: all new)
+    min_sessions: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 3
+    #: send an alert per flagged session to the webhook ``alert_destination``
+    alerts: bool = True
+    alert_destination: Id = "fraud"
+
+
 class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     version: str = "1"
     topics: list[TopicSpec] = []
@@ -523,3 +576,5 @@ class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     scoring: ScoringSpec = ScoringSpec()
     profile: ProfileSettings = ProfileSettings()
     holdout_share: Share = 0.0
+    #: the identity-theft guard; off without the section
+    security: SecuritySpec | None = None

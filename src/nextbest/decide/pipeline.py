@@ -1,7 +1,8 @@
 """The decision pipeline. Pure: profile, catalog and ``now`` in, a Decision out.
 
 A placement of kind ``advisor`` shows one advisor card instead of offers (``_advisor_decision``
-below; the card itself is ``advisors.card``'s): consent (``advisors.card.may_contact``), then
+below; the card itself is ``advisors.card``'s): none in a session the identity-theft guard
+flagged, consent (``advisors.card.may_contact``), then
 the contact policy on each live topic's card (``advisor:<topic>``): on the page already ->
 universal holdout -> product already owned -> the per-card cap and rests (as for an offer).
 Which advisors are free is the ``board`` passed in (none: nobody can call now, so the card
@@ -10,13 +11,15 @@ offers "call me later" and "pick a time" with the next free slots).
 For offers, ``decide`` is a list of named steps, in this order:
 
 1. placement and limit: the placement exists and the limit fits its slots;
-2. consent and holdout: personalization and marketing consent, the universal holdout;
+2. consent, holdout and the guard: personalization and marketing consent, the universal
+   holdout, whether the identity-theft guard flagged the live session (``guard/``);
 3. rule environment: the rule variables the catalog's rules read, the segments;
 4. candidate filtering, each offer of the placement in turn (``Catalog.by_placement``: the
    offers with content for its channel, of a kind it allows, and, for an offer limited to
    some placements by its ``placements``, this one among them; no other offer is looked at),
    the first filter that holds excludes it: on the page already -> out of schedule ->
-   (commercial offers) no marketing consent -> universal holdout -> product already owned ->
+   (commercial offers) the session flagged by the guard -> no marketing consent -> universal
+   holdout -> product already owned ->
    (all but urgent service messages) contact caps and rests -> (commercial offers) daily
    fatigue -> faded interest -> eligibility rule (false, or an error); a service message is
    urgent while its trigger (``urgent`` in the catalog) holds;
@@ -28,7 +31,8 @@ For offers, ``decide`` is a list of named steps, in this order:
    order and its exploration draw, seeded by the decision id; else the engine's order);
 8. choose: the chooser picks up to ``limit`` items from the pool (default: the top ones);
 9. items and reasons; slots left empty take the placement's fallback content (not on the
-   page already, live, commercial only with marketing consent and outside the holdout);
+   page already, live, commercial only with marketing consent, outside the holdout and
+   not in a flagged session);
 10. the decision, with the features its scores were computed from.
 
 Scores, order and the contact policy are ``decide.ranking``'s, shared with offline evaluation
@@ -100,6 +104,9 @@ def without_behaviour(profile: Profile) -> Profile:
         balance=profile.balance,
         overdrawn=profile.overdrawn,
         funnel=profile.funnel,
+        # the security purpose needs no consent (legitimate interest): the guard's findings
+        # reach service messages (``security``) whatever personalization says
+        guard=profile.guard,
     )
 
 
@@ -159,7 +166,7 @@ def decide(
     are the module docstring's, in its order. An advisor placement shows an advisor card
     instead, from ``board`` (who can call now, what is booked)."""
     placement, limit = _placement_and_limit(catalog, request)
-    audience = _audience(catalog, profile)
+    audience = _audience(catalog, profile, now)
     if placement.kind is PlacementKind.ADVISOR:
         return _advisor_decision(
             catalog, profile, request, now, decision_id, placement, audience, board
@@ -227,14 +234,19 @@ class _Audience(msgspec.Struct, frozen=True, gc=False):
     personalized: bool
     marketing: bool
     in_holdout: bool
+    #: the identity-theft guard flagged the customer's live session: nothing is sold to it
+    flagged: bool = False
 
 
-def _audience(catalog: Catalog, profile: Profile) -> _Audience:
+def _audience(catalog: Catalog, profile: Profile, now: float) -> _Audience:
     holdout = catalog.spec.holdout_share
+    guard = profile.guard
+    session = guard.live_session(now) if guard is not None else None
     return _Audience(
         personalized=_consented(profile, catalog, "personalization"),
         marketing=_consented(profile, catalog, "marketing"),
         in_holdout=holdout > 0 and bucket(profile.experiment_key, HOLDOUT_SALT) < holdout,
+        flagged=session is not None and session.flagged,
     )
 
 
@@ -303,6 +315,8 @@ class _Filters(msgspec.Struct, frozen=True, gc=False):
         policy = self.catalog.policy
         marketing = ranking.marketing(offer)
         if marketing:
+            if self.audience.flagged:
+                return Suppression.SECURITY
             if not self.audience.marketing:
                 return Suppression.NO_CONSENT
             if self.audience.in_holdout:
@@ -487,7 +501,8 @@ def _fallback_available(
 ) -> list[str]:
     """The placement's fallback content that may be shown to ``profile`` now, in its order:
     not on the page already, live, never to a campaign's control arm, and marketing only
-    with consent, outside the holdout and not for a product the customer owns."""
+    with consent, outside the holdout, not in a session the guard flagged and not for a
+    product the customer owns."""
     out: list[str] = []
     owned: set[str] | None = None
     for oid in placement.fallback:
@@ -497,7 +512,12 @@ def _fallback_available(
         if ranking.marketing(offer):
             if owned is None:
                 owned = _owned_topics(profile, catalog)
-            if not audience.marketing or audience.in_holdout or offer.topic in owned:
+            if (
+                audience.flagged
+                or not audience.marketing
+                or audience.in_holdout
+                or offer.topic in owned
+            ):
                 continue
         if not _in_control(offer, profile.experiment_key):
             out.append(oid)
@@ -600,7 +620,9 @@ def _advisor_decision(
     live = live_topics(catalog, profile, now) if audience.personalized else []
     excluded: list[Excluded] = []
     card: AdvisorCard | None = None
-    if live and not may_contact(catalog, profile):
+    if live and audience.flagged:  # an invitation to talk about a product is sales
+        excluded = [Excluded(advisor_card_id(t.topic), Suppression.SECURITY) for t in live]
+    elif live and not may_contact(catalog, profile):
         excluded = [Excluded(advisor_card_id(t.topic), Suppression.NO_CONSENT) for t in live]
     elif live:
         held = _held_cards(catalog, profile, request, now, audience, [t.topic for t in live])

@@ -38,6 +38,9 @@ class Suppression(enum.StrEnum):
     ON_PAGE = "already_on_page"
     #: an advisor card's topic: no expert can call now, and none has a free slot
     NO_ADVISOR = "no_advisor"
+    #: a commercial offer, while the identity-theft guard has flagged the session (it may
+    #: not be the customer: nothing is sold to it)
+    SECURITY = "security_flagged"
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):

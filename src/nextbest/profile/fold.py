@@ -6,7 +6,7 @@ and ``nextbest replay`` rebuilds every profile from it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -25,7 +25,7 @@ from nextbest.profile.model import (
 from nextbest.profile.topics import TopicMatcher
 from nextbest.profile.windows import DAY, add_hit
 
-__all__ = ["CONSENT_PURPOSES", "FoldConfig", "fold"]
+__all__ = ["CONSENT_PURPOSES", "FoldConfig", "Watcher", "fold"]
 
 #: the purposes a customer may consent to; ``advisor_contact``: being invited to a call with
 #: an advisor (the advisor card; unset, it follows ``marketing``: ``advisors.card``)
@@ -46,6 +46,14 @@ _PROMOTION: dict[str, str] = {
 }
 
 
+class Watcher(Protocol):
+    """What else folds each event into a profile, after the profile's own fold: the
+    identity-theft guard (``guard.watch.Guard``). Equal watchers fold alike (``folds_alike``
+    compares fold settings across catalog reloads)."""
+
+    def observe(self, profile: Profile, event: Event) -> None: ...
+
+
 class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Knobs of the fold; they come from the catalog's ``profile`` section."""
 
@@ -60,6 +68,8 @@ class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
     offer_ids: frozenset[str] = frozenset()
     #: event name -> the campaign KPIs of that event whose windows are kept (``kpis``)
     kpi_events: dict[str, tuple[KpiWatch, ...]] = {}
+    #: the identity-theft guard (the catalog's ``security`` section), if any
+    watch: Watcher | None = None
 
 
 def _interest(profile: Profile, topic: str, when: float, weight: float, half_life: float) -> None:
@@ -217,4 +227,6 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
     profile.recent.append(RecentEvent(when, kind.value, event.name, topics))
     if len(profile.recent) > cfg.recent_size:
         del profile.recent[0]
+    if cfg.watch is not None:
+        cfg.watch.observe(profile, event)
     return topics

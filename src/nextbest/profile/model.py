@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from nextbest.profile.baseline import GuardState
+
 __all__ = [
     "FunnelStage",
     "OfferHistory",
@@ -108,6 +110,10 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     #: experiment's pre-exposure covariate reads; None until the first (most profiles never
     #: send one: no dict to hold in memory for them)
     kpis: dict[str, list[tuple[float, float]]] | None = None
+    #: the identity-theft guard's baseline and watched session (``profile.baseline``,
+    #: ``guard.watch``); None for anonymous visitors and when the catalog has no
+    #: ``security`` section. Read for security alone: never by a model or a sales rule
+    guard: GuardState | None = None
 
     @property
     def experiment_key(self) -> str:

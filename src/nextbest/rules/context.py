@@ -1,5 +1,8 @@
 """The variables a rule sees: ``profile``, ``interest``, ``products``, ``traits``, ``offers``,
-``segments``, ``context`` and ``now``, computed from a profile as of ``now``.
+``segments``, ``context``, ``now`` and ``security``, computed from a profile as of ``now``.
+
+``security`` is what the identity-theft guard found in the customer's live session
+(``security_view``); the catalog lets only service messages read it (``catalog.compile``).
 
 Every catalog topic is present under ``interest`` (zeros when never seen), so rules such as
 ``interest.mortgage.count_14d >= 5`` never fail on a missing key.
@@ -29,10 +32,21 @@ __all__ = [
     "lifecycle_of",
     "offer_view",
     "rule_variables",
+    "security_view",
 ]
 
 RULE_ROOTS = frozenset(
-    {"profile", "interest", "products", "traits", "offers", "segments", "context", "now"}
+    {
+        "profile",
+        "interest",
+        "products",
+        "traits",
+        "offers",
+        "segments",
+        "context",
+        "now",
+        "security",
+    }
 )
 _EMPTY = TopicInterest()
 _NO_HISTORY = OfferHistory()
@@ -145,6 +159,16 @@ def offer_view(h: OfferHistory, now: float) -> dict[str, Any]:
     }
 
 
+def security_view(profile: Profile, now: float) -> dict[str, Any]:
+    """``security``: the risk (0-1) of the customer's live session, whether the guard
+    flagged it, and the signals it found; 0, false and none without a live session."""
+    guard = profile.guard
+    s = guard.live_session(now) if guard is not None else None
+    if s is None:
+        return {"risk": 0.0, "flagged": False, "signals": []}
+    return {"risk": s.risk, "flagged": s.flagged, "signals": [x.value for x in s.signals]}
+
+
 def rule_variables(
     profile: Profile,
     topics: dict[str, TopicSpec],
@@ -198,4 +222,5 @@ def rule_variables(
             "month": moment.month,
             "year": moment.year,
         },
+        "security": security_view(profile, now),
     }

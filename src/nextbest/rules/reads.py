@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import cel
 
+from nextbest.profile.baseline import SessionWatch
 from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
@@ -36,12 +37,21 @@ from nextbest.rules.context import (
     interest_view,
     lifecycle_of,
     offer_view,
+    security_view,
 )
 from nextbest.rules.evaluation import Evaluation, Fallback, LazyEvaluation, RulePlan
 from nextbest.rules.expression import Rule
 from nextbest.rules.parse import parse
 
-__all__ = ["INTEREST_FIELDS", "OFFER_FIELDS", "PROFILE_FIELDS", "Need", "RuleReads", "needs_of"]
+__all__ = [
+    "INTEREST_FIELDS",
+    "OFFER_FIELDS",
+    "PROFILE_FIELDS",
+    "SECURITY_FIELDS",
+    "Need",
+    "RuleReads",
+    "needs_of",
+]
 
 #: what a path needs below it: field name -> deeper need, or None for the whole value
 Need = dict[str, "Need"] | None
@@ -330,6 +340,34 @@ PROFILE_FIELDS: dict[str, Callable[[Profile, float], Any]] = {
 }
 
 
+def _live(p: Profile, now: float) -> SessionWatch | None:
+    guard = p.guard
+    return guard.live_session(now) if guard is not None else None
+
+
+def _risk(p: Profile, now: float) -> float:
+    s = _live(p, now)
+    return s.risk if s is not None else 0.0
+
+
+def _flagged(p: Profile, now: float) -> bool:
+    s = _live(p, now)
+    return s is not None and s.flagged
+
+
+def _signals(p: Profile, now: float) -> list[str]:
+    s = _live(p, now)
+    return [x.value for x in s.signals] if s is not None else []
+
+
+#: each field of ``security_view``, computed on its own
+SECURITY_FIELDS: dict[str, Callable[[Profile, float], Any]] = {
+    "risk": _risk,
+    "flagged": _flagged,
+    "signals": _signals,
+}
+
+
 def _narrow(value: Any, need: Need) -> Any:
     """The part of ``value`` that ``need`` names (a key absent stays absent)."""
     if need is None or not isinstance(value, dict):
@@ -464,6 +502,8 @@ def _builder(root: str, need: Need, named: frozenset[str]) -> _Build:
         return lambda p, topics, now, ctx: _narrow(ctx, need)
     if root == "now":
         return lambda p, topics, now, ctx: _narrow(_now_view(now), need)
+    if root == "security":
+        return lambda p, topics, now, ctx: _narrow(security_view(p, now), need)
     raise ValueError(f"no builder for root {root!r}")
 
 
@@ -525,6 +565,11 @@ def _flat_builder(path: tuple[str, ...], named: frozenset[str]) -> _Build:
         return lambda p, topics, now, ctx: _resolve(ctx, below)
     if root == "now":
         return lambda p, topics, now, ctx: _resolve(_now_view(now), below)
+    if root == "security":
+        sfn = SECURITY_FIELDS.get(first)
+        if sfn is None or rest:
+            return lambda p, topics, now, ctx: _MISSING  # scalars and a list: no fields
+        return lambda p, topics, now, ctx: sfn(p, now)
     return lambda p, topics, now, ctx: _MISSING  # products is a list: it has no fields
 
 

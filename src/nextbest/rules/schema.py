@@ -17,11 +17,12 @@ import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from nextbest.profile.baseline import Signal
 from nextbest.profile.fold import CONSENT_PURPOSES
 from nextbest.profile.interest import Trend
 from nextbest.profile.model import FunnelStage
 from nextbest.rules.context import ENGAGEMENTS, LIFECYCLES, RULE_ROOTS
-from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS
+from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS, SECURITY_FIELDS
 
 __all__ = [
     "BOOL",
@@ -32,6 +33,7 @@ __all__ = [
     "INT",
     "NOW_FIELDS",
     "NULL",
+    "SECURITY_TYPES",
     "STRING",
     "TIMESTAMP",
     "Kind",
@@ -153,6 +155,16 @@ NOW_FIELDS: dict[str, RuleType] = {
 }
 
 
+#: ``security``: what the identity-theft guard found in the live session (service messages
+#: only: ``catalog.compile``)
+SECURITY_TYPES: dict[str, RuleType] = {
+    "risk": DOUBLE,
+    "flagged": BOOL,
+    "signals": list_of(_one_of([s.value for s in Signal])),
+}
+assert set(SECURITY_TYPES) == set(SECURITY_FIELDS), "every security field has a type"
+
+
 def _interest_type(field: str) -> RuleType:
     return INT if field.startswith("count_") else _INTEREST_TYPES[field]
 
@@ -175,6 +187,7 @@ def rule_schema(
         "segments": record(dict.fromkeys(segments, BOOL), catalog=True),
         "context": map_of(DYN),
         "now": record(NOW_FIELDS),
+        "security": record(SECURITY_TYPES),
     }
     assert set(schema) == RULE_ROOTS, "every root rules may use has a type"
     return schema

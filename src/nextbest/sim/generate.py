@@ -15,6 +15,7 @@ import orjson
 
 from nextbest.sim.population import PopulationParams, make_population
 from nextbest.sim.response import ResponseModel
+from nextbest.sim.takeover import TakeoverLife, TakeoverParams
 from nextbest.sim.world import CustomerSim, messages_of
 from nextbest.sim.worlds import DEFAULT_WORLD, world_named, world_response
 
@@ -32,13 +33,26 @@ def generate_lines(
     params: PopulationParams | None = None,
     response: ResponseModel | None = None,
     world: str = DEFAULT_WORLD,
+    takeovers: TakeoverParams | None = None,
 ) -> Iterator[bytes]:
     """One NDJSON line (with its newline) per Segment-spec message, in time order, of the
-    customers of ``world`` (``params`` and ``response`` override the world's)."""
+    customers of ``world`` (``params`` and ``response`` override the world's); with
+    ``takeovers``, their devices and habits and some account takeovers (``sim.takeover``)."""
     lives = world_named(world)
     model = response or world_response(lives)
     people = make_population(seed, customers, start, params or lives.population)
-    sims = [CustomerSim(c, seed, start, model, lives.need_rate, lives.life_events) for c in people]
+    sims = [
+        CustomerSim(
+            c,
+            seed,
+            start,
+            model,
+            lives.need_rate,
+            lives.life_events,
+            None if takeovers is None else TakeoverLife(c, seed, days, takeovers),
+        )
+        for c in people
+    ]
     dumps = orjson.dumps
     for day in messages_of(sims, days):
         for _, message in day:

@@ -24,6 +24,7 @@ from nextbest.sim.needs import (
 from nextbest.sim.population import Customer
 from nextbest.sim.response import ResponseModel
 from nextbest.sim.site import CALCULATORS, GENERAL_PAGES, PRODUCT_OF, SEARCHES, TOPIC_PAGES
+from nextbest.sim.takeover import TakeoverLife
 
 __all__ = ["DAY", "CustomerSim", "Message"]
 
@@ -116,11 +117,14 @@ class CustomerSim:
         response: ResponseModel,
         need_rate: float = 1.0,
         life_events: LifeEvents | None = None,
+        takeovers: TakeoverLife | None = None,
     ):
         """``need_rate`` scales every random life event's hazard (1: the defaults): a world
         where needs are rarer or more common, to judge a strategy under both.
         ``life_events``: the world's table of life events (default ``LIFE_EVENTS``); kinds
-        beyond the default ones are drawn after them, so the default draws stay aligned."""
+        beyond the default ones are drawn after them, so the default draws stay aligned.
+        ``takeovers``: the customer's devices, habits and takeover (``sim.takeover``: off
+        unless given; it rewrites each day's visits after the world's own draws)."""
         self.c = customer
         self.seed = seed
         self.need_rate = need_rate
@@ -140,6 +144,7 @@ class CustomerSim:
         self.overdrawn = self.balance < 0
         self.identified = False
         self.pending: list[tuple[int, str, str]] = []  # (day, event name, product)
+        self.takeovers = takeovers
         self._past_needs()
 
     # ------------------------------------------------------------------ helpers
@@ -263,6 +268,8 @@ class CustomerSim:
         sessions = _poisson(rng, c.sessions_per_week / 7.0 * (1.0 + 1.5 * total))
         for _ in range(sessions):
             self._session(d, base, strengths, out)
+        if self.takeovers is not None:
+            self.takeovers.day(d, base, out, self.identified)
         return out
 
     def _money(self, d: int, today: date, base: float, out: list[Message]) -> None:
