@@ -196,6 +196,7 @@ def test_kill_9_under_load_loses_no_acknowledged_event_and_folds_none_twice(
             assert all(counts.get(m) == 1 for m in acked)  # none lost, none twice
             for user, n in per_user(env["NEXTBEST_DATA"]).items():
                 r = httpx.get(f"{apis[0].url}/v1/profiles/{user}", auth=SERVER, timeout=5)
+                assert r.status_code == 200, (user, r.text)
                 assert r.json()["profile"]["event_count"] == n, user  # folded once each
         finally:
             for w in [*apis, fold]:
