@@ -7,18 +7,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from nextbest.bus.port import BusMessage, Delivery, Published
+from nextbest.bus.port import LEARNING, BusMessage, Delivery, Published
 from nextbest.errors import StoreError
 
 __all__ = ["MemoryBus"]
 
 
 class _Consumer:
-    def __init__(self, after: int) -> None:
+    def __init__(self, after: int, partition: int | None) -> None:
         #: the next stream sequence never delivered yet
         self.next = after + 1
         #: delivered, not acknowledged: seq -> (redeliver at, times delivered)
         self.unacked: dict[int, tuple[float, int]] = {}
+        #: the one partition it delivers (or ``LEARNING``); None: every partition
+        self.partition = partition
+
+    def wants(self, m: BusMessage) -> bool:
+        if self.partition is None:
+            return m.partition != LEARNING
+        return m.partition == self.partition
 
 
 class MemoryBus:
@@ -52,7 +59,7 @@ class MemoryBus:
             self._check_open()
             now = self._clock()
             for m in messages:
-                if not 0 <= m.partition < self.partitions:
+                if not 0 <= m.partition < self.partitions and m.partition != LEARNING:
                     raise StoreError(f"no partition {m.partition} (the bus has {self.partitions})")
                 seen = self._seen.get(m.message_id)
                 if seen is not None and now - seen[1] < self.duplicate_window:
@@ -65,10 +72,10 @@ class MemoryBus:
             self._changed.notify_all()
         return out
 
-    def consume(self, consumer: str, after: int) -> None:
+    def consume(self, consumer: str, after: int, partition: int | None = None) -> None:
         with self._changed:
             self._check_open()
-            self._consumers[consumer] = _Consumer(after)
+            self._consumers[consumer] = _Consumer(after, partition)
 
     def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
@@ -76,6 +83,21 @@ class MemoryBus:
             while True:
                 self._check_open()
                 got = self._take(self._consumer(consumer), max_messages)
+                left = deadline - time.monotonic()
+                if got or left <= 0:
+                    return got
+                self._changed.wait(min(left, 0.01))
+
+    def fetch_any(self, consumers: Sequence[str], max_messages: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while True:
+                self._check_open()
+                got: list[Delivery] = []
+                for name in consumers:
+                    got += self._take(self._consumer(name), max_messages - len(got))
+                    if len(got) >= max_messages:
+                        break
                 left = deadline - time.monotonic()
                 if got or left <= 0:
                     return got
@@ -89,7 +111,8 @@ class MemoryBus:
                 return out
             out.append(self._deliver(c, seq, now))
         while len(out) < max_messages and c.next <= len(self._messages):
-            out.append(self._deliver(c, c.next, now))
+            if c.wants(self._messages[c.next - 1]):
+                out.append(self._deliver(c, c.next, now))
             c.next += 1
         return out
 
@@ -97,7 +120,7 @@ class MemoryBus:
         times = c.unacked.get(seq, (0.0, 0))[1] + 1
         c.unacked[seq] = (now + self.ack_wait, times)
         m = self._messages[seq - 1]
-        return Delivery(seq, m.partition, m.message_id, m.body, times)
+        return Delivery(seq, m.partition, m.message_id, m.body, times, m.kind)
 
     def ack(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         with self._changed:
@@ -109,7 +132,8 @@ class MemoryBus:
     def pending(self, consumer: str) -> int:
         with self._changed:
             c = self._consumer(consumer)
-            return len(self._messages) - c.next + 1 + len(c.unacked)
+            ahead = sum(c.wants(m) for m in self._messages[c.next - 1 :])
+            return ahead + len(c.unacked)
 
     def last_seq(self) -> int:
         with self._changed:

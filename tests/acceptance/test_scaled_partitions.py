@@ -1,0 +1,317 @@
+"""Several fold workers in one process (issue #17, "fold workers own partitions"): two
+``PartitionedFold`` workers each owning half of the bus's partitions and an API worker, over
+the in-memory bus and logs, the live state on a real Redis (skipped with the reason when
+absent). A customer browsing anonymously on one worker's partition and logging in on the
+other's ends with one profile; events racing the stitch are forwarded; a worker "killed"
+anywhere in its step (its object dropped, a new one started on its partitions) loses and
+doubles nothing; the profiles and links in Redis always equal what the embedded engine
+folds from the same event log."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import pytest
+
+from nextbest.api_worker import ApiWorker
+from nextbest.bus import MemoryBus
+from nextbest.catalog.compiled import Catalog
+from nextbest.clock import FixedClock
+from nextbest.decide import DecisionRequest
+from nextbest.engine import Engine, IngestRequest
+from nextbest.errors import StoreUnavailable
+from nextbest.guard.senders import KeyKind, Sender
+from nextbest.partitioned_fold import PartitionedFold, consumer_name
+from nextbest.profile.book import PROFILE_ROW
+from nextbest.profile.identity import ANON_PREFIX, LinkKind
+from nextbest.routing import home
+from nextbest.store import memory_stores
+from nextbest.store.memory import MemoryEventLog, MemoryStateStore
+from nextbest.store.redis import RedisState
+from tests.support import T0, batch, identify, page, track
+
+REDIS = os.environ.get("NEXTBEST_TEST_REDIS_PARTITIONS", "redis://127.0.0.1:6379/12")
+NAMESPACE = "nextbest-parts"
+MORTGAGE = "https://bank.example/mortgages/rates"
+SAVINGS = "https://bank.example/savings"
+SERVER = Sender(KeyKind.SERVER)
+PARTITIONS = 4
+HALVES = ([0, 1], [2, 3])
+
+
+def homed(prefix: str, half: int, anonymous: bool = False) -> str:
+    """The first id ``prefix<N>`` whose customer is homed on ``HALVES[half]``."""
+    for n in itertools.count():
+        key = f"{prefix}{n}"
+        if home(ANON_PREFIX + key if anonymous else key, PARTITIONS) in HALVES[half]:
+            return key
+    raise AssertionError
+
+
+class Process:
+    """One process's own handle on a shared object (its methods can fail on their own)."""
+
+    def __init__(self, shared: object) -> None:
+        self._shared = shared
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shared, name)
+
+
+class Cluster:
+    """Two fold workers (each a half of the partitions) and an API worker."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.clock = FixedClock(T0)
+        self.bus = MemoryBus(PARTITIONS, ack_wait=60.0)
+        self.logs = memory_stores()
+        self.reads = RedisState(REDIS, NAMESPACE, timeout=2.0)
+        self.states: list[RedisState] = []
+        self.folds = [self.start(0), self.start(1)]
+        self.api = ApiWorker(catalog, self.logs, self.reads, self.reads, self.bus, self.clock)
+
+    def start(self, half: int) -> PartitionedFold:
+        """A fold worker of ``HALVES[half]``: a restart after a kill -9 when one ran."""
+        state = RedisState(REDIS, NAMESPACE, timeout=2.0)
+        self.states.append(state)
+        log = self.logs.events
+        assert isinstance(log, MemoryEventLog)
+        bus, writer = Process(self.bus), Process(log)
+        return PartitionedFold(
+            self.catalog,
+            bus,  # type: ignore[arg-type]
+            state,
+            log,
+            writer,  # type: ignore[arg-type]
+            HALVES[half],
+            wait=0.0,
+        )
+
+    def send(self, *messages: dict[str, Any]) -> None:
+        parsed = self.api.read_batch(batch(*messages))
+        self.api.accept(IngestRequest(SERVER, parsed, "$.batch"))
+
+    def settle(self, rounds: int = 50) -> None:
+        """Step both workers until every partition is folded, logged and acknowledged."""
+        for _ in range(rounds):
+            for fold in self.folds:
+                fold.step()
+            if all(
+                self.bus.pending(consumer_name(p)) == 0 for half in HALVES for p in half
+            ) and not any(f._restart_pending or f._staged for f in self.folds):
+                return
+        raise AssertionError("the fold workers did not settle")
+
+    def saved(self) -> tuple[dict[str, bytes], dict[tuple[str, str], str]]:
+        """Every profile (msgpack) and identity link saved in Redis."""
+        loaded = self.reads.load_state()
+        assert loaded is not None
+        profiles: dict[str, bytes] = {}
+        links: dict[tuple[str, str], str] = {}
+        for row in loaded.rows:
+            if row.body is None:
+                continue
+            if row.kind == PROFILE_ROW:
+                profiles[row.key] = row.body
+            elif row.kind in (LinkKind.ANON.value, LinkKind.ALIAS.value):
+                links[row.kind, row.key] = row.body.decode()
+        return profiles, links
+
+    def replayed(self) -> tuple[dict[str, bytes], dict[tuple[str, str], str]]:
+        """What the embedded engine folds from the same event log, in seq order."""
+        stores = self.logs._replace(state=MemoryStateStore(), close=lambda: None)
+        engine = Engine(self.catalog, stores, FixedClock(T0))
+        enc = msgspec.msgpack.encode
+        profiles = {p.customer_id: enc(p) for p in engine.profiles()}
+        identity = engine._book.identity
+        links = {(LinkKind.ANON.value, a): u for a, u in identity.anon_to_user.items()}
+        links.update({(LinkKind.ALIAS.value, a): u for a, u in identity.alias_to_user.items()})
+        return profiles, links
+
+    def assert_as_replayed(self) -> None:
+        saved, replayed = self.saved(), self.replayed()
+        assert sorted(saved[0]) == sorted(replayed[0])
+        differing = [k for k in saved[0] if saved[0][k] != replayed[0][k]]
+        assert not differing, differing
+        assert saved[1] == replayed[1]
+
+    def logged_ids(self) -> list[str]:
+        return [s.event.message_id for s in self.logs.events.scan()]
+
+    def close(self) -> None:
+        self.api.close()
+        for state in self.states:
+            state.close()
+
+
+@pytest.fixture
+def cluster(catalog: Catalog) -> Iterator[Cluster]:
+    try:
+        RedisState(REDIS, NAMESPACE, timeout=2.0).drop()
+    except StoreUnavailable as exc:
+        url = urlsplit(REDIS)
+        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
+    made = Cluster(catalog)
+    yield made
+    made.close()
+    made.reads.drop()
+
+
+def count(cluster: Cluster, user: str | None = None, anon: str | None = None) -> int:
+    profile, _, _ = cluster.api.live.read(user, anon, False)
+    return profile.event_count
+
+
+def test_the_halves_split_the_partitions_and_customers_stay_home(cluster: Cluster):
+    a, b = homed("left", 0), homed("right", 1)
+    cluster.send(*[page(MORTGAGE, user=u, at=T0 - 50 + n) for n in range(3) for u in (a, b)])
+    cluster.settle()
+    assert count(cluster, a) == count(cluster, b) == 3
+    assert cluster.folds[0].stats.events == cluster.folds[1].stats.events == 3
+    assert cluster.folds[0].stats.forwarded == cluster.folds[1].stats.forwarded == 0
+    seqs = [s.seq for s in cluster.logs.events.scan()]
+    assert seqs == list(range(1, 7))  # seq = the bus's stream sequence (base 0)
+    cluster.assert_as_replayed()
+
+
+def test_browsing_anonymously_on_one_half_then_logging_in_on_the_other(cluster: Cluster):
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(4)])
+    cluster.send(page(SAVINGS, user=user, at=T0 - 90))
+    cluster.settle()
+    assert count(cluster, anon=device) == 4
+    cluster.send(identify({"tier": "gold"}, user=user, anon=device, at=T0 - 80))
+    cluster.settle()
+    assert cluster.folds[0].stats.stitches == 1  # frozen where the device was homed
+    assert count(cluster, user) == 6  # its own page, the device's four, the login
+    assert count(cluster, anon=device) == 6  # the device now resolves to the customer
+    profile, _, _ = cluster.api.live.read(None, device, True)  # its anonymous part: gone
+    assert profile.event_count == 0
+    cluster.send(page(MORTGAGE, anon=device, at=T0 - 70), page(SAVINGS, user=user, at=T0 - 60))
+    cluster.settle()
+    assert count(cluster, user) == 8
+    assert cluster.folds[0].stats.forwarded == 0  # routed to the customer by the API
+    cluster.assert_as_replayed()
+    assert sorted(cluster.logged_ids()) == sorted(set(cluster.logged_ids()))
+
+
+def test_events_racing_the_login_are_forwarded_behind_it(cluster: Cluster):
+    """The device's events published after the login but before its link was visible land
+    on the device's partition: its worker forwards them behind the stitch."""
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(3)])
+    cluster.send(identify({}, user=user, anon=device, at=T0 - 90))
+    cluster.send(*[page(SAVINGS, anon=device, at=T0 - 80 + n) for n in range(2)])  # racing
+    cluster.settle()
+    assert cluster.folds[0].stats.forwarded == 2
+    assert count(cluster, user) == 6
+    cluster.assert_as_replayed()
+
+
+def test_read_your_writes_across_the_stitch(cluster: Cluster):
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(3)])
+    cluster.settle()
+    cluster.send(identify({}, user=user, anon=device, at=T0 - 90))
+    _, position, needed = cluster.api.live.read(user, None, False)
+    assert needed > position  # the login is not folded yet: a decision would wait
+    cluster.folds[0].step()  # frozen and sent on: the customer's worker has not folded it
+    _, position, needed = cluster.api.live.read(user, None, False)
+    assert needed > position  # still waiting: the mark now names the customer's partition
+    cluster.settle()
+    profile, position, needed = cluster.api.live.read(user, None, False)
+    assert needed <= position
+    assert profile.event_count == 4
+    decision = cluster.api.decide(DecisionRequest(placement="home_feed"), user_id=user)
+    assert decision.items
+
+
+def test_a_device_moved_to_another_customer_and_an_alias(cluster: Cluster):
+    device = homed("dev", 0, anonymous=True)
+    first, second = homed("cust", 1), homed("other", 0)
+    old, new = homed("old", 0), homed("new", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 200 + n) for n in range(2)])
+    cluster.send(identify({}, user=first, anon=device, at=T0 - 190))
+    cluster.send(page(SAVINGS, anon=device, at=T0 - 180))
+    cluster.settle()
+    cluster.send(identify({}, user=second, anon=device, at=T0 - 170))  # a shared tablet
+    cluster.send(page(MORTGAGE, anon=device, at=T0 - 160))
+    cluster.send(*[page(SAVINGS, user=old, at=T0 - 150 + n) for n in range(3)])
+    cluster.send(page(MORTGAGE, user=new, at=T0 - 140))
+    cluster.settle()
+    cluster.send(track("Account Merged", {}, user=new, previous_id=old, at=T0 - 130))
+    cluster.send(message_alias(old, new, T0 - 120))
+    cluster.send(page(MORTGAGE, user=old, at=T0 - 110))
+    cluster.settle()
+    cluster.assert_as_replayed()
+    assert count(cluster, new) == count(cluster, old)
+
+
+def message_alias(previous: str, user: str, at: float) -> dict[str, Any]:
+    from tests.support import message
+
+    return message("alias", previousId=previous, user=user, at=at)
+
+
+# ---------------------------------------------------------------- kill -9 anywhere
+class Crash(Exception):
+    """The process dies here."""
+
+
+def crash_at(target: object, name: str, when: Callable[[int], bool]) -> None:
+    """Make ``target.name`` raise ``Crash`` on the calls ``when`` picks (1 = the first)."""
+    real = getattr(target, name)
+    calls = itertools.count(1)
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        if when(next(calls)):
+            raise Crash(name)
+        return real(*args, **kwargs)
+
+    setattr(target, name, dying)
+
+
+CRASH_POINTS = [
+    (0, "state", "save_rows", 1),  # the device's worker: folded, nothing saved
+    (0, "state", "save_rows", 2),  # the first save done, the stitch's second not
+    (0, "bus", "publish", 1),  # logged, the stitch not published
+    (0, "log", "append_partitioned", 1),  # saved, nothing logged, the stitch held
+    (1, "state", "save_rows", 1),  # the customer's worker: merged, nothing saved
+    (1, "log", "append_partitioned", 1),  # merged and saved, not logged
+]
+
+
+def steps(cluster: Cluster, n: int) -> None:
+    for _ in range(n):
+        for fold in cluster.folds:
+            fold.step()
+
+
+@pytest.mark.parametrize(("half", "where", "name", "call"), CRASH_POINTS)
+def test_a_worker_killed_anywhere_in_a_stitch_loses_and_doubles_nothing(
+    cluster: Cluster, half: int, where: str, name: str, call: int
+):
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(3)])
+    cluster.send(page(MORTGAGE, user=user, at=T0 - 95))
+    cluster.settle()
+    dying = cluster.folds[half]
+    target = {"state": dying.state, "bus": dying.bus, "log": dying.writer}[where]
+    crash_at(target, name, lambda n: n == call)
+    cluster.send(identify({"tier": "gold"}, user=user, anon=device, at=T0 - 90))
+    cluster.send(page(SAVINGS, anon=device, at=T0 - 85))
+    with pytest.raises(Crash):
+        steps(cluster, 5)
+    cluster.folds[half] = cluster.start(half)  # restarted on the same partitions
+    cluster.send(page(MORTGAGE, anon=device, at=T0 - 80))
+    cluster.settle()
+    assert count(cluster, user) == 7
+    ids = cluster.logged_ids()
+    assert len(ids) == len(set(ids)) == 7
+    cluster.assert_as_replayed()
