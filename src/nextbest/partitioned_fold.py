@@ -65,7 +65,7 @@ from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.profile_cache import LINKED_ROW, Linked, ProfileCache
-from nextbest.routing import destination, home, joined, remote
+from nextbest.routing import destination, dissolved, home, joined, moved_links, remote
 from nextbest.store.port import EventLog, PartitionedLog, SharedState, StateRow, StoredEvent
 from nextbest.store.snapshot import FOLD_ROW, POSITION
 
@@ -112,23 +112,23 @@ def parse_partitions(text: str, partitions: int) -> list[int]:
 
 class Hop(msgspec.Struct, array_like=True, frozen=True):
     """A stitch on its way (a ``stitch`` message's body): the event, the customers it
-    dissolved so far, and the partition it comes from."""
+    dissolved so far, the partition it comes from, and the customers it claimed (released
+    by the fold that joins them)."""
 
     event: Event
     frozen: list[str]
     came_from: int
+    claimed: list[str] = []
 
 
 class _Out(msgspec.Struct, array_like=True):
-    """A message to publish, the write marks to raise to where it lands, and the links
-    whose position is its stream sequence (a stitch's last hop)."""
+    """A message to publish, and the write marks to raise to where it lands."""
 
     partition: int
     message_id: str
     body: bytes
     kind: str
     marks: list[str] = []
-    links: list[tuple[str, str]] = []
 
 
 class _PendingRow(msgspec.Struct, array_like=True):
@@ -143,7 +143,7 @@ _decode_event = msgspec.msgpack.Decoder(Event).decode
 _decode_hop = msgspec.msgpack.Decoder(Hop).decode
 _decode_pending = msgspec.msgpack.Decoder(_PendingRow).decode
 _decode_seqs = msgspec.msgpack.Decoder(list[int]).decode
-_decode_relays = msgspec.msgpack.Decoder(list[tuple[str, str, int]]).decode
+_decode_relays = msgspec.msgpack.Decoder(list[tuple[str, str, str, int, int, str]]).decode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -160,6 +160,9 @@ class PartitionStats:
     duplicates: int = 0
     forwarded: int = 0
     stitches: int = 0
+    #: stitches put back in their partition's stream: a customer they touch was claimed
+    #: by another stitch on its way
+    stitches_deferred: int = 0
     redelivered: int = 0
     batches: int = 0
     failures: int = 0
@@ -196,6 +199,8 @@ class _Staged:
     visible: dict[int, int] = field(default_factory=dict)
     positions: dict[int, int] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
+    #: claims of stitches joined here, released with the save: owner -> customers
+    release: dict[str, list[str]] = field(default_factory=dict)
     received: list[float] = field(default_factory=list)
     folded: int = 0
     published: bool = False
@@ -244,15 +249,15 @@ class PartitionedFold:
         self._wall = wall
         self._close_writer = close_writer
         self._close = close
-        self.book = ProfileBook(catalog.matcher, catalog.fold_config)
-        self.book.replace = False
-        self.cache = ProfileCache(
-            state,
-            self.book,
-            self.count,
-            self.partitions,
-            capacity=cache_size,
-        )
+        #: each partition folds on its own (its book, its cache: a freeze on one partition
+        #: must not show in another's view before the joining fold), sharing the bound
+        self.books: dict[int, ProfileBook] = {}
+        self.caches: dict[int, ProfileCache] = {}
+        share = max(1, cache_size // len(self.partitions))
+        for p in self.partitions:
+            book = self.books[p] = ProfileBook(catalog.matcher, catalog.fold_config)
+            book.replace = False
+            self.caches[p] = ProfileCache(state, book, self.count, [p], capacity=share)
         self._learning = learning_names(catalog)
         self._counters = ExperimentCounters(catalog)
         self.stats = PartitionStats()
@@ -266,11 +271,13 @@ class PartitionedFold:
         self.again: dict[int, int] = {}
         #: per partition: stream sequences past the logged position not to log
         self.skipped: dict[int, set[int]] = {}
-        #: ids relayed by a stitch still on its way: (kind, id) -> the partition it went to
-        self.relays: dict[tuple[str, str], int] = {}
+        #: per partition, the links a stitch frozen there moved, until the fold joining
+        #: them saved them: (kind, id) -> (the partition the stitch went to, the freeze's
+        #: stream sequence, its messageId); the ids' events arriving there follow it
+        self.relays: dict[int, dict[tuple[str, str], tuple[int, int, str]]] = {
+            p: {} for p in self.partitions
+        }
         self._relays_dirty: set[int] = set()
-        self._relays_by: dict[int, set[tuple[str, str]]] = {}
-        self._relays_checked = 0.0
         #: per partition, deliveries received and not processed yet
         self._queues: dict[int, deque[Delivery]] = {p: deque() for p in self.partitions}
         #: pending stitches found at a restart, per partition
@@ -361,15 +368,16 @@ class PartitionedFold:
                 self._restart_pending[p] = row
                 self._apply_held(p, row.held)
             if saved_relays is not None:
-                for kind, key, to in _decode_relays(saved_relays):
-                    self.relays[kind, key] = to
-                    self._relays_by.setdefault(p, set()).add((kind, key))
+                for kind, key, target, to, at, message_id in _decode_relays(saved_relays):
+                    self.relays[p][kind, key] = (to, at, message_id)
+                    self.books[p].identity.load(kind, key, target)
+                    self.caches[p].pin([(kind, key)])
         for p in self.partitions:
             self.bus.consume(consumer_name(p), self.done[p], p)
 
     def _apply_held(self, p: int, held: Iterable[tuple[str, str, bytes | None]]) -> None:
         """A pending step's held rows, back into the cache as they were (held again)."""
-        book = self.book
+        book = self.books[p]
         keys: list[tuple[str, str]] = []
         for kind, key, body in held:
             if kind == PROFILE_ROW:
@@ -378,17 +386,11 @@ class PartitionedFold:
                 else:
                     book.profiles[key] = _decode_profile(body)
                 keys.append((kind, key))
-            elif kind == LINKED_ROW:
-                link_kind, _, link_key = key.partition(":")
-                if body is not None:
-                    self.cache.linked[link_kind, link_key] = msgspec.msgpack.decode(
-                        body, type=Linked
-                    )
             else:
                 book.identity.put_back(kind, key, body.decode() if body is not None else None)
                 keys.append((kind, key))
         book.dirty.update(keys)
-        self.cache.hold(keys)
+        self.caches[p].hold(keys)
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> None:
@@ -492,8 +494,13 @@ class PartitionedFold:
         out: dict[int, list[Delivery]] = {}
         share = max(1, self.batch // max(1, len(self.partitions)))
         for p, queue in self._queues.items():
-            if queue:
-                taken = [queue.popleft() for _ in range(min(share, len(queue)))]
+            # a partition with a stitch still to send on from before a restart takes only
+            # what it logs again until then (a new stitch's pending row would replace it)
+            limit = self.again[p] if p in self._restart_pending else None
+            taken: list[Delivery] = []
+            while queue and len(taken) < share and (limit is None or queue[0].seq <= limit):
+                taken.append(queue.popleft())
+            if taken:
                 out[p] = taken
         return out
 
@@ -520,13 +527,19 @@ class PartitionedFold:
             # where each partition's saved state is folded up to: a link made past it is not
             # made yet at this point of the stream
             folded = {q: max(self.done[q], self.again[q]) for q in self.partitions}
-            self.cache.prepare([e for _, _, e, _ in fresh], lambda q: folded.get(q, 0))
+            by_partition: dict[int, list[Event]] = {}
+            for q, _, e, _ in fresh:
+                by_partition.setdefault(q, []).append(e)
+            for q, events in by_partition.items():
+                self.caches[q].prepare(events, lambda r: folded.get(r, 0))
             seen = self._logged_already([e.message_id for _, _, e, _ in fresh])
             frozen_any = False
             for p, d, event, hop in fresh:
                 if event.message_id in seen:
                     self.skipped[p].add(d.seq)
                     self.stats.duplicates += 1
+                    if hop is not None and hop.claimed:  # folded already: its claim ends
+                        st.release[event.message_id] = list(hop.claimed)
                 else:
                     action = self._route(st, p, d, event, hop, frozen_any)
                     if action == STITCH:
@@ -562,31 +575,55 @@ class PartitionedFold:
         hop: Hop | None,
         late: bool,
     ) -> str:
-        identity = self.book.identity
+        identity = self.books[p].identity
         frozen = hop.frozen if hop is not None else []
-        if hop is None:
-            relayed = self._relayed(event)
-            if relayed is not None:
-                self._forward(st, p, d, event, hop, relayed, late)
-                return FORWARD
+        relayed = self._relayed(event, p)  # a stitch too: it follows the earlier one
+        if relayed is not None:
+            self._forward(st, p, d, event, hop, relayed, late)
+            return FORWARD
         if not event.user_id and not event.anonymous_id:
             self.skipped[p].add(d.seq)
             return "skip"
         to, freeze = destination(identity, event, self.count, frozen)
+        if to != p or freeze is not None:
+            # sent elsewhere or dissolving here on the word of links to other workers'
+            # customers: read those again (what this worker holds of its own is right)
+            self.caches[p].refresh([event], lambda q: max(self.done[q], self.again[q]))
+            to, freeze = destination(identity, event, self.count, frozen)
         if to != p:
             self._forward(st, p, d, event, hop, to, late)
             return FORWARD
+        claimed = list(hop.claimed) if hop is not None else []
+        if not claimed and moved_links(identity, event):
+            # a stitch claims the customers it dissolves and joins first (one folded here
+            # alone too): two stitches over the same customers never interleave (crossing
+            # ones would each dissolve the other's joined customer); one that cannot claim
+            # them goes to the end of its partition's stream
+            claimed = sorted({*dissolved(identity, event), joined(identity, event)})
+            if not self.state.claim(claimed, event.message_id):
+                self._defer(st, p, d)
+                return "deferred"
+            if freeze is None:
+                st.release[event.message_id] = claimed  # folded here: released with it
         if freeze is None:
             self._fold(st, p, d, event, hop)
             return "fold"
-        self._freeze(st, p, d, event, hop)
+        self._freeze(st, p, d, event, hop, claimed)
         return STITCH
 
-    def _relayed(self, event: Event) -> int | None:
+    def _defer(self, st: _Staged, p: int, d: Delivery) -> None:
+        """Put a stitch back at the end of its partition's stream: another stitch claimed a
+        customer it touches and is on its way. The events after it go on meanwhile (it
+        takes effect where it is folded, as the log says)."""
+        st.now.append(_Out(p, f"defer:{p}:{d.seq}", d.body, d.kind or FORWARD))
+        self.skipped[p].add(d.seq)
+        self.stats.stitches_deferred += 1
+
+    def _relayed(self, event: Event, p: int) -> int | None:
         """Where an event goes that an id of (a link not made here yet, or relayed by a
         stitch still on its way) sends elsewhere; None: routed by the links."""
-        future = self.cache.future
-        relays = self.relays
+        future = self.caches[p].future
+        relays = self.relays[p]
         if not future and not relays:
             return None
         keys = []
@@ -599,17 +636,22 @@ class PartitionedFold:
         if event.type is EventType.IDENTIFY and event.anonymous_id and event.user_id:
             keys.append((_ANON, event.anonymous_id))
         for k in keys:
-            if k in relays:
-                return relays[k]
+            relay = relays.get(k)
+            if relay is not None and relay[2] != event.message_id:  # (its own stitch comes
+                # back here when the customer it joins moved meanwhile: routed by the links)
+                if not self._joined_since(k, relay[1]):
+                    return relay[0]
+                self._drop_relay(p, k)  # the joining fold saved the link: route by it
+                continue
             found = future.get(k)
             if found is not None:
                 return found.came_from
         return None
 
     def _fold(self, st: _Staged, p: int, d: Delivery, event: Event, hop: Hop | None) -> None:
-        book = self.book
+        book = self.books[p]
         identity = book.identity
-        cache = self.cache
+        cache = self.caches[p]
         customer = joined(identity, event)
         if customer not in book.profiles:
             cache.load_profile(customer)
@@ -619,6 +661,12 @@ class PartitionedFold:
             trusted = sender_trusted(book.profiles.get(customer), event)
         keys = _stitch_keys(event)
         before = {k: identity.target(*k) for k in keys}
+        # a link leaving a customer homed here (a stitch folded here alone): its members
+        # row is this fold's to change (one homed elsewhere: its freeze changed it)
+        leaving = {
+            k: old is not None and home(identity.canonical_user(old), self.count) == p
+            for k, old in before.items()
+        }
         if event.type is EventType.ALIAS and event.user_id and event.previous_id:
             cache.load_members(identity.canonical_user(event.user_id))
             cache.load_members(event.previous_id)
@@ -634,11 +682,15 @@ class PartitionedFold:
                 self._tail_ids.discard(event.message_id)
             raise
         came_from = hop.came_from if hop is not None else p
+        if hop is not None and hop.claimed:
+            st.release[event.message_id] = list(hop.claimed)
         for k, old in before.items():
             new = identity.target(*k)
             if new != old:
-                cache.linked_to(k[0], k[1], new, old)
+                cache.saved_as.pop(k, None)
+                cache.linked_to(k[0], k[1], new, old, leaving=leaving[k])
                 cache.mark_linked(k[0], k[1], Linked(p, d.seq, came_from))
+                self._drop_relay(p, k)  # the id joined a customer of this partition again
         st.folded += 1
         st.received.append(event.received_at)
         self.stats.events += 1
@@ -646,8 +698,7 @@ class PartitionedFold:
             after = joined(identity, event)
             profile = book.profiles.get(after)
             same: tuple[str, ...] = ()
-            if event.name in self._learning:
-                cache.load_members(after)
+            if event.name in self._learning:  # as this partition knows them now
                 users, anons = identity.ids_of(after)
                 same = tuple(sorted({*users, *(ANON_PREFIX + a for a in anons)} - {after}))
             record = LearningRecord(
@@ -661,18 +712,27 @@ class PartitionedFold:
             )
             st.now.append(_Out(LEARNING, f"learn:{p}:{d.seq}", _encode(record), "learning"))
 
-    def _freeze(self, st: _Staged, p: int, d: Delivery, event: Event, hop: Hop | None) -> None:
+    def _freeze(
+        self,
+        st: _Staged,
+        p: int,
+        d: Delivery,
+        event: Event,
+        hop: Hop | None,
+        claimed: list[str],
+    ) -> None:
         """Dissolve every customer ``event`` takes ids from that is homed here; the stitch
         goes on once the log holds what was folded here (``_finish``)."""
-        book = self.book
+        book = self.books[p]
         identity = book.identity
-        cache = self.cache
+        cache = self.caches[p]
         frozen = list(hop.frozen) if hop is not None else []
-        here = [c for c in remote(identity, event, self.count, frozen) if home(c, self.count) == p]
-        to_customer = joined(identity, event)
-        keys = _stitch_keys(event)
-        before = {k: identity.target(*k) for k in keys}
-        identity.link(event)  # from now on its ids resolve to the joined customer here
+        remaining = remote(identity, event, self.count, frozen)
+        here = [c for c in remaining if home(c, self.count) == p]
+        later = [c for c in remaining if home(c, self.count) != p]
+        # the next stop, decided before the links move here: the next customer to dissolve,
+        # else the joined one's home
+        nxt = home(later[0] if later else joined(identity, event), self.count)
         held: set[tuple[str, str]] = st.held.setdefault(p, set())
         for customer in here:
             if customer in _stitched_customers(event):  # the id's own customer: it goes
@@ -680,29 +740,24 @@ class PartitionedFold:
                 book.dirty.add((PROFILE_ROW, customer))
                 held.add((PROFILE_ROW, customer))
         frozen += here
-        nxt, _ = destination(identity, event, self.count, frozen)
-        final = nxt == home(to_customer, self.count)
-        changed = [k for k in keys if identity.target(*k) != before[k]]
-        for k in changed:
-            cache.linked_to(k[0], k[1], identity.target(*k), before[k])
-            book.dirty.add(k)
-            held.add(k)
-            if final:  # its stream sequence is filled in once it is published
-                cache.mark_linked(k[0], k[1], Linked(nxt, 0, p))
-            else:  # a stitch with more to dissolve: its ids' events follow it there
-                self.relays[k] = nxt
-                self._relays_by.setdefault(p, set()).add(k)
-                self._relays_dirty.add(p)
+        # from now on the ids resolve to the joined customer in this partition's view (its
+        # events still arriving are forwarded); the links are not saved from here (only the
+        # joining fold writes them: a write from here could land after a later move), this
+        # partition relays the ids' events after the stitch until that fold saved them
+        moved = moved_links(identity, event)
+        before = {k: identity.target(*k) for k in moved}
+        identity.link(event)
+        for k in moved:
+            cache.linked_to(k[0], k[1], None, before[k], leaving=True)
+            if k in book.dirty:  # folded here and not saved yet: saved as folded
+                cache.saved_as[k] = before[k]
+            self.relays[p][k] = (nxt, d.seq, event.message_id)
+            self._relays_dirty.add(p)
+        cache.pin(moved)
         cache.hold(held)
-        body = _encode(Hop(event, frozen, p))
-        out = _Out(
-            nxt,
-            f"stitch:{p}:{d.seq}",
-            body,
-            STITCH,
-            written_keys(event.user_id, event.anonymous_id),
-            changed if final else [],
-        )
+        body = _encode(Hop(event, frozen, p, claimed))
+        out = _Out(nxt, f"stitch:{p}:{d.seq}", body, STITCH)
+        out.marks = written_keys(event.user_id, event.anonymous_id)
         st.late.setdefault(p, []).insert(self._hops(st, p), out)
         st.visible.setdefault(p, d.seq - 1)
         self.skipped[p].add(d.seq)
@@ -788,7 +843,7 @@ class PartitionedFold:
         outs = [m for p in sorted(late) for m in late[p] if m.kind == STITCH]
         outs += [m for p in sorted(late) for m in late[p] if m.kind != STITCH]
         self._publish(st, outs)
-        rows = self.cache.held_rows()
+        rows = [r for c in self.caches.values() for r in c.held_rows()]
         for p in late:
             rows.append(StateRow(*_row("visible", p), str(positions[p]).encode()))
             rows.append(StateRow(*_row("pending", p), None))
@@ -796,7 +851,8 @@ class PartitionedFold:
         marks = dict(st.marks)
         self.state.save_rows(self.catalog.digest, rows, marks)
         st.marks.clear()
-        self.cache.release()
+        for cache in self.caches.values():
+            cache.release()
 
     def _publish(self, st: _Staged, outs: list[_Out]) -> None:
         if not outs:
@@ -809,11 +865,6 @@ class PartitionedFold:
                 value = mark_value(put.seq, o.partition)
                 if value > st.marks.get(m, 0):
                     st.marks[m] = value
-            for kind, key in o.links:
-                old = self.cache.linked.get((kind, key))
-                if old is not None:
-                    new = msgspec.structs.replace(old, seq=put.seq)
-                    self.cache.mark_linked(kind, key, new)
 
     def _position_rows(self, st: _Staged) -> list[StateRow]:
         rows: list[StateRow] = []
@@ -830,33 +881,36 @@ class PartitionedFold:
     def _relay_rows(self) -> list[StateRow]:
         rows = []
         for p in sorted(self._relays_dirty):
-            keys = sorted(self._relays_by.get(p, ()))
-            body = [(k, key, self.relays[k, key]) for k, key in keys]
+            target = self.books[p].identity.target
+            body = [
+                (k, key, target(k, key) or "", *relay)
+                for (k, key), relay in sorted(self.relays[p].items())
+            ]
             rows.append(StateRow(*_row("relays", p), _encode(body) if body else None))
         self._relays_dirty.clear()
         return rows
 
     def _save_first(self, st: _Staged) -> None:
-        rows, keys, members, linked = self.cache.take_rows()
+        taken = {p: c.take_rows() for p, c in self.caches.items()}
+        rows = [r for t in taken.values() for r in t[0]]
         rows += self._position_rows(st)
         rows += self._relay_rows()
         for p, outs in st.late.items():
             held = [
                 (r.kind, r.key, r.body)
-                for r in self.cache.held_rows()
+                for r in self.caches[p].held_rows()
                 if (r.kind, r.key) in st.held.get(p, set())
-                or (r.kind == LINKED_ROW and _linked_of(r.key) in st.held.get(p, set()))
             ]
             rows.append(StateRow(*_row("pending", p), _encode(_PendingRow(outs, held))))
         marks = dict(st.marks)
         st.marks.clear()
         try:
-            self.state.save_rows(self.catalog.digest, rows, marks)
+            self.state.save_rows(self.catalog.digest, rows, marks, st.release)
         except BaseException:
-            self.cache.keep(keys, members, linked)
+            for p, (_, keys, members, linked) in taken.items():
+                self.caches[p].keep(keys, members, linked)
             st.marks.update(marks)
-            for p in self._relays_by:
-                self._relays_dirty.add(p)
+            self._relays_dirty.update(self.partitions)
             raise
         for p, done in st.positions.items():
             self.saved[p] = max(self.saved[p], done)
@@ -874,31 +928,37 @@ class PartitionedFold:
             raise
 
     def _check_relays(self) -> None:
-        """Relays of stitches that travelled on through other partitions: once the joined
-        customer's home made the links (their position saved with them), the ids' events
-        are routed by the links again."""
-        if not self.relays or time.monotonic() - self._relays_checked < 1.0:
+        """Relays of stitches that travelled on: once the joined customer's home made the
+        links (their position saved with them), the ids' events are routed by the links
+        again. Asked each step while there are relays (one MGET; a relay lives for the
+        time a stitch travels), and again when one is used."""
+        relayed = [(p, k) for p, mine in self.relays.items() for k in mine]
+        if not relayed:
             return
-        self._relays_checked = time.monotonic()
-        keys = sorted(self.relays)
-        bodies = self.state.read_rows([(LINKED_ROW, f"{kind}:{key}") for kind, key in keys])
-        for (kind, key), body in zip(keys, bodies, strict=True):
-            if body is None:
-                continue
-            linked = msgspec.msgpack.decode(body, type=Linked)
-            if linked.seq > 0:
-                del self.relays[kind, key]
-                for p, mine in self._relays_by.items():
-                    if (kind, key) in mine:
-                        mine.discard((kind, key))
-                        self._relays_dirty.add(p)
+        bodies = self.state.read_rows([(LINKED_ROW, f"{k[0]}:{k[1]}") for _, k in relayed])
+        for (p, k), body in zip(relayed, bodies, strict=True):
+            made = msgspec.msgpack.decode(body, type=Linked).seq if body is not None else 0
+            if made > self.relays[p][k][1]:
+                self._drop_relay(p, k)
         if self._relays_dirty:
             self.state.save_rows(self.catalog.digest, self._relay_rows())
 
+    def _joined_since(self, key: tuple[str, str], seq: int) -> bool:
+        """The fold that joins ``key``'s id to its new customer saved the link (its
+        position is past ``seq``, the freeze's)."""
+        (body,) = self.state.read_rows([(LINKED_ROW, f"{key[0]}:{key[1]}")])
+        return body is not None and msgspec.msgpack.decode(body, type=Linked).seq > seq
+
+    def _drop_relay(self, p: int, key: tuple[str, str]) -> None:
+        if self.relays[p].pop(key, None) is not None:
+            self.caches[p].unpin([key])
+            self._relays_dirty.add(p)
+
     def _trim(self) -> None:
-        if len(self.cache) > self.cache.capacity:
-            self.cache.trim()
-        self.stats.cache_loads = self.cache.loads
+        for cache in self.caches.values():
+            if len(cache) > cache.capacity:
+                cache.trim()
+        self.stats.cache_loads = sum(c.loads for c in self.caches.values())
 
     # ------------------------------------------------------------------ the log writer
     def _seal(self, segment: _Segment) -> None:
@@ -1078,8 +1138,3 @@ def _stitched_customers(event: Event) -> set[str]:
     if event.type is EventType.ALIAS and event.previous_id:
         return {event.previous_id, ANON_PREFIX + event.previous_id}
     return set()
-
-
-def _linked_of(key: str) -> tuple[str, str]:
-    kind, _, link_key = key.partition(":")
-    return kind, link_key

@@ -12,12 +12,17 @@ in front of the state the fold workers save (``partitioned_fold``), never the wh
 
 ``book`` is a plain ``ProfileBook`` (the pure fold): the cache only decides what is in it.
 An entry changed since it was saved is never forgotten, nor one held back for a later save
-(``hold``). Links a worker reads from Redis carry where they were made (``linked/<kind>:<id>``:
-the partition and stream sequence of the fold that made them, and the partition they came
-from): a link made by a fold on one of this worker's partitions *after* the position it is
-folding is not loaded (it does not exist yet at that point of the stream: the event that
-makes it is still ahead); events of its ids are sent to where the link came from, which
-sends them back once it holds (``future``).
+(``hold``) or pinned (``pin``: a stitch's move, known here before the joining fold saves its
+link).
+
+What a worker caches of its *own* customers is right by construction: only a customer's home
+changes which ids belong to it (it folds the stitches joining it and freezes those leaving
+it). What it caches of links to other workers' customers may be stale: ``refresh`` reads
+them again before an event is sent elsewhere on their word. Links are written only by the
+fold that makes them, with where it was made (``linked/<kind>:<id>``: the partition and
+stream sequence of that fold, and where the stitch came from); one made on this worker's
+partitions past the position being folded would not be loaded (``future``: a safety net, as
+a link is saved only with the position of the fold that made it).
 """
 
 from __future__ import annotations
@@ -52,9 +57,8 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 class Linked(msgspec.Struct, array_like=True, frozen=True):
-    """Where a link was made: the partition whose fold made it, at which stream sequence
-    (0: not yet known, the stitch still on its way), and the partition it came from (the
-    customer it left was homed there)."""
+    """Where a link was made: the partition whose fold made it, at which stream sequence,
+    and the partition the stitch came from."""
 
     partition: int
     seq: int
@@ -104,6 +108,13 @@ class ProfileCache:
         #: (kind, key) rows held back from saves until ``release`` (a stitch's freeze,
         #: shown once it is on its way)
         self.held: set[tuple[str, str]] = set()
+        #: links never forgotten nor read again until ``unpin`` (a stitch's move, known
+        #: here before the joining fold saves it)
+        self.pinned: set[tuple[str, str]] = set()
+        #: the value a changed link is saved with, where it is not the view's (a link folded
+        #: here, then frozen away before it was saved: saved as folded)
+        self.saved_as: dict[tuple[str, str], str | None] = {}
+
         self.loads = 0  # round trips to Redis (metrics, tests)
 
     # ------------------------------------------------------------------ loading
@@ -138,12 +149,54 @@ class ProfileCache:
                 customers.add(identity.resolve(None, e.previous_id))
         self._load_profiles(c for c in customers if home(c, self.partitions) in self.mine)
 
+    def refresh(self, events: Sequence[Event], done: Callable[[int], int]) -> None:
+        """Read again the links of these events' ids (and their alias chains) that hold
+        nothing unsaved: before an event is sent elsewhere on their word."""
+        identity = self.book.identity
+        keep = self.book.dirty | self.held | self.pinned
+        keys: set[tuple[str, str]] = set()
+        for e in events:
+            for u in (e.user_id, e.previous_id):
+                if u:
+                    keys.add((_ALIAS, u))
+                    keys.update(self._chain(u))
+            for a in (e.anonymous_id, e.previous_id):
+                if a:
+                    keys.add((_ANON, a))
+                    target = identity.anon_to_user.get(a)
+                    if target is not None:
+                        keys.add((_ALIAS, target))
+                        keys.update(self._chain(target))
+        for k in keys - keep:
+            if self._lru.pop(k, None) is not None:
+                identity.put_back(k[0], k[1], None)
+            self.future.pop(k, None)
+        self.prepare(events, done)
+
+    def _chain(self, user: str) -> list[tuple[str, str]]:
+        out = []
+        alias = self.book.identity.alias_to_user
+        for _ in range(_MAX_ALIASES):
+            nxt = alias.get(user)
+            if nxt is None:
+                break
+            out.append((_ALIAS, nxt))
+            user = nxt
+        return out
+
+    def pin(self, keys: Iterable[tuple[str, str]]) -> None:
+        self.pinned.update(keys)
+
+    def unpin(self, keys: Iterable[tuple[str, str]]) -> None:
+        self.pinned.difference_update(keys)
+
     def load_profile(self, customer: str) -> None:
         """Make sure ``customer``'s saved profile (if any) is in the book."""
         self._load_profiles([customer])
 
     def _load_links(self, keys: list[tuple[str, str]], done: Callable[[int], int]) -> None:
-        todo = sorted({k for k in keys if k not in self._lru and k not in self.held})
+        mine = self.book.dirty | self.held | self.pinned
+        todo = sorted({k for k in keys if k not in self._lru and k not in mine})
         for k in keys:
             if k in self._lru:
                 self._lru.move_to_end(k)
@@ -160,17 +213,16 @@ class ProfileCache:
                 body is not None
                 and linked is not None
                 and linked.partition in self.mine
-                and (linked.seq == 0 or linked.seq > done(linked.partition))
+                and linked.seq > done(linked.partition)
             ):
                 # made by a fold of this worker's still ahead: not yet a link here
                 self.future[kind, key] = Future(linked.came_from)
                 continue
             self.future.pop((kind, key), None)
             self._lru[kind, key] = body is not None
-            if body is not None:
-                identity.load(kind, key, body.decode())
-                if linked is not None:
-                    self.linked[kind, key] = linked
+            identity.put_back(kind, key, body.decode() if body is not None else None)
+            if body is not None and linked is not None:
+                self.linked[kind, key] = linked
 
     def _load_aliases(self, users: set[str], done: Callable[[int], int]) -> None:
         identity = self.book.identity
@@ -186,7 +238,15 @@ class ProfileCache:
         book = self.book
         wanted = set(customers)
         lru = self._lru
-        todo = sorted(c for c in wanted if (PROFILE_ROW, c) not in lru and c not in book.profiles)
+        # what holds unsaved changes here is right as it is (a profile dropped included)
+        mine = book.dirty | self.held
+        todo = sorted(
+            c
+            for c in wanted
+            if (PROFILE_ROW, c) not in lru
+            and c not in book.profiles
+            and (PROFILE_ROW, c) not in mine
+        )
         for c in wanted:
             if (PROFILE_ROW, c) in self._lru:
                 self._lru.move_to_end((PROFILE_ROW, c))
@@ -201,24 +261,23 @@ class ProfileCache:
 
     # ------------------------------------------------------------------ members
     def members(self, customer: str) -> set[tuple[str, str]]:
-        """The (kind, id) links pointing at ``customer`` (loaded with those links, so that
-        ``identity.ids_of`` sees them), read once."""
-        found = self._members.get(customer)
-        if found is None:
-            (body,) = self.reads.read_rows([(MEMBERS_ROW, customer)])
-            self.loads += 1
-            found = set(_decode_members(body)) if body is not None else set()
-            self._members[customer] = found
-            identity = self.book.identity
-            for kind, key in found:
-                if identity.target(kind, key) is None:
-                    identity.load(kind, key, customer)
-                    self._lru[kind, key] = True
+        """The (kind, id) links pointing at ``customer``: as changed here and not saved
+        yet, else as saved (read again each time: stitches only ask, and the row's writer
+        may have been another worker's since)."""
+        if customer in self._members_dirty:
+            return self._members[customer]
+        (body,) = self.reads.read_rows([(MEMBERS_ROW, customer)])
+        self.loads += 1
+        found = set(_decode_members(body)) if body is not None else set()
+        self._members[customer] = found
         return found
 
     def load_members(self, customer: str) -> None:
-        """``members`` of ``customer`` and, through its aliases, of every user it absorbed:
-        what ``identity.ids_of(customer)`` needs."""
+        """Make ``identity.ids_of(customer)`` exact: the members of ``customer`` and,
+        through its aliases, of every user it absorbed, and no other link to them (a link
+        cached here may have moved on since)."""
+        identity = self.book.identity
+        keep = self.book.dirty | self.held | self.pinned
         seen: set[str] = set()
         todo = [customer]
         while todo:
@@ -226,12 +285,24 @@ class ProfileCache:
             if user in seen:
                 continue
             seen.add(user)
-            todo.extend(k for kind, k in self.members(user) if kind == _ALIAS)
+            found = self.members(user)
+            for k in identity.linked_to(user) - found - keep:
+                identity.put_back(k[0], k[1], None)
+                self._lru.pop(k, None)
+            for k in found - keep:
+                if identity.target(*k) != user:
+                    identity.put_back(k[0], k[1], user)
+                self._lru[k] = True
+            todo.extend(key for kind, key in found if kind == _ALIAS)
 
-    def linked_to(self, kind: str, key: str, target: str | None, before: str | None) -> None:
-        """A link changed (``before`` -> ``target``): the members rows of both customers
-        follow (only the home of each writes its own)."""
-        if before is not None and before != target and home(before, self.partitions) in self.mine:
+    def linked_to(
+        self, kind: str, key: str, target: str | None, before: str | None, *, leaving: bool
+    ) -> None:
+        """A link changed (``before`` -> ``target``): the members rows follow. ``target``'s
+        by its home (this fold joined it); ``before``'s only when ``leaving`` (the id leaves
+        a customer homed here: ``before`` is it, or a user it absorbed, whose row only this
+        home writes from then on)."""
+        if leaving and before is not None and before != target:
             self.members(before).discard((kind, key))
             self._members_dirty.add(before)
         if target is not None and home(target, self.partitions) in self.mine:
@@ -258,6 +329,8 @@ class ProfileCache:
         linked = {k for k in self._linked_dirty if k not in self.held}
         self._linked_dirty -= linked
         rows = [self.row(kind, key) for kind, key in sorted(keys)]
+        for k in keys:
+            self.saved_as.pop(k, None)
         for row in rows:
             self._lru[row.kind, row.key] = row.body is not None
             self._lru.move_to_end((row.kind, row.key))
@@ -275,37 +348,25 @@ class ProfileCache:
 
     def held_rows(self) -> list[StateRow]:
         """The rows held back (``hold``), as they are now."""
-        out = []
-        for kind, key in sorted(self.held):
-            if kind == LINKED_ROW:
-                link_kind, _, link_key = key.partition(":")
-                out.append(self._linked_row(link_kind, link_key))
-            else:
-                out.append(self.row(kind, key))
-        return out
+        return [self.row(kind, key) for kind, key in sorted(self.held)]
 
     def hold(self, keys: Iterable[tuple[str, str]]) -> None:
         """Keep these rows out of saves until ``release`` (and never forget them)."""
-        for kind, key in keys:
-            self.held.add((kind, key))
-            if kind in (_ANON, _ALIAS):
-                self.held.add((LINKED_ROW, _linked_key(kind, key)))
+        self.held.update(keys)
 
     def release(self) -> None:
         """The held rows were saved."""
         for kind, key in self.held:
-            if kind == LINKED_ROW:
-                link_kind, _, link_key = key.partition(":")
-                self._linked_dirty.discard((link_kind, link_key))
-            else:
-                self.book.dirty.discard((kind, key))
-                self._lru[kind, key] = True
+            self.book.dirty.discard((kind, key))
+            self._lru[kind, key] = True
         self.held.clear()
 
     def row(self, kind: str, key: str) -> StateRow:
         book = self.book
         if kind == PROFILE_ROW:
             return profile_row(key, book.profiles.get(key))
+        if (kind, key) in self.saved_as:
+            return link_row(kind, key, self.saved_as[kind, key])
         return link_row(kind, key, book.link_target(kind, key))
 
     def _members_row(self, customer: str) -> StateRow:
@@ -332,7 +393,7 @@ class ProfileCache:
         for k in list(self._lru):
             if gone >= over:
                 break
-            if k in dirty or k in self.held:
+            if k in dirty or k in self.held or k in self.pinned:
                 continue
             kind, key = k
             del self._lru[k]
@@ -363,6 +424,7 @@ class ProfileCache:
         self.linked.clear()
         self._linked_dirty.clear()
         self.held.clear()
+        self.pinned.clear()
 
     def known(self) -> Mapping[tuple[str, str], bool]:
         """The entries loaded (or saved): (kind, key) -> the row exists."""

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from nextbest.bus.port import partition_of
 from nextbest.events.model import Event, EventType
-from nextbest.profile.identity import ANON_PREFIX, IdentityMap
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
 
 __all__ = [
     "Destination",
@@ -35,6 +35,7 @@ __all__ = [
     "dissolved",
     "home",
     "joined",
+    "moved_links",
     "remote",
     "stitch_ids",
 ]
@@ -75,6 +76,25 @@ def dissolved(identity: IdentityMap, event: Event) -> list[str]:
         found = {identity.resolve(previous, None), identity.resolve(None, previous)}
         found.discard(target)
         return sorted(found)
+    return []
+
+
+def moved_links(identity: IdentityMap, event: Event) -> list[tuple[str, str]]:
+    """The (kind, id) links a stitch changes (``IdentityMap.link`` would), given
+    ``identity``: its device's for ``identify``, its previous id's (as a user and as a
+    device) for ``alias``; none when they point at the joined customer already."""
+    user = event.user_id
+    if event.type is EventType.IDENTIFY and user and event.anonymous_id:
+        target = identity.canonical_user(user)
+        if identity.anon_to_user.get(event.anonymous_id) == target:
+            return []
+        return [(LinkKind.ANON.value, event.anonymous_id)]
+    if event.type is EventType.ALIAS and event.previous_id and user:
+        target = identity.canonical_user(user)
+        previous = event.previous_id
+        if previous == target or identity.alias_to_user.get(previous) == target:
+            return []
+        return [(LinkKind.ALIAS.value, previous), (LinkKind.ANON.value, previous)]
     return []
 
 

@@ -9,8 +9,10 @@ folds from the same event log."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,8 +68,9 @@ class Process:
 class Cluster:
     """Two fold workers (each a half of the partitions) and an API worker."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, cache_size: int = 100_000) -> None:
         self.catalog = catalog
+        self.cache_size = cache_size
         self.clock = FixedClock(T0)
         self.bus = MemoryBus(PARTITIONS, ack_wait=60.0)
         self.logs = memory_stores()
@@ -91,6 +94,7 @@ class Cluster:
             writer,  # type: ignore[arg-type]
             HALVES[half],
             wait=0.0,
+            cache_size=self.cache_size,
         )
 
     def send(self, *messages: dict[str, Any]) -> None:
@@ -315,3 +319,67 @@ def test_a_worker_killed_anywhere_in_a_stitch_loses_and_doubles_nothing(
     ids = cluster.logged_ids()
     assert len(ids) == len(set(ids)) == 7
     cluster.assert_as_replayed()
+
+
+# ---------------------------------------------------------------- many customers, at random
+def random_traffic(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """Pages from devices and customers, logins (first and again, shared devices) and
+    aliases, in one stream."""
+    devices = [f"d{i}" for i in range(12)]
+    users = [f"u{i}" for i in range(8)]
+    out: list[dict[str, Any]] = []
+    for k in range(n):
+        at = T0 - 10_000 + k
+        roll = rng.random()
+        url = rng.choice([MORTGAGE, SAVINGS])
+        if roll < 0.4:
+            out.append(page(url, anon=rng.choice(devices), at=at))
+        elif roll < 0.7:
+            out.append(page(url, user=rng.choice(users), at=at))
+        elif roll < 0.8:
+            out.append(page(url, user=rng.choice(users), anon=rng.choice(devices), at=at))
+        elif roll < 0.95:
+            out.append(identify({"n": k}, user=rng.choice(users), anon=rng.choice(devices), at=at))
+        else:
+            old, new = rng.sample(users, 2)
+            out.append(message_alias(old, new, at))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_traffic_with_crashes_and_a_small_cache_folds_as_one_engine(
+    catalog: Catalog, seed: int
+):
+    try:
+        RedisState(REDIS, NAMESPACE, timeout=2.0).drop()
+    except StoreUnavailable as exc:
+        pytest.skip(f"Redis not reachable: {exc}")
+    rng = random.Random(seed)
+    cluster = Cluster(catalog, cache_size=6)
+    try:
+        traffic = random_traffic(rng, 160)
+        sent: list[str] = []
+        while traffic:
+            k = rng.randint(1, 6)
+            chunk, traffic = traffic[:k], traffic[k:]
+            cluster.send(*chunk)
+            sent += [str(m["messageId"]) for m in chunk]
+            for _ in range(rng.randint(0, 2)):
+                rng.choice(cluster.folds).step()
+            if rng.random() < 0.15:  # kill -9 a worker somewhere in its next step
+                half = rng.randrange(2)
+                dying = cluster.folds[half]
+                where = rng.choice(["state", "bus", "log"])
+                target = {"state": dying.state, "bus": dying.bus, "log": dying.writer}[where]
+                name = {"state": "save_rows", "bus": "publish", "log": "append_partitioned"}
+                crash_at(target, name[where], lambda n: n == 1)
+                with contextlib.suppress(Crash):
+                    steps(cluster, 3)
+                cluster.folds[half] = cluster.start(half)
+        cluster.settle(200)
+        ids = cluster.logged_ids()
+        assert sorted(ids) == sorted(set(sent))  # each once, none lost
+        cluster.assert_as_replayed()
+    finally:
+        cluster.close()
+        cluster.reads.drop()

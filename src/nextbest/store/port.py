@@ -204,11 +204,21 @@ class SharedState(StateReads, Protocol):
     customers of its partitions): the Redis state store has it."""
 
     def save_rows(
-        self, version: str, rows: Sequence[StateRow], marks: Mapping[str, int] | None = None
+        self,
+        version: str,
+        rows: Sequence[StateRow],
+        marks: Mapping[str, int] | None = None,
+        release: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """Write ``rows`` and raise the write ``marks`` in one atomic write, without moving
-        any watermark; the first save records ``version`` (the catalog folded under).
-        StateLost when the saved state vanished since this store last saw it."""
+        """Write ``rows``, raise the write ``marks`` and end the ``release`` claims (owner
+        -> customers) in one atomic write, without moving any watermark; the first save
+        records ``version`` (the catalog folded under). StateLost when the saved state
+        vanished since this store last saw it."""
+        ...
+
+    def claim(self, customers: Sequence[str], owner: str) -> bool:
+        """Claim all of ``customers`` for ``owner`` or none (False: another owner holds
+        one); until a ``save_rows`` releases them."""
         ...
 
     def saved_version(self) -> str | None:

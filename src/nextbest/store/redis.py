@@ -77,6 +77,30 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+#: claim every KEYS[i] for ARGV[2] (kept ARGV[1] ms) if none is claimed by another: 1, else 0
+_CLAIM = """
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner and owner ~= ARGV[2] then
+    return 0
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[2], 'PX', ARGV[1])
+end
+return 1
+"""
+#: delete each KEYS[i] still claimed by ARGV[1]
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+  end
+end
+return #KEYS
+"""
+#: seconds a claim lasts if its stitch never completes (a safety net, never reached normally)
+CLAIM_TTL = 600.0
 #: rows per SCAN page and per MGET; rows per pipeline when a replace writes a new generation
 _PAGE = 1_000
 _GLOB = re.compile(r"([*?\[\]\\])")
@@ -143,6 +167,9 @@ class RedisState:
         self._generation: int | None = None  # the last one seen (point reads start from it)
         self._mark_prefix = f"{namespace}:written:".encode()
         self._raise_marks = self.client.register_script(_RAISE_MARKS)
+        self._claim = self.client.register_script(_CLAIM)
+        self._release = self.client.register_script(_RELEASE)
+        self._claim_prefix = f"{namespace}:stitching:".encode()
         with self._translated("connect"):
             self.client.ping()
 
@@ -206,15 +233,28 @@ class RedisState:
                     return [_as_bytes(body) for body in got[1:]]
                 self._generation = mark[0]  # replaced meanwhile: read the new generation
 
+    def claim(self, customers: Sequence[str], owner: str) -> bool:
+        """Claim every one of ``customers`` for the stitch ``owner`` (a messageId), all or
+        none: False when another stitch holds one (``partitioned_fold``). A claim lasts
+        until ``save_rows`` releases it, or ``CLAIM_TTL`` at most."""
+        keys = [self._claim_prefix + c.encode() for c in customers]
+        with self._translated("claim"):
+            return bool(self._claim(keys=keys, args=[int(CLAIM_TTL * 1000), owner]))
+
     def save_rows(
-        self, version: str, rows: Sequence[StateRow], marks: Mapping[str, int] | None = None
+        self,
+        version: str,
+        rows: Sequence[StateRow],
+        marks: Mapping[str, int] | None = None,
+        release: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Write ``rows`` (and raise ``marks`` as ``mark_written`` does) into the current
         generation in one MULTI/EXEC, without moving the watermark (``save_state``'s ``seq``):
-        one of several writers each saving its own rows. The first save makes the
-        watermark (generation, 0, ``version``); StateLost when the saved state vanished
-        since this store last saw it (flushed), StoreError when it changed meanwhile (a
-        replace: nothing written)."""
+        one of several writers each saving its own rows; ``release``: the claims to end in
+        the same write (owner -> its customers). The first save makes the watermark
+        (generation, 0, ``version``); StateLost when the saved state vanished since this
+        store last saw it (flushed), StoreError when it changed meanwhile (a replace:
+        nothing written)."""
         with self._translated("save rows"):
             while True:
                 with self.client.pipeline(transaction=True) as pipe:
@@ -245,6 +285,9 @@ class RedisState:
                         keys = [self._mark_prefix + m.encode() for m in marks]
                         args = [int(MARK_TTL * 1000), *marks.values()]
                         self._raise_marks(keys=keys, args=args, client=pipe)
+                    for owner, customers in (release or {}).items():
+                        keys = [self._claim_prefix + c.encode() for c in customers]
+                        self._release(keys=keys, args=[owner], client=pipe)
                     pipe.execute()
                 self._generation = generation
                 return
