@@ -60,7 +60,7 @@ from nextbest.events.model import Event, EventType
 from nextbest.experiments.counters import ExperimentCounters
 from nextbest.learn.trust import sender_trusted
 from nextbest.live_profiles import mark_value, written_keys
-from nextbest.model_writer import LearningRecord, learning_names
+from nextbest.model_writer import LearningRecord, ModelWriter, learning_names
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
@@ -230,6 +230,7 @@ class PartitionedFold:
         wall: Callable[[], float] = time.time,
         close_writer: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
+        models: ModelWriter | None = None,
     ) -> None:
         if not isinstance(log, PartitionedLog):
             raise StoreError(
@@ -249,6 +250,8 @@ class PartitionedFold:
         self._wall = wall
         self._close_writer = close_writer
         self._close = close
+        #: the deployment's model writer, when it runs in this worker (``model_writer``)
+        self.models = models
         #: each partition folds on its own (its book, its cache: a freeze on one partition
         #: must not show in another's view before the joining fold), sharing the bound
         self.books: dict[int, ProfileBook] = {}
@@ -396,6 +399,8 @@ class PartitionedFold:
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="nextbest-fold", daemon=True)
         self._thread.start()
+        if self.models is not None:
+            self.models.start()
 
     def run(self) -> None:
         self._writer_stop.clear()
@@ -1077,11 +1082,12 @@ class PartitionedFold:
                 pause = 0.05
 
     # ------------------------------------------------------------------ operating
-    def lag(self) -> tuple[int, int]:
-        """(messages of the owned partitions not folded yet, folded not logged yet)."""
+    def lags(self) -> tuple[int, int, int]:
+        """(messages of the owned partitions not processed yet, the consumers'
+        unacknowledged messages, processed and not logged yet, or stitches not sent on)."""
         pending = sum(self.bus.pending(consumer_name(p)) for p in self.partitions)
         unlogged = self._waiting + sum(len(r.messages) for r in self._restart_pending.values())
-        return max(0, pending - self._waiting), unlogged
+        return max(0, pending - self._waiting), pending, unlogged
 
     @property
     def position(self) -> int:
@@ -1104,12 +1110,16 @@ class PartitionedFold:
                 out.append((name, None))
         out.append(("fold", self.stats.last_error))
         out.append(("event_log_writer", self.stats.log_error))
+        if self.models is not None:
+            out.append(self.models.probe())
         return out
 
     def close(self) -> None:
         """Stop the loop (the writer logs what is sealed), then close the log writer's
         connection, the stores and the bus."""
         self.stop()
+        if self.models is not None:
+            self.models.close()
         try:
             if self._close_writer is not None and not self._writer_stuck:
                 self._close_writer()

@@ -116,6 +116,8 @@ class ProfileCache:
         self.saved_as: dict[tuple[str, str], str | None] = {}
 
         self.loads = 0  # round trips to Redis (metrics, tests)
+        #: the positions the last ``prepare`` was given (what later loads compare with)
+        self._done: Callable[[int], int] = lambda _p: 0
 
     # ------------------------------------------------------------------ loading
     def prepare(self, events: Sequence[Event], done: Callable[[int], int]) -> None:
@@ -123,6 +125,7 @@ class ProfileCache:
         chains), then the profiles of the customers they resolve to or join that are homed
         on this worker's partitions. ``done(p)``: the stream sequence partition ``p`` is
         folded up to (a link made past it is ``future``)."""
+        self._done = done
         users: set[str] = set()
         anons: set[str] = set()
         for e in events:
@@ -167,10 +170,12 @@ class ProfileCache:
                     if target is not None:
                         keys.add((_ALIAS, target))
                         keys.update(self._chain(target))
+        dropped = sorted(k for k in keys - keep if self._lru.pop(k, None) is not None)
         for k in keys - keep:
-            if self._lru.pop(k, None) is not None:
-                identity.put_back(k[0], k[1], None)
             self.future.pop(k, None)
+        # every link dropped is read again (later events of the step were prepared with
+        # it), then what the events' ids lead to now
+        self._load_links(dropped, done)
         self.prepare(events, done)
 
     def _chain(self, user: str) -> list[tuple[str, str]]:
@@ -279,6 +284,7 @@ class ProfileCache:
         identity = self.book.identity
         keep = self.book.dirty | self.held | self.pinned
         seen: set[str] = set()
+        moved: set[tuple[str, str]] = set()
         todo = [customer]
         while todo:
             user = todo.pop()
@@ -287,13 +293,16 @@ class ProfileCache:
             seen.add(user)
             found = self.members(user)
             for k in identity.linked_to(user) - found - keep:
-                identity.put_back(k[0], k[1], None)
+                identity.put_back(k[0], k[1], None)  # moved on: read again below
                 self._lru.pop(k, None)
+                moved.add(k)
             for k in found - keep:
                 if identity.target(*k) != user:
                     identity.put_back(k[0], k[1], user)
                 self._lru[k] = True
             todo.extend(key for kind, key in found if kind == _ALIAS)
+        if moved:
+            self._load_links(sorted(moved), self._done)
 
     def linked_to(
         self, kind: str, key: str, target: str | None, before: str | None, *, leaving: bool

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bus: str = ""
     #: the stream's partitions (``NEXTBEST_BUS_PARTITIONS``): fixed when the stream is made
     bus_partitions: int = 16
+    #: the partitions a fold worker owns (``NEXTBEST_FOLD_PARTITIONS``, ``serve --role fold
+    #: --partitions 0-7``): several fold workers share the bus; empty: one owns them all
+    fold_partitions: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     write_keys: frozenset[str] = frozenset()
@@ -182,6 +185,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("data", "DATA"),
             ("profiles", "PROFILES"),
             ("bus", "BUS"),
+            ("fold_partitions", "FOLD_PARTITIONS"),
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),

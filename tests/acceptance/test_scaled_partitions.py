@@ -28,6 +28,7 @@ from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine, IngestRequest
 from nextbest.errors import StoreUnavailable
 from nextbest.guard.senders import KeyKind, Sender
+from nextbest.model_writer import ModelWriter
 from nextbest.partitioned_fold import PartitionedFold, consumer_name
 from nextbest.profile.book import PROFILE_ROW
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
@@ -383,3 +384,54 @@ def test_random_traffic_with_crashes_and_a_small_cache_folds_as_one_engine(
     finally:
         cluster.close()
         cluster.reads.drop()
+
+
+# ---------------------------------------------------------------- the one model writer
+def writer(cluster: Cluster) -> ModelWriter:
+    state = RedisState(REDIS, NAMESPACE, timeout=2.0)
+    cluster.states.append(state)
+    return ModelWriter(
+        cluster.catalog, cluster.bus, state, cluster.logs.decisions, wait=0.0, save_every=0.0
+    )
+
+
+def shown(cluster: Cluster, user: str, at: float) -> list[dict[str, Any]]:
+    """A decision for ``user`` and its first item viewed and clicked."""
+    decision = cluster.api.decide(DecisionRequest(placement="app_home"), user_id=user)
+    cluster.api.flush()  # the decision log holds it before its feedback is folded
+    item = decision.items[0]
+    props = {
+        "decision_id": decision.decision_id,
+        "promotion_id": item.offer_id,
+        "position": item.position,
+    }
+    return [
+        track("Promotion Viewed", props, user=user, at=at),
+        track("Promotion Clicked", props, user=user, at=at + 1),
+    ]
+
+
+def test_feedback_from_both_halves_teaches_the_one_model_writer_once(cluster: Cluster):
+    users = [homed("left", 0), homed("right", 1)]
+    for u in users:  # enough history for their feedback to be trusted
+        cluster.send(*[page(MORTGAGE, user=u, at=T0 - 500 + n) for n in range(6)])
+    cluster.settle()
+    models = writer(cluster)
+    for n, u in enumerate(users):
+        cluster.send(*shown(cluster, u, T0 - 100 + 10 * n))
+    dying = cluster.folds[0]  # killed after publishing its records, before its save
+    crash_at(dying.state, "save_rows", lambda n: n == 1)
+    with pytest.raises(Crash):
+        steps(cluster, 2)
+    cluster.bus.duplicate_window = 0.0  # so late that the bus takes them again
+    cluster.folds[0] = cluster.start(0)  # republishes them: skipped by their origin
+    cluster.settle()
+    models.step()
+    assert models.records == 4  # two views, two clicks: each once
+    assert models.duplicates == 2
+    assert models.learner.learned == 2
+    restarted = writer(cluster)  # resumes after its saved feed position
+    assert restarted.learner.to_state() == models.learner.to_state()
+    assert restarted.step() == 0
+    assert cluster.api.reload_model()  # the API workers read the published copy
+    assert cluster.api.learner.learned == 2
