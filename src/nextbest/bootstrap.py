@@ -297,6 +297,7 @@ def build_partitioned_fold(
             stores.events,
             PostgresEventLog(db),
             partitions,
+            cache_size=settings.fold_cache,
             close_writer=db.close,
             close=close,
             models=models,

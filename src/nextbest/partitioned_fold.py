@@ -122,13 +122,29 @@ class Hop(msgspec.Struct, array_like=True, frozen=True):
 
 
 class _Out(msgspec.Struct, array_like=True):
-    """A message to publish, and the write marks to raise to where it lands."""
+    """A message to publish, the write marks to raise to where it lands, and (a stitch)
+    the relays its stream sequence is recorded in."""
 
     partition: int
     message_id: str
     body: bytes
     kind: str
     marks: list[str] = []
+    relays: list[tuple[str, str]] = []
+
+
+class _Relay(msgspec.Struct, array_like=True):
+    """A link a stitch frozen here moved: where the stitch went, the freeze's stream
+    sequence, its messageId, the link's target before it (what this partition's folds before
+    the stitch in log order still see), the stream sequence the stitch was published at (0:
+    not yet) and whether the joining fold saved the link (the ids' events then go by it)."""
+
+    to: int
+    at: int
+    message_id: str
+    before: str | None
+    hop: int = 0
+    joined: bool = False
 
 
 class _PendingRow(msgspec.Struct, array_like=True):
@@ -143,7 +159,7 @@ _decode_event = msgspec.msgpack.Decoder(Event).decode
 _decode_hop = msgspec.msgpack.Decoder(Hop).decode
 _decode_pending = msgspec.msgpack.Decoder(_PendingRow).decode
 _decode_seqs = msgspec.msgpack.Decoder(list[int]).decode
-_decode_relays = msgspec.msgpack.Decoder(list[tuple[str, str, str, int, int, str]]).decode
+_decode_relays = msgspec.msgpack.Decoder(list[tuple[str, str, str, _Relay]]).decode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -277,9 +293,7 @@ class PartitionedFold:
         #: per partition, the links a stitch frozen there moved, until the fold joining
         #: them saved them: (kind, id) -> (the partition the stitch went to, the freeze's
         #: stream sequence, its messageId); the ids' events arriving there follow it
-        self.relays: dict[int, dict[tuple[str, str], tuple[int, int, str]]] = {
-            p: {} for p in self.partitions
-        }
+        self.relays: dict[int, dict[tuple[str, str], _Relay]] = {p: {} for p in self.partitions}
         self._relays_dirty: set[int] = set()
         #: per partition, deliveries received and not processed yet
         self._queues: dict[int, deque[Delivery]] = {p: deque() for p in self.partitions}
@@ -371,8 +385,8 @@ class PartitionedFold:
                 self._restart_pending[p] = row
                 self._apply_held(p, row.held)
             if saved_relays is not None:
-                for kind, key, target, to, at, message_id in _decode_relays(saved_relays):
-                    self.relays[p][kind, key] = (to, at, message_id)
+                for kind, key, target, relay in _decode_relays(saved_relays):
+                    self.relays[p][kind, key] = relay
                     self.books[p].identity.load(kind, key, target)
                     self.caches[p].pin([(kind, key)])
         for p in self.partitions:
@@ -642,11 +656,13 @@ class PartitionedFold:
             keys.append((_ANON, event.anonymous_id))
         for k in keys:
             relay = relays.get(k)
-            if relay is not None and relay[2] != event.message_id:  # (its own stitch comes
-                # back here when the customer it joins moved meanwhile: routed by the links)
-                if not self._joined_since(k, relay[1]):
-                    return relay[0]
-                self._drop_relay(p, k)  # the joining fold saved the link: route by it
+            # (its own stitch comes back here when the customer it joins moved meanwhile:
+            # routed by the links)
+            if relay is not None and relay.message_id != event.message_id and not relay.joined:
+                if not self._joined_since(k, relay.at):
+                    return relay.to
+                relay.joined = True  # the joining fold saved the link: route by it
+                self._relays_dirty.add(p)
                 continue
             found = future.get(k)
             if found is not None:
@@ -678,6 +694,9 @@ class PartitionedFold:
         seq = self.base + d.seq
         stored = StoredEvent(seq, event)
         self._add_tail(st, stored)  # first, as the log holds it: a rebuild reads it too
+        # an alias rebuilds from every id of the customer as of this event in log order: a
+        # device frozen away here whose stitch comes later in the log is still the customer's
+        undone = self._before_relays(p, d.seq) if event.type is EventType.ALIAS else {}
         try:
             book.apply(seq, event, self._events_of)
         except BaseException:
@@ -686,6 +705,10 @@ class PartitionedFold:
                 self._tail.pop()
                 self._tail_ids.discard(event.message_id)
             raise
+        finally:
+            for k, (frozen_as, before_as) in undone.items():
+                if identity.target(*k) == before_as:  # (a link this fold made stays)
+                    identity.put_back(k[0], k[1], frozen_as)
         came_from = hop.came_from if hop is not None else p
         if hop is not None and hop.claimed:
             st.release[event.message_id] = list(hop.claimed)
@@ -716,6 +739,19 @@ class PartitionedFold:
                 same,
             )
             st.now.append(_Out(LEARNING, f"learn:{p}:{d.seq}", _encode(record), "learning"))
+
+    def _before_relays(
+        self, p: int, seq: int
+    ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+        """Put the links this partition froze away, by stitches published after ``seq``
+        (or not yet), back as they were before; (what they are now, what they were)."""
+        identity = self.books[p].identity
+        out = {}
+        for k, relay in self.relays[p].items():
+            if relay.hop == 0 or relay.hop > seq:
+                out[k] = (identity.target(*k), relay.before)
+                identity.put_back(k[0], k[1], relay.before)
+        return out
 
     def _freeze(
         self,
@@ -756,13 +792,14 @@ class PartitionedFold:
             cache.linked_to(k[0], k[1], None, before[k], leaving=True)
             if k in book.dirty:  # folded here and not saved yet: saved as folded
                 cache.saved_as[k] = before[k]
-            self.relays[p][k] = (nxt, d.seq, event.message_id)
+            self.relays[p][k] = _Relay(nxt, d.seq, event.message_id, before[k])
             self._relays_dirty.add(p)
         cache.pin(moved)
         cache.hold(held)
         body = _encode(Hop(event, frozen, p, claimed))
         out = _Out(nxt, f"stitch:{p}:{d.seq}", body, STITCH)
         out.marks = written_keys(event.user_id, event.anonymous_id)
+        out.relays = moved
         st.late.setdefault(p, []).insert(self._hops(st, p), out)
         st.visible.setdefault(p, d.seq - 1)
         self.skipped[p].add(d.seq)
@@ -847,7 +884,14 @@ class PartitionedFold:
         self._wait_logged({p: positions[p] for p in late})
         outs = [m for p in sorted(late) for m in late[p] if m.kind == STITCH]
         outs += [m for p in sorted(late) for m in late[p] if m.kind != STITCH]
-        self._publish(st, outs)
+        published = self._publish(st, outs)
+        for p in late:
+            for m in late[p]:
+                for k in m.relays:
+                    relay = self.relays[p].get(k)
+                    if relay is not None and relay.hop == 0:
+                        relay.hop = published[m.message_id]
+                        self._relays_dirty.add(p)
         rows = [r for c in self.caches.values() for r in c.held_rows()]
         for p in late:
             rows.append(StateRow(*_row("visible", p), str(positions[p]).encode()))
@@ -859,9 +903,10 @@ class PartitionedFold:
         for cache in self.caches.values():
             cache.release()
 
-    def _publish(self, st: _Staged, outs: list[_Out]) -> None:
+    def _publish(self, st: _Staged, outs: list[_Out]) -> dict[str, int]:
+        """Publish; the stream sequence of each (by its bus messageId)."""
         if not outs:
-            return
+            return {}
         published = self.bus.publish(
             [BusMessage(o.partition, o.message_id, o.body, o.kind) for o in outs]
         )
@@ -870,6 +915,7 @@ class PartitionedFold:
                 value = mark_value(put.seq, o.partition)
                 if value > st.marks.get(m, 0):
                     st.marks[m] = value
+        return {o.message_id: put.seq for o, put in zip(outs, published, strict=True)}
 
     def _position_rows(self, st: _Staged) -> list[StateRow]:
         rows: list[StateRow] = []
@@ -888,7 +934,7 @@ class PartitionedFold:
         for p in sorted(self._relays_dirty):
             target = self.books[p].identity.target
             body = [
-                (k, key, target(k, key) or "", *relay)
+                (k, key, target(k, key) or "", relay)
                 for (k, key), relay in sorted(self.relays[p].items())
             ]
             rows.append(StateRow(*_row("relays", p), _encode(body) if body else None))
@@ -937,14 +983,22 @@ class PartitionedFold:
         links (their position saved with them), the ids' events are routed by the links
         again. Asked each step while there are relays (one MGET; a relay lives for the
         time a stitch travels), and again when one is used."""
-        relayed = [(p, k) for p, mine in self.relays.items() for k in mine]
-        if not relayed:
-            return
-        bodies = self.state.read_rows([(LINKED_ROW, f"{k[0]}:{k[1]}") for _, k in relayed])
-        for (p, k), body in zip(relayed, bodies, strict=True):
-            made = msgspec.msgpack.decode(body, type=Linked).seq if body is not None else 0
-            if made > self.relays[p][k][1]:
-                self._drop_relay(p, k)
+        waiting = [
+            (p, k) for p, mine in self.relays.items() for k, r in mine.items() if not r.joined
+        ]
+        if waiting:
+            bodies = self.state.read_rows([(LINKED_ROW, f"{k[0]}:{k[1]}") for _, k in waiting])
+            for (p, k), body in zip(waiting, bodies, strict=True):
+                made = msgspec.msgpack.decode(body, type=Linked).seq if body is not None else 0
+                if made > self.relays[p][k].at:
+                    self.relays[p][k].joined = True
+                    self._relays_dirty.add(p)
+        for p, mine in self.relays.items():
+            for k, relay in list(mine.items()):
+                # gone once joined and this partition is past the stitch in log order (no
+                # fold here can come before it any more)
+                if relay.joined and 0 < relay.hop <= self.done[p]:
+                    self._drop_relay(p, k)
         if self._relays_dirty:
             self.state.save_rows(self.catalog.digest, self._relay_rows())
 

@@ -26,7 +26,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine, IngestRequest
-from nextbest.errors import StoreUnavailable
+from nextbest.errors import StateLost, StoreError, StoreUnavailable
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.model_writer import ModelWriter
 from nextbest.partitioned_fold import PartitionedFold, consumer_name
@@ -435,3 +435,19 @@ def test_feedback_from_both_halves_teaches_the_one_model_writer_once(cluster: Cl
     assert restarted.step() == 0
     assert cluster.api.reload_model()  # the API workers read the published copy
     assert cluster.api.learner.learned == 2
+
+
+def test_redis_losing_its_data_stops_the_fold_and_a_restart_refuses(cluster: Cluster):
+    """Folding on after the saved state vanished would save a part of a state: the workers
+    stop (every step fails) and a restart on the empty Redis refuses, naming the rebuild."""
+    user = homed("cust", 1)
+    cluster.send(page(MORTGAGE, user=user, at=T0 - 10))
+    cluster.settle()
+    cluster.reads.drop()  # (this test's namespace only)
+    cluster.send(page(MORTGAGE, user=user, at=T0 - 9))
+    for _ in range(3):
+        with pytest.raises(StateLost):
+            cluster.folds[1].step()
+    assert cluster.reads.load_state() is None  # nothing partial written
+    with pytest.raises(StoreError, match="rebuild"):
+        cluster.start(1)

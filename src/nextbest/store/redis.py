@@ -165,6 +165,8 @@ class RedisState:
         self._ns_prefix = f"{namespace}:".encode()
         self._ns_match = _glob_escaped(namespace) + ":*"
         self._generation: int | None = None  # the last one seen (point reads start from it)
+        #: ``save_rows`` found the saved state gone: it refuses from then on
+        self._lost = False
         self._mark_prefix = f"{namespace}:written:".encode()
         self._raise_marks = self.client.register_script(_RAISE_MARKS)
         self._claim = self.client.register_script(_CLAIM)
@@ -261,8 +263,11 @@ class RedisState:
                     pipe.watch(self._state_key)  # type: ignore[no-untyped-call]
                     mark = self._watermark(pipe.get(self._state_key))
                     if mark is None:
-                        if self._generation is not None:
+                        if self._generation is not None or self._lost:
+                            # and every later save: rows written into a new state would be
+                            # a part of one (the writer restarts, and rebuilds)
                             self._generation = None
+                            self._lost = True
                             raise StateLost(
                                 f"Redis at {self.where}: the saved state under "
                                 f"{self.namespace!r} vanished (flushed, or restarted without "
