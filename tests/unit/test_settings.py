@@ -110,3 +110,11 @@ def test_nextbest_store_names_the_logs_store_as_nextbest_data_does():
     assert Settings.from_env({"NEXTBEST_STORE": url, "NEXTBEST_DATA": url}).data == url
     with pytest.raises(ConfigError, match="NEXTBEST_STORE and NEXTBEST_DATA"):
         Settings.from_env({"NEXTBEST_STORE": url, "NEXTBEST_DATA": "other.sqlite"})
+
+
+def test_a_fold_worker_of_some_partitions_from_the_environment():
+    s = Settings.from_env({"NEXTBEST_FOLD_PARTITIONS": "0-7", "NEXTBEST_FOLD_CACHE": "5000"})
+    assert (s.fold_partitions, s.fold_cache) == ("0-7", 5000)
+    assert Settings.from_env({}).fold_partitions == ""  # one fold worker owns them all
+    with pytest.raises(ConfigError, match="NEXTBEST_FOLD_CACHE"):
+        Settings.from_env({"NEXTBEST_FOLD_CACHE": "0"})
