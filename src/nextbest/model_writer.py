@@ -55,7 +55,14 @@ from nextbest.store.snapshot import (
     published_row,
 )
 
-__all__ = ["LEARNER_CONSUMER", "LearningRecord", "ModelWriter", "learning_names"]
+__all__ = [
+    "LEARNER_CONSUMER",
+    "LEARNING_ORIGINS",
+    "LEARNING_POSITION",
+    "LearningRecord",
+    "ModelWriter",
+    "learning_names",
+]
 
 log = logging.getLogger("nextbest.models")
 
@@ -63,8 +70,8 @@ log = logging.getLogger("nextbest.models")
 LEARNER_CONSUMER = "models"
 #: ``fold/learning-position``, ``fold/learning-origins``: the feed position saved with the
 #: models, and per fold partition the last origin sequence folded
-_POSITION = "learning-position"
-_ORIGINS = "learning-origins"
+LEARNING_POSITION = "learning-position"
+LEARNING_ORIGINS = "learning-origins"
 _DECISION_LOG = "decision_log_position"
 
 
@@ -149,8 +156,8 @@ class ModelWriter:
         names = sorted(self.catalog.kpis)
         rows = [
             (LEARNER_ROW, LEARNER_ROW),
-            (FOLD_ROW, _POSITION),
-            (FOLD_ROW, _ORIGINS),
+            (FOLD_ROW, LEARNING_POSITION),
+            (FOLD_ROW, LEARNING_ORIGINS),
             (EXPERIMENT_LOG, _DECISION_LOG),
             *((EXPERIMENT_ROW, c) for c in names),
         ]
@@ -269,8 +276,8 @@ class ModelWriter:
         rows.append(published_row(version))
         experiments, _ = self.counters.take_changes()
         rows.extend(experiment_rows(experiments, self._control_seen))
-        rows.append(StateRow(FOLD_ROW, _POSITION, str(self.position).encode()))
-        rows.append(StateRow(FOLD_ROW, _ORIGINS, _encode(self.origins)))
+        rows.append(StateRow(FOLD_ROW, LEARNING_POSITION, str(self.position).encode()))
+        rows.append(StateRow(FOLD_ROW, LEARNING_ORIGINS, _encode(self.origins)))
         try:
             self.state.save_rows(self.catalog.digest, rows)
         except BaseException:

@@ -30,6 +30,7 @@ from nextbest.errors import StateLost, StoreError, StoreUnavailable
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.model_writer import ModelWriter
 from nextbest.partitioned_fold import PartitionedFold, consumer_name
+from nextbest.partitioned_rebuild import rebuild_partitioned_state
 from nextbest.profile.book import PROFILE_ROW
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.routing import home
@@ -451,3 +452,30 @@ def test_redis_losing_its_data_stops_the_fold_and_a_restart_refuses(cluster: Clu
     assert cluster.reads.load_state() is None  # nothing partial written
     with pytest.raises(StoreError, match="rebuild"):
         cluster.start(1)
+
+
+def test_the_state_rebuilt_from_the_log_after_redis_lost_it(cluster: Cluster):
+    """Redis loses everything while the workers are stopped: ``rebuild-partitioned`` folds
+    the event log once and writes what they resume from; they go on as before."""
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    old, new = homed("old", 0), homed("new", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(3)])
+    cluster.send(identify({}, user=user, anon=device, at=T0 - 90))
+    cluster.send(page(SAVINGS, user=old, at=T0 - 80), page(SAVINGS, user=new, at=T0 - 79))
+    cluster.send(message_alias(old, new, T0 - 70))
+    cluster.settle()
+    before = cluster.saved()
+    cluster.reads.drop()
+    report = rebuild_partitioned_state(
+        cluster.catalog, cluster.logs, RedisState(REDIS, NAMESPACE), cluster.bus
+    )
+    assert (report.profiles, report.links) == (len(before[0]), len(before[1]))
+    assert cluster.saved() == before
+    cluster.folds = [cluster.start(0), cluster.start(1)]  # restarted on the rebuilt state
+    other = homed("dev2-", 0, anonymous=True)
+    cluster.send(page(MORTGAGE, anon=other, at=T0 - 60))
+    cluster.send(identify({}, user=user, anon=other, at=T0 - 50))
+    cluster.send(page(SAVINGS, anon=device, at=T0 - 40), page(MORTGAGE, user=old, at=T0 - 30))
+    cluster.settle()
+    cluster.assert_as_replayed()
+    assert count(cluster, user) == 7  # 3 + 1 before, the other device (2), a page

@@ -9,6 +9,8 @@ then equal what the embedded engine folds from the PostgreSQL event log."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +119,12 @@ def replayed(data: str) -> tuple[dict[str, bytes], dict[tuple[str, str], str]]:
         engine.release()
 
 
+def before_count(state: tuple[dict[str, bytes], object], user: str) -> int:
+    from nextbest.profile.model import Profile
+
+    return msgspec.msgpack.decode(state[0][user], type=Profile).event_count
+
+
 def assert_as_replayed(redis: str, data: str) -> None:
     live, again = saved(redis), replayed(data)
     assert sorted(live[0]) == sorted(again[0])
@@ -181,6 +189,30 @@ def test_two_fold_workers_an_anonymous_visit_then_a_login_across_them_and_a_kill
             counts = logged(data)
             assert len(acked) > 800
             assert all(counts.get(m) == 1 for m in acked)  # none lost, none twice
+            assert_as_replayed(redis_url, data)
+
+            # Redis loses everything while the fold workers are stopped: rebuilt from the log
+            before = saved(redis_url)
+            for f in folds:
+                f.stop()
+            RedisState(redis_url).client.flushdb()
+            rebuilt = subprocess.run(
+                [sys.executable, "-m", "nextbest.cli", "rebuild-partitioned"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert rebuilt.returncode == 0, rebuilt.stderr
+            assert saved(redis_url) == before
+            for f in folds:
+                f.start()
+            more = [page(MORTGAGE, anon=device, at=T0 - 10), page(SAVINGS, user=user, at=T0 - 9)]
+            assert send(apis[1].url, more) == 200
+            wait_all_folded(folds)
+            r = httpx.get(f"{apis[0].url}/v1/profiles/{user}", auth=SERVER, timeout=5)
+            assert r.json()["profile"]["event_count"] == before_count(before, user) + 2
             assert_as_replayed(redis_url, data)
         finally:
             for w in [*apis, *folds]:
