@@ -288,8 +288,10 @@ class PartitionedFold:
         self.logged: dict[int, int] = {}
         #: per partition: deliveries up to it were folded before a restart (logged only)
         self.again: dict[int, int] = {}
-        #: per partition: stream sequences past the logged position not to log
+        #: per partition: stream sequences past the logged position not to log (and as
+        #: last saved)
         self.skipped: dict[int, set[int]] = {}
+        self._skipped_saved: dict[int, list[int]] = {}
         #: per partition, the links a stitch frozen there moved, until the fold joining
         #: them saved them: (kind, id) -> (the partition the stitch went to, the freeze's
         #: stream sequence, its messageId); the ids' events arriving there follow it
@@ -676,7 +678,9 @@ class PartitionedFold:
         customer = joined(identity, event)
         if customer not in book.profiles:
             cache.load_profile(customer)
-        learns = is_feedback(event) or event.name in self._learning or self._counters.wants(event)
+        learns = event.name is not None and (
+            is_feedback(event) or event.name in self._learning or self._counters.wants(event)
+        )
         trusted = False
         if learns and is_feedback(event):
             trusted = sender_trusted(book.profiles.get(customer), event)
@@ -926,7 +930,9 @@ class PartitionedFold:
                 rows.append(StateRow(*_row("visible", p), str(st.visible[p]).encode()))
             skipped = sorted(s for s in self.skipped[p] if s > self.logged[p])
             self.skipped[p] = set(skipped)
-            rows.append(StateRow(*_row("skipped", p), _encode(skipped) if skipped else None))
+            if skipped != self._skipped_saved.get(p):  # (seqs the log passed may linger)
+                rows.append(StateRow(*_row("skipped", p), _encode(skipped) if skipped else None))
+                self._skipped_saved[p] = skipped
         return rows
 
     def _relay_rows(self) -> list[StateRow]:
@@ -962,6 +968,7 @@ class PartitionedFold:
                 self.caches[p].keep(keys, members, linked)
             st.marks.update(marks)
             self._relays_dirty.update(self.partitions)
+            self._skipped_saved.clear()
             raise
         for p, done in st.positions.items():
             self.saved[p] = max(self.saved[p], done)

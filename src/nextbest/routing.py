@@ -22,6 +22,7 @@ worker apply.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import NamedTuple
 
@@ -41,9 +42,11 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=65_536)
 def home(customer: str, partitions: int) -> int:
     """The partition of a customer key (a userId, or ``anon:<anonymousId>``): where its
-    events go when nothing is stitched (``bus_key``'s partition)."""
+    events go when nothing is stitched (``bus_key``'s partition). Remembered for the most
+    recent customers (a hash per call otherwise)."""
     if customer.startswith(ANON_PREFIX):
         return partition_of("a:" + customer[len(ANON_PREFIX) :], partitions)
     return partition_of("u:" + customer, partitions)
@@ -129,6 +132,8 @@ def destination(
 ) -> Destination:
     """Where ``event`` goes next, given the links in ``identity`` and the customers a stitch
     has dissolved already on its way (``frozen``)."""
+    if event.type is not EventType.IDENTIFY and event.type is not EventType.ALIAS:
+        return Destination(home(joined(identity, event), partitions), None)
     for customer in remote(identity, event, partitions, frozen):
         return Destination(home(customer, partitions), customer)
     return Destination(home(joined(identity, event), partitions), None)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ class _Consumer:
         self.unacked: dict[int, tuple[float, int]] = {}
         #: the one partition it delivers (or ``LEARNING``); None: every partition
         self.partition = partition
+        #: no unacknowledged delivery is due again before this (a lower bound)
+        self.earliest = float("inf")
 
     def wants(self, m: BusMessage) -> bool:
         if self.partition is None:
@@ -48,6 +51,7 @@ class MemoryBus:
         self.duplicate_window = duplicate_window
         self._clock = clock
         self._messages: list[BusMessage] = []  # seq n at index n - 1
+        self._seqs_of: dict[int, list[int]] = {}  # partition -> its stream sequences
         self._seen: dict[str, tuple[int, float]] = {}  # messageId -> (seq, stored at)
         self._consumers: dict[str, _Consumer] = {}
         self._changed = threading.Condition()
@@ -67,6 +71,7 @@ class MemoryBus:
                     continue
                 self._messages.append(m)
                 seq = len(self._messages)
+                self._seqs_of.setdefault(m.partition, []).append(seq)
                 self._seen[m.message_id] = (seq, now)
                 out.append(Published(seq, False))
             self._changed.notify_all()
@@ -106,10 +111,21 @@ class MemoryBus:
     def _take(self, c: _Consumer, max_messages: int) -> list[Delivery]:
         now = self._clock()
         out: list[Delivery] = []
-        for seq in sorted(s for s, (due, _) in c.unacked.items() if due <= now):
-            if len(out) >= max_messages:
-                return out
-            out.append(self._deliver(c, seq, now))
+        if c.unacked and now >= c.earliest:
+            due_now = sorted(s for s, (due, _) in c.unacked.items() if due <= now)
+            c.earliest = min((due for due, _ in c.unacked.values()), default=float("inf"))
+            for seq in due_now:
+                if len(out) >= max_messages:
+                    return out
+                out.append(self._deliver(c, seq, now))
+        if c.partition is not None:  # one partition's: straight to its messages
+            seqs = self._seqs_of.get(c.partition, [])
+            at = bisect.bisect_left(seqs, c.next)
+            while len(out) < max_messages and at < len(seqs):
+                out.append(self._deliver(c, seqs[at], now))
+                c.next = seqs[at] + 1
+                at += 1
+            return out
         while len(out) < max_messages and c.next <= len(self._messages):
             if c.wants(self._messages[c.next - 1]):
                 out.append(self._deliver(c, c.next, now))
@@ -119,6 +135,7 @@ class MemoryBus:
     def _deliver(self, c: _Consumer, seq: int, now: float) -> Delivery:
         times = c.unacked.get(seq, (0.0, 0))[1] + 1
         c.unacked[seq] = (now + self.ack_wait, times)
+        c.earliest = min(c.earliest, now + self.ack_wait)
         m = self._messages[seq - 1]
         return Delivery(seq, m.partition, m.message_id, m.body, times, m.kind)
 
