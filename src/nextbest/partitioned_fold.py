@@ -14,12 +14,15 @@ did. Per partition, a message is one of:
   are all frozen: merged here, the device's events read from the event log);
 - **forward**: it belongs elsewhere (published before its ids' link appeared): published on
   to that partition (kind ``forward``) and not logged here;
-- **freeze**: a stitch dissolving a customer homed here: its ids are linked to the joined
-  customer from now on (events of theirs still arriving are forwarded), its profile goes,
-  and the stitch travels on (kind ``stitch``) once the event log holds everything this
-  worker folded up to it (the joined customer's home reads the device's events from the
-  log). Its links become visible to the API workers only after it was published, so an
-  event routed by them arrives behind it.
+- **freeze**: a stitch dissolving a customer homed here, after it claimed the customers it
+  touches (Redis; one that cannot is put back at the end of the stream): its ids resolve to
+  the joined customer in this partition's view from now on and a persisted *relay* forwards
+  their events still arriving behind it; its profile goes; the stitch travels on (kind
+  ``stitch``) once the event log holds everything this worker folded up to it (the joined
+  customer's home reads the device's events from the log). Only the fold that joins the ids
+  writes their links (and releases the claim), so the API workers route to the joined
+  customer only once it folded the stitch. In log order the freeze takes effect at the
+  stitch's sequence there: a rebuild here before it still counts the moved ids.
 
 One step, repeated: fetch what the partitions' consumers delivered; fold (in memory); publish
 what goes elsewhere (and the learning records, ``model_writer``); save the changed rows with
@@ -31,8 +34,10 @@ forwards that followed them), and saves the freeze's rows and the positions it h
 Per partition, Redis holds ``fold/done-<p>`` (every delivery up to it processed and saved),
 ``fold/visible-<p>`` (what a decision waits for: a stitch's partition shows it only once it is
 on its way), ``fold/skipped-<p>`` (the deliveries past the logged position that are not to be
-logged: forwarded, frozen, duplicates) and, while a step is finishing, ``fold/pending-<p>``
-(what it still has to publish, and the rows it held back). The event log holds per partition
+logged: forwarded, frozen, duplicates, deferred), ``fold/relays-<p>`` and, while a step is
+finishing, ``fold/pending-<p>`` (what it still has to publish, and the rows it held back).
+Each partition folds on its own view (book and cache); the partitions of one worker share
+the unlogged tail (a stitch's read) and the log writer. The event log holds per partition
 the position it logged everything up to. A restart consumes each partition from the lower
 of the two: deliveries up to ``done`` are logged (unless skipped) and not folded again; a
 pending stitch is published again (the bus and the receiver dedupe it) once the log is
