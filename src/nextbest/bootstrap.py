@@ -29,6 +29,7 @@ from nextbest.engine import Engine
 from nextbest.errors import ConfigError
 from nextbest.fold_worker import FoldWorker
 from nextbest.partitioned_fold import PartitionedFold
+from nextbest.partitioned_rebuild import RebuildReport
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
@@ -306,3 +307,28 @@ def build_partitioned_fold(
         for done in reversed(opened):
             done()
         raise
+
+
+def rebuild_partitioned(settings: Settings) -> RebuildReport:
+    """``nextbest rebuild-partitioned``: several fold workers' live state in
+    ``NEXTBEST_PROFILES`` rebuilt from the event log in ``NEXTBEST_DATA`` (PostgreSQL), the
+    bus's partitions from ``NEXTBEST_BUS`` (every fold worker stopped)."""
+    _require_scaled(settings, "fold")
+    compiled = load_catalog(settings.catalog)
+    from nextbest.partitioned_rebuild import rebuild_partitioned_state
+    from nextbest.store.memory import MemoryStateStore
+    from nextbest.store.redis import RedisState
+
+    logs = _open_logs(settings.data, settings.sqlite_synchronous)
+    try:
+        state = RedisState(settings.profiles)
+        try:
+            bus = open_bus(settings)
+            try:
+                return rebuild_partitioned_state(compiled, logs, state, bus, MemoryStateStore())
+            finally:
+                bus.close()
+        finally:
+            state.close()
+    finally:
+        logs.close()

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from nextbest.clock import ClockKind
-from nextbest.errors import CatalogError, ConfigError, NextbestError, NotFound, ValidationError
+from nextbest.errors import CatalogError, NextbestError, NotFound, ValidationError
 from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:
@@ -347,29 +347,14 @@ def rebuild_partitioned(catalog: str = CatalogOpt, data: str = DataOpt) -> None:
     """Rebuild the live state of several fold workers (serve --role fold --partitions) in
     NEXTBEST_PROFILES from the event log: after Redis lost its data, or to start them on a
     log they did not write. Every fold worker stopped first (docs/scale-out.md)."""
-    from nextbest.bootstrap import open_bus
-    from nextbest.partitioned_rebuild import rebuild_partitioned_state
-    from nextbest.store.catalog_files import load_catalog
-    from nextbest.store.redis import RedisState
+    from nextbest.bootstrap import rebuild_partitioned as rebuild
 
-    settings = _settings(catalog, data)
     try:
-        compiled = load_catalog(settings.catalog)
-        if not settings.profiles.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("rebuild-partitioned writes NEXTBEST_PROFILES=redis://...")
-        from nextbest.store.postgres import postgres_stores
-
-        logs = postgres_stores(settings.data)
-        try:
-            state = RedisState(settings.profiles)
-            bus = open_bus(settings)
-            try:
-                report = rebuild_partitioned_state(compiled, logs, state, bus)
-            finally:
-                bus.close()
-                state.close()
-        finally:
-            logs.close()
+        report = rebuild(_settings(catalog, data))
+    except CatalogError as exc:
+        for problem in exc.problems:
+            _console("err").print(f"[red]{problem}[/red]")
+        raise typer.Exit(1) from exc
     except NextbestError as exc:
         _console("err").print(f"nextbest: {_one_line(exc.message)}", markup=False)
         raise typer.Exit(1) from None

@@ -26,7 +26,6 @@ from nextbest.experiments.counters import ExperimentCounters
 from nextbest.model_writer import LEARNING_ORIGINS, LEARNING_POSITION
 from nextbest.profile_cache import LINKED_ROW, MEMBERS_ROW, Linked
 from nextbest.routing import home
-from nextbest.store.memory import MemoryStateStore
 from nextbest.store.port import PartitionedLog, StateRow, StateStore, Stores
 from nextbest.store.snapshot import (
     FOLD_ROW,
@@ -55,14 +54,16 @@ def rebuild_partitioned_state(
     logs: Stores,
     state: StateStore,
     bus: EventBus,
+    scratch: StateStore,
     wall: Callable[[], float] = time.time,
 ) -> RebuildReport:
-    """Fold ``logs``' event log and write what several fold workers resume from to
-    ``state`` (Redis), replacing what it held."""
+    """Fold ``logs``' event log (the embedded engine, restoring from ``scratch``: an empty
+    state store) and write what several fold workers resume from to ``state`` (Redis),
+    replacing what it held."""
     log = logs.events
     if not isinstance(log, PartitionedLog):
         raise TypeError(f"{type(log).__name__} is not an event log several workers share")
-    engine = Engine(catalog, logs._replace(state=MemoryStateStore(), close=lambda: None))
+    engine = Engine(catalog, logs._replace(state=scratch, close=lambda: None))
     count = bus.partitions
     rows: list[StateRow] = []
     profiles = list(engine.profiles())

@@ -466,8 +466,9 @@ def test_the_state_rebuilt_from_the_log_after_redis_lost_it(cluster: Cluster):
     cluster.settle()
     before = cluster.saved()
     cluster.reads.drop()
+    state = RedisState(REDIS, NAMESPACE)
     report = rebuild_partitioned_state(
-        cluster.catalog, cluster.logs, RedisState(REDIS, NAMESPACE), cluster.bus
+        cluster.catalog, cluster.logs, state, cluster.bus, MemoryStateStore()
     )
     assert (report.profiles, report.links) == (len(before[0]), len(before[1]))
     assert cluster.saved() == before

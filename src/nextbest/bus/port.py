@@ -124,10 +124,10 @@ class EventBus(Protocol):
 
 
 def bus_key(event: Event) -> str:
-    """Whose event this is, for partitioning: its userId, else its anonymousId (``u:`` and
-    ``a:`` kept apart). One fold worker owning every partition folds a stitched customer's
-    devices in stream order whatever the partition; several owners would need the key the
-    identity map resolves to (docs/scale-out.md)."""
+    """Whose event this is, by its ids alone: its userId, else its anonymousId (``u:`` and
+    ``a:`` kept apart): the partition of a customer nothing is stitched to. API workers
+    publish to the partition of the customer the ids resolve to (``nextbest.routing``,
+    whose ``home`` is this key's partition)."""
     if event.user_id:
         return "u:" + event.user_id
     return "a:" + (event.anonymous_id or "")
