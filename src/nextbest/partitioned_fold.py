@@ -15,7 +15,8 @@ did. Per partition, a message is one of:
 - **forward**: it belongs elsewhere (published before its ids' link appeared): published on
   to that partition (kind ``forward``) and not logged here;
 - **freeze**: a stitch dissolving a customer homed here, after it claimed the customers it
-  touches (Redis; one that cannot is put back at the end of the stream): its ids resolve to
+  touches (Redis; one that cannot is put aside, ``fold/parked-<p>``, and back at the end of
+  the stream after a pause): its ids resolve to
   the joined customer in this partition's view from now on and a persisted *relay* forwards
   their events still arriving behind it; its profile goes; the stitch travels on (kind
   ``stitch``) once the event log holds everything this worker folded up to it (the joined
@@ -160,9 +161,25 @@ class _PendingRow(msgspec.Struct, array_like=True):
     held: list[tuple[str, str, bytes | None]]
 
 
+class _Parked(msgspec.Struct, array_like=True):
+    """A stitch put aside (another holds a customer it touches), and when to put it back at
+    the end of its partition's stream (``fold/parked-<p>``)."""
+
+    out: _Out
+    due: float
+    attempts: int
+
+
+#: a parked stitch goes back after 5 ms, doubling each time it finds its customers claimed
+#: again, at most a second (a claim is normally held for one stitch's trip: milliseconds; a
+#: worker that is down holds it longer, and nothing spins meanwhile)
+_PARK_FIRST = 0.005
+_PARK_MOST = 1.0
+
 _decode_event = msgspec.msgpack.Decoder(Event).decode
 _decode_hop = msgspec.msgpack.Decoder(Hop).decode
 _decode_pending = msgspec.msgpack.Decoder(_PendingRow).decode
+_decode_parked = msgspec.msgpack.Decoder(list[_Parked]).decode
 _decode_seqs = msgspec.msgpack.Decoder(list[int]).decode
 _decode_relays = msgspec.msgpack.Decoder(list[tuple[str, str, str, _Relay]]).decode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
@@ -302,6 +319,10 @@ class PartitionedFold:
         #: stream sequence, its messageId); the ids' events arriving there follow it
         self.relays: dict[int, dict[tuple[str, str], _Relay]] = {p: {} for p in self.partitions}
         self._relays_dirty: set[int] = set()
+        #: per partition, stitches put aside until they may be tried again (``_defer``)
+        self.parked: dict[int, list[_Parked]] = {p: [] for p in self.partitions}
+        self._parked_dirty: set[int] = set()
+        self._attempts: dict[str, int] = {}
         #: per partition, deliveries received and not processed yet
         self._queues: dict[int, deque[Delivery]] = {p: deque() for p in self.partitions}
         #: pending stitches found at a restart, per partition
@@ -340,15 +361,17 @@ class PartitionedFold:
             *(_row("skipped", p) for p in self.partitions),
             *(_row("pending", p) for p in self.partitions),
             *(_row("relays", p) for p in self.partitions),
+            *(_row("parked", p) for p in self.partitions),
         ]
         got = self.state.read_rows(rows)
         n = len(self.partitions)
-        legacy, done, skipped, pending, relays = (
+        legacy, done, skipped, pending, relays, parked = (
             got[0],
             got[1 : 1 + n],
             got[1 + n : 1 + 2 * n],
             got[1 + 2 * n : 1 + 3 * n],
-            got[1 + 3 * n :],
+            got[1 + 3 * n : 1 + 4 * n],
+            got[1 + 4 * n :],
         )
         for i, p in enumerate(self.partitions):
             logged_p = logged.get(p, single)
@@ -358,6 +381,9 @@ class PartitionedFold:
                 pending[i],
                 relays[i],
             )
+            saved_parked = parked[i]
+            if saved_parked is not None:
+                self.parked[p] = _decode_parked(saved_parked)
             if saved_done is not None:
                 done_p = int(saved_done)
             elif legacy is not None:
@@ -467,6 +493,7 @@ class PartitionedFold:
         if self._restart_pending and self._caught_up_again():
             self._complete_restart()
         self._check_relays()
+        self._unpark()
         self._receive()
         work = self._ready()
         if not work:
@@ -627,8 +654,9 @@ class PartitionedFold:
             # them goes to the end of its partition's stream
             claimed = sorted({*dissolved(identity, event), joined(identity, event)})
             if not self.state.claim(claimed, event.message_id):
-                self._defer(st, p, d)
+                self._defer(st, p, d, event.message_id)
                 return "deferred"
+            self._attempts.pop(event.message_id, None)
             if freeze is None:
                 st.release[event.message_id] = claimed  # folded here: released with it
         if freeze is None:
@@ -637,13 +665,43 @@ class PartitionedFold:
         self._freeze(st, p, d, event, hop, claimed)
         return STITCH
 
-    def _defer(self, st: _Staged, p: int, d: Delivery) -> None:
-        """Put a stitch back at the end of its partition's stream: another stitch claimed a
-        customer it touches and is on its way. The events after it go on meanwhile (it
-        takes effect where it is folded, as the log says)."""
-        st.now.append(_Out(p, f"defer:{p}:{d.seq}", d.body, d.kind or FORWARD))
+    def _defer(self, st: _Staged, p: int, d: Delivery, message_id: str) -> None:
+        """Put a stitch aside: another stitch claimed a customer it touches and is on its
+        way. Saved with this step (``fold/parked-<p>``), it goes back at the end of its
+        partition's stream after a pause that doubles each time (``_unpark``); the events
+        after it go on meanwhile (it takes effect where it is folded, as the log says)."""
+        attempts = self._attempts.get(message_id, 0) + 1
+        self._attempts[message_id] = attempts
+        pause = min(_PARK_MOST, _PARK_FIRST * 2 ** (attempts - 1))
+        out = _Out(p, f"defer:{p}:{d.seq}", d.body, d.kind or FORWARD)
+        self.parked[p].append(_Parked(out, self._wall() + pause, attempts))
+        self._parked_dirty.add(p)
         self.skipped[p].add(d.seq)
         self.stats.stitches_deferred += 1
+
+    def _unpark(self) -> None:
+        """The parked stitches whose pause is over go back into their partitions' streams
+        (published first, then no longer saved as parked: a crash between publishes them
+        twice, and the bus or the receiver dedupes them)."""
+        now = self._wall()
+        due = {p: [k for k in mine if k.due <= now] for p, mine in self.parked.items()}
+        outs = [k.out for mine in due.values() for k in mine]
+        if not outs:
+            return
+        self.bus.publish([BusMessage(o.partition, o.message_id, o.body, o.kind) for o in outs])
+        for p, gone in due.items():
+            if gone:
+                self.parked[p] = [k for k in self.parked[p] if k.due > now]
+                self._parked_dirty.add(p)
+        self.state.save_rows(self.catalog.digest, self._parked_rows())
+
+    def _parked_rows(self) -> list[StateRow]:
+        rows = []
+        for p in sorted(self._parked_dirty):
+            body = _encode(self.parked[p]) if self.parked[p] else None
+            rows.append(StateRow(*_row("parked", p), body))
+        self._parked_dirty.clear()
+        return rows
 
     def _relayed(self, event: Event, p: int) -> int | None:
         """Where an event goes that an id of (a link not made here yet, or relayed by a
@@ -957,6 +1015,7 @@ class PartitionedFold:
         rows = [r for t in taken.values() for r in t[0]]
         rows += self._position_rows(st)
         rows += self._relay_rows()
+        rows += self._parked_rows()
         for p, outs in st.late.items():
             held = [
                 (r.kind, r.key, r.body)
@@ -973,6 +1032,7 @@ class PartitionedFold:
                 self.caches[p].keep(keys, members, linked)
             st.marks.update(marks)
             self._relays_dirty.update(self.partitions)
+            self._parked_dirty.update(self.partitions)
             self._skipped_saved.clear()
             raise
         for p, done in st.positions.items():

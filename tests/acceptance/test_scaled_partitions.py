@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,8 +111,12 @@ class Cluster:
                 fold.step()
             if all(
                 self.bus.pending(consumer_name(p)) == 0 for half in HALVES for p in half
-            ) and not any(f._restart_pending or f._staged for f in self.folds):
+            ) and not any(
+                f._restart_pending or f._staged or any(f.parked.values()) for f in self.folds
+            ):
                 return
+            if any(any(f.parked.values()) for f in self.folds):
+                time.sleep(0.005)  # a stitch put aside goes back after a pause
         raise AssertionError("the fold workers did not settle")
 
     def saved(self) -> tuple[dict[str, bytes], dict[tuple[str, str], str]]:
@@ -480,3 +485,29 @@ def test_the_state_rebuilt_from_the_log_after_redis_lost_it(cluster: Cluster):
     cluster.settle()
     cluster.assert_as_replayed()
     assert count(cluster, user) == 7  # 3 + 1 before, the other device (2), a page
+
+
+def test_a_stitch_waits_aside_while_another_holds_its_customers(cluster: Cluster):
+    """A login whose customers another stitch has claimed is put aside (saved, so a restart
+    keeps it), goes back into its stream after a pause that grows, and folds once the claim
+    ends; the events behind it fold meanwhile."""
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(2)])
+    cluster.settle()
+    assert cluster.reads.claim([user], "another stitch")
+    cluster.send(identify({}, user=user, anon=device, at=T0 - 90))
+    cluster.send(page(SAVINGS, anon=device, at=T0 - 80))  # behind it: folds as the device's
+    steps(cluster, 2)
+    assert cluster.folds[0].stats.stitches_deferred >= 1
+    assert len(cluster.folds[0].parked[home(ANON_PREFIX + device, PARTITIONS)]) == 1
+    assert count(cluster, anon=device) == 3
+    cluster.folds[0] = cluster.start(0)  # restarted: what was put aside is still there
+    assert sum(len(p) for p in cluster.folds[0].parked.values()) == 1
+    time.sleep(0.05)
+    steps(cluster, 3)  # still claimed: aside again, for longer
+    assert cluster.folds[0].stats.stitches_deferred >= 1
+    cluster.reads.save_rows(cluster.catalog.digest, [], release={"another stitch": [user]})
+    time.sleep(1.1)
+    cluster.settle()
+    assert count(cluster, user) == 4  # the two pages, the login, the page behind it
+    cluster.assert_as_replayed()
