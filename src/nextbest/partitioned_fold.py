@@ -629,7 +629,6 @@ class PartitionedFold:
         late: bool,
     ) -> str:
         identity = self.books[p].identity
-        frozen = hop.frozen if hop is not None else []
         relayed = self._relayed(event, p)  # a stitch too: it follows the earlier one
         if relayed is not None:
             self._forward(st, p, d, event, hop, relayed, late)
@@ -637,6 +636,36 @@ class PartitionedFold:
         if not event.user_id and not event.anonymous_id:
             self.skipped[p].add(d.seq)
             return "skip"
+        # a stitch coming back to a partition that froze it (the customer it joins moved
+        # meanwhile) is routed, and folded, on the links as they were before its freeze
+        own = self._unfreeze_own(p, event.message_id) if hop is not None else {}
+        try:
+            return self._route_by_links(st, p, d, event, hop, late)
+        finally:
+            for k, frozen_as in own.items():
+                if k in self.relays[p]:  # (a fold here made the link: it stays)
+                    identity.put_back(k[0], k[1], frozen_as)
+
+    def _unfreeze_own(self, p: int, message_id: str) -> dict[tuple[str, str], str | None]:
+        identity = self.books[p].identity
+        out = {}
+        for k, relay in self.relays[p].items():
+            if relay.message_id == message_id:
+                out[k] = identity.target(*k)
+                identity.put_back(k[0], k[1], relay.before)
+        return out
+
+    def _route_by_links(
+        self,
+        st: _Staged,
+        p: int,
+        d: Delivery,
+        event: Event,
+        hop: Hop | None,
+        late: bool,
+    ) -> str:
+        identity = self.books[p].identity
+        frozen = hop.frozen if hop is not None else []
         to, freeze = destination(identity, event, self.count, frozen)
         if to != p or freeze is not None:
             # sent elsewhere or dissolving here on the word of links to other workers'
@@ -647,19 +676,23 @@ class PartitionedFold:
             self._forward(st, p, d, event, hop, to, late)
             return FORWARD
         claimed = list(hop.claimed) if hop is not None else []
-        if not claimed and moved_links(identity, event):
+        if moved_links(identity, event):
             # a stitch claims the customers it dissolves and joins first (one folded here
             # alone too): two stitches over the same customers never interleave (crossing
-            # ones would each dissolve the other's joined customer); one that cannot claim
-            # them goes to the end of its partition's stream
-            claimed = sorted({*dissolved(identity, event), joined(identity, event)})
-            if not self.state.claim(claimed, event.message_id):
-                self._defer(st, p, d, event.message_id)
-                return "deferred"
-            self._attempts.pop(event.message_id, None)
-            if freeze is None:
-                st.release[event.message_id] = claimed  # folded here: released with it
+            # ones would each dissolve the other's joined customer); on its way it claims
+            # the ones it finds it touches besides (the customer it joins moved meanwhile).
+            # One that cannot claim them is put aside (``_defer``)
+            needed = {*dissolved(identity, event), joined(identity, event)}
+            missing = sorted(needed - set(claimed))
+            if missing:
+                if not self.state.claim(missing, event.message_id):
+                    self._defer(st, p, d, event.message_id)
+                    return "deferred"
+                self._attempts.pop(event.message_id, None)
+                claimed = sorted(needed | set(claimed))
         if freeze is None:
+            if claimed:
+                st.release[event.message_id] = claimed  # joined here: released with it
             self._fold(st, p, d, event, hop)
             return "fold"
         self._freeze(st, p, d, event, hop, claimed)
@@ -724,10 +757,9 @@ class PartitionedFold:
             # (its own stitch comes back here when the customer it joins moved meanwhile:
             # routed by the links)
             if relay is not None and relay.message_id != event.message_id and not relay.joined:
-                if not self._joined_since(k, relay.at):
+                if not self._joined(k, relay):
                     return relay.to
-                relay.joined = True  # the joining fold saved the link: route by it
-                self._relays_dirty.add(p)
+                self._joined_now(p, k)  # the joining fold saved the link: route by it
                 continue
             found = future.get(k)
             if found is not None:
@@ -777,15 +809,14 @@ class PartitionedFold:
                 if identity.target(*k) == before_as:  # (a link this fold made stays)
                     identity.put_back(k[0], k[1], frozen_as)
         came_from = hop.came_from if hop is not None else p
-        if hop is not None and hop.claimed:
-            st.release[event.message_id] = list(hop.claimed)
         for k, old in before.items():
             new = identity.target(*k)
             if new != old:
                 cache.saved_as.pop(k, None)
                 cache.linked_to(k[0], k[1], new, old, leaving=leaving[k])
-                cache.mark_linked(k[0], k[1], Linked(p, d.seq, came_from))
                 self._drop_relay(p, k)  # the id joined a customer of this partition again
+            if new != old or hop is not None:  # (the freezing side waits for a stitch's)
+                cache.mark_linked(k[0], k[1], Linked(p, d.seq, came_from, event.message_id))
         st.folded += 1
         st.received.append(event.received_at)
         self.stats.events += 1
@@ -1061,10 +1092,8 @@ class PartitionedFold:
         if waiting:
             bodies = self.state.read_rows([(LINKED_ROW, f"{k[0]}:{k[1]}") for _, k in waiting])
             for (p, k), body in zip(waiting, bodies, strict=True):
-                made = msgspec.msgpack.decode(body, type=Linked).seq if body is not None else 0
-                if made > self.relays[p][k].at:
-                    self.relays[p][k].joined = True
-                    self._relays_dirty.add(p)
+                if _joins(body, self.relays[p][k]):
+                    self._joined_now(p, k)
         for p, mine in self.relays.items():
             for k, relay in list(mine.items()):
                 # gone once joined and this partition is past the stitch in log order (no
@@ -1074,11 +1103,17 @@ class PartitionedFold:
         if self._relays_dirty:
             self.state.save_rows(self.catalog.digest, self._relay_rows())
 
-    def _joined_since(self, key: tuple[str, str], seq: int) -> bool:
-        """The fold that joins ``key``'s id to its new customer saved the link (its
-        position is past ``seq``, the freeze's)."""
+    def _joined(self, key: tuple[str, str], relay: _Relay) -> bool:
         (body,) = self.state.read_rows([(LINKED_ROW, f"{key[0]}:{key[1]}")])
-        return body is not None and msgspec.msgpack.decode(body, type=Linked).seq > seq
+        return _joins(body, relay)
+
+    def _joined_now(self, p: int, key: tuple[str, str]) -> None:
+        """A stitch frozen here was folded where it joins: its ids' events go by the links
+        again, as Redis has them (that fold may have found the link unchanged: the view's
+        moved link is read again)."""
+        self.relays[p][key].joined = True
+        self._relays_dirty.add(p)
+        self.caches[p].reread([key])
 
     def _drop_relay(self, p: int, key: tuple[str, str]) -> None:
         if self.relays[p].pop(key, None) is not None:
@@ -1255,6 +1290,15 @@ class PartitionedFold:
                     self._close()
             finally:
                 self.bus.close()
+
+
+def _joins(body: bytes | None, relay: _Relay) -> bool:
+    """``linked/<kind>:<id>`` as saved says the relayed stitch was folded where it joins:
+    by its messageId, or by a change made after it in log order."""
+    if body is None:
+        return False
+    made = msgspec.msgpack.decode(body, type=Linked)
+    return made.message_id == relay.message_id or 0 < relay.hop < made.seq
 
 
 def _stitch_keys(event: Event) -> list[tuple[str, str]]:

@@ -58,11 +58,14 @@ _encode = msgspec.msgpack.Encoder().encode
 
 class Linked(msgspec.Struct, array_like=True, frozen=True):
     """Where a link was made: the partition whose fold made it, at which stream sequence,
-    and the partition the stitch came from."""
+    the partition the stitch came from, and the stitch's messageId (a stitch from another
+    partition records it even where its fold changed nothing: the freezing side waits for
+    it)."""
 
     partition: int
     seq: int
     came_from: int
+    message_id: str = ""
 
 
 _decode_linked = msgspec.msgpack.Decoder(Linked).decode
@@ -194,6 +197,21 @@ class ProfileCache:
 
     def unpin(self, keys: Iterable[tuple[str, str]]) -> None:
         self.pinned.difference_update(keys)
+
+    def reread(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget these links as this view has them (a move of its own that the joining
+        fold has made, or found to change nothing) and read them from Redis now."""
+        identity = self.book.identity
+        todo = []
+        for k in keys:
+            if k in self.book.dirty or k in self.held:
+                continue
+            self.pinned.discard(k)
+            self._lru.pop(k, None)
+            identity.put_back(k[0], k[1], None)
+            todo.append(k)
+        if todo:
+            self._load_links(sorted(todo), self._done)
 
     def load_profile(self, customer: str) -> None:
         """Make sure ``customer``'s saved profile (if any) is in the book."""

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import os
 import random
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,6 +73,8 @@ class Cluster:
     def __init__(self, catalog: Catalog, cache_size: int = 100_000) -> None:
         self.catalog = catalog
         self.cache_size = cache_size
+        #: the fold workers' wall clock (a parked stitch's pause): moved by ``tick``
+        self.now = T0
         self.clock = FixedClock(T0)
         self.bus = MemoryBus(PARTITIONS, ack_wait=60.0)
         self.logs = memory_stores()
@@ -98,7 +99,11 @@ class Cluster:
             HALVES[half],
             wait=0.0,
             cache_size=self.cache_size,
+            wall=lambda: self.now,
         )
+
+    def tick(self, seconds: float = 0.01) -> None:
+        self.now += seconds
 
     def send(self, *messages: dict[str, Any]) -> None:
         parsed = self.api.read_batch(batch(*messages))
@@ -107,6 +112,7 @@ class Cluster:
     def settle(self, rounds: int = 50) -> None:
         """Step both workers until every partition is folded, logged and acknowledged."""
         for _ in range(rounds):
+            self.tick()
             for fold in self.folds:
                 fold.step()
             if all(
@@ -116,7 +122,7 @@ class Cluster:
             ):
                 return
             if any(any(f.parked.values()) for f in self.folds):
-                time.sleep(0.005)  # a stitch put aside goes back after a pause
+                self.tick(0.1)  # a stitch put aside goes back after a pause
         raise AssertionError("the fold workers did not settle")
 
     def saved(self) -> tuple[dict[str, bytes], dict[tuple[str, str], str]]:
@@ -300,6 +306,7 @@ CRASH_POINTS = [
 
 def steps(cluster: Cluster, n: int) -> None:
     for _ in range(n):
+        cluster.tick()
         for fold in cluster.folds:
             fold.step()
 
@@ -503,11 +510,11 @@ def test_a_stitch_waits_aside_while_another_holds_its_customers(cluster: Cluster
     assert count(cluster, anon=device) == 3
     cluster.folds[0] = cluster.start(0)  # restarted: what was put aside is still there
     assert sum(len(p) for p in cluster.folds[0].parked.values()) == 1
-    time.sleep(0.05)
+    cluster.tick(0.05)
     steps(cluster, 3)  # still claimed: aside again, for longer
     assert cluster.folds[0].stats.stitches_deferred >= 1
     cluster.reads.save_rows(cluster.catalog.digest, [], release={"another stitch": [user]})
-    time.sleep(1.1)
+    cluster.tick(1.1)
     cluster.settle()
     assert count(cluster, user) == 4  # the two pages, the login, the page behind it
     cluster.assert_as_replayed()
