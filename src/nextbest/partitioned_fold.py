@@ -237,6 +237,8 @@ class _Staged:
     visible: dict[int, int] = field(default_factory=dict)
     positions: dict[int, int] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
+    #: the error that stopped the batch part way (the rest went back to the queues)
+    error: NextbestError | None = None
     #: claims of stitches joined here, released with the save: owner -> customers
     release: dict[str, list[str]] = field(default_factory=dict)
     received: list[float] = field(default_factory=list)
@@ -508,6 +510,8 @@ class PartitionedFold:
         self._staged = staged
         self._finish(staged)
         self._staged = None
+        if staged.error is not None:
+            raise staged.error
         self.stats.batches += 1
         if self.on_step is not None and staged.folded:
             self.on_step(self.stats)
@@ -562,12 +566,17 @@ class PartitionedFold:
 
     # ------------------------------------------------------------------ folding
     def _stage(self, work: dict[int, list[Delivery]]) -> _Staged:
+        """Fold a batch in memory. Each delivery reads what it needs (Redis, the log) before
+        it changes anything: one whose read fails changes nothing, and it and the rest of the
+        batch go back to their queues (``error``: raised once the part done is saved)."""
         st = _Staged()
+        for cache in self.caches.values():
+            cache.begin_step()
         fresh: list[tuple[int, Delivery, Event, Hop | None]] = []
         for p, deliveries in work.items():
-            st.deliveries.extend(deliveries)
             for d in deliveries:
                 if d.seq <= self.again[p]:  # folded before the restart: logged only
+                    st.deliveries.append(d)
                     if d.seq > self.logged[p] and d.seq not in self.skipped[p]:
                         event, _ = self._decode(d)
                         self._add_tail(st, StoredEvent(self.base + d.seq, event))
@@ -583,27 +592,43 @@ class PartitionedFold:
             by_partition: dict[int, list[Event]] = {}
             for q, _, e, _ in fresh:
                 by_partition.setdefault(q, []).append(e)
-            for q, events in by_partition.items():
-                self.caches[q].prepare(events, lambda r: folded.get(r, 0))
-            seen = self._logged_already([e.message_id for _, _, e, _ in fresh])
+            try:
+                for q, events in by_partition.items():
+                    self.caches[q].prepare(events, lambda r: folded.get(r, 0))
+                seen = self._logged_already([e.message_id for _, _, e, _ in fresh])
+            except NextbestError as exc:  # nothing of the batch folded yet: all of it again
+                self._requeue([d for _, d, _, _ in fresh])
+                st.error = exc
+                return st
             frozen_any = False
-            for p, d, event, hop in fresh:
+            for at, (p, d, event, hop) in enumerate(fresh):
                 if event.message_id in seen:
                     self.skipped[p].add(d.seq)
                     self.stats.duplicates += 1
                     if hop is not None and hop.claimed:  # folded already: its claim ends
                         st.release[event.message_id] = list(hop.claimed)
                 else:
-                    action = self._route(st, p, d, event, hop, frozen_any)
+                    try:
+                        action = self._route(st, p, d, event, hop, frozen_any)
+                    except NextbestError as exc:
+                        self._requeue([r for _, r, _, _ in fresh[at:]])
+                        st.error = exc
+                        break
                     if action == STITCH:
                         frozen_any = True
                     elif action == "fold":
                         seen.add(event.message_id)
+                st.deliveries.append(d)
                 self.done[p] = d.seq
                 st.positions[p] = d.seq
                 if p not in st.held:
                     st.visible[p] = d.seq
         return st
+
+    def _requeue(self, deliveries: list[Delivery]) -> None:
+        """Put deliveries not processed back at the front of their queues, in order."""
+        for d in reversed(deliveries):
+            self._queues[d.partition].appendleft(d)
 
     def _decode(self, d: Delivery) -> tuple[Event, Hop | None]:
         if d.kind == STITCH:
@@ -691,9 +716,10 @@ class PartitionedFold:
                 self._attempts.pop(event.message_id, None)
                 claimed = sorted(needed | set(claimed))
         if freeze is None:
-            if claimed:
-                st.release[event.message_id] = claimed  # joined here: released with it
             self._fold(st, p, d, event, hop)
+            if claimed:  # joined here: released with its save (not before: a fold that
+                # failed part way leaves its stitch claimed, to be folded again)
+                st.release[event.message_id] = claimed
             return "fold"
         self._freeze(st, p, d, event, hop, claimed)
         return STITCH
@@ -790,6 +816,13 @@ class PartitionedFold:
         if event.type is EventType.ALIAS and event.user_id and event.previous_id:
             cache.load_members(identity.canonical_user(event.user_id))
             cache.load_members(event.previous_id)
+        if keys:  # the members rows a changed link updates, read before anything changes
+            target = joined(identity, event)
+            if home(target, self.count) == p:
+                cache.members(target)
+            for k, old in before.items():
+                if old is not None and leaving[k]:
+                    cache.members(old)
         seq = self.base + d.seq
         stored = StoredEvent(seq, event)
         self._add_tail(st, stored)  # first, as the log holds it: a rebuild reads it too
@@ -813,9 +846,11 @@ class PartitionedFold:
             new = identity.target(*k)
             if new != old:
                 cache.saved_as.pop(k, None)
-                cache.linked_to(k[0], k[1], new, old, leaving=leaving[k])
                 self._drop_relay(p, k)  # the id joined a customer of this partition again
-            if new != old or hop is not None:  # (the freezing side waits for a stitch's)
+            if new != old or hop is not None:
+                # (a stitch from another partition, even where it changes nothing here: its
+                # freeze took the id out of the members row it had, and waits for this)
+                cache.linked_to(k[0], k[1], new, old, leaving=leaving[k])
                 cache.mark_linked(k[0], k[1], Linked(p, d.seq, came_from, event.message_id))
         st.folded += 1
         st.received.append(event.received_at)
@@ -865,6 +900,11 @@ class PartitionedFold:
         book = self.books[p]
         identity = book.identity
         cache = self.caches[p]
+        moved = moved_links(identity, event)
+        before = {k: identity.target(*k) for k in moved}
+        for old in before.values():  # read before anything changes (``_stage``)
+            if old is not None:
+                cache.members(old)
         frozen = list(hop.frozen) if hop is not None else []
         remaining = remote(identity, event, self.count, frozen)
         here = [c for c in remaining if home(c, self.count) == p]
@@ -883,8 +923,6 @@ class PartitionedFold:
         # events still arriving are forwarded); the links are not saved from here (only the
         # joining fold writes them: a write from here could land after a later move), this
         # partition relays the ids' events after the stitch until that fold saved them
-        moved = moved_links(identity, event)
-        before = {k: identity.target(*k) for k in moved}
         identity.link(event)
         for k in moved:
             cache.linked_to(k[0], k[1], None, before[k], leaving=True)

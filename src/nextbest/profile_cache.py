@@ -106,6 +106,7 @@ class ProfileCache:
         self._members: dict[str, set[tuple[str, str]]] = {}
         #: rows changed and not saved yet beyond the book's own (members, link positions)
         self._members_dirty: set[str] = set()
+        self._members_read: set[str] = set()
         self.linked: dict[tuple[str, str], Linked] = {}
         self._linked_dirty: set[tuple[str, str]] = set()
         #: (kind, key) rows held back from saves until ``release`` (a stitch's freeze,
@@ -248,12 +249,16 @@ class ProfileCache:
                 self.linked[kind, key] = linked
 
     def _load_aliases(self, users: set[str], done: Callable[[int], int]) -> None:
+        # the whole chain of each user, through links held already (a link in the middle of
+        # a chain may be held while the one after it was forgotten: it is read again)
         identity = self.book.identity
-        todo = users
+        todo = set(users)
+        seen: set[str] = set()
         for _ in range(_MAX_ALIASES):
             self._load_links([(_ALIAS, u) for u in todo], done)
+            seen |= todo
             nxt = {identity.alias_to_user[u] for u in todo if u in identity.alias_to_user}
-            todo = {u for u in nxt if (_ALIAS, u) not in self._lru}
+            todo = nxt - seen
             if not todo:
                 return
 
@@ -287,13 +292,19 @@ class ProfileCache:
         """The (kind, id) links pointing at ``customer``: as changed here and not saved
         yet, else as saved (read again each time: stitches only ask, and the row's writer
         may have been another worker's since)."""
-        if customer in self._members_dirty:
+        if customer in self._members_dirty or customer in self._members_read:
             return self._members[customer]
         (body,) = self.reads.read_rows([(MEMBERS_ROW, customer)])
         self.loads += 1
         found = set(_decode_members(body)) if body is not None else set()
         self._members[customer] = found
+        self._members_read.add(customer)
         return found
+
+    def begin_step(self) -> None:
+        """A new batch: members rows are read again when next asked (once per batch: a
+        fold reads them before it changes anything, so a failed read changes nothing)."""
+        self._members_read.clear()
 
     def load_members(self, customer: str) -> None:
         """Make ``identity.ids_of(customer)`` exact: the members of ``customer`` and,
@@ -434,6 +445,7 @@ class ProfileCache:
         for customer in [c for c in self._members if c not in self._members_dirty]:
             if (PROFILE_ROW, customer) not in self._lru:
                 del self._members[customer]
+                self._members_read.discard(customer)
         return gone
 
     def __len__(self) -> int:
@@ -448,6 +460,7 @@ class ProfileCache:
         self.future.clear()
         self._members.clear()
         self._members_dirty.clear()
+        self._members_read.clear()
         self.linked.clear()
         self._linked_dirty.clear()
         self.held.clear()

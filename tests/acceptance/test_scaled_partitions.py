@@ -518,3 +518,113 @@ def test_a_stitch_waits_aside_while_another_holds_its_customers(cluster: Cluster
     cluster.settle()
     assert count(cluster, user) == 4  # the two pages, the login, the page behind it
     cluster.assert_as_replayed()
+
+
+def flaky(target: object, name: str, rng: random.Random, share: float) -> None:
+    """``target.name`` fails (the backend away for a moment) on a ``share`` of its calls."""
+    real = getattr(target, name)
+
+    def sometimes(*args: Any, **kwargs: Any) -> Any:
+        if rng.random() < share:
+            raise StoreUnavailable(f"{name}: away for a moment")
+        return real(*args, **kwargs)
+
+    setattr(target, name, sometimes)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_backends_failing_now_and_then_mid_batch_change_nothing(catalog: Catalog, seed: int):
+    """Redis, the bus and the event log fail on a share of their calls, anywhere in a step
+    (a profile's read in the middle of a batch, a stitch's claim, a save, a publish, a log
+    read or write): the step stops, what it did before is kept, the rest is tried again;
+    in the end every event is logged once and the profiles are the replay's."""
+    try:
+        RedisState(REDIS, NAMESPACE, timeout=2.0).drop()
+    except StoreUnavailable as exc:
+        pytest.skip(f"Redis not reachable: {exc}")
+    rng = random.Random(seed)
+    cluster = Cluster(catalog, cache_size=6)
+    chaos = random.Random(seed + 100)
+    for fold in cluster.folds:
+        for target, name in (
+            (fold.state, "read_rows"),
+            (fold.state, "claim"),
+            (fold.state, "save_rows"),
+            (fold.bus, "publish"),
+            (fold.writer, "append_partitioned"),
+        ):
+            flaky(target, name, chaos, 0.05)
+    try:
+        traffic = random_traffic(rng, 120)
+        sent: list[str] = []
+        while traffic:
+            k = rng.randint(1, 6)
+            chunk, traffic = traffic[:k], traffic[k:]
+            cluster.send(*chunk)
+            sent += [str(m["messageId"]) for m in chunk]
+            for _ in range(rng.randint(0, 3)):
+                cluster.tick(rng.choice([0.0, 0.004, 0.3]))
+                with contextlib.suppress(StoreUnavailable):
+                    rng.choice(cluster.folds).step()
+        for _ in range(600):  # settle, the errors going on
+            cluster.tick(0.05)
+            for fold in cluster.folds:
+                with contextlib.suppress(StoreUnavailable):
+                    fold.step()
+            if all(cluster.bus.pending(consumer_name(p)) == 0 for h in HALVES for p in h) and (
+                not any(
+                    f._staged or f._restart_pending or any(f.parked.values()) for f in cluster.folds
+                )
+            ):
+                break
+        ids = cluster.logged_ids()
+        assert sorted(ids) == sorted(set(sent))
+        cluster.assert_as_replayed()
+    finally:
+        cluster.close()
+        cluster.reads.drop()
+
+
+class LogAway:
+    """The event log's reads failing while ``away`` (PostgreSQL gone for a moment)."""
+
+    def __init__(self, log: object) -> None:
+        self.log = log
+        self.away = False
+        self.failed = 0
+
+    def events_of(self, *args: Any) -> Any:
+        if self.away:
+            self.failed += 1
+            raise StoreUnavailable("the event log: away for a moment")
+        return self.log.events_of(*args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+def test_a_joining_fold_that_fails_part_way_keeps_its_stitch_claimed(cluster: Cluster):
+    """The login's joining fold reads the device's events from the log: that read fails.
+    Nothing of it is saved, and its customers stay claimed (another stitch over them would
+    cross it) until it folds; then the claim ends."""
+    device, user = homed("dev", 0, anonymous=True), homed("cust", 1)
+    cluster.send(*[page(MORTGAGE, anon=device, at=T0 - 100 + n) for n in range(3)])
+    cluster.settle()
+    log = LogAway(cluster.folds[1].log)
+    cluster.folds[1].log = log  # type: ignore[assignment]
+    log.away = True
+    cluster.send(identify({}, user=user, anon=device, at=T0 - 90))
+    for _ in range(4):
+        cluster.tick()
+        for fold in cluster.folds:
+            with contextlib.suppress(StoreUnavailable):
+                fold.step()
+    assert log.failed >= 1
+    assert count(cluster, user) == 0
+    assert not cluster.reads.claim([user], "another stitch")  # still the login's
+    log.away = False
+    cluster.settle()
+    assert count(cluster, user) == 4
+    assert cluster.reads.claim([user], "another stitch")  # ended with the fold
+    cluster.reads.save_rows(cluster.catalog.digest, [], release={"another stitch": [user]})
+    cluster.assert_as_replayed()
