@@ -9,6 +9,13 @@ by worker 1 until worker 2's model copy has learned it), the API workers' own me
 per profile in Redis.
 
     PYTHONPATH=src .venv/bin/python bench/scaled.py [--seconds 5] [--out bench/results/scaled.json]
+        [--folds 2] [--cache 2000]
+
+``--folds N``: N fold workers owning the 16 partitions in equal shares (``serve --role fold
+--partitions``, profiles read from Redis on demand); without it, the one fold worker of
+``serve --role fold`` (every profile in memory). ``--cache``: each partitioned worker's
+profile cache (entries; the load's 5,000 customers need ~5,000), to measure the reads from
+Redis when the working set does not fit.
 
 Needs the local PostgreSQL (database test), Redis and NATS JetStream; uses a schema, a Redis
 database (10) and a stream of its own, removed afterwards.
@@ -259,17 +266,28 @@ def model_staleness(writer: str, reader: str, probes: int) -> list[float]:
     return out
 
 
-def phase(workers: list[Worker], fold: Worker, seconds: float, kind: str, clients: int) -> dict:
-    pids = [w.proc.pid for w in [*workers, fold] if w.proc]
+def summed(folds: list[Worker]) -> dict[str, float]:
+    """The fold workers' metrics, added up (counters and histograms sum across workers)."""
+    out: dict[str, float] = {}
+    for fold in folds:
+        for k, v in metrics(fold.url).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def phase(
+    workers: list[Worker], folds: list[Worker], seconds: float, kind: str, clients: int
+) -> dict:
+    pids = [w.proc.pid for w in [*workers, *folds] if w.proc]
     services = pids_named("redis-server") + pids_named("nats-server") + pids_named("postgres")
     folded = 'nextbest_fold_events_total{outcome="folded"}'
-    fm0 = metrics(fold.url)
+    fm0 = summed(folds)
     before = (cpu_seconds(pids), cpu_seconds(services))
     started = time.perf_counter()
     n = load([w.url for w in workers], seconds, clients, kind)
     elapsed = time.perf_counter() - started
     after = (cpu_seconds(pids), cpu_seconds(services))
-    fm1 = metrics(fold.url)
+    fm1 = summed(folds)
     ours, theirs = after[0] - before[0], after[1] - before[1]
     out = {
         "ops": n,
@@ -321,6 +339,9 @@ def main() -> None:
         help="background events/s while freshness and read-your-writes are probed",
     )
     parser.add_argument("--out", default="bench/results/scaled.json")
+    parser.add_argument("--folds", type=int, default=0, help="partitioned fold workers")
+    parser.add_argument("--cache", type=int, default=0, help="their profile cache (entries)")
+    parser.add_argument("--partitions", type=int, default=16)
     args = parser.parse_args()
     schema = f"bench_scaled_{uuid.uuid4().hex[:8]}"
     stream = f"NBBENCH-{uuid.uuid4().hex[:8]}"
@@ -334,24 +355,44 @@ def main() -> None:
         "NEXTBEST_DATA": f"{PG}?options=-csearch_path%3D{schema}",
         "NEXTBEST_PROFILES": REDIS,
         "NEXTBEST_BUS": f"nats://127.0.0.1:4222/{stream}",
+        "NEXTBEST_BUS_PARTITIONS": str(args.partitions),
     }
+    if args.cache:
+        env["NEXTBEST_FOLD_CACHE"] = str(args.cache)
     logs = Path("/tmp") / schema
     logs.mkdir()
-    fold = Worker("fold", env, logs / "fold.log").start()
+    if args.folds:
+        share = args.partitions // args.folds
+        spans = [
+            f"{i * share}-{args.partitions - 1 if i == args.folds - 1 else (i + 1) * share - 1}"
+            for i in range(args.folds)
+        ]
+        folds = [
+            Worker("fold", {**env, "NEXTBEST_FOLD_PARTITIONS": span}, logs / f"fold{i}.log")
+            for i, span in enumerate(spans)
+        ]
+    else:
+        folds = [Worker("fold", env, logs / "fold.log")]
+    for f in folds:
+        f.start()
     apis = [Worker("api", env, logs / f"api{i}.log").start() for i in (1, 2)]
-    results: dict[str, object] = {"load": os.getloadavg()}
+    results: dict[str, object] = {
+        "load": os.getloadavg(),
+        "fold_workers": args.folds or "one (every partition, every profile in memory)",
+        "fold_cache": args.cache or "default (100,000 entries)",
+    }
     try:
         load([apis[0].url], 2.0, args.clients, "events")  # warm up
         for n in (1, 2):
             used = apis[:n]
             for kind in ("events", "decisions"):
-                results[f"{kind}_{n}_api"] = phase(used, fold, args.seconds, kind, args.clients)
+                results[f"{kind}_{n}_api"] = phase(used, folds, args.seconds, kind, args.clients)
         # under load: events keep coming through worker 1 (at a fixed rate) while probing
         # 1 -> 2; the fold's capacity is the events phase's rows_per_busy_second
         for rate in args.fresh_rates:
             out: dict[str, object] = {}
             for name, probe in (("freshness", freshness), ("read_your_writes", read_your_writes)):
-                before = metrics(fold.url)
+                before = summed(folds)
                 with Background(apis[0].url, rate) as background:
                     got = probe(apis[0].url, apis[1].url, 100)
                 out[name + "_ms"] = summary_ms(got)
@@ -359,7 +400,7 @@ def main() -> None:
                 out[name + "_load"] = os.getloadavg()[0]
                 if name == "freshness":  # the fold's own figure, over every event meanwhile
                     out["fold_visible_ms_at_most"] = bucket_quantiles(
-                        before, metrics(fold.url), "nextbest_fold_visible_seconds"
+                        before, summed(folds), "nextbest_fold_visible_seconds"
                     )
             results[f"under_{rate:g}_events_per_second"] = out
         results["model_staleness_ms"] = summary_ms(model_staleness(apis[0].url, apis[1].url, 10))
@@ -387,9 +428,9 @@ def main() -> None:
         with psycopg.connect(env["NEXTBEST_DATA"], autocommit=True) as db:
             results["postgres_events"] = db.execute("SELECT count(*) FROM events").fetchone()[0]
     finally:
-        for w in [*apis, fold]:
+        for w in [*apis, *folds]:
             w.stop()
-        delete_stream(env["NEXTBEST_BUS"], 16)
+        delete_stream(env["NEXTBEST_BUS"], args.partitions)
         with psycopg.connect(PG, autocommit=True) as db:
             db.execute(f"DROP SCHEMA {schema} CASCADE")
         RedisState(REDIS).client.flushdb()

@@ -45,7 +45,7 @@ from typing import Any
 
 import msgspec
 
-from nextbest.bus.port import BusMessage, EventBus, bus_key, partition_of
+from nextbest.bus.port import BusMessage, EventBus
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, SystemClock
@@ -86,10 +86,11 @@ from nextbest.ingestion import (
     result_of,
 )
 from nextbest.learn.learner import Learner
-from nextbest.live_profiles import LiveProfiles, written_keys
+from nextbest.live_profiles import LiveProfiles, mark_value, written_keys
 from nextbest.profile.book import ProfileBook
 from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
+from nextbest.routing import destination
 from nextbest.rules.context import rule_variables
 from nextbest.store.port import HeldMessage, StateReads, Stores, WriteMarks
 from nextbest.store.snapshot import ModelVersion
@@ -152,7 +153,7 @@ class ApiWorker:
         self.audit = GroupedAuditLog(stores.audit)
         self.decision_log = stores.decisions
         self.bus = bus
-        self.live = LiveProfiles(reads, catalog)
+        self.live = LiveProfiles(reads, catalog, bus.partitions)
         self.marks = marks
         self._close_stores = stores.close
         self._close_reads = close_reads
@@ -309,10 +310,14 @@ class ApiWorker:
             with contextlib.suppress(NextbestError):
                 self._journal.flush()
         parts = self.bus.partitions
+        kept = [e for plan in plans for e in plan.kept.events]
+        # each event to the partition of the customer its ids resolve to now (a stitch: to
+        # that of the customer it dissolves first), by the links in Redis (``routing``)
+        identity = self.live.identity_for(kept) if kept else None
         messages = [
-            BusMessage(partition_of(bus_key(e), parts), e.message_id, _encode(e))
-            for plan in plans
-            for e in plan.kept.events
+            BusMessage(destination(identity, e, parts).partition, e.message_id, _encode(e))
+            for e in kept
+            if identity is not None
         ]
         published = self.bus.publish(messages) if messages else []
         results: list[IngestResult] = []
@@ -321,11 +326,13 @@ class ApiWorker:
         for plan in plans:
             events = plan.kept.events
             mine = published[at : at + len(events)]
+            sent = messages[at : at + len(events)]
             at += len(events)
-            for event, p in zip(events, mine, strict=True):
+            for event, p, m in zip(events, mine, sent, strict=True):
+                mark = mark_value(p.seq, m.partition)
                 for key in written_keys(event.user_id, event.anonymous_id):
-                    if p.seq > written.get(key, 0):
-                        written[key] = p.seq
+                    if mark > written.get(key, 0):
+                        written[key] = mark
             results.append(result_of(plan.kept, sum(not p.duplicate for p in mine)))
         self._mark(written)
         return results

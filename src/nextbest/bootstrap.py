@@ -33,6 +33,8 @@ from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
 from nextbest.engine import Engine
 from nextbest.errors import ConfigError
 from nextbest.fold_worker import FoldWorker
+from nextbest.partitioned_fold import PartitionedFold
+from nextbest.partitioned_rebuild import RebuildReport
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
@@ -318,3 +320,83 @@ def build_background(
     if settings.callback_sweep_seconds > 0:
         loops.append(CallbackSweeper(engine.callbacks, settings.callback_sweep_seconds))
     return loops
+
+
+def build_partitioned_fold(
+    settings: Settings, *, catalog: Catalog | None = None
+) -> PartitionedFold:
+    """A fold worker of the partitions ``NEXTBEST_FOLD_PARTITIONS`` names (``serve --role
+    fold --partitions 0-7``), one of several sharing the bus: its profiles read from Redis
+    on demand, the event log on PostgreSQL (a connection for the fold's reads, one for the
+    writer). The worker owning partition 0 also runs the deployment's model writer."""
+    _require_scaled(settings, "fold")
+    compiled = catalog if catalog is not None else load_catalog(settings.catalog)
+    from nextbest.model_writer import ModelWriter
+    from nextbest.partitioned_fold import PartitionedFold, parse_partitions
+    from nextbest.store.postgres import PostgresDatabase, PostgresEventLog
+    from nextbest.store.redis import RedisState
+
+    partitions = parse_partitions(settings.fold_partitions, settings.bus_partitions)
+    opened: list[Callable[[], None]] = []  # closed in reverse if the start fails
+    try:
+        stores = _open_logs(settings.data, settings.sqlite_synchronous)
+        opened.append(stores.close)
+        state = RedisState(settings.profiles)
+        opened.append(state.close)
+        models = None
+        if 0 in partitions:
+            model_state = RedisState(settings.profiles)
+            opened.append(model_state.close)
+        bus = open_bus(settings)
+        opened.append(bus.close)
+        db = PostgresDatabase(settings.data)
+        opened.append(db.close)
+        if 0 in partitions:
+            models = ModelWriter(compiled, bus, model_state, stores.decisions)
+        stays_open = opened[: opened.index(bus.close)]  # the worker closes the bus and db
+
+        def close() -> None:
+            for done in reversed(stays_open):
+                done()
+
+        return PartitionedFold(
+            compiled,
+            bus,
+            state,
+            stores.events,
+            PostgresEventLog(db),
+            partitions,
+            cache_size=settings.fold_cache,
+            close_writer=db.close,
+            close=close,
+            models=models,
+        )
+    except BaseException:
+        for done in reversed(opened):
+            done()
+        raise
+
+
+def rebuild_partitioned(settings: Settings) -> RebuildReport:
+    """``nextbest rebuild-partitioned``: several fold workers' live state in
+    ``NEXTBEST_PROFILES`` rebuilt from the event log in ``NEXTBEST_DATA`` (PostgreSQL), the
+    bus's partitions from ``NEXTBEST_BUS`` (every fold worker stopped)."""
+    _require_scaled(settings, "fold")
+    compiled = load_catalog(settings.catalog)
+    from nextbest.partitioned_rebuild import rebuild_partitioned_state
+    from nextbest.store.memory import MemoryStateStore
+    from nextbest.store.redis import RedisState
+
+    logs = _open_logs(settings.data, settings.sqlite_synchronous)
+    try:
+        state = RedisState(settings.profiles)
+        try:
+            bus = open_bus(settings)
+            try:
+                return rebuild_partitioned_state(compiled, logs, state, bus, MemoryStateStore())
+            finally:
+                bus.close()
+        finally:
+            state.close()
+    finally:
+        logs.close()

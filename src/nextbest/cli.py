@@ -133,6 +133,13 @@ def serve(
     ),
     clock: ClockKind = ClockOpt,
     role: Role = RoleOpt,
+    partitions: str = typer.Option(
+        "",
+        "--partitions",
+        envvar="NEXTBEST_FOLD_PARTITIONS",
+        help="With --role fold: the bus partitions this fold worker owns (0-7, or "
+        "0,2,5-6), one of several; empty: it owns them all (docs/scale-out.md).",
+    ),
 ) -> None:
     """Run the HTTP service on the embedded store (or one role of a scaled deployment).
 
@@ -145,7 +152,9 @@ def serve(
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.bootstrap import build_engine
 
-    settings = _settings(catalog, data, host=host, port=port, clock=clock)
+    settings = _settings(
+        catalog, data, host=host, port=port, clock=clock, fold_partitions=partitions
+    )
     if settings.uses_dev_keys and not dev and host not in ("127.0.0.1", "localhost", "::1"):
         _console("err").print(
             f"[red]refusing to serve the development keys on {host}: anyone could mint "
@@ -215,7 +224,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
     from nextbest.api.fold_ops import create_fold_app
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.api.worker_metrics import ApiWorkerMetrics
-    from nextbest.bootstrap import build_api_worker, build_fold_worker
+    from nextbest.bootstrap import build_api_worker, build_fold_worker, build_partitioned_fold
 
     try:
         if role is Role.API:
@@ -223,6 +232,14 @@ def _serve_role(role: Role, settings: Settings) -> None:
             metrics = ApiWorkerMetrics(worker)
             app = create_app(worker, settings, flush_interval=0.1, metrics=metrics)
             what = f"API worker, catalog {worker.catalog.version}"
+        elif settings.fold_partitions:
+            several = build_partitioned_fold(settings)
+            app = create_fold_app(several, settings)
+            models = ", the model writer" if several.models is not None else ""
+            what = (
+                f"fold worker of partitions {settings.fold_partitions}{models}, catalog "
+                f"{several.catalog.version}, folded up to {several.position}"
+            )
         else:
             folder = build_fold_worker(settings)
             app = create_fold_app(folder, settings)
@@ -351,6 +368,29 @@ def replay(
     same = report.identical and report.models_identical and report.experiments_identical
     if not same and not write:
         raise typer.Exit(2)
+
+
+@app.command("rebuild-partitioned")
+def rebuild_partitioned(catalog: str = CatalogOpt, data: str = DataOpt) -> None:
+    """Rebuild the live state of several fold workers (serve --role fold --partitions) in
+    NEXTBEST_PROFILES from the event log: after Redis lost its data, or to start them on a
+    log they did not write. Every fold worker stopped first (docs/scale-out.md)."""
+    from nextbest.bootstrap import rebuild_partitioned as rebuild
+
+    try:
+        report = rebuild(_settings(catalog, data))
+    except CatalogError as exc:
+        for problem in exc.problems:
+            _console("err").print(f"[red]{problem}[/red]")
+        raise typer.Exit(1) from exc
+    except NextbestError as exc:
+        _console("err").print(f"nextbest: {_one_line(exc.message)}", markup=False)
+        raise typer.Exit(1) from None
+    _console("out").print(
+        f"rebuilt {report.profiles} profiles and {report.links} links from {report.events} "
+        f"events, positions of {report.partitions} partitions",
+        markup=False,
+    )
 
 
 @app.command()

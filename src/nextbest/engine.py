@@ -84,6 +84,7 @@ from nextbest.ingestion import (
 from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.learn.trust import trusted_feedback
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
+from nextbest.profile.identity import LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
 from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
@@ -903,6 +904,15 @@ class Engine:
     def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
         with self._lock:
             return self._book.resolve(user_id, anonymous_id)
+
+    def links(self) -> list[tuple[str, str, str]]:
+        """Every identity link (kind, id, the userId it points at), for inspection and for
+        writing the state elsewhere (``partitioned_rebuild``)."""
+        with self._lock:
+            identity = self._book.identity
+            out = [(LinkKind.ANON.value, a, u) for a, u in identity.anon_to_user.items()]
+            out += [(LinkKind.ALIAS.value, a, u) for a, u in identity.alias_to_user.items()]
+            return sorted(out)
 
     @property
     def profile_count(self) -> int:

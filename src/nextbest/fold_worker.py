@@ -47,6 +47,7 @@ from typing import NamedTuple
 import msgspec
 
 from nextbest.bus.port import Delivery, EventBus
+from nextbest.catalog.compiled import Catalog
 from nextbest.engine import Engine
 from nextbest.errors import NextbestError, StateLost, StoreError
 from nextbest.events.model import Event
@@ -424,6 +425,16 @@ class FoldWorker:
         """(the stream's last sequence minus the folded position, the consumer's pending
         messages): how far the fold is behind the API workers' acknowledged events."""
         return self.bus.last_seq() - self.position, self.bus.pending(self.consumer)
+
+    def lags(self) -> tuple[int, int, int]:
+        """(events not folded yet, the consumer's unacknowledged messages, events folded
+        and not logged yet): what ``/metrics`` shows of any kind of fold worker."""
+        lag, pending = self.lag()
+        return lag, pending, lag + self.position - self.log.logged_position
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.engine.catalog
 
     def log_lag(self) -> int:
         """The stream's last sequence minus the position the event log holds every event

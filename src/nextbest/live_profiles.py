@@ -4,7 +4,8 @@
     read(user, device, anonymous_only) -> the profile a decision reads, the bus position
                                           the state was folded up to and the ids' write
                                           marks (one MGET; a second only when the id is
-                                          linked to another customer)
+                                          linked to another customer, or its mark names
+                                          another partition than the customer's home)
     book_for(users, devices)           -> a ``ProfileBook`` holding only these ids' identity
                                           links and customers' profiles: what the shared
                                           ingestion checks (``ingestion``) read
@@ -20,9 +21,11 @@ from collections.abc import Iterable
 
 import msgspec
 
+from nextbest.bus.port import partition_of
 from nextbest.catalog.compiled import Catalog
+from nextbest.events.model import Event
 from nextbest.profile.book import PROFILE_ROW, ProfileBook, new_profile
-from nextbest.profile.identity import ANON_PREFIX, LinkKind
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.store.port import StateReads
 from nextbest.store.snapshot import (
@@ -33,11 +36,14 @@ from nextbest.store.snapshot import (
     ModelVersion,
 )
 
-__all__ = ["LiveProfiles", "written_keys"]
+__all__ = ["MARK_PARTITIONS", "LiveProfiles", "mark_of", "mark_value", "written_keys"]
 
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 _decode_version = msgspec.json.Decoder(ModelVersion).decode
 _POSITION = (FOLD_ROW, POSITION)
+#: a write mark is ``seq * MARK_PARTITIONS + partition``: the stream sequence of the last
+#: event published for the id and the partition it went to (a Lua max keeps the latest)
+MARK_PARTITIONS = 4_096
 #: alias chains are short; a cycle cannot hang a read
 _MAX_ALIASES = 32
 
@@ -50,8 +56,26 @@ def _position(body: bytes | None) -> int:
     return int(body) if body is not None else 0
 
 
-def _highest(seqs: list[bytes | None]) -> int:
-    return max((int(s) for s in seqs if s is not None), default=0)
+def mark_value(seq: int, partition: int) -> int:
+    """The write mark of an event published at stream sequence ``seq`` on ``partition``."""
+    return seq * MARK_PARTITIONS + partition
+
+
+def mark_of(value: int) -> tuple[int, int]:
+    """(stream sequence, partition) of a write mark."""
+    return divmod(value, MARK_PARTITIONS)
+
+
+def _highest(seqs: list[bytes | None]) -> tuple[int, int] | None:
+    """The latest of the marks read: (stream sequence, partition); None when none."""
+    found = max((int(s) for s in seqs if s is not None), default=0)
+    return mark_of(found) if found else None
+
+
+def visible_row(partition: int) -> tuple[str, str]:
+    """``fold/visible-<p>``: what several fold workers save per partition (the stream
+    sequence every event of it is visible up to)."""
+    return (FOLD_ROW, f"visible-{partition}")
 
 
 def written_keys(user_id: str | None, anonymous_id: str | None) -> list[str]:
@@ -65,9 +89,13 @@ def written_keys(user_id: str | None, anonymous_id: str | None) -> list[str]:
 
 
 class LiveProfiles:
-    def __init__(self, reads: StateReads, catalog: Catalog) -> None:
+    """``partitions``: the bus's partition count (0: one fold worker's single position is
+    all there is to read)."""
+
+    def __init__(self, reads: StateReads, catalog: Catalog, partitions: int = 0) -> None:
         self.reads = reads
         self.catalog = catalog
+        self.partitions = partitions
 
     def position(self) -> int:
         """The bus stream sequence the saved state is folded up to."""
@@ -77,34 +105,61 @@ class LiveProfiles:
         self, user_id: str | None, anonymous_id: str | None, anonymous_only: bool
     ) -> tuple[Profile, int, int]:
         """The profile a decision reads (as ``ProfileBook.for_decision``: the customer's, or
-        only the device's anonymous one; an empty one for a stranger), the position, and
-        the highest write mark of the two ids (the bus sequence of the last event published
-        for either: 0 when none is marked), read in the same round trip."""
+        only the device's anonymous one; an empty one for a stranger), the position of the
+        partition the latest write mark of the two ids names (one fold worker: its single
+        position), and that mark's stream sequence (0 when neither id is marked), read in
+        the same round trip as the profile."""
         marks = written_keys(user_id, anonymous_id)
-        n = len(marks)
         if anonymous_only and anonymous_id:
             key = ANON_PREFIX + anonymous_id
-            position, body, *seqs = self.reads.read_rows([_POSITION, (PROFILE_ROW, key)], marks)
-            return self._profile(key, body), _position(position), _highest(seqs)
+            return self._read_profile(key, [], marks)[:3]
         if user_id:
-            position, alias, body, *seqs = self.reads.read_rows(
-                [_POSITION, (LinkKind.ALIAS.value, user_id), (PROFILE_ROW, user_id)], marks
-            )
-            if alias is None:
-                return self._profile(user_id, body), _position(position), _highest(seqs)
-            key = self._canonical(alias.decode())
+            link = (LinkKind.ALIAS.value, user_id)
+            key = user_id
         else:
             assert anonymous_id is not None
+            link = (LinkKind.ANON.value, anonymous_id)
             key = ANON_PREFIX + anonymous_id
-            position, link, body, *seqs = self.reads.read_rows(
-                [_POSITION, (LinkKind.ANON.value, anonymous_id), (PROFILE_ROW, key)], marks
-            )
-            if link is None:
-                return self._profile(key, body), _position(position), _highest(seqs)
-            key = self._canonical(link.decode())
-        position, body, *seqs = self.reads.read_rows([_POSITION, (PROFILE_ROW, key)], marks)
-        assert len(seqs) == n
-        return self._profile(key, body), _position(position), _highest(seqs)
+        profile, position, needed, target = self._read_profile(key, [link], marks)
+        if target is None:
+            return profile, position, needed
+        key = self._canonical(target)
+        return self._read_profile(key, [], marks)[:3]
+
+    def _read_profile(
+        self, key: str, links: list[tuple[str, str]], marks: list[str]
+    ) -> tuple[Profile, int, int, str | None]:
+        """One MGET: the single position, the customer's home partition's, ``links``, the
+        profile, the marks; (profile, position, needed, the first link's target)."""
+        extra = [visible_row(self._home(key))] if self.partitions else []
+        rows = [_POSITION, *extra, *links, (PROFILE_ROW, key)]
+        got = self.reads.read_rows(rows, marks)
+        single, *rest = got
+        own = rest.pop(0) if extra else None
+        linked = [rest.pop(0) for _ in links]
+        body = rest.pop(0)
+        target = _text(linked[0]) if linked else None
+        mark = _highest(rest)
+        if target is not None:
+            return new_profile(key), 0, 0, target
+        position = _position(own if own is not None else single)
+        if mark is None:
+            return self._profile(key, body), position, 0, None
+        needed, partition = mark
+        if self.partitions and partition != self._home(key):
+            position = self._position_of(partition, single)
+        elif not self.partitions:
+            position = _position(single)
+        return self._profile(key, body), position, needed, None
+
+    def _position_of(self, partition: int, single: bytes | None) -> int:
+        (body,) = self.reads.read_rows([visible_row(partition)])
+        return _position(body if body is not None else single)
+
+    def _home(self, key: str) -> int:
+        if key.startswith(ANON_PREFIX):
+            return partition_of("a:" + key[len(ANON_PREFIX) :], self.partitions)
+        return partition_of("u:" + key, self.partitions)
 
     def get(self, user_id: str) -> Profile | None:
         """The saved profile of a userId (followed through aliases), if any."""
@@ -148,6 +203,35 @@ class LiveProfiles:
         self._load_aliases(book, {u for u in user_ids if u})
         self._load_devices(book, {a for a in anonymous_ids if a})
         return book
+
+    def identity_for(self, events: Iterable[Event]) -> IdentityMap:
+        """The identity links these events' ids follow (their devices' links, their userIds'
+        alias chains): what routing them to their customers' partitions reads
+        (``routing.destination``). One MGET, more only along alias chains."""
+        book = ProfileBook(self.catalog.matcher, self.catalog.fold_config)
+        users: set[str] = set()
+        devices: set[str] = set()
+        for e in events:
+            users.update(u for u in (e.user_id, e.previous_id) if u)
+            devices.update(a for a in (e.anonymous_id, e.previous_id) if a)
+        todo_users = sorted(users)
+        todo_devices = sorted(devices)
+        rows = [(LinkKind.ALIAS.value, u) for u in todo_users]
+        rows += [(LinkKind.ANON.value, a) for a in todo_devices]
+        if not rows:
+            return book.identity
+        bodies = self.reads.read_rows(rows)
+        targets: set[str] = set()
+        for user, body in zip(todo_users, bodies, strict=False):
+            if (text := _text(body)) is not None:
+                book.identity.load(LinkKind.ALIAS.value, user, text)
+                targets.add(text)
+        for device, body in zip(todo_devices, bodies[len(todo_users) :], strict=True):
+            if (text := _text(body)) is not None:
+                book.identity.load(LinkKind.ANON.value, device, text)
+                targets.add(text)
+        self._load_aliases(book, targets - users)
+        return book.identity
 
     def model(self, known: ModelVersion | None) -> tuple[ModelVersion | None, bytes | None]:
         """The published model copy's version; its bytes too when it differs from ``known``."""

@@ -140,6 +140,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bus: str = ""
     #: the stream's partitions (``NEXTBEST_BUS_PARTITIONS``): fixed when the stream is made
     bus_partitions: int = 16
+    #: the partitions a fold worker owns (``NEXTBEST_FOLD_PARTITIONS``, ``serve --role fold
+    #: --partitions 0-7``): several fold workers share the bus; empty: one owns them all
+    fold_partitions: str = ""
+    #: profiles and links such a fold worker keeps in memory at most (``NEXTBEST_FOLD_CACHE``,
+    #: entries; the rest is read from Redis when an event needs it)
+    fold_cache: int = 100_000
     host: str = "127.0.0.1"
     port: int = 8000
     write_keys: frozenset[str] = frozenset()
@@ -222,6 +228,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if not 1 <= self.bus_partitions <= 4_096:
             raise ConfigError("NEXTBEST_BUS_PARTITIONS is 1 to 4096")
+        if self.fold_cache < 1:
+            raise ConfigError("NEXTBEST_FOLD_CACHE is at least 1 (profiles and links)")
         header = self.origin_header
         if header and not _HEADER_NAME.fullmatch(header):
             raise ConfigError(f"NEXTBEST_ORIGIN_HEADER is not a header name: {header!r}")
@@ -267,6 +275,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("data", "DATA"),
             ("profiles", "PROFILES"),
             ("bus", "BUS"),
+            ("fold_partitions", "FOLD_PARTITIONS"),
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),
@@ -285,6 +294,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name, key in (
             ("port", "PORT"),
             ("bus_partitions", "BUS_PARTITIONS"),
+            ("fold_cache", "FOLD_CACHE"),
             ("max_body_bytes", "MAX_BODY_BYTES"),
             ("snapshot_every", "SNAPSHOT_EVERY"),
             ("browser_body_bytes", "BROWSER_BODY_BYTES"),

@@ -10,6 +10,7 @@ import pytest
 
 from nextbest.bus import BusMessage, Delivery, EventBus, MemoryBus, bus_key, partition_of
 from nextbest.bus.nats import NatsBus
+from nextbest.bus.port import LEARNING
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 from nextbest.events.model import Event, EventType
 from tests.nats import delete_stream, stream_url
@@ -84,7 +85,8 @@ def test_a_consumer_gets_every_message_in_stream_order(bus: EventBus):
     bus.consume("fold", 0)
     got = drain(bus, "fold", 50)
     assert [d.seq for d in got] == list(range(1, 51))
-    assert [(d.partition, d.message_id, d.body) for d in got] == [tuple(m) for m in messages(50)]
+    expected = [(m.partition, m.message_id, m.body, "") for m in messages(50)]
+    assert [(d.partition, d.message_id, d.body, d.kind) for d in got] == expected
     assert all(d.delivered == 1 for d in got)
     more = bus.publish(messages(52, 50))
     assert [d.seq for d in drain(bus, "fold", 2)] == [p.seq for p in more]
@@ -142,6 +144,43 @@ def test_two_consumers_each_get_every_message(bus: EventBus):
     bus.consume("audit", 0)
     assert [d.seq for d in drain(bus, "fold", 4)] == [1, 2, 3, 4]
     assert [d.seq for d in drain(bus, "audit", 4)] == [1, 2, 3, 4]
+
+
+def test_a_partition_consumer_gets_that_partition_only_in_stream_order(bus: EventBus):
+    bus.publish(messages(12))
+    bus.consume("fold-1", 0, partition=1)
+    bus.consume("fold-2", 4, partition=2)
+    one = drain(bus, "fold-1", 3)
+    assert [(d.seq, d.partition) for d in one] == [(2, 1), (6, 1), (10, 1)]
+    two = drain(bus, "fold-2", 2)
+    assert [d.seq for d in two] == [7, 11]
+    bus.ack("fold-2", two)
+    assert bus.fetch("fold-1", 10, 0.2) == []
+    bus.publish(messages(15, 12))  # seqs 13, 14, 15 on partitions 0, 1, 2
+    assert [d.seq for d in drain(bus, "fold-2", 1)] == [15]
+    assert _eventually(lambda: bus.pending("fold-1") == 4)  # 3 unacknowledged, 14 to come
+
+
+def test_kinds_travel_and_the_learning_feed_is_apart(bus: EventBus):
+    bus.publish(
+        [
+            BusMessage(1, "e", b"event"),
+            BusMessage(2, "fwd:e", b"event", "forward"),
+            BusMessage(LEARNING, "learn:e", b"record", "learning"),
+        ]
+    )
+    bus.consume("fold", 0)
+    bus.consume("learner", 0, partition=LEARNING)
+    got = drain(bus, "fold", 2)
+    assert [(d.partition, d.kind) for d in got] == [(1, ""), (2, "forward")]
+    assert bus.fetch("fold", 10, 0.2) == []  # the learning feed is not an event partition
+    (record,) = drain(bus, "learner", 1)
+    assert (record.seq, record.partition, record.kind, record.body) == (
+        3,
+        LEARNING,
+        "learning",
+        b"record",
+    )
 
 
 def test_an_unknown_partition_or_consumer_is_refused(bus: EventBus):

@@ -13,7 +13,7 @@ from nextbest.errors import StoreError
 from nextbest.events import parse_batch
 from nextbest.events.model import Event
 from nextbest.store import EventLog, StoredEvent, Stores, sqlite_stores
-from nextbest.store.port import SequencedLog
+from nextbest.store.port import PartitionedLog, SequencedLog
 from tests.support import T0, batch, page
 
 
@@ -165,3 +165,40 @@ def test_append_at_refuses_what_another_writer_appended(log: EventLog):
         seq_log.append_at([StoredEvent(3, first[0])], position=1)
     assert log.count() == 2
     assert seq_log.source_position() == 0
+
+
+def partitioned(log: EventLog) -> PartitionedLog:
+    if not isinstance(log, PartitionedLog):
+        pytest.skip(f"{type(log).__name__} has one writer only (no partitioned fold on it)")
+    return log
+
+
+def test_the_seq_base_follows_what_the_log_holds_and_is_fixed_once(log: EventLog):
+    part = partitioned(log)
+    log.append(events(3, user="u1"))
+    seq_log = sequenced(log)
+    seq_log.append_at([StoredEvent(4, events(1, user="u9")[0])], position=10)
+    assert part.seq_base() == 4 - 10  # stream sequence 11 is logged at seq 5
+    log.append(events(2, user="u2"))
+    assert part.seq_base() == -6  # fixed by the first call
+    assert part.partition_positions() == {}
+
+
+def test_partition_writers_append_out_of_seq_order_with_their_positions(log: EventLog):
+    part = partitioned(log)
+    assert part.seq_base() == 0
+    a, b = events(3, user="ua"), events(2, user="ub")
+    part.append_partitioned([StoredEvent(5, a[0]), StoredEvent(9, a[1])], {1: 9})
+    part.append_partitioned([StoredEvent(2, b[0]), StoredEvent(7, b[1])], {2: 8, 3: 4})
+    part.append_partitioned([], {1: 12, 2: 3})  # a position only rises
+    assert part.partition_positions() == {1: 12, 2: 8, 3: 4}
+    assert [s.seq for s in log.scan()] == [2, 5, 7, 9]
+    assert [s.seq for s in log.scan(after=5)] == [7, 9]
+    assert [s.seq for s in log.events_of({"ua", "ub"}, set(), upto=7)] == [2, 5, 7]
+    assert part.logged([a[1].message_id, a[2].message_id]) == {a[1].message_id}
+    with pytest.raises(StoreError):  # a messageId another partition logged
+        part.append_partitioned([StoredEvent(11, a[0])], {1: 13})
+    with pytest.raises(StoreError):  # a seq taken
+        part.append_partitioned([StoredEvent(7, a[2])], {1: 13})
+    assert part.partition_positions()[1] == 12
+    assert log.count() == 4

@@ -145,3 +145,11 @@ def test_old_token_secrets_are_read_and_never_shown():
     for secret in ("new-secret-xyz", "old-one-abc", "old-two-def"):
         assert secret not in shown
     assert Settings.from_env({"NEXTBEST_ADMIN_KEYS": "a"}).token_secrets_old == ()
+
+
+def test_a_fold_worker_of_some_partitions_from_the_environment():
+    s = Settings.from_env({"NEXTBEST_FOLD_PARTITIONS": "0-7", "NEXTBEST_FOLD_CACHE": "5000"})
+    assert (s.fold_partitions, s.fold_cache) == ("0-7", 5000)
+    assert Settings.from_env({}).fold_partitions == ""  # one fold worker owns them all
+    with pytest.raises(ConfigError, match="NEXTBEST_FOLD_CACHE"):
+        Settings.from_env({"NEXTBEST_FOLD_CACHE": "0"})

@@ -9,7 +9,12 @@ what operating it needs.
 
     nextbest_fold_lag_events                  the stream's last sequence minus the folded one
     nextbest_bus_consumer_pending             the durable consumer's unacknowledged messages
-    nextbest_fold_events_total{outcome}       folded, duplicate (skipped by messageId)
+    nextbest_fold_events_total{outcome}       folded, duplicate (skipped by messageId); with
+                                              several fold workers also forwarded (sent on to
+                                              the partition of the customer it belongs to),
+                                              frozen (a stitch dissolving a customer homed
+                                              here, sent on), deferred (a stitch put back: a
+                                              customer it touches is claimed by another)
     nextbest_fold_redelivered_total           deliveries the bus sent again
     nextbest_fold_failures_total              fold steps that failed (retried)
     nextbest_event_log_lag_events             the stream's last sequence minus the logged one
@@ -44,6 +49,7 @@ from nextbest.api.metrics import CONTENT_TYPE, Metrics
 from nextbest.errors import NextbestError
 from nextbest.fold_worker import FoldStats, FoldWorker
 from nextbest.guard.senders import Scope
+from nextbest.partitioned_fold import PartitionedFold, PartitionStats
 from nextbest.settings import Settings
 
 __all__ = ["FoldMetrics", "create_fold_app"]
@@ -100,39 +106,53 @@ class FoldMetrics:
             buckets=_VISIBLE_BUCKETS,
             registry=own,
         )
-        self._seen = FoldStats()
+        self._seen: dict[str, int] = {}
 
-    def stepped(self, stats: FoldStats) -> None:
+    def stepped(self, stats: FoldStats | PartitionStats) -> None:
         """After each fold step (the worker's ``on_step``)."""
         self.fold_seconds.observe(stats.fold_seconds)
         self.save_seconds.observe(stats.save_seconds)
         for seconds in stats.visible_after:
             self.visible_seconds.observe(seconds)
 
-    def logged(self, stats: FoldStats) -> None:
+    def logged(self, stats: FoldStats | PartitionStats) -> None:
         """After each segment the event log writer committed (the worker's ``on_logged``)."""
         self.log_seconds.observe(stats.log_seconds)
 
-    def sample(self, worker: FoldWorker) -> None:
+    def sample(self, worker: FoldWorker | PartitionedFold) -> None:
         """Counters moved by what the worker did since the last sample; the lag read now."""
-        stats, seen = worker.stats, self._seen
-        self.events.labels("folded").inc(stats.events - seen.events)
-        self.events.labels("duplicate").inc(stats.duplicates - seen.duplicates)
-        self.redelivered.inc(stats.redelivered - seen.redelivered)
-        self.failures.inc(stats.failures - seen.failures)
-        self._seen = FoldStats(stats.events, stats.duplicates, stats.redelivered, 0, stats.failures)
+        stats = worker.stats
+        for outcome, name in _OUTCOMES:
+            self.events.labels(outcome).inc(self._moved(name, getattr(stats, name, 0)))
+        self.redelivered.inc(self._moved("redelivered", stats.redelivered))
+        self.failures.inc(self._moved("failures", stats.failures))
         self.position.set(worker.position)
         try:
-            lag, pending = worker.lag()
+            lag, pending, log_lag = worker.lags()
         except NextbestError:
             return  # the bus is away: readiness says it
         self.lag.set(lag)
         self.pending.set(pending)
-        self.log_lag.set(lag + worker.position - worker.logged_position)
+        self.log_lag.set(log_lag)
+
+    def _moved(self, name: str, now: int) -> int:
+        before = self._seen.get(name, 0)
+        self._seen[name] = now
+        return max(0, now - before)
+
+
+#: the outcome labels of ``nextbest_fold_events_total`` and the stats they count
+_OUTCOMES = (
+    ("folded", "events"),
+    ("duplicate", "duplicates"),
+    ("forwarded", "forwarded"),
+    ("frozen", "stitches"),
+    ("deferred", "stitches_deferred"),
+)
 
 
 def create_fold_app(
-    worker: FoldWorker, settings: Settings, metrics: Metrics | None = None
+    worker: FoldWorker | PartitionedFold, settings: Settings, metrics: Metrics | None = None
 ) -> Starlette:
     """The ops app; the worker runs while the app does and is closed on shutdown."""
     fold_metrics = FoldMetrics(metrics if metrics is not None else Metrics())
@@ -141,7 +161,7 @@ def create_fold_app(
     serving = False
 
     async def health(request: Request) -> Response:
-        body = {"status": "ok", "role": "fold", "catalog": worker.engine.catalog.version}
+        body = {"status": "ok", "role": "fold", "catalog": worker.catalog.version}
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def ready(request: Request) -> Response:

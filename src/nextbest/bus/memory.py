@@ -3,22 +3,32 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from nextbest.bus.port import BusMessage, Delivery, Published
+from nextbest.bus.port import LEARNING, BusMessage, Delivery, Published
 from nextbest.errors import StoreError
 
 __all__ = ["MemoryBus"]
 
 
 class _Consumer:
-    def __init__(self, after: int) -> None:
+    def __init__(self, after: int, partition: int | None) -> None:
         #: the next stream sequence never delivered yet
         self.next = after + 1
         #: delivered, not acknowledged: seq -> (redeliver at, times delivered)
         self.unacked: dict[int, tuple[float, int]] = {}
+        #: the one partition it delivers (or ``LEARNING``); None: every partition
+        self.partition = partition
+        #: no unacknowledged delivery is due again before this (a lower bound)
+        self.earliest = float("inf")
+
+    def wants(self, m: BusMessage) -> bool:
+        if self.partition is None:
+            return m.partition != LEARNING
+        return m.partition == self.partition
 
 
 class MemoryBus:
@@ -41,6 +51,7 @@ class MemoryBus:
         self.duplicate_window = duplicate_window
         self._clock = clock
         self._messages: list[BusMessage] = []  # seq n at index n - 1
+        self._seqs_of: dict[int, list[int]] = {}  # partition -> its stream sequences
         self._seen: dict[str, tuple[int, float]] = {}  # messageId -> (seq, stored at)
         self._consumers: dict[str, _Consumer] = {}
         self._changed = threading.Condition()
@@ -52,7 +63,7 @@ class MemoryBus:
             self._check_open()
             now = self._clock()
             for m in messages:
-                if not 0 <= m.partition < self.partitions:
+                if not 0 <= m.partition < self.partitions and m.partition != LEARNING:
                     raise StoreError(f"no partition {m.partition} (the bus has {self.partitions})")
                 seen = self._seen.get(m.message_id)
                 if seen is not None and now - seen[1] < self.duplicate_window:
@@ -60,15 +71,16 @@ class MemoryBus:
                     continue
                 self._messages.append(m)
                 seq = len(self._messages)
+                self._seqs_of.setdefault(m.partition, []).append(seq)
                 self._seen[m.message_id] = (seq, now)
                 out.append(Published(seq, False))
             self._changed.notify_all()
         return out
 
-    def consume(self, consumer: str, after: int) -> None:
+    def consume(self, consumer: str, after: int, partition: int | None = None) -> None:
         with self._changed:
             self._check_open()
-            self._consumers[consumer] = _Consumer(after)
+            self._consumers[consumer] = _Consumer(after, partition)
 
     def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
@@ -81,23 +93,51 @@ class MemoryBus:
                     return got
                 self._changed.wait(min(left, 0.01))
 
+    def fetch_any(self, consumers: Sequence[str], max_messages: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while True:
+                self._check_open()
+                got: list[Delivery] = []
+                for name in consumers:
+                    got += self._take(self._consumer(name), max_messages - len(got))
+                    if len(got) >= max_messages:
+                        break
+                left = deadline - time.monotonic()
+                if got or left <= 0:
+                    return got
+                self._changed.wait(min(left, 0.01))
+
     def _take(self, c: _Consumer, max_messages: int) -> list[Delivery]:
         now = self._clock()
         out: list[Delivery] = []
-        for seq in sorted(s for s, (due, _) in c.unacked.items() if due <= now):
-            if len(out) >= max_messages:
-                return out
-            out.append(self._deliver(c, seq, now))
+        if c.unacked and now >= c.earliest:
+            due_now = sorted(s for s, (due, _) in c.unacked.items() if due <= now)
+            c.earliest = min((due for due, _ in c.unacked.values()), default=float("inf"))
+            for seq in due_now:
+                if len(out) >= max_messages:
+                    return out
+                out.append(self._deliver(c, seq, now))
+        if c.partition is not None:  # one partition's: straight to its messages
+            seqs = self._seqs_of.get(c.partition, [])
+            at = bisect.bisect_left(seqs, c.next)
+            while len(out) < max_messages and at < len(seqs):
+                out.append(self._deliver(c, seqs[at], now))
+                c.next = seqs[at] + 1
+                at += 1
+            return out
         while len(out) < max_messages and c.next <= len(self._messages):
-            out.append(self._deliver(c, c.next, now))
+            if c.wants(self._messages[c.next - 1]):
+                out.append(self._deliver(c, c.next, now))
             c.next += 1
         return out
 
     def _deliver(self, c: _Consumer, seq: int, now: float) -> Delivery:
         times = c.unacked.get(seq, (0.0, 0))[1] + 1
         c.unacked[seq] = (now + self.ack_wait, times)
+        c.earliest = min(c.earliest, now + self.ack_wait)
         m = self._messages[seq - 1]
-        return Delivery(seq, m.partition, m.message_id, m.body, times)
+        return Delivery(seq, m.partition, m.message_id, m.body, times, m.kind)
 
     def ack(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         with self._changed:
@@ -109,7 +149,8 @@ class MemoryBus:
     def pending(self, consumer: str) -> int:
         with self._changed:
             c = self._consumer(consumer)
-            return len(self._messages) - c.next + 1 + len(c.unacked)
+            ahead = sum(c.wants(m) for m in self._messages[c.next - 1 :])
+            return ahead + len(c.unacked)
 
     def last_seq(self) -> int:
         with self._changed:

@@ -2,8 +2,10 @@
 
 ``NatsBus("nats://127.0.0.1:4222/NEXTBEST", partitions=16)``: the URL's path names the stream
 (default ``NEXTBEST``). The stream is made on first use, file storage, with subjects
-``<stream>.events.<partition>``; its description records the partition count, and a stream
-made with another count is refused (ConfigError): a customer's partition must never move.
+``<stream>.events.<partition>`` and ``<stream>.learn`` (the learning feed: added to a stream
+made before it had one); its description records the partition count, and a stream made with
+another count is refused (ConfigError): a customer's partition must never move. A message's
+kind travels in the header ``Nextbest-Kind``.
 
 - **Publish**: every message with header ``Nats-Msg-Id`` = its messageId, so a client's retry
   within the stream's duplicate window (``duplicate_window``, default 2 minutes) is stored
@@ -15,7 +17,11 @@ made with another count is refused (ConfigError): a customer's partition must ne
   is sent without waiting for the server's answer (one lost is one redelivery).
   ``consume(name, after)`` recreates the consumer from stream sequence ``after + 1``: the
   folded position its owner saved with its state is the real cursor, so a restart resumes
-  exactly there, without waiting for ``ack_wait``.
+  exactly there, without waiting for ``ack_wait``. A consumer of one partition (or of the
+  learning feed) checks that no delivery went missing on the way (the consumer sequence
+  JetStream numbers each delivery with, redeliveries included, has no gap); one that did
+  (a reconnection drops what was in flight) makes ``fetch`` raise StoreUnavailable until
+  the consumer is started over.
 
 nats-py is asynchronous: the adapter runs its own event loop in a daemon thread and the port's
 methods wait on it (at most ``timeout`` seconds each). nats-py errors never leave this module:
@@ -28,11 +34,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import math
 import queue
 import re
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -51,7 +59,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from nextbest.bus.port import BusMessage, Delivery, Published
+from nextbest.bus.port import LEARNING, BusMessage, Delivery, Published
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 
 __all__ = ["DEFAULT_STREAM", "NatsBus"]
@@ -62,6 +70,7 @@ DEFAULT_STREAM = "NEXTBEST"
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PARTITIONS = re.compile(r"(\d+) partitions")
 _MSG_ID = "Nats-Msg-Id"
+_KIND = "Nextbest-Kind"
 
 T = TypeVar("T")
 
@@ -85,6 +94,11 @@ class _Subscription:
         self.messages: dict[int, Msg] = {}
         self.lock = threading.Lock()
         self.sub: Any = None
+        #: the last consumer sequence seen (every delivery is numbered, redeliveries too);
+        #: None: not checked (a consumer of every partition checks stream order itself)
+        self.last_delivery: int | None = None
+        #: a delivery went missing: ``fetch`` refuses until the consumer starts over
+        self.gap: str | None = None
 
 
 class NatsBus:
@@ -119,7 +133,10 @@ class NatsBus:
         self._server = urlunsplit(parts._replace(path="", query="", fragment=""))
         self._password = parts.password or ""
         self._subjects = f"{stream}.events.*"
+        self._learning = f"{stream}.learn"
         self._subs: dict[str, _Subscription] = {}
+        #: set on every delivery to any consumer (``fetch_any`` waits on it)
+        self._arrived = threading.Event()
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._loop = asyncio.new_event_loop()
@@ -138,17 +155,22 @@ class NatsBus:
         if not messages:
             return []
         for m in messages:
-            if not 0 <= m.partition < self.partitions:
+            if not 0 <= m.partition < self.partitions and m.partition != LEARNING:
                 raise StoreError(f"no partition {m.partition} (the bus has {self.partitions})")
         return self._run("publish", self._publish(messages), self.timeout + 1.0)
 
-    def consume(self, consumer: str, after: int) -> None:
-        self._run("consume", self._consume(consumer, after), self.timeout * 3)
+    def consume(self, consumer: str, after: int, partition: int | None = None) -> None:
+        known = partition is None or partition == LEARNING or 0 <= partition < self.partitions
+        if not known:
+            raise StoreError(f"no partition {partition} (the bus has {self.partitions})")
+        self._run("consume", self._consume(consumer, after, partition), self.timeout * 3)
 
     def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
         sub = self._subs.get(consumer)
         if sub is None:
             raise StoreError(f"no consumer {consumer!r}: call consume first")
+        if sub.gap is not None:
+            raise StoreUnavailable(f"NATS at {self.where}: consumer {consumer!r}: {sub.gap}")
         try:
             first = sub.queue.get(timeout=wait) if wait > 0 else sub.queue.get_nowait()
         except queue.Empty:
@@ -160,6 +182,36 @@ class NatsBus:
             except queue.Empty:
                 break
         return out
+
+    def fetch_any(self, consumers: Sequence[str], max_messages: int, wait: float) -> list[Delivery]:
+        subs = []
+        for name in consumers:
+            sub = self._subs.get(name)
+            if sub is None:
+                raise StoreError(f"no consumer {name!r}: call consume first")
+            subs.append((name, sub))
+        deadline = time.monotonic() + wait
+        while True:
+            self._arrived.clear()  # before looking: a delivery meanwhile sets it again
+            out: list[Delivery] = []
+            share = max(1, max_messages // max(1, len(subs)))  # no partition starves the rest
+            for limit in (share, max_messages):
+                for name, sub in subs:
+                    if sub.gap is not None:
+                        raise StoreUnavailable(
+                            f"NATS at {self.where}: consumer {name!r}: {sub.gap}"
+                        )
+                    taken = 0
+                    while len(out) < max_messages and taken < limit:
+                        try:
+                            out.append(sub.queue.get_nowait())
+                        except queue.Empty:
+                            break
+                        taken += 1
+            left = deadline - time.monotonic()
+            if out or left <= 0:
+                return out
+            self._arrived.wait(left)
 
     def ack(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         sub = self._subs.get(consumer)
@@ -223,7 +275,7 @@ class NatsBus:
                 StreamConfig(
                     name=self.stream,
                     description=description,
-                    subjects=[self._subjects],
+                    subjects=[self._subjects, self._learning],
                     retention=RetentionPolicy.LIMITS,
                     storage=StorageType.FILE,
                     duplicate_window=self.duplicate_window,
@@ -238,24 +290,32 @@ class NatsBus:
                 f"{self.partitions}: a customer's partition must never move (NEXTBEST_BUS_"
                 "PARTITIONS, or another stream name in NEXTBEST_BUS)"
             )
+        subjects = list(info.config.subjects or [])
+        if self._learning not in subjects:  # made before the learning feed had a subject
+            config = dataclasses.replace(info.config, subjects=[*subjects, self._learning])
+            await self._js.update_stream(config)
 
     async def _publish(self, messages: Sequence[BusMessage]) -> list[Published]:
         js = self._jetstream()
         acks = await asyncio.gather(
             *(
                 js.publish(
-                    f"{self.stream}.events.{m.partition}",
+                    self._learning
+                    if m.partition == LEARNING
+                    else f"{self.stream}.events.{m.partition}",
                     m.body,
                     timeout=self.timeout,
                     stream=self.stream,
-                    headers={_MSG_ID: m.message_id},
+                    headers={_MSG_ID: m.message_id, _KIND: m.kind}
+                    if m.kind
+                    else {_MSG_ID: m.message_id},
                 )
                 for m in messages
             )
         )
         return [Published(a.seq, bool(a.duplicate)) for a in acks]
 
-    async def _consume(self, consumer: str, after: int) -> None:
+    async def _consume(self, consumer: str, after: int, partition: int | None) -> None:
         js = self._jetstream()
         old = self._subs.pop(consumer, None)
         if old is not None and old.sub is not None:
@@ -263,6 +323,13 @@ class NatsBus:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(self.stream, consumer)
         sub = self._subs[consumer] = _Subscription()
+        if partition is None:
+            subject = self._subjects
+        else:
+            subject = (
+                self._learning if partition == LEARNING else f"{self.stream}.events.{partition}"
+            )
+            sub.last_delivery = 0
         start = (
             {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1}
             if after > 0
@@ -273,7 +340,7 @@ class NatsBus:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_ack_pending=self.max_ack_pending,
-            filter_subject=self._subjects,
+            filter_subject=subject,
             **start,
         )
         prefix = len(f"{self.stream}.events.")
@@ -281,15 +348,28 @@ class NatsBus:
         async def delivered(msg: Msg) -> None:
             meta = msg.metadata
             seq = meta.sequence.stream
+            if sub.last_delivery is not None:
+                number = meta.sequence.consumer
+                if number != sub.last_delivery + 1 and sub.gap is None:
+                    sub.gap = (
+                        f"delivery {sub.last_delivery + 1} of {number} went missing: "
+                        "start the consumer over from the last one processed"
+                    )
+                sub.last_delivery = number
             with sub.lock:
                 sub.messages[seq] = msg
-            message_id = (msg.headers or {}).get(_MSG_ID, "")
+            headers = msg.headers or {}
+            message_id = headers.get(_MSG_ID, "")
+            where = LEARNING if msg.subject == self._learning else int(msg.subject[prefix:])
             sub.queue.put(
-                Delivery(seq, int(msg.subject[prefix:]), message_id, msg.data, meta.num_delivered)
+                Delivery(
+                    seq, where, message_id, msg.data, meta.num_delivered, headers.get(_KIND, "")
+                )
             )
+            self._arrived.set()
 
         sub.sub = await js.subscribe(
-            self._subjects,
+            subject,
             durable=consumer,
             stream=self.stream,
             config=config,

@@ -3,15 +3,20 @@ workers that fold them (issue #17's scale-out).
 
     publish(messages)          -> each message stored once (its messageId deduplicated within
                                   the bus's duplicate window) with its stream sequence
-    consume(consumer, after)   -> a durable consumer delivering, in stream order, every
-                                  message after stream sequence ``after``
+    consume(consumer, after,   -> a durable consumer delivering, in stream order, every
+            partition)            message after stream sequence ``after`` (of one partition,
+                                  or of the learning feed, when ``partition`` says so)
     fetch(consumer, n, wait)   -> up to ``n`` deliveries (waiting at most ``wait`` seconds for
-                                  the first one)
+                                  the first one); ``fetch_any`` over several consumers
     ack(consumer, deliveries)  -> done with them: never delivered again; an unacknowledged
                                   delivery comes again after the ack wait
 
 A message goes to the *partition* of its customer (``partition_of``): one customer's events
-keep their order on one partition, and each partition has one owner that folds it.
+keep their order on one partition, and each partition has one owner that folds it. A message
+has a *kind*: ``""`` an accepted event, ``forward`` an event its partition's owner sent on to
+the partition of the customer it belongs to, ``stitch`` an identify or alias on its way from
+the partition of the customer it dissolves to the one it joins, ``learning`` what a fold
+worker tells the model writer (on the learning feed, ``LEARNING``) (``partitioned_fold``).
 
 The port is synchronous like the store ports: an adapter on an asynchronous client runs its
 own event loop. Failures are the error tree's: StoreUnavailable when the bus cannot be
@@ -27,6 +32,7 @@ from typing import NamedTuple, Protocol
 from nextbest.events.model import Event
 
 __all__ = [
+    "LEARNING",
     "BusMessage",
     "Delivery",
     "EventBus",
@@ -36,12 +42,18 @@ __all__ = [
 ]
 
 
+#: the "partition" of the learning feed: a subject of its own, never folded as events
+LEARNING = -1
+
+
 class BusMessage(NamedTuple):
-    """One message to publish: its partition, its messageId (the bus's dedupe key) and body."""
+    """One message to publish: its partition (or ``LEARNING``), its messageId (the bus's
+    dedupe key), body and kind."""
 
     partition: int
     message_id: str
     body: bytes
+    kind: str = ""
 
 
 class Published(NamedTuple):
@@ -61,6 +73,7 @@ class Delivery(NamedTuple):
     message_id: str
     body: bytes
     delivered: int
+    kind: str = ""
 
 
 class EventBus(Protocol):
@@ -74,14 +87,25 @@ class EventBus(Protocol):
         StoreUnavailable (nothing acknowledged: the caller retries with the same ids)."""
         ...
 
-    def consume(self, consumer: str, after: int) -> None:
+    def consume(self, consumer: str, after: int, partition: int | None = None) -> None:
         """Deliver to the durable ``consumer``, from stream sequence ``after + 1`` on (an
-        existing consumer of that name is started over from there)."""
+        existing consumer of that name is started over from there): every partition's
+        messages (``partition`` None), one partition's, or the learning feed's
+        (``LEARNING``)."""
         ...
 
     def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
         """Up to ``max_messages`` deliveries, waiting at most ``wait`` seconds for the first
-        (an empty list when none came)."""
+        (an empty list when none came). A consumer of one partition (or of the learning
+        feed) gets them in stream order: if the bus finds one was lost on the way (a
+        reconnection), it raises StoreUnavailable and the consumer must be started over
+        (``consume``) from the last one its owner processed."""
+        ...
+
+    def fetch_any(self, consumers: Sequence[str], max_messages: int, wait: float) -> list[Delivery]:
+        """``fetch`` over several consumers at once (each of one partition: a delivery's
+        ``partition`` says whose it is), each one's in its order, waiting at most ``wait``
+        seconds for the first."""
         ...
 
     def ack(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
@@ -100,10 +124,10 @@ class EventBus(Protocol):
 
 
 def bus_key(event: Event) -> str:
-    """Whose event this is, for partitioning: its userId, else its anonymousId (``u:`` and
-    ``a:`` kept apart). One fold worker owning every partition folds a stitched customer's
-    devices in stream order whatever the partition; several owners would need the key the
-    identity map resolves to (docs/scale-out.md)."""
+    """Whose event this is, by its ids alone: its userId, else its anonymousId (``u:`` and
+    ``a:`` kept apart): the partition of a customer nothing is stitched to. API workers
+    publish to the partition of the customer the ids resolve to (``nextbest.routing``,
+    whose ``home`` is this key's partition)."""
     if event.user_id:
         return "u:" + event.user_id
     return "a:" + (event.anonymous_id or "")

@@ -42,7 +42,13 @@ from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
 from nextbest.profile.windows import count_between
 
-__all__ = ["MAX_CLICKS_PER_HOUR", "MIN_DEVICE_EVENTS", "forced", "trusted_feedback"]
+__all__ = [
+    "MAX_CLICKS_PER_HOUR",
+    "MIN_DEVICE_EVENTS",
+    "forced",
+    "sender_trusted",
+    "trusted_feedback",
+]
 
 #: events an anonymous device must have sent before its feedback teaches the model
 MIN_DEVICE_EVENTS = 5
@@ -65,6 +71,13 @@ def trusted_feedback(
     ``volume`` what ``FeedbackVolume.count`` found for its key and origin."""
     if not volume.trusted or forced(decision):
         return False
+    return sender_trusted(profile, event)
+
+
+def sender_trusted(profile: Profile | None, event: Event) -> bool:
+    """The rules of ``trusted_feedback`` that read the sender's profile before ``event``
+    (history, clicks in the last hour): what the fold worker holding the profile judges,
+    for a model writer that holds none (``nextbest.model_writer``)."""
     if profile is None:
         return False  # nothing known of the sender: a device with no history
     if profile.customer_id.startswith(ANON_PREFIX):

@@ -112,6 +112,11 @@ class IdentityMap:
         table = self.anon_to_user if kind == LinkKind.ANON else self.alias_to_user
         return table.get(key)
 
+    def linked_to(self, user_id: str) -> set[tuple[str, str]]:
+        """The (kind, id) links pointing at ``user_id`` directly."""
+        anons = {(LinkKind.ANON.value, a) for a in self._anons_of.get(user_id, ())}
+        return anons | {(LinkKind.ALIAS.value, a) for a in self._aliases_of.get(user_id, ())}
+
     def ids_of(self, user_id: str) -> tuple[set[str], set[str]]:
         """All userIds and anonymousIds that resolve to ``user_id``."""
         users = {user_id}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
-from collections.abc import Collection, Iterator, Sequence
+import threading
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from nextbest.decide.model import Decision
 from nextbest.errors import StoreError
@@ -44,6 +46,10 @@ class MemoryEventLog:
         self._by_user: dict[str, list[StoredEvent]] = {}
         self._by_anon: dict[str, list[StoredEvent]] = {}
         self._position = 0
+        self._base: int | None = None
+        self._partitions: dict[int, int] = {}
+        #: several fold workers append out of seq order (``append_partitioned``)
+        self._lock = threading.Lock()
 
     def append(self, events: Sequence[Event]) -> list[int | None]:
         out: list[int | None] = []
@@ -59,11 +65,44 @@ class MemoryEventLog:
     def _add(self, stored: StoredEvent) -> None:
         event = stored.event
         self._ids.add(event.message_id)
-        self._events.append(stored)
+        if self._events and self._events[-1].seq > stored.seq:  # another partition's ahead
+            bisect.insort(self._events, stored, key=lambda s: s.seq)
+        else:
+            self._events.append(stored)
         if event.user_id is not None:
             self._by_user.setdefault(event.user_id, []).append(stored)
         if event.anonymous_id is not None:
             self._by_anon.setdefault(event.anonymous_id, []).append(stored)
+
+    def seq_base(self) -> int:
+        with self._lock:
+            if self._base is None:
+                self._base = self.last_seq() - self._position
+            return self._base
+
+    def partition_positions(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._partitions)
+
+    def append_partitioned(
+        self, events: Sequence[StoredEvent], positions: Mapping[int, int]
+    ) -> None:
+        with self._lock:
+            for a, b in itertools.pairwise(events):
+                if a.seq >= b.seq:
+                    raise StoreError("event log: seqs of one append must increase")
+            for s in events:
+                at = bisect.bisect_left(self._events, s.seq, key=lambda e: e.seq)
+                taken = at < len(self._events) and self._events[at].seq == s.seq
+                if taken or s.event.message_id in self._ids:
+                    raise StoreError(
+                        f"event log: seq {s.seq} ({s.event.message_id!r}) is logged already, "
+                        "or its messageId is: another writer?"
+                    )
+            for s in events:
+                self._add(s)
+            for partition, position in positions.items():
+                self._partitions[partition] = max(self._partitions.get(partition, 0), position)
 
     def logged(self, message_ids: Collection[str]) -> set[str]:
         return {m for m in message_ids if m in self._ids}
@@ -91,7 +130,7 @@ class MemoryEventLog:
     def events_of(
         self, user_ids: Collection[str], anonymous_ids: Collection[str], upto: int
     ) -> list[StoredEvent]:
-        found = {s.seq: s for u in user_ids for s in self._by_user.get(u, ())}
+        found = {s.seq: s for u in user_ids for s in list(self._by_user.get(u, ()))}
         found.update((s.seq, s) for a in anonymous_ids for s in self._by_anon.get(a, ()))
         return [found[seq] for seq in sorted(found) if seq <= upto]
 

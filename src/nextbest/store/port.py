@@ -29,9 +29,11 @@ __all__ = [
     "Outbox",
     "OutboxMessage",
     "OutboxState",
+    "PartitionedLog",
     "Quarantine",
     "SavedState",
     "SequencedLog",
+    "SharedState",
     "StateReads",
     "StateRow",
     "StateStore",
@@ -109,6 +111,43 @@ class SequencedLog(Protocol):
     def last_seq(self) -> int: ...
 
 
+@runtime_checkable
+class PartitionedLog(Protocol):
+    """An event log several fold workers write behind their live state, each for the bus
+    partitions it owns (``partitioned_fold``): an event folded at bus stream sequence ``s``
+    is logged at seq ``seq_base() + s`` (stream order is the log's order; a seq is never
+    handed out twice; events not folded where they were first published leave gaps). Each
+    partition records the stream sequence the log holds all its events up to. The
+    PostgreSQL and in-memory event logs have it."""
+
+    def logged(self, message_ids: Collection[str]) -> set[str]:
+        """Which of these messageIds the log holds (committed)."""
+        ...
+
+    def seq_base(self) -> int:
+        """The offset of the fold workers' seqs, fixed by the first call (later calls read
+        it): the log's last seq minus the position a single fold worker logged up to
+        (``source_position``), so that seqs go on past whatever the log holds."""
+        ...
+
+    def partition_positions(self) -> dict[int, int]:
+        """Per partition, the stream sequence the log holds every event of up to (a
+        partition without a row: ``source_position``, what one fold worker logged)."""
+        ...
+
+    def append_partitioned(
+        self, events: Sequence[StoredEvent], positions: Mapping[int, int]
+    ) -> None:
+        """Durably append ``events`` at the seqs they carry (increasing; messageIds not
+        logged: StoreError otherwise, nothing written) and raise each partition's position
+        to ``positions[p]``, all in one commit (``events`` may be empty)."""
+        ...
+
+    def source_position(self) -> int:
+        """The position one fold worker (``SequencedLog.append_at``) recorded last."""
+        ...
+
+
 class DecisionLog(Protocol):
     """Every decision as it was taken: for feedback joins, learning, evaluation and audit."""
 
@@ -168,6 +207,34 @@ class StateReads(Protocol):
 
     def ping(self) -> None:
         """StoreUnavailable unless the store answers now."""
+        ...
+
+
+@runtime_checkable
+class SharedState(StateReads, Protocol):
+    """Saved state several fold workers write side by side, each its own rows (the
+    customers of its partitions): the Redis state store has it."""
+
+    def save_rows(
+        self,
+        version: str,
+        rows: Sequence[StateRow],
+        marks: Mapping[str, int] | None = None,
+        release: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Write ``rows``, raise the write ``marks`` and end the ``release`` claims (owner
+        -> customers) in one atomic write, without moving any watermark; the first save
+        records ``version`` (the catalog folded under). StateLost when the saved state
+        vanished since this store last saw it."""
+        ...
+
+    def claim(self, customers: Sequence[str], owner: str) -> bool:
+        """Claim all of ``customers`` for ``owner`` or none (False: another owner holds
+        one); until a ``save_rows`` releases them."""
+        ...
+
+    def saved_version(self) -> str | None:
+        """The catalog version the saved state was folded under (None: nothing saved)."""
         ...
 
 

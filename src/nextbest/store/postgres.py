@@ -24,12 +24,19 @@ Tables (schema version ``SCHEMA_VERSION``, kept in ``nextbest_schema``):
   event seq and the decision position (identity columns).
 - ``state``, ``state_watermark`` and ``quarantine`` are plain tables; ``event_log_source``
   one row: the bus stream sequence a fold worker logged every event up to (``append_at``,
-  written behind its live state: ``nextbest.write_behind``).
+  written behind its live state: ``nextbest.write_behind``); with several fold workers
+  (``append_partitioned``, ``nextbest.partitioned_fold``) ``event_log_partitions`` has that
+  position per bus partition and ``event_log_base`` the offset of their seqs (seq = base +
+  stream sequence).
 
 Order: appends of events (and of decisions) take a transaction-level advisory lock, so seqs
 are committed in the order they are handed out: a reader that has seen seq n never later
 finds a smaller one appear (``scan(after)`` tails the log safely from many processes). A
-rolled-back append leaves a gap; a seq or position is never handed out twice.
+rolled-back append leaves a gap; a seq or position is never handed out twice. Several fold
+workers (``append_partitioned``) do not take the lock (each commits its own partitions'
+events, their seqs fixed by the bus): there a smaller seq may appear after a larger one,
+and the log is read whole (a replay) or by customer up to a seq every writer has logged
+(a stitch: ``nextbest.partitioned_fold``), never tailed.
 
 Retention: an old month leaves with ``ALTER TABLE events DETACH PARTITION events_2024_01
 CONCURRENTLY``, then ``DROP TABLE events_2024_01`` (or, to keep it, archive it and move it
@@ -47,7 +54,7 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, LiteralString
@@ -128,6 +135,14 @@ CREATE TABLE IF NOT EXISTS state_watermark (
 CREATE TABLE IF NOT EXISTS event_log_source (
     id integer PRIMARY KEY CHECK (id = 1),
     position bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_log_partitions (
+    partition integer PRIMARY KEY,
+    position bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_log_base (
+    id integer PRIMARY KEY CHECK (id = 1),
+    base bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -525,6 +540,78 @@ class PostgresEventLog:
 
     def source_position(self) -> int:
         return self.db.scalar("SELECT position FROM event_log_source")
+
+    def seq_base(self) -> int:
+        with self.db.writing("event log base", lock="message_ids") as db:
+            db.execute(
+                "INSERT INTO event_log_base (id, base) SELECT 1, "
+                "COALESCE((SELECT max(seq) FROM events), 0) - "
+                "COALESCE((SELECT position FROM event_log_source), 0) "
+                "ON CONFLICT (id) DO NOTHING"
+            )
+            row = db.execute("SELECT base FROM event_log_base").fetchone()
+        return int(row[0]) if row else 0
+
+    def partition_positions(self) -> dict[int, int]:
+        rows = self.db.fetch(
+            "read partition positions", "SELECT partition, position FROM event_log_partitions"
+        )
+        return {int(p): int(n) for p, n in rows}
+
+    def append_partitioned(
+        self, events: Sequence[StoredEvent], positions: Mapping[int, int]
+    ) -> None:
+        enc = self._event_enc.encode
+        rows = [
+            (s.seq, s.event.message_id, s.event.user_id, s.event.anonymous_id,
+             s.event.timestamp, enc(s.event))
+            for s in events
+        ]  # fmt: skip
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(rows)):
+            raise StoreError(f"PostgreSQL {self.db.where}: seqs of one append must increase")
+        made: list[float] = []
+        known = self.db.partitions["events"]
+        with self.db.writing("append") as db:
+            if rows:
+                if any(month_of(r[4])[2] not in known for r in rows):
+                    # a new month: its partition is made under the append lock (two writers
+                    # creating it at once would collide)
+                    db.execute("SELECT pg_advisory_xact_lock('message_ids'::regclass::oid::bigint)")
+                    made = self.db.ensure_partitions(db, "events", (r[4] for r in rows))
+                taken = db.execute(
+                    "SELECT u.seq FROM unnest(%b::int8[]) AS u(seq), LATERAL "
+                    "(SELECT 1 FROM events e WHERE e.seq = u.seq LIMIT 1) AS found LIMIT 1",
+                    ([r[0] for r in rows],),
+                ).fetchone()
+                if taken is not None:
+                    raise StoreError(
+                        f"PostgreSQL {self.db.where}: event log append at seq {taken[0]}: "
+                        "logged already (another writer of these partitions?)"
+                    )
+                try:
+                    db.execute(
+                        "INSERT INTO message_ids (message_id, seq, timestamp) "
+                        "OVERRIDING SYSTEM VALUE "
+                        "SELECT * FROM unnest(%b::text[], %b::int8[], %b::float8[])",
+                        ([r[1] for r in rows], [r[0] for r in rows], [r[4] for r in rows]),
+                    )
+                except psycopg.errors.UniqueViolation as exc:
+                    raise StoreError(
+                        f"PostgreSQL {self.db.where}: event log append: a messageId of seqs "
+                        f"{rows[0][0]}..{rows[-1][0]} is logged already (another writer of "
+                        f"these partitions?): {exc.diag.message_detail or exc}"
+                    ) from exc
+                self.write_rows(db, rows)
+            if positions:
+                parts = sorted(positions)
+                db.execute(
+                    "INSERT INTO event_log_partitions (partition, position) "
+                    "SELECT * FROM unnest(%b::int4[], %b::int8[]) ON CONFLICT (partition) "
+                    "DO UPDATE SET position = "
+                    "GREATEST(event_log_partitions.position, EXCLUDED.position)",
+                    (parts, [positions[p] for p in parts]),
+                )
+        self.db.partitions["events"].update(made)
 
     def write_rows(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
         """Send event rows by binary COPY: as fast as one ``INSERT ... SELECT unnest`` of the

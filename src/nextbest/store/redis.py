@@ -26,6 +26,12 @@ an index set costs a member per row (~50-60 bytes each, ~1 GB at 20 M profiles, 
 the whole database, so give nextbest a database of its own. Rows come back in pages
 (SCAN COUNT, then MGET), never in one reply; a row SCAN returns twice is yielded once.
 
+Several fold workers (``partitioned_fold``: each saving the customers of its bus partitions)
+save with ``save_rows`` instead: their rows and write marks into the current generation in
+one MULTI/EXEC, WATCHing the watermark without writing it (so they never conflict with one
+another, and a save after a flush or a replace fails instead of writing into a generation
+nobody reads); the watermark is made once, by whichever saves first.
+
 Like SQLite's, ``load_state`` is a consistent cut only when no save runs meanwhile (the engine
 loads once, at start). A point read (``get_rows``) is always consistent: the rows and the
 generation pointer come back in one MGET. This is standalone Redis: a cluster would need every
@@ -71,6 +77,30 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+#: claim every KEYS[i] for ARGV[2] (kept ARGV[1] ms) if none is claimed by another: 1, else 0
+_CLAIM = """
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner and owner ~= ARGV[2] then
+    return 0
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[2], 'PX', ARGV[1])
+end
+return 1
+"""
+#: delete each KEYS[i] still claimed by ARGV[1]
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+  end
+end
+return #KEYS
+"""
+#: seconds a claim lasts if its stitch never completes (a safety net, never reached normally)
+CLAIM_TTL = 600.0
 #: rows per SCAN page and per MGET; rows per pipeline when a replace writes a new generation
 _PAGE = 1_000
 _GLOB = re.compile(r"([*?\[\]\\])")
@@ -135,8 +165,13 @@ class RedisState:
         self._ns_prefix = f"{namespace}:".encode()
         self._ns_match = _glob_escaped(namespace) + ":*"
         self._generation: int | None = None  # the last one seen (point reads start from it)
+        #: ``save_rows`` found the saved state gone: it refuses from then on
+        self._lost = False
         self._mark_prefix = f"{namespace}:written:".encode()
         self._raise_marks = self.client.register_script(_RAISE_MARKS)
+        self._claim = self.client.register_script(_CLAIM)
+        self._release = self.client.register_script(_RELEASE)
+        self._claim_prefix = f"{namespace}:stitching:".encode()
         with self._translated("connect"):
             self.client.ping()
 
@@ -199,6 +234,77 @@ class RedisState:
                 if mark[0] == generation:
                     return [_as_bytes(body) for body in got[1:]]
                 self._generation = mark[0]  # replaced meanwhile: read the new generation
+
+    def claim(self, customers: Sequence[str], owner: str) -> bool:
+        """Claim every one of ``customers`` for the stitch ``owner`` (a messageId), all or
+        none: False when another stitch holds one (``partitioned_fold``). A claim lasts
+        until ``save_rows`` releases it, or ``CLAIM_TTL`` at most."""
+        keys = [self._claim_prefix + c.encode() for c in customers]
+        with self._translated("claim"):
+            return bool(self._claim(keys=keys, args=[int(CLAIM_TTL * 1000), owner]))
+
+    def save_rows(
+        self,
+        version: str,
+        rows: Sequence[StateRow],
+        marks: Mapping[str, int] | None = None,
+        release: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Write ``rows`` (and raise ``marks`` as ``mark_written`` does) into the current
+        generation in one MULTI/EXEC, without moving the watermark (``save_state``'s ``seq``):
+        one of several writers each saving its own rows; ``release``: the claims to end in
+        the same write (owner -> its customers). The first save makes the watermark
+        (generation, 0, ``version``); StateLost when the saved state vanished since this
+        store last saw it (flushed), StoreError when it changed meanwhile (a replace:
+        nothing written)."""
+        with self._translated("save rows"):
+            while True:
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.watch(self._state_key)  # type: ignore[no-untyped-call]
+                    mark = self._watermark(pipe.get(self._state_key))
+                    if mark is None:
+                        if self._generation is not None or self._lost:
+                            # and every later save: rows written into a new state would be
+                            # a part of one (the writer restarts, and rebuilds)
+                            self._generation = None
+                            self._lost = True
+                            raise StateLost(
+                                f"Redis at {self.where}: the saved state under "
+                                f"{self.namespace!r} vanished (flushed, or restarted without "
+                                "its data)"
+                            )
+                        generation = self._new_generation(pipe)
+                        pipe.multi()
+                        pipe.set(self._state_key, msgspec.json.encode((generation, 0, version)))
+                        try:
+                            pipe.execute()
+                        except redis.exceptions.WatchError:
+                            continue  # another writer made it meanwhile: write into that one
+                        self._generation = generation
+                        continue
+                    generation = mark[0]
+                    pipe.multi()
+                    for start in range(0, len(rows), _PAGE):
+                        self._queue_rows(pipe, generation, rows[start : start + _PAGE])
+                    if marks:
+                        keys = [self._mark_prefix + m.encode() for m in marks]
+                        args = [int(MARK_TTL * 1000), *marks.values()]
+                        self._raise_marks(keys=keys, args=args, client=pipe)
+                    for owner, customers in (release or {}).items():
+                        keys = [self._claim_prefix + c.encode() for c in customers]
+                        self._release(keys=keys, args=[owner], client=pipe)
+                    pipe.execute()
+                self._generation = generation
+                return
+
+    def saved_version(self) -> str | None:
+        """The catalog version the saved state was folded under (None: nothing saved)."""
+        with self._translated("read watermark"):
+            mark = self._watermark(self.client.get(self._state_key))
+        if mark is None:
+            return None
+        self._generation = mark[0]
+        return mark[2]
 
     def mark_written(self, marks: Mapping[str, int], ttl: float = MARK_TTL) -> None:
         """Raise each write mark (``u:<userId>``, ``a:<anonymousId>``) to its bus sequence,
