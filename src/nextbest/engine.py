@@ -32,12 +32,13 @@ and a caller with a server key may say when a decision is taken (``decide(now=..
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -958,14 +959,21 @@ class Engine:
         )
         return book, learner, counters, report
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No event appended nor folded meanwhile, the live state held still: what a replay
+        or a rebuild runs in (the write lock, then the state lock)."""
+        with self._write_lock, self._lock:
+            yield
+
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
-        with self._write_lock, self._lock:  # no event appended but not yet folded
+        with self.exclusive():  # no event appended but not yet folded
             return self._replayed()[3]
 
     def rebuild(self) -> ReplayReport:
         """Replace live state by a replay of the log, then save it whole."""
-        with self._write_lock, self._lock:
+        with self.exclusive():
             # a fresh book has replace=True: every row is rewritten
             self._book, self._learner, self._counters, report = self._replayed()
             self._counters.replace = True

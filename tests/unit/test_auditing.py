@@ -99,7 +99,7 @@ def test_an_audit_flush_never_waits_for_the_state_lock(catalog: Catalog):
     engine.ingest_batch(batch(consent("u1", True)))
     audit.down = False
     assert engine.audit_pending == 1
-    with engine._lock:  # as replay() holds it
+    with engine.exclusive():  # as replay() holds it
         tick = threading.Thread(target=engine._flush_audit, daemon=True)
         tick.start()
         tick.join(timeout=10)

@@ -892,6 +892,47 @@ def _endpoint(
     return endpoint
 
 
+def _cors_policy(settings: Settings) -> CorsPolicy:
+    """Which routes a browser may call cross-origin (those in a browser key's scopes)."""
+    browser = Sender(KeyKind.BROWSER).scopes
+    browser_routes: dict[str, tuple[str, ...]] = {}
+    for r in ROUTES:
+        if r.scope in browser:
+            browser_routes[r.path] = (*browser_routes.get(r.path, ()), r.method)
+    return CorsPolicy(settings, browser_routes)
+
+
+def _routes(
+    engine: Service,
+    settings: Settings,
+    limits: RateLimits,
+    ops: Ops,
+    keys: HeaderKeys,
+    cors: CorsPolicy,
+) -> tuple[list[Route], dict[str, IngestRoute]]:
+    """Every route of ``ROUTES``, and the lean ingestion routes among them by path."""
+    routes: list[Route] = []
+    lean: dict[str, IngestRoute] = {}
+    for r in ROUTES:
+        if r.ingests is not None:
+            lean[r.path] = IngestRoute(
+                r.path,
+                r.ingests(engine),
+                r.prefix,
+                engine=engine,
+                settings=settings,
+                limits=limits,
+                metrics=ops.metrics,
+                cors=cors,
+                keys=keys,
+            )
+            routes.append(Route(r.path, lean[r.path], methods=[r.method]))
+        else:
+            endpoint = _endpoint(r, engine, settings, limits, ops, keys)
+            routes.append(Route(r.path, endpoint, methods=[r.method]))
+    return routes, lean
+
+
 def create_app(
     engine: Service,
     settings: Settings,
@@ -960,31 +1001,8 @@ def create_app(
 
     limits = RateLimits(settings)
     keys = HeaderKeys(settings)
-    browser = Sender(KeyKind.BROWSER).scopes
-    browser_routes: dict[str, tuple[str, ...]] = {}
-    for r in ROUTES:
-        if r.scope in browser:
-            browser_routes[r.path] = (*browser_routes.get(r.path, ()), r.method)
-    cors = CorsPolicy(settings, browser_routes)
-    routes: list[Route] = []
-    lean: dict[str, IngestRoute] = {}
-    for r in ROUTES:
-        if r.ingests is not None:
-            lean[r.path] = IngestRoute(
-                r.path,
-                r.ingests(engine),
-                r.prefix,
-                engine=engine,
-                settings=settings,
-                limits=limits,
-                metrics=ops.metrics,
-                cors=cors,
-                keys=keys,
-            )
-            routes.append(Route(r.path, lean[r.path], methods=[r.method]))
-        else:
-            endpoint = _endpoint(r, engine, settings, limits, ops, keys)
-            routes.append(Route(r.path, endpoint, methods=[r.method]))
+    cors = _cors_policy(settings)
+    routes, lean = _routes(engine, settings, limits, ops, keys, cors)
     return Starlette(
         routes=routes,
         lifespan=lifespan,
