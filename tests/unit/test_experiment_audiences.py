@@ -175,3 +175,33 @@ def test_registered_audiences_are_confirmatory_the_others_adjusted(catalog: Cata
     assert got["intent:mortgage"].family == "intent"
     # too few customers in an arm: never significant, whatever the p-value
     assert not got["engagement:low"].arms[1].significant
+
+
+def test_a_registered_audience_nobody_was_exposed_in_is_listed(catalog: Catalog) -> None:
+    """The marketer registered ``mortgage_intent`` before the campaign started: while nobody
+    in it was exposed the results list it with no exposures, rather than leaving it out."""
+    rng = random.Random(3)
+    day = int(T0 // DAY)
+    by_audience = {
+        "adult": {CONTROL: [_arm(1_000, 0.10, rng)], TREATMENT: [_arm(9_000, 0.12, rng)]},
+    }
+    total = {arm: s for arm, (s,) in by_audience["adult"].items()}
+    state = CampaignCounters(
+        days={arm: [{day: s}, {day: Sums(n=s.n)}] for arm, s in total.items()},
+        audience_names=list(by_audience),
+        by_audience=by_audience,
+    )
+    spec = catalog.campaigns[CAMPAIGN]
+    result = campaign_result(
+        spec, catalog.kpis[CAMPAIGN], state, segment_names=catalog.segment_names
+    )
+    first, *others = result.audiences
+    assert first.audience == "mortgage_intent"
+    assert first.registered
+    assert first.exposed == 0
+    assert [(a.arm, a.exposed, a.lift, a.significant) for a in first.arms] == [
+        (CONTROL, 0, None, False),
+        (TREATMENT, 0, None, False),
+    ]
+    assert first.arms[1].status == "no_units"
+    assert [a.audience for a in others] == ["adult"]

@@ -405,9 +405,14 @@ def _audiences(
     registered = set(campaign.audiences)
     analysis = _analysis(kpi, alpha, sequential)
     tested: list[tuple[str, list[ArmCounts], CampaignResult | None]] = []
-    for audience in state.by_audience:
+    # a registered audience is listed even while nobody in it was exposed: the marketer
+    # pre-registered it and reads "no exposures yet", not its absence
+    unseen = [a for a in campaign.audiences if a not in state.by_audience]
+    for audience in [*state.by_audience, *unseen]:
         counts = [_counts(state.audience_totals(audience, a, 0), kpi) for a in arms]
         if not any(c.n for c in counts):
+            if audience in registered:
+                tested.append((audience, counts, None))
             continue
         result = analyze(counts, weights, analysis) if len(arms) >= 2 else None
         tested.append((audience, counts, result))
@@ -430,6 +435,11 @@ def _audiences(
     for audience, counts, result in tested:
         enough = min(c.n for c in counts) >= MIN_EXPOSED
         rows = [_untested(AudienceArm, arms[0], counts[0])]
+        if not any(c.n for c in counts):  # registered, nobody exposed yet
+            rows += [
+                AudienceArm(arm=a, exposed=0, conversions=0.0, rate=0.0, status="no_units")
+                for a in arms[1:]
+            ]
         for comparison in result.comparisons if result is not None else ():
             f = comparison.frequentist
             c = counts[comparison.arm]
