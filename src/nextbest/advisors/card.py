@@ -29,7 +29,7 @@ from nextbest.advisors.selection import best_expert
 from nextbest.advisors.shift import LocalClock
 from nextbest.advisors.slots import Slot, free_slots
 from nextbest.catalog.compiled import Catalog, CompiledAdvisor
-from nextbest.profile.interest import REASON_DAYS, decayed, viewed_text
+from nextbest.profile.interest import REASON_DAYS, decayed, viewed, viewed_text
 from nextbest.profile.model import Profile
 from nextbest.profile.windows import count_in_days
 from nextbest.types import Timestamp
@@ -85,6 +85,10 @@ class AdvisorCard(msgspec.Struct, frozen=True, gc=False):
     slots: list[Slot] = []
     #: the decayed interest in the topic, as of the decision
     interest: float = 0.0
+    #: what ``reason`` says: the topic's hits in the last ``days`` days (0, 0: none in any
+    #: of ``REASON_DAYS``, only a decayed interest)
+    count: int = 0
+    days: int = 0
 
 
 class LiveTopic(NamedTuple):
@@ -93,6 +97,8 @@ class LiveTopic(NamedTuple):
     topic: str
     interest: float
     reason: str
+    #: (days, hits) the reason speaks of (``profile.interest.viewed``)
+    seen: tuple[int, int] | None = None
 
 
 def may_contact(catalog: Catalog, profile: Profile) -> bool:
@@ -123,7 +129,7 @@ def live_topics(catalog: Catalog, profile: Profile, now: Timestamp) -> list[Live
         name = spec.name.lower()
         counts = {d: count_in_days(it.hits, d, now) for d in REASON_DAYS}
         reason = viewed_text(name, counts) or f"interested in {name}"
-        found.append(LiveTopic(topic, interest, reason))
+        found.append(LiveTopic(topic, interest, reason, viewed(counts)))
     found.sort(key=lambda t: (-t.interest, t.topic))
     return found
 
@@ -196,6 +202,8 @@ def _made(
         topic=live.topic,
         topic_name=catalog.topics[live.topic].name,
         reason=live.reason,
+        count=live.seen[1] if live.seen else 0,
+        days=live.seen[0] if live.seen else 0,
         advisor=CardAdvisor(
             id=spec.id,
             name=spec.name,

@@ -68,7 +68,7 @@ from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket, variant_index
 from nextbest.experiments.exposure import covariates, macro_audiences
-from nextbest.profile.interest import REASON_DAYS, viewed_text
+from nextbest.profile.interest import REASON_DAYS, viewed, viewed_text
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import LazyEvaluation
@@ -120,29 +120,35 @@ def _reasons(
 ) -> list[Reason]:
     reasons: list[Reason] = []
     spec = offer.spec
+    about = {"offer": offer.id}
     if spec.reason:
-        reasons.append(Reason(ReasonCode.OFFER_REASON, spec.reason))
+        reasons.append(Reason(ReasonCode.OFFER_REASON, spec.reason, about))
     elif offer.kind is OfferKind.SERVICE:
-        reasons.append(Reason(ReasonCode.SERVICE_MESSAGE, f"service message: {spec.name}"))
-    if personalized and offer.topic is not None:
-        view = views[offer.topic]
-        name = catalog.topics[offer.topic].name.lower()
-        viewed = viewed_text(name, {d: view[f"count_{d}d"] for d in REASON_DAYS})
-        if viewed is not None:
-            reasons.append(Reason(ReasonCode.TOPIC_INTEREST, viewed))
-        stage = variables["profile"]["funnel"].get(offer.topic)
+        reasons.append(Reason(ReasonCode.SERVICE_MESSAGE, f"service message: {spec.name}", about))
+    topic = offer.topic
+    if personalized and topic is not None:
+        view = views[topic]
+        name = catalog.topics[topic].name.lower()
+        seen = viewed({d: view[f"count_{d}d"] for d in REASON_DAYS})
+        if seen is not None:
+            days, n = seen
+            text = viewed_text(name, {days: n}) or ""
+            facts = {"topic": topic, "count": n, "days": days}
+            reasons.append(Reason(ReasonCode.TOPIC_INTEREST, text, facts))
+        stage = variables["profile"]["funnel"].get(topic)
         if stage in ("considering", "applying", "submitted"):
-            reasons.append(Reason(ReasonCode.FUNNEL_STAGE, f"{stage} a {name} product"))
+            facts = {"topic": topic, "stage": stage}
+            reasons.append(Reason(ReasonCode.FUNNEL_STAGE, f"{stage} a {name} product", facts))
     for field in offer.segment_names:
         if segments.get(field):
             name = catalog.segment_names[field]
-            reasons.append(Reason(ReasonCode.SEGMENT, f"in segment '{name}'"))
-    if offer.campaign is not None and offer.weight > 1.0:
-        reasons.append(
-            Reason(ReasonCode.CAMPAIGN_PRIORITY, f"campaign '{offer.campaign.name}' has priority")
-        )
+            reasons.append(Reason(ReasonCode.SEGMENT, f"in segment '{name}'", {"segment": field}))
+    campaign = offer.campaign
+    if campaign is not None and offer.weight > 1.0:
+        text = f"campaign '{campaign.name}' has priority"
+        reasons.append(Reason(ReasonCode.CAMPAIGN_PRIORITY, text, {"campaign": campaign.id}))
     if not reasons:
-        reasons.append(Reason(ReasonCode.ELIGIBLE, f"eligible for {spec.name}"))
+        reasons.append(Reason(ReasonCode.ELIGIBLE, f"eligible for {spec.name}", about))
     return reasons
 
 
@@ -554,7 +560,11 @@ def _fallback_items(
                 propensity=1.0,
                 content=_content(offer, placement.channel.value, variant),
                 reasons=[
-                    Reason(ReasonCode.FALLBACK, f"shown when nothing else fits: {offer.spec.name}")
+                    Reason(
+                        ReasonCode.FALLBACK,
+                        f"shown when nothing else fits: {offer.spec.name}",
+                        {"offer": oid},
+                    )
                 ],
                 variant=variant,
             )
@@ -718,6 +728,12 @@ def _card_item(card: AdvisorCard) -> DecisionItem:
             "url": None,
             "image": advisor.photo_url,
         },
-        reasons=[Reason(ReasonCode.TOPIC_INTEREST, card.reason)],
+        reasons=[
+            Reason(
+                ReasonCode.TOPIC_INTEREST,
+                card.reason,
+                {"topic": card.topic, "count": card.count, "days": card.days},
+            )
+        ],
         advisor=card,
     )

@@ -4,6 +4,7 @@ free strings; the human text is rendered from the code and its facts."""
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -44,8 +45,14 @@ class Suppression(enum.StrEnum):
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):
+    """Why an item was shown: its code, the text in the bank's catalog language, and the
+    facts the text was made from (``topic``, ``count``, ``days``, ``stage``, ``offer``,
+    ``segment``, ``campaign``: ids, so ``transparency`` can say it again in the customer's
+    language)."""
+
     code: ReasonCode
     text: str
+    facts: dict[str, Any] = {}
 
 
 #: the reasons a customer may read on the bank's page (what a browser key's decision

@@ -9,7 +9,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-__all__ = ["REASON_DAYS", "Trend", "add_to_score", "decayed", "trend_of", "viewed_text"]
+__all__ = [
+    "REASON_DAYS",
+    "Trend",
+    "add_to_score",
+    "decayed",
+    "trend_of",
+    "viewed",
+    "viewed_text",
+]
 
 #: the windows (days) a reason cites: the shortest with hits
 REASON_DAYS: tuple[int, ...] = (14, 30, 90)
@@ -53,12 +61,22 @@ def trend_of(last_7d: int, previous_7d: int) -> Trend:
     return Trend.STEADY
 
 
-def viewed_text(name: str, counts: Mapping[int, int]) -> str | None:
-    """The reason a customer reads, "viewed mortgage pages 5 times in 14 days", from the hits
-    in each of ``REASON_DAYS`` (``counts``, by days); None without a hit in any."""
+def viewed(counts: Mapping[int, int]) -> tuple[int, int] | None:
+    """What a reason says of the hits: (days, hits) of the shortest of ``REASON_DAYS`` with a
+    hit (``counts``, by days); None without a hit in any."""
     for days in REASON_DAYS:
         n = counts.get(days, 0)
         if n:
-            times = "once" if n == 1 else f"{n} times"
-            return f"viewed {name} pages {times} in {days} days"
+            return days, n
     return None
+
+
+def viewed_text(name: str, counts: Mapping[int, int]) -> str | None:
+    """The reason a customer reads, "viewed mortgage pages 5 times in 14 days", from the hits
+    in each of ``REASON_DAYS`` (``counts``, by days); None without a hit in any."""
+    seen = viewed(counts)
+    if seen is None:
+        return None
+    days, n = seen
+    times = "once" if n == 1 else f"{n} times"
+    return f"viewed {name} pages {times} in {days} days"
