@@ -332,11 +332,12 @@ def build_partitioned_fold(
     _require_scaled(settings, "fold")
     compiled = catalog if catalog is not None else load_catalog(settings.catalog)
     from nextbest.model_writer import ModelWriter
-    from nextbest.partitioned_fold import PartitionedFold, parse_partitions
+    from nextbest.partitioned_fold import PartitionedFold, parse_partitions, worker_name
     from nextbest.store.postgres import PostgresDatabase, PostgresEventLog
     from nextbest.store.redis import RedisState
 
     partitions = parse_partitions(settings.fold_partitions, settings.bus_partitions)
+    owner = settings.fold_name or worker_name()
     opened: list[Callable[[], None]] = []  # closed in reverse if the start fails
     try:
         stores = _open_logs(settings.data, settings.sqlite_synchronous)
@@ -352,7 +353,14 @@ def build_partitioned_fold(
         db = PostgresDatabase(settings.data)
         opened.append(db.close)
         if 0 in partitions:
-            models = ModelWriter(compiled, bus, model_state, stores.decisions)
+            models = ModelWriter(
+                compiled,
+                bus,
+                model_state,
+                stores.decisions,
+                owner=owner,
+                lease_seconds=settings.fold_lease_seconds,
+            )
         stays_open = opened[: opened.index(bus.close)]  # the worker closes the bus and db
 
         def close() -> None:
@@ -370,6 +378,8 @@ def build_partitioned_fold(
             close_writer=db.close,
             close=close,
             models=models,
+            owner=owner,
+            lease_seconds=settings.fold_lease_seconds,
         )
     except BaseException:
         for done in reversed(opened):

@@ -284,6 +284,14 @@ class StateLost(StoreError):
     code = "state_lost"
 
 
+class LeaseLost(StoreError):
+    """A save by a fold worker found a partition's lease held by another worker, or expired
+    (the worker stalled past it): nothing was written; the worker stops folding its
+    partitions and takes back only the leases it can (docs/scale-out.md)."""
+
+    code = "lease_lost"
+
+
 class RemoteError(NextbestError):
     """A nextbest server driven over HTTP (the simulator's ``--target``) answered with an
     error, or could not be reached; ``status`` is the HTTP status (0: no answer)."""

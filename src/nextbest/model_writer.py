@@ -38,7 +38,7 @@ import msgspec
 from nextbest.bus.port import LEARNING, Delivery, EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.feedback import is_feedback
-from nextbest.errors import NextbestError
+from nextbest.errors import LeaseLost, NextbestError
 from nextbest.events.model import Event
 from nextbest.experiments.counters import EXPERIMENT_ROW, ExperimentCounters
 from nextbest.learn.learner import Learner
@@ -68,6 +68,8 @@ log = logging.getLogger("nextbest.models")
 
 #: the model writer's durable consumer of the learning feed
 LEARNER_CONSUMER = "models"
+#: the lease of the deployment's one model writer (``SharedState.take_leases``)
+MODEL_LEASE = "model-writer"
 #: ``fold/learning-position``, ``fold/learning-origins``: the feed position saved with the
 #: models, and per fold partition the last origin sequence folded
 LEARNING_POSITION = "learning-position"
@@ -122,8 +124,17 @@ class ModelWriter:
         save_every: float = 1.0,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        owner: str | None = None,
+        lease_seconds: float = 10.0,
     ) -> None:
         self.catalog = catalog
+        #: with an ``owner``, the writer folds only while it holds the ``model-writer``
+        #: lease (one per deployment; a worker configured with partition 0 beside another
+        #: one waits); without, it is the only one by construction
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self._held = owner is None
+        self._lease_due = 0.0
         self.bus = bus
         self.state = state
         self.decisions = decisions
@@ -138,7 +149,8 @@ class ModelWriter:
         self.position = 0
         self.origins: dict[int, int] = {}
         self._control_seen = 0
-        self._restore()
+        if owner is None:
+            self._restore()
         #: deliveries folded, to acknowledge after the next save
         self._unsaved: list[Delivery] = []
         self._changed = False
@@ -150,7 +162,43 @@ class ModelWriter:
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.bus.consume(consumer, self.position, LEARNING)
+        if owner is None:
+            self.bus.consume(consumer, self.position, LEARNING)
+        else:
+            self._keep_lease()
+
+    def _keep_lease(self) -> bool:
+        """Take or renew the ``model-writer`` lease (every third of its time); on taking
+        it, start from what the last holder saved. False: another writer holds it."""
+        assert self.owner is not None
+        now = self._monotonic()
+        if now < self._lease_due:
+            return self._held
+        (got,) = self.state.take_leases([MODEL_LEASE], self.owner, self.lease_seconds)
+        self._lease_due = now + self.lease_seconds / 3
+        if got and not self._held:
+            self.learner = Learner(self.catalog)
+            self.counters = ExperimentCounters(self.catalog)
+            self.origins = {}
+            self._unsaved = []
+            self._changed = False
+            self._restore()
+            self.bus.consume(self.consumer, self.position, LEARNING)
+            self.state.fence(self.owner, [MODEL_LEASE])
+            log.info("model writer %s: took the model-writer lease", self.owner)
+        elif not got and self._held:
+            self._let_go("its lease is held by another writer")
+        elif not got:
+            log.debug("model writer %s: the model-writer lease is another's", self.owner)
+        self._held = bool(got)
+        return self._held
+
+    def _let_go(self, why: str) -> None:
+        log.error("model writer %s stops: %s", self.owner, why)
+        self._held = False
+        self._lease_due = 0.0
+        self._unsaved = []
+        self.state.fence(self.owner or "", [])
 
     def _restore(self) -> None:
         names = sorted(self.catalog.kpis)
@@ -185,8 +233,9 @@ class ModelWriter:
                 self.failures += 1
                 self.last_error = exc.message
                 log.error("model writer step failed, retrying in %.2f s: %s", pause, exc.message)
-                with contextlib.suppress(NextbestError):
-                    self.bus.consume(self.consumer, self.position, LEARNING)
+                if self._held:  # (never another writer's consumer)
+                    with contextlib.suppress(NextbestError):
+                        self.bus.consume(self.consumer, self.position, LEARNING)
                 self._unsaved = []
                 self._stop.wait(pause)
                 pause = min(pause * 2, 2.0)
@@ -202,7 +251,20 @@ class ModelWriter:
     def step(self) -> int:
         """Fetch records, fold the new ones, save once ``save_every`` passed (then
         acknowledge). A failed save changes nothing saved; the records are fetched again
-        from the saved position (the learner is restored first)."""
+        from the saved position (the learner is restored first). With an ``owner``, only
+        while this writer holds the lease (``_keep_lease``)."""
+        if self.owner is not None:
+            if not self._keep_lease():
+                self._stop.wait(self.wait)
+                return 0
+            try:
+                return self._step()
+            except LeaseLost as exc:
+                self._let_go(exc.message)
+                raise
+        return self._step()
+
+    def _step(self) -> int:
         folded = 0
         for d in self.bus.fetch(self.consumer, self.batch, self.wait):
             self._unsaved.append(d)
@@ -299,6 +361,9 @@ class ModelWriter:
     def close(self) -> None:
         """Stop the loop and save what changed."""
         self.stop()
-        if self._changed:
+        if self._changed and self._held:
             with contextlib.suppress(NextbestError):
                 self.save()
+        if self.owner is not None and self._held:
+            with contextlib.suppress(NextbestError):
+                self.state.drop_leases([MODEL_LEASE], self.owner)

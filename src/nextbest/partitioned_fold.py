@@ -49,8 +49,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +64,7 @@ import msgspec
 from nextbest.bus.port import LEARNING, BusMessage, Delivery, EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.feedback import is_feedback
-from nextbest.errors import ConfigError, NextbestError, StoreError
+from nextbest.errors import ConfigError, LeaseLost, NextbestError, StoreError
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.counters import ExperimentCounters
 from nextbest.learn.trust import sender_trusted
@@ -82,6 +85,7 @@ __all__ = [
     "PartitionStats",
     "PartitionedFold",
     "consumer_name",
+    "lease_name",
     "parse_partitions",
 ]
 
@@ -96,6 +100,21 @@ _ANON = LinkKind.ANON.value
 def consumer_name(partition: int) -> str:
     """The durable consumer of one partition."""
     return f"fold-p{partition}"
+
+
+def lease_name(partition: int) -> str:
+    """The lease a fold worker holds to fold one partition (``SharedState.take_leases``)."""
+    return f"fold-p{partition}"
+
+
+def worker_name() -> str:
+    """A fold worker's name as a lease owner: host, process id and a random part (a
+    restarted worker is another owner: it waits for its predecessor's leases to expire)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+#: seconds a partition's lease lasts unless renewed (renewed three times as often)
+LEASE_SECONDS = 10.0
 
 
 def parse_partitions(text: str, partitions: int) -> list[int]:
@@ -214,6 +233,8 @@ class PartitionStats:
     log_failures: int = 0
     log_error: str | None = None
     cache_loads: int = 0
+    #: times this worker stopped folding its partitions: a lease lost (``_let_go``)
+    leases_lost: int = 0
 
 
 class _Segment(NamedTuple):
@@ -271,6 +292,8 @@ class PartitionedFold:
         close_writer: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
         models: ModelWriter | None = None,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         if not isinstance(log, PartitionedLog):
             raise StoreError(
@@ -283,7 +306,15 @@ class PartitionedFold:
         self.log = log
         self.reads: PartitionedLog = log
         self.writer = writer
-        self.partitions = sorted(set(partitions))
+        #: the partitions this worker is configured for, and those it folds now (their
+        #: leases held and their state restored)
+        self.wanted = sorted(set(partitions))
+        self.partitions: list[int] = []
+        self.owner = owner or worker_name()
+        self.lease_seconds = lease_seconds
+        self._lease_due = 0.0
+        #: configured partitions whose lease another worker holds (logged when it changes)
+        self.waiting: list[int] = []
         self.count = bus.partitions
         self.batch = batch
         self.wait = wait
@@ -296,11 +327,7 @@ class PartitionedFold:
         #: must not show in another's view before the joining fold), sharing the bound
         self.books: dict[int, ProfileBook] = {}
         self.caches: dict[int, ProfileCache] = {}
-        share = max(1, cache_size // len(self.partitions))
-        for p in self.partitions:
-            book = self.books[p] = ProfileBook(catalog.matcher, catalog.fold_config)
-            book.replace = False
-            self.caches[p] = ProfileCache(state, book, self.count, [p], capacity=share)
+        self._share = max(1, cache_size // len(self.wanted))
         self._learning = learning_names(catalog)
         self._counters = ExperimentCounters(catalog)
         self.stats = PartitionStats()
@@ -319,14 +346,14 @@ class PartitionedFold:
         #: per partition, the links a stitch frozen there moved, until the fold joining
         #: them saved them: (kind, id) -> (the partition the stitch went to, the freeze's
         #: stream sequence, its messageId); the ids' events arriving there follow it
-        self.relays: dict[int, dict[tuple[str, str], _Relay]] = {p: {} for p in self.partitions}
+        self.relays: dict[int, dict[tuple[str, str], _Relay]] = {}
         self._relays_dirty: set[int] = set()
         #: per partition, stitches put aside until they may be tried again (``_defer``)
-        self.parked: dict[int, list[_Parked]] = {p: [] for p in self.partitions}
+        self.parked: dict[int, list[_Parked]] = {}
         self._parked_dirty: set[int] = set()
         self._attempts: dict[str, int] = {}
         #: per partition, deliveries received and not processed yet
-        self._queues: dict[int, deque[Delivery]] = {p: deque() for p in self.partitions}
+        self._queues: dict[int, deque[Delivery]] = {}
         #: pending stitches found at a restart, per partition
         self._restart_pending: dict[int, _PendingRow] = {}
         self._staged: _Staged | None = None
@@ -344,10 +371,6 @@ class PartitionedFold:
         self._writer: threading.Thread | None = None
         self._writer_stop = threading.Event()
         self._writer_stuck = False
-        self._restore()
-
-    # ------------------------------------------------------------------ restart
-    def _restore(self) -> None:
         version = self.state.saved_version()
         if version is not None and version != self.catalog.digest:
             raise ConfigError(
@@ -355,18 +378,123 @@ class PartitionedFold:
                 "fold with several fold workers needs a rebuild (docs/scale-out.md)"
             )
         self.base = self.reads.seq_base()
+        try:
+            self._keep_leases(force=True)
+        except BaseException:
+            with contextlib.suppress(NextbestError):
+                self.state.drop_leases([lease_name(p) for p in self.wanted], self.owner)
+            raise
+
+    # ------------------------------------------------------------------ leases
+    def _keep_leases(self, *, force: bool = False) -> None:
+        """Take or renew the leases of the configured partitions (every third of their
+        time): fold a partition only while holding its lease. A partition whose lease went
+        to another worker (this one stalled past it) ends this worker's folding of every
+        partition (``_let_go``); one newly taken is restored from Redis and the log once
+        the log holds everything this worker folded."""
+        now = time.monotonic()
+        if not force and now < self._lease_due:
+            return
+        names = [lease_name(p) for p in self.wanted]
+        got = self.state.take_leases(names, self.owner, self.lease_seconds)
+        self._lease_due = now + self.lease_seconds / 3
+        held = [p for p, ok in zip(self.wanted, got, strict=True) if ok]
+        waiting = [p for p in self.wanted if p not in held]
+        if waiting != self.waiting:
+            if waiting:
+                log.warning(
+                    "fold worker %s: partitions %s are leased by another fold worker: not "
+                    "folding them (waiting for their leases)",
+                    self.owner,
+                    waiting,
+                )
+            self.waiting = waiting
+        if any(p not in held for p in self.partitions):
+            self._let_go(f"the leases of {[p for p in self.partitions if p not in held]} expired")
+        new = [p for p in held if p not in self.partitions]
+        if new and self._drained():
+            log.info("fold worker %s: took the leases of partitions %s", self.owner, new)
+            self._restore(new)
+            self.partitions = sorted([*self.partitions, *new])
+        self.state.fence(self.owner, [lease_name(p) for p in self.partitions])
+
+    def _drained(self) -> bool:
+        """The event log holds everything this worker folded (none of its segments wait)."""
+        if self._unlogged and self._writer is None:
+            with contextlib.suppress(NextbestError):
+                self._write_unlogged(retry=True)
+        return not self._unlogged
+
+    def _renew(self) -> None:
+        """Leases renewed while a step waits (the log behind, a stitch's commit)."""
+        with contextlib.suppress(NextbestError):
+            if time.monotonic() >= self._lease_due:
+                names = [lease_name(p) for p in self.partitions]
+                got = self.state.take_leases(names, self.owner, self.lease_seconds)
+                if all(got):
+                    self._lease_due = time.monotonic() + self.lease_seconds / 3
+
+    def _let_go(self, why: str) -> None:
+        """Stop folding every partition (a lease was lost: what is folded and not saved may
+        not be saved any more): the step in hand and the in-memory views go; what was
+        saved and sealed for the log stays with the writer. The next step takes back the
+        leases it can and restores those partitions from Redis and the log."""
+        log.error(
+            "fold worker %s stops folding partitions %s: %s", self.owner, self.partitions, why
+        )
+        staged, self._staged = self._staged, None
+        if staged is not None and not staged.sealed and staged.events:
+            with self._lock:
+                del self._tail[-len(staged.events) :]
+                self._tail_ids.difference_update(e.event.message_id for e in staged.events)
+        for p in self.partitions:
+            for table in (
+                self.books,
+                self.caches,
+                self.relays,
+                self.parked,
+                self._queues,
+                self.done,
+                self.saved,
+                self.again,
+                self.skipped,
+                self._skipped_saved,
+                self._restart_pending,
+            ):
+                table.pop(p, None)
+        self._relays_dirty.clear()
+        self._parked_dirty.clear()
+        self._attempts.clear()
+        self.partitions = []
+        self._lease_due = 0.0
+        self.state.fence(self.owner, [])
+        self.stats.leases_lost += 1
+
+    # ------------------------------------------------------------------ restart
+    def _open(self, p: int) -> None:
+        book = self.books[p] = ProfileBook(self.catalog.matcher, self.catalog.fold_config)
+        book.replace = False
+        self.caches[p] = ProfileCache(self.state, book, self.count, [p], capacity=self._share)
+        self.relays[p] = {}
+        self.parked[p] = []
+        self._queues[p] = deque()
+
+    def _restore(self, partitions: list[int]) -> None:
+        version = self.state.saved_version()
         logged = self.reads.partition_positions()
         single = self.reads.source_position()
+        for p in partitions:
+            self._open(p)
         rows = [
             (FOLD_ROW, POSITION),
-            *(_row("done", p) for p in self.partitions),
-            *(_row("skipped", p) for p in self.partitions),
-            *(_row("pending", p) for p in self.partitions),
-            *(_row("relays", p) for p in self.partitions),
-            *(_row("parked", p) for p in self.partitions),
+            *(_row("done", p) for p in partitions),
+            *(_row("skipped", p) for p in partitions),
+            *(_row("pending", p) for p in partitions),
+            *(_row("relays", p) for p in partitions),
+            *(_row("parked", p) for p in partitions),
         ]
         got = self.state.read_rows(rows)
-        n = len(self.partitions)
+        n = len(partitions)
         legacy, done, skipped, pending, relays, parked = (
             got[0],
             got[1 : 1 + n],
@@ -375,7 +503,7 @@ class PartitionedFold:
             got[1 + 3 * n : 1 + 4 * n],
             got[1 + 4 * n :],
         )
-        for i, p in enumerate(self.partitions):
+        for i, p in enumerate(partitions):
             logged_p = logged.get(p, single)
             saved_done, saved_skipped, saved_pending, saved_relays = (
                 done[i],
@@ -424,7 +552,7 @@ class PartitionedFold:
                     self.relays[p][kind, key] = relay
                     self.books[p].identity.load(kind, key, target)
                     self.caches[p].pin([(kind, key)])
-        for p in self.partitions:
+        for p in partitions:
             self.bus.consume(consumer_name(p), self.done[p], p)
 
     def _apply_held(self, p: int, held: Iterable[tuple[str, str, bytes | None]]) -> None:
@@ -487,7 +615,17 @@ class PartitionedFold:
     def step(self) -> int:
         """One fetch, fold, publish, save (and a stitch's second half); the batch sealed
         for the log. Without the writer thread (``run`` not running) the step logs what is
-        sealed itself, at its end."""
+        sealed itself, at its end. The partitions' leases are renewed first (every third
+        of their time); a save that finds one gone (LeaseLost) ends the folding of them all
+        until the leases are taken back (``_let_go``)."""
+        try:
+            self._keep_leases()
+            return self._step()
+        except LeaseLost as exc:
+            self._let_go(exc.message)
+            raise
+
+    def _step(self) -> int:
         self._wait_for_room()
         if self._staged is not None:  # the last step's publish or save failed: again
             self._finish(self._staged)
@@ -525,6 +663,9 @@ class PartitionedFold:
     def _receive(self) -> None:
         wait = 0.0 if any(self._queues.values()) else self.wait
         names = [consumer_name(p) for p in self.partitions]
+        if not names:  # no lease held: nothing to fetch
+            self._stop.wait(wait)
+            return
         try:
             got = self.bus.fetch_any(names, self.batch, wait)
         except NextbestError:
@@ -1179,6 +1320,7 @@ class PartitionedFold:
         with self._changed:
             while self._waiting >= self._max_unlogged and not self._stop.is_set():
                 self._changed.wait(0.1)
+                self._renew()
 
     def _wait_logged(self, targets: Mapping[int, int]) -> None:
         """Until the event log holds every partition's events up to ``targets``."""
@@ -1197,6 +1339,7 @@ class PartitionedFold:
                 if self._stop.is_set():
                     raise StoreError("stopping before the event log caught up")
                 self._changed.wait(0.1)
+                self._renew()
 
     def _write_unlogged(self, *, retry: bool) -> None:
         """Log every sealed segment in one commit, then acknowledge their deliveries; an
@@ -1208,6 +1351,7 @@ class PartitionedFold:
             return
         started = time.perf_counter()
         try:
+            recorded: dict[int, int] = {}
             if retry:
                 recorded = self.writer.partition_positions()
                 done = []
@@ -1221,6 +1365,15 @@ class PartitionedFold:
                 group = group[len(done) :]
             if group:
                 events = sorted((e for g in group for e in g.events), key=lambda s: s.seq)
+                if recorded:
+                    # a partition's events the log holds already (logged by the worker
+                    # that took its lease after this one lost it): not written twice
+                    where = {self.base + d.seq: d.partition for g in group for d in g.deliveries}
+                    events = [
+                        e
+                        for e in events
+                        if e.seq - self.base > recorded.get(where.get(e.seq, -1), -1)
+                    ]
                 positions: dict[int, int] = {}
                 for g in group:
                     for p, n in g.positions.items():
@@ -1249,7 +1402,7 @@ class PartitionedFold:
                 self._unlogged.popleft()
                 self._waiting -= len(g.deliveries)
                 for p, pos in g.positions.items():
-                    self.logged[p] = max(self.logged[p], pos)
+                    self.logged[p] = max(self.logged.get(p, 0), pos)
                 for d in g.deliveries:
                     by_partition.setdefault(d.partition, []).append(d)
             self._changed.notify_all()
@@ -1309,6 +1462,16 @@ class PartitionedFold:
                 out.append((name, None))
         out.append(("fold", self.stats.last_error))
         out.append(("event_log_writer", self.stats.log_error))
+        idle = [p for p in self.wanted if p not in self.partitions]
+        out.append(
+            (
+                "partition_leases",
+                f"not folding partitions {idle}: their leases are held by another fold "
+                "worker (or taken, the log not caught up yet)"
+                if idle
+                else None,
+            )
+        )
         if self.models is not None:
             out.append(self.models.probe())
         return out
@@ -1319,6 +1482,8 @@ class PartitionedFold:
         self.stop()
         if self.models is not None:
             self.models.close()
+        with contextlib.suppress(NextbestError):  # a clean stop: the next owner needs no wait
+            self.state.drop_leases([lease_name(p) for p in self.partitions], self.owner)
         try:
             if self._close_writer is not None and not self._writer_stuck:
                 self._close_writer()

@@ -146,6 +146,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: profiles and links such a fold worker keeps in memory at most (``NEXTBEST_FOLD_CACHE``,
     #: entries; the rest is read from Redis when an event needs it)
     fold_cache: int = 100_000
+    #: a partitioned fold worker's name as the owner of its partitions' leases
+    #: (``NEXTBEST_FOLD_NAME``; empty: host, pid and a random part, so a restarted worker
+    #: waits for its predecessor's leases to expire; a stable name, such as a pod's, takes
+    #: them back at once: never give two running workers the same name)
+    fold_name: str = ""
+    #: seconds a partition's lease lasts unless renewed (``NEXTBEST_FOLD_LEASE_SECONDS``):
+    #: how long a dead worker's partitions wait before another worker takes them over
+    fold_lease_seconds: float = 10.0
     host: str = "127.0.0.1"
     port: int = 8000
     write_keys: frozenset[str] = frozenset()
@@ -230,6 +238,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("NEXTBEST_BUS_PARTITIONS is 1 to 4096")
         if self.fold_cache < 1:
             raise ConfigError("NEXTBEST_FOLD_CACHE is at least 1 (profiles and links)")
+        if not 0.3 <= self.fold_lease_seconds <= 600:
+            raise ConfigError("NEXTBEST_FOLD_LEASE_SECONDS is 0.3 to 600")
         header = self.origin_header
         if header and not _HEADER_NAME.fullmatch(header):
             raise ConfigError(f"NEXTBEST_ORIGIN_HEADER is not a header name: {header!r}")
@@ -276,6 +286,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("profiles", "PROFILES"),
             ("bus", "BUS"),
             ("fold_partitions", "FOLD_PARTITIONS"),
+            ("fold_name", "FOLD_NAME"),
             ("host", "HOST"),
             ("sqlite_synchronous", "SQLITE_SYNCHRONOUS"),
             ("token_secret", "TOKEN_SECRET"),
@@ -314,6 +325,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("key_rate", "KEY_RATE", "requests a second (a number)"),
             ("session_rate", "SESSION_RATE", "requests a second (a number)"),
             ("callback_sweep_seconds", "CALLBACK_SWEEP_SECONDS", "seconds (a number)"),
+            ("fold_lease_seconds", "FOLD_LEASE_SECONDS", "seconds (a number)"),
         ):
             if f"NEXTBEST_{key}" in e:
                 raw = e[f"NEXTBEST_{key}"]

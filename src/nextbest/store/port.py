@@ -237,6 +237,20 @@ class SharedState(StateReads, Protocol):
         """The catalog version the saved state was folded under (None: nothing saved)."""
         ...
 
+    def take_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """Take or renew each lease of ``names`` for ``owner`` for ``ttl`` seconds unless
+        another owner holds it: True where ``owner`` holds it now."""
+        ...
+
+    def drop_leases(self, names: Sequence[str], owner: str) -> None:
+        """End the leases of ``names`` that ``owner`` still holds."""
+        ...
+
+    def fence(self, owner: str, names: Sequence[str]) -> None:
+        """Every later ``save_rows`` writes only while ``owner`` holds all of ``names``'
+        leases, checked atomically with the write (LeaseLost, nothing written, otherwise)."""
+        ...
+
 
 @runtime_checkable
 class WriteMarks(Protocol):

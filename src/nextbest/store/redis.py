@@ -56,7 +56,7 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from nextbest.errors import ConfigError, StateLost, StoreError, StoreUnavailable
+from nextbest.errors import ConfigError, LeaseLost, StateLost, StoreError, StoreUnavailable
 from nextbest.store.port import SavedState, StateRow
 
 __all__ = ["DEFAULT_NAMESPACE", "MARK_TTL", "RedisState"]
@@ -98,6 +98,21 @@ for _, key in ipairs(KEYS) do
   end
 end
 return #KEYS
+"""
+#: take or renew each KEYS[i] for ARGV[2] (kept ARGV[1] ms) unless another holds it: a list
+#: of 1 (held by ARGV[2] now) or 0 (another's), one per key
+_LEASE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner and owner ~= ARGV[2] then
+    out[i] = 0
+  else
+    redis.call('SET', key, ARGV[2], 'PX', ARGV[1])
+    out[i] = 1
+  end
+end
+return out
 """
 #: seconds a claim lasts if its stitch never completes (a safety net, never reached normally)
 CLAIM_TTL = 600.0
@@ -172,6 +187,10 @@ class RedisState:
         self._claim = self.client.register_script(_CLAIM)
         self._release = self.client.register_script(_RELEASE)
         self._claim_prefix = f"{namespace}:stitching:".encode()
+        self._lease = self.client.register_script(_LEASE)
+        self._lease_prefix = f"{namespace}:lease:".encode()
+        #: the leases every ``save_rows`` checks are its writer's (``fence``)
+        self._fence: tuple[str, list[bytes]] | None = None
         with self._translated("connect"):
             self.client.ping()
 
@@ -243,6 +262,38 @@ class RedisState:
         with self._translated("claim"):
             return bool(self._claim(keys=keys, args=[int(CLAIM_TTL * 1000), owner]))
 
+    def take_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """Take or renew each lease ``names[i]`` for ``owner``, kept ``ttl`` seconds from now,
+        unless another owner holds it: True where ``owner`` holds it now. One round trip (a
+        Lua script: each check and set is atomic)."""
+        if not names:
+            return []
+        keys = [self._lease_prefix + n.encode() for n in names]
+        with self._translated("take leases"):
+            got = self._lease(keys=keys, args=[max(1, int(ttl * 1000)), owner])
+        return [bool(int(x)) for x in got]
+
+    def drop_leases(self, names: Sequence[str], owner: str) -> None:
+        """End the leases of ``names`` that ``owner`` still holds (a clean stop)."""
+        if not names:
+            return
+        keys = [self._lease_prefix + n.encode() for n in names]
+        with self._translated("drop leases"):
+            self._release(keys=keys, args=[owner])
+
+    def lease_holders(self, names: Sequence[str]) -> list[str | None]:
+        """Who holds each lease now (None: nobody)."""
+        keys = [self._lease_prefix + n.encode() for n in names]
+        with self._translated("read leases"):
+            got = self.client.mget(keys) if keys else []
+        return [None if g is None else _as_bytes_key(g).decode() for g in got]
+
+    def fence(self, owner: str, names: Sequence[str]) -> None:
+        """From now on every ``save_rows`` writes only while ``owner`` holds every lease of
+        ``names`` (checked in the same transaction, no extra round trip): LeaseLost and
+        nothing written otherwise. An empty ``names`` ends the fence."""
+        self._fence = (owner, [self._lease_prefix + n.encode() for n in names]) if names else None
+
     def save_rows(
         self,
         version: str,
@@ -260,8 +311,11 @@ class RedisState:
         with self._translated("save rows"):
             while True:
                 with self.client.pipeline(transaction=True) as pipe:
-                    pipe.watch(self._state_key)  # type: ignore[no-untyped-call]
-                    mark = self._watermark(pipe.get(self._state_key))
+                    fence = self._fence
+                    leases = fence[1] if fence is not None else []
+                    pipe.watch(self._state_key, *leases)  # type: ignore[no-untyped-call]
+                    got = pipe.mget([self._state_key, *leases])
+                    mark = self._watermark(got[0])
                     if mark is None:
                         if self._generation is not None or self._lost:
                             # and every later save: rows written into a new state would be
@@ -282,6 +336,8 @@ class RedisState:
                             continue  # another writer made it meanwhile: write into that one
                         self._generation = generation
                         continue
+                    if fence is not None:  # (after StateLost: a flush takes the leases too)
+                        self._check_fence(fence[0], leases, got[1:])
                     generation = mark[0]
                     pipe.multi()
                     for start in range(0, len(rows), _PAGE):
@@ -296,6 +352,18 @@ class RedisState:
                     pipe.execute()
                 self._generation = generation
                 return
+
+    def _check_fence(self, owner: str, keys: Sequence[bytes], held: Sequence[object]) -> None:
+        lost = [
+            k.decode()[len(self._lease_prefix) :]
+            for k, h in zip(keys, held, strict=True)
+            if h is None or _as_bytes_key(h).decode() != owner
+        ]
+        if lost:
+            raise LeaseLost(
+                f"Redis at {self.where}: {owner!r} no longer holds the leases {lost} "
+                "(expired or taken by another worker): nothing saved"
+            )
 
     def saved_version(self) -> str | None:
         """The catalog version the saved state was folded under (None: nothing saved)."""
