@@ -13,6 +13,12 @@ keeps in Redis. It holds no profile: any number of them serve side by side.
     flush()               -> write buffered decisions; reload the model copy if a newer one was
                              published
 
+**Expert call-backs** (``callbacks``): a ``CallbackDesk`` of this worker's own on the callback
+queue every worker shares (PostgreSQL, ``shared=True``): its board read again from the store on
+the flush tick once it is ``board_seconds`` old (decisions read the board the desk keeps), its
+steps published to the bus like any event (the fold worker logs and folds them), its timers
+swept by the one worker holding the ``sweep_lease`` (``callback_sweeper``).
+
 **Read your writes, on any worker.** Once the bus acknowledged a group's events, the worker
 raises the *write mark* of each event's ids (``u:<userId>``, ``a:<anonymousId>``) to the
 event's stream sequence in Redis (``WriteMarks``: one round trip per group, a Lua max, kept

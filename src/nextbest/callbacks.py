@@ -43,6 +43,11 @@ is exact for this process's own writes; the store's atomic capacity check is wha
 processes from double booking. The events of one write are queued for the group commit under
 that lock (in write order) and waited for outside it.
 
+**Several processes** (scaled API workers, ``shared=True``): each desk's board is read again
+from the store every ``refresh_seconds`` (``keep_fresh``, on the host's tick), a request asks
+the store whether the customer has a callback about its topic in flight, and the store's
+compare-and-set and capacity check keep the workers from double booking.
+
 **Time.** ``now`` is the engine's clock: the wall clock, or on event time the watermark (a
 timer fires once the events' time passed it). Every method takes ``now`` (a simulation on
 event time says when); presence reports take their own ``at``.
