@@ -13,6 +13,12 @@ keeps in Redis. It holds no profile: any number of them serve side by side.
     flush()               -> write buffered decisions; reload the model copy if a newer one was
                              published
 
+**Expert call-backs** (``callbacks``): a ``CallbackDesk`` of this worker's own on the callback
+queue every worker shares (PostgreSQL, ``shared=True``): its board read again from the store on
+the flush tick once it is ``board_seconds`` old (decisions read the board the desk keeps), its
+steps published to the bus like any event (the fold worker logs and folds them), its timers
+swept by the one worker holding the ``sweep_lease`` (``callback_sweeper``).
+
 **Read your writes, on any worker.** Once the bus acknowledged a group's events, the worker
 raises the *write mark* of each event's ids (``u:<userId>``, ``a:<anonymousId>``) to the
 event's stream sequence in Redis (``WriteMarks``: one round trip per group, a Lua max, kept
@@ -41,10 +47,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import msgspec
 
+from nextbest.advisors.board import EMPTY_BOARD, AdvisorBoard
 from nextbest.bus.port import BusMessage, EventBus
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
@@ -57,7 +65,7 @@ from nextbest.engine import QuarantineReport, ReloadReport, folds_alike, probe_e
 from nextbest.errors import (
     InputError,
     NextbestError,
-    NotServed,
+    StoreError,
     ValidationError,
     VocabularyError,
 )
@@ -92,7 +100,7 @@ from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
 from nextbest.routing import destination
 from nextbest.rules.context import rule_variables
-from nextbest.store.port import HeldMessage, StateReads, Stores, WriteMarks
+from nextbest.store.port import HeldMessage, Lease, StateReads, Stores, WriteMarks
 from nextbest.store.snapshot import ModelVersion
 
 __all__ = ["ApiWorker", "ReloadRefused"]
@@ -103,6 +111,8 @@ log = logging.getLogger("nextbest.api")
 _UNKNOWN_DECISION_WAIT = 0.25
 
 _encode = msgspec.msgpack.Encoder().encode
+
+T = TypeVar("T")
 
 
 class ReloadRefused(InputError):
@@ -144,8 +154,15 @@ class ApiWorker:
         decision_flush_every: int = 10_000,
         read_wait: float = 0.25,
         close_reads: Callable[[], None] = lambda: None,
+        board_seconds: float = 0.5,
+        sweep_lease: Lease | None = None,
     ) -> None:
+        """``board_seconds``: how old the advisors' board (presence, load, rotation, the
+        slots booked) may grow before the flush tick reads it again from the store the
+        workers share (``CallbackDesk(shared=True)``). ``sweep_lease``: the lease the
+        workers' callback sweepers share (PostgreSQL: one sweeps at a time)."""
         self.catalog = catalog
+        self.sweep_lease = sweep_lease
         self.clock: Clock = clock or SystemClock()
         self.quarantine = stores.quarantine
         #: the audit log (PostgreSQL): the reads this worker serves are recorded there,
@@ -181,6 +198,14 @@ class ApiWorker:
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
             self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
         )
+        #: the outbox (PostgreSQL): click-to-call requests, sent by the outbox senders
+        self.outbox = stores.outbox
+        #: expert call-backs on the callback queue every worker shares; their steps are
+        #: published to the bus as this worker's events are (the fold worker logs and folds
+        #: them), their board read again from the store every ``board_seconds``
+        self.callbacks = CallbackDesk(
+            self, stores.callbacks, stores.outbox, refresh_seconds=board_seconds, shared=True
+        )
         self.reload_model()
 
     # ---------------------------------------------------------------- time
@@ -188,17 +213,18 @@ class ApiWorker:
     def clock_kind(self) -> ClockKind:
         return ClockKind.WALL
 
-    @property
-    def callbacks(self) -> CallbackDesk:
-        """Not served here: the callback desk keeps its advisors' board in one process (the
-        embedded engine); a scaled API worker answers its routes 501 (docs/advisors.md)."""
-        raise NotServed(
-            "callbacks and advisors are not served by a scaled API worker (serve --role api) "
-            "yet: the embedded engine (nextbest serve) serves them"
-        )
-
     def wall_now(self) -> float:
         return self.clock.now()
+
+    def submit(self, request: IngestRequest) -> Future[IngestResult]:
+        """Queue ``request`` for the next round of the bus (the callback desk's steps)."""
+        return self._group_commit.submit(request)
+
+    def read_profile(self, customer_id: str, read: Callable[[Profile, float], T]) -> T | None:
+        """``read`` of the customer's live profile (Redis) as of now; None when there is
+        none."""
+        profile = self.live.get(customer_id)
+        return None if profile is None else read(profile, self.clock.now())
 
     def require_event_time(self, path: str = "$.context.now") -> None:
         raise ValidationError(
@@ -366,6 +392,7 @@ class ApiWorker:
         profile, position, needed = self.live.read(user_id, anonymous_id, anonymous_only)
         if needed > position:
             profile = self._wait_for(needed, user_id, anonymous_id, anonymous_only, profile)
+        board = self._board()
         with self._lock:
             decision = run_pipeline(
                 self.catalog,
@@ -374,10 +401,19 @@ class ApiWorker:
                 self.clock.now(),
                 self._new_id(),
                 self._learner.choose,
+                board=board,
             )
         if self._journal.add(decision) >= self._flush_every:
             self._flush_decisions_or_hold()
         return decision
+
+    def _board(self) -> AdvisorBoard:
+        """The advisors' board advisor placements decide on (kept by the desk, read again
+        on the flush tick); the store away before it was ever read: nobody free."""
+        try:
+            return self.callbacks.board()
+        except StoreError:
+            return EMPTY_BOARD
 
     def _wait_for(
         self,
@@ -439,9 +475,14 @@ class ApiWorker:
         return self._journal.get(decision_id)
 
     def flush(self) -> None:
-        """Write buffered decisions (every tick), and reload the model copy if it changed."""
+        """Write buffered decisions (every tick), reload the model copy if it changed, and
+        read the advisors' board again when it is ``board_seconds`` old."""
         self.reload_model()
         self._journal.flush()
+        try:
+            self.callbacks.keep_fresh()
+        except StoreError as exc:  # decisions go on with the board as it was
+            log.warning("advisors' board not read again: %s", exc.message)
 
     def snapshot(self) -> None:
         """An API worker saves no state: its decisions are written."""
@@ -591,6 +632,7 @@ class ApiWorker:
 
     def close(self) -> None:
         """Answer queued requests, write buffered decisions, close the stores and the bus."""
+        self.callbacks.close()  # its writes queue their events in the group commit
         self._group_commit.close()
         if self._closed:
             return

@@ -18,13 +18,17 @@ three: ``NEXTBEST_DATA=postgresql://...``, ``NEXTBEST_PROFILES=redis://...``,
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import socket
 import uuid
 from collections.abc import Callable
+from typing import Protocol
 
 from nextbest.api_worker import ApiWorker
 from nextbest.bus.port import EventBus
 from nextbest.callback_sweeper import CallbackSweeper
+from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.channels.port import Gate
 from nextbest.channels.retry import RetryPolicy
@@ -38,7 +42,7 @@ from nextbest.partitioned_rebuild import RebuildReport
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
-from nextbest.store.port import Outbox, StateReads, Stores, with_state
+from nextbest.store.port import Lease, Outbox, StateReads, Stores, with_state
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
@@ -213,6 +217,13 @@ def build_api_worker(settings: Settings, *, catalog: Catalog | None = None) -> A
         state.close()
         stores.close()
         raise
+    try:
+        lease = _sweep_lease(stores)
+    except BaseException:
+        bus.close()
+        state.close()
+        stores.close()
+        raise
     return ApiWorker(
         compiled,
         stores,
@@ -222,7 +233,26 @@ def build_api_worker(settings: Settings, *, catalog: Catalog | None = None) -> A
         SystemClock(),
         decision_flush_every=settings.decision_flush_every,
         close_reads=state.close,
+        sweep_lease=lease,
     )
+
+
+#: how long the callback sweeper's lease lasts without renewal: a dead holder's timers wait
+#: at most this long for another worker to take them over
+SWEEP_LEASE_SECONDS = 10.0
+
+
+def _sweep_lease(stores: Stores) -> Lease | None:
+    """The lease the API workers' callback sweepers share on PostgreSQL (one sweeps at a
+    time), held under this process's own name."""
+    from nextbest.store.callbacks_postgres import PostgresCallbacks
+
+    if not isinstance(stores.callbacks, PostgresCallbacks):
+        return None
+    from nextbest.store.lease_postgres import PostgresLease
+
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return PostgresLease(stores.callbacks.db, "callback-sweeper", holder, SWEEP_LEASE_SECONDS)
 
 
 def build_fold_worker(settings: Settings, *, catalog: Catalog | None = None) -> FoldWorker:
@@ -301,16 +331,28 @@ def build_outbox_sender(
     )
 
 
+class Served(Protocol):
+    """What the background loops serve: the embedded engine or a scaled API worker."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def callbacks(self) -> CallbackDesk: ...
+
+
 def build_background(
     settings: Settings,
-    engine: Engine,
+    engine: Served,
     *,
     sender: OutboxSender | None = None,
+    lease: Lease | None = None,
 ) -> list[OutboxSender | CallbackSweeper]:
     """The loops ``serve`` runs beside its requests (not started: the app starts and stops
     them): the outbox sender when webhooks are configured (``sender``: one built already),
     woken by every click-to-call request the callbacks enqueue, and the callback sweeper
-    every ``callback_sweep_seconds`` (none at 0: whoever drives time sweeps)."""
+    every ``callback_sweep_seconds`` (none at 0: whoever drives time sweeps), sweeping only
+    while it holds ``lease`` if given (the scaled API workers: one sweeps at a time)."""
     loops: list[OutboxSender | CallbackSweeper] = []
     if sender is None and settings.webhooks:
         sender = build_outbox_sender(settings, engine.outbox)
@@ -318,7 +360,9 @@ def build_background(
         engine.callbacks.on_outbox = sender.wake
         loops.append(sender)
     if settings.callback_sweep_seconds > 0:
-        loops.append(CallbackSweeper(engine.callbacks, settings.callback_sweep_seconds))
+        loops.append(
+            CallbackSweeper(engine.callbacks, settings.callback_sweep_seconds, lease=lease)
+        )
     return loops
 
 

@@ -10,6 +10,12 @@ passed it. ``stop()`` ends the loop after the sweep under way.
 
 A sweep that fails (the store away, a callback refused) is logged and tried again at the
 next round; an error that is not nextbest's (a bug) ends the loop and ``stop()`` raises it.
+
+**Several workers, one sweeper.** Given a ``lease`` (``store.port.Lease``: the scaled API
+workers share one on PostgreSQL), a round sweeps only while this sweeper holds it (taken or
+renewed at each round): one worker acts on the timers, the others stand by and one takes
+over within the lease's length when the holder dies. The relog runs when the lease is first
+held. Without a lease (the embedded server) every round sweeps.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import threading
 
 from nextbest.callbacks import CallbackDesk
 from nextbest.errors import ConfigError, NextbestError, StoreError
+from nextbest.store.port import Lease
 
 __all__ = ["CallbackSweeper"]
 
@@ -28,11 +35,16 @@ log = logging.getLogger("nextbest.callbacks")
 class CallbackSweeper:
     """Sweeps ``desk`` every ``interval`` seconds in a thread of its own."""
 
-    def __init__(self, desk: CallbackDesk, interval: float = 1.0) -> None:
+    def __init__(
+        self, desk: CallbackDesk, interval: float = 1.0, *, lease: Lease | None = None
+    ) -> None:
         if interval <= 0:
             raise ConfigError("the callback sweeper needs an interval above 0 seconds")
         self.desk = desk
         self.interval = interval
+        self.lease = lease
+        #: rounds this sweeper did not sweep: another holds the lease
+        self.stood_by = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         #: what ended the loop, if not ``stop()``
@@ -56,6 +68,11 @@ class CallbackSweeper:
             relogged = False
             while not self._stopping.is_set():
                 try:
+                    if not self._held():
+                        self.stood_by += 1
+                        relogged = False  # held again later: relog then
+                        self._stopping.wait(self.interval)
+                        continue
                     if not relogged:
                         self.desk.relog()
                         relogged = True
@@ -77,14 +94,24 @@ class CallbackSweeper:
             self.failure = exc
             log.exception("callback sweeper stopped by an error")
 
+    def _held(self) -> bool:
+        """This sweeper may sweep this round (no lease, or it holds it)."""
+        return self.lease is None or self.lease.hold()
+
     def stop(self, timeout: float | None = None) -> None:
-        """End the loop (after the sweep under way); raises what ended it if not this."""
+        """End the loop (after the sweep under way), hand the lease back; raises what ended
+        it if not this."""
         self._stopping.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
                 raise TimeoutError(f"the callback sweeper did not stop within {timeout} s")
+        if self.lease is not None:
+            try:
+                self.lease.release()
+            except StoreError as exc:  # it runs out by itself
+                log.warning("callbacks: the sweeper's lease not handed back: %s", exc.message)
         if self.failure is not None:
             failure, self.failure = self.failure, None
             if isinstance(failure, NextbestError):

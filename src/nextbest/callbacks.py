@@ -43,6 +43,11 @@ is exact for this process's own writes; the store's atomic capacity check is wha
 processes from double booking. The events of one write are queued for the group commit under
 that lock (in write order) and waited for outside it.
 
+**Several processes** (scaled API workers, ``shared=True``): each desk's board is read again
+from the store every ``refresh_seconds`` (``keep_fresh``, on the host's tick), a request asks
+the store whether the customer has a callback about its topic in flight, and the store's
+compare-and-set and capacity check keep the workers from double booking.
+
 **Time.** ``now`` is the engine's clock: the wall clock, or on event time the watermark (a
 timer fires once the events' time passed it). Every method takes ``now`` (a simulation on
 event time says when); presence reports take their own ``at``.
@@ -343,10 +348,19 @@ class CallbackDesk:
         *,
         new_id: Callable[[], str] = _new_id,
         refresh_seconds: float = 60.0,
+        shared: bool = False,
     ) -> None:
-        """``refresh_seconds``: how often a sweep rebuilds the board from the store (what
-        another process changed: its presence reports, its bookings)."""
+        """``refresh_seconds``: how often a sweep (and ``keep_fresh``) rebuilds the board
+        from the store (what another process changed: its presence reports, its bookings).
+
+        ``shared``: other processes route on the same store (scaled API workers, ``serve
+        --role api``): the host calls ``keep_fresh`` on its tick (the board is then at most
+        ``refresh_seconds`` behind the other workers' writes; the store's compare-and-set and
+        capacity check keep them from double booking whatever the board says), and a
+        request reads the customer's callbacks from the store to find one in flight about
+        its topic."""
         self._host = host
+        self._shared = shared
         self._store = store
         self._outbox = outbox
         self._new_id = new_id
@@ -391,10 +405,19 @@ class CallbackDesk:
         with self._lock:
             return self._rebuild()
 
+    def keep_fresh(self) -> bool:
+        """Rebuild the board from the store if it is ``refresh_seconds`` old (the host's
+        tick calls it on a shared store); True if it did."""
+        if time.monotonic() - self._built_at < self._refresh_seconds:
+            return False
+        self.refresh_board()
+        return True
+
     def _rebuild(self) -> AdvisorBoard:
         """Under the lock: the board from the store's callbacks that hold an advisor (live
         ones of each advisor, booked ones of anyone), presences and rotation; and which
-        customer has a callback in flight about which topic."""
+        customer has a callback in flight about which topic (on a shared store, only those
+        this process wrote: a request asks the store, ``_in_flight``)."""
         store = self._store
         held: list[Callback] = []
         for advisor_id in self._host.catalog.advisors:
@@ -402,10 +425,19 @@ class CallbackDesk:
         held.extend(store.booked(None, 0.0, _END))
         presence = {a: p for a, (p, _) in store.presences().items()}
         board = board_of(held, presence, store.rotation())
-        waiting = store.due(_END)  # every requested or offered one
-        self._open = {(c.customer, c.topic): c.id for c in (*held, *waiting) if not c.final}
+        if not self._shared:
+            waiting = store.due(_END)  # every requested or offered one
+            self._open = {(c.customer, c.topic): c.id for c in (*held, *waiting) if not c.final}
         self._board, self._built_at = board, time.monotonic()
         return board
+
+    def _in_flight(self, customer: str, topic: str) -> str | None:
+        """On a shared store: the id of the customer's callback about ``topic`` not final,
+        as the store holds it (another worker may have written it)."""
+        for c in self._store.of_customer(customer):
+            if c.topic == topic and not c.final:
+                return c.id
+        return None
 
     # ------------------------------------------------------------------ reads
     def callback(self, callback_id: str) -> Callback:
@@ -535,10 +567,11 @@ class CallbackDesk:
                 "call me later takes the earliest free slot: to pick a time, ask for mode at",
                 "$.time",
             )
+        stored = self._in_flight(customer, topic) if self._shared else None
         for attempt in range(_TRIES):
             with self._lock:
                 when = self._when(now)
-                held = self._open_about(customer, topic)
+                held = stored or self._open_about(customer, topic)
                 if held is not None:
                     raise LimitExceeded(
                         f"this customer already has callback {held} about {topic} in flight: "
@@ -746,14 +779,22 @@ class CallbackDesk:
             self._forget_board()  # nothing written: the board moved for nothing
             raise
         out: list[_Written | NextbestError] = []
-        refused = False
+        refused: list[_Write] = []
         for w, done in zip(writes, results, strict=True):
             if isinstance(done, NextbestError):
-                refused = True
+                refused.append(w)
                 out.append(done)
             else:
                 out.append(_Written(done, self._log(done, w.steps)))
         if refused:
+            with self._lock:  # a request refused is not in flight (its retry may ask again)
+                for w in refused:
+                    c = w.write.callback
+                    if (
+                        w.write.expected_version is None
+                        and self._open.get((c.customer, c.topic)) == c.id
+                    ):
+                        del self._open[(c.customer, c.topic)]
             self._forget_board()
         return out
 

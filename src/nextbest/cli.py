@@ -224,13 +224,23 @@ def _serve_role(role: Role, settings: Settings) -> None:
     from nextbest.api.fold_ops import create_fold_app
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.api.worker_metrics import ApiWorkerMetrics
-    from nextbest.bootstrap import build_api_worker, build_fold_worker, build_partitioned_fold
+    from nextbest.bootstrap import (
+        build_api_worker,
+        build_background,
+        build_fold_worker,
+        build_partitioned_fold,
+    )
 
     try:
         if role is Role.API:
             worker = build_api_worker(settings)
             metrics = ApiWorkerMetrics(worker)
-            app = create_app(worker, settings, flush_interval=0.1, metrics=metrics)
+            # callbacks: the timers swept by one worker at a time (a lease on PostgreSQL),
+            # the click-to-call requests sent from the shared outbox (claimed under leases)
+            background = build_background(settings, worker, lease=worker.sweep_lease)
+            app = create_app(
+                worker, settings, flush_interval=0.1, metrics=metrics, background=background
+            )
             what = f"API worker, catalog {worker.catalog.version}"
         elif settings.fold_partitions:
             several = build_partitioned_fold(settings)

@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -411,41 +410,32 @@ def test_the_fold_goes_on_while_the_log_is_away_then_it_catches_up(deploy: Deplo
         thread.join()
 
 
-def test_callbacks_are_not_served_by_an_api_worker_and_say_where_they_are(
-    deploy: Deployment, tmp_path: Path
+def test_an_api_worker_serves_callbacks_and_publishes_their_steps_to_the_bus(
+    deploy: Deployment,
 ):
-    """The callback desk lives in the embedded engine: a scaled API worker answers every
-    callback and advisor route 501, naming where they are served (docs/advisors.md)."""
-    import httpx
-    import uvicorn
+    """The callback desk of an API worker routes on the store the workers share and sends
+    each step to the bus like any event: the fold worker folds them into the profile, and
+    the advisor placement decides on the store's board (docs/advisors.md)."""
+    from nextbest.advisors.model import CallbackMode, CallbackState, Presence
 
-    from nextbest.api.app import ROUTES, create_app
-    from tests.conftest import free_port, make_settings
-    from tests.support import ADMIN_KEY
-
-    app = create_app(deploy.api, make_settings(tmp_path))
-    port = free_port()
-    # no lifespan: the deployment fixture closes the workers
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
+    deploy.start_folding()
+    desk = deploy.api.callbacks
+    booked = desk.request_callback("u9", "mortgage", CallbackMode.LATER, "+4512345678")
+    assert booked.state is CallbackState.REQUESTED
+    assert booked.scheduled_for is not None
+    deadline = time.monotonic() + 5
+    while True:
+        profile = deploy.api.live.get("u9")
+        names = [e.name for e in profile.recent] if profile is not None else []
+        if len(names) == len(booked.history) or time.monotonic() > deadline:
+            break
         time.sleep(0.01)
-    try:
-        routes = [r for r in ROUTES if "callback" in r.path or "advisor" in r.path]
-        assert len(routes) == 12
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            for r in routes:
-                path = r.path.replace("{callback_id}", "cb-1").replace("{advisor_id}", "anna_holm")
-                path = path.replace("{customer_id}", "u1")
-                answer = http.request(r.method, path, auth=(ADMIN_KEY, ""), content=b"{}")
-                assert answer.status_code == 501, (r.path, answer.text)
-                assert answer.json()["code"] == "not_served"
-                assert "embedded engine (nextbest serve)" in answer.json()["message"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    assert names == [t.event for t in booked.history] == ["Callback Requested"]
+    assert booked.advisor_id is not None
+    desk.set_presence(booked.advisor_id, Presence.AVAILABLE, at=T0)
+    board = deploy.api.callbacks.board()
+    assert board.state(booked.advisor_id).presence is Presence.AVAILABLE
+    assert board.bookings(booked.advisor_id) == (booked.scheduled_for,)
 
 
 def test_an_api_worker_binds_a_stitched_device_to_its_customer(deploy: Deployment):

@@ -26,6 +26,7 @@ __all__ = [
     "DecisionLog",
     "EventLog",
     "HeldMessage",
+    "Lease",
     "Outbox",
     "OutboxMessage",
     "OutboxState",
@@ -545,6 +546,20 @@ class AuditLog(Protocol):
 
     def head(self) -> AuditHead | None:
         """The head recorded by the last append (None: nothing appended)."""
+        ...
+
+
+class Lease(Protocol):
+    """One holder at a time of a named duty among processes (``lease_postgres``): the
+    callback sweeper of the scaled API workers. Held for a while once taken; a holder that
+    dies leaves it to the next one asking once that while ran out."""
+
+    def hold(self) -> bool:
+        """Take the lease if free (or run out), or renew it if held already: True if held."""
+        ...
+
+    def release(self) -> None:
+        """Hand it back if held (the next asking takes it at once)."""
         ...
 
 
