@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection
 
+from nextbest.store.outbox_codec import mention
 from nextbest.store.port import OutboxMessage, OutboxState
 
 __all__ = ["MemoryOutbox"]
@@ -119,3 +120,16 @@ class MemoryOutbox:
                     )
                     done.append(i)
             return done
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        needles = [mention(i) for i in ids]
+        with self._lock:
+            gone = [
+                r
+                for r in self._rows.values()
+                if any(n in r.payload or n in r.key.encode() for n in needles)
+            ]
+            for r in gone:
+                del self._rows[r.id]
+                del self._by_key[r.key]
+            return len(gone)

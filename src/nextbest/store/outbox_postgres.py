@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from nextbest.store.outbox_codec import COLUMNS, counts_of, message_of
+from nextbest.store.outbox_codec import COLUMNS, counts_of, mention, message_of
 from nextbest.store.port import OutboxMessage, OutboxState
 from nextbest.store.postgres import PostgresDatabase
 
@@ -134,6 +134,16 @@ class PostgresOutbox:
                 (now, ids),
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        needles = [mention(i) for i in ids]
+        with self.db.writing("erase outbox") as db:
+            return db.execute(
+                "DELETE FROM outbox o WHERE EXISTS (SELECT 1 FROM unnest(%s::bytea[]) AS "
+                "n(needle) WHERE position(n.needle in o.payload) > 0 "
+                "OR position(n.needle in convert_to(o.key, 'UTF8')) > 0)",
+                (needles,),
+            ).rowcount
 
 
 def _qualified(table: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from nextbest.store.outbox_codec import COLUMNS, counts_of, message_of
+from nextbest.store.outbox_codec import COLUMNS, counts_of, mention, message_of
 from nextbest.store.port import OutboxMessage, OutboxState
 from nextbest.store.sqlite import SQLiteDatabase
 
@@ -140,3 +140,15 @@ class SQLiteOutbox:
                     ).fetchall()
                 )
         return sorted(done)
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        n = 0
+        with self.db.writing("erase outbox") as db:
+            for i in ids:
+                needle = mention(i)
+                n += db.execute(
+                    "DELETE FROM outbox WHERE instr(payload, ?) > 0 "
+                    "OR instr(CAST(key AS BLOB), ?) > 0",
+                    (needle, needle),
+                ).rowcount
+        return n
