@@ -94,8 +94,8 @@ class CustomerExport(msgspec.Struct, frozen=True, kw_only=True):
     #: what rules see of it now; None when none is held
     profile: dict[str, Any] | None
     events: list[Event]
-    decisions: list[Any]
-    callbacks: list[Any]
+    decisions: list[dict[str, Any]]
+    callbacks: list[dict[str, Any]]
     #: experiment exposures: campaign -> the customer's arm, first exposure, values
     exposures: dict[str, Any]
     quarantined: list[dict[str, Any]]

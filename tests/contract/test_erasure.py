@@ -58,7 +58,8 @@ def test_the_event_log_erases_a_customer_s_ids_and_keeps_a_shared_device_s_other
     ]
     assert log.last_seq() == last  # never goes down
     (seq,) = log.append(_events({"user": "new"}, start=100))
-    assert seq is not None and seq > last
+    assert seq is not None
+    assert seq > last
 
 
 def test_the_decision_log_erases_a_customer_s_decisions_and_never_reuses_a_position(
@@ -71,7 +72,8 @@ def test_the_decision_log_erases_a_customer_s_decisions_and_never_reuses_a_posit
     assert [d.decision_id for d in log.decisions_of(["gone", "anon:gone-dev"])] == ["d2", "d3"]
     assert sorted(log.erase_decisions(["gone", "anon:gone-dev"])) == ["d2", "d3"]
     assert log.erase_decisions(["gone"]) == []
-    assert log.decision("d2") is None and log.decision("d1") is not None
+    assert log.decision("d2") is None
+    assert log.decision("d1") is not None
     assert [d.decision_id for d in log.decisions()] == ["d1"]
     assert log.decision_log_position() == position  # never goes down
     log.append_decisions([_decision("d4", "kept", T0 + 3)])
