@@ -483,7 +483,8 @@ def test_customer_export_then_erase_on_a_stopped_server_s_store(
     exported = runner.invoke(app, ["customer", "export", "cli-gone", "--out", str(out), *where])
     assert exported.exit_code == 0, exported.output
     body = json.loads(out.read_text())
-    assert body["anonymous_ids"] == ["cli-dev"] and len(body["events"]) == 2
+    assert body["anonymous_ids"] == ["cli-dev"]
+    assert len(body["events"]) == 2
     erased = runner.invoke(app, ["customer", "erase", "cli-gone", *where], env=ENV)
     assert erased.exit_code == 0, erased.output
     assert json.loads(erased.output)["events"] == 2
