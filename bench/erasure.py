@@ -21,7 +21,10 @@ erased customer leaves nothing in free pages) costs at ingest.
 
 No index is added: erasure uses the existing ``events_user``, ``events_anon`` and
 ``decisions_customer`` indexes (one lookup per id); the quarantine and the outbox are read
-whole (``instr``), both small by design. Results: ``bench/results/erasure.json``.
+whole (``instr``, one pass each): the file also holds ``--outbox`` outbox messages (delivered
+ones are kept: nothing prunes them yet) and ``--quarantined`` held messages.
+
+Results: ``bench/results/erasure.json``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from nextbest.engine import Engine
 from nextbest.events.model import Event, EventType
 from nextbest.learn.learner import Learner
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.port import StateRow, Stores
+from nextbest.store.port import HeldMessage, StateRow, Stores
 from nextbest.store.snapshot import EXPERIMENT_LOG, learner_rows
 from nextbest.store.sqlite import sqlite_stores
 
@@ -58,11 +61,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--customers", type=int, default=1_000_000)
     ap.add_argument("--erasures", type=int, default=20)
+    ap.add_argument("--outbox", type=int, default=100_000, help="outbox messages (kept)")
+    ap.add_argument("--quarantined", type=int, default=10_000, help="held messages")
     ap.add_argument("--ingest-events", type=int, default=100_000)
+    ap.add_argument("--ingest-rounds", type=int, default=4, help="runs of each, interleaved")
     add_run_args(ap, "erasure")
     args = ap.parse_args(argv)
     if args.quick:
         args.customers, args.erasures, args.ingest_events = 20_000, 5, 10_000
+        args.outbox, args.quarantined = 2_000, 200
     args.name = args.name or ("erasure_quick" if args.quick else "erasure")
     return args
 
@@ -99,10 +106,28 @@ def _fill(stores: Stores, customers: int) -> dict[str, float]:
     return {"fill_seconds": round(time.perf_counter() - t, 1)}
 
 
-def _engine(path: Path, customers: int) -> tuple[Engine, dict[str, Any]]:
+def _fill_kept(stores: Stores, customers: int, outbox: int, quarantined: int) -> None:
+    """Outbox messages (fraud-alert-like JSON naming a customer; delivered ones are kept) and
+    quarantined messages, of customers spread over the million: what an erasure reads whole."""
+    for n in range(outbox):
+        user = _customer(n * 7 % customers)
+        body = f'{{"kind":"fraud_alert","customer_id":"{user}","risk":0.93,"signals":[]}}'
+        stores.outbox.enqueue("fraud", "fraud", f"guard-{n}", body.encode(), T0 + n)
+    held = [
+        HeldMessage(0, T0, "missing_property", "needs product", "$.batch[0]", "write",
+                    Event(message_id=f"q-{n}", type=EventType.TRACK, timestamp=T0,
+                          received_at=T0, user_id=_customer(n * 13 % customers),
+                          name="Application Started", properties={"step": 1}))
+        for n in range(quarantined)
+    ]  # fmt: skip
+    stores.quarantine.hold(held)
+
+
+def _engine(path: Path, args: argparse.Namespace) -> tuple[Engine, dict[str, Any]]:
     catalog = load_catalog(EXAMPLE_CATALOG)
     stores = sqlite_stores(path)
-    filled = _fill(stores, customers)
+    filled = _fill(stores, args.customers)
+    _fill_kept(stores, args.customers, args.outbox, args.quarantined)
     position = stores.decisions.decision_log_position()
     rows = [
         *learner_rows(Learner(catalog).to_state(), position),
@@ -198,13 +223,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     tmp = Path(args.tmpdir or "/tmp") / f"nextbest-erasure-{time.time_ns()}"
     tmp.mkdir(parents=True)
     log(f"filling {args.customers:,} customers into {tmp / 'million.sqlite'}")
-    engine, filled = _engine(tmp / "million.sqlite", args.customers)
+    engine, filled = _engine(tmp / "million.sqlite", args)
     log(f"filled: {filled}")
     measured = _erasures(engine, args.customers, args.erasures)
     engine.close()
     ingest: dict[str, list[float]] = {"secure_delete_on": [], "secure_delete_off": []}
-    for round_ in range(2):
-        for secure in (True, False):
+    for round_ in range(args.ingest_rounds):
+        for secure in (True, False) if round_ % 2 else (False, True):
             key = "secure_delete_on" if secure else "secure_delete_off"
             seconds = _ingest(tmp / f"ingest-{round_}-{key}.sqlite", args.ingest_events, secure)
             ingest[key].append(round(args.ingest_events / seconds))
@@ -221,8 +246,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             ],
         )
     )
-    print(table("ingest, events/s", ["secure_delete", "runs"], [[k, v] for k, v in ingest.items()]))
-    run.write({"fill": filled, **measured, "ingest_events_per_s": ingest})
+    medians = {k: sorted(v)[len(v) // 2] for k, v in ingest.items()}
+    print(
+        table(
+            "ingest, events/s",
+            ["secure_delete", "runs", "median"],
+            [[k, v, medians[k]] for k, v in ingest.items()],
+        )
+    )
+    ratio = round(medians["secure_delete_on"] / medians["secure_delete_off"], 3)
+    print(f"secure_delete ON / OFF (median events/s): {ratio}")
+    run.write(
+        {"fill": filled, **measured, "ingest_events_per_s": ingest, "ingest_on_off_ratio": ratio}
+    )
 
 
 if __name__ == "__main__":
