@@ -112,7 +112,7 @@ def _fill_kept(stores: Stores, customers: int, outbox: int, quarantined: int) ->
     for n in range(outbox):
         user = _customer(n * 7 % customers)
         body = f'{{"kind":"fraud_alert","customer_id":"{user}","risk":0.93,"signals":[]}}'
-        stores.outbox.enqueue("fraud", "fraud", f"guard-{n}", body.encode(), T0 + n)
+        stores.outbox.enqueue("fraud", "fraud", f"guard-{n}", body.encode(), T0 + n, user)
     held = [
         HeldMessage(0, T0, "missing_property", "needs product", "$.batch[0]", "write",
                     Event(message_id=f"q-{n}", type=EventType.TRACK, timestamp=T0,

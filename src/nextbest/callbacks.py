@@ -817,7 +817,12 @@ class CallbackDesk:
             "idempotency_key": key,
         }
         self._outbox.enqueue(
-            CLICK_TO_CALL, CLICK_TO_CALL, key, orjson.dumps(payload), self._host.wall_now()
+            CLICK_TO_CALL,
+            CLICK_TO_CALL,
+            key,
+            orjson.dumps(payload),
+            self._host.wall_now(),
+            callback.customer,
         )
 
 

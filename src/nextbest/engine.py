@@ -89,7 +89,6 @@ from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
-from nextbest.store.outbox_codec import mention
 from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
 from nextbest.store.snapshot import (
     experiment_rows,
@@ -284,8 +283,8 @@ class Engine:
         #: rules (``learn.trust``) kept it from the shared model. A face's counter (metrics)
         self.on_feedback: Callable[[bool], None] | None = None
         #: fraud alerts of sessions the guard flagged while folding, to enqueue in the outbox
-        #: once the state lock is released: (key, JSON body)
-        self._alerts_due: list[tuple[str, bytes]] = []
+        #: once the state lock is released: (key, JSON body, customer)
+        self._alerts_due: list[tuple[str, bytes, str]] = []
         #: the keys of the alerts made since the start (``_alert_if_flagged``)
         self._alerted: set[str] = set()
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
@@ -757,7 +756,7 @@ class Engine:
             self._alerted.clear()
         self._alerted.add(key)
         alert = fraud_alert(profile.customer_id, session, guard.threshold, self.catalog.version)
-        self._alerts_due.append((key, msgspec.json.encode(alert)))
+        self._alerts_due.append((key, msgspec.json.encode(alert), profile.customer_id))
 
     def _send_alerts(self) -> None:
         """Enqueue the due fraud alerts in the outbox (to the catalog's
@@ -766,10 +765,11 @@ class Engine:
         and the alert goes then)."""
         guard = self.catalog.guard
         while self._alerts_due:
-            key, body = self._alerts_due[0]
+            key, body, customer = self._alerts_due[0]
             if guard is not None:
                 destination = guard.alert_destination
-                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, self.wall_now())
+                now = self.wall_now()
+                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, now, customer)
             self._alerts_due.pop(0)
 
     # ---------------------------------------------------------------- decide
@@ -1012,9 +1012,7 @@ class Engine:
             session = held.guard.session if held is not None and held.guard else None
             if session is not None:
                 self._alerted.discard(alert_key(key, session))
-        mentions = [mention(k) for k in keys]
-        due = [(k, body) for k, body in self._alerts_due if not any(m in body for m in mentions)]
-        self._alerts_due = due
+        self._alerts_due = [a for a in self._alerts_due if a[2] not in keys]
         profiles = book.forget(users, anons)
         decisions = self._journal.forget(keys)
         return Forgotten(

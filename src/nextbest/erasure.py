@@ -28,8 +28,9 @@ whoever keeps the receipt and the id can show the erasure happened; nobody can r
 back from the log.
 
 A crash or a store failure part way leaves some stores erased, some not: the caller retries
-(it is idempotent; the ids are found in the event log too, so a retry after the live state
-was forgotten still finds the devices).
+(it is idempotent). The stores are erased first and the live state last, so a retry still
+finds every id in the identity map; a failed save after it leaves the rows marked for the
+next save, and a crash before it restores the links from the last snapshot.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class CustomerExport(msgspec.Struct, frozen=True, kw_only=True):
 
 def _customer_ids(engine: Engine, customer_id: str) -> tuple[list[str], list[str]]:
     """The customer's userIds and anonymousIds: what the identity map links to them, and what
-    their own events say (their devices' identifies, their aliases), so that a retry after
-    the live state was forgotten still finds every device."""
+    their own events say (their devices' identifies, their aliases: a store restored from an
+    older snapshot, say)."""
     if not customer_id:
         raise ValidationError("a customer id is required", "$.path.user_id")
     if customer_id.startswith(ANON_PREFIX):

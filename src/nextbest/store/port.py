@@ -510,10 +510,18 @@ class Outbox(Protocol):
     passed in (epoch seconds)."""
 
     def enqueue(
-        self, channel: str, destination: str, key: str, payload: bytes, now: float
+        self,
+        channel: str,
+        destination: str,
+        key: str,
+        payload: bytes,
+        now: float,
+        customer: str | None = None,
     ) -> OutboxMessage:
-        """Durably add a pending message due ``now``; a ``key`` enqueued before is left as
-        it was, and that message is returned (a retry of the enqueue is a no-op)."""
+        """Durably add a pending message due ``now``, about ``customer`` (a customer key,
+        if it is about one: what ``erase_mentions`` finds by index); a ``key`` enqueued
+        before is left as it was, and that message is returned (a retry of the enqueue is a
+        no-op)."""
         ...
 
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
@@ -561,11 +569,11 @@ class Outbox(Protocol):
         ...
 
     def erase_mentions(self, ids: Collection[str]) -> int:
-        """Durably delete, all or none, every message (whatever its state) whose key or
-        payload holds one of ``ids`` as a JSON string (``"<id>"``, JSON-escaped): the
-        outbound messages about a customer being erased (a callback request, a fraud alert).
-        How many. It reads every message: an outbox holds what is still to send and what was
-        sent lately, not history."""
+        """Durably delete, all or none, every message (whatever its state) about one of
+        ``ids`` (its ``customer``, by index), and every message enqueued without a customer
+        whose key or payload holds one of ``ids`` as a JSON string (``"<id>"``,
+        JSON-escaped): the outbound messages about a customer being erased (a callback
+        request, a fraud alert). How many."""
         ...
 
 

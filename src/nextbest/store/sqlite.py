@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
     sender TEXT NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS event_positions (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    high INTEGER NOT NULL
+);  -- the highest event seq before an erasure deleted rows (seqs are AUTOINCREMENT)
 CREATE TABLE IF NOT EXISTS decision_positions (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     high INTEGER NOT NULL
@@ -322,10 +326,10 @@ class SQLiteEventLog:
         return self._rows(sql, [*users, *anons, upto])
 
     def last_seq(self) -> int:
-        # AUTOINCREMENT's high mark: the last rows may have been erased
+        # the last rows may have been erased: the highest seq an erasure saw stays the end
         return self.db.scalar(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), COALESCE((SELECT seq "
-            "FROM sqlite_sequence WHERE name = 'events'), 0))"
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), "
+            "COALESCE((SELECT high FROM event_positions), 0))"
         )
 
     def count(self) -> int:
@@ -335,6 +339,11 @@ class SQLiteEventLog:
         """One statement per id, each on its index; seqs are AUTOINCREMENT (never reused)."""
         n = 0
         with self.db.writing("erase events") as db:
+            db.execute(
+                "INSERT INTO event_positions(id, high) "
+                "SELECT 1, COALESCE(MAX(seq), 0) FROM events WHERE true "
+                "ON CONFLICT(id) DO UPDATE SET high = MAX(high, excluded.high)"
+            )
             for user in user_ids:
                 n += db.execute("DELETE FROM events WHERE user_id = ?", (user,)).rowcount
             for anon in anonymous_ids:
