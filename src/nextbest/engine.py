@@ -9,6 +9,9 @@
     replay()        -> every profile rebuilt from the log alone
     reload(catalog) -> a new catalog swapped in atomically, learned state kept
     close()         -> flush decisions, write a snapshot
+    erase_customer(id), export_customer(id)
+                    -> a customer's rights to their data (``nextbest.erasure``; the live
+                       state's part: ``forget``, in ``exclusive(saving=True)``)
     callbacks       -> expert call-backs (``callbacks.CallbackDesk``): requests, routing,
                        advisors, timers; its board is what advisor placements decide on
     audit           -> the audit log (``store.port.AuditLog``): a consent changed by a live
