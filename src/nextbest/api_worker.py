@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from nextbest.advisors.board import EMPTY_BOARD, AdvisorBoard
+from nextbest.audit.model import Actor
 from nextbest.bus.port import BusMessage, EventBus
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
@@ -62,9 +63,11 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
 from nextbest.engine import QuarantineReport, ReloadReport, folds_alike, probe_each
+from nextbest.erasure import CustomerExport, ErasureReport
 from nextbest.errors import (
     InputError,
     NextbestError,
+    NotServed,
     StoreError,
     ValidationError,
     VocabularyError,
@@ -106,6 +109,12 @@ from nextbest.store.snapshot import ModelVersion
 __all__ = ["ApiWorker", "ReloadRefused"]
 
 log = logging.getLogger("nextbest.api")
+
+_RIGHTS_NOT_SERVED = (
+    "customer export and erasure are not served by a scaled API worker (serve --role api) "
+    "yet: the embedded engine (nextbest serve, or nextbest customer export|erase on its "
+    "store) serves them (docs/trust.md)"
+)
 
 #: how long a feedback event waits for a decision another worker has not written yet
 _UNKNOWN_DECISION_WAIT = 0.25
@@ -225,6 +234,16 @@ class ApiWorker:
         none."""
         profile = self.live.get(customer_id)
         return None if profile is None else read(profile, self.clock.now())
+
+    def erase_customer(self, customer_id: str, actor: Actor) -> ErasureReport:
+        """Not served here (docs/trust.md): an erasure must hold every fold still while it
+        deletes, which the embedded engine does (``Engine.exclusive``); the scaled roles'
+        fold workers and the bus have no such pause yet."""
+        raise NotServed(_RIGHTS_NOT_SERVED)
+
+    def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport:
+        """Not served here, as ``erase_customer``."""
+        raise NotServed(_RIGHTS_NOT_SERVED)
 
     def require_event_time(self, path: str = "$.context.now") -> None:
         raise ValidationError(

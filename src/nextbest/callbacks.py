@@ -60,7 +60,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -450,6 +450,13 @@ class CallbackDesk:
     def of_customer(self, customer: str) -> list[Callback]:
         """The customer's callbacks, oldest request first."""
         return self._store.of_customer(customer)
+
+    def erase_customers(self, customers: Collection[str]) -> int:
+        """Delete these customers' callbacks (an erasure), then rebuild the board from the
+        store: how many."""
+        n = self._store.erase_customers(customers)
+        self.refresh_board()
+        return n
 
     def routed_to(self, customer: str, advisor_id: str) -> bool:
         """Some callback of ``customer`` is or was routed to ``advisor_id`` (held, offered,
@@ -851,7 +858,12 @@ class CallbackDesk:
             "idempotency_key": key,
         }
         self._outbox.enqueue(
-            CLICK_TO_CALL, CLICK_TO_CALL, key, orjson.dumps(payload), self._host.wall_now()
+            CLICK_TO_CALL,
+            CLICK_TO_CALL,
+            key,
+            orjson.dumps(payload),
+            self._host.wall_now(),
+            callback.customer,
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import io
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -923,6 +924,52 @@ def migrate(
             err.print(f"mismatch: {problem}", markup=False)
         raise typer.Exit(1)
     out.print("verified: the target is a copy of the source", markup=False)
+
+
+customer_app = typer.Typer(
+    no_args_is_help=True,
+    help="A customer's rights to their data: export everything held, erase it (docs/trust.md).",
+)
+app.add_typer(customer_app, name="customer")
+
+
+ExportOut = typer.Option(None, "--out", "-o", help="Write the JSON here (default: stdout).")
+
+
+@customer_app.command("export")
+def customer_export(
+    customer_id: str = typer.Argument(..., help="The customer's userId."),
+    out: Path | None = ExportOut,
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+) -> None:
+    """Everything the store holds about a customer and every id stitched to them, as JSON
+    (GDPR art. 15 and 20); recorded in the audit log."""
+    from nextbest.usecases import export_customer_of_store
+
+    body = _found(export_customer_of_store, _settings(catalog, data), customer_id, _operator("cli"))
+    if out is None:
+        sys.stdout.buffer.write(body + b"\n")
+        return
+    out.write_bytes(body)
+    _console("out").print(f"wrote {len(body)} bytes to {out}", markup=False)
+
+
+@customer_app.command("erase")
+def customer_erase(
+    customer_id: str = typer.Argument(..., help="The customer's userId."),
+    catalog: str = CatalogOpt,
+    data: str = DataOpt,
+) -> None:
+    """Erase a customer and every id stitched to them from a store at rest (GDPR art. 17;
+    on a running server: DELETE /v1/customers/{id}). Prints the receipt: with the id, it is
+    the only way to find the erasure's audit entry (docs/trust.md)."""
+    import msgspec
+
+    from nextbest.usecases import erase_in_store
+
+    report = _found(erase_in_store, _settings(catalog, data), customer_id, _operator("cli"))
+    _console("out").print(msgspec.json.encode(report).decode(), markup=False, soft_wrap=True)
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Export logs for analysts.")

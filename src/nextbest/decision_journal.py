@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 
 from nextbest.decide.model import Decision
 from nextbest.store.port import DecisionLog
@@ -72,6 +73,15 @@ class DecisionJournal:
                         recent.popitem(last=False)
                 self._flushing -= 1
                 self._flushed.notify_all()
+
+    def forget(self, customers: Collection[str]) -> list[str]:
+        """Drop the recent (flushed) decisions made for these customer keys (an erasure,
+        after a ``flush``): their ids. Pending ones stay pending: flush first."""
+        with self._lock:
+            gone = [i for i, d in self._recent.items() if d.customer_id in customers]
+            for decision_id in gone:
+                del self._recent[decision_id]
+            return gone
 
     def cut(self) -> tuple[list[Decision], int]:
         """(the decisions pending, the log's position) at one moment with no flush in flight:

@@ -9,6 +9,9 @@
     replay()        -> every profile rebuilt from the log alone
     reload(catalog) -> a new catalog swapped in atomically, learned state kept
     close()         -> flush decisions, write a snapshot
+    erase_customer(id), export_customer(id)
+                    -> a customer's rights to their data (``nextbest.erasure``; the live
+                       state's part: ``forget``, in ``exclusive(saving=True)``)
     callbacks       -> expert call-backs (``callbacks.CallbackDesk``): requests, routing,
                        advisors, timers; its board is what advisor placements decide on
     audit           -> the audit log (``store.port.AuditLog``): a consent changed by a live
@@ -38,7 +41,7 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -52,6 +55,7 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
+from nextbest.erasure import CustomerExport, ErasureReport, erase_customer, export_customer
 from nextbest.errors import NextbestError, StateLost, ValidationError, VocabularyError
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
@@ -65,7 +69,7 @@ from nextbest.events.parse import (
     read_batch,
     read_message,
 )
-from nextbest.experiments.counters import CampaignCounters, ExperimentCounters
+from nextbest.experiments.counters import CampaignCounters, ExperimentCounters, Exposure
 from nextbest.group_commit import GroupCommit
 from nextbest.grouped_audit import GroupedAuditLog
 from nextbest.guard.alert import FRAUD_CHANNEL, alert_key, fraud_alert
@@ -85,7 +89,7 @@ from nextbest.ingestion import (
 from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.learn.trust import trusted_feedback
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
-from nextbest.profile.identity import LinkKind
+from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
 from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
@@ -100,6 +104,7 @@ from nextbest.store.snapshot import (
 __all__ = [
     "IN_PROCESS",
     "Engine",
+    "Forgotten",
     "IngestRequest",
     "IngestResult",
     "QuarantineReport",
@@ -146,6 +151,17 @@ class ReplayReport(msgspec.Struct, frozen=True):
     models_identical: bool = True
     #: the experiment counters rebuilt from the logs are identical
     experiments_identical: bool = True
+
+
+class Forgotten(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``Engine.forget`` dropped from the live state."""
+
+    #: the profile keys held (the customer's, and a device's not yet folded into it)
+    profiles: list[str]
+    exposures: int
+    recent_decisions: int
+    #: views and clicks the learner waited on
+    waiting: int
 
 
 class ReloadReport(msgspec.Struct, frozen=True):
@@ -270,8 +286,8 @@ class Engine:
         #: rules (``learn.trust``) kept it from the shared model. A face's counter (metrics)
         self.on_feedback: Callable[[bool], None] | None = None
         #: fraud alerts of sessions the guard flagged while folding, to enqueue in the outbox
-        #: once the state lock is released: (key, JSON body)
-        self._alerts_due: list[tuple[str, bytes]] = []
+        #: once the state lock is released: (key, JSON body, customer)
+        self._alerts_due: list[tuple[str, bytes, str]] = []
         #: the keys of the alerts made since the start (``_alert_if_flagged``)
         self._alerted: set[str] = set()
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
@@ -743,7 +759,7 @@ class Engine:
             self._alerted.clear()
         self._alerted.add(key)
         alert = fraud_alert(profile.customer_id, session, guard.threshold, self.catalog.version)
-        self._alerts_due.append((key, msgspec.json.encode(alert)))
+        self._alerts_due.append((key, msgspec.json.encode(alert), profile.customer_id))
 
     def _send_alerts(self) -> None:
         """Enqueue the due fraud alerts in the outbox (to the catalog's
@@ -752,10 +768,11 @@ class Engine:
         and the alert goes then)."""
         guard = self.catalog.guard
         while self._alerts_due:
-            key, body = self._alerts_due[0]
+            key, body, customer = self._alerts_due[0]
             if guard is not None:
                 destination = guard.alert_destination
-                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, self.wall_now())
+                now = self.wall_now()
+                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, now, customer)
             self._alerts_due.pop(0)
 
     # ---------------------------------------------------------------- decide
@@ -881,6 +898,19 @@ class Engine:
         with self._lock:
             return self._counters.state()
 
+    def exposures_of(self, keys: Collection[str]) -> dict[str, dict[str, Exposure]]:
+        """Campaign -> experiment key -> exposure, for these keys (an export)."""
+        with self._lock:
+            return self._counters.exposures_of(keys)
+
+    def erase_customer(self, customer_id: str, actor: Actor) -> ErasureReport:
+        """``erasure.erase_customer``: every trace of the customer deleted."""
+        return erase_customer(self, customer_id, actor)
+
+    def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport:
+        """``erasure.export_customer``: everything held about the customer."""
+        return export_customer(self, customer_id, actor)
+
     def pending_decisions(self) -> list[Decision]:
         """Decisions taken but not yet written to the decision log."""
         return self._journal.pending()
@@ -960,11 +990,40 @@ class Engine:
         return book, learner, counters, report
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, *, saving: bool = False) -> Iterator[None]:
         """No event appended nor folded meanwhile, the live state held still: what a replay
-        or a rebuild runs in (the write lock, then the state lock)."""
-        with self._write_lock, self._lock:
+        or a rebuild runs in (the write lock, then the state lock). ``saving``: no state
+        save runs meanwhile either (the save lock between the two), and the section may
+        save itself (``snapshot(held=True)``): what an erasure runs in."""
+        with self._write_lock, self._save_lock if saving else contextlib.nullcontext(), self._lock:
             yield
+
+    def stitched_ids(self, customer_id: str) -> tuple[set[str], set[str]]:
+        """The userIds and anonymousIds that resolve to ``customer_id``'s customer."""
+        with self._lock:
+            return self._book.identity.ids_of(self._book.resolve(customer_id, None))
+
+    def forget(self, users: Collection[str], anons: Collection[str]) -> Forgotten:
+        """Erase a customer from the live state, inside ``exclusive(saving=True)`` after
+        their decisions were flushed (``nextbest.erasure``): profiles, identity links (the
+        devices bound to them), experiment exposures, the learner's views and clicks waiting
+        on them, recent decisions and due fraud alerts. The next save deletes their rows."""
+        keys = [*users, *(ANON_PREFIX + a for a in anons)]
+        book = self._book
+        for key in keys:  # the alert remembered for their watched session
+            held = book.profiles.get(key)
+            session = held.guard.session if held is not None and held.guard else None
+            if session is not None:
+                self._alerted.discard(alert_key(key, session))
+        self._alerts_due = [a for a in self._alerts_due if a[2] not in keys]
+        profiles = book.forget(users, anons)
+        decisions = self._journal.forget(keys)
+        return Forgotten(
+            profiles=profiles,
+            exposures=self._counters.forget(keys),
+            recent_decisions=len(decisions),
+            waiting=self._learner.forget(decisions, keys),
+        )
 
     def replay(self) -> ReplayReport:
         """Rebuild every profile from the log alone and compare with the live ones."""
@@ -1030,12 +1089,15 @@ class Engine:
             n += 1
         return n
 
-    def snapshot(self, *, models: bool = True, extra: Sequence[StateRow] = ()) -> None:
+    def snapshot(
+        self, *, models: bool = True, extra: Sequence[StateRow] = (), held: bool = False
+    ) -> None:
         """Save what changed since the last save, so a restart folds only the log's tail.
 
         ``models=False`` leaves the learned models for a later save (a fold worker saves
         profiles after every batch, its models once a second) unless every row is rewritten;
-        ``extra`` rows are written in the same save (a fold worker's stream position).
+        ``extra`` rows are written in the same save (a fold worker's stream position);
+        ``held``: the caller holds ``exclusive(saving=True)``.
 
         Rows are encoded under the state lock (a consistent cut) and written outside it; the
         save lock keeps an older cut from being written after a newer one. Decisions are
@@ -1045,7 +1107,7 @@ class Engine:
         logged after that position (``store.snapshot``).
         """
         self.flush()
-        with self._save_lock:
+        with contextlib.nullcontext() if held else self._save_lock:
             with self._lock:
                 book, learner = self._book, self._learner
                 keys, replace = book.take_changes()

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from nextbest.audit.model import Actor
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.engine import QuarantineReport, ReloadReport
+from nextbest.erasure import CustomerExport, ErasureReport
 from nextbest.events.model import EventType
 from nextbest.events.parse import Limits, Parsed
 from nextbest.experiments.counters import CampaignCounters
@@ -101,3 +103,7 @@ class Service(Protocol):
     def reload(self, catalog: Catalog) -> ReloadReport: ...
 
     def experiment_counters(self, customers: bool = False) -> dict[str, CampaignCounters]: ...
+
+    def erase_customer(self, customer_id: str, actor: Actor) -> ErasureReport: ...
+
+    def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport: ...

@@ -28,6 +28,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.channels.sender import SendReport
 from nextbest.decide.model import Decision
 from nextbest.engine import IN_PROCESS, Engine, QuarantineReport, ReplayReport
+from nextbest.erasure import ErasureReport
 from nextbest.errors import (
     CatalogError,
     CatalogProblem,
@@ -60,10 +61,12 @@ __all__ = [
     "OutboxListing",
     "OutboxReplay",
     "check_catalog",
+    "erase_in_store",
     "evaluate_policy",
     "experiment_list",
     "experiment_result",
     "experiment_results",
+    "export_customer_of_store",
     "export_decisions",
     "list_experiments",
     "list_models",
@@ -171,6 +174,23 @@ def reload_catalog(
         events=report.events,
         warnings=[str(w) for w in catalog.warnings],
     )
+
+
+def erase_in_store(settings: Settings, customer_id: str, actor: Actor) -> ErasureReport:
+    """Erase a customer from a store at rest (``nextbest.erasure``; on a running server,
+    ``DELETE /v1/customers/{id}``: a second process would keep them in its memory and save
+    them back), then save the state."""
+    with _opened(settings) as engine:
+        try:
+            return engine.erase_customer(customer_id, actor)
+        finally:
+            engine.close()
+
+
+def export_customer_of_store(settings: Settings, customer_id: str, actor: Actor) -> bytes:
+    """Everything a store holds about a customer, as JSON (``nextbest.erasure``)."""
+    with _opened(settings) as engine:
+        return msgspec.json.encode(engine.export_customer(customer_id, actor))
 
 
 def replay_store(settings: Settings, write: bool = False) -> ReplayReport:

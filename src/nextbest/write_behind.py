@@ -32,7 +32,7 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
-from nextbest.errors import StoreError
+from nextbest.errors import NotServed, StoreError
 from nextbest.events.model import Event
 from nextbest.store.port import EventLog, SequencedLog, StoredEvent
 
@@ -182,3 +182,7 @@ class WriteBehindLog:
     def count(self) -> int:
         unlogged = self.unlogged
         return self.log.count() + unlogged
+
+    def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """Not served on a fold worker: erasure runs on the embedded engine (docs/trust.md)."""
+        raise NotServed("a fold worker does not erase customers: the embedded engine does")

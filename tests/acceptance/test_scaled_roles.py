@@ -466,3 +466,15 @@ def test_an_api_worker_binds_a_stitched_device_to_its_customer(deploy: Deploymen
         attacker, DecisionRequest(placement="home_feed"), anonymous_id="dev-v"
     )
     assert (decided.customer_id, decided.segments) == ("anon:dev-v", [])
+
+
+def test_export_and_erasure_are_not_served_by_an_api_worker(deploy: Deployment):
+    """Erasure needs every fold held still while it deletes (``Engine.exclusive``): a scaled
+    API worker answers both 501 (NotServed), naming the embedded engine (docs/trust.md)."""
+    from nextbest.audit.model import Actor
+    from nextbest.errors import NotServed
+
+    admin = Actor(kind="admin", key_id="k")
+    for ask in (deploy.api.erase_customer, deploy.api.export_customer):
+        with pytest.raises(NotServed, match="embedded engine"):
+            ask("u1", admin)

@@ -7,6 +7,7 @@ import pytest
 
 from nextbest.profile.model import Profile
 from nextbest.store import StateRow, StateStore, Stores
+from nextbest.store.port import StateReads
 from nextbest.store.snapshot import learner_rows, link_row, profile_row, read_snapshot
 
 
@@ -78,3 +79,20 @@ def test_a_snapshot_with_a_row_this_version_cannot_read_is_not_used(
 ):
     state.save_state(3, "v", [profile_row("u2", Profile(customer_id="u2", user_id="u2")), bad])
     assert read_snapshot(state.load_state(), "v") is None
+
+
+def test_an_erasure_s_rows_are_gone_from_the_saved_state(state_stores: Stores):
+    """What ``Engine.forget`` marks (a profile, its device and alias links, an exposure) is
+    deleted by the next save, on every backend (Redis included: the API workers' reads)."""
+    state = state_stores.state
+    mine = [
+        StateRow("profile", "gone", b"email gone@example.dk"),
+        StateRow("anon", "gone-dev", b"gone"),
+        StateRow("alias", "gone-old", b"gone"),
+        StateRow("exposure", "camp/gone", b"arm"),
+    ]
+    state.save_state(5, "v", [*mine, StateRow("profile", "kept", b"k")])
+    state.save_state(5, "v", [r._replace(body=None) for r in mine])
+    assert saved(state) == (5, "v", {("profile", "kept"): b"k"})
+    if isinstance(state, StateReads):
+        assert state.read_rows([(r.kind, r.key) for r in mine]) == [None] * 4

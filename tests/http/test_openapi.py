@@ -211,6 +211,12 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     ]
     assert audit.entries[1].actor.kind == "server"
     assert audit.head.seq >= 3  # the quarantine listing too
+    gone = _message("page", userId="gen-erase", messageId="gen-erase-1", properties={})
+    call("post_page", write, "IngestResponse", body=_model(pkg, "WirePage").from_dict(gone))
+    exported = call("post_customers_user_id_export", server, "CustomerExport", user_id="gen-erase")
+    assert len(exported.events) == 1
+    erased = call("delete_customers_user_id", admin, "ErasureReport", user_id="gen-erase")
+    assert erased.events == 1
     call("get_healthz", public, "HealthResponse")
     assert call("get_readyz", public, "ReadyResponse").status == "ready"
     text = call("get_metrics", admin, "str")

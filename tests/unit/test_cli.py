@@ -459,3 +459,36 @@ def test_results_for_an_unknown_campaign_says_so(runner: CliRunner, experiment_s
     out = runner.invoke(app, args, env=ENV)
     assert out.exit_code == 1
     assert "no campaign 'nope'" in out.output
+
+
+# ------------------------------------------------------------------ customer export / erase
+
+
+def test_customer_export_then_erase_on_a_stopped_server_s_store(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "store.sqlite"
+    catalog = load_catalog(EXAMPLE_CATALOG)
+    engine = Engine(catalog, sqlite_stores(path), FixedClock(T0), new_id=counter_ids())
+    engine.ingest_batch(
+        batch(
+            identify({"email": "cli-gone@example.dk"}, user="cli-gone", anon="cli-dev", at=T0),
+            page("https://bank.example/mortgages", user="cli-gone", at=T0 + 1),
+            page("https://bank.example/loans", user="cli-kept", at=T0 + 2),
+        )
+    )
+    engine.close()
+    where = ["--catalog", str(EXAMPLE_CATALOG), "--data", str(path)]
+    out = tmp_path / "export.json"
+    exported = runner.invoke(app, ["customer", "export", "cli-gone", "--out", str(out), *where])
+    assert exported.exit_code == 0, exported.output
+    body = json.loads(out.read_text())
+    assert body["anonymous_ids"] == ["cli-dev"]
+    assert len(body["events"]) == 2
+    erased = runner.invoke(app, ["customer", "erase", "cli-gone", *where], env=ENV)
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.output)["events"] == 2
+    again = runner.invoke(app, ["customer", "erase", "cli-gone", *where], env=ENV)
+    assert again.exit_code == 1
+    assert "no customer 'cli-gone'" in again.output
+    assert b"cli-gone@example.dk" not in path.read_bytes()

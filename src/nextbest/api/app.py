@@ -66,6 +66,7 @@ from nextbest.callbacks import AdvisorQueue, CustomerView, PresenceReport, Sweep
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
+from nextbest.erasure import CustomerExport, ErasureReport
 from nextbest.errors import (
     Forbidden,
     NextbestError,
@@ -279,6 +280,20 @@ async def _profile(ctx: Ctx) -> Response:
     return _answer(ProfileResponse(**view))
 
 
+async def _export_customer(ctx: Ctx) -> Response:
+    """GDPR art. 15 and 20: everything held about the customer (``nextbest.erasure``)."""
+    user_id = ctx.request.path_params["user_id"]
+    found = await run_in_threadpool(ctx.engine.export_customer, user_id, actor_of(ctx.sender))
+    return _answer(found)
+
+
+async def _erase_customer(ctx: Ctx) -> Response:
+    """GDPR art. 17: the customer and every id stitched to them deleted."""
+    user_id = ctx.request.path_params["user_id"]
+    report = await run_in_threadpool(ctx.engine.erase_customer, user_id, actor_of(ctx.sender))
+    return _answer(report)
+
+
 async def _experiments(ctx: Ctx) -> Response:
     listed = await run_in_threadpool(list_experiments, ctx.engine)
     return _answer(listed)
@@ -479,6 +494,27 @@ ROUTES: tuple[RouteSpec, ...] = (
         "A customer's live profile and what rules see",
         _profile,
         response=ProfileResponse,
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/customers/{user_id}/export",
+        Scope.CUSTOMER_RIGHTS,
+        "Everything held about a customer and every id stitched to them, as one JSON "
+        "document (GDPR art. 15 and 20): profile, events, decisions, callbacks, experiment "
+        "exposures, quarantined messages, outbox messages, audit entries (docs/trust.md)",
+        _export_customer,
+        response=CustomerExport,
+    ),
+    RouteSpec(
+        "DELETE",
+        "/v1/customers/{user_id}",
+        Scope.CUSTOMER_RIGHTS,
+        "Erase a customer and every id stitched to them (GDPR art. 17): the event log, "
+        "decision log, quarantine, callbacks, outbox, profile, identity links, experiment "
+        "exposures, waiting views; recorded in the audit log under a pseudonym whose "
+        "receipt only the caller gets (docs/trust.md)",
+        _erase_customer,
+        response=ErasureReport,
     ),
     RouteSpec(
         "GET",

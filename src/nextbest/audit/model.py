@@ -51,6 +51,10 @@ class AuditAction(enum.StrEnum):
     CATALOG_RELOADED = "catalog.reloaded"
     #: the catalog change recorded just before did not happen: why
     CATALOG_RELOAD_FAILED = "catalog.reload_failed"
+    #: everything held about a customer was exported (``POST /v1/customers/{id}/export``)
+    CUSTOMER_EXPORTED = "customer.exported"
+    #: a customer was erased; the subject is a pseudonym (``nextbest.erasure``)
+    CUSTOMER_ERASED = "customer.erased"
 
 
 class Actor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

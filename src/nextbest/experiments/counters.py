@@ -45,7 +45,7 @@ the first counts), so a restart may re-record decisions logged around its snapsh
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import cel
@@ -208,8 +208,8 @@ class CounterChanges(NamedTuple):
 
     #: (campaign, msgpack counts or None)
     campaigns: list[tuple[str, bytes | None]]
-    #: (``exposure_key``, msgpack ``Exposure``)
-    exposures: list[tuple[str, bytes]]
+    #: (``exposure_key``, msgpack ``Exposure``; None: erased, delete the row)
+    exposures: list[tuple[str, bytes | None]]
     replace: bool
 
 
@@ -268,6 +268,8 @@ class ExperimentCounters:
         self._sums: dict[tuple[str, int, str], list[Sums]] = {}
         self.dirty: set[str] = set()
         self.dirty_exposures: set[tuple[str, str]] = set()
+        #: erased exposures whose rows the next save deletes (``forget``)
+        self.erased: set[tuple[str, str]] = set()
         #: every campaign's rows are to be rewritten (a rebuild)
         self.replace = False
         self.use(catalog)
@@ -482,12 +484,15 @@ class ExperimentCounters:
             )
         else:
             changed = sorted(self.dirty_exposures)
-        exposures: list[tuple[str, bytes]] = []
+        exposures: list[tuple[str, bytes | None]] = []
         for campaign, key in changed:
             state = self.campaigns.get(campaign)
             exposure = state.customers.get(key) if state is not None else None
             if exposure is not None:
                 exposures.append((exposure_key(campaign, key), _encode(exposure)))
+            elif (campaign, key) in self.erased:
+                exposures.append((exposure_key(campaign, key), None))
+        self.erased = set()
         self.dirty = set()
         self.dirty_exposures = set()
         self.replace = False
@@ -496,10 +501,36 @@ class ExperimentCounters:
     def keep_changes(self, changes: CounterChanges) -> None:
         """A save failed: these rows are saved next time."""
         self.dirty.update(c for c, _ in changes.campaigns)
-        for row_key, _ in changes.exposures:
+        for row_key, body in changes.exposures:
             campaign, _, key = row_key.partition("/")
             self.dirty_exposures.add((campaign, key))
+            if body is None:
+                self.erased.add((campaign, key))
         self.replace = self.replace or changes.replace
+
+    def exposures_of(self, keys: Collection[str]) -> dict[str, dict[str, Exposure]]:
+        """Campaign -> key -> a copy of the exposure, for these experiment keys."""
+        out: dict[str, dict[str, Exposure]] = {}
+        for campaign, state in sorted(self.campaigns.items()):
+            found = {k: state.customers[k] for k in keys if k in state.customers}
+            if found:
+                out[campaign] = {
+                    k: msgspec.structs.replace(e, values=list(e.values)) for k, e in found.items()
+                }
+        return out
+
+    def forget(self, keys: Collection[str]) -> int:
+        """Erase customers (``keys``: their experiment keys): their exposure rows go at the
+        next save; the campaigns' counts they added to stay (aggregates: results and their
+        statistics must not move because one customer left). How many exposures went."""
+        n = 0
+        for campaign, state in self.campaigns.items():
+            for key in keys:
+                if state.customers.pop(key, None) is not None:
+                    n += 1
+                    self.dirty_exposures.add((campaign, key))
+                    self.erased.add((campaign, key))
+        return n
 
     def restore(
         self, rows: Iterable[tuple[str, bytes]], exposures: Iterable[tuple[str, bytes]] = ()

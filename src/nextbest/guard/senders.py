@@ -71,6 +71,9 @@ class Scope(enum.StrEnum):
     ADVISORS_READ_CUSTOMER = "advisors:read_customer"
     #: every advisor with presence and load (supervisors, the bank's systems)
     ADVISORS_READ = "advisors:read"
+    #: a customer's rights to their data: export everything held, erase it (the bank's
+    #: own systems acting on a request, and operators)
+    CUSTOMER_RIGHTS = "customers:rights"
     ADMIN = "admin"
 
 
@@ -82,6 +85,7 @@ _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.SERVER: _CUSTOMER
     | {
         Scope.PROFILES_READ,
+        Scope.CUSTOMER_RIGHTS,
         Scope.ADVISORS_ACT,
         Scope.ADVISORS_READ_CUSTOMER,
         Scope.ADVISORS_READ,

@@ -39,7 +39,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple, TypeVar
 
@@ -666,6 +666,29 @@ class Learner:
             until, decision_id, offer_id = heapq.heappop(forget)
             if self._answered.get((decision_id, offer_id)) == until:
                 del self._answered[(decision_id, offer_id)]
+
+    def forget(self, decision_ids: Collection[str], customers: Collection[str]) -> int:
+        """Erase a customer: the views waiting on their decisions (``decision_ids``), what
+        was answered of them, and their clicks waiting for a KPI event (``customers``: their
+        customer keys) go, unlearned. What the models learned from them before stays (model
+        weights aggregate many customers; nothing in them names one). How many went."""
+        decisions, keys = set(decision_ids), set(customers)
+        views = [k for k in self._views if k[0] in decisions]
+        for k in views:
+            del self._views[k]
+        self._deadlines = [d for d in self._deadlines if d[1] not in decisions]
+        heapq.heapify(self._deadlines)
+        for k in [k for k in self._answered if k[0] in decisions]:
+            del self._answered[k]
+        self._forget = [f for f in self._forget if f[1] not in decisions]
+        heapq.heapify(self._forget)
+        clicks = [p for p in self._pending if p.customer in keys]
+        for p in clicks:
+            self._stop_waiting(p)
+        self._pending = [p for p in self._pending if p.customer not in keys]
+        heapq.heapify(self._pending)
+        self.dirty = True
+        return len(views) + len(clicks)
 
     # ---------------------------------------------------------------- reading, state
     def describe(self, k: int = 10) -> list[PlacementModel]:

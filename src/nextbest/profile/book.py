@@ -137,6 +137,16 @@ class ProfileBook:
         self.dirty.update(keys)
         self.replace = self.replace or replace
 
+    def forget(self, users: Collection[str], anons: Collection[str]) -> list[str]:
+        """Erase a customer: the profiles of these ids (``anon:<anonymousId>`` for each
+        device) and every identity link from or to them go, their rows marked to be deleted
+        at the next save. The profile keys that were held."""
+        keys = [*users, *(ANON_PREFIX + a for a in anons)]
+        held = [k for k in keys if self.profiles.pop(k, None) is not None]
+        self.dirty.update((PROFILE_ROW, k) for k in keys)
+        self.dirty.update(self.identity.forget(users, anons))
+        return held
+
     # ------------------------------------------------------------------ reading
     def resolve(self, user_id: str | None, anonymous_id: str | None) -> str:
         return self.identity.resolve(user_id, anonymous_id)

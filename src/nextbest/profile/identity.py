@@ -8,6 +8,7 @@ Reverse indexes make a stitch cost what the customer's own ids cost, not the who
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 
 from nextbest.events.model import Event, EventType
 
@@ -128,3 +129,20 @@ class IdentityMap:
                     todo.append(previous)
         anons = {a for u in users for a in self._anons_of.get(u, ())}
         return users, anons
+
+    def forget(self, users: Collection[str], anons: Collection[str]) -> list[tuple[str, str]]:
+        """Drop every link from or to these ids (an erasure): the (kind, key) links gone."""
+        gone: list[tuple[str, str]] = []
+        for kind, forward, reverse in (
+            (LinkKind.ANON.value, self.anon_to_user, self._anons_of),
+            (LinkKind.ALIAS.value, self.alias_to_user, self._aliases_of),
+        ):
+            keys = {k for u in users for k in reverse.get(u, ())}
+            keys |= {k for k in (*users, *anons) if k in forward}
+            for key in sorted(keys):
+                old = forward.pop(key)
+                reverse.get(old, set()).discard(key)
+                gone.append((kind, key))
+            for u in users:
+                reverse.pop(u, None)
+        return gone

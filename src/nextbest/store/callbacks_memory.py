@@ -115,6 +115,16 @@ class MemoryCallbacks:
         if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
             self._waiting.add(after.id)
 
+    def erase_customers(self, customers: Collection[str]) -> int:
+        with self._lock:
+            gone = [self._callbacks[i] for c in customers for i in self._of_customer.pop(c, ())]
+            for callback in gone:
+                self._of_customer.setdefault(callback.customer, set())
+                self._unindex(callback)
+                del self._callbacks[callback.id]
+                self._of_customer.pop(callback.customer, None)
+            return len(gone)
+
     def _unindex(self, c: Callback) -> None:
         self._of_customer[c.customer].discard(c.id)
         if c.advisor_id is not None:

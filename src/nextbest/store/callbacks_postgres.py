@@ -264,6 +264,12 @@ class PostgresCallbacks:
             "read callbacks", "WHERE customer = %s ORDER BY requested_at, id", (customer,)
         )
 
+    def erase_customers(self, customers: Collection[str]) -> int:
+        with self.db.writing("erase callbacks") as db:
+            return db.execute(
+                "DELETE FROM callbacks WHERE customer = ANY(%s)", (list(customers),)
+            ).rowcount
+
     def of_advisor(
         self, advisor_id: str, states: Collection[CallbackState] | None = None
     ) -> list[Callback]:

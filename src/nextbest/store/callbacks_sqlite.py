@@ -228,6 +228,13 @@ class SQLiteCallbacks:
             "read callbacks", "WHERE customer = ? ORDER BY requested_at, id", (customer,)
         )
 
+    def erase_customers(self, customers: Collection[str]) -> int:
+        with self.db.writing("erase callbacks") as db:
+            return sum(
+                db.execute("DELETE FROM callbacks WHERE customer = ?", (c,)).rowcount
+                for c in customers
+            )
+
     def of_advisor(
         self, advisor_id: str, states: Collection[CallbackState] | None = None
     ) -> list[Callback]:

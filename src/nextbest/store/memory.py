@@ -14,7 +14,14 @@ from nextbest.events.model import Event
 from nextbest.store.audit_memory import MemoryAuditLog
 from nextbest.store.callbacks_memory import MemoryCallbacks
 from nextbest.store.outbox_memory import MemoryOutbox
-from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
+from nextbest.store.port import (
+    HeldMessage,
+    SavedState,
+    StateRow,
+    StoredEvent,
+    Stores,
+    of_erased,
+)
 
 __all__ = [
     "MemoryDecisionLog",
@@ -48,6 +55,8 @@ class MemoryEventLog:
         self._position = 0
         self._base: int | None = None
         self._partitions: dict[int, int] = {}
+        #: the highest seq handed out before an erasure (never handed out again)
+        self._high = 0
         #: several fold workers append out of seq order (``append_partitioned``)
         self._lock = threading.Lock()
 
@@ -135,10 +144,38 @@ class MemoryEventLog:
         return [found[seq] for seq in sorted(found) if seq <= upto]
 
     def last_seq(self) -> int:
-        return self._events[-1].seq if self._events else 0
+        return max(self._events[-1].seq if self._events else 0, self._high)
 
     def count(self) -> int:
         return len(self._events)
+
+    def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        users, anons = set(user_ids), set(anonymous_ids)
+        with self._lock:
+            gone = {s.seq for u in users for s in self._by_user.get(u, ())}
+            gone.update(
+                s.seq
+                for a in anons
+                for s in self._by_anon.get(a, ())
+                if s.event.user_id is None or s.event.user_id in users
+            )
+            if not gone:
+                return 0
+            # the highest seq stays handed out: ``last_seq`` reads the list
+            self._high = max(self._high, self.last_seq())
+            kept = [s for s in self._events if s.seq not in gone]
+            for s in self._events:
+                if s.seq in gone:
+                    self._ids.discard(s.event.message_id)
+            self._events = kept
+            for index in (self._by_user, self._by_anon):
+                for key in list(index):
+                    rows = [s for s in index[key] if s.seq not in gone]
+                    if rows:
+                        index[key] = rows
+                    else:
+                        del index[key]
+            return len(gone)
 
 
 class MemoryDecisionLog:
@@ -174,6 +211,18 @@ class MemoryDecisionLog:
         found = [d for d in self._decisions.values() if lo <= d.timestamp < hi]
         found.sort(key=lambda d: (d.timestamp, d.decision_id))
         return iter(found)
+
+    def decisions_of(self, customers: Collection[str]) -> list[Decision]:
+        found = [d for d in self._decisions.values() if d.customer_id in customers]
+        return sorted(found, key=lambda d: (d.timestamp, d.decision_id))
+
+    def erase_decisions(self, customers: Collection[str]) -> list[str]:
+        keys = set(customers)
+        gone = [i for i, d in self._decisions.items() if d.customer_id in keys]
+        for decision_id in gone:  # ``_appended`` stays: positions are never handed out again
+            del self._decisions[decision_id]
+            del self._positions[decision_id]
+        return gone
 
 
 class MemoryStateStore:
@@ -226,3 +275,9 @@ class MemoryQuarantine:
 
     def held_count(self) -> int:
         return len(self._held)
+
+    def erase_held(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        users, anons = set(user_ids), set(anonymous_ids)
+        gone = [i for i, m in self._held.items() if of_erased(m.event, users, anons)]
+        self.release(gone)
+        return len(gone)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from nextbest.store.port import OutboxMessage, OutboxState
 
-__all__ = ["COLUMNS", "counts_of", "message_of"]
+__all__ = ["COLUMNS", "counts_of", "mention", "message_of"]
 
 COLUMNS = (
     "id, channel, destination, key, payload, state, attempts, next_attempt_at, last_error, "
@@ -31,3 +33,9 @@ def counts_of(rows: Iterable[Any]) -> dict[OutboxState, int]:
     for state, n in rows:
         out[OutboxState(state)] = int(n)
     return out
+
+
+def mention(customer_id: str) -> bytes:
+    """How a message's key or JSON payload names ``customer_id``: as a JSON string
+    (``Outbox.erase_mentions``)."""
+    return msgspec.json.encode(customer_id)

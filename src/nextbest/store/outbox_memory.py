@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection
 
+from nextbest.store.outbox_codec import mention
 from nextbest.store.port import OutboxMessage, OutboxState
 
 __all__ = ["MemoryOutbox"]
@@ -17,10 +18,18 @@ class MemoryOutbox:
         self._rows: dict[int, OutboxMessage] = {}
         self._by_key: dict[str, int] = {}
         self._last = 0
+        #: message id -> the customer it is about (None: not said)
+        self._customer: dict[int, str | None] = {}
         self._lock = threading.Lock()  # a sender thread and the faces share it
 
     def enqueue(
-        self, channel: str, destination: str, key: str, payload: bytes, now: float
+        self,
+        channel: str,
+        destination: str,
+        key: str,
+        payload: bytes,
+        now: float,
+        customer: str | None = None,
     ) -> OutboxMessage:
         with self._lock:
             found = self._by_key.get(key)
@@ -33,6 +42,7 @@ class MemoryOutbox:
             )  # fmt: skip
             self._rows[row.id] = row
             self._by_key[key] = row.id
+            self._customer[row.id] = customer
             return row
 
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
@@ -119,3 +129,21 @@ class MemoryOutbox:
                     )
                     done.append(i)
             return done
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        needles = [mention(i) for i in ids]
+        with self._lock:
+            about = set(ids)
+
+            def erased(r: OutboxMessage) -> bool:
+                customer = self._customer.get(r.id)
+                if customer is not None:
+                    return customer in about
+                return any(n in r.payload or n in r.key.encode() for n in needles)
+
+            gone = [r for r in self._rows.values() if erased(r)]
+            for r in gone:
+                del self._rows[r.id]
+                del self._by_key[r.key]
+                del self._customer[r.id]
+            return len(gone)

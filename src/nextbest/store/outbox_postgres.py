@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from nextbest.store.outbox_codec import COLUMNS, counts_of, message_of
+from nextbest.store.outbox_codec import COLUMNS, counts_of, mention, message_of
 from nextbest.store.port import OutboxMessage, OutboxState
 from nextbest.store.postgres import PostgresDatabase
 
@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at, id)
     WHERE state IN ('pending', 'delivering');
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS customer text;
+CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer) WHERE customer IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_untagged ON outbox (id) WHERE customer IS NULL;
 """
 
 
@@ -43,14 +46,20 @@ class PostgresOutbox:
         db.create_tables("create outbox", _SCHEMA)
 
     def enqueue(
-        self, channel: str, destination: str, key: str, payload: bytes, now: float
+        self,
+        channel: str,
+        destination: str,
+        key: str,
+        payload: bytes,
+        now: float,
+        customer: str | None = None,
     ) -> OutboxMessage:
         with self.db.writing("enqueue") as db:
             row = db.execute(
                 "INSERT INTO outbox (channel, destination, key, payload, state, attempts, "
-                "next_attempt_at, last_error, created_at) VALUES (%s, %s, %s, %s, 'pending', 0, "
-                f"%s, '', %s) ON CONFLICT (key) DO NOTHING RETURNING {COLUMNS}",
-                (channel, destination, key, bytes(payload), now, now),
+                "next_attempt_at, last_error, created_at, customer) VALUES (%s, %s, %s, %s, "
+                f"'pending', 0, %s, '', %s, %s) ON CONFLICT (key) DO NOTHING RETURNING {COLUMNS}",
+                (channel, destination, key, bytes(payload), now, now, customer),
             ).fetchone()
             if row is None:  # enqueued before (a committed row: the unique index waited)
                 row = db.execute(f"SELECT {COLUMNS} FROM outbox WHERE key = %s", (key,)).fetchone()
@@ -134,6 +143,19 @@ class PostgresOutbox:
                 (now, ids),
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        about = list(ids)
+        needles = [mention(i) for i in about]
+        with self.db.writing("erase outbox") as db:
+            n = db.execute("DELETE FROM outbox WHERE customer = ANY(%s)", (about,)).rowcount
+            n += db.execute(
+                "DELETE FROM outbox o WHERE customer IS NULL AND EXISTS (SELECT 1 FROM "
+                "unnest(%s::bytea[]) AS n(needle) WHERE position(n.needle in o.payload) > 0 "
+                "OR position(n.needle in convert_to(o.key, 'UTF8')) > 0)",
+                (needles,),
+            ).rowcount
+        return n
 
 
 def _qualified(table: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from nextbest.store.outbox_codec import COLUMNS, counts_of, message_of
+from nextbest.store.outbox_codec import COLUMNS, counts_of, mention, message_of
 from nextbest.store.port import OutboxMessage, OutboxState
 from nextbest.store.sqlite import SQLiteDatabase
 
@@ -34,6 +34,12 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_at, id)
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 """
 
+#: the customer a message is about (a column added after the table: an ALTER when missing)
+_CUSTOMER = """
+CREATE INDEX IF NOT EXISTS outbox_customer ON outbox(customer) WHERE customer IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_untagged ON outbox(id) WHERE customer IS NULL;
+"""
+
 #: ids named in one statement (far below SQLite's limit of 32,766 parameters)
 _IDS_PER_STATEMENT = 10_000
 
@@ -42,16 +48,27 @@ class SQLiteOutbox:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
         db.create_tables("create outbox", _SCHEMA)
+        columns = {r[1] for r in db.fetch("read outbox", "PRAGMA table_info(outbox)")}
+        if "customer" not in columns:
+            with db.writing("add outbox customer") as c:
+                c.execute("ALTER TABLE outbox ADD COLUMN customer TEXT")
+        db.create_tables("create outbox", _CUSTOMER)
 
     def enqueue(
-        self, channel: str, destination: str, key: str, payload: bytes, now: float
+        self,
+        channel: str,
+        destination: str,
+        key: str,
+        payload: bytes,
+        now: float,
+        customer: str | None = None,
     ) -> OutboxMessage:
         with self.db.writing("enqueue") as db:
             db.execute(
                 "INSERT INTO outbox(channel, destination, key, payload, state, attempts, "
-                "next_attempt_at, last_error, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, "
-                "'', ?) ON CONFLICT(key) DO NOTHING",
-                (channel, destination, key, bytes(payload), now, now),
+                "next_attempt_at, last_error, created_at, customer) VALUES (?, ?, ?, ?, "
+                "'pending', 0, ?, '', ?, ?) ON CONFLICT(key) DO NOTHING",
+                (channel, destination, key, bytes(payload), now, now, customer),
             )
             row = db.execute(f"SELECT {COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
         return message_of(row)
@@ -140,3 +157,23 @@ class SQLiteOutbox:
                     ).fetchall()
                 )
         return sorted(done)
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        """By the customer index, then one pass over the messages enqueued without a
+        customer (``outbox_untagged``)."""
+        about = list(ids)
+        if not about:
+            return 0
+        needles = [mention(i) for i in about]
+        test = "instr(payload, ?) > 0 OR instr(CAST(key AS BLOB), ?) > 0"
+        with self.db.writing("erase outbox") as db:
+            n = db.execute(
+                f"DELETE FROM outbox WHERE customer IN ({','.join('?' * len(about))})", about
+            ).rowcount
+            named = " OR ".join([test] * len(needles))
+            n += db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY "
+                f"outbox_untagged WHERE customer IS NULL AND ({named}))",
+                [b for needle in needles for b in (needle, needle)],
+            ).rowcount
+        return n

@@ -33,6 +33,7 @@ __all__ = [
     "PartitionedLog",
     "Quarantine",
     "SavedState",
+    "Scrubbing",
     "SequencedLog",
     "SharedState",
     "StateReads",
@@ -41,6 +42,7 @@ __all__ = [
     "StoredEvent",
     "Stores",
     "WriteMarks",
+    "of_erased",
     "with_state",
 ]
 
@@ -86,6 +88,32 @@ class EventLog(Protocol):
     def last_seq(self) -> int: ...
 
     def count(self) -> int: ...
+
+    def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """Durably delete, all or nothing, every event of a customer being erased (GDPR art.
+        17): those carrying one of ``user_ids``, and those carrying one of ``anonymous_ids``
+        without a userId (an event another user sent from a shared device stays theirs).
+        How many were deleted. Seqs are never handed out again and ``last_seq`` never goes
+        down (it is the highest seq ever handed out), so a restart from a saved position
+        never skips an event."""
+        ...
+
+
+@runtime_checkable
+class Scrubbing(Protocol):
+    """A store that keeps copies of deleted rows on disk for a while (SQLite's WAL holds
+    page images until a checkpoint): ``scrub`` makes them go, after an erasure. The SQLite
+    event log has it."""
+
+    def scrub(self) -> None: ...
+
+
+def of_erased(event: Event, user_ids: Collection[str], anonymous_ids: Collection[str]) -> bool:
+    """``event`` is one an erasure of these ids deletes (``EventLog.erase``): it carries one
+    of ``user_ids``, or one of ``anonymous_ids`` without a userId."""
+    if event.user_id is not None:
+        return event.user_id in user_ids
+    return event.anonymous_id is not None and event.anonymous_id in anonymous_ids
 
 
 @runtime_checkable
@@ -174,6 +202,17 @@ class DecisionLog(Protocol):
     def decisions_after(self, position: int) -> Iterator[Decision]:
         """Decisions appended after ``position`` (from ``decision_log_position``), in the
         order they were appended."""
+        ...
+
+    def decisions_of(self, customers: Collection[str]) -> list[Decision]:
+        """The decisions made for these customer keys, by time then id (an export)."""
+        ...
+
+    def erase_decisions(self, customers: Collection[str]) -> list[str]:
+        """Durably delete, all or nothing, the decisions made for these customer keys (a
+        userId, ``anon:<anonymousId>``): their ids. A position is still never handed out
+        twice: ``decision_log_position`` never goes down, and a decision appended later gets
+        a position above every one handed out before the erasure."""
         ...
 
 
@@ -300,6 +339,11 @@ class Quarantine(Protocol):
 
     def held_count(self) -> int: ...
 
+    def erase_held(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """Durably drop the held messages carrying one of ``user_ids``, or one of
+        ``anonymous_ids`` without a userId (``EventLog.erase``): how many."""
+        ...
+
 
 class Capacity(NamedTuple):
     """An advisor's capacity, checked atomically when a callback is booked with them (no
@@ -425,6 +469,12 @@ class Callbacks(Protocol):
 
     def count(self) -> int: ...
 
+    def erase_customers(self, customers: Collection[str]) -> int:
+        """Durably delete every callback of these customers (``Callback.customer``), all or
+        none: how many (their advisors' capacity is free again; presence and rotation stay,
+        they are the advisors')."""
+        ...
+
     def restore(
         self,
         callbacks: Sequence[Callback],
@@ -475,10 +525,18 @@ class Outbox(Protocol):
     passed in (epoch seconds)."""
 
     def enqueue(
-        self, channel: str, destination: str, key: str, payload: bytes, now: float
+        self,
+        channel: str,
+        destination: str,
+        key: str,
+        payload: bytes,
+        now: float,
+        customer: str | None = None,
     ) -> OutboxMessage:
-        """Durably add a pending message due ``now``; a ``key`` enqueued before is left as
-        it was, and that message is returned (a retry of the enqueue is a no-op)."""
+        """Durably add a pending message due ``now``, about ``customer`` (a customer key,
+        if it is about one: what ``erase_mentions`` finds by index); a ``key`` enqueued
+        before is left as it was, and that message is returned (a retry of the enqueue is a
+        no-op)."""
         ...
 
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[OutboxMessage]:
@@ -523,6 +581,14 @@ class Outbox(Protocol):
         """Dead messages among ``message_ids`` pending again, due ``now``, their attempts
         back to 0 (the whole retry schedule again; ``last_error`` kept): their ids, in order.
         Messages not dead are left as they are."""
+        ...
+
+    def erase_mentions(self, ids: Collection[str]) -> int:
+        """Durably delete, all or none, every message (whatever its state) about one of
+        ``ids`` (its ``customer``, by index), and every message enqueued without a customer
+        whose key or payload holds one of ``ids`` as a JSON string (``"<id>"``,
+        JSON-escaped): the outbound messages about a customer being erased (a callback
+        request, a fraud alert). How many."""
         ...
 
 

@@ -68,7 +68,14 @@ from nextbest.decide.model import Decision
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 from nextbest.events.model import Event
 from nextbest.store.callbacks_postgres import PostgresCallbacks
-from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
+from nextbest.store.port import (
+    HeldMessage,
+    SavedState,
+    StateRow,
+    StoredEvent,
+    Stores,
+    of_erased,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -143,6 +150,10 @@ CREATE TABLE IF NOT EXISTS event_log_partitions (
 CREATE TABLE IF NOT EXISTS event_log_base (
     id integer PRIMARY KEY CHECK (id = 1),
     base bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erased_high (
+    log text PRIMARY KEY,
+    position bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -648,10 +659,26 @@ class PostgresEventLog:
         )
 
     def last_seq(self) -> int:
-        return self.db.scalar("SELECT MAX(seq) FROM events")
+        return self.db.scalar(
+            "SELECT GREATEST((SELECT MAX(seq) FROM events), "
+            "(SELECT position FROM erased_high WHERE log = 'events'))"
+        )
 
     def count(self) -> int:
         return self.db.scalar("SELECT COUNT(*) FROM events")
+
+    def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """``message_ids`` keeps the erased messageIds (random ids a client made, nothing
+        of the customer's): a retry or a bus redelivery of an erased event stays a
+        duplicate, and seqs are never handed out twice (its identity)."""
+        users, anons = list(user_ids), list(anonymous_ids)
+        with self.db.writing("erase events", lock="message_ids") as db:
+            _raise_high(db, "events", "SELECT MAX(seq) FROM events")
+            n = db.execute("DELETE FROM events WHERE user_id = ANY(%s)", (users,)).rowcount
+            n += db.execute(
+                "DELETE FROM events WHERE anonymous_id = ANY(%s) AND user_id IS NULL", (anons,)
+            ).rowcount
+        return n
 
 
 class PostgresDecisionLog:
@@ -718,8 +745,32 @@ class PostgresDecisionLog:
                 return
 
     def decision_log_position(self) -> int:
-        # the identity of decision_ids: handed out in order under the append lock, never twice
-        return self.db.scalar("SELECT MAX(position) FROM decisions")
+        # the identity of decision_ids: handed out in order under the append lock, never
+        # twice; an erasure of the last rows records how far it went (``erased_high``)
+        return self.db.scalar(
+            "SELECT GREATEST((SELECT MAX(position) FROM decisions), "
+            "(SELECT position FROM erased_high WHERE log = 'decisions'))"
+        )
+
+    def decisions_of(self, customers: Collection[str]) -> list[Decision]:
+        rows = self.db.fetch(
+            "read decisions",
+            "SELECT body FROM decisions WHERE customer_id = ANY(%s) ORDER BY timestamp, "
+            "decision_id",
+            (list(customers),),
+        )
+        return [self._decision_dec.decode(body) for (body,) in rows]
+
+    def erase_decisions(self, customers: Collection[str]) -> list[str]:
+        """``decision_ids`` keeps the erased decisions' ids (random, nothing of the
+        customer's) and so their positions, which are never handed out again."""
+        with self.db.writing("erase decisions", lock="decision_ids") as db:
+            _raise_high(db, "decisions", "SELECT MAX(position) FROM decisions")
+            rows = db.execute(
+                "DELETE FROM decisions WHERE customer_id = ANY(%s) RETURNING decision_id",
+                (list(customers),),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def decisions_after(self, position: int) -> Iterator[Decision]:
         last = position
@@ -835,3 +886,30 @@ class PostgresQuarantine:
 
     def held_count(self) -> int:
         return self.db.scalar("SELECT COUNT(*) FROM quarantine")
+
+    def erase_held(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """Held messages are JSON: the ones naming an id are found by ``position``, then
+        read."""
+        users, anons = set(user_ids), set(anonymous_ids)
+        needles = [msgspec.json.encode(i) for i in sorted(users | anons)]
+        dec = self._dec.decode
+        with self.db.writing("erase quarantine") as db:
+            rows = db.execute(
+                "SELECT id, body FROM quarantine q WHERE EXISTS (SELECT 1 FROM "
+                "unnest(%s::bytea[]) AS n(needle) WHERE position(n.needle in q.body) > 0)",
+                (needles,),
+            ).fetchall()
+            gone = [int(i) for i, body in rows if of_erased(dec(body), users, anons)]
+            db.execute("DELETE FROM quarantine WHERE id = ANY(%b::int8[])", (gone,))
+        return len(gone)
+
+
+def _raise_high(db: psycopg.Connection[Any], log: str, last: str) -> None:
+    """Before an erasure deletes rows of ``log``: record the highest position it holds now
+    (``last``), so that a position is never read as the log's end again once it is gone."""
+    db.execute(
+        f"INSERT INTO erased_high (log, position) SELECT %s, COALESCE(({last}), 0) "
+        "ON CONFLICT (log) DO UPDATE SET position = "
+        "GREATEST(erased_high.position, EXCLUDED.position)",
+        (log,),
+    )

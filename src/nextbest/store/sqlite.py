@@ -21,7 +21,14 @@ from nextbest.decide.model import Decision
 from nextbest.errors import StoreError, StoreUnavailable
 from nextbest.events.model import Event
 from nextbest.store.callbacks_sqlite import SQLiteCallbacks
-from nextbest.store.port import HeldMessage, SavedState, StateRow, StoredEvent, Stores
+from nextbest.store.port import (
+    HeldMessage,
+    SavedState,
+    StateRow,
+    StoredEvent,
+    Stores,
+    of_erased,
+)
 
 __all__ = [
     "SQLiteDatabase",
@@ -68,6 +75,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     sender TEXT NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS event_positions (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    high INTEGER NOT NULL
+);  -- the highest event seq before an erasure deleted rows (seqs are AUTOINCREMENT)
+CREATE TABLE IF NOT EXISTS decision_positions (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    high INTEGER NOT NULL
+);  -- the highest decision rowid handed out before an erasure deleted it
 CREATE TABLE IF NOT EXISTS state_watermark (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -155,6 +170,9 @@ class SQLiteDatabase:
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.connection.execute("PRAGMA busy_timeout=5000")
+            # a deleted or replaced row's bytes are overwritten with zeros (an erased
+            # customer's events, an older copy of their profile): not left in free pages
+            self.connection.execute("PRAGMA secure_delete=ON")
             # checkpoint the WAL every ~40 MB rather than every 4 MB: fewer, larger copies
             self.connection.execute("PRAGMA wal_autocheckpoint=10000")
             self.connection.executescript(_SCHEMA)
@@ -191,6 +209,12 @@ class SQLiteDatabase:
     def close(self) -> None:
         with self.lock, _translated("close"):
             self.connection.close()
+
+    def scrub(self) -> None:
+        """Copy the WAL into the file and empty it (``wal_checkpoint(TRUNCATE)``): the page
+        images it held (with rows deleted since) are gone from disk too."""
+        with self.lock, _translated("checkpoint"):
+            self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 #: rows of one multi-row INSERT into events (5 parameters each, far below SQLite's limit of
@@ -302,10 +326,35 @@ class SQLiteEventLog:
         return self._rows(sql, [*users, *anons, upto])
 
     def last_seq(self) -> int:
-        return self.db.scalar("SELECT MAX(seq) FROM events")
+        # the last rows may have been erased: the highest seq an erasure saw stays the end
+        return self.db.scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), "
+            "COALESCE((SELECT high FROM event_positions), 0))"
+        )
 
     def count(self) -> int:
         return self.db.scalar("SELECT COUNT(*) FROM events")
+
+    def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """One statement per id, each on its index; seqs are AUTOINCREMENT (never reused)."""
+        n = 0
+        with self.db.writing("erase events") as db:
+            db.execute(
+                "INSERT INTO event_positions(id, high) "
+                "SELECT 1, COALESCE(MAX(seq), 0) FROM events WHERE true "
+                "ON CONFLICT(id) DO UPDATE SET high = MAX(high, excluded.high)"
+            )
+            for user in user_ids:
+                n += db.execute("DELETE FROM events WHERE user_id = ?", (user,)).rowcount
+            for anon in anonymous_ids:
+                n += db.execute(
+                    "DELETE FROM events WHERE anonymous_id = ? AND user_id IS NULL", (anon,)
+                ).rowcount
+        return n
+
+    def scrub(self) -> None:
+        """``SQLiteDatabase.scrub`` (``port.Scrubbing``)."""
+        self.db.scrub()
 
 
 class SQLiteDecisionLog:
@@ -319,6 +368,17 @@ class SQLiteDecisionLog:
         enc = msgspec.json.encode
         rows = [(d.decision_id, d.customer_id, d.placement, d.timestamp, enc(d)) for d in decisions]
         with self.db.writing("append decisions") as db:
+            high, last = db.execute(
+                "SELECT (SELECT high FROM decision_positions), (SELECT MAX(rowid) FROM decisions)"
+            ).fetchone()
+            if high is not None and (last or 0) < high:
+                # the last rows were erased: go on above every rowid ever handed out
+                db.executemany(
+                    "INSERT OR IGNORE INTO decisions(rowid, decision_id, customer_id, "
+                    "placement, timestamp, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(high + 1 + i, *row) for i, row in enumerate(rows)],
+                )
+                return
             db.executemany(
                 "INSERT OR IGNORE INTO decisions(decision_id, customer_id, placement, "
                 "timestamp, body) VALUES (?, ?, ?, ?, ?)",
@@ -352,9 +412,43 @@ class SQLiteDecisionLog:
                 return
 
     def decision_log_position(self) -> int:
-        # the rowid: an append takes one above every row's (rows are never replaced, and not
-        # deleted yet: erasure must keep positions from being handed out again, AUTOINCREMENT)
-        return self.db.scalar("SELECT MAX(rowid) FROM decisions")
+        # the rowid: an append takes one above every row's (rows are never replaced), and
+        # above ``decision_positions.high`` once an erasure deleted the last rows
+        return self.db.scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(rowid) FROM decisions), 0), "
+            "COALESCE((SELECT high FROM decision_positions), 0))"
+        )
+
+    def decisions_of(self, customers: Collection[str]) -> list[Decision]:
+        keys = list(customers)
+        rows = self.db.fetch(
+            "read decisions",
+            f"SELECT body FROM decisions WHERE customer_id IN ({','.join('?' * len(keys))}) "
+            "ORDER BY timestamp, decision_id",
+            keys,
+        )
+        return [self._decision_dec.decode(body) for (body,) in rows]
+
+    def erase_decisions(self, customers: Collection[str]) -> list[str]:
+        keys = list(customers)
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        with self.db.writing("erase decisions") as db:
+            gone = [
+                str(i)
+                for (i,) in db.execute(
+                    f"SELECT decision_id FROM decisions WHERE customer_id IN ({marks})", keys
+                )
+            ]
+            if gone:
+                db.execute(
+                    "INSERT INTO decision_positions(id, high) "
+                    "SELECT 1, COALESCE(MAX(rowid), 0) FROM decisions WHERE true "
+                    "ON CONFLICT(id) DO UPDATE SET high = MAX(high, excluded.high)"
+                )
+                db.execute(f"DELETE FROM decisions WHERE customer_id IN ({marks})", keys)
+        return gone
 
     def decisions_after(self, position: int) -> Iterator[Decision]:
         last = position
@@ -451,3 +545,18 @@ class SQLiteQuarantine:
 
     def held_count(self) -> int:
         return self.db.scalar("SELECT COUNT(*) FROM quarantine")
+
+    def erase_held(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
+        """Held messages are JSON: the ones naming an id are found by ``instr`` (one pass),
+        then read."""
+        users, anons = set(user_ids), set(anonymous_ids)
+        dec = self._dec.decode
+        needles = [msgspec.json.encode(i) for i in sorted(users | anons)]
+        if not needles:
+            return 0
+        test = " OR ".join(["instr(body, ?) > 0"] * len(needles))
+        with self.db.writing("erase quarantine") as db:  # one pass over the quarantine
+            rows = db.execute(f"SELECT id, body FROM quarantine WHERE {test}", needles)
+            gone = [i for i, body in rows.fetchall() if of_erased(dec(body), users, anons)]
+            db.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in gone])
+        return len(gone)
