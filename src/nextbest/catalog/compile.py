@@ -59,6 +59,7 @@ from nextbest.catalog.model import (
 from nextbest.catalog.source_map import SourceMap
 from nextbest.catalog.when import parse_when
 from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgspec_message
+from nextbest.profile.consent import ConsentSpec
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
 from nextbest.rules.expression import Rule, compile_rule
@@ -89,6 +90,7 @@ SECTIONS_SINGLE = (
     "holdout_share",
     "callbacks",
     "security",
+    "consent",
 )
 
 _SINGLE_TYPES: dict[str, type[Any]] = {
@@ -97,6 +99,7 @@ _SINGLE_TYPES: dict[str, type[Any]] = {
     "scoring": ScoringSpec,
     "profile": ProfileSettings,
     "security": SecuritySpec,
+    "consent": ConsentSpec,
 }
 #: the root only service messages may read (what the identity-theft guard found)
 _SECURITY = "security"
