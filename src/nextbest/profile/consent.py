@@ -176,7 +176,7 @@ class ConsentRules:
     """The catalog's consent rules: a customer's effective permission per purpose and source,
     and the sources each decision view hides."""
 
-    __slots__ = ("_contract", "_defaults", "_purpose_sources", "_sources", "spec")
+    __slots__ = ("_contract", "_defaults", "_hidden", "_purpose_sources", "_sources", "spec")
 
     def __init__(self, spec: ConsentSpec, purpose_defaults: Mapping[str, bool]) -> None:
         self.spec = spec
@@ -186,6 +186,8 @@ class ConsentRules:
             str(p): {str(s): v for s, v in by.items()} for p, by in spec.purposes.items()
         }
         self._contract = frozenset(str(s) for s in spec.contract_sources)
+        #: ``hidden`` of the choices most customers share (none, or a few purposes), kept
+        self._hidden: dict[tuple[Any, ...], frozenset[str]] = {}
 
     def purpose_on(self, consent: Mapping[str, bool], purpose: str) -> bool:
         """The purpose as a whole: security always; else the customer's choice, else the
@@ -224,7 +226,21 @@ class ConsentRules:
         self, consent: Mapping[str, bool], grants: Mapping[str, ConsentGrant], view: View
     ) -> frozenset[str]:
         """The sources ``view`` may not read (and ``SECURITY_DATA`` for the commercial
-        view: the guard's findings never sell)."""
+        view: the guard's findings never sell). Kept per set of choices without source
+        grants (a decision asks twice per customer)."""
+        if grants:
+            return self._hide(consent, grants, view)
+        key = (view, *sorted(consent.items()))
+        found = self._hidden.get(key)
+        if found is None:
+            found = self._hide(consent, grants, view)
+            if len(self._hidden) < 1024:
+                self._hidden[key] = found
+        return found
+
+    def _hide(
+        self, consent: Mapping[str, bool], grants: Mapping[str, ConsentGrant], view: View
+    ) -> frozenset[str]:
         personal = self.purpose_on(consent, Purpose.PERSONALIZATION)
         out: set[str] = set()
         if view is View.SERVICE:

@@ -67,7 +67,7 @@ class FeatureSources:
     """The catalog's attribution of features to data sources (``consent.traits`` and
     ``consent.events`` over the built-in ones)."""
 
-    __slots__ = ("_fields", "_traits", "events", "used")
+    __slots__ = ("_blank", "_fields", "_traits", "events", "used")
 
     def __init__(self, spec: ConsentSpec) -> None:
         self.events: dict[str, DataSource | None] = {**EVENT_SOURCES, **spec.events}
@@ -98,6 +98,9 @@ class FeatureSources:
             self._fields[name] = self._fields["age"]
         for name in ("engagement", "sessions", "events", "session", "recent"):
             self._fields[name] = every
+        #: per set of hidden sources: the fields a masked profile empties, the traits it
+        #: drops (None: every trait not of a hidden source, as crm is hidden), kept
+        self._blank: dict[frozenset[str], tuple[dict[str, Any], frozenset[str] | None]] = {}
         #: every source some feature is attributed to: hiding any other changes nothing
         self.used: frozenset[str] = frozenset().union(*self._fields.values()) | frozenset(
             self._traits.values()
@@ -152,10 +155,24 @@ class FeatureSources:
 
     def masked(self, profile: Profile, hidden: frozenset[str]) -> Profile:
         """``profile`` as a view hiding ``hidden`` sees it: the same object when nothing it
-        reads is hidden, else a shallow copy with the hidden features emptied (what a new
+        holds is hidden, else a shallow copy with the hidden features emptied (what a new
         customer has there); consent, contact history and identity stay."""
-        if not self.hides(hidden - {SECURITY_DATA}):
+        blank = self._blank.get(hidden)
+        if blank is None:
+            blank = self._blanks(hidden)
+            if len(self._blank) < 256:
+                self._blank[hidden] = blank
+        changes, drop = blank
+        traits = profile.traits
+        if traits and (drop is None or any(k in traits for k in drop)):
+            kept = {k: v for k, v in traits.items() if self.trait(k) not in hidden}
+            changes = {**changes, "traits": kept}
+        if not changes:
             return profile
+        return msgspec.structs.replace(profile, **changes)
+
+    def _blanks(self, hidden: frozenset[str]) -> tuple[dict[str, Any], frozenset[str] | None]:
+        """What ``masked`` empties for ``hidden``, and the traits it drops."""
         changes: dict[str, Any] = {}
         f = self._fields
 
@@ -175,9 +192,6 @@ class FeatureSources:
             changes["life_events"] = []
         if off("activity"):
             changes.update(activity=[], session=None, sessions=0, event_count=0, recent=[])
-        traits = profile.traits
-        if (traits and not hidden.isdisjoint(self._traits.values())) or DataSource.CRM in hidden:
-            changes["traits"] = {k: v for k, v in traits.items() if self.trait(k) not in hidden}
-        if not changes:
-            return profile
-        return msgspec.structs.replace(profile, **changes)
+        if DataSource.CRM in hidden:
+            return changes, None
+        return changes, frozenset(k for k, s in self._traits.items() if s in hidden)
