@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from nextbest.catalog.compiled import Catalog
+from nextbest.errors import CatalogError
 from nextbest.events import parse_batch
 from nextbest.profile import fold
 from nextbest.profile.consent import (
@@ -23,7 +24,8 @@ from nextbest.profile.consent import (
     consent_state,
 )
 from nextbest.profile.model import Profile
-from tests.support import DAY, T0, batch, identify, track
+from nextbest.store.catalog_files import load_catalog
+from tests.support import DAY, T0, batch, edited_bank, identify, track
 
 RULES = ConsentRules(ConsentSpec(), {"personalization": True, "marketing": True})
 EVERY = frozenset(s.value for s in DataSource)
@@ -190,3 +192,27 @@ def test_a_profile_encoded_before_grants_still_loads():
         assert p.consent == {"marketing": False}
         assert not RULES.allowed(p.consent, p.grants, "marketing", "crm")
         assert RULES.allowed(p.consent, p.grants, "personalization", "crm")
+
+
+def test_check_warns_of_a_topic_event_that_is_not_behaviour(tmp_path):
+    folder = edited_bank(
+        tmp_path,
+        "topics.yaml",
+        'url_patterns: ["/help/overdraft*"]',
+        'url_patterns: ["/help/overdraft*"]\n    events: [Overdraft Started]',
+    )
+    (warning,) = load_catalog(folder).warnings
+    assert warning.path == "$.topics[6].events[0]"
+    assert "transactional, not behaviour" in warning.reason
+    assert str(warning).startswith(f"{folder / 'topics.yaml'}:44:")
+
+
+def test_check_refuses_an_unknown_source_at_its_line(tmp_path):
+    folder = edited_bank(
+        tmp_path, "policy.yaml", "sources: {third_party: false}", "sources: {bureau: false}"
+    )
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(folder)
+    (problem,) = exc.value.problems
+    assert problem.path.startswith("$.consent.sources")
+    assert str(problem).startswith(f"{folder / 'policy.yaml'}:")

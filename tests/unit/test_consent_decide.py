@@ -182,3 +182,19 @@ def test_a_rule_reading_a_hidden_feature_sees_it_absent(catalog: Catalog):
     # CEL alone (no closures) says the same
     assert masked.check_cel(warning) is RuleOutcome.ERROR
     assert reads.sources_read(card, sources.of_path) == {"transactional"}
+
+
+def test_a_learned_chooser_reads_the_commercial_view(make_engine, tmp_path):
+    """The example bank's app_home learns (a contextual model): the features it is given
+    (logged with the decision) hold no behaviour once behavioral data is withdrawn."""
+    from tests.support import EXAMPLE_CATALOG
+
+    engine = make_engine("memory", cat=load_catalog(EXAMPLE_CATALOG))
+    user = customer(engine)
+    request = DecisionRequest(placement="app_home")
+    before = engine.decide(request, user_id=user).features
+    assert any(k.startswith("interest:") for k in before)
+    consent(engine, user, {"sources": {"behavioral": False}})
+    after = engine.decide(request, user_id=user).features
+    assert after
+    assert not any(k.split(":")[0] in ("interest", "count7", "count30", "funnel") for k in after)
