@@ -216,3 +216,12 @@ def test_check_refuses_an_unknown_source_at_its_line(tmp_path):
     (problem,) = exc.value.problems
     assert problem.path.startswith("$.consent.sources")
     assert str(problem).startswith(f"{folder / 'policy.yaml'}:")
+
+
+def test_the_newest_choice_wins_whatever_the_fold_order(catalog: Catalog):
+    newer = track("Consent Updated", {"purposes": {"marketing": False}}, user="u1", at=T0)
+    older = track("Consent Updated", {"purposes": {"marketing": True}}, user="u1", at=T0 - DAY)
+    for order in ((older, newer), (newer, older)):
+        p = folded(catalog, *order)
+        assert p.consent == {"marketing": False}
+        assert p.grants["marketing"].at == T0

@@ -274,6 +274,9 @@ def _grant(
     defaults: tuple[LegalBasis, float, str],
 ) -> None:
     basis, at, origin = defaults
+    held = grants.get(key)
+    if held is not None and held.at > at:
+        return  # a choice made later stands (a device's older events folded late)
     if consent is not None:
         consent[key] = value
     grants[key] = ConsentGrant(granted=value, basis=basis, at=at, origin=origin)
@@ -300,7 +303,9 @@ def apply_consent(
     ``payload``: ``{purpose: bool | {"granted": bool, "basis": str, "sources": {source:
     bool}}, "sources": {source: bool}}``; the top-level ``sources`` apply under every
     purpose. Anything else in it is skipped (the API checks it first: ``consent_problems``);
-    ``security`` cannot be switched off."""
+    ``security`` cannot be switched off. A choice made at a later time than ``at`` stands:
+    the newest choice wins whatever order events are folded in (a stitch folds a device's
+    older events after the customer's)."""
     if not isinstance(payload, dict):
         return
     default = _basis(basis, LegalBasis.CONSENT)
