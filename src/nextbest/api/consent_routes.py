@@ -79,12 +79,14 @@ def consent_event(
 async def put_consent(ctx: Any) -> Any:
     """The route's handler (``api.app.ROUTES``); ``ctx`` is the app's ``Ctx``."""
     customer_id = ctx.request.path_params["customer_id"]
+    # the body is checked first (as every route's): its errors say nothing of any customer
+    body: ConsentBody = decode_json(ctx.body, ConsentBody)
+    _payload(body)
     if not ctx.sender.may_set_consent_for(customer_id):
         raise Forbidden(
             f"this key may not change the consent of {customer_id!r}: send the customer "
             "token that binds this userId, or use a server key"
         )
-    body: ConsentBody = decode_json(ctx.body, ConsentBody)
     engine = ctx.engine
     now = engine.wall_now()
     message, message_id, grants = consent_event(customer_id, body, now)
