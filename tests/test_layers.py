@@ -22,6 +22,7 @@ CORE = [
     "learn",
     "guard",
     "advisors",
+    "transparency",
 ]
 CORE_MODULES = ["errors", "types", "clock"]
 #: adapters move bytes (DESIGN.md, "Layers"); the ones not written yet are checked once they are

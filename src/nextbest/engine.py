@@ -89,6 +89,7 @@ from nextbest.ingestion import (
 from nextbest.learn.learner import Learner, PlacementModel
 from nextbest.learn.trust import trusted_feedback
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
+from nextbest.profile.consent import consent_state
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
@@ -677,7 +678,7 @@ class Engine:
         consent: dict[str, bool] | None = None
         if live and actor is not None and _may_change_consent(event):
             held = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
-            consent = dict(held.consent) if held is not None else {}
+            consent = consent_state(held.consent, held.grants) if held is not None else {}
         book.apply(seq, event, self._events_of)
         if consent is not None and actor is not None:
             self._note_consent(book, event, consent, actor)
@@ -699,9 +700,17 @@ class Engine:
         audit log."""
         customer = book.resolve(event.user_id, event.anonymous_id)
         profile = book.profiles.get(customer)
-        change = consent_change(before, dict(profile.consent) if profile is not None else {})
+        after = consent_state(profile.consent, profile.grants) if profile is not None else {}
+        change = consent_change(before, after)
         if change is None:
             return
+        grants = profile.grants if profile is not None else {}
+        # each choice changed, with its legal basis, time and origin
+        changed = {
+            key: msgspec.to_builtins(grants[key])
+            for key in sorted(after)
+            if key in grants and before.get(key) != after[key]
+        }
         record = AuditRecord(
             time=self.wall_now(),
             actor=actor,
@@ -709,6 +718,7 @@ class Engine:
             subject=customer,
             details={
                 **change,
+                "grants": changed,
                 "message_id": event.message_id,
                 "event": event.name or event.type.value,
                 "event_time": event.timestamp,

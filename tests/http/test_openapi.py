@@ -188,6 +188,15 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     assert page.items
     assert decision.decision_id
     call("get_decisions_decision_id", server, "Decision", decision_id=decision.decision_id)
+    choice = _model(pkg, "ConsentBody").from_dict({"purposes": {"marketing": False}})
+    set_consent = call(
+        "put_customers_customer_id_consent",
+        server,
+        "ConsentAnswer",
+        customer_id="gen-consent",
+        body=choice,
+    )
+    assert set_consent.grants["marketing"]["granted"] is False
     profile = call("get_profiles_user_id", server, "ProfileResponse", user_id="gen-user")
     assert profile.customer_id == "gen-user"
     admin = clients[ADMIN_KEY]

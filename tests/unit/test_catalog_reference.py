@@ -51,6 +51,7 @@ SPECS: list[type[msgspec.Struct]] = [
     model.CallbackPolicy,
     model.SecuritySpec,
     model.SensitiveSpec,
+    model.ConsentSpec,
     model.CatalogSpec,
 ]
 
@@ -86,6 +87,7 @@ def test_every_spec_of_the_model_is_in_the_reference() -> None:
         in (
             model.__name__,
             "nextbest.profile.topics",
+            "nextbest.profile.consent",
         )
     }
     assert structs == set(SPECS)

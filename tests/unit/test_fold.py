@@ -41,7 +41,9 @@ def test_page_category_and_event_names_map_to_topics(catalog: Catalog):
         track("Calculator Used", {"topic": "car_loan"}, user="u1"),
         track("Overdraft Started", {"balance": -20.0}, user="u1"),
     )
-    assert set(p.interests) == {"pension", "car_loan", "overdraft"}
+    # an overdraft is core-banking data, not browsing: it is no interest in the topic
+    assert set(p.interests) == {"pension", "car_loan"}
+    assert "overdraft" not in p.funnel
     assert p.funnel["car_loan"] is FunnelStage.CONSIDERING
     # Calculator Used weighs 3 in the example catalog
     assert p.interests["car_loan"].score == 3.0

@@ -17,6 +17,7 @@ from nextbest.decide.pipeline import greedy
 from nextbest.decide.reasons import Suppression
 from nextbest.engine import Engine
 from nextbest.guard.alert import FRAUD_CHANNEL
+from nextbest.profile.consent import View
 from nextbest.store import OutboxState
 from nextbest.store.catalog_files import load_catalog
 from tests.support import DAY, T0, batch, edited_catalog, identify, page, track
@@ -177,6 +178,42 @@ def test_without_personalization_consent_the_guard_still_protects(
     send(engine, takeover(T0 - 300))
     d = feed(engine, T0)
     assert d.items[0].offer_id == "was_this_you"
+
+
+def test_with_every_source_withdrawn_the_guard_still_protects_and_never_sells(
+    make_engine: Callable[..., Engine],
+) -> None:
+    """Security is always on (legitimate interest): a customer who withdrew every data
+    source and every purpose is still protected; the guard's findings reach the service
+    view only: in the commercial view a rule reading them sees them absent."""
+    engine = make_engine("memory")
+    withdrawn = {
+        "personalization": False,
+        "marketing": False,
+        "sources": dict.fromkeys(
+            ("behavioral", "transactional", "crm", "contextual", "third_party"), False
+        ),
+    }
+    no = on(HOME, identify({"consent": withdrawn}, at=EVENING - 31 * DAY, user=USER, anon="home"))
+    send(engine, [no, *history()])
+    send(engine, takeover(T0 - 300))
+    d = feed(engine, T0)
+    # the security message first; then only house content that reads nothing of anyone
+    assert [i.offer_id for i in d.items] == ["was_this_you", "security_tips"]
+    assert all(i.kind.value == "service" for i in d.items)
+    catalog = engine.catalog
+    profile = engine.profile(USER)
+    assert profile is not None
+    rule = catalog.offers["was_this_you"].rule  # security.flagged
+    reads, sources = catalog.rule_reads, catalog.sources
+    for hidden, outcome in (
+        (catalog.consent.hidden(profile.consent, profile.grants, View.SERVICE), "true"),
+        (catalog.consent.hidden(profile.consent, profile.grants, View.COMMERCIAL), "error"),
+    ):
+        env = reads.evaluation(
+            profile, catalog.topics, T0, {}, reads.masked(hidden, sources.of_path)
+        )
+        assert env.check(rule).value == outcome
 
 
 def test_replay_and_restart_rebuild_the_same_baseline(

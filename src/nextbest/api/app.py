@@ -31,6 +31,7 @@ from nextbest.advisors.model import Callback
 from nextbest.api import callback_routes as cb
 from nextbest.api.auth import HeaderKeys, admit, authenticate_body, token_from_header
 from nextbest.api.body import ClientGone, check_media_type, read_body
+from nextbest.api.consent_routes import put_consent
 from nextbest.api.cors import CORS, CorsPolicy
 from nextbest.api.errors import error_response
 from nextbest.api.ingest import CLIENT_GONE, READ_ON_LOOP, IngestRoute
@@ -43,6 +44,8 @@ from nextbest.api.schemas import (
     AuditList,
     CallbackBody,
     CatalogResponse,
+    ConsentAnswer,
+    ConsentBody,
     CustomerCallback,
     DecideBody,
     ErrorBody,
@@ -515,6 +518,18 @@ ROUTES: tuple[RouteSpec, ...] = (
         "receipt only the caller gets (docs/trust.md)",
         _erase_customer,
         response=ErasureReport,
+    ),
+    RouteSpec(
+        "PUT",
+        "/v1/customers/{customer_id}/consent",
+        Scope.CONSENT,
+        "Set a customer's consent per purpose and data source (a write or browser key: with "
+        "the customer token of that userId; a server key: anyone's); it becomes a "
+        "'Consent Updated' event, audited and replayed like any other",
+        put_consent,
+        ConsentBody,
+        ConsentAnswer,
+        reads_body=True,
     ),
     RouteSpec(
         "GET",

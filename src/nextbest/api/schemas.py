@@ -19,6 +19,8 @@ __all__ = [
     "CallbackAdvisor",
     "CallbackBody",
     "CatalogResponse",
+    "ConsentAnswer",
+    "ConsentBody",
     "CustomerCallback",
     "DecideBody",
     "ErrorBody",
@@ -42,6 +44,38 @@ __all__ = [
 
 
 OfferId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class ConsentBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/customers/{customer_id}/consent``: the customer's choices. ``purposes``:
+    ``{purpose: true|false|{"granted": bool, "basis": str, "sources": {source: bool}}}``
+    (purposes: personalization, marketing, analytics, advisor_contact; ``security`` is
+    always on); ``sources``: a source under every purpose (behavioral, transactional, crm,
+    contextual, third_party)."""
+
+    purposes: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
+    #: the legal basis of these choices (consent unless said)
+    basis: Annotated[str, msgspec.Meta(max_length=40)] = "consent"
+    #: where the choice was made (``app-settings``, ``branch``); ``api`` unless said
+    origin: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "api"
+    #: the idempotency key of the ``Consent Updated`` event it becomes (made up if absent)
+    messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
+class ConsentAnswer(msgspec.Struct, kw_only=True):
+    """The choices taken, as the ``Consent Updated`` event they became."""
+
+    ok: bool
+    customer_id: str
+    message_id: str
+    #: the event's time (epoch seconds): the choices' ``at``
+    at: float
+    #: the choices by key (``marketing``, ``marketing/transactional``,
+    #: ``*/third_party``): granted, basis, at, origin
+    grants: dict[str, Any]
+    #: false: the message id was taken already (nothing changed)
+    accepted: bool = True
 
 
 class DecideBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -59,6 +59,8 @@ from nextbest.catalog.model import (
 from nextbest.catalog.source_map import SourceMap
 from nextbest.catalog.when import parse_when
 from nextbest.errors import CatalogError, CatalogProblem, RuleError, split_msgspec_message
+from nextbest.profile.consent import ConsentSpec, DataSource
+from nextbest.profile.sources import FeatureSources
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
 from nextbest.rules.expression import Rule, compile_rule
@@ -89,6 +91,7 @@ SECTIONS_SINGLE = (
     "holdout_share",
     "callbacks",
     "security",
+    "consent",
 )
 
 _SINGLE_TYPES: dict[str, type[Any]] = {
@@ -97,6 +100,7 @@ _SINGLE_TYPES: dict[str, type[Any]] = {
     "scoring": ScoringSpec,
     "profile": ProfileSettings,
     "security": SecuritySpec,
+    "consent": ConsentSpec,
 }
 #: the root only service messages may read (what the identity-theft guard found)
 _SECURITY = "security"
@@ -572,8 +576,20 @@ def _warnings(
 ) -> list[CatalogProblem]:
     """What loads but may show nothing (``catalog.lint``), placed in the files."""
     found: list[tuple[str, str]] = []
+    sources = FeatureSources(sections.singles.get("consent", ConsentSpec()))
     for i, topic in enumerate(sections.topics):
         found += topic_warnings(f"$.topics[{i}]", topic)
+        for j, name in enumerate(topic.events):
+            source = sources.event(name)
+            if source is not DataSource.BEHAVIORAL:
+                kind = source.value if source is not None else "no customer data"
+                found.append(
+                    (
+                        f"$.topics[{i}].events[{j}]",
+                        f"{name!r} is {kind}, not behaviour: it never counts as interest "
+                        "in the topic (only its funnel stage, if it has one, moves)",
+                    )
+                )
     security = sections.singles.get("security")
     if security is not None:
         found += security_warnings("$.security", security)

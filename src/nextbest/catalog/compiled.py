@@ -31,8 +31,10 @@ from nextbest.catalog.model import (
 from nextbest.errors import CatalogProblem
 from nextbest.events.model import Event
 from nextbest.guard.watch import Guard, SensitiveKind
+from nextbest.profile.consent import ConsentRules
 from nextbest.profile.fold import FoldConfig
 from nextbest.profile.kpis import KpiWatch, kpi_key
+from nextbest.profile.sources import FeatureSources
 from nextbest.profile.topics import TopicMatcher
 from nextbest.rules.expression import Rule, RuleOutcome
 from nextbest.rules.reads import RuleReads
@@ -269,6 +271,10 @@ class Catalog:
         p = spec.profile
         #: the identity-theft guard (the ``security`` section), None without it
         self.guard = _guard(spec)
+        #: each customer's permission per purpose and source, and what each view hides
+        self.consent = ConsentRules(spec.consent, spec.contact_policy.consent_defaults)
+        #: which data source each feature comes from
+        self.sources = FeatureSources(spec.consent)
         self.fold_config = FoldConfig(
             page_weight=p.page_weight,
             track_weight=p.track_weight,
@@ -278,6 +284,7 @@ class Catalog:
             offer_ids=frozenset(offers) | self.card_ids,
             kpi_events=_kpi_events(self.kpis),
             watch=self.guard,
+            event_sources=self.sources.events,
         )
         self.segments = segments
         self.offers = offers

@@ -12,6 +12,7 @@ from typing import Annotated, TypeAlias
 
 import msgspec
 
+from nextbest.profile.consent import ConsentSpec
 from nextbest.profile.topics import TopicSpec
 
 __all__ = [
@@ -578,3 +579,6 @@ class CatalogSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     holdout_share: Share = 0.0
     #: the identity-theft guard; off without the section
     security: SecuritySpec | None = None
+    #: consent defaults per data source, the contract sources, traits' and events' sources
+    #: (``profile.consent``)
+    consent: ConsentSpec = ConsentSpec()

@@ -68,6 +68,7 @@ from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket, variant_index
 from nextbest.experiments.exposure import covariates, macro_audiences
+from nextbest.profile.consent import SECURITY_DATA, DataSource, View
 from nextbest.profile.interest import REASON_DAYS, viewed, viewed_text
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
@@ -77,6 +78,7 @@ from nextbest.rules.expression import RuleOutcome
 __all__ = ["decide", "greedy", "without_behaviour"]
 
 _NO_INTEREST = TopicInterest()
+_COMMERCIAL = OfferKind.COMMERCIAL
 
 
 def _owned_topics(profile: Profile, catalog: Catalog) -> set[str]:
@@ -88,12 +90,9 @@ def _owned_topics(profile: Profile, catalog: Catalog) -> set[str]:
     return owned
 
 
-def _consented(profile: Profile, catalog: Catalog, purpose: str) -> bool:
-    return catalog.policy.consented(profile.consent, purpose) is True
-
-
 def without_behaviour(profile: Profile) -> Profile:
-    """What rules may see without personalization consent: no browsing behaviour."""
+    """A profile without browsing behaviour (kept for callers outside decisions; a decision
+    masks per view and data source: ``_views``)."""
     return Profile(
         customer_id=profile.customer_id,
         user_id=profile.user_id,
@@ -177,28 +176,20 @@ def decide(
         return _advisor_decision(
             catalog, profile, request, now, decision_id, placement, audience, board
         )
-    rules = _rule_environment(catalog, profile, request, now, audience.personalized)
-    eligible, excluded = _filter_candidates(catalog, profile, request, now, audience, rules)
+    views = _views(catalog, profile, request, now, audience)
+    eligible, excluded = _filter_candidates(catalog, profile, request, now, audience, views)
     scored = _score(eligible, catalog)
     ranked = ranking.in_rank_order(scored)
+    rules = views.chooser(ranked)
     in_segments = sorted(k for k, v in rules.segments.items() if v)
-    ctx = ChoiceContext(decision_id, placement.id, now, rules.seen, request.context, in_segments)
+    ctx = ChoiceContext(decision_id, placement.id, now, rules.seen, rules.context, in_segments)
     pool, control, in_control = _control_group(ranked, profile.experiment_key, ctx, choose, limit)
     choice = choose(ctx, pool, limit)
     if choice.p_click is not None:  # a learned model's click and conversion probabilities
         pool = _rescore(pool, choice.p_click, choice.p_convert)
-    items = _items(
-        catalog,
-        placement,
-        pool,
-        choice,
-        limit,
-        rules,
-        audience.personalized,
-        profile.experiment_key,
-    )
+    items = _items(catalog, placement, pool, choice, limit, views, profile.experiment_key)
     available = (
-        _fallback_available(catalog, profile, placement, request, now, audience)
+        _fallback_available(catalog, views.commercial.seen, placement, request, now, audience)
         if placement.fallback
         else []
     )
@@ -216,7 +207,7 @@ def decide(
         candidates=[c.offer.id for c in pool],
         urgent=[c.offer.id for c in pool if c.urgent],
         fallback=available,
-        features=choice.features if choice.features is not None else _features(pool, rules),
+        features=choice.features if choice.features is not None else _features(pool, views),
         model_version=choice.model_version or "prior",
         experiment_key=key if (key := profile.experiment_key) != profile.customer_id else "",
         covariates=_covariates(catalog, profile, control, now) if control else {},
@@ -242,40 +233,92 @@ class _Audience(msgspec.Struct, frozen=True, gc=False):
     in_holdout: bool
     #: the identity-theft guard flagged the customer's live session: nothing is sold to it
     flagged: bool = False
+    #: the data sources service messages may not read (``ConsentRules.hidden``)
+    service_hidden: frozenset[str] = frozenset()
+    #: the data sources commercial offers, ranking and learning may not read (and the
+    #: guard's findings: ``SECURITY_DATA``)
+    commercial_hidden: frozenset[str] = frozenset({SECURITY_DATA})
 
 
 def _audience(catalog: Catalog, profile: Profile, now: float) -> _Audience:
     holdout = catalog.spec.holdout_share
     guard = profile.guard
     session = guard.live_session(now) if guard is not None else None
+    consent, grants = profile.consent, profile.grants
+    rules = catalog.consent
     return _Audience(
-        personalized=_consented(profile, catalog, "personalization"),
-        marketing=_consented(profile, catalog, "marketing"),
+        personalized=rules.purpose_on(consent, "personalization"),
+        marketing=rules.purpose_on(consent, "marketing"),
         in_holdout=holdout > 0 and bucket(profile.experiment_key, HOLDOUT_SALT) < holdout,
         flagged=session is not None and session.flagged,
+        service_hidden=rules.hidden(consent, grants, View.SERVICE),
+        commercial_hidden=rules.hidden(consent, grants, View.COMMERCIAL),
     )
 
 
 # ---------------------------------------------------------------------- 3. rule environment
 class _RuleEnvironment(msgspec.Struct, frozen=True, gc=False):
-    """What the rules see (``seen``: the profile, without behaviour absent consent), the
-    rule variables, the bound evaluation, the segments, and each topic's interest view
-    (``topic_view`` builds one the rules did not name, on first use)."""
+    """What one view sees (``seen``: the profile with the features of the sources it may
+    not read emptied; ``context``: the request's, unless contextual data is hidden), the
+    rule variables, the bound evaluation (the paths of hidden sources absent), the
+    segments, and each topic's interest view (``topic_view`` builds one the rules did not
+    name, on first use); ``personalized``: it reads behaviour."""
 
     seen: Profile
+    context: dict[str, Any]
     variables: dict[str, Any]
     env: LazyEvaluation
     segments: dict[str, bool]
     views: dict[str, dict[str, Any]]
     topic_view: Callable[[str], dict[str, Any]]
+    personalized: bool
+
+
+class _Views(msgspec.Struct, frozen=True, gc=False):
+    """The two views of one decision (the same object when they see alike): service
+    messages read ``service``; commercial offers, ranking and learning ``commercial``."""
+
+    service: _RuleEnvironment
+    commercial: _RuleEnvironment
+
+    def of(self, offer: CompiledOffer) -> _RuleEnvironment:
+        return self.commercial if offer.kind is _COMMERCIAL else self.service
+
+    def chooser(self, ranked: Sequence[Candidate]) -> _RuleEnvironment:
+        """What the chooser (a learned model) reads: the commercial view when anything
+        commercial is ranked, else the service view."""
+        if self.commercial is self.service:
+            return self.service
+        if any(c.offer.kind is OfferKind.COMMERCIAL for c in ranked):
+            return self.commercial
+        return self.service
+
+
+def _views(
+    catalog: Catalog, profile: Profile, request: DecisionRequest, now: float, audience: _Audience
+) -> _Views:
+    """The service and commercial views; one environment when they differ only in the
+    guard's findings (the catalog refuses a segment or a commercial offer reading them:
+    ``catalog.compile``), or when marketing is off (nothing reads the commercial view)."""
+    service = _rule_environment(catalog, profile, request, now, audience.service_hidden)
+    commercial_hidden = audience.commercial_hidden
+    if not audience.marketing or commercial_hidden == audience.service_hidden | {SECURITY_DATA}:
+        # without marketing consent no commercial offer reaches a rule (NO_CONSENT first),
+        # the chooser ranks service messages only, the fallback shows none commercial
+        return _Views(service, service)
+    commercial = _rule_environment(catalog, profile, request, now, commercial_hidden)
+    return _Views(service, commercial)
 
 
 def _rule_environment(
-    catalog: Catalog, profile: Profile, request: DecisionRequest, now: float, personalized: bool
+    catalog: Catalog, profile: Profile, request: DecisionRequest, now: float, hidden: frozenset[str]
 ) -> _RuleEnvironment:
-    seen = profile if personalized else without_behaviour(profile)
+    sources = catalog.sources
+    seen = sources.masked(profile, hidden)
+    context = {} if DataSource.CONTEXTUAL in hidden else request.context
+    plan = catalog.rule_reads.masked(hidden, sources.of_path) if hidden else None
     # rules see only the values they name, down to the field: converting to CEL is the cost
-    env = catalog.rule_reads.evaluation(seen, catalog.topics, now, request.context)
+    env = catalog.rule_reads.evaluation(seen, catalog.topics, now, context, plan)
     variables = {"profile": {"funnel": {t: s.label for t, s in seen.funnel.items()}}}  # reasons
     segments = {seg.id: env.check(rule) is RuleOutcome.TRUE for seg, rule in catalog.segments}
     env.bind("segments", segments)
@@ -288,7 +331,10 @@ def _rule_environment(
             view = views[topic] = interest_view(it, catalog.topics[topic], now)
         return view
 
-    return _RuleEnvironment(seen, variables, env, segments, views, topic_view)
+    personalized = DataSource.BEHAVIORAL not in hidden
+    return _RuleEnvironment(
+        seen, context, variables, env, segments, views, topic_view, personalized
+    )
 
 
 # ---------------------------------------------------------------------- 4. candidate filtering
@@ -301,19 +347,24 @@ class _Filters(msgspec.Struct, frozen=True, gc=False):
     request: DecisionRequest
     now: float
     audience: _Audience
-    rules: _RuleEnvironment
+    views: _Views
     owned: set[str]
     fatigued: bool
 
-    def urgent(self, offer: CompiledOffer) -> bool:
-        """A service message whose trigger holds now."""
+    def urgent(self, offer: CompiledOffer, env: LazyEvaluation) -> bool:
+        """A service message whose trigger holds now (in ``env``, the offer's view)."""
         trigger = offer.urgent_rule
-        return trigger is not None and self.rules.env.check(trigger) is RuleOutcome.TRUE
+        return trigger is not None and env.check(trigger) is RuleOutcome.TRUE
 
     def excluded_by(
-        self, offer: CompiledOffer, view: dict[str, Any] | None, urgent: bool
+        self,
+        offer: CompiledOffer,
+        view: dict[str, Any] | None,
+        urgent: bool,
+        env: LazyEvaluation,
     ) -> Suppression | None:
-        """The first filter, in the module docstring's order, that excludes ``offer``."""
+        """The first filter, in the module docstring's order, that excludes ``offer``
+        (its rule checked in ``env``, the offer's view)."""
         if offer.id in self.request.exclude:
             return Suppression.ON_PAGE
         if not offer.live_at(self.now):
@@ -338,7 +389,7 @@ class _Filters(msgspec.Struct, frozen=True, gc=False):
                 return Suppression.FATIGUE
             if view is not None and ranking.faded(view["total"], view["score"], policy):
                 return Suppression.FADED
-        outcome = self.rules.env.check(offer.rule)
+        outcome = env.check(offer.rule)
         if outcome is RuleOutcome.FALSE:
             return Suppression.INELIGIBLE
         if outcome is RuleOutcome.ERROR:
@@ -352,13 +403,15 @@ def _filter_candidates(
     request: DecisionRequest,
     now: float,
     audience: _Audience,
-    rules: _RuleEnvironment,
+    views: _Views,
 ) -> tuple[list[tuple[CompiledOffer, dict[str, Any] | None, bool]], list[Excluded]]:
-    """The placement's offers that pass every filter (with their topic's interest view),
-    and the others, each with the first filter that excluded it; each eligible offer with
-    whether it is urgent."""
+    """The placement's offers that pass every filter (with their topic's interest view, in
+    the offer's view), and the others, each with the first filter that excluded it; each
+    eligible offer with whether it is urgent. Owned products are those the commercial view
+    sees: products from a source the customer withdrew are not read, even to hold back."""
     policy = catalog.policy
-    owned = _owned_topics(profile, catalog) if policy.suppress_owned else set()
+    seen = views.commercial.seen
+    owned = _owned_topics(seen, catalog) if policy.suppress_owned else set()
     shown_today = ranking.commercial_shown_today(profile.offers, catalog.commercial_offers, now)
     filters = _Filters(
         catalog,
@@ -366,16 +419,17 @@ def _filter_candidates(
         request,
         now,
         audience,
-        rules,
+        views,
         owned,
         ranking.fatigued(shown_today, policy),
     )
     eligible: list[tuple[CompiledOffer, dict[str, Any] | None, bool]] = []
     excluded: list[Excluded] = []
     for offer in catalog.by_placement[request.placement]:
+        rules = views.of(offer)
         view = rules.topic_view(offer.topic) if offer.topic else None
-        urgent = filters.urgent(offer)
-        why = filters.excluded_by(offer, view, urgent)
+        urgent = filters.urgent(offer, rules.env)
+        why = filters.excluded_by(offer, view, urgent, rules.env)
         if why is None:
             eligible.append((offer, view, urgent))
         else:
@@ -462,8 +516,7 @@ def _items(
     pool: list[Candidate],
     choice: Choice,
     limit: int,
-    rules: _RuleEnvironment,
-    personalized: bool,
+    views: _Views,
     customer: str,
 ) -> list[DecisionItem]:
     chosen = choice.picks[:limit]
@@ -474,6 +527,7 @@ def _items(
         c = pool[index]
         offer = c.offer
         variant = _variant(offer, customer)
+        rules = views.of(offer)
         items.append(
             DecisionItem(
                 position=position,
@@ -486,7 +540,12 @@ def _items(
                 propensity=propensity,
                 content=_content(offer, placement.channel.value, variant),
                 reasons=_reasons(
-                    offer, catalog, rules.views, rules.variables, personalized, rules.segments
+                    offer,
+                    catalog,
+                    rules.views,
+                    rules.variables,
+                    rules.personalized,
+                    rules.segments,
                 ),
                 variant=variant,
                 explored=explored[position - 1],
@@ -505,10 +564,10 @@ def _fallback_available(
     now: float,
     audience: _Audience,
 ) -> list[str]:
-    """The placement's fallback content that may be shown to ``profile`` now, in its order:
-    not on the page already, live, never to a campaign's control arm, and marketing only
-    with consent, outside the holdout, not in a session the guard flagged and not for a
-    product the customer owns."""
+    """The placement's fallback content that may be shown to ``profile`` (the commercial
+    view) now, in its order: not on the page already, live, never to a campaign's control
+    arm, and marketing only with consent, outside the holdout, not in a session the guard
+    flagged and not for a product the customer owns."""
     out: list[str] = []
     owned: set[str] | None = None
     for oid in placement.fallback:
@@ -582,12 +641,16 @@ def _outranked(pool: list[Candidate], choice: Choice, limit: int) -> list[Exclud
 
 
 # ---------------------------------------------------------------------- 10. the decision
-def _features(pool: list[Candidate], rules: _RuleEnvironment) -> dict[str, float]:
-    """What the prior's scores were computed from: the candidates' topics' interest."""
-    return {
-        ranking.interest_key(t): ranking.logged_interest(rules.views[t]["score"])
-        for t in sorted({c.offer.topic for c in pool if c.offer.topic is not None})
-    }
+def _features(pool: list[Candidate], views: _Views) -> dict[str, float]:
+    """What the prior's scores were computed from: the candidates' topics' interest (in the
+    view of the first candidate of each topic)."""
+    found: dict[str, float] = {}
+    for c in pool:
+        topic = c.offer.topic
+        if topic is not None and topic not in found:  # each candidate's view was built
+            score = views.of(c.offer).views[topic]["score"]
+            found[topic] = ranking.logged_interest(score)
+    return {ranking.interest_key(t): found[t] for t in sorted(found)}
 
 
 def _variant(offer: CompiledOffer, customer: str) -> str | None:
@@ -625,9 +688,13 @@ def _advisor_decision(
     board: AdvisorBoard,
 ) -> Decision:
     """The decision of an advisor placement: one advisor card, or none (the module
-    docstring's order of checks). Without personalization consent no behaviour is read: no
-    live topic, no card."""
-    live = live_topics(catalog, profile, now) if audience.personalized else []
+    docstring's order of checks). The card reads what personalization allows (its own
+    purpose, ``advisor_contact``, is ``may_contact``'s); without behaviour: no live topic,
+    no card."""
+    hidden = audience.service_hidden
+    profile = catalog.sources.masked(profile, hidden)
+    behaviour = audience.personalized and DataSource.BEHAVIORAL not in hidden
+    live = live_topics(catalog, profile, now) if behaviour else []
     excluded: list[Excluded] = []
     card: AdvisorCard | None = None
     if live and audience.flagged:  # an invitation to talk about a product is sales

@@ -64,6 +64,8 @@ class Scope(enum.StrEnum):
     METRICS = "metrics"
     #: a customer's own callbacks: request, read, cancel (the session's own only)
     CALLBACKS = "callbacks"
+    #: a customer's consent: the customer's own (a customer token), or anyone's (server)
+    CONSENT = "consent"
     #: what an advisor does: presence, their queue, accept / decline / connect / complete
     #: (an advisor key: their own only)
     ADVISORS_ACT = "advisors:act"
@@ -77,7 +79,9 @@ class Scope(enum.StrEnum):
     ADMIN = "admin"
 
 
-_CUSTOMER = frozenset({Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS})
+_CUSTOMER = frozenset(
+    {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS, Scope.CONSENT}
+)
 _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.NONE: frozenset({Scope.PUBLIC}),
     KeyKind.WRITE: _CUSTOMER,
@@ -130,6 +134,13 @@ class Sender(msgspec.Struct, frozen=True):
         if self.any_customer or user_id is None:
             return True
         return self.bound_user == user_id
+
+    def may_set_consent_for(self, user_id: str) -> bool:
+        """Server and admin keys for anyone; a write or browser key only for the userId its
+        customer token binds (an anonymousId alone never changes a customer's consent)."""
+        return self.any_customer or (
+            self.kind in (KeyKind.WRITE, KeyKind.BROWSER) and self.bound_user == user_id
+        )
 
     def may_act_as(self, advisor_id: str) -> bool:
         """Server and admin keys act for any advisor; an advisor key for its own id only."""

@@ -49,8 +49,9 @@ of the customer, so a model reads them beside ``x`` for that candidate alone):
 Device and channel come from the client, so their names are bounded: any value outside the
 lists is ``other``, and a client cannot grow a model by inventing device types.
 
-Pass the profile the decision may see: without personalization consent that is
-``decide.pipeline.without_behaviour(profile)``, which has no interests, so none are used.
+Pass the profile the decision may see: a decision passes its view's profile
+(``profile.sources.FeatureSources.masked``: the features of the data sources the customer
+withheld emptied, e.g. no interests without behavioral data), so none of those are used.
 Topics absent from ``topics`` (dropped from the catalog) are skipped.
 """
 

@@ -12,6 +12,7 @@ import msgspec
 
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
+from nextbest.profile.consent import ALL_PURPOSES, EVENT_SOURCES, DataSource, apply_consent
 from nextbest.profile.interest import add_to_score
 from nextbest.profile.kpis import KpiWatch, record_kpi
 from nextbest.profile.model import (
@@ -29,7 +30,7 @@ __all__ = ["CONSENT_PURPOSES", "FoldConfig", "Watcher", "fold"]
 
 #: the purposes a customer may consent to; ``advisor_contact``: being invited to a call with
 #: an advisor (the advisor card; unset, it follows ``marketing``: ``advisors.card``)
-CONSENT_PURPOSES = ("personalization", "marketing", "analytics", "security", "advisor_contact")
+CONSENT_PURPOSES = ALL_PURPOSES
 
 _FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
     EventName.CALCULATOR_USED: FunnelStage.CONSIDERING,
@@ -70,6 +71,12 @@ class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
     kpi_events: dict[str, tuple[KpiWatch, ...]] = {}
     #: the identity-theft guard (the catalog's ``security`` section), if any
     watch: Watcher | None = None
+    #: each track event's data source (``profile.consent``; an event named nowhere is
+    #: behavioral): only behavioral events count as interest; others touching a topic only
+    #: move its funnel, and only those with a stage of their own (``Product Opened``)
+    event_sources: dict[str, DataSource | None] = msgspec.field(
+        default_factory=lambda: dict(EVENT_SOURCES)
+    )
 
 
 def _interest(profile: Profile, topic: str, when: float, weight: float, half_life: float) -> None:
@@ -97,11 +104,20 @@ def _set_products(profile: Profile, products: Any, matcher: TopicMatcher) -> Non
                 _advance_funnel(profile, topic, FunnelStage.CUSTOMER)
 
 
-def _consent(profile: Profile, purposes: Any) -> None:
-    if isinstance(purposes, dict):
-        for purpose, granted in purposes.items():
-            if purpose in CONSENT_PURPOSES and isinstance(granted, bool):
-                profile.consent[purpose] = granted
+def _consent(profile: Profile, payload: Any, event: Event, origin: str, basis: Any = None) -> None:
+    """A consent payload (``profile.consent.apply_consent``) set at the event's time; the
+    event's own ``origin`` property (the consent route's) overrides ``origin``."""
+    if not isinstance(payload, dict):
+        return
+    said = event.properties.get("origin")
+    apply_consent(
+        profile.consent,
+        profile.grants,
+        payload,
+        at=event.timestamp,
+        origin=said if isinstance(said, str) and said else origin,
+        basis=basis,
+    )
 
 
 def _identify(profile: Profile, event: Event, matcher: TopicMatcher) -> None:
@@ -109,7 +125,7 @@ def _identify(profile: Profile, event: Event, matcher: TopicMatcher) -> None:
     consent = traits.pop("consent", None)
     products = traits.pop("products", None)
     profile.traits.update(traits)
-    _consent(profile, consent)
+    _consent(profile, consent, event, "identify")
     _set_products(profile, products, matcher)
     balance = traits.get("balance")
     if isinstance(balance, int | float) and not isinstance(balance, bool):
@@ -140,7 +156,7 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         if topic and profile.funnel.get(topic) is FunnelStage.CUSTOMER:
             profile.funnel[topic] = FunnelStage.NONE
     elif name == EventName.CONSENT_UPDATED:
-        _consent(profile, props.get("purposes"))
+        _consent(profile, props.get("purposes"), event, "event", props.get("basis"))
     elif name == EventName.LIFE_EVENT:
         profile.life_events.append((when, str(props["type"])))
         profile.life_events.sort()
@@ -160,6 +176,30 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
             profile.overdrawn = balance < 0
     elif name == EventName.SALARY_RECEIVED:
         profile.traits["last_salary"] = props["amount"]
+
+
+def _topics(
+    profile: Profile, event: Event, topics: list[str], matcher: TopicMatcher, cfg: FoldConfig
+) -> None:
+    """Interest and funnel in the topics ``event`` is about. Interest is behaviour: only
+    pages, screens and behavioral track events count; a core-banking or CRM event moves a
+    funnel only where it has a stage of its own (``Product Opened``: customer)."""
+    name = event.name or ""
+    if event.type is EventType.TRACK:
+        if cfg.event_sources.get(name, DataSource.BEHAVIORAL) is not DataSource.BEHAVIORAL:
+            stage = _FUNNEL_BY_EVENT.get(name)
+            if stage is not None:
+                for topic in topics:
+                    _advance_funnel(profile, topic, stage)
+            return
+        weight = cfg.event_weights.get(name, cfg.track_weight)
+    else:
+        weight = cfg.page_weight
+    stage = _FUNNEL_BY_EVENT.get(name, FunnelStage.RESEARCHING)
+    for topic in topics:
+        spec = matcher.topics[topic]
+        _interest(profile, topic, when=event.timestamp, weight=weight, half_life=spec.half_life)
+        _advance_funnel(profile, topic, stage)
 
 
 def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
@@ -211,15 +251,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         _session(profile, event, cfg)
         topics = matcher.match(event)
         if topics:
-            if kind is EventType.TRACK:
-                weight = cfg.event_weights.get(event.name or "", cfg.track_weight)
-            else:
-                weight = cfg.page_weight
-            stage = _FUNNEL_BY_EVENT.get(event.name or "", FunnelStage.RESEARCHING)
-            for topic in topics:
-                spec = matcher.topics[topic]
-                _interest(profile, topic, when, weight, spec.half_life)
-                _advance_funnel(profile, topic, stage)
+            _topics(profile, event, topics, matcher, cfg)
     if event.name is not None and cfg.kpi_events:
         watches = cfg.kpi_events.get(event.name)
         if watches:

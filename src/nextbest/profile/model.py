@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from nextbest.profile.baseline import GuardState
+from nextbest.profile.consent import ConsentGrant
 
 __all__ = [
     "FunnelStage",
@@ -88,6 +89,8 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     interests: dict[str, TopicInterest] = {}
     funnel: dict[str, FunnelStage] = {}
     offers: dict[str, OfferHistory] = {}
+    #: purpose -> on or off, as the customer set it (what ``profile.consent.<purpose>``
+    #: reads); every choice with its legal basis, time and origin is in ``grants``
     consent: dict[str, bool] = {}
     balance: float | None = None
     overdrawn: bool = False
@@ -114,6 +117,10 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     #: ``guard.watch``); None for anonymous visitors and when the catalog has no
     #: ``security`` section. Read for security alone: never by a model or a sales rule
     guard: GuardState | None = None
+    #: every consent choice (``profile.consent``): ``marketing``, ``marketing/transactional``
+    #: (a source under a purpose), ``*/transactional`` (a source under every purpose), with
+    #: its legal basis, event time and origin. Profiles encoded before it decode with none
+    grants: dict[str, ConsentGrant] = {}
 
     @property
     def experiment_key(self) -> str:

@@ -58,13 +58,16 @@ class RulePlan(NamedTuple):
     ``getters``: slot ``i``'s value; ``closures``: the rules compiled to closures;
     ``programs``: the rules rewritten for CEL; ``fallbacks``: what each rule reads in CEL
     (key None: a rule not compiled with the catalog); ``roots``: each nested root's
-    builder, narrowed to what the rules read."""
+    builder, narrowed to what the rules read; ``preset``: slots a view masks, set when the
+    evaluation starts (None: absent, else the getter of the masked value), because the
+    closures call their slot's getter themselves."""
 
     getters: Sequence[Getter]
     closures: Mapping[Rule, Closure]
     programs: Mapping[Rule, Any]
     fallbacks: Mapping[Rule | None, Fallback]
     roots: Mapping[str, Callable[[Any, Any, float, Any], Any]]
+    preset: tuple[tuple[int, Getter | None], ...] = ()
 
 
 class LazyEvaluation(Frame):
@@ -75,6 +78,10 @@ class LazyEvaluation(Frame):
 
     def __init__(self, plan: RulePlan, args: tuple[Any, Any, float, Any]) -> None:
         super().__init__(plan.getters, args)
+        if plan.preset:
+            values = self.values
+            for i, get in plan.preset:
+                values[i] = MISSING if get is None else get(*args)
         self._plan = plan
         self._closures = plan.closures
         self._context: Any = None
@@ -123,7 +130,9 @@ class LazyEvaluation(Frame):
         for root in roots:
             if root not in added:
                 added.add(root)
-                context.add_variable(root, plan.roots[root](*self.args))
+                value = plan.roots[root](*self.args)
+                if value is not MISSING:  # a root a view hides: unbound, as absent
+                    context.add_variable(root, value)
         program = plan.programs.get(rule)
         if program is None:
             return rule.check(context)

@@ -50,6 +50,7 @@ __all__ = [
     "SECURITY_FIELDS",
     "Need",
     "RuleReads",
+    "SourcesOf",
     "needs_of",
 ]
 
@@ -727,6 +728,9 @@ class RuleReads:
     __slots__ = (
         "_builders",
         "_flat",
+        "_masked",
+        "_nested",
+        "_paths",
         "_programs",
         "_static",
         "compiled",
@@ -748,6 +752,7 @@ class RuleReads:
         self.needs: dict[str, Need] = dict(needs)
         self.named_offers = frozenset(named_offers)
         nested = self.needs if nested is None else nested
+        self._nested: dict[str, Need] = dict(nested)
         self._builders = tuple(
             (root, _builder(root, need, self.named_offers))
             for root, need in sorted(nested.items())
@@ -764,6 +769,9 @@ class RuleReads:
         paths += [path for path in flat if path not in paths]
         slot = {path: i for i, path in enumerate(paths)}
         getters = tuple(_slot_getter(path, self.named_offers) for path in paths)
+        self._paths: tuple[tuple[str, ...], ...] = tuple(paths)
+        #: the plan of each set of hidden sources (``masked``)
+        self._masked: dict[frozenset[str], RulePlan] = {}
         flat_slot = {name: slot[path] for path, name in flat.items()}
         fallback: dict[Rule | None, Fallback] = {
             rule: (tuple((n, flat_slot[n]) for n in names), tuple(r for r in roots))
@@ -872,12 +880,124 @@ class RuleReads:
         topics: Mapping[str, TopicSpec],
         now: float,
         context: dict[str, Any],
+        plan: RulePlan | None = None,
     ) -> LazyEvaluation:
-        """One decision's evaluation: ``check(rule)`` runs the rule's closures, or CEL."""
-        return LazyEvaluation(self._static, (profile, topics, now, context))
+        """One decision's evaluation: ``check(rule)`` runs the rule's closures, or CEL;
+        ``plan``: a view's (``masked``), else every path as the profile holds it."""
+        return LazyEvaluation(plan or self._static, (profile, topics, now, context))
+
+    @property
+    def plan(self) -> RulePlan:
+        """The plan that reads every path as the profile holds it."""
+        return self._static
+
+    def masked(self, hidden: frozenset[str], sources_of: SourcesOf) -> RulePlan:
+        """The plan of a view that may not read the sources ``hidden``: every path whose
+        sources (``sources_of``, the catalog's ``FeatureSources.of_path``) meet ``hidden``
+        reads as absent (MISSING: the closures defer to CEL, where the variable is unbound
+        or the key missing, so the rule errs or ``has()`` is false, as for a key the
+        profile lacks), and a map read whole (``traits``, ``profile``) loses those keys.
+        The plan itself when nothing the rules read is hidden; one plan per ``hidden``,
+        kept (a catalog's rules know one attribution)."""
+        plan = self._masked.get(hidden)
+        if plan is None:
+            plan = _masked_plan(self._static, self._paths, self._nested, hidden, sources_of)
+            if len(self._masked) < 256:
+                self._masked[hidden] = plan
+        return plan
+
+    def sources_read(self, rule: Rule, sources_of: SourcesOf) -> frozenset[str]:
+        """The data sources ``rule`` may read (what a decision item says it used)."""
+        out: set[str] = set()
+        for root, need in needs_of(rule.source).items():
+            for path in _paths_of((root,), need):
+                out |= sources_of(path)
+        return frozenset(out)
 
     def __repr__(self) -> str:
         return f"RuleReads({self.needs!r})"
+
+
+#: a path -> the data sources it reads (``profile.sources.FeatureSources.of_path``)
+SourcesOf = Callable[[tuple[str, ...]], frozenset[str]]
+
+
+def _paths_of(prefix: tuple[str, ...], need: Need) -> list[tuple[str, ...]]:
+    """Every path a need tree names, down to what is read whole."""
+    if need is None:
+        return [prefix]
+    out: list[tuple[str, ...]] = []
+    for key, sub in need.items():
+        out += _paths_of((*prefix, key), sub)
+    return out or [prefix]
+
+
+def _absent(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+    return _MISSING
+
+
+def _without(
+    read: Callable[[Any, Any, float, Any], Any], keep: Callable[[str], bool]
+) -> Callable[[Any, Any, float, Any], Any]:
+    """``read``'s map without the keys ``keep`` refuses."""
+
+    def get(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+        value = read(p, topics, now, ctx)
+        if not isinstance(value, dict):
+            return value
+        return {k: v for k, v in value.items() if keep(k)}
+
+    return get
+
+
+def _masked_read(
+    path: tuple[str, ...],
+    read: Callable[[Any, Any, float, Any], Any],
+    hidden: frozenset[str],
+    sources_of: SourcesOf,
+    need: Need = None,
+) -> Callable[[Any, Any, float, Any], Any] | None:
+    """What reads ``path`` (narrowed to ``need`` below it) in a view hiding ``hidden``:
+    None when nothing it reads is hidden, the map without its hidden keys for ``traits``
+    and ``profile`` read whole, else absent."""
+    read_sources: set[str] = set()
+    for full in _paths_of(path, need):
+        read_sources |= sources_of(full)
+    if hidden.isdisjoint(read_sources):
+        return None
+    if path == ("traits",):
+        return _without(read, lambda k: hidden.isdisjoint(sources_of(("traits", k))))
+    if path == ("profile",):
+        return _without(read, lambda k: hidden.isdisjoint(sources_of(("profile", k))))
+    return _absent
+
+
+def _masked_plan(
+    plan: RulePlan,
+    paths: Sequence[tuple[str, ...]],
+    nested: Mapping[str, Need],
+    hidden: frozenset[str],
+    sources_of: SourcesOf,
+) -> RulePlan:
+    """``RuleReads.masked``: ``plan`` with the reads of hidden sources masked."""
+    getters = list(plan.getters)
+    roots = dict(plan.roots)
+    preset: list[tuple[int, Getter | None]] = []
+    changed = False
+    for i, path in enumerate(paths):
+        masked = _masked_read(path, getters[i], hidden, sources_of)
+        if masked is not None:
+            getters[i], changed = masked, True
+            preset.append((i, None if masked is _absent else masked))
+    for root, read in plan.roots.items():
+        masked = _masked_read((root,), read, hidden, sources_of, nested.get(root))
+        if masked is not None:
+            roots[root], changed = masked, True
+    if not changed:
+        return plan
+    return RulePlan(
+        tuple(getters), plan.closures, plan.programs, plan.fallbacks, roots, tuple(preset)
+    )
 
 
 def _merge_tree(into: dict[str, Need], name: str, need: Need) -> None:

@@ -1,0 +1,197 @@
+"""Which data source each profile feature comes from, and a profile masked to a view.
+
+Every feature a rule, a model or a reason reads is attributed to the sources whose events
+feed it (``FeatureSources.of_path`` for a rule's path, ``FeatureSources.field`` for a
+profile field); a feature fed by several sources is read only when all of them are allowed,
+so a view that hides a source never depends on that source's events (the property
+``tests/unit/test_consent_property.py`` checks):
+
+=====================================  ================================================
+feature                                sources
+=====================================  ================================================
+``interest.*``                         behavioral (the fold counts only behavioral events)
+``profile.funnel``                     behavioral, and the sources of the events with a
+                                       stage of their own and of products (crm)
+``products``                           the ``products`` trait's, ``Product Opened/Closed``'s
+``profile.balance``, ``overdrawn``     the ``balance`` trait's and the balance events'
+                                       (transactional)
+``profile.life_events``                ``Life Event``'s (crm)
+``traits.<name>``, ``profile.age``     the trait's (``consent.traits``, else crm)
+``profile.engagement``, ``sessions``,  every event source: each event counts
+``events``
+``context.*``                          contextual
+``security.*``                         the guard's findings (``SECURITY_DATA``)
+``offers.*``, ``profile.consent``,     none: the bank's own contact history (read for
+``customer_id``, ``known``, ``now``    contact caps whatever the customer allows), the
+                                       consent itself, identity, the clock
+=====================================  ================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from nextbest.profile.consent import (
+    EVENT_SOURCES,
+    SECURITY_DATA,
+    TRAIT_SOURCES,
+    ConsentSpec,
+    DataSource,
+)
+from nextbest.profile.model import Profile
+
+__all__ = ["FeatureSources"]
+
+_NONE: frozenset[str] = frozenset()
+#: the events with a funnel stage of their own (``profile.fold._FUNNEL_BY_EVENT``)
+_STAGED = (
+    "Calculator Used",
+    "Callback Requested",
+    "Application Started",
+    "Application Submitted",
+    "Application Completed",
+    "Product Opened",
+)
+_BALANCE_EVENTS = (
+    "Overdraft Started",
+    "Overdraft Ended",
+    "Balance Updated",
+    "Transaction Posted",
+)
+
+
+class FeatureSources:
+    """The catalog's attribution of features to data sources (``consent.traits`` and
+    ``consent.events`` over the built-in ones)."""
+
+    __slots__ = ("_blank", "_fields", "_traits", "events", "used")
+
+    def __init__(self, spec: ConsentSpec) -> None:
+        self.events: dict[str, DataSource | None] = {**EVENT_SOURCES, **spec.events}
+        self._traits: dict[str, str] = {
+            **{k: v.value for k, v in TRAIT_SOURCES.items()},
+            **{k: v.value for k, v in spec.traits.items()},
+        }
+        every = frozenset(
+            {DataSource.BEHAVIORAL.value, DataSource.CRM.value}
+            | {s.value for s in self.events.values() if s is not None}
+        )
+        products = self._sources_of(["Product Opened", "Product Closed"]) | {self.trait("products")}
+        self._fields: dict[str, frozenset[str]] = {
+            "interest": frozenset({DataSource.BEHAVIORAL.value}),
+            "funnel": self._sources_of(_STAGED) | {DataSource.BEHAVIORAL.value} | products,
+            "products": products,
+            "balance": self._sources_of(_BALANCE_EVENTS) | {self.trait("balance")},
+            "life_events": self._sources_of(["Life Event"]),
+            "age": frozenset({self.trait("birthday"), self.trait("age")}),
+            "activity": every,
+            "context": frozenset({DataSource.CONTEXTUAL.value}),
+            "security": frozenset({SECURITY_DATA}),
+            "last_salary": self._sources_of(["Salary Received"]) | {self.trait("last_salary")},
+        }
+        for name in ("overdrawn",):
+            self._fields[name] = self._fields["balance"]
+        for name in ("lifecycle",):
+            self._fields[name] = self._fields["age"]
+        for name in ("engagement", "sessions", "events", "session", "recent"):
+            self._fields[name] = every
+        #: per set of hidden sources: the fields a masked profile empties, the traits it
+        #: drops (None: every trait not of a hidden source, as crm is hidden), kept
+        self._blank: dict[frozenset[str], tuple[dict[str, Any], frozenset[str] | None]] = {}
+        #: every source some feature is attributed to: hiding any other changes nothing
+        self.used: frozenset[str] = frozenset().union(*self._fields.values()) | frozenset(
+            self._traits.values()
+        )
+
+    def _sources_of(self, names: Iterable[str]) -> frozenset[str]:
+        out: set[str] = set()
+        for name in names:
+            source = self.events.get(name, DataSource.BEHAVIORAL)
+            if source is not None:
+                out.add(source.value)
+        return frozenset(out)
+
+    def trait(self, name: str) -> str:
+        """A trait's source (crm unless declared)."""
+        return self._traits.get(name, DataSource.CRM.value)
+
+    def event(self, name: str | None) -> DataSource | None:
+        """A track event's source (behavioral unless declared; None: no customer data)."""
+        return self.events.get(name or "", DataSource.BEHAVIORAL)
+
+    def field(self, name: str) -> frozenset[str]:
+        """The sources of one profile feature (``profile.<name>``); none for identity and
+        consent."""
+        return self._fields.get(name, _NONE)
+
+    def of_path(self, path: tuple[str, ...]) -> frozenset[str]:
+        """The sources a rule path reads (``("interest", "mortgage", "count_14d")``); a root
+        read whole reads all of its fields'."""
+        root = path[0]
+        if root == "interest":
+            return self._fields["interest"]
+        if root == "products":
+            return self._fields["products"]
+        if root == "context":
+            return self._fields["context"]
+        if root == "security":
+            return self._fields["security"]
+        if root == "traits":
+            if len(path) > 1:
+                return frozenset({self.trait(path[1])})
+            return frozenset(self._traits.values()) | {DataSource.CRM.value}
+        if root == "profile":
+            if len(path) > 1:
+                return self._fields.get(path[1], _NONE)
+            return frozenset().union(*self._fields.values()) - {SECURITY_DATA}
+        return _NONE  # offers (contact history), now, segments (bound per view)
+
+    def hides(self, hidden: frozenset[str]) -> bool:
+        """Hiding ``hidden`` masks some feature."""
+        return not hidden.isdisjoint(self.used)
+
+    def masked(self, profile: Profile, hidden: frozenset[str]) -> Profile:
+        """``profile`` as a view hiding ``hidden`` sees it: the same object when nothing it
+        holds is hidden, else a shallow copy with the hidden features emptied (what a new
+        customer has there); consent, contact history and identity stay."""
+        blank = self._blank.get(hidden)
+        if blank is None:
+            blank = self._blanks(hidden)
+            if len(self._blank) < 256:
+                self._blank[hidden] = blank
+        changes, drop = blank
+        traits = profile.traits
+        if traits and (drop is None or any(k in traits for k in drop)):
+            kept = {k: v for k, v in traits.items() if self.trait(k) not in hidden}
+            changes = {**changes, "traits": kept}
+        if not changes:
+            return profile
+        return msgspec.structs.replace(profile, **changes)
+
+    def _blanks(self, hidden: frozenset[str]) -> tuple[dict[str, Any], frozenset[str] | None]:
+        """What ``masked`` empties for ``hidden``, and the traits it drops."""
+        changes: dict[str, Any] = {}
+        f = self._fields
+
+        def off(name: str) -> bool:
+            return not hidden.isdisjoint(f[name])
+
+        if off("interest"):
+            changes["interests"] = {}
+        if off("funnel"):
+            changes["funnel"] = {}
+        if off("products"):
+            changes["products"] = []
+        if off("balance"):
+            changes["balance"] = None
+            changes["overdrawn"] = False
+        if off("life_events"):
+            changes["life_events"] = []
+        if off("activity"):
+            changes.update(activity=[], session=None, sessions=0, event_count=0, recent=[])
+        if DataSource.CRM in hidden:
+            return changes, None
+        return changes, frozenset(k for k, s in self._traits.items() if s in hidden)
