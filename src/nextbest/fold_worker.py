@@ -52,7 +52,14 @@ from nextbest.engine import Engine
 from nextbest.errors import NextbestError, StateLost, StoreError
 from nextbest.events.model import Event
 from nextbest.store.port import SequencedLog, StateReads
-from nextbest.store.snapshot import FOLD_ROW, POSITION, ModelVersion, position_row, published_row
+from nextbest.store.snapshot import (
+    FOLD_ROW,
+    POSITION,
+    ModelVersion,
+    alerts_row,
+    position_row,
+    published_row,
+)
 from nextbest.write_behind import Segment, WriteBehindLog
 
 __all__ = ["CONSUMER", "FoldStats", "FoldWorker"]
@@ -89,6 +96,10 @@ class FoldStats:
     log_seconds: float = 0.0
     log_failures: int = 0
     log_error: str | None = None
+    #: the guard's fraud alerts enqueued in the outbox (after the save that made them), and
+    #: the enqueues that failed (tried again next step; saved meanwhile)
+    alerts_sent: int = 0
+    alert_failures: int = 0
 
 
 class _Pending(NamedTuple):
@@ -171,6 +182,11 @@ class FoldWorker:
         self._writer_stop = threading.Event()
         self._close_writer = close_writer
         self._writer_stuck = False
+        #: the alerts due saved in Redis (``fold/alerts``), the oldest of the engine's: those
+        #: a restart found there, or the last save wrote; sent after it, the row then deleted
+        self._alerts_saved = len(engine.alerts_due)
+        #: ``fold/alerts`` holds alerts (sent or not): the next save deletes what was sent
+        self._alerts_row = self._alerts_saved > 0
         self.bus.consume(consumer, self._done)
 
     @property
@@ -223,6 +239,7 @@ class FoldWorker:
         segments itself, at its end: a failure keeps them for the next step, which refuses
         to fold more (raising the log's error) while ``max_unlogged`` deliveries wait."""
         self._wait_for_room()
+        self._send_alerts()  # saved, not sent yet (a failed enqueue, or found at a restart)
         if self._save_due:
             self.engine.state_lost()
             self._save(self.position, models=True)
@@ -251,12 +268,13 @@ class FoldWorker:
         seqs: list[int | None] = []
         if fresh:
             started = time.perf_counter()
-            seqs = self.engine.fold_accepted(events)
+            seqs = self.engine.fold_accepted(events, send_alerts=False)
             self.stats.fold_seconds = time.perf_counter() - started
             if self._models_changed_at is None and self.engine.models_changed:
                 self._models_changed_at = self._wall()
             self._save(fresh[-1].seq, models=models_due and self.engine.models_changed)
             saved = self._wall()
+            self._send_alerts()
             self.stats.visible_after = tuple(saved - e.received_at for e in events)
             self.position = fresh[-1].seq
         for d in todo:
@@ -407,13 +425,35 @@ class FoldWorker:
         if models:
             version = ModelVersion(position, self._wall(), self._models_changed_at)
             extra.append(published_row(version))
+        due = self.engine.alerts_due
+        if due or self._alerts_row:  # saved with the fold that made them (or deleted)
+            extra.append(alerts_row(due))
         started = time.perf_counter()
         self.engine.snapshot(models=models, extra=extra)
         self.stats.save_seconds = time.perf_counter() - started
+        self._alerts_saved = len(due)
+        self._alerts_row = bool(due)
         if models:
             self._models_at = self._monotonic()
             self._models_changed_at = None
             self.stats.models_published += 1
+
+    def _send_alerts(self) -> None:
+        """Enqueue the saved alerts in the outbox (PostgreSQL): only once saved, so a crash
+        before the save makes them again when the events are folded again, and one after
+        it finds them in ``fold/alerts`` at the restart; the outbox's key makes a second
+        enqueue of one a no-op. A failure is counted and tried again at the next step."""
+        if not self._alerts_saved:
+            return
+        before = len(self.engine.alerts_due)
+        try:
+            self.engine.send_alerts(self._alerts_saved)
+        except NextbestError as exc:
+            self.stats.alert_failures += 1
+            log.error("fraud alerts not enqueued (kept, retried): %s", exc.message)
+        sent = before - len(self.engine.alerts_due)
+        self._alerts_saved -= sent
+        self.stats.alerts_sent += sent
 
     def _ack_stale(self) -> None:
         if self._stale:

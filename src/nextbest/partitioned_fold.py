@@ -67,6 +67,14 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.errors import ConfigError, LeaseLost, NextbestError, StoreError
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.counters import ExperimentCounters
+from nextbest.guard.alert import (
+    FRAUD_CHANNEL,
+    Alerted,
+    DueAlert,
+    decode_alerts,
+    due_alert,
+    encode_alerts,
+)
 from nextbest.learn.trust import sender_trusted
 from nextbest.live_profiles import mark_value, written_keys
 from nextbest.model_writer import LearningRecord, ModelWriter, learning_names
@@ -75,7 +83,14 @@ from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.profile_cache import LINKED_ROW, Linked, ProfileCache
 from nextbest.routing import destination, dissolved, home, joined, moved_links, remote
-from nextbest.store.port import EventLog, PartitionedLog, SharedState, StateRow, StoredEvent
+from nextbest.store.port import (
+    EventLog,
+    Outbox,
+    PartitionedLog,
+    SharedState,
+    StateRow,
+    StoredEvent,
+)
 from nextbest.store.snapshot import FOLD_ROW, POSITION
 
 __all__ = [
@@ -235,6 +250,10 @@ class PartitionStats:
     cache_loads: int = 0
     #: times this worker stopped folding its partitions: a lease lost (``_let_go``)
     leases_lost: int = 0
+    #: the guard's fraud alerts enqueued in the outbox (after the save that made them), and
+    #: the enqueues that failed (tried again next step; saved meanwhile)
+    alerts_sent: int = 0
+    alert_failures: int = 0
 
 
 class _Segment(NamedTuple):
@@ -294,6 +313,7 @@ class PartitionedFold:
         models: ModelWriter | None = None,
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        outbox: Outbox | None = None,
     ) -> None:
         if not isinstance(log, PartitionedLog):
             raise StoreError(
@@ -323,6 +343,14 @@ class PartitionedFold:
         self._close = close
         #: the deployment's model writer, when it runs in this worker (``model_writer``)
         self.models = models
+        #: the outbox the guard's fraud alerts go to (None: no alerts made)
+        self.outbox = outbox
+        #: per partition, the alerts made and not enqueued yet, oldest first; how many of
+        #: them the last save wrote (``fold/alerts-<p>``); whether that row holds any
+        self.alerts: dict[int, list[DueAlert]] = {}
+        self._alerts_saved: dict[int, int] = {}
+        self._alerts_row: dict[int, bool] = {}
+        self._alerted = Alerted()
         #: each partition folds on its own (its book, its cache: a freeze on one partition
         #: must not show in another's view before the joining fold), sharing the bound
         self.books: dict[int, ProfileBook] = {}
@@ -460,6 +488,9 @@ class PartitionedFold:
                 self.skipped,
                 self._skipped_saved,
                 self._restart_pending,
+                self.alerts,
+                self._alerts_saved,
+                self._alerts_row,
             ):
                 table.pop(p, None)
         self._relays_dirty.clear()
@@ -492,18 +523,24 @@ class PartitionedFold:
             *(_row("pending", p) for p in partitions),
             *(_row("relays", p) for p in partitions),
             *(_row("parked", p) for p in partitions),
+            *(_row("alerts", p) for p in partitions),
         ]
         got = self.state.read_rows(rows)
         n = len(partitions)
-        legacy, done, skipped, pending, relays, parked = (
+        legacy, done, skipped, pending, relays, parked, alerts = (
             got[0],
             got[1 : 1 + n],
             got[1 + n : 1 + 2 * n],
             got[1 + 2 * n : 1 + 3 * n],
             got[1 + 3 * n : 1 + 4 * n],
-            got[1 + 4 * n :],
+            got[1 + 4 * n : 1 + 5 * n],
+            got[1 + 5 * n :],
         )
         for i, p in enumerate(partitions):
+            saved_alerts = alerts[i]
+            self.alerts[p] = decode_alerts(saved_alerts) if saved_alerts else []
+            self._alerts_saved[p] = len(self.alerts[p])
+            self._alerts_row[p] = bool(self.alerts[p])
             logged_p = logged.get(p, single)
             saved_done, saved_skipped, saved_pending, saved_relays = (
                 done[i],
@@ -630,6 +667,7 @@ class PartitionedFold:
         if self._staged is not None:  # the last step's publish or save failed: again
             self._finish(self._staged)
             self._staged = None
+        self._send_alerts()  # saved, not sent yet (a failed enqueue, or found at a restart)
         if self._restart_pending and self._caught_up_again():
             self._complete_restart()
         self._check_relays()
@@ -982,6 +1020,8 @@ class PartitionedFold:
             for k, (frozen_as, before_as) in undone.items():
                 if identity.target(*k) == before_as:  # (a link this fold made stays)
                     identity.put_back(k[0], k[1], frozen_as)
+        if self.outbox is not None:
+            self._alert_if_flagged(p, event)
         came_from = hop.came_from if hop is not None else p
         for k, old in before.items():
             new = identity.target(*k)
@@ -1144,6 +1184,7 @@ class PartitionedFold:
             saved_at = self._wall()
             self.stats.visible_after = tuple(saved_at - r for r in st.received)
             st.saved = True
+            self._send_alerts()
         if not st.sealed:
             positions = dict(st.positions)
             self._seal(_Segment(tuple(st.events), positions, tuple(st.deliveries)))
@@ -1226,6 +1267,10 @@ class PartitionedFold:
         rows += self._position_rows(st)
         rows += self._relay_rows()
         rows += self._parked_rows()
+        alerts = {p: list(a) for p, a in self.alerts.items() if a or self._alerts_row.get(p)}
+        rows += [
+            StateRow(*_row("alerts", p), encode_alerts(a) if a else None) for p, a in alerts.items()
+        ]
         for p, outs in st.late.items():
             held = [
                 (r.kind, r.key, r.body)
@@ -1247,6 +1292,45 @@ class PartitionedFold:
             raise
         for p, done in st.positions.items():
             self.saved[p] = max(self.saved[p], done)
+        for p, a in alerts.items():
+            self._alerts_saved[p] = len(a)
+            self._alerts_row[p] = bool(a)
+
+    def _alert_if_flagged(self, p: int, event: Event) -> None:
+        """After a fold: the alert of the event's customer's flagged session, due once this
+        step is saved (the embedded engine's ``_alert_if_flagged``, alike)."""
+        guard = self.catalog.guard
+        if guard is None or not guard.alerts or not event.anonymous_id:
+            return
+        book = self.books[p]
+        profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
+        due = due_alert(profile, guard, self.catalog.version, self._alerted)
+        if due is not None:
+            self.alerts[p].append(due)
+
+    def _send_alerts(self) -> None:
+        """Enqueue the saved alerts in the outbox (PostgreSQL): only once saved under the
+        partitions' leases, so a worker that lost them sends nothing it folded since, and a
+        crash after the save leaves them in ``fold/alerts-<p>`` for whoever folds ``p``
+        next; the outbox's key makes a second enqueue of one a no-op. A failure is counted
+        and tried again at the next step."""
+        if self.outbox is None:
+            return
+        guard = self.catalog.guard
+        destination = guard.alert_destination if guard is not None else ""
+        for p, n in self._alerts_saved.items():
+            due = self.alerts[p]
+            while n and due:
+                try:
+                    self.outbox.enqueue(FRAUD_CHANNEL, destination, *due[0], self._wall())
+                except NextbestError as exc:
+                    self.stats.alert_failures += 1
+                    log.error("fraud alerts not enqueued (kept, retried): %s", exc.message)
+                    return
+                due.pop(0)
+                n -= 1
+                self._alerts_saved[p] = n
+                self.stats.alerts_sent += 1
 
     def _complete_restart(self) -> None:
         """Stitches a step froze before a restart: published again (the bus dedupes them by
