@@ -67,6 +67,7 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.errors import ConfigError, LeaseLost, NextbestError, StoreError
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.counters import ExperimentCounters
+from nextbest.experiments.exposure import first_exposure
 from nextbest.guard.alert import (
     FRAUD_CHANNEL,
     Alerted,
@@ -1051,6 +1052,7 @@ class PartitionedFold:
                 profile.experiment_key if profile is not None else "",
                 trusted,
                 same,
+                first_exposure(profile, self.catalog, event),
             )
             st.now.append(_Out(LEARNING, f"learn:{p}:{d.seq}", _encode(record), "learning"))
 
