@@ -35,11 +35,8 @@ folded again; folding resumes past the saved position.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -51,6 +48,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.engine import Engine
 from nextbest.errors import NextbestError, StateLost, StoreError
 from nextbest.events.model import Event
+from nextbest.fold_loop import FoldLoop, LoopStats
 from nextbest.store.port import SequencedLog, StateReads
 from nextbest.store.snapshot import (
     FOLD_ROW,
@@ -73,41 +71,23 @@ _decode = msgspec.msgpack.Decoder(Event).decode
 
 
 @dataclass
-class FoldStats:
-    """What the worker did, for ``/metrics``: totals, and the last step's timings."""
+class FoldStats(LoopStats):
+    """What the worker did, for ``/metrics`` (``fold_loop.LoopStats``, and the model copies
+    published)."""
 
-    events: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    batches: int = 0
-    failures: int = 0
     models_published: int = 0
-    #: seconds the last fold took (the engine's, the log's duplicate check included)
-    fold_seconds: float = 0.0
-    #: seconds the last state save took (Redis)
-    save_seconds: float = 0.0
-    #: per event of the last step: seconds from its acceptance by an API worker (its
-    #: ``received_at``) to the save that made it visible to every API worker
-    visible_after: tuple[float, ...] = ()
-    last_error: str | None = None
-    #: segments logged, their events, and the seconds the last one's commit took (PostgreSQL)
-    segments_logged: int = 0
-    events_logged: int = 0
-    log_seconds: float = 0.0
-    log_failures: int = 0
-    log_error: str | None = None
-    #: the guard's fraud alerts enqueued in the outbox (after the save that made them), and
-    #: the enqueues that failed (tried again next step; saved meanwhile)
-    alerts_sent: int = 0
-    alert_failures: int = 0
 
 
 class _Pending(NamedTuple):
     segment: Segment
     deliveries: list[Delivery]
 
+    @property
+    def events(self) -> tuple[object, ...]:
+        return self.segment.events
 
-class FoldWorker:
+
+class FoldWorker(FoldLoop[_Pending, FoldStats]):
     def __init__(
         self,
         engine: Engine,
@@ -125,6 +105,7 @@ class FoldWorker:
         close_writer: Callable[[], None] | None = None,
         max_unlogged: int = 10_000,
     ) -> None:
+        super().__init__(FoldStats(), max_unlogged)
         self.engine = engine
         self.bus = bus
         self.consumer = consumer
@@ -165,23 +146,7 @@ class FoldWorker:
         self._reads = reads
         self._check_every = check_every
         self._checked_at = monotonic()
-        self.stats = FoldStats()
-        #: a step's observer (the metrics): its fold and save seconds
-        self.on_step: Callable[[FoldStats], None] | None = None
-        #: a segment's observer (the metrics): its commit seconds
-        self.on_logged: Callable[[FoldStats], None] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        #: segments sealed, not logged yet, oldest first, and their deliveries (folding
-        #: waits while ``max_unlogged`` deliveries wait)
-        self._unlogged: deque[_Pending] = deque()
-        self._waiting = 0
-        self._max_unlogged = max_unlogged
-        self._changed = threading.Condition()
-        self._writer: threading.Thread | None = None
-        self._writer_stop = threading.Event()
         self._close_writer = close_writer
-        self._writer_stuck = False
         #: the alerts due saved in Redis (``fold/alerts``), the oldest of the engine's: those
         #: a restart found there, or the last save wrote; sent after it, the row then deleted
         self._alerts_saved = len(engine.alerts_due)
@@ -195,44 +160,6 @@ class FoldWorker:
         return self.log.logged_position
 
     # ------------------------------------------------------------------ the loop
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="nextbest-fold", daemon=True)
-        self._thread.start()
-
-    def run(self) -> None:
-        self._writer_stop.clear()
-        self._writer = threading.Thread(target=self._write_loop, name="nextbest-log", daemon=True)
-        self._writer.start()
-        pause = 0.05
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except NextbestError as exc:
-                    self.stats.failures += 1
-                    self.stats.last_error = exc.message
-                    log.error("fold step failed, retrying in %.2f s: %s", pause, exc.message)
-                    self._stop.wait(pause)
-                    pause = min(pause * 2, 2.0)
-                else:
-                    pause = 0.05
-                    self.stats.last_error = None
-        finally:
-            self._writer_stop.set()  # it logs what is sealed (trying a while), then ends
-            with self._changed:
-                self._changed.notify_all()
-            self._writer.join(timeout=30)
-            #: still in a commit (PostgreSQL stuck): its connection is left to the exit
-            self._writer_stuck = self._writer.is_alive()
-            self._writer = None
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._changed:
-            self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
     def step(self) -> int:
         """One fetch, fold, save; the batch sealed for the log; the events folded. Without
         the writer thread (``run`` not running), the step logs and acknowledges the sealed
@@ -254,9 +181,7 @@ class FoldWorker:
             if models_due and self.engine.models_changed:
                 self._save(self.position, models=True)
             self._ack_stale()
-            if self._writer is None:
-                with contextlib.suppress(NextbestError):
-                    self._write_unlogged(retry=self.stats.log_error is not None)
+            self._log_here()
             return 0
         again = [d for d in todo if d.seq <= self.position]  # logged again after a restart
         fresh = todo[len(again) :]
@@ -288,94 +213,25 @@ class FoldWorker:
         self.stats.batches += 1
         if self.on_step is not None and fresh:
             self.on_step(self.stats)
-        if self._writer is None:
-            with contextlib.suppress(NextbestError):  # kept: tried again next step
-                self._write_unlogged(retry=self.stats.log_error is not None)
+        self._log_here()
         return folded
 
     # ------------------------------------------------------------------ the log writer
-    def _seal(self, pending: _Pending) -> None:
-        """Queue a segment for the writer."""
-        with self._changed:
-            self._unlogged.append(pending)
-            self._waiting += len(pending.deliveries)
-            self._changed.notify_all()
+    def _write_group(self, group: list[_Pending], *, retry: bool) -> list[_Pending]:
+        if retry:  # the segments the log's recorded position covers are done
+            logged = self.log.committed()
+            done = [p for p in group if p.segment.position <= logged]
+            for p in done:
+                self.log.written(p.segment)
+            self._logged(done)
+            group = group[len(done) :]
+        if group:
+            events = tuple(e for p in group for e in p.segment.events)
+            self.log.write(Segment(events, group[-1].segment.position))
+        return group
 
-    def _wait_for_room(self) -> None:
-        """Backpressure: while ``max_unlogged`` deliveries wait for the log, fold no more
-        (the writer thread makes room; without it, the log is written here, raising its
-        error if it fails)."""
-        if self._writer is None:
-            if self._waiting >= self._max_unlogged:
-                self._write_unlogged(retry=self.stats.log_error is not None)
-            return
-        with self._changed:
-            while self._waiting >= self._max_unlogged and not self._stop.is_set():
-                self._changed.wait(0.1)
-
-    def _write_unlogged(self, *, retry: bool) -> None:
-        """Log every queued segment in one commit, then acknowledge their deliveries; an
-        error raises, the segments stay queued. ``retry``: the last try failed, and may
-        have committed all the same: the segments the log's position covers are done."""
-        with self._changed:
-            group = list(self._unlogged)
-        if not group:
-            return
-        started = time.perf_counter()
-        try:
-            if retry:
-                logged = self.log.committed()
-                done = [p for p in group if p.segment.position <= logged]
-                for p in done:
-                    self.log.written(p.segment)
-                self._logged(done)
-                group = group[len(done) :]
-            if group:
-                events = tuple(e for p in group for e in p.segment.events)
-                self.log.write(Segment(events, group[-1].segment.position))
-        except NextbestError as exc:
-            self.stats.log_failures += 1
-            self.stats.log_error = exc.message
-            raise
-        self.stats.log_seconds = time.perf_counter() - started
-        self.stats.log_error = None
-        self._logged(group)
-        if group and self.on_logged is not None:
-            self.on_logged(self.stats)
-
-    def _logged(self, group: list[_Pending]) -> None:
-        """These queued segments (the oldest) are in the log: dequeued, acknowledged."""
-        if not group:
-            return
-        with self._changed:
-            for _ in group:
-                self._waiting -= len(self._unlogged.popleft().deliveries)
-            self._changed.notify_all()
-        self.stats.segments_logged += len(group)
-        self.stats.events_logged += sum(len(p.segment.events) for p in group)
+    def _acknowledge(self, group: list[_Pending]) -> None:
         self.bus.ack(self.consumer, [d for p in group for d in p.deliveries])
-
-    def _write_loop(self) -> None:
-        pause = 0.05
-        retry = False
-        while True:
-            with self._changed:
-                while not self._unlogged and not self._writer_stop.is_set():
-                    self._changed.wait(0.5)
-                if not self._unlogged:
-                    return
-            try:
-                self._write_unlogged(retry=retry)
-            except NextbestError as exc:
-                retry = True
-                if self._writer_stop.is_set() and pause >= 1.0:
-                    return  # stopping, and the log is away: the restart logs them
-                log.error("event log write failed, retrying in %.2f s: %s", pause, exc.message)
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
-            else:
-                retry = False
-                pause = 0.05
 
     def _check_saved_state(self) -> None:
         """Every ``check_every`` seconds: if the saved position vanished (Redis was flushed

@@ -13,29 +13,22 @@ import os
 import random
 from collections.abc import Iterator
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import msgspec
 import pytest
 
-from nextbest.api_worker import ApiWorker
-from nextbest.bus import MemoryBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.decide import Decision, DecisionRequest
-from nextbest.engine import Engine, IngestRequest
-from nextbest.errors import StoreUnavailable
+from nextbest.engine import Engine
 from nextbest.experiments.counters import CONTROL, ExperimentCounters
-from nextbest.fold_worker import FoldWorker
 from nextbest.guard.senders import KeyKind, Sender
-from nextbest.model_writer import LEARNER_CONSUMER, ModelWriter
-from nextbest.partitioned_fold import PartitionedFold, consumer_name
+from nextbest.model_writer import ModelWriter
 from nextbest.service import Service
-from nextbest.store import memory_stores, with_state
+from nextbest.store import memory_stores
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.memory import MemoryEventLog
-from nextbest.store.redis import RedisState
 from nextbest.usecases import served_experiment
+from tests.acceptance.scaled_side import ScaledSide, redis_or_skip
 from tests.support import DAY, T0, batch, counter_ids, edited_catalog, feedback, identify, page
 from tests.unit.experiment_bank import CAMPAIGN, MORTGAGE, applied
 
@@ -83,83 +76,17 @@ class Embedded:
         self.engine.close()
 
 
-class Scaled:
-    """An API worker and the fold side (one fold worker; or two partitioned ones and the
-    model writer) on the in-memory bus and logs and Redis."""
+class Scaled(ScaledSide):
+    """The scaled deployment deciding for the scenario and reading its counters."""
 
     def __init__(self, catalog: Catalog, partitioned: bool) -> None:
-        self.catalog = catalog
-        self.clock = FixedClock(T0)
-        self.now = T0  # the partitioned workers' wall clock (a parked stitch's pause)
-        self.bus = MemoryBus(4, ack_wait=60.0)
-        self.logs = memory_stores()
-        self.namespace = NAMESPACES[partitioned]
-        self.states: list[RedisState] = []
-        reads = self.redis()
-        self.api = ApiWorker(
-            catalog, self.logs, reads, reads, self.bus, self.clock, new_id=counter_ids("s")
-        )
-        self.single: FoldWorker | None = None
-        self.parts: list[PartitionedFold] = []
-        self.writer: ModelWriter | None = None
-        if not partitioned:
-            engine = Engine(catalog, with_state(self.logs, self.redis(), lambda: None), self.clock)
-            self.single = FoldWorker(engine, self.bus, wait=0.0, model_every=0.0)
-            return
-        log = self.logs.events
-        assert isinstance(log, MemoryEventLog)
-        self.parts = [
-            PartitionedFold(
-                catalog,
-                self.bus,
-                self.redis(),
-                log,
-                log,
-                half,
-                wait=0.0,
-                wall=lambda: self.now,
-                owner=f"half{n}",
-            )
-            for n, half in enumerate(HALVES)
-        ]
-        self.writer = ModelWriter(
-            catalog, self.bus, self.redis(), self.logs.decisions, wait=0.0, save_every=0.0
-        )
-
-    def redis(self) -> RedisState:
-        state = RedisState(REDIS, self.namespace, timeout=2.0)
-        self.states.append(state)
-        return state
-
-    def send(self, messages: list[dict[str, Any]]) -> None:
-        self.api.accept(IngestRequest(SERVER, self.api.read_batch(batch(*messages)), "$.batch"))
+        namespace = NAMESPACES[partitioned]
+        super().__init__(catalog, REDIS, namespace, partitioned=partitioned, at=T0, models=True)
 
     def decide(self, user: str) -> Decision:
         decision = self.api.decide(DecisionRequest(placement="home_feed"), user_id=user)
         self.api.flush()  # in the decision log before anything that follows it is folded
         return decision
-
-    def settle(self) -> None:
-        for _ in range(100):
-            if self.single is not None:
-                self.single.step()
-                if self.bus.pending("fold") == 0:
-                    return
-                continue
-            self.now += 0.1  # a stitch put aside goes back after a pause
-            for fold in self.parts:
-                fold.step()
-            assert self.writer is not None
-            self.writer.step()
-            folded = all(self.bus.pending(consumer_name(p)) == 0 for h in HALVES for p in h)
-            if (
-                folded
-                and not any(any(f.parked.values()) or f.lags()[2] for f in self.parts)
-                and self.bus.pending(LEARNER_CONSUMER) == 0
-            ):
-                self.writer.step()  # control exposures logged since its last step
-                return
-        raise AssertionError("the fold did not settle")
 
     def counters(self) -> bytes:
         if self.single is not None:
@@ -169,11 +96,6 @@ class Scaled:
 
     def service(self) -> Service:
         return self.api
-
-    def close(self) -> None:
-        self.api.close()
-        for state in self.states:
-            state.close()
 
 
 @pytest.fixture(scope="module")
@@ -185,17 +107,9 @@ def greedy_bank(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
 
 @pytest.fixture
 def redis() -> Iterator[None]:
-    try:
-        for namespace in NAMESPACES:
-            RedisState(REDIS, namespace, timeout=2.0).drop()
-    except StoreUnavailable as exc:
-        url = urlsplit(REDIS)
-        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
+    redis_or_skip(REDIS, *NAMESPACES)
     yield
-    for namespace in NAMESPACES:
-        state = RedisState(REDIS, namespace, timeout=2.0)
-        state.drop()
-        state.close()
+    redis_or_skip(REDIS, *NAMESPACES)
 
 
 def customers(rng: random.Random) -> list[tuple[str, str | None]]:
