@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
+from nextbest.api.fold_ops import FoldMetrics
+from nextbest.api.metrics import Metrics
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
 from nextbest.engine import Engine
@@ -107,12 +110,12 @@ def test_a_takeover_through_the_fold_makes_the_embedded_engines_one_alert(
     scaled.send(takeover(AT)[3:])  # more of the same session: no second alert
     scaled.settle()
     assert alert_rows(scaled.logs.outbox) == embedded_alerts(catalog)
-    sent = (
-        scaled.single.stats.alerts_sent
-        if scaled.single
-        else sum(f.stats.alerts_sent for f in scaled.parts)
-    )
-    assert sent == 1
+    metrics = FoldMetrics(Metrics(from_env=False))
+    for worker in [scaled.single] if scaled.single else scaled.parts:
+        metrics.sample(worker)
+    text = generate_latest(metrics.metrics.registry).decode()
+    assert 'nextbest_fraud_alerts_total{outcome="sent"} 1.0' in text
+    assert 'nextbest_fraud_alerts_total{outcome="failed"} 0.0' in text
 
 
 def test_an_alert_saved_and_not_enqueued_is_enqueued_once_after_a_restart(
