@@ -15,11 +15,14 @@ One step (``step``), repeated:
    write (the models too, once ``model_every`` seconds passed and they changed, with a new
    published version): the events are now visible to every API worker; a save that finds
    the saved state gone (Redis flushed: ``StateLost``) saves the whole live state instead, as
-   the check every ``check_every`` seconds does when idle;
+   the check every ``check_every`` seconds does when idle; the guard's fraud alerts the fold
+   made are saved with it (``fold/alerts``) and enqueued in the outbox right after (a
+   restart finds those not enqueued yet there);
 5. hand the batch (a ``Segment``) to the log writer: the PostgreSQL commit is off the
    visibility path. The writer (a thread of its own while ``run`` runs, else at the end of
    the step) logs segments in order, then acknowledges their deliveries: the bus forgets an
-   event only once it is both in Redis and in the log. The writer logs every segment waiting
+   event only once it is both in Redis and in the log (``fold_loop``, shared with the
+   partitioned fold workers). The writer logs every segment waiting
    in one commit (many folds, one commit under load). While ``max_unlogged`` deliveries wait
    for it, the fold waits too (backpressure; below the bus's ``max_ack_pending``).
 
