@@ -424,6 +424,7 @@ def build_partitioned_fold(
             models=models,
             owner=owner,
             lease_seconds=settings.fold_lease_seconds,
+            outbox=stores.outbox,
         )
     except BaseException:
         for done in reversed(opened):

@@ -72,7 +72,7 @@ from nextbest.events.parse import (
 from nextbest.experiments.counters import CampaignCounters, ExperimentCounters, Exposure
 from nextbest.group_commit import GroupCommit
 from nextbest.grouped_audit import GroupedAuditLog
-from nextbest.guard.alert import FRAUD_CHANNEL, alert_key, fraud_alert
+from nextbest.guard.alert import FRAUD_CHANNEL, Alerted, DueAlert, alert_key, due_alert
 from nextbest.guard.devices import check_devices, needs_devices
 from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
 from nextbest.ingestion import (
@@ -192,10 +192,6 @@ def _record_control(counters: ExperimentCounters, decision: Decision) -> None:
         counters.record_decision(decision, decision.experiment_key or decision.customer_id)
 
 
-#: alert keys an engine remembers (a session's later events make no second alert)
-_ALERTED_KEPT = 100_000
-
-
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -287,10 +283,10 @@ class Engine:
         #: rules (``learn.trust``) kept it from the shared model. A face's counter (metrics)
         self.on_feedback: Callable[[bool], None] | None = None
         #: fraud alerts of sessions the guard flagged while folding, to enqueue in the outbox
-        #: once the state lock is released: (key, JSON body, customer)
-        self._alerts_due: list[tuple[str, bytes, str]] = []
+        #: once the state lock is released (a fold worker's: after its save, ``send_alerts``)
+        self._alerts_due: list[DueAlert] = []
         #: the keys of the alerts made since the start (``_alert_if_flagged``)
-        self._alerted: set[str] = set()
+        self._alerted = Alerted()
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
             self.accept_many, lambda r: len(r.parsed.events) + len(r.parsed.rejected)
         )
@@ -422,14 +418,18 @@ class Engine:
                 out[i] = result
         return [r for r in out if r is not None]
 
-    def fold_accepted(self, events: Sequence[Event]) -> list[int | None]:
+    def fold_accepted(
+        self, events: Sequence[Event], *, send_alerts: bool = True
+    ) -> list[int | None]:
         """Append and fold events another process checked and acknowledged (a fold worker's
         bus deliveries, ``fold_worker``): nothing refuses them here. Each event's log seq, None
         for a messageId logged already (a redelivery, a retry after the duplicate window):
         such an event is never folded twice. On a fold worker the event log is a
         ``WriteBehindLog``: the append hands out seqs, the worker logs them after its save.
         Feedback joins its decision from the decision log (the API worker that made it
-        flushed it before publishing the feedback)."""
+        flushed it before publishing the feedback). ``send_alerts=False``: the guard's alerts
+        stay due (``alerts_due``) for the caller to save with the state, then send
+        (``send_alerts``): a fold worker enqueues them only once its save passed."""
         if not events:
             return []
         with self._write_lock:
@@ -447,7 +447,8 @@ class Engine:
                         )
                         self._since_snapshot += 1
             self._unfolded = False
-            self._send_alerts()
+            if send_alerts:
+                self.send_alerts()
         self._flush_audit()
         return seqs
 
@@ -555,7 +556,7 @@ class Engine:
             if self._event_clock is not None and latest > -math.inf:
                 # the latest accepted timestamp; an older one never moves it back
                 self._event_clock.observe(latest)
-        self._send_alerts()
+        self.send_alerts()
         self._flush_audit()
         return results
 
@@ -756,34 +757,37 @@ class Engine:
         is flagged and was not alerted yet, its alert is due. At most one per session: the
         sessions alerted are remembered here (bounded), and after a restart the outbox keeps
         a session's second enqueue from being a second message (``guard.alert``)."""
+        guard = self.catalog.guard
+        if guard is None:
+            return
         profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
-        state = profile.guard if profile is not None else None
-        session = state.session if state is not None else None
-        guard = self.catalog.guard
-        if profile is None or session is None or not session.flagged or guard is None:
-            return
-        key = alert_key(profile.customer_id, session)
-        if key in self._alerted:
-            return
-        if len(self._alerted) >= _ALERTED_KEPT:
-            self._alerted.clear()
-        self._alerted.add(key)
-        alert = fraud_alert(profile.customer_id, session, guard.threshold, self.catalog.version)
-        self._alerts_due.append((key, msgspec.json.encode(alert), profile.customer_id))
+        due = due_alert(profile, guard, self.catalog.version, self._alerted)
+        if due is not None:
+            self._alerts_due.append(due)
 
-    def _send_alerts(self) -> None:
-        """Enqueue the due fraud alerts in the outbox (to the catalog's
-        ``security.alert_destination``); one the outbox refuses stays due for the next call,
-        and its error is raised (the events are stored: a client's retry finds them logged
-        and the alert goes then)."""
+    @property
+    def alerts_due(self) -> list[DueAlert]:
+        """The fraud alerts made and not enqueued yet, oldest first (restored with the
+        state a fold worker saved them in)."""
+        with self._lock:
+            return list(self._alerts_due)
+
+    def send_alerts(self, most: int | None = None) -> int:
+        """Enqueue the due fraud alerts (the ``most`` oldest, if given) in the outbox (to the
+        catalog's ``security.alert_destination``); one the outbox refuses stays due for the
+        next call, and its error is raised (the events are stored: a client's retry finds
+        them logged and the alert goes then). How many were enqueued."""
         guard = self.catalog.guard
-        while self._alerts_due:
+        sent = 0
+        while self._alerts_due and (most is None or sent < most):
             key, body, customer = self._alerts_due[0]
             if guard is not None:
                 destination = guard.alert_destination
                 now = self.wall_now()
-                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, now, customer)
+                self.outbox.enqueue(FRAUD_CHANNEL, destination, key, body, now, customer or None)
             self._alerts_due.pop(0)
+            sent += 1
+        return sent
 
     # ---------------------------------------------------------------- decide
     def decide(
@@ -1025,7 +1029,7 @@ class Engine:
             session = held.guard.session if held is not None and held.guard else None
             if session is not None:
                 self._alerted.discard(alert_key(key, session))
-        self._alerts_due = [a for a in self._alerts_due if a[2] not in keys]
+        self._alerts_due = [a for a in self._alerts_due if a.customer not in keys]
         profiles = book.forget(users, anons)
         decisions = self._journal.forget(keys)
         return Forgotten(
@@ -1173,6 +1177,7 @@ class Engine:
         if snap is not None:
             book.restore(snap.seq, snap.profiles, snap.links)
             self._fold_position = snap.fold_position
+            self._alerts_due = list(snap.alerts)  # saved by a fold worker, maybe not sent
             # the budgets saved with the learner count the log up to this position
             position = snap.decision_log_position if snap.learner is not None else None
         # the control exposures: the saved counters and the decisions logged after their

@@ -15,11 +15,14 @@ One step (``step``), repeated:
    write (the models too, once ``model_every`` seconds passed and they changed, with a new
    published version): the events are now visible to every API worker; a save that finds
    the saved state gone (Redis flushed: ``StateLost``) saves the whole live state instead, as
-   the check every ``check_every`` seconds does when idle;
+   the check every ``check_every`` seconds does when idle; the guard's fraud alerts the fold
+   made are saved with it (``fold/alerts``) and enqueued in the outbox right after (a
+   restart finds those not enqueued yet there);
 5. hand the batch (a ``Segment``) to the log writer: the PostgreSQL commit is off the
    visibility path. The writer (a thread of its own while ``run`` runs, else at the end of
    the step) logs segments in order, then acknowledges their deliveries: the bus forgets an
-   event only once it is both in Redis and in the log. The writer logs every segment waiting
+   event only once it is both in Redis and in the log (``fold_loop``, shared with the
+   partitioned fold workers). The writer logs every segment waiting
    in one commit (many folds, one commit under load). While ``max_unlogged`` deliveries wait
    for it, the fold waits too (backpressure; below the bus's ``max_ack_pending``).
 
@@ -35,11 +38,8 @@ folded again; folding resumes past the saved position.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -51,8 +51,16 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.engine import Engine
 from nextbest.errors import NextbestError, StateLost, StoreError
 from nextbest.events.model import Event
+from nextbest.fold_loop import FoldLoop, LoopStats
 from nextbest.store.port import SequencedLog, StateReads
-from nextbest.store.snapshot import FOLD_ROW, POSITION, ModelVersion, position_row, published_row
+from nextbest.store.snapshot import (
+    FOLD_ROW,
+    POSITION,
+    ModelVersion,
+    alerts_row,
+    position_row,
+    published_row,
+)
 from nextbest.write_behind import Segment, WriteBehindLog
 
 __all__ = ["CONSUMER", "FoldStats", "FoldWorker"]
@@ -66,37 +74,23 @@ _decode = msgspec.msgpack.Decoder(Event).decode
 
 
 @dataclass
-class FoldStats:
-    """What the worker did, for ``/metrics``: totals, and the last step's timings."""
+class FoldStats(LoopStats):
+    """What the worker did, for ``/metrics`` (``fold_loop.LoopStats``, and the model copies
+    published)."""
 
-    events: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    batches: int = 0
-    failures: int = 0
     models_published: int = 0
-    #: seconds the last fold took (the engine's, the log's duplicate check included)
-    fold_seconds: float = 0.0
-    #: seconds the last state save took (Redis)
-    save_seconds: float = 0.0
-    #: per event of the last step: seconds from its acceptance by an API worker (its
-    #: ``received_at``) to the save that made it visible to every API worker
-    visible_after: tuple[float, ...] = ()
-    last_error: str | None = None
-    #: segments logged, their events, and the seconds the last one's commit took (PostgreSQL)
-    segments_logged: int = 0
-    events_logged: int = 0
-    log_seconds: float = 0.0
-    log_failures: int = 0
-    log_error: str | None = None
 
 
 class _Pending(NamedTuple):
     segment: Segment
     deliveries: list[Delivery]
 
+    @property
+    def events(self) -> tuple[object, ...]:
+        return self.segment.events
 
-class FoldWorker:
+
+class FoldWorker(FoldLoop[_Pending, FoldStats]):
     def __init__(
         self,
         engine: Engine,
@@ -114,6 +108,7 @@ class FoldWorker:
         close_writer: Callable[[], None] | None = None,
         max_unlogged: int = 10_000,
     ) -> None:
+        super().__init__(FoldStats(), max_unlogged)
         self.engine = engine
         self.bus = bus
         self.consumer = consumer
@@ -154,23 +149,12 @@ class FoldWorker:
         self._reads = reads
         self._check_every = check_every
         self._checked_at = monotonic()
-        self.stats = FoldStats()
-        #: a step's observer (the metrics): its fold and save seconds
-        self.on_step: Callable[[FoldStats], None] | None = None
-        #: a segment's observer (the metrics): its commit seconds
-        self.on_logged: Callable[[FoldStats], None] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        #: segments sealed, not logged yet, oldest first, and their deliveries (folding
-        #: waits while ``max_unlogged`` deliveries wait)
-        self._unlogged: deque[_Pending] = deque()
-        self._waiting = 0
-        self._max_unlogged = max_unlogged
-        self._changed = threading.Condition()
-        self._writer: threading.Thread | None = None
-        self._writer_stop = threading.Event()
         self._close_writer = close_writer
-        self._writer_stuck = False
+        #: the alerts due saved in Redis (``fold/alerts``), the oldest of the engine's: those
+        #: a restart found there, or the last save wrote; sent after it, the row then deleted
+        self._alerts_saved = len(engine.alerts_due)
+        #: ``fold/alerts`` holds alerts (sent or not): the next save deletes what was sent
+        self._alerts_row = self._alerts_saved > 0
         self.bus.consume(consumer, self._done)
 
     @property
@@ -179,50 +163,13 @@ class FoldWorker:
         return self.log.logged_position
 
     # ------------------------------------------------------------------ the loop
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="nextbest-fold", daemon=True)
-        self._thread.start()
-
-    def run(self) -> None:
-        self._writer_stop.clear()
-        self._writer = threading.Thread(target=self._write_loop, name="nextbest-log", daemon=True)
-        self._writer.start()
-        pause = 0.05
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except NextbestError as exc:
-                    self.stats.failures += 1
-                    self.stats.last_error = exc.message
-                    log.error("fold step failed, retrying in %.2f s: %s", pause, exc.message)
-                    self._stop.wait(pause)
-                    pause = min(pause * 2, 2.0)
-                else:
-                    pause = 0.05
-                    self.stats.last_error = None
-        finally:
-            self._writer_stop.set()  # it logs what is sealed (trying a while), then ends
-            with self._changed:
-                self._changed.notify_all()
-            self._writer.join(timeout=30)
-            #: still in a commit (PostgreSQL stuck): its connection is left to the exit
-            self._writer_stuck = self._writer.is_alive()
-            self._writer = None
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._changed:
-            self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
     def step(self) -> int:
         """One fetch, fold, save; the batch sealed for the log; the events folded. Without
         the writer thread (``run`` not running), the step logs and acknowledges the sealed
         segments itself, at its end: a failure keeps them for the next step, which refuses
         to fold more (raising the log's error) while ``max_unlogged`` deliveries wait."""
         self._wait_for_room()
+        self._send_alerts()  # saved, not sent yet (a failed enqueue, or found at a restart)
         if self._save_due:
             self.engine.state_lost()
             self._save(self.position, models=True)
@@ -237,9 +184,7 @@ class FoldWorker:
             if models_due and self.engine.models_changed:
                 self._save(self.position, models=True)
             self._ack_stale()
-            if self._writer is None:
-                with contextlib.suppress(NextbestError):
-                    self._write_unlogged(retry=self.stats.log_error is not None)
+            self._log_here()
             return 0
         again = [d for d in todo if d.seq <= self.position]  # logged again after a restart
         fresh = todo[len(again) :]
@@ -251,12 +196,13 @@ class FoldWorker:
         seqs: list[int | None] = []
         if fresh:
             started = time.perf_counter()
-            seqs = self.engine.fold_accepted(events)
+            seqs = self.engine.fold_accepted(events, send_alerts=False)
             self.stats.fold_seconds = time.perf_counter() - started
             if self._models_changed_at is None and self.engine.models_changed:
                 self._models_changed_at = self._wall()
             self._save(fresh[-1].seq, models=models_due and self.engine.models_changed)
             saved = self._wall()
+            self._send_alerts()
             self.stats.visible_after = tuple(saved - e.received_at for e in events)
             self.position = fresh[-1].seq
         for d in todo:
@@ -270,94 +216,25 @@ class FoldWorker:
         self.stats.batches += 1
         if self.on_step is not None and fresh:
             self.on_step(self.stats)
-        if self._writer is None:
-            with contextlib.suppress(NextbestError):  # kept: tried again next step
-                self._write_unlogged(retry=self.stats.log_error is not None)
+        self._log_here()
         return folded
 
     # ------------------------------------------------------------------ the log writer
-    def _seal(self, pending: _Pending) -> None:
-        """Queue a segment for the writer."""
-        with self._changed:
-            self._unlogged.append(pending)
-            self._waiting += len(pending.deliveries)
-            self._changed.notify_all()
+    def _write_group(self, group: list[_Pending], *, retry: bool) -> list[_Pending]:
+        if retry:  # the segments the log's recorded position covers are done
+            logged = self.log.committed()
+            done = [p for p in group if p.segment.position <= logged]
+            for p in done:
+                self.log.written(p.segment)
+            self._logged(done)
+            group = group[len(done) :]
+        if group:
+            events = tuple(e for p in group for e in p.segment.events)
+            self.log.write(Segment(events, group[-1].segment.position))
+        return group
 
-    def _wait_for_room(self) -> None:
-        """Backpressure: while ``max_unlogged`` deliveries wait for the log, fold no more
-        (the writer thread makes room; without it, the log is written here, raising its
-        error if it fails)."""
-        if self._writer is None:
-            if self._waiting >= self._max_unlogged:
-                self._write_unlogged(retry=self.stats.log_error is not None)
-            return
-        with self._changed:
-            while self._waiting >= self._max_unlogged and not self._stop.is_set():
-                self._changed.wait(0.1)
-
-    def _write_unlogged(self, *, retry: bool) -> None:
-        """Log every queued segment in one commit, then acknowledge their deliveries; an
-        error raises, the segments stay queued. ``retry``: the last try failed, and may
-        have committed all the same: the segments the log's position covers are done."""
-        with self._changed:
-            group = list(self._unlogged)
-        if not group:
-            return
-        started = time.perf_counter()
-        try:
-            if retry:
-                logged = self.log.committed()
-                done = [p for p in group if p.segment.position <= logged]
-                for p in done:
-                    self.log.written(p.segment)
-                self._logged(done)
-                group = group[len(done) :]
-            if group:
-                events = tuple(e for p in group for e in p.segment.events)
-                self.log.write(Segment(events, group[-1].segment.position))
-        except NextbestError as exc:
-            self.stats.log_failures += 1
-            self.stats.log_error = exc.message
-            raise
-        self.stats.log_seconds = time.perf_counter() - started
-        self.stats.log_error = None
-        self._logged(group)
-        if group and self.on_logged is not None:
-            self.on_logged(self.stats)
-
-    def _logged(self, group: list[_Pending]) -> None:
-        """These queued segments (the oldest) are in the log: dequeued, acknowledged."""
-        if not group:
-            return
-        with self._changed:
-            for _ in group:
-                self._waiting -= len(self._unlogged.popleft().deliveries)
-            self._changed.notify_all()
-        self.stats.segments_logged += len(group)
-        self.stats.events_logged += sum(len(p.segment.events) for p in group)
+    def _acknowledge(self, group: list[_Pending]) -> None:
         self.bus.ack(self.consumer, [d for p in group for d in p.deliveries])
-
-    def _write_loop(self) -> None:
-        pause = 0.05
-        retry = False
-        while True:
-            with self._changed:
-                while not self._unlogged and not self._writer_stop.is_set():
-                    self._changed.wait(0.5)
-                if not self._unlogged:
-                    return
-            try:
-                self._write_unlogged(retry=retry)
-            except NextbestError as exc:
-                retry = True
-                if self._writer_stop.is_set() and pause >= 1.0:
-                    return  # stopping, and the log is away: the restart logs them
-                log.error("event log write failed, retrying in %.2f s: %s", pause, exc.message)
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
-            else:
-                retry = False
-                pause = 0.05
 
     def _check_saved_state(self) -> None:
         """Every ``check_every`` seconds: if the saved position vanished (Redis was flushed
@@ -407,13 +284,35 @@ class FoldWorker:
         if models:
             version = ModelVersion(position, self._wall(), self._models_changed_at)
             extra.append(published_row(version))
+        due = self.engine.alerts_due
+        if due or self._alerts_row:  # saved with the fold that made them (or deleted)
+            extra.append(alerts_row(due))
         started = time.perf_counter()
         self.engine.snapshot(models=models, extra=extra)
         self.stats.save_seconds = time.perf_counter() - started
+        self._alerts_saved = len(due)
+        self._alerts_row = bool(due)
         if models:
             self._models_at = self._monotonic()
             self._models_changed_at = None
             self.stats.models_published += 1
+
+    def _send_alerts(self) -> None:
+        """Enqueue the saved alerts in the outbox (PostgreSQL): only once saved, so a crash
+        before the save makes them again when the events are folded again, and one after
+        it finds them in ``fold/alerts`` at the restart; the outbox's key makes a second
+        enqueue of one a no-op. A failure is counted and tried again at the next step."""
+        if not self._alerts_saved:
+            return
+        before = len(self.engine.alerts_due)
+        try:
+            self.engine.send_alerts(self._alerts_saved)
+        except NextbestError as exc:
+            self.stats.alert_failures += 1
+            log.error("fraud alerts not enqueued (kept, retried): %s", exc.message)
+        sent = before - len(self.engine.alerts_due)
+        self._alerts_saved -= sent
+        self.stats.alerts_sent += sent
 
     def _ack_stale(self) -> None:
         if self._stale:

@@ -41,6 +41,7 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.errors import LeaseLost, NextbestError
 from nextbest.events.model import Event
 from nextbest.experiments.counters import EXPERIMENT_ROW, ExperimentCounters
+from nextbest.experiments.exposure import FirstExposure
 from nextbest.learn.learner import Learner
 from nextbest.learn.trust import forced
 from nextbest.profile.identity import ANON_PREFIX
@@ -92,6 +93,9 @@ class LearningRecord(msgspec.Struct, array_like=True, frozen=True):
     sender_trusted: bool
     #: the customer keys that are the same customer (its aliases, ``anon:`` its devices)
     same: tuple[str, ...] = ()
+    #: a view: what its first exposure would freeze, read from the profile as folded (the
+    #: covariates and macro audiences a treated exposure keeps; ``experiments.exposure``)
+    seen: FirstExposure | None = None
 
 
 _decode_record = msgspec.msgpack.Decoder(LearningRecord).decode
@@ -266,7 +270,11 @@ class ModelWriter:
 
     def _step(self) -> int:
         folded = 0
-        for d in self.bus.fetch(self.consumer, self.batch, self.wait):
+        got = self.bus.fetch(self.consumer, self.batch, self.wait)
+        # the control exposures logged by now first, as one process counts them before the
+        # events it folds next (a KPI event after its decision finds the exposure)
+        self._count_control()
+        for d in got:
             self._unsaved.append(d)
             if d.seq <= self.position:
                 continue
@@ -278,7 +286,6 @@ class ModelWriter:
                 self.origins[record.partition] = record.seq
                 folded += 1
             self.position = d.seq
-        self._count_control()
         if self._changed and self._monotonic() - self._saved_at >= self.save_every:
             self.save()
         elif not self._changed and self._unsaved:
@@ -299,7 +306,7 @@ class ModelWriter:
         learner.observe(event, decision)
         counters = self.counters
         if counters.wants(event) and record.experiment_key:
-            counters.observe(event, record.experiment_key, decision)
+            counters.observe(event, record.experiment_key, decision, seen=record.seen)
         if learner.awaits(event) and (event.user_id or event.anonymous_id):
             same = {record.customer, *record.same}
 

@@ -67,6 +67,16 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.errors import ConfigError, LeaseLost, NextbestError, StoreError
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.counters import ExperimentCounters
+from nextbest.experiments.exposure import first_exposure
+from nextbest.fold_loop import FoldLoop, LoopStats
+from nextbest.guard.alert import (
+    FRAUD_CHANNEL,
+    Alerted,
+    DueAlert,
+    decode_alerts,
+    due_alert,
+    encode_alerts,
+)
 from nextbest.learn.trust import sender_trusted
 from nextbest.live_profiles import mark_value, written_keys
 from nextbest.model_writer import LearningRecord, ModelWriter, learning_names
@@ -75,7 +85,14 @@ from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.profile_cache import LINKED_ROW, Linked, ProfileCache
 from nextbest.routing import destination, dissolved, home, joined, moved_links, remote
-from nextbest.store.port import EventLog, PartitionedLog, SharedState, StateRow, StoredEvent
+from nextbest.store.port import (
+    EventLog,
+    Outbox,
+    PartitionedLog,
+    SharedState,
+    StateRow,
+    StoredEvent,
+)
 from nextbest.store.snapshot import FOLD_ROW, POSITION
 
 __all__ = [
@@ -210,28 +227,14 @@ def _row(name: str, partition: int) -> tuple[str, str]:
 
 
 @dataclass
-class PartitionStats:
-    """What the worker did, for ``/metrics``."""
+class PartitionStats(LoopStats):
+    """What the worker did, for ``/metrics`` (``fold_loop.LoopStats``, and its own)."""
 
-    events: int = 0
-    duplicates: int = 0
     forwarded: int = 0
     stitches: int = 0
     #: stitches put back in their partition's stream: a customer they touch was claimed
     #: by another stitch on its way
     stitches_deferred: int = 0
-    redelivered: int = 0
-    batches: int = 0
-    failures: int = 0
-    fold_seconds: float = 0.0
-    save_seconds: float = 0.0
-    visible_after: tuple[float, ...] = ()
-    last_error: str | None = None
-    segments_logged: int = 0
-    events_logged: int = 0
-    log_seconds: float = 0.0
-    log_failures: int = 0
-    log_error: str | None = None
     cache_loads: int = 0
     #: times this worker stopped folding its partitions: a lease lost (``_let_go``)
     leases_lost: int = 0
@@ -269,7 +272,7 @@ class _Staged:
     sealed: bool = False
 
 
-class PartitionedFold:
+class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
     """``PartitionedFold(catalog, bus, state, log, writer, partitions=[0, 1])``: ``state``
     is the Redis state store (``read_rows``, ``save_rows``, ``saved_version``), ``log`` the
     event log the fold reads (a stitch's events, the duplicate check), ``writer`` the same
@@ -294,12 +297,14 @@ class PartitionedFold:
         models: ModelWriter | None = None,
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        outbox: Outbox | None = None,
     ) -> None:
         if not isinstance(log, PartitionedLog):
             raise StoreError(
                 "several fold workers need an event log they can share (PostgreSQL or "
                 f"in-memory), not {type(log).__name__}"
             )
+        super().__init__(PartitionStats(), max_unlogged)
         self.catalog = catalog
         self.bus = bus
         self.state = state
@@ -323,6 +328,14 @@ class PartitionedFold:
         self._close = close
         #: the deployment's model writer, when it runs in this worker (``model_writer``)
         self.models = models
+        #: the outbox the guard's fraud alerts go to (None: no alerts made)
+        self.outbox = outbox
+        #: per partition, the alerts made and not enqueued yet, oldest first; how many of
+        #: them the last save wrote (``fold/alerts-<p>``); whether that row holds any
+        self.alerts: dict[int, list[DueAlert]] = {}
+        self._alerts_saved: dict[int, int] = {}
+        self._alerts_row: dict[int, bool] = {}
+        self._alerted = Alerted()
         #: each partition folds on its own (its book, its cache: a freeze on one partition
         #: must not show in another's view before the joining fold), sharing the bound
         self.books: dict[int, ProfileBook] = {}
@@ -330,9 +343,6 @@ class PartitionedFold:
         self._share = max(1, cache_size // len(self.wanted))
         self._learning = learning_names(catalog)
         self._counters = ExperimentCounters(catalog)
-        self.stats = PartitionStats()
-        self.on_step: Callable[[PartitionStats], None] | None = None
-        self.on_logged: Callable[[PartitionStats], None] | None = None
         #: per partition: processed (in memory), saved (Redis), logged (the event log)
         self.done: dict[int, int] = {}
         self.saved: dict[int, int] = {}
@@ -362,15 +372,11 @@ class PartitionedFold:
         self._tail: list[StoredEvent] = []
         self._tail_ids: set[str] = set()
         self._lock = threading.Lock()
-        self._unlogged: deque[_Segment] = deque()
-        self._waiting = 0
-        self._max_unlogged = max_unlogged
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._writer: threading.Thread | None = None
-        self._writer_stop = threading.Event()
-        self._writer_stuck = False
+        self._begin()
+
+    def _begin(self) -> None:
+        """Refuse a state folded under another catalog; take the leases it can (restoring
+        those partitions)."""
         version = self.state.saved_version()
         if version is not None and version != self.catalog.digest:
             raise ConfigError(
@@ -460,6 +466,9 @@ class PartitionedFold:
                 self.skipped,
                 self._skipped_saved,
                 self._restart_pending,
+                self.alerts,
+                self._alerts_saved,
+                self._alerts_row,
             ):
                 table.pop(p, None)
         self._relays_dirty.clear()
@@ -492,18 +501,24 @@ class PartitionedFold:
             *(_row("pending", p) for p in partitions),
             *(_row("relays", p) for p in partitions),
             *(_row("parked", p) for p in partitions),
+            *(_row("alerts", p) for p in partitions),
         ]
         got = self.state.read_rows(rows)
         n = len(partitions)
-        legacy, done, skipped, pending, relays, parked = (
+        legacy, done, skipped, pending, relays, parked, alerts = (
             got[0],
             got[1 : 1 + n],
             got[1 + n : 1 + 2 * n],
             got[1 + 2 * n : 1 + 3 * n],
             got[1 + 3 * n : 1 + 4 * n],
-            got[1 + 4 * n :],
+            got[1 + 4 * n : 1 + 5 * n],
+            got[1 + 5 * n :],
         )
         for i, p in enumerate(partitions):
+            saved_alerts = alerts[i]
+            self.alerts[p] = decode_alerts(saved_alerts) if saved_alerts else []
+            self._alerts_saved[p] = len(self.alerts[p])
+            self._alerts_row[p] = bool(self.alerts[p])
             logged_p = logged.get(p, single)
             saved_done, saved_skipped, saved_pending, saved_relays = (
                 done[i],
@@ -574,43 +589,9 @@ class PartitionedFold:
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="nextbest-fold", daemon=True)
-        self._thread.start()
+        super().start()
         if self.models is not None:
             self.models.start()
-
-    def run(self) -> None:
-        self._writer_stop.clear()
-        self._writer = threading.Thread(target=self._write_loop, name="nextbest-log", daemon=True)
-        self._writer.start()
-        pause = 0.05
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except NextbestError as exc:
-                    self.stats.failures += 1
-                    self.stats.last_error = exc.message
-                    log.error("fold step failed, retrying in %.2f s: %s", pause, exc.message)
-                    self._stop.wait(pause)
-                    pause = min(pause * 2, 2.0)
-                else:
-                    pause = 0.05
-                    self.stats.last_error = None
-        finally:
-            self._writer_stop.set()
-            with self._changed:
-                self._changed.notify_all()
-            self._writer.join(timeout=30)
-            self._writer_stuck = self._writer.is_alive()
-            self._writer = None
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._changed:
-            self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def step(self) -> int:
         """One fetch, fold, publish, save (and a stitch's second half); the batch sealed
@@ -630,6 +611,7 @@ class PartitionedFold:
         if self._staged is not None:  # the last step's publish or save failed: again
             self._finish(self._staged)
             self._staged = None
+        self._send_alerts()  # saved, not sent yet (a failed enqueue, or found at a restart)
         if self._restart_pending and self._caught_up_again():
             self._complete_restart()
         self._check_relays()
@@ -638,9 +620,7 @@ class PartitionedFold:
         work = self._ready()
         if not work:
             self._trim()
-            if self._writer is None:
-                with contextlib.suppress(NextbestError):
-                    self._write_unlogged(retry=self.stats.log_error is not None)
+            self._log_here()
             return 0
         started = time.perf_counter()
         staged = self._stage(work)
@@ -654,9 +634,7 @@ class PartitionedFold:
         if self.on_step is not None and staged.folded:
             self.on_step(self.stats)
         self._trim()
-        if self._writer is None:
-            with contextlib.suppress(NextbestError):
-                self._write_unlogged(retry=self.stats.log_error is not None)
+        self._log_here()
         return staged.folded
 
     # ------------------------------------------------------------------ receiving
@@ -808,16 +786,27 @@ class PartitionedFold:
         try:
             return self._route_by_links(st, p, d, event, hop, late)
         finally:
-            for k, frozen_as in own.items():
+            for k, (frozen_as, _) in own.items():
                 if k in self.relays[p]:  # (a fold here made the link: it stays)
                     identity.put_back(k[0], k[1], frozen_as)
 
-    def _unfreeze_own(self, p: int, message_id: str) -> dict[tuple[str, str], str | None]:
+    def _unfreeze_own(
+        self, p: int, message_id: str
+    ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+        """The links this partition froze for the stitch ``message_id``, back as they were
+        before it; (what they are now, what they were)."""
+        return self._put_back(p, lambda relay: relay.message_id == message_id)
+
+    def _put_back(
+        self, p: int, which: Callable[[_Relay], bool]
+    ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+        """The links of the relays ``which`` picks, back as they were before their freeze;
+        (what they are now, what they were)."""
         identity = self.books[p].identity
         out = {}
         for k, relay in self.relays[p].items():
-            if relay.message_id == message_id:
-                out[k] = identity.target(*k)
+            if which(relay):
+                out[k] = (identity.target(*k), relay.before)
                 identity.put_back(k[0], k[1], relay.before)
         return out
 
@@ -982,6 +971,8 @@ class PartitionedFold:
             for k, (frozen_as, before_as) in undone.items():
                 if identity.target(*k) == before_as:  # (a link this fold made stays)
                     identity.put_back(k[0], k[1], frozen_as)
+        if self.outbox is not None:
+            self._alert_if_flagged(p, event)
         came_from = hop.came_from if hop is not None else p
         for k, old in before.items():
             new = identity.target(*k)
@@ -1011,6 +1002,7 @@ class PartitionedFold:
                 profile.experiment_key if profile is not None else "",
                 trusted,
                 same,
+                first_exposure(profile, self.catalog, event),
             )
             st.now.append(_Out(LEARNING, f"learn:{p}:{d.seq}", _encode(record), "learning"))
 
@@ -1019,13 +1011,7 @@ class PartitionedFold:
     ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
         """Put the links this partition froze away, by stitches published after ``seq``
         (or not yet), back as they were before; (what they are now, what they were)."""
-        identity = self.books[p].identity
-        out = {}
-        for k, relay in self.relays[p].items():
-            if relay.hop == 0 or relay.hop > seq:
-                out[k] = (identity.target(*k), relay.before)
-                identity.put_back(k[0], k[1], relay.before)
-        return out
+        return self._put_back(p, lambda relay: relay.hop == 0 or relay.hop > seq)
 
     def _freeze(
         self,
@@ -1144,6 +1130,7 @@ class PartitionedFold:
             saved_at = self._wall()
             self.stats.visible_after = tuple(saved_at - r for r in st.received)
             st.saved = True
+            self._send_alerts()
         if not st.sealed:
             positions = dict(st.positions)
             self._seal(_Segment(tuple(st.events), positions, tuple(st.deliveries)))
@@ -1226,6 +1213,10 @@ class PartitionedFold:
         rows += self._position_rows(st)
         rows += self._relay_rows()
         rows += self._parked_rows()
+        alerts = {p: list(a) for p, a in self.alerts.items() if a or self._alerts_row.get(p)}
+        rows += [
+            StateRow(*_row("alerts", p), encode_alerts(a) if a else None) for p, a in alerts.items()
+        ]
         for p, outs in st.late.items():
             held = [
                 (r.kind, r.key, r.body)
@@ -1247,6 +1238,48 @@ class PartitionedFold:
             raise
         for p, done in st.positions.items():
             self.saved[p] = max(self.saved[p], done)
+        for p, a in alerts.items():
+            self._alerts_saved[p] = len(a)
+            self._alerts_row[p] = bool(a)
+
+    def _alert_if_flagged(self, p: int, event: Event) -> None:
+        """After a fold: the alert of the event's customer's flagged session, due once this
+        step is saved (the embedded engine's ``_alert_if_flagged``, alike)."""
+        guard = self.catalog.guard
+        if guard is None or not guard.alerts or not event.anonymous_id:
+            return
+        book = self.books[p]
+        profile = book.profiles.get(book.resolve(event.user_id, event.anonymous_id))
+        due = due_alert(profile, guard, self.catalog.version, self._alerted)
+        if due is not None:
+            self.alerts[p].append(due)
+
+    def _send_alerts(self) -> None:
+        """Enqueue the saved alerts in the outbox (PostgreSQL): only once saved under the
+        partitions' leases, so a worker that lost them sends nothing it folded since, and a
+        crash after the save leaves them in ``fold/alerts-<p>`` for whoever folds ``p``
+        next; the outbox's key makes a second enqueue of one a no-op. A failure is counted
+        and tried again at the next step."""
+        if self.outbox is None:
+            return
+        guard = self.catalog.guard
+        destination = guard.alert_destination if guard is not None else ""
+        for p, n in self._alerts_saved.items():
+            due = self.alerts[p]
+            while n and due:
+                try:
+                    key, body, customer = due[0]
+                    self.outbox.enqueue(
+                        FRAUD_CHANNEL, destination, key, body, self._wall(), customer or None
+                    )
+                except NextbestError as exc:
+                    self.stats.alert_failures += 1
+                    log.error("fraud alerts not enqueued (kept, retried): %s", exc.message)
+                    return
+                due.pop(0)
+                n -= 1
+                self._alerts_saved[p] = n
+                self.stats.alerts_sent += 1
 
     def _complete_restart(self) -> None:
         """Stitches a step froze before a restart: published again (the bus dedupes them by
@@ -1306,21 +1339,8 @@ class PartitionedFold:
         self.stats.cache_loads = sum(c.loads for c in self.caches.values())
 
     # ------------------------------------------------------------------ the log writer
-    def _seal(self, segment: _Segment) -> None:
-        with self._changed:
-            self._unlogged.append(segment)
-            self._waiting += len(segment.deliveries)
-            self._changed.notify_all()
-
-    def _wait_for_room(self) -> None:
-        if self._writer is None:
-            if self._waiting >= self._max_unlogged:
-                self._write_unlogged(retry=self.stats.log_error is not None)
-            return
-        with self._changed:
-            while self._waiting >= self._max_unlogged and not self._stop.is_set():
-                self._changed.wait(0.1)
-                self._renew()
+    def _while_waiting(self) -> None:
+        self._renew()
 
     def _wait_logged(self, targets: Mapping[int, int]) -> None:
         """Until the event log holds every partition's events up to ``targets``."""
@@ -1341,97 +1361,56 @@ class PartitionedFold:
                 self._changed.wait(0.1)
                 self._renew()
 
-    def _write_unlogged(self, *, retry: bool) -> None:
-        """Log every sealed segment in one commit, then acknowledge their deliveries; an
-        error raises and the segments stay. ``retry``: the last try failed, and may have
-        committed all the same (the partitions' recorded positions say)."""
-        with self._changed:
-            group = list(self._unlogged)
-        if not group:
-            return
-        started = time.perf_counter()
-        try:
-            recorded: dict[int, int] = {}
-            if retry:
-                recorded = self.writer.partition_positions()
-                done = []
-                for g in group:
-                    if all(recorded.get(p, -1) >= n for p, n in g.positions.items()):
-                        done.append(g)
-                    else:
-                        break
-                if done:
-                    self._logged(done)
-                group = group[len(done) :]
-            if group:
-                events = sorted((e for g in group for e in g.events), key=lambda s: s.seq)
-                if recorded:
-                    # a partition's events the log holds already (logged by the worker
-                    # that took its lease after this one lost it): not written twice
-                    where = {self.base + d.seq: d.partition for g in group for d in g.deliveries}
-                    events = [
-                        e
-                        for e in events
-                        if e.seq - self.base > recorded.get(where.get(e.seq, -1), -1)
-                    ]
-                positions: dict[int, int] = {}
-                for g in group:
-                    for p, n in g.positions.items():
-                        positions[p] = max(positions.get(p, 0), n)
-                self.writer.append_partitioned(events, positions)
-        except NextbestError as exc:
-            self.stats.log_failures += 1
-            self.stats.log_error = exc.message
-            raise
-        self.stats.log_seconds = time.perf_counter() - started
-        self.stats.log_error = None
-        self._logged(group)
-        if group and self.on_logged is not None:
-            self.on_logged(self.stats)
+    def _write_group(self, group: list[_Segment], *, retry: bool) -> list[_Segment]:
+        """The partitions' recorded positions say what a failed try committed."""
+        recorded: dict[int, int] = {}
+        if retry:
+            recorded = self.writer.partition_positions()
+            done = []
+            for g in group:
+                if all(recorded.get(p, -1) >= n for p, n in g.positions.items()):
+                    done.append(g)
+                else:
+                    break
+            self._logged(done)
+            group = group[len(done) :]
+        if group:
+            events = sorted((e for g in group for e in g.events), key=lambda s: s.seq)
+            if recorded:
+                # a partition's events the log holds already (logged by the worker that
+                # took its lease after this one lost it): not written twice
+                where = {self.base + d.seq: d.partition for g in group for d in g.deliveries}
+                events = [
+                    e for e in events if e.seq - self.base > recorded.get(where.get(e.seq, -1), -1)
+                ]
+            positions: dict[int, int] = {}
+            for g in group:
+                for p, n in g.positions.items():
+                    positions[p] = max(positions.get(p, 0), n)
+            self.writer.append_partitioned(events, positions)
+        return group
 
     def _logged(self, group: list[_Segment]) -> None:
+        """The tail loses what is logged and each partition's logged position moves (before
+        the segments are dequeued: a stitch waiting for them sees them logged)."""
         if not group:
             return
-        n = sum(len(g.events) for g in group)
         with self._lock:
-            del self._tail[:n]
+            del self._tail[: sum(len(g.events) for g in group)]
             self._tail_ids.difference_update(e.event.message_id for g in group for e in g.events)
-        by_partition: dict[int, list[Delivery]] = {}
         with self._changed:
             for g in group:
-                self._unlogged.popleft()
-                self._waiting -= len(g.deliveries)
                 for p, pos in g.positions.items():
                     self.logged[p] = max(self.logged.get(p, 0), pos)
-                for d in g.deliveries:
-                    by_partition.setdefault(d.partition, []).append(d)
-            self._changed.notify_all()
-        self.stats.segments_logged += len(group)
-        self.stats.events_logged += n
+        super()._logged(group)
+
+    def _acknowledge(self, group: list[_Segment]) -> None:
+        by_partition: dict[int, list[Delivery]] = {}
+        for g in group:
+            for d in g.deliveries:
+                by_partition.setdefault(d.partition, []).append(d)
         for p, ds in by_partition.items():
             self.bus.ack(consumer_name(p), ds)
-
-    def _write_loop(self) -> None:
-        pause = 0.05
-        retry = False
-        while True:
-            with self._changed:
-                while not self._unlogged and not self._writer_stop.is_set():
-                    self._changed.wait(0.5)
-                if not self._unlogged:
-                    return
-            try:
-                self._write_unlogged(retry=retry)
-            except NextbestError as exc:
-                retry = True
-                if self._writer_stop.is_set() and pause >= 1.0:
-                    return
-                log.error("event log write failed, retrying in %.2f s: %s", pause, exc.message)
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
-            else:
-                retry = False
-                pause = 0.05
 
     # ------------------------------------------------------------------ operating
     def lags(self) -> tuple[int, int, int]:

@@ -17,6 +17,9 @@ what operating it needs.
                                               customer it touches is claimed by another)
     nextbest_fold_redelivered_total           deliveries the bus sent again
     nextbest_fold_failures_total              fold steps that failed (retried)
+    nextbest_fraud_alerts_total{outcome}      the guard's alerts enqueued in the outbox after
+                                              the save that made them (sent), enqueues that
+                                              failed (failed: kept in Redis, retried)
     nextbest_event_log_lag_events             the stream's last sequence minus the logged one
     nextbest_fold_batch_seconds               the fold of one batch
     nextbest_postgres_batch_seconds           the event log append of one batch (PostgreSQL,
@@ -79,6 +82,12 @@ class FoldMetrics:
             "nextbest_fold_redelivered", "Deliveries sent again by the bus", registry=own
         )
         self.failures = Counter("nextbest_fold_failures", "Fold steps that failed", registry=own)
+        self.alerts = Counter(
+            "nextbest_fraud_alerts",
+            "Fraud alerts enqueued in the outbox (sent) or whose enqueue failed",
+            ("outcome",),
+            registry=own,
+        )
         self.log_lag = gauge(
             "nextbest_event_log_lag_events", "Stream last sequence minus logged (PostgreSQL)"
         )
@@ -126,6 +135,8 @@ class FoldMetrics:
             self.events.labels(outcome).inc(self._moved(name, getattr(stats, name, 0)))
         self.redelivered.inc(self._moved("redelivered", stats.redelivered))
         self.failures.inc(self._moved("failures", stats.failures))
+        self.alerts.labels("sent").inc(self._moved("alerts_sent", stats.alerts_sent))
+        self.alerts.labels("failed").inc(self._moved("alert_failures", stats.alert_failures))
         self.position.set(worker.position)
         try:
             lag, pending, log_lag = worker.lags()

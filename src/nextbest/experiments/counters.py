@@ -55,7 +55,7 @@ from nextbest.catalog.compiled import Catalog, CompiledKpi
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
 from nextbest.events.names import EventName
-from nextbest.experiments.exposure import covariates, macro_audiences
+from nextbest.experiments.exposure import FirstExposure, covariates, macro_audiences
 from nextbest.profile.model import Profile
 from nextbest.rules.expression import RuleOutcome
 
@@ -384,18 +384,26 @@ class ExperimentCounters:
                 )
 
     def observe(
-        self, event: Event, key: str, decision: Decision | None, profile: Profile | None = None
+        self,
+        event: Event,
+        key: str,
+        decision: Decision | None,
+        profile: Profile | None = None,
+        seen: FirstExposure | None = None,
     ) -> None:
         """Fold one event of customer ``key`` (whose profile, with the event folded, is
-        ``profile``): a treatment exposure (``Promotion Viewed`` joined to ``decision``), a
-        KPI event, or nothing."""
+        ``profile``; or, counted away from the profile, what a first exposure would read
+        from it: ``seen``): a treatment exposure (``Promotion Viewed`` joined to
+        ``decision``), a KPI event, or nothing."""
         if not key:
             return
         if event.name == EventName.PROMOTION_VIEWED and decision is not None:
             offer = event.properties.get("promotion_id")
             for item in decision.items:
                 if item.offer_id == offer and item.campaign_id is not None:
-                    self._treated(item.campaign_id, item.variant, key, event, decision, profile)
+                    self._treated(
+                        item.campaign_id, item.variant, key, event, decision, profile, seen
+                    )
                     break
         matches = self._by_event.get(event.name or "") if event.name else None
         if matches:
@@ -409,19 +417,18 @@ class ExperimentCounters:
         event: Event,
         decision: Decision,
         profile: Profile | None,
+        seen: FirstExposure | None = None,
     ) -> None:
         state = self.campaigns.get(campaign)
         if (state is not None and key in state.customers) or campaign not in self._kpis:
             return  # exposed already: nothing to read
         at = event.timestamp
-        self.expose(
-            campaign,
-            variant or TREATMENT,
-            key,
-            at,
-            covariates(profile, self._kpis[campaign], at),
-            [*decision.segments, *macro_audiences(profile, self._catalog, at)],
-        )
+        if profile is None and seen is not None and seen.campaign == campaign:
+            pre, macro = list(seen.pre), list(seen.audiences)
+        else:
+            pre = covariates(profile, self._kpis[campaign], at)
+            macro = macro_audiences(profile, self._catalog, at)
+        self.expose(campaign, variant or TREATMENT, key, at, pre, [*decision.segments, *macro])
 
     def _kpi(self, event: Event, key: str, matches: list[tuple[str, int, CompiledKpi]]) -> None:
         context: Any = None

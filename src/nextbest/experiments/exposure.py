@@ -31,8 +31,11 @@ Audiences
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from nextbest.catalog.compiled import Catalog, CompiledKpi
+from nextbest.events.model import Event
+from nextbest.events.names import EventName
 from nextbest.profile.kpis import pre_exposure
 from nextbest.profile.model import FunnelStage, Profile
 from nextbest.profile.windows import count_in_days
@@ -41,8 +44,10 @@ from nextbest.rules.context import age_of, engagement_of, lifecycle_of
 __all__ = [
     "FAMILIES",
     "SEGMENT",
+    "FirstExposure",
     "audience_family",
     "covariates",
+    "first_exposure",
     "macro_audiences",
 ]
 
@@ -85,3 +90,31 @@ def audience_family(audience: str) -> str:
     """``lifecycle`` for ``lifecycle:family``; ``segment`` for a catalog segment's id."""
     family, sep, _ = audience.partition(":")
     return family if sep else SEGMENT
+
+
+class FirstExposure(NamedTuple):
+    """What a view would freeze for its offer's campaign, read from the profile by whoever
+    holds it (a fold worker) for whoever counts it without the profile (the model writer):
+    the campaign, each KPI's covariate, the macro audiences."""
+
+    campaign: str
+    pre: tuple[float, ...]
+    audiences: tuple[str, ...]
+
+
+def first_exposure(profile: Profile | None, catalog: Catalog, event: Event) -> FirstExposure | None:
+    """For a ``Promotion Viewed`` of an offer of a campaign with KPIs: what its first exposure
+    would freeze, with the event folded into ``profile`` (None otherwise)."""
+    if event.name != EventName.PROMOTION_VIEWED or profile is None:
+        return None
+    offer = catalog.offers.get(str(event.properties.get("promotion_id")))
+    campaign = offer.campaign.id if offer is not None and offer.campaign is not None else None
+    kpis = catalog.kpis.get(campaign) if campaign is not None else None
+    if campaign is None or not kpis:
+        return None
+    at = event.timestamp
+    return FirstExposure(
+        campaign,
+        tuple(covariates(profile, kpis, at)),
+        tuple(macro_audiences(profile, catalog, at)),
+    )

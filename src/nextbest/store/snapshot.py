@@ -23,18 +23,21 @@ from typing import NamedTuple
 import msgspec
 
 from nextbest.experiments.counters import EXPERIMENT_ROW, EXPOSURE_ROW, CounterChanges
+from nextbest.guard.alert import DueAlert, decode_alerts, encode_alerts
 from nextbest.profile.book import PROFILE_ROW
 from nextbest.profile.identity import LinkKind
 from nextbest.profile.model import Profile
 from nextbest.store.port import SavedState, StateRow
 
 __all__ = [
+    "ALERTS",
     "FOLD_ROW",
     "LEARNER_ROW",
     "POSITION",
     "PUBLISHED",
     "ModelVersion",
     "Snapshot",
+    "alerts_row",
     "experiment_rows",
     "learner_rows",
     "link_row",
@@ -48,6 +51,9 @@ LEARNER_ROW = "learner"
 #: a fold worker's rows: ``fold/position``, the bus stream sequence folded up to
 FOLD_ROW = "fold"
 POSITION = "position"
+#: ``fold/alerts``: the fraud alerts a fold worker made, saved with the state that made them
+#: and enqueued in the outbox after that save (deleted by a later save once enqueued)
+ALERTS = "alerts"
 #: ``learner/published``: the version of the model copy saved with it, and when
 PUBLISHED = "published"
 #: the experiment rows' companion kind: ``experiment-log/decision_log_position``
@@ -79,6 +85,8 @@ class Snapshot(NamedTuple):
     experiments_position: int | None = None
     #: (``exposure_key``, msgpack exposure) rows
     exposures: tuple[tuple[str, bytes], ...] = ()
+    #: fraud alerts a fold worker saved with the state and may not have enqueued yet
+    alerts: tuple[DueAlert, ...] = ()
 
 
 class ModelVersion(msgspec.Struct, frozen=True):
@@ -119,6 +127,11 @@ def position_row(seq: int) -> StateRow:
     return StateRow(FOLD_ROW, POSITION, str(seq).encode())
 
 
+def alerts_row(alerts: list[DueAlert], key: str = ALERTS) -> StateRow:
+    """``fold/<key>``: the alerts due, or the row deleted when there are none."""
+    return StateRow(FOLD_ROW, key, encode_alerts(alerts) if alerts else None)
+
+
 def published_row(version: ModelVersion) -> StateRow:
     return StateRow(LEARNER_ROW, PUBLISHED, msgspec.json.encode(version))
 
@@ -151,6 +164,7 @@ def _read_rows(saved: SavedState) -> Snapshot:
     experiments: list[tuple[str, bytes]] = []
     exposures: list[tuple[str, bytes]] = []
     experiments_position: int | None = None
+    alerts: list[DueAlert] = []
     for row in saved.rows:
         if row.body is None:
             continue
@@ -165,6 +179,8 @@ def _read_rows(saved: SavedState) -> Snapshot:
             continue  # for the readers of the model copy
         elif row.kind == FOLD_ROW and row.key == POSITION:
             folded = int(row.body)
+        elif row.kind == FOLD_ROW and row.key == ALERTS:
+            alerts = decode_alerts(row.body)
         elif row.kind == EXPERIMENT_ROW:
             experiments.append((row.key, row.body))
         elif row.kind == EXPOSURE_ROW:
@@ -187,4 +203,5 @@ def _read_rows(saved: SavedState) -> Snapshot:
         tuple(experiments),
         experiments_position,
         tuple(exposures),
+        tuple(alerts),
     )
