@@ -73,6 +73,7 @@ from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import LazyEvaluation
 from nextbest.rules.expression import RuleOutcome
+from nextbest.rules.reads import PROFILE_FIELDS
 
 __all__ = ["decide", "greedy", "without_behaviour"]
 
@@ -107,7 +108,25 @@ def without_behaviour(profile: Profile) -> Profile:
         # the security purpose needs no consent (legitimate interest): the guard's findings
         # reach service messages (``security``) whatever personalization says
         guard=profile.guard,
+        # core banking's own facts (the transactional source), not browsing behaviour
+        banking=profile.banking,
     )
+
+
+def _shown(value: Any) -> str:
+    """A rule field's value as a reason shows it: whole numbers without decimals, others
+    with two."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
+    return str(value)
+
+
+def _reason_text(text: str, fields: tuple[str, ...], seen: Profile, now: float) -> str:
+    """``text`` with each ``{profile.<field>}`` replaced by the field's value at ``now``."""
+    for name in fields:
+        value = PROFILE_FIELDS[name](seen, now)
+        text = text.replace("{profile." + name + "}", _shown(value))
+    return text
 
 
 def _reasons(
@@ -117,11 +136,14 @@ def _reasons(
     variables: dict[str, Any],
     personalized: bool,
     segments: dict[str, bool],
+    seen: Profile,
+    now: float,
 ) -> list[Reason]:
     reasons: list[Reason] = []
     spec = offer.spec
     if spec.reason:
-        reasons.append(Reason(ReasonCode.OFFER_REASON, spec.reason))
+        text = _reason_text(spec.reason, offer.reason_fields, seen, now)
+        reasons.append(Reason(ReasonCode.OFFER_REASON, text))
     elif offer.kind is OfferKind.SERVICE:
         reasons.append(Reason(ReasonCode.SERVICE_MESSAGE, f"service message: {spec.name}"))
     if personalized and offer.topic is not None:
@@ -262,6 +284,8 @@ class _RuleEnvironment(msgspec.Struct, frozen=True, gc=False):
     segments: dict[str, bool]
     views: dict[str, dict[str, Any]]
     topic_view: Callable[[str], dict[str, Any]]
+    #: the decision's time (reasons show rule fields as of it)
+    now: float
 
 
 def _rule_environment(
@@ -282,7 +306,7 @@ def _rule_environment(
             view = views[topic] = interest_view(it, catalog.topics[topic], now)
         return view
 
-    return _RuleEnvironment(seen, variables, env, segments, views, topic_view)
+    return _RuleEnvironment(seen, variables, env, segments, views, topic_view, now)
 
 
 # ---------------------------------------------------------------------- 4. candidate filtering
@@ -323,7 +347,7 @@ class _Filters(msgspec.Struct, frozen=True, gc=False):
                 return Suppression.HOLDOUT
             if offer.topic in self.owned:
                 return Suppression.OWNED
-        if ranking.contact_capped(urgent):
+        if ranking.contact_capped(urgent, offer.insight):
             history = self.profile.offers.get(offer.id)
             if history is not None and (block := ranking.contact_block(history, policy, self.now)):
                 return block
@@ -480,7 +504,14 @@ def _items(
                 propensity=propensity,
                 content=_content(offer, placement.channel.value, variant),
                 reasons=_reasons(
-                    offer, catalog, rules.views, rules.variables, personalized, rules.segments
+                    offer,
+                    catalog,
+                    rules.views,
+                    rules.variables,
+                    personalized,
+                    rules.segments,
+                    rules.seen,
+                    rules.now,
                 ),
                 variant=variant,
                 explored=explored[position - 1],

@@ -12,6 +12,14 @@ import msgspec
 
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
+from nextbest.profile.banking import (
+    FEE_CATEGORY,
+    Banking,
+    note_balance,
+    note_fee,
+    note_overdrawn,
+    note_payment,
+)
 from nextbest.profile.interest import add_to_score
 from nextbest.profile.kpis import KpiWatch, record_kpi
 from nextbest.profile.model import (
@@ -145,21 +153,54 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         profile.life_events.append((when, str(props["type"])))
         profile.life_events.sort()
         del profile.life_events[: -cfg.life_event_size]
-    elif name == EventName.OVERDRAFT_STARTED:
-        profile.overdrawn = True
-        if isinstance(props.get("balance"), int | float):
-            profile.balance = float(props["balance"])
-    elif name == EventName.OVERDRAFT_ENDED:
-        profile.overdrawn = False
-        if isinstance(props.get("balance"), int | float):
-            profile.balance = float(props["balance"])
-    elif name in (EventName.BALANCE_UPDATED, EventName.TRANSACTION_POSTED):
-        balance = props.get("balance")
-        if isinstance(balance, int | float) and not isinstance(balance, bool):
-            profile.balance = float(balance)
-            profile.overdrawn = balance < 0
+    elif name in _MONEY:
+        _money(profile, name, props, when)
     elif name == EventName.SALARY_RECEIVED:
         profile.traits["last_salary"] = props["amount"]
+
+
+_MONEY = frozenset(
+    {
+        EventName.OVERDRAFT_STARTED,
+        EventName.OVERDRAFT_ENDED,
+        EventName.BALANCE_UPDATED,
+        EventName.TRANSACTION_POSTED,
+    }
+)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _money(profile: Profile, name: str, props: dict[str, Any], when: float) -> None:
+    """A core-banking event (the transactional source): the balance and overdraft flag, and
+    ``profile.banking``'s fees, spells, daily balances and monthly payments."""
+    b = profile.banking
+    if b is None:
+        b = profile.banking = Banking()
+    balance = _number(props.get("balance"))
+    account = props.get("account")
+    if name == EventName.TRANSACTION_POSTED:
+        amount = _number(props.get("amount"))
+        if amount is not None:
+            if props.get("category") == FEE_CATEGORY:
+                note_fee(b, when, amount)
+            merchant = props.get("merchant")
+            if isinstance(merchant, str) and merchant:
+                note_payment(b, when, merchant, amount)
+    if balance is not None:
+        note_balance(b, when, balance, account)
+        if account == "savings":
+            return  # the savings account: not the balance an overdraft is about
+        profile.balance = balance
+    if name == EventName.OVERDRAFT_STARTED:
+        profile.overdrawn = True
+    elif name == EventName.OVERDRAFT_ENDED:
+        profile.overdrawn = False
+    elif balance is not None:
+        profile.overdrawn = balance < 0
+    note_overdrawn(b, when, profile.overdrawn)
 
 
 def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from nextbest.profile.banking import Banking
 from nextbest.profile.baseline import GuardState
 
 __all__ = [
@@ -114,6 +115,10 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     #: ``guard.watch``); None for anonymous visitors and when the catalog has no
     #: ``security`` section. Read for security alone: never by a model or a sales rule
     guard: GuardState | None = None
+    #: what core banking (the transactional source) says of the customer's money: overdraft
+    #: fees and spells, daily balances, monthly payments (``profile.banking``); None until
+    #: the first balance, fee, payment or overdraft event
+    banking: Banking | None = None
 
     @property
     def experiment_key(self) -> str:
