@@ -17,7 +17,7 @@ to know which rule fields come from here.
   ``STREAK`` equal ones is a price rise (the merchant's old and new amount kept for 90 days).
 
 State stays bounded per customer: at most ``HORIZON_DAYS + 2`` days, ``MERCHANTS`` merchants
-(the fewest payments in a streak, then the oldest, leave first) and ``RISES`` rises.
+(the least recently paid one not in a streak leaves first) and ``RISES`` rises.
 Pure code: the functions take the event's time and fold in place.
 """
 
@@ -186,16 +186,18 @@ def note_payment(b: Banking, when: float, merchant: str, amount: float) -> None:
     if amount >= 0:
         return
     paid = -amount
-    seen = b.merchants.get(merchant)
+    merchants = b.merchants
+    seen = merchants.get(merchant)
     if seen is None:
-        if len(b.merchants) >= MERCHANTS:
-            gone = min(b.merchants, key=lambda m: (b.merchants[m][2], b.merchants[m][0]))
-            del b.merchants[gone]
-        b.merchants[merchant] = [when, paid, 1.0]
+        if len(merchants) >= MERCHANTS:
+            del merchants[_evicted(merchants)]
+        merchants[merchant] = [when, paid, 1.0]
         return
     last_at, last_paid, streak = seen
     if when <= last_at:
         return  # a late or repeated payment: the streak reads payments in time order
+    del merchants[merchant]  # to the end: the dict stays in order of the last payment
+    merchants[merchant] = seen
     monthly = MONTHLY[0] <= when - last_at <= MONTHLY[1]
     if monthly and abs(paid - last_paid) < 0.005:
         streak += 1
@@ -205,6 +207,15 @@ def note_payment(b: Banking, when: float, merchant: str, amount: float) -> None:
     else:
         streak = 1
     seen[0], seen[1], seen[2] = when, paid, streak
+
+
+def _evicted(merchants: dict[str, list[float]]) -> str:
+    """The merchant to forget: the least recently paid one not in a streak (a one-off
+    shop), else the least recently paid one; the dict is in order of the last payment."""
+    for name, (_, _, streak) in merchants.items():
+        if streak < STREAK:
+            return name
+    return next(iter(merchants))
 
 
 def _note_rise(b: Banking, rise: PriceRise) -> None:

@@ -100,6 +100,21 @@ class MoneyLife:
         self.buffer = False
         self.low_since: list[tuple[int, float]] = []  # (day, closing balance), 30 days
         self.acted: set[str] = set()
+        self.started = False
+
+    def past(
+        self,
+        base: float,
+        balance: float,
+        message: Callable[..., tuple[float, dict[str, Any]]],
+        out: list[tuple[float, dict[str, Any]]],
+    ) -> None:
+        """Before the run: the balance stood where it starts for the month before (what
+        core banking reported then), so idle cash is known from the first day."""
+        self.started = True
+        self.low_since = [(d, balance) for d in range(-30, 0)]
+        props = {"balance": balance, "currency": "EUR"}
+        out.append(message(base - 30 * _DAY - 3600.0, props, "Balance Updated"))
 
     # ------------------------------------------------------------------ the truth
     def true_insights(self, d: int) -> set[str]:
@@ -128,6 +143,8 @@ class MoneyLife:
         """That day's fees and subscription payments, sent as core banking does; returns
         the balance after them."""
         rng, p = self.rng, self.p
+        if not self.started:
+            self.past(base, balance, message, out)
         if overdrawn and not self.buffer and rng.random() < p.fee_chance:
             balance = round(balance - p.fee, 2)
             self.fee_days.append(d)

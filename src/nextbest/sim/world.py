@@ -364,8 +364,10 @@ class CustomerSim:
             "properties": properties,
         }
 
-    def _core_payment(self, ts: float, properties: dict[str, Any]) -> Message:
-        return self._core(ts, "Transaction Posted", properties)
+    def _core_payment(
+        self, ts: float, properties: dict[str, Any], event: str = "Transaction Posted"
+    ) -> Message:
+        return self._core(ts, event, properties)
 
     def act_on_insight(self, offer: str, d: int, ts: float) -> list[Message]:
         """The customer acts on the insight ``offer`` (``sim.money``): its KPI event, and
