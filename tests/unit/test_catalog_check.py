@@ -118,7 +118,7 @@ def test_url_patterns_that_can_match_nothing_are_warnings(tmp_path: Path) -> Non
     ("file", "old", "field"),
     [
         ("campaigns.yaml", "event: Callback Requested", "$.campaigns[2].kpi.event"),
-        ("offers.yaml", "kpi_event: Callback Requested", "$.offers[7].kpi_event"),
+        ("offers.yaml", "kpi_event: Callback Requested", "$.offers[4].kpi_event"),
     ],
 )
 def test_a_kpi_naming_no_known_event_is_a_warning(

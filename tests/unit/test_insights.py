@@ -262,19 +262,19 @@ def test_contact_capped_spares_urgent_messages_only():
         (
             "    insight: profile.overdraft_fees_90d >= 2\n",
             "    insight: profile.overdraft_fees_90d >= 2\n    urgent: profile.overdrawn\n",
-            "$.offers[1].insight",
+            "$.offers[17].insight",
             "urgent or an insight",
         ),
         (
             "fees (EUR {profile.overdraft_fees_paid_90d})",
             "fees (EUR {profile.overdraft_fee_paid})",
-            "$.offers[1].reason",
+            "$.offers[17].reason",
             "overdraft_fees_paid_90d",
         ),
         (
             "    kind: service\n    topic: overdraft\n    value: 30\n",
             "    kind: commercial\n    topic: overdraft\n    value: 30\n",
-            "$.offers[1].insight",
+            "$.offers[17].insight",
             "only a service message",
         ),
     ],
