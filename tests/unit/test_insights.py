@@ -288,3 +288,31 @@ def test_insight_catalog_mistakes_are_named(
     problems = {p.path: p.reason for p in exc.value.problems}
     assert path in problems, problems
     assert says in problems[path]
+
+
+def test_a_reviewed_subscription_s_rise_is_no_longer_news(catalog: Catalog):
+    def paid(month: int, amount: float, merchant: str) -> dict:
+        props = {"amount": -amount, "merchant": merchant}
+        return track("Transaction Posted", props, user="u", at=T0 + month * 30 * DAY)
+
+    rises = [paid(m, a, shop) for shop in ("A", "B") for m, a in ((0, 5.0), (1, 5.0), (2, 6.0))]
+    rises.sort(key=lambda m: m["timestamp"])
+    now = T0 + 61 * DAY
+    reviewed = track("Subscription Reviewed", {"merchant": "A"}, user="u", at=now)
+    p = folded(catalog, *rises, reviewed)
+    assert view(catalog, p, now)["price_rises_90d"] == 1
+    assert view(catalog, p, now)["price_rise_merchant"] == "B"
+    p = folded(catalog, *rises, track("Subscription Reviewed", {}, user="u", at=now))
+    assert view(catalog, p, now)["price_rises_90d"] == 0
+
+
+def test_the_fee_insight_ends_with_the_buffer(make_engine):
+    engine = make_engine("memory")
+    user = customer("treatment")
+    fees_and_mortgage(engine, user)
+    assert home(engine, user).items[0].offer_id == "overdraft_fee_insight"
+    opened = track("Product Opened", {"product": "overdraft_buffer"}, user=user, at=T0 - 60.0)
+    engine.ingest_batch(batch(opened))
+    d = home(engine, user)
+    assert d.urgent == []
+    assert "overdraft_fee_insight" not in [i.offer_id for i in d.items]

@@ -50,6 +50,7 @@ __all__ = [
     "note_fee",
     "note_overdrawn",
     "note_payment",
+    "note_review",
     "rises_in",
 ]
 
@@ -223,6 +224,12 @@ def _note_rise(b: Banking, rise: PriceRise) -> None:
     b.rises.sort(key=lambda r: r.at)
     cutoff = b.rises[-1].at - _HORIZON
     b.rises[:] = [r for r in b.rises if r.at >= cutoff][-RISES:]
+
+
+def note_review(b: Banking, merchant: Any) -> None:
+    """The customer reviewed the subscription to ``merchant`` (any text; not text: all of
+    them): its price rises are no longer news."""
+    b.rises[:] = [r for r in b.rises if isinstance(merchant, str) and r.merchant != merchant]
 
 
 def rises_in(b: Banking, days: float, now: float) -> list[PriceRise]:

@@ -19,6 +19,7 @@ from nextbest.profile.banking import (
     note_fee,
     note_overdrawn,
     note_payment,
+    note_review,
 )
 from nextbest.profile.interest import add_to_score
 from nextbest.profile.kpis import KpiWatch, record_kpi
@@ -155,6 +156,8 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         del profile.life_events[: -cfg.life_event_size]
     elif name in _MONEY:
         _money(profile, name, props, when)
+    elif name == EventName.SUBSCRIPTION_REVIEWED and profile.banking is not None:
+        note_review(profile.banking, props.get("merchant"))
     elif name == EventName.SALARY_RECEIVED:
         profile.traits["last_salary"] = props["amount"]
 

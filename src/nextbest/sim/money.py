@@ -9,7 +9,8 @@ after clicking the bank's insight (``respond``), they switch on an overdraft buf
 Transfer``) or review the subscription that went up (``Subscription Reviewed``).
 
 The engine never reads any of this: it sees the events alone. Draws come from the money
-life's own ``random.Random``, so turning it on leaves the rest of a customer's life as it was.
+life's own ``random.Random``, so the world's own draws stay where they were (though fees and
+payments move the balance, and so when an overdraft starts).
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ class MoneyLife:
 
     # ------------------------------------------------------------------ the truth
     def true_insights(self, d: int) -> set[str]:
+        """The insights whose facts hold for this customer on day ``d`` and that the
+        customer has not acted on yet."""
+        return self.facts(d) - self.acted
+
+    def facts(self, d: int) -> set[str]:
         """The insights whose facts hold for this customer on day ``d``."""
         out: set[str] = set()
         if not self.buffer and sum(1 for f in self.fee_days if d - f < 90) >= 2:
@@ -127,7 +133,7 @@ class MoneyLife:
             out.add("idle_cash_insight")
         if any(s.rose_on is not None and d - s.rose_on < 90 and not s.reviewed for s in self.subs):
             out.add("price_rise_insight")
-        return out - self.acted
+        return out
 
     # ------------------------------------------------------------------ the day
     def day(
@@ -151,8 +157,8 @@ class MoneyLife:
             props = {"amount": -p.fee, "currency": "EUR", "category": "overdraft_fee"}
             out.append(message(base + 5 * 3600, {**props, "balance": balance}))
         for s in self.subs:
-            if s.rise_day is not None and s.rose_on is None and d >= s.rise_day:
-                s.price, s.rose_on = round(s.price * p.rise_factor, 2), d
+            if s.rise_day is not None and s.price == s.base_price and d >= s.rise_day:
+                s.price = round(s.price * p.rise_factor, 2)
             if today_day == s.day_of_month:
                 at = base + 4 * 3600 + rng.uniform(0, 600)
                 if not s.paid:  # the two months before: the price the customer is used to
@@ -162,6 +168,8 @@ class MoneyLife:
                         out.append(
                             message(at - months * 30 * _DAY, {**before, "merchant": s.merchant})
                         )
+                if s.price != s.base_price and s.rose_on is None:
+                    s.rose_on = d  # the customer pays the new price from today
                 balance = round(balance - s.price, 2)
                 props = {"amount": -s.price, "currency": "EUR", "merchant": s.merchant}
                 out.append(message(at, {**props, "balance": balance}))
@@ -186,7 +194,7 @@ class MoneyLife:
         """The customer acts on ``offer``: the KPI event and its properties."""
         self.acted.add(offer)
         if offer == "overdraft_fee_insight":
-            self.buffer = True
+            self.buffer = True  # the bank also records the product (``world``)
             return INSIGHT_KPIS[offer], {"limit": 500.0, "currency": "EUR"}
         if offer == "idle_cash_insight":
             amount = round(max(0.0, min(b for _, b in self.low_since) - 1_000.0), 2)
@@ -194,4 +202,5 @@ class MoneyLife:
         rose = [s for s in self.subs if s.rose_on is not None and not s.reviewed]
         for s in rose:
             s.reviewed = True
-        return INSIGHT_KPIS[offer], {"merchant": rose[-1].merchant if rose else ""}
+        # one merchant reviewed names it; several: the customer reviewed them all
+        return INSIGHT_KPIS[offer], {"merchant": rose[0].merchant} if len(rose) == 1 else {}

@@ -375,6 +375,10 @@ class CustomerSim:
         assert self.money is not None
         event, props = self.money.act(offer, d)
         out = [self._core(ts, event, props)]
+        if event == "Overdraft Protection Enabled":
+            self.products.add("overdraft_buffer")
+            bought = {"product": "overdraft_buffer"}
+            out.append(self._core(ts + 1.0, "Product Opened", bought))
         if event == "Savings Transfer" and props["amount"] > 0:
             self.balance = round(self.balance - props["amount"], 2)
             moved = {"amount": -props["amount"], "currency": "EUR", "balance": self.balance}
