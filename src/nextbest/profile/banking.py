@@ -100,10 +100,17 @@ class Banking(msgspec.Struct, kw_only=True, gc=False):
 # ------------------------------------------------------------------ overdraft
 def note_fee(b: Banking, when: float, amount: float) -> None:
     """An overdraft fee of ``amount`` (its sign ignored) at ``when``."""
-    bisect.insort(b.fees, (when, abs(amount)))
-    cutoff = b.fees[-1][0] - _HORIZON
-    if b.fees[0][0] < cutoff:
-        del b.fees[: bisect.bisect_left(b.fees, (cutoff,))]
+    fees = b.fees
+    if not fees or when >= fees[-1][0]:
+        fees.append((when, abs(amount)))  # in time order, as core banking sends them
+    else:
+        bisect.insort(fees, (when, abs(amount)))
+    cutoff = fees[-1][0] - _HORIZON
+    if fees[0][0] < cutoff:
+        i = 1
+        while fees[i][0] < cutoff:
+            i += 1
+        del fees[:i]
 
 
 def note_overdrawn(b: Banking, when: float, overdrawn: bool) -> None:
