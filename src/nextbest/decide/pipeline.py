@@ -22,7 +22,8 @@ For offers, ``decide`` is a list of named steps, in this order:
    holdout -> product already owned ->
    (all but urgent service messages) contact caps and rests -> (commercial offers) daily
    fatigue -> faded interest -> eligibility rule (false, or an error); a service message is
-   urgent while its trigger (``urgent`` in the catalog) holds;
+   urgent while its trigger (``urgent`` in the catalog) holds, and so is a service insight
+   while its own (``insight``), which the caps and rests still hold back;
 5. scoring: ``p_click x value x weight`` with the catalog's interest prior;
 6. ranking: the engine's order (``decide.ranking``: urgent first, then score, priority, id);
 7. control group: offers whose campaign puts the customer in its control arm leave the pool,
