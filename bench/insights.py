@@ -11,7 +11,9 @@ campaign with a 20 % control group. Customers act on a true insight by themselve
 then, and more often after clicking it. After the run each campaign's result is read from
 the engine's own experiment counters (``usecases.experiment_result``, what ``GET
 /v1/experiments/{id}`` returns): exposed customers and KPI rate per arm, the relative lift
-with its interval, the p-value. Nothing here reads the hidden money life into the engine.
+with its interval, the p-value (sequential, as the API reports them, and the same counters
+read with a fixed-horizon test: one look at the end of the run). Nothing here reads the
+hidden money life into the engine.
 
 Prints a Markdown table (one row per seed and campaign) and writes
 ``insights-seeds{S}.json`` in ``--out`` (``bench/results`` by default).
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 
 from _common import ROOT, command_line, load_average, machine_info, now_iso
+from nextbest.experiments.report import campaign_result
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.loop import SiteLoop
 from nextbest.sim.money import INSIGHT_KPIS, MoneyParams
@@ -58,6 +61,12 @@ def run_seed(seed: int, customers: int, days: int) -> dict[str, Any]:
         result = experiment_result(loop.engine.catalog, counters, camp)
         arms = {a.arm: a for a in result.kpis[0].arms} if result.kpis else {}
         control, treated = arms.get("control"), arms.get("treatment")
+        # the same counters read with a fixed-horizon test (one look, at the end of the run)
+        spec = loop.engine.catalog.campaigns[camp]
+        fixed = campaign_result(
+            spec, loop.engine.catalog.kpis.get(camp, []), counters.get(camp), sequential=False
+        )
+        fixed_arm = next((a for a in fixed.kpis[0].arms if a.arm == "treatment"), None)
         out["campaigns"][camp] = {
             "offer": offer,
             "kpi": INSIGHT_KPIS[offer],
@@ -72,6 +81,9 @@ def run_seed(seed: int, customers: int, days: int) -> dict[str, Any]:
             "ci_lower": treated.ci_lower if treated else None,
             "ci_upper": treated.ci_upper if treated else None,
             "p_value": treated.p_value if treated else None,
+            "fixed_ci_lower": fixed_arm.ci_lower if fixed_arm else None,
+            "fixed_ci_upper": fixed_arm.ci_upper if fixed_arm else None,
+            "fixed_p_value": fixed_arm.p_value if fixed_arm else None,
             "verdict": str(result.verdict),
         }
     metrics = loop.finish(time.perf_counter() - began)
@@ -91,17 +103,19 @@ def _rate(x: float | None) -> str:
 def table(runs: list[dict[str, Any]]) -> str:
     rows = [
         "| seed | campaign | shown | clicks | acted | control n, rate | treated n, rate "
-        "| lift [95 % interval] | p |",
-        "| --- | --- | ---: | ---: | ---: | --- | --- | --- | ---: |",
+        "| lift [sequential 95 %] | p | [fixed-horizon 95 %] | p |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- | --- | ---: | --- | ---: |",
     ]
     for run in runs:
         for camp, r in run["campaigns"].items():
             p = "-" if r["p_value"] is None else f"{r['p_value']:.3f}"
+            fp = "-" if r["fixed_p_value"] is None else f"{r['fixed_p_value']:.3f}"
             rows.append(
                 f"| {run['seed']} | {camp} | {r['impressions']} | {r['clicks']} | "
                 f"{r['acted_after_click']} | {r['control_exposed']}, {_rate(r['control_rate'])} | "
                 f"{r['treatment_exposed']}, {_rate(r['treatment_rate'])} | {_pct(r['lift'])} "
-                f"[{_pct(r['ci_lower'])}, {_pct(r['ci_upper'])}] | {p} |"
+                f"[{_pct(r['ci_lower'])}, {_pct(r['ci_upper'])}] | {p} | "
+                f"[{_pct(r['fixed_ci_lower'])}, {_pct(r['fixed_ci_upper'])}] | {fp} |"
             )
     return "\n".join(rows)
 
