@@ -152,11 +152,12 @@ def note_balance(b: Banking, when: float, balance: float, account: Any) -> None:
         return
     day = float(when // DAY)
     days = b.days
-    if days and days[-1][0] == day:
-        last = days[-1]
-        last[1] = min(last[1], balance)
+    last = days[-1] if days else None
+    if last is not None and last[0] == day:
+        if balance < last[1]:
+            last[1] = balance
         last[2] = balance
-    elif not days or days[-1][0] < day:
+    elif last is None or last[0] < day:
         days.append([day, balance, balance])
         # keep the window's days and the one before them (the close the window starts from)
         j = bisect.bisect_left(days, [day - HORIZON_DAYS + 1])

@@ -176,6 +176,12 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+#: the event names ``_money`` tells apart, as plain strings (no enum lookup per event)
+_POSTED = str(EventName.TRANSACTION_POSTED)
+_STARTED = str(EventName.OVERDRAFT_STARTED)
+_ENDED = str(EventName.OVERDRAFT_ENDED)
+
+
 def _money(profile: Profile, name: str, props: dict[str, Any], when: float) -> None:
     """A core-banking event (the transactional source): the balance and overdraft flag, and
     ``profile.banking``'s fees, spells, daily balances and monthly payments."""
@@ -183,27 +189,28 @@ def _money(profile: Profile, name: str, props: dict[str, Any], when: float) -> N
     if b is None:
         b = profile.banking = Banking()
     balance = _number(props.get("balance"))
-    account = props.get("account")
-    if name == EventName.TRANSACTION_POSTED:
+    if name == _POSTED:
         amount = _number(props.get("amount"))
         if amount is not None:
             if props.get("category") == FEE_CATEGORY:
                 note_fee(b, when, amount)
             merchant = props.get("merchant")
-            if isinstance(merchant, str) and merchant:
+            if merchant.__class__ is str and merchant:
                 note_payment(b, when, merchant, amount)
     if balance is not None:
+        account = props.get("account")
         note_balance(b, when, balance, account)
         if account == "savings":
             return  # the savings account: not the balance an overdraft is about
         profile.balance = balance
-    if name == EventName.OVERDRAFT_STARTED:
+    if name == _STARTED:
         profile.overdrawn = True
-    elif name == EventName.OVERDRAFT_ENDED:
+    elif name == _ENDED:
         profile.overdrawn = False
     elif balance is not None:
         profile.overdrawn = balance < 0
-    note_overdrawn(b, when, profile.overdrawn)
+    if (b.overdrawn_since is not None) is not profile.overdrawn:
+        note_overdrawn(b, when, profile.overdrawn)
 
 
 def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
