@@ -120,7 +120,7 @@ def test_readme_catalog_check_runs():
         check=True,
     )
     assert run.stdout.startswith("ok: catalog 1+")
-    assert "12 topics, 6 segments, 17 offers, 6 campaigns, 5 placements, 6 advisors" in run.stdout
+    assert "12 topics, 6 segments, 20 offers, 9 campaigns, 5 placements, 6 advisors" in run.stdout
 
 
 #: how the README's example problems are made: field path -> (file, text, broken text)

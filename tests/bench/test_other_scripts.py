@@ -84,3 +84,22 @@ def test_experiment_counters_save_writes_what_changed(
     # 50 exposures and the counts, not 2,000 customers: well under 100 bytes a customer
     assert saving["bytes_per_save_median"] < 2000 * 20
     assert data["measured"]["view_exposure"]["n"] == 200
+
+
+def test_insights_reads_each_insight_campaign_s_result(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    bench("insights").main(
+        ["--seeds", "1", "--customers", "40", "--days", "3", "--out", str(tmp_path)]
+    )
+    data = json.loads((tmp_path / "insights-seeds1.json").read_text())
+    camps = data["runs"][0]["campaigns"]
+    assert set(camps) == {"overdraft_fee_help", "idle_cash_savings", "subscription_price_rises"}
+    assert all(c["kpi"] for c in camps.values())
+
+
+def test_fold_banking_compares_with_a_baseline(bench: Callable[[str], ModuleType], capsys) -> None:
+    bench("fold_banking").main(["--events", "300", "--rounds", "1"])
+    table = capsys.readouterr().out
+    assert "| balance |" in table
+    assert "| fee |" in table

@@ -31,9 +31,10 @@ def _feed(http: httpx.Client, user: str) -> dict[str, Any]:
 
 def _others(live_server: LiveServer) -> list[str]:
     """home_feed's offers but the target (and ``was_this_you``, the identity-theft guard's
-    question: never a candidate outside a flagged session)."""
+    question: never a candidate outside a flagged session; and the service insights, never
+    a candidate without core-banking events)."""
     placed = live_server.engine.catalog.by_placement["home_feed"]
-    return [o.id for o in placed if o.id not in (TARGET, "was_this_you")][:50]
+    return [o.id for o in placed if o.id not in (TARGET, "was_this_you") and not o.insight][:50]
 
 
 def _customer(http: httpx.Client) -> str:

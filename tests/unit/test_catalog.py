@@ -31,7 +31,15 @@ COMMERCIAL = {
     "home_insurance_offer",
     "savings_offer",
 }
-SERVICE = {"overdraft_warning", "turning_18_package", "security_tips", "was_this_you"}
+SERVICE = {
+    "overdraft_warning",
+    "turning_18_package",
+    "security_tips",
+    "was_this_you",
+    "overdraft_fee_insight",
+    "idle_cash_insight",
+    "price_rise_insight",
+}
 
 
 def at(text: str) -> float:
@@ -193,7 +201,7 @@ def test_example_bank_loads() -> None:
         "turning_18",
     ]
     assert set(catalog.offers) == COMMERCIAL | SERVICE
-    assert len(spec.offers) == 17
+    assert len(spec.offers) == 20
     assert set(catalog.campaigns) == {
         "mortgage_q4",
         "car_loan_autumn",
@@ -201,6 +209,9 @@ def test_example_bank_loads() -> None:
         "family_savings",
         "cards_always_on",
         "always_on_products",
+        "overdraft_fee_help",
+        "idle_cash_savings",
+        "subscription_price_rises",
     }
     assert list(catalog.placements) == [
         "home_hero",

@@ -53,7 +53,7 @@ def test_check_example_bank(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     version = load_catalog(EXAMPLE_CATALOG).version
     assert lines(result.stdout) == [
-        f"ok: catalog {version}: 12 topics, 6 segments, 17 offers, 6 campaigns, 5 placements, "
+        f"ok: catalog {version}: 12 topics, 6 segments, 20 offers, 9 campaigns, 5 placements, "
         "6 advisors"
     ]
 
@@ -65,7 +65,7 @@ def test_check_defaults_to_the_example_bank(
     result = runner.invoke(app, ["check"], env=ENV)
     assert result.exit_code == 0, result.output
     assert (
-        "12 topics, 6 segments, 17 offers, 6 campaigns, 5 placements, 6 advisors" in result.stdout
+        "12 topics, 6 segments, 20 offers, 9 campaigns, 5 placements, 6 advisors" in result.stdout
     )
 
 

@@ -485,7 +485,7 @@ segments:
     folder = _bank(tmp_path, offers, security="security: {}\n")
     found = _problems(folder)
     paths = {path for path, _ in found}
-    assert paths == {"$.offers[17].eligibility", "$.segments[6].rule"}
+    assert paths == {"$.offers[20].eligibility", "$.segments[6].rule"}
     assert all("never used to sell" in reason for _, reason in found)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from nextbest.catalog.compiled import Catalog
 from nextbest.errors import NextbestError, RuleError
+from nextbest.profile.banking import BANKING_DEFAULTS
 from nextbest.profile.interest import decayed
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.rules import (
@@ -424,6 +425,7 @@ def test_profile_offers_context_and_now(catalog: Catalog) -> None:
         "funnel": {"mortgage": "applying"},
         "life_events": [{"type": "moved_house", "days_ago": 3.0}],
         "consent": {"marketing": False},
+        **BANKING_DEFAULTS,  # no core-banking event folded
     }
     assert v["offers"] == {
         "card": {

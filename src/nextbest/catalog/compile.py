@@ -64,7 +64,7 @@ from nextbest.profile.sources import FeatureSources
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules.context import RULE_ROOTS
 from nextbest.rules.expression import Rule, compile_rule
-from nextbest.rules.reads import needs_of
+from nextbest.rules.reads import REASON_FIELDS, needs_of
 from nextbest.rules.schema import DYN, RuleType, map_of, rule_schema
 from nextbest.rules.typecheck import check_rule, did_you_mean
 
@@ -331,21 +331,16 @@ def _compile_offers(
             problems.append(smap.problem(f"{path}.eligibility", _NO_SALES_USE.format(what=what)))
             continue
         guard_off = _SECURITY not in sections.singles and _SECURITY not in sections.failed
-        if guard_off and any(_reads_security(r) for r in (offer.eligibility, offer.urgent or "")):
-            at = "eligibility" if _reads_security(offer.eligibility) else "urgent"
-            problems.append(smap.problem(f"{path}.{at}", _GUARD_OFF))
+        rules = {"eligibility": offer.eligibility, "urgent": offer.urgent, "insight": offer.insight}
+        reading = [f for f, r in rules.items() if r is not None and _reads_security(r)]
+        if guard_off and reading:
+            problems.append(smap.problem(f"{path}.{reading[0]}", _GUARD_OFF))
             continue
         rule = _rule(offer.eligibility, f"{path}.eligibility", smap, problems, schema)
-        urgent = None
-        if offer.urgent is not None:
-            if offer.kind is not OfferKind.SERVICE:
-                problems.append(
-                    smap.problem(f"{path}.urgent", "only a service message can be urgent")
-                )
-                continue
-            urgent = _rule(offer.urgent, f"{path}.urgent", smap, problems, schema)
-            if urgent is None:
-                continue
+        ok, urgent = _trigger(offer, path, smap, problems, schema)
+        fields = _reason_fields(offer, path, smap, problems)
+        if not ok or fields is None:
+            continue
         lo, hi = _window(
             offer.valid_from, offer.valid_until, path, ("valid_from", "valid_until"), smap, problems
         )
@@ -358,8 +353,58 @@ def _compile_offers(
         if well_formed:
             windows[offer.id] = (lo, hi)
         if rule is not None:
-            offers[offer.id] = CompiledOffer(offer, rule, camp, scoring, lo, hi, urgent)
+            offers[offer.id] = CompiledOffer(offer, rule, camp, scoring, lo, hi, urgent, fields)
     return offers
+
+
+def _trigger(
+    offer: OfferSpec,
+    path: str,
+    smap: SourceMap,
+    problems: list[CatalogProblem],
+    schema: Mapping[str, RuleType],
+) -> tuple[bool, Rule | None]:
+    """The offer's ``urgent`` or ``insight`` trigger compiled (None without one), and whether
+    it is well formed: a service message's, one of the two at most."""
+    if offer.urgent is not None and offer.insight is not None:
+        problems.append(
+            smap.problem(f"{path}.insight", "an offer is urgent or an insight, not both")
+        )
+        return False, None
+    field, source = (
+        ("urgent", offer.urgent) if offer.urgent is not None else ("insight", offer.insight)
+    )
+    if source is None:
+        return True, None
+    if offer.kind is not OfferKind.SERVICE:
+        what = "urgent" if field == "urgent" else "an insight"
+        problems.append(smap.problem(f"{path}.{field}", f"only a service message can be {what}"))
+        return False, None
+    rule = _rule(source, f"{path}.{field}", smap, problems, schema)
+    return rule is not None, rule
+
+
+#: ``{profile.<field>}`` in an offer's reason
+_PLACEHOLDER = re.compile(r"\{profile\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _reason_fields(
+    offer: OfferSpec, path: str, smap: SourceMap, problems: list[CatalogProblem]
+) -> tuple[str, ...] | None:
+    """The profile fields the offer's reason names (``{profile.<field>}``), each a scalar
+    rule field; None (with a problem) when one is not."""
+    names = tuple(dict.fromkeys(_PLACEHOLDER.findall(offer.reason or "")))
+    wrong = [n for n in names if n not in REASON_FIELDS]
+    if wrong:
+        hint = did_you_mean(wrong[0], REASON_FIELDS, quote=_Q)
+        problems.append(
+            smap.problem(
+                f"{path}.reason",
+                f"{{profile.{wrong[0]}}} is no field a reason can show{hint}",
+            )
+        )
+        return None
+    return names
 
 
 _NO_SALES_USE = (
@@ -625,7 +670,7 @@ def _plain(value: Any) -> Any:
 
 
 #: the fields that hold a rule (CEL text)
-_RULE_FIELDS = frozenset({"rule", "eligibility", "urgent"})
+_RULE_FIELDS = frozenset({"rule", "eligibility", "urgent", "insight"})
 
 
 def _rule_texts(item: Any) -> Any:

@@ -121,7 +121,9 @@ class CompiledOffer:
         "base_ctr",
         "campaign",
         "id",
+        "insight",
         "kind",
+        "reason_fields",
         "rule",
         "segment_names",
         "spec",
@@ -142,14 +144,21 @@ class CompiledOffer:
         valid_from: float | None,
         valid_until: float | None,
         urgent_rule: Rule | None = None,
+        reason_fields: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self.id = spec.id
         self.kind = spec.kind
         self.topic = spec.topic
         self.rule = rule
-        #: the service message's trigger (``OfferSpec.urgent``), None without one
+        #: the service message's trigger (``OfferSpec.urgent``, or ``OfferSpec.insight``),
+        #: None without one
         self.urgent_rule = urgent_rule
+        #: the trigger is an insight's (``OfferSpec.insight``): first while it holds, yet
+        #: capped and rested like any other content
+        self.insight = spec.insight is not None and urgent_rule is not None
+        #: the profile fields the reason shows (``{profile.<field>}``)
+        self.reason_fields = reason_fields
         self.campaign = campaign
         self.weight = campaign.weight if campaign is not None else 1.0
         #: the campaign's variants (None: it has none, every treated customer sees the offer's

@@ -117,12 +117,20 @@ class OfferSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     priority: int = 0
     valid_from: When | None = None
     valid_until: When | None = None
+    #: why the customer sees it, in their words; ``{profile.<field>}`` is replaced by that rule
+    #: field's value at the decision ("You paid {profile.overdraft_fees_90d} overdraft fees")
     reason: str | None = None
     #: a service message's trigger (CEL, the same variables as ``eligibility``): while it
     #: holds, the message goes before everything else, uncapped and never explored (an
     #: overdraft warning while overdrawn). A service message without one, or while it does
     #: not hold, is ranked, capped, learned and explored like any other content.
     urgent: str | None = None
+    #: a service insight's trigger (CEL, like ``urgent``): while it holds, the insight ranks
+    #: with the urgent messages, before every commercial offer, and is never explored; unlike
+    #: ``urgent`` the per-offer cap and the rests after a click or a dismissal still apply
+    #: (overdraft fees a buffer would have avoided, idle cash, a subscription's price rise).
+    #: While it does not hold the insight is ranked like any other content.
+    insight: str | None = None
     #: the placements the offer may appear in (empty: every placement whose channel it has
     #: content for and whose kinds allow it)
     placements: list[Id] = []

@@ -22,7 +22,8 @@ For offers, ``decide`` is a list of named steps, in this order:
    holdout -> product already owned ->
    (all but urgent service messages) contact caps and rests -> (commercial offers) daily
    fatigue -> faded interest -> eligibility rule (false, or an error); a service message is
-   urgent while its trigger (``urgent`` in the catalog) holds;
+   urgent while its trigger (``urgent`` in the catalog) holds, and so is a service insight
+   while its own (``insight``), which the caps and rests still hold back;
 5. scoring: ``p_click x value x weight`` with the catalog's interest prior;
 6. ranking: the engine's order (``decide.ranking``: urgent first, then score, priority, id);
 7. control group: offers whose campaign puts the customer in its control arm leave the pool,
@@ -74,6 +75,7 @@ from nextbest.profile.model import FunnelStage, Profile, TopicInterest
 from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import LazyEvaluation
 from nextbest.rules.expression import RuleOutcome
+from nextbest.rules.reads import PROFILE_FIELDS
 
 __all__ = ["decide", "greedy", "without_behaviour"]
 
@@ -100,13 +102,32 @@ def without_behaviour(profile: Profile) -> Profile:
         products=profile.products,
         offers=profile.offers,
         consent=profile.consent,
+        grants=profile.grants,
         balance=profile.balance,
         overdrawn=profile.overdrawn,
         funnel=profile.funnel,
         # the security purpose needs no consent (legitimate interest): the guard's findings
         # reach service messages (``security``) whatever personalization says
         guard=profile.guard,
+        # core banking's own facts (the transactional source), not browsing behaviour
+        banking=profile.banking,
     )
+
+
+def _shown(value: Any) -> str:
+    """A rule field's value as a reason shows it: whole numbers without decimals, others
+    with two."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
+    return str(value)
+
+
+def _reason_text(text: str, fields: tuple[str, ...], seen: Profile, now: float) -> str:
+    """``text`` with each ``{profile.<field>}`` replaced by the field's value at ``now``."""
+    for name in fields:
+        value = PROFILE_FIELDS[name](seen, now)
+        text = text.replace("{profile." + name + "}", _shown(value))
+    return text
 
 
 def _reasons(
@@ -116,21 +137,24 @@ def _reasons(
     variables: dict[str, Any],
     personalized: bool,
     segments: dict[str, bool],
+    seen: Profile,
+    now: float,
 ) -> list[Reason]:
     reasons: list[Reason] = []
     spec = offer.spec
     about = {"offer": offer.id}
     if spec.reason:
-        reasons.append(Reason(ReasonCode.OFFER_REASON, spec.reason, about))
+        text = _reason_text(spec.reason, offer.reason_fields, seen, now)
+        reasons.append(Reason(ReasonCode.OFFER_REASON, text, about))
     elif offer.kind is OfferKind.SERVICE:
         reasons.append(Reason(ReasonCode.SERVICE_MESSAGE, f"service message: {spec.name}", about))
     topic = offer.topic
     if personalized and topic is not None:
         view = views[topic]
         name = catalog.topics[topic].name.lower()
-        seen = viewed({d: view[f"count_{d}d"] for d in REASON_DAYS})
-        if seen is not None:
-            days, n = seen
+        hits = viewed({d: view[f"count_{d}d"] for d in REASON_DAYS})
+        if hits is not None:
+            days, n = hits
             text = viewed_text(name, {days: n}) or ""
             facts = {"topic": topic, "count": n, "days": days}
             reasons.append(Reason(ReasonCode.TOPIC_INTEREST, text, facts))
@@ -272,6 +296,8 @@ class _RuleEnvironment(msgspec.Struct, frozen=True, gc=False):
     views: dict[str, dict[str, Any]]
     topic_view: Callable[[str], dict[str, Any]]
     personalized: bool
+    #: the decision's time (reasons show rule fields as of it)
+    now: float
 
 
 class _Views(msgspec.Struct, frozen=True, gc=False):
@@ -333,7 +359,7 @@ def _rule_environment(
 
     personalized = DataSource.BEHAVIORAL not in hidden
     return _RuleEnvironment(
-        seen, context, variables, env, segments, views, topic_view, personalized
+        seen, context, variables, env, segments, views, topic_view, personalized, now
     )
 
 
@@ -380,7 +406,7 @@ class _Filters(msgspec.Struct, frozen=True, gc=False):
                 return Suppression.HOLDOUT
             if offer.topic in self.owned:
                 return Suppression.OWNED
-        if ranking.contact_capped(urgent):
+        if ranking.contact_capped(urgent, offer.insight):
             history = self.profile.offers.get(offer.id)
             if history is not None and (block := ranking.contact_block(history, policy, self.now)):
                 return block
@@ -546,6 +572,8 @@ def _items(
                     rules.variables,
                     rules.personalized,
                     rules.segments,
+                    rules.seen,
+                    rules.now,
                 ),
                 variant=variant,
                 explored=explored[position - 1],

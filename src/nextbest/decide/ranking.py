@@ -16,10 +16,14 @@ message whose trigger, ``urgent`` in the catalog, holds: an overdraft warning wh
 overdrawn; never explored), then everything else by score (highest first), then catalog
 priority (highest first), then offer id. A service message that is not urgent competes on
 its score like any other content: generic service content (a budget coach, a tax reminder)
-must earn its slot by relevance, not take every slot by kind.
+must earn its slot by relevance, not take every slot by kind. A service **insight**
+(``insight`` in the catalog: overdraft fees a buffer would have avoided, idle cash, a
+subscription's price rise) is urgent while its trigger holds, so it outranks every commercial
+offer of the placement; unlike an urgent message it stays under the contact policy.
 
 **Contact policy**: a per-offer cap (``capped``) and a rest after a click or a dismissal
-(``contact_block``) for everything but urgent messages (``contact_capped``); for marketing
+(``contact_block``) for everything but urgent messages, insights included
+(``contact_capped``); for marketing
 (commercial offers, ``marketing``) also consent, the holdout, owned products, a daily cap on
 commercial impressions (``fatigued``) and faded interest (``faded``). ``slack``: how close
 an expected (fractional) count may come to a cap and count as reaching it (offline replay).
@@ -109,9 +113,10 @@ def marketing(offer: CompiledOffer) -> bool:
     return offer.kind is OfferKind.COMMERCIAL
 
 
-def contact_capped(urgent: bool) -> bool:
-    """The per-offer cap and the rests apply to everything shown but an urgent message."""
-    return not urgent
+def contact_capped(urgent: bool, insight: bool = False) -> bool:
+    """The per-offer cap and the rests apply to everything shown but an urgent message; an
+    insight (``OfferSpec.insight``) is first while its trigger holds, yet capped and rested."""
+    return not urgent or insight
 
 
 def capped(impressions: float, policy: ContactPolicy, slack: float = 0.0) -> bool:

@@ -46,6 +46,7 @@ class EventName(enum.StrEnum):
     LIFE_EVENT = "Life Event"
     OVERDRAFT_ENDED = "Overdraft Ended"
     OVERDRAFT_STARTED = "Overdraft Started"
+    OVERDRAFT_PROTECTION_ENABLED = "Overdraft Protection Enabled"
     PRODUCT_CLOSED = "Product Closed"
     PRODUCT_OPENED = "Product Opened"
     PRODUCTS_SEARCHED = "Products Searched"
@@ -53,6 +54,8 @@ class EventName(enum.StrEnum):
     PROMOTION_DISMISSED = "Promotion Dismissed"
     PROMOTION_VIEWED = "Promotion Viewed"
     SALARY_RECEIVED = "Salary Received"
+    SAVINGS_TRANSFER = "Savings Transfer"
+    SUBSCRIPTION_REVIEWED = "Subscription Reviewed"
     TRANSACTION_POSTED = "Transaction Posted"
 
 
@@ -87,6 +90,7 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.LIFE_EVENT: {"type": _TEXT},
     EventName.OVERDRAFT_ENDED: {},
     EventName.OVERDRAFT_STARTED: {},
+    EventName.OVERDRAFT_PROTECTION_ENABLED: {},
     EventName.PRODUCT_CLOSED: {"product": _TEXT},
     EventName.PRODUCT_OPENED: {"product": _TEXT},
     EventName.PRODUCTS_SEARCHED: {},
@@ -94,6 +98,8 @@ KNOWN_EVENTS: dict[str, PropertySpec] = {
     EventName.PROMOTION_DISMISSED: {"promotion_id": _TEXT, "decision_id": _TEXT},
     EventName.PROMOTION_VIEWED: {"promotion_id": _TEXT, "decision_id": _TEXT},
     EventName.SALARY_RECEIVED: {"amount": _NUMBER},
+    EventName.SAVINGS_TRANSFER: {},
+    EventName.SUBSCRIPTION_REVIEWED: {},
     EventName.TRANSACTION_POSTED: {},
 }
 
@@ -105,7 +111,21 @@ OPTIONAL_PROPERTIES: dict[str, PropertySpec] = {
     EventName.OVERDRAFT_ENDED: {"balance": _NUMBER},
     EventName.PRODUCTS_SEARCHED: {"query": _TEXT},
     EventName.CALLBACK_REQUESTED: {"callback_id": _TEXT},
-    EventName.TRANSACTION_POSTED: {"amount": _NUMBER, "currency": _TEXT, "balance": _NUMBER},
+    # ``account``: ``current`` (the default) or ``savings``; ``category``: ``overdraft_fee``
+    # for a fee; ``merchant``: who was paid (monthly payments to one merchant at one amount
+    # are a subscription: ``profile.banking``)
+    EventName.TRANSACTION_POSTED: {
+        "amount": _NUMBER,
+        "currency": _TEXT,
+        "balance": _NUMBER,
+        "account": _TEXT,
+        "category": _TEXT,
+        "merchant": _TEXT,
+    },
+    EventName.BALANCE_UPDATED: {"account": _TEXT, "currency": _TEXT},
+    EventName.OVERDRAFT_PROTECTION_ENABLED: {"limit": _NUMBER, "currency": _TEXT},
+    EventName.SAVINGS_TRANSFER: {"amount": _NUMBER, "currency": _TEXT},
+    EventName.SUBSCRIPTION_REVIEWED: {"merchant": _TEXT},
 }
 
 #: events that say nothing about interest in a topic, whatever properties they carry
@@ -128,9 +148,11 @@ SERVER_ONLY_EVENTS: frozenset[str] = frozenset(
         *CALLBACK_STEPS,
         EventName.OVERDRAFT_ENDED,
         EventName.OVERDRAFT_STARTED,
+        EventName.OVERDRAFT_PROTECTION_ENABLED,
         EventName.PRODUCT_CLOSED,
         EventName.PRODUCT_OPENED,
         EventName.SALARY_RECEIVED,
+        EventName.SAVINGS_TRANSFER,
         EventName.TRANSACTION_POSTED,
     }
 )

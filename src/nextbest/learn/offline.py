@@ -265,7 +265,8 @@ class _Exposures:
         out: set[str] = set()
         day_total = 0.0
         for oid, hits in history.items():
-            if not ranking.contact_capped(oid in urgent):
+            offer = self.catalog.offers.get(oid)
+            if not ranking.contact_capped(oid in urgent, offer is not None and offer.insight):
                 continue
             if ranking.capped(sum(w for t, w in hits if since <= t < now), policy, _EPS):
                 out.add(oid)

@@ -113,6 +113,10 @@ EVENT_SOURCES: dict[str, DataSource | None] = {
     "Product Closed": DataSource.CRM,
     "Application Completed": DataSource.CRM,
     "Life Event": DataSource.CRM,
+    # the customer's own word that they reviewed a subscription the bank's insight named
+    "Subscription Reviewed": DataSource.CRM,
+    "Overdraft Protection Enabled": DataSource.TRANSACTIONAL,
+    "Savings Transfer": DataSource.TRANSACTIONAL,
     "Consent Updated": None,
     "Promotion Viewed": None,
     "Promotion Clicked": None,

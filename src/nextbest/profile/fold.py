@@ -12,6 +12,15 @@ import msgspec
 
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
+from nextbest.profile.banking import (
+    FEE_CATEGORY,
+    Banking,
+    note_balance,
+    note_fee,
+    note_overdrawn,
+    note_payment,
+    note_review,
+)
 from nextbest.profile.consent import ALL_PURPOSES, EVENT_SOURCES, DataSource, apply_consent
 from nextbest.profile.interest import add_to_score
 from nextbest.profile.kpis import KpiWatch, record_kpi
@@ -161,19 +170,10 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         profile.life_events.append((when, str(props["type"])))
         profile.life_events.sort()
         del profile.life_events[: -cfg.life_event_size]
-    elif name == EventName.OVERDRAFT_STARTED:
-        profile.overdrawn = True
-        if isinstance(props.get("balance"), int | float):
-            profile.balance = float(props["balance"])
-    elif name == EventName.OVERDRAFT_ENDED:
-        profile.overdrawn = False
-        if isinstance(props.get("balance"), int | float):
-            profile.balance = float(props["balance"])
-    elif name in (EventName.BALANCE_UPDATED, EventName.TRANSACTION_POSTED):
-        balance = props.get("balance")
-        if isinstance(balance, int | float) and not isinstance(balance, bool):
-            profile.balance = float(balance)
-            profile.overdrawn = balance < 0
+    elif name in _MONEY:
+        _money(profile, name, props, when)
+    elif name == EventName.SUBSCRIPTION_REVIEWED and profile.banking is not None:
+        note_review(profile.banking, props.get("merchant"))
     elif name == EventName.SALARY_RECEIVED:
         profile.traits["last_salary"] = props["amount"]
 
@@ -200,6 +200,57 @@ def _topics(
         spec = matcher.topics[topic]
         _interest(profile, topic, when=event.timestamp, weight=weight, half_life=spec.half_life)
         _advance_funnel(profile, topic, stage)
+
+
+_MONEY = frozenset(
+    {
+        EventName.OVERDRAFT_STARTED,
+        EventName.OVERDRAFT_ENDED,
+        EventName.BALANCE_UPDATED,
+        EventName.TRANSACTION_POSTED,
+    }
+)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+#: the event names ``_money`` tells apart, as plain strings (no enum lookup per event)
+_POSTED = str(EventName.TRANSACTION_POSTED)
+_STARTED = str(EventName.OVERDRAFT_STARTED)
+_ENDED = str(EventName.OVERDRAFT_ENDED)
+
+
+def _money(profile: Profile, name: str, props: dict[str, Any], when: float) -> None:
+    """A core-banking event (the transactional source): the balance and overdraft flag, and
+    ``profile.banking``'s fees, spells, daily balances and monthly payments."""
+    b = profile.banking
+    if b is None:
+        b = profile.banking = Banking()
+    balance = _number(props.get("balance"))
+    if name == _POSTED:
+        amount = _number(props.get("amount"))
+        if amount is not None:
+            if props.get("category") == FEE_CATEGORY:
+                note_fee(b, when, amount)
+            merchant = props.get("merchant")
+            if merchant.__class__ is str and merchant:
+                note_payment(b, when, merchant, amount)
+    if balance is not None:
+        account = props.get("account")
+        note_balance(b, when, balance, account)
+        if account == "savings":
+            return  # the savings account: not the balance an overdraft is about
+        profile.balance = balance
+    if name == _STARTED:
+        profile.overdrawn = True
+    elif name == _ENDED:
+        profile.overdrawn = False
+    elif balance is not None:
+        profile.overdrawn = balance < 0
+    if (b.overdrawn_since is not None) is not profile.overdrawn:
+        note_overdrawn(b, when, profile.overdrawn)
 
 
 def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:

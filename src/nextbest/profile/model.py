@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from nextbest.profile.banking import Banking
 from nextbest.profile.baseline import GuardState
 from nextbest.profile.consent import ConsentGrant
 
@@ -121,6 +122,10 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     #: (a source under a purpose), ``*/transactional`` (a source under every purpose), with
     #: its legal basis, event time and origin. Profiles encoded before it decode with none
     grants: dict[str, ConsentGrant] = {}
+    #: what core banking (the transactional source) says of the customer's money: overdraft
+    #: fees and spells, daily balances, monthly payments (``profile.banking``); None until
+    #: the first balance, fee, payment or overdraft event
+    banking: Banking | None = None
 
     @property
     def experiment_key(self) -> str:

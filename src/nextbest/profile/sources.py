@@ -15,6 +15,8 @@ feature                                sources
 ``products``                           the ``products`` trait's, ``Product Opened/Closed``'s
 ``profile.balance``, ``overdrawn``     the ``balance`` trait's and the balance events'
                                        (transactional)
+``profile.<banking feature>``          the balance events' and ``Subscription Reviewed``'s
+                                       (transactional, crm)
 ``profile.life_events``                ``Life Event``'s (crm)
 ``traits.<name>``, ``profile.age``     the trait's (``consent.traits``, else crm)
 ``profile.engagement``, ``sessions``,  every event source: each event counts
@@ -34,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from nextbest.profile.banking import BANKING_FEATURES
 from nextbest.profile.consent import (
     EVENT_SOURCES,
     SECURITY_DATA,
@@ -92,6 +95,11 @@ class FeatureSources:
             "security": frozenset({SECURITY_DATA}),
             "last_salary": self._sources_of(["Salary Received"]) | {self.trait("last_salary")},
         }
+        # core banking's fees, spells, idle cash and payments (``profile.banking``); a
+        # review of a subscription ends that merchant's price rises
+        self._fields["banking"] = self._sources_of([*_BALANCE_EVENTS, "Subscription Reviewed"])
+        for name in BANKING_FEATURES:
+            self._fields[name] = self._fields["banking"]
         for name in ("overdrawn",):
             self._fields[name] = self._fields["balance"]
         for name in ("lifecycle",):
@@ -188,6 +196,8 @@ class FeatureSources:
         if off("balance"):
             changes["balance"] = None
             changes["overdrawn"] = False
+        if off("banking"):
+            changes["banking"] = None
         if off("life_events"):
             changes["life_events"] = []
         if off("activity"):

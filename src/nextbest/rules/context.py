@@ -17,6 +17,7 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime
 from typing import Any
 
+from nextbest.profile.banking import banking_view
 from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
@@ -208,6 +209,7 @@ def rule_variables(
                 for when, kind in profile.life_events
             ],
             "consent": dict(profile.consent),
+            **banking_view(profile.banking, now),
         },
         "interest": interest,
         "products": list(profile.products),

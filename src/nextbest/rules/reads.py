@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import cel
 
+from nextbest.profile.banking import BANKING_DEFAULTS, BANKING_FEATURES, Banking
 from nextbest.profile.baseline import SessionWatch
 from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
@@ -47,7 +48,9 @@ __all__ = [
     "INTEREST_FIELDS",
     "OFFER_FIELDS",
     "PROFILE_FIELDS",
+    "REASON_FIELDS",
     "SECURITY_FIELDS",
+    "TRANSACTIONAL_FIELDS",
     "Need",
     "RuleReads",
     "SourcesOf",
@@ -341,6 +344,25 @@ PROFILE_FIELDS: dict[str, Callable[[Profile, float], Any]] = {
 }
 
 
+def _banking_field(
+    name: str, fn: Callable[[Banking, float], Any]
+) -> Callable[[Profile, float], Any]:
+    default = BANKING_DEFAULTS[name]
+
+    def read(p: Profile, now: float) -> Any:
+        b = p.banking
+        return default if b is None else fn(b, now)
+
+    return read
+
+
+PROFILE_FIELDS.update({name: _banking_field(name, fn) for name, fn in BANKING_FEATURES.items()})
+
+#: the ``profile`` fields folded from core-banking events alone (``Balance Updated``,
+#: ``Transaction Posted``, ``Overdraft Started`` / ``Ended``): the transactional data source
+TRANSACTIONAL_FIELDS: frozenset[str] = frozenset({"overdrawn", "balance", *BANKING_FEATURES})
+
+
 def _live(p: Profile, now: float) -> SessionWatch | None:
     guard = p.guard
     return guard.live_session(now) if guard is not None else None
@@ -609,8 +631,15 @@ _PROFILE_SCALARS: dict[str, Getter] = {
     "balance": lambda p, topics, now, ctx: p.balance if p.balance is not None else 0.0,
     "sessions": lambda p, topics, now, ctx: p.sessions,
     "events": lambda p, topics, now, ctx: p.event_count,
+    **{
+        name: (lambda fn: lambda p, topics, now, ctx: fn(p, now))(PROFILE_FIELDS[name])
+        for name in BANKING_FEATURES
+    },
 }
 
+
+#: the ``profile`` fields an offer's reason may show (``{profile.<field>}``): the scalars
+REASON_FIELDS: frozenset[str] = frozenset(_PROFILE_SCALARS)
 
 #: FunnelStage -> its label, without the enum's ``name`` lookup per read
 _FUNNEL_LABEL = {stage: stage.label for stage in FunnelStage}

@@ -130,6 +130,18 @@ _PROFILE_TYPES: dict[str, RuleType] = {
     "life_events": list_of(record({"type": STRING, "days_ago": DOUBLE})),
     # a purpose the customer never set is absent: has(profile.consent.marketing)
     "consent": record(dict.fromkeys(CONSENT_PURPOSES, BOOL)),
+    # core banking (the transactional source): ``profile.banking``
+    "overdraft_fees_90d": INT,
+    "overdraft_fees_paid_90d": DOUBLE,
+    "overdrawn_days_90d": DOUBLE,
+    "idle_cash_30d": DOUBLE,
+    "idle_cash_90d": DOUBLE,
+    "savings_balance": DOUBLE,
+    "price_rises_90d": INT,
+    "price_rise_monthly_90d": DOUBLE,
+    "price_rise_merchant": STRING,
+    "price_rise_before": DOUBLE,
+    "price_rise_after": DOUBLE,
 }
 
 #: the type of each ``INTEREST_FIELDS`` field (one topic's interest)

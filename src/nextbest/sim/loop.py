@@ -67,6 +67,7 @@ from nextbest.sim.callbacks import (
 from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.intervals import incremental_intervals
+from nextbest.sim.money import INSIGHT_KPIS, MoneyParams
 from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import NextbestPolicy, NoOfferPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
@@ -196,12 +197,15 @@ class SiteLoop:
         *,
         advisors: bool = False,
         calls: CallParams = DEFAULT_CALLS,
+        money: MoneyParams | None = None,
     ) -> None:
         """``world``: whose customers live here (default: ``default``); ``model`` (default:
         the world's response model) and ``catalog`` should be the world's too
         (``worlds.world_response``, ``worlds.world_catalog``). ``advisors``: topic pages
         carry the catalog's advisor placement and its advisors take calls (``calls``: how
-        customers and advisors behave), in process only."""
+        customers and advisors behave), in process only. ``money``: customers live the money
+        life behind the service insights (``sim.money``) and act on a clicked insight that is
+        true for them (``insight_actions`` counts it)."""
         world = world or world_named(DEFAULT_WORLD)
         model = model or world_response(world)
         self.policy = policy
@@ -213,7 +217,15 @@ class SiteLoop:
         self.model = model
         self.world = world
         self.sims = [
-            CustomerSim(c, seed, start, model, need_rate * world.need_rate, world.life_events)
+            CustomerSim(
+                c,
+                seed,
+                start,
+                model,
+                need_rate * world.need_rate,
+                world.life_events,
+                money=money,
+            )
             for c in make_population(seed, customers, start, world.population)
         ]
         self.respond_rngs = [random.Random(f"respond:{seed}:{i}") for i in range(customers)]
@@ -224,6 +236,8 @@ class SiteLoop:
         self.impressions: Counter[str] = Counter()
         self.clicks: Counter[str] = Counter()
         self.offer_conversions: Counter[str] = Counter()
+        #: customers who acted on an insight right after clicking it (``sim.money``)
+        self.insight_actions: Counter[str] = Counter()
         self._seq = itertools.count(1)
         #: each customer's stable experiment id as the engine folds it (``Profile.
         #: experiment_id``): the key of the earliest event sent, so the arms counted here are
@@ -404,15 +418,20 @@ class SiteLoop:
             self.impressions[offer_id] += 1
             before = shown[offer_id]
             shown[offer_id] += 1
-            p_click = model.p_click(
-                offer_topic=offer.topic,
-                offer_kind=offer.kind.value,
-                position=position,
-                needs=needs,
-                impressions_before=before,
-                overdrawn=sim.overdrawn,
-                age=age,
-                offer=offer_id,
+            insight = sim.money is not None and offer_id in INSIGHT_KPIS
+            p_click = (
+                sim.money.p_click(offer_id, d)
+                if sim.money is not None and insight
+                else model.p_click(
+                    offer_topic=offer.topic,
+                    offer_kind=offer.kind.value,
+                    position=position,
+                    needs=needs,
+                    impressions_before=before,
+                    overdrawn=sim.overdrawn,
+                    age=age,
+                    offer=offer_id,
+                )
             )
             # the expected figures: what the draws below realise, without their noise
             self.metrics.expected_clicks += p_click
@@ -425,6 +444,11 @@ class SiteLoop:
                 continue
             self.clicks[offer_id] += 1
             feedback.append(self._track("Promotion Clicked", at + 5.0, who, context, props))
+            if sim.money is not None and insight:
+                if sim.money.respond(offer_id, d, rng):
+                    self.insight_actions[offer_id] += 1
+                    conversions.extend(sim.act_on_insight(offer_id, d, at + 60.0))
+                continue
             if not model.convert(rng, offer_topic=offer.topic, needs=needs):
                 continue
             topic = offer.topic

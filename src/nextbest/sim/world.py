@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from nextbest.sim.money import MoneyLife, MoneyParams
 from nextbest.sim.needs import (
     LIFE_EVENTS,
     EndReason,
@@ -118,13 +119,16 @@ class CustomerSim:
         need_rate: float = 1.0,
         life_events: LifeEvents | None = None,
         takeovers: TakeoverLife | None = None,
+        money: MoneyParams | None = None,
     ):
         """``need_rate`` scales every random life event's hazard (1: the defaults): a world
         where needs are rarer or more common, to judge a strategy under both.
         ``life_events``: the world's table of life events (default ``LIFE_EVENTS``); kinds
         beyond the default ones are drawn after them, so the default draws stay aligned.
         ``takeovers``: the customer's devices, habits and takeover (``sim.takeover``: off
-        unless given; it rewrites each day's visits after the world's own draws)."""
+        unless given; it rewrites each day's visits after the world's own draws).
+        ``money``: the hidden money life behind the service insights (``sim.money``: fees,
+        subscriptions, idle cash; off unless given; its own draws, after the world's)."""
         self.c = customer
         self.seed = seed
         self.need_rate = need_rate
@@ -145,6 +149,7 @@ class CustomerSim:
         self.identified = False
         self.pending: list[tuple[int, str, str]] = []  # (day, event name, product)
         self.takeovers = takeovers
+        self.money = MoneyLife(seed, customer.index, money) if money is not None else None
         self._past_needs()
 
     # ------------------------------------------------------------------ helpers
@@ -306,6 +311,8 @@ class CustomerSim:
                     },
                 )
             )
+        if self.money is not None:
+            self._money_life(d, today, base, out)
         if self.balance < 0 and not self.overdrawn:
             self.overdrawn = True
             out.append(
@@ -332,6 +339,51 @@ class CustomerSim:
             for n in self.needs:
                 if n.topic == "overdraft" and n.ended is EndReason.ACTIVE:
                     n.finish(d, EndReason.CONVERTED)
+
+    def _money_life(self, d: int, today: date, base: float, out: list[Message]) -> None:
+        """Fees, subscriptions and what the customer does about them on their own."""
+        life = self.money
+        assert life is not None
+        self.balance = life.day(
+            d, today.day, base, self.balance, self.overdrawn, self._core_payment, out
+        )
+        for offer in life.organic(d):
+            out.extend(self.act_on_insight(offer, d, base + life.rng.uniform(12, 20) * 3600))
+
+    def _core(self, ts: float, event: str, properties: dict[str, Any]) -> Message:
+        """A core-banking message of the money life (ids from its own draws)."""
+        assert self.money is not None
+        return ts, {
+            "type": "track",
+            "event": event,
+            "messageId": f"{self.money.rng.getrandbits(128):032x}",
+            "timestamp": iso(ts),
+            "userId": self.c.user_id,
+            "anonymousId": None,
+            "context": {"library": _LIBRARY_CORE},
+            "properties": properties,
+        }
+
+    def _core_payment(
+        self, ts: float, properties: dict[str, Any], event: str = "Transaction Posted"
+    ) -> Message:
+        return self._core(ts, event, properties)
+
+    def act_on_insight(self, offer: str, d: int, ts: float) -> list[Message]:
+        """The customer acts on the insight ``offer`` (``sim.money``): its KPI event, and
+        the money it moves."""
+        assert self.money is not None
+        event, props = self.money.act(offer, d)
+        out = [self._core(ts, event, props)]
+        if event == "Overdraft Protection Enabled":
+            self.products.add("overdraft_buffer")
+            bought = {"product": "overdraft_buffer"}
+            out.append(self._core(ts + 1.0, "Product Opened", bought))
+        if event == "Savings Transfer" and props["amount"] > 0:
+            self.balance = round(self.balance - props["amount"], 2)
+            moved = {"amount": -props["amount"], "currency": "EUR", "balance": self.balance}
+            out.append(self._core(ts + 1.0, "Transaction Posted", moved))
+        return out
 
     def _life_events(self, d: int, today: date, age: int, base: float, out: list[Message]) -> None:
         rng, c = self.rng, self.c
