@@ -229,6 +229,13 @@ VARIANTS: dict[str, Patch] = {
     "curse_calib5_down": _config(
         calibration_strength=5.0, calibration_memory=2000.0, calibration_raises=False
     ),
+    # ... the one-sided ratio only for the candidates worth more than their median ...
+    "curse_calib5_down_above": _config(
+        calibration_strength=5.0,
+        calibration_memory=2000.0,
+        calibration_raises=False,
+        calibration_above_median=True,
+    ),
     # ... and each candidate's log-odds lowered by ``caution`` x its level's standard
     # deviation x log(1 + worth / the candidates' median worth)
     "curse_caution1": _config(caution=1.0),
