@@ -20,6 +20,8 @@ before issue #14's "own gap" work (read from the stored zoo runs), ``final`` the
 it; the rest rebuild the steps between (BENCHMARKS.md, "Closing nextbest's own gap").
 ``head`` and ``shared`` (the engine as committed: the contextual placements learn one model)
 are "One model for every placement"; ``--summary shared --base head`` prints its table.
+``shared_thompson`` and the ``curse_*`` variants are "The winner's curse on valuable offers"
+(the latter run only with ``bench/results/variants/winners_curse.patch`` applied).
 Results: ``bench/results/variants/runs.jsonl``.
 """
 
@@ -213,7 +215,47 @@ VARIANTS: dict[str, Patch] = {
     "shared_ibins": _same,  # not runnable here
     # the shared model's SGD step halved, 0.005: it sees four times the feedback (not kept)
     "shared_lr005": _config(lr=0.005),
+    # BENCHMARKS.md, "The winner's curse on valuable offers" (none kept; the ``curse_*``
+    # variants need ``bench/results/variants/winners_curse.patch`` applied, ``WITH_PATCH``):
+    # the shared model with Thompson sampling on the offers' levels instead of
+    # epsilon-greedy 0.05 ...
+    "shared_thompson": _thompson(level_precision=10.0),
+    # ... a calibration ratio per offer (observed clicks over the model's own predictions,
+    # a prior worth ``calibration_strength`` expected clicks; ``calibration_memory``: the
+    # events after which old ones weigh 1/e) ...
+    "curse_calib5": _config(calibration_strength=5.0),
+    "curse_calib5_m2000": _config(calibration_strength=5.0, calibration_memory=2000.0),
+    "curse_calib20": _config(calibration_strength=20.0),
+    "curse_calib5_down": _config(
+        calibration_strength=5.0, calibration_memory=2000.0, calibration_raises=False
+    ),
+    # ... the one-sided ratio only for the candidates worth more than their median ...
+    "curse_calib5_down_above": _config(
+        calibration_strength=5.0,
+        calibration_memory=2000.0,
+        calibration_raises=False,
+        calibration_above_median=True,
+    ),
+    # ... and each candidate's log-odds lowered by ``caution`` x its level's standard
+    # deviation x log(1 + worth / the candidates' median worth)
+    "curse_caution1": _config(caution=1.0),
+    "curse_caution2": _config(caution=2.0),
+    # ... only above the candidates' median worth: x max(0, log(worth / median))
+    "curse_caution2_above": _config(caution=2.0, caution_above_median=True),
 }
+
+
+#: variants whose settings exist only with ``bench/results/variants/winners_curse.patch``
+WITH_PATCH = "bench/results/variants/winners_curse.patch"
+
+
+def _patched(variant: str) -> bool:
+    """``variant`` can run on this code (a ``curse_*`` variant needs ``WITH_PATCH``)."""
+    from nextbest.learn.contextual import ContextualConfig
+
+    return not variant.startswith("curse_") or (
+        "calibration_strength" in ContextualConfig.__struct_fields__
+    )
 
 
 def _reference(world: str, seed: int, customers: int, days: int) -> dict[str, Any]:
@@ -234,6 +276,8 @@ def run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.variant in ("base", "pooled", "one_model", "shared_ibins"):
         raise SystemExit(f"{args.variant} is not this code: its runs are stored")
+    if not _patched(args.variant):
+        raise SystemExit(f"{args.variant} needs {WITH_PATCH} applied (git apply)")
     patch = VARIANTS[args.variant]
     for world in args.worlds:
         lives = world_named(world)
