@@ -83,7 +83,7 @@ from nextbest.advisors.routing import Routed, Timer
 from nextbest.advisors.selection import customer_language
 from nextbest.advisors.shift import LocalClock, on_shift
 from nextbest.catalog.compiled import Catalog, CompiledAdvisor
-from nextbest.clock import Clock
+from nextbest.clock import Clock, ClockKind
 from nextbest.errors import (
     Conflict,
     LimitExceeded,
@@ -162,6 +162,9 @@ class Host(Protocol):
 
     catalog: Catalog
     clock: Clock
+
+    @property
+    def clock_kind(self) -> ClockKind: ...
 
     def wall_now(self) -> float: ...
 
@@ -821,7 +824,12 @@ class CallbackDesk:
     def _log(self, callback: Callback, steps: Sequence[Transition]) -> Future[IngestResult]:
         """Queue the steps' track events for the event log's next group commit (in the order
         of the writes); the future says when they are durable."""
-        events = _events(callback, steps, self._host.wall_now())
+        # received when they happened on event time, as every event there is (the
+        # learner's click windows follow ``received_at``: a wall-clock one would move them
+        # to today); at the wall clock otherwise
+        host = self._host
+        received = None if host.clock_kind is ClockKind.EVENT else host.wall_now()
+        events = _events(callback, steps, received)
         parsed = Parsed(events, list(range(len(events))), [])
         return self._host.submit(IngestRequest(_SERVER, parsed, ""))
 
@@ -875,8 +883,9 @@ def _capacity(callback: Callback, catalog: Catalog) -> Capacity | None:
     return Capacity(advisor.max_concurrent, catalog.callbacks.slot_minutes * 60.0)
 
 
-def _events(callback: Callback, steps: Sequence[Transition], received: float) -> list[Event]:
-    """The track events of ``steps``, the last of the callback's history."""
+def _events(callback: Callback, steps: Sequence[Transition], received: float | None) -> list[Event]:
+    """The track events of ``steps``, the last of the callback's history, received at
+    ``received`` (None: each at its own time, on event time)."""
     user, anon = _ids_of(callback.customer)
     ids = event_ids(callback, len(steps))
     out: list[Event] = []
@@ -900,7 +909,7 @@ def _events(callback: Callback, steps: Sequence[Transition], received: float) ->
                 message_id=message_id,
                 type=EventType.TRACK,
                 timestamp=step.at,
-                received_at=received,
+                received_at=step.at if received is None else received,
                 user_id=user,
                 anonymous_id=anon,
                 name=step.event,

@@ -24,7 +24,7 @@ from nextbest.advisors.model import CallbackMode, CallbackState, Presence
 from nextbest.bootstrap import open_stores
 from nextbest.callbacks import CallbackDesk, event_ids
 from nextbest.catalog.compiled import Catalog
-from nextbest.clock import FixedClock
+from nextbest.clock import ClockKind, EventClock, FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.errors import Conflict, LimitExceeded, NotFound, SlotTaken, ValidationError
@@ -345,6 +345,35 @@ def test_the_steps_fold_into_the_profile_and_a_completed_call_is_a_campaign_kpi(
         engine.close()
 
 
+def test_on_event_time_a_step_is_received_when_it_happened(catalog: Catalog):
+    """An engine on event time receives every event at its own time (the learner's click
+    windows follow ``received_at``): the desk's steps too, not at the wall clock, which
+    would move the learner's time to today and expire every waiting click at once."""
+    wall = FixedClock(T0 + 200 * 86_400)  # the real date, far after the simulated month
+    engine = Engine(catalog, memory_stores(), EventClock(wall), new_id=counter_ids())
+    try:
+        views = [
+            page("https://bank.example/mortgages/rates", user="u-ev", at=T0 - 60 * i)
+            for i in range(5)
+        ]
+        engine.ingest_batch(batch(identify({"age": 40}, user="u-ev", at=T0 - 600), *views))
+        desk = engine.callbacks
+        available(desk, "anna_holm")
+        c = desk.request_callback("u-ev", "mortgage", NOW, PHONE)
+        desk.accept(c.id, "anna_holm")
+        steps = [
+            s.event
+            for s in engine.event_log.scan(0)
+            if (s.event.name or "").startswith("Callback ")
+        ]
+        assert [e.name for e in steps][:2] == ["Callback Requested", "Callback Assigned"]
+        for e in steps:
+            assert e.received_at == e.timestamp
+            assert e.received_at < wall.now() - 100 * 86_400
+    finally:
+        engine.close()
+
+
 def test_relog_appends_what_a_crash_left_out_and_nothing_twice(
     engines: Callable[..., Engine],
 ):
@@ -463,6 +492,8 @@ class _Host:
         self.clock = clock
         self.appended = 0
         self._lock = threading.Lock()
+
+    clock_kind = ClockKind.WALL
 
     def wall_now(self) -> float:
         return self.clock.now()
