@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nextbest.audit.model import Actor
 from nextbest.callbacks import CallbackDesk
@@ -19,9 +19,12 @@ from nextbest.experiments.counters import CampaignCounters
 from nextbest.guard.senders import Sender
 from nextbest.ingestion import IngestRequest, IngestResult
 from nextbest.learn.learner import Learner
+from nextbest.profile.model import Profile
 from nextbest.store.port import AuditLog, HeldMessage, Quarantine
 
 __all__ = ["Service"]
+
+T = TypeVar("T")
 
 
 class Service(Protocol):
@@ -85,6 +88,10 @@ class Service(Protocol):
     ) -> Decision: ...
 
     def decision(self, decision_id: str) -> Decision | None: ...
+
+    def read_profile(self, customer_id: str, read: Callable[[Profile, float], T]) -> T | None:
+        """``read`` of the customer's live profile as of now (None: no profile)."""
+        ...
 
     def profile_view(self, customer_id: str) -> dict[str, Any] | None: ...
 

@@ -35,6 +35,7 @@ from nextbest.api.consent_routes import put_consent
 from nextbest.api.cors import CORS, CorsPolicy
 from nextbest.api.errors import error_response
 from nextbest.api.ingest import CLIENT_GONE, READ_ON_LOOP, IngestRoute
+from nextbest.api.me_routes import ME_LANGUAGE_QUERY, me_data, me_why
 from nextbest.api.metrics import CONTENT_TYPE, Metrics
 from nextbest.api.observe import Observed
 from nextbest.api.rate_limit import RateLimits
@@ -84,6 +85,8 @@ from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
 from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
+from nextbest.transparency.data import MyData
+from nextbest.transparency.why import WhyPage
 from nextbest.usecases import CatalogReload, list_experiments, reload_catalog, served_experiment
 
 __all__ = ["ROUTES", "Background", "RouteSpec", "create_app"]
@@ -530,6 +533,26 @@ ROUTES: tuple[RouteSpec, ...] = (
         ConsentBody,
         ConsentAnswer,
         reads_body=True,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/me/data",
+        Scope.ME,
+        "What nextbest knows about the customer a customer token binds, where it came from "
+        "and what it is used for, in the customer's language (da, nl, de, en, es)",
+        me_data,
+        response=MyData,
+        text_query=ME_LANGUAGE_QUERY,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/me/why/{decision_id}",
+        Scope.ME,
+        "Why one of the customer's decisions showed what it showed: each item's reasons and "
+        "the data sources and features it was chosen from, in the customer's language",
+        me_why,
+        response=WhyPage,
+        text_query=ME_LANGUAGE_QUERY,
     ),
     RouteSpec(
         "GET",

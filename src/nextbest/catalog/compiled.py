@@ -37,7 +37,7 @@ from nextbest.profile.kpis import KpiWatch, kpi_key
 from nextbest.profile.sources import FeatureSources
 from nextbest.profile.topics import TopicMatcher
 from nextbest.rules.expression import Rule, RuleOutcome
-from nextbest.rules.reads import RuleReads
+from nextbest.rules.reads import RuleReads, paths_read
 
 __all__ = [
     "ADVISOR_CARD",
@@ -297,6 +297,11 @@ class Catalog:
         )
         self.segments = segments
         self.offers = offers
+        #: per offer, the features deciding on it reads and the data sources of each
+        #: (``DecisionItem.features`` and ``sources``: what an item says it used)
+        self.offer_uses = {
+            oid: _offer_uses(offer, segments, self.sources) for oid, offer in offers.items()
+        }
         self.campaigns = {c.id: c for c in spec.campaigns}
         self.placements = {p.id: p for p in spec.placements}
         self.policy = spec.contact_policy
@@ -358,3 +363,30 @@ def _kpi_events(kpis: dict[str, list[CompiledKpi]]) -> dict[str, tuple[KpiWatch,
     for watch in watches.values():
         by_event.setdefault(watch.event, []).append(watch)
     return {event: tuple(found) for event, found in sorted(by_event.items())}
+
+
+#: a feature an offer's decision reads, and the data sources it comes from
+FeatureUse = tuple[str, frozenset[str]]
+
+
+def _offer_uses(
+    offer: CompiledOffer, segments: Sequence[tuple[SegmentSpec, Rule]], sources: FeatureSources
+) -> tuple[FeatureUse, ...]:
+    """What deciding on ``offer`` reads: its eligibility rule's paths (a segment it names:
+    that segment's rule's paths; never the clock), and for an offer about a topic that
+    topic's interest and funnel stage (its score's prior and its reasons), each with its
+    data sources."""
+    rules = {seg.id: rule for seg, rule in segments}
+    paths: list[tuple[str, ...]] = []
+    for path in paths_read(offer.rule):
+        if path[0] == "segments":
+            named = rules.get(path[1]) if len(path) > 1 else None
+            paths += [p for p in paths_read(named) if p[0] != "segments"] if named else []
+        elif path[0] != "now":
+            paths.append(path)
+    if offer.topic is not None:
+        paths += [("interest", offer.topic), ("profile", "funnel", offer.topic)]
+    out: dict[str, frozenset[str]] = {}
+    for path in paths:
+        out.setdefault(".".join(path), sources.of_path(path))
+    return tuple(sorted(out.items()))

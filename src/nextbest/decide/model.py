@@ -92,6 +92,13 @@ class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     variant: str | None = None
     #: the advisor card (kind ``advisor`` only): the expert, the reason, the actions, slots
     advisor: AdvisorCard | None = None
+    #: the data sources (``profile.consent.DataSource``) this item was chosen from: those of
+    #: ``features`` (empty: nothing about the customer, e.g. fallback content)
+    sources: list[str] = []
+    #: the features deciding on it read (``interest.mortgage``, ``profile.age``,
+    #: ``offers.<id>.clicks_7d``) that the customer's consent let it read; a learned score's
+    #: inputs are the decision's ``features``
+    features: list[str] = []
 
 
 class Candidate(msgspec.Struct, frozen=True, gc=False):

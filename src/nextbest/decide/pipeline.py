@@ -298,6 +298,8 @@ class _RuleEnvironment(msgspec.Struct, frozen=True, gc=False):
     personalized: bool
     #: the decision's time (reasons show rule fields as of it)
     now: float
+    #: the data sources this view may not read
+    hidden: frozenset[str] = frozenset()
 
 
 class _Views(msgspec.Struct, frozen=True, gc=False):
@@ -359,7 +361,7 @@ def _rule_environment(
 
     personalized = DataSource.BEHAVIORAL not in hidden
     return _RuleEnvironment(
-        seen, context, variables, env, segments, views, topic_view, personalized, now
+        seen, context, variables, env, segments, views, topic_view, personalized, now, hidden
     )
 
 
@@ -554,6 +556,7 @@ def _items(
         offer = c.offer
         variant = _variant(offer, customer)
         rules = views.of(offer)
+        sources, features = _used(catalog, offer.id, rules.hidden)
         items.append(
             DecisionItem(
                 position=position,
@@ -579,9 +582,23 @@ def _items(
                 explored=explored[position - 1],
                 propensity_kind=kinds[position - 1],
                 p_convert=round(offer.base_conversion if c.p_convert is None else c.p_convert, 9),
+                sources=sources,
+                features=features,
             )
         )
     return items
+
+
+def _used(catalog: Catalog, offer_id: str, hidden: frozenset[str]) -> tuple[list[str], list[str]]:
+    """The data sources and features deciding on the offer read (``Catalog.offer_uses``),
+    but those of the sources its view hides: read as absent, they were not used."""
+    sources: set[str] = set()
+    features: list[str] = []
+    for feature, of in catalog.offer_uses.get(offer_id, ()):
+        if hidden.isdisjoint(of):
+            features.append(feature)
+            sources |= of
+    return sorted(sources), features
 
 
 def _fallback_available(
@@ -830,5 +847,7 @@ def _card_item(card: AdvisorCard) -> DecisionItem:
                 {"topic": card.topic, "count": card.count, "days": card.days},
             )
         ],
+        sources=[str(DataSource.BEHAVIORAL)],
+        features=[f"interest.{card.topic}"],
         advisor=card,
     )

@@ -66,6 +66,9 @@ class Scope(enum.StrEnum):
     CALLBACKS = "callbacks"
     #: a customer's consent: the customer's own (a customer token), or anyone's (server)
     CONSENT = "consent"
+    #: a customer's own page of what nextbest knows and why it showed what it showed (a
+    #: customer token binds whose: ``/v1/me/...``)
+    ME = "me"
     #: what an advisor does: presence, their queue, accept / decline / connect / complete
     #: (an advisor key: their own only)
     ADVISORS_ACT = "advisors:act"
@@ -80,7 +83,7 @@ class Scope(enum.StrEnum):
 
 
 _CUSTOMER = frozenset(
-    {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS, Scope.CONSENT}
+    {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS, Scope.CONSENT, Scope.ME}
 )
 _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.NONE: frozenset({Scope.PUBLIC}),

@@ -15,8 +15,8 @@ feature                                sources
 ``products``                           the ``products`` trait's, ``Product Opened/Closed``'s
 ``profile.balance``, ``overdrawn``     the ``balance`` trait's and the balance events'
                                        (transactional)
-``profile.<banking feature>``          the balance events' and ``Subscription Reviewed``'s
-                                       (transactional, crm)
+``profile.<banking feature>``          the balance events' (transactional); a price
+                                       rise's also ``Subscription Reviewed``'s (crm)
 ``profile.life_events``                ``Life Event``'s (crm)
 ``traits.<name>``, ``profile.age``     the trait's (``consent.traits``, else crm)
 ``profile.engagement``, ``sessions``,  every event source: each event counts
@@ -95,11 +95,16 @@ class FeatureSources:
             "security": frozenset({SECURITY_DATA}),
             "last_salary": self._sources_of(["Salary Received"]) | {self.trait("last_salary")},
         }
-        # core banking's fees, spells, idle cash and payments (``profile.banking``); a
-        # review of a subscription ends that merchant's price rises
-        self._fields["banking"] = self._sources_of([*_BALANCE_EVENTS, "Subscription Reviewed"])
+        # core banking's fees, spells, idle cash and payments (``profile.banking``); price
+        # rises also read the customer's reviews (``Subscription Reviewed`` ends that
+        # merchant's rises)
+        self._fields["banking"] = self._sources_of(_BALANCE_EVENTS)
+        self._fields["rises"] = self._fields["banking"] | self._sources_of(
+            ["Subscription Reviewed"]
+        )
         for name in BANKING_FEATURES:
-            self._fields[name] = self._fields["banking"]
+            rises = name.startswith("price_rise")
+            self._fields[name] = self._fields["rises" if rises else "banking"]
         for name in ("overdrawn",):
             self._fields[name] = self._fields["balance"]
         for name in ("lifecycle",):
@@ -108,7 +113,7 @@ class FeatureSources:
             self._fields[name] = every
         #: per set of hidden sources: the fields a masked profile empties, the traits it
         #: drops (None: every trait not of a hidden source, as crm is hidden), kept
-        self._blank: dict[frozenset[str], tuple[dict[str, Any], frozenset[str] | None]] = {}
+        self._blank: dict[frozenset[str], tuple[dict[str, Any], frozenset[str] | None, bool]] = {}
         #: every source some feature is attributed to: hiding any other changes nothing
         self.used: frozenset[str] = frozenset().union(*self._fields.values()) | frozenset(
             self._traits.values()
@@ -170,17 +175,21 @@ class FeatureSources:
             blank = self._blanks(hidden)
             if len(self._blank) < 256:
                 self._blank[hidden] = blank
-        changes, drop = blank
+        changes, drop, rises = blank
         traits = profile.traits
         if traits and (drop is None or any(k in traits for k in drop)):
             kept = {k: v for k, v in traits.items() if self.trait(k) not in hidden}
             changes = {**changes, "traits": kept}
+        banking = profile.banking
+        if rises and banking is not None and banking.rises:
+            changes = {**changes, "banking": msgspec.structs.replace(banking, rises=[])}
         if not changes:
             return profile
         return msgspec.structs.replace(profile, **changes)
 
-    def _blanks(self, hidden: frozenset[str]) -> tuple[dict[str, Any], frozenset[str] | None]:
-        """What ``masked`` empties for ``hidden``, and the traits it drops."""
+    def _blanks(self, hidden: frozenset[str]) -> tuple[dict[str, Any], frozenset[str] | None, bool]:
+        """What ``masked`` empties for ``hidden``, the traits it drops, and whether it drops
+        the price rises alone (the reviews' source hidden, core banking's not)."""
         changes: dict[str, Any] = {}
         f = self._fields
 
@@ -198,10 +207,11 @@ class FeatureSources:
             changes["overdrawn"] = False
         if off("banking"):
             changes["banking"] = None
+        rises = off("rises") and not off("banking")
         if off("life_events"):
             changes["life_events"] = []
         if off("activity"):
             changes.update(activity=[], session=None, sessions=0, event_count=0, recent=[])
         if DataSource.CRM in hidden:
-            return changes, None
-        return changes, frozenset(k for k, s in self._traits.items() if s in hidden)
+            return changes, None, rises
+        return changes, frozenset(k for k, s in self._traits.items() if s in hidden), rises

@@ -55,6 +55,7 @@ __all__ = [
     "RuleReads",
     "SourcesOf",
     "needs_of",
+    "paths_read",
 ]
 
 #: what a path needs below it: field name -> deeper need, or None for the whole value
@@ -938,9 +939,8 @@ class RuleReads:
     def sources_read(self, rule: Rule, sources_of: SourcesOf) -> frozenset[str]:
         """The data sources ``rule`` may read (what a decision item says it used)."""
         out: set[str] = set()
-        for root, need in needs_of(rule.source).items():
-            for path in _paths_of((root,), need):
-                out |= sources_of(path)
+        for path in paths_read(rule):
+            out |= sources_of(path)
         return frozenset(out)
 
     def __repr__(self) -> str:
@@ -949,6 +949,14 @@ class RuleReads:
 
 #: a path -> the data sources it reads (``profile.sources.FeatureSources.of_path``)
 SourcesOf = Callable[[tuple[str, ...]], frozenset[str]]
+
+
+def paths_read(rule: Rule) -> list[tuple[str, ...]]:
+    """Every path ``rule`` may read, down to what it reads whole (``("profile", "age")``,
+    ``("interest", "mortgage", "count_14d")``)."""
+    return [
+        path for root, need in needs_of(rule.source).items() for path in _paths_of((root,), need)
+    ]
 
 
 def _paths_of(prefix: tuple[str, ...], need: Need) -> list[tuple[str, ...]]:

@@ -97,6 +97,20 @@ TEXTS: Mapping[str, _T] = {
         "de": "Informationen, die Partner uns über Sie gegeben haben",
         "es": "información que otras empresas colaboradoras nos dieron sobre usted",
     },
+    "source.security": {
+        "en": "Our fraud protection",
+        "da": "Vores beskyttelse mod svindel",
+        "nl": "Onze fraudebeveiliging",
+        "de": "Unser Betrugsschutz",
+        "es": "Nuestra protección contra el fraude",
+    },
+    "source.security.about": {
+        "en": "signs that someone else may be using your account, never used to sell to you",
+        "da": "tegn på, at en anden måske bruger din konto, aldrig brugt til salg",
+        "nl": "signalen dat iemand anders uw rekening gebruikt, nooit gebruikt om te verkopen",
+        "de": "Hinweise, dass jemand anderes Ihr Konto nutzt, nie für den Verkauf verwendet",
+        "es": "señales de que otra persona usa su cuenta, nunca para venderle",
+    },
     # ------------------------------------------------------------------ purposes
     "purpose.personalization": {
         "en": "Showing you what fits you on our website and app",
