@@ -27,16 +27,18 @@ Timers and the decisions' view::
 
 **Every routing step** is one compare-and-set write of the callback (``save`` with the
 version it was read at, and the advisor's ``Capacity`` when it books or offers them); a
-``SlotTaken`` (someone else filled that advisor meanwhile) rebuilds the board from the store
-and routes again, as if that advisor were busy; a stale version reads the callback again and
-retries. Then each step taken (``Transition``) is appended to the customer's event log as a
-track event (``Callback Requested``, ``Callback Assigned``, ... ``Callback Completed``)
-through the engine's group commit, as any server's events: profiles, learning and
-experiments see them (a completed callback can be a campaign KPI). Its ``messageId`` is
-``callback-<id>-<n>``, ``n`` the step's place in the callback's history, so appending it
-again is a duplicate. On ``accepted`` a click-to-call request is enqueued in the outbox
-(channel and destination ``telephony``, idempotency key ``callback-<id>-accepted-<n>``) and
-the sender is woken (``on_outbox``).
+``SlotTaken`` (someone else filled that advisor meanwhile) reads that advisor's entry of the
+board again from the store and routes again, as if that advisor were busy; a stale version
+reads the callback again and retries. A customer has one callback in flight per topic: the
+store refuses a second (``InFlight``, atomically with the write, whichever process asks),
+answered ``LimitExceeded`` (409, ``$.topic``). Then each step taken (``Transition``) is
+appended to the customer's event log as a track event (``Callback Requested``, ``Callback
+Assigned``, ... ``Callback Completed``) through the engine's group commit, as any server's
+events: profiles, learning and experiments see them (a completed callback can be a campaign
+KPI). Its ``messageId`` is ``callback-<id>-<n>``, ``n`` the step's place in the callback's
+history, so appending it again is a duplicate. On ``accepted`` a click-to-call request is
+enqueued in the outbox (channel and destination ``telephony``, idempotency key
+``callback-<id>-accepted-<n>``) and the sender is woken (``on_outbox``).
 
 Writes are serialised in the process by the desk's lock (route, write, board), so the board
 is exact for this process's own writes; the store's atomic capacity check is what keeps other
@@ -44,9 +46,9 @@ processes from double booking. The events of one write are queued for the group 
 that lock (in write order) and waited for outside it.
 
 **Several processes** (scaled API workers, ``shared=True``): each desk's board is read again
-from the store every ``refresh_seconds`` (``keep_fresh``, on the host's tick), a request asks
-the store whether the customer has a callback about its topic in flight, and the store's
-compare-and-set and capacity check keep the workers from double booking.
+from the store every ``refresh_seconds`` (``keep_fresh``, on the host's tick: the holds, not
+the records), and the store's compare-and-set, capacity check and one-in-flight rule keep the
+workers from double booking and from taking two requests about one topic.
 
 **Time.** ``now`` is the engine's clock: the wall clock, or on event time the watermark (a
 timer fires once the events' time passed it). Every method takes ``now`` (a simulation on
@@ -86,6 +88,7 @@ from nextbest.catalog.compiled import Catalog, CompiledAdvisor
 from nextbest.clock import Clock
 from nextbest.errors import (
     Conflict,
+    InFlight,
     LimitExceeded,
     NextbestError,
     NotFound,
@@ -147,6 +150,8 @@ class _Write(NamedTuple):
 
     write: CallbackWrite
     steps: tuple[Transition, ...]
+    #: the advisors whose entry on the board the write moved (read again if refused)
+    advisors: tuple[str, ...] = ()
 
 
 class _Written(NamedTuple):
@@ -356,9 +361,7 @@ class CallbackDesk:
         ``shared``: other processes route on the same store (scaled API workers, ``serve
         --role api``): the host calls ``keep_fresh`` on its tick (the board is then at most
         ``refresh_seconds`` behind the other workers' writes; the store's compare-and-set and
-        capacity check keep them from double booking whatever the board says), and a
-        request reads the customer's callbacks from the store to find one in flight about
-        its topic."""
+        capacity check keep them from double booking whatever the board says)."""
         self._host = host
         self._shared = shared
         self._store = store
@@ -368,9 +371,6 @@ class CallbackDesk:
         self._lock = threading.RLock()
         self._board: AdvisorBoard | None = None
         self._built_at = -math.inf
-        #: (customer, topic) -> the callback in flight about it (one each), kept with the
-        #: board: a request never reads the store under the lock
-        self._open: dict[tuple[str, str], str] = {}
         #: concurrent writes share one durable commit of the callback queue
         self._writes: GroupCommit[_Write, _Written] = GroupCommit(
             self._write_many, lambda w: 1, max_events=256
@@ -414,30 +414,32 @@ class CallbackDesk:
         return True
 
     def _rebuild(self) -> AdvisorBoard:
-        """Under the lock: the board from the store's callbacks that hold an advisor (live
-        ones of each advisor, booked ones of anyone), presences and rotation; and which
-        customer has a callback in flight about which topic (on a shared store, only those
-        this process wrote: a request asks the store, ``_in_flight``)."""
+        """Under the lock: the board from the store's holds (what the callbacks holding an
+        advisor hold: live ones, booked ones; no records read), presences and rotation."""
         store = self._store
-        held: list[Callback] = []
-        for advisor_id in self._host.catalog.advisors:
-            held.extend(store.of_advisor(advisor_id, LIVE_STATES))
-        held.extend(store.booked(None, 0.0, _END))
         presence = {a: p for a, (p, _) in store.presences().items()}
-        board = board_of(held, presence, store.rotation())
-        if not self._shared:
-            waiting = store.due(_END)  # every requested or offered one
-            self._open = {(c.customer, c.topic): c.id for c in (*held, *waiting) if not c.final}
+        board = board_of(store.holds(), presence, store.rotation())
         self._board, self._built_at = board, time.monotonic()
         return board
 
-    def _in_flight(self, customer: str, topic: str) -> str | None:
-        """On a shared store: the id of the customer's callback about ``topic`` not final,
-        as the store holds it (another worker may have written it)."""
-        for c in self._store.of_customer(customer):
-            if c.topic == topic and not c.final:
-                return c.id
-        return None
+    def _reread(self, advisors: Iterable[str]) -> None:
+        """Under the lock: these advisors' entries of the board read again from the store
+        (a write moved them and the store refused it), the others kept."""
+        store = self._store
+        wanted = sorted(set(advisors))
+        if not wanted or self._board is None:
+            return
+        presence, rotation = store.presences(), store.rotation()
+        board = self._board
+        for advisor_id in wanted:
+            reported = presence.get(advisor_id)
+            board = board.with_advisor(
+                advisor_id,
+                store.holds(advisor_id),
+                reported[0] if reported is not None else Presence.OFFLINE,
+                rotation.get(advisor_id, 0.0),
+            )
+        self._board = board
 
     # ------------------------------------------------------------------ reads
     def callback(self, callback_id: str) -> Callback:
@@ -567,17 +569,9 @@ class CallbackDesk:
                 "call me later takes the earliest free slot: to pick a time, ask for mode at",
                 "$.time",
             )
-        stored = self._in_flight(customer, topic) if self._shared else None
         for attempt in range(_TRIES):
             with self._lock:
                 when = self._when(now)
-                held = stored or self._open_about(customer, topic)
-                if held is not None:
-                    raise LimitExceeded(
-                        f"this customer already has callback {held} about {topic} in flight: "
-                        "cancel it to ask again",
-                        "$.topic",
-                    )
                 catalog, board = self._host.catalog, self.board()
                 fresh = Callback(
                     id=self._new_id(),
@@ -598,14 +592,14 @@ class CallbackDesk:
                 if attempt == _TRIES - 1:
                     raise
                 continue  # another process filled that advisor: route again, as if busy
+            except InFlight as held:
+                raise LimitExceeded(
+                    f"this customer already has callback {held.callback_id} about {topic} in "
+                    "flight: cancel it to ask again",
+                    "$.topic",
+                ) from None
             return self._settle(written, routed.transitions)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _open_about(self, customer: str, topic: str) -> str | None:
-        """Under the lock: the id of the customer's callback about ``topic`` in flight (or
-        being written), if any."""
-        self.board()  # built with it
-        return self._open.get((customer, topic))
 
     def cancel(
         self,
@@ -759,14 +753,12 @@ class CallbackDesk:
         if it were done (the next routing sees it); a refused write rebuilds the board."""
         after = routed.callback
         self._board = board.moved(before, after)
-        key = (after.customer, after.topic)
-        if not after.final:
-            self._open[key] = after.id
-        elif self._open.get(key) == after.id:
-            del self._open[key]
         expected = None if before is None else before.version
+        moved = {a for a in (after.advisor_id, before and before.advisor_id) if a}
         write = _Write(
-            CallbackWrite(after, expected, _capacity(after, catalog)), routed.transitions
+            CallbackWrite(after, expected, _capacity(after, catalog)),
+            routed.transitions,
+            tuple(sorted(moved)),
         )
         return self._writes.submit(write)
 
@@ -786,17 +778,19 @@ class CallbackDesk:
                 out.append(done)
             else:
                 out.append(_Written(done, self._log(done, w.steps)))
-        if refused:
-            with self._lock:  # a request refused is not in flight (its retry may ask again)
-                for w in refused:
-                    c = w.write.callback
-                    if (
-                        w.write.expected_version is None
-                        and self._open.get((c.customer, c.topic)) == c.id
-                    ):
-                        del self._open[(c.customer, c.topic)]
-            self._forget_board()
+        moved = {a for w in refused for a in w.advisors}
+        if moved:
+            self._forget_advisors(moved)
         return out
+
+    def _forget_advisors(self, advisors: Iterable[str]) -> None:
+        """Writes the store refused had moved these advisors on the board: read them again
+        (the store away: the whole board at the next refresh)."""
+        with self._lock:
+            try:
+                self._reread(advisors)
+            except StoreError:
+                self._built_at = -math.inf
 
     def _forget_board(self) -> None:
         """The board moved for a write the store refused: build it afresh from the store

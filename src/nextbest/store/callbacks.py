@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from nextbest.advisors.model import FINAL_STATES, Callback, CallbackState, Presence, can_move
-from nextbest.errors import Conflict, NotFound, SlotTaken
+from nextbest.errors import Conflict, InFlight, NotFound, SlotTaken
 from nextbest.store.port import Capacity
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "checks",
     "decode",
     "encode",
+    "in_flight",
+    "in_flight_refusal",
     "in_slot",
     "live",
     "presences_of",
@@ -170,6 +172,23 @@ def check_capacity(
     refusal = slot_taken(after, capacity, live_others, slot_others, needed)
     if refusal is not None:
         raise refusal
+
+
+def in_flight(callback: Callback, others: Iterable[Callback]) -> InFlight | None:
+    """The refusal of creating ``callback`` when another callback of its customer
+    (``others``: theirs) about its topic is not final: one in flight per topic."""
+    for c in others:
+        if c.id != callback.id and c.topic == callback.topic and not c.final:
+            return in_flight_refusal(callback, c.id)
+    return None
+
+
+def in_flight_refusal(callback: Callback, held: str | None) -> InFlight:
+    return InFlight(
+        f"customer {callback.customer} has callback {held or '(another)'} about "
+        f"{callback.topic} in flight: callback {callback.id} is not created",
+        held,
+    )
 
 
 def refused(

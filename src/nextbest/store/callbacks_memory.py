@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Mapping, Sequence
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
@@ -46,6 +47,10 @@ class MemoryCallbacks:
     def _create(self, callback: Callback, capacity: Capacity | None) -> Callback:
         if callback.id in self._callbacks:
             raise Conflict(f"callback {callback.id} exists already")
+        mine = (self._callbacks[i] for i in self._of_customer.get(callback.customer, ()))
+        refusal = rules.in_flight(callback, mine)
+        if refusal is not None:
+            raise refusal
         self._check(None, callback, capacity)
         return self._put(None, rules.stored_as(callback, 1))
 
@@ -178,6 +183,21 @@ class MemoryCallbacks:
                 for advisor, ids in self._of_advisor.items()
             }
         return {a: n for a, n in sorted(load.items()) if n}
+
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        with self._lock:
+            pool = [
+                self._callbacks[i]
+                for a, ids in self._of_advisor.items()
+                if advisor_id is None or a == advisor_id
+                for i in ids
+            ]
+        found = [
+            Hold(c.id, c.advisor_id, c.state, c.scheduled_for)
+            for c in pool
+            if rules.live(c) or rules.booked(c)
+        ]
+        return sorted(found, key=lambda h: h.id)
 
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
         with self._lock:

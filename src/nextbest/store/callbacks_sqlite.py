@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
@@ -77,6 +78,13 @@ class SQLiteCallbacks:
         stored = rules.stored_as(callback, 1)
         if db.execute("SELECT 1 FROM callbacks WHERE id = ?", (callback.id,)).fetchone():
             raise Conflict(f"callback {callback.id} exists already")
+        mine = db.execute(
+            f"SELECT body FROM callbacks WHERE customer = ? AND state NOT IN ({_FINAL})",
+            (callback.customer,),
+        ).fetchall()
+        refusal = rules.in_flight(callback, (rules.decode(body) for (body,) in mine))
+        if refusal is not None:
+            raise refusal
         self._check(db, None, stored, capacity)
         db.execute(f"INSERT INTO callbacks ({rules.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    rules.row_of(stored))  # fmt: skip
@@ -253,6 +261,18 @@ class SQLiteCallbacks:
             "GROUP BY advisor_id ORDER BY advisor_id",
         )
         return {str(a): int(n) for a, n in rows}
+
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        query = (
+            "SELECT id, advisor_id, state, scheduled_for FROM callbacks "
+            f"WHERE advisor_id IS NOT NULL AND state NOT IN ({_FINAL}) "
+            f"AND (state IN ({_LIVE}) OR scheduled_for IS NOT NULL) {{}}ORDER BY id"
+        )
+        if advisor_id is None:
+            rows = self.db.fetch("read holds", query.format(""), ())
+        else:
+            rows = self.db.fetch("read holds", query.format("AND advisor_id = ? "), (advisor_id,))
+        return [Hold(i, a, CallbackState(s), at) for i, a, s, at in rows]
 
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
         where = (

@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.audit.model import AuditEntry, AuditHead, AuditRecord
 from nextbest.decide.model import Decision
@@ -336,6 +337,10 @@ class Callbacks(Protocol):
     - it is booked and ``limit`` others are booked at a ``scheduled_for`` less than
       ``slot`` seconds from its own.
 
+    A customer has at most one callback not final per topic: a create that would make a
+    second is refused with ``errors.InFlight`` (the one in flight named), atomically with
+    the write (of two racing, from any process, one is created).
+
     An *assignment* (a write that gives a callback an advisor it did not have, or that
     moves it into ``offered``) raises that advisor's ``rotation`` to the time of the
     callback's last transition (its ``requested_at`` without history), in the same commit.
@@ -385,6 +390,11 @@ class Callbacks(Protocol):
     def open_load(self) -> dict[str, int]:
         """How many callbacks each advisor holds now (live or booked, see above); an advisor
         who holds none is absent."""
+        ...
+
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        """What the callbacks that hold an advisor (not final; live or booked) hold, of this
+        advisor (None: of every advisor), by id: the board's facts, without the records."""
         ...
 
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
