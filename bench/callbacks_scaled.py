@@ -189,8 +189,11 @@ def decide_part(env: dict[str, str], calls: int) -> dict[str, Any]:
         worker.close()
 
 
-def start_spies(apis: list[Worker], out: Path | None) -> list[subprocess.Popen[bytes]]:
-    """``py-spy record`` on each API worker (collapsed stacks in ``out``), until stopped."""
+def start_spies(
+    apis: list[Worker], out: Path | None, gil: bool = False
+) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` on each API worker (collapsed stacks in ``out``), until stopped;
+    ``gil``: only the thread holding the GIL (where the Python CPU goes)."""
     if out is None:
         return []
     out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +209,7 @@ def start_spies(apis: list[Worker], out: Path | None) -> list[subprocess.Popen[b
                 "raw",
                 "--rate",
                 "200",
-                "--nonblocking",
+                *(["--gil"] if gil else ["--nonblocking"]),
                 "-o",
                 str(out / f"api{k}.txt"),
             ],
@@ -239,6 +242,7 @@ def main() -> int:
         default=None,
         help="py-spy the API workers through the callback phase: collapsed stacks there",
     )
+    ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil (CPU, not waits)")
     ap.add_argument("--no-decide", action="store_true", help="skip the in-process decisions")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nb-cbscaled-"))
@@ -309,7 +313,7 @@ def main() -> int:
         phases["healthz"] = run_clients(ports, n, c, lambda i: ("GET", "/healthz", None))
         cpu0 = [proc_cpu_seconds(a.proc.pid) for a in apis if a.proc]
         fold_cpu0 = proc_cpu_seconds(fold.proc.pid) if fold.proc else 0.0
-        spies = start_spies(apis, args.profile)
+        spies = start_spies(apis, args.profile, args.profile_gil)
         phases["callbacks"] = run_clients(ports, n, c, callback_request("cb"))
         stop_spies(spies)
         phases["callbacks"]["api_cpu_seconds"] = [
@@ -368,6 +372,15 @@ def main() -> int:
             hello.wait(10)
         for w in reversed(workers):
             w.stop()
+        result["worker_warnings"] = {
+            w.log.name: [
+                line[:300]
+                for line in w.log.read_text(errors="replace").splitlines()
+                if any(m in line for m in ('"level":"warn', '"level":"error', '"status":5'))
+            ][-20:]
+            for w in workers
+            if w.log.exists()
+        }
         delete_stream(env["NEXTBEST_BUS"], 4)
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.close()

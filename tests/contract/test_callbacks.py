@@ -291,6 +291,23 @@ def test_due_lists_what_a_timer_must_act_on(cbs: Callbacks):
     assert "open-offer" in ids(cbs.due(now + 5))
 
 
+def test_due_lists_an_accepted_call_not_started_by_its_connect_by(cbs: Callbacks):
+    now = T0 + HOUR
+    late = cbs.create(callback("late", at=T0, state=ACCEPTED, advisor="anna"))
+    late = cbs.save(msgspec.structs.replace(late, connect_by=now - 1), expected_version=1)
+    cbs.create(callback("in-time", at=T0, state=ACCEPTED, advisor="bo"))
+    in_time = cbs.get("in-time")
+    assert in_time is not None
+    cbs.save(msgspec.structs.replace(in_time, connect_by=now + 60), expected_version=1)
+    assert ids(cbs.due(now)) == ["late"]
+    assert cbs.due(now)[0].connect_by == now - 1
+    assert ids(cbs.due(now + 60)) == ["late", "in-time"]  # by their deadlines
+    # the call started: no timer any more
+    started = moved(late, CONNECTED, now, connect_by=None)
+    cbs.save(started, expected_version=2)
+    assert ids(cbs.due(now + 60)) == ["in-time"]
+
+
 # ------------------------------------------------------------------ presence and rotation
 def test_presence_is_the_latest_report(cbs: Callbacks):
     assert cbs.presences() == {}

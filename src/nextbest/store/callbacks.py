@@ -40,6 +40,7 @@ __all__ = [
     "row_of",
     "slot_taken",
     "stored_as",
+    "timer_of",
 ]
 
 #: the states in which a callback occupies its advisor right now
@@ -61,8 +62,20 @@ COLUMNS = (
 QUEUE_ORDER = "ORDER BY COALESCE(scheduled_for, requested_at), id"
 
 
+def timer_of(c: Callback) -> float | None:
+    """When the callback's timer runs out: an offer's lapse (``offered``), an accepted
+    call's ``connect_by`` (``accepted``); None otherwise. The SQL backends keep it in the
+    column ``offer_expires_at`` (named for its first use)."""
+    if c.state is CallbackState.OFFERED:
+        return c.offer_expires_at
+    if c.state is CallbackState.ACCEPTED:
+        return c.connect_by
+    return None
+
+
 def row_of(c: Callback) -> tuple[Any, ...]:
-    """A callback as the SQL backends' ``COLUMNS`` hold it (the record itself in ``body``)."""
+    """A callback as the SQL backends' ``COLUMNS`` hold it (the record itself in ``body``;
+    ``offer_expires_at`` holds its timer, ``timer_of``)."""
     return (
         c.id,
         c.customer,
@@ -70,7 +83,7 @@ def row_of(c: Callback) -> tuple[Any, ...]:
         c.state.value,
         c.requested_at,
         c.scheduled_for,
-        c.offer_expires_at,
+        timer_of(c),
         c.version,
         encode(c),
     )

@@ -23,9 +23,8 @@ def _queue_key(c: Callback) -> tuple[float, str]:
 
 
 def _due_key(c: Callback) -> tuple[float, str]:
-    if c.state is CallbackState.OFFERED and c.offer_expires_at is not None:
-        return c.offer_expires_at, c.id
-    return _queue_key(c)
+    timer = rules.timer_of(c)
+    return (timer, c.id) if timer is not None else _queue_key(c)
 
 
 class MemoryCallbacks:
@@ -117,7 +116,7 @@ class MemoryCallbacks:
         self._of_customer.setdefault(after.customer, set()).add(after.id)
         if after.advisor_id is not None:
             self._of_advisor.setdefault(after.advisor_id, set()).add(after.id)
-        if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
+        if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED, CallbackState.ACCEPTED):
             self._waiting.add(after.id)
 
     def _unindex(self, c: Callback) -> None:
@@ -218,11 +217,7 @@ class MemoryCallbacks:
             found = [
                 c
                 for c in (self._callbacks[i] for i in self._waiting)
-                if (
-                    c.state is CallbackState.OFFERED
-                    and c.offer_expires_at is not None
-                    and c.offer_expires_at <= now
-                )
+                if ((timer := rules.timer_of(c)) is not None and timer <= now)
                 or (
                     c.state is CallbackState.REQUESTED
                     and (c.scheduled_for is None or c.scheduled_for <= now)

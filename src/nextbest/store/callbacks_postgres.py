@@ -71,6 +71,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS callbacks_in_flight ON callbacks (customer, to
     WHERE state NOT IN ('cancelled', 'completed', 'expired');
 CREATE INDEX IF NOT EXISTS callbacks_holds ON callbacks (advisor_id)
     WHERE advisor_id IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'expired');
+CREATE INDEX IF NOT EXISTS callbacks_connect ON callbacks (offer_expires_at)
+    WHERE state = 'accepted';
 CREATE TABLE IF NOT EXISTS advisor_state (
     advisor_id text COLLATE "C" PRIMARY KEY,
     presence text,
@@ -409,9 +411,9 @@ class PostgresCallbacks:
     def due(self, now: float, limit: int | None = None) -> list[Callback]:
         return self._callbacks(
             "read due callbacks",
-            "WHERE (state = 'offered' AND offer_expires_at <= %s) "
+            "WHERE (state IN ('offered', 'accepted') AND offer_expires_at <= %s) "
             "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= %s)) "
-            "ORDER BY CASE WHEN state = 'offered' THEN offer_expires_at "
+            "ORDER BY CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
             "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT %s",
             (now, now, limit),
         )

@@ -50,6 +50,8 @@ CREATE INDEX IF NOT EXISTS callbacks_offers ON callbacks(offer_expires_at)
     WHERE state = 'offered';
 CREATE INDEX IF NOT EXISTS callbacks_requested ON callbacks(scheduled_for)
     WHERE state = 'requested';
+CREATE INDEX IF NOT EXISTS callbacks_connect ON callbacks(offer_expires_at)
+    WHERE state = 'accepted';
 CREATE TABLE IF NOT EXISTS advisor_state (
     advisor_id TEXT PRIMARY KEY,
     presence TEXT,
@@ -288,9 +290,9 @@ class SQLiteCallbacks:
     def due(self, now: float, limit: int | None = None) -> list[Callback]:
         return self._callbacks(
             "read due callbacks",
-            "WHERE (state = 'offered' AND offer_expires_at <= ?) "
+            "WHERE (state IN ('offered', 'accepted') AND offer_expires_at <= ?) "
             "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= ?)) "
-            "ORDER BY CASE WHEN state = 'offered' THEN offer_expires_at "
+            "ORDER BY CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
             "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT ?",
             (now, now, -1 if limit is None else limit),
         )

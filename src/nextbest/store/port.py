@@ -405,7 +405,8 @@ class Callbacks(Protocol):
 
     def due(self, now: float, limit: int | None = None) -> list[Callback]:
         """The callbacks a timer must act on at ``now``: ``offered`` ones whose offer lapsed
-        (``offer_expires_at <= now``), ``requested`` ones whose slot came
+        (``offer_expires_at <= now``), ``accepted`` ones whose call did not start in time
+        (``connect_by <= now``), ``requested`` ones whose slot came
         (``scheduled_for <= now``) and ``requested`` ones for now (no ``scheduled_for``:
         still to be offered). By the time they fell due (the lapse, the slot, the request),
         then id; at most ``limit``."""
