@@ -83,6 +83,7 @@ def run_clients(ports: list[int], n: int, connections: int, request: Any) -> dic
     ``request(i) -> (method, path, body)``; every status counted."""
     statuses: dict[int, int] = {}
     took: list[float] = []
+    failures: list[str] = []
     lock = threading.Lock()
     counter = iter(range(n))
     headers = {"Authorization": AUTH, "Content-Type": "application/json"}
@@ -99,8 +100,10 @@ def run_clients(ports: list[int], n: int, connections: int, request: Any) -> dic
             started = time.perf_counter()
             conn.request(method, path, body, headers)
             answer = conn.getresponse()
-            answer.read()
+            text = answer.read()
             mine.append((answer.status, time.perf_counter() - started))
+            if answer.status >= 500 and len(failures) < 5:
+                failures.append(text.decode(errors="replace")[:300])
         conn.close()
         with lock:
             for status, seconds in mine:
@@ -119,6 +122,7 @@ def run_clients(ports: list[int], n: int, connections: int, request: Any) -> dic
         "requests": n,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "requests_per_second": round(n / wall),
+        "failures": failures,
         "latency_ms": {
             "p50": round(took[len(took) // 2] * 1000, 2),
             "p99": round(took[min(len(took) - 1, len(took) * 99 // 100)] * 1000, 2),

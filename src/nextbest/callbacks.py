@@ -154,6 +154,19 @@ class _Write(NamedTuple):
     advisors: tuple[str, ...] = ()
 
 
+class _Asked(NamedTuple):
+    """A customer's request for a callback, checked, as it is routed (again)."""
+
+    customer: str
+    topic: str
+    mode: CallbackMode
+    phone: str
+    at: float | None
+    language: str | None
+    decision_id: str | None
+    now: float | None
+
+
 class _Written(NamedTuple):
     """A write done: the callback as stored, and its events' append."""
 
@@ -394,16 +407,16 @@ class CallbackDesk:
         store once, then kept current by every write of this desk (``AdvisorBoard.moved``)."""
         board = self._board
         if board is None:
-            with self._lock:
-                board = self._board
-                if board is None:
-                    board = self._rebuild()
+            board = self.refresh_board()
         return board
 
     def refresh_board(self) -> AdvisorBoard:
-        """Rebuild the board from the store now."""
+        """Rebuild the board from the store now (read without the desk's lock: it is held
+        for routing only, never across I/O)."""
+        board = self._read_board()
         with self._lock:
-            return self._rebuild()
+            self._board, self._built_at = board, time.monotonic()
+        return board
 
     def keep_fresh(self) -> bool:
         """Rebuild the board from the store if it is ``refresh_seconds`` old (the host's
@@ -413,33 +426,34 @@ class CallbackDesk:
         self.refresh_board()
         return True
 
-    def _rebuild(self) -> AdvisorBoard:
-        """Under the lock: the board from the store's holds (what the callbacks holding an
-        advisor hold: live ones, booked ones; no records read), presences and rotation."""
+    def _read_board(self) -> AdvisorBoard:
+        """The board from the store's holds (what the callbacks holding an advisor hold:
+        live ones, booked ones; no records read), presences and rotation."""
         store = self._store
         presence = {a: p for a, (p, _) in store.presences().items()}
-        board = board_of(store.holds(), presence, store.rotation())
-        self._board, self._built_at = board, time.monotonic()
-        return board
+        return board_of(store.holds(), presence, store.rotation())
 
     def _reread(self, advisors: Iterable[str]) -> None:
-        """Under the lock: these advisors' entries of the board read again from the store
-        (a write moved them and the store refused it), the others kept."""
+        """These advisors' entries of the board read again from the store (a write moved
+        them and the store refused it), the others kept: read, then swapped in under the
+        lock."""
         store = self._store
         wanted = sorted(set(advisors))
         if not wanted or self._board is None:
             return
         presence, rotation = store.presences(), store.rotation()
-        board = self._board
-        for advisor_id in wanted:
-            reported = presence.get(advisor_id)
-            board = board.with_advisor(
-                advisor_id,
-                store.holds(advisor_id),
-                reported[0] if reported is not None else Presence.OFFLINE,
-                rotation.get(advisor_id, 0.0),
-            )
-        self._board = board
+        read = {a: store.holds(a) for a in wanted}
+        with self._lock:
+            board = self._board
+            for advisor_id in wanted:
+                reported = presence.get(advisor_id)
+                board = board.with_advisor(
+                    advisor_id,
+                    read[advisor_id],
+                    reported[0] if reported is not None else Presence.OFFLINE,
+                    rotation.get(advisor_id, 0.0),
+                )
+            self._board = board
 
     # ------------------------------------------------------------------ reads
     def callback(self, callback_id: str) -> Callback:
@@ -556,6 +570,44 @@ class CallbackDesk:
         at or outside the bookable window. SlotTaken (409): no free slot (``later``), or
         the one picked is booked up (``at``). LimitExceeded (409, ``$.topic``): the customer
         already has a callback about this topic in flight."""
+        done: Future[Callback] = Future()
+
+        def answer(result: Callback | BaseException) -> None:
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        self.request_callback_with(
+            answer,
+            customer,
+            topic,
+            mode,
+            phone,
+            at=at,
+            language=language,
+            decision_id=decision_id,
+            now=now,
+        )
+        return done.result()
+
+    def request_callback_with(
+        self,
+        answer: Callable[[Callback | BaseException], None],
+        customer: str,
+        topic: str,
+        mode: CallbackMode,
+        phone: str,
+        *,
+        at: float | None = None,
+        language: str | None = None,
+        decision_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """``request_callback`` with no thread waiting: routed at once (under the desk's
+        lock, no I/O), then ``answer`` is called with the callback once it is written and
+        its steps are logged, or with the error, from the committing threads (an event loop
+        hands it back to itself, as ingestion does). A bad request raises at once."""
         check_phone(phone)
         if language is not None:
             code = customer_language(language)
@@ -569,37 +621,62 @@ class CallbackDesk:
                 "call me later takes the earliest free slot: to pick a time, ask for mode at",
                 "$.time",
             )
-        for attempt in range(_TRIES):
+        asked = _Asked(customer, topic, mode, phone, at, language, decision_id, now)
+        self.board()  # built (the first time) outside the lock
+        self._try_request(asked, answer, 0)
+
+    def _try_request(
+        self, asked: _Asked, answer: Callable[[Callback | BaseException], None], attempt: int
+    ) -> None:
+        """Route ``asked`` and queue its write; a slot another process filled meanwhile
+        routes it again (as if that advisor were busy), up to ``_TRIES`` times."""
+        try:
             with self._lock:
-                when = self._when(now)
+                when = self._when(asked.now)
                 catalog, board = self._host.catalog, self.board()
                 fresh = Callback(
                     id=self._new_id(),
-                    customer=customer,
-                    topic=topic,
-                    mode=mode,
-                    phone=phone,
+                    customer=asked.customer,
+                    topic=asked.topic,
+                    mode=asked.mode,
+                    phone=asked.phone,
                     requested_at=when,
-                    scheduled_for=at,
-                    language=language,
-                    decision_id=decision_id,
+                    scheduled_for=asked.at,
+                    language=asked.language,
+                    decision_id=asked.decision_id,
                 )
                 routed = routing.request(fresh, board, catalog, when)
-                pending = self._submit(None, routed, board, catalog)
+                write = self._prepare(None, routed, board, catalog)
+        except NextbestError as refused:
+            answer(refused)
+            return
+
+        def written(result: _Written | BaseException) -> None:
+            if isinstance(result, SlotTaken) and attempt < _TRIES - 1:
+                try:
+                    self._try_request(asked, answer, attempt + 1)
+                except BaseException as exc:  # a bug: to the caller, not the commit thread
+                    answer(exc)
+            elif isinstance(result, InFlight):
+                answer(
+                    LimitExceeded(
+                        f"this customer already has callback {result.callback_id} about "
+                        f"{asked.topic} in flight: cancel it to ask again",
+                        "$.topic",
+                    )
+                )
+            elif isinstance(result, BaseException):
+                answer(result)
+            else:
+                result.logged.add_done_callback(lambda _: settled(result))
+
+        def settled(result: _Written) -> None:
             try:
-                written = pending.result()
-            except SlotTaken:
-                if attempt == _TRIES - 1:
-                    raise
-                continue  # another process filled that advisor: route again, as if busy
-            except InFlight as held:
-                raise LimitExceeded(
-                    f"this customer already has callback {held.callback_id} about {topic} in "
-                    "flight: cancel it to ask again",
-                    "$.topic",
-                ) from None
-            return self._settle(written, routed.transitions)
-        raise AssertionError("unreachable")  # pragma: no cover
+                answer(self._settle(result, routed.transitions))
+            except BaseException as exc:  # the event log refused: the caller is told
+                answer(exc)
+
+        self._writes.submit_with(write, written)
 
     def cancel(
         self,
@@ -620,9 +697,10 @@ class CallbackDesk:
         available routes the callbacks waiting for someone at once."""
         self._advisor(advisor_id)
         when = self.now() if at is None else at
+        in_force, since = self._store.set_presence(advisor_id, presence, when)
+        board = self.board()
         with self._lock:
-            in_force, since = self._store.set_presence(advisor_id, presence, when)
-            self._board = self.board().with_presence(advisor_id, in_force)
+            self._board = (self._board or board).with_presence(advisor_id, in_force)
         routed = 0
         if in_force is Presence.AVAILABLE:
             routed = self.sweep().moved
@@ -724,14 +802,15 @@ class CallbackDesk:
     def _step(self, callback_id: str, move: Move, now: float | None) -> Callback:
         """Read, route (``move``), write with compare-and-set, keep the board, log."""
         for attempt in range(_TRIES):
+            before = self.callback(callback_id)  # read without the lock (compare-and-set)
+            self.board()
             with self._lock:
                 when = self._when(now)
-                before = self.callback(callback_id)
                 catalog, board = self._host.catalog, self.board()
                 routed = move(before, board, catalog, when)
                 if not routed.transitions:
                     return before
-                pending = self._submit(before, routed, board, catalog)
+                pending = self._writes.submit(self._prepare(before, routed, board, catalog))
             try:
                 written = pending.result()
             except SlotTaken:
@@ -746,11 +825,11 @@ class CallbackDesk:
             return self._settle(written, routed.transitions)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _submit(
+    def _prepare(
         self, before: Callback | None, routed: Routed, board: AdvisorBoard, catalog: Catalog
-    ) -> Future[_Written]:
-        """Under the lock: queue the write for the next group commit and move the board as
-        if it were done (the next routing sees it); a refused write rebuilds the board."""
+    ) -> _Write:
+        """Under the lock: the write for the next group commit, the board moved as if it
+        were done (the next routing sees it; a refused write reads its advisors again)."""
         after = routed.callback
         self._board = board.moved(before, after)
         expected = None if before is None else before.version
@@ -760,7 +839,7 @@ class CallbackDesk:
             routed.transitions,
             tuple(sorted(moved)),
         )
-        return self._writes.submit(write)
+        return write
 
     def _write_many(self, writes: Sequence[_Write]) -> list[_Written | NextbestError]:
         """The group commit's step (its thread): every queued write in one commit, then the
@@ -786,20 +865,18 @@ class CallbackDesk:
     def _forget_advisors(self, advisors: Iterable[str]) -> None:
         """Writes the store refused had moved these advisors on the board: read them again
         (the store away: the whole board at the next refresh)."""
-        with self._lock:
-            try:
-                self._reread(advisors)
-            except StoreError:
-                self._built_at = -math.inf
+        try:
+            self._reread(advisors)
+        except StoreError:
+            self._built_at = -math.inf
 
     def _forget_board(self) -> None:
         """The board moved for a write the store refused: build it afresh from the store
         (the store away: the next sweep does)."""
-        with self._lock:
-            try:
-                self._rebuild()
-            except StoreError:
-                self._built_at = -math.inf
+        try:
+            self.refresh_board()
+        except StoreError:
+            self._built_at = -math.inf
 
     def close(self) -> None:
         """Write what is queued, then stop the write thread (the engine closes it first)."""
