@@ -24,7 +24,7 @@ from nextbest.advisors.model import (
 )
 from nextbest.api.errors import status_of
 from nextbest.bootstrap import open_stores
-from nextbest.errors import Conflict, InFlight, NotFound, SlotTaken
+from nextbest.errors import Conflict, InFlight, NotFound, SlotTaken, StoreError
 from nextbest.store import Callbacks, CallbackWrite, Capacity, Stores
 from tests.postgres import scratch_schema
 from tests.support import DAY, T0
@@ -527,6 +527,54 @@ def test_connections_racing_for_one_slot_book_exactly_its_capacity(
                 for o in outcomes
                 if o is not made[0]
             ), outcomes
+        finally:
+            for stores in opened:
+                stores.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_groups_booking_advisors_in_opposite_orders_do_not_deadlock(
+    backend: str, tmp_path: Path
+) -> None:
+    """Two connections (two API workers' group commits), each writing groups that book
+    three advisors, one in the order a, b, c, the other c, b, a, and saving two callbacks in
+    opposite orders: every write is answered (written or refused), no group fails whole."""
+    at = T0 + 5 * HOUR
+    advisors = ["a", "b", "c"]
+    with shared_store(backend, tmp_path) as where:
+        opened = [open_stores(where) for _ in range(2)]
+        try:
+            base = [opened[0].callbacks.create(callback(f"s{k}")) for k in range(2)]
+            for rounds in range(6):
+
+                def group(i: int, rounds: int = rounds) -> Callback:
+                    order = advisors if i % 2 == 0 else advisors[::-1]
+                    writes = [
+                        CallbackWrite(
+                            callback(f"g{rounds}-{i}-{a}", f"u{rounds}-{i}-{a}", advisor=a,
+                                     scheduled_for=at + rounds * DAY + i),
+                            capacity=Capacity(100, SLOT),
+                        )
+                        for a in order
+                    ]  # fmt: skip
+                    done = opened[i % 2].callbacks.write_many(writes)
+                    assert all(isinstance(d, Callback) for d in done), done
+                    return done[0]  # type: ignore[return-value]
+
+                outcomes = race(8, group)
+                assert all(isinstance(o, Callback) for o in outcomes), outcomes
+            # saves of the same two callbacks in opposite orders: one of each wins
+            outcomes = race(
+                8,
+                lambda i: opened[i % 2].callbacks.write_many(
+                    [
+                        CallbackWrite(moved(base[k], CallbackState.CANCELLED, T0 + 9), 1)
+                        for k in ((0, 1) if i % 2 == 0 else (1, 0))
+                    ]
+                )[0],  # type: ignore[return-value]
+            )
+            assert not any(isinstance(o, StoreError) for o in outcomes), outcomes
+            assert all(c.final for c in opened[0].callbacks.scan() if c.id in ("s0", "s1"))
         finally:
             for stores in opened:
                 stores.close()

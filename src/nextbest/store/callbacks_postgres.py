@@ -15,9 +15,10 @@ not final. A create never reads first: ``INSERT ... ON CONFLICT DO NOTHING``, an
 inserted is told apart (its id taken: ``Conflict``; another in flight: ``InFlight``). Of two
 workers creating at once the second waits for the first's commit, then is refused.
 
-``write_many`` inserts the creates that hold no advisor (a "now" waiting for someone, the
-most common write) in one statement for each run of them; the others each under a
-savepoint, in order.
+``write_many`` first takes every lock its writes may need in one order (advisors, then rows,
+by id: two workers' groups do not deadlock on them), then inserts the creates that hold no advisor (a
+"now" waiting for someone, the most common write) in one statement for each run of them; the
+others each under a savepoint, in order.
 
 Tables (created with the rest, ``CREATE ... IF NOT EXISTS``): ``callbacks`` (the record as
 msgspec JSON in ``body``, with the columns the queries filter on) and ``advisor_state``
@@ -108,6 +109,21 @@ def _lock_advisor(db: psycopg.Connection[Any], advisor_id: str) -> None:
         "'nextbest advisor ' || current_schema() || ' ' || %s, 0))",
         (advisor_id,),
     )
+
+
+def _lock_in_order(db: psycopg.Connection[Any], writes: Sequence[CallbackWrite]) -> None:
+    """Take, before any write of a group, the locks its writes may take, in one order (the
+    advisors' by id, then the saved rows' by id): two workers' groups locking the same
+    advisors or rows in other orders would deadlock (PostgreSQL breaks it after
+    ``deadlock_timeout`` by failing one group whole). A write takes them again (a no-op)."""
+    advisors = {w.callback.advisor_id for w in writes if w.capacity is not None}
+    for advisor_id in sorted(a for a in advisors if a is not None):
+        _lock_advisor(db, advisor_id)
+    saved = sorted({w.callback.id for w in writes if w.expected_version is not None})
+    if saved:
+        db.execute(
+            "SELECT id FROM callbacks WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (saved,)
+        ).fetchall()
 
 
 class PostgresCallbacks:
@@ -230,6 +246,7 @@ class PostgresCallbacks:
         if not writes:
             return out
         with self.db.writing("write callbacks") as db:
+            _lock_in_order(db, writes)
             at = 0
             while at < len(writes):
                 run = at
