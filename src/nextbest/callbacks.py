@@ -7,6 +7,9 @@ Customers::
 
     request_callback(customer, topic, mode, phone, *, at, language, decision_id, now)
                                    -> the callback, as routed at once (offered, booked, ...)
+    request_callback_with(answer, customer, topic, ...)
+                                   -> the same, answered through ``answer`` from the commit
+                                      threads (no thread waits: the HTTP face's way)
     callback(id), of_customer(customer)
     cancel(id, *, reason, now)
 

@@ -16,9 +16,9 @@ inserted is told apart (its id taken: ``Conflict``; another in flight: ``InFligh
 workers creating at once the second waits for the first's commit, then is refused.
 
 ``write_many`` first takes every lock its writes may need in one order (advisors, then rows,
-by id: two workers' groups do not deadlock on them), then inserts the creates that hold no advisor (a
-"now" waiting for someone, the most common write) in one statement for each run of them; the
-others each under a savepoint, in order.
+by id: two workers' groups do not deadlock on them), then inserts the creates that hold no
+advisor (a "now" waiting for someone, the most common write) in one statement for each run
+of them; the others each under a savepoint, in order.
 
 Tables (created with the rest, ``CREATE ... IF NOT EXISTS``): ``callbacks`` (the record as
 msgspec JSON in ``body``, with the columns the queries filter on) and ``advisor_state``
