@@ -284,11 +284,15 @@ def test_due_lists_what_a_timer_must_act_on(cbs: Callbacks):
     cbs.create(callback("accepted", state=ACCEPTED, advisor="dora", scheduled_for=now - HOUR))
     done = cbs.create(callback("cancelled", at=now - 10))
     cbs.save(moved(done, CallbackState.CANCELLED, now - 9), expected_version=1)
-    # by when each fell due: the slot, the request, the lapses
-    assert ids(cbs.due(now)) == ["slot-came", "asked-now", "lapsed", "lapses-now"]
-    assert ids(cbs.due(now, limit=2)) == ["slot-came", "asked-now"]
+    # the timers by when each fell due (the slot, the lapses), then the waiting request
+    assert ids(cbs.due(now)) == ["slot-came", "lapsed", "lapses-now", "asked-now"]
+    assert ids(cbs.due(now, limit=2)) == ["slot-came", "lapsed"]
     assert ids(cbs.due(T0 - DAY)) == ["asked-now"]  # a request for now is due at once
     assert "open-offer" in ids(cbs.due(now + 5))
+    # many waiting for someone never crowd a lapsed offer out of the limit
+    for k in range(5):
+        cbs.create(callback(f"waiting-{k}", at=T0 - DAY - k))
+    assert ids(cbs.due(now, limit=3)) == ["slot-came", "lapsed", "lapses-now"]
 
 
 def test_due_lists_an_accepted_call_not_started_by_its_connect_by(cbs: Callbacks):

@@ -22,9 +22,12 @@ def _queue_key(c: Callback) -> tuple[float, str]:
     return (c.requested_at if c.scheduled_for is None else c.scheduled_for), c.id
 
 
-def _due_key(c: Callback) -> tuple[float, str]:
+def _due_key(c: Callback) -> tuple[bool, float, str]:
+    """Timers first (an offer lapsed, a slot came, a call not started), then the callbacks
+    waiting to be offered; each by when it fell due, then id."""
     timer = rules.timer_of(c)
-    return (timer, c.id) if timer is not None else _queue_key(c)
+    waiting = c.state is CallbackState.REQUESTED and c.scheduled_for is None
+    return (waiting, *((timer, c.id) if timer is not None else _queue_key(c)))
 
 
 class MemoryCallbacks:

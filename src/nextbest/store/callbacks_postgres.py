@@ -430,7 +430,8 @@ class PostgresCallbacks:
             "read due callbacks",
             "WHERE (state IN ('offered', 'accepted') AND offer_expires_at <= %s) "
             "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= %s)) "
-            "ORDER BY CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
+            "ORDER BY (state = 'requested' AND scheduled_for IS NULL), "
+            "CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
             "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT %s",
             (now, now, limit),
         )

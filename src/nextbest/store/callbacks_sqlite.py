@@ -292,7 +292,8 @@ class SQLiteCallbacks:
             "read due callbacks",
             "WHERE (state IN ('offered', 'accepted') AND offer_expires_at <= ?) "
             "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= ?)) "
-            "ORDER BY CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
+            "ORDER BY (state = 'requested' AND scheduled_for IS NULL), "
+            "CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
             "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT ?",
             (now, now, -1 if limit is None else limit),
         )

@@ -408,8 +408,9 @@ class Callbacks(Protocol):
         (``offer_expires_at <= now``), ``accepted`` ones whose call did not start in time
         (``connect_by <= now``), ``requested`` ones whose slot came
         (``scheduled_for <= now``) and ``requested`` ones for now (no ``scheduled_for``:
-        still to be offered). By the time they fell due (the lapse, the slot, the request),
-        then id; at most ``limit``."""
+        still to be offered). The timers first, then those waiting to be offered (so that
+        many waiting never crowd a lapsed offer out of ``limit``); each by the time they fell
+        due (the lapse, the slot, the request), then id; at most ``limit``."""
         ...
 
     def set_presence(
