@@ -35,6 +35,7 @@ import argparse
 import http.client
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ from _common import (  # noqa: E402
 from nextbest.store.redis import RedisState  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS = "redis://127.0.0.1:6379/7"
+REDIS = os.environ.get("NEXTBEST_BENCH_REDIS", "redis://127.0.0.1:6379/7")
 NATS = "nats://127.0.0.1:4222"
 AUTH = "Basic ZGV2LXNlcnZlci1rZXk6"  # dev-server-key:
 TOPICS = ("mortgage", "pension", "car_loan")
@@ -82,6 +83,7 @@ def run_clients(ports: list[int], n: int, connections: int, request: Any) -> dic
     ``request(i) -> (method, path, body)``; every status counted."""
     statuses: dict[int, int] = {}
     took: list[float] = []
+    failures: list[str] = []
     lock = threading.Lock()
     counter = iter(range(n))
     headers = {"Authorization": AUTH, "Content-Type": "application/json"}
@@ -98,8 +100,10 @@ def run_clients(ports: list[int], n: int, connections: int, request: Any) -> dic
             started = time.perf_counter()
             conn.request(method, path, body, headers)
             answer = conn.getresponse()
-            answer.read()
+            text = answer.read()
             mine.append((answer.status, time.perf_counter() - started))
+            if answer.status >= 500 and len(failures) < 5:
+                failures.append(text.decode(errors="replace")[:300])
         conn.close()
         with lock:
             for status, seconds in mine:
@@ -118,6 +122,7 @@ def run_clients(ports: list[int], n: int, connections: int, request: Any) -> dic
         "requests": n,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "requests_per_second": round(n / wall),
+        "failures": failures,
         "latency_ms": {
             "p50": round(took[len(took) // 2] * 1000, 2),
             "p99": round(took[min(len(took) - 1, len(took) * 99 // 100)] * 1000, 2),
@@ -188,12 +193,61 @@ def decide_part(env: dict[str, str], calls: int) -> dict[str, Any]:
         worker.close()
 
 
+def start_spies(
+    apis: list[Worker], out: Path | None, gil: bool = False
+) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` on each API worker (collapsed stacks in ``out``), until stopped;
+    ``gil``: only the thread holding the GIL (where the Python CPU goes)."""
+    if out is None:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    spies = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(a.proc.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                *(["--gil"] if gil else ["--nonblocking"]),
+                "-o",
+                str(out / f"api{k}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for k, a in enumerate(apis, 1)
+        if a.proc is not None
+    ]
+    time.sleep(1.0)  # attached
+    return spies
+
+
+def stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    for s in spies:
+        s.send_signal(signal.SIGINT)
+    for s in spies:
+        s.wait(30)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=4_000)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--calls", type=int, default=5_000, help="timed decisions per kind")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the API workers through the callback phase: collapsed stacks there",
+    )
+    ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil (CPU, not waits)")
+    ap.add_argument("--no-decide", action="store_true", help="skip the in-process decisions")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nb-cbscaled-"))
     catalog = tmp / "catalog"
@@ -226,6 +280,7 @@ def main() -> int:
         "args": dict(vars(args)),
     }
     result["args"]["out"] = str(args.out)
+    result["args"]["profile"] = str(args.profile)
     result["load_average_before"] = load_average()
     try:
         fold = Worker("fold", env, tmp / "fold.log").start()
@@ -262,7 +317,9 @@ def main() -> int:
         phases["healthz"] = run_clients(ports, n, c, lambda i: ("GET", "/healthz", None))
         cpu0 = [proc_cpu_seconds(a.proc.pid) for a in apis if a.proc]
         fold_cpu0 = proc_cpu_seconds(fold.proc.pid) if fold.proc else 0.0
+        spies = start_spies(apis, args.profile, args.profile_gil)
         phases["callbacks"] = run_clients(ports, n, c, callback_request("cb"))
+        stop_spies(spies)
         phases["callbacks"]["api_cpu_seconds"] = [
             round(proc_cpu_seconds(a.proc.pid) - c0, 2)
             for a, c0 in zip(apis, cpu0, strict=True)
@@ -308,7 +365,7 @@ def main() -> int:
             timeout=30,
         ).raise_for_status()
         wait_folded(fold, data, 60)
-        result["decide"] = decide_part(env, args.calls)
+        result["decide"] = {} if args.no_decide else decide_part(env, args.calls)
         for k, v in result["decide"].items():
             if isinstance(v, dict):
                 log(f"{k}: p50 {v['p50_us']} us, p99 {v['p99_us']} us, mean {v['mean_us']} us")
@@ -319,6 +376,15 @@ def main() -> int:
             hello.wait(10)
         for w in reversed(workers):
             w.stop()
+        result["worker_warnings"] = {
+            w.log.name: [
+                line[:300]
+                for line in w.log.read_text(errors="replace").splitlines()
+                if any(m in line for m in ('"level":"warn', '"level":"error', '"status":5'))
+            ][-20:]
+            for w in workers
+            if w.log.exists()
+        }
         delete_stream(env["NEXTBEST_BUS"], 4)
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.close()

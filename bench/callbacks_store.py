@@ -80,7 +80,7 @@ def request(i: int, advisors: int, prefix: str = "cb", days: int = 1) -> Callbac
     return Callback(
         id=f"{prefix}-{i:07d}",
         customer=f"cust-{i % 5_000:05d}",
-        topic="mortgage",
+        topic=f"{prefix}-{i // 5_000}",  # one in flight per customer and topic
         mode=CallbackMode.AT,
         phone="+4512345678",
         requested_at=at,

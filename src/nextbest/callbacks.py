@@ -7,6 +7,9 @@ Customers::
 
     request_callback(customer, topic, mode, phone, *, at, language, decision_id, now)
                                    -> the callback, as routed at once (offered, booked, ...)
+    request_callback_with(answer, customer, topic, ...)
+                                   -> the same, answered through ``answer`` from the commit
+                                      threads (no thread waits: the HTTP face's way)
     callback(id), of_customer(customer)
     cancel(id, *, reason, now)
 
@@ -27,16 +30,18 @@ Timers and the decisions' view::
 
 **Every routing step** is one compare-and-set write of the callback (``save`` with the
 version it was read at, and the advisor's ``Capacity`` when it books or offers them); a
-``SlotTaken`` (someone else filled that advisor meanwhile) rebuilds the board from the store
-and routes again, as if that advisor were busy; a stale version reads the callback again and
-retries. Then each step taken (``Transition``) is appended to the customer's event log as a
-track event (``Callback Requested``, ``Callback Assigned``, ... ``Callback Completed``)
-through the engine's group commit, as any server's events: profiles, learning and
-experiments see them (a completed callback can be a campaign KPI). Its ``messageId`` is
-``callback-<id>-<n>``, ``n`` the step's place in the callback's history, so appending it
-again is a duplicate. On ``accepted`` a click-to-call request is enqueued in the outbox
-(channel and destination ``telephony``, idempotency key ``callback-<id>-accepted-<n>``) and
-the sender is woken (``on_outbox``).
+``SlotTaken`` (someone else filled that advisor meanwhile) reads that advisor's entry of the
+board again from the store and routes again, as if that advisor were busy; a stale version
+reads the callback again and retries. A customer has one callback in flight per topic: the
+store refuses a second (``InFlight``, atomically with the write, whichever process asks),
+answered ``LimitExceeded`` (409, ``$.topic``). Then each step taken (``Transition``) is
+appended to the customer's event log as a track event (``Callback Requested``, ``Callback
+Assigned``, ... ``Callback Completed``) through the engine's group commit, as any server's
+events: profiles, learning and experiments see them (a completed callback can be a campaign
+KPI). Its ``messageId`` is ``callback-<id>-<n>``, ``n`` the step's place in the callback's
+history, so appending it again is a duplicate. On ``accepted`` a click-to-call request is
+enqueued in the outbox (channel and destination ``telephony``, idempotency key
+``callback-<id>-accepted-<n>``) and the sender is woken (``on_outbox``).
 
 Writes are serialised in the process by the desk's lock (route, write, board), so the board
 is exact for this process's own writes; the store's atomic capacity check is what keeps other
@@ -44,9 +49,9 @@ processes from double booking. The events of one write are queued for the group 
 that lock (in write order) and waited for outside it.
 
 **Several processes** (scaled API workers, ``shared=True``): each desk's board is read again
-from the store every ``refresh_seconds`` (``keep_fresh``, on the host's tick), a request asks
-the store whether the customer has a callback about its topic in flight, and the store's
-compare-and-set and capacity check keep the workers from double booking.
+from the store every ``refresh_seconds`` (``keep_fresh``, on the host's tick: the holds, not
+the records), and the store's compare-and-set, capacity check and one-in-flight rule keep the
+workers from double booking and from taking two requests about one topic.
 
 **Time.** ``now`` is the engine's clock: the wall clock, or on event time the watermark (a
 timer fires once the events' time passed it). Every method takes ``now`` (a simulation on
@@ -86,6 +91,7 @@ from nextbest.catalog.compiled import Catalog, CompiledAdvisor
 from nextbest.clock import Clock, ClockKind
 from nextbest.errors import (
     Conflict,
+    InFlight,
     LimitExceeded,
     NextbestError,
     NotFound,
@@ -147,6 +153,21 @@ class _Write(NamedTuple):
 
     write: CallbackWrite
     steps: tuple[Transition, ...]
+    #: the advisors whose entry on the board the write moved (read again if refused)
+    advisors: tuple[str, ...] = ()
+
+
+class _Asked(NamedTuple):
+    """A customer's request for a callback, checked, as it is routed (again)."""
+
+    customer: str
+    topic: str
+    mode: CallbackMode
+    phone: str
+    at: float | None
+    language: str | None
+    decision_id: str | None
+    now: float | None
 
 
 class _Written(NamedTuple):
@@ -359,9 +380,7 @@ class CallbackDesk:
         ``shared``: other processes route on the same store (scaled API workers, ``serve
         --role api``): the host calls ``keep_fresh`` on its tick (the board is then at most
         ``refresh_seconds`` behind the other workers' writes; the store's compare-and-set and
-        capacity check keep them from double booking whatever the board says), and a
-        request reads the customer's callbacks from the store to find one in flight about
-        its topic."""
+        capacity check keep them from double booking whatever the board says)."""
         self._host = host
         self._shared = shared
         self._store = store
@@ -371,9 +390,6 @@ class CallbackDesk:
         self._lock = threading.RLock()
         self._board: AdvisorBoard | None = None
         self._built_at = -math.inf
-        #: (customer, topic) -> the callback in flight about it (one each), kept with the
-        #: board: a request never reads the store under the lock
-        self._open: dict[tuple[str, str], str] = {}
         #: concurrent writes share one durable commit of the callback queue
         self._writes: GroupCommit[_Write, _Written] = GroupCommit(
             self._write_many, lambda w: 1, max_events=256
@@ -397,16 +413,16 @@ class CallbackDesk:
         store once, then kept current by every write of this desk (``AdvisorBoard.moved``)."""
         board = self._board
         if board is None:
-            with self._lock:
-                board = self._board
-                if board is None:
-                    board = self._rebuild()
+            board = self.refresh_board()
         return board
 
     def refresh_board(self) -> AdvisorBoard:
-        """Rebuild the board from the store now."""
+        """Rebuild the board from the store now (read without the desk's lock: it is held
+        for routing only, never across I/O)."""
+        board = self._read_board()
         with self._lock:
-            return self._rebuild()
+            self._board, self._built_at = board, time.monotonic()
+        return board
 
     def keep_fresh(self) -> bool:
         """Rebuild the board from the store if it is ``refresh_seconds`` old (the host's
@@ -416,31 +432,34 @@ class CallbackDesk:
         self.refresh_board()
         return True
 
-    def _rebuild(self) -> AdvisorBoard:
-        """Under the lock: the board from the store's callbacks that hold an advisor (live
-        ones of each advisor, booked ones of anyone), presences and rotation; and which
-        customer has a callback in flight about which topic (on a shared store, only those
-        this process wrote: a request asks the store, ``_in_flight``)."""
+    def _read_board(self) -> AdvisorBoard:
+        """The board from the store's holds (what the callbacks holding an advisor hold:
+        live ones, booked ones; no records read), presences and rotation."""
         store = self._store
-        held: list[Callback] = []
-        for advisor_id in self._host.catalog.advisors:
-            held.extend(store.of_advisor(advisor_id, LIVE_STATES))
-        held.extend(store.booked(None, 0.0, _END))
         presence = {a: p for a, (p, _) in store.presences().items()}
-        board = board_of(held, presence, store.rotation())
-        if not self._shared:
-            waiting = store.due(_END)  # every requested or offered one
-            self._open = {(c.customer, c.topic): c.id for c in (*held, *waiting) if not c.final}
-        self._board, self._built_at = board, time.monotonic()
-        return board
+        return board_of(store.holds(), presence, store.rotation())
 
-    def _in_flight(self, customer: str, topic: str) -> str | None:
-        """On a shared store: the id of the customer's callback about ``topic`` not final,
-        as the store holds it (another worker may have written it)."""
-        for c in self._store.of_customer(customer):
-            if c.topic == topic and not c.final:
-                return c.id
-        return None
+    def _reread(self, advisors: Iterable[str]) -> None:
+        """These advisors' entries of the board read again from the store (a write moved
+        them and the store refused it), the others kept: read, then swapped in under the
+        lock."""
+        store = self._store
+        wanted = sorted(set(advisors))
+        if not wanted or self._board is None:
+            return
+        presence, rotation = store.presences(), store.rotation()
+        read = {a: store.holds(a) for a in wanted}
+        with self._lock:
+            board = self._board
+            for advisor_id in wanted:
+                reported = presence.get(advisor_id)
+                board = board.with_advisor(
+                    advisor_id,
+                    read[advisor_id],
+                    reported[0] if reported is not None else Presence.OFFLINE,
+                    rotation.get(advisor_id, 0.0),
+                )
+            self._board = board
 
     # ------------------------------------------------------------------ reads
     def callback(self, callback_id: str) -> Callback:
@@ -564,6 +583,44 @@ class CallbackDesk:
         at or outside the bookable window. SlotTaken (409): no free slot (``later``), or
         the one picked is booked up (``at``). LimitExceeded (409, ``$.topic``): the customer
         already has a callback about this topic in flight."""
+        done: Future[Callback] = Future()
+
+        def answer(result: Callback | BaseException) -> None:
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        self.request_callback_with(
+            answer,
+            customer,
+            topic,
+            mode,
+            phone,
+            at=at,
+            language=language,
+            decision_id=decision_id,
+            now=now,
+        )
+        return done.result()
+
+    def request_callback_with(
+        self,
+        answer: Callable[[Callback | BaseException], None],
+        customer: str,
+        topic: str,
+        mode: CallbackMode,
+        phone: str,
+        *,
+        at: float | None = None,
+        language: str | None = None,
+        decision_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """``request_callback`` with no thread waiting: routed at once (under the desk's
+        lock, no I/O), then ``answer`` is called with the callback once it is written and
+        its steps are logged, or with the error, from the committing threads (an event loop
+        hands it back to itself, as ingestion does). A bad request raises at once."""
         check_phone(phone)
         if language is not None:
             code = customer_language(language)
@@ -577,45 +634,62 @@ class CallbackDesk:
                 "call me later takes the earliest free slot: to pick a time, ask for mode at",
                 "$.time",
             )
-        stored = self._in_flight(customer, topic) if self._shared else None
-        for attempt in range(_TRIES):
+        asked = _Asked(customer, topic, mode, phone, at, language, decision_id, now)
+        self.board()  # built (the first time) outside the lock
+        self._try_request(asked, answer, 0)
+
+    def _try_request(
+        self, asked: _Asked, answer: Callable[[Callback | BaseException], None], attempt: int
+    ) -> None:
+        """Route ``asked`` and queue its write; a slot another process filled meanwhile
+        routes it again (as if that advisor were busy), up to ``_TRIES`` times."""
+        try:
             with self._lock:
-                when = self._when(now)
-                held = stored or self._open_about(customer, topic)
-                if held is not None:
-                    raise LimitExceeded(
-                        f"this customer already has callback {held} about {topic} in flight: "
-                        "cancel it to ask again",
-                        "$.topic",
-                    )
+                when = self._when(asked.now)
                 catalog, board = self._host.catalog, self.board()
                 fresh = Callback(
                     id=self._new_id(),
-                    customer=customer,
-                    topic=topic,
-                    mode=mode,
-                    phone=phone,
+                    customer=asked.customer,
+                    topic=asked.topic,
+                    mode=asked.mode,
+                    phone=asked.phone,
                     requested_at=when,
-                    scheduled_for=at,
-                    language=language,
-                    decision_id=decision_id,
+                    scheduled_for=asked.at,
+                    language=asked.language,
+                    decision_id=asked.decision_id,
                 )
                 routed = routing.request(fresh, board, catalog, when)
-                pending = self._submit(None, routed, board, catalog)
-            try:
-                written = pending.result()
-            except SlotTaken:
-                if attempt == _TRIES - 1:
-                    raise
-                continue  # another process filled that advisor: route again, as if busy
-            return self._settle(written, routed.transitions)
-        raise AssertionError("unreachable")  # pragma: no cover
+                write = self._prepare(None, routed, board, catalog)
+        except NextbestError as refused:
+            answer(refused)
+            return
 
-    def _open_about(self, customer: str, topic: str) -> str | None:
-        """Under the lock: the id of the customer's callback about ``topic`` in flight (or
-        being written), if any."""
-        self.board()  # built with it
-        return self._open.get((customer, topic))
+        def written(result: _Written | BaseException) -> None:
+            if isinstance(result, SlotTaken) and attempt < _TRIES - 1:
+                try:
+                    self._try_request(asked, answer, attempt + 1)
+                except BaseException as exc:  # a bug: to the caller, not the commit thread
+                    answer(exc)
+            elif isinstance(result, InFlight):
+                answer(
+                    LimitExceeded(
+                        f"this customer already has callback {result.callback_id} about "
+                        f"{asked.topic} in flight: cancel it to ask again",
+                        "$.topic",
+                    )
+                )
+            elif isinstance(result, BaseException):
+                answer(result)
+            else:
+                result.logged.add_done_callback(lambda _: settled(result))
+
+        def settled(result: _Written) -> None:
+            try:
+                answer(self._settle(result, routed.transitions))
+            except BaseException as exc:  # the event log refused: the caller is told
+                answer(exc)
+
+        self._writes.submit_with(write, written)
 
     def cancel(
         self,
@@ -636,9 +710,10 @@ class CallbackDesk:
         available routes the callbacks waiting for someone at once."""
         self._advisor(advisor_id)
         when = self.now() if at is None else at
+        in_force, since = self._store.set_presence(advisor_id, presence, when)
+        board = self.board()
         with self._lock:
-            in_force, since = self._store.set_presence(advisor_id, presence, when)
-            self._board = self.board().with_presence(advisor_id, in_force)
+            self._board = (self._board or board).with_presence(advisor_id, in_force)
         routed = 0
         if in_force is Presence.AVAILABLE:
             routed = self.sweep().moved
@@ -740,14 +815,15 @@ class CallbackDesk:
     def _step(self, callback_id: str, move: Move, now: float | None) -> Callback:
         """Read, route (``move``), write with compare-and-set, keep the board, log."""
         for attempt in range(_TRIES):
+            before = self.callback(callback_id)  # read without the lock (compare-and-set)
+            self.board()
             with self._lock:
                 when = self._when(now)
-                before = self.callback(callback_id)
                 catalog, board = self._host.catalog, self.board()
                 routed = move(before, board, catalog, when)
                 if not routed.transitions:
                     return before
-                pending = self._submit(before, routed, board, catalog)
+                pending = self._writes.submit(self._prepare(before, routed, board, catalog))
             try:
                 written = pending.result()
             except SlotTaken:
@@ -762,23 +838,21 @@ class CallbackDesk:
             return self._settle(written, routed.transitions)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _submit(
+    def _prepare(
         self, before: Callback | None, routed: Routed, board: AdvisorBoard, catalog: Catalog
-    ) -> Future[_Written]:
-        """Under the lock: queue the write for the next group commit and move the board as
-        if it were done (the next routing sees it); a refused write rebuilds the board."""
+    ) -> _Write:
+        """Under the lock: the write for the next group commit, the board moved as if it
+        were done (the next routing sees it; a refused write reads its advisors again)."""
         after = routed.callback
         self._board = board.moved(before, after)
-        key = (after.customer, after.topic)
-        if not after.final:
-            self._open[key] = after.id
-        elif self._open.get(key) == after.id:
-            del self._open[key]
         expected = None if before is None else before.version
+        moved = {a for a in (after.advisor_id, before and before.advisor_id) if a}
         write = _Write(
-            CallbackWrite(after, expected, _capacity(after, catalog)), routed.transitions
+            CallbackWrite(after, expected, _capacity(after, catalog)),
+            routed.transitions,
+            tuple(sorted(moved)),
         )
-        return self._writes.submit(write)
+        return write
 
     def _write_many(self, writes: Sequence[_Write]) -> list[_Written | NextbestError]:
         """The group commit's step (its thread): every queued write in one commit, then the
@@ -796,26 +870,26 @@ class CallbackDesk:
                 out.append(done)
             else:
                 out.append(_Written(done, self._log(done, w.steps)))
-        if refused:
-            with self._lock:  # a request refused is not in flight (its retry may ask again)
-                for w in refused:
-                    c = w.write.callback
-                    if (
-                        w.write.expected_version is None
-                        and self._open.get((c.customer, c.topic)) == c.id
-                    ):
-                        del self._open[(c.customer, c.topic)]
-            self._forget_board()
+        moved = {a for w in refused for a in w.advisors}
+        if moved:
+            self._forget_advisors(moved)
         return out
+
+    def _forget_advisors(self, advisors: Iterable[str]) -> None:
+        """Writes the store refused had moved these advisors on the board: read them again
+        (the store away: the whole board at the next refresh)."""
+        try:
+            self._reread(advisors)
+        except StoreError:
+            self._built_at = -math.inf
 
     def _forget_board(self) -> None:
         """The board moved for a write the store refused: build it afresh from the store
         (the store away: the next sweep does)."""
-        with self._lock:
-            try:
-                self._rebuild()
-            except StoreError:
-                self._built_at = -math.inf
+        try:
+            self.refresh_board()
+        except StoreError:
+            self._built_at = -math.inf
 
     def close(self) -> None:
         """Write what is queued, then stop the write thread (the engine closes it first)."""

@@ -11,7 +11,9 @@
     │   │                       (devices linked, traits held)             -> 409
     │   ├── Conflict            a write against a changed record (a stale version,
     │   │   │                   an id taken, a move its state forbids)    -> 409
-    │   │   └── SlotTaken       a booking past an advisor's capacity at a slot -> 409
+    │   │   ├── SlotTaken       a booking past an advisor's capacity at a slot -> 409
+    │   │   └── InFlight        a second callback of a customer about a topic while
+    │   │                       one is in flight                          -> 409
     │   ├── PayloadTooLarge     body over the configured limit            -> 413
     │   ├── UnknownPlacement    decide for a placement the catalog lacks  -> 404
     │   └── NotFound            a named thing does not exist              -> 404
@@ -46,6 +48,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "InFlight",
     "InputError",
     "LimitExceeded",
     "NextbestError",
@@ -154,6 +157,18 @@ class SlotTaken(Conflict):
     at that slot, or right now: another request got there first. Nothing was written."""
 
     code = "slot_taken"
+
+
+class InFlight(Conflict):
+    """A new callback of a customer about a topic while another of theirs about it is not
+    final (``callback_id``, when the store knows it): a customer has one in flight per
+    topic. Nothing was written."""
+
+    code = "in_flight"
+
+    def __init__(self, message: str, callback_id: str | None = None) -> None:
+        super().__init__(message)
+        self.callback_id = callback_id
 
 
 class UnsupportedMediaType(InputError):

@@ -160,6 +160,7 @@ def test_callbacks_in_flight_and_advisors_presence_move_with_the_logs(
         offered = msgspec.structs.replace(
             asked,
             id="cb-2",
+            topic="pension",  # one in flight per customer and topic
             mode=CallbackMode.NOW,
             scheduled_for=None,
             advisor_id=None,
@@ -190,7 +191,10 @@ def test_callbacks_in_flight_and_advisors_presence_move_with_the_logs(
             assert (cbs.scan(), cbs.presences(), cbs.rotation()) == want
             assert [c.id for c in cbs.due(LATER + 40)] == ["cb-2"]  # its offer lapsed
             with pytest.raises(SlotTaken):  # the booking moved with it
-                cbs.create(msgspec.structs.replace(asked, id="cb-3"), Capacity(1, 1800.0))
+                cbs.create(
+                    msgspec.structs.replace(asked, id="cb-3", customer="u-other"),
+                    Capacity(1, 1800.0),
+                )
         with pytest.raises(InputError, match=r"it holds .*2 callbacks, advisors' presence"):
             migrate(str(source), target, catalog)
         again = migrate(str(source), target, catalog, resume=True)

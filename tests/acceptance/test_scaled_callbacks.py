@@ -5,8 +5,10 @@ the reason when one is absent.
 
 A callback asked for on one worker is accepted with the advisor's token on the other, and its
 steps reach the customer's profile through the bus and the fold worker; customers racing for
-one slot through both workers book it once; a lapsed offer is passed on to a colleague once,
-by the one sweeper holding the lease; the lease itself gives one holder at a time.
+one slot through both workers book it once; one customer asking about one topic through both
+workers at once gets one callback; a lapsed offer, and an accepted call that never started,
+are passed on to a colleague once, by the one sweeper holding the lease; the lease itself
+gives one holder at a time.
 
 The advisors work around the clock in UTC here (the workers run on the wall clock)."""
 
@@ -75,6 +77,7 @@ ADVISORS = (
     + """
 callbacks:
   accept_timeout_seconds: 5
+  connect_within_seconds: 8
   now_sla_seconds: 600
   slot_minutes: 30
   horizon_days: 14
@@ -270,6 +273,64 @@ def test_the_sweeper_passes_a_lapsed_offer_on_once(deploy: Deployment):
     with psycopg.connect(deploy.data, autocommit=True) as db:
         holders = db.execute("SELECT holder FROM leases WHERE name = 'callback-sweeper'")
         assert len(holders.fetchall()) == 1  # one sweeper holds it
+
+
+def test_one_customer_asking_through_both_workers_at_once_gets_one_callback(
+    deploy: Deployment,
+):
+    """16 requests of one customer about one topic, half on each worker, at once: the store's
+    one-in-flight rule (a unique index) takes one; the others are 409 limit_exceeded naming
+    it."""
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda n: deploy.ask(n % 2, "cb-twice", "pension"), range(16)))
+    codes = Counter(r.status_code for r in answers)
+    assert codes == {200: 1, 409: 15}, [r.text for r in answers]
+    (made,) = [r.json()["id"] for r in answers if r.status_code == 200]
+    refused = [r.json() for r in answers if r.status_code == 409]
+    assert {r["code"] for r in refused} == {"limit_exceeded"}
+    assert all(made in r["message"] for r in refused), refused
+    with psycopg.connect(deploy.data, autocommit=True) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM callbacks WHERE customer = 'cb-twice'"
+        ).fetchone() or (0,)
+    assert count == 1
+    r = deploy.call(1, "POST", f"/v1/callbacks/{made}/cancel", {})
+    assert r.json()["state"] == "cancelled", r.text
+    again = deploy.ask(0, "cb-twice", "pension")  # once it is final, the customer may ask again
+    assert again.status_code == 200, again.text
+    deploy.call(0, "POST", f"/v1/callbacks/{again.json()['id']}/cancel", {})
+
+
+def test_an_accepted_call_that_never_starts_goes_to_a_colleague_once(deploy: Deployment):
+    """Mikkel accepts, the telephony never reports the call started (8 s): the one sweeper
+    takes it back from him (Callback Not Connected) and offers it to Lars, once."""
+    deploy.present(0, "mikkel_berg", "lars_nielsen")
+    time.sleep(0.7)  # both workers read the board again (every 0.5 s)
+    asked = deploy.ask(0, "cb-u4", "car_loan")
+    assert asked.status_code == 200, asked.text
+    cid = asked.json()["id"]
+    assert asked.json()["advisor_id"] == "mikkel_berg"
+    r = deploy.call(1, "POST", f"/v1/callbacks/{cid}/accept", {}, adv("mikkel_berg"))
+    assert r.json()["state"] == "accepted", r.text
+    moved = until(
+        lambda: (c := deploy.get(1, cid))["advisor_id"] == "lars_nielsen" and c,
+        "the call passed on to Lars",
+        30.0,
+    )
+    states = [(t["state"], t.get("advisor_id")) for t in moved["history"]]
+    assert states == [
+        ("requested", None),
+        ("offered", "mikkel_berg"),
+        ("accepted", "mikkel_berg"),
+        ("requested", "mikkel_berg"),
+        ("offered", "lars_nielsen"),
+    ], states
+    assert moved["history"][3]["not_connected"] is True
+    r = deploy.call(0, "POST", f"/v1/callbacks/{cid}/cancel", {})
+    assert r.json()["state"] == "cancelled", r.text
+    wait_folded(deploy.fold, deploy.data)
+    ids = logged(deploy.data, f"callback-{cid}-")
+    assert ids == {f"callback-{cid}-{n}": 1 for n in range(1, 7)}
 
 
 def test_the_lease_has_one_holder_at_a_time():

@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from nextbest.advisors.board import Hold, board_of
 from nextbest.advisors.model import (
     Callback,
     CallbackMode,
@@ -23,7 +24,7 @@ from nextbest.advisors.model import (
 )
 from nextbest.api.errors import status_of
 from nextbest.bootstrap import open_stores
-from nextbest.errors import Conflict, NotFound, SlotTaken
+from nextbest.errors import Conflict, InFlight, NotFound, SlotTaken, StoreError
 from nextbest.store import Callbacks, CallbackWrite, Capacity, Stores
 from tests.postgres import scratch_schema
 from tests.support import DAY, T0
@@ -48,7 +49,10 @@ def callback(
     scheduled_for: float | None = None,
     offer_expires_at: float | None = None,
     mode: CallbackMode | None = None,
+    topic: str | None = None,
 ) -> Callback:
+    """A callback about a topic of its own (``topic-<id>``) unless ``topic`` says: a
+    customer has one in flight per topic."""
     if mode is None:
         mode = CallbackMode.NOW if scheduled_for is None else CallbackMode.AT
     history = [Transition(state=REQUESTED, at=at, reason="asked on the mortgage page")]
@@ -57,7 +61,7 @@ def callback(
     return Callback(
         id=id,
         customer=customer,
-        topic="mortgage",
+        topic=topic or f"topic-{id}",
         mode=mode,
         phone="+4512345678",
         requested_at=at,
@@ -203,6 +207,58 @@ def test_open_load_counts_live_and_booked_callbacks_per_advisor(cbs: Callbacks):
     assert cbs.open_load() == {"anna": 2, "bo": 2}
 
 
+def test_holds_are_the_boards_facts_of_the_callbacks_holding_an_advisor(cbs: Callbacks):
+    cbs.create(callback("o", state=OFFERED, advisor="anna", offer_expires_at=T0 + 30))
+    cbs.create(callback("booked", advisor="bo", scheduled_for=T0 + DAY))
+    cbs.create(callback("waiting", advisor="carl"))  # requested now, not booked: not held
+    cbs.create(callback("unassigned", scheduled_for=T0 + HOUR))
+    cancelled = cbs.create(callback("x", advisor="dora", scheduled_for=T0 + HOUR))
+    cbs.save(moved(cancelled, CallbackState.CANCELLED, T0 + 5), expected_version=1)
+    assert cbs.holds() == [
+        Hold("booked", "bo", REQUESTED, T0 + DAY),
+        Hold("o", "anna", OFFERED, None),
+    ]
+    assert cbs.holds("anna") == [Hold("o", "anna", OFFERED, None)]
+    assert cbs.holds("carl") == []
+    held = [c for c in cbs.scan() if c.id in {"o", "booked"}]
+    presence = {"anna": Presence.AVAILABLE}
+    assert board_of(cbs.holds(), presence, cbs.rotation()) == board_of(
+        held, presence, cbs.rotation()
+    )
+
+
+def test_a_customer_has_one_callback_in_flight_per_topic(cbs: Callbacks):
+    first = cbs.create(callback("cb-1", topic="mortgage"))
+    with pytest.raises(InFlight, match="cb-1 about mortgage in flight") as refused:
+        cbs.create(callback("cb-2", topic="mortgage", advisor="anna", scheduled_for=T0 + DAY))
+    assert refused.value.callback_id == "cb-1"
+    assert status_of(refused.value) == 409
+    cbs.create(callback("cb-3", "u2", topic="mortgage"))  # another customer
+    cbs.create(callback("cb-4", topic="pension"))  # another topic
+    # in one commit: the second of two about one topic refused, the rest written
+    done = cbs.write_many(
+        [
+            CallbackWrite(callback("cb-5", "u3", topic="car_loan")),
+            CallbackWrite(callback("cb-6", "u3", topic="car_loan")),
+            CallbackWrite(callback("cb-1", "u4", topic="car_loan")),  # an id taken
+            CallbackWrite(callback("cb-7", topic="mortgage")),
+            CallbackWrite(callback("cb-8", "u4", topic="car_loan")),
+        ]
+    )
+    assert [type(d).__name__ for d in done] == [
+        "Callback",
+        "InFlight",
+        "Conflict",
+        "InFlight",
+        "Callback",
+    ]
+    assert [getattr(d, "callback_id", None) for d in done[1:4]] == ["cb-5", None, "cb-1"]
+    assert ids(cbs.of_customer("u3")) == ["cb-5"]
+    # once it is final, the customer may ask again
+    cbs.save(moved(first, CallbackState.CANCELLED, T0 + 5), expected_version=1)
+    assert cbs.create(callback("cb-9", topic="mortgage")).version == 1
+
+
 def test_booked_lists_scheduled_callbacks_in_a_window(cbs: Callbacks):
     cbs.create(callback("a1", advisor="anna", scheduled_for=T0 + HOUR))
     cbs.create(callback("a2", advisor="anna", scheduled_for=T0 + 3 * HOUR))  # the end: out
@@ -228,11 +284,32 @@ def test_due_lists_what_a_timer_must_act_on(cbs: Callbacks):
     cbs.create(callback("accepted", state=ACCEPTED, advisor="dora", scheduled_for=now - HOUR))
     done = cbs.create(callback("cancelled", at=now - 10))
     cbs.save(moved(done, CallbackState.CANCELLED, now - 9), expected_version=1)
-    # by when each fell due: the slot, the request, the lapses
-    assert ids(cbs.due(now)) == ["slot-came", "asked-now", "lapsed", "lapses-now"]
-    assert ids(cbs.due(now, limit=2)) == ["slot-came", "asked-now"]
+    # the timers by when each fell due (the slot, the lapses), then the waiting request
+    assert ids(cbs.due(now)) == ["slot-came", "lapsed", "lapses-now", "asked-now"]
+    assert ids(cbs.due(now, limit=2)) == ["slot-came", "lapsed"]
     assert ids(cbs.due(T0 - DAY)) == ["asked-now"]  # a request for now is due at once
     assert "open-offer" in ids(cbs.due(now + 5))
+    # many waiting for someone never crowd a lapsed offer out of the limit
+    for k in range(5):
+        cbs.create(callback(f"waiting-{k}", at=T0 - DAY - k))
+    assert ids(cbs.due(now, limit=3)) == ["slot-came", "lapsed", "lapses-now"]
+
+
+def test_due_lists_an_accepted_call_not_started_by_its_connect_by(cbs: Callbacks):
+    now = T0 + HOUR
+    late = cbs.create(callback("late", at=T0, state=ACCEPTED, advisor="anna"))
+    late = cbs.save(msgspec.structs.replace(late, connect_by=now - 1), expected_version=1)
+    cbs.create(callback("in-time", at=T0, state=ACCEPTED, advisor="bo"))
+    in_time = cbs.get("in-time")
+    assert in_time is not None
+    cbs.save(msgspec.structs.replace(in_time, connect_by=now + 60), expected_version=1)
+    assert ids(cbs.due(now)) == ["late"]
+    assert cbs.due(now)[0].connect_by == now - 1
+    assert ids(cbs.due(now + 60)) == ["late", "in-time"]  # by their deadlines
+    # the call started: no timer any more
+    started = moved(late, CONNECTED, now, connect_by=None)
+    cbs.save(started, expected_version=2)
+    assert ids(cbs.due(now + 60)) == ["in-time"]
 
 
 # ------------------------------------------------------------------ presence and rotation
@@ -439,6 +516,69 @@ def test_connections_racing_for_one_slot_book_exactly_its_capacity(
                 ),
             )
             assert sum(isinstance(o, Callback) for o in outcomes) == 1
+            # one customer asking about one topic through every connection at once: one
+            # callback in flight, the others refused naming it
+            outcomes = race(
+                12,
+                lambda i: opened[i % 6].callbacks.write_many(
+                    [CallbackWrite(callback(f"same-{i:02d}", "u-race", topic="mortgage"))]
+                )[0],
+            )
+            made = [o for o in outcomes if isinstance(o, Callback)]
+            assert len(made) == 1
+            assert all(
+                isinstance(o, InFlight) and o.callback_id == made[0].id
+                for o in outcomes
+                if o is not made[0]
+            ), outcomes
+        finally:
+            for stores in opened:
+                stores.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_groups_booking_advisors_in_opposite_orders_do_not_deadlock(
+    backend: str, tmp_path: Path
+) -> None:
+    """Two connections (two API workers' group commits), each writing groups that book
+    three advisors, one in the order a, b, c, the other c, b, a, and saving two callbacks in
+    opposite orders: every write is answered (written or refused), no group fails whole."""
+    at = T0 + 5 * HOUR
+    advisors = ["a", "b", "c"]
+    with shared_store(backend, tmp_path) as where:
+        opened = [open_stores(where) for _ in range(2)]
+        try:
+            base = [opened[0].callbacks.create(callback(f"s{k}")) for k in range(2)]
+            for rounds in range(6):
+
+                def group(i: int, rounds: int = rounds) -> Callback:
+                    order = advisors if i % 2 == 0 else advisors[::-1]
+                    writes = [
+                        CallbackWrite(
+                            callback(f"g{rounds}-{i}-{a}", f"u{rounds}-{i}-{a}", advisor=a,
+                                     scheduled_for=at + rounds * DAY + i),
+                            capacity=Capacity(100, SLOT),
+                        )
+                        for a in order
+                    ]  # fmt: skip
+                    done = opened[i % 2].callbacks.write_many(writes)
+                    assert all(isinstance(d, Callback) for d in done), done
+                    return done[0]  # type: ignore[return-value]
+
+                outcomes = race(8, group)
+                assert all(isinstance(o, Callback) for o in outcomes), outcomes
+            # saves of the same two callbacks in opposite orders: one of each wins
+            outcomes = race(
+                8,
+                lambda i: opened[i % 2].callbacks.write_many(
+                    [
+                        CallbackWrite(moved(base[k], CallbackState.CANCELLED, T0 + 9), 1)
+                        for k in ((0, 1) if i % 2 == 0 else (1, 0))
+                    ]
+                )[0],  # type: ignore[return-value]
+            )
+            assert not any(isinstance(o, StoreError) for o in outcomes), outcomes
+            assert all(c.final for c in opened[0].callbacks.scan() if c.id in ("s0", "s1"))
         finally:
             for stores in opened:
                 stores.close()

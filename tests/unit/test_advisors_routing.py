@@ -29,6 +29,7 @@ from nextbest.advisors.routing import (
     due,
     due_at,
     expire,
+    not_connected,
     offer,
     request,
     route,
@@ -111,6 +112,67 @@ def test_accept_only_by_the_advisor_offered_to_and_before_the_offer_lapses() -> 
     assert routed.callback.offer_expires_at is None
     with pytest.raises(Conflict, match="is accepted, not offered"):
         decline(routed.callback, "anna", EVERYONE, CATALOG, T + 6)
+
+
+def test_an_accepted_call_that_never_starts_goes_to_a_colleague() -> None:
+    offered = request(now_request(), EVERYONE, CATALOG, T).callback
+    accepted = accept(offered, "anna", CATALOG, T + 5).callback
+    assert accepted.connect_by == T + 5 + POLICY.connect_within_seconds == T + 605
+    assert due([accepted], POLICY, T + 604) == []
+    (found,) = due([accepted], POLICY, T + 605)
+    assert (found.timer, found.since) == (Timer.NOT_CONNECTED, T + 605)
+    with pytest.raises(Conflict, match="no accepted call overdue"):
+        not_connected(accepted, EVERYONE, CATALOG, T + 604)
+    routed = tick(accepted, EVERYONE, CATALOG, T + 606)
+    assert steps(routed) == [("requested", "anna"), ("offered", "james")]
+    back = routed.transitions[0]
+    assert back.event == "Callback Not Connected"
+    assert (back.not_connected, back.passed_on) == (True, False)
+    assert back.reason == "accepted by Anna, but the call did not start within 10 minutes"
+    cb = routed.callback
+    assert (cb.declined_by, cb.connect_by, cb.offer_expires_at) == (("anna",), None, T + 636)
+    # a call that started has no such timer; nor has one that ended
+    started = connect(accepted, T + 60).callback
+    assert started.connect_by is None
+    assert due([started], POLICY, T + 10_000) == []
+    assert tick(started, EVERYONE, CATALOG, T + 10_000).transitions == ()
+    assert cancel(accepted, T + 7).callback.connect_by is None
+
+
+def test_an_accepted_call_that_never_starts_with_nobody_else_free_moves_to_a_slot() -> None:
+    offered = request(now_request(), EVERYONE, CATALOG, T).callback
+    accepted = accept(offered, "anna", CATALOG, T + 5).callback
+    nobody = board(anna="available", james="busy", carl="away")
+    routed = tick(accepted, nobody, CATALOG, T + 700)
+    assert [t.event for t in routed.transitions] == [
+        "Callback Not Connected",
+        "Callback Scheduled",
+    ]
+    cb = routed.callback
+    assert cb.state is CallbackState.REQUESTED
+    assert cb.scheduled_for is not None
+    assert cb.advisor_id is not None
+    assert cb.notice.startswith("Our call to you did not go through: ")
+    assert "will call you" in cb.notice
+
+
+def test_a_booked_call_never_started_waits_for_a_colleague_then_expires_with_a_notice() -> None:
+    booked = request(now_request(mode=CallbackMode.LATER), EVERYONE, CATALOG, T).callback
+    slot = booked.scheduled_for
+    assert slot is not None
+    offered = tick(booked, EVERYONE, CATALOG, slot).callback
+    accepted = accept(offered, "anna", CATALOG, slot + 10).callback
+    overdue = slot + 10 + POLICY.connect_within_seconds
+    alone = board(anna="available")
+    back = tick(accepted, alone, CATALOG, overdue)
+    assert steps(back) == [("requested", "anna")]  # nobody else: it waits in its slot
+    assert back.callback.scheduled_for == slot
+    assert back.callback.notice == booked.notice  # still the slot the customer was told
+    colleague = tick(back.callback, board(james="available"), CATALOG, overdue + 30)
+    assert steps(colleague) == [("offered", "james")]
+    gone = tick(back.callback, alone, CATALOG, slot + 1_800)
+    assert steps(gone) == [("expired", None)]
+    assert gone.callback.notice.startswith("We could not call you")
 
 
 def test_connect_and_complete() -> None:
@@ -274,13 +336,22 @@ def test_cancel_from_any_state_but_a_final_one() -> None:
 
 def _in_state(state: CallbackState) -> Callback:
     """A callback in ``state``, with an advisor and a live offer where that makes sense."""
-    return now_request(state=state, advisor_id="anna", offer_expires_at=T + 30)
+    return now_request(
+        state=state,
+        advisor_id="anna",
+        offer_expires_at=T + 30 if state is CallbackState.OFFERED else None,
+        connect_by=T if state is CallbackState.ACCEPTED else None,
+    )
 
 
 _MOVES = {
     CallbackState.OFFERED: lambda c: offer(c, CATALOG.advisors["carl"], CATALOG, T),
     CallbackState.ACCEPTED: lambda c: accept(c, "anna", CATALOG, T),
-    CallbackState.REQUESTED: lambda c: decline(c, "anna", EVERYONE, CATALOG, T),
+    CallbackState.REQUESTED: lambda c: (
+        not_connected(c, EVERYONE, CATALOG, T)
+        if c.state is CallbackState.ACCEPTED
+        else decline(c, "anna", EVERYONE, CATALOG, T)
+    ),
     CallbackState.CONNECTED: lambda c: connect(c, T),
     CallbackState.COMPLETED: lambda c: complete(c, T),
     CallbackState.CANCELLED: lambda c: cancel(c, T),
@@ -335,7 +406,9 @@ def test_due_at_and_due_order() -> None:
     assert due_at(a, POLICY) == (Timer.OFFER_LAPSED, T + 30)
     assert due_at(b, POLICY) == (Timer.SLOT_CAME, b.scheduled_for)
     assert due_at(c, POLICY) == (Timer.WAITING, T)
-    assert due_at(accept(a, "anna", CATALOG, T + 1).callback, POLICY) is None
+    accepted = accept(a, "anna", CATALOG, T + 1).callback
+    assert due_at(accepted, POLICY) == (Timer.NOT_CONNECTED, T + 1 + 600)
+    assert due_at(connect(accepted, T + 9).callback, POLICY) is None
     found = due([b, a, c], POLICY, T + 3_600)
     assert [(d.callback.id, d.timer, d.since - T) for d in found] == [
         ("a", Timer.OFFER_LAPSED, 30),

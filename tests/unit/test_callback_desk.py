@@ -219,6 +219,61 @@ def test_accept_enqueues_a_click_to_call_and_wakes_the_sender(engines: Callable[
     assert_board_is_the_stores(desk)
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_an_accepted_call_that_never_connects_goes_to_a_colleague_then_to_a_slot(
+    engines: Callable[..., Engine], clock: FixedClock, catalog: Catalog, kind: str
+):
+    engine = engines(kind)
+    desk = engine.callbacks
+    within = catalog.callbacks.connect_within_seconds
+    available(desk, "anna_holm", "mikkel_berg")
+    c = desk.request_callback("u1", "mortgage", NOW, PHONE)
+    c = desk.accept(c.id, "anna_holm")
+    assert c.connect_by == clock.now() + within
+    clock.advance(within - 1)
+    assert desk.sweep().moved == 0  # still time for the call to start
+    clock.advance(1)
+    report = desk.sweep()
+    assert (report.moved, report.timers) == (1, {"not_connected": 1})
+    c = desk.callback(c.id)
+    assert (c.state, c.advisor_id, c.declined_by) == (
+        CallbackState.OFFERED,
+        "mikkel_berg",
+        ("anna_holm",),
+    )
+    assert_board_is_the_stores(desk)
+    # Mikkel accepts, the call never starts either, and nobody else is free: a slot, told
+    c = desk.accept(c.id, "mikkel_berg")
+    clock.advance(within)
+    assert desk.sweep().timers == {"not_connected": 1}
+    c = desk.callback(c.id)
+    assert c.state is CallbackState.REQUESTED
+    assert c.scheduled_for is not None
+    assert c.notice.startswith("Our call to you did not go through: ")
+    assert names(engine, "u1") == [
+        "Callback Requested",
+        "Callback Assigned",
+        "Callback Accepted",
+        "Callback Not Connected",
+        "Callback Assigned",
+        "Callback Accepted",
+        "Callback Not Connected",
+        "Callback Scheduled",
+    ]
+    reasons = [s.event.properties.get("reason") for s in engine.event_log.scan(0)]
+    assert reasons[3] == "accepted by Anna Holm, but the call did not start within 10 minutes"
+    # two click-to-calls went out, one per acceptance; none for the slot yet
+    assert len(engine.outbox.messages()) == 2
+    assert_board_is_the_stores(desk)
+    # a call that starts in time has no such timer
+    d = desk.request_callback("u2", "mortgage", NOW, PHONE)
+    d = desk.accept(d.id, d.advisor_id)
+    d = desk.connect(d.id)
+    clock.advance(10 * within)
+    desk.sweep()
+    assert desk.callback(d.id).state is CallbackState.CONNECTED
+
+
 def test_later_and_at_book_slots_and_at_refuses_a_full_one(engines: Callable[..., Engine]):
     desk = engines().callbacks
     later = desk.request_callback("u1", "mortgage", LATER, PHONE)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import msgspec
 
-from nextbest.advisors.model import Callback, CallbackState, Presence
+from nextbest.advisors.model import FINAL_STATES, Callback, CallbackState, Presence
 from nextbest.types import Timestamp
 
-__all__ = ["EMPTY_BOARD", "LIVE_STATES", "AdvisorBoard", "AdvisorState", "board_of"]
+__all__ = ["EMPTY_BOARD", "LIVE_STATES", "AdvisorBoard", "AdvisorState", "Hold", "board_of"]
 
 #: the states in which a callback occupies its advisor now
 LIVE_STATES: frozenset[CallbackState] = frozenset(
@@ -42,6 +43,16 @@ class AdvisorState(msgspec.Struct, frozen=True, gc=False):
 
 
 _ABSENT = AdvisorState()
+
+
+class Hold(NamedTuple):
+    """What one callback not final holds of its advisor, and all the board reads of it (the
+    store answers these without the callback's record: ``Callbacks.holds``)."""
+
+    id: str
+    advisor_id: str | None
+    state: CallbackState
+    scheduled_for: Timestamp | None
 
 
 class AdvisorBoard(msgspec.Struct, frozen=True, gc=False):
@@ -79,19 +90,37 @@ class AdvisorBoard(msgspec.Struct, frozen=True, gc=False):
                 advisors[who] = msgspec.structs.replace(state, last_assigned=at)
         return AdvisorBoard(advisors, booked)
 
+    def with_advisor(
+        self,
+        advisor_id: str,
+        holds: Iterable[Hold | Callback],
+        presence: Presence,
+        last_assigned: Timestamp,
+    ) -> AdvisorBoard:
+        """The board with ``advisor_id``'s entry read again (their callbacks held, presence
+        and rotation, as the store has them now); every other advisor as they were."""
+        one = board_of(
+            [h for h in holds if h.advisor_id == advisor_id],
+            {advisor_id: presence},
+            {advisor_id: last_assigned} if last_assigned else {},
+        )
+        advisors = {**self.advisors, advisor_id: one.state(advisor_id)}
+        booked = {**self.booked, advisor_id: one.bookings(advisor_id)}
+        return AdvisorBoard(advisors, booked)
+
 
 #: a board with nobody on it: nobody available, nothing booked
 EMPTY_BOARD = AdvisorBoard()
 
 
 def board_of(
-    callbacks: Iterable[Callback],
+    callbacks: Iterable[Callback | Hold],
     presence: Mapping[str, Presence],
     rotation: Mapping[str, Timestamp],
 ) -> AdvisorBoard:
     """The board from the callbacks not final (others are ignored; each id once: the live
-    ones and the booked ones), each advisor's presence and when each was last assigned (the
-    store's ``presences`` and ``rotation``)."""
+    ones and the booked ones; records or their ``Hold``), each advisor's presence and when
+    each was last assigned (the store's ``presences`` and ``rotation``)."""
     advisors = {
         a: AdvisorState(presence=presence.get(a, Presence.OFFLINE), last_assigned=t)
         for a, t in rotation.items()
@@ -111,12 +140,12 @@ def board_of(
 def _count(
     advisors: dict[str, AdvisorState],
     booked: dict[str, tuple[Timestamp, ...]],
-    c: Callback,
+    c: Callback | Hold,
     sign: int,
 ) -> None:
     """Add (``sign`` 1) or take away (-1) what ``c`` holds of its advisor."""
     who = c.advisor_id
-    if who is None or c.final:
+    if who is None or c.state in FINAL_STATES:
         return
     when = c.scheduled_for
     if c.state in LIVE_STATES:

@@ -24,7 +24,10 @@ see it. One step keeps the state: a "call me now" nobody took within the SLA is 
 to the earliest free slot (``Transition.rescheduled``, the event ``Callback Scheduled``), and
 the customer is told (``Callback.notice``). A step back to ``requested`` away from an advisor
 who declined or let the offer lapse is *passed on* (``Transition.passed_on``, the event
-``Callback Declined``, its reason saying which): the customer asked once.
+``Callback Declined``, its reason saying which): the customer asked once. A step back to
+``requested`` from ``accepted`` is an accepted call that never started within
+``connect_within_seconds`` (``Transition.not_connected``, the event ``Callback Not
+Connected``): on to a colleague too.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from nextbest.types import CustomerId, Timestamp
 
 __all__ = [
     "FINAL_STATES",
+    "NOT_CONNECTED_EVENT",
     "PASSED_ON_EVENT",
     "SCHEDULED_EVENT",
     "TRANSITIONS",
@@ -95,7 +99,12 @@ TRANSITIONS: dict[CallbackState, frozenset[CallbackState]] = {
         }
     ),
     CallbackState.ACCEPTED: frozenset(
-        {CallbackState.CONNECTED, CallbackState.EXPIRED, CallbackState.CANCELLED}
+        {
+            CallbackState.CONNECTED,
+            CallbackState.REQUESTED,  # the call never started: back to the queue
+            CallbackState.EXPIRED,
+            CallbackState.CANCELLED,
+        }
     ),
     CallbackState.CONNECTED: frozenset({CallbackState.COMPLETED, CallbackState.CANCELLED}),
     CallbackState.COMPLETED: frozenset(),
@@ -120,6 +129,9 @@ SCHEDULED_EVENT = "Callback Scheduled"
 #: the track event of a step back to ``requested`` from an advisor who declined the offer or
 #: let it lapse (its reason says which): on to a colleague
 PASSED_ON_EVENT = "Callback Declined"
+#: the track event of a step back to ``requested`` from an accepted call that never started
+#: within ``connect_within_seconds``
+NOT_CONNECTED_EVENT = "Callback Not Connected"
 
 
 def can_move(source: CallbackState, target: CallbackState) -> bool:
@@ -143,12 +155,16 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     #: the step took the callback back from the advisor it was offered to (declined, or the
     #: offer lapsed), on to a colleague
     passed_on: bool = False
+    #: the step took an accepted callback back from its advisor: the call never started
+    not_connected: bool = False
 
     @property
     def event(self) -> str:
         """The track event the step appends to the customer's event log."""
         if self.rescheduled:
             return SCHEDULED_EVENT
+        if self.not_connected:
+            return NOT_CONNECTED_EVENT
         if self.passed_on:
             return PASSED_ON_EVENT
         return TRANSITION_EVENTS[self.state]
@@ -171,6 +187,8 @@ class Callback(msgspec.Struct, frozen=True, kw_only=True):
     advisor_id: str | None = None
     #: when the current offer to ``advisor_id`` lapses (state ``offered``)
     offer_expires_at: Timestamp | None = None
+    #: by when the call must start (state ``accepted``): past it, back to the queue
+    connect_by: Timestamp | None = None
     declined_by: tuple[str, ...] = ()
     language: str | None = None
     decision_id: str | None = None

@@ -21,9 +21,16 @@ available, else to the best colleague who can take it now; nobody before the slo
 ``expired``, and the customer is told.
 
 **Advisor and telephony**: ``accept`` (by the advisor it is offered to, before the offer
-lapses), ``connect`` (the call started), ``complete`` (the call ended), ``cancel``,
+lapses; the call must then start within ``connect_within_seconds``), ``connect`` (the call
+started), ``complete`` (the call ended), ``cancel``,
 ``expire``. A move the state machine does not allow (``advisors.model.TRANSITIONS``) raises
 ``errors.Conflict`` and changes nothing.
+
+**Accepted, never connected** (``not_connected``): an accepted callback whose call did not
+start by its ``connect_by`` goes back to ``requested`` with its advisor in ``declined_by``
+(the step ``Callback Not Connected``) and is routed again: offered to a colleague; a "now"
+nobody can take moves to the earliest slot (or expires), the customer told; a booked one
+waits for a colleague until its slot ends, then expires, the customer told.
 
 **Timers** (``due``, ``tick``, ``due_at``): which callbacks a sweeper must act on at ``now``,
 why, and what acting does.
@@ -67,6 +74,7 @@ __all__ = [
     "due",
     "due_at",
     "expire",
+    "not_connected",
     "offer",
     "request",
     "route",
@@ -101,6 +109,9 @@ class Timer(enum.StrEnum):
     SLA_PASSED = "sla_passed"
     #: a "now" waiting for someone to come free (within the SLA): try again
     WAITING = "waiting"
+    #: an accepted call that never started within ``connect_within_seconds``: on to a
+    #: colleague, or to a slot
+    NOT_CONNECTED = "not_connected"
 
 
 class Due(NamedTuple):
@@ -299,6 +310,7 @@ def accept(callback: Callback, advisor_id: str, catalog: Catalog, now: Timestamp
         advisor_id,
         f"accepted by {_name(catalog, advisor_id)}",
         offer_expires_at=None,
+        connect_by=now + catalog.callbacks.connect_within_seconds,
     )
 
 
@@ -323,9 +335,40 @@ def time_out(callback: Callback, board: AdvisorBoard, catalog: Catalog, now: Tim
     return back.then(route(back.callback, board, catalog, now))
 
 
-def _passed_on(callback: Callback, advisor_id: str, reason: str, now: Timestamp) -> Routed:
+def not_connected(
+    callback: Callback, board: AdvisorBoard, catalog: Catalog, now: Timestamp
+) -> Routed:
+    """An accepted callback whose call did not start by its ``connect_by``: back to the
+    queue (the step ``Callback Not Connected``) and routed again without its advisor (the
+    module docstring); the customer told when it moves to a slot or expires."""
+    deadline = callback.connect_by
+    if callback.state is not CallbackState.ACCEPTED or deadline is None or now < deadline:
+        raise Conflict(f"callback {callback.id} has no accepted call overdue by then")
+    advisor_id = callback.advisor_id or ""
+    within = _duration(catalog.callbacks.connect_within_seconds)
+    reason = f"accepted by {_name(catalog, advisor_id)}, but the call did not start within {within}"
+    back = _passed_on(callback, advisor_id, reason, now, not_connected=True)
+    routed = back.then(route(back.callback, board, catalog, now))
+    after = routed.callback
+    if after.state is _REQUESTED and after.scheduled_for is not None and after.advisor_id:
+        slot = Slot(after.scheduled_for, after.scheduled_for, after.advisor_id)
+        name, label = _name(catalog, after.advisor_id), _label(catalog, slot)
+        if after.scheduled_for != callback.scheduled_for:  # moved to a new slot: say so
+            told = f"Our call to you did not go through: {name} will call you {label}."
+            routed = Routed(msgspec.structs.replace(after, notice=told), routed.transitions)
+    return routed
+
+
+def _passed_on(
+    callback: Callback,
+    advisor_id: str,
+    reason: str,
+    now: Timestamp,
+    *,
+    not_connected: bool = False,
+) -> Routed:
     """Back to ``requested``, ``advisor_id`` remembered in ``declined_by`` (a step passed
-    on: its event is ``Callback Declined``)."""
+    on: its event is ``Callback Declined``, or ``Callback Not Connected``)."""
     moved = _move(
         callback,
         _REQUESTED,
@@ -334,9 +377,12 @@ def _passed_on(callback: Callback, advisor_id: str, reason: str, now: Timestamp)
         reason,
         advisor_id=None,
         offer_expires_at=None,
+        connect_by=None,
         declined_by=(*callback.declined_by, advisor_id),
     )
-    step = msgspec.structs.replace(moved.transitions[0], passed_on=True)
+    step = msgspec.structs.replace(
+        moved.transitions[0], passed_on=not not_connected, not_connected=not_connected
+    )
     passed = msgspec.structs.replace(moved.callback, history=(*callback.history, step))
     return Routed(passed, (step,))
 
@@ -352,7 +398,14 @@ def _offered_to(callback: Callback, advisor_id: str) -> None:
 # ------------------------------------------------------------------------------ telephony and ends
 def connect(callback: Callback, now: Timestamp) -> Routed:
     """The telephony system reports the call started."""
-    return _move(callback, CallbackState.CONNECTED, now, callback.advisor_id, "the call started")
+    return _move(
+        callback,
+        CallbackState.CONNECTED,
+        now,
+        callback.advisor_id,
+        "the call started",
+        connect_by=None,
+    )
 
 
 def complete(callback: Callback, now: Timestamp, *, advisor_id: str | None = None) -> Routed:
@@ -364,7 +417,12 @@ def complete(callback: Callback, now: Timestamp, *, advisor_id: str | None = Non
     started = Routed(callback)
     if callback.state is CallbackState.ACCEPTED:
         started = _move(
-            callback, CallbackState.CONNECTED, now, callback.advisor_id, "the call was had"
+            callback,
+            CallbackState.CONNECTED,
+            now,
+            callback.advisor_id,
+            "the call was had",
+            connect_by=None,
         )
     done = _move(
         started.callback, CallbackState.COMPLETED, now, callback.advisor_id, "the call ended"
@@ -375,14 +433,28 @@ def complete(callback: Callback, now: Timestamp, *, advisor_id: str | None = Non
 def cancel(callback: Callback, now: Timestamp, reason: str = "cancelled by the customer") -> Routed:
     """Withdrawn by the customer (or the bank): any state but a final one."""
     return _move(
-        callback, CallbackState.CANCELLED, now, None, reason, offer_expires_at=None, notice=""
+        callback,
+        CallbackState.CANCELLED,
+        now,
+        None,
+        reason,
+        offer_expires_at=None,
+        connect_by=None,
+        notice="",
     )
 
 
 def expire(callback: Callback, now: Timestamp, reason: str, *, notice: str = "") -> Routed:
     """Nobody took it in time; ``notice``: what the customer is told."""
     return _move(
-        callback, CallbackState.EXPIRED, now, None, reason, offer_expires_at=None, notice=notice
+        callback,
+        CallbackState.EXPIRED,
+        now,
+        None,
+        reason,
+        offer_expires_at=None,
+        connect_by=None,
+        notice=notice,
     )
 
 
@@ -392,6 +464,8 @@ def due_at(callback: Callback, policy: CallbackPolicy) -> tuple[Timer, Timestamp
     someone acts): an offer lapses, a slot comes, a "now" waits until its SLA passes."""
     if callback.state is _OFFERED and callback.offer_expires_at is not None:
         return Timer.OFFER_LAPSED, callback.offer_expires_at
+    if callback.state is CallbackState.ACCEPTED and callback.connect_by is not None:
+        return Timer.NOT_CONNECTED, callback.connect_by
     if callback.state is not _REQUESTED:
         return None
     if callback.scheduled_for is not None:
@@ -417,12 +491,15 @@ def due(callbacks: Iterable[Callback], policy: CallbackPolicy, now: Timestamp) -
 
 
 def tick(callback: Callback, board: AdvisorBoard, catalog: Catalog, now: Timestamp) -> Routed:
-    """What a timer does at ``now``: a lapsed offer goes on to a colleague, a requested
-    callback is routed (offered, moved to a slot, expired, or left waiting); anything else
-    is left as it is."""
+    """What a timer does at ``now``: a lapsed offer goes on to a colleague, as does an
+    accepted call that never started; a requested callback is routed (offered, moved to a
+    slot, expired, or left waiting); anything else is left as it is."""
     lapses = callback.offer_expires_at
     if callback.state is _OFFERED and lapses is not None and now >= lapses:
         return time_out(callback, board, catalog, now)
+    overdue = callback.connect_by
+    if callback.state is CallbackState.ACCEPTED and overdue is not None and now >= overdue:
+        return not_connected(callback, board, catalog, now)
     return route(callback, board, catalog, now)
 
 

@@ -19,6 +19,8 @@ Who may do what (``guard.senders``):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,7 @@ from nextbest import auditing
 from nextbest.advisors.card import AdvisorCard
 from nextbest.advisors.model import Callback
 from nextbest.advisors.slots import local_label
+from nextbest.api.ingest import answers_for
 from nextbest.api.schemas import (
     AdvisorActionBody,
     AdvisorList,
@@ -169,8 +172,12 @@ async def request_callback(ctx: Ctx) -> Response:
     customer = customer_key(body.userId, body.anonymousId)
     at = parse_time(body.time, "$.time") if body.time is not None else None
     ctx.charge_devices([body.anonymousId])
-    made = await run_in_threadpool(
-        desk.request_callback,
+    # no thread waits: routed on the loop (pure, under the desk's lock), answered once its
+    # write and its steps are committed, woken once per group (as ingestion is)
+    answers = answers_for(asyncio.get_running_loop())
+    future: asyncio.Future[Callback] = answers.loop.create_future()
+    desk.request_callback_with(
+        functools.partial(answers.post, future),
         customer,
         body.topic,
         body.mode,
@@ -179,7 +186,7 @@ async def request_callback(ctx: Ctx) -> Response:
         language=body.language,
         decision_id=body.decision_id,
     )
-    return _shown(ctx, made)
+    return _shown(ctx, await future)
 
 
 def _own_callback(ctx: Ctx) -> Callback:

@@ -49,7 +49,7 @@ from nextbest.guard.senders import KeyKind, Sender
 from nextbest.guard.senders import Scope as Needs
 from nextbest.settings import Settings
 
-__all__ = ["CLIENT_GONE", "READ_ON_LOOP", "IngestRoute", "network"]
+__all__ = ["CLIENT_GONE", "READ_ON_LOOP", "IngestRoute", "answers_for", "network"]
 
 #: bodies up to this size are read on the event loop (tens of microseconds); larger ones in
 #: the threadpool, so a 2,000-message batch never holds the loop
@@ -125,7 +125,7 @@ _ANSWERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = (
 )
 
 
-def _answers_for(loop: asyncio.AbstractEventLoop) -> _Answers:
+def answers_for(loop: asyncio.AbstractEventLoop) -> _Answers:
     answers = _ANSWERS.get(loop)
     if answers is None:
         answers = _ANSWERS[loop] = _Answers(loop)
@@ -272,7 +272,7 @@ class IngestRoute:
         anonymous = [e.anonymous_id for e in parsed.events]
         anonymous += [r.event.anonymous_id for r in parsed.rejected]
         self.limits.charge_devices(sender, anonymous)
-        answers = _answers_for(asyncio.get_running_loop())
+        answers = answers_for(asyncio.get_running_loop())
         future: asyncio.Future[IngestResult] = answers.loop.create_future()
         engine.submit_with(
             IngestRequest(sender, parsed, self.prefix), functools.partial(answers.post, future)

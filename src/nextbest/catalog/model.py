@@ -425,6 +425,10 @@ class CallbackPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: seconds within which "call me now" is offered to someone; past it the callback moves
     #: to the earliest free slot and the customer is told
     now_sla_seconds: Annotated[float, msgspec.Meta(ge=10.0, le=3_600.0)] = 120.0
+    #: seconds within which an accepted callback's call must start (the telephony system
+    #: reports it: ``connect``); past it the callback goes back to the queue: offered to a
+    #: colleague, or moved to the earliest slot (a "now"), or left to its slot's end
+    connect_within_seconds: Annotated[float, msgspec.Meta(ge=5.0, le=86_400.0)] = 600.0
     #: the length of a bookable slot
     slot_minutes: Annotated[int, msgspec.Meta(ge=5, le=240)] = 30
     #: how far ahead slots may be booked

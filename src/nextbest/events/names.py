@@ -40,6 +40,7 @@ class EventName(enum.StrEnum):
     CALLBACK_CONNECTED = "Callback Connected"
     CALLBACK_DECLINED = "Callback Declined"
     CALLBACK_EXPIRED = "Callback Expired"
+    CALLBACK_NOT_CONNECTED = "Callback Not Connected"
     CALLBACK_REQUESTED = "Callback Requested"
     CALLBACK_SCHEDULED = "Callback Scheduled"
     CONSENT_UPDATED = "Consent Updated"
@@ -74,6 +75,7 @@ CALLBACK_STEPS: frozenset[str] = frozenset(
         EventName.CALLBACK_CONNECTED,
         EventName.CALLBACK_DECLINED,
         EventName.CALLBACK_EXPIRED,
+        EventName.CALLBACK_NOT_CONNECTED,
         EventName.CALLBACK_SCHEDULED,
     }
 )

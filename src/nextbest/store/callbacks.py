@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from nextbest.advisors.model import FINAL_STATES, Callback, CallbackState, Presence, can_move
-from nextbest.errors import Conflict, NotFound, SlotTaken
+from nextbest.errors import Conflict, InFlight, NotFound, SlotTaken
 from nextbest.store.port import Capacity
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "checks",
     "decode",
     "encode",
+    "in_flight",
+    "in_flight_refusal",
     "in_slot",
     "live",
     "presences_of",
@@ -38,6 +40,7 @@ __all__ = [
     "row_of",
     "slot_taken",
     "stored_as",
+    "timer_of",
 ]
 
 #: the states in which a callback occupies its advisor right now
@@ -59,8 +62,20 @@ COLUMNS = (
 QUEUE_ORDER = "ORDER BY COALESCE(scheduled_for, requested_at), id"
 
 
+def timer_of(c: Callback) -> float | None:
+    """When the callback's timer runs out: an offer's lapse (``offered``), an accepted
+    call's ``connect_by`` (``accepted``); None otherwise. The SQL backends keep it in the
+    column ``offer_expires_at`` (named for its first use)."""
+    if c.state is CallbackState.OFFERED:
+        return c.offer_expires_at
+    if c.state is CallbackState.ACCEPTED:
+        return c.connect_by
+    return None
+
+
 def row_of(c: Callback) -> tuple[Any, ...]:
-    """A callback as the SQL backends' ``COLUMNS`` hold it (the record itself in ``body``)."""
+    """A callback as the SQL backends' ``COLUMNS`` hold it (the record itself in ``body``;
+    ``offer_expires_at`` holds its timer, ``timer_of``)."""
     return (
         c.id,
         c.customer,
@@ -68,7 +83,7 @@ def row_of(c: Callback) -> tuple[Any, ...]:
         c.state.value,
         c.requested_at,
         c.scheduled_for,
-        c.offer_expires_at,
+        timer_of(c),
         c.version,
         encode(c),
     )
@@ -170,6 +185,23 @@ def check_capacity(
     refusal = slot_taken(after, capacity, live_others, slot_others, needed)
     if refusal is not None:
         raise refusal
+
+
+def in_flight(callback: Callback, others: Iterable[Callback]) -> InFlight | None:
+    """The refusal of creating ``callback`` when another callback of its customer
+    (``others``: theirs) about its topic is not final: one in flight per topic."""
+    for c in others:
+        if c.id != callback.id and c.topic == callback.topic and not c.final:
+            return in_flight_refusal(callback, c.id)
+    return None
+
+
+def in_flight_refusal(callback: Callback, held: str | None) -> InFlight:
+    return InFlight(
+        f"customer {callback.customer} has callback {held or '(another)'} about "
+        f"{callback.topic} in flight: callback {callback.id} is not created",
+        held,
+    )
 
 
 def refused(

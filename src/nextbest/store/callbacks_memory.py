@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Mapping, Sequence
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
@@ -21,10 +22,12 @@ def _queue_key(c: Callback) -> tuple[float, str]:
     return (c.requested_at if c.scheduled_for is None else c.scheduled_for), c.id
 
 
-def _due_key(c: Callback) -> tuple[float, str]:
-    if c.state is CallbackState.OFFERED and c.offer_expires_at is not None:
-        return c.offer_expires_at, c.id
-    return _queue_key(c)
+def _due_key(c: Callback) -> tuple[bool, float, str]:
+    """Timers first (an offer lapsed, a slot came, a call not started), then the callbacks
+    waiting to be offered; each by when it fell due, then id."""
+    timer = rules.timer_of(c)
+    waiting = c.state is CallbackState.REQUESTED and c.scheduled_for is None
+    return (waiting, *((timer, c.id) if timer is not None else _queue_key(c)))
 
 
 class MemoryCallbacks:
@@ -46,6 +49,10 @@ class MemoryCallbacks:
     def _create(self, callback: Callback, capacity: Capacity | None) -> Callback:
         if callback.id in self._callbacks:
             raise Conflict(f"callback {callback.id} exists already")
+        mine = (self._callbacks[i] for i in self._of_customer.get(callback.customer, ()))
+        refusal = rules.in_flight(callback, mine)
+        if refusal is not None:
+            raise refusal
         self._check(None, callback, capacity)
         return self._put(None, rules.stored_as(callback, 1))
 
@@ -112,7 +119,7 @@ class MemoryCallbacks:
         self._of_customer.setdefault(after.customer, set()).add(after.id)
         if after.advisor_id is not None:
             self._of_advisor.setdefault(after.advisor_id, set()).add(after.id)
-        if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED):
+        if after.state in (CallbackState.REQUESTED, CallbackState.OFFERED, CallbackState.ACCEPTED):
             self._waiting.add(after.id)
 
     def erase_customers(self, customers: Collection[str]) -> int:
@@ -189,6 +196,21 @@ class MemoryCallbacks:
             }
         return {a: n for a, n in sorted(load.items()) if n}
 
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        with self._lock:
+            pool = [
+                self._callbacks[i]
+                for a, ids in self._of_advisor.items()
+                if advisor_id is None or a == advisor_id
+                for i in ids
+            ]
+        found = [
+            Hold(c.id, c.advisor_id, c.state, c.scheduled_for)
+            for c in pool
+            if rules.live(c) or rules.booked(c)
+        ]
+        return sorted(found, key=lambda h: h.id)
+
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
         with self._lock:
             pool = (
@@ -208,11 +230,7 @@ class MemoryCallbacks:
             found = [
                 c
                 for c in (self._callbacks[i] for i in self._waiting)
-                if (
-                    c.state is CallbackState.OFFERED
-                    and c.offer_expires_at is not None
-                    and c.offer_expires_at <= now
-                )
+                if ((timer := rules.timer_of(c)) is not None and timer <= now)
                 or (
                     c.state is CallbackState.REQUESTED
                     and (c.scheduled_for is None or c.scheduled_for <= now)

@@ -10,6 +10,16 @@ time, so exactly ``limit`` of many racing requests win a slot. In READ COMMITTED
 statement sees what was committed before it began, so the count after the lock sees every
 earlier booking.
 
+One in flight per customer and topic: a unique index on (customer, topic) of the callbacks
+not final. A create never reads first: ``INSERT ... ON CONFLICT DO NOTHING``, and a row not
+inserted is told apart (its id taken: ``Conflict``; another in flight: ``InFlight``). Of two
+workers creating at once the second waits for the first's commit, then is refused.
+
+``write_many`` first takes every lock its writes may need in one order (advisors, then rows,
+by id: two workers' groups do not deadlock on them), then inserts the creates that hold no
+advisor (a "now" waiting for someone, the most common write) in one statement for each run
+of them; the others each under a savepoint, in order.
+
 Tables (created with the rest, ``CREATE ... IF NOT EXISTS``): ``callbacks`` (the record as
 msgspec JSON in ``body``, with the columns the queries filter on) and ``advisor_state``
 (presence and the rotation fact, one row per advisor).
@@ -22,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
@@ -55,6 +66,14 @@ CREATE INDEX IF NOT EXISTS callbacks_offers ON callbacks (offer_expires_at)
     WHERE state = 'offered';
 CREATE INDEX IF NOT EXISTS callbacks_requested ON callbacks (scheduled_for)
     WHERE state = 'requested';
+ALTER TABLE callbacks ADD COLUMN IF NOT EXISTS topic text COLLATE "C";
+UPDATE callbacks SET topic = convert_from(body, 'UTF8')::jsonb->>'topic' WHERE topic IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS callbacks_in_flight ON callbacks (customer, topic)
+    WHERE state NOT IN ('cancelled', 'completed', 'expired');
+CREATE INDEX IF NOT EXISTS callbacks_holds ON callbacks (advisor_id)
+    WHERE advisor_id IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'expired');
+CREATE INDEX IF NOT EXISTS callbacks_connect ON callbacks (offer_expires_at)
+    WHERE state = 'accepted';
 CREATE TABLE IF NOT EXISTS advisor_state (
     advisor_id text COLLATE "C" PRIMARY KEY,
     presence text,
@@ -65,6 +84,22 @@ CREATE TABLE IF NOT EXISTS advisor_state (
 
 _FINAL = list(rules.FINAL)
 _LIVE = list(rules.LIVE)
+_COLUMNS = f"{rules.COLUMNS}, topic"
+_VALUES = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+#: the creates of a run, one array per column (``_COLUMNS``)
+_UNNEST = (
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], "
+    "%s::float8[], %s::float8[], %s::int8[], %s::bytea[], %s::text[])"
+)
+
+
+def _row(c: Callback) -> tuple[Any, ...]:
+    return (*rules.row_of(c), c.topic)
+
+
+def _plain(write: CallbackWrite) -> bool:
+    """A create that holds no advisor: no capacity to count, no rotation to move."""
+    return write.expected_version is None and write.callback.advisor_id is None
 
 
 def _lock_advisor(db: psycopg.Connection[Any], advisor_id: str) -> None:
@@ -74,6 +109,21 @@ def _lock_advisor(db: psycopg.Connection[Any], advisor_id: str) -> None:
         "'nextbest advisor ' || current_schema() || ' ' || %s, 0))",
         (advisor_id,),
     )
+
+
+def _lock_in_order(db: psycopg.Connection[Any], writes: Sequence[CallbackWrite]) -> None:
+    """Take, before any write of a group, the locks its writes may take, in one order (the
+    advisors' by id, then the saved rows' by id): two workers' groups locking the same
+    advisors or rows in other orders would deadlock (PostgreSQL breaks it after
+    ``deadlock_timeout`` by failing one group whole). A write takes them again (a no-op)."""
+    advisors = {w.callback.advisor_id for w in writes if w.capacity is not None}
+    for advisor_id in sorted(a for a in advisors if a is not None):
+        _lock_advisor(db, advisor_id)
+    saved = sorted({w.callback.id for w in writes if w.expected_version is not None})
+    if saved:
+        db.execute(
+            "SELECT id FROM callbacks WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (saved,)
+        ).fetchall()
 
 
 class PostgresCallbacks:
@@ -92,18 +142,67 @@ class PostgresCallbacks:
         stored = rules.stored_as(callback, 1)
         if capacity is not None and stored.advisor_id is not None:
             _lock_advisor(db, stored.advisor_id)
-        if db.execute("SELECT 1 FROM callbacks WHERE id = %s", (callback.id,)).fetchone():
-            raise Conflict(f"callback {callback.id} exists already")
         self._check(db, None, stored, capacity)
         inserted = db.execute(
-            f"INSERT INTO callbacks ({rules.COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (id) DO NOTHING RETURNING 1",
-            rules.row_of(stored),
+            f"INSERT INTO callbacks ({_COLUMNS}) {_VALUES} ON CONFLICT DO NOTHING RETURNING 1",
+            _row(stored),
         ).fetchone()
-        if inserted is None:  # created meanwhile by another connection
-            raise Conflict(f"callback {callback.id} exists already")
+        if inserted is None:
+            raise self._not_created(db, [stored])[0]
         self._assigned(db, None, stored)
         return stored
+
+    def _not_created(
+        self, db: psycopg.Connection[Any], callbacks: Sequence[Callback]
+    ) -> list[InputError]:
+        """Why each of ``callbacks`` was not inserted: its id is taken, or its customer has
+        another callback about its topic in flight."""
+        ids = [c.id for c in callbacks]
+        taken = {
+            str(i) for (i,) in db.execute("SELECT id FROM callbacks WHERE id = ANY(%s)", (ids,))
+        }
+        held = {
+            (str(c), str(t)): str(i)
+            for i, c, t in db.execute(
+                "SELECT id, customer, topic FROM callbacks WHERE customer = ANY(%s) "
+                "AND state <> ALL(%s)",
+                (sorted({c.customer for c in callbacks}), _FINAL),
+            )
+        }
+        return [
+            Conflict(f"callback {c.id} exists already")
+            if c.id in taken
+            else rules.in_flight_refusal(c, held.get((c.customer, c.topic)))
+            for c in callbacks
+        ]
+
+    def _create_plain(
+        self, db: psycopg.Connection[Any], callbacks: Sequence[Callback]
+    ) -> list[Callback | InputError]:
+        """Creates that hold no advisor, in one statement; each refused alone."""
+        stored = [rules.stored_as(c, 1) for c in callbacks]
+        columns = [list(col) for col in zip(*(_row(c) for c in stored), strict=True)]
+        inserted = {
+            str(i)
+            for (i,) in db.execute(
+                f"INSERT INTO callbacks ({_COLUMNS}) {_UNNEST} ON CONFLICT DO NOTHING RETURNING id",
+                columns,
+            )
+        }
+        # a repeated id in the run: its first is inserted, the others refused
+        firsts: set[str] = set()
+        refused: list[int] = []
+        for i, c in enumerate(stored):
+            if c.id in inserted and c.id not in firsts:
+                firsts.add(c.id)
+            else:
+                refused.append(i)
+        out: list[Callback | InputError] = list(stored)
+        if refused:
+            reasons = self._not_created(db, [stored[i] for i in refused])
+            for i, reason in zip(refused, reasons, strict=True):
+                out[i] = reason
+        return out
 
     def save(
         self, callback: Callback, expected_version: int, capacity: Capacity | None = None
@@ -139,14 +238,26 @@ class PostgresCallbacks:
         return stored
 
     def write_many(self, writes: Sequence[CallbackWrite]) -> list[Callback | InputError]:
-        """One transaction, a savepoint per write (psycopg's nested ``transaction()``: a
-        refused one is rolled back to it), one commit. The advisors' locks taken are held to
+        """One transaction, one commit: each run of creates that hold no advisor in one
+        statement, every other write under a savepoint (psycopg's nested ``transaction()``:
+        a refused one is rolled back to it). The advisors' locks taken are held to
         the commit."""
         out: list[Callback | InputError] = []
         if not writes:
             return out
         with self.db.writing("write callbacks") as db:
-            for w in writes:
+            _lock_in_order(db, writes)
+            at = 0
+            while at < len(writes):
+                run = at
+                while run < len(writes) and _plain(writes[run]):
+                    run += 1
+                if run > at:
+                    out.extend(self._create_plain(db, [w.callback for w in writes[at:run]]))
+                    at = run
+                    continue
+                w = writes[at]
+                at += 1
                 try:
                     with db.transaction():
                         if w.expected_version is None:
@@ -226,14 +337,13 @@ class PostgresCallbacks:
         with self.db.writing("restore callbacks") as db, db.cursor() as cur:
             if callbacks:
                 cur.executemany(
-                    f"INSERT INTO callbacks ({rules.COLUMNS}) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                    f"INSERT INTO callbacks ({_COLUMNS}) {_VALUES} ON CONFLICT (id) DO UPDATE SET "
                     "customer = EXCLUDED.customer, advisor_id = EXCLUDED.advisor_id, "
                     "state = EXCLUDED.state, requested_at = EXCLUDED.requested_at, "
                     "scheduled_for = EXCLUDED.scheduled_for, "
                     "offer_expires_at = EXCLUDED.offer_expires_at, "
-                    "version = EXCLUDED.version, body = EXCLUDED.body",
-                    [rules.row_of(c) for c in callbacks],
+                    "version = EXCLUDED.version, body = EXCLUDED.body, topic = EXCLUDED.topic",
+                    [_row(c) for c in callbacks],
                 )
             if presences:
                 cur.executemany(
@@ -294,6 +404,20 @@ class PostgresCallbacks:
         )
         return {str(a): int(n) for a, n in rows}
 
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        query = (
+            "SELECT id, advisor_id, state, scheduled_for FROM callbacks "
+            "WHERE advisor_id IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'expired') "
+            "AND (state = ANY(%s) OR scheduled_for IS NOT NULL) {}ORDER BY id"
+        )
+        if advisor_id is None:
+            rows = self.db.fetch("read holds", query.format(""), (_LIVE,))
+        else:
+            rows = self.db.fetch(
+                "read holds", query.format("AND advisor_id = %s "), (_LIVE, advisor_id)
+            )
+        return [Hold(str(i), str(a), CallbackState(s), at) for i, a, s, at in rows]
+
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
         where = (
             "WHERE scheduled_for >= %s AND scheduled_for < %s AND state <> ALL(%s) "
@@ -310,9 +434,10 @@ class PostgresCallbacks:
     def due(self, now: float, limit: int | None = None) -> list[Callback]:
         return self._callbacks(
             "read due callbacks",
-            "WHERE (state = 'offered' AND offer_expires_at <= %s) "
+            "WHERE (state IN ('offered', 'accepted') AND offer_expires_at <= %s) "
             "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= %s)) "
-            "ORDER BY CASE WHEN state = 'offered' THEN offer_expires_at "
+            "ORDER BY (state = 'requested' AND scheduled_for IS NULL), "
+            "CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
             "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT %s",
             (now, now, limit),
         )

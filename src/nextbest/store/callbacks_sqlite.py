@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.errors import Conflict, InputError, NotFound
 from nextbest.store import callbacks as rules
@@ -49,6 +50,8 @@ CREATE INDEX IF NOT EXISTS callbacks_offers ON callbacks(offer_expires_at)
     WHERE state = 'offered';
 CREATE INDEX IF NOT EXISTS callbacks_requested ON callbacks(scheduled_for)
     WHERE state = 'requested';
+CREATE INDEX IF NOT EXISTS callbacks_connect ON callbacks(offer_expires_at)
+    WHERE state = 'accepted';
 CREATE TABLE IF NOT EXISTS advisor_state (
     advisor_id TEXT PRIMARY KEY,
     presence TEXT,
@@ -77,6 +80,13 @@ class SQLiteCallbacks:
         stored = rules.stored_as(callback, 1)
         if db.execute("SELECT 1 FROM callbacks WHERE id = ?", (callback.id,)).fetchone():
             raise Conflict(f"callback {callback.id} exists already")
+        mine = db.execute(
+            f"SELECT body FROM callbacks WHERE customer = ? AND state NOT IN ({_FINAL})",
+            (callback.customer,),
+        ).fetchall()
+        refusal = rules.in_flight(callback, (rules.decode(body) for (body,) in mine))
+        if refusal is not None:
+            raise refusal
         self._check(db, None, stored, capacity)
         db.execute(f"INSERT INTO callbacks ({rules.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    rules.row_of(stored))  # fmt: skip
@@ -261,6 +271,18 @@ class SQLiteCallbacks:
         )
         return {str(a): int(n) for a, n in rows}
 
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        query = (
+            "SELECT id, advisor_id, state, scheduled_for FROM callbacks "
+            f"WHERE advisor_id IS NOT NULL AND state NOT IN ({_FINAL}) "
+            f"AND (state IN ({_LIVE}) OR scheduled_for IS NOT NULL) {{}}ORDER BY id"
+        )
+        if advisor_id is None:
+            rows = self.db.fetch("read holds", query.format(""), ())
+        else:
+            rows = self.db.fetch("read holds", query.format("AND advisor_id = ? "), (advisor_id,))
+        return [Hold(i, a, CallbackState(s), at) for i, a, s, at in rows]
+
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
         where = (
             "WHERE scheduled_for >= ? AND scheduled_for < ? "
@@ -275,9 +297,10 @@ class SQLiteCallbacks:
     def due(self, now: float, limit: int | None = None) -> list[Callback]:
         return self._callbacks(
             "read due callbacks",
-            "WHERE (state = 'offered' AND offer_expires_at <= ?) "
+            "WHERE (state IN ('offered', 'accepted') AND offer_expires_at <= ?) "
             "OR (state = 'requested' AND (scheduled_for IS NULL OR scheduled_for <= ?)) "
-            "ORDER BY CASE WHEN state = 'offered' THEN offer_expires_at "
+            "ORDER BY (state = 'requested' AND scheduled_for IS NULL), "
+            "CASE WHEN state IN ('offered', 'accepted') THEN offer_expires_at "
             "ELSE COALESCE(scheduled_for, requested_at) END, id LIMIT ?",
             (now, now, -1 if limit is None else limit),
         )

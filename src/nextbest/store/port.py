@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from nextbest.advisors.board import Hold
 from nextbest.advisors.model import Callback, CallbackState, Presence
 from nextbest.audit.model import AuditEntry, AuditHead, AuditRecord
 from nextbest.decide.model import Decision
@@ -380,6 +381,10 @@ class Callbacks(Protocol):
     - it is booked and ``limit`` others are booked at a ``scheduled_for`` less than
       ``slot`` seconds from its own.
 
+    A customer has at most one callback not final per topic: a create that would make a
+    second is refused with ``errors.InFlight`` (the one in flight named), atomically with
+    the write (of two racing, from any process, one is created).
+
     An *assignment* (a write that gives a callback an advisor it did not have, or that
     moves it into ``offered``) raises that advisor's ``rotation`` to the time of the
     callback's last transition (its ``requested_at`` without history), in the same commit.
@@ -431,6 +436,11 @@ class Callbacks(Protocol):
         who holds none is absent."""
         ...
 
+    def holds(self, advisor_id: str | None = None) -> list[Hold]:
+        """What the callbacks that hold an advisor (not final; live or booked) hold, of this
+        advisor (None: of every advisor), by id: the board's facts, without the records."""
+        ...
+
     def booked(self, advisor_id: str | None, start: float, end: float) -> list[Callback]:
         """The callbacks not final with ``start <= scheduled_for < end``, of this advisor
         (None: of anyone, unassigned ones too), by ``scheduled_for`` then id: what slots
@@ -439,10 +449,12 @@ class Callbacks(Protocol):
 
     def due(self, now: float, limit: int | None = None) -> list[Callback]:
         """The callbacks a timer must act on at ``now``: ``offered`` ones whose offer lapsed
-        (``offer_expires_at <= now``), ``requested`` ones whose slot came
+        (``offer_expires_at <= now``), ``accepted`` ones whose call did not start in time
+        (``connect_by <= now``), ``requested`` ones whose slot came
         (``scheduled_for <= now``) and ``requested`` ones for now (no ``scheduled_for``:
-        still to be offered). By the time they fell due (the lapse, the slot, the request),
-        then id; at most ``limit``."""
+        still to be offered). The timers first, then those waiting to be offered (so that
+        many waiting never crowd a lapsed offer out of ``limit``); each by the time they fell
+        due (the lapse, the slot, the request), then id; at most ``limit``."""
         ...
 
     def set_presence(
