@@ -95,7 +95,8 @@ class EventLog(Protocol):
         without a userId (an event another user sent from a shared device stays theirs).
         How many were deleted. Seqs are never handed out again and ``last_seq`` never goes
         down (it is the highest seq ever handed out), so a restart from a saved position
-        never skips an event."""
+        never skips an event. The erased events' messageIds stay known: appending one
+        again (a client's retry, a bus redelivery) is a duplicate, never stored."""
         ...
 
 
