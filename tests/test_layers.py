@@ -42,6 +42,7 @@ OUTER = [
     "nextbest.ingestion",
     "nextbest.api_worker",
     "nextbest.fold_worker",
+    "nextbest.scaled_erasure",
     "nextbest.live_profiles",
     "nextbest.service",
     "nextbest.api",
@@ -68,6 +69,7 @@ COMPOSITION_AND_FACES = (
     "nextbest.ingestion",
     "nextbest.api_worker",
     "nextbest.fold_worker",
+    "nextbest.scaled_erasure",
     "nextbest.live_profiles",
     "nextbest.service",
 )

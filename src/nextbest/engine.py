@@ -92,6 +92,7 @@ from nextbest.profile.book import PROFILE_ROW, ProfileBook
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
+from nextbest.scaled_erasure import ErasureOutcome
 from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
 from nextbest.store.snapshot import (
     experiment_rows,
@@ -910,6 +911,11 @@ class Engine:
     def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport:
         """``erasure.export_customer``: everything held about the customer."""
         return export_customer(self, customer_id, actor)
+
+    def erasure_status(self, receipt: str) -> ErasureOutcome | None:
+        """None: the embedded engine answers an erasure when it is done (only a scaled API
+        worker answers 202 and records outcomes, ``scaled_erasure``)."""
+        return None
 
     def pending_decisions(self) -> list[Decision]:
         """Decisions taken but not yet written to the decision log."""

@@ -14,7 +14,9 @@ what operating it needs.
                                               the partition of the customer it belongs to),
                                               frozen (a stitch dissolving a customer homed
                                               here, sent on), deferred (a stitch put back: a
-                                              customer it touches is claimed by another)
+                                              customer it touches is claimed by another);
+                                              erased (dropped by a tombstone: an erased
+                                              customer's, accepted before the erasure)
     nextbest_fold_redelivered_total           deliveries the bus sent again
     nextbest_fold_failures_total              fold steps that failed (retried)
     nextbest_event_log_lag_events             the stream's last sequence minus the logged one
@@ -148,6 +150,7 @@ _OUTCOMES = (
     ("forwarded", "forwarded"),
     ("frozen", "stitches"),
     ("deferred", "stitches_deferred"),
+    ("erased", "erased_dropped"),
 )
 
 
