@@ -59,6 +59,7 @@ __all__ = [
     "decode_outcome",
     "encode",
     "erase_on_engine",
+    "outcome_of",
     "report_of",
     "tombstone_key",
 ]
