@@ -150,17 +150,19 @@ class Tombstones:
             self.held[d] = max(at, self.held.get(d, at))
 
     def drops(self, event: Event) -> bool:
-        """``event`` carries an erased id and was accepted at or before its erasure."""
+        """``event`` is one an erasure of its ids deletes (``store.port.of_erased``: its
+        userId, or its anonymousId when it has none: another user's event from an erased
+        device stays theirs) and was accepted at or before that erasure."""
         if not self.held:
             return False
-        for name in customer_key_marks(
-            [event.user_id] if event.user_id else [],
-            [event.anonymous_id] if event.anonymous_id else [],
-        ):
-            at = self.held.get(self.digest(name))
-            if at is not None and event.received_at <= at:
-                return True
-        return False
+        if event.user_id:
+            name = "u:" + event.user_id
+        elif event.anonymous_id:
+            name = "a:" + event.anonymous_id
+        else:
+            return False
+        at = self.held.get(self.digest(name))
+        return at is not None and event.received_at <= at
 
     def prune(self, now: float, ttl: float = TOMBSTONE_SECONDS) -> None:
         self.held = {d: at for d, at in self.held.items() if at > now - ttl}
