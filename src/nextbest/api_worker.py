@@ -13,6 +13,12 @@ keeps in Redis. It holds no profile: any number of them serve side by side.
     flush()               -> write buffered decisions; reload the model copy if a newer one was
                              published
 
+**Export and erasure** (``scaled_erasure``, docs/trust.md): an export reads PostgreSQL and
+Redis; an erasure publishes a command to the customer's home partition and answers once the
+fold worker recorded its outcome in Redis (``ErasurePending``, 202, after ``erase_wait``
+seconds). Each flush tick reads the erasures' feed first: decisions for an erased customer
+taken before their erasure are dropped, never written after it.
+
 **Expert call-backs** (``callbacks``): a ``CallbackDesk`` of this worker's own on the callback
 queue every worker shares (PostgreSQL, ``shared=True``): its board read again from the store on
 the flush tick once it is ``board_seconds`` old (decisions read the board the desk keeps), its

@@ -23,6 +23,11 @@ One step (``step``), repeated:
    in one commit (many folds, one commit under load). While ``max_unlogged`` deliveries wait
    for it, the fold waits too (backpressure; below the bus's ``max_ack_pending``).
 
+An erasure command (kind ``erase``, ``scaled_erasure``) is handled alone in its step, when
+the fold reaches it: the log written up to it, tombstones recorded, the customer erased from
+the engine (PostgreSQL's rows, the live state, Redis), the outcome recorded, the position
+saved past it. Events carrying a tombstoned id accepted before the erasure are dropped.
+
 A failure anywhere (PostgreSQL restarting, Redis away) acknowledges nothing: the step (or the
 segment's write) is tried again, with a growing pause, until it passes; the bus keeps every
 later event meanwhile. A crash anywhere loses nothing either: the restarted worker restores the
