@@ -43,6 +43,7 @@ OUTER = [
     "nextbest.ingestion",
     "nextbest.api_worker",
     "nextbest.fold_worker",
+    "nextbest.scaled_erasure",
     "nextbest.live_profiles",
     "nextbest.service",
     "nextbest.api",
@@ -69,6 +70,7 @@ COMPOSITION_AND_FACES = (
     "nextbest.ingestion",
     "nextbest.api_worker",
     "nextbest.fold_worker",
+    "nextbest.scaled_erasure",
     "nextbest.live_profiles",
     "nextbest.service",
 )

@@ -13,6 +13,12 @@ keeps in Redis. It holds no profile: any number of them serve side by side.
     flush()               -> write buffered decisions; reload the model copy if a newer one was
                              published
 
+**Export and erasure** (``scaled_erasure``, docs/trust.md): an export reads PostgreSQL and
+Redis; an erasure publishes a command to the customer's home partition and answers once the
+fold worker recorded its outcome in Redis (``ErasurePending``, 202, after ``erase_wait``
+seconds). Each flush tick reads the erasures' feed first: decisions for an erased customer
+taken before their erasure are dropped, never written after it.
+
 **Expert call-backs** (``callbacks``): a ``CallbackDesk`` of this worker's own on the callback
 queue every worker shares (PostgreSQL, ``shared=True``): its board read again from the store on
 the flush tick once it is ``board_seconds`` old (decisions read the board the desk keeps), its
@@ -43,10 +49,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -54,7 +61,7 @@ import msgspec
 
 from nextbest.advisors.board import EMPTY_BOARD, AdvisorBoard
 from nextbest.audit.model import Actor
-from nextbest.bus.port import BusMessage, EventBus
+from nextbest.bus.port import BusMessage, EventBus, partition_of
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, SystemClock
@@ -63,7 +70,7 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
 from nextbest.engine import QuarantineReport, ReloadReport, folds_alike, probe_each
-from nextbest.erasure import CustomerExport, ErasureReport
+from nextbest.erasure import CustomerExport, ErasureReport, customer_ids, export_customer
 from nextbest.errors import (
     InputError,
     NextbestError,
@@ -81,7 +88,15 @@ from nextbest.events.parse import (
     read_batch,
     read_message,
 )
-from nextbest.experiments.counters import EXPERIMENT_ROW, CampaignCounters, decode_counters
+from nextbest.experiments.counters import (
+    EXPERIMENT_ROW,
+    EXPOSURE_ROW,
+    CampaignCounters,
+    Exposure,
+    decode_counters,
+    decode_exposure,
+    exposure_key,
+)
 from nextbest.group_commit import GroupCommit
 from nextbest.grouped_audit import GroupedAuditLog
 from nextbest.guard.devices import needs_devices
@@ -103,18 +118,29 @@ from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
 from nextbest.routing import destination
 from nextbest.rules.context import rule_variables
-from nextbest.store.port import HeldMessage, Lease, StateReads, Stores, WriteMarks
+from nextbest.scaled_erasure import (
+    ERASE,
+    ErasureCommand,
+    ErasureOutcome,
+    ErasurePending,
+    Tombstones,
+    decode_outcome,
+    encode,
+    report_of,
+)
+from nextbest.store.port import (
+    ErasureLedger,
+    HeldMessage,
+    Lease,
+    StateReads,
+    Stores,
+    WriteMarks,
+)
 from nextbest.store.snapshot import ModelVersion
 
 __all__ = ["ApiWorker", "ReloadRefused"]
 
 log = logging.getLogger("nextbest.api")
-
-_RIGHTS_NOT_SERVED = (
-    "customer export and erasure are not served by a scaled API worker (serve --role api) "
-    "yet: the embedded engine (nextbest serve, or nextbest customer export|erase on its "
-    "store) serves them (docs/trust.md)"
-)
 
 #: how long a feedback event waits for a decision another worker has not written yet
 _UNKNOWN_DECISION_WAIT = 0.25
@@ -165,11 +191,15 @@ class ApiWorker:
         close_reads: Callable[[], None] = lambda: None,
         board_seconds: float = 0.5,
         sweep_lease: Lease | None = None,
+        tombstone_key: bytes = b"",
+        erase_wait: float = 10.0,
     ) -> None:
         """``board_seconds``: how old the advisors' board (presence, load, rotation, the
         slots booked) may grow before the flush tick reads it again from the store the
         workers share (``CallbackDesk(shared=True)``). ``sweep_lease``: the lease the
-        workers' callback sweepers share (PostgreSQL: one sweeps at a time)."""
+        workers' callback sweepers share (PostgreSQL: one sweeps at a time).
+        ``tombstone_key``: the erasures' HMAC key (``scaled_erasure.tombstone_key``);
+        ``erase_wait``: how long an erasure request waits for the fold worker's outcome."""
         self.catalog = catalog
         self.sweep_lease = sweep_lease
         self.clock: Clock = clock or SystemClock()
@@ -178,6 +208,14 @@ class ApiWorker:
         #: concurrent ones in one commit
         self.audit = GroupedAuditLog(stores.audit)
         self.decision_log = stores.decisions
+        #: the event log (PostgreSQL), read by exports and erasures (the ids of a customer)
+        self.event_log = stores.events
+        #: tombstones, the erasures' feed and their outcomes (Redis), None when the state
+        #: store keeps none
+        self.erasures: ErasureLedger | None = reads if isinstance(reads, ErasureLedger) else None
+        self._tombstones = Tombstones(tombstone_key)
+        self._feed_since = (clock or SystemClock()).now() - 60.0
+        self.erase_wait = erase_wait
         self.bus = bus
         self.live = LiveProfiles(reads, catalog, bus.partitions)
         self.marks = marks
@@ -236,14 +274,92 @@ class ApiWorker:
         return None if profile is None else read(profile, self.clock.now())
 
     def erase_customer(self, customer_id: str, actor: Actor) -> ErasureReport:
-        """Not served here (docs/trust.md): an erasure must hold every fold still while it
-        deletes, which the embedded engine does (``Engine.exclusive``); the scaled roles'
-        fold workers and the bus have no such pause yet."""
-        raise NotServed(_RIGHTS_NOT_SERVED)
+        """``scaled_erasure``: the ids stitched to the customer found (Redis links, the
+        PostgreSQL event log), an erasure command published to the customer's home partition
+        (after every event of theirs acknowledged before it), answered once the fold worker
+        recorded its outcome. ``ErasurePending`` (202, with the receipt) when that takes
+        longer than ``erase_wait`` seconds; NotFound when nothing held any of the ids;
+        NotServed when the fold workers cannot erase (several partitioned ones)."""
+        ledger = self._ledger()
+        users, anons = customer_ids(self, customer_id)
+        receipt = secrets.token_hex(16)
+        command = ErasureCommand(
+            receipt=receipt,
+            customer_id=customer_id,
+            user_ids=users,
+            anonymous_ids=anons,
+            requested_at=self.clock.now(),
+            actor=actor,
+        )
+        key = (
+            "a:" + customer_id[len(ANON_PREFIX) :]
+            if customer_id.startswith(ANON_PREFIX)
+            else "u:" + customer_id
+        )
+        partition = partition_of(key, self.bus.partitions)
+        self.bus.publish([BusMessage(partition, "erase-" + receipt, encode(command), ERASE)])
+        deadline = time.monotonic() + self.erase_wait
+        while (body := ledger.erasure_outcome(receipt)) is None:
+            if time.monotonic() >= deadline:
+                raise ErasurePending(receipt)
+            time.sleep(0.02)
+        outcome = decode_outcome(body)
+        self.forget_erased()
+        return report_of(customer_id, users, anons, receipt, outcome)
+
+    def erasure_status(self, receipt: str) -> ErasureOutcome | None:
+        """The outcome the fold worker recorded for ``receipt`` (None: not yet, or too old)."""
+        body = self._ledger().erasure_outcome(receipt)
+        return None if body is None else decode_outcome(body)
+
+    def _ledger(self) -> ErasureLedger:
+        if self.erasures is None:
+            raise NotServed("this API worker's state store keeps no erasures (Redis does)")
+        return self.erasures
+
+    def forget_erased(self) -> int:
+        """Read the erasures' feed: decisions pending or recent for a customer erased since
+        the last read are dropped (a pending one is never written). Each flush tick."""
+        if self.erasures is None:
+            return 0
+        fresh = self.erasures.erased_since(self._feed_since)
+        if not fresh:
+            return 0
+        self._feed_since = max(at for _, at in fresh)
+        erased = dict(fresh)
+
+        def before_erasure(d: Decision) -> bool:
+            at = erased.get(self._tombstones.of_customer_key(d.customer_id))
+            return at is not None and d.timestamp <= at
+
+        return self._journal.forget_where(before_erasure)
+
+    def stitched_ids(self, customer_id: str) -> tuple[set[str], set[str]]:
+        """The userIds and anonymousIds Redis links to ``customer_id``'s customer (its
+        aliases, its devices; the profile's devices too)."""
+        book = self.live.book_for([customer_id], [])
+        customer = book.identity.resolve(customer_id, None)
+        users, anons = book.identity.ids_of(customer)
+        held = book.profiles.get(customer)
+        if held is not None:
+            anons.update(held.anonymous_ids)
+        return users, anons
+
+    def exposures_of(self, keys: Collection[str]) -> dict[str, dict[str, Exposure]]:
+        """Campaign -> key -> exposure, from the rows the fold worker saved (Redis)."""
+        campaigns = sorted(self.catalog.kpis)
+        asked = [(c, k) for c in campaigns for k in keys]
+        bodies = self.live.reads.read_rows([(EXPOSURE_ROW, exposure_key(c, k)) for c, k in asked])
+        out: dict[str, dict[str, Exposure]] = {}
+        for (c, k), body in zip(asked, bodies, strict=True):
+            if body is not None:
+                out.setdefault(c, {})[k] = decode_exposure(body)
+        return out
 
     def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport:
-        """Not served here, as ``erase_customer``."""
-        raise NotServed(_RIGHTS_NOT_SERVED)
+        """``erasure.export_customer`` on PostgreSQL (events, decisions, callbacks,
+        quarantine, outbox, audit) and Redis (the profile, its links, the exposures)."""
+        return export_customer(self, customer_id, actor)
 
     def require_event_time(self, path: str = "$.context.now") -> None:
         raise ValidationError(
@@ -497,6 +613,11 @@ class ApiWorker:
         """Write buffered decisions (every tick), reload the model copy if it changed, and
         read the advisors' board again when it is ``board_seconds`` old."""
         self.reload_model()
+        try:
+            self.forget_erased()
+        except StoreError as exc:  # read again next tick; the decisions wait for it
+            log.warning("erasures not read: %s", exc.message)
+            return
         self._journal.flush()
         try:
             self.callbacks.keep_fresh()

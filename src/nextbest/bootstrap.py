@@ -39,10 +39,11 @@ from nextbest.errors import ConfigError
 from nextbest.fold_worker import FoldWorker
 from nextbest.partitioned_fold import PartitionedFold
 from nextbest.partitioned_rebuild import RebuildReport
+from nextbest.scaled_erasure import Tombstones, tombstone_key
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.memory import memory_stores
-from nextbest.store.port import Lease, Outbox, StateReads, Stores, with_state
+from nextbest.store.port import ErasureLedger, Lease, Outbox, StateReads, Stores, with_state
 from nextbest.store.sqlite import sqlite_stores
 
 __all__ = [
@@ -234,6 +235,7 @@ def build_api_worker(settings: Settings, *, catalog: Catalog | None = None) -> A
         decision_flush_every=settings.decision_flush_every,
         close_reads=state.close,
         sweep_lease=lease,
+        tombstone_key=tombstone_key(settings.token_secret),
     )
 
 
@@ -277,12 +279,16 @@ def build_fold_worker(settings: Settings, *, catalog: Catalog | None = None) -> 
         engine.release()
         raise
     try:
+        ledger = reads if isinstance(reads, ErasureLedger) else None
+        key = tombstone_key(settings.token_secret)
         return FoldWorker(
             engine,
             bus,
             reads=reads if isinstance(reads, StateReads) else None,
             writer=PostgresEventLog(db),
             close_writer=db.close,
+            erasures=ledger,
+            tombstones=Tombstones(key, ledger.tombstones() if ledger is not None else None),
         )
     except BaseException:
         db.close()

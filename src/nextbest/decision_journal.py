@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from nextbest.decide.model import Decision
 from nextbest.store.port import DecisionLog
@@ -81,6 +81,20 @@ class DecisionJournal:
             gone = [i for i, d in self._recent.items() if d.customer_id in customers]
             for decision_id in gone:
                 del self._recent[decision_id]
+            return gone
+
+    def forget_where(self, erased: Callable[[Decision], bool]) -> int:
+        """Drop the pending and recent decisions ``erased`` says were erased (their customer
+        was, after they were taken: a scaled API worker told by the erasures' feed; a
+        pending one is never written): how many went."""
+        with self._lock:
+            self._flushed.wait_for(lambda: self._flushing == 0)
+            gone = 0
+            for table in (self._pending, self._recent):
+                doomed = [i for i, d in table.items() if erased(d)]
+                for decision_id in doomed:
+                    del table[decision_id]
+                gone += len(doomed)
             return gone
 
     def cut(self) -> tuple[list[Decision], int]:

@@ -41,6 +41,7 @@ import logging
 import math
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -93,6 +94,7 @@ from nextbest.profile.consent import consent_state
 from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.rules.context import rule_variables
+from nextbest.scaled_erasure import ErasureOutcome, outcome_of
 from nextbest.store.port import EventLog, HeldMessage, StateRow, Stores
 from nextbest.store.snapshot import (
     experiment_rows,
@@ -133,6 +135,10 @@ def _may_change_consent(event: Event) -> bool:
         or kind is EventType.ALIAS
         or (kind is EventType.TRACK and event.name == EventName.CONSENT_UPDATED)
     )
+
+
+#: erasure outcomes kept for ``erasure_status`` (a few hundred bytes each)
+_ERASURES_KEPT = 1_000
 
 
 class QuarantineReport(msgspec.Struct, frozen=True):
@@ -285,6 +291,8 @@ class Engine:
         #: fraud alerts of sessions the guard flagged while folding, to enqueue in the outbox
         #: once the state lock is released (a fold worker's: after its save, ``send_alerts``)
         self._alerts_due: list[DueAlert] = []
+        #: the outcomes of the latest erasures, by receipt (``erasure_status``)
+        self._erasures: OrderedDict[str, ErasureOutcome] = OrderedDict()
         #: the keys of the alerts made since the start (``_alert_if_flagged``)
         self._alerted = Alerted()
         self._group_commit: GroupCommit[IngestRequest, IngestResult] = GroupCommit(
@@ -918,12 +926,25 @@ class Engine:
             return self._counters.exposures_of(keys)
 
     def erase_customer(self, customer_id: str, actor: Actor) -> ErasureReport:
-        """``erasure.erase_customer``: every trace of the customer deleted."""
-        return erase_customer(self, customer_id, actor)
+        """``erasure.erase_customer``: every trace of the customer deleted (its outcome kept
+        for ``erasure_status`` while the process runs)."""
+        report = erase_customer(self, customer_id, actor)
+        with self._lock:
+            self._erasures[report.receipt] = outcome_of(report, self.wall_now())
+            while len(self._erasures) > _ERASURES_KEPT:
+                self._erasures.popitem(last=False)
+        return report
 
     def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport:
         """``erasure.export_customer``: everything held about the customer."""
         return export_customer(self, customer_id, actor)
+
+    def erasure_status(self, receipt: str) -> ErasureOutcome | None:
+        """The outcome of one of the latest erasures this process made (its answer holds it
+        already: a scaled API worker answers 202 when the fold takes long, and reads the
+        outcome from Redis)."""
+        with self._lock:
+            return self._erasures.get(receipt)
 
     def pending_decisions(self) -> list[Decision]:
         """Decisions taken but not yet written to the decision log."""

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -50,9 +50,44 @@ from nextbest.store.outbox_codec import mention
 from nextbest.store.port import HeldMessage, OutboxMessage, Scrubbing, of_erased
 
 if TYPE_CHECKING:
+    from nextbest.callbacks import CallbackDesk
     from nextbest.engine import Engine
+    from nextbest.experiments.counters import Exposure
+    from nextbest.grouped_audit import GroupedAuditLog
+    from nextbest.store.port import DecisionLog, EventLog, Outbox, Quarantine
 
-__all__ = ["EXPORT_FORMAT", "CustomerExport", "ErasureReport", "erase_customer", "export_customer"]
+
+class CustomerData(Protocol):
+    """What an export reads (the embedded ``Engine``; a scaled ``ApiWorker``, from PostgreSQL
+    and Redis)."""
+
+    event_log: EventLog
+    decision_log: DecisionLog
+    quarantine: Quarantine
+    outbox: Outbox
+    audit: GroupedAuditLog
+    callbacks: CallbackDesk
+
+    def flush(self) -> None: ...
+
+    def wall_now(self) -> float: ...
+
+    def stitched_ids(self, customer_id: str) -> tuple[set[str], set[str]]: ...
+
+    def profile_view(self, customer_id: str) -> dict[str, Any] | None: ...
+
+    def exposures_of(self, keys: Collection[str]) -> dict[str, dict[str, Exposure]]: ...
+
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "CustomerData",
+    "CustomerExport",
+    "ErasureReport",
+    "customer_ids",
+    "erase_customer",
+    "export_customer",
+]
 
 #: the version of ``CustomerExport``'s layout
 EXPORT_FORMAT = 1
@@ -104,16 +139,21 @@ class CustomerExport(msgspec.Struct, frozen=True, kw_only=True):
     audit: list[AuditEntry]
 
 
-def _customer_ids(engine: Engine, customer_id: str) -> tuple[list[str], list[str]]:
+def customer_ids(
+    engine: CustomerData, customer_id: str, also: tuple[Collection[str], Collection[str]] = ((), ())
+) -> tuple[list[str], list[str]]:
     """The customer's userIds and anonymousIds: what the identity map links to them, and what
     their own events say (their devices' identifies, their aliases: a store restored from an
-    older snapshot, say)."""
+    older snapshot, say); ``also``: more userIds and anonymousIds known to be theirs (what a
+    scaled API worker found in Redis)."""
     if not customer_id:
         raise ValidationError("a customer id is required", "$.path.user_id")
     if customer_id.startswith(ANON_PREFIX):
-        return [], [customer_id[len(ANON_PREFIX) :]]
+        return sorted(also[0]), sorted({customer_id[len(ANON_PREFIX) :], *also[1]})
     users, anons = engine.stitched_ids(customer_id)
     users.add(customer_id)
+    users.update(also[0])
+    anons.update(also[1])
     seen: set[str] = set()
     while users - seen:  # aliases lead to more userIds
         todo = users - seen
@@ -135,13 +175,22 @@ def _keys(users: list[str], anons: list[str]) -> list[str]:
     return [*users, *(ANON_PREFIX + a for a in anons)]
 
 
-def erase_customer(engine: Engine, customer_id: str, actor: Actor) -> ErasureReport:
+def erase_customer(
+    engine: Engine,
+    customer_id: str,
+    actor: Actor,
+    *,
+    receipt: str | None = None,
+    also: tuple[Collection[str], Collection[str]] = ((), ()),
+) -> ErasureReport:
     """Erase the customer ``customer_id`` (a userId; ``anon:<anonymousId>`` for a visitor who
-    never logged in) and every id stitched to them (module docstring). NotFound when nothing
-    anywhere holds any of their ids (and nothing is recorded)."""
+    never logged in) and every id stitched to them (module docstring), with ``also``'s ids.
+    NotFound when nothing anywhere holds any of their ids (and nothing is recorded).
+    ``receipt``: the one the pseudonym is made with (a new random one by default; a scaled
+    API worker makes it and hands it on)."""
     with engine.exclusive(saving=True):
         engine.flush()  # pending decisions into the log, where they are erased
-        users, anons = _customer_ids(engine, customer_id)
+        users, anons = customer_ids(engine, customer_id, also)
         keys = _keys(users, anons)
         events = engine.event_log.erase(users, anons)
         decisions = engine.decision_log.erase_decisions(keys)
@@ -164,7 +213,7 @@ def erase_customer(engine: Engine, customer_id: str, actor: Actor) -> ErasureRep
     }
     if not any(counts.values()):
         raise NotFound(f"no customer {customer_id!r}: nothing holds any of their ids")
-    receipt = secrets.token_hex(16)
+    receipt = receipt or secrets.token_hex(16)
     subject = "erased:" + hashlib.sha256(f"{receipt}\x00{customer_id}".encode()).hexdigest()
     (entry,) = engine.audit.append(
         [
@@ -188,7 +237,7 @@ def erase_customer(engine: Engine, customer_id: str, actor: Actor) -> ErasureRep
     )
 
 
-def _audit_of(engine: Engine, keys: list[str]) -> list[AuditEntry]:
+def _audit_of(engine: CustomerData, keys: list[str]) -> list[AuditEntry]:
     out: list[AuditEntry] = []
     for key in keys:
         after = 0
@@ -198,7 +247,7 @@ def _audit_of(engine: Engine, keys: list[str]) -> list[AuditEntry]:
     return sorted(out, key=lambda e: e.seq)
 
 
-def _outbox_of(engine: Engine, ids: list[str]) -> Iterator[OutboxMessage]:
+def _outbox_of(engine: CustomerData, ids: list[str]) -> Iterator[OutboxMessage]:
     needles = [mention(i) for i in ids]
     after = 0
     while page := engine.outbox.messages(None, after, _PAGE):
@@ -208,7 +257,7 @@ def _outbox_of(engine: Engine, ids: list[str]) -> Iterator[OutboxMessage]:
                 yield m
 
 
-def _quarantined_of(engine: Engine, users: list[str], anons: list[str]) -> list[HeldMessage]:
+def _quarantined_of(engine: CustomerData, users: list[str], anons: list[str]) -> list[HeldMessage]:
     out: list[HeldMessage] = []
     after = 0
     while page := engine.quarantine.held(after, _PAGE):
@@ -217,12 +266,12 @@ def _quarantined_of(engine: Engine, users: list[str], anons: list[str]) -> list[
     return out
 
 
-def export_customer(engine: Engine, customer_id: str, actor: Actor) -> CustomerExport:
+def export_customer(engine: CustomerData, customer_id: str, actor: Actor) -> CustomerExport:
     """Everything held about ``customer_id`` and the ids stitched to them (as
     ``erase_customer`` finds them), recorded in the audit log first (a read of a customer's
     data: ``CUSTOMER_EXPORTED``). NotFound when nothing holds any of their ids."""
     engine.flush()
-    users, anons = _customer_ids(engine, customer_id)
+    users, anons = customer_ids(engine, customer_id)
     keys = _keys(users, anons)
     log = engine.event_log
     stored = log.events_of(users, anons, log.last_seq())

@@ -25,6 +25,8 @@
     ├── ConfigError             a setting (NEXTBEST_*) is malformed
     ├── NotServed               this kind of server does not serve the feature asked
     │                           (callbacks on a scaled API worker)        -> 501
+    ├── ErasurePending          a scaled erasure still under way: the route answers 202
+    │                           with its receipt (``scaled_erasure``)
     ├── StoreError              the storage adapter failed (I/O)          -> 503
     │   ├── StoreUnavailable    the backend cannot be reached             -> 503
     │   └── StateLost           saved state vanished under its writer (Redis flushed
@@ -47,6 +49,7 @@ __all__ = [
     "CatalogProblem",
     "ConfigError",
     "Conflict",
+    "ErasurePending",
     "Forbidden",
     "InFlight",
     "InputError",
@@ -281,6 +284,21 @@ class NotServed(NextbestError):
     callbacks, which the embedded engine serves): the message says where it is."""
 
     code = "not_served"
+
+
+class ErasurePending(NextbestError):
+    """A scaled erasure's command is on the bus and the fold worker has not recorded its
+    outcome yet (``scaled_erasure``): the HTTP face answers 202 with the ``receipt`` whose
+    status ``GET /v1/erasures/{receipt}`` reads."""
+
+    code = "erasure_pending"
+
+    def __init__(self, receipt: str) -> None:
+        super().__init__(
+            "the erasure is under way: the fold worker has not finished it yet; read its "
+            f"status at /v1/erasures/{receipt}"
+        )
+        self.receipt = receipt
 
 
 class StoreError(NextbestError):

@@ -26,6 +26,11 @@ One step (``step``), repeated:
    in one commit (many folds, one commit under load). While ``max_unlogged`` deliveries wait
    for it, the fold waits too (backpressure; below the bus's ``max_ack_pending``).
 
+An erasure command (kind ``erase``, ``scaled_erasure``) is handled alone in its step, when
+the fold reaches it: the log written up to it, tombstones recorded, the customer erased from
+the engine (PostgreSQL's rows, the live state, Redis), the outcome recorded, the position
+saved past it. Events carrying a tombstoned id accepted before the erasure are dropped.
+
 A failure anywhere (PostgreSQL restarting, Redis away) acknowledges nothing: the step (or the
 segment's write) is tried again, with a growing pause, until it passes; the bus keeps every
 later event meanwhile. A crash anywhere loses nothing either: the restarted worker restores the
@@ -38,6 +43,7 @@ folded again; folding resumes past the saved position.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -49,10 +55,23 @@ import msgspec
 from nextbest.bus.port import Delivery, EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.engine import Engine
-from nextbest.errors import NextbestError, StateLost, StoreError
+from nextbest.erasure import customer_ids
+from nextbest.errors import InputError, NextbestError, StateLost, StoreError
 from nextbest.events.model import Event
 from nextbest.fold_loop import FoldLoop, LoopStats
-from nextbest.store.port import SequencedLog, StateReads
+from nextbest.profile.identity import ANON_PREFIX
+from nextbest.scaled_erasure import (
+    ERASE,
+    OUTCOME_SECONDS,
+    TOMBSTONE_SECONDS,
+    ErasureOutcome,
+    Tombstones,
+    customer_key_marks,
+    decode_command,
+    encode,
+    erase_on_engine,
+)
+from nextbest.store.port import ErasureLedger, SequencedLog, StateReads
 from nextbest.store.snapshot import (
     FOLD_ROW,
     POSITION,
@@ -69,6 +88,8 @@ log = logging.getLogger("nextbest.fold")
 
 #: the durable consumer's name
 CONSUMER = "fold"
+#: seconds after an erasure its customers' decisions are erased from the log once more
+ERASE_AGAIN_AFTER = 1.0
 
 _decode = msgspec.msgpack.Decoder(Event).decode
 
@@ -79,6 +100,10 @@ class FoldStats(LoopStats):
     published)."""
 
     models_published: int = 0
+    #: erasure commands applied, and events dropped by a tombstone (an erased customer's,
+    #: accepted before their erasure)
+    erasures: int = 0
+    erased_dropped: int = 0
 
 
 class _Pending(NamedTuple):
@@ -107,9 +132,22 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
         writer: SequencedLog | None = None,
         close_writer: Callable[[], None] | None = None,
         max_unlogged: int = 10_000,
+        erasures: ErasureLedger | None = None,
+        tombstones: Tombstones | None = None,
     ) -> None:
+        """``erasures``: where erasure commands' tombstones and outcomes are recorded
+        (Redis), ``tombstones`` those recorded before (``scaled_erasure``): without them an
+        erasure command is acknowledged and does nothing (logged)."""
         super().__init__(FoldStats(), max_unlogged)
         self.engine = engine
+        self._erasures = erasures
+        self._tombstones = tombstones
+        #: an erasure applied whose outcome is not recorded yet (its delivery's seq, the
+        #: outcome, the ids): a retry records it rather than erasing again
+        self._erasing: tuple[int, ErasureOutcome, list[str], list[str]] | None = None
+        #: (when, customer keys): the decision log erased once more, a moment after an
+        #: erasure (a decision an API worker was writing as the feed told it)
+        self._again: list[tuple[float, list[str]]] = []
         self.bus = bus
         self.consumer = consumer
         self.batch = batch
@@ -179,6 +217,12 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             for d in self.bus.fetch(self.consumer, self.batch, self.wait):
                 self._take(d)
         todo = self._ready()
+        self._erase_decisions_again()
+        cut = next((i for i, d in enumerate(todo) if d.kind == ERASE), None)
+        if cut == 0:
+            return self._erase(todo[0])
+        if cut is not None:  # the events before it first, then the erasure alone
+            todo = todo[:cut]
         models_due = self._monotonic() - self._models_at >= self.model_every
         if not todo:
             if models_due and self.engine.models_changed:
@@ -193,6 +237,10 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             if again[-1].seq == self.position:
                 self.log.skip_to(self._resume_seq)
         events = [_decode(d.body) for d in fresh]
+        if self._tombstones is not None and self._tombstones.held:
+            kept = [e for e in events if not self._tombstones.drops(e)]
+            self.stats.erased_dropped += len(events) - len(kept)
+            events = kept
         seqs: list[int | None] = []
         if fresh:
             started = time.perf_counter()
@@ -218,6 +266,79 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             self.on_step(self.stats)
         self._log_here()
         return folded
+
+    # ------------------------------------------------------------------ erasure
+    def _erase(self, d: Delivery) -> int:
+        """An erasure command (``scaled_erasure``), alone in its step: every event folded
+        before it logged first, then the tombstones recorded, the customer erased from the
+        engine (its stores and live state), the outcome recorded, the position saved past
+        it. A failure raises (the step is tried again; an erasure is idempotent). A command
+        at or below the saved position was applied before a restart: passed over."""
+        if d.seq > self.position:
+            if self._erasures is None or self._tombstones is None:
+                log.error("an erasure command, and no Redis to record it in: passed over")
+            else:
+                self._apply_erasure(d, self._erasures, self._tombstones)
+            self._save(d.seq, models=True)
+            self.position = d.seq
+        elif d.seq == self.position:
+            self.log.skip_to(self._resume_seq)
+        del self._held[d.seq]
+        self._done = d.seq
+        self._seal(_Pending(self.log.seal(d.seq), [d]))
+        self._ack_stale()
+        if self._writer is None:
+            with contextlib.suppress(NextbestError):
+                self._write_unlogged(retry=self.stats.log_error is not None)
+        return 0
+
+    def _apply_erasure(self, d: Delivery, ledger: ErasureLedger, stones: Tombstones) -> None:
+        command = decode_command(d.body)
+        if self._erasing is None or self._erasing[0] != d.seq:
+            self._drain_log()
+            now = self._wall()
+            try:
+                users, anons = customer_ids(
+                    self.engine, command.customer_id, (command.user_ids, command.anonymous_ids)
+                )
+            except InputError:  # never sent by an API worker: recorded, passed over
+                outcome = ErasureOutcome(status="not_found", erased_at=now)
+                self._erasing = (d.seq, outcome, [], [])
+            else:
+                fresh = {t: now for t in stones.of(users, anons)}
+                ledger.record_tombstones(fresh, TOMBSTONE_SECONDS)
+                stones.add(fresh)
+                outcome = erase_on_engine(self.engine, command, (users, anons), now)
+                self._erasing = (d.seq, outcome, users, anons)
+                keys = [*users, *(ANON_PREFIX + a for a in anons)]
+                self._again.append((self._monotonic() + ERASE_AGAIN_AFTER, keys))
+        _, outcome, users, anons = self._erasing
+        ledger.finish_erasure(
+            command.receipt, encode(outcome), OUTCOME_SECONDS, customer_key_marks(users, anons)
+        )
+        self._erasing = None
+        self.stats.erasures += 1
+        stones.prune(self._wall())
+
+    def _drain_log(self) -> None:
+        """Wait until the event log holds every event folded (the writer thread's commits;
+        without it, written here)."""
+        if self._writer is None:
+            self._write_unlogged(retry=self.stats.log_error is not None)
+            return
+        with self._changed:
+            while self._unlogged:
+                if self._stop.is_set():
+                    raise StoreError("stopping: an erasure waits for the event log")
+                self._changed.wait(0.1)
+
+    def _erase_decisions_again(self) -> None:
+        """The decision log erased once more for the customers erased a moment ago."""
+        now = self._monotonic()
+        while self._again and self._again[0][0] <= now:
+            _, keys = self._again[0]
+            self.engine.decision_log.erase_decisions(keys)
+            self._again.pop(0)
 
     # ------------------------------------------------------------------ the log writer
     def _write_group(self, group: list[_Pending], *, retry: bool) -> list[_Pending]:

@@ -85,7 +85,15 @@ from nextbest.profile.identity import ANON_PREFIX, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.profile_cache import LINKED_ROW, Linked, ProfileCache
 from nextbest.routing import destination, dissolved, home, joined, moved_links, remote
+from nextbest.scaled_erasure import (
+    ERASE,
+    OUTCOME_SECONDS,
+    ErasureOutcome,
+    decode_command,
+)
+from nextbest.scaled_erasure import encode as encode_outcome
 from nextbest.store.port import (
+    ErasureLedger,
     EventLog,
     Outbox,
     PartitionedLog,
@@ -675,7 +683,11 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             limit = self.again[p] if p in self._restart_pending else None
             taken: list[Delivery] = []
             while queue and len(taken) < share and (limit is None or queue[0].seq <= limit):
+                if queue[0].kind == ERASE and taken:
+                    break  # an erasure command goes alone (``_refuse_erasure``)
                 taken.append(queue.popleft())
+                if taken[-1].kind == ERASE:
+                    break
             if taken:
                 out[p] = taken
         return out
@@ -694,6 +706,13 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         fresh: list[tuple[int, Delivery, Event, Hop | None]] = []
         for p, deliveries in work.items():
             for d in deliveries:
+                if d.kind == ERASE:  # not served here: answered so, passed over
+                    self._refuse_erasure(p, d)
+                    st.deliveries.append(d)
+                    self.done[p] = st.positions[p] = d.seq
+                    if p not in st.held:
+                        st.visible[p] = d.seq
+                    continue
                 if d.seq <= self.again[p]:  # folded before the restart: logged only
                     st.deliveries.append(d)
                     if d.seq > self.logged[p] and d.seq not in self.skipped[p]:
@@ -743,6 +762,24 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                 if p not in st.held:
                     st.visible[p] = d.seq
         return st
+
+    def _refuse_erasure(self, p: int, d: Delivery) -> None:
+        """Several fold workers do not erase customers yet (docs/trust.md): the command's
+        outcome says so (the API worker answers 501), and it is skipped, never logged."""
+        self.skipped[p].add(d.seq)
+        if d.seq <= self.again[p] or not isinstance(self.state, ErasureLedger):
+            return
+        outcome = ErasureOutcome(
+            status="not_served",
+            erased_at=self._wall(),
+            message="a deployment of several (partitioned) fold workers does not erase "
+            "customers yet: docs/trust.md",
+        )
+        try:
+            receipt = decode_command(d.body).receipt
+            self.state.finish_erasure(receipt, encode_outcome(outcome), OUTCOME_SECONDS)
+        except (NextbestError, msgspec.DecodeError) as exc:
+            log.error("an erasure command not answered: %s", exc)
 
     def _requeue(self, deliveries: list[Delivery]) -> None:
         """Put deliveries not processed back at the front of their queues, in order."""

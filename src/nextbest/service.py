@@ -20,6 +20,7 @@ from nextbest.guard.senders import Sender
 from nextbest.ingestion import IngestRequest, IngestResult
 from nextbest.learn.learner import Learner
 from nextbest.profile.model import Profile
+from nextbest.scaled_erasure import ErasureOutcome
 from nextbest.store.port import AuditLog, HeldMessage, Quarantine
 
 __all__ = ["Service"]
@@ -114,3 +115,5 @@ class Service(Protocol):
     def erase_customer(self, customer_id: str, actor: Actor) -> ErasureReport: ...
 
     def export_customer(self, customer_id: str, actor: Actor) -> CustomerExport: ...
+
+    def erasure_status(self, receipt: str) -> ErasureOutcome | None: ...

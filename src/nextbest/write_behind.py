@@ -32,7 +32,7 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
-from nextbest.errors import NotServed, StoreError
+from nextbest.errors import StoreError
 from nextbest.events.model import Event
 from nextbest.store.port import EventLog, SequencedLog, StoredEvent
 
@@ -184,5 +184,11 @@ class WriteBehindLog:
         return self.log.count() + unlogged
 
     def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
-        """Not served on a fold worker: erasure runs on the embedded engine (docs/trust.md)."""
-        raise NotServed("a fold worker does not erase customers: the embedded engine does")
+        """The log's ``erase``, once every event handed a seq is logged (the fold worker
+        waits for its writer before it erases: ``scaled_erasure``); StoreError otherwise."""
+        if self.unlogged:
+            raise StoreError(
+                "event log: an erasure waits until every folded event is logged "
+                f"({self.unlogged} are not yet)"
+            )
+        return self.log.erase(user_ids, anonymous_ids)

@@ -24,6 +24,7 @@ from nextbest.events.model import Event
 from nextbest.events.parse import Parsed
 from nextbest.fold_worker import FoldWorker
 from nextbest.guard.senders import KeyKind, Sender
+from nextbest.scaled_erasure import Tombstones, tombstone_key
 from nextbest.store import Stores, memory_stores, with_state
 from nextbest.store.port import SequencedLog, StoredEvent
 from nextbest.store.redis import RedisState
@@ -32,6 +33,7 @@ from tests.support import T0, batch, identify, page, track
 REDIS = os.environ.get("NEXTBEST_TEST_REDIS_ROLES", "redis://127.0.0.1:6379/13")
 MORTGAGE = "https://bank.example/mortgages/rates"
 SERVER = Sender(KeyKind.SERVER)
+KEY = tombstone_key("roles-test-secret")
 
 
 class Deployment:
@@ -42,8 +44,18 @@ class Deployment:
         self.state = RedisState(REDIS, "nextbest-roles", timeout=2.0)
         self.reads = RedisState(REDIS, "nextbest-roles", timeout=2.0)
         self.engine = Engine(catalog, with_state(logs, self.state, lambda: None), clock)
-        self.fold = FoldWorker(self.engine, bus, wait=0.01, model_every=0.0)
-        self.api = ApiWorker(catalog, logs, self.reads, self.reads, bus, clock, read_wait=2.0)
+        self.fold = FoldWorker(
+            self.engine,
+            bus,
+            wait=0.01,
+            model_every=0.0,
+            wall=clock.now,
+            erasures=self.state,
+            tombstones=Tombstones(KEY, self.state.tombstones()),
+        )
+        self.api = ApiWorker(
+            catalog, logs, self.reads, self.reads, bus, clock, read_wait=2.0, tombstone_key=KEY
+        )
         self._thread: threading.Thread | None = None
 
     def restarted_engine(self) -> Engine:
@@ -468,13 +480,81 @@ def test_an_api_worker_binds_a_stitched_device_to_its_customer(deploy: Deploymen
     assert (decided.customer_id, decided.segments) == ("anon:dev-v", [])
 
 
-def test_export_and_erasure_are_not_served_by_an_api_worker(deploy: Deployment):
-    """Erasure needs every fold held still while it deletes (``Engine.exclusive``): a scaled
-    API worker answers both 501 (NotServed), naming the embedded engine (docs/trust.md)."""
+def test_an_erasure_through_an_api_worker_also_drops_another_worker_s_decisions(
+    deploy: Deployment,
+):
+    """The erasure command waits behind the customer's events on the bus; the fold worker
+    erases them everywhere; another API worker's decisions for them not written yet are
+    dropped at its next flush (the erasures' feed), never written after the erasure."""
     from nextbest.audit.model import Actor
-    from nextbest.errors import NotServed
 
-    admin = Actor(kind="admin", key_id="k")
-    for ask in (deploy.api.erase_customer, deploy.api.export_customer):
-        with pytest.raises(NotServed, match="embedded engine"):
-            ask("u1", admin)
+    other = ApiWorker(
+        deploy.catalog,
+        deploy.logs,
+        deploy.reads,
+        deploy.reads,
+        deploy.bus,
+        deploy.clock,
+        tombstone_key=KEY,
+    )
+    other.read_wait = 0.0
+    deploy.start_folding()
+    deploy.send(identify({"email": "e@x.dk"}, user="gone", anon="gone-dev", at=T0 - 9))
+    deploy.send(page(MORTGAGE, user="kept", at=T0 - 8))
+    deploy.api.decide(DecisionRequest(placement="home_feed"), user_id="gone")
+    deploy.api.flush()
+    other.decide(DecisionRequest(placement="home_feed"), user_id="gone")  # pending there
+    other.decide(DecisionRequest(placement="home_feed"), user_id="kept")
+    report = deploy.api.erase_customer("gone", Actor(kind="admin", key_id="k"))
+    assert (report.events, report.decisions, report.profiles) == (1, 1, 1)
+    assert report.anonymous_ids == ["gone-dev"]
+    other.flush()
+    assert [d.customer_id for d in deploy.logs.decisions.decisions()] == ["kept"]
+    assert deploy.api.live.get("gone") is None
+    assert deploy.api.erasure_status(report.receipt).status == "erased"
+    assert deploy.logs.events.events_of(["gone"], ["gone-dev"], 10**9) == []
+
+
+def test_an_erasure_the_fold_has_not_reached_is_pending_then_done(deploy: Deployment):
+    from nextbest.audit.model import Actor
+    from nextbest.errors import ErasurePending
+
+    deploy.send(page(MORTGAGE, user="gone", at=T0 - 9))
+    deploy.api.erase_wait = 0.05
+    with pytest.raises(ErasurePending) as pending:
+        deploy.api.erase_customer("gone", Actor(kind="admin", key_id="k"))
+    assert deploy.api.erasure_status(pending.value.receipt) is None
+    deploy.start_folding()
+    deadline = time.monotonic() + 10
+    while deploy.api.erasure_status(pending.value.receipt) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert deploy.api.erasure_status(pending.value.receipt).events == 1
+    assert deploy.logs.events.count() == 0
+
+
+def test_an_erased_customer_s_event_still_in_flight_is_not_folded_back(deploy: Deployment):
+    """An event accepted before the erasure that reaches the fold after it (here: published
+    late, under another messageId) is dropped by the tombstone; one sent after it is new."""
+    import msgspec
+
+    from nextbest.audit.model import Actor
+    from nextbest.bus.port import BusMessage
+
+    deploy.start_folding()
+    deploy.send(page(MORTGAGE, user="gone", at=T0 - 9))
+    in_flight = page(MORTGAGE, user="gone", at=T0 - 8)
+    (event,) = deploy.api.read_batch(batch(in_flight)).events
+    deploy.api.erase_customer("gone", Actor(kind="admin", key_id="k"))
+    body = msgspec.msgpack.encode(event)  # accepted (received_at) before the erasure
+    deploy.bus.publish([BusMessage(0, "late-copy", body)])
+    deploy.clock.advance(1.0)
+    deploy.send(page(MORTGAGE, user="gone", at=T0 - 7))  # after it: new data
+    deadline = time.monotonic() + 10
+    while deploy.fold.position < deploy.bus.last_seq():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert deploy.fold.stats.erased_dropped == 1
+    profile = deploy.api.live.get("gone")
+    assert profile is not None
+    assert profile.event_count == 1

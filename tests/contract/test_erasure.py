@@ -62,6 +62,20 @@ def test_the_event_log_erases_a_customer_s_ids_and_keeps_a_shared_device_s_other
     assert seq > last
 
 
+def test_a_retried_erased_message_stays_a_duplicate(stores: Stores):
+    log = stores.events
+    sent = _events({"user": "gone"}, {"anon": "gone-dev"}, {"user": "kept"})
+    log.append(sent)
+    assert log.erase(["gone"], ["gone-dev"]) == 2
+    # the client retries its whole batch after the erasure: only what was kept is known,
+    # and nothing erased is stored again
+    assert log.append(sent) == [None, None, None]
+    assert log.count() == 1
+    assert log.events_of(["gone"], ["gone-dev"], log.last_seq()) == []
+    (seq,) = log.append(_events({"user": "gone"}, start=50))  # a new message: new data
+    assert seq is not None
+
+
 def test_the_decision_log_erases_a_customer_s_decisions_and_never_reuses_a_position(
     stores: Stores,
 ):

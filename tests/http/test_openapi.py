@@ -226,6 +226,8 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     assert len(exported.events) == 1
     erased = call("delete_customers_user_id", admin, "ErasureReport", user_id="gen-erase")
     assert erased.events == 1
+    status = call("get_erasures_receipt", admin, "ErasureOutcome", receipt=erased.receipt)
+    assert (status.status, status.events) == ("erased", 1)
     call("get_healthz", public, "HealthResponse")
     assert call("get_readyz", public, "ReadyResponse").status == "ready"
     text = call("get_metrics", admin, "str")

@@ -62,3 +62,16 @@ def test_a_failed_flush_keeps_the_decisions_pending():
     log.fail = False
     journal.flush()
     assert journal.cut() == ([], 1)
+
+
+def test_forget_where_drops_pending_and_recent_decisions_never_written_after():
+    log = MemoryDecisionLog()
+    journal = DecisionJournal(log)
+    journal.add(made(1))
+    journal.flush()  # recent
+    journal.add(made(2))  # pending
+    journal.add(made(5))  # taken after the erasure (at T0 + 3)
+    assert journal.forget_where(lambda d: d.timestamp <= T0 + 3) == 2
+    journal.flush()
+    assert [d.decision_id for d in log.decisions()] == ["d001", "d005"]
+    assert journal.get("d002") is None

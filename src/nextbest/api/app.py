@@ -72,6 +72,7 @@ from nextbest.decide.model import Decision, DecisionRequest
 from nextbest.decide.reasons import CUSTOMER_FACING
 from nextbest.erasure import CustomerExport, ErasureReport
 from nextbest.errors import (
+    ErasurePending,
     Forbidden,
     NextbestError,
     NotFound,
@@ -82,6 +83,7 @@ from nextbest.events.parse import SINGLE_MESSAGE, Parsed, decode_json, parse_ins
 from nextbest.events.wire import WireBatch
 from nextbest.experiments.report import ExperimentList, ExperimentResult
 from nextbest.guard.senders import KeyKind, Scope, Sender, check_decision_time
+from nextbest.scaled_erasure import ErasureOutcome
 from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.port import HeldMessage
@@ -294,10 +296,24 @@ async def _export_customer(ctx: Ctx) -> Response:
 
 
 async def _erase_customer(ctx: Ctx) -> Response:
-    """GDPR art. 17: the customer and every id stitched to them deleted."""
+    """GDPR art. 17: the customer and every id stitched to them deleted; 202 with the
+    receipt when a scaled deployment's fold worker has not finished it in time."""
     user_id = ctx.request.path_params["user_id"]
-    report = await run_in_threadpool(ctx.engine.erase_customer, user_id, actor_of(ctx.sender))
+    try:
+        report = await run_in_threadpool(ctx.engine.erase_customer, user_id, actor_of(ctx.sender))
+    except ErasurePending as pending:
+        status = f"/v1/erasures/{pending.receipt}"
+        return _json({"status": "pending", "receipt": pending.receipt, "status_url": status}, 202)
     return _answer(report)
+
+
+async def _erasure_status(ctx: Ctx) -> Response:
+    """A scaled erasure's outcome, by its receipt."""
+    receipt = ctx.request.path_params["receipt"]
+    outcome = await run_in_threadpool(ctx.engine.erasure_status, receipt)
+    if outcome is None:
+        raise NotFound(f"no erasure recorded under receipt {receipt!r} (yet)")
+    return _answer(outcome)
 
 
 async def _experiments(ctx: Ctx) -> Response:
@@ -553,6 +569,15 @@ ROUTES: tuple[RouteSpec, ...] = (
         me_why,
         response=WhyPage,
         text_query=ME_LANGUAGE_QUERY,
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/erasures/{receipt}",
+        Scope.CUSTOMER_RIGHTS,
+        "The outcome of an erasure a scaled deployment answered 202 for, by its receipt "
+        "(status erased, with the counts; 404 while it is under way) (docs/trust.md)",
+        _erasure_status,
+        response=ErasureOutcome,
     ),
     RouteSpec(
         "GET",

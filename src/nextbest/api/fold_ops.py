@@ -14,7 +14,9 @@ what operating it needs.
                                               the partition of the customer it belongs to),
                                               frozen (a stitch dissolving a customer homed
                                               here, sent on), deferred (a stitch put back: a
-                                              customer it touches is claimed by another)
+                                              customer it touches is claimed by another);
+                                              erased (dropped by a tombstone: an erased
+                                              customer's, accepted before the erasure)
     nextbest_fold_redelivered_total           deliveries the bus sent again
     nextbest_fold_failures_total              fold steps that failed (retried)
     nextbest_fraud_alerts_total{outcome}      the guard's alerts enqueued in the outbox after
@@ -159,6 +161,7 @@ _OUTCOMES = (
     ("forwarded", "forwarded"),
     ("frozen", "stitches"),
     ("deferred", "stitches_deferred"),
+    ("erased", "erased_dropped"),
 )
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "Exposure",
     "Sums",
     "decode_counters",
+    "decode_exposure",
     "exposure_key",
 ]
 
@@ -218,6 +219,11 @@ _decode_counts = msgspec.msgpack.Decoder(_Counts).decode
 _decode_exposure = msgspec.msgpack.Decoder(Exposure).decode
 _decode_days = msgspec.msgpack.Decoder(dict[str, list[dict[int, Sums]]]).decode
 _decode_audiences = msgspec.msgpack.Decoder(dict[str, dict[str, list[Sums]]]).decode
+
+
+def decode_exposure(body: bytes) -> Exposure:
+    """An exposure row's body, as saved."""
+    return _decode_exposure(body)
 
 
 def exposure_key(campaign: str, customer: str) -> str:

@@ -163,11 +163,10 @@ class MemoryEventLog:
                 return 0
             # the highest seq stays handed out: ``last_seq`` reads the list
             self._high = max(self._high, self.last_seq())
-            kept = [s for s in self._events if s.seq not in gone]
-            for s in self._events:
-                if s.seq in gone:
-                    self._ids.discard(s.event.message_id)
-            self._events = kept
+            # their messageIds stay in ``_ids``: a retry or a redelivery of an erased
+            # message stays a duplicate (as PostgreSQL's ``message_ids`` and SQLite's
+            # ``erased_messages`` keep them)
+            self._events = [s for s in self._events if s.seq not in gone]
             for index in (self._by_user, self._by_anon):
                 for key in list(index):
                     rows = [s for s in index[key] if s.seq not in gone]

@@ -25,6 +25,7 @@ __all__ = [
     "Callbacks",
     "Capacity",
     "DecisionLog",
+    "ErasureLedger",
     "EventLog",
     "HeldMessage",
     "Lease",
@@ -96,7 +97,8 @@ class EventLog(Protocol):
         without a userId (an event another user sent from a shared device stays theirs).
         How many were deleted. Seqs are never handed out again and ``last_seq`` never goes
         down (it is the highest seq ever handed out), so a restart from a saved position
-        never skips an event."""
+        never skips an event. The erased events' messageIds stay known: appending one
+        again (a client's retry, a bus redelivery) is a duplicate, never stored."""
         ...
 
 
@@ -302,6 +304,38 @@ class WriteMarks(Protocol):
     def mark_written(self, marks: Mapping[str, int]) -> None:
         """Raise each mark to its sequence (never lower it); marks expire after a while
         (a fold that far behind is waited for by nobody)."""
+        ...
+
+
+@runtime_checkable
+class ErasureLedger(Protocol):
+    """What a scaled deployment shares about erasures (``scaled_erasure``): tombstones (a
+    keyed hash of each erased id -> when it was erased, never the id) that keep an erased
+    customer's events still in flight from being folded back, the feed of them the API
+    workers read to forget their decisions, and each erasure's outcome by its receipt. The
+    Redis state store has it."""
+
+    def record_tombstones(self, tombstones: Mapping[str, float], ttl: float) -> None:
+        """Keep each tombstone ``ttl`` seconds, and add it to the feed."""
+        ...
+
+    def tombstones(self) -> dict[str, float]:
+        """Every tombstone kept: hash -> erasure time."""
+        ...
+
+    def erased_since(self, since: float) -> list[tuple[str, float]]:
+        """The feed's tombstones recorded after time ``since``: (hash, erasure time)."""
+        ...
+
+    def finish_erasure(
+        self, receipt: str, outcome: bytes, ttl: float, marks: Sequence[str] = ()
+    ) -> None:
+        """Record an erasure's outcome (kept ``ttl`` seconds; the first one recorded stays)
+        and delete the write marks ``marks`` (``WriteMarks``' names) of the erased ids."""
+        ...
+
+    def erasure_outcome(self, receipt: str) -> bytes | None:
+        """The outcome recorded for ``receipt``; None when none is (yet)."""
         ...
 
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -183,6 +183,9 @@ class RedisState:
         #: ``save_rows`` found the saved state gone: it refuses from then on
         self._lost = False
         self._mark_prefix = f"{namespace}:written:".encode()
+        self._erased_prefix = f"{namespace}:erased:".encode()
+        self._feed_key = f"{namespace}:erasures".encode()
+        self._outcome_prefix = f"{namespace}:erasure:".encode()
         self._raise_marks = self.client.register_script(_RAISE_MARKS)
         self._claim = self.client.register_script(_CLAIM)
         self._release = self.client.register_script(_RELEASE)
@@ -384,6 +387,55 @@ class RedisState:
         args = [int(ttl * 1000), *marks.values()]
         with self._translated("mark written"):
             self._raise_marks(keys=keys, args=args)
+
+    # ------------------------------------------------------------------ erasures
+    def record_tombstones(self, tombstones: Mapping[str, float], ttl: float) -> None:
+        """``ErasureLedger.record_tombstones``: ``<ns>:erased:<hash>`` -> erasure time, kept
+        ``ttl`` seconds, and each in the feed ``<ns>:erasures`` (a sorted set by time, older
+        than ``ttl`` trimmed). One MULTI/EXEC."""
+        if not tombstones:
+            return
+        with self._translated("record tombstones"), self.client.pipeline() as pipe:
+            for digest, at in tombstones.items():
+                pipe.set(self._erased_prefix + digest.encode(), repr(at), px=int(ttl * 1000))
+            pipe.zadd(self._feed_key, dict(tombstones))
+            pipe.zremrangebyscore(self._feed_key, "-inf", max(tombstones.values()) - ttl)
+            pipe.execute()
+
+    def tombstones(self) -> dict[str, float]:
+        """``ErasureLedger.tombstones``: every tombstone kept (hash -> erasure time)."""
+        out: dict[str, float] = {}
+        start = len(self._erased_prefix)
+        with self._translated("read tombstones"):
+            for keys in self._scan_pages(_glob_escaped(self._erased_prefix.decode()) + "*"):
+                for key, at in zip(keys, self.client.mget(keys), strict=True):
+                    if at is not None:
+                        out[key[start:].decode()] = float(_as_bytes_key(at))
+        return out
+
+    def erased_since(self, since: float) -> list[tuple[str, float]]:
+        """``ErasureLedger.erased_since``: the feed's tombstones recorded after ``since``."""
+        with self._translated("read erasures"):
+            got = self.client.zrangebyscore(self._feed_key, f"({since!r}", "+inf", withscores=True)
+        pairs = cast("list[tuple[bytes, float]]", got)
+        return [(_as_bytes_key(m).decode(), float(at)) for m, at in pairs]
+
+    def finish_erasure(
+        self, receipt: str, outcome: bytes, ttl: float, marks: Sequence[str] = ()
+    ) -> None:
+        """``ErasureLedger.finish_erasure``: the outcome under ``<ns>:erasure:<receipt>``
+        (kept ``ttl`` seconds; a first one is never replaced) and the write marks ``marks``
+        deleted, in one MULTI/EXEC."""
+        with self._translated("finish erasure"), self.client.pipeline() as pipe:
+            pipe.set(self._outcome_prefix + receipt.encode(), outcome, px=int(ttl * 1000), nx=True)
+            if marks:
+                pipe.delete(*(self._mark_prefix + m.encode() for m in marks))
+            pipe.execute()
+
+    def erasure_outcome(self, receipt: str) -> bytes | None:
+        """``ErasureLedger.erasure_outcome``: the outcome ``finish_erasure`` recorded."""
+        with self._translated("read erasure outcome"):
+            return _as_bytes(self.client.get(self._outcome_prefix + receipt.encode()))
 
     def ping(self) -> None:
         """StoreUnavailable unless Redis answers now."""

@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS decision_positions (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     high INTEGER NOT NULL
 );  -- the highest decision rowid handed out before an erasure deleted it
+CREATE TABLE IF NOT EXISTS erased_messages (
+    message_id TEXT PRIMARY KEY
+) WITHOUT ROWID;  -- the messageIds of erased events: a retry of one stays a duplicate
+CREATE TRIGGER IF NOT EXISTS events_erased_stay_out BEFORE INSERT ON events
+WHEN EXISTS (SELECT 1 FROM erased_messages WHERE message_id = NEW.message_id)
+BEGIN SELECT RAISE(IGNORE); END;
 CREATE TABLE IF NOT EXISTS state_watermark (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -236,6 +242,13 @@ def _select_seqs(count: int) -> str:
     return f"SELECT seq, message_id FROM events WHERE message_id IN ({', '.join(['?'] * count)})"
 
 
+#: an erasure keeps the erased events' messageIds (random ids a client made, nothing of the
+#: customer's) so that a retry of one is a duplicate (the trigger on ``events`` skips it)
+_KEEP_ERASED = (
+    "INSERT OR IGNORE INTO erased_messages(message_id) SELECT message_id FROM events WHERE "
+)
+
+
 class SQLiteEventLog:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
@@ -336,7 +349,8 @@ class SQLiteEventLog:
         return self.db.scalar("SELECT COUNT(*) FROM events")
 
     def erase(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
-        """One statement per id, each on its index; seqs are AUTOINCREMENT (never reused)."""
+        """One statement per id, each on its index; seqs are AUTOINCREMENT (never reused);
+        the erased messageIds kept in ``erased_messages``."""
         n = 0
         with self.db.writing("erase events") as db:
             db.execute(
@@ -345,8 +359,10 @@ class SQLiteEventLog:
                 "ON CONFLICT(id) DO UPDATE SET high = MAX(high, excluded.high)"
             )
             for user in user_ids:
+                db.execute(_KEEP_ERASED + "user_id = ?", (user,))
                 n += db.execute("DELETE FROM events WHERE user_id = ?", (user,)).rowcount
             for anon in anonymous_ids:
+                db.execute(_KEEP_ERASED + "anonymous_id = ? AND user_id IS NULL", (anon,))
                 n += db.execute(
                     "DELETE FROM events WHERE anonymous_id = ? AND user_id IS NULL", (anon,)
                 ).rowcount

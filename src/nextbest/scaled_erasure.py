@@ -1,0 +1,227 @@
+"""Erasure on the scaled roles (``serve --role api`` and ``--role fold``, docs/trust.md,
+"Export and erasure: scaled roles").
+
+    request  (API worker)  -> an ``ErasureCommand`` published on the bus (kind ``erase``) to
+                              the customer's home partition: the bus orders it after every
+                              event of the customer acknowledged before it
+    apply    (fold worker) -> when its fold reaches the command: every event before it logged,
+                              then tombstones recorded, ``erasure.erase_customer`` on its
+                              engine (the event log, decision log, quarantine, callbacks,
+                              outbox in PostgreSQL; profiles, links, exposures, the learner's
+                              views in its memory and Redis), the ids' write marks deleted
+                              and the outcome recorded under the receipt
+    outcome  (API worker)  -> polled from Redis; the request is answered once it is there
+
+**Tombstones.** An erased id is remembered as ``HMAC-SHA256(key, "u:<userId>" or
+"a:<anonymousId>")`` with the erasure's wall time, never as the id, for ``TOMBSTONE_SECONDS``
+(7 days): a fold worker drops any event carrying a tombstoned id that an API worker accepted
+(``received_at``) at or before the erasure. So an event of the customer still in flight
+when the erasure ran (published concurrently with the command) is not folded back; a new
+event sent after the erasure is new data and folded. A redelivery or a client's retry of an
+erased message is a duplicate anyway: PostgreSQL keeps erased messageIds. The key is derived
+from the deployment's customer token secret (``tombstone_key``): whoever holds Redis alone
+cannot test a guessed id against the tombstones.
+
+**API workers' decisions.** The tombstones also go to a feed (``ErasureLedger.erased_since``)
+every API worker reads on its flush tick (0.1 s): it drops its pending and recent decisions
+for the erased customer keys before writing the pending ones, so a decision taken just
+before the erasure is not written back after it (``DecisionJournal.forget_where``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from nextbest.audit.model import Actor
+from nextbest.erasure import ErasureReport, erase_customer
+from nextbest.errors import ErasurePending, NotFound, NotServed
+from nextbest.events.model import Event
+from nextbest.profile.identity import ANON_PREFIX
+
+if TYPE_CHECKING:
+    from nextbest.engine import Engine
+
+__all__ = [
+    "ERASE",
+    "OUTCOME_SECONDS",
+    "TOMBSTONE_SECONDS",
+    "ErasureCommand",
+    "ErasureOutcome",
+    "ErasurePending",
+    "Tombstones",
+    "customer_key_marks",
+    "decode_command",
+    "decode_outcome",
+    "encode",
+    "erase_on_engine",
+    "outcome_of",
+    "report_of",
+    "tombstone_key",
+]
+
+#: the bus message kind of an erasure command
+ERASE = "erase"
+#: how long a tombstone is kept: longer than any event accepted before an erasure can still
+#: be on its way to a fold (a fold worker down for days leaves its events in JetStream, but
+#: the command waits behind them on the same stream)
+TOMBSTONE_SECONDS = 7 * 86_400.0
+#: how long an erasure's outcome is kept for its receipt's status reads
+OUTCOME_SECONDS = 86_400.0
+
+encode = msgspec.msgpack.Encoder().encode
+
+
+class ErasureCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """What an API worker asks the fold to erase: the customer, the ids it found stitched to
+    them in Redis (the fold adds those it knows), the receipt it answers with."""
+
+    receipt: str
+    customer_id: str
+    user_ids: list[str]
+    anonymous_ids: list[str]
+    requested_at: float
+    actor: Actor
+
+
+class ErasureOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What the fold recorded for a receipt (no id: counts and the audit entry only).
+    ``status``: ``erased``, ``not_found`` (nothing held any of the ids) or ``not_served``
+    (a fold worker that cannot erase: several partitioned ones)."""
+
+    status: str
+    erased_at: float
+    ids: int = 0
+    events: int = 0
+    decisions: int = 0
+    quarantined: int = 0
+    callbacks: int = 0
+    outbox: int = 0
+    profiles: int = 0
+    exposures: int = 0
+    waiting: int = 0
+    audit_seq: int = 0
+    audit_subject: str = ""
+    message: str = ""
+
+
+decode_command = msgspec.msgpack.Decoder(ErasureCommand).decode
+decode_outcome = msgspec.msgpack.Decoder(ErasureOutcome).decode
+
+
+def tombstone_key(secret: str) -> bytes:
+    """The HMAC key of the tombstones, derived from the deployment's customer token secret
+    (every API and fold worker has it)."""
+    return hashlib.sha256(b"nextbest erasure tombstones\x00" + secret.encode()).digest()
+
+
+def customer_key_marks(users: Iterable[str], anons: Iterable[str]) -> list[str]:
+    """The ids as write marks and tombstones name them: ``u:<userId>``, ``a:<anonymousId>``."""
+    return [*("u:" + u for u in users), *("a:" + a for a in anons)]
+
+
+class Tombstones:
+    """The tombstones a fold worker (or an API worker's journal) knows: hash -> erasure
+    time."""
+
+    def __init__(self, key: bytes, held: Mapping[str, float] | None = None) -> None:
+        self._key = key
+        self.held: dict[str, float] = dict(held or {})
+
+    def digest(self, name: str) -> str:
+        """The tombstone of ``u:<userId>`` / ``a:<anonymousId>``."""
+        return hmac.new(self._key, name.encode(), hashlib.sha256).hexdigest()
+
+    def of(self, users: Iterable[str], anons: Iterable[str]) -> list[str]:
+        return [self.digest(n) for n in customer_key_marks(users, anons)]
+
+    def of_customer_key(self, key: str) -> str:
+        """The tombstone of a decision's customer key (a userId, ``anon:<anonymousId>``)."""
+        if key.startswith(ANON_PREFIX):
+            return self.digest("a:" + key[len(ANON_PREFIX) :])
+        return self.digest("u:" + key)
+
+    def add(self, digests: Mapping[str, float]) -> None:
+        for d, at in digests.items():
+            self.held[d] = max(at, self.held.get(d, at))
+
+    def drops(self, event: Event) -> bool:
+        """``event`` is one an erasure of its ids deletes (``store.port.of_erased``: its
+        userId, or its anonymousId when it has none: another user's event from an erased
+        device stays theirs) and was accepted at or before that erasure."""
+        if not self.held:
+            return False
+        if event.user_id:
+            name = "u:" + event.user_id
+        elif event.anonymous_id:
+            name = "a:" + event.anonymous_id
+        else:
+            return False
+        at = self.held.get(self.digest(name))
+        return at is not None and event.received_at <= at
+
+    def prune(self, now: float, ttl: float = TOMBSTONE_SECONDS) -> None:
+        self.held = {d: at for d, at in self.held.items() if at > now - ttl}
+
+
+def outcome_of(report: ErasureReport, now: float) -> ErasureOutcome:
+    return ErasureOutcome(
+        status="erased",
+        erased_at=now,
+        ids=len(report.user_ids) + len(report.anonymous_ids),
+        events=report.events,
+        decisions=report.decisions,
+        quarantined=report.quarantined,
+        callbacks=report.callbacks,
+        outbox=report.outbox,
+        profiles=report.profiles,
+        exposures=report.exposures,
+        waiting=report.waiting,
+        audit_seq=report.audit_seq,
+        audit_subject=report.audit_subject,
+    )
+
+
+def erase_on_engine(
+    engine: Engine, command: ErasureCommand, ids: tuple[list[str], list[str]], now: float
+) -> ErasureOutcome:
+    """``erase_customer`` on a fold worker's engine (its event log fully written) for the
+    ids ``customer_ids`` found (``ids``): the outcome to record."""
+    try:
+        report = erase_customer(
+            engine, command.customer_id, command.actor, receipt=command.receipt, also=ids
+        )
+    except NotFound:  # its message names the customer: not kept in Redis
+        return ErasureOutcome(status="not_found", erased_at=now)
+    return outcome_of(report, now)
+
+
+def report_of(
+    customer_id: str, users: list[str], anons: list[str], receipt: str, outcome: ErasureOutcome
+) -> ErasureReport:
+    """What an API worker answers for ``outcome`` (``users`` and ``anons``: the ids it found
+    and sent; the fold may have found more, counted in ``ErasureOutcome.ids``)."""
+    if outcome.status == "not_found":
+        raise NotFound(f"no customer {customer_id!r}: nothing holds any of their ids")
+    if outcome.status != "erased":
+        raise NotServed(outcome.message or "the fold workers do not erase customers")
+    return ErasureReport(
+        customer_id=customer_id,
+        user_ids=users,
+        anonymous_ids=anons,
+        events=outcome.events,
+        decisions=outcome.decisions,
+        quarantined=outcome.quarantined,
+        callbacks=outcome.callbacks,
+        outbox=outcome.outbox,
+        profiles=outcome.profiles,
+        exposures=outcome.exposures,
+        waiting=outcome.waiting,
+        audit_seq=outcome.audit_seq,
+        audit_subject=outcome.audit_subject,
+        receipt=receipt,
+    )
