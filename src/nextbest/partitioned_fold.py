@@ -601,6 +601,12 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         if self.models is not None:
             self.models.start()
 
+    @property
+    def settled(self) -> bool:
+        """Nothing held back: no restart row to finish, no step staged, no stitch put aside
+        (a test drives the workers until every one is settled and the bus is empty)."""
+        return not (self._restart_pending or self._staged or any(self.parked.values()))
+
     def step(self) -> int:
         """One fetch, fold, publish, save (and a stitch's second half); the batch sealed
         for the log. Without the writer thread (``run`` not running) the step logs what is

@@ -120,9 +120,7 @@ class Cluster:
                 fold.step()
             if all(
                 self.bus.pending(consumer_name(p)) == 0 for half in HALVES for p in half
-            ) and not any(
-                f._restart_pending or f._staged or any(f.parked.values()) for f in self.folds
-            ):
+            ) and all(f.settled for f in self.folds):
                 return
             if any(any(f.parked.values()) for f in self.folds):
                 self.tick(0.1)  # a stitch put aside goes back after a pause
@@ -149,9 +147,7 @@ class Cluster:
         engine = Engine(self.catalog, stores, FixedClock(T0))
         enc = msgspec.msgpack.encode
         profiles = {p.customer_id: enc(p) for p in engine.profiles()}
-        identity = engine._book.identity
-        links = {(LinkKind.ANON.value, a): u for a, u in identity.anon_to_user.items()}
-        links.update({(LinkKind.ALIAS.value, a): u for a, u in identity.alias_to_user.items()})
+        links = {(kind, a): u for kind, a, u in engine.links()}
         return profiles, links
 
     def assert_as_replayed(self) -> None:
@@ -574,10 +570,8 @@ def test_backends_failing_now_and_then_mid_batch_change_nothing(catalog: Catalog
             for fold in cluster.folds:
                 with contextlib.suppress(StoreUnavailable):
                     fold.step()
-            if all(cluster.bus.pending(consumer_name(p)) == 0 for h in HALVES for p in h) and (
-                not any(
-                    f._staged or f._restart_pending or any(f.parked.values()) for f in cluster.folds
-                )
+            if all(cluster.bus.pending(consumer_name(p)) == 0 for h in HALVES for p in h) and all(
+                f.settled for f in cluster.folds
             ):
                 break
         ids = cluster.logged_ids()

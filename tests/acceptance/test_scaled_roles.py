@@ -137,7 +137,7 @@ def test_a_redelivered_or_retried_event_is_folded_once(deploy: Deployment):
     deploy.send(first, page(MORTGAGE, user="u1", at=T0 - 9))
     deploy.fold.step()
     assert deploy.fold.position == 2
-    deploy.bus.publish([deploy.bus._messages[0]._replace(message_id="other id")])  # same event
+    deploy.bus.publish([deploy.bus.published()[0]._replace(message_id="other id")])  # same event
     deploy.send(first)  # a retry within the duplicate window: not published again
     assert deploy.bus.last_seq() == 3
     deploy.fold.step()
@@ -346,7 +346,7 @@ def test_events_are_visible_before_the_log_holds_them_and_logged_once(deploy: De
     fold.step()  # the retry finds its position logged: not written twice
     assert writer.writes == 1
     assert [s.event.message_id for s in deploy.logs.events.scan()] == [
-        m.message_id for m in deploy.bus._messages
+        m.message_id for m in deploy.bus.published()
     ]
     assert fold.logged_position == 6
     assert deploy.engine.replay().identical  # the log folds into what Redis holds

@@ -82,6 +82,11 @@ class MemoryBus:
             self._check_open()
             self._consumers[consumer] = _Consumer(after, partition)
 
+    def published(self) -> list[BusMessage]:
+        """Every message published so far, in order (for inspection)."""
+        with self._changed:
+            return list(self._messages)
+
     def fetch(self, consumer: str, max_messages: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
         with self._changed:
