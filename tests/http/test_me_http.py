@@ -135,8 +135,9 @@ def test_only_the_customer_a_token_binds_reads_them(live_server: LiveServer, htt
     assert_error(_why(http, me, theirs["decision_id"]), 404, "not_found")
     assert_error(_why(http, me, "no-such-decision"), 404, "not_found")
     bare = http.get(f"/v1/me/why/{theirs['decision_id']}", auth=(BROWSER_KEY, ""))
-    assert_error(bare, 403, "forbidden")
-    assert_error(http.get("/v1/me/data", auth=(BROWSER_KEY, "")), 403, "forbidden")
+    assert_error(bare, 400, "validation_error", "$.headers.X-Customer-Token")
+    nameless = http.get("/v1/me/data", auth=(BROWSER_KEY, ""))
+    assert_error(nameless, 400, "validation_error", "$.headers.X-Customer-Token")
     assert _why(http, other, theirs["decision_id"]).status_code == 200
     nobody = fresh_user("nobody")
     assert_error(

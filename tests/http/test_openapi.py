@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 from nextbest.api.app import ROUTES
 from nextbest.clock import FixedClock
 from tests.conftest import LiveServer, make_settings, serving
+from tests.http.test_api import token
 from tests.support import ADMIN_KEY, BROWSER_KEY, SERVER_KEY, T0, WRITE_KEY, iso
 
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
@@ -188,6 +189,18 @@ def _every_route(live_server: LiveServer, pkg: ModuleType, stack: contextlib.Exi
     assert page.items
     assert decision.decision_id
     call("get_decisions_decision_id", server, "Decision", decision_id=decision.decision_id)
+    me = stack.enter_context(  # the customer's own pages: a customer token says whose
+        pkg.AuthenticatedClient(
+            base_url=live_server.url,
+            token=BROWSER_KEY,
+            headers=token("gen-user"),
+            raise_on_unexpected_status=True,
+        )
+    )
+    mine = call("get_me_data", me, "MyData", lang="de")
+    assert mine.language == "de"
+    why = call("get_me_why_decision_id", me, "WhyPage", decision_id=decision.decision_id)
+    assert why.decision_id == decision.decision_id
     choice = _model(pkg, "ConsentBody").from_dict({"purposes": {"marketing": False}})
     set_consent = call(
         "put_customers_customer_id_consent",

@@ -3,7 +3,8 @@ where it came from, what it is used for) and ``GET /v1/me/why/{decision_id}`` (w
 decision showed what it showed, and the data it was chosen from), in the customer's language.
 
 Whose pages: the customer a customer token binds (``X-Customer-Token``, or a page's
-``customerToken``), whatever key carries it; without a token there is no "me" (403). A
+``customerToken``), whatever key carries it; without a token there is no "me" (400 at
+``X-Customer-Token``). A
 decision is the customer's when it was made for them or for a device stitched to them;
 another customer's decision is answered as unknown (404), so its existence is not told.
 
@@ -19,7 +20,7 @@ import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from nextbest.errors import Forbidden, NotFound
+from nextbest.errors import NotFound, ValidationError
 from nextbest.profile.identity import ANON_PREFIX
 from nextbest.profile.model import Profile
 from nextbest.transparency.data import MyData, my_data
@@ -37,9 +38,9 @@ _ENCODER = msgspec.json.Encoder()
 def _me(ctx: Any) -> str:
     user = ctx.sender.bound_user
     if user is None:
-        raise Forbidden(
-            "these pages are the customer's own: send the customer token that binds the "
-            "userId (X-Customer-Token)"
+        raise ValidationError(
+            "these pages are the customer's own: send the customer token that binds the userId",
+            "$.headers.X-Customer-Token",
         )
     return str(user)
 
