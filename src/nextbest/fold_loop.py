@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class LoopStats:
 T = TypeVar("T", bound=LoopStats)
 
 
-class FoldLoop(Generic[S, T]):
+class FoldLoop(ABC, Generic[S, T]):
     """The loop and the log writer; a subclass provides ``step``, ``_write_group`` and
     ``_acknowledge`` (and may ``_while_waiting``)."""
 
@@ -99,18 +100,19 @@ class FoldLoop(Generic[S, T]):
         self._writer_stuck = False
 
     # ------------------------------------------------------------------ to provide
+    @abstractmethod
     def step(self) -> int:
-        raise NotImplementedError
+        """Fold what the bus delivered, save, seal a segment; the events folded."""
 
+    @abstractmethod
     def _write_group(self, group: list[S], *, retry: bool) -> list[S]:
         """Log ``group`` (the sealed segments, oldest first) in one commit; ``retry``: the
         last try failed and may have committed all the same: the segments the log holds
         already are ``_logged`` first, not written again. What it wrote."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _acknowledge(self, group: list[S]) -> None:
         """These logged segments' deliveries acknowledged on the bus."""
-        raise NotImplementedError
 
     def _while_waiting(self) -> None:
         """Called every 0.1 s while the fold waits for the log (leases to renew)."""

@@ -58,11 +58,15 @@ def _language(ctx: Any, profile: Profile | None) -> str:
 def _why(ctx: Any, user: str, decision_id: str) -> WhyPage:
     engine = ctx.engine
     decision = engine.decision(decision_id)
-    seen = engine.read_profile(user, lambda p, now: p)
-    devices = {ANON_PREFIX + a for a in seen.anonymous_ids} if seen is not None else set()
+    # read under the profile's lock: the customer's devices and language, not the profile
+    # itself (a fold may change it once the read returns)
+    seen = engine.read_profile(
+        user, lambda p, now: ({ANON_PREFIX + a for a in p.anonymous_ids}, _language(ctx, p))
+    )
+    devices, language = seen if seen is not None else (set(), _language(ctx, None))
     if decision is None or (decision.customer_id != user and decision.customer_id not in devices):
         raise NotFound(f"no decision {decision_id!r} of this customer")
-    return why(decision, engine.catalog, _language(ctx, seen))
+    return why(decision, engine.catalog, language)
 
 
 def _data(ctx: Any, user: str) -> MyData:
