@@ -10,7 +10,9 @@ alternate between the two, and the median round per event is reported (CPU time 
 process, so other processes on a busy machine count less). Three streams:
 ``balance`` (amount and balance: what the simulator and most core systems send), ``merchant``
 (the same with a merchant: the subscription detector runs) and ``fee`` (overdraft fees
-with a negative balance: fees, spells, daily balances).
+with a negative balance: fees, spells, daily balances). ``--streams`` adds others: ``page``
+(a customer's mortgage page views, four a day: the behavioral events most traffic is) and
+``mixed`` (page views and posted transactions alternating: both sources' counters).
 """
 
 from __future__ import annotations
@@ -52,10 +54,23 @@ def baseline_fold(ref: str) -> ModuleType:
     return module
 
 
+def _page(i: int, at: float) -> dict[str, Any]:
+    return {
+        "type": "page",
+        "userId": "u",
+        "messageId": f"m{i}",
+        "timestamp": datetime.fromtimestamp(at, UTC).isoformat(),
+        "properties": {"url": "https://bank.example/mortgages/rates"},
+    }
+
+
 def stream(kind: str, n: int) -> list[Any]:
     messages = []
     for i in range(n):
         at = T0 + i * (DAY / 4)  # four a day
+        if kind == "page" or (kind == "mixed" and i % 2 == 0):
+            messages.append(_page(i, at))
+            continue
         props: dict[str, Any] = {"amount": -12.5, "currency": "EUR", "balance": 1_000.0 - i % 50}
         if kind == "merchant":
             props["merchant"] = f"shop-{i % 40}"
@@ -91,12 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", default="fd9bffa")
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--streams", default="balance,merchant,fee", help="also: page, mixed")
     args = ap.parse_args(argv)
     catalog = load_catalog(ROOT / "examples" / "bank")
     old = baseline_fold(args.baseline).fold
     load = load_average()
     rows = []
-    for kind in ("balance", "merchant", "fee"):
+    for kind in args.streams.split(","):
         events = stream(kind, args.events)
         before: list[float] = []
         after: list[float] = []

@@ -3,7 +3,8 @@
 exposure, decisions with control exposures, ``Promotion Viewed`` of the campaign's offer) fed
 through the embedded engine, through one fold worker and through two partitioned fold workers
 with the model writer gives the same counters (arms, days, first-exposure covariates and
-audiences, per customer) and the same campaign results served by an API worker. Real Redis
+audiences, per customer, read through each customer's analytics view: some withdrew the
+KPI's source or analytics itself) and the same campaign results served by an API worker. Real Redis
 (db 7, a namespace per path), skipped with the reason when it is not reachable; the bus and
 the logs in memory."""
 
@@ -38,6 +39,13 @@ SERVER = Sender(KeyKind.SERVER)
 HALVES = ([0, 1], [2, 3])
 OFFER = "mortgage_advice"
 SAVINGS = "https://bank.example/savings"
+#: analytics choices: none, the KPI's source (behavioral) withdrawn, analytics withdrawn
+ANALYTICS: list[dict[str, Any]] = [
+    {},
+    {},
+    {"analytics": {"granted": True, "sources": {"behavioral": False}}},
+    {"analytics": False},
+]
 
 
 class Route(Protocol):
@@ -134,7 +142,10 @@ def traffic(path: Route, seed: int) -> None:
     first: list[dict[str, Any]] = []
     for uid, device in people:
         age = rng.randint(22, 75)
-        first.append(identify({"age": age}, user=uid, at=T0 - 40 * DAY + rng.random()))
+        choice = rng.choice(ANALYTICS)  # measured through each one's analytics view
+        first.append(
+            identify({"age": age, "consent": choice}, user=uid, at=T0 - 40 * DAY + rng.random())
+        )
         if rng.random() < 0.35:  # applied before: a covariate of 1
             first.append(applied(uid, T0 - rng.uniform(2, 25) * DAY))
         if rng.random() < 0.3:
@@ -173,12 +184,14 @@ def test_the_scaled_paths_count_experiments_as_the_embedded_engine(
     expected = embedded.counters()
     result = served_experiment(embedded.service(), CAMPAIGN)
     state = msgspec.msgpack.decode(expected)
-    ((_, (exposed, _, audiences)),) = [c for c in state if c[0] == CAMPAIGN]
+    ((_, (exposed, _, audiences, withheld)),) = [c for c in state if c[0] == CAMPAIGN]
     arms = {e[1][0] for e in exposed}
     assert arms == {CONTROL, "treatment"}  # both arms met, with covariates and audiences
     assert any(e[1][3] for e in exposed)  # covariates
     assert any(e[1][4] for e in exposed)  # audiences
+    assert any(not e[1][4] for e in exposed)  # analytics withdrawn: none
     assert audiences
+    assert {arm for arm, _ in withheld} == {CONTROL, "treatment"}  # consent withheld some
     for partitioned in (False, True):
         scaled = Scaled(greedy_bank, partitioned)
         try:

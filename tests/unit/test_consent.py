@@ -25,7 +25,7 @@ from nextbest.profile.consent import (
 )
 from nextbest.profile.model import Profile
 from nextbest.store.catalog_files import load_catalog
-from tests.support import DAY, T0, batch, edited_bank, identify, track
+from tests.support import DAY, T0, batch, edited_bank, identify, page, track
 
 RULES = ConsentRules(ConsentSpec(), {"personalization": True, "marketing": True})
 EVERY = frozenset(s.value for s in DataSource)
@@ -51,7 +51,12 @@ def test_defaults_third_party_off_everything_else_on():
             expected = source is not DataSource.THIRD_PARTY
             assert RULES.allowed({}, {}, purpose, source) is expected
     # a purpose without a default is off until the customer grants it
-    assert RULES.allowed({}, {}, "analytics", "crm") is False
+    assert RULES.allowed({}, {}, "advisor_contact", "crm") is False
+    # but analytics (the bank measuring its own campaigns: legitimate interest) is opt-out
+    assert RULES.allowed({}, {}, "analytics", "crm") is True
+    assert RULES.allowed({"analytics": False}, {}, "analytics", "crm") is False
+    strict = ConsentRules(ConsentSpec(), {"analytics": False})
+    assert strict.allowed({}, {}, "analytics", "crm") is False
 
 
 def test_security_is_always_on_and_cannot_be_switched_off():
@@ -225,3 +230,54 @@ def test_the_newest_choice_wins_whatever_the_fold_order(catalog: Catalog):
         p = folded(catalog, *order)
         assert p.consent == {"marketing": False}
         assert p.grants["marketing"].at == T0
+
+
+# ------------------------------------------------------------------ activity per source
+def test_activity_counters_are_split_by_the_source_of_each_event(catalog: Catalog) -> None:
+    p = folded(
+        catalog,
+        page("https://bank.example/mortgages/rates", user="u1", at=T0 - 3 * DAY),
+        track("Transaction Posted", {"amount": -5.0, "balance": 90.0}, user="u1", at=T0 - DAY),
+        identify({"balance": 90.0, "age": 40}, user="u1", at=T0 - DAY + 60),
+        identify({"consent": {"marketing": True}}, user="u1", at=T0 - 10),
+    )
+    assert p.by_source is not None
+    assert {k: (s.events, s.sessions) for k, s in p.by_source.items()} == {
+        "behavioral": (2, 1),  # the page, and an identify carrying no data trait
+        "transactional": (1, 1),
+        "crm+transactional": (1, 0),  # an identify is no session
+    }
+    assert (p.event_count, p.sessions) == (4, 2)
+    no_tx = catalog.sources.masked(p, frozenset({"transactional"}))
+    assert (no_tx.event_count, no_tx.sessions, no_tx.activity) == (2, 1, [T0 - 3 * DAY, T0 - 10])
+    no_web = catalog.sources.masked(p, frozenset({"behavioral"}))
+    assert (no_web.event_count, no_web.sessions) == (2, 1)
+    assert no_web.activity == [T0 - DAY, T0 - DAY + 60]
+    assert catalog.sources.masked(p, frozenset({"crm"})).event_count == 3
+    assert catalog.sources.masked(p, frozenset()) is p
+
+
+def test_a_profile_saved_before_the_split_loads_and_keeps_its_counts_whole(
+    catalog: Catalog,
+) -> None:
+    """An old profile (no ``by_source``) decodes; its counts, of unknown sources, show only
+    where no event source is hidden (as before); events folded after it count per source."""
+    p = folded(catalog, page("https://bank.example/about", user="u1", at=T0 - DAY))
+    old = msgspec.to_builtins(p)
+    del old["by_source"]
+    loaded = msgspec.msgpack.Decoder(Profile).decode(msgspec.msgpack.encode(old))
+    assert loaded.by_source is None
+    assert loaded.event_count == 1
+    hidden = frozenset({"transactional"})
+    assert catalog.sources.masked(loaded, hidden).event_count == 0
+    for event in parse_batch(
+        batch(page("https://bank.example/about", user="u1", at=T0 - 10)), T0 + DAY
+    ):
+        fold(loaded, event, catalog.matcher, catalog.fold_config)
+    assert loaded.by_source is not None
+    assert loaded.by_source["*"].events == 1
+    view = catalog.sources.masked(loaded, hidden)
+    assert (view.event_count, view.sessions, view.activity) == (1, 1, [T0 - 10])
+    assert catalog.sources.masked(loaded, frozenset()).event_count == 2
+    again = msgspec.msgpack.Decoder(Profile).decode(msgspec.msgpack.encode(loaded))
+    assert again == loaded

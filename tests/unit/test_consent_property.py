@@ -1,5 +1,7 @@
 """The promise of consent per data source, as a property: for a customer who withdrew a
-source, no decision changes when that source's events change.
+source, no decision changes when that source's events change; the activity counters a view
+reads hold the other sources' events and none of the withdrawn one's; and nothing experiment
+measurement freezes (covariates, audiences) changes with a source withdrawn for analytics.
 
 Two histories share every event of the other sources (and the consent itself) and differ
 only in the withdrawn source's events; folded and decided for every placement at the same
@@ -20,7 +22,14 @@ from hypothesis import strategies as st
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide import DecisionRequest, decide
 from nextbest.events import parse_batch
+from nextbest.experiments.exposure import (
+    analytics_view,
+    covariates,
+    macro_audiences,
+    measured_segments,
+)
 from nextbest.profile import Profile, fold
+from nextbest.profile.windows import count_in_days
 from tests.support import DAY, T0, batch, identify, page, track
 
 USER = "u-consent"
@@ -203,4 +212,91 @@ def test_the_property_has_teeth(catalog: Catalog) -> None:
     )
     assert _decisions(catalog, _profile(catalog, [withdrawn, *crm, *pages])) == _decisions(
         catalog, _profile(catalog, [withdrawn, *crm])
+    )
+
+
+# ------------------------------------------------------------------ activity counters
+@pytest.mark.filterwarnings("ignore")
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=_case())
+def test_a_withdrawn_source_takes_only_its_own_events_out_of_the_counters(
+    catalog: Catalog, case
+) -> None:
+    """The activity counters a view reads (events, sessions, engagement's 30-day events) are
+    those of the other sources' events, as if the withdrawn source's had never come: hiding
+    core banking does not hide behaviour, nor the other way round."""
+    source, withdrawal, shared, first, _ = case
+    choice = identify({"consent": withdrawal}, user=USER, at=T0 - 90 * DAY)
+    full = _profile(catalog, [choice, *shared, *first])
+    without = _profile(catalog, [choice, *shared])
+    hidden = frozenset({source})
+    a = catalog.sources.masked(full, hidden)
+    b = catalog.sources.masked(without, hidden)
+    assert (a.event_count, a.sessions) == (b.event_count, b.sessions)
+    for days in (1, 7, 14, 30):
+        assert count_in_days(a.activity, days, T0) == count_in_days(b.activity, days, T0)
+    # the choice itself (an identify without data traits) counts as behaviour
+    assert a.event_count == len(shared) + (source != "behavioral")
+    assert full.event_count == 1 + len(shared) + len(first)  # the whole profile's, unchanged
+
+
+# ------------------------------------------------------------------ experiment measurement
+def _measurement(catalog: Catalog, profile: Profile) -> list[Any]:
+    """Everything a first exposure at T0 would freeze: each campaign's covariates, the macro
+    audiences, and the decisions' segments analytics may place the customer in."""
+    view = analytics_view(profile, catalog)
+    out: list[Any] = [macro_audiences(view, catalog, T0)]
+    out += [covariates(view, kpis, T0, catalog) for _, kpis in sorted(catalog.kpis.items())]
+    for placement in sorted(catalog.placements):
+        d = decide(catalog, profile, DecisionRequest(placement=placement), T0, "d-1")
+        out.append(measured_segments(d.segments, view.hidden, catalog))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore")
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=_case(), everywhere=st.booleans())
+def test_no_measurement_depends_on_a_source_withdrawn_for_analytics(
+    catalog: Catalog, case, everywhere: bool
+) -> None:
+    source, _, shared, first, second = case
+    withdrawal = (
+        {"sources": {source: False}}
+        if everywhere
+        else {"analytics": {"granted": True, "sources": {source: False}}}
+    )
+    choice = identify({"consent": withdrawal}, user=USER, at=T0 - 90 * DAY)
+    one = _profile(catalog, [choice, *shared, *first])
+    two = _profile(catalog, [choice, *shared, *second])
+    assert _measurement(catalog, one) == _measurement(catalog, two), source
+
+
+def test_the_measurement_property_has_teeth(catalog: Catalog) -> None:
+    """Allowed, behaviour changes the measurement (an intent audience, a covariate)."""
+    started = [
+        track("Application Started", {"product": "car_loan"}, user=USER, at=T0 - k * DAY)
+        for k in range(1, 4)
+    ]
+    pages = [page(URLS[0], user=USER, at=T0 - i * 3_600) for i in range(6)]
+    allowed = identify({"consent": {"analytics": True}}, user=USER, at=T0 - 90 * DAY)
+    assert _measurement(catalog, _profile(catalog, [allowed, *started, *pages])) != _measurement(
+        catalog, _profile(catalog, [allowed])
+    )
+    withdrawn = identify(
+        {"consent": {"analytics": {"granted": True, "sources": {"behavioral": False}}}},
+        user=USER,
+        at=T0 - 90 * DAY,
+    )
+    assert _measurement(catalog, _profile(catalog, [withdrawn, *started, *pages])) == _measurement(
+        catalog, _profile(catalog, [withdrawn])
     )

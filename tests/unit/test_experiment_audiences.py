@@ -16,7 +16,7 @@ from nextbest.decide import DecisionRequest
 from nextbest.engine import Engine
 from nextbest.events import parse_batch
 from nextbest.experiments.counters import CONTROL, DAY, TREATMENT, CampaignCounters, Sums
-from nextbest.experiments.exposure import audience_family, macro_audiences
+from nextbest.experiments.exposure import analytics_view, audience_family, macro_audiences
 from nextbest.experiments.report import MIN_EXPOSED, campaign_result
 from nextbest.experiments.statistics import (
     Adjustment,
@@ -48,7 +48,7 @@ def test_macro_audiences_read_life_stage_engagement_holdings_and_intent(catalog:
         track("Application Started", {"product": "car_loan"}, user="u1", at=T0 - DAY),
         *[page(MORTGAGE, user="u1", at=T0 - 60 * k) for k in range(6)],
     )
-    got = macro_audiences(p, catalog, T0)
+    got = macro_audiences(analytics_view(p, catalog), catalog, T0)
     assert got[:2] == ["lifecycle:starter", "engagement:medium"]
     holdings = [a for a in got if a.startswith("holding:")]
     intents = [a for a in got if a.startswith("intent:")]
@@ -67,7 +67,7 @@ def test_macro_audiences_read_life_stage_engagement_holdings_and_intent(catalog:
         track("Application Started", {"product": "mortgage"}, user="u1", at=T0 - 3 * DAY),
         track("Product Opened", {"product": "mortgage"}, user="u1", at=T0 - DAY),
     )
-    got = macro_audiences(owner, catalog, T0)
+    got = macro_audiences(analytics_view(owner, catalog), catalog, T0)
     assert got[0] == "lifecycle:retired"
     assert "holding:mortgage" in got
     assert "intent:mortgage" not in got

@@ -32,7 +32,7 @@ from nextbest.errors import CatalogProblem
 from nextbest.events.model import Event
 from nextbest.guard.watch import Guard, SensitiveKind
 from nextbest.profile.consent import ConsentRules
-from nextbest.profile.fold import FoldConfig
+from nextbest.profile.fold import FoldConfig, activity_keys
 from nextbest.profile.kpis import KpiWatch, kpi_key
 from nextbest.profile.sources import FeatureSources
 from nextbest.profile.topics import TopicMatcher
@@ -294,6 +294,8 @@ class Catalog:
             kpi_events=_kpi_events(self.kpis),
             watch=self.guard,
             event_sources=self.sources.events,
+            trait_sources=self.sources.traits,
+            event_keys=activity_keys(self.sources.events),
         )
         self.segments = segments
         self.offers = offers
@@ -302,6 +304,10 @@ class Catalog:
         self.offer_uses = {
             oid: _offer_uses(offer, segments, self.sources) for oid, offer in offers.items()
         }
+        #: per catalog segment, the data sources its rule reads (segments it names: theirs):
+        #: what experiment measurement checks against the analytics view
+        #: (``experiments.exposure.measured_segments``)
+        self.segment_sources = _segment_sources(segments, self.sources)
         self.campaigns = {c.id: c for c in spec.campaigns}
         self.placements = {p.id: p for p in spec.placements}
         self.policy = spec.contact_policy
@@ -363,6 +369,32 @@ def _kpi_events(kpis: dict[str, list[CompiledKpi]]) -> dict[str, tuple[KpiWatch,
     for watch in watches.values():
         by_event.setdefault(watch.event, []).append(watch)
     return {event: tuple(found) for event, found in sorted(by_event.items())}
+
+
+def _segment_sources(
+    segments: Sequence[tuple[SegmentSpec, Rule]], sources: FeatureSources
+) -> dict[str, frozenset[str]]:
+    """Each segment's data sources: those of its rule's paths, and of the segments it names
+    (followed once each: a cycle adds nothing)."""
+    rules = {seg.id: rule for seg, rule in segments}
+    out: dict[str, frozenset[str]] = {}
+    for seg_id in rules:
+        found: set[str] = set()
+        todo, seen = [seg_id], {seg_id}
+        while todo:
+            for path in paths_read(rules[todo.pop()]):
+                if path[0] != "segments":
+                    found |= sources.of_path(path)
+                elif len(path) > 1 and path[1] in rules and path[1] not in seen:
+                    seen.add(path[1])
+                    todo.append(path[1])
+                elif len(path) == 1:  # every segment, read whole
+                    for other in rules:
+                        if other not in seen:
+                            seen.add(other)
+                            todo.append(other)
+        out[seg_id] = frozenset(found)
+    return out
 
 
 #: a feature an offer's decision reads, and the data sources it comes from

@@ -192,5 +192,11 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     #: is not empty: per campaign of ``control``, each KPI's pre-exposure covariate
     covariates: dict[str, list[float]] = {}
     #: the customer's macro-segments then (lifecycle, engagement, holding, intent); the
-    #: catalog's segments are ``segments``
+    #: catalog's segments are ``segments``. Both read through the analytics view
     audiences: list[str] = []
+    #: what the customer's analytics view hid then (``ConsentRules.hidden``: the sources
+    #: withdrawn for analytics, ``analytics`` itself when withdrawn; the guard's findings
+    #: left out), logged with ``covariates``: the counters leave the segments reading those
+    #: out of the customer's audiences and count the exposure as withheld
+    #: (``experiments.exposure``). Empty in decisions logged before it: nothing hidden
+    analytics_hidden: list[str] = []

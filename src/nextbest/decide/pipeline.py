@@ -68,10 +68,11 @@ from nextbest.decide.model import (
 from nextbest.decide.reasons import Reason, ReasonCode, Suppression
 from nextbest.errors import UnknownPlacement, ValidationError
 from nextbest.experiments.assignment import HOLDOUT_SALT, Arm, assign, bucket, variant_index
-from nextbest.experiments.exposure import covariates, macro_audiences
+from nextbest.experiments.exposure import analytics_view, covariates, macro_audiences
 from nextbest.profile.consent import SECURITY_DATA, DataSource, View
 from nextbest.profile.interest import REASON_DAYS, viewed, viewed_text
 from nextbest.profile.model import FunnelStage, Profile, TopicInterest
+from nextbest.profile.sources import SUMMED
 from nextbest.rules.context import interest_view
 from nextbest.rules.evaluation import LazyEvaluation
 from nextbest.rules.expression import RuleOutcome
@@ -234,8 +235,7 @@ def decide(
         features=choice.features if choice.features is not None else _features(pool, views),
         model_version=choice.model_version or "prior",
         experiment_key=key if (key := profile.experiment_key) != profile.customer_id else "",
-        covariates=_covariates(catalog, profile, control, now) if control else {},
-        audiences=macro_audiences(profile, catalog, now) if control else [],
+        **_measured(catalog, profile, control, now),
     )
 
 
@@ -344,7 +344,7 @@ def _rule_environment(
     sources = catalog.sources
     seen = sources.masked(profile, hidden)
     context = {} if DataSource.CONTEXTUAL in hidden else request.context
-    plan = catalog.rule_reads.masked(hidden, sources.of_path) if hidden else None
+    plan = catalog.rule_reads.masked(hidden, sources.needs) if hidden else None
     # rules see only the values they name, down to the field: converting to CEL is the cost
     env = catalog.rule_reads.evaluation(seen, catalog.topics, now, context, plan)
     variables = {"profile": {"funnel": {t: s.label for t, s in seen.funnel.items()}}}  # reasons
@@ -512,17 +512,23 @@ def _control_group(
     return pool, control, [Excluded(c.offer.id, Suppression.CONTROL) for c in held]
 
 
-def _covariates(
-    catalog: Catalog, profile: Profile, control: list[str], now: float
-) -> dict[str, list[float]]:
-    """Each control exposure's campaign: its KPIs' pre-exposure covariates (logged, so the
-    counters read the same in a replay or another process)."""
+def _measured(catalog: Catalog, profile: Profile, control: list[str], now: float) -> dict[str, Any]:
+    """What the control exposures freeze (logged, so the counters read the same in a
+    replay or another process), through the customer's analytics view: each control
+    campaign's KPIs' pre-exposure covariates, the macro audiences and what the view hid."""
+    if not control:
+        return {}
+    view = analytics_view(profile, catalog)
     out: dict[str, list[float]] = {}
     for offer in control:
         camp = catalog.offers[offer].campaign
         if camp is not None and camp.id not in out:
-            out[camp.id] = covariates(profile, catalog.kpis.get(camp.id, []), now)
-    return out
+            out[camp.id] = covariates(view, catalog.kpis.get(camp.id, []), now, catalog)
+    return {
+        "covariates": out,
+        "audiences": macro_audiences(view, catalog, now),
+        "analytics_hidden": sorted(view.hidden - {SECURITY_DATA}),
+    }
 
 
 # ---------------------------------------------------------------------- 8. choose
@@ -589,6 +595,10 @@ def _items(
     return items
 
 
+#: the activity counters a view reads over the sources it allows (``profile.sources.SUMMED``)
+_SUMMED = frozenset(f"profile.{name}" for name in SUMMED)
+
+
 def _used(catalog: Catalog, offer_id: str, hidden: frozenset[str]) -> tuple[list[str], list[str]]:
     """The data sources and features deciding on the offer read (``Catalog.offer_uses``),
     but those of the sources its view hides: read as absent, they were not used."""
@@ -598,6 +608,9 @@ def _used(catalog: Catalog, offer_id: str, hidden: frozenset[str]) -> tuple[list
         if hidden.isdisjoint(of):
             features.append(feature)
             sources |= of
+        elif feature in _SUMMED and not of <= hidden:  # counted over the allowed sources
+            features.append(feature)
+            sources |= of - hidden
     return sorted(sources), features
 
 

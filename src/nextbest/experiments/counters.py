@@ -55,7 +55,15 @@ from nextbest.catalog.compiled import Catalog, CompiledKpi
 from nextbest.decide.model import Decision
 from nextbest.events.model import Event
 from nextbest.events.names import EventName
-from nextbest.experiments.exposure import FirstExposure, covariates, macro_audiences
+from nextbest.experiments.exposure import (
+    AnalyticsView,
+    FirstExposure,
+    analytics_view,
+    covariates,
+    macro_audiences,
+    measured_segments,
+    withheld,
+)
 from nextbest.profile.model import Profile
 from nextbest.rules.expression import RuleOutcome
 
@@ -147,6 +155,9 @@ class CampaignCounters(msgspec.Struct, gc=False):
     audience_names: list[str] = []
     #: audience -> arm -> KPI index -> sums
     by_audience: dict[str, dict[str, list[Sums]]] = {}
+    #: arm -> exposures analytics withheld something of (the customer withdrew analytics:
+    #: no covariate, no audience; or the source of a KPI's covariate: 0 there)
+    withheld: dict[str, int] = {}
 
     def _bucket(self, arm: str, kpi: int, kpis: int, day: int) -> Sums:
         per_kpi = self.days.get(arm)
@@ -201,6 +212,7 @@ class _Counts(msgspec.Struct, gc=False):
     audience_names: list[str] = []
     by_audience: dict[str, dict[str, list[Sums]]] = {}
     customers: dict[str, Exposure] = {}
+    withheld: dict[str, int] = {}
 
 
 class CounterChanges(NamedTuple):
@@ -232,7 +244,9 @@ def exposure_key(campaign: str, customer: str) -> str:
 
 
 def _counts_of(state: CampaignCounters) -> bytes:
-    return _encode(_Counts(state.days, state.audience_names, state.by_audience))
+    return _encode(
+        _Counts(state.days, state.audience_names, state.by_audience, withheld=state.withheld)
+    )
 
 
 def _canonical(state: CampaignCounters) -> tuple[Any, ...]:
@@ -250,6 +264,7 @@ def _canonical(state: CampaignCounters) -> tuple[Any, ...]:
             for a in sorted(state.by_audience)
             if state.by_audience[a]
         ],
+        sorted(state.withheld.items()),
     )
 
 
@@ -258,7 +273,7 @@ def decode_counters(body: bytes) -> CampaignCounters:
     before exposures had rows of their own, if any)."""
     counts = _decode_counts(body)
     return CampaignCounters(
-        counts.customers, counts.days, counts.audience_names, counts.by_audience
+        counts.customers, counts.days, counts.audience_names, counts.by_audience, counts.withheld
     )
 
 
@@ -309,10 +324,12 @@ class ExperimentCounters:
         at: float,
         pre: Sequence[float] = (),
         audiences: Sequence[str] = (),
+        withheld: bool = False,
     ) -> bool:
         """Expose customer ``key`` to ``campaign`` in ``arm`` at ``at``, with each KPI's
-        covariate ``pre`` (missing ones: 0) and their ``audiences``; False (nothing changed)
-        if they were exposed already or the campaign has no KPI."""
+        covariate ``pre`` (missing ones: 0) and their ``audiences``; ``withheld``: analytics
+        withheld some of them (counted per arm). False (nothing changed) if they were
+        exposed already or the campaign has no KPI."""
         kpis = self._kpis.get(campaign)
         if kpis is None or not key:
             return False
@@ -326,6 +343,8 @@ class ExperimentCounters:
         frozen = tuple(covariate) if any(covariate) else ()
         indices = self._audience_indices(campaign, state, audiences)
         state.customers[key] = Exposure(arm, at, [0.0] * n, frozen, indices)
+        if withheld:
+            state.withheld[arm] = state.withheld.get(arm, 0) + 1
         day = int(at // DAY)
         for i in range(n):
             state._bucket(arm, i, n, day).expose(covariate[i])
@@ -380,13 +399,20 @@ class ExperimentCounters:
         for offer in decision.control:
             campaign = self._offer_campaign.get(offer)
             if campaign is not None:
+                hidden = frozenset(decision.analytics_hidden)
                 self.expose(
                     campaign,
                     CONTROL,
                     key,
                     decision.timestamp,
                     decision.covariates.get(campaign, ()),
-                    [*decision.segments, *decision.audiences],
+                    [
+                        *measured_segments(decision.segments, hidden, self._catalog),
+                        *decision.audiences,
+                    ],
+                    withheld(AnalyticsView(None, hidden), self._kpis[campaign], self._catalog)
+                    if hidden and campaign in self._kpis
+                    else False,
                 )
 
     def observe(
@@ -429,12 +455,24 @@ class ExperimentCounters:
         if (state is not None and key in state.customers) or campaign not in self._kpis:
             return  # exposed already: nothing to read
         at = event.timestamp
+        kpis, catalog = self._kpis[campaign], self._catalog
         if profile is None and seen is not None and seen.campaign == campaign:
             pre, macro = list(seen.pre), list(seen.audiences)
+            view = AnalyticsView(None, frozenset(seen.hidden))
         else:
-            pre = covariates(profile, self._kpis[campaign], at)
-            macro = macro_audiences(profile, self._catalog, at)
-        self.expose(campaign, variant or TREATMENT, key, at, pre, [*decision.segments, *macro])
+            view = analytics_view(profile, catalog)
+            pre = covariates(view, kpis, at, catalog)
+            macro = macro_audiences(view, catalog, at)
+        segments = measured_segments(decision.segments, view.hidden, catalog)
+        self.expose(
+            campaign,
+            variant or TREATMENT,
+            key,
+            at,
+            pre,
+            [*segments, *macro],
+            withheld(view, kpis, catalog),
+        )
 
     def _kpi(self, event: Event, key: str, matches: list[tuple[str, int, CompiledKpi]]) -> None:
         context: Any = None
@@ -584,6 +622,7 @@ class ExperimentCounters:
                 days=_decode_days(_encode(state.days)),
                 audience_names=list(state.audience_names),
                 by_audience=_decode_audiences(_encode(state.by_audience)),
+                withheld=dict(state.withheld),
             )
         return out
 

@@ -206,6 +206,10 @@ class ExperimentResult(msgspec.Struct, frozen=True, kw_only=True):
     audiences: list[AudienceResult] = []
     #: how exploratory audiences' p-values are adjusted (``statistics.Adjustment``)
     audience_adjustment: str = "benjamini_hochberg"
+    #: per arm, the exposed customers analytics withheld something of (consent: withdrawn
+    #: analytics, no covariate and no audience; or a KPI's source, no covariate for it):
+    #: counted in the arm and its KPIs all the same (``experiments.exposure``)
+    analytics_withheld: dict[str, int] = {}
 
 
 class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +219,8 @@ class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
     exposed: int
     verdict: Verdict
     summary: str
+    #: the exposed customers analytics withheld something of (``ExperimentResult``)
+    analytics_withheld: int = 0
 
 
 class ExperimentList(msgspec.Struct, frozen=True, kw_only=True):
@@ -595,6 +601,7 @@ def campaign_result(
         )
         if kpis
         else [],
+        analytics_withheld={a: state.withheld[a] for a in arms if state.withheld.get(a)},
     )
 
 
@@ -607,4 +614,5 @@ def summarize(result: ExperimentResult) -> ExperimentSummary:
         exposed=exposed,
         verdict=result.verdict,
         summary=result.summary,
+        analytics_withheld=sum(result.analytics_withheld.values()),
     )

@@ -5,7 +5,8 @@ Two independent axes, both must allow a use (``ConsentRules.allowed``):
 
 * the **purpose** (``Purpose``): personalization, marketing, analytics, advisor_contact are
   switched on or off as a whole (the customer's grant, else the catalog's purpose default,
-  ``contact_policy.consent_defaults``, else off); ``security`` is always on (legal basis
+  ``contact_policy.consent_defaults``, else ``BUILT_IN_DEFAULTS``: analytics on, else off);
+  ``security`` is always on (legal basis
   legitimate interest: catching an identity thief) and is never used to sell;
 * the **data source** (``DataSource``) for that purpose, the most specific first: the
   customer's grant for the purpose and source (``marketing/transactional``), the customer's
@@ -30,6 +31,8 @@ import msgspec
 
 __all__ = [
     "ALL_PURPOSES",
+    "ANALYTICS_OFF",
+    "BUILT_IN_DEFAULTS",
     "EVENT_SOURCES",
     "SECURITY_DATA",
     "ConsentGrant",
@@ -90,9 +93,16 @@ class View(enum.StrEnum):
     COMMERCIAL = "commercial"
     #: service messages: sources allowed for personalization, and the contract sources
     SERVICE = "service"
+    #: experiment measurement: the covariates (CUPED) and audiences frozen at a customer's
+    #: first exposure (``experiments.exposure``): sources allowed for analytics
+    ANALYTICS = "analytics"
 
 
 ALL_PURPOSES: tuple[str, ...] = tuple(p.value for p in Purpose)
+#: purposes on when neither the customer nor the catalog (``consent_defaults``) says: the
+#: measurement of the bank's own campaigns, in aggregates that name nobody (legal basis:
+#: legitimate interest, art. 6(1)(f); the customer may object, art. 21: opt-out)
+BUILT_IN_DEFAULTS: dict[str, bool] = {"analytics": True}
 _SOURCES = frozenset(s.value for s in DataSource)
 _BASES = frozenset(b.value for b in LegalBasis)
 #: the pseudo-source of the identity-theft guard's findings (``security.*`` in rules): part
@@ -184,7 +194,7 @@ class ConsentRules:
 
     def __init__(self, spec: ConsentSpec, purpose_defaults: Mapping[str, bool]) -> None:
         self.spec = spec
-        self._defaults = dict(purpose_defaults)
+        self._defaults = {**BUILT_IN_DEFAULTS, **purpose_defaults}
         self._sources = {str(s): v for s, v in spec.sources.items()}
         self._purpose_sources = {
             str(p): {str(s): v for s, v in by.items()} for p, by in spec.purposes.items()
@@ -245,6 +255,8 @@ class ConsentRules:
     def _hide(
         self, consent: Mapping[str, bool], grants: Mapping[str, ConsentGrant], view: View
     ) -> frozenset[str]:
+        if view is View.ANALYTICS:
+            return self._hide_analytics(consent, grants)
         personal = self.purpose_on(consent, Purpose.PERSONALIZATION)
         out: set[str] = set()
         if view is View.SERVICE:
@@ -265,6 +277,25 @@ class ConsentRules:
             ):
                 out.add(s.value)
         return frozenset(out)
+
+    def _hide_analytics(
+        self, consent: Mapping[str, bool], grants: Mapping[str, ConsentGrant]
+    ) -> frozenset[str]:
+        """The analytics view hides the guard's findings, the sources not allowed for
+        analytics, and, analytics withdrawn, every source and the purpose itself
+        (``ANALYTICS_OFF``: no audience at all, not even one that reads no source)."""
+        if not self.purpose_on(consent, Purpose.ANALYTICS):
+            return _ANALYTICS_OFF
+        out = {SECURITY_DATA}
+        for s in DataSource:
+            if not self.source_on(grants, Purpose.ANALYTICS, s):
+                out.add(s.value)
+        return frozenset(out)
+
+
+#: what the analytics view hides of a customer who withdrew analytics: everything
+ANALYTICS_OFF = Purpose.ANALYTICS.value
+_ANALYTICS_OFF = frozenset({ANALYTICS_OFF, SECURITY_DATA, *(s.value for s in DataSource)})
 
 
 # ------------------------------------------------------------------ setting consent

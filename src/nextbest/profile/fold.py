@@ -6,6 +6,7 @@ and ``nextbest replay`` rebuilds every profile from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -21,7 +22,13 @@ from nextbest.profile.banking import (
     note_payment,
     note_review,
 )
-from nextbest.profile.consent import ALL_PURPOSES, EVENT_SOURCES, DataSource, apply_consent
+from nextbest.profile.consent import (
+    ALL_PURPOSES,
+    EVENT_SOURCES,
+    TRAIT_SOURCES,
+    DataSource,
+    apply_consent,
+)
 from nextbest.profile.interest import add_to_score
 from nextbest.profile.kpis import KpiWatch, record_kpi
 from nextbest.profile.model import (
@@ -30,12 +37,21 @@ from nextbest.profile.model import (
     Profile,
     RecentEvent,
     Session,
+    SourceActivity,
     TopicInterest,
 )
 from nextbest.profile.topics import TopicMatcher
 from nextbest.profile.windows import DAY, add_hit
 
-__all__ = ["CONSENT_PURPOSES", "FoldConfig", "Watcher", "fold"]
+__all__ = [
+    "CONSENT_PURPOSES",
+    "LEGACY_ACTIVITY",
+    "FoldConfig",
+    "Watcher",
+    "activity_key",
+    "activity_keys",
+    "fold",
+]
 
 #: the purposes a customer may consent to; ``advisor_contact``: being invited to a call with
 #: an advisor (the advisor card; unset, it follows ``marketing``: ``advisors.card``)
@@ -49,6 +65,10 @@ _FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
     EventName.APPLICATION_COMPLETED: FunnelStage.CUSTOMER,
     EventName.PRODUCT_OPENED: FunnelStage.CUSTOMER,
 }
+#: ``Profile.by_source``'s key of the counts a profile held before they were split by source
+LEGACY_ACTIVITY = "*"
+_BEHAVIORAL = DataSource.BEHAVIORAL.value
+_TRACK, _PAGE = EventType.TRACK, EventType.PAGE
 _PROMOTION: dict[str, str] = {
     EventName.PROMOTION_VIEWED: "impressions",
     EventName.PROMOTION_CLICKED: "clicks",
@@ -86,6 +106,41 @@ class FoldConfig(msgspec.Struct, frozen=True, kw_only=True):
     event_sources: dict[str, DataSource | None] = msgspec.field(
         default_factory=lambda: dict(EVENT_SOURCES)
     )
+    #: each trait's data source (``profile.consent``; a trait named nowhere is crm): what an
+    #: identify's activity counts under
+    trait_sources: dict[str, str] = msgspec.field(
+        default_factory=lambda: {k: v.value for k, v in TRAIT_SOURCES.items()}
+    )
+    #: ``event_sources`` as the ``Profile.by_source`` keys a track event counts under
+    #: (``activity_keys``: plain strings, no enum hashed per event)
+    event_keys: dict[str, str] = msgspec.field(default_factory=lambda: activity_keys(EVENT_SOURCES))
+
+
+def activity_keys(sources: Mapping[str, DataSource | None]) -> dict[str, str]:
+    """Each named track event's ``Profile.by_source`` key: its source, behavioral for an
+    event of no customer data source (``activity_key``)."""
+    return {name: _BEHAVIORAL if s is None else s.value for name, s in sources.items()}
+
+
+def activity_key(event: Event, cfg: FoldConfig) -> str:
+    """The ``Profile.by_source`` key ``event``'s activity counts under: a track event's
+    source (an event of no customer data source, consent or offer feedback, is something the
+    customer did on the site or app: behavioral); an identify's or a group's, its traits'
+    sources (several: joined by ``+``, read only where all are allowed; none but consent:
+    behavioral); a page, a screen, an alias: behavioral."""
+    kind = event.type
+    if kind is EventType.TRACK:
+        return cfg.event_keys.get(event.name or "", _BEHAVIORAL)
+    if kind is EventType.IDENTIFY or kind is EventType.GROUP:
+        traits = event.traits
+        if not traits:
+            return _BEHAVIORAL
+        known = cfg.trait_sources
+        found = {known.get(k, "crm") for k in traits if k != "consent"}
+        if not found:
+            return _BEHAVIORAL
+        return found.pop() if len(found) == 1 else "+".join(sorted(found))
+    return _BEHAVIORAL
 
 
 def _interest(profile: Profile, topic: str, when: float, weight: float, half_life: float) -> None:
@@ -253,9 +308,14 @@ def _money(profile: Profile, name: str, props: dict[str, Any], when: float) -> N
         note_overdrawn(b, when, profile.overdrawn)
 
 
-def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
-    """A new session starts after ``session_timeout`` of inactivity; late events join."""
+def _session(profile: Profile, event: Event, cfg: FoldConfig, source: SourceActivity) -> None:
+    """A new session starts after ``session_timeout`` of inactivity; late events join. The
+    same for the event's source alone (``source``: its sessions cut by its own events)."""
     when = event.timestamp
+    if not source.sessions or when - source.last > cfg.session_timeout:
+        source.sessions += 1
+    if when > source.last:
+        source.last = when
     s = profile.session
     if s is None or when - s.last_seen > cfg.session_timeout:
         channel = event.context.get("channel") if event.context else None
@@ -267,6 +327,47 @@ def _session(profile: Profile, event: Event, cfg: FoldConfig) -> None:
         profile.sessions += 1
     s.last_seen = max(s.last_seen, when)
     s.events += 1
+
+
+def _split(profile: Profile) -> dict[str, SourceActivity]:
+    """``profile.by_source``, made on the first event: empty for a new profile; for a
+    profile folded before the split, its counts so far under ``LEGACY_ACTIVITY`` (of
+    unknown sources: read only by a view that hides no event source)."""
+    split = profile.by_source
+    if split is None:
+        split = profile.by_source = {}
+        if profile.event_count:
+            s = profile.session
+            split[LEGACY_ACTIVITY] = SourceActivity(
+                events=profile.event_count,
+                sessions=profile.sessions,
+                last=s.last_seen if s is not None else profile.last_seen,
+                activity=list(profile.activity),
+            )
+    return split
+
+
+def _count_source(profile: Profile, event: Event, cfg: FoldConfig) -> SourceActivity:
+    """The event in its source's counters (``activity_key``, inlined for the usual kinds):
+    events and, but for behavioral events (the profile's ``activity`` less the others'),
+    the 30-day event times; the entry, whose sessions ``_session`` counts."""
+    split = profile.by_source
+    if split is None:
+        split = _split(profile)
+    kind = event.type
+    if kind is _TRACK:
+        key = cfg.event_keys.get(event.name or "", _BEHAVIORAL)
+    elif kind is _PAGE:
+        key = _BEHAVIORAL
+    else:
+        key = activity_key(event, cfg)
+    entry = split.get(key)
+    if entry is None:
+        entry = split[key] = SourceActivity()
+    entry.events += 1
+    if key != _BEHAVIORAL:
+        add_hit(entry.activity, event.timestamp, 30 * DAY)
+    return entry
 
 
 def _first_key(profile: Profile, event: Event) -> None:
@@ -286,6 +387,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         profile.user_id = event.user_id
     if event.anonymous_id and event.anonymous_id not in profile.anonymous_ids:
         profile.anonymous_ids.append(event.anonymous_id)
+    source = _count_source(profile, event, cfg)
     profile.event_count += 1
     profile.first_seen = when if profile.event_count == 1 else min(profile.first_seen, when)
     _first_key(profile, event)
@@ -299,7 +401,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
     elif kind is EventType.TRACK:
         _track(profile, event, matcher, cfg)
     if kind in (EventType.PAGE, EventType.SCREEN, EventType.TRACK):
-        _session(profile, event, cfg)
+        _session(profile, event, cfg, source)
         topics = matcher.match(event)
         if topics:
             _topics(profile, event, topics, matcher, cfg)

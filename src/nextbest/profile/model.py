@@ -23,6 +23,7 @@ __all__ = [
     "Profile",
     "RecentEvent",
     "Session",
+    "SourceActivity",
     "TopicInterest",
 ]
 
@@ -70,6 +71,18 @@ class Session(msgspec.Struct, kw_only=True, gc=False):
     last_seen: float
     events: int = 0
     channel: str | None = None
+
+
+class SourceActivity(msgspec.Struct, array_like=True, gc=False):
+    """The activity counters of one data source's events (``Profile.by_source``): events,
+    sessions (this source's events alone, cut by the same inactivity timeout), the last
+    event's time, and the 30-day event times (kept for every source but behavioral, whose
+    times are the profile's ``activity`` less the others': ``profile.sources``)."""
+
+    events: int = 0
+    sessions: int = 0
+    last: float = 0.0
+    activity: list[float] = []
 
 
 class RecentEvent(msgspec.Struct, array_like=True, gc=False):
@@ -126,6 +139,13 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     #: fees and spells, daily balances, monthly payments (``profile.banking``); None until
     #: the first balance, fee, payment or overdraft event
     banking: Banking | None = None
+    #: ``event_count``, ``sessions`` and ``activity`` split by the data source of the events
+    #: (``profile.fold``: ``behavioral``, ``transactional``, ...; an event of several sources,
+    #: an identify with core-banking and CRM traits, under ``crm+transactional``; ``*``: the
+    #: counts of a profile folded before the split, of unknown sources), so a view hiding a
+    #: source still reads the others' (``FeatureSources.masked``). None until the first
+    #: event folded (and in profiles encoded before it existed)
+    by_source: dict[str, SourceActivity] | None = None
 
     @property
     def experiment_key(self) -> str:

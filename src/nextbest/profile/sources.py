@@ -19,8 +19,11 @@ feature                                sources
                                        rise's also ``Subscription Reviewed``'s (crm)
 ``profile.life_events``                ``Life Event``'s (crm)
 ``traits.<name>``, ``profile.age``     the trait's (``consent.traits``, else crm)
-``profile.engagement``, ``sessions``,  every event source: each event counts
-``events``
+``profile.engagement``, ``sessions``,  each event source's own counters
+``events``                             (``Profile.by_source``), summed over the sources
+                                       the view allows: never a hidden one's
+``profile.session``, ``recent``        every event source (not split: hidden from a view
+                                       that hides any)
 ``context.*``                          contextual
 ``security.*``                         the guard's findings (``SECURITY_DATA``)
 ``offers.*``, ``profile.consent``,     none: the bank's own contact history (read for
@@ -31,6 +34,8 @@ feature                                sources
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,7 +51,13 @@ from nextbest.profile.consent import (
 )
 from nextbest.profile.model import Profile
 
-__all__ = ["FeatureSources"]
+__all__ = ["SUMMED", "FeatureSources"]
+
+#: the activity counters a view reads summed over the event sources it allows
+#: (``Profile.by_source``): hiding a source takes its events out, not the counter
+SUMMED = frozenset({"engagement", "sessions", "events"})
+_LEGACY = "*"
+_BEHAVIORAL = DataSource.BEHAVIORAL.value
 
 _NONE: frozenset[str] = frozenset()
 #: the events with a funnel stage of their own (``profile.fold._FUNNEL_BY_EVENT``)
@@ -70,7 +81,7 @@ class FeatureSources:
     """The catalog's attribution of features to data sources (``consent.traits`` and
     ``consent.events`` over the built-in ones)."""
 
-    __slots__ = ("_blank", "_fields", "_traits", "events", "used")
+    __slots__ = ("_blank", "_fields", "_keys", "_traits", "events", "used")
 
     def __init__(self, spec: ConsentSpec) -> None:
         self.events: dict[str, DataSource | None] = {**EVENT_SOURCES, **spec.events}
@@ -111,6 +122,8 @@ class FeatureSources:
             self._fields[name] = self._fields["age"]
         for name in ("engagement", "sessions", "events", "session", "recent"):
             self._fields[name] = every
+        #: ``Profile.by_source``'s keys and the sources each stands for (``*``: every one)
+        self._keys: dict[str, frozenset[str]] = {_LEGACY: every}
         #: per set of hidden sources: the fields a masked profile empties, the traits it
         #: drops (None: every trait not of a hidden source, as crm is hidden), kept
         self._blank: dict[frozenset[str], tuple[dict[str, Any], frozenset[str] | None, bool]] = {}
@@ -126,6 +139,11 @@ class FeatureSources:
             if source is not None:
                 out.add(source.value)
         return frozenset(out)
+
+    @property
+    def traits(self) -> dict[str, str]:
+        """Each declared trait's source (others: crm)."""
+        return dict(self._traits)
 
     def trait(self, name: str) -> str:
         """A trait's source (crm unless declared)."""
@@ -162,6 +180,14 @@ class FeatureSources:
             return frozenset().union(*self._fields.values()) - {SECURITY_DATA}
         return _NONE  # offers (contact history), now, segments (bound per view)
 
+    def needs(self, path: tuple[str, ...]) -> frozenset[str]:
+        """The sources that must all be allowed for a rule to read ``path`` at all: those of
+        ``of_path``, but none for the summed activity counters (``SUMMED``: a view reads
+        them over the sources it allows)."""
+        if len(path) == 2 and path[0] == "profile" and path[1] in SUMMED:
+            return _NONE
+        return self.of_path(path)
+
     def hides(self, hidden: frozenset[str]) -> bool:
         """Hiding ``hidden`` masks some feature."""
         return not hidden.isdisjoint(self.used)
@@ -176,6 +202,8 @@ class FeatureSources:
             if len(self._blank) < 256:
                 self._blank[hidden] = blank
         changes, drop, rises = blank
+        if "event_count" in changes:
+            changes = {**changes, **self._activity(profile, hidden)}
         traits = profile.traits
         if traits and (drop is None or any(k in traits for k in drop)):
             kept = {k: v for k, v in traits.items() if self.trait(k) not in hidden}
@@ -186,6 +214,36 @@ class FeatureSources:
         if not changes:
             return profile
         return msgspec.structs.replace(profile, **changes)
+
+    def _sources_of_key(self, key: str) -> frozenset[str]:
+        found = self._keys.get(key)
+        if found is None:
+            found = self._keys[key] = frozenset(key.split("+"))
+        return found
+
+    def _activity(self, profile: Profile, hidden: frozenset[str]) -> dict[str, Any]:
+        """The activity counters of the event sources ``hidden`` leaves: events and
+        sessions summed, the 30-day event times (the profile's less the hidden sources',
+        or, behavioral hidden, the allowed ones' merged). A profile folded before the split
+        (``by_source`` None) shows none, as before it."""
+        split = profile.by_source
+        if not split:
+            return {}
+        events = sessions = 0
+        shown: list[list[float]] = []
+        withheld: list[list[float]] = []
+        for key, entry in split.items():
+            on = key != _LEGACY and hidden.isdisjoint(self._sources_of_key(key))
+            if on:
+                events += entry.events
+                sessions += entry.sessions
+            if key != _BEHAVIORAL:
+                (shown if on else withheld).append(entry.activity)
+        if _BEHAVIORAL in hidden:
+            activity = list(heapq.merge(*shown))
+        else:
+            activity = _less(profile.activity, withheld)
+        return {"event_count": events, "sessions": sessions, "activity": activity}
 
     def _blanks(self, hidden: frozenset[str]) -> tuple[dict[str, Any], frozenset[str] | None, bool]:
         """What ``masked`` empties for ``hidden``, the traits it drops, and whether it drops
@@ -215,3 +273,19 @@ class FeatureSources:
         if DataSource.CRM in hidden:
             return changes, None, rises
         return changes, frozenset(k for k, s in self._traits.items() if s in hidden), rises
+
+
+def _less(hits: list[float], withheld: list[list[float]]) -> list[float]:
+    """``hits`` without the times in ``withheld`` (each once: a multiset difference). A
+    withheld time missing from ``hits`` is older than all of them (``hits`` was cut at a
+    later newest hit), so it takes nothing out."""
+    if not any(withheld):
+        return list(hits)
+    out = Counter(t for times in withheld for t in times)
+    kept: list[float] = []
+    for t in hits:
+        if out.get(t):
+            out[t] -= 1
+        else:
+            kept.append(t)
+    return kept
