@@ -431,6 +431,9 @@ def build_partitioned_fold(
             owner=owner,
             lease_seconds=settings.fold_lease_seconds,
             outbox=stores.outbox,
+            tombstones=Tombstones(tombstone_key(settings.token_secret), state.tombstones()),
+            rights=stores,
+            erase_models=True,
         )
     except BaseException:
         for done in reversed(opened):
