@@ -290,8 +290,10 @@ class _Staged:
     #: claims of stitches joined here, released with the save: owner -> customers
     release: dict[str, list[str]] = field(default_factory=dict)
     received: list[float] = field(default_factory=list)
-    #: deliveries dropped by a tombstone (an erased customer's): deleted from the stream
-    erased: list[int] = field(default_factory=list)
+    #: deliveries the stream need not keep, deleted from it after the save: those dropped
+    #: by a tombstone (an erased customer's), and duplicates of a logged event (an erasure
+    #: finds the customer's messages by the logged copy)
+    deleted: list[int] = field(default_factory=list)
     folded: int = 0
     published: bool = False
     saved: bool = False
@@ -775,6 +777,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             for at, (p, d, event, hop) in enumerate(fresh):
                 if event.message_id in seen:
                     self.skipped[p].add(d.seq)
+                    st.deleted.append(d.seq)
                     self.stats.duplicates += 1
                     if hop is not None and hop.claimed:  # folded already: its claim ends
                         st.release[event.message_id] = list(hop.claimed)
@@ -802,7 +805,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         """An erased customer's event accepted before their erasure (a tombstone): not
         folded nor logged, deleted from the stream after the save; a stitch's claims end."""
         self.skipped[p].add(d.seq)
-        st.erased.append(d.seq)
+        st.deleted.append(d.seq)
         if hop is not None and hop.claimed:
             st.release[event.message_id] = list(hop.claimed)
         self.stats.erased_dropped += 1
@@ -1342,9 +1345,9 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             self.stats.visible_after = tuple(saved_at - r for r in st.received)
             st.saved = True
             self._send_alerts()
-        if st.erased:  # after the save: a crash before it folds them again, and drops them
-            self._erase_messages(st.erased)
-            st.erased = []
+        if st.deleted:  # after the save: a crash before it meets them again, and skips them
+            self._erase_messages(st.deleted)
+            st.deleted = []
         if not st.sealed:
             positions = dict(st.positions)
             self._seal(_Segment(tuple(st.events), positions, tuple(st.deliveries)))
