@@ -22,6 +22,14 @@ erased message is a duplicate anyway: PostgreSQL keeps erased messageIds. The ke
 from the deployment's customer token secret (``tombstone_key``): whoever holds Redis alone
 cannot test a guessed id against the tombstones.
 
+**Several fold workers** (``partitioned_fold``): the home partition's worker (the lead)
+finds every id, records the tombstones and sends an ``ErasurePart`` (kind ``erase-part``) to
+every other partition; each part erases what its partition holds and records itself
+(``ErasureLedger.record_part``); the last one erases the shared stores, writes the audit
+entry and hands the outcome to the model writer on the learning feed (``complete_erasure``),
+which forgets the customer and records it. The customer's messages are deleted from the
+stream (``stream_copies``: a logged event's, and the messages it came by).
+
 **API workers' decisions.** The tombstones also go to a feed (``ErasureLedger.erased_since``)
 every API worker reads on its flush tick (0.1 s): it drops its pending and recent decisions
 for the erased customer keys before writing the pending ones, so a decision taken just
@@ -105,7 +113,7 @@ class ErasureCommand(msgspec.Struct, frozen=True, kw_only=True):
 class ErasureOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What the fold recorded for a receipt (no id: counts and the audit entry only).
     ``status``: ``erased``, ``not_found`` (nothing held any of the ids) or ``not_served``
-    (a fold worker that cannot erase: several partitioned ones)."""
+    (a fold worker started without what an erasure needs)."""
 
     status: str
     erased_at: float
