@@ -182,12 +182,16 @@ class Tombstones:
     time."""
 
     def __init__(self, key: bytes, held: Mapping[str, float] | None = None) -> None:
-        self._key = key
+        #: the keyed hash, its key's pads computed once (each digest a copy: ~25% cheaper
+        #: than a new one, and a fold checks every event while a tombstone is held)
+        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
         self.held: dict[str, float] = dict(held or {})
 
     def digest(self, name: str) -> str:
         """The tombstone of ``u:<userId>`` / ``a:<anonymousId>``."""
-        return hmac.new(self._key, name.encode(), hashlib.sha256).hexdigest()
+        h = self._hmac.copy()
+        h.update(name.encode())
+        return h.hexdigest()
 
     def of(self, users: Iterable[str], anons: Iterable[str]) -> list[str]:
         return [self.digest(n) for n in customer_key_marks(users, anons)]
