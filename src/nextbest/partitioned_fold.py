@@ -116,6 +116,7 @@ from nextbest.store.snapshot import FOLD_ROW, POSITION
 __all__ = [
     "FORWARD",
     "STITCH",
+    "Erasures",
     "Hop",
     "PartitionStats",
     "PartitionedFold",
@@ -264,6 +265,17 @@ class PartitionStats(LoopStats):
     erased_dropped: int = 0
 
 
+class Erasures(NamedTuple):
+    """What a partitioned fold worker erases customers with (``scaled_erasure``): the
+    tombstones recorded before, the stores an erasure deletes from and writes its audit
+    entry to, and whether a model writer runs beside the workers (it forgets an erased
+    customer last, then records the outcome)."""
+
+    tombstones: Tombstones
+    rights: Stores
+    models: bool = False
+
+
 class _Segment(NamedTuple):
     """A step's events for the log (in the order folded), each partition's position they
     reach, and the deliveries to acknowledge once logged."""
@@ -326,15 +338,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         outbox: Outbox | None = None,
-        tombstones: Tombstones | None = None,
-        rights: Stores | None = None,
-        erase_models: bool = False,
+        erasures: Erasures | None = None,
     ) -> None:
-        """``tombstones``, ``rights``: erasures (``scaled_erasure``): the tombstones recorded
-        before, and the stores an erasure deletes from and records its audit entry in;
-        without them (or a ``state`` that is no ``ErasureLedger``) an erasure command is
-        answered ``not_served``. ``erase_models``: a model writer runs beside the workers
-        (it forgets an erased customer last and records the outcome)."""
         if not isinstance(log, PartitionedLog):
             raise StoreError(
                 "several fold workers need an event log they can share (PostgreSQL or "
@@ -408,10 +413,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         self._tail: list[StoredEvent] = []
         self._tail_ids: set[str] = set()
         self._lock = threading.Lock()
-        #: erasures: the tombstones known, the stores erased, whether a model writer runs
-        self.tombstones = tombstones
-        self.rights = rights
-        self.erase_models = erase_models
+        #: without (or a ``state`` that is no ``ErasureLedger``): answered ``not_served``
+        self.erasures = erasures
         self._begin()
 
     def _begin(self) -> None:
@@ -529,8 +532,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         self._queues[p] = deque()
 
     def _restore(self, partitions: list[int]) -> None:
-        if self.tombstones is not None and isinstance(self.state, ErasureLedger):
-            self.tombstones.add(self.state.tombstones())  # other workers' erasures meanwhile
+        if self.erasures is not None and isinstance(self.state, ErasureLedger):
+            self.erasures.tombstones.add(self.state.tombstones())  # others' erasures meanwhile
         version = self.state.saved_version()
         logged = self.reads.partition_positions()
         single = self.reads.source_position()
@@ -781,7 +784,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                     self.stats.duplicates += 1
                     if hop is not None and hop.claimed:  # folded already: its claim ends
                         st.release[event.message_id] = list(hop.claimed)
-                elif self.tombstones is not None and self.tombstones.drops(event):
+                elif self.erasures is not None and self.erasures.tombstones.drops(event):
                     self._drop_erased(st, p, d, event, hop)
                 else:
                     try:
@@ -858,11 +861,12 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         command, kind ``erase``) first finds every id and sends a part to every other
         partition (``_lead``); each part then erases what it holds (``_erase_here``) and
         records itself; the one that finds every partition's recorded completes it."""
-        ledger, stones = self.state, self.tombstones
-        if not isinstance(ledger, ErasureLedger) or stones is None or self.rights is None:
+        ledger, erasures = self.state, self.erasures
+        if not isinstance(ledger, ErasureLedger) or erasures is None:
             self._refuse_erasure(d)
             return
-        part = self._lead(p, d, ledger, stones) if d.kind == ERASE else decode_part(d.body)
+        stones = erasures.tombstones
+        part = self._lead(p, d, ledger, erasures) if d.kind == ERASE else decode_part(d.body)
         command = part.command
         users, anons = command.user_ids, command.anonymous_ids
         stones.add({t: part.erased_at for t in stones.of(users, anons)})
@@ -870,10 +874,10 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         parts = ledger.record_part(command.receipt, str(p), encode_outcome(done), OUTCOME_SECONDS)
         self.stats.erasures += 1
         if all(str(q) in parts for q in range(self.count)):
-            complete_erasure(self.rights, ledger, self.bus, part, parts, self._wall())
+            complete_erasure(erasures.rights, ledger, self.bus, part, parts, self._wall())
         stones.prune(self._wall())
 
-    def _lead(self, p: int, d: Delivery, ledger: ErasureLedger, stones: Tombstones) -> ErasurePart:
+    def _lead(self, p: int, d: Delivery, ledger: ErasureLedger, erasures: Erasures) -> ErasurePart:
         """The home partition's part begins: every id of the customer (the command's, this
         partition's view of their links, their events' identifies and aliases in the log),
         the tombstones recorded with this time, a part sent to every other partition (behind
@@ -888,9 +892,10 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         except InputError:  # never sent by an API worker: nothing to erase
             users, anons = [], []
         now = self._wall()
-        ledger.record_tombstones({t: now for t in stones.of(users, anons)}, TOMBSTONE_SECONDS)
+        stones = erasures.tombstones.of(users, anons)
+        ledger.record_tombstones(dict.fromkeys(stones, now), TOMBSTONE_SECONDS)
         whole = msgspec.structs.replace(command, user_ids=users, anonymous_ids=anons)
-        part = ErasurePart(command=whole, erased_at=now, parts=self.count, models=self.erase_models)
+        part = ErasurePart(command=whole, erased_at=now, parts=self.count, models=erasures.models)
         body = encode_outcome(part)
         self.bus.publish(
             [
@@ -938,7 +943,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         return self.bus.erase_messages(stream_copies(self.bus, seqs))
 
     def _refuse_erasure(self, d: Delivery) -> None:
-        """A worker without what an erasure needs (tombstones, the stores, Redis): the
+        """A worker without what an erasure needs (``Erasures``, Redis): the
         command's outcome says so (the API worker answers 501)."""
         if not isinstance(self.state, ErasureLedger):
             return

@@ -20,7 +20,7 @@ from nextbest.errors import StoreUnavailable
 from nextbest.fold_worker import FoldWorker
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.model_writer import LEARNER_CONSUMER, ModelWriter
-from nextbest.partitioned_fold import PartitionedFold, consumer_name
+from nextbest.partitioned_fold import Erasures, PartitionedFold, consumer_name
 from nextbest.scaled_erasure import Tombstones, tombstone_key
 from nextbest.store import Stores, memory_stores, with_state
 from nextbest.store.memory import MemoryEventLog
@@ -118,9 +118,11 @@ class ScaledSide:
                 wall=wall,
                 owner=f"half{n}",
                 outbox=outbox,
-                tombstones=Tombstones(ERASURE_KEY, state.tombstones()) if self.erasures else None,
-                rights=self.logs if self.erasures else None,
-                erase_models=self.erasures and self.models,
+                erasures=Erasures(
+                    Tombstones(ERASURE_KEY, state.tombstones()), self.logs, models=self.models
+                )
+                if self.erasures
+                else None,
             )
             for n, (half, state) in enumerate(zip(HALVES, states, strict=True))
         ]
