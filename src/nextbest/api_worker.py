@@ -279,7 +279,9 @@ class ApiWorker:
         (after every event of theirs acknowledged before it), answered once the fold worker
         recorded its outcome. ``ErasurePending`` (202, with the receipt) when that takes
         longer than ``erase_wait`` seconds; NotFound when nothing held any of the ids;
-        NotServed when the fold workers cannot erase (several partitioned ones)."""
+        NotServed when the fold workers cannot erase (one started without its tombstone key
+        or stores); with several fold workers the home partition's hands the erasure on to
+        every other partition (``partitioned_fold``)."""
         ledger = self._ledger()
         users, anons = customer_ids(self, customer_id)
         receipt = secrets.token_hex(16)

@@ -382,7 +382,12 @@ def build_partitioned_fold(
     _require_scaled(settings, "fold")
     compiled = catalog if catalog is not None else load_catalog(settings.catalog)
     from nextbest.model_writer import ModelWriter
-    from nextbest.partitioned_fold import PartitionedFold, parse_partitions, worker_name
+    from nextbest.partitioned_fold import (
+        Erasures,
+        PartitionedFold,
+        parse_partitions,
+        worker_name,
+    )
     from nextbest.store.postgres import PostgresDatabase, PostgresEventLog
     from nextbest.store.redis import RedisState
 
@@ -431,6 +436,11 @@ def build_partitioned_fold(
             owner=owner,
             lease_seconds=settings.fold_lease_seconds,
             outbox=stores.outbox,
+            erasures=Erasures(
+                Tombstones(tombstone_key(settings.token_secret), state.tombstones()),
+                stores,
+                models=True,
+            ),
         )
     except BaseException:
         for done in reversed(opened):

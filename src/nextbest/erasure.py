@@ -84,8 +84,10 @@ __all__ = [
     "CustomerData",
     "CustomerExport",
     "ErasureReport",
+    "StitchedIds",
     "customer_ids",
     "erase_customer",
+    "erasure_subject",
     "export_customer",
 ]
 
@@ -139,8 +141,17 @@ class CustomerExport(msgspec.Struct, frozen=True, kw_only=True):
     audit: list[AuditEntry]
 
 
+class StitchedIds(Protocol):
+    """Where ``customer_ids`` looks: the links a store or view holds, and the event log."""
+
+    @property
+    def event_log(self) -> EventLog: ...
+
+    def stitched_ids(self, customer_id: str) -> tuple[set[str], set[str]]: ...
+
+
 def customer_ids(
-    engine: CustomerData, customer_id: str, also: tuple[Collection[str], Collection[str]] = ((), ())
+    engine: StitchedIds, customer_id: str, also: tuple[Collection[str], Collection[str]] = ((), ())
 ) -> tuple[list[str], list[str]]:
     """The customer's userIds and anonymousIds: what the identity map links to them, and what
     their own events say (their devices' identifies, their aliases: a store restored from an
@@ -214,7 +225,7 @@ def erase_customer(
     if not any(counts.values()):
         raise NotFound(f"no customer {customer_id!r}: nothing holds any of their ids")
     receipt = receipt or secrets.token_hex(16)
-    subject = "erased:" + hashlib.sha256(f"{receipt}\x00{customer_id}".encode()).hexdigest()
+    subject = erasure_subject(receipt, customer_id)
     (entry,) = engine.audit.append(
         [
             AuditRecord(
@@ -235,6 +246,11 @@ def erase_customer(
         audit_subject=subject,
         receipt=receipt,
     )
+
+
+def erasure_subject(receipt: str, customer_id: str) -> str:
+    """The pseudonym an erasure's audit entry names the customer by (module docstring)."""
+    return "erased:" + hashlib.sha256(f"{receipt}\x00{customer_id}".encode()).hexdigest()
 
 
 def _audit_of(engine: CustomerData, keys: list[str]) -> list[AuditEntry]:

@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from nextbest.bus.port import Delivery, EventBus
+from nextbest.bus.port import Delivery, ErasableStream, EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.engine import Engine
 from nextbest.erasure import customer_ids
@@ -109,6 +109,10 @@ class FoldStats(LoopStats):
 class _Pending(NamedTuple):
     segment: Segment
     deliveries: list[Delivery]
+    #: stream messages to delete once logged and acknowledged (a restart never reads them
+    #: again: the fold needs the stream's sequences without a gap up to its position): an
+    #: erasure's command, an erased customer's events dropped by a tombstone
+    deleted: tuple[int, ...] = ()
 
     @property
     def events(self) -> tuple[object, ...]:
@@ -237,8 +241,11 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             if again[-1].seq == self.position:
                 self.log.skip_to(self._resume_seq)
         events = [_decode(d.body) for d in fresh]
+        dropped: list[int] = []
         if self._tombstones is not None and self._tombstones.held:
-            kept = [e for e in events if not self._tombstones.drops(e)]
+            stones = self._tombstones
+            dropped = [d.seq for d, e in zip(fresh, events, strict=True) if stones.drops(e)]
+            kept = [e for e in events if not stones.drops(e)]
             self.stats.erased_dropped += len(events) - len(kept)
             events = kept
         seqs: list[int | None] = []
@@ -253,10 +260,11 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             self._send_alerts()
             self.stats.visible_after = tuple(saved - e.received_at for e in events)
             self.position = fresh[-1].seq
+
         for d in todo:
             del self._held[d.seq]
         self._done = todo[-1].seq
-        self._seal(_Pending(self.log.seal(self._done), todo))
+        self._seal(_Pending(self.log.seal(self._done), todo, tuple(dropped)))
         self._ack_stale()
         folded = sum(s is not None for s in seqs)
         self.stats.events += folded
@@ -285,7 +293,7 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             self.log.skip_to(self._resume_seq)
         del self._held[d.seq]
         self._done = d.seq
-        self._seal(_Pending(self.log.seal(d.seq), [d]))
+        self._seal(_Pending(self.log.seal(d.seq), [d], (d.seq,)))  # the command names the ids
         self._ack_stale()
         if self._writer is None:
             with contextlib.suppress(NextbestError):
@@ -356,6 +364,12 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
 
     def _acknowledge(self, group: list[_Pending]) -> None:
         self.bus.ack(self.consumer, [d for p in group for d in p.deliveries])
+        deleted = [seq for p in group for seq in p.deleted]
+        if deleted and isinstance(self.bus, ErasableStream):
+            try:
+                self.bus.erase_messages(deleted)
+            except NextbestError as exc:  # logged and acknowledged all the same
+                log.error("erased messages not deleted from the stream: %s", exc.message)
 
     def _check_saved_state(self) -> None:
         """Every ``check_every`` seconds: if the saved position vanished (Redis was flushed

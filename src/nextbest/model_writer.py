@@ -31,21 +31,34 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
-from nextbest.bus.port import LEARNING, Delivery, EventBus
+from nextbest.bus.port import LEARNING, Delivery, ErasableStream, EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.feedback import is_feedback
 from nextbest.errors import LeaseLost, NextbestError
 from nextbest.events.model import Event
-from nextbest.experiments.counters import EXPERIMENT_ROW, ExperimentCounters
+from nextbest.experiments.counters import (
+    EXPERIMENT_ROW,
+    EXPOSURE_ROW,
+    ExperimentCounters,
+    exposure_key,
+)
 from nextbest.experiments.exposure import FirstExposure
 from nextbest.learn.learner import Learner
 from nextbest.learn.trust import forced
 from nextbest.profile.identity import ANON_PREFIX
-from nextbest.store.port import DecisionLog, SharedState, StateRow
+from nextbest.scaled_erasure import (
+    ERASE,
+    OUTCOME_SECONDS,
+    ErasureOutcome,
+    customer_key_marks,
+    decode_part,
+    encode,
+)
+from nextbest.store.port import DecisionLog, ErasureLedger, SharedState, StateRow
 from nextbest.store.snapshot import (
     EXPERIMENT_LOG,
     FOLD_ROW,
@@ -278,6 +291,9 @@ class ModelWriter:
             self._unsaved.append(d)
             if d.seq <= self.position:
                 continue
+            if d.kind == ERASE:
+                self._erase(d)
+                continue
             record = _decode_record(d.body)
             if record.seq <= self.origins.get(record.partition, 0):
                 self.duplicates += 1  # republished by a fold worker after a crash
@@ -319,6 +335,36 @@ class ModelWriter:
         self.records += 1
         self._mark_changed()
 
+    def _erase(self, d: Delivery) -> None:
+        """An erasure's last part (``scaled_erasure.complete_erasure``: every partition
+        erased its part): the customer's waiting views, clicks and exposure rows forgotten,
+        saved at once with the feed position past it; then the outcome recorded (the API
+        worker answers), the ids' write marks and the erasure's commands deleted. A failure
+        raises before the position moves (the command comes again; it is idempotent)."""
+        part = decode_part(d.body)
+        command = part.command
+        users, anons = command.user_ids, command.anonymous_ids
+        keys = [*users, *(ANON_PREFIX + a for a in anons)]
+        waiting = self.learner.forget(part.decisions, keys)
+        exposures = self.counters.forget(keys)
+        campaigns = sorted(self.catalog.kpis)
+        gone = [StateRow(EXPOSURE_ROW, exposure_key(c, k), None) for c in campaigns for k in keys]
+        before = self.position
+        self.position = d.seq
+        try:
+            self.save(gone)
+        except BaseException:
+            self.position = before
+            raise
+        outcome = part.outcome or ErasureOutcome(status="not_found", erased_at=self._wall())
+        if outcome.status == "erased":
+            outcome = msgspec.structs.replace(outcome, waiting=waiting, exposures=exposures)
+        if isinstance(self.state, ErasureLedger):
+            marks = customer_key_marks(users, anons)
+            self.state.finish_erasure(command.receipt, encode(outcome), OUTCOME_SECONDS, marks)
+        if isinstance(self.bus, ErasableStream):
+            self.bus.erase_messages(part.commands)
+
     def _count_control(self) -> None:
         position = self.decisions.decision_log_position()
         if position == self._control_seen:
@@ -336,11 +382,14 @@ class ModelWriter:
             self._changed = True
             self._changed_at = self._wall()
 
-    def save(self) -> None:
+    def save(self, extra: Sequence[StateRow] = ()) -> None:
         """Save the learner, the counters, the published copy and the feed position in one
-        write, then acknowledge the records folded."""
+        write (with ``extra`` rows), then acknowledge the records folded; the learning feed
+        then loses every record up to the saved position (JetStream: a purge), so an erased
+        customer's records do not outlive the erasure (docs/trust.md)."""
         learner = self.learner
         rows: list[StateRow] = list(learner_rows(learner.to_state(), self._control_seen))
+        rows.extend(extra)
         version = ModelVersion(self.position, self._wall(), self._changed_at)
         rows.append(published_row(version))
         experiments = self.counters.take_changes()
@@ -357,6 +406,11 @@ class ModelWriter:
         self._changed_at = None
         self._saved_at = self._monotonic()
         self._ack()
+        if isinstance(self.bus, ErasableStream):
+            try:
+                self.bus.purge_learning(self.position)
+            except NextbestError as exc:  # purged with the next save
+                log.warning("learning feed not purged: %s", exc.message)
 
     def _ack(self) -> None:
         unsaved, self._unsaved = self._unsaved, []

@@ -61,10 +61,11 @@ from typing import NamedTuple
 
 import msgspec
 
-from nextbest.bus.port import LEARNING, BusMessage, Delivery, EventBus
+from nextbest.bus.port import LEARNING, BusMessage, Delivery, ErasableStream, EventBus
 from nextbest.catalog.compiled import Catalog
 from nextbest.decide.feedback import is_feedback
-from nextbest.errors import ConfigError, LeaseLost, NextbestError, StoreError
+from nextbest.erasure import customer_ids
+from nextbest.errors import ConfigError, InputError, LeaseLost, NextbestError, StoreError
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.counters import ExperimentCounters
 from nextbest.experiments.exposure import first_exposure
@@ -87,9 +88,17 @@ from nextbest.profile_cache import LINKED_ROW, Linked, ProfileCache
 from nextbest.routing import destination, dissolved, home, joined, moved_links, remote
 from nextbest.scaled_erasure import (
     ERASE,
+    ERASE_PART,
     OUTCOME_SECONDS,
+    TOMBSTONE_SECONDS,
     ErasureOutcome,
+    ErasurePart,
+    PartDone,
+    Tombstones,
+    complete_erasure,
     decode_command,
+    decode_part,
+    stream_copies,
 )
 from nextbest.scaled_erasure import encode as encode_outcome
 from nextbest.store.port import (
@@ -100,12 +109,14 @@ from nextbest.store.port import (
     SharedState,
     StateRow,
     StoredEvent,
+    Stores,
 )
 from nextbest.store.snapshot import FOLD_ROW, POSITION
 
 __all__ = [
     "FORWARD",
     "STITCH",
+    "Erasures",
     "Hop",
     "PartitionStats",
     "PartitionedFold",
@@ -118,6 +129,8 @@ log = logging.getLogger("nextbest.fold")
 
 FORWARD = "forward"
 STITCH = "stitch"
+#: the kinds of an erasure's commands (``scaled_erasure``): each alone in its step
+_ERASING = (ERASE, ERASE_PART)
 _ALIAS = LinkKind.ALIAS.value
 _ANON = LinkKind.ANON.value
 
@@ -246,6 +259,21 @@ class PartitionStats(LoopStats):
     cache_loads: int = 0
     #: times this worker stopped folding its partitions: a lease lost (``_let_go``)
     leases_lost: int = 0
+    #: erasure parts applied, and events dropped by a tombstone (an erased customer's,
+    #: accepted before their erasure)
+    erasures: int = 0
+    erased_dropped: int = 0
+
+
+class Erasures(NamedTuple):
+    """What a partitioned fold worker erases customers with (``scaled_erasure``): the
+    tombstones recorded before, the stores an erasure deletes from and writes its audit
+    entry to, and whether a model writer runs beside the workers (it forgets an erased
+    customer last, then records the outcome)."""
+
+    tombstones: Tombstones
+    rights: Stores
+    models: bool = False
 
 
 class _Segment(NamedTuple):
@@ -274,6 +302,10 @@ class _Staged:
     #: claims of stitches joined here, released with the save: owner -> customers
     release: dict[str, list[str]] = field(default_factory=dict)
     received: list[float] = field(default_factory=list)
+    #: deliveries the stream need not keep, deleted from it after the save: those dropped
+    #: by a tombstone (an erased customer's), and duplicates of a logged event (an erasure
+    #: finds the customer's messages by the logged copy)
+    deleted: list[int] = field(default_factory=list)
     folded: int = 0
     published: bool = False
     saved: bool = False
@@ -306,6 +338,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         outbox: Outbox | None = None,
+        erasures: Erasures | None = None,
     ) -> None:
         if not isinstance(log, PartitionedLog):
             raise StoreError(
@@ -380,6 +413,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         self._tail: list[StoredEvent] = []
         self._tail_ids: set[str] = set()
         self._lock = threading.Lock()
+        #: without (or a ``state`` that is no ``ErasureLedger``): answered ``not_served``
+        self.erasures = erasures
         self._begin()
 
     def _begin(self) -> None:
@@ -497,6 +532,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         self._queues[p] = deque()
 
     def _restore(self, partitions: list[int]) -> None:
+        if self.erasures is not None and isinstance(self.state, ErasureLedger):
+            self.erasures.tombstones.add(self.state.tombstones())  # others' erasures meanwhile
         version = self.state.saved_version()
         logged = self.reads.partition_positions()
         single = self.reads.source_position()
@@ -636,6 +673,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             self._trim()
             self._log_here()
             return 0
+        if any(ds[0].kind in _ERASING for ds in work.values()):
+            return self._erase_step(work)
         started = time.perf_counter()
         staged = self._stage(work)
         self.stats.fold_seconds = time.perf_counter() - started
@@ -689,10 +728,10 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             limit = self.again[p] if p in self._restart_pending else None
             taken: list[Delivery] = []
             while queue and len(taken) < share and (limit is None or queue[0].seq <= limit):
-                if queue[0].kind == ERASE and taken:
-                    break  # an erasure command goes alone (``_refuse_erasure``)
+                if queue[0].kind in _ERASING and taken:
+                    break  # an erasure command goes alone (``_erase_step``)
                 taken.append(queue.popleft())
-                if taken[-1].kind == ERASE:
+                if taken[-1].kind in _ERASING:
                     break
             if taken:
                 out[p] = taken
@@ -712,13 +751,6 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         fresh: list[tuple[int, Delivery, Event, Hop | None]] = []
         for p, deliveries in work.items():
             for d in deliveries:
-                if d.kind == ERASE:  # not served here: answered so, passed over
-                    self._refuse_erasure(p, d)
-                    st.deliveries.append(d)
-                    self.done[p] = st.positions[p] = d.seq
-                    if p not in st.held:
-                        st.visible[p] = d.seq
-                    continue
                 if d.seq <= self.again[p]:  # folded before the restart: logged only
                     st.deliveries.append(d)
                     if d.seq > self.logged[p] and d.seq not in self.skipped[p]:
@@ -748,9 +780,12 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             for at, (p, d, event, hop) in enumerate(fresh):
                 if event.message_id in seen:
                     self.skipped[p].add(d.seq)
+                    st.deleted.append(d.seq)
                     self.stats.duplicates += 1
                     if hop is not None and hop.claimed:  # folded already: its claim ends
                         st.release[event.message_id] = list(hop.claimed)
+                elif self.erasures is not None and self.erasures.tombstones.drops(event):
+                    self._drop_erased(st, p, d, event, hop)
                 else:
                     try:
                         action = self._route(st, p, d, event, hop, frozen_any)
@@ -769,20 +804,161 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                     st.visible[p] = d.seq
         return st
 
-    def _refuse_erasure(self, p: int, d: Delivery) -> None:
-        """Several fold workers do not erase customers yet (docs/trust.md): the command's
-        outcome says so (the API worker answers 501), and it is skipped, never logged."""
+    def _drop_erased(self, st: _Staged, p: int, d: Delivery, event: Event, hop: Hop | None) -> None:
+        """An erased customer's event accepted before their erasure (a tombstone): not
+        folded nor logged, deleted from the stream after the save; a stitch's claims end."""
         self.skipped[p].add(d.seq)
-        if d.seq <= self.again[p] or not isinstance(self.state, ErasureLedger):
+        st.deleted.append(d.seq)
+        if hop is not None and hop.claimed:
+            st.release[event.message_id] = list(hop.claimed)
+        self.stats.erased_dropped += 1
+
+    # ------------------------------------------------------------------ erasure
+    def _erase_step(self, work: dict[int, list[Delivery]]) -> int:
+        """Erasure commands, alone in their step (``scaled_erasure``; each partition's is
+        alone in its list): the rest of the batch goes back to its queues; every event this
+        worker folded is logged first; then each command's part (``_erase_part``; a command
+        at or below the position saved before a restart was applied: passed over), and the
+        positions saved past them. A failure puts them back (an erasure is idempotent)."""
+        erasing = {p: ds[0] for p, ds in work.items() if ds[0].kind in _ERASING}
+        self._requeue([d for p, ds in work.items() if p not in erasing for d in ds])
+        try:
+            self._drain()
+            for p, d in erasing.items():
+                if d.seq > self.again[p]:
+                    self._erase_part(p, d)
+        except BaseException:
+            self._requeue(list(erasing.values()))
+            raise
+        st = _Staged()
+        for p, d in erasing.items():
+            self.skipped[p].add(d.seq)
+            st.deliveries.append(d)
+            self.done[p] = st.positions[p] = st.visible[p] = d.seq
+        self._staged = st
+        self._finish(st)
+        self._staged = None
+        self.stats.batches += 1
+        self._log_here()
+        return 0
+
+    def _drain(self) -> None:
+        """Until the event log holds every event this worker folded (an erasure deletes
+        them there)."""
+        if self._writer is None:
+            if self._unlogged:
+                self._write_unlogged(retry=self.stats.log_error is not None)
+            return
+        with self._changed:
+            while self._unlogged:
+                if self._stop.is_set():
+                    raise StoreError("stopping: an erasure waits for the event log")
+                self._changed.wait(0.1)
+                self._renew()
+
+    def _erase_part(self, p: int, d: Delivery) -> None:
+        """One partition's part of an erasure: the home partition's (the API worker's
+        command, kind ``erase``) first finds every id and sends a part to every other
+        partition (``_lead``); each part then erases what it holds (``_erase_here``) and
+        records itself; the one that finds every partition's recorded completes it."""
+        ledger, erasures = self.state, self.erasures
+        if not isinstance(ledger, ErasureLedger) or erasures is None:
+            self._refuse_erasure(d)
+            return
+        stones = erasures.tombstones
+        part = self._lead(p, d, ledger, erasures) if d.kind == ERASE else decode_part(d.body)
+        command = part.command
+        users, anons = command.user_ids, command.anonymous_ids
+        stones.add({t: part.erased_at for t in stones.of(users, anons)})
+        done = self._erase_here(p, d.seq, users, anons)
+        parts = ledger.record_part(command.receipt, str(p), encode_outcome(done), OUTCOME_SECONDS)
+        self.stats.erasures += 1
+        if all(str(q) in parts for q in range(self.count)):
+            complete_erasure(erasures.rights, ledger, self.bus, part, parts, self._wall())
+        stones.prune(self._wall())
+
+    def _lead(self, p: int, d: Delivery, ledger: ErasureLedger, erasures: Erasures) -> ErasurePart:
+        """The home partition's part begins: every id of the customer (the command's, this
+        partition's view of their links, their events' identifies and aliases in the log),
+        the tombstones recorded with this time, a part sent to every other partition (behind
+        every event acknowledged there before it)."""
+        command = decode_command(d.body)
+        book, cache = self.books[p], self.caches[p]
+        also = (command.user_ids, command.anonymous_ids)
+        if command.customer_id and not command.customer_id.startswith(ANON_PREFIX):
+            cache.load_members(book.identity.canonical_user(command.customer_id))
+        try:
+            users, anons = customer_ids(_View(book, self.log), command.customer_id, also)
+        except InputError:  # never sent by an API worker: nothing to erase
+            users, anons = [], []
+        now = self._wall()
+        stones = erasures.tombstones.of(users, anons)
+        ledger.record_tombstones(dict.fromkeys(stones, now), TOMBSTONE_SECONDS)
+        whole = msgspec.structs.replace(command, user_ids=users, anonymous_ids=anons)
+        part = ErasurePart(command=whole, erased_at=now, parts=self.count, models=erasures.models)
+        body = encode_outcome(part)
+        self.bus.publish(
+            [
+                BusMessage(q, f"erase-{command.receipt}-{q}", body, ERASE_PART)
+                for q in range(self.count)
+                if q != p
+            ]
+        )
+        return part
+
+    def _erase_here(self, p: int, seq: int, users: list[str], anons: list[str]) -> PartDone:
+        """What this partition holds of the ids: the stream's copies of their logged events
+        (and the messages those came by), their events in the log, their profiles, links
+        and positions in this view and in Redis, relays, parked stitches, alerts, claims."""
+        logged = self.log.events_of(users, anons, self.log.last_seq())
+        on_stream = [s.seq - self.base for s in logged if s.seq > self.base]
+        messages = self._erase_messages(on_stream)
+        events = self.log.erase(users, anons)
+        profiles, rows = self.caches[p].erase(users, anons)
+        keys = {*users, *(ANON_PREFIX + a for a in anons)}
+        ids = {*users, *anons}
+        for k in [k for k in self.relays[p] if k[1] in ids]:
+            self._drop_relay(p, k)
+        kept = [k for k in self.parked[p] if not _names(k.out, ids)]
+        if len(kept) != len(self.parked[p]):
+            self.parked[p] = kept
+            self._parked_dirty.add(p)
+        if any(a.customer in keys for a in self.alerts[p]):
+            self.alerts[p] = [a for a in self.alerts[p] if a.customer not in keys]
+            self._alerts_saved[p] = min(self._alerts_saved[p], len(self.alerts[p]))
+            self._alerts_row[p] = True
+            left = self.alerts[p]
+            rows.append(StateRow(*_row("alerts", p), encode_alerts(left) if left else None))
+        rows += self._relay_rows() + self._parked_rows()
+        self.state.save_rows(self.catalog.digest, rows)
+        if isinstance(self.state, ErasureLedger):
+            self.state.drop_claims(sorted(keys))
+        return PartDone(seq=seq, events=events, profiles=profiles, messages=messages)
+
+    def _erase_messages(self, seqs: Sequence[int]) -> int:
+        """Delete these stream messages, and those they came by (``stream_copies``), from a
+        bus that can (JetStream)."""
+        if not seqs or not isinstance(self.bus, ErasableStream):
+            return 0
+        return self.bus.erase_messages(stream_copies(self.bus, seqs))
+
+    def _refuse_erasure(self, d: Delivery) -> None:
+        """A worker without what an erasure needs (``Erasures``, Redis): the
+        command's outcome says so (the API worker answers 501)."""
+        if not isinstance(self.state, ErasureLedger):
             return
         outcome = ErasureOutcome(
             status="not_served",
             erased_at=self._wall(),
-            message="a deployment of several (partitioned) fold workers does not erase "
-            "customers yet: docs/trust.md",
+            message="this fold worker was started without what an erasure needs (its "
+            "tombstone key, the stores): docs/trust.md",
         )
         try:
-            receipt = decode_command(d.body).receipt
+            receipt = (
+                decode_command(d.body).receipt
+                if d.kind == ERASE
+                else decode_part(d.body).command.receipt
+            )
             self.state.finish_erasure(receipt, encode_outcome(outcome), OUTCOME_SECONDS)
         except (NextbestError, msgspec.DecodeError) as exc:
             log.error("an erasure command not answered: %s", exc)
@@ -1174,6 +1350,9 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             self.stats.visible_after = tuple(saved_at - r for r in st.received)
             st.saved = True
             self._send_alerts()
+        if st.deleted:  # after the save: a crash before it meets them again, and skips them
+            self._erase_messages(st.deleted)
+            st.deleted = []
         if not st.sealed:
             positions = dict(st.positions)
             self._seal(_Segment(tuple(st.events), positions, tuple(st.deliveries)))
@@ -1515,6 +1694,25 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                     self._close()
             finally:
                 self.bus.close()
+
+
+class _View:
+    """What ``erasure.customer_ids`` reads on a partition: its view of the links, and the
+    event log."""
+
+    def __init__(self, book: ProfileBook, log: EventLog) -> None:
+        self.book = book
+        self.event_log = log
+
+    def stitched_ids(self, customer_id: str) -> tuple[set[str], set[str]]:
+        identity = self.book.identity
+        return identity.ids_of(identity.canonical_user(customer_id))
+
+
+def _names(out: _Out, ids: set[str]) -> bool:
+    """A parked message's event carries one of ``ids``."""
+    event = _decode_hop(out.body).event if out.kind == STITCH else _decode_event(out.body)
+    return bool({event.user_id, event.anonymous_id, event.previous_id} & ids)
 
 
 def _joins(body: bytes | None, relay: _Relay) -> bool:

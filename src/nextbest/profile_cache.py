@@ -28,14 +28,14 @@ a link is saved only with the position of the fold that made it).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import msgspec
 
 from nextbest.events.model import Event, EventType
 from nextbest.profile.book import PROFILE_ROW, ProfileBook
-from nextbest.profile.identity import IdentityMap, LinkKind
+from nextbest.profile.identity import ANON_PREFIX, IdentityMap, LinkKind
 from nextbest.profile.model import Profile
 from nextbest.routing import home
 from nextbest.store.port import StateReads, StateRow
@@ -450,6 +450,36 @@ class ProfileCache:
 
     def __len__(self) -> int:
         return len(self._lru)
+
+    def erase(self, users: Collection[str], anons: Collection[str]) -> tuple[int, list[StateRow]]:
+        """Erase a customer from this view (``scaled_erasure``): their profiles, links,
+        members rows and link positions leave memory, nothing of them held, pinned or unsaved
+        any more; the rows to delete in Redis, every one of theirs, homed here or not; how
+        many of their profiles this view held."""
+        book = self.book
+        keys = [*users, *(ANON_PREFIX + a for a in anons)]
+        held = sum(book.profiles.pop(k, None) is not None for k in keys)
+        links = {(_ALIAS, u) for u in users} | {(_ANON, a) for a in anons}
+        links.update(book.identity.forget(users, anons))
+        gone = {*((PROFILE_ROW, k) for k in keys), *links}
+        for k in gone:
+            book.dirty.discard(k)
+            self.held.discard(k)
+            self.pinned.discard(k)
+            self._lru.pop(k, None)
+            self.saved_as.pop(k, None)
+        for k in links:
+            self.future.pop(k, None)
+            self.linked.pop(k, None)
+            self._linked_dirty.discard(k)
+        for c in keys:
+            self._members.pop(c, None)
+            self._members_dirty.discard(c)
+            self._members_read.discard(c)
+        rows = [StateRow(kind, key, None) for kind, key in sorted(gone)]
+        rows += [StateRow(MEMBERS_ROW, c, None) for c in keys]
+        rows += [StateRow(LINKED_ROW, _linked_key(kind, key), None) for kind, key in sorted(links)]
+        return held, rows
 
     def forget(self) -> None:
         """Drop everything (after a failure left the book unsure): reloaded on demand."""

@@ -20,7 +20,8 @@ from nextbest.errors import StoreUnavailable
 from nextbest.fold_worker import FoldWorker
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.model_writer import LEARNER_CONSUMER, ModelWriter
-from nextbest.partitioned_fold import PartitionedFold, consumer_name
+from nextbest.partitioned_fold import Erasures, PartitionedFold, consumer_name
+from nextbest.scaled_erasure import Tombstones, tombstone_key
 from nextbest.store import Stores, memory_stores, with_state
 from nextbest.store.memory import MemoryEventLog
 from nextbest.store.port import Outbox
@@ -29,6 +30,8 @@ from tests.support import batch, counter_ids
 
 SERVER = Sender(KeyKind.SERVER)
 HALVES = ([0, 1], [2, 3])
+#: the erasures' tombstone key when ``ScaledSide(erasures=True)``
+ERASURE_KEY = tombstone_key("scaled-side")
 
 
 def redis_or_skip(url: str, *namespaces: str) -> None:
@@ -54,9 +57,12 @@ class ScaledSide:
         at: float,
         outbox: Outbox | None = None,
         models: bool = False,
+        erasures: bool = False,
     ) -> None:
+        """``erasures``: the workers erase customers (the tombstone key ``ERASURE_KEY``, the
+        fold workers erasing from the logs)."""
         self.catalog, self.url, self.namespace = catalog, redis, namespace
-        self.partitioned, self.models = partitioned, models
+        self.partitioned, self.models, self.erasures = partitioned, models, erasures
         self.clock = FixedClock(at)
         #: the partitioned workers' wall clock (a parked stitch's pause): moved by ``settle``
         self.now = at
@@ -67,7 +73,14 @@ class ScaledSide:
         self.states: list[RedisState] = []
         reads = self.redis()
         self.api = ApiWorker(
-            catalog, self.logs, reads, reads, self.bus, self.clock, new_id=counter_ids("s")
+            catalog,
+            self.logs,
+            reads,
+            reads,
+            self.bus,
+            self.clock,
+            new_id=counter_ids("s"),
+            tombstone_key=ERASURE_KEY if erasures else b"",
         )
         self.single: FoldWorker | None = None
         self.parts: list[PartitionedFold] = []
@@ -92,11 +105,12 @@ class ScaledSide:
         log = self.logs.events
         assert isinstance(log, MemoryEventLog)
         wall: Callable[[], float] = lambda: self.now  # noqa: E731
+        states = [self.redis() for _ in HALVES]
         self.parts = [
             PartitionedFold(
                 self.catalog,
                 self.bus,
-                self.redis(),
+                state,
                 log,
                 log,
                 half,
@@ -104,8 +118,13 @@ class ScaledSide:
                 wall=wall,
                 owner=f"half{n}",
                 outbox=outbox,
+                erasures=Erasures(
+                    Tombstones(ERASURE_KEY, state.tombstones()), self.logs, models=self.models
+                )
+                if self.erasures
+                else None,
             )
-            for n, half in enumerate(HALVES)
+            for n, (half, state) in enumerate(zip(HALVES, states, strict=True))
         ]
         if self.models:
             self.writer = ModelWriter(

@@ -260,6 +260,20 @@ def test_a_customer_erased_through_a_scaled_api_worker_leaves_no_trace(
                 bus.close()
             wait_folded(fold, data)
             until(lambda: fold_events(fold, "erased") == 1, "the late copy dropped")
+
+            def on_stream() -> set[str]:
+                bus = NatsBus(bus_url, partitions=PARTITIONS)
+                try:
+                    return {m for _, m, _ in bus.messages()}
+                finally:
+                    bus.close()
+
+            # deleted from the stream once logged: the late copy, the erasure's command (the
+            # customer's earlier events stay there with one fold worker: docs/trust.md)
+            until(
+                lambda: not {late.message_id, "erase-" + report["receipt"]} & on_stream(),
+                "the late copy and the command deleted from the stream",
+            )
             assert fold_events(fold, "duplicate") == duplicates + 1
             assert left(every_pg_row(data)) == []
             assert left(every_redis_key_and_value(redis_url)) == []
@@ -286,35 +300,5 @@ def test_a_customer_erased_through_a_scaled_api_worker_leaves_no_trace(
             assert "email" not in profile["profile"]["traits"]
         finally:
             for w in [*apis, fold]:
-                w.stop()
-            delete_stream(bus_url, PARTITIONS)
-
-
-def test_partitioned_fold_workers_answer_an_erasure_not_served(
-    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
-):
-    """Several (partitioned) fold workers do not erase yet: the API worker answers 501 with
-    the reason, and the fold goes on past the command."""
-    bus_url = stream_url(request.node.nodeid)
-    with deployment(bus_url, redis_url, tmp_path) as env:
-        env = {**env, "NEXTBEST_FOLD_PARTITIONS": f"0-{PARTITIONS - 1}"}
-        fold = Worker("fold", env, tmp_path / "fold.log").start()
-        api = Worker("api", env, tmp_path / "api.log").start()
-        try:
-            sent(api, page(MORTGAGE, at=T0 - 10, user=USER))
-            r = call(api, "DELETE", f"/v1/customers/{USER}")
-            assert r.status_code == 501, r.text
-            assert "partitioned" in r.json()["message"]
-            sent(api, page(MORTGAGE, at=T0 - 5, user=USER))
-            profile = until(
-                lambda: (
-                    (r := call(api, "GET", f"/v1/profiles/{USER}")).status_code == 200
-                    and r.json()["profile"]["event_count"] == 2
-                ),
-                "the fold past the command",
-            )
-            assert profile
-        finally:
-            for w in (api, fold):
                 w.stop()
             delete_stream(bus_url, PARTITIONS)

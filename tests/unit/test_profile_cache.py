@@ -70,3 +70,33 @@ def test_members_are_read_once_per_batch_and_again_in_the_next(catalog: Catalog)
     assert cache.members("u3") == {("alias", "u7")}  # the batch reads it once
     cache.begin_step()
     assert cache.members("u3") == set()
+
+
+def test_an_erased_customer_leaves_the_view_and_every_row_of_theirs_is_deleted(catalog: Catalog):
+    encode = msgspec.msgpack.encode
+    rows = Rows(
+        {
+            ("alias", "old"): b"u1",
+            ("anon", "dev"): b"u1",
+            ("members", "u1"): encode([("alias", "old"), ("anon", "dev")]),
+        }
+    )
+    cache = cache_over(catalog, rows, capacity=100)
+    cache.prepare([tracked("old")], lambda _p: 0)
+    cache.load_members("u1")
+    identity = cache.book.identity
+    assert identity.ids_of("u1") == ({"u1", "old"}, {"dev"})
+    cache.book.dirty.add(("anon", "dev"))  # folded here, not saved: never saved now
+    held, deleted = cache.erase(["u1", "old"], ["dev", "old"])
+    assert held == 0
+    assert identity.ids_of("u1") == ({"u1"}, set())
+    assert not cache.book.dirty
+    assert {(r.kind, r.key) for r in deleted if r.body is None} >= {
+        ("profile", "u1"),
+        ("profile", "anon:dev"),
+        ("alias", "old"),
+        ("anon", "dev"),
+        ("members", "u1"),
+        ("linked", "anon:dev"),
+    }
+    assert all(r.body is None for r in deleted)

@@ -41,7 +41,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -54,6 +54,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    RawStreamMsg,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -71,6 +72,8 @@ _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PARTITIONS = re.compile(r"(\d+) partitions")
 _MSG_ID = "Nats-Msg-Id"
 _KIND = "Nextbest-Kind"
+#: JetStream's error codes for a message sequence it does not hold (deleted, or never)
+_NO_MESSAGE = (10037, 10043, 10057)
 
 T = TypeVar("T")
 
@@ -243,6 +246,33 @@ class NatsBus:
         finally:
             self._stop_loop()
 
+    # ------------------------------------------------------------------ erasure
+    def message_ids(self, seqs: Collection[int]) -> dict[int, str]:
+        """``ErasableStream.message_ids``: the messageIds of the messages still held at
+        ``seqs`` (a deleted or absent one left out)."""
+        if not seqs:
+            return {}
+        return self._run("get messages", self._message_ids(sorted(set(seqs))), self.timeout * 3)
+
+    def erase_messages(self, seqs: Collection[int]) -> int:
+        """``ErasableStream.erase_messages``: JetStream's message delete, with its default
+        secure erase (the stored bytes overwritten with random data; ``no_erase`` unset);
+        one already gone is passed over. How many were deleted."""
+        if not seqs:
+            return 0
+        return self._run("delete messages", self._erase(sorted(set(seqs))), self.timeout * 3)
+
+    def purge_learning(self, upto: int) -> None:
+        """``ErasableStream.purge_learning``: the learning feed's messages up to stream
+        sequence ``upto`` removed (a purge: marked removed, not overwritten)."""
+        if upto > 0:
+            self._run("purge learning feed", self._purge_learning(upto), self.timeout)
+
+    def messages(self) -> list[tuple[int, str, bytes]]:
+        """Every message the stream holds: (stream sequence, messageId, body), in order
+        (for inspection: tests, an operator checking an erasure)."""
+        return self._run("read stream", self._messages(), self.timeout * 10)
+
     def delete_stream(self) -> None:
         """Delete the stream and its consumers (tests, and an operator starting over)."""
         self._run("delete stream", self._delete_stream(), self.timeout)
@@ -391,6 +421,49 @@ class NatsBus:
     async def _last_seq(self) -> int:
         info = await self._jetstream().stream_info(self.stream)
         return int(info.state.last_seq or 0)
+
+    async def _get(self, seq: int) -> RawStreamMsg | None:
+        try:
+            return await self._jetstream().get_msg(self.stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+
+    async def _message_ids(self, seqs: list[int]) -> dict[int, str]:
+        got = await asyncio.gather(*(self._get(seq) for seq in seqs))
+        return {
+            seq: (m.headers or {}).get(_MSG_ID, "")
+            for seq, m in zip(seqs, got, strict=True)
+            if m is not None
+        }
+
+    async def _erase_one(self, seq: int) -> bool:
+        try:
+            return bool(await self._jetstream().delete_msg(self.stream, seq))
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _NO_MESSAGE:
+                return False
+            raise
+
+    async def _erase(self, seqs: list[int]) -> int:
+        return sum(await asyncio.gather(*(self._erase_one(seq) for seq in seqs)))
+
+    async def _purge_learning(self, upto: int) -> None:
+        await self._jetstream().purge_stream(self.stream, seq=upto + 1, subject=self._learning)
+
+    async def _messages(self) -> list[tuple[int, str, bytes]]:
+        info = await self._jetstream().stream_info(self.stream)
+        first, last = int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+        out: list[tuple[int, str, bytes]] = []
+        for start in range(max(first, 1), last + 1, 256):
+            seqs = range(start, min(last, start + 255) + 1)
+            got = await asyncio.gather(*(self._get(seq) for seq in seqs))
+            for m in got:
+                if m is not None and m.seq is not None:
+                    headers = m.headers or {}
+                    out.append((m.seq, headers.get(_MSG_ID, ""), m.data or b""))
+        return out
 
     async def _delete_stream(self) -> None:
         for sub in self._subs.values():

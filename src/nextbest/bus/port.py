@@ -26,8 +26,8 @@ reached or does not answer in time, StoreError otherwise.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Collection, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from nextbest.events.model import Event
 
@@ -35,6 +35,7 @@ __all__ = [
     "LEARNING",
     "BusMessage",
     "Delivery",
+    "ErasableStream",
     "EventBus",
     "Published",
     "bus_key",
@@ -121,6 +122,25 @@ class EventBus(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ErasableStream(Protocol):
+    """A bus that can delete messages (an erasure's, docs/trust.md): JetStream keeps every
+    message until its limits drop it. The in-memory bus keeps nothing durable and has none."""
+
+    def message_ids(self, seqs: Collection[int]) -> dict[int, str]:
+        """The messageIds of the messages still held at ``seqs`` (others left out)."""
+        ...
+
+    def erase_messages(self, seqs: Collection[int]) -> int:
+        """Delete the messages at ``seqs`` (their bytes overwritten); those gone already
+        are passed over. How many were deleted."""
+        ...
+
+    def purge_learning(self, upto: int) -> None:
+        """Remove the learning feed's messages up to stream sequence ``upto``."""
+        ...
 
 
 def bus_key(event: Event) -> str:

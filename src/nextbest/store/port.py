@@ -338,6 +338,16 @@ class ErasureLedger(Protocol):
         """The outcome recorded for ``receipt``; None when none is (yet)."""
         ...
 
+    def record_part(self, receipt: str, part: str, body: bytes, ttl: float) -> dict[str, bytes]:
+        """Record that ``part`` of the erasure ``receipt`` is done (several fold workers: a
+        partition, or the model writer), with what it found (``body``; a part recorded
+        again keeps its first); every part recorded so far (kept ``ttl`` seconds)."""
+        ...
+
+    def drop_claims(self, customers: Sequence[str]) -> None:
+        """End every stitch's claim on ``customers`` (erased: nothing of them stays)."""
+        ...
+
 
 class HeldMessage(NamedTuple):
     """A message set apart because it breaks the bank's vocabulary, as it was received.

@@ -186,6 +186,7 @@ class RedisState:
         self._erased_prefix = f"{namespace}:erased:".encode()
         self._feed_key = f"{namespace}:erasures".encode()
         self._outcome_prefix = f"{namespace}:erasure:".encode()
+        self._parts_prefix = f"{namespace}:erasure-parts:".encode()
         self._raise_marks = self.client.register_script(_RAISE_MARKS)
         self._claim = self.client.register_script(_CLAIM)
         self._release = self.client.register_script(_RELEASE)
@@ -436,6 +437,24 @@ class RedisState:
         """``ErasureLedger.erasure_outcome``: the outcome ``finish_erasure`` recorded."""
         with self._translated("read erasure outcome"):
             return _as_bytes(self.client.get(self._outcome_prefix + receipt.encode()))
+
+    def record_part(self, receipt: str, part: str, body: bytes, ttl: float) -> dict[str, bytes]:
+        """``ErasureLedger.record_part``: the hash ``<ns>:erasure-parts:<receipt>`` (part ->
+        body; HSETNX, then read whole, in one MULTI/EXEC)."""
+        key = self._parts_prefix + receipt.encode()
+        with self._translated("record erasure part"), self.client.pipeline() as pipe:
+            pipe.hsetnx(key, part, body)
+            pipe.pexpire(key, int(ttl * 1000))
+            pipe.hgetall(key)
+            got = pipe.execute()[-1]
+        return {_as_bytes_key(k).decode(): _as_bytes_key(v) for k, v in got.items()}
+
+    def drop_claims(self, customers: Sequence[str]) -> None:
+        """``ErasureLedger.drop_claims``: ``<ns>:stitching:<customer>`` deleted, whoever
+        holds it."""
+        if customers:
+            with self._translated("drop claims"):
+                self.client.delete(*(self._claim_prefix + c.encode() for c in customers))
 
     def ping(self) -> None:
         """StoreUnavailable unless Redis answers now."""
