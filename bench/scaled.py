@@ -2,10 +2,11 @@
 API workers, CPU per event and per decision summed over every process (API workers, fold
 worker, redis-server, nats-server, postgres; /proc/<pid>/stat before and after), PostgreSQL
 event rows/s (the fold's batches, from its /metrics), freshness (an event acknowledged by one
-API worker, then visible in a profile read on another), read-your-writes on another worker
-(an event acknowledged by worker 1, then a decision for the same id on worker 2 at once: how
-long it takes, and how often it waited for the fold), model staleness (a click acknowledged
-by worker 1 until worker 2's model copy has learned it), the API workers' own metrics, bytes
+API worker, then visible in a profile read on another; and the same probes' profile as seen
+in Redis directly: the fold's part), read-your-writes on another worker (an event
+acknowledged by worker 1, then a decision for the same id on worker 2 at once: how long it
+takes, and how often it waited for the fold), model staleness (a click acknowledged by
+worker 1 until worker 2's model copy has learned it), the API workers' own metrics, bytes
 per profile in Redis.
 
     PYTHONPATH=src .venv/bin/python bench/scaled.py [--seconds 5] [--out bench/results/scaled.json]
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from tests.acceptance.test_scaled_processes import Worker  # noqa: E402
 from tests.nats import delete_stream  # noqa: E402
 
+from nextbest.profile.book import PROFILE_ROW  # noqa: E402
 from nextbest.store.redis import RedisState  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -68,10 +70,10 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
-def event(n: int, user: str) -> dict[str, object]:
+def event(n: int, user: str, prefix: str = "e-") -> dict[str, object]:
     return {
         "type": "page",
-        "messageId": f"e-{uuid.uuid4().hex}",
+        "messageId": f"{prefix}{uuid.uuid4().hex}",
         "userId": user,
         "properties": {"url": MORTGAGE},
         "context": {"n": n},
@@ -147,24 +149,90 @@ class Background:
         self.rate = self._sent[0] / (time.perf_counter() - self._started)
 
 
-def freshness(writer: str, reader: str, probes: int) -> list[float]:
-    """Seconds from an event's 200 on ``writer`` until ``reader`` shows it in the profile."""
+class StateWatch:
+    """Beside a freshness probe's reads through the API worker: its profile read from Redis
+    directly every millisecond, so the time until the fold's save made it visible shows
+    apart from what a read through the API worker adds (HTTP, the read's audit record)."""
+
+    def __init__(self) -> None:
+        self.state = RedisState(REDIS)
+        self.user: str | None = None
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            user = self.user
+            if user is None or user in self.seen:
+                continue
+            if self.state.read_rows([(PROFILE_ROW, user)])[0] is not None:
+                self.seen[user] = time.perf_counter()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.state.close()
+
+
+def freshness(
+    writer: str,
+    reader: str,
+    probes: int,
+    traced: list[dict[str, object]] | None = None,
+    in_state: list[float] | None = None,
+) -> list[float]:
+    """Seconds from an event's 200 on ``writer`` until ``reader`` shows it in the profile
+    (``in_state``: until its profile was in Redis, read directly, 0 when before the 200;
+    ``traced``: each probe's messageId, wall-clock post, 200, last read missing it and
+    first read showing it, for ``--trace``; its messageId starts ``fp-``)."""
     out = []
+    watch = StateWatch() if in_state is not None else None
     with httpx.Client(auth=SERVER, timeout=10) as http:
         for n in range(probes):
             user = f"probe-{uuid.uuid4().hex[:8]}"
-            r = http.post(f"{writer}/v1/batch", json={"batch": [event(n, user)]})
+            if watch is not None:
+                watch.user = user
+            sent = event(n, user, "fp-")
+            posted = time.time()
+            r = http.post(f"{writer}/v1/batch", json={"batch": [sent]})
             assert r.status_code == 200, r.text
             acked = time.perf_counter()
+            wall_acked = time.time()
+            reads, missed = 0, 0.0
             while True:
+                asked = time.time()
                 got = http.get(f"{reader}/v1/profiles/{user}")
+                reads += 1
                 if got.status_code == 200:
                     out.append(time.perf_counter() - acked)
                     break
+                missed = asked
                 if time.perf_counter() - acked > 5:
                     out.append(5.0)
                     break
+            if traced is not None:
+                traced.append(
+                    {
+                        "id": sent["messageId"],
+                        "user": user,
+                        "posted": posted,
+                        "acked": wall_acked,
+                        "last_miss_asked": missed,
+                        "seen_asked": asked,
+                        "seen": time.time(),
+                        "reads": reads,
+                        "ms": 1000 * out[-1],
+                    }
+                )
+            if watch is not None and in_state is not None:
+                watch.user = None
+                seen = watch.seen.get(user)
+                in_state.append(max(0.0, seen - acked) if seen is not None else out[-1])
             time.sleep(0.02)
+    if watch is not None:
+        watch.close()
     return out
 
 
@@ -342,6 +410,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=0, help="partitioned fold workers")
     parser.add_argument("--cache", type=int, default=0, help="their profile cache (entries)")
     parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument(
+        "--trace",
+        default="",
+        help="a directory: the workers trace each freshness probe's stages there "
+        "(bench/fold_trace), the probes are kept in the results; bench/fold_trace/report.py",
+    )
     args = parser.parse_args()
     schema = f"bench_scaled_{uuid.uuid4().hex[:8]}"
     stream = f"NBBENCH-{uuid.uuid4().hex[:8]}"
@@ -359,6 +433,10 @@ def main() -> None:
     }
     if args.cache:
         env["NEXTBEST_FOLD_CACHE"] = str(args.cache)
+    if args.trace:
+        Path(args.trace).mkdir(parents=True, exist_ok=True)
+        env["NEXTBEST_TRACE"] = str(Path(args.trace).resolve())
+        env["PYTHONPATH"] = f"{ROOT / 'bench' / 'fold_trace'}:{env['PYTHONPATH']}"
     logs = Path("/tmp") / schema
     logs.mkdir()
     if args.folds:
@@ -389,20 +467,30 @@ def main() -> None:
                 results[f"{kind}_{n}_api"] = phase(used, folds, args.seconds, kind, args.clients)
         # under load: events keep coming through worker 1 (at a fixed rate) while probing
         # 1 -> 2; the fold's capacity is the events phase's rows_per_busy_second
-        for rate in args.fresh_rates:
+        for i, rate in enumerate(args.fresh_rates):
             out: dict[str, object] = {}
+            traced: list[dict[str, object]] = []
+            in_state: list[float] = []
             for name, probe in (("freshness", freshness), ("read_your_writes", read_your_writes)):
                 before = summed(folds)
                 with Background(apis[0].url, rate) as background:
-                    got = probe(apis[0].url, apis[1].url, 100)
+                    if probe is freshness:
+                        got = freshness(apis[0].url, apis[1].url, 100, traced, in_state)
+                    else:
+                        got = probe(apis[0].url, apis[1].url, 100)
                 out[name + "_ms"] = summary_ms(got)
+                if probe is freshness:  # the same probes, seen in Redis directly
+                    out["freshness_in_redis_ms"] = summary_ms(in_state)
                 out[name + "_background_events_per_second"] = background.rate
                 out[name + "_load"] = os.getloadavg()[0]
                 if name == "freshness":  # the fold's own figure, over every event meanwhile
                     out["fold_visible_ms_at_most"] = bucket_quantiles(
                         before, summed(folds), "nextbest_fold_visible_seconds"
                     )
-            results[f"under_{rate:g}_events_per_second"] = out
+            if args.trace:
+                out["freshness_probes"] = traced
+            again = args.fresh_rates[:i].count(rate)  # a rate probed again: a key of its own
+            results[f"under_{rate:g}_events_per_second{f'_{again + 1}' if again else ''}"] = out
         results["model_staleness_ms"] = summary_ms(model_staleness(apis[0].url, apis[1].url, 10))
         api_metrics = {}
         for i, w in enumerate(apis, 1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import io
 import sys
 import time
@@ -265,6 +266,11 @@ def _serve_role(role: Role, settings: Settings) -> None:
     except NextbestError as exc:
         _console("err").print(f"nextbest: cannot start: {_one_line(exc.message)}", markup=False)
         raise typer.Exit(1) from None
+    # what was built at start (modules, catalog, model, connections) lives as long as the
+    # worker: out of the cyclic collector's reach, a full collection walks only what came
+    # after instead of pausing every thread for the whole heap (the single fold worker's
+    # engine froze its profiles too, ``freeze_gc``)
+    gc.freeze()
     _console("err").print(
         f"nextbest: {what}; store {without_password(settings.data)}, profiles "
         f"{without_password(settings.profiles)}, bus {without_password(settings.bus)}; "

@@ -9,6 +9,14 @@ in one commit (``_write_group``, the worker's own: how its log is written and ho
 whose answer was lost is recognised), then dequeues and acknowledges them (``_acknowledge``).
 While ``max_unlogged`` deliveries wait for the log, the fold waits too. Without the writer
 thread (``run`` not running: a test stepping by hand), a step logs what is sealed itself.
+
+``log_every``: the writer commits at most that often (seconds between the starts of two
+commits), so a worker whose steps are small (one of several fold workers at a low rate)
+writes many steps in one commit instead of a commit each: the log is behind the saved state,
+off the path that makes events visible, and a commit's fixed cost (PostgreSQL's transaction
+and WAL flush) is paid less often. It commits at once when something waits for the log (a
+stitch, a partition to take over: ``_hurry``), when half of ``max_unlogged`` waits, and when
+stopping.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -79,7 +87,7 @@ class FoldLoop(ABC, Generic[S, T]):
     """The loop and the log writer; a subclass provides ``step``, ``_write_group`` and
     ``_acknowledge`` (and may ``_while_waiting``)."""
 
-    def __init__(self, stats: T, max_unlogged: int) -> None:
+    def __init__(self, stats: T, max_unlogged: int, log_every: float = 0.0) -> None:
         self.stats = stats
         #: a step's observer (the metrics): its fold and save seconds
         self.on_step: Callable[[T], None] | None = None
@@ -92,6 +100,11 @@ class FoldLoop(ABC, Generic[S, T]):
         self._unlogged: deque[S] = deque()
         self._waiting = 0
         self._max_unlogged = max_unlogged
+        self._log_every = log_every
+        #: when the writer's last commit started (``time.monotonic``), and how many wait for
+        #: the log meanwhile (the next commit is not put off then)
+        self._last_commit = -float("inf")
+        self._hurried = 0
         self._changed = threading.Condition()
         self._writer: threading.Thread | None = None
         self._writer_stop = threading.Event()
@@ -116,6 +129,17 @@ class FoldLoop(ABC, Generic[S, T]):
 
     def _while_waiting(self) -> None:
         """Called every 0.1 s while the fold waits for the log (leases to renew)."""
+
+    @contextlib.contextmanager
+    def _hurry(self) -> Iterator[None]:
+        """While the block runs, the writer commits what is sealed without waiting for
+        ``log_every`` (something waits for the log); to be entered holding ``_changed``."""
+        self._hurried += 1
+        self._changed.notify_all()
+        try:
+            yield
+        finally:
+            self._hurried -= 1
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> None:
@@ -180,7 +204,7 @@ class FoldLoop(ABC, Generic[S, T]):
             if self._waiting >= self._max_unlogged:
                 self._write_unlogged(retry=self.stats.log_error is not None)
             return
-        with self._changed:
+        with self._changed:  # (the writer puts off no commit while half of it waits)
             while self._waiting >= self._max_unlogged and not self._stop.is_set():
                 self._changed.wait(0.1)
                 self._while_waiting()
@@ -217,6 +241,16 @@ class FoldLoop(ABC, Generic[S, T]):
         self.stats.events_logged += sum(len(g.events) for g in group)
         self._acknowledge(group)
 
+    def _put_off(self) -> None:
+        """Holding ``_changed``: wait until ``log_every`` has passed since the last commit
+        started, unless something waits for the log, half of ``max_unlogged`` waits or the
+        writer stops."""
+        while not self._writer_stop.is_set() and not self._hurried:
+            left = self._last_commit + self._log_every - time.monotonic()
+            if left <= 0 or self._waiting * 2 >= self._max_unlogged:
+                return
+            self._changed.wait(left)
+
     def _write_loop(self) -> None:
         pause = 0.05
         retry = False
@@ -226,6 +260,8 @@ class FoldLoop(ABC, Generic[S, T]):
                     self._changed.wait(0.5)
                 if not self._unlogged:
                     return
+                self._put_off()
+            self._last_commit = time.monotonic()
             try:
                 self._write_unlogged(retry=retry)
             except NextbestError as exc:

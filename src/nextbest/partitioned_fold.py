@@ -331,6 +331,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         wait: float = 0.2,
         cache_size: int = 100_000,
         max_unlogged: int = 10_000,
+        log_every: float = 0.05,
         wall: Callable[[], float] = time.time,
         close_writer: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
@@ -345,7 +346,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                 "several fold workers need an event log they can share (PostgreSQL or "
                 f"in-memory), not {type(log).__name__}"
             )
-        super().__init__(PartitionStats(), max_unlogged)
+        super().__init__(PartitionStats(), max_unlogged, log_every)
         self.catalog = catalog
         self.bus = bus
         self.state = state
@@ -468,10 +469,15 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         self.state.fence(self.owner, [lease_name(p) for p in self.partitions])
 
     def _drained(self) -> bool:
-        """The event log holds everything this worker folded (none of its segments wait)."""
+        """The event log holds everything this worker folded (none of its segments wait):
+        with the writer running, its commit waited for (at most a second; not put off,
+        ``_hurry``)."""
         if self._unlogged and self._writer is None:
             with contextlib.suppress(NextbestError):
                 self._write_unlogged(retry=True)
+        if self._unlogged and self._writer is not None:
+            with self._changed, self._hurry():
+                self._changed.wait_for(lambda: not self._unlogged, timeout=1.0)
         return not self._unlogged
 
     def _renew(self) -> None:
@@ -1576,7 +1582,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
             if behind():
                 raise StoreError("the event log is behind what a stitch needs logged")
             return
-        with self._changed:
+        with self._changed, self._hurry():
             while behind():
                 if self._stop.is_set():
                     raise StoreError("stopping before the event log caught up")
