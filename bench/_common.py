@@ -588,11 +588,28 @@ def serve_settings(settings: Settings, now: float, background: bool = False) -> 
     engine = build_engine(settings, FixedClock(now))
     extra = build_background(settings, engine) if background else ()
     app = create_app(engine, settings, background=extra)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn_config(app, settings.port)).run()
     return 0
+
+
+def uvicorn_config(app: Any, port: int) -> Any:
+    """The uvicorn settings every benchmark server runs on, nextbest's and the hello-world
+    alike: uvicorn's defaults (uvloop, httptools), its own access log off and no logging
+    configuration of its own (``log_config=None``), as ``nextbest serve`` runs it. A child
+    that writes nextbest's JSON lines (``api.logs.configure``) keeps them so: uvicorn's
+    default ``dictConfig`` would close that handler (every line then written and flushed
+    by the thread that logs it, unlike ``nextbest serve``)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 def free_port() -> int:
@@ -682,9 +699,7 @@ def hello_server(port: int) -> int:
         return PlainTextResponse("hello")
 
     app = Starlette(routes=[Route("/", hello)])
-    uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    ).run()
+    uvicorn.Server(uvicorn_config(app, port)).run()
     return 0
 
 

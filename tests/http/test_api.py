@@ -209,6 +209,20 @@ def test_unknown_route_and_method_are_json(live_server: LiveServer, http: httpx.
     assert resp.json()["code"] == "method_not_allowed"
 
 
+def test_a_path_without_parameters_finds_the_route_a_full_scan_would(http: httpx.Client):
+    """A path without parameters is tried only on the routes whose pattern matches it: its
+    own method's answer, 405 for another method, the trailing-slash redirect, 404."""
+    assert http.get("/healthz").status_code == 200
+    assert_error(http.post("/healthz"), 405, "method_not_allowed")
+    assert_error(http.get("/v1/decide"), 405, "method_not_allowed")
+    slash = http.get("/healthz/", follow_redirects=False)
+    assert slash.status_code == 307
+    assert slash.headers["location"].endswith("/healthz")
+    assert http.get("/openapi.json").json()["paths"]["/healthz"]
+    assert_error(http.get("/v1/admin/catalog"), 401, "unauthorized")  # its route, no key
+    assert_error(http.get("/v1/experiments/x/y"), 404, "not_found")
+
+
 def test_key_is_checked_before_the_body_is_read(start_server):
     server = start_server(max_body_bytes=1_000)
     resp = httpx.post(

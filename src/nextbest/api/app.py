@@ -25,7 +25,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.types import Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from nextbest.advisors.model import Callback
 from nextbest.api import callback_routes as cb
@@ -1102,12 +1104,58 @@ def create_app(
     keys = HeaderKeys(settings)
     cors = _cors_policy(settings)
     routes, lean = _routes(engine, settings, limits, ops, keys, cors)
-    return Starlette(
+    return _ObservedApp(
+        functools.partial(Observed, metrics=ops.metrics, lean=lean),
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
-        middleware=[
-            Middleware(Observed, metrics=ops.metrics, lean=lean),
-            Middleware(CORS, policy=cors),
-        ],
+        middleware=[Middleware(CORS, policy=cors)],
     )
+
+
+class _ObservedApp(Starlette):
+    """Starlette with ``Observed`` outermost, around Starlette's own error middleware: a
+    500 that middleware answers carries its request id and is counted and logged as such,
+    and the lean ingestion routes' requests (``api.ingest``) are served straight from the
+    top of the stack, without a layer (and a send wrapper) that would only pass them on (an
+    error a lean route does not answer reaches the server, which answers 500)."""
+
+    def __init__(
+        self, observed: Callable[[Any], Observed], *, routes: list[Route], **kwargs: Any
+    ) -> None:
+        super().__init__(routes=routes, **kwargs)
+        self.router = _Router(routes, lifespan=kwargs.get("lifespan"))
+        self._observed = observed
+
+    def build_middleware_stack(self) -> Any:
+        return self._observed(super().build_middleware_stack())
+
+
+class _Router(Router):
+    """Starlette's router, trying a request to a path without parameters (``/healthz``,
+    ``/v1/decide``) only on the routes whose pattern matches that path, in their order,
+    rather than on every route's pattern: the route it finds is the one the full scan
+    would (the first full match), and anything else (405, a redirect, 404) is the full
+    scan's to answer. The routes are the ones given, fixed for the app's life."""
+
+    def __init__(self, routes: list[Route], **kwargs: Any) -> None:
+        super().__init__(routes, **kwargs)
+        self._by_path: dict[str, list[BaseRoute]] = {}
+        for route in routes:
+            path = route.path
+            if "{" not in path and path not in self._by_path:
+                self._by_path[path] = [
+                    r for r in routes if not isinstance(r, Route) or r.path_regex.match(path)
+                ]
+
+    async def app(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            for route in self._by_path.get(scope["path"], ()):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.setdefault("router", self)
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        await super().app(scope, receive, send)

@@ -132,6 +132,23 @@ def answers_for(loop: asyncio.AbstractEventLoop) -> _Answers:
     return answers
 
 
+#: the answer's JSON of a request without quarantined messages, by (accepted, duplicates):
+#: a single event's answers are a handful, encoded once each
+_PLAIN_ANSWERS: dict[tuple[int, int], bytes] = {}
+
+
+def _answer(result: IngestResult) -> bytes:
+    """The JSON answer (``IngestResponse``) to an ingested request."""
+    if not result.rejected and result.accepted + result.duplicates <= 1:
+        key = (result.accepted, result.duplicates)
+        body = _PLAIN_ANSWERS.get(key)
+        if body is None:
+            body = _PLAIN_ANSWERS[key] = _ENCODER.encode(IngestResponse(True, *key, []))
+        return body
+    rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
+    return _ENCODER.encode(IngestResponse(True, result.accepted, result.duplicates, rejected))
+
+
 class _Headers:
     """The request headers an ingestion route reads (the first of each name, as
     Starlette's ``Headers.get``), as text."""
@@ -269,9 +286,10 @@ class IngestRoute:
             parsed = self._read_stamped(body, sender, seen)
         else:
             parsed = await run_in_threadpool(self._read_stamped, body, sender, seen)
-        anonymous = [e.anonymous_id for e in parsed.events]
-        anonymous += [r.event.anonymous_id for r in parsed.rejected]
-        self.limits.charge_devices(sender, anonymous)
+        if sender.kind is KeyKind.BROWSER:  # only a browser key's anonymousIds are charged
+            anonymous = [e.anonymous_id for e in parsed.events]
+            anonymous += [r.event.anonymous_id for r in parsed.rejected]
+            self.limits.charge_devices(sender, anonymous)
         answers = answers_for(asyncio.get_running_loop())
         future: asyncio.Future[IngestResult] = answers.loop.create_future()
         engine.submit_with(
@@ -279,9 +297,7 @@ class IngestRoute:
         )
         result = await future
         self.metrics.ingested(result)
-        rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
-        answer = IngestResponse(True, result.accepted, result.duplicates, rejected)
-        return 200, _ENCODER.encode(answer)
+        return 200, _answer(result)
 
     def _read_stamped(self, body: bytes, sender: Sender, seen: str | None) -> Parsed:
         """The body's messages, with who sent them written on them (``guard.origin.stamp``)."""

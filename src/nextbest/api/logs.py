@@ -54,20 +54,21 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 #: the access log: one line a request
 ACCESS = logging.getLogger("nextbest.access")
+_ACCESS_NAME = ACCESS.name
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+_MILLIS = [f".{millis:03d}Z" for millis in range(1000)]  # a time's last characters
 
 
 def _time(created: float) -> str:
     """``created`` as ISO 8601 UTC with milliseconds; the second's text is formatted once."""
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
     cached = _second
     if cached[0] != seconds:
         cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         cached[0] = seconds
-    return f"{cached[1]}.{millis:03d}Z"
+    return cached[1] + _MILLIS[int((created - seconds) * 1000)]  # type: ignore[no-any-return]
 
 
 class JsonFormatter(logging.Formatter):
@@ -215,15 +216,19 @@ def access_line(created: float, rid: str | None, fields: dict[str, Any]) -> Line
     writer = _plain_writer()
     if writer is None:
         return None
-    line: dict[str, Any] = {
-        "time": _time(created),
-        "level": "info",
-        "logger": ACCESS.name,
-        "message": "request",
-    }
-    if rid is not None:
-        line["request_id"] = rid
-    line.update(fields)
+    stamp = _time(created)
+    if rid is None:
+        line = {"time": stamp, "level": "info", "logger": _ACCESS_NAME, "message": "request"}
+        line.update(fields)
+    else:
+        line = {
+            "time": stamp,
+            "level": "info",
+            "logger": _ACCESS_NAME,
+            "message": "request",
+            "request_id": rid,
+            **fields,
+        }
     writer.put(orjson.dumps(line).decode())
     return writer
 

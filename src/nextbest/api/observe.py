@@ -11,7 +11,9 @@ ASGI scope), never the key.
 
 ``lean``: routes served here directly, without the app behind (``api.ingest``): a ``POST``
 to one of their paths goes to its route's ``serve``, which adds the request id itself; the
-access line and the metrics are the same as for any route.
+access line and the metrics are the same as for any route. The app (``api.app``) puts this
+middleware outside Starlette's own error middleware, so a lean request passes through no
+other layer, and a 500 that error middleware answers carries its request id.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def sane_request_id(value: bytes | None) -> str:
     return _Ids.new()
 
 
+def _incoming_id(scope: Scope) -> bytes | None:
+    """The request's own ``X-Request-Id`` (its first), if it sent one."""
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
 class LeanRoute(Protocol):
     """A route ``Observed`` serves itself (``api.ingest.IngestRoute``)."""
 
@@ -92,25 +102,16 @@ class Observed:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        found = self.lean_route(scope)
+        if found is not None:
+            await self.serve_lean(scope, receive, send, *found)
+            return
+        method = scope["method"]
         started = time.perf_counter()
-        incoming = None
-        for name, value in scope["headers"]:
-            if name == _HEADER:
-                incoming = value
-                break
-        rid = sane_request_id(incoming)
+        rid = sane_request_id(_incoming_id(scope))
         token = request_id.set(rid)
         echoed = rid.encode("ascii")
         status = 500
-        method = scope["method"]
-        lean = self.lean.get(_route_path(scope)) if method == "POST" and self.lean else None
-        if lean is not None:
-            try:
-                status = await lean.serve(scope, receive, send, echoed)
-            finally:
-                self._done(scope, method, _route_path(scope), status, started, rid)
-                request_id.reset(token)
-            return
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -127,6 +128,30 @@ class Observed:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self._done(scope, method, template, status, started, rid)
+            request_id.reset(token)
+
+    def lean_route(self, scope: Scope) -> tuple[LeanRoute, str] | None:
+        """The lean route that serves this HTTP request (a ``POST`` to one of its paths),
+        and its path; None for any other request."""
+        if scope["method"] != "POST" or not self.lean:
+            return None
+        path = _route_path(scope)
+        lean = self.lean.get(path)
+        return None if lean is None else (lean, path)
+
+    async def serve_lean(
+        self, scope: Scope, receive: Receive, send: Send, lean: LeanRoute, path: str
+    ) -> None:
+        """Serve an HTTP request with its lean route (``lean_route``), timed, counted and
+        logged as any other."""
+        started = time.perf_counter()
+        rid = sane_request_id(_incoming_id(scope))
+        token = request_id.set(rid)
+        status = 500
+        try:
+            status = await lean.serve(scope, receive, send, rid.encode("ascii"))
+        finally:
+            self._done(scope, "POST", path, status, started, rid)
             request_id.reset(token)
 
     def _done(

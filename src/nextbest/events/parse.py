@@ -241,6 +241,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def _plain(text: str, path: str) -> str:
     """``text`` if it holds no control character; ValidationError at ``path`` otherwise."""
+    if text.isprintable():  # no control character (they are not printable): no search
+        return text
     found = _CONTROL.search(text)
     if found is not None:
         raise ValidationError(
@@ -293,7 +295,7 @@ def _problem(value: Any, limits: Limits) -> tuple[str, str] | None:
                 if child and depth + 1 >= limit:
                     return f"nested deeper than {limit} levels", where
                 stack.append((child, depth + 1, where))
-            if isinstance(key, str) and _CONTROL.search(key):
+            if isinstance(key, str) and not key.isprintable() and _CONTROL.search(key):
                 return "a key holds a control character", member_path(path, key)
     return None
 
@@ -440,21 +442,32 @@ def _normalize(
     if shared_context:
         context = {**shared_context, **context}
     timestamp = _event_time(msg, path, received_at, batch_sent_at, limits, event_time)
-    common: dict[str, Any] = {
-        "message_id": message_id,
-        "timestamp": timestamp,
-        # on event time the events' own times are the clock: each is received at its time
-        "received_at": timestamp if event_time else received_at,
-        "user_id": user_id,
-        "anonymous_id": anonymous_id,
-        "context": context,
-    }
-    if isinstance(msg, WireTrack):
+    # on event time the events' own times are the clock: each is received at its time
+    received = timestamp if event_time else received_at
+    if isinstance(msg, WireTrack):  # the most frequent: its fields named, not unpacked
         if not msg.event:
             raise ValidationError("event name must not be empty", f"{path}.event")
         _plain(msg.event, f"{path}.event")
         props = _object(msg.properties, f"{path}.properties", limits)
-        return Event(type=EventType.TRACK, name=msg.event, properties=props, **common)
+        return Event(
+            type=EventType.TRACK,
+            name=msg.event,
+            properties=props,
+            message_id=message_id,
+            timestamp=timestamp,
+            received_at=received,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            context=context,
+        )
+    common: dict[str, Any] = {
+        "message_id": message_id,
+        "timestamp": timestamp,
+        "received_at": received,
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "context": context,
+    }
     if isinstance(msg, WirePage | WireScreen):
         kind = EventType.PAGE if isinstance(msg, WirePage) else EventType.SCREEN
         props = _object(msg.properties, f"{path}.properties", limits)
