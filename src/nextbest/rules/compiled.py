@@ -1,10 +1,14 @@
 """Rules in the CEL subset (``rules.parse``) as trees of Python closures, exact or undecided.
 
 A closure computes what the CEL engine computes, on the same values, or raises ``Undecided``
-when it meets anything it does not mirror exactly: a missing key, a type it does not expect,
-a null, int overflow, division by zero, a NaN, a non-ASCII ``size()``, a macro over a map...
-The caller then runs that rule in the CEL engine, so every outcome (TRUE, FALSE or ERROR) is
-CEL's. Nothing is ``eval``'d: the closures are fixed Python functions chosen by node kind.
+when it meets anything it does not mirror exactly: a type it does not expect, a null, int
+overflow, division by zero, a NaN, a non-ASCII ``size()``, a macro over a map... The caller
+then runs that rule in the CEL engine, so every outcome (TRUE, FALSE or ERROR) is CEL's.
+A read of a path the variables do not hold (a key the profile lacks, a feature a consent
+view hides: ``MISSING``) is CEL's error for certain: it raises ``Erred``, which ``&&`` and
+``||`` absorb where another term decides, and which makes the rule's outcome ERROR
+otherwise, without CEL. Nothing is ``eval``'d: the closures are fixed Python functions
+chosen by node kind.
 
 What was checked against the ``common-expression-language`` package (and is mirrored):
 ``&&``/``||`` absorb an error or a non-bool on one side when the other side decides

@@ -969,9 +969,10 @@ class RuleReads:
     def masked(self, hidden: frozenset[str], sources_of: SourcesOf) -> RulePlan:
         """The plan of a view that may not read the sources ``hidden``: every path whose
         sources (``sources_of``, the catalog's ``FeatureSources.of_path``) meet ``hidden``
-        reads as absent (MISSING: the closures defer to CEL, where the variable is unbound
-        or the key missing, so the rule errs or ``has()`` is false, as for a key the
-        profile lacks), and a map read whole (``traits``, ``profile``) loses those keys.
+        reads as absent (MISSING: CEL's error, as for a key the profile lacks, which the
+        closures answer themselves: ``&&`` and ``||`` absorb it where another term
+        decides, ``has()`` is false; in CEL the variable is unbound or the key missing),
+        and a map read whole (``traits``, ``profile``) loses those keys.
         The plan itself when nothing the rules read is hidden; one plan per ``hidden``,
         kept (a catalog's rules know one attribution)."""
         plan = self._masked.get(hidden)
