@@ -64,7 +64,6 @@ from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInte
 from nextbest.profile.topics import TopicSpec
 from nextbest.rules import RULE_ROOTS, Evaluation, RuleOutcome, RuleReads, compile_rule
 from nextbest.rules import rule_variables as full_variables
-from nextbest.rules.compiled import Undecided
 from nextbest.rules.reads import INTEREST_FIELDS, OFFER_FIELDS, PROFILE_FIELDS
 
 #: nine topics, as a bank's catalog might have them; the rules read eight
@@ -409,17 +408,7 @@ class Bench:
     def decided_by_closures(self, p: Profile, now: float, ctx: dict[str, Any]) -> int:
         """How many of the 20 rules the closures decide (the rest run in CEL)."""
         env = self.reads.evaluation(p, TOPICS, now, ctx)
-        n = 0
-        for rule in self.rules:
-            closure = self.reads.compiled.get(rule)
-            if closure is None:
-                continue
-            try:
-                closure(env)
-            except Undecided:
-                continue
-            n += 1
-        return n
+        return sum(env.by_closures(rule) is not None for rule in self.rules)
 
     def growthbook_attributes(self, p: Profile, now: float, ctx: dict[str, Any]) -> Any:
         return {name: fn(p, now, ctx) for name, fn in self.attributes}

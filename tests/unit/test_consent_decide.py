@@ -184,6 +184,49 @@ def test_a_rule_reading_a_hidden_feature_sees_it_absent(catalog: Catalog):
     assert reads.sources_read(card, sources.of_path) == {"transactional"}
 
 
+def test_a_hidden_read_is_decided_by_the_closures_as_cel_decides_it(catalog: Catalog):
+    """A rule reading a hidden feature runs in its compiled closures, not in CEL: a hidden
+    read is CEL's error (absorbed by ``&&`` and ``||`` where another term decides), and
+    the closures give the outcome CEL gives on the same masked view."""
+    reads, sources = catalog.rule_reads, catalog.sources
+    rules = [r for _, r in catalog.segments] + [o.rule for o in catalog.offers.values()]
+    outcomes: set[RuleOutcome] = set()
+    for hidden in ({"transactional"}, {"behavioral"}, {"crm"}, {"transactional", "crm"}):
+        plan = reads.masked(frozenset(hidden), sources.of_path)
+        reading = [r for r in rules if reads.sources_read(r, sources.of_path) & hidden]
+        assert reading, hidden
+        for age, balance, overdrawn, products in (
+            (40, -1.0, True, []),
+            (25, 900.0, False, ["mortgage"]),
+            (70, None, False, ["credit_card", "savings"]),
+        ):
+            p = Profile(
+                customer_id="u1",
+                user_id="u1",
+                traits={"age": age, "income": 4_000},
+                balance=balance,
+                overdrawn=overdrawn,
+                products=products,
+                consent={"marketing": True},
+            )
+            seen = sources.masked(p, frozenset(hidden))
+            env = reads.evaluation(seen, catalog.topics, T0, {"channel": "web"}, plan)
+            cel = reads.evaluation(seen, catalog.topics, T0, {"channel": "web"}, plan)
+            segments = {s.id: env.check(r) is RuleOutcome.TRUE for s, r in catalog.segments}
+            env.bind("segments", segments)
+            cel.bind("segments", segments)
+            for rule in reading:
+                outcome = env.by_closures(rule)
+                assert outcome is not None, (hidden, rule.source)
+                assert outcome is cel.check_cel(rule), (hidden, rule.source)
+                assert env.check(rule) is outcome
+                outcomes.add(outcome)
+            assert env.cel_checks == 0, hidden  # not one rule fell back to CEL
+            assert cel.cel_checks == len(reading)
+    assert RuleOutcome.ERROR in outcomes, outcomes
+    assert RuleOutcome.FALSE in outcomes, outcomes
+
+
 def test_a_learned_chooser_reads_the_commercial_view(make_engine, tmp_path):
     """The example bank's app_home learns (a contextual model): the features it is given
     (logged with the decision) hold no behaviour once behavioral data is withdrawn."""

@@ -1,10 +1,14 @@
 """Rules in the CEL subset (``rules.parse``) as trees of Python closures, exact or undecided.
 
 A closure computes what the CEL engine computes, on the same values, or raises ``Undecided``
-when it meets anything it does not mirror exactly: a missing key, a type it does not expect,
-a null, int overflow, division by zero, a NaN, a non-ASCII ``size()``, a macro over a map...
-The caller then runs that rule in the CEL engine, so every outcome (TRUE, FALSE or ERROR) is
-CEL's. Nothing is ``eval``'d: the closures are fixed Python functions chosen by node kind.
+when it meets anything it does not mirror exactly: a type it does not expect, a null, int
+overflow, division by zero, a NaN, a non-ASCII ``size()``, a macro over a map... The caller
+then runs that rule in the CEL engine, so every outcome (TRUE, FALSE or ERROR) is CEL's.
+A read of a path the variables do not hold (a key the profile lacks, a feature a consent
+view hides: ``MISSING``) is CEL's error for certain: it raises ``Erred``, which ``&&`` and
+``||`` absorb where another term decides, and which makes the rule's outcome ERROR
+otherwise, without CEL. Nothing is ``eval``'d: the closures are fixed Python functions
+chosen by node kind.
 
 What was checked against the ``common-expression-language`` package (and is mirrored):
 ``&&``/``||`` absorb an error or a non-bool on one side when the other side decides
@@ -26,13 +30,34 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nextbest.rules.expression import RuleOutcome
 from nextbest.rules.parse import Binary, Call, Cond, Ident, ListOf, Literal, Node, Select, Unary
 
-__all__ = ["MISSING", "UNSET", "Closure", "Frame", "Getter", "SlotOf", "Undecided", "compile_node"]
+__all__ = [
+    "MISSING",
+    "UNSET",
+    "Closure",
+    "Decider",
+    "Erred",
+    "Frame",
+    "Getter",
+    "SlotOf",
+    "Undecided",
+    "compile_node",
+    "compile_rule_node",
+]
 
 
 class Undecided(Exception):
     """A closure cannot decide exactly as CEL would: the rule runs in CEL."""
+
+
+class Erred(Undecided):
+    """CEL errs here, for certain: a read of a path the variables do not hold (MISSING: a
+    key the profile lacks, or a feature a view hides), which CEL reads as an unbound name
+    or a missing key. ``&&`` and ``||`` absorb it when another term decides, as CEL does;
+    anything else it reaches errs with it, so the rule's outcome is ERROR. Code that does
+    not catch it by name treats it as ``Undecided``: CEL then says the same."""
 
 
 #: a slot not read yet
@@ -64,12 +89,18 @@ class Frame:
 
 
 Closure = Callable[[Frame], Any]
+#: a rule's root closure: the rule's outcome, or ``Undecided`` raised (the rule runs in CEL)
+Decider = Callable[[Frame], RuleOutcome]
 #: path -> (slot index, getter filling it)
 SlotOf = Callable[[tuple[str, ...]], tuple[int, Getter]]
 
+_TRUE, _FALSE, _ERROR = RuleOutcome.TRUE, RuleOutcome.FALSE, RuleOutcome.ERROR
+#: what an inner logic node returns (bools, ``Erred`` raised), and a rule's root (outcomes)
+_BOOLS: tuple[Any, Any, Any] = (True, False, None)
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _EXACT = 2**53  # ints this small convert to double exactly
+_LOW = -_EXACT
 _SCALARS = frozenset({type(None), bool, int, float, str})
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
@@ -77,6 +108,8 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
+#: the comparisons of a size with a number (a size is a small int: Python compares as CEL)
+_SIZE_TESTS = {**_ORDER, "==": operator.eq, "!=": operator.ne}
 _SLOT_HAS_ROOTS = frozenset({"interest", "offers", "profile", "traits", "context", "now"})
 #: profile fields that are always maps: ``has(profile.funnel.x)`` asks the ``x`` slot
 _SLOT_HAS_MAPS = frozenset({("profile", "funnel"), ("profile", "consent")})
@@ -105,9 +138,9 @@ def _pair(a: Any, b: Any) -> tuple[Any, Any]:
             return a, b
         raise Undecided
     if ta is int and tb is float:
-        if -_EXACT <= a <= _EXACT and b == b:
+        if _LOW <= a <= _EXACT and b == b:
             return float(a), b
-    elif ta is float and tb is int and -_EXACT <= b <= _EXACT and a == a:
+    elif ta is float and tb is int and _LOW <= b <= _EXACT and a == a:
         return a, float(b)
     raise Undecided
 
@@ -198,28 +231,132 @@ def _field(v: Any, name: str) -> Any:
     raise Undecided
 
 
-def _two_terms(first: Closure, second: Closure, decides: bool) -> Closure:
-    """``a && b`` (``decides`` False) or ``a || b`` (True): the general loop of
-    ``_Compiler._logic`` unrolled for its commonest length; the same outcome."""
-    holds = not decides
-    decided: bool = decides
-    held: bool = holds
+#: a term that erred (``Erred``): what ``&&`` and ``||`` absorb when another term decides
+_ERRED: Any = object()
+#: what a logic node returns when its terms decide, hold, or err (None: raise ``Erred``)
+Results = tuple[Any, Any, Any]
 
-    def two(fr: Frame) -> bool:
+
+def _combine(undecided: bool, erred: bool, held: Any, err: Any) -> Any:
+    """A logic node's result when no term decided: ``held`` if every term held, else CEL's
+    error (``err``, or ``Erred`` raised) if every other term held, else undecided."""
+    if undecided:
+        raise Undecided
+    if not erred:
+        return held
+    if err is None:
+        raise Erred
+    return err
+
+
+def _two_terms(first: Closure, second: Closure, decides: bool, results: Results) -> Closure:
+    """``a && b`` (``decides`` False) or ``a || b`` (True): the general loop of
+    ``_logic_terms`` unrolled for its commonest length; the same outcome."""
+    holds = not decides
+    decided, held, err = results
+
+    def two(fr: Frame) -> Any:
         try:
             a = first(fr)
+        except Erred:
+            a = _ERRED
         except Undecided:
             a = UNSET
         if a is decides:
             return decided
-        b = second(fr)  # undecided: so is the whole, ``a`` did not decide
+        try:
+            b = second(fr)  # undecided: so is the whole, ``a`` did not decide
+        except Erred:
+            b = _ERRED
         if b is decides:
             return decided
         if a is holds and b is holds:
             return held
-        raise Undecided
+        return _combine(
+            not ((a is holds or a is _ERRED) and (b is holds or b is _ERRED)), True, held, err
+        )
 
     return two
+
+
+def _three_terms(
+    first: Closure, second: Closure, third: Closure, decides: bool, results: Results
+) -> Closure:
+    """``a && b && c`` (or ``||``) in one closure: ``_logic_terms``' loop unrolled."""
+    holds = not decides
+    decided, held, err = results
+
+    def three(fr: Frame) -> Any:
+        try:
+            a = first(fr)
+        except Erred:
+            a = _ERRED
+        except Undecided:
+            a = UNSET
+        if a is decides:
+            return decided
+        try:
+            b = second(fr)
+        except Erred:
+            b = _ERRED
+        except Undecided:
+            b = UNSET
+        if b is decides:
+            return decided
+        try:
+            c = third(fr)  # undecided: so is the whole, ``a`` and ``b`` did not decide
+        except Erred:
+            c = _ERRED
+        if c is decides:
+            return decided
+        if a is holds and b is holds and c is holds:
+            return held
+        return _combine(
+            not (
+                (a is holds or a is _ERRED)
+                and (b is holds or b is _ERRED)
+                and (c is holds or c is _ERRED)
+            ),
+            True,
+            held,
+            err,
+        )
+
+    return three
+
+
+def _logic_terms(terms: Sequence[Closure], decides: bool, results: Results) -> Closure:
+    """The terms of ``&&`` (``decides`` False) or ``||`` (True), in the written order.
+
+    CEL's ``&&`` and ``||`` are commutative: a deciding side (false for ``&&``, true for
+    ``||``) decides whatever the others are, errors and non-bools included; when none
+    decides, an error among terms that otherwise hold is the result (``Erred``), and a
+    term the closures cannot decide leaves the whole undecided."""
+    if len(terms) == 2:
+        return _two_terms(terms[0], terms[1], decides, results)
+    if len(terms) == 3:
+        return _three_terms(terms[0], terms[1], terms[2], decides, results)
+    holds = not decides
+    decided, held, err = results
+
+    def logic(fr: Frame) -> Any:
+        undecided = erred = False
+        for term in terms:
+            try:
+                v = term(fr)
+            except Erred:
+                erred = True
+                continue
+            except Undecided:
+                undecided = True
+                continue
+            if v is decides:
+                return decided
+            if v is not holds:
+                undecided = True
+        return _combine(undecided, erred, held, err)
+
+    return logic
 
 
 def _order_slot(
@@ -236,7 +373,7 @@ def _order_slot(
             v = fr.values[i]
             if v is UNSET:
                 v = fr.values[i] = getter(*fr.args)
-            if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+            if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
                 return v >= c
             return exact(v)
 
@@ -247,7 +384,7 @@ def _order_slot(
             v = fr.values[i]
             if v is UNSET:
                 v = fr.values[i] = getter(*fr.args)
-            if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+            if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
                 return v > c
             return exact(v)
 
@@ -258,7 +395,7 @@ def _order_slot(
             v = fr.values[i]
             if v is UNSET:
                 v = fr.values[i] = getter(*fr.args)
-            if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+            if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
                 return v < c
             return exact(v)
 
@@ -268,11 +405,82 @@ def _order_slot(
         v = fr.values[i]
         if v is UNSET:
             v = fr.values[i] = getter(*fr.args)
-        if (type(v) is int and -_EXACT <= v <= _EXACT) or (type(v) is float and v == v):
+        if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
             return v <= c
         return exact(v)
 
     return at_most
+
+
+#: a slot compared with a number: (slot, its getter, the comparison, the number)
+_Bound = tuple[int, Getter, Callable[[Any, Any], bool], int | float]
+
+
+def _band(first: _Bound, second: _Bound, general: Closure, decides: bool) -> Closure:
+    """Two comparisons of one slot with numbers under ``&&`` (``decides`` False) or ``||``:
+    for a small int or a float that is no NaN (``_order_slot``'s fast case) both compare
+    inline, anything else goes to ``general``, the two terms' closure."""
+    i, getter, cmp1, c1 = first
+    cmp2, c2 = second[2], second[3]
+    if not decides:
+
+        def both(fr: Frame) -> Any:
+            v = fr.values[i]
+            if v is UNSET:
+                v = fr.values[i] = getter(*fr.args)
+            if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
+                return cmp1(v, c1) and cmp2(v, c2)
+            return general(fr)
+
+        return both
+
+    def either(fr: Frame) -> Any:
+        v = fr.values[i]
+        if v is UNSET:
+            v = fr.values[i] = getter(*fr.args)
+        if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
+            return cmp1(v, c1) or cmp2(v, c2)
+        return general(fr)
+
+    return either
+
+
+def _equal_number_slot(want: bool, i: int, getter: Getter, c: int | float) -> Closure:
+    """``root.a.b == c`` (``want``; False: ``!=``) for a number ``c`` with ``|c| <= 2**53``:
+    a small int or a float that is no NaN equals ``c`` as in CEL (both convert to double
+    exactly); anything else goes through ``equal``."""
+
+    def equal_number_slot(fr: Frame) -> bool:
+        values = fr.values
+        v = values[i]
+        if v is UNSET:
+            v = values[i] = getter(*fr.args)
+        if (type(v) is int and _LOW <= v <= _EXACT) or (type(v) is float and v == v):
+            return (v == c) is want
+        if v is MISSING:
+            raise Erred
+        return equal(v, c) is want
+
+    return equal_number_slot
+
+
+def _size_test(test: Callable[[Any, Any], bool], i: int, getter: Getter, c: int | float) -> Closure:
+    """``size(root.a) op c`` for a number ``c`` with ``|c| <= 2**53``: a size is a small
+    int, so ``test`` compares it with ``c`` as CEL does."""
+
+    def size_test(fr: Frame) -> bool:
+        values = fr.values
+        v = values[i]
+        if v is UNSET:
+            v = values[i] = getter(*fr.args)
+        t = type(v)
+        if t is list or t is dict:
+            return test(len(v), c)
+        if v is MISSING:
+            raise Erred
+        return test(_size(v), c)
+
+    return size_test
 
 
 # ------------------------------------------------------------------ the compiler
@@ -318,7 +526,7 @@ class _Compiler:
             if v is UNSET:
                 v = values[i] = getter(*fr.args)
             if v is MISSING:
-                raise Undecided
+                raise Erred
             return v
 
         return read
@@ -413,36 +621,53 @@ class _Compiler:
             return self._terms(n.left, op) + self._terms(n.right, op)
         return [n]
 
-    def _logic(self, n: Binary, scope: frozenset[str]) -> Closure:
-        # CEL's && and || are commutative: a deciding side (false for &&, true for ||)
-        # decides whatever the others are, errors and non-bools included. Terms run in the
-        # written order (ordering them by cost made more values computed on the bench: the
-        # selective terms, often written first, are not the cheapest)
-        terms = tuple(self.node(t, scope) for t in self._terms(n, n.op))
+    def _logic(self, n: Binary, scope: frozenset[str], results: Results = _BOOLS) -> Closure:
+        # terms run in the written order (ordering them by cost made more values computed on
+        # the bench: the selective terms, often written first, are not the cheapest)
         decides = n.op == "||"
-        decided: bool = decides
-        if len(terms) == 2:
-            return _two_terms(terms[0], terms[1], decides)
-        if len(terms) == 3:  # (a && b) && c: the same outcome, the same order of reads
-            return _two_terms(_two_terms(terms[0], terms[1], decides), terms[2], decides)
+        terms = self._fused_terms(self._terms(n, n.op), scope, decides)
+        if results is _BOOLS:
+            results = (decides, not decides, None)
+        return _logic_terms(terms, decides, results)
 
-        def logic(fr: Frame) -> bool:
-            undecided = False
-            for term in terms:
-                try:
-                    v = term(fr)
-                except Undecided:
-                    undecided = True
-                    continue
-                if v is decides:
-                    return decided
-                if v is not (not decides):
-                    undecided = True
-            if undecided:
-                raise Undecided
-            return not decides
+    def _fused_terms(
+        self, nodes: list[Node], scope: frozenset[str], decides: bool
+    ) -> tuple[Closure, ...]:
+        """The terms' closures, two neighbours comparing one slot with numbers (``profile.age
+        >= 18 && profile.age < 26``, a band) fused into one closure that reads the slot once."""
+        out: list[Closure] = []
+        k = 0
+        while k < len(nodes):
+            first = self._slot_bound(nodes[k], scope)
+            second = self._slot_bound(nodes[k + 1], scope) if k + 1 < len(nodes) else None
+            if first is not None and second is not None and first[0] == second[0]:
+                pair = (self.node(nodes[k], scope), self.node(nodes[k + 1], scope))
+                general = _two_terms(*pair, decides, (decides, not decides, None))
+                out.append(_band(first, second, general, decides))
+                k += 2
+            else:
+                out.append(self.node(nodes[k], scope))
+                k += 1
+        return tuple(out)
 
-        return logic
+    def _slot_bound(self, n: Node, scope: frozenset[str]) -> _Bound | None:
+        """``root.a.b op c`` for an order ``op`` and a number ``c`` with ``|c| <= 2**53``:
+        (slot, getter, op, c)."""
+        if not (isinstance(n, Binary) and n.op in _ORDER and isinstance(n.right, Literal)):
+            return None
+        c = n.right.value
+        if type(c) not in (int, float) or not _LOW <= c <= _EXACT:
+            return None
+        slot = self._slot(n.left, scope)
+        return None if slot is None else (*slot, _ORDER[n.op], c)
+
+    def root(self, n: Node) -> Decider:
+        """A rule's closure returning its outcome: a root ``&&``/``||`` returns it directly
+        (one call less per rule), anything else through ``_decider``."""
+        if isinstance(n, Binary) and n.op in ("&&", "||"):
+            outcomes = (_TRUE, _FALSE) if n.op == "||" else (_FALSE, _TRUE)
+            return self._logic(n, frozenset(), (*outcomes, _ERROR))
+        return _decider(self.node(n, frozenset()))
 
     def _binary(self, n: Binary, scope: frozenset[str]) -> Closure:
         op = n.op
@@ -523,7 +748,9 @@ class _Compiler:
             tc = type(coll)
             if tc is list or tc is dict:
                 return (key in coll) is holds
-            raise Undecided  # MISSING, or not a collection: CEL decides
+            if coll is MISSING:
+                raise Erred
+            raise Undecided  # not a collection: CEL decides
 
         return key_in_slot
 
@@ -534,7 +761,11 @@ class _Compiler:
         ``root.a.b op literal`` with the slot read inline)."""
         tc = type(c)
         slot = self._slot(left_node, scope)
-        if op in _ORDER and (tc is int or tc is float) and -_EXACT <= c <= _EXACT:
+        if op in _SIZE_TESTS and (tc is int or tc is float) and _LOW <= c <= _EXACT:
+            size_slot = self._size_of_slot(left_node, scope)
+            if size_slot is not None:
+                return _size_test(_SIZE_TESTS[op], *size_slot, c)
+        if op in _ORDER and (tc is int or tc is float) and _LOW <= c <= _EXACT:
             cmp, cf = _ORDER[op], float(c)
             exact_int = tc is int
 
@@ -543,16 +774,22 @@ class _Compiler:
                 if t is int:
                     if exact_int and _I64_MIN <= v <= _I64_MAX:
                         return cmp(v, c)
-                    if -_EXACT <= v <= _EXACT:
+                    if _LOW <= v <= _EXACT:
                         return cmp(float(v), cf)
                 elif t is float and v == v:
                     return cmp(v, cf)
-                raise Undecided  # MISSING too
+                if v is MISSING:
+                    raise Erred
+                raise Undecided
 
             if slot is not None:
                 return _order_slot(op, *slot, c, order_number)
             left = self.node(left_node, scope)
             return lambda fr: order_number(left(fr))
+        if op in ("==", "!=") and (tc is int or tc is float) and _LOW <= c <= _EXACT:
+            if slot is not None:
+                return _equal_number_slot(op == "==", *slot, c)
+            return None
         if op in ("==", "!=") and tc is str:
             want = op == "=="
             if slot is not None:
@@ -566,7 +803,7 @@ class _Compiler:
                     if type(v) is str:
                         return (v == c) is want
                     if v is MISSING:
-                        raise Undecided
+                        raise Erred
                     return equal(v, c) is want
 
                 return equal_string_slot
@@ -590,6 +827,16 @@ class _Compiler:
                 return equal(v, c) is want
 
             return equal_bool
+        return None
+
+    def _size_of_slot(self, n: Node, scope: frozenset[str]) -> tuple[int, Getter] | None:
+        """The slot of ``x`` when ``n`` is ``size(x)`` or ``x.size()`` of a root path."""
+        if not isinstance(n, Call):
+            return None
+        if n.target is None and n.name == "size" and len(n.args) == 1:
+            return self._slot(n.args[0], scope)
+        if n.target is not None and n.name == "size" and not n.args:
+            return self._slot(n.target, scope)
         return None
 
     def _call(self, n: Call, scope: frozenset[str]) -> Closure:
@@ -680,6 +927,23 @@ class _Compiler:
         return macro
 
 
+def _decider(closure: Closure) -> Decider:
+    """``closure``'s value as a rule outcome: a non-bool is ERROR in CEL, and so is an error."""
+
+    def decide(fr: Frame) -> RuleOutcome:
+        try:
+            v = closure(fr)
+        except Erred:
+            return _ERROR
+        if v is True:
+            return _TRUE
+        if v is False:
+            return _FALSE
+        return _ERROR
+
+    return decide
+
+
 class _NotCompiled(Exception):
     """A name or function the closures do not cover: the rule stays CEL's."""
 
@@ -693,3 +957,14 @@ def compile_node(node: Node, roots: frozenset[str], slot_of: SlotOf) -> Closure 
         return _Compiler(roots, slot_of).node(node, frozenset())
     except _NotCompiled:
         return None
+
+
+def compile_rule_node(
+    node: Node, roots: frozenset[str], slot_of: SlotOf
+) -> tuple[Closure, Decider] | None:
+    """``compile_node``'s closure and the rule's decider (its outcome, or ``Undecided``
+    raised), or None when the closures do not cover the rule."""
+    closure = compile_node(node, roots, slot_of)
+    if closure is None:
+        return None
+    return closure, _Compiler(roots, slot_of).root(node)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import cel
 
-from nextbest.rules.compiled import MISSING, UNSET, Closure, Frame, Getter, Undecided
+from nextbest.rules.compiled import MISSING, UNSET, Decider, Frame, Getter, Undecided
 from nextbest.rules.expression import Rule, RuleOutcome, outcome_of
 
 __all__ = ["Evaluation", "Fallback", "LazyEvaluation", "RulePlan"]
@@ -55,7 +55,8 @@ Fallback = tuple[tuple[tuple[str, int], ...], tuple[str, ...]]
 class RulePlan(NamedTuple):
     """What a catalog's rules need per decision, fixed when the catalog compiles.
 
-    ``getters``: slot ``i``'s value; ``closures``: the rules compiled to closures;
+    ``getters``: slot ``i``'s value; ``deciders``: the rules compiled to closures, each
+    returning its rule's outcome;
     ``programs``: the rules rewritten for CEL; ``fallbacks``: what each rule reads in CEL
     (key None: a rule not compiled with the catalog); ``roots``: each nested root's
     builder, narrowed to what the rules read; ``preset``: slots a view masks, set when the
@@ -63,7 +64,7 @@ class RulePlan(NamedTuple):
     closures call their slot's getter themselves."""
 
     getters: Sequence[Getter]
-    closures: Mapping[Rule, Closure]
+    deciders: Mapping[Rule, Decider]
     programs: Mapping[Rule, Any]
     fallbacks: Mapping[Rule | None, Fallback]
     roots: Mapping[str, Callable[[Any, Any, float, Any], Any]]
@@ -72,20 +73,26 @@ class RulePlan(NamedTuple):
 
 class LazyEvaluation(Frame):
     """One decision: ``check(rule)`` by closures when they decide, by CEL otherwise; the
-    same outcome either way (``rules.compiled``)."""
+    same outcome either way (``rules.compiled``). ``cel_checks``: the rules this decision
+    ran in CEL so far."""
 
-    __slots__ = ("_added", "_closures", "_context", "_plan")
+    __slots__ = ("_added", "_context", "_deciders", "_plan", "cel_checks")
 
     def __init__(self, plan: RulePlan, args: tuple[Any, Any, float, Any]) -> None:
-        super().__init__(plan.getters, args)
+        # Frame.__init__, inline: one evaluation per view and decision
+        self._getters = getters = plan.getters
+        self.args = args
+        self.values = values = [UNSET] * len(getters)
+        self.bound = {}
+        self.local = {}
         if plan.preset:
-            values = self.values
             for i, get in plan.preset:
                 values[i] = MISSING if get is None else get(*args)
         self._plan = plan
-        self._closures = plan.closures
+        self._deciders = plan.deciders
         self._context: Any = None
         self._added: set[str]  # the variables in ``_context``: set with it
+        self.cel_checks = 0
 
     def bind(self, name: str, value: Any) -> None:
         """Bind a variable the rules read by name (``segments``)."""
@@ -94,21 +101,28 @@ class LazyEvaluation(Frame):
             self._context.add_variable(name, value)
 
     def check(self, rule: Rule) -> RuleOutcome:
-        closure = self._closures.get(rule)
-        if closure is None:
-            return self.check_cel(rule)
+        decide = self._deciders.get(rule)
+        if decide is not None:
+            try:
+                return decide(self)
+            except Undecided:
+                pass
+        return self.check_cel(rule)
+
+    def by_closures(self, rule: Rule) -> RuleOutcome | None:
+        """``rule``'s outcome as its closures decide it, or None when they do not (``check``
+        then runs it in CEL)."""
+        decide = self._deciders.get(rule)
+        if decide is None:
+            return None
         try:
-            value = closure(self)
+            return decide(self)
         except Undecided:
-            return self.check_cel(rule)
-        if value is True:
-            return _TRUE
-        if value is False:
-            return _FALSE
-        return _ERROR  # CEL gives the same non-bool value
+            return None
 
     def check_cel(self, rule: Rule) -> RuleOutcome:
         """The rule in CEL, with the variables it reads added to this decision's context."""
+        self.cel_checks += 1
         plan = self._plan
         context = self._context
         if context is None:

@@ -30,7 +30,7 @@ from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, WINDOW_DAYS, count_in_days
-from nextbest.rules.compiled import MISSING, Closure, Getter, compile_node
+from nextbest.rules.compiled import MISSING, Closure, Decider, Getter, compile_rule_node
 from nextbest.rules.context import (
     RULE_ROOTS,
     age_of,
@@ -604,6 +604,10 @@ def _slot_getter(path: tuple[str, ...], named: frozenset[str]) -> Getter:
         return _builder(path[0], None, named)
     if len(path) == 2 and path[0] == "profile" and path[1] in _PROFILE_SCALARS:
         return _PROFILE_SCALARS[path[1]]
+    if len(path) == 2 and path[0] == "profile" and path[1] in _PROFILE_MAPS:
+        return _PROFILE_MAPS[path[1]]
+    if len(path) == 2 and path[0] in ("context", "traits"):
+        return _map_key(path[0], path[1])
     if len(path) == 3:
         fast = _fast_getter(*path, named)
         if fast is not None:
@@ -637,6 +641,46 @@ _PROFILE_SCALARS: dict[str, Getter] = {
         for name in BANKING_FEATURES
     },
 }
+
+
+def _life_events(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+    events = p.life_events
+    if not events:
+        return []
+    return [{"type": kind, "days_ago": _days_ago(when, now)} for when, kind in events]
+
+
+def _funnel(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+    funnel = p.funnel
+    return {t: _FUNNEL_LABEL[s] for t, s in funnel.items()} if funnel else {}
+
+
+#: ``profile.<field>`` for the lists and maps, read straight (PROFILE_FIELDS' values)
+_PROFILE_MAPS: dict[str, Getter] = {
+    "funnel": _funnel,
+    "life_events": _life_events,
+    "consent": lambda p, topics, now, ctx: dict(p.consent),
+}
+
+
+def _map_key(root: str, key: str) -> Getter:
+    """``context.<key>`` or ``traits.<key>``: ``_flat_builder``'s value, one call less."""
+    if root == "context":
+
+        def context_key(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+            if type(ctx) is dict:
+                return ctx.get(key, _MISSING)
+            return _resolve(ctx, (key,))
+
+        return context_key
+
+    def trait(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
+        traits = p.traits
+        if type(traits) is dict:
+            return traits.get(key, _MISSING)
+        return _resolve(traits, (key,))
+
+    return trait
 
 
 #: the ``profile`` fields an offer's reason may show (``{profile.<field>}``): the scalars
@@ -673,9 +717,9 @@ def _fast_getter(root: str, first: str, field: str, named: frozenset[str]) -> Ge
             if it is None:
                 return 0.0
             value, at = it.score, it.score_at
-            if now <= at or value == 0.0:  # decayed(), inline
+            if now <= at or value == 0.0:  # decayed(), inline (and TopicSpec.half_life)
                 return round(value, 6)
-            return round(value * 2.0 ** (-(now - at) / spec.half_life), 6)
+            return round(value * 2.0 ** (-(now - at) / (spec.half_life_days * 86_400.0)), 6)
 
         return score
     if root == "interest" and field == "trend":
@@ -775,7 +819,7 @@ class RuleReads:
         nested: Mapping[str, Need] | None = None,
         flat: Mapping[tuple[str, ...], str] | None = None,
         programs: Mapping[Rule, Any] | None = None,
-        closures: Mapping[Rule, Closure] | None = None,
+        closures: Mapping[Rule, tuple[Closure, Decider]] | None = None,
         slots: Sequence[tuple[str, ...]] = (),
         fallbacks: Mapping[Rule, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
     ) -> None:
@@ -793,8 +837,11 @@ class RuleReads:
             (name, _flat_builder(path, self.named_offers)) for path, name in flat.items()
         )
         self._programs: dict[Rule, Any] = dict(programs or {})
-        #: the rules compiled to closures (the others always run in CEL)
-        self.compiled: dict[Rule, Closure] = dict(closures or {})
+        closures = dict(closures or {})
+        #: the rules compiled to closures (the others always run in CEL): each closure
+        #: gives the rule's value, or raises ``Undecided`` (``Erred``: CEL errs there)
+        self.compiled: dict[Rule, Closure] = {rule: c for rule, (c, _) in closures.items()}
+        deciders = {rule: d for rule, (_, d) in closures.items()}
         paths = list(slots)
         paths += [path for path in flat if path not in paths]
         slot = {path: i for i, path in enumerate(paths)}
@@ -809,9 +856,7 @@ class RuleReads:
         }
         # a rule the catalog did not compile sees every variable, as in phase one
         fallback[None] = (tuple(flat_slot.items()), tuple(root for root, _ in self._builders))
-        self._static = RulePlan(
-            getters, self.compiled, self._programs, fallback, dict(self._builders)
-        )
+        self._static = RulePlan(getters, deciders, self._programs, fallback, dict(self._builders))
 
     @classmethod
     def of(cls, rules: Iterable[Rule]) -> RuleReads:
@@ -851,12 +896,12 @@ class RuleReads:
                 slot = slots[path] = (len(slots), _slot_getter(path, named_offers))
             return slot
 
-        closures: dict[Rule, Closure] = {}
+        closures: dict[Rule, tuple[Closure, Decider]] = {}
         for rule in rules:
             tree = parse(rule.source)
-            closure = None if tree is None else compile_node(tree, RULE_ROOTS, slot_of)
-            if closure is not None:
-                closures[rule] = closure
+            compiled = None if tree is None else compile_rule_node(tree, RULE_ROOTS, slot_of)
+            if compiled is not None:
+                closures[rule] = compiled
         return cls(needs, named, nested, names, programs, closures, list(slots), fallbacks)
 
     @property
@@ -924,9 +969,10 @@ class RuleReads:
     def masked(self, hidden: frozenset[str], sources_of: SourcesOf) -> RulePlan:
         """The plan of a view that may not read the sources ``hidden``: every path whose
         sources (``sources_of``, the catalog's ``FeatureSources.of_path``) meet ``hidden``
-        reads as absent (MISSING: the closures defer to CEL, where the variable is unbound
-        or the key missing, so the rule errs or ``has()`` is false, as for a key the
-        profile lacks), and a map read whole (``traits``, ``profile``) loses those keys.
+        reads as absent (MISSING: CEL's error, as for a key the profile lacks, which the
+        closures answer themselves: ``&&`` and ``||`` absorb it where another term
+        decides, ``has()`` is false; in CEL the variable is unbound or the key missing),
+        and a map read whole (``traits``, ``profile``) loses those keys.
         The plan itself when nothing the rules read is hidden; one plan per ``hidden``,
         kept (a catalog's rules know one attribution)."""
         plan = self._masked.get(hidden)
@@ -1033,7 +1079,7 @@ def _masked_plan(
     if not changed:
         return plan
     return RulePlan(
-        tuple(getters), plan.closures, plan.programs, plan.fallbacks, roots, tuple(preset)
+        tuple(getters), plan.deciders, plan.programs, plan.fallbacks, roots, tuple(preset)
     )
 
 
