@@ -584,6 +584,49 @@ def test_an_erasure_deletes_the_customer_s_messages_from_the_stream(erasing: Dep
     assert [s.stream_seq for s in deploy.logs.events.scan()] == [4]  # the other customer's
 
 
+def test_a_restart_logs_again_without_what_a_tombstone_dropped(erasing: Deployment):
+    """Past an erasure, a fold drops an erased customer's late event (a tombstone) and
+    folds another's, saves, and dies before the log write: the restarted worker logs the
+    other's event again with the seq it was folded with and its stream sequence, not the
+    dropped one (whose seq it never had), and deletes that one from the stream."""
+    import msgspec
+
+    from nextbest.audit.model import Actor
+    from nextbest.bus.port import BusMessage
+
+    deploy = erasing
+    bus = deploy.bus
+    assert isinstance(bus, ErasingBus)
+    deploy.send(page(MORTGAGE, user="gone", at=T0 - 9))
+    (late,) = deploy.api.read_batch(batch(page(MORTGAGE, user="gone", at=T0 - 8))).events
+    deploy.start_folding()
+    deploy.api.erase_customer("gone", Actor(kind="admin", key_id="k"))
+    deploy.stop_folding()
+    writer = HeldLog(deploy.logs.events)  # type: ignore[arg-type]
+    stones = Tombstones(KEY, deploy.state.tombstones())
+    fold = FoldWorker(deploy.engine, bus, wait=0.01, writer=writer, tombstones=stones)
+    bus.publish([BusMessage(0, "late-copy", msgspec.msgpack.encode(late))])  # seq 3
+    deploy.send(page(MORTGAGE, user="kept", at=T0 - 7))  # seq 4
+    for _ in range(20):
+        if fold.position == 4:
+            break
+        fold.step()
+    assert fold.position == 4
+    assert fold.stats.erased_dropped == 1
+    assert fold.logged_position < 4  # the worker dies here
+    again = deploy.restarted_engine()
+    stones = Tombstones(KEY, deploy.state.tombstones())
+    restarted = FoldWorker(again, bus, wait=0.01, tombstones=stones)
+    for _ in range(20):
+        if restarted.logged_position == 4 and 3 in bus.erased:
+            break
+        restarted.step()
+    assert restarted.logged_position == 4
+    assert [(s.event.user_id, s.stream_seq) for s in deploy.logs.events.scan()] == [("kept", 4)]
+    assert bus.erased == {1, 2, 3}  # the customer's event, the command, the late copy
+    assert again.replay().identical
+
+
 def test_an_erasure_the_fold_has_not_reached_is_pending_then_done(deploy: Deployment):
     from nextbest.audit.model import Actor
     from nextbest.errors import ErasurePending
