@@ -71,9 +71,9 @@ class InsertEventLog(PostgresEventLog):
 
     def write_rows(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
         db.execute(
-            "INSERT INTO events (seq, message_id, user_id, anonymous_id, timestamp, body) "
-            "SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[], "
-            "%b::float8[], %b::bytea[])",
+            "INSERT INTO events (seq, message_id, user_id, anonymous_id, timestamp, body, "
+            "stream_seq) SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[], "
+            "%b::float8[], %b::bytea[], %b::int8[])",
             [list(column) for column in zip(*rows, strict=True)],
         )
 

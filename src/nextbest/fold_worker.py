@@ -10,7 +10,8 @@ One step (``step``), repeated:
    redelivery; one the log holds already is acknowledged, never folded twice);
 3. fold them (``Engine.fold_accepted`` over a ``WriteBehindLog``: seqs handed out at once, a
    messageId in the log or in its unwritten tail skipped: a redelivery, or a client's retry
-   after the bus's duplicate window);
+   after the bus's duplicate window, deleted from the stream once the batch is logged); each
+   event is logged with the stream sequence it came by (``StoredEvent.stream_seq``);
 4. save the changed profiles and identity links with the new stream position to Redis in one
    write (the models too, once ``model_every`` seconds passed and they changed, with a new
    published version): the events are now visible to every API worker; a save that finds
@@ -29,7 +30,9 @@ One step (``step``), repeated:
 An erasure command (kind ``erase``, ``scaled_erasure``) is handled alone in its step, when
 the fold reaches it: the log written up to it, tombstones recorded, the customer erased from
 the engine (PostgreSQL's rows, the live state, Redis), the outcome recorded, the position
-saved past it. Events carrying a tombstoned id accepted before the erasure are dropped.
+saved past it. The messages its logged events came by are deleted from the stream first
+(their stream sequences are in the log). Events carrying a tombstoned id accepted before
+the erasure are dropped (and deleted from the stream once logged and acknowledged).
 
 A failure anywhere (PostgreSQL restarting, Redis away) acknowledges nothing: the step (or the
 segment's write) is tried again, with a growing pause, until it passes; the bus keeps every
@@ -70,6 +73,7 @@ from nextbest.scaled_erasure import (
     decode_command,
     encode,
     erase_on_engine,
+    stream_copies,
 )
 from nextbest.store.port import ErasureLedger, SequencedLog, StateReads
 from nextbest.store.snapshot import (
@@ -111,7 +115,8 @@ class _Pending(NamedTuple):
     deliveries: list[Delivery]
     #: stream messages to delete once logged and acknowledged (a restart never reads them
     #: again: the fold needs the stream's sequences without a gap up to its position): an
-    #: erasure's command, an erased customer's events dropped by a tombstone
+    #: erasure's command, an erased customer's events dropped by a tombstone, duplicates of
+    #: logged events (an erasure finds a customer's messages by the logged copies)
     deleted: tuple[int, ...] = ()
 
     @property
@@ -236,22 +241,22 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             return 0
         again = [d for d in todo if d.seq <= self.position]  # logged again after a restart
         fresh = todo[len(again) :]
+        dropped: list[int] = []
         if again:
-            self.log.append([_decode(d.body) for d in again])
+            dropped += self._log_again(again)
             if again[-1].seq == self.position:
                 self.log.skip_to(self._resume_seq)
-        events = [_decode(d.body) for d in fresh]
-        dropped: list[int] = []
-        if self._tombstones is not None and self._tombstones.held:
-            stones = self._tombstones
-            dropped = [d.seq for d, e in zip(fresh, events, strict=True) if stones.drops(e)]
-            kept = [e for e in events if not stones.drops(e)]
-            self.stats.erased_dropped += len(events) - len(kept)
-            events = kept
+        came, events, erased = self._kept(fresh)
+        dropped += erased
+        self.stats.erased_dropped += len(erased)
         seqs: list[int | None] = []
         if fresh:
             started = time.perf_counter()
+            self.log.came_from(came)
             seqs = self.engine.fold_accepted(events, send_alerts=False)
+            # a duplicate of a logged event (a client's retry past the bus's window): an
+            # erasure finds the customer's messages by the logged copy, so it goes now
+            dropped += [at for at, seq in zip(came, seqs, strict=True) if seq is None]
             self.stats.fold_seconds = time.perf_counter() - started
             if self._models_changed_at is None and self.engine.models_changed:
                 self._models_changed_at = self._wall()
@@ -274,6 +279,31 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
             self.on_step(self.stats)
         self._log_here()
         return folded
+
+    def _kept(self, fresh: list[Delivery]) -> tuple[list[int], list[Event], list[int]]:
+        """``fresh``'s events to fold, with the stream sequences they came by, and the
+        sequences of those a tombstone drops (an erased customer's, accepted before the
+        erasure: deleted from the stream once logged and acknowledged)."""
+        came = [d.seq for d in fresh]
+        events = [_decode(d.body) for d in fresh]
+        stones = self._tombstones
+        if stones is None or not stones.held:
+            return came, events, []
+        drops = [stones.drops(e) for e in events]
+        if not any(drops):
+            return came, events, []
+        kept = [(at, e) for at, e, drop in zip(came, events, drops, strict=True) if not drop]
+        erased = [at for at, drop in zip(came, drops, strict=True) if drop]
+        return [at for at, _ in kept], [e for _, e in kept], erased
+
+    def _log_again(self, again: list[Delivery]) -> list[int]:
+        """Deliveries folded before a restart and not logged: logged with the seqs they were
+        folded with (the same events, the same tombstones and duplicates, in the same
+        order); the stream sequences of those dropped or refused, to delete."""
+        came, events, erased = self._kept(again)
+        self.log.came_from(came)
+        seqs = self.log.append(events)
+        return [*erased, *(at for at, seq in zip(came, seqs, strict=True) if seq is None)]
 
     # ------------------------------------------------------------------ erasure
     def _erase(self, d: Delivery) -> int:
@@ -316,6 +346,7 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
                 fresh = {t: now for t in stones.of(users, anons)}
                 ledger.record_tombstones(fresh, TOMBSTONE_SECONDS)
                 stones.add(fresh)
+                self._erase_messages(users, anons)
                 outcome = erase_on_engine(self.engine, command, (users, anons), now)
                 self._erasing = (d.seq, outcome, users, anons)
                 keys = [*users, *(ANON_PREFIX + a for a in anons)]
@@ -327,6 +358,20 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
         self._erasing = None
         self.stats.erasures += 1
         stones.prune(self._wall())
+
+    def _erase_messages(self, users: list[str], anons: list[str]) -> None:
+        """Delete from the stream (JetStream) the messages the ids' logged events came by,
+        and the messages those came by (``stream_copies``: a forward's, a stitch's, when
+        several fold workers logged them before): the log holds every event folded (its
+        position past them: a restart never reads them again). An event logged without its
+        stream sequence (before the log kept them) is not found. A failure raises: the
+        erasure is tried again."""
+        if not isinstance(self.bus, ErasableStream):
+            return
+        logged = self.log.events_of(users, anons, self.log.last_seq())
+        came = [s.stream_seq for s in logged if s.stream_seq is not None]
+        if came:
+            self.bus.erase_messages(stream_copies(self.bus, came))
 
     def _drain_log(self) -> None:
         """Wait until the event log holds every event folded (the writer thread's commits;

@@ -761,7 +761,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                     st.deliveries.append(d)
                     if d.seq > self.logged[p] and d.seq not in self.skipped[p]:
                         event, _ = self._decode(d)
-                        self._add_tail(st, StoredEvent(self.base + d.seq, event))
+                        self._add_tail(st, StoredEvent(self.base + d.seq, event, d.seq))
                     self.done[p] = d.seq
                     st.positions[p] = d.seq
                     continue
@@ -917,8 +917,8 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         (and the messages those came by), their events in the log, their profiles, links
         and positions in this view and in Redis, relays, parked stitches, alerts, claims."""
         logged = self.log.events_of(users, anons, self.log.last_seq())
-        on_stream = [s.seq - self.base for s in logged if s.seq > self.base]
-        messages = self._erase_messages(on_stream)
+        on_stream = [_stream_seq(s, self.base) for s in logged]
+        messages = self._erase_messages([s for s in on_stream if s is not None])
         events = self.log.erase(users, anons)
         profiles, rows = self.caches[p].erase(users, anons)
         keys = {*users, *(ANON_PREFIX + a for a in anons)}
@@ -1179,7 +1179,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
                 if old is not None and leaving[k]:
                     cache.members(old)
         seq = self.base + d.seq
-        stored = StoredEvent(seq, event)
+        stored = StoredEvent(seq, event, d.seq)
         self._add_tail(st, stored)  # first, as the log holds it: a rebuild reads it too
         # an alias rebuilds from every id of the customer as of this event in log order: a
         # device frozen away here whose stitch comes later in the log is still the customer's
@@ -1713,6 +1713,15 @@ class _View:
     def stitched_ids(self, customer_id: str) -> tuple[set[str], set[str]]:
         identity = self.book.identity
         return identity.ids_of(identity.canonical_user(customer_id))
+
+
+def _stream_seq(stored: StoredEvent, base: int) -> int | None:
+    """The stream sequence a logged event was folded from: the one logged with it, else
+    (logged before the log kept them) its seq less the base when past it; None for an event
+    a single fold worker logged before then."""
+    if stored.stream_seq is not None:
+        return stored.stream_seq
+    return stored.seq - base if stored.seq > base else None
 
 
 def _names(out: _Out, ids: set[str]) -> bool:

@@ -5,7 +5,9 @@
                               the customer's home partition: the bus orders it after every
                               event of the customer acknowledged before it
     apply    (fold worker) -> when its fold reaches the command: every event before it logged,
-                              then tombstones recorded, ``erasure.erase_customer`` on its
+                              then tombstones recorded, the stream messages the customer's
+                              logged events came by deleted (each event is logged with its
+                              stream sequence), ``erasure.erase_customer`` on its
                               engine (the event log, decision log, quarantine, callbacks,
                               outbox in PostgreSQL; profiles, links, exposures, the learner's
                               views in its memory and Redis), the ids' write marks deleted

@@ -9,7 +9,9 @@ sees meanwhile:
 - ``append`` hands out seqs at once (the log's last seq + 1, ...), without writing: a messageId
   is a duplicate when the *tail* (events handed a seq, not yet logged) or the log holds it;
   the tail is looked at first, then the log (an event leaves the tail only once committed, so
-  one not in the tail and not yet committed was never appended);
+  one not in the tail and not yet committed was never appended); each event keeps the bus
+  stream sequence it came by (``came_from``, before the append), logged with it: what an
+  erasure deletes from the stream (docs/trust.md, "The JetStream stream");
 - reads (``events_of`` for a stitch, ``scan``) answer from the log and the tail together, so
   a stitch sees the device's events folded a moment ago and not logged yet;
 - ``seal(position)`` closes a *segment*: the tail's events since the last seal, with the bus
@@ -64,16 +66,29 @@ class WriteBehindLog:
         self._tail: list[StoredEvent] = []  # handed a seq, not logged, in seq order
         self._tail_ids: set[str] = set()
         self._sealed = 0  # tail[:_sealed] belongs to sealed segments
+        #: the stream sequences of the next append's events (``came_from``)
+        self._came_from: Sequence[int] | None = None
         #: the last seq and the stream position the log holds (committed)
         self.logged_seq = log.last_seq()
         self.logged_position = self._sequenced.source_position()
         self._next = self.logged_seq + 1
 
     # ------------------------------------------------------------------ the fold's side
+    def came_from(self, stream_seqs: Sequence[int]) -> None:
+        """The events of the next ``append`` came by these bus stream sequences, one each in
+        order: each is logged with its own (``StoredEvent.stream_seq``). An append without
+        logs its events without one."""
+        self._came_from = stream_seqs
+
     def append(self, events: Sequence[Event]) -> list[int | None]:
         """A seq per event, None for a messageId in the tail or the log (or earlier in
         ``events``); nothing written yet. StoreError (nothing handed out) when the log cannot
-        be asked."""
+        be asked, or the stream sequences given (``came_from``) are not one per event."""
+        streams, self._came_from = self._came_from, None
+        if streams is not None and len(streams) != len(events):
+            raise StoreError(
+                f"event log: {len(events)} events appended, {len(streams)} stream sequences given"
+            )
         if not events:
             return []
         ids = list(dict.fromkeys(e.message_id for e in events))
@@ -84,12 +99,12 @@ class WriteBehindLog:
             seen |= self._sequenced.logged(ask)
         out: list[int | None] = []
         fresh: list[StoredEvent] = []
-        for e in events:
+        for i, e in enumerate(events):
             if e.message_id in seen:
                 out.append(None)
                 continue
             seen.add(e.message_id)
-            stored = StoredEvent(self._next + len(fresh), e)
+            stored = StoredEvent(self._next + len(fresh), e, streams[i] if streams else None)
             fresh.append(stored)
             out.append(stored.seq)
         with self._lock:

@@ -76,20 +76,50 @@ class Deployment:
         return self.api.accept(IngestRequest(SERVER, parsed, "$.batch"))
 
 
-@pytest.fixture
-def deploy(catalog: Catalog) -> Iterator[Deployment]:
+class ErasingBus(MemoryBus):
+    """The in-memory bus with JetStream's message delete (``ErasableStream``): the stream
+    sequences deleted are recorded (the messages stay readable, for the test to look at)."""
+
+    def __init__(self, partitions: int, *, ack_wait: float) -> None:
+        super().__init__(partitions, ack_wait=ack_wait)
+        self.erased: set[int] = set()
+
+    def message_ids(self, seqs: Collection[int]) -> dict[int, str]:
+        held = self.published()
+        return {s: held[s - 1].message_id for s in seqs if s not in self.erased}
+
+    def erase_messages(self, seqs: Collection[int]) -> int:
+        fresh = set(seqs) - self.erased
+        self.erased |= fresh
+        return len(fresh)
+
+    def purge_learning(self, upto: int) -> None:
+        pass
+
+
+def deployed(catalog: Catalog, bus: MemoryBus) -> Iterator[Deployment]:
     try:
         RedisState(REDIS, "nextbest-roles", timeout=2.0).drop()
     except StoreUnavailable as exc:
         url = urlsplit(REDIS)
         pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
     clock = FixedClock(T0)
-    made = Deployment(catalog, clock, MemoryBus(4, ack_wait=0.5), memory_stores())
+    made = Deployment(catalog, clock, bus, memory_stores())
     yield made
     made.stop_folding()
     made.reads.close()
     made.state.drop()
     made.state.close()
+
+
+@pytest.fixture
+def deploy(catalog: Catalog) -> Iterator[Deployment]:
+    yield from deployed(catalog, MemoryBus(4, ack_wait=0.5))
+
+
+@pytest.fixture
+def erasing(catalog: Catalog) -> Iterator[Deployment]:
+    yield from deployed(catalog, ErasingBus(4, ack_wait=0.5))
 
 
 def test_the_session_that_sent_an_event_decides_on_it(deploy: Deployment):
@@ -391,6 +421,10 @@ def test_a_crash_between_the_save_and_the_log_write_logs_the_rest_once(deploy: D
     assert count_of(deploy, "u0") == 2
     assert count_of(deploy, "u1") == 8  # a page in the first batch, then 7 here
     assert again.replay().identical  # the log folds into what Redis holds
+    held = deploy.bus.published()
+    came = [s.stream_seq for s in deploy.logs.events.scan()]  # logged again ones too
+    assert [held[n - 1].message_id for n in came] == ids  # type: ignore[operator]
+    assert 11 not in came  # the late retry: a duplicate
 
 
 def test_the_fold_goes_on_while_the_log_is_away_then_it_catches_up(deploy: Deployment):
@@ -513,6 +547,84 @@ def test_an_erasure_through_an_api_worker_also_drops_another_worker_s_decisions(
     assert deploy.api.live.get("gone") is None
     assert deploy.api.erasure_status(report.receipt).status == "erased"
     assert deploy.logs.events.events_of(["gone"], ["gone-dev"], 10**9) == []
+
+
+def test_an_erasure_deletes_the_customer_s_messages_from_the_stream(erasing: Deployment):
+    """One fold worker logs each event with the stream sequence it came by: its erasure
+    deletes the messages of the customer's logged events (on JetStream: overwritten), the
+    command once logged, and every duplicate of a logged event it meets (a client's retry
+    past the bus's window: an erasure would find the logged copy only); another customer's
+    messages stay."""
+    from nextbest.audit.model import Actor
+
+    deploy = erasing
+    bus = deploy.bus
+    assert isinstance(bus, ErasingBus)
+    first = page(MORTGAGE, user="gone", anon="gone-dev", at=T0 - 9)
+    deploy.send(page(MORTGAGE, anon="gone-dev", at=T0 - 12))
+    deploy.send(identify({"email": "e@x.dk"}, user="gone", anon="gone-dev", at=T0 - 10), first)
+    deploy.send(page(MORTGAGE, user="kept", at=T0 - 8))
+    bus.duplicate_window = 0.0
+    deploy.send(first)  # a late retry: published again, a duplicate at the fold
+    bus.duplicate_window = 120.0
+    deploy.start_folding()
+    deadline = time.monotonic() + 10
+    while bus.erased != {5}:  # the duplicate, once logged and acknowledged
+        assert time.monotonic() < deadline, bus.erased
+        time.sleep(0.02)
+    report = deploy.api.erase_customer("gone", Actor(kind="admin", key_id="k"))
+    assert report.events == 3
+    while bus.erased != {1, 2, 3, 5, 6}:  # the customer's, the command (6) once logged
+        assert time.monotonic() < deadline, bus.erased
+        time.sleep(0.02)
+    assert bus.published()[5].kind == "erase"
+    assert [m.message_id for n, m in enumerate(bus.published(), 1) if n not in bus.erased] == [
+        bus.published()[3].message_id
+    ]
+    assert [s.stream_seq for s in deploy.logs.events.scan()] == [4]  # the other customer's
+
+
+def test_a_restart_logs_again_without_what_a_tombstone_dropped(erasing: Deployment):
+    """Past an erasure, a fold drops an erased customer's late event (a tombstone) and
+    folds another's, saves, and dies before the log write: the restarted worker logs the
+    other's event again with the seq it was folded with and its stream sequence, not the
+    dropped one (whose seq it never had), and deletes that one from the stream."""
+    import msgspec
+
+    from nextbest.audit.model import Actor
+    from nextbest.bus.port import BusMessage
+
+    deploy = erasing
+    bus = deploy.bus
+    assert isinstance(bus, ErasingBus)
+    deploy.send(page(MORTGAGE, user="gone", at=T0 - 9))
+    (late,) = deploy.api.read_batch(batch(page(MORTGAGE, user="gone", at=T0 - 8))).events
+    deploy.start_folding()
+    deploy.api.erase_customer("gone", Actor(kind="admin", key_id="k"))
+    deploy.stop_folding()
+    writer = HeldLog(deploy.logs.events)  # type: ignore[arg-type]
+    stones = Tombstones(KEY, deploy.state.tombstones())
+    fold = FoldWorker(deploy.engine, bus, wait=0.01, writer=writer, tombstones=stones)
+    bus.publish([BusMessage(0, "late-copy", msgspec.msgpack.encode(late))])  # seq 3
+    deploy.send(page(MORTGAGE, user="kept", at=T0 - 7))  # seq 4
+    for _ in range(20):
+        if fold.position == 4:
+            break
+        fold.step()
+    assert fold.position == 4
+    assert fold.stats.erased_dropped == 1
+    assert fold.logged_position < 4  # the worker dies here
+    again = deploy.restarted_engine()
+    stones = Tombstones(KEY, deploy.state.tombstones())
+    restarted = FoldWorker(again, bus, wait=0.01, tombstones=stones)
+    for _ in range(20):
+        if restarted.logged_position == 4 and 3 in bus.erased:
+            break
+        restarted.step()
+    assert restarted.logged_position == 4
+    assert [(s.event.user_id, s.stream_seq) for s in deploy.logs.events.scan()] == [("kept", 4)]
+    assert bus.erased == {1, 2, 3}  # the customer's event, the command, the late copy
+    assert again.replay().identical
 
 
 def test_an_erasure_the_fold_has_not_reached_is_pending_then_done(deploy: Deployment):

@@ -167,6 +167,47 @@ def test_append_at_refuses_what_another_writer_appended(log: EventLog):
     assert seq_log.source_position() == 0
 
 
+def test_events_the_log_numbers_itself_have_no_stream_sequence(log: EventLog):
+    """``append`` (the embedded engine, a migration) knows no bus: every backend reads its
+    events back without a stream sequence."""
+    log.append(events(2, user="u1"))
+    assert [s.stream_seq for s in log.scan()] == [None, None]
+    assert [s.stream_seq for s in log.events_of({"u1"}, set(), upto=2)] == [None, None]
+
+
+def test_append_at_keeps_each_event_s_stream_sequence(log: EventLog):
+    """A fold worker logs each event with the stream sequence it came by (an erasure finds
+    the customer's messages there): read back by ``scan`` and ``events_of``, past a gap, an
+    event without one and an erasure of another customer."""
+    seq_log = sequenced(log)
+    first = events(1, user="u0")
+    log.append(first)
+    a, b = events(2, user="ua"), events(2, user="ub")
+    seq_log.append_at(
+        [StoredEvent(2, a[0], 7), StoredEvent(3, b[0], 9), StoredEvent(4, a[1])], position=10
+    )
+    seq_log.append_at([StoredEvent(6, b[1], 13)], position=13)
+    assert [(s.seq, s.stream_seq) for s in log.scan()] == [
+        (1, None), (2, 7), (3, 9), (4, None), (6, 13)
+    ]  # fmt: skip
+    assert [(s.seq, s.stream_seq) for s in log.events_of({"ub"}, set(), upto=6)] == [
+        (3, 9),
+        (6, 13),
+    ]
+    assert log.erase({"ua"}, set()) == 2
+    assert [(s.seq, s.stream_seq) for s in log.scan(after=2)] == [(3, 9), (6, 13)]
+    assert [s.event for s in log.scan()] == [*first, b[0], b[1]]
+
+
+def test_partition_writers_log_each_event_s_stream_sequence(log: EventLog):
+    part = partitioned(log)
+    a, b = events(2, user="ua"), events(1, user="ub")
+    part.append_partitioned([StoredEvent(5, a[0], 5), StoredEvent(9, a[1], 9)], {1: 9})
+    part.append_partitioned([StoredEvent(7, b[0], 7)], {2: 7})
+    assert [(s.seq, s.stream_seq) for s in log.scan()] == [(5, 5), (7, 7), (9, 9)]
+    assert [s.stream_seq for s in log.events_of({"ua"}, set(), upto=9)] == [5, 9]
+
+
 def partitioned(log: EventLog) -> PartitionedLog:
     if not isinstance(log, PartitionedLog):
         pytest.skip(f"{type(log).__name__} has one writer only (no partitioned fold on it)")

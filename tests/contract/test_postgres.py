@@ -15,7 +15,7 @@ from nextbest.bootstrap import open_stores
 from nextbest.errors import ConfigError, StoreError, StoreUnavailable
 from nextbest.events import parse_batch
 from nextbest.events.model import Event
-from nextbest.store import Stores
+from nextbest.store import StoredEvent, Stores
 from nextbest.store.postgres import SCHEMA_VERSION, PostgresEventLog, month_of
 from tests.contract.test_decision_log import logged
 from tests.postgres import scratch_schema
@@ -113,6 +113,35 @@ def test_a_store_reopens_with_its_rows_and_partitions(url: str):
         again.close()
     with psycopg.connect(url) as db:
         assert db.execute("SELECT version FROM nextbest_schema").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_an_event_log_made_before_stream_sequences_gets_the_column(url: str):
+    """``events.stream_seq`` came later: a store whose table lacks it (made by an earlier
+    nextbest, its rows and a month partition in it) gets it at the next start, NULL in the
+    rows it held; a fold worker then logs stream sequences with its events."""
+    first = open_stores(url)
+    held = events(2)
+    first.events.append(held)
+    first.close()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("ALTER TABLE events DROP COLUMN stream_seq")
+    again = open_stores(url)
+    try:
+        log = again.events
+        assert isinstance(log, PostgresEventLog)
+        later = events(1, at=NEXT_MONTH, user="u2")
+        log.append_at([StoredEvent(5, later[0], 41)], position=41)
+        assert [(s.seq, s.stream_seq) for s in log.scan()] == [(1, None), (2, None), (5, 41)]
+        assert [s.event for s in log.scan()] == [*held, *later]
+    finally:
+        again.close()
+    open_stores(url).close()  # the column there: nothing altered again
+    with psycopg.connect(url) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'events_2026_09'::regclass "
+            "AND attname = 'stream_seq' AND NOT attisdropped"
+        ).fetchone() or (0,)
+    assert count == 1
 
 
 def test_a_store_from_a_later_version_is_refused(url: str):

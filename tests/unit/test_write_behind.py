@@ -52,6 +52,28 @@ def test_reads_see_the_log_and_the_tail_each_event_once():
     assert [s.seq for s in behind.events_of({"u1"}, {"d1"}, upto=99)] == [1, 2, 3, 4, 5]
 
 
+def test_each_event_is_logged_with_the_stream_sequence_it_came_by():
+    """``came_from`` before an append: its events keep their stream sequences, the tail's
+    reads and the log's alike (a duplicate takes none); the next append without it logs
+    none; a count that does not match refuses the append, nothing handed out."""
+    log = MemoryEventLog()
+    behind = WriteBehindLog(log)
+    fresh = events(3, user="u1")
+    behind.came_from([11, 12, 14, 15])
+    assert behind.append([fresh[0], fresh[1], fresh[0], fresh[2]]) == [1, 2, None, 3]
+    assert [s.stream_seq for s in behind.events_of({"u1"}, set(), upto=9)] == [11, 12, 15]
+    assert behind.append(events(1, start=5, user="u1")) == [4]
+    behind.came_from([16])
+    with pytest.raises(StoreError):
+        behind.append(events(2, start=7, user="u1"))
+    assert behind.last_seq() == 4
+    assert behind.append(events(1, start=9, user="u1")) == [5]  # given for one append only
+    behind.write(behind.seal(position=17))
+    assert [(s.seq, s.stream_seq) for s in log.scan()] == [
+        (1, 11), (2, 12), (3, 15), (4, None), (5, None)
+    ]  # fmt: skip
+
+
 def test_skip_to_refuses_seqs_past_the_saved_state():
     behind = WriteBehindLog(MemoryEventLog())
     behind.append(events(3, user="u1"))

@@ -50,8 +50,15 @@ __all__ = [
 
 
 class StoredEvent(NamedTuple):
+    """An event as the log holds it: its seq and, when a fold worker logged it
+    (``SequencedLog.append_at``, ``PartitionedLog.append_partitioned``), the bus stream
+    sequence it was folded from (what an erasure deletes from the stream, docs/trust.md);
+    None where the log handed out the seq itself (``append``: the embedded engine, a
+    migration) or the row was logged before the log kept it."""
+
     seq: int
     event: Event
+    stream_seq: int | None = None
 
 
 class StateRow(NamedTuple):
@@ -132,8 +139,10 @@ class SequencedLog(Protocol):
     def append_at(self, events: Sequence[StoredEvent], position: int) -> None:
         """Durably append ``events`` at the seqs they carry (increasing, each above the log's
         last seq, messageIds not logged: StoreError otherwise, nothing written), all or
-        nothing, and record in the same commit ``position``: the bus stream sequence the log
-        now holds every event up to (``events`` may be empty: the position alone moves)."""
+        nothing, with the stream sequences they carry (``StoredEvent.stream_seq``, read back
+        by ``scan`` and ``events_of``), and record in the same commit ``position``: the bus
+        stream sequence the log now holds every event up to (``events`` may be empty: the
+        position alone moves)."""
         ...
 
     def source_position(self) -> int:
@@ -171,8 +180,9 @@ class PartitionedLog(Protocol):
         self, events: Sequence[StoredEvent], positions: Mapping[int, int]
     ) -> None:
         """Durably append ``events`` at the seqs they carry (increasing; messageIds not
-        logged: StoreError otherwise, nothing written) and raise each partition's position
-        to ``positions[p]``, all in one commit (``events`` may be empty)."""
+        logged: StoreError otherwise, nothing written), with their stream sequences (as
+        ``SequencedLog.append_at``), and raise each partition's position to
+        ``positions[p]``, all in one commit (``events`` may be empty)."""
         ...
 
     def source_position(self) -> int:

@@ -27,7 +27,9 @@ Tables (schema version ``SCHEMA_VERSION``, kept in ``nextbest_schema``):
   written behind its live state: ``nextbest.write_behind``); with several fold workers
   (``append_partitioned``, ``nextbest.partitioned_fold``) ``event_log_partitions`` has that
   position per bus partition and ``event_log_base`` the offset of their seqs (seq = base +
-  stream sequence).
+  stream sequence). ``events.stream_seq`` is the stream sequence a fold worker folded the
+  event from (NULL for an event the log numbered itself, or logged before the column was
+  added: ``_add_stream_seq``); an erasure deletes those messages from the stream.
 
 Order: appends of events (and of decisions) take a transaction-level advisory lock, so seqs
 are committed in the order they are handed out: a reader that has seen seq n never later
@@ -108,6 +110,7 @@ CREATE TABLE IF NOT EXISTS events (
     anonymous_id text,
     timestamp double precision NOT NULL,
     body bytea NOT NULL,
+    stream_seq bigint,
     PRIMARY KEY (seq, timestamp)
 ) PARTITION BY RANGE (timestamp);
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id) WHERE user_id IS NOT NULL;
@@ -229,14 +232,21 @@ def _translated(action: str, where: _Where) -> Iterator[None]:
         raise StoreError(f"PostgreSQL {where} {action}: {where.scrub(str(exc))}") from exc
 
 
-#: the column types of a COPY into ``events`` or ``decisions`` (id, 3 texts, time, body)
+#: the column types of a COPY into ``decisions`` (id, 3 texts, time, body)
 _LOG_ROW_TYPES = ["int8", "text", "text", "text", "float8", "bytea"]
+#: into ``events``: the same, then the stream sequence (NULL: none)
+_EVENT_ROW_TYPES = [*_LOG_ROW_TYPES, "int8"]
 
 
-def _copy(db: psycopg.Connection[Any], copy: LiteralString, rows: list[tuple[Any, ...]]) -> None:
+def _copy(
+    db: psycopg.Connection[Any],
+    copy: LiteralString,
+    rows: list[tuple[Any, ...]],
+    types: list[str] = _LOG_ROW_TYPES,
+) -> None:
     """``rows`` into a log table by ``COPY ... FROM STDIN (FORMAT BINARY)``."""
     with db.cursor() as cur, cur.copy(copy + " FROM STDIN (FORMAT BINARY)") as sink:
-        sink.set_types(_LOG_ROW_TYPES)
+        sink.set_types(types)
         for row in rows:
             sink.write_row(row)
 
@@ -338,6 +348,7 @@ class PostgresDatabase:
                 (SCHEMA_VERSION,),
             )
             self._compress_with_lz4(db)
+            _add_stream_seq(db)
             row = db.execute("SELECT version FROM nextbest_schema").fetchone()
             version = int(row[0]) if row else SCHEMA_VERSION
             if version > SCHEMA_VERSION:
@@ -467,6 +478,17 @@ class PostgresDatabase:
             self.connection.close()
 
 
+def _add_stream_seq(db: psycopg.Connection[Any]) -> None:
+    """``events.stream_seq`` on a table made before it (NULL in its rows): looked up
+    first, so a start never takes the table's exclusive lock once the column is there."""
+    found = db.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = 'events'::regclass "
+        "AND attname = 'stream_seq' AND NOT attisdropped"
+    ).fetchone()
+    if found is None:
+        db.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS stream_seq bigint")
+
+
 class PostgresEventLog:
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
@@ -487,7 +509,7 @@ class PostgresEventLog:
             seqs = _claim(db, "message_ids", ids, [fresh[m].timestamp for m in ids])
             if seqs:
                 rows = [
-                    (seqs[m], m, e.user_id, e.anonymous_id, e.timestamp, bodies[m])
+                    (seqs[m], m, e.user_id, e.anonymous_id, e.timestamp, bodies[m], None)
                     for m, e in fresh.items()
                     if m in seqs
                 ]
@@ -517,7 +539,7 @@ class PostgresEventLog:
         enc = self._event_enc.encode
         rows = [
             (s.seq, s.event.message_id, s.event.user_id, s.event.anonymous_id,
-             s.event.timestamp, enc(s.event))
+             s.event.timestamp, enc(s.event), s.stream_seq)
             for s in events
         ]  # fmt: skip
         made: list[float] = []
@@ -575,7 +597,7 @@ class PostgresEventLog:
         enc = self._event_enc.encode
         rows = [
             (s.seq, s.event.message_id, s.event.user_id, s.event.anonymous_id,
-             s.event.timestamp, enc(s.event))
+             s.event.timestamp, enc(s.event), s.stream_seq)
             for s in events
         ]  # fmt: skip
         if any(a[0] >= b[0] for a, b in itertools.pairwise(rows)):
@@ -628,17 +650,22 @@ class PostgresEventLog:
         """Send event rows by binary COPY: as fast as one ``INSERT ... SELECT unnest`` of the
         columns as arrays for 1-10 events, 20-30% faster from 100 (bench/store_postgres.py,
         BENCHMARKS.md); for small batches either is small beside the commit."""
-        _copy(db, "COPY events (seq, message_id, user_id, anonymous_id, timestamp, body)", rows)
+        _copy(
+            db,
+            "COPY events (seq, message_id, user_id, anonymous_id, timestamp, body, stream_seq)",
+            rows,
+            _EVENT_ROW_TYPES,
+        )
 
     def _rows(self, query: str, params: Sequence[object]) -> list[StoredEvent]:
         dec = self._event_dec.decode
         rows = self.db.fetch("read", query, params)
-        return [StoredEvent(seq, dec(body)) for seq, body in rows]
+        return [StoredEvent(seq, dec(body), stream) for seq, body, stream in rows]
 
     def scan(self, after: int = 0) -> Iterator[StoredEvent]:
         while True:  # in pages, so the lock is never held for the whole log
             rows = self._rows(
-                "SELECT seq, body FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
+                "SELECT seq, body, stream_seq FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
                 (after, _PAGE),
             )
             yield from rows
@@ -653,7 +680,7 @@ class PostgresEventLog:
         if not users and not anons:
             return []
         return self._rows(
-            "SELECT seq, body FROM events "
+            "SELECT seq, body, stream_seq FROM events "
             "WHERE (user_id = ANY(%s) OR anonymous_id = ANY(%s)) AND seq <= %s ORDER BY seq",
             (users, anons, upto),
         )
