@@ -22,20 +22,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 
 from nextbest.api.advisor_token import mint_advisor_token
-from nextbest.errors import StoreUnavailable
 from nextbest.store.lease_postgres import PostgresLease
 from nextbest.store.postgres import PostgresDatabase
-from nextbest.store.redis import RedisState
 from tests.acceptance.test_scaled_processes import Worker, wait_folded
 from tests.nats import delete_stream, stream_url
 from tests.postgres import scratch_schema
+from tests.redis_db import flushed
 from tests.support import ROOT, batch, identify, page
 
 REDIS = os.environ.get("NEXTBEST_TEST_REDIS_CALLBACKS", "redis://127.0.0.1:6379/8")
@@ -127,15 +125,7 @@ def until(check: Callable[[], Any], what: str, seconds: float = 20.0) -> Any:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    try:
-        state = RedisState(REDIS, timeout=2.0)
-    except StoreUnavailable as exc:
-        url = urlsplit(REDIS)
-        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
-    state.client.flushdb()
-    yield REDIS
-    state.client.flushdb()
-    state.close()
+    yield from flushed(REDIS)
 
 
 @pytest.fixture(scope="module")

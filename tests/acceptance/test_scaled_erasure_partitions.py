@@ -26,7 +26,6 @@ import pytest
 from nextbest.bus.nats import NatsBus
 from nextbest.bus.port import BusMessage, partition_of
 from nextbest.events import parse_batch
-from nextbest.store.redis import RedisState
 from tests.acceptance.test_scaled_erasure_processes import (
     call,
     every_pg_row,
@@ -42,9 +41,10 @@ from tests.acceptance.test_scaled_partitions_processes import (
 )
 from tests.acceptance.test_scaled_processes import PARTITIONS, Worker, deployment
 from tests.nats import delete_stream, stream_url
+from tests.redis_db import flushed
 from tests.support import T0, batch, identify, message, page, track
 
-REDIS = "redis://127.0.0.1:6379/5"
+REDIS = "redis://127.0.0.1:6379/1"
 MORTGAGE = "https://bank.example/mortgages/rates"
 #: the customer: the userId homed on the second worker's partitions, a device and an old
 #: userId on the first's
@@ -60,19 +60,7 @@ SECRETS = (USER, DEVICE, OLD_ID, EMAIL, PHONE)
 
 @pytest.fixture
 def redis_url() -> Any:
-    from urllib.parse import urlsplit
-
-    from nextbest.errors import StoreUnavailable
-
-    try:
-        state = RedisState(REDIS, timeout=2.0)
-    except StoreUnavailable as exc:
-        url = urlsplit(REDIS)
-        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
-    state.client.flushdb()
-    yield REDIS
-    state.client.flushdb()
-    state.close()
+    yield from flushed(REDIS)
 
 
 def left(dump: bytes) -> list[str]:

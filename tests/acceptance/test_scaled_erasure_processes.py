@@ -38,6 +38,7 @@ from tests.acceptance.test_scaled_processes import (
     wait_folded,
 )
 from tests.nats import delete_stream, stream_url
+from tests.redis_db import flushed
 from tests.support import T0, batch, identify, message, page
 
 REDIS = "redis://127.0.0.1:6379/4"
@@ -55,19 +56,7 @@ MORTGAGE = "https://bank.example/mortgages/rates"
 
 @pytest.fixture
 def redis_url() -> Any:
-    from urllib.parse import urlsplit
-
-    from nextbest.errors import StoreUnavailable
-
-    try:
-        state = RedisState(REDIS, timeout=2.0)
-    except StoreUnavailable as exc:
-        url = urlsplit(REDIS)
-        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
-    state.client.flushdb()
-    yield REDIS
-    state.client.flushdb()
-    state.close()
+    yield from flushed(REDIS)
 
 
 def every_pg_row(url: str, skip: tuple[str, ...] = ("audit",)) -> bytes:

@@ -21,16 +21,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 
-from nextbest.errors import StoreUnavailable
 from nextbest.store.redis import RedisState
 from tests.nats import delete_stream, stream_url
 from tests.postgres import scratch_schema
+from tests.redis_db import flushed
 from tests.support import ROOT, T0, identify, page
 
 REDIS = os.environ.get("NEXTBEST_TEST_REDIS_PROCESSES", "redis://127.0.0.1:6379/11")
@@ -92,15 +91,7 @@ class Worker:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    try:
-        state = RedisState(REDIS, timeout=2.0)
-    except StoreUnavailable as exc:
-        url = urlsplit(REDIS)
-        pytest.skip(f"Redis not reachable at {url.hostname}:{url.port or 6379}: {exc}")
-    state.client.flushdb()
-    yield REDIS
-    state.client.flushdb()
-    state.close()
+    yield from flushed(REDIS)
 
 
 @contextmanager
