@@ -13,7 +13,10 @@ writes ``DIR/<pid>.jsonl``, wall-clock timestamps (``time.time()``) of:
   the CPU and waiting for one (``/proc/self/task/<tid>/schedstat``).
 
 Nothing of it runs unless ``NEXTBEST_TRACE`` is set; it patches methods, the engine knows
-nothing of it.
+nothing of it. It wraps the fold workers' private steps by name (``_stage``,
+``_write_group``, ...), as a profiler would see them: this is a diagnostic tool, not a
+benchmark, and no figure of ``bench/`` or test depends on it; a rename of those steps breaks
+only the trace.
 """
 
 from __future__ import annotations
