@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from nextbest.bus.port import Delivery
-from nextbest.errors import NextbestError
+from nextbest.errors import NextbestError, StoreError
 
 __all__ = ["FoldLoop", "LoopStats", "Sealed"]
 
@@ -206,6 +206,19 @@ class FoldLoop(ABC, Generic[S, T]):
             return
         with self._changed:  # (the writer puts off no commit while half of it waits)
             while self._waiting >= self._max_unlogged and not self._stop.is_set():
+                self._changed.wait(0.1)
+                self._while_waiting()
+
+    def _drain_log(self) -> None:
+        """Until the event log holds every event folded (an erasure deletes them there):
+        the writer thread's commits, hurried; without it, written here."""
+        if self._writer is None:
+            self._write_unlogged(retry=self.stats.log_error is not None)
+            return
+        with self._changed, self._hurry():
+            while self._unlogged:
+                if self._stop.is_set():
+                    raise StoreError("stopping: an erasure waits for the event log")
                 self._changed.wait(0.1)
                 self._while_waiting()
 

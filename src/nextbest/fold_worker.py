@@ -373,18 +373,6 @@ class FoldWorker(FoldLoop[_Pending, FoldStats]):
         if came:
             self.bus.erase_messages(stream_copies(self.bus, came))
 
-    def _drain_log(self) -> None:
-        """Wait until the event log holds every event folded (the writer thread's commits;
-        without it, written here)."""
-        if self._writer is None:
-            self._write_unlogged(retry=self.stats.log_error is not None)
-            return
-        with self._changed:
-            while self._unlogged:
-                if self._stop.is_set():
-                    raise StoreError("stopping: an erasure waits for the event log")
-                self._changed.wait(0.1)
-
     def _erase_decisions_again(self) -> None:
         """The decision log erased once more for the customers erased a moment ago."""
         now = self._monotonic()

@@ -829,7 +829,7 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         erasing = {p: ds[0] for p, ds in work.items() if ds[0].kind in _ERASING}
         self._requeue([d for p, ds in work.items() if p not in erasing for d in ds])
         try:
-            self._drain()
+            self._drain_log()
             for p, d in erasing.items():
                 if d.seq > self.again[p]:
                     self._erase_part(p, d)
@@ -847,20 +847,6 @@ class PartitionedFold(FoldLoop[_Segment, PartitionStats]):
         self.stats.batches += 1
         self._log_here()
         return 0
-
-    def _drain(self) -> None:
-        """Until the event log holds every event this worker folded (an erasure deletes
-        them there)."""
-        if self._writer is None:
-            if self._unlogged:
-                self._write_unlogged(retry=self.stats.log_error is not None)
-            return
-        with self._changed:
-            while self._unlogged:
-                if self._stop.is_set():
-                    raise StoreError("stopping: an erasure waits for the event log")
-                self._changed.wait(0.1)
-                self._renew()
 
     def _erase_part(self, p: int, d: Delivery) -> None:
         """One partition's part of an erasure: the home partition's (the API worker's
