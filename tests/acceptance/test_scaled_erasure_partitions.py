@@ -32,6 +32,7 @@ from tests.acceptance.test_scaled_erasure_processes import (
     every_redis_key_and_value,
     fold_events,
     sent,
+    the_stream,
     until,
 )
 from tests.acceptance.test_scaled_partitions_processes import (
@@ -65,15 +66,6 @@ def redis_url() -> Any:
 
 def left(dump: bytes) -> list[str]:
     return [s for s in SECRETS if s.encode() in dump]
-
-
-def the_stream(bus_url: str) -> bytes:
-    """Every message the JetStream stream holds (messageIds and bodies), read whole."""
-    bus = NatsBus(bus_url, partitions=PARTITIONS)
-    try:
-        return b"\n".join(m.encode() + b" " + body for _, m, body in bus.messages())
-    finally:
-        bus.close()
 
 
 def a_customer_s_life(apis: list[Worker]) -> dict[str, Any]:
