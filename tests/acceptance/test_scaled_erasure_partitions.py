@@ -23,14 +23,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from nextbest.bus.nats import NatsBus
-from nextbest.bus.port import BusMessage, partition_of
+from nextbest.bus.port import partition_of
 from nextbest.events import parse_batch
 from tests.acceptance.test_scaled_erasure_processes import (
     call,
     every_pg_row,
     every_redis_key_and_value,
     fold_events,
+    publish_late,
     sent,
     the_stream,
     until,
@@ -143,24 +143,7 @@ def test_an_erasure_across_two_fold_workers_leaves_no_trace_in_stores_or_stream(
             (retry,) = parse_batch(batch(login), T0)
             retry = msgspec.structs.replace(retry, received_at=time.time())
             duplicates = fold_events(folds[1], "duplicate")
-            bus = NatsBus(bus_url, partitions=PARTITIONS)
-            try:
-                bus.publish(
-                    [
-                        BusMessage(
-                            partition_of("u:" + OLD_ID, PARTITIONS),
-                            late.message_id,
-                            msgspec.msgpack.encode(late),
-                        ),
-                        BusMessage(
-                            partition_of("u:" + USER, PARTITIONS),
-                            "again-" + retry.message_id,
-                            msgspec.msgpack.encode(retry),
-                        ),
-                    ]
-                )
-            finally:
-                bus.close()
+            publish_late(bus_url, ("u:" + OLD_ID, late), ("u:" + USER, retry))
             wait_all_folded(folds)
             until(lambda: fold_events(folds[0], "erased") == 1, "the late copy dropped")
             until(lambda: fold_events(folds[1], "duplicate") == duplicates + 1, "the retry")

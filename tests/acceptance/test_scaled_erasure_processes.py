@@ -29,6 +29,7 @@ import pytest
 from nextbest.bus.nats import NatsBus
 from nextbest.bus.port import BusMessage, partition_of
 from nextbest.events import parse_batch
+from nextbest.events.model import Event
 from nextbest.store.redis import RedisState
 from tests.acceptance.test_scaled_processes import (
     PARTITIONS,
@@ -123,6 +124,31 @@ def the_stream(bus_url: str) -> bytes:
     bus = NatsBus(bus_url, partitions=PARTITIONS)
     try:
         return b"\n".join(m.encode() + b" " + body for _, m, body in bus.messages())
+    finally:
+        bus.close()
+
+
+def publish_late(bus_url: str, late: tuple[str, Event], retry: tuple[str, Event]) -> None:
+    """Straight onto the bus, each on its key's partition: ``late``, an event accepted
+    before the erasure and still in flight, and ``retry``, an erased message sent again
+    under a new messageId (``again-``: past the bus's duplicate window)."""
+    (late_key, late_event), (retry_key, retry_event) = late, retry
+    bus = NatsBus(bus_url, partitions=PARTITIONS)
+    try:
+        bus.publish(
+            [
+                BusMessage(
+                    partition_of(late_key, PARTITIONS),
+                    late_event.message_id,
+                    msgspec.msgpack.encode(late_event),
+                ),
+                BusMessage(
+                    partition_of(retry_key, PARTITIONS),
+                    "again-" + retry_event.message_id,
+                    msgspec.msgpack.encode(retry_event),
+                ),
+            ]
+        )
     finally:
         bus.close()
 
@@ -243,24 +269,7 @@ def test_a_customer_erased_through_a_scaled_api_worker_leaves_no_trace(
             (retry,) = parse_batch(batch(first), T0)
             retry = msgspec.structs.replace(retry, received_at=time.time())
             duplicates = fold_events(fold, "duplicate")
-            bus = NatsBus(bus_url, partitions=PARTITIONS)
-            try:
-                bus.publish(
-                    [
-                        BusMessage(
-                            partition_of("u:" + USER, PARTITIONS),
-                            late.message_id,
-                            msgspec.msgpack.encode(late),
-                        ),
-                        BusMessage(
-                            partition_of("a:" + DEVICES[0], PARTITIONS),
-                            "again-" + retry.message_id,  # past the bus's duplicate window
-                            msgspec.msgpack.encode(retry),
-                        ),
-                    ]
-                )
-            finally:
-                bus.close()
+            publish_late(bus_url, ("u:" + USER, late), ("a:" + DEVICES[0], retry))
             wait_folded(fold, data)
             until(lambda: fold_events(fold, "erased") == 1, "the late copy dropped")
 

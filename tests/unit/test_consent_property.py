@@ -49,24 +49,19 @@ PRODUCTS = ["mortgage", "car_loan", "credit_card", "payment_package", "child_sav
 when = st.floats(min_value=T0 - 60 * DAY, max_value=T0 - 1.0).map(lambda t: round(t, 3))
 
 
+def _tracked(name: str, key: str, values: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """``name`` tracked for ``USER`` with ``{key: one of values}``, at a drawn time."""
+    return st.builds(
+        lambda v, t: track(name, {key: v}, user=USER, at=t), st.sampled_from(values), when
+    )
+
+
 def _behavioral() -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(
         st.builds(lambda u, t: page(u, user=USER, at=t), st.sampled_from(URLS), when),
-        st.builds(
-            lambda topic, t: track("Calculator Used", {"topic": topic}, user=USER, at=t),
-            st.sampled_from(TOPICS),
-            when,
-        ),
-        st.builds(
-            lambda p, t: track("Application Started", {"product": p}, user=USER, at=t),
-            st.sampled_from(PRODUCTS),
-            when,
-        ),
-        st.builds(
-            lambda topic, t: track("Video Watched", {"topic": topic}, user=USER, at=t),
-            st.sampled_from(TOPICS),
-            when,
-        ),
+        _tracked("Calculator Used", "topic", TOPICS),
+        _tracked("Application Started", "product", PRODUCTS),
+        _tracked("Video Watched", "topic", TOPICS),
     )
 
 
@@ -111,21 +106,9 @@ def _crm() -> st.SearchStrategy[dict[str, Any]]:
             st.integers(min_value=0, max_value=3),
             when,
         ),
-        st.builds(
-            lambda p, t: track("Product Opened", {"product": p}, user=USER, at=t),
-            st.sampled_from(PRODUCTS),
-            when,
-        ),
-        st.builds(
-            lambda p, t: track("Product Closed", {"product": p}, user=USER, at=t),
-            st.sampled_from(PRODUCTS),
-            when,
-        ),
-        st.builds(
-            lambda k, t: track("Life Event", {"type": k}, user=USER, at=t),
-            st.sampled_from(["turning_18", "moved_home", "new_child", "retired"]),
-            when,
-        ),
+        _tracked("Product Opened", "product", PRODUCTS),
+        _tracked("Product Closed", "product", PRODUCTS),
+        _tracked("Life Event", "type", ["turning_18", "moved_home", "new_child", "retired"]),
     )
 
 
