@@ -37,6 +37,7 @@ __all__ = [
     "MISSING",
     "UNSET",
     "Closure",
+    "Compiler",
     "Decider",
     "Erred",
     "Frame",
@@ -559,9 +560,10 @@ def _size_test(test: Callable[[Any, Any], bool], i: int, getter: Getter, c: int 
 # ------------------------------------------------------------------ the compiler
 
 
-class _Compiler:
+class Compiler:
     """AST -> closure; ``slot_of(path)`` gives the slot holding a root path's value and
-    the getter that fills it."""
+    the getter that fills it. ``node``, ``slot``, ``slot_bound``, ``size_slot``,
+    ``has_slot`` and ``terms`` are what ``rules.generated`` builds its source from."""
 
     def __init__(self, roots: frozenset[str], slot_of: SlotOf) -> None:
         self.roots = roots
@@ -604,7 +606,7 @@ class _Compiler:
 
         return read
 
-    def _slot(self, n: Node, scope: frozenset[str]) -> tuple[int, Getter] | None:
+    def slot(self, n: Node, scope: frozenset[str]) -> tuple[int, Getter] | None:
         """The slot of ``n`` when it reads a root path (not ``segments``) straight."""
         path = self._path(n, scope) if isinstance(n, Select | Ident) else None
         if path is None or path[0] == "segments":
@@ -689,16 +691,16 @@ class _Compiler:
 
         return cond
 
-    def _terms(self, n: Node, op: str) -> list[Node]:
+    def terms(self, n: Node, op: str) -> list[Node]:
         if isinstance(n, Binary) and n.op == op:
-            return self._terms(n.left, op) + self._terms(n.right, op)
+            return self.terms(n.left, op) + self.terms(n.right, op)
         return [n]
 
     def _logic(self, n: Binary, scope: frozenset[str], results: Results = _BOOLS) -> Closure:
         # terms run in the written order (ordering them by cost made more values computed on
         # the bench: the selective terms, often written first, are not the cheapest)
         decides = n.op == "||"
-        nodes = self._terms(n, n.op)
+        nodes = self.terms(n, n.op)
         if results is _BOOLS:
             results = (decides, not decides, None)
         head = self._head(nodes[0], scope)
@@ -722,14 +724,14 @@ class _Compiler:
         number = (tc is int or tc is float) and _LOW <= c <= _EXACT
         if not number and not (tc is str and n.op in ("==", "!=")):
             return None
-        slot = self._slot(n.left, scope)
+        slot = self.slot(n.left, scope)
         return None if slot is None else (*slot, number, _SIZE_TESTS[n.op], c)
 
     def _band_at(self, nodes: list[Node], k: int, scope: frozenset[str]) -> bool:
         """Whether ``nodes[k]`` and ``nodes[k + 1]`` compare one slot with numbers (a band)."""
         if k + 1 >= len(nodes):
             return False
-        first, second = self._slot_bound(nodes[k], scope), self._slot_bound(nodes[k + 1], scope)
+        first, second = self.slot_bound(nodes[k], scope), self.slot_bound(nodes[k + 1], scope)
         return first is not None and second is not None and first[0] == second[0]
 
     def _fused_terms(
@@ -740,8 +742,8 @@ class _Compiler:
         out: list[Closure] = []
         k = 0
         while k < len(nodes):
-            first = self._slot_bound(nodes[k], scope)
-            second = self._slot_bound(nodes[k + 1], scope) if k + 1 < len(nodes) else None
+            first = self.slot_bound(nodes[k], scope)
+            second = self.slot_bound(nodes[k + 1], scope) if k + 1 < len(nodes) else None
             if first is not None and second is not None and first[0] == second[0]:
                 pair = (self.node(nodes[k], scope), self.node(nodes[k + 1], scope))
                 general = _two_terms(*pair, decides, (decides, not decides, None))
@@ -752,7 +754,7 @@ class _Compiler:
                 k += 1
         return tuple(out)
 
-    def _slot_bound(self, n: Node, scope: frozenset[str]) -> _Bound | None:
+    def slot_bound(self, n: Node, scope: frozenset[str]) -> _Bound | None:
         """``root.a.b op c`` for an order ``op`` and a number ``c`` with ``|c| <= 2**53``:
         (slot, getter, op, c)."""
         if not (isinstance(n, Binary) and n.op in _ORDER and isinstance(n.right, Literal)):
@@ -760,7 +762,7 @@ class _Compiler:
         c = n.right.value
         if type(c) not in (int, float) or not _LOW <= c <= _EXACT:
             return None
-        slot = self._slot(n.left, scope)
+        slot = self.slot(n.left, scope)
         return None if slot is None else (*slot, _ORDER[n.op], c)
 
     def root(self, n: Node) -> Decider:
@@ -839,7 +841,7 @@ class _Compiler:
             and type(n.left.value) is str
         ):
             return None
-        slot = self._slot(n.right, scope)
+        slot = self.slot(n.right, scope)
         if slot is None:
             return None
         i, getter = slot
@@ -866,9 +868,9 @@ class _Compiler:
         """``x op literal``, the most common shape, without the general dispatch (and for
         ``root.a.b op literal`` with the slot read inline)."""
         tc = type(c)
-        slot = self._slot(left_node, scope)
+        slot = self.slot(left_node, scope)
         if op in _SIZE_TESTS and (tc is int or tc is float) and _LOW <= c <= _EXACT:
-            size_slot = self._size_of_slot(left_node, scope)
+            size_slot = self.size_slot(left_node, scope)
             if size_slot is not None:
                 return _size_test(_SIZE_TESTS[op], *size_slot, c)
         if op in _ORDER and (tc is int or tc is float) and _LOW <= c <= _EXACT:
@@ -935,14 +937,14 @@ class _Compiler:
             return equal_bool
         return None
 
-    def _size_of_slot(self, n: Node, scope: frozenset[str]) -> tuple[int, Getter] | None:
+    def size_slot(self, n: Node, scope: frozenset[str]) -> tuple[int, Getter] | None:
         """The slot of ``x`` when ``n`` is ``size(x)`` or ``x.size()`` of a root path."""
         if not isinstance(n, Call):
             return None
         if n.target is None and n.name == "size" and len(n.args) == 1:
-            return self._slot(n.args[0], scope)
+            return self.slot(n.args[0], scope)
         if n.target is not None and n.name == "size" and not n.args:
-            return self._slot(n.target, scope)
+            return self.slot(n.target, scope)
         return None
 
     def _call(self, n: Call, scope: frozenset[str]) -> Closure:
@@ -974,14 +976,21 @@ class _Compiler:
             return string_test
         raise _NotCompiled(name)
 
-    def _has(self, sel: Select, scope: frozenset[str]) -> Closure:
+    def has_slot(self, sel: Select, scope: frozenset[str]) -> tuple[int, Getter] | None:
+        """The slot ``has(sel)`` asks, when it is MISSING exactly where the full variables
+        lack the key (``has(profile.funnel.x)``, ``has(context.channel)``); else None."""
         path = self._path(sel, scope)
         if path is not None and (
             (len(path) == 2 and path[0] in _SLOT_HAS_ROOTS)
             or (len(path) == 3 and path[:2] in _SLOT_HAS_MAPS)
         ):
-            # the slot is MISSING exactly where the full variables lack the key
-            i, getter = self.slot_of(path)
+            return self.slot_of(path)
+        return None
+
+    def _has(self, sel: Select, scope: frozenset[str]) -> Closure:
+        slot = self.has_slot(sel, scope)
+        if slot is not None:
+            i, getter = slot
 
             def has_slot(fr: Frame) -> bool:
                 values = fr.values
@@ -1060,7 +1069,7 @@ def compile_node(node: Node, roots: frozenset[str], slot_of: SlotOf) -> Closure 
     slot holding the value at ``path`` and its getter (registered by the caller: the frame's
     getter ``i`` must be that one)."""
     try:
-        return _Compiler(roots, slot_of).node(node, frozenset())
+        return Compiler(roots, slot_of).node(node, frozenset())
     except _NotCompiled:
         return None
 
@@ -1073,4 +1082,4 @@ def compile_rule_node(
     closure = compile_node(node, roots, slot_of)
     if closure is None:
         return None
-    return closure, _Compiler(roots, slot_of).root(node)
+    return closure, Compiler(roots, slot_of).root(node)

@@ -42,6 +42,7 @@ from nextbest.rules.context import (
 )
 from nextbest.rules.evaluation import Evaluation, Fallback, LazyEvaluation, RulePlan
 from nextbest.rules.expression import Rule
+from nextbest.rules.generated import generate
 from nextbest.rules.parse import parse
 
 __all__ = [
@@ -808,6 +809,7 @@ class RuleReads:
         "_programs",
         "_static",
         "compiled",
+        "generated",
         "named_offers",
         "needs",
     )
@@ -822,8 +824,11 @@ class RuleReads:
         closures: Mapping[Rule, tuple[Closure, Decider]] | None = None,
         slots: Sequence[tuple[str, ...]] = (),
         fallbacks: Mapping[Rule, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
+        generated: Mapping[Rule, str] | None = None,
     ) -> None:
         self.needs: dict[str, Need] = dict(needs)
+        #: the rules whose decider is a generated function (``rules.generated``): its source
+        self.generated: dict[Rule, str] = dict(generated or {})
         self.named_offers = frozenset(named_offers)
         nested = self.needs if nested is None else nested
         self._nested: dict[str, Need] = dict(nested)
@@ -859,9 +864,11 @@ class RuleReads:
         self._static = RulePlan(getters, deciders, self._programs, fallback, dict(self._builders))
 
     @classmethod
-    def of(cls, rules: Iterable[Rule]) -> RuleReads:
+    def of(cls, rules: Iterable[Rule], generate_code: bool = True) -> RuleReads:
         """What ``rules`` read, from their sources, and the rules as closures (once, when the
-        catalog compiles)."""
+        catalog compiles); with ``generate_code``, each rule's decider is a function
+        generated from its syntax tree where ``rules.generated`` covers one of its terms
+        (the same outcomes, fewer calls), else its closures'."""
         rules = list(rules)
         needs: dict[str, Need] = {}
         nested: dict[str, Need] = {}
@@ -897,12 +904,17 @@ class RuleReads:
             return slot
 
         closures: dict[Rule, tuple[Closure, Decider]] = {}
+        sources: dict[Rule, str] = {}
         for rule in rules:
             tree = parse(rule.source)
             compiled = None if tree is None else compile_rule_node(tree, RULE_ROOTS, slot_of)
-            if compiled is not None:
-                closures[rule] = compiled
-        return cls(needs, named, nested, names, programs, closures, list(slots), fallbacks)
+            if compiled is None or tree is None:
+                continue
+            made = generate(tree, RULE_ROOTS, slot_of) if generate_code else None
+            if made is not None:
+                compiled, sources[rule] = (compiled[0], made.decider), made.source
+            closures[rule] = compiled
+        return cls(needs, named, nested, names, programs, closures, list(slots), fallbacks, sources)
 
     @property
     def roots(self) -> frozenset[str]:

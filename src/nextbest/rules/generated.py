@@ -1,0 +1,339 @@
+"""Rules as generated Python functions: one function per compiled rule, its slot reads and its
+comparisons with constants written inline, ``compile()``'d once when the catalog compiles.
+
+A rule's closure tree (``rules.compiled``) makes a Python call per node; here a rule whose
+root is a chain of ``&&`` or ``||`` terms (or one term) becomes one function that reads each
+slot (``values[i]``, filled by the slot's getter on first read) and tests it against the
+constant in place: ``interest.mortgage.count_14d >= 5``, ``profile.lifecycle == "family"``,
+``"mortgage" in products``, ``size(products) >= 3``, ``has(profile.consent.marketing)``,
+``profile.known``, ``!profile.overdrawn``, ``x == true``, two comparisons of one slot (a
+band). Each inline test covers only the values the closures' fast paths cover (a small int
+or a float that is no NaN against a number, a string against a string, a list or a map for
+``in`` and ``size``); a MISSING value (a key the profile lacks, a read a view hides) is
+CEL's error, as in the closures; any other value, and any term of another kind, goes to
+that term's closure (``Compiler.node``), called from the generated code. So the outcome is
+the closures' outcome for every value: TRUE, FALSE, ERROR, or ``Undecided`` raised (the
+rule then runs in CEL). A rule with no term the generator covers keeps its closures.
+
+**Nothing a rule's author wrote becomes code.** The source is generated only from the parsed
+syntax tree (``rules.parse``) of a rule the catalog already compiled and type-checked: fixed
+text chosen by node kind, operators mapped through a fixed table (never copied from the
+tree), slot indices and name counters that are Python ints, and constants embedded with
+``repr()`` only after checking that each is exactly an ``int`` (of 64 bits), a finite ``float``, a
+``bool`` or a ``str`` (not a subclass, whose ``repr`` could be anything) and that
+``ast.literal_eval`` of its ``repr`` gives it back, the same type and value: a string with
+quotes, backslashes, newlines or any unicode stays one string literal. Getters, closures
+and outcomes are passed in the function's globals by generated names, never as text. The
+globals' builtins are only ``type`` and ``len``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from nextbest.errors import RuleError
+from nextbest.rules.compiled import (
+    MISSING,
+    UNSET,
+    Closure,
+    Compiler,
+    Decider,
+    Erred,
+    Getter,
+    SlotOf,
+    Undecided,
+)
+from nextbest.rules.expression import RuleOutcome
+from nextbest.rules.parse import Binary, Call, Ident, Literal, Node, Select, Unary
+
+__all__ = ["Generated", "generate"]
+
+_LOW, _HIGH = -(2**53), 2**53  # ints this small convert to double exactly (as in the closures)
+#: a slot value the closures compare with a number inline: a small int or a float (no NaN)
+_NUMBER = f"(type(v) is int and {_LOW} <= v <= {_HIGH}) or (type(v) is float and v == v)"
+#: the operators a term may use, to the text written for them (the tree's text is not used)
+_COMPARE = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+_ORDER = frozenset({"<", "<=", ">", ">="})
+#: the builtins generated code may name
+_BUILTINS = {"type": type, "len": len, "int": int, "float": float, "str": str}
+_BUILTINS.update({"bool": bool, "list": list, "dict": dict})
+
+
+class Generated(NamedTuple):
+    """A rule's generated function (``decider``: the rule's outcome, or ``Undecided``
+    raised) and the source it was compiled from."""
+
+    source: str
+    decider: Decider
+
+
+def constant(value: Any) -> str:
+    """``value``'s Python literal, for a validated constant only (else ``RuleError``)."""
+    kind = type(value)
+    if kind is float and not math.isfinite(value):
+        raise RuleError("not a finite number")
+    if kind not in (int, float, bool, str):
+        raise RuleError(f"not a constant: {kind.__name__}")
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise RuleError("not a CEL int")
+    text = repr(value)
+    back = ast.literal_eval(text)
+    if type(back) is not kind or back != value:
+        raise RuleError("a constant that does not read back")
+    return text
+
+
+def _number(value: Any) -> bool:
+    """A number the closures compare inline: an int or a float with ``|c| <= 2**53``."""
+    return type(value) in (int, float) and _LOW <= value <= _HIGH
+
+
+class _Writer:
+    """One rule's source, and the names its code reads (getters, closures, outcomes)."""
+
+    def __init__(self, compiler: Compiler, decides: bool, lone: bool) -> None:
+        self.compiler = compiler
+        self.decides = decides  # the term value that decides the chain (True for ||)
+        #: what a term's non-bool value adds to ``bad``: CEL's error at a lone root, else
+        #: undecided (in a chain, CEL decides what a non-bool does)
+        self.non_bool = 1 if lone else 2
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {}
+        self.inline = 0  # terms tested inline
+
+    # -- names
+    def _getter(self, i: int, getter: Getter) -> str:
+        if type(i) is not int:
+            raise RuleError("a slot index that is no int")
+        name = f"_g{i}"
+        self.names[name] = getter
+        return name
+
+    def _closure(self, closure: Closure) -> str:
+        name = f"_c{len(self.names)}"
+        self.names[name] = closure
+        return name
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    # -- pieces
+    def read(self, depth: int, slot: tuple[int, Getter]) -> None:
+        i, getter = slot
+        g = self._getter(i, getter)
+        self.emit(depth, f"v = values[{i}]")
+        self.emit(depth, "if v is UNSET:")
+        self.emit(depth + 1, f"v = values[{i}] = {g}(*fr.args)")
+
+    def decide_if(self, depth: int, test: str) -> None:
+        """Return the decided outcome when ``test`` (the term's bool value) decides."""
+        self.emit(depth, f"if {test}:" if self.decides else f"if not ({test}):")
+        self.emit(depth + 1, "return _D")
+
+    def fallback(self, depth: int, term: Node) -> None:
+        """The term's closure, its value or error folded into the chain's state."""
+        c = self._closure(self.compiler.node(term, frozenset()))
+        self.emit(depth, "try:")
+        self.emit(depth + 1, f"t = {c}(fr)")
+        self.emit(depth, "except Erred:")
+        self.emit(depth + 1, "bad |= 1")
+        self.emit(depth, "except Undecided:")
+        self.emit(depth + 1, "bad |= 2")
+        self.emit(depth, "else:")
+        self.emit(depth + 1, f"if t is {self.decides}:")
+        self.emit(depth + 2, "return _D")
+        self.emit(depth + 1, f"if t is not {not self.decides}:")
+        self.emit(depth + 2, f"bad |= {self.non_bool}")
+
+    def guarded(self, depth: int, fast: str, test: str, terms: list[Node]) -> None:
+        """``fast`` holds for ``v``: ``test`` decides or the terms hold; MISSING: erred;
+        anything else: the terms' closures."""
+        self.inline += len(terms)
+        self.emit(depth, f"if {fast}:")
+        self.decide_if(depth + 1, test)
+        self.emit(depth, "elif v is MISSING:")
+        self.emit(depth + 1, "bad |= 1")
+        self.emit(depth, "else:")
+        for term in terms:
+            self.fallback(depth + 1, term)
+
+    # -- terms
+    def band(self, depth: int, first: Node, second: Node) -> bool:
+        """Two comparisons of one slot with numbers, both inline: ``age >= 18 && age < 26``."""
+        c = self.compiler
+        a, b = c.slot_bound(first, frozenset()), c.slot_bound(second, frozenset())
+        if a is None or b is None or a[0] != b[0]:
+            return False
+        if not (isinstance(first, Binary) and isinstance(first.right, Literal)):
+            return False
+        if not (isinstance(second, Binary) and isinstance(second.right, Literal)):
+            return False
+        one = f"v {_COMPARE[first.op]} {constant(first.right.value)}"
+        two = f"v {_COMPARE[second.op]} {constant(second.right.value)}"
+        self.read(depth, (a[0], a[1]))
+        both = f"{one} or {two}" if self.decides else f"{one} and {two}"
+        self.guarded(depth, _NUMBER, both, [first, second])
+        return True
+
+    def term(self, depth: int, n: Node) -> None:
+        """One term: inline when its kind is covered, else its closure."""
+        if isinstance(n, Binary) and n.op in _COMPARE and isinstance(n.right, Literal):
+            if self._compare(depth, n, n.right.value):
+                return
+        elif isinstance(n, Binary) and n.op == "in":
+            if self._key_in(depth, n, negate=False):
+                return
+        elif isinstance(n, Unary) and n.op == "!":
+            if self._key_in(depth, n.operand, negate=True) or self._not_slot(depth, n.operand):
+                return
+        elif isinstance(n, Call) and n.name == "has" and n.target is None and len(n.args) == 1:
+            if self._has(depth, n.args[0]):
+                return
+        elif isinstance(n, Select | Ident):
+            slot = self.compiler.slot(n, frozenset())
+            if slot is not None:
+                self._bare(depth, slot)
+                return
+        self.fallback(depth, n)
+
+    def _compare(self, depth: int, n: Binary, c: Any) -> bool:
+        """``slot op number``, ``size(slot) op number``, ``slot ==/!= string|bool``."""
+        compiler, op = self.compiler, _COMPARE[n.op]
+        if _number(c):
+            size = compiler.size_slot(n.left, frozenset())
+            if size is not None:
+                self.read(depth, size)
+                self.emit(depth, "tv = type(v)")
+                self.guarded(depth, "tv is list or tv is dict", f"len(v) {op} {constant(c)}", [n])
+                return True
+        slot = compiler.slot(n.left, frozenset())
+        if slot is None:
+            return False
+        if _number(c):
+            self.read(depth, slot)
+            self.guarded(depth, _NUMBER, f"v {op} {constant(c)}", [n])
+            return True
+        if n.op not in _ORDER and type(c) is str:
+            self.read(depth, slot)
+            self.guarded(depth, "type(v) is str", f"v {op} {constant(c)}", [n])
+            return True
+        if n.op not in _ORDER and type(c) is bool:
+            self.read(depth, slot)
+            test = f"v is {constant(c)}" if n.op == "==" else f"v is not {constant(c)}"
+            self.guarded(depth, "type(v) is bool", test, [n])
+            return True
+        return False
+
+    def _key_in(self, depth: int, n: Node, negate: bool) -> bool:
+        """``"key" in slot`` (``negate``: ``!("key" in slot)``): a list or a map tests the
+        key; MISSING is CEL's error; anything else is CEL's to decide."""
+        if not (
+            isinstance(n, Binary)
+            and n.op == "in"
+            and isinstance(n.left, Literal)
+            and type(n.left.value) is str
+        ):
+            return False
+        slot = self.compiler.slot(n.right, frozenset())
+        if slot is None:
+            return False
+        self.inline += 1
+        self.read(depth, slot)
+        self.emit(depth, "tv = type(v)")
+        self.emit(depth, "if tv is list or tv is dict:")
+        key = constant(n.left.value)
+        self.decide_if(depth + 1, f"{key} not in v" if negate else f"{key} in v")
+        self.emit(depth, "else:")
+        self.emit(depth + 1, "bad |= 1 if v is MISSING else 2")
+        return True
+
+    def _not_slot(self, depth: int, n: Node) -> bool:
+        """``!slot``: a bool negated; MISSING is CEL's error; anything else undecided."""
+        slot = self.compiler.slot(n, frozenset()) if isinstance(n, Select | Ident) else None
+        if slot is None:
+            return False
+        self.inline += 1
+        self.read(depth, slot)
+        self.emit(depth, f"if v is {not self.decides}:")  # !v decides
+        self.emit(depth + 1, "return _D")
+        self.emit(depth, f"if v is not {self.decides}:")
+        self.emit(depth + 1, "bad |= 1 if v is MISSING else 2")
+        return True
+
+    def _has(self, depth: int, n: Node) -> bool:
+        """``has(root.f)`` of a slot that is MISSING exactly where the key is absent."""
+        slot = self.compiler.has_slot(n, frozenset()) if isinstance(n, Select) else None
+        if slot is None:
+            return False
+        self.inline += 1
+        self.read(depth, slot)
+        self.decide_if(depth, "v is not MISSING")
+        return True
+
+    def _bare(self, depth: int, slot: tuple[int, Getter]) -> None:
+        """A slot read as a term (``profile.known``): its bool, MISSING erred, else non-bool."""
+        self.inline += 1
+        self.read(depth, slot)
+        self.emit(depth, f"if v is {self.decides}:")
+        self.emit(depth + 1, "return _D")
+        self.emit(depth, f"if v is not {not self.decides}:")
+        self.emit(depth + 1, f"bad |= 1 if v is MISSING else {self.non_bool}")
+
+    # -- the rule
+    def chain(self, terms: list[Node]) -> None:
+        self.emit(0, "def _rule(fr):")
+        self.emit(1, "values = fr.values")
+        self.emit(1, "bad = 0")
+        k = 0
+        while k < len(terms):
+            if k + 1 < len(terms) and self.band(1, terms[k], terms[k + 1]):
+                k += 2
+                continue
+            self.term(1, terms[k])
+            k += 1
+        self.emit(1, "if not bad:")
+        self.emit(2, "return _H")
+        self.emit(1, "if bad == 1:")
+        self.emit(2, "return _E")
+        self.emit(1, "raise Undecided")
+
+
+def generate(node: Node, roots: frozenset[str], slot_of: SlotOf) -> Generated | None:
+    """The generated function of a rule (``node``: its parsed tree, which the closures
+    compile: ``compile_rule_node`` did not return None), or None when no term of it is of a
+    kind the generator writes inline (the rule keeps its closures). ``slot_of`` as for
+    ``compile_rule_node``: the same slots the closures read."""
+    compiler = Compiler(roots, slot_of)
+    if isinstance(node, Binary) and node.op in ("&&", "||"):
+        decides = node.op == "||"
+        terms = compiler.terms(node, node.op)
+        lone = False
+    else:
+        decides, terms, lone = False, [node], True
+    writer = _Writer(compiler, decides, lone)
+    try:
+        writer.chain(terms)
+    except RuleError:  # a constant that is not a plain validated one: the closures'
+        return None
+    if not writer.inline:
+        return None
+    source = "\n".join(writer.lines) + "\n"
+    outcomes = (RuleOutcome.TRUE, RuleOutcome.FALSE)
+    decided, held = outcomes if decides else outcomes[::-1]
+    namespace: dict[str, Any] = {
+        "__builtins__": dict(_BUILTINS),
+        "UNSET": UNSET,
+        "MISSING": MISSING,
+        "Erred": Erred,
+        "Undecided": Undecided,
+        "_D": decided,
+        "_H": held,
+        "_E": RuleOutcome.ERROR,
+        **writer.names,
+    }
+    exec(compile(source, "<nextbest.rules.generated>", "exec"), namespace)
+    decider: Callable[[Any], RuleOutcome] = namespace["_rule"]
+    return Generated(source, decider)
