@@ -74,7 +74,7 @@ ORDERS = ["<", "<=", ">", ">="]
 
 def random_term(rng: random.Random, depth: int = 0) -> str:
     """One term: mostly the kinds written inline, some left to the closures."""
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:
         return (
             f"{rng.choice(NUMBER_SLOTS)} {rng.choice([*ORDERS, '==', '!='])} {rng.choice(NUMBERS)}"
@@ -101,9 +101,10 @@ def random_term(rng: random.Random, depth: int = 0) -> str:
         return rng.choice(BOOL_SLOTS)
     if kind == 8:
         return f"!{rng.choice(BOOL_SLOTS)}"
-    if kind == 9 and depth == 0:  # a nested chain: its closure
+    if kind == 9 and depth < 2:  # a nested chain, nested again at times
         op = rng.choice(["&&", "||"])
-        return f"({random_term(rng, 1)} {op} {random_term(rng, 1)})"
+        terms = [random_term(rng, depth + 1) for _ in range(rng.choice((2, 2, 3)))]
+        return "(" + f" {op} ".join(terms) + ")"
     if kind == 10:  # outside the inline kinds: the closures (or CEL)
         return rng.choice(
             [
@@ -115,6 +116,9 @@ def random_term(rng: random.Random, depth: int = 0) -> str:
                 "-profile.balance < 0.0",
             ]
         )
+    if kind == 11:
+        strings = ", ".join(rng.sample(STRINGS, rng.randrange(1, 4)))
+        return f"{rng.choice(STRING_SLOTS)} in [{strings}]"
     return f"{rng.choice(NUMBER_SLOTS)} {rng.choice(ORDERS)} {rng.choice(NUMBER_SLOTS)}"
 
 
@@ -134,6 +138,9 @@ def test_random_rules_decide_as_cel_and_as_the_closures(catalog: Catalog) -> Non
     closures = RuleReads.of(rules, generate_code=False)
     assert not closures.generated
     assert len(generated.generated) > 0.6 * len(rules), len(generated.generated)
+    sources = list(generated.generated.values())
+    for shape in ("while True", "bad2 = 0", "fr.bound", " in {", "len(v)", "_c"):
+        assert any(shape in s for s in sources), shape  # nested chains, segments, lists...
     topics, tally = catalog.topics, dict.fromkeys(RuleOutcome, 0)
     undecided = 0
     for _ in range(120):

@@ -6,12 +6,15 @@ root is a chain of ``&&`` or ``||`` terms (or one term) becomes one function tha
 slot (``values[i]``, filled by the slot's getter on first read) and tests it against the
 constant in place: ``interest.mortgage.count_14d >= 5``, ``profile.lifecycle == "family"``,
 ``"mortgage" in products``, ``size(products) >= 3``, ``has(profile.consent.marketing)``,
-``profile.known``, ``!profile.overdrawn``, ``x == true``, two comparisons of one slot (a
-band). Each inline test covers only the values the closures' fast paths cover (a small int
-or a float that is no NaN against a number, a string against a string, a list or a map for
-``in`` and ``size``); a MISSING value (a key the profile lacks, a read a view hides) is
-CEL's error, as in the closures; any other value, and any term of another kind, goes to
-that term's closure (``Compiler.node``), called from the generated code. So the outcome is
+``profile.known``, ``!profile.overdrawn``, ``x == true``, ``x in ["a", "b"]``, two
+comparisons of one slot (a band), ``segments.<name>`` and ``!segments.<name>`` (bound by the
+caller), and a nested chain of the other operator (``a || (b && c)``, in a one-pass loop a
+deciding term leaves). Each inline test covers only the values the closures' fast paths
+cover (a small int or a float that is no NaN against a number, a string against a string,
+a list or a map for ``in`` and ``size``, a bool for a bare read); a MISSING value (a key the
+profile lacks, a read a view hides) is CEL's error, as in the closures; any other value,
+and any term of another kind, goes to that term's closure (``Compiler.node``), called from
+the generated code. So the outcome is
 the closures' outcome for every value: TRUE, FALSE, ERROR, or ``Undecided`` raised (the
 rule then runs in CEL). A rule with no term the generator covers keeps its closures.
 
@@ -47,7 +50,7 @@ from nextbest.rules.compiled import (
     Undecided,
 )
 from nextbest.rules.expression import RuleOutcome
-from nextbest.rules.parse import Binary, Call, Ident, Literal, Node, Select, Unary
+from nextbest.rules.parse import Binary, Call, Ident, ListOf, Literal, Node, Select, Unary
 
 __all__ = ["Generated", "generate"]
 
@@ -100,6 +103,10 @@ class _Writer:
         #: what a term's non-bool value adds to ``bad``: CEL's error at a lone root, else
         #: undecided (in a chain, CEL decides what a non-bool does)
         self.non_bool = 1 if lone else 2
+        #: the chain's state: 0 while every term held, |1 a term erred, |2 one is undecided
+        #: (-1 in a nested chain: a term decided it); ``bad``, ``bad1``... by nesting level
+        self.bad = "bad"
+        self.level = 0
         self.lines: list[str] = []
         self.names: dict[str, Any] = {}
         self.inline = 0  # terms tested inline
@@ -128,10 +135,19 @@ class _Writer:
         self.emit(depth, "if v is UNSET:")
         self.emit(depth + 1, f"v = values[{i}] = {g}(*fr.args)")
 
+    def decided(self, depth: int) -> None:
+        """A term decided the chain: the rule's outcome at the root, else the nested chain's
+        loop left with its state -1."""
+        if self.level == 0:
+            self.emit(depth, "return _D")
+        else:
+            self.emit(depth, f"{self.bad} = -1")
+            self.emit(depth, "break")
+
     def decide_if(self, depth: int, test: str) -> None:
-        """Return the decided outcome when ``test`` (the term's bool value) decides."""
+        """The chain decided when ``test`` (the term's bool value) decides."""
         self.emit(depth, f"if {test}:" if self.decides else f"if not ({test}):")
-        self.emit(depth + 1, "return _D")
+        self.decided(depth + 1)
 
     def fallback(self, depth: int, term: Node) -> None:
         """The term's closure, its value or error folded into the chain's state."""
@@ -139,14 +155,14 @@ class _Writer:
         self.emit(depth, "try:")
         self.emit(depth + 1, f"t = {c}(fr)")
         self.emit(depth, "except Erred:")
-        self.emit(depth + 1, "bad |= 1")
+        self.emit(depth + 1, f"{self.bad} |= 1")
         self.emit(depth, "except Undecided:")
-        self.emit(depth + 1, "bad |= 2")
+        self.emit(depth + 1, f"{self.bad} |= 2")
         self.emit(depth, "else:")
         self.emit(depth + 1, f"if t is {self.decides}:")
-        self.emit(depth + 2, "return _D")
+        self.decided(depth + 2)
         self.emit(depth + 1, f"if t is not {not self.decides}:")
-        self.emit(depth + 2, f"bad |= {self.non_bool}")
+        self.emit(depth + 2, f"{self.bad} |= {self.non_bool}")
 
     def guarded(self, depth: int, fast: str, test: str, terms: list[Node]) -> None:
         """``fast`` holds for ``v``: ``test`` decides or the terms hold; MISSING: erred;
@@ -155,7 +171,7 @@ class _Writer:
         self.emit(depth, f"if {fast}:")
         self.decide_if(depth + 1, test)
         self.emit(depth, "elif v is MISSING:")
-        self.emit(depth + 1, "bad |= 1")
+        self.emit(depth + 1, f"{self.bad} |= 1")
         self.emit(depth, "else:")
         for term in terms:
             self.fallback(depth + 1, term)
@@ -183,11 +199,18 @@ class _Writer:
         if isinstance(n, Binary) and n.op in _COMPARE and isinstance(n.right, Literal):
             if self._compare(depth, n, n.right.value):
                 return
+        elif isinstance(n, Binary) and n.op in ("&&", "||"):
+            if self._nested(depth, n):
+                return
         elif isinstance(n, Binary) and n.op == "in":
-            if self._key_in(depth, n, negate=False):
+            if self._key_in(depth, n, negate=False) or self._in_strings(depth, n):
                 return
         elif isinstance(n, Unary) and n.op == "!":
-            if self._key_in(depth, n.operand, negate=True) or self._not_slot(depth, n.operand):
+            if (
+                self._key_in(depth, n.operand, negate=True)
+                or self._not_slot(depth, n.operand)
+                or self._segment(depth, n.operand, negate=True)
+            ):
                 return
         elif isinstance(n, Call) and n.name == "has" and n.target is None and len(n.args) == 1:
             if self._has(depth, n.args[0]):
@@ -197,7 +220,69 @@ class _Writer:
             if slot is not None:
                 self._bare(depth, slot)
                 return
+            if self._segment(depth, n, negate=False):
+                return
         self.fallback(depth, n)
+
+    def _nested(self, depth: int, n: Binary) -> bool:
+        """A chain of the other operator as a term (``a || (b && c)``), inline in a one-pass
+        loop that a deciding term leaves; its result folded into this chain's state.
+        False (nothing written) when none of its terms is inline."""
+        start, inline = len(self.lines), self.inline
+        saved = (self.decides, self.bad, self.non_bool, self.level)
+        self.level += 1
+        inner = self.bad = f"bad{self.level}"
+        self.decides, self.non_bool = n.op == "||", 2
+        self.emit(depth, f"{inner} = 0")
+        self.emit(depth, "while True:")
+        self.terms(depth + 1, self.compiler.terms(n, n.op))
+        self.emit(depth + 1, "break")
+        self.decides, self.bad, self.non_bool, self.level = saved
+        if self.inline == inline:
+            del self.lines[start:]
+            return False
+        # every inner term held: the inner chain's value is what decides this one
+        self.emit(depth, f"if not {inner}:")
+        self.decided(depth + 1)
+        self.emit(depth, f"elif {inner} > 0:")
+        self.emit(depth + 1, f"{self.bad} |= {inner}")
+        return True
+
+    def _segment(self, depth: int, n: Node, negate: bool) -> bool:
+        """``segments.<name>`` (``negate``: ``!segments.<name>``), bound by the caller: a
+        bool decides or holds; unbound, not a map or no such key: CEL's to decide."""
+        if not (
+            isinstance(n, Select)
+            and isinstance(n.operand, Ident)
+            and n.operand.name == "segments"
+            and "segments" in self.compiler.roots
+        ):
+            return False
+        self.inline += 1
+        self.emit(depth, "v = fr.bound.get('segments')")
+        self.emit(depth, f"v = v.get({constant(n.field)}, UNSET) if type(v) is dict else UNSET")
+        deciding = not self.decides if negate else self.decides
+        self.emit(depth, f"if v is {deciding}:")
+        self.decided(depth + 1)
+        self.emit(depth, f"if v is not {not deciding}:")
+        non_bool = 2 if negate else self.non_bool  # ``!`` of a non-bool: undecided
+        odd = "2" if non_bool == 2 else f"2 if v is UNSET else {non_bool}"
+        self.emit(depth + 1, f"{self.bad} |= {odd}")
+        return True
+
+    def _in_strings(self, depth: int, n: Binary) -> bool:
+        """``slot in ["a", "b"]``: a string tests membership; MISSING is CEL's error;
+        anything else goes to the term's closure."""
+        if not isinstance(n.right, ListOf) or not n.right.items:
+            return False
+        items = [i.value for i in n.right.items if isinstance(i, Literal) and type(i.value) is str]
+        slot = self.compiler.slot(n.left, frozenset())
+        if slot is None or len(items) != len(n.right.items):
+            return False
+        self.read(depth, slot)
+        strings = "{" + ", ".join(constant(x) for x in items) + "}"
+        self.guarded(depth, "type(v) is str", f"v in {strings}", [n])
+        return True
 
     def _compare(self, depth: int, n: Binary, c: Any) -> bool:
         """``slot op number``, ``size(slot) op number``, ``slot ==/!= string|bool``."""
@@ -247,7 +332,7 @@ class _Writer:
         key = constant(n.left.value)
         self.decide_if(depth + 1, f"{key} not in v" if negate else f"{key} in v")
         self.emit(depth, "else:")
-        self.emit(depth + 1, "bad |= 1 if v is MISSING else 2")
+        self.emit(depth + 1, f"{self.bad} |= 1 if v is MISSING else 2")
         return True
 
     def _not_slot(self, depth: int, n: Node) -> bool:
@@ -258,9 +343,9 @@ class _Writer:
         self.inline += 1
         self.read(depth, slot)
         self.emit(depth, f"if v is {not self.decides}:")  # !v decides
-        self.emit(depth + 1, "return _D")
+        self.decided(depth + 1)
         self.emit(depth, f"if v is not {self.decides}:")
-        self.emit(depth + 1, "bad |= 1 if v is MISSING else 2")
+        self.emit(depth + 1, f"{self.bad} |= 1 if v is MISSING else 2")
         return True
 
     def _has(self, depth: int, n: Node) -> bool:
@@ -278,22 +363,26 @@ class _Writer:
         self.inline += 1
         self.read(depth, slot)
         self.emit(depth, f"if v is {self.decides}:")
-        self.emit(depth + 1, "return _D")
+        self.decided(depth + 1)
         self.emit(depth, f"if v is not {not self.decides}:")
-        self.emit(depth + 1, f"bad |= 1 if v is MISSING else {self.non_bool}")
+        self.emit(depth + 1, f"{self.bad} |= 1 if v is MISSING else {self.non_bool}")
 
     # -- the rule
+    def terms(self, depth: int, terms: list[Node]) -> None:
+        """A chain's terms in the written order, two neighbours on one slot as a band."""
+        k = 0
+        while k < len(terms):
+            if k + 1 < len(terms) and self.band(depth, terms[k], terms[k + 1]):
+                k += 2
+                continue
+            self.term(depth, terms[k])
+            k += 1
+
     def chain(self, terms: list[Node]) -> None:
         self.emit(0, "def _rule(fr):")
         self.emit(1, "values = fr.values")
         self.emit(1, "bad = 0")
-        k = 0
-        while k < len(terms):
-            if k + 1 < len(terms) and self.band(1, terms[k], terms[k + 1]):
-                k += 2
-                continue
-            self.term(1, terms[k])
-            k += 1
+        self.terms(1, terms)
         self.emit(1, "if not bad:")
         self.emit(2, "return _H")
         self.emit(1, "if bad == 1:")
