@@ -152,6 +152,8 @@ def held_messages(plans: Sequence[Plan]) -> list[HeldMessage]:
 
 def result_of(parsed: Parsed, accepted: int) -> IngestResult:
     """A request's answer: ``accepted`` of its kept events were new, the rest duplicates."""
+    if not parsed.rejected:
+        return IngestResult(accepted, len(parsed.events) - accepted, [])
     rejected = [
         Rejected(r.index, r.error.code, r.error.message, r.error.path)
         for r in sorted(parsed.rejected, key=lambda r: r.index)

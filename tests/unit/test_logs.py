@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from nextbest.api.logs import (
     access_line,
     configure,
     request_id,
+    request_line,
 )
 
 FIELDS = {"method": "POST", "route": "/v1/track", "status": 200, "duration_ms": 0.5}
@@ -149,6 +151,38 @@ def test_an_access_line_is_the_line_the_formatter_writes(logged: tuple[io.String
     assert direct["logger"] == "nextbest.access"
 
 
+def test_a_request_line_is_the_access_line_of_its_fields(logged: tuple[io.StringIO, LineWriter]):
+    """The same text, byte for byte: ids to escape or not, any method, durations that
+    ``orjson`` writes with an exponent and ones it does not, ties of the rounding."""
+    stream, writer = logged
+    only(writer)
+    cases = [
+        ("POST", "/v1/track", 200, 0.001235, "write", "0123456789abcdef0123456789abcdef"),
+        ("GET", "unmatched", 404, 0.0, "none", "a-b.c:d_e"),
+        ('BR"EW', "/v1/profiles/{user_id}", 599, 12.345678, "admin", "id\u2028x"),
+        ("GET", "/healthz", 200, 0.00000001, "none", None),
+        ("GET", "/healthz", 200, 0.0000005, "none", "x"),
+        ("GET", "/healthz", 200, 0.0000015, "none", "x"),
+        ("GET", "/healthz", 200, 5.0, "none", "x"),
+        ("PUT", "/healthz", 500, 3e13, "server", "Z9"),
+    ]
+    rnd = random.Random(7)
+    for _ in range(2_000):
+        seconds = rnd.choice([rnd.random() * 0.01, rnd.random() * 30, 10 ** rnd.uniform(-8, 4)])
+        cases.append(("POST", "/v1/track", 200, seconds, "write", "r"))
+    when = time.time()
+    for method, route, status, seconds, kind, rid in cases:
+        fields = {"method": method, "route": route, "status": status}
+        fields |= {"duration_ms": round(seconds * 1000, 3), "key_kind": kind}
+        assert access_line(when, rid, fields) is writer
+        assert request_line(when, rid, method, route, status, seconds, kind) is writer
+    writer.flush()
+    got = stream.getvalue().split("\n")[:-1]  # not ``splitlines``: an id holds U+2028
+    assert len(got) == 2 * len(cases)
+    assert got[0::2] == got[1::2]
+    assert orjson.loads(got[2])["request_id"] == "a-b.c:d_e"
+
+
 def test_an_access_line_goes_through_logging_when_anything_else_would_see_it(
     logged: tuple[io.StringIO, LineWriter],
 ):
@@ -160,6 +194,7 @@ def test_an_access_line_goes_through_logging_when_anything_else_would_see_it(
     ACCESS.addFilter(keep_none)
     try:
         assert access_line(time.time(), None, FIELDS) is None
+        assert request_line(time.time(), None, "GET", "/healthz", 200, 0.0005, "none") is None
     finally:
         ACCESS.removeFilter(keep_none)
     extra = logging.StreamHandler(io.StringIO())

@@ -73,7 +73,7 @@ def check_media_type(content_type: str | None) -> None:
     """UnsupportedMediaType unless a body is JSON: ``application/json`` (or a ``+json``
     type), ``text/plain`` (analytics.js sends JSON so, to skip the CORS preflight) or no
     type at all."""
-    if content_type is None:
+    if content_type is None or content_type == "application/json":
         return
     media = content_type.split(";", 1)[0].strip().lower()
     if media in ("", "application/json", "text/plain") or media.endswith("+json"):

@@ -23,11 +23,11 @@ for all the results of a commit (``_Answers``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
-import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -91,26 +91,29 @@ class Accepting(Protocol):
 class _Answers:
     """Group-commit answers handed back to one event loop: the committing thread posts each
     request's result, and the loop is woken once for all that arrived meanwhile (a wake-up
-    per request would cost more than the request's own work)."""
+    per request would cost more than the request's own work).
+
+    No lock: ``deque.append`` and ``popleft`` are atomic, and a post that finds a delivery
+    already scheduled was queued before that delivery empties the queue (the delivery
+    clears the flag first), so no answer waits for a wake-up that never comes; a second
+    committing thread may schedule a delivery that finds nothing, which is harmless."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._lock = threading.Lock()
-        self._posted: list[tuple[asyncio.Future[Any], Any]] = []
+        self._posted: collections.deque[tuple[asyncio.Future[Any], Any]] = collections.deque()
         self._scheduled = False
 
     def post(self, future: asyncio.Future[Any], result: Any) -> None:
-        with self._lock:
-            self._posted.append((future, result))
-            if self._scheduled:
-                return
+        self._posted.append((future, result))
+        if not self._scheduled:
             self._scheduled = True
-        self.loop.call_soon_threadsafe(self._deliver)
+            self.loop.call_soon_threadsafe(self._deliver)
 
     def _deliver(self) -> None:
-        with self._lock:
-            posted, self._posted, self._scheduled = self._posted, [], False
-        for future, result in posted:
+        self._scheduled = False
+        posted = self._posted
+        while posted:
+            future, result = posted.popleft()
             if future.cancelled():
                 continue
             if isinstance(result, BaseException):
@@ -164,23 +167,25 @@ class _Headers:
         "reported",
     )
 
-    def __init__(self, raw: list[tuple[bytes, bytes]], reported_name: bytes) -> None:
-        found: dict[bytes, bytes] = {}
-        for name, value in raw:
-            if name not in found:
-                found[name] = value
-        self.has_authorization = b"authorization" in found
-        self.authorization = _text(found.get(b"authorization"))
-        self.customer_token = _text(found.get(b"x-customer-token"))
-        self.content_type = _text(found.get(b"content-type"))
-        self.content_length = _text(found.get(b"content-length"))
-        self.content_encoding = _text(found.get(b"content-encoding"))
-        self.origin = _text(found.get(b"origin"))
-        self.reported = _text(found.get(reported_name)) if reported_name else None
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]], reported_name: bytes) -> None:
+        # a name sent twice: its first value is the one kept
+        found = dict(reversed(raw if isinstance(raw, list) else list(raw)))
+        get = found.get
+        value = get(b"authorization")
+        self.has_authorization = value is not None
+        self.authorization = None if value is None else value.decode("latin-1")
+        value = get(b"x-customer-token")
+        self.customer_token = None if value is None else value.decode("latin-1")
+        value = get(b"content-type")
+        self.content_type = None if value is None else value.decode("latin-1")
+        value = get(b"content-length")
+        self.content_length = None if value is None else value.decode("latin-1")
+        value = get(b"content-encoding")
+        self.content_encoding = None if value is None else value.decode("latin-1")
+        value = get(b"origin")
+        self.origin = None if value is None else value.decode("latin-1")
+        value = get(reported_name) if reported_name else None
+        self.reported = None if value is None else value.decode("latin-1")
 
 
 class IngestRoute:

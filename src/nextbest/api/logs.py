@@ -44,6 +44,7 @@ __all__ = [
     "close_on_signals",
     "configure",
     "request_id",
+    "request_line",
 ]
 
 #: the request being served, for every line logged while serving it (threadpool calls copy
@@ -231,6 +232,71 @@ def access_line(created: float, rid: str | None, fields: dict[str, Any]) -> Line
         }
     writer.put(orjson.dumps(line).decode())
     return writer
+
+
+#: an access line's pieces around its values, as ``orjson`` writes them
+_LINE_START = '{"time":"'
+_LINE_ID = f'","level":"info","logger":{orjson.dumps(_ACCESS_NAME).decode()},"message":"request"'
+#: ``,"method":...,"route":...,"status":`` by (method, route); ``,"key_kind":...}`` by kind
+_HEADS: dict[tuple[str, str], str] = {}
+_TAILS: dict[str, str] = {}
+_CACHED = 256  # entries of each: routes and kinds are the server's, methods nearly so
+
+
+def request_line(
+    created: float,
+    rid: str | None,
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    key_kind: str,
+) -> LineWriter | None:
+    """``access_line`` with the fields ``{"method", "route", "status", "duration_ms",
+    "key_kind"}`` (in that order; ``duration_ms``: ``round(seconds * 1000, 3)``): the same
+    line, built from pieces encoded once (its strings by ``orjson``, its numbers as
+    ``orjson`` writes them) instead of two dicts and an encoding a request. Returns the
+    writer, or None (nothing written), as ``access_line``."""
+    writer = _plain_writer()
+    if writer is None:
+        return None
+    head = _HEADS.get((method, route))
+    if head is None:
+        head = f',"method":{_json(method)},"route":{_json(route)},"status":'
+        if len(_HEADS) < _CACHED:
+            _HEADS[(method, route)] = head
+    tail = _TAILS.get(key_kind)
+    if tail is None:
+        tail = f',"key_kind":{_json(key_kind)}}}'
+        if len(_TAILS) < _CACHED:
+            _TAILS[key_kind] = tail
+    if rid is None:
+        who = ""
+    elif rid.isascii() and rid.isalnum():  # nothing to escape
+        who = f',"request_id":"{rid}"'
+    else:
+        who = f',"request_id":{_json(rid)}'
+    ms = _millis(seconds)
+    writer.put(
+        f'{_LINE_START}{_time(created)}{_LINE_ID}{who}{head}{status:d},"duration_ms":{ms}{tail}'
+    )
+    return writer
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _millis(seconds: float) -> str:
+    """``round(seconds * 1000, 3)`` as ``orjson`` writes it. Under 10^12 ms (and not
+    negative), that float's shortest text is the correctly rounded ``%.3f`` without its
+    trailing zeros (one kept after the point): no ``round`` to a float then ``repr`` of it,
+    three times the cost."""
+    ms = seconds * 1000
+    if 0.0 <= ms < 1e12:
+        text = f"{ms:.3f}".rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    return _json(round(ms, 3))
 
 
 def _plain_writer() -> LineWriter | None:

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nextbest.api.logs import ACCESS, access_line, request_id
+from nextbest.api.logs import ACCESS, request_id, request_line
 from nextbest.api.metrics import Metrics
 
 __all__ = ["KEY_KIND", "LeanRoute", "Observed", "sane_request_id"]
@@ -40,16 +40,18 @@ _HEADER = b"x-request-id"
 
 
 class _Ids:
-    """New request ids: a random prefix (drawn on first use, not at import) and a counter."""
+    """New request ids: a random prefix (drawn on first use, not at import) and a counter,
+    written as one 128-bit number (the prefix's 64 bits, then the counter's)."""
 
-    prefix = ""
+    base: int | None = None
     count = itertools.count(1)
 
     @classmethod
     def new(cls) -> str:
-        if not cls.prefix:
-            cls.prefix = secrets.token_hex(8)
-        return f"{cls.prefix}{next(cls.count):016x}"
+        base = cls.base
+        if base is None:
+            base = cls.base = secrets.randbits(64) << 64
+        return "%032x" % (base + next(cls.count))  # the fastest format here
 
 
 def sane_request_id(value: bytes | None) -> str:
@@ -162,15 +164,18 @@ class Observed:
         self.metrics.request(template, method, status, seconds)
         if not ACCESS.isEnabledFor(logging.INFO):
             return
+        if len(method) > 16:
+            method = method[:16]
+        kind = scope.get(KEY_KIND, "none")
+        if request_line(time.time(), rid, method, template, status, seconds, kind) is not None:
+            return  # written straight to the log's writer, as the record would be
         fields = {
-            "method": method if len(method) <= 16 else method[:16],
+            "method": method,
             "route": template,
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
-            "key_kind": scope.get(KEY_KIND, "none"),
+            "key_kind": kind,
         }
-        if access_line(time.time(), rid, fields) is not None:
-            return  # written straight to the log's writer, as the record would be
         # the record made directly: ``info`` would also look up its caller's frame, which an
         # access line does not need (it would double the line's cost)
         record = logging.LogRecord(ACCESS.name, logging.INFO, "", 0, "request", None, None)
