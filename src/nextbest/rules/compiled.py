@@ -42,6 +42,7 @@ __all__ = [
     "Erred",
     "Frame",
     "Getter",
+    "HiddenMaps",
     "SlotOf",
     "Undecided",
     "compile_node",
@@ -94,6 +95,8 @@ Closure = Callable[[Frame], Any]
 Decider = Callable[[Frame], RuleOutcome]
 #: path -> (slot index, getter filling it)
 SlotOf = Callable[[tuple[str, ...]], tuple[int, Getter]]
+#: a map's path (``("profile", "funnel")``, ``("interest",)``) -> a view hides it whole
+HiddenMaps = Callable[[tuple[str, ...]], bool]
 
 _TRUE, _FALSE, _ERROR = RuleOutcome.TRUE, RuleOutcome.FALSE, RuleOutcome.ERROR
 #: what an inner logic node returns (bools, ``Erred`` raised), and a rule's root (outcomes)
@@ -565,9 +568,13 @@ class Compiler:
     the getter that fills it. ``node``, ``slot``, ``slot_bound``, ``size_slot``,
     ``has_slot`` and ``terms`` are what ``rules.generated`` builds its source from."""
 
-    def __init__(self, roots: frozenset[str], slot_of: SlotOf) -> None:
+    def __init__(
+        self, roots: frozenset[str], slot_of: SlotOf, hidden: HiddenMaps | None = None
+    ) -> None:
         self.roots = roots
         self.slot_of = slot_of
+        #: a view's hidden maps (``has_hidden``); None: nothing hidden (the plain plan)
+        self.hidden = hidden
 
     # -- paths
     def _path(self, node: Node, scope: frozenset[str]) -> tuple[str, ...] | None:
@@ -987,7 +994,23 @@ class Compiler:
             return self.slot_of(path)
         return None
 
+    def has_hidden(self, sel: Select, scope: frozenset[str]) -> bool:
+        """``has(sel)`` asks a slot (``has_slot``) under a map the view hides whole
+        (``has(profile.funnel.x)`` without ``profile.funnel``, ``has(interest.x)`` without
+        ``interest``): CEL errs there, for certain, where the slot alone would say false."""
+        hidden = self.hidden
+        if hidden is None or self.has_slot(sel, scope) is None:
+            return False
+        path = self._path(sel, scope)
+        return path is not None and hidden(path[:-1])
+
     def _has(self, sel: Select, scope: frozenset[str]) -> Closure:
+        if self.has_hidden(sel, scope):
+
+            def has_hidden(fr: Frame) -> bool:
+                raise Erred
+
+            return has_hidden
         slot = self.has_slot(sel, scope)
         if slot is not None:
             i, getter = slot
@@ -1063,23 +1086,26 @@ class _NotCompiled(Exception):
     """A name or function the closures do not cover: the rule stays CEL's."""
 
 
-def compile_node(node: Node, roots: frozenset[str], slot_of: SlotOf) -> Closure | None:
+def compile_node(
+    node: Node, roots: frozenset[str], slot_of: SlotOf, hidden: HiddenMaps | None = None
+) -> Closure | None:
     """The closure for ``node`` (a parsed rule), or None when it uses something the closures
     do not cover. ``roots``: the names that are rule variables; ``slot_of(path)``: the frame
     slot holding the value at ``path`` and its getter (registered by the caller: the frame's
-    getter ``i`` must be that one)."""
+    getter ``i`` must be that one); ``hidden``: the maps a view hides whole, for a view's
+    plan (``has()`` under one of them errs, as in CEL)."""
     try:
-        return Compiler(roots, slot_of).node(node, frozenset())
+        return Compiler(roots, slot_of, hidden).node(node, frozenset())
     except _NotCompiled:
         return None
 
 
 def compile_rule_node(
-    node: Node, roots: frozenset[str], slot_of: SlotOf
+    node: Node, roots: frozenset[str], slot_of: SlotOf, hidden: HiddenMaps | None = None
 ) -> tuple[Closure, Decider] | None:
     """``compile_node``'s closure and the rule's decider (its outcome, or ``Undecided``
     raised), or None when the closures do not cover the rule."""
-    closure = compile_node(node, roots, slot_of)
+    closure = compile_node(node, roots, slot_of, hidden)
     if closure is None:
         return None
-    return closure, Compiler(roots, slot_of).root(node)
+    return closure, Compiler(roots, slot_of, hidden).root(node)

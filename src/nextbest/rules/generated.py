@@ -46,6 +46,7 @@ from nextbest.rules.compiled import (
     Decider,
     Erred,
     Getter,
+    HiddenMaps,
     SlotOf,
     Undecided,
 )
@@ -349,11 +350,15 @@ class _Writer:
         return True
 
     def _has(self, depth: int, n: Node) -> bool:
-        """``has(root.f)`` of a slot that is MISSING exactly where the key is absent."""
+        """``has(root.f)`` of a slot that is MISSING exactly where the key is absent; under a
+        map the view hides whole (``Compiler.has_hidden``), CEL's error."""
         slot = self.compiler.has_slot(n, frozenset()) if isinstance(n, Select) else None
         if slot is None:
             return False
         self.inline += 1
+        if isinstance(n, Select) and self.compiler.has_hidden(n, frozenset()):
+            self.emit(depth, f"{self.bad} |= 1")
+            return True
         self.read(depth, slot)
         self.decide_if(depth, "v is not MISSING")
         return True
@@ -390,12 +395,14 @@ class _Writer:
         self.emit(1, "raise Undecided")
 
 
-def generate(node: Node, roots: frozenset[str], slot_of: SlotOf) -> Generated | None:
+def generate(
+    node: Node, roots: frozenset[str], slot_of: SlotOf, hidden: HiddenMaps | None = None
+) -> Generated | None:
     """The generated function of a rule (``node``: its parsed tree, which the closures
     compile: ``compile_rule_node`` did not return None), or None when no term of it is of a
-    kind the generator writes inline (the rule keeps its closures). ``slot_of`` as for
-    ``compile_rule_node``: the same slots the closures read."""
-    compiler = Compiler(roots, slot_of)
+    kind the generator writes inline (the rule keeps its closures). ``slot_of`` and
+    ``hidden`` as for ``compile_rule_node``: the same slots the closures read."""
+    compiler = Compiler(roots, slot_of, hidden)
     if isinstance(node, Binary) and node.op in ("&&", "||"):
         decides = node.op == "||"
         terms = compiler.terms(node, node.op)

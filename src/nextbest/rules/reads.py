@@ -30,7 +30,7 @@ from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, WINDOW_DAYS, count_in_days
-from nextbest.rules.compiled import MISSING, Closure, Decider, Getter, compile_rule_node
+from nextbest.rules.compiled import MISSING, Closure, Decider, Getter, SlotOf, compile_rule_node
 from nextbest.rules.context import (
     RULE_ROOTS,
     age_of,
@@ -43,7 +43,7 @@ from nextbest.rules.context import (
 from nextbest.rules.evaluation import Evaluation, Fallback, LazyEvaluation, RulePlan
 from nextbest.rules.expression import Rule
 from nextbest.rules.generated import generate
-from nextbest.rules.parse import parse
+from nextbest.rules.parse import Node, parse
 
 __all__ = [
     "INTEREST_FIELDS",
@@ -803,6 +803,7 @@ class RuleReads:
     __slots__ = (
         "_builders",
         "_flat",
+        "_has_maps",
         "_masked",
         "_nested",
         "_paths",
@@ -825,6 +826,7 @@ class RuleReads:
         slots: Sequence[tuple[str, ...]] = (),
         fallbacks: Mapping[Rule, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
         generated: Mapping[Rule, str] | None = None,
+        has_maps: Mapping[Rule, tuple[Node, frozenset[tuple[str, ...]]]] | None = None,
     ) -> None:
         self.needs: dict[str, Need] = dict(needs)
         #: the rules whose decider is a generated function (``rules.generated``): its source
@@ -854,6 +856,10 @@ class RuleReads:
         self._paths: tuple[tuple[str, ...], ...] = tuple(paths)
         #: the plan of each set of hidden sources (``masked``)
         self._masked: dict[frozenset[str], RulePlan] = {}
+        #: the compiled rules with a ``has()`` of a slot: their tree and the maps those
+        #: slots are keys of (``("profile", "funnel")``, ``("interest",)``), compiled again
+        #: for a view that hides one of the maps whole (``masked``)
+        self._has_maps = dict(has_maps or {})
         flat_slot = {name: slot[path] for path, name in flat.items()}
         fallback: dict[Rule | None, Fallback] = {
             rule: (tuple((n, flat_slot[n]) for n in names), tuple(r for r in roots))
@@ -905,16 +911,36 @@ class RuleReads:
 
         closures: dict[Rule, tuple[Closure, Decider]] = {}
         sources: dict[Rule, str] = {}
+        has_maps: dict[Rule, tuple[Node, frozenset[tuple[str, ...]]]] = {}
         for rule in rules:
             tree = parse(rule.source)
-            compiled = None if tree is None else compile_rule_node(tree, RULE_ROOTS, slot_of)
+            maps: set[tuple[str, ...]] = set()
+
+            def asked(path: tuple[str, ...], maps: set[tuple[str, ...]] = maps) -> bool:
+                maps.add(path)  # the map a has() of a slot asks under; none hidden here
+                return False
+
+            compiled = None if tree is None else compile_rule_node(tree, RULE_ROOTS, slot_of, asked)
             if compiled is None or tree is None:
                 continue
+            if maps:
+                has_maps[rule] = (tree, frozenset(maps))
             made = generate(tree, RULE_ROOTS, slot_of) if generate_code else None
             if made is not None:
                 compiled, sources[rule] = (compiled[0], made.decider), made.source
             closures[rule] = compiled
-        return cls(needs, named, nested, names, programs, closures, list(slots), fallbacks, sources)
+        return cls(
+            needs,
+            named,
+            nested,
+            names,
+            programs,
+            closures,
+            list(slots),
+            fallbacks,
+            sources,
+            has_maps,
+        )
 
     @property
     def roots(self) -> frozenset[str]:
@@ -984,15 +1010,47 @@ class RuleReads:
         reads as absent (MISSING: CEL's error, as for a key the profile lacks, which the
         closures answer themselves: ``&&`` and ``||`` absorb it where another term
         decides, ``has()`` is false; in CEL the variable is unbound or the key missing),
-        and a map read whole (``traits``, ``profile``) loses those keys.
+        and a map read whole (``traits``, ``profile``) loses those keys. A ``has()`` of a
+        key of a map the view hides whole (``has(profile.funnel.x)`` without
+        ``profile.funnel``, ``has(interest.x)`` without ``interest``) errs, as in CEL: the
+        rules with one are compiled again for the plan (``_has_hidden``).
         The plan itself when nothing the rules read is hidden; one plan per ``hidden``,
         kept (a catalog's rules know one attribution)."""
         plan = self._masked.get(hidden)
         if plan is None:
             plan = _masked_plan(self._static, self._paths, self._nested, hidden, sources_of)
+            plan = self._has_hidden(plan, hidden, sources_of)
             if len(self._masked) < 256:
                 self._masked[hidden] = plan
         return plan
+
+    def _has_hidden(
+        self, plan: RulePlan, hidden: frozenset[str], sources_of: SourcesOf
+    ) -> RulePlan:
+        """``plan`` with the deciders of the rules that ask ``has()`` under a map hidden whole
+        compiled again, that ``has()`` CEL's error (generated again where it was)."""
+        gone = {
+            m for _, maps in self._has_maps.values() for m in maps if _hides(m, hidden, sources_of)
+        }
+        if not gone:
+            return plan
+        index = {path: i for i, path in enumerate(self._paths)}
+        getters = self._static.getters
+
+        def slot_of(path: tuple[str, ...]) -> tuple[int, Getter]:
+            i = index[path]  # compiled before: every path it reads has its slot
+            return i, getters[i]
+
+        deciders = dict(plan.deciders)
+        for rule, (tree, maps) in self._has_maps.items():
+            if gone.isdisjoint(maps):
+                continue
+            decider = _recompiled(tree, rule in self.generated, slot_of, gone)
+            if decider is None:
+                deciders.pop(rule, None)
+            else:
+                deciders[rule] = decider
+        return plan._replace(deciders=deciders)
 
     def sources_read(self, rule: Rule, sources_of: SourcesOf) -> frozenset[str]:
         """The data sources ``rule`` may read (what a decision item says it used)."""
@@ -1025,6 +1083,28 @@ def _paths_of(prefix: tuple[str, ...], need: Need) -> list[tuple[str, ...]]:
     for key, sub in need.items():
         out += _paths_of((*prefix, key), sub)
     return out or [prefix]
+
+
+def _hides(path: tuple[str, ...], hidden: frozenset[str], sources_of: SourcesOf) -> bool:
+    """A view hiding ``hidden`` hides the map at ``path`` whole, as ``_masked_read`` masks
+    it for CEL: a root other than ``traits`` and ``profile`` read as absent (its sources are
+    its paths', ``FeatureSources.of_path``), or a key ``profile`` loses."""
+    if path in (("traits",), ("profile",)):
+        return False
+    return not hidden.isdisjoint(sources_of(path))
+
+
+def _recompiled(
+    tree: Node, generated: bool, slot_of: SlotOf, gone: set[tuple[str, ...]]
+) -> Decider | None:
+    """A compiled rule's decider for a view hiding the maps ``gone``: a ``has()`` under one
+    of them CEL's error (``Compiler.has_hidden``); generated again when it was. None (the
+    rule runs in CEL) only if the closures no longer cover it, which they did once."""
+    made = generate(tree, RULE_ROOTS, slot_of, gone.__contains__) if generated else None
+    if made is not None:
+        return made.decider
+    compiled = compile_rule_node(tree, RULE_ROOTS, slot_of, gone.__contains__)
+    return None if compiled is None else compiled[1]
 
 
 def _absent(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
