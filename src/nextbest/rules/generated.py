@@ -27,7 +27,8 @@ tree), slot indices and name counters that are Python ints, and constants embedd
 ``ast.literal_eval`` of its ``repr`` gives it back, the same type and value: a string with
 quotes, backslashes, newlines or any unicode stays one string literal. Getters, closures
 and outcomes are passed in the function's globals by generated names, never as text. The
-globals' builtins are only ``type`` and ``len``.
+globals' builtins are only ``type``, ``len`` and the type names a test compares with
+(``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``).
 """
 
 from __future__ import annotations
