@@ -1,7 +1,7 @@
 """Is nextbest's gap to the observable ceiling its model's FORM or its DATA? (issue #14)
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/form_gap.py \\
-        --worlds generic_service,hidden_needs --seed 1 --log-customers 4000
+        --worlds generic_service,hidden_needs --seed 1 --log-customers 4000 --online
     .venv/bin/python bench/form_gap.py --worlds shelf --log-customers 200 --customers 50 \\
         --days 3 --iterations 10 --sets base,all --run-sets base  # smoke
 
@@ -30,8 +30,9 @@ seed ``--log-seed``, true P(click at position 1) and P(convert | click) of every
    conversion tree: the ceiling factored as the engine factors its objective), and
    ``form:<set>`` for each of ``--run-sets`` (the logistic's P(click) x the conversion
    TREE's P(convert | click) x value x weight: only the click model's form differs from
-   ``trees``), greedy, next to ``oracle``. Expected clicks / the oracle's; nextbest online
-   is read from the stored ``shared`` runs (``bench/results/variants/runs.jsonl``).
+   ``trees``), greedy, next to ``oracle`` (and ``nextbest`` itself with ``--online``; or
+   ``bench/variants.py --variant shared`` on the same code). Expected clicks and expected
+   value / the oracle's.
 
 Writes ``form-<world>.json`` per world in ``--out`` (``bench/results/form_gap``).
 """
@@ -39,7 +40,6 @@ Writes ``form-<world>.json`` per world in ``--out`` (``bench/results/form_gap``)
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -384,16 +384,6 @@ class _Greedy:
         return [(oid, 1.0) for _, oid in scored[:slots]]
 
 
-def stored_nextbest(world: str, seed: int) -> dict[str, Any] | None:
-    path = ROOT / "bench/results/variants/runs.jsonl"
-    found = None
-    for line in path.read_text().splitlines():
-        d = json.loads(line)
-        if d.get("variant") == "shared" and d.get("world") == world and d.get("seed") == seed:
-            found = d["metrics"]
-    return found
-
-
 def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
     lives = world_named(world)
     catalog = world_catalog(lives, args.catalog, DEFAULT_START)
@@ -414,6 +404,8 @@ def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
     ]
     for spec in args.run_sets:
         policies.append(("form:" + spec, _Greedy(catalog, trees, "form", models[spec])))
+    if args.online:
+        policies.append(("nextbest", "nextbest"))
     metrics: dict[str, dict[str, float]] = {}
     for name, policy in policies:
         m = run_policy(
@@ -426,12 +418,10 @@ def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
             "expected_value": m.expected_value,
             "wall_seconds": m.wall_seconds,
         }
-        _say(f"{world} {name}: expected clicks {m.expected_clicks:.1f}, {m.wall_seconds:.0f} s")
-    online = stored_nextbest(world, args.seed)
-    if online is not None:
-        metrics["nextbest (stored shared)"] = {
-            k: online[k] for k in ("expected_clicks", "clicks", "expected_value")
-        }
+        _say(
+            f"{world} {name}: expected clicks {m.expected_clicks:.1f}, expected value "
+            f"{m.expected_value:.1f}, {m.wall_seconds:.0f} s"
+        )
     oracle = metrics["oracle"]
     return {
         "world": world,
@@ -468,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-iter", type=int, default=500, help="L-BFGS iterations")
     ap.add_argument("--sets", default="base,all,+bins,+seenbin,+needfat,+active,+pairs,+age5")
     ap.add_argument("--run-sets", default="base,all")
+    ap.add_argument(
+        "--online", action="store_true", help="also run nextbest itself (the same code and seed)"
+    )
     ap.add_argument("--catalog", default=str(ROOT / "examples" / "bank"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "form_gap"))
     args = ap.parse_args(argv)
