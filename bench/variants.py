@@ -242,6 +242,15 @@ VARIANTS: dict[str, Patch] = {
     "curse_caution2": _config(caution=2.0),
     # ... only above the candidates' median worth: x max(0, log(worth / median))
     "curse_caution2_above": _config(caution=2.0, caution_above_median=True),
+    # BENCHMARKS.md, "Form or data": an own-topic activity gate (``own.active``, shared and
+    # per offer) in the contextual model, run with ``bench/results/variants/own_active.patch``
+    # applied (not kept: ``_same`` on this code); ``shared`` reran from a snapshot of the
+    # committed code (the stored runs no longer reproduce, that section) ...
+    "shared_active": _same,
+    # ... the shared model's SGD step doubled, 0.02: is the gap learning speed? ...
+    "shared_lr02": _config(lr=0.02),
+    # ... and both (with the patch applied)
+    "shared_active_lr02": _config(lr=0.02),
 }
 
 
