@@ -353,6 +353,26 @@ def _booster(iterations: int, categorical: np.ndarray, seed: int) -> Any:
     )
 
 
+def design_matrix(
+    log: Log, row_decision: Any, row_offer: Any, test: Any, min_support: int
+) -> tuple[Any, dict[str, int], Any]:
+    """The trees' input: every logged candidate's decision and own features (those seen on
+    at least ``min_support`` training rows), then its offer as a categorical last column;
+    the columns by feature name, and which columns are categorical."""
+    X_all = (log.decisions.matrix()[row_decision] + log.own.matrix()).tocsr()
+    support = np.asarray((X_all[~test] != 0).sum(axis=0)).ravel()
+    keep = np.flatnonzero(support >= min_support)
+    names = sorted(log.vocab, key=log.vocab.__getitem__)
+    columns = {names[k]: i for i, k in enumerate(keep)}
+    X = np.empty((len(log), len(keep) + 1), dtype=np.float32)
+    X[:, :-1] = X_all[:, keep].toarray()
+    X[:, -1] = row_offer
+    del X_all
+    categorical = np.zeros(X.shape[1], dtype=bool)
+    categorical[-1] = True
+    return X, columns, categorical
+
+
 def fit_ceiling(
     log: Log,
     catalog: Catalog,
@@ -374,17 +394,7 @@ def fit_ceiling(
     p_click = np.frombuffer(log.p_click, dtype=np.float64)
     p_convert = np.frombuffer(log.p_convert, dtype=np.float64)
     test = (customer[row_decision] % cut == 0) if cut else np.zeros(len(log), dtype=bool)
-    X_all = (log.decisions.matrix()[row_decision] + log.own.matrix()).tocsr()
-    support = np.asarray((X_all[~test] != 0).sum(axis=0)).ravel()
-    keep = np.flatnonzero(support >= min_support)
-    names = sorted(log.vocab, key=log.vocab.__getitem__)
-    columns = {names[k]: i for i, k in enumerate(keep)}
-    X = np.empty((len(log), len(keep) + 1), dtype=np.float32)
-    X[:, :-1] = X_all[:, keep].toarray()
-    X[:, -1] = row_offer
-    del X_all
-    categorical = np.zeros(X.shape[1], dtype=bool)
-    categorical[-1] = True
+    X, columns, categorical = design_matrix(log, row_decision, row_offer, test, min_support)
     target = p_click * p_convert
     train = np.flatnonzero(~test)
     booster = _booster(iterations, categorical, seed).fit(X[train], target[train])

@@ -61,6 +61,7 @@ from ceiling import (
     _logit,
     _r2,
     decision_features,
+    design_matrix,
     observable,
     page_topics,
 )
@@ -274,17 +275,7 @@ def fit_all(
     stats: dict[str, Any] = {"rows_train": len(train), "rows_test": int(test.sum())}
     # -- the trees, on the ceiling's features
     began = time.perf_counter()
-    X_all = (log.decisions.matrix()[row_decision] + log.own.matrix()).tocsr()
-    support = np.asarray((X_all[~test] != 0).sum(axis=0)).ravel()
-    keep = np.flatnonzero(support >= 20)
-    names = sorted(log.vocab, key=log.vocab.__getitem__)
-    columns = {names[k]: i for i, k in enumerate(keep)}
-    X = np.empty((len(log), len(keep) + 1), dtype=np.float32)
-    X[:, :-1] = X_all[:, keep].toarray()
-    X[:, -1] = row_offer
-    del X_all
-    categorical = np.zeros(X.shape[1], dtype=bool)
-    categorical[-1] = True
+    X, columns, categorical = design_matrix(log, row_decision, row_offer, test, 20)
     fitted = {}
     for name, target in (
         ("product", p_click * p_convert),
