@@ -563,6 +563,17 @@ def _size_test(test: Callable[[Any, Any], bool], i: int, getter: Getter, c: int 
 # ------------------------------------------------------------------ the compiler
 
 
+def key_in(n: Node) -> tuple[str, Node] | None:
+    """The key and the operand of ``"key" in <operand>`` with a string literal key, the
+    membership test the closures and the generated code read inline; None for any other
+    node."""
+    if isinstance(n, Binary) and n.op == "in" and isinstance(n.left, Literal):
+        key = n.left.value
+        if type(key) is str:
+            return key, n.right
+    return None
+
+
 class Compiler:
     """AST -> closure; ``slot_of(path)`` gives the slot holding a root path's value and
     the getter that fills it. ``node``, ``slot``, ``slot_bound``, ``size_slot``,
@@ -841,18 +852,14 @@ class Compiler:
     def _key_in_slot(self, n: Node, scope: frozenset[str], negate: bool) -> Closure | None:
         """``"key" in root.a`` (``negate``: ``!("key" in root.a)``) with the slot read inline:
         ``"mortgage" in products``, the commonest membership test."""
-        if not (
-            isinstance(n, Binary)
-            and n.op == "in"
-            and isinstance(n.left, Literal)
-            and type(n.left.value) is str
-        ):
+        found = key_in(n)
+        if found is None:
             return None
-        slot = self.slot(n.right, scope)
+        key, operand = found
+        slot = self.slot(operand, scope)
         if slot is None:
             return None
         i, getter = slot
-        key: str = n.left.value
         holds = not negate
 
         def key_in_slot(fr: Frame) -> bool:

@@ -50,6 +50,7 @@ from nextbest.rules.compiled import (
     HiddenMaps,
     SlotOf,
     Undecided,
+    key_in,
 )
 from nextbest.rules.expression import RuleOutcome
 from nextbest.rules.parse import Binary, Call, Ident, ListOf, Literal, Node, Select, Unary
@@ -317,21 +318,18 @@ class _Writer:
     def _key_in(self, depth: int, n: Node, negate: bool) -> bool:
         """``"key" in slot`` (``negate``: ``!("key" in slot)``): a list or a map tests the
         key; MISSING is CEL's error; anything else is CEL's to decide."""
-        if not (
-            isinstance(n, Binary)
-            and n.op == "in"
-            and isinstance(n.left, Literal)
-            and type(n.left.value) is str
-        ):
+        found = key_in(n)
+        if found is None:
             return False
-        slot = self.compiler.slot(n.right, frozenset())
+        key_value, operand = found
+        slot = self.compiler.slot(operand, frozenset())
         if slot is None:
             return False
         self.inline += 1
         self.read(depth, slot)
         self.emit(depth, "tv = type(v)")
         self.emit(depth, "if tv is list or tv is dict:")
-        key = constant(n.left.value)
+        key = constant(key_value)
         self.decide_if(depth + 1, f"{key} not in v" if negate else f"{key} in v")
         self.emit(depth, "else:")
         self.emit(depth + 1, f"{self.bad} |= 1 if v is MISSING else 2")
