@@ -21,7 +21,6 @@ from nextbest.api.logs import (
     ACCESS,
     JsonFormatter,
     LineWriter,
-    access_line,
     configure,
     request_id,
     request_line,
@@ -133,25 +132,32 @@ def test_lines_from_many_threads_are_all_written_whole():
         assert [line["i"] for line in got if line["t"] == t] == list(range(500))
 
 
-def test_an_access_line_is_the_line_the_formatter_writes(logged: tuple[io.StringIO, LineWriter]):
-    stream, writer = logged
-    only(writer)
-    token = request_id.set("req-7")
+def by_record(created: float, rid: str | None, fields: dict[str, object]) -> None:
+    """An access line as a record of ``nextbest.access`` logged while serving ``rid``."""
+    token = request_id.set(rid)
     try:
         record = logging.LogRecord(ACCESS.name, logging.INFO, "", 0, "request", None, None)
-        record.access = {**FIELDS, "key_kind": "write"}
+        record.created = created
+        record.access = fields
         ACCESS.handle(record)
-        assert access_line(record.created, "req-7", {**FIELDS, "key_kind": "write"}) is writer
     finally:
         request_id.reset(token)
+
+
+def test_a_request_line_is_the_line_the_formatter_writes(logged: tuple[io.StringIO, LineWriter]):
+    stream, writer = logged
+    only(writer)
+    when = time.time()
+    by_record(when, "req-7", {**FIELDS, "key_kind": "write"})
+    assert request_line(when, "req-7", "POST", "/v1/track", 200, 0.0005, "write") is writer
     writer.flush()
-    by_record, direct = lines(stream)
-    assert by_record == direct
+    record, direct = lines(stream)
+    assert record == direct
     assert direct["request_id"] == "req-7"
     assert direct["logger"] == "nextbest.access"
 
 
-def test_a_request_line_is_the_access_line_of_its_fields(logged: tuple[io.StringIO, LineWriter]):
+def test_a_request_line_is_the_record_of_its_fields(logged: tuple[io.StringIO, LineWriter]):
     """The same text, byte for byte: ids to escape or not, any method, durations that
     ``orjson`` writes with an exponent and ones it does not, ties of the rounding."""
     stream, writer = logged
@@ -174,7 +180,7 @@ def test_a_request_line_is_the_access_line_of_its_fields(logged: tuple[io.String
     for method, route, status, seconds, kind, rid in cases:
         fields = {"method": method, "route": route, "status": status}
         fields |= {"duration_ms": round(seconds * 1000, 3), "key_kind": kind}
-        assert access_line(when, rid, fields) is writer
+        by_record(when, rid, fields)
         assert request_line(when, rid, method, route, status, seconds, kind) is writer
     writer.flush()
     got = stream.getvalue().split("\n")[:-1]  # not ``splitlines``: an id holds U+2028
@@ -189,23 +195,22 @@ def test_an_access_line_goes_through_logging_when_anything_else_would_see_it(
     """A filter on the access log, or a second handler on the way: no direct line."""
     _, writer = logged
     only(writer)
-    assert access_line(time.time(), None, FIELDS) is writer
+    assert request_line(time.time(), None, "GET", "/healthz", 200, 0.0005, "none") is writer
     keep_none = logging.Filter("nothing.matches")
     ACCESS.addFilter(keep_none)
     try:
-        assert access_line(time.time(), None, FIELDS) is None
         assert request_line(time.time(), None, "GET", "/healthz", 200, 0.0005, "none") is None
     finally:
         ACCESS.removeFilter(keep_none)
     extra = logging.StreamHandler(io.StringIO())
     ACCESS.addHandler(extra)
     try:
-        assert access_line(time.time(), None, FIELDS) is None
+        assert request_line(time.time(), None, "GET", "/healthz", 200, 0.0005, "none") is None
     finally:
         ACCESS.removeHandler(extra)
     ACCESS.setLevel(logging.WARNING)
     try:
-        assert access_line(time.time(), None, FIELDS) is None
+        assert request_line(time.time(), None, "GET", "/healthz", 200, 0.0005, "none") is None
     finally:
         ACCESS.setLevel(logging.NOTSET)
 

@@ -40,7 +40,6 @@ __all__ = [
     "ACCESS",
     "JsonFormatter",
     "LineWriter",
-    "access_line",
     "close_on_signals",
     "configure",
     "request_id",
@@ -55,7 +54,6 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 #: the access log: one line a request
 ACCESS = logging.getLogger("nextbest.access")
-_ACCESS_NAME = ACCESS.name
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
@@ -208,35 +206,9 @@ class LineWriter(logging.Handler):
                 return
 
 
-def access_line(created: float, rid: str | None, fields: dict[str, Any]) -> LineWriter | None:
-    """Write an access line (``fields`` as ``JsonFormatter`` would add them) straight to the
-    ``LineWriter`` that would write it, without a ``LogRecord``: the line is the same, for
-    about half the CPU. Returns that writer, or None (nothing written) when the access log
-    is not plainly routed to one: then the caller logs a record as any other (a test's
-    handler, a filter, a level)."""
-    writer = _plain_writer()
-    if writer is None:
-        return None
-    stamp = _time(created)
-    if rid is None:
-        line = {"time": stamp, "level": "info", "logger": _ACCESS_NAME, "message": "request"}
-        line.update(fields)
-    else:
-        line = {
-            "time": stamp,
-            "level": "info",
-            "logger": _ACCESS_NAME,
-            "message": "request",
-            "request_id": rid,
-            **fields,
-        }
-    writer.put(orjson.dumps(line).decode())
-    return writer
-
-
 #: an access line's pieces around its values, as ``orjson`` writes them
 _LINE_START = '{"time":"'
-_LINE_ID = f'","level":"info","logger":{orjson.dumps(_ACCESS_NAME).decode()},"message":"request"'
+_LINE_ID = f'","level":"info","logger":{orjson.dumps(ACCESS.name).decode()},"message":"request"'
 #: ``,"method":...,"route":...,"status":`` by (method, route); ``,"key_kind":...}`` by kind
 _HEADS: dict[tuple[str, str], str] = {}
 _TAILS: dict[str, str] = {}
@@ -252,11 +224,14 @@ def request_line(
     seconds: float,
     key_kind: str,
 ) -> LineWriter | None:
-    """``access_line`` with the fields ``{"method", "route", "status", "duration_ms",
-    "key_kind"}`` (in that order; ``duration_ms``: ``round(seconds * 1000, 3)``): the same
-    line, built from pieces encoded once (its strings by ``orjson``, its numbers as
-    ``orjson`` writes them) instead of two dicts and an encoding a request. Returns the
-    writer, or None (nothing written), as ``access_line``."""
+    """Write an access line straight to the ``LineWriter`` that would write it, without a
+    ``LogRecord``: the line ``JsonFormatter`` writes for a record of ``nextbest.access``
+    with the request id ``rid`` and the fields ``{"method", "route", "status",
+    "duration_ms", "key_kind"}`` (in that order; ``duration_ms``: ``round(seconds * 1000,
+    3)``), built from pieces encoded once (its strings by ``orjson``, its numbers as
+    ``orjson`` writes them). Returns that writer, or None (nothing written) when the access
+    log is not plainly routed to one: then the caller logs a record as any other (a test's
+    handler, a filter, a level)."""
     writer = _plain_writer()
     if writer is None:
         return None
