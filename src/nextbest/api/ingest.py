@@ -170,22 +170,18 @@ class _Headers:
     def __init__(self, raw: Iterable[tuple[bytes, bytes]], reported_name: bytes) -> None:
         # a name sent twice: its first value is the one kept
         found = dict(reversed(raw if isinstance(raw, list) else list(raw)))
-        get = found.get
-        value = get(b"authorization")
-        self.has_authorization = value is not None
-        self.authorization = None if value is None else value.decode("latin-1")
-        value = get(b"x-customer-token")
-        self.customer_token = None if value is None else value.decode("latin-1")
-        value = get(b"content-type")
-        self.content_type = None if value is None else value.decode("latin-1")
-        value = get(b"content-length")
-        self.content_length = None if value is None else value.decode("latin-1")
-        value = get(b"content-encoding")
-        self.content_encoding = None if value is None else value.decode("latin-1")
-        value = get(b"origin")
-        self.origin = None if value is None else value.decode("latin-1")
-        value = get(reported_name) if reported_name else None
-        self.reported = None if value is None else value.decode("latin-1")
+        self.has_authorization = b"authorization" in found
+        self.authorization = _text(found.get(b"authorization"))
+        self.customer_token = _text(found.get(b"x-customer-token"))
+        self.content_type = _text(found.get(b"content-type"))
+        self.content_length = _text(found.get(b"content-length"))
+        self.content_encoding = _text(found.get(b"content-encoding"))
+        self.origin = _text(found.get(b"origin"))
+        self.reported = _text(found.get(reported_name)) if reported_name else None
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 class IngestRoute:
@@ -291,10 +287,10 @@ class IngestRoute:
             parsed = self._read_stamped(body, sender, seen)
         else:
             parsed = await run_in_threadpool(self._read_stamped, body, sender, seen)
-        if sender.kind is KeyKind.BROWSER:  # only a browser key's anonymousIds are charged
-            anonymous = [e.anonymous_id for e in parsed.events]
-            anonymous += [r.event.anonymous_id for r in parsed.rejected]
-            self.limits.charge_devices(sender, anonymous)
+        anonymous = itertools.chain(
+            (e.anonymous_id for e in parsed.events), (r.event.anonymous_id for r in parsed.rejected)
+        )
+        self.limits.charge_devices(sender, anonymous)  # read only for a browser key
         answers = answers_for(asyncio.get_running_loop())
         future: asyncio.Future[IngestResult] = answers.loop.create_future()
         engine.submit_with(
