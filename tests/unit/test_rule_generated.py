@@ -23,7 +23,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.errors import RuleError
 from nextbest.profile.model import Profile
 from nextbest.rules import RULE_ROOTS, Rule, RuleOutcome, RuleReads, compile_rule, rule_variables
-from nextbest.rules.compiled import MISSING, UNSET, Frame, compile_rule_node
+from nextbest.rules.compiled import MISSING, UNSET, Frame, compile_decider
 from nextbest.rules.generated import constant, generate
 from nextbest.rules.parse import Binary, Ident, Literal, Select, parse
 from tests.support import T0
@@ -281,7 +281,7 @@ def test_a_hostile_string_stays_one_constant(text: str) -> None:
     literal: the generated code compares with exactly it, and names nothing else."""
     node = Binary("==", Select(Ident("context"), "channel"), Literal(text))
     slot_of = lambda path: (0, lambda p, t, now, ctx: ctx.get(path[1], MISSING))  # noqa: E731
-    assert compile_rule_node(node, RULE_ROOTS, slot_of) is not None
+    assert compile_decider(node, RULE_ROOTS, slot_of) is not None
     made = generate(node, RULE_ROOTS, slot_of)
     assert made is not None
     tree = ast.parse(made.source)

@@ -45,8 +45,8 @@ __all__ = [
     "HiddenMaps",
     "SlotOf",
     "Undecided",
+    "compile_decider",
     "compile_node",
-    "compile_rule_node",
 ]
 
 
@@ -1107,12 +1107,12 @@ def compile_node(
         return None
 
 
-def compile_rule_node(
+def compile_decider(
     node: Node, roots: frozenset[str], slot_of: SlotOf, hidden: HiddenMaps | None = None
-) -> tuple[Closure, Decider] | None:
-    """``compile_node``'s closure and the rule's decider (its outcome, or ``Undecided``
-    raised), or None when the closures do not cover the rule."""
-    closure = compile_node(node, roots, slot_of, hidden)
-    if closure is None:
+) -> Decider | None:
+    """The rule's decider (its outcome, or ``Undecided`` raised), or None when the closures
+    do not cover the rule; arguments as for ``compile_node``."""
+    try:
+        return Compiler(roots, slot_of, hidden).root(node)
+    except _NotCompiled:
         return None
-    return closure, Compiler(roots, slot_of, hidden).root(node)

@@ -398,9 +398,9 @@ def generate(
     node: Node, roots: frozenset[str], slot_of: SlotOf, hidden: HiddenMaps | None = None
 ) -> Generated | None:
     """The generated function of a rule (``node``: its parsed tree, which the closures
-    compile: ``compile_rule_node`` did not return None), or None when no term of it is of a
+    compile: ``compile_decider`` did not return None), or None when no term of it is of a
     kind the generator writes inline (the rule keeps its closures). ``slot_of`` and
-    ``hidden`` as for ``compile_rule_node``: the same slots the closures read."""
+    ``hidden`` as for ``compile_decider``: the same slots the closures read."""
     compiler = Compiler(roots, slot_of, hidden)
     if isinstance(node, Binary) and node.op in ("&&", "||"):
         decides = node.op == "||"

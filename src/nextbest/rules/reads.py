@@ -30,7 +30,15 @@ from nextbest.profile.interest import decayed, trend_of
 from nextbest.profile.model import FunnelStage, OfferHistory, Profile, TopicInterest
 from nextbest.profile.topics import TopicSpec
 from nextbest.profile.windows import DAY, WINDOW_DAYS, count_in_days
-from nextbest.rules.compiled import MISSING, Closure, Decider, Getter, SlotOf, compile_rule_node
+from nextbest.rules.compiled import (
+    MISSING,
+    Closure,
+    Decider,
+    Getter,
+    SlotOf,
+    compile_decider,
+    compile_node,
+)
 from nextbest.rules.context import (
     RULE_ROOTS,
     age_of,
@@ -920,15 +928,18 @@ class RuleReads:
                 maps.add(path)  # the map a has() of a slot asks under; none hidden here
                 return False
 
-            compiled = None if tree is None else compile_rule_node(tree, RULE_ROOTS, slot_of, asked)
-            if compiled is None or tree is None:
+            closure = None if tree is None else compile_node(tree, RULE_ROOTS, slot_of, asked)
+            if closure is None or tree is None:
                 continue
             if maps:
                 has_maps[rule] = (tree, frozenset(maps))
             made = generate(tree, RULE_ROOTS, slot_of) if generate_code else None
             if made is not None:
-                compiled, sources[rule] = (compiled[0], made.decider), made.source
-            closures[rule] = compiled
+                closures[rule], sources[rule] = (closure, made.decider), made.source
+                continue
+            decider = compile_decider(tree, RULE_ROOTS, slot_of)
+            assert decider is not None  # the closures cover the rule: its closure compiled
+            closures[rule] = (closure, decider)
         return cls(
             needs,
             named,
@@ -1103,8 +1114,7 @@ def _recompiled(
     made = generate(tree, RULE_ROOTS, slot_of, gone.__contains__) if generated else None
     if made is not None:
         return made.decider
-    compiled = compile_rule_node(tree, RULE_ROOTS, slot_of, gone.__contains__)
-    return None if compiled is None else compiled[1]
+    return compile_decider(tree, RULE_ROOTS, slot_of, gone.__contains__)
 
 
 def _absent(p: Profile, topics: Mapping[str, TopicSpec], now: float, ctx: Any) -> Any:
