@@ -79,13 +79,9 @@ class LazyEvaluation(Frame):
     __slots__ = ("_added", "_context", "_deciders", "_plan", "cel_checks")
 
     def __init__(self, plan: RulePlan, args: tuple[Any, Any, float, Any]) -> None:
-        # Frame.__init__, inline: one evaluation per view and decision
-        self._getters = getters = plan.getters
-        self.args = args
-        self.values = values = [UNSET] * len(getters)
-        self.bound = {}
-        self.local = {}
+        super().__init__(plan.getters, args)
         if plan.preset:
+            values = self.values
             for i, get in plan.preset:
                 values[i] = MISSING if get is None else get(*args)
         self._plan = plan
