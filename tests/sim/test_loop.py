@@ -141,6 +141,9 @@ def test_metrics_are_internally_consistent(small_run: dict[str, Metrics]) -> Non
         assert m.incremental_low <= m.incremental_high
         for c in m.campaigns.values():
             assert c.incremental_low <= c.incremental_high
+        # expected conversions after a click: some share of the expected clicks
+        assert 0.0 <= m.expected_conversions <= m.expected_clicks
+        assert (m.expected_conversions > 0.0) == (m.impressions > 0)
 
 
 def test_oracle_orders_by_expected_value(catalog: Catalog) -> None:

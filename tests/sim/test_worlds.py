@@ -20,6 +20,7 @@ from nextbest.sim.baselines import (
     clicks_vs_oracle,
     commercial_vs_oracle,
     describe_margin,
+    gap_closed,
     oracle_margin,
     true_incremental,
 )
@@ -420,3 +421,11 @@ def test_commercial_clicks_against_the_oracles() -> None:
         "random": 0.25,
     }
     assert commercial_vs_oracle({"random": rnd}) == {"random": None}
+
+
+def test_the_gap_a_policy_closes_between_the_rule_of_thumb_and_the_oracle() -> None:
+    assert gap_closed(40.0, 30.0, 50.0) == 0.5
+    assert gap_closed(20.0, 30.0, 50.0) == -0.5  # below the rule of thumb
+    assert gap_closed(40.0, 30.0, 30.0) is None  # no gap to close
+    assert gap_closed(40.0, 30.0, 25.0) is None
+    assert gap_closed(None, 30.0, 50.0) is None

@@ -134,6 +134,9 @@ class Metrics(msgspec.Struct, kw_only=True):
     expected_clicks: float = 0.0
     #: the same for true P(click) x P(conversion | click) x the offer's value
     expected_value: float = 0.0
+    #: true P(click) x P(conversion | click) summed: the conversions after a click a policy
+    #: earns in expectation (counted, they are tens a run, +-sqrt(n) from the draws alone)
+    expected_conversions: float = 0.0
     ctr: float = 0.0
     conversions_after_click: int = 0
     organic_conversions: int = 0
@@ -434,12 +437,12 @@ class SiteLoop:
                 )
             )
             # the expected figures: what the draws below realise, without their noise
-            self.metrics.expected_clicks += p_click
-            self.metrics.expected_value += (
-                p_click
-                * model.p_convert_after_click(offer_topic=offer.topic, needs=needs)
-                * offer.spec.value
+            p_converted = p_click * model.p_convert_after_click(
+                offer_topic=offer.topic, needs=needs
             )
+            self.metrics.expected_clicks += p_click
+            self.metrics.expected_conversions += p_converted
+            self.metrics.expected_value += p_converted * offer.spec.value
             if not rng.random() < p_click:  # the one draw ResponseModel.click makes
                 continue
             self.clicks[offer_id] += 1
