@@ -169,6 +169,23 @@ def test_head_has_the_headers_and_no_body_and_the_connection_goes_on(port):
     assert second.endswith(b"\r\n\r\nhello")
 
 
+def test_expect_100_continue_is_answered_before_the_body_is_sent(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            more = sock.recv(1)
+            assert more, "connection closed"
+            interim += more
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"body")
+        ((head, body),) = _read_responses(sock, 1)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == b"body"
+
+
 def test_connection_close_is_honoured(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
