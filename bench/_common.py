@@ -47,6 +47,7 @@ __all__ = [
     "BENCH",
     "DAY",
     "EXAMPLE_CATALOG",
+    "HTTP_PROTOCOLS",
     "QUANTILES",
     "RESULTS",
     "ROOT",
@@ -561,9 +562,18 @@ def engine_with_rows(
     return engine, {"save_seconds": round(save_s, 3), "restore_seconds": round(restore_s, 3)}
 
 
-def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str, now: float) -> int:
+def serve(
+    catalog: Path,
+    data: str,
+    port: int,
+    synchronous: str,
+    write_key: str,
+    now: float,
+    http: str = "nextbest",
+) -> int:
     """The real server on ``data`` (uvicorn + ``create_app`` + ``build_engine``) with a
-    fixed clock at ``now``, until SIGTERM (a benchmark's child process)."""
+    fixed clock at ``now``, until SIGTERM (a benchmark's child process); ``http``: uvicorn's
+    HTTP protocol (``uvicorn_config``)."""
     settings = Settings(
         catalog=str(catalog),
         data=data,
@@ -573,10 +583,12 @@ def serve(catalog: Path, data: str, port: int, synchronous: str, write_key: str,
         token_secret="bench-token-secret",
         sqlite_synchronous=synchronous,
     )
-    return serve_settings(settings, now)
+    return serve_settings(settings, now, http=http)
 
 
-def serve_settings(settings: Settings, now: float, background: bool = False) -> int:
+def serve_settings(
+    settings: Settings, now: float, background: bool = False, http: str = "nextbest"
+) -> int:
     """The real server as ``settings`` say, its clock fixed at ``now`` (with what ``nextbest
     serve`` runs beside it if ``background``), until SIGTERM (a benchmark's child process)."""
     import uvicorn
@@ -588,19 +600,30 @@ def serve_settings(settings: Settings, now: float, background: bool = False) -> 
     engine = build_engine(settings, FixedClock(now))
     extra = build_background(settings, engine) if background else ()
     app = create_app(engine, settings, background=extra)
-    uvicorn.Server(uvicorn_config(app, settings.port)).run()
+    uvicorn.Server(uvicorn_config(app, settings.port, http)).run()
     return 0
 
 
-def uvicorn_config(app: Any, port: int) -> Any:
+#: the HTTP protocols a benchmark server may run on: uvicorn's own httptools protocol, or
+#: the one ``nextbest serve`` runs (``api.http_protocol``: a response in one write)
+HTTP_PROTOCOLS = ("uvicorn", "nextbest")
+
+
+def uvicorn_config(app: Any, port: int, http: str = "nextbest") -> Any:
     """The uvicorn settings every benchmark server runs on, nextbest's and the hello-world
-    alike: uvicorn's defaults (uvloop, httptools), its own access log off and no logging
-    configuration of its own (``log_config=None``), as ``nextbest serve`` runs it. A child
+    alike: uvicorn's defaults (uvloop), its own access log off and no logging configuration
+    of its own (``log_config=None``), as ``nextbest serve`` runs it; ``http``: ``nextbest``
+    (``api.http_protocol.UVICORN_HTTP``, as ``nextbest serve``) or ``uvicorn`` (uvicorn's
+    httptools protocol, as it comes). A child
     that writes nextbest's JSON lines (``api.logs.configure``) keeps them so: uvicorn's
     default ``dictConfig`` would close that handler (every line then written and flushed
     by the thread that logs it, unlike ``nextbest serve``)."""
     import uvicorn
 
+    from nextbest.api.http_protocol import UVICORN_HTTP
+
+    if http not in HTTP_PROTOCOLS:
+        raise SystemExit(f"http protocol {http!r}: one of {', '.join(HTTP_PROTOCOLS)}")
     return uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -609,6 +632,7 @@ def uvicorn_config(app: Any, port: int) -> Any:
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=UVICORN_HTTP if http == "nextbest" else "httptools",
     )
 
 
@@ -687,9 +711,10 @@ def in_threads(threads: int, run: Callable[[int], object]) -> float:
 
 
 # ------------------------------------------------------------------ servers in child processes
-def hello_server(port: int) -> int:
+def hello_server(port: int, http: str = "uvicorn") -> int:
     """The stack's hello-world: Starlette on the same uvicorn settings as nextbest, until
-    SIGTERM (a benchmark's child process; the floor its HTTP figures are read against)."""
+    SIGTERM (a benchmark's child process; the floor its HTTP figures are read against);
+    ``http``: uvicorn's own protocol by default, as the floor has always been measured."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
@@ -699,7 +724,7 @@ def hello_server(port: int) -> int:
         return PlainTextResponse("hello")
 
     app = Starlette(routes=[Route("/", hello)])
-    uvicorn.Server(uvicorn_config(app, port)).run()
+    uvicorn.Server(uvicorn_config(app, port, http)).run()
     return 0
 
 

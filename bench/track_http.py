@@ -9,6 +9,12 @@ every acknowledged event is on disk) runs as a child process on a free loopback 
 run, same wrk settings: a bare Starlette app answering ``GET /`` with ``hello`` on the same
 uvicorn (the stack's hello-world), and nextbest's own ``GET /healthz``.
 
+HTTP protocol: nextbest's server runs uvicorn on ``api.http_protocol`` (a response's head and
+body in one write), as ``nextbest serve`` does (``--http uvicorn``: on uvicorn's own
+httptools protocol instead). The hello-world is served twice: on uvicorn's own protocol
+(``hello-world``, the floor every earlier figure was read against) and on nextbest's
+(``hello-tuned``); every phase's ratio is given against both.
+
 ``--access-log FILE``: the server writes its JSON access lines (``api.logs``) to FILE, as
 ``nextbest serve`` writes them to stderr (without it, no log handler is configured).
 
@@ -18,13 +24,14 @@ commit of ~16 requests per flush with 32 connections). So each run also times 20
 commits (one row, ``synchronous=FULL``, WAL, in the same folder) just before and just after
 the single-event phase: ``disk_commit_ms``.
 
-Run alone with ``--child-serve PORT DATA SYNC [LOG]`` or ``--child-hello PORT``, this file is
-the server child.
+Run alone with ``--child-serve PORT DATA SYNC HTTP [LOG]`` or ``--child-hello PORT HTTP``,
+this file is the server child.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import subprocess
@@ -36,6 +43,7 @@ from typing import Any
 
 from _common import (
     EXAMPLE_CATALOG,
+    HTTP_PROTOCOLS,
     Run,
     add_run_args,
     free_port,
@@ -103,18 +111,18 @@ def _disk_commit_ms(folder: Path, commits: int = 200) -> dict[str, float]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-serve":
-        port, data, sync = int(sys.argv[2]), sys.argv[3], sys.argv[4]
-        if len(sys.argv) > 5:
+        port, data, sync, http = int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+        if len(sys.argv) > 6:
             from nextbest.api.logs import close_on_signals, configure
 
             with (
-                open(sys.argv[5], "a", buffering=1) as stream,
+                open(sys.argv[6], "a", buffering=1) as stream,
                 close_on_signals(configure(stream)),  # as ``nextbest serve``
             ):
-                return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
-        return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time())
+                return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time(), http)
+        return serve(EXAMPLE_CATALOG, data, port, sync, WRITE_KEY, time.time(), http)
     if len(sys.argv) > 1 and sys.argv[1] == "--child-hello":
-        return hello_server(int(sys.argv[2]))
+        return hello_server(int(sys.argv[2]), sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_args(ap, "track_http")
     ap.add_argument("--seconds", type=float, default=10.0, help="per phase")
@@ -122,6 +130,12 @@ def main() -> int:
     ap.add_argument("--batches", default="10,100", help="batch sizes to measure")
     ap.add_argument("--sync", default="FULL", help="server SQLite synchronous setting")
     ap.add_argument("--access-log", default=None, help="the server's JSON access lines go here")
+    ap.add_argument(
+        "--http",
+        choices=HTTP_PROTOCOLS,
+        default="nextbest",
+        help="nextbest's server on nextbest's HTTP protocol (as nextbest serve) or uvicorn's own",
+    )
     ap.add_argument(
         "--rounds",
         type=int,
@@ -137,29 +151,31 @@ def main() -> int:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     run = Run("track_http", args, "starlette", "uvicorn")
     rounds: list[dict[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
-        hello_port, port = free_port(), free_port()
-        hello = start_child(
-            __file__, ["--child-hello", str(hello_port)], f"http://127.0.0.1:{hello_port}/"
-        )
-        log_to = [args.access_log] if args.access_log else []
-        try:
-            server = start_child(
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp, contextlib.ExitStack() as stack:
+        hellos = {}
+        for name, http in (("hello-world", "uvicorn"), ("hello-tuned", "nextbest")):
+            hello_port = free_port()
+            child = start_child(
                 __file__,
-                ["--child-serve", str(port), str(Path(tmp) / "track.sqlite"), args.sync, *log_to],
-                f"http://127.0.0.1:{port}/",
+                ["--child-hello", str(hello_port), http],
+                f"http://127.0.0.1:{hello_port}/",
             )
-        except BaseException:
-            stop_child(hello, 30)
-            raise
-        try:
-            for n in range(args.rounds):
-                rounds.append(_round(n, args, Path(tmp), hello, hello_port, server, port))
-        finally:
-            stop_child(server, 30)
-            stop_child(hello, 30)
+            stack.callback(stop_child, child, 30)
+            hellos[name] = (child, hello_port)
+        port = free_port()
+        log_to = [args.access_log] if args.access_log else []
+        data = str(Path(tmp) / "track.sqlite")
+        server = start_child(
+            __file__,
+            ["--child-serve", str(port), data, args.sync, args.http, *log_to],
+            f"http://127.0.0.1:{port}/",
+        )
+        stack.callback(stop_child, server, 30)
+        for n in range(args.rounds):
+            rounds.append(_round(n, args, Path(tmp), hellos, server, port))
     phases = {name: _median_round(rounds, name) for name in rounds[0]}
     ratios = _ratios(rounds, "track")
+    tuned = _ratios(rounds, "track", "hello-tuned")
     rows = []
     for name, p in phases.items():
         by_round = _ratios(rounds, name)
@@ -170,6 +186,7 @@ def main() -> int:
                 f"{p.get('events_per_second', 0):,}" if "events_per_second" in p else "",
                 f"{statistics.median(by_round):.2f}x",
                 " ".join(f"{x:.2f}" for x in by_round),
+                f"{statistics.median(_ratios(rounds, name, 'hello-tuned')):.2f}x",
                 p["latency_ms"]["p50"],
                 p["latency_ms"]["p99"],
                 p["non_2xx"],
@@ -179,13 +196,15 @@ def main() -> int:
     print(
         table(
             f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, SQLite synchronous={args.sync}, "
-            f"{args.rounds} round(s), median round shown",
+            f"nextbest on the {args.http} HTTP protocol, {args.rounds} round(s), median round "
+            "shown",
             [
                 "phase",
                 "req/s",
                 "events/s",
                 "vs hello-world",
                 "each round",
+                "vs hello-tuned",
                 "p50 ms",
                 "p99 ms",
                 "non-2xx",
@@ -200,6 +219,8 @@ def main() -> int:
             "rounds": rounds,
             "ratio_track_to_hello": statistics.median(ratios),
             "ratio_track_to_hello_by_round": ratios,
+            "ratio_track_to_hello_tuned": statistics.median(tuned),
+            "ratio_track_to_hello_tuned_by_round": tuned,
         }
     )
     return 0
@@ -209,18 +230,15 @@ def _round(
     n: int,
     args: argparse.Namespace,
     tmp: Path,
-    hello: subprocess.Popen[bytes],
-    hello_port: int,
+    hellos: dict[str, tuple[subprocess.Popen[bytes], int]],
     server: subprocess.Popen[bytes],
     port: int,
 ) -> dict[str, dict[str, Any]]:
-    """One round: hello-world, then nextbest's phases, one after the other."""
-    hello_url = f"http://127.0.0.1:{hello_port}/"
-    phases = {
-        "hello-world": wrk_phase(
-            "hello-world", hello_url, args.seconds, args.connections, hello.pid, None
-        )
-    }
+    """One round: the hello-worlds, then nextbest's phases, one after the other."""
+    phases = {}
+    for name, (hello, hello_port) in hellos.items():
+        url = f"http://127.0.0.1:{hello_port}/"
+        phases[name] = wrk_phase(name, url, args.seconds, args.connections, hello.pid, None)
     base = f"http://127.0.0.1:{port}"
     phases["healthz"] = wrk_phase(
         "GET /healthz", f"{base}/healthz", args.seconds, args.connections, server.pid, None
@@ -241,11 +259,11 @@ def _round(
     return phases
 
 
-def _ratios(rounds: list[dict[str, dict[str, Any]]], name: str) -> list[float]:
-    """Each round's req/s of ``name`` over its hello-world's."""
-    return [
-        r[name]["requests_per_second"] / r["hello-world"]["requests_per_second"] for r in rounds
-    ]
+def _ratios(
+    rounds: list[dict[str, dict[str, Any]]], name: str, base: str = "hello-world"
+) -> list[float]:
+    """Each round's req/s of ``name`` over its ``base``'s."""
+    return [r[name]["requests_per_second"] / r[base]["requests_per_second"] for r in rounds]
 
 
 def _median_round(rounds: list[dict[str, dict[str, Any]]], name: str) -> dict[str, Any]:

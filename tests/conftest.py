@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from nextbest.api.app import Background, create_app
+from nextbest.api.http_protocol import UVICORN_HTTP
 from nextbest.bootstrap import build_engine
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, FixedClock
@@ -137,7 +138,14 @@ def serving(
     loops = background(engine) if background is not None else ()
     app = create_app(engine, settings, flush_interval=0.05, background=loops)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=UVICORN_HTTP,  # as ``nextbest serve``
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

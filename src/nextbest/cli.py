@@ -151,6 +151,7 @@ def serve(
     import uvicorn
 
     from nextbest.api.app import create_app
+    from nextbest.api.http_protocol import UVICORN_HTTP
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.bootstrap import build_engine
 
@@ -215,6 +216,7 @@ def serve(
             log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
             log_level=None,
             access_log=False,  # nextbest.access writes one line a request, with its id
+            http=UVICORN_HTTP,  # a response's head and body in one write
         )
 
 
@@ -224,6 +226,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
 
     from nextbest.api.app import create_app
     from nextbest.api.fold_ops import create_fold_app
+    from nextbest.api.http_protocol import UVICORN_HTTP
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.api.worker_metrics import ApiWorkerMetrics
     from nextbest.bootstrap import (
@@ -286,6 +289,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
             log_config=None,
             log_level=None,
             access_log=False,
+            http=UVICORN_HTTP,
         )
 
 

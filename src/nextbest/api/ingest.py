@@ -212,6 +212,8 @@ class IngestRoute:
         self.keys = keys
         self._browser_body = min(settings.browser_body_bytes, settings.max_body_bytes)
         self._reported = settings.origin_header.lower().encode("latin-1")
+        #: the group-commit answers of the loop that served the latest request
+        self._answers: _Answers | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The route as Starlette's router calls it, inside its middleware (which has
@@ -280,19 +282,23 @@ class IngestRoute:
             token = token_from_header(headers.customer_token)
             caller = authenticate_body(body, token, settings, engine.wall_now())
             sender = admit(scope, caller, Needs.EVENTS_WRITE, self.limits)
-        seen = None
-        if sender.kind is KeyKind.BROWSER:
-            seen = network(settings, headers.reported, scope.get("client"))
+        browser = sender.kind is KeyKind.BROWSER
+        seen = network(settings, headers.reported, scope.get("client")) if browser else None
         if len(body) <= READ_ON_LOOP:
             parsed = self._read_stamped(body, sender, seen)
         else:
             parsed = await run_in_threadpool(self._read_stamped, body, sender, seen)
-        anonymous = itertools.chain(
-            (e.anonymous_id for e in parsed.events), (r.event.anonymous_id for r in parsed.rejected)
-        )
-        self.limits.charge_devices(sender, anonymous)  # read only for a browser key
-        answers = answers_for(asyncio.get_running_loop())
-        future: asyncio.Future[IngestResult] = answers.loop.create_future()
+        if browser:  # a browser session's rate, by the anonymousIds it names
+            anonymous = itertools.chain(
+                (e.anonymous_id for e in parsed.events),
+                (r.event.anonymous_id for r in parsed.rejected),
+            )
+            self.limits.charge_devices(sender, anonymous)
+        loop = asyncio.get_running_loop()
+        answers = self._answers
+        if answers is None or answers.loop is not loop:
+            answers = self._answers = answers_for(loop)
+        future: asyncio.Future[IngestResult] = loop.create_future()
         engine.submit_with(
             IngestRequest(sender, parsed, self.prefix), functools.partial(answers.post, future)
         )
