@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -105,6 +106,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def uvicorn_thread(app: Any, **config: Any) -> Iterator[int]:
+    """``app`` on a real uvicorn server, on a free loopback port in a thread, with the HTTP
+    protocol ``nextbest serve`` runs (``config``: more of ``uvicorn.Config``'s settings);
+    yields the port once it listens and stops the server on the way out."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, http=UVICORN_HTTP, **config)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -137,28 +161,8 @@ def serving(
     engine = build_engine(settings, clock, new_id=new_id)
     loops = background(engine) if background is not None else ()
     app = create_app(engine, settings, flush_interval=0.05, background=loops)
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        http=UVICORN_HTTP,  # as ``nextbest serve``
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
+    with uvicorn_thread(app, log_level="warning", lifespan="on") as port:
         yield LiveServer(f"http://127.0.0.1:{port}", engine, settings)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -5,16 +5,12 @@ bodies, errors), and its transport's writes counted on a recording transport."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -22,10 +18,9 @@ from starlette.routing import Route
 
 from nextbest.api.http_protocol import (
     FLUSH_AT,
-    UVICORN_HTTP,
     CoalescingTransport,
 )
-from tests.conftest import free_port
+from tests.conftest import uvicorn_thread
 
 BIG = 5 * 1024 * 1024
 
@@ -83,30 +78,9 @@ def _app() -> Starlette:
     )
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[int]:
-    port = free_port()
-    config = uvicorn.Config(
-        _app(), host="127.0.0.1", port=port, log_level="critical", http=UVICORN_HTTP
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with _server() as p:
+    with uvicorn_thread(_app(), log_level="critical") as p:
         yield p
 
 
