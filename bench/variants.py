@@ -4,6 +4,8 @@ read it against the other policies' stored runs (issue #14's "take the gap apart
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/variants.py --variant base \\
         --worlds shelf,wrong_priors,hidden_needs,age_appeal --seeds 1
     .venv/bin/python bench/variants.py --table      # every variant run so far
+    .venv/bin/python bench/variants.py --diff --base shared --seeds 1,2,3 --worlds ... \\
+        --out bench/results/variants/runs_diag.jsonl   # per seed, against shared
 
 The baselines (``none``, ``greedy_recent``, ``prior``, ``oracle``) do not depend on the
 engine's learning, so their figures per world and seed are read from a stored zoo run
@@ -22,6 +24,8 @@ it; the rest rebuild the steps between (BENCHMARKS.md, "Closing nextbest's own g
 are "One model for every placement"; ``--summary shared --base head`` prints its table.
 ``shared_thompson`` and the ``curse_*`` variants are "The winner's curse on valuable offers"
 (the latter run only with ``bench/results/variants/winners_curse.patch`` applied).
+The ``diag_*`` variants are "Per-coordinate steps" (run only with
+``bench/results/variants/per_coordinate.patch`` applied; results in ``runs_diag.jsonl``).
 Results: ``bench/results/variants/runs.jsonl``.
 """
 
@@ -251,20 +255,36 @@ VARIANTS: dict[str, Patch] = {
     "shared_lr02": _config(lr=0.02),
     # ... and both (with the patch applied)
     "shared_active_lr02": _config(lr=0.02),
+    # BENCHMARKS.md, "Per-coordinate steps" (none kept; the ``diag_*`` variants need
+    # ``bench/results/variants/per_coordinate.patch`` applied, ``WITH_PATCH``): every weight
+    # but the levels by a diagonal Newton step on its own evidence (precision from a prior,
+    # growing by ``p (1 - p) x^2`` per event), prior ``weight_precision`` for the shared
+    # weights (``topic:``, ``placement:``, ``pos:``, ``own.<f>``, ``hist.<f>``, ``offset``)
+    # and ``cross_precision`` for the crosses (100: SGD 0.01's first step; 0: SGD)
+    "diag_w20": _config(weight_precision=20.0),
+    "diag_w30": _config(weight_precision=30.0),
+    "diag_w50": _config(weight_precision=50.0),
+    "diag_w100_c100": _config(weight_precision=100.0, cross_precision=100.0),
+    "diag_w30_c100": _config(weight_precision=30.0, cross_precision=100.0),
 }
 
 
-#: variants whose settings exist only with ``bench/results/variants/winners_curse.patch``
-WITH_PATCH = "bench/results/variants/winners_curse.patch"
+#: variants whose settings exist only with a patch applied: by prefix, the patch and a
+#: ``ContextualConfig`` field it adds
+WITH_PATCH = {
+    "curse_": ("bench/results/variants/winners_curse.patch", "calibration_strength"),
+    "diag_": ("bench/results/variants/per_coordinate.patch", "weight_precision"),
+}
 
 
-def _patched(variant: str) -> bool:
-    """``variant`` can run on this code (a ``curse_*`` variant needs ``WITH_PATCH``)."""
+def _needs(variant: str) -> str | None:
+    """The patch ``variant`` needs and this code lacks (``WITH_PATCH``), or None."""
     from nextbest.learn.contextual import ContextualConfig
 
-    return not variant.startswith("curse_") or (
-        "calibration_strength" in ContextualConfig.__struct_fields__
-    )
+    for prefix, (patch, field) in WITH_PATCH.items():
+        if variant.startswith(prefix) and field not in ContextualConfig.__struct_fields__:
+            return patch
+    return None
 
 
 def _reference(world: str, seed: int, customers: int, days: int) -> dict[str, Any]:
@@ -285,8 +305,9 @@ def run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.variant in ("base", "pooled", "one_model", "shared_ibins"):
         raise SystemExit(f"{args.variant} is not this code: its runs are stored")
-    if not _patched(args.variant):
-        raise SystemExit(f"{args.variant} needs {WITH_PATCH} applied (git apply)")
+    patch_file = _needs(args.variant)
+    if patch_file is not None:
+        raise SystemExit(f"{args.variant} needs {patch_file} applied (git apply)")
     patch = VARIANTS[args.variant]
     for world in args.worlds:
         lives = world_named(world)
@@ -441,6 +462,47 @@ def summary(args: argparse.Namespace) -> None:
             print(_row(world, new, seeds, by, refs, base))
 
 
+def diff(args: argparse.Namespace) -> None:
+    """Per variant in ``--out`` and world: ``args.base``'s expected clicks (then expected
+    value) / the stored oracle's for each seed, every other variant's difference from it on
+    the same world and seed; the mean difference and the world-seeds it is better in."""
+    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    refs = {
+        (w, s): _reference(w, s, args.customers, args.days)
+        for w in args.worlds
+        for s in args.seeds
+        if (args.base, w, s) in by
+    }
+    for key in ("expected_clicks", "expected_value"):
+        print(f"\n{key} / the stored oracle's, seeds {' / '.join(map(str, args.seeds))}\n")
+        print(
+            "| variant | "
+            + " | ".join(f"`{w}`" for w in args.worlds)
+            + " | mean difference | world-seeds better |"
+        )
+        print("| --- |" + " --- |" * (len(args.worlds) + 2))
+        for v in variants:
+            cells, diffs = [], []
+            for w in args.worlds:
+                parts = []
+                for s in args.seeds:
+                    if (v, w, s) not in by or (w, s) not in refs:
+                        parts.append("-")
+                        continue
+                    o = refs[(w, s)]["oracle"][key]
+                    r, b = by[(v, w, s)][key] / o, by[(args.base, w, s)][key] / o
+                    parts.append(f"{r:.3f}" if v == args.base else f"{r - b:+.3f}")
+                    diffs.append(r - b)
+                cells.append(" / ".join(parts))
+            tail = "- | -"
+            if v != args.base and diffs:
+                better = sum(d > 0 for d in diffs)
+                tail = f"{sum(diffs) / len(diffs):+.4f} | {better}/{len(diffs)}"
+            print(f"| `{v}` | " + " | ".join(cells) + f" | {tail} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--variant", default="base", choices=sorted(VARIANTS))
@@ -452,10 +514,15 @@ def main() -> int:
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--summary", default="", help="a variant to set against --base per world")
     ap.add_argument("--base", default="base", help="the variant --summary is set against")
+    ap.add_argument(
+        "--diff", action="store_true", help="each variant's difference from --base per seed"
+    )
     args = ap.parse_args()
     args.worlds = [w for w in args.worlds.split(",") if w]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    if args.summary:
+    if args.diff:
+        diff(args)
+    elif args.summary:
         summary(args)
     elif args.table:
         table(args)
