@@ -68,7 +68,7 @@ from nextbest.sim.engines import LocalEngine, SiteEngine
 from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.intervals import incremental_intervals
 from nextbest.sim.money import INSIGHT_KPIS, MoneyParams
-from nextbest.sim.needs import EndReason
+from nextbest.sim.needs import EndReason, Need
 from nextbest.sim.policies import NextbestPolicy, NoOfferPolicy, SitePolicy, make_policy
 from nextbest.sim.population import make_population
 from nextbest.sim.response import ResponseModel
@@ -134,8 +134,11 @@ class Metrics(msgspec.Struct, kw_only=True):
     expected_clicks: float = 0.0
     #: the same for true P(click) x P(conversion | click) x the offer's value
     expected_value: float = 0.0
-    #: true P(click) x P(conversion | click) summed: the conversions after a click a policy
-    #: earns in expectation (counted, they are tens a run, +-sqrt(n) from the draws alone)
+    #: true P(click) x P(conversion | click) summed over the impressions that can convert
+    #: (not a service insight, and an open need for the offer's product, as the draws
+    #: below ask): the conversions after a click a policy earns in expectation (counted,
+    #: they are tens a run, +-sqrt(n) from the draws alone). ``expected_value`` counts
+    #: every impression, those that cannot convert too, as it always has
     expected_conversions: float = 0.0
     ctr: float = 0.0
     conversions_after_click: int = 0
@@ -441,8 +444,9 @@ class SiteLoop:
                 offer_topic=offer.topic, needs=needs
             )
             self.metrics.expected_clicks += p_click
-            self.metrics.expected_conversions += p_converted
             self.metrics.expected_value += p_converted * offer.spec.value
+            if not insight and _open_need(sim, offer.topic) is not None:
+                self.metrics.expected_conversions += p_converted
             if not rng.random() < p_click:  # the one draw ResponseModel.click makes
                 continue
             self.clicks[offer_id] += 1
@@ -455,14 +459,7 @@ class SiteLoop:
             if not model.convert(rng, offer_topic=offer.topic, needs=needs):
                 continue
             topic = offer.topic
-            need = next(
-                (
-                    n
-                    for n in sim.needs
-                    if n.topic == topic and n.ended is EndReason.ACTIVE and topic in PRODUCT_OF
-                ),
-                None,
-            )
+            need = _open_need(sim, topic)
             if need is None or topic is None:
                 continue
             world_rng = sim.rng  # the loop's own draws must not shift the world's
@@ -648,6 +645,14 @@ class SiteLoop:
                 )
             out[camp.id] = r
         return out
+
+
+def _open_need(sim: CustomerSim, topic: str | None) -> Need | None:
+    """The customer's open need for ``topic``'s product, which a click on the topic's offer
+    can convert (None: no product of that topic, or no open need for it)."""
+    if topic not in PRODUCT_OF:
+        return None
+    return next((n for n in sim.needs if n.topic == topic and n.ended is EndReason.ACTIVE), None)
 
 
 def _advisor_placement(catalog: Catalog) -> str:
