@@ -191,7 +191,7 @@ def test_the_loop_counts_customers_in_the_arms_the_engine_assigned(catalog: Cata
     for sim in loop.sims:
         profile = loop.engine.profile(sim.c.user_id)
         if profile is not None:
-            keys[sim.c.user_id] = (loop._arm_key(sim.c.user_id), profile.experiment_key)
+            keys[sim.c.user_id] = (loop.arm_key(sim.c.user_id), profile.experiment_key)
     assert keys
     assert all(ours == engine for ours, engine in keys.values())
     assert any(k.startswith("anon:") for k, _ in keys.values())  # some came anonymously first

@@ -284,7 +284,7 @@ class SiteLoop:
             if customer not in first or seen < first[customer]:
                 first[customer] = seen
 
-    def _arm_key(self, user_id: str) -> str:
+    def arm_key(self, user_id: str) -> str:
         """What the engine hashes this customer's arms on (see ``_first_key``)."""
         found = self._first_key.get(user_id)
         return found[1] if found is not None else user_id
@@ -608,7 +608,7 @@ class SiteLoop:
             topic = campaigns[camp.id].topic
             data[camp.id] = (
                 [
-                    assign(self._arm_key(sim.c.user_id), camp.salt or camp.id, camp.control_share)
+                    assign(self.arm_key(sim.c.user_id), camp.salt or camp.id, camp.control_share)
                     is not Arm.CONTROL
                     for sim in self.sims
                 ],
@@ -627,7 +627,7 @@ class SiteLoop:
             topic = next((t for t in topics if t is not None), None)
             r = CampaignResult(campaign=camp.id, topic=topic)
             for sim, converted in zip(self.sims, self.converted, strict=True):
-                arm = assign(self._arm_key(sim.c.user_id), camp.salt or camp.id, camp.control_share)
+                arm = assign(self.arm_key(sim.c.user_id), camp.salt or camp.id, camp.control_share)
                 n = converted[topic] if topic is not None else 0
                 if arm is Arm.CONTROL:
                     r.control_customers += 1
