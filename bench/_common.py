@@ -728,12 +728,16 @@ def hello_server(port: int, http: str = "uvicorn") -> int:
     return 0
 
 
-def start_child(script: str, args: list[str], probe: str) -> subprocess.Popen[bytes]:
+def start_child(
+    script: str, args: list[str], probe: str, src: Path | None = None
+) -> subprocess.Popen[bytes]:
     """``script`` run with ``args`` in a new Python process, once ``probe`` (a URL) answers;
-    the benchmark ends if it does not within a minute."""
+    the benchmark ends if it does not within a minute. ``src``: the child's ``PYTHONPATH``
+    (another checkout's code; default: this process's environment)."""
     import httpx
 
-    process = subprocess.Popen([sys.executable, script, *args])
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
+    process = subprocess.Popen([sys.executable, script, *args], env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

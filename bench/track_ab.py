@@ -23,36 +23,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH, Run, add_run_args, free_port, log, stop_child, table, wrk_phase
+from _common import (
+    BENCH,
+    Run,
+    add_run_args,
+    free_port,
+    log,
+    start_child,
+    stop_child,
+    table,
+    wrk_phase,
+)
 
 #: the Lua script of track_http.py (fresh messageIds, one event a request)
 _LUA = (BENCH / "track_http.py").read_text().split('_LUA = """')[1].split('"""')[0]
 _AUTH = "Basic YmVuY2gtd3JpdGUta2V5Og=="
-
-
-def _start(argv: list[str], src: Path, url: str) -> subprocess.Popen[bytes]:
-    import time
-
-    import httpx
-
-    process = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(src)})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"server {argv} did not start")
 
 
 def main() -> int:
@@ -79,18 +70,19 @@ def main() -> int:
             tree, _, http = where.partition(":")
             port = free_port()
             data = str(Path(tmp) / f"{name}.sqlite")
-            argv = [sys.executable, str(Path(tree) / "bench" / "track_http.py"), "--child-serve"]
-            argv += [str(port), data, "FULL", *([http] if http else [])]
+            script = str(Path(tree) / "bench" / "track_http.py")
+            argv = ["--child-serve", str(port), data, "FULL", *([http] if http else [])]
             argv.append(str(Path(tmp) / f"{name}.log"))
             url = f"http://127.0.0.1:{port}/"
-            servers[name] = (_start(argv, Path(tree) / "src", url), url, False)
+            servers[name] = (start_child(script, argv, url, Path(tree) / "src"), url, False)
             stack.callback(stop_child, servers[name][0], 30)
         for spec in args.hello:
             name, http = spec.split("=", 1)
             port = free_port()
-            argv = [sys.executable, str(BENCH / "track_http.py"), "--child-hello", str(port), http]
+            argv = ["--child-hello", str(port), http]
             url = f"http://127.0.0.1:{port}/"
-            servers[name] = (_start(argv, here / "src", url), url, True)
+            hello = start_child(str(BENCH / "track_http.py"), argv, url, here / "src")
+            servers[name] = (hello, url, True)
             stack.callback(stop_child, servers[name][0], 30)
         names = list(servers)
         results = {name: [] for name in names}
