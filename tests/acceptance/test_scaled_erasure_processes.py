@@ -228,7 +228,11 @@ def test_a_customer_erased_through_a_scaled_api_worker_leaves_no_trace(
             assert body["user_ids"] == sorted([USER, OLD_ID])
             assert body["anonymous_ids"] == sorted([*DEVICES, OLD_ID])  # an alias: both
             assert body["profile"]["profile"]["traits"]["email"] == EMAIL
-            assert len(body["events"]) == 7 + 2  # the callback's request and its step
+            # the customer's seven, the callback's request, and its first step when one is
+            # taken at once: whether an advisor is on shift depends on the hour the test runs
+            kinds = [e["type"] for e in body["events"]]
+            assert len(kinds) - kinds.count("track") == 7
+            assert kinds.count("track") in (1, 2)
             assert len(body["decisions"]) == 2
             assert len(body["callbacks"]) == 1
 
