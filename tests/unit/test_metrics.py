@@ -11,6 +11,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from nextbest.api.metrics import Metrics
+from nextbest.ingestion import IngestResult, Rejected
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _STATUS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -92,3 +93,52 @@ def test_requests_served_by_several_threads_are_all_counted():
     reference = _http_part(_reference(whole))
     # the same series and values; their order is the order each was first seen
     assert sorted(got.splitlines()) == sorted(reference.splitlines())
+
+
+def _results(seed: int, count: int) -> list[IngestResult]:
+    rnd = random.Random(seed)
+    return [
+        IngestResult(
+            rnd.choice([0, 1, 1, 7]),
+            rnd.choice([0, 0, 1]),
+            [Rejected(i, "missing_property", "m", "$") for i in range(rnd.choice([0, 0, 2]))],
+        )
+        for _ in range(count)
+    ]
+
+
+def _events_part(text: str) -> str:
+    """The lines of ``nextbest_events``, their ``_created`` times left out."""
+    lines = [
+        line
+        for line in text.splitlines()
+        if re.match(r"(# \w+ )?nextbest_events(_total|_created)?[ {]", line)
+    ]
+    return "\n".join(re.sub(r"^(\S*_created(\{.*\})?) \S+$", r"\1", line) for line in lines)
+
+
+def test_received_messages_are_counted_as_prometheus_client_would_from_every_thread():
+    results = _results(seed=3, count=2_000)
+    metrics = Metrics(from_env=False)
+    threads = [
+        threading.Thread(target=lambda part: [metrics.ingested(r) for r in part], args=(p,))
+        for p in (results[0::3], results[1::3], results[2::3])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    registry = CollectorRegistry()
+    counter = Counter(
+        "nextbest_events",
+        "Messages received: accepted, duplicate, quarantined",
+        ("outcome",),
+        registry=registry,
+    )
+    children = [counter.labels(o) for o in ("accepted", "duplicate", "quarantined")]
+    for r in results:
+        for child, n in zip(children, (r.accepted, r.duplicates, len(r.rejected)), strict=True):
+            child.inc(n)
+    got = _events_part(generate_latest(metrics.registry).decode())
+    assert got == _events_part(generate_latest(registry).decode())
+    assert 'nextbest_events_total{outcome="quarantined"} ' in got

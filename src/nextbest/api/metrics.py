@@ -217,6 +217,63 @@ class _RequestChildren:
         children[1].observe(seconds)
 
 
+_EVENTS = ("nextbest_events", "Messages received: accepted, duplicate, quarantined")
+_OUTCOMES = ("accepted", "duplicate", "quarantined")
+
+
+class _OutcomeSeries:
+    """``nextbest_events_total{outcome}`` of a per-process registry, counted without a lock
+    (each thread adds to a row of its own, as ``_RequestSeries``) and read at scrape time:
+    the exposition ``prometheus_client``'s Counter writes, without its mutex a request."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._rows: list[list[int]] = []
+        self._created = time.time()
+
+    def add(self, accepted: int, duplicates: int, quarantined: int) -> None:
+        try:
+            row: list[int] = self._local.row
+        except AttributeError:
+            row = self._local.row = [0, 0, 0]
+            with self._lock:
+                self._rows.append(row)
+        row[0] += accepted
+        row[1] += duplicates
+        row[2] += quarantined
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(*_EVENTS, labels=("outcome",))]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            rows = [list(r) for r in self._rows]
+        family = CounterMetricFamily(*_EVENTS, labels=("outcome",))
+        with_created = getattr(prometheus_client.metrics, "_use_created", True)
+        for i, outcome in enumerate(_OUTCOMES):
+            family.add_metric(
+                [outcome],
+                float(sum(r[i] for r in rows)),
+                created=self._created if with_created else None,
+            )
+        yield family
+
+
+class _OutcomeChildren:
+    """The same counter for the multi-process registry (``prometheus_client``'s, each value
+    written to this process's files as it changes)."""
+
+    def __init__(self) -> None:
+        counter = Counter(*_EVENTS, ("outcome",), registry=None)
+        self._children = [counter.labels(o) for o in _OUTCOMES]
+
+    def add(self, accepted: int, duplicates: int, quarantined: int) -> None:
+        for child, n in zip(self._children, (accepted, duplicates, quarantined), strict=True):
+            if n:
+                child.inc(n)
+
+
 class Metrics:
     """One app's metrics. ``multiproc_dir``: the directory of ``PROMETHEUS_MULTIPROC_DIR``
     (default: read from the environment), or None for a per-process registry."""
@@ -247,12 +304,13 @@ class Metrics:
             buckets=_BUCKETS,
             registry=own,
         )
-        self.events = Counter(
-            "nextbest_events",
-            "Messages received: accepted, duplicate, quarantined",
-            ("outcome",),
-            registry=own,
-        )
+        #: messages received by outcome (``ingested``)
+        self._outcomes: _OutcomeSeries | _OutcomeChildren
+        if own is None:
+            self._outcomes = _OutcomeChildren()
+        else:
+            self._outcomes = _OutcomeSeries()
+            own.register(self._outcomes)
         self.quarantined = Counter(
             "nextbest_events_quarantined", "Messages quarantined, by rule", ("code",), registry=own
         )
@@ -293,9 +351,6 @@ class Metrics:
         self.profiles = gauge("nextbest_profiles", "Live profiles in memory")
         self._trusted = self.feedback.labels("trusted")
         self._untrusted = self.feedback.labels("untrusted")
-        self._accepted = self.events.labels("accepted")
-        self._duplicate = self.events.labels("duplicate")
-        self._quarantined = self.events.labels("quarantined")
         self._placements: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- the hot paths
@@ -313,14 +368,9 @@ class Metrics:
         child.observe(seconds)
 
     def ingested(self, result: IngestResult) -> None:
-        if result.accepted:
-            self._accepted.inc(result.accepted)
-        if result.duplicates:
-            self._duplicate.inc(result.duplicates)
-        if result.rejected:
-            self._quarantined.inc(len(result.rejected))
-            for r in result.rejected:
-                self.quarantined.labels(r.code).inc()
+        self._outcomes.add(result.accepted, result.duplicates, len(result.rejected))
+        for r in result.rejected:
+            self.quarantined.labels(r.code).inc()
 
     def feedback_judged(self, trusted: bool) -> None:
         """The engine's hook (``Engine.on_feedback``)."""
