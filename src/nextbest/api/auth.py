@@ -58,6 +58,8 @@ class BodyCredentials(msgspec.Struct):
 
 
 _BODY_CREDENTIALS = msgspec.json.Decoder(BodyCredentials)
+#: looked up once: in Python 3.11 each ``KeyKind.X`` read calls the enum metaclass's hook
+_BROWSER = KeyKind.BROWSER
 
 
 def _key_from_header(header: str | None) -> str | None:
@@ -210,6 +212,6 @@ def admit(
     now = time.monotonic()
     limits.check_key(caller.key, now)
     bound = sender.bound_user
-    if bound is not None and sender.kind is KeyKind.BROWSER:
+    if bound is not None and sender.kind is _BROWSER:
         limits.check_user(bound, now)
     return sender

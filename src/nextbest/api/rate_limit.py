@@ -28,6 +28,9 @@ from nextbest.errors import RateLimited
 from nextbest.guard.senders import KeyKind, Sender
 from nextbest.settings import Settings
 
+#: looked up once: in Python 3.11 each ``KeyKind.X`` read calls the enum metaclass's hook
+_BROWSER = KeyKind.BROWSER
+
 __all__ = ["RateLimiter", "RateLimits"]
 
 
@@ -132,7 +135,7 @@ class RateLimits:
     def charge_devices(self, sender: Sender, anonymous_ids: Iterable[str | None]) -> None:
         """A browser key without a customer token speaks for the anonymousIds it names:
         each is a browser session with its own rate (RateLimited when one is over it)."""
-        if sender.kind is KeyKind.BROWSER and sender.bound_user is None:
+        if sender.kind is _BROWSER and sender.bound_user is None:
             named = dict.fromkeys(a for a in anonymous_ids if a)
             self.check_devices(named, time.monotonic())
 

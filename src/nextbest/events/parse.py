@@ -88,6 +88,10 @@ DEFAULT_LIMITS = Limits()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
+#: looked up once: in Python 3.11 each ``EventType.X`` read calls the enum metaclass's hook
+_TRACK = EventType.TRACK
+
+
 def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
     dec = _DECODERS.get(kind)
     if dec is None:
@@ -191,7 +195,7 @@ def read_message(
 
 def _sort(parsed: Parsed, index: int, event: Event, path: str) -> None:
     """Put ``event`` with the accepted events, or set it apart if it breaks the vocabulary."""
-    if event.type is EventType.TRACK and event.name and event.name in _CHECKED:
+    if event.type is _TRACK and event.name and event.name in _CHECKED:
         try:
             check_vocabulary(event.name, event.properties, path)
         except VocabularyError as error:
@@ -450,7 +454,7 @@ def _normalize(
         _plain(msg.event, f"{path}.event")
         props = _object(msg.properties, f"{path}.properties", limits)
         return Event(
-            type=EventType.TRACK,
+            type=_TRACK,
             name=msg.event,
             properties=props,
             message_id=message_id,

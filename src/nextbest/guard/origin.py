@@ -37,6 +37,9 @@ from nextbest.decide.feedback import is_feedback
 from nextbest.events.model import Event
 from nextbest.guard.senders import KeyKind, Sender
 
+#: looked up once: in Python 3.11 each ``KeyKind.X`` read calls the enum metaclass's hook
+_BROWSER = KeyKind.BROWSER
+
 __all__ = ["DEFAULT_V4_PREFIX", "DEFAULT_V6_PREFIX", "key_id", "network_origin", "stamp"]
 
 #: how much of an address names its network origin
@@ -98,7 +101,7 @@ def stamp(
     """Write on ``events`` (a request's, just parsed) who sent them, as the trust rules read
     it (module docstring): ``seen`` is the request's network origin (``network_origin`` of
     the address the edge reported), used for a browser key's feedback."""
-    browser = sender.kind is KeyKind.BROWSER
+    browser = sender.kind is _BROWSER
     for event in events:
         context = event.context
         if browser and "ip" in context:
