@@ -126,14 +126,17 @@ log = logging.getLogger("nextbest.engine")
 IN_PROCESS = Actor(kind="engine")
 
 
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_IDENTIFY, _ALIAS, _TRACK = EventType.IDENTIFY, EventType.ALIAS, EventType.TRACK
+_CONSENT_UPDATED = str(EventName.CONSENT_UPDATED)
+
+
 def _may_change_consent(event: Event) -> bool:
     """``event`` may change a profile's consent when folded: an identify (its traits, or the
     device it links), an alias (profiles merged), a ``Consent Updated``."""
     kind = event.type
     return (
-        kind is EventType.IDENTIFY
-        or kind is EventType.ALIAS
-        or (kind is EventType.TRACK and event.name == EventName.CONSENT_UPDATED)
+        kind is _IDENTIFY or kind is _ALIAS or (kind is _TRACK and event.name == _CONSENT_UPDATED)
     )
 
 

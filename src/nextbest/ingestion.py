@@ -80,9 +80,13 @@ class Plan(NamedTuple):
     sender: str
 
 
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_IDENTIFY = EventType.IDENTIFY
+
+
 def needs_identity(parsed: Parsed) -> bool:
     """The request links devices or sets traits: ``check_rights`` reads the identity map."""
-    return any(e.type is EventType.IDENTIFY for e in parsed.events)
+    return any(e.type is _IDENTIFY for e in parsed.events)
 
 
 def check_rights(

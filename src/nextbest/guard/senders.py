@@ -85,6 +85,8 @@ class Scope(enum.StrEnum):
 _CUSTOMER = frozenset(
     {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS, Scope.CONSENT, Scope.ME}
 )
+#: looked up once (each ``KeyKind.X`` read is a metaclass hook call in Python 3.11)
+_BROWSER = KeyKind.BROWSER
 _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.NONE: frozenset({Scope.PUBLIC}),
     KeyKind.WRITE: _CUSTOMER,
@@ -129,7 +131,7 @@ class Sender(msgspec.Struct, frozen=True):
 
     def may_send_for(self, user_id: str | None) -> bool:
         """Events: browser keys only for their own session; others for any id."""
-        if self.kind is not KeyKind.BROWSER or user_id is None:
+        if self.kind is not _BROWSER or user_id is None:
             return True
         return self.bound_user == user_id
 
@@ -174,7 +176,7 @@ def check_senders(
     a browser key speaks only for its own session, may not merge identities, and may not
     assert facts only the bank's systems know. ``indexes``: each event's place in its
     request (default: its place in ``events``)."""
-    browser = sender.kind is KeyKind.BROWSER
+    browser = sender.kind is _BROWSER
     for n, event in enumerate(events):
         i = n if indexes is None else indexes[n]
         where = f"{prefix}[{i}]" if prefix else "$"

@@ -69,6 +69,19 @@ _FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
 LEGACY_ACTIVITY = "*"
 _BEHAVIORAL = DataSource.BEHAVIORAL.value
 _TRACK, _PAGE = EventType.TRACK, EventType.PAGE
+#: the enum members and names the fold tells apart per event, looked up once: in Python
+#: 3.11 each ``EventType.X`` read goes through the enum metaclass's ``__getattr__`` hook
+_IDENTIFY, _SCREEN = EventType.IDENTIFY, EventType.SCREEN
+_VIEWS = (_PAGE, _SCREEN, _TRACK)
+#: each kind's value as a plain string (``RecentEvent.type``), without ``Enum.value``'s
+#: Python-level property
+_KIND_VALUE = {kind: kind.value for kind in EventType}
+_OPENED = str(EventName.PRODUCT_OPENED)
+_CLOSED = str(EventName.PRODUCT_CLOSED)
+_CONSENT = str(EventName.CONSENT_UPDATED)
+_LIFE = str(EventName.LIFE_EVENT)
+_REVIEWED = str(EventName.SUBSCRIPTION_REVIEWED)
+_SALARY = str(EventName.SALARY_RECEIVED)
 _PROMOTION: dict[str, str] = {
     EventName.PROMOTION_VIEWED: "impressions",
     EventName.PROMOTION_CLICKED: "clicks",
@@ -212,24 +225,24 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         hist.last_decision_id = str(props.get("decision_id") or hist.last_decision_id or "")
         return
     product = props.get("product")
-    if name == EventName.PRODUCT_OPENED and isinstance(product, str):
+    if name == _OPENED and isinstance(product, str):
         profile.products = sorted({*profile.products, product})
-    elif name == EventName.PRODUCT_CLOSED and isinstance(product, str):
+    elif name == _CLOSED and isinstance(product, str):
         profile.products = [p for p in profile.products if p != product]
         topic = matcher.topic_of_product(product)
         if topic and profile.funnel.get(topic) is FunnelStage.CUSTOMER:
             profile.funnel[topic] = FunnelStage.NONE
-    elif name == EventName.CONSENT_UPDATED:
+    elif name == _CONSENT:
         _consent(profile, props.get("purposes"), event, "event", props.get("basis"))
-    elif name == EventName.LIFE_EVENT:
+    elif name == _LIFE:
         profile.life_events.append((when, str(props["type"])))
         profile.life_events.sort()
         del profile.life_events[: -cfg.life_event_size]
     elif name in _MONEY:
         _money(profile, name, props, when)
-    elif name == EventName.SUBSCRIPTION_REVIEWED and profile.banking is not None:
+    elif name == _REVIEWED and profile.banking is not None:
         note_review(profile.banking, props.get("merchant"))
-    elif name == EventName.SALARY_RECEIVED:
+    elif name == _SALARY:
         profile.traits["last_salary"] = props["amount"]
 
 
@@ -240,7 +253,7 @@ def _topics(
     pages, screens and behavioral track events count; a core-banking or CRM event moves a
     funnel only where it has a stage of its own (``Product Opened``: customer)."""
     name = event.name or ""
-    if event.type is EventType.TRACK:
+    if event.type is _TRACK:
         if cfg.event_sources.get(name, DataSource.BEHAVIORAL) is not DataSource.BEHAVIORAL:
             stage = _FUNNEL_BY_EVENT.get(name)
             if stage is not None:
@@ -396,11 +409,11 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
 
     topics: list[str] = []
     kind = event.type
-    if kind is EventType.IDENTIFY:
+    if kind is _IDENTIFY:
         _identify(profile, event, matcher)
-    elif kind is EventType.TRACK:
+    elif kind is _TRACK:
         _track(profile, event, matcher, cfg)
-    if kind in (EventType.PAGE, EventType.SCREEN, EventType.TRACK):
+    if kind in _VIEWS:
         _session(profile, event, cfg, source)
         topics = matcher.match(event)
         if topics:
@@ -409,7 +422,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         watches = cfg.kpi_events.get(event.name)
         if watches:
             record_kpi(profile, event, watches)
-    profile.recent.append(RecentEvent(when, kind.value, event.name, topics))
+    profile.recent.append(RecentEvent(when, _KIND_VALUE[kind], event.name, topics))
     if len(profile.recent) > cfg.recent_size:
         del profile.recent[0]
     if cfg.watch is not None:
