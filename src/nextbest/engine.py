@@ -52,7 +52,7 @@ from nextbest.audit.model import Actor, AuditAction, AuditRecord, actor_of, cons
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
-from nextbest.decide.feedback import is_feedback
+from nextbest.decide.feedback import any_feedback, is_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
@@ -75,7 +75,13 @@ from nextbest.group_commit import GroupCommit
 from nextbest.grouped_audit import GroupedAuditLog
 from nextbest.guard.alert import FRAUD_CHANNEL, Alerted, DueAlert, alert_key, due_alert
 from nextbest.guard.devices import check_devices, needs_devices
-from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
+from nextbest.guard.senders import (
+    KeyKind,
+    Sender,
+    check_decider,
+    check_decision_time,
+    check_senders,
+)
 from nextbest.ingestion import (
     IngestRequest,
     IngestResult,
@@ -129,6 +135,10 @@ IN_PROCESS = Actor(kind="engine")
 #: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
 _IDENTIFY, _ALIAS, _TRACK = EventType.IDENTIFY, EventType.ALIAS, EventType.TRACK
 _CONSENT_UPDATED = str(EventName.CONSENT_UPDATED)
+
+
+#: each kind of key's name (``Plan.sender``), without ``Enum.value``'s Python-level property
+_KEY_KINDS = {kind: kind.value for kind in KeyKind}
 
 
 def _may_change_consent(event: Event) -> bool:
@@ -408,7 +418,7 @@ class Engine:
         unacknowledged (the client retries; the quarantine dedupes by messageId)."""
         out: list[IngestResult | NextbestError | None] = [None] * len(requests)
         plans: list[Plan] = []
-        actors: list[Actor] = []
+        senders: list[Sender] = []
         where: list[int] = []
         with self._write_lock:
             for i, (sender, parsed, prefix) in enumerate(requests):
@@ -419,10 +429,10 @@ class Engine:
                     out[i] = exc
                     continue
                 where.append(i)
-                plans.append(Plan(kept, joined, sender.kind.value))
-                actors.append(actor_of(sender))
+                plans.append(Plan(kept, joined, _KEY_KINDS[sender.kind]))
+                senders.append(sender)
             try:
-                results: list[IngestResult | NextbestError] = list(self._commit(plans, actors))
+                results: list[IngestResult | NextbestError] = list(self._commit(plans, senders))
             except NextbestError as exc:
                 results = [exc] * len(plans)
             for i, result in zip(where, results, strict=True):
@@ -519,15 +529,15 @@ class Engine:
         against the live identity map and profiles). Under the write lock: nothing folds
         meanwhile, so the device links read without the state lock stay as read."""
         if not needs_identity(parsed):
-            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
+            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile, False)
             return
         with self._lock:
-            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
+            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile, True)
 
-    def _commit(self, plans: Sequence[Plan], actors: Sequence[Actor] = ()) -> list[IngestResult]:
-        """Write (quarantine, then events) and fold: called under the write lock. ``actors``:
-        who sent each plan (the audit log's actor of a consent change; default
-        ``IN_PROCESS``)."""
+    def _commit(self, plans: Sequence[Plan], senders: Sequence[Sender] = ()) -> list[IngestResult]:
+        """Write (quarantine, then events) and fold: called under the write lock. ``senders``:
+        who sent each plan (the audit log's actor of a consent change, made for such an
+        event only; default ``IN_PROCESS``)."""
         held = held_messages(plans)
         if held:
             self.quarantine.hold(held)
@@ -544,10 +554,12 @@ class Engine:
         with self._lock:
             for k, (parsed, joined, _) in enumerate(plans):
                 accepted = 0
-                actor = actors[k] if k < len(actors) else IN_PROCESS
                 for n, event in enumerate(parsed.events):
                     seq = seqs[at + n]
                     if seq is not None:
+                        actor = None  # who changed the consent, if the event may
+                        if _may_change_consent(event):
+                            actor = actor_of(senders[k]) if k < len(senders) else IN_PROCESS
                         self._apply(
                             self._book,
                             self._learner,
@@ -573,6 +585,8 @@ class Engine:
 
     def _join_feedback(self, parsed: Parsed, prefix: str) -> tuple[Parsed, dict[int, Decision]]:
         """``ingestion.join_feedback`` against this engine's decisions and identity map."""
+        if not any_feedback(parsed.events):
+            return parsed, {}
 
         def same_customer(customer: str, event: Event) -> bool:
             with self._lock:
