@@ -78,7 +78,8 @@ class ProfileBook:
                 profile = self.profiles[key] = new_profile(key)
             fold(profile, event, self.matcher, self.fold_config)
         self.dirty.add((PROFILE_ROW, key))
-        self.seq = max(self.seq, seq)
+        if seq > self.seq:  # max() of two costs more than the comparison
+            self.seq = seq
 
     def _links_before(self, event: Event) -> list[tuple[str, str, str | None]]:
         """The links ``event`` may change, as they are now (to put back on a failure)."""

@@ -163,8 +163,10 @@ def _interest(profile: Profile, topic: str, when: float, weight: float, half_lif
     it.score, it.score_at = add_to_score(it.score, it.score_at, when, weight, half_life)
     add_hit(it.hits, when)
     it.total += 1
-    it.first_seen = min(it.first_seen, when)
-    it.last_seen = max(it.last_seen, when)
+    if when < it.first_seen:  # min() and max() of two cost more than their comparison
+        it.first_seen = when
+    if when > it.last_seen:
+        it.last_seen = when
 
 
 def _advance_funnel(profile: Profile, topic: str, stage: FunnelStage) -> None:
@@ -338,7 +340,8 @@ def _session(profile: Profile, event: Event, cfg: FoldConfig, source: SourceActi
             channel=channel if isinstance(channel, str) else None,
         )
         profile.sessions += 1
-    s.last_seen = max(s.last_seen, when)
+    if when > s.last_seen:
+        s.last_seen = when
     s.events += 1
 
 
@@ -387,9 +390,12 @@ def _first_key(profile: Profile, event: Event) -> None:
     """The stable experiment id: the key of the earliest event (the smaller key on a tie),
     a minimum over the events folded, so the same whatever order they are folded in (a live
     stitch, a rebuild, a replay)."""
-    key = event.user_id or "anon:" + (event.anonymous_id or "")
     at = event.timestamp
-    if not profile.experiment_id or (at, key) < (profile.experiment_at, profile.experiment_id):
+    current = profile.experiment_id
+    if current and at > profile.experiment_at:
+        return  # later than the earliest: whatever its key, not the minimum
+    key = event.user_id or "anon:" + (event.anonymous_id or "")
+    if not current or (at, key) < (profile.experiment_at, current):
         profile.experiment_id, profile.experiment_at = key, at
 
 
@@ -402,9 +408,12 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         profile.anonymous_ids.append(event.anonymous_id)
     source = _count_source(profile, event, cfg)
     profile.event_count += 1
-    profile.first_seen = when if profile.event_count == 1 else min(profile.first_seen, when)
+    # min() and max() of two cost more than their comparison, on every event
+    if profile.event_count == 1 or when < profile.first_seen:
+        profile.first_seen = when
     _first_key(profile, event)
-    profile.last_seen = max(profile.last_seen, when)
+    if when > profile.last_seen:
+        profile.last_seen = when
     add_hit(profile.activity, when, 30 * DAY)
 
     topics: list[str] = []
