@@ -52,7 +52,7 @@ from nextbest.audit.model import Actor, AuditAction, AuditRecord, actor_of, cons
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
-from nextbest.decide.feedback import any_feedback, is_feedback
+from nextbest.decide.feedback import FEEDBACK_EVENTS, any_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
@@ -91,6 +91,7 @@ from nextbest.ingestion import (
     held_messages,
     join_feedback,
     needs_identity,
+    new_plan,
     result_of,
 )
 from nextbest.learn.learner import Learner, PlacementModel
@@ -429,7 +430,7 @@ class Engine:
                     out[i] = exc
                     continue
                 where.append(i)
-                plans.append(Plan(kept, joined, _KEY_KINDS[sender.kind]))
+                plans.append(new_plan(kept, joined, _KEY_KINDS[sender.kind]))
                 senders.append(sender)
             try:
                 results: list[IngestResult | NextbestError] = list(self._commit(plans, senders))
@@ -687,7 +688,7 @@ class Engine:
         """Fold ``event`` (at ``seq``) into ``book`` and ``learner``; ``live``: accepted now
         (``on_feedback`` is told how its feedback was judged), not restored or replayed;
         then a consent it changed is recorded for the audit log, as done by ``actor``."""
-        if is_feedback(event):
+        if event.name in FEEDBACK_EVENTS:  # ``is_feedback``, inline: asked of every event
             if decision is None:
                 decision = self.decision(str(event.properties.get("decision_id")))
             # every feedback event counts for its key and origin, learned or not
