@@ -191,7 +191,7 @@ def read_message(
 
 def _sort(parsed: Parsed, index: int, event: Event, path: str) -> None:
     """Put ``event`` with the accepted events, or set it apart if it breaks the vocabulary."""
-    if event.type is EventType.TRACK and event.name and event.name in _CHECKED:
+    if event.type is _TRACK and event.name and event.name in _CHECKED:
         try:
             check_vocabulary(event.name, event.properties, path)
         except VocabularyError as error:
@@ -390,6 +390,8 @@ def check_time(when: float, path: str, wall: float, limits: Limits = DEFAULT_LIM
 
 #: the named events whose properties the vocabulary checks
 _CHECKED = frozenset(KNOWN_EVENTS) | frozenset(OPTIONAL_PROPERTIES)
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_TRACK = EventType.TRACK
 
 
 def check_vocabulary(name: str, properties: dict[str, Any], path: str) -> None:
@@ -450,7 +452,7 @@ def _normalize(
         _plain(msg.event, f"{path}.event")
         props = _object(msg.properties, f"{path}.properties", limits)
         return Event(
-            type=EventType.TRACK,
+            type=_TRACK,
             name=msg.event,
             properties=props,
             message_id=message_id,

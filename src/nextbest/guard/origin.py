@@ -88,6 +88,10 @@ def network_origin(
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+#: looked up once (each ``KeyKind.X`` read is a metaclass hook call in Python 3.11)
+_BROWSER = KeyKind.BROWSER
+
+
 def stamp(
     events: Iterable[Event],
     sender: Sender,
@@ -98,7 +102,7 @@ def stamp(
     """Write on ``events`` (a request's, just parsed) who sent them, as the trust rules read
     it (module docstring): ``seen`` is the request's network origin (``network_origin`` of
     the address the edge reported), used for a browser key's feedback."""
-    browser = sender.kind is KeyKind.BROWSER
+    browser = sender.kind is _BROWSER
     for event in events:
         context = event.context
         if browser and "ip" in context:
