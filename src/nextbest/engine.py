@@ -52,7 +52,7 @@ from nextbest.audit.model import Actor, AuditAction, AuditRecord, actor_of, cons
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
-from nextbest.decide.feedback import is_feedback
+from nextbest.decide.feedback import FEEDBACK_EVENTS, any_feedback
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
@@ -75,7 +75,13 @@ from nextbest.group_commit import GroupCommit
 from nextbest.grouped_audit import GroupedAuditLog
 from nextbest.guard.alert import FRAUD_CHANNEL, Alerted, DueAlert, alert_key, due_alert
 from nextbest.guard.devices import check_devices, needs_devices
-from nextbest.guard.senders import Sender, check_decider, check_decision_time, check_senders
+from nextbest.guard.senders import (
+    KeyKind,
+    Sender,
+    check_decider,
+    check_decision_time,
+    check_senders,
+)
 from nextbest.ingestion import (
     IngestRequest,
     IngestResult,
@@ -85,6 +91,7 @@ from nextbest.ingestion import (
     held_messages,
     join_feedback,
     needs_identity,
+    new_plan,
     result_of,
 )
 from nextbest.learn.learner import Learner, PlacementModel
@@ -126,14 +133,21 @@ log = logging.getLogger("nextbest.engine")
 IN_PROCESS = Actor(kind="engine")
 
 
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_IDENTIFY, _ALIAS, _TRACK = EventType.IDENTIFY, EventType.ALIAS, EventType.TRACK
+_CONSENT_UPDATED = str(EventName.CONSENT_UPDATED)
+
+
+#: each kind of key's name (``Plan.sender``), without ``Enum.value``'s Python-level property
+_KEY_KINDS = {kind: kind.value for kind in KeyKind}
+
+
 def _may_change_consent(event: Event) -> bool:
     """``event`` may change a profile's consent when folded: an identify (its traits, or the
     device it links), an alias (profiles merged), a ``Consent Updated``."""
     kind = event.type
     return (
-        kind is EventType.IDENTIFY
-        or kind is EventType.ALIAS
-        or (kind is EventType.TRACK and event.name == EventName.CONSENT_UPDATED)
+        kind is _IDENTIFY or kind is _ALIAS or (kind is _TRACK and event.name == _CONSENT_UPDATED)
     )
 
 
@@ -405,7 +419,7 @@ class Engine:
         unacknowledged (the client retries; the quarantine dedupes by messageId)."""
         out: list[IngestResult | NextbestError | None] = [None] * len(requests)
         plans: list[Plan] = []
-        actors: list[Actor] = []
+        senders: list[Sender] = []
         where: list[int] = []
         with self._write_lock:
             for i, (sender, parsed, prefix) in enumerate(requests):
@@ -416,10 +430,10 @@ class Engine:
                     out[i] = exc
                     continue
                 where.append(i)
-                plans.append(Plan(kept, joined, sender.kind.value))
-                actors.append(actor_of(sender))
+                plans.append(new_plan(kept, joined, _KEY_KINDS[sender.kind]))
+                senders.append(sender)
             try:
-                results: list[IngestResult | NextbestError] = list(self._commit(plans, actors))
+                results: list[IngestResult | NextbestError] = list(self._commit(plans, senders))
             except NextbestError as exc:
                 results = [exc] * len(plans)
             for i, result in zip(where, results, strict=True):
@@ -516,15 +530,15 @@ class Engine:
         against the live identity map and profiles). Under the write lock: nothing folds
         meanwhile, so the device links read without the state lock stay as read."""
         if not needs_identity(parsed):
-            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
+            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile, False)
             return
         with self._lock:
-            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile)
+            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile, True)
 
-    def _commit(self, plans: Sequence[Plan], actors: Sequence[Actor] = ()) -> list[IngestResult]:
-        """Write (quarantine, then events) and fold: called under the write lock. ``actors``:
-        who sent each plan (the audit log's actor of a consent change; default
-        ``IN_PROCESS``)."""
+    def _commit(self, plans: Sequence[Plan], senders: Sequence[Sender] = ()) -> list[IngestResult]:
+        """Write (quarantine, then events) and fold: called under the write lock. ``senders``:
+        who sent each plan (the audit log's actor of a consent change, made for such an
+        event only; default ``IN_PROCESS``)."""
         held = held_messages(plans)
         if held:
             self.quarantine.hold(held)
@@ -541,10 +555,12 @@ class Engine:
         with self._lock:
             for k, (parsed, joined, _) in enumerate(plans):
                 accepted = 0
-                actor = actors[k] if k < len(actors) else IN_PROCESS
                 for n, event in enumerate(parsed.events):
                     seq = seqs[at + n]
                     if seq is not None:
+                        actor = None  # who changed the consent, if the event may
+                        if _may_change_consent(event):
+                            actor = actor_of(senders[k]) if k < len(senders) else IN_PROCESS
                         self._apply(
                             self._book,
                             self._learner,
@@ -556,7 +572,8 @@ class Engine:
                             actor=actor,
                         )
                         accepted += 1
-                        latest = max(latest, event.timestamp)
+                        if event.timestamp > latest:  # max() costs more, every event
+                            latest = event.timestamp
                 at += len(parsed.events)
                 self._since_snapshot += accepted
                 results.append(result_of(parsed, accepted))
@@ -570,6 +587,8 @@ class Engine:
 
     def _join_feedback(self, parsed: Parsed, prefix: str) -> tuple[Parsed, dict[int, Decision]]:
         """``ingestion.join_feedback`` against this engine's decisions and identity map."""
+        if not any_feedback(parsed.events):
+            return parsed, {}
 
         def same_customer(customer: str, event: Event) -> bool:
             with self._lock:
@@ -669,7 +688,7 @@ class Engine:
         """Fold ``event`` (at ``seq``) into ``book`` and ``learner``; ``live``: accepted now
         (``on_feedback`` is told how its feedback was judged), not restored or replayed;
         then a consent it changed is recorded for the audit log, as done by ``actor``."""
-        if is_feedback(event):
+        if event.name in FEEDBACK_EVENTS:  # ``is_feedback``, inline: asked of every event
             if decision is None:
                 decision = self.decision(str(event.properties.get("decision_id")))
             # every feedback event counts for its key and origin, learned or not

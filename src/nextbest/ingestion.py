@@ -21,7 +21,7 @@ from typing import NamedTuple
 import msgspec
 
 from nextbest.catalog.model import ProfileSettings
-from nextbest.decide.feedback import check_feedback, is_feedback
+from nextbest.decide.feedback import any_feedback, check_feedback, is_feedback
 from nextbest.decide.model import Decision
 from nextbest.errors import VocabularyError
 from nextbest.events.model import Event, EventType
@@ -42,6 +42,7 @@ __all__ = [
     "join_feedback",
     "needs_devices",
     "needs_identity",
+    "new_plan",
     "result_of",
 ]
 
@@ -80,24 +81,46 @@ class Plan(NamedTuple):
     sender: str
 
 
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_IDENTIFY = EventType.IDENTIFY
+
+
+def new_plan(kept: Parsed, joined: dict[int, Decision], sender: str) -> Plan:
+    """``Plan(kept, joined, sender)``, made by ``tuple.__new__``: a NamedTuple's own
+    ``__new__`` is a Python function, some 2,000 instructions a request."""
+    return tuple.__new__(Plan, (kept, joined, sender))
+
+
 def needs_identity(parsed: Parsed) -> bool:
     """The request links devices or sets traits: ``check_rights`` reads the identity map."""
-    return any(e.type is EventType.IDENTIFY for e in parsed.events)
+    for e in parsed.events:  # noqa: SIM110 (``any`` over a generator costs more a request)
+        if e.type is _IDENTIFY:
+            return True
+    return False
 
 
 def check_rights(
-    sender: Sender, parsed: Parsed, prefix: str, book: ProfileBook, profile: ProfileSettings
+    sender: Sender,
+    parsed: Parsed,
+    prefix: str,
+    book: ProfileBook,
+    profile: ProfileSettings,
+    identity: bool | None = None,
 ) -> None:
     """Forbidden or LimitExceeded for the whole request: what its key may send, and what it
     may change in the identity map and profiles (``book``: the live one, or the part of it a
-    stateless worker read for this request's customers)."""
+    stateless worker read for this request's customers). ``identity``:
+    ``needs_identity(parsed)``, when the caller has asked it already."""
     rejected = parsed.rejected
-    events = [*parsed.events, *(r.event for r in rejected)]
-    indexes = [*parsed.indexes, *(r.index for r in rejected)]
+    if rejected:
+        events = [*parsed.events, *(r.event for r in rejected)]
+        indexes = [*parsed.indexes, *(r.index for r in rejected)]
+    else:
+        events, indexes = parsed.events, parsed.indexes
     check_senders(sender, events, prefix, indexes)
     if needs_devices(sender, events):
         check_devices(sender, events, indexes, prefix, book.identity)
-    if needs_identity(parsed):
+    if needs_identity(parsed) if identity is None else identity:
         check_identity(
             sender,
             parsed.events,
@@ -118,7 +141,7 @@ def join_feedback(
     """``parsed`` with feedback that answers no decision of its customer set apart, and the
     decision each kept feedback event answers, by its place among the kept events.
     ``same_customer(decision's customer, event)``: the event comes from that customer."""
-    if not any(is_feedback(e) for e in parsed.events):
+    if not any_feedback(parsed.events):
         return parsed, {}
     kept = Parsed([], [], list(parsed.rejected))
     joined: dict[int, Decision] = {}

@@ -72,6 +72,12 @@ def test_track_asgi(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
     assert len((tmp_path / "access.log").read_text().splitlines()) >= 300
 
 
+def test_commit_cost(bench: Callable[[str], ModuleType], capsys) -> None:
+    args = ["--events", "64", "--warmup", "32", "--customers", "48", "--pages", "3"]
+    assert bench("commit_cost").main(args) == 0
+    assert "64 events in groups of 16" in capsys.readouterr().out
+
+
 def test_experiment_counters_save_writes_what_changed(
     bench: Callable[[str], ModuleType], tmp_path: Path
 ) -> None:

@@ -130,6 +130,21 @@ def test_sqlite_append_is_atomic(tmp_path: Path):
     stores.close()
 
 
+def test_sqlite_stores_a_missing_id_as_null_and_the_body_as_a_blob(tmp_path: Path):
+    path = tmp_path / "ids.sqlite"
+    stores = sqlite_stores(path)
+    logged = [*events(1, user="u1"), *events(1, anon="a1")]
+    stores.events.append(logged)
+    stores.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT user_id, anonymous_id, typeof(body), body FROM events ORDER BY seq"
+        ).fetchall()
+    db.close()
+    assert [r[:3] for r in rows] == [("u1", None, "blob"), (None, "a1", "blob")]
+    assert [msgspec.json.decode(r[3], type=Event) for r in rows] == logged
+
+
 # ---------------------------------------------------------------- written behind (fold worker)
 def sequenced(log: EventLog) -> SequencedLog:
     if not isinstance(log, SequencedLog):

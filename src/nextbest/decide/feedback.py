@@ -10,12 +10,14 @@ decision's items, and a numeric ``position``, when sent, is the one the item was
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from nextbest.decide.model import Decision, DecisionItem
 from nextbest.errors import VocabularyError
 from nextbest.events.model import Event
 from nextbest.events.names import EventName
 
-__all__ = ["FEEDBACK_EVENTS", "check_feedback", "is_feedback"]
+__all__ = ["FEEDBACK_EVENTS", "any_feedback", "check_feedback", "is_feedback"]
 
 FEEDBACK_EVENTS: frozenset[str] = frozenset(
     {EventName.PROMOTION_VIEWED, EventName.PROMOTION_CLICKED, EventName.PROMOTION_DISMISSED}
@@ -24,6 +26,15 @@ FEEDBACK_EVENTS: frozenset[str] = frozenset(
 
 def is_feedback(event: Event) -> bool:
     return event.name in FEEDBACK_EVENTS
+
+
+def any_feedback(events: Iterable[Event]) -> bool:
+    """Some of ``events`` is feedback (asked of every request: a loop, not ``any`` over a
+    generator, which costs a function and a generator a call)."""
+    for event in events:  # noqa: SIM110 (the docstring)
+        if event.name in FEEDBACK_EVENTS:
+            return True
+    return False
 
 
 def check_feedback(

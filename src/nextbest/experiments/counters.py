@@ -226,6 +226,8 @@ class CounterChanges(NamedTuple):
     replace: bool
 
 
+#: a plain string: no ``EventName`` lookup (a metaclass hook call in Python 3.11) per event
+_VIEWED = str(EventName.PROMOTION_VIEWED)
 _encode = msgspec.msgpack.Encoder().encode
 _decode_counts = msgspec.msgpack.Decoder(_Counts).decode
 _decode_exposure = msgspec.msgpack.Decoder(Exposure).decode
@@ -313,7 +315,7 @@ class ExperimentCounters:
     def wants(self, event: Event) -> bool:
         """``event`` may change a counter (a view, or a KPI event of some campaign)."""
         name = event.name
-        return name is not None and (name == EventName.PROMOTION_VIEWED or name in self._by_event)
+        return name is not None and (name == _VIEWED or name in self._by_event)
 
     # ------------------------------------------------------------------ exposure
     def expose(

@@ -31,10 +31,14 @@ from nextbest.profile.identity import IdentityMap
 __all__ = ["check_devices", "needs_devices"]
 
 
+#: looked up once (each ``KeyKind.X`` read is a metaclass hook call in Python 3.11)
+_BROWSER = KeyKind.BROWSER
+
+
 def needs_devices(sender: Sender, events: Sequence[Event]) -> bool:
     """``check_devices`` has something to check: a browser key sends an event that carries
     an anonymousId without a userId."""
-    return sender.kind is KeyKind.BROWSER and any(e.anonymous_id and not e.user_id for e in events)
+    return sender.kind is _BROWSER and any(e.anonymous_id and not e.user_id for e in events)
 
 
 def check_devices(

@@ -85,6 +85,8 @@ class Scope(enum.StrEnum):
 _CUSTOMER = frozenset(
     {Scope.PUBLIC, Scope.EVENTS_WRITE, Scope.DECIDE, Scope.CALLBACKS, Scope.CONSENT, Scope.ME}
 )
+#: looked up once (each ``KeyKind.X`` read is a metaclass hook call in Python 3.11)
+_BROWSER = KeyKind.BROWSER
 _SCOPES: dict[KeyKind, frozenset[Scope]] = {
     KeyKind.NONE: frozenset({Scope.PUBLIC}),
     KeyKind.WRITE: _CUSTOMER,
@@ -129,7 +131,7 @@ class Sender(msgspec.Struct, frozen=True):
 
     def may_send_for(self, user_id: str | None) -> bool:
         """Events: browser keys only for their own session; others for any id."""
-        if self.kind is not KeyKind.BROWSER or user_id is None:
+        if self.kind is not _BROWSER or user_id is None:
             return True
         return self.bound_user == user_id
 
@@ -174,18 +176,19 @@ def check_senders(
     a browser key speaks only for its own session, may not merge identities, and may not
     assert facts only the bank's systems know. ``indexes``: each event's place in its
     request (default: its place in ``events``)."""
-    browser = sender.kind is KeyKind.BROWSER
+    if sender.kind is not _BROWSER:
+        return  # every check below is a browser key's (``may_send_for`` too)
     for n, event in enumerate(events):
         i = n if indexes is None else indexes[n]
         where = f"{prefix}[{i}]" if prefix else "$"
-        if browser and event.type is EventType.ALIAS:
+        if event.type is EventType.ALIAS:
             raise Forbidden(
                 f"a browser key may not send alias (at {where}.type): aliases "
                 "merge customers and must come from a server"
             )
-        if browser and event.name in SERVER_ONLY_EVENTS:
+        if event.name in SERVER_ONLY_EVENTS:
             raise Forbidden(f"a browser key may not send '{event.name}' (at {where}.event)")
-        if browser and (found := SERVER_ONLY_TRAITS.intersection(event.traits)):
+        if found := SERVER_ONLY_TRAITS.intersection(event.traits):
             raise Forbidden(f"a browser key may not set trait {min(found)!r} (at {where}.traits)")
         if not sender.may_send_for(event.user_id):
             raise Forbidden(

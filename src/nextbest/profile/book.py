@@ -24,6 +24,9 @@ from nextbest.profile.topics import TopicMatcher
 
 __all__ = ["PROFILE_ROW", "EventsOf", "ProfileBook", "new_profile", "shared_device_event"]
 
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_IDENTIFY, _ALIAS = EventType.IDENTIFY, EventType.ALIAS
+
 #: the saved-row kind of a profile (identity links are saved under their ``LinkKind``)
 PROFILE_ROW = "profile"
 
@@ -52,20 +55,21 @@ class ProfileBook:
         """Fold one logged event; a stitch rebuilds the user's profile from ``events_of``.
 
         All or nothing: if ``events_of`` fails, the book is as it was before the event."""
-        stitches = event.type is EventType.IDENTIFY or event.type is EventType.ALIAS
+        kind = event.type
+        stitches = kind is _IDENTIFY or kind is _ALIAS
         before = self._links_before(event) if stitches else ()
         links = self.identity.link(event) if stitches else ()
         key = self.identity.resolve(event.user_id, event.anonymous_id)
         if links:
             try:
-                if event.type is EventType.IDENTIFY and event.anonymous_id:
+                if kind is _IDENTIFY and event.anonymous_id:
                     self._merge_device(key, event.anonymous_id, seq, events_of)
                     fold(self.profiles[key], event, self.matcher, self.fold_config)
                 else:
                     self._rebuild(key, seq, events_of)
             except BaseException:
-                for kind, link_key, user in before:
-                    self.identity.put_back(kind, link_key, user)
+                for link, link_key, user in before:
+                    self.identity.put_back(link, link_key, user)
                 raise
             self.dirty.update(links)
         else:
@@ -74,7 +78,8 @@ class ProfileBook:
                 profile = self.profiles[key] = new_profile(key)
             fold(profile, event, self.matcher, self.fold_config)
         self.dirty.add((PROFILE_ROW, key))
-        self.seq = max(self.seq, seq)
+        if seq > self.seq:  # max() of two costs more than the comparison
+            self.seq = seq
 
     def _links_before(self, event: Event) -> list[tuple[str, str, str | None]]:
         """The links ``event`` may change, as they are now (to put back on a failure)."""

@@ -69,6 +69,19 @@ _FUNNEL_BY_EVENT: dict[str, FunnelStage] = {
 LEGACY_ACTIVITY = "*"
 _BEHAVIORAL = DataSource.BEHAVIORAL.value
 _TRACK, _PAGE = EventType.TRACK, EventType.PAGE
+#: the enum members and names the fold tells apart per event, looked up once: in Python
+#: 3.11 each ``EventType.X`` read goes through the enum metaclass's ``__getattr__`` hook
+_IDENTIFY, _SCREEN = EventType.IDENTIFY, EventType.SCREEN
+_VIEWS = (_PAGE, _SCREEN, _TRACK)
+#: each kind's value as a plain string (``RecentEvent.type``), without ``Enum.value``'s
+#: Python-level property
+_KIND_VALUE = {kind: kind.value for kind in EventType}
+_OPENED = str(EventName.PRODUCT_OPENED)
+_CLOSED = str(EventName.PRODUCT_CLOSED)
+_CONSENT = str(EventName.CONSENT_UPDATED)
+_LIFE = str(EventName.LIFE_EVENT)
+_REVIEWED = str(EventName.SUBSCRIPTION_REVIEWED)
+_SALARY = str(EventName.SALARY_RECEIVED)
 _PROMOTION: dict[str, str] = {
     EventName.PROMOTION_VIEWED: "impressions",
     EventName.PROMOTION_CLICKED: "clicks",
@@ -150,8 +163,10 @@ def _interest(profile: Profile, topic: str, when: float, weight: float, half_lif
     it.score, it.score_at = add_to_score(it.score, it.score_at, when, weight, half_life)
     add_hit(it.hits, when)
     it.total += 1
-    it.first_seen = min(it.first_seen, when)
-    it.last_seen = max(it.last_seen, when)
+    if when < it.first_seen:  # min() and max() of two cost more than their comparison
+        it.first_seen = when
+    if when > it.last_seen:
+        it.last_seen = when
 
 
 def _advance_funnel(profile: Profile, topic: str, stage: FunnelStage) -> None:
@@ -212,24 +227,24 @@ def _track(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfi
         hist.last_decision_id = str(props.get("decision_id") or hist.last_decision_id or "")
         return
     product = props.get("product")
-    if name == EventName.PRODUCT_OPENED and isinstance(product, str):
+    if name == _OPENED and isinstance(product, str):
         profile.products = sorted({*profile.products, product})
-    elif name == EventName.PRODUCT_CLOSED and isinstance(product, str):
+    elif name == _CLOSED and isinstance(product, str):
         profile.products = [p for p in profile.products if p != product]
         topic = matcher.topic_of_product(product)
         if topic and profile.funnel.get(topic) is FunnelStage.CUSTOMER:
             profile.funnel[topic] = FunnelStage.NONE
-    elif name == EventName.CONSENT_UPDATED:
+    elif name == _CONSENT:
         _consent(profile, props.get("purposes"), event, "event", props.get("basis"))
-    elif name == EventName.LIFE_EVENT:
+    elif name == _LIFE:
         profile.life_events.append((when, str(props["type"])))
         profile.life_events.sort()
         del profile.life_events[: -cfg.life_event_size]
     elif name in _MONEY:
         _money(profile, name, props, when)
-    elif name == EventName.SUBSCRIPTION_REVIEWED and profile.banking is not None:
+    elif name == _REVIEWED and profile.banking is not None:
         note_review(profile.banking, props.get("merchant"))
-    elif name == EventName.SALARY_RECEIVED:
+    elif name == _SALARY:
         profile.traits["last_salary"] = props["amount"]
 
 
@@ -240,7 +255,7 @@ def _topics(
     pages, screens and behavioral track events count; a core-banking or CRM event moves a
     funnel only where it has a stage of its own (``Product Opened``: customer)."""
     name = event.name or ""
-    if event.type is EventType.TRACK:
+    if event.type is _TRACK:
         if cfg.event_sources.get(name, DataSource.BEHAVIORAL) is not DataSource.BEHAVIORAL:
             stage = _FUNNEL_BY_EVENT.get(name)
             if stage is not None:
@@ -325,7 +340,8 @@ def _session(profile: Profile, event: Event, cfg: FoldConfig, source: SourceActi
             channel=channel if isinstance(channel, str) else None,
         )
         profile.sessions += 1
-    s.last_seen = max(s.last_seen, when)
+    if when > s.last_seen:
+        s.last_seen = when
     s.events += 1
 
 
@@ -374,9 +390,12 @@ def _first_key(profile: Profile, event: Event) -> None:
     """The stable experiment id: the key of the earliest event (the smaller key on a tie),
     a minimum over the events folded, so the same whatever order they are folded in (a live
     stitch, a rebuild, a replay)."""
-    key = event.user_id or "anon:" + (event.anonymous_id or "")
     at = event.timestamp
-    if not profile.experiment_id or (at, key) < (profile.experiment_at, profile.experiment_id):
+    current = profile.experiment_id
+    if current and at > profile.experiment_at:
+        return  # later than the earliest: whatever its key, not the minimum
+    key = event.user_id or "anon:" + (event.anonymous_id or "")
+    if not current or (at, key) < (profile.experiment_at, current):
         profile.experiment_id, profile.experiment_at = key, at
 
 
@@ -389,18 +408,21 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         profile.anonymous_ids.append(event.anonymous_id)
     source = _count_source(profile, event, cfg)
     profile.event_count += 1
-    profile.first_seen = when if profile.event_count == 1 else min(profile.first_seen, when)
+    # min() and max() of two cost more than their comparison, on every event
+    if profile.event_count == 1 or when < profile.first_seen:
+        profile.first_seen = when
     _first_key(profile, event)
-    profile.last_seen = max(profile.last_seen, when)
+    if when > profile.last_seen:
+        profile.last_seen = when
     add_hit(profile.activity, when, 30 * DAY)
 
     topics: list[str] = []
     kind = event.type
-    if kind is EventType.IDENTIFY:
+    if kind is _IDENTIFY:
         _identify(profile, event, matcher)
-    elif kind is EventType.TRACK:
+    elif kind is _TRACK:
         _track(profile, event, matcher, cfg)
-    if kind in (EventType.PAGE, EventType.SCREEN, EventType.TRACK):
+    if kind in _VIEWS:
         _session(profile, event, cfg, source)
         topics = matcher.match(event)
         if topics:
@@ -409,7 +431,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         watches = cfg.kpi_events.get(event.name)
         if watches:
             record_kpi(profile, event, watches)
-    profile.recent.append(RecentEvent(when, kind.value, event.name, topics))
+    profile.recent.append(RecentEvent(when, _KIND_VALUE[kind], event.name, topics))
     if len(profile.recent) > cfg.recent_size:
         del profile.recent[0]
     if cfg.watch is not None:

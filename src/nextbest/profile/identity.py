@@ -34,6 +34,8 @@ class IdentityMap:
         self._aliases_of: dict[str, set[str]] = {}
 
     def canonical_user(self, user_id: str) -> str:
+        if user_id not in self.alias_to_user:
+            return user_id  # the usual case: no alias, no loop
         for _ in range(32):  # alias chains are short; a cycle cannot hang us
             nxt = self.alias_to_user.get(user_id)
             if nxt is None:

@@ -88,6 +88,11 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
+_PAGES = (EventType.PAGE, EventType.SCREEN)
+_TRACK = EventType.TRACK
+
+
 class TopicMatcher:
     """Compiled once per catalog; ``match(event)`` returns the topics an event is about."""
 
@@ -117,13 +122,14 @@ class TopicMatcher:
 
     def match(self, event: Event) -> list[str]:
         found: list[str] = []
-        if event.type in (EventType.PAGE, EventType.SCREEN):
+        kind = event.type
+        if kind in _PAGES:
             if event.category:
                 found.extend(self._category.get(event.category.lower(), ()))
             url = event.url
             if url:
                 found.extend(self.topics_of_url(url))
-        elif event.type is EventType.TRACK and event.name and event.name not in NOT_INTEREST:
+        elif kind is _TRACK and event.name and event.name not in NOT_INTEREST:
             found.extend(self._event.get(event.name, ()))
             props = event.properties
             for key in ("topic", "product"):
