@@ -394,8 +394,6 @@ def check_time(when: float, path: str, wall: float, limits: Limits = DEFAULT_LIM
 
 #: the named events whose properties the vocabulary checks
 _CHECKED = frozenset(KNOWN_EVENTS) | frozenset(OPTIONAL_PROPERTIES)
-#: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
-_TRACK = EventType.TRACK
 
 
 def check_vocabulary(name: str, properties: dict[str, Any], path: str) -> None:

@@ -91,10 +91,6 @@ def network_origin(
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
-#: looked up once (each ``KeyKind.X`` read is a metaclass hook call in Python 3.11)
-_BROWSER = KeyKind.BROWSER
-
-
 def stamp(
     events: Iterable[Event],
     sender: Sender,
