@@ -78,6 +78,11 @@ def test_commit_cost(bench: Callable[[str], ModuleType], capsys) -> None:
     assert "64 events in groups of 16" in capsys.readouterr().out
 
 
+def test_track_instructions_drives_the_app(bench: Callable[[str], ModuleType], capsys) -> None:
+    assert bench("track_instructions").main(["--requests", "40", "--warmup", "20"]) == 0
+    assert "40 track requests after 20" in capsys.readouterr().out
+
+
 def test_experiment_counters_save_writes_what_changed(
     bench: Callable[[str], ModuleType], tmp_path: Path
 ) -> None:
