@@ -539,8 +539,9 @@ def conversions(args: argparse.Namespace) -> None:
     by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
     variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v in args.variants]
     print(
-        "| variant | world | seeds | expected conversions: greedy_recent / variant / oracle "
-        "| gap closed | expected clicks / oracle's |"
+        "| variant | world | seeds | expected conversions: greedy_recent / stored nextbest / "
+        "**variant** / oracle | gap closed: stored nextbest -> **variant** "
+        "| expected clicks / oracle's: stored nextbest -> variant |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for v in variants:
@@ -553,15 +554,25 @@ def conversions(args: argparse.Namespace) -> None:
             g = sum(refs[s]["greedy_recent"]["expected_conversions"] for s in seeds) / len(seeds)
             o = sum(refs[s]["oracle"]["expected_conversions"] for s in seeds) / len(seeds)
             n = sum(by[(v, w, s)]["expected_conversions"] for s in seeds) / len(seeds)
-            e = sum(
-                by[(v, w, s)]["expected_clicks"] / refs[s]["oracle"]["expected_clicks"]
-                for s in seeds
-            ) / len(seeds)
+            b = sum(refs[s]["nextbest"]["expected_conversions"] for s in seeds) / len(seeds)
+            runs = {
+                "variant": [by[(v, w, s)] for s in seeds],
+                "stored": [refs[s]["nextbest"] for s in seeds],
+            }
+            oracles = [refs[s]["oracle"]["expected_clicks"] for s in seeds]
+            clicks = {
+                k: sum(m["expected_clicks"] / oc for m, oc in zip(ms, oracles, strict=True))
+                / len(seeds)
+                for k, ms in runs.items()
+            }
+
             closed = (n - g) / (o - g) if o > g else float("nan")
+            was = (b - g) / (o - g) if o > g else float("nan")
             closed_all.append(closed)
             print(
-                f"| `{v}` | `{w}` | {','.join(map(str, seeds))} | {g:.2f} / **{n:.2f}** / "
-                f"{o:.2f} | **{closed:+.0%}** | {e:.3f} |"
+                f"| `{v}` | `{w}` | {','.join(map(str, seeds))} | {g:.2f} / {b:.2f} / "
+                f"**{n:.2f}** / {o:.2f} | {was:+.0%} -> **{closed:+.0%}** "
+                f"| {clicks['stored']:.3f} -> {clicks['variant']:.3f} |"
             )
         if closed_all:
             print(f"| `{v}` | mean | | | {sum(closed_all) / len(closed_all):+.0%} | |")
