@@ -317,8 +317,9 @@ VARIANTS: dict[str, Patch] = {
     "diag_w50": _config(weight_precision=50.0),
     "diag_w100_c100": _config(weight_precision=100.0, cross_precision=100.0),
     "diag_w30_c100": _config(weight_precision=30.0, cross_precision=100.0),
-    # BENCHMARKS.md, "Conversions per click" (issue #14): the engine as committed, read
-    # against ``bench/results/zoo_1207_ec`` (``--reference``) in expected conversions ...
+    # BENCHMARKS.md, "Conversions per click" (issue #14), read against
+    # ``bench/results/zoo_1207_ec`` (``--reference``) in expected conversions: ``conv_base``
+    # is the engine as committed (it reproduces the stored nextbest) ...
     "conv_base": _same,
     # ... without exploration (what epsilon-greedy 0.05 costs) ...
     "conv_greedy": _greedy,
@@ -327,9 +328,9 @@ VARIANTS: dict[str, Patch] = {
     # research converts) ...
     "conv_fixed_factors": _factors((0.2, 1.0, 1.2)),
     # ... the offers' base rates and the intent factors fitted together, service messages
-    # out of the factors (run from a snapshot of that code, PYTHONPATH; then the engine as
-    # committed), with the factors' prior worth 5 (as before) or 2 expected conversions
-    "conv_joint": _same,
+    # out of the factors, the factors' prior worth 2 expected conversions (not kept: run only
+    # with ``bench/results/variants/conversion_joint.patch`` applied, ``WITH_PATCH``; the
+    # runs came from a snapshot of that code with the prior at 5, hence this setting) ...
     "conv_joint_a2": _intent_strength(2.0),
     # ... and that without exploration
     "conv_joint_a2_greedy": _both(_intent_strength(2.0), _greedy),
@@ -342,14 +343,23 @@ WITH_PATCH = {
     "curse_": ("bench/results/variants/winners_curse.patch", "calibration_strength"),
     "diag_": ("bench/results/variants/per_coordinate.patch", "weight_precision"),
 }
+#: variants that need the conversion model of a patch: by prefix, the patch and a name it
+#: adds to ``nextbest.learn.conversion``
+WITH_CONVERSION_PATCH = {
+    "conv_joint": ("bench/results/variants/conversion_joint.patch", "JOINT_ROUNDS")
+}
 
 
 def _needs(variant: str) -> str | None:
     """The patch ``variant`` needs and this code lacks (``WITH_PATCH``), or None."""
+    from nextbest.learn import conversion
     from nextbest.learn.contextual import ContextualConfig
 
     for prefix, (patch, field) in WITH_PATCH.items():
         if variant.startswith(prefix) and field not in ContextualConfig.__struct_fields__:
+            return patch
+    for prefix, (patch, name) in WITH_CONVERSION_PATCH.items():
+        if variant.startswith(prefix) and not hasattr(conversion, name):
             return patch
     return None
 
