@@ -50,6 +50,8 @@ from nextbest.sim.worlds import world_catalog, world_named, world_response
 
 REFERENCE = [ROOT / "bench/results/zoo_intent", ROOT / "bench/results/zoo_intent_b"]
 OUT = ROOT / "bench/results/variants/runs.jsonl"
+#: the folders ``_reference`` reads (``--reference`` replaces them)
+REFERENCE_IN_USE = list(REFERENCE)
 
 Patch = Callable[[Catalog], contextlib.AbstractContextManager[Catalog]]
 
@@ -177,6 +179,55 @@ def _scoring(**fields: Any) -> Patch:
     return patch
 
 
+def _factors(fixed: tuple[float, ...]) -> Patch:
+    """The conversion model's intent factors fixed at ``fixed`` (a diagnosis)."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.learn import conversion
+
+        old = conversion.ConversionModel.factors
+
+        def factors(self: Any, offers: Any) -> list[float]:
+            return list(fixed)
+
+        conversion.ConversionModel.factors = factors  # type: ignore[method-assign]
+        try:
+            yield catalog
+        finally:
+            conversion.ConversionModel.factors = old  # type: ignore[method-assign]
+
+    return patch
+
+
+def _intent_strength(a: float) -> Patch:
+    """The conversion model's intent factors with a prior worth ``a`` expected conversions."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.learn import conversion
+
+        old = conversion.INTENT_STRENGTH
+        conversion.INTENT_STRENGTH = a
+        try:
+            yield catalog
+        finally:
+            conversion.INTENT_STRENGTH = old
+
+    return patch
+
+
+def _both(first: Patch, second: Patch) -> Patch:
+    """``first`` then ``second``, both applied."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        with first(catalog) as one, second(one) as two:
+            yield two
+
+    return patch
+
+
 def _greedy(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
     from nextbest.catalog.model import Greedy
 
@@ -266,6 +317,23 @@ VARIANTS: dict[str, Patch] = {
     "diag_w50": _config(weight_precision=50.0),
     "diag_w100_c100": _config(weight_precision=100.0, cross_precision=100.0),
     "diag_w30_c100": _config(weight_precision=30.0, cross_precision=100.0),
+    # BENCHMARKS.md, "Conversions per click" (issue #14), read against
+    # ``bench/results/zoo_1207_ec`` (``--reference``) in expected conversions: ``conv_base``
+    # is the engine as committed (it reproduces the stored nextbest) ...
+    "conv_base": _same,
+    # ... without exploration (what epsilon-greedy 0.05 costs) ...
+    "conv_greedy": _greedy,
+    # ... the intent factors fixed at 0.2 / 1 / 1.2 (a diagnosis, not a model: what the
+    # conversion model's intent lever could give if it knew how little a click without
+    # research converts) ...
+    "conv_fixed_factors": _factors((0.2, 1.0, 1.2)),
+    # ... the offers' base rates and the intent factors fitted together, service messages
+    # out of the factors, the factors' prior worth 2 expected conversions (not kept: run only
+    # with ``bench/results/variants/conversion_joint.patch`` applied, ``WITH_PATCH``; the
+    # runs came from a snapshot of that code with the prior at 5, hence this setting) ...
+    "conv_joint_a2": _intent_strength(2.0),
+    # ... and that without exploration
+    "conv_joint_a2_greedy": _both(_intent_strength(2.0), _greedy),
 }
 
 
@@ -275,20 +343,29 @@ WITH_PATCH = {
     "curse_": ("bench/results/variants/winners_curse.patch", "calibration_strength"),
     "diag_": ("bench/results/variants/per_coordinate.patch", "weight_precision"),
 }
+#: variants that need the conversion model of a patch: by prefix, the patch and a name it
+#: adds to ``nextbest.learn.conversion``
+WITH_CONVERSION_PATCH = {
+    "conv_joint": ("bench/results/variants/conversion_joint.patch", "JOINT_ROUNDS")
+}
 
 
 def _needs(variant: str) -> str | None:
     """The patch ``variant`` needs and this code lacks (``WITH_PATCH``), or None."""
+    from nextbest.learn import conversion
     from nextbest.learn.contextual import ContextualConfig
 
     for prefix, (patch, field) in WITH_PATCH.items():
         if variant.startswith(prefix) and field not in ContextualConfig.__struct_fields__:
             return patch
+    for prefix, (patch, name) in WITH_CONVERSION_PATCH.items():
+        if variant.startswith(prefix) and not hasattr(conversion, name):
+            return patch
     return None
 
 
 def _reference(world: str, seed: int, customers: int, days: int) -> dict[str, Any]:
-    for folder in REFERENCE:
+    for folder in REFERENCE_IN_USE:
         path = folder / f"zoo-{world}.json"
         if path.exists():
             data = json.loads(path.read_bytes())
@@ -340,9 +417,11 @@ def run(args: argparse.Namespace) -> None:
             orc = ref["oracle"]
             print(
                 f"[{time.strftime('%H:%M:%S')}] {args.variant} {world} s{seed}: "
-                f"expected {m.expected_clicks / orc['expected_clicks']:.3f} "
-                f"(prior {ref['prior']['expected_clicks'] / orc['expected_clicks']:.3f}), "
-                f"clicks {m.clicks / orc['clicks']:.3f}, {m.wall_seconds:.0f} s",
+                f"expected {m.expected_clicks / orc['expected_clicks']:.3f}, "
+                f"clicks {m.clicks / orc['clicks']:.3f}, "
+                f"expected conversions {m.expected_conversions:.2f} (greedy_recent "
+                f"{ref['greedy_recent']['expected_conversions']:.2f}, oracle "
+                f"{orc['expected_conversions']:.2f}), {m.wall_seconds:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -462,6 +541,53 @@ def summary(args: argparse.Namespace) -> None:
             print(_row(world, new, seeds, by, refs, base))
 
 
+def conversions(args: argparse.Namespace) -> None:
+    """Per variant in ``--out`` and world (mean of the seeds run): expected conversions after
+    a click of the variant, greedy_recent and the oracle (``--reference``'s), the share of
+    greedy_recent's gap to the oracle it closes, and expected clicks / the oracle's."""
+    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
+    variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v in args.variants]
+    print(
+        "| variant | world | seeds | expected conversions: greedy_recent / stored nextbest / "
+        "**variant** / oracle | gap closed: stored nextbest -> **variant** "
+        "| expected clicks / oracle's: stored nextbest -> variant |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for v in variants:
+        closed_all = []
+        for w in args.worlds:
+            seeds = [s for s in args.seeds if (v, w, s) in by]
+            if not seeds:
+                continue
+            refs = {s: _reference(w, s, args.customers, args.days) for s in seeds}
+            g = sum(refs[s]["greedy_recent"]["expected_conversions"] for s in seeds) / len(seeds)
+            o = sum(refs[s]["oracle"]["expected_conversions"] for s in seeds) / len(seeds)
+            n = sum(by[(v, w, s)]["expected_conversions"] for s in seeds) / len(seeds)
+            b = sum(refs[s]["nextbest"]["expected_conversions"] for s in seeds) / len(seeds)
+            runs = {
+                "variant": [by[(v, w, s)] for s in seeds],
+                "stored": [refs[s]["nextbest"] for s in seeds],
+            }
+            oracles = [refs[s]["oracle"]["expected_clicks"] for s in seeds]
+            clicks = {
+                k: sum(m["expected_clicks"] / oc for m, oc in zip(ms, oracles, strict=True))
+                / len(seeds)
+                for k, ms in runs.items()
+            }
+
+            closed = (n - g) / (o - g) if o > g else float("nan")
+            was = (b - g) / (o - g) if o > g else float("nan")
+            closed_all.append(closed)
+            print(
+                f"| `{v}` | `{w}` | {','.join(map(str, seeds))} | {g:.2f} / {b:.2f} / "
+                f"**{n:.2f}** / {o:.2f} | {was:+.0%} -> **{closed:+.0%}** "
+                f"| {clicks['stored']:.3f} -> {clicks['variant']:.3f} |"
+            )
+        if closed_all:
+            print(f"| `{v}` | mean | | | {sum(closed_all) / len(closed_all):+.0%} | |")
+
+
 def diff(args: argparse.Namespace) -> None:
     """Per variant in ``--out`` and world: ``args.base``'s expected clicks (then expected
     value) / the stored oracle's for each seed, every other variant's difference from it on
@@ -517,10 +643,27 @@ def main() -> int:
     ap.add_argument(
         "--diff", action="store_true", help="each variant's difference from --base per seed"
     )
+    ap.add_argument(
+        "--reference",
+        default="",
+        help="comma-separated folders of stored zoo runs (default: "
+        + ", ".join(str(p.relative_to(ROOT)) for p in REFERENCE)
+        + ")",
+    )
+    ap.add_argument(
+        "--conversions",
+        default="",
+        help="comma-separated variants: expected conversions and the gap closed per world",
+    )
     args = ap.parse_args()
+    if args.reference:
+        REFERENCE_IN_USE[:] = [ROOT / f for f in args.reference.split(",") if f]
     args.worlds = [w for w in args.worlds.split(",") if w]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    if args.diff:
+    if args.conversions:
+        args.variants = [v for v in args.conversions.split(",") if v]
+        conversions(args)
+    elif args.diff:
         diff(args)
     elif args.summary:
         summary(args)
