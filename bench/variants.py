@@ -177,6 +177,17 @@ def _scoring(**fields: Any) -> Patch:
     return patch
 
 
+def _evidence(floor: float) -> Patch:
+    """Epsilon-greedy 0.05 that decays with the candidates' evidence (``by_evidence``)."""
+
+    def patch(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
+        from nextbest.catalog.model import EpsilonGreedy
+
+        return _explore(catalog, EpsilonGreedy(epsilon=0.05, by_evidence=True, floor=floor))
+
+    return patch
+
+
 def _greedy(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
     from nextbest.catalog.model import Greedy
 
@@ -266,6 +277,16 @@ VARIANTS: dict[str, Patch] = {
     "diag_w50": _config(weight_precision=50.0),
     "diag_w100_c100": _config(weight_precision=100.0, cross_precision=100.0),
     "diag_w30_c100": _config(weight_precision=30.0, cross_precision=100.0),
+    # BENCHMARKS.md, "The cold start" (issue #14): with ``--reference
+    # bench/results/zoo_1207_seeds123`` and ``--out bench/results/variants/runs_cold.jsonl``
+    # (``shared`` there: the stored zoo's nextbest runs, the engine as committed):
+    # ``greedy`` explores nothing (the most cutting exploration can buy) ...
+    "greedy": _greedy,
+    # ... ``evidence_eps``: epsilon 0.05 scaled by the candidates' levels' variance share
+    # (``EpsilonGreedy.by_evidence``, floor 0.2; needs ``bench/results/variants/
+    # evidence_eps.patch`` applied, ``WITH_PATCH``; not kept)
+    "evidence_eps": _evidence(0.2),
+    "evidence_eps_f05": _evidence(0.5),
 }
 
 
@@ -274,15 +295,18 @@ VARIANTS: dict[str, Patch] = {
 WITH_PATCH = {
     "curse_": ("bench/results/variants/winners_curse.patch", "calibration_strength"),
     "diag_": ("bench/results/variants/per_coordinate.patch", "weight_precision"),
+    "evidence_": ("bench/results/variants/evidence_eps.patch", "by_evidence"),
 }
 
 
 def _needs(variant: str) -> str | None:
     """The patch ``variant`` needs and this code lacks (``WITH_PATCH``), or None."""
+    from nextbest.catalog.model import EpsilonGreedy
     from nextbest.learn.contextual import ContextualConfig
 
     for prefix, (patch, field) in WITH_PATCH.items():
-        if variant.startswith(prefix) and field not in ContextualConfig.__struct_fields__:
+        owner = EpsilonGreedy if field == "by_evidence" else ContextualConfig
+        if variant.startswith(prefix) and field not in owner.__struct_fields__:
             return patch
     return None
 
@@ -341,7 +365,8 @@ def run(args: argparse.Namespace) -> None:
             print(
                 f"[{time.strftime('%H:%M:%S')}] {args.variant} {world} s{seed}: "
                 f"expected {m.expected_clicks / orc['expected_clicks']:.3f} "
-                f"(prior {ref['prior']['expected_clicks'] / orc['expected_clicks']:.3f}), "
+                f"(greedy_recent "
+                f"{ref['greedy_recent']['expected_clicks'] / orc['expected_clicks']:.3f}), "
                 f"clicks {m.clicks / orc['clicks']:.3f}, {m.wall_seconds:.0f} s",
                 file=sys.stderr,
                 flush=True,
@@ -511,6 +536,12 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=2000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--reference",
+        default="",
+        help="folders of stored zoo runs to read the baselines from, comma separated "
+        "(default: REFERENCE)",
+    )
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--summary", default="", help="a variant to set against --base per world")
     ap.add_argument("--base", default="base", help="the variant --summary is set against")
@@ -520,6 +551,8 @@ def main() -> int:
     args = ap.parse_args()
     args.worlds = [w for w in args.worlds.split(",") if w]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.reference:
+        REFERENCE[:] = [ROOT / f for f in args.reference.split(",") if f]
     if args.diff:
         diff(args)
     elif args.summary:
