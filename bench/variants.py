@@ -286,7 +286,6 @@ VARIANTS: dict[str, Patch] = {
     # (``EpsilonGreedy.by_evidence``, floor 0.2; needs ``bench/results/variants/
     # evidence_eps.patch`` applied, ``WITH_PATCH``; not kept)
     "evidence_eps": _evidence(0.2),
-    "evidence_eps_f05": _evidence(0.5),
 }
 
 
