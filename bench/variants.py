@@ -228,6 +228,17 @@ def _both(first: Patch, second: Patch) -> Patch:
     return patch
 
 
+def _evidence(floor: float) -> Patch:
+    """Epsilon-greedy 0.05 that decays with the candidates' evidence (``by_evidence``)."""
+
+    def patch(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
+        from nextbest.catalog.model import EpsilonGreedy
+
+        return _explore(catalog, EpsilonGreedy(epsilon=0.05, by_evidence=True, floor=floor))
+
+    return patch
+
+
 def _greedy(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
     from nextbest.catalog.model import Greedy
 
@@ -334,6 +345,15 @@ VARIANTS: dict[str, Patch] = {
     "conv_joint_a2": _intent_strength(2.0),
     # ... and that without exploration
     "conv_joint_a2_greedy": _both(_intent_strength(2.0), _greedy),
+    # BENCHMARKS.md, "The cold start" (issue #14): with ``--reference
+    # bench/results/zoo_1207_seeds123`` and ``--out bench/results/variants/runs_cold.jsonl``
+    # (``shared`` there: the stored zoo's nextbest runs, the engine as committed):
+    # ``greedy`` explores nothing (the most cutting exploration can buy) ...
+    "greedy": _greedy,
+    # ... ``evidence_eps``: epsilon 0.05 scaled by the candidates' levels' variance share
+    # (``EpsilonGreedy.by_evidence``, floor 0.2; needs ``bench/results/variants/
+    # evidence_eps.patch`` applied, ``WITH_PATCH``; not kept)
+    "evidence_eps": _evidence(0.2),
 }
 
 
@@ -342,6 +362,7 @@ VARIANTS: dict[str, Patch] = {
 WITH_PATCH = {
     "curse_": ("bench/results/variants/winners_curse.patch", "calibration_strength"),
     "diag_": ("bench/results/variants/per_coordinate.patch", "weight_precision"),
+    "evidence_": ("bench/results/variants/evidence_eps.patch", "by_evidence"),
 }
 #: variants that need the conversion model of a patch: by prefix, the patch and a name it
 #: adds to ``nextbest.learn.conversion``
@@ -352,11 +373,13 @@ WITH_CONVERSION_PATCH = {
 
 def _needs(variant: str) -> str | None:
     """The patch ``variant`` needs and this code lacks (``WITH_PATCH``), or None."""
+    from nextbest.catalog.model import EpsilonGreedy
     from nextbest.learn import conversion
     from nextbest.learn.contextual import ContextualConfig
 
     for prefix, (patch, field) in WITH_PATCH.items():
-        if variant.startswith(prefix) and field not in ContextualConfig.__struct_fields__:
+        owner = EpsilonGreedy if field == "by_evidence" else ContextualConfig
+        if variant.startswith(prefix) and field not in owner.__struct_fields__:
             return patch
     for prefix, (patch, name) in WITH_CONVERSION_PATCH.items():
         if variant.startswith(prefix) and not hasattr(conversion, name):
@@ -417,7 +440,9 @@ def run(args: argparse.Namespace) -> None:
             orc = ref["oracle"]
             print(
                 f"[{time.strftime('%H:%M:%S')}] {args.variant} {world} s{seed}: "
-                f"expected {m.expected_clicks / orc['expected_clicks']:.3f}, "
+                f"expected {m.expected_clicks / orc['expected_clicks']:.3f} "
+                f"(greedy_recent "
+                f"{ref['greedy_recent']['expected_clicks'] / orc['expected_clicks']:.3f}), "
                 f"clicks {m.clicks / orc['clicks']:.3f}, "
                 f"expected conversions {m.expected_conversions:.2f} (greedy_recent "
                 f"{ref['greedy_recent']['expected_conversions']:.2f}, oracle "
