@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -139,7 +140,7 @@ def _run(
     return {"expected_clicks": m.expected_clicks, "clicks": m.clicks, "days": days}, state
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--worlds", default="hidden_needs,generic_service")
     ap.add_argument("--seed", type=int, default=1)
@@ -149,8 +150,10 @@ def main() -> int:
     )
     ap.add_argument("--customers", type=int, default=2000)
     ap.add_argument("--days", type=int, default=30)
-    args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    ap.add_argument("--out", default=str(OUT), help="the folder the results go to")
+    args = ap.parse_args(argv)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     runs = args.runs.split(",")
     for world in args.worlds.split(","):
         out: dict[str, Any] = {
@@ -170,7 +173,7 @@ def main() -> int:
                 assert source is not None
                 warm = _part(source, name.removeprefix("warm_"))
             out["runs"][name], _ = _run(name, world, args.seed, args, warm)
-            path = OUT / f"{world}-s{args.seed}.json"
+            path = out_dir / f"{world}-s{args.seed}.json"
             path.write_text(json.dumps(out, indent=1))
     return 0
 

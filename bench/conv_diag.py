@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import defaultdict
@@ -231,7 +230,7 @@ def _by_level(rows: list[tuple[str, int, float, float]]) -> list[list[float]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--world", default="shelf")
     ap.add_argument("--seed", type=int, default=1)
@@ -239,7 +238,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--policies", default="greedy_recent,nextbest,oracle")
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     lives = world_named(a.world)
     catalog = world_catalog(lives, str(ROOT / "examples" / "bank"), DEFAULT_START)
     model = world_response(lives)
@@ -278,7 +277,6 @@ def main() -> None:
         )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
-    _ = math
 
 
 if __name__ == "__main__":

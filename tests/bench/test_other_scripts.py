@@ -114,3 +114,24 @@ def test_fold_banking_compares_with_a_baseline(bench: Callable[[str], ModuleType
     table = capsys.readouterr().out
     assert "| balance |" in table
     assert "| fee |" in table
+
+
+def test_conv_diag_files_impressions_by_what_the_engine_sees(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    out = tmp_path / "diag.json"
+    args = ["--world", "shelf", "--customers", "40", "--days", "2"]
+    bench("conv_diag").main([*args, "--policies", "greedy_recent,nextbest", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["policies"]) == {"greedy_recent", "nextbest"}
+    assert data["policies"]["nextbest"]["expected_clicks"] > 0
+
+
+def test_cold_start_logs_each_run_by_day(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    args = ["--worlds", "hidden_needs", "--customers", "40", "--days", "2"]
+    args += ["--runs", "prior,nextbest,warm_levels", "--out", str(tmp_path)]
+    assert bench("cold_start").main(args) == 0
+    data = json.loads((tmp_path / "hidden_needs-s1.json").read_text())
+    assert set(data["runs"]) == {"prior", "nextbest", "warm_levels"}
