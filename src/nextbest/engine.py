@@ -530,10 +530,14 @@ class Engine:
         against the live identity map and profiles). Under the write lock: nothing folds
         meanwhile, so the device links read without the state lock stay as read."""
         if not needs_identity(parsed):
-            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile, False)
+            check_rights(
+                sender, parsed, prefix, self._book, self.catalog.spec.profile, identity=False
+            )
             return
         with self._lock:
-            check_rights(sender, parsed, prefix, self._book, self.catalog.spec.profile, True)
+            check_rights(
+                sender, parsed, prefix, self._book, self.catalog.spec.profile, identity=True
+            )
 
     def _commit(self, plans: Sequence[Plan], senders: Sequence[Sender] = ()) -> list[IngestResult]:
         """Write (quarantine, then events) and fold: called under the write lock. ``senders``:
