@@ -52,7 +52,7 @@ from nextbest.audit.model import Actor, AuditAction, AuditRecord, actor_of, cons
 from nextbest.callbacks import CallbackDesk
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, ClockKind, EventClock, SystemClock
-from nextbest.decide.feedback import FEEDBACK_EVENTS, any_feedback
+from nextbest.decide.feedback import FEEDBACK_EVENTS
 from nextbest.decide.model import Chooser, Decision, DecisionRequest
 from nextbest.decide.pipeline import decide as run_pipeline
 from nextbest.decision_journal import DecisionJournal
@@ -76,7 +76,6 @@ from nextbest.grouped_audit import GroupedAuditLog
 from nextbest.guard.alert import FRAUD_CHANNEL, Alerted, DueAlert, alert_key, due_alert
 from nextbest.guard.devices import check_devices, needs_devices
 from nextbest.guard.senders import (
-    KeyKind,
     Sender,
     check_decider,
     check_decision_time,
@@ -136,10 +135,6 @@ IN_PROCESS = Actor(kind="engine")
 #: looked up once (each ``EventType.X`` read is a metaclass hook call in Python 3.11)
 _IDENTIFY, _ALIAS, _TRACK = EventType.IDENTIFY, EventType.ALIAS, EventType.TRACK
 _CONSENT_UPDATED = str(EventName.CONSENT_UPDATED)
-
-
-#: each kind of key's name (``Plan.sender``), without ``Enum.value``'s Python-level property
-_KEY_KINDS = {kind: kind.value for kind in KeyKind}
 
 
 def _may_change_consent(event: Event) -> bool:
@@ -430,7 +425,7 @@ class Engine:
                     out[i] = exc
                     continue
                 where.append(i)
-                plans.append(new_plan(kept, joined, _KEY_KINDS[sender.kind]))
+                plans.append(new_plan(kept, joined, str(sender.kind)))  # the StrEnum's text
                 senders.append(sender)
             try:
                 results: list[IngestResult | NextbestError] = list(self._commit(plans, senders))
@@ -591,14 +586,12 @@ class Engine:
 
     def _join_feedback(self, parsed: Parsed, prefix: str) -> tuple[Parsed, dict[int, Decision]]:
         """``ingestion.join_feedback`` against this engine's decisions and identity map."""
-        if not any_feedback(parsed.events):
-            return parsed, {}
+        return join_feedback(parsed, prefix, self.decision, self._same_customer)
 
-        def same_customer(customer: str, event: Event) -> bool:
-            with self._lock:
-                return self._book.same_customer(customer, event)
-
-        return join_feedback(parsed, prefix, self.decision, same_customer)
+    def _same_customer(self, customer: str, event: Event) -> bool:
+        """``event`` comes from ``customer`` (by the live identity map)."""
+        with self._lock:
+            return self._book.same_customer(customer, event)
 
     # ---------------------------------------------------------------- quarantine
     def quarantined(self, after: int = 0, limit: int | None = None) -> list[HeldMessage]:

@@ -73,9 +73,6 @@ _TRACK, _PAGE = EventType.TRACK, EventType.PAGE
 #: 3.11 each ``EventType.X`` read goes through the enum metaclass's ``__getattr__`` hook
 _IDENTIFY, _SCREEN = EventType.IDENTIFY, EventType.SCREEN
 _VIEWS = (_PAGE, _SCREEN, _TRACK)
-#: each kind's value as a plain string (``RecentEvent.type``), without ``Enum.value``'s
-#: Python-level property
-_KIND_VALUE = {kind: kind.value for kind in EventType}
 _OPENED = str(EventName.PRODUCT_OPENED)
 _CLOSED = str(EventName.PRODUCT_CLOSED)
 _CONSENT = str(EventName.CONSENT_UPDATED)
@@ -431,7 +428,7 @@ def fold(profile: Profile, event: Event, matcher: TopicMatcher, cfg: FoldConfig)
         watches = cfg.kpi_events.get(event.name)
         if watches:
             record_kpi(profile, event, watches)
-    profile.recent.append(RecentEvent(when, _KIND_VALUE[kind], event.name, topics))
+    profile.recent.append(RecentEvent(when, str(kind), event.name, topics))
     if len(profile.recent) > cfg.recent_size:
         del profile.recent[0]
     if cfg.watch is not None:
