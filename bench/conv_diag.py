@@ -32,8 +32,7 @@ from nextbest.learn.conversion import intent_level
 from nextbest.learn.features import customer_features
 from nextbest.profile.windows import count_in_days
 from nextbest.sim.generate import DEFAULT_START
-from nextbest.sim.loop import SiteLoop, _open_need
-from nextbest.sim.money import INSIGHT_KPIS
+from nextbest.sim.loop import SiteLoop
 from nextbest.sim.policies import RECENT_DAYS, make_policy, service_tier
 from nextbest.sim.worlds import world_catalog, world_named, world_response
 
@@ -78,24 +77,13 @@ class DiagLoop(SiteLoop):
     def _true(
         self, i: int, d: int, offer_id: str, position: int, before: int
     ) -> tuple[float, float]:
-        sim, model = self.sims[i], self.model
-        offer = self.catalog.offers[offer_id]
-        needs = sim.strengths(d)
+        """True P(click) and expected conversions after a click (``SiteLoop.true_odds``)."""
+        sim = self.sims[i]
         age = sim.c.age_on(sim.start + timedelta(days=d))
-        p = model.p_click(
-            offer_topic=offer.topic,
-            offer_kind=offer.kind.value,
-            position=position,
-            needs=needs,
-            impressions_before=before,
-            overdrawn=sim.overdrawn,
-            age=age,
-            offer=offer_id,
+        p, converted, convertible = self.true_odds(
+            sim, d, offer_id, position, before, sim.strengths(d), age
         )
-        q = model.p_convert_after_click(offer_topic=offer.topic, needs=needs)
-        insight = sim.money is not None and offer_id in INSIGHT_KPIS
-        conv = p * q if not insight and _open_need(sim, offer.topic) is not None else 0.0
-        return p, conv
+        return p, converted if convertible else 0.0
 
     def _respond(self, i: int, d: int, ts: float, page: dict[str, Any], decision: Decision) -> None:
         chosen = [item.offer_id for item in decision.items]

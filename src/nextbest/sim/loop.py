@@ -284,6 +284,42 @@ class SiteLoop:
             if customer not in first or seen < first[customer]:
                 first[customer] = seen
 
+    def true_odds(
+        self,
+        sim: CustomerSim,
+        d: int,
+        offer_id: str,
+        position: int,
+        before: int,
+        needs: dict[str, float],
+        age: int,
+    ) -> tuple[float, float, bool]:
+        """The world's true odds of showing ``offer_id`` at ``position`` on day ``d`` to a
+        customer with these ``needs`` and ``age`` who saw it ``before`` times: P(click),
+        P(click) x P(conversion | click), and whether a click can convert (not a service
+        insight, and an open need for the offer's product, as the draws ask). What the
+        expected figures sum; takes no draw."""
+        offer = self.catalog.offers[offer_id]
+        insight = sim.money is not None and offer_id in INSIGHT_KPIS
+        if sim.money is not None and insight:
+            p_click = sim.money.p_click(offer_id, d)
+        else:
+            p_click = self.model.p_click(
+                offer_topic=offer.topic,
+                offer_kind=offer.kind.value,
+                position=position,
+                needs=needs,
+                impressions_before=before,
+                overdrawn=sim.overdrawn,
+                age=age,
+                offer=offer_id,
+            )
+        p_converted = p_click * self.model.p_convert_after_click(
+            offer_topic=offer.topic, needs=needs
+        )
+        convertible = not insight and _open_need(sim, offer.topic) is not None
+        return p_click, p_converted, convertible
+
     def arm_key(self, user_id: str) -> str:
         """What the engine hashes this customer's arms on (see ``_first_key``)."""
         found = self._first_key.get(user_id)
@@ -425,27 +461,13 @@ class SiteLoop:
             before = shown[offer_id]
             shown[offer_id] += 1
             insight = sim.money is not None and offer_id in INSIGHT_KPIS
-            p_click = (
-                sim.money.p_click(offer_id, d)
-                if sim.money is not None and insight
-                else model.p_click(
-                    offer_topic=offer.topic,
-                    offer_kind=offer.kind.value,
-                    position=position,
-                    needs=needs,
-                    impressions_before=before,
-                    overdrawn=sim.overdrawn,
-                    age=age,
-                    offer=offer_id,
-                )
-            )
             # the expected figures: what the draws below realise, without their noise
-            p_converted = p_click * model.p_convert_after_click(
-                offer_topic=offer.topic, needs=needs
+            p_click, p_converted, convertible = self.true_odds(
+                sim, d, offer_id, position, before, needs, age
             )
             self.metrics.expected_clicks += p_click
             self.metrics.expected_value += p_converted * offer.spec.value
-            if not insight and _open_need(sim, offer.topic) is not None:
+            if convertible:
                 self.metrics.expected_conversions += p_converted
             if not rng.random() < p_click:  # the one draw ResponseModel.click makes
                 continue
