@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import msgspec
 
@@ -104,11 +105,8 @@ def _config(**fields: Any) -> Patch:
         def init(self: Any, config: Any = None) -> None:
             old(self, config if config is not None else contextual.ContextualConfig(**fields))
 
-        contextual.ContextualLogistic.__init__ = init  # type: ignore[method-assign]
-        try:
+        with mock.patch.object(contextual.ContextualLogistic, "__init__", init):
             yield catalog
-        finally:
-            contextual.ContextualLogistic.__init__ = old  # type: ignore[method-assign]
 
     return patch
 
@@ -140,12 +138,8 @@ def _without_age(inner: Patch) -> Patch:
         def without(*a: Any, **kw: Any) -> Any:
             return {k: v for k, v in old(*a, **kw).items() if not k.startswith("age:")}
 
-        learner.customer_features = without  # type: ignore[assignment]
-        try:
-            with inner(catalog) as patched:
-                yield patched
-        finally:
-            learner.customer_features = old  # type: ignore[assignment]
+        with mock.patch.object(learner, "customer_features", without), inner(catalog) as patched:
+            yield patched
 
     return patch
 
@@ -186,16 +180,11 @@ def _factors(fixed: tuple[float, ...]) -> Patch:
     def patch(catalog: Catalog) -> Iterator[Catalog]:
         from nextbest.learn import conversion
 
-        old = conversion.ConversionModel.factors
-
         def factors(self: Any, offers: Any) -> list[float]:
             return list(fixed)
 
-        conversion.ConversionModel.factors = factors  # type: ignore[method-assign]
-        try:
+        with mock.patch.object(conversion.ConversionModel, "factors", factors):
             yield catalog
-        finally:
-            conversion.ConversionModel.factors = old  # type: ignore[method-assign]
 
     return patch
 
@@ -207,12 +196,8 @@ def _intent_strength(a: float) -> Patch:
     def patch(catalog: Catalog) -> Iterator[Catalog]:
         from nextbest.learn import conversion
 
-        old = conversion.INTENT_STRENGTH
-        conversion.INTENT_STRENGTH = a
-        try:
+        with mock.patch.object(conversion, "INTENT_STRENGTH", a):
             yield catalog
-        finally:
-            conversion.INTENT_STRENGTH = old
 
     return patch
 
