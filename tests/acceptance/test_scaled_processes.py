@@ -73,6 +73,7 @@ class Worker:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()  # never left running past a failed test
         raise AssertionError(f"{self.role} not ready: {self.log.read_text()[-2000:]}")
 
     def kill(self) -> None:
