@@ -4,17 +4,16 @@ less often.
 
 CPython collects its youngest generation every 700 net allocations of container objects,
 and every collection runs with the GIL held, stopping the event loop and the group-commit
-thread alike. A server allocates some 9 such objects a single-event ``POST /v1/track``
-that outlive the moment (uvicorn's and asyncio's per-request objects with reference
-cycles, the profiles' new entries), so at 9,000 requests a second it collected its young
-objects some 115 times a second, its middle generation 11 times and everything not frozen
-about once a second, a 28 ms pause each (``BENCHMARKS.md``, issue #15, 2026-12-07 10:42).
-Collected every ``YOUNG`` allocations instead, the youngest generation holds little more
-live data when it is collected (what is alive then is mostly the requests in flight), so a
-collection costs about the same and comes 70 times less often; the older generations keep
-CPython's ratios (each collected after 10 collections of the one below), so they too come
-70 times less often. Cyclic garbage waits longer to be freed: at most ``YOUNG`` objects'
-worth, a few megabytes.
+thread alike. A server serving single-event ``POST /v1/track`` keeps some 9 such objects a
+request until a collection finds them (data that stays, or garbage in reference cycles):
+at 9,000 requests a second it collected its young objects some 115 times a second, its
+middle generation 11 times, and everything not frozen about once a second, 28 ms each;
+4.4 % of its time in all, and its p99 latency (``BENCHMARKS.md``, "Single-event track: the
+garbage collector's pauses"). Collected every ``YOUNG`` allocations instead, a young
+collection walks more (7-10 ms) but comes 70 times less often, and so do the older
+generations, which keep CPython's ratios (each collected after 10 collections of the one
+below): 21-32 ms of collecting in 8 s instead of 352. Cyclic garbage waits longer to be
+freed: at most ``YOUNG`` objects' worth, a few megabytes.
 """
 
 from __future__ import annotations
