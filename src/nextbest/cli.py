@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import gc
 import io
 import sys
 import time
@@ -235,6 +234,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
         build_fold_worker,
         build_partitioned_fold,
     )
+    from nextbest.heap import settle_for_serving
 
     try:
         if role is Role.API:
@@ -272,8 +272,8 @@ def _serve_role(role: Role, settings: Settings) -> None:
     # what was built at start (modules, catalog, model, connections) lives as long as the
     # worker: out of the cyclic collector's reach, a full collection walks only what came
     # after instead of pausing every thread for the whole heap (the single fold worker's
-    # engine froze its profiles too, ``freeze_gc``)
-    gc.freeze()
+    # engine froze its profiles too, ``freeze_gc``); young objects collected less often
+    settle_for_serving()
     _console("err").print(
         f"nextbest: {what}; store {without_password(settings.data)}, profiles "
         f"{without_password(settings.profiles)}, bus {without_password(settings.bus)}; "

@@ -36,7 +36,6 @@ and a caller with a server key may say when a decision is taken (``decide(now=..
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import threading
@@ -81,6 +80,7 @@ from nextbest.guard.senders import (
     check_decision_time,
     check_senders,
 )
+from nextbest.heap import settle_for_serving
 from nextbest.ingestion import (
     IngestRequest,
     IngestResult,
@@ -252,7 +252,8 @@ class Engine:
         """Built by ``nextbest.bootstrap.build_engine``, which chooses the stores.
 
         ``freeze_gc``: after restoring, move everything loaded out of the cyclic
-        collector's reach (``gc.freeze``), as a long-running server wants; process-wide."""
+        collector's reach (``gc.freeze``) and collect young objects less often
+        (``heap.settle_for_serving``), as a long-running server wants; process-wide."""
         self.catalog = catalog
         self.event_log = stores.events
         self.decision_log = stores.decisions
@@ -1254,7 +1255,7 @@ class Engine:
             # the latest of them, is where the watermark was
             self._event_clock.observe(learner.now)
         if self._freeze_gc:  # what was just loaded lives as long as the process
-            gc.freeze()
+            settle_for_serving()
 
     def close(self) -> None:
         """Commit queued requests, flush decisions, write a snapshot and close the stores; a
