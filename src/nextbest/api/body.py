@@ -38,20 +38,14 @@ async def read_body(
     the client disconnects first."""
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"{what} of {length} bytes is over the {limit}-byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"{what} is over the {limit}-byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise PayloadTooLarge(f"{what} is over the {limit}-byte limit")
+    if message.get("more_body", False):  # the rest of a body sent in pieces
+        body = await _rest(receive, body, limit, what)
     if encoding is None:
         return body
     encoding = encoding.lower().strip()
@@ -67,6 +61,23 @@ async def read_body(
     if len(out) > limit or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"uncompressed {what} is over the {limit}-byte limit")
     return out
+
+
+async def _rest(receive: Receive, first: bytes, limit: int, what: str) -> bytes:
+    """A body's pieces after its ``first``, joined with it (the same checks)."""
+    chunks = [first]
+    size = len(first)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"{what} is over the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def check_media_type(content_type: str | None) -> None:

@@ -23,7 +23,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,14 +100,19 @@ class Observed:
         self.metrics = metrics
         self.lean = dict(lean or {})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The ASGI app: the awaitable that serves the request (a coroutine of its own only
+        for the requests of the app behind, so a lean request's coroutine is one level
+        shallower, a few tenths of a microsecond a request)."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         found = self.lean_route(scope)
         if found is not None:
-            await self.serve_lean(scope, receive, send, *found)
-            return
+            return self.serve_lean(scope, receive, send, *found)
+        return self._observe(scope, receive, send)
+
+    async def _observe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a request of the app behind, timed, counted and logged."""
         method = scope["method"]
         started = time.perf_counter()
         rid = sane_request_id(_incoming_id(scope))
@@ -162,13 +167,15 @@ class Observed:
         """The request's metrics and access line."""
         seconds = time.perf_counter() - started
         self.metrics.request(template, method, status, seconds)
-        if not ACCESS.isEnabledFor(logging.INFO):
-            return
         if len(method) > 16:
             method = method[:16]
         kind = scope.get(KEY_KIND, "none")
+        # first the line straight to the log's writer (None when the access log is not
+        # plainly routed to one, or off: ``request_line`` asks the level itself)
         if request_line(time.time(), rid, method, template, status, seconds, kind) is not None:
-            return  # written straight to the log's writer, as the record would be
+            return
+        if not ACCESS.isEnabledFor(logging.INFO):
+            return
         fields = {
             "method": method,
             "route": template,

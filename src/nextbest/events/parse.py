@@ -255,6 +255,14 @@ def _plain(text: str, path: str) -> str:
     return text
 
 
+def _id_at(value: str | int | None, path: str, field: str, limits: Limits) -> str | None:
+    """``_id`` of the member ``field`` of ``path``, whose path is written out only for an
+    error: most ids are plain strings, checked here at once."""
+    if type(value) is str and 0 < len(value) <= limits.max_id_length and value.isprintable():
+        return value
+    return _id(value, path + field, limits)
+
+
 def _id(value: str | int | None, path: str, limits: Limits) -> str | None:
     if value is None:
         return None
@@ -333,12 +341,16 @@ def _traits(traits: dict[str, Any], path: str, limits: Limits) -> dict[str, Any]
     return traits
 
 
-def _object(value: dict[str, Any] | None, path: str, limits: Limits) -> dict[str, Any]:
+def _object(
+    value: dict[str, Any] | None, path: str, limits: Limits, field: str = ""
+) -> dict[str, Any]:
+    """``value`` (``{}`` for none) unless ``_problem`` finds something in it: a
+    ValidationError at ``path + field`` and where below."""
     if not value:
         return {}
     problem = _problem(value, limits)
     if problem is not None:
-        raise ValidationError(problem[0], path + problem[1])
+        raise ValidationError(problem[0], path + field + problem[1])
     return value
 
 
@@ -435,14 +447,14 @@ def _normalize(
     limits: Limits,
     event_time: bool = False,
 ) -> Event:
-    user_id = _id(msg.userId, f"{path}.userId", limits)
-    anonymous_id = _id(msg.anonymousId, f"{path}.anonymousId", limits)
+    user_id = _id_at(msg.userId, path, ".userId", limits)
+    anonymous_id = _id_at(msg.anonymousId, path, ".anonymousId", limits)
     if user_id is None and anonymous_id is None:
         raise ValidationError("userId or anonymousId is required", f"{path}.userId")
-    message_id = _id(msg.messageId, f"{path}.messageId", limits) or _auto_message_id(
+    message_id = _id_at(msg.messageId, path, ".messageId", limits) or _auto_message_id(
         msg, received_at
     )
-    context = _object(msg.context, f"{path}.context", limits)
+    context = _object(msg.context, path, limits, ".context")
     if shared_context:
         context = {**shared_context, **context}
     timestamp = _event_time(msg, path, received_at, batch_sent_at, limits, event_time)
@@ -451,8 +463,9 @@ def _normalize(
     if isinstance(msg, WireTrack):  # the most frequent: its fields named, not unpacked
         if not msg.event:
             raise ValidationError("event name must not be empty", f"{path}.event")
-        _plain(msg.event, f"{path}.event")
-        props = _object(msg.properties, f"{path}.properties", limits)
+        if not msg.event.isprintable():
+            _plain(msg.event, f"{path}.event")
+        props = _object(msg.properties, path, limits, ".properties")
         return Event(
             type=_TRACK,
             name=msg.event,
