@@ -38,7 +38,17 @@ class RateLimiter:
     """Buckets of ``burst`` requests refilled at ``rate`` per second, one per name, at most
     ``cap`` of them (the least recently used forgotten first). ``rate`` 0: no limit."""
 
-    __slots__ = ("_half", "_interval", "_old", "_tolerance", "_young", "burst", "evicted", "rate")
+    __slots__ = (
+        "_half",
+        "_interval",
+        "_old",
+        "_tolerance",
+        "_young",
+        "burst",
+        "enabled",
+        "evicted",
+        "rate",
+    )
 
     def __init__(self, rate: float, burst: int, cap: int) -> None:
         if rate < 0 or burst < 1 or cap < 2:
@@ -47,16 +57,14 @@ class RateLimiter:
         self.burst = burst
         self._interval = 1.0 / rate if rate else 0.0
         self._tolerance = self._interval * burst
+        #: whether it limits at all (an attribute, not a property: read every request)
+        self.enabled = self._interval > 0.0
         self._half = cap // 2
         #: name -> theoretical arrival time, for names used lately, and before that
         self._young: dict[str, float] = {}
         self._old: dict[str, float] = {}
         #: buckets forgotten to keep the table within its cap
         self.evicted = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self._interval > 0.0
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
