@@ -209,10 +209,9 @@ class LineWriter(logging.Handler):
 #: an access line's pieces around its values, as ``orjson`` writes them
 _LINE_START = '{"time":"'
 _LINE_ID = f'","level":"info","logger":{orjson.dumps(ACCESS.name).decode()},"message":"request"'
-#: ``,"method":...,"route":...,"status":`` by (method, route); ``,"key_kind":...}`` by kind
-_HEADS: dict[tuple[str, str], str] = {}
-_TAILS: dict[str, str] = {}
-_CACHED = 256  # entries of each: routes and kinds are the server's, methods nearly so
+#: ``,"method":...,"route":...,"status":`` and ``,"key_kind":...}`` by (method, route, kind)
+_PARTS: dict[tuple[str, str, str], tuple[str, str]] = {}
+_CACHED = 256  # entries: routes and kinds are the server's, methods nearly so
 
 
 def request_line(
@@ -235,16 +234,15 @@ def request_line(
     writer = _plain_writer()
     if writer is None:
         return None
-    head = _HEADS.get((method, route))
-    if head is None:
-        head = f',"method":{_json(method)},"route":{_json(route)},"status":'
-        if len(_HEADS) < _CACHED:
-            _HEADS[(method, route)] = head
-    tail = _TAILS.get(key_kind)
-    if tail is None:
-        tail = f',"key_kind":{_json(key_kind)}}}'
-        if len(_TAILS) < _CACHED:
-            _TAILS[key_kind] = tail
+    parts = _PARTS.get((method, route, key_kind))
+    if parts is None:
+        parts = (
+            f',"method":{_json(method)},"route":{_json(route)},"status":',
+            f',"key_kind":{_json(key_kind)}}}',
+        )
+        if len(_PARTS) < _CACHED:
+            _PARTS[(method, route, key_kind)] = parts
+    head, tail = parts
     if rid is None:
         who = ""
     elif rid.isascii() and rid.isalnum():  # nothing to escape
