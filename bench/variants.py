@@ -330,6 +330,12 @@ VARIANTS: dict[str, Patch] = {
     "conv_joint_a2": _intent_strength(2.0),
     # ... and that without exploration
     "conv_joint_a2_greedy": _both(_intent_strength(2.0), _greedy),
+    # BENCHMARKS.md, "Conversions after the pension KPI fix" (issue #14; ``--reference
+    # bench/results/zoo_1207_ec``, ``--out bench/results/variants/runs_kpi.jsonl``): the
+    # engine with the example bank's pension offers measuring ``Application Started`` ...
+    "kpi_fix": _same,
+    # ... and ``conv_joint_a2`` on top of it (``conversion_joint.patch`` applied)
+    "conv_joint_kpi": _intent_strength(2.0),
     # BENCHMARKS.md, "The cold start" (issue #14): with ``--reference
     # bench/results/zoo_1207_seeds123`` and ``--out bench/results/variants/runs_cold.jsonl``
     # (``shared`` there: the stored zoo's nextbest runs, the engine as committed):

@@ -574,6 +574,31 @@ def test_a_kpi_event_after_a_click_converts_it_and_the_window_closing_does_not(
     assert learner.to_state() == resumed.to_state()
 
 
+def test_the_example_banks_pension_offers_convert_on_the_pension_application(
+    catalog: Catalog,
+) -> None:
+    """The pension offers measure what the bank's systems send after a pension sale (an
+    application for the pension topic's product), not the callback desk's request, which a
+    customer who applies online never makes: their clicks convert as the others' do."""
+    assert {catalog.offers[o].spec.kpi_event for o in ("pension_check", "pension_calculator")} == {
+        "Application Started"
+    }
+    assert catalog.matcher.topic_of_product("pension_plan") == "pension"
+    learner = Learner(catalog)
+    d1 = decision(catalog, "d1", offers=("pension_calculator", "savings_offer"), at=T0)
+    viewed(learner, d1, at=T0 + 1)
+    clicked(learner, d1, "pension_calculator", at=T0 + 2)
+    for wrong in (
+        kpi("Callback Requested", None, at=T0 + 600),  # not the offer's KPI
+        kpi("Application Started", "mortgage", at=T0 + 900),  # another topic's product
+    ):
+        learner.observe_outcome(wrong, "u1", same_as_u1)
+    assert learner.conversions.counts() == {}
+    sale = kpi("Application Started", "pension_plan", at=T0 + 3600)
+    learner.observe_outcome(sale, "u1", same_as_u1)
+    assert learner.conversions.counts() == {"pension_calculator": (1.0, 1.0)}
+
+
 def test_learned_conversion_rates_change_the_expected_value_ranked_by(catalog: Catalog) -> None:
     learner = Learner(catalog)
     rates, savings = catalog.offers["mortgage_rates"], catalog.offers["savings_offer"]
