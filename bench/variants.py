@@ -334,8 +334,12 @@ VARIANTS: dict[str, Patch] = {
     # bench/results/zoo_1207_ec``, ``--out bench/results/variants/runs_kpi.jsonl``): the
     # engine with the example bank's pension offers measuring ``Application Started`` ...
     "kpi_fix": _same,
-    # ... and ``conv_joint_a2`` on top of it (``conversion_joint.patch`` applied)
+    # ... and ``conv_joint_a2`` on top of it (``conversion_joint.patch`` applied) ...
     "conv_joint_kpi": _intent_strength(2.0),
+    # ... and that with each offer's own rate per intent level, the joint fit's prediction
+    # its prior worth ``conversion_strength`` clicks (``conversion_cell.patch`` applied,
+    # which holds the joint fit too)
+    "conv_cell_kpi": _same,
     # BENCHMARKS.md, "The cold start" (issue #14): with ``--reference
     # bench/results/zoo_1207_seeds123`` and ``--out bench/results/variants/runs_cold.jsonl``
     # (``shared`` there: the stored zoo's nextbest runs, the engine as committed):
@@ -358,7 +362,8 @@ WITH_PATCH = {
 #: variants that need the conversion model of a patch: by prefix, the patch and a name it
 #: adds to ``nextbest.learn.conversion``
 WITH_CONVERSION_PATCH = {
-    "conv_joint": ("bench/results/variants/conversion_joint.patch", "JOINT_ROUNDS")
+    "conv_joint": ("bench/results/variants/conversion_joint.patch", "JOINT_ROUNDS"),
+    "conv_cell": ("bench/results/variants/conversion_cell.patch", "shrunk"),
 }
 
 
