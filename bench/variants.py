@@ -337,8 +337,9 @@ VARIANTS: dict[str, Patch] = {
     # ... and ``conv_joint_a2`` on top of it (``conversion_joint.patch`` applied) ...
     "conv_joint_kpi": _intent_strength(2.0),
     # ... and that with each offer's own rate per intent level, the joint fit's prediction
-    # its prior worth ``conversion_strength`` clicks (``conversion_cell.patch`` applied,
-    # which holds the joint fit too)
+    # its prior worth ``conversion_strength`` clicks (``conversion_cell.patch``, which holds
+    # the joint fit too: kept, so it is the engine as committed since and ``conv_joint_kpi``
+    # no longer rebuilds from this code)
     "conv_cell_kpi": _same,
     # BENCHMARKS.md, "The cold start" (issue #14): with ``--reference
     # bench/results/zoo_1207_seeds123`` and ``--out bench/results/variants/runs_cold.jsonl``
