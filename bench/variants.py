@@ -330,6 +330,17 @@ VARIANTS: dict[str, Patch] = {
     "conv_joint_a2": _intent_strength(2.0),
     # ... and that without exploration
     "conv_joint_a2_greedy": _both(_intent_strength(2.0), _greedy),
+    # BENCHMARKS.md, "Conversions after the pension KPI fix" (issue #14; ``--reference
+    # bench/results/zoo_1207_ec``, ``--out bench/results/variants/runs_kpi.jsonl``): the
+    # engine with the example bank's pension offers measuring ``Application Started`` ...
+    "kpi_fix": _same,
+    # ... and ``conv_joint_a2`` on top of it (``conversion_joint.patch`` applied) ...
+    "conv_joint_kpi": _intent_strength(2.0),
+    # ... and that with each offer's own rate per intent level, the joint fit's prediction
+    # its prior worth ``conversion_strength`` clicks (``conversion_cell.patch``, which holds
+    # the joint fit too: kept, so it is the engine as committed since and ``conv_joint_kpi``
+    # no longer rebuilds from this code)
+    "conv_cell_kpi": _same,
     # BENCHMARKS.md, "The cold start" (issue #14): with ``--reference
     # bench/results/zoo_1207_seeds123`` and ``--out bench/results/variants/runs_cold.jsonl``
     # (``shared`` there: the stored zoo's nextbest runs, the engine as committed):
@@ -352,7 +363,8 @@ WITH_PATCH = {
 #: variants that need the conversion model of a patch: by prefix, the patch and a name it
 #: adds to ``nextbest.learn.conversion``
 WITH_CONVERSION_PATCH = {
-    "conv_joint": ("bench/results/variants/conversion_joint.patch", "JOINT_ROUNDS")
+    "conv_joint": ("bench/results/variants/conversion_joint.patch", "JOINT_ROUNDS"),
+    "conv_cell": ("bench/results/variants/conversion_cell.patch", "shrunk"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,3 +280,59 @@ def test_languages_are_the_iso_639_1_codes() -> None:
     assert language_problem("se") is None  # Northern Sami: a language, not Sweden
     assert "did you mean 'sv'" not in (language_problem("se") or "")
     assert language_problem(7) == "7 is no language code: write an ISO 639-1 code such as da or en"
+
+
+# ------------------------------------------------------------------ KPIs only the desk sends
+
+
+def pension_offer(kpi_event: str, topic: str | None = "pension") -> dict[str, Any]:
+    offer: dict[str, Any] = {
+        "id": "pension_check",
+        "name": "Pension check-up",
+        "kind": "commercial",
+        "kpi_event": kpi_event,
+        "content": {"web": {"title": "Is your pension on track?"}},
+    }
+    if topic is not None:
+        offer["topic"] = topic
+    return offer
+
+
+@pytest.mark.parametrize(
+    ("kpi_event", "topic", "experts", "about"),
+    [
+        ("Callback Requested", "pension", {"mortgage": 5}, "on 'pension'"),
+        ("Callback Completed", "pension", {}, "on 'pension'"),
+        ("Callback Requested", None, {}, "at all"),
+    ],
+)
+def test_a_kpi_only_the_callback_desk_sends_without_an_advisor_for_it_is_a_warning(
+    kpi_event: str, topic: str | None, experts: dict[str, int], about: str
+) -> None:
+    """The desk refuses a callback on a topic no advisor is expert in: an offer measured by
+    the desk's events there never converts, which the conversion model would learn."""
+    advisors = [advisor("anna", experts)] if experts else []
+    catalog = bank(advisors, offers=[pension_offer(kpi_event, topic)])
+    kpi_warnings = [w for w in catalog.warnings if w.path.endswith(".kpi_event")]
+    assert [(w.path, w.severity) for w in kpi_warnings] == [
+        ("$.offers[0].kpi_event", Severity.WARNING)
+    ]
+    assert kpi_warnings[0].reason.startswith(
+        f"{kpi_event!r} is sent only by the callback desk, and no advisor takes callbacks {about}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kpi_event", "topic", "experts"),
+    [
+        ("Callback Requested", "pension", {"pension": 4}),  # the desk takes them
+        ("Callback Requested", None, {"mortgage": 5}),  # some topic's callbacks
+        ("Application Started", "pension", {}),  # the bank's own systems send it
+    ],
+)
+def test_a_kpi_the_desk_can_send_or_the_bank_sends_is_no_warning(
+    kpi_event: str, topic: str | None, experts: dict[str, int]
+) -> None:
+    advisors = [advisor("anna", experts)] if experts else []
+    catalog = bank(advisors, offers=[pension_offer(kpi_event, topic)])
+    assert [w for w in catalog.warnings if w.path.endswith(".kpi_event")] == []

@@ -118,13 +118,13 @@ def test_url_patterns_that_can_match_nothing_are_warnings(tmp_path: Path) -> Non
     ("file", "old", "field"),
     [
         ("campaigns.yaml", "event: Callback Requested", "$.campaigns[2].kpi.event"),
-        ("offers.yaml", "kpi_event: Callback Requested", "$.offers[4].kpi_event"),
+        ("offers.yaml", "kpi_event: Application Started", "$.offers[2].kpi_event"),
     ],
 )
 def test_a_kpi_naming_no_known_event_is_a_warning(
     tmp_path: Path, file: str, old: str, field: str
 ) -> None:
-    new = old.replace("Callback Requested", "Aplication Started")
+    new = old.split(": ")[0] + ": Aplication Started"
     folder = edited_bank(tmp_path, file, old, new)
     code, out = run_check(folder)
     assert code == 0

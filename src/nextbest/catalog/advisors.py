@@ -13,17 +13,31 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import date, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from nextbest.advisors.model import (
+    NOT_CONNECTED_EVENT,
+    PASSED_ON_EVENT,
+    SCHEDULED_EVENT,
+    TRANSITION_EVENTS,
+)
 from nextbest.catalog.compiled import CompiledAdvisor
 from nextbest.catalog.hours import Span, parse_day
 from nextbest.catalog.languages import language_problem
-from nextbest.catalog.model import AdvisorSpec, CallbackPolicy, PlacementKind, PlacementSpec
+from nextbest.catalog.model import (
+    AdvisorSpec,
+    CallbackPolicy,
+    OfferSpec,
+    PlacementKind,
+    PlacementSpec,
+)
 from nextbest.catalog.source_map import SourceMap
 from nextbest.errors import CatalogProblem
 from nextbest.rules.typecheck import did_you_mean
 
 __all__ = [
+    "DESK_EVENTS",
     "advisor_placement_problems",
     "advisor_warnings",
+    "callback_kpi_warnings",
     "compile_advisors",
     "parse_zone",
 ]
@@ -174,4 +188,38 @@ def advisor_warnings(
                     "slots (write weekly: {mon: [09:00-17:00], ...})",
                 )
             )
+    return found
+
+
+#: the events only the callback desk sends (a callback's steps)
+DESK_EVENTS = frozenset(
+    {*TRANSITION_EVENTS.values(), SCHEDULED_EVENT, PASSED_ON_EVENT, NOT_CONNECTED_EVENT}
+)
+
+
+def callback_kpi_warnings(
+    offers: Sequence[tuple[str, OfferSpec]],
+    advisors: Sequence[tuple[str, AdvisorSpec]],
+) -> list[tuple[str, str]]:
+    """An offer whose ``kpi_event`` only the callback desk sends, about a topic no advisor
+    takes callbacks on: the desk refuses such a callback, so none of its clicks can ever
+    convert (the conversion model learns that the offer never does)."""
+    experts = {e.topic for _, a in advisors for e in a.expertise}
+    found: list[tuple[str, str]] = []
+    for path, offer in offers:
+        kpi = offer.kpi_event
+        if kpi not in DESK_EVENTS or (offer.topic is None and experts):
+            continue
+        if offer.topic is not None and offer.topic in experts:
+            continue
+        about = f"on {offer.topic!r}" if offer.topic is not None else "at all"
+        found.append(
+            (
+                f"{path}.kpi_event",
+                f"{kpi!r} is sent only by the callback desk, and no advisor takes callbacks "
+                f"{about} (the advisors section): no click on it will ever count as "
+                "converted; measure what the bank's systems send after it (an application, "
+                "a product opened)",
+            )
+        )
     return found

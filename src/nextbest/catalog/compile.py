@@ -26,6 +26,7 @@ import msgspec
 from nextbest.catalog.advisors import (
     advisor_placement_problems,
     advisor_warnings,
+    callback_kpi_warnings,
     compile_advisors,
 )
 from nextbest.catalog.compiled import Catalog, CompiledKpi, CompiledOffer
@@ -652,6 +653,7 @@ def _warnings(
     live = [(p, o) for p, o in sections.offers if o.id in offers]
     found += schedule_warnings(sections.campaigns, live, windows, now)
     found += advisor_warnings(sections.placements, sections.advisors)
+    found += callback_kpi_warnings(sections.offers, sections.advisors)
     return [smap.warning(path, reason) for path, reason in found]
 
 

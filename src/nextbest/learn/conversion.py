@@ -17,16 +17,31 @@ the same as a curious click on a banner about something they never looked at, an
 cannot afford to rank a mortgage banner by the conversion rate of its researched clicks when
 it shows it to everyone. Each click is filed under the customer's intent when it was shown
 (``intent_level``: the decayed interest in the offer's topic, none, some, or at least the
-catalog's ``half_saturation``), and one factor per level, pooled over every offer, says how
-much more or less that level converts than the offers' own rates predict::
+catalog's ``half_saturation``), and one factor per level, pooled over every commercial
+offer, says how much more or less that level converts. The factors and each offer's
+**base** rate (its rate with its clicks' intent mix taken out) are fitted together, a few
+rounds of::
 
-    factor(level) = (conversions at level + a) / (sum of rate(o) over its clicks + a)
+    base(o)       = (prior x strength + conversions(o))
+                    / (strength + sum over its clicks of factor(level of the click))
+    factor(level) = (conversions at level + a) / (sum of base(o) over its clicks + a)
 
 with ``a = INTENT_STRENGTH`` expected conversions of prior weight: 1 (no difference) until
-conversions show one. ``predict(offer, level) = rate(offer) x factor(level)``. The factors
-are pooled because conversions are rare (tens a month on a placement), and the per-offer
-rate already carries what is particular to an offer. Pure and deterministic: the same
-events in the same order give the same counts.
+conversions show one. The pooled prediction ``base(offer) x factor(level)`` is then the
+prior, worth ``strength`` clicks like the catalog's, of each offer's own rate at that level:
+``predict(offer, level) = (conversions(o, level) + strength x base(o) x factor(level)) /
+(clicks(o, level) + strength)`` (partial pooling: an offer with hundreds of clicks at a
+level speaks for itself there, a thin one borrows the other offers' difference). Fitted
+together, a factor reads the difference between levels *within* offers: a mortgage banner
+whose researched clicks convert and curious ones do not gets a low prediction for a
+customer who never looked at mortgages, while an offer clicked only without research (a
+need the site has no pages for) keeps its own rate for such clicks, instead of both getting
+the marginal rate times one pooled factor (issue #14, "conversions per click": the marginal
+rate of a valuable offer is its researched clicks' rate, which made its curious clicks look
+as good). Service messages stay out of the factors and are predicted by their own rate: their
+KPI follows the customer's state (an overdraft ends), not research. The factors are pooled
+because conversions are rare (tens a month on a placement). Pure and deterministic: the same
+events in the same order give the same counts and the same fit.
 """
 
 from __future__ import annotations
@@ -36,22 +51,28 @@ from collections.abc import Mapping
 import msgspec
 
 from nextbest.catalog.compiled import CompiledOffer
+from nextbest.catalog.model import OfferKind
 
 __all__ = [
     "INTENT_LEVELS",
     "INTENT_STRENGTH",
+    "JOINT_ROUNDS",
     "NO_INTENT",
     "ConversionModel",
     "PendingConversion",
     "intent_level",
+    "shrunk",
 ]
 
 #: levels of intent: no interest in the offer's topic, some, at least half the saturation
 INTENT_LEVELS = 3
 #: a click whose intent is unknown (waiting since before intents were kept)
 NO_INTENT = -1
-#: the prior weight of each intent factor, in expected conversions
-INTENT_STRENGTH = 5.0
+#: the prior weight of each intent factor, in expected conversions (2: a month of a
+#: placement's clicks, tens of conversions, moves them; BENCHMARKS.md, "Conversions per click")
+INTENT_STRENGTH = 2.0
+#: rounds of the joint fit of the offers' base rates and the intent factors
+JOINT_ROUNDS = 8
 
 
 def intent_level(interest: float, half_saturation: float) -> int:
@@ -59,6 +80,12 @@ def intent_level(interest: float, half_saturation: float) -> int:
     if interest <= 0.0:
         return 0
     return 1 if interest < half_saturation else 2
+
+
+def shrunk(conversions: float, clicks: float, prior: float, strength: float) -> float:
+    """The posterior mean of a conversion rate: ``conversions`` in ``clicks`` with ``prior``
+    worth ``strength`` clicks."""
+    return (prior * strength + conversions) / (strength + clicks)
 
 
 class PendingConversion(msgspec.Struct, array_like=True, frozen=True, order=True, gc=False):
@@ -77,7 +104,7 @@ class ConversionModel:
     """Per offer: clicks with a known outcome and the conversions among them; per (offer,
     intent level) the same, for the intent factors."""
 
-    __slots__ = ("_by_intent", "_counts", "_factors", "strength")
+    __slots__ = ("_bases", "_by_intent", "_counts", "_factors", "strength")
 
     def __init__(self, strength: float) -> None:
         self.strength = strength
@@ -87,12 +114,13 @@ class ConversionModel:
         self._by_intent: dict[tuple[str, int], list[float]] = {}
         #: the intent factors, computed when first asked after a change
         self._factors: list[float] | None = None
+        #: each offer's rate with its clicks' intents taken out, fitted with the factors
+        self._bases: dict[str, float] = {}
 
     def rate(self, offer: CompiledOffer) -> float:
         """The posterior mean of ``offer``'s P(conversion | click), all intents together."""
         conversions, clicks = self._counts.get(offer.id, (0.0, 0.0))
-        s = self.strength
-        return (offer.base_conversion * s + conversions) / (s + clicks)
+        return shrunk(conversions, clicks, offer.base_conversion, self.strength)
 
     def predict(
         self,
@@ -100,28 +128,78 @@ class ConversionModel:
         intent: int = NO_INTENT,
         offers: Mapping[str, CompiledOffer] | None = None,
     ) -> float:
-        """``offer``'s P(conversion | click) for a customer at ``intent`` (``rate`` when
-        unknown); ``offers``: the catalog's, which the factors are computed over."""
-        p = self.rate(offer)
-        if intent == NO_INTENT or offers is None:
-            return p
-        return min(p * self.factors(offers)[intent], 1.0)
+        """``offer``'s P(conversion | click) for a customer at ``intent``: its own rate at
+        that level with ``pooled`` as the prior (``rate`` when the intent is unknown or
+        ``offer`` is a service message); ``offers``: the catalog's, which the factors are
+        fitted over."""
+        if intent == NO_INTENT or offers is None or offer.kind is OfferKind.SERVICE:
+            return self.rate(offer)
+        pooled = self.pooled(offer, intent, offers)
+        cell = self._by_intent.get((offer.id, intent))
+        if cell is None:
+            return pooled
+        return min(shrunk(cell[0], cell[1], pooled, self.strength), 1.0)
+
+    def pooled(
+        self, offer: CompiledOffer, intent: int, offers: Mapping[str, CompiledOffer]
+    ) -> float:
+        """``offer``'s base rate times the factor of ``intent`` (a level): what the other
+        offers' differences between levels say of it."""
+        factor = self.factors(offers)[intent]
+        base = self._bases.get(offer.id)
+        if base is None:  # no click of it filed under an intent: its own rate
+            base = self.rate(offer)
+        return min(base * factor, 1.0)
 
     def factors(self, offers: Mapping[str, CompiledOffer]) -> list[float]:
-        """One factor per intent level (module docstring)."""
-        if self._factors is not None:
-            return self._factors
-        conversions = [0.0] * INTENT_LEVELS
-        expected = [0.0] * INTENT_LEVELS
+        """One factor per intent level, fitted with the offers' base rates (module
+        docstring)."""
+        if self._factors is None:
+            self._fit(offers)
+        assert self._factors is not None
+        return self._factors
+
+    def _fit(self, offers: Mapping[str, CompiledOffer]) -> None:
+        """The factors and each offer's base rate fitted together (module docstring)."""
+        cells: dict[str, list[tuple[int, float, float]]] = {}
         for (offer_id, level), (conv, clicks) in sorted(self._by_intent.items()):
             offer = offers.get(offer_id)
-            if offer is None:
+            if offer is None or offer.kind is OfferKind.SERVICE:
                 continue
-            conversions[level] += conv
-            expected[level] += clicks * self.rate(offer)
+            cells.setdefault(offer_id, []).append((level, conv, clicks))
         a = INTENT_STRENGTH
-        self._factors = [(c + a) / (e + a) for c, e in zip(conversions, expected, strict=True)]
-        return self._factors
+        factors = [1.0] * INTENT_LEVELS
+        bases = self._bases_at(cells, factors, offers)
+        for _ in range(JOINT_ROUNDS):
+            conversions = [0.0] * INTENT_LEVELS
+            expected = [0.0] * INTENT_LEVELS
+            for offer_id, rows in cells.items():
+                for level, conv, clicks in rows:
+                    conversions[level] += conv
+                    expected[level] += clicks * bases[offer_id]
+            factors = [(c + a) / (e + a) for c, e in zip(conversions, expected, strict=True)]
+            bases = self._bases_at(cells, factors, offers)
+        self._bases = bases
+        self._factors = factors
+
+    def _bases_at(
+        self,
+        cells: Mapping[str, list[tuple[int, float, float]]],
+        factors: list[float],
+        offers: Mapping[str, CompiledOffer],
+    ) -> dict[str, float]:
+        """Each offer's base rate given the factors: its conversions over its clicks, each
+        click weighted by its level's factor (1 for a click of unknown intent), with the
+        catalog's prior worth ``strength`` clicks."""
+        bases: dict[str, float] = {}
+        s = self.strength
+        for offer_id, rows in cells.items():
+            conversions, clicks = self._counts.get(offer_id, (0.0, 0.0))
+            known = sum(n for _, _, n in rows)
+            weighted = sum(n * factors[level] for level, _, n in rows)
+            prior = offers[offer_id].base_conversion
+            bases[offer_id] = (prior * s + conversions) / (s + weighted + max(clicks - known, 0.0))
+        return bases
 
     def learn(self, offer_id: str, converted: bool, intent: int = NO_INTENT) -> None:
         counts = self._counts.get(offer_id)
