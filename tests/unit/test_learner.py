@@ -16,8 +16,15 @@ from nextbest.catalog.model import PlacementKind
 from nextbest.decide.model import Candidate, ChoiceContext, Decision, DecisionItem
 from nextbest.events.model import Event, EventType
 from nextbest.experiments.assignment import Arm
-from nextbest.learn.conversion import INTENT_STRENGTH, ConversionModel, intent_level
+from nextbest.learn.conversion import (
+    ANY_TOPIC,
+    INTENT_STRENGTH,
+    ConversionModel,
+    intent_level,
+    kpi_topic,
+)
 from nextbest.learn.learner import PRIOR, Learner, customer_part
+from nextbest.learn.logs import join_rewards
 from nextbest.profile.model import Profile
 from nextbest.store.catalog_files import load_catalog
 from tests.support import T0, edited_catalog
@@ -857,3 +864,58 @@ def test_an_offer_with_many_clicks_at_a_level_speaks_for_itself_there(catalog: C
     assert abs(model.predict(savings, 0, offers) - 0.2) < abs(pooled - 0.2)
     thin = model.pooled(investing, 0, offers)
     assert model.predict(investing, 0, offers) == pytest.approx(20 * thin / 25)
+
+
+def test_kpi_topic_is_the_products_topic_else_the_events_own_topic_else_any() -> None:
+    topics = {"pension_plan": "pension"}.get
+    assert kpi_topic({"product": "pension_plan", "topic": "mortgage"}, topics) == "pension"
+    assert kpi_topic({"product": "no such product"}, topics) is None
+    assert kpi_topic({"topic": "mortgage"}, topics) == "mortgage"
+    assert kpi_topic({"product": 7, "topic": None}, topics) == ANY_TOPIC
+    assert kpi_topic({}, topics) == ANY_TOPIC
+
+
+@pytest.fixture
+def callback_measured(tmp_path: Path) -> Catalog:
+    """The example bank with the pension calculator measured by callback requests (the
+    callback desk's event, which carries the callback's topic, not a product)."""
+    measured = (
+        "eligibility: segments.adult && profile.age >= 30\n    kpi_event: Application Started",
+        "eligibility: segments.adult && profile.age >= 30\n    kpi_event: Callback Requested",
+    )
+    return load_catalog(edited_catalog(tmp_path, {"offers.yaml": [measured]}))
+
+
+def callback(topic: str, *, at: float) -> Event:
+    return Event(
+        message_id=f"m{next(_ids)}",
+        type=EventType.TRACK,
+        timestamp=at,
+        received_at=at,
+        user_id="u1",
+        name="Callback Requested",
+        properties={"callback_id": f"cb{next(_ids)}", "topic": topic},
+    )
+
+
+def test_a_callback_about_another_topic_converts_no_click(callback_measured: Catalog) -> None:
+    """A callback request converts a click on an offer it measures only when the callback is
+    about the offer's topic, online (the learner) and offline (the rewards join) alike."""
+    cat = callback_measured
+    assert cat.offers["pension_calculator"].spec.kpi_event == "Callback Requested"
+    learner = Learner(cat)
+    d1 = decision(cat, "d1", offers=("pension_calculator", "savings_offer"), at=T0)
+    viewed(learner, d1, at=T0 + 1)
+    clicked(learner, d1, "pension_calculator", at=T0 + 2)
+    other, own = callback("mortgage", at=T0 + 600), callback("pension", at=T0 + 900)
+    learner.observe_outcome(other, "u1", same_as_u1)
+    assert learner.conversions.counts() == {}
+    learner.observe_outcome(own, "u1", same_as_u1)
+    assert learner.conversions.counts() == {"pension_calculator": (1.0, 1.0)}
+
+    click = event("Promotion Clicked", d1, "pension_calculator", at=T0 + 2)
+    for events, converted in (([click, other], False), ([click, other, own], True)):
+        rows = join_rewards([d1], events, cat)
+        (row,) = [r for r in rows if r.offer_id == "pension_calculator"]
+        assert row.clicked
+        assert row.converted is converted

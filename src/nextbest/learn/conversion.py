@@ -4,7 +4,8 @@ its clicks.
 A click on an offer with a ``kpi_event`` waits (``PendingConversion``) for that event from
 the same customer (across stitched identities) within the campaign's ``attribution_days``
 (7 without a campaign); when the KPI event names a ``product``, it must be one of the
-offer's topic. One KPI event converts one click: the latest before it, as the offline join
+offer's topic, and when it names a ``topic`` (the callback desk's events), the offer's
+(``kpi_topic``). One KPI event converts one click: the latest before it, as the offline join
 (``learn.logs``) credits it. The window passing without one is a click that did not convert.
 
 **Per offer**: a Beta posterior whose prior is the catalog's
@@ -46,7 +47,8 @@ events in the same order give the same counts and the same fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -54,6 +56,7 @@ from nextbest.catalog.compiled import CompiledOffer
 from nextbest.catalog.model import OfferKind
 
 __all__ = [
+    "ANY_TOPIC",
     "INTENT_LEVELS",
     "INTENT_STRENGTH",
     "JOINT_ROUNDS",
@@ -61,6 +64,7 @@ __all__ = [
     "ConversionModel",
     "PendingConversion",
     "intent_level",
+    "kpi_topic",
     "shrunk",
 ]
 
@@ -73,6 +77,25 @@ NO_INTENT = -1
 INTENT_STRENGTH = 2.0
 #: rounds of the joint fit of the offers' base rates and the intent factors
 JOINT_ROUNDS = 8
+#: what ``kpi_topic`` gives for a KPI event that names neither a product nor a topic: it
+#: converts a click on an offer of any topic
+ANY_TOPIC = "*"
+
+
+def kpi_topic(
+    properties: Mapping[str, Any], topic_of_product: Callable[[str], str | None]
+) -> str | None:
+    """The topic a KPI event is about, which an offer's topic must equal for the event to
+    convert a click on it: its ``product``'s (None for a product of no topic), else its
+    ``topic`` (the callback desk's events carry the callback's topic, not a product), else
+    ``ANY_TOPIC``."""
+    product = properties.get("product")
+    if isinstance(product, str):
+        return topic_of_product(product)
+    topic = properties.get("topic")
+    if isinstance(topic, str):
+        return topic
+    return ANY_TOPIC
 
 
 def intent_level(interest: float, half_saturation: float) -> int:

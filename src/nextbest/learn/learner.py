@@ -57,10 +57,12 @@ from nextbest.learn.bayes_logistic import BayesLogistic, sigmoid
 from nextbest.learn.calibration import Calibration
 from nextbest.learn.contextual import ContextualLogistic
 from nextbest.learn.conversion import (
+    ANY_TOPIC,
     NO_INTENT,
     ConversionModel,
     PendingConversion,
     intent_level,
+    kpi_topic,
 )
 from nextbest.learn.explore import (
     BetaScores,
@@ -587,7 +589,8 @@ class Learner:
         self, event: Event, customer: str, same: Callable[[str, Event], bool]
     ) -> None:
         """A KPI event converts the latest waiting click of the same customer on an offer
-        with that KPI (of the offer's topic when it names a product). ``customer``: who the
+        with that KPI (of the offer's topic when it names a product or a topic:
+        ``conversion.kpi_topic``). ``customer``: who the
         event resolves to now; ``same(key, event)``: the event comes from the customer a
         click was made under. Clicks are looked up under ``customer``, the event's userId
         and its ``anon:<anonymousId>``: a click made anonymously converts when the KPI event
@@ -600,8 +603,7 @@ class Learner:
             keys.add(event.user_id)
         if event.anonymous_id:
             keys.add(ANON_PREFIX + event.anonymous_id)
-        product = event.properties.get("product")
-        topic = self.catalog.matcher.topic_of_product(product) if isinstance(product, str) else None
+        about = kpi_topic(event.properties, self.catalog.matcher.topic_of_product)
         at = event.received_at
         best: PendingConversion | None = None
         for key in sorted(keys):
@@ -609,7 +611,7 @@ class Learner:
                 if not p.clicked_at <= at <= p.deadline:
                     continue
                 offer = self.catalog.offers.get(p.offer_id)
-                if offer is None or (isinstance(product, str) and topic != offer.topic):
+                if offer is None or about not in (ANY_TOPIC, offer.topic):
                     continue
                 if (best is None or p.clicked_at > best.clicked_at) and same(p.customer, event):
                     best = p

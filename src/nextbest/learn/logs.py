@@ -3,8 +3,9 @@
 ``clicked``: a ``Promotion Clicked`` answered this item (feedback was checked against the
 decision when it arrived). ``converted``: after that click, the same customer sent the
 offer's KPI event (``kpi_event`` in the catalog; when the event names a ``product``, it must
-be a product of the offer's topic) within the campaign's ``attribution_days`` (7 days for an
-offer without a campaign). One KPI event converts one click: the latest before it.
+be a product of the offer's topic, and a ``topic`` the offer's: ``conversion.kpi_topic``)
+within the campaign's ``attribution_days`` (7 days for an offer without a campaign). One KPI
+event converts one click: the latest before it.
 
 Identities are stitched as the engine stitches them (``identify`` links an anonymousId to a
 userId, ``alias`` a previous id), from the same events: a customer decided for and clicking
@@ -24,6 +25,7 @@ from nextbest.catalog.compiled import Catalog
 from nextbest.decide.model import Decision, PropensityKind
 from nextbest.events.model import Event, EventType
 from nextbest.events.names import EventName
+from nextbest.learn.conversion import ANY_TOPIC, kpi_topic
 from nextbest.profile.identity import IdentityMap
 
 __all__ = ["DEFAULT_ATTRIBUTION_DAYS", "LoggedItem", "join_rewards"]
@@ -79,11 +81,9 @@ def join_rewards(
     kpis: dict[tuple[str, str], list[tuple[float, str | None]]] = defaultdict(list)
     for event in kpi_events:  # by the stitched customer, once every link is known
         assert event.name is not None
-        product = event.properties.get("product")
         who = identity.resolve(event.user_id, event.anonymous_id)
-        kpis[(who, event.name)].append(
-            (event.timestamp, product if isinstance(product, str) else None)
-        )
+        about = kpi_topic(event.properties, catalog.matcher.topic_of_product)
+        kpis[(who, event.name)].append((event.timestamp, about))
     for found in kpis.values():
         found.sort(key=lambda kp: kp[0])
 
@@ -102,11 +102,10 @@ def join_rewards(
                 found = kpis.get((who, offer.spec.kpi_event), [])
                 k = bisect.bisect_left(found, clicked_at, key=lambda kp: kp[0])
                 for j in range(k, len(found)):
-                    at, product = found[j]
+                    at, about = found[j]
                     if at > clicked_at + window:
                         break
-                    topic = catalog.matcher.topic_of_product(product) if product else None
-                    if product is None or topic == offer.topic:
+                    if about in (ANY_TOPIC, offer.topic):
                         kpi = (who, offer.spec.kpi_event, j)
                         if kpi not in credited or credited[kpi][0] < clicked_at:
                             credited[kpi] = (clicked_at, len(rows))
