@@ -887,15 +887,9 @@ def callback_measured(tmp_path: Path) -> Catalog:
 
 
 def callback(topic: str, *, at: float) -> Event:
-    return Event(
-        message_id=f"m{next(_ids)}",
-        type=EventType.TRACK,
-        timestamp=at,
-        received_at=at,
-        user_id="u1",
-        name="Callback Requested",
-        properties={"callback_id": f"cb{next(_ids)}", "topic": topic},
-    )
+    """The callback desk's request: the callback's topic, no product."""
+    props = {"callback_id": f"cb{next(_ids)}", "topic": topic}
+    return msgspec.structs.replace(kpi("Callback Requested", None, at=at), properties=props)
 
 
 def test_a_callback_about_another_topic_converts_no_click(callback_measured: Catalog) -> None:
