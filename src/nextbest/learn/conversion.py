@@ -190,39 +190,31 @@ class ConversionModel:
             if offer is None or offer.kind is OfferKind.SERVICE:
                 continue
             cells.setdefault(offer_id, []).append((level, conv, clicks))
-        a = INTENT_STRENGTH
-        factors = [1.0] * INTENT_LEVELS
-        bases = self._bases_at(cells, factors, offers)
-        for _ in range(JOINT_ROUNDS):
-            conversions = [0.0] * INTENT_LEVELS
-            expected = [0.0] * INTENT_LEVELS
-            for offer_id, rows in cells.items():
-                for level, conv, clicks in rows:
-                    conversions[level] += conv
-                    expected[level] += clicks * bases[offer_id]
-            factors = [(c + a) / (e + a) for c, e in zip(conversions, expected, strict=True)]
-            bases = self._bases_at(cells, factors, offers)
-        self._bases = bases
-        self._factors = factors
-
-    def _bases_at(
-        self,
-        cells: Mapping[str, list[tuple[int, float, float]]],
-        factors: list[float],
-        offers: Mapping[str, CompiledOffer],
-    ) -> dict[str, float]:
-        """Each offer's base rate given the factors: its conversions over its clicks, each
-        click weighted by its level's factor (1 for a click of unknown intent), with the
-        catalog's prior worth ``strength`` clicks."""
-        bases: dict[str, float] = {}
-        s = self.strength
+        # what stays the same from round to round, per offer: the numerator of its base
+        # rate, its clicks of unknown intent, its clicks per level; and conversions per level
+        s, a = self.strength, INTENT_STRENGTH
+        numerators: list[float] = []
+        unknown: list[float] = []
+        levels: list[list[tuple[int, float]]] = []
+        conversions = [0.0] * INTENT_LEVELS
         for offer_id, rows in cells.items():
-            conversions, clicks = self._counts.get(offer_id, (0.0, 0.0))
-            known = sum(n for _, _, n in rows)
-            weighted = sum(n * factors[level] for level, _, n in rows)
-            prior = offers[offer_id].base_conversion
-            bases[offer_id] = (prior * s + conversions) / (s + weighted + max(clicks - known, 0.0))
-        return bases
+            converted, clicked = self._counts.get(offer_id, (0.0, 0.0))
+            numerators.append(offers[offer_id].base_conversion * s + converted)
+            unknown.append(max(clicked - sum(n for _, _, n in rows), 0.0))
+            levels.append([(level, n) for level, _, n in rows])
+            for level, conv, _ in rows:
+                conversions[level] += conv
+        factors = [1.0] * INTENT_LEVELS
+        bases = _bases_at(s, numerators, unknown, levels, factors)
+        for _ in range(JOINT_ROUNDS):
+            expected = [0.0] * INTENT_LEVELS
+            for base, per_level in zip(bases, levels, strict=True):
+                for level, n in per_level:
+                    expected[level] += n * base
+            factors = [(c + a) / (e + a) for c, e in zip(conversions, expected, strict=True)]
+            bases = _bases_at(s, numerators, unknown, levels, factors)
+        self._bases = dict(zip(cells, bases, strict=True))
+        self._factors = factors
 
     def learn(self, offer_id: str, converted: bool, intent: int = NO_INTENT) -> None:
         counts = self._counts.get(offer_id)
@@ -259,3 +251,22 @@ class ConversionModel:
             if 0 <= lv < INTENT_LEVELS
         }
         self._factors = None
+
+
+def _bases_at(
+    strength: float,
+    numerators: list[float],
+    unknown: list[float],
+    levels: list[list[tuple[int, float]]],
+    factors: list[float],
+) -> list[float]:
+    """Each offer's base rate given the factors (``ConversionModel._fit``): its conversions
+    over its clicks, each click weighted by its level's factor (1 for a click of unknown
+    intent), with the catalog's prior worth ``strength`` clicks."""
+    bases: list[float] = []
+    for numerator, rest, rows in zip(numerators, unknown, levels, strict=True):
+        weighted = 0.0
+        for level, n in rows:
+            weighted += n * factors[level]
+        bases.append(numerator / (strength + weighted + rest))
+    return bases
