@@ -24,12 +24,12 @@ from nextbest.learn.conversion import ConversionModel
 from nextbest.store.catalog_files import load_catalog
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--outcomes", type=int, default=5_000, help="outcomes learned first")
     ap.add_argument("--samples", type=int, default=2_000, help="timed calls of each kind")
     ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     catalog = load_catalog(EXAMPLE_CATALOG)
     offers = dict(catalog.offers)
     ids = sorted(offers)
@@ -57,7 +57,8 @@ def main() -> None:
         ns.sort()
         p50, p99 = percentile(ns, 50) / 1e3, percentile(ns, 99) / 1e3
         print(f"  {name:<20} p50 {p50:8.2f}  p99 {p99:8.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

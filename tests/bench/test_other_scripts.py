@@ -78,6 +78,15 @@ def test_commit_cost(bench: Callable[[str], ModuleType], capsys) -> None:
     assert "64 events in groups of 16" in capsys.readouterr().out
 
 
+def test_conversion_fit_times_the_fit_and_the_cached_prediction(
+    bench: Callable[[str], ModuleType], capsys
+) -> None:
+    assert bench("conversion_fit").main(["--outcomes", "200", "--samples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "200 outcomes first, 20 samples" in out
+    assert "predict, fit cached" in out
+
+
 def test_track_instructions_drives_the_app(bench: Callable[[str], ModuleType], capsys) -> None:
     assert bench("track_instructions").main(["--requests", "40", "--warmup", "20"]) == 0
     assert "40 track requests after 20" in capsys.readouterr().out
