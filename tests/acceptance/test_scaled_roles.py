@@ -28,7 +28,7 @@ from nextbest.scaled_erasure import Tombstones, tombstone_key
 from nextbest.store import Stores, memory_stores, with_state
 from nextbest.store.port import SequencedLog, StoredEvent
 from nextbest.store.redis import RedisState
-from tests.support import T0, batch, identify, page, track
+from tests.support import T0, batch, counter_ids, identify, page, track
 
 REDIS = os.environ.get("NEXTBEST_TEST_REDIS_ROLES", "redis://127.0.0.1:6379/13")
 MORTGAGE = "https://bank.example/mortgages/rates"
@@ -53,8 +53,16 @@ class Deployment:
             erasures=self.state,
             tombstones=Tombstones(KEY, self.state.tombstones()),
         )
-        self.api = ApiWorker(
-            catalog, logs, self.reads, self.reads, bus, clock, read_wait=2.0, tombstone_key=KEY
+        self.api = ApiWorker(  # decision ids seeded: the exploration draw follows them
+            catalog,
+            logs,
+            self.reads,
+            self.reads,
+            bus,
+            clock,
+            read_wait=2.0,
+            tombstone_key=KEY,
+            new_id=counter_ids("api"),
         )
         self._thread: threading.Thread | None = None
 
