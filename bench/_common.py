@@ -613,14 +613,15 @@ def uvicorn_config(app: Any, port: int, http: str = "nextbest") -> Any:
     """The uvicorn settings every benchmark server runs on, nextbest's and the hello-world
     alike: uvicorn's defaults (uvloop), its own access log off and no logging configuration
     of its own (``log_config=None``), as ``nextbest serve`` runs it; ``http``: ``nextbest``
-    (``api.http_protocol.UVICORN_HTTP``, as ``nextbest serve``) or ``uvicorn`` (uvicorn's
+    (``api.http_protocol.serving_protocol(app)``, as ``nextbest serve``: an app with lean
+    ingestion routes gets them served by the protocol) or ``uvicorn`` (uvicorn's
     httptools protocol, as it comes). A child
     that writes nextbest's JSON lines (``api.logs.configure``) keeps them so: uvicorn's
     default ``dictConfig`` would close that handler (every line then written and flushed
     by the thread that logs it, unlike ``nextbest serve``)."""
     import uvicorn
 
-    from nextbest.api.http_protocol import UVICORN_HTTP
+    from nextbest.api.http_protocol import serving_protocol
 
     if http not in HTTP_PROTOCOLS:
         raise SystemExit(f"http protocol {http!r}: one of {', '.join(HTTP_PROTOCOLS)}")
@@ -632,7 +633,7 @@ def uvicorn_config(app: Any, port: int, http: str = "nextbest") -> Any:
         log_config=None,
         access_log=False,
         lifespan="on",
-        http=UVICORN_HTTP if http == "nextbest" else "httptools",
+        http=serving_protocol(app) if http == "nextbest" else "httptools",
     )
 
 

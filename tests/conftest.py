@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from nextbest.api.app import Background, create_app
-from nextbest.api.http_protocol import UVICORN_HTTP
+from nextbest.api.http_protocol import serving_protocol
 from nextbest.bootstrap import build_engine
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import Clock, FixedClock
@@ -109,12 +109,12 @@ def free_port() -> int:
 @contextlib.contextmanager
 def uvicorn_thread(app: Any, **config: Any) -> Iterator[int]:
     """``app`` on a real uvicorn server, on a free loopback port in a thread, with the HTTP
-    protocol ``nextbest serve`` runs (``config``: more of ``uvicorn.Config``'s settings);
-    yields the port once it listens and stops the server on the way out."""
+    protocol ``nextbest serve`` runs (``config``: more of ``uvicorn.Config``'s settings, an
+    ``http`` of its own among them); yields the port once it listens and stops the server on
+    the way out."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, http=UVICORN_HTTP, **config)
-    )
+    config.setdefault("http", serving_protocol(app))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -148,20 +148,23 @@ def serving(
     counted_ids: bool = True,
     clock: Clock | None = None,
     background: Callable[[Engine], Sequence[Background]] | None = None,
+    http: Callable[[Any], Any] | None = None,
 ) -> Iterator[LiveServer]:
     """A real uvicorn server on a free loopback port, in a thread, on ``settings``
     (``new_id``: the engine's decision ids, which seed its exploration; counted by default, so
     that every run explores alike; ``counted_ids=False``: the ids ``nextbest serve`` would
     use, as the composition root chooses them). ``clock``: the engine's (default: the
     settings'); ``background``: the loops to run beside it, given the engine
-    (``bootstrap.build_background`` runs what ``nextbest serve`` runs)."""
+    (``bootstrap.build_background`` runs what ``nextbest serve`` runs); ``http``: the
+    uvicorn HTTP protocol for the app (default: ``serving_protocol``, as ``nextbest serve``)."""
     if new_id is None and counted_ids:
         serving_no = next(_SERVINGS.setdefault(settings.data, itertools.count(1)))
         new_id = counter_ids(f"srv{serving_no}-")
     engine = build_engine(settings, clock, new_id=new_id)
     loops = background(engine) if background is not None else ()
     app = create_app(engine, settings, flush_interval=0.05, background=loops)
-    with uvicorn_thread(app, log_level="warning", lifespan="on") as port:
+    protocol = (http or serving_protocol)(app)
+    with uvicorn_thread(app, log_level="warning", lifespan="on", http=protocol) as port:
         yield LiveServer(f"http://127.0.0.1:{port}", engine, settings)
 
 

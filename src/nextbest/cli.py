@@ -150,7 +150,7 @@ def serve(
     import uvicorn
 
     from nextbest.api.app import create_app
-    from nextbest.api.http_protocol import UVICORN_HTTP
+    from nextbest.api.http_protocol import serving_protocol
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.bootstrap import build_engine
 
@@ -208,14 +208,16 @@ def serve(
         )
     lines = configure()
     with close_on_signals(lines):  # the last lines written before a signal ends the process
+        app = create_app(engine, settings, background=background)
         uvicorn.run(
-            create_app(engine, settings, background=background),
+            app,
             host=host,
             port=port,
             log_config=None,  # configure() routed uvicorn's loggers through the JSON lines
             log_level=None,
             access_log=False,  # nextbest.access writes one line a request, with its id
-            http=UVICORN_HTTP,  # a response's head and body in one write
+            # a response's head and body in one write; single events served by the protocol
+            http=serving_protocol(app),
         )
 
 
@@ -225,7 +227,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
 
     from nextbest.api.app import create_app
     from nextbest.api.fold_ops import create_fold_app
-    from nextbest.api.http_protocol import UVICORN_HTTP
+    from nextbest.api.http_protocol import serving_protocol
     from nextbest.api.logs import close_on_signals, configure
     from nextbest.api.worker_metrics import ApiWorkerMetrics
     from nextbest.bootstrap import (
@@ -289,7 +291,7 @@ def _serve_role(role: Role, settings: Settings) -> None:
             log_config=None,
             log_level=None,
             access_log=False,
-            http=UVICORN_HTTP,
+            http=serving_protocol(app),
         )
 
 

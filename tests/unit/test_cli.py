@@ -318,23 +318,28 @@ def test_serve_refuses_dev_keys_off_loopback(tmp_path):
 
 def test_serve_runs_uvicorn_on_the_coalescing_protocol(tmp_path, monkeypatch):
     """``nextbest serve`` hands uvicorn ``api.http_protocol``'s protocol (each response in
-    one write); uvicorn itself is not started here."""
+    one write), bound to the served app's lean routes (``LaneProtocol``); uvicorn itself is
+    not started here."""
     import logging
 
     import uvicorn
 
     from nextbest.api import logs
-    from nextbest.api.http_protocol import CoalescingProtocol
+    from nextbest.api.http_protocol import LaneProtocol
     from nextbest.cli import app as cli_app
 
     ran: list[dict[str, object]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(options))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append({"app": app, **options}))
     monkeypatch.setattr(logs, "configure", lambda: logging.NullHandler())
     result = CliRunner().invoke(
         cli_app, ["serve", "--data", str(tmp_path / "x.sqlite")], env=ENV, catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    assert [options["http"] for options in ran] == [CoalescingProtocol]
+    ((options),) = ran
+    protocol = options["http"]
+    assert isinstance(protocol, type)
+    assert issubclass(protocol, LaneProtocol)
+    assert protocol.lane is options["app"].fast_lane  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ quarantine

@@ -36,6 +36,7 @@ from nextbest.api.body import ClientGone, check_media_type, read_body
 from nextbest.api.consent_routes import put_consent
 from nextbest.api.cors import CORS, CorsPolicy
 from nextbest.api.errors import error_response
+from nextbest.api.fast_lane import FastLane
 from nextbest.api.ingest import CLIENT_GONE, READ_ON_LOOP, IngestRoute
 from nextbest.api.me_routes import ME_LANGUAGE_QUERY, me_data, me_why
 from nextbest.api.metrics import CONTENT_TYPE, Metrics
@@ -1104,13 +1105,16 @@ def create_app(
     keys = HeaderKeys(settings)
     cors = _cors_policy(settings)
     routes, lean = _routes(engine, settings, limits, ops, keys, cors)
-    return _ObservedApp(
+    app = _ObservedApp(
         functools.partial(Observed, metrics=ops.metrics, lean=lean),
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
         middleware=[Middleware(CORS, policy=cors)],
     )
+    # the lean routes an HTTP protocol may serve itself (``http_protocol.serving_protocol``)
+    app.fast_lane = FastLane(app, lean, ops.metrics)
+    return app
 
 
 class _ObservedApp(Starlette):
@@ -1118,7 +1122,11 @@ class _ObservedApp(Starlette):
     500 that middleware answers carries its request id and is counted and logged as such,
     and the lean ingestion routes' requests (``api.ingest``) are served straight from the
     top of the stack, without a layer (and a send wrapper) that would only pass them on (an
-    error a lean route does not answer reaches the server, which answers 500)."""
+    error a lean route does not answer reaches the server, which answers 500).
+    ``fast_lane``: those routes for an HTTP protocol that serves them itself
+    (``api.fast_lane``)."""
+
+    fast_lane: FastLane | None = None
 
     def __init__(
         self, observed: Callable[[Any], Observed], *, routes: list[Route], **kwargs: Any

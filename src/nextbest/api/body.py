@@ -16,7 +16,7 @@ from starlette.types import Receive
 
 from nextbest.errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
 
-__all__ = ["ClientGone", "check_media_type", "read_body"]
+__all__ = ["ClientGone", "check_length", "check_media_type", "finish_body", "read_body"]
 
 
 class ClientGone(Exception):
@@ -36,16 +36,28 @@ async def read_body(
     ``limit`` bytes; ``what`` names it in the message. ``length`` and ``encoding``: the
     request's Content-Length and Content-Encoding headers (None: absent). ClientGone when
     the client disconnects first."""
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"{what} of {length} bytes is over the {limit}-byte limit")
+    check_length(limit, what, length)
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
+    if message.get("more_body", False) and len(body) <= limit:  # the rest of its pieces
+        body = await _rest(receive, body, limit, what)
+    return finish_body(body, limit, what, encoding)
+
+
+def check_length(limit: int, what: str, length: str | None) -> None:
+    """PayloadTooLarge when the request's Content-Length (``length``) is over ``limit``:
+    checked before any of the body is read."""
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"{what} of {length} bytes is over the {limit}-byte limit")
+
+
+def finish_body(body: bytes, limit: int, what: str, encoding: str | None) -> bytes:
+    """A body received whole (``read_body``, or an HTTP protocol that collected it), within
+    ``limit`` and inflated as its Content-Encoding (``encoding``) says."""
     if len(body) > limit:
         raise PayloadTooLarge(f"{what} is over the {limit}-byte limit")
-    if message.get("more_body", False):  # the rest of a body sent in pieces
-        body = await _rest(receive, body, limit, what)
     if encoding is None:
         return body
     encoding = encoding.lower().strip()

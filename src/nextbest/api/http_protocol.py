@@ -11,17 +11,32 @@ are uvicorn's; a write is at most one loop pass late; a ``close`` or ``write_eof
 writes what is kept; and more than ``FLUSH_AT`` bytes kept are written at once, so a large
 or streamed body still meets the socket's flow control (``pause_writing``) as before.
 
-``nextbest serve`` runs uvicorn with ``http=CoalescingProtocol`` (``UVICORN_HTTP``).
+``LaneProtocol`` (a ``CoalescingProtocol``) serves the lean ingestion routes of one app
+itself, without an ASGI cycle (``api.fast_lane``); ``serving_protocol(app)`` is the one to
+run an app on: ``LaneProtocol`` bound to the app's lane when it has one, else
+``CoalescingProtocol``. ``nextbest serve`` runs uvicorn with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
-__all__ = ["FLUSH_AT", "UVICORN_HTTP", "CoalescingProtocol", "CoalescingTransport"]
+from nextbest.api.fast_lane import FastLane, FastRequest
+from nextbest.api.ingest import READ_ON_LOOP, answers_for
+
+__all__ = [
+    "FLUSH_AT",
+    "UVICORN_HTTP",
+    "CoalescingProtocol",
+    "CoalescingTransport",
+    "LaneProtocol",
+    "serving_protocol",
+]
 
 #: bytes kept past which a write goes to the socket at once
 FLUSH_AT = 65_536
@@ -117,5 +132,167 @@ class CoalescingProtocol(HttpToolsProtocol):
         super().connection_made(CoalescingTransport(transport, self.loop))
 
 
-#: what ``nextbest serve`` passes to uvicorn as ``http``
+#: the protocol of an app without a lane (``serving_protocol`` is the one to use)
 UVICORN_HTTP = CoalescingProtocol
+
+#: request headers that send a lean route's request the ASGI way: a body in chunks or
+#: encoded, an interim answer asked, a protocol switch, a browser's CORS, proxy headers
+#: (uvicorn's middleware rewrites the client from them)
+_UNUSUAL = frozenset(
+    {
+        b"transfer-encoding",
+        b"content-encoding",
+        b"expect",
+        b"upgrade",
+        b"origin",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+    }
+)
+
+
+async def _queued_fast(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    """Marks a ``FastRequest`` in uvicorn's pipeline (never called as an app)."""
+    raise RuntimeError("a fast request is started by the protocol, not as an ASGI app")
+
+
+class LaneProtocol(CoalescingProtocol):
+    """``CoalescingProtocol`` serving the requests its ``lane`` takes (``fast_request``)
+    through a ``FastRequest``, everything else as uvicorn does. Requests on one connection
+    are answered one after the other, in order, whichever path serves them: a request
+    parsed while another is unanswered waits in uvicorn's pipeline (reading paused)."""
+
+    lane: ClassVar[FastLane]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        lane = self.lane
+        self._routes = lane.routes if lane.serves(config) else {}
+        self.answers = answers_for(self.loop)
+        #: the fast request started and not yet answered (one at a time a connection)
+        self.serving: FastRequest | None = None
+        self._later: tuple[FastRequest, bytes] | None = None
+
+    # ------------------------------------------------------------ parsing
+    def on_message_begin(self) -> None:
+        # uvicorn's, without the ASGI scope: made when a request takes the ASGI path
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
+
+    def _asgi_scope(self) -> None:
+        """The scope uvicorn's ``on_message_begin`` makes."""
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+
+    def on_headers_complete(self) -> None:
+        route = self._routes.get(self.url) if self._routes else None
+        request = self.fast_request(route) if route is not None else None
+        if request is None:
+            self._asgi_scope()
+            super().on_headers_complete()
+            return
+        existing = self.cycle
+        self.cycle = request  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            request.start()
+        else:  # pipelined behind an unanswered request: its turn comes (uvicorn's queue)
+            self.flow.pause_reading()
+            self.pipeline.appendleft((request, _queued_fast))  # type: ignore[arg-type]
+
+    def fast_request(self, route: tuple[Any, str]) -> FastRequest | None:
+        """A ``FastRequest`` for the request whose headers are in, when it is plainly one
+        for ``route``: POST, HTTP/1.1, no protocol switch, one Content-Length of at most
+        ``READ_ON_LOOP`` bytes, none of the ``_UNUSUAL`` headers. None: the ASGI path."""
+        parser = self.parser
+        if (
+            parser.get_method() != b"POST"
+            or parser.get_http_version() != "1.1"
+            or parser.should_upgrade()
+            or self.expect_100_continue
+        ):
+            return None
+        length: bytes | None = None
+        incoming: bytes | None = None
+        for name, value in self.headers:
+            if name in _UNUSUAL:
+                return None
+            if name == b"content-length":
+                if length is not None:
+                    return None
+                length = value
+            elif name == b"x-request-id" and incoming is None:
+                incoming = value
+        if length is None or not length.isdigit() or int(length) > READ_ON_LOOP:
+            return None
+        return FastRequest(
+            self, self.lane, route, self.headers, incoming, parser.should_keep_alive()
+        )
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if app is _queued_fast:  # a fast request's turn, from uvicorn's pipeline
+            self.loop.call_soon(cycle.start)  # not nested in the answer before it
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def on_body(self, body: bytes) -> None:
+        cycle: Any = self.cycle
+        if type(cycle) is FastRequest:
+            cycle.add(body)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle: Any = self.cycle
+        if type(cycle) is FastRequest:
+            cycle.completed()
+            return
+        super().on_message_complete()
+
+    # ------------------------------------------------------------ the connection
+    def write_later(self, request: FastRequest, data: bytes) -> None:
+        """Hold ``request``'s answer until the socket drains (``resume_writing``)."""
+        self._later = (request, data)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        later = self._later
+        if later is not None and not self.flow.write_paused:
+            self._later = None
+            later[0].send(later[1])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        serving, later = self.serving, self._later
+        super().connection_lost(exc)
+        self._later = None
+        if later is not None:  # an answer held for the socket: nobody to read it
+            later[0].response_complete = True
+        if serving is not None and not serving.response_complete:
+            serving.lost()
+            if serving.submitted:  # in the group commit: the server waits for its answer
+                self.connections.add(self)
+
+
+def serving_protocol(app: object) -> type[CoalescingProtocol]:
+    """The HTTP protocol to serve ``app`` on: ``LaneProtocol`` bound to its lane
+    (``app.fast_lane``, set by ``api.app.create_app``), else ``CoalescingProtocol``."""
+    lane = getattr(app, "fast_lane", None)
+    if not isinstance(lane, FastLane):
+        return CoalescingProtocol
+    return type("LaneProtocol", (LaneProtocol,), {"lane": lane})

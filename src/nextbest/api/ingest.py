@@ -27,7 +27,7 @@ import collections
 import functools
 import itertools
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Protocol
 
 import msgspec
@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from nextbest.api.auth import HeaderKeys, admit, authenticate_body, token_from_header
-from nextbest.api.body import ClientGone, check_media_type, read_body
+from nextbest.api.body import ClientGone, check_length, check_media_type, finish_body, read_body
 from nextbest.api.cors import CorsPolicy
 from nextbest.api.errors import error_parts
 from nextbest.api.metrics import Metrics
@@ -50,7 +50,15 @@ from nextbest.guard.senders import KeyKind, Sender
 from nextbest.guard.senders import Scope as Needs
 from nextbest.settings import Settings
 
-__all__ = ["CLIENT_GONE", "READ_ON_LOOP", "IngestRoute", "answers_for", "network"]
+__all__ = [
+    "CLIENT_GONE",
+    "READ_ON_LOOP",
+    "IngestRoute",
+    "answer_headers",
+    "answers_for",
+    "network",
+    "refusal",
+]
 
 #: bodies up to this size are read on the event loop (tens of microseconds); larger ones in
 #: the threadpool, so a 2,000-message batch never holds the loop
@@ -106,11 +114,21 @@ class _Answers:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._posted: collections.deque[tuple[asyncio.Future[Any], Any]] = collections.deque()
+        self._posted: collections.deque[
+            tuple[asyncio.Future[Any] | None, Callable[[Any], None] | None, Any]
+        ] = collections.deque()
         self._scheduled = False
 
     def post(self, future: asyncio.Future[Any], result: Any) -> None:
-        self._posted.append((future, result))
+        """Resolve ``future`` with ``result`` (an exception: raised) on the loop."""
+        self._posted.append((future, None, result))
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def post_call(self, call: Callable[[Any], None], result: Any) -> None:
+        """Call ``call(result)`` on the loop (it must not raise)."""
+        self._posted.append((None, call, result))
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon_threadsafe(self._deliver)
@@ -119,7 +137,11 @@ class _Answers:
         self._scheduled = False
         posted = self._posted
         while posted:
-            future, result = posted.popleft()
+            future, call, result = posted.popleft()
+            if future is None:
+                if call is not None:
+                    call(result)
+                continue
             if future.cancelled():
                 continue
             if isinstance(result, BaseException):
@@ -156,6 +178,29 @@ def _answer(result: IngestResult) -> bytes:
         return body
     rejected = [RejectedMessage(r.index, r.code, r.message, r.path) for r in result.rejected]
     return _ENCODER.encode(IngestResponse(True, result.accepted, result.duplicates, rejected))
+
+
+def refusal(
+    exc: NextbestError, extra: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The status, JSON body and headers (``extra``, then the error's own) of the answer
+    refusing a request."""
+    status, body, more = error_parts(exc)
+    if more:
+        extra = [*extra, *((k.lower().encode(), v.encode()) for k, v in more.items())]
+    return status, body, extra
+
+
+def answer_headers(
+    body: bytes, request_id: bytes | None, extra: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """An ingestion answer's headers: JSON, its length, the request id, then ``extra``."""
+    answer = [_JSON, (b"content-length", b"%d" % len(body))]
+    if request_id is not None:
+        answer.append((_REQUEST_ID, request_id))
+    if extra:
+        answer.extend(extra)
+    return answer
 
 
 class _Headers:
@@ -254,14 +299,8 @@ class IngestRoute:
         except ClientGone:
             return CLIENT_GONE
         except NextbestError as exc:
-            status, body, more = error_parts(exc)
-            if more:
-                extra = [*extra, *((k.lower().encode(), v.encode()) for k, v in more.items())]
-        answer = [_JSON, (b"content-length", b"%d" % len(body))]
-        if request_id is not None:
-            answer.append((_REQUEST_ID, request_id))
-        if extra:
-            answer.extend(extra)
+            status, body, extra = refusal(exc, extra)
+        answer = answer_headers(body, request_id, extra)
         await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": body})
         return status
@@ -269,53 +308,106 @@ class IngestRoute:
     async def _accept(self, scope: Scope, receive: Receive, headers: _Headers) -> tuple[int, bytes]:
         """Credentials, scope and rate limits, the body, then the group commit: 200 and the
         answer's JSON once the events are on disk."""
-        engine, settings = self.engine, self.settings
-        if headers.has_authorization:  # before reading any body
-            token = token_from_header(headers.customer_token)
-            caller = self.keys.caller(headers.authorization, token, engine.wall_now())
-            sender = admit(scope, caller, _EVENTS_WRITE, self.limits)
-            check_media_type(headers.content_type)
-            body = await read_body(
-                receive,
-                settings.max_body_bytes,
-                length=headers.content_length,
-                encoding=headers.content_encoding,
-            )
-        else:  # analytics.js: the browser key rides in a text/plain body
-            check_media_type(headers.content_type)
-            body = await read_body(
-                receive,
-                self._browser_body,
-                "a body that carries its key",
-                length=headers.content_length,
-                encoding=headers.content_encoding,
-            )
-            token = token_from_header(headers.customer_token)
-            caller = authenticate_body(body, token, settings, engine.wall_now())
-            sender = admit(scope, caller, _EVENTS_WRITE, self.limits)
-        browser = sender.kind is _BROWSER
-        seen = network(settings, headers.reported, scope.get("client")) if browser else None
+        sender, limit, what = self.before_body(scope, headers)
+        body = await read_body(
+            receive, limit, what, length=headers.content_length, encoding=headers.content_encoding
+        )
+        sender, seen = self.after_body(scope, headers, sender, body)
         if len(body) <= READ_ON_LOOP:
             parsed = self._read_stamped(body, sender, seen)
         else:
             parsed = await run_in_threadpool(self._read_stamped, body, sender, seen)
-        if browser:  # a browser session's rate, by the anonymousIds it names
-            anonymous = itertools.chain(
-                (e.anonymous_id for e in parsed.events),
-                (r.event.anonymous_id for r in parsed.rejected),
-            )
-            self.limits.charge_devices(sender, anonymous)
+        request = self.request_for(sender, parsed)
         loop = asyncio.get_running_loop()
         answers = self._answers
         if answers is None or answers.loop is not loop:
             answers = self._answers = answers_for(loop)
         future: asyncio.Future[IngestResult] = loop.create_future()
-        engine.submit_with(
-            IngestRequest(sender, parsed, self.prefix), functools.partial(answers.post, future)
-        )
-        result = await future
+        self.engine.submit_with(request, functools.partial(answers.post, future))
+        return 200, self.accepted(await future)
+
+    # ------------------------------------------------------------ the steps, without ASGI
+    # ``_accept`` runs them around its reads and waits; an HTTP protocol that collected a
+    # small body itself runs them through ``take`` (``api.fast_lane``): one implementation.
+
+    def headers(self, raw: Iterable[tuple[bytes, bytes]]) -> _Headers:
+        """The request headers this route reads, of the raw (lower-case) header list."""
+        return _Headers(raw, self._reported)
+
+    def before_body(
+        self, scope: MutableMapping[str, Any], headers: _Headers
+    ) -> tuple[Sender | None, int, str]:
+        """What is checked before the body is read: the credentials, the route's scope and
+        the rate limits of a key in the Authorization header, then the media type. The
+        sender (None: the key rides in the body), the body's byte limit and its name for
+        messages. ``scope``: the request's ASGI scope (or a dict with its ``client``); the
+        key's kind is noted in it."""
+        if headers.has_authorization:  # before reading any body
+            token = token_from_header(headers.customer_token)
+            caller = self.keys.caller(headers.authorization, token, self.engine.wall_now())
+            sender = admit(scope, caller, _EVENTS_WRITE, self.limits)
+            check_media_type(headers.content_type)
+            return sender, self.settings.max_body_bytes, "body"
+        # analytics.js: the browser key rides in a text/plain body
+        check_media_type(headers.content_type)
+        return None, self._browser_body, "a body that carries its key"
+
+    def after_body(
+        self,
+        scope: MutableMapping[str, Any],
+        headers: _Headers,
+        sender: Sender | None,
+        body: bytes,
+    ) -> tuple[Sender, str | None]:
+        """The sender once the body is read (a key inside it checked as ``before_body``
+        checks one in the header), and the network a browser's request came from."""
+        if sender is None:
+            token = token_from_header(headers.customer_token)
+            caller = authenticate_body(body, token, self.settings, self.engine.wall_now())
+            sender = admit(scope, caller, _EVENTS_WRITE, self.limits)
+        if sender.kind is not _BROWSER:
+            return sender, None
+        return sender, network(self.settings, headers.reported, scope.get("client"))
+
+    def request_for(self, sender: Sender, parsed: Parsed) -> IngestRequest:
+        """What goes to the group commit, once a browser session's rate is charged."""
+        if sender.kind is _BROWSER:  # a browser session's rate, by the anonymousIds it names
+            anonymous = itertools.chain(
+                (e.anonymous_id for e in parsed.events),
+                (r.event.anonymous_id for r in parsed.rejected),
+            )
+            self.limits.charge_devices(sender, anonymous)
+        return IngestRequest(sender, parsed, self.prefix)
+
+    def begin(
+        self, scope: MutableMapping[str, Any], headers: _Headers
+    ) -> tuple[Sender | None, int, str]:
+        """``before_body``, then the declared Content-Length against the limit (the
+        checks ``_accept`` makes before it reads a byte of the body): for an HTTP protocol
+        that collects the body itself (``api.fast_lane``) and hands it to ``take``."""
+        sender, limit, what = self.before_body(scope, headers)
+        check_length(limit, what, headers.content_length)
+        return sender, limit, what
+
+    def take(
+        self,
+        scope: MutableMapping[str, Any],
+        headers: _Headers,
+        begun: tuple[Sender | None, int, str],
+        body: bytes,
+    ) -> IngestRequest:
+        """The checks ``_accept`` makes once it has read the body (``begun``: what
+        ``begin`` gave), in the same order, the body read on the calling thread: what goes
+        to the group commit (``submit_with``). NextbestError for a refusal (``refusal``)."""
+        sender, limit, what = begun
+        body = finish_body(body, limit, what, headers.content_encoding)
+        known, seen = self.after_body(scope, headers, sender, body)
+        return self.request_for(known, self._read_stamped(body, known, seen))
+
+    def accepted(self, result: IngestResult) -> bytes:
+        """The answer's JSON to a committed request, counted."""
         self.metrics.ingested(result)
-        return 200, _answer(result)
+        return _answer(result)
 
     def _read_stamped(self, body: bytes, sender: Sender, seen: str | None) -> Parsed:
         """The body's messages, with who sent them written on them (``guard.origin.stamp``)."""

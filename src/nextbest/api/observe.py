@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nextbest.api.logs import ACCESS, request_id, request_line
 from nextbest.api.metrics import Metrics
 
-__all__ = ["KEY_KIND", "LeanRoute", "Observed", "sane_request_id"]
+__all__ = ["KEY_KIND", "LeanRoute", "Observed", "record_request", "sane_request_id"]
 
 #: where an endpoint writes the kind of key it authenticated, in the ASGI scope
 KEY_KIND = "nextbest.key_kind"
@@ -166,26 +166,39 @@ class Observed:
         self, scope: Scope, method: str, template: str, status: int, started: float, rid: str
     ) -> None:
         """The request's metrics and access line."""
-        seconds = time.perf_counter() - started
-        self.metrics.request(template, method, status, seconds)
-        if len(method) > 16:
-            method = method[:16]
-        kind = scope.get(KEY_KIND, "none")
-        # first the line straight to the log's writer (None when the access log is not
-        # plainly routed to one, or off: ``request_line`` asks the level itself)
-        if request_line(time.time(), rid, method, template, status, seconds, kind) is not None:
-            return
-        if not ACCESS.isEnabledFor(logging.INFO):
-            return
-        fields = {
-            "method": method,
-            "route": template,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "key_kind": kind,
-        }
-        # the record made directly: ``info`` would also look up its caller's frame, which an
-        # access line does not need (it would double the line's cost)
-        record = logging.LogRecord(ACCESS.name, logging.INFO, "", 0, "request", None, None)
-        record.access = fields
+        record_request(
+            self.metrics, scope.get(KEY_KIND, "none"), method, template, status, started, rid
+        )
+
+
+def record_request(
+    metrics: Metrics, kind: str, method: str, template: str, status: int, started: float, rid: str
+) -> None:
+    """A served request's metrics and access line (``kind``: the key kind its endpoint
+    authenticated); ``started``: its ``time.perf_counter()`` when it began."""
+    seconds = time.perf_counter() - started
+    metrics.request(template, method, status, seconds)
+    if len(method) > 16:
+        method = method[:16]
+    # first the line straight to the log's writer (None when the access log is not
+    # plainly routed to one, or off: ``request_line`` asks the level itself)
+    if request_line(time.time(), rid, method, template, status, seconds, kind) is not None:
+        return
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "method": method,
+        "route": template,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "key_kind": kind,
+    }
+    # the record made directly: ``info`` would also look up its caller's frame, which an
+    # access line does not need (it would double the line's cost)
+    record = logging.LogRecord(ACCESS.name, logging.INFO, "", 0, "request", None, None)
+    record.access = fields
+    token = request_id.set(rid)  # what a formatter reads (a request served off the ASGI path)
+    try:
         ACCESS.handle(record)
+    finally:
+        request_id.reset(token)
