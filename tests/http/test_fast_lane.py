@@ -14,6 +14,7 @@ import logging
 import re
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,10 +23,17 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from nextbest.api.http_protocol import UVICORN_HTTP, LaneProtocol, serving_protocol
+from nextbest.api.app import create_app
+from nextbest.api.http_protocol import (
+    UVICORN_HTTP,
+    CoalescingProtocol,
+    LaneProtocol,
+    serving_protocol,
+)
 from nextbest.api.logs import ACCESS, JsonFormatter, LineWriter
+from nextbest.bootstrap import build_engine
 from nextbest.clock import FixedClock
-from tests.conftest import LiveServer, make_settings, serving
+from tests.conftest import LiveServer, make_settings, serving, uvicorn_thread
 from tests.support import ADMIN_KEY, BROWSER_KEY, T0, WRITE_KEY
 
 OTHER_WRITE = "test-other-write-key"
@@ -122,6 +130,19 @@ def _scenarios() -> list[tuple[str, list[bytes], bool]]:
                     key=None,
                     content_type="text/plain",
                     extra=b"Origin: " + ORIGIN.encode() + b"\r\n",
+                )
+            ],
+            True,
+        ),
+        (
+            "forwarded",
+            [
+                _post(
+                    "/v1/t",
+                    {**browser, "messageId": "msg-42"},
+                    key=None,
+                    content_type="text/plain",
+                    extra=b"X-Forwarded-For: 203.0.113.9\r\n",
                 )
             ],
             True,
@@ -511,3 +532,128 @@ def test_shutdown_answers_or_closes_every_request_and_loses_no_acknowledged_even
     with contextlib.closing(sqlite3.connect(data)) as db:
         stored = {row[0] for row in db.execute("SELECT message_id FROM events")}
     assert set(accepted) <= stored
+
+
+@pytest.mark.parametrize("config", [{"root_path": "/api"}, {"limit_concurrency": 100}])
+def test_the_lane_stands_aside_where_uvicorn_would_treat_a_request_otherwise(
+    tmp_path: Path, config: dict[str, Any]
+):
+    """A root path or a concurrency limit: every request the ASGI way, answered as ever."""
+    settings = make_settings(tmp_path)
+    app = create_app(build_engine(settings, FixedClock(T0)), settings, flush_interval=0.05)
+    protocol = _counting(app)
+    with uvicorn_thread(app, log_level="warning", lifespan="on", http=protocol, **config) as port:
+        answers = _exchange(port, [_post("/v1/track", _event(1))], probe=True)
+    assert [a[0] for a in answers] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found"]
+    assert protocol.served == []
+
+
+def test_an_app_without_a_lane_is_served_on_the_coalescing_protocol():
+    assert serving_protocol(object()) is CoalescingProtocol
+
+
+class _Held:
+    """An engine whose group-commit answers wait until released (everything else is the
+    engine's)."""
+
+    def __init__(self, engine: Any) -> None:
+        object.__setattr__(self, "engine", engine)
+        object.__setattr__(self, "held", [])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.engine, name, value)
+
+    def submit_with(self, request: Any, answer: Callable[[Any], None]) -> None:
+        self.engine.submit_with(request, lambda result: self.held.append((answer, result)))
+
+
+def _until(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline, "not within 20 s"
+        time.sleep(0.005)
+
+
+def _left_during_commit(tmp: Path, lane: bool, access: _Access) -> tuple[list[Any], bool]:
+    """A client that sends a whole request and leaves while its events are committed."""
+    access.lines.clear()
+    settings = make_settings(tmp)
+    engine = _Held(build_engine(settings, FixedClock(T0)))
+    app = create_app(engine, settings, flush_interval=0.05)  # type: ignore[arg-type]
+    base = serving_protocol(app) if lane else CoalescingProtocol
+    lost: list[bool] = []
+
+    class Watching(base):  # type: ignore[misc, valid-type]
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            lost.append(True)
+
+    with uvicorn_thread(app, log_level="warning", lifespan="on", http=Watching) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(_post("/v1/track", _event(1)))
+            _until(lambda: len(engine.held) == 1)
+        _until(lambda: bool(lost))
+        answer, result = engine.held.pop()
+        answer(result)
+        _until(lambda: bool(access.lines))
+    # the server stopped (its shutdown waited for nothing more)
+    with contextlib.closing(sqlite3.connect(settings.data)) as db:
+        stored = db.execute("SELECT 1 FROM events WHERE message_id = 'msg-1'").fetchone()
+    return list(access.lines), stored is not None
+
+
+def test_a_client_that_leaves_during_the_commit_is_answered_to_nobody(
+    tmp_path: Path, access: _Access
+):
+    """The events are stored, nothing is written, the access line and metrics say what the
+    route answered (200), as on the ASGI path; the server still stops."""
+    fast = _left_during_commit(tmp_path / "fast", True, access)
+    plain = _left_during_commit(tmp_path / "plain", False, access)
+    assert fast == plain == ([("POST", "/v1/track", 200, "write")], True)
+
+
+def test_answers_wait_for_a_client_that_does_not_read_and_all_arrive_in_order(tmp_path: Path):
+    """Flow control: a client that pipelines many requests and reads nothing fills the
+    server's write buffer (made small here); the answers wait for it to drain
+    (``pause_writing``, ``resume_writing``), then every answer arrives, whole and in order."""
+    settings = make_settings(tmp_path)
+    app = create_app(build_engine(settings, FixedClock(T0)), settings, flush_interval=0.05)
+    paused: list[bool] = []
+    held: list[bool] = []
+
+    class Small(serving_protocol(app)):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport.set_write_buffer_limits(high=2048)
+            super().connection_made(transport)
+
+        def pause_writing(self) -> None:
+            paused.append(True)
+            super().pause_writing()
+
+        def write_later(self, request: Any, data: bytes) -> None:
+            held.append(True)
+            super().write_later(request, data)
+
+    count = 400
+    requests = [
+        _post("/v1/track", _event(n), extra=b"X-Request-Id: r-%d\r\n" % n) for n in range(count)
+    ]
+    with (
+        uvicorn_thread(app, log_level="warning", lifespan="on", http=Small) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=30) as sock,
+    ):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(requests) + _PROBE,))
+        sender.start()
+        _until(lambda: bool(held))  # an answer waits for the socket
+        data = _read_all(sock)
+        sender.join()
+    assert paused
+    answers = _answers(data)
+    assert [a[0] for a in answers] == [b"HTTP/1.1 200 OK"] * count + [b"HTTP/1.1 404 Not Found"]
+    ids = [dict(headers)[b"x-request-id"] for _, headers, _ in answers[:count]]
+    assert ids == [b"r-%d" % n for n in range(count)]

@@ -15,6 +15,10 @@ JSON answer (``api.errors``). Each route is also registered with Starlette (its 
 so the route table, the OpenAPI document and ``405`` for another method are as for any
 route.
 
+``nextbest serve``'s HTTP protocol serves most of these requests itself, without an ASGI
+cycle (``api.fast_lane``): it runs the same steps (``begin``, ``take``, ``accepted``), so
+both paths share one implementation of every check.
+
 An accepted request waits for the group commit that writes its events (``group_commit``):
 the committing thread posts each request's result to its event loop, which is woken once
 for all the results of a commit (``_Answers``).

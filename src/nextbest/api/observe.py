@@ -13,7 +13,9 @@ ASGI scope), never the key.
 to one of their paths goes to its route's ``serve``, which adds the request id itself; the
 access line and the metrics are the same as for any route. The app (``api.app``) puts this
 middleware outside Starlette's own error middleware, so a lean request passes through no
-other layer, and a 500 that error middleware answers carries its request id.
+other layer, and a 500 that error middleware answers carries its request id. Requests the
+HTTP protocol serves itself (``api.fast_lane``) get the same access line and metrics from
+``record_request``.
 """
 
 from __future__ import annotations
