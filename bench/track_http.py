@@ -10,10 +10,11 @@ run, same wrk settings: a bare Starlette app answering ``GET /`` with ``hello`` 
 uvicorn (the stack's hello-world), and nextbest's own ``GET /healthz``.
 
 HTTP protocol: nextbest's server runs uvicorn on ``api.http_protocol`` (a response's head and
-body in one write), as ``nextbest serve`` does (``--http uvicorn``: on uvicorn's own
-httptools protocol instead). The hello-world is served twice: on uvicorn's own protocol
-(``hello-world``, the floor every earlier figure was read against) and on nextbest's
-(``hello-tuned``); every phase's ratio is given against both.
+body in one write; since issue #15's lane, its ingestion requests served by the protocol
+itself: ``api.fast_lane``), as ``nextbest serve`` does (``--http uvicorn``: on uvicorn's own
+httptools protocol instead, every request the ASGI way). The hello-world is served twice: on
+uvicorn's own protocol (``hello-world``, the floor every earlier figure was read against) and
+on nextbest's (``hello-tuned``); every phase's ratio is given against both.
 
 ``--access-log FILE``: the server writes its JSON access lines (``api.logs``) to FILE, as
 ``nextbest serve`` writes them to stderr (without it, no log handler is configured).
