@@ -657,3 +657,36 @@ def test_answers_wait_for_a_client_that_does_not_read_and_all_arrive_in_order(tm
     assert [a[0] for a in answers] == [b"HTTP/1.1 200 OK"] * count + [b"HTTP/1.1 404 Not Found"]
     ids = [dict(headers)[b"x-request-id"] for _, headers, _ in answers[:count]]
     assert ids == [b"r-%d" % n for n in range(count)]
+
+
+def _held_server(tmp: Path, lane: bool, **config: Any) -> tuple[Any, Any, Any]:
+    """An app on a ``_Held`` engine, its protocol (the lane's, or the plain one) and the
+    engine, for ``uvicorn_thread``."""
+    settings = make_settings(tmp)
+    engine = _Held(build_engine(settings, FixedClock(T0)))
+    app = create_app(engine, settings, flush_interval=0.05)  # type: ignore[arg-type]
+    return app, serving_protocol(app) if lane else CoalescingProtocol, engine
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_a_request_pipelined_behind_a_refusal_is_not_cut_by_the_keep_alive_timeout(
+    tmp_path: Path, lane: bool
+):
+    """A refusal the lane answers while it parses (401) leaves no keep-alive timeout armed
+    for the request read behind it: that one is still in its group commit, and is answered
+    once committed (uvicorn arms the timeout only when no request is in progress)."""
+    app, http, engine = _held_server(tmp_path, lane)
+    pipelined = _post("/v1/track", _event(1), key="nope") + _post("/v1/track", _event(2))
+    config = {"log_level": "warning", "lifespan": "on", "timeout_keep_alive": 0}
+    with (
+        uvicorn_thread(app, http=http, **config) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=20) as sock,
+    ):
+        sock.sendall(pipelined)
+        _until(lambda: len(engine.held) == 1)
+        # the server's loop has gone round since (a timeout of 0 s would have fired)
+        assert _exchange(port, [_PROBE], probe=False)[0][0] == b"HTTP/1.1 404 Not Found"
+        answer, result = engine.held.pop()
+        answer(result)
+        answers = _answers(_read_all(sock))
+    assert [a[0] for a in answers] == [b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 200 OK"]

@@ -181,7 +181,10 @@ class LaneProtocol(CoalescingProtocol):
 
     # ------------------------------------------------------------ parsing
     def on_message_begin(self) -> None:
-        # uvicorn's, without the ASGI scope: made when a request takes the ASGI path
+        # uvicorn's, without the ASGI scope: made when a request takes the ASGI path; and
+        # no keep-alive timeout while a request is in progress (a refusal answered while
+        # parsing arms one, as the connection then looks idle: uvicorn only answers later)
+        self._unset_keepalive_if_required()
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
