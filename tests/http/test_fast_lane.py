@@ -690,3 +690,34 @@ def test_a_request_pipelined_behind_a_refusal_is_not_cut_by_the_keep_alive_timeo
         answer(result)
         answers = _answers(_read_all(sock))
     assert [a[0] for a in answers] == [b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 200 OK"]
+
+
+_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_an_upgrade_pipelined_behind_a_lane_request_does_not_submit_it_again(
+    tmp_path: Path, lane: bool
+):
+    """uvicorn parses a WebSocket upgrade without making it the connection's current
+    request: its end of message must not end the lane's request before it a second time
+    (its checks, rate limits and group commit run once)."""
+    app, http, engine = _held_server(tmp_path, lane)
+    with (
+        uvicorn_thread(app, log_level="warning", lifespan="on", http=http) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=20) as sock,
+    ):
+        sock.sendall(_post("/v1/track", _event(1)) + _UPGRADE)
+        _until(lambda: bool(engine.held))
+        data = b""
+        while b"HTTP/1.1 403" not in data:  # the app refuses the WebSocket: parsed by now
+            more = sock.recv(65536)
+            assert more, data
+            data += more
+        submitted = len(engine.held)
+        for answer, result in engine.held:
+            answer(result)
+    assert submitted == 1

@@ -168,11 +168,15 @@ class FastRequest:
 
     def add(self, body: bytes) -> None:
         """A piece of the body (its Content-Length is small: kept whole)."""
-        if not self.response_complete:
+        if not self.response_complete and not self.complete:
             self.body = body if not self.body else self.body + body
 
     def completed(self) -> None:
-        """The whole body is in."""
+        """The whole body is in. Once only: uvicorn parses a WebSocket upgrade without
+        making it the connection's current request, so the body and end of an upgrade
+        pipelined behind this request come here too (ignored, as uvicorn ignores them)."""
+        if self.complete:
+            return
         self.complete = True
         if self.started and not self.response_complete:
             self.run()
