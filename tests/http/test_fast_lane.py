@@ -22,12 +22,15 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nextbest.api.app import create_app
 from nextbest.api.http_protocol import (
+    LANE_UVICORN,
     UVICORN_HTTP,
     CoalescingProtocol,
     LaneProtocol,
+    lane_fits,
     serving_protocol,
 )
 from nextbest.api.logs import ACCESS, JsonFormatter, LineWriter
@@ -550,6 +553,27 @@ def test_the_lane_stands_aside_where_uvicorn_would_treat_a_request_otherwise(
 
 def test_an_app_without_a_lane_is_served_on_the_coalescing_protocol():
     assert serving_protocol(object()) is CoalescingProtocol
+
+
+def _release(major: int, minor: int, patch: int = 0) -> str:
+    return f"{major}.{minor}.{patch}"
+
+
+def test_the_lane_runs_only_on_the_uvicorn_releases_it_was_tested_on():
+    low, high = LANE_UVICORN
+    assert lane_fits(_release(*low))
+    assert lane_fits(_release(*high, 7))
+    assert not lane_fits(_release(high[0], high[1] + 1))
+    assert not lane_fits(_release(low[0], low[1] - 1))
+    assert not lane_fits("not a version")
+
+
+def test_the_lane_needs_every_protocol_method_it_reaches_into():
+    class Renamed(HttpToolsProtocol):
+        _start_asgi_task = None  # as if a release had renamed it
+
+    assert lane_fits(_release(*LANE_UVICORN[0]), HttpToolsProtocol)
+    assert not lane_fits(_release(*LANE_UVICORN[0]), Renamed)
 
 
 class _Held:

@@ -20,8 +20,10 @@ run an app on: ``LaneProtocol`` bound to the app's lane when it has one, else
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, ClassVar
 
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -31,10 +33,13 @@ from nextbest.api.ingest import READ_ON_LOOP, answers_for
 
 __all__ = [
     "FLUSH_AT",
+    "LANE_NEEDS",
+    "LANE_UVICORN",
     "UVICORN_HTTP",
     "CoalescingProtocol",
     "CoalescingTransport",
     "LaneProtocol",
+    "lane_fits",
     "serving_protocol",
 ]
 
@@ -292,10 +297,51 @@ class LaneProtocol(CoalescingProtocol):
                 self.connections.add(self)
 
 
+#: the uvicorn releases the lane was built and tested on: it reaches into uvicorn's
+#: protocol (its pipeline, ``_start_asgi_task``, the keep-alive timer), which a release may
+#: change without notice, so another release serves every request the ASGI way
+LANE_UVICORN = ((0, 55), (0, 55))
+
+#: uvicorn's protocol methods the lane calls or overrides
+LANE_NEEDS = (
+    "_start_asgi_task",
+    "_unset_keepalive_if_required",
+    "on_response_complete",
+    "on_message_begin",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "resume_writing",
+    "connection_lost",
+)
+
+_log = logging.getLogger(__name__)
+
+
+def lane_fits(version: str, protocol: type = HttpToolsProtocol) -> bool:
+    """Whether the lane may run on uvicorn ``version`` whose httptools protocol is
+    ``protocol``: a release in ``LANE_UVICORN`` with every method of ``LANE_NEEDS``."""
+    try:
+        release = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    low, high = LANE_UVICORN
+    return low <= release <= high and all(callable(getattr(protocol, n, None)) for n in LANE_NEEDS)
+
+
 def serving_protocol(app: object) -> type[CoalescingProtocol]:
     """The HTTP protocol to serve ``app`` on: ``LaneProtocol`` bound to its lane
-    (``app.fast_lane``, set by ``api.app.create_app``), else ``CoalescingProtocol``."""
+    (``app.fast_lane``, set by ``api.app.create_app``) on a uvicorn it fits
+    (``lane_fits``), else ``CoalescingProtocol``."""
     lane = getattr(app, "fast_lane", None)
     if not isinstance(lane, FastLane):
+        return CoalescingProtocol
+    if not lane_fits(uvicorn.__version__):
+        _log.warning(
+            "uvicorn %s is not a release the ingestion lane was tested on (%s): "
+            "every request is served the ASGI way",
+            uvicorn.__version__,
+            " to ".join(f"{r[0]}.{r[1]}" for r in LANE_UVICORN),
+        )
         return CoalescingProtocol
     return type("LaneProtocol", (LaneProtocol,), {"lane": lane})
