@@ -68,9 +68,12 @@ from nextbest.learn.features import customer_features
 from nextbest.profile.windows import DAY
 from nextbest.rules.context import age_of
 from nextbest.sim.generate import DEFAULT_START
-from nextbest.sim.loop import Metrics, run_policy
+from nextbest.sim.loop import run_policy
+from nextbest.sim.money import INSIGHT_KPIS
+from nextbest.sim.needs import EndReason
 from nextbest.sim.policies import RandomPolicy
 from nextbest.sim.response import ResponseModel
+from nextbest.sim.site import PRODUCT_OF
 from nextbest.sim.world import CustomerSim
 from nextbest.sim.worlds import WORLDS, world_catalog, world_named, world_response
 from zoo import Spread, spread
@@ -178,6 +181,17 @@ def true_probabilities(
     return p_click, model.p_convert_after_click(offer_topic=offer.topic, needs=needs)
 
 
+def convertible(offer: CompiledOffer, sim: CustomerSim) -> bool:
+    """Whether a click on ``offer`` can convert: not a service insight, and an open need for
+    the offer's product (what the site loop's ``expected_conversions`` counts)."""
+    if sim.money is not None and offer.id in INSIGHT_KPIS:
+        return False
+    topic = offer.topic
+    return topic in PRODUCT_OF and any(
+        n.topic == topic and n.ended is EndReason.ACTIVE for n in sim.needs
+    )
+
+
 class _Sparse:
     """Rows of named features appended as compact arrays (a CSR matrix in the making)."""
 
@@ -222,6 +236,8 @@ class Log:
         self.own = _Sparse(self.vocab)
         self.p_click = array("d")
         self.p_convert = array("d")
+        #: 1 where a click can convert (``convertible``), else 0
+        self.convertible = array("b")
 
     def __len__(self) -> int:
         return len(self.row_decision)
@@ -268,6 +284,7 @@ class LoggingPolicy:
             log.own.append(observable(x, offer, context))
             log.p_click.append(pc)
             log.p_convert.append(pv)
+            log.convertible.append(int(convertible(offer, sim)))
         return picks
 
 
@@ -293,14 +310,25 @@ class Fit(msgspec.Struct, kw_only=True):
     #: over the held-out decisions
     top1_value_share: float
     seconds: float
+    #: R² of the fitted P(click) x P(convert | click) x (a click can convert), the
+    #: conversions objective's target (None: not fitted)
+    r2_conversions: float | None = None
 
 
 class CeilingModel:
     """A gradient-boosted regression of a target over the observable features (columns:
     the named features with enough support, then the offer as a categorical column)."""
 
-    def __init__(self, columns: dict[str, int], offers: dict[str, int], booster: Any) -> None:
+    def __init__(
+        self,
+        columns: dict[str, int],
+        offers: dict[str, int],
+        booster: Any,
+        conversions: Any | None = None,
+    ) -> None:
         self.columns, self.offers, self.booster = columns, offers, booster
+        #: the regression of P(click) x P(convert | click) x (a click can convert), if fitted
+        self.conversions = conversions
         self.width = len(columns) + 1
 
     def rows(
@@ -322,8 +350,13 @@ class CeilingModel:
             row[-1] = self.offers.get(offer, -1)  # an unknown offer: a category never seen
         return out
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.clip(self.booster.predict(X), 0.0, 1.0)
+    def predict(self, X: np.ndarray, objective: str = "value") -> np.ndarray:
+        """The fitted P(click) x P(convert | click) (``objective`` "value"), or the same
+        counted only where a click can convert ("conversions")."""
+        booster = self.booster if objective == "value" else self.conversions
+        if booster is None:
+            raise ValueError(f"no regression fitted for the {objective!r} objective")
+        return np.clip(booster.predict(X), 0.0, 1.0)
 
 
 def _r2(y: np.ndarray, q: np.ndarray) -> float:
@@ -382,10 +415,13 @@ def fit_ceiling(
     min_support: int = 20,
     test_share: float = 0.2,
     seed: int = 0,
+    conversions: bool = False,
 ) -> tuple[CeilingModel, Fit]:
     """Fit E[P(click) x P(convert | click) | observables] on the training customers (all
     but every ``1 / test_share``-th), and E[P(click) | observables] for its R²; R² and
-    top-1 agreement on the held-out customers."""
+    top-1 agreement on the held-out customers. With ``conversions``, also
+    E[P(click) x P(convert | click) x (a click can convert) | observables], the target of
+    the conversions objective."""
     began = time.perf_counter()
     cut = round(1 / test_share) if test_share > 0 else 0
     customer = np.frombuffer(log.customer, dtype=np.int32)
@@ -398,7 +434,13 @@ def fit_ceiling(
     target = p_click * p_convert
     train = np.flatnonzero(~test)
     booster = _booster(iterations, categorical, seed).fit(X[train], target[train])
-    model = CeilingModel(columns, dict(log.offers), booster)
+    converts = target * np.frombuffer(log.convertible, dtype=np.int8)
+    by_conversions = (
+        _booster(iterations, categorical, seed).fit(X[train], converts[train])
+        if conversions
+        else None
+    )
+    model = CeilingModel(columns, dict(log.offers), booster, by_conversions)
     rng = np.random.default_rng(seed)
     sub = rng.choice(train, size=min(click_rows, len(train)), replace=False)
     clicks = _booster(iterations, categorical, seed).fit(X[sub], p_click[sub])
@@ -433,19 +475,27 @@ def fit_ceiling(
         top1_agreement=agree / len(groups) if groups else float("nan"),
         top1_value_share=got / top if top > 0 else float("nan"),
         seconds=round(time.perf_counter() - began, 2),
+        r2_conversions=(
+            _r2(converts[test], model.predict(Xt, "conversions"))
+            if conversions and len(y)
+            else None
+        ),
     )
     return model, fit
 
 
 class CeilingPolicy:
     """Greedy on the fitted E[P(click) x P(convert | click) | observables] x value x campaign
-    weight (the engine's objective), from observable features only: the world's hidden state
-    is never read."""
+    weight (the engine's objective; ``ceiling``), or, with ``objective="conversions"``
+    (``ceiling_conv``), on the fitted E[P(click) x P(convert | click) x (a click can
+    convert) | observables] x campaign weight, without value (what issue #14's conversion
+    target counts); from observable features only: the world's hidden state is never read."""
 
-    name = "ceiling"
-
-    def __init__(self, catalog: Catalog, model: CeilingModel) -> None:
-        self.catalog, self.model = catalog, model
+    def __init__(self, catalog: Catalog, model: CeilingModel, objective: str = "value") -> None:
+        if objective not in ("value", "conversions"):
+            raise ValueError(f"unknown objective {objective!r}")
+        self.catalog, self.model, self.objective = catalog, model, objective
+        self.name = "ceiling" if objective == "value" else "ceiling_conv"
 
     def choose(
         self,
@@ -461,9 +511,10 @@ class CeilingPolicy:
             return [(o.id, 1.0) for o in candidates][:slots]
         x = decision_features(self.catalog, context)
         own = [observable(x, offer, context) for offer in candidates]
-        q = self.model.predict(self.model.rows(x, [o.id for o in candidates], own))
+        q = self.model.predict(self.model.rows(x, [o.id for o in candidates], own), self.objective)
+        by_value = self.objective == "value"
         scored = sorted(
-            (-(float(p) * o.spec.value * o.weight), o.id)
+            (-(float(p) * (o.spec.value if by_value else 1.0) * o.weight), o.id)
             for p, o in zip(q, candidates, strict=True)
         )
         return [(oid, 1.0) for _, oid in scored[:slots]]
@@ -480,11 +531,104 @@ def _cell(s: Spread) -> str:
     return f"{s.mean:.2f} ({s.low:.2f}-{s.high:.2f})"
 
 
+#: the per-run figures kept (``Metrics`` fields)
+KEPT = (
+    "clicks",
+    "expected_clicks",
+    "expected_value",
+    "expected_conversions",
+    "impressions",
+    "conversions_total",
+    "conversions_after_click",
+    "wall_seconds",
+)
+
+
+def stored_runs(world: str, args: argparse.Namespace) -> tuple[dict[int, dict[str, Any]], dict]:
+    """The runs of ``args.stored`` (greedy_recent, oracle: ``zoo-<world>.json`` of
+    ``bench/quality.py``) and ``args.stored_nextbest`` (``FILE:VARIANT`` of
+    ``bench/variants.py``'s runs, as ``nextbest``) for ``args.seeds``, at the same size;
+    and where they came from. Exits if a seed or the size is missing."""
+    runs: dict[int, dict[str, Any]] = {s: {} for s in args.seeds}
+    source: dict[str, Any] = {}
+    if args.stored:
+        path = Path(args.stored) / f"zoo-{world}.json"
+        data = orjson.loads(path.read_bytes())
+        if (data["customers"], data["days"]) != (args.customers, args.days):
+            raise SystemExit(f"{path}: {data['customers']} x {data['days']}, not the run's size")
+        for seed in args.seeds:
+            found = data["metrics"].get(str(seed))
+            if found is None:
+                raise SystemExit(f"{path}: no seed {seed}")
+            for name in ("greedy_recent", "oracle"):
+                runs[seed][name] = {k: found[name][k] for k in KEPT}
+        source["greedy_recent,oracle"] = {
+            "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            "date": data["date"],
+            "git_revision": data["machine"].get("git_revision"),
+        }
+    if args.stored_nextbest:
+        file, _, variant = args.stored_nextbest.rpartition(":")
+        rows = [orjson.loads(line) for line in Path(file).read_bytes().splitlines() if line]
+        by = {
+            r["seed"]: r
+            for r in rows
+            if r["variant"] == variant
+            and r["world"] == world
+            and (r["customers"], r["days"]) == (args.customers, args.days)
+        }
+        for seed in args.seeds:
+            if seed not in by:
+                raise SystemExit(f"{file}: no {variant} run of {world} seed {seed}")
+            runs[seed]["nextbest"] = {k: by[seed]["metrics"][k] for k in KEPT}
+        source["nextbest"] = {
+            "file": file,
+            "variant": variant,
+            "dates": sorted(r["date"] for r in by.values()),
+        }
+    return runs, source
+
+
+def conversions_summary(metrics: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict:
+    """Expected conversions per policy (mean of the seeds), the share of greedy_recent's gap
+    to the oracle each closes (means first, as ``bench/variants.py --conversions``), and
+    nextbest / the better ceiling's: issue #14's rule (reachable where a ceiling closes
+    >= 40 %; otherwise nextbest is held to >= 0.95 of the ceiling)."""
+    policies = list(next(iter(metrics.values())))
+    mean = {
+        p: sum(r[p]["expected_conversions"] for r in metrics.values()) / len(metrics)
+        for p in policies
+    }
+    out: dict[str, Any] = {"expected_conversions": mean}
+    if "greedy_recent" not in mean:
+        return out
+    g, o = mean["greedy_recent"], mean["oracle"]
+    out["gap_closed"] = {p: (v - g) / (o - g) if o > g else None for p, v in mean.items()}
+    ceilings = [p for p in ("ceiling", "ceiling_conv") if p in mean]
+    if ceilings:
+        best = max(ceilings, key=mean.__getitem__)
+        closed = out["gap_closed"][best]
+        out["best_ceiling"] = best
+        out["reachable_40"] = closed is not None and closed >= 0.40
+        if "nextbest" in mean:
+            out["nextbest_vs_best_ceiling"] = _ratio(mean["nextbest"], mean[best])
+    return out
+
+
+def _policy(name: str, catalog: Catalog, model: CeilingModel) -> Any:
+    if name == "ceiling":
+        return CeilingPolicy(catalog, model)
+    if name == "ceiling_conv":
+        return CeilingPolicy(catalog, model, "conversions")
+    return name
+
+
 def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
     lives = world_named(world)
     catalog = world_catalog(lives, args.catalog, DEFAULT_START)
     response = world_response(lives)
     began = time.perf_counter()
+    metrics, source = stored_runs(world, args)
     logger = LoggingPolicy(catalog, response, args.record_share, args.log_seed)
     run_policy(
         logger,
@@ -501,22 +645,23 @@ def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
         f"decisions in {log_seconds:.0f} s"
     )
     model, fit = fit_ceiling(
-        logger.log, catalog, iterations=args.iterations, click_rows=args.click_rows
+        logger.log,
+        catalog,
+        iterations=args.iterations,
+        click_rows=args.click_rows,
+        conversions="ceiling_conv" in args.policies,
     )
     _say(
         f"{world}: fit in {fit.seconds:.0f} s, held-out R² product "
         f"{fit.r2_p_click_x_convert:.3f}, p_click {fit.r2_p_click:.3f} (logit "
-        f"{fit.r2_logit_p_click:.3f}), top-1 {fit.top1_agreement:.2f}, "
-        f"value share {fit.top1_value_share:.2f}"
+        f"{fit.r2_logit_p_click:.3f}), conversions {fit.r2_conversions}, top-1 "
+        f"{fit.top1_agreement:.2f}, value share {fit.top1_value_share:.2f}"
     )
     del logger
-    metrics: dict[int, dict[str, Metrics]] = {}
     for seed in args.seeds:
-        metrics[seed] = {}
         for name in args.policies:
-            policy = CeilingPolicy(catalog, model) if name == "ceiling" else name
             m = run_policy(
-                policy,
+                _policy(name, catalog, model),
                 seed,
                 args.customers,
                 args.days,
@@ -524,33 +669,22 @@ def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
                 model=response,
                 world=lives,
             )
-            metrics[seed][name] = m
-            _say(f"{world} seed {seed} {name}: {m.clicks:,} clicks, {m.wall_seconds:.0f} s")
-    clicks: dict[str, Spread] = {}
-    expected: dict[str, Spread] = {}
-    value: dict[str, Spread] = {}
-    for name in args.policies:
-        value[name] = spread(
-            [_ratio(r[name].expected_value, r["oracle"].expected_value) for r in metrics.values()]
-        )
-        clicks[name] = spread(
-            [_ratio(r[name].clicks, r["oracle"].clicks) for r in metrics.values()]
-        )
-        expected[name] = spread(
-            [_ratio(r[name].expected_clicks, r["oracle"].expected_clicks) for r in metrics.values()]
-        )
+            metrics[seed][name] = {k: getattr(m, k) for k in KEPT}
+            _say(
+                f"{world} seed {seed} {name}: {m.clicks:,} clicks, expected conversions "
+                f"{m.expected_conversions:.2f}, {m.wall_seconds:.0f} s"
+            )
+    names = list(metrics[args.seeds[0]])
+    runs = list(metrics.values())
+
+    def vs(key: str, to: str = "oracle") -> dict[str, Spread]:
+        return {p: spread([_ratio(r[p][key], r[to][key]) for r in runs]) for p in names}
+
     vs_ceiling: dict[str, Spread] = {}
-    if "nextbest" in args.policies and "ceiling" in args.policies:
+    if "nextbest" in names and "ceiling" in names:
         vs_ceiling = {
-            "clicks": spread(
-                [_ratio(r["nextbest"].clicks, r["ceiling"].clicks) for r in metrics.values()]
-            ),
-            "expected_clicks": spread(
-                [
-                    _ratio(r["nextbest"].expected_clicks, r["ceiling"].expected_clicks)
-                    for r in metrics.values()
-                ]
-            ),
+            k: spread([_ratio(r["nextbest"][k], r["ceiling"][k]) for r in runs])
+            for k in ("clicks", "expected_clicks")
         }
     return {
         "world": world,
@@ -572,28 +706,14 @@ def run_world(world: str, args: argparse.Namespace) -> dict[str, Any]:
         "seeds": args.seeds,
         "customers": args.customers,
         "days": args.days,
-        "clicks_vs_oracle": msgspec.to_builtins(clicks),
-        "expected_clicks_vs_oracle": msgspec.to_builtins(expected),
-        "expected_value_vs_oracle": msgspec.to_builtins(value),
+        "run": args.policies,
+        "stored": source,
+        "clicks_vs_oracle": msgspec.to_builtins(vs("clicks")),
+        "expected_clicks_vs_oracle": msgspec.to_builtins(vs("expected_clicks")),
+        "expected_value_vs_oracle": msgspec.to_builtins(vs("expected_value")),
         "nextbest_vs_ceiling": msgspec.to_builtins(vs_ceiling),
-        "metrics": {
-            str(seed): {
-                p: {
-                    k: getattr(m, k)
-                    for k in (
-                        "clicks",
-                        "expected_clicks",
-                        "expected_value",
-                        "impressions",
-                        "conversions_total",
-                        "conversions_after_click",
-                        "wall_seconds",
-                    )
-                }
-                for p, m in r.items()
-            }
-            for seed, r in metrics.items()
-        },
+        "conversions": conversions_summary(metrics),
+        "metrics": {str(seed): r for seed, r in metrics.items()},
         "wall_seconds": round(time.perf_counter() - began, 1),
     }
 
@@ -619,6 +739,41 @@ def markdown_row(result: dict[str, Any]) -> str:
     )
 
 
+def conversions_row(result: dict[str, Any]) -> str:
+    """Expected conversions (mean of the seeds) and the gap to the oracle closed, per
+    policy; nextbest / the better ceiling; whether issue #14's 40 % is reachable."""
+    c = result.get("conversions") or {}
+    mean, closed = c.get("expected_conversions", {}), c.get("gap_closed", {})
+
+    def cell(p: str) -> str:
+        if p not in mean:
+            return "-"
+        gap = closed.get(p)
+        return f"{mean[p]:.1f}" + (f" ({gap:+.0%})" if gap is not None else "")
+
+    ratio = c.get("nextbest_vs_best_ceiling")
+    reach = c.get("reachable_40")
+    verdict = "-" if reach is None else ("yes" if reach else "**no**")
+    e = result["expected_clicks_vs_oracle"]
+    clicks = " / ".join(
+        _cell(Spread(**e[p])) if p in e else "-" for p in ("ceiling", "ceiling_conv")
+    )
+    return (
+        f"| `{result['world']}` | "
+        + " | ".join(cell(p) for p in CONVERSION_POLICIES)
+        + f" | {'-' if ratio is None else f'{ratio:.2f}'} | {verdict} | {clicks} |"
+    )
+
+
+CONVERSION_POLICIES = ("greedy_recent", "nextbest", "ceiling", "ceiling_conv", "oracle")
+CONVERSION_HEADER = (
+    "| world | expected conversions (gap closed): "
+    + " | ".join(CONVERSION_POLICIES)
+    + " | nextbest / better ceiling | 40 % reachable "
+    + "| expected clicks / oracle's: ceiling / ceiling_conv |\n|"
+    + " --- |" * (len(CONVERSION_POLICIES) + 4)
+)
+
 HEADER = (
     "| world | held-out R²: P(click) / P(click) x P(conv) "
     "| ceiling / oracle: clicks / expected clicks / expected value "
@@ -642,7 +797,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--record-share", type=float, default=1.0, help="decisions recorded")
     ap.add_argument("--iterations", type=int, default=200, help="boosting iterations")
     ap.add_argument("--click-rows", type=int, default=300_000, help="rows of the P(click) fit")
-    ap.add_argument("--policies", default="ceiling,nextbest,oracle")
+    ap.add_argument(
+        "--policies",
+        default="ceiling,nextbest,oracle",
+        help="the policies run (ceiling, ceiling_conv or any zoo policy)",
+    )
+    ap.add_argument(
+        "--stored",
+        default="",
+        help="a folder of bench/quality.py's zoo-<world>.json: greedy_recent and oracle "
+        "taken from it instead of run",
+    )
+    ap.add_argument(
+        "--stored-nextbest",
+        default="",
+        help="FILE:VARIANT of bench/variants.py's runs: nextbest taken from it",
+    )
     ap.add_argument("--catalog", default=str(ROOT / "examples" / "bank"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument(
@@ -655,8 +825,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             ap.error(f"unknown world {w!r}; use one of {', '.join(WORLDS)}")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.policies = [p for p in args.policies.split(",") if p]
-    if "oracle" not in args.policies:
+    if "oracle" not in args.policies and not args.stored:
         ap.error("--policies must include oracle (every figure is a share of its)")
+    if args.stored and {"greedy_recent", "oracle"} & set(args.policies):
+        ap.error("--stored gives greedy_recent and oracle: do not run them too")
+    if args.stored_nextbest and "nextbest" in args.policies:
+        ap.error("--stored-nextbest gives nextbest: do not run it too")
     return args
 
 
@@ -667,8 +841,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     if args.table:
         for world in args.worlds:
-            rows.append(markdown_row(orjson.loads((out / f"ceiling-{world}.json").read_bytes())))
-        print(HEADER + "\n" + "\n".join(rows), flush=True)
+            rows.append(orjson.loads((out / f"ceiling-{world}.json").read_bytes()))
+        print_tables(rows)
         return 0
     for world in args.worlds:
         result = run_world(world, args)
@@ -684,9 +858,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         (out / f"ceiling-{world}.json").write_bytes(
             orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
         )
-        rows.append(markdown_row(result))
-    print(HEADER + "\n" + "\n".join(rows), flush=True)
+        rows.append(result)
+    print_tables(rows)
     return 0
+
+
+def print_tables(results: Sequence[dict[str, Any]]) -> None:
+    print(HEADER + "\n" + "\n".join(markdown_row(r) for r in results), flush=True)
+    if any("conversions" in r for r in results):
+        print(flush=True)
+        print(CONVERSION_HEADER, flush=True)
+        print("\n".join(conversions_row(r) for r in results), flush=True)
 
 
 if __name__ == "__main__":
