@@ -9,11 +9,14 @@ P(click) of what it showed against the truth; then the same run with
 - ``warm_levels``: only its per-offer weights (each offer's level ``offer:<o>`` and its
   precision, the ``<f>&offer:<o>`` crosses): the catalog prior's error per offer;
 - ``warm_shared``: only the rest (topic crosses, ``own.<f>``, ``hist.<f>``, ``offset``,
-  ``topic:``, ``placement:``, ``pos:``, the intercept): the shared interest weights.
+  ``topic:``, ``placement:``, ``pos:``, the intercept): the shared interest weights;
+- ``warm_conv``: ``warm_all`` and the conversion model's counts (per offer and per offer
+  and intent level, ``ConversionModel.counts`` / ``intent_counts``) of the same month.
 
 Diagnosis only: the bench reads the hidden response model and the engine's learner state
-(``Engine._learner``), which the engine itself never does. The conversion model is not
-warmed. Writes ``bench/results/cold_start/<world>-s<seed>.json``.
+(``Engine._learner``), which the engine itself never does. Only ``warm_conv`` warms the
+conversion model. Each run reports its expected clicks and expected conversions. Writes
+``bench/results/cold_start/<world>-s<seed>.json``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src:bench nice -n 19 .venv/bin/python bench/cold_start.py \\
         --worlds hidden_needs,generic_service --seed 1 --warm-seed 2
@@ -82,8 +85,14 @@ def _instrument(loop: SiteLoop, log: dict[str, Any]) -> None:
     loop._respond = wrapped  # type: ignore[method-assign]
 
 
+#: what a run learned: the shared model's state and the conversion model's counts (per
+#: offer, per offer and intent level)
+Learned = tuple[bytes, dict[str, tuple[float, float]], list[tuple[str, int, float, float]]]
+
+
 def _part(state: bytes, keep: str) -> ContextualLogistic:
-    """The shared model ``state`` with only the ``keep`` part (levels, shared, all)."""
+    """The shared model ``state`` with only the ``keep`` part (levels, shared, all; conv is
+    all)."""
     s = msgspec.msgpack.decode(state, type=ContextualState)
 
     def per_offer(name: str) -> bool:
@@ -102,8 +111,13 @@ def _part(state: bytes, keep: str) -> ContextualLogistic:
 
 
 def _run(
-    name: str, world: str, seed: int, args: argparse.Namespace, warm: ContextualLogistic | None
-) -> tuple[dict[str, Any], bytes | None]:
+    name: str,
+    world: str,
+    seed: int,
+    args: argparse.Namespace,
+    warm: ContextualLogistic | None,
+    conv: Learned | None = None,
+) -> tuple[dict[str, Any], Learned | None]:
     lives = world_named(world)
     catalog = world_catalog(lives, str(ROOT / "examples" / "bank"), DEFAULT_START)
     log: dict[str, Any] = {"days": defaultdict(lambda: defaultdict(float)), "items": None}
@@ -111,7 +125,7 @@ def _run(
     policy = "nextbest" if name not in ("oracle", "prior") else name
     began = time.perf_counter()
 
-    def go(cat: Any) -> tuple[Any, bytes | None]:
+    def go(cat: Any) -> tuple[Any, Learned | None]:
         loop = SiteLoop(
             make_policy(policy), cat, seed, args.customers, DEFAULT_START, model, 1.0, lives
         )
@@ -120,9 +134,17 @@ def _run(
         if warm is not None and learner is not None:
             for p in learner.shared:
                 learner.models[p] = warm
+        if conv is not None and learner is not None:
+            learner.conversions.load(conv[1], conv[2])
         for d in range(args.days):
             loop.run_day(d)
-        state = learner.models[learner.shared[0]].to_state() if learner is not None else None
+        state = None
+        if learner is not None:
+            state = (
+                learner.models[learner.shared[0]].to_state(),
+                learner.conversions.counts(),
+                learner.conversions.intent_counts(),
+            )
         return loop.finish(time.perf_counter() - began), state
 
     if name == "greedy":
@@ -133,11 +155,18 @@ def _run(
     days = [dict(log["days"][d]) for d in range(args.days)]
     print(
         f"[{time.strftime('%H:%M:%S')}] {world} s{seed} {name}: expected "
-        f"{m.expected_clicks:.1f}, {m.wall_seconds:.0f} s",
+        f"{m.expected_clicks:.1f} clicks, {m.expected_conversions:.2f} conversions, "
+        f"{m.wall_seconds:.0f} s",
         file=sys.stderr,
         flush=True,
     )
-    return {"expected_clicks": m.expected_clicks, "clicks": m.clicks, "days": days}, state
+    out = {
+        "expected_clicks": m.expected_clicks,
+        "expected_conversions": m.expected_conversions,
+        "clicks": m.clicks,
+        "days": days,
+    }
+    return out, state
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,15 +193,16 @@ def main(argv: list[str] | None = None) -> int:
             "git": machine_info().get("git_revision"),
             "runs": {},
         }
-        source: bytes | None = None
+        source: Learned | None = None
         for name in runs:
-            warm = None
+            warm, conv = None, None
             if name.startswith("warm_"):
                 if source is None:
                     _, source = _run("source", world, args.warm_seed, args, None)
                 assert source is not None
-                warm = _part(source, name.removeprefix("warm_"))
-            out["runs"][name], _ = _run(name, world, args.seed, args, warm)
+                warm = _part(source[0], name.removeprefix("warm_"))
+                conv = source if name == "warm_conv" else None
+            out["runs"][name], _ = _run(name, world, args.seed, args, warm, conv)
             path = out_dir / f"{world}-s{args.seed}.json"
             path.write_text(json.dumps(out, indent=1))
     return 0

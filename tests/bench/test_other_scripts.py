@@ -140,7 +140,8 @@ def test_cold_start_logs_each_run_by_day(
     bench: Callable[[str], ModuleType], tmp_path: Path
 ) -> None:
     args = ["--worlds", "hidden_needs", "--customers", "40", "--days", "2"]
-    args += ["--runs", "prior,nextbest,warm_levels", "--out", str(tmp_path)]
+    args += ["--runs", "prior,nextbest,warm_levels,warm_conv", "--out", str(tmp_path)]
     assert bench("cold_start").main(args) == 0
     data = json.loads((tmp_path / "hidden_needs-s1.json").read_text())
-    assert set(data["runs"]) == {"prior", "nextbest", "warm_levels"}
+    assert set(data["runs"]) == {"prior", "nextbest", "warm_levels", "warm_conv"}
+    assert all(r["expected_conversions"] >= 0 for r in data["runs"].values())
