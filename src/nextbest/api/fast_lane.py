@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from nextbest.api.http_protocol import LaneProtocol
 
 __all__ = ["FastLane", "FastRequest"]
+
+_T = TypeVar("_T")
 
 _SERVER_ERROR = (
     [
@@ -149,22 +151,17 @@ class FastRequest:
         self.started = True
         self.protocol.serving = self
         self.began = time.perf_counter()
-        rid = self.rid = sane_request_id(self.incoming)
-        route = self.route
-        token = request_id.set(rid)
-        try:
-            self.headers = route.headers(self.raw)
-            self.begun = route.begin(self.scope, self.headers)
-        except NextbestError as exc:
-            self.refused(exc)
+        self.rid = sane_request_id(self.incoming)
+        begun = self._checked(self._begin)
+        if begun is None:
             return
-        except Exception as exc:
-            self.fail(exc)
-            return
-        finally:
-            request_id.reset(token)
+        self.begun = begun
         if self.complete:
             self.run()
+
+    def _begin(self) -> tuple[Any, int, str]:
+        self.headers = self.route.headers(self.raw)
+        return self.route.begin(self.scope, self.headers)
 
     def add(self, body: bytes) -> None:
         """A piece of the body (its Content-Length is small: kept whole)."""
@@ -195,17 +192,9 @@ class FastRequest:
     def run(self) -> None:
         """The body's checks and reading, then the group commit."""
         route = self.route
-        token = request_id.set(self.rid)
-        try:
-            request = route.take(self.scope, self.headers, self.begun, self.body)
-        except NextbestError as exc:
-            self.refused(exc)
+        request = self._checked(route.take, self.scope, self.headers, self.begun, self.body)
+        if request is None:
             return
-        except Exception as exc:
-            self.fail(exc)
-            return
-        finally:
-            request_id.reset(token)
         self.submitted = True
         answers = self.protocol.answers
         try:
@@ -216,6 +205,20 @@ class FastRequest:
         except Exception as exc:
             self.submitted = False
             self.fail(exc)
+
+    def _checked(self, step: Callable[..., _T], *args: Any) -> _T | None:
+        """``step(*args)`` under the request's id; None when it refused the request or
+        failed (the answer is then written)."""
+        token = request_id.set(self.rid)
+        try:
+            return step(*args)
+        except NextbestError as exc:
+            self.refused(exc)
+        except Exception as exc:
+            self.fail(exc)
+        finally:
+            request_id.reset(token)
+        return None
 
     def committed(self, result: Any) -> None:
         """The group commit's answer, on the event loop."""

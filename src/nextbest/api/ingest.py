@@ -125,14 +125,16 @@ class _Answers:
 
     def post(self, future: asyncio.Future[Any], result: Any) -> None:
         """Resolve ``future`` with ``result`` (an exception: raised) on the loop."""
-        self._posted.append((future, None, result))
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon_threadsafe(self._deliver)
+        self._queue(future, None, result)
 
     def post_call(self, call: Callable[[Any], None], result: Any) -> None:
         """Call ``call(result)`` on the loop (it must not raise)."""
-        self._posted.append((None, call, result))
+        self._queue(None, call, result)
+
+    def _queue(
+        self, future: asyncio.Future[Any] | None, call: Callable[[Any], None] | None, result: Any
+    ) -> None:
+        self._posted.append((future, call, result))
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon_threadsafe(self._deliver)
