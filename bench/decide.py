@@ -28,6 +28,9 @@ What it does, in order:
 ``--learning contextual|bayes|bayes_logistic`` gives the placement a learned model and adds
 the phases of ``decide_learning.py`` (training through ``engine.ingest``, the greedy chooser
 in the same run, the chooser's pieces, one feedback event's learning cost, the learner's state).
+``--outcomes`` (with ``--learning``) adds, last, decisions timed in a stream that carries
+conversion outcomes (``decide_outcomes.py``: the conversion model learning and refitting
+between decisions, as on a live site).
 ``--broaden`` ORs an age band into that share of the commercial offer rules (~20 candidates).
 
 Results: ``bench/results/decide.json`` (``decide_quick.json`` with ``--quick``;
@@ -48,6 +51,7 @@ from typing import Any
 import msgspec
 
 import decide_learning
+import decide_outcomes
 from _common import (
     QUANTILES,
     Run,
@@ -130,13 +134,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="share of commercial offer rules ORed with an age",
     )
     decide_learning.add_args(ap)
+    decide_outcomes.add_args(ap)
     add_run_args(ap, "decide[_<learning>]")
     args = ap.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, min(getattr(args, k), v))
+    if args.outcomes and args.learning == "none":
+        ap.error("--outcomes needs a learned placement (--learning)")
     if args.name is None:
         args.name = "decide" + ("" if args.learning == "none" else f"_{args.learning}")
+        args.name += "_outcomes" if args.outcomes else ""
         args.name += "_quick" if args.quick else ""
     return args
 
@@ -307,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return [ids[rng.randrange(len(ids))] for _ in range(k)]
 
     learning = args.learning != "none"
+    train_start = built.clock.now()
     training = decide_learning.train(engine, built.clock, ids, args) if learning else None
     counts = count_work(engine, catalog, draw(args.count_sample))
     log(
@@ -334,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         decide_learning.after_timing(engine, built.clock, ids, users, args) if learning else {}
     )
     built.memory["incremental_save_10k"] = incremental_save(engine, ids, min(10_000, len(ids)))
+    outcomes = (
+        decide_outcomes.run(engine, built.clock, ids, train_start, args) if args.outcomes else None
+    )
 
     print()
     print(kv_table(f"Work per decision ({BENCH_PLACEMENT}, counted from decisions)", counts))
@@ -375,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if learning:
         decide_learning.report(training, learned)
+    if outcomes is not None:
+        decide_outcomes.report(outcomes)
     run.write(
         {
             "learning": args.learning,
@@ -392,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decide_choose_greedy_same_run": greedy_run,
             "ratio_learned_to_greedy": None if greedy_run is None else ratios(decide, greedy_run),
             **learned,
+            "with_outcomes": outcomes,
             "cprofile_top25_cumulative": hot,
         }
     )

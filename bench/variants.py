@@ -180,7 +180,7 @@ def _factors(fixed: tuple[float, ...]) -> Patch:
     def patch(catalog: Catalog) -> Iterator[Catalog]:
         from nextbest.learn import conversion
 
-        def factors(self: Any, offers: Any) -> list[float]:
+        def factors(self: Any) -> list[float]:
             return list(fixed)
 
         with mock.patch.object(conversion.ConversionModel, "factors", factors):

@@ -35,7 +35,7 @@ def test_decide_learning_off(bench: Callable[[str], ModuleType], tmp_path: Path)
 
 def test_decide_learning_on(bench: Callable[[str], ModuleType], tmp_path: Path) -> None:
     args = [*TINY, "--learning", "bayes", "--broaden", "0.4", "--train-decisions", "150"]
-    args += ["--learn-cost-events", "30", "--learn-cost-sqlite-events", "5"]
+    args += ["--learn-cost-events", "30", "--learn-cost-sqlite-events", "5", "--outcomes"]
     assert bench("decide").main([*args, "--out", str(tmp_path), "--name", "d"]) == 0
     data = json.loads((tmp_path / "d.json").read_text())
     assert data["training"]["learned"] > 0
@@ -51,3 +51,7 @@ def test_decide_learning_on(bench: Callable[[str], ModuleType], tmp_path: Path) 
     control = data["control_counterfactual"]
     assert control["honest"]["n"] == control["prior_order"]["n"] == 30
     assert set(control["effect"]) >= {"decisions_with_a_control_offer", "different_exposure"}
+    outcomes = data["with_outcomes"]  # the training's clicks close their windows meanwhile
+    assert outcomes["decide"]["n"] == outcomes["baseline_trivial_call"]["n"] == 180
+    assert outcomes["outcomes_learned"] > 0
+    assert outcomes["fits"] is not None

@@ -85,6 +85,11 @@ def test_conversion_fit_times_the_fit_and_the_cached_prediction(
     out = capsys.readouterr().out
     assert "200 outcomes first, 20 samples" in out
     assert "predict, fit cached" in out
+    assert (
+        bench("conversion_fit").main(["--catalog", "bench", "--outcomes", "100", "--samples", "20"])
+        == 0
+    )
+    assert "154 offers" in capsys.readouterr().out
 
 
 def test_track_instructions_drives_the_app(bench: Callable[[str], ModuleType], capsys) -> None:

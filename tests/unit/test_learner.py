@@ -627,7 +627,6 @@ def test_a_click_converts_under_the_customers_intent_and_the_factors_follow_it(
     The counts survive a restart."""
     learner = Learner(catalog)
     rates, savings = catalog.offers["mortgage_rates"], catalog.offers["savings_offer"]
-    offers = catalog.offers
     half = catalog.scoring.half_saturation
     d1 = decision(catalog, "d1", at=T0)  # interest:mortgage 1.1 (log1p): expm1 = 2.0
     level = intent_level(math.expm1(1.1), half)
@@ -638,18 +637,16 @@ def test_a_click_converts_under_the_customers_intent_and_the_factors_follow_it(
     learner.observe_outcome(good, "u1", same_as_u1)
     assert learner.conversions.intent_counts() == [("mortgage_rates", level, 1.0, 1.0)]
     rate = learner.conversions.rate(rates)
-    factors = learner.conversions.factors(offers)
+    factors = learner.conversions.factors()
     factor = factors[level]
     assert factor > 1.0  # the level converted more than the offer's base rate predicts
-    assert learner.conversions.predict(rates, level, offers) > rate
+    assert learner.conversions.predict(rates, level) > rate
     # the factor is pooled: savings clicks at that level convert more too, others do not
     savings_rate = learner.conversions.rate(savings)
-    assert learner.conversions.predict(savings, level, offers) == pytest.approx(
-        savings_rate * factor
-    )
+    assert learner.conversions.predict(savings, level) == pytest.approx(savings_rate * factor)
     other = 0 if level else 1
     assert factors[other] == 1.0
-    assert learner.conversions.predict(savings, other, offers) == pytest.approx(savings_rate)
+    assert learner.conversions.predict(savings, other) == pytest.approx(savings_rate)
     assert learner.conversions.predict(savings) == pytest.approx(savings_rate)  # unknown
     resumed = Learner.from_state(catalog, learner.to_state())
     assert resumed.conversions.intent_counts() == learner.conversions.intent_counts()
@@ -658,39 +655,41 @@ def test_a_click_converts_under_the_customers_intent_and_the_factors_follow_it(
 
 def test_intent_levels_and_factors_from_counts(catalog: Catalog) -> None:
     assert [intent_level(s, 2.0) for s in (0.0, 0.5, 1.99, 2.0, 40.0)] == [0, 1, 1, 2, 2]
-    model = ConversionModel(20.0)
-    assert model.factors(catalog.offers) == [1.0, 1.0, 1.0]  # no data: no difference
+    model = ConversionModel(20.0, catalog.offers)
+    assert model.factors() == [1.0, 1.0, 1.0]  # no data: no difference
     rates = catalog.offers["mortgage_rates"]
     # 400 clicks without interest, 4 conversions; 100 researched clicks, 20 conversions
     for k in range(400):
         model.learn("mortgage_rates", k < 4, 0)
     for k in range(100):
         model.learn("mortgage_rates", k < 20, 2)
+    model.fit()  # from every outcome (a fit is otherwise due every fiftieth of them)
     rate = model.rate(rates)
     assert rate == pytest.approx((0.1 * 20 + 24) / 520)
-    f = model.factors(catalog.offers)
+    f = model.factors()
     assert f[1] == 1.0
     assert f[0] < 1.0 < f[2]
     # one base rate for the offer, each level's factor near its fixed point
-    base = model.pooled(rates, 0, catalog.offers) / f[0]
-    assert model.pooled(rates, 2, catalog.offers) == pytest.approx(base * f[2])
+    base = model.pooled(rates, 0) / f[0]
+    assert model.pooled(rates, 2) == pytest.approx(base * f[2])
     a = INTENT_STRENGTH
     assert f[0] == pytest.approx((4 + a) / (400 * base + a), rel=0.05)
     assert f[2] == pytest.approx((20 + a) / (100 * base + a), rel=0.05)
     # the predictions follow each level's own rate (0.01 and 0.2), not the marginal one:
     # the offer's own clicks at a level, with the pooled figure worth 20 clicks as the prior
     for level, conversions, clicks in ((0, 4, 400), (2, 20, 100)):
-        pooled = model.pooled(rates, level, catalog.offers)
-        assert model.predict(rates, level, catalog.offers) == pytest.approx(
+        pooled = model.pooled(rates, level)
+        assert model.predict(rates, level) == pytest.approx(
             (conversions + 20 * pooled) / (clicks + 20)
         )
-    assert model.predict(rates, 0, catalog.offers) < 0.02
-    assert model.predict(rates, 2, catalog.offers) > 0.15
+    assert model.predict(rates, 0) < 0.02
+    assert model.predict(rates, 2) > 0.15
     # a level the offer has no click at: the pooled figure alone
-    assert model.predict(rates, 1, catalog.offers) == model.pooled(rates, 1, catalog.offers)
+    assert model.predict(rates, 1) == model.pooled(rates, 1)
     # an offer gone from the catalog counts in no factor
     model.learn("retired_offer", True, 2)
-    assert model.factors(catalog.offers) == f
+    model.fit()
+    assert model.factors() == f
 
 
 def test_each_candidates_own_history_is_logged_and_learned_with_its_view(catalog: Catalog):
@@ -812,36 +811,37 @@ def test_intent_factors_come_from_each_offers_own_clicks_not_its_intent_mix(
     per click": a rate pooled over researched clicks made curiosity clicks on valuable
     offers look as good as researched ones)."""
     offers = catalog.offers
-    model = ConversionModel(20.0)
+    model = ConversionModel(20.0, catalog.offers)
     rates, cards = offers["mortgage_rates"], offers["credit_card_offer"]
     for k in range(100):  # researched clicks convert, unresearched ones hardly
         model.learn("mortgage_rates", k < 30, 2)
         model.learn("mortgage_rates", k < 2, 0)
     for k in range(100):  # clicked only without research, and converts
         model.learn("credit_card_offer", k < 25, 0)
-    f = model.factors(offers)
+    model.fit()
+    f = model.factors()
     assert f[0] < 1.0 < f[2]
-    low, high = model.predict(rates, 0, offers), model.predict(rates, 2, offers)
+    low, high = model.predict(rates, 0), model.predict(rates, 2)
     assert low < 0.1  # observed: 0.02 (the catalog's prior holds it in)
     assert high > 0.2  # observed: 0.30
-    assert model.predict(rates, 0, offers) < model.rate(rates) * f[0]  # the mix taken out
+    assert model.predict(rates, 0) < model.rate(rates) * f[0]  # the mix taken out
     # the card offer's unresearched clicks convert at its own observed rate, not its rate
     # lowered by the factor other offers' curiosity clicks earned
-    assert model.predict(cards, 0, offers) == pytest.approx((0.1 * 20 + 25) / 120, rel=0.1)
-    assert model.predict(cards, 0, offers) > model.rate(cards) * f[0]
+    assert model.predict(cards, 0) == pytest.approx((0.1 * 20 + 25) / 120, rel=0.1)
+    assert model.predict(cards, 0) > model.rate(cards) * f[0]
 
 
 def test_service_messages_stay_out_of_the_intent_factors(catalog: Catalog) -> None:
     """A service message's KPI follows the customer's state (the overdraft ends), not their
     research: its clicks move no factor and its prediction is its own rate at every level."""
     offers = catalog.offers
-    model = ConversionModel(20.0)
+    model = ConversionModel(20.0, catalog.offers)
     warning = offers["overdraft_warning"]
     for k in range(200):
         model.learn("overdraft_warning", k < 150, 0)
-    assert model.factors(offers) == [1.0, 1.0, 1.0]
+    assert model.factors() == [1.0, 1.0, 1.0]
     for level in (0, 1, 2):
-        assert model.predict(warning, level, offers) == pytest.approx(model.rate(warning))
+        assert model.predict(warning, level) == pytest.approx(model.rate(warning))
 
 
 def test_an_offer_with_many_clicks_at_a_level_speaks_for_itself_there(catalog: Catalog) -> None:
@@ -850,7 +850,7 @@ def test_an_offer_with_many_clicks_at_a_level_speaks_for_itself_there(catalog: C
     the prior. Hundreds of clicks outweigh the other offers' difference between levels; a
     handful hardly move it."""
     offers = catalog.offers
-    model = ConversionModel(20.0)
+    model = ConversionModel(20.0, catalog.offers)
     for k in range(200):  # researched mortgage clicks convert, unresearched ones hardly
         model.learn("mortgage_rates", k < 60, 2)
         model.learn("mortgage_rates", k < 4, 0)
@@ -859,11 +859,11 @@ def test_an_offer_with_many_clicks_at_a_level_speaks_for_itself_there(catalog: C
     for _ in range(5):  # five unresearched investing clicks, none converted
         model.learn("investing_start", False, 0)
     savings, investing = offers["savings_offer"], offers["investing_start"]
-    pooled = model.pooled(savings, 0, offers)
-    assert model.predict(savings, 0, offers) == pytest.approx((40 + 20 * pooled) / 220)
-    assert abs(model.predict(savings, 0, offers) - 0.2) < abs(pooled - 0.2)
-    thin = model.pooled(investing, 0, offers)
-    assert model.predict(investing, 0, offers) == pytest.approx(20 * thin / 25)
+    pooled = model.pooled(savings, 0)
+    assert model.predict(savings, 0) == pytest.approx((40 + 20 * pooled) / 220)
+    assert abs(model.predict(savings, 0) - 0.2) < abs(pooled - 0.2)
+    thin = model.pooled(investing, 0)
+    assert model.predict(investing, 0) == pytest.approx(20 * thin / 25)
 
 
 def test_kpi_topic_is_the_products_topic_else_the_events_own_topic_else_any() -> None:

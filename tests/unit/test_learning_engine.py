@@ -27,6 +27,7 @@ from nextbest.decide.pipeline import greedy
 from nextbest.decide.reasons import Suppression
 from nextbest.engine import Engine
 from nextbest.experiments import Arm, assign
+from nextbest.learn.conversion import REFIT_DIVISOR
 from nextbest.learn.features import customer_features
 from nextbest.learn.learner import PRIOR, Learner
 from nextbest.learn.model import DEFAULT_PRIOR_MEAN, OfferRef
@@ -564,6 +565,47 @@ def test_replay_rebuilds_identical_models(engine: Engine, clock: FixedClock):
     assert report.identical, report.differing
     assert report.models_identical
     live = learner.to_state()
+    engine.rebuild()
+    assert learner_of(engine).to_state() == live
+
+
+def test_replay_rebuilds_identical_conversion_fits(engine: Engine, clock: FixedClock):
+    """Clicks that convert (their offer's KPI event) or whose attribution window closes
+    refit the conversion model (every outcome at first, then every fiftieth more); a replay
+    and a rebuild give the same counts, fit and throttle counter, byte for byte."""
+    rng = random.Random(7)
+    offers = engine.catalog.offers
+    users = [treated(engine.catalog, f"conv{k}") for k in range(12)]
+    t = T0 - 7_200.0
+    for k, user in enumerate(users):
+        send(engine, identify({"age": 25 + 4 * k}, user=user, at=t))
+    for _ in range(300):
+        t += 300.0
+        clock.set(t)
+        user = rng.choice(users)
+        d = engine.decide(rng.choice([FEED, HERO]), user_id=user)
+        measured = [i for i in d.items if offers[i.offer_id].spec.kpi_event]
+        if not measured:
+            continue
+        item = rng.choice(measured)
+        msgs = [feedback(d, "Promotion Viewed", item.offer_id, at=t + 1)]
+        msgs.append(feedback(d, "Promotion Clicked", item.offer_id, at=t + 2))
+        offer = offers[item.offer_id]
+        if offer.spec.kpi_event and offer.topic and rng.random() < 0.3:
+            props = {"product": offer.topic}  # a topic id names its product too
+            msgs.append(track(offer.spec.kpi_event, props, user=user, at=t + 60))
+        clock.set(t + 60)
+        send(engine, *msgs)
+    tick(engine, t + 8 * 86_400.0)  # every attribution window closed
+    model = learner_of(engine).conversions
+    outcomes = sum(clicks for _, clicks in model.counts().values())
+    assert outcomes >= 60
+    assert sum(conv for conv, _ in model.counts().values()) >= 5
+    assert REFIT_DIVISOR <= model.fits < outcomes  # past the first 50, throttled
+    report = engine.replay()
+    assert report.identical, report.differing
+    assert report.models_identical
+    live = learner_of(engine).to_state()
     engine.rebuild()
     assert learner_of(engine).to_state() == live
 

@@ -41,8 +41,19 @@ the marginal rate times one pooled factor (issue #14, "conversions per click": t
 rate of a valuable offer is its researched clicks' rate, which made its curious clicks look
 as good). Service messages stay out of the factors and are predicted by their own rate: their
 KPI follows the customer's state (an overdraft ends), not research. The factors are pooled
-because conversions are rare (tens a month on a placement). Pure and deterministic: the same
-events in the same order give the same counts and the same fit.
+because conversions are rare (tens a month on a placement).
+
+**When it is fitted**: not after every outcome (a fit walks every offer's cells
+``JOINT_ROUNDS`` times: with 150 offers, more than a decision's budget), but when the outcomes
+learned since the last fit reach ``1 / REFIT_DIVISOR`` of all outcomes learned (every outcome
+while there are fewer than ``REFIT_DIVISOR``). The fit is done as that outcome is learned, so
+its cost falls on the ingestion of one outcome in N, never on a decision, and it is a function
+of the outcomes alone: the same outcomes in the same order give the same fits and the same
+predictions, however many decisions came between them. Between fits, the fitted factors and
+base rates (the pooled prior) stay as they were while each offer's own counts (``rate`` and its
+cell at a level) are read live: an outcome still moves its offer's prediction at once, only
+the pooled figure waits (for at most a fiftieth more evidence). The fit and the throttle's
+counter are a snapshot's (``fitted``, ``load``). Pure and deterministic: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -61,6 +72,8 @@ __all__ = [
     "INTENT_STRENGTH",
     "JOINT_ROUNDS",
     "NO_INTENT",
+    "REFIT_DIVISOR",
+    "ConversionFit",
     "ConversionModel",
     "PendingConversion",
     "intent_level",
@@ -77,6 +90,10 @@ NO_INTENT = -1
 INTENT_STRENGTH = 2.0
 #: rounds of the joint fit of the offers' base rates and the intent factors
 JOINT_ROUNDS = 8
+#: the fit is redone when the outcomes since the last one reach this fraction of all outcomes
+#: (1/50: a fit per outcome up to 50 outcomes, then one per 2 % more evidence: about 50 x
+#: ln(outcomes / 50) + 50 fits in all, 280 for 5,000; BENCHMARKS.md, "throttled refit")
+REFIT_DIVISOR = 50
 #: what ``kpi_topic`` gives for a KPI event that names neither a product nor a topic: it
 #: converts a click on an offer of any topic
 ANY_TOPIC = "*"
@@ -123,67 +140,85 @@ class PendingConversion(msgspec.Struct, array_like=True, frozen=True, order=True
     intent: int = NO_INTENT
 
 
+class ConversionFit(msgspec.Struct, frozen=True, kw_only=True):
+    """What a snapshot keeps of a ``ConversionModel``'s last fit: the intent factors, each
+    offer's base rate (by offer id, sorted), and the outcomes learned since (the throttle's
+    counter)."""
+
+    factors: list[float]
+    bases: dict[str, float]
+    since: int = 0
+
+
 class ConversionModel:
     """Per offer: clicks with a known outcome and the conversions among them; per (offer,
-    intent level) the same, for the intent factors."""
+    intent level) the same, for the intent factors, fitted over ``offers`` (the catalog's)
+    when enough outcomes came since the last fit (module docstring)."""
 
-    __slots__ = ("_bases", "_by_intent", "_counts", "_factors", "strength")
+    __slots__ = (
+        "_bases",
+        "_by_intent",
+        "_counts",
+        "_factors",
+        "_outcomes",
+        "_since",
+        "fits",
+        "offers",
+        "strength",
+    )
 
-    def __init__(self, strength: float) -> None:
+    def __init__(self, strength: float, offers: Mapping[str, CompiledOffer]) -> None:
         self.strength = strength
+        self.offers = offers
         #: offer id -> [conversions, clicks with an outcome]
         self._counts: dict[str, list[float]] = {}
         #: (offer id, intent level) -> [conversions, clicks with an outcome]
         self._by_intent: dict[tuple[str, int], list[float]] = {}
-        #: the intent factors, computed when first asked after a change
-        self._factors: list[float] | None = None
+        #: the intent factors of the last fit (no data: no difference)
+        self._factors: list[float] = [1.0] * INTENT_LEVELS
         #: each offer's rate with its clicks' intents taken out, fitted with the factors
         self._bases: dict[str, float] = {}
+        #: outcomes learned in all, and since the last fit (the throttle)
+        self._outcomes = 0
+        self._since = 0
+        #: fits this object has done (a count for tests and benchmarks, not a snapshot's)
+        self.fits = 0
 
     def rate(self, offer: CompiledOffer) -> float:
         """The posterior mean of ``offer``'s P(conversion | click), all intents together."""
         conversions, clicks = self._counts.get(offer.id, (0.0, 0.0))
         return shrunk(conversions, clicks, offer.base_conversion, self.strength)
 
-    def predict(
-        self,
-        offer: CompiledOffer,
-        intent: int = NO_INTENT,
-        offers: Mapping[str, CompiledOffer] | None = None,
-    ) -> float:
+    def predict(self, offer: CompiledOffer, intent: int = NO_INTENT) -> float:
         """``offer``'s P(conversion | click) for a customer at ``intent``: its own rate at
         that level with ``pooled`` as the prior (``rate`` when the intent is unknown or
-        ``offer`` is a service message); ``offers``: the catalog's, which the factors are
-        fitted over."""
-        if intent == NO_INTENT or offers is None or offer.kind is OfferKind.SERVICE:
+        ``offer`` is a service message)."""
+        if intent == NO_INTENT or offer.kind is OfferKind.SERVICE:
             return self.rate(offer)
-        pooled = self.pooled(offer, intent, offers)
+        pooled = self.pooled(offer, intent)
         cell = self._by_intent.get((offer.id, intent))
         if cell is None:
             return pooled
         return min(shrunk(cell[0], cell[1], pooled, self.strength), 1.0)
 
-    def pooled(
-        self, offer: CompiledOffer, intent: int, offers: Mapping[str, CompiledOffer]
-    ) -> float:
-        """``offer``'s base rate times the factor of ``intent`` (a level): what the other
-        offers' differences between levels say of it."""
-        factor = self.factors(offers)[intent]
+    def pooled(self, offer: CompiledOffer, intent: int) -> float:
+        """``offer``'s base rate times the factor of ``intent`` (a level), as last fitted:
+        what the other offers' differences between levels say of it."""
+        factor = self.factors()[intent]
         base = self._bases.get(offer.id)
-        if base is None:  # no click of it filed under an intent: its own rate
+        if base is None:  # no click of it filed under an intent at the last fit: its own rate
             base = self.rate(offer)
         return min(base * factor, 1.0)
 
-    def factors(self, offers: Mapping[str, CompiledOffer]) -> list[float]:
-        """One factor per intent level, fitted with the offers' base rates (module
-        docstring)."""
-        if self._factors is None:
-            self._fit(offers)
-        assert self._factors is not None
+    def factors(self) -> list[float]:
+        """One factor per intent level, as last fitted with the offers' base rates (module
+        docstring); the model's own list, not to be changed."""
         return self._factors
 
-    def _fit(self, offers: Mapping[str, CompiledOffer]) -> None:
-        """The factors and each offer's base rate fitted together (module docstring)."""
+    def fit(self) -> None:
+        """The factors and each offer's base rate fitted together now, from every outcome
+        learned (module docstring); ``learn`` calls it when one is due."""
+        offers = self.offers
         cells: dict[str, list[tuple[int, float, float]]] = {}
         for (offer_id, level), (conv, clicks) in sorted(self._by_intent.items()):
             offer = offers.get(offer_id)
@@ -215,8 +250,12 @@ class ConversionModel:
             bases = _bases_at(s, numerators, unknown, levels, factors)
         self._bases = dict(zip(cells, bases, strict=True))
         self._factors = factors
+        self._since = 0
+        self.fits += 1
 
     def learn(self, offer_id: str, converted: bool, intent: int = NO_INTENT) -> None:
+        """One click's outcome; then a fit if the outcomes since the last one reach
+        ``1 / REFIT_DIVISOR`` of all outcomes."""
         counts = self._counts.get(offer_id)
         if counts is None:
             counts = self._counts[offer_id] = [0.0, 0.0]
@@ -229,7 +268,10 @@ class ConversionModel:
                 by = self._by_intent[key] = [0.0, 0.0]
             by[0] += converted
             by[1] += 1.0
-        self._factors = None
+        self._outcomes += 1
+        self._since += 1
+        if self._since * REFIT_DIVISOR >= self._outcomes:
+            self.fit()
 
     def counts(self) -> dict[str, tuple[float, float]]:
         """(conversions, clicks with an outcome) per offer, sorted: what a snapshot keeps."""
@@ -239,18 +281,34 @@ class ConversionModel:
         """(offer id, intent level, conversions, clicks with an outcome), sorted."""
         return [(oid, lv, c[0], c[1]) for (oid, lv), c in sorted(self._by_intent.items())]
 
+    def fitted(self) -> ConversionFit:
+        """The last fit and the outcomes since: what a snapshot keeps of it."""
+        return ConversionFit(
+            factors=list(self._factors), bases=dict(sorted(self._bases.items())), since=self._since
+        )
+
     def load(
         self,
         counts: Mapping[str, tuple[float, float]],
         intents: list[tuple[str, int, float, float]] | None = None,
+        fitted: ConversionFit | None = None,
     ) -> None:
+        """The counts (and intent counts) a snapshot kept, with its fit (``fitted``); a
+        snapshot from before fits were kept is fitted now (as its model was after its last
+        outcome)."""
         self._counts = {oid: [conv, clicks] for oid, (conv, clicks) in counts.items()}
         self._by_intent = {
             (oid, lv): [conv, clicks]
             for oid, lv, conv, clicks in intents or []
             if 0 <= lv < INTENT_LEVELS
         }
-        self._factors = None
+        self._outcomes = round(sum(clicks for _, clicks in counts.values()))
+        if fitted is None or len(fitted.factors) != INTENT_LEVELS:
+            self.fit()
+            return
+        self._factors = list(fitted.factors)
+        self._bases = dict(fitted.bases)
+        self._since = fitted.since
 
 
 def _bases_at(
@@ -260,7 +318,7 @@ def _bases_at(
     levels: list[list[tuple[int, float]]],
     factors: list[float],
 ) -> list[float]:
-    """Each offer's base rate given the factors (``ConversionModel._fit``): its conversions
+    """Each offer's base rate given the factors (``ConversionModel.fit``): its conversions
     over its clicks, each click weighted by its level's factor (1 for a click of unknown
     intent), with the catalog's prior worth ``strength`` clicks."""
     bases: list[float] = []

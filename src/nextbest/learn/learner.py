@@ -59,6 +59,7 @@ from nextbest.learn.contextual import ContextualLogistic
 from nextbest.learn.conversion import (
     ANY_TOPIC,
     NO_INTENT,
+    ConversionFit,
     ConversionModel,
     PendingConversion,
     intent_level,
@@ -189,6 +190,9 @@ class _State(msgspec.Struct, kw_only=True):
     trust: bytes = b""
     #: the placements whose model is ``models[SHARED]``
     shared: list[str] = []
+    #: the conversion model's last fit and the outcomes since (none in a snapshot from
+    #: before it was kept: refitted on load)
+    conversion_fit: ConversionFit | None = None
 
 
 class _Scored(NamedTuple):
@@ -273,7 +277,7 @@ class Learner:
         self._forget: list[tuple[float, str, str]] = []  # heap over _answered
         self.now = -math.inf
         #: P(conversion | click) per offer, and the clicks waiting for their KPI event
-        self.conversions = ConversionModel(catalog.scoring.conversion_strength)
+        self.conversions = ConversionModel(catalog.scoring.conversion_strength, catalog.offers)
         self._kpi_events = frozenset(
             o.spec.kpi_event for o in catalog.offers.values() if o.spec.kpi_event
         )
@@ -403,10 +407,7 @@ class Learner:
             p_click = [sigmoid(mu) for mu in posterior[0]]
         else:
             p_click = model.predict_many(x, refs, offsets=offsets, extras=extras)
-        offers = self.catalog.offers
-        p_convert = [
-            self.conversions.predict(c.offer, self._intent(x, c.offer), offers) for c in pool
-        ]
+        p_convert = [self.conversions.predict(c.offer, self._intent(x, c.offer)) for c in pool]
         return _Scored(
             ctx.decision_id,
             x,
@@ -745,6 +746,7 @@ class Learner:
             conversion_intents=self.conversions.intent_counts(),
             trust=self.volume.to_state(),
             shared=self.shared,
+            conversion_fit=self.conversions.fitted(),
         )
         return msgspec.msgpack.encode(state)
 
@@ -796,6 +798,6 @@ class Learner:
         learner.now, learner.learned = state.now, state.learned
         for pending in sorted(state.pending):
             learner._wait(pending)
-        learner.conversions.load(state.conversions, state.conversion_intents)
+        learner.conversions.load(state.conversions, state.conversion_intents, state.conversion_fit)
         learner.volume = FeedbackVolume.from_state(catalog.spec.profile.feedback, state.trust)
         return learner
