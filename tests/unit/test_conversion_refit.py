@@ -58,8 +58,8 @@ def test_a_fit_per_outcome_up_to_fifty_then_one_per_fiftieth_of_the_evidence(
     for previous, t in pairwise(fitted_at):
         assert (t - previous) * REFIT_DIVISOR >= t  # no sooner than a fiftieth more
         assert (t - previous - 1) * REFIT_DIVISOR < t  # and as soon as one is due
-    # about 50 + 50 x ln(5,000 / 50) fits in all, against one per outcome before
-    assert 250 <= model.fits <= 300
+    # 257 fits in all (50 + about 46 x ln(5,000 / 50)), against one per outcome before
+    assert model.fits == 257
 
 
 def test_between_fits_the_pooled_prior_waits_and_the_offers_own_counts_move(

@@ -91,8 +91,8 @@ INTENT_STRENGTH = 2.0
 #: rounds of the joint fit of the offers' base rates and the intent factors
 JOINT_ROUNDS = 8
 #: the fit is redone when the outcomes since the last one reach this fraction of all outcomes
-#: (1/50: a fit per outcome up to 50 outcomes, then one per 2 % more evidence: about 50 x
-#: ln(outcomes / 50) + 50 fits in all, 280 for 5,000; BENCHMARKS.md, "throttled refit")
+#: (1/50: a fit per outcome up to 50 outcomes, then one per 2 % more evidence: 257 fits in
+#: all for 5,000 outcomes, 292 for 10,000, 405 for 100,000; BENCHMARKS.md, "throttled refit")
 REFIT_DIVISOR = 50
 #: what ``kpi_topic`` gives for a KPI event that names neither a product nor a topic: it
 #: converts a click on an offer of any topic
