@@ -167,8 +167,10 @@ def _objective(
     w: np.ndarray,
     prior: np.ndarray,
     lam: float,
+    intercept: bool = True,
 ) -> tuple[float, np.ndarray]:
-    """The penalised weighted log loss and its gradient; ``theta[-1]`` the intercept."""
+    """The penalised weighted log loss and its gradient; ``theta[-1]`` the intercept (held
+    where it is with ``intercept`` False: its gradient zero)."""
     coef, b = theta[:-1], theta[-1]
     z = x @ coef + b
     loss = float(np.dot(w, np.logaddexp(0.0, z) - y * z))
@@ -176,7 +178,7 @@ def _objective(
     d = coef - prior
     grad = np.empty_like(theta)
     grad[:-1] = x.T @ r + lam * d
-    grad[-1] = r.sum()
+    grad[-1] = r.sum() if intercept else 0.0
     return loss + 0.5 * lam * float(np.dot(d, d)), grad
 
 
@@ -185,9 +187,10 @@ def refit(
     examples: Examples,
     lam: float,
     max_iterations: int = 1000,
+    intercept: bool = True,
 ) -> RefitStats:
     """Fit ``model``'s weights to convergence on ``examples`` (the module docstring) and write
-    them back into it."""
+    them back into it; ``intercept`` False: the model's intercept kept, the rest fitted."""
     began = time.perf_counter()
     x = examples.matrix()
     y = np.frombuffer(examples.labels, dtype=np.float64)
@@ -202,7 +205,7 @@ def refit(
     result = scipy.optimize.minimize(
         _objective,
         theta0,
-        args=(x, y, w, prior, lam),
+        args=(x, y, w, prior, lam, intercept),
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": max_iterations, "gtol": 1e-6, "ftol": 1e-12},

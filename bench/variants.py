@@ -230,12 +230,13 @@ REFIT_STATS: list[Any] = []
 PROGRESSIVE: dict[int, Any] = {}
 
 
-def _refit(lam: float, every: int = 5_000, refits: bool = True) -> Patch:
+def _refit(lam: float, every: int = 5_000, refits: bool = True, intercept: bool = True) -> Patch:
     """Every ``every`` learned events, the contextual click model refitted to convergence on
     every event it has learned so far, L2 ``lam`` towards its prior (``bench/refit.py``);
     online learning continues from the refitted weights in between. Each event's log loss
     under the model just before it learns it is recorded (progressive validation, blocks of
-    ``every``); ``refits`` False: only that (the engine's own learning, observed)."""
+    ``every``); ``refits`` False: only that (the engine's own learning, observed);
+    ``intercept`` False: the refit keeps the online intercept."""
 
     @contextlib.contextmanager
     def patch(catalog: Catalog) -> Iterator[Catalog]:
@@ -262,7 +263,7 @@ def _refit(lam: float, every: int = 5_000, refits: bool = True) -> Patch:
             examples = seen.setdefault(id(self), Examples())
             examples.add(self, x, offer, position, reward, offset, extra)
             if self.n_learned % every == 0:
-                _refit_now(self, examples, lam, refit)
+                _refit_now(self, examples, lam, lambda m, e, k: refit(m, e, k, intercept=intercept))
 
         REFIT_STATS.clear()
         PROGRESSIVE.clear()
@@ -423,6 +424,8 @@ VARIANTS: dict[str, Patch] = {
     "refit_l100": _refit(100.0),
     # ``conv_cell_kpi`` observed: its progressive log loss, no refit (it reproduces its runs)
     "refit_none": _refit(0.0, refits=False),
+    # ... and ``refit_l100`` keeping the online intercept (the weight a refit moves most)
+    "refit_l100_b0": _refit(100.0, intercept=False),
 }
 
 

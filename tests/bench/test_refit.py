@@ -71,3 +71,16 @@ def test_progressive_log_loss_per_block(bench: Callable[[str], ModuleType]) -> N
     assert [b["events"] for b in row["blocks"]] == [2, 1]
     assert math.isclose(row["blocks"][0]["log_loss"], math.log(2.0))
     assert math.isclose(row["log_loss"], (2 * math.log(2.0) - math.log(0.9)) / 3)
+
+
+def test_refit_can_keep_the_intercept(bench: Callable[[str], ModuleType]) -> None:
+    refit = bench("refit")
+    model, examples = ContextualLogistic(), refit.Examples()
+    for x, offer, position, reward, offset, extra in _stream(random.Random(9), 300):
+        model.learn_one(x, offer, position, reward, offset=offset, extra=extra)
+        examples.add(model, x, offer, position, reward, offset, extra)
+    before = model.intercept
+    stats = refit.refit(model, examples, lam=1.0, intercept=False)
+    assert stats.converged
+    assert model.intercept == before
+    assert stats.loss_after < stats.loss_before
