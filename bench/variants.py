@@ -224,6 +224,69 @@ def _evidence(floor: float) -> Patch:
     return patch
 
 
+#: each refit of the run in progress (``_refit``), written with its row (``run``)
+REFIT_STATS: list[Any] = []
+#: the run in progress' progressive validation of its contextual models (``_refit``)
+PROGRESSIVE: dict[int, Any] = {}
+
+
+def _refit(lam: float, every: int = 5_000, refits: bool = True, intercept: bool = True) -> Patch:
+    """Every ``every`` learned events, the contextual click model refitted to convergence on
+    every event it has learned so far, L2 ``lam`` towards its prior (``bench/refit.py``);
+    online learning continues from the refitted weights in between. Each event's log loss
+    under the model just before it learns it is recorded (progressive validation, blocks of
+    ``every``); ``refits`` False: only that (the engine's own learning, observed);
+    ``intercept`` False: the refit keeps the online intercept."""
+
+    @contextlib.contextmanager
+    def patch(catalog: Catalog) -> Iterator[Catalog]:
+        from nextbest.learn import contextual
+        from refit import Examples, Progressive, refit
+
+        old = contextual.ContextualLogistic.learn_one
+        seen: dict[int, Examples] = {}
+
+        def learn_one(
+            self: Any,
+            x: Any,
+            offer: Any,
+            position: int,
+            reward: float,
+            offset: float = 0.0,
+            extra: Any = None,
+        ) -> None:
+            scored = PROGRESSIVE.setdefault(id(self), Progressive(every))
+            scored.add(self.predict_one(x, offer, position, offset, extra), reward)
+            old(self, x, offer, position, reward, offset=offset, extra=extra)
+            if not refits:
+                return
+            examples = seen.setdefault(id(self), Examples())
+            examples.add(self, x, offer, position, reward, offset, extra)
+            if self.n_learned % every == 0:
+                _refit_now(self, examples, lam, lambda m, e, k: refit(m, e, k, intercept=intercept))
+
+        REFIT_STATS.clear()
+        PROGRESSIVE.clear()
+        with mock.patch.object(contextual.ContextualLogistic, "learn_one", learn_one):
+            yield catalog
+
+    return patch
+
+
+def _refit_now(model: Any, examples: Any, lam: float, refit: Callable[..., Any]) -> None:
+    stats = refit(model, examples, lam)
+    REFIT_STATS.append(stats)
+    print(
+        f"  refit at {stats.events}: {stats.rows} rows x {stats.columns} columns, "
+        f"{stats.iterations} iterations, {stats.seconds:.2f} s, loss "
+        f"{stats.loss_before:.1f} -> {stats.loss_after:.1f}, offset weight "
+        f"{stats.offset[0]:.3f} -> {stats.offset[1]:.3f}, intercept "
+        f"{stats.intercept[0]:.3f} -> {stats.intercept[1]:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _greedy(catalog: Catalog) -> contextlib.AbstractContextManager[Catalog]:
     from nextbest.catalog.model import Greedy
 
@@ -350,6 +413,19 @@ VARIANTS: dict[str, Patch] = {
     # (``EpsilonGreedy.by_evidence``, floor 0.2; needs ``bench/results/variants/
     # evidence_eps.patch`` applied, ``WITH_PATCH``; not kept)
     "evidence_eps": _evidence(0.2),
+    # BENCHMARKS.md, "A periodic batch refit of the click model" (issue #14; ``--reference
+    # bench/results/zoo_1207_ec``, ``--out bench/results/variants/runs_refit.jsonl``, against
+    # ``conv_cell_kpi``): every 5,000 learned events the contextual click model refitted to
+    # convergence on every event learned so far (L-BFGS, L2 ``lam`` towards 0, ``offset``
+    # towards 1; ``bench/refit.py``), online SGD in between
+    "refit_l1": _refit(1.0),
+    "refit_l10": _refit(10.0),
+    # ... both lost expected clicks where l10 lost less: is it overfitting? A stronger pull
+    "refit_l100": _refit(100.0),
+    # ``conv_cell_kpi`` observed: its progressive log loss, no refit (it reproduces its runs)
+    "refit_none": _refit(0.0, refits=False),
+    # ... and ``refit_l100`` keeping the online intercept (the weight a refit moves most)
+    "refit_l100_b0": _refit(100.0, intercept=False),
 }
 
 
@@ -432,6 +508,12 @@ def run(args: argparse.Namespace) -> None:
                 "git": machine_info().get("git_revision"),
                 "metrics": msgspec.to_builtins(m),
             }
+            if REFIT_STATS:
+                from refit import stats_row
+
+                row["refit"] = stats_row(REFIT_STATS)
+            if PROGRESSIVE:
+                row["progressive"] = [p.row() for p in PROGRESSIVE.values()]
             with out.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             orc = ref["oracle"]
@@ -449,8 +531,20 @@ def run(args: argparse.Namespace) -> None:
             )
 
 
+def _rows(out: str) -> list[dict[str, Any]]:
+    """The runs stored in ``out``: one file or several, comma-separated (read in order, so a
+    later file's run of the same variant, world and seed wins)."""
+    return [
+        json.loads(line)
+        for path in out.split(",")
+        if path
+        for line in Path(path).read_text().splitlines()
+        if line
+    ]
+
+
 def table(args: argparse.Namespace) -> None:
-    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    rows = _rows(args.out)
     by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["variant"], r["world"]), {})[r["seed"]] = r  # the latest run wins
@@ -545,7 +639,7 @@ def summary(args: argparse.Namespace) -> None:
     """Per world, mean of the seeds (lowest-highest): ``base`` against ``args.summary``, each
     against the oracle, ``prior``, ``greedy_recent`` and the observable ceiling where
     ``bench/ceiling.py`` measured it (BENCHMARKS.md's table)."""
-    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    rows = _rows(args.out)
     by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
     new, base = args.summary, args.base
     print(
@@ -567,7 +661,7 @@ def conversions(args: argparse.Namespace) -> None:
     """Per variant in ``--out`` and world (mean of the seeds run): expected conversions after
     a click of the variant, greedy_recent and the oracle (``--reference``'s), the share of
     greedy_recent's gap to the oracle it closes, and expected clicks / the oracle's."""
-    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    rows = _rows(args.out)
     by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
     variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v in args.variants]
     print(
@@ -614,7 +708,7 @@ def diff(args: argparse.Namespace) -> None:
     """Per variant in ``--out`` and world: ``args.base``'s expected clicks (then expected
     value) / the stored oracle's for each seed, every other variant's difference from it on
     the same world and seed; the mean difference and the world-seeds it is better in."""
-    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line]
+    rows = _rows(args.out)
     by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     refs = {
@@ -658,7 +752,9 @@ def main() -> int:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--customers", type=int, default=2000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--out", default=str(OUT), help="where runs go; to read, files may be comma-separated"
+    )
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--summary", default="", help="a variant to set against --base per world")
     ap.add_argument("--base", default="base", help="the variant --summary is set against")
