@@ -26,7 +26,9 @@ are "One model for every placement"; ``--summary shared --base head`` prints its
 (the latter run only with ``bench/results/variants/winners_curse.patch`` applied).
 The ``diag_*`` variants are "Per-coordinate steps" (run only with
 ``bench/results/variants/per_coordinate.patch`` applied; results in ``runs_diag.jsonl``).
-Results: ``bench/results/variants/runs.jsonl``.
+Results: ``bench/results/variants/runs.jsonl``. "Exploration on today's engine" reran
+``conv_cell_kpi``, ``greedy`` and ``shared_thompson`` (``--reference
+bench/results/zoo_1207_ec``, ``--out bench/results/variants/runs_explore.jsonl``).
 """
 
 from __future__ import annotations
@@ -706,8 +708,9 @@ def conversions(args: argparse.Namespace) -> None:
 
 def diff(args: argparse.Namespace) -> None:
     """Per variant in ``--out`` and world: ``args.base``'s expected clicks (then expected
-    value) / the stored oracle's for each seed, every other variant's difference from it on
-    the same world and seed; the mean difference and the world-seeds it is better in."""
+    conversions, then expected value) / the stored oracle's for each seed, every other
+    variant's difference from it on the same world and seed; the mean difference and the
+    world-seeds it is better in."""
     rows = _rows(args.out)
     by = {(r["variant"], r["world"], r["seed"]): r["metrics"] for r in rows}
     variants = list(dict.fromkeys(r["variant"] for r in rows))
@@ -717,7 +720,7 @@ def diff(args: argparse.Namespace) -> None:
         for s in args.seeds
         if (args.base, w, s) in by
     }
-    for key in ("expected_clicks", "expected_value"):
+    for key in ("expected_clicks", "expected_conversions", "expected_value"):
         print(f"\n{key} / the stored oracle's, seeds {' / '.join(map(str, args.seeds))}\n")
         print(
             "| variant | "
