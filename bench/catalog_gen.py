@@ -7,12 +7,12 @@ campaigns and placements, written as YAML into a folder and loaded with the real
 filtered out of it by channel, and the commercial-only ``web_sidebar`` placement exists too.
 
 ``write_catalog(..., learning=...)`` gives ``bench_feed`` a ``learning:`` block (``LEARNING``:
-contextual with epsilon-greedy, or bayes with Thompson sampling); ``broaden`` ORs an age-band
-segment into that share of the commercial web offers' eligibility rules (drawn from a
-separate seeded generator, so ``broaden=0`` writes exactly the catalog it always wrote), to
-raise the candidates scored per decision without adding rules. Only commercial offers: service
-messages come first in a placement, and more eligible ones would crowd out the commercial
-slots where exploration happens.
+contextual with epsilon-greedy or Thompson sampling, or bayes with Thompson sampling);
+``broaden`` ORs an age-band segment into that share of the commercial web offers'
+eligibility rules (drawn from a separate seeded generator, so ``broaden=0`` writes exactly
+the catalog it always wrote), to raise the candidates scored per decision without adding
+rules. Only commercial offers: service messages come first in a placement, and more eligible
+ones would crowd out the commercial slots where exploration happens.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ BENCH_PLACEMENT = "bench_feed"
 #: the ``learning:`` block of ``bench_feed`` per ``--learning`` choice (``none``: no block)
 LEARNING: dict[str, dict[str, Any]] = {
     "contextual": {"model": "contextual", "explore": {"type": "epsilon_greedy", "epsilon": 0.05}},
+    "contextual_thompson": {"model": "contextual", "explore": {"type": "thompson", "n_sim": 200}},
     "bayes": {"model": "bayes", "explore": {"type": "thompson", "n_sim": 200}},
     "bayes_logistic": {"model": "bayes_logistic", "explore": {"type": "thompson", "n_sim": 200}},
     "bayes_logistic_epsilon": {
