@@ -192,7 +192,7 @@ def convertible(offer: CompiledOffer, sim: CustomerSim) -> bool:
     )
 
 
-class _Sparse:
+class Sparse:
     """Rows of named features appended as compact arrays (a CSR matrix in the making)."""
 
     def __init__(self, vocab: dict[str, int]) -> None:
@@ -228,12 +228,12 @@ class Log:
 
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {}
-        self.decisions = _Sparse(self.vocab)
+        self.decisions = Sparse(self.vocab)
         self.customer = array("i")
         self.row_decision = array("i")
         self.row_offer = array("i")
         self.offers: dict[str, int] = {}
-        self.own = _Sparse(self.vocab)
+        self.own = Sparse(self.vocab)
         self.p_click = array("d")
         self.p_convert = array("d")
         #: 1 where a click can convert (``convertible``), else 0

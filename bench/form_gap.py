@@ -56,6 +56,7 @@ from ceiling import (
     _BIN_EDGES,
     CeilingModel,
     LoggingPolicy,
+    Sparse,
     _bin,
     _booster,
     _logit,
@@ -65,7 +66,6 @@ from ceiling import (
     observable,
     page_topics,
 )
-from ceiling import _Sparse as Sparse
 from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.decide import ranking
 from nextbest.decide.model import ChoiceContext

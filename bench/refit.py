@@ -34,6 +34,7 @@ import scipy.optimize
 import scipy.sparse
 import scipy.special
 
+from ceiling import Sparse
 from nextbest.learn.contextual import (
     OFFSET,
     ContextualLogistic,
@@ -64,34 +65,25 @@ class RefitStats(msgspec.Struct, frozen=True):
 
 
 class Examples:
-    """Every learned event as a sparse row (CSR buffers), its label and its weight."""
+    """Every learned event as a sparse row (``ceiling.Sparse``: the CSR buffers and the name ->
+    column index), its label and its weight."""
 
     def __init__(self) -> None:
         self.columns: dict[str, int] = {}
-        self.names: list[str] = []
-        self.indptr = array("q", [0])
-        self.indices = array("i")
-        self.data = array("d")
+        self.rows = Sparse(self.columns)
         self.labels = array("d")
         self.weights = array("d")
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def _column(self, name: str) -> int:
-        col = self.columns.get(name)
-        if col is None:
-            col = self.columns[name] = len(self.names)
-            self.names.append(name)
-        return col
+    @property
+    def names(self) -> list[str]:
+        """The column names, in column order."""
+        return list(self.columns)
 
     def _row(self, features: Mapping[str, float], label: float, weight: float) -> None:
-        column = self._column
-        for name, value in features.items():
-            if value:
-                self.indices.append(column(name))
-                self.data.append(value)
-        self.indptr.append(len(self.indices))
+        self.rows.append({name: value for name, value in features.items() if value})
         self.labels.append(label)
         self.weights.append(weight)
 
@@ -116,14 +108,7 @@ class Examples:
             self._row(features, 0.0, 1.0 - reward)
 
     def matrix(self) -> scipy.sparse.csr_matrix:
-        return scipy.sparse.csr_matrix(
-            (
-                np.frombuffer(self.data, dtype=np.float64),
-                np.frombuffer(self.indices, dtype=np.int32),
-                np.frombuffer(self.indptr, dtype=np.int64),
-            ),
-            shape=(len(self.labels), len(self.names)),
-        )
+        return self.rows.matrix()
 
 
 class Progressive:
