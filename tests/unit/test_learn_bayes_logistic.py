@@ -97,7 +97,7 @@ def test_bad_feedback_is_rejected_and_nothing_learned() -> None:
     assert model.to_state() == before
 
 
-def test_thompson_over_the_score_posterior_logs_monte_carlo_propensities() -> None:
+def test_thompson_over_the_score_posterior_logs_exact_propensities() -> None:
     scores = GaussianScores(mean=[-2.0, -2.2, -4.0], sd=[1.0, 1.0, 0.1], scale=[1.0, 1.0, 1.0])
     cands = [RankEntry()] * 3
 
@@ -111,8 +111,8 @@ def test_thompson_over_the_score_posterior_logs_monte_carlo_propensities() -> No
             thompson=scores,
             seed=seed,
         )
-        assert all(p.propensity_kind is PropensityKind.MONTE_CARLO for p in placed)
-        assert all(0.0 < p.propensity <= 1.0 for p in placed)
+        assert all(p.propensity_kind is PropensityKind.EXACT for p in placed)
+        assert all(1 / 400 <= p.propensity <= 1.0 for p in placed)
         return [(p.index, p.propensity) for p in placed]
 
     assert run(11) == run(11)  # reproducible from the seed

@@ -8,6 +8,7 @@ import random
 from collections import Counter, defaultdict
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from nextbest.learn.explore import (
     BetaScores,
     EpsilonGreedy,
     ExplorationBudget,
+    GaussianScores,
     Greedy,
     Placed,
     Policy,
@@ -187,27 +189,93 @@ def test_capped_campaigns_are_never_placed_by_exploration():
             assert_matches_frequencies(counts, props, n)
 
 
-def test_thompson_is_reproducible_and_its_estimate_tracks_the_draws():
+THOMPSON_POSTERIORS = [
+    BetaScores([3.0, 2.0, 2.0, 1.0], [20.0, 20.0, 15.0, 20.0], [1.0, 1.0, 1.0, 2.0]),
+    GaussianScores([-2.0, -2.2, -1.9, -4.0], [0.6, 0.8, 0.3, 0.05], [1.0, 1.0, 0.8, 2.0]),
+]
+
+
+@pytest.mark.parametrize("post", THOMPSON_POSTERIORS, ids=["beta", "gaussian"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_thompson_propensities_are_exact_for_the_decisions_samples(
+    post: BetaScores | GaussianScores, k: int
+) -> None:
+    """A decision's samples (its seed) fixed, the sample ranked by is the only chance left:
+    each (item, rank) always logs the same share of the samples, every share is a multiple
+    of 1 / n_sim, the shares at a rank add up to exactly 1 over what can land there, and
+    how often each lands there matches its share."""
     cands = [COMMERCIAL] * 4
-    post = BetaScores([3.0, 2.0, 2.0, 1.0], [20.0, 20.0, 15.0, 20.0], [1.0, 1.0, 1.0, 2.0])
-    scores = [a / (a + b) * s for a, b, s in zip(post.alpha, post.beta, post.scale, strict=True)]
-    one = rank(cands, scores, 2, Thompson(200), random.Random(7), thompson=post, seed=99)
-    two = rank(cands, scores, 2, Thompson(200), random.Random(7), thompson=post, seed=99)
-    assert one == two
-    assert all(p.propensity_kind is PropensityKind.MONTE_CARLO for p in one)
-    n = 2_000
-    counts: Counter[tuple[int, int]] = Counter()
-    estimates: dict[tuple[int, int], list[float]] = defaultdict(list)
+    scores = [0.1, 0.09, 0.08, 0.01]  # Thompson ranks by draws; greedy order for `explored`
+    n_sim, n = 200, 4_000
+    for seed in (3, 99):
+        one = rank(cands, scores, k, Thompson(n_sim), random.Random(7), thompson=post, seed=seed)
+        again = rank(cands, scores, k, Thompson(n_sim), random.Random(7), thompson=post, seed=seed)
+        assert one == again  # reproducible from the decision id and the rng
+        rng = random.Random(seed)
+        draws = [
+            rank(cands, scores, k, Thompson(n_sim), rng, thompson=post, seed=seed) for _ in range(n)
+        ]
+        counts, logged = tally(draws)
+        assert all(len(v) == 1 for v in logged.values())  # one exact value per (item, rank)
+        props = {key: next(iter(v)) for key, v in logged.items()}
+        for p in props.values():
+            assert p * n_sim == pytest.approx(round(p * n_sim))
+            assert p >= 1 / n_sim
+        for position in range(1, k + 1):
+            column = [p for (_, pos), p in props.items() if pos == position]
+            assert math.fsum(column) == pytest.approx(1.0, abs=1e-12)
+        assert all(pl.propensity_kind is PropensityKind.EXACT for placed in draws for pl in placed)
+        assert_matches_frequencies(counts, props, n)
+        assert len(props) > k  # the posteriors overlap: more than one order is possible
+
+
+def test_thompson_draws_only_items_in_contention_and_stays_exact() -> None:
+    """An item that could reach the slot only by a draw 6 standard deviations out is never
+    placed; the contenders' shares still add up to exactly 1, and a lone contender is
+    certain."""
+    post = GaussianScores([-1.0, -1.1, -9.0, -1.2], [0.3, 0.3, 0.2, 0.3], [1.0, 1.0, 1.0, 1.0])
+    cands = [COMMERCIAL] * 4
+    rng = random.Random(2)
+    shares: dict[int, float] = {}
+    for seed in range(400):
+        (first,) = rank(
+            cands, [0.3, 0.2, 0.0, 0.1], 1, Thompson(100), rng, thompson=post, seed=seed
+        )
+        assert first.index != 2
+        if seed == 7:
+            shares[first.index] = first.propensity
+    lone = GaussianScores([-1.0, -9.0], [0.3, 0.3], [1.0, 1.0])
+    (only,) = rank(cands[:2], [0.3, 0.0], 1, Thompson(100), rng, thompson=lone, seed=1)
+    assert (only.index, only.propensity, only.propensity_kind) == (0, 1.0, PropensityKind.EXACT)
+    # seed 7's samples, every possible pick among them: shares add up to 1 over 0, 1 and 3
+    seen = {}
+    for k in range(300):
+        (p,) = rank(
+            cands, [0.3, 0.2, 0.0, 0.1], 1, Thompson(100), random.Random(k), thompson=post, seed=7
+        )
+        seen[p.index] = p.propensity
+    assert set(seen) <= {0, 1, 3}
+    assert math.fsum(seen.values()) == pytest.approx(1.0, abs=1e-12)
+    assert shares.items() <= seen.items()
+
+
+def test_thompson_follows_the_posterior_across_decisions() -> None:
+    """Over many decisions (seeds), the item ranked first is the posterior's: the share of
+    decisions each item leads is close to its marginal probability of the highest draw."""
+    post = THOMPSON_POSTERIORS[1]
+    cands = [COMMERCIAL] * 4
+    n = 3_000
     rng = random.Random(8)
-    for seed in range(n):
-        for p in rank(cands, scores, 2, Thompson(200), rng, thompson=post, seed=seed):
-            counts[p.index, p.position] += 1
-            estimates[p.index, p.position].append(p.propensity)
-            assert p.propensity >= 1 / 201
-    # the estimate logged when an item is placed there, averaged, is close to how often it is
-    for key, est in estimates.items():
-        if len(est) >= 200:
-            assert sum(est) / len(est) == pytest.approx(counts[key] / n, abs=0.06), key
+    firsts = Counter(
+        rank(cands, [0.1] * 4, 1, Thompson(50), rng, thompson=post, seed=s)[0].index
+        for s in range(n)
+    )
+    gen = np.random.default_rng(1)
+    z = gen.normal(post.mean, post.sd, size=(200_000, 4))
+    best = np.argmax(np.asarray(post.scale) / (1.0 + np.exp(-z)), axis=1)
+    for i in range(4):
+        p = float(np.mean(best == i))
+        assert firsts[i] / n == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / n) + 1e-3), i
 
 
 def test_thompson_single_pool_item_is_certain():

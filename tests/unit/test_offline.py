@@ -25,11 +25,11 @@ from nextbest.store import memory_stores
 from nextbest.store.catalog_files import load_catalog
 from nextbest.store.export import read_logged_items, write_decisions
 from tests.support import (
+    APP_HOME_CONTEXTUAL,
     DAY,
     EXAMPLE_CATALOG,
     T0,
     batch,
-    bayes_catalog,
     counter_ids,
     edited_catalog,
     feedback,
@@ -170,16 +170,19 @@ def test_parquet_round_trip_gives_the_same_rounds(greedy_catalog: Catalog, tmp_p
 
 
 def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> None:
-    """app_home explores by Thompson sampling: its logged propensities are Monte Carlo
-    estimates. They survive the Parquet round trip, and the offline report says its
-    estimators rest on them."""
-    catalog = load_catalog(bayes_catalog(tmp_path))  # app_home on bayes + Thompson
+    """app_home explores by softmax with no budget for exact marginals: its second slot
+    logs sequential propensities. They survive the Parquet round trip, and the offline
+    report says its estimators rest on them."""
+    softmax = APP_HOME_CONTEXTUAL.replace(
+        "{type: epsilon_greedy, epsilon: 0.05}", "{type: softmax, exact_budget: 0}"
+    )
+    folder = edited_catalog(tmp_path, {"placements.yaml": [(APP_HOME_CONTEXTUAL, softmax)]})
+    catalog = load_catalog(folder)
     engine = logged_engine(catalog, placement="app_home")
     engine.flush()
     items = items_of(engine, catalog)
     kinds = {i.propensity_kind for i in items}
-    assert "monte_carlo" in kinds
-    assert kinds <= {"exact", "monte_carlo"}
+    assert kinds == {"exact", "sequential"}
     estimated = sum(i.propensity_kind != "exact" for i in items)
     path = tmp_path / "app.parquet"
     rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}

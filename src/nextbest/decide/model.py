@@ -31,7 +31,8 @@ __all__ = [
 
 class PropensityKind(enum.StrEnum):
     """How a logged propensity was obtained: ``exact``; ``monte_carlo`` (Thompson sampling's
-    seeded estimate) or ``sequential`` (a softmax slot logged as P(item | the items above
+    seeded estimate of its marginal, in logs written before its propensities became exact,
+    ``learn.explore``) or ``sequential`` (a softmax slot logged as P(item | the items above
     it)): not exact marginals, so slot-level off-policy estimates may be biased."""
 
     EXACT = "exact"

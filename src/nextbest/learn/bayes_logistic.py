@@ -27,7 +27,7 @@ them alike.
 ``sigmoid(mu)``: exactly the catalog's prior before any data. ``score_posterior`` gives the
 score's mean ``mu`` and standard deviation ``s`` per offer for Thompson sampling
 (``learn.explore``: a draw ``sigmoid(N(mu, s^2))`` per candidate, scaled by what a click is
-worth), whose propensities are estimated by seeded Monte Carlo like the Beta model's.
+worth), whose propensities are exact shares of seeded posterior samples like the Beta model's.
 
 Deterministic: the same events in the same order give the same state; ``to_state`` writes
 the weights sorted by name.

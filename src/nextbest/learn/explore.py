@@ -31,13 +31,21 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
   marginal, so slot-level IPS must not use it as one.
 - ``Thompson(n_sim)``: each pool item's score is ``scale_i * Beta(a_i, b_i)`` (the Bayes
   model's posterior times value and weight, ``BetaScores``) or ``scale_i * sigmoid(N(m_i,
-  s_i^2))`` (a Bayesian logistic model's score posterior, ``GaussianScores``), drawn with
-  ``rng``; the top ``f``
-  fill the free slots. No closed form exists for the marginal over top-k, so it is a Monte
-  Carlo estimate: ``n_sim`` joint draws from ``numpy.random.default_rng(seed)`` (pass
-  ``seed_of(decision_id)``, so the estimate is reproducible from the log), the share of
-  draws putting the item at that rank, clamped to at least ``1 / (n_sim + 1)``;
-  ``propensity_kind = "monte_carlo"``. Its standard error is about ``sqrt(p (1 - p) / n_sim)``.
+  s_i^2))`` (a logistic model's score posterior, ``GaussianScores``). A decision draws
+  ``n_sim`` joint samples of the pool's scores from ``numpy.random.default_rng(seed)``
+  (pass ``seed_of(decision_id)``) and ranks the pool by one of them, chosen uniformly with
+  ``rng``: every sample is a draw from the posterior, so the choice is Thompson sampling's.
+  The propensity is then **exact** for the policy that ran: the share of the ``n_sim``
+  samples that put the item at that rank (at least ``1 / n_sim``, since the sample used is
+  one of them), reproducible from the decision id. It is conditional on the decision's
+  samples, as a bootstrap's is on its bags: a ranking that none of the samples makes had
+  probability 0 in that decision, so an off-policy estimate of a policy that would have
+  made it leans on the other decisions (a choice of marginal probability ``p`` is missing
+  from a decision's samples with probability ``(1 - p)^n_sim``: 0.13 for ``p`` 0.01 at
+  200). No closed form gives the marginal over the posterior itself (a multivariate
+  orthant probability), and quadrature is neither cheap nor exact where a confident
+  offer's score is a near-step; this policy's propensities need neither. Logs written
+  before it carry ``propensity_kind = "monte_carlo"`` (an estimate of the marginal).
 
 Every ``Placed`` says whether the item is where greedy would have put it (``explored``
 false), which is what ``ExplorationBudget`` counts.
@@ -282,10 +290,6 @@ def plackett_luce_marginals(weights: Sequence[float], f: int) -> list[list[float
     return marg
 
 
-def _expit(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
-
-
 def _thompson(
     pool: list[int],
     f: int,
@@ -295,35 +299,66 @@ def _thompson(
     seed: int,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
     n = len(pool)
-    scale = [post.scale[i] for i in pool]
-    gen = np.random.default_rng(seed)
-    if isinstance(post, BetaScores):
-        alpha = [post.alpha[i] for i in pool]
-        beta = [post.beta[i] for i in pool]
-        drawn = [scale[j] * rng.betavariate(alpha[j], beta[j]) for j in range(n)]
-
-        def simulate() -> npt.NDArray[np.float64]:
-            return gen.beta(np.asarray(alpha), np.asarray(beta), size=(n_sim, n))
-    else:
-        mean = [post.mean[i] for i in pool]
-        sd = [post.sd[i] for i in pool]
-        drawn = [scale[j] * _expit(rng.gauss(mean[j], sd[j])) for j in range(n)]
-
-        def simulate() -> npt.NDArray[np.float64]:
-            z = gen.normal(np.asarray(mean), np.asarray(sd), size=(n_sim, n))
-            return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))))
-
-    picks = sorted(range(n), key=lambda j: (-drawn[j], j))[:f]
-    chosen = [pool[j] for j in picks]
     if n == 1:  # one item, one free slot: certain
-        return chosen, [1.0], [PropensityKind.EXACT]
-    sims = simulate() * np.asarray(scale)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :f]
-    floor = 1.0 / (n_sim + 1)
-    props = [
-        max(float(np.count_nonzero(order[:, r] == j)) / n_sim, floor) for r, j in enumerate(picks)
-    ]
-    return chosen, props, [PropensityKind.MONTE_CARLO] * f
+        return list(pool), [1.0], [PropensityKind.EXACT]
+    gen = np.random.default_rng(seed)
+    scale = np.fromiter((post.scale[i] for i in pool), np.float64, n)
+    if isinstance(post, BetaScores):
+        alpha = np.fromiter((post.alpha[i] for i in pool), np.float64, n)
+        beta = np.fromiter((post.beta[i] for i in pool), np.float64, n)
+        draws = gen.beta(alpha, beta, size=(n_sim, n))
+        draws *= scale
+    else:
+        mean = np.fromiter((post.mean[i] for i in pool), np.float64, n)
+        sd = np.fromiter((post.sd[i] for i in pool), np.float64, n)
+        pool, mean, sd, scale = _contenders(pool, f, mean, sd, scale)
+        n = len(pool)
+        if n == 1:  # one contender for one slot: certain
+            return list(pool), [1.0], [PropensityKind.EXACT]
+        z = gen.standard_normal((n_sim, n))
+        z *= sd
+        z += mean
+        draws = scale * _sigmoid(z)
+    # each sample's top f, ties by pool order (the greedy order)
+    if f == 1:
+        tops: npt.NDArray[np.intp] = np.argmax(draws, axis=1)[:, None]
+    else:
+        tops = np.argsort(-draws, axis=1, kind="stable")[:, :f]
+    picks = tops[rng.randrange(n_sim)]
+    shares = np.count_nonzero(tops == picks, axis=0) / n_sim
+    chosen = [pool[j] for j in picks.tolist()]
+    return chosen, shares.tolist(), [PropensityKind.EXACT] * f
+
+
+#: how far (in standard deviations of its level) a draw may take an item before it counts as
+#: out of contention: beyond 6 the chance is below 1e-9 a draw
+CONTENTION_SIGMAS = 6.0
+
+
+def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))))
+
+
+def _contenders(
+    pool: list[int],
+    f: int,
+    mean: npt.NDArray[np.float64],
+    sd: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float64],
+) -> tuple[list[int], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The pool items that can reach the top ``f`` without a draw past ``CONTENTION_SIGMAS``:
+    an item whose score at ``+CONTENTION_SIGMAS`` sd is below the ``f``-th best score at
+    ``-CONTENTION_SIGMAS`` sd would need such a draw (its own, or one of those ``f``
+    items'), so it is left out of the draws: Thompson sampling's choice changes with
+    probability below ``(f + 1) * 1e-9`` a decision, and the draws cost what the contenders
+    do, not the whole pool."""
+    spread = CONTENTION_SIGMAS * sd
+    low = scale * _sigmoid(mean - spread)
+    bar = np.partition(low, len(low) - f)[len(low) - f]
+    keep = np.flatnonzero(scale * _sigmoid(mean + spread) >= bar)
+    if len(keep) == len(pool):
+        return pool, mean, sd, scale
+    return [pool[j] for j in keep.tolist()], mean[keep], sd[keep], scale[keep]
 
 
 def seed_of(decision_id: str) -> int:

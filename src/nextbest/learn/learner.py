@@ -4,9 +4,10 @@ waiting for a click, and each campaign's exploration budget. Pure: event times d
 **Choosing.** For a placement with ``learning`` in the catalog, ``choose`` scores every
 eligible candidate with the placement's model (``p_click`` at position 1, times value and
 campaign weight), then ranks with the placement's exploration policy (``learn.explore``), so
-each item carries the exact probability it was placed there (a seeded Monte Carlo estimate for
-Thompson sampling). The customer features used are logged with the decision, so feedback
-learns from exactly what the decision saw, and analysts can re-score offline.
+each item carries the exact probability it was placed there (for Thompson sampling, the
+share of the decision's seeded posterior samples that place it so). The customer features
+used are logged with the decision, so feedback learns from exactly what the decision saw,
+and analysts can re-score offline.
 
 **Learning.** Feedback joins its decision (``decide.feedback`` checked it before it was
 stored). A click is learned at once as a 1 (the very next decision reflects it); a dismissal

@@ -707,6 +707,7 @@ def _warnings(rows: list[LoggedItem]) -> list[str]:
     if not not_exact:
         return []
     return [
-        f"{not_exact} of {len(rows)} logged propensities are estimates (Thompson sampling's "
-        "Monte Carlo or sequential softmax), not exact marginals: IPS/SNIPS/DR may be biased"
+        f"{not_exact} of {len(rows)} logged propensities are estimates (sequential softmax, "
+        "or Thompson sampling's Monte Carlo in older logs), not exact marginals: IPS/SNIPS/DR "
+        "may be biased"
     ]
