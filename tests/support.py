@@ -140,9 +140,11 @@ def targeted_catalog(folder: Path) -> Path:
 
 
 #: the example bank's app_home as it learns there, and as ``bayes_catalog`` makes it learn
+#: how the example bank's learning placements explore (placements.yaml)
+EXPLORE_BANK = "explore: {type: thompson, n_sim: 200}"
 APP_HOME_CONTEXTUAL = (
     "  - id: app_home\n    channel: app\n    slots: 2\n"
-    "    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}"
+    "    learning: {model: contextual, explore: {type: thompson, n_sim: 200}}"
 )
 APP_HOME_BAYES = (
     "  - id: app_home\n    channel: app\n    slots: 2\n"

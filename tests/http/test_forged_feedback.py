@@ -6,6 +6,7 @@ they were; and the same devices, once they have history and see what they click,
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 from tests.conftest import LiveServer
 from tests.http.helpers import fresh_user, msg
 from tests.http.test_api import body_of, send
-from tests.support import BROWSER_KEY, SERVER_KEY
+from tests.support import BROWSER_KEY, EXPLORE_BANK, SERVER_KEY, edited_catalog
 
 TARGET = "travel_insurance_offer"
 
@@ -80,9 +81,27 @@ def _p_click(decision: dict[str, Any], offer: str) -> float | None:
     return next((i["p_click"] for i in decision["items"] if i["offer_id"] == offer), None)
 
 
-def test_forged_clicks_leave_other_customers_decisions_as_they_were(
-    live_server: LiveServer, http: httpx.Client
-):
+def _bank_exploring(tmp_path: Path, explore: str) -> str:
+    """The example bank with its learning placements exploring by ``explore``: greedy or
+    epsilon-greedy keep a customer's ranking the model's own from one decision to the next
+    (Thompson sampling, the bank's, reorders close offers), so what forged feedback did to
+    the model shows in it."""
+    folder = tmp_path / "bank_exploring"
+    folder.mkdir()
+    return str(edited_catalog(folder, {"placements.yaml": [(EXPLORE_BANK, explore)]}))
+
+
+@pytest.fixture
+def greedy_server(start_server: Callable[..., LiveServer], tmp_path: Path) -> LiveServer:
+    return start_server(catalog=_bank_exploring(tmp_path, "explore: {type: greedy}"))
+
+
+def test_forged_clicks_leave_other_customers_decisions_as_they_were(greedy_server: LiveServer):
+    with httpx.Client(base_url=greedy_server.url, timeout=10) as http:
+        _forged_clicks_leave_decisions(greedy_server, http)
+
+
+def _forged_clicks_leave_decisions(live_server: LiveServer, http: httpx.Client) -> None:
     user = _customer(http)
     before = _feed(http, user)
     learned = live_server.engine.learner.learned
@@ -191,7 +210,7 @@ def _items(decision: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def test_forged_clicks_from_one_network_teach_at_most_its_hourly_bound(
-    start_server: Callable[..., LiveServer],
+    start_server: Callable[..., LiveServer], tmp_path: Path
 ):
     """Devices with history, decisions the model chose, a view before each click: only the
     volume from one network betrays them. From one IPv4 /24 (the addresses differ, the
@@ -200,7 +219,9 @@ def test_forged_clicks_from_one_network_teach_at_most_its_hourly_bound(
     histories, and a real customer's ranking and ``p_click`` stay within noise of what they
     were. The same attack from a network each is learned and reorders that customer's
     offers: the bound per network is what held."""
-    server = start_server(origin_header=EDGE)
+    # epsilon 0.05: the devices' decisions show the target now and then; the customer's do not
+    epsilon = _bank_exploring(tmp_path, "explore: {type: epsilon_greedy, epsilon: 0.05}")
+    server = start_server(origin_header=EDGE, catalog=epsilon)
     bounds = server.engine.catalog.spec.profile.feedback
     per_pair = 1 + bounds.click_weight
     with httpx.Client(base_url=server.url, timeout=10) as http:

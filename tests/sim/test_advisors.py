@@ -140,10 +140,12 @@ _FIELDS_BEFORE = frozenset(
 #: insights (issue #20): the example catalog's three insight campaigns add their (empty)
 #: entries to ``campaigns``, without which the digests are those; then for the conversion
 #: model fitted by intent within offers and the pension offers measured by the pension
-#: application (issue #14): shelf's nextbest 65c635d1b4f36c01 before, default's unchanged
+#: application (issue #14): shelf's nextbest 65c635d1b4f36c01 before, default's unchanged;
+#: then for Thompson sampling as the example bank's exploration (issue #14): nextbest
+#: 41d843fa742725de / 19d5bc5f2ad4cda4 before (shelf / default)
 _BEFORE = {
-    "shelf": {"static": "ff227cc07b144b7f", "nextbest": "41d843fa742725de"},
-    "default": {"static": "2085935fec673dfd", "nextbest": "19d5bc5f2ad4cda4"},
+    "shelf": {"static": "ff227cc07b144b7f", "nextbest": "8149fb9b0d3e4c1c"},
+    "default": {"static": "2085935fec673dfd", "nextbest": "da2f4408b63f46fe"},
 }
 
 

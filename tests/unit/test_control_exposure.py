@@ -160,7 +160,7 @@ def exploring(tmp_path: Path) -> Catalog:
         {
             "placements.yaml": [
                 (
-                    "explore: {type: epsilon_greedy, epsilon: 0.05}",
+                    "explore: {type: thompson, n_sim: 200}",
                     "explore: {type: epsilon_greedy, epsilon: 1.0}",
                 )
             ]

@@ -165,9 +165,9 @@ def test_describe_lists_each_learning_placement(bayes_app: Catalog):
     learner = Learner(catalog)
     listed = learner.describe()
     assert [(m.placement, m.explore, m.info.kind.value, m.info.version) for m in listed] == [
-        ("home_hero", "EpsilonGreedy", "contextual", "contextual-0"),
-        ("home_feed", "EpsilonGreedy", "contextual", "contextual-0"),
-        ("product_sidebar", "EpsilonGreedy", "contextual", "contextual-0"),
+        ("home_hero", "Thompson", "contextual", "contextual-0"),
+        ("home_feed", "Thompson", "contextual", "contextual-0"),
+        ("product_sidebar", "Thompson", "contextual", "contextual-0"),
         ("app_home", "Thompson", "bayes", "bayes-0"),
     ]
     assert all(m.info.n_learned == 0 and m.info.state_bytes > 0 for m in listed)
@@ -194,7 +194,7 @@ def test_describe_counts_what_each_model_learned(bayes_app: Catalog):
 
 def test_a_catalog_without_learning_has_no_models_and_chooses_greedily(tmp_path: Path):
     no_learning = [
-        ("    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}\n", ""),
+        ("    learning: {model: contextual, explore: {type: thompson, n_sim: 200}}\n", ""),
     ]
     cat = load_catalog(edited_catalog(tmp_path, {"placements.yaml": no_learning}))
     learner = Learner(cat)
@@ -368,7 +368,7 @@ def test_pending_views_wait_for_their_click_window(catalog: Catalog):
 @pytest.fixture(scope="module")
 def unshared(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     """The example bank with every placement learning a model of its own."""
-    apart = [("epsilon: 0.05}}", "epsilon: 0.05}, shared: false}")]
+    apart = [("n_sim: 200}}", "n_sim: 200}, shared: false}")]
     folder = tmp_path_factory.mktemp("unshared")
     return load_catalog(edited_catalog(folder, {"placements.yaml": apart}))
 
@@ -516,7 +516,7 @@ def test_decisions_of_other_placements_do_not_count_against_budgets(
     no_hero = [
         (
             "    description: The large banner on the logged-in home page.\n"
-            "    learning: {model: contextual, explore: {type: epsilon_greedy, epsilon: 0.05}}\n",
+            "    learning: {model: contextual, explore: {type: thompson, n_sim: 200}}\n",
             "    description: The large banner on the logged-in home page.\n",
         )
     ]

@@ -44,6 +44,7 @@ from nextbest.store.sqlite import (
     SQLiteStateStore,
 )
 from tests.support import (
+    EXPLORE_BANK,
     T0,
     batch,
     bayes_catalog,
@@ -61,8 +62,8 @@ SIDEBAR = DecisionRequest(placement="product_sidebar")
 APP = DecisionRequest(placement="app_home")
 #: the example bank's click window (placements.yaml: the default 30 minutes)
 WINDOW = 30 * 60.0
-EXPLORE_005 = "explore: {type: epsilon_greedy, epsilon: 0.05}"
 EXPLORE_1 = "explore: {type: epsilon_greedy, epsilon: 1.0}"
+EXPLORE_005 = "explore: {type: epsilon_greedy, epsilon: 0.05}"
 
 
 # ---------------------------------------------------------------------- helpers
@@ -210,8 +211,15 @@ def test_a_learning_decision_logs_model_features_candidates_and_propensities(
     make_engine: Callable[..., Engine], store_kind: str, tmp_path: Path
 ):
     # always_on_products is never explored (its items pinned, propensity 1); every other
-    # campaign always may be (free: the epsilon-greedy propensity)
-    cat = edited(tmp_path, "explorable", {"campaigns.yaml": exploration_caps(1.0, 0.0)})
+    # campaign always may be (free: the epsilon-greedy propensity, the bank on epsilon 0.05)
+    cat = edited(
+        tmp_path,
+        "explorable",
+        {
+            "campaigns.yaml": exploration_caps(1.0, 0.0),
+            "placements.yaml": [(EXPLORE_BANK, EXPLORE_005)],
+        },
+    )
     assert cat.campaigns["mortgage_q4"].max_exploration == 1.0
     engine = make_engine(store_kind, cat=cat)
     user = treated(cat, "learn")
@@ -261,7 +269,7 @@ def test_a_campaign_explores_once_then_waits_until_its_share_allows_the_next(
     ``explored + 1 <= 0.2 (shown + 1)``: its next exploration waits for 8 greedy
     impressions, during which its items sit where greedy puts them with propensity 1.
     Epsilon 1 here, so every decision that may explore does."""
-    cat = edited(tmp_path, "epsilon1", {"placements.yaml": [(EXPLORE_005, EXPLORE_1)]})
+    cat = edited(tmp_path, "epsilon1", {"placements.yaml": [(EXPLORE_BANK, EXPLORE_1)]})
     engine = make_engine("memory", cat=cat)
     user = treated(cat, "pin")
     researcher(engine, user, pages=1)
@@ -791,7 +799,7 @@ def test_service_messages_are_never_explored(
         tmp_path,
         "epsilon1",
         {
-            "placements.yaml": [(EXPLORE_005, EXPLORE_1)],
+            "placements.yaml": [(EXPLORE_BANK, EXPLORE_1)],
             "campaigns.yaml": explore_soon(),
         },
     )
@@ -832,7 +840,7 @@ def test_a_campaigns_explored_share_stays_under_its_cap(
         tmp_path,
         "capped",
         {
-            "placements.yaml": [(EXPLORE_005, EXPLORE_1)],
+            "placements.yaml": [(EXPLORE_BANK, EXPLORE_1)],
             "campaigns.yaml": [
                 ("    weight: 0.5\n", f"    weight: 0.5\n    max_exploration: {cap}\n"),
             ],
@@ -934,8 +942,7 @@ def test_nextbest_models_lists_the_learning_placements(clock: FixedClock, tmp_pa
         "app_home",
     ]
     assert heads[1].startswith(
-        "home_feed: contextual, shared (EpsilonGreedy) version contextual-2, 2 feedback "
-        "events, state "
+        "home_feed: contextual, shared (Thompson) version contextual-2, 2 feedback events, state "
     )
     assert heads[3].startswith("app_home: bayes (Thompson) version bayes-0, 0 feedback events")
 
@@ -943,9 +950,9 @@ def test_nextbest_models_lists_the_learning_placements(clock: FixedClock, tmp_pa
     assert as_json.exit_code == 0, as_json.output
     listed = orjson.loads(as_json.stdout)
     assert [(m["placement"], m["explore"], m["info"]["kind"]) for m in listed] == [
-        ("home_hero", "EpsilonGreedy", "contextual"),
-        ("home_feed", "EpsilonGreedy", "contextual"),
-        ("product_sidebar", "EpsilonGreedy", "contextual"),
+        ("home_hero", "Thompson", "contextual"),
+        ("home_feed", "Thompson", "contextual"),
+        ("product_sidebar", "Thompson", "contextual"),
         ("app_home", "Thompson", "bayes"),
     ]
     calibrated = listed[1]["calibration"]

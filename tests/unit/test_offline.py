@@ -174,7 +174,7 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     logs sequential propensities. They survive the Parquet round trip, and the offline
     report says its estimators rest on them."""
     softmax = APP_HOME_CONTEXTUAL.replace(
-        "{type: epsilon_greedy, epsilon: 0.05}", "{type: softmax, exact_budget: 0}"
+        "{type: thompson, n_sim: 200}", "{type: softmax, exact_budget: 0}"
     )
     folder = edited_catalog(tmp_path, {"placements.yaml": [(APP_HOME_CONTEXTUAL, softmax)]})
     catalog = load_catalog(folder)

@@ -323,8 +323,9 @@ class LearningSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``bayes_logistic`` (Bayesian logistic regression over the customer's features, a
     posterior on every weight).
     ``explore``: ``{type: greedy}``, ``{type: epsilon_greedy, epsilon: 0.05}``,
-    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (draws from
-    the model's posterior: every model has one).
+    ``{type: softmax, temperature: 0.1}`` or ``{type: thompson, n_sim: 200}`` (the default:
+    draws from the model's posterior, so it explores where the model is unsure; every model
+    has one; measured against epsilon-greedy 0.05 in the zoo, BENCHMARKS.md).
     ``click_window_minutes``: a view with no click within this window counts as a miss.
     ``shared``: the ``contextual`` placements with ``shared`` true learn one model together,
     the placement a feature of it (its own base rate and position discounts), so what a
@@ -334,7 +335,7 @@ class LearningSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """
 
     model: ModelKind
-    explore: Policy = EpsilonGreedy(epsilon=0.05)
+    explore: Policy = Thompson()
     click_window_minutes: Positive = 30.0
     shared: bool = True
 
