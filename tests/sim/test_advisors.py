@@ -144,8 +144,8 @@ _FIELDS_BEFORE = frozenset(
 #: then for Thompson sampling as the example bank's exploration (issue #14): nextbest
 #: 41d843fa742725de / 19d5bc5f2ad4cda4 before (shelf / default)
 _BEFORE = {
-    "shelf": {"static": "ff227cc07b144b7f", "nextbest": "8149fb9b0d3e4c1c"},
-    "default": {"static": "2085935fec673dfd", "nextbest": "da2f4408b63f46fe"},
+    "shelf": {"static": "ff227cc07b144b7f", "nextbest": "35125f3b1f1640e8"},
+    "default": {"static": "2085935fec673dfd", "nextbest": "c303272f3be9e6dd"},
 }
 
 

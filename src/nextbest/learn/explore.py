@@ -298,27 +298,26 @@ def _thompson(
     rng: random.Random,
     seed: int,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
+    if isinstance(post, GaussianScores):
+        pool = _contenders(pool, f, post)
     n = len(pool)
-    if n == 1:  # one item, one free slot: certain
+    if n == 1:  # one item (in contention) for one free slot: certain
         return list(pool), [1.0], [PropensityKind.EXACT]
     gen = np.random.default_rng(seed)
-    scale = np.fromiter((post.scale[i] for i in pool), np.float64, n)
+    scale = np.array([post.scale[i] for i in pool])
     if isinstance(post, BetaScores):
-        alpha = np.fromiter((post.alpha[i] for i in pool), np.float64, n)
-        beta = np.fromiter((post.beta[i] for i in pool), np.float64, n)
+        alpha = np.array([post.alpha[i] for i in pool])
+        beta = np.array([post.beta[i] for i in pool])
         draws = gen.beta(alpha, beta, size=(n_sim, n))
         draws *= scale
     else:
-        mean = np.fromiter((post.mean[i] for i in pool), np.float64, n)
-        sd = np.fromiter((post.sd[i] for i in pool), np.float64, n)
-        pool, mean, sd, scale = _contenders(pool, f, mean, sd, scale)
-        n = len(pool)
-        if n == 1:  # one contender for one slot: certain
-            return list(pool), [1.0], [PropensityKind.EXACT]
         z = gen.standard_normal((n_sim, n))
-        z *= sd
-        z += mean
-        draws = scale * _sigmoid(z)
+        z *= np.array([post.sd[i] for i in pool])
+        z -= np.array([post.mean[i] for i in pool])  # -z: sigmoid(z) = 1 / (1 + exp(-z))
+        np.minimum(z, 30.0, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        draws = np.divide(scale, z, out=z)
     # each sample's top f, ties by pool order (the greedy order)
     if f == 1:
         tops: npt.NDArray[np.intp] = np.argmax(draws, axis=1)[:, None]
@@ -335,30 +334,23 @@ def _thompson(
 CONTENTION_SIGMAS = 6.0
 
 
-def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))))
+def _expit(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
-def _contenders(
-    pool: list[int],
-    f: int,
-    mean: npt.NDArray[np.float64],
-    sd: npt.NDArray[np.float64],
-    scale: npt.NDArray[np.float64],
-) -> tuple[list[int], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _contenders(pool: list[int], f: int, post: GaussianScores) -> list[int]:
     """The pool items that can reach the top ``f`` without a draw past ``CONTENTION_SIGMAS``:
     an item whose score at ``+CONTENTION_SIGMAS`` sd is below the ``f``-th best score at
     ``-CONTENTION_SIGMAS`` sd would need such a draw (its own, or one of those ``f``
     items'), so it is left out of the draws: Thompson sampling's choice changes with
     probability below ``(f + 1) * 1e-9`` a decision, and the draws cost what the contenders
-    do, not the whole pool."""
-    spread = CONTENTION_SIGMAS * sd
-    low = scale * _sigmoid(mean - spread)
-    bar = np.partition(low, len(low) - f)[len(low) - f]
-    keep = np.flatnonzero(scale * _sigmoid(mean + spread) >= bar)
-    if len(keep) == len(pool):
-        return pool, mean, sd, scale
-    return [pool[j] for j in keep.tolist()], mean[keep], sd[keep], scale[keep]
+    do, not the whole pool. (Plain floats: a pool is a few dozen items at most.)"""
+    mean, sd, scale = post.mean, post.sd, post.scale
+    low = sorted(
+        (scale[i] * _expit(mean[i] - CONTENTION_SIGMAS * sd[i]) for i in pool), reverse=True
+    )
+    bar = low[f - 1]
+    return [i for i in pool if scale[i] * _expit(mean[i] + CONTENTION_SIGMAS * sd[i]) >= bar]
 
 
 def seed_of(decision_id: str) -> int:
