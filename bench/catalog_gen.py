@@ -7,7 +7,8 @@ campaigns and placements, written as YAML into a folder and loaded with the real
 filtered out of it by channel, and the commercial-only ``web_sidebar`` placement exists too.
 
 ``write_catalog(..., learning=...)`` gives ``bench_feed`` a ``learning:`` block (``LEARNING``:
-contextual with epsilon-greedy or Thompson sampling, or bayes with Thompson sampling);
+contextual with epsilon-greedy 0.05, the exploration of every earlier decide figure, or
+with Thompson sampling, the example bank's since 2026-12-07; or bayes with Thompson sampling);
 ``broaden`` ORs an age-band segment into that share of the commercial web offers'
 eligibility rules (drawn from a separate seeded generator, so ``broaden=0`` writes exactly
 the catalog it always wrote), to raise the candidates scored per decision without adding

@@ -2,14 +2,16 @@
 online click rate?
 
 One week of the synthetic bank is logged under the uniformly random policy (every item's
-propensity is 1/n, exact) or under nextbest as configured (exploring, exact propensities but
-for Thompson sampling's estimates on app_home). Each candidate catalog is then (1) estimated
-offline from those logs with IPS, SNIPS and DR (``nextbest.learn.offline``) and (2) run
-online for the same week on the same population; the table compares the estimate with the
-online CTR per shown slot, and also without replaying the candidate's contact caps on its
-own impressions (``evaluate_candidate(..., replay_caps=False)``) and with DR's history-free
-reward model (``fatigue=False``: no wear-out term), for comparison; the fitted fades (share of
-the click rate kept per earlier impression, by offer kind) are in the JSON.
+propensity is 1/n, exact) or under nextbest as configured (the example bank's exploration:
+Thompson sampling since 2026-12-07, exact propensities; epsilon-greedy on the web placements
+and Thompson sampling's Monte Carlo estimates on app_home before). Each candidate catalog is
+then (1) estimated offline from those logs with IPS, SNIPS and DR (``nextbest.learn.offline``)
+and (2) run online for the same week on the same population; the table compares the
+estimate with the online CTR per shown slot, and also without replaying the candidate's
+contact caps on its own impressions (``evaluate_candidate(..., replay_caps=False)``) and
+with DR's history-free reward model (``fatigue=False``: no wear-out term), for comparison;
+the fitted fades (share of the click rate kept per earlier impression, by offer kind) are in
+the JSON.
 
     .venv/bin/python bench/ope_sim.py --seed 1 --customers 30000 --days 7 --logging random \
         --out bench/results/ope_sim_random.json
