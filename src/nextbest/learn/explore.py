@@ -334,10 +334,6 @@ def _thompson(
 CONTENTION_SIGMAS = 6.0
 
 
-def _expit(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
-
-
 def _contenders(pool: list[int], f: int, post: GaussianScores) -> list[int]:
     """The pool items that can reach the top ``f`` without a draw past ``CONTENTION_SIGMAS``:
     an item whose score at ``+CONTENTION_SIGMAS`` sd is below the ``f``-th best score at
@@ -345,12 +341,15 @@ def _contenders(pool: list[int], f: int, post: GaussianScores) -> list[int]:
     items'), so it is left out of the draws: Thompson sampling's choice changes with
     probability below ``(f + 1) * 1e-9`` a decision, and the draws cost what the contenders
     do, not the whole pool. (Plain floats: a pool is a few dozen items at most.)"""
-    mean, sd, scale = post.mean, post.sd, post.scale
-    low = sorted(
-        (scale[i] * _expit(mean[i] - CONTENTION_SIGMAS * sd[i]) for i in pool), reverse=True
-    )
-    bar = low[f - 1]
-    return [i for i in pool if scale[i] * _expit(mean[i] + CONTENTION_SIGMAS * sd[i]) >= bar]
+    mean, sd, scale, exp = post.mean, post.sd, post.scale, math.exp
+    low: list[float] = []
+    high: list[float] = []
+    for i in pool:  # scale * sigmoid(mean -/+ spread), the exponent capped against overflow
+        m, d, c = mean[i], CONTENTION_SIGMAS * sd[i], scale[i]
+        low.append(c / (1.0 + exp(min(d - m, 700.0))))
+        high.append(c / (1.0 + exp(min(-m - d, 700.0))))
+    bar = sorted(low, reverse=True)[f - 1]
+    return [i for i, h in zip(pool, high, strict=True) if h >= bar]
 
 
 def seed_of(decision_id: str) -> int:
