@@ -44,8 +44,10 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
   from a decision's samples with probability ``(1 - p)^n_sim``: 0.13 for ``p`` 0.01 at
   200). No closed form gives the marginal over the posterior itself (a multivariate
   orthant probability), and quadrature is neither cheap nor exact where a confident
-  offer's score is a near-step; this policy's propensities need neither. Logs written
-  before it carry ``propensity_kind = "monte_carlo"`` (an estimate of the marginal).
+  offer's score is a near-step; this policy's propensities need neither. Items that could
+  reach a free slot only by a draw ``CONTENTION_SIGMAS`` (6) standard deviations out are
+  not drawn (``_contenders``). Logs written before this carry ``propensity_kind =
+  "monte_carlo"`` (an estimate of the marginal).
 
 Every ``Placed`` says whether the item is where greedy would have put it (``explored``
 false), which is what ``ExplorationBudget`` counts.
