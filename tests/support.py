@@ -139,9 +139,9 @@ def targeted_catalog(folder: Path) -> Path:
     return edited_catalog(folder, {}, targeted=True)
 
 
-#: the example bank's app_home as it learns there, and as ``bayes_catalog`` makes it learn
 #: how the example bank's learning placements explore (placements.yaml)
 EXPLORE_BANK = "explore: {type: thompson, n_sim: 200}"
+#: the example bank's app_home as it learns there, and as ``bayes_catalog`` makes it learn
 APP_HOME_CONTEXTUAL = (
     "  - id: app_home\n    channel: app\n    slots: 2\n"
     "    learning: {model: contextual, explore: {type: thompson, n_sim: 200}}"

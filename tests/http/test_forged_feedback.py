@@ -1,7 +1,11 @@
 """Forged feedback does not steer anyone else: the attack of the abuse review, replayed with
 a public browser key against a real server (made-up devices, decisions forced by
 ``exclude``, clicks without views), leaves a real customer's ranking and ``p_click`` as
-they were; and the same devices, once they have history and see what they click, do teach."""
+they were; and the same devices, once they have history and see what they click, do teach.
+The tests that compare a customer's ranking before and after run the bank with greedy or
+epsilon-greedy exploration: under its Thompson sampling close offers trade places from one
+decision to the next whatever was learned (the model checks, ``learned`` and ``p_click``,
+would hold there too)."""
 
 from __future__ import annotations
 

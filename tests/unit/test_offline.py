@@ -194,6 +194,10 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     assert warning.startswith(f"{estimated} of {report.rounds} logged propensities are estimates")
     exact = [msgspec.structs.replace(i, propensity_kind="exact") for i in items]
     assert evaluate_candidate(exact, catalog, n_bootstrap=20).warnings == []
+    # Thompson sampling's Monte Carlo estimates, in logs written before they became exact
+    legacy = [msgspec.structs.replace(i, propensity_kind="monte_carlo") for i in items]
+    (older,) = evaluate_candidate(legacy, catalog, n_bootstrap=20).warnings
+    assert older.startswith(f"{len(items)} of {len(items)} logged propensities are estimates")
 
 
 def test_nothing_to_evaluate_and_unreadable_files_are_clear_errors(

@@ -3,7 +3,7 @@
 ``rank`` fills ``k`` slots from scored candidates and returns, for every item placed, the
 probability that the policy would have put that item in that position (its propensity), so
 off-policy evaluation can reweight the logs. Randomness comes from the ``random.Random``
-passed in (and, for Thompson sampling's estimate, from a seed); nothing else.
+passed in (and, for Thompson sampling's samples, from a seed); nothing else.
 
 **Urgent messages** (``RankEntry.urgent``: a service message whose trigger holds,
 ``decide.ranking.rank_key``) come first, by score, with propensity 1: they are never
@@ -37,17 +37,18 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
   ``rng``: every sample is a draw from the posterior, so the choice is Thompson sampling's.
   The propensity is then **exact** for the policy that ran: the share of the ``n_sim``
   samples that put the item at that rank (at least ``1 / n_sim``, since the sample used is
-  one of them), reproducible from the decision id. It is conditional on the decision's
-  samples, as a bootstrap's is on its bags: a ranking that none of the samples makes had
-  probability 0 in that decision, so an off-policy estimate of a policy that would have
-  made it leans on the other decisions (a choice of marginal probability ``p`` is missing
+  one of them), reproducible from the decision id (the sample ranked by is picked by
+  ``rng``, a stream of its own). It is conditional on the decision's samples, as a
+  bootstrap's is on its bags: a ranking that none of the samples makes had probability 0
+  in that decision, so IPS gives a candidate's choice there weight 0 and is biased low by
+  the candidate's share of such choices (a choice of marginal probability ``p`` is missing
   from a decision's samples with probability ``(1 - p)^n_sim``: 0.13 for ``p`` 0.01 at
-  200). No closed form gives the marginal over the posterior itself (a multivariate
-  orthant probability), and quadrature is neither cheap nor exact where a confident
-  offer's score is a near-step; this policy's propensities need neither. Items that could
-  reach a free slot only by a draw ``CONTENTION_SIGMAS`` (6) standard deviations out are
-  not drawn (``_contenders``). Logs written before this carry ``propensity_kind =
-  "monte_carlo"`` (an estimate of the marginal).
+  200); DR's reward model fills those in. No closed form gives the marginal over the
+  posterior itself (a multivariate orthant probability), and quadrature is neither cheap
+  nor exact where a confident offer's score is a near-step; this policy's propensities need
+  neither. Items that could reach a free slot only by a draw ``CONTENTION_SIGMAS`` (6)
+  standard deviations out are not drawn (``_contenders``). Logs written before this carry
+  ``propensity_kind = "monte_carlo"`` (an estimate of the marginal).
 
 Every ``Placed`` says whether the item is where greedy would have put it (``explored``
 false), which is what ``ExplorationBudget`` counts.
@@ -74,6 +75,7 @@ from nextbest.decide.model import PropensityKind
 from nextbest.errors import ValidationError
 
 __all__ = [
+    "CONTENTION_SIGMAS",
     "BetaScores",
     "EpsilonGreedy",
     "ExplorationBudget",
@@ -140,7 +142,7 @@ def rank(
     """Up to ``k`` items with their propensities (see the module docstring).
 
     ``scores`` are the greedy scores (for Thompson sampling, the posterior means times the
-    same scale); ``thompson`` is required with ``Thompson``; ``seed`` seeds its estimate.
+    same scale); ``thompson`` is required with ``Thompson``; ``seed`` seeds its samples.
     """
     n_all = len(candidates)
     if len(scores) != n_all:
@@ -316,7 +318,7 @@ def _thompson(
         z = gen.standard_normal((n_sim, n))
         z *= np.array([post.sd[i] for i in pool])
         z -= np.array([post.mean[i] for i in pool])  # -z: sigmoid(z) = 1 / (1 + exp(-z))
-        np.minimum(z, 30.0, out=z)
+        np.minimum(z, 700.0, out=z)  # exp(700) is finite: no two low scores tie at a cap
         np.exp(z, out=z)
         z += 1.0
         draws = np.divide(scale, z, out=z)
@@ -332,7 +334,7 @@ def _thompson(
 
 
 #: how far (in standard deviations of its level) a draw may take an item before it counts as
-#: out of contention: beyond 6 the chance is below 1e-9 a draw
+#: out of contention: beyond 6 the chance is below 1e-9 a draw (``_contenders``)
 CONTENTION_SIGMAS = 6.0
 
 
@@ -341,8 +343,10 @@ def _contenders(pool: list[int], f: int, post: GaussianScores) -> list[int]:
     an item whose score at ``+CONTENTION_SIGMAS`` sd is below the ``f``-th best score at
     ``-CONTENTION_SIGMAS`` sd would need such a draw (its own, or one of those ``f``
     items'), so it is left out of the draws: Thompson sampling's choice changes with
-    probability below ``(f + 1) * 1e-9`` a decision, and the draws cost what the contenders
-    do, not the whole pool. (Plain floats: a pool is a few dozen items at most.)"""
+    probability below ``(f + m) * 1e-9`` a decision for ``m`` items left out, and the draws
+    cost what the contenders do, not the whole pool. A posterior that is not a number (a
+    model's fault) leaves the pool as it is. (Plain floats: a pool is a few dozen items at
+    most.)"""
     mean, sd, scale, exp = post.mean, post.sd, post.scale, math.exp
     low: list[float] = []
     high: list[float] = []
@@ -351,7 +355,8 @@ def _contenders(pool: list[int], f: int, post: GaussianScores) -> list[int]:
         low.append(c / (1.0 + exp(min(d - m, 700.0))))
         high.append(c / (1.0 + exp(min(-m - d, 700.0))))
     bar = sorted(low, reverse=True)[f - 1]
-    return [i for i, h in zip(pool, high, strict=True) if h >= bar]
+    kept = [i for i, h in zip(pool, high, strict=True) if h >= bar]
+    return kept if len(kept) >= f else pool
 
 
 def seed_of(decision_id: str) -> int:
