@@ -180,8 +180,40 @@ def test_small_effective_sample_size_warns() -> None:
     )
     assert result.unsupported_mass == 0.0
     assert result.effective_sample_size < 0.01 * n
-    assert len(result.warnings) == 1
-    assert "effective sample size" in result.warnings[0]
+    few, short = result.warnings
+    assert "effective sample size" in few
+    # and the weights average 0.01: the logs rarely did what the candidate does
+    assert short.startswith("the importance weights average 0.010 where the logging")
+
+
+def test_choices_the_logging_policy_could_not_make_in_their_round_warn() -> None:
+    """Thompson sampling's logs: in half the rounds the decision's samples all put action 0
+    first (logged with propensity 1), in the other half they split. A candidate that always
+    shows action 1 has no unsupported mass (the logs show action 1 there), yet half its
+    probability fell where the logging policy could not act: the weights average 0.5."""
+    n = 400
+    action = np.zeros(n, dtype=np.int64)
+    action[200::2] = 1
+    pscore = np.where(np.arange(n) < 200, 1.0, 0.5)
+    dist = np.zeros((n, 2, 1))
+    dist[:, 1, 0] = 1.0
+    inputs = {"reward": np.ones(n), "action": action, "pscore": pscore, "action_dist": dist}
+    ips = ope.estimate(Estimator.IPS, **inputs, random_state=0)
+    assert ips.unsupported_mass == 0.0
+    assert ips.value == pytest.approx(0.5)  # the true value is 1: biased low by half
+    (warning,) = ips.warnings
+    assert warning.startswith("the importance weights average 0.500 where the logging")
+    assert "50.0% of the candidate's probability" in warning
+    assert warning.endswith("IPS is biased low by about that share")
+    q = np.full_like(dist, 1.0)
+    dr = ope.estimate(Estimator.DR, **inputs, estimated_rewards_by_reg_model=q, random_state=0)
+    assert dr.value == pytest.approx(1.0)
+    assert dr.warnings[0].endswith("DR's reward model speaks for them")
+    # the logging policy's own choices: weights of 1, nothing to warn about
+    own = np.zeros((n, 2, 1))
+    own[np.arange(n), action, 0] = 1.0
+    fair = ope.estimate(Estimator.IPS, **{**inputs, "action_dist": own}, random_state=0)
+    assert "importance weights average" not in " ".join(fair.warnings)
 
 
 def test_inputs_are_not_mutated() -> None:

@@ -34,6 +34,7 @@ dense ``action_dist``, for logs of millions of rows.
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, NamedTuple, TypeAlias
 
 import msgspec
@@ -63,6 +64,10 @@ IntArray: TypeAlias = npt.NDArray[np.int64]
 
 #: ``estimate`` warns when the effective sample size is under this share of the rows.
 ESS_WARNING_SHARE = 0.01
+#: ... and when the importance weights fall short of their expectation (1, less the
+#: unsupported mass) by more than this share, and by more than 3 standard errors: the
+#: candidate put that share where the logging policy, in that round, could not act
+SHORTFALL_WARNING_SHARE = 0.05
 
 
 class Estimator(enum.StrEnum):
@@ -79,7 +84,11 @@ class Estimate(msgspec.Struct, frozen=True, kw_only=True):
     of the bootstrap means (obp's ``estimate_interval``). ``effective_sample_size`` is
     ``(Σw)² / Σw²`` of the importance weights; ``unsupported_mass`` the average, over rows,
     of the candidate's probability at the row's position on offers that the logs never
-    showed in that position. ``warnings`` says in words what to distrust.
+    showed in that position. ``warnings`` says in words what to distrust: unsupported mass,
+    a small effective sample size, and weights that average well under ``1 -
+    unsupported_mass`` (the candidate's choices that the logging policy could not make in
+    their round, though the logs show them elsewhere: Thompson sampling's logs, whose
+    propensities are exact given each decision's posterior samples, leave such choices).
     """
 
     estimator: Estimator
@@ -324,8 +333,20 @@ def _verdict(
         n_rounds=n,
         effective_sample_size=ess,
         unsupported_mass=mass,
-        warnings=_warnings(estimator, n, ess, mass),
+        warnings=_warnings(estimator, n, ess, mass, _shortfall(weights, mass)),
     )
+
+
+def _shortfall(weights: FloatArray, mass: float) -> float:
+    """How far the mean importance weight falls short of ``1 - mass`` (its expectation when
+    the logging policy could act wherever the logs show it did), or 0 where that is within
+    3 standard errors or ``SHORTFALL_WARNING_SHARE``."""
+    n = int(weights.shape[0])
+    if n < 2:
+        return 0.0
+    short = 1.0 - mass - float(weights.mean())
+    noise = 3.0 * float(weights.std(ddof=1)) / math.sqrt(n)
+    return short if short > max(noise, SHORTFALL_WARNING_SHARE) else 0.0
 
 
 # estimators: the same array operations as obp, in the same order
@@ -388,7 +409,9 @@ def _unsupported_mass(logged: _Logged) -> float:
     return float((at_position * unseen).sum(axis=1).mean())
 
 
-def _warnings(estimator: Estimator, n: int, ess: float, mass: float) -> tuple[str, ...]:
+def _warnings(
+    estimator: Estimator, n: int, ess: float, mass: float, short: float
+) -> tuple[str, ...]:
     found: list[str] = []
     if mass > 0.0:
         blind = (
@@ -404,6 +427,19 @@ def _warnings(estimator: Estimator, n: int, ess: float, mass: float) -> tuple[st
         found.append(
             f"effective sample size {ess:.1f} is under {ESS_WARNING_SHARE:.0%} of the {n} "
             "logged rows; a few heavily weighted rows decide the estimate"
+        )
+    if short > 0.0:
+        effect = {
+            Estimator.IPS: "IPS is biased low by about that share",
+            Estimator.SNIPS: "SNIPS rescales for it, right only if those choices' rewards "
+            "are like the rest",
+            Estimator.DR: "DR's reward model speaks for them",
+        }[estimator]
+        found.append(
+            f"the importance weights average {1.0 - mass - short:.3f} where the logging "
+            f"policy's support gives {1.0 - mass:.3f}: {short:.1%} of the candidate's "
+            "probability is on choices the logging policy could not make in their round "
+            f"(Thompson sampling's logs, outside a decision's samples); {effect}"
         )
     return tuple(found)
 
