@@ -77,6 +77,7 @@ from nextbest.sim.generate import DEFAULT_START
 from nextbest.sim.loop import run_policy
 from nextbest.sim.world import CustomerSim
 from nextbest.sim.worlds import WORLDS, world_catalog, world_named, world_response
+from refit import penalised_log_loss
 
 GROUPS = ("bins", "seenbin", "needfat", "active", "pairs", "age5")
 _BASE = math.log(DEFAULT_PRIOR_MEAN / (1.0 - DEFAULT_PRIOR_MEAN))
@@ -217,24 +218,18 @@ class Logistic:
 def fit_logistic(
     X: sparse.csr_matrix, p: np.ndarray, l2: float, max_iter: int
 ) -> tuple[np.ndarray, float, int]:
-    """Soft-label logistic regression: mean log loss + l2 / 2 |w|², by L-BFGS."""
+    """Soft-label logistic regression: mean log loss + l2 / 2 |w|², by L-BFGS
+    (``refit.penalised_log_loss`` with every row weighing 1 / n and a prior of 0)."""
     n, d = X.shape
-    Xt = X.T.tocsr()
-
-    def loss(wb: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = wb[:d], wb[d]
-        z = X @ w + b
-        value = float(np.mean(np.logaddexp(0.0, z) - p * z)) + 0.5 * l2 * float(w @ w)
-        r = (1.0 / (1.0 + np.exp(-z)) - p) / n
-        grad = np.empty(d + 1)
-        grad[:d] = Xt @ r + l2 * w
-        grad[d] = r.sum()
-        return value, grad
-
     start = np.zeros(d + 1)
     start[d] = float(_logit(np.array([max(p.mean(), 1e-4)]))[0])
     res = optimize.minimize(
-        loss, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-9}
+        penalised_log_loss,
+        start,
+        args=(X, p, np.full(n, 1.0 / n), np.zeros(d), l2),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": 1e-9},
     )
     return res.x[:d], float(res.x[d]), int(res.nit)
 

@@ -145,7 +145,7 @@ class Progressive:
         }
 
 
-def _objective(
+def penalised_log_loss(
     theta: np.ndarray,
     x: scipy.sparse.csr_matrix,
     y: np.ndarray,
@@ -154,8 +154,10 @@ def _objective(
     lam: float,
     intercept: bool = True,
 ) -> tuple[float, np.ndarray]:
-    """The penalised weighted log loss and its gradient; ``theta[-1]`` the intercept (held
-    where it is with ``intercept`` False: its gradient zero)."""
+    """The penalised weighted log loss and its gradient, ``sum_i w_i logloss(y_i, x_i .
+    theta[:-1] + theta[-1]) + lam / 2 |theta[:-1] - prior|^2`` (``y`` may be soft labels);
+    ``theta[-1]`` the intercept, not penalised (held where it is with ``intercept`` False:
+    its gradient zero). ``form_gap.fit_logistic`` fits with it too."""
     coef, b = theta[:-1], theta[-1]
     z = x @ coef + b
     loss = float(np.dot(w, np.logaddexp(0.0, z) - y * z))
@@ -186,9 +188,9 @@ def refit(
         prior[examples.columns[OFFSET]] = 1.0
     current = model.weights()
     theta0 = np.array([current.get(n, 0.0) for n in names] + [model.intercept])
-    before, _ = _objective(theta0, x, y, w, prior, lam)
+    before, _ = penalised_log_loss(theta0, x, y, w, prior, lam)
     result = scipy.optimize.minimize(
-        _objective,
+        penalised_log_loss,
         theta0,
         args=(x, y, w, prior, lam, intercept),
         jac=True,
