@@ -9,7 +9,7 @@ would hold there too)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +100,22 @@ def greedy_server(start_server: Callable[..., LiveServer], tmp_path: Path) -> Li
     return start_server(catalog=_bank_exploring(tmp_path, "explore: {type: greedy}"))
 
 
-def test_forged_clicks_leave_other_customers_decisions_as_they_were(greedy_server: LiveServer):
-    with httpx.Client(base_url=greedy_server.url, timeout=10) as http:
-        _forged_clicks_leave_decisions(greedy_server, http)
+@pytest.fixture
+def greedy_http(greedy_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=greedy_server.url, timeout=10) as client:
+        yield client
 
 
-def _forged_clicks_leave_decisions(live_server: LiveServer, http: httpx.Client) -> None:
-    user = _customer(http)
-    before = _feed(http, user)
-    learned = live_server.engine.learner.learned
-    assert _attack(http, live_server, 120, views=False) > 0
-    assert _attack(http, live_server, 120, views=True) > 0  # forced: still nothing learned
-    assert live_server.engine.learner.learned == learned
-    after = _feed(http, user)
+def test_forged_clicks_leave_other_customers_decisions_as_they_were(
+    greedy_server: LiveServer, greedy_http: httpx.Client
+):
+    user = _customer(greedy_http)
+    before = _feed(greedy_http, user)
+    learned = greedy_server.engine.learner.learned
+    assert _attack(greedy_http, greedy_server, 120, views=False) > 0
+    assert _attack(greedy_http, greedy_server, 120, views=True) > 0  # forced: still nothing learned
+    assert greedy_server.engine.learner.learned == learned
+    after = _feed(greedy_http, user)
     assert [i["offer_id"] for i in after["items"]] == [i["offer_id"] for i in before["items"]]
     # the same estimates (up to the interest decayed in the seconds between the two)
     assert [i["p_click"] for i in after["items"]] == pytest.approx(

@@ -28,7 +28,16 @@ from nextbest.learn.model import OfferRef
 from nextbest.profile.model import Profile
 from nextbest.store import memory_stores
 from nextbest.store.catalog_files import load_catalog
-from tests.support import EXAMPLE_CATALOG, T0, batch, counter_ids, edited_catalog, identify, page
+from tests.support import (
+    EXAMPLE_CATALOG,
+    EXPLORE_BANK,
+    T0,
+    batch,
+    counter_ids,
+    edited_catalog,
+    identify,
+    page,
+)
 
 HERO = DecisionRequest(placement="home_hero")
 #: the customer is in these campaigns' control arms, in every other campaign's treatment
@@ -160,7 +169,7 @@ def exploring(tmp_path: Path) -> Catalog:
         {
             "placements.yaml": [
                 (
-                    "explore: {type: thompson, n_sim: 200}",
+                    EXPLORE_BANK,
                     "explore: {type: epsilon_greedy, epsilon: 1.0}",
                 )
             ]

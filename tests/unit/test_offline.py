@@ -28,6 +28,7 @@ from tests.support import (
     APP_HOME_CONTEXTUAL,
     DAY,
     EXAMPLE_CATALOG,
+    EXPLORE_BANK,
     T0,
     batch,
     counter_ids,
@@ -173,9 +174,7 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     """app_home explores by softmax with no budget for exact marginals: its second slot
     logs sequential propensities. They survive the Parquet round trip, and the offline
     report says its estimators rest on them."""
-    softmax = APP_HOME_CONTEXTUAL.replace(
-        "{type: thompson, n_sim: 200}", "{type: softmax, exact_budget: 0}"
-    )
+    softmax = APP_HOME_CONTEXTUAL.replace(EXPLORE_BANK, "explore: {type: softmax, exact_budget: 0}")
     folder = edited_catalog(tmp_path, {"placements.yaml": [(APP_HOME_CONTEXTUAL, softmax)]})
     catalog = load_catalog(folder)
     engine = logged_engine(catalog, placement="app_home")
