@@ -7,8 +7,10 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from nextbest.catalog.compiled import Catalog
+from nextbest.cli import app
 from nextbest.clock import FixedClock
 from nextbest.decide.model import DecisionRequest
 from nextbest.engine import Engine
@@ -50,6 +52,16 @@ def without_learning(folder: Path, *more: tuple[str, str]) -> Catalog:
 @pytest.fixture
 def greedy_catalog(tmp_path: Path) -> Catalog:
     return without_learning(tmp_path / "greedy")
+
+
+EPSILON = "explore: {type: epsilon_greedy, epsilon: 0.05}"
+
+
+def exploring(folder: Path, *edits: tuple[str, str]) -> Catalog:
+    """The example bank (learning everywhere, by Thompson sampling) with ``edits`` to its
+    placements."""
+    folder.mkdir(exist_ok=True)
+    return load_catalog(edited_catalog(folder, {"placements.yaml": list(edits)}))
 
 
 def logged_engine(catalog: Catalog, clicks_every: int = 3, placement: str = "home_feed") -> Engine:
@@ -119,14 +131,19 @@ def test_the_logging_policy_evaluated_on_its_own_greedy_logs_is_the_logged_rate(
     assert report.warnings == []  # greedy logs: every propensity exact
 
 
-def test_marginals_follow_the_candidate_exploration(greedy_catalog: Catalog) -> None:
+def test_marginals_follow_the_candidate_exploration(
+    greedy_catalog: Catalog, tmp_path: Path
+) -> None:
     engine = logged_engine(greedy_catalog)
     d = engine.decision("d000001")
     assert d is not None
     greedy = candidate_marginals(greedy_catalog, "home_feed", d.candidates, d.features)
     assert [max(m, key=lambda k: m[k]) for m in greedy] == [i.offer_id for i in d.items]
     assert all(list(m.values()) == [1.0] for m in greedy)
-    explorer = load_catalog(EXAMPLE_CATALOG)  # home_feed: epsilon-greedy 0.05
+    # Thompson sampling (the example bank's) has no closed form: the greedy order
+    thompson = load_catalog(EXAMPLE_CATALOG)
+    assert candidate_marginals(thompson, "home_feed", d.candidates, d.features) == greedy
+    explorer = exploring(tmp_path / "epsilon", (EXPLORE_BANK, EPSILON))  # epsilon-greedy 0.05
     marg = candidate_marginals(explorer, "home_feed", d.candidates, d.features)
     for slot in marg:
         assert sum(slot.values()) == pytest.approx(1.0)
@@ -199,6 +216,70 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     assert older.startswith(f"{len(items)} of {len(items)} logged propensities are estimates")
 
 
+def greedy_logs(catalog: Catalog) -> list[LoggedItem]:
+    """30 greedy decisions on home_feed and 30 on app_home (decision ids kept apart)."""
+    feed, apps = logged_engine(catalog), logged_engine(catalog, placement="app_home")
+    feed.flush()
+    apps.flush()
+    app_items = [
+        msgspec.structs.replace(i, decision_id=f"app-{i.decision_id}")
+        for i in items_of(apps, catalog)
+    ]
+    return items_of(feed, catalog) + app_items
+
+
+def replayed_as_greedy(placement: str) -> str:
+    return (
+        f"the candidate explores placement {placement} by Thompson sampling, which has no "
+        "closed form to replay: its exploration is replayed as its greedy order (the posterior "
+        f"mean ranking), so the estimates for {placement} are those of the greedy policy with "
+        "the candidate's model and scores, not of Thompson sampling's randomised choice"
+    )
+
+
+def test_a_thompson_candidate_placement_is_warned_to_be_replayed_as_greedy(
+    greedy_catalog: Catalog, tmp_path: Path
+) -> None:
+    """Issue #14: the report names each logged placement where the candidate explores by
+    Thompson sampling (replayed as its greedy order), once, however many decisions it has;
+    not a placement it explores otherwise (app_home), nor one the logs do not hold
+    (home_hero)."""
+    items = greedy_logs(greedy_catalog)
+    app_epsilon = APP_HOME_CONTEXTUAL.replace(EXPLORE_BANK, EPSILON)
+    mixed = exploring(tmp_path / "mixed", (APP_HOME_CONTEXTUAL, app_epsilon))
+    report = evaluate_candidate(items, mixed, n_bootstrap=20, random_state=3)
+    assert report.decisions == 60
+    assert report.warnings == [replayed_as_greedy("home_feed")]
+    everywhere = evaluate_candidate(items, load_catalog(EXAMPLE_CATALOG), n_bootstrap=20)
+    assert everywhere.warnings == [replayed_as_greedy("app_home"), replayed_as_greedy("home_feed")]
+
+
+@pytest.mark.parametrize("explore", [EPSILON, "explore: {type: greedy}"])
+def test_an_epsilon_greedy_or_greedy_candidate_is_not_warned_about_thompson(
+    greedy_catalog: Catalog, tmp_path: Path, explore: str
+) -> None:
+    candidate = exploring(tmp_path / "candidate", (EXPLORE_BANK, explore))
+    report = evaluate_candidate(greedy_logs(greedy_catalog), candidate, n_bootstrap=20)
+    assert report.warnings == []
+
+
+def test_the_cli_prints_the_thompson_warning(greedy_catalog: Catalog, tmp_path: Path) -> None:
+    engine = logged_engine(greedy_catalog)
+    engine.flush()
+    items = items_of(engine, greedy_catalog)
+    path = tmp_path / "feed.parquet"
+    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
+    write_decisions(list(engine.decision_log.decisions()), path, rewards)
+    args = ["evaluate", "--policy", str(EXAMPLE_CATALOG), "--logs", str(path), "--bootstrap", "20"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"warning: {replayed_as_greedy('home_feed')}\n" in result.output
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    report = msgspec.json.decode(as_json.output)
+    assert report["warnings"] == [replayed_as_greedy("home_feed")]
+
+
 def test_nothing_to_evaluate_and_unreadable_files_are_clear_errors(
     greedy_catalog: Catalog, tmp_path: Path
 ) -> None:
@@ -241,8 +322,8 @@ def test_sparse_rows_equal_the_dense_obp_arrays(
     engine = logged_engine(greedy_catalog, clicks_every=2)
     engine.flush()
     items = items_of(engine, greedy_catalog)
-    if candidate == "explorer":
-        cat = load_catalog(EXAMPLE_CATALOG)  # epsilon-greedy: mass on every candidate
+    if candidate == "explorer":  # epsilon-greedy: mass on every candidate
+        cat = exploring(tmp_path / "epsilon", (EXPLORE_BANK, EPSILON))
     else:
         cat = without_learning(tmp_path / "narrow", ("    slots: 3\n", "    slots: 1\n"))
     report = evaluate_candidate(items, cat, n_bootstrap=30, random_state=7, fatigue=False)

@@ -56,7 +56,8 @@ false), which is what ``ExplorationBudget`` counts.
 ``marginals`` gives, for a pool in greedy order, every item's probability at every free
 rank under a policy: the same probabilities ``rank`` logs (exact for greedy, epsilon-greedy
 and softmax; Thompson sampling, with no closed form, as greedy). Offline evaluation replays
-a candidate's exploration with it.
+a candidate's exploration with it, and its report warns where that replays Thompson sampling
+as greedy.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def marginals(policy: Policy | None, scores: Sequence[float], f: int) -> list[di
     """``m[r][k]``: the probability that ``policy`` puts item ``k`` of a pool at free rank
     ``r`` (0-based, ``r < min(f, len(scores))``), the pool in greedy order (best first) with
     greedy ``scores``; items with no chance at a rank are left out. ``None`` (no learning)
-    and Thompson sampling (no closed form) are the greedy order."""
+    and Thompson sampling (no closed form) are the greedy order: the offline report
+    (``learn.offline``) warns, naming the placement, where it replays Thompson sampling so."""
     n = len(scores)
     f = min(f, n)
     if f <= 0:

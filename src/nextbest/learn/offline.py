@@ -8,7 +8,9 @@ moment is not in the log), scored with the candidate's interest prior (its ``sco
 offer values, campaign weights and priorities) from the logged interest features, in the
 engine's order (``decide.ranking``: service first), with the candidate placement's
 exploration (``explore.marginals``; epsilon-greedy: exact marginals; softmax: exact
-Plackett-Luce marginals; Thompson sampling and greedy: the greedy order).
+Plackett-Luce marginals; Thompson sampling and greedy: the greedy order). Thompson sampling
+has no closed form, so the report warns, naming each such placement once, that its figures
+there are the greedy policy's, not Thompson sampling's randomised choice.
 A learned model of the candidate is not retrained offline: what is evaluated is the
 candidate's ranking rule.
 
@@ -66,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nextbest.catalog.compiled import Catalog
-from nextbest.catalog.model import OfferKind
+from nextbest.catalog.model import OfferKind, Thompson
 from nextbest.decide import ranking
 from nextbest.decide.model import Candidate, PropensityKind
 from nextbest.errors import ValidationError
@@ -173,7 +175,8 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     #: decisions where the candidate's contact caps, replayed on its own impressions, held
     #: back offers that were logged as candidates
     capped_decisions: int = 0
-    #: what the figures cannot vouch for (estimated propensities in the logs, ...)
+    #: what the figures cannot vouch for: estimated propensities in the logs, and each
+    #: candidate placement whose Thompson sampling is replayed as its greedy order
     warnings: list[str] = []
     #: the candidate against the logging policy (None: not computed)
     verdict: Verdict | None = None
@@ -374,7 +377,7 @@ def evaluate_candidate(
         offers=_by_offer(
             values["value"], logged, rounds, _dr_parts(values["value"], logged, rounds)
         ),
-        warnings=_warnings(rows),
+        warnings=_warnings(rows) + _replay_warnings(rows, catalog),
         candidate=catalog.source,
         decisions=replay.decisions,
         capped_decisions=replay.capped,
@@ -710,4 +713,23 @@ def _warnings(rows: list[LoggedItem]) -> list[str]:
         f"{not_exact} of {len(rows)} logged propensities are estimates (sequential softmax, "
         "or Thompson sampling's Monte Carlo in older logs), not exact marginals: IPS/SNIPS/DR "
         "may be biased"
+    ]
+
+
+def _replay_warnings(rows: list[LoggedItem], catalog: Catalog) -> list[str]:
+    """One warning per logged placement where the candidate explores by Thompson sampling:
+    ``explore.marginals`` has no closed form for it and replays its greedy order."""
+    thompson = sorted(
+        name
+        for name in {i.placement for i in rows}
+        if (spec := catalog.placements.get(name)) is not None
+        and spec.learning is not None
+        and isinstance(spec.learning.explore, Thompson)
+    )
+    return [
+        f"the candidate explores placement {name} by Thompson sampling, which has no closed "
+        "form to replay: its exploration is replayed as its greedy order (the posterior mean "
+        f"ranking), so the estimates for {name} are those of the greedy policy with the "
+        "candidate's model and scores, not of Thompson sampling's randomised choice"
+        for name in thompson
     ]
