@@ -231,9 +231,9 @@ def greedy_logs(catalog: Catalog) -> list[LoggedItem]:
 def replayed_as_greedy(placement: str) -> str:
     return (
         f"the candidate explores placement {placement} by Thompson sampling, which has no "
-        "closed form to replay: its exploration is replayed as its greedy order (the posterior "
-        f"mean ranking), so the estimates for {placement} are those of the greedy policy with "
-        "the candidate's model and scores, not of Thompson sampling's randomised choice"
+        "closed form to replay: its exploration is replayed as its greedy order, so the "
+        f"estimates for {placement} are those of the candidate's ranking shown greedily, not "
+        "of Thompson sampling's randomised choice"
     )
 
 

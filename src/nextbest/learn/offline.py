@@ -728,8 +728,8 @@ def _replay_warnings(rows: list[LoggedItem], catalog: Catalog) -> list[str]:
     )
     return [
         f"the candidate explores placement {name} by Thompson sampling, which has no closed "
-        "form to replay: its exploration is replayed as its greedy order (the posterior mean "
-        f"ranking), so the estimates for {name} are those of the greedy policy with the "
-        "candidate's model and scores, not of Thompson sampling's randomised choice"
+        "form to replay: its exploration is replayed as its greedy order, so the estimates "
+        f"for {name} are those of the candidate's ranking shown greedily, not of Thompson "
+        "sampling's randomised choice"
         for name in thompson
     ]
