@@ -127,6 +127,12 @@ def _thompson(**fields: Any) -> Patch:
     return patch
 
 
+def _thompson_policy(**fields: Any) -> Any:
+    from nextbest.catalog.model import Thompson
+
+    return Thompson(**fields)
+
+
 def _without_age(inner: Patch) -> Patch:
     """``inner`` with the customers' age band (``age:<decade>``) left out of the features:
     the engine before the band was added."""
@@ -428,6 +434,11 @@ VARIANTS: dict[str, Patch] = {
     "refit_none": _refit(0.0, refits=False),
     # ... and ``refit_l100`` keeping the online intercept (the weight a refit moves most)
     "refit_l100_b0": _refit(100.0, intercept=False),
+    # BENCHMARKS.md, "Thompson sampling with a uniform share" (issue #14; ``--reference
+    # bench/results/zoo_1207_ec``, ``--out bench/results/variants/runs_uniform.jsonl``, against
+    # ``conv_cell_kpi``: the engine as committed, Thompson sampling without it): 5 % of
+    # decisions order the pool uniformly at random, for full support offline
+    "thompson_uniform5": lambda catalog: _explore(catalog, _thompson_policy(uniform=0.05)),
 }
 
 

@@ -26,6 +26,7 @@ from nextbest.learn.explore import (
     RankEntry,
     Softmax,
     Thompson,
+    marginals,
     plackett_luce_marginals,
     rank,
     seed_of,
@@ -401,3 +402,38 @@ def test_every_ranking_is_well_formed(
 def test_seed_of_is_stable():
     assert seed_of("d000001") == seed_of("d000001") == 11188689003864588404
     assert seed_of("d000002") != seed_of("d000001")
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_thompson_with_a_uniform_share_gives_every_item_support_and_stays_exact(k: int) -> None:
+    """With ``uniform`` 0.1, a decision's samples fixed: an item no sample ranks (the fifth,
+    far out of contention) still lands at every rank, with propensity exactly 0.1 / 5; every
+    (item, rank) logs one value, ``0.1 / 5 + 0.9 x`` its share of the samples; the values
+    at a rank add up to 1 over the whole pool; and they match how often each lands there."""
+    post = GaussianScores(
+        [-2.0, -2.2, -1.9, -4.0, -30.0], [0.6, 0.8, 0.3, 0.05, 0.01], [1.0, 1.0, 0.8, 2.0, 1.0]
+    )
+    cands, scores = [COMMERCIAL] * 5, [0.1, 0.09, 0.08, 0.01, 0.0]
+    policy, n_sim, n = Thompson(n_sim=100, uniform=0.1), 100, 6_000
+    rng = random.Random(12)
+    draws = [rank(cands, scores, k, policy, rng, thompson=post, seed=41) for _ in range(n)]
+    counts, logged = tally(draws)
+    assert all(len(v) == 1 for v in logged.values())
+    props = {key: next(iter(v)) for key, v in logged.items()}
+    for p in props.values():
+        share = (p - 0.1 / 5) / 0.9
+        assert share * n_sim == pytest.approx(round(share * n_sim), abs=1e-9)
+    for position in range(1, k + 1):
+        column = [p for (_, pos), p in props.items() if pos == position]
+        assert len(column) == 5  # every pool item, the one no sample ranks included
+        assert math.fsum(column) == pytest.approx(1.0, abs=1e-12)
+        assert props[4, position] == pytest.approx(0.1 / 5, abs=1e-15)
+    assert_matches_frequencies(counts, props, n)
+
+
+def test_thompson_uniform_is_checked_and_replayed_exactly_offline() -> None:
+    with pytest.raises(ValueError, match="uniform"):
+        Thompson(uniform=1.5)
+    (first,) = marginals(Thompson(uniform=0.2), [0.3, 0.2, 0.1, 0.0], 1)
+    assert first == pytest.approx({0: 0.85, 1: 0.05, 2: 0.05, 3: 0.05})
+    assert marginals(Thompson(), [0.3, 0.2], 2) == [{0: 1.0}, {1: 1.0}]

@@ -296,11 +296,18 @@ class Softmax(msgspec.Struct, frozen=True, tag="softmax"):
 
 
 class Thompson(msgspec.Struct, frozen=True, tag="thompson"):
+    """Thompson sampling over ``n_sim`` posterior samples a decision; ``uniform``: the share
+    of decisions that order the pool uniformly at random instead, so that every ordering has
+    a propensity of at least ``uniform / n`` a slot (full support for off-policy evaluation)."""
+
     n_sim: Annotated[int, msgspec.Meta(ge=1)] = 200
+    uniform: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
 
     def __post_init__(self) -> None:
         if self.n_sim < 1:
             raise ValueError(f"n_sim must be at least 1, got {self.n_sim}")
+        if not 0.0 <= self.uniform <= 1.0:
+            raise ValueError(f"uniform must be within [0, 1], got {self.uniform}")
 
 
 Policy: TypeAlias = Greedy | EpsilonGreedy | Softmax | Thompson

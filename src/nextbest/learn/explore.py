@@ -48,7 +48,10 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
   nor exact where a confident offer's score is a near-step; this policy's propensities need
   neither. Items that could reach a free slot only by a draw ``CONTENTION_SIGMAS`` (6)
   standard deviations out are not drawn (``_contenders``). Logs written before this carry
-  ``propensity_kind = "monte_carlo"`` (an estimate of the marginal).
+  ``propensity_kind = "monte_carlo"`` (an estimate of the marginal). With ``uniform`` above
+  0, that share of decisions orders the pool uniformly at random instead (``rng``), and
+  every item's propensity is ``uniform / n + (1 - uniform) x`` its share of the samples,
+  still exact: at least ``uniform / n``, so every ordering has support and IPS is unbiased.
 
 Every ``Placed`` says whether the item is where greedy would have put it (``explored``
 false), which is what ``ExplorationBudget`` counts.
@@ -174,7 +177,7 @@ def rank(
         else:
             if thompson is None:
                 raise ValidationError("Thompson sampling needs the posteriors", "$.thompson")
-            chosen, props, kinds = _thompson(pool, len(free), thompson, policy.n_sim, rng, seed)
+            chosen, props, kinds = _thompson(pool, len(free), thompson, policy, rng, seed)
     first = len(out) + 1
     placed = dict(zip(free, zip(chosen, props, kinds, strict=True), strict=True))
     for r, g in enumerate(greedy):
@@ -213,15 +216,17 @@ def marginals(policy: Policy | None, scores: Sequence[float], f: int) -> list[di
     """``m[r][k]``: the probability that ``policy`` puts item ``k`` of a pool at free rank
     ``r`` (0-based, ``r < min(f, len(scores))``), the pool in greedy order (best first) with
     greedy ``scores``; items with no chance at a rank are left out. ``None`` (no learning)
-    and Thompson sampling (no closed form) are the greedy order: the offline report
+    and Thompson sampling (no closed form) are the greedy order (Thompson sampling's
+    ``uniform`` share mixed in, exactly, as epsilon-greedy's): the offline report
     (``learn.offline``) warns, naming the placement, where it replays Thompson sampling so."""
     n = len(scores)
     f = min(f, n)
     if f <= 0:
         return []
-    if isinstance(policy, EpsilonGreedy):
-        eps = policy.epsilon
-        return [{k: _epsilon_propensity(eps, n, k == r) for k in range(n)} for r in range(f)]
+    if isinstance(policy, EpsilonGreedy | Thompson):
+        eps = policy.epsilon if isinstance(policy, EpsilonGreedy) else policy.uniform
+        if eps > 0.0:
+            return [{k: _epsilon_propensity(eps, n, k == r) for k in range(n)} for r in range(f)]
     if isinstance(policy, Softmax):
         marg = plackett_luce_marginals(_softmax_weights(scores, policy.temperature), f)
         return [dict(enumerate(marg[r])) for r in range(f)]
@@ -300,15 +305,40 @@ def _thompson(
     pool: list[int],
     f: int,
     post: BetaScores | GaussianScores,
-    n_sim: int,
+    policy: Thompson,
     rng: random.Random,
     seed: int,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
+    everyone, uniform, n_sim = pool, policy.uniform, policy.n_sim
     if isinstance(post, GaussianScores):
         pool = _contenders(pool, f, post)
-    n = len(pool)
-    if n == 1:  # one item (in contention) for one free slot: certain
+    at_random = uniform > 0.0 and rng.random() < uniform
+    if len(pool) == 1 and uniform == 0.0:  # one item (in contention), one free slot: certain
         return list(pool), [1.0], [PropensityKind.EXACT]
+    tops = _samples_top(pool, f, post, n_sim, seed)
+    if at_random:
+        chosen = rng.sample(everyone, f)
+    else:
+        chosen = [pool[j] for j in tops[rng.randrange(n_sim)].tolist()]
+    column = {item: j for j, item in enumerate(pool)}
+    share = [
+        np.count_nonzero(tops[:, r] == column[item]) / n_sim if item in column else 0.0
+        for r, item in enumerate(chosen)
+    ]
+    floor = uniform / len(everyone)
+    props = [floor + (1.0 - uniform) * s for s in share]
+    return chosen, props, [PropensityKind.EXACT] * f
+
+
+def _samples_top(
+    pool: list[int], f: int, post: BetaScores | GaussianScores, n_sim: int, seed: int
+) -> npt.NDArray[np.intp]:
+    """The top ``f`` (columns: positions in ``pool``) of each of ``n_sim`` joint posterior
+    samples of the pool's scores, drawn from ``numpy.random.default_rng(seed)``; ties by
+    pool order (the greedy order)."""
+    n = len(pool)
+    if n == 1:
+        return np.zeros((n_sim, 1), dtype=np.intp)
     gen = np.random.default_rng(seed)
     scale = np.array([post.scale[i] for i in pool])
     if isinstance(post, BetaScores):
@@ -324,15 +354,10 @@ def _thompson(
         np.exp(z, out=z)
         z += 1.0
         draws = np.divide(scale, z, out=z)
-    # each sample's top f, ties by pool order (the greedy order)
     if f == 1:
-        tops: npt.NDArray[np.intp] = np.argmax(draws, axis=1)[:, None]
-    else:
-        tops = np.argsort(-draws, axis=1, kind="stable")[:, :f]
-    picks = tops[rng.randrange(n_sim)]
-    shares = np.count_nonzero(tops == picks, axis=0) / n_sim
-    chosen = [pool[j] for j in picks.tolist()]
-    return chosen, shares.tolist(), [PropensityKind.EXACT] * f
+        best: npt.NDArray[np.intp] = np.argmax(draws, axis=1)
+        return best[:, None]
+    return np.argsort(-draws, axis=1, kind="stable")[:, :f]
 
 
 #: how far (in standard deviations of its level) a draw may take an item before it counts as
