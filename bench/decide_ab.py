@@ -1,0 +1,182 @@
+"""Benchmark: decide latency A/B in one process, the engine as it is against variants.
+
+    .venv/bin/python bench/decide_ab.py --learning contextual_thompson --variants gc_freeze
+    .venv/bin/python bench/decide_ab.py --learning contextual_thompson \
+        --explore-from /path/to/other/src/nextbest/learn/explore.py
+
+The VM's speed drifts by up to 2x between runs minutes apart, so two runs of
+``bench/decide.py`` cannot tell a 5 % change. Here one engine is built as ``decide.py``
+builds it (the same catalog, profiles and training: ``--profiles``, ``--learning``), then
+blocks of ``--block`` decisions alternate between the engine as it is (``as_is``) and each
+variant, in an order reversed every other round, for ``--rounds`` rounds: every variant sees
+the same drift. Each decision is timed alone (``engine.decide``, as ``decide.py`` times it).
+
+Variants:
+- ``gc_freeze``: ``gc.freeze()`` before the block (what the server does after a restore,
+  here after the training too: the learned state out of the collector's reach), undone after;
+- ``gc_settle``: ``heap.settle_for_serving()`` (the server's: the freeze and the young
+  generation collected every ``heap.YOUNG`` allocations), undone after;
+- ``gc_young``: only the server's young-generation threshold;
+- ``explore_from`` (with ``--explore-from FILE``): the learner ranks with that file's
+  ``rank`` (another tree's ``learn/explore.py``, loaded as its own module).
+
+Results: ``bench/results/decide_ab.json`` (per variant: latency summary, ratio to ``as_is``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import decide_learning
+from _common import Run, latency_summary, log, table
+from decide import REQUEST
+from decide import parse_args as decide_args
+from decide_setup import bench_catalog, build_engine_with_profiles
+from nextbest.heap import YOUNG, settle_for_serving
+from nextbest.learn import learner
+
+Variant = Callable[[], contextlib.AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _gc_freeze() -> Iterator[None]:
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
+def _gc_settle() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    settle_for_serving()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+@contextlib.contextmanager
+def _gc_young() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    gc.set_threshold(YOUNG, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+
+
+def _explore_from(path: Path) -> Variant:
+    """The learner ranking with ``path``'s ``rank`` (its posterior classes too: they are
+    ``isinstance``-checked there)."""
+    spec = importlib.util.spec_from_file_location("explore_variant", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+    @contextlib.contextmanager
+    def variant() -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for name in ("rank", "BetaScores", "GaussianScores"):
+                stack.enter_context(mock.patch.object(learner, name, getattr(module, name)))
+            yield
+
+    return variant
+
+
+GC_VARIANTS: dict[str, Variant] = {
+    "gc_freeze": _gc_freeze,
+    "gc_settle": _gc_settle,
+    "gc_young": _gc_young,
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", default="", help=f"comma-separated: {', '.join(GC_VARIANTS)}")
+    ap.add_argument("--explore-from", type=Path, default=None, help="another learn/explore.py")
+    ap.add_argument("--rounds", type=int, default=12, help="rounds of one block per variant")
+    ap.add_argument("--block", type=int, default=2_000, help="decisions per block")
+    ap.add_argument("--name", default="decide_ab")
+    args, rest = ap.parse_known_args(argv)
+    engine_args = decide_args(["--name", args.name, *rest])
+    return args, engine_args
+
+
+def _variants(args: argparse.Namespace) -> dict[str, Variant]:
+    out: dict[str, Variant] = {"as_is": contextlib.nullcontext}
+    for name in filter(None, args.variants.split(",")):
+        if name not in GC_VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}: one of {', '.join(GC_VARIANTS)}")
+        out[name] = GC_VARIANTS[name]
+    if args.explore_from is not None:
+        out["explore_from"] = _explore_from(args.explore_from)
+    if len(out) < 2:
+        raise SystemExit("name a variant (--variants or --explore-from)")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, engine_args = parse_args(argv)
+    variants = _variants(args)
+    run = Run("decide_ab", engine_args, "common-expression-language")
+    catalog, _ = bench_catalog(engine_args)
+    built = build_engine_with_profiles(catalog, engine_args)
+    engine, ids = built.engine, built.ids
+    if engine_args.learning != "none":
+        decide_learning.train(engine, built.clock, ids, engine_args)
+    rng = random.Random(engine_args.seed)
+
+    def users() -> list[str]:
+        return [ids[rng.randrange(len(ids))] for _ in range(args.block)]
+
+    for uid in users():  # warm-up
+        engine.decide(REQUEST, user_id=uid)
+    names = list(variants)
+    times: dict[str, list[int]] = {n: [] for n in names}
+    pc = time.perf_counter_ns
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out = times[name]
+            with variants[name]():
+                for uid in users():
+                    t = pc()
+                    engine.decide(REQUEST, user_id=uid)
+                    out.append(pc() - t)
+        log(f"round {r + 1} of {args.rounds}")
+    summary = {n: latency_summary(t) for n, t in times.items()}
+    base = summary["as_is"]
+    for s in summary.values():
+        s["mean_vs_as_is"] = round(s["mean_us"] / base["mean_us"], 3)
+        s["p99_vs_as_is"] = round(s["p99_us"] / base["p99_us"], 3)
+    keys = ("n", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "mean_vs_as_is")
+    rows: list[list[Any]] = [
+        [n, *(s[k] for k in keys), s["p99_vs_as_is"]] for n, s in summary.items()
+    ]
+    print(
+        table(
+            "engine.decide by variant, us (alternating blocks)",
+            ["variant", *keys, "p99_vs_as_is"],
+            rows,
+        )
+    )
+    run.write({"variants": summary, "rounds": args.rounds, "block": args.block})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
