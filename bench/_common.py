@@ -17,6 +17,7 @@ import cProfile
 import datetime as _dt
 import gc
 import importlib.metadata
+import importlib.util
 import io
 import os
 import platform
@@ -32,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import orjson
@@ -419,6 +421,18 @@ def time_calls(
 
 
 QUANTILES = ("mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "max_us")
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` imported as module ``name`` (another tree's version of a
+    module, for an A/B in one process)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def ratios(measured: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:

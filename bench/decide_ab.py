@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Any
 from unittest import mock
 
 import decide_learning
-from _common import Run, latency_summary, log, table
+from _common import Run, latency_summary, load_module, log, ratios, table
 from decide import REQUEST
 from decide import parse_args as decide_args
 from decide_setup import bench_catalog, build_engine_with_profiles
@@ -78,20 +76,21 @@ def _gc_young() -> Iterator[None]:
         gc.set_threshold(*threshold)
 
 
-def _explore_from(path: Path) -> Variant:
+def _explore_from(path: Path, calls: list[int]) -> Variant:
     """The learner ranking with ``path``'s ``rank`` (its posterior classes too: they are
-    ``isinstance``-checked there)."""
-    spec = importlib.util.spec_from_file_location("explore_variant", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    ``isinstance``-checked there); ``calls`` counts the calls it takes, so a patch that
+    does not reach the learner shows."""
+    module = load_module("explore_variant", path)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return module.rank(*args, **kwargs)
 
     @contextlib.contextmanager
     def variant() -> Iterator[None]:
         with contextlib.ExitStack() as stack:
-            for name in ("rank", "BetaScores", "GaussianScores"):
+            stack.enter_context(mock.patch.object(learner, "rank", counted))
+            for name in ("BetaScores", "GaussianScores"):
                 stack.enter_context(mock.patch.object(learner, name, getattr(module, name)))
             yield
 
@@ -117,14 +116,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     return args, engine_args
 
 
-def _variants(args: argparse.Namespace) -> dict[str, Variant]:
+def _variants(args: argparse.Namespace, calls: list[int]) -> dict[str, Variant]:
     out: dict[str, Variant] = {"as_is": contextlib.nullcontext}
     for name in filter(None, args.variants.split(",")):
         if name not in GC_VARIANTS:
             raise SystemExit(f"unknown variant {name!r}: one of {', '.join(GC_VARIANTS)}")
         out[name] = GC_VARIANTS[name]
     if args.explore_from is not None:
-        out["explore_from"] = _explore_from(args.explore_from)
+        out["explore_from"] = _explore_from(args.explore_from, calls)
     if len(out) < 2:
         raise SystemExit("name a variant (--variants or --explore-from)")
     return out
@@ -132,7 +131,8 @@ def _variants(args: argparse.Namespace) -> dict[str, Variant]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, engine_args = parse_args(argv)
-    variants = _variants(args)
+    calls = [0]
+    variants = _variants(args, calls)
     run = Run("decide_ab", engine_args, "common-expression-language")
     catalog, _ = bench_catalog(engine_args)
     built = build_engine_with_profiles(catalog, engine_args)
@@ -158,23 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     engine.decide(REQUEST, user_id=uid)
                     out.append(pc() - t)
         log(f"round {r + 1} of {args.rounds}")
+    if args.explore_from is not None and calls[0] == 0:
+        raise SystemExit(f"{args.explore_from}'s rank was never called: the patch missed")
     summary = {n: latency_summary(t) for n, t in times.items()}
-    base = summary["as_is"]
-    for s in summary.values():
-        s["mean_vs_as_is"] = round(s["mean_us"] / base["mean_us"], 3)
-        s["p99_vs_as_is"] = round(s["p99_us"] / base["p99_us"], 3)
-    keys = ("n", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "mean_vs_as_is")
-    rows: list[list[Any]] = [
-        [n, *(s[k] for k in keys), s["p99_vs_as_is"]] for n, s in summary.items()
+    vs = {n: ratios(s, summary["as_is"]) for n, s in summary.items()}
+    keys = ("n", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us")
+    rows = [
+        [n, *(s[k] for k in keys), vs[n]["mean_us"], vs[n]["p99_us"]] for n, s in summary.items()
     ]
-    print(
-        table(
-            "engine.decide by variant, us (alternating blocks)",
-            ["variant", *keys, "p99_vs_as_is"],
-            rows,
-        )
+    headers = ["variant", *keys, "mean / as_is", "p99 / as_is"]
+    print(table("engine.decide by variant, us (alternating blocks)", headers, rows))
+    run.write(
+        {
+            "variants": summary,
+            "ratios_to_as_is": vs,
+            "explore_from": str(args.explore_from) if args.explore_from else None,
+            "rounds": args.rounds,
+            "block": args.block,
+        }
     )
-    run.write({"variants": summary, "rounds": args.rounds, "block": args.block})
     return 0
 
 

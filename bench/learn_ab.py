@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import random
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import decide as bench_decide
@@ -46,6 +43,7 @@ from _common import (
     command_line,
     latency_summary,
     load_average,
+    load_module,
     log,
     machine_info,
     now_iso,
@@ -71,16 +69,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--name", default="learn_ab", help="results name")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     return ap.parse_args(argv)
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: Sequence[str] | None = None) -> int:

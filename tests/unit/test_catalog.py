@@ -1115,3 +1115,19 @@ def test_every_model_has_a_posterior_for_thompson_sampling(tmp_path: Path, model
         f"    learning: {{model: {model}, explore: {{type: thompson, n_sim: 100}}}}\n",
     )
     assert check_catalog(small(tmp_path / "cat", placements=placements)) == []
+
+
+def test_thompson_takes_a_uniform_share_within_zero_and_one(tmp_path: Path) -> None:
+    def placements(explore: str) -> str:
+        return PLACEMENTS.replace(
+            "  - id: hero\n    channel: web\n",
+            "  - id: hero\n    channel: web\n"
+            f"    learning: {{model: contextual, explore: {explore}}}\n",
+        )
+
+    good = small(tmp_path / "good", placements=placements("{type: thompson, uniform: 0.05}"))
+    assert check_catalog(good) == []
+    bad = small(tmp_path / "bad", placements=placements("{type: thompson, uniform: 1.5}"))
+    (problem,) = check_catalog(bad)
+    assert problem.path == "$.placements[0].learning.explore.uniform"
+    assert "a fraction from 0 to 1" in problem.reason

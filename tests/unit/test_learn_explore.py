@@ -371,6 +371,8 @@ def situations(draw: st.DrawFn) -> tuple[list[RankEntry], list[float], int, Poli
                 Softmax(1.0),
                 Softmax(1.0, exact_budget=0),
                 Thompson(20),
+                Thompson(20, uniform=0.3),
+                Thompson(20, uniform=1.0),
             ]
         )
     )
@@ -437,3 +439,19 @@ def test_thompson_uniform_is_checked_and_replayed_exactly_offline() -> None:
     (first,) = marginals(Thompson(uniform=0.2), [0.3, 0.2, 0.1, 0.0], 1)
     assert first == pytest.approx({0: 0.85, 1: 0.05, 2: 0.05, 3: 0.05})
     assert marginals(Thompson(), [0.3, 0.2], 2) == [{0: 1.0}, {1: 1.0}]
+
+
+@pytest.mark.parametrize("uniform", [0.0, 0.05, 0.3, 1.0])
+def test_thompson_places_a_lone_pool_item_with_certainty(uniform: float) -> None:
+    post = GaussianScores([-1.0, -9.0], [0.3, 0.3], [1.0, 1.0])
+    for seed in range(20):
+        placed = rank(
+            [COMMERCIAL, SERVICE],
+            [0.3, 0.5],
+            2,
+            Thompson(100, uniform=uniform),
+            random.Random(seed),
+            thompson=post,
+            seed=seed,
+        )
+        assert [(p.index, p.propensity) for p in placed] == [(1, 1.0), (0, 1.0)]

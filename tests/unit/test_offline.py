@@ -231,7 +231,7 @@ def greedy_logs(catalog: Catalog) -> list[LoggedItem]:
 def replayed_as_greedy(placement: str) -> str:
     return (
         f"the candidate explores placement {placement} by Thompson sampling, which has no "
-        "closed form to replay: its exploration is replayed as its greedy order, so the "
+        "closed form to replay: its sampling is replayed as its greedy order, so the "
         f"estimates for {placement} are those of the candidate's ranking shown greedily, not "
         "of Thompson sampling's randomised choice"
     )
@@ -261,6 +261,27 @@ def test_an_epsilon_greedy_or_greedy_candidate_is_not_warned_about_thompson(
     candidate = exploring(tmp_path / "candidate", (EXPLORE_BANK, explore))
     report = evaluate_candidate(greedy_logs(greedy_catalog), candidate, n_bootstrap=20)
     assert report.warnings == []
+
+
+def test_a_thompson_candidates_uniform_share_is_named_or_needs_no_warning(
+    greedy_catalog: Catalog, tmp_path: Path
+) -> None:
+    """A uniform share is replayed exactly: the warning says so; all of it (1) is every
+    decision at random, replayed exactly, and needs no warning."""
+    items = greedy_logs(greedy_catalog)
+    mixed = "explore: {type: thompson, n_sim: 200, uniform: 0.05}"
+    candidate = exploring(tmp_path / "mixed", (EXPLORE_BANK, mixed))
+    warnings = evaluate_candidate(items, candidate, n_bootstrap=20).warnings
+    assert [
+        w.replace(" (its uniform share of 0.05 is replayed exactly)", "") for w in warnings
+    ] == [
+        replayed_as_greedy("app_home"),
+        replayed_as_greedy("home_feed"),
+    ]
+    assert all("(its uniform share of 0.05 is replayed exactly)" in w for w in warnings)
+    at_random = "explore: {type: thompson, n_sim: 200, uniform: 1.0}"
+    random_candidate = exploring(tmp_path / "random", (EXPLORE_BANK, at_random))
+    assert evaluate_candidate(items, random_candidate, n_bootstrap=20).warnings == []
 
 
 def test_the_cli_prints_the_thompson_warning(greedy_catalog: Catalog, tmp_path: Path) -> None:

@@ -315,19 +315,24 @@ def _thompson(
     at_random = uniform > 0.0 and rng.random() < uniform
     if len(pool) == 1 and uniform == 0.0:  # one item (in contention), one free slot: certain
         return list(pool), [1.0], [PropensityKind.EXACT]
+    if uniform == 1.0:  # every decision at random: the samples weigh nothing
+        return rng.sample(everyone, f), [1.0 / len(everyone)] * f, [PropensityKind.EXACT] * f
     tops = _samples_top(pool, f, post, n_sim, seed)
     if at_random:
         chosen = rng.sample(everyone, f)
+        column = {item: j for j, item in enumerate(pool)}
+        share = [
+            np.count_nonzero(tops[:, r] == column[item]) / n_sim if item in column else 0.0
+            for r, item in enumerate(chosen)
+        ]
     else:
-        chosen = [pool[j] for j in tops[rng.randrange(n_sim)].tolist()]
-    column = {item: j for j, item in enumerate(pool)}
-    share = [
-        np.count_nonzero(tops[:, r] == column[item]) / n_sim if item in column else 0.0
-        for r, item in enumerate(chosen)
-    ]
+        picks = tops[rng.randrange(n_sim)]
+        chosen = [pool[j] for j in picks.tolist()]
+        share = (np.count_nonzero(tops == picks, axis=0) / n_sim).tolist()
+    if uniform == 0.0:
+        return chosen, share, [PropensityKind.EXACT] * f
     floor = uniform / len(everyone)
-    props = [floor + (1.0 - uniform) * s for s in share]
-    return chosen, props, [PropensityKind.EXACT] * f
+    return chosen, [floor + (1.0 - uniform) * s for s in share], [PropensityKind.EXACT] * f
 
 
 def _samples_top(

@@ -8,9 +8,10 @@ moment is not in the log), scored with the candidate's interest prior (its ``sco
 offer values, campaign weights and priorities) from the logged interest features, in the
 engine's order (``decide.ranking``: service first), with the candidate placement's
 exploration (``explore.marginals``; epsilon-greedy: exact marginals; softmax: exact
-Plackett-Luce marginals; Thompson sampling and greedy: the greedy order). Thompson sampling
-has no closed form, so the report warns, naming each such placement once, that its figures
-there are the greedy policy's, not Thompson sampling's randomised choice.
+Plackett-Luce marginals; Thompson sampling and greedy: the greedy order, with Thompson
+sampling's ``uniform`` share mixed in exactly). Thompson sampling has no closed form, so the
+report warns, naming each such placement once, that its figures there are the greedy
+policy's, not Thompson sampling's randomised choice.
 A learned model of the candidate is not retrained offline: what is evaluated is the
 candidate's ranking rule.
 
@@ -719,17 +720,21 @@ def _warnings(rows: list[LoggedItem]) -> list[str]:
 def _replay_warnings(rows: list[LoggedItem], catalog: Catalog) -> list[str]:
     """One warning per logged placement where the candidate explores by Thompson sampling:
     ``explore.marginals`` has no closed form for it and replays its greedy order."""
-    thompson = sorted(
-        name
-        for name in {i.placement for i in rows}
-        if (spec := catalog.placements.get(name)) is not None
-        and spec.learning is not None
-        and isinstance(spec.learning.explore, Thompson)
-    )
-    return [
-        f"the candidate explores placement {name} by Thompson sampling, which has no closed "
-        "form to replay: its exploration is replayed as its greedy order, so the estimates "
-        f"for {name} are those of the candidate's ranking shown greedily, not of Thompson "
-        "sampling's randomised choice"
-        for name in thompson
-    ]
+    out: list[str] = []
+    for name in sorted({i.placement for i in rows}):
+        spec = catalog.placements.get(name)
+        explore = spec.learning.explore if spec is not None and spec.learning else None
+        if not isinstance(explore, Thompson) or explore.uniform >= 1.0:
+            continue  # a uniform share of 1 is every decision at random: replayed exactly
+        mixed = (
+            f" (its uniform share of {explore.uniform:g} is replayed exactly)"
+            if explore.uniform > 0.0
+            else ""
+        )
+        out.append(
+            f"the candidate explores placement {name} by Thompson sampling, which has no "
+            "closed form to replay: its sampling is replayed as its greedy order"
+            f"{mixed}, so the estimates for {name} are those of the candidate's ranking "
+            "shown greedily, not of Thompson sampling's randomised choice"
+        )
+    return out
