@@ -51,7 +51,9 @@ ordered choice of ``f`` items out of ``n``; rank ``r`` below means the ``r``-th 
   ``propensity_kind = "monte_carlo"`` (an estimate of the marginal). With ``uniform`` above
   0, that share of decisions orders the pool uniformly at random instead (``rng``), and
   every item's propensity is ``uniform / n + (1 - uniform) x`` its share of the samples,
-  still exact: at least ``uniform / n``, so every ordering has support and IPS is unbiased.
+  still exact: at least ``uniform / n``, so every ordering of the explorable pool has
+  support (choices the policy could never make, such as moving a pinned item, still have
+  none).
 
 Every ``Placed`` says whether the item is where greedy would have put it (``explored``
 false), which is what ``ExplorationBudget`` counts.
