@@ -124,7 +124,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--gc-freeze",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="gc.freeze() after the restore, as the server does (build_engine freeze_gc)",
+        help="gc.freeze() after the restore, as the server does (build_engine freeze_gc; "
+        "the server also collects young objects less often, heap.settle_for_serving, which "
+        "bench/decide_ab.py's gc_settle measures)",
     )
     ap.add_argument("--learning", choices=("none", *LEARNING), default="none")
     ap.add_argument(
