@@ -320,21 +320,17 @@ def _thompson(
     if uniform == 1.0:  # every decision at random: the samples weigh nothing
         return rng.sample(everyone, f), [1.0 / len(everyone)] * f, [PropensityKind.EXACT] * f
     tops = _samples_top(pool, f, post, n_sim, seed)
-    if at_random:
+    if at_random:  # the chosen items' columns; -1 (no sample's) for an item not drawn
         chosen = rng.sample(everyone, f)
         column = {item: j for j, item in enumerate(pool)}
-        share = [
-            np.count_nonzero(tops[:, r] == column[item]) / n_sim if item in column else 0.0
-            for r, item in enumerate(chosen)
-        ]
+        picks = np.array([column.get(item, -1) for item in chosen])
     else:
         picks = tops[rng.randrange(n_sim)]
         chosen = [pool[j] for j in picks.tolist()]
-        share = (np.count_nonzero(tops == picks, axis=0) / n_sim).tolist()
-    if uniform == 0.0:
-        return chosen, share, [PropensityKind.EXACT] * f
-    floor = uniform / len(everyone)
-    return chosen, [floor + (1.0 - uniform) * s for s in share], [PropensityKind.EXACT] * f
+    shares = np.count_nonzero(tops == picks, axis=0) / n_sim
+    floor = uniform / len(everyone)  # with uniform 0: exactly the shares
+    props = [floor + (1.0 - uniform) * s for s in shares.tolist()]
+    return chosen, props, [PropensityKind.EXACT] * f
 
 
 def _samples_top(

@@ -87,8 +87,9 @@ class Estimate(msgspec.Struct, frozen=True, kw_only=True):
     showed in that position. ``warnings`` says in words what to distrust: unsupported mass,
     a small effective sample size, and weights that average well under ``1 -
     unsupported_mass`` (the candidate's choices that the logging policy could not make in
-    their round, though the logs show them elsewhere: Thompson sampling's logs, whose
-    propensities are exact given each decision's posterior samples, leave such choices).
+    their round, though the logs show them elsewhere: an item a campaign's exploration
+    budget pinned to its greedy slot, or, in Thompson sampling's logs, whose propensities
+    are exact given each decision's posterior samples, a choice none of them made).
     """
 
     estimator: Estimator
@@ -439,7 +440,8 @@ def _warnings(
             f"the importance weights average {1.0 - mass - short:.3f} where the logging "
             f"policy's support gives {1.0 - mass:.3f}: {short:.1%} of the candidate's "
             "probability is on choices the logging policy could not make in their round "
-            f"(Thompson sampling's logs, outside a decision's samples); {effect}"
+            "(an item a campaign's exploration budget pinned to its slot, or one outside a "
+            f"Thompson sampling decision's samples); {effect}"
         )
     return tuple(found)
 
