@@ -17,6 +17,9 @@ Variants:
 - ``gc_settle``: ``heap.settle_for_serving()`` (the server's: the freeze and the young
   generation collected every ``heap.YOUNG`` allocations), undone after;
 - ``gc_young``: only the server's young-generation threshold;
+- ``cf_full_draws``: a control customer's counterfactual choice draws every Thompson
+  sample and counts the shares, as before ``rank``'s ``counterfactual`` (it draws only up
+  to the sample it ranks by);
 - ``explore_from`` (with ``--explore-from FILE``): the learner ranks with that file's
   ``rank`` (another tree's ``learn/explore.py``, loaded as its own module).
 
@@ -97,16 +100,30 @@ def _explore_from(path: Path, calls: list[int]) -> Variant:
     return variant
 
 
-GC_VARIANTS: dict[str, Variant] = {
+@contextlib.contextmanager
+def _cf_full_draws() -> Iterator[None]:
+    """A control customer's counterfactual ranks as a logged choice does: every sample
+    drawn and the shares counted (before ``rank``'s ``counterfactual``)."""
+    rank = learner.rank
+
+    def full(*args: Any, counterfactual: bool = False, **kwargs: Any) -> Any:
+        return rank(*args, **kwargs)
+
+    with mock.patch.object(learner, "rank", full):
+        yield
+
+
+VARIANTS: dict[str, Variant] = {
     "gc_freeze": _gc_freeze,
     "gc_settle": _gc_settle,
     "gc_young": _gc_young,
+    "cf_full_draws": _cf_full_draws,
 }
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="", help=f"comma-separated: {', '.join(GC_VARIANTS)}")
+    ap.add_argument("--variants", default="", help=f"comma-separated: {', '.join(VARIANTS)}")
     ap.add_argument("--explore-from", type=Path, default=None, help="another learn/explore.py")
     ap.add_argument("--rounds", type=int, default=12, help="rounds of one block per variant")
     ap.add_argument("--block", type=int, default=2_000, help="decisions per block")
@@ -119,9 +136,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
 def _variants(args: argparse.Namespace, calls: list[int]) -> dict[str, Variant]:
     out: dict[str, Variant] = {"as_is": contextlib.nullcontext}
     for name in filter(None, args.variants.split(",")):
-        if name not in GC_VARIANTS:
-            raise SystemExit(f"unknown variant {name!r}: one of {', '.join(GC_VARIANTS)}")
-        out[name] = GC_VARIANTS[name]
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}")
+        out[name] = VARIANTS[name]
     if args.explore_from is not None:
         out["explore_from"] = _explore_from(args.explore_from, calls)
     if len(out) < 2:

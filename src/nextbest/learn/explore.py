@@ -144,11 +144,16 @@ def rank(
     *,
     thompson: BetaScores | GaussianScores | None = None,
     seed: int = 0,
+    counterfactual: bool = False,
 ) -> list[Placed]:
     """Up to ``k`` items with their propensities (see the module docstring).
 
     ``scores`` are the greedy scores (for Thompson sampling, the posterior means times the
     same scale); ``thompson`` is required with ``Thompson``; ``seed`` seeds its samples.
+    ``counterfactual``: only the choice is wanted (where a control customer's withheld
+    offers would have landed, never logged): the same items as without it, but Thompson
+    sampling draws only up to the sample it ranks by and counts no shares, so its
+    propensities are NaN (not computed).
     """
     n_all = len(candidates)
     if len(scores) != n_all:
@@ -179,7 +184,9 @@ def rank(
         else:
             if thompson is None:
                 raise ValidationError("Thompson sampling needs the posteriors", "$.thompson")
-            chosen, props, kinds = _thompson(pool, len(free), thompson, policy, rng, seed)
+            chosen, props, kinds = _thompson(
+                pool, len(free), thompson, policy, rng, seed, counterfactual
+            )
     first = len(out) + 1
     placed = dict(zip(free, zip(chosen, props, kinds, strict=True), strict=True))
     for r, g in enumerate(greedy):
@@ -310,6 +317,7 @@ def _thompson(
     policy: Thompson,
     rng: random.Random,
     seed: int,
+    counterfactual: bool = False,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
     everyone, uniform, n_sim = pool, policy.uniform, policy.n_sim
     if isinstance(post, GaussianScores):
@@ -319,6 +327,13 @@ def _thompson(
         return list(pool), [1.0], [PropensityKind.EXACT]
     if uniform == 1.0:  # every decision at random: the samples weigh nothing
         return rng.sample(everyone, f), [1.0 / len(everyone)] * f, [PropensityKind.EXACT] * f
+    if counterfactual:  # the same choice, the propensities not computed
+        if at_random:
+            chosen = rng.sample(everyone, f)
+        else:
+            top = _samples_top(pool, f, post, n_sim, seed, only=rng.randrange(n_sim))
+            chosen = [pool[j] for j in top[0].tolist()]
+        return chosen, [math.nan] * f, [PropensityKind.EXACT] * f
     tops = _samples_top(pool, f, post, n_sim, seed)
     if at_random:  # the chosen items' columns; -1 (no sample's) for an item not drawn
         chosen = rng.sample(everyone, f)
@@ -334,23 +349,31 @@ def _thompson(
 
 
 def _samples_top(
-    pool: list[int], f: int, post: BetaScores | GaussianScores, n_sim: int, seed: int
+    pool: list[int],
+    f: int,
+    post: BetaScores | GaussianScores,
+    n_sim: int,
+    seed: int,
+    only: int | None = None,
 ) -> npt.NDArray[np.intp]:
     """The top ``f`` (columns: positions in ``pool``) of each of ``n_sim`` joint posterior
     samples of the pool's scores, drawn from ``numpy.random.default_rng(seed)``; ties by
-    pool order (the greedy order)."""
+    pool order (the greedy order). The draws fill the samples in order from one stream, so
+    sample ``j`` is the same whatever ``n_sim`` above ``j``: with ``only``, the top of that
+    sample alone (one row), drawn up to it (a counterfactual choice's)."""
     n = len(pool)
+    rows = n_sim if only is None else only + 1
     if n == 1:
-        return np.zeros((n_sim, 1), dtype=np.intp)
+        return np.zeros((rows if only is None else 1, 1), dtype=np.intp)
     gen = np.random.default_rng(seed)
     scale = np.array([post.scale[i] for i in pool])
     if isinstance(post, BetaScores):
         alpha = np.array([post.alpha[i] for i in pool])
         beta = np.array([post.beta[i] for i in pool])
-        draws = gen.beta(alpha, beta, size=(n_sim, n))
+        draws = gen.beta(alpha, beta, size=(rows, n))[only or 0 :]
         draws *= scale
     else:
-        z = gen.standard_normal((n_sim, n))
+        z = gen.standard_normal((rows, n))[only or 0 :]
         z *= np.array([post.sd[i] for i in pool])
         z -= np.array([post.mean[i] for i in pool])  # -z: sigmoid(z) = 1 / (1 + exp(-z))
         np.minimum(z, 700.0, out=z)  # exp(700) is finite: no two low scores tie at a cap

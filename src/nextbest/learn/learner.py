@@ -326,8 +326,10 @@ class Learner:
 
         A counterfactual choice (``ChoiceContext.counterfactual``: where a control
         customer's withheld offers would have landed) counts nothing in the exploration
-        budgets; its scores are kept for the real choice of the same decision that follows
-        (among the same candidates but the withheld ones), which then scores nothing again."""
+        budgets and computes no propensities (Thompson sampling draws only up to the sample
+        it ranks by: the same items, ``explore.rank``); its scores are kept for the real
+        choice of the same decision that follows (among the same candidates but the
+        withheld ones), which then scores nothing again."""
         model = self.models.get(ctx.placement)
         learning = self.catalog.placements[ctx.placement].learning
         if model is None or learning is None:
@@ -360,6 +362,7 @@ class Learner:
             random.Random(seed),
             thompson=thompson,
             seed=seed,
+            counterfactual=ctx.counterfactual,
         )
         if ctx.counterfactual:  # where the items would be: nothing counted, nothing logged
             return Choice(picks=[(pl.index, pl.propensity) for pl in placed])
