@@ -163,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "online_impressions": metrics.impressions,
                 "logged_ctr": report.rewards[0].logged,
                 "capped_decisions": report.capped_decisions,
+                # the candidate's probability the logging budget ruled out, and the mean
+                # importance weight (IPS / SNIPS) it should account for most of the gap of
+                "unexplorable_mass": report.unexplorable_mass,
+                "budgeted_decisions": report.budgeted_decisions,
                 **figures(report),
                 "fade": report.rewards[0].fade,
                 "without_cap_replay": figures(plain),
@@ -172,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             log(
                 f"{name}: online CTR {metrics.ctr:.5f}; IPS {row['ips']['value']:.5f} "
                 f"SNIPS {row['snips']['value']:.5f} DR {row['dr']['value']:.5f}; "
-                f"{report.capped_decisions} decisions capped; without the cap replay DR "
+                f"{report.capped_decisions} decisions capped; the budget ruled out "
+                f"{report.unexplorable_mass:.4f} of its probability; without the cap replay DR "
                 f"{row['without_cap_replay']['dr']['value']:.5f}; history-free DR "
                 f"{row['history_free_dr']['value']:.5f}; fade {report.rewards[0].fade}"
             )

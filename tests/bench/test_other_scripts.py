@@ -171,3 +171,16 @@ def test_cold_start_logs_each_run_by_day(
     data = json.loads((tmp_path / "hidden_needs-s1.json").read_text())
     assert set(data["runs"]) == {"prior", "nextbest", "warm_levels", "warm_conv"}
     assert all(r["expected_conversions"] >= 0 for r in data["runs"].values())
+
+
+def test_decide_tail_splits_the_slow_decisions(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    args = ["--quick", "--learning", "contextual_thompson", "--decisions", "80", "--warmup", "10"]
+    assert bench("decide_tail").main([*args, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "decide_tail.json").read_text())
+    bands = data["by_latency"]
+    assert bands["all"]["n"] == data["decisions"] == 80
+    assert bands["slowest 1 %"]["total"] >= bands["middle half"]["total"]
+    assert all(0 < b["choose"] <= b["total"] for b in bands.values())
+    assert data["by_candidates"]

@@ -206,13 +206,17 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     again = read_logged_items(path)
     assert [i.propensity_kind for i in again] == [i.propensity_kind for i in items]
     report = evaluate_candidate(items, catalog, n_bootstrap=20)
-    (warning,) = report.warnings
+
+    def about_estimates(warnings: list[str]) -> list[str]:  # the campaigns' budgets bind too
+        return [w for w in warnings if "logged propensities are estimates" in w]
+
+    (warning,) = about_estimates(report.warnings)
     assert warning.startswith(f"{estimated} of {report.rounds} logged propensities are estimates")
     exact = [msgspec.structs.replace(i, propensity_kind="exact") for i in items]
-    assert evaluate_candidate(exact, catalog, n_bootstrap=20).warnings == []
+    assert about_estimates(evaluate_candidate(exact, catalog, n_bootstrap=20).warnings) == []
     # Thompson sampling's Monte Carlo estimates, in logs written before they became exact
     legacy = [msgspec.structs.replace(i, propensity_kind="monte_carlo") for i in items]
-    (older,) = evaluate_candidate(legacy, catalog, n_bootstrap=20).warnings
+    (older,) = about_estimates(evaluate_candidate(legacy, catalog, n_bootstrap=20).warnings)
     assert older.startswith(f"{len(items)} of {len(items)} logged propensities are estimates")
 
 
@@ -535,3 +539,68 @@ def test_dr_counts_the_wear_out_of_a_candidate_that_repeats_its_favourite(
     assert short.rewards[0].estimates[2].value == pytest.approx(free_dr.value)
     with pytest.raises(ValidationError, match="fatigue_days must be > 0"):
         evaluate_candidate(items, greedy_catalog, fatigue_days=0)
+
+
+def test_the_probability_the_exploration_budget_ruled_out_is_measured_and_warned(
+    greedy_catalog: Catalog,
+) -> None:
+    """A logged decision names the candidates its campaign's exploration budget would not
+    let it move (``unexplorable``). Where the logged item was one of them (pinned to its
+    greedy slot), the candidate's probability on anything else there was ruled out; where
+    it was not, the candidate's probability on a held candidate was."""
+    marg = candidate_marginals(greedy_catalog, "home_feed", POOL, {})
+    favourite = next(iter(marg[0]))  # the greedy candidate's certain choice at slot 1
+    other = next(oid for oid in POOL if oid != favourite)
+
+    def logged(n: int, offer: str, held: list[str]) -> LoggedItem:
+        item = slot_one(f"d{n}", T0 + n * DAY, f"c{n}", offer, clicked=n == 0)
+        return msgspec.structs.replace(item, unexplorable=held)
+
+    items = [
+        logged(0, favourite, [favourite]),  # pinned where the candidate puts it: nothing
+        logged(1, other, [other]),  # pinned other: the candidate's favourite there, ruled out
+        logged(2, other, [favourite]),  # the favourite held out of slot 1: ruled out
+        logged(3, other, []),  # no campaign over its share
+    ]
+    report = evaluate_candidate(items, greedy_catalog, n_bootstrap=10)
+    assert report.unexplorable_mass == pytest.approx(2 / 4)
+    assert report.budgeted_decisions == 3
+    (warning,) = [w for w in report.warnings if "exploration budget" in w]
+    assert warning.startswith("50.00% of the candidate's probability")
+    assert "3 of 4 decisions" in warning
+    free = evaluate_candidate(
+        [msgspec.structs.replace(i, unexplorable=[]) for i in items], greedy_catalog
+    )
+    assert free.unexplorable_mass == 0.0
+    assert not [w for w in free.warnings if "exploration budget" in w]
+
+
+def test_an_exploring_placement_logs_the_candidates_its_budget_pinned(tmp_path: Path) -> None:
+    """With every campaign's exploration share at 0, the example bank's Thompson sampling
+    may move none of their offers: each decision names the campaign offers among its
+    candidates, and they survive the export; a greedy placement names none."""
+    (tmp_path / "bank").mkdir()
+    folder = edited_catalog(
+        tmp_path / "bank", {"campaigns.yaml": [("    name:", "    max_exploration: 0\n    name:")]}
+    )
+    catalog = load_catalog(folder)
+    assert all(c.max_exploration == 0 for c in catalog.spec.campaigns)
+    engine = logged_engine(catalog)
+    engine.flush()
+    decisions = list(engine.decision_log.decisions())
+    with_campaign = [d for d in decisions if any(catalog.offers[o].campaign for o in d.candidates)]
+    assert with_campaign
+    for d in decisions:
+        expected = [o for o in d.candidates if catalog.offers[o].campaign and o not in d.urgent]
+        assert d.unexplorable == expected
+    path = tmp_path / "decisions.parquet"
+    rewards = {
+        (i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items_of(engine, catalog)
+    }
+    write_decisions(decisions, path, rewards)
+    assert {tuple(i.unexplorable) for i in read_logged_items(path)} == {
+        tuple(d.unexplorable) for d in decisions if d.items
+    }
+    greedy = logged_engine(without_learning(tmp_path / "greedy"))
+    greedy.flush()
+    assert all(not d.unexplorable for d in greedy.decision_log.decisions())

@@ -149,6 +149,8 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     p_convert: list[float] | None = None
     features: dict[str, float] | None = None
     model_version: str | None = None
+    #: candidate indices the exploration could not move (``Decision.unexplorable``)
+    unexplorable: list[int] = []
 
 
 #: picks what to show from the eligible candidates (engine order, service first), at most
@@ -182,6 +184,11 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     #: the placement's fallback content that could fill empty slots (in its order): shown
     #: in the slots the choice left empty (``PlacementSpec.fallback``)
     fallback: list[str] = []
+    #: the candidates an exploring placement's choice could not explore: their campaign was
+    #: over its exploration share (``learn.explore.ExplorationBudget``), so each was placed
+    #: only where the greedy order put it (pinned), or not at all; offline evaluation says
+    #: how much of a candidate policy's probability that rules out
+    unexplorable: list[str] = []
     #: what the scores were computed from (enough to re-score offline)
     features: dict[str, float] = {}
     #: the click model that scored this decision ("prior": the catalog's interest prior)

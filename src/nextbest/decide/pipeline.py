@@ -232,6 +232,7 @@ def decide(
         candidates=[c.offer.id for c in pool],
         urgent=[c.offer.id for c in pool if c.urgent],
         fallback=available,
+        unexplorable=[pool[i].offer.id for i in choice.unexplorable],
         features=choice.features if choice.features is not None else _features(pool, views),
         model_version=choice.model_version or "prior",
         experiment_key=key if (key := profile.experiment_key) != profile.customer_id else "",

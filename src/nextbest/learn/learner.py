@@ -70,6 +70,7 @@ from nextbest.learn.explore import (
     BetaScores,
     ExplorationBudget,
     GaussianScores,
+    Greedy,
     Policy,
     RankEntry,
     Thompson,
@@ -384,6 +385,9 @@ class Learner:
                 **{PRIOR + c.offer.id: round(c.p_click, 9) for c in pool},
             },
             model_version=model.version,
+            unexplorable=[]
+            if isinstance(learning.explore, Greedy)
+            else [i for i, s in enumerate(slots) if not s.explorable and not s.urgent],
         )
 
     def _score(

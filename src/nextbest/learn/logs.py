@@ -53,6 +53,8 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     urgent: list[str] = []
     #: the fallback content that could fill empty slots (``Decision.fallback``)
     fallback: list[str] = []
+    #: the candidates the exploration could not move (``Decision.unexplorable``)
+    unexplorable: list[str] = []
     #: what the decision estimated: P(click) and P(conversion | click) (None: not logged)
     p_click: float | None = None
     p_convert: float | None = None
@@ -127,6 +129,7 @@ def join_rewards(
                     model_version=d.model_version,
                     urgent=d.urgent,
                     fallback=d.fallback,
+                    unexplorable=d.unexplorable,
                     p_click=item.p_click,
                     p_convert=item.p_convert,
                 )

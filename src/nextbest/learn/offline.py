@@ -176,8 +176,16 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     #: decisions where the candidate's contact caps, replayed on its own impressions, held
     #: back offers that were logged as candidates
     capped_decisions: int = 0
-    #: what the figures cannot vouch for: estimated propensities in the logs, and each
-    #: candidate placement whose Thompson sampling is replayed as its greedy order
+    #: the candidate's probability, averaged over the rounds, on choices the campaigns'
+    #: exploration budget ruled out when the logs were written (``Decision.unexplorable``:
+    #: an item pinned to its greedy slot, or kept out of the slots greedy gave to others):
+    #: the logging policy could not make them, so IPS cannot weigh them
+    unexplorable_mass: float = 0.0
+    #: decisions that logged a campaign over its exploration share
+    budgeted_decisions: int = 0
+    #: what the figures cannot vouch for: estimated propensities in the logs, each
+    #: candidate placement whose Thompson sampling is replayed as its greedy order, and the
+    #: probability the exploration budget ruled out (``unexplorable_mass``)
     warnings: list[str] = []
     #: the candidate against the logging policy (None: not computed)
     verdict: Verdict | None = None
@@ -378,10 +386,12 @@ def evaluate_candidate(
         offers=_by_offer(
             values["value"], logged, rounds, _dr_parts(values["value"], logged, rounds)
         ),
-        warnings=_warnings(rows) + _replay_warnings(rows, catalog),
+        warnings=_warnings(rows) + _replay_warnings(rows, catalog) + _budget_warnings(replay),
         candidate=catalog.source,
         decisions=replay.decisions,
         capped_decisions=replay.capped,
+        unexplorable_mass=_mean(replay.row_budget),
+        budgeted_decisions=replay.budgeted,
         rounds=len(rows),
         actions=len(logged.offers),
         slots=logged.slots,
@@ -442,6 +452,11 @@ class _Replay(msgspec.Struct, kw_only=True):
     entry_prob: list[float] = []
     entry_earlier: list[float] = []
     row_earlier: list[float] = []
+    #: per row: the candidate's probability there on choices the exploration budget ruled
+    #: out when the row was logged (``_budget_mass``)
+    row_budget: list[float] = []
+    #: decisions that logged candidates the exploration could not move
+    budgeted: int = 0
     #: decisions where the replayed caps held back a logged candidate
     capped: int = 0
     decisions: int = 0
@@ -480,9 +495,13 @@ def _replay(
             out.row_earlier.extend(theirs.get(item.offer_id, 0.0) for item in members)
             logged.record(customer, now, [{item.offer_id: 1.0} for item in members])
         exposures.record(customer, now, marg)
+        held = set(first.unexplorable)
+        out.budgeted += bool(held)
         for k, item in enumerate(members, start):
             r = item.position - 1
-            for oid, p in (marg[r] if r < len(marg) else {NONE: 1.0}).items():
+            at = marg[r] if r < len(marg) else {NONE: 1.0}
+            out.row_budget.append(_budget_mass(at, item.offer_id, held))
+            for oid, p in at.items():
                 out.entry_row.append(k)
                 out.entry_action.append(index[oid])
                 out.entry_prob.append(p)
@@ -491,6 +510,18 @@ def _replay(
         start += len(members)
         out.decisions += 1
     return out
+
+
+def _budget_mass(at: dict[str, float], logged: str, held: set[str]) -> float:
+    """The candidate's probability at a logged slot (``at``) on choices the exploration
+    budget ruled out in that decision: with ``logged`` held (pinned to its greedy slot),
+    anything else there; otherwise, a held candidate, which the exploration never placed
+    in a slot greedy gave to another."""
+    if not held:
+        return 0.0
+    if logged in held:
+        return math.fsum(p for oid, p in at.items() if oid != logged)
+    return math.fsum(p for oid, p in at.items() if oid in held)
 
 
 class _Rounds(msgspec.Struct, frozen=True, kw_only=True):
@@ -714,6 +745,27 @@ def _warnings(rows: list[LoggedItem]) -> list[str]:
         f"{not_exact} of {len(rows)} logged propensities are estimates (sequential softmax, "
         "or Thompson sampling's Monte Carlo in older logs), not exact marginals: IPS/SNIPS/DR "
         "may be biased"
+    ]
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else 0.0
+
+
+def _budget_warnings(replay: _Replay) -> list[str]:
+    """How much of the candidate's probability the logging policy's exploration budget
+    ruled out (``_budget_mass``), where any."""
+    mass = _mean(replay.row_budget)
+    if mass <= 0.0:
+        return []
+    return [
+        f"{mass:.2%} of the candidate's probability is on choices the campaigns' exploration "
+        f"budget ruled out when the logs were written ({replay.budgeted} of "
+        f"{replay.decisions} decisions had a campaign over its exploration share: its items "
+        "were pinned to their greedy slot, or kept out of the others): the logging policy "
+        "could not make them, so IPS is biased low by about that share, SNIPS rescales for "
+        "them and DR's reward model speaks for them (a larger max_exploration on the "
+        "campaigns logs choices IPS can weigh)"
     ]
 
 

@@ -16,7 +16,8 @@ Rows, told apart by ``arm``:
 Nullable columns keep their types in pandas: the file carries pandas metadata that reads
 ``position`` as ``Int16`` and ``clicked`` / ``converted`` as ``boolean`` (pandas' nullable
 dtypes), not as float and object. Lists (candidates, the urgent ones, the fallback content
-that could fill empty slots, control exposures, segments) stay lists and the features a map,
+that could fill empty slots, the candidates the exploration could not move, control
+exposures, segments) stay lists and the features a map,
 so a notebook can re-score or evaluate a policy offline from the file alone.
 """
 
@@ -99,6 +100,7 @@ DECISION_SCHEMA = pa.schema(
         ("candidates", pa.list_(pa.string())),
         ("urgent", pa.list_(pa.string())),
         ("fallback", pa.list_(pa.string())),
+        ("unexplorable", pa.list_(pa.string())),
         ("control", pa.list_(pa.string())),
         ("segments", pa.list_(pa.string())),
         ("features", pa.map_(pa.string(), pa.float64())),
@@ -141,6 +143,7 @@ def decision_rows(
         "candidates": decision.candidates,
         "urgent": decision.urgent,
         "fallback": decision.fallback,
+        "unexplorable": decision.unexplorable,
         "control": decision.control,
         "segments": decision.segments,
         "features": list(decision.features.items()),
@@ -267,11 +270,13 @@ def read_logged_items(path: str | Path) -> list[LoggedItem]:
                 candidates=list(row["candidates"] or []),
                 features=dict(row["features"] or []),
                 model_version=row["model_version"] or "prior",
-                # files written before these columns: no urgent messages, no fallback
+                # files written before these columns: no urgent messages, no fallback,
+                # nothing recorded as unexplorable
                 urgent=list(row.get("urgent") or []),
                 p_click=row.get("p_click"),
                 p_convert=row.get("p_convert"),
                 fallback=list(row.get("fallback") or []),
+                unexplorable=list(row.get("unexplorable") or []),
             )
         )
     return out
