@@ -163,10 +163,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "online_impressions": metrics.impressions,
                 "logged_ctr": report.rewards[0].logged,
                 "capped_decisions": report.capped_decisions,
-                # the candidate's probability the logging budget ruled out, and the mean
-                # importance weight (IPS / SNIPS) it should account for most of the gap of
+                # the candidate's probability the logging policy's exploration budget ruled
+                # out: its part of the mean importance weight's (IPS / SNIPS) shortfall
                 "unexplorable_mass": report.unexplorable_mass,
-                "budgeted_decisions": report.budgeted_decisions,
+                "decisions_over_exploration_share": report.decisions_over_exploration_share,
                 **figures(report),
                 "fade": report.rewards[0].fade,
                 "without_cap_replay": figures(plain),

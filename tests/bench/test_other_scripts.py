@@ -184,3 +184,17 @@ def test_decide_tail_splits_the_slow_decisions(
     assert bands["slowest 1 %"]["total"] >= bands["middle half"]["total"]
     assert all(0 < b["choose"] <= b["total"] for b in bands.values())
     assert data["by_candidates"]
+
+
+def test_score_ab_times_two_contextual_models_on_the_same_inputs(
+    bench: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    own = ROOT / "src" / "nextbest" / "learn" / "contextual.py"
+    args = ["--quick", "--learning", "contextual_thompson", "--captured", "30", "--rounds", "2"]
+    args += ["--contextual-from", str(own), "--out", str(tmp_path)]
+    assert bench("score_ab").main(args) == 0
+    data = json.loads((tmp_path / "score_ab.json").read_text())
+    assert data["max_score_difference"] == 0.0  # the same code
+    assert data["decisions"] == 30
+    assert set(data["models"]) == {"this_tree", "other"}
+    assert data["models"]["other"]["learn_one_us"] > 0

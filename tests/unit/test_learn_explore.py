@@ -488,17 +488,12 @@ def test_a_counterfactual_thompson_choice_is_the_real_one_without_its_propensiti
         scores = [gen.random() for _ in range(n)]
         k, seed = gen.randint(1, 4), gen.getrandbits(64)
         policy = Thompson(n_sim=gen.choice([1, 20, 200]), uniform=uniform)
-        real = rank(cands, scores, k, policy, random.Random(seed), thompson=post, seed=seed)
+        real_rng, would_rng = random.Random(seed), random.Random(seed)
+        real = rank(cands, scores, k, policy, real_rng, thompson=post, seed=seed)
         would = rank(
-            cands,
-            scores,
-            k,
-            policy,
-            random.Random(seed),
-            thompson=post,
-            seed=seed,
-            counterfactual=True,
+            cands, scores, k, policy, would_rng, thompson=post, seed=seed, counterfactual=True
         )
+        assert would_rng.getstate() == real_rng.getstate()  # the same draws taken
         assert [(p.index, p.position) for p in would] == [(p.index, p.position) for p in real], (
             trial
         )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -564,15 +565,61 @@ def test_the_probability_the_exploration_budget_ruled_out_is_measured_and_warned
     ]
     report = evaluate_candidate(items, greedy_catalog, n_bootstrap=10)
     assert report.unexplorable_mass == pytest.approx(2 / 4)
-    assert report.budgeted_decisions == 3
+    assert report.decisions_over_exploration_share == 3
     (warning,) = [w for w in report.warnings if "exploration budget" in w]
     assert warning.startswith("50.00% of the candidate's probability")
-    assert "3 of 4 decisions" in warning
+    assert "in 3 of 4 decisions" in warning
     free = evaluate_candidate(
         [msgspec.structs.replace(i, unexplorable=[]) for i in items], greedy_catalog
     )
     assert free.unexplorable_mass == 0.0
     assert not [w for w in free.warnings if "exploration budget" in w]
+
+
+def test_only_the_budgets_doing_is_counted_against_it(greedy_catalog: Catalog) -> None:
+    """Three slots, the candidate's order certain. A held offer outside the logged top
+    slots that the candidate puts in slot 2 was ruled out there; an urgent message logged
+    in slot 1 and an empty slot 3 (the candidate short of offers) were not the budget's
+    doing, nor was the candidate's probability on an empty slot where a held offer was
+    pinned."""
+    order = [next(iter(m)) for m in candidate_marginals(greedy_catalog, "home_feed", POOL, {})]
+    first, second, third = order[:3]
+
+    def row(decision: str, position: int, offer: str, **more: object) -> LoggedItem:
+        item = slot_one(decision, T0, "c1", offer, clicked=False)
+        return msgspec.structs.replace(item, position=position, propensity=1.0, **more)
+
+    held_second = {"unexplorable": [second]}
+    items = [  # the candidate would show first, second, third
+        row("a", 1, first, **held_second),  # 0: the candidate's first, logged: nothing
+        row("a", 2, third, **held_second),  # 1: the held second not moved up here: all of it
+        row("b", 1, first, candidates=[first, second], unexplorable=[second], urgent=[first]),
+        row("b", 2, second, candidates=[first, second], unexplorable=[second], urgent=[first]),
+    ]
+    report = evaluate_candidate(items, greedy_catalog, n_bootstrap=10)
+    # decision b: slot 1 urgent (nothing), slot 2 the held second where the candidate puts
+    # it (nothing); decision a: slot 2 counts 1
+    assert report.unexplorable_mass == pytest.approx(1 / 4)
+    short = [
+        row("c", 1, first, candidates=[first, third], unexplorable=[third]),
+        row("c", 3, third, candidates=[first, third], unexplorable=[third]),
+    ]
+    # the candidate has two offers for three slots: its slot 3 is empty, not a ruled-out
+    # choice of the logging policy's, though the logged offer there was pinned
+    assert evaluate_candidate(short, greedy_catalog, n_bootstrap=10).unexplorable_mass == 0.0
+
+
+def test_a_file_written_before_the_unexplorable_column_reads_as_none_held(
+    greedy_catalog: Catalog, tmp_path: Path
+) -> None:
+    engine = logged_engine(greedy_catalog)
+    engine.flush()
+    path = tmp_path / "d.parquet"
+    write_decisions(list(engine.decision_log.decisions()), path)
+    table = pq.read_table(path)
+    older = tmp_path / "older.parquet"
+    pq.write_table(table.drop_columns(["unexplorable"]), older)
+    assert all(i.unexplorable == [] for i in read_logged_items(older))
 
 
 def test_an_exploring_placement_logs_the_candidates_its_budget_pinned(tmp_path: Path) -> None:

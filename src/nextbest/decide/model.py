@@ -149,7 +149,8 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     p_convert: list[float] | None = None
     features: dict[str, float] | None = None
     model_version: str | None = None
-    #: candidate indices the exploration could not move (``Decision.unexplorable``)
+    #: candidate indices the exploration budget kept from exploring: pinned to their greedy
+    #: slot, or not placed (``Decision.unexplorable``)
     unexplorable: list[int] = []
 
 

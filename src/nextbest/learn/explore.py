@@ -152,8 +152,10 @@ def rank(
     same scale); ``thompson`` is required with ``Thompson``; ``seed`` seeds its samples.
     ``counterfactual``: only the choice is wanted (where a control customer's withheld
     offers would have landed, never logged): the same items as without it, but Thompson
-    sampling draws only up to the sample it ranks by and counts no shares, so its
-    propensities are NaN (not computed).
+    sampling draws only up to the sample it ranks by and counts no shares, so the
+    propensities of the items it places are NaN (not computed; those it knows without the
+    samples, a lone contender's, an urgent or a pinned item's, or every decision's at
+    ``uniform`` 1, are as without it).
     """
     n_all = len(candidates)
     if len(scores) != n_all:
@@ -362,18 +364,19 @@ def _samples_top(
     sample ``j`` is the same whatever ``n_sim`` above ``j``: with ``only``, the top of that
     sample alone (one row), drawn up to it (a counterfactual choice's)."""
     n = len(pool)
-    rows = n_sim if only is None else only + 1
+    start = 0 if only is None else only  # the first sample returned
     if n == 1:
-        return np.zeros((rows if only is None else 1, 1), dtype=np.intp)
+        return np.zeros((n_sim if only is None else 1, 1), dtype=np.intp)
+    rows = n_sim if only is None else only + 1
     gen = np.random.default_rng(seed)
     scale = np.array([post.scale[i] for i in pool])
     if isinstance(post, BetaScores):
         alpha = np.array([post.alpha[i] for i in pool])
         beta = np.array([post.beta[i] for i in pool])
-        draws = gen.beta(alpha, beta, size=(rows, n))[only or 0 :]
+        draws = gen.beta(alpha, beta, size=(rows, n))[start:]
         draws *= scale
     else:
-        z = gen.standard_normal((rows, n))[only or 0 :]
+        z = gen.standard_normal((rows, n))[start:]
         z *= np.array([post.sd[i] for i in pool])
         z -= np.array([post.mean[i] for i in pool])  # -z: sigmoid(z) = 1 / (1 + exp(-z))
         np.minimum(z, 700.0, out=z)  # exp(700) is finite: no two low scores tie at a cap

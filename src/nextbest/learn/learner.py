@@ -327,8 +327,8 @@ class Learner:
 
         A counterfactual choice (``ChoiceContext.counterfactual``: where a control
         customer's withheld offers would have landed) counts nothing in the exploration
-        budgets and computes no propensities (Thompson sampling draws only up to the sample
-        it ranks by: the same items, ``explore.rank``); its scores are kept for the real
+        budgets and needs no propensities (Thompson sampling draws only up to the sample it
+        ranks by: the same items, ``explore.rank``); its scores are kept for the real
         choice of the same decision that follows (among the same candidates but the
         withheld ones), which then scores nothing again."""
         model = self.models.get(ctx.placement)

@@ -53,7 +53,8 @@ class LoggedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     urgent: list[str] = []
     #: the fallback content that could fill empty slots (``Decision.fallback``)
     fallback: list[str] = []
-    #: the candidates the exploration could not move (``Decision.unexplorable``)
+    #: the candidates the exploration budget kept from exploring: pinned to their greedy
+    #: slot, or not placed (``Decision.unexplorable``)
     unexplorable: list[str] = []
     #: what the decision estimated: P(click) and P(conversion | click) (None: not logged)
     p_click: float | None = None

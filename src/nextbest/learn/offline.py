@@ -181,8 +181,9 @@ class OfflineReport(msgspec.Struct, frozen=True, kw_only=True):
     #: an item pinned to its greedy slot, or kept out of the slots greedy gave to others):
     #: the logging policy could not make them, so IPS cannot weigh them
     unexplorable_mass: float = 0.0
-    #: decisions that logged a campaign over its exploration share
-    budgeted_decisions: int = 0
+    #: decisions that logged a campaign over its exploration share (``Decision.unexplorable``
+    #: not empty, whether or not its offers were among the ones shown)
+    decisions_over_exploration_share: int = 0
     #: what the figures cannot vouch for: estimated propensities in the logs, each
     #: candidate placement whose Thompson sampling is replayed as its greedy order, and the
     #: probability the exploration budget ruled out (``unexplorable_mass``)
@@ -390,8 +391,8 @@ def evaluate_candidate(
         candidate=catalog.source,
         decisions=replay.decisions,
         capped_decisions=replay.capped,
-        unexplorable_mass=_mean(replay.row_budget),
-        budgeted_decisions=replay.budgeted,
+        unexplorable_mass=_mean(replay.row_unexplorable),
+        decisions_over_exploration_share=replay.over_share,
         rounds=len(rows),
         actions=len(logged.offers),
         slots=logged.slots,
@@ -453,10 +454,11 @@ class _Replay(msgspec.Struct, kw_only=True):
     entry_earlier: list[float] = []
     row_earlier: list[float] = []
     #: per row: the candidate's probability there on choices the exploration budget ruled
-    #: out when the row was logged (``_budget_mass``)
-    row_budget: list[float] = []
-    #: decisions that logged candidates the exploration could not move
-    budgeted: int = 0
+    #: out when the row was logged (``_unexplorable_mass``)
+    row_unexplorable: list[float] = []
+    #: decisions that logged a campaign over its exploration share (whether or not its
+    #: offers were among the ones shown)
+    over_share: int = 0
     #: decisions where the replayed caps held back a logged candidate
     capped: int = 0
     decisions: int = 0
@@ -496,11 +498,12 @@ def _replay(
             logged.record(customer, now, [{item.offer_id: 1.0} for item in members])
         exposures.record(customer, now, marg)
         held = set(first.unexplorable)
-        out.budgeted += bool(held)
+        ranked = set(first.candidates).difference(first.urgent)  # what exploration ranks
+        out.over_share += bool(held)
         for k, item in enumerate(members, start):
             r = item.position - 1
             at = marg[r] if r < len(marg) else {NONE: 1.0}
-            out.row_budget.append(_budget_mass(at, item.offer_id, held))
+            out.row_unexplorable.append(_unexplorable_mass(at, item.offer_id, held, ranked))
             for oid, p in at.items():
                 out.entry_row.append(k)
                 out.entry_action.append(index[oid])
@@ -512,15 +515,20 @@ def _replay(
     return out
 
 
-def _budget_mass(at: dict[str, float], logged: str, held: set[str]) -> float:
+def _unexplorable_mass(
+    at: dict[str, float], logged: str, held: set[str], ranked: set[str]
+) -> float:
     """The candidate's probability at a logged slot (``at``) on choices the exploration
-    budget ruled out in that decision: with ``logged`` held (pinned to its greedy slot),
-    anything else there; otherwise, a held candidate, which the exploration never placed
-    in a slot greedy gave to another."""
-    if not held:
+    budget ruled out in that decision. ``ranked``: the candidates the logging policy's
+    exploration ranked (not urgent), ``held`` those of them it could not explore. With
+    ``logged`` held (pinned to its greedy slot), any other of ``ranked`` there; with
+    ``logged`` explorable, a held candidate, which the exploration never placed in a slot
+    the greedy order gave to another offer. An urgent message, fallback content or an
+    empty slot was not the budget's doing: nothing."""
+    if not held or logged not in ranked:
         return 0.0
     if logged in held:
-        return math.fsum(p for oid, p in at.items() if oid != logged)
+        return math.fsum(p for oid, p in at.items() if oid != logged and oid in ranked)
     return math.fsum(p for oid, p in at.items() if oid in held)
 
 
@@ -754,18 +762,22 @@ def _mean(values: list[float]) -> float:
 
 def _budget_warnings(replay: _Replay) -> list[str]:
     """How much of the candidate's probability the logging policy's exploration budget
-    ruled out (``_budget_mass``), where any."""
-    mass = _mean(replay.row_budget)
+    ruled out (``_unexplorable_mass``), where any: the budget's part of the importance
+    weights' shortfall that each estimator's warning reports (``ope``)."""
+    mass = _mean(replay.row_unexplorable)
     if mass <= 0.0:
         return []
     return [
         f"{mass:.2%} of the candidate's probability is on choices the campaigns' exploration "
-        f"budget ruled out when the logs were written ({replay.budgeted} of "
-        f"{replay.decisions} decisions had a campaign over its exploration share: its items "
-        "were pinned to their greedy slot, or kept out of the others): the logging policy "
-        "could not make them, so IPS is biased low by about that share, SNIPS rescales for "
-        "them and DR's reward model speaks for them (a larger max_exploration on the "
-        "campaigns logs choices IPS can weigh)"
+        f"budget ruled out when the logs were written (in {replay.over_share} of "
+        f"{replay.decisions} decisions a campaign was over its exploration share: its offers "
+        "were pinned to their greedy slot, or kept out of slots the greedy order gave to "
+        "other offers). The logging policy could not make those choices, so no importance "
+        "weight reaches them: this is the budget's part of the shortfall the estimators' "
+        "warnings report. IPS is biased low by about that share if those choices convert "
+        "like the others, SNIPS is right only if their rewards are like the rest's, and DR's "
+        "reward model speaks for them; a larger max_exploration on the campaigns logs "
+        "choices IPS can weigh"
     ]
 
 

@@ -16,8 +16,8 @@ Rows, told apart by ``arm``:
 Nullable columns keep their types in pandas: the file carries pandas metadata that reads
 ``position`` as ``Int16`` and ``clicked`` / ``converted`` as ``boolean`` (pandas' nullable
 dtypes), not as float and object. Lists (candidates, the urgent ones, the fallback content
-that could fill empty slots, the candidates the exploration could not move, control
-exposures, segments) stay lists and the features a map,
+that could fill empty slots, the candidates the exploration budget kept from exploring,
+control exposures, segments) stay lists and the features a map,
 so a notebook can re-score or evaluate a policy offline from the file alone.
 """
 
