@@ -42,7 +42,6 @@ import decide_learning
 from _common import Run, latency_summary, load_module, log, ratios, table
 from decide import REQUEST
 from decide import parse_args as decide_args
-from decide_setup import bench_catalog, build_engine_with_profiles
 from nextbest.heap import YOUNG, settle_for_serving
 from nextbest.learn import learner
 
@@ -151,11 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls = [0]
     variants = _variants(args, calls)
     run = Run("decide_ab", engine_args, "common-expression-language")
-    catalog, _ = bench_catalog(engine_args)
-    built = build_engine_with_profiles(catalog, engine_args)
+    built = decide_learning.trained_engine(engine_args)
     engine, ids = built.engine, built.ids
-    if engine_args.learning != "none":
-        decide_learning.train(engine, built.clock, ids, engine_args)
     rng = random.Random(engine_args.seed)
 
     def users() -> list[str]:

@@ -48,6 +48,7 @@ from _common import (
     table,
 )
 from catalog_gen import BENCH_PLACEMENT
+from decide_setup import Built, bench_catalog, build_engine_with_profiles
 from nextbest.bootstrap import open_stores
 from nextbest.catalog.compiled import Catalog
 from nextbest.clock import FixedClock
@@ -170,6 +171,17 @@ def prior_offset(prior: float | None) -> float:
 
 
 # ------------------------------------------------------------------ training
+def trained_engine(args: argparse.Namespace) -> Built:
+    """The engine ``decide.py`` builds (its generated catalog, ``args.profiles`` profiles),
+    trained through ``engine.ingest`` with ``--learning``: what the A/B and tail benches
+    time."""
+    catalog, _ = bench_catalog(args)
+    built = build_engine_with_profiles(catalog, args)
+    if args.learning != "none":
+        train(built.engine, built.clock, built.ids, args)
+    return built
+
+
 class ClickWorld:
     """The hidden click probability of a shown item: a per-offer rate (log-normal around
     ``rate``) x the examination of its position x 2 with interest in the offer's topic."""

@@ -31,7 +31,6 @@ import decide_learning
 from _common import Run, log, table
 from decide import REQUEST
 from decide import parse_args as decide_args
-from decide_setup import bench_catalog, build_engine_with_profiles
 from nextbest.learn import learner
 
 _KEYS = ("total", "choose", "score", "rank", "pool", "counterfactual", "gc")
@@ -118,11 +117,8 @@ def _print(title: str, bands: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("decide_tail", args, "common-expression-language")
-    catalog, _ = bench_catalog(args)
-    built = build_engine_with_profiles(catalog, args)
+    built = decide_learning.trained_engine(args)
     engine, ids = built.engine, built.ids
-    if args.learning != "none":
-        decide_learning.train(engine, built.clock, ids, args)
     rng = random.Random(args.seed)
     users = [ids[rng.randrange(len(ids))] for _ in range(args.warmup + args.decisions)]
     now = dict.fromkeys(_KEYS, 0.0)

@@ -31,7 +31,6 @@ import decide_learning
 from _common import Run, load_module, log, table
 from decide import REQUEST
 from decide import parse_args as decide_args
-from decide_setup import bench_catalog, build_engine_with_profiles
 from nextbest.learn import learner
 from nextbest.learn.contextual import ContextualLogistic
 from nextbest.learn.features import Features
@@ -97,9 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, engine_args = parse_args(argv)
     run = Run("score_ab", engine_args, "common-expression-language")
     other = load_module("contextual_other", args.contextual_from)
-    catalog, _ = bench_catalog(engine_args)
-    built = build_engine_with_profiles(catalog, engine_args)
-    decide_learning.train(built.engine, built.clock, built.ids, engine_args)
+    built = decide_learning.trained_engine(engine_args)
     model, inputs = _capture(built.engine, built.ids, args.captured, engine_args.seed)
     state = model.to_state()
     models = {"this_tree": ContextualLogistic.from_state(state)}

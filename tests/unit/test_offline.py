@@ -320,8 +320,6 @@ def test_nothing_to_evaluate_and_unreadable_files_are_clear_errors(
 def test_an_unknown_propensity_kind_in_a_file_names_its_row(
     greedy_catalog: Catalog, tmp_path: Path
 ) -> None:
-    import pyarrow.parquet as pq
-
     engine = logged_engine(greedy_catalog)
     engine.flush()
     path = tmp_path / "odd.parquet"
