@@ -51,7 +51,7 @@ from nextbest.learn.offline import OfflineReport, evaluate_candidate
 from nextbest.service import Service
 from nextbest.settings import Settings
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.export import ExportedOffer, read_logged_items, write_decisions
+from nextbest.store.export import ExportedOffer, read_logged_items, rewards_of, write_decisions
 from nextbest.store.port import HeldMessage, OutboxMessage, OutboxState, Stores
 
 __all__ = [
@@ -278,12 +278,11 @@ def export_decisions(
     finally:
         stores.close()
     logged = read_logged(catalog, data, since, until)
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in logged.items}
     offers = {
         o.id: ExportedOffer(o.kind.value, o.campaign.id if o.campaign else None, o.spec.value)
         for o in load_catalog(catalog).offers.values()
     }
-    return write_decisions(logged.decisions, out, rewards, offers)
+    return write_decisions(logged.decisions, out, rewards_of(logged.items), offers)
 
 
 def evaluate_policy(

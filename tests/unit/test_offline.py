@@ -26,7 +26,7 @@ from nextbest.learn.offline import (
 )
 from nextbest.store import memory_stores
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.export import read_logged_items, write_decisions
+from nextbest.store.export import read_logged_items, rewards_of, write_decisions
 from tests.support import (
     APP_HOME_CONTEXTUAL,
     DAY,
@@ -80,6 +80,14 @@ def logged_engine(catalog: Catalog, clicks_every: int = 3, placement: str = "hom
 def items_of(engine: Engine, catalog: Catalog):
     decisions, events = engine.decision_log.decisions(), engine.event_log.scan(0)
     return join_rewards(list(decisions), (s.event for s in events), catalog)
+
+
+def written(engine: Engine, catalog: Catalog, path: Path) -> list[LoggedItem]:
+    """The engine's decision log written to ``path`` with its rewards, as ``nextbest export
+    decisions`` writes it; the logged rows."""
+    items = items_of(engine, catalog)
+    write_decisions(list(engine.decision_log.decisions()), path, rewards_of(items))
+    return items
 
 
 def test_rewards_join_clicks_and_conversions_within_the_attribution_window(
@@ -171,11 +179,8 @@ def test_a_slot_the_candidate_leaves_empty_is_worth_nothing(
 def test_parquet_round_trip_gives_the_same_rounds(greedy_catalog: Catalog, tmp_path: Path) -> None:
     engine = logged_engine(greedy_catalog)
     engine.flush()
-    decisions = list(engine.decision_log.decisions())
-    items = items_of(engine, greedy_catalog)
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
     path = tmp_path / "d.parquet"
-    write_decisions(decisions, path, rewards)
+    items = written(engine, greedy_catalog, path)
     again = read_logged_items(path)
     assert [
         (i.decision_id, i.offer_id, i.position, i.clicked, i.propensity, i.propensity_kind)
@@ -197,13 +202,11 @@ def test_estimated_propensities_are_kept_and_warned_about(tmp_path: Path) -> Non
     catalog = load_catalog(folder)
     engine = logged_engine(catalog, placement="app_home")
     engine.flush()
-    items = items_of(engine, catalog)
+    path = tmp_path / "app.parquet"
+    items = written(engine, catalog, path)
     kinds = {i.propensity_kind for i in items}
     assert kinds == {"exact", "sequential"}
     estimated = sum(i.propensity_kind != "exact" for i in items)
-    path = tmp_path / "app.parquet"
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
-    write_decisions(list(engine.decision_log.decisions()), path, rewards)
     again = read_logged_items(path)
     assert [i.propensity_kind for i in again] == [i.propensity_kind for i in items]
     report = evaluate_candidate(items, catalog, n_bootstrap=20)
@@ -292,10 +295,8 @@ def test_a_thompson_candidates_uniform_share_is_named_or_needs_no_warning(
 def test_the_cli_prints_the_thompson_warning(greedy_catalog: Catalog, tmp_path: Path) -> None:
     engine = logged_engine(greedy_catalog)
     engine.flush()
-    items = items_of(engine, greedy_catalog)
     path = tmp_path / "feed.parquet"
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
-    write_decisions(list(engine.decision_log.decisions()), path, rewards)
+    written(engine, greedy_catalog, path)
     args = ["evaluate", "--policy", str(EXAMPLE_CATALOG), "--logs", str(path), "--bootstrap", "20"]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
@@ -323,9 +324,7 @@ def test_an_unknown_propensity_kind_in_a_file_names_its_row(
     engine = logged_engine(greedy_catalog)
     engine.flush()
     path = tmp_path / "odd.parquet"
-    items = items_of(engine, greedy_catalog)
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
-    write_decisions(list(engine.decision_log.decisions()), path, rewards)
+    written(engine, greedy_catalog, path)
     table = pq.read_table(path)
     kinds = table.column("propensity_kind").to_pylist()
     row = next(i for i, k in enumerate(kinds) if k is not None)
@@ -613,7 +612,7 @@ def test_a_file_written_before_the_unexplorable_column_reads_as_none_held(
     engine = logged_engine(greedy_catalog)
     engine.flush()
     path = tmp_path / "d.parquet"
-    write_decisions(list(engine.decision_log.decisions()), path)
+    written(engine, greedy_catalog, path)
     table = pq.read_table(path)
     older = tmp_path / "older.parquet"
     pq.write_table(table.drop_columns(["unexplorable"]), older)
@@ -639,10 +638,7 @@ def test_an_exploring_placement_logs_the_candidates_its_budget_pinned(tmp_path: 
         expected = [o for o in d.candidates if catalog.offers[o].campaign and o not in d.urgent]
         assert d.unexplorable == expected
     path = tmp_path / "decisions.parquet"
-    rewards = {
-        (i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items_of(engine, catalog)
-    }
-    write_decisions(decisions, path, rewards)
+    written(engine, catalog, path)
     assert {tuple(i.unexplorable) for i in read_logged_items(path)} == {
         tuple(d.unexplorable) for d in decisions if d.items
     }

@@ -22,7 +22,7 @@ from nextbest.learn.offline import (
     evaluate_candidate,
 )
 from nextbest.store.catalog_files import load_catalog
-from nextbest.store.export import write_decisions
+from nextbest.store.export import rewards_of, write_decisions
 from tests.support import T0, edited_catalog
 from tests.unit.test_offline import without_learning
 
@@ -169,9 +169,8 @@ def test_the_cli_prints_value_offers_the_verdict_and_the_warning(
         )
         for i in rows
     ]
-    rewards = {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in rows}
     out = tmp_path / "logs.parquet"
-    write_decisions(decisions, out, rewards)
+    write_decisions(decisions, out, rewards_of(rows))
     folder = greedy.source  # the folder the greedy catalog was written to
     result = CliRunner().invoke(
         app,

@@ -370,6 +370,7 @@ def evaluate_candidate(
     logged = _Logged.of(rows, catalog)
     replay = _replay(rows, catalog, logged.index, days, replay_caps=replay_caps, fatigue=fatigue)
     rounds = _Rounds.of(logged, replay, fatigue)
+    mass = _mean(replay.row_unexplorable)
     worth = {o.id: o.spec.value for o in catalog.offers.values()}
     values = {
         "click": np.asarray([float(i.clicked) for i in rows]),
@@ -387,11 +388,11 @@ def evaluate_candidate(
         offers=_by_offer(
             values["value"], logged, rounds, _dr_parts(values["value"], logged, rounds)
         ),
-        warnings=_warnings(rows) + _replay_warnings(rows, catalog) + _budget_warnings(replay),
+        warnings=_warnings(rows) + _replay_warnings(rows, catalog) + _budget_warnings(mass, replay),
         candidate=catalog.source,
         decisions=replay.decisions,
         capped_decisions=replay.capped,
-        unexplorable_mass=_mean(replay.row_unexplorable),
+        unexplorable_mass=mass,
         decisions_over_exploration_share=replay.over_share,
         rounds=len(rows),
         actions=len(logged.offers),
@@ -760,11 +761,11 @@ def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else 0.0
 
 
-def _budget_warnings(replay: _Replay) -> list[str]:
-    """How much of the candidate's probability the logging policy's exploration budget
-    ruled out (``_unexplorable_mass``), where any: the budget's part of the importance
-    weights' shortfall that each estimator's warning reports (``ope``)."""
-    mass = _mean(replay.row_unexplorable)
+def _budget_warnings(mass: float, replay: _Replay) -> list[str]:
+    """How much of the candidate's probability (``mass``, the mean of the replay's rows) the
+    logging policy's exploration budget ruled out (``_unexplorable_mass``), where any: the
+    budget's part of the importance weights' shortfall that each estimator's warning
+    reports (``ope``)."""
     if mass <= 0.0:
         return []
     return [

@@ -41,11 +41,18 @@ __all__ = [
     "ExportedOffer",
     "decision_rows",
     "read_logged_items",
+    "rewards_of",
     "write_decisions",
 ]
 
 #: (decision_id, offer_id) -> (clicked, converted)
 Rewards = Mapping[tuple[str, str], tuple[bool, bool]]
+
+
+def rewards_of(items: Iterable[LoggedItem]) -> Rewards:
+    """The rewards of the logged rows (``learn.logs.join_rewards``), as ``write_decisions``
+    takes them."""
+    return {(i.decision_id, i.offer_id): (i.clicked, i.converted) for i in items}
 
 
 class ExportedOffer(NamedTuple):
