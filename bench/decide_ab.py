@@ -20,6 +20,9 @@ Variants:
 - ``cf_full_draws``: a control customer's counterfactual choice draws every Thompson
   sample and counts the shares, as before ``rank``'s ``counterfactual`` (it draws only up
   to the sample it ranks by);
+- ``index_in_cel``: every rule with an index (``m[k]``, ``l[i]``) runs in CEL, as before
+  the closures covered indexing (the generated catalog's ``applying_any`` segment,
+  ``profile.funnel.exists(t, profile.funnel[t] == "applying")``);
 - ``explore_from`` (with ``--explore-from FILE``): the learner ranks with that file's
   ``rank`` (another tree's ``learn/explore.py``, loaded as its own module).
 
@@ -44,6 +47,9 @@ from decide import REQUEST
 from decide import parse_args as decide_args
 from nextbest.heap import YOUNG, settle_for_serving
 from nextbest.learn import learner
+from nextbest.rules import Rule, RuleOutcome
+from nextbest.rules.evaluation import LazyEvaluation
+from nextbest.rules.parse import Index, Node, parse
 
 Variant = Callable[[], contextlib.AbstractContextManager[None]]
 
@@ -112,11 +118,40 @@ def _cf_full_draws() -> Iterator[None]:
         yield
 
 
+def _indexes(node: object) -> bool:
+    """``node`` (a parsed rule) holds an index somewhere."""
+    if isinstance(node, Index):
+        return True
+    if isinstance(node, tuple):
+        return any(_indexes(n) for n in node)
+    fields = getattr(node, "__slots__", ())
+    return any(_indexes(getattr(node, f)) for f in fields if not isinstance(node, str))
+
+
+@contextlib.contextmanager
+def _index_in_cel() -> Iterator[None]:
+    """Rules with an index run in CEL, as ``rules.parse`` left them before it read
+    ``a[i]`` (the closures never saw them)."""
+    check = LazyEvaluation.check
+    indexed: dict[Rule, bool] = {}
+
+    def in_cel(self: LazyEvaluation, rule: Rule) -> RuleOutcome:
+        found = indexed.get(rule)
+        if found is None:
+            tree: Node | None = parse(rule.source)
+            found = indexed[rule] = tree is not None and _indexes(tree)
+        return self.check_cel(rule) if found else check(self, rule)
+
+    with mock.patch.object(LazyEvaluation, "check", in_cel):
+        yield
+
+
 VARIANTS: dict[str, Variant] = {
     "gc_freeze": _gc_freeze,
     "gc_settle": _gc_settle,
     "gc_young": _gc_young,
     "cf_full_draws": _cf_full_draws,
+    "index_in_cel": _index_in_cel,
 }
 
 

@@ -358,7 +358,7 @@ def test_constants_read_back(value: Any) -> None:
 def test_a_rule_without_a_covered_term_keeps_its_closures(catalog: Catalog) -> None:
     uncovered = compile_rule("products.exists(p, p == 'savings')", RULE_ROOTS)
     mixed = compile_rule("profile.age > 10 && products.exists(p, p == 'savings')", RULE_ROOTS)
-    outside = compile_rule("traits.address['city'] == 'Utrecht'", RULE_ROOTS)  # CEL's
+    outside = compile_rule("{'a': 1}.a == traits.x", RULE_ROOTS)  # CEL's
     reads = RuleReads.of([uncovered, mixed, outside])
     assert uncovered not in reads.generated
     assert outside not in reads.generated

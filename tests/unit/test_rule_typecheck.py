@@ -110,12 +110,47 @@ def test_open_maps_take_any_key() -> None:
 
 
 def test_a_rule_outside_the_parser_s_subset_is_checked_by_its_paths() -> None:
-    """An index (``a["b"]``) is outside ``rules.parse``: its plain field paths still are
+    """A map literal is outside ``rules.parse``: the rule's plain field paths still are
     checked."""
-    assert problems('interest["mortgage"].count_14d > 1 && profile.agee > 1') == [
+    assert problems('{"a": 1}.a == 1 && profile.agee > 1') == [
         "unknown field profile.agee (did you mean profile.age?)"
     ]
-    assert problems('interest["mortgage"].count_14d > 1') == []
+    assert problems('{"a": 1}.a == 1 && profile.age > 1') == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ('interest["mortgage"].count_14d > 1', None),
+        ("interest[profile.lifecycle].count_7d > 0", None),
+        ('profile.funnel.exists(t, profile.funnel[t] == "applying")', None),
+        ('products[0] == "mortgage"', None),
+        (
+            'interest["mortgag"].count_14d > 1',
+            'interest["mortgag"] is not defined in the catalog (did you mean "mortgage"?)',
+        ),
+        (
+            'interest["mortgage"].count_30days > 1',
+            'unknown field interest["mortgage"].count_30days '
+            '(did you mean interest["mortgage"].count_30d?)',
+        ),
+        (
+            'profile.funnel.exists(t, profile.funnel[t] == "aplying")',
+            'profile.funnel[t] is never "aplying" (did you mean "applying"?): it is one of '
+            "none, researching, considering, applying, submitted, customer",
+        ),
+        ('products["a"] == "x"', 'products["a"]: a list\'s position is an int, not a string'),
+        ("profile.age[1] > 0", "profile.age is an int: it cannot be indexed (profile.age[1])"),
+        (
+            'profile.funnel[1] == "x"',
+            "profile.funnel[1]: the keys of profile.funnel are strings, not an int",
+        ),
+    ],
+)
+def test_an_index_is_typed(rule: str, message: str | None) -> None:
+    """``map[key]`` and ``list[position]``: the value's type, a key the catalog does not
+    define, a key or position of the wrong type, a value that cannot be indexed."""
+    assert problems(rule) == ([] if message is None else [message])
 
 
 # ------------------------------------------------------------------ types

@@ -2,7 +2,7 @@
 
 A closure computes what the CEL engine computes, on the same values, or raises ``Undecided``
 when it meets anything it does not mirror exactly: a type it does not expect, a null, int
-overflow, division by zero, a NaN, a non-ASCII ``size()``, a macro over a map... The caller
+overflow, division by zero, a NaN, a non-ASCII ``size()``, a missing key or position... The caller
 then runs that rule in the CEL engine, so every outcome (TRUE, FALSE or ERROR) is CEL's.
 A read of a path the variables do not hold (a key the profile lacks, a feature a consent
 view hides: ``MISSING``) is CEL's error for certain: it raises ``Erred``, which ``&&`` and
@@ -17,7 +17,9 @@ kinds (``1 == "a"``, ``true == 1``, ``null == 1``) is false, int against double 
 the values (``1 == 1.0``, ``1 < 2.0``); ``in`` a list uses that equality, ``in`` a map tests
 string keys; ``/`` and ``%`` on ints truncate toward zero, overflow is an error;
 ``exists``/``all`` go in order and stop at the first deciding element (an error before it
-is the result).
+is the result); over a map (its keys, in CEL's own order) the closures decide only when
+every key gives a bool, the one case where the order cannot matter; ``m["k"]`` and ``l[0]``
+read a key or position that is there, anything else is CEL's.
 
 Values are read through ``Frame.values``: one slot per path (``interest.mortgage.count_14d``,
 ``products``), filled on first read by the getter the caller registered for it, so a value
@@ -31,7 +33,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nextbest.rules.expression import RuleOutcome
-from nextbest.rules.parse import Binary, Call, Cond, Ident, ListOf, Literal, Node, Select, Unary
+from nextbest.rules.parse import (
+    Binary,
+    Call,
+    Cond,
+    Ident,
+    Index,
+    ListOf,
+    Literal,
+    Node,
+    Select,
+    Unary,
+)
 
 __all__ = [
     "MISSING",
@@ -232,6 +245,21 @@ def _field(v: Any, name: str) -> Any:
             return v[name]
         except KeyError:
             raise Undecided from None
+    raise Undecided
+
+
+def _item(v: Any, key: Any) -> Any:
+    """``v[key]``: a map's value at a string key it holds, a list's item at a position it
+    has; anything else (a missing key or position: CEL's error; a number as a map key,
+    which CEL may match across int and double) is CEL's to decide."""
+    t = type(v)
+    if t is dict and type(key) is str:
+        try:
+            return v[key]
+        except KeyError:
+            raise Undecided from None
+    if t is list and type(key) is int and 0 <= key < len(v):
+        return v[key]
     raise Undecided
 
 
@@ -665,6 +693,9 @@ class Compiler:
             return self._binary(n, scope)
         if isinstance(n, Cond):
             return self._cond(n, scope)
+        if isinstance(n, Index):
+            operand, index = self.node(n.operand, scope), self.node(n.index, scope)
+            return lambda fr: _item(operand(fr), index(fr))
         return self._call(n, scope)
 
     def _unary(self, n: Unary, scope: frozenset[str]) -> Closure:
@@ -1050,8 +1081,10 @@ class Compiler:
 
         def macro(fr: Frame) -> bool:
             seq = items(fr)
+            if type(seq) is dict:
+                return over_keys(fr, seq)
             if type(seq) is not list:
-                raise Undecided  # a map's order is CEL's
+                raise Undecided
             local = fr.local
             saved = local.get(var, MISSING)
             try:
@@ -1068,6 +1101,34 @@ class Compiler:
                 else:
                     local[var] = saved
             return not stop
+
+        def over_keys(fr: Frame, seq: dict[Any, Any]) -> bool:
+            """Over a map's keys: CEL's order is its own, and it stops at the first element
+            that decides, an error before it being the result. So every key is tested: when
+            each gives a bool the outcome is the same in any order; an error or a non-bool
+            anywhere is CEL's to decide."""
+            local = fr.local
+            saved = local.get(var, MISSING)
+            found = False
+            try:
+                for key in seq:
+                    if type(key) is not str:
+                        raise Undecided
+                    local[var] = key
+                    try:
+                        v = test(fr)
+                    except Undecided:  # an error too (``Erred``): where it falls is CEL's
+                        raise Undecided from None
+                    if v is stop:
+                        found = True
+                    elif v is not (not stop):
+                        raise Undecided
+            finally:
+                if saved is MISSING:
+                    local.pop(var, None)
+                else:
+                    local[var] = saved
+            return stopped if found else not stop
 
         return macro
 

@@ -4,9 +4,9 @@ parsed (``parse`` returns None) and runs in the CEL engine as written.
 
 The subset: literals (int, double, string with simple escapes, bool, null, lists of
 literals and of expressions), identifiers, ``a.b``, ``!``, unary ``-``, ``* / %``, ``+ -``,
-``< <= > >= == != in``, ``&&``, ``||``, ``? :``, global calls ``size(x)`` and ``has(a.b)``,
-and method calls ``x.f(args)`` (which ones compile is ``rules.compiled``'s choice). Not in
-it: indexing ``a[i]``, map literals, raw, bytes and triple-quoted strings, unsigned and hex
+``< <= > >= == != in``, ``&&``, ``||``, ``? :``, indexing ``a[i]``, global calls ``size(x)``
+and ``has(a.b)``, and method calls ``x.f(args)`` (which ones compile is ``rules.compiled``'s
+choice). Not in it: map literals, raw, bytes and triple-quoted strings, unsigned and hex
 numbers, a leading-dot name. Nothing here runs code: it only builds data.
 """
 
@@ -21,6 +21,7 @@ __all__ = [
     "Call",
     "Cond",
     "Ident",
+    "Index",
     "ListOf",
     "Literal",
     "Node",
@@ -52,6 +53,14 @@ class Select:
 
 
 @dataclass(frozen=True, slots=True)
+class Index:
+    """``operand[index]``: a map's value at a key, a list's item at a position."""
+
+    operand: Node
+    index: Node
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """``name(args)`` (``target`` None) or ``target.name(args)``."""
 
@@ -80,7 +89,7 @@ class Cond:
     other: Node
 
 
-Node = Literal | ListOf | Ident | Select | Call | Unary | Binary | Cond
+Node = Literal | ListOf | Ident | Select | Index | Call | Unary | Binary | Cond
 
 _I64_MAX = 2**63 - 1
 
@@ -254,7 +263,10 @@ class _Parser:
                     raise _Unsupported("a field must be a name")
                 node = Call(name, node, self.args(")")) if self.is_op("(") else Select(node, name)
             elif self.is_op("["):
-                raise _Unsupported("index")
+                self.i += 1
+                index = self.expr()
+                self.expect("]")
+                node = Index(node, index)
             else:
                 return node
 

@@ -14,7 +14,7 @@ rule's syntax tree (``rules.parse``) against the type of every variable rules ca
 - ``&&``, ``||``, ``!``, ``?:`` and macros given something other than a condition;
 - a rule whose result is not a condition (``5``, ``profile.age``).
 
-A rule outside the parser's subset (indexing, map literals) is checked by its field paths
+A rule outside the parser's subset (map literals) is checked by its field paths
 alone (``rules.reads.needs_of``). Pure: names in, messages out.
 """
 
@@ -24,7 +24,18 @@ import difflib
 import json
 from collections.abc import Iterable, Mapping
 
-from nextbest.rules.parse import Binary, Call, Cond, Ident, ListOf, Literal, Node, Select, Unary
+from nextbest.rules.parse import (
+    Binary,
+    Call,
+    Cond,
+    Ident,
+    Index,
+    ListOf,
+    Literal,
+    Node,
+    Select,
+    Unary,
+)
 from nextbest.rules.parse import parse as parse_rule
 from nextbest.rules.reads import Need, needs_of
 from nextbest.rules.schema import (
@@ -133,6 +144,8 @@ def show(node: Node) -> str:
         return node.name
     if isinstance(node, Select):
         return f"{_inner(node.operand)}.{node.field}"
+    if isinstance(node, Index):
+        return f"{_inner(node.operand)}[{show(node.index)}]"
     if isinstance(node, Call):
         args = ", ".join(show(a) for a in node.args)
         if node.target is None:
@@ -176,6 +189,8 @@ class _Checker:
             return self._ident(node.name)
         if isinstance(node, Select):
             return self._select(node, self.type_of(node.operand))
+        if isinstance(node, Index):
+            return self._index(node, self.type_of(node.operand), self.type_of(node.index))
         if isinstance(node, Call):
             return self._call(node)
         if isinstance(node, Unary):
@@ -211,6 +226,38 @@ class _Checker:
         if found is not None:
             return found
         return self.report(_unknown_field(node, parent))
+
+    def _index(self, node: Index, parent: RuleType, key: RuleType) -> RuleType:
+        """``list[int]``, ``map[string]`` (a record's key must be one of its fields)."""
+        if parent.kind is Kind.DYN:
+            return DYN
+        if parent.kind is Kind.LIST:
+            if key.kind not in (Kind.INT, Kind.DYN):
+                return self.report(
+                    f"{show(node)}: a list's position is an int, not {key.described}"
+                )
+            return parent.item or DYN
+        if parent.kind is not Kind.MAP:
+            return self.report(
+                f"{show(node.operand)} is {parent.described}: it cannot be indexed ({show(node)})"
+            )
+        if key.kind not in (Kind.STRING, Kind.DYN):
+            return self.report(
+                f"{show(node)}: the keys of {show(node.operand)} are strings, not {key.described}"
+            )
+        if parent.fields is None:
+            return parent.item or DYN
+        name = node.index.value if isinstance(node.index, Literal) else None
+        if isinstance(name, str):
+            found = parent.fields.get(name)
+            if found is None:
+                hint = did_you_mean(name, parent.fields, quote='"')
+                if parent.catalog:
+                    return self.report(f"{show(node)} is not defined in the catalog{hint}")
+                listed = "" if hint else f"; {show(node.operand)} has " + ", ".join(parent.fields)
+                return self.report(f"unknown key {show(node)}{hint}{listed}")
+            return found
+        return _join(list(parent.fields.values()))
 
     # -------------------------------------------------------------- calls
     def _call(self, node: Call) -> RuleType:
