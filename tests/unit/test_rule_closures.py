@@ -215,6 +215,10 @@ TRICKY = [
     "int(profile.balance) > 10",
     'r"x" == context.channel',
     "profile.sessions > 0x10",
+    # in CEL, reading the segments bound after the segment rules, or not
+    "int(profile.balance) > 10 && segments.adult",
+    "segments.adult || {'a': 1}.a == 2",
+    "{'a': segments.adult}.a == true",
 ]
 
 #: odd trait values: every kind CEL converts, and some it treats apart
@@ -406,6 +410,28 @@ def test_an_index_and_a_macro_over_a_map_run_without_cel(
     assert env.cel_checks == 0
     full = rule_variables(profile, catalog.topics, T0, {}, reads.named_offers)
     assert cel_outcomes([rule], full, None) == [want]
+
+
+def test_segments_reach_cel_when_a_rule_run_there_reads_them(catalog: Catalog) -> None:
+    """The decision's CEL context is built by the first rule that needs CEL, often before the
+    segments are bound; they are converted for CEL only when a rule run there reads them,
+    and a later binding replaces them."""
+    plain = compile_rule("int(profile.balance) > 10", RULE_ROOTS)
+    reading = compile_rule("int(profile.balance) > 10 && segments.adult", RULE_ROOTS)
+    reads = RuleReads.of([plain, reading])
+    profile = Profile(customer_id="u-1", balance=250.0)
+    env = reads.evaluation(profile, catalog.topics, T0, {})
+    assert env.check(reading) is RuleOutcome.ERROR  # segments not bound yet: unbound in CEL
+    env.bind("segments", {"adult": True})
+    assert env.check(plain) is RuleOutcome.TRUE
+    assert env.check(reading) is RuleOutcome.TRUE
+    env.bind("segments", {"adult": False})
+    assert env.check(reading) is RuleOutcome.FALSE
+    assert env.cel_checks == 4
+    quiet = reads.evaluation(profile, catalog.topics, T0, {})
+    quiet.bind("segments", {"adult": True})
+    assert quiet.check(plain) is RuleOutcome.TRUE
+    assert "segments" not in quiet._added  # never converted: no rule run in CEL read them
 
 
 # ------------------------------------------------------------------ the parser

@@ -91,9 +91,11 @@ class LazyEvaluation(Frame):
         self.cel_checks = 0
 
     def bind(self, name: str, value: Any) -> None:
-        """Bind a variable the rules read by name (``segments``)."""
+        """Bind a variable the rules read by name (``segments``). It reaches the CEL context
+        only when a rule run there reads it (converting a map of 50 segments costs more than
+        most rules)."""
         self.bound[name] = value
-        if self._context is not None:
+        if self._context is not None and name in self._added:
             self._context.add_variable(name, value)
 
     def check(self, rule: Rule) -> RuleOutcome:
@@ -124,8 +126,6 @@ class LazyEvaluation(Frame):
         if context is None:
             context = self._context = cel.Context()
             self._added = set()
-            for name, value in self.bound.items():
-                context.add_variable(name, value)
         fallback = plan.fallbacks.get(rule)
         flat, roots = fallback if fallback is not None else plan.fallbacks[None]
         added = self._added
@@ -137,12 +137,20 @@ class LazyEvaluation(Frame):
                     value = self.fill(i)
                 if value is not MISSING:
                     context.add_variable(name, value)
+        bound = self.bound
         for root in roots:
-            if root not in added:
-                added.add(root)
-                value = plan.roots[root](*self.args)
-                if value is not MISSING:  # a root a view hides: unbound, as absent
-                    context.add_variable(root, value)
+            if root in added:
+                continue
+            build = plan.roots.get(root)
+            if build is None:  # bound by name (``segments``), or not yet: unbound till then
+                if root in bound:
+                    added.add(root)
+                    context.add_variable(root, bound[root])
+                continue
+            added.add(root)
+            value = build(*self.args)
+            if value is not MISSING:  # a root a view hides: unbound, as absent
+                context.add_variable(root, value)
         program = plan.programs.get(rule)
         if program is None:
             return rule.check(context)

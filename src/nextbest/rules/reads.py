@@ -874,7 +874,8 @@ class RuleReads:
             for rule, (names, roots) in (fallbacks or {}).items()
         }
         # a rule the catalog did not compile sees every variable, as in phase one
-        fallback[None] = (tuple(flat_slot.items()), tuple(root for root, _ in self._builders))
+        every_root = (*(root for root, _ in self._builders), "segments")
+        fallback[None] = (tuple(flat_slot.items()), every_root)
         self._static = RulePlan(getters, deciders, self._programs, fallback, dict(self._builders))
 
     @classmethod
@@ -904,10 +905,7 @@ class RuleReads:
                 _merge_tree(nested, root, need)
             if plan.source is not None:
                 programs[rule] = cel.compile(plan.source)
-            fallbacks[rule] = (
-                tuple(names[path] for path in plan.flat),
-                tuple(root for root in plan.nested if root != "segments"),
-            )
+            fallbacks[rule] = (tuple(names[path] for path in plan.flat), tuple(plan.nested))
         slots: dict[tuple[str, ...], tuple[int, Getter]] = {}
         named_offers = frozenset(named)
 
