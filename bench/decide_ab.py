@@ -20,6 +20,8 @@ Variants:
 - ``cf_full_draws``: a control customer's counterfactual choice draws every Thompson
   sample and counts the shares, as before ``rank``'s ``counterfactual`` (it draws only up
   to the sample it ranks by);
+- ``cf_unwatched``: the counterfactual draws its sample even when no sample could place a
+  withheld offer (before ``rank``'s ``watch``);
 - ``index_in_cel``: every rule with an index (``m[k]``, ``l[i]``) runs in CEL, as before
   the closures covered indexing (the generated catalog's ``applying_any`` segment,
   ``profile.funnel.exists(t, profile.funnel[t] == "applying")``);
@@ -146,11 +148,25 @@ def _index_in_cel() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _cf_unwatched() -> Iterator[None]:
+    """A control customer's counterfactual choice draws its sample even when no sample
+    could place a withheld offer (before ``rank``'s ``watch``)."""
+    rank = learner.rank
+
+    def drawn(*args: Any, watch: Any = None, **kwargs: Any) -> Any:
+        return rank(*args, **kwargs)
+
+    with mock.patch.object(learner, "rank", drawn):
+        yield
+
+
 VARIANTS: dict[str, Variant] = {
     "gc_freeze": _gc_freeze,
     "gc_settle": _gc_settle,
     "gc_young": _gc_young,
     "cf_full_draws": _cf_full_draws,
+    "cf_unwatched": _cf_unwatched,
     "index_in_cel": _index_in_cel,
 }
 

@@ -6,6 +6,8 @@ import itertools
 import math
 import random
 from collections import Counter, defaultdict
+from typing import Any
+from unittest.mock import patch
 
 import msgspec
 import numpy as np
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from nextbest.decide.model import PropensityKind
 from nextbest.errors import ValidationError
+from nextbest.learn import explore
 from nextbest.learn.explore import (
     BetaScores,
     EpsilonGreedy,
@@ -502,3 +505,56 @@ def test_a_counterfactual_thompson_choice_is_the_real_one_without_its_propensiti
             assert p.propensity == q.propensity or math.isnan(p.propensity)
             not_computed += math.isnan(p.propensity)
     assert not_computed > 100  # most counterfactuals drew (a lone item or a pinned one need not)
+
+
+@pytest.mark.parametrize("uniform", [0.0, 0.3])
+def test_a_counterfactual_watching_withheld_items_places_them_as_the_real_choice(
+    uniform: float,
+) -> None:
+    """With ``watch`` (a control customer's withheld offers), the counterfactual puts each
+    watched item where the real choice of the same decision id does (a slot, or none),
+    drawing nothing when no sample could place one (none among the contenders): the other
+    slots may then hold stand-ins."""
+    gen = random.Random(11)
+    skipped = 0
+    drawn = [0]
+    samples_top = explore._samples_top
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        drawn[0] += 1
+        return samples_top(*args, **kwargs)
+
+    for trial in range(1_200):
+        n = gen.randint(1, 14)
+        post = GaussianScores(
+            [gen.uniform(-6.0, -1.0) for _ in range(n)],
+            [gen.choice((0.01, 0.05, gen.uniform(0.01, 1.0))) for _ in range(n)],
+            [gen.uniform(0.5, 2.0) for _ in range(n)],
+        )
+        cands = [
+            RankEntry(urgent=gen.random() < 0.1, explorable=gen.random() < 0.9) for _ in range(n)
+        ]
+        scores = [gen.random() for _ in range(n)]
+        k, seed = gen.randint(1, 4), gen.getrandbits(64)
+        watch = {i for i in range(n) if gen.random() < 0.3}
+        policy = Thompson(n_sim=gen.choice([1, 20, 200]), uniform=uniform)
+        drawn[0] = 0
+        with patch.object(explore, "_samples_top", counted):
+            real = rank(cands, scores, k, policy, random.Random(seed), thompson=post, seed=seed)
+            real_drew, drawn[0] = drawn[0], 0
+            would = rank(
+                cands,
+                scores,
+                k,
+                policy,
+                random.Random(seed),
+                thompson=post,
+                seed=seed,
+                counterfactual=True,
+                watch=watch,
+            )
+        placed = {p.index: p.position for p in would if p.index in watch}
+        assert placed == {p.index: p.position for p in real if p.index in watch}, trial
+        assert [p.position for p in would] == [p.position for p in real]
+        skipped += real_drew and not drawn[0]
+    assert skipped > 100  # the shortcut ran where the real choice drew its samples

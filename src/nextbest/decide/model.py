@@ -122,7 +122,10 @@ class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
     offers would have landed (``decide.pipeline``, step 7): the chooser must answer as it
     would for real (same scores, same exploration draw: it is seeded by ``decision_id``) and
     change nothing (no exploration budget counted, no shared random state advanced). The
-    real choice for the same decision follows, among the candidates without those offers."""
+    real choice for the same decision follows, among the candidates without those offers.
+    ``withheld``: those offers' ids; only their places are wanted, so the other items of a
+    counterfactual choice may stand in for the real ones where that spares work
+    (``learn.explore.rank``'s ``watch``)."""
 
     decision_id: str
     placement: str
@@ -131,6 +134,7 @@ class ChoiceContext(msgspec.Struct, frozen=True, gc=False):
     context: dict[str, Any]
     segments: list[str]
     counterfactual: bool = False
+    withheld: frozenset[str] = frozenset()
 
 
 class Choice(msgspec.Struct, frozen=True, kw_only=True):

@@ -505,9 +505,10 @@ def _control_group(
     held = [c for c in ranked if _in_control(c.offer, customer)]
     if not held:
         return ranked, [], []
-    withheld = {c.offer.id for c in held}
+    withheld = frozenset(c.offer.id for c in held)
     pool = [c for c in ranked if c.offer.id not in withheld]
-    would = choose(msgspec.structs.replace(ctx, counterfactual=True), ranked, limit)
+    asked = msgspec.structs.replace(ctx, counterfactual=True, withheld=withheld)
+    would = choose(asked, ranked, limit)
     shown = (ranked[i].offer.id for i, _ in would.picks[:limit])
     control = [offer for offer in shown if offer in withheld]
     return pool, control, [Excluded(c.offer.id, Suppression.CONTROL) for c in held]

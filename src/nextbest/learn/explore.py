@@ -70,7 +70,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 import numpy as np
@@ -145,6 +145,7 @@ def rank(
     thompson: BetaScores | GaussianScores | None = None,
     seed: int = 0,
     counterfactual: bool = False,
+    watch: Collection[int] | None = None,
 ) -> list[Placed]:
     """Up to ``k`` items with their propensities (see the module docstring).
 
@@ -155,7 +156,11 @@ def rank(
     sampling draws only up to the sample it ranks by and counts no shares, so the
     propensities of the items it places are NaN (not computed; those it knows without the
     samples, a lone contender's, an urgent or a pinned item's, or every decision's at
-    ``uniform`` 1, are as without it).
+    ``uniform`` 1, are as without it). ``watch`` (with ``counterfactual``): the candidates
+    whose places alone are wanted (the withheld ones). When no sample can place any of them
+    (none is among the contenders, ``_contenders``), nothing is drawn: they are placed
+    where they would be (nowhere, or their urgent or pinned slot), and the free slots hold
+    the contenders in greedy order, which stand in for the sample's items.
     """
     n_all = len(candidates)
     if len(scores) != n_all:
@@ -187,7 +192,7 @@ def rank(
             if thompson is None:
                 raise ValidationError("Thompson sampling needs the posteriors", "$.thompson")
             chosen, props, kinds = _thompson(
-                pool, len(free), thompson, policy, rng, seed, counterfactual
+                pool, len(free), thompson, policy, rng, seed, counterfactual, watch
             )
     first = len(out) + 1
     placed = dict(zip(free, zip(chosen, props, kinds, strict=True), strict=True))
@@ -320,6 +325,7 @@ def _thompson(
     rng: random.Random,
     seed: int,
     counterfactual: bool = False,
+    watch: Collection[int] | None = None,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
     everyone, uniform, n_sim = pool, policy.uniform, policy.n_sim
     if isinstance(post, GaussianScores):
@@ -332,6 +338,9 @@ def _thompson(
     if counterfactual:  # the same choice, the propensities not computed
         if at_random:
             chosen = rng.sample(everyone, f)
+        elif watch is not None and not any(i in watch for i in pool):
+            rng.randrange(n_sim)  # the sample it would rank by: the same rng calls
+            chosen = pool[:f]  # no sample places a watched item: no draw tells more
         else:
             top = _samples_top(pool, f, post, n_sim, seed, only=rng.randrange(n_sim))
             chosen = [pool[j] for j in top[0].tolist()]

@@ -328,7 +328,8 @@ class Learner:
         A counterfactual choice (``ChoiceContext.counterfactual``: where a control
         customer's withheld offers would have landed) counts nothing in the exploration
         budgets and needs no propensities (Thompson sampling draws only up to the sample it
-        ranks by: the same items, ``explore.rank``); its scores are kept for the real
+        ranks by, and nothing when no sample could place a withheld offer: the same places
+        for those, ``explore.rank``'s ``watch``); its scores are kept for the real
         choice of the same decision that follows (among the same candidates but the
         withheld ones), which then scores nothing again."""
         model = self.models.get(ctx.placement)
@@ -355,6 +356,7 @@ class Learner:
         elif isinstance(learning.explore, Thompson) and posterior is not None:
             thompson = GaussianScores(posterior[0], posterior[1], scale)
         seed = seed_of(ctx.decision_id)
+        withheld = ctx.withheld if ctx.counterfactual else None
         placed = rank(
             slots,
             scores,
@@ -364,6 +366,7 @@ class Learner:
             thompson=thompson,
             seed=seed,
             counterfactual=ctx.counterfactual,
+            watch={i for i, c in enumerate(pool) if c.offer.id in withheld} if withheld else None,
         )
         if ctx.counterfactual:  # where the items would be: nothing counted, nothing logged
             return Choice(picks=[(pl.index, pl.propensity) for pl in placed])
