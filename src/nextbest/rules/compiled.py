@@ -1079,56 +1079,50 @@ class Compiler:
         stop = kind == "exists"  # the element value that decides: true for exists
         stopped: bool = stop
 
-        def macro(fr: Frame) -> bool:
-            seq = items(fr)
-            if type(seq) is dict:
-                return over_keys(fr, seq)
-            if type(seq) is not list:
-                raise Undecided
-            local = fr.local
-            saved = local.get(var, MISSING)
-            try:
-                for item in seq:
-                    local[var] = item
-                    v = test(fr)
-                    if v is stop:
-                        return stopped
-                    if v is not (not stop):
-                        raise Undecided
-            finally:
-                if saved is MISSING:
-                    local.pop(var, None)
-                else:
-                    local[var] = saved
+        def in_order(fr: Frame, seq: list[Any], local: dict[str, Any]) -> bool:
+            for item in seq:
+                local[var] = item
+                v = test(fr)
+                if v is stop:
+                    return stopped
+                if v is not (not stop):
+                    raise Undecided
             return not stop
 
-        def over_keys(fr: Frame, seq: dict[Any, Any]) -> bool:
+        def over_keys(fr: Frame, seq: dict[Any, Any], local: dict[str, Any]) -> bool:
             """Over a map's keys: CEL's order is its own, and it stops at the first element
             that decides, an error before it being the result. So every key is tested: when
             each gives a bool the outcome is the same in any order; an error or a non-bool
             anywhere is CEL's to decide."""
+            found = False
+            for key in seq:
+                if type(key) is not str:
+                    raise Undecided
+                local[var] = key
+                try:
+                    v = test(fr)
+                except Undecided:  # an error too (``Erred``): where it falls is CEL's
+                    raise Undecided from None
+                if v is stop:
+                    found = True
+                elif v is not (not stop):
+                    raise Undecided
+            return stopped if found else not stop
+
+        def macro(fr: Frame) -> bool:
+            seq = items(fr)
+            kind = type(seq)
+            if kind is not list and kind is not dict:
+                raise Undecided
             local = fr.local
             saved = local.get(var, MISSING)
-            found = False
             try:
-                for key in seq:
-                    if type(key) is not str:
-                        raise Undecided
-                    local[var] = key
-                    try:
-                        v = test(fr)
-                    except Undecided:  # an error too (``Erred``): where it falls is CEL's
-                        raise Undecided from None
-                    if v is stop:
-                        found = True
-                    elif v is not (not stop):
-                        raise Undecided
+                return in_order(fr, seq, local) if kind is list else over_keys(fr, seq, local)
             finally:
                 if saved is MISSING:
                     local.pop(var, None)
                 else:
                     local[var] = saved
-            return stopped if found else not stop
 
         return macro
 
