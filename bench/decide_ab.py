@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import inspect
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,10 +92,13 @@ def _explore_from(path: Path, calls: list[int]) -> Variant:
     ``isinstance``-checked there); ``calls`` counts the calls it takes, so a patch that
     does not reach the learner shows."""
     module = load_module("explore_variant", path)
+    takes = set(inspect.signature(module.rank).parameters)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
+        """``rank`` as that tree defines it: keywords it does not take (an older tree's,
+        such as ``watch``) are left out."""
         calls[0] += 1
-        return module.rank(*args, **kwargs)
+        return module.rank(*args, **{k: v for k, v in kwargs.items() if k in takes})
 
     @contextlib.contextmanager
     def variant() -> Iterator[None]:
@@ -133,7 +137,8 @@ def _indexes(node: object) -> bool:
 @contextlib.contextmanager
 def _index_in_cel() -> Iterator[None]:
     """Rules with an index run in CEL, as ``rules.parse`` left them before it read
-    ``a[i]`` (the closures never saw them)."""
+    ``a[i]`` (the closures never saw them). A macro over a map without an index, which
+    ran in CEL before too, stays in the closures."""
     check = LazyEvaluation.check
     indexed: dict[Rule, bool] = {}
 

@@ -142,7 +142,9 @@ def test_a_counterfactual_choice_counts_nothing() -> None:
     run_pipeline(catalog, profile, HERO, T0, "d-spy", spy)
     (ctx, candidates), (real, pool) = asked
     assert ctx.counterfactual
+    assert ctx.withheld == HELD_OFFERS  # only their places are asked
     assert not real.counterfactual
+    assert not real.withheld
     assert {c.offer.id for c in candidates} - {c.offer.id for c in pool} == HELD_OFFERS
     fresh = Learner(catalog)
     before = fresh.to_state()

@@ -19,7 +19,8 @@ string keys; ``/`` and ``%`` on ints truncate toward zero, overflow is an error;
 ``exists``/``all`` go in order and stop at the first deciding element (an error before it
 is the result); over a map (its keys, in CEL's own order) the closures decide only when
 every key gives a bool, the one case where the order cannot matter; ``m["k"]`` and ``l[0]``
-read a key or position that is there, anything else is CEL's.
+read a key or position that is there, a string key a map lacks is CEL's error, anything
+else is CEL's.
 
 Values are read through ``Frame.values``: one slot per path (``interest.mortgage.count_14d``,
 ``products``), filled on first read by the getter the caller registered for it, so a value
@@ -250,14 +251,15 @@ def _field(v: Any, name: str) -> Any:
 
 def _item(v: Any, key: Any) -> Any:
     """``v[key]``: a map's value at a string key it holds, a list's item at a position it
-    has; anything else (a missing key or position: CEL's error; a number as a map key,
-    which CEL may match across int and double) is CEL's to decide."""
+    has; a string key a map lacks is CEL's error for certain (``Erred``, which ``&&`` and
+    ``||`` absorb where another term decides); anything else (a position a list lacks, a
+    number as a map key, which CEL may match across int and double) is CEL's to decide."""
     t = type(v)
     if t is dict and type(key) is str:
         try:
             return v[key]
         except KeyError:
-            raise Undecided from None
+            raise Erred from None
     if t is list and type(key) is int and 0 <= key < len(v):
         return v[key]
     raise Undecided
@@ -1111,13 +1113,15 @@ class Compiler:
 
         def macro(fr: Frame) -> bool:
             seq = items(fr)
-            kind = type(seq)
-            if kind is not list and kind is not dict:
+            seq_type = type(seq)
+            if seq_type is not list and seq_type is not dict:
                 raise Undecided
             local = fr.local
             saved = local.get(var, MISSING)
             try:
-                return in_order(fr, seq, local) if kind is list else over_keys(fr, seq, local)
+                if seq_type is list:
+                    return in_order(fr, seq, local)
+                return over_keys(fr, seq, local)
             finally:
                 if saved is MISSING:
                     local.pop(var, None)

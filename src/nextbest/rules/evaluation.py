@@ -141,14 +141,13 @@ class LazyEvaluation(Frame):
         for root in roots:
             if root in added:
                 continue
-            build = plan.roots.get(root)
-            if build is None:  # bound by name (``segments``), or not yet: unbound till then
+            if root == "segments":  # bound by name after the segment rules: unbound till then
                 if root in bound:
                     added.add(root)
                     context.add_variable(root, bound[root])
                 continue
             added.add(root)
-            value = build(*self.args)
+            value = plan.roots[root](*self.args)
             if value is not MISSING:  # a root a view hides: unbound, as absent
                 context.add_variable(root, value)
         program = plan.programs.get(rule)
