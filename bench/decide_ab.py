@@ -25,6 +25,8 @@ Variants:
 - ``index_in_cel``: every rule with an index (``m[k]``, ``l[i]``) runs in CEL, as before
   the closures covered indexing (the generated catalog's ``applying_any`` segment,
   ``profile.funnel.exists(t, profile.funnel[t] == "applying")``);
+- ``filters_from`` (with ``--filters-from FILE``): the pipeline filters the candidates with
+  that file's ``_filter_candidates`` (another tree's ``decide/pipeline.py``);
 - ``explore_from`` (with ``--explore-from FILE``): the learner ranks with that file's
   ``rank`` (another tree's ``learn/explore.py``, loaded as its own module).
 
@@ -48,6 +50,7 @@ import decide_learning
 from _common import Run, latency_summary, load_module, log, ratios, table
 from decide import REQUEST
 from decide import parse_args as decide_args
+from nextbest.decide import pipeline
 from nextbest.heap import YOUNG, settle_for_serving
 from nextbest.learn import learner
 from nextbest.rules import Rule, RuleOutcome
@@ -106,6 +109,19 @@ def _explore_from(path: Path, calls: list[int]) -> Variant:
             stack.enter_context(mock.patch.object(learner, "rank", counted))
             for name in ("BetaScores", "GaussianScores"):
                 stack.enter_context(mock.patch.object(learner, name, getattr(module, name)))
+            yield
+
+    return variant
+
+
+def _filters_from(path: Path) -> Variant:
+    """The pipeline filtering candidates with ``path``'s ``_filter_candidates`` (another
+    tree's ``decide/pipeline.py``, loaded as its own module)."""
+    module = load_module("pipeline_variant", path)
+
+    @contextlib.contextmanager
+    def variant() -> Iterator[None]:
+        with mock.patch.object(pipeline, "_filter_candidates", module._filter_candidates):
             yield
 
     return variant
@@ -180,6 +196,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="", help=f"comma-separated: {', '.join(VARIANTS)}")
     ap.add_argument("--explore-from", type=Path, default=None, help="another learn/explore.py")
+    ap.add_argument(
+        "--filters-from", type=Path, default=None, help="another decide/pipeline.py's filters"
+    )
     ap.add_argument("--rounds", type=int, default=12, help="rounds of one block per variant")
     ap.add_argument("--block", type=int, default=2_000, help="decisions per block")
     ap.add_argument("--name", default="decide_ab")
@@ -196,8 +215,10 @@ def _variants(args: argparse.Namespace, calls: list[int]) -> dict[str, Variant]:
         out[name] = VARIANTS[name]
     if args.explore_from is not None:
         out["explore_from"] = _explore_from(args.explore_from, calls)
+    if args.filters_from is not None:
+        out["filters_from"] = _filters_from(args.filters_from)
     if len(out) < 2:
-        raise SystemExit("name a variant (--variants or --explore-from)")
+        raise SystemExit("name a variant (--variants, --explore-from or --filters-from)")
     return out
 
 

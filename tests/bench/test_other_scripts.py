@@ -25,12 +25,14 @@ def test_decide_ab_alternates_the_engine_and_its_variants(
     bench: Callable[[str], ModuleType], tmp_path: Path
 ) -> None:
     """The engine as it is against the garbage collector frozen, the counterfactual's full
-    draws, the unwatched counterfactual, indexed rules run in CEL and this tree's own
-    ``learn/explore.py`` loaded apart (its ``rank`` must be the one called)."""
+    draws, the unwatched counterfactual, indexed rules run in CEL, and this tree's own
+    ``learn/explore.py`` (its ``rank`` must be the one called) and candidate filters loaded
+    apart."""
     explore = ROOT / "src" / "nextbest" / "learn" / "explore.py"
     args = ["--quick", "--learning", "contextual_thompson", "--rounds", "2", "--block", "20"]
     args += ["--variants", "gc_freeze,cf_full_draws,cf_unwatched,index_in_cel"]
     args += ["--explore-from", str(explore)]
+    args += ["--filters-from", str(ROOT / "src" / "nextbest" / "decide" / "pipeline.py")]
     args += ["--out", str(tmp_path)]
     assert bench("decide_ab").main(args) == 0
     data = json.loads((tmp_path / "decide_ab.json").read_text())
@@ -41,6 +43,7 @@ def test_decide_ab_alternates_the_engine_and_its_variants(
         "cf_unwatched": 40,
         "index_in_cel": 40,
         "explore_from": 40,
+        "filters_from": 40,
     }
     assert data["ratios_to_as_is"]["as_is"]["mean_us"] == 1.0
 
