@@ -32,6 +32,7 @@ from nextbest.catalog.advisors import (
 from nextbest.catalog.compiled import Catalog, CompiledKpi, CompiledOffer
 from nextbest.catalog.lint import (
     campaign_warnings,
+    cel_rule_warnings,
     event_vocabulary,
     kpi_warning,
     schedule_warnings,
@@ -652,6 +653,18 @@ def _warnings(
         found += campaign_warnings(path, camp, vocabulary)
     live = [(p, o) for p, o in sections.offers if o.id in offers]
     found += schedule_warnings(sections.campaigns, live, windows, now)
+    found += cel_rule_warnings(
+        [(f"{path}.rule", seg.rule) for path, seg in sections.segments]
+        + [
+            (f"{path}.{field}", source)
+            for path, offer in sections.offers
+            for field, source in (
+                ("eligibility", offer.eligibility),
+                ("urgent", offer.urgent),
+                ("insight", offer.insight),
+            )
+        ]
+    )
     found += advisor_warnings(sections.placements, sections.advisors)
     found += callback_kpi_warnings(sections.offers, sections.advisors)
     return [smap.warning(path, reason) for path, reason in found]

@@ -2,8 +2,10 @@
 
 A warning does not refuse the catalog (``nextbest check`` prints it and exits 0): a URL
 pattern that can match no page, an event name the bank never sends, a schedule that ended
-or whose end is ambiguous. Each function here is pure and returns ``(field path, reason)``
-pairs; ``compile_catalog`` places them (file and line) and marks them warnings.
+or whose end is ambiguous; and a rule that slows every decision down (one the engine cannot
+decide itself, so it runs in the CEL engine each time). Each function here is pure and
+returns ``(field path, reason)`` pairs; ``compile_catalog`` places them (file and line) and
+marks them warnings.
 
 **Schedules.** ``start`` / ``valid_from`` is inclusive, ``end`` / ``valid_until`` is
 exclusive: an offer is live while ``start <= now < end``. A date alone is midnight UTC at
@@ -20,11 +22,13 @@ from nextbest.catalog.model import CampaignSpec, OfferSpec, SecuritySpec
 from nextbest.catalog.when import parse_when
 from nextbest.events.names import KNOWN_EVENTS
 from nextbest.profile.topics import TopicSpec, pattern_problem
+from nextbest.rules.reads import runs_in_cel
 from nextbest.rules.typecheck import did_you_mean
 
 __all__ = [
     "Finding",
     "campaign_warnings",
+    "cel_rule_warnings",
     "event_vocabulary",
     "kpi_warning",
     "schedule_warnings",
@@ -107,6 +111,25 @@ def topic_warnings(path: str, topic: TopicSpec) -> list[Finding]:
                         "name counts as interest",
                     )
                 )
+    return out
+
+
+def cel_rule_warnings(rules: Iterable[tuple[str, str | None]]) -> list[Finding]:
+    """Each rule (field path, source) the engine cannot decide itself: it runs in the CEL
+    engine at every decision that reaches it, which costs about 0.1 ms more a decision
+    (``rules.reads.runs_in_cel``: a conversion, a regular expression, a map literal...)."""
+    out: list[Finding] = []
+    for path, source in rules:
+        why = runs_in_cel(source) if source is not None else None
+        if why is not None:
+            out.append(
+                (
+                    path,
+                    "this rule runs in the CEL engine at every decision that reaches it, "
+                    f"about 0.1 ms more a decision: nextbest decides the common forms of rules "
+                    f"itself, but not {why}",
+                )
+            )
     return out
 
 

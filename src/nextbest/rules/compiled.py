@@ -61,6 +61,7 @@ __all__ = [
     "Undecided",
     "compile_decider",
     "compile_node",
+    "uncovered",
 ]
 
 
@@ -1002,7 +1003,7 @@ class Compiler:
             if name == "size" and len(args) == 1:
                 arg = self.node(args[0], scope)
                 return lambda fr: _size(arg(fr))
-            raise _NotCompiled(name)
+            raise _NotCompiled(f"{name}()")
         if name in ("exists", "all") and len(args) == 2 and isinstance(args[0], Ident):
             return self._macro(name, target, args[0].name, args[1], scope)
         receiver = self.node(target, scope)
@@ -1021,7 +1022,7 @@ class Compiler:
                 raise Undecided
 
             return string_test
-        raise _NotCompiled(name)
+        raise _NotCompiled(f".{name}()")
 
     def has_slot(self, sel: Select, scope: frozenset[str]) -> tuple[int, Getter] | None:
         """The slot ``has(sel)`` asks, when it is MISSING exactly where the full variables
@@ -1164,6 +1165,24 @@ def compile_node(
         return Compiler(roots, slot_of, hidden).node(node, frozenset())
     except _NotCompiled:
         return None
+
+
+def uncovered(node: Node, roots: frozenset[str]) -> str | None:
+    """The function, method or name that keeps the closures from ``node`` (a parsed rule),
+    as a rule shows it (``int()``, ``.matches()``), or None when they cover it."""
+
+    def no_slot(path: tuple[str, ...]) -> tuple[int, Getter]:
+        return 0, _no_getter
+
+    try:
+        Compiler(roots, no_slot).node(node, frozenset())
+    except _NotCompiled as exc:
+        return str(exc)
+    return None
+
+
+def _no_getter(*args: Any) -> Any:
+    return MISSING
 
 
 def compile_decider(

@@ -28,6 +28,7 @@ __all__ = [
     "Select",
     "Unary",
     "parse",
+    "parsed",
 ]
 
 
@@ -143,12 +144,12 @@ def _tokens(source: str) -> list[tuple[str, Any]]:
         if kind == "space":
             continue
         if kind == "other":
-            raise _Unsupported(text)
+            raise _Unsupported("a map literal" if text == "{" else text)
         if kind == "int":
             # a number glued to a letter (1u, 0x1f) or too large is CEL's to read
             end = m.end()
             if end < len(source) and (source[end].isalnum() or source[end] == "_"):
-                raise _Unsupported(text)
+                raise _Unsupported(source[m.start() : end + 1])  # 1u, 0x...
             value = int(text)
             out.append(("lit", value))
         elif kind == "double":
@@ -156,7 +157,7 @@ def _tokens(source: str) -> list[tuple[str, Any]]:
         elif kind == "string":
             start = m.start()
             if start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
-                raise _Unsupported("prefixed string")  # r"..", b"..": raw or bytes
+                raise _Unsupported("a raw or bytes string")  # r"..", b".."
             if text[:3] in ('"""', "'''"):
                 raise _Unsupported("triple-quoted string")
             out.append(("lit", _unescape(text[1:-1])))
@@ -311,11 +312,21 @@ class _Parser:
 
 def parse(source: str) -> Node | None:
     """The syntax tree of ``source``, or None when it is outside the subset (or not CEL)."""
+    tree = parsed(source)
+    return tree if not isinstance(tree, str) else None
+
+
+def parsed(source: str) -> Node | str:
+    """The syntax tree of ``source``, or what took it outside the subset: the text the parser
+    stopped at (``{`` of a map literal, ``1u``, ``r"``...) or why."""
     try:
         parser = _Parser(_tokens(source))
         node = parser.expr()
-        if parser.peek()[0] != "end":
-            return None
-    except (_Unsupported, RecursionError):
-        return None
+        kind, value = parser.peek()
+        if kind != "end":
+            return f"{value!s}" if value is not None else kind
+    except _Unsupported as exc:
+        return str(exc)
+    except RecursionError:
+        return "a rule nested too deep"
     return node

@@ -38,6 +38,7 @@ from nextbest.rules.compiled import (
     SlotOf,
     compile_decider,
     compile_node,
+    uncovered,
 )
 from nextbest.rules.context import (
     RULE_ROOTS,
@@ -51,7 +52,7 @@ from nextbest.rules.context import (
 from nextbest.rules.evaluation import Evaluation, Fallback, LazyEvaluation, RulePlan
 from nextbest.rules.expression import Rule
 from nextbest.rules.generated import generate
-from nextbest.rules.parse import Node, parse
+from nextbest.rules.parse import Node, parse, parsed
 
 __all__ = [
     "INTEREST_FIELDS",
@@ -196,6 +197,16 @@ def needs_of(source: str, roots: Iterable[str] = RULE_ROOTS) -> dict[str, Need]:
 #: flat variables are named ``_nb<n>``; a rule whose own names could clash is not rewritten
 _FLAT = "_nb"
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+def runs_in_cel(source: str, roots: frozenset[str] = RULE_ROOTS) -> str | None:
+    """What keeps the closures from deciding ``source`` at all, so that it runs in the CEL
+    engine at every decision that reaches it (``int()``, ``.matches()``, a map literal's
+    ``{``), or None when they decide it (save for odd values, ``rules.compiled``)."""
+    tree = parsed(source)
+    if isinstance(tree, str):
+        return tree
+    return uncovered(tree, roots)
 
 
 def _bound_names(tokens: list[_Token]) -> set[str]:
