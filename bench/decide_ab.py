@@ -114,14 +114,19 @@ def _explore_from(path: Path, calls: list[int]) -> Variant:
     return variant
 
 
-def _filters_from(path: Path) -> Variant:
+def _filters_from(path: Path, calls: list[int]) -> Variant:
     """The pipeline filtering candidates with ``path``'s ``_filter_candidates`` (another
-    tree's ``decide/pipeline.py``, loaded as its own module)."""
+    tree's ``decide/pipeline.py``, loaded as its own module); ``calls`` counts its calls,
+    so a patch that does not reach the pipeline shows."""
     module = load_module("pipeline_variant", path)
+
+    def counted(*args: Any) -> Any:
+        calls[1] += 1
+        return module._filter_candidates(*args)
 
     @contextlib.contextmanager
     def variant() -> Iterator[None]:
-        with mock.patch.object(pipeline, "_filter_candidates", module._filter_candidates):
+        with mock.patch.object(pipeline, "_filter_candidates", counted):
             yield
 
     return variant
@@ -216,7 +221,7 @@ def _variants(args: argparse.Namespace, calls: list[int]) -> dict[str, Variant]:
     if args.explore_from is not None:
         out["explore_from"] = _explore_from(args.explore_from, calls)
     if args.filters_from is not None:
-        out["filters_from"] = _filters_from(args.filters_from)
+        out["filters_from"] = _filters_from(args.filters_from, calls)
     if len(out) < 2:
         raise SystemExit("name a variant (--variants, --explore-from or --filters-from)")
     return out
@@ -224,7 +229,7 @@ def _variants(args: argparse.Namespace, calls: list[int]) -> dict[str, Variant]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, engine_args = parse_args(argv)
-    calls = [0]
+    calls = [0, 0]  # the other rank's calls, the other filters' calls
     variants = _variants(args, calls)
     run = Run("decide_ab", engine_args, "common-expression-language")
     built = decide_learning.trained_engine(engine_args)
@@ -250,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"round {r + 1} of {args.rounds}")
     if args.explore_from is not None and calls[0] == 0:
         raise SystemExit(f"{args.explore_from}'s rank was never called: the patch missed")
+    if args.filters_from is not None and calls[1] == 0:
+        raise SystemExit(f"{args.filters_from}'s filters were never called: the patch missed")
     summary = {n: latency_summary(t) for n, t in times.items()}
     vs = {n: ratios(s, summary["as_is"]) for n, s in summary.items()}
     keys = ("n", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us")

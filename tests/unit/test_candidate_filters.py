@@ -134,8 +134,12 @@ def busy_day(rng: random.Random) -> OfferHistory:
     return OfferHistory(impressions=shown, total_impressions=len(shown))
 
 
-def assert_filters_agree(catalog: Catalog, profiles: int, seed: int) -> Counter[Suppression | None]:
-    """Both filters on the same random cases; what excluded the offers, counted."""
+def assert_filters_agree(
+    catalog: Catalog, profiles: int, seed: int
+) -> Counter[Suppression | str | None]:
+    """Both filters on the same random cases, in every offer placement; what excluded the
+    offers, counted (``None``: passed; ``"urgent"``; ``"split views"``: decisions whose
+    service and commercial views differ)."""
     rng = random.Random(seed)
     topics, offers = list(catalog.topics), list(catalog.offers)
     selling = sorted(catalog.commercial_offers)
@@ -151,56 +155,58 @@ def assert_filters_agree(catalog: Catalog, profiles: int, seed: int) -> Counter[
             now = T0
             busy = {o: busy_day(rng) for o in rng.sample(selling, min(len(selling), 6))}
             profile = msgspec.structs.replace(profile, offers={**profile.offers, **busy})
-        placement = rng.choice(placements)
-        exclude = [o for o in offers if rng.random() < 0.05]
-        request = DecisionRequest(placement=placement.id, exclude=exclude)
-        audience = pipeline._audience(catalog, profile, now)
-        audience = msgspec.structs.replace(
-            audience,
-            flagged=rng.random() < 0.05,
-            in_holdout=audience.in_holdout or rng.random() < 0.05,
-        )
-        got = pipeline._filter_candidates(
-            catalog,
-            profile,
-            request,
-            now,
-            audience,
-            pipeline._views(catalog, profile, request, now, audience),
-        )
-        want = reference(
-            catalog,
-            profile,
-            request,
-            now,
-            audience,
-            pipeline._views(catalog, profile, request, now, audience),
-        )
-        assert [(o.id, v, u) for o, v, u in got[0]] == [(o.id, v, u) for o, v, u in want[0]]
-        assert got[1] == want[1]
-        reasons.update(e.why for e in got[1])
-        reasons[None] += len(got[0])  # passed
-        reasons["urgent"] += sum(urgent for _, _, urgent in got[0])
+        if rng.random() < 0.25:  # no personalization: service and commercial views differ
+            consent = {"marketing": True, "personalization": False}
+            profile = msgspec.structs.replace(profile, consent=consent)
+        flagged, holdout = rng.random() < 0.05, rng.random() < 0.05
+        for placement in placements:
+            exclude = frozenset(o for o in offers if rng.random() < 0.05)
+            request = DecisionRequest(placement=placement.id, exclude=exclude)
+            audience = pipeline._audience(catalog, profile, now)
+            audience = msgspec.structs.replace(
+                audience, flagged=flagged, in_holdout=audience.in_holdout or holdout
+            )
+            views = pipeline._views(catalog, profile, request, now, audience)
+            got = pipeline._filter_candidates(catalog, profile, request, now, audience, views)
+            want = reference(
+                catalog,
+                profile,
+                request,
+                now,
+                audience,
+                pipeline._views(catalog, profile, request, now, audience),
+            )
+            assert [(o.id, v, u) for o, v, u in got[0]] == [(o.id, v, u) for o, v, u in want[0]]
+            assert got[1] == want[1]
+            reasons.update(e.why for e in got[1])
+            reasons[None] += len(got[0])  # passed
+            reasons["urgent"] += sum(urgent for _, _, urgent in got[0])
+            reasons["split views"] += views.service is not views.commercial
     return reasons
 
 
 def test_the_example_banks_filters_hold_to_the_contact_policy(tmp_path: Path) -> None:
-    """The example bank, one offer's rule made to err where a trait is missing or odd
-    (``traits.children > 0`` without ``has()``); it has no schedules."""
+    """The example bank, one offer's rule and the overdraft warning's trigger made to err
+    where a trait is missing or odd (``traits.children`` without ``has()``: a trigger that
+    errs is not urgent); it has no schedules."""
     shutil.copytree(EXAMPLE_CATALOG, tmp_path / "bank")
     offers = tmp_path / "bank" / "offers.yaml"
     text = offers.read_text()
     assert text.count("eligibility: segments.car_intent && segments.adult") == 1
+    assert text.count("urgent: profile.overdrawn\n") == 1
     offers.write_text(
         text.replace(
             "eligibility: segments.car_intent && segments.adult",
             "eligibility: segments.car_intent && traits.children > 0",
+        ).replace(
+            "urgent: profile.overdrawn\n", "urgent: profile.overdrawn && traits.children >= 0\n"
         )
     )
     reasons = assert_filters_agree(load_catalog(tmp_path / "bank"), 400, 20261208)
     for why in (*EVERY_FILTER, None):
         assert reasons[why] or why is Suppression.OUT_OF_SCHEDULE, (why, reasons)
     assert reasons["urgent"], reasons  # the overdraft warning while overdrawn
+    assert reasons["split views"], reasons
 
 
 @pytest.fixture(scope="module")

@@ -397,7 +397,7 @@ def _filter_candidates(
 
     The filters are the module docstring's, in its order, written out in one loop: every
     offer of the placement passes through it (124 on the 150-rule bench), and a call per
-    filter cost a tenth of a decision. The contact policy's tests are ``decide.ranking``'s
+    filter cost 8 % of a decision. The contact policy's tests are ``decide.ranking``'s
     (``marketing``: a commercial offer; ``contact_capped``: all but an urgent message, an
     insight included; ``faded``), read inline here; ``tests/unit/test_candidate_filters.py``
     holds this loop to them."""

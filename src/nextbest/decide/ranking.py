@@ -3,6 +3,10 @@ its contact policy holds an offer back. The pipeline (``decide.pipeline``), offl
 (``learn.offline``, which replays it on the decision log), the learner (``learn.learner``,
 whose exploration ranks with ``learn.explore.rank``) and the simulator's policies
 (``sim.policies``) all call these functions; a change to how nextbest ranks is made here.
+The pipeline's candidate filters (``decide.pipeline._filter_candidates``, run for every offer
+of a placement at every decision) write ``marketing``, ``contact_capped`` and ``faded`` out
+inline: a change to one of them is made there too, and ``tests/unit/test_candidate_filters.py``
+fails until it is.
 
 **Score.** The expected value of showing an offer, ``score = P(click) x P(conversion |
 click) x value x weight`` (``score``): the offer's value (what a conversion is worth), its
@@ -109,13 +113,15 @@ def in_rank_order(candidates: Iterable[Candidate]) -> list[Candidate]:
 # ------------------------------------------------------------------------------ contact policy
 def marketing(offer: CompiledOffer) -> bool:
     """A commercial offer: marketing consent, the holdout, owned products, daily fatigue
-    and faded interest apply to it (not to service messages)."""
+    and faded interest apply to it (not to service messages). (Written out inline in
+    ``decide.pipeline._filter_candidates`` too.)"""
     return offer.kind is OfferKind.COMMERCIAL
 
 
 def contact_capped(urgent: bool, insight: bool = False) -> bool:
     """The per-offer cap and the rests apply to everything shown but an urgent message; an
-    insight (``OfferSpec.insight``) is first while its trigger holds, yet capped and rested."""
+    insight (``OfferSpec.insight``) is first while its trigger holds, yet capped and rested.
+    (Written out inline in ``decide.pipeline._filter_candidates`` too.)"""
     return not urgent or insight
 
 
@@ -150,7 +156,8 @@ def commercial_shown_today(
 
 
 def faded(total: int, interest: float, policy: ContactPolicy) -> bool:
-    """Interest the customer once had (``total`` hits) has decayed below ``fade_below``."""
+    """Interest the customer once had (``total`` hits) has decayed below ``fade_below``.
+    (Written out inline in ``decide.pipeline._filter_candidates`` too.)"""
     return total > 0 and interest < policy.fade_below
 
 
