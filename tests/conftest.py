@@ -4,6 +4,7 @@ uvicorn server on a free loopback port."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import socket
 import threading
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from tests.support import (
     ADMIN_KEY,
     BROWSER_KEY,
     EXAMPLE_CATALOG,
+    ROOT,
     SERVER_KEY,
     T0,
     TOKEN_SECRET,
@@ -47,6 +50,14 @@ def catalog() -> Catalog:
 def bayes_app(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     """The example bank with app_home on the Beta-Bernoulli model and Thompson sampling."""
     return load_catalog(bayes_catalog(tmp_path_factory.mktemp("bayes_app")))
+
+
+@pytest.fixture(scope="module")
+def catalog_gen() -> Iterator[ModuleType]:
+    """``bench/catalog_gen.py``: the generated 150-rule benchmark catalog's writer."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "bench"))
+        yield importlib.import_module("catalog_gen")
 
 
 @pytest.fixture

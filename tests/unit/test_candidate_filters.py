@@ -13,13 +13,11 @@ from __future__ import annotations
 import random
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import msgspec
-import pytest
 
 from nextbest.catalog.compiled import Catalog, CompiledOffer
 from nextbest.catalog.model import PlacementKind
@@ -29,7 +27,7 @@ from nextbest.decide.reasons import Suppression
 from nextbest.profile.model import OfferHistory, Profile
 from nextbest.rules.expression import RuleOutcome
 from nextbest.store.catalog_files import load_catalog
-from tests.support import DAY, EXAMPLE_CATALOG, ROOT, T0
+from tests.support import DAY, EXAMPLE_CATALOG, T0
 from tests.unit.test_insights import fee, folded
 from tests.unit.test_rule_closures import random_profile
 
@@ -207,15 +205,6 @@ def test_the_example_banks_filters_hold_to_the_contact_policy(tmp_path: Path) ->
         assert reasons[why] or why is Suppression.OUT_OF_SCHEDULE, (why, reasons)
     assert reasons["urgent"], reasons  # the overdraft warning while overdrawn
     assert reasons["split views"], reasons
-
-
-@pytest.fixture(scope="module")
-def catalog_gen() -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(ROOT / "bench"))
-        import importlib
-
-        yield importlib.import_module("catalog_gen")
 
 
 def test_the_generated_catalogs_filters_hold_to_the_contact_policy(

@@ -460,6 +460,32 @@ def test_thompson_places_a_lone_pool_item_with_certainty(uniform: float) -> None
         assert [(p.index, p.propensity) for p in placed] == [(1, 1.0), (0, 1.0)]
 
 
+def random_pool(
+    gen: random.Random, kind: str, most: int
+) -> tuple[BetaScores | GaussianScores, list[RankEntry], list[float], int, int]:
+    """A random Thompson ranking case: the posteriors (``kind``: beta or gaussian; a
+    Gaussian's spreads now and then tight enough to leave far-off items out of contention),
+    up to ``most`` candidates (some urgent, some pinned), greedy scores, slots and a seed."""
+    n = gen.randint(1, most)
+    scale = [gen.uniform(0.5, 2.0) for _ in range(n)]
+    post: BetaScores | GaussianScores = (
+        BetaScores(
+            [gen.uniform(0.5, 5.0) for _ in range(n)],
+            [gen.uniform(5.0, 40.0) for _ in range(n)],
+            scale,
+        )
+        if kind == "beta"
+        else GaussianScores(
+            [gen.uniform(-6.0, -1.0) for _ in range(n)],
+            [gen.choice((0.01, 0.05, gen.uniform(0.01, 1.0))) for _ in range(n)],
+            scale,
+        )
+    )
+    cands = [RankEntry(urgent=gen.random() < 0.1, explorable=gen.random() < 0.9) for _ in range(n)]
+    scores = [gen.random() for _ in range(n)]
+    return post, cands, scores, gen.randint(1, 4), gen.getrandbits(64)
+
+
 @pytest.mark.parametrize("uniform", [0.0, 0.3])
 @pytest.mark.parametrize("kind", ["beta", "gaussian"])
 def test_a_counterfactual_thompson_choice_is_the_real_one_without_its_propensities(
@@ -471,25 +497,7 @@ def test_a_counterfactual_thompson_choice_is_the_real_one_without_its_propensiti
     gen = random.Random(5)
     not_computed = 0
     for trial in range(300):
-        n = gen.randint(1, 12)
-        scale = [gen.uniform(0.5, 2.0) for _ in range(n)]
-        if kind == "beta":
-            post: BetaScores | GaussianScores = BetaScores(
-                [gen.uniform(0.5, 5.0) for _ in range(n)],
-                [gen.uniform(5.0, 40.0) for _ in range(n)],
-                scale,
-            )
-        else:
-            post = GaussianScores(
-                [gen.uniform(-5.0, -1.0) for _ in range(n)],
-                [gen.uniform(0.01, 1.0) for _ in range(n)],
-                scale,
-            )
-        cands = [
-            RankEntry(urgent=gen.random() < 0.1, explorable=gen.random() < 0.9) for _ in range(n)
-        ]
-        scores = [gen.random() for _ in range(n)]
-        k, seed = gen.randint(1, 4), gen.getrandbits(64)
+        post, cands, scores, k, seed = random_pool(gen, kind, 12)
         policy = Thompson(n_sim=gen.choice([1, 20, 200]), uniform=uniform)
         real_rng, would_rng = random.Random(seed), random.Random(seed)
         real = rank(cands, scores, k, policy, real_rng, thompson=post, seed=seed)
@@ -526,26 +534,8 @@ def test_a_counterfactual_watching_withheld_items_places_them_as_the_real_choice
         return samples_top(*args, **kwargs)
 
     for trial in range(1_200):
-        n = gen.randint(1, 14)
-        scale = [gen.uniform(0.5, 2.0) for _ in range(n)]
-        post: BetaScores | GaussianScores = (
-            GaussianScores(
-                [gen.uniform(-6.0, -1.0) for _ in range(n)],
-                [gen.choice((0.01, 0.05, gen.uniform(0.01, 1.0))) for _ in range(n)],
-                scale,
-            )
-            if kind == "gaussian"
-            else BetaScores(
-                [gen.uniform(0.5, 5.0) for _ in range(n)],
-                [gen.uniform(5.0, 40.0) for _ in range(n)],
-                scale,
-            )
-        )
-        cands = [
-            RankEntry(urgent=gen.random() < 0.1, explorable=gen.random() < 0.9) for _ in range(n)
-        ]
-        scores = [gen.random() for _ in range(n)]
-        k, seed = gen.randint(1, 4), gen.getrandbits(64)
+        post, cands, scores, k, seed = random_pool(gen, kind, 14)
+        n = len(cands)
         watch = {i for i in range(n) if gen.random() < 0.3}
         policy = Thompson(n_sim=gen.choice([1, 20, 200]), uniform=uniform)
         drawn[0] = 0

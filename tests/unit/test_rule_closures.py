@@ -11,7 +11,6 @@ the example bank's rules and the generated 150-rule benchmark catalog.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,7 +31,7 @@ from nextbest.rules import (
 from nextbest.rules.compiled import Undecided
 from nextbest.rules.parse import Binary, Call, Ident, Index, Literal, Select, Unary, parse
 from nextbest.store.catalog_files import load_catalog
-from tests.support import ROOT, T0
+from tests.support import T0
 from tests.unit.test_rule_reads import RULES as READS_RULES
 from tests.unit.test_rule_reads import random_history, random_interest
 
@@ -353,15 +352,6 @@ def test_the_example_banks_rules_decide_as_cel(catalog: Catalog) -> None:
     )
     assert tally["decided"], tally
     assert tally[RuleOutcome.TRUE], tally
-
-
-@pytest.fixture(scope="module")
-def catalog_gen() -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(ROOT / "bench"))
-        import importlib
-
-        yield importlib.import_module("catalog_gen")
 
 
 def test_the_generated_catalogs_rules_decide_as_cel(
