@@ -196,6 +196,8 @@ TRICKY = [
     "traits.tags.all(k, traits.tags[k] > 0)",
     "traits.tags.all(t, t != 'x')",
     "traits.address.exists(k, traits.nothing > 1) || profile.known",
+    "traits.address.exists(k, traits.address[k] == 3 || traits.nothing > 1)",
+    "traits.address.all(k, k == 'city' && traits.nothing > 1) || profile.known",
     'interest["mortgage"].count_14d > 1',
     "interest[profile.lifecycle].count_7d >= 0",
     'profile.funnel["mortgage"] == "applying" || profile.known',
@@ -389,6 +391,11 @@ def test_the_generated_catalogs_rules_decide_as_cel(
             RuleOutcome.TRUE,
         ),
         ('products[0] == "savings"', {}, RuleOutcome.TRUE),
+        (  # every key errs, none decides: CEL's error in any order, which || absorbs
+            'profile.funnel.exists(t, traits.nothing > 1) || "savings" in products',
+            {"mortgage": FunnelStage.CUSTOMER, "pension": FunnelStage.APPLYING},
+            RuleOutcome.TRUE,
+        ),
         ('interest["mortgage"].count_14d >= 0', {}, RuleOutcome.TRUE),
     ],
 )

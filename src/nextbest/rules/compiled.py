@@ -17,8 +17,8 @@ kinds (``1 == "a"``, ``true == 1``, ``null == 1``) is false, int against double 
 the values (``1 == 1.0``, ``1 < 2.0``); ``in`` a list uses that equality, ``in`` a map tests
 string keys; ``/`` and ``%`` on ints truncate toward zero, overflow is an error;
 ``exists``/``all`` go in order and stop at the first deciding element (an error before it
-is the result); over a map (its keys, in CEL's own order) the closures decide only when
-every key gives a bool, the one case where the order cannot matter; ``m["k"]`` and ``l[0]``
+is the result); over a map (its keys, in CEL's own order) the closures decide only where the
+order cannot matter: every key gives a bool, or some err and none decides; ``m["k"]`` and ``l[0]``
 read a key or position that is there, a string key a map lacks is CEL's error, anything
 else is CEL's.
 
@@ -1095,22 +1095,32 @@ class Compiler:
         def over_keys(fr: Frame, seq: dict[Any, Any], local: dict[str, Any]) -> bool:
             """Over a map's keys: CEL's order is its own, and it stops at the first element
             that decides, an error before it being the result. So every key is tested: when
-            each gives a bool the outcome is the same in any order; an error or a non-bool
-            anywhere is CEL's to decide."""
-            found = False
+            each gives a bool the outcome is the same in any order, and so it is when some
+            err for certain (``Erred``) and none decides (CEL's error); an error beside a key
+            that decides, or a non-bool anywhere, is CEL's to decide."""
+            found = erred = False
             for key in seq:
                 if type(key) is not str:
                     raise Undecided
                 local[var] = key
                 try:
                     v = test(fr)
-                except Undecided:  # an error too (``Erred``): where it falls is CEL's
+                except Erred:
+                    erred = True
+                    continue
+                except Undecided:
                     raise Undecided from None
                 if v is stop:
                     found = True
                 elif v is not (not stop):
                     raise Undecided
-            return stopped if found else not stop
+            if found:
+                if erred:  # which comes first is CEL's key order
+                    raise Undecided
+                return stopped
+            if erred:
+                raise Erred
+            return not stop
 
         def macro(fr: Frame) -> bool:
             seq = items(fr)
