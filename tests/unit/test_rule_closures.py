@@ -211,6 +211,8 @@ TRICKY = [
     'traits.address["city"] == 3 && profile.known',
     "[1, 2, 3][traits.level] == 3",
     "[1, 2, 3][1.0] == 2",
+    "has(traits.address['city'].x) || profile.known",
+    "has(interest['mortgage'].count_7d) && interest['mortgage'].count_7d >= 0",
     # outside the subset: CEL as written
     "traits.address['city'] == 'Utrecht'",
     "{'a': 1}.a == 1",
