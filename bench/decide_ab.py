@@ -132,17 +132,22 @@ def _filters_from(path: Path, calls: list[int]) -> Variant:
     return variant
 
 
-@contextlib.contextmanager
-def _cf_full_draws() -> Iterator[None]:
-    """A control customer's counterfactual ranks as a logged choice does: every sample
-    drawn and the shares counted (before ``rank``'s ``counterfactual``)."""
-    rank = learner.rank
+def _rank_without(keyword: str) -> Variant:
+    """The learner ranking as if ``rank`` had no ``keyword`` (its default taken): the
+    engine as it was before that keyword."""
 
-    def full(*args: Any, counterfactual: bool = False, **kwargs: Any) -> Any:
-        return rank(*args, **kwargs)
+    @contextlib.contextmanager
+    def variant() -> Iterator[None]:
+        rank = learner.rank
 
-    with mock.patch.object(learner, "rank", full):
-        yield
+        def without(*args: Any, **kwargs: Any) -> Any:
+            kwargs.pop(keyword, None)
+            return rank(*args, **kwargs)
+
+        with mock.patch.object(learner, "rank", without):
+            yield
+
+    return variant
 
 
 def _indexes(node: object) -> bool:
@@ -151,8 +156,7 @@ def _indexes(node: object) -> bool:
         return True
     if isinstance(node, tuple):
         return any(_indexes(n) for n in node)
-    fields = getattr(node, "__slots__", ())
-    return any(_indexes(getattr(node, f)) for f in fields if not isinstance(node, str))
+    return any(_indexes(getattr(node, f)) for f in getattr(node, "__slots__", ()))
 
 
 @contextlib.contextmanager
@@ -174,25 +178,14 @@ def _index_in_cel() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _cf_unwatched() -> Iterator[None]:
-    """A control customer's counterfactual choice draws its sample even when no sample
-    could place a withheld offer (before ``rank``'s ``watch``)."""
-    rank = learner.rank
-
-    def drawn(*args: Any, watch: Any = None, **kwargs: Any) -> Any:
-        return rank(*args, **kwargs)
-
-    with mock.patch.object(learner, "rank", drawn):
-        yield
-
-
 VARIANTS: dict[str, Variant] = {
     "gc_freeze": _gc_freeze,
     "gc_settle": _gc_settle,
     "gc_young": _gc_young,
-    "cf_full_draws": _cf_full_draws,
-    "cf_unwatched": _cf_unwatched,
+    # the counterfactual's full draws and counted shares, as before rank's counterfactual
+    "cf_full_draws": _rank_without("counterfactual"),
+    # the counterfactual's draw whatever it watches, as before rank's watch
+    "cf_unwatched": _rank_without("watch"),
     "index_in_cel": _index_in_cel,
 }
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence, Set
 
 import msgspec
 import numpy as np
@@ -145,7 +145,7 @@ def rank(
     thompson: BetaScores | GaussianScores | None = None,
     seed: int = 0,
     counterfactual: bool = False,
-    watch: Collection[int] | None = None,
+    watch: Set[int] | None = None,
 ) -> list[Placed]:
     """Up to ``k`` items with their propensities (see the module docstring).
 
@@ -325,7 +325,7 @@ def _thompson(
     rng: random.Random,
     seed: int,
     counterfactual: bool = False,
-    watch: Collection[int] | None = None,
+    watch: Set[int] | None = None,
 ) -> tuple[list[int], list[float], list[PropensityKind]]:
     everyone, uniform, n_sim = pool, policy.uniform, policy.n_sim
     if isinstance(post, GaussianScores):
@@ -338,7 +338,7 @@ def _thompson(
     if counterfactual:  # the same choice, the propensities not computed
         if at_random:
             chosen = rng.sample(everyone, f)
-        elif watch is not None and not any(i in watch for i in pool):
+        elif watch is not None and watch.isdisjoint(pool):
             rng.randrange(n_sim)  # the sample it would rank by: the same rng calls
             chosen = pool[:f]  # no sample places a watched item: no draw tells more
         else:

@@ -356,7 +356,6 @@ class Learner:
         elif isinstance(learning.explore, Thompson) and posterior is not None:
             thompson = GaussianScores(posterior[0], posterior[1], scale)
         seed = seed_of(ctx.decision_id)
-        withheld = ctx.withheld if ctx.counterfactual else None
         placed = rank(
             slots,
             scores,
@@ -366,7 +365,9 @@ class Learner:
             thompson=thompson,
             seed=seed,
             counterfactual=ctx.counterfactual,
-            watch={i for i, c in enumerate(pool) if c.offer.id in withheld} if withheld else None,
+            watch={i for i, c in enumerate(pool) if c.offer.id in ctx.withheld}
+            if ctx.withheld
+            else None,
         )
         if ctx.counterfactual:  # where the items would be: nothing counted, nothing logged
             return Choice(picks=[(pl.index, pl.propensity) for pl in placed])

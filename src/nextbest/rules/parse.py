@@ -324,7 +324,7 @@ def parsed(source: str) -> Node | str:
         node = parser.expr()
         kind, value = parser.peek()
         if kind != "end":
-            return f"{value!s}" if value is not None else kind
+            return str(value) if value is not None else kind
     except _Unsupported as exc:
         return str(exc)
     except RecursionError:

@@ -250,13 +250,7 @@ class _Checker:
         name = node.index.value if isinstance(node.index, Literal) else None
         if isinstance(name, str):
             found = parent.fields.get(name)
-            if found is None:
-                hint = did_you_mean(name, parent.fields, quote='"')
-                if parent.catalog:
-                    return self.report(f"{show(node)} is not defined in the catalog{hint}")
-                listed = "" if hint else f"; {show(node.operand)} has " + ", ".join(parent.fields)
-                return self.report(f"unknown key {show(node)}{hint}{listed}")
-            return found
+            return found if found is not None else self.report(_unknown_field(node, parent))
         return _join(list(parent.fields.values()))
 
     # -------------------------------------------------------------- calls
@@ -546,15 +540,20 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _unknown_field(node: Select, parent: RuleType) -> str:
+def _unknown_field(node: Select | Index, parent: RuleType) -> str:
+    """A field (``a.b``) or a literal key (``a["b"]``) a record does not have."""
     fields = parent.fields or {}
     path = show(node)
     base = show(node.operand)
-    hint = did_you_mean(node.field, fields, base + ".")
+    if isinstance(node, Select):
+        what, hint = "field", did_you_mean(node.field, fields, base + ".")
+    else:
+        assert isinstance(node.index, Literal)
+        what, hint = "key", did_you_mean(str(node.index.value), fields, quote='"')
     if parent.catalog:
         return f"{path} is not defined in the catalog{hint}"
     listed = "" if hint else f"; {base} has " + ", ".join(fields)
-    return f"unknown field {path}{hint}{listed}"
+    return f"unknown {what} {path}{hint}{listed}"
 
 
 # ------------------------------------------------------------------ paths only
